@@ -1,0 +1,76 @@
+// The op set every backend implements: the forward and backward of each decoder op, the optimizer
+// step and the reductions training needs. Shapes are row-major; N is the number of token rows (B*T),
+// C the model width, V the vocabulary, H/Hkv query/key-value heads, D the head size.
+// A backend that lacks an op throws NotSupportedException naming it (op-check reports "not supported").
+namespace Temper.Core;
+
+public interface IBackend : IDisposable
+{
+    string Name { get; }
+
+    /// <summary>A zero-filled tensor in this backend's memory.</summary>
+    Tensor Zeros(Shape shape, DType dtype = DType.F32);
+    /// <summary>This backend's copy of a host tensor (the host tensor itself where memory is shared).</summary>
+    Tensor FromHost(Tensor host);
+    /// <summary>A host copy of a tensor of this backend.</summary>
+    Tensor ToHost(Tensor t);
+
+    // ---- forward ----
+    /// <summary>out[N,C] = table[V,C][ids[N]].</summary>
+    void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output);
+    /// <summary>y[N,C] = x / rms(x) * weight; rstd[N] (optional) keeps 1/rms for backward.</summary>
+    void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor? rstd = null);
+    /// <summary>y[N,M] = x[N,K] weight[M,K]^T + bias[M] (weight f32 or bf16); accumulate adds into y.</summary>
+    void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false);
+    /// <summary>y[N,M] = x W^T + bias + scale (x A[r,K]^T) B[M,r]^T; xa[N,r] (optional) keeps x A^T.</summary>
+    void LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scale, Tensor y, Tensor? xa = null);
+    /// <summary>Rotates x[N,H,D] in place by the angles of positions[N] (HF rotate_half layout).</summary>
+    void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs);
+    /// <summary>Causal GQA attention; see <see cref="AttentionArgs"/>.</summary>
+    void Attention(in AttentionArgs a);
+    /// <summary>y = silu(gate) * up, all [N,F].</summary>
+    void SwiGlu(Tensor gate, Tensor up, Tensor y);
+    /// <summary>y = a + b (y may alias a).</summary>
+    void Add(Tensor a, Tensor b, Tensor y);
+    /// <summary>y[N,V] = log_softmax(x[N,V]) per row.</summary>
+    void LogSoftmax(Tensor x, Tensor y);
+
+    // ---- backward ----
+    /// <summary>dTable[ids[n]] += dOut[n].</summary>
+    void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable);
+    /// <summary>dx (and dWeight += ) from dy, x, weight and the rstd saved by forward.</summary>
+    void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight);
+    /// <summary>dx[N,K] = dy W (accumulated if asked); dWeight[M,K] += dy^T x; dBias[M] += sum dy.</summary>
+    void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false);
+    /// <summary>LoRA part of backward: dA, dB (accumulated) and dx += scale (dy B) A.</summary>
+    void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor dA, Tensor dB);
+    /// <summary>Rotates dx[N,H,D] in place by minus the angles (the transpose of the rotation).</summary>
+    void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
+    void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv);
+    void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp);
+    /// <summary>
+    /// Fused LM head + cross-entropy over vocabulary chunks (the [N,V] logits are never all held):
+    /// losses[N] = -log softmax(hidden lmHead^T)[labels]; rows with label &lt; 0 get 0. When dHidden or
+    /// dLmHead are given, gradients of sum(losses * lossScale) are accumulated into them.
+    /// </summary>
+    void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead);
+
+    // ---- optimizer and reductions ----
+    void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p);
+    /// <summary>Sum of squares of all elements (for global grad norms), accumulated in f64.</summary>
+    double SumOfSquares(Tensor x);
+    /// <summary>x *= s in place.</summary>
+    void Scale(Tensor x, float s);
+}
+
+/// <summary>
+/// q[B,Tq,H,D] attends to k,v[B,S,Hkv,D] (S = cache capacity, the first KvLength rows used). Query i
+/// sits at key position QueryOffset + i and sees keys at positions &lt;= its own (causal) whose
+/// KeyMask[B,KvLength] entry is non-zero. Output[B,Tq,H,D]; Lse[B,H,Tq] (optional) keeps the
+/// log-sum-exp for backward. A query that sees no key gets zeros.
+/// </summary>
+public readonly record struct AttentionArgs(
+    Tensor Q, Tensor K, Tensor V, Tensor Output, int KvLength, int QueryOffset, float Scale,
+    ReadOnlyMemory<int> KeyMask = default, Tensor? Lse = null);
+
+public readonly record struct AdamWParams(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step);
