@@ -1,1 +1,24 @@
-Console.WriteLine("temper");
+// The `temper` command: one verb per file under Commands/. Bad input prints one line on stderr and
+// exits 2; --verbose adds the stack trace. Parse errors are bad input too.
+using System.CommandLine;
+using Temper.Cli;
+using Temper.Cli.Commands;
+
+var root = new RootCommand("Temper: LLM inference and post-training on your own hardware")
+{
+    CliOptions.Verbose,
+    InfoCommand.Create(),
+    TokenizeCommand.Create(),
+    TemplateCommand.Create(),
+    LogitsCommand.Create(),
+    GenerateCommand.Create(),
+    ChatCommand.Create(),
+    BenchCommand.Create(),
+};
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    Console.Error.WriteLine($"temper: {parsed.Errors[0].Message} (see 'temper {string.Join(' ', args.TakeWhile(a => !a.StartsWith('-')))} --help')");
+    return 2;
+}
+return parsed.Invoke();

@@ -1,0 +1,96 @@
+// Autoregressive generation with a KV cache for a batch of prompts. Prompts of different lengths are
+// left-padded (mask 0, positions counted over real tokens only, as transformers does), prefilled in
+// one forward pass, then decoded one token per row per step. A row stops at an EOS id (unless
+// IgnoreEos), at a stop string, or at MaxNewTokens; finished rows keep feeding padding.
+using Temper.Core;
+
+namespace Temper.Models;
+
+public sealed record GenerationOptions
+{
+    public int MaxNewTokens { get; init; } = 64;
+    public SamplingOptions Sampling { get; init; } = new();
+    public IReadOnlyList<int> EosIds { get; init; } = [];
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    public bool IgnoreEos { get; init; }
+}
+
+public enum FinishReason { Length, Eos, StopString }
+
+public sealed record GenerationResult(IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason Finish);
+
+public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>? decode = null)
+{
+    public Decoder Decoder { get; } = decoder;
+
+    /// <summary>Generates for each prompt; onToken(row, id) is called as each token is chosen (for streaming).</summary>
+    public IReadOnlyList<GenerationResult> Generate(IReadOnlyList<IReadOnlyList<int>> prompts, GenerationOptions o, Action<int, int>? onToken = null, CancellationToken cancel = default)
+    {
+        if (prompts.Count == 0) return [];
+        if (o.MaxNewTokens < 0) throw new TemperException($"--max-new-tokens must be >= 0 (got {o.MaxNewTokens})");
+        if (o.StopStrings.Count > 0 && decode == null) throw new ArgumentException("stop strings need a decode function");
+        o.Sampling.Validate();
+        var cfg = Decoder.Config;
+        int batch = prompts.Count;
+        int promptLen = prompts.Max(p => p.Count);
+        if (promptLen == 0) throw new TemperException("a prompt is empty: give at least one token");
+        int capacity = promptLen + o.MaxNewTokens;
+        if (cfg.SlidingWindow is int w && capacity > w)
+            throw new TemperException($"prompt + new tokens ({capacity}) exceed the model's sliding window ({w}), which Temper does not implement yet");
+        int pad = cfg.PadTokenId ?? 0;
+
+        var ids = new int[batch * promptLen];
+        var mask = new int[batch * promptLen];
+        var pos = new int[batch * promptLen];
+        var nextPos = new int[batch];
+        for (int b = 0; b < batch; b++)
+        {
+            int off = promptLen - prompts[b].Count;
+            for (int t = 0; t < promptLen; t++)
+            {
+                bool real = t >= off;
+                ids[b * promptLen + t] = real ? prompts[b][t - off] : pad;
+                mask[b * promptLen + t] = real ? 1 : 0;
+                pos[b * promptLen + t] = real ? t - off : 1;
+            }
+            nextPos[b] = prompts[b].Count;
+        }
+
+        var samplers = Enumerable.Range(0, batch).Select(b => new Sampler(o.Sampling with { Seed = o.Sampling.Seed + (ulong)b })).ToArray();
+        var history = prompts.Select(p => new List<int>(p)).ToArray();
+        var generated = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
+        var finish = new FinishReason?[batch];
+        if (o.MaxNewTokens == 0) return Results(prompts, generated, finish);
+
+        using var cache = new KvCache(cfg, Decoder.Backend, batch, capacity);
+        var logits = Decoder.Forward(ids, pos, mask, batch, cache, allPositions: false);
+        var stepIds = new int[batch];
+        var stepMask = new int[batch];
+        var stepPos = new int[batch];
+        for (int step = 0; step < o.MaxNewTokens; step++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            var l = logits.Floats;
+            for (int b = 0; b < batch; b++)
+            {
+                stepMask[b] = finish[b] == null ? 1 : 0;
+                stepPos[b] = nextPos[b]++;
+                if (finish[b] != null) { stepIds[b] = pad; continue; }
+                int id = samplers[b].Next(l.Slice(b * cfg.VocabSize, cfg.VocabSize), history[b].ToArray());
+                stepIds[b] = id;
+                history[b].Add(id);
+                generated[b].Add(id);
+                onToken?.Invoke(b, id);
+                if (!o.IgnoreEos && o.EosIds.Contains(id)) finish[b] = FinishReason.Eos;
+                else if (o.StopStrings.Count > 0 && o.StopStrings.Any(decode!(generated[b]).Contains)) finish[b] = FinishReason.StopString;
+            }
+            logits.Dispose();
+            if (step == o.MaxNewTokens - 1 || finish.All(f => f != null)) break;
+            logits = Decoder.Forward(stepIds, stepPos, stepMask, batch, cache, allPositions: false);
+        }
+        return Results(prompts, generated, finish);
+    }
+
+    private static GenerationResult[] Results(IReadOnlyList<IReadOnlyList<int>> prompts, List<int>[] gen, FinishReason?[] finish) =>
+        Enumerable.Range(0, prompts.Count).Select(b => new GenerationResult(prompts[b], gen[b], finish[b] ?? FinishReason.Length)).ToArray();
+}

@@ -1,0 +1,83 @@
+// A model folder opened for use: config, weights on a backend, tokenizer and chat template (when the
+// folder has them), optionally a PEFT adapter applied unmerged or merged. The entry point the CLI,
+// the trainers and the native library share.
+using Temper.Core;
+using Temper.Models.Text;
+
+namespace Temper.Models;
+
+public sealed class LanguageModel : IDisposable
+{
+    private readonly List<IDisposable> _owned = [];
+
+    private LanguageModel(string dir, ModelConfig cfg, ModelWeights weights, IBackend be)
+    {
+        Directory = dir;
+        Config = cfg;
+        Weights = weights;
+        Decoder = new Decoder(cfg, weights, be);
+        _owned.Add(weights);
+    }
+
+    public string Directory { get; }
+    public ModelConfig Config { get; }
+    public ModelWeights Weights { get; }
+    public Decoder Decoder { get; }
+    public HfTokenizer? Tokenizer { get; private set; }
+    public ChatTemplate? Template { get; private set; }
+
+    public HfTokenizer RequireTokenizer() => Tokenizer ?? throw new TemperException($"{Directory}: no tokenizer.json");
+    public ChatTemplate RequireTemplate() => Template ?? throw new TemperException($"{Directory}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
+
+    public static LanguageModel Load(string dir, IBackend be, string? adapterDir = null, bool mergeAdapter = false)
+    {
+        if (!System.IO.Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
+        var cfg = ModelConfig.Load(dir);
+        var weights = ModelWeights.Load(dir, cfg, be);
+        var m = new LanguageModel(dir, cfg, weights, be);
+        try
+        {
+            if (File.Exists(Path.Combine(dir, "tokenizer.json"))) m.Tokenizer = HfTokenizer.Load(dir);
+            m.Template = ChatTemplate.LoadFromModelDir(dir);
+            if (adapterDir != null) m.AttachAdapter(adapterDir, mergeAdapter);
+        }
+        catch
+        {
+            m.Dispose();
+            throw;
+        }
+        return m;
+    }
+
+    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights.</summary>
+    public void AttachAdapter(string adapterDir, bool merge)
+    {
+        var adapter = LoraAdapter.Load(adapterDir);
+        _owned.Add(adapter);
+        if (merge) adapter.Merge(Weights, Decoder.Backend);
+        else adapter.Apply(Weights, Decoder.Backend);
+    }
+
+    /// <summary>EOS ids for generation: config.json's, plus the tokenizer's EOS token.</summary>
+    public IReadOnlyList<int> EosIds()
+    {
+        var ids = new List<int>(Config.EosTokenIds);
+        if (Tokenizer?.EosId is int e && !ids.Contains(e)) ids.Add(e);
+        return ids;
+    }
+
+    /// <summary>Logits [B*T, V] for equal-length rows of ids [B,T] with an optional 0/1 mask [B,T].</summary>
+    public Tensor Logits(int[] ids, int batch, int[]? mask = null)
+    {
+        int t = ids.Length / batch;
+        var pos = new int[ids.Length];
+        for (int i = 0; i < ids.Length; i++) pos[i] = i % t;
+        using var cache = new KvCache(Config, Decoder.Backend, batch, t);
+        return Decoder.Forward(ids, pos, mask ?? [], batch, cache, allPositions: true);
+    }
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+    }
+}

@@ -1,0 +1,171 @@
+// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) read for inference:
+// attached to a model's projections unmerged (y = x W^T + s (x A^T) B^T, s = alpha/r or alpha/sqrt(r)
+// with rsLoRA), or merged into the weights (W += s B A). PEFT options Temper does not implement are
+// refused by name, never ignored.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+
+namespace Temper.Models;
+
+public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnlyList<string>? TargetList, string? TargetRegex, double Dropout)
+{
+    public float Scale => (float)(UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank);
+
+    /// <summary>PEFT's matching: a list matches a module whose name is the entry or ends with "." + entry; a string is a full-match regex.</summary>
+    public bool Targets(string module)
+    {
+        if (TargetRegex != null) return Regex.IsMatch(module, "^(?:" + TargetRegex + ")$");
+        return TargetList!.Any(t => module == t || module.EndsWith("." + t, StringComparison.Ordinal));
+    }
+
+    public static LoraConfig Load(string dir)
+    {
+        string path = Path.Combine(dir, "adapter_config.json");
+        if (!File.Exists(path)) throw new TemperException($"{path}: adapter_config.json not found");
+        JsonObject o;
+        try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new TemperException($"{path}: not a JSON object"); }
+        catch (JsonException e) { throw new TemperException($"{path}: malformed JSON at line {e.LineNumber + 1}"); }
+
+        string type = o["peft_type"]?.GetValue<string>() ?? "LORA";
+        if (type != "LORA") throw new TemperException($"{path}: peft_type '{type}' is not supported (only LORA)");
+        Refuse(o, path, "use_dora", n => n.GetValueKind() == JsonValueKind.True, "DoRA");
+        Refuse(o, path, "rank_pattern", n => n is JsonObject d && d.Count > 0, "per-module ranks");
+        Refuse(o, path, "alpha_pattern", n => n is JsonObject d && d.Count > 0, "per-module alphas");
+        Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
+        Refuse(o, path, "layers_to_transform", n => n.GetValueKind() != JsonValueKind.Null, "a layer subset");
+        Refuse(o, path, "exclude_modules", n => n is JsonArray { Count: > 0 } || n.GetValueKind() == JsonValueKind.String, "excluded modules");
+        Refuse(o, path, "fan_in_fan_out", n => n.GetValueKind() == JsonValueKind.True, "fan-in/fan-out (Conv1D) weights");
+        Refuse(o, path, "lora_bias", n => n.GetValueKind() == JsonValueKind.True, "LoRA biases");
+        Refuse(o, path, "use_qalora", n => n.GetValueKind() == JsonValueKind.True, "QA-LoRA");
+        Refuse(o, path, "trainable_token_indices", n => n.GetValueKind() != JsonValueKind.Null, "trainable token indices");
+        Refuse(o, path, "target_parameters", n => n is JsonArray { Count: > 0 }, "target_parameters");
+        Refuse(o, path, "alora_invocation_tokens", n => n.GetValueKind() != JsonValueKind.Null, "aLoRA");
+        Refuse(o, path, "bias", n => n.GetValueKind() == JsonValueKind.String && n.GetValue<string>() != "none", "bias training");
+
+        int r = o["r"]?.GetValue<int>() ?? 8;
+        if (r <= 0) throw new TemperException($"{path}: r must be positive, got {r}");
+        double alpha = o["lora_alpha"]?.GetValue<double>() ?? 8;
+        bool rs = o["use_rslora"]?.GetValue<bool>() ?? false;
+        double dropout = o["lora_dropout"]?.GetValue<double>() ?? 0;
+        var tm = o["target_modules"] ?? throw new TemperException($"{path}: missing field 'target_modules'");
+        return tm switch
+        {
+            JsonArray a => new LoraConfig(r, alpha, rs, a.Select(x => x!.GetValue<string>()).ToArray(), null, dropout),
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => new LoraConfig(r, alpha, rs, null, v.GetValue<string>(), dropout),
+            _ => throw new TemperException($"{path}: target_modules must be a list of names or a regex string"),
+        };
+    }
+
+    private static void Refuse(JsonObject o, string path, string key, Func<JsonNode, bool> set, string what)
+    {
+        if (o.TryGetPropertyValue(key, out var n) && n != null && set(n))
+            throw new TemperException($"{path}: '{key}' ({what}) is not supported by Temper yet; refusing rather than ignoring it");
+    }
+}
+
+public sealed class LoraAdapter : IDisposable
+{
+    private readonly SafetensorsFile _file;
+
+    private LoraAdapter(string dir, LoraConfig cfg, SafetensorsFile file, Dictionary<string, (Tensor A, Tensor B)> modules)
+    {
+        Directory = dir;
+        Config = cfg;
+        _file = file;
+        Modules = modules;
+    }
+
+    public string Directory { get; }
+    public LoraConfig Config { get; }
+    /// <summary>Module name (e.g. model.layers.0.self_attn.q_proj) -> A [r,In], B [Out,r], f32 host tensors.</summary>
+    public IReadOnlyDictionary<string, (Tensor A, Tensor B)> Modules { get; }
+
+    public static LoraAdapter Load(string dir)
+    {
+        var cfg = LoraConfig.Load(dir);
+        string path = Path.Combine(dir, "adapter_model.safetensors");
+        if (!File.Exists(path)) throw new TemperException($"{path}: adapter_model.safetensors not found");
+        var file = SafetensorsFile.Open(path);
+        var a = new Dictionary<string, Tensor>();
+        var b = new Dictionary<string, Tensor>();
+        foreach (var e in file.Entries)
+        {
+            var m = Regex.Match(e.Name, @"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$");
+            if (!m.Success) throw new TemperException($"{path}: tensor '{e.Name}' is not a LoRA A/B weight");
+            var t = file.Get(e.Name);
+            if (t.Shape.Rank != 2) throw new TemperException($"{path}: tensor '{e.Name}' has shape {t.Shape}, expected a matrix");
+            (m.Groups[2].Value == "A" ? a : b)[m.Groups[1].Value] = t.ToF32();
+        }
+        var modules = new Dictionary<string, (Tensor, Tensor)>();
+        foreach (var (name, ta) in a)
+        {
+            if (!b.TryGetValue(name, out var tb)) throw new TemperException($"{path}: '{name}' has lora_A but no lora_B");
+            if (ta.Shape[0] != cfg.Rank || tb.Shape[1] != cfg.Rank)
+                throw new TemperException($"{path}: '{name}' has A {ta.Shape} and B {tb.Shape}, which do not match r={cfg.Rank}");
+            modules[name] = (ta, tb);
+        }
+        foreach (var name in b.Keys)
+            if (!a.ContainsKey(name)) throw new TemperException($"{path}: '{name}' has lora_B but no lora_A");
+        return new LoraAdapter(dir, cfg, file, modules);
+    }
+
+    /// <summary>Checks every adapter module against the model's projections: name and shapes.</summary>
+    private List<(Projection P, Tensor A, Tensor B)> Resolve(ModelWeights w)
+    {
+        var byName = w.Projections.Append(w.LmHead).ToDictionary(p => p.Name);
+        var list = new List<(Projection, Tensor, Tensor)>();
+        foreach (var (name, (a, b)) in Modules)
+        {
+            if (!byName.TryGetValue(name, out var p))
+                throw new TemperException($"{Directory}: adapter module '{name}' does not exist in the model");
+            if (a.Shape[1] != p.In || b.Shape[0] != p.Out)
+                throw new TemperException($"{Directory}: adapter module '{name}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");
+            list.Add((p, a, b));
+        }
+        return list;
+    }
+
+    /// <summary>Attaches the adapter unmerged: each targeted projection computes its LoRA term.</summary>
+    public void Apply(ModelWeights w, IBackend be)
+    {
+        foreach (var (p, a, b) in Resolve(w))
+            p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.Scale);
+    }
+
+    /// <summary>Merges the adapter into the weights (W += s B A, in f32, stored back in W's dtype); weights become new host tensors.</summary>
+    public void Merge(ModelWeights w, IBackend be)
+    {
+        foreach (var (p, a, b) in Resolve(w))
+        {
+            var merged = p.Weight.IsHost ? p.Weight.ToFloatArray() : be.ToHost(p.Weight).ToFloatArray();
+            AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, Config.Rank, Config.Scale);
+            var t = p.Weight.DType == DType.BF16 ? ToBf16(merged, p.Weight.Shape, p.Name) : Tensor.FromFloats(p.Weight.Shape, merged, p.Name);
+            p.Weight = be.FromHost(t);
+            p.Lora = null;
+        }
+    }
+
+    /// <summary>w[M,K] += s * (b[M,r] a[r,K]), the product in f32 as PEFT computes B @ A * scaling.</summary>
+    internal static void AddScaledProduct(Span<float> w, ReadOnlySpan<float> b, ReadOnlySpan<float> a, int m, int k, int r, float s)
+    {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < k; j++)
+            {
+                float acc = 0;
+                for (int x = 0; x < r; x++) acc += b[i * r + x] * a[x * k + j];
+                w[i * k + j] += s * acc;
+            }
+    }
+
+    private static Tensor ToBf16(float[] v, Shape shape, string name)
+    {
+        var t = Tensor.Zeros(shape, DType.BF16, name);
+        BFloat16.FromSingle(v, t.Span<ushort>());
+        return t;
+    }
+
+    public void Dispose() => _file.Dispose();
+}

@@ -1,0 +1,137 @@
+// The decoder's parameters, read by HF name from a safetensors model folder and placed on a backend.
+// Linear weights keep their stored dtype where the backend computes with it (f32, bf16); f16 and f64
+// weights and every norm vector and bias are widened to f32 once at load.
+using Temper.Core;
+using Temper.Core.SafeTensors;
+
+namespace Temper.Models;
+
+public sealed class LayerWeights
+{
+    public required Tensor InputNorm { get; init; }      // [C]
+    public required Projection Q { get; init; }          // [H*D, C]
+    public required Projection K { get; init; }          // [Hkv*D, C]
+    public required Projection V { get; init; }          // [Hkv*D, C]
+    public required Projection O { get; init; }          // [C, H*D]
+    public required Tensor PostAttentionNorm { get; init; } // [C]
+    public required Projection Gate { get; init; }       // [F, C]
+    public required Projection Up { get; init; }         // [F, C]
+    public required Projection Down { get; init; }       // [C, F]
+
+    public IEnumerable<Projection> Projections => [Q, K, V, O, Gate, Up, Down];
+}
+
+public sealed class ModelWeights : IDisposable
+{
+    private readonly SafetensorsModel? _file;
+
+    private ModelWeights(SafetensorsModel? file, Tensor embed, LayerWeights[] layers, Tensor finalNorm, Projection lmHead)
+    {
+        _file = file;
+        Embed = embed;
+        Layers = layers;
+        FinalNorm = finalNorm;
+        LmHead = lmHead;
+    }
+
+    public Tensor Embed { get; }              // [V, C]
+    public LayerWeights[] Layers { get; }
+    public Tensor FinalNorm { get; }          // [C]
+    public Projection LmHead { get; }         // [V, C] (the embedding itself when tied)
+
+    public IEnumerable<Projection> Projections => Layers.SelectMany(l => l.Projections);
+
+    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be)
+    {
+        var file = SafetensorsModel.Open(dir);
+        try
+        {
+            var reader = new WeightReader(file, be, dir);
+            bool hasHead = file.Contains("lm_head.weight");
+            if (!cfg.TieWordEmbeddings && !hasHead) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
+            return Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A model with seeded random weights (N(0, 0.02) matrices, norms 1): for benchmarks and tests.</summary>
+    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32)
+    {
+        var rng = new System.Random(seed);
+        Tensor Matrix(string name, int rows, int cols)
+        {
+            var v = new float[(long)rows * cols];
+            for (int i = 0; i < v.Length; i++) v[i] = 0.02f * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
+            var t = Tensor.FromFloats(new Shape(rows, cols), v, name);
+            if (dtype == DType.BF16)
+            {
+                var b = Tensor.Zeros(t.Shape, DType.BF16, name);
+                BFloat16.FromSingle(v, b.Span<ushort>());
+                t = b;
+            }
+            return be.FromHost(t);
+        }
+        Tensor Vector(string name, int n)
+        {
+            var v = new float[n];
+            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) Array.Fill(v, 1f);
+            return be.FromHost(Tensor.FromFloats(new Shape(n), v, name));
+        }
+        return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings);
+    }
+
+    private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead)
+    {
+        int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
+        var embed = matrix("model.embed_tokens.weight", cfg.VocabSize, c);
+        var layers = new LayerWeights[cfg.NumLayers];
+        for (int i = 0; i < layers.Length; i++)
+        {
+            string p = $"model.layers.{i}.";
+            Projection Proj(string n, int outF, int inF, bool bias) => new(p + n, matrix(p + n + ".weight", outF, inF), bias ? vector(p + n + ".bias", outF) : null);
+            layers[i] = new LayerWeights
+            {
+                InputNorm = vector(p + "input_layernorm.weight", c),
+                Q = Proj("self_attn.q_proj", q, c, cfg.AttentionBias),
+                K = Proj("self_attn.k_proj", kv, c, cfg.AttentionBias),
+                V = Proj("self_attn.v_proj", kv, c, cfg.AttentionBias),
+                O = Proj("self_attn.o_proj", c, q, cfg.OutputBias),
+                PostAttentionNorm = vector(p + "post_attention_layernorm.weight", c),
+                Gate = Proj("mlp.gate_proj", f, c, cfg.MlpBias),
+                Up = Proj("mlp.up_proj", f, c, cfg.MlpBias),
+                Down = Proj("mlp.down_proj", c, f, cfg.MlpBias),
+            };
+        }
+        var norm = vector("model.norm.weight", c);
+        var head = new Projection("lm_head", untiedHead ? matrix("lm_head.weight", cfg.VocabSize, c) : embed, null);
+        return new ModelWeights(file, embed, layers, norm, head);
+    }
+
+    public void Dispose() => _file?.Dispose();
+
+    private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir)
+    {
+        public Tensor Matrix(string name, int rows, int cols)
+        {
+            var t = Get(name, new Shape(rows, cols));
+            if (t.DType is not (DType.F32 or DType.BF16)) t = t.ToF32();
+            return be.FromHost(t);
+        }
+
+        public Tensor Vector(string name, int n) => be.FromHost(Get(name, new Shape(n)).ToF32());
+
+        private Tensor Get(string name, Shape expect)
+        {
+            if (!file.Contains(name)) throw new TemperException($"{dir}: tensor '{name}' missing");
+            var t = file.Get(name);
+            if (t.Shape != expect) throw new TemperException($"{dir}: tensor '{name}' has shape {t.Shape}, config.json implies {expect}");
+            if (t.DType is not (DType.F32 or DType.BF16 or DType.F16 or DType.F64))
+                throw new TemperException($"{dir}: tensor '{name}' has dtype {t.DType}; weights must be floating point");
+            return t;
+        }
+    }
+}

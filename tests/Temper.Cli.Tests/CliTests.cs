@@ -1,0 +1,126 @@
+// The CLI contract scripts build on: tokenize --json, template, logits to safetensors, generate,
+// and bad input as one line on stderr with exit code 2 and no stack trace.
+using System.Text.Json.Nodes;
+using Temper.Core.SafeTensors;
+
+namespace Temper.Tests;
+
+public class CliTests
+{
+    private static string Temp(string name) => Path.Combine(Directory.CreateTempSubdirectory("temper-cli-").FullName, name);
+
+    private static void AssertBadInput(CliResult r, params string[] mentions)
+    {
+        Assert.Equal(2, r.ExitCode);
+        var lines = r.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        foreach (var m in mentions) Assert.Contains(m, r.Stderr);
+    }
+
+    [Fact]
+    public void Info_lists_backend_simd_and_threads()
+    {
+        var r = TemperCli.Run("info");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("backends: cpu", r.Stdout);
+        Assert.Contains("simd:", r.Stdout);
+        Assert.Contains("threads:", r.Stdout);
+    }
+
+    [Fact]
+    public void Tokenize_json_prints_the_reference_ids()
+    {
+        string dir = Fixtures.Hf("qwen2-tiny");
+        var cases = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!["tokenize"]!.AsArray();
+        foreach (var c in cases.Take(3))
+        {
+            var r = TemperCli.Run("tokenize", "--model", dir, "--text", c!["text"]!.GetValue<string>(), "--json");
+            Assert.Equal(0, r.ExitCode);
+            Assert.Equal(c["ids"]!.ToJsonString(), r.Stdout.Trim());
+        }
+    }
+
+    [Fact]
+    public void Template_prints_exactly_the_rendered_text()
+    {
+        string dir = Fixtures.Hf("llama-tiny");
+        var ct = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!["chat_template"]!;
+        string msgs = Temp("messages.json");
+        File.WriteAllText(msgs, ct["messages"]!.ToJsonString());
+        var plain = TemperCli.Run("template", "--model", dir, "--messages", msgs);
+        Assert.Equal(0, plain.ExitCode);
+        Assert.Equal(ct["text"]!.GetValue<string>(), plain.Stdout);
+        var gen = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--add-generation-prompt");
+        Assert.Equal(ct["text_with_generation_prompt"]!.GetValue<string>(), gen.Stdout);
+    }
+
+    [Fact]
+    public void Logits_writes_the_reference_logits_with_adapter()
+    {
+        string dir = Fixtures.Hf("qwen2-tiny");
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var ids = reference.Get("input_ids");
+        int t = ids.Shape[1];
+        var rows = ids.Span<int>().ToArray().Chunk(t).Select(r => new JsonArray(r.Select(x => (JsonNode)x).ToArray())).ToArray();
+        string idsFile = Temp("ids.json"), outFile = Temp("logits.safetensors");
+        File.WriteAllText(idsFile, new JsonArray(rows).ToJsonString());
+        var r = TemperCli.Run("logits", "--model", dir, "--adapter", Path.Combine(dir, "adapter"), "--ids", idsFile, "--out", outFile);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var got = SafetensorsFile.Open(outFile);
+        var logits = got.Get("logits");
+        Assert.Equal(new Temper.Core.Shape(2, t, 512), logits.Shape);
+        var want = reference.Get("lora.logits").Floats;
+        var have = logits.Floats;
+        float maxRef = 0, maxErr = 0;
+        for (int i = 0; i < want.Length; i++) { maxRef = Math.Max(maxRef, Math.Abs(want[i])); maxErr = Math.Max(maxErr, Math.Abs(want[i] - have[i])); }
+        Assert.True(maxErr <= 1e-4 * maxRef, $"max error {maxErr}");
+    }
+
+    [Fact]
+    public void Generate_streams_the_requested_number_of_tokens()
+    {
+        string dir = Fixtures.Hf("llama-tiny");
+        var r = TemperCli.Run("generate", "--model", dir, "--prompt", "Return", "--greedy", "--max-new-tokens", "5", "--ignore-eos");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.StartsWith("Return", r.Stdout);
+        Assert.Contains("[5 tokens, stop: Length]", r.Stderr);
+    }
+
+    [Fact]
+    public void Missing_model_folder_is_one_line_exit_2()
+        => AssertBadInput(TemperCli.Run("logits", "--model", "/nonexistent/model", "--ids", "/nonexistent/ids.json", "--out", Temp("x.safetensors")), "/nonexistent/");
+
+    [Fact]
+    public void Malformed_ids_file_names_the_file()
+    {
+        string f = Temp("ids.json");
+        File.WriteAllText(f, "[[1,2,3],[4,5");
+        AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", f, "--out", Temp("x.safetensors")), f, "malformed JSON");
+    }
+
+    [Fact]
+    public void Ragged_ids_and_out_of_vocab_ids_are_named()
+    {
+        string f = Temp("ids.json");
+        File.WriteAllText(f, "[[1,2,3],[4,5]]");
+        AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", f, "--out", Temp("x.safetensors")), "row 1 has 2 values");
+        File.WriteAllText(f, "[[1,2,9999]]");
+        AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", f, "--out", Temp("x.safetensors")), "9999", "vocabulary");
+    }
+
+    [Fact]
+    public void Unknown_option_and_bad_sampling_values_exit_2()
+    {
+        AssertBadInput(TemperCli.Run("tokenize", "--model", Fixtures.Hf("llama-tiny"), "--text", "x", "--frobnicate"), "--frobnicate");
+        AssertBadInput(TemperCli.Run("generate", "--model", Fixtures.Hf("llama-tiny"), "--prompt", "x", "--top-p", "1.5"), "--top-p");
+    }
+
+    [Fact]
+    public void Verbose_adds_the_stack_trace()
+    {
+        var r = TemperCli.Run("tokenize", "--model", "/nonexistent/tok", "--text", "x", "--verbose");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("   at ", r.Stderr);
+    }
+}

@@ -1,0 +1,46 @@
+// `temper chat --model DIR`: an interactive conversation that keeps its history and renders it with
+// the model's chat template each turn. Empty line or /exit ends it; /reset clears the history.
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using Temper.Models;
+
+namespace Temper.Cli.Commands;
+
+internal static class ChatCommand
+{
+    public static Command Create()
+    {
+        var model = CliOptions.Model();
+        var adapter = CliOptions.Adapter();
+        var threads = CliOptions.Threads();
+        var system = new Option<string?>("--system") { Description = "System prompt" };
+        var flags = new GenerateCommand.SamplingFlags();
+        var cmd = new Command("chat", "Chat with a model interactively") { model, adapter, threads, system };
+        flags.AddTo(cmd);
+        cmd.SetGuardedAction(p =>
+        {
+            using var lm = CliOptions.LoadModel(p, model, adapter, threads);
+            var tok = lm.RequireTokenizer();
+            var tpl = lm.RequireTemplate();
+            var opts = flags.Read(p, lm);
+            var gen = new Generator(lm.Decoder, ids => tok.Decode(ids, skipSpecialTokens: true));
+            var history = new JsonArray();
+            if (p.GetValue(system) is string sys) history.Add(new JsonObject { ["role"] = "system", ["content"] = sys });
+            Console.Error.WriteLine("temper chat: type a message; empty line or /exit quits, /reset clears.");
+            while (true)
+            {
+                Console.Error.Write("> ");
+                string? line = Console.ReadLine();
+                if (line == null || line.Trim() is "" or "/exit") return 0;
+                if (line.Trim() == "/reset") { history.Clear(); continue; }
+                history.Add(new JsonObject { ["role"] = "user", ["content"] = line });
+                var ids = tok.Encode(tpl.Render(history, addGenerationPrompt: true));
+                var stream = new StreamingText(tok);
+                var r = gen.Generate([ids], opts, (_, id) => Console.Out.Write(stream.Push(id)))[0];
+                Console.Out.WriteLine();
+                history.Add(new JsonObject { ["role"] = "assistant", ["content"] = tok.Decode(r.GeneratedIds, skipSpecialTokens: true).Trim() });
+            }
+        });
+        return cmd;
+    }
+}

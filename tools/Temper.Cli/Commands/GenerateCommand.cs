@@ -1,0 +1,95 @@
+// `temper generate --model DIR [--adapter DIR] --prompt TEXT [--chat] [--max-new-tokens N]
+//  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S]`: streams one prompt's
+// continuation to the console; several --prompt values run as one left-padded batch.
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models;
+
+namespace Temper.Cli.Commands;
+
+internal static class GenerateCommand
+{
+    internal sealed class SamplingFlags
+    {
+        public readonly Option<bool> Greedy = new("--greedy") { Description = "Argmax decoding (the default unless a sampling option is given)" };
+        public readonly Option<float?> Temperature = new("--temperature") { Description = "Sampling temperature" };
+        public readonly Option<float?> TopP = new("--top-p") { Description = "Nucleus sampling mass" };
+        public readonly Option<int?> TopK = new("--top-k") { Description = "Keep the K most likely tokens" };
+        public readonly Option<float?> MinP = new("--min-p") { Description = "Drop tokens below min-p x the top probability" };
+        public readonly Option<float> RepetitionPenalty = new("--repetition-penalty") { Description = "HF repetition penalty (1 = off)", DefaultValueFactory = _ => 1f };
+        public readonly Option<ulong> Seed = new("--seed") { Description = "Random seed", DefaultValueFactory = _ => 0UL };
+        public readonly Option<int> MaxNewTokens = new("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 128 };
+        public readonly Option<string[]> Stop = new("--stop") { Description = "Stop when the text contains this string (repeatable)", AllowMultipleArgumentsPerToken = false };
+        public readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Run to --max-new-tokens even after EOS" };
+
+        public void AddTo(Command c)
+        {
+            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, Seed, MaxNewTokens, Stop, IgnoreEos }) c.Add(o);
+        }
+
+        public GenerationOptions Read(ParseResult p, LanguageModel lm)
+        {
+            bool sampling = p.GetValue(Temperature) != null || p.GetValue(TopP) != null || p.GetValue(TopK) != null || p.GetValue(MinP) != null;
+            if (sampling && p.GetValue(Greedy)) throw new TemperException("--greedy cannot be combined with --temperature/--top-p/--top-k/--min-p");
+            var s = new SamplingOptions
+            {
+                Greedy = !sampling,
+                Temperature = p.GetValue(Temperature) ?? 1f,
+                TopP = p.GetValue(TopP) ?? 1f,
+                TopK = p.GetValue(TopK) ?? 0,
+                MinP = p.GetValue(MinP) ?? 0f,
+                RepetitionPenalty = p.GetValue(RepetitionPenalty),
+                Seed = p.GetValue(Seed),
+            };
+            s.Validate();
+            return new GenerationOptions
+            {
+                MaxNewTokens = p.GetValue(MaxNewTokens),
+                Sampling = s,
+                EosIds = lm.EosIds(),
+                StopStrings = p.GetValue(Stop) ?? [],
+                IgnoreEos = p.GetValue(IgnoreEos),
+            };
+        }
+    }
+
+    public static Command Create()
+    {
+        var model = CliOptions.Model();
+        var adapter = CliOptions.Adapter();
+        var threads = CliOptions.Threads();
+        var prompt = new Option<string[]>("--prompt", "-p") { Description = "Prompt text (repeat for a batch)", Required = true };
+        var chat = new Option<bool>("--chat") { Description = "Wrap the prompt as a user message with the chat template" };
+        var flags = new SamplingFlags();
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, chat };
+        flags.AddTo(cmd);
+        cmd.SetGuardedAction(p =>
+        {
+            using var lm = CliOptions.LoadModel(p, model, adapter, threads);
+            var tok = lm.RequireTokenizer();
+            var opts = flags.Read(p, lm);
+            var texts = p.GetValue(prompt)!;
+            var prompts = texts.Select(t => (IReadOnlyList<int>)(p.GetValue(chat)
+                ? tok.Encode(lm.RequireTemplate().Render(new JsonArray(new JsonObject { ["role"] = "user", ["content"] = t }), addGenerationPrompt: true))
+                : tok.Encode(t))).ToList();
+            var gen = new Generator(lm.Decoder, ids => tok.Decode(ids, skipSpecialTokens: true));
+            using var cancel = new CancellationTokenSource();
+            Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+            if (prompts.Count == 1)
+            {
+                var stream = new StreamingText(tok);
+                Console.Out.Write(texts[0]);
+                var r = gen.Generate(prompts, opts, (_, id) => Console.Out.Write(stream.Push(id)), cancel.Token)[0];
+                Console.Out.WriteLine();
+                Console.Error.WriteLine($"[{r.GeneratedIds.Count} tokens, stop: {r.Finish}]");
+                return 0;
+            }
+            var results = gen.Generate(prompts, opts, null, cancel.Token);
+            for (int i = 0; i < results.Count; i++)
+                Console.WriteLine($"--- prompt {i} ({results[i].GeneratedIds.Count} tokens, stop: {results[i].Finish})\n{texts[i]}{tok.Decode(results[i].GeneratedIds, skipSpecialTokens: true)}");
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,49 @@
+// `temper template --model DIR --messages FILE.json [--add-generation-prompt]`: prints exactly the
+// rendered chat text, nothing added. FILE.json is a list of messages, or {"messages": [...], "tools": [...]}.
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models.Text;
+
+namespace Temper.Cli.Commands;
+
+internal static class TemplateCommand
+{
+    public static Command Create()
+    {
+        var model = CliOptions.Model();
+        var messages = new Option<string>("--messages") { Description = "JSON file: a list of {role, content} messages", Required = true };
+        var genPrompt = new Option<bool>("--add-generation-prompt") { Description = "End with the assistant turn's opening" };
+        var cmd = new Command("template", "Render a conversation with the model's chat template") { model, messages, genPrompt };
+        cmd.SetGuardedAction(p =>
+        {
+            string dir = p.GetValue(model)!;
+            var tpl = ChatTemplate.LoadFromModelDir(dir) ?? throw new TemperException($"{dir}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
+            var (msgs, tools) = ReadConversation(p.GetValue(messages)!);
+            Console.Out.Write(tpl.Render(msgs, p.GetValue(genPrompt), tools));
+            Console.Out.Flush();
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static (JsonArray Messages, JsonArray? Tools) ReadConversation(string path)
+    {
+        if (!File.Exists(path)) throw new TemperException($"{path}: file not found");
+        JsonNode? node;
+        try { node = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new TemperException($"{path}: malformed JSON at line {e.LineNumber + 1}"); }
+        JsonArray msgs = node switch
+        {
+            JsonArray a => a,
+            JsonObject o when o["messages"] is JsonArray a => a,
+            _ => throw new TemperException($"{path}: expected a list of messages or an object with 'messages'"),
+        };
+        for (int i = 0; i < msgs.Count; i++)
+            if (msgs[i] is not JsonObject m || m["role"] is not JsonValue)
+                throw new TemperException($"{path}: message {i} has no 'role'");
+        var tools = node is JsonObject obj ? obj["tools"] as JsonArray : null;
+        return (msgs, tools);
+    }
+}
