@@ -42,8 +42,8 @@ public interface IBackend : IDisposable
     void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight);
     /// <summary>dx[N,K] = dy W (accumulated if asked); dWeight[M,K] += dy^T x; dBias[M] += sum dy.</summary>
     void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false);
-    /// <summary>LoRA part of backward: dA, dB (accumulated) and dx += scale (dy B) A.</summary>
-    void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor dA, Tensor dB);
+    /// <summary>LoRA part of backward: dA[r,K] += scale (dy B)^T x, dB[M,r] += scale dy^T xa (each when given), and dx += scale (dy B) A.</summary>
+    void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor? dA, Tensor? dB);
     /// <summary>Rotates dx[N,H,D] in place by minus the angles (the transpose of the rotation).</summary>
     void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
     void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv);

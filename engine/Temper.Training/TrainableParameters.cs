@@ -1,0 +1,88 @@
+// The parameters a run trains and their gradient buffers: every base weight (full fine-tuning) or the
+// LoRA A/B of each targeted projection. GradOf(param) is what DecoderBackprop calls; frozen tensors
+// answer null. Names are the HF/PEFT names (model.layers.0.self_attn.q_proj.weight,
+// model.layers.0.self_attn.q_proj.lora_A.weight) used in checkpoints and gradient fixtures.
+using Temper.Core;
+using Temper.Models;
+
+namespace Temper.Training;
+
+public sealed class TrainableParameter(string name, Tensor value, Tensor grad)
+{
+    public string Name { get; } = name;
+    public Tensor Value { get; } = value;
+    public Tensor Grad { get; } = grad;
+}
+
+public sealed class TrainableParameters : IDisposable
+{
+    private readonly Dictionary<Tensor, TrainableParameter> _byTensor = new(ReferenceEqualityComparer.Instance);
+    private readonly IBackend _backend;
+
+    private TrainableParameters(IBackend be, IEnumerable<(string Name, Tensor Value)> list)
+    {
+        _backend = be;
+        foreach (var (name, value) in list)
+        {
+            if (_byTensor.ContainsKey(value)) continue; // tied embeddings: one parameter, one gradient
+            if (value.DType != DType.F32) throw new TemperException($"parameter {name} is {value.DType}; trained parameters must be f32");
+            _byTensor[value] = new TrainableParameter(name, value, be.Zeros(value.Shape));
+        }
+        All = _byTensor.Values.ToArray();
+    }
+
+    public IReadOnlyList<TrainableParameter> All { get; }
+
+    /// <summary>Every base weight of the decoder (for full fine-tuning of small models).</summary>
+    public static TrainableParameters Full(ModelWeights w, IBackend be)
+    {
+        var list = new List<(string, Tensor)> { ("model.embed_tokens.weight", w.Embed) };
+        for (int i = 0; i < w.Layers.Length; i++)
+        {
+            var l = w.Layers[i];
+            list.Add(($"model.layers.{i}.input_layernorm.weight", l.InputNorm));
+            list.Add(($"model.layers.{i}.post_attention_layernorm.weight", l.PostAttentionNorm));
+            foreach (var p in l.Projections)
+            {
+                list.Add((p.Name + ".weight", p.Weight));
+                if (p.Bias != null) list.Add((p.Name + ".bias", p.Bias));
+            }
+        }
+        list.Add(("model.norm.weight", w.FinalNorm));
+        list.Add(("lm_head.weight", w.LmHead.Weight));
+        return new TrainableParameters(be, list);
+    }
+
+    /// <summary>The LoRA A and B of every projection that carries one.</summary>
+    public static TrainableParameters Lora(ModelWeights w, IBackend be)
+    {
+        var list = new List<(string, Tensor)>();
+        foreach (var p in w.Projections.Append(w.LmHead))
+            if (p.Lora is { } l)
+            {
+                list.Add((p.Name + ".lora_A.weight", l.A));
+                list.Add((p.Name + ".lora_B.weight", l.B));
+            }
+        if (list.Count == 0) throw new TemperException("no LoRA modules to train: no projection matches the target modules");
+        return new TrainableParameters(be, list);
+    }
+
+    public Tensor? GradOf(Tensor param) => _byTensor.TryGetValue(param, out var p) ? p.Grad : null;
+
+    public void ZeroGrads()
+    {
+        foreach (var p in All)
+            if (p.Grad.IsHost) p.Grad.Bytes.Clear(); // Scale by 0 would keep a NaN
+            else _backend.Scale(p.Grad, 0f);
+    }
+
+    /// <summary>Global L2 norm of all gradients.</summary>
+    public double GradNorm() => Math.Sqrt(All.Sum(p => _backend.SumOfSquares(p.Grad)));
+
+    public long Count => All.Sum(p => p.Value.Elements);
+
+    public void Dispose()
+    {
+        foreach (var p in All) p.Grad.Dispose();
+    }
+}
