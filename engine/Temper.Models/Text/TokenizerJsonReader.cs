@@ -2,10 +2,9 @@
 // tokenizer runs: BPE model, normalizer, pre-tokenizer steps, decoder, added tokens. Whatever the file
 // says that these parts cannot honour (a Unigram model, an unknown pre-tokenizer, a regex .NET cannot
 // read) is a TemperException naming the file, never a silently different tokenization.
-using System.Text;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using Temper.Core;
+using static Temper.Models.Text.JsonFields;
 
 namespace Temper.Models.Text;
 
@@ -34,14 +33,14 @@ internal static class TokenizerJsonReader
             return new TokenizerParts(
                 bpe,
                 vocab,
-                ReadNormalizer(Optional(root, "normalizer")),
-                ReadPreTokenizer(Optional(root, "pre_tokenizer")),
-                ReadDecoder(Optional(root, "decoder")),
+                PipelineJsonReader.ReadNormalizer(Optional(root, "normalizer")),
+                PipelineJsonReader.ReadPreTokenizer(Optional(root, "pre_tokenizer")),
+                PipelineJsonReader.ReadDecoder(Optional(root, "decoder")),
                 ReadAddedTokens(Optional(root, "added_tokens")));
         }
         catch (Exception e) when (e is InvalidDataException or NotSupportedException or InvalidOperationException or FormatException or ArgumentException)
         {
-            throw new TemperException($"{path}: {OneLine(e.Message)}", e);
+            throw new TemperException($"{path}: {e.Message.ReplaceLineEndings(" ")}", e);
         }
     }
 
@@ -76,7 +75,7 @@ internal static class TokenizerJsonReader
         }
         catch (JsonException e)
         {
-            throw new TemperException($"{path}: malformed JSON at line {(e.LineNumber ?? 0) + 1}: {OneLine(e.Message)}", e);
+            throw new TemperException($"{path}: malformed JSON at line {(e.LineNumber ?? 0) + 1}: {e.Message.ReplaceLineEndings(" ")}", e);
         }
     }
 
@@ -149,124 +148,4 @@ internal static class TokenizerJsonReader
         }
         return tokens;
     }
-
-    // ---- normalizers, pre-tokenizers, decoders -----------------------------------------------------
-
-    private static TextNormalizer? ReadNormalizer(JsonElement? json)
-    {
-        if (json is not { } n) return null;
-        string type = TypeOf(n, "normalizer");
-        return type switch
-        {
-            "NFC" => new CanonicalFormNormalizer(compose: true),
-            "NFD" => new CanonicalFormNormalizer(compose: false),
-            "NFKC" or "NFKD" when CompatibilityFormNormalizer.RuntimeCanNormalize =>
-                new CompatibilityFormNormalizer(type == "NFKC" ? NormalizationForm.FormKC : NormalizationForm.FormKD),
-            "NFKC" or "NFKD" => throw new NotSupportedException($"normalizer {type} needs ICU, which this process lacks (InvariantGlobalization)"),
-            "Lowercase" => new LowercaseNormalizer(),
-            "Replace" => ReadReplace(n, "normalizer Replace", (literal, regex, content) => new ReplaceNormalizer(literal, regex, content)),
-            "Prepend" => new PrependNormalizer(Str(n, "prepend") ?? throw new InvalidDataException("normalizer Prepend has no 'prepend'")),
-            "Strip" => new StripNormalizer(Bool(n, "strip_left", true), Bool(n, "strip_right", true)),
-            "Sequence" => new NormalizerSequence(Items(n, "normalizers").Select(e => ReadNormalizer(e)).OfType<TextNormalizer>().ToList()),
-            _ => throw new NotSupportedException($"normalizer '{type}' is not supported"),
-        };
-    }
-
-    private static List<PreTokenizerStep> ReadPreTokenizer(JsonElement? json)
-    {
-        if (json is not { } p) return [];
-        string type = TypeOf(p, "pre_tokenizer");
-        return type switch
-        {
-            "Sequence" => Items(p, "pretokenizers").SelectMany(e => ReadPreTokenizer(e)).ToList(),
-            "ByteLevel" => [new ByteLevelStep(Bool(p, "add_prefix_space", true), Bool(p, "use_regex", true))],
-            "Split" => [ReadSplit(p)],
-            "Metaspace" => [new MetaspaceStep(Replacement(p), ReadPrependScheme(p), Bool(p, "split", true))],
-            "Digits" => [new DigitsStep(Bool(p, "individual_digits", false))],
-            "Whitespace" => [new WhitespaceStep(splitOnlyOnWhitespace: false)],
-            "WhitespaceSplit" => [new WhitespaceStep(splitOnlyOnWhitespace: true)],
-            "Punctuation" => [new PunctuationStep(DelimiterSplit.ParseBehavior(Str(p, "behavior") ?? "Isolated"))],
-            _ => throw new NotSupportedException($"pre_tokenizer '{type}' is not supported"),
-        };
-    }
-
-    private static RegexSplitStep ReadSplit(JsonElement p)
-    {
-        var (literal, regex) = ReadPattern(p, "pre_tokenizer Split");
-        var matcher = regex ?? new CodePointRegex(new Regex(Regex.Escape(literal!), RegexOptions.CultureInvariant));
-        var behavior = DelimiterSplit.ParseBehavior(Str(p, "behavior") ?? throw new InvalidDataException("pre_tokenizer Split has no 'behavior'"));
-        return new RegexSplitStep(matcher, behavior, Bool(p, "invert", false));
-    }
-
-    private static TokenDecoder? ReadDecoder(JsonElement? json)
-    {
-        if (json is not { } d) return null;
-        string type = TypeOf(d, "decoder");
-        return type switch
-        {
-            "Sequence" => new DecoderSequence(Items(d, "decoders").Select(e => ReadDecoder(e)).OfType<TokenDecoder>().ToList()),
-            "ByteLevel" => new ByteLevelDecoder(),
-            "Metaspace" => new MetaspaceDecoder(Replacement(d), ReadPrependScheme(d) != PrependScheme.Never),
-            "ByteFallback" => new ByteFallbackDecoder(),
-            "Fuse" => new FuseDecoder(),
-            "Strip" => new StripDecoder(SingleChar(d, "content", "decoder Strip"), Int(d, "start"), Int(d, "stop")),
-            "Replace" => ReadReplace(d, "decoder Replace", (literal, regex, content) => new ReplaceDecoder(literal, regex, content)),
-            _ => throw new NotSupportedException($"decoder '{type}' is not supported"),
-        };
-    }
-
-    // {"String": "..."} or {"Regex": "..."}: a literal or an Oniguruma regex.
-    private static (string? Literal, CodePointRegex? Regex) ReadPattern(JsonElement owner, string what)
-    {
-        if (!owner.TryGetProperty("pattern", out var pattern) || pattern.ValueKind != JsonValueKind.Object)
-            throw new InvalidDataException($"{what} has no 'pattern' object");
-        if (Str(pattern, "String") is { } literal) return (literal, null);
-        if (Str(pattern, "Regex") is { } regex) return (null, new CodePointRegex(OnigurumaPattern.Compile(regex)));
-        throw new InvalidDataException($"{what} pattern is neither String nor Regex");
-    }
-
-    private static T ReadReplace<T>(JsonElement e, string what, Func<string?, CodePointRegex?, string, T> create)
-    {
-        var (literal, regex) = ReadPattern(e, what);
-        return create(literal, regex, Str(e, "content") ?? throw new InvalidDataException($"{what} has no 'content'"));
-    }
-
-    // Newer files say prepend_scheme; older ones say add_prefix_space (true means "always").
-    private static PrependScheme ReadPrependScheme(JsonElement e) => Str(e, "prepend_scheme") switch
-    {
-        "always" => PrependScheme.Always,
-        "first" => PrependScheme.First,
-        "never" => PrependScheme.Never,
-        null => Bool(e, "add_prefix_space", true) ? PrependScheme.Always : PrependScheme.Never,
-        var other => throw new NotSupportedException($"Metaspace prepend_scheme '{other}' is unknown"),
-    };
-
-    private static char Replacement(JsonElement e) => e.TryGetProperty("replacement", out _) ? SingleChar(e, "replacement", "Metaspace") : '\u2581';
-
-    // ---- JSON helpers ------------------------------------------------------------------------------
-
-    private static JsonElement? Optional(JsonElement obj, string name) =>
-        obj.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
-
-    private static string TypeOf(JsonElement e, string what) =>
-        e.ValueKind == JsonValueKind.Object && Str(e, "type") is { } t ? t : throw new InvalidDataException($"a {what} has no 'type'");
-
-    private static string? Str(JsonElement obj, string name) =>
-        obj.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
-
-    private static bool Bool(JsonElement obj, string name, bool fallback) =>
-        obj.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : fallback;
-
-    private static int Int(JsonElement obj, string name) =>
-        obj.TryGetProperty(name, out var v) && v.TryGetInt32(out int i) ? i : 0;
-
-    private static char SingleChar(JsonElement obj, string name, string what) =>
-        Str(obj, name) is { Length: 1 } s ? s[0] : throw new NotSupportedException($"{what} '{name}' is not a single char");
-
-    private static IEnumerable<JsonElement> Items(JsonElement obj, string name) =>
-        obj.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Array
-            ? v.EnumerateArray().ToList()
-            : throw new InvalidDataException($"'{name}' is missing or not an array");
-
-    private static string OneLine(string message) => message.ReplaceLineEndings(" ");
 }

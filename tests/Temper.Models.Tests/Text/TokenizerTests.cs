@@ -25,7 +25,10 @@ public class TokenizerTests
         var cases = ReadTokenizeCases(dir);
         Assert.NotEmpty(cases);
         foreach (var (text, ids) in cases)
-            Assert.True(ids.SequenceEqual(tok.Encode(text)), $"{Path.GetFileName(dir)}: {JsonSerializer.Serialize(text)} -> [{string.Join(",", tok.Encode(text))}], want [{string.Join(",", ids)}]");
+        {
+            var got = tok.Encode(text);
+            Assert.True(ids.SequenceEqual(got), $"{Path.GetFileName(dir)}: {JsonSerializer.Serialize(text)} -> [{string.Join(",", got)}], want [{string.Join(",", ids)}]");
+        }
     }
 
     [Theory]
@@ -166,6 +169,14 @@ public class TokenizerTests
         var e = Assert.Throws<TemperException>(() => TinyTokenizerJson.LoadText(
             """{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""", """{"eos_token": "</s>"}"""));
         Assert.Contains("tokenizer_config.json: eos_token '</s>' is not a token", e.Message);
+    }
+
+    [Fact]
+    public void MalformedTokenizerConfigNamesThatFile()
+    {
+        var e = Assert.Throws<TemperException>(() => TinyTokenizerJson.LoadText(
+            """{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}""", """{"eos_token": """));
+        Assert.Contains("tokenizer_config.json: malformed JSON", e.Message);
     }
 
     private static JsonElement ReadReference(string dir) =>
