@@ -1,0 +1,189 @@
+// The CPU backend: host tensors only (f32 compute; bf16 weights and tables widened as they are read).
+// Each op checks shapes and dtypes (a mismatch is an ArgumentException naming the op and the shapes),
+// then hands spans to its kernel in this folder (scalar oracles in Reference/). Multi-threaded kernels
+// split work statically over `threads`, so results are bitwise independent of the thread count.
+using Temper.Core;
+
+namespace Temper.Kernels.Cpu;
+
+public sealed class CpuBackend : IBackend
+{
+    private readonly int _threads;
+
+    /// <param name="threads">Worker threads for the parallel kernels; 0 means Environment.ProcessorCount.</param>
+    public CpuBackend(int threads = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(threads);
+        _threads = threads == 0 ? Environment.ProcessorCount : threads;
+    }
+
+    public string Name => "cpu";
+    public int Threads => _threads;
+
+    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => Tensor.Zeros(shape, dtype);
+
+    public Tensor FromHost(Tensor host)
+    {
+        Require(host.IsHost, "FromHost", $"tensor {host} is not a host tensor");
+        return host;
+    }
+
+    public Tensor ToHost(Tensor t)
+    {
+        Require(t.IsHost, "ToHost", $"tensor {t} is not a host tensor");
+        return Tensor.FromArray<byte>(t.Shape, t.Bytes, t.DType, t.Name);
+    }
+
+    // ---- forward ----
+
+    public void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output)
+    {
+        Host("Embedding", table, output);
+        Require(table.Shape.Rank == 2 && (table.DType == DType.F32 || table.DType == DType.BF16), "Embedding", $"table {Describe(table)} must be [V,C] f32 or bf16");
+        int c = table.Shape[1];
+        Require(output.DType == DType.F32 && output.Shape.Rank >= 1 && output.Shape[-1] == c && output.Elements == (long)ids.Length * c,
+            "Embedding", $"output {Describe(output)} must be f32 [{ids.Length},{c}] for table {Describe(table)} and {ids.Length} ids");
+        if (table.DType == DType.F32) Cpu.Embedding.Forward(table.Floats, ids, output.Floats, c);
+        else Cpu.Embedding.Forward(table.Span<ushort>(), ids, output.Floats, c);
+    }
+
+    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor? rstd = null)
+    {
+        Host("RmsNorm", x, weight, y, rstd);
+        F32("RmsNorm", x, weight, y, rstd);
+        Require(x.Shape.Rank >= 1 && weight.Shape.Rank == 1 && weight.Shape[0] == x.Shape[-1] && y.Shape == x.Shape,
+            "RmsNorm", $"x {x.Shape}, weight {weight.Shape}, y {y.Shape}: weight must be [C] and y the shape of x");
+        Require(rstd == null || rstd.Elements == x.Shape.Rows, "RmsNorm", $"rstd {rstd?.Shape} must hold one value per row of x {x.Shape}");
+        Cpu.RmsNorm.Forward(x.Floats, weight.Floats, eps, y.Floats, rstd == null ? default : rstd.Floats, x.Shape[-1], _threads);
+    }
+
+    public void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false)
+    {
+        var (n, k, m) = CheckLinear("Linear", x, weight, bias, y);
+        if (weight.DType == DType.F32) Cpu.Linear.Forward(x.Floats, weight.Floats, Floats(bias), y.Floats, n, k, m, accumulate, _threads);
+        else Cpu.Linear.Forward(x.Floats, weight.Span<ushort>(), Floats(bias), y.Floats, n, k, m, accumulate, _threads);
+    }
+
+    public void LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scale, Tensor y, Tensor? xa = null)
+    {
+        var (n, k, m) = CheckLinear("LoraLinear", x, weight, bias, y);
+        Host("LoraLinear", loraA, loraB, xa);
+        F32("LoraLinear", loraA, loraB, xa);
+        Require(loraA.Shape.Rank == 2 && loraA.Shape[1] == k && loraB.Shape.Rank == 2 && loraB.Shape[0] == m && loraB.Shape[1] == loraA.Shape[0],
+            "LoraLinear", $"A {loraA.Shape} must be [r,{k}] and B {loraB.Shape} [{m},r] for weight {weight.Shape}");
+        int r = loraA.Shape[0];
+        Require(xa == null || xa.Shape == x.Shape.WithLast(r), "LoraLinear", $"xa {xa?.Shape} must be {x.Shape.WithLast(r)}");
+        bool bf16 = weight.DType == DType.BF16;
+        Cpu.LoraLinear.Forward(x.Floats, bf16 ? default : weight.Floats, bf16 ? weight.Span<ushort>() : default, Floats(bias),
+            loraA.Floats, loraB.Floats, scale, y.Floats, xa == null ? default : xa.Floats, n, k, m, r, _threads);
+    }
+
+    public void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)
+    {
+        int heads = CheckRope("Rope", x, positions, freqs);
+        Cpu.Rope.Forward(x.Floats, positions, freqs.InvFreq, freqs.AttentionScaling, heads, _threads);
+    }
+
+    public void Attention(in AttentionArgs a)
+    {
+        Host("Attention", a.Q, a.K, a.V, a.Output, a.Lse);
+        F32("Attention", a.Q, a.K, a.V, a.Output, a.Lse);
+        var (q, k) = (a.Q.Shape, a.K.Shape);
+        Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,
+            "Attention", $"q {q}, k {k}, v {a.V.Shape}, output {a.Output.Shape}: need q,output [B,Tq,H,D], k,v [B,S,Hkv,D], H a multiple of Hkv");
+        int batch = q[0], tq = q[1], heads = q[2], d = q[3], s = k[1], kvHeads = k[2];
+        Require(a.KvLength >= 0 && a.KvLength <= s && a.QueryOffset >= 0, "Attention", $"kvLength {a.KvLength} must be within the cache's {s} rows and offset {a.QueryOffset} >= 0 (k {k})");
+        Require(a.KeyMask.IsEmpty || a.KeyMask.Length == batch * a.KvLength, "Attention", $"key mask has {a.KeyMask.Length} entries, need B*kvLength = {batch}x{a.KvLength}");
+        Require(a.Lse == null || a.Lse.Shape == new Shape(batch, heads, tq), "Attention", $"lse {a.Lse?.Shape} must be [{batch},{heads},{tq}]");
+        Cpu.Attention.Forward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
+            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, _threads);
+    }
+
+    public void SwiGlu(Tensor gate, Tensor up, Tensor y)
+    {
+        Host("SwiGlu", gate, up, y);
+        F32("SwiGlu", gate, up, y);
+        Require(up.Shape == gate.Shape && y.Shape == gate.Shape, "SwiGlu", $"gate {gate.Shape}, up {up.Shape}, y {y.Shape} must have one shape");
+        Cpu.SwiGlu.Forward(gate.Floats, up.Floats, y.Floats);
+    }
+
+    public void Add(Tensor a, Tensor b, Tensor y)
+    {
+        Host("Add", a, b, y);
+        F32("Add", a, b, y);
+        Require(b.Shape == a.Shape && y.Shape == a.Shape, "Add", $"a {a.Shape}, b {b.Shape}, y {y.Shape} must have one shape");
+        Cpu.Add.Forward(a.Floats, b.Floats, y.Floats);
+    }
+
+    public void LogSoftmax(Tensor x, Tensor y)
+    {
+        Host("LogSoftmax", x, y);
+        F32("LogSoftmax", x, y);
+        Require(x.Shape.Rank >= 1 && x.Shape[-1] > 0 && y.Shape == x.Shape, "LogSoftmax", $"x {x.Shape}, y {y.Shape} must have one non-empty shape");
+        Cpu.LogSoftmax.Forward(x.Floats, y.Floats, x.Shape[-1], _threads);
+    }
+
+    // ---- backward (not yet) ----
+
+    public void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable) => throw Backward("Embedding");
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight) => throw Backward("RmsNorm");
+    public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false) => throw Backward("Linear");
+    public void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor dA, Tensor dB) => throw Backward("LoraLinear");
+    public void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs) => throw Backward("Rope");
+    public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv) => throw Backward("Attention");
+    public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp) => throw Backward("SwiGlu");
+    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
+        => throw new NotSupportedException("cpu: LmHeadCrossEntropy is not implemented yet");
+    public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p) => throw new NotSupportedException("cpu: AdamWStep is not implemented yet");
+    public double SumOfSquares(Tensor x) => throw new NotSupportedException("cpu: SumOfSquares is not implemented yet");
+    public void Scale(Tensor x, float s) => throw new NotSupportedException("cpu: Scale is not implemented yet");
+
+    public void Dispose() { }
+
+    // ---- checks ----
+
+    private (int N, int K, int M) CheckLinear(string op, Tensor x, Tensor weight, Tensor? bias, Tensor y)
+    {
+        Host(op, x, weight, bias, y);
+        F32(op, x, bias, y);
+        Require(weight.DType == DType.F32 || weight.DType == DType.BF16, op, $"weight {Describe(weight)} must be f32 or bf16");
+        Require(x.Shape.Rank >= 1 && weight.Shape.Rank == 2 && weight.Shape[1] == x.Shape[-1], op, $"x {x.Shape} and weight {weight.Shape}: weight must be [M,{(x.Shape.Rank >= 1 ? x.Shape[-1] : 0)}]");
+        int k = weight.Shape[1], m = weight.Shape[0];
+        Require(y.Shape == x.Shape.WithLast(m), op, $"y {y.Shape} must be {x.Shape.WithLast(m)} for x {x.Shape} and weight {weight.Shape}");
+        Require(bias == null || (bias.Shape.Rank == 1 && bias.Shape[0] == m), op, $"bias {bias?.Shape} must be [{m}] for weight {weight.Shape}");
+        return (x.Shape.Rows, k, m);
+    }
+
+    private static int CheckRope(string op, Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)
+    {
+        Host(op, x);
+        F32(op, x);
+        Require(x.Shape.Rank >= 2 && x.Shape[-1] == freqs.HeadDim && freqs.HeadDim > 0, op, $"x {x.Shape} must be [N,H,{freqs.HeadDim}] for these frequencies");
+        int heads = x.Shape[-2];
+        Require(heads > 0 && x.Elements == (long)positions.Length * heads * freqs.HeadDim, op, $"x {x.Shape} must hold {positions.Length} positions of [{heads},{freqs.HeadDim}]");
+        return heads;
+    }
+
+    private static ReadOnlySpan<float> Floats(Tensor? t) => t == null ? default : t.Floats;
+
+    private static void Require(bool ok, string op, string detail)
+    {
+        if (!ok) throw new ArgumentException($"cpu {op}: {detail}");
+    }
+
+    private static void Host(string op, params ReadOnlySpan<Tensor?> ts)
+    {
+        foreach (var t in ts)
+            if (t != null && !t.IsHost) throw new ArgumentException($"cpu {op}: {Describe(t)} is not a host tensor");
+    }
+
+    private static void F32(string op, params ReadOnlySpan<Tensor?> ts)
+    {
+        foreach (var t in ts)
+            if (t != null && t.DType != DType.F32) throw new ArgumentException($"cpu {op}: {Describe(t)} must be f32");
+    }
+
+    private static string Describe(Tensor t) => $"{t.Name ?? "tensor"} {t.DType}{t.Shape}";
+
+    private static NotSupportedException Backward(string op) => new($"cpu: {op} backward is not implemented yet");
+}

@@ -1,0 +1,54 @@
+// Causal GQA attention, the oracle. q[B,Tq,H,D], k/v[B,S,Hkv,D] (first kvLength rows used),
+// output[B,Tq,H,D], lse[B,H,Tq]. Query i of batch b sits at position queryOffset + i and sees key j when
+// j <= that position, j < kvLength and keyMask[b, j] != 0 (an empty mask admits every key); head h reads
+// kv head h / (H / Hkv). Scores scale * q.k, softmax with max subtraction, out = sum p_j v_j; a query
+// that sees no key gets zeros and lse = -inf. Sums in f64.
+namespace Temper.Kernels.Cpu.Reference;
+
+public static class AttentionReference
+{
+    public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output, Span<float> lse,
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask)
+    {
+        int group = heads / kvHeads;
+        var scores = new double[kvLength];
+        for (int b = 0; b < batch; b++)
+        for (int i = 0; i < tq; i++)
+        for (int h = 0; h < heads; h++)
+        {
+            int kh = h / group;
+            int qo = ((b * tq + i) * heads + h) * d;
+            int visible = Math.Min(kvLength, queryOffset + i + 1);
+            double max = double.NegativeInfinity;
+            for (int j = 0; j < visible; j++)
+            {
+                scores[j] = double.NegativeInfinity;
+                if (!keyMask.IsEmpty && keyMask[b * kvLength + j] == 0) continue;
+                int ko = ((b * s + j) * kvHeads + kh) * d;
+                double dot = 0;
+                for (int t = 0; t < d; t++) dot += (double)q[qo + t] * k[ko + t];
+                scores[j] = scale * dot;
+                max = Math.Max(max, scores[j]);
+            }
+            for (int t = 0; t < d; t++) output[qo + t] = 0;
+            if (double.IsNegativeInfinity(max))
+            {
+                if (!lse.IsEmpty) lse[(b * heads + h) * tq + i] = float.NegativeInfinity;
+                continue;
+            }
+            double sum = 0;
+            for (int j = 0; j < visible; j++) sum += Math.Exp(scores[j] - max);
+            for (int t = 0; t < d; t++)
+            {
+                double acc = 0;
+                for (int j = 0; j < visible; j++)
+                {
+                    if (double.IsNegativeInfinity(scores[j])) continue;
+                    acc += Math.Exp(scores[j] - max) / sum * v[((b * s + j) * kvHeads + kh) * d + t];
+                }
+                output[qo + t] = (float)acc;
+            }
+            if (!lse.IsEmpty) lse[(b * heads + h) * tq + i] = (float)(max + Math.Log(sum));
+        }
+    }
+}

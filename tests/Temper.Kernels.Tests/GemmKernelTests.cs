@@ -1,0 +1,115 @@
+// The CPU GEMM's micro-kernels (AVX-512, AVX2, scalar: each forced in turn) and the GEMV against the
+// reference, at shapes that hit every edge tile and every blocking loop (K past KC, M past MC, N past NC),
+// and the determinism property: the same bits with 1, 2 and 3 threads.
+using System.Runtime.Intrinsics.X86;
+using Temper.Kernels.Cpu;
+using Temper.Kernels.Cpu.Reference;
+using static Temper.Kernels.Tests.OpCheck;
+
+namespace Temper.Kernels.Tests;
+
+public class GemmKernelTests
+{
+    public static TheoryData<GemmKernel, int, int, int> Cases()
+    {
+        var d = new TheoryData<GemmKernel, int, int, int>();
+        (int, int, int)[] shapes = [(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 64, 64), (130, 70, 200), (12, 32, 32), (13, 33, 31),
+            (25, 900, 40), (20, 8, 400), (1600, 3, 40)];
+        foreach (var kernel in new[] { GemmKernel.Avx512, GemmKernel.Avx2, GemmKernel.Scalar })
+            foreach (var (n, k, m) in shapes) d.Add(kernel, n, k, m);
+        return d;
+    }
+
+    private static bool Supported(GemmKernel k) => k switch
+    {
+        GemmKernel.Avx512 => Avx512F.IsSupported,
+        GemmKernel.Avx2 => Avx2.IsSupported && Fma.IsSupported,
+        _ => true,
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Gemm_MatchesReference(GemmKernel kernel, int n, int k, int m)
+    {
+        Assert.SkipUnless(Supported(kernel), $"{kernel} is not supported on this CPU");
+        var x = Floats(n * k, 1);
+        var wb = ToBf16(Floats(m * k, 2));
+        var w = Widen(wb);
+        var y0 = Floats(n * m, 3);
+        var expected = (float[])y0.Clone();
+        LinearReference.Forward(x, w, default, expected, n, k, m, accumulate: true);
+
+        var y = (float[])y0.Clone();
+        Gemm.Multiply(x, w, y, n, k, m, threads: 2, kernel);
+        Close(y, expected, $"{kernel} f32 {n}x{k}x{m}");
+
+        var yb = (float[])y0.Clone();
+        Gemm.Multiply(x, wb, yb, n, k, m, threads: 2, kernel);
+        Bitwise(yb, y, $"{kernel} bf16 vs f32 {n}x{k}x{m}");
+    }
+
+    [Theory]
+    [InlineData(GemmKernel.Avx512)]
+    [InlineData(GemmKernel.Avx2)]
+    [InlineData(GemmKernel.Scalar)]
+    public void Gemm_IsBitwiseIndependentOfThreads(GemmKernel kernel)
+    {
+        Assert.SkipUnless(Supported(kernel), $"{kernel} is not supported on this CPU");
+        foreach (var (n, k, m) in new[] { (130, 70, 200), (301, 517, 129), (40, 800, 700) })
+        {
+            var x = Floats(n * k, 1);
+            var w = Floats(m * k, 2);
+            float[] Run(int threads)
+            {
+                var y = new float[n * m];
+                Gemm.Multiply(x, w, y, n, k, m, threads, kernel);
+                return y;
+            }
+            var one = Run(1);
+            Bitwise(Run(2), one, $"{kernel} {n}x{k}x{m} 2 threads");
+            Bitwise(Run(3), one, $"{kernel} {n}x{k}x{m} 3 threads");
+        }
+    }
+
+    [Fact]
+    public void Gemv_MatchesReference_AtEveryLength()
+    {
+        foreach (int k in Enumerable.Range(1, 67).Append(576))
+        foreach (int m in new[] { 1, 3, 4, 5, 9 })
+        {
+            var x = Floats(k, k);
+            var wb = ToBf16(Floats(m * k, m + k));
+            var w = Widen(wb);
+            var expected = Floats(m, 7);
+            var y = (float[])expected.Clone();
+            var yb = (float[])expected.Clone();
+            LinearReference.Forward(x, w, default, expected, 1, k, m, accumulate: true);
+            Gemv.Multiply(x, w, y, k, m, threads: 2);
+            Gemv.Multiply(x, wb, yb, k, m, threads: 2);
+            Close(y, expected, $"gemv f32 k={k} m={m}");
+            Close(yb, expected, $"gemv bf16 k={k} m={m}");
+        }
+    }
+
+    [Fact]
+    public void Gemv_IsBitwiseIndependentOfThreads()
+    {
+        const int k = 1000, m = 301;
+        var x = Floats(k, 1);
+        var w = Floats(m * k, 2);
+        var wb = ToBf16(w);
+        foreach (bool bf16 in new[] { false, true })
+        {
+            float[] Run(int threads)
+            {
+                var y = new float[m];
+                if (bf16) Gemv.Multiply(x, wb, y, k, m, threads);
+                else Gemv.Multiply(x, w, y, k, m, threads);
+                return y;
+            }
+            var one = Run(1);
+            Bitwise(Run(2), one, $"gemv bf16={bf16} 2 threads");
+            Bitwise(Run(3), one, $"gemv bf16={bf16} 3 threads");
+        }
+    }
+}
