@@ -12,7 +12,7 @@ public sealed class KvCache : IDisposable
 
     public KvCache(ModelConfig cfg, IBackend be, int batch, int capacity)
     {
-        if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity));
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
         Batch = batch;
         Capacity = capacity;
         var shape = new Shape(batch, capacity, cfg.NumKvHeads, cfg.HeadDim);

@@ -128,7 +128,7 @@ public sealed class CpuBackend : IBackend
     public void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable) => throw Backward("Embedding");
     public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight) => throw Backward("RmsNorm");
     public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false) => throw Backward("Linear");
-    public void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor dA, Tensor dB) => throw Backward("LoraLinear");
+    public void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor? dA, Tensor? dB) => throw Backward("LoraLinear");
     public void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs) => throw Backward("Rope");
     public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv) => throw Backward("Attention");
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp) => throw Backward("SwiGlu");

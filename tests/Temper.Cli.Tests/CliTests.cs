@@ -51,6 +51,9 @@ public class CliTests
         var plain = TemperCli.Run("template", "--model", dir, "--messages", msgs);
         Assert.Equal(0, plain.ExitCode);
         Assert.Equal(ct["text"]!.GetValue<string>(), plain.Stdout);
+        // The reference renders the generation prompt after the conversation without its last (assistant) turn.
+        var head = ct["messages"]!.AsArray().Take(ct["messages"]!.AsArray().Count - 1).Select(m => m!.DeepClone()).ToArray();
+        File.WriteAllText(msgs, new JsonArray(head).ToJsonString());
         var gen = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--add-generation-prompt");
         Assert.Equal(ct["text_with_generation_prompt"]!.GetValue<string>(), gen.Stdout);
     }
