@@ -1,0 +1,50 @@
+// Saves the LoRA views of a model as a PEFT adapter folder that PEFT, transformers and vLLM load:
+// adapter_config.json (the fields PEFT 0.x reads) and adapter_model.safetensors with PEFT's key names
+// (base_model.model.<module>.lora_A.weight / lora_B.weight). Files are written to a temp name and renamed.
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+using Temper.Models;
+
+namespace Temper.Training.Lora;
+
+public static class PeftAdapterWriter
+{
+    public static void Save(string dir, ModelWeights w, LoraConfig cfg, IBackend be, string baseModel)
+    {
+        Directory.CreateDirectory(dir);
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var p in w.Projections.Append(w.LmHead))
+            if (p.Lora is { } l)
+            {
+                tensors.Add(new($"base_model.model.{p.Name}.lora_A.weight", be.ToHost(l.A)));
+                tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", be.ToHost(l.B)));
+            }
+        if (tensors.Count == 0) throw new TemperException("the model carries no LoRA to save");
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), ConfigJson(cfg, baseModel).ToJsonString(new() { WriteIndented = true }));
+    }
+
+    public static JsonObject ConfigJson(LoraConfig cfg, string baseModel) => new()
+    {
+        ["peft_type"] = "LORA",
+        ["task_type"] = "CAUSAL_LM",
+        ["base_model_name_or_path"] = baseModel,
+        ["r"] = cfg.Rank,
+        ["lora_alpha"] = cfg.Alpha,
+        ["lora_dropout"] = cfg.Dropout,
+        ["use_rslora"] = cfg.UseRsLora,
+        ["target_modules"] = cfg.TargetRegex != null ? JsonValue.Create(cfg.TargetRegex) : new JsonArray(cfg.TargetList!.Select(t => (JsonNode)t).ToArray()),
+        ["bias"] = "none",
+        ["fan_in_fan_out"] = false,
+        ["use_dora"] = false,
+        ["init_lora_weights"] = true,
+        ["inference_mode"] = true,
+        ["modules_to_save"] = null,
+        ["layers_to_transform"] = null,
+        ["layers_pattern"] = null,
+        ["rank_pattern"] = new JsonObject(),
+        ["alpha_pattern"] = new JsonObject(),
+        ["revision"] = null,
+    };
+}

@@ -1,0 +1,65 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter; torch.optim.AdamW's update): per parameter
+// m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
+// State (m, v) is f32 beside each trained tensor; the update itself is the backend's AdamWStep op.
+using Temper.Core;
+
+namespace Temper.Training.Optim;
+
+public sealed record AdamWOptions(float Beta1 = 0.9f, float Beta2 = 0.999f, float Eps = 1e-8f, float WeightDecay = 0f);
+
+public sealed class AdamW : IDisposable
+{
+    private readonly IBackend _backend;
+    private readonly TrainableParameters _params;
+    private readonly Tensor[] _m, _v;
+
+    public AdamW(TrainableParameters ps, IBackend be, AdamWOptions options)
+    {
+        _backend = be;
+        _params = ps;
+        Options = options;
+        _m = ps.All.Select(p => be.Zeros(p.Value.Shape)).ToArray();
+        _v = ps.All.Select(p => be.Zeros(p.Value.Shape)).ToArray();
+    }
+
+    public AdamWOptions Options { get; }
+    /// <summary>Updates taken so far (bias correction uses Step + 1 for the next one).</summary>
+    public int Step { get; private set; }
+
+    public void Update(float lr)
+    {
+        Step++;
+        var o = Options;
+        var args = new AdamWParams(lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, Step);
+        for (int i = 0; i < _params.All.Count; i++)
+            _backend.AdamWStep(_params.All[i].Value, _params.All[i].Grad, _m[i], _v[i], args);
+    }
+
+    /// <summary>The optimizer state by name, for checkpoints: name.exp_avg, name.exp_avg_sq.</summary>
+    public IEnumerable<KeyValuePair<string, Tensor>> State()
+    {
+        for (int i = 0; i < _params.All.Count; i++)
+        {
+            yield return new(_params.All[i].Name + ".exp_avg", _m[i]);
+            yield return new(_params.All[i].Name + ".exp_avg_sq", _v[i]);
+        }
+    }
+
+    /// <summary>Restores state written by <see cref="State"/> and the step count.</summary>
+    public void Load(Func<string, Tensor?> get, int step, string origin)
+    {
+        foreach (var (name, t) in State())
+        {
+            var src = get(name) ?? throw new TemperException($"{origin}: optimizer state '{name}' missing");
+            if (src.Shape != t.Shape) throw new TemperException($"{origin}: optimizer state '{name}' has shape {src.Shape}, expected {t.Shape}");
+            src.ToF32().Floats.CopyTo(t.Floats);
+        }
+        Step = step;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _m) t.Dispose();
+        foreach (var t in _v) t.Dispose();
+    }
+}
