@@ -1,0 +1,48 @@
+// The syntax tree the parser builds and the interpreter walks: statements (text, output, for, if,
+// set, macro, ...) and expressions (constants, names, attribute/item access, calls, filters, tests,
+// operators). Every node keeps its source line for error messages.
+namespace Temper.Models.Text;
+
+internal abstract record Stmt(int Line);
+
+internal sealed record TextStmt(string Text, int Line) : Stmt(Line);
+internal sealed record OutputStmt(Expr Value, int Line) : Stmt(Line);
+internal sealed record ForStmt(Expr Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else, int Line) : Stmt(Line);
+internal sealed record IfStmt(List<(Expr Test, List<Stmt> Body)> Branches, List<Stmt>? Else, int Line) : Stmt(Line);
+internal sealed record SetStmt(Expr Target, Expr Value, int Line) : Stmt(Line);
+internal sealed record SetBlockStmt(Expr Target, List<FilterExpr> Filters, List<Stmt> Body, int Line) : Stmt(Line);
+internal sealed record MacroStmt(string Name, List<string> Params, List<Expr?> Defaults, List<Stmt> Body, int Line) : Stmt(Line);
+internal sealed record WithStmt(List<(Expr Target, Expr Value)> Assignments, List<Stmt> Body, int Line) : Stmt(Line);
+internal sealed record FilterBlockStmt(List<FilterExpr> Filters, List<Stmt> Body, int Line) : Stmt(Line);
+/// <summary>transformers' {% generation %} block: renders its body (the span marks assistant tokens).</summary>
+internal sealed record GenerationStmt(List<Stmt> Body, int Line) : Stmt(Line);
+internal sealed record BreakStmt(int Line) : Stmt(Line);
+internal sealed record ContinueStmt(int Line) : Stmt(Line);
+
+internal abstract record Expr(int Line);
+
+internal sealed record ConstExpr(TemplateValue Value, int Line) : Expr(Line);
+internal sealed record NameExpr(string Name, int Line) : Expr(Line);
+/// <summary>ns.attr as the target of {% set %}.</summary>
+internal sealed record NamespaceRefExpr(string Name, string Attribute, int Line) : Expr(Line);
+internal sealed record ListExpr(List<Expr> Items, bool IsTuple, int Line) : Expr(Line);
+internal sealed record DictExpr(List<(Expr Key, Expr Value)> Items, int Line) : Expr(Line);
+internal sealed record GetAttrExpr(Expr Target, string Name, int Line) : Expr(Line);
+internal sealed record GetItemExpr(Expr Target, Expr Key, int Line) : Expr(Line);
+internal sealed record SliceExpr(Expr Target, Expr? Start, Expr? Stop, Expr? Step, int Line) : Expr(Line);
+internal sealed record CallExpr(Expr Callee, CallArgs Args, int Line) : Expr(Line);
+internal sealed record FilterExpr(Expr? Input, string Name, CallArgs Args, int Line) : Expr(Line);
+internal sealed record TestExpr(Expr Input, string Name, CallArgs Args, int Line) : Expr(Line);
+internal sealed record UnaryExpr(string Op, Expr Operand, int Line) : Expr(Line);
+internal sealed record BinaryExpr(string Op, Expr Left, Expr Right, int Line) : Expr(Line);
+internal sealed record CompareExpr(Expr First, List<(string Op, Expr Right)> Rest, int Line) : Expr(Line);
+internal sealed record ConcatExpr(List<Expr> Parts, int Line) : Expr(Line);
+internal sealed record AndExpr(Expr Left, Expr Right, int Line) : Expr(Line);
+internal sealed record OrExpr(Expr Left, Expr Right, int Line) : Expr(Line);
+internal sealed record NotExpr(Expr Operand, int Line) : Expr(Line);
+internal sealed record CondExpr(Expr Test, Expr Then, Expr? Else, int Line) : Expr(Line);
+
+internal sealed record CallArgs(List<Expr> Positional, List<(string Name, Expr Value)> Keyword)
+{
+    public static readonly CallArgs None = new([], []);
+}
