@@ -49,6 +49,25 @@ public sealed class LanguageModel : IDisposable
         return m;
     }
 
+    /// <summary>A model with seeded random weights shaped by DIR/config.json, with DIR's tokenizer and template (for pre-training from scratch).</summary>
+    public static LanguageModel CreateRandom(string dir, IBackend be, int seed)
+    {
+        if (!System.IO.Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
+        var cfg = ModelConfig.Load(dir);
+        var m = new LanguageModel(dir, cfg, ModelWeights.Random(cfg, be, seed), be);
+        try
+        {
+            if (File.Exists(Path.Combine(dir, "tokenizer.json"))) m.Tokenizer = HfTokenizer.Load(dir);
+            m.Template = ChatTemplate.LoadFromModelDir(dir);
+        }
+        catch
+        {
+            m.Dispose();
+            throw;
+        }
+        return m;
+    }
+
     /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights.</summary>
     public void AttachAdapter(string adapterDir, bool merge)
     {

@@ -14,6 +14,8 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     GenerateCommand.Create(),
     ChatCommand.Create(),
     BenchCommand.Create(),
+    SftCommand.Create(pretrain: false),
+    SftCommand.Create(pretrain: true),
 };
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -1,0 +1,41 @@
+// Writes a full Hugging Face model folder: config.json (as loaded), model.safetensors with every
+// weight under its HF name (LoRA views merged first by the caller if wanted), and the tokenizer and
+// chat-template files copied from the source folder.
+using Temper.Core;
+using Temper.Core.SafeTensors;
+using Temper.Models;
+
+namespace Temper.Training.Runs;
+
+public static class ModelExport
+{
+    private static readonly string[] TokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json", "generation_config.json"];
+
+    public static void Save(string dir, LanguageModel lm, IBackend be)
+    {
+        Directory.CreateDirectory(dir);
+        var w = lm.Weights;
+        if (w.Projections.Append(w.LmHead).Any(p => p.Lora != null)) throw new TemperException("merge the adapter before exporting a full model");
+        var tensors = new List<KeyValuePair<string, Tensor>> { new("model.embed_tokens.weight", be.ToHost(w.Embed)) };
+        for (int i = 0; i < w.Layers.Length; i++)
+        {
+            var l = w.Layers[i];
+            tensors.Add(new($"model.layers.{i}.input_layernorm.weight", be.ToHost(l.InputNorm)));
+            tensors.Add(new($"model.layers.{i}.post_attention_layernorm.weight", be.ToHost(l.PostAttentionNorm)));
+            foreach (var p in l.Projections)
+            {
+                tensors.Add(new(p.Name + ".weight", be.ToHost(p.Weight)));
+                if (p.Bias != null) tensors.Add(new(p.Name + ".bias", be.ToHost(p.Bias)));
+            }
+        }
+        tensors.Add(new("model.norm.weight", be.ToHost(w.FinalNorm)));
+        if (!lm.Config.TieWordEmbeddings) tensors.Add(new("lm_head.weight", be.ToHost(w.LmHead.Weight)));
+        SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), lm.Config.RawJson);
+        foreach (var f in TokenizerFiles)
+        {
+            string src = Path.Combine(lm.Directory, f);
+            if (File.Exists(src) && Path.GetFullPath(src) != Path.GetFullPath(Path.Combine(dir, f))) File.Copy(src, Path.Combine(dir, f), overwrite: true);
+        }
+    }
+}

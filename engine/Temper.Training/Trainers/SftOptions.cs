@@ -1,0 +1,70 @@
+// Every knob of an SFT / continued-pretraining run, with TRL-like defaults. The CLI fills it from
+// flags; the library caller builds it directly. Recorded whole in manifest.json.
+using System.Text.Json.Nodes;
+using Temper.Training.Data;
+using Temper.Training.Optim;
+
+namespace Temper.Training.Trainers;
+
+public sealed record SftOptions
+{
+    public required string ModelDir { get; init; }
+    public required string DataPath { get; init; }
+    public required string OutDir { get; init; }
+    public string? InitAdapter { get; init; }
+    public bool Full { get; init; }
+    /// <summary>Random (seeded) initial weights from config.json instead of the folder's safetensors.</summary>
+    public bool FromScratch { get; init; }
+    public int LoraRank { get; init; } = 16;
+    public double LoraAlpha { get; init; } = 32;
+    public double LoraDropout { get; init; }
+    public bool UseRsLora { get; init; }
+    public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+    public float LearningRate { get; init; } = 2e-4f;
+    public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
+    public int WarmupSteps { get; init; }
+    public float WeightDecay { get; init; }
+    public float MaxGradNorm { get; init; } = 1f;
+    public int BatchSize { get; init; } = 8;
+    public int GradAccum { get; init; } = 1;
+    public int? MaxSteps { get; init; }
+    public int Epochs { get; init; } = 1;
+    public int MaxLength { get; init; } = 1024;
+    public Truncation Truncation { get; init; } = Truncation.Right;
+    public bool SkipBadLines { get; init; }
+    public int Seed { get; init; } = 42;
+    public string? EvalData { get; init; }
+    public int EvalEvery { get; init; }
+    public int SaveEvery { get; init; }
+    public bool Resume { get; init; }
+    public int Threads { get; init; }
+    /// <summary>Consecutive NaN/Inf steps tolerated (each skipped with a warning) before the run aborts.</summary>
+    public int MaxBadSteps { get; init; } = 5;
+
+    public JsonObject ToJson() => new()
+    {
+        ["init_adapter"] = InitAdapter,
+        ["full"] = Full,
+        ["from_scratch"] = FromScratch,
+        ["lora_r"] = LoraRank,
+        ["lora_alpha"] = LoraAlpha,
+        ["lora_dropout"] = LoraDropout,
+        ["use_rslora"] = UseRsLora,
+        ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
+        ["lr"] = LearningRate,
+        ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),
+        ["warmup_steps"] = WarmupSteps,
+        ["weight_decay"] = WeightDecay,
+        ["max_grad_norm"] = MaxGradNorm,
+        ["batch_size"] = BatchSize,
+        ["grad_accum"] = GradAccum,
+        ["max_steps"] = MaxSteps,
+        ["epochs"] = Epochs,
+        ["max_len"] = MaxLength,
+        ["truncation"] = Truncation.ToString().ToLowerInvariant(),
+        ["seed"] = Seed,
+        ["eval_every"] = EvalEvery,
+        ["save_every"] = SaveEvery,
+        ["threads"] = Threads,
+    };
+}

@@ -1,0 +1,70 @@
+// Generation: a left-padded batch gives each row what it gives alone; sampling is seeded and its
+// filters behave as transformers' processors do; stop conditions end rows independently.
+using Temper.Kernels.Cpu;
+using Temper.Models;
+
+namespace Temper.Tests;
+
+public class GenerationTests
+{
+    private static readonly Lazy<LanguageModel> Model = new(() => LanguageModel.Load(Fixtures.Hf("qwen2-tiny"), new CpuBackend()));
+
+    private static IReadOnlyList<int> Gen(IReadOnlyList<int> prompt, GenerationOptions o) => new Generator(Model.Value.Decoder).Generate([prompt], o)[0].GeneratedIds;
+
+    [Fact]
+    public void Left_padded_batch_matches_each_prompt_alone()
+    {
+        int[] a = [5, 17, 99, 260, 31, 7], b = [300, 12];
+        var o = new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true };
+        var batch = new Generator(Model.Value.Decoder).Generate([a, b], o);
+        Assert.Equal(Gen(a, o), batch[0].GeneratedIds);
+        Assert.Equal(Gen(b, o), batch[1].GeneratedIds);
+    }
+
+    [Fact]
+    public void Sampling_is_seeded_and_top_k_1_is_greedy()
+    {
+        int[] p = [5, 17, 99];
+        var greedy = Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true });
+        var s = new SamplingOptions { Greedy = false, Temperature = 1.5f, Seed = 11 };
+        var x1 = Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s });
+        var x2 = Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s });
+        var x3 = Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s with { Seed = 12 } });
+        Assert.Equal(x1, x2);
+        Assert.NotEqual(x1, x3);
+        Assert.Equal(greedy, Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s with { TopK = 1 } }));
+        Assert.Equal(greedy, Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s with { TopP = 1e-6f } }));
+        Assert.Equal(greedy, Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s with { MinP = 1f } }));
+    }
+
+    [Fact]
+    public void Sampler_filters_follow_transformers()
+    {
+        float[] logits = [2f, 1f, 0.5f, -1f, 3f];
+        // top-k 2 keeps ids 4 and 0 only.
+        var k2 = new Sampler(new SamplingOptions { Greedy = false, TopK = 2, Seed = 1 });
+        var seen = Enumerable.Range(0, 400).Select(_ => k2.Next(logits, [])).ToHashSet();
+        Assert.True(seen.SetEquals([0, 4]));
+        // Repetition penalty divides positive logits and multiplies negative ones of seen ids.
+        var rp = new Sampler(new SamplingOptions { RepetitionPenalty = 10f });
+        Assert.Equal(0, rp.Next(logits, [4]));
+        Assert.Equal(4, rp.Next(logits, [3]));
+    }
+
+    [Fact]
+    public void Eos_and_stop_strings_end_rows()
+    {
+        int[] p = [5, 17, 99];
+        var free = Gen(p, new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true });
+        int eos = free[2];
+        var r = new Generator(Model.Value.Decoder).Generate([p], new GenerationOptions { MaxNewTokens = 6, EosIds = [eos] })[0];
+        Assert.Equal(FinishReason.Eos, r.Finish);
+        Assert.Equal(free.Take(free.ToList().IndexOf(eos) + 1), r.GeneratedIds);
+        var tok = Model.Value.RequireTokenizer();
+        string stop = tok.Decode(free.Take(2));
+        var g = new Generator(Model.Value.Decoder, ids => tok.Decode(ids));
+        var s = g.Generate([p], new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true, StopStrings = [stop] })[0];
+        Assert.Equal(FinishReason.StopString, s.Finish);
+        Assert.True(s.GeneratedIds.Count <= 2);
+    }
+}
