@@ -307,11 +307,13 @@ SYNTAX_ERRORS = [
     ("syntax-unknown-filter-in-loop", "{% if x %}\n{% for a in b %}{{ a|nosuch }}{% endfor %}{% endif %}"),
     ("syntax-unknown-tag", "a\n{% frobnicate %}"),
     ("syntax-stray-endfor", "line1\nline2\n{% endfor %}"),
+    ("syntax-nesting-mistake", "{% if x %}{% for a in b %}\n{% endif %}{% endfor %}"),
     ("syntax-mismatched-end", "{% for x in y %}\n{% endif %}"),
     ("syntax-unclosed-paren", "x\n{{ (1, 2 }}"),
     ("syntax-unclosed-comment", "a\n{# never closed"),
     ("syntax-unterminated-string", "{{ 'abc }}"),
     ("syntax-bad-assign", "{% set 1 = 2 %}"),
+    ("syntax-bad-tuple-assign", "{% for a, b.c in x %}{% endfor %}"),
 ]
 
 
