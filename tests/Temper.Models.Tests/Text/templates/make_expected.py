@@ -187,6 +187,9 @@ SNIPPETS = [
     ("namespace", "{% set ns = namespace(found=false, n=0) %}{% for i in [1, 2, 3] %}{% if i == 2 %}{% set ns.found = true %}{% endif %}"
                   "{% set ns.n = ns.n + i %}{% endfor %}{{ ns.found }} {{ ns.n }} {{ ns }}{% set e = namespace() %}{% set e.x = 'y' %}{{ e.x }}", {}),
     ("set-block", "{% set x %}a{{ 1 + 1 }}\nb{% endset %}[{{ x }}]{% set y | upper | trim %} abc {% endset %}[{{ y }}]", {}),
+    ("block-scopes", "{% set a = 1 %}{% generation %}{% set a = 2 %}{{ a }}{% endgeneration %}{{ a }}"
+                     "{% filter upper %}{% set a = 3 %}{{ a }}{% endfilter %}{{ a }}{% set b %}{% set a = 4 %}{{ a }}{% endset %}{{ b }}{{ a }}"
+                     "{% with %}{% set a = 5 %}{% endwith %}{{ a }}{% set ns = namespace(v=0) %}{% generation %}{% set ns.v = 6 %}{% endgeneration %}{{ ns.v }}", {}),
     ("set-tuple", "{% set a, b = 1, 'two' %}{{ a }}{{ b }}{% set t = 1, 2 %}{{ t }}", {}),
     ("macro", "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', punct='?') }} "
               "{{ greet(name='C') }} [{{ greet() }}]{% macro rec(n) %}{{ n }}{% if n > 0 %}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(3) }}", {}),
