@@ -22,7 +22,7 @@ public class ChatTemplateSnippetTests
         if (s["error_line"] is { } line)
         {
             var e = Assert.Throws<TemperException>(() => ChatTemplate.Parse(source, name));
-            Assert.StartsWith($"{name}:{line.GetValue<int>()}: ", e.Message);
+            Assert.Equal($"{name}:{line.GetValue<int>()}: {s["error"]!.GetValue<string>()}", e.Message);
             return;
         }
         var template = ChatTemplate.Parse(source, name);

@@ -25,9 +25,6 @@ public sealed class ChatTemplate
     /// <summary>bos_token, eos_token, ... as tokenizer_config.json gives them; the template sees them as variables.</summary>
     public IReadOnlyDictionary<string, string> SpecialTokens => _specialTokens;
 
-    /// <summary>The clock strftime_now() reads; the local time unless a test fixes it.</summary>
-    internal Func<DateTime> Clock { get; set; } = () => DateTime.Now;
-
     private ChatTemplate(string source, string origin, List<Stmt> body, Dictionary<string, string> specialTokens)
     {
         Source = source;
@@ -86,7 +83,7 @@ public sealed class ChatTemplate
     {
         ArgumentNullException.ThrowIfNull(messages);
         var context = new Dictionary<string, TemplateValue>();
-        TemplateGlobals.AddTo(context, Clock);
+        TemplateGlobals.AddTo(context, () => DateTime.Now);
         foreach (var (name, value) in _specialTokens) context[name] = TemplateValue.String(value);
         context["messages"] = TemplateValue.FromJson(messages);
         context["tools"] = tools == null ? TemplateValue.None : TemplateValue.FromJson(tools);

@@ -32,6 +32,7 @@ internal static class PythonRepr
             case ValueKind.Dict:
                 return "{" + string.Join(", ", v.AsDict.Entries.Select(e => Repr(e.Key) + ": " + Repr(e.Value))) + "}";
             case ValueKind.Object: return v.AsObject.Describe();
+            case ValueKind.Iterator: return "<" + v.TypeName + " object>";
             default: return "<function " + v.AsCallable.Name + ">";
         }
     }

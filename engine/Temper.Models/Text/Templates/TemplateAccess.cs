@@ -78,7 +78,7 @@ internal static class TemplateAccess
             foreach (var i in SliceIndices(points.Count, Bound(start, "start"), Bound(stop, "stop"), stepValue)) sb.Append(points[i]);
             return TemplateValue.String(sb.ToString());
         }
-        throw new TemplateError($"'{obj.TypeName}' object is not subscriptable");
+        return TemplateValue.Undefined($"'{obj.TypeName}' object is not subscriptable");
     }
 
     /// <summary>The indices slice(start, stop, step).indices(length) walks.</summary>
@@ -111,6 +111,7 @@ internal static class TemplateAccess
         ValueKind.List => v.AsList,
         ValueKind.Dict => v.AsDict.Entries.Select(e => e.Key).ToList(),
         ValueKind.String => CodePoints(v.AsString).Select(TemplateValue.String).ToList(),
+        ValueKind.Iterator => v.AsIterator.Drain(),
         _ => throw new TemplateError($"'{v.TypeName}' object is not iterable"),
     };
 

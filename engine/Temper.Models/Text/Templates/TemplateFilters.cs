@@ -1,6 +1,7 @@
 // The filters (value | name(args)) chat templates use, with Jinja's built-in behaviour and
 // transformers' tojson (json.dumps with ensure_ascii=False and an optional indent). Filters that
-// yield generators in Jinja (map, select, reject, selectattr, items, reverse) return lists here.
+// return generators in Jinja (map, select, reject, selectattr, rejectattr, unique, items, reverse)
+// return one-shot iterators here too, so |length and |tojson on them fail as they do in Python.
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
@@ -23,8 +24,9 @@ internal static partial class TemplateFilters
         ["dictsort"] = DictSort,
         ["e"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
         ["escape"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
-        ["first"] = (v, _) => TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[0] : TemplateValue.Undefined("No first item, sequence was empty."),
-        ["last"] = (v, _) => TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[^1] : TemplateValue.Undefined("No last item, sequence was empty."),
+        ["first"] = First,
+        ["last"] = (v, _) => v.Kind == ValueKind.Iterator ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
+            : TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[^1] : TemplateValue.Undefined("No last item, sequence was empty."),
         ["float"] = (v, a) => ToFloat(v) ?? a.Get(0, "default", TemplateValue.Float(0)),
         ["forceescape"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
         ["format"] = Format,
@@ -68,6 +70,12 @@ internal static partial class TemplateFilters
         if (v.IsIntegral) return TemplateValue.Int(Math.Abs(v.AsInt));
         if (v.Kind == ValueKind.Float) return TemplateValue.Float(Math.Abs(v.AsDouble));
         throw new TemplateError($"bad operand type for abs(): '{v.TypeName}'");
+    }
+
+    private static TemplateValue First(TemplateValue v, TemplateArgs _)
+    {
+        if (v.Kind == ValueKind.Iterator) return v.AsIterator.Next() ?? TemplateValue.Undefined("No first item, sequence was empty.");
+        return TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[0] : TemplateValue.Undefined("No first item, sequence was empty.");
     }
 
     private static TemplateValue Default(TemplateValue v, TemplateArgs a)
@@ -167,9 +175,9 @@ internal static partial class TemplateFilters
 
     private static TemplateValue Items(TemplateValue v, TemplateArgs _)
     {
-        if (v.IsUndefined) return TemplateValue.List([]);
+        if (v.IsUndefined) return TemplateValue.Iterator([]);
         if (v.Kind != ValueKind.Dict) throw new TemplateError("Can only get item pairs from a mapping.");
-        return TemplateValue.List(v.AsDict.Entries.Select(e => TemplateValue.Tuple([e.Key, e.Value])).ToList());
+        return TemplateValue.Iterator(v.AsDict.Entries.Select(e => TemplateValue.Tuple([e.Key, e.Value])).ToList());
     }
 
     private static TemplateValue Join(TemplateValue v, TemplateArgs a)
@@ -215,16 +223,16 @@ internal static partial class TemplateFilters
         {
             var attribute = a.Find(-1, "attribute") ?? throw new TemplateError("map requires a filter name or attribute=");
             var fallback = a.Find(-1, "default");
-            return TemplateValue.List(items.Select(AttributeGetter(attribute, fallback)).ToList());
+            return TemplateValue.Iterator(items.Select(AttributeGetter(attribute, fallback)).ToList());
         }
         var name = PythonRepr.Str(a.Positional[0]);
         var rest = new TemplateArgs(a.Positional.Skip(1).ToList(), a.Keyword);
-        return TemplateValue.List(items.Select(x => Apply(name, x, rest)).ToList());
+        return TemplateValue.Iterator(items.Select(x => Apply(name, x, rest)).ToList());
     }
 
     private static TemplateValue Select(TemplateValue v, TemplateArgs a, bool byAttribute, bool keep)
     {
-        if (!v.IsTruthy) return TemplateValue.List([]);
+        if (!v.IsTruthy) return TemplateValue.Iterator([]);
         var offset = 0;
         Func<TemplateValue, TemplateValue> transform = x => x;
         if (byAttribute)
@@ -240,7 +248,7 @@ internal static partial class TemplateFilters
             var testArgs = new TemplateArgs(a.Positional.Skip(offset + 1).ToList(), a.Keyword);
             test = x => TemplateTests.Apply(testName, x, testArgs);
         }
-        return TemplateValue.List(TemplateAccess.Iterate(v).Where(x => test(transform(x)) == keep).ToList());
+        return TemplateValue.Iterator(TemplateAccess.Iterate(v).Where(x => test(transform(x)) == keep).ToList());
     }
 
     private static TemplateValue Unique(TemplateValue v, TemplateArgs a)
@@ -259,7 +267,7 @@ internal static partial class TemplateFilters
             seen.Add(k);
             result.Add(item);
         }
-        return TemplateValue.List(result);
+        return TemplateValue.Iterator(result);
     }
 
     private static TemplateValue Sort(TemplateValue v, TemplateArgs a)
@@ -328,7 +336,14 @@ internal static partial class TemplateFilters
         if (v.IsString) return TemplateValue.String(string.Concat(TemplateAccess.CodePoints(v.AsString).Reverse()));
         var items = TemplateAccess.Iterate(v).ToList();
         items.Reverse();
-        return TemplateValue.List(items);
+        // reversed() of a list, tuple or dict is an iterator; a generator is listed and reversed.
+        return v.Kind switch
+        {
+            ValueKind.List => TemplateValue.Iterator(items, "list_reverseiterator"),
+            ValueKind.Dict => TemplateValue.Iterator(items, "dict_reversekeyiterator"),
+            ValueKind.Undefined => TemplateValue.Iterator(items, "reversed"),
+            _ => TemplateValue.List(items),
+        };
     }
 
     private static TemplateValue Round(TemplateValue v, TemplateArgs a)

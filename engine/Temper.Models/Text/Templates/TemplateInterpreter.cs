@@ -1,6 +1,6 @@
-// Walks the syntax tree and writes the output. Scoping follows Jinja: each for-loop iteration,
-// macro call and with block gets its own frame, so {% set %} inside them does not leak out (which is
-// why templates carry loop state in namespace()); if blocks share their enclosing frame.
+// Walks the syntax tree and writes the output. Scoping follows Jinja: each for-loop iteration, macro
+// call, with, set, filter and generation block gets its own frame, so {% set %} inside them does not
+// leak out (which is why templates carry loop state in namespace()); if blocks share their frame.
 using System.Text;
 
 namespace Temper.Models.Text;
@@ -65,7 +65,7 @@ internal sealed class TemplateInterpreter
                     break;
                 case SetBlockStmt setBlock:
                     var captured = new StringBuilder();
-                    var blockFlow = Exec(setBlock.Body, frame, captured);
+                    var blockFlow = Exec(setBlock.Body, new Frame(frame), captured);
                     Assign(setBlock.Target, ApplyFilters(setBlock.Filters, TemplateValue.String(captured.ToString()), frame), frame);
                     if (blockFlow != Flow.Normal) return blockFlow;
                     break;
@@ -80,12 +80,12 @@ internal sealed class TemplateInterpreter
                     break;
                 case FilterBlockStmt filterBlock:
                     var body2 = new StringBuilder();
-                    var filterFlow = Exec(filterBlock.Body, frame, body2);
+                    var filterFlow = Exec(filterBlock.Body, new Frame(frame), body2);
                     output.Append(PythonRepr.Str(ApplyFilters(filterBlock.Filters, TemplateValue.String(body2.ToString()), frame)));
                     if (filterFlow != Flow.Normal) return filterFlow;
                     break;
                 case GenerationStmt generation:
-                    var genFlow = Exec(generation.Body, frame, output);
+                    var genFlow = Exec(generation.Body, new Frame(frame), output);
                     if (genFlow != Flow.Normal) return genFlow;
                     break;
                 case BreakStmt:

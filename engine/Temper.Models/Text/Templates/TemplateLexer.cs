@@ -279,7 +279,7 @@ internal sealed class TemplateLexer
         var i = _pos + 1;
         while (i < _src.Length && _src[i] != quote)
             i += _src[i] == '\\' ? 2 : 1;
-        if (i >= _src.Length) throw new TemplateSyntaxError("unexpected end of string", startLine);
+        if (i >= _src.Length) throw new TemplateSyntaxError($"unexpected char {PythonRepr.StringRepr(quote.ToString())} at {start}", startLine);
         var raw = _src[(start + 1)..i];
         Advance(i + 1 - _pos);
         _tokens.Add(new(TokenKind.String, raw, startLine, TemplateValue.String(Unescape(raw, startLine))));

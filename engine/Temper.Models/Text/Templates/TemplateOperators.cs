@@ -76,6 +76,10 @@ internal static class TemplateOperators
                     throw new TemplateError($"'in <string>' requires string as left operand, not {item.TypeName}");
                 return container.AsString.Contains(item.AsString, StringComparison.Ordinal);
             case ValueKind.List: return container.AsList.Exists(x => AreEqual(x, item));
+            case ValueKind.Iterator:
+                for (var next = container.AsIterator.Next(); next != null; next = container.AsIterator.Next())
+                    if (AreEqual(next, item)) return true;
+                return false;
             case ValueKind.Dict:
                 if (!TemplateDict.IsHashable(item)) throw new TemplateError($"unhashable type: '{item.TypeName}'");
                 return container.AsDict.ContainsKey(item);

@@ -9,6 +9,7 @@ internal sealed class TemplateParser
     private int _at;
     private int _loopDepth;
     private readonly Stack<(string Tag, int Line)> _open = new();
+    private readonly List<string[]> _endTags = [];
 
     private TemplateParser(List<TemplateToken> tokens) => _tokens = tokens;
 
@@ -51,6 +52,19 @@ internal sealed class TemplateParser
     /// <summary>Parses until one of <paramref name="endTags"/> opens a block; stops on its name token.</summary>
     private List<Stmt> Subparse(string[]? endTags)
     {
+        if (endTags != null) _endTags.Add(endTags);
+        try
+        {
+            return SubparseBody(endTags);
+        }
+        finally
+        {
+            if (endTags != null) _endTags.RemoveAt(_endTags.Count - 1);
+        }
+    }
+
+    private List<Stmt> SubparseBody(string[]? endTags)
+    {
         var body = new List<Stmt>();
         while (true)
         {
@@ -72,7 +86,7 @@ internal sealed class TemplateParser
                     body.Add(ParseStatement());
                     break;
                 case TokenKind.Eof:
-                    if (endTags != null) throw UnclosedBlock(endTags, tok.Line);
+                    if (endTags != null) throw UnknownTag(null, tok.Line);
                     return body;
                 default:
                     throw Fail($"unexpected '{tok.Describe()}'");
@@ -80,11 +94,20 @@ internal sealed class TemplateParser
         }
     }
 
-    private TemplateSyntaxError UnclosedBlock(string[] endTags, int line)
+    /// <summary>Jinja's message for an unknown tag (or, with a null name, an unclosed block).</summary>
+    private TemplateSyntaxError UnknownTag(string? name, int line)
     {
-        var (tag, _) = _open.Peek();
-        return Fail($"Unexpected end of template. Jinja was looking for the following tags: {Quote(endTags)}. " +
-                    $"The innermost block that needs to be closed is '{tag}'.", line);
+        var message = name == null ? "Unexpected end of template." : $"Encountered unknown tag '{name}'.";
+        if (_endTags.Count > 0)
+        {
+            var looking = Quote(_endTags[^1]);
+            if (name != null && _endTags.Exists(tags => tags.Contains(name)))
+                message += $" You probably made a nesting mistake. Jinja is expecting this tag, but currently looking for {looking}.";
+            else
+                message += $" Jinja was looking for the following tags: {looking}.";
+        }
+        if (_open.Count > 0) message += $" The innermost block that needs to be closed is '{_open.Peek().Tag}'.";
+        return Fail(message, line);
     }
 
     private static string Quote(string[] tags) => string.Join(" or ", tags.Select(t => $"'{t}'"));
@@ -112,12 +135,7 @@ internal sealed class TemplateParser
                 ExpectBlockEnd();
                 return tok.Text == "break" ? new BreakStmt(tok.Line) : new ContinueStmt(tok.Line);
         }
-        var message = $"Encountered unknown tag '{tok.Text}'.";
-        if (_open.Count > 0)
-        {
-            message += $" The innermost block that needs to be closed is '{_open.Peek().Tag}'.";
-        }
-        throw Fail(message, tok.Line);
+throw UnknownTag(tok.Text, tok.Line);
     }
 
     /// <summary>Parses a body up to <paramref name="endTag"/> and consumes "{% endtag %}".</summary>
@@ -281,15 +299,20 @@ internal sealed class TemplateParser
 
     private void CheckTarget(Expr target)
     {
-        switch (target)
+        if (!CanAssign(target))
         {
-            case NameExpr n when n.Name is "true" or "false" or "none" or "True" or "False" or "None":
-                throw Fail($"Can't assign to special constant '{n.Name}'", n.Line);
-            case NameExpr or NamespaceRefExpr: return;
-            case ListExpr { IsTuple: true } t: t.Items.ForEach(CheckTarget); return;
-            default: throw Fail($"can't assign to {target.GetType().Name.Replace("Expr", "", StringComparison.Ordinal).ToLowerInvariant()}", target.Line);
+            var kind = target is ListExpr { IsTuple: true } ? "tuple"
+                : target.GetType().Name.Replace("Expr", "", StringComparison.Ordinal).ToLowerInvariant();
+            throw Fail($"can't assign to '{kind}'", target.Line);
         }
     }
+
+    private static bool CanAssign(Expr target) => target switch
+    {
+        NameExpr or NamespaceRefExpr => true,
+        ListExpr { IsTuple: true } t => t.Items.TrueForAll(CanAssign),
+        _ => false,
+    };
 
     // ---- expressions ------------------------------------------------------------------------------
 

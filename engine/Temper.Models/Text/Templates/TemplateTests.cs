@@ -20,7 +20,7 @@ internal static class TemplateTests
         ["number"] = (v, _) => v.IsNumber,
         ["string"] = (v, _) => v.IsString,
         ["mapping"] = (v, _) => v.Kind == ValueKind.Dict,
-        ["iterable"] = (v, _) => v.Kind is ValueKind.Undefined or ValueKind.String or ValueKind.List or ValueKind.Dict,
+        ["iterable"] = (v, _) => v.Kind is ValueKind.Undefined or ValueKind.String or ValueKind.List or ValueKind.Dict or ValueKind.Iterator,
         ["sequence"] = (v, _) => v.Kind is ValueKind.Undefined or ValueKind.String or ValueKind.List or ValueKind.Dict,
         ["callable"] = (v, _) => v.Kind is ValueKind.Callable or ValueKind.Undefined,
         ["odd"] = (v, _) => TemplateOperators.Binary("%", v, TemplateValue.Int(2)).AsDouble == 1,

@@ -1,13 +1,13 @@
 // The data a chat template computes with, modelled on the Python values Jinja sees: undefined, None,
 // bool, int (long), float (double), str, list/tuple, dict (insertion-ordered), plus objects (namespace,
-// loop) and callables. Built from System.Text.Json nodes the way json.loads would build them.
+// loop), callables and one-shot iterators (what map, select and friends return: Python generators). Built from System.Text.Json nodes the way json.loads would build them.
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace Temper.Models.Text;
 
-internal enum ValueKind { Undefined, None, Bool, Int, Float, String, List, Dict, Object, Callable }
+internal enum ValueKind { Undefined, None, Bool, Int, Float, String, List, Dict, Object, Callable, Iterator }
 
 /// <summary>An attribute bag the template can read (namespace(), the loop variable, joiner()).</summary>
 internal interface ITemplateObject
@@ -24,6 +24,28 @@ internal delegate TemplateValue TemplateFunction(TemplateArgs args);
 
 /// <summary>A function or bound method the template can call.</summary>
 internal sealed record TemplateCallable(string Name, TemplateFunction Invoke);
+
+/// <summary>
+/// A Python generator or iterator: always truthy, no len(), not JSON-serialisable, and used up by
+/// the first loop or filter that reads it.
+/// </summary>
+internal sealed class TemplateIterator(List<TemplateValue> items, string typeName)
+{
+    private int _position;
+
+    public string TypeName { get; } = typeName;
+
+    /// <summary>The next item, or null when exhausted.</summary>
+    public TemplateValue? Next() => _position < items.Count ? items[_position++] : null;
+
+    /// <summary>Everything not yet read; the iterator is exhausted afterwards.</summary>
+    public List<TemplateValue> Drain()
+    {
+        var rest = items.GetRange(_position, items.Count - _position);
+        _position = items.Count;
+        return rest;
+    }
+}
 
 internal sealed class TemplateValue
 {
@@ -60,6 +82,8 @@ internal sealed class TemplateValue
     public static TemplateValue Object(ITemplateObject obj) => new(ValueKind.Object, r: obj);
     public static TemplateValue Function(string name, TemplateFunction f) =>
         new(ValueKind.Callable, r: new TemplateCallable(name, f));
+    public static TemplateValue Iterator(List<TemplateValue> items, string typeName = "generator") =>
+        new(ValueKind.Iterator, r: new TemplateIterator(items, typeName));
 
     public bool IsUndefined => Kind == ValueKind.Undefined;
     public bool IsNone => Kind == ValueKind.None;
@@ -77,6 +101,7 @@ internal sealed class TemplateValue
     public TemplateDict AsDict => (TemplateDict)_ref!;
     public ITemplateObject AsObject => (ITemplateObject)_ref!;
     public TemplateCallable AsCallable => (TemplateCallable)_ref!;
+    public TemplateIterator AsIterator => (TemplateIterator)_ref!;
     /// <summary>For undefined values: the message of the error their misuse raises.</summary>
     public string UndefinedReason => (string)_ref!;
     internal object? Reference => _ref;
@@ -105,6 +130,7 @@ internal sealed class TemplateValue
         ValueKind.List => IsTuple ? "tuple" : "list",
         ValueKind.Dict => "dict",
         ValueKind.Object => AsObject.TypeName,
+        ValueKind.Iterator => AsIterator.TypeName,
         _ => "function",
     };
 
@@ -135,9 +161,10 @@ internal sealed class TemplateValue
                     case JsonValueKind.False: return False;
                     case JsonValueKind.Null: return None;
                     case JsonValueKind.Number:
-                        if (value.TryGetValue<double>(out var d) && !value.TryGetValue<long>(out _)) return Float(d);
-                        if (value.TryGetValue<float>(out _) || value.TryGetValue<decimal>(out _))
-                            return Float(value.GetValue<double>());
+                        // A value built in C# keeps its CLR type: floating types are floats, the rest ints.
+                        if (value.TryGetValue<double>(out var d)) return Float(d);
+                        if (value.TryGetValue<float>(out var f)) return Float(f);
+                        if (value.TryGetValue<decimal>(out var m)) return Float((double)m);
                         return NumberFromText(value.ToJsonString());
                 }
                 break;

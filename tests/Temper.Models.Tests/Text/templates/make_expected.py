@@ -167,6 +167,11 @@ SNIPPETS = [
     ("ws-comment", "{# a comment #}\nx\n  {#- strip -#}  y {# multi\nline #} z\n", {}),
     ("ws-var-no-trim", "{{ 'a' }}\n{{ 'b' }}\n  {{ 'c' }}\n", {}),
     ("ws-crlf", "{% if true %}\r\n  a\r\n{% endif %}\r\nb\r\n", {}),
+    ("ws-same-line", "{{ x }}   {% if true %}y{% endif %}|   {% if true %}z{% endif %}\n\t{% if true %}t{% endif %}\n  {{ x }} {% if true %}\n{% endif %}", VARS),
+    ("ws-template-start", "   {% if true %}x{% endif %}", {}),
+    ("ws-tags-in-strings", "{{ '%}' }}{% set s = '}}{%' %}{{ s }}{{ \"{{\" }}", {}),
+    ("ws-minus-multiline", "<\n\n  {%- for i in [1, 2] -%}\n\n   {{ i }}  \n\n  {%- endfor -%}  \n\n>", {}),
+    ("ws-trailing-newlines", "x\n\n", {}),
     ("raw", "{% raw %}{{ not parsed }} {% if %}{% endraw %}|{%- raw -%}  x  {%- endraw -%}  |", {}),
     ("loop-vars", "{% for x in items %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }}"
                   "{{ loop.revindex }}{{ loop.revindex0 }}|{{ loop.previtem }}|{{ loop.nextitem }};{% endfor %}", VARS),
@@ -182,6 +187,9 @@ SNIPPETS = [
     ("namespace", "{% set ns = namespace(found=false, n=0) %}{% for i in [1, 2, 3] %}{% if i == 2 %}{% set ns.found = true %}{% endif %}"
                   "{% set ns.n = ns.n + i %}{% endfor %}{{ ns.found }} {{ ns.n }} {{ ns }}{% set e = namespace() %}{% set e.x = 'y' %}{{ e.x }}", {}),
     ("set-block", "{% set x %}a{{ 1 + 1 }}\nb{% endset %}[{{ x }}]{% set y | upper | trim %} abc {% endset %}[{{ y }}]", {}),
+    ("block-scopes", "{% set a = 1 %}{% generation %}{% set a = 2 %}{{ a }}{% endgeneration %}{{ a }}"
+                     "{% filter upper %}{% set a = 3 %}{{ a }}{% endfilter %}{{ a }}{% set b %}{% set a = 4 %}{{ a }}{% endset %}{{ b }}{{ a }}"
+                     "{% with %}{% set a = 5 %}{% endwith %}{{ a }}{% set ns = namespace(v=0) %}{% generation %}{% set ns.v = 6 %}{% endgeneration %}{{ ns.v }}", {}),
     ("set-tuple", "{% set a, b = 1, 'two' %}{{ a }}{{ b }}{% set t = 1, 2 %}{{ t }}", {}),
     ("macro", "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', punct='?') }} "
               "{{ greet(name='C') }} [{{ greet() }}]{% macro rec(n) %}{{ n }}{% if n > 0 %}{{ rec(n - 1) }}{% endif %}{% endmacro %}{{ rec(3) }}", {}),
@@ -260,6 +268,11 @@ SNIPPETS = [
     ("undefined", "[{{ missing }}]|[{{ d.missing }}]|[{{ d['missing'] }}]|{{ missing|length }}|{% for x in missing %}x{% endfor %}|"
                   "{{ missing ~ 'z' }}|{{ missing is defined }}|{{ d.missing is defined }}|{{ 'abc'.nope is defined }}|{{ none.x is defined }}|"
                   "{{ not missing }}|{{ 'x' in missing }}|{{ missing|string }}|{{ (missing or 'fallback') }}|{{ items[9] is defined }}", VARS),
+    ("generators", "{% set g = items|select('odd') %}{{ g is iterable }} {{ g is sequence }} {% if g %}truthy{% endif %} "
+                   "{% for x in g %}{{ x }}{% endfor %}|{% for x in g %}{{ x }}{% endfor %}| {{ items|map('string')|first }} "
+                   "{% set r = items|reverse %}{{ r|list }}{{ r|list }} {{ 3 in items|select('odd') }} {{ [] | select | list }} "
+                   "{% if []|select %}empty-generator-is-truthy{% endif %} {{ (d|items|list)[0] }} {{ words|unique|join(',') }} "
+                   "{{ (items|select('odd'))[0] is defined }} {{ 5[1:] is defined }}", VARS),
     ("globals", "{{ range(3)|list }} {{ range(1, 10, 3)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b=[2]) }} "
                 "{% set j = joiner(', ') %}{% for i in items %}{{ j() }}{{ i }}{% endfor %} {{ namespace(a=1).a }} "
                 "{{ raise_exception is defined }} {{ strftime_now is defined }}", VARS),
@@ -281,6 +294,9 @@ ERRORS = [
     ("err-unpack", "{% for a, b in [[1, 2, 3]] %}{% endfor %}", {}),
     ("err-tojson-undefined", "{{ missing|tojson }}", {}),
     ("err-unsafe-append", "{{ items.append(1) }}", VARS),
+    ("err-generator-length", "{{ items|select('odd')|length }}", VARS),
+    ("err-generator-tojson", "{{ items|map('string')|tojson }}", VARS),
+    ("err-generator-last", "{{ items|select|last }}", VARS),
     ("err-unknown-filter-in-if", "{% if true %}\n{{ x|nosuch }}{% endif %}", VARS),
     ("err-unknown-test-in-condexpr", "{{ 1 if x is nosuchtest else 2 }}", VARS),
 ]
@@ -294,11 +310,13 @@ SYNTAX_ERRORS = [
     ("syntax-unknown-filter-in-loop", "{% if x %}\n{% for a in b %}{{ a|nosuch }}{% endfor %}{% endif %}"),
     ("syntax-unknown-tag", "a\n{% frobnicate %}"),
     ("syntax-stray-endfor", "line1\nline2\n{% endfor %}"),
+    ("syntax-nesting-mistake", "{% if x %}{% for a in b %}\n{% endif %}{% endfor %}"),
     ("syntax-mismatched-end", "{% for x in y %}\n{% endif %}"),
     ("syntax-unclosed-paren", "x\n{{ (1, 2 }}"),
     ("syntax-unclosed-comment", "a\n{# never closed"),
     ("syntax-unterminated-string", "{{ 'abc }}"),
     ("syntax-bad-assign", "{% set 1 = 2 %}"),
+    ("syntax-bad-tuple-assign", "{% for a, b.c in x %}{% endfor %}"),
 ]
 
 
