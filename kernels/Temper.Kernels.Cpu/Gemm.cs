@@ -3,7 +3,7 @@
 // into micro-panels xp[TN rows][KC] laid out [k][TN] (the broadcast operand, kept in L1 per panel),
 // an MC x KC block of w into wp[k][TM] micro-panels (the vector operand, kept in L2; bf16 widened while
 // packing), and a register-tiled micro-kernel accumulates a TN x TM tile of y with FMAs:
-//   AVX-512: TN 12 x TM 32 (24 zmm accumulators), AVX2: TN 6 x TM 16 (12 ymm), scalar: TN 4 x TM 8.
+//   AVX-512: TN 12 x TM 32 (24 zmm accumulators), AVX2: TN 4 x TM 24 (12 ymm), scalar: TN 4 x TM 8.
 // Threads take a static grid of output tiles; each y element is computed by one thread, with its sum over
 // k in a fixed order (KC blocks in turn, k ascending inside), so results are bitwise independent of the
 // thread count. The caller initialises y (zeros, bias or the previous value when accumulating).
@@ -66,8 +66,8 @@ public static unsafe class Gemm
         public readonly ushort* Wb = wb;
         public readonly int N = n, K = k, M = m;
         public readonly GemmKernel Kernel = kernel;
-        public int TileN => Kernel switch { GemmKernel.Avx512 => 12, GemmKernel.Avx2 => 6, _ => 4 };
-        public int TileM => Kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 16, _ => 8 };
+        public int TileN => Kernel switch { GemmKernel.Avx512 => 12, _ => 4 };
+        public int TileM => Kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 24, _ => 8 };
     }
 
     private static void Run(Job job, int threads)
@@ -172,35 +172,130 @@ public static unsafe class Gemm
     private static void Micro(GemmKernel kernel, int kc, float* a, float* b, float* c, nint ldc)
     {
         if (kernel == GemmKernel.Avx512) Kernel12x32(kc, a, b, c, ldc);
-        else if (kernel == GemmKernel.Avx2) Kernel6x16(kc, a, b, c, ldc);
+        else if (kernel == GemmKernel.Avx2) Kernel4x24(kc, a, b, c, ldc);
         else Kernel4x8(kc, a, b, c, ldc);
     }
 
     // Packs rows [r0, r0+rows) x columns [k0, k0+kc) of a row-major [*, ld] matrix (f32 src or bf16 srcB)
-    // into panels of `tile` rows, each laid out [k][tile]; rows past `rows` are zero.
+    // into panels of `tile` rows (a multiple of 4), each laid out [k][tile]; rows past `rows` are zero.
+    // Full panels are transposed 8x8 (then 4x4) in registers; the last partial panel element by element.
     private static void PackRows(float* src, ushort* srcB, int ld, int r0, int rows, int k0, int kc, int tile, float* dst)
     {
         for (int p = 0; p < rows; p += tile)
         {
             int live = Math.Min(tile, rows - p);
             float* d = dst + (long)p * kc;
-            for (int i = 0; i < live; i++)
-            {
-                long off = (long)(r0 + p + i) * ld + k0;
-                if (src != null)
-                {
-                    float* s = src + off;
-                    for (int kk = 0; kk < kc; kk++) d[kk * tile + i] = s[kk];
-                }
-                else
-                {
-                    ushort* s = srcB + off;
-                    for (int kk = 0; kk < kc; kk++) d[kk * tile + i] = BitConverter.Int32BitsToSingle(s[kk] << 16);
-                }
-            }
-            for (int i = live; i < tile; i++)
-                for (int kk = 0; kk < kc; kk++) d[kk * tile + i] = 0;
+            long off = (long)(r0 + p) * ld + k0;
+            if (live == tile && Avx2.IsSupported) PackPanelAvx2(src == null ? null : src + off, srcB == null ? null : srcB + off, ld, kc, tile, d);
+            else PackPanelScalar(src == null ? null : src + off, srcB == null ? null : srcB + off, ld, live, kc, tile, d);
         }
+    }
+
+    private static void PackPanelScalar(float* src, ushort* srcB, int ld, int live, int kc, int tile, float* d)
+    {
+        for (int i = 0; i < live; i++)
+        {
+            if (src != null)
+            {
+                float* s = src + (long)i * ld;
+                for (int kk = 0; kk < kc; kk++) d[kk * tile + i] = s[kk];
+            }
+            else
+            {
+                ushort* s = srcB + (long)i * ld;
+                for (int kk = 0; kk < kc; kk++) d[kk * tile + i] = BitConverter.Int32BitsToSingle(s[kk] << 16);
+            }
+        }
+        for (int i = live; i < tile; i++)
+            for (int kk = 0; kk < kc; kk++) d[kk * tile + i] = 0;
+    }
+
+    private static void PackPanelAvx2(float* src, ushort* srcB, int ld, int kc, int tile, float* d)
+    {
+        int i = 0;
+        for (; i + 8 <= tile; i += 8)
+        {
+            int kk = 0;
+            for (; kk + 8 <= kc; kk += 8)
+            {
+                long o = (long)i * ld + kk;
+                Transpose8x8(Load8(src, srcB, o), Load8(src, srcB, o + ld), Load8(src, srcB, o + 2 * ld), Load8(src, srcB, o + 3 * ld),
+                    Load8(src, srcB, o + 4 * ld), Load8(src, srcB, o + 5 * ld), Load8(src, srcB, o + 6 * ld), Load8(src, srcB, o + 7 * ld),
+                    d + (long)kk * tile + i, tile);
+            }
+            PackTail(src, srcB, ld, i, 8, kk, kc, tile, d);
+        }
+        if (i + 4 <= tile)
+        {
+            int kk = 0;
+            for (; kk + 4 <= kc; kk += 4)
+            {
+                long o = (long)i * ld + kk;
+                Transpose4x4(Load4(src, srcB, o), Load4(src, srcB, o + ld), Load4(src, srcB, o + 2 * ld), Load4(src, srcB, o + 3 * ld),
+                    d + (long)kk * tile + i, tile);
+            }
+            PackTail(src, srcB, ld, i, 4, kk, kc, tile, d);
+        }
+    }
+
+    // Columns [kk, kc) of rows [i, i+count) of a panel, one by one.
+    private static void PackTail(float* src, ushort* srcB, int ld, int i, int count, int kk, int kc, int tile, float* d)
+    {
+        for (int r = i; r < i + count; r++)
+            for (int q = kk; q < kc; q++)
+                d[(long)q * tile + r] = src != null ? src[(long)r * ld + q] : BitConverter.Int32BitsToSingle(srcB[(long)r * ld + q] << 16);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Load8(float* src, ushort* srcB, long o) =>
+        src != null ? Avx.LoadVector256(src + o) : Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(srcB + o), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Load4(float* src, ushort* srcB, long o) =>
+        src != null ? Sse.LoadVector128(src + o) : Sse2.ShiftLeftLogical(Sse41.ConvertToVector128Int32(srcB + o), 16).AsSingle();
+
+    // Writes column j of the 8x8 block with rows r0..r7 to dst + j*ldd.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, float* dst, nint ldd)
+    {
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(dst, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(dst + ldd, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(dst + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(dst + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(dst + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(dst + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose4x4(Vector128<float> r0, Vector128<float> r1, Vector128<float> r2, Vector128<float> r3, float* dst, nint ldd)
+    {
+        var t0 = Sse.UnpackLow(r0, r1);
+        var t1 = Sse.UnpackHigh(r0, r1);
+        var t2 = Sse.UnpackLow(r2, r3);
+        var t3 = Sse.UnpackHigh(r2, r3);
+        Sse.Store(dst, Sse.MoveLowToHigh(t0, t2));
+        Sse.Store(dst + ldd, Sse.MoveHighToLow(t2, t0));
+        Sse.Store(dst + 2 * ldd, Sse.MoveLowToHigh(t1, t3));
+        Sse.Store(dst + 3 * ldd, Sse.MoveHighToLow(t3, t1));
     }
 
     // c[12 rows, ldc][32] += sum_k b[k][0..12) (outer) a[k][0..32): 24 zmm accumulators.
@@ -252,39 +347,37 @@ public static unsafe class Gemm
         Vector512.Store(Vector512.Load(c + 16) + v1, c + 16);
     }
 
-    // c[6 rows, ldc][16] += sum_k b[k][0..6) (outer) a[k][0..16): 12 ymm accumulators.
+    // c[4 rows, ldc][24] += sum_k b[k][0..4) (outer) a[k][0..24): 12 ymm accumulators.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel6x16(int kc, float* a, float* b, float* c, nint ldc)
+    private static void Kernel4x24(int kc, float* a, float* b, float* c, nint ldc)
     {
-        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
-            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector256<float> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default,
+            c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
         for (int k = 0; k < kc; k++)
         {
-            var a0 = Avx.LoadAlignedVector256(a);
-            var a1 = Avx.LoadAlignedVector256(a + 8);
+            var a0 = Avx.LoadVector256(a);
+            var a1 = Avx.LoadVector256(a + 8);
+            var a2 = Avx.LoadVector256(a + 16);
             Vector256<float> bv;
-            bv = Vector256.Create(b[0]); c00 = Fma.MultiplyAdd(a0, bv, c00); c01 = Fma.MultiplyAdd(a1, bv, c01);
-            bv = Vector256.Create(b[1]); c10 = Fma.MultiplyAdd(a0, bv, c10); c11 = Fma.MultiplyAdd(a1, bv, c11);
-            bv = Vector256.Create(b[2]); c20 = Fma.MultiplyAdd(a0, bv, c20); c21 = Fma.MultiplyAdd(a1, bv, c21);
-            bv = Vector256.Create(b[3]); c30 = Fma.MultiplyAdd(a0, bv, c30); c31 = Fma.MultiplyAdd(a1, bv, c31);
-            bv = Vector256.Create(b[4]); c40 = Fma.MultiplyAdd(a0, bv, c40); c41 = Fma.MultiplyAdd(a1, bv, c41);
-            bv = Vector256.Create(b[5]); c50 = Fma.MultiplyAdd(a0, bv, c50); c51 = Fma.MultiplyAdd(a1, bv, c51);
-            a += 16;
-            b += 6;
+            bv = Vector256.Create(b[0]); c00 = Fma.MultiplyAdd(a0, bv, c00); c01 = Fma.MultiplyAdd(a1, bv, c01); c02 = Fma.MultiplyAdd(a2, bv, c02);
+            bv = Vector256.Create(b[1]); c10 = Fma.MultiplyAdd(a0, bv, c10); c11 = Fma.MultiplyAdd(a1, bv, c11); c12 = Fma.MultiplyAdd(a2, bv, c12);
+            bv = Vector256.Create(b[2]); c20 = Fma.MultiplyAdd(a0, bv, c20); c21 = Fma.MultiplyAdd(a1, bv, c21); c22 = Fma.MultiplyAdd(a2, bv, c22);
+            bv = Vector256.Create(b[3]); c30 = Fma.MultiplyAdd(a0, bv, c30); c31 = Fma.MultiplyAdd(a1, bv, c31); c32 = Fma.MultiplyAdd(a2, bv, c32);
+            a += 24;
+            b += 4;
         }
-        AddRow256(c, c00, c01); c += ldc;
-        AddRow256(c, c10, c11); c += ldc;
-        AddRow256(c, c20, c21); c += ldc;
-        AddRow256(c, c30, c31); c += ldc;
-        AddRow256(c, c40, c41); c += ldc;
-        AddRow256(c, c50, c51);
+        AddRow256(c, c00, c01, c02); c += ldc;
+        AddRow256(c, c10, c11, c12); c += ldc;
+        AddRow256(c, c20, c21, c22); c += ldc;
+        AddRow256(c, c30, c31, c32);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddRow256(float* c, Vector256<float> v0, Vector256<float> v1)
+    private static void AddRow256(float* c, Vector256<float> v0, Vector256<float> v1, Vector256<float> v2)
     {
         Vector256.Store(Vector256.Load(c) + v0, c);
         Vector256.Store(Vector256.Load(c + 8) + v1, c + 8);
+        Vector256.Store(Vector256.Load(c + 16) + v2, c + 16);
     }
 
     // The portable micro-kernel: c[4 rows, ldc][8] += sum_k b[k][0..4) (outer) a[k][0..8), one fused
