@@ -31,5 +31,5 @@ public static class OrpoLoss
         return new OrpoResult(nll - lambda * odds, nll, lor, dc, dr);
     }
 
-    private static double LogOdds(double l) => l - Math.Log(-Math.ExpM1(l));
+    private static double LogOdds(double l) => l - Math.Log(1 - Math.Exp(l)); // l < 0, so 1 - e^l > 0
 }
