@@ -190,7 +190,7 @@ public sealed class CpuBackend : IBackend
         Cpu.SwiGlu.Backward(dy.Floats, gate.Floats, up.Floats, dGate.Floats, dUp.Floats);
     }
 
-    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
+    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default)
     {
         const string op = "LmHeadCrossEntropy";
         Host(op, hidden, lmHead, losses, dHidden, dLmHead);
@@ -198,12 +198,13 @@ public sealed class CpuBackend : IBackend
         Require(lmHead.DType == DType.F32 || lmHead.DType == DType.BF16, op, $"lmHead {Describe(lmHead)} must be f32 or bf16");
         Require(lmHead.Shape.Rank == 2 && hidden.Shape.Rank >= 1 && hidden.Shape[-1] == lmHead.Shape[1], op, $"hidden {hidden.Shape} and lmHead {lmHead.Shape}: lmHead must be [V,C]");
         int n = hidden.Shape.Rows, c = lmHead.Shape[1], v = lmHead.Shape[0];
+        Require(rowScales.IsEmpty || rowScales.Length == n, op, $"{rowScales.Length} row scales for {n} rows");
         Require(labels.Length == n && losses.Elements == n, op, $"{labels.Length} labels and losses {losses.Shape} must give one per row of hidden {hidden.Shape}");
         Require(dHidden == null || dHidden.Shape == hidden.Shape, op, $"dHidden {dHidden?.Shape} must be hidden's {hidden.Shape}");
         Require(dLmHead == null || dLmHead.Shape == lmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be lmHead's {lmHead.Shape}");
         bool bf16 = lmHead.DType == DType.BF16;
         Cpu.LmHeadCrossEntropy.Run(hidden.Floats, bf16 ? default : lmHead.Floats, bf16 ? lmHead.Span<ushort>() : default, labels, losses.Floats, lossScale,
-            Out(dHidden), Out(dLmHead), n, c, v, _threads);
+            Out(dHidden), Out(dLmHead), n, c, v, _threads, rowScales: rowScales);
     }
 
     // ---- optimizer and reductions ----

@@ -14,7 +14,7 @@ public static unsafe class LmHeadCrossEntropy
     /// chunkWidth 0 picks <see cref="ChunkWidth"/>; tests pass a small one to cross chunk edges.
     /// </summary>
     public static void Run(ReadOnlySpan<float> hidden, ReadOnlySpan<float> lmHead, ReadOnlySpan<ushort> lmHeadBf16, ReadOnlySpan<int> labels,
-        Span<float> losses, float lossScale, Span<float> dHidden, Span<float> dLmHead, int n, int c, int v, int threads, int chunkWidth = 0)
+        Span<float> losses, float lossScale, Span<float> dHidden, Span<float> dLmHead, int n, int c, int v, int threads, int chunkWidth = 0, ReadOnlySpan<float> rowScales = default)
     {
         bool bf16 = lmHead.IsEmpty;
         if (hidden.Length != (long)n * c || (bf16 ? lmHeadBf16.Length : lmHead.Length) != (long)v * c || labels.Length != n || losses.Length != n
@@ -38,8 +38,10 @@ public static unsafe class LmHeadCrossEntropy
             Logits(hidden, lmHead, lmHeadBf16, chunk, n, c, v0, w, threads);
             fixed (float* pl = chunk)
             fixed (int* plab = labels)
+            fixed (float* prs = rowScales)
             {
-                nint l = (nint)pl, lab = (nint)plab;
+                nint l = (nint)pl, lab = (nint)plab, rs = (nint)prs;
+                bool perRow = !rowScales.IsEmpty;
                 StaticPartition.For(n, StaticPartition.Parts(threads, n, (long)n * w, 1 << 15), (r0, r1) =>
                 {
                     for (int i = r0; i < r1; i++)
@@ -69,8 +71,10 @@ public static unsafe class LmHeadCrossEntropy
             Logits(hidden, lmHead, lmHeadBf16, chunk, n, c, v0, w, threads);
             fixed (float* pl = chunk)
             fixed (int* plab = labels)
+            fixed (float* prs = rowScales)
             {
-                nint l = (nint)pl, lab = (nint)plab;
+                nint l = (nint)pl, lab = (nint)plab, rs = (nint)prs;
+                bool perRow = !rowScales.IsEmpty;
                 StaticPartition.For(n, StaticPartition.Parts(threads, n, (long)n * w, 1 << 15), (r0, r1) =>
                 {
                     for (int i = r0; i < r1; i++)
@@ -83,8 +87,9 @@ public static unsafe class LmHeadCrossEntropy
                             continue;
                         }
                         Reductions.ExpShiftedInPlace(row, w, lse[i]);
-                        Scale.Apply(new Span<float>(row, w), lossScale);
-                        if (label >= v0 && label < v0 + w) row[label - v0] -= lossScale;
+                        float scale = perRow ? lossScale * ((float*)rs)[i] : lossScale;
+                        Scale.Apply(new Span<float>(row, w), scale);
+                        if (label >= v0 && label < v0 + w) row[label - v0] -= scale;
                     }
                 });
             }

@@ -362,6 +362,24 @@ public abstract partial class BackendOpChecks
     }
 
     [Fact]
+    public void LmHeadCrossEntropy_RowScalesWeightEachRowsGradient()
+    {
+        const int n = 5, c = 9, v = 40;
+        var hidden = Floats(n * c, 11);
+        var head = Floats(v * c, 12);
+        int[] labels = [3, 39, -100, 0, 17];
+        float[] rowScales = [0.5f, -2f, 7f, 1f, 0f];
+        var (dh, dw) = (new float[n * c], new float[v * c]);
+        LmHeadCrossEntropyReference.Forward(hidden, head, labels, new float[n], 0.25f, dh, dw, n, c, v, rowScales);
+        var (tdh, tdw) = (_b.Zeros(new Shape(n, c)), _b.Zeros(new Shape(v, c)));
+        _b.LmHeadCrossEntropy(Up(hidden, n, c), Up(head, v, c), labels, _b.Zeros(new Shape(n)), 0.25f, tdh, tdw, rowScales);
+        Close(Run(tdh), dh, "ce dHidden with row scales");
+        Close(Run(tdw), dw, "ce dLmHead with row scales");
+        // The zero-scaled row contributes no gradient.
+        Assert.All(Run(tdh).AsSpan(4 * c, c).ToArray(), g => Assert.Equal(0f, g));
+    }
+
+    [Fact]
     public void LmHeadCrossEntropy_MatchesFiniteDifferences()
     {
         const int n = 6, c = 10, v = 50;

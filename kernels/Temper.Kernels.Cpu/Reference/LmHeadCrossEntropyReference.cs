@@ -1,13 +1,14 @@
 // LM head + cross-entropy, the oracle (full logits per row, f64): logits[n] = hidden[n,C] lmHead[V,C]^T,
 // losses[n] = logsumexp(logits[n]) - logits[n][labels[n]], 0 where labels[n] < 0. Gradients of
-// L = lossScale * sum_n losses[n]: with dlogits[n] = lossScale (softmax(logits[n]) - onehot(labels[n])),
+// L = lossScale * sum_n rowScales[n] losses[n] (rowScales empty = 1): with
+// dlogits[n] = lossScale rowScales[n] (softmax(logits[n]) - onehot(labels[n])),
 //   dHidden += dlogits lmHead,  dLmHead += dlogits^T hidden.
 namespace Temper.Kernels.Cpu.Reference;
 
 public static class LmHeadCrossEntropyReference
 {
     public static void Forward(ReadOnlySpan<float> hidden, ReadOnlySpan<float> lmHead, ReadOnlySpan<int> labels, Span<float> losses,
-        float lossScale, Span<float> dHidden, Span<float> dLmHead, int n, int c, int v)
+        float lossScale, Span<float> dHidden, Span<float> dLmHead, int n, int c, int v, ReadOnlySpan<float> rowScales = default)
     {
         var logits = new double[v];
         for (int i = 0; i < n; i++)
@@ -32,7 +33,7 @@ public static class LmHeadCrossEntropyReference
             if (dHidden.IsEmpty && dLmHead.IsEmpty) continue;
             for (int j = 0; j < v; j++)
             {
-                double g = lossScale * (Math.Exp(logits[j] - lse) - (j == labels[i] ? 1 : 0));
+                double g = lossScale * (rowScales.IsEmpty ? 1.0 : rowScales[i]) * (Math.Exp(logits[j] - lse) - (j == labels[i] ? 1 : 0));
                 for (int t = 0; t < c; t++)
                 {
                     if (!dHidden.IsEmpty) dHidden[i * c + t] += (float)(g * lmHead[j * c + t]);
