@@ -21,4 +21,14 @@ public sealed record SftDataOptions(
     int? MaxLength = null,
     Truncation Truncation = Truncation.Right,
     bool SkipBadLines = false,
-    bool Packing = false);
+    bool Packing = false)
+{
+    public static Truncation ParseTruncation(string name) => name switch
+    {
+        "right" => Truncation.Right,
+        "left" => Truncation.Left,
+        "drop" => Truncation.Drop,
+        "error" => Truncation.Error,
+        _ => throw new Temper.Core.TemperException($"--truncation must be right, left, drop or error, not '{name}'"),
+    };
+}
