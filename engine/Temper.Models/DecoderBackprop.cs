@@ -20,9 +20,10 @@ public sealed class DecoderBackprop(Decoder decoder)
 
     /// <summary>
     /// Runs forward and (when gradOf is given) backward for one micro-batch. Returns the per-token
-    /// cross-entropy [B*T] (0 where no label) — its sum times lossScale is what the gradients are of.
+    /// cross-entropy [B*T] (0 where no label) — its sum times lossScale (times rowScales[row], when
+    /// given: per-token weights, as preference losses need) is what the gradients are of.
     /// </summary>
-    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf)
+    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf, ReadOnlySpan<float> rowScales = default)
     {
         var cfg = Decoder.Config;
         var w = Decoder.Weights;
@@ -89,7 +90,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             if (w.LmHead.Lora != null && gradOf != null) throw new TemperException("training with a LoRA on lm_head is not supported yet");
             var losses = New(n);
             var dHidden = gradOf == null ? null : New(n, c);
-            be.LmHeadCrossEntropy(hF, w.LmHead.Weight, targets, losses, lossScale, dHidden, gradOf?.Invoke(w.LmHead.Weight));
+            be.LmHeadCrossEntropy(hF, w.LmHead.Weight, targets, losses, lossScale, dHidden, gradOf?.Invoke(w.LmHead.Weight), rowScales);
             var result = be.ToHost(losses).Floats.ToArray();
             if (gradOf == null) return result;
 

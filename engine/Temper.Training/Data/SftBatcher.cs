@@ -70,23 +70,29 @@ public sealed class SftBatcher
         ArgumentOutOfRangeException.ThrowIfNegative(index);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, BatchesPerEpoch);
         var rows = order[(index * BatchSize)..Math.Min(order.Length, (index + 1) * BatchSize)];
-        int b = rows.Length, t = rows.Max(r => _examples[r].Length);
+        return Pad(rows.Select(r => _examples[r]).ToList(), _padId) with { Epoch = epoch, Index = index, ExampleIndices = rows };
+    }
+
+    /// <summary>Right-pads any list of examples into one batch (the layout described above).</summary>
+    public static SftBatch Pad(IReadOnlyList<SftExample> examples, int padId)
+    {
+        int b = examples.Count, t = examples.Max(e => e.Length);
         var ids = new int[b * t];
         var labels = new int[b * t];
         var mask = new int[b * t];
         var positions = new int[b * t];
-        Array.Fill(ids, _padId);
+        Array.Fill(ids, padId);
         Array.Fill(labels, SftExample.IgnoreIndex);
         int labelTokens = 0;
         for (int r = 0; r < b; r++)
         {
-            var ex = _examples[rows[r]];
+            var ex = examples[r];
             ex.Ids.CopyTo(ids, r * t);
             ex.Labels.CopyTo(labels, r * t);
             ex.PositionIds().CopyTo(positions, r * t);
             Array.Fill(mask, 1, r * t, ex.Length);
             labelTokens += ex.LabelTokens;
         }
-        return new SftBatch(epoch, index, b, t, ids, labels, mask, positions, labelTokens, rows);
+        return new SftBatch(0, 0, b, t, ids, labels, mask, positions, labelTokens, Enumerable.Range(0, b).ToArray());
     }
 }

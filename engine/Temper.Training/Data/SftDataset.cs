@@ -118,6 +118,21 @@ public sealed class SftDataset
         {
             throw Bad($"not valid JSON: {e.Message.Split('\n')[0]}");
         }
+        return TokenizeObject(obj);
+    }
+
+    /// <summary>A tokenizer for single objects in this file's forms (the preference datasets build prompt/completion objects).</summary>
+    internal static SftDataset ForObjects(string path, HfTokenizer tok, ChatTemplate? tpl) => new(path, tok, tpl);
+
+    /// <summary>Tokenizes one example object; errors name the file and <paramref name="line"/>.</summary>
+    internal (int[] Ids, int[] Labels) TokenizeObject(JsonObject obj, int line)
+    {
+        _line = line;
+        return TokenizeObject(obj);
+    }
+
+    private (int[] Ids, int[] Labels) TokenizeObject(JsonObject obj)
+    {
         var tools = obj["tools"] as JsonArray;
 
         if (obj.TryGetPropertyValue("messages", out var messagesNode))

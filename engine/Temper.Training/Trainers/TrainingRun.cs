@@ -1,0 +1,175 @@
+// The part every trainer shares, as one component (not a base class): open the model, attach or
+// initialise the LoRA (or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
+// manifest.json, checkpoints, resume, Ctrl-C and non-finite-step handling, and the final save.
+// A recipe supplies only its data and a step function that fills the gradients and returns the loss.
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models;
+using Temper.Training.Lora;
+using Temper.Training.Optim;
+using Temper.Training.Runs;
+
+namespace Temper.Training.Trainers;
+
+/// <summary>Where the data order stands: the next batch is batch Index of epoch Epoch.</summary>
+public readonly record struct BatchCursor(int Epoch, int Index)
+{
+    public BatchCursor Next(int perEpoch) => Index + 1 < perEpoch ? this with { Index = Index + 1 } : new BatchCursor(Epoch + 1, 0);
+}
+
+/// <summary>What a recipe's step computed: the loss, tokens processed, the method's own figures, the next data position.</summary>
+public sealed record StepOutput(double Loss, long Tokens, BatchCursor Next, JsonObject? Extra = null);
+
+public sealed class TrainingRun : IDisposable
+{
+    private readonly SftOptions _o;
+
+    private TrainingRun(SftOptions o, IBackend be, LanguageModel lm, LoraConfig? lora, TrainableParameters ps)
+    {
+        _o = o;
+        Backend = be;
+        Model = lm;
+        Lora = lora;
+        Params = ps;
+        Backprop = new DecoderBackprop(lm.Decoder);
+    }
+
+    public IBackend Backend { get; }
+    public LanguageModel Model { get; }
+    public LoraConfig? Lora { get; }
+    public TrainableParameters Params { get; }
+    public DecoderBackprop Backprop { get; }
+    public Action<StepReport>? OnStep { get; set; }
+    public Action<string>? OnWarning { get; set; }
+
+    /// <summary>Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all weights).</summary>
+    public static TrainingRun Open(SftOptions o, IBackend be)
+    {
+        Validate(o);
+        Directory.CreateDirectory(o.OutDir);
+        var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be);
+        try
+        {
+            LoraConfig? lora = null;
+            if (!o.Full)
+            {
+                if (o.InitAdapter != null)
+                {
+                    lora = LoraConfig.Load(o.InitAdapter);
+                    lm.AttachAdapter(o.InitAdapter, merge: false);
+                }
+                else
+                {
+                    lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout);
+                    LoraInit.Attach(lm.Weights, lora, be, o.Seed);
+                }
+                if (lora.Dropout > 0) throw new TemperException($"LoRA dropout {lora.Dropout} is not supported by the trainer yet; use 0");
+            }
+            var ps = o.Full ? TrainableParameters.Full(lm.Weights, be) : TrainableParameters.Lora(lm.Weights, be);
+            return new TrainingRun(o, be, lm, lora, ps);
+        }
+        catch
+        {
+            lm.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Runs optimizer steps until totalSteps (or cancellation). step(cursor) fills the gradients of the
+    /// trained parameters (they are zeroed before each call) and returns the loss. Every step's line goes
+    /// to metrics.jsonl; afterStep may add figures (evaluation) to it.
+    /// </summary>
+    public SftResult Run(string kind, int totalSteps, string dataSha, JsonObject dataInfo, Func<BatchCursor, StepOutput> step, Action<int, JsonObject>? afterStep = null, CancellationToken cancel = default)
+    {
+        var schedule = new LrSchedule(_o.Scheduler, _o.LearningRate, _o.WarmupSteps, totalSteps);
+        using var opt = new AdamW(Params, Backend, new AdamWOptions(WeightDecay: _o.WeightDecay));
+        int stepNo = 0;
+        var cursor = new BatchCursor(0, 0);
+        if (_o.Resume && Checkpoint.Latest(_o.OutDir) is string ck)
+        {
+            var st = Checkpoint.Load(ck, Params, opt);
+            if (st.DataSha256 != dataSha) throw new TemperException($"{ck}: the checkpoint was trained on different data (SHA-256 {st.DataSha256[..12]}..., {_o.DataPath} is {dataSha[..12]}...)");
+            stepNo = st.Step;
+            cursor = new BatchCursor(st.Epoch, st.BatchIndex);
+        }
+        else if (_o.Resume) OnWarning?.Invoke($"--resume: no checkpoint in {_o.OutDir}; starting from step 0");
+
+        RunManifest.Write(_o.OutDir, kind, _o.ModelDir, dataInfo, _o.ToJson());
+        using var metrics = new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), _o.Resume ? stepNo : null);
+        var reports = new List<StepReport>();
+        int bad = 0;
+        bool interrupted = false;
+        while (stepNo < totalSteps)
+        {
+            if (cancel.IsCancellationRequested) { interrupted = true; break; }
+            var sw = Stopwatch.StartNew();
+            Params.ZeroGrads();
+            var output = step(cursor);
+            cursor = output.Next;
+            stepNo++;
+            double norm = Params.GradNorm();
+            float lr = schedule.At(stepNo - 1);
+            bool skipped = !double.IsFinite(output.Loss) || !double.IsFinite(norm);
+            if (skipped)
+            {
+                bad++;
+                OnWarning?.Invoke($"step {stepNo}: loss {output.Loss} / grad norm {norm} is not finite; step skipped ({bad} in a row)");
+                if (bad >= _o.MaxBadSteps)
+                    throw new TemperException($"{bad} non-finite steps in a row at step {stepNo}; aborting. Last good checkpoint: {Checkpoint.Latest(_o.OutDir) ?? "none"}");
+            }
+            else
+            {
+                bad = 0;
+                if (_o.MaxGradNorm > 0 && norm > _o.MaxGradNorm)
+                    foreach (var p in Params.All) Backend.Scale(p.Grad, (float)(_o.MaxGradNorm / (norm + 1e-6)));
+                opt.Update(lr);
+            }
+            var report = new StepReport(stepNo, totalSteps, output.Loss, norm, lr, output.Tokens / Math.Max(1e-9, sw.Elapsed.TotalSeconds), skipped);
+            reports.Add(report);
+            var line = MetricsLog.Line(stepNo, output.Loss, norm, lr, report.TokensPerSecond);
+            line["epoch"] = cursor.Epoch;
+            if (skipped) line["skipped"] = true;
+            if (output.Extra != null)
+                foreach (var (k, v) in output.Extra) line[k] = v?.DeepClone();
+            afterStep?.Invoke(stepNo, line);
+            metrics.Write(line);
+            OnStep?.Invoke(report);
+            if (_o.SaveEvery > 0 && stepNo % _o.SaveEvery == 0 && !skipped)
+                Checkpoint.Save(_o.OutDir, new TrainerState(stepNo, cursor.Epoch, cursor.Index, dataSha), Params, opt, Backend);
+        }
+        if (interrupted)
+            Checkpoint.Save(_o.OutDir, new TrainerState(stepNo, cursor.Epoch, cursor.Index, dataSha), Params, opt, Backend);
+        SaveResult();
+        return new SftResult(stepNo, interrupted, _o.OutDir, reports);
+    }
+
+    /// <summary>The trained adapter (PEFT format) or the full model folder, in OutDir.</summary>
+    public void SaveResult()
+    {
+        if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
+        else ModelExport.Save(_o.OutDir, Model, Backend);
+    }
+
+    public int PadId => Model.Config.PadTokenId ?? Model.RequireTokenizer().PadId ?? 0;
+
+    private static void Validate(SftOptions o)
+    {
+        if (o.BatchSize < 1) throw new TemperException($"--batch-size must be >= 1 (got {o.BatchSize})");
+        if (o.GradAccum < 1) throw new TemperException($"--grad-accum must be >= 1 (got {o.GradAccum})");
+        if (o.MaxSteps is < 1) throw new TemperException($"--max-steps must be >= 1 (got {o.MaxSteps})");
+        if (o.Epochs < 1) throw new TemperException($"--epochs must be >= 1 (got {o.Epochs})");
+        if (o.MaxLength < 2) throw new TemperException($"--max-len must be >= 2 (got {o.MaxLength})");
+        if (!(o.LearningRate > 0)) throw new TemperException($"--lr must be > 0 (got {o.LearningRate})");
+        if (o.Full && o.InitAdapter != null) throw new TemperException("--full and --init-adapter cannot be combined");
+        if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
+        if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
+    }
+
+    public void Dispose()
+    {
+        Params.Dispose();
+        Model.Dispose();
+    }
+}
