@@ -1,0 +1,107 @@
+// DPO (sigmoid, IPO, robust; label smoothing = conservative DPO) and ORPO as thin recipes over
+// TrainingRun on paired data. Each micro-batch: a no-gradient pass gives the policy's summed
+// completion log-probs, the reference's come from the adapter switched off / a frozen adapter / a
+// separate model (or the precomputed cache), the loss gives d loss / d log p per sequence, and one
+// forward+backward pass weights each sequence's tokens by it. ORPO needs no reference.
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models;
+using Temper.Training.Data;
+using Temper.Training.Losses;
+using Temper.Training.Trainers;
+
+namespace Temper.Training.Preference;
+
+public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend backend, bool orpo = false)
+{
+    public Action<StepReport>? OnStep { get; set; }
+    public Action<string>? OnWarning { get; set; }
+
+    public SftResult Run(CancellationToken cancel = default)
+    {
+        var o = p.RefAdapter != null && options.InitAdapter == null && !options.Full ? options with { InitAdapter = p.RefAdapter } : options;
+        if (p.RefAdapter != null && p.RefModel != null) throw new TemperException("--ref-adapter and --ref-model cannot be combined");
+        if (!(p.Beta > 0)) throw new TemperException($"--beta must be > 0 (got {p.Beta})");
+        using var run = TrainingRun.Open(o, backend);
+        run.OnStep = OnStep;
+        run.OnWarning = OnWarning;
+        var data = PreferenceDataset.Load(o.DataPath, run.Model.RequireTokenizer(), run.Model.Template, unpaired: false, o.MaxLength, o.SkipBadLines);
+        if (data.DroppedCount > 0) OnWarning?.Invoke($"{data.DroppedCount} pair(s) longer than {o.MaxLength} tokens were dropped");
+        var pairs = data.Pairs;
+        using var reference = orpo ? null : p.RefModel != null ? ReferenceModel.Separate(LanguageModel.Load(p.RefModel, backend))
+            : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend)
+            : o.Full ? throw new TemperException("full-weight DPO needs --ref-model (the base cannot be recovered by switching an adapter off)")
+            : ReferenceModel.AdapterOff(run.Model.Weights);
+        int pad = run.PadId;
+        double[]? refChosen = null, refRejected = null;
+        if (reference != null && p.PrecomputeRef)
+        {
+            refChosen = ReferenceCache.GetOrCompute(o.OutDir, data.Sha256, reference.Description, "chosen", () => reference.Logps(run.Backprop, pairs.Select(x => x.Chosen).ToList(), pad));
+            refRejected = ReferenceCache.GetOrCompute(o.OutDir, data.Sha256, reference.Description, "rejected", () => reference.Logps(run.Backprop, pairs.Select(x => x.Rejected).ToList(), pad));
+        }
+
+        var batcher = new SftBatcher(pairs.Select(x => x.Chosen).ToList(), o.BatchSize, pad, (ulong)o.Seed);
+        int total = o.MaxSteps ?? o.Epochs * Math.Max(1, (batcher.BatchesPerEpoch + o.GradAccum - 1) / o.GradAccum);
+
+        StepOutput Step(BatchCursor cursor)
+        {
+            var micro = new List<int[]>();
+            for (int i = 0; i < o.GradAccum; i++, cursor = cursor.Next(batcher.BatchesPerEpoch))
+                micro.Add(batcher.Batch(cursor.Epoch, cursor.Index).ExampleIndices);
+            int totalPairs = micro.Sum(m => m.Length);
+            double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, nll = 0;
+            long tokens = 0;
+            foreach (var idx in micro)
+            {
+                var rows = idx.Select(i => pairs[i].Chosen).Concat(idx.Select(i => pairs[i].Rejected)).ToList();
+                var (sums, counts) = SequenceLogps.Compute(run.Backprop, rows, pad, rows.Count);
+                int n = idx.Length;
+                double share = (double)n / totalPairs;
+                var weights = new double[2 * n];
+                if (orpo)
+                {
+                    var r = OrpoLoss.Compute(sums.AsSpan(0, n), counts.AsSpan(0, n), sums.AsSpan(n), counts.AsSpan(n), p.Beta);
+                    for (int i = 0; i < n; i++) { weights[i] = -r.DChosen[i] * share; weights[n + i] = -r.DRejected[i] * share; }
+                    loss += r.Loss * share;
+                    nll += r.Nll * share;
+                    margin += r.LogOddsRatio.Average() * share;
+                }
+                else
+                {
+                    double[] pc = sums[..n], pr = sums[n..];
+                    double[] refC = refChosen != null ? idx.Select(i => refChosen[i]).ToArray() : reference!.Logps(run.Backprop, rows[..n], pad);
+                    double[] refR = refRejected != null ? idx.Select(i => refRejected[i]).ToArray() : reference!.Logps(run.Backprop, rows[n..], pad);
+                    bool ipo = p.LossType == DpoLossType.Ipo; // TRL feeds IPO length-averaged log-probs
+                    double Avg(double v, int i) => ipo ? v / Math.Max(1, counts[i]) : v;
+                    var r = DpoLoss.Compute(pc.Select((v, i) => Avg(v, i)).ToArray(), pr.Select((v, i) => Avg(v, n + i)).ToArray(),
+                        refC.Select((v, i) => Avg(v, i)).ToArray(), refR.Select((v, i) => Avg(v, n + i)).ToArray(), p.Beta, p.LossType, p.LabelSmoothing);
+                    for (int i = 0; i < n; i++)
+                    {
+                        weights[i] = -r.DChosen[i] * share / (ipo ? Math.Max(1, counts[i]) : 1);
+                        weights[n + i] = -r.DRejected[i] * share / (ipo ? Math.Max(1, counts[n + i]) : 1);
+                    }
+                    loss += r.Loss * share;
+                    rc += r.RewardsChosen.Average() * share;
+                    rr += r.RewardsRejected.Average() * share;
+                    acc += r.RewardAccuracy * share;
+                    margin += r.RewardMargin * share;
+                }
+                var b = SftBatcher.Pad(rows, pad);
+                run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(weights, b.Length));
+                tokens += b.Ids.Length;
+            }
+            var extra = orpo
+                ? new JsonObject { ["nll"] = nll, ["log_odds_ratio"] = margin }
+                : new JsonObject { ["rewards_chosen"] = rc, ["rewards_rejected"] = rr, ["reward_margin"] = margin, ["reward_accuracy"] = acc };
+            return new StepOutput(loss, tokens, cursor, extra);
+        }
+
+        var info = new JsonObject
+        {
+            ["path"] = Path.GetFullPath(o.DataPath), ["sha256"] = data.Sha256, ["lines"] = data.LineCount, ["pairs"] = pairs.Count,
+            ["dropped"] = data.DroppedCount, ["skipped_bad_lines"] = data.SkippedBadLines, ["method"] = p.ToJson(),
+            ["reference"] = reference?.Description,
+        };
+        return run.Run(orpo ? "orpo" : "dpo", total, data.Sha256, info, Step, null, cancel);
+    }
+}

@@ -1,0 +1,69 @@
+// The reference policy of DPO/KTO/GRPO without a second copy of the base: the same weights with the
+// trained LoRA switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
+// asked, a separate model folder.
+using Temper.Core;
+using Temper.Models;
+using Temper.Training.Data;
+
+namespace Temper.Training.Preference;
+
+public sealed class ReferenceModel : IDisposable
+{
+    private readonly ModelWeights _weights;
+    private readonly Dictionary<Projection, LoraView?> _views;
+    private readonly LanguageModel? _separate;
+    private readonly LoraAdapter? _frozen;
+
+    private ReferenceModel(ModelWeights weights, Dictionary<Projection, LoraView?> views, LanguageModel? separate, LoraAdapter? frozen, string description)
+    {
+        _weights = weights;
+        _views = views;
+        _separate = separate;
+        _frozen = frozen;
+        Description = description;
+    }
+
+    public string Description { get; }
+
+    /// <summary>The base model: the policy's weights with every LoRA view off.</summary>
+    public static ReferenceModel AdapterOff(ModelWeights w) =>
+        new(w, w.Projections.Append(w.LmHead).ToDictionary(p => p, _ => (LoraView?)null), null, null, "base model (adapter off)");
+
+    /// <summary>The base plus a frozen copy of the adapter in DIR (e.g. the SFT adapter DPO starts from).</summary>
+    public static ReferenceModel FrozenAdapter(ModelWeights w, string adapterDir, IBackend be)
+    {
+        var adapter = LoraAdapter.Load(adapterDir);
+        var views = w.Projections.Append(w.LmHead).ToDictionary(p => p, _ => (LoraView?)null);
+        foreach (var (name, (a, b)) in adapter.Modules)
+        {
+            var p = views.Keys.FirstOrDefault(x => x.Name == name) ?? throw new TemperException($"{adapterDir}: adapter module '{name}' does not exist in the model");
+            if (a.Shape[1] != p.In || b.Shape[0] != p.Out) throw new TemperException($"{adapterDir}: adapter module '{name}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");
+            views[p] = new LoraView(be.FromHost(Tensor.FromFloats(a.Shape, a.ToFloatArray())), be.FromHost(Tensor.FromFloats(b.Shape, b.ToFloatArray())), adapter.Config.Scale);
+        }
+        return new ReferenceModel(w, views, null, adapter, $"base + frozen adapter {adapterDir}");
+    }
+
+    public static ReferenceModel Separate(LanguageModel model) => new(model.Weights, [], model, null, $"separate model {model.Directory}");
+
+    /// <summary>Summed completion log-probs under the reference (no gradients).</summary>
+    public double[] Logps(DecoderBackprop policy, IReadOnlyList<SftExample> examples, int padId)
+    {
+        if (_separate != null) return SequenceLogps.Compute(new DecoderBackprop(_separate.Decoder), examples, padId).Sums;
+        var saved = _views.Keys.ToDictionary(p => p, p => p.Lora);
+        try
+        {
+            foreach (var (p, v) in _views) p.Lora = v;
+            return SequenceLogps.Compute(policy, examples, padId).Sums;
+        }
+        finally
+        {
+            foreach (var (p, v) in saved) p.Lora = v;
+        }
+    }
+
+    public void Dispose()
+    {
+        _separate?.Dispose();
+        _frozen?.Dispose();
+    }
+}
