@@ -16,6 +16,9 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     BenchCommand.Create(),
     SftCommand.Create(pretrain: false),
     SftCommand.Create(pretrain: true),
+    PreferenceCommand.Create("dpo"),
+    PreferenceCommand.Create("kto"),
+    PreferenceCommand.Create("orpo"),
 };
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -1,0 +1,68 @@
+// The training verbs as scripts call them: step-0 parity of `temper sft` and `temper dpo` through the
+// CLI, the run folder's contents, and bad data as a one-line error naming file and line.
+using System.Text.Json.Nodes;
+
+namespace Temper.Tests;
+
+public class TrainingCliTests
+{
+    private static string Temp() => Directory.CreateTempSubdirectory("temper-train-cli-").FullName;
+
+    private static JsonNode Reference(string model, string method) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Hf(model), "trainer", "trainer_reference.json")))![method]!;
+
+    [Theory]
+    [InlineData("sft", "sft.jsonl")]
+    [InlineData("dpo", "dpo.jsonl")]
+    public void Step0_through_the_cli_matches_trl(string verb, string data)
+    {
+        string model = Fixtures.Hf("qwen2-tiny"), dir = Temp();
+        var r = TemperCli.Run(verb, "--model", model, "--init-adapter", Path.Combine(model, "adapter"), "--data", Path.Combine(model, "trainer", data),
+            "--out", dir, "--batch-size", "64", "--grad-accum", "1", "--max-steps", "1");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var first = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "metrics.jsonl")).First())!;
+        var reference = Reference("qwen2-tiny", verb);
+        double loss = reference["loss"]!.GetValue<double>(), norm = reference["grad_norm"]!.GetValue<double>();
+        Assert.True(Math.Abs(first["loss"]!.GetValue<double>() - loss) <= 1e-4 * loss);
+        Assert.True(Math.Abs(first["grad_norm"]!.GetValue<double>() - norm) <= 1e-3 * norm);
+        foreach (var f in new[] { "adapter_model.safetensors", "adapter_config.json", "manifest.json" })
+            Assert.True(File.Exists(Path.Combine(dir, f)), f);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Bad_data_line_is_named_and_skip_bad_lines_counts_it()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        string data = Path.Combine(dir, "data.jsonl");
+        File.WriteAllLines(data, [
+            """{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}""",
+            """{"messages": [{"role": "wizard", "content": "hi"}]}""",
+        ]);
+        var r = TemperCli.Run("sft", "--model", model, "--data", data, "--out", Path.Combine(dir, "run"), "--max-steps", "1", "--lora-r", "2");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains($"{data}:2:", r.Stderr);
+        Assert.Contains("unknown role 'wizard'", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        var ok = TemperCli.Run("sft", "--model", model, "--data", data, "--out", Path.Combine(dir, "run"), "--max-steps", "1", "--lora-r", "2", "--skip-bad-lines");
+        Assert.True(ok.ExitCode == 0, ok.Stderr + ok.Stdout);
+        Assert.Contains("1 bad line(s) skipped", ok.Stdout);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Missing_data_file_and_too_long_example_under_error_are_named()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(dir, "nope.jsonl"), "--out", Path.Combine(dir, "run"));
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("nope.jsonl: data file not found", r.Stderr);
+        string data = Path.Combine(dir, "long.jsonl");
+        File.WriteAllText(data, """{"prompt": "What is 2+2?", "completion": " Four, and that is the whole long answer."}""" + "\n");
+        var t = TemperCli.Run("sft", "--model", model, "--data", data, "--out", Path.Combine(dir, "run"), "--max-len", "6", "--truncation", "error");
+        Assert.Equal(2, t.ExitCode);
+        Assert.Contains($"{data}:1:", t.Stderr);
+        Assert.Contains("max length", t.Stderr);
+        Directory.Delete(dir, true);
+    }
+}

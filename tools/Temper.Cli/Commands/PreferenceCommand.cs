@@ -1,0 +1,60 @@
+// `temper dpo`, `temper kto` and `temper orpo`: the preference trainers on TRL's data forms
+// (prompt/chosen/rejected; prompt/completion/label for KTO). --beta is DPO/KTO's beta and ORPO's
+// lambda (TRL's naming). The reference is the base with the adapter off unless --ref-adapter
+// (base + that frozen adapter, which the policy starts from) or --ref-model is given.
+using System.CommandLine;
+using Temper.Training.Losses;
+using Temper.Training.Preference;
+
+namespace Temper.Cli.Commands;
+
+internal static class PreferenceCommand
+{
+    public static Command Create(string method)
+    {
+        var flags = new TrainingFlags(method == "orpo" ? 8e-6f : 5e-6f);
+        var beta = new Option<double>("--beta") { Description = method == "orpo" ? "ORPO's lambda (TRL calls it beta)" : "Preference temperature", DefaultValueFactory = _ => 0.1 };
+        var lossType = new Option<string>("--loss-type") { Description = "sigmoid, ipo or robust", DefaultValueFactory = _ => "sigmoid" };
+        var smoothing = new Option<double>("--label-smoothing") { Description = "Conservative DPO label smoothing", DefaultValueFactory = _ => 0 };
+        var refAdapter = new Option<string?>("--ref-adapter") { Description = "Reference = base + this frozen adapter (the policy starts from a copy)" };
+        var refModel = new Option<string?>("--ref-model") { Description = "Reference = a separate model folder" };
+        var precompute = new Option<bool>("--precompute-ref") { Description = "Compute reference log-probs once, cached beside the run" };
+        var wUp = new Option<double>("--desirable-weight") { Description = "KTO weight of desirable examples", DefaultValueFactory = _ => 1 };
+        var wDown = new Option<double>("--undesirable-weight") { Description = "KTO weight of undesirable examples", DefaultValueFactory = _ => 1 };
+        var description = method switch
+        {
+            "dpo" => "Direct Preference Optimization on prompt/chosen/rejected data",
+            "kto" => "KTO on unpaired prompt/completion/label data",
+            _ => "ORPO (no reference model) on prompt/chosen/rejected data",
+        };
+        var cmd = new Command(method, description) { beta };
+        flags.AddTo(cmd);
+        if (method == "dpo") { cmd.Add(lossType); cmd.Add(smoothing); }
+        if (method == "kto") { cmd.Add(wUp); cmd.Add(wDown); }
+        if (method != "orpo") { cmd.Add(refAdapter); cmd.Add(refModel); cmd.Add(precompute); }
+        cmd.SetGuardedAction(p =>
+        {
+            var o = flags.Read(p);
+            var po = new PreferenceOptions
+            {
+                Beta = p.GetValue(beta),
+                LossType = method == "dpo" ? DpoLoss.Parse(p.GetValue(lossType)!) : DpoLossType.Sigmoid,
+                LabelSmoothing = method == "dpo" ? p.GetValue(smoothing) : 0,
+                DesirableWeight = p.GetValue(wUp),
+                UndesirableWeight = p.GetValue(wDown),
+                RefAdapter = method == "orpo" ? null : p.GetValue(refAdapter),
+                RefModel = method == "orpo" ? null : p.GetValue(refModel),
+                PrecomputeRef = method != "orpo" && p.GetValue(precompute),
+            };
+            var be = CliOptions.Backend(o.Threads);
+            if (method == "kto")
+            {
+                var kto = new KtoTrainer(o, po, be);
+                return Cli.TrainingFlags.RunWithProgress(method, o.OutDir, (s, w) => { kto.OnStep = s; kto.OnWarning = w; }, kto.Run);
+            }
+            var dpo = new DpoTrainer(o, po, be, orpo: method == "orpo");
+            return Cli.TrainingFlags.RunWithProgress(method, o.OutDir, (s, w) => { dpo.OnStep = s; dpo.OnWarning = w; }, dpo.Run);
+        });
+        return cmd;
+    }
+}

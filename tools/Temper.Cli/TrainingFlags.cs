@@ -1,0 +1,113 @@
+// The flags every training verb shares (model, data, LoRA, optimizer, schedule, batching, checkpoints)
+// and the live progress display that runs a trainer: a Spectre progress bar with loss, tokens/s and
+// ETA; Ctrl-C asks the trainer to stop, which saves a checkpoint (exit 130).
+using System.CommandLine;
+using Spectre.Console;
+using Temper.Training.Data;
+using Temper.Training.Optim;
+using Temper.Training.Trainers;
+
+namespace Temper.Cli;
+
+internal sealed class TrainingFlags
+{
+    public readonly Option<string> Model = CliOptions.Model();
+    public readonly Option<string> Data = new("--data") { Description = "JSONL training data", Required = true };
+    public readonly Option<string> Out = new("--out") { Description = "Run folder: adapter or model, metrics.jsonl, manifest.json, checkpoints", Required = true };
+    public readonly Option<string?> InitAdapter = new("--init-adapter") { Description = "Continue training this PEFT adapter (its r, alpha and targets apply)" };
+    public readonly Option<bool> Full = new("--full") { Description = "Train all weights instead of a LoRA adapter" };
+    public readonly Option<int> R = new("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
+    public readonly Option<double> Alpha = new("--lora-alpha") { Description = "LoRA alpha", DefaultValueFactory = _ => 32 };
+    public readonly Option<string> Targets = new("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
+    public readonly Option<bool> RsLora = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)" };
+    public readonly Option<float> Lr;
+    public readonly Option<string> Scheduler = new("--lr-scheduler") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
+    public readonly Option<int> Warmup = new("--warmup-steps") { Description = "Linear warmup steps", DefaultValueFactory = _ => 0 };
+    public readonly Option<float> WeightDecay = new("--weight-decay") { Description = "AdamW decoupled weight decay", DefaultValueFactory = _ => 0f };
+    public readonly Option<float> Clip = new("--max-grad-norm") { Description = "Global gradient norm clip (0 = off)", DefaultValueFactory = _ => 1f };
+    public readonly Option<string> Truncation = new("--truncation") { Description = "right, left, drop or error", DefaultValueFactory = _ => "right" };
+    public readonly Option<int> Batch = new("--batch-size") { Description = "Examples per micro-batch", DefaultValueFactory = _ => 8 };
+    public readonly Option<int> Accum = new("--grad-accum") { Description = "Micro-batches per optimizer step", DefaultValueFactory = _ => 1 };
+    public readonly Option<int?> MaxSteps = new("--max-steps") { Description = "Optimizer steps (overrides --epochs)" };
+    public readonly Option<int> Epochs = new("--epochs") { Description = "Passes over the data", DefaultValueFactory = _ => 1 };
+    public readonly Option<int> MaxLen = new("--max-len") { Description = "Maximum tokens per example", DefaultValueFactory = _ => 1024 };
+    public readonly Option<int> Seed = new("--seed") { Description = "Seed for shuffling and initialisation", DefaultValueFactory = _ => 42 };
+    public readonly Option<int> SaveEvery = new("--save-every") { Description = "Checkpoint every N steps (0 = only on Ctrl-C)", DefaultValueFactory = _ => 0 };
+    public readonly Option<bool> Resume = new("--resume") { Description = "Continue from the latest checkpoint in --out" };
+    public readonly Option<bool> SkipBad = new("--skip-bad-lines") { Description = "Skip malformed data lines (counted) instead of failing" };
+    public readonly Option<int> Threads = CliOptions.Threads();
+
+    public TrainingFlags(float defaultLr) => Lr = new Option<float>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => defaultLr };
+
+    public void AddTo(Command c)
+    {
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, R, Alpha, Targets, RsLora, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads })
+            c.Add(o);
+    }
+
+    public SftOptions Read(ParseResult p) => new()
+    {
+        ModelDir = p.GetValue(Model)!,
+        DataPath = p.GetValue(Data)!,
+        OutDir = p.GetValue(Out)!,
+        InitAdapter = p.GetValue(InitAdapter),
+        Full = p.GetValue(Full),
+        LoraRank = p.GetValue(R),
+        LoraAlpha = p.GetValue(Alpha),
+        LoraTargets = p.GetValue(Targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        UseRsLora = p.GetValue(RsLora),
+        LearningRate = p.GetValue(Lr),
+        Scheduler = LrSchedule.Parse(p.GetValue(Scheduler)!),
+        WarmupSteps = p.GetValue(Warmup),
+        WeightDecay = p.GetValue(WeightDecay),
+        MaxGradNorm = p.GetValue(Clip),
+        Truncation = SftDataOptions.ParseTruncation(p.GetValue(Truncation)!),
+        BatchSize = p.GetValue(Batch),
+        GradAccum = p.GetValue(Accum),
+        MaxSteps = p.GetValue(MaxSteps),
+        Epochs = p.GetValue(Epochs),
+        MaxLength = p.GetValue(MaxLen),
+        Seed = p.GetValue(Seed),
+        SaveEvery = p.GetValue(SaveEvery),
+        Resume = p.GetValue(Resume),
+        SkipBadLines = p.GetValue(SkipBad),
+        Threads = p.GetValue(Threads),
+    };
+
+    /// <summary>Runs a trainer under a live progress bar; returns the exit code (130 when interrupted).</summary>
+    public static int RunWithProgress(string verb, string outDir, Action<Action<StepReport>, Action<string>> wire, Func<CancellationToken, SftResult> run)
+    {
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        SftResult? result = null;
+        try
+        {
+            AnsiConsole.Progress()
+                .AutoClear(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+                .Start(ctx =>
+                {
+                    var task = ctx.AddTask(verb, maxValue: 1);
+                    wire(s =>
+                    {
+                        task.MaxValue = s.TotalSteps;
+                        task.Value = s.Step;
+                        task.Description = $"{verb} step {s.Step}/{s.TotalSteps} loss {s.Loss:F4} {s.TokensPerSecond:F0} tok/s";
+                    }, w => AnsiConsole.MarkupLine($"[yellow]warning:[/] {Markup.Escape(w)}"));
+                    result = run(cancel.Token);
+                });
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+        if (result!.Interrupted)
+        {
+            AnsiConsole.MarkupLine($"[yellow]interrupted at step {result.Steps}: checkpoint saved in {Markup.Escape(outDir)}; continue with --resume[/]");
+            return 130;
+        }
+        AnsiConsole.MarkupLine($"done: {result.Steps} steps, final loss {result.Reports.LastOrDefault()?.Loss:F4}; wrote {Markup.Escape(outDir)}");
+        return 0;
+    }
+}
