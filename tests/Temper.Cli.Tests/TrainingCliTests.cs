@@ -14,11 +14,15 @@ public class TrainingCliTests
     [Theory]
     [InlineData("sft", "sft.jsonl")]
     [InlineData("dpo", "dpo.jsonl")]
+    [InlineData("kto", "kto.jsonl")]
+    [InlineData("orpo", "dpo.jsonl")]
     public void Step0_through_the_cli_matches_trl(string verb, string data)
     {
         string model = Fixtures.Hf("qwen2-tiny"), dir = Temp();
-        var r = TemperCli.Run(verb, "--model", model, "--init-adapter", Path.Combine(model, "adapter"), "--data", Path.Combine(model, "trainer", data),
-            "--out", dir, "--batch-size", "64", "--grad-accum", "1", "--max-steps", "1");
+        var args = new List<string> { verb, "--model", model, "--init-adapter", Path.Combine(model, "adapter"), "--data", Path.Combine(model, "trainer", data),
+            "--out", dir, "--batch-size", "64", "--grad-accum", "1", "--max-steps", "1" };
+        if (verb != "sft") args.AddRange(["--beta", "0.1"]);
+        var r = TemperCli.Run([.. args]);
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var first = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "metrics.jsonl")).First())!;
         var reference = Reference("qwen2-tiny", verb);

@@ -97,3 +97,68 @@ public class PreferenceTrainerTests
         Directory.Delete(dir, true);
     }
 }
+
+public class DpoRawIdsTests
+{
+    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny" };
+
+    // DPO in the library on raw ids: reference.safetensors' dpo.chosen / dpo.rejected [2,24], the completion
+    // is every token after the first prompt_len; the loss, the four log-prob vectors and dpo.grad.* as PEFT gives them.
+    [Theory, MemberData(nameof(Models))]
+    public void Dpo_on_raw_ids_matches_logps_loss_and_gradients(string model)
+    {
+        string dir = Fixtures.Hf(model);
+        var refJson = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!["dpo"]!;
+        int promptLen = refJson["prompt_len"]!.GetValue<int>();
+        using var r = Temper.Core.SafeTensors.SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var lm = Temper.Models.LanguageModel.Load(dir, new CpuBackend(), Path.Combine(dir, "adapter"));
+        Temper.Training.Data.SftExample Row(string name, int i)
+        {
+            var t = r.Get(name);
+            var ids = t.Span<int>().Slice(i * t.Shape[1], t.Shape[1]).ToArray();
+            var labels = ids.Select((id, k) => k < promptLen ? -100 : id).ToArray();
+            return new(ids, labels, i + 1);
+        }
+        var rows = new[] { Row("dpo.chosen", 0), Row("dpo.chosen", 1), Row("dpo.rejected", 0), Row("dpo.rejected", 1) };
+        var bp = new Temper.Models.DecoderBackprop(lm.Decoder);
+        var pol = SequenceLogps.Compute(bp, rows, 0).Sums;
+        using var reference = ReferenceModel.AdapterOff(lm.Weights);
+        var rf = reference.Logps(bp, rows, 0);
+        double[] V(string k) => refJson[k]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        var want = V("policy_chosen_logps").Concat(V("policy_rejected_logps")).ToArray();
+        var wantRef = V("ref_chosen_logps").Concat(V("ref_rejected_logps")).ToArray();
+        double maxRef = want.Concat(wantRef).Max(Math.Abs);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.True(Math.Abs(pol[i] - want[i]) <= 1e-4 * maxRef, $"policy logp {i}: {pol[i]} vs {want[i]}");
+            Assert.True(Math.Abs(rf[i] - wantRef[i]) <= 1e-4 * maxRef, $"ref logp {i}: {rf[i]} vs {wantRef[i]}");
+        }
+        var loss = DpoLoss.Compute(pol.AsSpan(0, 2), pol.AsSpan(2), rf.AsSpan(0, 2), rf.AsSpan(2), refJson["beta"]!.GetValue<double>());
+        Assert.Equal(refJson["loss"]!.GetValue<double>(), loss.Loss, 1e-4 * refJson["loss"]!.GetValue<double>());
+        using var ps = Temper.Training.TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
+        var b = Temper.Training.Data.SftBatcher.Pad(rows, 0);
+        double[] w = [-loss.DChosen[0], -loss.DChosen[1], -loss.DRejected[0], -loss.DRejected[1]];
+        bp.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, ps.GradOf, SequenceLogps.RowScales(w, b.Length));
+        foreach (var p in ps.All)
+        {
+            string key = "dpo.grad." + p.Name.Replace(".weight", ".default.weight", StringComparison.Ordinal);
+            double err = GradientParityTests.RelativeL2(r.Get(key).Floats, p.Grad.Floats);
+            Assert.True(err < 1e-3, $"{key}: relative L2 error {err:G3}");
+        }
+    }
+
+    [Fact]
+    public void Identical_chosen_and_rejected_is_named()
+    {
+        string dir = Directory.CreateTempSubdirectory("temper-pref-").FullName;
+        string data = Path.Combine(dir, "pairs.jsonl");
+        File.WriteAllText(data, """{"prompt": "Q?", "chosen": " yes", "rejected": " yes"}""" + "\n");
+        var tok = Temper.Models.Text.HfTokenizer.Load(Fixtures.Hf("llama-tiny"));
+        var e = Assert.Throws<Temper.Core.TemperException>(() => Temper.Training.Data.PreferenceDataset.Load(data, tok, null, unpaired: false));
+        Assert.Contains($"{data}:1: chosen and rejected are identical", e.Message);
+        File.WriteAllText(data, """{"prompt": "Q?", "completion": " yes", "label": "maybe"}""" + "\n");
+        e = Assert.Throws<Temper.Core.TemperException>(() => Temper.Training.Data.PreferenceDataset.Load(data, tok, null, unpaired: true));
+        Assert.Contains($"{data}:1: \"label\" must be true or false", e.Message);
+        Directory.Delete(dir, true);
+    }
+}

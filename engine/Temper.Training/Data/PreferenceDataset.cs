@@ -66,6 +66,7 @@ public sealed class PreferenceDataset
                     var p = Need(o, "prompt", path, line);
                     var chosen = ds.Example(p, Need(o, "chosen", path, line), line);
                     var rejected = ds.Example(p, Need(o, "rejected", path, line), line);
+                    if (chosen.Ids.AsSpan().SequenceEqual(rejected.Ids)) throw new TemperException($"{path}:{line}: chosen and rejected are identical, so the pair teaches nothing");
                     if (maxLength is int m && Math.Max(chosen.Length, rejected.Length) > m) { ds.DroppedCount++; continue; }
                     pairs.Add(new PreferencePair(chosen, rejected, line));
                 }

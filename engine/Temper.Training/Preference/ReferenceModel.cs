@@ -43,7 +43,17 @@ public sealed class ReferenceModel : IDisposable
         return new ReferenceModel(w, views, null, adapter, $"base + frozen adapter {adapterDir}");
     }
 
-    public static ReferenceModel Separate(LanguageModel model) => new(model.Weights, [], model, null, $"separate model {model.Directory}");
+    /// <summary>A separate reference model, which must share the policy's tokenizer (same ids for the same text).</summary>
+    public static ReferenceModel Separate(LanguageModel model, LanguageModel policy)
+    {
+        string Tok(LanguageModel m) => File.Exists(Path.Combine(m.Directory, "tokenizer.json")) ? File.ReadAllText(Path.Combine(m.Directory, "tokenizer.json")) : "";
+        if (model.Config.VocabSize != policy.Config.VocabSize || Tok(model) != Tok(policy))
+        {
+            model.Dispose();
+            throw new TemperException($"{model.Directory}: the reference model's tokenizer differs from the policy's ({policy.Directory}); log-probs would not be comparable");
+        }
+        return new(model.Weights, [], model, null, $"separate model {model.Directory}");
+    }
 
     /// <summary>Summed completion log-probs under the reference (no gradients).</summary>
     public double[] Logps(DecoderBackprop policy, IReadOnlyList<SftExample> examples, int padId)
