@@ -8,20 +8,22 @@ public abstract class DeviceFixture : IDisposable
 {
     private readonly Lazy<IlgpuBackend?> _backend;
 
-    protected DeviceFixture(string kind)
+    protected DeviceFixture(string kind, string display)
     {
         Kind = kind;
+        Display = display;
         _backend = new(() => IlgpuBackend.IsAvailable(kind) ? IlgpuBackend.Create(kind) : null);
     }
 
     public string Kind { get; }
+    public string Display { get; }
 
     /// <summary>The backend, or a visible skip when this machine has no such device.</summary>
     public IlgpuBackend Backend => _backend.Value ?? throw SkipNoDevice();
 
     private Exception SkipNoDevice()
     {
-        Assert.Skip($"no {Kind} device");
+        Assert.Skip($"no {Display} device");
         return new InvalidOperationException("unreachable");
     }
 
@@ -32,5 +34,5 @@ public abstract class DeviceFixture : IDisposable
     }
 }
 
-public sealed class CpuAcceleratorFixture() : DeviceFixture("ilgpu-cpu");
-public sealed class CudaFixture() : DeviceFixture("cuda");
+public sealed class CpuAcceleratorFixture() : DeviceFixture("ilgpu-cpu", "ILGPU CPU accelerator");
+public sealed class CudaFixture() : DeviceFixture("cuda", "CUDA");
