@@ -7,6 +7,7 @@
 // is FromHost/ToHost, small per-call arguments (ids, positions, masks, labels) through the arena, the
 // RoPE cos/sin tables (built once per frequency set) and SumOfSquares' partial sums; all are counted.
 using ILGPU;
+using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -25,7 +26,11 @@ public sealed class IlgpuBackend : IBackend
     private readonly RopeTables _rope;
     private long _uploaded, _downloaded, _reductionBytes;
 
-    /// <summary>A backend over an accelerator the caller owns (and disposes after this backend).</summary>
+    /// <summary>
+    /// A backend over an accelerator the caller owns (and disposes after this backend). Its context
+    /// must be built with <c>EnableAlgorithms()</c> (ILGPU.Algorithms), which maps MathF.Exp/Log/Sqrt in
+    /// the kernels to device code on CUDA and OpenCL, as <see cref="Create"/> does.
+    /// </summary>
     public IlgpuBackend(Accelerator accelerator) : this(null, accelerator, ownsAccelerator: false) { }
 
     private IlgpuBackend(Context? ownedContext, Accelerator accelerator, bool ownsAccelerator)
@@ -60,20 +65,20 @@ public sealed class IlgpuBackend : IBackend
             {
                 case "ilgpu-cpu":
                 {
-                    ctx = Context.Create(b => b.CPU(CPUDeviceKind.Default).Math(MathMode.Default));
+                    ctx = Context.Create(b => b.CPU(CPUDeviceKind.Default).Math(MathMode.Default).EnableAlgorithms());
                     var acc = ctx.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
                     return new IlgpuBackend(ctx, acc, ownsAccelerator: true);
                 }
                 case "cuda":
                 {
-                    ctx = Context.Create(b => b.Cuda().Math(MathMode.Default));
+                    ctx = Context.Create(b => b.Cuda().Math(MathMode.Default).EnableAlgorithms());
                     var devices = ctx.GetCudaDevices();
                     if (devices.Count == 0) throw new TemperException("ilgpu: no CUDA device found");
                     return new IlgpuBackend(ctx, devices[0].CreateAccelerator(ctx), ownsAccelerator: true);
                 }
                 case "opencl":
                 {
-                    ctx = Context.Create(b => b.OpenCL().Math(MathMode.Default));
+                    ctx = Context.Create(b => b.OpenCL().Math(MathMode.Default).EnableAlgorithms());
                     var devices = ctx.GetCLDevices();
                     if (devices.Count == 0) throw new TemperException("ilgpu: no OpenCL device found");
                     return new IlgpuBackend(ctx, devices[0].CreateAccelerator(ctx), ownsAccelerator: true);
