@@ -355,7 +355,11 @@ public sealed class IlgpuBackend : IBackend
         Ops.SwiGlu.Backward(_dc, F(op, dy), F(op, gate), F(op, up), F(op, dGate), F(op, dUp), Count(dy));
     }
 
-    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
+    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead) =>
+        LmHeadCrossEntropy(hidden, lmHead, labels, losses, lossScale, dHidden, dLmHead, default);
+
+    /// <summary>As the op without row scales; gradients are of sum_n losses[n] lossScale rowScales[n] (empty = all 1).</summary>
+    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales)
     {
         const string op = "LmHeadCrossEntropy";
         F32(op, hidden, losses, dHidden, dLmHead);
@@ -366,8 +370,9 @@ public sealed class IlgpuBackend : IBackend
         Require(dHidden == null || dHidden.Shape == hidden.Shape, op, $"dHidden {dHidden?.Shape} must be hidden's {hidden.Shape}");
         Require(dLmHead == null || dLmHead.Shape == lmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be lmHead's {lmHead.Shape}");
         Require(v > 0, op, "the vocabulary is empty");
+        Require(rowScales.IsEmpty || rowScales.Length == n, op, $"{rowScales.Length} row scales for {n} rows");
         Begin();
-        Ops.LmHeadCrossEntropy.Run(_dc, F(op, hidden), Weight(op, lmHead), labels, F(op, losses), lossScale, FOpt(op, dHidden), FOpt(op, dLmHead), n, c, v, VocabChunk);
+        Ops.LmHeadCrossEntropy.Run(_dc, F(op, hidden), Weight(op, lmHead), labels, F(op, losses), lossScale, FOpt(op, dHidden), FOpt(op, dLmHead), rowScales, n, c, v, VocabChunk);
     }
 
     // ---- optimizer and reductions ----

@@ -174,9 +174,9 @@ public static class GradReference
         }
     }
 
-    /// <summary>Full-logit LM head + cross-entropy in f64: losses, and dHidden/dLmHead += grads of lossScale sum(losses).</summary>
+    /// <summary>Full-logit LM head + cross-entropy in f64: losses, and dHidden/dLmHead += grads of lossScale sum(rowScales losses).</summary>
     public static void LmHeadCrossEntropy(ReadOnlySpan<float> hidden, ReadOnlySpan<float> lmHead, ReadOnlySpan<int> labels, Span<float> losses, float lossScale,
-        Span<float> dHidden, Span<float> dLmHead, int n, int c, int v)
+        Span<float> dHidden, Span<float> dLmHead, int n, int c, int v, ReadOnlySpan<float> rowScales = default)
     {
         var logits = new double[v];
         for (int i = 0; i < n; i++)
@@ -200,7 +200,7 @@ public static class GradReference
             losses[i] = (float)(lse - logits[labels[i]]);
             for (int j = 0; j < v; j++)
             {
-                double g = lossScale * (Math.Exp(logits[j] - lse) - (j == labels[i] ? 1 : 0));
+                double g = lossScale * (rowScales.IsEmpty ? 1 : rowScales[i]) * (Math.Exp(logits[j] - lse) - (j == labels[i] ? 1 : 0));
                 for (int t = 0; t < c; t++)
                 {
                     if (!dHidden.IsEmpty) dHidden[i * c + t] += (float)(g * lmHead[j * c + t]);

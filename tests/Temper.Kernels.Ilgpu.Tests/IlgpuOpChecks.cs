@@ -410,10 +410,10 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
     }
 
     [Theory]
-    [InlineData(false, 0)]
-    [InlineData(false, 3)]
-    [InlineData(true, 4)]
-    public void LmHeadCrossEntropy_matches_reference(bool bf16, int chunk)
+    [InlineData(false, 0, false)]
+    [InlineData(false, 3, true)]
+    [InlineData(true, 4, false)]
+    public void LmHeadCrossEntropy_matches_reference(bool bf16, int chunk, bool rowScaled)
     {
         const int n = 5, c = 8, v = 10;
         const float lossScale = 0.5f;
@@ -424,7 +424,8 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var dh0 = Floats(n * c, 3);
         var dw0 = Floats(v * c, 4);
         var (losses, dh, dw) = (new float[n], (float[])dh0.Clone(), (float[])dw0.Clone());
-        GradReference.LmHeadCrossEntropy(hidden, head, labels, losses, lossScale, dh, dw, n, c, v);
+        float[] rowScales = rowScaled ? [1f, 2f, -0.5f, 0f, 3f] : [];
+        GradReference.LmHeadCrossEntropy(hidden, head, labels, losses, lossScale, dh, dw, n, c, v, rowScales);
         int saved = B.VocabChunk;
         try
         {
@@ -432,7 +433,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
             var tl = Up(Floats(n, 5), n);
             var (tdh, tdw) = (Up(dh0, n, c), Up(dw0, v, c));
             var tHead = Own(B.FromHost(hHead));
-            B.LmHeadCrossEntropy(Up(hidden, n, c), tHead, labels, tl, lossScale, tdh, tdw);
+            B.LmHeadCrossEntropy(Up(hidden, n, c), tHead, labels, tl, lossScale, tdh, tdw, rowScales);
             Close(Down(tl), losses, "ce losses");
             Close(Down(tdh), dh, "ce dHidden");
             Close(Down(tdw), dw, "ce dLmHead");

@@ -4,7 +4,8 @@
 // Pass 1, per chunk: logits = hidden lmHead[v0:v0+Vc]^T (Gemm NT), then one thread per row folds the
 // chunk into a running max m[n] and sum s[n] (online log-sum-exp) and picks up the label's logit.
 // When gradients are asked for, pass 2 recomputes each chunk, turns it into
-// dlogits = lossScale (softmax - onehot) (0 for unlabelled rows), and accumulates
+// dlogits = lossScale rowScales[n] (softmax - onehot) (0 for unlabelled rows; no rowScales = all 1),
+// and accumulates
 // dHidden += dlogits lmHead[chunk] (Gemm NN) and dLmHead[chunk] += dlogits^T hidden (Gemm TN).
 using ILGPU;
 using ILGPU.Runtime;
@@ -46,7 +47,7 @@ internal static class LmHeadCrossEntropy
         losses[n] = l - labelLogit[n];
     }
 
-    public static void GradKernel(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> lse, int v0, int vc, float lossScale)
+    public static void GradKernel(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> lse, ArrayView<float> rowScales, int v0, int vc, float lossScale, int hasRowScales)
     {
         int n = index / vc, j = index - n * vc;
         int label = labels[n];
@@ -56,11 +57,12 @@ internal static class LmHeadCrossEntropy
             return;
         }
         float p = MathF.Exp(logits[index] - lse[n]);
-        logits[index] = lossScale * (label == v0 + j ? p - 1f : p);
+        float scale = hasRowScales != 0 ? lossScale * rowScales[n] : lossScale;
+        logits[index] = scale * (label == v0 + j ? p - 1f : p);
     }
 
     public static void Run(DeviceContext dc, ArrayView<float> hidden, WeightView lmHead, ReadOnlySpan<int> labels, ArrayView<float> losses, float lossScale,
-        ArrayView<float>? dHidden, ArrayView<float>? dLmHead, int n, int c, int v, int chunk)
+        ArrayView<float>? dHidden, ArrayView<float>? dLmHead, ReadOnlySpan<float> rowScales, int n, int c, int v, int chunk)
     {
         if (n == 0) return;
         foreach (int l in labels)
@@ -85,15 +87,16 @@ internal static class LmHeadCrossEntropy
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(LossKernel))
             (n, dLabels, max, sum, labelLogit, losses, lse);
         if (dHidden == null && dLmHead == null) return;
-        var grad = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, float>>("ce.grad",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, float>(GradKernel));
+        var dScales = dc.Arena.Upload(rowScales);
+        var grad = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>>("ce.grad",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>(GradKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var chunkLogits = logits.SubView(0, (long)n * len);
             var w = lmHead.Rows(v0, len, c);
             Gemm.NT(dc, hidden, w, null, chunkLogits, n, c, len, 1f, accumulate: false);
-            grad(n * len, chunkLogits, dLabels, lse, v0, len, lossScale);
+            grad(n * len, chunkLogits, dLabels, lse, dScales, v0, len, lossScale, rowScales.IsEmpty ? 0 : 1);
             if (dHidden is { } dh) Gemm.NN(dc, chunkLogits, w, dh, n, c, len, 1f, accumulate: true);
             if (dLmHead is { } dw) Gemm.TN(dc, chunkLogits, hidden, dw.SubView((long)v0 * c, (long)len * c), n, c, len, 1f, accumulate: true);
         }
