@@ -24,6 +24,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly bool _ownsAccelerator;
     private readonly DeviceContext _dc;
     private readonly RopeTables _rope;
+    private readonly DevicePool _pool;
     private long _uploaded, _downloaded, _reductionBytes;
 
     /// <summary>
@@ -40,6 +41,7 @@ public sealed class IlgpuBackend : IBackend
         _ownsAccelerator = ownsAccelerator;
         _dc = new DeviceContext(accelerator);
         _rope = new RopeTables(_dc);
+        _pool = new DevicePool(accelerator, DefaultPoolCap(accelerator));
         Name = accelerator.AcceleratorType switch
         {
             AcceleratorType.CPU => "ilgpu-cpu",
@@ -132,6 +134,30 @@ public sealed class IlgpuBackend : IBackend
     public long ArgumentBytes => _dc.Arena.UploadedBytes + _rope.UploadedBytes;
     /// <summary>Bytes of reduction partials read back (SumOfSquares).</summary>
     public long ReductionBytes => _reductionBytes;
+
+    /// <summary>Device bytes held by the tensor pool for reuse (freed tensors' buffers).</summary>
+    public long PooledBytes => _pool.CachedBytes;
+    /// <summary>Tensor allocations served from the pool / by a fresh device allocation.</summary>
+    public (long Hits, long Misses) PoolCounts => (_pool.Hits, _pool.Misses);
+    /// <summary>The most bytes the pool keeps (default: 1/8 of device memory, at most 4 GiB); 0 disables pooling.</summary>
+    public long PoolCapBytes
+    {
+        get => _pool.CapBytes;
+        set
+        {
+            _pool.CapBytes = Math.Max(0, value);
+            if (_pool.CachedBytes > _pool.CapBytes) TrimPool();
+        }
+    }
+
+    /// <summary>Frees every pooled buffer (after the queued work that may still use them).</summary>
+    public void TrimPool()
+    {
+        _acc.Synchronize();
+        _pool.Trim();
+    }
+
+    private static long DefaultPoolCap(Accelerator acc) => Math.Min(4L << 30, Math.Max(64L << 20, acc.MemorySize / 8));
 
     /// <summary>LmHeadCrossEntropy's vocabulary chunk (rows of the LM head per pass); 0 chooses by size.</summary>
     public int VocabChunk { get; set; }
@@ -415,6 +441,7 @@ public sealed class IlgpuBackend : IBackend
         {
             _rope.Dispose();
             _dc.Dispose();
+            _pool.Dispose();
             if (_ownsAccelerator) _acc.Dispose();
             _ownedContext?.Dispose();
         }
@@ -422,11 +449,7 @@ public sealed class IlgpuBackend : IBackend
 
     // ---- memory helpers ----
 
-    private DeviceStorage Allocate(long bytes)
-    {
-        long words = Math.Max(1, (bytes + 3) / 4);
-        return new DeviceStorage(this, _acc.Allocate1D<byte>(4 * words));
-    }
+    private DeviceStorage Allocate(long bytes) => new(this, _pool, _pool.Rent(bytes));
 
     private void Begin() => _dc.Arena.Reset();
 

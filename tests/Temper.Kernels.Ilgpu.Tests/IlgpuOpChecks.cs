@@ -77,6 +77,23 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
     }
 
     [Fact]
+    public void Freed_tensors_are_reused_from_the_pool_and_zeroed()
+    {
+        var values = Floats(1000, 11);
+        var (hits, _) = B.PoolCounts;
+        var t = B.FromHost(Host(values, 10, 100));
+        t.Dispose();
+        t.Dispose(); // a second dispose (a view's) returns nothing twice
+        long pooled = B.PooledBytes;
+        Assert.True(pooled >= 4000);
+        var z = Own(B.Zeros(new Shape(10, 100)));
+        Assert.Equal(hits + 1, B.PoolCounts.Hits);
+        Assert.Equal(pooled - z.Storage.ByteLength, B.PooledBytes);
+        Assert.All(Down(z), v => Assert.Equal(0f, v));
+        Assert.Throws<ObjectDisposedException>(() => B.Scale(t, 1f));
+    }
+
+    [Fact]
     public void CopyRows_matches_cpu()
     {
         var src = Floats(6 * 5, 2);
