@@ -73,6 +73,48 @@ public abstract class EndToEndChecks(DeviceFixture device)
         AssertClose(r.Get("masked_logits").Floats, Down(masked), i => mask[i / v] == 1);
     }
 
+    /// <summary>
+    /// The model stored in bf16 (as hub checkpoints are): the device's bf16 kernels (weights widened
+    /// in-kernel, f32 accumulation) match the CPU backend on the same bf16 weights within 1e-4, and
+    /// transformers' f32 logits within the bf16 bound of 2e-2 x max|ref|.
+    /// </summary>
+    [Theory, MemberData(nameof(Models))]
+    public void Bf16_weights_give_the_cpu_logits_and_stay_within_the_bf16_bound(string name)
+    {
+        string src = Fixtures.Hf(name);
+        string dir = Directory.CreateTempSubdirectory("temper-bf16-").FullName;
+        try
+        {
+            foreach (var f in Directory.GetFiles(src).Where(f => Path.GetFileName(f) is not ("model.safetensors" or "reference.safetensors")))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            using (var m = SafetensorsFile.Open(Path.Combine(src, "model.safetensors")))
+            {
+                var bf16 = m.Entries.Select(e =>
+                {
+                    var t = m.Get(e.Name);
+                    var b = Tensor.Zeros(t.Shape, DType.BF16, e.Name);
+                    BFloat16.FromSingle(t.ToFloatArray(), b.Span<ushort>());
+                    return KeyValuePair.Create(e.Name, b);
+                }).ToList();
+                SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), bf16);
+            }
+            using var r = SafetensorsFile.Open(Path.Combine(src, "reference.safetensors"));
+            var (ids, b) = Ids(r, "input_ids");
+            using var lm = LanguageModel.Load(dir, B);
+            Assert.Equal(DType.BF16, lm.Weights.Layers[0].Q.Weight.DType);
+            using var logits = lm.Logits(ids, b);
+            var device = Down(logits);
+            using var cpuLm = LanguageModel.Load(dir, new Temper.Kernels.Cpu.CpuBackend());
+            using var cpuLogits = cpuLm.Logits(ids, b);
+            AssertClose(cpuLogits.Floats, device);
+            AssertClose(r.Get("logits").Floats, device, rel: 2e-2);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Theory, MemberData(nameof(Models))]
     public void Lora_logits_match_peft(string name)
     {
