@@ -14,6 +14,11 @@ public interface IBackend : IDisposable
     Tensor FromHost(Tensor host);
     /// <summary>A host copy of a tensor of this backend.</summary>
     Tensor ToHost(Tensor t);
+    /// <summary>
+    /// Copies rows [srcRow, srcRow + rows) of src into rows [dstRow, dstRow + rows) of dst, both of
+    /// this backend; a row is the last dimension, which src and dst share, as they share the dtype.
+    /// </summary>
+    void CopyRows(Tensor src, int srcRow, Tensor dst, int dstRow, int rows);
 
     // ---- forward ----
     /// <summary>out[N,C] = table[V,C][ids[N]].</summary>

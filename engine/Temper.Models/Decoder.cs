@@ -75,9 +75,7 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             return logits;
         }
         using var last = be.Zeros(new Shape(batch, c));
-        var src = hn.Floats;
-        var dst = last.Floats;
-        for (int b = 0; b < batch; b++) src.Slice(((b + 1) * t - 1) * c, c).CopyTo(dst.Slice(b * c, c));
+        for (int b = 0; b < batch; b++) be.CopyRows(hn, (b + 1) * t - 1, last, b, 1);
         var lastLogits = be.Zeros(new Shape(batch, Config.VocabSize));
         Weights.LmHead.Forward(be, last, lastLogits);
         return lastLogits;

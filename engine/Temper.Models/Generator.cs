@@ -70,7 +70,8 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         for (int step = 0; step < o.MaxNewTokens; step++)
         {
             cancel.ThrowIfCancellationRequested();
-            var l = logits.Floats;
+            using var hostLogits = logits.IsHost ? null : Decoder.Backend.ToHost(logits);
+            var l = (hostLogits ?? logits).Floats;
             for (int b = 0; b < batch; b++)
             {
                 stepMask[b] = finish[b] == null ? 1 : 0;

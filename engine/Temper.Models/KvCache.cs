@@ -7,12 +7,14 @@ namespace Temper.Models;
 
 public sealed class KvCache : IDisposable
 {
+    private readonly IBackend _be;
     private readonly Tensor[] _k, _v;
     private readonly int[] _keyMask;
 
     public KvCache(ModelConfig cfg, IBackend be, int batch, int capacity)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+        _be = be;
         Batch = batch;
         Capacity = capacity;
         var shape = new Shape(batch, capacity, cfg.NumKvHeads, cfg.HeadDim);
@@ -37,16 +39,14 @@ public sealed class KvCache : IDisposable
     /// <summary>Copies k,v [B*T, Hkv*D] of the new tokens into positions Length..Length+T-1 of one layer.</summary>
     public void Write(int layer, Tensor k, Tensor v, int t)
     {
-        int row = k.Shape[1];
-        var kd = _k[layer].Floats;
-        var vd = _v[layer].Floats;
-        var ks = k.Floats;
-        var vs = v.Floats;
+        // The cache viewed as rows [B*S, Hkv*D], the row width of k and v.
+        var rows = new Shape(Batch * Capacity, k.Shape[1]);
+        var kd = new Tensor(rows, _k[layer].DType, _k[layer].Storage);
+        var vd = new Tensor(rows, _v[layer].DType, _v[layer].Storage);
         for (int b = 0; b < Batch; b++)
         {
-            int dst = (b * Capacity + Length) * row;
-            ks.Slice(b * t * row, t * row).CopyTo(kd.Slice(dst, t * row));
-            vs.Slice(b * t * row, t * row).CopyTo(vd.Slice(dst, t * row));
+            _be.CopyRows(k, b * t, kd, b * Capacity + Length, t);
+            _be.CopyRows(v, b * t, vd, b * Capacity + Length, t);
         }
     }
 

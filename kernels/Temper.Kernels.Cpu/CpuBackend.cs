@@ -35,6 +35,17 @@ public sealed class CpuBackend : IBackend
         return Tensor.FromArray<byte>(t.Shape, t.Bytes, t.DType, t.Name);
     }
 
+    public void CopyRows(Tensor src, int srcRow, Tensor dst, int dstRow, int rows)
+    {
+        Host("CopyRows", src, dst);
+        Require(src.DType == dst.DType && src.Shape.Rank >= 1 && dst.Shape.Rank >= 1 && src.Shape[-1] == dst.Shape[-1] && src.DType.Bits() >= 8,
+            "CopyRows", $"src {Describe(src)} and dst {Describe(dst)} must share a byte-sized dtype and the last dimension");
+        Require(srcRow >= 0 && dstRow >= 0 && rows >= 0 && srcRow + (long)rows <= src.Shape.Rows && dstRow + (long)rows <= dst.Shape.Rows,
+            "CopyRows", $"rows {srcRow}+{rows} of src {src.Shape} -> {dstRow}+{rows} of dst {dst.Shape} out of range");
+        int rowBytes = checked((int)src.DType.ByteCount(src.Shape[-1]));
+        src.Bytes.Slice(srcRow * rowBytes, rows * rowBytes).CopyTo(dst.Bytes.Slice(dstRow * rowBytes, rows * rowBytes));
+    }
+
     // ---- forward ----
 
     public void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output)

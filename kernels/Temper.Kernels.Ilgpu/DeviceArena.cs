@@ -1,0 +1,64 @@
+// Per-call device scratch and argument space: small per-call arguments (token ids, positions, key
+// masks, embedding-gradient groups) are uploaded into it, and ops take their temporaries (LoRA's
+// dy B, attention backward's lse/delta, cross-entropy chunks, reduction partials) from it. Reset at
+// the start of each public op; every use is ordered on the accelerator's one stream, so a region reused
+// by the next op is only overwritten after the previous op's kernels have read it. It grows by
+// replacing its buffer; replaced buffers live until the next reset (after a stream sync).
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Temper.Kernels.Ilgpu;
+
+internal sealed class DeviceArena(Accelerator acc) : IDisposable
+{
+    private const long Align = 256;
+    private readonly List<MemoryBuffer1D<byte, Stride1D.Dense>> _retired = [];
+    private MemoryBuffer1D<byte, Stride1D.Dense>? _buffer;
+    private long _used;
+
+    /// <summary>Bytes of small per-call arguments uploaded so far (ids, positions, masks, tables).</summary>
+    public long UploadedBytes { get; private set; }
+
+    public void Reset()
+    {
+        _used = 0;
+        if (_retired.Count == 0) return;
+        acc.DefaultStream.Synchronize();
+        foreach (var b in _retired) b.Dispose();
+        _retired.Clear();
+    }
+
+    /// <summary>An uninitialised region of <paramref name="count"/> elements, valid until the next reset.</summary>
+    public ArrayView<T> Take<T>(long count) where T : unmanaged
+    {
+        long bytes = Math.Max(1, count) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        bytes = (bytes + Align - 1) / Align * Align;
+        if (_buffer == null || _used + bytes > _buffer.Length)
+        {
+            if (_buffer != null) _retired.Add(_buffer);
+            // Earlier regions of this call stay in the retired buffer; the new one starts empty.
+            _buffer = acc.Allocate1D<byte>(Math.Max(bytes, Math.Max(1 << 20, 2 * (_buffer?.Length ?? 0))));
+            _used = 0;
+        }
+        var view = ((ArrayView<byte>)_buffer.View).SubView(_used, bytes).Cast<T>().SubView(0, Math.Max(1, count));
+        _used += bytes;
+        return view;
+    }
+
+    /// <summary>A device copy of a small host argument (stream-ordered).</summary>
+    public ArrayView<T> Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
+    {
+        var view = Take<T>(values.Length);
+        if (!values.IsEmpty) view.SubView(0, values.Length).CopyFromCPU(acc.DefaultStream, values);
+        UploadedBytes += (long)values.Length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        return view;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _retired) b.Dispose();
+        _retired.Clear();
+        _buffer?.Dispose();
+        _buffer = null;
+    }
+}

@@ -1,0 +1,49 @@
+// AdamW step, torch.optim.AdamW's single-tensor update in f32, one thread per element:
+//   param *= 1 - lr wd;  m = lerp(m, g, 1 - b1);  v = v b2 + (1 - b2) g g;
+//   param += -(lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+// The scalars (decay, 1 - b1, 1 - b2, step size, sqrt of the second bias correction) are computed on
+// the host in f64 and passed as f32, as torch does.
+using ILGPU;
+using ILGPU.Runtime;
+using Temper.Core;
+
+namespace Temper.Kernels.Ilgpu.Ops;
+
+internal struct AdamWScalars
+{
+    public float Decay, W1, Beta2, W2, StepSize, Bc2Sqrt, Eps;
+}
+
+internal static class AdamW
+{
+    public static void Kernel(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamWScalars s)
+    {
+        float g = grad[i];
+        float p = param[i] * s.Decay;
+        float mi = m[i];
+        // torch.lerp's two forms, by weight.
+        mi = IntrinsicMath.Abs(s.W1) < 0.5f ? mi + s.W1 * (g - mi) : g - (g - mi) * (1f - s.W1);
+        float vi = v[i] * s.Beta2 + s.W2 * g * g;
+        float denom = MathF.Sqrt(vi) / s.Bc2Sqrt + s.Eps;
+        m[i] = mi;
+        v[i] = vi;
+        param[i] = p + -s.StepSize * (mi / denom);
+    }
+
+    public static void Step(DeviceContext dc, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, in AdamWParams p, int n)
+    {
+        if (n == 0) return;
+        var s = new AdamWScalars
+        {
+            Decay = (float)(1 - (double)p.Lr * p.WeightDecay),
+            W1 = (float)(1 - (double)p.Beta1),
+            Beta2 = p.Beta2,
+            W2 = (float)(1 - (double)p.Beta2),
+            StepSize = (float)(p.Lr / (1 - Math.Pow(p.Beta1, p.Step))),
+            Bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(p.Beta2, p.Step)),
+            Eps = p.Eps,
+        };
+        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>>("adamw", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>(Kernel))
+            (n, param, grad, m, v, s);
+    }
+}

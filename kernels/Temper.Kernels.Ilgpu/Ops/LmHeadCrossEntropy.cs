@@ -1,0 +1,104 @@
+// Fused LM head + cross-entropy over vocabulary chunks: the [N,V] logits are never all held, only
+// one chunk [N,Vc] in the arena at a time. hidden[N,C], lmHead[V,C] (f32 or bf16), labels[N]:
+//   losses[n] = logsumexp_v(hidden[n] . lmHead[v]) - hidden[n] . lmHead[labels[n]], 0 where labels[n] < 0.
+// Pass 1, per chunk: logits = hidden lmHead[v0:v0+Vc]^T (Gemm NT), then one thread per row folds the
+// chunk into a running max m[n] and sum s[n] (online log-sum-exp) and picks up the label's logit.
+// When gradients are asked for, pass 2 recomputes each chunk, turns it into
+// dlogits = lossScale rowScales[n] (softmax - onehot) (0 for unlabelled rows; no rowScales = all 1),
+// and accumulates
+// dHidden += dlogits lmHead[chunk] (Gemm NN) and dLmHead[chunk] += dlogits^T hidden (Gemm TN).
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Temper.Kernels.Ilgpu.Ops;
+
+internal static class LmHeadCrossEntropy
+{
+    /// <summary>Chunk rows when the caller does not choose: about 16M floats of logits per chunk.</summary>
+    public static int AutoChunk(int n, int v) => Math.Max(1, Math.Min(v, (1 << 24) / Math.Max(1, n)));
+
+    public static void StatsKernel(Index1D n, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit, int v0, int vc)
+    {
+        int label = labels[n];
+        if (label < 0) return;
+        int o = n * vc;
+        float m = v0 == 0 ? float.NegativeInfinity : max[n];
+        float s = v0 == 0 ? 0f : sum[n];
+        float cm = float.NegativeInfinity;
+        for (int j = 0; j < vc; j++) cm = IntrinsicMath.Max(cm, logits[o + j]);
+        float nm = IntrinsicMath.Max(m, cm);
+        float cs = 0;
+        for (int j = 0; j < vc; j++) cs += MathF.Exp(logits[o + j] - nm);
+        s = (m == float.NegativeInfinity ? 0f : s * MathF.Exp(m - nm)) + cs;
+        max[n] = nm;
+        sum[n] = s;
+        if (label >= v0 && label < v0 + vc) labelLogit[n] = logits[o + label - v0];
+    }
+
+    public static void LossKernel(Index1D n, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit, ArrayView<float> losses, ArrayView<float> lse)
+    {
+        if (labels[n] < 0)
+        {
+            losses[n] = 0;
+            return;
+        }
+        float l = max[n] + MathF.Log(sum[n]);
+        lse[n] = l;
+        losses[n] = l - labelLogit[n];
+    }
+
+    public static void GradKernel(Index1D index, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> lse, ArrayView<float> rowScales, int v0, int vc, float lossScale, int hasRowScales)
+    {
+        int n = index / vc, j = index - n * vc;
+        int label = labels[n];
+        if (label < 0)
+        {
+            logits[index] = 0;
+            return;
+        }
+        float p = MathF.Exp(logits[index] - lse[n]);
+        float scale = hasRowScales != 0 ? lossScale * rowScales[n] : lossScale;
+        logits[index] = scale * (label == v0 + j ? p - 1f : p);
+    }
+
+    public static void Run(DeviceContext dc, ArrayView<float> hidden, WeightView lmHead, ReadOnlySpan<int> labels, ArrayView<float> losses, float lossScale,
+        ArrayView<float>? dHidden, ArrayView<float>? dLmHead, ReadOnlySpan<float> rowScales, int n, int c, int v, int chunk)
+    {
+        if (n == 0) return;
+        foreach (int l in labels)
+            if (l >= v) throw new ArgumentException($"ilgpu LmHeadCrossEntropy: label {l} is outside the vocabulary ({v})");
+        int vc = Math.Min(v, chunk > 0 ? chunk : AutoChunk(n, v));
+        var dLabels = dc.Arena.Upload(labels);
+        var max = dc.Arena.Take<float>(n);
+        var sum = dc.Arena.Take<float>(n);
+        var labelLogit = dc.Arena.Take<float>(n);
+        var lse = dc.Arena.Take<float>(n);
+        var logits = dc.Arena.Take<float>((long)n * vc);
+        var stats = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("ce.stats",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(StatsKernel));
+        for (int v0 = 0; v0 < v; v0 += vc)
+        {
+            int len = Math.Min(vc, v - v0);
+            var chunkLogits = logits.SubView(0, (long)n * len);
+            Gemm.NT(dc, hidden, lmHead.Rows(v0, len, c), null, chunkLogits, n, c, len, 1f, accumulate: false);
+            stats(n, chunkLogits, dLabels, max, sum, labelLogit, v0, len);
+        }
+        dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>>("ce.loss",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(LossKernel))
+            (n, dLabels, max, sum, labelLogit, losses, lse);
+        if (dHidden == null && dLmHead == null) return;
+        var dScales = dc.Arena.Upload(rowScales);
+        var grad = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>>("ce.grad",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>(GradKernel));
+        for (int v0 = 0; v0 < v; v0 += vc)
+        {
+            int len = Math.Min(vc, v - v0);
+            var chunkLogits = logits.SubView(0, (long)n * len);
+            var w = lmHead.Rows(v0, len, c);
+            Gemm.NT(dc, hidden, w, null, chunkLogits, n, c, len, 1f, accumulate: false);
+            grad(n * len, chunkLogits, dLabels, lse, dScales, v0, len, lossScale, rowScales.IsEmpty ? 0 : 1);
+            if (dHidden is { } dh) Gemm.NN(dc, chunkLogits, w, dh, n, c, len, 1f, accumulate: true);
+            if (dLmHead is { } dw) Gemm.TN(dc, chunkLogits, hidden, dw.SubView((long)v0 * c, (long)len * c), n, c, len, 1f, accumulate: true);
+        }
+    }
+}

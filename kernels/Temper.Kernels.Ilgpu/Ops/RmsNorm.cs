@@ -1,0 +1,55 @@
+// RMSNorm (HF LlamaRMSNorm, f32) over rows of x[N,C]: rstd[n] = 1/sqrt(mean(x[n]^2) + eps),
+// y[n] = weight[C] * (x[n] * rstd[n]); one thread per row, f32 sums.
+// Backward, with xhat = x rstd and g = dy weight: dx = rstd (g - xhat mean(g xhat)) (one thread per
+// row, overwrites dx) and dWeight[C] += sum_n dy xhat (one thread per column, rows in order).
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Temper.Kernels.Ilgpu.Ops;
+
+internal static class RmsNorm
+{
+    public static void ForwardKernel(Index1D n, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> rstd, int c, float eps, int hasRstd)
+    {
+        int o = n * c;
+        float sumSq = 0;
+        for (int j = 0; j < c; j++) sumSq += x[o + j] * x[o + j];
+        float r = 1f / MathF.Sqrt(sumSq / c + eps);
+        if (hasRstd != 0) rstd[n] = r;
+        for (int j = 0; j < c; j++) y[o + j] = weight[j] * (x[o + j] * r);
+    }
+
+    public static void BackwardRowsKernel(Index1D n, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, int c)
+    {
+        int o = n * c;
+        float r = rstd[n], dot = 0;
+        for (int j = 0; j < c; j++) dot += dy[o + j] * weight[j] * (x[o + j] * r);
+        float mean = dot / c;
+        for (int j = 0; j < c; j++) dx[o + j] = r * (dy[o + j] * weight[j] - x[o + j] * r * mean);
+    }
+
+    public static void BackwardWeightKernel(Index1D j, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> rstd, ArrayView<float> dWeight, int rows, int c)
+    {
+        float sum = 0;
+        for (int n = 0; n < rows; n++) sum += dy[n * c + j] * (x[n * c + j] * rstd[n]);
+        dWeight[j] += sum;
+    }
+
+    public static void Forward(DeviceContext dc, ArrayView<float> x, ArrayView<float> weight, float eps, ArrayView<float> y, ArrayView<float>? rstd, int rows, int c)
+    {
+        if (rows == 0) return;
+        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("rmsnorm.fwd", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(ForwardKernel))
+            (rows, x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
+    }
+
+    public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float>? dWeight, int rows, int c)
+    {
+        if (rows == 0) return;
+        if (dWeight is { } dw)
+            dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("rmsnorm.bwd.weight", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardWeightKernel))
+                (c, dy, x, rstd, dw, rows, c);
+        // After dWeight, which reads dy and x, in case dx aliases one of them.
+        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>>("rmsnorm.bwd.rows", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardRowsKernel))
+            (rows, dy, x, weight, rstd, dx, c);
+    }
+}

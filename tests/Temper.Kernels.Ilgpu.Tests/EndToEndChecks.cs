@@ -1,0 +1,228 @@
+// End to end on an ILGPU device: the decoder of engine/Temper.Models on both fixture models, against
+// transformers + PEFT (reference.safetensors): `temper logits`' computation (plain, padded, LoRA
+// unmerged) within 1e-4 x max|ref|, KV-cache greedy generation reproducing the reference ids, and the
+// hand-written training backward (DecoderBackprop, every backward op) giving the reference loss and
+// every gradient within 1e-3 relative L2 (the fixtures' f32 bounds). Instantiated for ILGPU's CPU
+// accelerator (CI) and CUDA (skipped without a device).
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+using Temper.Models;
+using Temper.Tests;
+
+namespace Temper.Kernels.Ilgpu.Tests;
+
+public abstract class EndToEndChecks(DeviceFixture device)
+{
+    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny" };
+
+    private IlgpuBackend B => device.Backend;
+
+    private static (int[] Ids, int B) Ids(SafetensorsFile r, string name)
+    {
+        var t = r.Get(name);
+        return (t.Span<int>().ToArray(), t.Shape[0]);
+    }
+
+    private float[] Down(Tensor t)
+    {
+        Assert.Same(B, t.Storage.Device);
+        using var h = B.ToHost(t);
+        return h.ToFloatArray();
+    }
+
+    private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, Func<int, bool>? include = null, double rel = 1e-4)
+    {
+        Assert.Equal(reference.Length, actual.Length);
+        float maxRef = 0, maxErr = 0;
+        for (int i = 0; i < reference.Length; i++)
+        {
+            if (include != null && !include(i)) continue;
+            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
+            maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
+        }
+        Assert.True(maxRef > 0, "reference is all zeros");
+        Assert.True(maxErr <= rel * maxRef, $"max abs error {maxErr:G4} exceeds {rel} x max|ref| = {rel * maxRef:G4}");
+    }
+
+    private static double RelativeL2(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < reference.Length; i++)
+        {
+            num += (reference[i] - actual[i]) * (double)(reference[i] - actual[i]);
+            den += reference[i] * (double)reference[i];
+        }
+        return Math.Sqrt(num / Math.Max(den, 1e-30));
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void Logits_match_transformers(string name)
+    {
+        string dir = Fixtures.Hf(name);
+        using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var lm = LanguageModel.Load(dir, B);
+        Assert.Same(B, lm.Weights.Embed.Storage.Device);
+        var (ids, b) = Ids(r, "input_ids");
+        using var logits = lm.Logits(ids, b);
+        AssertClose(r.Get("logits").Floats, Down(logits));
+        // The same ids with the padding mask: compare the real positions only.
+        var mask = r.Get("attention_mask").ToFloatArray().Select(x => (int)x).ToArray();
+        using var masked = lm.Logits(ids, b, mask);
+        int v = lm.Config.VocabSize;
+        AssertClose(r.Get("masked_logits").Floats, Down(masked), i => mask[i / v] == 1);
+    }
+
+    /// <summary>
+    /// The model stored in bf16 (as hub checkpoints are): the device's bf16 kernels (weights widened
+    /// in-kernel, f32 accumulation) match the CPU backend on the same bf16 weights within 1e-4, and
+    /// transformers' f32 logits within the bf16 bound of 2e-2 x max|ref|.
+    /// </summary>
+    [Theory, MemberData(nameof(Models))]
+    public void Bf16_weights_give_the_cpu_logits_and_stay_within_the_bf16_bound(string name)
+    {
+        string src = Fixtures.Hf(name);
+        string dir = Directory.CreateTempSubdirectory("temper-bf16-").FullName;
+        try
+        {
+            foreach (var f in Directory.GetFiles(src).Where(f => Path.GetFileName(f) is not ("model.safetensors" or "reference.safetensors")))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            using (var m = SafetensorsFile.Open(Path.Combine(src, "model.safetensors")))
+            {
+                var bf16 = m.Entries.Select(e =>
+                {
+                    var t = m.Get(e.Name);
+                    var b = Tensor.Zeros(t.Shape, DType.BF16, e.Name);
+                    BFloat16.FromSingle(t.ToFloatArray(), b.Span<ushort>());
+                    return KeyValuePair.Create(e.Name, b);
+                }).ToList();
+                SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), bf16);
+            }
+            using var r = SafetensorsFile.Open(Path.Combine(src, "reference.safetensors"));
+            var (ids, b) = Ids(r, "input_ids");
+            using var lm = LanguageModel.Load(dir, B);
+            Assert.Equal(DType.BF16, lm.Weights.Layers[0].Q.Weight.DType);
+            using var logits = lm.Logits(ids, b);
+            var device = Down(logits);
+            using var cpuLm = LanguageModel.Load(dir, new Temper.Kernels.Cpu.CpuBackend());
+            using var cpuLogits = cpuLm.Logits(ids, b);
+            AssertClose(cpuLogits.Floats, device);
+            AssertClose(r.Get("logits").Floats, device, rel: 2e-2);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void Lora_logits_match_peft(string name)
+    {
+        string dir = Fixtures.Hf(name);
+        using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var lm = LanguageModel.Load(dir, B, Path.Combine(dir, "adapter"));
+        var (ids, b) = Ids(r, "input_ids");
+        using var logits = lm.Logits(ids, b);
+        AssertClose(r.Get("lora.logits").Floats, Down(logits));
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void Greedy_generation_with_the_kv_cache_matches(string name)
+    {
+        string dir = Fixtures.Hf(name);
+        var g = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!["greedy"]!;
+        var prompt = g["prompt_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        var output = g["output_ids"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+        using var lm = LanguageModel.Load(dir, B);
+        var gen = new Generator(lm.Decoder).Generate([prompt], new GenerationOptions { MaxNewTokens = output.Length - prompt.Length, IgnoreEos = true, EosIds = lm.EosIds() })[0];
+        Assert.Equal(output[prompt.Length..], gen.GeneratedIds.ToArray());
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void Training_backward_gives_the_reference_loss_and_gradients(string name)
+    {
+        string dir = Fixtures.Hf(name);
+        using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var refJson = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!;
+        using var lm = LanguageModel.Load(dir, B);
+        var w = lm.Weights;
+        var ps = new List<(string Name, Tensor Param)> { ("model.embed_tokens.weight", w.Embed) };
+        for (int i = 0; i < w.Layers.Length; i++)
+        {
+            ps.Add(($"model.layers.{i}.input_layernorm.weight", w.Layers[i].InputNorm));
+            ps.Add(($"model.layers.{i}.post_attention_layernorm.weight", w.Layers[i].PostAttentionNorm));
+            foreach (var p in w.Layers[i].Projections)
+            {
+                ps.Add((p.Name + ".weight", p.Weight));
+                if (p.Bias != null) ps.Add((p.Name + ".bias", p.Bias));
+            }
+        }
+        ps.Add(("model.norm.weight", w.FinalNorm));
+        if (!ReferenceEquals(w.LmHead.Weight, w.Embed)) ps.Add(("lm_head.weight", w.LmHead.Weight));
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (_, param) in ps) grads.TryAdd(param, B.Zeros(param.Shape));
+        try
+        {
+            var (loss, _) = Backprop(lm, r, p => grads.TryGetValue(p, out var gr) ? gr : null);
+            Assert.Equal(refJson["loss"]!.GetValue<double>(), loss, 1e-4 * Math.Abs(loss));
+            foreach (var (pname, param) in ps)
+            {
+                double err = RelativeL2(r.Get("grad." + pname).Floats, Down(grads[param]));
+                Assert.True(err < 1e-3, $"grad.{pname}: relative L2 error {err:G3}");
+            }
+            Assert.Equal(r.Entries.Count(e => e.Name.StartsWith("grad.", StringComparison.Ordinal)), ps.Count);
+        }
+        finally
+        {
+            foreach (var gr in grads.Values) gr.Dispose();
+        }
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void Lora_training_backward_gives_the_reference_gradients(string name)
+    {
+        string dir = Fixtures.Hf(name);
+        using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var refJson = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!;
+        using var lm = LanguageModel.Load(dir, B, Path.Combine(dir, "adapter"));
+        var ps = new List<(string Name, Tensor Param)>();
+        foreach (var p in lm.Weights.Projections)
+            if (p.Lora is { } l)
+            {
+                ps.Add((p.Name + ".lora_A.default.weight", l.A));
+                ps.Add((p.Name + ".lora_B.default.weight", l.B));
+            }
+        Assert.Equal(28, ps.Count);
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (_, param) in ps) grads.TryAdd(param, B.Zeros(param.Shape));
+        try
+        {
+            var (loss, _) = Backprop(lm, r, p => grads.TryGetValue(p, out var gr) ? gr : null);
+            Assert.Equal(refJson["lora_loss"]!.GetValue<double>(), loss, 1e-4 * Math.Abs(loss));
+            foreach (var (pname, param) in ps)
+            {
+                double err = RelativeL2(r.Get("lora.grad." + pname).Floats, Down(grads[param]));
+                Assert.True(err < 1e-3, $"lora.grad.{pname}: relative L2 error {err:G3}");
+            }
+        }
+        finally
+        {
+            foreach (var gr in grads.Values) gr.Dispose();
+        }
+    }
+
+    /// <summary>Mean cross-entropy over the labelled positions of input_ids, and its gradients into gradOf's tensors.</summary>
+    private static (double Loss, int Count) Backprop(LanguageModel lm, SafetensorsFile r, Func<Tensor, Tensor?> gradOf)
+    {
+        var ids = r.Get("input_ids").Span<int>().ToArray();
+        var labels = r.Get("labels").Span<int>().ToArray();
+        int b = r.Get("input_ids").Shape[0], t = ids.Length / b;
+        int count = Enumerable.Range(0, ids.Length).Count(i => i % t != 0 && labels[i] != -100);
+        var losses = new DecoderBackprop(lm.Decoder).Run(ids, labels, [], b, 1f / count, gradOf);
+        return (losses.Sum() / count, count);
+    }
+}
+
+public sealed class CpuAcceleratorEndToEnd(CpuAcceleratorFixture device) : EndToEndChecks(device), IClassFixture<CpuAcceleratorFixture>;
+
+public sealed class CudaEndToEnd(CudaFixture device) : EndToEndChecks(device), IClassFixture<CudaFixture>;

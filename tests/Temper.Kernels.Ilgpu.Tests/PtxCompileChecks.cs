@@ -1,0 +1,57 @@
+// Every kernel of the ILGPU backend compiled to PTX (sm_90, the H100's, PTX ISA 8.0) with ILGPU's
+// PTX backend, without a GPU: catches what the CPU accelerator cannot, a kernel that uses something
+// ILGPU cannot lower for CUDA (a managed call, an unmapped math function). Running the PTX is the
+// CUDA op-check's job, on the GPU machine (TEMPER_PTX_DUMP=DIR writes the PTX there). The kernels are found by reflection (static methods named
+// *Kernel whose first parameter is the Index1D), so a new op file cannot be forgotten.
+using System.Reflection;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace Temper.Kernels.Ilgpu.Tests;
+
+public class PtxCompileChecks
+{
+    public static IEnumerable<MethodInfo> Kernels()
+    {
+        var asm = typeof(IlgpuBackend).Assembly;
+        var weightTypes = new[] { asm.GetType("Temper.Kernels.Ilgpu.Ops.F32Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Bf16Weights", true)! };
+        foreach (var t in asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops"))
+            foreach (var m in t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
+            {
+                if (!m.Name.EndsWith("Kernel", StringComparison.Ordinal) || m.GetParameters().FirstOrDefault()?.ParameterType != typeof(Index1D)) continue;
+                if (m.IsGenericMethodDefinition)
+                    foreach (var w in weightTypes) yield return m.MakeGenericMethod(w);
+                else yield return m;
+            }
+    }
+
+    public static TheoryData<string> KernelNames => [.. Kernels().Select(Name)];
+
+    private static string Name(MethodInfo m) => m.DeclaringType!.Name + "." + m.Name + (m.IsGenericMethod ? "<" + m.GetGenericArguments()[0].Name + ">" : "");
+
+    [Fact]
+    public void Every_op_file_has_kernels()
+    {
+        var names = Kernels().Select(Name).ToList();
+        foreach (var op in new[] { "Add", "AdamW", "Attention", "Embedding", "Gemm", "Linear", "LmHeadCrossEntropy", "LogSoftmax", "RmsNorm", "Rope", "Scale", "SumOfSquares", "SwiGlu" })
+            Assert.Contains(names, n => n.StartsWith(op + ".", StringComparison.Ordinal));
+    }
+
+    [Theory, MemberData(nameof(KernelNames))]
+    public void Kernel_compiles_to_ptx(string name)
+    {
+        var method = Kernels().Single(m => Name(m) == name);
+        using var ctx = Context.Create(b => b.Math(MathMode.Default).EnableAlgorithms());
+        using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, new CudaInstructionSet(8, 0), null);
+        var entry = EntryPointDescription.FromImplicitlyGroupedKernel(method);
+        var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+        Assert.Contains(".entry", compiled.PTXAssembly, StringComparison.Ordinal);
+        // TEMPER_PTX_DUMP=DIR keeps the PTX for reading.
+        if (Environment.GetEnvironmentVariable("TEMPER_PTX_DUMP") is { Length: > 0 } dir)
+            File.WriteAllText(Path.Combine(dir, name.Replace('<', '_').Replace('>', '_') + ".ptx"), compiled.PTXAssembly);
+    }
+}
