@@ -381,11 +381,8 @@ public sealed class IlgpuBackend : IBackend
         Ops.SwiGlu.Backward(_dc, F(op, dy), F(op, gate), F(op, up), F(op, dGate), F(op, dUp), Count(dy));
     }
 
-    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead) =>
-        LmHeadCrossEntropy(hidden, lmHead, labels, losses, lossScale, dHidden, dLmHead, default);
-
-    /// <summary>As the op without row scales; gradients are of sum_n losses[n] lossScale rowScales[n] (empty = all 1).</summary>
-    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales)
+    /// <summary>Gradients are of sum_n losses[n] lossScale rowScales[n] (rowScales empty = all 1).</summary>
+    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default)
     {
         const string op = "LmHeadCrossEntropy";
         F32(op, hidden, losses, dHidden, dLmHead);
