@@ -6,7 +6,7 @@ public static class AtomicFile
 {
     public static void WriteAllText(string path, string text) => Write(path, s =>
     {
-        using var w = new StreamWriter(s, new System.Text.UTF8Encoding(false));
+        using var w = new StreamWriter(s, new System.Text.UTF8Encoding(false), leaveOpen: true);
         w.Write(text);
     });
 

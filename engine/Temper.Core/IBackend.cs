@@ -51,9 +51,10 @@ public interface IBackend : IDisposable
     /// <summary>
     /// Fused LM head + cross-entropy over vocabulary chunks (the [N,V] logits are never all held):
     /// losses[N] = -log softmax(hidden lmHead^T)[labels]; rows with label &lt; 0 get 0. When dHidden or
-    /// dLmHead are given, gradients of sum(losses * lossScale) are accumulated into them.
+    /// dLmHead are given, gradients of sum_n(losses[n] * lossScale * rowScales[n]) are accumulated into
+    /// them (rowScales empty = all 1; preference losses weight each sequence's tokens).
     /// </summary>
-    void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead);
+    void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default);
 
     // ---- optimizer and reductions ----
     void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p);

@@ -1,7 +1,8 @@
 // The CPU backend: host tensors only (f32 compute; bf16 weights and tables widened as they are read).
 // Each op checks shapes and dtypes (a mismatch is an ArgumentException naming the op and the shapes),
-// then hands spans to its kernel in this folder (scalar oracles in Reference/). Multi-threaded kernels
-// split work statically over `threads`, so results are bitwise independent of the thread count.
+// then hands spans to its kernel in this folder (scalar oracles in Reference/), forward and backward.
+// Multi-threaded kernels split work statically over `threads`, so results are bitwise independent of
+// the thread count.
 using Temper.Core;
 
 namespace Temper.Kernels.Cpu;
@@ -86,15 +87,7 @@ public sealed class CpuBackend : IBackend
 
     public void Attention(in AttentionArgs a)
     {
-        Host("Attention", a.Q, a.K, a.V, a.Output, a.Lse);
-        F32("Attention", a.Q, a.K, a.V, a.Output, a.Lse);
-        var (q, k) = (a.Q.Shape, a.K.Shape);
-        Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,
-            "Attention", $"q {q}, k {k}, v {a.V.Shape}, output {a.Output.Shape}: need q,output [B,Tq,H,D], k,v [B,S,Hkv,D], H a multiple of Hkv");
-        int batch = q[0], tq = q[1], heads = q[2], d = q[3], s = k[1], kvHeads = k[2];
-        Require(a.KvLength >= 0 && a.KvLength <= s && a.QueryOffset >= 0, "Attention", $"kvLength {a.KvLength} must be within the cache's {s} rows and offset {a.QueryOffset} >= 0 (k {k})");
-        Require(a.KeyMask.IsEmpty || a.KeyMask.Length == batch * a.KvLength, "Attention", $"key mask has {a.KeyMask.Length} entries, need B*kvLength = {batch}x{a.KvLength}");
-        Require(a.Lse == null || a.Lse.Shape == new Shape(batch, heads, tq), "Attention", $"lse {a.Lse?.Shape} must be [{batch},{heads},{tq}]");
+        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a);
         Cpu.Attention.Forward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
             batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, _threads);
     }
@@ -123,20 +116,120 @@ public sealed class CpuBackend : IBackend
         Cpu.LogSoftmax.Forward(x.Floats, y.Floats, x.Shape[-1], _threads);
     }
 
-    // ---- backward (not yet) ----
+    // ---- backward ----
 
-    public void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable) => throw Backward("Embedding");
-    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight) => throw Backward("RmsNorm");
-    public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false) => throw Backward("Linear");
-    public void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor? dA, Tensor? dB) => throw Backward("LoraLinear");
-    public void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs) => throw Backward("Rope");
-    public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv) => throw Backward("Attention");
-    public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp) => throw Backward("SwiGlu");
-    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
-        => throw new NotSupportedException("cpu: LmHeadCrossEntropy is not implemented yet");
-    public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p) => throw new NotSupportedException("cpu: AdamWStep is not implemented yet");
-    public double SumOfSquares(Tensor x) => throw new NotSupportedException("cpu: SumOfSquares is not implemented yet");
-    public void Scale(Tensor x, float s) => throw new NotSupportedException("cpu: Scale is not implemented yet");
+    public void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable)
+    {
+        Host("EmbeddingBackward", dOut, dTable);
+        F32("EmbeddingBackward", dOut, dTable);
+        Require(dTable.Shape.Rank == 2 && dOut.Shape.Rank >= 1 && dOut.Shape[-1] == dTable.Shape[1] && dOut.Elements == (long)ids.Length * dTable.Shape[1],
+            "EmbeddingBackward", $"dOut {dOut.Shape} must be [{ids.Length},C] for dTable {dTable.Shape} [V,C]");
+        Cpu.Embedding.Backward(dOut.Floats, ids, dTable.Floats, dTable.Shape[1]);
+    }
+
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight)
+    {
+        Host("RmsNormBackward", dy, x, weight, rstd, dx, dWeight);
+        F32("RmsNormBackward", dy, x, weight, rstd, dx, dWeight);
+        Require(x.Shape.Rank >= 1 && dy.Shape == x.Shape && dx.Shape == x.Shape && weight.Shape.Rank == 1 && weight.Shape[0] == x.Shape[-1]
+            && rstd.Elements == x.Shape.Rows && (dWeight == null || dWeight.Shape == weight.Shape),
+            "RmsNormBackward", $"dy {dy.Shape}, x {x.Shape}, dx {dx.Shape}, weight {weight.Shape}, rstd {rstd.Shape}, dWeight {dWeight?.Shape}");
+        Cpu.RmsNorm.Backward(dy.Floats, x.Floats, weight.Floats, rstd.Floats, dx.Floats, dWeight == null ? default : dWeight.Floats, x.Shape[-1], _threads);
+    }
+
+    public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false)
+    {
+        var (n, k, m) = CheckLinear("LinearBackward", x, weight, null, dy);
+        Host("LinearBackward", dx, dWeight, dBias);
+        F32("LinearBackward", dx, dWeight, dBias);
+        Require(dx == null || dx.Shape == x.Shape, "LinearBackward", $"dx {dx?.Shape} must be the shape of x {x.Shape}");
+        Require(dWeight == null || dWeight.Shape == weight.Shape, "LinearBackward", $"dWeight {dWeight?.Shape} must be the shape of weight {weight.Shape}");
+        Require(dBias == null || dBias.Shape == new Shape(m), "LinearBackward", $"dBias {dBias?.Shape} must be [{m}]");
+        if (weight.DType == DType.F32)
+            Cpu.Linear.Backward(dy.Floats, x.Floats, weight.Floats, Out(dx), Out(dWeight), Out(dBias), n, k, m, accumulateDx, _threads);
+        else
+            Cpu.Linear.Backward(dy.Floats, x.Floats, weight.Span<ushort>(), Out(dx), Out(dWeight), Out(dBias), n, k, m, accumulateDx, _threads);
+    }
+
+    public void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor? dA, Tensor? dB)
+    {
+        const string op = "LoraLinearBackward";
+        Host(op, dy, x, xa, loraA, loraB, dx, dA, dB);
+        F32(op, dy, x, xa, loraA, loraB, dx, dA, dB);
+        Require(loraA.Shape.Rank == 2 && loraB.Shape.Rank == 2 && loraB.Shape[1] == loraA.Shape[0] && x.Shape.Rank >= 1 && x.Shape[-1] == loraA.Shape[1],
+            op, $"x {x.Shape}, A {loraA.Shape}, B {loraB.Shape}: need A [r,K], B [M,r]");
+        int r = loraA.Shape[0], k = loraA.Shape[1], m = loraB.Shape[0];
+        Require(dy.Shape == x.Shape.WithLast(m) && xa.Shape == x.Shape.WithLast(r) && (dx == null || dx.Shape == x.Shape) && (dA == null || dA.Shape == loraA.Shape) && (dB == null || dB.Shape == loraB.Shape),
+            op, $"dy {dy.Shape}, x {x.Shape}, xa {xa.Shape}, dx {dx?.Shape}, dA {dA?.Shape}, dB {dB?.Shape} for A {loraA.Shape}, B {loraB.Shape}");
+        Cpu.LoraLinear.Backward(dy.Floats, x.Floats, xa.Floats, loraA.Floats, loraB.Floats, scale, Out(dx), Out(dA), Out(dB), x.Shape.Rows, k, m, r, _threads);
+    }
+
+    public void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs)
+    {
+        int heads = CheckRope("RopeBackward", dx, positions, freqs);
+        Cpu.Rope.Backward(dx.Floats, positions, freqs.InvFreq, freqs.AttentionScaling, heads, _threads);
+    }
+
+    public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv)
+    {
+        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("AttentionBackward", a);
+        Host("AttentionBackward", dOut, dq, dk, dv);
+        F32("AttentionBackward", dOut, dq, dk, dv);
+        Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
+            "AttentionBackward", $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
+        Cpu.Attention.Backward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Lse == null ? default : a.Lse.Floats, dOut.Floats, dq.Floats, dk.Floats, dv.Floats,
+            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, _threads);
+    }
+
+    public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
+    {
+        Host("SwiGluBackward", dy, gate, up, dGate, dUp);
+        F32("SwiGluBackward", dy, gate, up, dGate, dUp);
+        Require(gate.Shape == dy.Shape && up.Shape == dy.Shape && dGate.Shape == dy.Shape && dUp.Shape == dy.Shape,
+            "SwiGluBackward", $"dy {dy.Shape}, gate {gate.Shape}, up {up.Shape}, dGate {dGate.Shape}, dUp {dUp.Shape} must have one shape");
+        Cpu.SwiGlu.Backward(dy.Floats, gate.Floats, up.Floats, dGate.Floats, dUp.Floats);
+    }
+
+    public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default)
+    {
+        const string op = "LmHeadCrossEntropy";
+        Host(op, hidden, lmHead, losses, dHidden, dLmHead);
+        F32(op, hidden, losses, dHidden, dLmHead);
+        Require(lmHead.DType == DType.F32 || lmHead.DType == DType.BF16, op, $"lmHead {Describe(lmHead)} must be f32 or bf16");
+        Require(lmHead.Shape.Rank == 2 && hidden.Shape.Rank >= 1 && hidden.Shape[-1] == lmHead.Shape[1], op, $"hidden {hidden.Shape} and lmHead {lmHead.Shape}: lmHead must be [V,C]");
+        int n = hidden.Shape.Rows, c = lmHead.Shape[1], v = lmHead.Shape[0];
+        Require(rowScales.IsEmpty || rowScales.Length == n, op, $"{rowScales.Length} row scales for {n} rows");
+        Require(labels.Length == n && losses.Elements == n, op, $"{labels.Length} labels and losses {losses.Shape} must give one per row of hidden {hidden.Shape}");
+        Require(dHidden == null || dHidden.Shape == hidden.Shape, op, $"dHidden {dHidden?.Shape} must be hidden's {hidden.Shape}");
+        Require(dLmHead == null || dLmHead.Shape == lmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be lmHead's {lmHead.Shape}");
+        bool bf16 = lmHead.DType == DType.BF16;
+        Cpu.LmHeadCrossEntropy.Run(hidden.Floats, bf16 ? default : lmHead.Floats, bf16 ? lmHead.Span<ushort>() : default, labels, losses.Floats, lossScale,
+            Out(dHidden), Out(dLmHead), n, c, v, _threads, rowScales: rowScales);
+    }
+
+    // ---- optimizer and reductions ----
+
+    public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p)
+    {
+        Host("AdamWStep", param, grad, m, v);
+        F32("AdamWStep", param, grad, m, v);
+        Require(grad.Shape == param.Shape && m.Shape == param.Shape && v.Shape == param.Shape, "AdamWStep", $"param {param.Shape}, grad {grad.Shape}, m {m.Shape}, v {v.Shape} must have one shape");
+        Cpu.AdamW.Step(param.Floats, grad.Floats, m.Floats, v.Floats, p);
+    }
+
+    public double SumOfSquares(Tensor x)
+    {
+        Host("SumOfSquares", x);
+        F32("SumOfSquares", x);
+        return Cpu.SumOfSquares.Compute(x.Floats, _threads);
+    }
+
+    public void Scale(Tensor x, float s)
+    {
+        Host("Scale", x);
+        F32("Scale", x);
+        Cpu.Scale.Apply(x.Floats, s);
+    }
 
     public void Dispose() { }
 
@@ -154,6 +247,20 @@ public sealed class CpuBackend : IBackend
         return (x.Shape.Rows, k, m);
     }
 
+    private static (int B, int Tq, int H, int S, int Hkv, int D) CheckAttention(string op, in AttentionArgs a)
+    {
+        Host(op, a.Q, a.K, a.V, a.Output, a.Lse);
+        F32(op, a.Q, a.K, a.V, a.Output, a.Lse);
+        var (q, k) = (a.Q.Shape, a.K.Shape);
+        Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,
+            op, $"q {q}, k {k}, v {a.V.Shape}, output {a.Output.Shape}: need q,output [B,Tq,H,D], k,v [B,S,Hkv,D], H a multiple of Hkv");
+        int batch = q[0], tq = q[1], heads = q[2], d = q[3], s = k[1], kvHeads = k[2];
+        Require(a.KvLength >= 0 && a.KvLength <= s && a.QueryOffset >= 0, op, $"kvLength {a.KvLength} must be within the cache's {s} rows and offset {a.QueryOffset} >= 0 (k {k})");
+        Require(a.KeyMask.IsEmpty || a.KeyMask.Length == batch * a.KvLength, op, $"key mask has {a.KeyMask.Length} entries, need B*kvLength = {batch}x{a.KvLength}");
+        Require(a.Lse == null || a.Lse.Shape == new Shape(batch, heads, tq), op, $"lse {a.Lse?.Shape} must be [{batch},{heads},{tq}]");
+        return (batch, tq, heads, s, kvHeads, d);
+    }
+
     private static int CheckRope(string op, Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)
     {
         Host(op, x);
@@ -165,6 +272,7 @@ public sealed class CpuBackend : IBackend
     }
 
     private static ReadOnlySpan<float> Floats(Tensor? t) => t == null ? default : t.Floats;
+    private static Span<float> Out(Tensor? t) => t == null ? default : t.Floats;
 
     private static void Require(bool ok, string op, string detail)
     {
@@ -185,5 +293,4 @@ public sealed class CpuBackend : IBackend
 
     private static string Describe(Tensor t) => $"{t.Name ?? "tensor"} {t.DType}{t.Shape}";
 
-    private static NotSupportedException Backward(string op) => new($"cpu: {op} backward is not implemented yet");
 }

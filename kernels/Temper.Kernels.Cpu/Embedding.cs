@@ -1,5 +1,5 @@
 // Embedding lookup: output[N,C] = table[V,C][ids[N]], table f32 (row copies) or bf16 (rows widened
-// with SIMD, see Bf16).
+// with SIMD, see Bf16). Backward: dTable[ids[n]] += dOut[n].
 
 namespace Temper.Kernels.Cpu;
 
@@ -25,5 +25,16 @@ public static unsafe class Embedding
         int v = tableLength / c;
         for (int n = 0; n < ids.Length; n++)
             if ((uint)ids[n] >= (uint)v) throw new ArgumentOutOfRangeException(nameof(ids), $"Embedding: id {ids[n]} at {n} is outside the table's {v} rows");
+    }
+
+    /// <summary>dTable[ids[n]] += dOut[n]; rows in id order, so repeated ids sum in a fixed order.</summary>
+    public static void Backward(ReadOnlySpan<float> dOut, ReadOnlySpan<int> ids, Span<float> dTable, int c)
+    {
+        Check(dTable.Length, ids, dOut.Length, c);
+        for (int n = 0; n < ids.Length; n++)
+        {
+            var row = dTable.Slice(ids[n] * c, c);
+            Add.Forward(row, dOut.Slice(n * c, c), row);
+        }
     }
 }

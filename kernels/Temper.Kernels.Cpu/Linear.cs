@@ -1,6 +1,7 @@
 // Linear forward: y[N,M] = x[N,K] w[M,K]^T + bias[M] (w f32 or bf16), or y += that when accumulating.
 // y is first set to its starting value (0, bias, y, or y + bias), then the product is added: by the
 // GEMV path for a single row (decode) and by the packed GEMM for N > 1.
+// Backward: dx = dy w through the GEMM's NN form, dw += dy^T x through its TN form, dBias += sum_n dy.
 namespace Temper.Kernels.Cpu;
 
 public static class Linear
@@ -26,5 +27,39 @@ public static class Linear
         if (!accumulate) y.Clear();
         if (bias.IsEmpty) return;
         for (int i = 0; i < n; i++) Add.Forward(y.Slice(i * m, m), bias, y.Slice(i * m, m));
+    }
+
+    /// <summary>
+    /// dx[N,K] = dy[N,M] w[M,K] (added to dx when accumulateDx), dw[M,K] += dy^T x, dBias[M] += sum_n dy;
+    /// empty spans are skipped. w is f32 here; the bf16 overload below serves frozen bf16 weights.
+    /// </summary>
+    public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> dx, Span<float> dw, Span<float> dBias,
+        int n, int k, int m, bool accumulateDx, int threads)
+    {
+        if (!dx.IsEmpty)
+        {
+            if (!accumulateDx) dx.Clear();
+            Gemm.MultiplyNN(dy, w, dx, n, m, k, threads);
+        }
+        BackwardWeights(dy, x, dw, dBias, n, k, m, threads);
+    }
+
+    public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, Span<float> dx, Span<float> dw, Span<float> dBias,
+        int n, int k, int m, bool accumulateDx, int threads)
+    {
+        if (!dx.IsEmpty)
+        {
+            if (!accumulateDx) dx.Clear();
+            Gemm.MultiplyNN(dy, wBf16, dx, n, m, k, threads);
+        }
+        BackwardWeights(dy, x, dw, dBias, n, k, m, threads);
+    }
+
+    private static void BackwardWeights(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, Span<float> dw, Span<float> dBias, int n, int k, int m, int threads)
+    {
+        if (!dw.IsEmpty) Gemm.MultiplyTN(dy, x, dw, m, n, k, threads);
+        if (dBias.IsEmpty) return;
+        if (dBias.Length != m || dy.Length != (long)n * m) throw new ArgumentException($"Linear backward: dBias has {dBias.Length} values (need {m}), dy {dy.Length} (need {n}x{m})");
+        for (int i = 0; i < n; i++) Add.Forward(dBias, dy.Slice(i * m, m), dBias);
     }
 }

@@ -1,6 +1,8 @@
 // LoRA linear forward, in PEFT's order: xa[N,r] = x[N,K] A[r,K]^T, then
 //   y[N,M] = x w[M,K]^T + bias + scale * (xa B[M,r]^T),
 // three Linear products (the two small LoRA ones through the same GEMM/GEMV) and a scaled add.
+// Backward (the LoRA branch; the base part is Linear's): dxa = scale dy B, dB += scale dy^T xa,
+// dA += dxa^T x, dx += dxa A, all through the GEMM.
 namespace Temper.Kernels.Cpu;
 
 public static class LoraLinear
@@ -19,5 +21,27 @@ public static class LoraLinear
         var lora = new float[n * m];
         Linear.Forward(xaSpan, b, default, lora, n, r, m, accumulate: false, threads);
         Add.ScaledInPlace(lora, scale, y);
+    }
+
+    /// <summary>
+    /// Backward of the LoRA branch: dxa = scale dy B [N,r]; dB[M,r] += scale dy^T xa; dA[r,K] += dxa^T x;
+    /// dx[N,K] += dxa A when dx is not empty.
+    /// </summary>
+    public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> xa, ReadOnlySpan<float> a, ReadOnlySpan<float> b,
+        float scale, Span<float> dx, Span<float> dA, Span<float> dB, int n, int k, int m, int r, int threads)
+    {
+        if (a.Length != (long)r * k || b.Length != (long)m * r || xa.Length != (long)n * r || (!dA.IsEmpty && dA.Length != a.Length) || (!dB.IsEmpty && dB.Length != b.Length))
+            throw new ArgumentException($"LoraLinear backward: A {a.Length}, B {b.Length}, xa {xa.Length}, dA {dA.Length}, dB {dB.Length} values for n {n} k {k} m {m} r {r}");
+        var dxa = new float[n * r];
+        Gemm.MultiplyNN(dy, b, dxa, n, m, r, threads);
+        if (!dB.IsEmpty)
+        {
+            var dBLocal = new float[m * r];
+            Gemm.MultiplyTN(dy, xa, dBLocal, m, n, r, threads);
+            Add.ScaledInPlace(dBLocal, scale, dB);
+        }
+        Scale.Apply(dxa, scale);
+        if (!dA.IsEmpty) Gemm.MultiplyTN(dxa, x, dA, r, n, k, threads);
+        if (!dx.IsEmpty) Gemm.MultiplyNN(dxa, a, dx, n, r, k, threads);
     }
 }

@@ -80,4 +80,8 @@ public static unsafe class Rope
             x2[i] = b * cosv[i] + a * sinv[i];
         }
     }
+
+    /// <summary>The transpose of the rotation: dx[N,H,D] rotated in place by minus the angles.</summary>
+    public static void Backward(Span<float> dx, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scaling, int heads, int threads = 1) =>
+        Forward(dx, positions, invFreq, scaling, heads, threads, sign: -1f);
 }

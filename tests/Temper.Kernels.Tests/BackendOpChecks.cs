@@ -1,4 +1,5 @@
-// The op-check suite (after ggml's test-backend-ops): every forward op of a backend against the scalar
+// The op-check suite (after ggml's test-backend-ops), forward half (BackendOpChecks.Backward.cs has the
+// backward ops and finite-difference checks): every forward op of a backend against the scalar
 // reference in Temper.Kernels.Cpu.Reference, on seeded random inputs at awkward sizes (lengths 1..67 so
 // every SIMD tail is hit, GEMM shapes that hit every edge tile and the GEMV path), bf16 weights, GQA and
 // masks in attention, and the shape checks. Each backend derives a class that says how to make itself.
@@ -8,7 +9,7 @@ using static Temper.Kernels.Tests.OpCheck;
 
 namespace Temper.Kernels.Tests;
 
-public abstract class BackendOpChecks : IDisposable
+public abstract partial class BackendOpChecks : IDisposable
 {
     private readonly IBackend _b;
 
@@ -18,7 +19,8 @@ public abstract class BackendOpChecks : IDisposable
 
     public void Dispose() => _b.Dispose();
 
-    private float[] Run(Tensor host) => _b.ToHost(host).ToFloatArray();
+    private float[] Run(Tensor t) => _b.ToHost(t).ToFloatArray();
+    private Tensor Up(float[] values, params int[] shape) => _b.FromHost(T(values, shape));
 
     // ---- Embedding ----
 

@@ -48,6 +48,62 @@ public class GemmKernelTests
         Bitwise(yb, y, $"{kernel} bf16 vs f32 {n}x{k}x{m}");
     }
 
+    // The backward forms: NN (y += a[N,K] b[K,M]) and TN (y += a[K,N]^T b[K,M]), through the transposes.
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void GemmNN_And_TN_MatchReference(GemmKernel kernel, int n, int k, int m)
+    {
+        Assert.SkipUnless(Supported(kernel), $"{kernel} is not supported on this CPU");
+        var a = Floats(n * k, 1);
+        var bb = ToBf16(Floats(k * m, 2));
+        var b = Widen(bb);
+        var aT = Transpose(a, n, k); // [K,N]
+        var bT = Transpose(b, k, m); // [M,K]: the NT form's weight
+        var y0 = Floats(n * m, 3);
+        var expected = (float[])y0.Clone();
+        LinearReference.Forward(a, bT, default, expected, n, k, m, accumulate: true);
+
+        var nn = (float[])y0.Clone();
+        Gemm.MultiplyNN(a, b, nn, n, k, m, threads: 2, kernel);
+        Close(nn, expected, $"{kernel} NN {n}x{k}x{m}");
+        var nnb = (float[])y0.Clone();
+        Gemm.MultiplyNN(a, bb, nnb, n, k, m, threads: 2, kernel);
+        Bitwise(nnb, nn, $"{kernel} NN bf16 vs f32 {n}x{k}x{m}");
+        var tn = (float[])y0.Clone();
+        Gemm.MultiplyTN(aT, b, tn, n, k, m, threads: 2, kernel);
+        Bitwise(tn, nn, $"{kernel} TN vs NN {n}x{k}x{m}");
+    }
+
+    private static float[] Transpose(float[] src, int rows, int cols)
+    {
+        var r = new float[src.Length];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) r[j * rows + i] = src[i * cols + j];
+        return r;
+    }
+
+    [Fact]
+    public void LmHeadCrossEntropy_IsTheSameAcrossVocabularyChunks()
+    {
+        const int n = 9, c = 20, v = 150;
+        var hidden = Floats(n * c, 1, 2f);
+        var head = Floats(v * c, 2);
+        var labels = Ints(n, 3, v);
+        labels[4] = -1;
+        var losses = new float[n];
+        var dh = new float[n * c];
+        var dw = new float[v * c];
+        LmHeadCrossEntropyReference.Forward(hidden, head, labels, losses, 0.5f, dh, dw, n, c, v);
+        foreach (int chunk in new[] { 32, 64, 150 })
+        {
+            var (l, h, w) = (new float[n], new float[n * c], new float[v * c]);
+            LmHeadCrossEntropy.Run(hidden, head, default, labels, l, 0.5f, h, w, n, c, v, threads: 2, chunkWidth: chunk);
+            CloseEach(l, losses, $"ce losses chunk {chunk}", 1e-5, 0.1);
+            Close(h, dh, $"ce dHidden chunk {chunk}");
+            Close(w, dw, $"ce dLmHead chunk {chunk}");
+        }
+    }
+
     [Theory]
     [InlineData(GemmKernel.Avx512)]
     [InlineData(GemmKernel.Avx2)]

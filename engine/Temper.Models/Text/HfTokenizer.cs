@@ -46,7 +46,7 @@ public sealed class HfTokenizer
     public static HfTokenizer Load(string dir)
     {
         string jsonPath = Path.Combine(dir, "tokenizer.json");
-        var parts = TokenizerJsonReader.Read(jsonPath);
+        var parts = TokenizerArchitecture.Apply(TokenizerJsonReader.Read(jsonPath), dir);
         string configPath = Path.Combine(dir, "tokenizer_config.json");
         var names = File.Exists(configPath) ? TokenizerJsonReader.ReadSpecialTokenNames(configPath) : default;
         return new HfTokenizer(parts, names, configPath);

@@ -22,6 +22,12 @@ public sealed record SftResult(int Steps, bool Interrupted, string OutDir, IRead
 
 public sealed class SftTrainer(SftOptions o, IBackend backend)
 {
+    /// <summary>Where the data order stands: the next batch is batch Index of epoch Epoch.</summary>
+    private readonly record struct BatchCursor(int Epoch, int Index)
+    {
+        public BatchCursor Next(int perEpoch) => Index + 1 < perEpoch ? this with { Index = Index + 1 } : new BatchCursor(Epoch + 1, 0);
+    }
+
     /// <summary>Called after every optimizer step (progress display).</summary>
     public Action<StepReport>? OnStep { get; set; }
     /// <summary>Warnings (truncation counts, skipped steps) for the caller to show.</summary>
@@ -50,7 +56,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         }
         using var ps = o.Full ? TrainableParameters.Full(lm.Weights, backend) : TrainableParameters.Lora(lm.Weights, backend);
 
-        var dataOptions = new SftDataOptions { MaxLength = o.MaxLength, Truncation = o.Truncation, SkipBadLines = o.SkipBadLines };
+        var dataOptions = new SftDataOptions(o.MaxLength, o.Truncation, o.SkipBadLines);
         var data = SftDataset.Load(o.DataPath, tok, lm.Template, dataOptions);
         if (data.Examples.Count == 0) throw new TemperException($"{o.DataPath}: no training examples");
         if (data.TruncatedCount > 0) OnWarning?.Invoke($"{data.TruncatedCount} example(s) longer than {o.MaxLength} tokens were truncated ({o.Truncation.ToString().ToLowerInvariant()})");
@@ -59,7 +65,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         var eval = o.EvalData == null ? null : SftDataset.Load(o.EvalData, tok, lm.Template, dataOptions with { SkipBadLines = false });
 
         int pad = lm.Config.PadTokenId ?? tok.PadId ?? 0;
-        var batcher = new SftBatcher(data.Examples, o.BatchSize, o.Seed, pad);
+        var batcher = new SftBatcher(data.Examples, o.BatchSize, pad, (ulong)o.Seed);
         int stepsPerEpoch = Math.Max(1, (batcher.BatchesPerEpoch + o.GradAccum - 1) / o.GradAccum);
         int total = o.MaxSteps ?? o.Epochs * stepsPerEpoch;
         var schedule = new LrSchedule(o.Scheduler, o.LearningRate, o.WarmupSteps, total);
@@ -94,8 +100,8 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             var micro = new List<SftBatch>();
             for (int i = 0; i < o.GradAccum; i++)
             {
-                micro.Add(batcher.Get(cursor));
-                cursor = batcher.Next(cursor);
+                micro.Add(batcher.Batch(cursor.Epoch, cursor.Index));
+                cursor = cursor.Next(batcher.BatchesPerEpoch);
             }
             int count = micro.Sum(b => b.LabelTokens);
             ps.ZeroGrads();
@@ -150,13 +156,12 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
     /// <summary>Token-level mean cross-entropy of a data set (no gradients).</summary>
     public static double Evaluate(DecoderBackprop backprop, SftDataset eval, int pad, int batchSize = 8)
     {
-        var batcher = new SftBatcher(eval.Examples, batchSize, seed: 0, pad, shuffle: false);
+        var batcher = new SftBatcher(eval.Examples, batchSize, pad, seed: 0, shuffle: false);
         double sum = 0;
         long count = 0;
-        var c = new BatchCursor(0, 0);
-        for (int i = 0; i < batcher.BatchesPerEpoch; i++, c = batcher.Next(c))
+        for (int i = 0; i < batcher.BatchesPerEpoch; i++)
         {
-            var b = batcher.Get(c);
+            var b = batcher.Batch(0, i);
             sum += backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null).Sum(x => (double)x);
             count += b.LabelTokens;
         }

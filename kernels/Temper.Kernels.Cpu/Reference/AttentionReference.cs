@@ -51,4 +51,66 @@ public static class AttentionReference
             if (!lse.IsEmpty) lse[(b * heads + h) * tq + i] = (float)(max + Math.Log(sum));
         }
     }
+
+    public static void Backward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> dOut,
+        Span<float> dq, Span<float> dk, Span<float> dv,
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask)
+    {
+        int group = heads / kvHeads;
+        var dkAcc = new double[dk.Length];
+        var dvAcc = new double[dv.Length];
+        var p = new double[kvLength];
+        for (int b = 0; b < batch; b++)
+        for (int i = 0; i < tq; i++)
+        for (int h = 0; h < heads; h++)
+        {
+            int kh = h / group;
+            int qo = ((b * tq + i) * heads + h) * d;
+            int visible = Math.Min(kvLength, queryOffset + i + 1);
+            double max = double.NegativeInfinity;
+            for (int j = 0; j < visible; j++)
+            {
+                p[j] = double.NegativeInfinity;
+                if (!keyMask.IsEmpty && keyMask[b * kvLength + j] == 0) continue;
+                int ko = ((b * s + j) * kvHeads + kh) * d;
+                double dot = 0;
+                for (int t = 0; t < d; t++) dot += (double)q[qo + t] * k[ko + t];
+                p[j] = scale * dot;
+                max = Math.Max(max, p[j]);
+            }
+            for (int t = 0; t < d; t++) dq[qo + t] = 0;
+            if (double.IsNegativeInfinity(max)) continue;
+            double sum = 0;
+            for (int j = 0; j < visible; j++) sum += Math.Exp(p[j] - max);
+            for (int j = 0; j < visible; j++) p[j] = Math.Exp(p[j] - max) / sum;
+            double pdp = 0;
+            var dp = new double[visible];
+            for (int j = 0; j < visible; j++)
+            {
+                if (p[j] == 0) continue;
+                int vo = ((b * s + j) * kvHeads + kh) * d;
+                for (int t = 0; t < d; t++) dp[j] += (double)dOut[qo + t] * v[vo + t];
+                pdp += p[j] * dp[j];
+            }
+            var dqAcc = new double[d];
+            for (int j = 0; j < visible; j++)
+            {
+                if (p[j] == 0) continue;
+                int ko = ((b * s + j) * kvHeads + kh) * d;
+                double ds = p[j] * (dp[j] - pdp);
+                for (int t = 0; t < d; t++)
+                {
+                    dqAcc[t] += scale * ds * k[ko + t];
+                    dkAcc[ko + t] += scale * ds * q[qo + t];
+                    dvAcc[ko + t] += p[j] * dOut[qo + t];
+                }
+            }
+            for (int t = 0; t < d; t++) dq[qo + t] = (float)dqAcc[t];
+        }
+        for (int i = 0; i < dk.Length; i++)
+        {
+            dk[i] = (float)dkAcc[i];
+            dv[i] = (float)dvAcc[i];
+        }
+    }
 }

@@ -27,4 +27,8 @@ public static class RopeReference
             }
         }
     }
+
+    /// <summary>The transpose of the rotation: dx rotated by minus the angles.</summary>
+    public static void Backward(Span<float> dx, ReadOnlySpan<int> positions, ReadOnlySpan<float> invFreq, float scaling, int heads) =>
+        Forward(dx, positions, invFreq, scaling, heads, sign: -1f);
 }

@@ -194,3 +194,20 @@ public class TokenizerTests
             if (template.TryGetProperty(key, out var t)) yield return t.GetString()!;
     }
 }
+
+public class TokenizerArchitectureTests
+{
+    [Fact]
+    public void Qwen2_folders_split_digits_as_transformers5_does()
+    {
+        // tokenizer.json of qwen2-tiny has a plain ByteLevel pre-tokenizer and a "1 0" merge; transformers 5's
+        // Qwen2Tokenizer splits numbers digit by digit, and so does Temper for a qwen2 model folder.
+        var qwen = Temper.Models.Text.HfTokenizer.Load(Fixtures.Hf("qwen2-tiny"));
+        Assert.Equal(3, qwen.Encode("104").Count);
+        string dir = Directory.CreateTempSubdirectory("temper-tok-").FullName;
+        File.Copy(Path.Combine(Fixtures.Hf("qwen2-tiny"), "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));
+        var plain = Temper.Models.Text.HfTokenizer.Load(dir); // no config.json: tokenizer.json as written
+        Assert.Equal(2, plain.Encode("104").Count);
+        Directory.Delete(dir, true);
+    }
+}
