@@ -53,6 +53,22 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend) : IDisposa
 
     public bool HasLora => AllProjections.Any(p => p.Lora != null);
 
+    /// <summary>
+    /// Replaces every LoRA view by a copy the model owns: the views LoraAdapter.Apply makes may be
+    /// windows of the adapter's mapped file, which the host may free (temper_adapter_free) at any time.
+    /// </summary>
+    public void OwnLoraCopies()
+    {
+        foreach (var p in AllProjections)
+            if (p.Lora is { } l) p.Lora = new LoraView(Backend.FromHost(Copy(l.A)), Backend.FromHost(Copy(l.B)), l.Scale);
+    }
+
+    private Tensor Copy(Tensor t)
+    {
+        var host = t.IsHost ? t : Backend.ToHost(t);
+        return Tensor.FromFloats(host.Shape, host.ToFloatArray(), host.Name);
+    }
+
     public void Dispose()
     {
         if (Disposed) return;

@@ -47,6 +47,7 @@ public struct TemperGenerateResult
 public unsafe struct TemperTrainerOptions
 {
     public int Method;              // temper_train_method
+    public byte* InitAdapter;       // PEFT folder to continue training; NULL = fresh LoRA
     public int LoraRank;
     public float LoraAlpha;
     public int UseRslora;

@@ -6,8 +6,7 @@
 // BatchSize examples in a seeded shuffled order, epoch after epoch, as SftTrainer does:
 //   loss = sum of token cross-entropies over the step's label tokens / their count
 //   clip the global grad norm to MaxGradNorm, AdamW at the schedule's lr.
-// Built only with -p:TemperTraining=true (engine/Temper.Training must compile); otherwise Create
-// answers TEMPER_E_UNSUPPORTED.
+// Built with TemperTraining (the default); with -p:TemperTraining=false, Create answers TEMPER_E_UNSUPPORTED.
 #if TEMPER_TRAINING
 using System.Diagnostics;
 using Temper.Core;
@@ -31,9 +30,9 @@ internal sealed unsafe class NativeTrainer : IDisposable
 
     public const bool Available = false;
 
-    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets) =>
+    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter) =>
         throw new NativeError(TemperStatus.Unsupported,
-            "temper_trainer_init: this libtemper was built without training (build it with -p:TemperTraining=true once engine/Temper.Training compiles)");
+            "temper_trainer_init: this libtemper was built without training (-p:TemperTraining=false)");
 
     public void Push(string jsonLine) => throw new NativeError(TemperStatus.Unsupported, "training is not built in");
     public float Step() => throw new NativeError(TemperStatus.Unsupported, "training is not built in");
@@ -54,13 +53,27 @@ internal sealed unsafe class NativeTrainer : IDisposable
     private int _batcherCount;
     private int _epoch, _index, _step, _pushed;
 
-    private NativeTrainer(NativeModel model, in TemperTrainerOptions o, LoraConfig lora)
+    private NativeTrainer(NativeModel model, in TemperTrainerOptions o, LoraConfig lora, string? initAdapter)
     {
         Model = model;
         _o = o;
         _lora = lora;
         var lm = model.Lm;
-        LoraInit.Attach(lm.Weights, lora, model.Backend, o.Seed);
+        try
+        {
+            if (initAdapter == null) LoraInit.Attach(lm.Weights, lora, model.Backend, o.Seed);
+            else
+            {
+                using var a = LoraAdapter.Load(initAdapter);
+                a.Apply(lm.Weights, model.Backend);
+                model.OwnLoraCopies();   // trained in place, and independent of the folder's mapping
+            }
+        }
+        catch
+        {
+            model.RemoveLora();
+            throw;
+        }
         try
         {
             _ps = TrainableParameters.Lora(lm.Weights, model.Backend);
@@ -78,22 +91,32 @@ internal sealed unsafe class NativeTrainer : IDisposable
         _pad = lm.Config.PadTokenId ?? lm.Tokenizer?.PadId ?? 0;
     }
 
-    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets)
+    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter)
     {
         Validate(o);
         var tok = model.Lm.RequireTokenizer();
-        var list = targets == null
-            ? (IReadOnlyList<string>)["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            : targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        if (list.Count == 0) throw Status.Arg("temper_trainer_init: lora_targets names no module");
-        var lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRslora != 0, list, null, 0);
+        LoraConfig lora;
+        if (initAdapter != null)
+        {
+            if (!Directory.Exists(initAdapter)) throw new NativeError(TemperStatus.NotFound, $"{initAdapter}: adapter folder not found");
+            lora = LoraConfig.Load(initAdapter);
+            if (lora.Dropout > 0) throw new NativeError(TemperStatus.Unsupported, $"{initAdapter}: LoRA dropout {lora.Dropout} is not supported by the trainer yet");
+        }
+        else
+        {
+            var list = targets == null
+                ? (IReadOnlyList<string>)["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                : targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (list.Count == 0) throw Status.Arg("temper_trainer_init: lora_targets names no module");
+            lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRslora != 0, list, null, 0);
+        }
         List<SftExample>? first = null;
         if (dataPath != null)
         {
             if (!File.Exists(dataPath)) throw new NativeError(TemperStatus.NotFound, $"{dataPath}: data file not found");
             first = [.. SftDataset.Load(dataPath, tok, model.Lm.Template, DataOptions(o)).Examples];
         }
-        var t = new NativeTrainer(model, o, lora);
+        var t = new NativeTrainer(model, o, lora, initAdapter);
         if (first != null) t._examples.AddRange(first);
         return t;
     }

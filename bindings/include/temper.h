@@ -287,6 +287,9 @@ typedef enum temper_lr_schedule {
 
 typedef struct temper_trainer_options {
     int32_t method;             /* temper_train_method; default TEMPER_TRAIN_SFT */
+    const char* init_adapter;   /* a PEFT LoRA folder to go on training (its rank, alpha and targets are
+                                   used, not the three fields below); NULL (default) = fresh LoRA.
+                                   Read during temper_trainer_init only. */
     int32_t lora_rank;          /* default 16 */
     float lora_alpha;           /* default 32 (scale = alpha / rank) */
     int32_t use_rslora;         /* non-zero: scale = alpha / sqrt(rank); default 0 */
@@ -322,7 +325,8 @@ typedef void (*temper_metrics_callback)(const temper_step_metrics* metrics, void
 TEMPER_API temper_trainer_options temper_trainer_options_default(void);
 
 /* Creates a trainer on the model: fresh LoRA views (PEFT initialisation, so the model is unchanged
-   until the first step) are attached and the model computes with them while the trainer lives, so
+   until the first step), or options->init_adapter's, are attached and the model computes with them
+   while the trainer lives, so
    temper_model_generate samples the adapter being trained. data_path (may be NULL) is a JSONL file of
    TRL examples ({"messages": [...]}, {"prompt": ..., "completion": ...}, {"text": ...}); more can be
    pushed with temper_trainer_push. options may be NULL. Fails with TEMPER_E_BUSY if an adapter is

@@ -6,7 +6,8 @@
  *   c-host logits FIXTURE_DIR         logits (plain and padded) vs reference.safetensors
  *   c-host greedy FIXTURE_DIR         greedy ids vs reference.json greedy.output_ids
  *   c-host adapter FIXTURE_DIR        adapter apply / remove / merge vs lora.logits, logits, merged.logits
- *   c-host train  FIXTURE_DIR         20 LoRA SFT steps on trainer/sft.jsonl, loss falling; push; save
+ *   c-host train  FIXTURE_DIR         20 LoRA SFT steps on trainer/sft.jsonl, loss falling; push; save;
+ *                                     step 0 from the fixture adapter vs trainer/trainer_reference.json
  *   c-host misuse FIXTURE_DIR         NULL/freed handles, bad UTF-8, missing paths, busy model, buffers
  *
  * FIXTURE_DIR is a model folder of ../shared/fixtures/hf (e.g. llama-tiny): the model and its
@@ -26,6 +27,7 @@
 #define SKIP 77
 
 static int g_failures = 0;
+static double g_process_start = 0;
 
 #define EXPECT(cond, ...) do { if (!(cond)) { g_failures++; fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
     fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
@@ -146,12 +148,13 @@ static int print_piece(int32_t token, const char* piece, void* user) {
     return 0;
 }
 
-static int run_demo(const char* dir, const char* prompt_text) {
+static int run_demo(const char* dir, const char* prompt_text, double first_call_s) {
     double t0 = now_s();
     temper_model* model = NULL;
     if (load_model(dir, &model)) return 1;
     double t_load = now_s() - t0;
-    printf("libtemper %s, model %s (vocab %d), loaded in %.1f ms\n", temper_version(), dir, temper_model_vocab_size(model), t_load * 1e3);
+    printf("libtemper %s: first call (runtime start-up) %.2f ms; model %s (vocab %d) loaded in %.1f ms\n", temper_version(),
+           first_call_s * 1e3, dir, temper_model_vocab_size(model), t_load * 1e3);
 
     char messages[1024];
     snprintf(messages, sizeof messages, "[{\"role\": \"user\", \"content\": \"%s\"}]", prompt_text);
@@ -171,8 +174,8 @@ static int run_demo(const char* dir, const char* prompt_text) {
     double first = 0, t1 = now_s();
     CHECK(temper_model_generate(model, ids, n, &go, print_piece, &first, NULL, 0, &res));
     double t2 = now_s();
-    printf("\n---\n%d tokens (finish %d); time to first token %.1f ms; %.1f tok/s\n", res.generated, res.finish,
-           (first - t1) * 1e3, res.generated / (t2 - t1));
+    printf("\n---\n%d tokens (finish %d); time to first token %.1f ms (process start to first token %.1f ms); %.1f tok/s\n",
+           res.generated, res.finish, (first - t1) * 1e3, (first - g_process_start) * 1e3, res.generated / (t2 - t1));
     free(ids);
     free(prompt);
     CHECK(temper_model_free(model));
@@ -312,6 +315,10 @@ static void on_metrics(const temper_step_metrics* m, void* user) {
            m->tokens_per_second, m->skipped ? "  (skipped)" : "");
 }
 
+static void on_metrics_norm(const temper_step_metrics* m, void* user) {
+    *(float*)user = m->grad_norm;
+}
+
 static int run_train(const char* dir) {
     temper_model* model = NULL;
     if (load_model(dir, &model)) return 1;
@@ -370,9 +377,35 @@ static int run_train(const char* dir) {
     free(f1);
     free(f2);
 
+    /* Step 0 from the fixture adapter on all six examples matches TRL (trainer_reference.json). */
+    char err[512];
+    char* ref_path = join(dir, "trainer/trainer_reference.json");
+    fx_json* ref = fx_json_load(ref_path, err, sizeof err);
+    free(ref_path);
+    if (!ref) { fprintf(stderr, "FAIL: %s\n", err); return 1; }
+    const fx_json* ref_loss = fx_json_path(ref, "sft.loss");
+    const fx_json* ref_norm = fx_json_path(ref, "sft.grad_norm");
+    if (!ref_loss || !ref_norm) { fprintf(stderr, "FAIL: trainer_reference.json has no sft.loss / sft.grad_norm\n"); return 1; }
+    CHECK(temper_adapter_remove(model));
+    temper_trainer_options parity = temper_trainer_options_default();
+    char* fixture_adapter = join(dir, "adapter");
+    parity.init_adapter = fixture_adapter;
+    parity.batch_size = 64;
+    float grad_norm = 0;
+    CHECK(temper_trainer_init(model, &parity, data, &trainer));
+    free(fixture_adapter);
+    CHECK(temper_trainer_set_metrics_callback(trainer, on_metrics_norm, &grad_norm));
+    CHECK(temper_trainer_step(trainer, &loss));
+    CHECK(temper_trainer_free(trainer));
+    double want_loss = ref_loss->number, want_norm = ref_norm->number;
+    int loss_ok = fabs(loss - want_loss) <= 1e-4 * want_loss, norm_ok = fabs(grad_norm - want_norm) <= 1e-3 * want_norm;
+    printf("  %-6s step 0 from the fixture adapter: loss %.6f (TRL %.6f), grad_norm %.6f (TRL %.6f)\n",
+           loss_ok && norm_ok ? "ok" : "FAIL", loss, want_loss, grad_norm, want_norm);
+    if (!loss_ok || !norm_ok) g_failures++;
+    fx_json_free(ref);
+
     /* DPO is declared but not implemented yet. */
     to.method = TEMPER_TRAIN_DPO;
-    CHECK(temper_adapter_remove(model));
     EXPECT_STATUS(temper_trainer_init(model, &to, NULL, &trainer), TEMPER_E_UNSUPPORTED);
     free(data);
     CHECK(temper_model_free(model));
@@ -560,13 +593,17 @@ int main(int argc, char** argv) {
         fprintf(stderr, "usage: %s demo|logits|greedy|adapter|train|misuse DIR [PROMPT]\n", argv[0]);
         return 2;
     }
+    g_process_start = now_s();
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char* cmd = argv[1];
     const char* dir = argv[2];
+    double t0 = now_s();
+    (void)temper_version();   /* the first call into libtemper starts its runtime */
+    double first_call_s = now_s() - t0;
     printf("c-host %s %s (libtemper %s, header %s)\n", cmd, dir, temper_version(), TEMPER_VERSION);
     EXPECT(!strcmp(temper_version(), TEMPER_VERSION), "library version %s, header %s", temper_version(), TEMPER_VERSION);
     int rc;
-    if (!strcmp(cmd, "demo")) rc = run_demo(dir, argc > 3 ? argv[3] : "What is 2+2?");
+    if (!strcmp(cmd, "demo")) rc = run_demo(dir, argc > 3 ? argv[3] : "What is 2+2?", first_call_s);
     else if (!strcmp(cmd, "logits")) rc = run_logits(dir);
     else if (!strcmp(cmd, "greedy")) rc = run_greedy(dir);
     else if (!strcmp(cmd, "adapter")) rc = run_adapter(dir);

@@ -2,7 +2,6 @@
 // to a model unmerged (replacing whatever adapter was applied), remove detaches it, merge folds it
 // into the model's weights. Applied views are copies, so the adapter handle may be freed right after.
 using System.Runtime.InteropServices;
-using Temper.Core;
 using Temper.Models;
 
 namespace Temper.Native.Exports;
@@ -56,9 +55,7 @@ public static unsafe class AdapterExports
             try
             {
                 a.Adapter.Apply(m.Lm.Weights, m.Backend);
-                // The views Apply makes may be windows of the adapter's mapped file: own copies instead.
-                foreach (var p in m.AllProjections)
-                    if (p.Lora is { } l) p.Lora = new LoraView(m.Backend.FromHost(Copy(l.A)), m.Backend.FromHost(Copy(l.B)), l.Scale);
+                m.OwnLoraCopies();
             }
             catch
             {
@@ -106,11 +103,5 @@ public static unsafe class AdapterExports
     {
         if (m.Trainer != null)
             throw new NativeError(TemperStatus.Busy, $"{call}: a trainer owns this model's adapter while it lives; save its adapter and free it first (temper_trainer_free)");
-    }
-
-    private static Tensor Copy(Tensor t)
-    {
-        var host = t.IsHost ? t : throw new TemperException($"adapter tensor {t} is not on the host");
-        return Tensor.FromFloats(host.Shape, host.Floats, host.Name);
     }
 }

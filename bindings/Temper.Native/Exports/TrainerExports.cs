@@ -14,6 +14,7 @@ public static unsafe class TrainerExports
     internal static TemperTrainerOptions Defaults => new()
     {
         Method = (int)TemperTrainMethod.Sft,
+        InitAdapter = null,
         LoraRank = 16,
         LoraAlpha = 32,
         UseRslora = 0,
@@ -43,10 +44,11 @@ public static unsafe class TrainerExports
             var o = options == null ? Defaults : *options;
             string? path = Utf8.ReadOptional(dataPath, "temper_trainer_init: data_path");
             string? targets = Utf8.ReadOptional(o.LoraTargets, "temper_trainer_init: options->lora_targets");
+            string? initAdapter = Utf8.ReadOptional(o.InitAdapter, "temper_trainer_init: options->init_adapter");
             using var lease = m.Enter("temper_trainer_init");
             if (m.Trainer != null) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: the model already has a trainer; free it first");
             if (m.HasLora) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: an adapter is applied to the model; remove it (temper_adapter_remove) or merge it first");
-            var t = NativeTrainer.Create(m, o, path, targets);
+            var t = NativeTrainer.Create(m, o, path, targets, initAdapter);
             m.Trainer = t;
             *trainer = Handles.Create(t);
             return 0;
