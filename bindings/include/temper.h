@@ -121,8 +121,9 @@ typedef enum temper_status {
     TEMPER_E_INVALID_UTF8 = -3,      /* a string argument is not valid UTF-8 */
     TEMPER_E_NOT_FOUND = -4,         /* a model/adapter folder or data file does not exist */
     TEMPER_E_IO = -5,                /* a file could not be read or written */
-    TEMPER_E_INVALID_DATA = -6,      /* a model, adapter, template, data file or JSON argument is malformed
-                                        or uses something Temper does not support; the message names it */
+    TEMPER_E_INVALID_DATA = -6,      /* a model, adapter, template or data file (or a pushed example) is
+                                        malformed or uses something Temper does not support; the message
+                                        names the file and the problem */
     TEMPER_E_BUSY = -7,              /* the model is running another call (see thread safety) */
     TEMPER_E_UNSUPPORTED = -8,       /* not available in this build or not implemented yet */
     TEMPER_E_BUFFER_TOO_SMALL = -9,  /* a fixed-size output buffer is smaller than the result */
