@@ -4,7 +4,7 @@
 # Budgets (seconds) are listed in README.md's testing section; CI=true sizes heavy tests down.
 set -uo pipefail
 cd "$(dirname "$0")"
-declare -A budget=( [Temper.Core.Tests]=120 [Temper.Kernels.Tests]=240 [Temper.Models.Tests]=300 [Temper.Cli.Tests]=240 [Temper.Training.Tests]=300 [Temper.Kernels.Ilgpu.Tests]=180 )
+declare -A budget=( [Temper.Core.Tests]=120 [Temper.Kernels.Tests]=240 [Temper.Models.Tests]=300 [Temper.Cli.Tests]=240 [Temper.Training.Tests]=300 [Temper.Kernels.Ilgpu.Tests]=180 [Temper.Native.Tests]=120 )
 dotnet build Engine.sln -c Release -warnaserror -nologo -v q || { echo "tests: 0 passed, 1 failed, 0 skipped"; exit 1; }
 passed=0; failed=0; skipped=0; status=0
 for proj in "${!budget[@]}"; do
@@ -23,5 +23,22 @@ for proj in "${!budget[@]}"; do
   [ "$rc" -eq 0 ] && [ "$f" -eq 0 ] && [ "$e" -eq 0 ] || status=1
   rm -f "$log"
 done
+# The native library and its C/C++ hosts (ctest), where cmake and a C compiler exist.
+if command -v cmake >/dev/null && command -v cc >/dev/null && [ "${TEMPER_SKIP_NATIVE:-0}" != 1 ]; then
+  log=$(mktemp)
+  timeout 600 bash bindings/build-native.sh 2>&1 | tee "$log"
+  line=$(grep -E "tests passed, [0-9]+ tests failed out of [0-9]+" "$log" | tail -1)
+  if [ -z "$line" ]; then
+    echo "native: no ctest summary"; failed=$((failed+1)); status=1
+  else
+    nf=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line"); nt=$(sed -E 's/.* tests failed out of ([0-9]+).*/\1/' <<<"$line")
+    ns=$(grep -cE "\*\*\*Skipped|Not Run" "$log" || true)
+    passed=$((passed + nt - nf - ns)); failed=$((failed + nf)); skipped=$((skipped + ns))
+    [ "$nf" -eq 0 ] || status=1
+  fi
+  rm -f "$log"
+else
+  echo "native: cmake or a C compiler missing (or TEMPER_SKIP_NATIVE=1); ctest hosts skipped"; skipped=$((skipped+1))
+fi
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $status

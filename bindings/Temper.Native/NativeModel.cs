@@ -1,0 +1,85 @@
+// What a temper_model handle holds: the loaded LanguageModel on its backend, and the model's "in use"
+// flag. Calls that run or change the model (logits, generate, adapters, trainer steps) take the flag
+// without waiting; a second such call meanwhile (another thread, or a callback of the first) gets
+// TEMPER_E_BUSY naming the call in progress. Tokenizer and template calls read immutable state and
+// take no flag.
+using Temper.Core;
+using Temper.Models;
+
+namespace Temper.Native;
+
+internal sealed class NativeModel(LanguageModel lm, IBackend backend) : IDisposable
+{
+    private int _busy;
+    private volatile string? _busyWith;
+
+    public LanguageModel Lm { get; } = lm;
+    public IBackend Backend { get; } = backend;
+    public bool Disposed { get; private set; }
+    /// <summary>The live trainer on this model, if any (it owns the LoRA views while it lives).</summary>
+    public NativeTrainer? Trainer { get; set; }
+
+    public IEnumerable<Projection> AllProjections => Lm.Weights.Projections.Append(Lm.Weights.LmHead);
+
+    public Lease Enter(string call)
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+            throw new NativeError(TemperStatus.Busy,
+                $"{call}: the model is busy with {_busyWith ?? "another call"} (on another thread, or this call came from one of its callbacks)");
+        _busyWith = call;
+        if (Disposed)
+        {
+            Exit();
+            throw new NativeError(TemperStatus.InvalidHandle, $"{call}: the model was freed");
+        }
+        return new Lease(this);
+    }
+
+    private void Exit()
+    {
+        _busyWith = null;
+        Volatile.Write(ref _busy, 0);
+    }
+
+    public readonly struct Lease(NativeModel m) : IDisposable
+    {
+        public void Dispose() => m.Exit();
+    }
+
+    public void RemoveLora()
+    {
+        foreach (var p in AllProjections) p.Lora = null;
+    }
+
+    public bool HasLora => AllProjections.Any(p => p.Lora != null);
+
+    /// <summary>
+    /// Replaces every LoRA view by a copy the model owns: the views LoraAdapter.Apply makes may be
+    /// windows of the adapter's mapped file, which the host may free (temper_adapter_free) at any time.
+    /// </summary>
+    public void OwnLoraCopies()
+    {
+        foreach (var p in AllProjections)
+            if (p.Lora is { } l) p.Lora = new LoraView(Backend.FromHost(Copy(l.A)), Backend.FromHost(Copy(l.B)), l.Scale);
+    }
+
+    private Tensor Copy(Tensor t)
+    {
+        var host = t.IsHost ? t : Backend.ToHost(t);
+        return Tensor.FromFloats(host.Shape, host.ToFloatArray(), host.Name);
+    }
+
+    public void Dispose()
+    {
+        if (Disposed) return;
+        Disposed = true;
+        Lm.Dispose();
+    }
+}
+
+/// <summary>What a temper_adapter handle holds: a PEFT LoRA folder read into memory.</summary>
+internal sealed class NativeAdapter(LoraAdapter adapter) : IDisposable
+{
+    public LoraAdapter Adapter { get; } = adapter;
+    public void Dispose() => Adapter.Dispose();
+}

@@ -1,0 +1,88 @@
+// The blittable structs of the C ABI, field for field as temper.h declares them (the header test
+// compares names, order and types). int32_t flags are 0/1 ints, never C bool, so every layout is plain.
+using System.Runtime.InteropServices;
+
+namespace Temper.Native;
+
+/// <summary>temper_model_options.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct TemperModelOptions
+{
+    public int Device;      // TEMPER_DEVICE_CPU
+    public int Threads;     // 0 = every core
+}
+
+/// <summary>temper_sampling_options.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct TemperSamplingOptions
+{
+    public int Greedy;
+    public float Temperature;
+    public int TopK;
+    public float TopP;
+    public float MinP;
+    public float RepetitionPenalty;
+    public ulong Seed;
+}
+
+/// <summary>temper_generate_options.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct TemperGenerateOptions
+{
+    public int MaxNewTokens;
+    public int IgnoreEos;
+    public TemperSamplingOptions Sampling;
+}
+
+/// <summary>temper_generate_result.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct TemperGenerateResult
+{
+    public int Generated;
+    public int Finish;      // temper_finish_reason
+}
+
+/// <summary>temper_trainer_options.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct TemperTrainerOptions
+{
+    public int Method;              // temper_train_method
+    public byte* InitAdapter;       // PEFT folder to continue training; NULL = fresh LoRA
+    public int LoraRank;
+    public float LoraAlpha;
+    public int UseRslora;
+    public byte* LoraTargets;       // comma-separated module names; NULL = every linear of the blocks
+    public float LearningRate;
+    public int Scheduler;           // temper_lr_schedule
+    public int WarmupSteps;
+    public int TotalSteps;          // length of the schedule; 0 = constant after warm-up
+    public float WeightDecay;
+    public float MaxGradNorm;       // 0 = no clipping
+    public int BatchSize;
+    public int GradAccum;
+    public int MaxLength;
+    public int Seed;
+    public float DpoBeta;
+}
+
+/// <summary>temper_step_metrics.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct TemperStepMetrics
+{
+    public int Step;
+    public float Loss;
+    public float GradNorm;
+    public float LearningRate;
+    public float TokensPerSecond;
+    public int Tokens;
+    public int Skipped;
+}
+
+/// <summary>Enumerations of temper.h, values as the header defines them.</summary>
+public enum TemperDevice { Cpu = 0, Cuda = 1 }
+
+public enum TemperFinishReason { Length = 0, Eos = 1, Stopped = 2 }
+
+public enum TemperTrainMethod { Sft = 0, Dpo = 1 }
+
+public enum TemperLrSchedule { Constant = 0, Linear = 1, Cosine = 2 }
