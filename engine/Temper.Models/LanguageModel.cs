@@ -29,11 +29,11 @@ public sealed class LanguageModel : IDisposable
     public HfTokenizer RequireTokenizer() => Tokenizer ?? throw new TemperException($"{Directory}: no tokenizer.json");
     public ChatTemplate RequireTemplate() => Template ?? throw new TemperException($"{Directory}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
 
-    public static LanguageModel Load(string dir, IBackend be, string? adapterDir = null, bool mergeAdapter = false)
+    public static LanguageModel Load(string dir, IBackend be, string? adapterDir = null, bool mergeAdapter = false, DType? weightDType = null)
     {
         if (!System.IO.Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
         var cfg = ModelConfig.Load(dir);
-        var weights = ModelWeights.Load(dir, cfg, be);
+        var weights = ModelWeights.Load(dir, cfg, be, weightDType);
         var m = new LanguageModel(dir, cfg, weights, be);
         try
         {

@@ -41,12 +41,14 @@ public sealed class ModelWeights : IDisposable
 
     public IEnumerable<Projection> Projections => Layers.SelectMany(l => l.Projections);
 
-    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be)
+    /// <summary>Reads the weights; <paramref name="matrixDType"/> (f32 or bf16) converts every weight matrix, null keeps the stored type.</summary>
+    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null)
     {
+        if (matrixDType is not (null or DType.F32 or DType.BF16)) throw new TemperException($"weights can be held as f32 or bf16, not {matrixDType}");
         var file = SafetensorsModel.Open(dir);
         try
         {
-            var reader = new WeightReader(file, be, dir);
+            var reader = new WeightReader(file, be, dir, matrixDType);
             bool hasHead = file.Contains("lm_head.weight");
             if (!cfg.TieWordEmbeddings && !hasHead) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
             return Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead);
@@ -113,13 +115,21 @@ public sealed class ModelWeights : IDisposable
 
     public void Dispose() => _file?.Dispose();
 
-    private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir)
+    private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir, DType? matrixDType)
     {
         public Tensor Matrix(string name, int rows, int cols)
         {
             var t = Get(name, new Shape(rows, cols));
-            if (t.DType is not (DType.F32 or DType.BF16)) t = t.ToF32();
+            var want = matrixDType ?? (t.DType == DType.BF16 ? DType.BF16 : DType.F32);
+            if (t.DType != want) t = want == DType.F32 ? t.ToF32() : ToBf16(t.ToF32());
             return be.FromHost(t);
+        }
+
+        private static Tensor ToBf16(Tensor f32)
+        {
+            var b = Tensor.Zeros(f32.Shape, DType.BF16, f32.Name);
+            BFloat16.FromSingle(f32.Floats, b.Span<ushort>());
+            return b;
         }
 
         public Tensor Vector(string name, int n) => be.FromHost(Get(name, new Shape(n)).ToF32());

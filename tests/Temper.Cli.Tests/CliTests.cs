@@ -80,6 +80,35 @@ public class CliTests
         Assert.True(maxErr <= 1e-4 * maxRef, $"max error {maxErr}");
     }
 
+    [Theory]
+    [InlineData("llama-tiny")]
+    [InlineData("qwen2-tiny")]
+    public void Logits_on_the_ilgpu_cpu_accelerator_match_transformers(string model)
+    {
+        string dir = Fixtures.Hf(model);
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        var ids = reference.Get("input_ids");
+        int t = ids.Shape[1];
+        string idsFile = Temp("ids.json"), outFile = Temp("logits.safetensors");
+        File.WriteAllText(idsFile, new JsonArray(ids.Span<int>().ToArray().Chunk(t).Select(r => (JsonNode)new JsonArray(r.Select(x => (JsonNode)x).ToArray())).ToArray()).ToJsonString());
+        var r = TemperCli.Run("logits", "--model", dir, "--ids", idsFile, "--out", outFile, "--device", "ilgpu-cpu", "--dtype", "f32");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var got = SafetensorsFile.Open(outFile);
+        var want = reference.Get("logits").Floats;
+        var have = got.Get("logits").Floats;
+        float maxRef = 0, maxErr = 0;
+        for (int i = 0; i < want.Length; i++) { maxRef = Math.Max(maxRef, Math.Abs(want[i])); maxErr = Math.Max(maxErr, Math.Abs(want[i] - have[i])); }
+        Assert.True(maxErr <= 1e-4 * maxRef, $"max error {maxErr}");
+    }
+
+    [Fact]
+    public void Unknown_device_is_refused()
+    {
+        string ids = Temp("ids.json");
+        File.WriteAllText(ids, "[[1,2,3]]");
+        AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", ids, "--out", Temp("y.safetensors"), "--device", "tpu"), "--device must be cpu, cuda, opencl or ilgpu-cpu, not 'tpu'");
+    }
+
     [Fact]
     public void Generate_streams_the_requested_number_of_tokens()
     {

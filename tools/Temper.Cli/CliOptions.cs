@@ -3,6 +3,7 @@ using System.CommandLine;
 using System.Text.Json;
 using Temper.Core;
 using Temper.Kernels.Cpu;
+using Temper.Kernels.Ilgpu;
 using Temper.Models;
 
 namespace Temper.Cli;
@@ -14,6 +15,8 @@ internal static class CliOptions
     public static Option<string> Model() => new("--model", "-m") { Description = "Model folder (config.json, safetensors, tokenizer.json)", Required = true };
     public static Option<string?> Adapter() => new("--adapter") { Description = "PEFT LoRA adapter folder, applied unmerged" };
     public static Option<int> Threads() => new("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+    public static readonly Option<string?> Device = new("--device") { Description = "cpu, cuda, opencl or ilgpu-cpu (default: the best present)", Recursive = true };
+    public static readonly Option<string?> DTypeFlag = new("--dtype") { Description = "Weight/compute storage: f32 or bf16 (default: as stored)", Recursive = true };
 
     /// <summary>Runs a verb: TemperException, missing files and bad JSON become one line on stderr and exit 2.</summary>
     public static void SetGuardedAction(this Command cmd, Func<ParseResult, int> action) => cmd.SetAction(p => Guard(p, action));
@@ -37,8 +40,26 @@ internal static class CliOptions
         }
     }
 
-    public static CpuBackend Backend(int threads) => new(threads);
+    /// <summary>The backend --device names (default: CUDA through ILGPU when present, else the CPU).</summary>
+    public static IBackend Backend(ParseResult p, int threads)
+    {
+        string device = p.GetValue(Device) ?? (IlgpuBackend.IsAvailable("cuda") ? "cuda" : "cpu");
+        return device switch
+        {
+            "cpu" => new CpuBackend(threads),
+            "cuda" or "opencl" or "ilgpu-cpu" => IlgpuBackend.IsAvailable(device) ? IlgpuBackend.Create(device) : throw new TemperException($"--device {device}: no such device on this machine"),
+            _ => throw new TemperException($"--device must be cpu, cuda, opencl or ilgpu-cpu, not '{device}'"),
+        };
+    }
+
+    public static DType? WeightDType(ParseResult p) => p.GetValue(DTypeFlag) switch
+    {
+        null => null,
+        "f32" => DType.F32,
+        "bf16" => DType.BF16,
+        var s => throw new TemperException($"--dtype must be f32 or bf16, not '{s}'"),
+    };
 
     public static LanguageModel LoadModel(ParseResult p, Option<string> model, Option<string?>? adapter, Option<int> threads) =>
-        LanguageModel.Load(p.GetValue(model)!, Backend(p.GetValue(threads)), adapter == null ? null : p.GetValue(adapter));
+        LanguageModel.Load(p.GetValue(model)!, Backend(p, p.GetValue(threads)), adapter == null ? null : p.GetValue(adapter), weightDType: WeightDType(p));
 }

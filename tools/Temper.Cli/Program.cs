@@ -7,6 +7,8 @@ using Temper.Cli.Commands;
 var root = new RootCommand("Temper: LLM inference and post-training on your own hardware")
 {
     CliOptions.Verbose,
+    CliOptions.Device,
+    CliOptions.DTypeFlag,
     InfoCommand.Create(),
     TokenizeCommand.Create(),
     TemplateCommand.Create(),

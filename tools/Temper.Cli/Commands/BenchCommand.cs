@@ -21,29 +21,28 @@ internal static class BenchCommand
     {
         var decode = new Command("decode", "Batch-1 prefill and decode tokens/s");
         var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: random SmolLM-135M-shaped weights)" };
-        var dtype = new Option<string>("--dtype") { Description = "Weight dtype for the random model: f32 or bf16", DefaultValueFactory = _ => "f32" };
         var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens", DefaultValueFactory = _ => 128 };
         var tokens = new Option<int>("--tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 64 };
         var threads = CliOptions.Threads();
-        decode.Add(model); decode.Add(dtype); decode.Add(promptLen); decode.Add(tokens); decode.Add(threads);
+        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(threads);
         decode.SetGuardedAction(p =>
         {
-            var be = CliOptions.Backend(p.GetValue(threads));
+            var be = CliOptions.Backend(p, p.GetValue(threads));
             LanguageModel? lm = null;
             Decoder decoder;
             string what;
             if (p.GetValue(model) is string dir)
             {
-                lm = LanguageModel.Load(dir, be);
+                lm = LanguageModel.Load(dir, be, weightDType: CliOptions.WeightDType(p));
                 decoder = lm.Decoder;
                 what = dir;
             }
             else
             {
-                var dt = p.GetValue(dtype) switch { "f32" => DType.F32, "bf16" => DType.BF16, var s => throw new TemperException($"--dtype must be f32 or bf16, not '{s}'") };
+                var dt = CliOptions.WeightDType(p) ?? DType.F32;
                 var cfg = SmolLm135M;
                 decoder = new Decoder(cfg, ModelWeights.Random(cfg, be, seed: 1, dt), be);
-                what = $"random SmolLM-135M-shaped model ({p.GetValue(dtype)} weights)";
+                what = $"random SmolLM-135M-shaped model ({dt} weights)";
             }
             using var owned = lm;
             int pl = p.GetValue(promptLen), n = p.GetValue(tokens);

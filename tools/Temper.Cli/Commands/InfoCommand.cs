@@ -14,7 +14,8 @@ internal static class InfoCommand
         cmd.SetGuardedAction(_ =>
         {
             Console.WriteLine($"temper {typeof(InfoCommand).Assembly.GetName().Version}");
-            Console.WriteLine($"backends: cpu");
+            var ilgpu = Temper.Kernels.Ilgpu.IlgpuBackend.Kinds.Where(Temper.Kernels.Ilgpu.IlgpuBackend.IsAvailable).ToList();
+            Console.WriteLine($"backends: cpu{string.Concat(ilgpu.Select(k => ", " + k))}");
             Console.WriteLine($"devices: cpu0 ({Environment.ProcessorCount} logical cores, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture})");
             string isa = Vector512.IsHardwareAccelerated ? "AVX-512" : Avx2.IsSupported ? "AVX2" : Vector128.IsHardwareAccelerated ? "128-bit" : "scalar";
             Console.WriteLine($"simd: {isa}, Vector<float> = {Vector<float>.Count} lanes, FMA {(Fma.IsSupported ? "yes" : "no")}");

@@ -46,7 +46,7 @@ internal static class PreferenceCommand
                 RefModel = method == "orpo" ? null : p.GetValue(refModel),
                 PrecomputeRef = method != "orpo" && p.GetValue(precompute),
             };
-            var be = CliOptions.Backend(o.Threads);
+            var be = CliOptions.Backend(p, o.Threads);
             if (method == "kto")
             {
                 var kto = new KtoTrainer(o, po, be);

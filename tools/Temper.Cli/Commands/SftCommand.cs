@@ -22,7 +22,7 @@ internal static class SftCommand
         {
             var o = flags.Read(p) with { EvalData = p.GetValue(evalData), EvalEvery = p.GetValue(evalEvery) };
             if (pretrain) o = o with { Full = !p.GetValue(lora), FromScratch = p.GetValue(fromScratch) };
-            var trainer = new SftTrainer(o, CliOptions.Backend(o.Threads));
+            var trainer = new SftTrainer(o, CliOptions.Backend(p, o.Threads));
             return TrainingFlags.RunWithProgress(cmd.Name, o.OutDir, (step, warn) => { trainer.OnStep = step; trainer.OnWarning = warn; }, trainer.Run);
         });
         return cmd;
