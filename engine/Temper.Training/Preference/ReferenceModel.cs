@@ -59,11 +59,20 @@ public sealed class ReferenceModel : IDisposable
     public double[] Logps(DecoderBackprop policy, IReadOnlyList<SftExample> examples, int padId)
     {
         if (_separate != null) return SequenceLogps.Compute(new DecoderBackprop(_separate.Decoder), examples, padId).Sums;
+        double[] sums = [];
+        WithReference(policy, () => sums = SequenceLogps.Compute(policy, examples, padId).Sums);
+        return sums;
+    }
+
+    /// <summary>Runs <paramref name="pass"/> with the policy's weights turned into the reference's (adapter views swapped).</summary>
+    public void WithReference(DecoderBackprop policy, Action pass)
+    {
+        if (_separate != null) throw new InvalidOperationException("a separate reference model has its own weights; call Logps");
         var saved = _views.Keys.ToDictionary(p => p, p => p.Lora);
         try
         {
             foreach (var (p, v) in _views) p.Lora = v;
-            return SequenceLogps.Compute(policy, examples, padId).Sums;
+            pass();
         }
         finally
         {

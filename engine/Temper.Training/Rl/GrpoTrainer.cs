@@ -1,0 +1,198 @@
+// Group Relative Policy Optimization as a thin recipe over TrainingRun. Each generated batch: P prompts
+// x G completions sampled with the KV-cache generator; rewards from the reward functions; advantages
+// normalised within each prompt's group, A = (r - mean) / (std + 1e-4); the old policy's token
+// log-probs are kept, and NumIterations optimizer steps reuse the batch. Per completion token:
+//   loss = -min(ratio A, clip(ratio, 1-eps, 1+eps) A) + beta k3,  ratio = exp(logp - logp_old),
+//   k3 = exp(ref - logp) - (ref - logp) - 1  (reference = the base with the adapter off; beta 0 skips it),
+// aggregated over all completion tokens of the batch (token-level mean). d loss / d logp per token
+// becomes a per-token weight of one forward+backward pass.
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models;
+using Temper.Training.Data;
+using Temper.Training.Preference;
+using Temper.Training.Trainers;
+
+namespace Temper.Training.Rl;
+
+public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
+{
+    public Action<StepReport>? OnStep { get; set; }
+    public Action<string>? OnWarning { get; set; }
+
+    private sealed record Prompt(int[] Ids, JsonObject Row);
+
+    private sealed class Rollout
+    {
+        public required SftBatch Batch;
+        public required float[] OldLogp, RefLogp, Advantage;
+        public required bool[] Counted;
+        public required int Tokens;
+        public required JsonObject Stats;
+    }
+
+    public SftResult Run(CancellationToken cancel = default)
+    {
+        if (g.NumGenerations < 2) throw new TemperException("GRPO needs --num-generations >= 2 (advantages compare completions within a group)");
+        if (g.NumIterations < 1) throw new TemperException("--num-iterations must be >= 1");
+        if (g.MaxCompletionLength < 1) throw new TemperException("--max-completion-length must be >= 1");
+        var rewards = g.Rewards.Select(RewardFunctions.Parse).ToList();
+        using var run = TrainingRun.Open(o, backend);
+        run.OnStep = OnStep;
+        run.OnWarning = OnWarning;
+        var tok = run.Model.RequireTokenizer();
+        var (prompts, sha) = LoadPrompts(run.Model);
+        using var reference = g.Beta > 0
+            ? o.Full ? throw new TemperException("full-weight GRPO with --beta > 0 needs a reference; use LoRA or --beta 0") : ReferenceModel.AdapterOff(run.Model.Weights)
+            : null;
+        int pad = run.PadId;
+        var order = new SftBatcher(prompts.Select(p => new SftExample(p.Ids, p.Ids, 0)).ToList(), o.BatchSize, pad, (ulong)o.Seed);
+        int total = o.MaxSteps ?? o.Epochs * order.BatchesPerEpoch * g.NumIterations;
+        var generator = new Generator(run.Model.Decoder);
+        Rollout? current = null;
+        int iteration = 0, generated = 0;
+
+        StepOutput Step(BatchCursor cursor)
+        {
+            if (current == null || iteration == g.NumIterations)
+            {
+                var idx = order.Batch(cursor.Epoch, cursor.Index).ExampleIndices;
+                current = MakeRollout(run, generator, reference, rewards, idx.Select(i => prompts[i]).ToList(), tok, pad, generated++);
+                iteration = 0;
+            }
+            iteration++;
+            var ro = current;
+            var b = ro.Batch;
+            // The current policy's token log-probs (equal to the old ones on the first iteration).
+            var logp = iteration == 1 ? ro.OldLogp : TokenLogps(run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null), ro.Counted);
+            var weights = new float[logp.Length];
+            double loss = 0, kl = 0;
+            int clipped = 0;
+            for (int n = 0; n < logp.Length; n++)
+            {
+                if (!ro.Counted[n]) continue;
+                double a = ro.Advantage[n], ratio = Math.Exp(logp[n] - ro.OldLogp[n]);
+                double clippedRatio = Math.Clamp(ratio, 1 - g.Epsilon, 1 + g.Epsilon);
+                double l1 = ratio * a, l2 = clippedRatio * a;
+                bool takesUnclipped = l1 <= l2;
+                if ((ratio < 1 - g.Epsilon && a < 0) || (ratio > 1 + g.Epsilon && a > 0)) clipped++;
+                double d = takesUnclipped ? -ratio * a : 0;
+                double lossN = -Math.Min(l1, l2);
+                if (g.Beta > 0)
+                {
+                    double diff = ro.RefLogp[n] - logp[n];
+                    double k3 = Math.Exp(diff) - diff - 1;
+                    kl += k3;
+                    lossN += g.Beta * k3;
+                    d += g.Beta * (1 - Math.Exp(diff));
+                }
+                loss += lossN / ro.Tokens;
+                weights[n] = (float)(-d / ro.Tokens); // the CE row of a token is -logp
+            }
+            run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, weights);
+            var extra = (JsonObject)ro.Stats.DeepClone();
+            extra["clip_fraction"] = (double)clipped / ro.Tokens;
+            extra["kl"] = kl / ro.Tokens;
+            extra["iteration"] = iteration;
+            var next = iteration == g.NumIterations ? cursor.Next(order.BatchesPerEpoch) : cursor;
+            return new StepOutput(loss, b.Ids.Length, next, extra);
+        }
+
+        var info = new JsonObject { ["path"] = Path.GetFullPath(o.DataPath), ["sha256"] = sha, ["prompts"] = prompts.Count, ["method"] = g.ToJson() };
+        if (o.Resume) OnWarning?.Invoke("GRPO resumes from the checkpoint's weights and data position; the interrupted batch's completions are sampled anew");
+        return run.Run("grpo", total, sha, info, Step, null, cancel);
+    }
+
+    private Rollout MakeRollout(TrainingRun run, Generator generator, ReferenceModel? reference, List<IRewardFunction> rewards, List<Prompt> prompts, Models.Text.HfTokenizer tok, int pad, int round)
+    {
+        int gsize = g.NumGenerations;
+        var inputs = prompts.SelectMany(p => Enumerable.Repeat((IReadOnlyList<int>)p.Ids, gsize)).ToList();
+        var sampling = new SamplingOptions { Greedy = false, Temperature = g.Temperature, TopP = g.TopP, Seed = (ulong)(o.Seed + 7919L * round) * 1000003UL };
+        var results = generator.Generate(inputs, new GenerationOptions { MaxNewTokens = g.MaxCompletionLength, Sampling = sampling, EosIds = run.Model.EosIds() });
+        var examples = new List<SftExample>();
+        var reward = new double[inputs.Count];
+        int errors = 0;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var p = prompts[i / gsize];
+            var completion = results[i].GeneratedIds.ToArray();
+            reward[i] = RewardFunctions.Total(rewards, p.Row, tok.Decode(completion, skipSpecialTokens: true), ref errors);
+            var ids = p.Ids.Concat(completion).ToArray();
+            var labels = Enumerable.Repeat(SftExample.IgnoreIndex, p.Ids.Length).Concat(completion).ToArray();
+            examples.Add(new SftExample(ids, labels, 0));
+        }
+        if (errors > 0) OnWarning?.Invoke($"{errors} reward evaluation(s) threw or returned NaN/Inf; those samples got 0");
+        var batch = SftBatcher.Pad(examples, pad);
+        var counted = new bool[batch.Ids.Length];
+        for (int n = 0; n < counted.Length; n++)
+            counted[n] = n % batch.Length != batch.Length - 1 && batch.Labels[n + 1] != SftExample.IgnoreIndex;
+        var oldLogp = TokenLogps(run.Backprop.Run(batch.Ids, batch.Labels, batch.Mask, batch.Batch, 1f, null), counted);
+        var refLogp = reference == null ? new float[counted.Length] : ReferenceTokenLogps(run, reference, batch, counted);
+        var adv = new float[counted.Length];
+        double std = 0;
+        for (int q = 0; q < prompts.Count; q++)
+        {
+            var grp = reward.AsSpan(q * gsize, gsize).ToArray();
+            double mean = grp.Average(), sd = Math.Sqrt(grp.Sum(x => (x - mean) * (x - mean)) / (gsize - 1));
+            std += sd / prompts.Count;
+            for (int j = 0; j < gsize; j++)
+            {
+                int row = q * gsize + j;
+                float a = (float)((reward[row] - mean) / (sd + 1e-4));
+                for (int t = 0; t < batch.Length; t++) if (counted[row * batch.Length + t]) adv[row * batch.Length + t] = a;
+            }
+        }
+        int tokens = Math.Max(1, counted.Count(c => c));
+        var stats = new JsonObject
+        {
+            ["reward"] = reward.Average(),
+            ["reward_std"] = std,
+            ["completion_length"] = (double)tokens / inputs.Count,
+            ["reward_errors"] = errors,
+        };
+        return new Rollout { Batch = batch, OldLogp = oldLogp, RefLogp = refLogp, Advantage = adv, Counted = counted, Tokens = tokens, Stats = stats };
+    }
+
+    private static float[] ReferenceTokenLogps(TrainingRun run, ReferenceModel reference, SftBatch b, bool[] counted)
+    {
+        float[]? losses = null;
+        reference.WithReference(run.Backprop, () => losses = run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null));
+        return TokenLogps(losses!, counted);
+    }
+
+    private static float[] TokenLogps(float[] losses, bool[] counted)
+    {
+        var r = new float[losses.Length];
+        for (int n = 0; n < r.Length; n++) r[n] = counted[n] ? -losses[n] : 0;
+        return r;
+    }
+
+    private (List<Prompt>, string) LoadPrompts(LanguageModel lm)
+    {
+        if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: prompt file not found");
+        var bytes = File.ReadAllBytes(o.DataPath);
+        var sha = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes));
+        var tok = lm.RequireTokenizer();
+        var list = new List<Prompt>();
+        var lines = System.Text.Encoding.UTF8.GetString(bytes).Split('\n');
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (string.IsNullOrWhiteSpace(lines[i])) continue;
+            JsonObject row;
+            try { row = JsonNode.Parse(lines[i]) as JsonObject ?? throw new TemperException($"{o.DataPath}:{i + 1}: not a JSON object"); }
+            catch (JsonException e) { throw new TemperException($"{o.DataPath}:{i + 1}: not valid JSON: {e.Message.Split('\n')[0]}"); }
+            string text = row["prompt"] switch
+            {
+                JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>(),
+                JsonArray msgs => lm.RequireTemplate().Render(msgs, addGenerationPrompt: true),
+                _ => throw new TemperException($"{o.DataPath}:{i + 1}: \"prompt\" must be a string or a list of messages"),
+            };
+            var ids = tok.Encode(text).ToArray();
+            if (ids.Length == 0) throw new TemperException($"{o.DataPath}:{i + 1}: empty prompt");
+            list.Add(new Prompt(ids, row));
+        }
+        if (list.Count == 0) throw new TemperException($"{o.DataPath}: no prompts");
+        return (list, sha);
+    }
+}
