@@ -21,6 +21,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     PreferenceCommand.Create("dpo"),
     PreferenceCommand.Create("kto"),
     PreferenceCommand.Create("orpo"),
+    GrpoCommand.Create(),
 };
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
