@@ -69,4 +69,25 @@ public class TrainingCliTests
         Assert.Contains("max length", t.Stderr);
         Directory.Delete(dir, true);
     }
+
+    [Fact]
+    public void Merge_exports_a_model_that_reproduces_merged_logits()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        var r = TemperCli.Run("merge", "--model", model, "--adapter", Path.Combine(model, "adapter"), "--out", Path.Combine(dir, "merged"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var reference = Temper.Core.SafeTensors.SafetensorsFile.Open(Path.Combine(model, "reference.safetensors"));
+        var ids = reference.Get("input_ids");
+        string idsFile = Path.Combine(dir, "ids.json"), outFile = Path.Combine(dir, "logits.safetensors");
+        File.WriteAllText(idsFile, new JsonArray(ids.Span<int>().ToArray().Chunk(ids.Shape[1]).Select(row => (JsonNode)new JsonArray(row.Select(x => (JsonNode)x).ToArray())).ToArray()).ToJsonString());
+        var l = TemperCli.Run("logits", "--model", Path.Combine(dir, "merged"), "--ids", idsFile, "--out", outFile);
+        Assert.True(l.ExitCode == 0, l.Stderr);
+        using var got = Temper.Core.SafeTensors.SafetensorsFile.Open(outFile);
+        var want = reference.Get("merged.logits").Floats;
+        var have = got.Get("logits").Floats;
+        float maxRef = 0, maxErr = 0;
+        for (int i = 0; i < want.Length; i++) { maxRef = Math.Max(maxRef, Math.Abs(want[i])); maxErr = Math.Max(maxErr, Math.Abs(want[i] - have[i])); }
+        Assert.True(maxErr <= 1e-4 * maxRef, $"max error {maxErr}");
+        Directory.Delete(dir, true);
+    }
 }

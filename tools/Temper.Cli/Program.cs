@@ -22,6 +22,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     PreferenceCommand.Create("kto"),
     PreferenceCommand.Create("orpo"),
     GrpoCommand.Create(),
+    MergeCommand.Create(),
 };
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
