@@ -181,6 +181,8 @@ public abstract partial class BackendOpChecks : IDisposable
         { 1, 17, 2, 17, 2, 67, 17, 0, true },   // odd head size
         { 3, 33, 9, 33, 3, 64, 33, 0, false },  // SmolLM-like heads
         { 1, 4, 2, 6, 1, 5, 3, 0, false },      // kv shorter than the queries' positions
+        { 1, 70, 2, 80, 1, 16, 75, 5, true },   // more query rows than one 64-row block
+        { 2, 1, 6, 9, 3, 8, 9, 8, false },      // decode step, GQA 2:1, no mask
     };
 
     [Theory]
