@@ -7,8 +7,9 @@
 // key gets zeros and lse = -inf. Units of work (a query head of a sequence, or for a decode step the
 // query heads sharing a kv head) are split across threads.
 // Backward (dq, dk, dv overwritten): p_j = exp(s_j - lse), dp_j = dOut.v_j, ds_j = p_j (dp_j - sum p dp),
-// dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut; (batch, kv head) pairs are split
-// across threads so that each dk/dv row is summed by one thread in a fixed (head, query) order.
+// dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut, in the same 64-row blocks through the
+// GEMM; (batch, kv head) pairs are split across threads so that each dk/dv row is summed by one thread in
+// a fixed (head, block) order.
 using System.Runtime.Intrinsics;
 
 namespace Temper.Kernels.Cpu;
@@ -128,65 +129,36 @@ public static unsafe class Attention
             || (!lse.IsEmpty && lse.Length != (long)batch * heads * tq) || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength))
             throw new ArgumentException($"Attention backward: q {q.Length}, k {k.Length}, v {v.Length}, dOut {dOut.Length}, dq {dq.Length}, dk {dk.Length}, dv {dv.Length}, lse {lse.Length}, mask {keyMask.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
-        int pairs = batch * kvHeads, group = heads / kvHeads;
+        int group = heads / kvHeads, units = batch * kvHeads;
+        int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* pl0 = lse) fixed (float* pdo0 = dOut)
         fixed (float* pdq0 = dq) fixed (float* pdk0 = dk) fixed (float* pdv0 = dv) fixed (int* pm0 = keyMask)
         {
             nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, pl = (nint)pl0, pdo = (nint)pdo0, pdq = (nint)pdq0, pdk = (nint)pdk0, pdv = (nint)pdv0, pm = (nint)pm0;
-            long work = (long)batch * heads * tq * Math.Max(1, Math.Min(kvLength, queryOffset + tq)) * d;
-            StaticPartition.For(pairs, StaticPartition.Parts(threads, pairs, work, 1 << 16), (p0, p1) =>
+            long work = (long)batch * heads * tq * widest * d;
+            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
-                var scores = new float[Math.Max(1, kvLength)];
-                var dps = new float[Math.Max(1, kvLength)];
-                fixed (float* sc = scores) fixed (float* dp = dps)
+                var pBuf = new float[BlockRows * widest];
+                var dsBuf = new float[BlockRows * widest];
+                fixed (float* p = pBuf) fixed (float* ds = dsBuf)
                 {
-                    for (int p = p0; p < p1; p++)
+                    for (int u = u0; u < u1; u++)
                     {
-                        int b = p / kvHeads, kh = p % kvHeads;
-                        int stride = kvHeads * d;
+                        int b = u / kvHeads, kh = u % kvHeads, ldkv = kvHeads * d, ldq = heads * d;
                         long kvOff = ((long)b * s * kvHeads + kh) * d;
-                        float* kBase = (float*)pk + kvOff, vBase = (float*)pv + kvOff, dkBase = (float*)pdk + kvOff, dvBase = (float*)pdv + kvOff;
+                        float* dkBase = (float*)pdk + kvOff, dvBase = (float*)pdv + kvOff;
                         for (int j = 0; j < s; j++)
                         {
-                            new Span<float>(dkBase + (long)j * stride, d).Clear();
-                            new Span<float>(dvBase + (long)j * stride, d).Clear();
+                            new Span<float>(dkBase + (long)j * ldkv, d).Clear();
+                            new Span<float>(dvBase + (long)j * ldkv, d).Clear();
                         }
-                        int* mask = pm == 0 ? null : (int*)pm + (long)b * kvLength;
                         for (int h = kh * group; h < (kh + 1) * group; h++)
-                        for (int i = 0; i < tq; i++)
                         {
-                            long qo = (((long)b * tq + i) * heads + h) * d;
-                            float* qr = (float*)pq + qo, dor = (float*)pdo + qo, dqr = (float*)pdq + qo;
-                            new Span<float>(dqr, d).Clear();
-                            int visible = Math.Min(kvLength, queryOffset + i + 1);
-                            float max = float.NegativeInfinity;
-                            for (int j = 0; j < visible; j++)
-                            {
-                                if (mask != null && mask[j] == 0)
-                                {
-                                    sc[j] = float.NegativeInfinity;
-                                    continue;
-                                }
-                                sc[j] = scale * Reductions.Dot(qr, kBase + (long)j * stride, d);
-                                max = MathF.Max(max, sc[j]);
-                            }
-                            if (float.IsNegativeInfinity(max)) continue;
-                            float l = pl != 0 ? ((float*)pl)[((long)b * heads + h) * tq + i] : max + MathF.Log(Reductions.SumExpShifted(sc, visible, max));
-                            Reductions.ExpShiftedInPlace(sc, visible, l);
-                            float pdp = 0;
-                            for (int j = 0; j < visible; j++)
-                            {
-                                dp[j] = sc[j] == 0 ? 0 : Reductions.Dot(dor, vBase + (long)j * stride, d);
-                                pdp += sc[j] * dp[j];
-                            }
-                            for (int j = 0; j < visible; j++)
-                            {
-                                if (sc[j] == 0) continue;
-                                float ds = scale * sc[j] * (dp[j] - pdp);
-                                Axpy(dqr, ds, kBase + (long)j * stride, d);
-                                Axpy(dkBase + (long)j * stride, ds, qr, d);
-                                Axpy(dvBase + (long)j * stride, sc[j], dor, d);
-                            }
+                            long qOff = ((long)b * tq * heads + h) * d;
+                            var g = new GradUnit((float*)pq + qOff, (float*)pdo + qOff, (float*)pdq + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, dkBase, dvBase, ldkv,
+                                pm == 0 ? null : (int*)pm + (long)b * kvLength, pl == 0 ? null : (float*)pl + ((long)b * heads + h) * tq);
+                            for (int r0 = 0; r0 < tq; r0 += BlockRows)
+                                BackwardBlock(g, r0, Math.Min(BlockRows, tq - r0), d, kvLength, queryOffset, scale, p, ds);
                         }
                     }
                 }
@@ -194,20 +166,50 @@ public static unsafe class Attention
         }
     }
 
-    // y[0..n) += a x[0..n)
-    private static void Axpy(float* y, float a, float* x, int n)
+    // One query head's backward pointers: q/dOut/dq rows at stride ldq; k, v, dk, dv rows of its kv head at
+    // stride ldkv; the sequence's mask; the forward's lse for this head (or null).
+    private readonly struct GradUnit(float* q, float* dOut, float* dq, int ldq, float* k, float* v, float* dk, float* dv, int ldkv, int* mask, float* lse)
     {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        public readonly float* Q = q, DOut = dOut, DQ = dq, K = k, V = v, DK = dk, DV = dv, Lse = lse;
+        public readonly int Ldq = ldq, Ldkv = ldkv;
+        public readonly int* Mask = mask;
+    }
+
+    // Query rows [r0, r0+nr) of one head: P from S = Q K^T (and lse), dP = dOut V^T, dS = scale P (dP - rowsum(P dP)),
+    // then dq = dS K, dk += dS^T Q, dv += P^T dOut, all through the GEMM.
+    private static void BackwardBlock(in GradUnit u, int r0, int nr, int d, int kvLength, int queryOffset, float scale, float* p, float* ds)
+    {
+        int width = Math.Min(kvLength, queryOffset + r0 + nr - 1 + 1);
+        float* q = u.Q + (long)r0 * u.Ldq, dOut = u.DOut + (long)r0 * u.Ldq, dq = u.DQ + (long)r0 * u.Ldq;
+        for (int rr = 0; rr < nr; rr++) new Span<float>(dq + (long)rr * u.Ldq, d).Clear();
+        if (width <= 0) return;
+        new Span<float>(p, nr * width).Clear();
+        new Span<float>(ds, nr * width).Clear();
+        Gemm.MultiplyNT(q, u.Ldq, u.K, u.Ldkv, p, width, nr, d, width, threads: 1);
+        Gemm.MultiplyNT(dOut, u.Ldq, u.V, u.Ldkv, ds, width, nr, d, width, threads: 1);
+        for (int rr = 0; rr < nr; rr++)
         {
-            var av = Vector512.Create(a);
-            for (; i <= n - 16; i += 16) Vector512.FusedMultiplyAdd(av, Vector512.Load(x + i), Vector512.Load(y + i)).Store(y + i);
+            float* pr = p + (long)rr * width, dsr = ds + (long)rr * width;
+            int visible = Math.Min(kvLength, queryOffset + r0 + rr + 1);
+            Scale.Apply(new Span<float>(pr, visible), scale);
+            if (u.Mask != null)
+                for (int j = 0; j < visible; j++)
+                    if (u.Mask[j] == 0) pr[j] = float.NegativeInfinity;
+            for (int j = visible; j < width; j++) pr[j] = float.NegativeInfinity;
+            float max = Reductions.Max(pr, width);
+            if (float.IsNegativeInfinity(max))
+            {
+                new Span<float>(pr, width).Clear();
+                new Span<float>(dsr, width).Clear();
+                continue;
+            }
+            float l = u.Lse != null ? u.Lse[r0 + rr] : max + MathF.Log(Reductions.SumExpShifted(pr, width, max));
+            Reductions.ExpShiftedInPlace(pr, width, l);
+            float pdp = Reductions.Dot(pr, dsr, width);
+            for (int j = 0; j < width; j++) dsr[j] = scale * pr[j] * (dsr[j] - pdp);
         }
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var av = Vector256.Create(a);
-            for (; i <= n - 8; i += 8) Vector256.FusedMultiplyAdd(av, Vector256.Load(x + i), Vector256.Load(y + i)).Store(y + i);
-        }
-        for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(a, x[i], y[i]);
+        Gemm.MultiplyNN(ds, width, u.K, u.Ldkv, dq, u.Ldq, nr, width, d, threads: 1);
+        Gemm.MultiplyTN(ds, width, q, u.Ldq, u.DK, u.Ldkv, width, nr, d, threads: 1);
+        Gemm.MultiplyTN(p, width, dOut, u.Ldq, u.DV, u.Ldkv, width, nr, d, threads: 1);
     }
 }

@@ -81,6 +81,10 @@ public static unsafe class Gemm
     internal static void MultiplyNN(float* a, int lda, float* b, int ldb, float* c, int ldc, int n, int k, int m, int threads) =>
         Run(new Job(a, lda, true, b, null, ldb, false, c, ldc, n, k, m, Resolve(GemmKernel.Auto)), threads);
 
+    /// <summary>Strided TN form on raw rows: c[n*ldc + m] += sum_k a[k*lda + n] b[k*ldb + m] (attention's dS^T Q, P^T dO).</summary>
+    internal static void MultiplyTN(float* a, int lda, float* b, int ldb, float* c, int ldc, int n, int k, int m, int threads) =>
+        Run(new Job(a, lda, false, b, null, ldb, false, c, ldc, n, k, m, Resolve(GemmKernel.Auto)), threads);
+
     public static GemmKernel Resolve(GemmKernel k)
     {
         if (k == GemmKernel.Auto)
