@@ -119,7 +119,7 @@ public static unsafe class Gemm
         // Small products are not worth waking a second thread; the grid never changes the arithmetic.
         long flops = 2L * job.N * job.M * job.K;
         int t = (int)Math.Max(1, Math.Min(Math.Min(threads, (long)tilesN * tilesM), flops / (1L << 20)));
-        var (gn, gm) = Grid(t, tilesN, tilesM);
+        var (gn, gm) = Grid(t, tilesN, tilesM, job.TileN, job.TileM);
         if (t == 1)
         {
             Worker(job, 0, tilesN, 0, tilesM);
@@ -133,20 +133,23 @@ public static unsafe class Gemm
         });
     }
 
-    // The gn x gm = t split of the tile grid whose largest share is smallest.
-    private static (int, int) Grid(int t, int tilesN, int tilesM)
+    // The gn x gm = t split of the tile grid whose largest share is smallest; on a tie, the one that packs
+    // less per thread (each thread packs its rows of a once and its rows of b once per NC block of a).
+    private static (int, int) Grid(int t, int tilesN, int tilesM, int tileN, int tileM)
     {
         (int, int) best = (t, 1);
-        long bestCost = long.MaxValue;
+        long bestCost = long.MaxValue, bestPack = long.MaxValue;
         for (int gn = 1; gn <= t; gn++)
         {
             if (t % gn != 0) continue;
             int gm = t / gn;
             if (gn > tilesN || gm > tilesM) continue;
-            long cost = (long)((tilesN + gn - 1) / gn) * ((tilesM + gm - 1) / gm);
-            if (cost < bestCost)
+            long shareN = (long)(tilesN + gn - 1) / gn, shareM = (long)(tilesM + gm - 1) / gm;
+            long cost = shareN * shareM;
+            long pack = shareN * tileN + shareM * tileM * ((shareN * tileN + NC - 1) / NC);
+            if (cost < bestCost || (cost == bestCost && pack < bestPack))
             {
-                bestCost = cost;
+                (bestCost, bestPack) = (cost, pack);
                 best = (gn, gm);
             }
         }
