@@ -12,7 +12,7 @@ public static unsafe class GemmBestOf
 {
     public static void Run(double secondsPerCase)
     {
-        string[] shapes = ["2048x2048x2048", "256x576x1536", "256x1536x576", "256x576x576", "1x576x1536", "1x576x49152"];
+        string[] shapes = ["2048x2048x2048", "256x576x1536", "256x1536x576", "256x576x576", "4x576x1536", "1x576x1536", "1x576x49152"];
         Console.WriteLine($"| shape NxKxM | threads | Temper f32 GFLOP/s | Temper bf16 W GFLOP/s | OpenBLAS GFLOP/s | f32 / OpenBLAS |");
         Console.WriteLine($"| --- | --- | --- | --- | --- | --- |");
         foreach (int threads in new[] { Environment.ProcessorCount, 1 }.Distinct())

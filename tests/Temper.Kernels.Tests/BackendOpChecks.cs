@@ -76,7 +76,7 @@ public abstract partial class BackendOpChecks : IDisposable
     public static TheoryData<int, int, int> LinearShapes => new()
     {
         { 1, 1, 1 }, { 7, 13, 5 }, { 33, 65, 17 }, { 64, 64, 64 }, { 130, 70, 200 }, { 2, 3, 4 }, { 13, 1, 33 },
-        { 1, 67, 33 }, { 1, 576, 100 }, { 1, 31, 7 }, { 25, 400, 37 },
+        { 1, 67, 33 }, { 1, 576, 100 }, { 1, 31, 7 }, { 25, 400, 37 }, { 3, 576, 100 }, { 4, 67, 33 }, { 5, 67, 33 },
     };
 
     [Theory]
