@@ -37,7 +37,7 @@ public static unsafe class Attention
             long work = (long)batch * heads * tq * widest * d;
             StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
-                var scores = new float[BlockRows * widest];
+                var scores = new float[Math.Min(BlockRows, rows) * widest];
                 fixed (float* sc = scores)
                 {
                     for (int u = u0; u < u1; u++)
@@ -138,8 +138,8 @@ public static unsafe class Attention
             long work = (long)batch * heads * tq * widest * d;
             StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
-                var pBuf = new float[BlockRows * widest];
-                var dsBuf = new float[BlockRows * widest];
+                var pBuf = new float[Math.Min(BlockRows, tq) * widest];
+                var dsBuf = new float[Math.Min(BlockRows, tq) * widest];
                 fixed (float* p = pBuf) fixed (float* ds = dsBuf)
                 {
                     for (int u = u0; u < u1; u++)
