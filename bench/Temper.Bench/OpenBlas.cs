@@ -20,6 +20,9 @@ public static unsafe partial class OpenBlas
     [LibraryImport(Lib, EntryPoint = "openblas_get_num_threads")]
     internal static partial int Threads();
 
+    [LibraryImport(Lib, EntryPoint = "openblas_set_num_threads")]
+    internal static partial void SetThreads(int threads);
+
     /// <summary>"core Haswell, threads 2, OpenBLAS 0.3.21 ..." or why the library is missing.</summary>
     public static string Describe()
     {

@@ -1,12 +1,15 @@
 // Causal GQA attention forward. q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first kvLength rows used),
 // output[B,Tq,H,D], lse[B,H,Tq] (optional). Query i of batch b sits at position queryOffset + i and sees
 // key j when j <= that position, j < kvLength and keyMask[b,j] != 0 (an empty mask admits all); head h
-// reads kv head h / (H / Hkv). Per query: scores = scale * q.k (SIMD dots), softmax in f32 with the max
-// subtracted (SIMD exp), out = (sum_j p_j v_j) / sum_j p_j, lse = max + log(sum). A query that sees no
-// key gets zeros and lse = -inf. (batch, head) pairs are split across threads.
+// reads kv head h / (H / Hkv). Blocks of up to 64 query rows go through the GEMM: S = Q K^T over the
+// keys the block can see, scaled, masked (causal, padding), softmax per row in f32 with the max
+// subtracted (SIMD exp), O = P V, divided by the row's sum; lse = max + log(sum). A query that sees no
+// key gets zeros and lse = -inf. Units of work (a query head of a sequence, or for a decode step the
+// query heads sharing a kv head) are split across threads.
 // Backward (dq, dk, dv overwritten): p_j = exp(s_j - lse), dp_j = dOut.v_j, ds_j = p_j (dp_j - sum p dp),
-// dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut; (batch, kv head) pairs are split
-// across threads so that each dk/dv row is summed by one thread in a fixed (head, query) order.
+// dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut, in the same 64-row blocks through the
+// GEMM; (batch, kv head) pairs are split across threads so that each dk/dv row is summed by one thread in
+// a fixed (head, block) order.
 using System.Runtime.Intrinsics;
 
 namespace Temper.Kernels.Cpu;
@@ -22,32 +25,97 @@ public static unsafe class Attention
             || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength))
             throw new ArgumentException($"Attention: q {q.Length}, k {k.Length}, v {v.Length}, output {output.Length}, lse {lse.Length}, mask {keyMask.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
-        int pairs = batch * heads, group = heads / kvHeads;
+        int group = heads / kvHeads;
+        // A unit of work is one query head of one sequence (its Tq rows, at stride H*D), or for a decode
+        // step (Tq = 1) the group of query heads sharing one kv head (contiguous rows of D).
+        bool decode = tq == 1;
+        int units = decode ? batch * kvHeads : batch * heads, rows = decode ? group : tq;
+        int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* po0 = output) fixed (float* pl0 = lse) fixed (int* pm0 = keyMask)
         {
             nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0, pl = (nint)pl0, pm = (nint)pm0;
-            long work = (long)pairs * tq * Math.Max(1, Math.Min(kvLength, queryOffset + tq)) * d;
-            StaticPartition.For(pairs, StaticPartition.Parts(threads, pairs, work, 1 << 16), (p0, p1) =>
+            long work = (long)batch * heads * tq * widest * d;
+            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
-                var scores = new float[Math.Max(1, kvLength)];
+                var scores = new float[Math.Min(BlockRows, rows) * widest];
                 fixed (float* sc = scores)
                 {
-                    for (int p = p0; p < p1; p++)
+                    for (int u = u0; u < u1; u++)
                     {
-                        int b = p / heads, h = p % heads, kh = h / group;
-                        float* kBase = (float*)pk + ((long)b * s * kvHeads + kh) * d;
-                        float* vBase = (float*)pv + ((long)b * s * kvHeads + kh) * d;
-                        int* mask = pm == 0 ? null : (int*)pm + (long)b * kvLength;
-                        for (int i = 0; i < tq; i++)
+                        int b, h0, kh, ldq;
+                        if (decode)
                         {
-                            long qo = (((long)b * tq + i) * heads + h) * d;
-                            float l = Query((float*)pq + qo, kBase, vBase, kvHeads * d, mask, Math.Min(kvLength, queryOffset + i + 1), d, scale, sc, (float*)po + qo);
-                            if (pl != 0) ((float*)pl)[((long)b * heads + h) * tq + i] = l;
+                            (b, kh) = (u / kvHeads, u % kvHeads);
+                            (h0, ldq) = (kh * group, d);
                         }
+                        else
+                        {
+                            (b, h0) = (u / heads, u % heads);
+                            (kh, ldq) = (h0 / group, heads * d);
+                        }
+                        long qOff = ((long)b * tq * heads + h0) * d, kvOff = ((long)b * s * kvHeads + kh) * d;
+                        var unit = new Unit((float*)pq + qOff, (float*)po + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, kvHeads * d,
+                            pm == 0 ? null : (int*)pm + (long)b * kvLength, pl == 0 ? null : (float*)pl + ((long)b * heads + h0) * tq, decode ? tq : 1);
+                        for (int r0 = 0; r0 < rows; r0 += BlockRows)
+                            Block(unit, r0, Math.Min(BlockRows, rows - r0), decode, d, kvLength, queryOffset, scale, sc);
                     }
                 }
             });
         }
+    }
+
+    private const int BlockRows = 64;
+
+    // One unit's pointers: query/output rows (stride ldq), its kv head's rows (stride ldkv), mask, and
+    // lse entries (row r at lse[r * lseStride] for a decode group, lse[r] for a head's queries).
+    private readonly struct Unit(float* q, float* o, int ldq, float* k, float* v, int ldkv, int* mask, float* lse, int lseStride)
+    {
+        public readonly float* Q = q, O = o, K = k, V = v, Lse = lse;
+        public readonly int Ldq = ldq, Ldkv = ldkv, LseStride = lseStride;
+        public readonly int* Mask = mask;
+    }
+
+    // Rows [r0, r0+nr) of a unit: S = Q K^T over the keys the last row can see (GEMM), scaled and masked,
+    // softmax per row, then O = P V (GEMM) scaled by 1/sum.
+    private static void Block(in Unit u, int r0, int nr, bool decode, int d, int kvLength, int queryOffset, float scale, float* sc)
+    {
+        int width = Math.Min(kvLength, queryOffset + (decode ? 0 : r0 + nr - 1) + 1);
+        float* o = u.O + (long)r0 * u.Ldq;
+        for (int rr = 0; rr < nr; rr++) new Span<float>(o + (long)rr * u.Ldq, d).Clear();
+        if (width <= 0)
+        {
+            for (int rr = 0; rr < nr; rr++)
+                if (u.Lse != null) u.Lse[(long)(r0 + rr) * u.LseStride] = float.NegativeInfinity;
+            return;
+        }
+        new Span<float>(sc, nr * width).Clear();
+        Gemm.MultiplyNT(u.Q + (long)r0 * u.Ldq, u.Ldq, u.K, u.Ldkv, sc, width, nr, d, width, threads: 1);
+        Span<float> inv = stackalloc float[nr];
+        for (int rr = 0; rr < nr; rr++)
+        {
+            float* row = sc + (long)rr * width;
+            int visible = Math.Min(kvLength, queryOffset + (decode ? 0 : r0 + rr) + 1);
+            Scale.Apply(new Span<float>(row, visible), scale);
+            if (u.Mask != null)
+                for (int j = 0; j < visible; j++)
+                    if (u.Mask[j] == 0) row[j] = float.NegativeInfinity;
+            for (int j = visible; j < width; j++) row[j] = float.NegativeInfinity;
+            float max = Reductions.Max(row, width), l = float.NegativeInfinity;
+            if (float.IsNegativeInfinity(max))
+            {
+                new Span<float>(row, width).Clear();
+                inv[rr] = 0;
+            }
+            else
+            {
+                float sum = Reductions.ExpShiftedInPlace(row, width, max);
+                inv[rr] = 1f / sum;
+                l = max + MathF.Log(sum);
+            }
+            if (u.Lse != null) u.Lse[(long)(r0 + rr) * u.LseStride] = l;
+        }
+        Gemm.MultiplyNN(sc, width, u.V, u.Ldkv, o, u.Ldq, nr, width, d, threads: 1);
+        for (int rr = 0; rr < nr; rr++) Scale.Apply(new Span<float>(o + (long)rr * u.Ldq, d), inv[rr]);
     }
 
     /// <summary>Backward of <see cref="Forward"/>; lse is the forward's (or empty: recomputed).</summary>
@@ -61,65 +129,36 @@ public static unsafe class Attention
             || (!lse.IsEmpty && lse.Length != (long)batch * heads * tq) || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength))
             throw new ArgumentException($"Attention backward: q {q.Length}, k {k.Length}, v {v.Length}, dOut {dOut.Length}, dq {dq.Length}, dk {dk.Length}, dv {dv.Length}, lse {lse.Length}, mask {keyMask.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
-        int pairs = batch * kvHeads, group = heads / kvHeads;
+        int group = heads / kvHeads, units = batch * kvHeads;
+        int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* pl0 = lse) fixed (float* pdo0 = dOut)
         fixed (float* pdq0 = dq) fixed (float* pdk0 = dk) fixed (float* pdv0 = dv) fixed (int* pm0 = keyMask)
         {
             nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, pl = (nint)pl0, pdo = (nint)pdo0, pdq = (nint)pdq0, pdk = (nint)pdk0, pdv = (nint)pdv0, pm = (nint)pm0;
-            long work = (long)batch * heads * tq * Math.Max(1, Math.Min(kvLength, queryOffset + tq)) * d;
-            StaticPartition.For(pairs, StaticPartition.Parts(threads, pairs, work, 1 << 16), (p0, p1) =>
+            long work = (long)batch * heads * tq * widest * d;
+            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
-                var scores = new float[Math.Max(1, kvLength)];
-                var dps = new float[Math.Max(1, kvLength)];
-                fixed (float* sc = scores) fixed (float* dp = dps)
+                var pBuf = new float[Math.Min(BlockRows, tq) * widest];
+                var dsBuf = new float[Math.Min(BlockRows, tq) * widest];
+                fixed (float* p = pBuf) fixed (float* ds = dsBuf)
                 {
-                    for (int p = p0; p < p1; p++)
+                    for (int u = u0; u < u1; u++)
                     {
-                        int b = p / kvHeads, kh = p % kvHeads;
-                        int stride = kvHeads * d;
+                        int b = u / kvHeads, kh = u % kvHeads, ldkv = kvHeads * d, ldq = heads * d;
                         long kvOff = ((long)b * s * kvHeads + kh) * d;
-                        float* kBase = (float*)pk + kvOff, vBase = (float*)pv + kvOff, dkBase = (float*)pdk + kvOff, dvBase = (float*)pdv + kvOff;
+                        float* dkBase = (float*)pdk + kvOff, dvBase = (float*)pdv + kvOff;
                         for (int j = 0; j < s; j++)
                         {
-                            new Span<float>(dkBase + (long)j * stride, d).Clear();
-                            new Span<float>(dvBase + (long)j * stride, d).Clear();
+                            new Span<float>(dkBase + (long)j * ldkv, d).Clear();
+                            new Span<float>(dvBase + (long)j * ldkv, d).Clear();
                         }
-                        int* mask = pm == 0 ? null : (int*)pm + (long)b * kvLength;
                         for (int h = kh * group; h < (kh + 1) * group; h++)
-                        for (int i = 0; i < tq; i++)
                         {
-                            long qo = (((long)b * tq + i) * heads + h) * d;
-                            float* qr = (float*)pq + qo, dor = (float*)pdo + qo, dqr = (float*)pdq + qo;
-                            new Span<float>(dqr, d).Clear();
-                            int visible = Math.Min(kvLength, queryOffset + i + 1);
-                            float max = float.NegativeInfinity;
-                            for (int j = 0; j < visible; j++)
-                            {
-                                if (mask != null && mask[j] == 0)
-                                {
-                                    sc[j] = float.NegativeInfinity;
-                                    continue;
-                                }
-                                sc[j] = scale * Reductions.Dot(qr, kBase + (long)j * stride, d);
-                                max = MathF.Max(max, sc[j]);
-                            }
-                            if (float.IsNegativeInfinity(max)) continue;
-                            float l = pl != 0 ? ((float*)pl)[((long)b * heads + h) * tq + i] : max + MathF.Log(Reductions.SumExpShifted(sc, visible, max));
-                            Reductions.ExpShiftedInPlace(sc, visible, l);
-                            float pdp = 0;
-                            for (int j = 0; j < visible; j++)
-                            {
-                                dp[j] = sc[j] == 0 ? 0 : Reductions.Dot(dor, vBase + (long)j * stride, d);
-                                pdp += sc[j] * dp[j];
-                            }
-                            for (int j = 0; j < visible; j++)
-                            {
-                                if (sc[j] == 0) continue;
-                                float ds = scale * sc[j] * (dp[j] - pdp);
-                                Axpy(dqr, ds, kBase + (long)j * stride, d);
-                                Axpy(dkBase + (long)j * stride, ds, qr, d);
-                                Axpy(dvBase + (long)j * stride, sc[j], dor, d);
-                            }
+                            long qOff = ((long)b * tq * heads + h) * d;
+                            var g = new GradUnit((float*)pq + qOff, (float*)pdo + qOff, (float*)pdq + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, dkBase, dvBase, ldkv,
+                                pm == 0 ? null : (int*)pm + (long)b * kvLength, pl == 0 ? null : (float*)pl + ((long)b * heads + h) * tq);
+                            for (int r0 = 0; r0 < tq; r0 += BlockRows)
+                                BackwardBlock(g, r0, Math.Min(BlockRows, tq - r0), d, kvLength, queryOffset, scale, p, ds);
                         }
                     }
                 }
@@ -127,59 +166,50 @@ public static unsafe class Attention
         }
     }
 
-    // One query row against keys [0, visible): writes out[D], returns the log-sum-exp.
-    private static float Query(float* q, float* k, float* v, int stride, int* mask, int visible, int d, float scale, float* sc, float* o)
+    // One query head's backward pointers: q/dOut/dq rows at stride ldq; k, v, dk, dv rows of its kv head at
+    // stride ldkv; the sequence's mask; the forward's lse for this head (or null).
+    private readonly struct GradUnit(float* q, float* dOut, float* dq, int ldq, float* k, float* v, float* dk, float* dv, int ldkv, int* mask, float* lse)
     {
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < visible; j++)
+        public readonly float* Q = q, DOut = dOut, DQ = dq, K = k, V = v, DK = dk, DV = dv, Lse = lse;
+        public readonly int Ldq = ldq, Ldkv = ldkv;
+        public readonly int* Mask = mask;
+    }
+
+    // Query rows [r0, r0+nr) of one head: P from S = Q K^T (and lse), dP = dOut V^T, dS = scale P (dP - rowsum(P dP)),
+    // then dq = dS K, dk += dS^T Q, dv += P^T dOut, all through the GEMM.
+    private static void BackwardBlock(in GradUnit u, int r0, int nr, int d, int kvLength, int queryOffset, float scale, float* p, float* ds)
+    {
+        int width = Math.Min(kvLength, queryOffset + r0 + nr - 1 + 1);
+        float* q = u.Q + (long)r0 * u.Ldq, dOut = u.DOut + (long)r0 * u.Ldq, dq = u.DQ + (long)r0 * u.Ldq;
+        for (int rr = 0; rr < nr; rr++) new Span<float>(dq + (long)rr * u.Ldq, d).Clear();
+        if (width <= 0) return;
+        new Span<float>(p, nr * width).Clear();
+        new Span<float>(ds, nr * width).Clear();
+        Gemm.MultiplyNT(q, u.Ldq, u.K, u.Ldkv, p, width, nr, d, width, threads: 1);
+        Gemm.MultiplyNT(dOut, u.Ldq, u.V, u.Ldkv, ds, width, nr, d, width, threads: 1);
+        for (int rr = 0; rr < nr; rr++)
         {
-            if (mask != null && mask[j] == 0)
+            float* pr = p + (long)rr * width, dsr = ds + (long)rr * width;
+            int visible = Math.Min(kvLength, queryOffset + r0 + rr + 1);
+            Scale.Apply(new Span<float>(pr, visible), scale);
+            if (u.Mask != null)
+                for (int j = 0; j < visible; j++)
+                    if (u.Mask[j] == 0) pr[j] = float.NegativeInfinity;
+            for (int j = visible; j < width; j++) pr[j] = float.NegativeInfinity;
+            float max = Reductions.Max(pr, width);
+            if (float.IsNegativeInfinity(max))
             {
-                sc[j] = float.NegativeInfinity;
+                new Span<float>(pr, width).Clear();
+                new Span<float>(dsr, width).Clear();
                 continue;
             }
-            sc[j] = scale * Reductions.Dot(q, k + (long)j * stride, d);
-            max = MathF.Max(max, sc[j]);
+            float l = u.Lse != null ? u.Lse[r0 + rr] : max + MathF.Log(Reductions.SumExpShifted(pr, width, max));
+            Reductions.ExpShiftedInPlace(pr, width, l);
+            float pdp = Reductions.Dot(pr, dsr, width);
+            for (int j = 0; j < width; j++) dsr[j] = scale * pr[j] * (dsr[j] - pdp);
         }
-        new Span<float>(o, d).Clear();
-        if (float.IsNegativeInfinity(max)) return float.NegativeInfinity;
-        float sum = Reductions.ExpShiftedInPlace(sc, visible, max);
-        for (int j = 0; j < visible; j++)
-            if (sc[j] != 0) Axpy(o, sc[j], v + (long)j * stride, d);
-        Scale(o, 1f / sum, d);
-        return max + MathF.Log(sum);
-    }
-
-    // y[0..n) += a x[0..n)
-    private static void Axpy(float* y, float a, float* x, int n)
-    {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var av = Vector512.Create(a);
-            for (; i <= n - 16; i += 16) Vector512.FusedMultiplyAdd(av, Vector512.Load(x + i), Vector512.Load(y + i)).Store(y + i);
-        }
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var av = Vector256.Create(a);
-            for (; i <= n - 8; i += 8) Vector256.FusedMultiplyAdd(av, Vector256.Load(x + i), Vector256.Load(y + i)).Store(y + i);
-        }
-        for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(a, x[i], y[i]);
-    }
-
-    private static void Scale(float* y, float a, int n)
-    {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var av = Vector512.Create(a);
-            for (; i <= n - 16; i += 16) (Vector512.Load(y + i) * av).Store(y + i);
-        }
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var av = Vector256.Create(a);
-            for (; i <= n - 8; i += 8) (Vector256.Load(y + i) * av).Store(y + i);
-        }
-        for (; i < n; i++) y[i] *= a;
+        Gemm.MultiplyNN(ds, width, u.K, u.Ldkv, dq, u.Ldq, nr, width, d, threads: 1);
+        Gemm.MultiplyTN(ds, width, q, u.Ldq, u.DK, u.Ldkv, width, nr, d, threads: 1);
+        Gemm.MultiplyTN(p, width, dOut, u.Ldq, u.DV, u.Ldkv, width, nr, d, threads: 1);
     }
 }

@@ -38,7 +38,7 @@ public static unsafe class Gemm
     {
         CheckSizes("NT", x.Length, w.Length, y.Length, n, k, m);
         fixed (float* px = x) fixed (float* pw = w) fixed (float* py = y)
-            Run(new Job(px, k, true, pw, null, k, true, py, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(px, k, true, pw, null, k, true, py, m, n, k, m, Resolve(kernel)), threads);
     }
 
     /// <summary>y[n,m] += sum_k x[n,k] w[m,k] with bf16 w.</summary>
@@ -46,7 +46,7 @@ public static unsafe class Gemm
     {
         CheckSizes("NT", x.Length, wBf16.Length, y.Length, n, k, m);
         fixed (float* px = x) fixed (ushort* pw = wBf16) fixed (float* py = y)
-            Run(new Job(px, k, true, null, pw, k, true, py, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(px, k, true, null, pw, k, true, py, m, n, k, m, Resolve(kernel)), threads);
     }
 
     /// <summary>y[n,m] += sum_k a[n,k] b[k,m] (a [N,K], b [K,M], y [N,M]).</summary>
@@ -54,7 +54,7 @@ public static unsafe class Gemm
     {
         CheckSizes("NN", a.Length, b.Length, y.Length, n, k, m);
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* py = y)
-            Run(new Job(pa, k, true, pb, null, m, false, py, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(pa, k, true, pb, null, m, false, py, m, n, k, m, Resolve(kernel)), threads);
     }
 
     /// <summary>y[n,m] += sum_k a[n,k] b[k,m] with bf16 b.</summary>
@@ -62,7 +62,7 @@ public static unsafe class Gemm
     {
         CheckSizes("NN", a.Length, bBf16.Length, y.Length, n, k, m);
         fixed (float* pa = a) fixed (ushort* pb = bBf16) fixed (float* py = y)
-            Run(new Job(pa, k, true, null, pb, m, false, py, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(pa, k, true, null, pb, m, false, py, m, n, k, m, Resolve(kernel)), threads);
     }
 
     /// <summary>y[n,m] += sum_k a[k,n] b[k,m] (a [K,N], b [K,M], y [N,M]).</summary>
@@ -70,8 +70,20 @@ public static unsafe class Gemm
     {
         CheckSizes("TN", a.Length, b.Length, y.Length, n, k, m);
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* py = y)
-            Run(new Job(pa, n, false, pb, null, m, false, py, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(pa, n, false, pb, null, m, false, py, m, n, k, m, Resolve(kernel)), threads);
     }
+
+    /// <summary>Strided NT form on raw rows: c[n*ldc + m] += sum_k a[n*lda + k] b[m*ldb + k] (attention's Q K^T).</summary>
+    internal static void MultiplyNT(float* a, int lda, float* b, int ldb, float* c, int ldc, int n, int k, int m, int threads) =>
+        Run(new Job(a, lda, true, b, null, ldb, true, c, ldc, n, k, m, Resolve(GemmKernel.Auto)), threads);
+
+    /// <summary>Strided NN form on raw rows: c[n*ldc + m] += sum_k a[n*lda + k] b[k*ldb + m] (attention's P V).</summary>
+    internal static void MultiplyNN(float* a, int lda, float* b, int ldb, float* c, int ldc, int n, int k, int m, int threads) =>
+        Run(new Job(a, lda, true, b, null, ldb, false, c, ldc, n, k, m, Resolve(GemmKernel.Auto)), threads);
+
+    /// <summary>Strided TN form on raw rows: c[n*ldc + m] += sum_k a[k*lda + n] b[k*ldb + m] (attention's dS^T Q, P^T dO).</summary>
+    internal static void MultiplyTN(float* a, int lda, float* b, int ldb, float* c, int ldc, int n, int k, int m, int threads) =>
+        Run(new Job(a, lda, false, b, null, ldb, false, c, ldc, n, k, m, Resolve(GemmKernel.Auto)), threads);
 
     public static GemmKernel Resolve(GemmKernel k)
     {
@@ -89,11 +101,11 @@ public static unsafe class Gemm
     }
 
     // a: element (row i, reduction p) at A[i*lda + p] when aByRows, else A[p*lda + i]; likewise b (f32 B or bf16 Bb).
-    private readonly struct Job(float* a, int lda, bool aByRows, float* b, ushort* bb, int ldb, bool bByRows, float* c, int n, int k, int m, GemmKernel kernel)
+    private readonly struct Job(float* a, int lda, bool aByRows, float* b, ushort* bb, int ldb, bool bByRows, float* c, int ldc, int n, int k, int m, GemmKernel kernel)
     {
         public readonly float* A = a, B = b, C = c;
         public readonly ushort* Bb = bb;
-        public readonly int Lda = lda, Ldb = ldb, N = n, K = k, M = m;
+        public readonly int Lda = lda, Ldb = ldb, Ldc = ldc, N = n, K = k, M = m;
         public readonly bool AByRows = aByRows, BByRows = bByRows;
         public readonly GemmKernel Kernel = kernel;
         public int TileN => Kernel switch { GemmKernel.Avx512 => 12, _ => 4 };
@@ -107,7 +119,7 @@ public static unsafe class Gemm
         // Small products are not worth waking a second thread; the grid never changes the arithmetic.
         long flops = 2L * job.N * job.M * job.K;
         int t = (int)Math.Max(1, Math.Min(Math.Min(threads, (long)tilesN * tilesM), flops / (1L << 20)));
-        var (gn, gm) = Grid(t, tilesN, tilesM);
+        var (gn, gm) = Grid(t, tilesN, tilesM, job.TileN, job.TileM);
         if (t == 1)
         {
             Worker(job, 0, tilesN, 0, tilesM);
@@ -121,20 +133,23 @@ public static unsafe class Gemm
         });
     }
 
-    // The gn x gm = t split of the tile grid whose largest share is smallest.
-    private static (int, int) Grid(int t, int tilesN, int tilesM)
+    // The gn x gm = t split of the tile grid whose largest share is smallest; on a tie, the one that packs
+    // less per thread (each thread packs its rows of a once and its rows of b once per NC block of a).
+    private static (int, int) Grid(int t, int tilesN, int tilesM, int tileN, int tileM)
     {
         (int, int) best = (t, 1);
-        long bestCost = long.MaxValue;
+        long bestCost = long.MaxValue, bestPack = long.MaxValue;
         for (int gn = 1; gn <= t; gn++)
         {
             if (t % gn != 0) continue;
             int gm = t / gn;
             if (gn > tilesN || gm > tilesM) continue;
-            long cost = (long)((tilesN + gn - 1) / gn) * ((tilesM + gm - 1) / gm);
-            if (cost < bestCost)
+            long shareN = (long)(tilesN + gn - 1) / gn, shareM = (long)(tilesM + gm - 1) / gm;
+            long cost = shareN * shareM;
+            long pack = shareN * tileN + shareM * tileM * ((shareN * tileN + NC - 1) / NC);
+            if (cost < bestCost || (cost == bestCost && pack < bestPack))
             {
-                bestCost = cost;
+                (bestCost, bestPack) = (cost, pack);
                 best = (gn, gm);
             }
         }
@@ -186,10 +201,10 @@ public static unsafe class Gemm
                         {
                             int ncols = Math.Min(tmSize, mcur - ir);
                             float* bPanel = bp + (long)ir * kcur;
-                            float* c = job.C + (long)(jc + jr) * job.M + ic + ir;
+                            float* c = job.C + (long)(jc + jr) * job.Ldc + ic + ir;
                             if (nrows == tnSize && ncols == tmSize)
                             {
-                                Micro(job.Kernel, kcur, bPanel, aPanel, c, job.M);
+                                Micro(job.Kernel, kcur, bPanel, aPanel, c, job.Ldc);
                             }
                             else
                             {
@@ -197,7 +212,7 @@ public static unsafe class Gemm
                                 Micro(job.Kernel, kcur, bPanel, aPanel, edge, tmSize);
                                 for (int r = 0; r < nrows; r++)
                                     for (int q = 0; q < ncols; q++)
-                                        c[(long)r * job.M + q] += edge[r * tmSize + q];
+                                        c[(long)r * job.Ldc + q] += edge[r * tmSize + q];
                             }
                         }
                     }

@@ -2,7 +2,9 @@
 // Memory-bound: each weight row is streamed once, four rows at a time for independent FMA chains, bf16
 // rows widened in registers. Every row's dot product has the same order (one SIMD accumulator over the
 // k chunks, then its lanes summed, then the scalar tail), whichever group or thread it falls in.
-// Rows are split across threads by a static partition.
+// Rows are split across threads by a static partition. MultiplyBatch does the same for up to four x
+// rows at once (batched decode), streaming each weight row once; every element gets exactly the
+// arithmetic of a single-row call, so a token's output does not depend on what it was batched with.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -31,6 +33,96 @@ public static unsafe class Gemv
             nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
             StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
                 RowsBf16((float*)px, (ushort*)pw, (float*)py, k, r0, r1));
+        }
+    }
+
+    /// <summary>Most x rows <see cref="MultiplyBatch(ReadOnlySpan{float}, ReadOnlySpan{float}, Span{float}, int, int, int, int)"/> takes.</summary>
+    public const int MaxBatch = 4;
+
+    /// <summary>y[i,m] += sum_k w[m,k] x[i,k] for n &lt;= 4 rows of x [n,K], y [n,M]; f32 weights.</summary>
+    public static void MultiplyBatch(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int n, int k, int m, int threads)
+    {
+        CheckBatch(x.Length, w.Length, y.Length, n, k, m);
+        fixed (float* px0 = x) fixed (float* pw0 = w) fixed (float* py0 = y)
+        {
+            nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
+            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
+                BatchRowsF32((float*)px, (float*)pw, (float*)py, n, k, m, r0, r1));
+        }
+    }
+
+    /// <summary>y[i,m] += sum_k w[m,k] x[i,k] for n &lt;= 4 rows; bf16 weights.</summary>
+    public static void MultiplyBatch(ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, Span<float> y, int n, int k, int m, int threads)
+    {
+        CheckBatch(x.Length, wBf16.Length, y.Length, n, k, m);
+        fixed (float* px0 = x) fixed (ushort* pw0 = wBf16) fixed (float* py0 = y)
+        {
+            nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
+            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
+                BatchRowsBf16((float*)px, (ushort*)pw, (float*)py, n, k, m, r0, r1));
+        }
+    }
+
+    private static void CheckBatch(int xl, int wl, int yl, int n, int k, int m)
+    {
+        if (n < 1 || n > MaxBatch || xl != (long)n * k || wl != (long)m * k || yl != (long)n * m)
+            throw new ArgumentException($"gemv batch: x has {xl} (need {n}x{k}, 1 <= n <= {MaxBatch}), w {wl} (need {m}x{k}), y {yl} (need {n}x{m})");
+    }
+
+    private static void BatchRowsF32(float* x, float* w, float* y, int n, int k, int m, int r0, int r1)
+    {
+        for (int r = r0; r < r1; r++)
+        {
+            float* wr = w + (long)r * k;
+            if (!Vector512.IsHardwareAccelerated)
+            {
+                for (int t = 0; t < n; t++) y[(long)t * m + r] += RowF32(x + (long)t * k, wr, k);
+                continue;
+            }
+            float* x1 = x + k, x2 = x1 + k, x3 = x2 + k;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            int i = 0;
+            for (; i <= k - 16; i += 16)
+            {
+                var wv = Vector512.Load(wr + i);
+                a0 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x + i), a0);
+                if (n > 1) a1 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x1 + i), a1);
+                if (n > 2) a2 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x2 + i), a2);
+                if (n > 3) a3 = Vector512.FusedMultiplyAdd(wv, Vector512.Load(x3 + i), a3);
+            }
+            y[r] += TailF32(x, wr, i, k, Vector512.Sum(a0));
+            if (n > 1) y[m + r] += TailF32(x1, wr, i, k, Vector512.Sum(a1));
+            if (n > 2) y[2L * m + r] += TailF32(x2, wr, i, k, Vector512.Sum(a2));
+            if (n > 3) y[3L * m + r] += TailF32(x3, wr, i, k, Vector512.Sum(a3));
+        }
+    }
+
+    private static void BatchRowsBf16(float* x, ushort* w, float* y, int n, int k, int m, int r0, int r1)
+    {
+        for (int r = r0; r < r1; r++)
+        {
+            ushort* wr = w + (long)r * k;
+            if (!Vector512.IsHardwareAccelerated)
+            {
+                for (int t = 0; t < n; t++) y[(long)t * m + r] += RowBf16(x + (long)t * k, wr, k);
+                continue;
+            }
+            float* x1 = x + k, x2 = x1 + k, x3 = x2 + k;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            int i = 0;
+            for (; i <= k - 32; i += 32)
+            {
+                var u = Vector512.Load(wr + i);
+                Vector512<float> lo = Vector512.ShiftLeft(Vector512.WidenLower(u), 16).AsSingle(), hi = Vector512.ShiftLeft(Vector512.WidenUpper(u), 16).AsSingle();
+                a0 = Vector512.FusedMultiplyAdd(hi, Vector512.Load(x + i + 16), Vector512.FusedMultiplyAdd(lo, Vector512.Load(x + i), a0));
+                if (n > 1) a1 = Vector512.FusedMultiplyAdd(hi, Vector512.Load(x1 + i + 16), Vector512.FusedMultiplyAdd(lo, Vector512.Load(x1 + i), a1));
+                if (n > 2) a2 = Vector512.FusedMultiplyAdd(hi, Vector512.Load(x2 + i + 16), Vector512.FusedMultiplyAdd(lo, Vector512.Load(x2 + i), a2));
+                if (n > 3) a3 = Vector512.FusedMultiplyAdd(hi, Vector512.Load(x3 + i + 16), Vector512.FusedMultiplyAdd(lo, Vector512.Load(x3 + i), a3));
+            }
+            y[r] += TailBf16(x, wr, i, k, Vector512.Sum(a0));
+            if (n > 1) y[m + r] += TailBf16(x1, wr, i, k, Vector512.Sum(a1));
+            if (n > 2) y[2L * m + r] += TailBf16(x2, wr, i, k, Vector512.Sum(a2));
+            if (n > 3) y[3L * m + r] += TailBf16(x3, wr, i, k, Vector512.Sum(a3));
         }
     }
 

@@ -1,6 +1,7 @@
 // Linear forward: y[N,M] = x[N,K] w[M,K]^T + bias[M] (w f32 or bf16), or y += that when accumulating.
 // y is first set to its starting value (0, bias, y, or y + bias), then the product is added: by the
-// GEMV path for a single row (decode) and by the packed GEMM for N > 1.
+// GEMV path for up to 4 rows (decode: each weight row streamed once; a row's result is the same bits
+// whether it comes alone or batched) and by the packed GEMM beyond.
 // Backward: dx = dy w through the GEMM's NN form, dw += dy^T x through its TN form, dBias += sum_n dy.
 namespace Temper.Kernels.Cpu;
 
@@ -10,6 +11,7 @@ public static class Linear
     {
         Start(bias, y, n, m, accumulate);
         if (n == 1) Gemv.Multiply(x, w, y, k, m, threads);
+        else if (n <= Gemv.MaxBatch) Gemv.MultiplyBatch(x, w, y, n, k, m, threads);
         else Gemm.Multiply(x, w, y, n, k, m, threads);
     }
 
@@ -17,6 +19,7 @@ public static class Linear
     {
         Start(bias, y, n, m, accumulate);
         if (n == 1) Gemv.Multiply(x, wBf16, y, k, m, threads);
+        else if (n <= Gemv.MaxBatch) Gemv.MultiplyBatch(x, wBf16, y, n, k, m, threads);
         else Gemm.Multiply(x, wBf16, y, n, k, m, threads);
     }
 

@@ -75,9 +75,9 @@ public static unsafe class RmsNorm
                     {
                         float* dyr = (float*)pdy + (long)n * c, xr = (float*)px + (long)n * c, dxr = (float*)pdx + (long)n * c;
                         float r = ((float*)pr)[n];
-                        for (int j = 0; j < c; j++) pg[j] = dyr[j] * ((float*)pw)[j];
+                        Multiply(dyr, (float*)pw, pg, c);
                         float mean = Reductions.Dot(pg, xr, c) * r / c; // mean(g xhat)
-                        for (int j = 0; j < c; j++) dxr[j] = r * (pg[j] - xr[j] * r * mean);
+                        InputGradient(pg, xr, r, mean, dxr, c);
                     }
                 }
             });
@@ -85,14 +85,61 @@ public static unsafe class RmsNorm
             StaticPartition.For(c, StaticPartition.Parts(threads, c, (long)rows * c, 1 << 15), (j0, j1) =>
             {
                 var acc = new float[j1 - j0];
-                for (int n = 0; n < rows; n++)
+                fixed (float* pa = acc)
                 {
-                    float r = ((float*)pr)[n];
-                    float* dyr = (float*)pdy + (long)n * c, xr = (float*)px + (long)n * c;
-                    for (int j = j0; j < j1; j++) acc[j - j0] += dyr[j] * (xr[j] * r);
+                    for (int n = 0; n < rows; n++)
+                    {
+                        long o = (long)n * c + j0;
+                        AccumulateWeightGradient((float*)pdy + o, (float*)px + o, ((float*)pr)[n], pa, j1 - j0);
+                    }
+                    Add.Forward(new Span<float>((float*)pdw + j0, j1 - j0), acc, new Span<float>((float*)pdw + j0, j1 - j0));
                 }
-                for (int j = j0; j < j1; j++) ((float*)pdw)[j] += acc[j - j0];
             });
         }
+    }
+
+    // g = dy * w
+    private static void Multiply(float* dy, float* w, float* g, int c)
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; j <= c - 16; j += 16) (Vector512.Load(dy + j) * Vector512.Load(w + j)).Store(g + j);
+        if (Vector256.IsHardwareAccelerated)
+            for (; j <= c - 8; j += 8) (Vector256.Load(dy + j) * Vector256.Load(w + j)).Store(g + j);
+        for (; j < c; j++) g[j] = dy[j] * w[j];
+    }
+
+    // dx = r (g - (x r) mean)
+    private static void InputGradient(float* g, float* x, float r, float mean, float* dx, int c)
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            Vector512<float> rv = Vector512.Create(r), mv = Vector512.Create(mean);
+            for (; j <= c - 16; j += 16) (rv * (Vector512.Load(g + j) - Vector512.Load(x + j) * rv * mv)).Store(dx + j);
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> rv = Vector256.Create(r), mv = Vector256.Create(mean);
+            for (; j <= c - 8; j += 8) (rv * (Vector256.Load(g + j) - Vector256.Load(x + j) * rv * mv)).Store(dx + j);
+        }
+        for (; j < c; j++) dx[j] = r * (g[j] - x[j] * r * mean);
+    }
+
+    // acc += dy * (x r)
+    private static void AccumulateWeightGradient(float* dy, float* x, float r, float* acc, int c)
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var rv = Vector512.Create(r);
+            for (; j <= c - 16; j += 16) (Vector512.Load(acc + j) + Vector512.Load(dy + j) * (Vector512.Load(x + j) * rv)).Store(acc + j);
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var rv = Vector256.Create(r);
+            for (; j <= c - 8; j += 8) (Vector256.Load(acc + j) + Vector256.Load(dy + j) * (Vector256.Load(x + j) * rv)).Store(acc + j);
+        }
+        for (; j < c; j++) acc[j] += dy[j] * (x[j] * r);
     }
 }

@@ -76,7 +76,7 @@ public abstract partial class BackendOpChecks : IDisposable
     public static TheoryData<int, int, int> LinearShapes => new()
     {
         { 1, 1, 1 }, { 7, 13, 5 }, { 33, 65, 17 }, { 64, 64, 64 }, { 130, 70, 200 }, { 2, 3, 4 }, { 13, 1, 33 },
-        { 1, 67, 33 }, { 1, 576, 100 }, { 1, 31, 7 }, { 25, 400, 37 },
+        { 1, 67, 33 }, { 1, 576, 100 }, { 1, 31, 7 }, { 25, 400, 37 }, { 3, 576, 100 }, { 4, 67, 33 }, { 5, 67, 33 },
     };
 
     [Theory]
@@ -181,6 +181,8 @@ public abstract partial class BackendOpChecks : IDisposable
         { 1, 17, 2, 17, 2, 67, 17, 0, true },   // odd head size
         { 3, 33, 9, 33, 3, 64, 33, 0, false },  // SmolLM-like heads
         { 1, 4, 2, 6, 1, 5, 3, 0, false },      // kv shorter than the queries' positions
+        { 1, 70, 2, 80, 1, 16, 75, 5, true },   // more query rows than one 64-row block
+        { 2, 1, 6, 9, 3, 8, 9, 8, false },      // decode step, GQA 2:1, no mask
     };
 
     [Theory]

@@ -148,6 +148,35 @@ public class GemmKernelTests
     }
 
     [Fact]
+    public void GemvBatch_MatchesReference_AndEachRowAlone()
+    {
+        foreach (int k in new[] { 1, 15, 16, 17, 31, 32, 33, 67, 576 })
+        foreach (int n in new[] { 2, 3, 4 })
+        {
+            const int m = 7;
+            var x = Floats(n * k, n + k);
+            var wb = ToBf16(Floats(m * k, k));
+            var w = Widen(wb);
+            var y0 = Floats(n * m, 5);
+            var expected = (float[])y0.Clone();
+            LinearReference.Forward(x, w, default, expected, n, k, m, accumulate: true);
+            var (y, yb) = ((float[])y0.Clone(), (float[])y0.Clone());
+            Gemv.MultiplyBatch(x, w, y, n, k, m, threads: 2);
+            Gemv.MultiplyBatch(x, wb, yb, n, k, m, threads: 2);
+            Close(y, expected, $"gemv batch f32 n={n} k={k}");
+            Close(yb, expected, $"gemv batch bf16 n={n} k={k}");
+            for (int i = 0; i < n; i++)
+            {
+                var (one, oneb) = (y0.AsSpan(i * m, m).ToArray(), y0.AsSpan(i * m, m).ToArray());
+                Gemv.Multiply(x.AsSpan(i * k, k), w, one, k, m, threads: 1);
+                Gemv.Multiply(x.AsSpan(i * k, k), wb, oneb, k, m, threads: 1);
+                Bitwise(y.AsSpan(i * m, m), one, $"gemv batch row {i} vs alone, n={n} k={k}");
+                Bitwise(yb.AsSpan(i * m, m), oneb, $"gemv batch bf16 row {i} vs alone, n={n} k={k}");
+            }
+        }
+    }
+
+    [Fact]
     public void Gemv_IsBitwiseIndependentOfThreads()
     {
         const int k = 1000, m = 301;
