@@ -1,7 +1,8 @@
 // Temper's kernel benchmarks (BenchmarkDotNet). Run a subset with a filter, e.g.
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE dotnet run -c Release --project bench/Temper.Bench -- --filter '*Gemm*' --job short
 // (bench/README.md says why those two variables are unset and how to install the OpenBLAS peer).
-// `-- --gemm-best-of [seconds]` runs the quick best-of GEMM comparison instead (GemmBestOf.cs).
+// `-- --gemm-best-of [seconds]` runs the quick best-of GEMM comparison instead (GemmBestOf.cs);
+// `-- --train-step [steps]` the end-to-end CPU LoRA training step (TrainStep.cs).
 using BenchmarkDotNet.Running;
 using Temper.Bench;
 
@@ -10,6 +11,11 @@ Console.WriteLine($"peer: {OpenBlas.Describe()}");
 if (args.Length > 0 && args[0] == "--gemm-best-of")
 {
     GemmBestOf.Run(args.Length > 1 ? double.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 3);
+    return;
+}
+if (args.Length > 0 && args[0] == "--train-step")
+{
+    TrainStep.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 3);
     return;
 }
 BenchmarkSwitcher.FromAssembly(typeof(OpenBlas).Assembly).Run(args);

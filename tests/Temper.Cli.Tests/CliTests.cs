@@ -110,6 +110,14 @@ public class CliTests
     }
 
     [Fact]
+    public void Chat_keeps_the_conversation_until_an_empty_line()
+    {
+        var r = TemperCli.RunWithInput("hello\nand again\n\n", "chat", "--model", Fixtures.Hf("qwen2-tiny"), "--max-new-tokens", "3", "--ignore-eos");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(2, r.Stderr.Split("> ").Length - 2); // two answered turns, then the prompt that read the empty line
+    }
+
+    [Fact]
     public void Generate_streams_the_requested_number_of_tokens()
     {
         string dir = Fixtures.Hf("llama-tiny");
