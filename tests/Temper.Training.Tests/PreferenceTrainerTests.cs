@@ -162,3 +162,45 @@ public class DpoRawIdsTests
         Directory.Delete(dir, true);
     }
 }
+
+public class DpoLearningTests
+{
+    // DPO learns: on a synthetic preference set (the addition task's prompts; chosen = the required
+    // "Answer: N" line, rejected = a chatty wrong-format reply), held-out reward accuracy rises above 0.9.
+    [Fact]
+    public void Dpo_reward_accuracy_on_held_out_pairs_exceeds_0_9()
+    {
+        string dir = Directory.CreateTempSubdirectory("temper-dpo-learn-").FullName;
+        var task = new Temper.Training.Tasks.AdditionTask(0, 99);
+        static string Line(Temper.Training.Tasks.TaskItem i) => new JsonObject
+        {
+            ["prompt"] = i.Prompt + "\n",
+            ["chosen"] = i.Completion,
+            ["rejected"] = $"I think it is {i.Answer + 1}, probably",
+        }.ToJsonString();
+        string train = Path.Combine(dir, "train.jsonl"), held = Path.Combine(dir, "held.jsonl");
+        File.WriteAllLines(train, task.Train(256, seed: 1).Select(Line));
+        File.WriteAllLines(held, task.HeldOut(64, seed: 2).Select(Line));
+        var o = new SftOptions
+        {
+            ModelDir = Fixtures.Hf("llama-tiny"), DataPath = train, OutDir = Path.Combine(dir, "run"), LoraRank = 8, LoraAlpha = 16,
+            LearningRate = 5e-3f, BatchSize = 16, MaxSteps = 40, Seed = 1, Scheduler = Temper.Training.Optim.ScheduleKind.Constant,
+        };
+        new DpoTrainer(o, new PreferenceOptions { Beta = 0.1 }, new CpuBackend()).Run();
+
+        using var lm = Temper.Models.LanguageModel.Load(Fixtures.Hf("llama-tiny"), new CpuBackend(), o.OutDir);
+        var data = Temper.Training.Data.PreferenceDataset.Load(held, lm.RequireTokenizer(), lm.Template, unpaired: false);
+        var bp = new Temper.Models.DecoderBackprop(lm.Decoder);
+        var chosen = data.Pairs.Select(p => p.Chosen).ToList();
+        var rejected = data.Pairs.Select(p => p.Rejected).ToList();
+        var pc = SequenceLogps.Compute(bp, chosen, 0).Sums;
+        var pr = SequenceLogps.Compute(bp, rejected, 0).Sums;
+        using var reference = ReferenceModel.AdapterOff(lm.Weights);
+        var rc = reference.Logps(bp, chosen, 0);
+        var rr = reference.Logps(bp, rejected, 0);
+        var r = DpoLoss.Compute(pc, pr, rc, rr, 0.1);
+        Console.WriteLine($"dpo held-out reward accuracy {r.RewardAccuracy:F3}, margin {r.RewardMargin:F3}");
+        Assert.True(r.RewardAccuracy > 0.9, $"held-out reward accuracy {r.RewardAccuracy:F3}");
+        Directory.Delete(dir, true);
+    }
+}
