@@ -148,6 +148,23 @@ public class DpoRawIdsTests
     }
 
     [Fact]
+    public void Reference_model_with_another_tokenizer_is_refused()
+    {
+        string dir = Directory.CreateTempSubdirectory("temper-ref-").FullName;
+        var o = new SftOptions
+        {
+            ModelDir = Fixtures.Hf("llama-tiny"), DataPath = Path.Combine(Fixtures.Hf("llama-tiny"), "trainer", "dpo.jsonl"), OutDir = dir, MaxSteps = 1, LoraRank = 2,
+        };
+        string refModel = Path.Combine(dir, "ref");
+        Directory.CreateDirectory(refModel);
+        foreach (var f in Directory.GetFiles(Fixtures.Hf("llama-tiny"))) File.Copy(f, Path.Combine(refModel, Path.GetFileName(f)));
+        File.Copy(Path.Combine(Fixtures.Tokenizer("tok-qwen2"), "tokenizer.json"), Path.Combine(refModel, "tokenizer.json"), overwrite: true);
+        var e = Assert.Throws<Temper.Core.TemperException>(() => new DpoTrainer(o with { OutDir = Path.Combine(dir, "run") }, new PreferenceOptions { RefModel = refModel }, new CpuBackend()).Run());
+        Assert.Contains("tokenizer differs", e.Message);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
     public void Identical_chosen_and_rejected_is_named()
     {
         string dir = Directory.CreateTempSubdirectory("temper-pref-").FullName;
