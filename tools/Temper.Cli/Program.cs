@@ -23,6 +23,8 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     PreferenceCommand.Create("orpo"),
     GrpoCommand.Create(),
     MergeCommand.Create(),
+    DemoCommand.Create(),
+    TaskDataCommand.Create(),
 };
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
