@@ -43,7 +43,7 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
         foreach (var s in stages)
             if (!AllStages.Contains(s)) throw new TemperException($"--stages: unknown stage '{s}' (known: {string.Join(", ", AllStages)})");
         if (!File.Exists(Path.Combine(baseDir, "config.json"))) throw new TemperException($"{baseDir}: no base model (config.json) there");
-        Directory.CreateDirectory(outDir);
+        Directory.CreateDirectory(DataDir);
         var task = new AdditionTask(0, 99);
         var train = task.Train(settings.TrainItems, (ulong)seed);
         var heldOut = task.HeldOut(settings.HeldOutItems, (ulong)seed + 1);
@@ -175,6 +175,6 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
                 ["answers"] = new JsonArray(r.Answers.Select(a => (JsonNode)a).ToArray()),
             }).ToArray()),
         };
-        AtomicFile.WriteAllText(Path.Combine(outDir, "summary.json"), root.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        AtomicFile.WriteAllText(Path.Combine(outDir, "summary.json"), root.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
     }
 }

@@ -15,7 +15,7 @@ public sealed record DemoSettings
     public int ShowcasePrompts { get; init; } = 4;
     public int LoraRank { get; init; } = 8;
     public double LoraAlpha { get; init; } = 16;
-    public int MaxLength { get; init; } = 32;
+    public int MaxLength { get; init; } = 48;
     public DemoStageSettings Sft { get; init; } = new(Steps: 120, LearningRate: 3e-3f, BatchSize: 32, WarmupSteps: 10);
     public DemoStageSettings Dpo { get; init; } = new(Steps: 40, LearningRate: 1e-3f, BatchSize: 16);
     public double DpoBeta { get; init; } = 0.1;
