@@ -13,7 +13,7 @@ mkdir "$work/init"
 cp demo/base/config.json demo/base/tokenizer.json demo/base/tokenizer_config.json demo/base/chat_template.jinja "$work/init/"
 temper task-data --form equation --split all --count 20000 --seed 1 --out "$work/equation.jsonl"
 temper pretrain --model "$work/init" --from-scratch --data "$work/equation.jsonl" --out "$work/run" \
-  --lr 3e-3 --lr-scheduler cosine --warmup-steps 50 --batch-size 64 --max-steps 3000 --max-len 32 --seed 1 --threads 2
+  --lr 3e-3 --lr-scheduler cosine --warmup-steps 40 --batch-size 64 --max-steps 1000 --max-len 32 --seed 1 --threads 2
 cp "$work/run/model.safetensors" demo/base/model.safetensors
 cp "$work/run/metrics.jsonl" demo/base/pretrain-metrics.jsonl
 sha256sum demo/base/model.safetensors
