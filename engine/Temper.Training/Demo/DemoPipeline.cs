@@ -143,6 +143,7 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
         + $" --max-steps {o.MaxSteps} --max-len {o.MaxLength} --seed {o.Seed}" + (o.Threads > 0 ? $" --threads {o.Threads}" : "");
 
     private static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+    private static string F(float v) => v.ToString(CultureInfo.InvariantCulture);
     private static string Q(string path) => path.Contains(' ') ? $"\"{path}\"" : path;
 
     private (TaskEvaluation, IReadOnlyList<string>) Evaluate(string modelDir, string? adapterDir, IReadOnlyList<TaskItem> heldOut)

@@ -16,7 +16,7 @@ public sealed record DemoSettings
     public int LoraRank { get; init; } = 8;
     public double LoraAlpha { get; init; } = 16;
     public int MaxLength { get; init; } = 48;
-    public DemoStageSettings Sft { get; init; } = new(Steps: 120, LearningRate: 3e-3f, BatchSize: 32, WarmupSteps: 10);
+    public DemoStageSettings Sft { get; init; } = new(Steps: 400, LearningRate: 1e-2f, BatchSize: 32, WarmupSteps: 10);
     public DemoStageSettings Dpo { get; init; } = new(Steps: 40, LearningRate: 1e-3f, BatchSize: 16);
     public double DpoBeta { get; init; } = 0.1;
     public DemoStageSettings Grpo { get; init; } = new(Steps: 40, LearningRate: 5e-4f, BatchSize: 8);
@@ -30,7 +30,7 @@ public sealed record DemoSettings
     {
         TrainItems = 2000,
         HeldOutItems = 100,
-        Sft = new(Steps: 60, LearningRate: 3e-3f, BatchSize: 32, WarmupSteps: 5),
+        Sft = new(Steps: 200, LearningRate: 1e-2f, BatchSize: 32, WarmupSteps: 5),
         Dpo = new(Steps: 15, LearningRate: 1e-3f, BatchSize: 16),
         Grpo = new(Steps: 15, LearningRate: 5e-4f, BatchSize: 8),
     };
