@@ -24,6 +24,8 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     GrpoCommand.Create(),
     MergeCommand.Create(),
     DistillCommand.Create(),
+    DemoCommand.Create(),
+    TaskDataCommand.Create(),
 };
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
