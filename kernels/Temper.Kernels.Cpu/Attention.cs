@@ -10,7 +10,6 @@
 // dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut, in the same 64-row blocks through the
 // GEMM; (batch, kv head) pairs are split across threads so that each dk/dv row is summed by one thread in
 // a fixed (head, block) order.
-using System.Runtime.Intrinsics;
 
 namespace Temper.Kernels.Cpu;
 

@@ -10,6 +10,7 @@ public static class Linear
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> bias, Span<float> y, int n, int k, int m, bool accumulate, int threads)
     {
         Start(bias, y, n, m, accumulate);
+        if (n == 0) return;
         if (n == 1) Gemv.Multiply(x, w, y, k, m, threads);
         else if (n <= Gemv.MaxBatch) Gemv.MultiplyBatch(x, w, y, n, k, m, threads);
         else Gemm.Multiply(x, w, y, n, k, m, threads);
@@ -18,6 +19,7 @@ public static class Linear
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, ReadOnlySpan<float> bias, Span<float> y, int n, int k, int m, bool accumulate, int threads)
     {
         Start(bias, y, n, m, accumulate);
+        if (n == 0) return;
         if (n == 1) Gemv.Multiply(x, wBf16, y, k, m, threads);
         else if (n <= Gemv.MaxBatch) Gemv.MultiplyBatch(x, wBf16, y, n, k, m, threads);
         else Gemm.Multiply(x, wBf16, y, n, k, m, threads);

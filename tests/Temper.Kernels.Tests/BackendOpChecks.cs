@@ -118,6 +118,14 @@ public abstract partial class BackendOpChecks : IDisposable
         Close(Run(y), expected, "linear [2,3,10]");
     }
 
+    [Fact]
+    public void Linear_WithNoRows_IsANoOp()
+    {
+        var y = _b.Zeros(new Shape(0, 5));
+        _b.Linear(_b.Zeros(new Shape(0, 3)), Up(Floats(15, 1), 5, 3), Up(Floats(5, 2), 5), y);
+        Assert.Equal(0, y.Elements);
+    }
+
     // ---- LoraLinear ----
 
     [Theory]
