@@ -1,10 +1,13 @@
 // Picks the next token from one row of logits [V]. Scalar and readable: it runs once per generated
-// token per row, far off the hot path of the forward pass.
+// token per row, far off the hot path of the forward pass. The draws come from SplitMix64 over the
+// hashed seed, so nearby seeds (the generator gives row b seed + b) give independent streams;
+// System.Random's seeded generator gives near-lattice first draws for consecutive seeds, which made
+// a GRPO group's completions correlated.
 namespace Temper.Models;
 
 public sealed class Sampler(SamplingOptions options)
 {
-    private readonly Random _rng = new((int)(options.Seed ^ (options.Seed >> 32)));
+    private ulong _state = Mix(options.Seed ^ 0x243F6A8885A308D3UL);
 
     public SamplingOptions Options { get; } = options;
 
@@ -32,7 +35,7 @@ public sealed class Sampler(SamplingOptions options)
             for (int i = 0; i < s.Length; i++) if (p[i] < threshold) s[i] = float.NegativeInfinity;
         }
         var probs = Softmax(s);
-        double u = _rng.NextDouble(), acc = 0;
+        double u = NextDouble(), acc = 0;
         for (int i = 0; i < probs.Length; i++)
         {
             acc += probs[i];
@@ -53,6 +56,19 @@ public sealed class Sampler(SamplingOptions options)
             if (cum <= 1 - topP) s[order[j]] = float.NegativeInfinity;
             else break;
         }
+    }
+
+    private double NextDouble()
+    {
+        _state += 0x9E3779B97F4A7C15UL;
+        return (Mix(_state) >> 11) * (1.0 / (1UL << 53));
+    }
+
+    private static ulong Mix(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
     }
 
     public static int ArgMax(ReadOnlySpan<float> s)

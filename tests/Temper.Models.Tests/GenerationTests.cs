@@ -52,6 +52,23 @@ public class GenerationTests
     }
 
     [Fact]
+    public void Consecutive_seeds_draw_independently()
+    {
+        // The generator seeds row b with seed + b (a GRPO group is G rows of one prompt), so neighbouring
+        // seeds must not give related draws: over uniform logits the difference of two neighbours' first
+        // tokens should itself be about uniform, not stuck on a few values.
+        var logits = new float[16];
+        var counts = new int[16];
+        for (ulong s = 0; s < 1600; s++)
+        {
+            int a = new Sampler(new SamplingOptions { Greedy = false, Seed = 1000 * s }).Next(logits, []);
+            int b = new Sampler(new SamplingOptions { Greedy = false, Seed = 1000 * s + 1 }).Next(logits, []);
+            counts[(b - a + 16) % 16]++;
+        }
+        Assert.True(counts.Max() < 160, $"neighbouring seeds' first-token differences: {string.Join(",", counts)}");
+    }
+
+    [Fact]
     public void Eos_and_stop_strings_end_rows()
     {
         int[] p = [5, 17, 99];

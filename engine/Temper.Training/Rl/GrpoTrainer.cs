@@ -16,6 +16,12 @@ using Temper.Training.Trainers;
 
 namespace Temper.Training.Rl;
 
+/// <summary>A generated batch laid out for training (see <see cref="GrpoTrainer.Layout"/>).</summary>
+public sealed record GrpoLayout(SftBatch Batch, bool[] Counted, float[] Advantage, int Tokens, double RewardStd);
+
+/// <summary>The objective of one pass over a rollout: the loss, tokens clipped, and the k3 sum.</summary>
+public readonly record struct GrpoTokenLoss(double Loss, int Clipped, double KlSum);
+
 public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
 {
     public Action<StepReport>? OnStep { get; set; }
@@ -67,36 +73,14 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
             // The current policy's token log-probs (equal to the old ones on the first iteration).
             var logp = iteration == 1 ? ro.OldLogp : TokenLogps(run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null), ro.Counted);
             var weights = new float[logp.Length];
-            double loss = 0, kl = 0;
-            int clipped = 0;
-            for (int n = 0; n < logp.Length; n++)
-            {
-                if (!ro.Counted[n]) continue;
-                double a = ro.Advantage[n], ratio = Math.Exp(logp[n] - ro.OldLogp[n]);
-                double clippedRatio = Math.Clamp(ratio, 1 - g.Epsilon, 1 + g.Epsilon);
-                double l1 = ratio * a, l2 = clippedRatio * a;
-                bool takesUnclipped = l1 <= l2;
-                if ((ratio < 1 - g.Epsilon && a < 0) || (ratio > 1 + g.Epsilon && a > 0)) clipped++;
-                double d = takesUnclipped ? -ratio * a : 0;
-                double lossN = -Math.Min(l1, l2);
-                if (g.Beta > 0)
-                {
-                    double diff = ro.RefLogp[n] - logp[n];
-                    double k3 = Math.Exp(diff) - diff - 1;
-                    kl += k3;
-                    lossN += g.Beta * k3;
-                    d += g.Beta * (1 - Math.Exp(diff));
-                }
-                loss += lossN / ro.Tokens;
-                weights[n] = (float)(-d / ro.Tokens); // the CE row of a token is -logp
-            }
+            var tl = TokenLoss(logp, ro.OldLogp, ro.RefLogp, ro.Advantage, ro.Counted, ro.Tokens, g.Epsilon, g.Beta, weights);
             run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, weights);
             var extra = (JsonObject)ro.Stats.DeepClone();
-            extra["clip_fraction"] = (double)clipped / ro.Tokens;
-            extra["kl"] = kl / ro.Tokens;
+            extra["clip_fraction"] = (double)tl.Clipped / ro.Tokens;
+            extra["kl"] = tl.KlSum / ro.Tokens;
             extra["iteration"] = iteration;
             var next = iteration == g.NumIterations ? cursor.Next(order.BatchesPerEpoch) : cursor;
-            return new StepOutput(loss, b.Ids.Length, next, extra);
+            return new StepOutput(tl.Loss, b.Ids.Length, next, extra);
         }
 
         var info = new JsonObject { ["path"] = Path.GetFullPath(o.DataPath), ["sha256"] = sha, ["prompts"] = prompts.Count, ["method"] = g.ToJson() };
@@ -110,48 +94,105 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         var inputs = prompts.SelectMany(p => Enumerable.Repeat((IReadOnlyList<int>)p.Ids, gsize)).ToList();
         var sampling = new SamplingOptions { Greedy = false, Temperature = g.Temperature, TopP = g.TopP, Seed = (ulong)(o.Seed + 7919L * round) * 1000003UL };
         var results = generator.Generate(inputs, new GenerationOptions { MaxNewTokens = g.MaxCompletionLength, Sampling = sampling, EosIds = run.Model.EosIds() });
-        var examples = new List<SftExample>();
         var reward = new double[inputs.Count];
         int errors = 0;
         for (int i = 0; i < inputs.Count; i++)
-        {
-            var p = prompts[i / gsize];
-            var completion = results[i].GeneratedIds.ToArray();
-            reward[i] = RewardFunctions.Total(rewards, p.Row, tok.Decode(completion, skipSpecialTokens: true), ref errors);
-            var ids = p.Ids.Concat(completion).ToArray();
-            var labels = Enumerable.Repeat(SftExample.IgnoreIndex, p.Ids.Length).Concat(completion).ToArray();
-            examples.Add(new SftExample(ids, labels, 0));
-        }
+            reward[i] = RewardFunctions.Total(rewards, prompts[i / gsize].Row, tok.Decode(results[i].GeneratedIds.ToArray(), skipSpecialTokens: true), ref errors);
         if (errors > 0) OnWarning?.Invoke($"{errors} reward evaluation(s) threw or returned NaN/Inf; those samples got 0");
-        var batch = SftBatcher.Pad(examples, pad);
-        var counted = new bool[batch.Ids.Length];
-        for (int n = 0; n < counted.Length; n++)
-            counted[n] = n % batch.Length != batch.Length - 1 && batch.Labels[n + 1] != SftExample.IgnoreIndex;
+        var layout = Layout(prompts.Select(p => p.Ids).ToList(), results.Select(r => r.GeneratedIds.ToArray()).ToList(), reward, gsize, pad);
+        var batch = layout.Batch;
+        var counted = layout.Counted;
         var oldLogp = TokenLogps(run.Backprop.Run(batch.Ids, batch.Labels, batch.Mask, batch.Batch, 1f, null), counted);
         var refLogp = reference == null ? new float[counted.Length] : ReferenceTokenLogps(run, reference, batch, counted);
+        int tokens = layout.Tokens;
+        var stats = new JsonObject
+        {
+            ["reward"] = reward.Average(),
+            ["reward_std"] = layout.RewardStd,
+            ["completion_length"] = (double)tokens / inputs.Count,
+            ["reward_errors"] = errors,
+        };
+        return new Rollout { Batch = batch, OldLogp = oldLogp, RefLogp = refLogp, Advantage = layout.Advantage, Counted = counted, Tokens = tokens, Stats = stats };
+    }
+
+    /// <summary>
+    /// The training batch of a generated batch: row q*G+j is prompts[q] + completions[q*G+j], right-padded;
+    /// Counted[n] marks the rows of the per-token cross-entropy [B*T] that score a completion token
+    /// (position n predicts token n+1); every counted token of a row carries that row's advantage,
+    /// (r - mean) / (std + 1e-4) within its group of G (std with G - 1). Tokens = counted tokens (>= 1);
+    /// RewardStd = the groups' std averaged over groups.
+    /// </summary>
+    public static GrpoLayout Layout(IReadOnlyList<int[]> prompts, IReadOnlyList<int[]> completions, IReadOnlyList<double> rewards, int groupSize, int pad)
+    {
+        int rows = prompts.Count * groupSize;
+        if (groupSize < 2 || completions.Count != rows || rewards.Count != rows)
+            throw new ArgumentException($"GRPO layout: {prompts.Count} prompts x G {groupSize} need that many completions and rewards (got {completions.Count}, {rewards.Count})");
+        var examples = new List<SftExample>(rows);
+        for (int i = 0; i < rows; i++)
+        {
+            var p = prompts[i / groupSize];
+            var ids = p.Concat(completions[i]).ToArray();
+            var labels = Enumerable.Repeat(SftExample.IgnoreIndex, p.Length).Concat(completions[i]).ToArray();
+            examples.Add(new SftExample(ids, labels, 0));
+        }
+        var batch = SftBatcher.Pad(examples, pad);
+        int t = batch.Length;
+        var counted = new bool[batch.Ids.Length];
+        for (int n = 0; n < counted.Length; n++)
+            counted[n] = n % t != t - 1 && batch.Labels[n + 1] != SftExample.IgnoreIndex;
         var adv = new float[counted.Length];
         double std = 0;
         for (int q = 0; q < prompts.Count; q++)
         {
-            var grp = reward.AsSpan(q * gsize, gsize).ToArray();
-            double mean = grp.Average(), sd = Math.Sqrt(grp.Sum(x => (x - mean) * (x - mean)) / (gsize - 1));
+            double mean = 0, variance = 0;
+            for (int j = 0; j < groupSize; j++) mean += rewards[q * groupSize + j] / groupSize;
+            for (int j = 0; j < groupSize; j++) variance += (rewards[q * groupSize + j] - mean) * (rewards[q * groupSize + j] - mean) / (groupSize - 1);
+            double sd = Math.Sqrt(variance);
             std += sd / prompts.Count;
-            for (int j = 0; j < gsize; j++)
+            for (int j = 0; j < groupSize; j++)
             {
-                int row = q * gsize + j;
-                float a = (float)((reward[row] - mean) / (sd + 1e-4));
-                for (int t = 0; t < batch.Length; t++) if (counted[row * batch.Length + t]) adv[row * batch.Length + t] = a;
+                int row = q * groupSize + j;
+                float a = (float)((rewards[row] - mean) / (sd + 1e-4));
+                for (int k = 0; k < t; k++) if (counted[row * t + k]) adv[row * t + k] = a;
             }
         }
-        int tokens = Math.Max(1, counted.Count(c => c));
-        var stats = new JsonObject
+        return new GrpoLayout(batch, counted, adv, Math.Max(1, counted.Count(c => c)), std);
+    }
+
+    /// <summary>
+    /// The GRPO objective of the header over the counted tokens (divided by <paramref name="tokens"/>), and
+    /// into <paramref name="weights"/> the per-token scales w[n] of the cross-entropy rows (CE = -logp) such
+    /// that d(sum w CE)/d logp = d loss / d logp, i.e. w[n] = -(d loss / d logp[n]). Counts the tokens whose
+    /// ratio the clip cut off (the clipped term was the one taken, with zero gradient) and sums k3.
+    /// </summary>
+    public static GrpoTokenLoss TokenLoss(ReadOnlySpan<float> logp, ReadOnlySpan<float> oldLogp, ReadOnlySpan<float> refLogp, ReadOnlySpan<float> advantage,
+        ReadOnlySpan<bool> counted, int tokens, double epsilon, double beta, Span<float> weights)
+    {
+        double loss = 0, kl = 0;
+        int clipped = 0;
+        for (int n = 0; n < logp.Length; n++)
         {
-            ["reward"] = reward.Average(),
-            ["reward_std"] = std,
-            ["completion_length"] = (double)tokens / inputs.Count,
-            ["reward_errors"] = errors,
-        };
-        return new Rollout { Batch = batch, OldLogp = oldLogp, RefLogp = refLogp, Advantage = adv, Counted = counted, Tokens = tokens, Stats = stats };
+            weights[n] = 0;
+            if (!counted[n]) continue;
+            double a = advantage[n], ratio = Math.Exp(logp[n] - oldLogp[n]);
+            double clippedRatio = Math.Clamp(ratio, 1 - epsilon, 1 + epsilon);
+            double l1 = ratio * a, l2 = clippedRatio * a;
+            bool takesUnclipped = l1 <= l2;
+            if ((ratio < 1 - epsilon && a < 0) || (ratio > 1 + epsilon && a > 0)) clipped++;
+            double d = takesUnclipped ? -ratio * a : 0;
+            double lossN = -Math.Min(l1, l2);
+            if (beta > 0)
+            {
+                double diff = refLogp[n] - logp[n];
+                double k3 = Math.Exp(diff) - diff - 1;
+                kl += k3;
+                lossN += beta * k3;
+                d += beta * (1 - Math.Exp(diff));
+            }
+            loss += lossN / tokens;
+            weights[n] = (float)(-d / tokens);
+        }
+        return new GrpoTokenLoss(loss, clipped, kl);
     }
 
     private static float[] ReferenceTokenLogps(TrainingRun run, ReferenceModel reference, SftBatch b, bool[] counted)
