@@ -18,7 +18,7 @@ awk -F'"' '{ split($4, e, /[+=]/); a = e[1]; b = e[2]; s = e[3];
   if (NR % 3 == 1) t = a "+" b "=" s; else if (NR % 3 == 2) t = "What is " a "+" b "? It is " s "."; else t = "Answer: " s " = " a "+" b;
   printf "{\"text\":\"%s\"}\n", t }' "$work/equation.jsonl" > "$work/mixed.jsonl"
 temper pretrain --model "$work/init" --from-scratch --data "$work/mixed.jsonl" --out "$work/run" \
-  --lr 3e-3 --lr-scheduler cosine --warmup-steps 40 --batch-size 64 --max-steps 1000 --max-len 32 --seed 1 --threads 2
+  --lr 3e-3 --lr-scheduler cosine --warmup-steps 40 --batch-size 64 --max-steps 3000 --max-len 32 --seed 1 --threads 2
 cp "$work/run/model.safetensors" demo/base/model.safetensors
 cp "$work/run/metrics.jsonl" demo/base/pretrain-metrics.jsonl
 sha256sum demo/base/model.safetensors
