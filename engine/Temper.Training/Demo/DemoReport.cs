@@ -24,7 +24,7 @@ public static class DemoReport
          .Append("code,pre{background:#f6f6f6;font-size:90%}pre{padding:8px;white-space:pre-wrap;word-break:break-all}")
          .Append(".charts{display:flex;flex-wrap:wrap;gap:16px}.chart{border:1px solid #ddd;padding:6px}</style></head><body>\n")
          .Append("<h1>temper demo: from a base model to an aligned one</h1>\n")
-         .Append("<p>The base was pretrained by Temper on lines like <code>23+58=81</code>: it knows sums but not the format. ")
+         .Append("<p>The base was pretrained by Temper on sums in other surface forms (<code>23+58=81</code>, <code>Answer: 81 = 23+58</code>): it has seen the words but not the format. ")
          .Append("SFT teaches the format <code>What is 23+58?</code> &rarr; <code>Answer: 81</code>; DPO prefers that format over the base's habits; ")
          .Append("GRPO rewards correct answers. Every stage is evaluated greedily on held-out sums.</p>\n");
 
