@@ -1,6 +1,6 @@
 // The op-check suite for the ILGPU backend (after ggml's test-backend-ops): every op of IBackend,
 // forward and backward, on seeded random tiny inputs, against the CPU backend (forward ops, and
-// backward ops where CpuBackend has them) and the f64 references of GradReference. Each test uploads
+// backward ops where CpuBackend has them) and the f64 scalar references of Temper.Kernels.Cpu.Reference. Each test uploads
 // its inputs, runs the op on the device and reads the result back; results must live in this
 // backend's device memory. Instantiated per device below: ILGPU's CPU accelerator (always, so CI runs
 // it) and CUDA (skipped, visibly, without a CUDA device). Shapes are tiny: a launch on the CPU
@@ -293,7 +293,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var dOut = Floats(ids.Length * c, 1);
         var dTable0 = Floats(v * c, 2);
         var expected = (float[])dTable0.Clone();
-        GradReference.Embedding(dOut, ids, expected, c);
+        EmbeddingReference.Backward(dOut, ids, expected, c);
         var td = Up(dTable0, v, c);
         B.EmbeddingBackward(Up(dOut, ids.Length, c), ids, td);
         Close(Down(td), expected, "embedding backward");
@@ -313,7 +313,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var dx = new float[rows * c];
         var dw0 = Floats(c, 4);
         var dw = (float[])dw0.Clone();
-        GradReference.RmsNorm(dy, x, w, rstd.Floats, dx, dw, c);
+        RmsNormReference.Backward(dy, x, w, rstd.Floats, dx, dw, c);
         var tdx = Zeros(rows, c);
         var tdw = Up(dw0, c);
         B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), Up(rstd.Floats.ToArray(), rows), tdx, tdw);
@@ -339,7 +339,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
             var dw0 = Floats(m * k, 5);
             var db0 = Floats(m, 6);
             var (dx, dw, db) = ((float[])dx0.Clone(), (float[])dw0.Clone(), (float[])db0.Clone());
-            GradReference.Linear(dy, x, w, dx, dw, db, n, k, m, accumulateDx);
+            LinearReference.Backward(dy, x, w, dx, dw, db, n, k, m, accumulateDx);
             var (tdx, tdw, tdb) = (Up(dx0, n, k), Up(dw0, m, k), Up(db0, m));
             B.LinearBackward(Up(dy, n, m), Up(x, n, k), Own(B.FromHost(hw)), tdx, tdw, tdb, accumulateDx);
             Close(Down(tdx), dx, $"linear dx accumulate={accumulateDx}");
@@ -373,7 +373,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var dA0 = Floats(r * k, 6);
         var dB0 = Floats(m * r, 7);
         var (dx, dA, dB) = ((float[])dx0.Clone(), (float[])dA0.Clone(), (float[])dB0.Clone());
-        GradReference.LoraLinear(dy, x, xa, a, b, scale, dx, dA, dB, n, k, m, r);
+        LoraLinearReference.Backward(dy, x, xa, a, b, scale, dx, dA, dB, n, k, m, r);
         var (tdx, tdA, tdB) = (Up(dx0, n, k), Up(dA0, r, k), Up(dB0, m, r));
         B.LoraLinearBackward(Up(dy, n, m), Up(x, n, k), Up(xa, n, r), Up(a, r, k), Up(b, m, r), scale, tdx, tdA, tdB);
         Close(Down(tdx), dx, "lora dx");
@@ -381,7 +381,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         Close(Down(tdB), dB, "lora dB");
         // dx alone (frozen adapter: gradients flow through it to earlier layers).
         var dxOnly = (float[])dx0.Clone();
-        GradReference.LoraLinear(dy, x, xa, a, b, scale, dxOnly, default, default, n, k, m, r);
+        LoraLinearReference.Backward(dy, x, xa, a, b, scale, dxOnly, default, default, n, k, m, r);
         var tdx2 = Up(dx0, n, k);
         B.LoraLinearBackward(Up(dy, n, m), Up(x, n, k), Up(xa, n, r), Up(a, r, k), Up(b, m, r), scale, tdx2, null, null);
         Close(Down(tdx2), dxOnly, "lora dx alone");
@@ -398,7 +398,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var keyMask = Mask(batch, kvLength, mask);
         float scale = 1f / MathF.Sqrt(d);
         var (dq, dk, dv) = (new float[q.Length], new float[k.Length], new float[v.Length]);
-        GradReference.Attention(q, k, v, dOut, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, keyMask);
+        AttentionReference.Backward(q, k, v, dOut, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, keyMask);
         var (tq4, tk, tv) = (Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d));
         var to = Zeros(batch, tq, heads, d);
         var tl = Zeros(batch, heads, tq);
@@ -419,7 +419,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var u = Floats(4 * 9, 2);
         var dy = Floats(4 * 9, 3);
         var (dg, du) = (new float[g.Length], new float[g.Length]);
-        GradReference.SwiGlu(dy, g, u, dg, du);
+        SwiGluReference.Backward(dy, g, u, dg, du);
         var (tdg, tdu) = (Zeros(4, 9), Zeros(4, 9));
         B.SwiGluBackward(Up(dy, 4, 9), Up(g, 4, 9), Up(u, 4, 9), tdg, tdu);
         Close(Down(tdg), dg, "swiglu dGate");
@@ -442,7 +442,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var dw0 = Floats(v * c, 4);
         var (losses, dh, dw) = (new float[n], (float[])dh0.Clone(), (float[])dw0.Clone());
         float[] rowScales = rowScaled ? [1f, 2f, -0.5f, 0f, 3f] : [];
-        GradReference.LmHeadCrossEntropy(hidden, head, labels, losses, lossScale, dh, dw, n, c, v, rowScales);
+        LmHeadCrossEntropyReference.Forward(hidden, head, labels, losses, lossScale, dh, dw, n, c, v, rowScales);
         int saved = B.VocabChunk;
         try
         {
@@ -476,7 +476,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         {
             var g = Floats(n, 10 + step);
             var hp = new AdamWParams(1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, step);
-            GradReference.AdamW(p, g, m, v, hp);
+            AdamWReference.Step(p, g, m, v, hp);
             B.AdamWStep(tp, Up(g, n), tm, tv, hp);
         }
         Close(Down(tp), p, "adamw param", 1e-12);

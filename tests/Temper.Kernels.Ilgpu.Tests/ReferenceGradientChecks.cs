@@ -1,4 +1,4 @@
-// The backward oracles of GradReference checked against central finite differences of the forward
+// The backward references of Temper.Kernels.Cpu.Reference checked against central finite differences of the forward
 // references in Temper.Kernels.Cpu.Reference (host only, no device): L = sum(out * w) for a random w,
 // dL/dx_i estimated as (L(x + h e_i) - L(x - h e_i)) / 2h at a few random i of every input. A formula
 // mistake is an O(1) relative error; f32 rounding of the forward outputs stays well under 1e-2.
@@ -53,7 +53,7 @@ public class ReferenceGradientChecks
         var rstd = new float[rows];
         RmsNormReference.Forward(x, w, 1e-5f, new float[rows * c], rstd, c);
         var (dx, dw) = (new float[x.Length], new float[c]);
-        GradReference.RmsNorm(up, x, w, rstd, dx, dw, c);
+        RmsNormReference.Backward(up, x, w, rstd, dx, dw, c);
         Fd("rmsnorm dx", x, dx, Loss);
         Fd("rmsnorm dWeight", w, dw, Loss);
     }
@@ -70,7 +70,7 @@ public class ReferenceGradientChecks
             return Dot(y, up);
         }
         var (dx, dw, db) = (new float[x.Length], new float[w.Length], new float[m]);
-        GradReference.Linear(up, x, w, dx, dw, db, n, k, m, false);
+        LinearReference.Backward(up, x, w, dx, dw, db, n, k, m, false);
         Fd("linear dx", x, dx, Loss);
         Fd("linear dWeight", w, dw, Loss);
         Fd("linear dBias", bias, db, Loss);
@@ -92,7 +92,7 @@ public class ReferenceGradientChecks
         var xa = new float[n * r];
         LinearReference.Forward(x, a, default, xa, n, k, r, false);
         var (dx, dA, dB) = (new float[x.Length], new float[a.Length], new float[b.Length]);
-        GradReference.LoraLinear(up, x, xa, a, b, scale, dx, dA, dB, n, k, m, r);
+        LoraLinearReference.Backward(up, x, xa, a, b, scale, dx, dA, dB, n, k, m, r);
         Fd("lora dx", x, dx, Loss);
         Fd("lora dA", a, dA, Loss);
         Fd("lora dB", b, dB, Loss);
@@ -113,7 +113,7 @@ public class ReferenceGradientChecks
             return Dot(o, up);
         }
         var (dq, dk, dv) = (new float[q.Length], new float[k.Length], new float[v.Length]);
-        GradReference.Attention(q, k, v, up, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, mask);
+        AttentionReference.Backward(q, k, v, up, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, mask);
         Fd("attention dq", q, dq, Loss, 10);
         Fd("attention dk", k, dk, Loss, 10);
         Fd("attention dv", v, dv, Loss, 10);
@@ -130,7 +130,7 @@ public class ReferenceGradientChecks
             return Dot(y, up);
         }
         var (dg, du) = (new float[12], new float[12]);
-        GradReference.SwiGlu(up, g, u, dg, du);
+        SwiGluReference.Backward(up, g, u, dg, du);
         Fd("swiglu dGate", g, dg, Loss);
         Fd("swiglu dUp", u, du, Loss);
     }
@@ -154,7 +154,7 @@ public class ReferenceGradientChecks
             return lossScale * l;
         }
         var (losses, dh, dw) = (new float[n], new float[hidden.Length], new float[head.Length]);
-        GradReference.LmHeadCrossEntropy(hidden, head, labels, losses, lossScale, dh, dw, n, c, v);
+        LmHeadCrossEntropyReference.Forward(hidden, head, labels, losses, lossScale, dh, dw, n, c, v);
         Assert.Equal(Loss(), lossScale * losses.Sum(), 1e-5);
         Fd("ce dHidden", hidden, dh, Loss);
         Fd("ce dLmHead", head, dw, Loss);

@@ -29,20 +29,22 @@ public static class LoraLinearReference
                 for (int j = 0; j < m; j++) sum += (double)dy[i * m + j] * b[j * r + t];
                 dxa[i * r + t] = scale * sum;
             }
-        for (int j = 0; j < m; j++)
+        if (!dB.IsEmpty) // empty dA/dB: a frozen adapter, only dx is wanted
+            for (int j = 0; j < m; j++)
+                for (int t = 0; t < r; t++)
+                {
+                    double sum = 0;
+                    for (int i = 0; i < n; i++) sum += (double)dy[i * m + j] * xa[i * r + t];
+                    dB[j * r + t] += (float)(scale * sum);
+                }
+        if (!dA.IsEmpty)
             for (int t = 0; t < r; t++)
-            {
-                double sum = 0;
-                for (int i = 0; i < n; i++) sum += (double)dy[i * m + j] * xa[i * r + t];
-                dB[j * r + t] += (float)(scale * sum);
-            }
-        for (int t = 0; t < r; t++)
-            for (int q = 0; q < k; q++)
-            {
-                double sum = 0;
-                for (int i = 0; i < n; i++) sum += dxa[i * r + t] * x[i * k + q];
-                dA[t * k + q] += (float)sum;
-            }
+                for (int q = 0; q < k; q++)
+                {
+                    double sum = 0;
+                    for (int i = 0; i < n; i++) sum += dxa[i * r + t] * x[i * k + q];
+                    dA[t * k + q] += (float)sum;
+                }
         if (!dx.IsEmpty)
             for (int i = 0; i < n; i++)
                 for (int q = 0; q < k; q++)
