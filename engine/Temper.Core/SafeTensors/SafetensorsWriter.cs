@@ -47,26 +47,20 @@ public static class SafetensorsWriter
         }
 
         byte[] header = HeaderBytes(list, offsets, metadata);
-        string temporary = $"{full}.tmp-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}";
         try
         {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
+            AtomicFile.Write(full, stream =>
             {
-                Span<byte> length = stackalloc byte[8];
+                var length = new byte[8];
                 BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
                 stream.Write(length);
                 stream.Write(header);
                 foreach (int i in dataOrder) stream.Write(list[i].Value.Bytes);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temporary, full, overwrite: true);
+            });
         }
-        catch (Exception e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            try { File.Delete(temporary); }
-            catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException) { }
-            if (e is IOException or UnauthorizedAccessException) throw InFile(full, $"cannot write: {e.Message}");
-            throw;
+            throw InFile(full, $"cannot write: {e.Message}");
         }
     }
 
