@@ -12,7 +12,6 @@
 //   to view the bytes as the dtype. When all tensors have one width the data follow the given order.
 using System.Buffers;
 using System.Buffers.Binary;
-using System.Security.Cryptography;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using static Temper.Core.SafeTensors.SafetensorsErrors;
