@@ -29,6 +29,8 @@ public sealed record ModelConfig
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
     public int? BosTokenId { get; init; }
     public int? PadTokenId { get; init; }
+    /// <summary>Standard deviation of seeded random initial weights (config.json initializer_range, as transformers).</summary>
+    public float InitializerRange { get; init; } = 0.02f;
     /// <summary>The config.json text as read (for manifests and for writing merged models).</summary>
     public string RawJson { get; init; } = "{}";
 
@@ -95,6 +97,7 @@ public sealed record ModelConfig
             EosTokenIds = r.IntOrList("eos_token_id"),
             BosTokenId = r.OptInt("bos_token_id"),
             PadTokenId = r.OptInt("pad_token_id"),
+            InitializerRange = (float)(r.OptDouble("initializer_range") ?? 0.02),
             RawJson = rawJson ?? root.ToJsonString(),
         };
     }

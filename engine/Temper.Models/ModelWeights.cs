@@ -60,14 +60,16 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    /// <summary>A model with seeded random weights (N(0, 0.02) matrices, norms 1): for benchmarks and tests.</summary>
+    /// <summary>A model with seeded random weights: matrices uniform with standard deviation config.json's
+    /// initializer_range (0.02 when absent), norms 1. For benchmarks, tests and training from scratch.</summary>
     public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32)
     {
         var rng = new System.Random(seed);
+        float std = cfg.InitializerRange;
         Tensor Matrix(string name, int rows, int cols)
         {
             var v = new float[(long)rows * cols];
-            for (int i = 0; i < v.Length; i++) v[i] = 0.02f * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
+            for (int i = 0; i < v.Length; i++) v[i] = std * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
             var t = Tensor.FromFloats(new Shape(rows, cols), v, name);
             if (dtype == DType.BF16)
             {

@@ -246,7 +246,7 @@ public class GrpoTests
     public void Grpo_raises_the_reward_from_a_weak_sft_start()
     {
         var task = new AdditionTask(0, 4, heldOutFraction: 0.2);
-        string model = LearningTests.TinyModelDir(hidden: 64, layers: 2, intermediate: 192);
+        string model = Learning.TinyModelDir(hidden: 64, layers: 2, intermediate: 192);
         try
         {
             string sftData = Path.Combine(model, "sft.jsonl"), prompts = Path.Combine(model, "prompts.jsonl");

@@ -8,7 +8,12 @@
 // Train and held-out sets never share an (a, b) pair: a pair is held out when a fixed hash of it falls
 // under HeldOutFraction, whatever the seed; operands are drawn uniformly from [Min, Max] by SplitMix64.
 // Text forms: SFT prompt/completion is {"prompt": "Q\n", "completion": "Answer: N"}, the messages form a
-// user and an assistant turn, and pretraining text "Q\nAnswer: N".
+// user and an assistant turn. Pretraining text states the sum in other surface forms, taken in turn:
+// "23+58=81", "23+58 = 81", "23 + 58 = 81", "23+58 is 81", "23+58 makes 81", "23+58 equals 81". A model
+// pretrained on them knows sums but not the question/answer format, which a later SFT (e.g. LoRA) must
+// teach it. Several layouts, with the answer at different distances from the operands, make the tiny
+// models of the learning tests learn sums in a way that the question/answer form can reuse; from the
+// single form "23+58=81" a LoRA often had to learn the ones digit afresh.
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -64,6 +69,9 @@ public sealed partial class AdditionTask
     [GeneratedRegex(@"(?:\s|<\|[^|>]*\|>|</s>|<eos>)+$")]
     private static partial Regex TrailingEnd();
 
+    [GeneratedRegex(@"^What is (-?[0-9]+)\+(-?[0-9]+)\?$")]
+    private static partial Regex Question();
+
     [GeneratedRegex(@"^Answer: (-?[0-9]+)$")]
     private static partial Regex AnswerLine();
 
@@ -93,9 +101,26 @@ public sealed partial class AdditionTask
             }
             : new JsonObject { ["prompt"] = i.Prompt + "\n", ["completion"] = i.Completion }));
 
-    /// <summary>{"text": "Q\nAnswer: N"} per line, for continued pretraining on the task family.</summary>
+    private static readonly string[] StatementForms =
+        ["{0}+{1}={2}", "{0}+{1} = {2}", "{0} + {1} = {2}", "{0}+{1} is {2}", "{0}+{1} makes {2}", "{0}+{1} equals {2}"];
+
+    /// <summary>How many surface forms <see cref="Statement"/> has.</summary>
+    public static int StatementFormCount => StatementForms.Length;
+
+    /// <summary>{"text": statement} per line, item i in form i mod <see cref="StatementFormCount"/>, for pretraining on the task family.</summary>
     public static void ToPretrainText(IEnumerable<TaskItem> items, string path) =>
-        WriteLines(path, items.Select(i => new JsonObject { ["text"] = i.Prompt + "\n" + i.Completion }));
+        WriteLines(path, items.Select((item, i) => new JsonObject { ["text"] = Statement(item, i % StatementForms.Length) }));
+
+    /// <summary>The item stated in surface form <paramref name="form"/>: 0 "23+58=81", 1 "23+58 = 81",
+    /// 2 "23 + 58 = 81", 3 "23+58 is 81", 4 "23+58 makes 81", 5 "23+58 equals 81".</summary>
+    public static string Statement(TaskItem item, int form = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(form);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(form, StatementForms.Length);
+        var m = Question().Match(item.Prompt);
+        if (!m.Success) throw new TemperException($"addition task: '{item.Prompt}' is not an addition question");
+        return string.Format(System.Globalization.CultureInfo.InvariantCulture, StatementForms[form], m.Groups[1].Value, m.Groups[2].Value, item.Answer);
+    }
 
     private static void WriteLines(string path, IEnumerable<JsonObject> lines) => AtomicFile.Write(path, s =>
     {

@@ -1,6 +1,7 @@
 // AdditionTask: disjoint, deterministic train and held-out sets; the scorer's cases; the writers'
 // files read back by SftDataset with the completion's tokens as the labels.
 using System.Text.Json.Nodes;
+using Temper.Core;
 using Temper.Models.Text;
 using Temper.Training.Data;
 using Temper.Training.Tasks;
@@ -95,16 +96,30 @@ public sealed class AdditionTaskTests : IDisposable
     }
 
     [Fact]
-    public void PretrainTextHoldsQuestionAndAnswer()
+    public void PretrainTextStatesTheSumInOtherFormsThanTheQuestion()
     {
+        var item = AdditionTask.Item(23, 58);
+        Assert.Equal(["23+58=81", "23+58 = 81", "23 + 58 = 81", "23+58 is 81", "23+58 makes 81", "23+58 equals 81"],
+            Enumerable.Range(0, AdditionTask.StatementFormCount).Select(f => AdditionTask.Statement(item, f)));
+        Assert.Equal("-3+7=4", AdditionTask.Statement(AdditionTask.Item(-3, 7)));
+        Assert.Throws<TemperException>(() => AdditionTask.Statement(new TaskItem("What is 2*3?", "Answer: 6", 6)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => AdditionTask.Statement(item, AdditionTask.StatementFormCount));
+
         var path = Path.Combine(_files.Dir, "pretrain.jsonl");
-        AdditionTask.ToPretrainText(new AdditionTask().Train(5, 1), path);
+        var items = new AdditionTask().Train(8, 1);
+        AdditionTask.ToPretrainText(items, path);
         var lines = File.ReadAllLines(path);
-        Assert.Equal(5, lines.Length);
-        var item = new AdditionTask().Train(5, 1)[0];
-        Assert.Equal($"{item.Prompt}\n{item.Completion}", (string)JsonNode.Parse(lines[0])!["text"]!);
+        Assert.Equal(8, lines.Length);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            string text = (string)JsonNode.Parse(lines[i])!["text"]!;
+            Assert.Equal(AdditionTask.Statement(items[i], i % AdditionTask.StatementFormCount), text);
+            Assert.DoesNotContain("What is", text);
+            Assert.DoesNotContain("Answer", text);
+        }
         var tok = HfTokenizer.Load(Fixtures.Hf("llama-tiny"));
         var ds = SftDataset.Load(path, tok, null, new());
         Assert.Equal(ds.Examples[0].Ids, ds.Examples[0].Labels);
+        Assert.StartsWith(AdditionTask.Statement(items[0]), tok.Decode(ds.Examples[0].Ids));
     }
 }
