@@ -107,6 +107,50 @@ public class RewardModelTests
         Directory.Delete(dir, true);
     }
 
+    private static JsonNode[] Metrics(string dir) => File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).ToArray();
+
+    [Fact]
+    public void Interrupted_run_resumes_with_its_head_to_the_same_metrics()
+    {
+        string root = Directory.CreateTempSubdirectory("temper-rm-resume-").FullName;
+        string model = Fixtures.Hf("qwen2-tiny");
+        var o = new SftOptions
+        {
+            ModelDir = model, DataPath = Path.Combine(model, "trainer", "dpo.jsonl"), OutDir = Path.Combine(root, "straight"), LoraRank = 4,
+            BatchSize = 4, MaxSteps = 4, LearningRate = 1e-2f, Seed = 3,
+        };
+        new RewardTrainer(o, new RewardOptions(), new CpuBackend()).Run();
+        using var cancel = new CancellationTokenSource();
+        var first = new RewardTrainer(o with { OutDir = Path.Combine(root, "split") }, new RewardOptions(), new CpuBackend()) { OnStep = s => { if (s.Step == 2) cancel.Cancel(); } };
+        Assert.True(first.Run(cancel.Token).Interrupted);
+        using (var ck = SafetensorsFile.Open(Path.Combine(root, "split", "checkpoint-2", "trainable.safetensors")))
+            Assert.True(ck.Contains("score.weight"));
+        new RewardTrainer(o with { OutDir = Path.Combine(root, "split"), Resume = true }, new RewardOptions(), new CpuBackend()).Run();
+        var (a, b) = (Metrics(Path.Combine(root, "straight")), Metrics(Path.Combine(root, "split")));
+        Assert.Equal(4, b.Length);
+        for (int i = 0; i < 4; i++)
+            foreach (var key in new[] { "loss", "grad_norm", "accuracy", "margin" })
+                Assert.Equal(a[i][key]!.ToJsonString(), b[i][key]!.ToJsonString());
+        Directory.Delete(root, true);
+    }
+
+    [Fact]
+    public void Full_fine_tune_writes_a_loadable_sequence_classification_folder()
+    {
+        string dir = Directory.CreateTempSubdirectory("temper-rm-fullrun-").FullName;
+        string model = Fixtures.Hf("llama-tiny");
+        var o = new SftOptions
+        {
+            ModelDir = model, DataPath = Path.Combine(model, "trainer", "dpo.jsonl"), OutDir = dir, Full = true, BatchSize = 8, MaxSteps = 2, LearningRate = 1e-3f,
+        };
+        new RewardTrainer(o, new RewardOptions(), new CpuBackend()).Run();
+        Assert.False(File.Exists(Path.Combine(dir, "adapter_config.json")));
+        Assert.Equal("LlamaForSequenceClassification", JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!["architectures"]![0]!.GetValue<string>());
+        using var rm = RewardModel.Load(dir, new CpuBackend());
+        Assert.True(float.IsFinite(rm.Score(JsonValue.Create("Hi")!, JsonValue.Create(" there")!)));
+        Directory.Delete(dir, true);
+    }
+
     private static float[] Scores(LanguageModel lm, Tensor head, int[][] seqs)
     {
         var b = Temper.Training.Data.SftBatcher.Pad(seqs.Select(s => new Temper.Training.Data.SftExample(s, s, 0)).ToList(), 0);
