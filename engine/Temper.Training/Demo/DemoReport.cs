@@ -25,7 +25,7 @@ public static class DemoReport
          .Append(".charts{display:flex;flex-wrap:wrap;gap:16px}.chart{border:1px solid #ddd;padding:6px}</style></head><body>\n")
          .Append("<h1>temper demo: from a base model to an aligned one</h1>\n")
          .Append("<p>The base was pretrained by Temper on sums in other surface forms (<code>23+58=81</code>, <code>Answer: 81 = 23+58</code>): it has seen the words but not the format. ")
-         .Append("SFT teaches the format <code>What is 23+58?</code> &rarr; <code>Answer: 81</code>; DPO prefers that format over the base's habits; ")
+         .Append("SFT teaches the format <code>What is 23+58?</code> &rarr; <code>Answer: 81</code>; DPO prefers it over the base's habits and near misses; ")
          .Append("GRPO rewards correct answers. Every stage is evaluated on held-out sums it never trained on: accuracy, format and length of greedy answers, ")
          .Append("and the mean reward (1 correct, 0.1 right format but wrong sum) of answers sampled at temperature 1, four per prompt, which is what GRPO optimizes.</p>\n");
 
