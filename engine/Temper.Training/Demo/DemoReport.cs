@@ -96,14 +96,23 @@ public static class DemoReport
             double y0 = pts.Min(p => p.Y), y1 = pts.Max(p => p.Y);
             if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
             string color = Colors[k % Colors.Length];
-            var poly = string.Join(' ', pts.Select(p => string.Create(CultureInfo.InvariantCulture,
+            string Poly(IEnumerable<(double X, double Y)> ps) => string.Join(' ', ps.Select(p => string.Create(CultureInfo.InvariantCulture,
                 $"{L + (p.X - x0) / (x1 - x0) * (W - L - R):F1},{T + (y1 - p.Y) / (y1 - y0) * (H - T - B):F1}")));
-            s.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{poly}\"/>");
+            // A noisy curve (many steps) is drawn faintly, with its centred moving average over 1/20 of the run on top.
+            int window = pts.Count > 40 ? pts.Count / 20 : 1;
+            if (window > 1)
+            {
+                s.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-opacity=\"0.25\" stroke-width=\"1\" points=\"{Poly(pts)}\"/>");
+                var smooth = pts.Select((p, i) => (p.X, pts.Skip(Math.Max(0, i - window / 2)).Take(window).Average(q => q.Y)));
+                s.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{Poly(smooth)}\"/>");
+                name += $" (mean of {window})";
+            }
+            else s.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{Poly(pts)}\"/>");
             double ax = k == 0 ? L - 4 : W - R + 4;
             string anchor = k == 0 ? "end" : "start";
             s.Append(CultureInfo.InvariantCulture, $"<text x=\"{ax}\" y=\"{T + 10}\" font-size=\"11\" fill=\"{color}\" text-anchor=\"{anchor}\">{y1:G3}</text>");
             s.Append(CultureInfo.InvariantCulture, $"<text x=\"{ax}\" y=\"{H - B}\" font-size=\"11\" fill=\"{color}\" text-anchor=\"{anchor}\">{y0:G3}</text>");
-            s.Append(CultureInfo.InvariantCulture, $"<text x=\"{L + 8 + 110 * k}\" y=\"{T + 16}\" font-size=\"12\" fill=\"{color}\">{E(name)}</text>");
+            s.Append(CultureInfo.InvariantCulture, $"<text x=\"{L + 8 + 150 * k}\" y=\"{T + 16}\" font-size=\"12\" fill=\"{color}\">{E(name)}</text>");
         }
         return s.Append("</svg>").ToString();
     }
