@@ -1,7 +1,10 @@
 // The decoder's parameters, read by HF name from a safetensors model folder and placed on a backend.
 // Linear weights keep their stored dtype where the backend computes with it (f32, bf16); f16 and f64
-// weights and every norm vector and bias are widened to f32 once at load.
+// weights and every norm vector and bias are widened to f32 once at load. For QLoRA (nf4: true) the
+// seven projections of every layer are NF4-quantised (Nf4Weight) once and kept in DIR/temper-nf4.safetensors
+// (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored.
 using Temper.Core;
+using Temper.Core.Quantization;
 using Temper.Core.SafeTensors;
 
 namespace Temper.Models;
@@ -24,6 +27,7 @@ public sealed class LayerWeights
 public sealed class ModelWeights : IDisposable
 {
     private readonly SafetensorsModel? _file;
+    private IDisposable? _nf4File;
 
     private ModelWeights(SafetensorsModel? file, Tensor embed, LayerWeights[] layers, Tensor finalNorm, Projection lmHead)
     {
@@ -41,23 +45,76 @@ public sealed class ModelWeights : IDisposable
 
     public IEnumerable<Projection> Projections => Layers.SelectMany(l => l.Projections);
 
-    /// <summary>Reads the weights; <paramref name="matrixDType"/> (f32 or bf16) converts every weight matrix, null keeps the stored type.</summary>
-    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null)
+    /// <summary>
+    /// Reads the weights; <paramref name="matrixDType"/> (f32 or bf16) converts every weight matrix, null
+    /// keeps the stored type. nf4 quantises the layers' projections (QLoRA), reusing DIR/temper-nf4.safetensors.
+    /// </summary>
+    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null, bool nf4 = false)
     {
         if (matrixDType is not (null or DType.F32 or DType.BF16)) throw new TemperException($"weights can be held as f32 or bf16, not {matrixDType}");
         var file = SafetensorsModel.Open(dir);
+        IDisposable? nf4File = null;
         try
         {
             var reader = new WeightReader(file, be, dir, matrixDType);
             bool hasHead = file.Contains("lm_head.weight");
             if (!cfg.TieWordEmbeddings && !hasHead) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
-            return Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead);
+            Func<string, int, int, Nf4Weight>? quantized = null;
+            if (nf4)
+            {
+                var (weights, owner) = QuantizedProjections(dir, cfg, file, reader);
+                nf4File = owner;
+                quantized = (name, _, _) => weights[name].To(be);
+            }
+            var w = Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead, quantized);
+            w._nf4File = nf4File;
+            return w;
         }
         catch
         {
+            nf4File?.Dispose();
             file.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The HF names and [Out,In] shapes of every layer projection's weight.</summary>
+    public static Dictionary<string, Shape> ProjectionShapes(ModelConfig cfg)
+    {
+        int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
+        var r = new Dictionary<string, Shape>(StringComparer.Ordinal);
+        for (int i = 0; i < cfg.NumLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            r[p + "self_attn.q_proj.weight"] = new Shape(q, c);
+            r[p + "self_attn.k_proj.weight"] = new Shape(kv, c);
+            r[p + "self_attn.v_proj.weight"] = new Shape(kv, c);
+            r[p + "self_attn.o_proj.weight"] = new Shape(c, q);
+            r[p + "mlp.gate_proj.weight"] = new Shape(f, c);
+            r[p + "mlp.up_proj.weight"] = new Shape(f, c);
+            r[p + "mlp.down_proj.weight"] = new Shape(c, f);
+        }
+        return r;
+    }
+
+    // The saved quantisation when it is for these weights, else a fresh one (saved when the folder is writable).
+    private static (Dictionary<string, Nf4Weight>, IDisposable?) QuantizedProjections(string dir, ModelConfig cfg, SafetensorsModel file, WeightReader reader)
+    {
+        var shapes = ProjectionShapes(cfg);
+        string source = Nf4ModelFile.Source(file);
+        string path = Path.Combine(dir, Nf4ModelFile.FileName);
+        if (File.Exists(path) && Nf4ModelFile.Open(path, shapes, source) is { } saved) return (saved.Weights, saved.File);
+        var weights = new Dictionary<string, Nf4Weight>(StringComparer.Ordinal);
+        foreach (var (name, shape) in shapes) weights[name] = Nf4Weight.Quantize(reader.Source(name, shape));
+        try
+        {
+            Nf4ModelFile.Save(path, weights, source);
+        }
+        catch (TemperException)
+        {
+            // A read-only model folder: the quantisation is simply redone on the next load.
+        }
+        return (weights, null);
     }
 
     /// <summary>A model with seeded random weights: matrices uniform with standard deviation config.json's
@@ -88,7 +145,8 @@ public sealed class ModelWeights : IDisposable
         return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings);
     }
 
-    private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead)
+    private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead,
+        Func<string, int, int, Nf4Weight>? quantized = null)
     {
         int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
         var embed = matrix("model.embed_tokens.weight", cfg.VocabSize, c);
@@ -96,7 +154,11 @@ public sealed class ModelWeights : IDisposable
         for (int i = 0; i < layers.Length; i++)
         {
             string p = $"model.layers.{i}.";
-            Projection Proj(string n, int outF, int inF, bool bias) => new(p + n, matrix(p + n + ".weight", outF, inF), bias ? vector(p + n + ".bias", outF) : null);
+            Projection Proj(string n, int outF, int inF, bool bias)
+            {
+                var b = bias ? vector(p + n + ".bias", outF) : null;
+                return quantized != null ? new(p + n, quantized(p + n + ".weight", outF, inF), b) : new(p + n, matrix(p + n + ".weight", outF, inF), b);
+            }
             layers[i] = new LayerWeights
             {
                 InputNorm = vector(p + "input_layernorm.weight", c),
@@ -115,7 +177,11 @@ public sealed class ModelWeights : IDisposable
         return new ModelWeights(file, embed, layers, norm, head);
     }
 
-    public void Dispose() => _file?.Dispose();
+    public void Dispose()
+    {
+        _nf4File?.Dispose();
+        _file?.Dispose();
+    }
 
     private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir, DType? matrixDType)
     {
@@ -135,6 +201,9 @@ public sealed class ModelWeights : IDisposable
         }
 
         public Tensor Vector(string name, int n) => be.FromHost(Get(name, new Shape(n)).ToF32());
+
+        /// <summary>The stored tensor itself (host, mapped), checked against the shape config.json implies.</summary>
+        public Tensor Source(string name, Shape shape) => Get(name, shape);
 
         private Tensor Get(string name, Shape expect)
         {

@@ -48,7 +48,7 @@ public sealed class TrainingRun : IDisposable
     {
         Validate(o);
         Directory.CreateDirectory(o.OutDir);
-        var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be);
+        var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try
         {
             LoraConfig? lora = null;
@@ -163,6 +163,8 @@ public sealed class TrainingRun : IDisposable
         if (o.MaxLength < 2) throw new TemperException($"--max-len must be >= 2 (got {o.MaxLength})");
         if (!(o.LearningRate > 0)) throw new TemperException($"--lr must be > 0 (got {o.LearningRate})");
         if (o.Full && o.InitAdapter != null) throw new TemperException("--full and --init-adapter cannot be combined");
+        if (o.QLora && o.Full) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
+        if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
         if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
         if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
     }
