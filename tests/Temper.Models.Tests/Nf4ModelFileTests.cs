@@ -42,8 +42,8 @@ public class Nf4ModelFileTests
             var second = Codes(lm);
             foreach (var (name, codes) in first) Assert.Equal(codes, second[name]);
             // The reloaded weights are views of the saved file, not a fresh quantisation.
-            var p = lm.Weights.Layers[0].Down;
-            Assert.IsNotType<byte[]>(p.Nf4!.Codes.Storage is HostStorage h && System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(h.Memory, out var seg) ? seg.Array : null);
+            var storage = Assert.IsType<HostStorage>(lm.Weights.Layers[0].Down.Nf4!.Codes.Storage);
+            Assert.False(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(storage.Memory, out _), "codes in a managed array: quantised again");
         }
         // Newer weights make the saved file stale: it is made again.
         File.SetLastWriteTimeUtc(Path.Combine(dir, "model.safetensors"), DateTime.UtcNow.AddMinutes(1));
