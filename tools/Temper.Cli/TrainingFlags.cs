@@ -110,6 +110,7 @@ internal sealed class TrainingFlags
             return 130;
         }
         AnsiConsole.MarkupLine($"done: {result.Steps} steps, final loss {result.Reports.LastOrDefault()?.Loss:F4}; wrote {Markup.Escape(outDir)}");
+        if (result.Memory != null) AnsiConsole.WriteLine(result.Memory.ToString());
         return 0;
     }
 }

@@ -12,7 +12,11 @@ namespace Temper.Training.Trainers;
 
 public sealed record StepReport(int Step, int TotalSteps, double Loss, double GradNorm, float Lr, double TokensPerSecond, bool Skipped);
 
-public sealed record SftResult(int Steps, bool Interrupted, string OutDir, IReadOnlyList<StepReport> Reports);
+public sealed record SftResult(int Steps, bool Interrupted, string OutDir, IReadOnlyList<StepReport> Reports)
+{
+    /// <summary>The plan's prediction beside the run's measured peak.</summary>
+    public MemoryReport? Memory { get; init; }
+}
 
 public sealed class SftTrainer(SftOptions o, IBackend backend)
 {

@@ -97,6 +97,8 @@ public sealed class TrainingRun : IDisposable
         else if (_o.Resume) OnWarning?.Invoke($"--resume: no checkpoint in {_o.OutDir}; starting from step 0");
 
         RunManifest.Write(_o.OutDir, kind, _o.ModelDir, dataInfo, _o.ToJson());
+        var meter = Backend as IMemoryMeter;
+        meter?.ResetPeak();
         using var metrics = new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), _o.Resume ? stepNo : null);
         var reports = new List<StepReport>();
         int bad = 0;
@@ -141,8 +143,20 @@ public sealed class TrainingRun : IDisposable
         }
         if (interrupted)
             Checkpoint.Save(_o.OutDir, new TrainerState(stepNo, cursor.Epoch, cursor.Index, dataSha), Params, opt, Backend);
+        var memory = new MemoryReport(Plan(), meter == null ? null : MemoryPlan.HeldBytes(Model.Weights) + meter.PeakBytes,
+            Process.GetCurrentProcess().PeakWorkingSet64);
         SaveResult();
-        return new SftResult(stepNo, interrupted, _o.OutDir, reports);
+        return new SftResult(stepNo, interrupted, _o.OutDir, reports) { Memory = memory };
+    }
+
+    /// <summary>The memory plan for this run's model, settings and micro-batch of BatchSize x MaxLength.</summary>
+    public MemoryPlan Plan()
+    {
+        static int Bytes(Core.DType t) => t == Core.DType.BF16 ? 2 : 4;
+        var w = Model.Weights;
+        var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
+        return MemoryPlan.For(Model.Config, new MemoryPlanOptions(_o.BatchSize, _o.MaxLength, _o.QLora, _o.Full, Lora,
+            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType)));
     }
 
     /// <summary>The trained adapter (PEFT format) or the full model folder, in OutDir.</summary>
