@@ -60,15 +60,20 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
     }
 
-    /// <summary>Bytes of the tensors a loaded model holds: weights (NF4 codes and scales for QLoRA) and LoRA A/B.</summary>
-    public static long HeldBytes(ModelWeights w)
+    /// <summary>
+    /// Bytes of the host-memory tensors a loaded model holds (weights, NF4 codes and scales, LoRA A/B):
+    /// on the CPU backend these are shared, not allocated, so its meter does not count them; a device
+    /// backend's meter counts its uploaded copies itself, and they are not host tensors.
+    /// </summary>
+    public static long HostHeldBytes(ModelWeights w)
     {
-        long b = w.Embed.ByteCount + w.FinalNorm.ByteCount + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : w.LmHead.Weight.ByteCount);
-        foreach (var l in w.Layers) b += l.InputNorm.ByteCount + l.PostAttentionNorm.ByteCount;
+        static long Of(Core.Tensor? t) => t is { IsHost: true } ? t.ByteCount : 0;
+        long b = Of(w.Embed) + Of(w.FinalNorm) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
+        foreach (var l in w.Layers) b += Of(l.InputNorm) + Of(l.PostAttentionNorm);
         foreach (var p in w.Projections)
         {
-            b += (p.Nf4?.ByteCount ?? p.Weight.ByteCount) + (p.Bias?.ByteCount ?? 0);
-            if (p.Lora is { } lora) b += lora.A.ByteCount + lora.B.ByteCount;
+            b += (p.Nf4 is { } q ? Of(q.Codes) + Of(q.AbsmaxCodes) + Of(q.AbsmaxScales) : Of(p.Weight)) + Of(p.Bias);
+            if (p.Lora is { } lora) b += Of(lora.A) + Of(lora.B);
         }
         return b;
     }
@@ -86,15 +91,16 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
 }
 
 /// <summary>
-/// A run's predicted memory beside what it measured: MeasuredPeak is the bytes the loaded model holds
-/// plus the peak of the backend's counted allocations (IMemoryMeter: gradients, optimizer state,
-/// activations, LoRA terms), null on a backend without a meter; ProcessPeak is the OS's peak working
-/// set of the whole process (runtime, JIT and not-yet-collected garbage included).
+/// A run's predicted memory beside what it measured: MeasuredPeak is the peak of the backend's counted
+/// allocations (IMemoryMeter: gradients, optimizer state, activations, LoRA terms, and on a device
+/// backend the uploaded weights) plus the host tensors the model shares with the CPU backend; null on
+/// a backend without a meter. ProcessPeak is the OS's peak working set of the whole process (runtime,
+/// JIT and not-yet-collected garbage included).
 /// </summary>
 public sealed record MemoryReport(MemoryPlan Predicted, long? MeasuredPeak, long ProcessPeak)
 {
     public override string ToString() =>
-        $"memory: predicted {Predicted}; measured peak {(MeasuredPeak is long m ? MemoryPlan.Bytes(m) + Against(m) : "n/a on this backend")}; process peak working set {MemoryPlan.Bytes(ProcessPeak)}";
+        $"memory: predicted {Predicted} for the largest micro-batch; measured peak {(MeasuredPeak is long m ? MemoryPlan.Bytes(m) + Against(m) : "n/a on this backend")}; process peak working set {MemoryPlan.Bytes(ProcessPeak)}";
 
     private string Against(long measured)
     {

@@ -54,7 +54,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             double lossSum = 0;
             foreach (var b in micro)
                 lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf).Sum(x => (double)x);
-            return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor);
+            return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
         }
 
         void AfterStep(int step, JsonObject line)

@@ -19,7 +19,11 @@ public readonly record struct BatchCursor(int Epoch, int Index)
 }
 
 /// <summary>What a recipe's step computed: the loss, tokens processed, the method's own figures, the next data position.</summary>
-public sealed record StepOutput(double Loss, long Tokens, BatchCursor Next, JsonObject? Extra = null);
+public sealed record StepOutput(double Loss, long Tokens, BatchCursor Next, JsonObject? Extra = null)
+{
+    /// <summary>The step's largest micro-batch as rows x padded length, when the recipe says (the memory report plans for it).</summary>
+    public (int Batch, int Length)? LargestMicroBatch { get; init; }
+}
 
 public sealed class TrainingRun : IDisposable
 {
@@ -99,6 +103,7 @@ public sealed class TrainingRun : IDisposable
         RunManifest.Write(_o.OutDir, kind, _o.ModelDir, dataInfo, _o.ToJson());
         var meter = Backend as IMemoryMeter;
         meter?.ResetPeak();
+        (int Batch, int Length)? largest = null;
         using var metrics = new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), _o.Resume ? stepNo : null);
         var reports = new List<StepReport>();
         int bad = 0;
@@ -109,6 +114,7 @@ public sealed class TrainingRun : IDisposable
             var sw = Stopwatch.StartNew();
             Params.ZeroGrads();
             var output = step(cursor);
+            if (output.LargestMicroBatch is { } mb && (largest is not { } l || (long)mb.Batch * mb.Length > (long)l.Batch * l.Length)) largest = mb;
             cursor = output.Next;
             stepNo++;
             double norm = Params.GradNorm();
@@ -143,19 +149,20 @@ public sealed class TrainingRun : IDisposable
         }
         if (interrupted)
             Checkpoint.Save(_o.OutDir, new TrainerState(stepNo, cursor.Epoch, cursor.Index, dataSha), Params, opt, Backend);
-        var memory = new MemoryReport(Plan(), meter == null ? null : MemoryPlan.HeldBytes(Model.Weights) + meter.PeakBytes,
+        var memory = new MemoryReport(Plan(largest), meter == null ? null : MemoryPlan.HostHeldBytes(Model.Weights) + meter.PeakBytes,
             Process.GetCurrentProcess().PeakWorkingSet64);
         SaveResult();
         return new SftResult(stepNo, interrupted, _o.OutDir, reports) { Memory = memory };
     }
 
-    /// <summary>The memory plan for this run's model, settings and micro-batch of BatchSize x MaxLength.</summary>
-    public MemoryPlan Plan()
+    /// <summary>The memory plan for this run's model and settings, at a micro-batch of rows x length (default BatchSize x MaxLength).</summary>
+    public MemoryPlan Plan((int Batch, int Length)? microBatch = null)
     {
         static int Bytes(Core.DType t) => t == Core.DType.BF16 ? 2 : 4;
         var w = Model.Weights;
         var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
-        return MemoryPlan.For(Model.Config, new MemoryPlanOptions(_o.BatchSize, _o.MaxLength, _o.QLora, _o.Full, Lora,
+        var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
+        return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora, _o.Full, Lora,
             MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType)));
     }
 
