@@ -118,15 +118,21 @@ public sealed class ModelWeights : IDisposable
     }
 
     /// <summary>A model with seeded random weights: matrices uniform with standard deviation config.json's
-    /// initializer_range (0.02 when absent), norms 1. For benchmarks, tests and training from scratch.</summary>
-    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32)
+    /// initializer_range (0.02 when absent), norms 1. For benchmarks, tests and training from scratch.
+    /// nf4 quantises the layers' projections (QLoRA benchmarks).</summary>
+    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32, bool nf4 = false)
     {
         var rng = new System.Random(seed);
         float std = cfg.InitializerRange;
-        Tensor Matrix(string name, int rows, int cols)
+        float[] Values(int rows, int cols)
         {
             var v = new float[(long)rows * cols];
             for (int i = 0; i < v.Length; i++) v[i] = std * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
+            return v;
+        }
+        Tensor Matrix(string name, int rows, int cols)
+        {
+            var v = Values(rows, cols);
             var t = Tensor.FromFloats(new Shape(rows, cols), v, name);
             if (dtype == DType.BF16)
             {
@@ -142,7 +148,8 @@ public sealed class ModelWeights : IDisposable
             if (name.EndsWith("norm.weight", StringComparison.Ordinal)) Array.Fill(v, 1f);
             return be.FromHost(Tensor.FromFloats(new Shape(n), v, name));
         }
-        return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings);
+        Func<string, int, int, Nf4Weight>? quantized = nf4 ? (name, rows, cols) => Nf4Weight.Quantize(Values(rows, cols), new Shape(rows, cols), name).To(be) : null;
+        return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings, quantized);
     }
 
     private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead,

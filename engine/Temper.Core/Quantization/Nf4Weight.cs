@@ -88,34 +88,21 @@ public sealed class Nf4Weight : IDisposable
         return new Nf4Weight(codes, absmaxCodes, scales, offset);
     }
 
-    // First level, block by block (independent, so split over threads without changing a bit).
+    // First level: each 64-block's absmax, then its codes two per byte (the first in the high nibble).
     private static void QuantizeBlocks(ReadOnlySpan<float> w, float[] absmax, Span<byte> packed)
     {
-        int blocks = absmax.Length;
-        unsafe
+        for (int b = 0; b < absmax.Length; b++)
         {
-            fixed (float* pw = w) fixed (byte* pp = packed)
+            int start = b * BlockSize;
+            var block = w.Slice(start, Math.Min(BlockSize, w.Length - start));
+            float max = AbsMax(block);
+            absmax[b] = max;
+            float inv = 1f / max;
+            for (int i = 0; i < block.Length; i += 2)
             {
-                float* wp = pw;
-                byte* bp = pp;
-                int n = w.Length;
-                Parallel.For(0, (blocks + 1023) / 1024, chunk =>
-                {
-                    for (int b = chunk * 1024; b < Math.Min(blocks, (chunk + 1) * 1024); b++)
-                    {
-                        int start = b * BlockSize, len = Math.Min(BlockSize, n - start);
-                        var block = new ReadOnlySpan<float>(wp + start, len);
-                        float max = AbsMax(block);
-                        absmax[b] = max;
-                        float inv = 1f / max;
-                        for (int i = 0; i < len; i += 2)
-                        {
-                            byte hi = Nf4CodeBook.Quantize(block[i] * inv);
-                            byte lo = Nf4CodeBook.Quantize((i + 1 < len ? block[i + 1] : 0f) * inv);
-                            bp[(start + i) / 2] = (byte)(hi << 4 | lo);
-                        }
-                    }
-                });
+                byte hi = Nf4CodeBook.Quantize(block[i] * inv);
+                byte lo = Nf4CodeBook.Quantize((i + 1 < block.Length ? block[i + 1] : 0f) * inv);
+                packed[(start + i) / 2] = (byte)(hi << 4 | lo);
             }
         }
     }
