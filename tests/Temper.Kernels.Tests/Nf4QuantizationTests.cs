@@ -110,6 +110,23 @@ public sealed class Nf4QuantizationTests
     }
 
     [Fact]
+    public void Bf16_and_F16_weights_quantize_as_their_exact_f32_values()
+    {
+        var w = Gaussian(64 * 3 + 5, 9, 0.02f);
+        var bf16 = OpCheck.ToBf16(w);
+        var widened = OpCheck.Widen(bf16);
+        using var fromBf16 = Nf4Weight.Quantize(Tensor.FromArray<ushort>(new Shape(1, w.Length), bf16, DType.BF16, "w"));
+        using var fromWidened = Nf4Weight.Quantize(widened, new Shape(1, w.Length));
+        Assert.Equal(fromWidened.Codes.Bytes.ToArray(), fromBf16.Codes.Bytes.ToArray());
+        Assert.Equal(fromWidened.BlockAbsmax(), fromBf16.BlockAbsmax());
+        var half = w.Select(v => (Half)v).ToArray();
+        using var fromF16 = Nf4Weight.Quantize(Tensor.FromArray<Half>(new Shape(1, w.Length), half, DType.F16, "w"));
+        using var fromHalfValues = Nf4Weight.Quantize(half.Select(h => (float)h).ToArray(), new Shape(1, w.Length));
+        Assert.Equal(fromHalfValues.Codes.Bytes.ToArray(), fromF16.Codes.Bytes.ToArray());
+        Assert.Throws<TemperException>(() => Nf4Weight.Quantize(Tensor.Zeros(new Shape(2, 2), DType.I32, "ids")));
+    }
+
+    [Fact]
     public void PartialLastBlock_HasItsOwnScale()
     {
         var w = Gaussian(65, 3);
