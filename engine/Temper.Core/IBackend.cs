@@ -39,6 +39,10 @@ public interface IBackend : IDisposable
     void Add(Tensor a, Tensor b, Tensor y);
     /// <summary>y[N,V] = log_softmax(x[N,V]) per row.</summary>
     void LogSoftmax(Tensor x, Tensor y);
+    /// <summary>y[N,M] = x[N,K] dequant(w[M,K])^T + bias[M] (NF4 base weight, dequantised tile by tile, never whole); accumulate adds into y.</summary>
+    void Nf4Linear(Tensor x, Quantization.Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false);
+    /// <summary>output[M,K] f32 = dequant(w): the whole matrix (for checks, parity runs and merging).</summary>
+    void Nf4Dequantize(Quantization.Nf4Weight w, Tensor output);
 
     // ---- backward ----
     /// <summary>dTable[ids[n]] += dOut[n].</summary>
@@ -70,6 +74,8 @@ public interface IBackend : IDisposable
     /// </summary>
     void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
         Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead);
+    /// <summary>dx[N,K] = dy[N,M] dequant(w[M,K]) (added to dx when accumulateDx); the NF4 base is frozen, so no weight gradient.</summary>
+    void Nf4LinearBackward(Tensor dy, Quantization.Nf4Weight w, Tensor dx, bool accumulateDx = false);
 
     // ---- optimizer and reductions ----
     void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p);

@@ -154,18 +154,18 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void Project(Projection p, Tensor input, Tensor y, LayerActivations a)
         {
+            Tensor? xa = null;
             if (p.Lora is { } lora)
             {
-                var xa = New(n, lora.Rank);
+                xa = New(n, lora.Rank);
                 a.Xa[p] = xa;
-                be.LoraLinear(input, p.Weight, p.Bias, lora.A, lora.B, lora.Scale, y, xa);
             }
-            else be.Linear(input, p.Weight, p.Bias, y);
+            p.Forward(be, input, y, xa);
         }
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
-            be.LinearBackward(dy, input, p.Weight, dInput, grad(p.Weight), p.Bias == null ? null : grad(p.Bias), accumulate);
+            p.BackwardBase(be, dy, input, dInput, accumulate, grad);
             if (p.Lora is { } lora)
                 be.LoraLinearBackward(dy, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
         }

@@ -154,6 +154,7 @@ public sealed class LoraAdapter : IDisposable
     {
         foreach (var (p, a, b) in Resolve(w))
         {
+            if (p.Nf4 != null) throw new TemperException($"{Directory}: cannot merge into {p.Name}, an NF4 (QLoRA) base weight; load the model without --qlora to merge");
             var merged = p.Weight.IsHost ? p.Weight.ToFloatArray() : be.ToHost(p.Weight).ToFloatArray();
             AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, Config.Rank, Config.Scale);
             var t = p.Weight.DType == DType.BF16 ? ToBf16(merged, p.Weight.Shape, p.Name) : Tensor.FromFloats(p.Weight.Shape, merged, p.Name);

@@ -1,7 +1,10 @@
 // The decoder's parameters, read by HF name from a safetensors model folder and placed on a backend.
 // Linear weights keep their stored dtype where the backend computes with it (f32, bf16); f16 and f64
-// weights and every norm vector and bias are widened to f32 once at load.
+// weights and every norm vector and bias are widened to f32 once at load. For QLoRA (nf4: true) the
+// seven projections of every layer are NF4-quantised (Nf4Weight) once and kept in DIR/temper-nf4.safetensors
+// (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored.
 using Temper.Core;
+using Temper.Core.Quantization;
 using Temper.Core.SafeTensors;
 
 namespace Temper.Models;
@@ -24,6 +27,7 @@ public sealed class LayerWeights
 public sealed class ModelWeights : IDisposable
 {
     private readonly SafetensorsModel? _file;
+    private IDisposable? _nf4File;
 
     private ModelWeights(SafetensorsModel? file, Tensor embed, LayerWeights[] layers, Tensor finalNorm, Projection lmHead)
     {
@@ -41,11 +45,15 @@ public sealed class ModelWeights : IDisposable
 
     public IEnumerable<Projection> Projections => Layers.SelectMany(l => l.Projections);
 
-    /// <summary>Reads the weights; <paramref name="matrixDType"/> (f32 or bf16) converts every weight matrix, null keeps the stored type.</summary>
-    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null)
+    /// <summary>
+    /// Reads the weights; <paramref name="matrixDType"/> (f32 or bf16) converts every weight matrix, null
+    /// keeps the stored type. nf4 quantises the layers' projections (QLoRA), reusing DIR/temper-nf4.safetensors.
+    /// </summary>
+    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null, bool nf4 = false)
     {
         if (matrixDType is not (null or DType.F32 or DType.BF16)) throw new TemperException($"weights can be held as f32 or bf16, not {matrixDType}");
         var file = SafetensorsModel.Open(dir);
+        IDisposable? nf4File = null;
         try
         {
             var reader = new WeightReader(file, be, dir, matrixDType);
@@ -54,25 +62,80 @@ public sealed class ModelWeights : IDisposable
             // the embedding stands in for the unused LM head.
             bool classifier = cfg.Architecture.EndsWith("ForSequenceClassification", StringComparison.Ordinal);
             if (!cfg.TieWordEmbeddings && !hasHead && !classifier) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
-            return Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead);
+            Func<string, int, int, Nf4Weight>? quantized = null;
+            if (nf4)
+            {
+                var (weights, owner) = QuantizedProjections(dir, cfg, file, reader);
+                nf4File = owner;
+                quantized = (name, _, _) => weights[name].To(be);
+            }
+            var w = Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead, quantized);
+            w._nf4File = nf4File;
+            return w;
         }
         catch
         {
+            nf4File?.Dispose();
             file.Dispose();
             throw;
         }
     }
 
+    /// <summary>The HF names and [Out,In] shapes of every layer projection's weight.</summary>
+    public static Dictionary<string, Shape> ProjectionShapes(ModelConfig cfg)
+    {
+        int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
+        var r = new Dictionary<string, Shape>(StringComparer.Ordinal);
+        for (int i = 0; i < cfg.NumLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            r[p + "self_attn.q_proj.weight"] = new Shape(q, c);
+            r[p + "self_attn.k_proj.weight"] = new Shape(kv, c);
+            r[p + "self_attn.v_proj.weight"] = new Shape(kv, c);
+            r[p + "self_attn.o_proj.weight"] = new Shape(c, q);
+            r[p + "mlp.gate_proj.weight"] = new Shape(f, c);
+            r[p + "mlp.up_proj.weight"] = new Shape(f, c);
+            r[p + "mlp.down_proj.weight"] = new Shape(c, f);
+        }
+        return r;
+    }
+
+    // The saved quantisation when it is for these weights, else a fresh one (saved when the folder is writable).
+    private static (Dictionary<string, Nf4Weight>, IDisposable?) QuantizedProjections(string dir, ModelConfig cfg, SafetensorsModel file, WeightReader reader)
+    {
+        var shapes = ProjectionShapes(cfg);
+        string source = Nf4ModelFile.Source(file);
+        string path = Path.Combine(dir, Nf4ModelFile.FileName);
+        if (File.Exists(path) && Nf4ModelFile.Open(path, shapes, source) is { } saved) return (saved.Weights, saved.File);
+        var weights = new Dictionary<string, Nf4Weight>(StringComparer.Ordinal);
+        foreach (var (name, shape) in shapes) weights[name] = Nf4Weight.Quantize(reader.Source(name, shape));
+        try
+        {
+            Nf4ModelFile.Save(path, weights, source);
+        }
+        catch (TemperException)
+        {
+            // A read-only model folder: the quantisation is simply redone on the next load.
+        }
+        return (weights, null);
+    }
+
     /// <summary>A model with seeded random weights: matrices uniform with standard deviation config.json's
-    /// initializer_range (0.02 when absent), norms 1. For benchmarks, tests and training from scratch.</summary>
-    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32)
+    /// initializer_range (0.02 when absent), norms 1. For benchmarks, tests and training from scratch.
+    /// nf4 quantises the layers' projections (QLoRA benchmarks).</summary>
+    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32, bool nf4 = false)
     {
         var rng = new System.Random(seed);
         float std = cfg.InitializerRange;
-        Tensor Matrix(string name, int rows, int cols)
+        float[] Values(int rows, int cols)
         {
             var v = new float[(long)rows * cols];
             for (int i = 0; i < v.Length; i++) v[i] = std * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
+            return v;
+        }
+        Tensor Matrix(string name, int rows, int cols)
+        {
+            var v = Values(rows, cols);
             var t = Tensor.FromFloats(new Shape(rows, cols), v, name);
             if (dtype == DType.BF16)
             {
@@ -88,10 +151,12 @@ public sealed class ModelWeights : IDisposable
             if (name.EndsWith("norm.weight", StringComparison.Ordinal)) Array.Fill(v, 1f);
             return be.FromHost(Tensor.FromFloats(new Shape(n), v, name));
         }
-        return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings);
+        Func<string, int, int, Nf4Weight>? quantized = nf4 ? (name, rows, cols) => Nf4Weight.Quantize(Values(rows, cols), new Shape(rows, cols), name).To(be) : null;
+        return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings, quantized);
     }
 
-    private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead)
+    private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead,
+        Func<string, int, int, Nf4Weight>? quantized = null)
     {
         int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
         var embed = matrix("model.embed_tokens.weight", cfg.VocabSize, c);
@@ -99,7 +164,11 @@ public sealed class ModelWeights : IDisposable
         for (int i = 0; i < layers.Length; i++)
         {
             string p = $"model.layers.{i}.";
-            Projection Proj(string n, int outF, int inF, bool bias) => new(p + n, matrix(p + n + ".weight", outF, inF), bias ? vector(p + n + ".bias", outF) : null);
+            Projection Proj(string n, int outF, int inF, bool bias)
+            {
+                var b = bias ? vector(p + n + ".bias", outF) : null;
+                return quantized != null ? new(p + n, quantized(p + n + ".weight", outF, inF), b) : new(p + n, matrix(p + n + ".weight", outF, inF), b);
+            }
             layers[i] = new LayerWeights
             {
                 InputNorm = vector(p + "input_layernorm.weight", c),
@@ -118,7 +187,11 @@ public sealed class ModelWeights : IDisposable
         return new ModelWeights(file, embed, layers, norm, head);
     }
 
-    public void Dispose() => _file?.Dispose();
+    public void Dispose()
+    {
+        _nf4File?.Dispose();
+        _file?.Dispose();
+    }
 
     private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir, DType? matrixDType)
     {
@@ -138,6 +211,9 @@ public sealed class ModelWeights : IDisposable
         }
 
         public Tensor Vector(string name, int n) => be.FromHost(Get(name, new Shape(n)).ToF32());
+
+        /// <summary>The stored tensor itself (host, mapped), checked against the shape config.json implies.</summary>
+        public Tensor Source(string name, Shape shape) => Get(name, shape);
 
         private Tensor Get(string name, Shape expect)
         {

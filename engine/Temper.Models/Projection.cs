@@ -1,6 +1,9 @@
-// One linear projection of the decoder (q/k/v/o, gate/up/down, lm_head): weight [Out,In] (f32 or bf16),
+// One linear projection of the decoder (q/k/v/o, gate/up/down, lm_head): weight [Out,In] (f32, bf16,
+// or NF4 for a QLoRA base, whose Weight is then the packed codes and Nf4 the whole quantised weight),
 // optional bias [Out], and an optional unmerged LoRA view (A [r,In], B [Out,r], scale) over it.
+// Over an NF4 base the LoRA branch is added with the plain ops: xa = x A^T, y += scale (xa B^T).
 using Temper.Core;
+using Temper.Core.Quantization;
 
 namespace Temper.Models;
 
@@ -14,18 +17,58 @@ public sealed class LoraView(Tensor a, Tensor b, float scale)
 
 public sealed class Projection(string name, Tensor weight, Tensor? bias)
 {
+    /// <summary>A projection over an NF4-quantised (frozen) base weight.</summary>
+    public Projection(string name, Nf4Weight weight, Tensor? bias) : this(name, weight.Codes, bias) => Nf4 = weight;
+
     /// <summary>The HF module name, e.g. model.layers.0.self_attn.q_proj.</summary>
     public string Name { get; } = name;
     public Tensor Weight { get; internal set; } = weight;
     public Tensor? Bias { get; } = bias;
+    /// <summary>The quantised base weight (QLoRA), or null for an f32/bf16 one.</summary>
+    public Nf4Weight? Nf4 { get; }
     public LoraView? Lora { get; set; }
     public int In => Weight.Shape[1];
     public int Out => Weight.Shape[0];
 
-    /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA).</summary>
-    public void Forward(IBackend be, Tensor x, Tensor y)
+    /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA); xa [N,r] (optional, LoRA only) keeps x A^T for backward.</summary>
+    public void Forward(IBackend be, Tensor x, Tensor y, Tensor? xa = null)
     {
-        if (Lora is { } l) be.LoraLinear(x, Weight, Bias, l.A, l.B, l.Scale, y);
+        if (Nf4 is { } q)
+        {
+            be.Nf4Linear(x, q, Bias, y);
+            if (Lora is { } lora) AddLora(be, lora, x, y, xa);
+        }
+        else if (Lora is { } l) be.LoraLinear(x, Weight, Bias, l.A, l.B, l.Scale, y, xa);
         else be.Linear(x, Weight, Bias, y);
+    }
+
+    /// <summary>dInput[N,In] (+)= dy W (the base part of backward; an NF4 base is frozen, so it gets no gradient).</summary>
+    public void BackwardBase(IBackend be, Tensor dy, Tensor x, Tensor dInput, bool accumulate, Func<Tensor, Tensor?> gradOf)
+    {
+        if (Nf4 is { } q)
+        {
+            if (gradOf(Weight) != null) throw new TemperException($"{Name}: an NF4 base weight is frozen; train LoRA adapters over it (QLoRA), not the weight");
+            be.Nf4LinearBackward(dy, q, dInput, accumulate);
+        }
+        else be.LinearBackward(dy, x, Weight, dInput, gradOf(Weight), Bias == null ? null : gradOf(Bias), accumulate);
+    }
+
+    private static void AddLora(IBackend be, LoraView l, Tensor x, Tensor y, Tensor? xa)
+    {
+        var rows = x.Shape.WithLast(l.Rank);
+        var ownXa = xa == null ? be.Zeros(rows) : null;
+        using var delta = be.Zeros(y.Shape);
+        try
+        {
+            var a = xa ?? ownXa!;
+            be.Linear(x, l.A, null, a);
+            be.Linear(a, l.B, null, delta);
+            be.Scale(delta, l.Scale);
+            be.Add(y, delta, y);
+        }
+        finally
+        {
+            ownXa?.Dispose();
+        }
     }
 }

@@ -7,7 +7,7 @@ using Temper.Core;
 
 namespace Temper.Kernels.Cpu;
 
-public sealed class CpuBackend : IBackend
+public sealed partial class CpuBackend : IBackend
 {
     private readonly int _threads;
 
@@ -21,7 +21,7 @@ public sealed class CpuBackend : IBackend
     public string Name => "cpu";
     public int Threads => _threads;
 
-    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => Tensor.Zeros(shape, dtype);
+    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => CountedZeros(shape, dtype);
 
     public Tensor FromHost(Tensor host)
     {

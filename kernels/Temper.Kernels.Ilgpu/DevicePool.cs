@@ -3,7 +3,8 @@
 // per-step temporaries stop paying a device malloc and the implicit device sync of a free. Reuse is
 // safe without a sync because every use is ordered on the accelerator's one stream: the new owner's
 // first write is queued after the old owner's last kernel. Cached bytes are capped; past the cap a
-// returned buffer is freed at once. Hits, misses and the bytes held are counted.
+// returned buffer is freed at once. Hits, misses, the bytes held and the bytes rented out (live, with
+// their peak: IlgpuBackend's memory meter) are counted.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -19,6 +20,17 @@ internal sealed class DevicePool(Accelerator acc, long capBytes) : IDisposable
     public long Hits { get; private set; }
     public long Misses { get; private set; }
     public long CapBytes { get; set; } = capBytes;
+    /// <summary>Bytes rented and not yet returned, and the most since ResetPeak.</summary>
+    public long LiveBytes { get; private set; }
+    public long PeakLiveBytes { get; private set; }
+
+    public void ResetPeak() => PeakLiveBytes = LiveBytes;
+
+    private void Rented(long size)
+    {
+        LiveBytes += size;
+        if (LiveBytes > PeakLiveBytes) PeakLiveBytes = LiveBytes;
+    }
 
     public MemoryBuffer1D<byte, Stride1D.Dense> Rent(long bytes)
     {
@@ -27,14 +39,18 @@ internal sealed class DevicePool(Accelerator acc, long capBytes) : IDisposable
         {
             Hits++;
             CachedBytes -= size;
+            Rented(size);
             return stack.Pop();
         }
         Misses++;
-        return acc.Allocate1D<byte>(size);
+        var fresh = acc.Allocate1D<byte>(size);
+        Rented(size);
+        return fresh;
     }
 
     public void Return(MemoryBuffer1D<byte, Stride1D.Dense> buffer)
     {
+        LiveBytes -= buffer.Length;
         if (_disposed || buffer.IsDisposed || CachedBytes + buffer.Length > CapBytes)
         {
             buffer.Dispose();

@@ -18,7 +18,7 @@ public class PtxCompileChecks
     public static IEnumerable<MethodInfo> Kernels()
     {
         var asm = typeof(IlgpuBackend).Assembly;
-        var weightTypes = new[] { asm.GetType("Temper.Kernels.Ilgpu.Ops.F32Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Bf16Weights", true)! };
+        var weightTypes = new[] { asm.GetType("Temper.Kernels.Ilgpu.Ops.F32Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Bf16Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Nf4Weights", true)! };
         foreach (var t in asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops"))
             foreach (var m in t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             {
@@ -37,7 +37,7 @@ public class PtxCompileChecks
     public void Every_op_file_has_kernels()
     {
         var names = Kernels().Select(Name).ToList();
-        foreach (var op in new[] { "Add", "AdamW", "Attention", "Embedding", "Gemm", "Linear", "LmHeadCrossEntropy", "LmHeadDistillation", "LogSoftmax", "RmsNorm", "Rope", "Scale", "SumOfSquares", "SwiGlu" })
+        foreach (var op in new[] { "Add", "AdamW", "Attention", "Embedding", "Gemm", "Linear", "LmHeadCrossEntropy", "LmHeadDistillation", "LogSoftmax", "RmsNorm", "Rope", "Scale", "SumOfSquares", "SwiGlu", "Nf4" })
             Assert.Contains(names, n => n.StartsWith(op + ".", StringComparison.Ordinal));
     }
 

@@ -14,6 +14,7 @@ internal static class CliOptions
 
     public static Option<string> Model() => new("--model", "-m") { Description = "Model folder (config.json, safetensors, tokenizer.json)", Required = true };
     public static Option<string?> Adapter() => new("--adapter") { Description = "PEFT LoRA adapter folder, applied unmerged" };
+    public static Option<bool> QLora() => new("--qlora") { Description = "QLoRA: hold the layers' projections in NF4 (4-bit, quantised once and saved as temper-nf4.safetensors in the model folder)" };
     public static Option<int> Threads() => new("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
     public static readonly Option<string?> Device = new("--device") { Description = "cpu, cuda, opencl or ilgpu-cpu (default: the best present)", Recursive = true };
     public static readonly Option<string?> DTypeFlag = new("--dtype") { Description = "Weight/compute storage: f32 or bf16 (default: as stored)", Recursive = true };
@@ -60,6 +61,7 @@ internal static class CliOptions
         var s => throw new TemperException($"--dtype must be f32 or bf16, not '{s}'"),
     };
 
-    public static LanguageModel LoadModel(ParseResult p, Option<string> model, Option<string?>? adapter, Option<int> threads) =>
-        LanguageModel.Load(p.GetValue(model)!, Backend(p, p.GetValue(threads)), adapter == null ? null : p.GetValue(adapter), weightDType: WeightDType(p));
+    public static LanguageModel LoadModel(ParseResult p, Option<string> model, Option<string?>? adapter, Option<int> threads, Option<bool>? qlora = null) =>
+        LanguageModel.Load(p.GetValue(model)!, Backend(p, p.GetValue(threads)), adapter == null ? null : p.GetValue(adapter), weightDType: WeightDType(p),
+            qlora: qlora != null && p.GetValue(qlora));
 }

@@ -16,6 +16,7 @@ internal sealed class TrainingFlags
     public readonly Option<string> Out = new("--out") { Description = "Run folder: adapter or model, metrics.jsonl, manifest.json, checkpoints", Required = true };
     public readonly Option<string?> InitAdapter = new("--init-adapter") { Description = "Continue training this PEFT adapter (its r, alpha and targets apply)" };
     public readonly Option<bool> Full = new("--full") { Description = "Train all weights instead of a LoRA adapter" };
+    public readonly Option<bool> QLora = CliOptions.QLora();
     public readonly Option<int> R = new("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
     public readonly Option<double> Alpha = new("--lora-alpha") { Description = "LoRA alpha", DefaultValueFactory = _ => 32 };
     public readonly Option<string> Targets = new("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
@@ -41,7 +42,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, R, Alpha, Targets, RsLora, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads })
             c.Add(o);
     }
 
@@ -52,6 +53,7 @@ internal sealed class TrainingFlags
         OutDir = p.GetValue(Out)!,
         InitAdapter = p.GetValue(InitAdapter),
         Full = p.GetValue(Full),
+        QLora = p.GetValue(QLora),
         LoraRank = p.GetValue(R),
         LoraAlpha = p.GetValue(Alpha),
         LoraTargets = p.GetValue(Targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
@@ -108,6 +110,7 @@ internal sealed class TrainingFlags
             return 130;
         }
         AnsiConsole.MarkupLine($"done: {result.Steps} steps, final loss {result.Reports.LastOrDefault()?.Loss:F4}; wrote {Markup.Escape(outDir)}");
+        if (result.Memory != null) AnsiConsole.WriteLine(result.Memory.ToString());
         return 0;
     }
 }

@@ -13,6 +13,8 @@ public sealed record SftOptions
     public required string OutDir { get; init; }
     public string? InitAdapter { get; init; }
     public bool Full { get; init; }
+    /// <summary>QLoRA: the base's layer projections NF4-quantised (frozen), LoRA adapters trained over them.</summary>
+    public bool QLora { get; init; }
     /// <summary>Random (seeded) initial weights from config.json instead of the folder's safetensors.</summary>
     public bool FromScratch { get; init; }
     public int LoraRank { get; init; } = 16;
@@ -45,6 +47,7 @@ public sealed record SftOptions
     {
         ["init_adapter"] = InitAdapter,
         ["full"] = Full,
+        ["qlora"] = QLora,
         ["from_scratch"] = FromScratch,
         ["lora_r"] = LoraRank,
         ["lora_alpha"] = LoraAlpha,

@@ -12,7 +12,11 @@ namespace Temper.Training.Trainers;
 
 public sealed record StepReport(int Step, int TotalSteps, double Loss, double GradNorm, float Lr, double TokensPerSecond, bool Skipped);
 
-public sealed record SftResult(int Steps, bool Interrupted, string OutDir, IReadOnlyList<StepReport> Reports);
+public sealed record SftResult(int Steps, bool Interrupted, string OutDir, IReadOnlyList<StepReport> Reports)
+{
+    /// <summary>The plan's prediction beside the run's measured peak.</summary>
+    public MemoryReport? Memory { get; init; }
+}
 
 public sealed class SftTrainer(SftOptions o, IBackend backend)
 {
@@ -50,7 +54,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             double lossSum = 0;
             foreach (var b in micro)
                 lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf).Sum(x => (double)x);
-            return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor);
+            return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
         }
 
         void AfterStep(int step, JsonObject line)

@@ -19,7 +19,11 @@ public readonly record struct BatchCursor(int Epoch, int Index)
 }
 
 /// <summary>What a recipe's step computed: the loss, tokens processed, the method's own figures, the next data position.</summary>
-public sealed record StepOutput(double Loss, long Tokens, BatchCursor Next, JsonObject? Extra = null);
+public sealed record StepOutput(double Loss, long Tokens, BatchCursor Next, JsonObject? Extra = null)
+{
+    /// <summary>The step's largest micro-batch as rows x padded length, when the recipe says (the memory report plans for it).</summary>
+    public (int Batch, int Length)? LargestMicroBatch { get; init; }
+}
 
 public sealed class TrainingRun : IDisposable
 {
@@ -51,7 +55,7 @@ public sealed class TrainingRun : IDisposable
     {
         Validate(o);
         Directory.CreateDirectory(o.OutDir);
-        var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be);
+        var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try
         {
             LoraConfig? lora = null;
@@ -101,6 +105,9 @@ public sealed class TrainingRun : IDisposable
         else if (_o.Resume) OnWarning?.Invoke($"--resume: no checkpoint in {_o.OutDir}; starting from step 0");
 
         RunManifest.Write(_o.OutDir, kind, _o.ModelDir, dataInfo, _o.ToJson());
+        var meter = Backend as IMemoryMeter;
+        meter?.ResetPeak();
+        (int Batch, int Length)? largest = null;
         using var metrics = new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), _o.Resume ? stepNo : null);
         var reports = new List<StepReport>();
         int bad = 0;
@@ -111,6 +118,7 @@ public sealed class TrainingRun : IDisposable
             var sw = Stopwatch.StartNew();
             Params.ZeroGrads();
             var output = step(cursor);
+            if (output.LargestMicroBatch is { } mb && (largest is not { } l || (long)mb.Batch * mb.Length > (long)l.Batch * l.Length)) largest = mb;
             cursor = output.Next;
             stepNo++;
             double norm = Params.GradNorm();
@@ -145,8 +153,21 @@ public sealed class TrainingRun : IDisposable
         }
         if (interrupted)
             Checkpoint.Save(_o.OutDir, new TrainerState(stepNo, cursor.Epoch, cursor.Index, dataSha), Params, opt, Backend);
+        var memory = new MemoryReport(Plan(largest), meter == null ? null : MemoryPlan.HostHeldBytes(Model.Weights) + meter.PeakBytes,
+            Process.GetCurrentProcess().PeakWorkingSet64);
         SaveResult();
-        return new SftResult(stepNo, interrupted, _o.OutDir, reports);
+        return new SftResult(stepNo, interrupted, _o.OutDir, reports) { Memory = memory };
+    }
+
+    /// <summary>The memory plan for this run's model and settings, at a micro-batch of rows x length (default BatchSize x MaxLength).</summary>
+    public MemoryPlan Plan((int Batch, int Length)? microBatch = null)
+    {
+        static int Bytes(Core.DType t) => t == Core.DType.BF16 ? 2 : 4;
+        var w = Model.Weights;
+        var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
+        var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
+        return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora, _o.Full, Lora,
+            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType)));
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
@@ -171,6 +192,8 @@ public sealed class TrainingRun : IDisposable
         if (o.MaxLength < 2) throw new TemperException($"--max-len must be >= 2 (got {o.MaxLength})");
         if (!(o.LearningRate > 0)) throw new TemperException($"--lr must be > 0 (got {o.LearningRate})");
         if (o.Full && o.InitAdapter != null) throw new TemperException("--full and --init-adapter cannot be combined");
+        if (o.QLora && o.Full) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
+        if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
         if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
         if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
     }

@@ -61,12 +61,13 @@ internal static class GenerateCommand
         var threads = CliOptions.Threads();
         var prompt = new Option<string[]>("--prompt", "-p") { Description = "Prompt text (repeat for a batch)", Required = true };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt as a user message with the chat template" };
+        var qlora = CliOptions.QLora();
         var flags = new SamplingFlags();
-        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, chat };
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, chat, qlora };
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
-            using var lm = CliOptions.LoadModel(p, model, adapter, threads);
+            using var lm = CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
             var texts = p.GetValue(prompt)!;

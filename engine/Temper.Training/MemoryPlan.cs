@@ -1,0 +1,110 @@
+// The memory a training run needs, predicted from config.json and the run's settings before it starts
+// (`temper plan`, and the line a trainer prints beside its measured peak):
+//   weights      embedding, norms, biases, lm_head (untied) in their held dtype; the layers'
+//                projections in that dtype, or NF4 (codes + double-quantised scales) with QLoRA
+//   adapters     the trained parameters and their gradients (LoRA A/B, or every weight for --full), f32
+//   optimizer    AdamW's two moments per trained parameter, f32
+//   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T), f32:
+//                per layer its norms' outputs and 1/rms, q/k/v, attention output and log-sum-exp,
+//                residual stream, gate/up/act, projection outputs and each LoRA's x A^T; then the final
+//                norm, losses and every backward buffer. With gradient checkpointing a layer keeps only
+//                its input and one layer's activations are rebuilt at a time.
+//   workspace    the largest transient: a LoRA branch's [n, Out] term (and the CPU NF4 linear's slab of
+//                dequantised rows, at most 4 MiB)
+using Temper.Core.Quantization;
+using Temper.Models;
+
+namespace Temper.Training;
+
+public sealed record MemoryPlanOptions(
+    int Batch, int Length, bool QLora = false, bool Full = false, LoraConfig? Lora = null,
+    bool GradientCheckpointing = false, int MatrixBytes = 4, int EmbeddingBytes = 4);
+
+public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, long Activations, long Workspace)
+{
+    public long Total => Weights + Adapters + Optimizer + Activations + Workspace;
+
+    public static MemoryPlan For(ModelConfig cfg, MemoryPlanOptions o)
+    {
+        long c = cfg.HiddenSize, f = cfg.IntermediateSize, qd = (long)cfg.NumHeads * cfg.HeadDim, kvd = (long)cfg.NumKvHeads * cfg.HeadDim;
+        long v = cfg.VocabSize, layers = cfg.NumLayers, n = (long)o.Batch * o.Length;
+        var shapes = ModelWeights.ProjectionShapes(cfg);
+
+        long vectors = (2 * layers + 1) * c;
+        if (cfg.AttentionBias) vectors += layers * (qd + 2 * kvd);
+        if (cfg.OutputBias) vectors += layers * c;
+        if (cfg.MlpBias) vectors += layers * (2 * f + c);
+        long weights = v * c * o.EmbeddingBytes * (cfg.TieWordEmbeddings ? 1 : 2) + 4 * vectors;
+        foreach (var s in shapes.Values) weights += o.QLora ? Nf4Weight.BytesFor(s.Elements) : s.Elements * o.MatrixBytes;
+
+        long trained = 0, loraRows = 0;
+        if (o.Full) trained = v * c * (cfg.TieWordEmbeddings ? 1 : 2) + vectors + shapes.Values.Sum(s => s.Elements);
+        else if (o.Lora is { } lora)
+            foreach (var (name, s) in shapes)
+                if (lora.Targets(name[..^".weight".Length]))
+                {
+                    trained += (long)lora.Rank * (s[0] + s[1]);
+                    loraRows += lora.Rank; // x A^T [n, r] kept per adapted projection
+                }
+
+        long perLayer = n * (2 + 6 * c + 2 * qd + 2 * kvd + 3 * f + cfg.NumHeads);
+        long loraActs = n * loraRows;
+        long kept = o.GradientCheckpointing ? layers * n * c + perLayer + loraActs / Math.Max(1, layers) : layers * perLayer + loraActs;
+        long final = n * (2 + 2 * c);
+        long backward = n * (2 * c + 3 * f + 2 * qd + 2 * kvd) + layers * n * c;
+        long activations = 4 * (n * c + kept + final + backward);
+
+        long maxOut = shapes.Values.Max(s => (long)s[0]);
+        long slab = o.QLora ? 4 * shapes.Values.Max(s => Math.Min(s.Elements, 1L << 20)) : 0; // the CPU NF4 linear's dequantised rows
+        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + slab;
+        return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
+    }
+
+    /// <summary>
+    /// Bytes of the host-memory tensors a loaded model holds (weights, NF4 codes and scales, LoRA A/B):
+    /// on the CPU backend these are shared, not allocated, so its meter does not count them; a device
+    /// backend's meter counts its uploaded copies itself, and they are not host tensors.
+    /// </summary>
+    public static long HostHeldBytes(ModelWeights w)
+    {
+        static long Of(Core.Tensor? t) => t is { IsHost: true } ? t.ByteCount : 0;
+        long b = Of(w.Embed) + Of(w.FinalNorm) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
+        foreach (var l in w.Layers) b += Of(l.InputNorm) + Of(l.PostAttentionNorm);
+        foreach (var p in w.Projections)
+        {
+            b += (p.Nf4 is { } q ? Of(q.Codes) + Of(q.AbsmaxCodes) + Of(q.AbsmaxScales) : Of(p.Weight)) + Of(p.Bias);
+            if (p.Lora is { } lora) b += Of(lora.A) + Of(lora.B);
+        }
+        return b;
+    }
+
+    public static string Bytes(long b) => b switch
+    {
+        >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{b / (double)(1L << 20):F1} MiB",
+        >= 1L << 10 => $"{b / 1024.0:F1} KiB",
+        _ => $"{b} B",
+    };
+
+    public override string ToString() =>
+        $"{Bytes(Total)} (weights {Bytes(Weights)}, adapters+grads {Bytes(Adapters)}, optimizer {Bytes(Optimizer)}, activations {Bytes(Activations)}, workspace {Bytes(Workspace)})";
+}
+
+/// <summary>
+/// A run's predicted memory beside what it measured: MeasuredPeak is the peak of the backend's counted
+/// allocations (IMemoryMeter: gradients, optimizer state, activations, LoRA terms, and on a device
+/// backend the uploaded weights) plus the host tensors the model shares with the CPU backend; null on
+/// a backend without a meter. ProcessPeak is the OS's peak working set of the whole process (runtime,
+/// JIT and not-yet-collected garbage included).
+/// </summary>
+public sealed record MemoryReport(MemoryPlan Predicted, long? MeasuredPeak, long ProcessPeak)
+{
+    public override string ToString() =>
+        $"memory: predicted {Predicted} for the largest micro-batch; measured peak {(MeasuredPeak is long m ? MemoryPlan.Bytes(m) + Against(m) : "n/a on this backend")}; process peak working set {MemoryPlan.Bytes(ProcessPeak)}";
+
+    private string Against(long measured)
+    {
+        double pct = (measured - Predicted.Total) * 100.0 / Math.Max(1, Predicted.Total);
+        return System.FormattableString.Invariant($", {Math.Abs(pct):F1}% {(pct < 0 ? "below" : "above")} the prediction");
+    }
+}

@@ -1,0 +1,79 @@
+// The ILGPU op-check suite, NF4 part: the fused NF4 linear (forward with bias and accumulation, input
+// gradient) and whole-matrix dequantisation on the device, against the CPU backend and the scalar
+// reference (Temper.Kernels.Cpu.Reference.Nf4Reference), on tiny shapes whose weights end in a partial
+// 64-block and an odd nibble. Results must be this backend's device memory.
+using Temper.Core;
+using Temper.Core.Quantization;
+using Temper.Kernels.Cpu;
+using Temper.Kernels.Cpu.Reference;
+using static Temper.Kernels.Ilgpu.Tests.Check;
+
+namespace Temper.Kernels.Ilgpu.Tests;
+
+public abstract class Nf4OpChecks(DeviceFixture device) : IDisposable
+{
+    private readonly List<IDisposable> _owned = [];
+    private readonly CpuBackend _cpu = new(1);
+
+    private IlgpuBackend B => device.Backend;
+
+    public void Dispose()
+    {
+        foreach (var t in _owned) t.Dispose();
+        _cpu.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    private T Own<T>(T t) where T : IDisposable
+    {
+        _owned.Add(t);
+        return t;
+    }
+
+    private Tensor Up(float[] values, params int[] shape) => Own(B.FromHost(Host(values, shape)));
+
+    private float[] Down(Tensor t)
+    {
+        Assert.Same(B, t.Storage.Device);
+        using var h = B.ToHost(t);
+        return h.ToFloatArray();
+    }
+
+    [Fact]
+    public void Nf4Linear_Forward_And_InputGradient_MatchReference()
+    {
+        const int n = 3, k = 13, m = 11; // 143 weights: a partial last block and an odd nibble
+        var host = Nf4Weight.Quantize(Floats(m * k, 1, 0.05f), new Shape(m, k), "w");
+        var absmax = host.BlockAbsmax();
+        var packed = host.Codes.Bytes.ToArray();
+        var w = Own(host.To(B));
+        Assert.Same(B, w.Codes.Storage.Device);
+        var x = Floats(n * k, 2);
+        var bias = Floats(m, 3);
+        var start = Floats(n * m, 4);
+
+        var expected = (float[])start.Clone();
+        Nf4Reference.Forward(x, packed, absmax, bias, expected, n, k, m, accumulate: true);
+        var y = Up(start, n, m);
+        B.Nf4Linear(Up(x, n, k), w, Up(bias, m), y, accumulate: true);
+        Close(Down(y), expected, "nf4 linear (bias, accumulate)");
+        using var yCpu = Host(start, n, m);
+        _cpu.Nf4Linear(Host(x, n, k), host, Host(bias, m), yCpu, accumulate: true);
+        Close(Down(y), yCpu.Floats, "nf4 linear vs cpu");
+
+        var dy = Floats(n * m, 5);
+        var dxExpected = new float[n * k];
+        Nf4Reference.Backward(dy, packed, absmax, dxExpected, n, k, m, accumulateDx: false);
+        var dx = Own(B.Zeros(new Shape(n, k)));
+        B.Nf4LinearBackward(Up(dy, n, m), w, dx);
+        Close(Down(dx), dxExpected, "nf4 linear backward");
+
+        var output = Own(B.Zeros(new Shape(m, k)));
+        B.Nf4Dequantize(w, output);
+        Bitwise(Down(output), Nf4Reference.Dequantize(packed, absmax, m * k), "nf4 dequantize");
+    }
+}
+
+public sealed class CpuAcceleratorNf4OpChecks(CpuAcceleratorFixture device) : Nf4OpChecks(device), IClassFixture<CpuAcceleratorFixture>;
+
+public sealed class CudaNf4OpChecks(CudaFixture device) : Nf4OpChecks(device), IClassFixture<CudaFixture>;

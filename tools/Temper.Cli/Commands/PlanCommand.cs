@@ -1,0 +1,59 @@
+// `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--batch-size B]
+// [--max-length T] [--gradient-checkpointing]`: the memory a training run needs (MemoryPlan), from
+// config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
+// the same prediction beside its measured peak when it finishes.
+using System.CommandLine;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+using Temper.Models;
+using Temper.Training;
+
+namespace Temper.Cli.Commands;
+
+internal static class PlanCommand
+{
+    public static Command Create()
+    {
+        var model = CliOptions.Model();
+        var qlora = CliOptions.QLora();
+        var full = new Option<bool>("--full") { Description = "Plan full fine-tuning instead of a LoRA adapter" };
+        var r = new Option<int>("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
+        var targets = new Option<string>("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
+        var batch = new Option<int>("--batch-size") { Description = "Examples per micro-batch", DefaultValueFactory = _ => 8 };
+        var length = new Option<int>("--max-length", "--max-len") { Description = "Tokens per example (the padded length)", DefaultValueFactory = _ => 1024 };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Keep only each layer's input; rebuild its activations in backward" };
+        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, batch, length, checkpointing };
+        cmd.SetGuardedAction(p =>
+        {
+            string dir = p.GetValue(model)!;
+            var cfg = ModelConfig.Load(dir);
+            bool isFull = p.GetValue(full), isQLora = p.GetValue(qlora);
+            if (isFull && isQLora) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
+            if (p.GetValue(batch) < 1 || p.GetValue(length) < 1 || p.GetValue(r) < 1) throw new TemperException("--batch-size, --max-length and --lora-r must be >= 1");
+            var (matrix, embedding) = HeldBytes(dir, CliOptions.WeightDType(p), isFull);
+            var lora = isFull ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
+                p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0);
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding));
+            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
+            Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
+            Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
+            Console.WriteLine($"  optimizer    {MemoryPlan.Bytes(plan.Optimizer),12}   (AdamW moments)");
+            Console.WriteLine($"  activations  {MemoryPlan.Bytes(plan.Activations),12}");
+            Console.WriteLine($"  workspace    {MemoryPlan.Bytes(plan.Workspace),12}");
+            Console.WriteLine($"  total        {MemoryPlan.Bytes(plan.Total),12}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    // Bytes per element of the layers' matrices and of the embedding as a run would hold them: --dtype,
+    // else bf16 when stored bf16, else f32 (f16/f64 are widened at load; full fine-tuning trains f32).
+    private static (int Matrix, int Embedding) HeldBytes(string dir, DType? dtype, bool full)
+    {
+        if (full) return (4, 4);
+        if (dtype is { } d) return (d == DType.BF16 ? 2 : 4, d == DType.BF16 ? 2 : 4);
+        using var file = SafetensorsModel.Open(dir);
+        int Of(string name) => file.Contains(name) && file.DTypeOf(name) == DType.BF16 ? 2 : 4;
+        return (Of("model.layers.0.self_attn.q_proj.weight"), Of("model.embed_tokens.weight"));
+    }
+}
