@@ -4,6 +4,8 @@
 // Labels follow transformers: labels[b,t] is the target of the logits at t-1 (-100 = no loss), so
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
 // every base weight for full fine-tuning, the LoRA A/B for adapters.
+// With GradientCheckpointing the forward keeps only each layer's input x_in[B*T,C] and the backward
+// recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -12,11 +14,22 @@ public sealed class DecoderBackprop(Decoder decoder)
 {
     private sealed class LayerActivations
     {
-        public required Tensor XIn, Rstd1, Hn1, Q, K, V, Attn, Lse, XMid, Rstd2, Hn2, Gate, Up, Act;
+        public required Tensor XIn, XOut;
+        public Tensor Rstd1 = null!, Hn1 = null!, Q = null!, K = null!, V = null!, Attn = null!, Lse = null!, XMid = null!, Rstd2 = null!, Hn2 = null!, Gate = null!, Up = null!, Act = null!;
         public readonly Dictionary<Projection, Tensor> Xa = [];
     }
 
     public Decoder Decoder { get; } = decoder;
+
+    /// <summary>
+    /// Gradient checkpointing: forward keeps only each layer's input, and backward recomputes the
+    /// layer's activations from it just before the layer's backward (one extra forward per step, the
+    /// layer activations held for one layer at a time). The gradients are the same bit for bit.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
+    public long PeakActivationBytes { get; private set; }
 
     /// <summary>
     /// Runs forward and (when gradOf is given) backward for one micro-batch. Returns the per-token
@@ -43,46 +56,42 @@ public sealed class DecoderBackprop(Decoder decoder)
         for (int i = 0; i < n; i++) targets[i] = i % t == t - 1 ? -100 : labels[i + 1];
 
         var owned = new List<Tensor>();
-        Tensor New(params int[] shape)
+        long live = 0;
+        PeakActivationBytes = 0;
+        Tensor NewIn(List<Tensor> store, params int[] shape)
         {
             var x = be.Zeros(new Shape(shape));
-            owned.Add(x);
+            store.Add(x);
+            live += x.ByteCount;
+            PeakActivationBytes = Math.Max(PeakActivationBytes, live);
             return x;
+        }
+        Tensor New(params int[] shape) => NewIn(owned, shape);
+        void Free(List<Tensor> store)
+        {
+            foreach (var x in store)
+            {
+                live -= x.ByteCount;
+                x.Dispose();
+            }
+            store.Clear();
         }
         try
         {
-            // ---- forward, keeping activations ----
+            // ---- forward, keeping activations (only each layer's input when checkpointing) ----
             var x = New(n, c);
             be.Embedding(w.Embed, ids, x);
             var acts = new LayerActivations[w.Layers.Length];
             for (int l = 0; l < acts.Length; l++)
             {
-                var lw = w.Layers[l];
-                var a = new LayerActivations
-                {
-                    XIn = x, Rstd1 = New(n), Hn1 = New(n, c), Q = New(n, h * d), K = New(n, hkv * d), V = New(n, hkv * d),
-                    Attn = New(n, h * d), Lse = New(batch, h, t), XMid = New(n, c), Rstd2 = New(n), Hn2 = New(n, c),
-                    Gate = New(n, f), Up = New(n, f), Act = New(n, f),
-                };
-                be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
-                Project(lw.Q, a.Hn1, a.Q, a);
-                Project(lw.K, a.Hn1, a.K, a);
-                Project(lw.V, a.Hn1, a.V, a);
-                be.Rope(View(a.Q, n, h, d), positions, rope);
-                be.Rope(View(a.K, n, hkv, d), positions, rope);
-                be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask));
-                var o = New(n, c);
-                Project(lw.O, a.Attn, o, a);
-                be.Add(a.XIn, o, a.XMid);
-                be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
-                Project(lw.Gate, a.Hn2, a.Gate, a);
-                Project(lw.Up, a.Hn2, a.Up, a);
-                be.SwiGlu(a.Gate, a.Up, a.Act);
-                var down = New(n, c);
-                Project(lw.Down, a.Act, down, a);
-                x = New(n, c);
-                be.Add(a.XMid, down, x);
-                acts[l] = a;
+                var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
+                acts[l] = ForwardLayer(l, x, scratch);
+                x = acts[l].XOut;
+                if (!GradientCheckpointing) continue;
+                scratch.Remove(x);
+                owned.Add(x);
+                Free(scratch);
+                acts[l] = new LayerActivations { XIn = acts[l].XIn, XOut = x };
             }
             var rstdF = New(n);
             var hF = New(n, c);
@@ -105,16 +114,17 @@ public sealed class DecoderBackprop(Decoder decoder)
             var dq = New(n, h * d);
             var dk = New(n, hkv * d);
             var dv = New(n, hkv * d);
+            var dMidNorm = New(n, c);
             for (int l = acts.Length - 1; l >= 0; l--)
             {
                 var lw = w.Layers[l];
-                var a = acts[l];
+                var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
+                var a = GradientCheckpointing ? ForwardLayer(l, acts[l].XIn, scratch) : acts[l];
                 // x_out = x_mid + down(silu(gate) * up), gate/up from norm2(x_mid)
                 ProjectBackward(lw.Down, dx, a.Act, dF, false, a, gradOf);
                 be.SwiGluBackward(dF, a.Gate, a.Up, dGate, dUp);
                 ProjectBackward(lw.Gate, dGate, a.Hn2, dNorm, false, a, gradOf);
                 ProjectBackward(lw.Up, dUp, a.Hn2, dNorm, true, a, gradOf);
-                var dMidNorm = New(n, c);
                 be.RmsNormBackward(dNorm, a.XMid, lw.PostAttentionNorm, a.Rstd2, dMidNorm, gradOf(lw.PostAttentionNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_mid
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
@@ -127,20 +137,52 @@ public sealed class DecoderBackprop(Decoder decoder)
                 ProjectBackward(lw.V, dv, a.Hn1, dNorm, true, a, gradOf);
                 be.RmsNormBackward(dNorm, a.XIn, lw.InputNorm, a.Rstd1, dMidNorm, gradOf(lw.InputNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_in
+                if (GradientCheckpointing) Free(scratch);
             }
             if (gradOf(w.Embed) is { } dEmbed) be.EmbeddingBackward(dx, ids, dEmbed);
             return result;
         }
         finally
         {
-            foreach (var o in owned) o.Dispose();
+            Free(owned);
         }
 
-        void Project(Projection p, Tensor input, Tensor y, LayerActivations a)
+        // One layer's forward from its input xIn: every activation its backward reads, allocated in store.
+        LayerActivations ForwardLayer(int l, Tensor xIn, List<Tensor> store)
+        {
+            var lw = w.Layers[l];
+            Tensor Alloc(params int[] shape) => NewIn(store, shape);
+            var a = new LayerActivations
+            {
+                XIn = xIn, Rstd1 = Alloc(n), Hn1 = Alloc(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
+                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Alloc(n, c),
+                Gate = Alloc(n, f), Up = Alloc(n, f), Act = Alloc(n, f), XOut = Alloc(n, c),
+            };
+            be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
+            Project(lw.Q, a.Hn1, a.Q, a, store);
+            Project(lw.K, a.Hn1, a.K, a, store);
+            Project(lw.V, a.Hn1, a.V, a, store);
+            be.Rope(View(a.Q, n, h, d), positions, rope);
+            be.Rope(View(a.K, n, hkv, d), positions, rope);
+            be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask));
+            var o = Alloc(n, c);
+            Project(lw.O, a.Attn, o, a, store);
+            be.Add(a.XIn, o, a.XMid);
+            be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
+            Project(lw.Gate, a.Hn2, a.Gate, a, store);
+            Project(lw.Up, a.Hn2, a.Up, a, store);
+            be.SwiGlu(a.Gate, a.Up, a.Act);
+            var down = Alloc(n, c);
+            Project(lw.Down, a.Act, down, a, store);
+            be.Add(a.XMid, down, a.XOut);
+            return a;
+        }
+
+        void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store)
         {
             if (p.Lora is { } lora)
             {
-                var xa = New(n, lora.Rank);
+                var xa = NewIn(store, n, lora.Rank);
                 a.Xa[p] = xa;
                 be.LoraLinear(input, p.Weight, p.Bias, lora.A, lora.B, lora.Scale, y, xa);
             }

@@ -13,15 +13,17 @@ public class TrainingCliTests
 
     [Theory]
     [InlineData("sft", "sft.jsonl")]
+    [InlineData("sft", "sft.jsonl", "--gradient-checkpointing")]
     [InlineData("dpo", "dpo.jsonl")]
     [InlineData("kto", "kto.jsonl")]
     [InlineData("orpo", "dpo.jsonl")]
-    public void Step0_through_the_cli_matches_trl(string verb, string data)
+    public void Step0_through_the_cli_matches_trl(string verb, string data, string? extraFlag = null)
     {
         string model = Fixtures.Hf("qwen2-tiny"), dir = Temp();
         var args = new List<string> { verb, "--model", model, "--init-adapter", Path.Combine(model, "adapter"), "--data", Path.Combine(model, "trainer", data),
             "--out", dir, "--batch-size", "64", "--grad-accum", "1", "--max-steps", "1" };
         if (verb != "sft") args.AddRange(["--beta", "0.1"]);
+        if (extraFlag != null) args.Add(extraFlag);
         var r = TemperCli.Run([.. args]);
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var first = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "metrics.jsonl")).First())!;

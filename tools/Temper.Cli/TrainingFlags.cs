@@ -36,12 +36,13 @@ internal sealed class TrainingFlags
     public readonly Option<bool> Resume = new("--resume") { Description = "Continue from the latest checkpoint in --out" };
     public readonly Option<bool> SkipBad = new("--skip-bad-lines") { Description = "Skip malformed data lines (counted) instead of failing" };
     public readonly Option<int> Threads = CliOptions.Threads();
+    public readonly Option<bool> Checkpointing = new("--gradient-checkpointing") { Description = "Recompute each layer's activations in backward (less memory, about a third more compute)" };
 
     public TrainingFlags(float defaultLr) => Lr = new Option<float>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => defaultLr };
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, R, Alpha, Targets, RsLora, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, R, Alpha, Targets, RsLora, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -72,6 +73,7 @@ internal sealed class TrainingFlags
         Resume = p.GetValue(Resume),
         SkipBadLines = p.GetValue(SkipBad),
         Threads = p.GetValue(Threads),
+        GradientCheckpointing = p.GetValue(Checkpointing),
     };
 
     /// <summary>Runs a trainer under a live progress bar; returns the exit code (130 when interrupted).</summary>

@@ -38,6 +38,8 @@ public sealed record SftOptions
     public int SaveEvery { get; init; }
     public bool Resume { get; init; }
     public int Threads { get; init; }
+    /// <summary>Recompute each layer's activations in backward instead of keeping them (less memory, one more forward).</summary>
+    public bool GradientCheckpointing { get; init; }
     /// <summary>Consecutive NaN/Inf steps tolerated (each skipped with a warning) before the run aborts.</summary>
     public int MaxBadSteps { get; init; } = 5;
 
@@ -66,5 +68,6 @@ public sealed record SftOptions
         ["eval_every"] = EvalEvery,
         ["save_every"] = SaveEvery,
         ["threads"] = Threads,
+        ["gradient_checkpointing"] = GradientCheckpointing,
     };
 }

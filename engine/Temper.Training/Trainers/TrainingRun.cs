@@ -32,7 +32,7 @@ public sealed class TrainingRun : IDisposable
         Model = lm;
         Lora = lora;
         Params = ps;
-        Backprop = new DecoderBackprop(lm.Decoder);
+        Backprop = new DecoderBackprop(lm.Decoder) { GradientCheckpointing = o.GradientCheckpointing };
     }
 
     public IBackend Backend { get; }
