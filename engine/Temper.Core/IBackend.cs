@@ -73,10 +73,12 @@ public interface IBackend : IDisposable
 /// q[B,Tq,H,D] attends to k,v[B,S,Hkv,D] (S = cache capacity, the first KvLength rows used). Query i
 /// sits at key position QueryOffset + i and sees keys at positions &lt;= its own (causal) whose
 /// KeyMask[B,KvLength] entry is non-zero. Output[B,Tq,H,D]; Lse[B,H,Tq] (optional) keeps the
-/// log-sum-exp for backward. A query that sees no key gets zeros.
+/// log-sum-exp for backward. A query that sees no key gets zeros. SegmentIds[B,KvLength] (optional,
+/// packed sequences; needs QueryOffset + Tq &lt;= KvLength) further limits query position p to the keys
+/// j with SegmentIds[b,j] == SegmentIds[b,p], so no example of a packed row attends to another.
 /// </summary>
 public readonly record struct AttentionArgs(
     Tensor Q, Tensor K, Tensor V, Tensor Output, int KvLength, int QueryOffset, float Scale,
-    ReadOnlyMemory<int> KeyMask = default, Tensor? Lse = null);
+    ReadOnlyMemory<int> KeyMask = default, Tensor? Lse = null, ReadOnlyMemory<int> SegmentIds = default);
 
 public readonly record struct AdamWParams(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step);

@@ -35,23 +35,28 @@ public sealed class DecoderBackprop(Decoder decoder)
     /// Runs forward and (when gradOf is given) backward for one micro-batch. Returns the per-token
     /// cross-entropy [B*T] (0 where no label) — its sum times lossScale (times rowScales[row], when
     /// given: per-token weights, as preference losses need) is what the gradients are of.
+    /// Packed rows pass positions [B,T] (restarting at 0 per example; empty = 0..T-1 in every row) and
+    /// segmentIds [B,T] (which example of the row each token is; attention stays inside one).
     /// </summary>
-    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf, ReadOnlySpan<float> rowScales = default)
+    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf, ReadOnlySpan<float> rowScales = default,
+        ReadOnlySpan<int> positions = default, ReadOnlySpan<int> segmentIds = default)
     {
         var cfg = Decoder.Config;
         var w = Decoder.Weights;
         var be = Decoder.Backend;
         int n = ids.Length, t = n / batch;
-        if (labels.Length != n || (!mask.IsEmpty && mask.Length != n) || n % batch != 0)
-            throw new ArgumentException("ids, labels and mask must all be [B,T]");
+        if (labels.Length != n || (!mask.IsEmpty && mask.Length != n) || (!positions.IsEmpty && positions.Length != n) || (!segmentIds.IsEmpty && segmentIds.Length != n) || n % batch != 0)
+            throw new ArgumentException("ids, labels, mask, positions and segment ids must all be [B,T]");
         foreach (int id in ids)
             if ((uint)id >= (uint)cfg.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {cfg.VocabSize})");
         int c = cfg.HiddenSize, h = cfg.NumHeads, hkv = cfg.NumKvHeads, d = cfg.HeadDim, f = cfg.IntermediateSize;
         var rope = cfg.Rope.Frequencies(d);
         float scale = 1f / MathF.Sqrt(d);
         var keyMask = mask.IsEmpty ? default : (ReadOnlyMemory<int>)mask.ToArray();
-        var positions = new int[n];
-        for (int i = 0; i < n; i++) positions[i] = i % t;
+        var segments = segmentIds.IsEmpty ? default : (ReadOnlyMemory<int>)segmentIds.ToArray();
+        var pos = positions.IsEmpty ? new int[n] : positions.ToArray();
+        if (positions.IsEmpty)
+            for (int i = 0; i < n; i++) pos[i] = i % t;
         var targets = new int[n];
         for (int i = 0; i < n; i++) targets[i] = i % t == t - 1 ? -100 : labels[i + 1];
 
@@ -129,9 +134,9 @@ public sealed class DecoderBackprop(Decoder decoder)
                 be.Add(dx, dMidNorm, dx); // dx is now d x_mid
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
                 ProjectBackward(lw.O, dx, a.Attn, dAttn, false, a, gradOf);
-                be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
-                be.RopeBackward(View(dq, n, h, d), positions, rope);
-                be.RopeBackward(View(dk, n, hkv, d), positions, rope);
+                be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask, segments), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
+                be.RopeBackward(View(dq, n, h, d), pos, rope);
+                be.RopeBackward(View(dk, n, hkv, d), pos, rope);
                 ProjectBackward(lw.Q, dq, a.Hn1, dNorm, false, a, gradOf);
                 ProjectBackward(lw.K, dk, a.Hn1, dNorm, true, a, gradOf);
                 ProjectBackward(lw.V, dv, a.Hn1, dNorm, true, a, gradOf);
@@ -162,9 +167,9 @@ public sealed class DecoderBackprop(Decoder decoder)
             Project(lw.Q, a.Hn1, a.Q, a, store);
             Project(lw.K, a.Hn1, a.K, a, store);
             Project(lw.V, a.Hn1, a.V, a, store);
-            be.Rope(View(a.Q, n, h, d), positions, rope);
-            be.Rope(View(a.K, n, hkv, d), positions, rope);
-            be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask));
+            be.Rope(View(a.Q, n, h, d), pos, rope);
+            be.Rope(View(a.K, n, hkv, d), pos, rope);
+            be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
             var o = Alloc(n, c);
             Project(lw.O, a.Attn, o, a, store);
             be.Add(a.XIn, o, a.XMid);
@@ -197,8 +202,8 @@ public sealed class DecoderBackprop(Decoder decoder)
         }
     }
 
-    private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask) =>
-        new(View4(a.Q, b, t, h, d), View4(a.K, b, t, hkv, d), View4(a.V, b, t, hkv, d), View4(a.Attn, b, t, h, d), t, 0, scale, mask, a.Lse);
+    private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>
+        new(View4(a.Q, b, t, h, d), View4(a.K, b, t, hkv, d), View4(a.V, b, t, hkv, d), View4(a.Attn, b, t, h, d), t, 0, scale, mask, a.Lse, segments);
 
     private static Tensor View(Tensor x, int n, int heads, int d) => new(new Shape(n, heads, d), x.DType, x.Storage, x.Name);
     private static Tensor View4(Tensor x, int b, int len, int heads, int d) => new(new Shape(b, len, heads, d), x.DType, x.Storage, x.Name);

@@ -1,7 +1,8 @@
 // Causal GQA attention forward. q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first kvLength rows used),
 // output[B,Tq,H,D], lse[B,H,Tq] (optional). Query i of batch b sits at position queryOffset + i and sees
-// key j when j <= that position, j < kvLength and keyMask[b,j] != 0 (an empty mask admits all); head h
-// reads kv head h / (H / Hkv). Blocks of up to 64 query rows go through the GEMM: S = Q K^T over the
+// key j when j <= that position, j < kvLength, keyMask[b,j] != 0 (an empty mask admits all) and, for
+// packed rows, segmentIds[b,j] == segmentIds[b,position] (empty: one segment); head h reads kv head
+// h / (H / Hkv). Blocks of up to 64 query rows go through the GEMM: S = Q K^T over the
 // keys the block can see, scaled, masked (causal, padding), softmax per row in f32 with the max
 // subtracted (SIMD exp), O = P V, divided by the row's sum; lse = max + log(sum). A query that sees no
 // key gets zeros and lse = -inf. Units of work (a query head of a sequence, or for a decode step the
@@ -16,13 +17,13 @@ namespace Temper.Kernels.Cpu;
 public static unsafe class Attention
 {
     public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output, Span<float> lse,
-        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, int threads = 1)
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds = default, int threads = 1)
     {
         if (batch < 0 || tq < 0 || heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0 || d <= 0 || kvLength < 0 || kvLength > s || queryOffset < 0
             || q.Length != (long)batch * tq * heads * d || k.Length != (long)batch * s * kvHeads * d || v.Length != k.Length
             || output.Length != q.Length || (!lse.IsEmpty && lse.Length != (long)batch * heads * tq)
-            || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength))
-            throw new ArgumentException($"Attention: q {q.Length}, k {k.Length}, v {v.Length}, output {output.Length}, lse {lse.Length}, mask {keyMask.Length} values " +
+            || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength) || !SegmentsFit(segmentIds, batch, tq, kvLength, queryOffset))
+            throw new ArgumentException($"Attention: q {q.Length}, k {k.Length}, v {v.Length}, output {output.Length}, lse {lse.Length}, mask {keyMask.Length}, segments {segmentIds.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
         int group = heads / kvHeads;
         // A unit of work is one query head of one sequence (its Tq rows, at stride H*D), or for a decode
@@ -30,9 +31,9 @@ public static unsafe class Attention
         bool decode = tq == 1;
         int units = decode ? batch * kvHeads : batch * heads, rows = decode ? group : tq;
         int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
-        fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* po0 = output) fixed (float* pl0 = lse) fixed (int* pm0 = keyMask)
+        fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* po0 = output) fixed (float* pl0 = lse) fixed (int* pm0 = keyMask) fixed (int* ps0 = segmentIds)
         {
-            nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0, pl = (nint)pl0, pm = (nint)pm0;
+            nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0, pl = (nint)pl0, pm = (nint)pm0, ps = (nint)ps0;
             long work = (long)batch * heads * tq * widest * d;
             StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
@@ -54,7 +55,8 @@ public static unsafe class Attention
                         }
                         long qOff = ((long)b * tq * heads + h0) * d, kvOff = ((long)b * s * kvHeads + kh) * d;
                         var unit = new Unit((float*)pq + qOff, (float*)po + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, kvHeads * d,
-                            pm == 0 ? null : (int*)pm + (long)b * kvLength, pl == 0 ? null : (float*)pl + ((long)b * heads + h0) * tq, decode ? tq : 1);
+                            pm == 0 ? null : (int*)pm + (long)b * kvLength, ps == 0 ? null : (int*)ps + (long)b * kvLength,
+                            pl == 0 ? null : (float*)pl + ((long)b * heads + h0) * tq, decode ? tq : 1);
                         for (int r0 = 0; r0 < rows; r0 += BlockRows)
                             Block(unit, r0, Math.Min(BlockRows, rows - r0), decode, d, kvLength, queryOffset, scale, sc);
                     }
@@ -65,13 +67,32 @@ public static unsafe class Attention
 
     private const int BlockRows = 64;
 
-    // One unit's pointers: query/output rows (stride ldq), its kv head's rows (stride ldkv), mask, and
-    // lse entries (row r at lse[r * lseStride] for a decode group, lse[r] for a head's queries).
-    private readonly struct Unit(float* q, float* o, int ldq, float* k, float* v, int ldkv, int* mask, float* lse, int lseStride)
+    // One unit's pointers: query/output rows (stride ldq), its kv head's rows (stride ldkv), mask and
+    // segment ids of its sequence, and lse entries (row r at lse[r * lseStride] for a decode group, lse[r]
+    // for a head's queries).
+    private readonly struct Unit(float* q, float* o, int ldq, float* k, float* v, int ldkv, int* mask, int* segments, float* lse, int lseStride)
     {
         public readonly float* Q = q, O = o, K = k, V = v, Lse = lse;
         public readonly int Ldq = ldq, Ldkv = ldkv, LseStride = lseStride;
-        public readonly int* Mask = mask;
+        public readonly int* Mask = mask, Segments = segments;
+    }
+
+    private static bool SegmentsFit(ReadOnlySpan<int> segmentIds, int batch, int tq, int kvLength, int queryOffset) =>
+        segmentIds.IsEmpty || (segmentIds.Length == (long)batch * kvLength && queryOffset + tq <= kvLength);
+
+    // -inf on the scores of keys [0, visible) that the query at `position` may not see: masked out, or
+    // (packed rows) of another segment.
+    private static void MaskScores(float* row, int visible, int* mask, int* segments, int position)
+    {
+        if (mask != null)
+            for (int j = 0; j < visible; j++)
+                if (mask[j] == 0) row[j] = float.NegativeInfinity;
+        if (segments != null)
+        {
+            int own = segments[position];
+            for (int j = 0; j < visible; j++)
+                if (segments[j] != own) row[j] = float.NegativeInfinity;
+        }
     }
 
     // Rows [r0, r0+nr) of a unit: S = Q K^T over the keys the last row can see (GEMM), scaled and masked,
@@ -93,11 +114,9 @@ public static unsafe class Attention
         for (int rr = 0; rr < nr; rr++)
         {
             float* row = sc + (long)rr * width;
-            int visible = Math.Min(kvLength, queryOffset + (decode ? 0 : r0 + rr) + 1);
+            int position = queryOffset + (decode ? 0 : r0 + rr), visible = Math.Min(kvLength, position + 1);
             Scale.Apply(new Span<float>(row, visible), scale);
-            if (u.Mask != null)
-                for (int j = 0; j < visible; j++)
-                    if (u.Mask[j] == 0) row[j] = float.NegativeInfinity;
+            MaskScores(row, visible, u.Mask, u.Segments, position);
             for (int j = visible; j < width; j++) row[j] = float.NegativeInfinity;
             float max = Reductions.Max(row, width), l = float.NegativeInfinity;
             if (float.IsNegativeInfinity(max))
@@ -120,20 +139,21 @@ public static unsafe class Attention
     /// <summary>Backward of <see cref="Forward"/>; lse is the forward's (or empty: recomputed).</summary>
     public static void Backward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> lse, ReadOnlySpan<float> dOut,
         Span<float> dq, Span<float> dk, Span<float> dv,
-        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, int threads = 1)
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds = default, int threads = 1)
     {
         if (batch < 0 || tq < 0 || heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0 || d <= 0 || kvLength < 0 || kvLength > s || queryOffset < 0
             || q.Length != (long)batch * tq * heads * d || k.Length != (long)batch * s * kvHeads * d || v.Length != k.Length
             || dOut.Length != q.Length || dq.Length != q.Length || dk.Length != k.Length || dv.Length != k.Length
-            || (!lse.IsEmpty && lse.Length != (long)batch * heads * tq) || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength))
-            throw new ArgumentException($"Attention backward: q {q.Length}, k {k.Length}, v {v.Length}, dOut {dOut.Length}, dq {dq.Length}, dk {dk.Length}, dv {dv.Length}, lse {lse.Length}, mask {keyMask.Length} values " +
+            || (!lse.IsEmpty && lse.Length != (long)batch * heads * tq) || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength)
+            || !SegmentsFit(segmentIds, batch, tq, kvLength, queryOffset))
+            throw new ArgumentException($"Attention backward: q {q.Length}, k {k.Length}, v {v.Length}, dOut {dOut.Length}, dq {dq.Length}, dk {dk.Length}, dv {dv.Length}, lse {lse.Length}, mask {keyMask.Length}, segments {segmentIds.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
         int group = heads / kvHeads, units = batch * kvHeads;
         int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* pl0 = lse) fixed (float* pdo0 = dOut)
-        fixed (float* pdq0 = dq) fixed (float* pdk0 = dk) fixed (float* pdv0 = dv) fixed (int* pm0 = keyMask)
+        fixed (float* pdq0 = dq) fixed (float* pdk0 = dk) fixed (float* pdv0 = dv) fixed (int* pm0 = keyMask) fixed (int* ps0 = segmentIds)
         {
-            nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, pl = (nint)pl0, pdo = (nint)pdo0, pdq = (nint)pdq0, pdk = (nint)pdk0, pdv = (nint)pdv0, pm = (nint)pm0;
+            nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, pl = (nint)pl0, pdo = (nint)pdo0, pdq = (nint)pdq0, pdk = (nint)pdk0, pdv = (nint)pdv0, pm = (nint)pm0, ps = (nint)ps0;
             long work = (long)batch * heads * tq * widest * d;
             StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
@@ -155,7 +175,8 @@ public static unsafe class Attention
                         {
                             long qOff = ((long)b * tq * heads + h) * d;
                             var g = new GradUnit((float*)pq + qOff, (float*)pdo + qOff, (float*)pdq + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, dkBase, dvBase, ldkv,
-                                pm == 0 ? null : (int*)pm + (long)b * kvLength, pl == 0 ? null : (float*)pl + ((long)b * heads + h) * tq);
+                                pm == 0 ? null : (int*)pm + (long)b * kvLength, ps == 0 ? null : (int*)ps + (long)b * kvLength,
+                                pl == 0 ? null : (float*)pl + ((long)b * heads + h) * tq);
                             for (int r0 = 0; r0 < tq; r0 += BlockRows)
                                 BackwardBlock(g, r0, Math.Min(BlockRows, tq - r0), d, kvLength, queryOffset, scale, p, ds);
                         }
@@ -166,12 +187,12 @@ public static unsafe class Attention
     }
 
     // One query head's backward pointers: q/dOut/dq rows at stride ldq; k, v, dk, dv rows of its kv head at
-    // stride ldkv; the sequence's mask; the forward's lse for this head (or null).
-    private readonly struct GradUnit(float* q, float* dOut, float* dq, int ldq, float* k, float* v, float* dk, float* dv, int ldkv, int* mask, float* lse)
+    // stride ldkv; the sequence's mask and segment ids; the forward's lse for this head (or null).
+    private readonly struct GradUnit(float* q, float* dOut, float* dq, int ldq, float* k, float* v, float* dk, float* dv, int ldkv, int* mask, int* segments, float* lse)
     {
         public readonly float* Q = q, DOut = dOut, DQ = dq, K = k, V = v, DK = dk, DV = dv, Lse = lse;
         public readonly int Ldq = ldq, Ldkv = ldkv;
-        public readonly int* Mask = mask;
+        public readonly int* Mask = mask, Segments = segments;
     }
 
     // Query rows [r0, r0+nr) of one head: P from S = Q K^T (and lse), dP = dOut V^T, dS = scale P (dP - rowsum(P dP)),
@@ -189,11 +210,9 @@ public static unsafe class Attention
         for (int rr = 0; rr < nr; rr++)
         {
             float* pr = p + (long)rr * width, dsr = ds + (long)rr * width;
-            int visible = Math.Min(kvLength, queryOffset + r0 + rr + 1);
+            int position = queryOffset + r0 + rr, visible = Math.Min(kvLength, position + 1);
             Scale.Apply(new Span<float>(pr, visible), scale);
-            if (u.Mask != null)
-                for (int j = 0; j < visible; j++)
-                    if (u.Mask[j] == 0) pr[j] = float.NegativeInfinity;
+            MaskScores(pr, visible, u.Mask, u.Segments, position);
             for (int j = visible; j < width; j++) pr[j] = float.NegativeInfinity;
             float max = Reductions.Max(pr, width);
             if (float.IsNegativeInfinity(max))

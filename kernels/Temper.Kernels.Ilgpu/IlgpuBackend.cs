@@ -273,7 +273,7 @@ public sealed class IlgpuBackend : IBackend
         const string op = "Attention";
         var dims = CheckAttention(op, a);
         Begin();
-        Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, dims);
+        Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
@@ -368,7 +368,7 @@ public sealed class IlgpuBackend : IBackend
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             op, $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
         Begin();
-        Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, dims);
+        Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
@@ -503,6 +503,8 @@ public sealed class IlgpuBackend : IBackend
         Require(a.KvLength >= 0 && a.KvLength <= s && a.QueryOffset >= 0, op, $"kvLength {a.KvLength} must be within the cache's {s} rows and offset {a.QueryOffset} >= 0 (k {k})");
         Require(a.KeyMask.IsEmpty || a.KeyMask.Length == batch * a.KvLength, op, $"key mask has {a.KeyMask.Length} entries, need B*kvLength = {batch}x{a.KvLength}");
         Require(a.Lse == null || a.Lse.Shape == new Shape(batch, heads, tq), op, $"lse {a.Lse?.Shape} must be [{batch},{heads},{tq}]");
+        Require(a.SegmentIds.IsEmpty || (a.SegmentIds.Length == batch * a.KvLength && a.QueryOffset + tq <= a.KvLength), op,
+            $"segment ids have {a.SegmentIds.Length} entries, need B*kvLength = {batch}x{a.KvLength} covering the queries (offset {a.QueryOffset} + {tq})");
         return new AttentionDims { B = batch, Tq = tq, H = heads, S = s, Hkv = kvHeads, D = d, KvLength = a.KvLength, QueryOffset = a.QueryOffset, Scale = a.Scale };
     }
 

@@ -14,6 +14,7 @@ public class TrainingCliTests
     [Theory]
     [InlineData("sft", "sft.jsonl")]
     [InlineData("sft", "sft.jsonl", "--gradient-checkpointing")]
+    [InlineData("sft", "sft.jsonl", "--packing")]
     [InlineData("dpo", "dpo.jsonl")]
     [InlineData("kto", "kto.jsonl")]
     [InlineData("orpo", "dpo.jsonl")]

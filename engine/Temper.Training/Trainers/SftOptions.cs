@@ -30,6 +30,8 @@ public sealed record SftOptions
     public int? MaxSteps { get; init; }
     public int Epochs { get; init; } = 1;
     public int MaxLength { get; init; } = 1024;
+    /// <summary>Pack examples into rows of MaxLength tokens (TRL packing=True): each still trains as if alone.</summary>
+    public bool Packing { get; init; }
     public Truncation Truncation { get; init; } = Truncation.Right;
     public bool SkipBadLines { get; init; }
     public int Seed { get; init; } = 42;
@@ -63,6 +65,7 @@ public sealed record SftOptions
         ["max_steps"] = MaxSteps,
         ["epochs"] = Epochs,
         ["max_len"] = MaxLength,
+        ["packing"] = Packing,
         ["truncation"] = Truncation.ToString().ToLowerInvariant(),
         ["seed"] = Seed,
         ["eval_every"] = EvalEvery,

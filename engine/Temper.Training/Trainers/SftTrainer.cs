@@ -26,7 +26,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
         var dataOptions = new SftDataOptions(o.MaxLength, o.Truncation, o.SkipBadLines);
-        var data = SftDataset.Load(o.DataPath, tok, run.Model.Template, dataOptions);
+        var data = SftDataset.Load(o.DataPath, tok, run.Model.Template, dataOptions with { Packing = o.Packing });
         if (data.Examples.Count == 0) throw new TemperException($"{o.DataPath}: no training examples");
         if (data.TruncatedCount > 0) OnWarning?.Invoke($"{data.TruncatedCount} example(s) longer than {o.MaxLength} tokens were truncated ({o.Truncation.ToString().ToLowerInvariant()})");
         if (data.DroppedCount > 0) OnWarning?.Invoke($"{data.DroppedCount} example(s) were dropped (too long, or no label left)");
@@ -49,7 +49,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
             double lossSum = 0;
             foreach (var b in micro)
-                lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf).Sum(x => (double)x);
+                lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
             return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor);
         }
 
