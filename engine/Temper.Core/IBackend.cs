@@ -39,6 +39,12 @@ public interface IBackend : IDisposable
     void Add(Tensor a, Tensor b, Tensor y);
     /// <summary>y[N,V] = log_softmax(x[N,V]) per row.</summary>
     void LogSoftmax(Tensor x, Tensor y);
+    /// <summary>
+    /// Inverted dropout, y = keep ? x / (1 - p) : 0 (any shape, y may alias x). Element i is kept when the
+    /// top 24 bits of the (i+1)-th output of SplitMix64(seed) are >= p * 2^24, so the mask depends only
+    /// on (seed, i): the same call on dy with the same seed is the backward.
+    /// </summary>
+    void Dropout(Tensor x, ulong seed, float p, Tensor y);
 
     // ---- backward ----
     /// <summary>dTable[ids[n]] += dOut[n].</summary>

@@ -6,6 +6,9 @@
 // every base weight for full fine-tuning, the LoRA A/B for adapters.
 // With GradientCheckpointing the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
+// With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
+// input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
+// layer draws the same one).
 using Temper.Core;
 
 namespace Temper.Models;
@@ -17,6 +20,8 @@ public sealed class DecoderBackprop(Decoder decoder)
         public required Tensor XIn, XOut;
         public Tensor Rstd1 = null!, Hn1 = null!, Q = null!, K = null!, V = null!, Attn = null!, Lse = null!, XMid = null!, Rstd2 = null!, Hn2 = null!, Gate = null!, Up = null!, Act = null!;
         public readonly Dictionary<Projection, Tensor> Xa = [];
+        /// <summary>LoRA dropout: the dropped-out input of the LoRA branch and the seed of its mask.</summary>
+        public readonly Dictionary<Projection, (Tensor X, ulong Seed)> Dropped = [];
     }
 
     public Decoder Decoder { get; } = decoder;
@@ -27,6 +32,15 @@ public sealed class DecoderBackprop(Decoder decoder)
     /// layer activations held for one layer at a time). The gradients are the same bit for bit.
     /// </summary>
     public bool GradientCheckpointing { get; set; }
+
+    /// <summary>
+    /// PEFT's lora_dropout, applied to the input of every LoRA branch in passes that compute gradients
+    /// (never in evaluation passes). The masks are drawn from DropoutSeed, the layer and the projection.
+    /// </summary>
+    public float LoraDropout { get; set; }
+
+    /// <summary>Seed of the next Run's dropout masks; a trainer sets one per micro-batch (from its data position, so resume redraws the same).</summary>
+    public ulong DropoutSeed { get; set; }
 
     /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
     public long PeakActivationBytes { get; private set; }
@@ -60,6 +74,8 @@ public sealed class DecoderBackprop(Decoder decoder)
         var targets = new int[n];
         for (int i = 0; i < n; i++) targets[i] = i % t == t - 1 ? -100 : labels[i + 1];
 
+        if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new TemperException($"LoRA dropout {LoraDropout} must be in [0, 1)");
+        bool dropping = gradOf != null && LoraDropout > 0;
         var owned = new List<Tensor>();
         long live = 0;
         PeakActivationBytes = 0;
@@ -157,6 +173,7 @@ public sealed class DecoderBackprop(Decoder decoder)
         {
             var lw = w.Layers[l];
             Tensor Alloc(params int[] shape) => NewIn(store, shape);
+            ulong Seed(int slot) => SplitMix64.Mix(DropoutSeed ^ SplitMix64.Mix((ulong)(l * 8 + slot + 1)));
             var a = new LayerActivations
             {
                 XIn = xIn, Rstd1 = Alloc(n), Hn1 = Alloc(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
@@ -164,41 +181,67 @@ public sealed class DecoderBackprop(Decoder decoder)
                 Gate = Alloc(n, f), Up = Alloc(n, f), Act = Alloc(n, f), XOut = Alloc(n, c),
             };
             be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
-            Project(lw.Q, a.Hn1, a.Q, a, store);
-            Project(lw.K, a.Hn1, a.K, a, store);
-            Project(lw.V, a.Hn1, a.V, a, store);
+            Project(lw.Q, a.Hn1, a.Q, a, store, Seed(0));
+            Project(lw.K, a.Hn1, a.K, a, store, Seed(1));
+            Project(lw.V, a.Hn1, a.V, a, store, Seed(2));
             be.Rope(View(a.Q, n, h, d), pos, rope);
             be.Rope(View(a.K, n, hkv, d), pos, rope);
             be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
             var o = Alloc(n, c);
-            Project(lw.O, a.Attn, o, a, store);
+            Project(lw.O, a.Attn, o, a, store, Seed(3));
             be.Add(a.XIn, o, a.XMid);
             be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
-            Project(lw.Gate, a.Hn2, a.Gate, a, store);
-            Project(lw.Up, a.Hn2, a.Up, a, store);
+            Project(lw.Gate, a.Hn2, a.Gate, a, store, Seed(4));
+            Project(lw.Up, a.Hn2, a.Up, a, store, Seed(5));
             be.SwiGlu(a.Gate, a.Up, a.Act);
             var down = Alloc(n, c);
-            Project(lw.Down, a.Act, down, a, store);
+            Project(lw.Down, a.Act, down, a, store, Seed(6));
             be.Add(a.XMid, down, a.XOut);
             return a;
         }
 
-        void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store)
+        void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store, ulong seed)
         {
-            if (p.Lora is { } lora)
+            if (p.Lora is not { } lora)
             {
-                var xa = NewIn(store, n, lora.Rank);
-                a.Xa[p] = xa;
-                be.LoraLinear(input, p.Weight, p.Bias, lora.A, lora.B, lora.Scale, y, xa);
+                be.Linear(input, p.Weight, p.Bias, y);
+                return;
             }
-            else be.Linear(input, p.Weight, p.Bias, y);
+            var xa = NewIn(store, n, lora.Rank);
+            a.Xa[p] = xa;
+            if (!dropping)
+            {
+                be.LoraLinear(input, p.Weight, p.Bias, lora.A, lora.B, lora.Scale, y, xa);
+                return;
+            }
+            // y = x W^T + b + s (dropout(x) A^T) B^T: the base sees x, the LoRA branch the dropped copy.
+            var dropped = NewIn(store, n, p.In);
+            be.Dropout(input, seed, LoraDropout, dropped);
+            a.Dropped[p] = (dropped, seed);
+            be.Linear(input, p.Weight, p.Bias, y);
+            be.Linear(dropped, lora.A, null, xa);
+            var scaled = NewIn(store, n, lora.Rank);
+            be.CopyRows(xa, 0, scaled, 0, n);
+            be.Scale(scaled, lora.Scale);
+            be.Linear(scaled, lora.B, null, y, accumulate: true);
         }
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
             be.LinearBackward(dy, input, p.Weight, dInput, grad(p.Weight), p.Bias == null ? null : grad(p.Bias), accumulate);
-            if (p.Lora is { } lora)
+            if (p.Lora is not { } lora) return;
+            if (!a.Dropped.TryGetValue(p, out var dropped))
+            {
                 be.LoraLinearBackward(dy, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
+                return;
+            }
+            // d dropout(x) from the LoRA branch, then through the same mask into dx.
+            var temp = new List<Tensor>();
+            var dDropped = NewIn(temp, n, p.In);
+            be.LoraLinearBackward(dy, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
+            be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
+            be.Add(dInput, dDropped, dInput);
+            Free(temp);
         }
     }
 

@@ -119,6 +119,15 @@ public sealed class CpuBackend : IBackend
         Cpu.Add.Forward(a.Floats, b.Floats, y.Floats);
     }
 
+    public void Dropout(Tensor x, ulong seed, float p, Tensor y)
+    {
+        Host("Dropout", x, y);
+        F32("Dropout", x, y);
+        Require(y.Shape == x.Shape, "Dropout", $"x {x.Shape}, y {y.Shape} must have one shape");
+        Require(p >= 0 && p < 1, "Dropout", $"probability {p} must be in [0, 1)");
+        Cpu.Dropout.Forward(x.Floats, y.Floats, seed, p);
+    }
+
     public void LogSoftmax(Tensor x, Tensor y)
     {
         Host("LogSoftmax", x, y);

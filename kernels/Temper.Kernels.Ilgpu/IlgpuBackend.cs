@@ -285,6 +285,16 @@ public sealed class IlgpuBackend : IBackend
         Ops.SwiGlu.Forward(_dc, F(op, gate), F(op, up), F(op, y), Count(gate));
     }
 
+    public void Dropout(Tensor x, ulong seed, float p, Tensor y)
+    {
+        const string op = "Dropout";
+        F32(op, x, y);
+        Require(y.Shape == x.Shape, op, $"x {x.Shape}, y {y.Shape} must have one shape");
+        Require(p >= 0 && p < 1, op, $"probability {p} must be in [0, 1)");
+        Begin();
+        Ops.Dropout.Forward(_dc, F(op, x), F(op, y), seed, (uint)Math.Ceiling(p * (double)(1 << 24)), 1f / (1f - p), Count(x));
+    }
+
     public void Add(Tensor a, Tensor b, Tensor y)
     {
         const string op = "Add";

@@ -38,6 +38,22 @@ public class TrainingCliTests
     }
 
     [Fact]
+    public void Lora_dropout_is_trained_by_sft_recorded_and_refused_by_dpo()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "sft"),
+            "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
+        Assert.Equal(0.05, cfg["lora_dropout"]!.GetValue<double>());
+        var dpo = TemperCli.Run("dpo", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", Path.Combine(dir, "dpo"),
+            "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
+        Assert.Equal(2, dpo.ExitCode);
+        Assert.Contains("LoRA dropout 0.05 is supported by sft and pretrain only", dpo.Stderr);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
     public void Bad_data_line_is_named_and_skip_bad_lines_counts_it()
     {
         string model = Fixtures.Hf("llama-tiny"), dir = Temp();

@@ -256,6 +256,23 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
     }
 
     [Fact]
+    public void Dropout_matches_cpu_and_reference()
+    {
+        var x = Floats(1000, 1);
+        foreach (float p in new[] { 0f, 0.3f })
+        {
+            var expected = new float[x.Length];
+            DropoutReference.Forward(x, expected, 12345, p);
+            var y = Tensor.Zeros(new Shape(x.Length));
+            _cpu.Dropout(Host(x, x.Length), 12345, p, y);
+            Bitwise(y.Floats, expected, $"cpu dropout p={p}");
+            var t = Up(x, x.Length);
+            B.Dropout(t, 12345, p, t);
+            Bitwise(Down(t), expected, $"ilgpu dropout in place p={p}");
+        }
+    }
+
+    [Fact]
     public void SwiGlu_Add_LogSoftmax_Scale_match_cpu()
     {
         var g = Floats(6 * 7, 1, 4f);

@@ -6,6 +6,8 @@
 //   Mask      1 on tokens, 0 on padding  Positions position ids (restart at 0 per packed example; 0 on padding)
 //   SegmentIds  null unless a row is packed: which example of its row each token is (0 for plain rows and padding)
 // Batch (epoch, index) depends on nothing else, so a run resumes exactly from a saved (Epoch, Index).
+using Temper.Core;
+
 namespace Temper.Training.Data;
 
 /// <param name="ExampleIndices">Which examples (indices into the batcher's list) make the rows.</param>

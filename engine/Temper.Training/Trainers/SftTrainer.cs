@@ -21,7 +21,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
     public SftResult Run(CancellationToken cancel = default)
     {
-        using var run = TrainingRun.Open(o, backend);
+        using var run = TrainingRun.Open(o, backend, supportsLoraDropout: true);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
@@ -49,7 +49,10 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
             double lossSum = 0;
             foreach (var b in micro)
+            {
+                run.Backprop.DropoutSeed = DropoutSeed(o.Seed, b.Epoch, b.Index);
                 lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
+            }
             return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor);
         }
 
@@ -64,6 +67,10 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
         return run.Run(o.Full ? "sft-full" : "sft-lora", total, data.Sha256, info, Step, AfterStep, cancel);
     }
+
+    /// <summary>LoRA dropout masks of a micro-batch: from the run's seed and the batch's data position alone, so a resumed run draws the same.</summary>
+    public static ulong DropoutSeed(int seed, int epoch, int index) =>
+        SplitMix64.Mix((ulong)(uint)seed) ^ SplitMix64.Mix(((ulong)(uint)epoch << 32 | (uint)index) + 1);
 
     /// <summary>Token-level mean cross-entropy of a data set (no gradients).</summary>
     public static double Evaluate(DecoderBackprop backprop, SftDataset eval, int pad, int batchSize = 8)

@@ -43,8 +43,11 @@ public sealed class TrainingRun : IDisposable
     public Action<StepReport>? OnStep { get; set; }
     public Action<string>? OnWarning { get; set; }
 
-    /// <summary>Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all weights).</summary>
-    public static TrainingRun Open(SftOptions o, IBackend be)
+    /// <summary>
+    /// Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all weights).
+    /// A recipe that sets Backprop.DropoutSeed per micro-batch passes supportsLoraDropout; the others refuse a LoRA dropout.
+    /// </summary>
+    public static TrainingRun Open(SftOptions o, IBackend be, bool supportsLoraDropout = false)
     {
         Validate(o);
         Directory.CreateDirectory(o.OutDir);
@@ -64,10 +67,13 @@ public sealed class TrainingRun : IDisposable
                     lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout);
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                 }
-                if (lora.Dropout > 0) throw new TemperException($"LoRA dropout {lora.Dropout} is not supported by the trainer yet; use 0");
+                if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
+                if (lora.Dropout > 0 && !supportsLoraDropout) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
             }
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be) : TrainableParameters.Lora(lm.Weights, be);
-            return new TrainingRun(o, be, lm, lora, ps);
+            var run = new TrainingRun(o, be, lm, lora, ps);
+            run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
+            return run;
         }
         catch
         {
