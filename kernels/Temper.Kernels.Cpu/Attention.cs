@@ -3,7 +3,8 @@
 // key j when j <= that position, j < kvLength, keyMask[b,j] != 0 (an empty mask admits all) and, for
 // packed rows, segmentIds[b,j] == segmentIds[b,position] (empty: one segment); head h reads kv head
 // h / (H / Hkv). Blocks of up to 64 query rows go through the GEMM: S = Q K^T over the
-// keys the block can see, scaled, masked (causal, padding), softmax per row in f32 with the max
+// keys the block can see (for packed rows, from the first key of the block's segments on), scaled,
+// masked (causal, padding, other segments), softmax per row in f32 with the max
 // subtracted (SIMD exp), O = P V, divided by the row's sum; lse = max + log(sum). A query that sees no
 // key gets zeros and lse = -inf. Units of work (a query head of a sequence, or for a decode step the
 // query heads sharing a kv head) are split across threads.
@@ -80,26 +81,42 @@ public static unsafe class Attention
     private static bool SegmentsFit(ReadOnlySpan<int> segmentIds, int batch, int tq, int kvLength, int queryOffset) =>
         segmentIds.IsEmpty || (segmentIds.Length == (long)batch * kvLength && queryOffset + tq <= kvLength);
 
-    // -inf on the scores of keys [0, visible) that the query at `position` may not see: masked out, or
-    // (packed rows) of another segment.
-    private static void MaskScores(float* row, int visible, int* mask, int* segments, int position)
+    // The first key any query at positions p0..p1 may see: 0, or with segment ids the first key of any of
+    // their segments (keys before it belong to other examples of the packed row, so a block skips them).
+    private static int FirstKey(int* segments, int p0, int p1)
+    {
+        if (segments == null) return 0;
+        int first = p0;
+        for (int p = p0; p <= p1; p++)
+        {
+            if (p > p0 && segments[p] == segments[p - 1]) continue;
+            for (int j = 0; j < first; j++)
+                if (segments[j] == segments[p]) { first = j; break; }
+        }
+        return first;
+    }
+
+    // -inf on the scores of keys [lo, visible) (row[j - lo] is key j) that the query at `position` may not
+    // see: masked out, or (packed rows) of another segment.
+    private static void MaskScores(float* row, int lo, int visible, int* mask, int* segments, int position)
     {
         if (mask != null)
-            for (int j = 0; j < visible; j++)
-                if (mask[j] == 0) row[j] = float.NegativeInfinity;
+            for (int j = lo; j < visible; j++)
+                if (mask[j] == 0) row[j - lo] = float.NegativeInfinity;
         if (segments != null)
         {
             int own = segments[position];
-            for (int j = 0; j < visible; j++)
-                if (segments[j] != own) row[j] = float.NegativeInfinity;
+            for (int j = lo; j < visible; j++)
+                if (segments[j] != own) row[j - lo] = float.NegativeInfinity;
         }
     }
 
-    // Rows [r0, r0+nr) of a unit: S = Q K^T over the keys the last row can see (GEMM), scaled and masked,
-    // softmax per row, then O = P V (GEMM) scaled by 1/sum.
+    // Rows [r0, r0+nr) of a unit: S = Q K^T over keys [lo, width), those the rows can see (GEMM), scaled
+    // and masked, softmax per row, then O = P V (GEMM) scaled by 1/sum.
     private static void Block(in Unit u, int r0, int nr, bool decode, int d, int kvLength, int queryOffset, float scale, float* sc)
     {
-        int width = Math.Min(kvLength, queryOffset + (decode ? 0 : r0 + nr - 1) + 1);
+        int p0 = queryOffset + (decode ? 0 : r0), p1 = queryOffset + (decode ? 0 : r0 + nr - 1);
+        int width = Math.Min(kvLength, p1 + 1);
         float* o = u.O + (long)r0 * u.Ldq;
         for (int rr = 0; rr < nr; rr++) new Span<float>(o + (long)rr * u.Ldq, d).Clear();
         if (width <= 0)
@@ -108,31 +125,33 @@ public static unsafe class Attention
                 if (u.Lse != null) u.Lse[(long)(r0 + rr) * u.LseStride] = float.NegativeInfinity;
             return;
         }
-        new Span<float>(sc, nr * width).Clear();
-        Gemm.MultiplyNT(u.Q + (long)r0 * u.Ldq, u.Ldq, u.K, u.Ldkv, sc, width, nr, d, width, threads: 1);
+        int lo = FirstKey(u.Segments, p0, p1), cols = width - lo;
+        float* k = u.K + (long)lo * u.Ldkv, v = u.V + (long)lo * u.Ldkv;
+        new Span<float>(sc, nr * cols).Clear();
+        Gemm.MultiplyNT(u.Q + (long)r0 * u.Ldq, u.Ldq, k, u.Ldkv, sc, cols, nr, d, cols, threads: 1);
         Span<float> inv = stackalloc float[nr];
         for (int rr = 0; rr < nr; rr++)
         {
-            float* row = sc + (long)rr * width;
+            float* row = sc + (long)rr * cols;
             int position = queryOffset + (decode ? 0 : r0 + rr), visible = Math.Min(kvLength, position + 1);
-            Scale.Apply(new Span<float>(row, visible), scale);
-            MaskScores(row, visible, u.Mask, u.Segments, position);
-            for (int j = visible; j < width; j++) row[j] = float.NegativeInfinity;
-            float max = Reductions.Max(row, width), l = float.NegativeInfinity;
+            Scale.Apply(new Span<float>(row, visible - lo), scale);
+            MaskScores(row, lo, visible, u.Mask, u.Segments, position);
+            for (int j = visible; j < width; j++) row[j - lo] = float.NegativeInfinity;
+            float max = Reductions.Max(row, cols), l = float.NegativeInfinity;
             if (float.IsNegativeInfinity(max))
             {
-                new Span<float>(row, width).Clear();
+                new Span<float>(row, cols).Clear();
                 inv[rr] = 0;
             }
             else
             {
-                float sum = Reductions.ExpShiftedInPlace(row, width, max);
+                float sum = Reductions.ExpShiftedInPlace(row, cols, max);
                 inv[rr] = 1f / sum;
                 l = max + MathF.Log(sum);
             }
             if (u.Lse != null) u.Lse[(long)(r0 + rr) * u.LseStride] = l;
         }
-        Gemm.MultiplyNN(sc, width, u.V, u.Ldkv, o, u.Ldq, nr, width, d, threads: 1);
+        Gemm.MultiplyNN(sc, cols, v, u.Ldkv, o, u.Ldq, nr, cols, d, threads: 1);
         for (int rr = 0; rr < nr; rr++) Scale.Apply(new Span<float>(o + (long)rr * u.Ldq, d), inv[rr]);
     }
 
@@ -203,31 +222,33 @@ public static unsafe class Attention
         float* q = u.Q + (long)r0 * u.Ldq, dOut = u.DOut + (long)r0 * u.Ldq, dq = u.DQ + (long)r0 * u.Ldq;
         for (int rr = 0; rr < nr; rr++) new Span<float>(dq + (long)rr * u.Ldq, d).Clear();
         if (width <= 0) return;
-        new Span<float>(p, nr * width).Clear();
-        new Span<float>(ds, nr * width).Clear();
-        Gemm.MultiplyNT(q, u.Ldq, u.K, u.Ldkv, p, width, nr, d, width, threads: 1);
-        Gemm.MultiplyNT(dOut, u.Ldq, u.V, u.Ldkv, ds, width, nr, d, width, threads: 1);
+        int lo = FirstKey(u.Segments, queryOffset + r0, queryOffset + r0 + nr - 1), cols = width - lo;
+        float* k = u.K + (long)lo * u.Ldkv, v = u.V + (long)lo * u.Ldkv, dk = u.DK + (long)lo * u.Ldkv, dv = u.DV + (long)lo * u.Ldkv;
+        new Span<float>(p, nr * cols).Clear();
+        new Span<float>(ds, nr * cols).Clear();
+        Gemm.MultiplyNT(q, u.Ldq, k, u.Ldkv, p, cols, nr, d, cols, threads: 1);
+        Gemm.MultiplyNT(dOut, u.Ldq, v, u.Ldkv, ds, cols, nr, d, cols, threads: 1);
         for (int rr = 0; rr < nr; rr++)
         {
-            float* pr = p + (long)rr * width, dsr = ds + (long)rr * width;
+            float* pr = p + (long)rr * cols, dsr = ds + (long)rr * cols;
             int position = queryOffset + r0 + rr, visible = Math.Min(kvLength, position + 1);
-            Scale.Apply(new Span<float>(pr, visible), scale);
-            MaskScores(pr, visible, u.Mask, u.Segments, position);
-            for (int j = visible; j < width; j++) pr[j] = float.NegativeInfinity;
-            float max = Reductions.Max(pr, width);
+            Scale.Apply(new Span<float>(pr, visible - lo), scale);
+            MaskScores(pr, lo, visible, u.Mask, u.Segments, position);
+            for (int j = visible; j < width; j++) pr[j - lo] = float.NegativeInfinity;
+            float max = Reductions.Max(pr, cols);
             if (float.IsNegativeInfinity(max))
             {
-                new Span<float>(pr, width).Clear();
-                new Span<float>(dsr, width).Clear();
+                new Span<float>(pr, cols).Clear();
+                new Span<float>(dsr, cols).Clear();
                 continue;
             }
-            float l = u.Lse != null ? u.Lse[r0 + rr] : max + MathF.Log(Reductions.SumExpShifted(pr, width, max));
-            Reductions.ExpShiftedInPlace(pr, width, l);
-            float pdp = Reductions.Dot(pr, dsr, width);
-            for (int j = 0; j < width; j++) dsr[j] = scale * pr[j] * (dsr[j] - pdp);
+            float l = u.Lse != null ? u.Lse[r0 + rr] : max + MathF.Log(Reductions.SumExpShifted(pr, cols, max));
+            Reductions.ExpShiftedInPlace(pr, cols, l);
+            float pdp = Reductions.Dot(pr, dsr, cols);
+            for (int j = 0; j < cols; j++) dsr[j] = scale * pr[j] * (dsr[j] - pdp);
         }
-        Gemm.MultiplyNN(ds, width, u.K, u.Ldkv, dq, u.Ldq, nr, width, d, threads: 1);
-        Gemm.MultiplyTN(ds, width, q, u.Ldq, u.DK, u.Ldkv, width, nr, d, threads: 1);
-        Gemm.MultiplyTN(p, width, dOut, u.Ldq, u.DV, u.Ldkv, width, nr, d, threads: 1);
+        Gemm.MultiplyNN(ds, cols, k, u.Ldkv, dq, u.Ldq, nr, cols, d, threads: 1);
+        Gemm.MultiplyTN(ds, cols, q, u.Ldq, dk, u.Ldkv, cols, nr, d, threads: 1);
+        Gemm.MultiplyTN(p, cols, dOut, u.Ldq, dv, u.Ldkv, cols, nr, d, threads: 1);
     }
 }
