@@ -2,7 +2,8 @@
 // linear projections, seq 256, batch 1) of a seeded random SmolLM-135M-shaped model (30 layers, C 576,
 // F 1536, 9/3 heads, V 49152, tied) and reports tokens/s and the step's achieved GFLOP/s from model
 // FLOPs (forward, input gradients and LoRA terms; no recomputation, no frozen-weight gradients), next
-// to OpenBLAS sgemm's best GFLOP/s at 2048^3 measured in the same process.
+// to OpenBLAS sgemm's best GFLOP/s at 2048^3 measured in the same process; then one step with gradient
+// checkpointing, and the peak bytes of the pass's own tensors (activations, gradient buffers) both ways.
 using System.Diagnostics;
 using Temper.Core;
 using Temper.Kernels.Cpu;
@@ -54,6 +55,12 @@ public static unsafe class TrainStep
         double best = times.Min(), mean = times.Average();
         Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {ps.Count:N0} trained params): {steps} steps");
         Console.WriteLine($"  mean {mean * 1000:F0} ms = {n / mean:F0} tokens/s, {flops / mean / 1e9:F1} GFLOP/s; best {best * 1000:F0} ms = {n / best:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s (model FLOPs {flops / 1e9:F1} G/step)");
+        long keptPeak = bp.PeakActivationBytes;
+        bp.GradientCheckpointing = true;
+        var ck = Stopwatch.StartNew();
+        Step();
+        double ckSeconds = ck.Elapsed.TotalSeconds;
+        Console.WriteLine($"  activations kept: peak {keptPeak / 1e6:F0} MB; gradient checkpointing: peak {bp.PeakActivationBytes / 1e6:F0} MB, one step {ckSeconds * 1000:F0} ms = {n / ckSeconds:F0} tokens/s");
         Console.WriteLine($"  OpenBLAS sgemm 2048^3, same process: {OpenBlasBest(2048, 3):F1} GFLOP/s (best of 3, {Environment.ProcessorCount} threads)");
     }
 

@@ -43,6 +43,12 @@ public interface IBackend : IDisposable
     void Nf4Linear(Tensor x, Quantization.Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false);
     /// <summary>output[M,K] f32 = dequant(w): the whole matrix (for checks, parity runs and merging).</summary>
     void Nf4Dequantize(Quantization.Nf4Weight w, Tensor output);
+    /// <summary>
+    /// Inverted dropout, y = keep ? x / (1 - p) : 0 (any shape, y may alias x). Element i is kept when the
+    /// top 24 bits of the (i+1)-th output of SplitMix64(seed) are >= p * 2^24, so the mask depends only
+    /// on (seed, i): the same call on dy with the same seed is the backward.
+    /// </summary>
+    void Dropout(Tensor x, ulong seed, float p, Tensor y);
 
     // ---- backward ----
     /// <summary>dTable[ids[n]] += dOut[n].</summary>
@@ -89,10 +95,12 @@ public interface IBackend : IDisposable
 /// q[B,Tq,H,D] attends to k,v[B,S,Hkv,D] (S = cache capacity, the first KvLength rows used). Query i
 /// sits at key position QueryOffset + i and sees keys at positions &lt;= its own (causal) whose
 /// KeyMask[B,KvLength] entry is non-zero. Output[B,Tq,H,D]; Lse[B,H,Tq] (optional) keeps the
-/// log-sum-exp for backward. A query that sees no key gets zeros.
+/// log-sum-exp for backward. A query that sees no key gets zeros. SegmentIds[B,KvLength] (optional,
+/// packed sequences; needs QueryOffset + Tq &lt;= KvLength) further limits query position p to the keys
+/// j with SegmentIds[b,j] == SegmentIds[b,p], so no example of a packed row attends to another.
 /// </summary>
 public readonly record struct AttentionArgs(
     Tensor Q, Tensor K, Tensor V, Tensor Output, int KvLength, int QueryOffset, float Scale,
-    ReadOnlyMemory<int> KeyMask = default, Tensor? Lse = null);
+    ReadOnlyMemory<int> KeyMask = default, Tensor? Lse = null, ReadOnlyMemory<int> SegmentIds = default);
 
 public readonly record struct AdamWParams(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step);

@@ -5,6 +5,11 @@
 // Labels follow transformers: labels[b,t] is the target of the logits at t-1 (-100 = no loss), so
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
 // every base weight for full fine-tuning, the LoRA A/B for adapters.
+// With GradientCheckpointing the forward keeps only each layer's input x_in[B*T,C] and the backward
+// recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
+// With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
+// input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
+// layer draws the same one).
 using Temper.Core;
 
 namespace Temper.Models;
@@ -13,23 +18,48 @@ public sealed class DecoderBackprop(Decoder decoder)
 {
     private sealed class LayerActivations
     {
-        public required Tensor XIn, Rstd1, Hn1, Q, K, V, Attn, Lse, XMid, Rstd2, Hn2, Gate, Up, Act;
+        public required Tensor XIn, XOut;
+        public Tensor Rstd1 = null!, Hn1 = null!, Q = null!, K = null!, V = null!, Attn = null!, Lse = null!, XMid = null!, Rstd2 = null!, Hn2 = null!, Gate = null!, Up = null!, Act = null!;
         public readonly Dictionary<Projection, Tensor> Xa = [];
+        /// <summary>LoRA dropout: the dropped-out input of the LoRA branch and the seed of its mask.</summary>
+        public readonly Dictionary<Projection, (Tensor X, ulong Seed)> Dropped = [];
     }
 
     public Decoder Decoder { get; } = decoder;
 
     /// <summary>
+    /// Gradient checkpointing: forward keeps only each layer's input, and backward recomputes the
+    /// layer's activations from it just before the layer's backward (one extra forward per step, the
+    /// layer activations held for one layer at a time). The gradients are the same bit for bit.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>
+    /// PEFT's lora_dropout, applied to the input of every LoRA branch in passes that compute gradients
+    /// (never in evaluation passes). The masks are drawn from DropoutSeed, the layer and the projection.
+    /// </summary>
+    public float LoraDropout { get; set; }
+
+    /// <summary>Seed of the next Run's dropout masks; a trainer sets one per micro-batch (from its data position, so resume redraws the same).</summary>
+    public ulong DropoutSeed { get; set; }
+
+    /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
+    public long PeakActivationBytes { get; private set; }
+
+    /// <summary>
     /// Runs forward and (when gradOf is given) backward for one micro-batch. Returns the per-token
     /// cross-entropy [B*T] (0 where no label) — its sum times lossScale (times rowScales[row], when
     /// given: per-token weights, as preference losses need) is what the gradients are of.
+    /// Packed rows pass positions [B,T] (restarting at 0 per example; empty = 0..T-1 in every row) and
+    /// segmentIds [B,T] (which example of the row each token is; attention stays inside one).
     /// </summary>
-    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf, ReadOnlySpan<float> rowScales = default)
+    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf, ReadOnlySpan<float> rowScales = default,
+        ReadOnlySpan<int> positions = default, ReadOnlySpan<int> segmentIds = default)
     {
         if (labels.Length != ids.Length || ids.Length % Math.Max(1, batch) != 0)
             throw new ArgumentException("ids, labels and mask must all be [B,T]");
         var head = new CrossEntropyHead(NextTokenTargets(labels, ids.Length / batch), lossScale, rowScales.ToArray());
-        return Run(ids, mask, batch, head, gradOf);
+        return Run(ids, mask, batch, head, gradOf, positions, segmentIds);
     }
 
     /// <summary>targets[n] = labels[n+1] within each row of [B,T] (the token position n predicts), -100 at each row's last position.</summary>
@@ -42,66 +72,68 @@ public sealed class DecoderBackprop(Decoder decoder)
 
     /// <summary>
     /// Runs forward, the head on the final normed hidden state [B*T,C], and (when gradOf is given) the
-    /// backward of what the head puts into d hidden. Returns what the head returns.
+    /// backward of what the head puts into d hidden. Returns what the head returns. positions and
+    /// segmentIds as in the overload above.
     /// </summary>
-    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> mask, int batch, IDecoderHead head, Func<Tensor, Tensor?>? gradOf)
+    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> mask, int batch, IDecoderHead head, Func<Tensor, Tensor?>? gradOf,
+        ReadOnlySpan<int> positions = default, ReadOnlySpan<int> segmentIds = default)
     {
         var cfg = Decoder.Config;
         var w = Decoder.Weights;
         var be = Decoder.Backend;
         int n = ids.Length, t = n / batch;
-        if ((!mask.IsEmpty && mask.Length != n) || n % batch != 0)
-            throw new ArgumentException("ids and mask must both be [B,T]");
+        if ((!mask.IsEmpty && mask.Length != n) || (!positions.IsEmpty && positions.Length != n) || (!segmentIds.IsEmpty && segmentIds.Length != n) || n % batch != 0)
+            throw new ArgumentException("ids, mask, positions and segment ids must all be [B,T]");
         foreach (int id in ids)
             if ((uint)id >= (uint)cfg.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {cfg.VocabSize})");
         int c = cfg.HiddenSize, h = cfg.NumHeads, hkv = cfg.NumKvHeads, d = cfg.HeadDim, f = cfg.IntermediateSize;
         var rope = cfg.Rope.Frequencies(d);
         float scale = 1f / MathF.Sqrt(d);
         var keyMask = mask.IsEmpty ? default : (ReadOnlyMemory<int>)mask.ToArray();
-        var positions = new int[n];
-        for (int i = 0; i < n; i++) positions[i] = i % t;
+        var segments = segmentIds.IsEmpty ? default : (ReadOnlyMemory<int>)segmentIds.ToArray();
+        var pos = positions.IsEmpty ? new int[n] : positions.ToArray();
+        if (positions.IsEmpty)
+            for (int i = 0; i < n; i++) pos[i] = i % t;
 
+        if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new TemperException($"LoRA dropout {LoraDropout} must be in [0, 1)");
+        bool dropping = gradOf != null && LoraDropout > 0;
         var owned = new List<Tensor>();
-        Tensor New(params int[] shape)
+        long live = 0;
+        PeakActivationBytes = 0;
+        Tensor NewIn(List<Tensor> store, params int[] shape)
         {
             var x = be.Zeros(new Shape(shape));
-            owned.Add(x);
+            store.Add(x);
+            live += x.ByteCount;
+            PeakActivationBytes = Math.Max(PeakActivationBytes, live);
             return x;
+        }
+        Tensor New(params int[] shape) => NewIn(owned, shape);
+        void Free(List<Tensor> store)
+        {
+            foreach (var x in store)
+            {
+                live -= x.ByteCount;
+                x.Dispose();
+            }
+            store.Clear();
         }
         try
         {
-            // ---- forward, keeping activations ----
+            // ---- forward, keeping activations (only each layer's input when checkpointing) ----
             var x = New(n, c);
             be.Embedding(w.Embed, ids, x);
             var acts = new LayerActivations[w.Layers.Length];
             for (int l = 0; l < acts.Length; l++)
             {
-                var lw = w.Layers[l];
-                var a = new LayerActivations
-                {
-                    XIn = x, Rstd1 = New(n), Hn1 = New(n, c), Q = New(n, h * d), K = New(n, hkv * d), V = New(n, hkv * d),
-                    Attn = New(n, h * d), Lse = New(batch, h, t), XMid = New(n, c), Rstd2 = New(n), Hn2 = New(n, c),
-                    Gate = New(n, f), Up = New(n, f), Act = New(n, f),
-                };
-                be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
-                Project(lw.Q, a.Hn1, a.Q, a);
-                Project(lw.K, a.Hn1, a.K, a);
-                Project(lw.V, a.Hn1, a.V, a);
-                be.Rope(View(a.Q, n, h, d), positions, rope);
-                be.Rope(View(a.K, n, hkv, d), positions, rope);
-                be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask));
-                var o = New(n, c);
-                Project(lw.O, a.Attn, o, a);
-                be.Add(a.XIn, o, a.XMid);
-                be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
-                Project(lw.Gate, a.Hn2, a.Gate, a);
-                Project(lw.Up, a.Hn2, a.Up, a);
-                be.SwiGlu(a.Gate, a.Up, a.Act);
-                var down = New(n, c);
-                Project(lw.Down, a.Act, down, a);
-                x = New(n, c);
-                be.Add(a.XMid, down, x);
-                acts[l] = a;
+                var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
+                acts[l] = ForwardLayer(l, x, scratch);
+                x = acts[l].XOut;
+                if (!GradientCheckpointing) continue;
+                scratch.Remove(x);
+                owned.Add(x);
+                Free(scratch);
+                acts[l] = new LayerActivations { XIn = acts[l].XIn, XOut = x };
             }
             var rstdF = New(n);
             var hF = New(n, c);
@@ -121,58 +153,118 @@ public sealed class DecoderBackprop(Decoder decoder)
             var dq = New(n, h * d);
             var dk = New(n, hkv * d);
             var dv = New(n, hkv * d);
+            var dMidNorm = New(n, c);
             for (int l = acts.Length - 1; l >= 0; l--)
             {
                 var lw = w.Layers[l];
-                var a = acts[l];
+                var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
+                var a = GradientCheckpointing ? ForwardLayer(l, acts[l].XIn, scratch) : acts[l];
                 // x_out = x_mid + down(silu(gate) * up), gate/up from norm2(x_mid)
                 ProjectBackward(lw.Down, dx, a.Act, dF, false, a, gradOf);
                 be.SwiGluBackward(dF, a.Gate, a.Up, dGate, dUp);
                 ProjectBackward(lw.Gate, dGate, a.Hn2, dNorm, false, a, gradOf);
                 ProjectBackward(lw.Up, dUp, a.Hn2, dNorm, true, a, gradOf);
-                var dMidNorm = New(n, c);
                 be.RmsNormBackward(dNorm, a.XMid, lw.PostAttentionNorm, a.Rstd2, dMidNorm, gradOf(lw.PostAttentionNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_mid
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
                 ProjectBackward(lw.O, dx, a.Attn, dAttn, false, a, gradOf);
-                be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
-                be.RopeBackward(View(dq, n, h, d), positions, rope);
-                be.RopeBackward(View(dk, n, hkv, d), positions, rope);
+                be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask, segments), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
+                be.RopeBackward(View(dq, n, h, d), pos, rope);
+                be.RopeBackward(View(dk, n, hkv, d), pos, rope);
                 ProjectBackward(lw.Q, dq, a.Hn1, dNorm, false, a, gradOf);
                 ProjectBackward(lw.K, dk, a.Hn1, dNorm, true, a, gradOf);
                 ProjectBackward(lw.V, dv, a.Hn1, dNorm, true, a, gradOf);
                 be.RmsNormBackward(dNorm, a.XIn, lw.InputNorm, a.Rstd1, dMidNorm, gradOf(lw.InputNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_in
+                if (GradientCheckpointing) Free(scratch);
             }
             if (gradOf(w.Embed) is { } dEmbed) be.EmbeddingBackward(dx, ids, dEmbed);
             return result;
         }
         finally
         {
-            foreach (var o in owned) o.Dispose();
+            Free(owned);
         }
 
-        void Project(Projection p, Tensor input, Tensor y, LayerActivations a)
+        // One layer's forward from its input xIn: every activation its backward reads, allocated in store.
+        LayerActivations ForwardLayer(int l, Tensor xIn, List<Tensor> store)
         {
-            Tensor? xa = null;
-            if (p.Lora is { } lora)
+            var lw = w.Layers[l];
+            Tensor Alloc(params int[] shape) => NewIn(store, shape);
+            ulong Seed(int slot) => SplitMix64.Mix(DropoutSeed ^ SplitMix64.Mix((ulong)(l * 8 + slot + 1)));
+            var a = new LayerActivations
             {
-                xa = New(n, lora.Rank);
-                a.Xa[p] = xa;
+                XIn = xIn, Rstd1 = Alloc(n), Hn1 = Alloc(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
+                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Alloc(n, c),
+                Gate = Alloc(n, f), Up = Alloc(n, f), Act = Alloc(n, f), XOut = Alloc(n, c),
+            };
+            be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
+            Project(lw.Q, a.Hn1, a.Q, a, store, Seed(0));
+            Project(lw.K, a.Hn1, a.K, a, store, Seed(1));
+            Project(lw.V, a.Hn1, a.V, a, store, Seed(2));
+            be.Rope(View(a.Q, n, h, d), pos, rope);
+            be.Rope(View(a.K, n, hkv, d), pos, rope);
+            be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
+            var o = Alloc(n, c);
+            Project(lw.O, a.Attn, o, a, store, Seed(3));
+            be.Add(a.XIn, o, a.XMid);
+            be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
+            Project(lw.Gate, a.Hn2, a.Gate, a, store, Seed(4));
+            Project(lw.Up, a.Hn2, a.Up, a, store, Seed(5));
+            be.SwiGlu(a.Gate, a.Up, a.Act);
+            var down = Alloc(n, c);
+            Project(lw.Down, a.Act, down, a, store, Seed(6));
+            be.Add(a.XMid, down, a.XOut);
+            return a;
+        }
+
+        void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store, ulong seed)
+        {
+            if (p.Lora is not { } lora)
+            {
+                p.ForwardBase(be, input, y);
+                return;
             }
-            p.Forward(be, input, y, xa);
+            var xa = NewIn(store, n, lora.Rank);
+            a.Xa[p] = xa;
+            if (!dropping)
+            {
+                p.Forward(be, input, y, xa);
+                return;
+            }
+            // y = x W^T + b + s (dropout(x) A^T) B^T: the base sees x, the LoRA branch the dropped copy.
+            var dropped = NewIn(store, n, p.In);
+            be.Dropout(input, seed, LoraDropout, dropped);
+            a.Dropped[p] = (dropped, seed);
+            p.ForwardBase(be, input, y);
+            be.Linear(dropped, lora.A, null, xa);
+            var scaled = NewIn(store, n, lora.Rank);
+            be.CopyRows(xa, 0, scaled, 0, n);
+            be.Scale(scaled, lora.Scale);
+            be.Linear(scaled, lora.B, null, y, accumulate: true);
         }
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
             p.BackwardBase(be, dy, input, dInput, accumulate, grad);
-            if (p.Lora is { } lora)
+            if (p.Lora is not { } lora) return;
+            if (!a.Dropped.TryGetValue(p, out var dropped))
+            {
                 be.LoraLinearBackward(dy, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
+                return;
+            }
+            // d dropout(x) from the LoRA branch, then through the same mask into dx.
+            var temp = new List<Tensor>();
+            var dDropped = NewIn(temp, n, p.In);
+            be.LoraLinearBackward(dy, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
+            be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
+            be.Add(dInput, dDropped, dInput);
+            Free(temp);
         }
     }
 
-    private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask) =>
-        new(View4(a.Q, b, t, h, d), View4(a.K, b, t, hkv, d), View4(a.V, b, t, hkv, d), View4(a.Attn, b, t, h, d), t, 0, scale, mask, a.Lse);
+    private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>
+        new(View4(a.Q, b, t, h, d), View4(a.K, b, t, hkv, d), View4(a.V, b, t, hkv, d), View4(a.Attn, b, t, h, d), t, 0, scale, mask, a.Lse, segments);
 
     private static Tensor View(Tensor x, int n, int heads, int d) => new(new Shape(n, heads, d), x.DType, x.Storage, x.Name);
     private static Tensor View4(Tensor x, int b, int len, int heads, int d) => new(new Shape(b, len, heads, d), x.DType, x.Storage, x.Name);

@@ -43,6 +43,13 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     }
 
     /// <summary>dInput[N,In] (+)= dy W (the base part of backward; an NF4 base is frozen, so it gets no gradient).</summary>
+    /// <summary>y = x W^T + bias, the base weight alone (NF4 or dense), without the LoRA branch.</summary>
+    public void ForwardBase(IBackend be, Tensor x, Tensor y)
+    {
+        if (Nf4 is { } q) be.Nf4Linear(x, q, Bias, y);
+        else be.Linear(x, Weight, Bias, y);
+    }
+
     public void BackwardBase(IBackend be, Tensor dy, Tensor x, Tensor dInput, bool accumulate, Func<Tensor, Tensor?> gradOf)
     {
         if (Nf4 is { } q)

@@ -100,7 +100,7 @@ public sealed partial class CpuBackend : IBackend
     {
         var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a);
         Cpu.Attention.Forward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
-            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, _threads);
+            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
@@ -117,6 +117,15 @@ public sealed partial class CpuBackend : IBackend
         F32("Add", a, b, y);
         Require(b.Shape == a.Shape && y.Shape == a.Shape, "Add", $"a {a.Shape}, b {b.Shape}, y {y.Shape} must have one shape");
         Cpu.Add.Forward(a.Floats, b.Floats, y.Floats);
+    }
+
+    public void Dropout(Tensor x, ulong seed, float p, Tensor y)
+    {
+        Host("Dropout", x, y);
+        F32("Dropout", x, y);
+        Require(y.Shape == x.Shape, "Dropout", $"x {x.Shape}, y {y.Shape} must have one shape");
+        Require(p >= 0 && p < 1, "Dropout", $"probability {p} must be in [0, 1)");
+        Cpu.Dropout.Forward(x.Floats, y.Floats, seed, p);
     }
 
     public void LogSoftmax(Tensor x, Tensor y)
@@ -189,7 +198,7 @@ public sealed partial class CpuBackend : IBackend
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             "AttentionBackward", $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
         Cpu.Attention.Backward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Lse == null ? default : a.Lse.Floats, dOut.Floats, dq.Floats, dk.Floats, dv.Floats,
-            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, _threads);
+            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
 
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
@@ -291,6 +300,8 @@ public sealed partial class CpuBackend : IBackend
         Require(a.KvLength >= 0 && a.KvLength <= s && a.QueryOffset >= 0, op, $"kvLength {a.KvLength} must be within the cache's {s} rows and offset {a.QueryOffset} >= 0 (k {k})");
         Require(a.KeyMask.IsEmpty || a.KeyMask.Length == batch * a.KvLength, op, $"key mask has {a.KeyMask.Length} entries, need B*kvLength = {batch}x{a.KvLength}");
         Require(a.Lse == null || a.Lse.Shape == new Shape(batch, heads, tq), op, $"lse {a.Lse?.Shape} must be [{batch},{heads},{tq}]");
+        Require(a.SegmentIds.IsEmpty || (a.SegmentIds.Length == batch * a.KvLength && a.QueryOffset + tq <= a.KvLength), op,
+            $"segment ids have {a.SegmentIds.Length} entries, need B*kvLength = {batch}x{a.KvLength} covering the queries (offset {a.QueryOffset} + {tq})");
         return (batch, tq, heads, s, kvHeads, d);
     }
 

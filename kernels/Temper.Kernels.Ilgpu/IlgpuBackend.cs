@@ -273,7 +273,7 @@ public sealed partial class IlgpuBackend : IBackend
         const string op = "Attention";
         var dims = CheckAttention(op, a);
         Begin();
-        Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, dims);
+        Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
@@ -283,6 +283,16 @@ public sealed partial class IlgpuBackend : IBackend
         Require(up.Shape == gate.Shape && y.Shape == gate.Shape, op, $"gate {gate.Shape}, up {up.Shape}, y {y.Shape} must have one shape");
         Begin();
         Ops.SwiGlu.Forward(_dc, F(op, gate), F(op, up), F(op, y), Count(gate));
+    }
+
+    public void Dropout(Tensor x, ulong seed, float p, Tensor y)
+    {
+        const string op = "Dropout";
+        F32(op, x, y);
+        Require(y.Shape == x.Shape, op, $"x {x.Shape}, y {y.Shape} must have one shape");
+        Require(p >= 0 && p < 1, op, $"probability {p} must be in [0, 1)");
+        Begin();
+        Ops.Dropout.Forward(_dc, F(op, x), F(op, y), seed, (uint)Math.Ceiling(p * (double)(1 << 24)), 1f / (1f - p), Count(x));
     }
 
     public void Add(Tensor a, Tensor b, Tensor y)
@@ -368,7 +378,7 @@ public sealed partial class IlgpuBackend : IBackend
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             op, $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
         Begin();
-        Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, dims);
+        Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
@@ -523,6 +533,8 @@ public sealed partial class IlgpuBackend : IBackend
         Require(a.KvLength >= 0 && a.KvLength <= s && a.QueryOffset >= 0, op, $"kvLength {a.KvLength} must be within the cache's {s} rows and offset {a.QueryOffset} >= 0 (k {k})");
         Require(a.KeyMask.IsEmpty || a.KeyMask.Length == batch * a.KvLength, op, $"key mask has {a.KeyMask.Length} entries, need B*kvLength = {batch}x{a.KvLength}");
         Require(a.Lse == null || a.Lse.Shape == new Shape(batch, heads, tq), op, $"lse {a.Lse?.Shape} must be [{batch},{heads},{tq}]");
+        Require(a.SegmentIds.IsEmpty || (a.SegmentIds.Length == batch * a.KvLength && a.QueryOffset + tq <= a.KvLength), op,
+            $"segment ids have {a.SegmentIds.Length} entries, need B*kvLength = {batch}x{a.KvLength} covering the queries (offset {a.QueryOffset} + {tq})");
         return new AttentionDims { B = batch, Tq = tq, H = heads, S = s, Hkv = kvHeads, D = d, KvLength = a.KvLength, QueryOffset = a.QueryOffset, Scale = a.Scale };
     }
 

@@ -13,15 +13,18 @@ public class TrainingCliTests
 
     [Theory]
     [InlineData("sft", "sft.jsonl")]
+    [InlineData("sft", "sft.jsonl", "--gradient-checkpointing")]
+    [InlineData("sft", "sft.jsonl", "--packing")]
     [InlineData("dpo", "dpo.jsonl")]
     [InlineData("kto", "kto.jsonl")]
     [InlineData("orpo", "dpo.jsonl")]
-    public void Step0_through_the_cli_matches_trl(string verb, string data)
+    public void Step0_through_the_cli_matches_trl(string verb, string data, string? extraFlag = null)
     {
         string model = Fixtures.Hf("qwen2-tiny"), dir = Temp();
         var args = new List<string> { verb, "--model", model, "--init-adapter", Path.Combine(model, "adapter"), "--data", Path.Combine(model, "trainer", data),
             "--out", dir, "--batch-size", "64", "--grad-accum", "1", "--max-steps", "1" };
         if (verb != "sft") args.AddRange(["--beta", "0.1"]);
+        if (extraFlag != null) args.Add(extraFlag);
         var r = TemperCli.Run([.. args]);
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var first = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "metrics.jsonl")).First())!;
@@ -31,6 +34,22 @@ public class TrainingCliTests
         Assert.True(Math.Abs(first["grad_norm"]!.GetValue<double>() - norm) <= 1e-3 * norm);
         foreach (var f in new[] { "adapter_model.safetensors", "adapter_config.json", "manifest.json" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Lora_dropout_is_trained_by_sft_recorded_and_refused_by_dpo()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "sft"),
+            "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
+        Assert.Equal(0.05, cfg["lora_dropout"]!.GetValue<double>());
+        var dpo = TemperCli.Run("dpo", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", Path.Combine(dir, "dpo"),
+            "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
+        Assert.Equal(2, dpo.ExitCode);
+        Assert.Contains("LoRA dropout 0.05 is supported by sft and pretrain only", dpo.Stderr);
         Directory.Delete(dir, true);
     }
 

@@ -256,6 +256,23 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
     }
 
     [Fact]
+    public void Dropout_matches_cpu_and_reference()
+    {
+        var x = Floats(1000, 1);
+        foreach (float p in new[] { 0f, 0.3f })
+        {
+            var expected = new float[x.Length];
+            DropoutReference.Forward(x, expected, 12345, p);
+            var y = Tensor.Zeros(new Shape(x.Length));
+            _cpu.Dropout(Host(x, x.Length), 12345, p, y);
+            Bitwise(y.Floats, expected, $"cpu dropout p={p}");
+            var t = Up(x, x.Length);
+            B.Dropout(t, 12345, p, t);
+            Bitwise(Down(t), expected, $"ilgpu dropout in place p={p}");
+        }
+    }
+
+    [Fact]
     public void SwiGlu_Add_LogSoftmax_Scale_match_cpu()
     {
         var g = Floats(6 * 7, 1, 4f);
@@ -410,6 +427,35 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         Close(Down(tdq), dq, "attention dq");
         Close(Down(tdk), dk, "attention dk");
         Close(Down(tdv), dv, "attention dv");
+    }
+
+    [Theory]
+    [InlineData(2, 6, 4, 6, 2, 4, 6, 0, true)]   // packed prefill with padding, GQA 2:1
+    [InlineData(1, 3, 2, 9, 1, 4, 8, 5, false)]  // chunk after 5 cached tokens
+    public void Attention_with_segments_matches_reference(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool mask)
+    {
+        var q = Floats(batch * tq * heads * d, 1, 2f);
+        var k = Floats(batch * s * kvHeads * d, 2, 2f);
+        var v = Floats(batch * s * kvHeads * d, 3);
+        var dOut = Floats(q.Length, 4);
+        var keyMask = Mask(batch, kvLength, mask);
+        var segments = new int[batch * kvLength];
+        for (int i = 0; i < segments.Length; i++) segments[i] = (i % kvLength + i / kvLength) / 3; // boundaries differ per row
+        float scale = 1f / MathF.Sqrt(d);
+        var (o, lse) = (new float[q.Length], new float[batch * heads * tq]);
+        AttentionReference.Forward(q, k, v, o, lse, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, keyMask, segments);
+        var (dq, dk, dv) = (new float[q.Length], new float[k.Length], new float[v.Length]);
+        AttentionReference.Backward(q, k, v, dOut, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, keyMask, segments);
+        var args = new AttentionArgs(Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), Zeros(batch, tq, heads, d),
+            kvLength, offset, scale, keyMask, Zeros(batch, heads, tq), segments);
+        B.Attention(args);
+        Close(Down(args.Output), o, "attention out (segments)");
+        Close(Down(args.Lse!), lse, "attention lse (segments)");
+        var (tdq, tdk, tdv) = (Up(Floats(q.Length, 7), batch, tq, heads, d), Up(Floats(k.Length, 8), batch, s, kvHeads, d), Up(Floats(v.Length, 9), batch, s, kvHeads, d));
+        B.AttentionBackward(args, Up(dOut, batch, tq, heads, d), tdq, tdk, tdv);
+        Close(Down(tdq), dq, "attention dq (segments)");
+        Close(Down(tdk), dk, "attention dk (segments)");
+        Close(Down(tdv), dv, "attention dv (segments)");
     }
 
     [Fact]

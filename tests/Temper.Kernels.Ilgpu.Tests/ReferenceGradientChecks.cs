@@ -98,22 +98,25 @@ public class ReferenceGradientChecks
         Fd("lora dB", b, dB, Loss);
     }
 
-    [Fact]
-    public void Attention()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Attention(bool packed)
     {
         const int batch = 2, tq = 3, heads = 4, s = 6, kvHeads = 2, d = 3, kvLength = 5, offset = 2;
         int[] mask = [1, 1, 0, 1, 1, 0, 1, 1, 1, 1];
+        int[] segments = packed ? [0, 0, 0, 1, 1, 0, 1, 1, 1, 1] : [];
         var (q, k, v) = (Floats(batch * tq * heads * d, 1), Floats(batch * s * kvHeads * d, 2), Floats(batch * s * kvHeads * d, 3));
         var up = Floats(q.Length, 4);
         const float scale = 0.7f;
         double Loss()
         {
             var o = new float[q.Length];
-            AttentionReference.Forward(q, k, v, o, default, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, mask);
+            AttentionReference.Forward(q, k, v, o, default, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, mask, segments);
             return Dot(o, up);
         }
         var (dq, dk, dv) = (new float[q.Length], new float[k.Length], new float[v.Length]);
-        AttentionReference.Backward(q, k, v, up, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, mask);
+        AttentionReference.Backward(q, k, v, up, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, mask, segments);
         Fd("attention dq", q, dq, Loss, 10);
         Fd("attention dk", k, dk, Loss, 10);
         Fd("attention dv", v, dv, Loss, 10);

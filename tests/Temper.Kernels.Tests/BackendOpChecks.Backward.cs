@@ -266,8 +266,10 @@ public abstract partial class BackendOpChecks
         }
     }
 
-    [Fact]
-    public void AttentionBackward_MatchesFiniteDifferences()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void AttentionBackward_MatchesFiniteDifferences(bool packed)
     {
         const int batch = 2, tq = 5, heads = 4, s = 7, kvHeads = 2, d = 8, kvLength = 7, offset = 2;
         var q = Floats(batch * tq * heads * d, 1);
@@ -275,9 +277,10 @@ public abstract partial class BackendOpChecks
         var v = Floats(batch * s * kvHeads * d, 3);
         var r = Floats(q.Length, 4);
         int[] keyMask = [1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1];
+        int[] segments = packed ? [0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 2, 2] : [];
         const float scale = 0.4f;
         AttentionArgs Args(float[] qq, float[] kk, float[] vv) => new(Up(qq, batch, tq, heads, d), Up(kk, batch, s, kvHeads, d), Up(vv, batch, s, kvHeads, d),
-            _b.Zeros(new Shape(batch, tq, heads, d)), kvLength, offset, scale, keyMask);
+            _b.Zeros(new Shape(batch, tq, heads, d)), kvLength, offset, scale, keyMask, SegmentIds: segments);
         var (dq, dk, dv) = (_b.Zeros(new Shape(batch, tq, heads, d)), _b.Zeros(new Shape(batch, s, kvHeads, d)), _b.Zeros(new Shape(batch, s, kvHeads, d)));
         _b.AttentionBackward(Args(q, k, v), Up(r, batch, tq, heads, d), dq, dk, dv);
         double Loss(float[] qq, float[] kk, float[] vv)
@@ -289,6 +292,74 @@ public abstract partial class BackendOpChecks
         GradCheck.Directional("attention dq", q, Run(dq), qq => Loss(qq, k, v));
         GradCheck.Directional("attention dk", k, Run(dk), kk => Loss(q, kk, v));
         GradCheck.Directional("attention dv", v, Run(dv), vv => Loss(q, k, vv));
+    }
+
+    // Packed rows: segment ids per batch row, and the same queries with one segment per row alone.
+    public static TheoryData<int, int, int, int, int, int, int, int, bool> SegmentCases => new()
+    {
+        // B, Tq, H, S, Hkv, D, kvLength, offset, mask
+        { 2, 9, 4, 9, 2, 8, 9, 0, true },       // packed prefill, GQA 2:1, padding too
+        { 1, 70, 2, 70, 1, 16, 70, 0, false },  // segments crossing a 64-row block
+        { 1, 3, 3, 12, 3, 5, 10, 6, false },    // chunk after 6 cached tokens
+    };
+
+    internal static int[] Segments(int batch, int kvLength)
+    {
+        var seg = new int[batch * kvLength];
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < kvLength; j++) seg[b * kvLength + j] = (j + 2 * b) * 3 / (kvLength + 2 * b); // 3 segments, boundaries per row
+        return seg;
+    }
+
+    [Theory]
+    [MemberData(nameof(SegmentCases))]
+    public void Attention_WithSegments_MatchesReference_ForwardAndBackward(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool mask)
+    {
+        var q = Floats(batch * tq * heads * d, 1, 2f);
+        var k = Floats(batch * s * kvHeads * d, 2, 2f);
+        var v = Floats(batch * s * kvHeads * d, 3);
+        var dOut = Floats(q.Length, 4);
+        var keyMask = mask ? Enumerable.Range(0, batch * kvLength).Select(i => i % kvLength == 5 ? 0 : 1).ToArray() : [];
+        var segments = Segments(batch, kvLength);
+        float scale = 1f / MathF.Sqrt(d);
+        var (o, lse) = (new float[q.Length], new float[batch * heads * tq]);
+        AttentionReference.Forward(q, k, v, o, lse, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, keyMask, segments);
+        var (dq, dk, dv) = (new float[q.Length], new float[k.Length], new float[v.Length]);
+        AttentionReference.Backward(q, k, v, dOut, dq, dk, dv, batch, tq, heads, s, kvHeads, d, kvLength, offset, scale, keyMask, segments);
+        var args = new AttentionArgs(Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), _b.Zeros(new Shape(batch, tq, heads, d)),
+            kvLength, offset, scale, keyMask, _b.Zeros(new Shape(batch, heads, tq)), segments);
+        _b.Attention(args);
+        Close(Run(args.Output), o, "attention out (segments)");
+        CloseEach(Run(args.Lse!), lse, "attention lse (segments)", 1e-5, 0.1);
+        var (tdq, tdk, tdv) = (_b.Zeros(new Shape(batch, tq, heads, d)), _b.Zeros(new Shape(batch, s, kvHeads, d)), _b.Zeros(new Shape(batch, s, kvHeads, d)));
+        _b.AttentionBackward(args, Up(dOut, batch, tq, heads, d), tdq, tdk, tdv);
+        Close(Run(tdq), dq, "attention dq (segments)");
+        Close(Run(tdk), dk, "attention dk (segments)");
+        Close(Run(tdv), dv, "attention dv (segments)");
+    }
+
+    [Fact]
+    public void Attention_OverPackedRow_EqualsEachSegmentAlone()
+    {
+        const int heads = 4, kvHeads = 2, d = 8;
+        int[] lengths = [3, 70, 1, 60]; // 64-row blocks that start inside an example and skip the keys before it
+        int t = lengths.Sum();
+        var q = Floats(t * heads * d, 1, 2f);
+        var k = Floats(t * kvHeads * d, 2, 2f);
+        var v = Floats(t * kvHeads * d, 3);
+        var segments = lengths.SelectMany((n, i) => Enumerable.Repeat(i, n)).ToArray();
+        var packed = new AttentionArgs(Up(q, 1, t, heads, d), Up(k, 1, t, kvHeads, d), Up(v, 1, t, kvHeads, d), _b.Zeros(new Shape(1, t, heads, d)), t, 0, 0.3f, SegmentIds: segments);
+        _b.Attention(packed);
+        var all = Run(packed.Output);
+        int start = 0;
+        foreach (int n in lengths)
+        {
+            var alone = new AttentionArgs(Up(q[(start * heads * d)..((start + n) * heads * d)], 1, n, heads, d), Up(k[(start * kvHeads * d)..((start + n) * kvHeads * d)], 1, n, kvHeads, d),
+                Up(v[(start * kvHeads * d)..((start + n) * kvHeads * d)], 1, n, kvHeads, d), _b.Zeros(new Shape(1, n, heads, d)), n, 0, 0.3f);
+            _b.Attention(alone);
+            Close(all.AsSpan(start * heads * d, n * heads * d), Run(alone.Output), $"segment at {start}");
+            start += n;
+        }
     }
 
     // ---- SwiGlu ----

@@ -254,6 +254,36 @@ public abstract partial class BackendOpChecks : IDisposable
     }
 
     [Fact]
+    public void Dropout_MatchesReference_AtEveryLength_InPlace_AndKeepsAboutOneMinusP()
+    {
+        foreach (float p in new[] { 0f, 0.1f, 0.5f, 0.9f })
+            for (int n = 1; n <= 67; n++)
+            {
+                var x = Floats(n, n);
+                var expected = new float[n];
+                DropoutReference.Forward(x, expected, (ulong)n * 977, p);
+                var y = _b.Zeros(new Shape(n));
+                _b.Dropout(_b.FromHost(T(x, n)), (ulong)n * 977, p, y);
+                Bitwise(Run(y), expected, $"dropout p={p} n={n}");
+                var tx = _b.FromHost(T(x, n));
+                _b.Dropout(tx, (ulong)n * 977, p, tx);
+                Bitwise(Run(tx), expected, $"dropout in place p={p} n={n}");
+                if (p == 0) Bitwise(expected, x, $"dropout p=0 n={n}");
+            }
+        const int big = 40000;
+        var ones = Enumerable.Repeat(1f, big).ToArray();
+        var kept = _b.Zeros(new Shape(big));
+        _b.Dropout(_b.FromHost(T(ones, big)), 7, 0.25f, kept);
+        var k = Run(kept);
+        Assert.All(k, v => Assert.True(v == 0 || Math.Abs(v - 1 / 0.75f) < 1e-6));
+        Assert.InRange(k.Count(v => v != 0) / (double)big, 0.74, 0.76);
+        var other = _b.Zeros(new Shape(big));
+        _b.Dropout(_b.FromHost(T(ones, big)), 8, 0.25f, other);
+        Assert.NotEqual(k, Run(other)); // another seed, another mask
+        Assert.Throws<ArgumentException>(() => _b.Dropout(kept, 7, 1f, kept));
+    }
+
+    [Fact]
     public void LogSoftmax_MatchesReference_AtEveryLength()
     {
         foreach (int v in Enumerable.Range(1, 67).Append(49152))

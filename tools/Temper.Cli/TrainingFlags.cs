@@ -21,6 +21,7 @@ internal sealed class TrainingFlags
     public readonly Option<double> Alpha = new("--lora-alpha") { Description = "LoRA alpha", DefaultValueFactory = _ => 32 };
     public readonly Option<string> Targets = new("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
     public readonly Option<bool> RsLora = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)" };
+    public readonly Option<double> Dropout = new("--lora-dropout") { Description = "PEFT lora_dropout on the LoRA branch's input while training (sft, pretrain)", DefaultValueFactory = _ => 0 };
     public readonly Option<float> Lr;
     public readonly Option<string> Scheduler = new("--lr-scheduler") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
     public readonly Option<int> Warmup = new("--warmup-steps") { Description = "Linear warmup steps", DefaultValueFactory = _ => 0 };
@@ -37,12 +38,13 @@ internal sealed class TrainingFlags
     public readonly Option<bool> Resume = new("--resume") { Description = "Continue from the latest checkpoint in --out" };
     public readonly Option<bool> SkipBad = new("--skip-bad-lines") { Description = "Skip malformed data lines (counted) instead of failing" };
     public readonly Option<int> Threads = CliOptions.Threads();
+    public readonly Option<bool> Checkpointing = new("--gradient-checkpointing") { Description = "Recompute each layer's activations in backward (less memory, about a third more compute)" };
 
     public TrainingFlags(float defaultLr) => Lr = new Option<float>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => defaultLr };
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dropout, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -58,6 +60,7 @@ internal sealed class TrainingFlags
         LoraAlpha = p.GetValue(Alpha),
         LoraTargets = p.GetValue(Targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
         UseRsLora = p.GetValue(RsLora),
+        LoraDropout = p.GetValue(Dropout),
         LearningRate = p.GetValue(Lr),
         Scheduler = LrSchedule.Parse(p.GetValue(Scheduler)!),
         WarmupSteps = p.GetValue(Warmup),
@@ -74,6 +77,7 @@ internal sealed class TrainingFlags
         Resume = p.GetValue(Resume),
         SkipBadLines = p.GetValue(SkipBad),
         Threads = p.GetValue(Threads),
+        GradientCheckpointing = p.GetValue(Checkpointing),
     };
 
     /// <summary>Runs a trainer under a live progress bar; returns the exit code (130 when interrupted).</summary>

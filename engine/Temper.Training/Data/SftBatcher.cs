@@ -4,13 +4,19 @@
 // A batch is right-padded to its longest row; every array is row-major [Batch, Length]:
 //   Ids       pad id on padding          Labels    -100 on padding (unshifted, as SftExample)
 //   Mask      1 on tokens, 0 on padding  Positions position ids (restart at 0 per packed example; 0 on padding)
+//   SegmentIds  null unless a row is packed: which example of its row each token is (0 for plain rows and padding)
 // Batch (epoch, index) depends on nothing else, so a run resumes exactly from a saved (Epoch, Index).
+using Temper.Core;
+
 namespace Temper.Training.Data;
 
 /// <param name="ExampleIndices">Which examples (indices into the batcher's list) make the rows.</param>
 /// <param name="LabelTokens">Labels that are predicted: not -100 and not in the first column.</param>
 public sealed record SftBatch(int Epoch, int Index, int Batch, int Length, int[] Ids, int[] Labels, int[] Mask,
-    int[] Positions, int LabelTokens, int[] ExampleIndices);
+    int[] Positions, int LabelTokens, int[] ExampleIndices)
+{
+    public int[]? SegmentIds { get; init; }
+}
 
 public sealed class SftBatcher
 {
@@ -83,16 +89,18 @@ public sealed class SftBatcher
         var positions = new int[b * t];
         Array.Fill(ids, padId);
         Array.Fill(labels, SftExample.IgnoreIndex);
+        var segments = examples.Any(e => e.SegmentIds != null) ? new int[b * t] : null;
         int labelTokens = 0;
         for (int r = 0; r < b; r++)
         {
             var ex = examples[r];
+            ex.SegmentIds?.CopyTo(segments!, r * t);
             ex.Ids.CopyTo(ids, r * t);
             ex.Labels.CopyTo(labels, r * t);
             ex.PositionIds().CopyTo(positions, r * t);
             Array.Fill(mask, 1, r * t, ex.Length);
             labelTokens += ex.LabelTokens;
         }
-        return new SftBatch(0, 0, b, t, ids, labels, mask, positions, labelTokens, Enumerable.Range(0, b).ToArray());
+        return new SftBatch(0, 0, b, t, ids, labels, mask, positions, labelTokens, Enumerable.Range(0, b).ToArray()) { SegmentIds = segments };
     }
 }

@@ -32,6 +32,8 @@ public sealed record SftOptions
     public int? MaxSteps { get; init; }
     public int Epochs { get; init; } = 1;
     public int MaxLength { get; init; } = 1024;
+    /// <summary>Pack examples into rows of MaxLength tokens (TRL packing=True): each still trains as if alone.</summary>
+    public bool Packing { get; init; }
     public Truncation Truncation { get; init; } = Truncation.Right;
     public bool SkipBadLines { get; init; }
     public int Seed { get; init; } = 42;
@@ -40,6 +42,8 @@ public sealed record SftOptions
     public int SaveEvery { get; init; }
     public bool Resume { get; init; }
     public int Threads { get; init; }
+    /// <summary>Recompute each layer's activations in backward instead of keeping them (less memory, one more forward).</summary>
+    public bool GradientCheckpointing { get; init; }
     /// <summary>Consecutive NaN/Inf steps tolerated (each skipped with a warning) before the run aborts.</summary>
     public int MaxBadSteps { get; init; } = 5;
 
@@ -64,10 +68,12 @@ public sealed record SftOptions
         ["max_steps"] = MaxSteps,
         ["epochs"] = Epochs,
         ["max_len"] = MaxLength,
+        ["packing"] = Packing,
         ["truncation"] = Truncation.ToString().ToLowerInvariant(),
         ["seed"] = Seed,
         ["eval_every"] = EvalEvery,
         ["save_every"] = SaveEvery,
         ["threads"] = Threads,
+        ["gradient_checkpointing"] = GradientCheckpointing,
     };
 }

@@ -25,12 +25,12 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
     public SftResult Run(CancellationToken cancel = default)
     {
-        using var run = TrainingRun.Open(o, backend);
+        using var run = TrainingRun.Open(o, backend, supportsLoraDropout: true);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
         var dataOptions = new SftDataOptions(o.MaxLength, o.Truncation, o.SkipBadLines);
-        var data = SftDataset.Load(o.DataPath, tok, run.Model.Template, dataOptions);
+        var data = SftDataset.Load(o.DataPath, tok, run.Model.Template, dataOptions with { Packing = o.Packing });
         if (data.Examples.Count == 0) throw new TemperException($"{o.DataPath}: no training examples");
         if (data.TruncatedCount > 0) OnWarning?.Invoke($"{data.TruncatedCount} example(s) longer than {o.MaxLength} tokens were truncated ({o.Truncation.ToString().ToLowerInvariant()})");
         if (data.DroppedCount > 0) OnWarning?.Invoke($"{data.DroppedCount} example(s) were dropped (too long, or no label left)");
@@ -53,7 +53,10 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
             double lossSum = 0;
             foreach (var b in micro)
-                lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf).Sum(x => (double)x);
+            {
+                run.Backprop.DropoutSeed = DropoutSeed(o.Seed, b.Epoch, b.Index);
+                lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
+            }
             return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
         }
 
@@ -68,6 +71,10 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
         return run.Run(o.Full ? "sft-full" : "sft-lora", total, data.Sha256, info, Step, AfterStep, cancel);
     }
+
+    /// <summary>LoRA dropout masks of a micro-batch: from the run's seed and the batch's data position alone, so a resumed run draws the same.</summary>
+    public static ulong DropoutSeed(int seed, int epoch, int index) =>
+        SplitMix64.Mix((ulong)(uint)seed) ^ SplitMix64.Mix(((ulong)(uint)epoch << 32 | (uint)index) + 1);
 
     /// <summary>Token-level mean cross-entropy of a data set (no gradients).</summary>
     public static double Evaluate(DecoderBackprop backprop, SftDataset eval, int pad, int batchSize = 8)

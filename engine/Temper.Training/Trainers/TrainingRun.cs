@@ -36,7 +36,7 @@ public sealed class TrainingRun : IDisposable
         Model = lm;
         Lora = lora;
         Params = ps;
-        Backprop = new DecoderBackprop(lm.Decoder);
+        Backprop = new DecoderBackprop(lm.Decoder) { GradientCheckpointing = o.GradientCheckpointing };
     }
 
     public IBackend Backend { get; }
@@ -50,8 +50,9 @@ public sealed class TrainingRun : IDisposable
     /// <summary>
     /// Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all
     /// weights); extraParameters(model) adds fully trained tensors the caller owns (a reward head).
+    /// A recipe that sets Backprop.DropoutSeed per micro-batch passes supportsLoraDropout; the others refuse a LoRA dropout.
     /// </summary>
-    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null)
+    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool supportsLoraDropout = false)
     {
         Validate(o);
         Directory.CreateDirectory(o.OutDir);
@@ -71,11 +72,14 @@ public sealed class TrainingRun : IDisposable
                     lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout);
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                 }
-                if (lora.Dropout > 0) throw new TemperException($"LoRA dropout {lora.Dropout} is not supported by the trainer yet; use 0");
+                if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
+                if (lora.Dropout > 0 && !supportsLoraDropout) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
             }
             var extra = extraParameters?.Invoke(lm);
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
-            return new TrainingRun(o, be, lm, lora, ps);
+            var run = new TrainingRun(o, be, lm, lora, ps);
+            run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
+            return run;
         }
         catch
         {

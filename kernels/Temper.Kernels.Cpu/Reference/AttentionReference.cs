@@ -1,14 +1,15 @@
 // Causal GQA attention, the oracle. q[B,Tq,H,D], k/v[B,S,Hkv,D] (first kvLength rows used),
 // output[B,Tq,H,D], lse[B,H,Tq]. Query i of batch b sits at position queryOffset + i and sees key j when
 // j <= that position, j < kvLength and keyMask[b, j] != 0 (an empty mask admits every key); head h reads
-// kv head h / (H / Hkv). Scores scale * q.k, softmax with max subtraction, out = sum p_j v_j; a query
-// that sees no key gets zeros and lse = -inf. Sums in f64.
+// kv head h / (H / Hkv). With segmentIds[B,kvLength] (packed rows) the query at position p also needs
+// segmentIds[b,j] == segmentIds[b,p]. Scores scale * q.k, softmax with max subtraction, out = sum p_j v_j;
+// a query that sees no key gets zeros and lse = -inf. Sums in f64.
 namespace Temper.Kernels.Cpu.Reference;
 
 public static class AttentionReference
 {
     public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> output, Span<float> lse,
-        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask)
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds = default)
     {
         int group = heads / kvHeads;
         var scores = new double[kvLength];
@@ -23,7 +24,7 @@ public static class AttentionReference
             for (int j = 0; j < visible; j++)
             {
                 scores[j] = double.NegativeInfinity;
-                if (!keyMask.IsEmpty && keyMask[b * kvLength + j] == 0) continue;
+                if (!Sees(keyMask, segmentIds, b * kvLength, queryOffset + i, j)) continue;
                 int ko = ((b * s + j) * kvHeads + kh) * d;
                 double dot = 0;
                 for (int t = 0; t < d; t++) dot += (double)q[qo + t] * k[ko + t];
@@ -54,7 +55,7 @@ public static class AttentionReference
 
     public static void Backward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> dOut,
         Span<float> dq, Span<float> dk, Span<float> dv,
-        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask)
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds = default)
     {
         int group = heads / kvHeads;
         var dkAcc = new double[dk.Length];
@@ -71,7 +72,7 @@ public static class AttentionReference
             for (int j = 0; j < visible; j++)
             {
                 p[j] = double.NegativeInfinity;
-                if (!keyMask.IsEmpty && keyMask[b * kvLength + j] == 0) continue;
+                if (!Sees(keyMask, segmentIds, b * kvLength, queryOffset + i, j)) continue;
                 int ko = ((b * s + j) * kvHeads + kh) * d;
                 double dot = 0;
                 for (int t = 0; t < d; t++) dot += (double)q[qo + t] * k[ko + t];
@@ -113,4 +114,7 @@ public static class AttentionReference
             dv[i] = (float)dvAcc[i];
         }
     }
+
+    private static bool Sees(ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds, int row, int position, int j) =>
+        (keyMask.IsEmpty || keyMask[row + j] != 0) && (segmentIds.IsEmpty || segmentIds[row + j] == segmentIds[row + position]);
 }

@@ -1,6 +1,8 @@
 // Causal GQA attention. q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength rows used), out[B,Tq,H,D],
 // lse[B,H,Tq]. Query i of batch b sits at position QueryOffset + i and sees key j when j <= that
-// position, j < KvLength and mask[b,j] != 0 (no mask admits all); head h reads kv head h / (H/Hkv).
+// position, j < KvLength, mask[b,j] != 0 (no mask admits all) and, for packed rows, segment[b,j] ==
+// segment[b,position]; head h reads kv head h / (H/Hkv). The key mask and the segment ids travel in
+// one int buffer: [mask B*KvLength (when present) | segments B*KvLength (when present)].
 // Forward: one thread per query row (b,i,h): a pass for the max score, then a pass accumulating
 // exp(s - max) v into out (in place, normalised at the end); f32 throughout. A query that sees no
 // key gets zeros and lse = -inf.
@@ -16,13 +18,16 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal struct AttentionDims
 {
-    public int B, Tq, H, S, Hkv, D, KvLength, QueryOffset, HasMask, HasLse;
+    public int B, Tq, H, S, Hkv, D, KvLength, QueryOffset, HasMask, HasLse, HasSegments, SegmentBase;
     public float Scale;
 }
 
 internal static class Attention
 {
-    private static bool Visible(ArrayView<int> mask, AttentionDims a, int b, int j) => a.HasMask == 0 || mask[b * a.KvLength + j] != 0;
+    // mask holds the key mask and then the segment ids (see the header); p is the query's position.
+    private static bool Visible(ArrayView<int> mask, AttentionDims a, int b, int p, int j) =>
+        (a.HasMask == 0 || mask[b * a.KvLength + j] != 0)
+        && (a.HasSegments == 0 || mask[a.SegmentBase + b * a.KvLength + j] == mask[a.SegmentBase + b * a.KvLength + p]);
 
     private static float Dot(ArrayView<float> x, int xo, ArrayView<float> y, int yo, int d)
     {
@@ -38,7 +43,7 @@ internal static class Attention
         int visible = IntrinsicMath.Min(a.KvLength, a.QueryOffset + i + 1);
         float max = float.NegativeInfinity;
         for (int j = 0; j < visible; j++)
-            if (Visible(mask, a, b, j)) max = IntrinsicMath.Max(max, a.Scale * Dot(q, qo, k, kBase + j * stride, d));
+            if (Visible(mask, a, b, a.QueryOffset + i, j)) max = IntrinsicMath.Max(max, a.Scale * Dot(q, qo, k, kBase + j * stride, d));
         for (int t = 0; t < d; t++) output[qo + t] = 0;
         int lo = (b * a.H + h) * a.Tq + i;
         if (max == float.NegativeInfinity)
@@ -49,7 +54,7 @@ internal static class Attention
         float sum = 0;
         for (int j = 0; j < visible; j++)
         {
-            if (!Visible(mask, a, b, j)) continue;
+            if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
             float p = MathF.Exp(a.Scale * Dot(q, qo, k, kBase + j * stride, d) - max);
             sum += p;
             int vo = kBase + j * stride;
@@ -70,7 +75,7 @@ internal static class Attention
         for (int t = 0; t < d; t++) dq[qo + t] = 0;
         float max = float.NegativeInfinity;
         for (int j = 0; j < visible; j++)
-            if (Visible(mask, a, b, j)) max = IntrinsicMath.Max(max, a.Scale * Dot(q, qo, k, kBase + j * stride, d));
+            if (Visible(mask, a, b, a.QueryOffset + i, j)) max = IntrinsicMath.Max(max, a.Scale * Dot(q, qo, k, kBase + j * stride, d));
         if (max == float.NegativeInfinity)
         {
             lse[lo] = float.NegativeInfinity;
@@ -80,7 +85,7 @@ internal static class Attention
         float sum = 0, sumDp = 0;
         for (int j = 0; j < visible; j++)
         {
-            if (!Visible(mask, a, b, j)) continue;
+            if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
             float e = MathF.Exp(a.Scale * Dot(q, qo, k, kBase + j * stride, d) - max);
             sum += e;
             sumDp += e * Dot(dOut, qo, v, kBase + j * stride, d);
@@ -90,7 +95,7 @@ internal static class Attention
         delta[lo] = dl;
         for (int j = 0; j < visible; j++)
         {
-            if (!Visible(mask, a, b, j)) continue;
+            if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
             int ko = kBase + j * stride;
             float p = MathF.Exp(a.Scale * Dot(q, qo, k, ko, d) - l);
             float ds = a.Scale * p * (Dot(dOut, qo, v, ko, d) - dl);
@@ -109,13 +114,14 @@ internal static class Attention
             dk[ko + t] = 0;
             dv[ko + t] = 0;
         }
-        if (j >= a.KvLength || !Visible(mask, a, b, j)) return;
+        if (j >= a.KvLength || (a.HasMask != 0 && mask[b * a.KvLength + j] == 0)) return;
         int i0 = IntrinsicMath.Max(0, j - a.QueryOffset);
         for (int g = 0; g < group; g++)
         {
             int h = kh * group + g;
             for (int i = i0; i < a.Tq; i++)
             {
+                if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
                 int qo = ((b * a.Tq + i) * a.H + h) * d, lo = (b * a.H + h) * a.Tq + i;
                 float p = MathF.Exp(a.Scale * Dot(q, qo, k, ko, d) - lse[lo]);
                 float ds = a.Scale * p * (Dot(dOut, qo, v, ko, d) - delta[lo]);
@@ -128,11 +134,24 @@ internal static class Attention
         }
     }
 
-    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, AttentionDims a)
+    // One device buffer [mask | segments] (either part may be absent), and the dims that say so.
+    private static ArrayView<int> UploadMasks(DeviceContext dc, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, ref AttentionDims a)
     {
         a.HasMask = mask.IsEmpty ? 0 : 1;
+        a.HasSegments = segments.IsEmpty ? 0 : 1;
+        a.SegmentBase = mask.Length;
+        if (segments.IsEmpty) return dc.Arena.Upload(mask);
+        if (mask.IsEmpty) return dc.Arena.Upload(segments);
+        var both = new int[mask.Length + segments.Length];
+        mask.CopyTo(both);
+        segments.CopyTo(both.AsSpan(mask.Length));
+        return dc.Arena.Upload<int>(both);
+    }
+
+    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
         a.HasLse = lse.HasValue ? 1 : 0;
-        var dMask = dc.Arena.Upload(mask);
+        var dMask = UploadMasks(dc, mask, segments, ref a);
         int rows = a.B * a.Tq * a.H;
         if (rows == 0) return;
         dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.fwd",
@@ -141,10 +160,9 @@ internal static class Attention
     }
 
     public static void Backward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv,
-        ReadOnlySpan<int> mask, AttentionDims a)
+        ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
     {
-        a.HasMask = mask.IsEmpty ? 0 : 1;
-        var dMask = dc.Arena.Upload(mask);
+        var dMask = UploadMasks(dc, mask, segments, ref a);
         int rows = a.B * a.Tq * a.H;
         var lse = dc.Arena.Take<float>(rows);
         var delta = dc.Arena.Take<float>(rows);

@@ -1,5 +1,6 @@
 // SftBatcher: the order is a seeded, portable permutation per epoch; every example once per epoch;
 // padding as documented; resuming at any (epoch, index) gives the same batches.
+using Temper.Core;
 using Temper.Training.Data;
 
 namespace Temper.Tests.Data;

@@ -15,12 +15,13 @@ internal static class SftCommand
         var evalEvery = new Option<int>("--eval-every") { Description = "Evaluate every N steps (0 = at the end only)", DefaultValueFactory = _ => 0 };
         var lora = new Option<bool>("--lora") { Description = "Train a LoRA adapter instead of all weights" };
         var fromScratch = new Option<bool>("--from-scratch") { Description = "Initialise the weights randomly from config.json (seeded)" };
-        var cmd = new Command(pretrain ? "pretrain" : "sft", pretrain ? "Continued pre-training on text" : "Supervised fine-tuning (LoRA by default)") { evalData, evalEvery };
+        var packing = new Option<bool>("--packing") { Description = "Pack examples into rows of --max-len tokens; each example still attends only to itself, with its own positions" };
+        var cmd = new Command(pretrain ? "pretrain" : "sft", pretrain ? "Continued pre-training on text" : "Supervised fine-tuning (LoRA by default)") { evalData, evalEvery, packing };
         flags.AddTo(cmd);
         if (pretrain) { cmd.Add(lora); cmd.Add(fromScratch); }
         cmd.SetGuardedAction(p =>
         {
-            var o = flags.Read(p) with { EvalData = p.GetValue(evalData), EvalEvery = p.GetValue(evalEvery) };
+            var o = flags.Read(p) with { EvalData = p.GetValue(evalData), EvalEvery = p.GetValue(evalEvery), Packing = p.GetValue(packing) };
             if (pretrain) o = o with { Full = !p.GetValue(lora), FromScratch = p.GetValue(fromScratch) };
             var trainer = new SftTrainer(o, CliOptions.Backend(p, o.Threads));
             return TrainingFlags.RunWithProgress(cmd.Name, o.OutDir, (step, warn) => { trainer.OnStep = step; trainer.OnWarning = warn; }, trainer.Run);

@@ -1,7 +1,7 @@
 // SplitMix64 (Steele, Lea & Flood 2014; the seeder of xoshiro): a tiny portable PRNG whose stream
 // depends only on its seed, never on the .NET version or machine, so shuffles and synthetic data
-// sets are the same everywhere.
-namespace Temper.Training.Data;
+// sets are the same everywhere. In Temper.Core because the dropout kernels draw their masks from it.
+namespace Temper.Core;
 
 public sealed class SplitMix64(ulong seed)
 {
