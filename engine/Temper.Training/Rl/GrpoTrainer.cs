@@ -5,7 +5,8 @@
 //   loss = -min(ratio A, clip(ratio, 1-eps, 1+eps) A) + beta k3,  ratio = exp(logp - logp_old),
 //   k3 = exp(ref - logp) - (ref - logp) - 1  (reference = the base with the adapter off; beta 0 skips it),
 // aggregated over all completion tokens of the batch (token-level mean). d loss / d logp per token
-// becomes a per-token weight of one forward+backward pass.
+// becomes a per-token weight of one forward+backward pass. Log-probs (policy, old and reference) are of
+// the logits divided by the sampling temperature, as TRL computes them.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -74,10 +75,10 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
             var ro = current;
             var b = ro.Batch;
             // The current policy's token log-probs (equal to the old ones on the first iteration).
-            var logp = iteration == 1 ? ro.OldLogp : TokenLogps(run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null), ro.Counted);
+            var logp = iteration == 1 ? ro.OldLogp : TokenLogps(Pass(run.Backprop, b, null), ro.Counted);
             var weights = new float[logp.Length];
             var tl = TokenLoss(logp, ro.OldLogp, ro.RefLogp, ro.Advantage, ro.Counted, ro.Tokens, g.Epsilon, g.Beta, weights);
-            run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, weights);
+            Pass(run.Backprop, b, run.Params.GradOf, weights);
             var extra = (JsonObject)ro.Stats.DeepClone();
             extra["clip_fraction"] = (double)tl.Clipped / ro.Tokens;
             extra["kl"] = tl.KlSum / ro.Tokens;
@@ -105,7 +106,7 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         var layout = Layout(prompts.Select(p => p.Ids).ToList(), results.Select(r => r.GeneratedIds.ToArray()).ToList(), reward, gsize, pad);
         var batch = layout.Batch;
         var counted = layout.Counted;
-        var oldLogp = TokenLogps(run.Backprop.Run(batch.Ids, batch.Labels, batch.Mask, batch.Batch, 1f, null), counted);
+        var oldLogp = TokenLogps(Pass(run.Backprop, batch, null), counted);
         var refLogp = reference == null ? new float[counted.Length] : ReferenceTokenLogps(run, reference, batch, counted);
         int tokens = layout.Tokens;
         var stats = new JsonObject
@@ -198,12 +199,17 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         return new GrpoTokenLoss(loss, clipped, kl);
     }
 
-    private static float[] ReferenceTokenLogps(TrainingRun run, ReferenceModel reference, SftBatch b, bool[] counted)
+    private float[] ReferenceTokenLogps(TrainingRun run, ReferenceModel reference, SftBatch b, bool[] counted)
     {
         float[]? losses = null;
-        reference.WithReference(run.Backprop, () => losses = run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null));
+        reference.WithReference(run.Backprop, () => losses = Pass(run.Backprop, b, null));
         return TokenLogps(losses!, counted);
     }
+
+    // Per-token cross-entropy of a rollout batch with the logits divided by the sampling temperature, as
+    // TRL scores completions (policy, old and reference log-probs alike); weights = per-token gradient scales.
+    private float[] Pass(DecoderBackprop backprop, SftBatch b, Func<Tensor, Tensor?>? gradOf, float[]? weights = null) =>
+        backprop.Run(b.Ids, b.Mask, b.Batch, new CrossEntropyHead(DecoderBackprop.NextTokenTargets(b.Labels, b.Length), 1f, weights, g.Temperature), gradOf);
 
     private static float[] TokenLogps(float[] losses, bool[] counted)
     {
