@@ -16,7 +16,8 @@
 // 97, 95% from 0% for every base. With a single pretraining form ("23+58=81") the LoRA often had to learn
 // the ones digit afresh (one seed in five stayed at 11%), hence the several forms of ToPretrainText.
 // Runs are seeded and the CPU kernels are bitwise independent of the thread count, so the figures repeat
-// exactly. One thread: for a model this small a second one bought nothing, and the two test classes
+// on one machine; across machines they moved: seed 1 gave 92% (full) and 86% (LoRA) on 2026-11-22's
+// machine, 84% and 85% on 2026-11-23's (both AVX-512), which the bounds leave room for. One thread: for a model this small a second one bought nothing, and the two test classes
 // then run side by side on 2 cores.
 using System.Diagnostics;
 using System.Globalization;
