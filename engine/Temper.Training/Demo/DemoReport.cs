@@ -27,7 +27,7 @@ public static class DemoReport
          .Append("<p>The base was pretrained by Temper on sums in other surface forms (<code>23+58=81</code>, <code>Answer: 81 = 23+58</code>): it has seen the words but not the format. ")
          .Append("SFT teaches the format <code>What is 23+58?</code> &rarr; <code>Answer: 81</code>; DPO prefers it over the base's habits and near misses; ")
          .Append("GRPO rewards correct answers. Every stage is evaluated on held-out sums it never trained on: accuracy, format and length of greedy answers, ")
-         .Append("and the mean reward (1 correct, 0.1 right format but wrong sum) of answers sampled at temperature 1, four per prompt, which is what GRPO optimizes.</p>\n");
+         .Append("and the mean reward (1 correct, 0.1 right format but wrong sum) of answers sampled at temperature 1, eight per prompt, which is what GRPO optimizes.</p>\n");
 
         h.Append("<h2>Results</h2>\n<table><tr><th>stage</th><th>accuracy</th><th>format</th><th>mean reward (sampled)</th><th>mean length</th><th>steps</th><th>seconds</th></tr>\n");
         foreach (var r in results)

@@ -20,7 +20,7 @@ public sealed record DemoSettings
     /// <summary>Held-out prompts every stage answers side by side.</summary>
     public int ShowcasePrompts { get; init; } = 4;
     /// <summary>Completions sampled per held-out prompt for the mean reward (at <see cref="EvalTemperature"/>).</summary>
-    public int EvalSamples { get; init; } = 4;
+    public int EvalSamples { get; init; } = 8;
     public float EvalTemperature { get; init; } = 1f;
     public int LoraRank { get; init; } = 16;
     public double LoraAlpha { get; init; } = 32;
@@ -28,7 +28,7 @@ public sealed record DemoSettings
     public DemoStageSettings Sft { get; init; } = new(Steps: 60, LearningRate: 3e-3f, BatchSize: 64, WarmupSteps: 10);
     public DemoStageSettings Dpo { get; init; } = new(Steps: 30, LearningRate: 1e-4f, BatchSize: 16);
     public double DpoBeta { get; init; } = 0.1;
-    public DemoStageSettings Grpo { get; init; } = new(Steps: 300, LearningRate: 1e-3f, BatchSize: 16);
+    public DemoStageSettings Grpo { get; init; } = new(Steps: 400, LearningRate: 1e-3f, BatchSize: 16);
     public int GrpoGenerations { get; init; } = 8;
     public int GrpoMaxCompletionLength { get; init; } = 12;
     public float GrpoTemperature { get; init; } = 1f;
@@ -41,7 +41,7 @@ public sealed record DemoSettings
         HeldOutItems = 100,
         Sft = new(Steps: 40, LearningRate: 3e-3f, BatchSize: 64, WarmupSteps: 10),
         Dpo = new(Steps: 10, LearningRate: 1e-4f, BatchSize: 16),
-        Grpo = new(Steps: 40, LearningRate: 1.5e-3f, BatchSize: 16),
+        Grpo = new(Steps: 80, LearningRate: 1e-3f, BatchSize: 16),
     };
 
     /// <summary>
