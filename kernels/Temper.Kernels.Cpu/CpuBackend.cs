@@ -7,7 +7,7 @@ using Temper.Core;
 
 namespace Temper.Kernels.Cpu;
 
-public sealed class CpuBackend : IBackend
+public sealed partial class CpuBackend : IBackend
 {
     private readonly int _threads;
 

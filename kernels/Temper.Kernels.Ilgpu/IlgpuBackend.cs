@@ -17,7 +17,7 @@ using Temper.Kernels.Ilgpu.Ops;
 
 namespace Temper.Kernels.Ilgpu;
 
-public sealed class IlgpuBackend : IBackend
+public sealed partial class IlgpuBackend : IBackend
 {
     private readonly Context? _ownedContext;
     private readonly Accelerator _acc;
