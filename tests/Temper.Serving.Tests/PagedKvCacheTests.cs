@@ -71,6 +71,8 @@ public sealed class PagedKvCacheTests
         cache.Free(hit);
         var miss = new SequenceBlocks();
         Assert.Equal(0, cache.MatchPrefix(miss, b)); // same second block, different prefix: a different key
+        var otherAdapter = new SequenceBlocks { Salt = 77 };
+        Assert.Equal(0, cache.MatchPrefix(otherAdapter, a)); // same tokens under another adapter: other K/V
 
         var evicted = new List<int>();
         cache.Pool.OnEvict = (blk, _) => evicted.Add(blk);

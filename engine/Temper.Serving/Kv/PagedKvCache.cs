@@ -63,7 +63,7 @@ public sealed class PagedKvCache : IDisposable
     public int MatchPrefix(SequenceBlocks s, ReadOnlySpan<int> tokens)
     {
         if (s.Length != 0 || s.BlockList.Count != 0) throw new InvalidOperationException("prefix matching needs an empty sequence");
-        ulong prev = 0;
+        ulong prev = s.Salt;
         for (int b = 0; (b + 1) * BlockSize <= tokens.Length; b++)
         {
             ulong h = BlockPool.ChainHash(prev, tokens.Slice(b * BlockSize, BlockSize));
@@ -135,7 +135,7 @@ public sealed class PagedKvCache : IDisposable
         while ((s.Hashes.Count + 1) * BlockSize <= newLength)
         {
             int b = s.Hashes.Count;
-            ulong h = BlockPool.ChainHash(b == 0 ? 0 : s.Hashes[b - 1], tokens.Slice(b * BlockSize, BlockSize));
+            ulong h = BlockPool.ChainHash(b == 0 ? s.Salt : s.Hashes[b - 1], tokens.Slice(b * BlockSize, BlockSize));
             s.Hashes.Add(h);
             Pool.Register(s.BlockList[b], h);
         }
@@ -144,7 +144,7 @@ public sealed class PagedKvCache : IDisposable
     /// <summary>A new sequence sharing every block of <paramref name="s"/> (copy-on-write from here on).</summary>
     public SequenceBlocks Fork(SequenceBlocks s)
     {
-        var f = new SequenceBlocks { Length = s.Length, CachedPrefix = s.CachedPrefix };
+        var f = new SequenceBlocks { Salt = s.Salt, Length = s.Length, CachedPrefix = s.CachedPrefix };
         foreach (int b in s.BlockList)
         {
             Pool.Retain(b);

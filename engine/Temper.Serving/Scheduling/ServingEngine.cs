@@ -91,7 +91,9 @@ public sealed class ServingEngine : IDisposable
             if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
         }
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
-        _incoming.Enqueue(NewSequence(handle, 0, [.. r.PromptIds], adapter));
+        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);
+        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : BlockPool.ChainHash(0, r.Adapter.Select(ch => (int)ch).ToArray()) };
+        _incoming.Enqueue(first);
         _wake.Set();
         return handle;
     }
