@@ -16,6 +16,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     GenerateCommand.Create(),
     ChatCommand.Create(),
     BenchCommand.Create(),
+    ServeCommand.Create(),
     SftCommand.Create(pretrain: false),
     SftCommand.Create(pretrain: true),
     PreferenceCommand.Create("dpo"),

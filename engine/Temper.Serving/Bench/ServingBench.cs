@@ -1,5 +1,5 @@
 // A serving workload measured end to end: every request is submitted at once to a running engine,
-// each stream is read as it arrives, and the result is the generated tokens per second of wall time,
+// each stream is read as it arrives (event times are the engine's emission times), and the result is the generated tokens per second of wall time,
 // time to first token and inter-token latency (p50, p99, in ms) and the engine's counters.
 using System.Diagnostics;
 using Temper.Serving.Scheduling;
@@ -20,7 +20,6 @@ public static class ServingBench
         var clock = Stopwatch.StartNew();
         var runs = requests.Select(r =>
         {
-            double start = clock.Elapsed.TotalMilliseconds;
             var handle = engine.Submit(r);
             return Task.Run(async () =>
             {
@@ -28,7 +27,7 @@ public static class ServingBench
                 await foreach (var e in handle.Events.ReadAllAsync().ConfigureAwait(false))
                 {
                     if (e.Error != null) throw new InvalidOperationException(e.Error);
-                    if (e.Token >= 0) times.Add(clock.Elapsed.TotalMilliseconds - start);
+                    if (e.Token >= 0) times.Add(Stopwatch.GetElapsedTime(handle.SubmittedAt, e.Timestamp).TotalMilliseconds);
                 }
                 return times;
             });

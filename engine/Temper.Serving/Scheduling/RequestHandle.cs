@@ -16,6 +16,8 @@ public sealed class RequestHandle
     }
 
     public long Id { get; }
+    /// <summary>Stopwatch tick of submission.</summary>
+    public long SubmittedAt { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
     public ServingRequest Request { get; }
     public ChannelReader<StreamEvent> Events => _events.Reader;
     public bool IsCancelled => _cancelled;
@@ -23,7 +25,7 @@ public sealed class RequestHandle
     public void Cancel() => _cancelled = true;
 
     internal int OpenChoices { get; set; }
-    internal void Emit(StreamEvent e) => _events.Writer.TryWrite(e);
+    internal void Emit(StreamEvent e) => _events.Writer.TryWrite(e with { Timestamp = System.Diagnostics.Stopwatch.GetTimestamp() });
     internal void Complete() => _events.Writer.TryComplete();
 
     /// <summary>Reads the stream to its end and gathers each choice's tokens.</summary>

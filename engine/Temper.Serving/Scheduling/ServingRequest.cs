@@ -26,7 +26,13 @@ public enum ServingFinish { Length, Eos, Stop, Cancelled, Error }
 
 public readonly record struct TokenLogprob(int Token, float Logprob);
 
-/// <summary>One event of a choice: a token (Token &gt;= 0) and/or its finish (Finish != null).</summary>
-public sealed record StreamEvent(int Choice, int Token, float Logprob, IReadOnlyList<TokenLogprob>? Top, ServingFinish? Finish, string? Error = null);
+/// <summary>
+/// One event of a choice: a token (Token &gt;= 0) and/or its finish (Finish != null). Timestamp is the
+/// Stopwatch tick at which the engine emitted it (latency figures do not depend on when it was read).
+/// </summary>
+public sealed record StreamEvent(int Choice, int Token, float Logprob, IReadOnlyList<TokenLogprob>? Top, ServingFinish? Finish, string? Error = null)
+{
+    public long Timestamp { get; init; }
+}
 
 public sealed record ChoiceResult(int Choice, IReadOnlyList<int> Tokens, IReadOnlyList<float> Logprobs, ServingFinish Finish);
