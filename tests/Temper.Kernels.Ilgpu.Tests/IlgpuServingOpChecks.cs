@@ -59,6 +59,38 @@ public abstract class IlgpuServingOpChecks(DeviceFixture device) : IDisposable
     }
 
     [Fact]
+    public void PagedAttention_decode_equals_contiguous_attention_on_the_device()
+    {
+        const int batch = 2, heads = 4, kvHeads = 2, d = 8, s = 11, bs = 4, maxBlocks = 3;
+        int[] lens = [11, 6];
+        var q = Floats(batch * heads * d, 4, 2f);
+        var k = Floats(batch * s * kvHeads * d, 5, 2f);
+        var v = Floats(batch * s * kvHeads * d, 6);
+        float scale = 1f / MathF.Sqrt(d);
+        var mask = new int[batch * s];
+        for (int b = 0; b < batch; b++) for (int j = 0; j < lens[b]; j++) mask[b * s + j] = 1;
+        var contiguous = B.Zeros(new Shape(batch, 1, heads, d));
+        _owned.Add(contiguous);
+        B.Attention(new AttentionArgs(Up(q, batch, 1, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), contiguous, s, s - 1, scale, mask));
+        // The same keys in blocks [5, 1, 3] (sequence 0) and [0, 4, 2] (sequence 1) of a 6-block cache.
+        int[] tables = [5, 1, 3, 0, 4, 2];
+        int row = kvHeads * d;
+        var kc = new float[6 * bs * row];
+        var vc = new float[6 * bs * row];
+        for (int b = 0; b < batch; b++)
+            for (int p = 0; p < s; p++)
+            {
+                int dst = (tables[b * maxBlocks + p / bs] * bs + p % bs) * row;
+                Array.Copy(k, (b * s + p) * row, kc, dst, row);
+                Array.Copy(v, (b * s + p) * row, vc, dst, row);
+            }
+        var paged = B.Zeros(new Shape(batch, heads, d));
+        _owned.Add(paged);
+        B.PagedAttention(new PagedAttentionArgs(Up(q, batch, heads, d), Up(kc, 6, bs, kvHeads, d), Up(vc, 6, bs, kvHeads, d), paged, tables, maxBlocks, new[] { 0, 1 }, lens, scale));
+        Close(Down(paged), Down(contiguous), "ilgpu paged attention vs ilgpu contiguous attention");
+    }
+
+    [Fact]
     public void GatheredLoraLinear_matches_cpu_and_reference()
     {
         const int n = 7, k = 12, m = 10, r = 4, adapters = 3;

@@ -94,10 +94,11 @@ public abstract partial class BackendOpChecks
     }
 
     [Theory]
-    [InlineData(9, 13, 7, 4, 3)]
-    [InlineData(1, 64, 64, 8, 1)]
-    [InlineData(17, 33, 160, 16, 8)]
-    public void GatheredLoraLinear_matches_reference_and_per_row_lora(int n, int k, int m, int r, int adapters)
+    [InlineData(9, 13, 7, 4, 3, false)]
+    [InlineData(1, 64, 64, 8, 1, false)]
+    [InlineData(17, 33, 160, 16, 8, false)]
+    [InlineData(17, 33, 160, 16, 3, true)]   // each adapter's rows contiguous (prefill chunks): computed in place
+    public void GatheredLoraLinear_matches_reference_and_per_row_lora(int n, int k, int m, int r, int adapters, bool sorted)
     {
         var x = Floats(n * k, 1);
         var a = Floats(adapters * r * k, 2);
@@ -105,6 +106,7 @@ public abstract partial class BackendOpChecks
         var y0 = Floats(n * m, 4);
         var scales = Enumerable.Range(0, adapters).Select(i => 0.5f + i).ToArray();
         var rowAdapter = Ints(n, 5, adapters + 1).Select(i => i - 1).ToArray(); // -1 = no adapter
+        if (sorted) Array.Sort(rowAdapter);
         var expected = (float[])y0.Clone();
         GatheredLoraLinearReference.Forward(x, a, b, scales, rowAdapter, expected, k, m, r);
         var y = Up(y0, n, m);

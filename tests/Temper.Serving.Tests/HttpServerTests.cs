@@ -20,14 +20,15 @@ namespace Temper.Serving.Tests;
 
 public sealed class ServerFixture : IAsyncLifetime
 {
+    private LanguageModel _lm = null!;
     public ServedModel Model { get; private set; } = null!;
     public ServingHost Host { get; private set; } = null!;
     public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(60) };
 
     public async ValueTask InitializeAsync()
     {
-        var lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(2));
-        Model = new ServedModel(lm, [("a0", ServingFixtures.Adapter(0)), ("a1", ServingFixtures.Adapter(1))],
+        _lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(2));
+        Model = new ServedModel(_lm, [("a0", ServingFixtures.Adapter(0)), ("a1", ServingFixtures.Adapter(1))],
             new ServingOptions { BlockSize = 8, Blocks = 128, MaxSequenceLength = 200 });
         Host = await ServingHost.StartAsync(Model, "127.0.0.1", 0, maxBodyBytes: 64 << 10);
     }
@@ -38,6 +39,7 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         await Host.DisposeAsync();
         Model.Dispose();
+        _lm.Dispose();
         Http.Dispose();
     }
 }
