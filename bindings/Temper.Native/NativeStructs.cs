@@ -76,6 +76,8 @@ public struct TemperStepMetrics
     public float TokensPerSecond;
     public int Tokens;
     public int Skipped;
+    public float RewardMargin;
+    public float RewardAccuracy;
 }
 
 /// <summary>Enumerations of temper.h, values as the header defines them.</summary>

@@ -1,4 +1,4 @@
-// What a temper_trainer handle holds: a LoRA SFT run driven one optimizer step at a time by the host.
+// What a temper_trainer handle holds: a LoRA SFT or DPO run driven one optimizer step at a time by the host.
 // Creating it attaches fresh LoRA views (PEFT init) to the model's projections; while it lives the
 // model computes with them (so the host can sample mid-training) and adapter calls on the model are
 // refused; freeing it detaches them. Examples come from a JSONL file (TRL forms: messages,
@@ -6,6 +6,9 @@
 // BatchSize examples in a seeded shuffled order, epoch after epoch, as SftTrainer does:
 //   loss = sum of token cross-entropies over the step's label tokens / their count
 //   clip the global grad norm to MaxGradNorm, AdamW at the schedule's lr.
+// DPO takes preference pairs (TRL's prompt/chosen/rejected, text or messages) and the sigmoid loss at
+// DpoBeta, as `temper dpo` does by default: the reference is the model with the trained LoRA switched
+// off (the base, or whatever adapter was merged into it before the trainer was made).
 // Built with TemperTraining (the default); with -p:TemperTraining=false, Create answers TEMPER_E_UNSUPPORTED.
 #if TEMPER_TRAINING
 using System.Diagnostics;
@@ -15,6 +18,7 @@ using Temper.Training;
 using Temper.Training.Data;
 using Temper.Training.Lora;
 using Temper.Training.Optim;
+using Temper.Training.Preference;
 #endif
 
 namespace Temper.Native;
@@ -47,7 +51,10 @@ internal sealed unsafe class NativeTrainer : IDisposable
     private readonly AdamW _opt;
     private readonly DecoderBackprop _backprop;
     private readonly LrSchedule _schedule;
-    private readonly List<SftExample> _examples = [];
+    private readonly List<SftExample> _examples = [];     // SFT examples, or DPO pairs' chosen rows (the batch order)
+    private readonly List<PreferencePair> _pairs = [];     // DPO only, parallel to _examples
+    private readonly ReferenceModel? _reference;
+    private bool Dpo => _o.Method == (int)TemperTrainMethod.Dpo;
     private readonly int _pad;
     private SftBatcher? _batcher;
     private int _batcherCount;
@@ -86,6 +93,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
             throw;
         }
         _backprop = new DecoderBackprop(lm.Decoder);
+        if (Dpo) _reference = ReferenceModel.AdapterOff(lm.Weights);
         var kind = o.TotalSteps <= 0 ? ScheduleKind.Constant : (ScheduleKind)o.Scheduler;
         _schedule = new LrSchedule(kind, o.LearningRate, o.WarmupSteps, Math.Max(o.TotalSteps, 1));
         _pad = lm.Config.PadTokenId ?? lm.Tokenizer?.PadId ?? 0;
@@ -111,22 +119,33 @@ internal sealed unsafe class NativeTrainer : IDisposable
             lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRslora != 0, list, null, 0);
         }
         List<SftExample>? first = null;
+        List<PreferencePair>? pairs = null;
         if (dataPath != null)
         {
             if (!File.Exists(dataPath)) throw new NativeError(TemperStatus.NotFound, $"{dataPath}: data file not found");
-            first = [.. SftDataset.Load(dataPath, tok, model.Lm.Template, DataOptions(o)).Examples];
+            if (o.Method == (int)TemperTrainMethod.Dpo)
+            {
+                pairs = [.. LoadPairs(dataPath, model.Lm, o).Pairs];
+                first = [.. pairs.Select(x => x.Chosen)];
+            }
+            else first = [.. SftDataset.Load(dataPath, tok, model.Lm.Template, DataOptions(o)).Examples];
         }
         var t = new NativeTrainer(model, o, lora, initAdapter);
         if (first != null) t._examples.AddRange(first);
+        if (pairs != null) t._pairs.AddRange(pairs);
         return t;
     }
 
     private static SftDataOptions DataOptions(in TemperTrainerOptions o) => new(MaxLength: o.MaxLength, Truncation: Truncation.Right);
 
+    // Pairs longer than max_length are dropped (cutting a completion would change what is preferred).
+    private static PreferenceDataset LoadPairs(string path, LanguageModel lm, in TemperTrainerOptions o) =>
+        PreferenceDataset.Load(path, lm.RequireTokenizer(), lm.Template, unpaired: false, o.MaxLength);
+
     private static void Validate(in TemperTrainerOptions o)
     {
-        if (o.Method == (int)TemperTrainMethod.Dpo) throw new NativeError(TemperStatus.Unsupported, "temper_trainer_init: DPO is not implemented in libtemper yet");
-        if (o.Method != (int)TemperTrainMethod.Sft) throw Status.Arg($"temper_trainer_init: unknown method {o.Method}");
+        if (o.Method is not ((int)TemperTrainMethod.Sft or (int)TemperTrainMethod.Dpo)) throw Status.Arg($"temper_trainer_init: unknown method {o.Method}");
+        if (o.Method == (int)TemperTrainMethod.Dpo && !(o.DpoBeta > 0)) throw Status.Arg($"temper_trainer_init: dpo_beta must be > 0 (got {o.DpoBeta})");
         if (o.LoraRank < 1) throw Status.Arg($"temper_trainer_init: lora_rank must be >= 1 (got {o.LoraRank})");
         if (!(o.LoraAlpha > 0)) throw Status.Arg($"temper_trainer_init: lora_alpha must be > 0 (got {o.LoraAlpha})");
         if (!(o.LearningRate > 0)) throw Status.Arg($"temper_trainer_init: learning_rate must be > 0 (got {o.LearningRate})");
@@ -147,17 +166,24 @@ internal sealed unsafe class NativeTrainer : IDisposable
         try
         {
             File.WriteAllText(tmp, jsonLine + "\n");
-            SftDataset ds;
             try
             {
-                ds = SftDataset.Load(tmp, Model.Lm.RequireTokenizer(), Model.Lm.Template, DataOptions(_o));
+                if (Dpo)
+                {
+                    var pairs = LoadPairs(tmp, Model.Lm, _o).Pairs;
+                    if (pairs.Count == 0) throw new NativeError(TemperStatus.InvalidData, $"pushed example {_pushed}: the pair is longer than max_length {_o.MaxLength} tokens");
+                    _pairs.AddRange(pairs);
+                    _examples.AddRange(pairs.Select(x => x.Chosen));
+                    return;
+                }
+                var ds = SftDataset.Load(tmp, Model.Lm.RequireTokenizer(), Model.Lm.Template, DataOptions(_o));
+                if (ds.Examples.Count == 0) throw new NativeError(TemperStatus.InvalidData, $"pushed example {_pushed}: nothing to learn (no label token left after truncation to max_length {_o.MaxLength})");
+                _examples.AddRange(ds.Examples);
             }
             catch (TemperException e)
             {
                 throw new NativeError(TemperStatus.InvalidData, e.Message.Replace(tmp + ":1", $"pushed example {_pushed}", StringComparison.Ordinal).Replace(tmp, $"pushed example {_pushed}", StringComparison.Ordinal));
             }
-            if (ds.Examples.Count == 0) throw new NativeError(TemperStatus.InvalidData, $"pushed example {_pushed}: nothing to learn (no label token left after truncation to max_length {_o.MaxLength})");
-            _examples.AddRange(ds.Examples);
         }
         finally
         {
@@ -173,16 +199,30 @@ internal sealed unsafe class NativeTrainer : IDisposable
         var sw = Stopwatch.StartNew();
         var micro = new List<SftBatch>();
         for (int i = 0; i < _o.GradAccum; i++) micro.Add(NextBatch());
-        int count = micro.Sum(b => b.LabelTokens);
         _ps.ZeroGrads();
-        double lossSum = 0;
+        double loss = 0, margin = 0, accuracy = 0;
         long tokens = 0;
-        foreach (var b in micro)
+        if (Dpo)
         {
-            lossSum += _backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / Math.Max(1, count), _ps.GradOf).Sum(x => (double)x);
-            tokens += b.Ids.Length;
+            int totalPairs = micro.Sum(b => b.ExampleIndices.Length);
+            var p = new PreferenceOptions { Beta = _o.DpoBeta };
+            foreach (var b in micro)
+            {
+                var r = DpoMicroBatch.Run(_backprop, _ps.GradOf, b.ExampleIndices.Select(i => _pairs[i]).ToList(), (double)b.ExampleIndices.Length / totalPairs, p, _pad, _reference);
+                (loss, margin, accuracy, tokens) = (loss + r.Loss, margin + r.RewardMargin, accuracy + r.RewardAccuracy, tokens + r.Tokens);
+            }
         }
-        double loss = lossSum / Math.Max(1, count);
+        else
+        {
+            int count = micro.Sum(b => b.LabelTokens);
+            double lossSum = 0;
+            foreach (var b in micro)
+            {
+                lossSum += _backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / Math.Max(1, count), _ps.GradOf).Sum(x => (double)x);
+                tokens += b.Ids.Length;
+            }
+            loss = lossSum / Math.Max(1, count);
+        }
         double norm = _ps.GradNorm();
         float lr = _schedule.At(_step);
         _step++;
@@ -204,6 +244,8 @@ internal sealed unsafe class NativeTrainer : IDisposable
                 TokensPerSecond = (float)(tokens / Math.Max(1e-9, sw.Elapsed.TotalSeconds)),
                 Tokens = (int)tokens,
                 Skipped = skipped ? 1 : 0,
+                RewardMargin = (float)margin,
+                RewardAccuracy = (float)accuracy,
             };
             OnMetrics(&m, MetricsUser);
         }

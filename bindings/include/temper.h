@@ -277,7 +277,9 @@ typedef struct temper_trainer temper_trainer;
 
 typedef enum temper_train_method {
     TEMPER_TRAIN_SFT = 0,       /* supervised fine-tuning of a LoRA adapter */
-    TEMPER_TRAIN_DPO = 1        /* declared; TEMPER_E_UNSUPPORTED for now */
+    TEMPER_TRAIN_DPO = 1        /* DPO (sigmoid loss at dpo_beta) of a LoRA adapter on preference pairs; the
+                                   reference is the model with the trained LoRA off: the base, or the
+                                   base with an SFT adapter merged in (temper_adapter_merge) beforehand */
 } temper_train_method;
 
 typedef enum temper_lr_schedule {
@@ -311,12 +313,14 @@ typedef struct temper_trainer_options {
 
 typedef struct temper_step_metrics {
     int32_t step;               /* 1-based optimizer step */
-    float loss;                 /* mean token cross-entropy of the step */
+    float loss;                 /* SFT: mean token cross-entropy of the step; DPO: mean DPO loss over pairs */
     float grad_norm;            /* global gradient norm before clipping */
     float learning_rate;        /* the learning rate the step used */
     float tokens_per_second;
     int32_t tokens;             /* tokens (padding included) in the step's batches */
     int32_t skipped;            /* non-zero: loss or gradient not finite, the update was skipped */
+    float reward_margin;        /* DPO: mean beta (log-ratio chosen - log-ratio rejected); SFT: 0 */
+    float reward_accuracy;      /* DPO: fraction of pairs whose chosen reward is the larger; SFT: 0 */
 } temper_step_metrics;
 
 /* Called at the end of each step (on the thread running temper_trainer_step). */
@@ -329,10 +333,11 @@ TEMPER_API temper_trainer_options temper_trainer_options_default(void);
    until the first step), or options->init_adapter's, are attached and the model computes with them
    while the trainer lives, so
    temper_model_generate samples the adapter being trained. data_path (may be NULL) is a JSONL file of
-   TRL examples ({"messages": [...]}, {"prompt": ..., "completion": ...}, {"text": ...}); more can be
-   pushed with temper_trainer_push. options may be NULL. Fails with TEMPER_E_BUSY if an adapter is
-   applied (remove or merge it first) or the model has a trainer already, TEMPER_E_UNSUPPORTED for
-   DPO or in a build without training. Takes the model like a running call. */
+   TRL examples: for SFT {"messages": [...]}, {"prompt": ..., "completion": ...} or {"text": ...}; for
+   DPO {"prompt": ..., "chosen": ..., "rejected": ...} (text or messages; pairs longer than max_length
+   are dropped); more can be pushed with temper_trainer_push. options may be NULL. Fails with
+   TEMPER_E_BUSY if an adapter is applied (remove or merge it first) or the model has a trainer
+   already, TEMPER_E_UNSUPPORTED in a build without training. Takes the model like a running call. */
 TEMPER_API temper_status temper_trainer_init(temper_model* model, const temper_trainer_options* options,
                                              const char* data_path, temper_trainer** trainer);
 
@@ -344,7 +349,7 @@ TEMPER_API temper_status temper_trainer_free(temper_trainer* trainer);
    next epoch on. TEMPER_E_INVALID_DATA names what is wrong with it. Takes the model. */
 TEMPER_API temper_status temper_trainer_push(temper_trainer* trainer, const char* json_line);
 
-/* Runs one optimizer step (grad_accum micro-batches, clipping, AdamW) and stores its loss in *loss
+/* Runs one optimizer step (grad_accum micro-batches of batch_size examples or pairs, clipping, AdamW) and stores its loss in *loss
    (may be NULL). Takes the model: a generate or logits call on the model meanwhile gets TEMPER_E_BUSY. */
 TEMPER_API temper_status temper_trainer_step(temper_trainer* trainer, float* loss);
 

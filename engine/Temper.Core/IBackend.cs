@@ -60,6 +60,16 @@ public interface IBackend : IDisposable
     /// them (rowScales empty = all 1; preference losses weight each sequence's tokens).
     /// </summary>
     void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default);
+    /// <summary>
+    /// Logit distillation fused with both LM heads over vocabulary chunks (neither [N,V] logits tensor is
+    /// held): for rows with mask[n] != 0, with p_S = softmax(studentHidden[N,Cs] studentLmHead[V,Cs]^T / T)
+    /// and p_T = softmax(teacherHidden[N,Ct] teacherLmHead[V,Ct]^T / T), losses[N] = T^2 KL(p_T || p_S)
+    /// (forward) or T^2 KL(p_S || p_T) (reverse); 0 elsewhere. When dHidden or dLmHead are given, the
+    /// gradients of lossScale * sum_n losses[n] with respect to the student's hidden and LM head are
+    /// accumulated into them; the teacher gets none.
+    /// </summary>
+    void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
+        Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead);
 
     // ---- optimizer and reductions ----
     void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p);

@@ -1,6 +1,7 @@
 // The decoder's training pass, written out by hand (llm.c style, no autograd tape): a forward over
-// ids [B,T] that keeps each layer's activations, the fused LM-head + cross-entropy over vocabulary
-// chunks (the [B*T,V] logits are never held), then the backward of every op in reverse order.
+// ids [B,T] that keeps each layer's activations, a head on the final normed hidden state [B*T,C]
+// (by default the fused LM-head + cross-entropy over vocabulary chunks, so the [B*T,V] logits are
+// never held; see IDecoderHead for the others), then the backward of every op in reverse order.
 // Labels follow transformers: labels[b,t] is the target of the logits at t-1 (-100 = no loss), so
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
 // every base weight for full fine-tuning, the LoRA A/B for adapters.
@@ -25,12 +26,32 @@ public sealed class DecoderBackprop(Decoder decoder)
     /// </summary>
     public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> labels, ReadOnlySpan<int> mask, int batch, float lossScale, Func<Tensor, Tensor?>? gradOf, ReadOnlySpan<float> rowScales = default)
     {
+        if (labels.Length != ids.Length || ids.Length % Math.Max(1, batch) != 0)
+            throw new ArgumentException("ids, labels and mask must all be [B,T]");
+        var head = new CrossEntropyHead(NextTokenTargets(labels, ids.Length / batch), lossScale, rowScales.ToArray());
+        return Run(ids, mask, batch, head, gradOf);
+    }
+
+    /// <summary>targets[n] = labels[n+1] within each row of [B,T] (the token position n predicts), -100 at each row's last position.</summary>
+    public static int[] NextTokenTargets(ReadOnlySpan<int> labels, int t)
+    {
+        var targets = new int[labels.Length];
+        for (int i = 0; i < targets.Length; i++) targets[i] = i % t == t - 1 ? -100 : labels[i + 1];
+        return targets;
+    }
+
+    /// <summary>
+    /// Runs forward, the head on the final normed hidden state [B*T,C], and (when gradOf is given) the
+    /// backward of what the head puts into d hidden. Returns what the head returns.
+    /// </summary>
+    public float[] Run(ReadOnlySpan<int> ids, ReadOnlySpan<int> mask, int batch, IDecoderHead head, Func<Tensor, Tensor?>? gradOf)
+    {
         var cfg = Decoder.Config;
         var w = Decoder.Weights;
         var be = Decoder.Backend;
         int n = ids.Length, t = n / batch;
-        if (labels.Length != n || (!mask.IsEmpty && mask.Length != n) || n % batch != 0)
-            throw new ArgumentException("ids, labels and mask must all be [B,T]");
+        if ((!mask.IsEmpty && mask.Length != n) || n % batch != 0)
+            throw new ArgumentException("ids and mask must both be [B,T]");
         foreach (int id in ids)
             if ((uint)id >= (uint)cfg.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {cfg.VocabSize})");
         int c = cfg.HiddenSize, h = cfg.NumHeads, hkv = cfg.NumKvHeads, d = cfg.HeadDim, f = cfg.IntermediateSize;
@@ -39,8 +60,6 @@ public sealed class DecoderBackprop(Decoder decoder)
         var keyMask = mask.IsEmpty ? default : (ReadOnlyMemory<int>)mask.ToArray();
         var positions = new int[n];
         for (int i = 0; i < n; i++) positions[i] = i % t;
-        var targets = new int[n];
-        for (int i = 0; i < n; i++) targets[i] = i % t == t - 1 ? -100 : labels[i + 1];
 
         var owned = new List<Tensor>();
         Tensor New(params int[] shape)
@@ -87,11 +106,8 @@ public sealed class DecoderBackprop(Decoder decoder)
             var rstdF = New(n);
             var hF = New(n, c);
             be.RmsNorm(x, w.FinalNorm, cfg.RmsNormEps, hF, rstdF);
-            if (w.LmHead.Lora != null && gradOf != null) throw new TemperException("training with a LoRA on lm_head is not supported yet");
-            var losses = New(n);
             var dHidden = gradOf == null ? null : New(n, c);
-            be.LmHeadCrossEntropy(hF, w.LmHead.Weight, targets, losses, lossScale, dHidden, gradOf?.Invoke(w.LmHead.Weight), rowScales);
-            var result = be.ToHost(losses).Floats.ToArray();
+            var result = head.Apply(Decoder, hF, dHidden, gradOf);
             if (gradOf == null) return result;
 
             // ---- backward ----

@@ -21,7 +21,8 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         return TargetList!.Any(t => module == t || module.EndsWith("." + t, StringComparison.Ordinal));
     }
 
-    public static LoraConfig Load(string dir)
+    /// <summary>Reads adapter_config.json; modules_to_save is refused unless <paramref name="allowModulesToSave"/> (a reward model's head).</summary>
+    public static LoraConfig Load(string dir, bool allowModulesToSave = false)
     {
         string path = Path.Combine(dir, "adapter_config.json");
         if (!File.Exists(path)) throw new TemperException($"{path}: adapter_config.json not found");
@@ -34,7 +35,7 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         Refuse(o, path, "use_dora", n => n.GetValueKind() == JsonValueKind.True, "DoRA");
         Refuse(o, path, "rank_pattern", n => n is JsonObject d && d.Count > 0, "per-module ranks");
         Refuse(o, path, "alpha_pattern", n => n is JsonObject d && d.Count > 0, "per-module alphas");
-        Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
+        if (!allowModulesToSave) Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
         Refuse(o, path, "layers_to_transform", n => n.GetValueKind() != JsonValueKind.Null, "a layer subset");
         Refuse(o, path, "exclude_modules", n => n is JsonArray { Count: > 0 } || n.GetValueKind() == JsonValueKind.String, "excluded modules");
         Refuse(o, path, "fan_in_fan_out", n => n.GetValueKind() == JsonValueKind.True, "fan-in/fan-out (Conv1D) weights");
@@ -82,17 +83,30 @@ public sealed class LoraAdapter : IDisposable
     public LoraConfig Config { get; }
     /// <summary>Module name (e.g. model.layers.0.self_attn.q_proj) -> A [r,In], B [Out,r], f32 host tensors.</summary>
     public IReadOnlyDictionary<string, (Tensor A, Tensor B)> Modules { get; }
+    /// <summary>Tensors of fully trained modules (modules_to_save), by name without the base_model.model. prefix (e.g. score.weight).</summary>
+    public IReadOnlyDictionary<string, Tensor> SavedModules { get; private init; } = new Dictionary<string, Tensor>();
 
-    public static LoraAdapter Load(string dir)
+    /// <summary>
+    /// Reads an adapter folder. <paramref name="savedModules"/> names the modules_to_save the caller
+    /// handles (a reward model's "score"); their tensors land in <see cref="SavedModules"/>.
+    /// </summary>
+    public static LoraAdapter Load(string dir, IReadOnlyCollection<string>? savedModules = null)
     {
-        var cfg = LoraConfig.Load(dir);
+        var cfg = LoraConfig.Load(dir, allowModulesToSave: savedModules != null);
         string path = Path.Combine(dir, "adapter_model.safetensors");
         if (!File.Exists(path)) throw new TemperException($"{path}: adapter_model.safetensors not found");
         var file = SafetensorsFile.Open(path);
         var a = new Dictionary<string, Tensor>();
         var b = new Dictionary<string, Tensor>();
+        var saved = new Dictionary<string, Tensor>();
         foreach (var e in file.Entries)
         {
+            string bare = e.Name.StartsWith("base_model.model.", StringComparison.Ordinal) ? e.Name["base_model.model.".Length..] : e.Name;
+            if (savedModules != null && savedModules.Any(s => bare.StartsWith(s + ".", StringComparison.Ordinal) && !bare.Contains(".lora_", StringComparison.Ordinal)))
+            {
+                saved[bare] = file.Get(e.Name).ToF32();
+                continue;
+            }
             var m = Regex.Match(e.Name, @"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$");
             if (!m.Success) throw new TemperException($"{path}: tensor '{e.Name}' is not a LoRA A/B weight");
             var t = file.Get(e.Name);
@@ -109,7 +123,7 @@ public sealed class LoraAdapter : IDisposable
         }
         foreach (var name in b.Keys)
             if (!a.ContainsKey(name)) throw new TemperException($"{path}: '{name}' has lora_B but no lora_A");
-        return new LoraAdapter(dir, cfg, file, modules);
+        return new LoraAdapter(dir, cfg, file, modules) { SavedModules = saved };
     }
 
     /// <summary>Checks every adapter module against the model's projections: name and shapes.</summary>

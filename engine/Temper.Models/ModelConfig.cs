@@ -11,6 +11,8 @@ namespace Temper.Models;
 public sealed record ModelConfig
 {
     public required string ModelType { get; init; }          // llama | qwen2 | mistral
+    /// <summary>config.json's architectures[0] (e.g. LlamaForCausalLM, Qwen2ForSequenceClassification), "" when absent.</summary>
+    public string Architecture { get; init; } = "";
     public required int HiddenSize { get; init; }            // C
     public required int IntermediateSize { get; init; }      // F
     public required int NumLayers { get; init; }
@@ -79,6 +81,7 @@ public sealed record ModelConfig
         return new ModelConfig
         {
             ModelType = modelType,
+            Architecture = arch,
             HiddenSize = hidden,
             IntermediateSize = r.Int("intermediate_size"),
             NumLayers = r.Int("num_hidden_layers"),

@@ -50,7 +50,10 @@ public sealed class ModelWeights : IDisposable
         {
             var reader = new WeightReader(file, be, dir, matrixDType);
             bool hasHead = file.Contains("lm_head.weight");
-            if (!cfg.TieWordEmbeddings && !hasHead) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
+            // A *ForSequenceClassification folder (a reward model) has a score head instead of lm_head;
+            // the embedding stands in for the unused LM head.
+            bool classifier = cfg.Architecture.EndsWith("ForSequenceClassification", StringComparison.Ordinal);
+            if (!cfg.TieWordEmbeddings && !hasHead && !classifier) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
             return Build(cfg, file, reader.Matrix, reader.Vector, untiedHead: !cfg.TieWordEmbeddings && hasHead);
         }
         catch

@@ -33,8 +33,8 @@ public sealed class TrainableParameters : IDisposable
 
     public IReadOnlyList<TrainableParameter> All { get; }
 
-    /// <summary>Every base weight of the decoder (for full fine-tuning of small models).</summary>
-    public static TrainableParameters Full(ModelWeights w, IBackend be)
+    /// <summary>Every base weight of the decoder (for full fine-tuning of small models), plus <paramref name="extra"/> (a reward head).</summary>
+    public static TrainableParameters Full(ModelWeights w, IBackend be, IEnumerable<(string Name, Tensor Value)>? extra = null)
     {
         var list = new List<(string, Tensor)> { ("model.embed_tokens.weight", w.Embed) };
         for (int i = 0; i < w.Layers.Length; i++)
@@ -50,11 +50,11 @@ public sealed class TrainableParameters : IDisposable
         }
         list.Add(("model.norm.weight", w.FinalNorm));
         list.Add(("lm_head.weight", w.LmHead.Weight));
-        return new TrainableParameters(be, list);
+        return new TrainableParameters(be, list.Concat(extra ?? []));
     }
 
-    /// <summary>The LoRA A and B of every projection that carries one.</summary>
-    public static TrainableParameters Lora(ModelWeights w, IBackend be)
+    /// <summary>The LoRA A and B of every projection that carries one, plus <paramref name="extra"/> (fully trained modules such as a reward head).</summary>
+    public static TrainableParameters Lora(ModelWeights w, IBackend be, IEnumerable<(string Name, Tensor Value)>? extra = null)
     {
         var list = new List<(string, Tensor)>();
         foreach (var p in w.Projections.Append(w.LmHead))
@@ -64,7 +64,7 @@ public sealed class TrainableParameters : IDisposable
                 list.Add((p.Name + ".lora_B.weight", l.B));
             }
         if (list.Count == 0) throw new TemperException("no LoRA modules to train: no projection matches the target modules");
-        return new TrainableParameters(be, list);
+        return new TrainableParameters(be, list.Concat(extra ?? []));
     }
 
     public Tensor? GradOf(Tensor param) => _byTensor.TryGetValue(param, out var p) ? p.Grad : null;

@@ -218,6 +218,28 @@ public sealed partial class CpuBackend : IBackend
             Out(dHidden), Out(dLmHead), n, c, v, _threads, rowScales: rowScales);
     }
 
+    public void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
+        Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
+    {
+        const string op = "LmHeadDistillation";
+        Host(op, studentHidden, studentLmHead, teacherHidden, teacherLmHead, losses, dHidden, dLmHead);
+        F32(op, studentHidden, teacherHidden, losses, dHidden, dLmHead);
+        foreach (var head in new[] { studentLmHead, teacherLmHead })
+            Require(head.DType is DType.F32 or DType.BF16 && head.Shape.Rank == 2, op, $"LM head {Describe(head)} must be [V,C] f32 or bf16");
+        Require(studentHidden.Shape.Rank >= 1 && studentHidden.Shape[-1] == studentLmHead.Shape[1] && teacherHidden.Shape.Rank >= 1 && teacherHidden.Shape[-1] == teacherLmHead.Shape[1],
+            op, $"student hidden {studentHidden.Shape} / head {studentLmHead.Shape}, teacher hidden {teacherHidden.Shape} / head {teacherLmHead.Shape}: each head must be [V,C] of its hidden's C");
+        int n = studentHidden.Shape.Rows, cs = studentLmHead.Shape[1], ct = teacherLmHead.Shape[1], v = studentLmHead.Shape[0];
+        Require(teacherLmHead.Shape[0] == v, op, $"student head {studentLmHead.Shape} and teacher head {teacherLmHead.Shape} must share the vocabulary");
+        Require(teacherHidden.Shape.Rows == n && mask.Length == n && losses.Elements == n, op, $"teacher hidden {teacherHidden.Shape}, {mask.Length} mask entries and losses {losses.Shape} must give one per row of student hidden {studentHidden.Shape}");
+        Require(temperature > 0, op, $"temperature {temperature} must be > 0");
+        Require(dHidden == null || dHidden.Shape == studentHidden.Shape, op, $"dHidden {dHidden?.Shape} must be student hidden's {studentHidden.Shape}");
+        Require(dLmHead == null || dLmHead.Shape == studentLmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be the student head's {studentLmHead.Shape}");
+        bool sb = studentLmHead.DType == DType.BF16, tb = teacherLmHead.DType == DType.BF16;
+        Cpu.LmHeadDistillation.Run(studentHidden.Floats, sb ? default : studentLmHead.Floats, sb ? studentLmHead.Span<ushort>() : default,
+            teacherHidden.Floats, tb ? default : teacherLmHead.Floats, tb ? teacherLmHead.Span<ushort>() : default,
+            mask, temperature, reverse, losses.Floats, lossScale, Out(dHidden), Out(dLmHead), n, cs, ct, v, _threads);
+    }
+
     // ---- optimizer and reductions ----
 
     public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p)

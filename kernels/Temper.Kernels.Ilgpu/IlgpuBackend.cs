@@ -159,7 +159,7 @@ public sealed partial class IlgpuBackend : IBackend
 
     private static long DefaultPoolCap(Accelerator acc) => Math.Min(4L << 30, Math.Max(64L << 20, acc.MemorySize / 8));
 
-    /// <summary>LmHeadCrossEntropy's vocabulary chunk (rows of the LM head per pass); 0 chooses by size.</summary>
+    /// <summary>LmHeadCrossEntropy's and LmHeadDistillation's vocabulary chunk (rows of the LM head per pass); 0 chooses by size.</summary>
     public int VocabChunk { get; set; }
 
     /// <summary>Waits for every queued kernel and copy.</summary>
@@ -396,6 +396,26 @@ public sealed partial class IlgpuBackend : IBackend
         Require(rowScales.IsEmpty || rowScales.Length == n, op, $"{rowScales.Length} row scales for {n} rows");
         Begin();
         Ops.LmHeadCrossEntropy.Run(_dc, F(op, hidden), Weight(op, lmHead), labels, F(op, losses), lossScale, FOpt(op, dHidden), FOpt(op, dLmHead), rowScales, n, c, v, VocabChunk);
+    }
+
+    public void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
+        Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
+    {
+        const string op = "LmHeadDistillation";
+        F32(op, studentHidden, teacherHidden, losses, dHidden, dLmHead);
+        foreach (var head in new[] { studentLmHead, teacherLmHead })
+            Require(head.DType is DType.F32 or DType.BF16 && head.Shape.Rank == 2, op, $"LM head {Describe(head)} must be [V,C] f32 or bf16");
+        Require(studentHidden.Shape.Rank >= 1 && studentHidden.Shape[-1] == studentLmHead.Shape[1] && teacherHidden.Shape.Rank >= 1 && teacherHidden.Shape[-1] == teacherLmHead.Shape[1],
+            op, $"student hidden {studentHidden.Shape} / head {studentLmHead.Shape}, teacher hidden {teacherHidden.Shape} / head {teacherLmHead.Shape}: each head must be [V,C] of its hidden's C");
+        int n = studentHidden.Shape.Rows, cs = studentLmHead.Shape[1], ct = teacherLmHead.Shape[1], v = studentLmHead.Shape[0];
+        Require(v > 0 && teacherLmHead.Shape[0] == v, op, $"student head {studentLmHead.Shape} and teacher head {teacherLmHead.Shape} must share a non-empty vocabulary");
+        Require(teacherHidden.Shape.Rows == n && mask.Length == n && losses.Elements == n, op, $"teacher hidden {teacherHidden.Shape}, {mask.Length} mask entries and losses {losses.Shape} must give one per row of student hidden {studentHidden.Shape}");
+        Require(temperature > 0, op, $"temperature {temperature} must be > 0");
+        Require(dHidden == null || dHidden.Shape == studentHidden.Shape, op, $"dHidden {dHidden?.Shape} must be student hidden's {studentHidden.Shape}");
+        Require(dLmHead == null || dLmHead.Shape == studentLmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be the student head's {studentLmHead.Shape}");
+        Begin();
+        Ops.LmHeadDistillation.Run(_dc, F(op, studentHidden), Weight(op, studentLmHead), F(op, teacherHidden), Weight(op, teacherLmHead), mask, temperature, reverse,
+            F(op, losses), lossScale, FOpt(op, dHidden), FOpt(op, dLmHead), n, cs, ct, v, VocabChunk);
     }
 
     // ---- optimizer and reductions ----

@@ -7,7 +7,8 @@
  *   c-host greedy FIXTURE_DIR         greedy ids vs reference.json greedy.output_ids
  *   c-host adapter FIXTURE_DIR        adapter apply / remove / merge vs lora.logits, logits, merged.logits
  *   c-host train  FIXTURE_DIR         20 LoRA SFT steps on trainer/sft.jsonl, loss falling; push; save;
- *                                     step 0 from the fixture adapter vs trainer/trainer_reference.json
+ *                                     step 0 from the fixture adapter vs trainer/trainer_reference.json;
+ *                                     the same for DPO on trainer/dpo.jsonl, reward accuracy reaching 1
  *   c-host misuse FIXTURE_DIR         NULL/freed handles, bad UTF-8, missing paths, busy model, buffers
  *
  * FIXTURE_DIR is a model folder of ../shared/fixtures/hf (e.g. llama-tiny): the model and its
@@ -315,6 +316,15 @@ static void on_metrics(const temper_step_metrics* m, void* user) {
            m->tokens_per_second, m->skipped ? "  (skipped)" : "");
 }
 
+typedef struct dpo_log { int calls; float last_accuracy, last_margin, first_margin; } dpo_log;
+
+static void on_dpo_metrics(const temper_step_metrics* m, void* user) {
+    dpo_log* log = (dpo_log*)user;
+    if (log->calls++ == 0) log->first_margin = m->reward_margin;
+    log->last_accuracy = m->reward_accuracy;
+    log->last_margin = m->reward_margin;
+}
+
 static void on_metrics_norm(const temper_step_metrics* m, void* user) {
     *(float*)user = m->grad_norm;
 }
@@ -402,11 +412,53 @@ static int run_train(const char* dir) {
     printf("  %-6s step 0 from the fixture adapter: loss %.6f (TRL %.6f), grad_norm %.6f (TRL %.6f)\n",
            loss_ok && norm_ok ? "ok" : "FAIL", loss, want_loss, grad_norm, want_norm);
     if (!loss_ok || !norm_ok) g_failures++;
+
+    /* DPO: step 0 from the fixture adapter matches TRL (reference = the base without the adapter)... */
+    char* dpo_data = join(dir, "trainer/dpo.jsonl");
+    const fx_json* ref_dpo_loss = fx_json_path(ref, "dpo.loss");
+    const fx_json* ref_dpo_norm = fx_json_path(ref, "dpo.grad_norm");
+    if (!ref_dpo_loss || !ref_dpo_norm) { fprintf(stderr, "FAIL: trainer_reference.json has no dpo.loss / dpo.grad_norm\n"); return 1; }
+    temper_trainer_options dpo = temper_trainer_options_default();
+    fixture_adapter = join(dir, "adapter");
+    dpo.method = TEMPER_TRAIN_DPO;
+    dpo.init_adapter = fixture_adapter;
+    dpo.batch_size = 64;
+    dpo.dpo_beta = 0.1f;
+    CHECK(temper_trainer_init(model, &dpo, dpo_data, &trainer));
+    free(fixture_adapter);
+    CHECK(temper_trainer_set_metrics_callback(trainer, on_metrics_norm, &grad_norm));
+    CHECK(temper_trainer_step(trainer, &loss));
+    CHECK(temper_trainer_free(trainer));
+    want_loss = ref_dpo_loss->number;
+    want_norm = ref_dpo_norm->number;
+    loss_ok = fabs(loss - want_loss) <= 1e-4 * want_loss;
+    norm_ok = fabs(grad_norm - want_norm) <= 1e-3 * want_norm;
+    printf("  %-6s DPO step 0 from the fixture adapter: loss %.6f (TRL %.6f), grad_norm %.6f (TRL %.6f)\n",
+           loss_ok && norm_ok ? "ok" : "FAIL", loss, want_loss, grad_norm, want_norm);
+    if (!loss_ok || !norm_ok) g_failures++;
     fx_json_free(ref);
 
-    /* DPO is declared but not implemented yet. */
+    /* ... and 20 DPO steps of a fresh LoRA lower the loss and rank the chosen answers first. */
     to.method = TEMPER_TRAIN_DPO;
-    EXPECT_STATUS(temper_trainer_init(model, &to, NULL, &trainer), TEMPER_E_UNSUPPORTED);
+    to.dpo_beta = 0.1f;
+    CHECK(temper_trainer_init(model, &to, dpo_data, &trainer));
+    dpo_log dlog = { 0, 0, 0, 0 };
+    CHECK(temper_trainer_set_metrics_callback(trainer, on_dpo_metrics, &dlog));
+    for (int i = 0; i < steps; i++) CHECK(temper_trainer_step(trainer, &losses[i]));
+    head = (losses[0] + losses[1] + losses[2]) / 3;
+    tail = (losses[17] + losses[18] + losses[19]) / 3;
+    falling = isfinite(head) && isfinite(tail) && tail < head * 0.5f && dlog.last_accuracy >= 0.99f;
+    printf("  %-6s DPO loss falls: mean of steps 1-3 %.4f -> steps 18-20 %.4f, last reward accuracy %.2f, margin %.3f\n",
+           falling ? "ok" : "FAIL", head, tail, dlog.last_accuracy, dlog.last_margin);
+    if (!falling) g_failures++;
+    CHECK(temper_trainer_push(trainer, "{\"prompt\": \"2+2=\", \"chosen\": \"4\", \"rejected\": \"5\"}"));
+    EXPECT_STATUS(temper_trainer_push(trainer, "{\"prompt\": \"2+2=\", \"chosen\": \"4\"}"), TEMPER_E_INVALID_DATA);
+    CHECK(temper_trainer_step(trainer, &loss));
+    EXPECT(isfinite(loss), "DPO loss after pushing a pair is %f", loss);
+    CHECK(temper_trainer_free(trainer));
+    to.dpo_beta = 0;
+    EXPECT_STATUS(temper_trainer_init(model, &to, dpo_data, &trainer), TEMPER_E_INVALID_ARGUMENT);
+    free(dpo_data);
     free(data);
     CHECK(temper_model_free(model));
     return 0;

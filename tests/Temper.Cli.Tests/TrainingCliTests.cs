@@ -35,6 +35,46 @@ public class TrainingCliTests
     }
 
     [Fact]
+    public void Reward_model_trains_through_the_cli_and_serves_as_a_grpo_reward()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        string rm = Path.Combine(dir, "rm");
+        var r = TemperCli.Run("reward-model", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", rm,
+            "--batch-size", "4", "--max-steps", "2", "--lora-r", "2", "--center-rewards-coefficient", "0.01");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var first = JsonNode.Parse(File.ReadLines(Path.Combine(rm, "metrics.jsonl")).First())!;
+        foreach (var key in new[] { "loss", "accuracy", "margin", "grad_norm" }) Assert.NotNull(first[key]);
+        Assert.Equal("SEQ_CLS", JsonNode.Parse(File.ReadAllText(Path.Combine(rm, "adapter_config.json")))!["task_type"]!.GetValue<string>());
+
+        string prompts = Path.Combine(dir, "prompts.jsonl");
+        File.WriteAllLines(prompts, ["""{"prompt": "What is 2+3?"}""", """{"prompt": "Name a colour."}"""]);
+        var g = TemperCli.Run("grpo", "--model", model, "--data", prompts, "--out", Path.Combine(dir, "grpo"), "--reward-model", rm,
+            "--batch-size", "2", "--num-generations", "2", "--max-completion-length", "4", "--max-steps", "1", "--lora-r", "2");
+        Assert.True(g.ExitCode == 0, g.Stderr + g.Stdout);
+        double reward = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "grpo", "metrics.jsonl")).First())!["reward"]!.GetValue<double>();
+        Assert.InRange(reward, 1e-6, 1 - 1e-6); // a sigmoid, not the 0 of a failed reward
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Logit_distillation_through_the_cli_answers_prompts_then_matches_the_teacher()
+    {
+        string dir = Temp(), prompts = Path.Combine(dir, "prompts.jsonl");
+        File.WriteAllLines(prompts, ["""{"prompt": "What is 2+3?"}""", """{"prompt": "Name a colour."}""", """{"prompt": "Count to three."}"""]);
+        string[] common = ["distill", "--mode", "logits", "--teacher", Fixtures.Hf("qwen2-tiny"), "--model", Fixtures.Hf("llama-tiny"), "--data", prompts,
+            "--max-new-tokens", "6", "--batch-size", "3", "--max-steps", "2", "--lora-r", "2", "--temperature", "2"];
+        var r = TemperCli.Run([.. common, "--out", Path.Combine(dir, "run"), "--kl", "reverse"]);
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        Assert.True(File.Exists(Path.Combine(dir, "run", "distill_data.jsonl")));
+        var first = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "run", "metrics.jsonl")).First())!;
+        Assert.Equal(first["loss"]!.GetValue<double>() / 4, first["kl"]!.GetValue<double>(), 1e-6);
+        var bad = TemperCli.Run([.. common, "--out", Path.Combine(dir, "bad"), "--kl", "sideways"]);
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--kl must be forward or reverse", bad.Stderr);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
     public void Bad_data_line_is_named_and_skip_bad_lines_counts_it()
     {
         string model = Fixtures.Hf("llama-tiny"), dir = Temp();

@@ -427,6 +427,48 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
     }
 
     [Theory]
+    [InlineData(false, false, 0)]
+    [InlineData(true, false, 3)]
+    [InlineData(true, true, 4)]
+    public void LmHeadDistillation_matches_reference(bool reverse, bool bf16, int chunk)
+    {
+        const int n = 5, cs = 8, ct = 6, v = 10;
+        const float lossScale = 0.5f, temperature = 1.7f;
+        var (sHidden, tHidden) = (Floats(n * cs, 1, 2f), Floats(n * ct, 2, 2f));
+        var (sHead, tHead) = (Floats(v * cs, 3), Floats(v * ct, 4, 1.5f));
+        var hs = bf16 ? HostBf16(Check.ToBf16(sHead, out sHead), v, cs) : Host(sHead, v, cs);
+        var ht = bf16 ? HostBf16(Check.ToBf16(tHead, out tHead), v, ct) : Host(tHead, v, ct);
+        int[] mask = [1, 0, 1, 1, 1];
+        var (dh0, dw0) = (Floats(n * cs, 5), Floats(v * cs, 6));
+        var (losses, dh, dw) = (new float[n], (float[])dh0.Clone(), (float[])dw0.Clone());
+        LmHeadDistillationReference.Forward(sHidden, sHead, tHidden, tHead, mask, temperature, reverse, losses, lossScale, dh, dw, n, cs, ct, v);
+        int saved = B.VocabChunk;
+        try
+        {
+            B.VocabChunk = chunk;
+            var tl = Up(Floats(n, 7), n);
+            var (tdh, tdw) = (Up(dh0, n, cs), Up(dw0, v, cs));
+            var (ts, tt) = (Own(B.FromHost(hs)), Own(B.FromHost(ht)));
+            B.LmHeadDistillation(Up(sHidden, n, cs), ts, Up(tHidden, n, ct), tt, mask, temperature, reverse, tl, lossScale, tdh, tdw);
+            Close(Down(tl), losses, "distill losses");
+            Close(Down(tdh), dh, "distill dHidden");
+            Close(Down(tdw), dw, "distill dLmHead");
+            var tl2 = Zeros(n);
+            B.LmHeadDistillation(Up(sHidden, n, cs), ts, Up(tHidden, n, ct), tt, mask, temperature, reverse, tl2, lossScale, null, null);
+            Close(Down(tl2), losses, "distill losses without gradients");
+            // The student distilled from itself: zero loss, zero gradient.
+            var (tl3, tdh3) = (Zeros(n), Zeros(n, cs));
+            B.LmHeadDistillation(Up(sHidden, n, cs), ts, Up(sHidden, n, cs), ts, mask, temperature, reverse, tl3, 1f, tdh3, null);
+            Assert.All(Down(tl3), x => Assert.Equal(0f, x));
+            Assert.All(Down(tdh3), x => Assert.Equal(0f, x));
+        }
+        finally
+        {
+            B.VocabChunk = saved;
+        }
+    }
+
+    [Theory]
     [InlineData(false, 0, false)]
     [InlineData(false, 3, true)]
     [InlineData(true, 4, false)]

@@ -160,6 +160,42 @@ public class ReferenceGradientChecks
         Fd("ce dLmHead", head, dw, Loss);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LmHeadDistillation(bool reverse)
+    {
+        const int n = 4, cs = 5, ct = 3, v = 7;
+        const float lossScale = 0.5f, temperature = 2f;
+        var (sHidden, sHead, tHidden, tHead) = (Floats(n * cs, 1, 2f), Floats(v * cs, 2), Floats(n * ct, 3, 2f), Floats(v * ct, 4));
+        int[] mask = [1, 0, 1, 1];
+        // The loss straight from its definition: full logits, LogSoftmaxReference at temperature T.
+        double Loss()
+        {
+            var (s, t) = (new float[n * v], new float[n * v]);
+            LinearReference.Forward(sHidden, sHead, default, s, n, cs, v, false);
+            LinearReference.Forward(tHidden, tHead, default, t, n, ct, v, false);
+            for (int i = 0; i < s.Length; i++) { s[i] /= temperature; t[i] /= temperature; }
+            var (ls, lt) = (new float[n * v], new float[n * v]);
+            LogSoftmaxReference.Forward(s, ls, v);
+            LogSoftmaxReference.Forward(t, lt, v);
+            double l = 0;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; mask[i] != 0 && j < v; j++)
+                {
+                    int k = i * v + j;
+                    l += reverse ? Math.Exp(ls[k]) * (ls[k] - lt[k]) : Math.Exp(lt[k]) * (lt[k] - ls[k]);
+                }
+            return lossScale * temperature * temperature * l;
+        }
+        var (losses, dh, dw) = (new float[n], new float[sHidden.Length], new float[sHead.Length]);
+        LmHeadDistillationReference.Forward(sHidden, sHead, tHidden, tHead, mask, temperature, reverse, losses, lossScale, dh, dw, n, cs, ct, v);
+        Assert.Equal(Loss(), lossScale * losses.Sum(), 1e-5);
+        Assert.True(losses.Where((_, i) => mask[i] != 0).All(l => l > 0), "a KL between different distributions is positive");
+        Fd("distill dHidden", sHidden, dh, Loss);
+        Fd("distill dLmHead", sHead, dw, Loss);
+    }
+
     [Fact]
     public void Rope_backward_is_the_transpose()
     {

@@ -141,21 +141,38 @@ public sealed unsafe class ExportTests
     }
 
     [Fact]
-    public void Trainer_is_unsupported_without_training_and_DPO_is_declared_but_unsupported()
+    public void Dpo_trainer_takes_pushed_pairs_or_is_unsupported_without_training()
     {
         Assert.Equal(0, Load(Model, out var m));
+        nint t = 0;
         try
         {
             var o = TrainerExports.Defaults;
             o.Method = (int)TemperTrainMethod.Dpo;
-            nint t;
             int rc = ((delegate* unmanaged<nint, TemperTrainerOptions*, byte*, nint*, int>)&TrainerExports.TrainerInit)(m, &o, null, &t);
-            Assert.Equal((int)TemperStatus.Unsupported, rc);
-            Assert.Equal(0, t);
-            Assert.Contains(NativeTrainer.Available ? "DPO" : "without training", LastError());
+            bool available = NativeTrainer.Available;   // a const of the build; a local keeps both branches compiled
+            if (!available)
+            {
+                Assert.Equal((int)TemperStatus.Unsupported, rc);
+                Assert.Contains("without training", LastError());
+                return;
+            }
+            Assert.Equal(0, rc);
+            var step = (delegate* unmanaged<nint, float*, int>)&TrainerExports.TrainerStep;
+            float loss;
+            Assert.Equal((int)TemperStatus.InvalidArgument, step(t, &loss));   // no pairs yet
+            Assert.Contains("no examples", LastError());
+            var push = (delegate* unmanaged<nint, byte*, int>)&TrainerExports.TrainerPush;
+            fixed (byte* pair = "{\"prompt\": \"2+2=\", \"chosen\": \"4\", \"rejected\": \"five\"}\0"u8)
+                Assert.Equal(0, push(t, pair));
+            fixed (byte* same = "{\"prompt\": \"2+2=\", \"chosen\": \"4\", \"rejected\": \"4\"}\0"u8)
+                Assert.Equal((int)TemperStatus.InvalidData, push(t, same));
+            Assert.Equal(0, step(t, &loss));
+            Assert.Equal(MathF.Log(2), loss, 1e-5f);   // a fresh LoRA (B = 0) is the reference itself
         }
         finally
         {
+            if (t != 0) Assert.Equal(0, ((delegate* unmanaged<nint, int>)&TrainerExports.TrainerFree)(t));
             Assert.Equal(0, Free(m));
         }
     }

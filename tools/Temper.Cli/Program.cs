@@ -22,6 +22,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     PreferenceCommand.Create("dpo"),
     PreferenceCommand.Create("kto"),
     PreferenceCommand.Create("orpo"),
+    RewardModelCommand.Create(),
     GrpoCommand.Create(),
     MergeCommand.Create(),
     DistillCommand.Create(),

@@ -1,10 +1,11 @@
-// The post-training demo: a tiny base model (pretrained by Temper on "23+58=81" lines, so it knows
-// sums but not the "What is 23+58?" / "Answer: 81" format) goes through
-//   base -> sft (LoRA on prompt/completion) -> dpo (required format preferred; reference = the SFT
-//   adapter) -> grpo (verifiable "addition" reward, from the DPO adapter) -> merge (optional)
+// The post-training demo: a tiny base model (pretrained by Temper on statements of sums, so it knows
+// sums but not the "What is 23+58?" / "Answer: 81" format; demo/base/README.md) goes through
+//   base -> sft (LoRA on prompt/completion) -> dpo (required format and right sum preferred over the
+//   base's habits and near misses; reference = the SFT adapter) -> grpo (verifiable "addition" reward,
+//   from the DPO adapter) -> merge (optional)
 // Each stage is a real run of the library's trainer writing a PEFT adapter to OUT/<stage>/, then is
-// evaluated greedily on the held-out split (accuracy, format, mean reward, mean length) and answers the
-// same few prompts. Stages run in the order given; a trained stage continues from the latest adapter.
+// evaluated on the held-out split (greedy accuracy, format and mean length; mean reward of answers
+// sampled at the evaluation temperature, which is what GRPO optimizes) and answers the same few prompts. Stages run in the order given; a trained stage continues from the latest adapter.
 // OUT/data/ holds the data files, OUT/summary.json the results; commands to rerun each stage with the
 // standalone verbs come from the very options the stage ran with.
 using System.Diagnostics;
@@ -21,10 +22,12 @@ using Temper.Training.Trainers;
 namespace Temper.Training.Demo;
 
 /// <param name="Stage">base, sft, dpo, grpo or merge.</param>
+/// <param name="Eval">Greedy evaluation on the held-out split.</param>
+/// <param name="SampledReward">Mean reward of completions sampled at the settings' evaluation temperature.</param>
 /// <param name="Seconds">Wall time of the stage: training (if any) and evaluation.</param>
 /// <param name="OutDir">The stage's folder (adapter or merged model, metrics.jsonl); null for base.</param>
 /// <param name="Command">The standalone `temper` command that reruns the stage's training; null for base.</param>
-public sealed record DemoStageResult(string Stage, TaskEvaluation Eval, double Seconds, int Steps, string? OutDir, string? Command, IReadOnlyList<string> Answers);
+public sealed record DemoStageResult(string Stage, TaskEvaluation Eval, double SampledReward, double Seconds, int Steps, string? OutDir, string? Command, IReadOnlyList<string> Answers);
 
 public sealed class DemoPipeline(DemoSettings settings, string baseDir, string outDir, int seed, IBackend backend, int threads = 0)
 {
@@ -44,7 +47,7 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
             if (!AllStages.Contains(s)) throw new TemperException($"--stages: unknown stage '{s}' (known: {string.Join(", ", AllStages)})");
         if (!File.Exists(Path.Combine(baseDir, "config.json"))) throw new TemperException($"{baseDir}: no base model (config.json) there");
         Directory.CreateDirectory(DataDir);
-        var task = new AdditionTask(0, 99);
+        var task = DemoSettings.Task;
         var train = task.Train(settings.TrainItems, (ulong)seed);
         var heldOut = task.HeldOut(settings.HeldOutItems, (ulong)seed + 1);
         Showcase = heldOut.Take(settings.ShowcasePrompts).ToList();
@@ -115,8 +118,8 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
                 adapter = dir;
                 evalAdapter = dir;
             }
-            var (eval, answers) = Evaluate(modelDir, evalAdapter, heldOut);
-            results.Add(new DemoStageResult(stage, eval, clock.Elapsed.TotalSeconds, run?.Steps ?? 0, stage == "base" ? null : dir, command, answers));
+            var (eval, sampled, answers) = Evaluate(modelDir, evalAdapter, heldOut);
+            results.Add(new DemoStageResult(stage, eval, sampled, clock.Elapsed.TotalSeconds, run?.Steps ?? 0, stage == "base" ? null : dir, command, answers));
             WriteSummary(results);
         }
         return results;
@@ -146,12 +149,13 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
     private static string F(float v) => v.ToString(CultureInfo.InvariantCulture);
     private static string Q(string path) => path.Contains(' ') ? $"\"{path}\"" : path;
 
-    private (TaskEvaluation, IReadOnlyList<string>) Evaluate(string modelDir, string? adapterDir, IReadOnlyList<TaskItem> heldOut)
+    private (TaskEvaluation, double, IReadOnlyList<string>) Evaluate(string modelDir, string? adapterDir, IReadOnlyList<TaskItem> heldOut)
     {
         using var lm = LanguageModel.Load(modelDir, backend, adapterDir);
         var (summary, completions) = TaskEvaluator.Evaluate(lm, heldOut, conversational: false);
+        double sampled = TaskEvaluator.SampledReward(lm, heldOut, conversational: false, settings.EvalSamples, settings.EvalTemperature, (ulong)seed + 17);
         // The showcase prompts are the first held-out items, so their answers are already there.
-        return (summary, completions.Take(Showcase.Count).ToList());
+        return (summary, sampled, completions.Take(Showcase.Count).ToList());
     }
 
     private void WriteSummary(IReadOnlyList<DemoStageResult> results)
@@ -161,13 +165,16 @@ public sealed class DemoPipeline(DemoSettings settings, string baseDir, string o
             ["seed"] = seed,
             ["base"] = Path.GetFullPath(baseDir),
             ["held_out"] = settings.HeldOutItems,
+            ["reward_samples"] = settings.EvalSamples,
+            ["reward_temperature"] = settings.EvalTemperature,
             ["prompts"] = new JsonArray(Showcase.Select(i => (JsonNode)i.Prompt).ToArray()),
             ["stages"] = new JsonArray(results.Select(r => (JsonNode)new JsonObject
             {
                 ["stage"] = r.Stage,
                 ["accuracy"] = r.Eval.Accuracy,
                 ["format"] = r.Eval.FormatRate,
-                ["reward"] = r.Eval.MeanReward,
+                ["reward"] = r.SampledReward,
+                ["greedy_reward"] = r.Eval.MeanReward,
                 ["mean_length"] = r.Eval.MeanLength,
                 ["seconds"] = Math.Round(r.Seconds, 2),
                 ["steps"] = r.Steps,

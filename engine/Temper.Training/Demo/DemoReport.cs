@@ -26,11 +26,12 @@ public static class DemoReport
          .Append("<h1>temper demo: from a base model to an aligned one</h1>\n")
          .Append("<p>The base was pretrained by Temper on sums in other surface forms (<code>23+58=81</code>, <code>Answer: 81 = 23+58</code>): it has seen the words but not the format. ")
          .Append("SFT teaches the format <code>What is 23+58?</code> &rarr; <code>Answer: 81</code>; DPO prefers that format over the base's habits; ")
-         .Append("GRPO rewards correct answers. Every stage is evaluated greedily on held-out sums.</p>\n");
+         .Append("GRPO rewards correct answers. Every stage is evaluated on held-out sums it never trained on: accuracy, format and length of greedy answers, ")
+         .Append("and the mean reward (1 correct, 0.1 right format but wrong sum) of answers sampled at temperature 1, four per prompt, which is what GRPO optimizes.</p>\n");
 
-        h.Append("<h2>Results</h2>\n<table><tr><th>stage</th><th>accuracy</th><th>format</th><th>mean reward</th><th>mean length</th><th>steps</th><th>seconds</th></tr>\n");
+        h.Append("<h2>Results</h2>\n<table><tr><th>stage</th><th>accuracy</th><th>format</th><th>mean reward (sampled)</th><th>mean length</th><th>steps</th><th>seconds</th></tr>\n");
         foreach (var r in results)
-            h.Append(CultureInfo.InvariantCulture, $"<tr><td>{E(r.Stage)}</td><td class=n>{r.Eval.Accuracy:P1}</td><td class=n>{r.Eval.FormatRate:P1}</td><td class=n>{r.Eval.MeanReward:F3}</td><td class=n>{r.Eval.MeanLength:F1}</td><td class=n>{r.Steps}</td><td class=n>{r.Seconds:F1}</td></tr>\n");
+            h.Append(CultureInfo.InvariantCulture, $"<tr><td>{E(r.Stage)}</td><td class=n>{r.Eval.Accuracy:P1}</td><td class=n>{r.Eval.FormatRate:P1}</td><td class=n>{r.SampledReward:F3}</td><td class=n>{r.Eval.MeanLength:F1}</td><td class=n>{r.Steps}</td><td class=n>{r.Seconds:F1}</td></tr>\n");
         h.Append("</table>\n");
 
         h.Append("<h2>Training curves</h2>\n<div class=\"charts\">\n");

@@ -1,6 +1,9 @@
 // Saves the LoRA views of a model as a PEFT adapter folder that PEFT, transformers and vLLM load:
 // adapter_config.json (the fields PEFT 0.x reads) and adapter_model.safetensors with PEFT's key names
 // (base_model.model.<module>.lora_A.weight / lora_B.weight). Files are written to a temp name and renamed.
+// A sequence-classification adapter (a reward model) adds its fully trained head as PEFT's
+// PeftModelForSequenceClassification saves it: task_type SEQ_CLS, modules_to_save ["classifier", "score"],
+// and the head's tensor under base_model.model.score.weight.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -10,7 +13,13 @@ namespace Temper.Training.Lora;
 
 public static class PeftAdapterWriter
 {
-    public static void Save(string dir, ModelWeights w, LoraConfig cfg, IBackend be, string baseModel)
+    /// <summary>A fully trained extra module saved beside the LoRA (PEFT's modules_to_save).</summary>
+    public sealed record SavedModules(string TaskType, IReadOnlyList<string> ModuleNames, IReadOnlyList<KeyValuePair<string, Tensor>> Tensors);
+
+    /// <summary>The reward-model form: score.weight [1,C] as PEFT writes a SEQ_CLS adapter.</summary>
+    public static SavedModules SequenceClassification(Tensor scoreWeight) => new("SEQ_CLS", ["classifier", "score"], [new("score.weight", scoreWeight)]);
+
+    public static void Save(string dir, ModelWeights w, LoraConfig cfg, IBackend be, string baseModel, SavedModules? modules = null)
     {
         Directory.CreateDirectory(dir);
         var tensors = new List<KeyValuePair<string, Tensor>>();
@@ -21,8 +30,16 @@ public static class PeftAdapterWriter
                 tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", be.ToHost(l.B)));
             }
         if (tensors.Count == 0) throw new TemperException("the model carries no LoRA to save");
+        foreach (var (name, t) in modules?.Tensors ?? [])
+            tensors.Add(new($"base_model.model.{name}", be.ToHost(t)));
         SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), ConfigJson(cfg, baseModel).ToJsonString(new() { WriteIndented = true }));
+        var json = ConfigJson(cfg, baseModel);
+        if (modules != null)
+        {
+            json["task_type"] = modules.TaskType;
+            json["modules_to_save"] = new JsonArray(modules.ModuleNames.Select(m => (JsonNode)m).ToArray());
+        }
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
     }
 
     public static JsonObject ConfigJson(LoraConfig cfg, string baseModel) => new()

@@ -53,39 +53,23 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
             long tokens = 0;
             foreach (var idx in micro)
             {
+                double share = (double)idx.Length / totalPairs;
+                if (!orpo)
+                {
+                    var d = DpoMicroBatch.Run(run.Backprop, run.Params.GradOf, idx.Select(i => pairs[i]).ToList(), share, p, pad, reference,
+                        refChosen == null ? null : idx.Select(i => refChosen[i]).ToArray(), refRejected == null ? null : idx.Select(i => refRejected[i]).ToArray());
+                    (loss, rc, rr, acc, margin, tokens) = (loss + d.Loss, rc + d.RewardsChosen, rr + d.RewardsRejected, acc + d.RewardAccuracy, margin + d.RewardMargin, tokens + d.Tokens);
+                    continue;
+                }
                 var rows = idx.Select(i => pairs[i].Chosen).Concat(idx.Select(i => pairs[i].Rejected)).ToList();
                 var (sums, counts) = SequenceLogps.Compute(run.Backprop, rows, pad, rows.Count);
                 int n = idx.Length;
-                double share = (double)n / totalPairs;
                 var weights = new double[2 * n];
-                if (orpo)
-                {
-                    var r = OrpoLoss.Compute(sums.AsSpan(0, n), counts.AsSpan(0, n), sums.AsSpan(n), counts.AsSpan(n), p.Beta);
-                    for (int i = 0; i < n; i++) { weights[i] = -r.DChosen[i] * share; weights[n + i] = -r.DRejected[i] * share; }
-                    loss += r.Loss * share;
-                    nll += r.Nll * share;
-                    margin += r.LogOddsRatio.Average() * share;
-                }
-                else
-                {
-                    double[] pc = sums[..n], pr = sums[n..];
-                    double[] refC = refChosen != null ? idx.Select(i => refChosen[i]).ToArray() : reference!.Logps(run.Backprop, rows[..n], pad);
-                    double[] refR = refRejected != null ? idx.Select(i => refRejected[i]).ToArray() : reference!.Logps(run.Backprop, rows[n..], pad);
-                    bool ipo = p.LossType == DpoLossType.Ipo; // TRL feeds IPO length-averaged log-probs
-                    double Avg(double v, int i) => ipo ? v / Math.Max(1, counts[i]) : v;
-                    var r = DpoLoss.Compute(pc.Select((v, i) => Avg(v, i)).ToArray(), pr.Select((v, i) => Avg(v, n + i)).ToArray(),
-                        refC.Select((v, i) => Avg(v, i)).ToArray(), refR.Select((v, i) => Avg(v, n + i)).ToArray(), p.Beta, p.LossType, p.LabelSmoothing);
-                    for (int i = 0; i < n; i++)
-                    {
-                        weights[i] = -r.DChosen[i] * share / (ipo ? Math.Max(1, counts[i]) : 1);
-                        weights[n + i] = -r.DRejected[i] * share / (ipo ? Math.Max(1, counts[n + i]) : 1);
-                    }
-                    loss += r.Loss * share;
-                    rc += r.RewardsChosen.Average() * share;
-                    rr += r.RewardsRejected.Average() * share;
-                    acc += r.RewardAccuracy * share;
-                    margin += r.RewardMargin * share;
-                }
+                var r = OrpoLoss.Compute(sums.AsSpan(0, n), counts.AsSpan(0, n), sums.AsSpan(n), counts.AsSpan(n), p.Beta);
+                for (int i = 0; i < n; i++) { weights[i] = -r.DChosen[i] * share; weights[n + i] = -r.DRejected[i] * share; }
+                loss += r.Loss * share;
+                nll += r.Nll * share;
+                margin += r.LogOddsRatio.Average() * share;
                 var b = SftBatcher.Pad(rows, pad);
                 run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(weights, b.Length));
                 tokens += b.Ids.Length;

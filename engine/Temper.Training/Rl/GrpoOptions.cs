@@ -14,6 +14,8 @@ public sealed record GrpoOptions
     public double Beta { get; init; }
     public int NumIterations { get; init; } = 1;
     public IReadOnlyList<string> Rewards { get; init; } = ["addition"];
+    /// <summary>A trained reward model folder (RewardModel) whose sigmoid score is added to the rewards; null = none.</summary>
+    public string? RewardModel { get; init; }
 
     public JsonObject ToJson() => new()
     {
@@ -25,5 +27,6 @@ public sealed record GrpoOptions
         ["beta"] = Beta,
         ["num_iterations"] = NumIterations,
         ["rewards"] = new JsonArray(Rewards.Select(r => (JsonNode)r).ToArray()),
+        ["reward_model"] = RewardModel,
     };
 }

@@ -44,6 +44,9 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         if (g.NumIterations < 1) throw new TemperException("--num-iterations must be >= 1");
         if (g.MaxCompletionLength < 1) throw new TemperException("--max-completion-length must be >= 1");
         var rewards = g.Rewards.Select(RewardFunctions.Parse).ToList();
+        using var rewardModel = g.RewardModel != null ? Reward.RewardModel.Load(g.RewardModel, backend) : null;
+        if (rewardModel != null) rewards.Add(new RewardModelReward(rewardModel));
+        if (rewards.Count == 0) throw new TemperException("GRPO needs at least one reward: --reward NAME or --reward-model DIR");
         using var run = TrainingRun.Open(o, backend);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;

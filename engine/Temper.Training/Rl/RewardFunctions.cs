@@ -1,9 +1,12 @@
 // Reward functions for GRPO: each scores one completion of a prompt row (the JSONL object, so a row
 // can carry its reference answer). Built in: "addition" (the synthetic task's 1 / 0.1 / 0 scorer,
 // reading the row's "answer"), "format" (1 when the answer line's format holds), "brevity"
-// (1 / (1 + chars/100)). A function that throws or returns NaN/Inf gives that sample 0 and is counted.
+// (1 / (1 + chars/100)); and a trained reward model (RewardModelReward: sigmoid of its score of the
+// row's prompt + the completion, so in [0,1]). A function that throws or returns NaN/Inf gives that
+// sample 0 and is counted.
 using System.Text.Json.Nodes;
 using Temper.Core;
+using Temper.Training.Reward;
 using Temper.Training.Tasks;
 
 namespace Temper.Training.Rl;
@@ -18,6 +21,22 @@ public sealed class DelegateReward(string name, Func<JsonObject, string, double>
 {
     public string Name { get; } = name;
     public double Score(JsonObject row, string completion) => score(row, completion);
+}
+
+/// <summary>A trained reward model as a GRPO reward: sigmoid(score(prompt + completion)), in [0,1].</summary>
+public sealed class RewardModelReward(RewardModel model) : IRewardFunction
+{
+    public string Name => "reward-model:" + model.Directory;
+
+    public double Score(JsonObject row, string completion)
+    {
+        var prompt = row["prompt"] ?? throw new TemperException("the reward model needs a \"prompt\" field in each prompt row");
+        JsonNode answer = prompt is JsonArray
+            ? new JsonArray(new JsonObject { ["role"] = "assistant", ["content"] = completion })
+            : JsonValue.Create(completion);
+        double s = model.Score(prompt, answer);
+        return 1 / (1 + Math.Exp(-s));
+    }
 }
 
 public static class RewardFunctions

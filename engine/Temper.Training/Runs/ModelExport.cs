@@ -1,6 +1,7 @@
 // Writes a full Hugging Face model folder: config.json (as loaded), model.safetensors with every
 // weight under its HF name (LoRA views merged first by the caller if wanted), and the tokenizer and
-// chat-template files copied from the source folder.
+// chat-template files copied from the source folder. A reward model replaces the LM head with its
+// score head and config.json with its *ForSequenceClassification one.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Models;
@@ -11,7 +12,9 @@ public static class ModelExport
 {
     private static readonly string[] TokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json", "generation_config.json"];
 
-    public static void Save(string dir, LanguageModel lm, IBackend be)
+    /// <param name="head">Tensors written instead of lm_head.weight (null = the LM head).</param>
+    /// <param name="configJson">config.json's text (null = as loaded).</param>
+    public static void Save(string dir, LanguageModel lm, IBackend be, IReadOnlyList<KeyValuePair<string, Tensor>>? head = null, string? configJson = null)
     {
         Directory.CreateDirectory(dir);
         var w = lm.Weights;
@@ -29,9 +32,10 @@ public static class ModelExport
             }
         }
         tensors.Add(new("model.norm.weight", be.ToHost(w.FinalNorm)));
-        if (!lm.Config.TieWordEmbeddings) tensors.Add(new("lm_head.weight", be.ToHost(w.LmHead.Weight)));
+        if (head != null) tensors.AddRange(head.Select(kv => new KeyValuePair<string, Tensor>(kv.Key, be.ToHost(kv.Value))));
+        else if (!lm.Config.TieWordEmbeddings) tensors.Add(new("lm_head.weight", be.ToHost(w.LmHead.Weight)));
         SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), lm.Config.RawJson);
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), configJson ?? lm.Config.RawJson);
         foreach (var f in TokenizerFiles)
         {
             string src = Path.Combine(lm.Directory, f);

@@ -43,8 +43,11 @@ public sealed class TrainingRun : IDisposable
     public Action<StepReport>? OnStep { get; set; }
     public Action<string>? OnWarning { get; set; }
 
-    /// <summary>Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all weights).</summary>
-    public static TrainingRun Open(SftOptions o, IBackend be)
+    /// <summary>
+    /// Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all
+    /// weights); extraParameters(model) adds fully trained tensors the caller owns (a reward head).
+    /// </summary>
+    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null)
     {
         Validate(o);
         Directory.CreateDirectory(o.OutDir);
@@ -66,7 +69,8 @@ public sealed class TrainingRun : IDisposable
                 }
                 if (lora.Dropout > 0) throw new TemperException($"LoRA dropout {lora.Dropout} is not supported by the trainer yet; use 0");
             }
-            var ps = o.Full ? TrainableParameters.Full(lm.Weights, be) : TrainableParameters.Lora(lm.Weights, be);
+            var extra = extraParameters?.Invoke(lm);
+            var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
             return new TrainingRun(o, be, lm, lora, ps);
         }
         catch
@@ -145,10 +149,14 @@ public sealed class TrainingRun : IDisposable
         return new SftResult(stepNo, interrupted, _o.OutDir, reports);
     }
 
+    /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
+    public Action? SaveAs { get; set; }
+
     /// <summary>The trained adapter (PEFT format) or the full model folder, in OutDir.</summary>
     public void SaveResult()
     {
-        if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
+        if (SaveAs != null) SaveAs();
+        else if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
         else ModelExport.Save(_o.OutDir, Model, Backend);
     }
 

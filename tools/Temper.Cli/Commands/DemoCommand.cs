@@ -1,5 +1,5 @@
 // `temper demo [--stages base,sft,dpo,grpo[,merge]] [--steps N] [--seed S] [--out DIR] [--quick]
-//  [--base DIR] [--threads N]`: the post-training explorer on the built-in tiny base model (demo/base,
+//  [--base DIR] [--threads N] [--settings FILE]`: the post-training explorer on the built-in tiny base model (demo/base,
 // copied beside the binary). Each stage trains under a live progress bar, is evaluated on held-out sums,
 // and the run ends with a table, OUT/summary.json and OUT/report.html.
 using System.CommandLine;
@@ -20,11 +20,13 @@ internal static class DemoCommand
         var output = new Option<string>("--out") { Description = "Output folder: data/, one folder per stage, summary.json, report.html", DefaultValueFactory = _ => "demo-out" };
         var quick = new Option<bool>("--quick") { Description = "The sub-minute version (fewer steps and examples)" };
         var baseDir = new Option<string>("--base") { Description = "Base model folder", DefaultValueFactory = _ => DefaultBase };
+        var settingsFile = new Option<string?>("--settings") { Description = "JSON file overriding the recipe (DemoSettings' properties, e.g. {\"Sft\": {\"Steps\": 80, ...}})" };
         var threads = CliOptions.Threads();
-        var cmd = new Command("demo", "Post-train the built-in tiny base model stage by stage (SFT, DPO, GRPO) and report") { stages, steps, seed, output, quick, baseDir, threads };
+        var cmd = new Command("demo", "Post-train the built-in tiny base model stage by stage (SFT, DPO, GRPO) and report") { stages, steps, seed, output, quick, baseDir, settingsFile, threads };
         cmd.SetGuardedAction(p =>
         {
             var settings = p.GetValue(quick) ? DemoSettings.Quick : DemoSettings.Default;
+            if (p.GetValue(settingsFile) is string file) settings = DemoSettings.Override(settings, file);
             if (p.GetValue(steps) is int n)
             {
                 if (n < 1) throw new Core.TemperException("--steps must be >= 1");
@@ -47,9 +49,9 @@ internal static class DemoCommand
                 Console.CancelKeyPress -= onCancel;
             }
             string report = DemoReport.Write(outDir, results, pipeline.Showcase);
-            var table = new Table().AddColumns("stage", "accuracy", "format", "reward", "length", "seconds");
+            var table = new Table().AddColumns("stage", "accuracy", "format", "reward (sampled)", "length", "seconds");
             foreach (var r in results)
-                table.AddRow(r.Stage, $"{r.Eval.Accuracy:P1}", $"{r.Eval.FormatRate:P1}", $"{r.Eval.MeanReward:F3}", $"{r.Eval.MeanLength:F1}", $"{r.Seconds:F1}");
+                table.AddRow(r.Stage, $"{r.Eval.Accuracy:P1}", $"{r.Eval.FormatRate:P1}", $"{r.SampledReward:F3}", $"{r.Eval.MeanLength:F1}", $"{r.Seconds:F1}");
             AnsiConsole.Write(table);
             AnsiConsole.MarkupLine($"wrote {Markup.Escape(Path.Combine(outDir, "summary.json"))} and {Markup.Escape(report)}");
             return 0;

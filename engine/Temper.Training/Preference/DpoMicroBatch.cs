@@ -1,0 +1,42 @@
+// One DPO micro-batch, shared by DpoTrainer and the native library's trainer: rows [chosen...;
+// rejected...] of n pairs, a no-gradient pass for the policy's summed completion log-probs, the
+// reference's (given, e.g. from the cache, or computed with the reference model), the loss's
+// d loss / d log p per sequence, then one forward+backward pass weighting each sequence's tokens by it.
+// share = n / (pairs in the whole optimizer step), so gradient accumulation averages over the step.
+using Temper.Core;
+using Temper.Models;
+using Temper.Training.Data;
+using Temper.Training.Losses;
+
+namespace Temper.Training.Preference;
+
+/// <summary>A micro-batch's contribution to the step's figures (each already multiplied by its share).</summary>
+public readonly record struct DpoMicroBatchResult(double Loss, double RewardsChosen, double RewardsRejected, double RewardAccuracy, double RewardMargin, long Tokens);
+
+public static class DpoMicroBatch
+{
+    public static DpoMicroBatchResult Run(DecoderBackprop backprop, Func<Tensor, Tensor?> gradOf, IReadOnlyList<PreferencePair> pairs, double share,
+        PreferenceOptions p, int pad, ReferenceModel? reference, double[]? refChosen = null, double[]? refRejected = null)
+    {
+        int n = pairs.Count;
+        var rows = pairs.Select(x => x.Chosen).Concat(pairs.Select(x => x.Rejected)).ToList();
+        var (sums, counts) = SequenceLogps.Compute(backprop, rows, pad, rows.Count);
+        double[] pc = sums[..n], pr = sums[n..];
+        double[] refC = refChosen ?? reference?.Logps(backprop, rows[..n], pad) ?? throw new ArgumentException("DPO needs a reference model or cached reference log-probs");
+        double[] refR = refRejected ?? reference!.Logps(backprop, rows[n..], pad);
+        bool ipo = p.LossType == DpoLossType.Ipo; // TRL feeds IPO length-averaged log-probs
+        double Avg(double v, int i) => ipo ? v / Math.Max(1, counts[i]) : v;
+        var r = DpoLoss.Compute(pc.Select((v, i) => Avg(v, i)).ToArray(), pr.Select((v, i) => Avg(v, n + i)).ToArray(),
+            refC.Select((v, i) => Avg(v, i)).ToArray(), refR.Select((v, i) => Avg(v, n + i)).ToArray(), p.Beta, p.LossType, p.LabelSmoothing);
+        var weights = new double[2 * n];
+        for (int i = 0; i < n; i++)
+        {
+            weights[i] = -r.DChosen[i] * share / (ipo ? Math.Max(1, counts[i]) : 1);
+            weights[n + i] = -r.DRejected[i] * share / (ipo ? Math.Max(1, counts[n + i]) : 1);
+        }
+        var b = SftBatcher.Pad(rows, pad);
+        backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, gradOf, SequenceLogps.RowScales(weights, b.Length));
+        return new DpoMicroBatchResult(r.Loss * share, r.RewardsChosen.Average() * share, r.RewardsRejected.Average() * share,
+            r.RewardAccuracy * share, r.RewardMargin * share, b.Ids.Length);
+    }
+}
