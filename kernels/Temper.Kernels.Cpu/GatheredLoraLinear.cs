@@ -7,6 +7,8 @@
 // Segments write disjoint rows of y, so with at least as many segments as threads they run in
 // parallel, one thread each (a batch mixing adapters then costs about what one adapter does, without
 // thousands of tiny multi-threaded calls); fewer segments run one after another, each multi-threaded.
+using System.Buffers;
+
 namespace Temper.Kernels.Cpu;
 
 public static unsafe class GatheredLoraLinear
@@ -47,20 +49,29 @@ public static unsafe class GatheredLoraLinear
     private static void Segment(ReadOnlySpan<float> x, ReadOnlySpan<float> a, ReadOnlySpan<float> b, float scale, List<int> seg, Span<float> y, int k, int m, int r, int threads)
     {
         int cnt = seg.Count, first = seg[0];
-        var xa = new float[cnt * r];
+        var pool = ArrayPool<float>.Shared;
+        var xaBuf = pool.Rent(cnt * r);
+        var xa = xaBuf.AsSpan(0, cnt * r);
         if (seg[^1] - first == cnt - 1)
         {
             Linear.Forward(x.Slice(first * k, cnt * k), a, default, xa, cnt, k, r, accumulate: false, threads);
             Scale.Apply(xa, scale);
             Linear.Forward(xa, b, default, y.Slice(first * m, cnt * m), cnt, r, m, accumulate: true, threads);
+            pool.Return(xaBuf);
             return;
         }
-        var xs = new float[cnt * k];
-        for (int j = 0; j < cnt; j++) x.Slice(seg[j] * k, k).CopyTo(xs.AsSpan(j * k));
+        // Scattered rows: gather, multiply, scatter (pooled buffers: these run thousands of times a step).
+        var xsBuf = pool.Rent(cnt * k);
+        var ysBuf = pool.Rent(cnt * m);
+        var xs = xsBuf.AsSpan(0, cnt * k);
+        var ys = ysBuf.AsSpan(0, cnt * m);
+        for (int j = 0; j < cnt; j++) x.Slice(seg[j] * k, k).CopyTo(xs.Slice(j * k));
         Linear.Forward(xs, a, default, xa, cnt, k, r, accumulate: false, threads);
         Scale.Apply(xa, scale);
-        var ys = new float[cnt * m];
         Linear.Forward(xa, b, default, ys, cnt, r, m, accumulate: false, threads);
-        for (int j = 0; j < cnt; j++) Add.Forward(ys.AsSpan(j * m, m), y.Slice(seg[j] * m, m), y.Slice(seg[j] * m, m));
+        for (int j = 0; j < cnt; j++) Add.Forward(ys.Slice(j * m, m), y.Slice(seg[j] * m, m), y.Slice(seg[j] * m, m));
+        pool.Return(xsBuf);
+        pool.Return(ysBuf);
+        pool.Return(xaBuf);
     }
 }

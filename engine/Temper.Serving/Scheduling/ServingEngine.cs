@@ -121,7 +121,8 @@ public sealed class ServingEngine : IDisposable
                 }
                 node = next;
             }
-            var items = Schedule();
+            // Rows of one adapter side by side: the gathered LoRA op then runs each adapter's rows in place.
+            var items = Schedule().OrderBy(i => i.Seq.Adapter).ToList();
             if (items.Count == 0) return false;
             try
             {
