@@ -89,7 +89,26 @@ public interface IBackend : IDisposable
     double SumOfSquares(Tensor x);
     /// <summary>x *= s in place.</summary>
     void Scale(Tensor x, float s);
+
+    // ---- serving ----
+    /// <summary>Attention of token rows of many sequences over a paged KV cache; see <see cref="PagedAttentionArgs"/>.</summary>
+    void PagedAttention(in PagedAttentionArgs a);
+    /// <summary>
+    /// Gathered (BGMV) LoRA: y[n] += scales[i] (x[n] A[i]^T) B[i]^T with i = rowAdapter[n] for each row of
+    /// x[N,K], y[N,M]; A [L,r,K] and B [L,M,r] stack L adapters (smaller ranks zero-padded); rows with i &lt; 0 are untouched.
+    /// </summary>
+    void GatheredLoraLinear(Tensor x, Tensor loraA, Tensor loraB, ReadOnlySpan<float> scales, ReadOnlySpan<int> rowAdapter, Tensor y);
 }
+
+/// <summary>
+/// Q[N,H,D]: token rows of several sequences; KCache, VCache [Blocks, BlockSize, Hkv, D]: the paged cache.
+/// Row n belongs to sequence RowSequence[n] and sees its keys at positions 0..RowKvLength[n]-1 (causal:
+/// its own position + 1); key position p of sequence s lives in block BlockTables[s * MaxBlocks + p / BlockSize],
+/// slot p % BlockSize. Output[N,H,D]; head h reads kv head h / (H / Hkv). A row that sees no key gets zeros.
+/// </summary>
+public readonly record struct PagedAttentionArgs(
+    Tensor Q, Tensor KCache, Tensor VCache, Tensor Output, ReadOnlyMemory<int> BlockTables, int MaxBlocks,
+    ReadOnlyMemory<int> RowSequence, ReadOnlyMemory<int> RowKvLength, float Scale);
 
 /// <summary>
 /// q[B,Tq,H,D] attends to k,v[B,S,Hkv,D] (S = cache capacity, the first KvLength rows used). Query i

@@ -17,6 +17,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     ChatCommand.Create(),
     BenchCommand.Create(),
     PlanCommand.Create(),
+    ServeCommand.Create(),
     SftCommand.Create(pretrain: false),
     SftCommand.Create(pretrain: true),
     PreferenceCommand.Create("dpo"),

@@ -1,0 +1,217 @@
+// The OpenAI-compatible routes: GET /v1/models (the base model and each adapter), POST
+// /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
+// token delta per choice, then "data: [DONE]"), with log-probabilities when asked. Bad JSON and bad
+// fields answer 400, an unknown model 404, each with {"error": {"message", "type", "code"}}; the
+// engine keeps serving. A client that goes away cancels its request.
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Temper.Core;
+using Temper.Serving.Scheduling;
+
+namespace Temper.Serving.Http;
+
+public static class OpenAiEndpoints
+{
+    public static void Map(WebApplication app, ServedModel m)
+    {
+        app.MapGet("/v1/models", () => Results.Text(new JsonObject
+        {
+            ["object"] = "list",
+            ["data"] = new JsonArray(m.ModelIds.Select(id => (JsonNode)new JsonObject { ["id"] = id, ["object"] = "model", ["created"] = 0, ["owned_by"] = "temper" }).ToArray()),
+        }.ToJsonString(), "application/json"));
+        app.MapPost("/v1/completions", ctx => Complete(ctx, m, chat: false));
+        app.MapPost("/v1/chat/completions", ctx => Complete(ctx, m, chat: true));
+    }
+
+    private static async Task Complete(HttpContext ctx, ServedModel m, bool chat)
+    {
+        OpenAiRequest req;
+        RequestHandle handle;
+        try
+        {
+            var body = await JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted).ConfigureAwait(false) as JsonObject
+                ?? throw new TemperException("the request body must be a JSON object");
+            req = OpenAiRequest.Parse(body, chat, m);
+            handle = m.Engine.Submit(req.Serving);
+        }
+        catch (JsonException e)
+        {
+            await Error(ctx, 400, $"the request body is not valid JSON: {e.Message}", "invalid_json").ConfigureAwait(false);
+            return;
+        }
+        catch (UnknownModelException e)
+        {
+            await Error(ctx, 404, e.Message, "model_not_found").ConfigureAwait(false);
+            return;
+        }
+        catch (TemperException e)
+        {
+            await Error(ctx, 400, e.Message, "invalid_request").ConfigureAwait(false);
+            return;
+        }
+        using var cancel = ctx.RequestAborted.Register(handle.Cancel);
+        var writer = new CompletionWriter(chat, req, handle, m);
+        if (req.Stream) await writer.Stream(ctx).ConfigureAwait(false);
+        else await writer.Whole(ctx).ConfigureAwait(false);
+    }
+
+    internal static Task Error(HttpContext ctx, int status, string message, string code)
+    {
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        var body = new JsonObject { ["error"] = new JsonObject { ["message"] = message, ["type"] = "invalid_request_error", ["param"] = null, ["code"] = code } };
+        return ctx.Response.WriteAsync(body.ToJsonString(), ctx.RequestAborted);
+    }
+
+    /// <summary>Builds one response (or its stream of chunks) from the engine's events.</summary>
+    private sealed class CompletionWriter(bool chat, OpenAiRequest req, RequestHandle handle, ServedModel m)
+    {
+        private readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + handle.Id;
+        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        private readonly Dictionary<int, TextStream> _texts = [];
+        private int _completionTokens;
+
+        private TextStream Text(int choice)
+        {
+            if (!_texts.TryGetValue(choice, out var t)) _texts[choice] = t = new TextStream(m.Tokenizer, req.Stops);
+            return t;
+        }
+
+        public async Task Whole(HttpContext ctx)
+        {
+            var choices = new SortedDictionary<int, (List<StreamEvent> Events, ServingFinish Finish)>();
+            await foreach (var e in handle.Events.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
+            {
+                if (e.Error != null)
+                {
+                    await Error(ctx, 500, e.Error, "engine_error").ConfigureAwait(false);
+                    return;
+                }
+                if (!choices.TryGetValue(e.Choice, out var c)) choices[e.Choice] = c = ([], ServingFinish.Length);
+                if (e.Token >= 0)
+                {
+                    c.Events.Add(e);
+                    Text(e.Choice).Push(e.Token);
+                    _completionTokens++;
+                }
+                if (e.Finish is { } f) choices[e.Choice] = (c.Events, f);
+            }
+            var arr = new JsonArray();
+            foreach (var (index, (events, finish)) in choices)
+            {
+                string text = Text(index).Text;
+                var choice = chat
+                    ? new JsonObject { ["index"] = index, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text }, ["finish_reason"] = Reason(finish) }
+                    : new JsonObject { ["index"] = index, ["text"] = text, ["finish_reason"] = Reason(finish) };
+                choice["logprobs"] = req.Logprobs ? Logprobs(events) : null;
+                arr.Add(choice);
+            }
+            var body = Envelope(chat ? "chat.completion" : "text_completion", arr);
+            body["usage"] = Usage();
+            ctx.Response.ContentType = "application/json";
+            await ctx.Response.WriteAsync(body.ToJsonString(), ctx.RequestAborted).ConfigureAwait(false);
+        }
+
+        public async Task Stream(HttpContext ctx)
+        {
+            ctx.Response.ContentType = "text/event-stream";
+            ctx.Response.Headers.CacheControl = "no-cache";
+            var started = new HashSet<int>();
+            await foreach (var e in handle.Events.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
+            {
+                if (e.Error != null)
+                {
+                    await Send(ctx, new JsonObject { ["error"] = new JsonObject { ["message"] = e.Error, ["type"] = "server_error" } }).ConfigureAwait(false);
+                    break;
+                }
+                string delta = "";
+                if (e.Token >= 0)
+                {
+                    delta = Text(e.Choice).Push(e.Token);
+                    _completionTokens++;
+                }
+                if (e.Finish != null) delta += Text(e.Choice).Finish();
+                var choice = new JsonObject { ["index"] = e.Choice };
+                if (chat)
+                {
+                    var d = new JsonObject();
+                    if (started.Add(e.Choice)) d["role"] = "assistant";
+                    if (delta.Length > 0 || e.Finish == null) d["content"] = delta;
+                    choice["delta"] = d;
+                }
+                else choice["text"] = delta;
+                choice["logprobs"] = req.Logprobs && e.Token >= 0 ? Logprobs([e]) : null;
+                choice["finish_reason"] = e.Finish is { } f ? Reason(f) : null;
+                await Send(ctx, Envelope(chat ? "chat.completion.chunk" : "text_completion", [choice])).ConfigureAwait(false);
+            }
+            if (req.IncludeUsage)
+            {
+                var last = Envelope(chat ? "chat.completion.chunk" : "text_completion", []);
+                last["usage"] = Usage();
+                await Send(ctx, last).ConfigureAwait(false);
+            }
+            await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted).ConfigureAwait(false);
+            await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+        }
+
+        private static async Task Send(HttpContext ctx, JsonObject chunk)
+        {
+            await ctx.Response.WriteAsync("data: " + chunk.ToJsonString() + "\n\n", ctx.RequestAborted).ConfigureAwait(false);
+            await ctx.Response.Body.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+        }
+
+        private JsonObject Envelope(string kind, JsonArray choices) => new()
+        {
+            ["id"] = _id, ["object"] = kind, ["created"] = _created, ["model"] = req.Model, ["choices"] = choices,
+        };
+
+        private JsonObject Usage() => new()
+        {
+            ["prompt_tokens"] = req.Serving.PromptIds.Count, ["completion_tokens"] = _completionTokens, ["total_tokens"] = req.Serving.PromptIds.Count + _completionTokens,
+        };
+
+        private JsonObject Logprobs(IEnumerable<StreamEvent> events)
+        {
+            if (chat)
+            {
+                var content = new JsonArray();
+                foreach (var e in events)
+                {
+                    var entry = TokenEntry(e.Token, e.Logprob);
+                    entry["top_logprobs"] = new JsonArray((e.Top ?? []).Select(t => (JsonNode)TokenEntry(t.Token, t.Logprob)).ToArray());
+                    content.Add(entry);
+                }
+                return new JsonObject { ["content"] = content };
+            }
+            var list = events.ToList();
+            return new JsonObject
+            {
+                ["tokens"] = new JsonArray(list.Select(e => (JsonNode)m.Tokenizer.TokenToString(e.Token)).ToArray()),
+                ["token_logprobs"] = new JsonArray(list.Select(e => (JsonNode)e.Logprob).ToArray()),
+                ["top_logprobs"] = new JsonArray(list.Select(e => (JsonNode)Top(e)).ToArray()),
+                ["text_offset"] = new JsonArray(list.Select(_ => (JsonNode)0).ToArray()),
+            };
+        }
+
+        private JsonObject Top(StreamEvent e)
+        {
+            var o = new JsonObject();
+            foreach (var t in e.Top ?? []) o[m.Tokenizer.TokenToString(t.Token)] = t.Logprob;
+            return o;
+        }
+
+        private JsonObject TokenEntry(int token, float logprob)
+        {
+            string s = m.Tokenizer.TokenToString(token);
+            return new JsonObject
+            {
+                ["token"] = s, ["logprob"] = logprob, ["bytes"] = new JsonArray(Encoding.UTF8.GetBytes(s).Select(b => (JsonNode)(int)b).ToArray()),
+            };
+        }
+
+        private static string Reason(ServingFinish f) => f == ServingFinish.Length ? "length" : "stop";
+    }
+}

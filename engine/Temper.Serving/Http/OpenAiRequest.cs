@@ -1,0 +1,117 @@
+// Reads an OpenAI-style request body (/v1/completions or /v1/chat/completions) into a serving request:
+// model, prompt or messages, max_tokens (max_completion_tokens), temperature (0 = greedy), top_p,
+// n, seed, stop, logprobs (an int for completions; a bool plus top_logprobs for chat), stream and
+// stream_options.include_usage. Anything malformed is a TemperException naming the field (HTTP 400);
+// an unknown model is an UnknownModelException (HTTP 404).
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models;
+using Temper.Serving.Scheduling;
+
+namespace Temper.Serving.Http;
+
+public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops)
+{
+    public static OpenAiRequest Parse(JsonObject body, bool chat, ServedModel m)
+    {
+        string model = Str(body, "model") ?? throw new TemperException("'model' is required");
+        string? adapter = m.AdapterFor(model);
+        IReadOnlyList<int> prompt;
+        if (chat)
+        {
+            if (body["messages"] is not JsonArray messages || messages.Count == 0) throw new TemperException("'messages' must be a non-empty array");
+            foreach (var msg in messages)
+                if (msg is not JsonObject o || Str(o, "role") == null) throw new TemperException("each message needs a 'role'");
+            prompt = m.EncodeChat(Flatten(messages));
+        }
+        else prompt = body["prompt"] switch
+        {
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => m.Encode(v.GetValue<string>()),
+            JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number) => a.Select(x => x!.GetValue<int>()).ToArray(),
+            JsonArray { Count: 1 } a when a[0] is JsonValue one && one.GetValueKind() == JsonValueKind.String => m.Encode(one.GetValue<string>()),
+            null => throw new TemperException("'prompt' is required"),
+            _ => throw new TemperException("'prompt' must be a string, a one-string array or an array of token ids"),
+        };
+        int maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? (chat ? 256 : 16);
+        float temperature = Float(body, "temperature") ?? 1f;
+        if (temperature < 0 || temperature > 2) throw new TemperException($"'temperature' must be in [0, 2] (got {temperature})");
+        float topP = Float(body, "top_p") ?? 1f;
+        int n = Int(body, "n") ?? 1;
+        long? seed = body["seed"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.Number ? sv.GetValue<long>() : null;
+        var stops = body["stop"] switch
+        {
+            null => [],
+            JsonValue v when v.GetValueKind() == JsonValueKind.Null => [],
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => [v.GetValue<string>()],
+            JsonArray a when a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.String) => a.Select(x => x!.GetValue<string>()).ToArray(),
+            _ => throw new TemperException("'stop' must be a string or an array of strings"),
+        };
+        if (stops.Any(s => s.Length == 0)) throw new TemperException("'stop' strings must not be empty");
+        int topLogprobs = -1;
+        if (chat)
+        {
+            if (Bool(body, "logprobs") == true) topLogprobs = Int(body, "top_logprobs") ?? 0;
+            else if (body["top_logprobs"] != null) throw new TemperException("'top_logprobs' needs 'logprobs': true");
+        }
+        else if (Int(body, "logprobs") is int lp) topLogprobs = lp;
+        if (topLogprobs > 20) throw new TemperException($"'logprobs' asks for {topLogprobs} alternatives; at most 20");
+        bool stream = Bool(body, "stream") ?? false;
+        bool usage = body["stream_options"] is JsonObject so && (Bool(so, "include_usage") ?? false);
+        var serving = new ServingRequest
+        {
+            PromptIds = prompt, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
+            Sampling = temperature == 0
+                ? new SamplingOptions { Greedy = true }
+                : new SamplingOptions { Greedy = false, Temperature = temperature, TopP = topP, Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64() },
+        };
+        return new OpenAiRequest(model, serving, stream, usage, topLogprobs >= 0, stops);
+    }
+
+    /// <summary>Messages whose content is an array of parts ({type: text, text}) become plain strings, which chat templates expect.</summary>
+    private static JsonArray Flatten(JsonArray messages)
+    {
+        var r = new JsonArray();
+        foreach (var msg in messages.Cast<JsonObject>())
+        {
+            var copy = (JsonObject)msg.DeepClone();
+            if (copy["content"] is JsonArray parts)
+                copy["content"] = string.Concat(parts.Select(p => p is JsonObject po && Str(po, "type") == "text" ? Str(po, "text") ?? ""
+                    : throw new TemperException("only text message parts are supported")));
+            r.Add(copy);
+        }
+        return r;
+    }
+
+    private static T? Get<T>(JsonObject o, string key, JsonValueKind kind, string what) where T : struct
+    {
+        var n = o[key];
+        if (n == null || n.GetValueKind() == JsonValueKind.Null) return null;
+        if (n.GetValueKind() != kind) throw new TemperException($"'{key}' must be {what}");
+        try { return n.GetValue<T>(); }
+        catch (FormatException) { throw new TemperException($"'{key}' must be {what}"); }
+        catch (InvalidOperationException) { throw new TemperException($"'{key}' must be {what}"); }
+    }
+
+    private static int? Int(JsonObject o, string key) => Get<int>(o, key, JsonValueKind.Number, "an integer");
+    private static float? Float(JsonObject o, string key) => Get<float>(o, key, JsonValueKind.Number, "a number");
+    private static bool? Bool(JsonObject o, string key)
+    {
+        var n = o[key];
+        return n?.GetValueKind() switch
+        {
+            null or JsonValueKind.Null => null,
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw new TemperException($"'{key}' must be true or false"),
+        };
+    }
+
+    private static string? Str(JsonObject o, string key)
+    {
+        var n = o[key];
+        if (n == null || n.GetValueKind() == JsonValueKind.Null) return null;
+        if (n.GetValueKind() != JsonValueKind.String) throw new TemperException($"'{key}' must be a string");
+        return n.GetValue<string>();
+    }
+}

@@ -1,0 +1,68 @@
+// One base model and its adapters behind one serving engine, as the HTTP server and the IChatClient
+// see it: the model ids a request may name (the base's, then each adapter's), prompt encoding (text,
+// or chat messages through the model's chat template) and the EOS ids completions stop at.
+using System.Text.Json.Nodes;
+using Temper.Core;
+using Temper.Models;
+using Temper.Models.Text;
+using Temper.Serving.Lora;
+using Temper.Serving.Scheduling;
+
+namespace Temper.Serving.Http;
+
+/// <summary>A request named a model this server does not serve (HTTP 404).</summary>
+public sealed class UnknownModelException(string model, IEnumerable<string> known)
+    : TemperException($"model '{model}' does not exist; this server has {string.Join(", ", known.Select(k => $"'{k}'"))}");
+
+public sealed class ServedModel : IDisposable
+{
+    private readonly LanguageModel _lm;
+    private readonly AdapterStack _adapters;
+
+    /// <summary>Loads DIR on the backend with the named adapter folders (name -> folder) and starts the engine.</summary>
+    public ServedModel(LanguageModel lm, IReadOnlyList<(string Name, string Dir)> adapters, ServingOptions options, string? name = null)
+    {
+        _lm = lm;
+        Tokenizer = lm.RequireTokenizer();
+        Template = lm.Template;
+        BaseName = name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(lm.Directory)));
+        _adapters = new AdapterStack(lm.Weights, lm.Decoder.Backend);
+        foreach (var (n, dir) in adapters)
+        {
+            if (n == BaseName) throw new TemperException($"--adapter {n}: the name is the base model's");
+            _adapters.Add(n, LoraAdapter.Load(dir));
+        }
+        EosIds = lm.EosIds();
+        Engine = new ServingEngine(lm.Decoder, options, _adapters, ids => Tokenizer.Decode(ids, skipSpecialTokens: true));
+        Engine.Start();
+    }
+
+    public string BaseName { get; }
+    public ServingEngine Engine { get; }
+    public HfTokenizer Tokenizer { get; }
+    public ChatTemplate? Template { get; }
+    public IReadOnlyList<int> EosIds { get; }
+    public IReadOnlyList<string> ModelIds => [BaseName, .. _adapters.Names];
+
+    /// <summary>The adapter a model id selects (null: the base); unknown ids throw UnknownModelException.</summary>
+    public string? AdapterFor(string? model)
+    {
+        if (model == null || model == BaseName) return null;
+        if (_adapters.IndexOf(model) >= 0) return model;
+        throw new UnknownModelException(model, ModelIds);
+    }
+
+    public IReadOnlyList<int> EncodeChat(JsonArray messages)
+    {
+        var template = Template ?? throw new TemperException($"{_lm.Directory}: the model has no chat template; use /v1/completions");
+        return Tokenizer.Encode(template.Render(messages, addGenerationPrompt: true));
+    }
+
+    public IReadOnlyList<int> Encode(string text) => Tokenizer.Encode(text);
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        _adapters.Dispose();
+    }
+}

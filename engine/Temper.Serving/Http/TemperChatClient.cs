@@ -1,0 +1,76 @@
+// A Microsoft.Extensions.AI IChatClient over the serving engine, for in-process .NET apps: the same
+// model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 or
+// unset = greedy), stop sequences and token limits as the HTTP server, whole or streamed.
+using System.Runtime.CompilerServices;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+using Temper.Models;
+using Temper.Serving.Scheduling;
+
+namespace Temper.Serving.Http;
+
+public sealed class TemperChatClient(ServedModel model) : IChatClient
+{
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var (handle, stops, modelId) = Submit(messages, options);
+        using var reg = cancellationToken.Register(handle.Cancel);
+        var text = new TextStream(model.Tokenizer, stops);
+        int tokens = 0;
+        var finish = ServingFinish.Length;
+        await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (e.Error != null) throw new InvalidOperationException(e.Error);
+            if (e.Token >= 0)
+            {
+                text.Push(e.Token);
+                tokens++;
+            }
+            if (e.Finish is { } f) finish = f;
+        }
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.Text))
+        {
+            ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = Reason(finish),
+            Usage = new UsageDetails { InputTokenCount = handle.Request.PromptIds.Count, OutputTokenCount = tokens, TotalTokenCount = handle.Request.PromptIds.Count + tokens },
+        };
+    }
+
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var (handle, stops, modelId) = Submit(messages, options);
+        using var reg = cancellationToken.Register(handle.Cancel);
+        var text = new TextStream(model.Tokenizer, stops);
+        await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (e.Error != null) throw new InvalidOperationException(e.Error);
+            string delta = e.Token >= 0 ? text.Push(e.Token) : "";
+            if (e.Finish != null) delta += text.Finish();
+            yield return new ChatResponseUpdate(ChatRole.Assistant, delta)
+            {
+                ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = e.Finish is { } f ? Reason(f) : null,
+            };
+        }
+    }
+
+    private (RequestHandle, IReadOnlyList<string>, string) Submit(IEnumerable<ChatMessage> messages, ChatOptions? o)
+    {
+        string modelId = o?.ModelId ?? model.BaseName;
+        var json = new JsonArray(messages.Select(m => (JsonNode)new JsonObject { ["role"] = m.Role.Value, ["content"] = m.Text }).ToArray());
+        var stops = o?.StopSequences?.ToArray() ?? [];
+        float t = o?.Temperature ?? 0f;
+        var request = new ServingRequest
+        {
+            PromptIds = model.EncodeChat(json), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
+            Sampling = t == 0 ? new SamplingOptions { Greedy = true }
+                : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) },
+        };
+        return (model.Engine.Submit(request), stops, modelId);
+    }
+
+    private static ChatFinishReason Reason(ServingFinish f) => f == ServingFinish.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+
+    public object? GetService(Type serviceType, object? serviceKey = null) => serviceKey == null && serviceType.IsInstanceOfType(this) ? this : null;
+
+    public void Dispose() { }
+}

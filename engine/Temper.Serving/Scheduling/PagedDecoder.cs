@@ -1,0 +1,117 @@
+// The decoder forward over a flat batch of token rows from many sequences (continuous batching): each
+// item brings a sequence's new tokens (a prefill chunk or one decode token) at positions
+// [Start, Start + Ids.Length) and the adapter its rows use. The layers are the Llama-family decoder's
+// (Decoder.cs) with two changes: K/V are written into the paged cache through each sequence's block
+// table and read back by PagedAttention, and every targeted projection adds each row's own LoRA
+// through the gathered LoRA op (the base weights stay unmerged and shared).
+// Rows are [N] = the items' tokens in order; logits come back [items wanting them, V] on the host.
+using Temper.Core;
+using Temper.Models;
+using Temper.Serving.Kv;
+using Temper.Serving.Lora;
+
+namespace Temper.Serving.Scheduling;
+
+public sealed record StepItem(SequenceBlocks Blocks, int[] Ids, int Start, int Adapter, bool WantLogits);
+
+public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterStack? adapters)
+{
+    private readonly RopeFrequencies _rope = decoder.Config.Rope.Frequencies(decoder.Config.HeadDim);
+
+    public Decoder Decoder { get; } = decoder;
+    public PagedKvCache Cache { get; } = cache;
+    public AdapterStack? Adapters { get; } = adapters;
+
+    /// <summary>Runs the items (whose blocks are reserved) and returns the logits of those that want them, [count, V] row-major.</summary>
+    public float[] Forward(IReadOnlyList<StepItem> items)
+    {
+        var cfg = Decoder.Config;
+        var be = Decoder.Backend;
+        var w = Decoder.Weights;
+        int n = items.Sum(i => i.Ids.Length);
+        int maxBlocks = Math.Max(1, items.Max(i => i.Blocks.Blocks.Count));
+        var ids = new int[n];
+        var positions = new int[n];
+        var rowSeq = new int[n];
+        var rowLen = new int[n];
+        var rowAdapter = new int[n];
+        var tables = new int[items.Count * maxBlocks];
+        for (int s = 0, row = 0; s < items.Count; s++)
+        {
+            var it = items[s];
+            for (int b = 0; b < it.Blocks.Blocks.Count; b++) tables[s * maxBlocks + b] = it.Blocks.Blocks[b];
+            for (int i = 0; i < it.Ids.Length; i++, row++)
+            {
+                if ((uint)it.Ids[i] >= (uint)cfg.VocabSize) throw new TemperException($"token id {it.Ids[i]} is outside the vocabulary (size {cfg.VocabSize})");
+                ids[row] = it.Ids[i];
+                positions[row] = it.Start + i;
+                rowSeq[row] = s;
+                rowLen[row] = it.Start + i + 1;
+                rowAdapter[row] = it.Adapter;
+            }
+            if (Cache.BlocksFor(it.Start + it.Ids.Length) > it.Blocks.Blocks.Count)
+                throw new InvalidOperationException($"item {s}: positions up to {it.Start + it.Ids.Length} need blocks that were not reserved");
+        }
+        bool anyAdapter = Adapters != null && rowAdapter.Any(a => a >= 0);
+        int c = cfg.HiddenSize, h = cfg.NumHeads, hkv = cfg.NumKvHeads, d = cfg.HeadDim, f = cfg.IntermediateSize;
+
+        using var x = be.Zeros(new Shape(n, c));
+        using var hn = be.Zeros(new Shape(n, c));
+        using var q = be.Zeros(new Shape(n, h * d));
+        using var k = be.Zeros(new Shape(n, hkv * d));
+        using var v = be.Zeros(new Shape(n, hkv * d));
+        using var attn = be.Zeros(new Shape(n, h * d));
+        using var proj = be.Zeros(new Shape(n, c));
+        using var gate = be.Zeros(new Shape(n, f));
+        using var up = be.Zeros(new Shape(n, f));
+        void Project(Projection p, Tensor input, Tensor output)
+        {
+            p.Forward(be, input, output);
+            if (anyAdapter && Adapters!.For(p.Name) is { } st) be.GatheredLoraLinear(input, st.A, st.B, st.Scales, rowAdapter, output);
+        }
+
+        be.Embedding(w.Embed, ids, x);
+        float scale = 1f / MathF.Sqrt(d);
+        for (int l = 0; l < w.Layers.Length; l++)
+        {
+            var lw = w.Layers[l];
+            be.RmsNorm(x, lw.InputNorm, cfg.RmsNormEps, hn);
+            Project(lw.Q, hn, q);
+            Project(lw.K, hn, k);
+            Project(lw.V, hn, v);
+            be.Rope(View(q, n, h, d), positions, _rope);
+            be.Rope(View(k, n, hkv, d), positions, _rope);
+            for (int s = 0, row = 0; s < items.Count; row += items[s].Ids.Length, s++)
+                Cache.Write(l, items[s].Blocks, items[s].Start, k, v, row, items[s].Ids.Length);
+            be.PagedAttention(new PagedAttentionArgs(View(q, n, h, d), Cache.K(l), Cache.V(l), View(attn, n, h, d), tables, maxBlocks, rowSeq, rowLen, scale));
+            Project(lw.O, attn, proj);
+            be.Add(x, proj, x);
+            be.RmsNorm(x, lw.PostAttentionNorm, cfg.RmsNormEps, hn);
+            Project(lw.Gate, hn, gate);
+            Project(lw.Up, hn, up);
+            be.SwiGlu(gate, up, gate);
+            Project(lw.Down, gate, proj);
+            be.Add(x, proj, x);
+        }
+        be.RmsNorm(x, w.FinalNorm, cfg.RmsNormEps, hn);
+
+        var wanted = Enumerable.Range(0, items.Count).Where(s => items[s].WantLogits).ToArray();
+        if (wanted.Length == 0) return [];
+        using var last = be.Zeros(new Shape(wanted.Length, c));
+        var lastAdapter = new int[wanted.Length];
+        for (int i = 0, row = 0, s = 0; s < items.Count; row += items[s].Ids.Length, s++)
+        {
+            if (!items[s].WantLogits) continue;
+            be.CopyRows(hn, row + items[s].Ids.Length - 1, last, i, 1);
+            lastAdapter[i++] = items[s].Adapter;
+        }
+        using var logits = be.Zeros(new Shape(wanted.Length, cfg.VocabSize));
+        w.LmHead.Forward(be, last, logits);
+        if (anyAdapter && Adapters!.For(w.LmHead.Name) is { } head) be.GatheredLoraLinear(last, head.A, head.B, head.Scales, lastAdapter, logits);
+        if (logits.IsHost) return logits.Floats.ToArray();
+        using var host = be.ToHost(logits);
+        return host.Floats.ToArray();
+    }
+
+    private static Tensor View(Tensor t, int n, int heads, int d) => new(new Shape(n, heads, d), t.DType, t.Storage, t.Name);
+}

@@ -1,0 +1,301 @@
+// Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones,
+// then give every running sequence its next tokens (a decode token, or the next chunk of its prompt)
+// within the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget
+// and blocks last. When blocks run short, the most recently admitted sequence is preempted by
+// recomputation: its blocks are freed and it waits again with its prompt + generated tokens, which
+// are recomputed when it is readmitted. Sequences whose computed length reaches their token count get
+// logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
+// EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
+// after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
+// the background loop's (Start) or a test's.
+using System.Collections.Concurrent;
+using Temper.Core;
+using Temper.Models;
+using Temper.Serving.Kv;
+using Temper.Serving.Lora;
+
+namespace Temper.Serving.Scheduling;
+
+public sealed class ServingEngine : IDisposable
+{
+    private sealed class Sequence
+    {
+        public required RequestHandle Handle { get; init; }
+        public required int Choice { get; init; }
+        public required List<int> Tokens { get; init; }
+        public required int PromptLength { get; init; }
+        public required Sampler Sampler { get; init; }
+        public required int Adapter { get; init; }
+        public SequenceBlocks Blocks { get; set; } = new();
+        public long AdmitOrder { get; set; }
+        public bool Forked { get; set; }
+        public int Generated => Tokens.Count - PromptLength;
+    }
+
+    private readonly ConcurrentQueue<Sequence> _incoming = new();
+    private readonly LinkedList<Sequence> _waiting = new();
+    private readonly List<Sequence> _running = [];
+    private readonly Func<IReadOnlyList<int>, string>? _decode;
+    private readonly Lock _stepLock = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private Thread? _loop;
+    private volatile bool _stopping;
+    private long _nextId, _admitCounter;
+    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _finished;
+
+    public ServingEngine(Decoder decoder, ServingOptions options, AdapterStack? adapters = null, Func<IReadOnlyList<int>, string>? decode = null)
+    {
+        Options = options;
+        if (options.MaxBatchTokens < 1 || options.MaxRunning < 1) throw new TemperException("serving: MaxBatchTokens and MaxRunning must be >= 1");
+        Cache = new PagedKvCache(decoder.Config, decoder.Backend, options.Blocks, options.BlockSize);
+        Model = new PagedDecoder(decoder, Cache, adapters);
+        _decode = decode;
+        MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? decoder.Config.MaxPositions, options.Blocks * options.BlockSize);
+        if (decoder.Config.SlidingWindow is int w && MaxSequenceLength > w) MaxSequenceLength = w;
+    }
+
+    public ServingOptions Options { get; }
+    public PagedKvCache Cache { get; }
+    public PagedDecoder Model { get; }
+    public AdapterStack? Adapters => Model.Adapters;
+    public ModelConfig Config => Model.Decoder.Config;
+    public int MaxSequenceLength { get; }
+
+    public ServingStats Stats
+    {
+        get
+        {
+            lock (_stepLock)
+                return new ServingStats(_steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _finished, Cache.CopiedOnWrite, _running.Count,
+                    _waiting.Count + _incoming.Count, Cache.Pool.Available);
+        }
+    }
+
+    /// <summary>Queues a request; bad requests (empty, too long, unknown adapter, bad options) throw TemperException here.</summary>
+    public RequestHandle Submit(ServingRequest r)
+    {
+        if (r.PromptIds.Count == 0) throw new TemperException("the prompt is empty: give at least one token");
+        if (r.MaxNewTokens < 1) throw new TemperException($"max tokens must be >= 1 (got {r.MaxNewTokens})");
+        if (r.N < 1 || r.N > Options.MaxRunning) throw new TemperException($"n must be in 1..{Options.MaxRunning} (got {r.N})");
+        if (r.TopLogprobs > 20) throw new TemperException($"top logprobs must be at most 20 (got {r.TopLogprobs})");
+        if (r.StopStrings.Count > 0 && _decode == null) throw new TemperException("stop strings need a tokenizer");
+        r.Sampling.Validate();
+        foreach (int id in r.PromptIds)
+            if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
+        if (r.PromptIds.Count + r.MaxNewTokens > MaxSequenceLength)
+            throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) exceed the limit of {MaxSequenceLength} tokens per sequence");
+        int adapter = -1;
+        if (r.Adapter != null)
+        {
+            adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
+            if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
+        }
+        var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
+        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);
+        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : BlockPool.ChainHash(0, r.Adapter.Select(ch => (int)ch).ToArray()) };
+        _incoming.Enqueue(first);
+        _wake.Set();
+        return handle;
+    }
+
+    private Sequence NewSequence(RequestHandle h, int choice, List<int> tokens, int adapter) => new()
+    {
+        Handle = h, Choice = choice, Tokens = tokens, PromptLength = h.Request.PromptIds.Count, Adapter = adapter,
+        Sampler = new Sampler(h.Request.Sampling with { Seed = h.Request.Sampling.Seed + (ulong)choice }),
+    };
+
+    /// <summary>Runs one scheduling step; false when there was nothing to do.</summary>
+    public bool Step()
+    {
+        lock (_stepLock)
+        {
+            while (_incoming.TryDequeue(out var s)) _waiting.AddLast(s);
+            foreach (var s in _running.Where(s => s.Handle.IsCancelled).ToArray()) Finish(s, ServingFinish.Cancelled);
+            for (var node = _waiting.First; node != null;)
+            {
+                var next = node.Next;
+                if (node.Value.Handle.IsCancelled)
+                {
+                    _waiting.Remove(node);
+                    Finish(node.Value, ServingFinish.Cancelled);
+                }
+                node = next;
+            }
+            // Rows of one adapter side by side: the gathered LoRA op then runs each adapter's rows in place.
+            var items = Schedule().OrderBy(i => i.Seq.Adapter).ToList();
+            if (items.Count == 0) return false;
+            try
+            {
+                Run(items);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                foreach (var (s, _) in items) Finish(s, ServingFinish.Error, e.Message);
+            }
+            _steps++;
+            return true;
+        }
+    }
+
+    private List<(Sequence Seq, int Count)> Schedule()
+    {
+        var items = new List<(Sequence, int)>();
+        int budget = Options.MaxBatchTokens;
+        foreach (var s in _running.ToArray())
+        {
+            if (budget == 0) break;
+            if (!_running.Contains(s)) continue; // preempted below by an earlier sequence
+            int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
+            bool ok;
+            while (!(ok = Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
+            {
+                var victim = _running[^1];
+                Preempt(victim);
+                if (victim == s) break;
+            }
+            if (!ok) continue;
+            items.Add((s, chunk));
+            budget -= chunk;
+        }
+        while (budget > 0 && _running.Count < Options.MaxRunning && _waiting.First is { } node)
+        {
+            var s = node.Value;
+            if (s.Blocks.Length == 0 && Options.PrefixCaching)
+            {
+                int hit = Cache.MatchPrefix(s.Blocks, s.Tokens.ToArray().AsSpan(0, s.Tokens.Count - 1));
+                _cachedPrefix += hit;
+            }
+            int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
+            if (!Cache.Reserve(s.Blocks, s.Blocks.Length + chunk))
+            {
+                Cache.Free(s.Blocks);
+                break;
+            }
+            _waiting.RemoveFirst();
+            s.AdmitOrder = ++_admitCounter;
+            _running.Add(s);
+            items.Add((s, chunk));
+            budget -= chunk;
+        }
+        return items;
+    }
+
+    private void Preempt(Sequence s)
+    {
+        Cache.Free(s.Blocks);
+        _running.Remove(s);
+        var node = _waiting.First;
+        while (node != null && node.Value.AdmitOrder != 0 && node.Value.AdmitOrder < s.AdmitOrder) node = node.Next;
+        if (node == null) _waiting.AddLast(s);
+        else _waiting.AddBefore(node, s);
+        _preemptions++;
+    }
+
+    private void Run(List<(Sequence Seq, int Count)> items)
+    {
+        var step = items.Select(i => new StepItem(i.Seq.Blocks, i.Seq.Tokens.GetRange(i.Seq.Blocks.Length, i.Count).ToArray(), i.Seq.Blocks.Length, i.Seq.Adapter,
+            i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count)).ToArray();
+        var logits = Model.Forward(step);
+        int v = Config.VocabSize, row = 0;
+        for (int i = 0; i < items.Count; i++)
+        {
+            var (s, count) = items[i];
+            bool decode = s.Blocks.Length >= s.PromptLength;
+            Cache.Commit(s.Blocks, s.Tokens.ToArray(), s.Blocks.Length + count);
+            if (decode) _decodeTokens += count;
+            else _prefill += count;
+            if (!step[i].WantLogits) continue;
+            var l = logits.AsSpan(row++ * v, v);
+            if (s.Handle.Request.N > 1 && !s.Forked)
+            {
+                s.Forked = true;
+                for (int c = 1; c < s.Handle.Request.N; c++)
+                {
+                    var child = NewSequence(s.Handle, c, [.. s.Tokens], s.Adapter);
+                    child.Forked = true;
+                    child.Blocks = Cache.Fork(s.Blocks);
+                    child.AdmitOrder = ++_admitCounter;
+                    _running.Add(child);
+                    Sample(child, l);
+                }
+            }
+            Sample(s, l);
+        }
+    }
+
+    private void Sample(Sequence s, ReadOnlySpan<float> logits)
+    {
+        var r = s.Handle.Request;
+        int id = s.Sampler.Next(logits, s.Tokens.ToArray());
+        s.Tokens.Add(id);
+        float lp = 0;
+        TokenLogprob[]? top = null;
+        if (r.TopLogprobs >= 0) (lp, top) = Logprobs(logits, id, r.TopLogprobs);
+        ServingFinish? finish = null;
+        if (!r.IgnoreEos && r.EosIds.Contains(id)) finish = ServingFinish.Eos;
+        else if (r.StopStrings.Count > 0 && r.StopStrings.Any(_decode!(s.Tokens.GetRange(s.PromptLength, s.Generated)).Contains)) finish = ServingFinish.Stop;
+        else if (s.Generated >= r.MaxNewTokens || s.Tokens.Count >= MaxSequenceLength) finish = ServingFinish.Length;
+        s.Handle.Emit(new StreamEvent(s.Choice, id, lp, top, finish));
+        if (finish is { } f) Finish(s, f, emit: false);
+    }
+
+    private static (float, TokenLogprob[]) Logprobs(ReadOnlySpan<float> logits, int chosen, int k)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float x in logits) max = Math.Max(max, x);
+        double sum = 0;
+        foreach (float x in logits) sum += Math.Exp(x - max);
+        float lse = max + (float)Math.Log(sum);
+        var top = new TokenLogprob[Math.Min(k, logits.Length)];
+        if (k > 0)
+        {
+            var order = Enumerable.Range(0, logits.Length).ToArray();
+            var keys = logits.ToArray();
+            Array.Sort(keys.Select(x => -x).ToArray(), order);
+            for (int i = 0; i < top.Length; i++) top[i] = new TokenLogprob(order[i], logits[order[i]] - lse);
+        }
+        return (logits[chosen] - lse, top);
+    }
+
+    private void Finish(Sequence s, ServingFinish f, string? error = null, bool emit = true)
+    {
+        Cache.Free(s.Blocks);
+        _running.Remove(s);
+        if (emit) s.Handle.Emit(new StreamEvent(s.Choice, -1, 0, null, f, error));
+        // Choices not yet forked never run: a cancelled or failed parent closes them too.
+        int closes = s.Forked || s.Handle.Request.N == 1 ? 1 : s.Handle.OpenChoices;
+        s.Handle.OpenChoices -= closes;
+        if (s.Handle.OpenChoices <= 0)
+        {
+            s.Handle.Complete();
+            _finished++;
+        }
+    }
+
+    /// <summary>Starts the background loop that steps whenever there is work.</summary>
+    public void Start()
+    {
+        if (_loop != null) return;
+        _loop = new Thread(() =>
+        {
+            while (!_stopping)
+                if (!Step()) _wake.WaitOne(20);
+        }) { IsBackground = true, Name = "temper-serving" };
+        _loop.Start();
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        _wake.Set();
+        _loop?.Join();
+        lock (_stepLock)
+        {
+            foreach (var s in _running.ToArray()) Finish(s, ServingFinish.Cancelled);
+            foreach (var s in _waiting) Finish(s, ServingFinish.Cancelled);
+            _waiting.Clear();
+        }
+        Cache.Dispose();
+        _wake.Dispose();
+    }
+}

@@ -1,0 +1,62 @@
+// Paged attention. q[N,H,D] token rows of several sequences; k/v caches [Blocks, BlockSize, Hkv, D];
+// out[N,H,D]. Row n of sequence seq[n] sees keys 0..len[n]-1; key p lives at slot p % BlockSize of block
+// tables[seq * MaxBlocks + p / BlockSize]. One thread per (row, head): a pass for the max score, then a
+// pass accumulating exp(s - max) v into out through the block table, normalised at the end; f32.
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Temper.Kernels.Ilgpu.Ops;
+
+internal struct PagedAttentionDims
+{
+    public int H, Hkv, D, BlockSize, MaxBlocks;
+    public float Scale;
+}
+
+internal static class PagedAttention
+{
+    private static int KeyOffset(ArrayView<int> tables, PagedAttentionDims a, int seq, int p, int kh) =>
+        ((tables[seq * a.MaxBlocks + p / a.BlockSize] * a.BlockSize + p % a.BlockSize) * a.Hkv + kh) * a.D;
+
+    public static void Kernel(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output,
+        ArrayView<int> tables, ArrayView<int> rowSeq, ArrayView<int> rowLen, PagedAttentionDims a)
+    {
+        int row = index / a.H, h = index % a.H, kh = h / (a.H / a.Hkv), d = a.D, qo = index * d;
+        int seq = rowSeq[row], len = rowLen[row];
+        for (int t = 0; t < d; t++) output[qo + t] = 0;
+        if (len == 0) return;
+        float max = float.NegativeInfinity;
+        for (int j = 0; j < len; j++)
+        {
+            int ko = KeyOffset(tables, a, seq, j, kh);
+            float s = 0;
+            for (int t = 0; t < d; t++) s += q[qo + t] * k[ko + t];
+            max = IntrinsicMath.Max(max, a.Scale * s);
+        }
+        float sum = 0;
+        for (int j = 0; j < len; j++)
+        {
+            int ko = KeyOffset(tables, a, seq, j, kh);
+            float s = 0;
+            for (int t = 0; t < d; t++) s += q[qo + t] * k[ko + t];
+            float p = MathF.Exp(a.Scale * s - max);
+            sum += p;
+            for (int t = 0; t < d; t++) output[qo + t] += p * v[ko + t];
+        }
+        float inv = 1f / sum;
+        for (int t = 0; t < d; t++) output[qo + t] *= inv;
+    }
+
+    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output,
+        ReadOnlySpan<int> tables, ReadOnlySpan<int> rowSeq, ReadOnlySpan<int> rowLen, PagedAttentionDims a)
+    {
+        var dTables = dc.Arena.Upload(tables);
+        var dSeq = dc.Arena.Upload(rowSeq);
+        var dLen = dc.Arena.Upload(rowLen);
+        int threads = rowSeq.Length * a.H;
+        if (threads == 0) return;
+        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>>("paged_attention",
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>(Kernel))
+            (threads, q, k, v, output, dTables, dSeq, dLen, a);
+    }
+}

@@ -1,0 +1,198 @@
+// The OpenAI-compatible server on loopback, driven by the official OpenAI .NET client (chat, streaming,
+// log-probs, models, adapter selection, errors) and by raw HTTP (/v1/completions, malformed bodies);
+// bad requests get a 4xx with a message and the server keeps answering; a bounded load test of
+// concurrent streaming clients checks that nothing is lost or mixed up between them; the in-process
+// IChatClient gives what the server gives.
+using System.ClientModel;
+using System.Diagnostics;
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.AI;
+using OpenAI;
+using OpenAI.Chat;
+using Temper.Kernels.Cpu;
+using Temper.Models;
+using Temper.Serving.Http;
+using Temper.Serving.Scheduling;
+
+namespace Temper.Serving.Tests;
+
+public sealed class ServerFixture : IAsyncLifetime
+{
+    private LanguageModel _lm = null!;
+    public ServedModel Model { get; private set; } = null!;
+    public ServingHost Host { get; private set; } = null!;
+    public HttpClient Http { get; } = new() { Timeout = TimeSpan.FromSeconds(60) };
+
+    public async ValueTask InitializeAsync()
+    {
+        _lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(2));
+        Model = new ServedModel(_lm, [("a0", ServingFixtures.Adapter(0)), ("a1", ServingFixtures.Adapter(1))],
+            new ServingOptions { BlockSize = 8, Blocks = 128, MaxSequenceLength = 200 });
+        Host = await ServingHost.StartAsync(Model, "127.0.0.1", 0, maxBodyBytes: 64 << 10);
+    }
+
+    public OpenAIClient Client() => new(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(Host.Address, "v1") });
+
+    public async ValueTask DisposeAsync()
+    {
+        await Host.DisposeAsync();
+        Model.Dispose();
+        _lm.Dispose();
+        Http.Dispose();
+    }
+}
+
+public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixture>
+{
+    private static CancellationToken Cancel => TestContext.Current.CancellationToken;
+
+    private static ChatCompletionOptions Greedy(int tokens, int top = 0) =>
+        new() { Temperature = 0, MaxOutputTokenCount = tokens, IncludeLogProbabilities = true, TopLogProbabilityCount = top };
+
+    [Fact]
+    public async Task Models_lists_the_base_and_the_adapters()
+    {
+        var models = await f.Client().GetOpenAIModelClient().GetModelsAsync(Cancel);
+        Assert.Equal(["llama-tiny", "a0", "a1"], models.Value.Select(m => m.Id));
+    }
+
+    [Fact]
+    public async Task Chat_whole_and_streamed_agree_and_adapters_change_the_answer()
+    {
+        List<OpenAI.Chat.ChatMessage> messages = [new SystemChatMessage("You are terse."), new UserChatMessage("Name three colours.")];
+        var chat = f.Client().GetChatClient("llama-tiny");
+        var whole = (await chat.CompleteChatAsync(messages, Greedy(12, 2), Cancel)).Value;
+        Assert.Equal(OpenAI.Chat.ChatFinishReason.Length, whole.FinishReason);
+        Assert.Equal(12, whole.Usage.OutputTokenCount);
+        Assert.Equal(12, whole.ContentTokenLogProbabilities.Count);
+        Assert.All(whole.ContentTokenLogProbabilities, t => Assert.Equal(2, t.TopLogProbabilities.Count));
+        Assert.All(whole.ContentTokenLogProbabilities, t => Assert.Equal(t.TopLogProbabilities[0].LogProbability, t.LogProbability, 5)); // greedy = top
+
+        var streamed = new StringBuilder();
+        int updates = 0;
+        OpenAI.Chat.ChatFinishReason? finish = null;
+        await foreach (var u in chat.CompleteChatStreamingAsync(messages, Greedy(12), Cancel))
+        {
+            updates++;
+            foreach (var part in u.ContentUpdate) streamed.Append(part.Text);
+            finish ??= u.FinishReason;
+        }
+        Assert.Equal(whole.Content.Single().Text, streamed.ToString());
+        Assert.True(updates >= 12, $"{updates} stream updates for 12 tokens");
+        Assert.Equal(OpenAI.Chat.ChatFinishReason.Length, finish);
+
+        // The same conversation in process, through IChatClient, gives the same text.
+        using IChatClient local = new TemperChatClient(f.Model);
+        var inProcess = await local.GetResponseAsync([new(ChatRole.System, "You are terse."), new(ChatRole.User, "Name three colours.")],
+            new ChatOptions { MaxOutputTokens = 12 }, Cancel);
+        Assert.Equal(whole.Content.Single().Text, inProcess.Text);
+        var localStream = new StringBuilder();
+        await foreach (var u in local.GetStreamingResponseAsync([new(ChatRole.System, "You are terse."), new(ChatRole.User, "Name three colours.")],
+            new ChatOptions { MaxOutputTokens = 12 }, Cancel)) localStream.Append(u.Text);
+        Assert.Equal(inProcess.Text, localStream.ToString());
+
+        var withAdapter = (await f.Client().GetChatClient("a1").CompleteChatAsync(messages, Greedy(12), Cancel)).Value;
+        Assert.NotEqual(whole.ContentTokenLogProbabilities[0].LogProbability, withAdapter.ContentTokenLogProbabilities[0].LogProbability);
+    }
+
+    [Fact]
+    public async Task Completions_return_text_logprobs_and_stream()
+    {
+        var body = new JsonObject { ["model"] = "a0", ["prompt"] = "Once upon a time", ["max_tokens"] = 6, ["temperature"] = 0, ["logprobs"] = 3 };
+        var r = await Post("v1/completions", body.ToJsonString());
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        var choice = r.Json!["choices"]![0]!;
+        Assert.Equal("length", (string?)choice["finish_reason"]);
+        Assert.Equal(6, choice["logprobs"]!["token_logprobs"]!.AsArray().Count);
+        Assert.Equal(3, choice["logprobs"]!["top_logprobs"]![0]!.AsObject().Count);
+        Assert.Equal(6, (int)r.Json["usage"]!["completion_tokens"]!);
+
+        body["stream"] = true;
+        var sse = await Post("v1/completions", body.ToJsonString());
+        var chunks = sse.Text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", chunks[^1]);
+        string text = string.Concat(chunks[..^1].Select(c => (string?)JsonNode.Parse(c["data: ".Length..])!["choices"]![0]!["text"]));
+        Assert.Equal((string?)choice["text"], text);
+    }
+
+    [Fact]
+    public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
+    {
+        var badJson = await Post("v1/chat/completions", "{\"model\": \"llama-tiny\", \"messages\": [");
+        Assert.Equal(HttpStatusCode.BadRequest, badJson.Status);
+        Assert.Contains("not valid JSON", Message(badJson));
+
+        var unknown = await Post("v1/chat/completions", """{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}""");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.Status);
+        Assert.Contains("'gpt-9' does not exist", Message(unknown));
+        var ex = await Assert.ThrowsAsync<ClientResultException>(() => f.Client().GetChatClient("gpt-9").CompleteChatAsync([new UserChatMessage("hi")], cancellationToken: Cancel));
+        Assert.Equal(404, ex.Status);
+
+        var tooLong = await Post("v1/completions", """{"model": "llama-tiny", "prompt": "hi", "max_tokens": 5000}""");
+        Assert.Equal(HttpStatusCode.BadRequest, tooLong.Status);
+        Assert.Contains("exceed the limit of 200 tokens", Message(tooLong));
+
+        var badField = await Post("v1/chat/completions", """{"model": "llama-tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}""");
+        Assert.Equal(HttpStatusCode.BadRequest, badField.Status);
+        Assert.Contains("'temperature' must be a number", Message(badField));
+
+        var huge = await Post("v1/completions", new JsonObject { ["model"] = "llama-tiny", ["prompt"] = new string('x', 100_000) }.ToJsonString());
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, huge.Status);
+
+        var ok = await f.Client().GetChatClient("llama-tiny").CompleteChatAsync([new UserChatMessage("still there?")], Greedy(3), Cancel);
+        Assert.Equal(3, ok.Value.Usage.OutputTokenCount);
+    }
+
+    [Fact]
+    public async Task Concurrent_streaming_clients_get_their_own_tokens()
+    {
+        const int clients = 8, tokens = 16;
+        // Seeded sampling: the tiny random model's greedy answers are nearly all alike, sampled ones are not.
+        static ChatCompletionOptions Sampled(int i) => new() { Temperature = 1, Seed = 100 + i, MaxOutputTokenCount = tokens };
+        var prompts = Enumerable.Range(0, clients).Select(i => $"Request {i}: count to {i + 3} please").ToArray();
+        // What each prompt gives alone, one after the other.
+        var alone = new string[clients];
+        for (int i = 0; i < clients; i++)
+            alone[i] = (await f.Client().GetChatClient(i % 3 == 0 ? "a0" : "llama-tiny").CompleteChatAsync([new UserChatMessage(prompts[i])], Sampled(i), Cancel)).Value.Content.Single().Text;
+
+        Assert.True(alone.Distinct().Count() >= clients / 2, "the prompts' answers are too alike to tell a mix-up"); // so a mix-up would show
+        var clock = Stopwatch.StartNew();
+        var runs = Enumerable.Range(0, clients).Select(async i =>
+        {
+            var chat = f.Client().GetChatClient(i % 3 == 0 ? "a0" : "llama-tiny");
+            var text = new StringBuilder();
+            var times = new List<double>();
+            double start = clock.Elapsed.TotalMilliseconds;
+            await foreach (var u in chat.CompleteChatStreamingAsync([new UserChatMessage(prompts[i])], Sampled(i), Cancel))
+                foreach (var part in u.ContentUpdate)
+                {
+                    text.Append(part.Text);
+                    times.Add(clock.Elapsed.TotalMilliseconds - start);
+                }
+            return (Text: text.ToString(), Times: times);
+        }).ToArray();
+        var results = await Task.WhenAll(runs);
+        Assert.True(clock.Elapsed.TotalSeconds < 60, "the load test took over a minute");
+        for (int i = 0; i < clients; i++) Assert.Equal(alone[i], results[i].Text);
+        var ttft = results.Where(r => r.Times.Count > 0).Select(r => r.Times[0]).Order().ToArray();
+        var itl = results.SelectMany(r => r.Times.Zip(r.Times.Skip(1), (a, b) => b - a)).Order().ToArray();
+        TestContext.Current.SendDiagnosticMessage($"{clients} clients x {tokens} tokens in {clock.Elapsed.TotalMilliseconds:F0} ms; " +
+            $"TTFT p50 {ttft[ttft.Length / 2]:F1} ms; inter-token p50 {itl[itl.Length / 2]:F2} ms, p99 {itl[(int)(itl.Length * 0.99)]:F2} ms");
+    }
+
+    private sealed record Reply(HttpStatusCode Status, string Text, JsonNode? Json);
+
+    private async Task<Reply> Post(string path, string body)
+    {
+        using var content = new StringContent(body, Encoding.UTF8, "application/json");
+        using var r = await f.Http.PostAsync(new Uri(f.Host.Address, path), content, Cancel);
+        string text = await r.Content.ReadAsStringAsync(Cancel);
+        JsonNode? json = null;
+        if (r.Content.Headers.ContentType?.MediaType == "application/json" && text.Length > 0) json = JsonNode.Parse(text);
+        return new Reply(r.StatusCode, text, json);
+    }
+
+    private static string Message(Reply r) => (string?)r.Json?["error"]?["message"] ?? $"(no error message in '{r.Text}')";
+}

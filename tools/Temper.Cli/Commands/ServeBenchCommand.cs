@@ -1,0 +1,135 @@
+// `temper bench serve [--model DIR] [--requests R] [--prompt-len P] [--tokens N] [--adapters L]`:
+// R requests submitted at once to the continuous-batching engine, measured three ways on fresh
+// engines: the base model, every request on one LoRA adapter, and the requests spread over L
+// adapters (the gathered LoRA op mixes them in one batch). Prints tokens/s, time to first token and
+// inter-token latency (p50/p99), the engine's counters and the KV tiers' counters; --repeat K runs
+// the three K times, interleaved, and reports each one's best round (by tokens per CPU-second, which
+// a shared machine disturbs far less than wall time). Without --model it
+// builds a seeded random SmolLM-135M-shaped model; adapters are seeded random PEFT adapters (rank
+// --rank on all seven projections) written to a temporary folder.
+using System.CommandLine;
+using System.Text.Json;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+using Temper.Models;
+using Temper.Serving.Bench;
+using Temper.Serving.Kv;
+using Temper.Serving.Lora;
+using Temper.Serving.Scheduling;
+
+namespace Temper.Cli.Commands;
+
+internal static class ServeBenchCommand
+{
+    public static Command Create()
+    {
+        var cmd = new Command("serve", "Continuous-batching throughput and latency, base vs 1 adapter vs many");
+        var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: random SmolLM-135M-shaped weights)" };
+        var requests = new Option<int>("--requests") { Description = "Requests, all submitted at once", DefaultValueFactory = _ => 16 };
+        var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens per request", DefaultValueFactory = _ => 64 };
+        var sharedPrefix = new Option<int>("--shared-prefix") { Description = "Leading prompt tokens all requests share (prefix cache)", DefaultValueFactory = _ => 0 };
+        var tokens = new Option<int>("--tokens") { Description = "New tokens per request", DefaultValueFactory = _ => 32 };
+        var adapters = new Option<int>("--adapters") { Description = "Adapters the mixed run spreads requests over (0: base only)", DefaultValueFactory = _ => 8 };
+        var rank = new Option<int>("--rank") { Description = "Rank of the random adapters", DefaultValueFactory = _ => 16 };
+        var batchTokens = new Option<int>("--max-batch-tokens") { Description = "Tokens computed per step", DefaultValueFactory = _ => 512 };
+        var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host tier holds", DefaultValueFactory = _ => 64 };
+        var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
+        var threads = CliOptions.Threads();
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, repeat, threads }) cmd.Add(o);
+        cmd.SetGuardedAction(p =>
+        {
+            int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
+            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl) throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters >= 0, --shared-prefix within the prompt");
+            var be = CliOptions.Backend(p, p.GetValue(threads));
+            LanguageModel? lm = null;
+            Decoder decoder;
+            string what;
+            if (p.GetValue(model) is string dir)
+            {
+                lm = LanguageModel.Load(dir, be, weightDType: CliOptions.WeightDType(p));
+                (decoder, what) = (lm.Decoder, dir);
+            }
+            else
+            {
+                var dt = CliOptions.WeightDType(p) ?? DType.F32;
+                decoder = new Decoder(BenchCommand.SmolLm135M, ModelWeights.Random(BenchCommand.SmolLm135M, be, seed: 1, dt), be);
+                what = $"random SmolLM-135M-shaped model ({dt} weights)";
+            }
+            using var owned = lm;
+            string tmp = Path.Combine(Path.GetTempPath(), $"temper-bench-serve-{Environment.ProcessId}");
+            using var stack = new AdapterStack(decoder.Weights, be);
+            try
+            {
+                for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(WriteRandomAdapter(Path.Combine(tmp, $"ad{i}"), decoder.Weights, p.GetValue(rank), seed: 100 + i)));
+                var rng = new Random(7);
+                var prefix = Enumerable.Range(0, shared).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
+                var prompts = Enumerable.Range(0, r).Select(_ => prefix.Concat(Enumerable.Range(0, pl - shared).Select(_ => rng.Next(decoder.Config.VocabSize))).ToArray()).ToArray();
+                int bs = 16;
+                var options = new ServingOptions { BlockSize = bs, Blocks = r * ((pl + n) / bs + 2) + 8, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1) };
+                Console.WriteLine($"model: {what}");
+                Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
+                Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), max batch tokens {options.MaxBatchTokens}, block size {bs}");
+
+                (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
+                {
+                    using var engine = new ServingEngine(decoder, options, stack);
+                    using var tiers = new KvTiers(engine.Cache, p.GetValue(hostBlocks), 0, null);
+                    ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, pl)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]); // warm-up
+                    var res = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = n, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
+                    return (res, $"tiers: device {tiers.Device}; host {tiers.Host}");
+                }
+                var runs = new List<(string Label, Func<int, string?> AdapterOf)> { ("base", _ => null) };
+                if (la > 0)
+                {
+                    runs.Add(("1 adapter", _ => "ad0"));
+                    runs.Add(($"{la} adapters", i => $"ad{i % la}"));
+                }
+                var best = new Dictionary<string, (ServingBenchResult Result, string Tiers)>();
+                for (int round = 0; round < Math.Max(1, p.GetValue(repeat)); round++)
+                    foreach (var (label, adapterOf) in runs)
+                    {
+                        var m = Measure(adapterOf);
+                        if (!best.TryGetValue(label, out var b) || m.Result.TokensPerCpuSecond > b.Result.TokensPerCpuSecond) best[label] = m;
+                    }
+                foreach (var (label, _) in runs)
+                {
+                    var (res, tiers) = best[label];
+                    Console.WriteLine($"{label,-12} {res.Tokens} tokens in {res.Seconds:F2} s = {res.TokensPerSecond:F1} tokens/s ({res.TokensPerCpuSecond:F1} per CPU-second); TTFT p50 {res.TtftP50Ms:F0} ms, p99 {res.TtftP99Ms:F0} ms; " +
+                        $"inter-token p50 {res.ItlP50Ms:F1} ms, p99 {res.ItlP99Ms:F1} ms; {res.Stats.Steps} steps, {res.Stats.Preemptions} preemptions, {res.Stats.CachedPrefixTokens} prefix-cached tokens");
+                    Console.WriteLine($"{"",-12} {tiers}");
+                }
+                if (la > 0)
+                {
+                    var (many, one) = (best[$"{la} adapters"].Result, best["1 adapter"].Result);
+                    Console.WriteLine($"{la} adapters vs 1: {many.TokensPerSecond / one.TokensPerSecond:F2}x the throughput ({many.TokensPerCpuSecond / one.TokensPerCpuSecond:F2}x per CPU-second)");
+                }
+            }
+            finally
+            {
+                if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>A seeded random PEFT LoRA adapter (all seven projections of every layer) written to <paramref name="dir"/>.</summary>
+    private static string WriteRandomAdapter(string dir, ModelWeights w, int rank, int seed)
+    {
+        Directory.CreateDirectory(dir);
+        var rng = new Random(seed);
+        float Uniform(float bound) => (float)(rng.NextDouble() * 2 - 1) * bound;
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var p in w.Projections)
+        {
+            var a = Enumerable.Range(0, rank * p.In).Select(_ => Uniform(1f / MathF.Sqrt(p.In))).ToArray();
+            var b = Enumerable.Range(0, p.Out * rank).Select(_ => Uniform(0.01f)).ToArray();
+            tensors.Add(new($"base_model.model.{p.Name}.lora_A.weight", Tensor.FromFloats(new Shape(rank, p.In), a)));
+            tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", Tensor.FromFloats(new Shape(p.Out, rank), b)));
+        }
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors);
+        var config = new Dictionary<string, object> { ["peft_type"] = "LORA", ["r"] = rank, ["lora_alpha"] = 2 * rank, ["target_modules"] = new[] { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" } };
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), JsonSerializer.Serialize(config));
+        return dir;
+    }
+}
