@@ -1,0 +1,142 @@
+// The small facade tests and kernels use: open a device (init, retain its primary context, make it current,
+// create a stream), load PTX from this assembly's embedded resources, upload/download spans, launch 1-D
+// or 3-D grids and time with events. Everything runs on the device's one stream; Dispose frees the stream
+// and releases the context after the modules and buffers the caller disposed.
+using System.Reflection;
+using Temper.Cuda.Driver;
+
+namespace Temper.Cuda;
+
+public sealed class CudaDevice : IDisposable
+{
+    CudaDevice(int ordinal)
+    {
+        Ordinal = ordinal;
+        Handle = CudaDriver.Device(ordinal);
+        Name = CudaDriver.DeviceName(Handle);
+        Context = CudaDriver.RetainPrimaryContext(Handle);
+        CudaDriver.SetCurrentContext(Context);
+        Stream = CudaDriver.CreateStream(Context);
+    }
+
+    /// <summary>Initialises the driver and opens device <paramref name="ordinal"/>; throws a one-line
+    /// CudaException when there is no driver or no such device.</summary>
+    public static CudaDevice Open(int ordinal = 0)
+    {
+        CudaDriver.Init();
+        int count = CudaDriver.DeviceCount();
+        if (ordinal < 0 || ordinal >= count)
+            throw new CudaException($"no CUDA device {ordinal}: the driver sees {count} device(s)");
+        return new CudaDevice(ordinal);
+    }
+
+    public int Ordinal { get; }
+    public int Handle { get; }
+    public string Name { get; }
+    public CudaContextHandle Context { get; }
+    public CudaStreamHandle Stream { get; }
+
+    public (int Major, int Minor) ComputeCapability =>
+        (Attribute(CudaDeviceAttribute.ComputeCapabilityMajor), Attribute(CudaDeviceAttribute.ComputeCapabilityMinor));
+
+    public int MultiprocessorCount => Attribute(CudaDeviceAttribute.MultiprocessorCount);
+
+    /// <summary>The most dynamic shared memory one block may opt in to (bytes), e.g. 232448 on H100.</summary>
+    public int MaxSharedMemoryPerBlockOptin => Attribute(CudaDeviceAttribute.MaxSharedMemoryPerBlockOptin);
+
+    public long TotalMemory => CudaDriver.DeviceTotalMemory(Handle);
+
+    public int Attribute(CudaDeviceAttribute attribute) => CudaDriver.DeviceAttribute(Handle, attribute);
+
+    /// <summary>Makes this device's context current on the calling thread (needed once per thread).</summary>
+    public void MakeCurrent() => CudaDriver.SetCurrentContext(Context);
+
+    /// <summary>Loads an embedded PTX resource of Temper.Cuda by file name, e.g. "vector_add.ptx".</summary>
+    public CudaModuleHandle LoadEmbeddedModule(string ptxFileName) =>
+        LoadModule(EmbeddedPtx.Read(ptxFileName), out _);
+
+    public CudaModuleHandle LoadModule(string ptx, out string infoLog) => CudaDriver.LoadModule(Context, ptx, out infoLog);
+
+    public CudaDeviceMemory Allocate<T>(long count) where T : unmanaged =>
+        CudaDriver.Allocate(Context, checked(count * SizeOf<T>()));
+
+    /// <summary>Allocates device memory for <paramref name="values"/> and copies them in (waits for the copy).</summary>
+    public CudaDeviceMemory Upload<T>(ReadOnlySpan<T> values) where T : unmanaged
+    {
+        var memory = Allocate<T>(values.Length);
+        CopyToDevice(values, memory);
+        return memory;
+    }
+
+    /// <summary>Copies <paramref name="values"/> to the start of <paramref name="memory"/>; returns when done.</summary>
+    public unsafe void CopyToDevice<T>(ReadOnlySpan<T> values, CudaDeviceMemory memory) where T : unmanaged
+    {
+        long bytes = checked((long)values.Length * SizeOf<T>());
+        if (bytes > memory.ByteLength) throw new CudaException($"copy of {bytes} bytes into a {memory.ByteLength}-byte device buffer");
+        fixed (T* p = values) CudaDriver.CopyHostToDeviceAsync(memory.Pointer, p, bytes, Stream);
+        Synchronize(); // the span is pageable and may move once unpinned
+    }
+
+    /// <summary>Copies the start of <paramref name="memory"/> into <paramref name="values"/>; returns when done.</summary>
+    public unsafe void CopyToHost<T>(CudaDeviceMemory memory, Span<T> values) where T : unmanaged
+    {
+        long bytes = checked((long)values.Length * SizeOf<T>());
+        if (bytes > memory.ByteLength) throw new CudaException($"copy of {bytes} bytes out of a {memory.ByteLength}-byte device buffer");
+        fixed (T* p = values)
+        {
+            CudaDriver.CopyDeviceToHostAsync(p, memory.Pointer, bytes, Stream);
+            Synchronize();
+        }
+    }
+
+    public T[] Download<T>(CudaDeviceMemory memory) where T : unmanaged
+    {
+        var values = new T[memory.ByteLength / SizeOf<T>()];
+        CopyToHost<T>(memory, values);
+        return values;
+    }
+
+    /// <summary>A 1-D launch: <paramref name="threads"/> threads in blocks of <paramref name="blockSize"/>.</summary>
+    public void Launch(CudaFunction function, int threads, int blockSize, CudaKernelArguments arguments, int sharedMemoryBytes = 0)
+    {
+        uint blocks = (uint)((threads + blockSize - 1) / blockSize);
+        Launch(function, (blocks, 1, 1), ((uint)blockSize, 1, 1), arguments, sharedMemoryBytes);
+    }
+
+    public void Launch(CudaFunction function, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block,
+        CudaKernelArguments arguments, int sharedMemoryBytes = 0) =>
+        CudaDriver.Launch(function, grid, block, (uint)sharedMemoryBytes, Stream, arguments);
+
+    public void Synchronize() => CudaDriver.StreamSynchronize(Stream);
+
+    public CudaEventHandle CreateEvent() => CudaDriver.CreateEvent(Context);
+
+    public void Record(CudaEventHandle evt) => CudaDriver.RecordEvent(evt, Stream);
+
+    public void Dispose()
+    {
+        Stream.Dispose();
+        Context.Dispose();
+    }
+
+    static unsafe int SizeOf<T>() where T : unmanaged => sizeof(T);
+}
+
+/// <summary>The hand-written PTX kernels embedded in Temper.Cuda (Ptx/*.ptx).</summary>
+public static class EmbeddedPtx
+{
+    const string Prefix = "Temper.Cuda.Ptx.";
+
+    /// <summary>The file names of the embedded PTX resources.</summary>
+    public static IReadOnlyList<string> Names =>
+        [.. typeof(EmbeddedPtx).Assembly.GetManifestResourceNames()
+            .Where(n => n.StartsWith(Prefix, StringComparison.Ordinal)).Select(n => n[Prefix.Length..]).Order()];
+
+    public static string Read(string ptxFileName)
+    {
+        using var stream = typeof(EmbeddedPtx).Assembly.GetManifestResourceStream(Prefix + ptxFileName)
+            ?? throw new CudaException($"no embedded PTX '{ptxFileName}' in Temper.Cuda (have: {string.Join(", ", Names)})");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+}

@@ -1,0 +1,27 @@
+// Opens CUDA device 0 for a GPU test, or skips the test: "no CUDA driver" when libcuda / nvcuda cannot be
+// loaded, "no CUDA device" when the driver sees none, and a named reason when the device is older than the
+// sm_80 the embedded PTX targets. A missing GPU is never a pass.
+using Temper.Cuda;
+using Temper.Cuda.Driver;
+
+namespace Temper.Cuda.Tests;
+
+static class Gpu
+{
+    public static void SkipWithoutDriver() =>
+        Assert.SkipUnless(CudaLibrary.IsAvailable, "no CUDA driver");
+
+    public static CudaDevice Open()
+    {
+        SkipWithoutDriver();
+        CudaDriver.Init();
+        Assert.SkipWhen(CudaDriver.DeviceCount() == 0, "no CUDA device");
+        var device = CudaDevice.Open(0);
+        if (device.ComputeCapability.Major < 8)
+        {
+            device.Dispose();
+            Assert.Skip("the CUDA device is older than sm_80");
+        }
+        return device;
+    }
+}
