@@ -28,7 +28,7 @@ public sealed record DemoSettings
     public DemoStageSettings Sft { get; init; } = new(Steps: 60, LearningRate: 3e-3f, BatchSize: 64, WarmupSteps: 10);
     public DemoStageSettings Dpo { get; init; } = new(Steps: 30, LearningRate: 1e-4f, BatchSize: 16);
     public double DpoBeta { get; init; } = 0.1;
-    public DemoStageSettings Grpo { get; init; } = new(Steps: 400, LearningRate: 1e-3f, BatchSize: 16);
+    public DemoStageSettings Grpo { get; init; } = new(Steps: 550, LearningRate: 1e-3f, BatchSize: 16);
     public int GrpoGenerations { get; init; } = 8;
     public int GrpoMaxCompletionLength { get; init; } = 12;
     public float GrpoTemperature { get; init; } = 1f;
