@@ -19,6 +19,9 @@ public sealed class TrainableParameters : IDisposable
     private readonly Dictionary<Tensor, TrainableParameter> _byTensor = new(ReferenceEqualityComparer.Instance);
     private readonly IBackend _backend;
 
+    /// <summary>The backend whose memory holds the values and gradients.</summary>
+    public IBackend Backend => _backend;
+
     private TrainableParameters(IBackend be, IEnumerable<(string Name, Tensor Value)> list)
     {
         _backend = be;

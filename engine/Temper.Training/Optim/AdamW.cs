@@ -52,7 +52,7 @@ public sealed class AdamW : IDisposable
         {
             var src = get(name) ?? throw new TemperException($"{origin}: optimizer state '{name}' missing");
             if (src.Shape != t.Shape) throw new TemperException($"{origin}: optimizer state '{name}' has shape {src.Shape}, expected {t.Shape}");
-            src.ToF32().Floats.CopyTo(t.Floats);
+            _backend.CopyInto(src, t);
         }
         Step = step;
     }

@@ -64,7 +64,7 @@ public static class Checkpoint
                 if (!t.Contains(p.Name)) throw new TemperException($"{t.Path}: tensor '{p.Name}' missing; the checkpoint was made by a different run configuration");
                 var src = t.Get(p.Name);
                 if (src.Shape != p.Value.Shape) throw new TemperException($"{t.Path}: tensor '{p.Name}' has shape {src.Shape}, the run has {p.Value.Shape}");
-                src.ToF32().Floats.CopyTo(p.Value.Floats);
+                ps.Backend.CopyInto(src, p.Value);   // host or device memory alike
             }
         using (var o = SafetensorsFile.Open(Path.Combine(dir, "optimizer.safetensors")))
             opt.Load(n => o.Contains(n) ? o.Get(n) : null, s["optimizer_step"]!.GetValue<int>(), o.Path);
