@@ -187,8 +187,22 @@ public sealed class ModelWeights : IDisposable
         return new ModelWeights(file, embed, layers, norm, head);
     }
 
+    /// <summary>
+    /// Frees the weights: device copies go back to their backend (a tied head is the embedding, freed
+    /// once); host tensors are views of the memory-mapped files, which close last.
+    /// </summary>
     public void Dispose()
     {
+        var tensors = new List<Tensor> { Embed, FinalNorm };
+        foreach (var l in Layers) tensors.AddRange([l.InputNorm, l.PostAttentionNorm]);
+        foreach (var p in Projections.Append(LmHead))
+        {
+            if (p.Nf4 is { } q) tensors.AddRange([q.Codes, q.AbsmaxCodes, q.AbsmaxScales]);
+            else tensors.Add(p.Weight);
+            if (p.Bias != null) tensors.Add(p.Bias);
+        }
+        foreach (var t in tensors.Distinct(ReferenceEqualityComparer.Instance).Cast<Tensor>())
+            if (!t.IsHost) t.Dispose();
         _nf4File?.Dispose();
         _file?.Dispose();
     }

@@ -57,6 +57,21 @@ public abstract class EndToEndChecks(DeviceFixture device)
     }
 
     [Theory, MemberData(nameof(Models))]
+    public void Disposing_a_model_gives_its_device_weights_back(string name)
+    {
+        _ = B; // skips where the device is missing
+        using var own = IlgpuBackend.Create(device.Kind); // the shared backend's counters move with other tests
+        var meter = (IMemoryMeter)own;
+        long before = meter.LiveBytes;
+        var lm = LanguageModel.Load(Fixtures.Hf(name), own);
+        long loaded = meter.LiveBytes - before;
+        long weights = lm.Weights.Projections.Sum(p => p.Weight.ByteCount) + lm.Weights.Embed.ByteCount;
+        Assert.True(loaded >= weights, $"{loaded} live bytes after loading, the projections and embedding alone are {weights}");
+        lm.Dispose();
+        Assert.Equal(before, meter.LiveBytes);
+    }
+
+    [Theory, MemberData(nameof(Models))]
     public void Logits_match_transformers(string name)
     {
         string dir = Fixtures.Hf(name);
