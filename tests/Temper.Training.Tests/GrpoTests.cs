@@ -276,6 +276,8 @@ public class GrpoTests
             Console.WriteLine(summary);
             Assert.True(last - first >= 0.2, $"reward rose from {first:F3} to {last:F3}");
             Assert.True(clip > 0, "no ratio was clipped on the reused batches");
+            Assert.All(lines, l => Assert.True(l["training_s"]!.GetValue<double>() > 0 && l["sampling_s"]!.GetValue<double>() >= 0));
+            Assert.All(lines.Where(l => l["iteration"]!.GetValue<int>() == 1), l => Assert.True(l["sampling_s"]!.GetValue<double>() > 0, "sampling time of a fresh batch"));
         }
         finally
         {

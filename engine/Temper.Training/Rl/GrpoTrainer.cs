@@ -6,7 +6,8 @@
 //   k3 = exp(ref - logp) - (ref - logp) - 1  (reference = the base with the adapter off; beta 0 skips it),
 // aggregated over all completion tokens of the batch (token-level mean). d loss / d logp per token
 // becomes a per-token weight of one forward+backward pass. Log-probs (policy, old and reference) are of
-// the logits divided by the sampling temperature, as TRL computes them.
+// the logits divided by the sampling temperature, as TRL computes them. Logged per step besides the
+// loss: reward (mean), reward_std, kl, clip_fraction, completion_length, sampling_s and training_s.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -74,6 +75,7 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
             iteration++;
             var ro = current;
             var b = ro.Batch;
+            var training = System.Diagnostics.Stopwatch.StartNew();
             // The current policy's token log-probs (equal to the old ones on the first iteration).
             var logp = iteration == 1 ? ro.OldLogp : TokenLogps(Pass(run.Backprop, b, null), ro.Counted);
             var weights = new float[logp.Length];
@@ -83,6 +85,8 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
             extra["clip_fraction"] = (double)tl.Clipped / ro.Tokens;
             extra["kl"] = tl.KlSum / ro.Tokens;
             extra["iteration"] = iteration;
+            if (iteration > 1) extra["sampling_s"] = 0.0; // the batch's completions were sampled for iteration 1
+            extra["training_s"] = Math.Round(training.Elapsed.TotalSeconds, 4);
             var next = iteration == g.NumIterations ? cursor.Next(order.BatchesPerEpoch) : cursor;
             return new StepOutput(tl.Loss, b.Ids.Length, next, extra);
         }
@@ -97,7 +101,9 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         int gsize = g.NumGenerations;
         var inputs = prompts.SelectMany(p => Enumerable.Repeat((IReadOnlyList<int>)p.Ids, gsize)).ToList();
         var sampling = new SamplingOptions { Greedy = false, Temperature = g.Temperature, TopP = g.TopP, Seed = (ulong)(o.Seed + 7919L * round) * 1000003UL };
+        var sampleClock = System.Diagnostics.Stopwatch.StartNew();
         var results = generator.Generate(inputs, new GenerationOptions { MaxNewTokens = g.MaxCompletionLength, Sampling = sampling, EosIds = run.Model.EosIds() });
+        double samplingSeconds = sampleClock.Elapsed.TotalSeconds;
         var reward = new double[inputs.Count];
         int errors = 0;
         for (int i = 0; i < inputs.Count; i++)
@@ -115,6 +121,7 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
             ["reward_std"] = layout.RewardStd,
             ["completion_length"] = (double)tokens / inputs.Count,
             ["reward_errors"] = errors,
+            ["sampling_s"] = Math.Round(samplingSeconds, 4),
         };
         return new Rollout { Batch = batch, OldLogp = oldLogp, RefLogp = refLogp, Advantage = layout.Advantage, Counted = counted, Tokens = tokens, Stats = stats };
     }
