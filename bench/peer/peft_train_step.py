@@ -38,7 +38,7 @@ a = ap.parse_args()
 
 torch.manual_seed(1)
 dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-cfg = LlamaConfig(**SHAPES[a.shape], rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False)
+cfg = LlamaConfig(**SHAPES[a.shape], rms_norm_eps=1e-5, attention_bias=False, mlp_bias=False, attn_implementation=a.attn)
 model = LlamaForCausalLM(cfg).to(device="cuda", dtype=dtype)
 model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0,
                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
