@@ -1,29 +1,12 @@
-// Seeded inputs and tolerances for the ILGPU op checks (f32: normalised MSE 1e-10, a relative RMS
-// error of about 1e-5, against f64 references or the CPU backend).
+// Helpers of the ILGPU op checks beside the shared ones (tests/Shared/OpTolerance.cs: seeded inputs,
+// normalised MSE 1e-10 in f32, bitwise): bf16 rounding and host tensors.
+global using static Temper.Tests.OpTolerance;
 using Temper.Core;
 
 namespace Temper.Kernels.Ilgpu.Tests;
 
 public static class Check
 {
-    public const double F32Nmse = 1e-10;
-
-    public static float[] Floats(int n, int seed, float scale = 1f)
-    {
-        var rng = new Random(seed);
-        var r = new float[n];
-        for (int i = 0; i < n; i++) r[i] = (float)(rng.NextDouble() * 2 - 1) * scale;
-        return r;
-    }
-
-    public static int[] Ints(int n, int seed, int maxExclusive)
-    {
-        var rng = new Random(seed);
-        var r = new int[n];
-        for (int i = 0; i < n; i++) r[i] = rng.Next(maxExclusive);
-        return r;
-    }
-
     /// <summary>Rounds to bf16; <paramref name="widened"/> gets the exact f32 values the bf16 holds.</summary>
     public static ushort[] ToBf16(float[] f, out float[] widened)
     {
@@ -32,34 +15,6 @@ public static class Check
         widened = new float[f.Length];
         BFloat16.ToSingle(r, widened);
         return r;
-    }
-
-    public static double Nmse(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            if (float.IsNaN(actual[i]) != float.IsNaN(expected[i]) || (float.IsInfinity(expected[i]) && actual[i] != expected[i])) return double.PositiveInfinity;
-            if (float.IsNaN(expected[i]) || float.IsInfinity(expected[i])) continue;
-            double d = (double)actual[i] - expected[i];
-            num += d * d;
-            den += (double)expected[i] * expected[i];
-        }
-        return den == 0 ? num : num / den;
-    }
-
-    public static void Close(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, string what, double nmse = F32Nmse)
-    {
-        double e = Nmse(actual, expected);
-        Assert.True(e <= nmse, $"{what}: normalised MSE {e:E2} > {nmse:E0}");
-    }
-
-    public static void Bitwise(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, string what)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        for (int i = 0; i < expected.Length; i++)
-            Assert.True(BitConverter.SingleToInt32Bits(actual[i]) == BitConverter.SingleToInt32Bits(expected[i]), $"{what}[{i}]: {actual[i]:R} != {expected[i]:R}");
     }
 
     public static Tensor Host(float[] values, params int[] shape) => Tensor.FromFloats(new Shape(shape), values);

@@ -207,5 +207,5 @@ public sealed class Nf4QuantizationTests
             }
     }
 
-    private static void Bitwise(ReadOnlySpan<float> a, ReadOnlySpan<float> b, string what) => OpCheck.Bitwise(a, b, what);
+    private static void Bitwise(ReadOnlySpan<float> a, ReadOnlySpan<float> b, string what) => Temper.Tests.OpTolerance.Bitwise(a, b, what);
 }
