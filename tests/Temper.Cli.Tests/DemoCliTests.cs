@@ -30,4 +30,24 @@ public class DemoCliTests
             Assert.True(File.Exists(Path.Combine(dir, stage, "adapter_model.safetensors")), stage);
         Directory.Delete(dir, true);
     }
+
+    [Fact]
+    public void Bad_settings_files_get_one_line_naming_the_file()
+    {
+        string dir = Directory.CreateTempSubdirectory("temper-demo-settings-").FullName;
+        string bad = Path.Combine(dir, "bad.json"), unknown = Path.Combine(dir, "unknown.json");
+        File.WriteAllText(bad, "{\"Sft\": ");
+        File.WriteAllText(unknown, "{\"Stepz\": 3}");
+        foreach (var (file, says) in new[] { (bad, "not valid JSON"), (unknown, "unknown setting 'Stepz'"), (Path.Combine(dir, "missing.json"), "settings file not found") })
+        {
+            var r = TemperCli.Run("demo", "--quick", "--settings", file, "--out", Path.Combine(dir, "out"));
+            Assert.Equal(2, r.ExitCode);
+            var line = r.Stderr.Trim();
+            Assert.DoesNotContain('\n', line);
+            Assert.Contains(file, line);
+            Assert.Contains(says, line);
+        }
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "sft")));
+        Directory.Delete(dir, true);
+    }
 }
