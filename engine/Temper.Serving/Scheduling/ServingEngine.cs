@@ -1,10 +1,12 @@
 // Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones,
 // then give every running sequence its next tokens (a decode token, or the next chunk of its prompt)
 // within the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget
-// and blocks last. When blocks run short, the most recently admitted sequence is preempted: swapped
-// (its K/V copied to the host tier, its blocks freed; readmitted when the pool can take all of them
-// back) or recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
-// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
+// and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
+// (AdapterStack.Slots); rows of other adapters wait a step. When blocks run short, the most recently
+// admitted sequence is preempted: swapped (its K/V copied to the host tier and its blocks freed; it
+// is readmitted when the pool can take all of them back) or recomputed (its blocks freed; it waits
+// again with its prompt + generated tokens, which are recomputed when it is readmitted), as
+// ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
 // logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
 // EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
 // after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
@@ -142,10 +144,14 @@ public sealed class ServingEngine : IDisposable
     {
         var items = new List<(Sequence, int)>();
         int budget = Options.MaxBatchTokens;
+        // A step uses at most as many adapters as the device tier holds; other rows wait a step.
+        var stepAdapters = new HashSet<int>();
+        bool AdapterFits(Sequence s) => s.Adapter < 0 || stepAdapters.Contains(s.Adapter) || stepAdapters.Count < Adapters!.Slots;
         foreach (var s in _running.ToArray())
         {
             if (budget == 0) break;
             if (!_running.Contains(s)) continue; // preempted below by an earlier sequence
+            if (!AdapterFits(s)) continue;
             int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
             bool ok;
             while (!(ok = Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
@@ -155,12 +161,14 @@ public sealed class ServingEngine : IDisposable
                 if (victim == s) break;
             }
             if (!ok) continue;
+            if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;
         }
         while (budget > 0 && _running.Count < Options.MaxRunning && _waiting.First is { } node)
         {
             var s = node.Value;
+            if (!AdapterFits(s)) break;
             if (s.Blocks.Length == 0 && Options.PrefixCaching)
             {
                 int hit = Cache.MatchPrefix(s.Blocks, s.Tokens.ToArray().AsSpan(0, s.Tokens.Count - 1));
@@ -178,6 +186,7 @@ public sealed class ServingEngine : IDisposable
             _waiting.RemoveFirst();
             s.AdmitOrder = ++_admitCounter;
             _running.Add(s);
+            if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;
         }
