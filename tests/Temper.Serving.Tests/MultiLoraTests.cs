@@ -1,7 +1,8 @@
 // Multi-LoRA serving: one batch mixing four adapters and the base model gives each request the greedy
 // tokens (and log-probs) of serving it alone with its adapter merged into the weights (LoraAdapter
 // merge), steps under a 1e-3 top-2 gap excepted; the adapters really differ; and adapters load and
-// unload at run time.
+// unload at run time. With a device budget of two adapters, a batch over four still gives each request
+// its merged tokens: adapters are evicted (LRU) and loaded back from the host tier, and counted.
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Serving.Lora;
@@ -31,6 +32,33 @@ public sealed class MultiLoraTests
         // The adapters change the model: the first step's log-prob of the base's token differs per adapter.
         Assert.Equal(adapters.Length - 1, results.Select(r => r.Logprobs[0]).Distinct().Count()); // a1 twice
         Assert.Equal(results[2].Tokens, results[5].Tokens);
+    }
+
+    [Fact]
+    public async Task A_batch_over_more_adapters_than_the_device_holds_swaps_them_from_host_and_matches_each_merged()
+    {
+        var be = new CpuBackend(1);
+        using var lm = LanguageModel.Load(ServingFixtures.Model, be);
+        using var stack = new AdapterStack(lm.Weights, be, maxResident: 2);
+        for (int i = 0; i < 4; i++) stack.Add($"a{i}", LoraAdapter.Load(ServingFixtures.Adapter(i)));
+        var q = lm.Weights.Layers[0].Q;
+        Assert.Equal(2, stack.For(q.Name)!.A.Shape[0]); // two device slots for four adapters
+        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64, MaxBatchTokens = 32 }, stack);
+        var rng = new Random(4);
+        var prompt = Enumerable.Range(0, 7).Select(_ => rng.Next(3, 512)).ToArray();
+        string?[] adapters = ["a0", "a1", null, "a2", "a3", "a0", "a2"];
+        var handles = adapters.Select(a => e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 6, IgnoreEos = true, TopLogprobs = 0, Adapter = a })).ToArray();
+        e.Start();
+        var results = new List<ChoiceResult>();
+        foreach (var h in handles) results.Add(Assert.Single(await h.CollectAsync(TestContext.Current.CancellationToken)));
+        for (int i = 0; i < adapters.Length; i++)
+            ServingFixtures.AssertMatchesReference(prompt, results[i], adapters[i] == null ? null : ServingFixtures.Adapter(int.Parse(adapters[i]![1..])), $"adapter {adapters[i] ?? "base"}");
+        TestContext.Current.SendDiagnosticMessage($"adapters: device {stack.Device}; host {stack.Host}");
+        Assert.True(stack.Device.Evictions > 0, $"device: {stack.Device}");
+        Assert.True(stack.Device.Misses >= 4 && stack.Device.BytesIn > 0, $"device: {stack.Device}"); // every adapter was loaded at least once
+        Assert.Equal(stack.Device.BytesIn, stack.Host.BytesOut);
+        Assert.Equal(stack.Device.Misses, stack.Host.Hits);
+        Assert.True(stack.Device.Blocks <= 2 && stack.Host.Blocks == 4, $"device: {stack.Device}; host {stack.Host}");
     }
 
     [Fact]

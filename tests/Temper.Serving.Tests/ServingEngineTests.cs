@@ -1,10 +1,12 @@
 // The continuous-batching engine against the contiguous decoder: requests of different lengths joining
 // a running batch, prefills chunked to a small token budget, a pool so small that sequences are
-// preempted and recomputed, prefix-cache hits, parallel sampling sharing prompt blocks copy-on-write,
+// preempted and recomputed (or swapped to the host tier and back, the same tokens as an unconstrained
+// run either way), prefix-cache hits, parallel sampling sharing prompt blocks copy-on-write,
 // stop conditions, cancellation and streaming. Every served greedy completion is checked step by step
 // against the teacher-forced reference (tokens, and log-probs within 1e-4).
 using Temper.Kernels.Cpu;
 using Temper.Models;
+using Temper.Serving.Kv;
 using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Tests;
@@ -73,6 +75,56 @@ public sealed class ServingEngineTests : IDisposable
         var results = RunAll(e, handles);
         Assert.True(e.Stats.Preemptions > 0, "the pool was never short");
         for (int i = 0; i < prompts.Length; i++) ServingFixtures.AssertMatchesReference(prompts[i], Assert.Single(results[i]), what: $"request {i}");
+    }
+
+    [Theory]
+    [InlineData(PreemptionMode.Swap)]
+    [InlineData(PreemptionMode.Recompute)]
+    public void A_short_pool_preempts_by_swap_or_recompute_and_gives_the_unconstrained_tokens(PreemptionMode mode)
+    {
+        var prompts = Enumerable.Range(0, 4).Select(i => Prompt(6, 20 + i)).ToArray();
+        List<IReadOnlyList<ChoiceResult>> Serve(ServingOptions o, out ServingStats stats, out string tiersSeen)
+        {
+            using var e = Engine(o);
+            using var tiers = new KvTiers(e.Cache, hostBlocks: 32, diskBlocks: 0, null);
+            var results = RunAll(e, prompts.Select(p => e.Submit(Greedy(p, 14))).ToList());
+            stats = e.Stats;
+            tiersSeen = $"device {tiers.Device}; host {tiers.Host}";
+            Assert.Equal(0, tiers.Host.SwappedBlocks); // every swapped sequence came back
+            return results;
+        }
+        var free = Serve(new ServingOptions { BlockSize = 4, Blocks = 64, PrefixCaching = false }, out var freeStats, out _);
+        Assert.Equal(0, freeStats.Preemptions);
+        // 10 blocks of 4 = 40 positions for four sequences that want 20 each: someone must yield.
+        var shortPool = Serve(new ServingOptions { BlockSize = 4, Blocks = 10, PrefixCaching = false, Preemption = mode }, out var st, out string seen);
+        TestContext.Current.SendDiagnosticMessage($"{mode}: {st}\n{seen}");
+        Assert.True(st.Preemptions > 0, "the pool was never short");
+        Assert.Equal(st.Preemptions, st.Swaps + st.Recomputations);
+        if (mode == PreemptionMode.Swap)
+        {
+            Assert.True(st.Swaps > 0 && st.Recomputations == 0, $"swaps {st.Swaps}, recomputations {st.Recomputations}");
+            Assert.Contains($"swaps out {st.Swaps} / in {st.Swaps}", seen);
+            Assert.Equal(prompts.Sum(p => p.Length), st.PrefillTokens); // nothing computed twice
+        }
+        else
+        {
+            Assert.True(st.Recomputations > 0 && st.Swaps == 0, $"swaps {st.Swaps}, recomputations {st.Recomputations}");
+            Assert.True(st.PrefillTokens > prompts.Sum(p => p.Length), "recomputation computed nothing again");
+        }
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var got = Assert.Single(shortPool[i]);
+            var want = Assert.Single(free[i]);
+            int t = got.Tokens.Zip(want.Tokens).TakeWhile(p => p.First == p.Second).Count();
+            if (t < want.Tokens.Count)
+            {
+                // The runs agree up to step t; they may part there only on a near-tie of the reference.
+                var row = ServingFixtures.ReferenceLogprobs([.. prompts[i], .. want.Tokens.Take(t)])[^1];
+                var top2 = row.OrderDescending().Take(2).ToArray();
+                Assert.True(top2[0] - top2[1] < 1e-3f, $"request {i} step {t}: {got.Tokens[t]} under preemption, {want.Tokens[t]} unconstrained");
+            }
+            ServingFixtures.AssertMatchesReference(prompts[i], got, what: $"{mode} request {i}");
+        }
     }
 
     [Fact]

@@ -47,6 +47,7 @@ public static class ServingBench
             Steps = s.Steps - before.Steps, PrefillTokens = s.PrefillTokens - before.PrefillTokens, DecodeTokens = s.DecodeTokens - before.DecodeTokens,
             CachedPrefixTokens = s.CachedPrefixTokens - before.CachedPrefixTokens, Preemptions = s.Preemptions - before.Preemptions,
             RequestsFinished = s.RequestsFinished - before.RequestsFinished, CopiedOnWrite = s.CopiedOnWrite - before.CopiedOnWrite,
+            Swaps = s.Swaps - before.Swaps, Recomputations = s.Recomputations - before.Recomputations,
         };
         return new ServingBenchResult(requests.Count, all.Sum(t => t.Count), seconds, cpuSeconds, Percentile(ttft, 0.5), Percentile(ttft, 0.99), Percentile(itl, 0.5), Percentile(itl, 0.99), delta);
     }

@@ -1,5 +1,6 @@
 // Where evicted prefix-cache blocks go when the device pool reuses their memory: slower tiers (host
-// memory, then disk) that keep a block's K/V by its chained hash and copy it back on a prefix hit.
+// memory, then disk) that keep a block's K/V by its chained hash and copy it back on a prefix hit; and
+// where a preempted sequence's blocks wait (swapped to host memory) until the scheduler resumes it.
 namespace Temper.Serving.Kv;
 
 public interface IKvTierStore
@@ -9,6 +10,14 @@ public interface IKvTierStore
     bool Contains(ulong hash);
     /// <summary>Copies the block stored under <paramref name="hash"/> into device block <paramref name="block"/>.</summary>
     bool TryRestore(ulong hash, int block);
+    /// <summary>Whether a sequence's blocks can be swapped out at all (there is a host tier).</summary>
+    bool CanSwap { get; }
+    /// <summary>Copies every block of <paramref name="s"/> to host memory under the sequence; false when they do not fit.</summary>
+    bool SwapOut(SequenceBlocks s);
+    /// <summary>Copies a swapped sequence's blocks into device <paramref name="blocks"/> (in order) and frees the host copy.</summary>
+    void SwapIn(SequenceBlocks s, IReadOnlyList<int> blocks);
+    /// <summary>Forgets a swapped sequence's host copy (it finished or was cancelled while swapped).</summary>
+    void DropSwapped(SequenceBlocks s);
     void RecordDeviceHit();
     void RecordDeviceMiss();
 }

@@ -4,8 +4,11 @@
 // victim. A prefix-cache lookup that misses the device finds the block in host or disk and copies it
 // back into a fresh device block (the tier gives it up: it lives on the device again). Copies go
 // through a staging tensor of the backend (CopyRows, ToHost/FromHost), so any backend works; on the
-// CPU backend the device tier is the backend's host memory. Every move is counted per tier: hits,
-// misses, bytes in and out, evictions and the time the engine stalled on it.
+// CPU backend the device tier is the backend's host memory. Swapped-out sequences (scheduler
+// preemption by swapping) take host-tier room too: their blocks are copied to host arrays keyed by the
+// sequence, cached prefix blocks move on to disk to make room, and the blocks come back to fresh device
+// blocks when the sequence resumes. Every move is counted per tier: hits, misses, bytes in and out,
+// evictions, swaps and the time the engine stalled on it.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
@@ -21,7 +24,11 @@ public sealed class TierCounters
     public long Evictions { get; internal set; }
     public double StallMs { get; internal set; }
     public int Blocks { get; internal set; }
-    public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, stall {StallMs:F2} ms, holding {Blocks} blocks";
+    /// <summary>Sequences swapped out to / in from this tier, and blocks it holds for swapped sequences now.</summary>
+    public long SwapOuts { get; internal set; }
+    public long SwapIns { get; internal set; }
+    public int SwappedBlocks { get; internal set; }
+    public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, swaps out {SwapOuts} / in {SwapIns}, stall {StallMs:F2} ms, holding {Blocks} blocks + {SwappedBlocks} swapped";
 }
 
 public sealed class KvTiers : IKvTierStore, IDisposable
@@ -33,6 +40,8 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     private readonly MemoryMappedFile? _file;
     private readonly MemoryMappedViewAccessor? _view;
     private readonly string? _path;
+    private readonly Dictionary<SequenceBlocks, float[][]> _swapped = [];
+    private int _swappedBlocks;                         // host room taken by swapped sequences
 
     /// <param name="diskPath">The file backing the disk tier (created, and deleted on dispose); null with diskBlocks 0.</param>
     public KvTiers(PagedKvCache cache, int hostBlocks, int diskBlocks, string? diskPath, Func<ITierPolicy>? policy = null)
@@ -75,14 +84,15 @@ public sealed class KvTiers : IKvTierStore, IDisposable
 
     public void Offload(ulong hash, int block)
     {
-        if (_host.Capacity == 0 && _disk.Capacity == 0) return;
+        bool toHost = _host.Capacity > _swappedBlocks;
+        if (!toHost && _disk.Capacity == 0) return;
         var sw = Stopwatch.StartNew();
         var data = ReadDevice(block);
         _device.BytesOut += _cache.BlockBytes;
         _device.Evictions++;
-        if (_host.Capacity > 0)
+        if (toHost)
         {
-            if (_host.Index.Count == _host.Capacity) Demote(_host.Policy.Victim());
+            if (_host.Index.Count + _swappedBlocks == _host.Capacity) Demote(_host.Policy.Victim());
             int slot = _host.Store(hash, _cache.BlockBytes);
             _hostSlots[slot] = data;
         }
@@ -120,6 +130,47 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         _device.BytesIn += _cache.BlockBytes;
         from.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
         return true;
+    }
+
+    public bool CanSwap => _host.Capacity > 0;
+
+    public bool SwapOut(SequenceBlocks s)
+    {
+        int n = s.Blocks.Count;
+        if (n > _host.Capacity - _swappedBlocks) return false;
+        var sw = Stopwatch.StartNew();
+        while (_host.Index.Count + _swappedBlocks + n > _host.Capacity) Demote(_host.Policy.Victim());
+        _swapped.Add(s, s.Blocks.Select(ReadDevice).ToArray());
+        _swappedBlocks += n;
+        long bytes = n * _cache.BlockBytes;
+        _device.BytesOut += bytes;
+        _host.Counters.BytesIn += bytes;
+        _host.Counters.SwapOuts++;
+        _host.Counters.SwappedBlocks = _swappedBlocks;
+        _device.StallMs += sw.Elapsed.TotalMilliseconds;
+        return true;
+    }
+
+    public void SwapIn(SequenceBlocks s, IReadOnlyList<int> blocks)
+    {
+        var sw = Stopwatch.StartNew();
+        if (!_swapped.Remove(s, out var data)) throw new InvalidOperationException("the sequence was not swapped out here");
+        if (data.Length != blocks.Count) throw new InvalidOperationException($"{data.Length} blocks were swapped out, {blocks.Count} given back");
+        for (int i = 0; i < data.Length; i++) WriteDevice(blocks[i], data[i]);
+        _swappedBlocks -= data.Length;
+        long bytes = data.Length * _cache.BlockBytes;
+        _device.BytesIn += bytes;
+        _host.Counters.BytesOut += bytes;
+        _host.Counters.SwapIns++;
+        _host.Counters.SwappedBlocks = _swappedBlocks;
+        _host.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
+    }
+
+    public void DropSwapped(SequenceBlocks s)
+    {
+        if (!_swapped.Remove(s, out var data)) return;
+        _swappedBlocks -= data.Length;
+        _host.Counters.SwappedBlocks = _swappedBlocks;
     }
 
     /// <summary>Moves a host block to disk (or drops it when there is no disk tier).</summary>

@@ -3,7 +3,8 @@
 // write their new tokens' K/V rows through their table, then commit, which registers newly full blocks
 // in the prefix cache. Fork shares every block of a sequence (parallel sampling); the first write
 // into a shared block copies it (copy-on-write). An optional tier store keeps evicted cached blocks
-// in slower tiers and brings them back on a prefix hit.
+// in slower tiers and brings them back on a prefix hit, and holds the blocks of sequences swapped out
+// by the scheduler (SwapOut / SwapIn).
 using Temper.Core;
 using Temper.Models;
 
@@ -154,9 +155,40 @@ public sealed class PagedKvCache : IDisposable
         return f;
     }
 
-    /// <summary>Returns a sequence's blocks (cached full blocks stay findable until reused).</summary>
+    /// <summary>
+    /// Moves a sequence's K/V to the host tier and gives its device blocks back, keeping its length and
+    /// hashes; false (nothing changed) without a tier that can hold them.
+    /// </summary>
+    public bool SwapOut(SequenceBlocks s)
+    {
+        if (s.SwappedBlocks > 0) throw new InvalidOperationException("the sequence is already swapped out");
+        if (Tiers is not { CanSwap: true } tiers || !tiers.SwapOut(s)) return false;
+        s.SwappedBlocks = s.BlockList.Count;
+        foreach (int b in s.BlockList) Pool.Release(b);
+        s.BlockList.Clear();
+        return true;
+    }
+
+    /// <summary>Brings a swapped-out sequence's K/V back into fresh device blocks; false (nothing changed) when the pool is short.</summary>
+    public bool SwapIn(SequenceBlocks s)
+    {
+        if (s.SwappedBlocks == 0) throw new InvalidOperationException("the sequence is not swapped out");
+        if (s.SwappedBlocks > Pool.Available) return false;
+        for (int i = 0; i < s.SwappedBlocks; i++) s.BlockList.Add(Pool.Allocate());
+        Tiers!.SwapIn(s, s.BlockList);
+        s.SwappedBlocks = 0;
+        for (int b = 0; b < s.Hashes.Count; b++) Pool.Register(s.BlockList[b], s.Hashes[b]);
+        return true;
+    }
+
+    /// <summary>Returns a sequence's blocks (cached full blocks stay findable until reused), or drops its swapped copy.</summary>
     public void Free(SequenceBlocks s)
     {
+        if (s.SwappedBlocks > 0)
+        {
+            Tiers?.DropSwapped(s);
+            s.SwappedBlocks = 0;
+        }
         foreach (int b in s.BlockList) Pool.Release(b);
         s.BlockList.Clear();
         s.Hashes.Clear();

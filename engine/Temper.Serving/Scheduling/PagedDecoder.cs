@@ -3,7 +3,8 @@
 // [Start, Start + Ids.Length) and the adapter its rows use. The layers are the Llama-family decoder's
 // (Decoder.cs) with two changes: K/V are written into the paged cache through each sequence's block
 // table and read back by PagedAttention, and every targeted projection adds each row's own LoRA
-// through the gathered LoRA op (the base weights stay unmerged and shared).
+// through the gathered LoRA op (the base weights stay unmerged and shared): the step's adapters are
+// made resident in the device tier first, and rows index the op's stacks by device slot.
 // Rows are [N] = the items' tokens in order; logits come back [items wanting them, V] on the host.
 using Temper.Core;
 using Temper.Models;
@@ -53,6 +54,11 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
                 throw new InvalidOperationException($"item {s}: positions up to {it.Start + it.Ids.Length} need blocks that were not reserved");
         }
         bool anyAdapter = Adapters != null && rowAdapter.Any(a => a >= 0);
+        if (anyAdapter)
+        {
+            Adapters!.Acquire(rowAdapter);
+            for (int row = 0; row < n; row++) rowAdapter[row] = Adapters.SlotOf(rowAdapter[row]);
+        }
         int c = cfg.HiddenSize, h = cfg.NumHeads, hkv = cfg.NumKvHeads, d = cfg.HeadDim, f = cfg.IntermediateSize;
 
         using var x = be.Zeros(new Shape(n, c));
@@ -103,7 +109,7 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
         {
             if (!items[s].WantLogits) continue;
             be.CopyRows(hn, row + items[s].Ids.Length - 1, last, i, 1);
-            lastAdapter[i++] = items[s].Adapter;
+            lastAdapter[i++] = anyAdapter ? Adapters!.SlotOf(items[s].Adapter) : items[s].Adapter;
         }
         using var logits = be.Zeros(new Shape(wanted.Length, cfg.VocabSize));
         w.LmHead.Forward(be, last, logits);

@@ -1,9 +1,12 @@
 // Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones,
 // then give every running sequence its next tokens (a decode token, or the next chunk of its prompt)
 // within the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget
-// and blocks last. When blocks run short, the most recently admitted sequence is preempted by
-// recomputation: its blocks are freed and it waits again with its prompt + generated tokens, which
-// are recomputed when it is readmitted. Sequences whose computed length reaches their token count get
+// and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
+// (AdapterStack.Slots); rows of other adapters wait a step. When blocks run short, the most recently
+// admitted sequence is preempted: swapped (its K/V copied to the host tier and its blocks freed; it
+// is readmitted when the pool can take all of them back) or recomputed (its blocks freed; it waits
+// again with its prompt + generated tokens, which are recomputed when it is readmitted), as
+// ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
 // logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
 // EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
 // after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
@@ -41,7 +44,7 @@ public sealed class ServingEngine : IDisposable
     private Thread? _loop;
     private volatile bool _stopping;
     private long _nextId, _admitCounter;
-    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _finished;
+    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _swaps, _recomputations, _finished;
 
     public ServingEngine(Decoder decoder, ServingOptions options, AdapterStack? adapters = null, Func<IReadOnlyList<int>, string>? decode = null)
     {
@@ -67,7 +70,7 @@ public sealed class ServingEngine : IDisposable
         {
             lock (_stepLock)
                 return new ServingStats(_steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _finished, Cache.CopiedOnWrite, _running.Count,
-                    _waiting.Count + _incoming.Count, Cache.Pool.Available);
+                    _waiting.Count + _incoming.Count, Cache.Pool.Available, _swaps, _recomputations);
         }
     }
 
@@ -141,10 +144,14 @@ public sealed class ServingEngine : IDisposable
     {
         var items = new List<(Sequence, int)>();
         int budget = Options.MaxBatchTokens;
+        // A step uses at most as many adapters as the device tier holds; other rows wait a step.
+        var stepAdapters = new HashSet<int>();
+        bool AdapterFits(Sequence s) => s.Adapter < 0 || stepAdapters.Contains(s.Adapter) || stepAdapters.Count < Adapters!.Slots;
         foreach (var s in _running.ToArray())
         {
             if (budget == 0) break;
             if (!_running.Contains(s)) continue; // preempted below by an earlier sequence
+            if (!AdapterFits(s)) continue;
             int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
             bool ok;
             while (!(ok = Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
@@ -154,26 +161,32 @@ public sealed class ServingEngine : IDisposable
                 if (victim == s) break;
             }
             if (!ok) continue;
+            if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;
         }
         while (budget > 0 && _running.Count < Options.MaxRunning && _waiting.First is { } node)
         {
             var s = node.Value;
+            if (!AdapterFits(s)) break;
             if (s.Blocks.Length == 0 && Options.PrefixCaching)
             {
                 int hit = Cache.MatchPrefix(s.Blocks, s.Tokens.ToArray().AsSpan(0, s.Tokens.Count - 1));
                 _cachedPrefix += hit;
             }
             int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
-            if (!Cache.Reserve(s.Blocks, s.Blocks.Length + chunk))
+            bool ok = s.Blocks.SwappedBlocks > 0
+                ? Cache.Pool.Available >= Cache.BlocksFor(s.Blocks.Length + chunk) && Cache.SwapIn(s.Blocks) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)
+                : Cache.Reserve(s.Blocks, s.Blocks.Length + chunk);
+            if (!ok)
             {
-                Cache.Free(s.Blocks);
+                if (s.Blocks.SwappedBlocks == 0) Cache.Free(s.Blocks); // a prefix match, given back; a swapped copy stays
                 break;
             }
             _waiting.RemoveFirst();
             s.AdmitOrder = ++_admitCounter;
             _running.Add(s);
+            if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;
         }
@@ -182,7 +195,13 @@ public sealed class ServingEngine : IDisposable
 
     private void Preempt(Sequence s)
     {
-        Cache.Free(s.Blocks);
+        bool swap = (Options.Preemption ?? (Cache.Tiers is { CanSwap: true } ? PreemptionMode.Swap : PreemptionMode.Recompute)) == PreemptionMode.Swap;
+        if (swap && Cache.SwapOut(s.Blocks)) _swaps++;
+        else
+        {
+            Cache.Free(s.Blocks);
+            _recomputations++;
+        }
         _running.Remove(s);
         var node = _waiting.First;
         while (node != null && node.Value.AdmitOrder != 0 && node.Value.AdmitOrder < s.AdmitOrder) node = node.Next;

@@ -1,6 +1,6 @@
 // Sizes of the serving engine: the paged KV pool (blocks of BlockSize positions), the token budget of
 // one step (decode tokens first, then prefill chunks of at most what is left), and how many sequences
-// run at once.
+// run at once, and how a sequence gives its blocks up when the pool runs short.
 namespace Temper.Serving.Scheduling;
 
 public sealed record ServingOptions
@@ -14,8 +14,16 @@ public sealed record ServingOptions
     public int? MaxSequenceLength { get; init; }
     /// <summary>Whether full prompt blocks are shared between requests through the prefix cache.</summary>
     public bool PrefixCaching { get; init; } = true;
+    /// <summary>
+    /// How a preempted sequence gives its blocks up: swapped to the host tier and copied back on resume,
+    /// or dropped and recomputed. Default (null): swap when the cache has a host tier. Swap falls back to
+    /// recomputation for a sequence the host tier cannot hold.
+    /// </summary>
+    public PreemptionMode? Preemption { get; init; }
 }
+
+public enum PreemptionMode { Swap, Recompute }
 
 /// <summary>What the engine has done so far (read while it runs; each field is a snapshot).</summary>
 public sealed record ServingStats(long Steps, long PrefillTokens, long DecodeTokens, long CachedPrefixTokens, long Preemptions,
-    long RequestsFinished, long CopiedOnWrite, int Running, int Waiting, int FreeBlocks);
+    long RequestsFinished, long CopiedOnWrite, int Running, int Waiting, int FreeBlocks, long Swaps, long Recomputations);

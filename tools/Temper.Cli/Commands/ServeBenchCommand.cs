@@ -6,7 +6,8 @@
 // the three K times, interleaved, and reports each one's best round (by tokens per CPU-second, which
 // a shared machine disturbs far less than wall time). Without --model it
 // builds a seeded random SmolLM-135M-shaped model; adapters are seeded random PEFT adapters (rank
-// --rank on all seven projections) written to a temporary folder.
+// --rank on all seven projections) written to a temporary folder. --resident-adapters R keeps at most R
+// adapters on the device (the rest wait in host memory and are loaded on demand, LRU-evicted).
 using System.CommandLine;
 using System.Text.Json;
 using Temper.Core;
@@ -33,13 +34,15 @@ internal static class ServeBenchCommand
         var rank = new Option<int>("--rank") { Description = "Rank of the random adapters", DefaultValueFactory = _ => 16 };
         var batchTokens = new Option<int>("--max-batch-tokens") { Description = "Tokens computed per step", DefaultValueFactory = _ => 512 };
         var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host tier holds", DefaultValueFactory = _ => 64 };
+        var resident = new Option<int>("--resident-adapters") { Description = "Adapters the device holds at once (0: all)", DefaultValueFactory = _ => 0 };
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, repeat, threads }) cmd.Add(o);
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, resident, repeat, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
-            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl) throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters >= 0, --shared-prefix within the prompt");
+            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0)
+                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters and --resident-adapters >= 0, --shared-prefix within the prompt");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             LanguageModel? lm = null;
             Decoder decoder;
@@ -57,7 +60,7 @@ internal static class ServeBenchCommand
             }
             using var owned = lm;
             string tmp = Path.Combine(Path.GetTempPath(), $"temper-bench-serve-{Environment.ProcessId}");
-            using var stack = new AdapterStack(decoder.Weights, be);
+            using var stack = new AdapterStack(decoder.Weights, be, p.GetValue(resident) is > 0 and int slots ? slots : int.MaxValue);
             try
             {
                 for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(WriteRandomAdapter(Path.Combine(tmp, $"ad{i}"), decoder.Weights, p.GetValue(rank), seed: 100 + i)));
@@ -74,9 +77,10 @@ internal static class ServeBenchCommand
                 {
                     using var engine = new ServingEngine(decoder, options, stack);
                     using var tiers = new KvTiers(engine.Cache, p.GetValue(hostBlocks), 0, null);
+                    long evicted0 = stack.Device.Evictions, loaded0 = stack.Device.BytesIn;
                     ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, pl)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]); // warm-up
                     var res = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = n, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
-                    return (res, $"tiers: device {tiers.Device}; host {tiers.Host}");
+                    return (res, $"tiers: device {tiers.Device}; host {tiers.Host}; adapters: {stack.Device.Evictions - evicted0} evictions, {stack.Device.BytesIn - loaded0} B loaded from host");
                 }
                 var runs = new List<(string Label, Func<int, string?> AdapterOf)> { ("base", _ => null) };
                 if (la > 0)
@@ -95,7 +99,7 @@ internal static class ServeBenchCommand
                 {
                     var (res, tiers) = best[label];
                     Console.WriteLine($"{label,-12} {res.Tokens} tokens in {res.Seconds:F2} s = {res.TokensPerSecond:F1} tokens/s ({res.TokensPerCpuSecond:F1} per CPU-second); TTFT p50 {res.TtftP50Ms:F0} ms, p99 {res.TtftP99Ms:F0} ms; " +
-                        $"inter-token p50 {res.ItlP50Ms:F1} ms, p99 {res.ItlP99Ms:F1} ms; {res.Stats.Steps} steps, {res.Stats.Preemptions} preemptions, {res.Stats.CachedPrefixTokens} prefix-cached tokens");
+                        $"inter-token p50 {res.ItlP50Ms:F1} ms, p99 {res.ItlP99Ms:F1} ms; {res.Stats.Steps} steps, {res.Stats.Preemptions} preemptions ({res.Stats.Swaps} swapped), {res.Stats.CachedPrefixTokens} prefix-cached tokens");
                     Console.WriteLine($"{"",-12} {tiers}");
                 }
                 if (la > 0)
