@@ -17,7 +17,8 @@
 // the ones digit afresh (one seed in five stayed at 11%), hence the several forms of ToPretrainText.
 // Runs are seeded and the CPU kernels are bitwise independent of the thread count, so the figures repeat
 // on one machine; across machines they moved: seed 1 gave 92% (full) and 86% (LoRA) on 2026-11-22's
-// machine, 84% and 85% on 2026-11-23's (both AVX-512), which the bounds leave room for. One thread: for a model this small a second one bought nothing, and the two test classes
+// machine, 84% and 85% on 2026-11-23's (both AVX-512). The test now trains the full model 500 steps
+// (91% on 2026-11-23's machine) so that a machine's drift stays well clear of the 80% bound. One thread: for a model this small a second one bought nothing, and the two test classes
 // then run side by side on 2 cores.
 using System.Diagnostics;
 using System.Globalization;
@@ -83,7 +84,7 @@ internal static class Learning
             select AdditionTask.Item(a, b)];
 
     /// <summary>Full fine-tuning from random weights on the SFT form: held-out accuracy before and after.</summary>
-    internal static (double Before, double After) FullFineTune(int seed = 1, int steps = 400)
+    internal static (double Before, double After) FullFineTune(int seed = 1, int steps = 500)
     {
         var sw = Stopwatch.StartNew();
         string model = TinyModelDir(Hidden, Layers, Intermediate, InitRange, tied: false);
