@@ -1,6 +1,7 @@
 // The serving engine on the ILGPU backend (ILGPU's CPU accelerator in CI): paged KV pools and adapter
 // stacks in device memory, the paged attention and gathered LoRA kernels, copy-on-write block copies
-// and a tier round trip through the staging tensor, giving the CPU backend's tokens.
+// a tier round trip through the staging tensor, and preemption by swapping to the host tier and back,
+// giving the CPU backend's tokens.
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Ilgpu;
 using Temper.Models;
@@ -19,7 +20,7 @@ public sealed class IlgpuServingTests
         using var stack = new AdapterStack(lm.Weights, be);
         stack.Add("a2", LoraAdapter.Load(ServingFixtures.Adapter(2)));
         using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 5, MaxBatchTokens = 16 }, stack);
-        using var tiers = new KvTiers(e.Cache, hostBlocks: 8, diskBlocks: 0, null);
+        using var tiers = new KvTiers(e.Cache, hostBlocks: 16, diskBlocks: 0, null);
         e.Start();
         var prompt = Enumerable.Range(40, 9).ToArray();
         var results = new List<ChoiceResult>();
@@ -31,6 +32,14 @@ public sealed class IlgpuServingTests
         // The base prompt's blocks were evicted to the host tier by now; serve it again from there.
         results.AddRange(await e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 3, IgnoreEos = true, TopLogprobs = 0 }).CollectAsync(TestContext.Current.CancellationToken));
         Assert.True(tiers.Host.Hits > 0, $"host: {tiers.Host}");
+        // Three requests that want 4 blocks each in a pool of 5: the scheduler swaps sequences out and back.
+        var many = Enumerable.Range(0, 3).Select(i => e.Submit(new ServingRequest
+        {
+            PromptIds = Enumerable.Range(60 + 7 * i, 6).ToArray(), MaxNewTokens = 8, IgnoreEos = true, TopLogprobs = 0,
+        })).ToList();
+        foreach (var h in many) results.AddRange(await h.CollectAsync(TestContext.Current.CancellationToken));
+        Assert.True(e.Stats.Swaps > 0, $"no swap: {e.Stats}");
+        Assert.Equal(0, tiers.Host.SwappedBlocks);
         return results;
     }
 
