@@ -2,7 +2,8 @@
 //   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE dotnet run -c Release --project bench/Temper.Bench -- --filter '*Gemm*' --job short
 // (bench/README.md says why those two variables are unset and how to install the OpenBLAS peer).
 // `-- --gemm-best-of [seconds]` runs the quick best-of GEMM comparison instead (GemmBestOf.cs);
-// `-- --train-step [steps]` the end-to-end CPU LoRA training step (TrainStep.cs).
+// `-- --train-step [steps] [--profile]` the end-to-end CPU LoRA training step (TrainStep.cs), with a
+// per-op time table when --profile is given (ProfilingBackend.cs).
 using BenchmarkDotNet.Running;
 using Temper.Bench;
 
@@ -15,7 +16,10 @@ if (args.Length > 0 && args[0] == "--gemm-best-of")
 }
 if (args.Length > 0 && args[0] == "--train-step")
 {
-    TrainStep.Run(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 3);
+    var rest = args.Skip(1).ToArray();
+    bool profile = rest.Contains("--profile");
+    var steps = rest.Where(a => a != "--profile").ToArray();
+    TrainStep.Run(steps.Length > 0 ? int.Parse(steps[0], System.Globalization.CultureInfo.InvariantCulture) : 3, profile);
     return;
 }
 BenchmarkSwitcher.FromAssembly(typeof(OpenBlas).Assembly).Run(args);

@@ -4,6 +4,9 @@
 // FLOPs (forward, input gradients and LoRA terms; no recomputation, no frozen-weight gradients), next
 // to OpenBLAS sgemm's best GFLOP/s at 2048^3 measured in the same process; then one step with gradient
 // checkpointing, and the peak bytes of the pass's own tensors (activations, gradient buffers) both ways.
+// With `--profile` the backend is wrapped in ProfilingBackend and the timed steps are followed by a table
+// of ops by total time, each with its calls and share of the step (the wrapper's own cost is noise next
+// to a ~3 s step: a few thousand calls of two timestamps each).
 using System.Diagnostics;
 using Temper.Core;
 using Temper.Kernels.Cpu;
@@ -15,7 +18,7 @@ namespace Temper.Bench;
 
 public static unsafe class TrainStep
 {
-    public static void Run(int steps)
+    public static void Run(int steps, bool profile = false)
     {
         var cfg = new ModelConfig
         {
@@ -24,7 +27,9 @@ public static unsafe class TrainStep
             OutputBias = false, MlpBias = false, MaxPositions = 8192, Rope = new RopeSpec("default", 100000),
         };
         const int seq = 256, batch = 1, rank = 16;
-        var be = new CpuBackend();
+        var cpu = new CpuBackend();
+        var profiler = profile ? new ProfilingBackend(cpu) : null;
+        IBackend be = profiler ?? (IBackend)cpu;
         using var weights = ModelWeights.Random(cfg, be, seed: 1);
         var lora = new LoraConfig(rank, 32, false, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], null, 0);
         LoraInit.Attach(weights, lora, be, seed: 1);
@@ -45,6 +50,7 @@ public static unsafe class TrainStep
             bp.Run(ids, ids, [], batch, 1f / (n - batch), ps.GradOf);
         }
         Step(); // warm-up: JIT, page-in
+        profiler?.Reset();
         var times = new List<double>();
         for (int i = 0; i < steps; i++)
         {
@@ -55,6 +61,7 @@ public static unsafe class TrainStep
         double best = times.Min(), mean = times.Average();
         Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {ps.Count:N0} trained params): {steps} steps");
         Console.WriteLine($"  mean {mean * 1000:F0} ms = {n / mean:F0} tokens/s, {flops / mean / 1e9:F1} GFLOP/s; best {best * 1000:F0} ms = {n / best:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s (model FLOPs {flops / 1e9:F1} G/step)");
+        if (profiler != null) PrintProfile(profiler, times.Sum(), steps);
         long keptPeak = bp.PeakActivationBytes;
         bp.GradientCheckpointing = true;
         var ck = Stopwatch.StartNew();
@@ -62,6 +69,17 @@ public static unsafe class TrainStep
         double ckSeconds = ck.Elapsed.TotalSeconds;
         Console.WriteLine($"  activations kept: peak {keptPeak / 1e6:F0} MB; gradient checkpointing: peak {bp.PeakActivationBytes / 1e6:F0} MB, one step {ckSeconds * 1000:F0} ms = {n / ckSeconds:F0} tokens/s");
         Console.WriteLine($"  OpenBLAS sgemm 2048^3, same process: {OpenBlasBest(2048, 3):F1} GFLOP/s (best of 3, {Environment.ProcessorCount} threads)");
+    }
+
+    private static void PrintProfile(ProfilingBackend profiler, double stepSeconds, int steps)
+    {
+        var table = profiler.Table();
+        double opSeconds = table.Sum(r => r.Seconds);
+        Console.WriteLine($"  per-op time over the {steps} timed steps ({opSeconds / stepSeconds:P0} of step time is inside backend ops):");
+        Console.WriteLine("  | op | ms/step | calls/step | share of step |");
+        Console.WriteLine("  | --- | ---: | ---: | ---: |");
+        foreach (var (op, seconds, calls) in table)
+            Console.WriteLine($"  | {op} | {seconds / steps * 1000:F1} | {calls / steps} | {seconds / stepSeconds:P1} |");
     }
 
     private static double OpenBlasBest(int size, int reps)

@@ -1,6 +1,9 @@
-// LoRA linear forward, in PEFT's order: xa[N,r] = x[N,K] A[r,K]^T, then
-//   y[N,M] = x w[M,K]^T + bias + scale * (xa B[M,r]^T),
-// three Linear products (the two small LoRA ones through the same GEMM/GEMV) and a scaled add.
+// LoRA linear forward: xa[N,r] = x[N,K] A[r,K]^T, then
+//   y[N,M] = x w[M,K]^T + bias + (scale xa) B[M,r]^T,
+// three Linear products (the two small LoRA ones through the same GEMM/GEMV), the last accumulated
+// straight into y. The scale goes on the small [N,r] factor rather than on the [N,M] product (PEFT's
+// order; the reference keeps it): equal up to rounding, exact for a power-of-two scale, and it saves an
+// [N,M] temporary, a large-object allocation per call that cost more than the base GEMM itself.
 // Backward (the LoRA branch; the base part is Linear's): dxa = scale dy B, dB += scale dy^T xa,
 // dA += dxa^T x, dx += dxa A, all through the GEMM.
 namespace Temper.Kernels.Cpu;
@@ -18,9 +21,10 @@ public static class LoraLinear
         Linear.Forward(x, a, default, xaSpan, n, k, r, accumulate: false, threads);
         if (wBf16.IsEmpty) Linear.Forward(x, w, bias, y, n, k, m, accumulate: false, threads);
         else Linear.Forward(x, wBf16, bias, y, n, k, m, accumulate: false, threads);
-        var lora = new float[n * m];
-        Linear.Forward(xaSpan, b, default, lora, n, r, m, accumulate: false, threads);
-        Add.ScaledInPlace(lora, scale, y);
+        var scaledXa = new float[n * r];
+        xaSpan.CopyTo(scaledXa);
+        Scale.Apply(scaledXa, scale);
+        Linear.Forward(scaledXa, b, default, y, n, r, m, accumulate: true, threads);
     }
 
     /// <summary>

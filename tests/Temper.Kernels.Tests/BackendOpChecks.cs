@@ -129,11 +129,12 @@ public abstract partial class BackendOpChecks : IDisposable
     // ---- LoraLinear ----
 
     [Theory]
-    [InlineData(5, 13, 7, 3, false)]
-    [InlineData(1, 64, 33, 4, false)]
-    [InlineData(20, 70, 40, 8, true)]
-    [InlineData(1, 70, 40, 16, true)]
-    public void LoraLinear_MatchesReference(int n, int k, int m, int r, bool bf16)
+    [InlineData(5, 13, 7, 3, false, 2f)]
+    [InlineData(1, 64, 33, 4, false, 0.7f)] // a scale that is not a power of two: the CPU kernel scales xa, the reference the product
+    [InlineData(20, 70, 40, 8, true, 2f)]
+    [InlineData(20, 70, 40, 8, false, 0.7f)]
+    [InlineData(1, 70, 40, 16, true, 2f)]
+    public void LoraLinear_MatchesReference(int n, int k, int m, int r, bool bf16, float scale)
     {
         var x = Floats(n * k, 1);
         var w = Floats(m * k, 2);
@@ -149,10 +150,10 @@ public abstract partial class BackendOpChecks : IDisposable
         var b = Floats(m * r, 5);
         var y = new float[n * m];
         var xa = new float[n * r];
-        LoraLinearReference.Forward(x, w, bias, a, b, 2f, y, xa, n, k, m, r);
+        LoraLinearReference.Forward(x, w, bias, a, b, scale, y, xa, n, k, m, r);
         var ty = _b.Zeros(new Shape(n, m));
         var txa = _b.Zeros(new Shape(n, r));
-        _b.LoraLinear(_b.FromHost(T(x, n, k)), _b.FromHost(tw), _b.FromHost(T(bias, m)), _b.FromHost(T(a, r, k)), _b.FromHost(T(b, m, r)), 2f, ty, txa);
+        _b.LoraLinear(_b.FromHost(T(x, n, k)), _b.FromHost(tw), _b.FromHost(T(bias, m)), _b.FromHost(T(a, r, k)), _b.FromHost(T(b, m, r)), scale, ty, txa);
         Close(Run(ty), y, "lora y");
         Close(Run(txa), xa, "lora xa");
     }
