@@ -12,39 +12,8 @@ using static Temper.Kernels.Ilgpu.Tests.Check;
 
 namespace Temper.Kernels.Ilgpu.Tests;
 
-public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
+public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
-    private readonly List<Tensor> _owned = [];
-    private readonly CpuBackend _cpu = new(1);
-
-    private IlgpuBackend B => device.Backend;
-
-    public void Dispose()
-    {
-        foreach (var t in _owned) t.Dispose();
-        _cpu.Dispose();
-        GC.SuppressFinalize(this);
-    }
-
-    private Tensor Own(Tensor t)
-    {
-        _owned.Add(t);
-        return t;
-    }
-
-    private Tensor Up(float[] values, params int[] shape) => Own(B.FromHost(Host(values, shape)));
-    private Tensor UpBf16(ushort[] values, params int[] shape) => Own(B.FromHost(HostBf16(values, shape)));
-    private Tensor Zeros(params int[] shape) => Own(B.Zeros(new Shape(shape)));
-
-    /// <summary>The values of a device tensor, which must be this backend's.</summary>
-    private float[] Down(Tensor t)
-    {
-        Assert.Same(B, t.Storage.Device);
-        Assert.IsType<DeviceStorage>(t.Storage);
-        using var h = B.ToHost(t);
-        return h.ToFloatArray();
-    }
-
     /// <summary>Runs a CPU backend op when it exists; false when the CPU backend lacks it (not yet on this branch).</summary>
     private static bool CpuHas(Action op)
     {
@@ -81,7 +50,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
     {
         // A backend of its own: the shared one's pool counters move with the other classes' tests running beside this one.
         _ = B; // skips where the device is missing
-        using var own = IlgpuBackend.Create(device.Kind);
+        using var own = IlgpuBackend.Create(Device.Kind);
         var values = Floats(1000, 11);
         var (hits, _) = own.PoolCounts;
         var t = own.FromHost(Host(values, 10, 100));
@@ -103,7 +72,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var src = Floats(6 * 5, 2);
         var dst = Floats(4 * 5, 3);
         var expected = Host((float[])dst.Clone(), 4, 5);
-        _cpu.CopyRows(Host(src, 6, 5), 2, expected, 1, 3);
+        Cpu.CopyRows(Host(src, 6, 5), 2, expected, 1, 3);
         var d = Up(dst, 4, 5);
         B.CopyRows(Up(src, 2, 3, 5), 2, d, 1, 3);
         Bitwise(Down(d), expected.Floats, "copy rows");
@@ -122,7 +91,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var ids = Ints(9, 5, v);
         Tensor host = bf16 ? HostBf16(Check.ToBf16(table, out _), v, c) : Host(table, v, c);
         var expected = Tensor.Zeros(new Shape(9, c));
-        _cpu.Embedding(host, ids, expected);
+        Cpu.Embedding(host, ids, expected);
         var output = Zeros(9, c);
         B.Embedding(Own(B.FromHost(host)), ids, output);
         Bitwise(Down(output), expected.Floats, $"embedding bf16={bf16}");
@@ -138,7 +107,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
             var w = Floats(c, 100 + c);
             var y = Tensor.Zeros(new Shape(rows, c));
             var rstd = Tensor.Zeros(new Shape(rows));
-            _cpu.RmsNorm(Host(x, rows, c), Host(w, c), 1e-5f, y, rstd);
+            Cpu.RmsNorm(Host(x, rows, c), Host(w, c), 1e-5f, y, rstd);
             var ty = Zeros(rows, c);
             var tr = Zeros(rows);
             B.RmsNorm(Up(x, rows, c), Up(w, c), 1e-5f, ty, tr);
@@ -163,7 +132,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
             var bv = Floats(m, 3 * m);
             var y0 = Floats(n * m, 5 * n);
             var expected = Host((float[])y0.Clone(), n, m);
-            _cpu.Linear(Host(x, n, k), hw, bias ? Host(bv, m) : null, expected, accumulate);
+            Cpu.Linear(Host(x, n, k), hw, bias ? Host(bv, m) : null, expected, accumulate);
             var ty = Up(y0, n, m);
             B.Linear(Up(x, n, k), Own(B.FromHost(hw)), bias ? Up(bv, m) : null, ty, accumulate);
             Close(Down(ty), expected.Floats, $"linear {n}x{k}x{m} bf16={bf16} bias={bias} accumulate={accumulate}");
@@ -183,7 +152,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var b = Floats(m * r, 5);
         var y = Tensor.Zeros(new Shape(n, m));
         var xa = Tensor.Zeros(new Shape(n, r));
-        _cpu.LoraLinear(Host(x, n, k), hw, Host(bias, m), Host(a, r, k), Host(b, m, r), 2f, y, xa);
+        Cpu.LoraLinear(Host(x, n, k), hw, Host(bias, m), Host(a, r, k), Host(b, m, r), 2f, y, xa);
         var ty = Zeros(n, m);
         var txa = Zeros(n, r);
         B.LoraLinear(Up(x, n, k), Own(B.FromHost(hw)), Up(bias, m), Up(a, r, k), Up(b, m, r), 2f, ty, txa);
@@ -193,7 +162,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var ty2 = Zeros(n, m);
         B.LoraLinear(Up(x, n, k), Own(B.FromHost(hw)), null, Up(a, r, k), Up(b, m, r), 0.5f, ty2);
         var y2 = Tensor.Zeros(new Shape(n, m));
-        _cpu.LoraLinear(Host(x, n, k), hw, null, Host(a, r, k), Host(b, m, r), 0.5f, y2);
+        Cpu.LoraLinear(Host(x, n, k), hw, null, Host(a, r, k), Host(b, m, r), 0.5f, y2);
         Close(Down(ty2), y2.Floats, "lora y without bias or xa");
     }
 
@@ -251,7 +220,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         float scale = 1f / MathF.Sqrt(d);
         var o = Tensor.Zeros(new Shape(batch, tq, heads, d));
         var lse = Tensor.Zeros(new Shape(batch, heads, tq));
-        _cpu.Attention(new AttentionArgs(Host(q, batch, tq, heads, d), Host(k, batch, s, kvHeads, d), Host(v, batch, s, kvHeads, d), o, kvLength, offset, scale, keyMask, lse));
+        Cpu.Attention(new AttentionArgs(Host(q, batch, tq, heads, d), Host(k, batch, s, kvHeads, d), Host(v, batch, s, kvHeads, d), o, kvLength, offset, scale, keyMask, lse));
         var to = Zeros(batch, tq, heads, d);
         var tl = Zeros(batch, heads, tq);
         B.Attention(new AttentionArgs(Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), to, kvLength, offset, scale, keyMask, tl));
@@ -268,7 +237,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
             var expected = new float[x.Length];
             DropoutReference.Forward(x, expected, 12345, p);
             var y = Tensor.Zeros(new Shape(x.Length));
-            _cpu.Dropout(Host(x, x.Length), 12345, p, y);
+            Cpu.Dropout(Host(x, x.Length), 12345, p, y);
             Bitwise(y.Floats, expected, $"cpu dropout p={p}");
             var t = Up(x, x.Length);
             B.Dropout(t, 12345, p, t);
@@ -282,19 +251,19 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var g = Floats(6 * 7, 1, 4f);
         var u = Floats(6 * 7, 2);
         var y = Tensor.Zeros(new Shape(6, 7));
-        _cpu.SwiGlu(Host(g, 6, 7), Host(u, 6, 7), y);
+        Cpu.SwiGlu(Host(g, 6, 7), Host(u, 6, 7), y);
         var ty = Zeros(6, 7);
         B.SwiGlu(Up(g, 6, 7), Up(u, 6, 7), ty);
         Close(Down(ty), y.Floats, "swiglu");
 
         var sum = Tensor.Zeros(new Shape(6, 7));
-        _cpu.Add(Host(g, 6, 7), Host(u, 6, 7), sum);
+        Cpu.Add(Host(g, 6, 7), Host(u, 6, 7), sum);
         var ta = Up(g, 6, 7);
         B.Add(ta, Up(u, 6, 7), ta); // y aliases a
         Bitwise(Down(ta), sum.Floats, "add in place");
 
         var ls = Tensor.Zeros(new Shape(6, 7));
-        _cpu.LogSoftmax(Host(g, 6, 7), ls);
+        Cpu.LogSoftmax(Host(g, 6, 7), ls);
         var tls = Zeros(6, 7);
         B.LogSoftmax(Up(g, 6, 7), tls);
         Close(Down(tls), ls.Floats, "log-softmax");
@@ -319,7 +288,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         B.EmbeddingBackward(Up(dOut, ids.Length, c), ids, td);
         Close(Down(td), expected, "embedding backward");
         var cpu = Host((float[])dTable0.Clone(), v, c);
-        if (CpuHas(() => _cpu.EmbeddingBackward(Host(dOut, ids.Length, c), ids, cpu))) Close(Down(td), cpu.Floats, "embedding backward vs cpu");
+        if (CpuHas(() => Cpu.EmbeddingBackward(Host(dOut, ids.Length, c), ids, cpu))) Close(Down(td), cpu.Floats, "embedding backward vs cpu");
     }
 
     [Fact]
@@ -330,7 +299,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         var w = Floats(c, 2);
         var dy = Floats(rows * c, 3);
         var rstd = Tensor.Zeros(new Shape(rows));
-        _cpu.RmsNorm(Host(x, rows, c), Host(w, c), 1e-5f, Tensor.Zeros(new Shape(rows, c)), rstd);
+        Cpu.RmsNorm(Host(x, rows, c), Host(w, c), 1e-5f, Tensor.Zeros(new Shape(rows, c)), rstd);
         var dx = new float[rows * c];
         var dw0 = Floats(c, 4);
         var dw = (float[])dw0.Clone();
@@ -371,7 +340,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
             B.LinearBackward(Up(dy, n, m), Up(x, n, k), Own(B.FromHost(hw)), null, tdw2, null, accumulateDx);
             Close(Down(tdw2), dw, "linear dWeight alone");
             var cpu = (Host((float[])dx0.Clone(), n, k), Host((float[])dw0.Clone(), m, k), Host((float[])db0.Clone(), m));
-            if (CpuHas(() => _cpu.LinearBackward(Host(dy, n, m), Host(x, n, k), hw, cpu.Item1, cpu.Item2, cpu.Item3, accumulateDx)))
+            if (CpuHas(() => Cpu.LinearBackward(Host(dy, n, m), Host(x, n, k), hw, cpu.Item1, cpu.Item2, cpu.Item3, accumulateDx)))
             {
                 Close(Down(tdx), cpu.Item1.Floats, "linear dx vs cpu");
                 Close(Down(tdw), cpu.Item2.Floats, "linear dWeight vs cpu");
@@ -696,7 +665,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : IDisposable
         Assert.Throws<ArgumentException>(() => B.SumOfSquares(hx));
         Assert.Throws<ArgumentException>(() => B.ToHost(hx));
         Assert.Throws<ArgumentException>(() => B.FromHost(dx));
-        using var cpuTensor = _cpu.Zeros(new Shape(3, 4));
+        using var cpuTensor = Cpu.Zeros(new Shape(3, 4));
         Assert.Throws<ArgumentException>(() => B.Embedding(cpuTensor, [0], Zeros(1, 4)));
     }
 }

@@ -8,34 +8,8 @@ using static Temper.Kernels.Ilgpu.Tests.Check;
 
 namespace Temper.Kernels.Ilgpu.Tests;
 
-public abstract class IlgpuServingOpChecks(DeviceFixture device) : IDisposable
+public abstract class IlgpuServingOpChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
-    private readonly List<Tensor> _owned = [];
-    private readonly CpuBackend _cpu = new(1);
-
-    private IlgpuBackend B => device.Backend;
-
-    public void Dispose()
-    {
-        foreach (var t in _owned) t.Dispose();
-        _cpu.Dispose();
-        GC.SuppressFinalize(this);
-    }
-
-    private Tensor Up(float[] values, params int[] shape)
-    {
-        var t = B.FromHost(Host(values, shape));
-        _owned.Add(t);
-        return t;
-    }
-
-    private float[] Down(Tensor t)
-    {
-        Assert.Same(B, t.Storage.Device);
-        using var h = B.ToHost(t);
-        return h.ToFloatArray();
-    }
-
     [Fact]
     public void PagedAttention_matches_cpu_and_reference()
     {
@@ -50,9 +24,8 @@ public abstract class IlgpuServingOpChecks(DeviceFixture device) : IDisposable
         var expected = new float[q.Length];
         PagedAttentionReference.Forward(q, kc, vc, expected, tables, maxBlocks, rowSeq, lens, heads, kvHeads, d, bs, scale);
         var cpuOut = Tensor.Zeros(new Shape(3, heads, d));
-        _cpu.PagedAttention(new PagedAttentionArgs(Host(q, 3, heads, d), Host(kc, blocks, bs, kvHeads, d), Host(vc, blocks, bs, kvHeads, d), cpuOut, tables, maxBlocks, rowSeq, lens, scale));
-        var output = B.Zeros(new Shape(3, heads, d));
-        _owned.Add(output);
+        Cpu.PagedAttention(new PagedAttentionArgs(Host(q, 3, heads, d), Host(kc, blocks, bs, kvHeads, d), Host(vc, blocks, bs, kvHeads, d), cpuOut, tables, maxBlocks, rowSeq, lens, scale));
+        var output = Zeros(3, heads, d);
         B.PagedAttention(new PagedAttentionArgs(Up(q, 3, heads, d), Up(kc, blocks, bs, kvHeads, d), Up(vc, blocks, bs, kvHeads, d), output, tables, maxBlocks, rowSeq, lens, scale));
         Close(Down(output), expected, "ilgpu paged attention vs reference");
         Close(Down(output), cpuOut.Floats, "ilgpu paged attention vs cpu");
@@ -69,8 +42,7 @@ public abstract class IlgpuServingOpChecks(DeviceFixture device) : IDisposable
         float scale = 1f / MathF.Sqrt(d);
         var mask = new int[batch * s];
         for (int b = 0; b < batch; b++) for (int j = 0; j < lens[b]; j++) mask[b * s + j] = 1;
-        var contiguous = B.Zeros(new Shape(batch, 1, heads, d));
-        _owned.Add(contiguous);
+        var contiguous = Zeros(batch, 1, heads, d);
         B.Attention(new AttentionArgs(Up(q, batch, 1, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), contiguous, s, s - 1, scale, mask));
         // The same keys in blocks [5, 1, 3] (sequence 0) and [0, 4, 2] (sequence 1) of a 6-block cache.
         int[] tables = [5, 1, 3, 0, 4, 2];
@@ -84,8 +56,7 @@ public abstract class IlgpuServingOpChecks(DeviceFixture device) : IDisposable
                 Array.Copy(k, (b * s + p) * row, kc, dst, row);
                 Array.Copy(v, (b * s + p) * row, vc, dst, row);
             }
-        var paged = B.Zeros(new Shape(batch, heads, d));
-        _owned.Add(paged);
+        var paged = Zeros(batch, heads, d);
         B.PagedAttention(new PagedAttentionArgs(Up(q, batch, heads, d), Up(kc, 6, bs, kvHeads, d), Up(vc, 6, bs, kvHeads, d), paged, tables, maxBlocks, new[] { 0, 1 }, lens, scale));
         Close(Down(paged), Down(contiguous), "ilgpu paged attention vs ilgpu contiguous attention");
     }
@@ -103,7 +74,7 @@ public abstract class IlgpuServingOpChecks(DeviceFixture device) : IDisposable
         var expected = (float[])y0.Clone();
         GatheredLoraLinearReference.Forward(x, a, b, scales, rowAdapter, expected, k, m, r);
         var cpuY = Host((float[])y0.Clone(), n, m);
-        _cpu.GatheredLoraLinear(Host(x, n, k), Host(a, adapters, r, k), Host(b, adapters, m, r), scales, rowAdapter, cpuY);
+        Cpu.GatheredLoraLinear(Host(x, n, k), Host(a, adapters, r, k), Host(b, adapters, m, r), scales, rowAdapter, cpuY);
         var y = Up(y0, n, m);
         B.GatheredLoraLinear(Up(x, n, k), Up(a, adapters, r, k), Up(b, adapters, m, r), scales, rowAdapter, y);
         var got = Down(y);

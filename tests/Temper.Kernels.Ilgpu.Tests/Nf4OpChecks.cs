@@ -10,35 +10,8 @@ using static Temper.Kernels.Ilgpu.Tests.Check;
 
 namespace Temper.Kernels.Ilgpu.Tests;
 
-public abstract class Nf4OpChecks(DeviceFixture device) : IDisposable
+public abstract class Nf4OpChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
-    private readonly List<IDisposable> _owned = [];
-    private readonly CpuBackend _cpu = new(1);
-
-    private IlgpuBackend B => device.Backend;
-
-    public void Dispose()
-    {
-        foreach (var t in _owned) t.Dispose();
-        _cpu.Dispose();
-        GC.SuppressFinalize(this);
-    }
-
-    private T Own<T>(T t) where T : IDisposable
-    {
-        _owned.Add(t);
-        return t;
-    }
-
-    private Tensor Up(float[] values, params int[] shape) => Own(B.FromHost(Host(values, shape)));
-
-    private float[] Down(Tensor t)
-    {
-        Assert.Same(B, t.Storage.Device);
-        using var h = B.ToHost(t);
-        return h.ToFloatArray();
-    }
-
     [Fact]
     public void Nf4Linear_Forward_And_InputGradient_MatchReference()
     {
@@ -58,7 +31,7 @@ public abstract class Nf4OpChecks(DeviceFixture device) : IDisposable
         B.Nf4Linear(Up(x, n, k), w, Up(bias, m), y, accumulate: true);
         Close(Down(y), expected, "nf4 linear (bias, accumulate)");
         using var yCpu = Host(start, n, m);
-        _cpu.Nf4Linear(Host(x, n, k), host, Host(bias, m), yCpu, accumulate: true);
+        Cpu.Nf4Linear(Host(x, n, k), host, Host(bias, m), yCpu, accumulate: true);
         Close(Down(y), yCpu.Floats, "nf4 linear vs cpu");
 
         var dy = Floats(n * m, 5);

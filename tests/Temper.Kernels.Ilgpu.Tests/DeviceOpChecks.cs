@@ -1,0 +1,43 @@
+// What every ILGPU op-check class shares: the device under test (skipped, visibly, where it is
+// missing), a one-thread CPU backend to compare with, and tensors uploaded for a test and disposed
+// after it. Down reads a result back and asserts it lives in this backend's device memory.
+using Temper.Core;
+using Temper.Kernels.Cpu;
+using static Temper.Kernels.Ilgpu.Tests.Check;
+
+namespace Temper.Kernels.Ilgpu.Tests;
+
+public abstract class DeviceOpChecks(DeviceFixture device) : IDisposable
+{
+    private readonly List<IDisposable> _owned = [];
+
+    protected DeviceFixture Device => device;
+    protected IlgpuBackend B => device.Backend;
+    protected CpuBackend Cpu { get; } = new(1);
+
+    public void Dispose()
+    {
+        foreach (var t in _owned) t.Dispose();
+        Cpu.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    protected T Own<T>(T t) where T : IDisposable
+    {
+        _owned.Add(t);
+        return t;
+    }
+
+    protected Tensor Up(float[] values, params int[] shape) => Own(B.FromHost(Host(values, shape)));
+    protected Tensor UpBf16(ushort[] values, params int[] shape) => Own(B.FromHost(HostBf16(values, shape)));
+    protected Tensor Zeros(params int[] shape) => Own(B.Zeros(new Shape(shape)));
+
+    /// <summary>The values of a device tensor, which must be this backend's.</summary>
+    protected float[] Down(Tensor t)
+    {
+        Assert.Same(B, t.Storage.Device);
+        Assert.IsType<DeviceStorage>(t.Storage);
+        using var h = B.ToHost(t);
+        return h.ToFloatArray();
+    }
+}
