@@ -7,6 +7,7 @@
 //   SegmentIds  null unless a row is packed: which example of its row each token is (0 for plain rows and padding)
 // Batch (epoch, index) depends on nothing else, so a run resumes exactly from a saved (Epoch, Index).
 using Temper.Core;
+using Temper.Training.Trainers;
 
 namespace Temper.Training.Data;
 
@@ -55,6 +56,18 @@ public sealed class SftBatcher
     }
 
     public SftBatch Batch(int epoch, int index) => Make(Order(epoch), epoch, index);
+
+    /// <summary>A run's optimizer steps: maxSteps, or epochs x the steps of gradAccum batches an epoch (at least one).</summary>
+    public int TotalSteps(int? maxSteps, int epochs, int gradAccum) => maxSteps ?? epochs * Math.Max(1, (BatchesPerEpoch + gradAccum - 1) / gradAccum);
+
+    /// <summary>The gradAccum batches one optimizer step takes from <paramref name="cursor"/>, which moves past them.</summary>
+    public List<SftBatch> StepBatches(ref BatchCursor cursor, int gradAccum)
+    {
+        var micro = new List<SftBatch>(gradAccum);
+        for (int i = 0; i < gradAccum; i++, cursor = cursor.Next(BatchesPerEpoch))
+            micro.Add(Batch(cursor.Epoch, cursor.Index));
+        return micro;
+    }
 
     /// <summary>
     /// Batches from (epoch, batchIndex) on, running on into the following epochs without end: take as

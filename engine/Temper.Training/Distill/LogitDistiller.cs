@@ -48,14 +48,12 @@ public sealed class LogitDistiller(SftOptions student, DistillOptions d, LogitDi
         if (ds.Examples.Count == 0) throw new TemperException($"{data}: no training examples");
         if (ds.SkippedBadLines > 0) OnWarning?.Invoke($"{ds.SkippedBadLines} bad line(s) skipped");
         var batcher = new SftBatcher(ds.Examples, o.BatchSize, run.PadId, (ulong)o.Seed);
-        int total = o.MaxSteps ?? o.Epochs * Math.Max(1, (batcher.BatchesPerEpoch + o.GradAccum - 1) / o.GradAccum);
+        int total = batcher.TotalSteps(o.MaxSteps, o.Epochs, o.GradAccum);
         double t2 = (double)l.Temperature * l.Temperature;
 
         StepOutput Step(BatchCursor cursor)
         {
-            var micro = new List<SftBatch>();
-            for (int i = 0; i < o.GradAccum; i++, cursor = cursor.Next(batcher.BatchesPerEpoch))
-                micro.Add(batcher.Batch(cursor.Epoch, cursor.Index));
+            var micro = batcher.StepBatches(ref cursor, o.GradAccum);
             int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
             double lossSum = 0;
             foreach (var b in micro)

@@ -36,13 +36,11 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
             ? ReferenceCache.GetOrCompute(o.OutDir, data.Sha256, reference.Description, "logps", () => reference.Logps(run.Backprop, items.Select(x => x.Example).ToList(), pad))
             : null;
         var batcher = new SftBatcher(items.Select(x => x.Example).ToList(), o.BatchSize, pad, (ulong)o.Seed);
-        int total = o.MaxSteps ?? o.Epochs * Math.Max(1, (batcher.BatchesPerEpoch + o.GradAccum - 1) / o.GradAccum);
+        int total = batcher.TotalSteps(o.MaxSteps, o.Epochs, o.GradAccum);
 
         StepOutput Step(BatchCursor cursor)
         {
-            var micro = new List<int[]>();
-            for (int i = 0; i < o.GradAccum; i++, cursor = cursor.Next(batcher.BatchesPerEpoch))
-                micro.Add(batcher.Batch(cursor.Epoch, cursor.Index).ExampleIndices.Order().ToArray()); // file order inside a batch: mismatched pairs as TRL forms them
+            var micro = batcher.StepBatches(ref cursor, o.GradAccum).Select(b => b.ExampleIndices.Order().ToArray()).ToList(); // file order inside a batch: mismatched pairs as TRL forms them
             int totalExamples = micro.Sum(m => m.Length);
             double loss = 0, z0 = 0, rewardUp = 0, rewardDown = 0;
             long tokens = 0;

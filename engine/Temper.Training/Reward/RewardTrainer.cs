@@ -35,13 +35,11 @@ public sealed class RewardTrainer(SftOptions o, RewardOptions r, IBackend backen
         var pairs = data.Pairs;
         int pad = run.PadId;
         var batcher = new SftBatcher(pairs.Select(x => x.Chosen).ToList(), o.BatchSize, pad, (ulong)o.Seed);
-        int total = o.MaxSteps ?? o.Epochs * Math.Max(1, (batcher.BatchesPerEpoch + o.GradAccum - 1) / o.GradAccum);
+        int total = batcher.TotalSteps(o.MaxSteps, o.Epochs, o.GradAccum);
 
         StepOutput Step(BatchCursor cursor)
         {
-            var micro = new List<int[]>();
-            for (int i = 0; i < o.GradAccum; i++, cursor = cursor.Next(batcher.BatchesPerEpoch))
-                micro.Add(batcher.Batch(cursor.Epoch, cursor.Index).ExampleIndices);
+            var micro = batcher.StepBatches(ref cursor, o.GradAccum).Select(b => b.ExampleIndices).ToList();
             int totalPairs = micro.Sum(m => m.Length);
             double loss = 0, acc = 0, margin = 0, rc = 0, rr = 0;
             long tokens = 0;

@@ -38,7 +38,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         var eval = o.EvalData == null ? null : SftDataset.Load(o.EvalData, tok, run.Model.Template, dataOptions with { SkipBadLines = false });
 
         var batcher = new SftBatcher(data.Examples, o.BatchSize, run.PadId, (ulong)o.Seed);
-        int total = o.MaxSteps ?? o.Epochs * Math.Max(1, (batcher.BatchesPerEpoch + o.GradAccum - 1) / o.GradAccum);
+        int total = batcher.TotalSteps(o.MaxSteps, o.Epochs, o.GradAccum);
         var info = new JsonObject
         {
             ["path"] = Path.GetFullPath(o.DataPath), ["sha256"] = data.Sha256, ["lines"] = data.LineCount, ["examples"] = data.Examples.Count,
@@ -47,9 +47,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
         StepOutput Step(BatchCursor cursor)
         {
-            var micro = new List<SftBatch>();
-            for (int i = 0; i < o.GradAccum; i++, cursor = cursor.Next(batcher.BatchesPerEpoch))
-                micro.Add(batcher.Batch(cursor.Epoch, cursor.Index));
+            var micro = batcher.StepBatches(ref cursor, o.GradAccum);
             int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
             double lossSum = 0;
             foreach (var b in micro)
