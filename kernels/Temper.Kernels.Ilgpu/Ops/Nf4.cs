@@ -2,8 +2,8 @@
 // per 64-block: absmax[b] = dyn[q[b]] * scale[b/256] + offset (two f32 roundings on the CPU
 // accelerator; a CUDA build may contract them into one FMA, which moves an absmax by at most an ulp).
 // Nf4Weights is the GEMM's weight operand over the packed codes: element i is
-// lut[nibble(i)] * absmax[i/64], decoded as the kernel reads it, so the linear ops reuse Gemm's NT
-// (forward y = x W^T) and NN (input gradient dx = dy W) kernels and never hold the dequantised matrix.
+// lut[nibble(i)] * absmax[i/64], decoded as the kernel reads it, so the linear ops reuse Gemm's tiled
+// kernel for NT (forward y = x W^T) and NN (input gradient dx = dy W) and never hold the dequantised matrix.
 // Dequantize writes the whole f32 matrix (for checks and merging), one thread per element.
 using ILGPU;
 using ILGPU.Runtime;
@@ -50,22 +50,10 @@ internal static class Nf4
     }
 
     /// <summary>y[N,M] = (accumulate ? y : 0) + x w^T + bias.</summary>
-    public static void Forward(DeviceContext dc, ArrayView<float> x, Nf4Weights w, ArrayView<float>? bias, ArrayView<float> y, int n, int k, int m, bool accumulate)
-    {
-        if ((long)n * m == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = 1f, Accumulate = accumulate ? 1 : 0, HasBias = bias.HasValue ? 1 : 0 };
-        dc.Kernel<Action<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, ArrayView<float>, GemmDims>>("gemm.nt.nf4",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, ArrayView<float>, GemmDims>(Gemm.NTKernel))
-            (n * m, x, w, bias ?? y, y, d);
-    }
+    public static void Forward(DeviceContext dc, ArrayView<float> x, Nf4Weights w, ArrayView<float>? bias, ArrayView<float> y, int n, int k, int m, bool accumulate) =>
+        Gemm.NT(dc, x, w, bias, y, n, k, m, 1f, accumulate);
 
     /// <summary>dx[N,K] = (accumulate ? dx : 0) + dy[N,M] w[M,K].</summary>
-    public static void Backward(DeviceContext dc, ArrayView<float> dy, Nf4Weights w, ArrayView<float> dx, int n, int k, int m, bool accumulate)
-    {
-        if ((long)n * k == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = 1f, Accumulate = accumulate ? 1 : 0 };
-        dc.Kernel<Action<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, GemmDims>>("gemm.nn.nf4",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, GemmDims>(Gemm.NNKernel))
-            (n * k, dy, w, dx, d);
-    }
+    public static void Backward(DeviceContext dc, ArrayView<float> dy, Nf4Weights w, ArrayView<float> dx, int n, int k, int m, bool accumulate) =>
+        Gemm.NN(dc, dy, w, dx, n, k, m, 1f, accumulate);
 }
