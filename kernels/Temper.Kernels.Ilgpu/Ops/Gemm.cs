@@ -9,7 +9,9 @@
 // per 16-deep slice of q, the group stages A[64,16] and B[16,64] in shared memory (loaded along
 // whichever index is contiguous, so global reads coalesce; rows padded to 65 so the transposing stores
 // do not conflict) and each thread accumulates a 4 x 4 block of c (rows ty + 16r, columns tx + 16c)
-// in registers, f32, in q order. Per q a thread reads 8 shared values for 16 FMAs.
+// in registers, f32, in q order. Per q a thread reads 8 shared values for 16 FMAs. Outputs with too few
+// tiles to fill the device and a long depth are split along q (grid z), each split into its own
+// partial, summed in split order by a second pass (deterministic, no atomics).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -23,6 +25,7 @@ internal struct GemmDims
     public int Accumulate;
     public int HasBias;
     public int TX, TY, LogTX, LogTY; // threads along columns / rows of a tile (powers of two); tile = 4 TY x 4 TX
+    public int SplitDepth;           // depth per grid z (split-K: each z writes its own [Rows,Cols] partial)
 }
 
 /// <summary>Four accumulators of one row of a thread's 4 x 4 block.</summary>
@@ -46,20 +49,22 @@ internal static class Gemm
         int tid = Group.IdxX, tx = tid & (d.TX - 1), ty = tid >> d.LogTX, threads = d.TX * d.TY;
         int tileRows = 4 * d.TY, tileCols = 4 * d.TX;
         int row0 = Grid.IdxY * tileRows, col0 = Grid.IdxX * tileCols;
+        int kBegin = Grid.IdxZ * d.SplitDepth, kEnd = IntrinsicMath.Min(d.Depth, kBegin + d.SplitDepth);
+        var cz = c.SubView((long)Grid.IdxZ * d.Rows * d.Cols, (long)d.Rows * d.Cols);
         Acc4 r0 = default, r1 = default, r2 = default, r3 = default;
-        for (int k0 = 0; k0 < d.Depth; k0 += Slice)
+        for (int k0 = kBegin; k0 < kEnd; k0 += Slice)
         {
             for (int e = tid; e < tileRows * Slice; e += threads)
             {
                 int i = d.AsDepth == 1 ? e >> 4 : e & (tileRows - 1), q = d.AsDepth == 1 ? e & 15 : e >> (d.LogTY + 2);
                 int gi = row0 + i, gq = k0 + q;
-                sa[q * Pad + i] = gi < d.Rows && gq < d.Depth ? a.Get(gi * d.AsRow + gq * d.AsDepth) : 0f;
+                sa[q * Pad + i] = gi < d.Rows && gq < kEnd ? a.Get(gi * d.AsRow + gq * d.AsDepth) : 0f;
             }
             for (int e = tid; e < tileCols * Slice; e += threads)
             {
                 int j = d.BsDepth == 1 ? e >> 4 : e & (tileCols - 1), p = d.BsDepth == 1 ? e & 15 : e >> (d.LogTX + 2);
                 int gj = col0 + j, gp = k0 + p;
-                sb[p * Pad + j] = gj < d.Cols && gp < d.Depth ? b.Get(gp * d.BsDepth + gj * d.BsCol) : 0f;
+                sb[p * Pad + j] = gj < d.Cols && gp < kEnd ? b.Get(gp * d.BsDepth + gj * d.BsCol) : 0f;
             }
             Group.Barrier();
             for (int q = 0; q < Slice; q++)
@@ -73,10 +78,10 @@ internal static class Gemm
             }
             Group.Barrier();
         }
-        Store(r0, row0 + ty, col0 + tx, bias, c, d);
-        Store(r1, row0 + ty + d.TY, col0 + tx, bias, c, d);
-        Store(r2, row0 + ty + 2 * d.TY, col0 + tx, bias, c, d);
-        Store(r3, row0 + ty + 3 * d.TY, col0 + tx, bias, c, d);
+        Store(r0, row0 + ty, col0 + tx, bias, cz, d);
+        Store(r1, row0 + ty + d.TY, col0 + tx, bias, cz, d);
+        Store(r2, row0 + ty + 2 * d.TY, col0 + tx, bias, cz, d);
+        Store(r3, row0 + ty + 3 * d.TY, col0 + tx, bias, cz, d);
     }
 
     private static void Store(Acc4 acc, int i, int j0, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
@@ -94,6 +99,18 @@ internal static class Gemm
         }
     }
 
+    /// <summary>c = alpha (sum over splits of partial[z]) + (accumulate ? c : 0) + bias, the splits in order.</summary>
+    public static void SplitSumKernel(Index1D o, ArrayView<float> partial, ArrayView<float> bias, ArrayView<float> c, GemmDims d, int splits)
+    {
+        long size = (long)d.Rows * d.Cols;
+        float sum = 0;
+        for (int z = 0; z < splits; z++) sum += partial[z * size + o];
+        float r = d.Alpha * sum;
+        if (d.HasBias != 0) r += bias[o % d.Cols];
+        if (d.Accumulate != 0) r += c[o];
+        c[o] = r;
+    }
+
     private static void Launch<TA, TB>(DeviceContext dc, TA a, TB b, ArrayView<float>? bias, ArrayView<float> c, GemmDims d)
         where TA : struct, IWeights where TB : struct, IWeights
     {
@@ -105,10 +122,32 @@ internal static class Gemm
         d.TX = d.TY = wide ? 16 : 4;
         d.LogTX = d.LogTY = wide ? 4 : 2;
         int tile = 4 * d.TX;
-        var grid = new Index2D((d.Cols + tile - 1) / tile, (d.Rows + tile - 1) / tile);
-        dc.Kernel<Action<KernelConfig, TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>>($"gemm.tiled.{typeof(TA).Name}.{typeof(TB).Name}",
-            acc => acc.LoadStreamKernel<TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>(TiledKernel))
-            (new KernelConfig(grid, new Index2D(d.TX * d.TY, 1)), a, b, bias ?? c, c, d);
+        int colTiles = (d.Cols + tile - 1) / tile, rowTiles = (d.Rows + tile - 1) / tile;
+        // Split-K when the output has too few tiles to fill the device and the depth is long (LoRA's
+        // dA = dxa^T x: [r, K] over all N tokens): each split writes a partial, then one pass sums them.
+        int target = 2 * Math.Max(1, dc.Accelerator.NumMultiprocessors), tiles = colTiles * rowTiles;
+        int splits = tiles >= target ? 1 : Math.Min((target + tiles - 1) / tiles, d.Depth / (8 * Slice));
+        var kernel = dc.Kernel<Action<KernelConfig, TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>>($"gemm.tiled.{typeof(TA).Name}.{typeof(TB).Name}",
+            acc => acc.LoadStreamKernel<TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>(TiledKernel));
+        var group = new Index3D(d.TX * d.TY, 1, 1);
+        if (splits <= 1)
+        {
+            d.SplitDepth = d.Depth;
+            kernel(new KernelConfig(new Index3D(colTiles, rowTiles, 1), group), a, b, bias ?? c, c, d);
+            return;
+        }
+        d.SplitDepth = (d.Depth + splits - 1) / splits;
+        d.SplitDepth = (d.SplitDepth + Slice - 1) / Slice * Slice;
+        splits = (d.Depth + d.SplitDepth - 1) / d.SplitDepth;
+        var partial = dc.Arena.Take<float>((long)splits * d.Rows * d.Cols);
+        var whole = d;
+        d.Alpha = 1f;
+        d.Accumulate = 0;
+        d.HasBias = 0;
+        kernel(new KernelConfig(new Index3D(colTiles, rowTiles, splits), group), a, b, partial, partial, d);
+        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmDims, int>>("gemm.splitsum",
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmDims, int>(SplitSumKernel))
+            (d.Rows * d.Cols, partial, bias ?? c, c, whole, splits);
     }
 
     /// <summary>c[N,M] = (accumulate ? c : 0) + alpha a[N,K] w[M,K]^T + bias.</summary>
