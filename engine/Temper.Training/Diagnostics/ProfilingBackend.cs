@@ -1,15 +1,17 @@
-// A timing decorator over IBackend for `--train-step N --profile`: forwards every member to the wrapped
-// backend and adds the Stopwatch time and call count of each op to a table keyed by op name (the matmul
-// ops also by shape, x[N,K] -> [N,M], so each projection shows apart). Ops of CpuBackend are synchronous,
-// so the time of a call is the op's time. Written by hand because `in` parameters and ReadOnlySpan
-// arguments can't go through DispatchProxy.
+// A timing decorator over IBackend for `temper bench train --profile` and the bench's `--train-step N
+// --profile`: forwards every member to the wrapped backend and adds the time and call count of each op
+// to a table keyed by op name (the matmul ops also by shape, x[N,K] -> [N,M], so each projection shows
+// apart). CpuBackend's ops are synchronous, so the time of a call is the op's time; for a device backend
+// pass its synchronize (IlgpuBackend.Synchronize), called before each op's end timestamp, so an op is
+// timed to its completion rather than its launch. Written by hand because `in` parameters and
+// ReadOnlySpan arguments can't go through DispatchProxy. Dispose does not dispose the wrapped backend.
 using System.Diagnostics;
 using Temper.Core;
 using Temper.Core.Quantization;
 
-namespace Temper.Bench;
+namespace Temper.Training.Diagnostics;
 
-public sealed class ProfilingBackend(IBackend inner) : IBackend
+public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null) : IBackend
 {
     private readonly Dictionary<string, (long Ticks, int Calls)> _ops = [];
 
@@ -22,8 +24,24 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public void Reset() => _ops.Clear();
 
+    /// <summary>
+    /// Writes the table as markdown: each op's ms, calls and share per step over the given number of
+    /// timed steps that took stepSeconds of wall time in all, largest first.
+    /// </summary>
+    public void WriteTable(TextWriter output, double stepSeconds, int steps)
+    {
+        var table = Table();
+        double opSeconds = table.Sum(r => r.Seconds);
+        output.WriteLine($"per-op time over the {steps} timed steps ({opSeconds / stepSeconds:P0} of step time is inside backend ops):");
+        output.WriteLine("| op | ms/step | calls/step | share of step |");
+        output.WriteLine("| --- | ---: | ---: | ---: |");
+        foreach (var (op, seconds, calls) in table)
+            output.WriteLine($"| {op} | {seconds / steps * 1000:F1} | {calls / (double)steps:0.#} | {seconds / stepSeconds:P1} |");
+    }
+
     private void Record(string op, long start)
     {
+        synchronize?.Invoke();
         long ticks = Stopwatch.GetTimestamp() - start;
         _ops[op] = _ops.TryGetValue(op, out var t) ? (t.Ticks + ticks, t.Calls + 1) : (ticks, 1);
     }
@@ -70,5 +88,5 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void GatheredLoraLinear(Tensor x, Tensor loraA, Tensor loraB, ReadOnlySpan<float> scales, ReadOnlySpan<int> rowAdapter, Tensor y)
     { long s = Stopwatch.GetTimestamp(); inner.GatheredLoraLinear(x, loraA, loraB, scales, rowAdapter, y); Record(nameof(GatheredLoraLinear), s); }
 
-    public void Dispose() => inner.Dispose();
+    public void Dispose() { }
 }
