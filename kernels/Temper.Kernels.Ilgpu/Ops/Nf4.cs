@@ -8,8 +8,8 @@
 // DequantizeKernel writes the whole f32 matrix [M,K] (checks, merging), bandwidth-bound: one thread per
 // 8 elements of a 256-element tile (4 blocks), lane l of the tile's 32 writing elements l, l+32, ...,
 // l+224, so every store of a warp is 128 contiguous bytes; the thread loads its 8 code bytes and
-// decodes its 4 blocks' absmax before the first store (the views may alias, so a load after a store
-// would wait for it), and a thread never divides.
+// decodes its 4 blocks' absmax before the first store (the views may alias, so no compiler moves a
+// load above a store: written in this order, the thread waits on memory once), and never divides.
 using ILGPU;
 using ILGPU.Runtime;
 
