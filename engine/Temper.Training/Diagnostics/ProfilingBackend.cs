@@ -62,7 +62,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     public void SwiGlu(Tensor gate, Tensor up, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.SwiGlu(gate, up, y); Record(nameof(SwiGlu), s); }
     public void Add(Tensor a, Tensor b, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.Add(a, b, y); Record(nameof(Add), s); }
     public void LogSoftmax(Tensor x, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.LogSoftmax(x, y); Record(nameof(LogSoftmax), s); }
-    public void Nf4Linear(Tensor x, Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4Linear(x, w, bias, y, accumulate); Record(nameof(Nf4Linear), s); }
+    public void Nf4Linear(Tensor x, Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4Linear(x, w, bias, y, accumulate); Record(Mm(nameof(Nf4Linear), x, w.Shape[0]), s); }
     public void Nf4Dequantize(Nf4Weight w, Tensor output) { long s = Stopwatch.GetTimestamp(); inner.Nf4Dequantize(w, output); Record(nameof(Nf4Dequantize), s); }
     public void Dropout(Tensor x, ulong seed, float p, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.Dropout(x, seed, p, y); Record(nameof(Dropout), s); }
 
@@ -78,7 +78,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     public void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
         Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
     { long s = Stopwatch.GetTimestamp(); inner.LmHeadDistillation(studentHidden, studentLmHead, teacherHidden, teacherLmHead, mask, temperature, reverse, losses, lossScale, dHidden, dLmHead); Record(nameof(LmHeadDistillation), s); }
-    public void Nf4LinearBackward(Tensor dy, Nf4Weight w, Tensor dx, bool accumulateDx = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4LinearBackward(dy, w, dx, accumulateDx); Record(nameof(Nf4LinearBackward), s); }
+    public void Nf4LinearBackward(Tensor dy, Nf4Weight w, Tensor dx, bool accumulateDx = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4LinearBackward(dy, w, dx, accumulateDx); Record(Mm(nameof(Nf4LinearBackward), dx, w.Shape[0]), s); }
 
     public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p) { long s = Stopwatch.GetTimestamp(); inner.AdamWStep(param, grad, m, v, p); Record(nameof(AdamWStep), s); }
     public double SumOfSquares(Tensor x) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(x); Record(nameof(SumOfSquares), s); return r; }
