@@ -54,7 +54,12 @@ public abstract class Nf4OpChecks(DeviceFixture device) : DeviceOpChecks(device)
         var w = Own(host.To(B));
         var output = Own(B.Zeros(new Shape(m, k)));
         B.Nf4Dequantize(w, output);
-        Bitwise(Down(output), Nf4Reference.Dequantize(host.Codes.Bytes.ToArray(), host.BlockAbsmax(), m * k), "nf4 dequantize");
+        var expected = Nf4Reference.Dequantize(host.Codes.Bytes.ToArray(), host.BlockAbsmax(), m * k);
+        // CUDA's compiler contracts the absmax decode's multiply and add into one FMA (one rounding, not
+        // two: nearer the exact value), so an absmax may differ from the reference's by an ulp and a value,
+        // after its own rounding, by up to two. Elsewhere bitwise.
+        if (Device.Kind == "cuda") WithinUlps(Down(output), expected, 2, "nf4 dequantize");
+        else Bitwise(Down(output), expected, "nf4 dequantize");
     }
 }
 
