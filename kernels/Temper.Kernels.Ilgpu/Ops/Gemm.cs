@@ -11,7 +11,8 @@
 // do not conflict) and each thread accumulates a 4 x 4 block of c (rows ty + 16r, columns tx + 16c)
 // in registers, f32, in q order. Per q a thread reads 8 shared values for 16 FMAs. Outputs with too few
 // tiles to fill the device and a long depth are split along q (grid z), each split into its own
-// partial, summed in split order by a second pass (deterministic, no atomics).
+// partial, summed in split order by a second pass (deterministic, no atomics). On CUDA, products with
+// bf16 or NF4 weights go to GemmTensorCore instead (TF32 tensor cores).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -127,6 +128,13 @@ internal static class Gemm
         // dA = dxa^T x: [r, K] over all N tokens): each split writes a partial, then one pass sums them.
         int target = 2 * Math.Max(1, dc.Accelerator.NumMultiprocessors), tiles = colTiles * rowTiles;
         int splits = tiles >= target ? 1 : Math.Min((target + tiles - 1) / tiles, d.Depth / (8 * Slice));
+        // Products with bf16 or NF4 weights (the bf16 compute mode) on tensor cores where DeviceContext allows;
+        // f32 weights always take the exact f32 kernel.
+        if (splits <= 1 && dc.TensorCores && (typeof(TB) == typeof(Bf16Weights) || typeof(TB) == typeof(Nf4Weights)))
+        {
+            GemmTensorCore.Launch(dc, a, b, bias ?? c, c, d);
+            return;
+        }
         var kernel = dc.Kernel<Action<KernelConfig, TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>>($"gemm.tiled.{typeof(TA).Name}.{typeof(TB).Name}",
             acc => acc.LoadStreamKernel<TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>(TiledKernel));
         var group = new Index3D(d.TX * d.TY, 1, 1);
