@@ -35,7 +35,7 @@ for step in "$@"; do
     info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
     cuda-tests) run cuda-tests 150 tests Temper.Cuda.Tests ;;
     sanitizer) run sanitizer 300 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
-    ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" ;;
+    ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done ;;
     nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50 ;;
     decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64 ;;

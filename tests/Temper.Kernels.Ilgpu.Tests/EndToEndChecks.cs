@@ -117,12 +117,20 @@ public abstract class EndToEndChecks(DeviceFixture device)
             var (ids, b) = Ids(r, "input_ids");
             using var lm = LanguageModel.Load(dir, B);
             Assert.Equal(DType.BF16, lm.Weights.Layers[0].Q.Weight.DType);
-            using var logits = lm.Logits(ids, b);
-            var device = Down(logits);
             using var cpuLm = LanguageModel.Load(dir, new Temper.Kernels.Cpu.CpuBackend());
             using var cpuLogits = cpuLm.Logits(ids, b);
-            AssertClose(cpuLogits.Floats, device);
-            AssertClose(r.Get("logits").Floats, device, rel: 2e-2);
+            // Exact kernels: the CPU's logits. Tensor cores (CUDA's default for bf16 weights, TF32):
+            // the bf16 bound against transformers' f32 logits.
+            bool defaultTensorCores = B.TensorCores;
+            foreach (bool tensorCores in defaultTensorCores ? new[] { false, true } : [false])
+            {
+                B.TensorCores = tensorCores;
+                using var logits = lm.Logits(ids, b);
+                var device = Down(logits);
+                if (!tensorCores) AssertClose(cpuLogits.Floats, device);
+                AssertClose(r.Get("logits").Floats, device, rel: 2e-2);
+            }
+            B.TensorCores = defaultTensorCores;
         }
         finally
         {

@@ -1,10 +1,12 @@
 // Gemm's tiled product on NVIDIA tensor cores, for bf16 weights on CUDA (the bf16 compute mode): the
 // same c[R,C] = sum_q A(i,q) B(q,j) with Gemm's strides and epilogue (alpha, bias, accumulate), but
 // each warp multiplies with inline-PTX mma.sync.m16n8k8 in TF32 (the f32 activations keep 10 mantissa
-// bits, more than bf16's 7; a bf16 weight is exact in TF32; sums stay f32). One group of 8 warps per
-// 64 x 64 tile of c; per 32-deep slice the group stages A[64,32] and B[32,64] in shared memory (rows
-// padded to 72 floats so the fragment reads of a warp hit 32 different banks), and warp w computes
-// rows 16 (w % 4) .. +16 and columns 32 (w / 4) .. +32 of the tile as four 16 x 8 accumulators.
+// bits, rounded to nearest, more than bf16's 7; a bf16 weight is exact in TF32; sums stay f32). One
+// group of 8 warps per 64 x 64 tile of c; per 32-deep slice the group stages A[64,32] and B[32,64] in
+// shared memory, each with the index that is contiguous in global memory as the fast one (so a warp's
+// loads coalesce and its stores hit 32 banks), rows padded so a warp's fragment reads hit 32 banks too:
+// depth-fast [64][36] or row/column-fast [32][72]. Warp w computes rows 16 (w % 4) .. +16 and columns
+// 32 (w / 4) .. +32 of the tile as four 16 x 8 accumulators.
 // Fragment layout of m16n8k8 (PTX ISA), lane = 4 g + t:
 //   A (16 x 8, row): a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4)
 //   B (8 x 8, col):  b0 (k t, n g), b1 (k t + 4, n g)
@@ -19,7 +21,18 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal static class GemmTensorCore
 {
-    private const int Tile = 64, Slice = 32, Pad = 72, Threads = 256;
+    private const int Tile = 64, Slice = 32, Threads = 256;
+    private const int DepthFastPad = 36, IndexFastPad = 72, Staged = Tile * DepthFastPad; // = Slice * IndexFastPad
+
+    /// <summary>Shared-memory offset of (index, depth) in a staged operand.</summary>
+    private static int At(bool depthFast, int index, int depth) => depthFast ? index * DepthFastPad + depth : depth * IndexFastPad + index;
+
+    /// <summary>f32 rounded to the nearest TF32 (cvt.rna), as the bits mma.sync reads.</summary>
+    private static float Tf32(float f)
+    {
+        CudaAsm.Emit("cvt.rna.tf32.f32 %0, %1;", out uint r, f);
+        return Interop.IntAsFloat(r);
+    }
 
     /// <summary>Four f32 accumulators of one 16 x 8 piece of c.</summary>
     private struct Frag
@@ -41,32 +54,34 @@ internal static class GemmTensorCore
     public static void Kernel<TA, TB>(TA a, TB b, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
         where TA : struct, IWeights where TB : struct, IWeights
     {
-        var sa = SharedMemory.Allocate<float>(Slice * Pad); // sa[q*Pad + i]
-        var sb = SharedMemory.Allocate<float>(Slice * Pad); // sb[q*Pad + j]
+        var sa = SharedMemory.Allocate<float>(Staged);
+        var sb = SharedMemory.Allocate<float>(Staged);
         int tid = Group.IdxX, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
         int row0 = Grid.IdxY * Tile, col0 = Grid.IdxX * Tile;
         int wr = (warp & 3) * 16, wc = (warp >> 2) * 32;
+        bool aFast = d.AsDepth == 1, bFast = d.BsDepth == 1;
         Frag f0 = default, f1 = default, f2 = default, f3 = default;
         for (int k0 = 0; k0 < d.Depth; k0 += Slice)
         {
             for (int e = tid; e < Tile * Slice; e += Threads)
             {
-                int i = d.AsDepth == 1 ? e >> 5 : e & 63, q = d.AsDepth == 1 ? e & 31 : e >> 6;
+                int i = aFast ? e >> 5 : e & 63, q = aFast ? e & 31 : e >> 6;
                 int gi = row0 + i, gq = k0 + q;
-                sa[q * Pad + i] = gi < d.Rows && gq < d.Depth ? a.Get(gi * d.AsRow + gq * d.AsDepth) : 0f;
-                int j = d.BsDepth == 1 ? e >> 5 : e & 63, p = d.BsDepth == 1 ? e & 31 : e >> 6;
+                sa[At(aFast, i, q)] = gi < d.Rows && gq < d.Depth ? Tf32(a.Get(gi * d.AsRow + gq * d.AsDepth)) : 0f;
+                int j = bFast ? e >> 5 : e & 63, p = bFast ? e & 31 : e >> 6;
                 int gj = col0 + j, gp = k0 + p;
-                sb[p * Pad + j] = gj < d.Cols && gp < d.Depth ? b.Get(gp * d.BsDepth + gj * d.BsCol) : 0f;
+                sb[At(bFast, j, p)] = gj < d.Cols && gp < d.Depth ? Tf32(b.Get(gp * d.BsDepth + gj * d.BsCol)) : 0f;
             }
             Group.Barrier();
             for (int k = 0; k < Slice; k += 8)
             {
-                int lo = (k + t) * Pad, hi = (k + t + 4) * Pad;
-                uint a0 = Bits(sa[lo + wr + g]), a1 = Bits(sa[lo + wr + g + 8]), a2 = Bits(sa[hi + wr + g]), a3 = Bits(sa[hi + wr + g + 8]);
-                f0 = Mma(f0, a0, a1, a2, a3, Bits(sb[lo + wc + g]), Bits(sb[hi + wc + g]));
-                f1 = Mma(f1, a0, a1, a2, a3, Bits(sb[lo + wc + 8 + g]), Bits(sb[hi + wc + 8 + g]));
-                f2 = Mma(f2, a0, a1, a2, a3, Bits(sb[lo + wc + 16 + g]), Bits(sb[hi + wc + 16 + g]));
-                f3 = Mma(f3, a0, a1, a2, a3, Bits(sb[lo + wc + 24 + g]), Bits(sb[hi + wc + 24 + g]));
+                int lo = k + t, hi = k + t + 4;
+                uint a0 = Bits(sa[At(aFast, wr + g, lo)]), a1 = Bits(sa[At(aFast, wr + g + 8, lo)]);
+                uint a2 = Bits(sa[At(aFast, wr + g, hi)]), a3 = Bits(sa[At(aFast, wr + g + 8, hi)]);
+                f0 = Mma(f0, a0, a1, a2, a3, Bits(sb[At(bFast, wc + g, lo)]), Bits(sb[At(bFast, wc + g, hi)]));
+                f1 = Mma(f1, a0, a1, a2, a3, Bits(sb[At(bFast, wc + 8 + g, lo)]), Bits(sb[At(bFast, wc + 8 + g, hi)]));
+                f2 = Mma(f2, a0, a1, a2, a3, Bits(sb[At(bFast, wc + 16 + g, lo)]), Bits(sb[At(bFast, wc + 16 + g, hi)]));
+                f3 = Mma(f3, a0, a1, a2, a3, Bits(sb[At(bFast, wc + 24 + g, lo)]), Bits(sb[At(bFast, wc + 24 + g, hi)]));
             }
             Group.Barrier();
         }
