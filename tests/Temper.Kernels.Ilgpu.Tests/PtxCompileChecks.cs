@@ -2,7 +2,7 @@
 // PTX backend, without a GPU: catches what the CPU accelerator cannot, a kernel that uses something
 // ILGPU cannot lower for CUDA (a managed call, an unmapped math function). Running the PTX is the
 // CUDA op-check's job, on the GPU machine (TEMPER_PTX_DUMP=DIR writes the PTX there). The kernels are found by reflection (static methods named
-// *Kernel whose first parameter is the Index1D), so a new op file cannot be forgotten.
+// *Kernel: implicitly grouped when the first parameter is the Index1D, explicitly grouped otherwise), so a new op file cannot be forgotten.
 using System.Reflection;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -22,7 +22,7 @@ public class PtxCompileChecks
         foreach (var t in asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops"))
             foreach (var m in t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             {
-                if (!m.Name.EndsWith("Kernel", StringComparison.Ordinal) || m.GetParameters().FirstOrDefault()?.ParameterType != typeof(Index1D)) continue;
+                if (!m.Name.EndsWith("Kernel", StringComparison.Ordinal) || m.ReturnType != typeof(void) || m.GetParameters().Length == 0) continue;
                 if (m.IsGenericMethodDefinition)
                     foreach (var w in weightTypes) yield return m.MakeGenericMethod(w);
                 else yield return m;
@@ -47,7 +47,9 @@ public class PtxCompileChecks
         var method = Kernels().Single(m => Name(m) == name);
         using var ctx = Context.Create(b => b.Math(MathMode.Default).EnableAlgorithms());
         using var backend = new PTXBackend(ctx, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, new CudaInstructionSet(8, 0), null);
-        var entry = EntryPointDescription.FromImplicitlyGroupedKernel(method);
+        var entry = method.GetParameters()[0].ParameterType == typeof(Index1D)
+            ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
+            : EntryPointDescription.FromExplicitlyGroupedKernel(method);
         var compiled = (PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
         Assert.Contains(".entry", compiled.PTXAssembly, StringComparison.Ordinal);
         // TEMPER_PTX_DUMP=DIR keeps the PTX for reading.

@@ -1,16 +1,26 @@
-// Causal GQA attention. q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength rows used), out[B,Tq,H,D],
-// lse[B,H,Tq]. Query i of batch b sits at position QueryOffset + i and sees key j when j <= that
-// position, j < KvLength, mask[b,j] != 0 (no mask admits all) and, for packed rows, segment[b,j] ==
-// segment[b,position]; head h reads kv head h / (H/Hkv). The key mask and the segment ids travel in
-// one int buffer: [mask B*KvLength (when present) | segments B*KvLength (when present)].
-// Forward: one thread per query row (b,i,h): a pass for the max score, then a pass accumulating
-// exp(s - max) v into out (in place, normalised at the end); f32 throughout. A query that sees no
-// key gets zeros and lse = -inf.
-// Backward (dq, dk, dv overwritten):
-//   per query row: lse, delta = sum_j p_j (dO.v_j), dq = scale sum_j p_j (dO.v_j - delta) k_j;
-//   per key row (b,j,kh): over the group's heads and the queries that see j,
-//     dk_j = scale sum p (dO.v_j - delta) q,  dv_j = sum p dO   (p = exp(scale q.k_j - lse)).
-// lse and delta live in the arena, so no two threads ever write one element.
+// Causal GQA attention, FlashAttention-2 style tiles. q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength
+// rows used), out[B,Tq,H,D], lse[B,H,Tq]. Query i of batch b sits at position QueryOffset + i and sees
+// key j when j <= that position, j < KvLength, mask[b,j] != 0 (no mask admits all) and, for packed
+// rows, segment[b,j] == segment[b,position]; head h reads kv head h / (H/Hkv). The key mask and the
+// segment ids travel in one int buffer: [mask B*KvLength (when present) | segments B*KvLength (when
+// present)]. f32 throughout; D <= 128. A query that sees no key gets zeros and lse = -inf.
+//
+// Tiling: R = 32 rows per tile for D <= 64, 16 for D <= 128 (an R x (D+1) tile, padded against bank
+// conflicts, is at most TileFloats). Every kernel is explicitly grouped (up to 128 threads; the CPU
+// accelerator's 16) and every phase loops its work items over the group's threads, so any group size
+// computes the same sums in the same order. A work item keeps 4 rows of sums in registers (Four).
+//   forward   one group per (b, h, R queries): per tile of R keys the query can see (causal bound),
+//             K and V staged in shared memory, S = q k^T, online softmax (running max and sum per row),
+//             O = alpha O + P V in shared memory; out = O / sum, lse = max + log(sum).
+//   backward  delta = rowsum(dO * O) first (O and lse from forward: Lse given means forward ran with
+//             these args; without it, forward runs into scratch), then two kernels, no atomics:
+//             dq   one group per (b, h, R/2 queries), over the key tiles it sees: p = exp(s - lse),
+//                  ds = p (dO.v - delta), dq += scale ds k;
+//             dk,dv one group per (b, kv head, R keys), over the group's query heads and the query tiles
+//                  that see the keys: dv += p^T dO, dk += scale ds^T q (the key rows past KvLength get 0).
+// Cost: causal forward ~ 2 B H Tq S D FMAs (half skipped by the causal bound), each FMA reading about
+// one shared-memory float, so shared-memory bandwidth bound: B8 H9 T1024 D64 is ~4.8 G FMAs, a few ms on
+// an H100 at 10-20% of its f32 peak; backward about 2.5 times that. K/V come from L2 once per query tile.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -20,117 +30,317 @@ internal struct AttentionDims
 {
     public int B, Tq, H, S, Hkv, D, KvLength, QueryOffset, HasMask, HasLse, HasSegments, SegmentBase;
     public float Scale;
+    /// <summary>Rows of a full tile (R): 32 for D &lt;= 64, else 16.</summary>
+    public int Rows;
 }
 
 internal static class Attention
 {
-    // mask holds the key mask and then the segment ids (see the header); p is the query's position.
-    private static bool Visible(ArrayView<int> mask, AttentionDims a, int b, int p, int j) =>
-        (a.HasMask == 0 || mask[b * a.KvLength + j] != 0)
-        && (a.HasSegments == 0 || mask[a.SegmentBase + b * a.KvLength + j] == mask[a.SegmentBase + b * a.KvLength + p]);
+    public const int MaxHeadDim = 128;
+    private const int MaxThreads = 128;
+    private const int MaxRows = 32;
+    private const int TileFloats = 2080;  // 32 x (64 + 1) >= 16 x (128 + 1)
+    private const int HalfTileFloats = 1040; // 16 x 65 >= 8 x 129
+    private const int AccumFloats = 2048; // R x D, unpadded
+    private const int ScoreFloats = 1024; // R x R
+    private const int HalfScoreFloats = 512; // R/2 x R
 
-    private static float Dot(ArrayView<float> x, int xo, ArrayView<float> y, int yo, int d)
+    /// <summary>Four rows' partial sums of one work item.</summary>
+    private struct Four
     {
-        float s = 0;
-        for (int t = 0; t < d; t++) s += x[xo + t] * y[yo + t];
+        public float R0, R1, R2, R3;
+    }
+
+    // s_r = sum_t x[xBase + r xRow + t xStep] y[yBase + t yStep], r < 4, t < n.
+    private static Four Dot4(ArrayView<float> x, int xBase, int xRow, int xStep, ArrayView<float> y, int yBase, int yStep, int n)
+    {
+        Four s = default;
+        for (int t = 0; t < n; t++)
+        {
+            float yt = y[yBase + t * yStep];
+            int xt = xBase + t * xStep;
+            s.R0 += x[xt] * yt;
+            s.R1 += x[xt + xRow] * yt;
+            s.R2 += x[xt + 2 * xRow] * yt;
+            s.R3 += x[xt + 3 * xRow] * yt;
+        }
         return s;
     }
 
-    public static void ForwardKernel(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> mask, AttentionDims a)
-    {
-        int h = index % a.H, bi = index / a.H, i = bi % a.Tq, b = bi / a.Tq;
-        int kh = h / (a.H / a.Hkv), d = a.D, qo = index * d, stride = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
-        int visible = IntrinsicMath.Min(a.KvLength, a.QueryOffset + i + 1);
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < visible; j++)
-            if (Visible(mask, a, b, a.QueryOffset + i, j)) max = IntrinsicMath.Max(max, a.Scale * Dot(q, qo, k, kBase + j * stride, d));
-        for (int t = 0; t < d; t++) output[qo + t] = 0;
-        int lo = (b * a.H + h) * a.Tq + i;
-        if (max == float.NegativeInfinity)
-        {
-            if (a.HasLse != 0) lse[lo] = float.NegativeInfinity;
-            return;
-        }
-        float sum = 0;
-        for (int j = 0; j < visible; j++)
-        {
-            if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
-            float p = MathF.Exp(a.Scale * Dot(q, qo, k, kBase + j * stride, d) - max);
-            sum += p;
-            int vo = kBase + j * stride;
-            for (int t = 0; t < d; t++) output[qo + t] += p * v[vo + t];
-        }
-        float inv = 1f / sum;
-        for (int t = 0; t < d; t++) output[qo + t] *= inv;
-        if (a.HasLse != 0) lse[lo] = max + MathF.Log(sum);
-    }
+    private static float Get(Four f, int r) => r == 0 ? f.R0 : r == 1 ? f.R1 : r == 2 ? f.R2 : f.R3;
 
-    public static void BackwardQueryKernel(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq,
-        ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a)
+    // dst[r, c] (row stride dStride) = src[srcBase + r srcRow + c] for r < rows, 0 for rows <= r < tileRows.
+    private static void LoadRows(ArrayView<float> src, int srcBase, int srcRow, int rows, int tileRows, int d, ArrayView<float> dst, int dStride)
     {
-        int h = index % a.H, bi = index / a.H, i = bi % a.Tq, b = bi / a.Tq;
-        int kh = h / (a.H / a.Hkv), d = a.D, qo = index * d, stride = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
-        int visible = IntrinsicMath.Min(a.KvLength, a.QueryOffset + i + 1);
-        int lo = (b * a.H + h) * a.Tq + i;
-        for (int t = 0; t < d; t++) dq[qo + t] = 0;
-        float max = float.NegativeInfinity;
-        for (int j = 0; j < visible; j++)
-            if (Visible(mask, a, b, a.QueryOffset + i, j)) max = IntrinsicMath.Max(max, a.Scale * Dot(q, qo, k, kBase + j * stride, d));
-        if (max == float.NegativeInfinity)
+        for (int e = Group.IdxX; e < tileRows * d; e += Group.DimX)
         {
-            lse[lo] = float.NegativeInfinity;
-            delta[lo] = 0;
-            return;
-        }
-        float sum = 0, sumDp = 0;
-        for (int j = 0; j < visible; j++)
-        {
-            if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
-            float e = MathF.Exp(a.Scale * Dot(q, qo, k, kBase + j * stride, d) - max);
-            sum += e;
-            sumDp += e * Dot(dOut, qo, v, kBase + j * stride, d);
-        }
-        float l = max + MathF.Log(sum), dl = sumDp / sum;
-        lse[lo] = l;
-        delta[lo] = dl;
-        for (int j = 0; j < visible; j++)
-        {
-            if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
-            int ko = kBase + j * stride;
-            float p = MathF.Exp(a.Scale * Dot(q, qo, k, ko, d) - l);
-            float ds = a.Scale * p * (Dot(dOut, qo, v, ko, d) - dl);
-            for (int t = 0; t < d; t++) dq[qo + t] += ds * k[ko + t];
+            int r = e / d, c = e - r * d;
+            dst[r * dStride + c] = r < rows ? src[srcBase + r * srcRow + c] : 0f;
         }
     }
 
-    public static void BackwardKeyKernel(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dk, ArrayView<float> dv,
+    // Per key j0 + j of the tile: admitted (in range, mask) and its segment.
+    private static void KeyInfo(ArrayView<int> mask, AttentionDims a, int b, int j0, int tileRows, ArrayView<int> keyOk, ArrayView<int> keySeg)
+    {
+        for (int j = Group.IdxX; j < tileRows; j += Group.DimX)
+        {
+            int jj = j0 + j, o = b * a.KvLength + jj;
+            bool inRange = jj < a.KvLength;
+            keyOk[j] = inRange && (a.HasMask == 0 || mask[o] != 0) ? 1 : 0;
+            keySeg[j] = inRange && a.HasSegments != 0 ? mask[a.SegmentBase + o] : 0;
+        }
+    }
+
+    // Per query i0 + i of the tile: its key position (-1 past Tq: sees nothing) and its segment.
+    private static void QueryInfo(ArrayView<int> mask, AttentionDims a, int b, int i0, int tileRows, ArrayView<int> queryPos, ArrayView<int> querySeg)
+    {
+        for (int i = Group.IdxX; i < tileRows; i += Group.DimX)
+        {
+            int p = a.QueryOffset + i0 + i;
+            bool inRange = i0 + i < a.Tq;
+            queryPos[i] = inRange ? p : -1;
+            querySeg[i] = inRange && a.HasSegments != 0 ? mask[a.SegmentBase + b * a.KvLength + p] : 0;
+        }
+    }
+
+    private static bool Visible(ArrayView<int> queryPos, ArrayView<int> querySeg, ArrayView<int> keyOk, ArrayView<int> keySeg, int i, int j0, int j) =>
+        keyOk[j] != 0 && j0 + j <= queryPos[i] && keySeg[j] == querySeg[i];
+
+    public static void ForwardKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> mask, AttentionDims a)
+    {
+        var qs = SharedMemory.Allocate<float>(TileFloats);
+        var ks = SharedMemory.Allocate<float>(TileFloats);
+        var vs = SharedMemory.Allocate<float>(TileFloats);
+        var os = SharedMemory.Allocate<float>(AccumFloats);
+        var ps = SharedMemory.Allocate<float>(ScoreFloats);
+        var rowMax = SharedMemory.Allocate<float>(MaxRows);
+        var rowSum = SharedMemory.Allocate<float>(MaxRows);
+        var rowScale = SharedMemory.Allocate<float>(MaxRows);
+        var queryPos = SharedMemory.Allocate<int>(MaxRows);
+        var querySeg = SharedMemory.Allocate<int>(MaxRows);
+        var keyOk = SharedMemory.Allocate<int>(MaxRows);
+        var keySeg = SharedMemory.Allocate<int>(MaxRows);
+        int tid = Group.IdxX, threads = Group.DimX, r = a.Rows, d = a.D, st = d + 1;
+        int tiles = (a.Tq + r - 1) / r, tile = Grid.IdxX % tiles, bh = Grid.IdxX / tiles, h = bh % a.H, b = bh / a.H;
+        int kh = h / (a.H / a.Hkv), i0 = tile * r, rows = IntrinsicMath.Min(r, a.Tq - i0);
+        int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
+        LoadRows(q, qBase, qRow, rows, r, d, qs, st);
+        QueryInfo(mask, a, b, i0, r, queryPos, querySeg);
+        for (int e = tid; e < r * d; e += threads) os[e] = 0f;
+        for (int i = tid; i < r; i += threads)
+        {
+            rowMax[i] = float.NegativeInfinity;
+            rowSum[i] = 0f;
+        }
+        int keyEnd = IntrinsicMath.Min(a.KvLength, a.QueryOffset + i0 + rows);
+        for (int j0 = 0; j0 < keyEnd; j0 += r)
+        {
+            int keys = IntrinsicMath.Min(r, keyEnd - j0);
+            Group.Barrier(); // the previous tile's readers are done
+            LoadRows(k, kBase + j0 * kRow, kRow, keys, r, d, ks, st);
+            LoadRows(v, kBase + j0 * kRow, kRow, keys, r, d, vs, st);
+            KeyInfo(mask, a, b, j0, r, keyOk, keySeg);
+            Group.Barrier();
+            // S = q k^T (raw dots), 4 query rows x 1 key per item.
+            for (int e = tid; e < r / 4 * r; e += threads)
+            {
+                int j = e % r, i = e / r * 4;
+                var s = Dot4(qs, i * st, st, 1, ks, j * st, 1, d);
+                for (int u = 0; u < 4; u++) ps[(i + u) * r + j] = Get(s, u);
+            }
+            Group.Barrier();
+            // Online softmax, one row per item: new max, p = exp(scale s - max), rescale of the old sum.
+            for (int i = tid; i < r; i += threads)
+            {
+                float m = rowMax[i], mt = m;
+                for (int j = 0; j < r; j++)
+                    if (Visible(queryPos, querySeg, keyOk, keySeg, i, j0, j)) mt = IntrinsicMath.Max(mt, a.Scale * ps[i * r + j]);
+                float sum = 0f;
+                for (int j = 0; j < r; j++)
+                {
+                    float p = mt != float.NegativeInfinity && Visible(queryPos, querySeg, keyOk, keySeg, i, j0, j) ? MathF.Exp(a.Scale * ps[i * r + j] - mt) : 0f;
+                    ps[i * r + j] = p;
+                    sum += p;
+                }
+                float alpha = m == float.NegativeInfinity ? 0f : MathF.Exp(m - mt);
+                rowScale[i] = alpha;
+                rowSum[i] = rowSum[i] * alpha + sum;
+                rowMax[i] = mt;
+            }
+            Group.Barrier();
+            // O = alpha O + P V, 4 query rows x 1 column per item.
+            for (int e = tid; e < r / 4 * d; e += threads)
+            {
+                int c = e % d, i = e / d * 4;
+                var pv = Dot4(ps, i * r, r, 1, vs, c, st, r);
+                for (int u = 0; u < 4; u++) os[(i + u) * d + c] = os[(i + u) * d + c] * rowScale[i + u] + Get(pv, u);
+            }
+        }
+        Group.Barrier();
+        for (int e = tid; e < rows * d; e += threads)
+        {
+            int i = e / d, c = e - i * d;
+            float l = rowSum[i];
+            output[qBase + i * qRow + c] = l > 0f ? os[i * d + c] / l : 0f;
+        }
+        if (a.HasLse != 0)
+            for (int i = tid; i < rows; i += threads)
+                lse[(b * a.H + h) * a.Tq + i0 + i] = rowSum[i] > 0f ? rowMax[i] + MathF.Log(rowSum[i]) : float.NegativeInfinity;
+    }
+
+    /// <summary>delta[b,h,i] = dOut . out of query row (b,i,h); index runs over q's rows.</summary>
+    public static void DeltaKernel(Index1D index, ArrayView<float> dOut, ArrayView<float> output, ArrayView<float> delta, AttentionDims a)
+    {
+        int h = index % a.H, bi = index / a.H, i = bi % a.Tq, b = bi / a.Tq, o = index * a.D;
+        float s = 0f;
+        for (int c = 0; c < a.D; c++) s += dOut[o + c] * output[o + c];
+        delta[(b * a.H + h) * a.Tq + i] = s;
+    }
+
+    // p and ds of 4 query rows x key j: p = exp(scale s - lse) where visible (kept in ps when keepP), ds = p (dO.v - delta).
+    private static void ScoresAndGrads(ArrayView<float> qs, ArrayView<float> dos, ArrayView<float> ks, ArrayView<float> vs, int st, int d, int i, int j, int j0, float scale,
+        ArrayView<float> rowLse, ArrayView<float> rowDelta, ArrayView<int> queryPos, ArrayView<int> querySeg, ArrayView<int> keyOk, ArrayView<int> keySeg,
+        bool keepP, ArrayView<float> ps, ArrayView<float> dss, int keys)
+    {
+        var s = Dot4(qs, i * st, st, 1, ks, j * st, 1, d);
+        var dp = Dot4(dos, i * st, st, 1, vs, j * st, 1, d);
+        for (int u = 0; u < 4; u++)
+        {
+            float p = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j) ? MathF.Exp(scale * Get(s, u) - rowLse[i + u]) : 0f;
+            if (keepP) ps[(i + u) * keys + j] = p;
+            dss[(i + u) * keys + j] = p * (Get(dp, u) - rowDelta[i + u]);
+        }
+    }
+
+    // Per query row of the tile: lse and delta (0 past Tq).
+    private static void RowStats(ArrayView<float> lse, ArrayView<float> delta, AttentionDims a, int b, int h, int i0, int tileRows, ArrayView<float> rowLse, ArrayView<float> rowDelta)
+    {
+        for (int i = Group.IdxX; i < tileRows; i += Group.DimX)
+        {
+            bool inRange = i0 + i < a.Tq;
+            int o = (b * a.H + h) * a.Tq + i0 + i;
+            rowLse[i] = inRange ? lse[o] : 0f;
+            rowDelta[i] = inRange ? delta[o] : 0f;
+        }
+    }
+
+    public static void BackwardQueryKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq,
         ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a)
     {
-        // index = (b * S + j) * Hkv + kh: the layout of k itself.
-        int kh = index % a.Hkv, bj = index / a.Hkv, j = bj % a.S, b = bj / a.S;
-        int d = a.D, ko = index * d, group = a.H / a.Hkv;
-        for (int t = 0; t < d; t++)
+        var qs = SharedMemory.Allocate<float>(HalfTileFloats);
+        var dos = SharedMemory.Allocate<float>(HalfTileFloats);
+        var dqs = SharedMemory.Allocate<float>(HalfTileFloats);
+        var ks = SharedMemory.Allocate<float>(TileFloats);
+        var vs = SharedMemory.Allocate<float>(TileFloats);
+        var dss = SharedMemory.Allocate<float>(HalfScoreFloats);
+        var rowLse = SharedMemory.Allocate<float>(MaxRows);
+        var rowDelta = SharedMemory.Allocate<float>(MaxRows);
+        var queryPos = SharedMemory.Allocate<int>(MaxRows);
+        var querySeg = SharedMemory.Allocate<int>(MaxRows);
+        var keyOk = SharedMemory.Allocate<int>(MaxRows);
+        var keySeg = SharedMemory.Allocate<int>(MaxRows);
+        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1;
+        int tiles = (a.Tq + rq - 1) / rq, tile = Grid.IdxX % tiles, bh = Grid.IdxX / tiles, h = bh % a.H, b = bh / a.H;
+        int kh = h / (a.H / a.Hkv), i0 = tile * rq, rows = IntrinsicMath.Min(rq, a.Tq - i0);
+        int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
+        LoadRows(q, qBase, qRow, rows, rq, d, qs, st);
+        LoadRows(dOut, qBase, qRow, rows, rq, d, dos, st);
+        QueryInfo(mask, a, b, i0, rq, queryPos, querySeg);
+        RowStats(lse, delta, a, b, h, i0, rq, rowLse, rowDelta);
+        for (int e = tid; e < rq * d; e += threads) dqs[e] = 0f;
+        int keyEnd = IntrinsicMath.Min(a.KvLength, a.QueryOffset + i0 + rows);
+        for (int j0 = 0; j0 < keyEnd; j0 += rk)
         {
-            dk[ko + t] = 0;
-            dv[ko + t] = 0;
+            int keys = IntrinsicMath.Min(rk, keyEnd - j0);
+            Group.Barrier();
+            LoadRows(k, kBase + j0 * kRow, kRow, keys, rk, d, ks, st);
+            LoadRows(v, kBase + j0 * kRow, kRow, keys, rk, d, vs, st);
+            KeyInfo(mask, a, b, j0, rk, keyOk, keySeg);
+            Group.Barrier();
+            for (int e = tid; e < rq / 4 * rk; e += threads)
+                ScoresAndGrads(qs, dos, ks, vs, st, d, e / rk * 4, e % rk, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, false, dss, dss, rk);
+            Group.Barrier();
+            // dq += scale ds k, 4 query rows x 1 column per item.
+            for (int e = tid; e < rq / 4 * d; e += threads)
+            {
+                int c = e % d, i = e / d * 4;
+                var g = Dot4(dss, i * rk, rk, 1, ks, c, st, rk);
+                for (int u = 0; u < 4; u++) dqs[(i + u) * d + c] += a.Scale * Get(g, u);
+            }
         }
-        if (j >= a.KvLength || (a.HasMask != 0 && mask[b * a.KvLength + j] == 0)) return;
-        int i0 = IntrinsicMath.Max(0, j - a.QueryOffset);
+        Group.Barrier();
+        for (int e = tid; e < rows * d; e += threads)
+        {
+            int i = e / d, c = e - i * d;
+            dq[qBase + i * qRow + c] = dqs[i * d + c];
+        }
+    }
+
+    public static void BackwardKeyKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dk, ArrayView<float> dv,
+        ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a)
+    {
+        var ks = SharedMemory.Allocate<float>(TileFloats);
+        var vs = SharedMemory.Allocate<float>(TileFloats);
+        var dks = SharedMemory.Allocate<float>(AccumFloats);
+        var dvs = SharedMemory.Allocate<float>(AccumFloats);
+        var qs = SharedMemory.Allocate<float>(HalfTileFloats);
+        var dos = SharedMemory.Allocate<float>(HalfTileFloats);
+        var ps = SharedMemory.Allocate<float>(HalfScoreFloats);
+        var dss = SharedMemory.Allocate<float>(HalfScoreFloats);
+        var rowLse = SharedMemory.Allocate<float>(MaxRows);
+        var rowDelta = SharedMemory.Allocate<float>(MaxRows);
+        var queryPos = SharedMemory.Allocate<int>(MaxRows);
+        var querySeg = SharedMemory.Allocate<int>(MaxRows);
+        var keyOk = SharedMemory.Allocate<int>(MaxRows);
+        var keySeg = SharedMemory.Allocate<int>(MaxRows);
+        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, group = a.H / a.Hkv;
+        int tiles = (a.S + rk - 1) / rk, tile = Grid.IdxX % tiles, bkh = Grid.IdxX / tiles, kh = bkh % a.Hkv, b = bkh / a.Hkv;
+        int j0 = tile * rk, keys = IntrinsicMath.Min(rk, a.S - j0), kRow = a.Hkv * d, kBase = ((b * a.S + j0) * a.Hkv + kh) * d, qRow = a.H * d;
+        LoadRows(k, kBase, kRow, keys, rk, d, ks, st);
+        LoadRows(v, kBase, kRow, keys, rk, d, vs, st);
+        KeyInfo(mask, a, b, j0, rk, keyOk, keySeg);
+        for (int e = tid; e < rk * d; e += threads)
+        {
+            dks[e] = 0f;
+            dvs[e] = 0f;
+        }
+        // The queries that can see key j0 or later: i >= j0 - QueryOffset.
+        int firstTile = j0 < a.KvLength ? IntrinsicMath.Max(0, j0 - a.QueryOffset) / rq : a.Tq;
         for (int g = 0; g < group; g++)
         {
             int h = kh * group + g;
-            for (int i = i0; i < a.Tq; i++)
+            for (int i0 = firstTile * rq; i0 < a.Tq; i0 += rq)
             {
-                if (!Visible(mask, a, b, a.QueryOffset + i, j)) continue;
-                int qo = ((b * a.Tq + i) * a.H + h) * d, lo = (b * a.H + h) * a.Tq + i;
-                float p = MathF.Exp(a.Scale * Dot(q, qo, k, ko, d) - lse[lo]);
-                float ds = a.Scale * p * (Dot(dOut, qo, v, ko, d) - delta[lo]);
-                for (int t = 0; t < d; t++)
+                int rows = IntrinsicMath.Min(rq, a.Tq - i0), qBase = ((b * a.Tq + i0) * a.H + h) * d;
+                Group.Barrier();
+                LoadRows(q, qBase, qRow, rows, rq, d, qs, st);
+                LoadRows(dOut, qBase, qRow, rows, rq, d, dos, st);
+                QueryInfo(mask, a, b, i0, rq, queryPos, querySeg);
+                RowStats(lse, delta, a, b, h, i0, rq, rowLse, rowDelta);
+                Group.Barrier();
+                for (int e = tid; e < rq / 4 * rk; e += threads)
+                    ScoresAndGrads(qs, dos, ks, vs, st, d, e / rk * 4, e % rk, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, true, ps, dss, rk);
+                Group.Barrier();
+                // dv += p^T dO, dk += scale ds^T q, 4 key rows x 1 column per item.
+                for (int e = tid; e < rk / 4 * d; e += threads)
                 {
-                    dk[ko + t] += ds * q[qo + t];
-                    dv[ko + t] += p * dOut[qo + t];
+                    int c = e % d, j = e / d * 4;
+                    var gv = Dot4(ps, j, 1, rk, dos, c, st, rq);
+                    var gk = Dot4(dss, j, 1, rk, qs, c, st, rq);
+                    for (int u = 0; u < 4; u++)
+                    {
+                        dvs[(j + u) * d + c] += Get(gv, u);
+                        dks[(j + u) * d + c] += a.Scale * Get(gk, u);
+                    }
                 }
             }
+        }
+        Group.Barrier();
+        for (int e = tid; e < keys * d; e += threads)
+        {
+            int j = e / d, c = e - j * d;
+            dk[kBase + j * kRow + c] = dks[j * d + c];
+            dv[kBase + j * kRow + c] = dvs[j * d + c];
         }
     }
 
@@ -148,32 +358,56 @@ internal static class Attention
         return dc.Arena.Upload<int>(both);
     }
 
-    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    private static KernelConfig Config(DeviceContext dc, int groups) =>
+        new(groups, Math.Min(MaxThreads, dc.Accelerator.MaxNumThreadsPerGroup));
+
+    // Tile rows for the head dim (IlgpuBackend refuses D > MaxHeadDim).
+    private static void Prepare(ref AttentionDims a) => a.Rows = a.D <= 64 ? 32 : 16;
+
+    private static void RunForward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> dMask, AttentionDims a)
     {
-        a.HasLse = lse.HasValue ? 1 : 0;
-        var dMask = UploadMasks(dc, mask, segments, ref a);
-        int rows = a.B * a.Tq * a.H;
-        if (rows == 0) return;
-        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.fwd",
-            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(ForwardKernel))
-            (rows, q, k, v, output, lse ?? output, dMask, a);
+        int groups = a.B * a.H * ((a.Tq + a.Rows - 1) / a.Rows);
+        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.fwd",
+            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(ForwardKernel))
+            (Config(dc, groups), q, k, v, output, lse, dMask, a);
     }
 
-    public static void Backward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv,
-        ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
     {
+        Prepare(ref a);
+        a.HasLse = lse.HasValue ? 1 : 0;
         var dMask = UploadMasks(dc, mask, segments, ref a);
-        int rows = a.B * a.Tq * a.H;
-        var lse = dc.Arena.Take<float>(rows);
+        if (a.B * a.Tq * a.H == 0) return;
+        RunForward(dc, q, k, v, output, lse ?? output, dMask, a);
+    }
+
+    /// <summary>dq, dk, dv (overwritten). output and lse are forward's with these args when lse is given; without it forward runs again into scratch.</summary>
+    public static void Backward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse,
+        ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        Prepare(ref a);
+        var dMask = UploadMasks(dc, mask, segments, ref a);
+        int rows = a.B * a.Tq * a.H, rq = a.Rows / 2;
         var delta = dc.Arena.Take<float>(rows);
+        if (!lse.HasValue)
+        {
+            a.HasLse = 1;
+            output = dc.Arena.Take<float>((long)rows * a.D);
+            lse = dc.Arena.Take<float>(rows);
+            if (rows > 0) RunForward(dc, q, k, v, output, lse.Value, dMask, a);
+        }
         if (rows > 0)
-            dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.q",
-                acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardQueryKernel))
-                (rows, q, k, v, dOut, dq, lse, delta, dMask, a);
-        int keyRows = a.B * a.S * a.Hkv;
-        if (keyRows > 0)
-            dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.kv",
-                acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardKeyKernel))
-                (keyRows, q, k, v, dOut, dk, dv, lse, delta, dMask, a);
+        {
+            dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionDims>>("attention.bwd.delta",
+                acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionDims>(DeltaKernel))
+                (rows, dOut, output, delta, a);
+            dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.q",
+                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardQueryKernel))
+                (Config(dc, a.B * a.H * ((a.Tq + rq - 1) / rq)), q, k, v, dOut, dq, lse.Value, delta, dMask, a);
+        }
+        if (a.B * a.S * a.Hkv > 0)
+            dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.kv",
+                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardKeyKernel))
+                (Config(dc, a.B * a.Hkv * ((a.S + a.Rows - 1) / a.Rows)), q, k, v, dOut, dk, dv, lse.Value, delta, dMask, a);
     }
 }
