@@ -141,24 +141,24 @@ internal static class Attention
             LoadRows(v, kBase + j0 * kRow, kRow, keys, r, d, vs, st);
             KeyInfo(mask, a, b, j0, r, keyOk, keySeg);
             Group.Barrier();
-            // S = q k^T (raw dots), 4 query rows x 1 key per item.
+            // S = scale q k^T where visible, -inf elsewhere; 4 query rows x 1 key per item.
             for (int e = tid; e < r / 4 * r; e += threads)
             {
                 int j = e % r, i = e / r * 4;
                 var s = Dot4(qs, i * st, st, 1, ks, j * st, 1, d);
-                for (int u = 0; u < 4; u++) ps[(i + u) * r + j] = Get(s, u);
+                for (int u = 0; u < 4; u++)
+                    ps[(i + u) * r + j] = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j) ? a.Scale * Get(s, u) : float.NegativeInfinity;
             }
             Group.Barrier();
-            // Online softmax, one row per item: new max, p = exp(scale s - max), rescale of the old sum.
+            // Online softmax, one row per item: new max, p = exp(s - max), rescale of the old sum.
             for (int i = tid; i < r; i += threads)
             {
                 float m = rowMax[i], mt = m;
-                for (int j = 0; j < r; j++)
-                    if (Visible(queryPos, querySeg, keyOk, keySeg, i, j0, j)) mt = IntrinsicMath.Max(mt, a.Scale * ps[i * r + j]);
+                for (int j = 0; j < r; j++) mt = IntrinsicMath.Max(mt, ps[i * r + j]);
                 float sum = 0f;
                 for (int j = 0; j < r; j++)
                 {
-                    float p = mt != float.NegativeInfinity && Visible(queryPos, querySeg, keyOk, keySeg, i, j0, j) ? MathF.Exp(a.Scale * ps[i * r + j] - mt) : 0f;
+                    float p = mt == float.NegativeInfinity ? 0f : MathF.Exp(ps[i * r + j] - mt); // exp(-inf) = 0 for the hidden keys
                     ps[i * r + j] = p;
                     sum += p;
                 }
