@@ -45,27 +45,41 @@ internal static class Attention
     private const int ScoreFloats = 1024; // R x R
     private const int HalfScoreFloats = 512; // R/2 x R
 
-    /// <summary>Four rows' partial sums of one work item.</summary>
+    /// <summary>Four rows' sums of one column of a work item.</summary>
     private struct Four
     {
         public float R0, R1, R2, R3;
     }
 
-    // s_r = sum_t x[xBase + r xRow + t xStep] y[yBase + t yStep], r < 4, t < n.
-    private static Four Dot4(ArrayView<float> x, int xBase, int xRow, int xStep, ArrayView<float> y, int yBase, int yStep, int n)
+    /// <summary>A work item's 4 x 2 sums: columns A and B (6 shared loads per 8 FMAs).</summary>
+    private struct FourByTwo
     {
-        Four s = default;
+        public Four A, B;
+    }
+
+    // A_r = sum_t x[xBase + r xRow + t xStep] y[yBase + t yStep], B_r the same with y[yBase + yNext + t yStep]; r < 4, t < n.
+    private static FourByTwo Dot4x2(ArrayView<float> x, int xBase, int xRow, int xStep, ArrayView<float> y, int yBase, int yNext, int yStep, int n)
+    {
+        Four a = default, b = default;
         for (int t = 0; t < n; t++)
         {
-            float yt = y[yBase + t * yStep];
-            int xt = xBase + t * xStep;
-            s.R0 += x[xt] * yt;
-            s.R1 += x[xt + xRow] * yt;
-            s.R2 += x[xt + 2 * xRow] * yt;
-            s.R3 += x[xt + 3 * xRow] * yt;
+            int xt = xBase + t * xStep, yt = yBase + t * yStep;
+            float x0 = x[xt], x1 = x[xt + xRow], x2 = x[xt + 2 * xRow], x3 = x[xt + 3 * xRow], ya = y[yt], yb = y[yt + yNext];
+            a.R0 += x0 * ya;
+            a.R1 += x1 * ya;
+            a.R2 += x2 * ya;
+            a.R3 += x3 * ya;
+            b.R0 += x0 * yb;
+            b.R1 += x1 * yb;
+            b.R2 += x2 * yb;
+            b.R3 += x3 * yb;
         }
-        return s;
+        return new FourByTwo { A = a, B = b };
     }
+
+    // Columns c and c + (d+1)/2 make the pair of an item (lanes read consecutive columns: no bank conflicts);
+    // for odd d the last item's second column is the row's padding column, computed and not stored.
+    private static int HalfCols(int d) => (d + 1) / 2;
 
     private static float Get(Four f, int r) => r == 0 ? f.R0 : r == 1 ? f.R1 : r == 2 ? f.R2 : f.R3;
 
@@ -120,7 +134,7 @@ internal static class Attention
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, r = a.Rows, d = a.D, st = d + 1;
+        int tid = Group.IdxX, threads = Group.DimX, r = a.Rows, d = a.D, st = d + 1, hd = HalfCols(d);
         int tiles = (a.Tq + r - 1) / r, tile = Grid.IdxX % tiles, bh = Grid.IdxX / tiles, h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * r, rows = IntrinsicMath.Min(r, a.Tq - i0);
         int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
@@ -141,13 +155,16 @@ internal static class Attention
             LoadRows(v, kBase + j0 * kRow, kRow, keys, r, d, vs, st);
             KeyInfo(mask, a, b, j0, r, keyOk, keySeg);
             Group.Barrier();
-            // S = scale q k^T where visible, -inf elsewhere; 4 query rows x 1 key per item.
-            for (int e = tid; e < r / 4 * r; e += threads)
+            // S = scale q k^T where visible, -inf elsewhere; 4 query rows x keys j, j + r/2 per item.
+            for (int e = tid; e < r / 4 * (r / 2); e += threads)
             {
-                int j = e % r, i = e / r * 4;
-                var s = Dot4(qs, i * st, st, 1, ks, j * st, 1, d);
+                int j = e % (r / 2), i = e / (r / 2) * 4, j2 = j + r / 2;
+                var s = Dot4x2(qs, i * st, st, 1, ks, j * st, r / 2 * st, 1, d);
                 for (int u = 0; u < 4; u++)
-                    ps[(i + u) * r + j] = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j) ? a.Scale * Get(s, u) : float.NegativeInfinity;
+                {
+                    ps[(i + u) * r + j] = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j) ? a.Scale * Get(s.A, u) : float.NegativeInfinity;
+                    ps[(i + u) * r + j2] = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j2) ? a.Scale * Get(s.B, u) : float.NegativeInfinity;
+                }
             }
             Group.Barrier();
             // Online softmax, one row per item: new max, p = exp(s - max), rescale of the old sum.
@@ -168,12 +185,17 @@ internal static class Attention
                 rowMax[i] = mt;
             }
             Group.Barrier();
-            // O = alpha O + P V, 4 query rows x 1 column per item.
-            for (int e = tid; e < r / 4 * d; e += threads)
+            // O = alpha O + P V, 4 query rows x columns c, c + hd per item.
+            for (int e = tid; e < r / 4 * hd; e += threads)
             {
-                int c = e % d, i = e / d * 4;
-                var pv = Dot4(ps, i * r, r, 1, vs, c, st, r);
-                for (int u = 0; u < 4; u++) os[(i + u) * d + c] = os[(i + u) * d + c] * rowScale[i + u] + Get(pv, u);
+                int c = e % hd, i = e / hd * 4, c2 = c + hd;
+                var pv = Dot4x2(ps, i * r, r, 1, vs, c, hd, st, r);
+                for (int u = 0; u < 4; u++)
+                {
+                    int o = (i + u) * d;
+                    os[o + c] = os[o + c] * rowScale[i + u] + Get(pv.A, u);
+                    if (c2 < d) os[o + c2] = os[o + c2] * rowScale[i + u] + Get(pv.B, u);
+                }
             }
         }
         Group.Barrier();
@@ -197,18 +219,28 @@ internal static class Attention
         delta[(b * a.H + h) * a.Tq + i] = s;
     }
 
-    // p and ds of 4 query rows x key j: p = exp(scale s - lse) where visible (kept in ps when keepP), ds = p (dO.v - delta).
-    private static void ScoresAndGrads(ArrayView<float> qs, ArrayView<float> dos, ArrayView<float> ks, ArrayView<float> vs, int st, int d, int i, int j, int j0, float scale,
+    // p and ds of 4 query rows x keys j, j + keys/2 (item e): p = exp(scale s - lse) where visible (kept in ps when keepP),
+    // ds = p (dO.v - delta).
+    private static void ScoresAndGrads(int e, ArrayView<float> qs, ArrayView<float> dos, ArrayView<float> ks, ArrayView<float> vs, int st, int d, int j0, float scale,
         ArrayView<float> rowLse, ArrayView<float> rowDelta, ArrayView<int> queryPos, ArrayView<int> querySeg, ArrayView<int> keyOk, ArrayView<int> keySeg,
         bool keepP, ArrayView<float> ps, ArrayView<float> dss, int keys)
     {
-        var s = Dot4(qs, i * st, st, 1, ks, j * st, 1, d);
-        var dp = Dot4(dos, i * st, st, 1, vs, j * st, 1, d);
+        int half = keys / 2, j = e % half, i = e / half * 4;
+        var s = Dot4x2(qs, i * st, st, 1, ks, j * st, half * st, 1, d);
+        var dp = Dot4x2(dos, i * st, st, 1, vs, j * st, half * st, 1, d);
         for (int u = 0; u < 4; u++)
         {
-            float p = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j) ? MathF.Exp(scale * Get(s, u) - rowLse[i + u]) : 0f;
-            if (keepP) ps[(i + u) * keys + j] = p;
-            dss[(i + u) * keys + j] = p * (Get(dp, u) - rowDelta[i + u]);
+            float lse = rowLse[i + u], delta = rowDelta[i + u];
+            int o = (i + u) * keys + j;
+            float p = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j) ? MathF.Exp(scale * Get(s.A, u) - lse) : 0f;
+            float p2 = Visible(queryPos, querySeg, keyOk, keySeg, i + u, j0, j + half) ? MathF.Exp(scale * Get(s.B, u) - lse) : 0f;
+            if (keepP)
+            {
+                ps[o] = p;
+                ps[o + half] = p2;
+            }
+            dss[o] = p * (Get(dp.A, u) - delta);
+            dss[o + half] = p2 * (Get(dp.B, u) - delta);
         }
     }
 
@@ -239,7 +271,7 @@ internal static class Attention
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1;
+        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, hd = HalfCols(d);
         int tiles = (a.Tq + rq - 1) / rq, tile = Grid.IdxX % tiles, bh = Grid.IdxX / tiles, h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * rq, rows = IntrinsicMath.Min(rq, a.Tq - i0);
         int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
@@ -257,15 +289,19 @@ internal static class Attention
             LoadRows(v, kBase + j0 * kRow, kRow, keys, rk, d, vs, st);
             KeyInfo(mask, a, b, j0, rk, keyOk, keySeg);
             Group.Barrier();
-            for (int e = tid; e < rq / 4 * rk; e += threads)
-                ScoresAndGrads(qs, dos, ks, vs, st, d, e / rk * 4, e % rk, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, false, dss, dss, rk);
+            for (int e = tid; e < rq / 4 * (rk / 2); e += threads)
+                ScoresAndGrads(e, qs, dos, ks, vs, st, d, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, false, dss, dss, rk);
             Group.Barrier();
-            // dq += scale ds k, 4 query rows x 1 column per item.
-            for (int e = tid; e < rq / 4 * d; e += threads)
+            // dq += scale ds k, 4 query rows x columns c, c + hd per item.
+            for (int e = tid; e < rq / 4 * hd; e += threads)
             {
-                int c = e % d, i = e / d * 4;
-                var g = Dot4(dss, i * rk, rk, 1, ks, c, st, rk);
-                for (int u = 0; u < 4; u++) dqs[(i + u) * d + c] += a.Scale * Get(g, u);
+                int c = e % hd, i = e / hd * 4, c2 = c + hd;
+                var g = Dot4x2(dss, i * rk, rk, 1, ks, c, hd, st, rk);
+                for (int u = 0; u < 4; u++)
+                {
+                    dqs[(i + u) * d + c] += a.Scale * Get(g.A, u);
+                    if (c2 < d) dqs[(i + u) * d + c2] += a.Scale * Get(g.B, u);
+                }
             }
         }
         Group.Barrier();
@@ -293,7 +329,7 @@ internal static class Attention
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, group = a.H / a.Hkv;
+        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, hd = HalfCols(d), group = a.H / a.Hkv;
         int tiles = (a.S + rk - 1) / rk, tile = Grid.IdxX % tiles, bkh = Grid.IdxX / tiles, kh = bkh % a.Hkv, b = bkh / a.Hkv;
         int j0 = tile * rk, keys = IntrinsicMath.Min(rk, a.S - j0), kRow = a.Hkv * d, kBase = ((b * a.S + j0) * a.Hkv + kh) * d, qRow = a.H * d;
         LoadRows(k, kBase, kRow, keys, rk, d, ks, st);
@@ -318,19 +354,25 @@ internal static class Attention
                 QueryInfo(mask, a, b, i0, rq, queryPos, querySeg);
                 RowStats(lse, delta, a, b, h, i0, rq, rowLse, rowDelta);
                 Group.Barrier();
-                for (int e = tid; e < rq / 4 * rk; e += threads)
-                    ScoresAndGrads(qs, dos, ks, vs, st, d, e / rk * 4, e % rk, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, true, ps, dss, rk);
+                for (int e = tid; e < rq / 4 * (rk / 2); e += threads)
+                    ScoresAndGrads(e, qs, dos, ks, vs, st, d, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, true, ps, dss, rk);
                 Group.Barrier();
-                // dv += p^T dO, dk += scale ds^T q, 4 key rows x 1 column per item.
-                for (int e = tid; e < rk / 4 * d; e += threads)
+                // dv += p^T dO, dk += scale ds^T q, 4 key rows x columns c, c + hd per item.
+                for (int e = tid; e < rk / 4 * hd; e += threads)
                 {
-                    int c = e % d, j = e / d * 4;
-                    var gv = Dot4(ps, j, 1, rk, dos, c, st, rq);
-                    var gk = Dot4(dss, j, 1, rk, qs, c, st, rq);
+                    int c = e % hd, j = e / hd * 4, c2 = c + hd;
+                    var gv = Dot4x2(ps, j, 1, rk, dos, c, hd, st, rq);
+                    var gk = Dot4x2(dss, j, 1, rk, qs, c, hd, st, rq);
                     for (int u = 0; u < 4; u++)
                     {
-                        dvs[(j + u) * d + c] += Get(gv, u);
-                        dks[(j + u) * d + c] += a.Scale * Get(gk, u);
+                        int o = (j + u) * d;
+                        dvs[o + c] += Get(gv.A, u);
+                        dks[o + c] += a.Scale * Get(gk.A, u);
+                        if (c2 < d)
+                        {
+                            dvs[o + c2] += Get(gv.B, u);
+                            dks[o + c2] += a.Scale * Get(gk.B, u);
+                        }
                     }
                 }
             }
