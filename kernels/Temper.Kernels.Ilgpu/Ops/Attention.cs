@@ -8,7 +8,8 @@
 // Tiling: R = 32 rows per tile for D <= 64, 16 for D <= 128 (an R x (D+1) tile, padded against bank
 // conflicts, is at most TileFloats). Every kernel is explicitly grouped (up to 128 threads; the CPU
 // accelerator's 16) and every phase loops its work items over the group's threads, so any group size
-// computes the same sums in the same order. A work item keeps 4 rows of sums in registers (Four).
+// computes the same sums in the same order. A work item keeps a 4 x 2 block of sums in registers
+// (FourByTwo: 4 rows by two keys or two columns, 6 shared-memory loads per 8 FMAs).
 //   forward   one group per (b, h, R queries): per tile of R keys the query can see (causal bound),
 //             K and V staged in shared memory, S = q k^T, online softmax (running max and sum per row),
 //             O = alpha O + P V in shared memory; out = O / sum, lse = max + log(sum).
@@ -18,9 +19,11 @@
 //                  ds = p (dO.v - delta), dq += scale ds k;
 //             dk,dv one group per (b, kv head, R keys), over the group's query heads and the query tiles
 //                  that see the keys: dv += p^T dO, dk += scale ds^T q (the key rows past KvLength get 0).
-// Cost: causal forward ~ 2 B H Tq S D FMAs (half skipped by the causal bound), each FMA reading about
-// one shared-memory float, so shared-memory bandwidth bound: B8 H9 T1024 D64 is ~4.8 G FMAs, a few ms on
-// an H100 at 10-20% of its f32 peak; backward about 2.5 times that. K/V come from L2 once per query tile.
+// Cost: causal forward ~ B H T^2 D FMAs (q k^T and P V over the visible half), each reading 0.75
+// shared-memory floats, so bound by shared-memory bandwidth (one warp-wide load a clock per SM) near a
+// third of the f32 peak at best: B8 H9 T1024 D64 is ~4.8 G FMAs, about 1-3 ms on an H100. Backward does
+// 7 such products (q k^T and dO v^T in both kernels, then dq, dk, dv), ~3.5 times forward. K/V (and
+// q/dO for dk,dv) are re-read from L2 once per tile; the softmax row pass uses R of the threads.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -135,7 +138,8 @@ internal static class Attention
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
         int tid = Group.IdxX, threads = Group.DimX, r = a.Rows, d = a.D, st = d + 1, hd = HalfCols(d);
-        int tiles = (a.Tq + r - 1) / r, tile = Grid.IdxX % tiles, bh = Grid.IdxX / tiles, h = bh % a.H, b = bh / a.H;
+        // The last query tiles see the most keys: they start first (the light ones fill the tail).
+        int tile = (a.Tq + r - 1) / r - 1 - Grid.IdxX / (a.B * a.H), bh = Grid.IdxX % (a.B * a.H), h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * r, rows = IntrinsicMath.Min(r, a.Tq - i0);
         int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
         LoadRows(q, qBase, qRow, rows, r, d, qs, st);
@@ -272,7 +276,7 @@ internal static class Attention
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
         int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, hd = HalfCols(d);
-        int tiles = (a.Tq + rq - 1) / rq, tile = Grid.IdxX % tiles, bh = Grid.IdxX / tiles, h = bh % a.H, b = bh / a.H;
+        int tile = (a.Tq + rq - 1) / rq - 1 - Grid.IdxX / (a.B * a.H), bh = Grid.IdxX % (a.B * a.H), h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * rq, rows = IntrinsicMath.Min(rq, a.Tq - i0);
         int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
         LoadRows(q, qBase, qRow, rows, rq, d, qs, st);
@@ -330,7 +334,8 @@ internal static class Attention
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
         int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, hd = HalfCols(d), group = a.H / a.Hkv;
-        int tiles = (a.S + rk - 1) / rk, tile = Grid.IdxX % tiles, bkh = Grid.IdxX / tiles, kh = bkh % a.Hkv, b = bkh / a.Hkv;
+        // The first key tiles are seen by the most queries: they start first.
+        int tile = Grid.IdxX / (a.B * a.Hkv), bkh = Grid.IdxX % (a.B * a.Hkv), kh = bkh % a.Hkv, b = bkh / a.Hkv;
         int j0 = tile * rk, keys = IntrinsicMath.Min(rk, a.S - j0), kRow = a.Hkv * d, kBase = ((b * a.S + j0) * a.Hkv + kh) * d, qRow = a.H * d;
         LoadRows(k, kBase, kRow, keys, rk, d, ks, st);
         LoadRows(v, kBase, kRow, keys, rk, d, vs, st);
