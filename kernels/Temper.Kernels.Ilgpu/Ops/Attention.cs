@@ -64,9 +64,8 @@ internal static class Attention
     private static FourByTwo Dot4x2(ArrayView<float> x, int xBase, int xRow, int xStep, ArrayView<float> y, int yBase, int yNext, int yStep, int n)
     {
         Four a = default, b = default;
-        for (int t = 0; t < n; t++)
+        for (int t = 0, xt = xBase, yt = yBase; t < n; t++, xt += xStep, yt += yStep)
         {
-            int xt = xBase + t * xStep, yt = yBase + t * yStep;
             float x0 = x[xt], x1 = x[xt + xRow], x2 = x[xt + 2 * xRow], x3 = x[xt + 3 * xRow], ya = y[yt], yb = y[yt + yNext];
             a.R0 += x0 * ya;
             a.R1 += x1 * ya;
