@@ -200,6 +200,8 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         { 1, 37, 2, 41, 1, 4, 40, 0, true },    // crosses the 32-row tiles (Tq, S, kvLength not multiples of 32), MQA
         { 2, 19, 4, 23, 2, 72, 21, 2, false },  // D > 64: 16-row tiles, crossed; chunk after 2 cached tokens
         { 2, 1, 4, 70, 2, 8, 67, 66, true },    // decode step over three key tiles
+        { 1, 35, 2, 37, 1, 64, 36, 0, true },   // the kernels compiled for D = 64, across tiles
+        { 1, 18, 2, 20, 2, 128, 19, 1, false }, // the kernels compiled for D = 128, across tiles
     };
 
     private static int[] Mask(int batch, int kvLength, bool mask)

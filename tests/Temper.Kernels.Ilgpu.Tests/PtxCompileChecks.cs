@@ -18,13 +18,17 @@ public class PtxCompileChecks
     public static IEnumerable<MethodInfo> Kernels()
     {
         var asm = typeof(IlgpuBackend).Assembly;
-        var weightTypes = new[] { asm.GetType("Temper.Kernels.Ilgpu.Ops.F32Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Bf16Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Nf4Weights", true)! };
+        var structs = asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops" && t.IsValueType).ToList();
         foreach (var t in asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops"))
             foreach (var m in t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             {
                 if (!m.Name.EndsWith("Kernel", StringComparison.Ordinal) || m.ReturnType != typeof(void) || m.GetParameters().Length == 0) continue;
                 if (m.IsGenericMethodDefinition)
-                    foreach (var w in weightTypes) yield return m.MakeGenericMethod(w);
+                {
+                    // One instance per struct of the ops that meets the type parameter's interfaces (the weight kinds, the head dims).
+                    var needs = m.GetGenericArguments()[0].GetGenericParameterConstraints().Where(c => c.IsInterface).ToList();
+                    foreach (var w in structs.Where(t => needs.Count > 0 && needs.All(c => c.IsAssignableFrom(t)))) yield return m.MakeGenericMethod(w);
+                }
                 else yield return m;
             }
     }

@@ -10,6 +10,8 @@
 // accelerator's 16) and every phase loops its work items over the group's threads, so any group size
 // computes the same sums in the same order. A work item keeps a 4 x 2 block of sums in registers
 // (FourByTwo: 4 rows by two keys or two columns, 6 shared-memory loads per 8 FMAs).
+// Each kernel is compiled for D = 64 and D = 128 as constants (IHeadDim: fixed strides and trip
+// counts, which the PTX compiler unrolls) and for any other D <= 128 read at run time.
 //   forward   one group per (b, h, R queries): per tile of R keys the query can see (causal bound),
 //             K and V staged in shared memory, S = q k^T, online softmax (running max and sum per row),
 //             O = alpha O + P V in shared memory; out = O / sum, lse = max + log(sum).
@@ -33,8 +35,28 @@ internal struct AttentionDims
 {
     public int B, Tq, H, S, Hkv, D, KvLength, QueryOffset, HasMask, HasLse, HasSegments, SegmentBase;
     public float Scale;
-    /// <summary>Rows of a full tile (R): 32 for D &lt;= 64, else 16.</summary>
-    public int Rows;
+}
+
+/// <summary>The head dim a kernel is compiled for: a constant (strides and loop bounds known to the PTX
+/// compiler, which unrolls and folds them) or the runtime AttentionDims.D.</summary>
+internal interface IHeadDim
+{
+    int Of(int runtime);
+}
+
+internal readonly struct HeadDim64 : IHeadDim
+{
+    public int Of(int runtime) => 64;
+}
+
+internal readonly struct HeadDim128 : IHeadDim
+{
+    public int Of(int runtime) => 128;
+}
+
+internal readonly struct AnyHeadDim : IHeadDim
+{
+    public int Of(int runtime) => runtime;
 }
 
 internal static class Attention
@@ -83,6 +105,9 @@ internal static class Attention
     // for odd d the last item's second column is the row's padding column, computed and not stored.
     private static int HalfCols(int d) => (d + 1) / 2;
 
+    /// <summary>Rows of a full tile (R) for head dim d (IlgpuBackend refuses d > MaxHeadDim).</summary>
+    private static int TileRows(int d) => d <= 64 ? 32 : 16;
+
     private static float Get(Four f, int r) => r == 0 ? f.R0 : r == 1 ? f.R1 : r == 2 ? f.R2 : f.R3;
 
     // dst[r, c] (row stride dStride) = src[srcBase + r srcRow + c] for r < rows, 0 for rows <= r < tileRows.
@@ -122,7 +147,8 @@ internal static class Attention
     private static bool Visible(ArrayView<int> queryPos, ArrayView<int> querySeg, ArrayView<int> keyOk, ArrayView<int> keySeg, int i, int j0, int j) =>
         keyOk[j] != 0 && j0 + j <= queryPos[i] && keySeg[j] == querySeg[i];
 
-    public static void ForwardKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> mask, AttentionDims a)
+    public static void ForwardKernel<THead>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> mask, AttentionDims a)
+        where THead : struct, IHeadDim
     {
         var qs = SharedMemory.Allocate<float>(TileFloats);
         var ks = SharedMemory.Allocate<float>(TileFloats);
@@ -136,7 +162,7 @@ internal static class Attention
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, r = a.Rows, d = a.D, st = d + 1, hd = HalfCols(d);
+        int tid = Group.IdxX, threads = Group.DimX, d = default(THead).Of(a.D), r = TileRows(d), st = d + 1, hd = HalfCols(d);
         // The last query tiles see the most keys: they start first (the light ones fill the tail).
         int tile = (a.Tq + r - 1) / r - 1 - Grid.IdxX / (a.B * a.H), bh = Grid.IdxX % (a.B * a.H), h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * r, rows = IntrinsicMath.Min(r, a.Tq - i0);
@@ -259,8 +285,8 @@ internal static class Attention
         }
     }
 
-    public static void BackwardQueryKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq,
-        ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a)
+    public static void BackwardQueryKernel<THead>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq,
+        ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a) where THead : struct, IHeadDim
     {
         var qs = SharedMemory.Allocate<float>(HalfTileFloats);
         var dos = SharedMemory.Allocate<float>(HalfTileFloats);
@@ -274,7 +300,7 @@ internal static class Attention
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, hd = HalfCols(d);
+        int tid = Group.IdxX, threads = Group.DimX, d = default(THead).Of(a.D), rk = TileRows(d), rq = rk / 2, st = d + 1, hd = HalfCols(d);
         int tile = (a.Tq + rq - 1) / rq - 1 - Grid.IdxX / (a.B * a.H), bh = Grid.IdxX % (a.B * a.H), h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * rq, rows = IntrinsicMath.Min(rq, a.Tq - i0);
         int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
@@ -315,8 +341,8 @@ internal static class Attention
         }
     }
 
-    public static void BackwardKeyKernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dk, ArrayView<float> dv,
-        ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a)
+    public static void BackwardKeyKernel<THead>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dk, ArrayView<float> dv,
+        ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a) where THead : struct, IHeadDim
     {
         var ks = SharedMemory.Allocate<float>(TileFloats);
         var vs = SharedMemory.Allocate<float>(TileFloats);
@@ -332,7 +358,7 @@ internal static class Attention
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, rk = a.Rows, rq = a.Rows / 2, d = a.D, st = d + 1, hd = HalfCols(d), group = a.H / a.Hkv;
+        int tid = Group.IdxX, threads = Group.DimX, d = default(THead).Of(a.D), rk = TileRows(d), rq = rk / 2, st = d + 1, hd = HalfCols(d), group = a.H / a.Hkv;
         // The first key tiles are seen by the most queries: they start first.
         int tile = Grid.IdxX / (a.B * a.Hkv), bkh = Grid.IdxX % (a.B * a.Hkv), kh = bkh % a.Hkv, b = bkh / a.Hkv;
         int j0 = tile * rk, keys = IntrinsicMath.Min(rk, a.S - j0), kRow = a.Hkv * d, kBase = ((b * a.S + j0) * a.Hkv + kh) * d, qRow = a.H * d;
@@ -407,53 +433,60 @@ internal static class Attention
     private static KernelConfig Config(DeviceContext dc, int groups) =>
         new(groups, Math.Min(MaxThreads, dc.Accelerator.MaxNumThreadsPerGroup));
 
-    // Tile rows for the head dim (IlgpuBackend refuses D > MaxHeadDim).
-    private static void Prepare(ref AttentionDims a) => a.Rows = a.D <= 64 ? 32 : 16;
-
-    private static void RunForward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> dMask, AttentionDims a)
+    private static void RunForward<THead>(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> dMask, AttentionDims a)
+        where THead : struct, IHeadDim
     {
-        int groups = a.B * a.H * ((a.Tq + a.Rows - 1) / a.Rows);
-        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.fwd",
-            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(ForwardKernel))
-            (Config(dc, groups), q, k, v, output, lse, dMask, a);
+        int r = TileRows(a.D);
+        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.fwd." + typeof(THead).Name,
+            acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(ForwardKernel<THead>))
+            (Config(dc, a.B * a.H * ((a.Tq + r - 1) / r)), q, k, v, output, lse, dMask, a);
     }
 
-    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    private static void RunBackward<THead>(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse,
+        ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ArrayView<int> dMask, AttentionDims a) where THead : struct, IHeadDim
     {
-        Prepare(ref a);
-        a.HasLse = lse.HasValue ? 1 : 0;
-        var dMask = UploadMasks(dc, mask, segments, ref a);
-        if (a.B * a.Tq * a.H == 0) return;
-        RunForward(dc, q, k, v, output, lse ?? output, dMask, a);
-    }
-
-    /// <summary>dq, dk, dv (overwritten). output and lse are forward's with these args when lse is given; without it forward runs again into scratch.</summary>
-    public static void Backward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse,
-        ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
-    {
-        Prepare(ref a);
-        var dMask = UploadMasks(dc, mask, segments, ref a);
-        int rows = a.B * a.Tq * a.H, rq = a.Rows / 2;
+        int rows = a.B * a.Tq * a.H, rk = TileRows(a.D), rq = rk / 2;
         var delta = dc.Arena.Take<float>(rows);
         if (!lse.HasValue)
         {
             a.HasLse = 1;
             output = dc.Arena.Take<float>((long)rows * a.D);
             lse = dc.Arena.Take<float>(rows);
-            if (rows > 0) RunForward(dc, q, k, v, output, lse.Value, dMask, a);
+            if (rows > 0) RunForward<THead>(dc, q, k, v, output, lse.Value, dMask, a);
         }
         if (rows > 0)
         {
             dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionDims>>("attention.bwd.delta",
                 acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttentionDims>(DeltaKernel))
                 (rows, dOut, output, delta, a);
-            dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.q",
-                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardQueryKernel))
+            dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.q." + typeof(THead).Name,
+                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardQueryKernel<THead>))
                 (Config(dc, a.B * a.H * ((a.Tq + rq - 1) / rq)), q, k, v, dOut, dq, lse.Value, delta, dMask, a);
         }
         if (a.B * a.S * a.Hkv > 0)
-            dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.kv",
-                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardKeyKernel))
-                (Config(dc, a.B * a.Hkv * ((a.S + a.Rows - 1) / a.Rows)), q, k, v, dOut, dk, dv, lse.Value, delta, dMask, a);
+            dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>>("attention.bwd.kv." + typeof(THead).Name,
+                acc => acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionDims>(BackwardKeyKernel<THead>))
+                (Config(dc, a.B * a.Hkv * ((a.S + rk - 1) / rk)), q, k, v, dOut, dk, dv, lse.Value, delta, dMask, a);
+    }
+
+    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        a.HasLse = lse.HasValue ? 1 : 0;
+        var dMask = UploadMasks(dc, mask, segments, ref a);
+        if (a.B * a.Tq * a.H == 0) return;
+        var l = lse ?? output;
+        if (a.D == 64) RunForward<HeadDim64>(dc, q, k, v, output, l, dMask, a);
+        else if (a.D == 128) RunForward<HeadDim128>(dc, q, k, v, output, l, dMask, a);
+        else RunForward<AnyHeadDim>(dc, q, k, v, output, l, dMask, a);
+    }
+
+    /// <summary>dq, dk, dv (overwritten). output and lse are forward's with these args when lse is given; without it forward runs again into scratch.</summary>
+    public static void Backward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse,
+        ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        var dMask = UploadMasks(dc, mask, segments, ref a);
+        if (a.D == 64) RunBackward<HeadDim64>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
+        else if (a.D == 128) RunBackward<HeadDim128>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
+        else RunBackward<AnyHeadDim>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
     }
 }
