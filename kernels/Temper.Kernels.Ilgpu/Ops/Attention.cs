@@ -17,9 +17,9 @@
 //             O = alpha O + P V in shared memory; out = O / sum, lse = max + log(sum).
 //   backward  delta = rowsum(dO * O) first (O and lse from forward: Lse given means forward ran with
 //             these args; without it, forward runs into scratch), then two kernels, no atomics:
-//             dq   one group per (b, h, R/2 queries), over the key tiles it sees: p = exp(s - lse),
+//             dq   one group per (b, h, R queries), over the key tiles it sees: p = exp(s - lse),
 //                  ds = p (dO.v - delta), dq += scale ds k;
-//             dk,dv one group per (b, kv head, R keys), over the group's query heads and the query tiles
+//             dk,dv one group per (b, kv head, R keys), over the group's query heads and the R/2-query tiles
 //                  that see the keys: dv += p^T dO, dk += scale ds^T q (the key rows past KvLength get 0).
 // Cost: causal forward ~ B H T^2 D FMAs (q k^T and P V over the visible half), each reading 0.75
 // shared-memory floats, so bound by shared-memory bandwidth (one warp-wide load a clock per SM) near a
@@ -288,19 +288,19 @@ internal static class Attention
     public static void BackwardQueryKernel<THead>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dOut, ArrayView<float> dq,
         ArrayView<float> lse, ArrayView<float> delta, ArrayView<int> mask, AttentionDims a) where THead : struct, IHeadDim
     {
-        var qs = SharedMemory.Allocate<float>(HalfTileFloats);
-        var dos = SharedMemory.Allocate<float>(HalfTileFloats);
-        var dqs = SharedMemory.Allocate<float>(HalfTileFloats);
+        var qs = SharedMemory.Allocate<float>(TileFloats);
+        var dos = SharedMemory.Allocate<float>(TileFloats);
+        var dqs = SharedMemory.Allocate<float>(TileFloats);
         var ks = SharedMemory.Allocate<float>(TileFloats);
         var vs = SharedMemory.Allocate<float>(TileFloats);
-        var dss = SharedMemory.Allocate<float>(HalfScoreFloats);
+        var dss = SharedMemory.Allocate<float>(ScoreFloats);
         var rowLse = SharedMemory.Allocate<float>(MaxRows);
         var rowDelta = SharedMemory.Allocate<float>(MaxRows);
         var queryPos = SharedMemory.Allocate<int>(MaxRows);
         var querySeg = SharedMemory.Allocate<int>(MaxRows);
         var keyOk = SharedMemory.Allocate<int>(MaxRows);
         var keySeg = SharedMemory.Allocate<int>(MaxRows);
-        int tid = Group.IdxX, threads = Group.DimX, d = default(THead).Of(a.D), rk = TileRows(d), rq = rk / 2, st = d + 1, hd = HalfCols(d);
+        int tid = Group.IdxX, threads = Group.DimX, d = default(THead).Of(a.D), rk = TileRows(d), rq = rk, st = d + 1, hd = HalfCols(d);
         int tile = (a.Tq + rq - 1) / rq - 1 - Grid.IdxX / (a.B * a.H), bh = Grid.IdxX % (a.B * a.H), h = bh % a.H, b = bh / a.H;
         int kh = h / (a.H / a.Hkv), i0 = tile * rq, rows = IntrinsicMath.Min(rq, a.Tq - i0);
         int qRow = a.H * d, qBase = ((b * a.Tq + i0) * a.H + h) * d, kRow = a.Hkv * d, kBase = (b * a.S * a.Hkv + kh) * d;
@@ -445,7 +445,7 @@ internal static class Attention
     private static void RunBackward<THead>(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse,
         ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ArrayView<int> dMask, AttentionDims a) where THead : struct, IHeadDim
     {
-        int rows = a.B * a.Tq * a.H, rk = TileRows(a.D), rq = rk / 2;
+        int rows = a.B * a.Tq * a.H, rk = TileRows(a.D), rq = rk; // dq: R queries a group (dk,dv: R/2, for shared memory)
         var delta = dc.Arena.Take<float>(rows);
         if (!lse.HasValue)
         {
