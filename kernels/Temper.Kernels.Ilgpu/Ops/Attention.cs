@@ -26,6 +26,7 @@
 // third of the f32 peak at best: B8 H9 T1024 D64 is ~4.8 G FMAs, about 1-3 ms on an H100. Backward does
 // 7 such products (q k^T and dO v^T in both kernels, then dq, dk, dv), ~3.5 times forward. K/V (and
 // q/dO for dk,dv) are re-read from L2 once per tile; the softmax row pass uses R of the threads.
+// A tile pair no query of which sees a key (left padding, other segments of a packed row) is skipped.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -147,6 +148,16 @@ internal static class Attention
     private static bool Visible(ArrayView<int> queryPos, ArrayView<int> querySeg, ArrayView<int> keyOk, ArrayView<int> keySeg, int i, int j0, int j) =>
         keyOk[j] != 0 && j0 + j <= queryPos[i] && keySeg[j] == querySeg[i];
 
+    // Whether some query of the tile sees some key of it, for every thread (a group-wide OR that is also a
+    // barrier): tiles wholly hidden by the mask or by other segments (packed rows) are skipped.
+    private static bool AnyVisible(ArrayView<int> queryPos, ArrayView<int> querySeg, ArrayView<int> keyOk, ArrayView<int> keySeg, int queries, int keys, int j0)
+    {
+        bool any = false;
+        for (int e = Group.IdxX; e < queries * keys && !any; e += Group.DimX)
+            any = Visible(queryPos, querySeg, keyOk, keySeg, e / keys, j0, e % keys);
+        return Group.BarrierOr(any);
+    }
+
     public static void ForwardKernel<THead>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float> lse, ArrayView<int> mask, AttentionDims a)
         where THead : struct, IHeadDim
     {
@@ -184,6 +195,7 @@ internal static class Attention
             LoadRows(v, kBase + j0 * kRow, kRow, keys, r, d, vs, st);
             KeyInfo(mask, a, b, j0, r, keyOk, keySeg);
             Group.Barrier();
+            if (!AnyVisible(queryPos, querySeg, keyOk, keySeg, r, r, j0)) continue;
             // S = scale q k^T where visible, -inf elsewhere; 4 query rows x keys j, j + r/2 per item.
             for (int e = tid; e < r / 4 * (r / 2); e += threads)
             {
@@ -318,6 +330,7 @@ internal static class Attention
             LoadRows(v, kBase + j0 * kRow, kRow, keys, rk, d, vs, st);
             KeyInfo(mask, a, b, j0, rk, keyOk, keySeg);
             Group.Barrier();
+            if (!AnyVisible(queryPos, querySeg, keyOk, keySeg, rq, rk, j0)) continue;
             for (int e = tid; e < rq / 4 * (rk / 2); e += threads)
                 ScoresAndGrads(e, qs, dos, ks, vs, st, d, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, false, dss, dss, rk);
             Group.Barrier();
@@ -384,6 +397,7 @@ internal static class Attention
                 QueryInfo(mask, a, b, i0, rq, queryPos, querySeg);
                 RowStats(lse, delta, a, b, h, i0, rq, rowLse, rowDelta);
                 Group.Barrier();
+                if (!AnyVisible(queryPos, querySeg, keyOk, keySeg, rq, rk, j0)) continue;
                 for (int e = tid; e < rq / 4 * (rk / 2); e += threads)
                     ScoresAndGrads(e, qs, dos, ks, vs, st, d, j0, a.Scale, rowLse, rowDelta, queryPos, querySeg, keyOk, keySeg, true, ps, dss, rk);
                 Group.Barrier();
