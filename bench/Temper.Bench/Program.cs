@@ -3,7 +3,7 @@
 // (bench/README.md says why those two variables are unset and how to install the OpenBLAS peer).
 // `-- --gemm-best-of [seconds]` runs the quick best-of GEMM comparison instead (GemmBestOf.cs);
 // `-- --train-step [steps] [--profile]` the end-to-end CPU LoRA training step (TrainStep.cs), with a
-// per-op time table when --profile is given (ProfilingBackend.cs).
+// per-op time table when --profile is given (engine/Temper.Training/Diagnostics/ProfilingBackend.cs).
 using BenchmarkDotNet.Running;
 using Temper.Bench;
 

@@ -4,14 +4,15 @@
 // FLOPs (forward, input gradients and LoRA terms; no recomputation, no frozen-weight gradients), next
 // to OpenBLAS sgemm's best GFLOP/s at 2048^3 measured in the same process; then one step with gradient
 // checkpointing, and the peak bytes of the pass's own tensors (activations, gradient buffers) both ways.
-// With `--profile` the backend is wrapped in ProfilingBackend and the timed steps are followed by a table
-// of ops by total time, each with its calls and share of the step (the wrapper's own cost is noise next
-// to a ~3 s step: a few thousand calls of two timestamps each).
+// With `--profile` the backend is wrapped in ProfilingBackend (engine/Temper.Training/Diagnostics) and
+// the timed steps are followed by a table of ops by total time, each with its calls and share of the
+// step (the wrapper's own cost is noise next to a ~3 s step: a few thousand calls of two timestamps each).
 using System.Diagnostics;
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Training;
+using Temper.Training.Diagnostics;
 using Temper.Training.Lora;
 
 namespace Temper.Bench;
@@ -61,7 +62,7 @@ public static unsafe class TrainStep
         double best = times.Min(), mean = times.Average();
         Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {ps.Count:N0} trained params): {steps} steps");
         Console.WriteLine($"  mean {mean * 1000:F0} ms = {n / mean:F0} tokens/s, {flops / mean / 1e9:F1} GFLOP/s; best {best * 1000:F0} ms = {n / best:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s (model FLOPs {flops / 1e9:F1} G/step)");
-        if (profiler != null) PrintProfile(profiler, times.Sum(), steps);
+        profiler?.WriteTable(Console.Out, times.Sum(), steps);
         long keptPeak = bp.PeakActivationBytes;
         bp.GradientCheckpointing = true;
         var ck = Stopwatch.StartNew();
@@ -69,17 +70,6 @@ public static unsafe class TrainStep
         double ckSeconds = ck.Elapsed.TotalSeconds;
         Console.WriteLine($"  activations kept: peak {keptPeak / 1e6:F0} MB; gradient checkpointing: peak {bp.PeakActivationBytes / 1e6:F0} MB, one step {ckSeconds * 1000:F0} ms = {n / ckSeconds:F0} tokens/s");
         Console.WriteLine($"  OpenBLAS sgemm 2048^3, same process: {OpenBlasBest(2048, 3):F1} GFLOP/s (best of 3, {Environment.ProcessorCount} threads)");
-    }
-
-    private static void PrintProfile(ProfilingBackend profiler, double stepSeconds, int steps)
-    {
-        var table = profiler.Table();
-        double opSeconds = table.Sum(r => r.Seconds);
-        Console.WriteLine($"  per-op time over the {steps} timed steps ({opSeconds / stepSeconds:P0} of step time is inside backend ops):");
-        Console.WriteLine("  | op | ms/step | calls/step | share of step |");
-        Console.WriteLine("  | --- | ---: | ---: | ---: |");
-        foreach (var (op, seconds, calls) in table)
-            Console.WriteLine($"  | {op} | {seconds / steps * 1000:F1} | {calls / steps} | {seconds / stepSeconds:P1} |");
     }
 
     private static double OpenBlasBest(int size, int reps)

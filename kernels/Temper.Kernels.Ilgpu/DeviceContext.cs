@@ -1,5 +1,6 @@
-// What the op files need from the backend: the accelerator, its stream, the per-call arena and the
-// loaded kernels (each compiled once per accelerator on first use, then cached by name).
+// What the op files need from the backend: the accelerator, its stream, the per-call arena, the
+// loaded kernels (each compiled once per accelerator on first use, then cached by name) and constant
+// tables (code books) uploaded once and kept on the device.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -8,10 +9,15 @@ namespace Temper.Kernels.Ilgpu;
 internal sealed class DeviceContext(Accelerator acc) : IDisposable
 {
     private readonly Dictionary<string, Delegate> _kernels = [];
+    private readonly Dictionary<string, MemoryBuffer1D<float, Stride1D.Dense>> _constants = [];
 
     public Accelerator Accelerator { get; } = acc;
     public AcceleratorStream Stream => Accelerator.DefaultStream;
     public DeviceArena Arena { get; } = new(acc);
+
+    /// <summary>Whether products with bf16/NF4 weights use tensor cores (TF32; CUDA only). On by default on
+    /// CUDA unless TEMPER_TENSOR_CORES=0; the op-checks turn it off to check the exact f32 kernels.</summary>
+    public bool TensorCores { get; set; } = acc.AcceleratorType == AcceleratorType.Cuda && Environment.GetEnvironmentVariable("TEMPER_TENSOR_CORES") != "0";
 
     /// <summary>The launcher for <paramref name="name"/>, loading (compiling) it on first use.</summary>
     public T Kernel<T>(string name, Func<Accelerator, T> load) where T : Delegate
@@ -24,5 +30,22 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
         return (T)k;
     }
 
-    public void Dispose() => Arena.Dispose();
+    /// <summary>The device copy of a constant table, uploaded on first use under <paramref name="name"/>.</summary>
+    public ArrayView<float> Constant(string name, ReadOnlySpan<float> values)
+    {
+        if (!_constants.TryGetValue(name, out var buffer))
+        {
+            buffer = Accelerator.Allocate1D<float>(values.Length);
+            buffer.View.CopyFromCPU(Stream, values);
+            _constants[name] = buffer;
+        }
+        return buffer.View;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _constants.Values) b.Dispose();
+        _constants.Clear();
+        Arena.Dispose();
+    }
 }

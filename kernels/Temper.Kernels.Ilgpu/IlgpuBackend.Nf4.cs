@@ -1,6 +1,7 @@
-// IlgpuBackend's NF4 ops (QLoRA base weights): each call uploads the two small code books (16 and
-// 256 f32) through the arena, decodes the weight's block absmax values into a pooled device buffer
-// (one f32 per 64 weights), then runs Ops/Nf4.cs: the GEMM kernels read the packed codes directly.
+// IlgpuBackend's NF4 ops (QLoRA base weights), over Ops/Nf4.cs and the two small code books (16 and
+// 256 f32, uploaded once per device). Dequantize decodes the block absmax values as it goes; the
+// linear ops first decode them into a pooled device buffer (one f32 per 64 weights), then the GEMM
+// kernels read the packed codes directly.
 using ILGPU;
 using Temper.Core;
 using Temper.Core.Quantization;
@@ -14,10 +15,9 @@ public sealed partial class IlgpuBackend
         const string op = "Nf4Dequantize";
         F32(op, output);
         Require(output.Shape == w.Shape, op, $"output {Describe(output)} must be f32 {w.Shape} for {w}");
-        Require(w.Elements <= int.MaxValue, op, $"{w}: more than 2^31 elements");
+        Require(w.Elements <= int.MaxValue - 256, op, $"{w}: more than 2^31 - 256 elements");
         Begin();
-        using var absmax = Nf4Absmax(op, w, out var weights);
-        Ops.Nf4.Dequantize(_dc, weights, F(op, output), Count(output));
+        Ops.Nf4.Dequantize(_dc, Nf4Codes(op, w), Nf4Blocks(op, w), _dc.Constant("nf4", Nf4CodeBook.Values), F(op, output), Count(output));
     }
 
     public void Nf4Linear(Tensor x, Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false)
@@ -41,16 +41,21 @@ public sealed partial class IlgpuBackend
     // The decoded absmax buffer (disposing it returns it to the pool after the queued kernels) and the weight operand over it.
     private Tensor Nf4Absmax(string op, Nf4Weight w, out Ops.Nf4Weights weights)
     {
-        var codes = Storage(op, w.Codes);
-        var q = Storage(op, w.AbsmaxCodes);
+        var blocks = Nf4Blocks(op, w);
+        var absmax = Zeros(new Shape(Math.Max(1, blocks.Count)));
+        Ops.Nf4.Absmax(_dc, blocks, F(op, absmax));
+        weights = new Ops.Nf4Weights(Nf4Codes(op, w), F(op, absmax), _dc.Constant("nf4", Nf4CodeBook.Values));
+        return absmax;
+    }
+
+    private ArrayView<byte> Nf4Codes(string op, Nf4Weight w) => Storage(op, w.Codes).View<byte>(Math.Max(1, w.Codes.ByteCount));
+
+    private Ops.Nf4Blocks Nf4Blocks(string op, Nf4Weight w)
+    {
         Require(w.AbsmaxScales.DType == DType.F32, op, $"{w}: absmax scales must be f32");
         int blocks = checked((int)w.AbsmaxCodes.Elements);
-        var absmax = Zeros(new Shape(Math.Max(1, blocks)));
-        var lut = _dc.Arena.Upload(Nf4CodeBook.Values);
-        var dyn = _dc.Arena.Upload(DynamicMap.Values);
-        Ops.Nf4.Absmax(_dc, q.View<byte>(Math.Max(1, blocks)), F(op, w.AbsmaxScales), dyn, w.AbsmaxOffset, F(op, absmax), blocks);
-        weights = new Ops.Nf4Weights(codes.View<byte>(Math.Max(1, w.Codes.ByteCount)), F(op, absmax), lut);
-        return absmax;
+        var q = Storage(op, w.AbsmaxCodes).View<byte>(Math.Max(1, blocks));
+        return new Ops.Nf4Blocks(q, F(op, w.AbsmaxScales), _dc.Constant("dynamic-map", DynamicMap.Values), w.AbsmaxOffset, blocks);
     }
 
     private (int N, int K, int M) CheckNf4(string op, Tensor x, Nf4Weight w, Tensor? bias, Tensor y)

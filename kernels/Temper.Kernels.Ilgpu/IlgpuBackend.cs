@@ -162,6 +162,16 @@ public sealed partial class IlgpuBackend : IBackend
     /// <summary>LmHeadCrossEntropy's and LmHeadDistillation's vocabulary chunk (rows of the LM head per pass); 0 chooses by size.</summary>
     public int VocabChunk { get; set; }
 
+    /// <summary>
+    /// Whether matrix products with bf16 or NF4 weights run on tensor cores (TF32 inputs, f32 sums; CUDA only,
+    /// on by default there unless TEMPER_TENSOR_CORES=0). Off, they take the exact f32 kernel.
+    /// </summary>
+    public bool TensorCores
+    {
+        get => _dc.TensorCores;
+        set => _dc.TensorCores = value && _acc.AcceleratorType == AcceleratorType.Cuda;
+    }
+
     /// <summary>Waits for every queued kernel and copy.</summary>
     public void Synchronize() => _acc.Synchronize();
 

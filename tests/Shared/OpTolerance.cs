@@ -51,4 +51,15 @@ public static class OpTolerance
         for (int i = 0; i < expected.Length; i++)
             Assert.True(BitConverter.SingleToInt32Bits(actual[i]) == BitConverter.SingleToInt32Bits(expected[i]), $"{what}[{i}]: {actual[i]:R} != {expected[i]:R}");
     }
+
+    /// <summary>Each element within <paramref name="ulps"/> units in the last place of the expected one (same sign).</summary>
+    public static void WithinUlps(ReadOnlySpan<float> actual, ReadOnlySpan<float> expected, int ulps, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            long distance = Math.Abs((long)BitConverter.SingleToInt32Bits(actual[i]) - BitConverter.SingleToInt32Bits(expected[i]));
+            Assert.True(distance <= ulps, $"{what}[{i}]: {actual[i]:R} is {distance} ulps from {expected[i]:R} (at most {ulps})");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 // The QLoRA side of the CLI: `temper plan` prints the memory parts and a total that grows with the
 // batch; --qlora shrinks the weights; --qlora with --full is one line on stderr and exit 2 (plan, sft
-// and dpo); `sft --qlora` trains and prints the memory report; `generate --qlora` generates.
+// and dpo); `sft --qlora` trains and prints the memory report; `generate --qlora` generates;
+// `bench train --layers 1 --profile` times a one-layer model and prints the ops by time.
 namespace Temper.Tests;
 
 public class QLoraCliTests
@@ -57,5 +58,20 @@ public class QLoraCliTests
         Assert.True(gen.ExitCode == 0, gen.Stderr);
         Assert.StartsWith("hello", gen.Stdout);
         Directory.Delete(model, true);
+    }
+
+    [Fact]
+    public void Bench_train_with_profile_prints_the_ops_by_time()
+    {
+        var r = TemperCli.Run("bench", "train", "--device", "cpu", "--layers", "1", "--seq-len", "4", "--steps", "1", "--lora-r", "2", "--threads", "1", "--profile");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("smollm-135m-shaped, 1 layers", r.Stdout);
+        Assert.Contains("| op | ms/step | calls/step | share of step |", r.Stdout);
+        foreach (var op in new[] { "LmHeadCrossEntropy", "AdamWStep", "LoraLinear [4,576]->576", "LoraLinearBackward [4,1536]->576", "AttentionBackward" })
+            Assert.Contains("| " + op + " |", r.Stdout);
+
+        var bad = TemperCli.Run("bench", "train", "--device", "cpu", "--layers", "0");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Equal("temper: --layers must be >= 1", bad.Stderr.Trim());
     }
 }

@@ -1,6 +1,7 @@
 // What every ILGPU op-check class shares: the device under test (skipped, visibly, where it is
 // missing), a one-thread CPU backend to compare with, and tensors uploaded for a test and disposed
-// after it. Down reads a result back and asserts it lives in this backend's device memory.
+// after it. Down reads a result back and asserts it lives in this backend's device memory. Tensor
+// cores are off here (exact kernels); TensorCoreChecks turns them on.
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using static Temper.Kernels.Ilgpu.Tests.Check;
@@ -12,7 +13,17 @@ public abstract class DeviceOpChecks(DeviceFixture device) : IDisposable
     private readonly List<IDisposable> _owned = [];
 
     protected DeviceFixture Device => device;
-    protected IlgpuBackend B => device.Backend;
+    /// <summary>The backend under test, with tensor cores off: op-checks hold the exact f32 kernels to f32
+    /// bounds (TensorCoreChecks checks the tensor-core products to theirs).</summary>
+    protected virtual IlgpuBackend B
+    {
+        get
+        {
+            var b = device.Backend;
+            b.TensorCores = false;
+            return b;
+        }
+    }
     protected CpuBackend Cpu { get; } = new(1);
 
     public void Dispose()

@@ -322,6 +322,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
     [Theory]
     [InlineData(5, 7, 3, false)]
     [InlineData(2, 9, 6, true)]
+    [InlineData(300, 7, 3, false)] // dWeight's depth is n: few output tiles and a long depth take split-K
     public void LinearBackward_matches_reference(int n, int k, int m, bool bf16)
     {
         foreach (bool accumulateDx in new[] { false, true })

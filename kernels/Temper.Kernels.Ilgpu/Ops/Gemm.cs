@@ -1,9 +1,18 @@
-// The three matrix products the linear ops need, one thread per output element with an f32 k-loop
-// (simple and correct first; the tuned PTX path takes over on CUDA later). Row-major throughout:
+// The three matrix products the linear ops need, all through one tiled kernel. Row-major throughout:
 //   NT: c[N,M] = beta c + alpha a[N,K] w[M,K]^T + bias[M]     (Linear forward, LoRA's x A^T and xa B^T)
 //   NN: c[N,K] = beta c + alpha a[N,M] w[M,K]                 (dx = dy W)
 //   TN: c[M,K] = beta c + alpha a[N,M]^T b[N,K]               (dW += dy^T x)
-// beta is 0 or 1 (Accumulate); w may be f32 or bf16 (IWeights), a and b are f32.
+// beta is 0 or 1 (Accumulate); w may be f32, bf16 or NF4 (any IWeights), a and b are f32.
+// Each is c[R,C] = sum_q A(i,q) B(q,j) with A(i,q) = a[i*AsRow + q*AsDepth] and
+// B(q,j) = b[q*BsDepth + j*BsCol], so the layouts differ only in strides. The kernel: one group of
+// 16 x 16 threads per 64 x 64 tile of c (4 x 4 threads and 16 x 16 tiles on ILGPU's CPU accelerator);
+// per 16-deep slice of q, the group stages A[64,16] and B[16,64] in shared memory (loaded along
+// whichever index is contiguous, so global reads coalesce; rows padded to 65 so the transposing stores
+// do not conflict) and each thread accumulates a 4 x 4 block of c (rows ty + 16r, columns tx + 16c)
+// in registers, f32, in q order. Per q a thread reads 8 shared values for 16 FMAs. Outputs with too few
+// tiles to fill the device and a long depth are split along q (grid z), each split into its own
+// partial, summed in split order by a second pass (deterministic, no atomics). On CUDA, products with
+// bf16 or NF4 weights go to GemmTensorCore instead (TF32 tensor cores).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -11,81 +20,168 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal struct GemmDims
 {
-    public int N, K, M;
+    public int Rows, Cols, Depth;
+    public int AsRow, AsDepth, BsDepth, BsCol;
     public float Alpha;
     public int Accumulate;
     public int HasBias;
+    public int TX, TY, LogTX, LogTY; // threads along columns / rows of a tile (powers of two); tile = 4 TY x 4 TX
+    public int SplitDepth;           // depth per grid z (split-K: each z writes its own [Rows,Cols] partial)
+}
+
+/// <summary>Four accumulators of one row of a thread's 4 x 4 block.</summary>
+internal struct Acc4
+{
+    public float C0, C1, C2, C3;
+    public readonly Acc4 Fma(float a, float b0, float b1, float b2, float b3) =>
+        new() { C0 = C0 + a * b0, C1 = C1 + a * b1, C2 = C2 + a * b2, C3 = C3 + a * b3 };
+    public readonly float Get(int c) => c == 0 ? C0 : c == 1 ? C1 : c == 2 ? C2 : C3;
 }
 
 internal static class Gemm
 {
-    public static void NTKernel<TW>(Index1D index, ArrayView<float> a, TW w, ArrayView<float> bias, ArrayView<float> c, GemmDims d) where TW : struct, IWeights
+    private const int Slice = 16, Pad = 65; // tiles are at most 64 wide
+
+    public static void TiledKernel<TA, TB>(TA a, TB b, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
+        where TA : struct, IWeights where TB : struct, IWeights
     {
-        int i = index / d.M, j = index - i * d.M;
-        int ao = i * d.K, wo = j * d.K;
-        float sum = 0;
-        for (int q = 0; q < d.K; q++) sum += a[ao + q] * w.Get(wo + q);
-        float r = d.Alpha * sum;
-        if (d.HasBias != 0) r += bias[j];
-        if (d.Accumulate != 0) r += c[index];
-        c[index] = r;
+        var sa = SharedMemory.Allocate<float>(Slice * Pad); // sa[q*Pad + i], i < tile rows
+        var sb = SharedMemory.Allocate<float>(Slice * Pad); // sb[q*Pad + j], j < tile columns
+        int tid = Group.IdxX, tx = tid & (d.TX - 1), ty = tid >> d.LogTX, threads = d.TX * d.TY;
+        int tileRows = 4 * d.TY, tileCols = 4 * d.TX;
+        int row0 = Grid.IdxY * tileRows, col0 = Grid.IdxX * tileCols;
+        int kBegin = Grid.IdxZ * d.SplitDepth, kEnd = IntrinsicMath.Min(d.Depth, kBegin + d.SplitDepth);
+        var cz = c.SubView((long)Grid.IdxZ * d.Rows * d.Cols, (long)d.Rows * d.Cols);
+        Acc4 r0 = default, r1 = default, r2 = default, r3 = default;
+        for (int k0 = kBegin; k0 < kEnd; k0 += Slice)
+        {
+            for (int e = tid; e < tileRows * Slice; e += threads)
+            {
+                int i = d.AsDepth == 1 ? e >> 4 : e & (tileRows - 1), q = d.AsDepth == 1 ? e & 15 : e >> (d.LogTY + 2);
+                int gi = row0 + i, gq = k0 + q;
+                sa[q * Pad + i] = gi < d.Rows && gq < kEnd ? a.Get(gi * d.AsRow + gq * d.AsDepth) : 0f;
+            }
+            for (int e = tid; e < tileCols * Slice; e += threads)
+            {
+                int j = d.BsDepth == 1 ? e >> 4 : e & (tileCols - 1), p = d.BsDepth == 1 ? e & 15 : e >> (d.LogTX + 2);
+                int gj = col0 + j, gp = k0 + p;
+                sb[p * Pad + j] = gj < d.Cols && gp < kEnd ? b.Get(gp * d.BsDepth + gj * d.BsCol) : 0f;
+            }
+            Group.Barrier();
+            for (int q = 0; q < Slice; q++)
+            {
+                int o = q * Pad;
+                float b0 = sb[o + tx], b1 = sb[o + tx + d.TX], b2 = sb[o + tx + 2 * d.TX], b3 = sb[o + tx + 3 * d.TX];
+                r0 = r0.Fma(sa[o + ty], b0, b1, b2, b3);
+                r1 = r1.Fma(sa[o + ty + d.TY], b0, b1, b2, b3);
+                r2 = r2.Fma(sa[o + ty + 2 * d.TY], b0, b1, b2, b3);
+                r3 = r3.Fma(sa[o + ty + 3 * d.TY], b0, b1, b2, b3);
+            }
+            Group.Barrier();
+        }
+        Store(r0, row0 + ty, col0 + tx, bias, cz, d);
+        Store(r1, row0 + ty + d.TY, col0 + tx, bias, cz, d);
+        Store(r2, row0 + ty + 2 * d.TY, col0 + tx, bias, cz, d);
+        Store(r3, row0 + ty + 3 * d.TY, col0 + tx, bias, cz, d);
     }
 
-    public static void NNKernel<TW>(Index1D index, ArrayView<float> a, TW w, ArrayView<float> c, GemmDims d) where TW : struct, IWeights
+    private static void Store(Acc4 acc, int i, int j0, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
     {
-        int i = index / d.K, q = index - i * d.K;
-        int ao = i * d.M;
-        float sum = 0;
-        for (int j = 0; j < d.M; j++) sum += a[ao + j] * w.Get(j * d.K + q);
-        float r = d.Alpha * sum;
-        if (d.Accumulate != 0) r += c[index];
-        c[index] = r;
+        if (i >= d.Rows) return;
+        for (int t = 0; t < 4; t++)
+        {
+            int j = j0 + d.TX * t;
+            if (j >= d.Cols) return;
+            float r = d.Alpha * acc.Get(t);
+            if (d.HasBias != 0) r += bias[j];
+            int o = i * d.Cols + j;
+            if (d.Accumulate != 0) r += c[o];
+            c[o] = r;
+        }
     }
 
-    public static void TNKernel(Index1D index, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, GemmDims d)
+    /// <summary>c = alpha (sum over splits of partial[z]) + (accumulate ? c : 0) + bias, the splits in order.</summary>
+    public static void SplitSumKernel(Index1D o, ArrayView<float> partial, ArrayView<float> bias, ArrayView<float> c, GemmDims d, int splits)
     {
-        int j = index / d.K, q = index - j * d.K;
+        long size = (long)d.Rows * d.Cols;
         float sum = 0;
-        for (int i = 0; i < d.N; i++) sum += a[i * d.M + j] * b[i * d.K + q];
+        for (int z = 0; z < splits; z++) sum += partial[z * size + o];
         float r = d.Alpha * sum;
-        if (d.Accumulate != 0) r += c[index];
-        c[index] = r;
+        if (d.HasBias != 0) r += bias[o % d.Cols];
+        if (d.Accumulate != 0) r += c[o];
+        c[o] = r;
     }
 
-    /// <summary>c[N,M] = (accumulate ? c : 0) + alpha x w^T + bias.</summary>
-    public static void NT(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float>? bias, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
+    private static void Launch<TA, TB>(DeviceContext dc, TA a, TB b, ArrayView<float>? bias, ArrayView<float> c, GemmDims d)
+        where TA : struct, IWeights where TB : struct, IWeights
     {
-        if ((long)n * m == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = alpha, Accumulate = accumulate ? 1 : 0, HasBias = bias.HasValue ? 1 : 0 };
-        var b = bias ?? c;
-        if (w.IsBf16)
-            dc.Kernel<Action<Index1D, ArrayView<float>, Bf16Weights, ArrayView<float>, ArrayView<float>, GemmDims>>("gemm.nt.bf16", acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Bf16Weights, ArrayView<float>, ArrayView<float>, GemmDims>(NTKernel))
-                (n * m, a, new Bf16Weights(w.Bf16), b, c, d);
-        else
-            dc.Kernel<Action<Index1D, ArrayView<float>, F32Weights, ArrayView<float>, ArrayView<float>, GemmDims>>("gemm.nt.f32", acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, F32Weights, ArrayView<float>, ArrayView<float>, GemmDims>(NTKernel))
-                (n * m, a, new F32Weights(w.F32), b, c, d);
+        if ((long)d.Rows * d.Cols == 0) return;
+        d.HasBias = bias.HasValue ? 1 : 0;
+        // 16 x 16 threads (64 x 64 tiles) where groups may be that large (GPUs), else 4 x 4 (16 x 16
+        // tiles: ILGPU's CPU accelerator runs groups of at most 16 threads).
+        bool wide = dc.Accelerator.MaxNumThreadsPerGroup >= 256;
+        d.TX = d.TY = wide ? 16 : 4;
+        d.LogTX = d.LogTY = wide ? 4 : 2;
+        int tile = 4 * d.TX;
+        int colTiles = (d.Cols + tile - 1) / tile, rowTiles = (d.Rows + tile - 1) / tile;
+        // Split-K when the output has too few tiles to fill the device and the depth is long (LoRA's
+        // dA = dxa^T x: [r, K] over all N tokens): each split writes a partial, then one pass sums them.
+        int target = 2 * Math.Max(1, dc.Accelerator.NumMultiprocessors), tiles = colTiles * rowTiles;
+        int splits = tiles >= target ? 1 : Math.Min((target + tiles - 1) / tiles, d.Depth / (8 * Slice));
+        // Products with bf16 or NF4 weights (the bf16 compute mode) on tensor cores where DeviceContext allows;
+        // f32 weights always take the exact f32 kernel.
+        if (splits <= 1 && dc.TensorCores && (typeof(TB) == typeof(Bf16Weights) || typeof(TB) == typeof(Nf4Weights)))
+        {
+            GemmTensorCore.Launch(dc, a, b, bias ?? c, c, d);
+            return;
+        }
+        var kernel = dc.Kernel<Action<KernelConfig, TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>>($"gemm.tiled.{typeof(TA).Name}.{typeof(TB).Name}",
+            acc => acc.LoadStreamKernel<TA, TB, ArrayView<float>, ArrayView<float>, GemmDims>(TiledKernel));
+        var group = new Index3D(d.TX * d.TY, 1, 1);
+        if (splits <= 1)
+        {
+            d.SplitDepth = d.Depth;
+            kernel(new KernelConfig(new Index3D(colTiles, rowTiles, 1), group), a, b, bias ?? c, c, d);
+            return;
+        }
+        d.SplitDepth = (d.Depth + splits - 1) / splits;
+        d.SplitDepth = (d.SplitDepth + Slice - 1) / Slice * Slice;
+        splits = (d.Depth + d.SplitDepth - 1) / d.SplitDepth;
+        var partial = dc.Arena.Take<float>((long)splits * d.Rows * d.Cols);
+        var whole = d;
+        d.Alpha = 1f;
+        d.Accumulate = 0;
+        d.HasBias = 0;
+        kernel(new KernelConfig(new Index3D(colTiles, rowTiles, splits), group), a, b, partial, partial, d);
+        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmDims, int>>("gemm.splitsum",
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmDims, int>(SplitSumKernel))
+            (d.Rows * d.Cols, partial, bias ?? c, c, whole, splits);
     }
+
+    /// <summary>c[N,M] = (accumulate ? c : 0) + alpha a[N,K] w[M,K]^T + bias.</summary>
+    public static void NT<TW>(DeviceContext dc, ArrayView<float> a, TW w, ArrayView<float>? bias, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
+        where TW : struct, IWeights =>
+        Launch(dc, new F32Weights(a), w, bias, c, new GemmDims { Rows = n, Cols = m, Depth = k, AsRow = k, AsDepth = 1, BsDepth = 1, BsCol = k, Alpha = alpha, Accumulate = accumulate ? 1 : 0 });
 
     /// <summary>c[N,K] = (accumulate ? c : 0) + alpha a[N,M] w[M,K].</summary>
-    public static void NN(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
-    {
-        if ((long)n * k == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = alpha, Accumulate = accumulate ? 1 : 0 };
-        if (w.IsBf16)
-            dc.Kernel<Action<Index1D, ArrayView<float>, Bf16Weights, ArrayView<float>, GemmDims>>("gemm.nn.bf16", acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Bf16Weights, ArrayView<float>, GemmDims>(NNKernel))
-                (n * k, a, new Bf16Weights(w.Bf16), c, d);
-        else
-            dc.Kernel<Action<Index1D, ArrayView<float>, F32Weights, ArrayView<float>, GemmDims>>("gemm.nn.f32", acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, F32Weights, ArrayView<float>, GemmDims>(NNKernel))
-                (n * k, a, new F32Weights(w.F32), c, d);
-    }
+    public static void NN<TW>(DeviceContext dc, ArrayView<float> a, TW w, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
+        where TW : struct, IWeights =>
+        Launch(dc, new F32Weights(a), w, null, c, new GemmDims { Rows = n, Cols = k, Depth = m, AsRow = m, AsDepth = 1, BsDepth = k, BsCol = 1, Alpha = alpha, Accumulate = accumulate ? 1 : 0 });
 
     /// <summary>c[M,K] = (accumulate ? c : 0) + alpha a[N,M]^T b[N,K].</summary>
-    public static void TN(DeviceContext dc, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
+    public static void TN(DeviceContext dc, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate) =>
+        Launch(dc, new F32Weights(a), new F32Weights(b), null, c, new GemmDims { Rows = m, Cols = k, Depth = n, AsRow = 1, AsDepth = m, BsDepth = k, BsCol = 1, Alpha = alpha, Accumulate = accumulate ? 1 : 0 });
+
+    public static void NT(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float>? bias, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
     {
-        if ((long)m * k == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = alpha, Accumulate = accumulate ? 1 : 0 };
-        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmDims>>("gemm.tn", acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmDims>(TNKernel))
-            (m * k, a, b, c, d);
+        if (w.IsBf16) NT(dc, a, new Bf16Weights(w.Bf16), bias, c, n, k, m, alpha, accumulate);
+        else NT(dc, a, new F32Weights(w.F32), bias, c, n, k, m, alpha, accumulate);
+    }
+
+    public static void NN(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
+    {
+        if (w.IsBf16) NN(dc, a, new Bf16Weights(w.Bf16), c, n, k, m, alpha, accumulate);
+        else NN(dc, a, new F32Weights(w.F32), c, n, k, m, alpha, accumulate);
     }
 }
 

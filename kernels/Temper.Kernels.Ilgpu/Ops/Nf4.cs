@@ -1,10 +1,15 @@
-// NF4 on the device (QLoRA base weights). Absmax decodes the double-quantised block scales, one thread
-// per 64-block: absmax[b] = dyn[q[b]] * scale[b/256] + offset (two f32 roundings on the CPU
-// accelerator; a CUDA build may contract them into one FMA, which moves an absmax by at most an ulp).
-// Nf4Weights is the GEMM's weight operand over the packed codes: element i is
-// lut[nibble(i)] * absmax[i/64], decoded as the kernel reads it, so the linear ops reuse Gemm's NT
-// (forward y = x W^T) and NN (input gradient dx = dy W) kernels and never hold the dequantised matrix.
-// Dequantize writes the whole f32 matrix (for checks and merging), one thread per element.
+// NF4 on the device (QLoRA base weights). Nf4Blocks decodes a 64-block's double-quantised absmax:
+// absmax[b] = dyn[q[b]] * scale[b/256] + offset (two f32 roundings on the CPU accelerator; a CUDA build
+// may contract them into one FMA, which moves an absmax by at most an ulp). AbsmaxKernel writes them
+// all, one thread per block, for the linear ops: Nf4Weights is the GEMM's weight operand over the
+// packed codes, element i is lut[nibble(i)] * absmax[i/64], decoded as the kernel reads it, so the
+// linear ops reuse Gemm's tiled kernel for NT (forward y = x W^T) and NN (input gradient dx = dy W) and
+// never hold the dequantised matrix (a weight is decoded once per GEMM output tile that reads it).
+// DequantizeKernel writes the whole f32 matrix [M,K] (checks, merging), bandwidth-bound: one thread per
+// 8 elements of a 256-element tile (4 blocks), lane l of the tile's 32 writing elements l, l+32, ...,
+// l+224, so every store of a warp is 128 contiguous bytes; the thread loads its 8 code bytes and
+// decodes its 4 blocks' absmax before the first store (the views may alias, so no compiler moves a
+// load above a store: written in this order, the thread waits on memory once), and never divides.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -24,48 +29,79 @@ internal readonly struct Nf4Weights(ArrayView<byte> codes, ArrayView<float> absm
     }
 }
 
+/// <summary>The double-quantised block absmax values: 8-bit DynamicMap codes q[blocks], scales[blocks/256], the offset.</summary>
+internal readonly struct Nf4Blocks(ArrayView<byte> q, ArrayView<float> scales, ArrayView<float> dyn, float offset, int count)
+{
+    private readonly ArrayView<byte> _q = q;
+    private readonly ArrayView<float> _scales = scales;
+    private readonly ArrayView<float> _dyn = dyn;
+    private readonly float _offset = offset;
+    public readonly int Count = count;
+
+    /// <summary>Block b's absmax (the last block's for b past it: no branch, and never read out of bounds).</summary>
+    public float Absmax(int b)
+    {
+        b = Math.Min(b, Count - 1);
+        float scaled = _dyn[(int)_q[b]] * _scales[b >> 8];
+        return scaled + _offset;
+    }
+}
+
 internal static class Nf4
 {
-    public static void AbsmaxKernel(Index1D b, ArrayView<byte> q, ArrayView<float> scales, ArrayView<float> dyn, float offset, ArrayView<float> absmax)
+    private const int Tile = 256, Lanes = 32; // elements per tile (4 blocks of 64), threads per tile
+
+    public static void AbsmaxKernel(Index1D b, Nf4Blocks blocks, ArrayView<float> absmax) => absmax[b] = blocks.Absmax(b);
+
+    /// <summary>output[i] = lut[nibble(i)] * absmax[i/64] for i &lt; n, 8 elements per thread (see the header).</summary>
+    public static void DequantizeKernel(Index1D thread, ArrayView<byte> codes, Nf4Blocks blocks, ArrayView<float> lut, ArrayView<float> output, int n)
     {
-        int block = b;
-        float scaled = dyn[(int)q[block]] * scales[block >> 8];
-        absmax[block] = scaled + offset;
+        int tile = thread >> 5, e = tile * Tile + (thread & (Lanes - 1)); // element of k = 0; element k is e + 32 k
+        int last = n - 1;
+        int c0 = Code(codes, e, last), c1 = Code(codes, e + 32, last), c2 = Code(codes, e + 64, last), c3 = Code(codes, e + 96, last);
+        int c4 = Code(codes, e + 128, last), c5 = Code(codes, e + 160, last), c6 = Code(codes, e + 192, last), c7 = Code(codes, e + 224, last);
+        int b = tile * 4; // elements 2j and 2j+1 of the thread are in block b + j
+        float a0 = blocks.Absmax(b), a1 = blocks.Absmax(b + 1), a2 = blocks.Absmax(b + 2), a3 = blocks.Absmax(b + 3);
+        float v0 = lut[c0] * a0, v1 = lut[c1] * a0, v2 = lut[c2] * a1, v3 = lut[c3] * a1;
+        float v4 = lut[c4] * a2, v5 = lut[c5] * a2, v6 = lut[c6] * a3, v7 = lut[c7] * a3;
+        Store(output, e, n, v0); Store(output, e + 32, n, v1); Store(output, e + 64, n, v2); Store(output, e + 96, n, v3);
+        Store(output, e + 128, n, v4); Store(output, e + 160, n, v5); Store(output, e + 192, n, v6); Store(output, e + 224, n, v7);
     }
 
-    public static void DequantizeKernel(Index1D i, Nf4Weights w, ArrayView<float> output) => output[i] = w.Get(i);
-
-    public static void Absmax(DeviceContext dc, ArrayView<byte> q, ArrayView<float> scales, ArrayView<float> dyn, float offset, ArrayView<float> absmax, int blocks)
+    // Element i's code: the high nibble of byte i/2 for even i, the low for odd (i past the last element
+    // reads the last one's byte: branch-free loads, all issued before the thread waits on any).
+    private static int Code(ArrayView<byte> codes, int i, int last)
     {
-        if (blocks == 0) return;
-        dc.Kernel<Action<Index1D, ArrayView<byte>, ArrayView<float>, ArrayView<float>, float, ArrayView<float>>>("nf4.absmax",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, ArrayView<float>, ArrayView<float>, float, ArrayView<float>>(AbsmaxKernel))(blocks, q, scales, dyn, offset, absmax);
+        int packed = codes[Math.Min(i, last) >> 1];
+        return packed >> ((~i & 1) << 2) & 15;
     }
 
-    public static void Dequantize(DeviceContext dc, Nf4Weights w, ArrayView<float> output, int n)
+    private static void Store(ArrayView<float> output, int i, int n, float v)
+    {
+        if (i < n) output[i] = v;
+    }
+
+    public static void Absmax(DeviceContext dc, Nf4Blocks blocks, ArrayView<float> absmax)
+    {
+        if (blocks.Count == 0) return;
+        dc.Kernel<Action<Index1D, Nf4Blocks, ArrayView<float>>>("nf4.absmax",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, Nf4Blocks, ArrayView<float>>(AbsmaxKernel))(blocks.Count, blocks, absmax);
+    }
+
+    /// <summary>output[n] f32 = the n weights of packed codes (n &lt;= 2^31 - 256).</summary>
+    public static void Dequantize(DeviceContext dc, ArrayView<byte> codes, Nf4Blocks blocks, ArrayView<float> lut, ArrayView<float> output, int n)
     {
         if (n == 0) return;
-        dc.Kernel<Action<Index1D, Nf4Weights, ArrayView<float>>>("nf4.dequantize",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, Nf4Weights, ArrayView<float>>(DequantizeKernel))(n, w, output);
+        int threads = (int)(((long)n + Tile - 1) / Tile * Lanes);
+        dc.Kernel<Action<Index1D, ArrayView<byte>, Nf4Blocks, ArrayView<float>, ArrayView<float>, int>>("nf4.dequantize",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, Nf4Blocks, ArrayView<float>, ArrayView<float>, int>(DequantizeKernel))(threads, codes, blocks, lut, output, n);
     }
 
     /// <summary>y[N,M] = (accumulate ? y : 0) + x w^T + bias.</summary>
-    public static void Forward(DeviceContext dc, ArrayView<float> x, Nf4Weights w, ArrayView<float>? bias, ArrayView<float> y, int n, int k, int m, bool accumulate)
-    {
-        if ((long)n * m == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = 1f, Accumulate = accumulate ? 1 : 0, HasBias = bias.HasValue ? 1 : 0 };
-        dc.Kernel<Action<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, ArrayView<float>, GemmDims>>("gemm.nt.nf4",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, ArrayView<float>, GemmDims>(Gemm.NTKernel))
-            (n * m, x, w, bias ?? y, y, d);
-    }
+    public static void Forward(DeviceContext dc, ArrayView<float> x, Nf4Weights w, ArrayView<float>? bias, ArrayView<float> y, int n, int k, int m, bool accumulate) =>
+        Gemm.NT(dc, x, w, bias, y, n, k, m, 1f, accumulate);
 
     /// <summary>dx[N,K] = (accumulate ? dx : 0) + dy[N,M] w[M,K].</summary>
-    public static void Backward(DeviceContext dc, ArrayView<float> dy, Nf4Weights w, ArrayView<float> dx, int n, int k, int m, bool accumulate)
-    {
-        if ((long)n * k == 0) return;
-        var d = new GemmDims { N = n, K = k, M = m, Alpha = 1f, Accumulate = accumulate ? 1 : 0 };
-        dc.Kernel<Action<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, GemmDims>>("gemm.nn.nf4",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Nf4Weights, ArrayView<float>, GemmDims>(Gemm.NNKernel))
-            (n * k, dy, w, dx, d);
-    }
+    public static void Backward(DeviceContext dc, ArrayView<float> dy, Nf4Weights w, ArrayView<float> dx, int n, int k, int m, bool accumulate) =>
+        Gemm.NN(dc, dy, w, dx, n, k, m, 1f, accumulate);
 }

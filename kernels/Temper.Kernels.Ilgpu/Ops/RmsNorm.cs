@@ -1,6 +1,7 @@
 // RMSNorm (HF LlamaRMSNorm, f32) over rows of x[N,C]: rstd[n] = 1/sqrt(mean(x[n]^2) + eps),
-// y[n] = weight[C] * (x[n] * rstd[n]); one thread per row, f32 sums.
-// Backward, with xhat = x rstd and g = dy weight: dx = rstd (g - xhat mean(g xhat)) (one thread per
+// y[n] = weight[C] * (x[n] * rstd[n]); one group per row (its threads stride the row, then a shared
+// memory tree sums their f32 partials), so the row's reads coalesce.
+// Backward, with xhat = x rstd and g = dy weight: dx = rstd (g - xhat mean(g xhat)) (one group per
 // row, overwrites dx) and dWeight[C] += sum_n dy xhat (one thread per column, rows in order).
 using ILGPU;
 using ILGPU.Runtime;
@@ -9,24 +10,47 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal static class RmsNorm
 {
-    public static void ForwardKernel(Index1D n, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> rstd, int c, float eps, int hasRstd)
+    private const int MaxGroup = 256;
+
+    /// <summary>The sum of every thread's value in the group (a power-of-two size), returned to all of them.</summary>
+    private static float GroupSum(ArrayView<float> shared, float value)
     {
-        int o = n * c;
-        float sumSq = 0;
-        for (int j = 0; j < c; j++) sumSq += x[o + j] * x[o + j];
-        float r = 1f / MathF.Sqrt(sumSq / c + eps);
-        if (hasRstd != 0) rstd[n] = r;
-        for (int j = 0; j < c; j++) y[o + j] = weight[j] * (x[o + j] * r);
+        int tid = Group.IdxX;
+        shared[tid] = value;
+        Group.Barrier();
+        for (int half = Group.DimX / 2; half > 0; half /= 2)
+        {
+            if (tid < half) shared[tid] += shared[tid + half];
+            Group.Barrier();
+        }
+        float sum = shared[0];
+        Group.Barrier();
+        return sum;
     }
 
-    public static void BackwardRowsKernel(Index1D n, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, int c)
+    public static void ForwardKernel(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> rstd, int c, float eps, int hasRstd)
     {
-        int o = n * c;
-        float r = rstd[n], dot = 0;
-        for (int j = 0; j < c; j++) dot += dy[o + j] * weight[j] * (x[o + j] * r);
-        float mean = dot / c;
-        for (int j = 0; j < c; j++) dx[o + j] = r * (dy[o + j] * weight[j] - x[o + j] * r * mean);
+        var shared = SharedMemory.Allocate<float>(MaxGroup);
+        int n = Grid.IdxX, o = n * c;
+        float part = 0;
+        for (int j = Group.IdxX; j < c; j += Group.DimX) part += x[o + j] * x[o + j];
+        float r = 1f / MathF.Sqrt(GroupSum(shared, part) / c + eps);
+        if (hasRstd != 0 && Group.IdxX == 0) rstd[n] = r;
+        for (int j = Group.IdxX; j < c; j += Group.DimX) y[o + j] = weight[j] * (x[o + j] * r);
     }
+
+    public static void BackwardRowsKernel(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, int c)
+    {
+        var shared = SharedMemory.Allocate<float>(MaxGroup);
+        int n = Grid.IdxX, o = n * c;
+        float r = rstd[n], part = 0;
+        for (int j = Group.IdxX; j < c; j += Group.DimX) part += dy[o + j] * weight[j] * (x[o + j] * r);
+        float mean = GroupSum(shared, part) / c;
+        for (int j = Group.IdxX; j < c; j += Group.DimX) dx[o + j] = r * (dy[o + j] * weight[j] - x[o + j] * r * mean);
+    }
+
+    private static KernelConfig RowGroups(DeviceContext dc, int rows) =>
+        new(rows, Math.Min(MaxGroup, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)dc.Accelerator.MaxNumThreadsPerGroup + 1) / 2));
 
     public static void BackwardWeightKernel(Index1D j, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> rstd, ArrayView<float> dWeight, int rows, int c)
     {
@@ -38,8 +62,8 @@ internal static class RmsNorm
     public static void Forward(DeviceContext dc, ArrayView<float> x, ArrayView<float> weight, float eps, ArrayView<float> y, ArrayView<float>? rstd, int rows, int c)
     {
         if (rows == 0) return;
-        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("rmsnorm.fwd", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(ForwardKernel))
-            (rows, x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
+        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("rmsnorm.fwd", a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(ForwardKernel))
+            (RowGroups(dc, rows), x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
     }
 
     public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float>? dWeight, int rows, int c)
@@ -49,7 +73,7 @@ internal static class RmsNorm
             dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("rmsnorm.bwd.weight", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardWeightKernel))
                 (c, dy, x, rstd, dw, rows, c);
         // After dWeight, which reads dy and x, in case dx aliases one of them.
-        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>>("rmsnorm.bwd.rows", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardRowsKernel))
-            (rows, dy, x, weight, rstd, dx, c);
+        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>>("rmsnorm.bwd.rows", a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardRowsKernel))
+            (RowGroups(dc, rows), dy, x, weight, rstd, dx, c);
     }
 }

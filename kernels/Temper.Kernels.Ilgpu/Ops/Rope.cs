@@ -35,7 +35,7 @@ internal static class Rope
             maxPos = Math.Max(maxPos, p);
         }
         var (cos, sin) = tables.Get(freqs, maxPos);
-        var dPos = dc.Arena.Upload(positions);
+        var dPos = tables.Positions(positions);
         dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float>>("rope", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float>(Kernel))
             (positions.Length * heads * half, x, dPos, cos, sin, heads, half, sign);
     }
@@ -56,8 +56,28 @@ internal sealed class RopeTables(DeviceContext dc) : IDisposable
         public MemoryBuffer1D<float, Stride1D.Dense> Sin { get; } = sin;
     }
 
-    /// <summary>Bytes of tables uploaded so far.</summary>
+    // The last positions uploaded, kept on the device: a training step's 4 x layers Rope calls (q and k,
+    // forward and backward) all use one set, so it crosses to the device once instead of each time.
+    private int[] _positions = [];
+    private MemoryBuffer1D<int, Stride1D.Dense>? _devicePositions;
+
+    /// <summary>Bytes of tables and positions uploaded so far.</summary>
     public long UploadedBytes { get; private set; }
+
+    public ArrayView<int> Positions(ReadOnlySpan<int> positions)
+    {
+        if (_devicePositions != null && positions.SequenceEqual(_positions)) return _devicePositions.View.SubView(0, positions.Length);
+        dc.Stream.Synchronize(); // queued kernels may still read the old positions
+        if (_devicePositions == null || _devicePositions.Length < positions.Length)
+        {
+            _devicePositions?.Dispose();
+            _devicePositions = dc.Accelerator.Allocate1D<int>(Math.Max(256, (long)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)positions.Length)));
+        }
+        _positions = positions.ToArray();
+        _devicePositions.View.SubView(0, positions.Length).CopyFromCPU(dc.Stream, positions);
+        UploadedBytes += 4L * positions.Length;
+        return _devicePositions.View.SubView(0, positions.Length);
+    }
 
     public (ArrayView<float> Cos, ArrayView<float> Sin) Get(RopeFrequencies freqs, int maxPos)
     {
@@ -111,6 +131,8 @@ internal sealed class RopeTables(DeviceContext dc) : IDisposable
 
     public void Dispose()
     {
+        _devicePositions?.Dispose();
+        _devicePositions = null;
         foreach (var e in _entries)
         {
             e.Cos.Dispose();

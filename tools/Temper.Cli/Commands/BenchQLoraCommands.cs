@@ -1,9 +1,11 @@
 // QLoRA benchmarks, for the GPU machine (they run anywhere; CPU figures are only a smoke test):
-//   temper bench train [--qlora] [--shape smollm-135m|llama-3.2-1b|llama-3.1-8b] [--lora-r 16]
-//       [--batch-size 1] [--seq-len 2048] [--steps 3] [--dtype bf16] [--device cuda]
-//     LoRA (or QLoRA) SFT steps on a seeded random model of that shape: all seven projections adapted,
-//     AdamW; prints tokens/s of the timed steps (after one warm-up) and the memory plan beside the
-//     backend's measured peak. Run it with and without --qlora (bf16) for the PERF.md pair.
+//   temper bench train [--qlora] [--shape smollm-135m|llama-3.2-1b|llama-3.1-8b] [--layers N] [--lora-r 16]
+//       [--batch-size 1] [--seq-len 2048] [--steps 3] [--dtype bf16] [--device cuda] [--profile]
+//     LoRA (or QLoRA) SFT steps on a seeded random model of that shape (--layers overrides its layer
+//     count): all seven projections adapted, AdamW; prints tokens/s of the timed steps (after one
+//     warm-up) and the memory plan beside the backend's measured peak. Run it with and without --qlora
+//     (bf16) for the PERF.md pair. --profile wraps the backend in ProfilingBackend (a device sync after
+//     every op, so the steps run slower) and prints a table of ops by total time after the timed steps.
 //   temper bench nf4 [--rows 14336] [--cols 4096] [--reps 20] [--device cuda]
 //     NF4 dequantisation of one [rows, cols] weight (reads 0.5 + 1/64 + ... bytes, writes 4 bytes per
 //     weight) against a device copy of the f32 matrix (CopyRows) measured in the same run, in GB/s.
@@ -14,6 +16,7 @@ using Temper.Core.Quantization;
 using Temper.Kernels.Ilgpu;
 using Temper.Models;
 using Temper.Training;
+using Temper.Training.Diagnostics;
 using Temper.Training.Lora;
 using Temper.Training.Optim;
 
@@ -47,16 +50,22 @@ internal static class BenchQLoraCommands
         var batch = new Option<int>("--batch-size") { Description = "Rows per step", DefaultValueFactory = _ => 1 };
         var seq = new Option<int>("--seq-len") { Description = "Tokens per row", DefaultValueFactory = _ => 2048 };
         var steps = new Option<int>("--steps") { Description = "Timed steps (after one warm-up step)", DefaultValueFactory = _ => 3 };
+        var layers = new Option<int?>("--layers") { Description = "Layer count instead of the shape's (a smaller model of the same widths)" };
+        var profile = new Option<bool>("--profile") { Description = "Time every backend op (synchronised) and print the ops by total time" };
         var threads = CliOptions.Threads();
-        var cmd = new Command("train", "LoRA / QLoRA SFT steps/s and peak memory on a random model of a given shape") { qlora, shape, rank, batch, seq, steps, threads };
+        var cmd = new Command("train", "LoRA / QLoRA SFT steps/s and peak memory on a random model of a given shape") { qlora, shape, layers, rank, batch, seq, steps, profile, threads };
         cmd.SetGuardedAction(p =>
         {
             var cfg = Shape(p.GetValue(shape)!);
+            if (p.GetValue(layers) is int l) cfg = l >= 1 ? cfg with { NumLayers = l } : throw new TemperException("--layers must be >= 1");
             int b = p.GetValue(batch), t = p.GetValue(seq), n = p.GetValue(steps), r = p.GetValue(rank);
             if (b < 1 || t < 2 || n < 1 || r < 1) throw new TemperException("--batch-size, --lora-r and --steps must be >= 1, --seq-len >= 2");
             bool q = p.GetValue(qlora);
             var dtype = CliOptions.WeightDType(p) ?? DType.F32;
-            using var be = CliOptions.Backend(p, p.GetValue(threads));
+            using var device = CliOptions.Backend(p, p.GetValue(threads));
+            var gpu = device as IlgpuBackend;
+            var profiler = p.GetValue(profile) ? new ProfilingBackend(device, gpu == null ? null : gpu.Synchronize) : null;
+            IBackend be = profiler ?? device; // every op of the model, LoRA and optimizer goes through be
             var build = Stopwatch.StartNew();
             using var weights = ModelWeights.Random(cfg, be, seed: 1, dtype, nf4: q);
             var lora = new LoraConfig(r, 2 * r, false, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], null, 0);
@@ -66,22 +75,24 @@ internal static class BenchQLoraCommands
             var bp = new DecoderBackprop(new Decoder(cfg, weights, be));
             var rng = new Random(3);
             var ids = Enumerable.Range(0, b * t).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
-            Console.WriteLine($"model: random {p.GetValue(shape)}-shaped, {(q ? "NF4 projections (QLoRA)" : dtype + " weights (LoRA)")}, r{r}, batch {b} x {t}; built in {build.Elapsed.TotalSeconds:F1} s");
-            Console.WriteLine($"backend: {be.Name}");
-            var meter = be as IMemoryMeter;
+            Console.WriteLine($"model: random {p.GetValue(shape)}-shaped, {cfg.NumLayers} layers, {(q ? "NF4 projections (QLoRA)" : dtype + " weights (LoRA)")}, r{r}, batch {b} x {t}; built in {build.Elapsed.TotalSeconds:F1} s");
+            Console.WriteLine($"backend: {be.Name}{(profiler == null ? "" : ", profiled (synchronised after every op)")}");
+            var meter = device as IMemoryMeter;
             meter?.ResetPeak();
             void Step()
             {
                 ps.ZeroGrads();
                 bp.Run(ids, ids, [], b, 1f / (b * (t - 1)), ps.GradOf);
                 opt.Update(1e-5f);
-                (be as IlgpuBackend)?.Synchronize();
+                gpu?.Synchronize();
             }
             Step(); // warm-up: JIT, kernel compilation, pool
+            profiler?.Reset();
             var sw = Stopwatch.StartNew();
             for (int i = 0; i < n; i++) Step();
             double s = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"train: {n} steps in {s:F2} s = {(double)n * b * t / s:F0} tokens/s");
+            profiler?.WriteTable(Console.Out, s, n);
             var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(b, t, q, false, lora, MatrixBytes: dtype == DType.BF16 ? 2 : 4, EmbeddingBytes: dtype == DType.BF16 ? 2 : 4));
             Console.WriteLine(new MemoryReport(plan, meter == null ? null : MemoryPlan.HostHeldBytes(weights) + meter.PeakBytes, Process.GetCurrentProcess().PeakWorkingSet64));
             return 0;

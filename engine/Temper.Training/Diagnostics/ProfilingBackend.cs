@@ -1,15 +1,17 @@
-// A timing decorator over IBackend for `--train-step N --profile`: forwards every member to the wrapped
-// backend and adds the Stopwatch time and call count of each op to a table keyed by op name (the matmul
-// ops also by shape, x[N,K] -> [N,M], so each projection shows apart). Ops of CpuBackend are synchronous,
-// so the time of a call is the op's time. Written by hand because `in` parameters and ReadOnlySpan
-// arguments can't go through DispatchProxy.
+// A timing decorator over IBackend for `temper bench train --profile` and the bench's `--train-step N
+// --profile`: forwards every member to the wrapped backend and adds the time and call count of each op
+// to a table keyed by op name (the matmul ops also by shape, x[N,K] -> [N,M], so each projection shows
+// apart). CpuBackend's ops are synchronous, so the time of a call is the op's time; for a device backend
+// pass its synchronize (IlgpuBackend.Synchronize), called before each op's end timestamp, so an op is
+// timed to its completion rather than its launch. Written by hand because `in` parameters and
+// ReadOnlySpan arguments can't go through DispatchProxy. Dispose does not dispose the wrapped backend.
 using System.Diagnostics;
 using Temper.Core;
 using Temper.Core.Quantization;
 
-namespace Temper.Bench;
+namespace Temper.Training.Diagnostics;
 
-public sealed class ProfilingBackend(IBackend inner) : IBackend
+public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null) : IBackend
 {
     private readonly Dictionary<string, (long Ticks, int Calls)> _ops = [];
 
@@ -22,8 +24,24 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public void Reset() => _ops.Clear();
 
+    /// <summary>
+    /// Writes the table as markdown: each op's ms, calls and share per step over the given number of
+    /// timed steps that took stepSeconds of wall time in all, largest first.
+    /// </summary>
+    public void WriteTable(TextWriter output, double stepSeconds, int steps)
+    {
+        var table = Table();
+        double opSeconds = table.Sum(r => r.Seconds);
+        output.WriteLine($"per-op time over the {steps} timed steps ({opSeconds / stepSeconds:P0} of step time is inside backend ops):");
+        output.WriteLine("| op | ms/step | calls/step | share of step |");
+        output.WriteLine("| --- | ---: | ---: | ---: |");
+        foreach (var (op, seconds, calls) in table)
+            output.WriteLine($"| {op} | {seconds / steps * 1000:F1} | {calls / (double)steps:0.#} | {seconds / stepSeconds:P1} |");
+    }
+
     private void Record(string op, long start)
     {
+        synchronize?.Invoke();
         long ticks = Stopwatch.GetTimestamp() - start;
         _ops[op] = _ops.TryGetValue(op, out var t) ? (t.Ticks + ticks, t.Calls + 1) : (ticks, 1);
     }
@@ -44,7 +62,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void SwiGlu(Tensor gate, Tensor up, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.SwiGlu(gate, up, y); Record(nameof(SwiGlu), s); }
     public void Add(Tensor a, Tensor b, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.Add(a, b, y); Record(nameof(Add), s); }
     public void LogSoftmax(Tensor x, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.LogSoftmax(x, y); Record(nameof(LogSoftmax), s); }
-    public void Nf4Linear(Tensor x, Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4Linear(x, w, bias, y, accumulate); Record(nameof(Nf4Linear), s); }
+    public void Nf4Linear(Tensor x, Nf4Weight w, Tensor? bias, Tensor y, bool accumulate = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4Linear(x, w, bias, y, accumulate); Record(Mm(nameof(Nf4Linear), x, w.Shape[0]), s); }
     public void Nf4Dequantize(Nf4Weight w, Tensor output) { long s = Stopwatch.GetTimestamp(); inner.Nf4Dequantize(w, output); Record(nameof(Nf4Dequantize), s); }
     public void Dropout(Tensor x, ulong seed, float p, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.Dropout(x, seed, p, y); Record(nameof(Dropout), s); }
 
@@ -60,7 +78,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
         Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead)
     { long s = Stopwatch.GetTimestamp(); inner.LmHeadDistillation(studentHidden, studentLmHead, teacherHidden, teacherLmHead, mask, temperature, reverse, losses, lossScale, dHidden, dLmHead); Record(nameof(LmHeadDistillation), s); }
-    public void Nf4LinearBackward(Tensor dy, Nf4Weight w, Tensor dx, bool accumulateDx = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4LinearBackward(dy, w, dx, accumulateDx); Record(nameof(Nf4LinearBackward), s); }
+    public void Nf4LinearBackward(Tensor dy, Nf4Weight w, Tensor dx, bool accumulateDx = false) { long s = Stopwatch.GetTimestamp(); inner.Nf4LinearBackward(dy, w, dx, accumulateDx); Record(Mm(nameof(Nf4LinearBackward), dx, w.Shape[0]), s); }
 
     public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p) { long s = Stopwatch.GetTimestamp(); inner.AdamWStep(param, grad, m, v, p); Record(nameof(AdamWStep), s); }
     public double SumOfSquares(Tensor x) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(x); Record(nameof(SumOfSquares), s); return r; }
@@ -70,5 +88,5 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void GatheredLoraLinear(Tensor x, Tensor loraA, Tensor loraB, ReadOnlySpan<float> scales, ReadOnlySpan<int> rowAdapter, Tensor y)
     { long s = Stopwatch.GetTimestamp(); inner.GatheredLoraLinear(x, loraA, loraB, scales, rowAdapter, y); Record(nameof(GatheredLoraLinear), s); }
 
-    public void Dispose() => inner.Dispose();
+    public void Dispose() { }
 }

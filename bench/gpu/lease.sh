@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One GPU lease's work in one script (the device tool runs it in the repo root; $OUT comes back).
+# Expects .gpuc/ (ignored by git, carried): dotnet.tar.xz (the .NET runtime with ASP.NET Core),
+# apps.tar.xz (framework-dependent publishes under app/<Project>/), fixtures/ (a copy of ../shared/fixtures).
+# Made here by bench/gpu/pack.sh. Usage: bash bench/gpu/lease.sh STEP [STEP ...]; each step has its own time
+# limit, a whole-run guard skips the remaining steps past $LEASE_S seconds (default 540), and every log goes
+# into $OUT/logs.tgz, with the tail of each printed.
+set -u
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/logs
+export TEMPER_FIXTURES=$PWD/.gpuc/fixtures DOTNET_ROOT=/tmp/dotnet DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 PYTHONUNBUFFERED=1
+[ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpuc/dotnet.tar.xz -C /tmp/dotnet; }
+[ -d /tmp/app ] || tar -xJf .gpuc/apps.tar.xz -C /tmp
+D=/tmp/dotnet/dotnet
+mkdir -p /tmp/bin; export PATH=/tmp/bin:$PATH   # wrappers as files, so timeout can run them
+printf '#!/bin/sh\nexec %s /tmp/app/Temper.Cli/temper.dll "$@"\n' $D > /tmp/bin/temper
+printf '#!/bin/sh\np=$1; shift; exec %s /tmp/app/$p/$p.dll -noColor "$@"\n' $D > /tmp/bin/tests
+chmod +x /tmp/bin/temper /tmp/bin/tests
+begin=$(date +%s); LEASE_S=${LEASE_S:-540}
+
+run() { # run NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2; shift 2
+  local used=$(( $(date +%s) - begin ))
+  if [ $(( used + 20 )) -gt "$LEASE_S" ]; then echo "== $name: skipped (lease guard, ${used}s used)"; return; fi
+  [ $(( used + limit )) -gt "$LEASE_S" ] && limit=$(( LEASE_S - used ))
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "/tmp/logs/$name.log" 2>&1
+  local rc=$?
+  echo "== $name: rc=$rc in $(( $(date +%s) - t0 ))s (limit ${limit}s)"
+  grep -E "Total:|tokens/s|GB/s|bandwidth|peak|ratio|error|Error|FAIL|\[FAIL\]|Skipped|mismatch|max|plan|tok/s|decode|ms" "/tmp/logs/$name.log" | grep -v "^\s*at " | tail -n 25
+}
+
+for step in "$@"; do
+  case "$step" in
+    info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
+    cuda-tests) run cuda-tests 150 tests Temper.Cuda.Tests ;;
+    sanitizer) run sanitizer 300 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
+    ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" ;;
+    peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done ;;
+    nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50 ;;
+    decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64 ;;
+    peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
+    temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
+    peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
+    temper-1b) run temper-1b 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 ;;
+    qlora-8b) run temper-qlora-8b 300 temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 ;;
+    lora-8b) run temper-lora-8b 300 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 ;;
+    cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
+tar -czf "$OUT/logs.tgz" -C /tmp logs
+echo "lease script: $(( $(date +%s) - begin ))s"
