@@ -197,6 +197,11 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         { 2, 1, 4, 12, 2, 8, 9, 8, true },      // decode step
         { 1, 3, 3, 10, 3, 5, 7, 4, false },     // chunked prefill after 4 cached tokens
         { 1, 4, 2, 6, 1, 5, 3, 0, false },      // kv shorter than the queries' positions
+        { 1, 37, 2, 41, 1, 4, 40, 0, true },    // crosses the 32-row tiles (Tq, S, kvLength not multiples of 32), MQA
+        { 2, 19, 4, 23, 2, 72, 21, 2, false },  // D > 64: 16-row tiles, crossed; chunk after 2 cached tokens
+        { 2, 1, 4, 70, 2, 8, 67, 66, true },    // decode step over three key tiles
+        { 1, 35, 2, 37, 1, 64, 36, 0, true },   // the kernels compiled for D = 64, across tiles
+        { 1, 18, 2, 20, 2, 128, 19, 1, false }, // the kernels compiled for D = 128, across tiles
     };
 
     private static int[] Mask(int batch, int kvLength, bool mask)
@@ -401,11 +406,25 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         Close(Down(tdq), dq, "attention dq");
         Close(Down(tdk), dk, "attention dk");
         Close(Down(tdv), dv, "attention dv");
+        // Without the forward's lse, backward recomputes it (and the output) itself.
+        B.AttentionBackward(args with { Lse = null }, Up(dOut, batch, tq, heads, d), tdq, tdk, tdv);
+        Close(Down(tdq), dq, "attention dq (no lse)");
+        Close(Down(tdk), dk, "attention dk (no lse)");
+        Close(Down(tdv), dv, "attention dv (no lse)");
+    }
+
+    [Fact]
+    public void Attention_refuses_a_head_dim_over_128()
+    {
+        var args = new AttentionArgs(Zeros(1, 2, 1, 136), Zeros(1, 2, 1, 136), Zeros(1, 2, 1, 136), Zeros(1, 2, 1, 136), 2, 0, 0.1f);
+        var e = Assert.Throws<ArgumentException>(() => B.Attention(args));
+        Assert.Contains("head dim 136", e.Message, StringComparison.Ordinal);
     }
 
     [Theory]
     [InlineData(2, 6, 4, 6, 2, 4, 6, 0, true)]   // packed prefill with padding, GQA 2:1
     [InlineData(1, 3, 2, 9, 1, 4, 8, 5, false)]  // chunk after 5 cached tokens
+    [InlineData(1, 45, 2, 47, 1, 4, 47, 1, true)] // segments across the 32-row tiles
     public void Attention_with_segments_matches_reference(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool mask)
     {
         var q = Floats(batch * tq * heads * d, 1, 2f);

@@ -4,7 +4,8 @@
 // CUDA op-check's job, on the GPU machine (TEMPER_PTX_DUMP=DIR writes the PTX there). The kernels are
 // found by reflection (static methods named *Kernel: implicitly grouped when the first parameter is the
 // Index1D, explicitly grouped otherwise), so a new op file cannot be forgotten. Generic kernels are
-// instantiated with each weight type (the A operand of the two-operand GEMM is f32).
+// instantiated with each weight type (the A operand of the two-operand GEMM is f32), or with each head
+// dim (attention).
 using System.Reflection;
 using ILGPU;
 using ILGPU.Algorithms;
@@ -21,13 +22,22 @@ public class PtxCompileChecks
     {
         var asm = typeof(IlgpuBackend).Assembly;
         var weightTypes = new[] { asm.GetType("Temper.Kernels.Ilgpu.Ops.F32Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Bf16Weights", true)!, asm.GetType("Temper.Kernels.Ilgpu.Ops.Nf4Weights", true)! };
+        // A type parameter's instances: the weight types that meet its interfaces, else every struct of the ops that does (the head dims).
+        var structs = asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops" && t.IsValueType).ToList();
+        Type[] Meeting(Type p)
+        {
+            var needs = p.GetGenericParameterConstraints().Where(c => c.IsInterface).ToList();
+            bool Meets(Type t) => needs.All(c => c.IsAssignableFrom(t));
+            var weights = weightTypes.Where(Meets).ToArray();
+            return weights.Length > 0 ? weights : [.. structs.Where(t => needs.Count > 0 && Meets(t))];
+        }
         foreach (var t in asm.GetTypes().Where(t => t.Namespace == "Temper.Kernels.Ilgpu.Ops"))
             foreach (var m in t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             {
                 if (!m.Name.EndsWith("Kernel", StringComparison.Ordinal)) continue;
                 if (!m.IsGenericMethodDefinition) yield return m;
                 else if (m.GetGenericArguments().Length == 1)
-                    foreach (var w in weightTypes) yield return m.MakeGenericMethod(w);
+                    foreach (var w in Meeting(m.GetGenericArguments()[0])) yield return m.MakeGenericMethod(w);
                 else
                     foreach (var w in weightTypes) yield return m.MakeGenericMethod(weightTypes[0], w);
             }
