@@ -14,6 +14,9 @@ public sealed class TensorCoreChecks(CudaFixture device) : DeviceOpChecks(device
 {
     private const double Tf32Nmse = 1e-6;
 
+    /// <summary>The backend as this test left it (DeviceOpChecks' B would turn tensor cores off).</summary>
+    protected override IlgpuBackend B => Device.Backend;
+
     private IlgpuBackend WithTensorCores(bool on)
     {
         var b = Device.Backend;

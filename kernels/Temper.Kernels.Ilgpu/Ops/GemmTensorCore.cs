@@ -40,13 +40,28 @@ internal static class GemmTensorCore
         public float C0, C1, C2, C3;
     }
 
-    private static Frag Mma(Frag c, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1)
+    // One m16n8k8 product per statement, returning two of the four results as a 64-bit pair: ILGPU passes
+    // by-value arguments in registers but by-reference ones through local memory, so the statement takes
+    // its operands packed in pairs by value and is issued twice (low and high pair) rather than once with
+    // four outputs by reference. Tensor cores have the throughput to spare.
+    private const string MmaBody =
+        "{ .reg .b32 a<4>, b<2>, c<4>, d<4>; mov.b64 {c0,c1}, %1; mov.b64 {c2,c3}, %2; mov.b64 {a0,a1}, %3; mov.b64 {a2,a3}, %4; mov.b64 {b0,b1}, %5; "
+        + "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {d0,d1,d2,d3}, {a0,a1,a2,a3}, {b0,b1}, {c0,c1,c2,c3}; ";
+    private const string MmaLow = MmaBody + "mov.b64 %0, {d0,d1}; }";
+    private const string MmaHigh = MmaBody + "mov.b64 %0, {d2,d3}; }";
+
+    private static ulong Pair(uint lo, uint hi) => (ulong)hi << 32 | lo;
+
+    private static Frag Mma(Frag c, ulong a01, ulong a23, uint b0, uint b1)
     {
-        Ref<float> d0 = c.C0, d1 = c.C1, d2 = c.C2, d3 = c.C3;
-        Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
-        CudaAsm.EmitRef("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-            ref d0, ref d1, ref d2, ref d3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
-        return new Frag { C0 = d0.Value, C1 = d1.Value, C2 = d2.Value, C3 = d3.Value };
+        ulong c01 = Pair(Bits(c.C0), Bits(c.C1)), c23 = Pair(Bits(c.C2), Bits(c.C3)), b01 = Pair(b0, b1);
+        CudaAsm.Emit(MmaLow, out ulong lo, c01, c23, a01, a23, b01);
+        CudaAsm.Emit(MmaHigh, out ulong hi, c01, c23, a01, a23, b01);
+        return new Frag
+        {
+            C0 = Interop.IntAsFloat((uint)lo), C1 = Interop.IntAsFloat((uint)(lo >> 32)),
+            C2 = Interop.IntAsFloat((uint)hi), C3 = Interop.IntAsFloat((uint)(hi >> 32)),
+        };
     }
 
     private static uint Bits(float f) => Interop.FloatAsInt(f);
@@ -76,12 +91,12 @@ internal static class GemmTensorCore
             for (int k = 0; k < Slice; k += 8)
             {
                 int lo = k + t, hi = k + t + 4;
-                uint a0 = Bits(sa[At(aFast, wr + g, lo)]), a1 = Bits(sa[At(aFast, wr + g + 8, lo)]);
-                uint a2 = Bits(sa[At(aFast, wr + g, hi)]), a3 = Bits(sa[At(aFast, wr + g + 8, hi)]);
-                f0 = Mma(f0, a0, a1, a2, a3, Bits(sb[At(bFast, wc + g, lo)]), Bits(sb[At(bFast, wc + g, hi)]));
-                f1 = Mma(f1, a0, a1, a2, a3, Bits(sb[At(bFast, wc + 8 + g, lo)]), Bits(sb[At(bFast, wc + 8 + g, hi)]));
-                f2 = Mma(f2, a0, a1, a2, a3, Bits(sb[At(bFast, wc + 16 + g, lo)]), Bits(sb[At(bFast, wc + 16 + g, hi)]));
-                f3 = Mma(f3, a0, a1, a2, a3, Bits(sb[At(bFast, wc + 24 + g, lo)]), Bits(sb[At(bFast, wc + 24 + g, hi)]));
+                ulong a01 = Pair(Bits(sa[At(aFast, wr + g, lo)]), Bits(sa[At(aFast, wr + g + 8, lo)]));
+                ulong a23 = Pair(Bits(sa[At(aFast, wr + g, hi)]), Bits(sa[At(aFast, wr + g + 8, hi)]));
+                f0 = Mma(f0, a01, a23, Bits(sb[At(bFast, wc + g, lo)]), Bits(sb[At(bFast, wc + g, hi)]));
+                f1 = Mma(f1, a01, a23, Bits(sb[At(bFast, wc + 8 + g, lo)]), Bits(sb[At(bFast, wc + 8 + g, hi)]));
+                f2 = Mma(f2, a01, a23, Bits(sb[At(bFast, wc + 16 + g, lo)]), Bits(sb[At(bFast, wc + 16 + g, hi)]));
+                f3 = Mma(f3, a01, a23, Bits(sb[At(bFast, wc + 24 + g, lo)]), Bits(sb[At(bFast, wc + 24 + g, hi)]));
             }
             Group.Barrier();
         }
