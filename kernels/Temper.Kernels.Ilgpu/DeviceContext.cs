@@ -15,9 +15,10 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     public AcceleratorStream Stream => Accelerator.DefaultStream;
     public DeviceArena Arena { get; } = new(acc);
 
-    /// <summary>Whether products with bf16/NF4 weights use tensor cores (TF32; CUDA only). On by default on
-    /// CUDA unless TEMPER_TENSOR_CORES=0; the op-checks turn it off to check the exact f32 kernels.</summary>
-    public bool TensorCores { get; set; } = acc.AcceleratorType == AcceleratorType.Cuda && Environment.GetEnvironmentVariable("TEMPER_TENSOR_CORES") != "0";
+    /// <summary>Whether products with bf16/NF4 weights use tensor cores (TF32; CUDA only). Off unless
+    /// TEMPER_TENSOR_CORES=1: on the H100 the tensor-core kernel (6.6 TFLOP/s) still trails the f32 one
+    /// (12.6), since ILGPU routes inline-PTX outputs through local memory (docs/PERF.md).</summary>
+    public bool TensorCores { get; set; } = acc.AcceleratorType == AcceleratorType.Cuda && Environment.GetEnvironmentVariable("TEMPER_TENSOR_CORES") == "1";
 
     /// <summary>The launcher for <paramref name="name"/>, loading (compiling) it on first use.</summary>
     public T Kernel<T>(string name, Func<Accelerator, T> load) where T : Delegate

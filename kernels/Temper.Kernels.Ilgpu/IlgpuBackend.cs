@@ -164,7 +164,7 @@ public sealed partial class IlgpuBackend : IBackend
 
     /// <summary>
     /// Whether matrix products with bf16 or NF4 weights run on tensor cores (TF32 inputs, f32 sums; CUDA only,
-    /// on by default there unless TEMPER_TENSOR_CORES=0). Off, they take the exact f32 kernel.
+    /// off by default: TEMPER_TENSOR_CORES=1 turns it on). Off, they take the exact f32 kernel.
     /// </summary>
     public bool TensorCores
     {

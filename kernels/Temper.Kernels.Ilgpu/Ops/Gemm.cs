@@ -5,14 +5,14 @@
 // beta is 0 or 1 (Accumulate); w may be f32, bf16 or NF4 (any IWeights), a and b are f32.
 // Each is c[R,C] = sum_q A(i,q) B(q,j) with A(i,q) = a[i*AsRow + q*AsDepth] and
 // B(q,j) = b[q*BsDepth + j*BsCol], so the layouts differ only in strides. The kernel: one group of
-// 16 x 16 threads per 64 x 64 tile of c (4 x 4 threads and 16 x 16 tiles on ILGPU's CPU accelerator);
-// per 16-deep slice of q, the group stages A[64,16] and B[16,64] in shared memory (loaded along
-// whichever index is contiguous, so global reads coalesce; rows padded to 65 so the transposing stores
-// do not conflict) and each thread accumulates a 4 x 4 block of c (rows ty + 16r, columns tx + 16c)
-// in registers, f32, in q order. Per q a thread reads 8 shared values for 16 FMAs. Outputs with too few
+// 16 x 16 threads per 128 x 128 tile of c (4 x 4 threads and 32 x 32 tiles on ILGPU's CPU accelerator);
+// per 16-deep slice of q, the group stages A[128,16] and B[16,128] in shared memory (loaded along
+// whichever index is contiguous, so global reads coalesce; rows padded to 129 so the transposing stores
+// do not conflict) and each thread accumulates an 8 x 8 block of c (rows ty + 16r, columns tx + 16c)
+// in registers, f32, in q order. Per q a thread reads 16 shared values for 64 FMAs. Outputs with too few
 // tiles to fill the device and a long depth are split along q (grid z), each split into its own
-// partial, summed in split order by a second pass (deterministic, no atomics). On CUDA, products with
-// bf16 or NF4 weights go to GemmTensorCore instead (TF32 tensor cores).
+// partial, summed in split order by a second pass (deterministic, no atomics). On CUDA with tensor cores
+// switched on (IlgpuBackend.TensorCores), products with bf16 or NF4 weights go to GemmTensorCore (TF32).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -25,22 +25,31 @@ internal struct GemmDims
     public float Alpha;
     public int Accumulate;
     public int HasBias;
-    public int TX, TY, LogTX, LogTY; // threads along columns / rows of a tile (powers of two); tile = 4 TY x 4 TX
+    public int TX, TY, LogTX, LogTY; // threads along columns / rows of a tile (powers of two); tile = 8 TY x 8 TX
     public int SplitDepth;           // depth per grid z (split-K: each z writes its own [Rows,Cols] partial)
 }
 
-/// <summary>Four accumulators of one row of a thread's 4 x 4 block.</summary>
-internal struct Acc4
+/// <summary>Eight accumulators of one row of a thread's 8 x 8 block.</summary>
+internal struct Acc8
 {
-    public float C0, C1, C2, C3;
-    public readonly Acc4 Fma(float a, float b0, float b1, float b2, float b3) =>
-        new() { C0 = C0 + a * b0, C1 = C1 + a * b1, C2 = C2 + a * b2, C3 = C3 + a * b3 };
-    public readonly float Get(int c) => c == 0 ? C0 : c == 1 ? C1 : c == 2 ? C2 : C3;
+    public float C0, C1, C2, C3, C4, C5, C6, C7;
+    public readonly Acc8 Fma(float a, in Row8 b) => new()
+    {
+        C0 = C0 + a * b.C0, C1 = C1 + a * b.C1, C2 = C2 + a * b.C2, C3 = C3 + a * b.C3,
+        C4 = C4 + a * b.C4, C5 = C5 + a * b.C5, C6 = C6 + a * b.C6, C7 = C7 + a * b.C7,
+    };
+    public readonly float Get(int c) => c switch { 0 => C0, 1 => C1, 2 => C2, 3 => C3, 4 => C4, 5 => C5, 6 => C6, _ => C7 };
+}
+
+/// <summary>The eight B values a thread multiplies in one step of q.</summary>
+internal struct Row8
+{
+    public float C0, C1, C2, C3, C4, C5, C6, C7;
 }
 
 internal static class Gemm
 {
-    private const int Slice = 16, Pad = 65; // tiles are at most 64 wide
+    private const int Slice = 16, Pad = 129; // tiles are at most 128 wide
 
     public static void TiledKernel<TA, TB>(TA a, TB b, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
         where TA : struct, IWeights where TB : struct, IWeights
@@ -48,47 +57,59 @@ internal static class Gemm
         var sa = SharedMemory.Allocate<float>(Slice * Pad); // sa[q*Pad + i], i < tile rows
         var sb = SharedMemory.Allocate<float>(Slice * Pad); // sb[q*Pad + j], j < tile columns
         int tid = Group.IdxX, tx = tid & (d.TX - 1), ty = tid >> d.LogTX, threads = d.TX * d.TY;
-        int tileRows = 4 * d.TY, tileCols = 4 * d.TX;
+        int tileRows = 8 * d.TY, tileCols = 8 * d.TX, X = d.TX, Y = d.TY;
         int row0 = Grid.IdxY * tileRows, col0 = Grid.IdxX * tileCols;
         int kBegin = Grid.IdxZ * d.SplitDepth, kEnd = IntrinsicMath.Min(d.Depth, kBegin + d.SplitDepth);
         var cz = c.SubView((long)Grid.IdxZ * d.Rows * d.Cols, (long)d.Rows * d.Cols);
-        Acc4 r0 = default, r1 = default, r2 = default, r3 = default;
+        Acc8 r0 = default, r1 = default, r2 = default, r3 = default, r4 = default, r5 = default, r6 = default, r7 = default;
         for (int k0 = kBegin; k0 < kEnd; k0 += Slice)
         {
             for (int e = tid; e < tileRows * Slice; e += threads)
             {
-                int i = d.AsDepth == 1 ? e >> 4 : e & (tileRows - 1), q = d.AsDepth == 1 ? e & 15 : e >> (d.LogTY + 2);
+                int i = d.AsDepth == 1 ? e >> 4 : e & (tileRows - 1), q = d.AsDepth == 1 ? e & 15 : e >> (d.LogTY + 3);
                 int gi = row0 + i, gq = k0 + q;
                 sa[q * Pad + i] = gi < d.Rows && gq < kEnd ? a.Get(gi * d.AsRow + gq * d.AsDepth) : 0f;
             }
             for (int e = tid; e < tileCols * Slice; e += threads)
             {
-                int j = d.BsDepth == 1 ? e >> 4 : e & (tileCols - 1), p = d.BsDepth == 1 ? e & 15 : e >> (d.LogTX + 2);
+                int j = d.BsDepth == 1 ? e >> 4 : e & (tileCols - 1), p = d.BsDepth == 1 ? e & 15 : e >> (d.LogTX + 3);
                 int gj = col0 + j, gp = k0 + p;
                 sb[p * Pad + j] = gj < d.Cols && gp < kEnd ? b.Get(gp * d.BsDepth + gj * d.BsCol) : 0f;
             }
             Group.Barrier();
             for (int q = 0; q < Slice; q++)
             {
-                int o = q * Pad;
-                float b0 = sb[o + tx], b1 = sb[o + tx + d.TX], b2 = sb[o + tx + 2 * d.TX], b3 = sb[o + tx + 3 * d.TX];
-                r0 = r0.Fma(sa[o + ty], b0, b1, b2, b3);
-                r1 = r1.Fma(sa[o + ty + d.TY], b0, b1, b2, b3);
-                r2 = r2.Fma(sa[o + ty + 2 * d.TY], b0, b1, b2, b3);
-                r3 = r3.Fma(sa[o + ty + 3 * d.TY], b0, b1, b2, b3);
+                int o = q * Pad, ob = o + tx, oa = o + ty;
+                var bv = new Row8
+                {
+                    C0 = sb[ob], C1 = sb[ob + X], C2 = sb[ob + 2 * X], C3 = sb[ob + 3 * X],
+                    C4 = sb[ob + 4 * X], C5 = sb[ob + 5 * X], C6 = sb[ob + 6 * X], C7 = sb[ob + 7 * X],
+                };
+                r0 = r0.Fma(sa[oa], bv);
+                r1 = r1.Fma(sa[oa + Y], bv);
+                r2 = r2.Fma(sa[oa + 2 * Y], bv);
+                r3 = r3.Fma(sa[oa + 3 * Y], bv);
+                r4 = r4.Fma(sa[oa + 4 * Y], bv);
+                r5 = r5.Fma(sa[oa + 5 * Y], bv);
+                r6 = r6.Fma(sa[oa + 6 * Y], bv);
+                r7 = r7.Fma(sa[oa + 7 * Y], bv);
             }
             Group.Barrier();
         }
         Store(r0, row0 + ty, col0 + tx, bias, cz, d);
-        Store(r1, row0 + ty + d.TY, col0 + tx, bias, cz, d);
-        Store(r2, row0 + ty + 2 * d.TY, col0 + tx, bias, cz, d);
-        Store(r3, row0 + ty + 3 * d.TY, col0 + tx, bias, cz, d);
+        Store(r1, row0 + ty + Y, col0 + tx, bias, cz, d);
+        Store(r2, row0 + ty + 2 * Y, col0 + tx, bias, cz, d);
+        Store(r3, row0 + ty + 3 * Y, col0 + tx, bias, cz, d);
+        Store(r4, row0 + ty + 4 * Y, col0 + tx, bias, cz, d);
+        Store(r5, row0 + ty + 5 * Y, col0 + tx, bias, cz, d);
+        Store(r6, row0 + ty + 6 * Y, col0 + tx, bias, cz, d);
+        Store(r7, row0 + ty + 7 * Y, col0 + tx, bias, cz, d);
     }
 
-    private static void Store(Acc4 acc, int i, int j0, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
+    private static void Store(Acc8 acc, int i, int j0, ArrayView<float> bias, ArrayView<float> c, GemmDims d)
     {
         if (i >= d.Rows) return;
-        for (int t = 0; t < 4; t++)
+        for (int t = 0; t < 8; t++)
         {
             int j = j0 + d.TX * t;
             if (j >= d.Cols) return;
@@ -117,12 +138,12 @@ internal static class Gemm
     {
         if ((long)d.Rows * d.Cols == 0) return;
         d.HasBias = bias.HasValue ? 1 : 0;
-        // 16 x 16 threads (64 x 64 tiles) where groups may be that large (GPUs), else 4 x 4 (16 x 16
+        // 16 x 16 threads (128 x 128 tiles) where groups may be that large (GPUs), else 4 x 4 (32 x 32
         // tiles: ILGPU's CPU accelerator runs groups of at most 16 threads).
         bool wide = dc.Accelerator.MaxNumThreadsPerGroup >= 256;
         d.TX = d.TY = wide ? 16 : 4;
         d.LogTX = d.LogTY = wide ? 4 : 2;
-        int tile = 4 * d.TX;
+        int tile = 8 * d.TX;
         int colTiles = (d.Cols + tile - 1) / tile, rowTiles = (d.Rows + tile - 1) / tile;
         // Split-K when the output has too few tiles to fill the device and the depth is long (LoRA's
         // dA = dxa^T x: [r, K] over all N tokens): each split writes a partial, then one pass sums them.

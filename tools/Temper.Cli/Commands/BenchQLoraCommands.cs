@@ -51,9 +51,10 @@ internal static class BenchQLoraCommands
         var seq = new Option<int>("--seq-len") { Description = "Tokens per row", DefaultValueFactory = _ => 2048 };
         var steps = new Option<int>("--steps") { Description = "Timed steps (after one warm-up step)", DefaultValueFactory = _ => 3 };
         var layers = new Option<int?>("--layers") { Description = "Layer count instead of the shape's (a smaller model of the same widths)" };
+        var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each layer's activations in backward (less memory, about a third more compute)" };
         var profile = new Option<bool>("--profile") { Description = "Time every backend op (synchronised) and print the ops by total time" };
         var threads = CliOptions.Threads();
-        var cmd = new Command("train", "LoRA / QLoRA SFT steps/s and peak memory on a random model of a given shape") { qlora, shape, layers, rank, batch, seq, steps, profile, threads };
+        var cmd = new Command("train", "LoRA / QLoRA SFT steps/s and peak memory on a random model of a given shape") { qlora, shape, layers, rank, batch, seq, steps, checkpointing, profile, threads };
         cmd.SetGuardedAction(p =>
         {
             var cfg = Shape(p.GetValue(shape)!);
@@ -72,7 +73,7 @@ internal static class BenchQLoraCommands
             LoraInit.Attach(weights, lora, be, seed: 1);
             using var ps = TrainableParameters.Lora(weights, be);
             using var opt = new AdamW(ps, be, new AdamWOptions());
-            var bp = new DecoderBackprop(new Decoder(cfg, weights, be));
+            var bp = new DecoderBackprop(new Decoder(cfg, weights, be)) { GradientCheckpointing = p.GetValue(checkpointing) };
             var rng = new Random(3);
             var ids = Enumerable.Range(0, b * t).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
             Console.WriteLine($"model: random {p.GetValue(shape)}-shaped, {cfg.NumLayers} layers, {(q ? "NF4 projections (QLoRA)" : dtype + " weights (LoRA)")}, r{r}, batch {b} x {t}; built in {build.Elapsed.TotalSeconds:F1} s");
@@ -93,7 +94,7 @@ internal static class BenchQLoraCommands
             double s = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"train: {n} steps in {s:F2} s = {(double)n * b * t / s:F0} tokens/s");
             profiler?.WriteTable(Console.Out, s, n);
-            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(b, t, q, false, lora, MatrixBytes: dtype == DType.BF16 ? 2 : 4, EmbeddingBytes: dtype == DType.BF16 ? 2 : 4));
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(b, t, q, false, lora, p.GetValue(checkpointing), MatrixBytes: dtype == DType.BF16 ? 2 : 4, EmbeddingBytes: dtype == DType.BF16 ? 2 : 4));
             Console.WriteLine(new MemoryReport(plan, meter == null ? null : MemoryPlan.HostHeldBytes(weights) + meter.PeakBytes, Process.GetCurrentProcess().PeakWorkingSet64));
             return 0;
         });
