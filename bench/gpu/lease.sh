@@ -34,7 +34,7 @@ for step in "$@"; do
   case "$step" in
     info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
     cuda-tests) run cuda-tests 150 tests Temper.Cuda.Tests ;;
-    sanitizer) run sanitizer 300 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
+    sanitizer) run sanitizer 100 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
     ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done ;;
     nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50 ;;
@@ -45,8 +45,10 @@ for step in "$@"; do
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-1b) run temper-1b 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 ;;
-    qlora-8b) run temper-qlora-8b 300 temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 ;;
-    lora-8b) run temper-lora-8b 300 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 ;;
+    qlora-8b) run temper-qlora-8b 200 temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
+    lora-8b) run temper-lora-8b 200 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
+    serve) run serve-8 60 temper bench serve --device cuda --requests 16 --adapters 8
+           run serve-100 90 temper bench serve --device cuda --requests 100 --adapters 100 ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac
