@@ -7,7 +7,7 @@ steps), printing tokens/s and peak CUDA memory. Run it in the same lease as Temp
 
 The shapes are the ones `temper bench train --shape` builds (tools/Temper.Cli/Commands/BenchQLoraCommands.cs):
 LoRA on all seven projections, alpha = 2r, no dropout, AdamW lr 1e-4, loss on every token.
-Not yet run: written in a session without a GPU (no torch here); the first GPU session runs it."""
+First run on an H100 on 2026-11-23 (docs/PERF.md, "GPU: ILGPU backend on an H100")."""
 import argparse, time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
