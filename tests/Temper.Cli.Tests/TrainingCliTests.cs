@@ -18,13 +18,26 @@ public class TrainingCliTests
     [InlineData("dpo", "dpo.jsonl")]
     [InlineData("kto", "kto.jsonl")]
     [InlineData("orpo", "dpo.jsonl")]
-    public void Step0_through_the_cli_matches_trl(string verb, string data, string? extraFlag = null)
+    public void Step0_through_the_cli_matches_trl(string verb, string data, string? extraFlag = null) =>
+        AssertStep0MatchesTrl(verb, data, extraFlag == null ? [] : [extraFlag]);
+
+    // Issue 6: step-0 parity on the GPU in f32 mode, as on the CPU (skipped, visibly, without CUDA).
+    [Theory]
+    [InlineData("sft", "sft.jsonl")]
+    [InlineData("dpo", "dpo.jsonl")]
+    public void Step0_on_cuda_in_f32_matches_trl(string verb, string data)
+    {
+        if (!Temper.Kernels.Ilgpu.IlgpuBackend.IsAvailable("cuda")) Assert.Skip("no CUDA device");
+        AssertStep0MatchesTrl(verb, data, ["--device", "cuda", "--dtype", "f32"]);
+    }
+
+    private static void AssertStep0MatchesTrl(string verb, string data, string[] extra)
     {
         string model = Fixtures.Hf("qwen2-tiny"), dir = Temp();
         var args = new List<string> { verb, "--model", model, "--init-adapter", Path.Combine(model, "adapter"), "--data", Path.Combine(model, "trainer", data),
             "--out", dir, "--batch-size", "64", "--grad-accum", "1", "--max-steps", "1" };
         if (verb != "sft") args.AddRange(["--beta", "0.1"]);
-        if (extraFlag != null) args.Add(extraFlag);
+        args.AddRange(extra);
         var r = TemperCli.Run([.. args]);
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var first = JsonNode.Parse(File.ReadLines(Path.Combine(dir, "metrics.jsonl")).First())!;
