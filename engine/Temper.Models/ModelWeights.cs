@@ -122,15 +122,32 @@ public sealed class ModelWeights : IDisposable
 
     /// <summary>A model with seeded random weights: matrices uniform with standard deviation config.json's
     /// initializer_range (0.02 when absent), norms 1. For benchmarks, tests and training from scratch.
-    /// nf4 quantises the layers' projections (QLoRA benchmarks).</summary>
-    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32, bool nf4 = false)
+    /// nf4 quantises the layers' projections (QLoRA benchmarks). parallel draws other values of the same
+    /// distribution on all cores (an 8B-class shape in seconds, not minutes); off, the values are the
+    /// sequence of System.Random(seed) that training from scratch and the demo base rely on.</summary>
+    public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32, bool nf4 = false, bool parallel = false)
     {
         var rng = new System.Random(seed);
         float std = cfg.InitializerRange;
+        int tensor = 0;
         float[] Values(int rows, int cols)
         {
             var v = new float[(long)rows * cols];
-            for (int i = 0; i < v.Length; i++) v[i] = std * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
+            if (!parallel)
+            {
+                for (int i = 0; i < v.Length; i++) v[i] = std * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
+                return v;
+            }
+            // Other values, same distribution: chunks of 1M drawn on all cores, each from SplitMix64 seeded by
+            // (seed, tensor, chunk), so a given seed still gives one model (benchmarks of large shapes).
+            const int chunk = 1 << 20;
+            ulong key = SplitMix64.Mix((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)tensor++);
+            Parallel.For(0, (int)((v.Length + chunk - 1) / chunk), c =>
+            {
+                var r = new SplitMix64(SplitMix64.Mix(key + (ulong)c));
+                long end = Math.Min(v.Length, (long)(c + 1) * chunk);
+                for (long i = (long)c * chunk; i < end; i++) v[i] = std * (float)(r.NextDouble() * 2 - 1) * 1.7320508f;
+            });
             return v;
         }
         Tensor Matrix(string name, int rows, int cols)

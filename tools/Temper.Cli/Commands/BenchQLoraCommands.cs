@@ -68,7 +68,7 @@ internal static class BenchQLoraCommands
             var profiler = p.GetValue(profile) ? new ProfilingBackend(device, gpu == null ? null : gpu.Synchronize) : null;
             IBackend be = profiler ?? device; // every op of the model, LoRA and optimizer goes through be
             var build = Stopwatch.StartNew();
-            using var weights = ModelWeights.Random(cfg, be, seed: 1, dtype, nf4: q);
+            using var weights = ModelWeights.Random(cfg, be, seed: 1, dtype, nf4: q, parallel: true);
             var lora = new LoraConfig(r, 2 * r, false, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], null, 0);
             LoraInit.Attach(weights, lora, be, seed: 1);
             using var ps = TrainableParameters.Lora(weights, be);
