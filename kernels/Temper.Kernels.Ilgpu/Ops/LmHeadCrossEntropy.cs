@@ -1,8 +1,9 @@
 // Fused LM head + cross-entropy over vocabulary chunks: the [N,V] logits are never all held, only
 // one chunk [N,Vc] in the arena at a time. hidden[N,C], lmHead[V,C] (f32 or bf16), labels[N]:
 //   losses[n] = logsumexp_v(hidden[n] . lmHead[v]) - hidden[n] . lmHead[labels[n]], 0 where labels[n] < 0.
-// Pass 1, per chunk: logits = hidden lmHead[v0:v0+Vc]^T (Gemm NT), then one thread per row folds the
-// chunk into a running max m[n] and sum s[n] (online log-sum-exp) and picks up the label's logit.
+// Pass 1, per chunk: logits = hidden lmHead[v0:v0+Vc]^T (Gemm NT), then one group per row (coalesced
+// reads, GroupReduce) folds the chunk into a running max m[n] and sum s[n] (online log-sum-exp) and
+// picks up the label's logit.
 // When gradients are asked for, pass 2 recomputes each chunk, turns it into
 // dlogits = lossScale rowScales[n] (softmax - onehot) (0 for unlabelled rows; no rowScales = all 1),
 // and accumulates
@@ -17,21 +18,22 @@ internal static class LmHeadCrossEntropy
     /// <summary>Chunk rows when the caller does not choose: about 16M floats of logits per chunk.</summary>
     public static int AutoChunk(int n, int v) => Math.Max(1, Math.Min(v, (1 << 24) / Math.Max(1, n)));
 
-    public static void StatsKernel(Index1D n, ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit, int v0, int vc)
+    public static void StatsKernel(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit, int v0, int vc)
     {
-        int label = labels[n];
-        if (label < 0) return;
+        var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        int n = Grid.IdxX, label = labels[n];
+        if (label < 0) return; // the whole group leaves together
         int o = n * vc;
         float m = v0 == 0 ? float.NegativeInfinity : max[n];
-        float s = v0 == 0 ? 0f : sum[n];
         float cm = float.NegativeInfinity;
-        for (int j = 0; j < vc; j++) cm = IntrinsicMath.Max(cm, logits[o + j]);
-        float nm = IntrinsicMath.Max(m, cm);
+        for (int j = Group.IdxX; j < vc; j += Group.DimX) cm = IntrinsicMath.Max(cm, logits[o + j]);
+        float nm = IntrinsicMath.Max(m, GroupReduce.Max(shared, cm));
         float cs = 0;
-        for (int j = 0; j < vc; j++) cs += MathF.Exp(logits[o + j] - nm);
-        s = (m == float.NegativeInfinity ? 0f : s * MathF.Exp(m - nm)) + cs;
+        for (int j = Group.IdxX; j < vc; j += Group.DimX) cs += MathF.Exp(logits[o + j] - nm);
+        cs = GroupReduce.Sum(shared, cs);
+        if (Group.IdxX != 0) return;
+        sum[n] = (m == float.NegativeInfinity ? 0f : sum[n] * MathF.Exp(m - nm)) + cs;
         max[n] = nm;
-        sum[n] = s;
         if (label >= v0 && label < v0 + vc) labelLogit[n] = logits[o + label - v0];
     }
 
@@ -74,14 +76,14 @@ internal static class LmHeadCrossEntropy
         var labelLogit = dc.Arena.Take<float>(n);
         var lse = dc.Arena.Take<float>(n);
         var logits = dc.Arena.Take<float>((long)n * vc);
-        var stats = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("ce.stats",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(StatsKernel));
+        var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("ce.stats",
+            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(StatsKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var chunkLogits = logits.SubView(0, (long)n * len);
             Gemm.NT(dc, hidden, lmHead.Rows(v0, len, c), null, chunkLogits, n, c, len, 1f, accumulate: false);
-            stats(n, chunkLogits, dLabels, max, sum, labelLogit, v0, len);
+            stats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, v0, len);
         }
         dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>>("ce.loss",
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(LossKernel))

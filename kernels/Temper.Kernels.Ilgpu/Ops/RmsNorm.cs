@@ -10,47 +10,26 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal static class RmsNorm
 {
-    private const int MaxGroup = 256;
-
-    /// <summary>The sum of every thread's value in the group (a power-of-two size), returned to all of them.</summary>
-    private static float GroupSum(ArrayView<float> shared, float value)
-    {
-        int tid = Group.IdxX;
-        shared[tid] = value;
-        Group.Barrier();
-        for (int half = Group.DimX / 2; half > 0; half /= 2)
-        {
-            if (tid < half) shared[tid] += shared[tid + half];
-            Group.Barrier();
-        }
-        float sum = shared[0];
-        Group.Barrier();
-        return sum;
-    }
-
     public static void ForwardKernel(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> rstd, int c, float eps, int hasRstd)
     {
-        var shared = SharedMemory.Allocate<float>(MaxGroup);
+        var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         int n = Grid.IdxX, o = n * c;
         float part = 0;
         for (int j = Group.IdxX; j < c; j += Group.DimX) part += x[o + j] * x[o + j];
-        float r = 1f / MathF.Sqrt(GroupSum(shared, part) / c + eps);
+        float r = 1f / MathF.Sqrt(GroupReduce.Sum(shared, part) / c + eps);
         if (hasRstd != 0 && Group.IdxX == 0) rstd[n] = r;
         for (int j = Group.IdxX; j < c; j += Group.DimX) y[o + j] = weight[j] * (x[o + j] * r);
     }
 
     public static void BackwardRowsKernel(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, int c)
     {
-        var shared = SharedMemory.Allocate<float>(MaxGroup);
+        var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         int n = Grid.IdxX, o = n * c;
         float r = rstd[n], part = 0;
         for (int j = Group.IdxX; j < c; j += Group.DimX) part += dy[o + j] * weight[j] * (x[o + j] * r);
-        float mean = GroupSum(shared, part) / c;
+        float mean = GroupReduce.Sum(shared, part) / c;
         for (int j = Group.IdxX; j < c; j += Group.DimX) dx[o + j] = r * (dy[o + j] * weight[j] - x[o + j] * r * mean);
     }
-
-    private static KernelConfig RowGroups(DeviceContext dc, int rows) =>
-        new(rows, Math.Min(MaxGroup, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)dc.Accelerator.MaxNumThreadsPerGroup + 1) / 2));
 
     public static void BackwardWeightKernel(Index1D j, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> rstd, ArrayView<float> dWeight, int rows, int c)
     {
@@ -63,7 +42,7 @@ internal static class RmsNorm
     {
         if (rows == 0) return;
         dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("rmsnorm.fwd", a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(ForwardKernel))
-            (RowGroups(dc, rows), x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
+            (GroupReduce.RowGroups(dc, rows), x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
     }
 
     public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float>? dWeight, int rows, int c)
@@ -74,6 +53,6 @@ internal static class RmsNorm
                 (c, dy, x, rstd, dw, rows, c);
         // After dWeight, which reads dy and x, in case dx aliases one of them.
         dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>>("rmsnorm.bwd.rows", a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(BackwardRowsKernel))
-            (RowGroups(dc, rows), dy, x, weight, rstd, dx, c);
+            (GroupReduce.RowGroups(dc, rows), dy, x, weight, rstd, dx, c);
     }
 }
