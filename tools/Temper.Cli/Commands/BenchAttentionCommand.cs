@@ -46,15 +46,7 @@ internal static class BenchAttentionCommand
             using var dk = be.Zeros(new Shape(b, t, hkv, d));
             using var dv = be.Zeros(new Shape(b, t, hkv, d));
             var args = new AttentionArgs(q, k, v, output, t, 0, 1f / MathF.Sqrt(d), Lse: lse);
-            double Time(Action op)
-            {
-                op();
-                (be as IlgpuBackend)?.Synchronize();
-                var sw = Stopwatch.StartNew();
-                for (int i = 0; i < n; i++) op();
-                (be as IlgpuBackend)?.Synchronize();
-                return sw.Elapsed.TotalSeconds / n;
-            }
+            double Time(Action op) => OpTimer.Seconds(be, n, op);
             double fwd = Time(() => be.Attention(args));
             double bwd = Time(() => be.AttentionBackward(args, dOut, dq, dk, dv));
             double fwdFlops = 4.0 * b * h * d * (t * (t + 1.0) / 2);

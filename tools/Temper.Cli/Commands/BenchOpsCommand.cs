@@ -57,15 +57,9 @@ internal static class BenchOpsCommand
                 return x;
             }
             Console.WriteLine($"backend: {be.Name}; {b} x {t} tokens, C {c}, F {f}, heads {h}/{hk} x {d}, vocab {v}, rank {r}, weights {dtype}");
-            void Sync() => (be as IlgpuBackend)?.Synchronize();
             void Time(string name, double flops, double bytes, Action op)
             {
-                op();
-                Sync();
-                var sw = Stopwatch.StartNew();
-                for (int i = 0; i < n; i++) op();
-                Sync();
-                double s = sw.Elapsed.TotalSeconds / n;
+                double s = OpTimer.Seconds(be, n, op);
                 string rate = flops > 0 ? $"{flops / s / 1e9,9:F0} GFLOP/s" : $"{bytes / s / 1e9,9:F0} GB/s";
                 Console.WriteLine($"{name,-34} {s * 1e3,10:F3} ms {rate}");
             }

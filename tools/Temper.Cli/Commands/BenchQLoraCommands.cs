@@ -120,15 +120,7 @@ internal static class BenchQLoraCommands
             var w = host.To(be);
             using var src = be.FromHost(Tensor.FromFloats(new Shape(m, k), values));
             using var dst = be.Zeros(new Shape(m, k));
-            double Time(Action op)
-            {
-                op();
-                (be as IlgpuBackend)?.Synchronize();
-                var sw = Stopwatch.StartNew();
-                for (int i = 0; i < n; i++) op();
-                (be as IlgpuBackend)?.Synchronize();
-                return sw.Elapsed.TotalSeconds / n;
-            }
+            double Time(Action op) => OpTimer.Seconds(be, n, op);
             double dq = Time(() => be.Nf4Dequantize(w, dst));
             double copy = Time(() => be.CopyRows(src, 0, dst, 0, m));
             double dqBytes = w.ByteCount + 4.0 * m * k, copyBytes = 8.0 * m * k;
