@@ -122,20 +122,24 @@ public sealed class CudaDevice : IDisposable
     static unsafe int SizeOf<T>() where T : unmanaged => sizeof(T);
 }
 
-/// <summary>The hand-written PTX kernels embedded in Temper.Cuda (Ptx/*.ptx).</summary>
+/// <summary>The hand-written PTX kernels embedded in Temper.Cuda (Ptx/*.ptx), and the reader other
+/// assemblies with embedded PTX (Temper.Kernels.Cuda) use with their own resource prefix.</summary>
 public static class EmbeddedPtx
 {
     const string Prefix = "Temper.Cuda.Ptx.";
 
     /// <summary>The file names of the embedded PTX resources.</summary>
-    public static IReadOnlyList<string> Names =>
-        [.. typeof(EmbeddedPtx).Assembly.GetManifestResourceNames()
-            .Where(n => n.StartsWith(Prefix, StringComparison.Ordinal)).Select(n => n[Prefix.Length..]).Order()];
+    public static IReadOnlyList<string> Names => NamesIn(typeof(EmbeddedPtx).Assembly, Prefix);
 
-    public static string Read(string ptxFileName)
+    public static string Read(string ptxFileName) => Read(typeof(EmbeddedPtx).Assembly, Prefix, ptxFileName);
+
+    public static IReadOnlyList<string> NamesIn(System.Reflection.Assembly assembly, string prefix) =>
+        [.. assembly.GetManifestResourceNames().Where(n => n.StartsWith(prefix, StringComparison.Ordinal)).Select(n => n[prefix.Length..]).Order()];
+
+    public static string Read(System.Reflection.Assembly assembly, string prefix, string ptxFileName)
     {
-        using var stream = typeof(EmbeddedPtx).Assembly.GetManifestResourceStream(Prefix + ptxFileName)
-            ?? throw new CudaException($"no embedded PTX '{ptxFileName}' in Temper.Cuda (have: {string.Join(", ", Names)})");
+        using var stream = assembly.GetManifestResourceStream(prefix + ptxFileName)
+            ?? throw new CudaException($"no embedded PTX '{ptxFileName}' in {assembly.GetName().Name} (have: {string.Join(", ", NamesIn(assembly, prefix))})");
         using var reader = new StreamReader(stream);
         return reader.ReadToEnd();
     }

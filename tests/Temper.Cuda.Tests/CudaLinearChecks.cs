@@ -1,0 +1,71 @@
+// CudaLinear.Bf16 (cuda/linear_bf16.cu on tensor cores) against a float64 evaluation of the same
+// function with x and W rounded to bf16: y = alpha x W^T + bias + y0, at shapes ending in partial 128-row
+// and 128-column tiles and a partial 32-deep slice, with and without bias and accumulation. Every
+// element of y is poisoned (NaN) first where it is overwritten, so an unwritten one fails. GPU only.
+using Temper.Core;
+using Temper.Cuda.Driver;
+using Temper.Kernels.Cuda;
+
+namespace Temper.Cuda.Tests;
+
+public class CudaLinearChecks
+{
+    private static float[] Floats(int n, int seed)
+    {
+        var r = new Random(seed);
+        var v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float)(r.NextDouble() * 2 - 1);
+        return v;
+    }
+
+    [Theory]
+    [InlineData(200, 72, 130, true, true)]
+    [InlineData(1, 64, 64, false, false)]
+    [InlineData(129, 33, 257, true, false)]
+    public void Bf16_linear_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate)
+    {
+        using var device = Gpu.Open();
+        var x = Floats(n * k, 1);
+        var w = Floats(m * k, 2);
+        var b = Floats(m, 3);
+        var y0 = accumulate ? Floats(n * m, 4) : Enumerable.Repeat(float.NaN, n * m).ToArray();
+        var wBits = new ushort[w.Length];
+        BFloat16.FromSingle(w, wBits);
+        const float alpha = 0.5f;
+        var expected = new double[n * m];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < m; j++)
+            {
+                double s = 0;
+                for (int q = 0; q < k; q++) s += (double)BFloat16.ToSingle(BFloat16.FromSingle(x[i * k + q])) * BFloat16.ToSingle(wBits[j * k + q]);
+                expected[i * m + j] = alpha * s + (bias ? b[j] : 0) + (accumulate ? y0[i * m + j] : 0);
+            }
+        using var dx = device.Upload<float>(x);
+        using var dw = device.Upload<ushort>(wBits);
+        using var db = device.Upload<float>(b);
+        using var dy = device.Upload<float>(y0);
+        using var linear = new CudaLinear(device);
+        linear.Bf16(dx, dw, bias ? db : null, dy, n, k, m, alpha, accumulate);
+        device.Synchronize();
+        var y = device.Download<float>(dy);
+        double err = 0, norm = 0;
+        for (int i = 0; i < y.Length; i++)
+        {
+            Assert.False(float.IsNaN(y[i]), $"y[{i}] was not written");
+            err += (y[i] - expected[i]) * (y[i] - expected[i]);
+            norm += expected[i] * expected[i];
+        }
+        // f32 sums of exact bf16 products: a wrong index or tile gives ~1, rounding ~1e-13.
+        Assert.True(err / norm < 1e-8, $"normalised MSE {err / norm:E2}");
+    }
+
+    [Fact]
+    public void Sizes_the_buffers_cannot_hold_are_refused_by_name()
+    {
+        using var device = Gpu.Open();
+        using var small = device.Allocate<float>(4);
+        using var linear = new CudaLinear(device);
+        var e = Assert.Throws<CudaException>(() => linear.Bf16(small, small, null, small, 4, 4, 4));
+        Assert.Contains("x holds 16 bytes, the sizes need 64", e.Message);
+    }
+}

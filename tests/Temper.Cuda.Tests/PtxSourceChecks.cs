@@ -1,0 +1,55 @@
+// The CUDA C++ kernels' build contract, checked in CI without nvcc or a GPU: every
+// kernels/Temper.Kernels.Cuda/cuda/*.cu has a Ptx/*.ptx whose first line records the SHA-256 of that
+// source (build-ptx.sh writes it), so a .cu changed without rebuilding its .ptx fails here; no .ptx
+// lacks its source; and each .ptx is the one embedded in Temper.Kernels.Cuda, byte for byte.
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using Temper.Kernels.Cuda;
+
+namespace Temper.Cuda.Tests;
+
+public partial class PtxSourceChecks
+{
+    private static string KernelsDir()
+    {
+        foreach (var start in new[] { AppContext.BaseDirectory, Environment.CurrentDirectory })
+            for (var d = new DirectoryInfo(start); d != null; d = d.Parent)
+                if (File.Exists(Path.Combine(d.FullName, "Engine.sln"))) return Path.Combine(d.FullName, "kernels", "Temper.Kernels.Cuda");
+        Assert.Skip("the source tree (Engine.sln) is not above this test binary or the working folder");
+        return "";
+    }
+
+    [GeneratedRegex(@"^// source-sha256: ([0-9a-f]{64}) cuda/([A-Za-z0-9_]+)\.cu ")]
+    private static partial Regex Stamp();
+
+    [Fact]
+    public void Every_cu_has_its_ptx_built_from_this_source()
+    {
+        string dir = KernelsDir();
+        var sources = Directory.GetFiles(Path.Combine(dir, "cuda"), "*.cu");
+        Assert.NotEmpty(sources);
+        foreach (var cu in sources)
+        {
+            string name = Path.GetFileNameWithoutExtension(cu), ptx = Path.Combine(dir, "Ptx", name + ".ptx");
+            Assert.True(File.Exists(ptx), $"{name}.cu has no Ptx/{name}.ptx: run kernels/Temper.Kernels.Cuda/build-ptx.sh");
+            var m = Stamp().Match(File.ReadLines(ptx).First());
+            Assert.True(m.Success, $"Ptx/{name}.ptx: the first line is not build-ptx.sh's source-sha256 stamp");
+            Assert.Equal(name, m.Groups[2].Value);
+            string sha = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(cu)));
+            Assert.True(sha == m.Groups[1].Value, $"cuda/{name}.cu changed since Ptx/{name}.ptx was built (source {sha[..12]}, stamp {m.Groups[1].Value[..12]}): run kernels/Temper.Kernels.Cuda/build-ptx.sh");
+        }
+    }
+
+    [Fact]
+    public void Every_ptx_has_its_source_and_is_the_embedded_one()
+    {
+        string dir = KernelsDir();
+        var files = Directory.GetFiles(Path.Combine(dir, "Ptx"), "*.ptx").Select(f => Path.GetFileName(f)).Order().ToList();
+        Assert.Equal(files, KernelPtx.Names);
+        foreach (var f in files)
+        {
+            Assert.True(File.Exists(Path.Combine(dir, "cuda", Path.GetFileNameWithoutExtension(f) + ".cu")), $"Ptx/{f} has no source in cuda/");
+            Assert.Equal(File.ReadAllText(Path.Combine(dir, "Ptx", f)), KernelPtx.Read(f));
+        }
+    }
+}
