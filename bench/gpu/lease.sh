@@ -49,6 +49,8 @@ for step in "$@"; do
     lora-8b) run temper-lora-8b 200 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     serve) run serve-8 60 temper bench serve --device cuda --requests 16 --adapters 8
            run serve-100 90 temper bench serve --device cuda --requests 100 --adapters 100 ;;
+    ptx) run ptx-checks 120 bash -c 'tests Temper.Cuda.Tests && tests Temper.Kernels.Ilgpu.Tests -class "*PtxRouting*"'
+         run ptx-bench 200 bash -c 'temper bench ops --device cuda --dtype bf16 --kernels ptx --reps 3 && temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx' ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac

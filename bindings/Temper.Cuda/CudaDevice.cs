@@ -19,6 +19,24 @@ public sealed class CudaDevice : IDisposable
         Stream = CudaDriver.CreateStream(Context);
     }
 
+    CudaDevice(int ordinal, CudaContextHandle context, CudaStreamHandle stream)
+    {
+        Ordinal = ordinal;
+        Handle = CudaDriver.Device(ordinal);
+        Name = CudaDriver.DeviceName(Handle);
+        Context = context;
+        CudaDriver.SetCurrentContext(Context);
+        Stream = stream;
+    }
+
+    /// <summary>A facade over a context and stream someone else owns (ILGPU's CUDA accelerator): launches
+    /// go to that stream, in order with its own work; Dispose releases neither.</summary>
+    public static CudaDevice Borrow(nint context, int ordinal, nint stream)
+    {
+        var borrowed = CudaContextHandle.Borrow(context, ordinal);
+        return new CudaDevice(ordinal, borrowed, CudaStreamHandle.Borrow(stream, borrowed));
+    }
+
     /// <summary>Initialises the driver and opens device <paramref name="ordinal"/>; throws a one-line
     /// CudaException when there is no driver or no such device.</summary>
     public static CudaDevice Open(int ordinal = 0)

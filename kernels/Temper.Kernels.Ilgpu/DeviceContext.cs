@@ -43,8 +43,36 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
         return buffer.View;
     }
 
+    /// <summary>The CUDA C++ Linear (Temper.Kernels.Cuda) on this accelerator's context and stream, when
+    /// PTX kernels are switched on (IlgpuBackend.PtxKernels; CUDA only); null otherwise.</summary>
+    public Temper.Kernels.Cuda.CudaLinear? PtxLinear { get; private set; }
+
+    private Temper.Cuda.CudaDevice? _ptxDevice;
+
+    /// <summary>The borrowed CUDA context the PTX kernels run in (null when they are off).</summary>
+    public Temper.Cuda.Driver.CudaContextHandle? PtxContext => _ptxDevice?.Context;
+
+    public bool PtxKernels
+    {
+        get => PtxLinear != null;
+        set
+        {
+            if (value == PtxKernels) return;
+            if (!value || Accelerator is not ILGPU.Runtime.Cuda.CudaAccelerator cuda)
+            {
+                PtxLinear?.Dispose();
+                _ptxDevice?.Dispose();
+                (PtxLinear, _ptxDevice) = (null, null);
+                return;
+            }
+            _ptxDevice = Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
+            PtxLinear = new Temper.Kernels.Cuda.CudaLinear(_ptxDevice);
+        }
+    }
+
     public void Dispose()
     {
+        PtxKernels = false;
         foreach (var b in _constants.Values) b.Dispose();
         _constants.Clear();
         Arena.Dispose();

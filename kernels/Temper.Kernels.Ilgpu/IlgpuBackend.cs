@@ -40,6 +40,7 @@ public sealed partial class IlgpuBackend : IBackend
         _acc = accelerator;
         _ownsAccelerator = ownsAccelerator;
         _dc = new DeviceContext(accelerator);
+        if (Environment.GetEnvironmentVariable("TEMPER_KERNELS") == "ptx") _dc.PtxKernels = true;
         _rope = new RopeTables(_dc);
         _pool = new DevicePool(accelerator, DefaultPoolCap(accelerator));
         Name = accelerator.AcceleratorType switch
@@ -170,6 +171,17 @@ public sealed partial class IlgpuBackend : IBackend
     {
         get => _dc.TensorCores;
         set => _dc.TensorCores = value && _acc.AcceleratorType == AcceleratorType.Cuda;
+    }
+
+    /// <summary>
+    /// Whether ops that have a CUDA C++ kernel (Temper.Kernels.Cuda: today the Linear forward with bf16
+    /// weights, on tensor cores) run it instead of the ILGPU one: `--kernels ptx`, or TEMPER_KERNELS=ptx.
+    /// CUDA only (elsewhere it stays off); off by default until the GPU op-check and bench have run.
+    /// </summary>
+    public bool PtxKernels
+    {
+        get => _dc.PtxKernels;
+        set => _dc.PtxKernels = value;
     }
 
     /// <summary>Waits for every queued kernel and copy.</summary>

@@ -107,6 +107,8 @@ public class CliTests
         string ids = Temp("ids.json");
         File.WriteAllText(ids, "[[1,2,3]]");
         AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", ids, "--out", Temp("y.safetensors"), "--device", "tpu"), "--device must be cpu, cuda, opencl or ilgpu-cpu, not 'tpu'");
+        AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", ids, "--out", Temp("y.safetensors"), "--device", "cpu", "--kernels", "ptx"), "--kernels ptx runs CUDA C++ kernels: it needs --device cuda, not cpu");
+        AssertBadInput(TemperCli.Run("logits", "--model", Fixtures.Hf("llama-tiny"), "--ids", ids, "--out", Temp("y.safetensors"), "--kernels", "fast"), "--kernels must be auto, ilgpu or ptx, not 'fast'");
     }
 
     [Fact]

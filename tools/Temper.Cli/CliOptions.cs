@@ -17,6 +17,7 @@ internal static class CliOptions
     public static Option<bool> QLora() => new("--qlora") { Description = "QLoRA: hold the layers' projections in NF4 (4-bit, quantised once and saved as temper-nf4.safetensors in the model folder)" };
     public static Option<int> Threads() => new("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
     public static readonly Option<string?> Device = new("--device") { Description = "cpu, cuda, opencl or ilgpu-cpu (default: the best present)", Recursive = true };
+    public static readonly Option<string?> Kernels = new("--kernels") { Description = "On CUDA: ilgpu (the ILGPU kernels), ptx (the CUDA C++ kernels where one exists: the bf16 Linear) or auto (ilgpu until the PTX ones are measured faster)", Recursive = true };
     public static readonly Option<string?> DTypeFlag = new("--dtype") { Description = "Weight/compute storage: f32 or bf16 (default: as stored)", Recursive = true };
 
     /// <summary>Runs a verb: TemperException, missing files and bad JSON become one line on stderr and exit 2.</summary>
@@ -45,12 +46,17 @@ internal static class CliOptions
     public static IBackend Backend(ParseResult p, int threads)
     {
         string device = p.GetValue(Device) ?? (IlgpuBackend.IsAvailable("cuda") ? "cuda" : "cpu");
-        return device switch
+        string kernels = p.GetValue(Kernels) ?? "auto";
+        if (kernels is not ("auto" or "ilgpu" or "ptx")) throw new TemperException($"--kernels must be auto, ilgpu or ptx, not '{kernels}'");
+        if (kernels == "ptx" && device != "cuda") throw new TemperException($"--kernels ptx runs CUDA C++ kernels: it needs --device cuda, not {device}");
+        IBackend be = device switch
         {
             "cpu" => new CpuBackend(threads),
             "cuda" or "opencl" or "ilgpu-cpu" => IlgpuBackend.IsAvailable(device) ? IlgpuBackend.Create(device) : throw new TemperException($"--device {device}: no such device on this machine"),
             _ => throw new TemperException($"--device must be cpu, cuda, opencl or ilgpu-cpu, not '{device}'"),
         };
+        if (be is IlgpuBackend ilgpu && kernels != "auto") ilgpu.PtxKernels = kernels == "ptx";
+        return be;
     }
 
     public static DType? WeightDType(ParseResult p) => p.GetValue(DTypeFlag) switch

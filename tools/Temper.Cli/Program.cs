@@ -9,6 +9,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     CliOptions.Verbose,
     CliOptions.Device,
     CliOptions.DTypeFlag,
+    CliOptions.Kernels,
     InfoCommand.Create(),
     TokenizeCommand.Create(),
     TemplateCommand.Create(),

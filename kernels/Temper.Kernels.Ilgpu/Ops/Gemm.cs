@@ -195,9 +195,28 @@ internal static class Gemm
 
     public static void NT(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float>? bias, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
     {
-        if (w.IsBf16) NT(dc, a, new Bf16Weights(w.Bf16), bias, c, n, k, m, alpha, accumulate);
+        if (w.IsBf16 && dc.PtxLinear is { } ptx) PtxNT(dc, ptx, a, w.Bf16, bias, c, n, k, m, alpha, accumulate);
+        else if (w.IsBf16) NT(dc, a, new Bf16Weights(w.Bf16), bias, c, n, k, m, alpha, accumulate);
         else NT(dc, a, new F32Weights(w.F32), bias, c, n, k, m, alpha, accumulate);
     }
+
+    /// <summary>NT with bf16 weights through the CUDA C++ kernel (Temper.Kernels.Cuda.CudaLinear) on the
+    /// accelerator's own stream, so it stays in order with the ILGPU kernels around it.</summary>
+    private static void PtxNT(DeviceContext dc, Temper.Kernels.Cuda.CudaLinear ptx, ArrayView<float> a, ArrayView<ushort> w, ArrayView<float>? bias, ArrayView<float> c,
+        int n, int k, int m, float alpha, bool accumulate)
+    {
+        using var x = Borrow(dc, a);
+        using var wd = Borrow(dc, w);
+        using var y = Borrow(dc, c);
+        using var b = bias is { } bv ? Borrow(dc, bv) : null;
+        ptx.Bf16(x, wd, b, y, n, k, m, alpha, accumulate);
+    }
+
+    private static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
+        Temper.Cuda.Driver.CudaDeviceMemory.Borrow((ulong)DeviceAddress(view), view.LengthInBytes, dc.PtxContext!);
+
+    /// <summary>The device address of a view's first element (its buffer's address plus its offset).</summary>
+    internal static nint DeviceAddress<T>(ArrayView<T> view) where T : unmanaged => view.LoadEffectiveAddressAsPtr();
 
     public static void NN(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
     {
