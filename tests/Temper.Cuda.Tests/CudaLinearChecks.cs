@@ -67,5 +67,43 @@ public class CudaLinearChecks
         using var linear = new CudaLinear(device);
         var e = Assert.Throws<CudaException>(() => linear.Bf16(small, small, null, small, 4, 4, 4));
         Assert.Contains("x holds 16 bytes, the sizes need 64", e.Message);
+        var g = Assert.Throws<CudaException>(() => linear.Bf16InputGradient(small, small, small, 4, 4, 4));
+        Assert.Contains("dy holds 16 bytes, the sizes need 64", g.Message);
+    }
+
+    [Theory]
+    [InlineData(200, 130, 72, false)]
+    [InlineData(129, 257, 33, true)]
+    public void Bf16_input_gradient_matches_a_float64_evaluation(int n, int k, int m, bool accumulate)
+    {
+        using var device = Gpu.Open();
+        var dy = Floats(n * m, 5);
+        var w = Floats(m * k, 6);
+        var dx0 = accumulate ? Floats(n * k, 7) : Enumerable.Repeat(float.NaN, n * k).ToArray();
+        var wBits = new ushort[w.Length];
+        BFloat16.FromSingle(w, wBits);
+        var expected = new double[n * k];
+        for (int i = 0; i < n; i++)
+            for (int q = 0; q < k; q++)
+            {
+                double s = 0;
+                for (int j = 0; j < m; j++) s += (double)BFloat16.ToSingle(BFloat16.FromSingle(dy[i * m + j])) * BFloat16.ToSingle(wBits[j * k + q]);
+                expected[i * k + q] = s + (accumulate ? dx0[i * k + q] : 0);
+            }
+        using var ddy = device.Upload<float>(dy);
+        using var dw = device.Upload<ushort>(wBits);
+        using var ddx = device.Upload<float>(dx0);
+        using var linear = new CudaLinear(device);
+        linear.Bf16InputGradient(ddy, dw, ddx, n, k, m, 1f, accumulate);
+        device.Synchronize();
+        var dx = device.Download<float>(ddx);
+        double err = 0, norm = 0;
+        for (int i = 0; i < dx.Length; i++)
+        {
+            Assert.False(float.IsNaN(dx[i]), $"dx[{i}] was not written");
+            err += (dx[i] - expected[i]) * (dx[i] - expected[i]);
+            norm += expected[i] * expected[i];
+        }
+        Assert.True(err / norm < 1e-8, $"normalised MSE {err / norm:E2}");
     }
 }

@@ -1,7 +1,8 @@
 // The PTX route (IlgpuBackend.PtxKernels: CUDA C++ kernels from Temper.Kernels.Cuda on ILGPU's buffers
 // and stream). Everywhere: a view's device address is its buffer's plus its offset (what the route
 // hands the kernels), and the switch stays off where the device is not CUDA. On CUDA: Linear with bf16
-// weights through the PTX kernel against the exact ILGPU kernel (bf16 rounding of x: NMSE <= 1e-5).
+// weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
+// rounding of the activations: NMSE <= 1e-5).
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -49,8 +50,11 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
             B.PtxKernels = ptx;
             Assert.Equal(ptx, B.PtxKernels);
             var y = Zeros(n, m);
-            B.Linear(Up(x, n, k), Own(B.FromHost(hw)), Up(bias, m), y);
-            return Down(y);
+            var w = Own(B.FromHost(hw));
+            B.Linear(Up(x, n, k), w, Up(bias, m), y);
+            var dx = Zeros(n, k);
+            B.LinearBackward(y, Up(x, n, k), w, dx, null, null); // dx = y W, the NN product
+            return [.. Down(y), .. Down(dx)];
         }
         try
         {

@@ -200,7 +200,7 @@ internal static class Gemm
         else NT(dc, a, new F32Weights(w.F32), bias, c, n, k, m, alpha, accumulate);
     }
 
-    /// <summary>NT with bf16 weights through the CUDA C++ kernel (Temper.Kernels.Cuda.CudaLinear) on the
+    /// <summary>NT (and NN above) with bf16 weights through the CUDA C++ kernel (Temper.Kernels.Cuda.CudaLinear) on the
     /// accelerator's own stream, so it stays in order with the ILGPU kernels around it.</summary>
     private static void PtxNT(DeviceContext dc, Temper.Kernels.Cuda.CudaLinear ptx, ArrayView<float> a, ArrayView<ushort> w, ArrayView<float>? bias, ArrayView<float> c,
         int n, int k, int m, float alpha, bool accumulate)
@@ -220,7 +220,14 @@ internal static class Gemm
 
     public static void NN(DeviceContext dc, ArrayView<float> a, WeightView w, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
     {
-        if (w.IsBf16) NN(dc, a, new Bf16Weights(w.Bf16), c, n, k, m, alpha, accumulate);
+        if (w.IsBf16 && dc.PtxLinear is { } ptx)
+        {
+            using var dy = Borrow(dc, a);
+            using var wd = Borrow(dc, w.Bf16);
+            using var dx = Borrow(dc, c);
+            ptx.Bf16InputGradient(dy, wd, dx, n, k, m, alpha, accumulate);
+        }
+        else if (w.IsBf16) NN(dc, a, new Bf16Weights(w.Bf16), c, n, k, m, alpha, accumulate);
         else NN(dc, a, new F32Weights(w.F32), c, n, k, m, alpha, accumulate);
     }
 }
