@@ -89,21 +89,35 @@ public sealed class Nf4Weight : IDisposable
     }
 
     // First level: each 64-block's absmax, then its codes two per byte (the first in the high nibble).
-    private static void QuantizeBlocks(ReadOnlySpan<float> w, float[] absmax, Span<byte> packed)
+    // Blocks are independent, so runs of them go to all cores (the result does not depend on how).
+    private static unsafe void QuantizeBlocks(ReadOnlySpan<float> w, float[] absmax, Span<byte> packed)
     {
-        for (int b = 0; b < absmax.Length; b++)
+        const int blocksPerTask = 4096;
+        int length = w.Length;
+        fixed (float* pw = w)
+        fixed (byte* pp = packed)
         {
-            int start = b * BlockSize;
-            var block = w.Slice(start, Math.Min(BlockSize, w.Length - start));
-            float max = AbsMax(block);
-            absmax[b] = max;
-            float inv = 1f / max;
-            for (int i = 0; i < block.Length; i += 2)
+            nint wp = (nint)pw, pk = (nint)pp;
+            Parallel.For(0, (absmax.Length + blocksPerTask - 1) / blocksPerTask, task =>
             {
-                byte hi = Nf4CodeBook.Quantize(block[i] * inv);
-                byte lo = Nf4CodeBook.Quantize((i + 1 < block.Length ? block[i + 1] : 0f) * inv);
-                packed[(start + i) / 2] = (byte)(hi << 4 | lo);
-            }
+                var all = new ReadOnlySpan<float>((float*)wp, length);
+                var bytes = new Span<byte>((byte*)pk, (length + 1) / 2);
+                int end = Math.Min(absmax.Length, (task + 1) * blocksPerTask);
+                for (int b = task * blocksPerTask; b < end; b++)
+                {
+                    int start = b * BlockSize;
+                    var block = all.Slice(start, Math.Min(BlockSize, length - start));
+                    float max = AbsMax(block);
+                    absmax[b] = max;
+                    float inv = 1f / max;
+                    for (int i = 0; i < block.Length; i += 2)
+                    {
+                        byte hi = Nf4CodeBook.Quantize(block[i] * inv);
+                        byte lo = Nf4CodeBook.Quantize((i + 1 < block.Length ? block[i + 1] : 0f) * inv);
+                        bytes[(start + i) / 2] = (byte)(hi << 4 | lo);
+                    }
+                }
+            });
         }
     }
 
