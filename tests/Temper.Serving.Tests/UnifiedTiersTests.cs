@@ -3,7 +3,8 @@
 // every request still getting its merged adapter's greedy tokens; an adapter pushed from the device to
 // host and on to the memory-mapped disk tier comes back with the tokens of a run where it never left
 // the device; the per-tier adapter bytes add up (out of one tier = into the next); an adapter larger
-// than a whole tier is refused by name.
+// than a whole tier is refused by name; the pool's one LRU picks the older of a cached block and a
+// resident adapter.
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Models;
@@ -132,5 +133,45 @@ public sealed class UnifiedTiersTests
         Assert.Contains("disk tier", disk.Message);
         Assert.False(File.Exists("unused.bin"));
         Assert.Null(e.Cache.Tiers);
+    }
+
+    /// <summary>A stand-in adapter holding pool blocks, last used at Stamp.</summary>
+    private sealed class Resident(BlockPool pool) : IPoolResidents
+    {
+        public List<int> Held { get; } = [];
+        public long Stamp { get; set; }
+        public int Evicted { get; private set; }
+        public long OldestStamp => Held.Count > 0 ? Stamp : long.MaxValue;
+        public int EvictableBlocks => Held.Count;
+        public void EvictOldest()
+        {
+            foreach (int b in Held) pool.Release(b);
+            Held.Clear();
+            Evicted++;
+        }
+        public void CheckFits(IKvTierStore tiers) { }
+    }
+
+    [Fact]
+    public void One_lru_runs_over_cached_blocks_and_residents()
+    {
+        var pool = new BlockPool(4);
+        var r = new Resident(pool);
+        pool.Residents = r;
+        int a = pool.Allocate(), b = pool.Allocate();
+        pool.Register(a, 11);
+        pool.Register(b, 12);
+        pool.Release(a);                                   // cached, freed first
+        r.Held.AddRange([pool.Allocate(), pool.Allocate()]);
+        r.Stamp = pool.Tick();                             // the resident is used next
+        pool.Release(b);                                   // cached, freed last
+        Assert.Equal(4, pool.Available);
+        Assert.Equal(a, pool.Allocate());                  // a is older than the resident
+        Assert.Equal(0, r.Evicted);
+        Assert.False(pool.Contains(11));
+        pool.Allocate();                                   // the resident is older than b
+        Assert.Equal(1, r.Evicted);
+        Assert.True(pool.Contains(12));
+        Assert.Equal(2, pool.Available);                   // one of the resident's blocks and b
     }
 }

@@ -119,6 +119,9 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     /// <summary>Starts a step: adapters acquired before are evictable again.</summary>
     public void BeginStep() => _pinned.Clear();
 
+    /// <summary>Makes an adapter acquired this step evictable again (the step will not use it after all).</summary>
+    public void Unpin(int adapter) => _pinned.Remove(adapter);
+
     /// <summary>
     /// Makes an adapter resident for this step (pinned until the next BeginStep), evicting the least
     /// recently used unpinned adapter for a slot and whatever the pool's LRU picks for blocks; false

@@ -151,6 +151,10 @@ public sealed class ServingEngine : IDisposable
         var stepAdapters = new HashSet<int>();
         bool AdapterFits(Sequence s) => s.Adapter < 0 || stepAdapters.Contains(s.Adapter) || stepAdapters.Count < Adapters!.Slots;
         bool AdapterResident(Sequence s) => s.Adapter < 0 || Adapters!.TryAcquire(s.Adapter);
+        void Unpin(Sequence s)
+        {
+            if (s.Adapter >= 0 && !stepAdapters.Contains(s.Adapter)) Adapters!.Unpin(s.Adapter); // its slot and blocks may go to others
+        }
         Adapters?.BeginStep();
         foreach (var s in _running.ToArray())
         {
@@ -165,7 +169,11 @@ public sealed class ServingEngine : IDisposable
                 Preempt(victim);
                 if (victim == s) break;
             }
-            if (!ok) continue;
+            if (!ok)
+            {
+                Unpin(s);
+                continue;
+            }
             if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;
@@ -186,6 +194,7 @@ public sealed class ServingEngine : IDisposable
             if (!ok)
             {
                 if (s.Blocks.SwappedBlocks == 0) Cache.Free(s.Blocks); // a prefix match, given back; a swapped copy stays
+                Unpin(s);
                 break;
             }
             _waiting.RemoveFirst();
