@@ -124,6 +124,13 @@ public sealed class UnifiedTiersTests
         var device = Assert.Throws<TemperException>(() => new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = k - 1 }, stack));
         Assert.Contains("'a0'", device.Message);
         Assert.Contains("device tier", device.Message);
+        using (var small = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = k + 2 }, stack))
+        {
+            var prompt = Enumerable.Range(3, 6).ToArray();
+            var beside = Assert.Throws<TemperException>(() => small.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 3, Adapter = "a0" }));
+            Assert.Contains("beside adapter 'a0'", beside.Message);
+            small.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 2, Adapter = "a0" });          // 8 positions: 2 blocks fit beside it
+        }
         using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64 }, stack);
         var host = Assert.Throws<TemperException>(() => new KvTiers(e.Cache, hostBlocks: k - 1, diskBlocks: 0, null));
         Assert.Contains("'a0'", host.Message);

@@ -309,7 +309,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     private long Bytes(int adapter) => _modules.Where(m => m.Scale[adapter] != 0).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float));
 
     /// <summary>KV blocks an adapter takes while resident (0 when no cache is attached).</summary>
-    private int BlocksOf(int adapter) => _cache == null ? 0 : (int)((Bytes(adapter) + _cache.BlockBytes - 1) / _cache.BlockBytes);
+    public int BlocksOf(int adapter) => _cache == null ? 0 : (int)((Bytes(adapter) + _cache.BlockBytes - 1) / _cache.BlockBytes);
 
     /// <summary>An adapter's key in the tiers' policies (beside KV block hashes), from its name.</summary>
     private ulong Key(int adapter) => KeyOf(_adapters[adapter].Name);

@@ -95,6 +95,9 @@ public sealed class ServingEngine : IDisposable
         {
             adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
             if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
+            int k = Adapters!.BlocksOf(adapter);                 // the adapter shares the pool: the sequence must fit beside it
+            if (Cache.BlocksFor(r.PromptIds.Count + r.MaxNewTokens) + k > Cache.Pool.Count)
+                throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) need more than the {(Cache.Pool.Count - k) * Cache.BlockSize} positions the KV pool holds beside adapter '{r.Adapter}' ({k} blocks)");
         }
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
         var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);

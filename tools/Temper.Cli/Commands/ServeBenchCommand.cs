@@ -7,7 +7,7 @@
 // a shared machine disturbs far less than wall time). Without --model it
 // builds a seeded random SmolLM-135M-shaped model; adapters are seeded random PEFT adapters (rank
 // --rank on all seven projections) written to a temporary folder. Adapters live in the KV tiers:
-// a resident adapter takes its bytes in KV blocks of the device pool (--blocks, default enough for
+// a resident adapter takes its bytes in KV blocks of the device pool (--kv-blocks, default enough for
 // the workload), and evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a
 // temporary memory-mapped file), LRU over blocks and adapters together. --resident-adapters R keeps at
 // most R adapters on the device. Each tier's line gives KV and adapter moves side by side.
@@ -38,7 +38,7 @@ internal static class ServeBenchCommand
         var batchTokens = new Option<int>("--max-batch-tokens") { Description = "Tokens computed per step", DefaultValueFactory = _ => 512 };
         var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host tier holds", DefaultValueFactory = _ => 64 };
         var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a temporary memory-mapped file) holds", DefaultValueFactory = _ => 0 };
-        var poolBlocks = new Option<int>("--blocks") { Description = "KV blocks of the device pool, shared with resident adapters (0: the workload's KV plus every adapter)", DefaultValueFactory = _ => 0 };
+        var poolBlocks = new Option<int>("--kv-blocks") { Description = "KV blocks of the device pool, shared with resident adapters (0: the workload's KV plus every adapter)", DefaultValueFactory = _ => 0 };
         var resident = new Option<int>("--resident-adapters") { Description = "Adapters the device holds at once (0: all)", DefaultValueFactory = _ => 0 };
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var threads = CliOptions.Threads();
@@ -47,7 +47,7 @@ internal static class ServeBenchCommand
         {
             int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
             if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0 || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
-                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --resident-adapters, --blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
+                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --resident-adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             LanguageModel? lm = null;
             Decoder decoder;
