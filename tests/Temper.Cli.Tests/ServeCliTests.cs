@@ -1,6 +1,8 @@
 // `temper serve` and `temper bench serve` as a user runs them: the server starts on a free port, names
 // its address, answers /v1/models with the base and a bare --adapter DIR named after its folder; a
-// missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures.
+// missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
+// adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
+// is one line naming it and exit 2.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 
@@ -45,12 +47,28 @@ public sealed class ServeCliTests
     [Fact]
     public void Bench_serve_prints_throughput_latency_and_tiers()
     {
-        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "4", "--prompt-len", "8", "--tokens", "4", "--adapters", "2", "--threads", "1");
+        // One adapter on the device at a time, a host tier of 20 blocks of 16 positions (one bench adapter
+        // takes 18), a disk tier: the mixed run pushes adapters down to disk and brings them back.
+        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "4", "--prompt-len", "8", "--tokens", "4", "--adapters", "2", "--threads", "1",
+            "--resident-adapters", "1", "--host-blocks", "20", "--disk-blocks", "64");
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("16 tokens in", r.Stdout);
         Assert.Contains("TTFT p50", r.Stdout);
         Assert.Contains("inter-token p50", r.Stdout);
-        Assert.Contains("tiers: device hits", r.Stdout);
+        Assert.Contains("device: hits", r.Stdout);
         Assert.Contains("2 adapters vs 1:", r.Stdout);
+        var mixed = r.Stdout[r.Stdout.IndexOf("2 adapters ", StringComparison.Ordinal)..];
+        string disk = mixed.Split('\n').First(l => l.TrimStart().StartsWith("disk:", StringComparison.Ordinal));
+        Assert.Matches(@"adapters: hits [1-9]\d*, misses \d+, in [1-9]\d* B, out [1-9]\d* B", disk);
+    }
+
+    [Fact]
+    public void Bench_serve_with_an_adapter_larger_than_the_host_tier_is_one_line_and_exit_2()
+    {
+        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "1", "--prompt-len", "4", "--tokens", "1", "--adapters", "1", "--threads", "1", "--host-blocks", "2");
+        Assert.Equal(2, r.ExitCode);
+        Assert.StartsWith("temper: adapter 'ad0' takes ", r.Stderr.Trim());
+        Assert.EndsWith("more than the whole host tier (2 blocks)", r.Stderr.Trim());
+        Assert.Single(r.Stderr.Trim().Split('\n'));
     }
 }

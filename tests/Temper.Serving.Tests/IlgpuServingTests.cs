@@ -19,8 +19,9 @@ public sealed class IlgpuServingTests
         using var lm = LanguageModel.Load(ServingFixtures.Model, be);
         using var stack = new AdapterStack(lm.Weights, be);
         stack.Add("a2", LoraAdapter.Load(ServingFixtures.Adapter(2)));
-        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 5, MaxBatchTokens = 16 }, stack);
-        using var tiers = new KvTiers(e.Cache, hostBlocks: 16, diskBlocks: 0, null);
+        // The adapter takes 18 blocks of the pool while resident (it shares the KV budget): 5 are left for KV.
+        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 5 + 18, MaxBatchTokens = 16 }, stack);
+        using var tiers = new KvTiers(e.Cache, hostBlocks: 24, diskBlocks: 0, null);
         e.Start();
         var prompt = Enumerable.Range(40, 9).ToArray();
         var results = new List<ChoiceResult>();
@@ -32,10 +33,10 @@ public sealed class IlgpuServingTests
         // The base prompt's blocks were evicted to the host tier by now; serve it again from there.
         results.AddRange(await e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 3, IgnoreEos = true, TopLogprobs = 0 }).CollectAsync(TestContext.Current.CancellationToken));
         Assert.True(tiers.Host.Hits > 0, $"host: {tiers.Host}");
-        // Three requests that want 4 blocks each in a pool of 5: the scheduler swaps sequences out and back.
+        // Three requests that want 9 blocks each in a pool of 23 (the idle adapter is evicted for them): the scheduler swaps sequences out and back.
         var many = Enumerable.Range(0, 3).Select(i => e.Submit(new ServingRequest
         {
-            PromptIds = Enumerable.Range(60 + 7 * i, 6).ToArray(), MaxNewTokens = 8, IgnoreEos = true, TopLogprobs = 0,
+            PromptIds = Enumerable.Range(60 + 7 * i, 6).ToArray(), MaxNewTokens = 28, IgnoreEos = true, TopLogprobs = 0,
         })).ToList();
         foreach (var h in many) results.AddRange(await h.CollectAsync(TestContext.Current.CancellationToken));
         Assert.True(e.Stats.Swaps > 0, $"no swap: {e.Stats}");

@@ -3,7 +3,23 @@
 // under the hash of its tokens chained with its prefix's hash, and stays findable after its last user
 // frees it until it is reused. Free blocks with no content are taken first; then the least recently
 // freed cached block is evicted (its hash handed to OnEvict, so a tier store can keep its contents).
+// The pool is the device tier's one budget: other residents (LoRA adapters, IPoolResidents) hold
+// blocks too, and one LRU runs over both kinds: when no block is empty, whichever of the least
+// recently freed cached block and the residents' least recently used one is older gives its room up.
 namespace Temper.Serving.Kv;
+
+/// <summary>Holders of pool blocks other than sequences (adapters), evictable by the pool's LRU.</summary>
+public interface IPoolResidents
+{
+    /// <summary>The pool clock (BlockPool.Tick) when the least recently used evictable resident was last used; long.MaxValue when none is evictable.</summary>
+    long OldestStamp { get; }
+    /// <summary>Blocks that evicting every evictable resident would free.</summary>
+    int EvictableBlocks { get; }
+    /// <summary>Evicts the resident of OldestStamp, releasing its blocks to the pool.</summary>
+    void EvictOldest();
+    /// <summary>Throws a TemperException when a resident is larger than a whole tier of <paramref name="tiers"/>.</summary>
+    void CheckFits(IKvTierStore tiers);
+}
 
 public sealed class BlockPool
 {
@@ -12,6 +28,8 @@ public sealed class BlockPool
     private readonly Stack<int> _empty = new();
     private readonly LinkedList<int> _evictable = new();          // ref 0 with content, least recently freed first
     private readonly LinkedListNode<int>?[] _evictNode;
+    private readonly long[] _freedAt;                              // Tick when a block became evictable
+    private long _clock;
     private readonly Dictionary<ulong, int> _byHash = [];
 
     public BlockPool(int count)
@@ -21,12 +39,17 @@ public sealed class BlockPool
         _refs = new int[count];
         _hash = new ulong?[count];
         _evictNode = new LinkedListNode<int>?[count];
+        _freedAt = new long[count];
         for (int i = count - 1; i >= 0; i--) _empty.Push(i);
     }
 
     public int Count { get; }
-    /// <summary>Blocks a new allocation can take now (empty ones plus evictable cached ones).</summary>
-    public int Available => _empty.Count + _evictable.Count;
+    /// <summary>Blocks a new allocation can take now (empty ones, evictable cached ones, and those of evictable residents).</summary>
+    public int Available => _empty.Count + _evictable.Count + (Residents?.EvictableBlocks ?? 0);
+    /// <summary>Adapters (or other holders) sharing the pool's budget and its LRU.</summary>
+    public IPoolResidents? Residents { get; set; }
+    /// <summary>Advances the LRU clock: a resident's stamp when it is used.</summary>
+    public long Tick() => ++_clock;
     /// <summary>Blocks whose contents are findable by hash (in use or evictable).</summary>
     public int Cached => _byHash.Count;
     public int RefCount(int block) => _refs[block];
@@ -38,9 +61,17 @@ public sealed class BlockPool
     public int Allocate()
     {
         int b;
-        if (_empty.Count > 0) b = _empty.Pop();
-        else if (_evictable.First is { } node)
+        while (_empty.Count == 0)
         {
+            long other = Residents?.OldestStamp ?? long.MaxValue;
+            if (_evictable.First is { } first && _freedAt[first.Value] <= other) break;
+            if (other == long.MaxValue) return -1;
+            Residents!.EvictOldest();                                // releases its blocks into _empty
+        }
+        if (_empty.Count > 0) b = _empty.Pop();
+        else
+        {
+            var node = _evictable.First!;
             b = node.Value;
             _evictable.RemoveFirst();
             _evictNode[b] = null;
@@ -49,7 +80,6 @@ public sealed class BlockPool
             _byHash.Remove(h);
             _hash[b] = null;
         }
-        else return -1;
         _refs[b] = 1;
         return b;
     }
@@ -68,7 +98,11 @@ public sealed class BlockPool
     {
         if (_refs[block] <= 0) throw new InvalidOperationException($"block {block} released more often than retained");
         if (--_refs[block] > 0) return;
-        if (_hash[block] != null) _evictNode[block] = _evictable.AddLast(block);
+        if (_hash[block] != null)
+        {
+            _evictNode[block] = _evictable.AddLast(block);
+            _freedAt[block] = Tick();
+        }
         else _empty.Push(block);
     }
 

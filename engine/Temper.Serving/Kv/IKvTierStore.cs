@@ -18,6 +18,17 @@ public interface IKvTierStore
     void SwapIn(SequenceBlocks s, IReadOnlyList<int> blocks);
     /// <summary>Forgets a swapped sequence's host copy (it finished or was cancelled while swapped).</summary>
     void DropSwapped(SequenceBlocks s);
+    /// <summary>The device tier's counters (KV and adapters).</summary>
+    TierCounters Device { get; }
+    int HostBlocks { get; }
+    int DiskBlocks { get; }
+    /// <summary>Blocks of room an adapter of <paramref name="floats"/> floats takes in a tier.</summary>
+    int UnitsFor(int floats);
+    /// <summary>Keeps an adapter's padded weights evicted from the device (host, else disk); false when no tier can hold it.</summary>
+    bool StoreAdapter(ulong key, string name, float[] data);
+    /// <summary>Takes an adapter back for the device (null: no tier holds it).</summary>
+    float[]? TakeAdapter(ulong key);
+    void DropAdapter(ulong key);
     void RecordDeviceHit();
     void RecordDeviceMiss();
 }

@@ -7,8 +7,13 @@
 // CPU backend the device tier is the backend's host memory. Swapped-out sequences (scheduler
 // preemption by swapping) take host-tier room too: their blocks are copied to host arrays keyed by the
 // sequence, cached prefix blocks move on to disk to make room, and the blocks come back to fresh device
-// blocks when the sequence resumes. Every move is counted per tier: hits, misses, bytes in and out,
-// evictions, swaps and the time the engine stalled on it.
+// blocks when the sequence resumes. LoRA adapters evicted from the device (AdapterStack) live in the
+// same tiers under the same budget and policy (S-LoRA's unified paging): an adapter's padded weights
+// (a flat float array) take its bytes rounded up to whole blocks of the tier, are one entry of the
+// tier's policy beside the KV blocks, move host -> disk when the policy picks them, and are taken
+// back (TakeAdapter) when a step needs them on the device. Every move is counted per tier: hits,
+// misses, bytes in and out, evictions, swaps and the time the engine stalled on it, for KV blocks and
+// adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
@@ -28,7 +33,16 @@ public sealed class TierCounters
     public long SwapOuts { get; internal set; }
     public long SwapIns { get; internal set; }
     public int SwappedBlocks { get; internal set; }
-    public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, swaps out {SwapOuts} / in {SwapIns}, stall {StallMs:F2} ms, holding {Blocks} blocks + {SwappedBlocks} swapped";
+    /// <summary>Adapters: found here when wanted (Hits) or not (Misses), moved out to make room, bytes moved in and out, held now (and the blocks they take).</summary>
+    public long AdapterHits { get; internal set; }
+    public long AdapterMisses { get; internal set; }
+    public long AdapterEvictions { get; internal set; }
+    public long AdapterBytesIn { get; internal set; }
+    public long AdapterBytesOut { get; internal set; }
+    public int Adapters { get; internal set; }
+    public int AdapterBlocks { get; internal set; }
+    public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, swaps out {SwapOuts} / in {SwapIns}, stall {StallMs:F2} ms, holding {Blocks} blocks + {SwappedBlocks} swapped" +
+        $"; adapters: hits {AdapterHits}, misses {AdapterMisses}, in {AdapterBytesIn} B, out {AdapterBytesOut} B, evictions {AdapterEvictions}, holding {Adapters} in {AdapterBlocks} blocks";
 }
 
 public sealed class KvTiers : IKvTierStore, IDisposable
@@ -36,7 +50,8 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     private readonly PagedKvCache _cache;
     private readonly int _floats;                       // floats per block over all layers, K and V
     private readonly Tier _host, _disk;
-    private readonly float[][] _hostSlots;
+    private readonly Dictionary<ulong, float[]> _hostData = [];   // a KV block's or an adapter's contents, by key
+    private readonly Dictionary<ulong, (string Name, int Floats)> _adapters = [];   // adapter keys held in host or disk
     private readonly MemoryMappedFile? _file;
     private readonly MemoryMappedViewAccessor? _view;
     private readonly string? _path;
@@ -53,7 +68,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         policy ??= () => new LruPolicy();
         _host = new Tier(hostBlocks, policy());
         _disk = new Tier(diskBlocks, policy());
-        _hostSlots = new float[hostBlocks][];
+        cache.Pool.Residents?.CheckFits(this);
         if (diskBlocks > 0)
         {
             _path = diskPath ?? throw new TemperException("a disk tier needs a file path");
@@ -76,6 +91,8 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     }
     public TierCounters Host => _host.Counters;
     public TierCounters Disk => _disk.Counters;
+    public int HostBlocks => _host.Capacity;
+    public int DiskBlocks => _disk.Capacity;
 
     public bool Contains(ulong hash) => _host.Index.ContainsKey(hash) || _disk.Index.ContainsKey(hash);
 
@@ -90,47 +107,73 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         var data = ReadDevice(block);
         _device.BytesOut += _cache.BlockBytes;
         _device.Evictions++;
-        if (toHost)
-        {
-            if (_host.Index.Count + _swappedBlocks == _host.Capacity) Demote(_host.Policy.Victim());
-            int slot = _host.Store(hash, _cache.BlockBytes);
-            _hostSlots[slot] = data;
-        }
-        else StoreDisk(hash, data);
+        if (toHost) StoreHost(hash, data, 1);
+        else StoreDisk(hash, data, 1);
         _device.StallMs += sw.Elapsed.TotalMilliseconds;
     }
 
     public bool TryRestore(ulong hash, int block)
     {
         var sw = Stopwatch.StartNew();
-        float[] data;
-        Tier from;
-        if (_host.Index.TryGetValue(hash, out int slot))
-        {
-            data = _hostSlots[slot];
-            _hostSlots[slot] = null!;
-            from = _host;
-        }
-        else if (_disk.Index.TryGetValue(hash, out slot))
-        {
-            data = new float[_floats];
-            _view!.ReadArray(slot * _cache.BlockBytes, data, 0, _floats);
-            from = _disk;
-        }
-        else
+        var data = Take(hash, out var from);
+        if (data == null)
         {
             _host.Counters.Misses++;
             _disk.Counters.Misses++;
             return false;
         }
-        from.Drop(hash, _cache.BlockBytes);
-        from.Counters.Hits++;
+        from!.Counters.Hits++;
         if (from == _disk) _host.Counters.Misses++;
         WriteDevice(block, data);
         _device.BytesIn += _cache.BlockBytes;
         from.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
         return true;
     }
+
+    /// <summary>Keeps an adapter the device gives up (its padded weights): in host memory, else on disk; false when neither tier can ever hold it.</summary>
+    public bool StoreAdapter(ulong key, string name, float[] data)
+    {
+        int units = UnitsFor(data.Length);
+        if (units > _host.Capacity - _swappedBlocks && units > _disk.Capacity) return false;
+        var sw = Stopwatch.StartNew();
+        _adapters[key] = (name, data.Length);
+        if (units <= _host.Capacity - _swappedBlocks) StoreHost(key, data, units);
+        else StoreDisk(key, data, units);
+        _host.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
+        return true;
+    }
+
+    /// <summary>Takes an adapter back out of host or disk for the device (null: neither holds it; it is loaded from its folder).</summary>
+    public float[]? TakeAdapter(ulong key)
+    {
+        var sw = Stopwatch.StartNew();
+        var data = Take(key, out var from);
+        if (data == null)
+        {
+            _host.Counters.AdapterMisses++;
+            _disk.Counters.AdapterMisses++;
+            return null;
+        }
+        from!.Counters.AdapterHits++;
+        if (from == _disk) _host.Counters.AdapterMisses++;
+        from.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
+        return data;
+    }
+
+    /// <summary>Forgets an adapter (it was unloaded, or its padding changed).</summary>
+    public void DropAdapter(ulong key)
+    {
+        if (_host.Index.ContainsKey(key))
+        {
+            _host.Drop(key, false);
+            _hostData.Remove(key);
+        }
+        else if (_disk.Index.ContainsKey(key)) _disk.Drop(key, false);
+        _adapters.Remove(key);
+    }
+
+    /// <summary>Blocks of this tier an adapter of <paramref name="floats"/> floats takes.</summary>
+    public int UnitsFor(int floats) => (floats + _floats - 1) / _floats;
 
     public bool CanSwap => _host.Capacity > 0;
 
@@ -139,7 +182,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         int n = s.Blocks.Count;
         if (n > _host.Capacity - _swappedBlocks) return false;
         var sw = Stopwatch.StartNew();
-        while (_host.Index.Count + _swappedBlocks + n > _host.Capacity) Demote(_host.Policy.Victim());
+        while (_host.Used + _swappedBlocks + n > _host.Capacity) Demote(_host.Policy.Victim());
         _swapped.Add(s, s.Blocks.Select(ReadDevice).ToArray());
         _swappedBlocks += n;
         long bytes = n * _cache.BlockBytes;
@@ -173,28 +216,77 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         _host.Counters.SwappedBlocks = _swappedBlocks;
     }
 
-    /// <summary>Moves a host block to disk (or drops it when there is no disk tier).</summary>
-    private void Demote(ulong hash)
+    /// <summary>Removes a KV block or an adapter from host or disk and returns its contents (null: in neither).</summary>
+    private float[]? Take(ulong key, out Tier? from)
     {
-        int slot = _host.Index[hash];
-        var data = _hostSlots[slot];
-        _hostSlots[slot] = null!;
-        _host.Drop(hash, _cache.BlockBytes);
-        _host.Counters.Evictions++;
-        if (_disk.Capacity > 0) StoreDisk(hash, data);
+        bool adapter = _adapters.TryGetValue(key, out var a);
+        float[] data;
+        if (_host.Index.ContainsKey(key))
+        {
+            data = _hostData[key];
+            _hostData.Remove(key);
+            from = _host;
+        }
+        else if (_disk.Index.TryGetValue(key, out var slots))
+        {
+            data = ReadDisk(slots, adapter ? a.Floats : _floats);
+            from = _disk;
+        }
+        else
+        {
+            from = null;
+            return null;
+        }
+        from.Drop(key, adapter, data.LongLength * sizeof(float));
+        _adapters.Remove(key);
+        return data;
     }
 
-    private void StoreDisk(ulong hash, float[] data)
+    private void StoreHost(ulong key, float[] data, int units)
+    {
+        while (_host.Used + _swappedBlocks + units > _host.Capacity) Demote(_host.Policy.Victim());
+        _host.Store(key, units, _adapters.ContainsKey(key), data.LongLength * sizeof(float));
+        _hostData[key] = data;
+    }
+
+    /// <summary>Moves a host entry (KV block or adapter) to disk, or drops it when the disk tier cannot hold it.</summary>
+    private void Demote(ulong key)
+    {
+        var data = _hostData[key];
+        _hostData.Remove(key);
+        bool adapter = _adapters.ContainsKey(key);
+        int units = _host.Index[key].Length;
+        bool toDisk = units <= _disk.Capacity;
+        _host.Drop(key, adapter, toDisk ? data.LongLength * sizeof(float) : 0);
+        if (adapter) _host.Counters.AdapterEvictions++;
+        else _host.Counters.Evictions++;
+        if (toDisk) StoreDisk(key, data, units);
+        else _adapters.Remove(key);
+    }
+
+    private void StoreDisk(ulong key, float[] data, int units)
     {
         var sw = Stopwatch.StartNew();
-        if (_disk.Index.Count == _disk.Capacity)
+        while (_disk.Used + units > _disk.Capacity)
         {
-            _disk.Drop(_disk.Policy.Victim(), 0);
-            _disk.Counters.Evictions++;
+            ulong victim = _disk.Policy.Victim();
+            bool adapter = _adapters.Remove(victim);
+            _disk.Drop(victim, adapter);
+            if (adapter) _disk.Counters.AdapterEvictions++;
+            else _disk.Counters.Evictions++;
         }
-        int slot = _disk.Store(hash, _cache.BlockBytes);
-        _view!.WriteArray(slot * _cache.BlockBytes, data, 0, _floats);
+        var slots = _disk.Store(key, units, _adapters.ContainsKey(key), data.LongLength * sizeof(float));
+        for (int i = 0, off = 0; i < slots.Length; i++, off += _floats)
+            _view!.WriteArray(slots[i] * _cache.BlockBytes, data, off, Math.Min(_floats, data.Length - off));
         _disk.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
+    }
+
+    private float[] ReadDisk(int[] slots, int floats)
+    {
+        var data = new float[floats];
+        for (int i = 0, off = 0; i < slots.Length; i++, off += _floats)
+            _view!.ReadArray(slots[i] * _cache.BlockBytes, data, off, Math.Min(_floats, floats - off));
+        return data;
     }
 
     /// <summary>All layers' K then V rows of a device block, through a staging tensor.</summary>
@@ -236,32 +328,58 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         if (_path != null) File.Delete(_path);
     }
 
-    /// <summary>One tier's bookkeeping: which hash sits in which slot, free slots, policy, counters.</summary>
+    /// <summary>
+    /// One tier's bookkeeping: which key (a KV block's hash, or an adapter's key) holds which slots
+    /// (one per block of room it takes), free slots, the policy, counters. Bytes moved are counted as
+    /// KV or adapter bytes by the caller's flag.
+    /// </summary>
     private sealed class Tier(int capacity, ITierPolicy policy)
     {
         private readonly Stack<int> _free = new(Enumerable.Range(0, capacity).Reverse());
         public int Capacity { get; } = capacity;
+        public int Used => Capacity - _free.Count;
         public ITierPolicy Policy { get; } = policy;
-        public Dictionary<ulong, int> Index { get; } = [];
+        public Dictionary<ulong, int[]> Index { get; } = [];
         public TierCounters Counters { get; } = new();
 
-        public int Store(ulong hash, long bytes)
+        public int[] Store(ulong key, int units, bool adapter, long bytes)
         {
-            int slot = _free.Pop();
-            Index[hash] = slot;
-            Policy.Touch(hash);
-            Counters.BytesIn += bytes;
-            Counters.Blocks = Index.Count;
-            return slot;
+            var slots = new int[units];
+            for (int i = 0; i < units; i++) slots[i] = _free.Pop();
+            Index[key] = slots;
+            Policy.Touch(key);
+            if (adapter)
+            {
+                Counters.AdapterBytesIn += bytes;
+                Counters.Adapters++;
+                Counters.AdapterBlocks += units;
+            }
+            else
+            {
+                Counters.BytesIn += bytes;
+                Counters.Blocks++;
+            }
+            return slots;
         }
 
-        public void Drop(ulong hash, long bytesOut)
+        /// <summary>Frees a key's slots, counting <paramref name="bytesOut"/> moved out (0: dropped, nothing moved).</summary>
+        public void Drop(ulong key, bool adapter, long bytesOut = 0)
         {
-            _free.Push(Index[hash]);
-            Index.Remove(hash);
-            Policy.Remove(hash);
-            Counters.BytesOut += bytesOut;
-            Counters.Blocks = Index.Count;
+            var slots = Index[key];
+            foreach (int s in slots) _free.Push(s);
+            Index.Remove(key);
+            Policy.Remove(key);
+            if (adapter)
+            {
+                Counters.AdapterBytesOut += bytesOut;
+                Counters.Adapters--;
+                Counters.AdapterBlocks -= slots.Length;
+            }
+            else
+            {
+                Counters.BytesOut += bytesOut;
+                Counters.Blocks--;
+            }
         }
     }
 }

@@ -1,12 +1,17 @@
-// The adapters a server holds, in two tiers like the KV blocks. Host tier: every loaded adapter, its
-// A and B per targeted module zero-padded to the module's largest rank (A [r, In], B [Out, r]) and its
-// scale. Device tier: per module stacks A [S, r, In] and B [S, Out, r] in backend memory and a scale
-// per slot (0 for an adapter that does not target the module), for the gathered LoRA op; S slots
-// = min(adapters, MaxResident). Acquire (once per step, with the adapters the step's rows use) loads
-// each missing adapter from host into a free slot, evicting the least recently used resident adapter
-// the step does not use; eviction copies nothing back (the host tier keeps every adapter), it frees
-// the slot. Rows are mapped from adapter index to slot with SlotOf. Adapters are added and removed at
-// run time; the tiers are rebuilt (all slots empty) on each change. Moves are counted per tier.
+// The adapters a server holds, paged through the same tiers as the KV blocks (S-LoRA's unified
+// paging). Every loaded adapter keeps its source (the PEFT folder, memory-mapped); its padded form,
+// A and B per targeted module zero-padded to the module's largest rank (A [r, In], B [Out, r]) and
+// laid out flat module after module, is what moves between tiers. Device tier: per module stacks
+// A [S, r, In] and B [S, Out, r] in backend memory and a scale per slot (0 for an adapter that does
+// not target the module), for the gathered LoRA op; S slots = min(adapters, MaxResident). Attached to
+// a serving engine's KV cache, a resident adapter also holds its bytes rounded up to whole KV blocks
+// of the pool, so adapters and KV blocks share the device budget, and one LRU runs over both
+// (IPoolResidents): the pool evicts whichever of a cached KV block and an adapter was used least
+// recently, never an adapter the current step acquired (pinned until the next BeginStep). An evicted
+// adapter is read back from its slot and handed to the KV tiers (host, then disk: KvTiers.StoreAdapter),
+// or dropped without tiers; TryAcquire brings it back from host or disk, or pads it again from its
+// folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added and removed at
+// run time; the tiers are reset (all slots empty, tier copies dropped) on each change.
 using Temper.Core;
 using Temper.Models;
 using Temper.Serving.Kv;
@@ -15,20 +20,24 @@ namespace Temper.Serving.Lora;
 
 public sealed record ModuleStack(Tensor A, Tensor B, float[] Scales);
 
-public sealed class AdapterStack : IDisposable
+public sealed class AdapterStack : IPoolResidents, IDisposable
 {
-    /// <summary>One module's tiers: host slices per adapter (null: the adapter does not target it), device stacks and their row views.</summary>
-    private sealed record Module(int Rank, int In, int Out, float[]?[] HostA, float[]?[] HostB, float[] HostScale, ModuleStack Device, Tensor ARows, Tensor BRows);
+    /// <summary>One module's device stacks and their row views, the scale of each adapter (0: it does not target the module).</summary>
+    private sealed record Module(string Name, int Rank, int In, int Out, float[] Scale, ModuleStack Device, Tensor ARows, Tensor BRows);
 
     private readonly IBackend _be;
     private readonly Dictionary<string, Projection> _projections;
     private readonly List<(string Name, LoraAdapter Adapter)> _adapters = [];
-    private Dictionary<string, Module> _modules = [];
+    private Module[] _modules = [];
     private int[] _slotOf = [];                  // adapter -> slot, -1 when not resident
     private int[] _inSlot = [];                  // slot -> adapter, -1 when free
-    private LruPolicy _lru = new();
+    private int[]?[] _blocksOf = [];             // adapter -> pool blocks it holds while resident
+    private long[] _usedAt = [];                 // adapter -> pool clock of its last use
+    private readonly HashSet<int> _pinned = [];  // adapters the current step acquired
+    private PagedKvCache? _cache;
+    private readonly TierCounters _device = new();
 
-    /// <param name="maxResident">How many adapters the device tier holds at once (the rest wait in host memory).</param>
+    /// <param name="maxResident">How many adapters the device tier holds at once (the rest wait in slower tiers).</param>
     public AdapterStack(ModelWeights weights, IBackend be, int maxResident = int.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxResident);
@@ -43,12 +52,13 @@ public sealed class AdapterStack : IDisposable
     public int Slots => Math.Min(Count, MaxResident);
     public IReadOnlyList<string> Names => _adapters.Select(a => a.Name).ToArray();
     public int IndexOf(string name) => _adapters.FindIndex(a => a.Name == name);
-    /// <summary>Device tier: hits/misses per acquire, bytes loaded in, bytes freed by evictions, resident adapters (Blocks).</summary>
-    public TierCounters Device { get; } = new();
-    /// <summary>Host tier: loads served (Hits), bytes copied out to the device, adapters held (Blocks).</summary>
-    public TierCounters Host { get; } = new();
+    /// <summary>The device tier's counters: the attached cache's tiers' (KV beside adapters) when it has them, else the stack's own.</summary>
+    public TierCounters Device => _cache?.Tiers?.Device ?? _device;
+    /// <summary>Adapters padded from their folders (in no tier), and the bytes that made.</summary>
+    public long FolderLoads { get; private set; }
+    public long FolderBytes { get; private set; }
 
-    /// <summary>Adds a loaded PEFT adapter under <paramref name="name"/> (which must be new), checking it fits the model.</summary>
+    /// <summary>Adds a loaded PEFT adapter under <paramref name="name"/> (which must be new), checking it fits the model and the tiers.</summary>
     public void Add(string name, LoraAdapter adapter)
     {
         if (IndexOf(name) >= 0) throw new TemperException($"adapter '{name}' is already loaded");
@@ -60,6 +70,16 @@ public sealed class AdapterStack : IDisposable
         }
         _adapters.Add((name, adapter));
         Rebuild();
+        try
+        {
+            CheckFits();
+        }
+        catch (TemperException)
+        {
+            _adapters.RemoveAt(_adapters.Count - 1);
+            Rebuild();
+            throw;
+        }
     }
 
     /// <summary>Unloads an adapter; the indices of later adapters shift down by one.</summary>
@@ -67,13 +87,28 @@ public sealed class AdapterStack : IDisposable
     {
         int i = IndexOf(name);
         if (i < 0) throw new TemperException($"adapter '{name}' is not loaded");
+        Reset(_adapters.Select(a => a.Name));
         _adapters[i].Adapter.Dispose();
         _adapters.RemoveAt(i);
         Rebuild();
     }
 
+    /// <summary>
+    /// Makes the device tier a part of <paramref name="cache"/>'s pool (a serving engine does this):
+    /// resident adapters then hold pool blocks. Any earlier attachment's residency is forgotten.
+    /// </summary>
+    public void Attach(PagedKvCache cache)
+    {
+        Reset(_adapters.Select(a => a.Name));
+        if (_cache?.Pool.Residents == this) _cache.Pool.Residents = null;
+        _cache = cache;
+        cache.Pool.Residents = this;
+        Rebuild();
+        CheckFits();
+    }
+
     /// <summary>The device stack for one module, indexed by slot (null when no adapter targets it).</summary>
-    public ModuleStack? For(string module) => _modules.GetValueOrDefault(module)?.Device;
+    public ModuleStack? For(string module) => _modules.FirstOrDefault(m => m.Name == module)?.Device;
 
     public bool IsResident(int adapter) => _slotOf[adapter] >= 0;
 
@@ -81,57 +116,175 @@ public sealed class AdapterStack : IDisposable
     public int SlotOf(int adapter) => adapter < 0 ? -1
         : _slotOf[adapter] is int s and >= 0 ? s : throw new InvalidOperationException($"adapter {adapter} is not resident: acquire it first");
 
-    /// <summary>Makes every adapter in <paramref name="adapters"/> (indices; -1 ignored) resident, evicting the least recently used others.</summary>
+    /// <summary>Starts a step: adapters acquired before are evictable again.</summary>
+    public void BeginStep() => _pinned.Clear();
+
+    /// <summary>Makes an adapter acquired this step evictable again (the step will not use it after all).</summary>
+    public void Unpin(int adapter) => _pinned.Remove(adapter);
+
+    /// <summary>
+    /// Makes an adapter resident for this step (pinned until the next BeginStep), evicting the least
+    /// recently used unpinned adapter for a slot and whatever the pool's LRU picks for blocks; false
+    /// (nothing loaded) when no slot or not enough blocks can be freed.
+    /// </summary>
+    public bool TryAcquire(int adapter)
+    {
+        if (_pinned.Contains(adapter)) return true;
+        if (IsResident(adapter))
+        {
+            Device.AdapterHits++;
+            Pin(adapter);
+            return true;
+        }
+        int blocks = BlocksOf(adapter);
+        if (_cache != null && _cache.Pool.Available < blocks) return false;
+        int slot = Array.IndexOf(_inSlot, -1);
+        if (slot < 0)
+        {
+            int victim = OldestUnpinned();
+            if (victim < 0) return false;
+            slot = _slotOf[victim];
+            Evict(victim);
+        }
+        var held = new int[blocks];
+        for (int i = 0; i < blocks; i++)
+            if ((held[i] = _cache!.Pool.Allocate()) < 0) throw new InvalidOperationException("the pool gave fewer blocks than it said were available");
+        Device.AdapterMisses++;
+        var data = _cache?.Tiers?.TakeAdapter(Key(adapter));
+        if (data == null)
+        {
+            data = Pad(adapter);
+            FolderLoads++;
+            FolderBytes += Bytes(adapter);
+        }
+        Load(adapter, slot, data);
+        _blocksOf[adapter] = held;
+        Pin(adapter);
+        return true;
+    }
+
+    /// <summary>Makes every adapter in <paramref name="adapters"/> (indices; -1 ignored) resident for this step; throws when they do not fit.</summary>
     public void Acquire(IEnumerable<int> adapters)
     {
         var need = adapters.Where(a => a >= 0).Distinct().ToArray();
         if (need.Length > Slots) throw new InvalidOperationException($"a step uses {need.Length} adapters, the device holds {Slots}");
-        foreach (int a in need.Where(IsResident))
+        foreach (int a in need)
+            if (!TryAcquire(a)) throw new InvalidOperationException($"adapter '{_adapters[a].Name}' does not fit on the device beside this step's KV blocks and adapters");
+    }
+
+    long IPoolResidents.OldestStamp => OldestUnpinned() is int a and >= 0 ? _usedAt[a] : long.MaxValue;
+    int IPoolResidents.EvictableBlocks => Enumerable.Range(0, Count).Where(a => IsResident(a) && !_pinned.Contains(a)).Sum(a => _blocksOf[a]?.Length ?? 0);
+    void IPoolResidents.EvictOldest() => Evict(OldestUnpinned());
+
+    public void CheckFits(IKvTierStore tiers)
+    {
+        for (int a = 0; a < Count; a++)
         {
-            Device.Hits++;
-            _lru.Touch((ulong)a);                    // the step's residents are the newest: never the victim below
-        }
-        foreach (int a in need.Where(a => !IsResident(a)))
-        {
-            Device.Misses++;
-            int slot = Array.IndexOf(_inSlot, -1);
-            if (slot < 0) slot = Evict((int)_lru.Victim());
-            Load(a, slot);
-            _lru.Touch((ulong)a);
+            int units = tiers.UnitsFor(checked((int)(Bytes(a) / sizeof(float))));
+            if (tiers.HostBlocks > 0 && units > tiers.HostBlocks)
+                throw new TemperException($"adapter '{_adapters[a].Name}' takes {units} blocks, more than the whole host tier ({tiers.HostBlocks} blocks)");
+            if (tiers.DiskBlocks > 0 && units > tiers.DiskBlocks)
+                throw new TemperException($"adapter '{_adapters[a].Name}' takes {units} blocks, more than the whole disk tier ({tiers.DiskBlocks} blocks)");
         }
     }
 
-    private int Evict(int adapter)
+    private void CheckFits()
+    {
+        if (_cache == null) return;
+        for (int a = 0; a < Count; a++)
+            if (BlocksOf(a) > _cache.Pool.Count)
+                throw new TemperException($"adapter '{_adapters[a].Name}' takes {BlocksOf(a)} KV blocks ({Bytes(a)} B), more than the whole device tier ({_cache.Pool.Count} blocks of {_cache.BlockBytes} B)");
+        if (_cache.Tiers is { } tiers) CheckFits(tiers);
+    }
+
+    private void Pin(int adapter)
+    {
+        _pinned.Add(adapter);
+        _usedAt[adapter] = _cache?.Pool.Tick() ?? 0;
+    }
+
+    /// <summary>The least recently used resident adapter the current step has not acquired, or -1.</summary>
+    private int OldestUnpinned()
+    {
+        int best = -1;
+        for (int a = 0; a < Count; a++)
+            if (IsResident(a) && !_pinned.Contains(a) && (best < 0 || _usedAt[a] < _usedAt[best])) best = a;
+        return best;
+    }
+
+    /// <summary>Frees an adapter's slot and blocks, handing its weights to the slower tiers when there are any.</summary>
+    private void Evict(int adapter)
     {
         int slot = _slotOf[adapter];
+        var counters = Device;
+        counters.AdapterEvictions++;
+        if (_cache?.Tiers is { } tiers && tiers.StoreAdapter(Key(adapter), _adapters[adapter].Name, ReadBack(adapter, slot)))
+            counters.AdapterBytesOut += Bytes(adapter);
         _slotOf[adapter] = -1;
         _inSlot[slot] = -1;
-        _lru.Remove((ulong)adapter);
-        Device.Evictions++;
-        Device.BytesOut += Bytes(adapter);
-        Device.Blocks--;
-        return slot;
+        counters.Adapters--;
+        counters.AdapterBlocks -= _blocksOf[adapter]?.Length ?? 0;
+        foreach (int b in _blocksOf[adapter] ?? []) _cache!.Pool.Release(b);
+        _blocksOf[adapter] = null;
     }
 
-    private void Load(int adapter, int slot)
+    private void Load(int adapter, int slot, float[] data)
     {
-        foreach (var m in _modules.Values)
+        int off = 0;
+        foreach (var m in _modules)
         {
-            m.Device.Scales[slot] = m.HostScale[adapter];
-            if (m.HostA[adapter] is not { } a) continue; // scale 0: the slot's old rows are never used
-            CopyToRows(new Shape(m.Rank, m.In), a, m.ARows, slot * m.Rank);
-            CopyToRows(new Shape(m.Out, m.Rank), m.HostB[adapter]!, m.BRows, slot * m.Out);
+            m.Device.Scales[slot] = m.Scale[adapter];
+            if (m.Scale[adapter] == 0) continue;        // scale 0: the slot's old rows are never used
+            CopyToRows(new Shape(m.Rank, m.In), data.AsSpan(off, m.Rank * m.In), m.ARows, slot * m.Rank);
+            off += m.Rank * m.In;
+            CopyToRows(new Shape(m.Out, m.Rank), data.AsSpan(off, m.Out * m.Rank), m.BRows, slot * m.Out);
+            off += m.Out * m.Rank;
         }
         _slotOf[adapter] = slot;
         _inSlot[slot] = adapter;
-        long bytes = Bytes(adapter);
-        Device.BytesIn += bytes;
-        Device.Blocks++;
-        Host.BytesOut += bytes;
-        Host.Hits++;
+        var counters = Device;
+        counters.AdapterBytesIn += Bytes(adapter);
+        counters.Adapters++;
+        counters.AdapterBlocks += BlocksOf(adapter);
     }
 
-    private void CopyToRows(Shape shape, float[] data, Tensor rows, int row)
+    /// <summary>An adapter's padded weights copied back out of its device slot.</summary>
+    private float[] ReadBack(int adapter, int slot)
+    {
+        var data = new float[Bytes(adapter) / sizeof(float)];
+        int off = 0;
+        foreach (var m in _modules)
+        {
+            if (m.Scale[adapter] == 0) continue;
+            CopyFromRows(m.ARows, slot * m.Rank, new Shape(m.Rank, m.In), data.AsSpan(off));
+            off += m.Rank * m.In;
+            CopyFromRows(m.BRows, slot * m.Out, new Shape(m.Out, m.Rank), data.AsSpan(off));
+            off += m.Out * m.Rank;
+        }
+        return data;
+    }
+
+    /// <summary>An adapter's weights padded from its source, in the layout Load and ReadBack use.</summary>
+    private float[] Pad(int adapter)
+    {
+        var data = new float[Bytes(adapter) / sizeof(float)];
+        var ad = _adapters[adapter].Adapter;
+        int off = 0;
+        foreach (var m in _modules)
+        {
+            if (m.Scale[adapter] == 0) continue;
+            var (a, b) = ad.Modules[m.Name];
+            int ri = a.Shape[0];
+            a.Floats.CopyTo(data.AsSpan(off));                                  // rows past ri stay zero
+            off += m.Rank * m.In;
+            var src = b.Floats;
+            for (int o = 0; o < m.Out; o++) src.Slice(o * ri, ri).CopyTo(data.AsSpan(off + o * m.Rank, ri));
+            off += m.Out * m.Rank;
+        }
+        return data;
+    }
+
+    private void CopyToRows(Shape shape, ReadOnlySpan<float> data, Tensor rows, int row)
     {
         var host = Tensor.FromFloats(shape, data);
         var dev = _be.FromHost(host);
@@ -139,49 +292,69 @@ public sealed class AdapterStack : IDisposable
         if (!ReferenceEquals(dev, host)) dev.Dispose();
     }
 
+    private void CopyFromRows(Tensor rows, int row, Shape shape, Span<float> dst)
+    {
+        using var staging = _be.Zeros(shape);
+        _be.CopyRows(rows, row, staging, 0, shape[0]);
+        if (staging.IsHost)
+        {
+            staging.Floats.CopyTo(dst);
+            return;
+        }
+        using var host = _be.ToHost(staging);
+        host.Floats.CopyTo(dst);
+    }
+
     /// <summary>Bytes of an adapter's padded A and B over the modules it targets.</summary>
-    private long Bytes(int adapter) => _modules.Values.Where(m => m.HostA[adapter] != null).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float));
+    private long Bytes(int adapter) => _modules.Where(m => m.Scale[adapter] != 0).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float));
+
+    /// <summary>KV blocks an adapter takes while resident (0 when no cache is attached).</summary>
+    public int BlocksOf(int adapter) => _cache == null ? 0 : (int)((Bytes(adapter) + _cache.BlockBytes - 1) / _cache.BlockBytes);
+
+    /// <summary>An adapter's key in the tiers' policies (beside KV block hashes), from its name.</summary>
+    private ulong Key(int adapter) => KeyOf(_adapters[adapter].Name);
+
+    private static ulong KeyOf(string name) => BlockPool.ChainHash(0xADA97E5UL, name.Select(c => (int)c).ToArray());
+
+    /// <summary>Empties the device tier (its blocks back to the pool) and drops the tiers' copies of <paramref name="names"/>.</summary>
+    private void Reset(IEnumerable<string> names)
+    {
+        for (int a = 0; a < _slotOf.Length; a++)
+            if (_slotOf[a] >= 0) foreach (int b in _blocksOf[a] ?? []) _cache!.Pool.Release(b);
+        if (_cache?.Tiers is { } tiers) foreach (string name in names) tiers.DropAdapter(KeyOf(name));
+        _slotOf = [];
+    }
 
     private void Rebuild()
     {
-        var fresh = new Dictionary<string, Module>();
+        // Padding depends on every adapter's rank: copies in the tiers and on the device are stale.
+        Reset(_adapters.Select(a => a.Name));
+        var fresh = new List<Module>();
         int count = _adapters.Count, slots = Slots;
-        foreach (string module in _adapters.SelectMany(a => a.Adapter.Modules.Keys).Distinct())
+        foreach (string module in _adapters.SelectMany(a => a.Adapter.Modules.Keys).Distinct().Order(StringComparer.Ordinal))
         {
             var p = _projections[module];
             int r = _adapters.Max(a => a.Adapter.Modules.TryGetValue(module, out var m) ? m.A.Shape[0] : 0);
-            var hostA = new float[]?[count];
-            var hostB = new float[]?[count];
-            var scales = new float[count];
-            for (int i = 0; i < count; i++)
-            {
-                var ad = _adapters[i].Adapter;
-                if (!ad.Modules.TryGetValue(module, out var ab)) continue;
-                int ri = ab.A.Shape[0];
-                hostA[i] = new float[r * p.In];
-                hostB[i] = new float[p.Out * r];
-                ab.A.Floats.CopyTo(hostA[i]);                                   // rows past ri stay zero
-                var src = ab.B.Floats;
-                for (int o = 0; o < p.Out; o++) src.Slice(o * ri, ri).CopyTo(hostB[i].AsSpan(o * r, ri));
-                scales[i] = ad.Config.Scale;
-            }
+            var scales = _adapters.Select(a => a.Adapter.Modules.ContainsKey(module) ? a.Adapter.Config.Scale : 0f).ToArray();
             var a = _be.Zeros(new Shape(slots, r, p.In));
             var b = _be.Zeros(new Shape(slots, p.Out, r));
-            fresh[module] = new Module(r, p.In, p.Out, hostA, hostB, scales, new ModuleStack(a, b, new float[slots]),
-                new Tensor(new Shape(slots * r, p.In), DType.F32, a.Storage), new Tensor(new Shape(slots * p.Out, r), DType.F32, b.Storage));
+            fresh.Add(new Module(module, r, p.In, p.Out, scales, new ModuleStack(a, b, new float[slots]),
+                new Tensor(new Shape(slots * r, p.In), DType.F32, a.Storage), new Tensor(new Shape(slots * p.Out, r), DType.F32, b.Storage)));
         }
         DisposeStacks();
-        _modules = fresh;
+        _modules = [.. fresh];
         _slotOf = Enumerable.Repeat(-1, count).ToArray();
         _inSlot = Enumerable.Repeat(-1, slots).ToArray();
-        _lru = new LruPolicy();
-        Device.Blocks = 0;
-        Host.Blocks = count;
+        _blocksOf = new int[]?[count];
+        _usedAt = new long[count];
+        _pinned.Clear();
+        var counters = Device;
+        counters.Adapters = counters.AdapterBlocks = 0;
     }
 
     private void DisposeStacks()
     {
-        foreach (var m in _modules.Values)
+        foreach (var m in _modules)
         {
             m.Device.A.Dispose();
             m.Device.B.Dispose();
@@ -190,6 +363,7 @@ public sealed class AdapterStack : IDisposable
 
     public void Dispose()
     {
+        if (_cache?.Pool.Residents == this) _cache.Pool.Residents = null;
         DisposeStacks();
         foreach (var (_, a) in _adapters) a.Dispose();
     }

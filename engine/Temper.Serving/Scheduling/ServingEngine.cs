@@ -2,7 +2,9 @@
 // then give every running sequence its next tokens (a decode token, or the next chunk of its prompt)
 // within the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget
 // and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
-// (AdapterStack.Slots); rows of other adapters wait a step. When blocks run short, the most recently
+// (AdapterStack.Slots); rows of other adapters wait a step. Adapters share the KV pool's blocks (the
+// stack is attached to the cache): a sequence's adapter is made resident before its blocks are
+// reserved, and either running short preempts like blocks do. When blocks run short, the most recently
 // admitted sequence is preempted: swapped (its K/V copied to the host tier and its blocks freed; it
 // is readmitted when the pool can take all of them back) or recomputed (its blocks freed; it waits
 // again with its prompt + generated tokens, which are recomputed when it is readmitted), as
@@ -51,6 +53,7 @@ public sealed class ServingEngine : IDisposable
         Options = options;
         if (options.MaxBatchTokens < 1 || options.MaxRunning < 1) throw new TemperException("serving: MaxBatchTokens and MaxRunning must be >= 1");
         Cache = new PagedKvCache(decoder.Config, decoder.Backend, options.Blocks, options.BlockSize);
+        adapters?.Attach(Cache);
         Model = new PagedDecoder(decoder, Cache, adapters);
         _decode = decode;
         MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? decoder.Config.MaxPositions, options.Blocks * options.BlockSize);
@@ -92,6 +95,9 @@ public sealed class ServingEngine : IDisposable
         {
             adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
             if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
+            int k = Adapters!.BlocksOf(adapter);                 // the adapter shares the pool: the sequence must fit beside it
+            if (Cache.BlocksFor(r.PromptIds.Count + r.MaxNewTokens) + k > Cache.Pool.Count)
+                throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) need more than the {(Cache.Pool.Count - k) * Cache.BlockSize} positions the KV pool holds beside adapter '{r.Adapter}' ({k} blocks)");
         }
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
         var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);
@@ -147,6 +153,12 @@ public sealed class ServingEngine : IDisposable
         // A step uses at most as many adapters as the device tier holds; other rows wait a step.
         var stepAdapters = new HashSet<int>();
         bool AdapterFits(Sequence s) => s.Adapter < 0 || stepAdapters.Contains(s.Adapter) || stepAdapters.Count < Adapters!.Slots;
+        bool AdapterResident(Sequence s) => s.Adapter < 0 || Adapters!.TryAcquire(s.Adapter);
+        void Unpin(Sequence s)
+        {
+            if (s.Adapter >= 0 && !stepAdapters.Contains(s.Adapter)) Adapters!.Unpin(s.Adapter); // its slot and blocks may go to others
+        }
+        Adapters?.BeginStep();
         foreach (var s in _running.ToArray())
         {
             if (budget == 0) break;
@@ -154,13 +166,17 @@ public sealed class ServingEngine : IDisposable
             if (!AdapterFits(s)) continue;
             int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
             bool ok;
-            while (!(ok = Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
+            while (!(ok = AdapterResident(s) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
             {
                 var victim = _running[^1];
                 Preempt(victim);
                 if (victim == s) break;
             }
-            if (!ok) continue;
+            if (!ok)
+            {
+                Unpin(s);
+                continue;
+            }
             if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;
@@ -175,12 +191,13 @@ public sealed class ServingEngine : IDisposable
                 _cachedPrefix += hit;
             }
             int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
-            bool ok = s.Blocks.SwappedBlocks > 0
+            bool ok = AdapterResident(s) && (s.Blocks.SwappedBlocks > 0
                 ? Cache.Pool.Available >= Cache.BlocksFor(s.Blocks.Length + chunk) && Cache.SwapIn(s.Blocks) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)
-                : Cache.Reserve(s.Blocks, s.Blocks.Length + chunk);
+                : Cache.Reserve(s.Blocks, s.Blocks.Length + chunk));
             if (!ok)
             {
                 if (s.Blocks.SwappedBlocks == 0) Cache.Free(s.Blocks); // a prefix match, given back; a swapped copy stays
+                Unpin(s);
                 break;
             }
             _waiting.RemoveFirst();

@@ -6,8 +6,11 @@
 // the three K times, interleaved, and reports each one's best round (by tokens per CPU-second, which
 // a shared machine disturbs far less than wall time). Without --model it
 // builds a seeded random SmolLM-135M-shaped model; adapters are seeded random PEFT adapters (rank
-// --rank on all seven projections) written to a temporary folder. --resident-adapters R keeps at most R
-// adapters on the device (the rest wait in host memory and are loaded on demand, LRU-evicted).
+// --rank on all seven projections) written to a temporary folder. Adapters live in the KV tiers:
+// a resident adapter takes its bytes in KV blocks of the device pool (--kv-blocks, default enough for
+// the workload), and evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a
+// temporary memory-mapped file), LRU over blocks and adapters together. --resident-adapters R keeps at
+// most R adapters on the device. Each tier's line gives KV and adapter moves side by side.
 using System.CommandLine;
 using System.Text.Json;
 using Temper.Core;
@@ -34,15 +37,17 @@ internal static class ServeBenchCommand
         var rank = new Option<int>("--rank") { Description = "Rank of the random adapters", DefaultValueFactory = _ => 16 };
         var batchTokens = new Option<int>("--max-batch-tokens") { Description = "Tokens computed per step", DefaultValueFactory = _ => 512 };
         var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host tier holds", DefaultValueFactory = _ => 64 };
+        var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a temporary memory-mapped file) holds", DefaultValueFactory = _ => 0 };
+        var poolBlocks = new Option<int>("--kv-blocks") { Description = "KV blocks of the device pool, shared with resident adapters (0: the workload's KV plus every adapter)", DefaultValueFactory = _ => 0 };
         var resident = new Option<int>("--resident-adapters") { Description = "Adapters the device holds at once (0: all)", DefaultValueFactory = _ => 0 };
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, resident, repeat, threads }) cmd.Add(o);
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, resident, repeat, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
-            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0)
-                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters and --resident-adapters >= 0, --shared-prefix within the prompt");
+            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0 || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
+                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --resident-adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             LanguageModel? lm = null;
             Decoder decoder;
@@ -68,19 +73,26 @@ internal static class ServeBenchCommand
                 var prefix = Enumerable.Range(0, shared).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
                 var prompts = Enumerable.Range(0, r).Select(_ => prefix.Concat(Enumerable.Range(0, pl - shared).Select(_ => rng.Next(decoder.Config.VocabSize))).ToArray()).ToArray();
                 int bs = 16;
-                var options = new ServingOptions { BlockSize = bs, Blocks = r * ((pl + n) / bs + 2) + 8, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1) };
+                var cfg = decoder.Config;
+                long blockBytes = 2L * cfg.NumLayers * bs * cfg.NumKvHeads * cfg.HeadDim * sizeof(float);
+                long adapterBytes = decoder.Weights.Projections.Sum(q => (long)p.GetValue(rank) * (q.In + q.Out) * sizeof(float));
+                int kvBlocks = r * ((pl + n) / bs + 2) + 8, adapterBlocks = la * (int)((adapterBytes + blockBytes - 1) / blockBytes);
+                var options = new ServingOptions { BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : kvBlocks + adapterBlocks, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1) };
                 Console.WriteLine($"model: {what}");
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
                 Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), max batch tokens {options.MaxBatchTokens}, block size {bs}");
+                Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
                 {
                     using var engine = new ServingEngine(decoder, options, stack);
-                    using var tiers = new KvTiers(engine.Cache, p.GetValue(hostBlocks), 0, null);
-                    long evicted0 = stack.Device.Evictions, loaded0 = stack.Device.BytesIn;
+                    string? file = p.GetValue(diskBlocks) > 0 ? Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") : null;
+                    if (file != null) Directory.CreateDirectory(tmp);
+                    using var tiers = new KvTiers(engine.Cache, p.GetValue(hostBlocks), p.GetValue(diskBlocks), file);
+                    long folderLoads = stack.FolderLoads, folderBytes = stack.FolderBytes;
                     ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, pl)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]); // warm-up
                     var res = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = n, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
-                    return (res, $"tiers: device {tiers.Device}; host {tiers.Host}; adapters: {stack.Device.Evictions - evicted0} evictions, {stack.Device.BytesIn - loaded0} B loaded from host");
+                    return (res, $"device: {tiers.Device}\n{"",-12} host: {tiers.Host}\n{"",-12} disk: {tiers.Disk}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
                 }
                 var runs = new List<(string Label, Func<int, string?> AdapterOf)> { ("base", _ => null) };
                 if (la > 0)

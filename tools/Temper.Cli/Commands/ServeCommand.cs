@@ -20,7 +20,7 @@ internal static class ServeCommand
         var adapters = new Option<string[]>("--adapter") { Description = "LoRA adapter NAME=DIR, or DIR (named after its folder); repeatable", AllowMultipleArgumentsPerToken = false };
         var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port (0 picks a free one)", DefaultValueFactory = _ => 8000 };
-        var blocks = new Option<int>("--kv-blocks") { Description = "KV cache blocks", DefaultValueFactory = _ => 1024 };
+        var blocks = new Option<int>("--kv-blocks") { Description = "KV cache blocks (resident adapters take their size in blocks of it too)", DefaultValueFactory = _ => 1024 };
         var blockSize = new Option<int>("--block-size") { Description = "Positions per KV block", DefaultValueFactory = _ => 16 };
         var batchTokens = new Option<int>("--max-batch-tokens") { Description = "Tokens computed per step (prefills are chunked to fit)", DefaultValueFactory = _ => 512 };
         var threads = CliOptions.Threads();
