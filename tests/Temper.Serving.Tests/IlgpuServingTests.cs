@@ -33,12 +33,11 @@ public sealed class IlgpuServingTests
         // The base prompt's blocks were evicted to the host tier by now; serve it again from there.
         results.AddRange(await e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 3, IgnoreEos = true, TopLogprobs = 0 }).CollectAsync(TestContext.Current.CancellationToken));
         Assert.True(tiers.Host.Hits > 0, $"host: {tiers.Host}");
-        // Three requests that want 9 blocks each in a pool of 23 (the idle adapter is evicted for them): the scheduler swaps sequences out and back.
-        var many = Enumerable.Range(0, 3).Select(i => e.Submit(new ServingRequest
-        {
-            PromptIds = Enumerable.Range(60 + 7 * i, 6).ToArray(), MaxNewTokens = 28, IgnoreEos = true, TopLogprobs = 0,
-        })).ToList();
-        foreach (var h in many) results.AddRange(await h.CollectAsync(TestContext.Current.CancellationToken));
+        // Three sequences (one request, n = 3, admitted together: no race with the engine's thread) that
+        // grow to 9 blocks each in a pool of 23 (the idle adapter is evicted for them): the scheduler
+        // swaps sequences out and back.
+        var many = e.Submit(new ServingRequest { PromptIds = Enumerable.Range(60, 6).ToArray(), MaxNewTokens = 28, IgnoreEos = true, TopLogprobs = 0, N = 3 });
+        results.AddRange(await many.CollectAsync(TestContext.Current.CancellationToken));
         Assert.True(e.Stats.Swaps > 0, $"no swap: {e.Stats}");
         Assert.Equal(0, tiers.Host.SwappedBlocks);
         return results;
