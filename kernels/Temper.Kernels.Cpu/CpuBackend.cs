@@ -108,7 +108,7 @@ public sealed partial class CpuBackend : IBackend
         Host("SwiGlu", gate, up, y);
         F32("SwiGlu", gate, up, y);
         Require(up.Shape == gate.Shape && y.Shape == gate.Shape, "SwiGlu", $"gate {gate.Shape}, up {up.Shape}, y {y.Shape} must have one shape");
-        Cpu.SwiGlu.Forward(gate.Floats, up.Floats, y.Floats);
+        Elementwise(y.Elements, (s, l) => Cpu.SwiGlu.Forward(gate.Floats.Slice(s, l), up.Floats.Slice(s, l), y.Floats.Slice(s, l)));
     }
 
     public void Add(Tensor a, Tensor b, Tensor y)
@@ -116,7 +116,23 @@ public sealed partial class CpuBackend : IBackend
         Host("Add", a, b, y);
         F32("Add", a, b, y);
         Require(b.Shape == a.Shape && y.Shape == a.Shape, "Add", $"a {a.Shape}, b {b.Shape}, y {y.Shape} must have one shape");
-        Cpu.Add.Forward(a.Floats, b.Floats, y.Floats);
+        Elementwise(y.Elements, (s, l) => Cpu.Add.Forward(a.Floats.Slice(s, l), b.Floats.Slice(s, l), y.Floats.Slice(s, l)));
+    }
+
+    // Element-wise ops over [0, n) on the backend's threads: ranges of whole 16-element groups (one
+    // AVX-512 vector), so every element takes the same SIMD path as in a one-thread run and the bits do
+    // not depend on the thread count; small tensors stay on one thread.
+    private const int ElementwiseMinPerThread = 1 << 15;
+
+    private void Elementwise(long n, Action<int, int> body)
+    {
+        int groups = (int)((n + 15) / 16);
+        int parts = StaticPartition.Parts(_threads, groups, n, ElementwiseMinPerThread);
+        StaticPartition.For(groups, parts, (g0, g1) =>
+        {
+            int start = g0 * 16;
+            body(start, (int)Math.Min(n, (long)g1 * 16) - start);
+        });
     }
 
     public void Dropout(Tensor x, ulong seed, float p, Tensor y)
@@ -207,7 +223,7 @@ public sealed partial class CpuBackend : IBackend
         F32("SwiGluBackward", dy, gate, up, dGate, dUp);
         Require(gate.Shape == dy.Shape && up.Shape == dy.Shape && dGate.Shape == dy.Shape && dUp.Shape == dy.Shape,
             "SwiGluBackward", $"dy {dy.Shape}, gate {gate.Shape}, up {up.Shape}, dGate {dGate.Shape}, dUp {dUp.Shape} must have one shape");
-        Cpu.SwiGlu.Backward(dy.Floats, gate.Floats, up.Floats, dGate.Floats, dUp.Floats);
+        Elementwise(dy.Elements, (s, l) => Cpu.SwiGlu.Backward(dy.Floats.Slice(s, l), gate.Floats.Slice(s, l), up.Floats.Slice(s, l), dGate.Floats.Slice(s, l), dUp.Floats.Slice(s, l)));
     }
 
     public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default)

@@ -344,6 +344,19 @@ public abstract partial class BackendOpChecks : IDisposable
             return b.ToHost(y).ToFloatArray();
         }
         Bitwise(LogSm(one), LogSm(two), "log_softmax");
+
+        // Element-wise ops split across threads in whole SIMD vectors; a length with a scalar tail.
+        const int len = 3 * (1 << 15) + 5;
+        float[] Elementwise(IBackend b)
+        {
+            var (g, u, d) = (b.FromHost(T(Floats(len, 1, 4f), len)), b.FromHost(T(Floats(len, 2), len)), b.FromHost(T(Floats(len, 3), len)));
+            var (y, s, dg, du) = (b.Zeros(new Shape(len)), b.Zeros(new Shape(len)), b.Zeros(new Shape(len)), b.Zeros(new Shape(len)));
+            b.SwiGlu(g, u, y);
+            b.Add(g, u, s);
+            b.SwiGluBackward(d, g, u, dg, du);
+            return [.. b.ToHost(y).ToFloatArray(), .. b.ToHost(s).ToFloatArray(), .. b.ToHost(dg).ToFloatArray(), .. b.ToHost(du).ToFloatArray()];
+        }
+        Bitwise(Elementwise(one), Elementwise(two), "swiglu, add, swiglu backward");
     }
 
     // ---- shape checks ----
