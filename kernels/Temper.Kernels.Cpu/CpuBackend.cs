@@ -231,13 +231,7 @@ public sealed partial class CpuBackend : IBackend
         const string op = "LmHeadCrossEntropy";
         Host(op, hidden, lmHead, losses, dHidden, dLmHead);
         F32(op, hidden, losses, dHidden, dLmHead);
-        Require(lmHead.DType == DType.F32 || lmHead.DType == DType.BF16, op, $"lmHead {Describe(lmHead)} must be f32 or bf16");
-        Require(lmHead.Shape.Rank == 2 && hidden.Shape.Rank >= 1 && hidden.Shape[-1] == lmHead.Shape[1], op, $"hidden {hidden.Shape} and lmHead {lmHead.Shape}: lmHead must be [V,C]");
-        int n = hidden.Shape.Rows, c = lmHead.Shape[1], v = lmHead.Shape[0];
-        Require(rowScales.IsEmpty || rowScales.Length == n, op, $"{rowScales.Length} row scales for {n} rows");
-        Require(labels.Length == n && losses.Elements == n, op, $"{labels.Length} labels and losses {losses.Shape} must give one per row of hidden {hidden.Shape}");
-        Require(dHidden == null || dHidden.Shape == hidden.Shape, op, $"dHidden {dHidden?.Shape} must be hidden's {hidden.Shape}");
-        Require(dLmHead == null || dLmHead.Shape == lmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be lmHead's {lmHead.Shape}");
+        var (n, c, v) = LmHeadShapes.CrossEntropy(hidden, lmHead, labels, losses, dHidden, dLmHead, rowScales, "cpu");
         bool bf16 = lmHead.DType == DType.BF16;
         Cpu.LmHeadCrossEntropy.Run(hidden.Floats, bf16 ? default : lmHead.Floats, bf16 ? lmHead.Span<ushort>() : default, labels, losses.Floats, lossScale,
             Out(dHidden), Out(dLmHead), n, c, v, _threads, rowScales: rowScales);
@@ -249,16 +243,7 @@ public sealed partial class CpuBackend : IBackend
         const string op = "LmHeadDistillation";
         Host(op, studentHidden, studentLmHead, teacherHidden, teacherLmHead, losses, dHidden, dLmHead);
         F32(op, studentHidden, teacherHidden, losses, dHidden, dLmHead);
-        foreach (var head in new[] { studentLmHead, teacherLmHead })
-            Require(head.DType is DType.F32 or DType.BF16 && head.Shape.Rank == 2, op, $"LM head {Describe(head)} must be [V,C] f32 or bf16");
-        Require(studentHidden.Shape.Rank >= 1 && studentHidden.Shape[-1] == studentLmHead.Shape[1] && teacherHidden.Shape.Rank >= 1 && teacherHidden.Shape[-1] == teacherLmHead.Shape[1],
-            op, $"student hidden {studentHidden.Shape} / head {studentLmHead.Shape}, teacher hidden {teacherHidden.Shape} / head {teacherLmHead.Shape}: each head must be [V,C] of its hidden's C");
-        int n = studentHidden.Shape.Rows, cs = studentLmHead.Shape[1], ct = teacherLmHead.Shape[1], v = studentLmHead.Shape[0];
-        Require(teacherLmHead.Shape[0] == v, op, $"student head {studentLmHead.Shape} and teacher head {teacherLmHead.Shape} must share the vocabulary");
-        Require(teacherHidden.Shape.Rows == n && mask.Length == n && losses.Elements == n, op, $"teacher hidden {teacherHidden.Shape}, {mask.Length} mask entries and losses {losses.Shape} must give one per row of student hidden {studentHidden.Shape}");
-        Require(temperature > 0, op, $"temperature {temperature} must be > 0");
-        Require(dHidden == null || dHidden.Shape == studentHidden.Shape, op, $"dHidden {dHidden?.Shape} must be student hidden's {studentHidden.Shape}");
-        Require(dLmHead == null || dLmHead.Shape == studentLmHead.Shape, op, $"dLmHead {dLmHead?.Shape} must be the student head's {studentLmHead.Shape}");
+        var (n, cs, ct, v) = LmHeadShapes.Distillation(studentHidden, studentLmHead, teacherHidden, teacherLmHead, mask, temperature, losses, dHidden, dLmHead, "cpu");
         bool sb = studentLmHead.DType == DType.BF16, tb = teacherLmHead.DType == DType.BF16;
         Cpu.LmHeadDistillation.Run(studentHidden.Floats, sb ? default : studentLmHead.Floats, sb ? studentLmHead.Span<ushort>() : default,
             teacherHidden.Floats, tb ? default : teacherLmHead.Floats, tb ? teacherLmHead.Span<ushort>() : default,
