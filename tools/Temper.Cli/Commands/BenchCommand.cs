@@ -10,6 +10,19 @@ namespace Temper.Cli.Commands;
 
 internal static class BenchCommand
 {
+    /// <summary>The decoder a bench runs: the --model folder (its LanguageModel returned for disposal), or
+    /// seeded random SmolLM-135M-shaped weights in --dtype; and the words the bench prints for it.</summary>
+    public static (Decoder Decoder, LanguageModel? Owned, string What) ModelOrRandom(ParseResult p, Option<string?> model, IBackend be)
+    {
+        if (p.GetValue(model) is string dir)
+        {
+            var lm = LanguageModel.Load(dir, be, weightDType: CliOptions.WeightDType(p));
+            return (lm.Decoder, lm, dir);
+        }
+        var dt = CliOptions.WeightDType(p) ?? DType.F32;
+        return (new Decoder(SmolLm135M, ModelWeights.Random(SmolLm135M, be, seed: 1, dt), be), null, $"random SmolLM-135M-shaped model ({dt} weights)");
+    }
+
     public static ModelConfig SmolLm135M => new()
     {
         ModelType = "llama", HiddenSize = 576, IntermediateSize = 1536, NumLayers = 30, NumHeads = 9, NumKvHeads = 3,
@@ -28,22 +41,7 @@ internal static class BenchCommand
         decode.SetGuardedAction(p =>
         {
             var be = CliOptions.Backend(p, p.GetValue(threads));
-            LanguageModel? lm = null;
-            Decoder decoder;
-            string what;
-            if (p.GetValue(model) is string dir)
-            {
-                lm = LanguageModel.Load(dir, be, weightDType: CliOptions.WeightDType(p));
-                decoder = lm.Decoder;
-                what = dir;
-            }
-            else
-            {
-                var dt = CliOptions.WeightDType(p) ?? DType.F32;
-                var cfg = SmolLm135M;
-                decoder = new Decoder(cfg, ModelWeights.Random(cfg, be, seed: 1, dt), be);
-                what = $"random SmolLM-135M-shaped model ({dt} weights)";
-            }
+            var (decoder, lm, what) = ModelOrRandom(p, model, be);
             using var owned = lm;
             int pl = p.GetValue(promptLen), n = p.GetValue(tokens);
             if (pl < 1 || n < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");

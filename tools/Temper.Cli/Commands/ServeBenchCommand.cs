@@ -49,20 +49,7 @@ internal static class ServeBenchCommand
             if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0 || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
                 throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --resident-adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var be = CliOptions.Backend(p, p.GetValue(threads));
-            LanguageModel? lm = null;
-            Decoder decoder;
-            string what;
-            if (p.GetValue(model) is string dir)
-            {
-                lm = LanguageModel.Load(dir, be, weightDType: CliOptions.WeightDType(p));
-                (decoder, what) = (lm.Decoder, dir);
-            }
-            else
-            {
-                var dt = CliOptions.WeightDType(p) ?? DType.F32;
-                decoder = new Decoder(BenchCommand.SmolLm135M, ModelWeights.Random(BenchCommand.SmolLm135M, be, seed: 1, dt), be);
-                what = $"random SmolLM-135M-shaped model ({dt} weights)";
-            }
+            var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, be);
             using var owned = lm;
             string tmp = Path.Combine(Path.GetTempPath(), $"temper-bench-serve-{Environment.ProcessId}");
             using var stack = new AdapterStack(decoder.Weights, be, p.GetValue(resident) is > 0 and int slots ? slots : int.MaxValue);
