@@ -29,13 +29,7 @@ internal static class BenchAttentionCommand
                 throw new TemperException($"--batch, --heads, --seq, --head-dim and --reps must be >= 1 and --kv-heads must divide --heads (got H {h}, Hkv {hkv})");
             using var be = CliOptions.Backend(p, p.GetValue(threads));
             var rng = new Random(11);
-            Tensor Random(params int[] shape)
-            {
-                var s = new Shape(shape);
-                var values = new float[s.Elements];
-                for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1);
-                return be.FromHost(Tensor.FromFloats(s, values));
-            }
+            Tensor Random(params int[] shape) => BenchTensors.Random(be, rng, new Shape(shape));
             using var q = Random(b, t, h, d);
             using var k = Random(b, t, hkv, d);
             using var v = Random(b, t, hkv, d);

@@ -42,17 +42,7 @@ internal static class BenchOpsCommand
             var owned = new List<Tensor>();
             Tensor Rand(DType dt, params int[] dims)
             {
-                var values = new float[new Shape(dims).Elements];
-                for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 2 - 1) * 0.05f;
-                Tensor host;
-                if (dt == DType.BF16)
-                {
-                    var bits = new ushort[values.Length];
-                    BFloat16.FromSingle(values, bits);
-                    host = Tensor.FromArray<ushort>(new Shape(dims), bits, DType.BF16);
-                }
-                else host = Tensor.FromFloats(new Shape(dims), values);
-                var x = be.FromHost(host);
+                var x = BenchTensors.Random(be, rng, new Shape(dims), 0.05f, dt);
                 owned.Add(x);
                 return x;
             }
