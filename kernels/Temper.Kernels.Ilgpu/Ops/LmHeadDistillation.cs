@@ -2,8 +2,9 @@
 // Temper.Kernels.Cpu/Reference/LmHeadDistillationReference.cs): student hidden[N,Cs] with head[V,Cs],
 // teacher hidden[N,Ct] with head[V,Ct] (f32 or bf16 each), mask[N]; only one chunk [N,Vc] of each
 // side's logits is in the arena at a time.
-// Pass 1, per chunk: both logit chunks (Gemm NT), then one thread per row folds them into running maxima
-// and exp-sums of s/T and t/T (online log-sum-exp) and the KL's weighted sum, rescaled as maxima move;
+// Pass 1, per chunk: both logit chunks (Gemm NT), then one group per row (coalesced reads, GroupReduce,
+// as LmHeadCrossEntropy does) folds them into running maxima and exp-sums of s/T and t/T (online
+// log-sum-exp) and the KL's weighted sum, rescaled as maxima move;
 // a row kernel turns these into losses = T^2 KL, lse_S, lse_T and KL. When gradients are asked for,
 // pass 2 recomputes each chunk, turns the student's logits into g = d L / d s (one thread per element)
 // and accumulates dHidden += g head[chunk] (Gemm NN) and dLmHead[chunk] += g^T hidden (Gemm TN).
@@ -14,28 +15,41 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal static class LmHeadDistillation
 {
-    public static void StatsKernel(Index1D n, ArrayView<float> sLogits, ArrayView<float> tLogits, ArrayView<int> mask, ArrayView<float> maxS, ArrayView<float> maxT,
+    public static void StatsKernel(ArrayView<float> sLogits, ArrayView<float> tLogits, ArrayView<int> mask, ArrayView<float> maxS, ArrayView<float> maxT,
         ArrayView<float> sumS, ArrayView<float> sumT, ArrayView<float> acc, int vc, float invT, int reverse, int first)
     {
-        if (mask[n] == 0) return;
+        var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        int n = Grid.IdxX;
+        if (mask[n] == 0) return; // the whole group leaves together
         int o = n * vc;
         float ms0 = first != 0 ? float.NegativeInfinity : maxS[n], mt0 = first != 0 ? float.NegativeInfinity : maxT[n];
         float ms = ms0, mt = mt0;
-        for (int j = 0; j < vc; j++)
+        for (int j = Group.IdxX; j < vc; j += Group.DimX)
         {
             ms = IntrinsicMath.Max(ms, sLogits[o + j] * invT);
             mt = IntrinsicMath.Max(mt, tLogits[o + j] * invT);
         }
-        float rs = first != 0 ? 0f : MathF.Exp(ms0 - ms), rt = first != 0 ? 0f : MathF.Exp(mt0 - mt);
-        float ss = first != 0 ? 0f : sumS[n] * rs, st = first != 0 ? 0f : sumT[n] * rt;
-        float a = first != 0 ? 0f : acc[n] * (reverse != 0 ? rs : rt);
-        for (int j = 0; j < vc; j++)
+        ms = GroupReduce.Max(shared, ms);
+        mt = GroupReduce.Max(shared, mt);
+        float ss = 0, st = 0, a = 0;
+        for (int j = Group.IdxX; j < vc; j += Group.DimX)
         {
             float zs = sLogits[o + j] * invT, zt = tLogits[o + j] * invT;
             float es = MathF.Exp(zs - ms), et = MathF.Exp(zt - mt);
             ss += es;
             st += et;
             a += reverse != 0 ? es * (zs - zt) : et * (zt - zs);
+        }
+        ss = GroupReduce.Sum(shared, ss);
+        st = GroupReduce.Sum(shared, st);
+        a = GroupReduce.Sum(shared, a);
+        if (Group.IdxX != 0) return;
+        float rs = first != 0 ? 0f : MathF.Exp(ms0 - ms), rt = first != 0 ? 0f : MathF.Exp(mt0 - mt);
+        if (first == 0)
+        {
+            ss += sumS[n] * rs;
+            st += sumT[n] * rt;
+            a += acc[n] * (reverse != 0 ? rs : rt);
         }
         maxS[n] = ms;
         maxT[n] = mt;
@@ -86,15 +100,15 @@ internal static class LmHeadDistillation
         var tLogits = dc.Arena.Take<float>((long)n * vc);
         float invT = 1f / temperature;
         int rev = reverse ? 1 : 0;
-        var stats = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>>("kd.stats",
-            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(StatsKernel));
+        var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>>("kd.stats",
+            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(StatsKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var (sc, tc) = (sLogits.SubView(0, (long)n * len), tLogits.SubView(0, (long)n * len));
             Gemm.NT(dc, sHidden, sHead.Rows(v0, len, cs), null, sc, n, cs, len, 1f, accumulate: false);
             Gemm.NT(dc, tHidden, tHead.Rows(v0, len, ct), null, tc, n, ct, len, 1f, accumulate: false);
-            stats(n, sc, tc, dMask, maxS, maxT, sumS, sumT, acc, len, invT, rev, v0 == 0 ? 1 : 0);
+            stats(GroupReduce.RowGroups(dc, n), sc, tc, dMask, maxS, maxT, sumS, sumT, acc, len, invT, rev, v0 == 0 ? 1 : 0);
         }
         dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int>>("kd.loss",
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int>(LossKernel))
