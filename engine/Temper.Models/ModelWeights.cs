@@ -130,45 +130,49 @@ public sealed class ModelWeights : IDisposable
         var rng = new System.Random(seed);
         float std = cfg.InitializerRange;
         int tensor = 0;
-        float[] Values(int rows, int cols)
+        // Draws a rows x cols matrix straight into a host tensor of the given dtype (f32 or bf16): no f32
+        // copy of a bf16 matrix, so an 8B-class shape's 2 GiB embedding is written once.
+        Tensor Draw(string name, int rows, int cols, DType type)
         {
-            var v = new float[(long)rows * cols];
+            var t = Tensor.Zeros(new Shape(rows, cols), type, name);
+            long n = (long)rows * cols;
+            void Fill(long start, long end, Func<double> next)
+            {
+                if (type == DType.BF16)
+                {
+                    var dst = t.Span<ushort>();
+                    for (long i = start; i < end; i++) dst[(int)i] = BFloat16.FromSingle(std * (float)(next() * 2 - 1) * 1.7320508f);
+                }
+                else
+                {
+                    var dst = t.Floats;
+                    for (long i = start; i < end; i++) dst[(int)i] = std * (float)(next() * 2 - 1) * 1.7320508f;
+                }
+            }
             if (!parallel)
             {
-                for (int i = 0; i < v.Length; i++) v[i] = std * (float)(rng.NextDouble() * 2 - 1) * 1.7320508f;
-                return v;
+                Fill(0, n, rng.NextDouble);
+                return t;
             }
             // Other values, same distribution: chunks of 1M drawn on all cores, each from SplitMix64 seeded by
             // (seed, tensor, chunk), so a given seed still gives one model (benchmarks of large shapes).
             const int chunk = 1 << 20;
             ulong key = SplitMix64.Mix((ulong)seed * 0x9E3779B97F4A7C15UL + (ulong)tensor++);
-            Parallel.For(0, (int)((v.Length + chunk - 1) / chunk), c =>
+            Parallel.For(0, (int)((n + chunk - 1) / chunk), c =>
             {
                 var r = new SplitMix64(SplitMix64.Mix(key + (ulong)c));
-                long end = Math.Min(v.Length, (long)(c + 1) * chunk);
-                for (long i = (long)c * chunk; i < end; i++) v[i] = std * (float)(r.NextDouble() * 2 - 1) * 1.7320508f;
+                Fill((long)c * chunk, Math.Min(n, (long)(c + 1) * chunk), r.NextDouble);
             });
-            return v;
+            return t;
         }
-        Tensor Matrix(string name, int rows, int cols)
-        {
-            var v = Values(rows, cols);
-            var t = Tensor.FromFloats(new Shape(rows, cols), v, name);
-            if (dtype == DType.BF16)
-            {
-                var b = Tensor.Zeros(t.Shape, DType.BF16, name);
-                BFloat16.FromSingle(v, b.Span<ushort>());
-                t = b;
-            }
-            return be.FromHost(t);
-        }
+        Tensor Matrix(string name, int rows, int cols) => be.FromHost(Draw(name, rows, cols, dtype == DType.BF16 ? DType.BF16 : DType.F32));
         Tensor Vector(string name, int n)
         {
             var v = new float[n];
             if (name.EndsWith("norm.weight", StringComparison.Ordinal)) Array.Fill(v, 1f);
             return be.FromHost(Tensor.FromFloats(new Shape(n), v, name));
         }
-        Func<string, int, int, Nf4Weight>? quantized = nf4 ? (name, rows, cols) => Nf4Weight.Quantize(Values(rows, cols), new Shape(rows, cols), name).To(be) : null;
+        Func<string, int, int, Nf4Weight>? quantized = nf4 ? (name, rows, cols) => Nf4Weight.Quantize(Draw(name, rows, cols, DType.F32)).To(be) : null;
         return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings, quantized);
     }
 
