@@ -7,22 +7,34 @@ cd "$(dirname "$0")"
 declare -A budget=( [Temper.Core.Tests]=120 [Temper.Kernels.Tests]=240 [Temper.Models.Tests]=300 [Temper.Cli.Tests]=240 [Temper.Training.Tests]=300 [Temper.Kernels.Ilgpu.Tests]=180 [Temper.Native.Tests]=120 [Temper.Serving.Tests]=180 [Temper.Cuda.Tests]=60 )
 dotnet build Engine.sln -c Release -warnaserror -nologo -v q || { echo "tests: 0 passed, 1 failed, 0 skipped"; exit 1; }
 passed=0; failed=0; skipped=0; status=0
-for proj in "${!budget[@]}"; do
-  exe="tests/$proj/bin/Release/net10.0/$proj"
-  log=$(mktemp)
-  timeout "${budget[$proj]}" "$exe" -noColor -parallel collections 2>&1 | tee "$log"
-  rc=${PIPESTATUS[0]}
-  line=$(grep -E "^\s*$proj\s+Total:" "$log" | tail -1)
+# run_suite LABEL BUDGET EXE [ARGS...]: runs one xunit v3 runner under its budget and adds up its summary.
+run_suite() {
+  local label=$1 limit=$2 exe=$3; shift 3
+  local log; log=$(mktemp)
+  timeout "$limit" "$exe" -noColor -parallel collections "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  local line; line=$(grep -E "^\s*$(basename "$exe")\s+Total:" "$log" | tail -1)
+  rm -f "$log"
   if [ -z "$line" ]; then
-    echo "$proj: no summary (exit $rc; 124 means it ran past its ${budget[$proj]} s budget)"; failed=$((failed+1)); status=1; continue
+    echo "$label: no summary (exit $rc; 124 means it ran past its $limit s budget)"; failed=$((failed+1)); status=1; return
   fi
+  local t f e s n
   t=$(sed -E 's/.*Total: ([0-9]+).*/\1/' <<<"$line"); f=$(sed -E 's/.*Failed: ([0-9]+).*/\1/' <<<"$line")
   e=$(sed -E 's/.*Errors: ([0-9]+).*/\1/' <<<"$line"); s=$(sed -E 's/.*Skipped: ([0-9]+).*/\1/' <<<"$line")
   n=$(sed -E 's/.*Not Run: ([0-9]+).*/\1/' <<<"$line")
   passed=$((passed + t - f - s - n)); failed=$((failed + f + e)); skipped=$((skipped + s + n))
   [ "$rc" -eq 0 ] && [ "$f" -eq 0 ] && [ "$e" -eq 0 ] || status=1
-  rm -f "$log"
+}
+for proj in "${!budget[@]}"; do
+  run_suite "$proj" "${budget[$proj]}" "tests/$proj/bin/Release/net10.0/$proj"
 done
+# The CUDA C++ kernels (cuda/*.cu) on the CPU through the CUDA emulator, where g++ exists: the kernel
+# checks of Temper.Cuda.Tests (trait Kernels=cuda) again, with the emulator as the driver library.
+if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cuda/emu/build-emu.sh build/cuda-emu | tail -1) && [ -f "$emu" ]; then
+  TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cuda.Tests (CUDA emulator)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
+else
+  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel checks on the CPU skipped"; skipped=$((skipped+1))
+fi
 # The native library and its C/C++ hosts (ctest), where cmake and a C compiler exist.
 if command -v cmake >/dev/null && command -v cc >/dev/null && [ "${TEMPER_SKIP_NATIVE:-0}" != 1 ]; then
   log=$(mktemp)

@@ -48,7 +48,13 @@ public sealed class CudaDevice : IDisposable
         return new CudaDevice(ordinal);
     }
 
+    /// <summary>The name the CUDA emulator (kernels/Temper.Kernels.Cuda/emu) gives its one device.</summary>
+    public const string EmulatorName = "Temper CUDA emulator (CPU)";
+
     public int Ordinal { get; }
+
+    /// <summary>True on the CUDA emulator: kernels from cuda/*.cu run on the CPU; no PTX JIT, no timing.</summary>
+    public bool IsEmulated => Name == EmulatorName;
     public int Handle { get; }
     public string Name { get; }
     public CudaContextHandle Context { get; }

@@ -8,6 +8,7 @@ using Temper.Kernels.Cuda;
 
 namespace Temper.Cuda.Tests;
 
+[Trait("Kernels", "cuda")]
 public class CudaLinearChecks
 {
     private static float[] Floats(int n, int seed)
@@ -38,7 +39,7 @@ public class CudaLinearChecks
     [InlineData(129, 33, 257, true, false)]
     public void Bf16_linear_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate)
     {
-        using var device = Gpu.Open();
+        using var device = Gpu.OpenForKernels();
         var x = Floats(n * k, 1);
         var w = Floats(m * k, 2);
         var b = Floats(m, 3);
@@ -67,7 +68,7 @@ public class CudaLinearChecks
     [Fact]
     public void Sizes_the_buffers_cannot_hold_are_refused_by_name()
     {
-        using var device = Gpu.Open();
+        using var device = Gpu.OpenForKernels();
         using var small = device.Allocate<float>(4);
         using var linear = new CudaLinear(device);
         var e = Assert.Throws<CudaException>(() => linear.Bf16(small, small, null, small, 4, 4, 4));
@@ -81,7 +82,7 @@ public class CudaLinearChecks
     [InlineData(129, 257, 33, true)]
     public void Bf16_input_gradient_matches_a_float64_evaluation(int n, int k, int m, bool accumulate)
     {
-        using var device = Gpu.Open();
+        using var device = Gpu.OpenForKernels();
         var dy = Floats(n * m, 5);
         var w = Floats(m * k, 6);
         var dx0 = accumulate ? Floats(n * k, 7) : Enumerable.Repeat(float.NaN, n * k).ToArray();

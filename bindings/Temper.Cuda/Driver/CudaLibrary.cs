@@ -8,9 +8,15 @@ namespace Temper.Cuda.Driver;
 
 public static class CudaLibrary
 {
-    /// <summary>The file names tried, in order, on this operating system.</summary>
-    public static IReadOnlyList<string> CandidateNames { get; } = OperatingSystem.IsWindows()
-        ? ["nvcuda.dll"]
+    /// <summary>The environment variable that names another driver library to load instead: the CUDA
+    /// emulator (kernels/Temper.Kernels.Cuda/emu), which runs the kernels of cuda/*.cu on the CPU.</summary>
+    public const string OverrideVariable = "TEMPER_CUDA_DRIVER";
+
+    /// <summary>The file names tried, in order: TEMPER_CUDA_DRIVER's alone when set, else this operating
+    /// system's driver library.</summary>
+    public static IReadOnlyList<string> CandidateNames { get; } =
+        Environment.GetEnvironmentVariable(OverrideVariable) is { Length: > 0 } path ? [path]
+        : OperatingSystem.IsWindows() ? ["nvcuda.dll"]
         : ["libcuda.so.1", "libcuda.so"];
 
     static readonly Lazy<(nint Handle, string? Error)> Loaded = new(() => TryLoad(CandidateNames));

@@ -1,0 +1,225 @@
+// driver.cpp: the CUDA driver API subset Temper's bindings call (bindings/Temper.Cuda/Driver/CudaImports.cs),
+// exported from libtemper_cuda_emu.so so the bindings can load it in place of libcuda
+// (TEMPER_CUDA_DRIVER=path). One emulated sm_80 device, "Temper CUDA emulator (CPU)"; device memory is
+// host memory, each allocation placed against a no-access guard page so a kernel that runs past the end of
+// a buffer faults instead of reading a neighbour; streams and events are synchronous (work finishes in
+// the call); modules take the .entry names out of the PTX text and bind them to the kernels compiled
+// into this library from the same .cu (runtime.h). It does not JIT PTX: hand-written PTX without a .cu
+// has no kernels here.
+#include "include/cuda_emu.h"
+#include "runtime.h"
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace {
+enum : int
+{
+    Success = 0, InvalidValue = 1, OutOfMemory = 2, NotInitialized = 3, InvalidDevice = 101, InvalidImage = 200,
+    InvalidContext = 201, InvalidPtx = 218, InvalidHandle = 400, NotFound = 500, LaunchFailed = 719,
+};
+
+struct Module { std::set<std::string> entries; };
+struct Function { std::string name; emu::Kernel* kernel; int max_dynamic_shared = 48 * 1024; };
+struct Event { std::chrono::steady_clock::time_point at; bool recorded = false; };
+struct Allocation { void* base; size_t mapped; size_t bytes; };
+
+bool initialised = false;
+int context_tag = 1, stream_tag = 1;
+void* const primary_context = &context_tag;
+thread_local void* current_context = nullptr;
+std::mutex memory_lock;
+std::map<uintptr_t, Allocation> allocations;
+size_t allocated = 0;
+constexpr size_t TotalMemory = 16ull << 30;
+std::string last_launch_failure;
+
+size_t page() { static size_t p = (size_t)sysconf(_SC_PAGESIZE); return p; }
+
+void write_log(unsigned n, const int* options, void** values, int buffer_option, int size_option, const std::string& text)
+{
+    char* buffer = nullptr;
+    size_t size = 0;
+    for (unsigned i = 0; i < n; i++)
+    {
+        if (options[i] == buffer_option) buffer = (char*)values[i];
+        if (options[i] == size_option) size = (size_t)(uintptr_t)values[i];
+    }
+    if (buffer && size > 0) std::snprintf(buffer, size, "%s", text.c_str());
+}
+} // namespace
+
+extern "C" {
+int cuGetErrorName(int error, const char** name)
+{
+    static const std::map<int, const char*> names = {
+        {Success, "CUDA_SUCCESS"}, {InvalidValue, "CUDA_ERROR_INVALID_VALUE"}, {OutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY"},
+        {NotInitialized, "CUDA_ERROR_NOT_INITIALIZED"}, {InvalidDevice, "CUDA_ERROR_INVALID_DEVICE"}, {InvalidImage, "CUDA_ERROR_INVALID_IMAGE"},
+        {InvalidContext, "CUDA_ERROR_INVALID_CONTEXT"}, {InvalidPtx, "CUDA_ERROR_INVALID_PTX"}, {InvalidHandle, "CUDA_ERROR_INVALID_HANDLE"},
+        {NotFound, "CUDA_ERROR_NOT_FOUND"}, {LaunchFailed, "CUDA_ERROR_LAUNCH_FAILED"}};
+    auto it = names.find(error);
+    if (it == names.end()) { *name = nullptr; return InvalidValue; }
+    *name = it->second;
+    return Success;
+}
+
+int cuGetErrorString(int error, const char** text)
+{
+    if (error == LaunchFailed && !last_launch_failure.empty()) { *text = last_launch_failure.c_str(); return Success; }
+    return cuGetErrorName(error, text);
+}
+
+int cuInit(unsigned flags) { if (flags != 0) return InvalidValue; initialised = true; return Success; }
+int cuDriverGetVersion(int* v) { *v = 12000; return Success; }
+int cuDeviceGetCount(int* n) { if (!initialised) return NotInitialized; *n = 1; return Success; }
+int cuDeviceGet(int* d, int ordinal) { if (!initialised) return NotInitialized; if (ordinal != 0) return InvalidDevice; *d = 0; return Success; }
+int cuDeviceGetName(char* name, int length, int d)
+{
+    if (d != 0) return InvalidDevice;
+    std::snprintf(name, (size_t)length, "%s", "Temper CUDA emulator (CPU)");
+    return Success;
+}
+int cuDeviceGetAttribute(int* v, int attribute, int d)
+{
+    if (d != 0) return InvalidDevice;
+    static const std::map<int, int> values = {
+        {1, 1024}, {2, 1024}, {5, 2147483647}, {8, 48 * 1024}, {9, 64 * 1024}, {10, 32}, {12, 65536}, {13, 1000000},
+        {16, 1}, {36, 1000000}, {37, 64}, {38, 1 << 20}, {39, 2048}, {41, 1}, {75, 8}, {76, 0}, {81, 164 * 1024},
+        {82, 65536}, {97, 163 * 1024}};
+    auto it = values.find(attribute);
+    if (it == values.end()) return InvalidValue;
+    *v = it->second;
+    return Success;
+}
+int cuDeviceTotalMem_v2(size_t* bytes, int d) { if (d != 0) return InvalidDevice; *bytes = TotalMemory; return Success; }
+
+int cuDevicePrimaryCtxRetain(void** context, int d) { if (d != 0) return InvalidDevice; *context = primary_context; return Success; }
+int cuDevicePrimaryCtxRelease_v2(int d) { return d == 0 ? Success : InvalidDevice; }
+int cuCtxSetCurrent(void* context) { current_context = context; return Success; }
+int cuCtxGetCurrent(void** context) { *context = current_context; return Success; }
+int cuCtxPushCurrent_v2(void* context) { current_context = context; return Success; }
+int cuCtxPopCurrent_v2(void** context) { if (context) *context = current_context; current_context = nullptr; return Success; }
+int cuCtxSynchronize() { return Success; }
+int cuMemGetInfo_v2(size_t* free, size_t* total)
+{
+    std::lock_guard<std::mutex> lock(memory_lock);
+    *total = TotalMemory;
+    *free = TotalMemory - std::min(allocated, TotalMemory - 1);
+    return Success;
+}
+
+int cuModuleLoadDataEx(void** module, const void* image, unsigned n, int* options, void** values)
+{
+    std::string ptx((const char*)image);
+    std::set<std::string> entries;
+    static const std::regex entry(R"(\.entry\s+([A-Za-z_$][A-Za-z0-9_$]*))");
+    for (auto it = std::sregex_iterator(ptx.begin(), ptx.end(), entry); it != std::sregex_iterator(); ++it) entries.insert((*it)[1]);
+    if (ptx.find(".version") == std::string::npos || entries.empty())
+    {
+        write_log(n, options, values, 5, 6, "emulator: not a PTX module (no .version or no .entry)");
+        return InvalidPtx;
+    }
+    for (auto& e : entries)
+        if (!emu::registry().count(e))
+        {
+            write_log(n, options, values, 5, 6, "emulator: kernel " + e + " has no emulated twin (only kernels compiled from cuda/*.cu run here)");
+            return InvalidPtx;
+        }
+    write_log(n, options, values, 3, 4, "emulated module: " + std::to_string(entries.size()) + " kernel(s)");
+    *module = new Module{entries};
+    return Success;
+}
+int cuModuleUnload(void* module) { delete (Module*)module; return Success; }
+int cuModuleGetFunction(void** function, void* module, const char* name)
+{
+    auto* m = (Module*)module;
+    if (!m->entries.count(name)) return NotFound;
+    static std::map<std::string, Function*> functions; // one handle per kernel, as attributes belong to it
+    static std::mutex lock;
+    std::lock_guard<std::mutex> guard(lock);
+    auto& f = functions[name];
+    if (!f) f = new Function{name, &emu::registry()[name]};
+    *function = f;
+    return Success;
+}
+int cuFuncGetAttribute(int* v, int attribute, void* function)
+{
+    auto* f = (Function*)function;
+    switch (attribute)
+    {
+    case 0: *v = 1024; return Success;
+    case 8: *v = f->max_dynamic_shared; return Success;
+    default: return InvalidValue; // registers, PTX version and the like belong to a real JIT
+    }
+}
+int cuFuncSetAttribute(void* function, int attribute, int value)
+{
+    if (attribute != 8 || value < 0 || value > 163 * 1024) return InvalidValue;
+    ((Function*)function)->max_dynamic_shared = value;
+    return Success;
+}
+int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+    unsigned shared, void*, void** params, void** extra)
+{
+    auto* f = (Function*)function;
+    if (extra != nullptr || (shared > 48 * 1024 && (int)shared > f->max_dynamic_shared)) return InvalidValue;
+    if ((size_t)bx * by * bz > 1024 || gx == 0 || gy == 0 || gz == 0) return InvalidValue;
+    std::string failure = emu::launch(*f->kernel, {gx, gy, gz}, {bx, by, bz}, shared, params);
+    if (failure.empty()) return Success;
+    last_launch_failure = "emulated kernel " + f->name + ": " + failure;
+    std::fprintf(stderr, "%s\n", last_launch_failure.c_str());
+    return LaunchFailed;
+}
+
+int cuMemAlloc_v2(unsigned long long* pointer, size_t bytes)
+{
+    if (bytes == 0) return InvalidValue;
+    size_t data = (bytes + 255) / 256 * 256, mapped = (data + page() - 1) / page() * page() + page();
+    void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return OutOfMemory;
+    mprotect((char*)base + mapped - page(), page(), PROT_NONE); // the guard page right after the data
+    uintptr_t p = (uintptr_t)base + mapped - page() - data;
+    std::lock_guard<std::mutex> lock(memory_lock);
+    allocations[p] = {base, mapped, bytes};
+    allocated += bytes;
+    *pointer = p;
+    return Success;
+}
+int cuMemFree_v2(unsigned long long pointer)
+{
+    std::lock_guard<std::mutex> lock(memory_lock);
+    auto it = allocations.find((uintptr_t)pointer);
+    if (it == allocations.end()) return InvalidValue;
+    munmap(it->second.base, it->second.mapped);
+    allocated -= it->second.bytes;
+    allocations.erase(it);
+    return Success;
+}
+int cuMemAllocHost_v2(void** pointer, size_t bytes) { *pointer = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096); return *pointer ? Success : OutOfMemory; }
+int cuMemFreeHost(void* pointer) { std::free(pointer); return Success; }
+int cuMemcpyHtoDAsync_v2(unsigned long long d, const void* s, size_t n, void*) { std::memcpy((void*)d, s, n); return Success; }
+int cuMemcpyDtoHAsync_v2(void* d, unsigned long long s, size_t n, void*) { std::memcpy(d, (const void*)s, n); return Success; }
+int cuMemcpyDtoDAsync_v2(unsigned long long d, unsigned long long s, size_t n, void*) { std::memmove((void*)d, (const void*)s, n); return Success; }
+int cuMemsetD8Async(unsigned long long d, unsigned char v, size_t n, void*) { std::memset((void*)d, v, n); return Success; }
+
+int cuStreamCreate(void** stream, unsigned) { *stream = &stream_tag; return Success; }
+int cuStreamDestroy_v2(void*) { return Success; }
+int cuStreamSynchronize(void*) { return Success; }
+int cuEventCreate(void** e, unsigned) { *e = new Event(); return Success; }
+int cuEventDestroy_v2(void* e) { delete (Event*)e; return Success; }
+int cuEventRecord(void* e, void*) { ((Event*)e)->at = std::chrono::steady_clock::now(); ((Event*)e)->recorded = true; return Success; }
+int cuEventSynchronize(void*) { return Success; }
+int cuEventElapsedTime(float* ms, void* start, void* end)
+{
+    auto *a = (Event*)start, *b = (Event*)end;
+    if (!a->recorded || !b->recorded) return InvalidHandle;
+    *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+    return Success;
+}
+}

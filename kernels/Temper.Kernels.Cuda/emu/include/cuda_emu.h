@@ -1,0 +1,111 @@
+// cuda_emu.h: the device-side CUDA C++ that Temper's kernels use, for running cuda/*.cu on the CPU
+// (the CUDA emulator, libtemper_cuda_emu.so: a stand-in for libcuda that the driver bindings load when
+// TEMPER_CUDA_DRIVER names it). build-emu.sh force-includes this header before each .cu.
+// A block's threads are fibers on the launching OS thread (runtime.cpp): one runs until it reaches a
+// barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op), then the next; blocks run one
+// after another. So __shared__ variables are plain statics shared by the block's fibers, and a barrier
+// that not every live thread reaches is reported as a deadlock instead of hanging.
+// What it checks: indexing, tiling, partial tiles, barriers and warp data exchange. What it cannot: speed,
+// memory-model races (a fiber runs alone between barriers), and the exact rounding of tensor cores.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <algorithm>
+
+#define TEMPER_CUDA_EMU 1
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#define __shared__ static
+#define __constant__ static
+#define __align__(n) __attribute__((aligned(n)))
+// Dynamic shared memory: kernels declare it with this macro (cuda/common.cuh defines it for nvcc).
+#define TEMPER_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::dynamic_shared())
+
+struct uint3 { unsigned x, y, z; };
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+
+namespace emu {
+struct Thread;
+struct Block;
+extern thread_local Thread* current_thread;
+extern thread_local Block* current_block;
+const uint3& thread_idx();
+const uint3& block_idx();
+const uint3& block_dim();
+const uint3& grid_dim();
+int lane();
+void sync_block();
+void sync_warp();
+void* dynamic_shared();
+// This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
+unsigned char* warp_exchange();
+[[noreturn]] void trap(const char* why);
+
+template <class T> T exchange(T v, int source_lane)
+{
+    static_assert(sizeof(T) <= 64, "exchange of more than 64 bytes per lane");
+    unsigned char* x = warp_exchange();
+    std::memcpy(x + 64 * lane(), &v, sizeof(T));
+    sync_warp();
+    T r;
+    std::memcpy(&r, x + 64 * (source_lane & 31), sizeof(T));
+    sync_warp();
+    return r;
+}
+} // namespace emu
+
+#define threadIdx (::emu::thread_idx())
+#define blockIdx (::emu::block_idx())
+#define blockDim (::emu::block_dim())
+#define gridDim (::emu::grid_dim())
+constexpr int warpSize = 32;
+
+inline void __syncthreads() { emu::sync_block(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync_warp(); }
+inline void __trap() { emu::trap("__trap()"); }
+
+template <class T> T __shfl_sync(unsigned, T v, int src, int = 32) { return emu::exchange(v, src); }
+template <class T> T __shfl_xor_sync(unsigned, T v, int mask, int = 32) { return emu::exchange(v, emu::lane() ^ mask); }
+template <class T> T __shfl_down_sync(unsigned, T v, unsigned d, int = 32)
+{
+    int src = emu::lane() + (int)d;
+    T r = emu::exchange(v, src < 32 ? src : emu::lane());
+    return r;
+}
+template <class T> T __shfl_up_sync(unsigned, T v, unsigned d, int = 32)
+{
+    int src = emu::lane() - (int)d;
+    return emu::exchange(v, src >= 0 ? src : emu::lane());
+}
+
+// Fibers never run at the same time, so atomics are plain read-modify-writes.
+template <class T> T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
+template <class T> T atomicMax(T* p, T v) { T old = *p; *p = std::max(old, v); return old; }
+template <class T> T atomicMin(T* p, T v) { T old = *p; *p = std::min(old, v); return old; }
+template <class T> T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
+template <class T> T atomicCAS(T* p, T cmp, T v) { T old = *p; if (old == cmp) *p = v; return old; }
+
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; }
+inline int __float_as_int(float v) { int i; std::memcpy(&i, &v, 4); return i; }
+inline float __uint_as_float(unsigned v) { float f; std::memcpy(&f, &v, 4); return f; }
+inline unsigned __float_as_uint(float v) { unsigned i; std::memcpy(&i, &v, 4); return i; }
+using std::min;
+using std::max;

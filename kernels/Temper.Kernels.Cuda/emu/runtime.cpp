@@ -1,0 +1,218 @@
+// runtime.cpp: the CUDA emulator's execution of a launch (see include/cuda_emu.h). Each block's threads
+// are ucontext fibers on the calling OS thread, scheduled round-robin: a fiber runs until it waits at a
+// barrier or finishes. A barrier opens when every live thread of the block (or of the warp) has
+// arrived; threads that returned no longer count, as on sm_70 and later. If no fiber can run while some
+// wait, the block is deadlocked: the launch fails naming the block and what the threads wait at.
+#include "include/cuda_emu.h"
+#include "runtime.h"
+#include <mutex>
+#include <stdexcept>
+#include <ucontext.h>
+#include <vector>
+
+namespace emu {
+namespace {
+enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+constexpr size_t StackBytes = 256 * 1024;
+} // namespace
+
+struct Thread
+{
+    ucontext_t context;
+    uint3 index;
+    int linear = 0;
+    State state = State::Runnable;
+    std::vector<unsigned char> stack;
+};
+
+struct Block
+{
+    uint3 index, dim, grid;
+    std::vector<Thread> threads;
+    int live = 0, at_block_barrier = 0;
+    std::vector<int> warp_live, at_warp_barrier;
+    std::vector<unsigned char> exchange, shared;
+    ucontext_t scheduler;
+    const Kernel* kernel = nullptr;
+    void** params = nullptr;
+    std::string failure;
+};
+
+thread_local Thread* current_thread = nullptr;
+thread_local Block* current_block = nullptr;
+
+std::map<std::string, Kernel>& registry()
+{
+    static std::map<std::string, Kernel> kernels;
+    return kernels;
+}
+
+const uint3& thread_idx() { return current_thread->index; }
+const uint3& block_idx() { return current_block->index; }
+const uint3& block_dim() { return current_block->dim; }
+const uint3& grid_dim() { return current_block->grid; }
+int lane() { return current_thread->linear % 32; }
+void* dynamic_shared() { return current_block->shared.data(); }
+unsigned char* warp_exchange() { return current_block->exchange.data() + (size_t)(current_thread->linear / 32) * 32 * 64; }
+
+namespace {
+struct Trap
+{
+    std::string why;
+};
+
+void release(State waiting, int warp)
+{
+    Block& b = *current_block;
+    for (auto& t : b.threads)
+        if (t.state == waiting && (warp < 0 || t.linear / 32 == warp)) t.state = State::Runnable;
+}
+
+void wait(State state)
+{
+    current_thread->state = state;
+    swapcontext(&current_thread->context, &current_block->scheduler);
+}
+
+// After a thread finished: barriers whose waiters are now all the live threads open.
+void recheck_barriers(int warp)
+{
+    Block& b = *current_block;
+    if (b.at_block_barrier > 0 && b.at_block_barrier == b.live)
+    {
+        b.at_block_barrier = 0;
+        release(State::AtBlockBarrier, -1);
+    }
+    if (b.at_warp_barrier[warp] > 0 && b.at_warp_barrier[warp] == b.warp_live[warp])
+    {
+        b.at_warp_barrier[warp] = 0;
+        release(State::AtWarpBarrier, warp);
+    }
+}
+
+void thread_main()
+{
+    Block& b = *current_block;
+    try
+    {
+        b.kernel->invoke(b.params);
+    }
+    catch (const Trap& t)
+    {
+        if (b.failure.empty()) b.failure = t.why;
+    }
+    Thread& t = *current_thread;
+    t.state = State::Done;
+    b.live--;
+    b.warp_live[t.linear / 32]--;
+    recheck_barriers(t.linear / 32);
+    // uc_link returns to the scheduler
+}
+
+std::string describe(const Block& b)
+{
+    int block = 0, warp = 0;
+    for (auto& t : b.threads)
+    {
+        block += t.state == State::AtBlockBarrier;
+        warp += t.state == State::AtWarpBarrier;
+    }
+    return "barrier deadlock in block (" + std::to_string(b.index.x) + "," + std::to_string(b.index.y) + "," + std::to_string(b.index.z)
+        + "): " + std::to_string(block) + " threads wait at __syncthreads, " + std::to_string(warp) + " at a warp barrier, "
+        + std::to_string(b.threads.size() - block - warp - (b.threads.size() - b.live)) + " running, " + std::to_string(b.threads.size() - b.live) + " returned";
+}
+
+std::mutex launches; // one kernel at a time, as one emulated GPU with one stream would look to a test
+} // namespace
+
+void sync_block()
+{
+    Block& b = *current_block;
+    if (++b.at_block_barrier == b.live)
+    {
+        b.at_block_barrier = 0;
+        release(State::AtBlockBarrier, -1);
+        return;
+    }
+    wait(State::AtBlockBarrier);
+}
+
+void sync_warp()
+{
+    Block& b = *current_block;
+    int w = current_thread->linear / 32;
+    if (++b.at_warp_barrier[w] == b.warp_live[w])
+    {
+        b.at_warp_barrier[w] = 0;
+        release(State::AtWarpBarrier, w);
+        return;
+    }
+    wait(State::AtWarpBarrier);
+}
+
+void trap(const char* why) { throw Trap{why}; }
+
+std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared, void** params)
+{
+    std::lock_guard<std::mutex> lock(launches);
+    size_t n = (size_t)dim.x * dim.y * dim.z;
+    if (n == 0 || n > 1024) return "a block of " + std::to_string(n) + " threads (1 to 1024)";
+    Block b;
+    b.dim = dim;
+    b.grid = grid;
+    b.kernel = &k;
+    b.params = params;
+    b.threads.resize(n);
+    b.exchange.resize((n + 31) / 32 * 32 * 64);
+    b.shared.assign(dynamic_shared, 0xCD); // garbage, as on the GPU
+    for (auto& t : b.threads) t.stack.resize(StackBytes);
+    current_block = &b;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++)
+            {
+                b.index = {x, y, z};
+                b.live = (int)n;
+                b.at_block_barrier = 0;
+                b.warp_live.assign((n + 31) / 32, 0);
+                b.at_warp_barrier.assign((n + 31) / 32, 0);
+                for (size_t i = 0; i < n; i++)
+                {
+                    Thread& t = b.threads[i];
+                    t.linear = (int)i;
+                    t.index = {(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / ((size_t)dim.x * dim.y))};
+                    t.state = State::Runnable;
+                    b.warp_live[i / 32]++;
+                    getcontext(&t.context);
+                    t.context.uc_stack.ss_sp = t.stack.data();
+                    t.context.uc_stack.ss_size = t.stack.size();
+                    t.context.uc_link = &b.scheduler;
+                    makecontext(&t.context, thread_main, 0);
+                }
+                while (b.live > 0)
+                {
+                    bool ran = false;
+                    for (auto& t : b.threads)
+                    {
+                        if (t.state != State::Runnable) continue;
+                        current_thread = &t;
+                        swapcontext(&b.scheduler, &t.context);
+                        ran = true;
+                    }
+                    if (!ran)
+                    {
+                        current_block = nullptr;
+                        return describe(b);
+                    }
+                }
+                if (!b.failure.empty())
+                {
+                    current_block = nullptr;
+                    return b.failure;
+                }
+            }
+    current_block = nullptr;
+    current_thread = nullptr;
+    return "";
+}
+} // namespace emu

@@ -1,0 +1,91 @@
+// The CUDA emulator (kernels/Temper.Kernels.Cuda/emu) checked on its own kernels (emu/selftest), so that
+// the CUDA C++ kernel checks it runs on the CPU can be trusted: warp shuffles and a shared-memory block
+// reduction give the exact sums, dynamic shared memory holds what the block staged and needs the opt-in
+// above 48 KB as on the GPU, a barrier only some threads reach fails the launch with a message naming
+// it, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
+// TEMPER_CUDA_DRIVER); skipped elsewhere, a real GPU included.
+using Temper.Cuda.Driver;
+
+namespace Temper.Cuda.Tests;
+
+[Trait("Kernels", "cuda")]
+public class EmulatorChecks
+{
+    // The emulator binds .entry names to the kernels compiled into it; no PTX body is read.
+    private const string SelfTestModule = """
+        .version 7.0
+        .target sm_80
+        .address_size 64
+        .visible .entry emu_selftest_block_sum() { ret; }
+        .visible .entry emu_selftest_shared_reverse() { ret; }
+        .visible .entry emu_selftest_divergent_barrier() { ret; }
+        """;
+
+    private static CudaDevice OpenEmulator()
+    {
+        var device = Gpu.OpenForKernels();
+        if (!device.IsEmulated)
+        {
+            device.Dispose();
+            Assert.Skip("not the CUDA emulator (these kernels exist only there)");
+        }
+        return device;
+    }
+
+    [Fact]
+    public void Shuffles_and_shared_memory_reduce_exactly()
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var sum = CudaDriver.GetFunction(module, "emu_selftest_block_sum");
+        const int n = 1000, threads = 256, blocks = (n + threads - 1) / threads;
+        var x = Enumerable.Range(0, n).Select(i => (float)(i % 17)).ToArray(); // small integers: exact sums
+        using var dx = device.Upload<float>(x);
+        using var dsums = device.Allocate<float>(blocks);
+        device.Launch(sum, (blocks, 1, 1), (threads, 1, 1), new CudaKernelArguments().Add(dx).Add(dsums).Add(n));
+        var sums = device.Download<float>(dsums);
+        for (int b = 0; b < blocks; b++)
+            Assert.Equal(x.Skip(b * threads).Take(threads).Sum(), sums[b]);
+    }
+
+    [Fact]
+    public void Dynamic_shared_memory_is_staged_and_needs_the_opt_in_above_48_KB()
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var reverse = CudaDriver.GetFunction(module, "emu_selftest_shared_reverse");
+        const int n = 16 * 1024; // 64 KB of floats
+        var src = Enumerable.Range(0, n).Select(i => (float)i).ToArray();
+        using var dsrc = device.Upload<float>(src);
+        using var ddst = device.Allocate<float>(n);
+        var args = new CudaKernelArguments().Add(dsrc).Add(ddst).Add(n);
+        var refused = Assert.Throws<CudaException>(() => device.Launch(reverse, (1, 1, 1), (128, 1, 1), args, n * 4));
+        Assert.Equal(CudaResult.InvalidValue, refused.Result);
+        CudaDriver.SetFunctionAttribute(reverse, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, n * 4);
+        device.Launch(reverse, (1, 1, 1), (128, 1, 1), args, n * 4);
+        var dst = device.Download<float>(ddst);
+        for (int i = 0; i < n; i++) Assert.Equal(src[n - 1 - i], dst[i]);
+    }
+
+    [Fact]
+    public void A_barrier_only_some_threads_reach_fails_the_launch_by_name()
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var divergent = CudaDriver.GetFunction(module, "emu_selftest_divergent_barrier");
+        using var x = device.Allocate<float>(32);
+        var e = Assert.Throws<CudaException>(() => device.Launch(divergent, (1, 1, 1), (32, 1, 1), new CudaKernelArguments().Add(x)));
+        Assert.Equal(CudaResult.LaunchFailed, e.Result);
+        Assert.Contains("emu_selftest_divergent_barrier", e.Message);
+        Assert.Contains("barrier deadlock in block (0,0,0): 16 threads wait at __syncthreads, 16 at a warp barrier", e.Message);
+    }
+
+    [Fact]
+    public void A_module_with_a_kernel_the_emulator_lacks_is_refused()
+    {
+        using var device = OpenEmulator();
+        var e = Assert.Throws<CudaException>(() => device.LoadModule(EmbeddedPtx.Read("vector_add.ptx"), out _));
+        Assert.StartsWith("cuModuleLoadDataEx failed: CUDA_ERROR_INVALID_PTX", e.Message);
+        Assert.Contains("vector_add_f32 has no emulated twin", e.Message);
+    }
+}
