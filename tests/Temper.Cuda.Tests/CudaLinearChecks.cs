@@ -1,6 +1,7 @@
 // CudaLinear.Bf16 (cuda/linear_bf16.cu on tensor cores) against a float64 evaluation of the same
 // function with x and W rounded to bf16: y = alpha x W^T + bias + y0, at shapes ending in partial 128-row
-// and 128-column tiles and a partial 32-deep slice, with and without bias and accumulation. Every
+// and 128-column tiles and a partial 32-deep slice, rows whose length allows 16-byte loads and rows
+// whose length does not, with and without bias and accumulation. Every
 // element of y is poisoned (NaN) first where it is overwritten, so an unwritten one fails. GPU only.
 using Temper.Core;
 using Temper.Cuda.Driver;
@@ -37,6 +38,7 @@ public class CudaLinearChecks
     [InlineData(200, 72, 130, true, true)]
     [InlineData(1, 64, 64, false, false)]
     [InlineData(129, 33, 257, true, false)]
+    [InlineData(131, 160, 136, false, true)] // 16-byte loads everywhere but the partial tiles, five slices
     public void Bf16_linear_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate)
     {
         using var device = Gpu.OpenForKernels();
@@ -80,6 +82,7 @@ public class CudaLinearChecks
     [Theory]
     [InlineData(200, 130, 72, false)]
     [InlineData(129, 257, 33, true)]
+    [InlineData(70, 136, 96, true)] // 16-byte loads of W's rows (k % 8 == 0), three pipelined slices
     public void Bf16_input_gradient_matches_a_float64_evaluation(int n, int k, int m, bool accumulate)
     {
         using var device = Gpu.OpenForKernels();

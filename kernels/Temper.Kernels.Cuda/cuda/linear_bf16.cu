@@ -3,25 +3,112 @@
 //   linear_bf16_nn (input gradient): y[N,K] = alpha x[N,M] W[M,K] + y (when accumulate)
 // x is f32 (rounded to bf16 as it is staged), W is bf16, sums are f32: what PyTorch's bf16 autocast
 // computes. Tensor cores through WMMA (m16n16k16, bf16 -> f32), sm_80 and later.
-// Tiling: one block of 8 warps per 128 x 128 tile of y; per 32-deep slice the block stages x[128,32]
-// and the W slice as bf16 in shared memory in W's own layout (NT: [128 cols][32 deep], read as a
-// column-major B; NN: [32 deep][128 cols], a row-major B), rows padded by 8 so fragment loads spread
-// over the banks,
-// and warp (wm, wn) in a 2 x 4 grid multiplies a 64 x 32 piece as 4 x 2 fragments. The epilogue goes
-// through a per-warp 16 x 16 f32 scratch so partial tiles, alpha, bias and accumulation are handled
-// element by element. Simple first (no cp.async pipeline, no ldmatrix by hand): issue 7 tunes it.
+// Tiling: one block of 8 warps per 128 x 128 tile of y, 32-deep slices. Software pipeline: while the
+// tensor cores work on slice s from shared memory, each thread's registers already hold slice s + 1
+// loaded from global memory (16-byte vector loads where the row length and address allow, element loads
+// at the edges), stored to the other of two shared-memory stages after the products, one barrier per
+// slice. Shared memory holds x[128,32] and the W slice as bf16 in W's own layout (NT: [128 cols][32
+// deep], read as a column-major B; NN: [32 deep][128 cols], a row-major B), rows padded by 8 so
+// fragment loads spread over the banks; warp (wm, wn) in a 2 x 4 grid multiplies a 64 x 32 piece as
+// 4 x 2 fragments. The epilogue goes through a per-warp 16 x 16 f32 scratch (reusing the stages) so
+// partial tiles, alpha, bias and accumulation are handled element by element.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (with x and W in bf16).
+// Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaLinearChecks.
 #include <cuda_bf16.h>
 #include <mma.h>
+#include <stdint.h>
 #include <type_traits>
 
 using namespace nvcuda;
 
 namespace {
-constexpr int BM = 128, BN = 128, BK = 32, PAD = 8, LDS = BK + PAD;
+constexpr int BM = 128, BN = 128, BK = 32, PAD = 8, LDA = BK + PAD;
 constexpr int WARPS_M = 2, WARPS_N = 4, WM = BM / WARPS_M, WN = BN / WARPS_N;
 constexpr int FM = WM / 16, FN = WN / 16, THREADS = 32 * WARPS_M * WARPS_N;
+constexpr int A_LOADS = BM * BK / 4 / THREADS; // float4 per thread per slice (4)
+constexpr int B_LOADS = BN * BK / 8 / THREADS; // 8 x bf16 per thread per slice (2)
+
+template <bool NN> struct Stage
+{
+    static constexpr int LDB = NN ? BN + PAD : LDA;
+    static constexpr int A_ELEMS = BM * LDA;
+    static constexpr int B_ELEMS = NN ? BK * LDB : BN * LDB;
+    static constexpr int ELEMS = A_ELEMS + B_ELEMS;
+};
+
+__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// One slice of x and W in registers on its way to shared memory.
+struct Staged
+{
+    float4 a[A_LOADS];
+    uint4 b[B_LOADS];
+};
+
+// Thread tid's share of slice k0: x rows r = tid / 8 + 32 p, four floats at column 4 (tid % 8); W chunks of
+// eight bf16 (NT: row tid / 4 + 64 p, column 8 (tid % 4); NN: depth row tid / 16 + 16 p, column 8 (tid % 16)).
+template <bool NN>
+__device__ __forceinline__ void load_slice(Staged& s, const float* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+    int n, int depth, int cols, int row0, int col0, int k0, bool avec, bool bvec)
+{
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int p = 0; p < A_LOADS; p++)
+    {
+        int r = tid / 8 + 32 * p, c = 4 * (tid % 8), gr = row0 + r, gc = k0 + c;
+        const float* src = x + (long)gr * depth + gc;
+        if (avec && gr < n && gc < depth) s.a[p] = *reinterpret_cast<const float4*>(src);
+        else
+        {
+            float v[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) v[e] = gr < n && gc + e < depth ? src[e] : 0.0f;
+            s.a[p] = make_float4(v[0], v[1], v[2], v[3]);
+        }
+    }
+#pragma unroll
+    for (int p = 0; p < B_LOADS; p++)
+    {
+        int r, c, gr, gc, ld, rows, width;
+        if (NN) { r = tid / 16 + 16 * p; c = 8 * (tid % 16); gr = k0 + r; gc = col0 + c; ld = cols; rows = depth; width = cols; }
+        else { r = tid / 4 + 64 * p; c = 8 * (tid % 4); gr = col0 + r; gc = k0 + c; ld = depth; rows = cols; width = depth; }
+        const __nv_bfloat16* src = w + (long)gr * ld + gc;
+        if (bvec && gr < rows && gc < width) s.b[p] = *reinterpret_cast<const uint4*>(src);
+        else
+        {
+            __nv_bfloat16 v[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = gr < rows && gc + e < width ? src[e] : __float2bfloat16(0.0f);
+            uint4 u;
+            memcpy(&u, v, 16);
+            s.b[p] = u;
+        }
+    }
 }
+
+template <bool NN>
+__device__ __forceinline__ void store_slice(const Staged& s, __nv_bfloat16* sa, __nv_bfloat16* sb)
+{
+    constexpr int LDB = Stage<NN>::LDB;
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int p = 0; p < A_LOADS; p++)
+    {
+        int r = tid / 8 + 32 * p, c = 4 * (tid % 8);
+        __nv_bfloat16* d = sa + r * LDA + c;
+        d[0] = __float2bfloat16(s.a[p].x);
+        d[1] = __float2bfloat16(s.a[p].y);
+        d[2] = __float2bfloat16(s.a[p].z);
+        d[3] = __float2bfloat16(s.a[p].w);
+    }
+#pragma unroll
+    for (int p = 0; p < B_LOADS; p++)
+    {
+        int r = NN ? tid / 16 + 16 * p : tid / 4 + 64 * p, c = NN ? 8 * (tid % 16) : 8 * (tid % 4);
+        *reinterpret_cast<uint4*>(sb + r * LDB + c) = s.b[p]; // 16-byte aligned: LDB * 2 and c * 2 are multiples of 16
+    }
+}
+} // namespace
 
 // depth: the summed dimension; cols: y's columns. NN selects W[depth, cols] (else W[cols, depth]).
 template <bool NN>
@@ -29,15 +116,17 @@ __device__ __forceinline__ void linear_bf16(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate)
 {
-    constexpr int LDB = NN ? BN + PAD : LDS;
-    __shared__ __align__(32) __nv_bfloat16 sa[BM * LDS];
-    __shared__ __align__(32) __nv_bfloat16 sb[NN ? BK * LDB : BN * LDB];
-    __shared__ __align__(32) float scratch[WARPS_M * WARPS_N][16 * 16];
+    using S = Stage<NN>;
+    constexpr int LDB = S::LDB;
+    static_assert(2 * S::ELEMS * 2 >= WARPS_M * WARPS_N * 256 * 4, "the epilogue scratch fits in the stages");
+    __shared__ __align__(128) __nv_bfloat16 smem[2 * S::ELEMS];
     using LayoutB = typename std::conditional<NN, wmma::row_major, wmma::col_major>::type;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const bool avec = depth % 4 == 0 && aligned16(x);
+    const bool bvec = (NN ? cols : depth) % 8 == 0 && aligned16(w);
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
 #pragma unroll
@@ -45,35 +134,26 @@ __device__ __forceinline__ void linear_bf16(
 #pragma unroll
         for (int j = 0; j < FN; j++) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    for (int k0 = 0; k0 < depth; k0 += BK)
+    Staged staged;
+    const int slices = (depth + BK - 1) / BK;
+    if (slices > 0)
     {
-        // Consecutive threads take consecutive elements of a row of x and of W (coalesced).
-        for (int e = tid; e < BM * BK; e += THREADS)
-        {
-            int r = e / BK, c = e % BK, gr = row0 + r, gc = k0 + c;
-            sa[r * LDS + c] = __float2bfloat16(gr < n && gc < depth ? x[(long)gr * depth + gc] : 0.0f);
-        }
-        for (int e = tid; e < BN * BK; e += THREADS)
-        {
-            if (NN)
-            {
-                int q = e / BN, c = e % BN, gq = k0 + q, gc = col0 + c;
-                sb[q * LDB + c] = gq < depth && gc < cols ? w[(long)gq * cols + gc] : __float2bfloat16(0.0f);
-            }
-            else
-            {
-                int r = e / BK, c = e % BK, gr = col0 + r, gc = k0 + c;
-                sb[r * LDB + c] = gr < cols && gc < depth ? w[(long)gr * depth + gc] : __float2bfloat16(0.0f);
-            }
-        }
-        __syncthreads();
+        load_slice<NN>(staged, x, w, n, depth, cols, row0, col0, 0, avec, bvec);
+        store_slice<NN>(staged, smem, smem + S::A_ELEMS);
+    }
+    __syncthreads();
+    for (int s = 0; s < slices; s++)
+    {
+        __nv_bfloat16* sa = smem + (s % 2) * S::ELEMS;
+        __nv_bfloat16* sb = sa + S::A_ELEMS;
+        if (s + 1 < slices) load_slice<NN>(staged, x, w, n, depth, cols, row0, col0, (s + 1) * BK, avec, bvec);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16)
         {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a[FM];
             wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> b[FN];
 #pragma unroll
-            for (int i = 0; i < FM; i++) wmma::load_matrix_sync(a[i], sa + (wm * WM + i * 16) * LDS + kk, LDS);
+            for (int i = 0; i < FM; i++) wmma::load_matrix_sync(a[i], sa + (wm * WM + i * 16) * LDA + kk, LDA);
 #pragma unroll
             for (int j = 0; j < FN; j++)
                 wmma::load_matrix_sync(b[j], NN ? sb + kk * LDB + wn * WN + j * 16 : sb + (wn * WN + j * 16) * LDB + kk, LDB);
@@ -82,22 +162,28 @@ __device__ __forceinline__ void linear_bf16(
 #pragma unroll
                 for (int j = 0; j < FN; j++) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
         }
+        // The other stage was last read in slice s - 1, before the barrier that ended it.
+        if (s + 1 < slices)
+        {
+            __nv_bfloat16* na = smem + ((s + 1) % 2) * S::ELEMS;
+            store_slice<NN>(staged, na, na + S::A_ELEMS);
+        }
         __syncthreads();
     }
 
-    float* s = scratch[warp];
+    float* scratch = reinterpret_cast<float*>(smem) + warp * 256; // the stages are free after the last barrier
 #pragma unroll
     for (int i = 0; i < FM; i++)
 #pragma unroll
         for (int j = 0; j < FN; j++)
         {
-            wmma::store_matrix_sync(s, acc[i][j], 16, wmma::mem_row_major);
+            wmma::store_matrix_sync(scratch, acc[i][j], 16, wmma::mem_row_major);
             __syncwarp();
             for (int e = lane; e < 256; e += 32)
             {
                 int gr = row0 + wm * WM + i * 16 + e / 16, gc = col0 + wn * WN + j * 16 + e % 16;
                 if (gr >= n || gc >= cols) continue;
-                float v = alpha * s[e];
+                float v = alpha * scratch[e];
                 if (bias) v += bias[gc];
                 long o = (long)gr * cols + gc;
                 if (accumulate) v += y[o];
@@ -107,14 +193,14 @@ __device__ __forceinline__ void linear_bf16(
         }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) linear_bf16_nt(
+extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nt(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias,
     float* __restrict__ y, int n, int k, int m, float alpha, int accumulate)
 {
     linear_bf16<false>(x, w, bias, y, n, k, m, alpha, accumulate);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) linear_bf16_nn(
+extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nn(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,
     int n, int k, int m, float alpha, int accumulate)
 {
