@@ -3,44 +3,75 @@
 //   Bf16:              y[N,M]  = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
 //   Bf16InputGradient: dx[N,K] = alpha dy[N,M] W[M,K] + dx (when accumulate)
 // Activations f32 (rounded to bf16 as staged), W bf16, results f32; blocks of 256 threads per 128 x 128
-// tile of the result.
+// tile of the result. Either may add a LoRA term in its epilogue (LowRankTerm: y += s L R^T, rank <= 16):
+//   forward:        L = xa [N,r] = x A^T, R = B [M,r], s = scale          (LowRankTerm.Forward)
+//   input gradient: L = dxa [N,r] = scale dy B, R = A [r,K], s = 1          (LowRankTerm.InputGradient)
 // The module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 
 namespace Temper.Kernels.Cuda;
 
+/// <summary>y += Scale L R^T in a Linear's epilogue; R's element (column j, rank q) at R[j * ColumnStride + q * RankStride].</summary>
+public sealed record LowRankTerm(CudaDeviceMemory L, CudaDeviceMemory R, int Rank, int ColumnStride, int RankStride, float Scale)
+{
+    /// <summary>The forward's LoRA term: xa [n, rank] times B [m, rank]^T, scaled.</summary>
+    public static LowRankTerm Forward(CudaDeviceMemory xa, CudaDeviceMemory b, int rank, float scale) => new(xa, b, rank, rank, 1, scale);
+
+    /// <summary>The input gradient's LoRA term: dxa [n, rank] (already scaled) times A [rank, k].</summary>
+    public static LowRankTerm InputGradient(CudaDeviceMemory dxa, CudaDeviceMemory a, int rank, int k) => new(dxa, a, rank, 1, k, 1f);
+}
+
 public sealed class CudaLinear(CudaDevice device) : IDisposable
 {
+    /// <summary>The largest LoRA rank the epilogue takes.</summary>
+    public const int MaxLowRank = 16;
+
     private const int Tile = 128, Threads = 256;
     private CudaModuleHandle? _module;
     private CudaFunction? _nt, _nn;
 
     /// <summary>y = alpha x W^T (+ bias) (+ y): x [n,k] f32, w [m,k] bf16, bias [m] f32 or null, y [n,m] f32.</summary>
-    public void Bf16(CudaDeviceMemory x, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false)
+    public void Bf16(CudaDeviceMemory x, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
+        LowRankTerm? lora = null)
     {
         if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaLinear.Bf16: sizes must be >= 0, not n {n}, k {k}, m {m}");
         Require(x, 4L * n * k, "x");
         Require(w, 2L * m * k, "w");
         Require(y, 4L * n * m, "y");
         if (bias != null) Require(bias, 4L * m, "bias");
+        if (lora != null) RequireLowRank(lora, n, m, "Bf16");
         if ((long)n * m == 0) return;
         _nt ??= CudaDriver.GetFunction(Module(), "linear_bf16_nt");
-        var args = new CudaKernelArguments().Add(x).Add(w).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0);
+        var args = AddLowRank(new CudaKernelArguments().Add(x).Add(w).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
         device.Launch(_nt, ((uint)((m + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
     }
 
     /// <summary>dx = alpha dy W (+ dx): dy [n,m] f32, w [m,k] bf16, dx [n,k] f32.</summary>
-    public void Bf16InputGradient(CudaDeviceMemory dy, CudaDeviceMemory w, CudaDeviceMemory dx, int n, int k, int m, float alpha = 1f, bool accumulate = false)
+    public void Bf16InputGradient(CudaDeviceMemory dy, CudaDeviceMemory w, CudaDeviceMemory dx, int n, int k, int m, float alpha = 1f, bool accumulate = false,
+        LowRankTerm? lora = null)
     {
         if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaLinear.Bf16InputGradient: sizes must be >= 0, not n {n}, k {k}, m {m}");
         Require(dy, 4L * n * m, "dy");
         Require(w, 2L * m * k, "w");
         Require(dx, 4L * n * k, "dx");
+        if (lora != null) RequireLowRank(lora, n, k, "Bf16InputGradient");
         if ((long)n * k == 0) return;
         _nn ??= CudaDriver.GetFunction(Module(), "linear_bf16_nn");
-        var args = new CudaKernelArguments().Add(dy).Add(w).Add(dx).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0);
+        var args = AddLowRank(new CudaKernelArguments().Add(dy).Add(w).Add(dx).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
         device.Launch(_nn, ((uint)((k + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
+    }
+
+    private static CudaKernelArguments AddLowRank(CudaKernelArguments args, LowRankTerm? lora) => lora == null
+        ? args.Add(0UL).Add(0UL).Add(0).Add(0).Add(0).Add(0f)
+        : args.Add(lora.L).Add(lora.R).Add(lora.Rank).Add(lora.ColumnStride).Add(lora.RankStride).Add(lora.Scale);
+
+    private static void RequireLowRank(LowRankTerm lora, int rows, int cols, string op)
+    {
+        if (lora.Rank < 1 || lora.Rank > MaxLowRank || lora.ColumnStride < 0 || lora.RankStride < 0)
+            throw new CudaException($"CudaLinear.{op}: the LoRA term's rank must be 1 to {MaxLowRank} and its strides >= 0, not rank {lora.Rank}, strides {lora.ColumnStride}/{lora.RankStride}");
+        Require(lora.L, 4L * rows * lora.Rank, "the LoRA term's L");
+        Require(lora.R, 4L * (((long)cols - 1) * lora.ColumnStride + ((long)lora.Rank - 1) * lora.RankStride + 1), "the LoRA term's R");
     }
 
     private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("linear_bf16.ptx"), out _);

@@ -107,4 +107,59 @@ public class CudaLinearChecks
         device.Synchronize();
         WrittenAndClose(device.Download<float>(ddx), expected, "dx");
     }
+
+    /// <summary>The LoRA term of the epilogue against float64: the forward's y = x W^T + s xa B^T and the input
+    /// gradient's dx = dy W + dxa A, with L and R in f32 (not rounded), at partial tiles and ranks 16 and 3.</summary>
+    [Theory]
+    [InlineData(200, 72, 130, 16, false)]
+    [InlineData(131, 160, 136, 3, true)]
+    public void Lora_term_in_the_epilogue_matches_a_float64_evaluation(int n, int k, int m, int r, bool inputGradient)
+    {
+        using var device = Gpu.OpenForKernels();
+        int cols = inputGradient ? k : m, depth = inputGradient ? m : k;
+        var x = Floats(n * depth, 8);
+        var w = Floats(m * k, 9);
+        var l = Floats(n * r, 10);
+        var rMatrix = Floats(r * cols, 11); // B [m, r] for the forward, A [r, k] for the input gradient
+        var wBits = new ushort[w.Length];
+        BFloat16.FromSingle(w, wBits);
+        const float scale = 1.75f;
+        float s = inputGradient ? 1f : scale;
+        var expected = new double[n * cols];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < cols; j++)
+            {
+                double sum = 0, low = 0;
+                for (int q = 0; q < depth; q++)
+                {
+                    double wq = BFloat16.ToSingle(inputGradient ? wBits[q * k + j] : wBits[j * k + q]);
+                    sum += BFloat16.ToSingle(BFloat16.FromSingle(x[i * depth + q])) * wq;
+                }
+                for (int q = 0; q < r; q++) low += (double)l[i * r + q] * (inputGradient ? rMatrix[q * k + j] : rMatrix[j * r + q]);
+                expected[i * cols + j] = sum + s * low;
+            }
+        using var dxIn = device.Upload<float>(x);
+        using var dw = device.Upload<ushort>(wBits);
+        using var dl = device.Upload<float>(l);
+        using var dr = device.Upload<float>(rMatrix);
+        using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * cols).ToArray());
+        using var linear = new CudaLinear(device);
+        if (inputGradient) linear.Bf16InputGradient(dxIn, dw, dy, n, k, m, lora: LowRankTerm.InputGradient(dl, dr, r, k));
+        else linear.Bf16(dxIn, dw, null, dy, n, k, m, lora: LowRankTerm.Forward(dl, dr, r, scale));
+        device.Synchronize();
+        WrittenAndClose(device.Download<float>(dy), expected, inputGradient ? "dx" : "y");
+    }
+
+    [Fact]
+    public void A_lora_rank_the_epilogue_cannot_take_is_refused_by_name()
+    {
+        using var device = Gpu.OpenForKernels();
+        using var linear = new CudaLinear(device);
+        using var big = device.Allocate<float>(64 * 64);
+        var e = Assert.Throws<CudaException>(() => linear.Bf16(big, big, null, big, 4, 4, 4, lora: LowRankTerm.Forward(big, big, 17, 1f)));
+        Assert.Contains("rank must be 1 to 16", e.Message);
+        using var tiny = device.Allocate<float>(8);
+        var small = Assert.Throws<CudaException>(() => linear.Bf16(big, big, null, big, 64, 4, 64, lora: LowRankTerm.Forward(big, tiny, 2, 1f)));
+        Assert.Contains("the LoRA term's R holds 32 bytes, the sizes need 512", small.Message);
+    }
 }

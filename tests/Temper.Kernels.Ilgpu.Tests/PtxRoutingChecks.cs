@@ -2,7 +2,8 @@
 // and stream). Everywhere: a view's device address is its buffer's plus its offset (what the route
 // hands the kernels), and the switch stays off where the device is not CUDA. On CUDA: Linear with bf16
 // weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
-// rounding of the activations: NMSE <= 1e-5).
+// rounding of the activations: NMSE <= 1e-5), and the LoRA linear whose LoRA product joins the PTX
+// kernel's epilogue (r <= 16) or stays separate (r > 16).
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -62,6 +63,37 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
             var exact = Run(false);
             Close(viaPtx, exact, $"ptx linear {n}x{k}x{m}", 1e-5);
             Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // bf16 x: the PTX kernel did run
+        }
+        finally
+        {
+            B.PtxKernels = false;
+        }
+    }
+
+    [Theory]
+    [InlineData(300, 72, 200, 16)]
+    [InlineData(70, 64, 130, 24)] // above the epilogue's rank: the separate product
+    public void Lora_linear_through_the_ptx_kernel_matches_the_exact_one(int n, int k, int m, int r)
+    {
+        var x = Floats(n * k, 4);
+        var hw = HostBf16(ToBf16(Floats(m * k, 5), out _), m, k);
+        var bias = Floats(m, 6);
+        var a = Floats(r * k, 7);
+        var b = Floats(m * r, 8);
+        float[] Run(bool ptx)
+        {
+            B.PtxKernels = ptx;
+            var y = Zeros(n, m);
+            var xa = Zeros(n, r);
+            B.LoraLinear(Up(x, n, k), Own(B.FromHost(hw)), Up(bias, m), Up(a, r, k), Up(b, m, r), 0.5f, y, xa);
+            return [.. Down(y), .. Down(xa)];
+        }
+        try
+        {
+            var viaPtx = Run(true);
+            var exact = Run(false);
+            Close(viaPtx, exact, $"ptx lora linear {n}x{k}x{m} r{r}", 1e-5);
+            Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second);
         }
         finally
         {

@@ -12,6 +12,11 @@
 // fragment loads spread over the banks; warp (wm, wn) in a 2 x 4 grid multiplies a 64 x 32 piece as
 // 4 x 2 fragments. The epilogue goes through a per-warp 16 x 16 f32 scratch (reusing the stages) so
 // partial tiles, alpha, bias and accumulation are handled element by element.
+// Low-rank term (LoRA, optional): y += s L[N,r] R^T where R's element (column j, rank q) sits at
+// R[j * rcol + q * rrank], so the forward passes L = xa = x A^T, R = B[M,r] (rcol r, rrank 1), s = scale,
+// and the input gradient L = dxa = scale dy B, R = A[r,K] (rcol 1, rrank K), s = 1: PEFT's LoRA products
+// in f32, added in the epilogue instead of a separate product that reads and writes all of y again. The
+// tile's 128 rows of L and 128 columns of R are staged in shared memory after the main loop (r <= 16).
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (with x and W in bf16).
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaLinearChecks.
 #include <cuda_bf16.h>
@@ -27,6 +32,17 @@ constexpr int WARPS_M = 2, WARPS_N = 4, WM = BM / WARPS_M, WN = BN / WARPS_N;
 constexpr int FM = WM / 16, FN = WN / 16, THREADS = 32 * WARPS_M * WARPS_N;
 constexpr int A_LOADS = BM * BK / 4 / THREADS; // float4 per thread per slice (4)
 constexpr int B_LOADS = BN * BK / 8 / THREADS; // 8 x bf16 per thread per slice (2)
+constexpr int MAX_RANK = 16, SCRATCH_FLOATS = WARPS_M * WARPS_N * 256;
+
+// The optional low-rank term of the epilogue (l == nullptr: none).
+struct LowRank
+{
+    const float* l;
+    const float* r;
+    int rank;
+    int rcol, rrank;
+    float scale;
+};
 
 template <bool NN> struct Stage
 {
@@ -114,11 +130,11 @@ __device__ __forceinline__ void store_slice(const Staged& s, __nv_bfloat16* sa, 
 template <bool NN>
 __device__ __forceinline__ void linear_bf16(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias,
-    float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate)
+    float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate, LowRank lr)
 {
     using S = Stage<NN>;
-    constexpr int LDB = S::LDB;
-    static_assert(2 * S::ELEMS * 2 >= WARPS_M * WARPS_N * 256 * 4, "the epilogue scratch fits in the stages");
+    constexpr int LDB = S::LDB, LDR = MAX_RANK + 1;
+    static_assert(2 * S::ELEMS * 2 >= (SCRATCH_FLOATS + 2 * 128 * LDR) * 4, "the epilogue scratch and low-rank tiles fit in the stages");
     __shared__ __align__(128) __nv_bfloat16 smem[2 * S::ELEMS];
     using LayoutB = typename std::conditional<NN, wmma::row_major, wmma::col_major>::type;
 
@@ -171,7 +187,20 @@ __device__ __forceinline__ void linear_bf16(
         __syncthreads();
     }
 
-    float* scratch = reinterpret_cast<float*>(smem) + warp * 256; // the stages are free after the last barrier
+    // The stages are free after the last barrier: per-warp scratch, then the low-rank tiles.
+    float* scratch = reinterpret_cast<float*>(smem) + warp * 256;
+    float* ls = reinterpret_cast<float*>(smem) + SCRATCH_FLOATS; // [128 rows][LDR]
+    float* rs = ls + 128 * LDR;                                  // [128 cols][LDR]
+    if (lr.l)
+    {
+        for (int e = tid; e < 128 * lr.rank; e += THREADS)
+        {
+            int i = e / lr.rank, q = e % lr.rank, gr = row0 + i, gc = col0 + i;
+            ls[i * LDR + q] = gr < n ? lr.l[(long)gr * lr.rank + q] : 0.0f;
+            rs[i * LDR + q] = gc < cols ? lr.r[(long)gc * lr.rcol + (long)q * lr.rrank] : 0.0f;
+        }
+        __syncthreads();
+    }
 #pragma unroll
     for (int i = 0; i < FM; i++)
 #pragma unroll
@@ -184,6 +213,14 @@ __device__ __forceinline__ void linear_bf16(
                 int gr = row0 + wm * WM + i * 16 + e / 16, gc = col0 + wn * WN + j * 16 + e % 16;
                 if (gr >= n || gc >= cols) continue;
                 float v = alpha * scratch[e];
+                if (lr.l)
+                {
+                    const float* lrow = ls + (gr - row0) * LDR;
+                    const float* rrow = rs + (gc - col0) * LDR;
+                    float t = 0.0f;
+                    for (int q = 0; q < lr.rank; q++) t += lrow[q] * rrow[q];
+                    v += lr.scale * t;
+                }
                 if (bias) v += bias[gc];
                 long o = (long)gr * cols + gc;
                 if (accumulate) v += y[o];
@@ -195,14 +232,16 @@ __device__ __forceinline__ void linear_bf16(
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nt(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias,
-    float* __restrict__ y, int n, int k, int m, float alpha, int accumulate)
+    float* __restrict__ y, int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    linear_bf16<false>(x, w, bias, y, n, k, m, alpha, accumulate);
+    linear_bf16<false>(x, w, bias, y, n, k, m, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nn(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,
-    int n, int k, int m, float alpha, int accumulate)
+    int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    linear_bf16<true>(x, w, nullptr, y, n, m, k, alpha, accumulate);
+    linear_bf16<true>(x, w, nullptr, y, n, m, k, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }

@@ -212,6 +212,19 @@ internal static class Gemm
         ptx.Bf16(x, wd, b, y, n, k, m, alpha, accumulate);
     }
 
+    /// <summary>y = x W^T + bias + scale xa B^T through the CUDA C++ Linear, the LoRA product in its epilogue.</summary>
+    public static void PtxNTLowRank(DeviceContext dc, ArrayView<float> a, ArrayView<ushort> w, ArrayView<float>? bias, ArrayView<float> c,
+        int n, int k, int m, ArrayView<float> xa, ArrayView<float> loraB, int r, float scale)
+    {
+        using var x = Borrow(dc, a);
+        using var wd = Borrow(dc, w);
+        using var y = Borrow(dc, c);
+        using var b = bias is { } bv ? Borrow(dc, bv) : null;
+        using var l = Borrow(dc, xa);
+        using var rb = Borrow(dc, loraB);
+        dc.PtxLinear!.Bf16(x, wd, b, y, n, k, m, lora: Temper.Kernels.Cuda.LowRankTerm.Forward(l, rb, r, scale));
+    }
+
     private static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
         Temper.Cuda.Driver.CudaDeviceMemory.Borrow((ulong)DeviceAddress(view), view.LengthInBytes, dc.PtxContext!);
 
