@@ -1,7 +1,7 @@
-// The Linear products with bf16 weights on tensor cores (cuda/linear_bf16.cu, embedded as
+// The Linear products with bf16 or NF4 weights on tensor cores (cuda/linear_bf16.cu, embedded as
 // Ptx/linear_bf16.ptx):
-//   Bf16:              y[N,M]  = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
-//   Bf16InputGradient: dx[N,K] = alpha dy[N,M] W[M,K] + dx (when accumulate)
+//   Forward:       y[N,M]  = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
+//   InputGradient: dx[N,K] = alpha dy[N,M] W[M,K] + dx (when accumulate)
 // Activations f32 (rounded to bf16 as staged), W bf16, results f32; blocks of 256 threads per 128 x 128
 // tile of the result. Either may add a LoRA term in its epilogue (LowRankTerm: y += s L R^T, rank <= 16):
 //   forward:        L = xa [N,r] = x A^T, R = B [M,r], s = scale          (LowRankTerm.Forward)
@@ -22,6 +22,35 @@ public sealed record LowRankTerm(CudaDeviceMemory L, CudaDeviceMemory R, int Ran
     public static LowRankTerm InputGradient(CudaDeviceMemory dxa, CudaDeviceMemory a, int rank, int k) => new(dxa, a, rank, 1, k, 1f);
 }
 
+/// <summary>A Linear's weight [m, k] on the device: bf16, or NF4 (packed codes, the decoded f32 absmax of each
+/// 64-element block, and the 16-value code book as f32).</summary>
+public abstract record LinearWeight
+{
+    private LinearWeight() { }
+
+    internal abstract void Require(int m, int k);
+    internal abstract CudaKernelArguments AddTo(CudaKernelArguments args);
+
+    public sealed record Bf16(CudaDeviceMemory W) : LinearWeight
+    {
+        internal override void Require(int m, int k) => CudaLinear.Require(W, 2L * m * k, "w");
+        internal override CudaKernelArguments AddTo(CudaKernelArguments args) => args.Add(W);
+    }
+
+    public sealed record Nf4(CudaDeviceMemory Codes, CudaDeviceMemory Absmax, CudaDeviceMemory CodeBook) : LinearWeight
+    {
+        internal override void Require(int m, int k)
+        {
+            long elements = (long)m * k;
+            CudaLinear.Require(Codes, (elements + 1) / 2, "the NF4 codes");
+            CudaLinear.Require(Absmax, 4 * ((elements + 63) / 64), "the NF4 absmax");
+            CudaLinear.Require(CodeBook, 4 * 16, "the NF4 code book");
+        }
+
+        internal override CudaKernelArguments AddTo(CudaKernelArguments args) => args.Add(Codes).Add(Absmax).Add(CodeBook);
+    }
+}
+
 public sealed class CudaLinear(CudaDevice device) : IDisposable
 {
     /// <summary>The largest LoRA rank the epilogue takes.</summary>
@@ -29,37 +58,37 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
 
     private const int Tile = 128, Threads = 256;
     private CudaModuleHandle? _module;
-    private CudaFunction? _nt, _nn;
+    private CudaFunction? _nt, _nn, _nf4Nt, _nf4Nn;
 
-    /// <summary>y = alpha x W^T (+ bias) (+ y): x [n,k] f32, w [m,k] bf16, bias [m] f32 or null, y [n,m] f32.</summary>
-    public void Bf16(CudaDeviceMemory x, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
+    /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
+    public void Forward(CudaDeviceMemory x, LinearWeight w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
         LowRankTerm? lora = null)
     {
-        if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaLinear.Bf16: sizes must be >= 0, not n {n}, k {k}, m {m}");
+        if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaLinear.Forward: sizes must be >= 0, not n {n}, k {k}, m {m}");
         Require(x, 4L * n * k, "x");
-        Require(w, 2L * m * k, "w");
+        w.Require(m, k);
         Require(y, 4L * n * m, "y");
         if (bias != null) Require(bias, 4L * m, "bias");
-        if (lora != null) RequireLowRank(lora, n, m, "Bf16");
+        if (lora != null) RequireLowRank(lora, n, m, "Forward");
         if ((long)n * m == 0) return;
-        _nt ??= CudaDriver.GetFunction(Module(), "linear_bf16_nt");
-        var args = AddLowRank(new CudaKernelArguments().Add(x).Add(w).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
-        device.Launch(_nt, ((uint)((m + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
+        var f = w is LinearWeight.Nf4 ? _nf4Nt ??= CudaDriver.GetFunction(Module(), "linear_nf4_nt") : _nt ??= CudaDriver.GetFunction(Module(), "linear_bf16_nt");
+        var args = AddLowRank(w.AddTo(new CudaKernelArguments().Add(x)).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
+        device.Launch(f, ((uint)((m + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
     }
 
-    /// <summary>dx = alpha dy W (+ dx): dy [n,m] f32, w [m,k] bf16, dx [n,k] f32.</summary>
-    public void Bf16InputGradient(CudaDeviceMemory dy, CudaDeviceMemory w, CudaDeviceMemory dx, int n, int k, int m, float alpha = 1f, bool accumulate = false,
+    /// <summary>dx = alpha dy W (+ dx) (+ the LoRA term): dy [n,m] f32, w [m,k] bf16 or NF4, dx [n,k] f32.</summary>
+    public void InputGradient(CudaDeviceMemory dy, LinearWeight w, CudaDeviceMemory dx, int n, int k, int m, float alpha = 1f, bool accumulate = false,
         LowRankTerm? lora = null)
     {
-        if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaLinear.Bf16InputGradient: sizes must be >= 0, not n {n}, k {k}, m {m}");
+        if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaLinear.InputGradient: sizes must be >= 0, not n {n}, k {k}, m {m}");
         Require(dy, 4L * n * m, "dy");
-        Require(w, 2L * m * k, "w");
+        w.Require(m, k);
         Require(dx, 4L * n * k, "dx");
-        if (lora != null) RequireLowRank(lora, n, k, "Bf16InputGradient");
+        if (lora != null) RequireLowRank(lora, n, k, "InputGradient");
         if ((long)n * k == 0) return;
-        _nn ??= CudaDriver.GetFunction(Module(), "linear_bf16_nn");
-        var args = AddLowRank(new CudaKernelArguments().Add(dy).Add(w).Add(dx).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
-        device.Launch(_nn, ((uint)((k + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
+        var f = w is LinearWeight.Nf4 ? _nf4Nn ??= CudaDriver.GetFunction(Module(), "linear_nf4_nn") : _nn ??= CudaDriver.GetFunction(Module(), "linear_bf16_nn");
+        var args = AddLowRank(w.AddTo(new CudaKernelArguments().Add(dy)).Add(dx).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
+        device.Launch(f, ((uint)((k + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
     }
 
     private static CudaKernelArguments AddLowRank(CudaKernelArguments args, LowRankTerm? lora) => lora == null
@@ -76,7 +105,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
 
     private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("linear_bf16.ptx"), out _);
 
-    private static void Require(CudaDeviceMemory memory, long bytes, string what)
+    internal static void Require(CudaDeviceMemory memory, long bytes, string what)
     {
         if (memory.ByteLength < bytes) throw new CudaException($"CudaLinear: {what} holds {memory.ByteLength} bytes, the sizes need {bytes}");
     }

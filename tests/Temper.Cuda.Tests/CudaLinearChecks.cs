@@ -62,7 +62,7 @@ public class CudaLinearChecks
         using var db = device.Upload<float>(b);
         using var dy = device.Upload<float>(y0);
         using var linear = new CudaLinear(device);
-        linear.Bf16(dx, dw, bias ? db : null, dy, n, k, m, alpha, accumulate);
+        linear.Forward(dx, new LinearWeight.Bf16(dw), bias ? db : null, dy, n, k, m, alpha, accumulate);
         device.Synchronize();
         WrittenAndClose(device.Download<float>(dy), expected, "y");
     }
@@ -73,10 +73,13 @@ public class CudaLinearChecks
         using var device = Gpu.OpenForKernels();
         using var small = device.Allocate<float>(4);
         using var linear = new CudaLinear(device);
-        var e = Assert.Throws<CudaException>(() => linear.Bf16(small, small, null, small, 4, 4, 4));
+        var e = Assert.Throws<CudaException>(() => linear.Forward(small, new LinearWeight.Bf16(small), null, small, 4, 4, 4));
         Assert.Contains("x holds 16 bytes, the sizes need 64", e.Message);
-        var g = Assert.Throws<CudaException>(() => linear.Bf16InputGradient(small, small, small, 4, 4, 4));
+        var g = Assert.Throws<CudaException>(() => linear.InputGradient(small, new LinearWeight.Bf16(small), small, 4, 4, 4));
         Assert.Contains("dy holds 16 bytes, the sizes need 64", g.Message);
+        using var big = device.Allocate<float>(64 * 64);
+        var q = Assert.Throws<CudaException>(() => linear.Forward(big, new LinearWeight.Nf4(big, small, big), null, big, 8, 16, 64));
+        Assert.Contains("the NF4 absmax holds 16 bytes, the sizes need 64", q.Message);
     }
 
     [Theory]
@@ -103,7 +106,7 @@ public class CudaLinearChecks
         using var dw = device.Upload<ushort>(wBits);
         using var ddx = device.Upload<float>(dx0);
         using var linear = new CudaLinear(device);
-        linear.Bf16InputGradient(ddy, dw, ddx, n, k, m, 1f, accumulate);
+        linear.InputGradient(ddy, new LinearWeight.Bf16(dw), ddx, n, k, m, 1f, accumulate);
         device.Synchronize();
         WrittenAndClose(device.Download<float>(ddx), expected, "dx");
     }
@@ -144,8 +147,8 @@ public class CudaLinearChecks
         using var dr = device.Upload<float>(rMatrix);
         using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * cols).ToArray());
         using var linear = new CudaLinear(device);
-        if (inputGradient) linear.Bf16InputGradient(dxIn, dw, dy, n, k, m, lora: LowRankTerm.InputGradient(dl, dr, r, k));
-        else linear.Bf16(dxIn, dw, null, dy, n, k, m, lora: LowRankTerm.Forward(dl, dr, r, scale));
+        if (inputGradient) linear.InputGradient(dxIn, new LinearWeight.Bf16(dw), dy, n, k, m, lora: LowRankTerm.InputGradient(dl, dr, r, k));
+        else linear.Forward(dxIn, new LinearWeight.Bf16(dw), null, dy, n, k, m, lora: LowRankTerm.Forward(dl, dr, r, scale));
         device.Synchronize();
         WrittenAndClose(device.Download<float>(dy), expected, inputGradient ? "dx" : "y");
     }
@@ -156,10 +159,62 @@ public class CudaLinearChecks
         using var device = Gpu.OpenForKernels();
         using var linear = new CudaLinear(device);
         using var big = device.Allocate<float>(64 * 64);
-        var e = Assert.Throws<CudaException>(() => linear.Bf16(big, big, null, big, 4, 4, 4, lora: LowRankTerm.Forward(big, big, 17, 1f)));
+        var e = Assert.Throws<CudaException>(() => linear.Forward(big, new LinearWeight.Bf16(big), null, big, 4, 4, 4, lora: LowRankTerm.Forward(big, big, 17, 1f)));
         Assert.Contains("rank must be 1 to 16", e.Message);
         using var tiny = device.Allocate<float>(8);
-        var small = Assert.Throws<CudaException>(() => linear.Bf16(big, big, null, big, 64, 4, 64, lora: LowRankTerm.Forward(big, tiny, 2, 1f)));
+        var small = Assert.Throws<CudaException>(() => linear.Forward(big, new LinearWeight.Bf16(big), null, big, 64, 4, 64, lora: LowRankTerm.Forward(big, tiny, 2, 1f)));
         Assert.Contains("the LoRA term's R holds 32 bytes, the sizes need 512", small.Message);
+    }
+
+    /// <summary>The NF4 Linear (codes dequantised as staged, lut[code] * absmax rounded to bf16) against float64 over
+    /// the same bf16 weights, forward and input gradient, with the LoRA term; rows whose length takes the 8-byte
+    /// code loads (a multiple of 16) and rows that do not, blocks of 64 crossing rows.</summary>
+    [Theory]
+    [InlineData(150, 96, 136, false)]
+    [InlineData(131, 40, 70, false)]
+    [InlineData(150, 96, 136, true)]
+    [InlineData(70, 136, 42, true)]
+    public void Nf4_linear_matches_a_float64_evaluation(int n, int k, int m, bool inputGradient)
+    {
+        using var device = Gpu.OpenForKernels();
+        var w = Floats(m * k, 12);
+        using var q = Temper.Core.Quantization.Nf4Weight.Quantize(w, new Shape(m, k), "w");
+        var absmax = q.BlockAbsmax();
+        var codes = q.Codes.Bytes.ToArray();
+        var lut = Temper.Core.Quantization.Nf4CodeBook.Values.ToArray();
+        var wq = new float[m * k]; // the bf16 weight the kernel multiplies
+        for (int i = 0; i < wq.Length; i++)
+            wq[i] = BFloat16.ToSingle(BFloat16.FromSingle(lut[(i % 2 == 0 ? codes[i / 2] >> 4 : codes[i / 2] & 15)] * absmax[i / 64]));
+        int cols = inputGradient ? k : m, depth = inputGradient ? m : k, r = 4;
+        var x = Floats(n * depth, 13);
+        var l = Floats(n * r, 14);
+        var rMatrix = Floats(r * cols, 15);
+        const float scale = 0.75f;
+        float s = inputGradient ? 1f : scale;
+        var bias = Floats(m, 16);
+        var expected = new double[n * cols];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < cols; j++)
+            {
+                double sum = 0, low = 0;
+                for (int t = 0; t < depth; t++)
+                    sum += (double)BFloat16.ToSingle(BFloat16.FromSingle(x[i * depth + t])) * (inputGradient ? wq[t * k + j] : wq[j * k + t]);
+                for (int t = 0; t < r; t++) low += (double)l[i * r + t] * (inputGradient ? rMatrix[t * k + j] : rMatrix[j * r + t]);
+                expected[i * cols + j] = sum + s * low + (inputGradient ? 0 : bias[j]);
+            }
+        using var dx = device.Upload<float>(x);
+        using var dcodes = device.Upload<byte>(codes);
+        using var dabs = device.Upload<float>(absmax);
+        using var dlut = device.Upload<float>(lut);
+        using var dl = device.Upload<float>(l);
+        using var dr = device.Upload<float>(rMatrix);
+        using var db = device.Upload<float>(bias);
+        using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * cols).ToArray());
+        using var linear = new CudaLinear(device);
+        var weight = new LinearWeight.Nf4(dcodes, dabs, dlut);
+        if (inputGradient) linear.InputGradient(dx, weight, dy, n, k, m, lora: LowRankTerm.InputGradient(dl, dr, r, k));
+        else linear.Forward(dx, weight, db, dy, n, k, m, lora: LowRankTerm.Forward(dl, dr, r, scale));
+        device.Synchronize();
+        WrittenAndClose(device.Download<float>(dy), expected, inputGradient ? "dx" : "y");
     }
 }

@@ -1,8 +1,12 @@
-// linear_bf16.cu: the Linear products with bf16 weights on tensor cores, bf16 compute mode.
-//   linear_bf16_nt (forward):        y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
-//   linear_bf16_nn (input gradient): y[N,K] = alpha x[N,M] W[M,K] + y (when accumulate)
+// linear_bf16.cu: the Linear products with bf16 or NF4 weights on tensor cores, bf16 compute mode.
+//   linear_bf16_nt / linear_nf4_nt (forward):        y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
+//   linear_bf16_nn / linear_nf4_nn (input gradient): y[N,K] = alpha x[N,M] W[M,K] + y (when accumulate)
 // x is f32 (rounded to bf16 as it is staged), W is bf16, sums are f32: what PyTorch's bf16 autocast
-// computes. Tensor cores through WMMA (m16n16k16, bf16 -> f32), sm_80 and later.
+// computes. An NF4 weight (QLoRA's frozen base: packed codes, first element in the high nibble, and the
+// f32 absmax of each 64-element block of the flattened weight, decoded beforehand) is dequantised as
+// it is staged, lut[code] * absmax in f32 rounded to bf16, as bitsandbytes dequantises for a bf16
+// compute dtype: the full weight never exists in memory. Tensor cores through WMMA (m16n16k16,
+// bf16 -> f32), sm_80 and later.
 // Tiling: one block of 8 warps per 128 x 128 tile of y, 32-deep slices. Software pipeline: while the
 // tensor cores work on slice s from shared memory, each thread's registers already hold slice s + 1
 // loaded from global memory (16-byte vector loads where the row length and address allow, element loads
@@ -32,6 +36,7 @@ constexpr int WARPS_M = 2, WARPS_N = 4, WM = BM / WARPS_M, WN = BN / WARPS_N;
 constexpr int FM = WM / 16, FN = WN / 16, THREADS = 32 * WARPS_M * WARPS_N;
 constexpr int A_LOADS = BM * BK / 4 / THREADS; // float4 per thread per slice (4)
 constexpr int B_LOADS = BN * BK / 8 / THREADS; // 8 x bf16 per thread per slice (2)
+static_assert(B_LOADS == 2, "an NF4 thread stages 16 consecutive weights as two 8-wide chunks");
 constexpr int MAX_RANK = 16, SCRATCH_FLOATS = WARPS_M * WARPS_N * 256;
 
 // The optional low-rank term of the epilogue (l == nullptr: none).
@@ -54,6 +59,15 @@ template <bool NN> struct Stage
 
 __device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
+// The weight operand: bf16 W, or NF4 codes with their decoded block absmax and the 16-value code book.
+struct Weights
+{
+    const __nv_bfloat16* w;
+    const uint8_t* codes;
+    const float* absmax;
+    const float* lut;
+};
+
 // One slice of x and W in registers on its way to shared memory.
 struct Staged
 {
@@ -61,10 +75,19 @@ struct Staged
     uint4 b[B_LOADS];
 };
 
-// Thread tid's share of slice k0: x rows r = tid / 8 + 32 p, four floats at column 4 (tid % 8); W chunks of
-// eight bf16 (NT: row tid / 4 + 64 p, column 8 (tid % 4); NN: depth row tid / 16 + 16 p, column 8 (tid % 16)).
-template <bool NN>
-__device__ __forceinline__ void load_slice(Staged& s, const float* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+// Where chunk p (8 consecutive weights) of thread tid's W share sits in the slice: bf16 W takes two chunks
+// in rows 64 (NT) or 16 (NN) apart; NF4 takes one run of 16 (NT: row tid / 2, column 16 (tid % 2); NN:
+// depth row tid / 8, column 16 (tid % 8)) so its codes are one 8-byte load and one absmax.
+template <bool NN, bool Q4> __device__ __forceinline__ void chunk(int tid, int p, int& r, int& c)
+{
+    if (Q4) { r = NN ? tid / 8 : tid / 2; c = (NN ? 16 * (tid % 8) : 16 * (tid % 2)) + 8 * p; }
+    else { r = NN ? tid / 16 + 16 * p : tid / 4 + 64 * p; c = NN ? 8 * (tid % 16) : 8 * (tid % 4); }
+}
+
+// Thread tid's share of slice k0: x rows r = tid / 8 + 32 p, four floats at column 4 (tid % 8); W as chunk()
+// places it. Vector loads where the row length and address allow, element loads at the edges.
+template <bool NN, bool Q4>
+__device__ __forceinline__ void load_slice(Staged& s, const float* __restrict__ x, const Weights& wt, const float* lut,
     int n, int depth, int cols, int row0, int col0, int k0, bool avec, bool bvec)
 {
     const int tid = threadIdx.x;
@@ -82,27 +105,65 @@ __device__ __forceinline__ void load_slice(Staged& s, const float* __restrict__ 
             s.a[p] = make_float4(v[0], v[1], v[2], v[3]);
         }
     }
+    // W's rows: NN reads W[depth, cols] by depth row, NT reads W[cols, depth] by output column.
+    const int ld = NN ? cols : depth, rows = NN ? depth : cols;
+    if (Q4)
+    {
+        int r, c;
+        chunk<NN, true>(tid, 0, r, c);
+        int gr = (NN ? k0 : col0) + r, gc = (NN ? col0 : k0) + c;
+        long f = (long)gr * ld + gc; // flattened index of the first of 16
+        __nv_bfloat16 v[16];
+        if (bvec && gr < rows && gc < ld)
+        {
+            uint2 packed = *reinterpret_cast<const uint2*>(wt.codes + f / 2);
+            float a = wt.absmax[f / 64];
+            uint32_t words[2] = {packed.x, packed.y};
+#pragma unroll
+            for (int e = 0; e < 16; e++)
+            {
+                uint32_t byte = words[e / 8] >> (8 * (e % 8 / 2)) & 0xFF;
+                v[e] = __float2bfloat16(lut[e % 2 == 0 ? byte >> 4 : byte & 15] * a);
+            }
+        }
+        else
+        {
+#pragma unroll
+            for (int e = 0; e < 16; e++)
+            {
+                long fe = f + e;
+                float value = 0.0f;
+                if (gr < rows && gc + e < ld)
+                {
+                    uint32_t byte = wt.codes[fe / 2];
+                    value = lut[fe % 2 == 0 ? byte >> 4 : byte & 15] * wt.absmax[fe / 64];
+                }
+                v[e] = __float2bfloat16(value);
+            }
+        }
+        memcpy(&s.b[0], v, 16);
+        memcpy(&s.b[1], v + 8, 16);
+    }
+    else
 #pragma unroll
     for (int p = 0; p < B_LOADS; p++)
     {
-        int r, c, gr, gc, ld, rows, width;
-        if (NN) { r = tid / 16 + 16 * p; c = 8 * (tid % 16); gr = k0 + r; gc = col0 + c; ld = cols; rows = depth; width = cols; }
-        else { r = tid / 4 + 64 * p; c = 8 * (tid % 4); gr = col0 + r; gc = k0 + c; ld = depth; rows = cols; width = depth; }
-        const __nv_bfloat16* src = w + (long)gr * ld + gc;
-        if (bvec && gr < rows && gc < width) s.b[p] = *reinterpret_cast<const uint4*>(src);
+        int r, c;
+        chunk<NN, false>(tid, p, r, c);
+        int gr = (NN ? k0 : col0) + r, gc = (NN ? col0 : k0) + c;
+        const __nv_bfloat16* src = wt.w + (long)gr * ld + gc;
+        if (bvec && gr < rows && gc < ld) s.b[p] = *reinterpret_cast<const uint4*>(src);
         else
         {
             __nv_bfloat16 v[8];
 #pragma unroll
-            for (int e = 0; e < 8; e++) v[e] = gr < rows && gc + e < width ? src[e] : __float2bfloat16(0.0f);
-            uint4 u;
-            memcpy(&u, v, 16);
-            s.b[p] = u;
+            for (int e = 0; e < 8; e++) v[e] = gr < rows && gc + e < ld ? src[e] : __float2bfloat16(0.0f);
+            memcpy(&s.b[p], v, 16);
         }
     }
 }
 
-template <bool NN>
+template <bool NN, bool Q4>
 __device__ __forceinline__ void store_slice(const Staged& s, __nv_bfloat16* sa, __nv_bfloat16* sb)
 {
     constexpr int LDB = Stage<NN>::LDB;
@@ -120,29 +181,34 @@ __device__ __forceinline__ void store_slice(const Staged& s, __nv_bfloat16* sa, 
 #pragma unroll
     for (int p = 0; p < B_LOADS; p++)
     {
-        int r = NN ? tid / 16 + 16 * p : tid / 4 + 64 * p, c = NN ? 8 * (tid % 16) : 8 * (tid % 4);
+        int r, c;
+        chunk<NN, Q4>(tid, p, r, c);
         *reinterpret_cast<uint4*>(sb + r * LDB + c) = s.b[p]; // 16-byte aligned: LDB * 2 and c * 2 are multiples of 16
     }
 }
 } // namespace
 
 // depth: the summed dimension; cols: y's columns. NN selects W[depth, cols] (else W[cols, depth]).
-template <bool NN>
+template <bool NN, bool Q4>
 __device__ __forceinline__ void linear_bf16(
-    const float* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias,
+    const float* __restrict__ x, const Weights wt, const float* __restrict__ bias,
     float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate, LowRank lr)
 {
     using S = Stage<NN>;
     constexpr int LDB = S::LDB, LDR = MAX_RANK + 1;
     static_assert(2 * S::ELEMS * 2 >= (SCRATCH_FLOATS + 2 * 128 * LDR) * 4, "the epilogue scratch and low-rank tiles fit in the stages");
     __shared__ __align__(128) __nv_bfloat16 smem[2 * S::ELEMS];
+    __shared__ float lut[16];
     using LayoutB = typename std::conditional<NN, wmma::row_major, wmma::col_major>::type;
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int wm = warp / WARPS_N, wn = warp % WARPS_N;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
     const bool avec = depth % 4 == 0 && aligned16(x);
-    const bool bvec = (NN ? cols : depth) % 8 == 0 && aligned16(w);
+    // Vector loads of W: bf16 rows of a multiple of 8 (16 bytes); NF4 rows of a multiple of 16 (8 code bytes).
+    const bool bvec = Q4 ? (NN ? cols : depth) % 16 == 0 && ((uintptr_t)wt.codes & 7) == 0 : (NN ? cols : depth) % 8 == 0 && aligned16(wt.w);
+    if (Q4 && tid < 16) lut[tid] = wt.lut[tid];
+    if (Q4) __syncthreads();
 
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
 #pragma unroll
@@ -154,15 +220,15 @@ __device__ __forceinline__ void linear_bf16(
     const int slices = (depth + BK - 1) / BK;
     if (slices > 0)
     {
-        load_slice<NN>(staged, x, w, n, depth, cols, row0, col0, 0, avec, bvec);
-        store_slice<NN>(staged, smem, smem + S::A_ELEMS);
+        load_slice<NN, Q4>(staged, x, wt, lut, n, depth, cols, row0, col0, 0, avec, bvec);
+        store_slice<NN, Q4>(staged, smem, smem + S::A_ELEMS);
     }
     __syncthreads();
     for (int s = 0; s < slices; s++)
     {
         __nv_bfloat16* sa = smem + (s % 2) * S::ELEMS;
         __nv_bfloat16* sb = sa + S::A_ELEMS;
-        if (s + 1 < slices) load_slice<NN>(staged, x, w, n, depth, cols, row0, col0, (s + 1) * BK, avec, bvec);
+        if (s + 1 < slices) load_slice<NN, Q4>(staged, x, wt, lut, n, depth, cols, row0, col0, (s + 1) * BK, avec, bvec);
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 16)
         {
@@ -182,7 +248,7 @@ __device__ __forceinline__ void linear_bf16(
         if (s + 1 < slices)
         {
             __nv_bfloat16* na = smem + ((s + 1) % 2) * S::ELEMS;
-            store_slice<NN>(staged, na, na + S::A_ELEMS);
+            store_slice<NN, Q4>(staged, na, na + S::A_ELEMS);
         }
         __syncthreads();
     }
@@ -235,7 +301,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nt(
     float* __restrict__ y, int n, int k, int m, float alpha, int accumulate,
     const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    linear_bf16<false>(x, w, bias, y, n, k, m, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
+    linear_bf16<false, false>(x, Weights{w, nullptr, nullptr, nullptr}, bias, y, n, k, m, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nn(
@@ -243,5 +309,21 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_bf16_nn(
     int n, int k, int m, float alpha, int accumulate,
     const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    linear_bf16<true>(x, w, nullptr, y, n, m, k, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
+    linear_bf16<true, false>(x, Weights{w, nullptr, nullptr, nullptr}, nullptr, y, n, m, k, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_nf4_nt(
+    const float* __restrict__ x, const uint8_t* __restrict__ codes, const float* __restrict__ absmax, const float* __restrict__ lut,
+    const float* __restrict__ bias, float* __restrict__ y, int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
+{
+    linear_bf16<false, true>(x, Weights{nullptr, codes, absmax, lut}, bias, y, n, k, m, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) linear_nf4_nn(
+    const float* __restrict__ x, const uint8_t* __restrict__ codes, const float* __restrict__ absmax, const float* __restrict__ lut,
+    float* __restrict__ y, int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
+{
+    linear_bf16<true, true>(x, Weights{nullptr, codes, absmax, lut}, nullptr, y, n, m, k, alpha, accumulate, LowRank{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }

@@ -209,7 +209,7 @@ internal static class Gemm
         using var wd = Borrow(dc, w);
         using var y = Borrow(dc, c);
         using var b = bias is { } bv ? Borrow(dc, bv) : null;
-        ptx.Bf16(x, wd, b, y, n, k, m, alpha, accumulate);
+        ptx.Forward(x, new Temper.Kernels.Cuda.LinearWeight.Bf16(wd), b, y, n, k, m, alpha, accumulate);
     }
 
     /// <summary>y = x W^T + bias + scale xa B^T through the CUDA C++ Linear, the LoRA product in its epilogue.</summary>
@@ -222,7 +222,7 @@ internal static class Gemm
         using var b = bias is { } bv ? Borrow(dc, bv) : null;
         using var l = Borrow(dc, xa);
         using var rb = Borrow(dc, loraB);
-        dc.PtxLinear!.Bf16(x, wd, b, y, n, k, m, lora: Temper.Kernels.Cuda.LowRankTerm.Forward(l, rb, r, scale));
+        dc.PtxLinear!.Forward(x, new Temper.Kernels.Cuda.LinearWeight.Bf16(wd), b, y, n, k, m, lora: Temper.Kernels.Cuda.LowRankTerm.Forward(l, rb, r, scale));
     }
 
     private static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
@@ -238,7 +238,7 @@ internal static class Gemm
             using var dy = Borrow(dc, a);
             using var wd = Borrow(dc, w.Bf16);
             using var dx = Borrow(dc, c);
-            ptx.Bf16InputGradient(dy, wd, dx, n, k, m, alpha, accumulate);
+            ptx.InputGradient(dy, new Temper.Kernels.Cuda.LinearWeight.Bf16(wd), dx, n, k, m, alpha, accumulate);
         }
         else if (w.IsBf16) NN(dc, a, new Bf16Weights(w.Bf16), c, n, k, m, alpha, accumulate);
         else NN(dc, a, new F32Weights(w.F32), c, n, k, m, alpha, accumulate);
