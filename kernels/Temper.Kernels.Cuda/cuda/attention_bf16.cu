@@ -23,6 +23,8 @@
 // through the score tile 64 columns at a time to be multiplied by alpha row by row (WMMA's register
 // layout is opaque), then O += P V (4 x D/16 products). Epilogue: O through the score tile again,
 // out = O / l, lse = m ln 2 + log l.
+// Registers (ptxas 11.8, sm_80 and sm_90): D = 64 168 (3 blocks of 4 warps per SM), D = 128 254 (2 blocks),
+// no spills; shared memory allows 4 and 2 blocks per SM on an H100.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaAttentionChecks.
 #include <cuda_bf16.h>
 #include <mma.h>
@@ -77,7 +79,7 @@ template <int D>
 __device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const float* __restrict__ src, long stride, int rows, bool vec)
 {
     constexpr int LD = D + 8, PER_ROW = D / 4, CHUNKS = 64 * PER_ROW / THREADS;
-#pragma unroll
+#pragma unroll 8
     for (int p = 0; p < CHUNKS; p++)
     {
         int f = threadIdx.x + p * THREADS, r = f / PER_ROW, c = 4 * (f % PER_ROW);
@@ -164,7 +166,7 @@ __device__ __forceinline__ void attention_forward(
 
         const int pos = qPos[wr], seg = qSeg[wr];
         bool sees = false;
-        for (int c = half; c < BKV && !sees; c += 2) sees = keyOk[c] && j0 + c <= pos && keySeg[c] == seg;
+        for (int c = half; c < BKV && !sees; c += 2) sees = (keyOk[c] != 0) & (j0 + c <= pos) & (keySeg[c] == seg);
         if (!warp_any(sees)) continue; // warp-uniform: no block barrier before the next tile's
 
         // S = Q K^T for the warp's 16 rows (K^T read as a column-major B).
@@ -189,15 +191,15 @@ __device__ __forceinline__ void attention_forward(
         __syncwarp();
 
         // Online softmax: this lane's columns half, half + 2, ... of row r.
-        float x[BKV / 2];
         float tileMax = -INFINITY;
 #pragma unroll
         for (int t = 0; t < BKV / 2; t++)
         {
             int c = half + 2 * t;
-            bool visible = keyOk[c] && j0 + c <= pos && keySeg[c] == seg;
-            x[t] = visible ? myS[r * LDS + c] * scale2 : -INFINITY;
-            tileMax = fmaxf(tileMax, x[t]);
+            bool visible = (keyOk[c] != 0) & (j0 + c <= pos) & (keySeg[c] == seg);
+            float x = visible ? myS[r * LDS + c] * scale2 : -INFINITY;
+            myS[r * LDS + c] = x;
+            tileMax = fmaxf(tileMax, x);
         }
         tileMax = fmaxf(tileMax, __shfl_xor_sync(FULL, tileMax, 1));
         const float mNew = fmaxf(m, tileMax);
@@ -207,7 +209,7 @@ __device__ __forceinline__ void attention_forward(
 #pragma unroll
         for (int t = 0; t < BKV / 2; t++)
         {
-            float p = exp2f(x[t] - mUse);
+            float p = exp2f(myS[r * LDS + half + 2 * t] - mUse);
             myP[r * LDP + half + 2 * t] = __float2bfloat16(p);
             sum += p;
         }
@@ -227,7 +229,12 @@ __device__ __forceinline__ void attention_forward(
                 for (int n = 0; n < KF; n++) wmma::store_matrix_sync(myS + n * 16, acc[n0 + n], LDS, wmma::mem_row_major);
                 __syncwarp();
 #pragma unroll
-                for (int e = lane; e < 16 * BKV; e += 32) myS[(e / BKV) * LDS + e % BKV] *= alphas[warp * WROWS + e / BKV];
+                for (int row = 0; row < 16; row++)
+                {
+                    float a = alphas[warp * WROWS + row];
+                    myS[row * LDS + lane] *= a;
+                    myS[row * LDS + lane + 32] *= a;
+                }
                 __syncwarp();
 #pragma unroll
                 for (int n = 0; n < KF; n++) wmma::load_matrix_sync(acc[n0 + n], myS + n * 16, LDS, wmma::mem_row_major);
@@ -265,19 +272,22 @@ __device__ __forceinline__ void attention_forward(
 #pragma unroll
         for (int n = 0; n < KF; n++) wmma::store_matrix_sync(myS + n * 16, acc[n0 + n], LDS, wmma::mem_row_major);
         __syncwarp();
-        for (int e = lane; e < 16 * BKV; e += 32)
+#pragma unroll
+        for (int row = 0; row < 16; row++)
         {
-            int row = e / BKV, col = e % BKV, i = warp * WROWS + row;
-            if (i >= rows) continue;
-            float sumRow = rowL[i];
-            out[((long)(b * tq + i0 + i) * heads + h) * D + n0 * 16 + col] = sumRow > 0.0f ? myS[row * LDS + col] / sumRow : 0.0f;
+            int i = warp * WROWS + row;
+            if (i >= rows) break;
+            float sumRow = rowL[i], inv = sumRow > 0.0f ? 1.0f / sumRow : 0.0f;
+            float* o = out + ((long)(b * tq + i0 + i) * heads + h) * D + n0 * 16;
+            o[lane] = myS[row * LDS + lane] * inv;
+            o[lane + 32] = myS[row * LDS + lane + 32] * inv;
         }
         __syncwarp();
     }
     if (lse && half == 0 && wr < rows) lse[((long)b * heads + h) * tq + i0 + wr] = l > 0.0f ? m * LN2 + logf(l) : -INFINITY;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 4) attention_bf16_forward_d64(
+extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_forward_d64(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
     float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
     int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
