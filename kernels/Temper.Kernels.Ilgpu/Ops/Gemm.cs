@@ -212,7 +212,8 @@ internal static class Gemm
         ptx.Bf16(x, wd, b, y, n, k, m, alpha, accumulate);
     }
 
-    private static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
+    /// <summary>A view as driver memory of the PTX route's context (no copy, no ownership).</summary>
+    internal static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
         Temper.Cuda.Driver.CudaDeviceMemory.Borrow((ulong)DeviceAddress(view), view.LengthInBytes, dc.PtxContext!);
 
     /// <summary>The device address of a view's first element (its buffer's address plus its offset).</summary>
