@@ -1,10 +1,10 @@
 // CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores) against a float64 evaluation of causal GQA
 // attention written here, with q, k and v rounded to bf16 as the kernel rounds them: out[B,Tq,H,D] and
 // lse[B,H,Tq] for D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
-// KvLength < S (chunked prefill), a key mask that hides every key of some queries (zeros, lse -inf), and
-// packed segments (whole key tiles skipped). out and lse are poisoned (NaN) first, so an unwritten element
-// fails. Runs on a GPU or on the CUDA emulator (tiny shapes: the emulator multiplies each WMMA tile once
-// per lane).
+// KvLength < S (chunked prefill), a key mask that hides every key of some queries (zeros, lse -inf),
+// packed segments (whole key tiles skipped), and inputs not 16-byte aligned (element loads). out and lse
+// are poisoned (NaN) first, so an unwritten element fails. Runs on a GPU or on the CUDA emulator (tiny
+// shapes: the emulator multiplies each WMMA tile once per lane).
 using Temper.Core;
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cuda;
@@ -106,13 +106,14 @@ public class CudaAttentionChecks
     }
 
     [Theory]
-    [InlineData(64, 1, 100, 4, 100, 2, 100, 0, Keys.All)] // GQA, Tq = 64 + 36
-    [InlineData(128, 1, 70, 4, 70, 2, 70, 0, Keys.All)]
-    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All)] // queries at 70..99 of a 128-row cache filled to 100
-    [InlineData(64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask)] // batch 1's first 20 queries see no key
-    [InlineData(64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments)]
-    [InlineData(128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments)]
-    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys)
+    [InlineData(64, 1, 100, 4, 100, 2, 100, 0, Keys.All, false)] // GQA, Tq = 64 + 36
+    [InlineData(128, 1, 70, 4, 70, 2, 70, 0, Keys.All, false)]
+    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, false)] // queries at 70..99 of a 128-row cache filled to 100
+    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, true)] // the same from addresses 4 bytes past 16-byte alignment: element loads
+    [InlineData(64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false)] // batch 1's first 20 queries see no key
+    [InlineData(64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false)]
+    [InlineData(128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false)]
+    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned)
     {
         using var device = Gpu.OpenForKernels();
         var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d));
@@ -122,9 +123,13 @@ public class CudaAttentionChecks
         int[]? mask = keys is Keys.Mask or Keys.MaskAndSegments ? Mask(b, kvLength) : null;
         int[]? seg = keys is Keys.Segments or Keys.MaskAndSegments ? Segments(b, kvLength) : null;
         var expected = Evaluate(q, k, v, mask, seg, a);
-        using var dq = device.Upload<float>(q);
-        using var dk = device.Upload<float>(k);
-        using var dv = device.Upload<float>(v);
+        int skip = unaligned ? 1 : 0;
+        using var dqAll = device.Upload<float>([.. new float[skip], .. q]);
+        using var dkAll = device.Upload<float>([.. new float[skip], .. k]);
+        using var dvAll = device.Upload<float>([.. new float[skip], .. v]);
+        using var dq = CudaDeviceMemory.Borrow(dqAll.Pointer + 4UL * (ulong)skip, 4L * q.Length, device.Context);
+        using var dk = CudaDeviceMemory.Borrow(dkAll.Pointer + 4UL * (ulong)skip, 4L * k.Length, device.Context);
+        using var dv = CudaDeviceMemory.Borrow(dvAll.Pointer + 4UL * (ulong)skip, 4L * v.Length, device.Context);
         using var dOut = device.Upload<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray());
         using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, b * h * tq).ToArray());
         using var dMask = mask != null ? device.Upload<int>(mask) : null;

@@ -217,7 +217,8 @@ __device__ __forceinline__ void attention_forward(
         l = l * alpha + sum;
         m = mNew;
         if (half == 0) alphas[wr] = alpha;
-        const bool rescale = warp_any(alpha != 1.0f); // also a warp barrier: P and alphas are written
+        const bool rescale = warp_any(alpha != 1.0f);
+        __syncwarp(); // P and alphas are written (and the score tile read) by every lane
 
         // O *= alpha per row, through the (now free) score tile, 64 columns at a time.
         if (rescale)
