@@ -51,6 +51,8 @@ for step in "$@"; do
            run serve-100 90 temper bench serve --device cuda --requests 100 --adapters 100 ;;
     ptx) run ptx-checks 120 bash -c 'tests Temper.Cuda.Tests && tests Temper.Kernels.Ilgpu.Tests -class "*PtxRouting*"'
          run ptx-bench 200 bash -c 'temper bench ops --device cuda --dtype bf16 --kernels ptx --reps 3 && temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx' ;;
+    ptx-attention) run ptx-attention-checks 60 tests Temper.Cuda.Tests -class "*CudaAttentionChecks"
+         run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx; do temper bench attention --device cuda --kernels $k --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10
          run temper-ops 120 temper bench ops --device cuda --dtype bf16 --reps 10 ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
