@@ -191,15 +191,15 @@ __device__ __forceinline__ void attention_forward(
         __syncwarp();
 
         // Online softmax: this lane's columns half, half + 2, ... of row r.
+        float x[BKV / 2];
         float tileMax = -INFINITY;
 #pragma unroll
         for (int t = 0; t < BKV / 2; t++)
         {
             int c = half + 2 * t;
             bool visible = (keyOk[c] != 0) & (j0 + c <= pos) & (keySeg[c] == seg);
-            float x = visible ? myS[r * LDS + c] * scale2 : -INFINITY;
-            myS[r * LDS + c] = x;
-            tileMax = fmaxf(tileMax, x);
+            x[t] = visible ? myS[r * LDS + c] * scale2 : -INFINITY;
+            tileMax = fmaxf(tileMax, x[t]);
         }
         tileMax = fmaxf(tileMax, __shfl_xor_sync(FULL, tileMax, 1));
         const float mNew = fmaxf(m, tileMax);
@@ -209,7 +209,7 @@ __device__ __forceinline__ void attention_forward(
 #pragma unroll
         for (int t = 0; t < BKV / 2; t++)
         {
-            float p = exp2f(myS[r * LDS + half + 2 * t] - mUse);
+            float p = exp2f(x[t] - mUse);
             myP[r * LDP + half + 2 * t] = __float2bfloat16(p);
             sum += p;
         }
