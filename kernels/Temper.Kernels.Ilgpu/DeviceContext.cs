@@ -47,6 +47,9 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     /// PTX kernels are switched on (IlgpuBackend.PtxKernels; CUDA only); null otherwise.</summary>
     public Temper.Kernels.Cuda.CudaLinear? PtxLinear { get; private set; }
 
+    /// <summary>The CUDA C++ attention forward (D = 64, 128) beside PtxLinear; null when PTX kernels are off.</summary>
+    public Temper.Kernels.Cuda.CudaAttention? PtxAttention { get; private set; }
+
     private Temper.Cuda.CudaDevice? _ptxDevice;
 
     /// <summary>The borrowed CUDA context the PTX kernels run in (null when they are off).</summary>
@@ -61,12 +64,14 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
             if (!value || Accelerator is not ILGPU.Runtime.Cuda.CudaAccelerator cuda)
             {
                 PtxLinear?.Dispose();
+                PtxAttention?.Dispose();
                 _ptxDevice?.Dispose();
-                (PtxLinear, _ptxDevice) = (null, null);
+                (PtxLinear, PtxAttention, _ptxDevice) = (null, null, null);
                 return;
             }
             _ptxDevice = Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
             PtxLinear = new Temper.Kernels.Cuda.CudaLinear(_ptxDevice);
+            PtxAttention = new Temper.Kernels.Cuda.CudaAttention(_ptxDevice);
         }
     }
 

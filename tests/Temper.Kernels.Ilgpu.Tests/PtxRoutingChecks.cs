@@ -2,8 +2,9 @@
 // and stream). Everywhere: a view's device address is its buffer's plus its offset (what the route
 // hands the kernels), and the switch stays off where the device is not CUDA. On CUDA: Linear with bf16
 // weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
-// rounding of the activations: NMSE <= 1e-5), and the LoRA linear whose LoRA product joins the PTX
-// kernel's epilogue (r <= 16) or stays separate (r > 16).
+// rounding of the activations: NMSE <= 1e-5); the attention forward (D = 64, 128; GQA, offset, key mask,
+// segments) likewise (q, k, v and P rounded to bf16: out NMSE <= 1e-4, lse 1e-6); and the LoRA linear
+// whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16).
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -63,6 +64,41 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
             var exact = Run(false);
             Close(viaPtx, exact, $"ptx linear {n}x{k}x{m}", 1e-5);
             Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // bf16 x: the PTX kernel did run
+        }
+        finally
+        {
+            B.PtxKernels = false;
+        }
+    }
+
+    [Theory]
+    [InlineData(2, 70, 4, 80, 2, 64, 75, 5, true)]
+    [InlineData(1, 66, 2, 66, 1, 128, 66, 0, false)]
+    public void Attention_through_the_ptx_kernel_matches_the_exact_one(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool masks)
+    {
+        var q = Floats(batch * tq * heads * d, 1);
+        var k = Floats(batch * s * kvHeads * d, 2);
+        var v = Floats(batch * s * kvHeads * d, 3);
+        var mask = new int[masks ? batch * kvLength : 0];
+        var segments = new int[masks ? batch * kvLength : 0];
+        for (int i = 0; i < mask.Length; i++) (mask[i], segments[i]) = (i % kvLength % 7 == 3 ? 0 : 1, i % kvLength < 40 ? 0 : 1);
+        float[] Run(bool ptx)
+        {
+            B.PtxKernels = ptx;
+            var o = Zeros(batch, tq, heads, d);
+            var lse = Zeros(batch, heads, tq);
+            B.Attention(new AttentionArgs(Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), o, kvLength, offset,
+                1f / MathF.Sqrt(d), mask, lse, segments));
+            return [.. Down(o), .. Down(lse)];
+        }
+        try
+        {
+            var viaPtx = Run(true);
+            var exact = Run(false);
+            int outs = batch * tq * heads * d;
+            Close(viaPtx.AsSpan(0, outs), exact.AsSpan(0, outs), $"ptx attention out d{d}", 1e-4);
+            Close(viaPtx.AsSpan(outs), exact.AsSpan(outs), $"ptx attention lse d{d}", 1e-6);
+            Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // bf16 q, k, v: the PTX kernel did run
         }
         finally
         {

@@ -485,6 +485,11 @@ internal static class Attention
 
     public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
     {
+        if (dc.PtxAttention is { } ptx && (a.D == 64 || a.D == 128))
+        {
+            PtxForward(dc, ptx, q, k, v, output, lse, mask, segments, a);
+            return;
+        }
         a.HasLse = lse.HasValue ? 1 : 0;
         var dMask = UploadMasks(dc, mask, segments, ref a);
         if (a.B * a.Tq * a.H == 0) return;
@@ -492,6 +497,21 @@ internal static class Attention
         if (a.D == 64) RunForward<HeadDim64>(dc, q, k, v, output, l, dMask, a);
         else if (a.D == 128) RunForward<HeadDim128>(dc, q, k, v, output, l, dMask, a);
         else RunForward<AnyHeadDim>(dc, q, k, v, output, l, dMask, a);
+    }
+
+    /// <summary>Forward through the CUDA C++ kernel (Temper.Kernels.Cuda.CudaAttention: q, k, v and P rounded to bf16
+    /// for tensor cores) on the accelerator's own stream, in order with the ILGPU kernels around it.</summary>
+    private static void PtxForward(DeviceContext dc, Temper.Kernels.Cuda.CudaAttention ptx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        using var dq = Gemm.Borrow(dc, q);
+        using var dk = Gemm.Borrow(dc, k);
+        using var dv = Gemm.Borrow(dc, v);
+        using var dOut = Gemm.Borrow(dc, output);
+        using var dLse = lse is { } l ? Gemm.Borrow(dc, l) : null;
+        using var dMask = mask.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(mask));
+        using var dSeg = segments.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(segments));
+        ptx.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, new(a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength, a.QueryOffset, a.Scale));
     }
 
     /// <summary>dq, dk, dv (overwritten). output and lse are forward's with these args when lse is given; without it forward runs again into scratch.</summary>

@@ -225,7 +225,8 @@ internal static class Gemm
         dc.PtxLinear!.Forward(x, new Temper.Kernels.Cuda.LinearWeight.Bf16(wd), b, y, n, k, m, lora: Temper.Kernels.Cuda.LowRankTerm.Forward(l, rb, r, scale));
     }
 
-    private static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
+    /// <summary>A view as driver memory of the PTX route's context (no copy, no ownership).</summary>
+    internal static Temper.Cuda.Driver.CudaDeviceMemory Borrow<T>(DeviceContext dc, ArrayView<T> view) where T : unmanaged =>
         Temper.Cuda.Driver.CudaDeviceMemory.Borrow((ulong)DeviceAddress(view), view.LengthInBytes, dc.PtxContext!);
 
     /// <summary>The device address of a view's first element (its buffer's address plus its offset).</summary>

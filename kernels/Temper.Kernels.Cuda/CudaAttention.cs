@@ -1,0 +1,74 @@
+// Causal GQA attention forward on tensor cores (cuda/attention_bf16.cu, embedded as Ptx/attention_bf16.ptx):
+//   q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength rows used) -> out[B,Tq,H,D], lse[B,H,Tq] (optional),
+//   all f32; mask[B,KvLength] and segments[B,KvLength] int, optional. Query i sits at position
+//   QueryOffset + i and sees key j when j <= position, j < KvLength, mask[b,j] != 0 and segment[b,j] ==
+//   segment[b,position]; head h reads kv head h / (H/Hkv). q, k, v and P are rounded to bf16 for the
+//   tensor cores, sums and softmax f32. D = 64 or 128. Blocks of 128 threads per (b, h, 64 queries), with
+//   more than 48 KB of dynamic shared memory (the function is opted in on first use).
+// The module is loaded once per device context, on first use.
+using Temper.Cuda;
+using Temper.Cuda.Driver;
+
+namespace Temper.Kernels.Cuda;
+
+public sealed class CudaAttention(CudaDevice device) : IDisposable
+{
+    private const int QueryTile = 64, Threads = 128;
+    private CudaModuleHandle? _module;
+    private CudaFunction? _d64, _d128;
+
+    /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
+    public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
+
+    /// <summary>Dynamic shared memory of a block (attention_bf16.cu's Layout, which checks it).</summary>
+    public static int SharedBytes(int d) => 3 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 7 * 64 * 4;
+
+    /// <summary>out (and lse when given) for q, k, v; mask and segments [B,KvLength] when given.</summary>
+    public void Forward(CudaDeviceMemory q, CudaDeviceMemory k, CudaDeviceMemory v, CudaDeviceMemory output, CudaDeviceMemory? lse,
+        CudaDeviceMemory? mask, CudaDeviceMemory? segments, Shape a)
+    {
+        Check(a, segments != null);
+        Require(q, 4L * a.B * a.Tq * a.H * a.D, "q");
+        Require(k, 4L * a.B * a.S * a.Hkv * a.D, "k");
+        Require(v, 4L * a.B * a.S * a.Hkv * a.D, "v");
+        Require(output, 4L * a.B * a.Tq * a.H * a.D, "output");
+        if (lse != null) Require(lse, 4L * a.B * a.H * a.Tq, "lse");
+        if (mask != null) Require(mask, 4L * a.B * a.KvLength, "mask");
+        if (segments != null) Require(segments, 4L * a.B * a.KvLength, "segments");
+        long blocks = (long)a.B * a.H * ((a.Tq + QueryTile - 1) / QueryTile);
+        if (blocks == 0) return;
+        if (blocks > int.MaxValue) throw new CudaException($"CudaAttention: {blocks} blocks (B {a.B} x H {a.H} x query tiles) exceed the grid");
+        int shared = SharedBytes(a.D);
+        var function = a.D == 64 ? (_d64 ??= Function("attention_bf16_forward_d64", shared)) : (_d128 ??= Function("attention_bf16_forward_d128", shared));
+        var args = new CudaKernelArguments().Add(q).Add(k).Add(v).Add(output).Add(lse?.Pointer ?? 0UL).Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL)
+            .Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared);
+        device.Launch(function, ((uint)blocks, 1, 1), (Threads, 1, 1), args, shared);
+    }
+
+    private static void Check(Shape a, bool segments)
+    {
+        if (a.D != 64 && a.D != 128) throw new CudaException($"CudaAttention: head dim {a.D} is not supported (64 or 128)");
+        if (a.B < 0 || a.Tq < 0 || a.H < 0 || a.S < 0 || a.Hkv < 0 || a.KvLength < 0 || a.QueryOffset < 0)
+            throw new CudaException($"CudaAttention: sizes must be >= 0, not {a}");
+        if (a.H > 0 && (a.Hkv == 0 || a.H % a.Hkv != 0)) throw new CudaException($"CudaAttention: {a.H} heads are not a multiple of {a.Hkv} kv heads");
+        if (a.KvLength > a.S) throw new CudaException($"CudaAttention: KvLength {a.KvLength} exceeds the {a.S} rows of k and v");
+        if (segments && a.Tq > 0 && a.QueryOffset + a.Tq > a.KvLength)
+            throw new CudaException($"CudaAttention: with segments every query position needs a segment id, but QueryOffset {a.QueryOffset} + Tq {a.Tq} > KvLength {a.KvLength}");
+    }
+
+    private CudaFunction Function(string name, int shared)
+    {
+        var function = CudaDriver.GetFunction(Module(), name);
+        CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
+        return function;
+    }
+
+    private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("attention_bf16.ptx"), out _);
+
+    private static void Require(CudaDeviceMemory memory, long bytes, string what)
+    {
+        if (memory.ByteLength < bytes) throw new CudaException($"CudaAttention: {what} holds {memory.ByteLength} bytes, the sizes need {bytes}");
+    }
+
+    public void Dispose() => _module?.Dispose();
+}

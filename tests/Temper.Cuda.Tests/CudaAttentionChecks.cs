@@ -1,0 +1,157 @@
+// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores) against a float64 evaluation of causal GQA
+// attention written here, with q, k and v rounded to bf16 as the kernel rounds them: out[B,Tq,H,D] and
+// lse[B,H,Tq] for D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
+// KvLength < S (chunked prefill), a key mask that hides every key of some queries (zeros, lse -inf),
+// packed segments (whole key tiles skipped), and inputs not 16-byte aligned (element loads). out and lse
+// are poisoned (NaN) first, so an unwritten element fails. Runs on a GPU or on the CUDA emulator (tiny
+// shapes: the emulator multiplies each WMMA tile once per lane).
+using Temper.Core;
+using Temper.Cuda.Driver;
+using Temper.Kernels.Cuda;
+
+namespace Temper.Cuda.Tests;
+
+[Trait("Kernels", "cuda")]
+public class CudaAttentionChecks
+{
+    public enum Keys { All, Mask, Segments, MaskAndSegments }
+
+    private static float[] Bf16Floats(int n, int seed)
+    {
+        var r = new Random(seed);
+        var v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = BFloat16.ToSingle(BFloat16.FromSingle((float)(r.NextDouble() * 2 - 1)));
+        return v;
+    }
+
+    // Every batch's keys 3, 10, 11 hidden; the last batch also hides its first 20 keys (left padding), so its
+    // queries at positions < 20 see no key at all.
+    private static int[] Mask(int b, int kvLength)
+    {
+        var mask = new int[b * kvLength];
+        for (int bb = 0; bb < b; bb++)
+            for (int j = 0; j < kvLength; j++)
+                mask[bb * kvLength + j] = j is 3 or 10 or 11 || (bb == b - 1 && j < 20) ? 0 : 1;
+        return mask;
+    }
+
+    // Packed rows: segment 0 up to 70, 1 up to 100, then 2 (the query tile from 128 skips key tile 0).
+    private static int[] Segments(int b, int kvLength)
+    {
+        var seg = new int[b * kvLength];
+        for (int bb = 0; bb < b; bb++)
+            for (int j = 0; j < kvLength; j++) seg[bb * kvLength + j] = j < 70 ? 0 : j < 100 ? 1 : 2;
+        return seg;
+    }
+
+    /// <summary>The float64 evaluation: out and lse (-inf and zeros for a query that sees no key).</summary>
+    private static (double[] Out, double[] Lse) Evaluate(float[] q, float[] k, float[] v, int[]? mask, int[]? seg, CudaAttention.Shape a)
+    {
+        var output = new double[a.B * a.Tq * a.H * a.D];
+        var lse = new double[a.B * a.H * a.Tq];
+        var p = new double[a.KvLength];
+        for (int b = 0; b < a.B; b++)
+            for (int i = 0; i < a.Tq; i++)
+                for (int h = 0; h < a.H; h++)
+                {
+                    int kh = h / (a.H / a.Hkv), pos = a.QueryOffset + i, qo = ((b * a.Tq + i) * a.H + h) * a.D;
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < a.KvLength; j++)
+                    {
+                        p[j] = double.NegativeInfinity;
+                        bool visible = j <= pos && (mask == null || mask[b * a.KvLength + j] != 0)
+                            && (seg == null || seg[b * a.KvLength + j] == seg[b * a.KvLength + pos]);
+                        if (!visible) continue;
+                        double dot = 0;
+                        int ko = ((b * a.S + j) * a.Hkv + kh) * a.D;
+                        for (int t = 0; t < a.D; t++) dot += (double)q[qo + t] * k[ko + t];
+                        p[j] = a.Scale * dot;
+                        max = Math.Max(max, p[j]);
+                    }
+                    double sum = 0;
+                    for (int j = 0; j < a.KvLength; j++) sum += p[j] = Math.Exp(p[j] - max); // exp(-inf) = 0; all -inf: NaN, unused
+                    lse[(b * a.H + h) * a.Tq + i] = double.IsNegativeInfinity(max) ? double.NegativeInfinity : max + Math.Log(sum);
+                    if (double.IsNegativeInfinity(max)) continue;
+                    for (int j = 0; j < a.KvLength; j++)
+                    {
+                        if (p[j] == 0) continue;
+                        int vo = ((b * a.S + j) * a.Hkv + kh) * a.D;
+                        for (int t = 0; t < a.D; t++) output[qo + t] += p[j] / sum * v[vo + t];
+                    }
+                }
+        return (output, lse);
+    }
+
+    // out within NMSE 1e-5 of the float64 evaluation: the kernel rounds P to bf16 for P V (2^-9 relative
+    // per weight: NMSE 0.9e-6 to 1.6e-6 at these shapes on the emulator); a wrong tile or index gives ~1e-1
+    // and more, and leaving out the rescale of O when a row's max grows gave 5e-4 to 9e-2. A query
+    // that sees nothing must give exact zeros and lse -inf; elsewhere lse (f32 softmax sums, no bf16 P)
+    // within 1e-3.
+    private static void Close(float[] output, float[] lse, (double[] Out, double[] Lse) expected)
+    {
+        double err = 0, norm = 0;
+        for (int i = 0; i < output.Length; i++)
+        {
+            Assert.False(float.IsNaN(output[i]), $"out[{i}] was not written");
+            err += (output[i] - expected.Out[i]) * (output[i] - expected.Out[i]);
+            norm += expected.Out[i] * expected.Out[i];
+        }
+        Assert.True(err / norm <= 1e-5, $"out: normalised MSE {err / norm:E2}");
+        for (int i = 0; i < lse.Length; i++)
+        {
+            Assert.False(float.IsNaN(lse[i]), $"lse[{i}] was not written");
+            if (double.IsNegativeInfinity(expected.Lse[i])) Assert.True(float.IsNegativeInfinity(lse[i]), $"lse[{i}] is {lse[i]}, not -inf (a query that sees no key)");
+            else Assert.True(Math.Abs(lse[i] - expected.Lse[i]) <= 1e-3, $"lse[{i}] is {lse[i]}, expected {expected.Lse[i]:F5}");
+        }
+    }
+
+    [Theory]
+    [InlineData(64, 1, 100, 4, 100, 2, 100, 0, Keys.All, false)] // GQA, Tq = 64 + 36
+    [InlineData(128, 1, 70, 4, 70, 2, 70, 0, Keys.All, false)]
+    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, false)] // queries at 70..99 of a 128-row cache filled to 100
+    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, true)] // the same from addresses 4 bytes past 16-byte alignment: element loads
+    [InlineData(64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false)] // batch 1's first 20 queries see no key
+    [InlineData(64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false)]
+    [InlineData(128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false)]
+    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned)
+    {
+        using var device = Gpu.OpenForKernels();
+        var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d));
+        var q = Bf16Floats(b * tq * h * d, 1);
+        var k = Bf16Floats(b * s * hkv * d, 2);
+        var v = Bf16Floats(b * s * hkv * d, 3);
+        int[]? mask = keys is Keys.Mask or Keys.MaskAndSegments ? Mask(b, kvLength) : null;
+        int[]? seg = keys is Keys.Segments or Keys.MaskAndSegments ? Segments(b, kvLength) : null;
+        var expected = Evaluate(q, k, v, mask, seg, a);
+        int skip = unaligned ? 1 : 0;
+        using var dqAll = device.Upload<float>([.. new float[skip], .. q]);
+        using var dkAll = device.Upload<float>([.. new float[skip], .. k]);
+        using var dvAll = device.Upload<float>([.. new float[skip], .. v]);
+        using var dq = CudaDeviceMemory.Borrow(dqAll.Pointer + 4UL * (ulong)skip, 4L * q.Length, device.Context);
+        using var dk = CudaDeviceMemory.Borrow(dkAll.Pointer + 4UL * (ulong)skip, 4L * k.Length, device.Context);
+        using var dv = CudaDeviceMemory.Borrow(dvAll.Pointer + 4UL * (ulong)skip, 4L * v.Length, device.Context);
+        using var dOut = device.Upload<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray());
+        using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, b * h * tq).ToArray());
+        using var dMask = mask != null ? device.Upload<int>(mask) : null;
+        using var dSeg = seg != null ? device.Upload<int>(seg) : null;
+        using var attention = new CudaAttention(device);
+        attention.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, a);
+        device.Synchronize();
+        Close(device.Download<float>(dOut), device.Download<float>(dLse), expected);
+    }
+
+    [Fact]
+    public void Unsupported_shapes_and_small_buffers_are_refused_by_name()
+    {
+        using var device = Gpu.OpenForKernels();
+        using var small = device.Allocate<float>(4);
+        using var big = device.Allocate<float>(4096);
+        using var attention = new CudaAttention(device);
+        var d96 = Assert.Throws<CudaException>(() => attention.Forward(big, big, big, big, null, null, null, new(1, 1, 1, 1, 1, 96, 1, 0, 1f)));
+        Assert.Contains("head dim 96 is not supported (64 or 128)", d96.Message);
+        var k = Assert.Throws<CudaException>(() => attention.Forward(big, small, big, big, null, null, null, new(1, 8, 1, 8, 1, 64, 8, 0, 1f)));
+        Assert.Contains("k holds 16 bytes, the sizes need 2048", k.Message);
+        var seg = Assert.Throws<CudaException>(() => attention.Forward(big, big, big, big, null, null, big, new(1, 4, 1, 8, 1, 64, 8, 6, 1f)));
+        Assert.Contains("QueryOffset 6 + Tq 4 > KvLength 8", seg.Message);
+    }
+}
