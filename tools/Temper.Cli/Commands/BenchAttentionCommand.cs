@@ -1,6 +1,7 @@
 // `temper bench attention [--batch 8] [--heads 9] [--kv-heads 3] [--seq 1024] [--head-dim 64] [--reps 10] [--device cuda]`:
-// causal self-attention alone (q[B,T,H,D], k/v[B,T,Hkv,D], seeded random inputs), forward (with lse)
-// and backward, timed over --reps calls after one warm-up, in ms and GFLOP/s. FLOPs count the causal
+// causal self-attention alone (q[B,T,H,D], k/v[B,T,Hkv,D], seeded random inputs), forward (with lse,
+// as training runs it), the inference forward (no lse: the one `--kernels ptx` sends to the CUDA C++
+// kernel) and backward, timed over --reps calls after one warm-up, in ms and GFLOP/s. FLOPs count the causal
 // half only: forward 4 B H D T(T+1)/2 (q k^T and P V), backward 2.5 times that (the FlashAttention
 // convention: five products, none of the recomputation counted).
 using System.CommandLine;
@@ -42,10 +43,12 @@ internal static class BenchAttentionCommand
             var args = new AttentionArgs(q, k, v, output, t, 0, 1f / MathF.Sqrt(d), Lse: lse);
             double Time(Action op) => OpTimer.Seconds(be, n, op);
             double fwd = Time(() => be.Attention(args));
+            double inference = Time(() => be.Attention(args with { Lse = null }));
             double bwd = Time(() => be.AttentionBackward(args, dOut, dq, dk, dv));
             double fwdFlops = 4.0 * b * h * d * (t * (t + 1.0) / 2);
             Console.WriteLine($"backend: {be.Name}; causal attention B{b} H{h} Hkv{hkv} T{t} D{d}, {n} reps");
             Console.WriteLine($"forward:  {fwd * 1e3:F3} ms = {fwdFlops / fwd / 1e9:F1} GFLOP/s");
+            Console.WriteLine($"forward, inference (no lse): {inference * 1e3:F3} ms = {fwdFlops / inference / 1e9:F1} GFLOP/s");
             Console.WriteLine($"backward: {bwd * 1e3:F3} ms = {2.5 * fwdFlops / bwd / 1e9:F1} GFLOP/s");
             return 0;
         });
