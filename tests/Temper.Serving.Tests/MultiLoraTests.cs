@@ -3,7 +3,9 @@
 // merge), steps under a 1e-3 top-2 gap excepted; the adapters really differ; and adapters load and
 // unload at run time. With a device budget of two adapters, a batch over four still gives each request
 // its merged tokens: adapters are evicted (LRU) and, with no slower tier configured, padded again from
-// their folders when needed, and counted.
+// their folders when needed, and counted. Adding adapters allocates no device memory: the stacks are
+// allocated once, at their first use, and kept when an engine re-attaches the stack with the same shapes
+// (building them on every Add made loading L adapters cost 1 + 2 + ... + L stacks).
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Serving.Lora;
@@ -78,5 +80,28 @@ public sealed class MultiLoraTests
         Assert.Equal(["y"], stack.Names);
         Assert.Equal([1, 4, q.In], stack.For(q.Name)!.A.Shape.Dims.ToArray());
         Assert.Throws<Core.TemperException>(() => stack.Remove("x"));
+    }
+
+    [Fact]
+    public void Adding_adapters_allocates_the_device_stacks_once_at_first_use()
+    {
+        var be = new CpuBackend(1);
+        using var lm = LanguageModel.Load(ServingFixtures.Model, be);
+        using var stack = new AdapterStack(lm.Weights, be);
+        long before = be.LiveBytes;
+        for (int i = 0; i < 4; i++) stack.Add($"a{i}", LoraAdapter.Load(ServingFixtures.Adapter(i)));
+        Assert.Equal(before, be.LiveBytes);                       // nothing on the device until it is used
+        be.ResetPeak();
+        var q = lm.Weights.Layers[0].Q;
+        var st = stack.For(q.Name)!;
+        Assert.Equal(4, st.A.Shape[0]);
+        long stacks = be.LiveBytes - before;
+        Assert.True(stacks > 0);
+        Assert.Equal(be.PeakBytes, be.LiveBytes);                  // allocated once, nothing transient
+        using (var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64 }, stack))
+        {
+            Assert.Equal(before + stacks + 64 * e.Cache.BlockBytes, be.LiveBytes);   // only the KV pool is new
+            Assert.Same(st, stack.For(q.Name));                    // same shapes: the stacks are kept
+        }
     }
 }

@@ -12,6 +12,7 @@
 // temporary memory-mapped file), LRU over blocks and adapters together. --resident-adapters R keeps at
 // most R adapters on the device. Each tier's line gives KV and adapter moves side by side.
 using System.CommandLine;
+using System.Diagnostics;
 using System.Text.Json;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -55,7 +56,11 @@ internal static class ServeBenchCommand
             using var stack = new AdapterStack(decoder.Weights, be, p.GetValue(resident) is > 0 and int slots ? slots : int.MaxValue);
             try
             {
-                for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(WriteRandomAdapter(Path.Combine(tmp, $"ad{i}"), decoder.Weights, p.GetValue(rank), seed: 100 + i)));
+                var setup = Stopwatch.StartNew();
+                var dirs = Enumerable.Range(0, la).Select(i => WriteRandomAdapter(Path.Combine(tmp, $"ad{i}"), decoder.Weights, p.GetValue(rank), seed: 100 + i)).ToArray();
+                double written = setup.Elapsed.TotalSeconds;
+                for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(dirs[i]));
+                double added = setup.Elapsed.TotalSeconds - written;
                 var rng = new Random(7);
                 var prefix = Enumerable.Range(0, shared).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
                 var prompts = Enumerable.Range(0, r).Select(_ => prefix.Concat(Enumerable.Range(0, pl - shared).Select(_ => rng.Next(decoder.Config.VocabSize))).ToArray()).ToArray();
@@ -68,6 +73,7 @@ internal static class ServeBenchCommand
                 Console.WriteLine($"model: {what}");
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
                 Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), max batch tokens {options.MaxBatchTokens}, block size {bs}");
+                if (la > 0) Console.WriteLine($"adapters: {la} random ones written in {written:F2} s, loaded and added in {added:F2} s");
                 Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
@@ -121,12 +127,17 @@ internal static class ServeBenchCommand
     {
         Directory.CreateDirectory(dir);
         var rng = new Random(seed);
-        float Uniform(float bound) => (float)(rng.NextDouble() * 2 - 1) * bound;
+        float[] Uniform(int count, float bound)
+        {
+            var v = new float[count];
+            for (int i = 0; i < v.Length; i++) v[i] = (float)(rng.NextDouble() * 2 - 1) * bound;
+            return v;
+        }
         var tensors = new List<KeyValuePair<string, Tensor>>();
         foreach (var p in w.Projections)
         {
-            var a = Enumerable.Range(0, rank * p.In).Select(_ => Uniform(1f / MathF.Sqrt(p.In))).ToArray();
-            var b = Enumerable.Range(0, p.Out * rank).Select(_ => Uniform(0.01f)).ToArray();
+            var a = Uniform(rank * p.In, 1f / MathF.Sqrt(p.In));
+            var b = Uniform(p.Out * rank, 0.01f);
             tensors.Add(new($"base_model.model.{p.Name}.lora_A.weight", Tensor.FromFloats(new Shape(rank, p.In), a)));
             tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", Tensor.FromFloats(new Shape(p.Out, rank), b)));
         }
