@@ -47,10 +47,11 @@ public sealed class ServeCliTests
     [Fact]
     public void Bench_serve_prints_throughput_latency_and_tiers()
     {
-        // One adapter on the device at a time, a host tier of 20 blocks of 16 positions (one bench adapter
-        // takes 18), a disk tier: the mixed run pushes adapters down to disk and brings them back.
+        // A device pool of 30 blocks of 16 positions holds one bench adapter (18 blocks) beside the KV, a host
+        // tier of 20 blocks holds one more, a disk tier the rest: the mixed run pushes adapters down to disk
+        // and brings them back.
         var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "4", "--prompt-len", "8", "--tokens", "4", "--adapters", "2", "--threads", "1",
-            "--resident-adapters", "1", "--host-blocks", "20", "--disk-blocks", "64");
+            "--kv-blocks", "30", "--host-blocks", "20", "--disk-blocks", "64");
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("16 tokens in", r.Stdout);
         Assert.Contains("TTFT p50", r.Stdout);

@@ -9,7 +9,13 @@
 // resident adapter also holds its bytes rounded up to whole KV blocks of the pool, so adapters and KV
 // blocks share the device budget, and one LRU runs over both (IPoolResidents): the pool evicts
 // whichever of a cached KV block and an adapter was used least recently, never an adapter the current
-// step acquired (pinned until the next BeginStep). S slots = min(adapters, MaxResident). An evicted
+// step acquired (pinned until the next BeginStep). The pool is the one limit: S, the slot count, is as
+// many adapters as the pool's blocks could hold at once (min(adapters, pool blocks / the smallest
+// adapter's blocks); all adapters while no pool is attached), so a step never waits for a slot the
+// budget could have filled. Slots stay a count apart from the blocks because they are device memory
+// beside the pool: the gathered LoRA op reads fixed stacks [S, r, In], not pool blocks (reading
+// adapters out of pool blocks, S-LoRA's unified memory, needs a gathered op over a pointer table). A
+// step whose rows name more adapters than S runs S of them; the other rows wait a step. An evicted
 // adapter is read back from its slot and handed to the KV tiers (host, then disk:
 // KvTiers.StoreAdapter), or dropped without tiers; TryAcquire brings it back from host or disk, or pads
 // it again from its folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added
@@ -46,18 +52,14 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     private PagedKvCache? _cache;
     private readonly TierCounters _device = new();
 
-    /// <param name="maxResident">How many adapters the device tier holds at once (the rest wait in slower tiers).</param>
-    public AdapterStack(ModelWeights weights, IBackend be, int maxResident = int.MaxValue)
+    public AdapterStack(ModelWeights weights, IBackend be)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxResident);
         _be = be;
-        MaxResident = maxResident;
         _projections = weights.Projections.Append(weights.LmHead).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
     }
 
     public int Count => _adapters.Count;
-    public int MaxResident { get; }
-    /// <summary>Device slots: the most distinct adapters one step may use.</summary>
+    /// <summary>Device slots: the most distinct adapters one step may use (as many as the attached pool could hold at once).</summary>
     public int Slots => _slots;
     public IReadOnlyList<string> Names => _adapters.Select(a => a.Name).ToArray();
     public int IndexOf(string name) => _adapters.FindIndex(a => a.Name == name);
@@ -363,7 +365,8 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
             return new Module(module, r, p.In, p.Out, scales);
         }).ToArray();
         _bytes = Enumerable.Range(0, count).Select(a => _modules.Where(m => m.Scale[a] != 0).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float))).ToArray();
-        _slots = Math.Min(count, MaxResident);
+        int smallest = count == 0 ? 1 : Math.Max(1, Enumerable.Range(0, count).Min(BlocksOf));
+        _slots = _cache == null ? count : Math.Min(count, _cache.Pool.Count / smallest);
         // Stacks of the same shapes are kept (their slots are empty now; a load overwrites what it uses).
         if (_stacks != null && !(_stacks.Length == _modules.Length && _stacks.Zip(_modules).All(x => x.First.Name == x.Second.Name && x.First.Rank == x.Second.Rank)
             && _stacks.All(d => d.Device.Scales.Length == _slots)))

@@ -9,8 +9,9 @@
 // --rank on all seven projections) written to a temporary folder. Adapters live in the KV tiers:
 // a resident adapter takes its bytes in KV blocks of the device pool (--kv-blocks, default enough for
 // the workload), and evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a
-// temporary memory-mapped file), LRU over blocks and adapters together. --resident-adapters R keeps at
-// most R adapters on the device. Each tier's line gives KV and adapter moves side by side.
+// temporary memory-mapped file), LRU over blocks and adapters together; the device holds as many
+// adapters at once as its pool's blocks can (a smaller --kv-blocks keeps fewer there). Each tier's line
+// gives KV and adapter moves side by side.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -40,20 +41,19 @@ internal static class ServeBenchCommand
         var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host tier holds", DefaultValueFactory = _ => 64 };
         var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a temporary memory-mapped file) holds", DefaultValueFactory = _ => 0 };
         var poolBlocks = new Option<int>("--kv-blocks") { Description = "KV blocks of the device pool, shared with resident adapters (0: the workload's KV plus every adapter)", DefaultValueFactory = _ => 0 };
-        var resident = new Option<int>("--resident-adapters") { Description = "Adapters the device holds at once (0: all)", DefaultValueFactory = _ => 0 };
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, resident, repeat, threads }) cmd.Add(o);
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
-            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0 || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
-                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --resident-adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
+            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
+                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, be);
             using var owned = lm;
             string tmp = Path.Combine(Path.GetTempPath(), $"temper-bench-serve-{Environment.ProcessId}");
-            using var stack = new AdapterStack(decoder.Weights, be, p.GetValue(resident) is > 0 and int slots ? slots : int.MaxValue);
+            using var stack = new AdapterStack(decoder.Weights, be);
             try
             {
                 var setup = Stopwatch.StartNew();
