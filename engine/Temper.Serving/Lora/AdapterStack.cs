@@ -21,6 +21,7 @@
 // it again from its folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added
 // and removed at run time; the tiers are reset (all slots empty, tier copies dropped) on each change.
 using System.Buffers;
+using System.Diagnostics;
 using Temper.Core;
 using Temper.Models;
 using Temper.Serving.Kv;
@@ -49,6 +50,8 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     private int[]?[] _blocksOf = [];             // adapter -> pool blocks it holds while resident
     private long[] _usedAt = [];                 // adapter -> pool clock of its last use
     private readonly HashSet<int> _pinned = [];  // adapters the current step acquired
+    private readonly Dictionary<int, PrefetchedData> _prefetches = [];   // adapter -> its data being read ahead of need
+    private sealed record PrefetchedData(Task<float[]> Data, bool FromDisk);
     private PagedKvCache? _cache;
     private readonly TierCounters _device = new();
 
@@ -73,6 +76,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     public void Add(string name, LoraAdapter adapter)
     {
         if (IndexOf(name) >= 0) throw new TemperException($"adapter '{name}' is already loaded");
+        DiscardPrefetches();
         foreach (var (module, (a, b)) in adapter.Modules)
         {
             if (!_projections.TryGetValue(module, out var p)) throw new TemperException($"{adapter.Directory}: adapter module '{module}' does not exist in the model");
@@ -153,6 +157,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         }
         int blocks = BlocksOf(adapter);
         if (_cache != null && _cache.Pool.Available < blocks) return false;
+        long start = Stopwatch.GetTimestamp();
         int slot = Array.IndexOf(_inSlot, -1);
         if (slot < 0)
         {
@@ -165,8 +170,20 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         for (int i = 0; i < blocks; i++)
             if ((held[i] = _cache!.Pool.Allocate()) < 0) throw new InvalidOperationException("the pool gave fewer blocks than it said were available");
         Device.AdapterMisses++;
-        var data = _cache?.Tiers?.TakeAdapter(Key(adapter));
-        if (data != null) Load(adapter, slot, data);
+        if (_prefetches.Remove(adapter, out var prefetch))
+        {
+            if (prefetch.Data.IsCompleted) Device.AdapterPrefetchHits++;
+            var data = prefetch.Data.Result;                             // waits when the read is still under way
+            if (prefetch.FromDisk) _cache!.Tiers!.TakeAdapter(Key(adapter), data);
+            else
+            {
+                FolderLoads++;
+                FolderBytes += Bytes(adapter);
+            }
+            Load(adapter, slot, data);
+            if (!prefetch.FromDisk) ArrayPool<float>.Shared.Return(data);
+        }
+        else if (_cache?.Tiers?.TakeAdapter(Key(adapter)) is { } data) Load(adapter, slot, data);
         else
         {
             // Padded into a pooled buffer: a fresh array per load costs a page fault per 4 KiB on first touch.
@@ -177,9 +194,51 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
             FolderLoads++;
             FolderBytes += Bytes(adapter);
         }
+        Device.AdapterStallMs += Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         _blocksOf[adapter] = held;
         Pin(adapter);
         return true;
+    }
+
+    /// <summary>
+    /// Starts bringing a non-resident adapter up ahead of the step that needs it, on a background task:
+    /// read off the disk tier (its slots stay reserved meanwhile) or padded from its folder; an adapter in
+    /// host memory is at hand already. TryAcquire then only copies it in (waiting for the read if it has
+    /// not finished). At most Slots prefetches are held at once. Called on the stepping thread.
+    /// </summary>
+    public void Prefetch(int adapter)
+    {
+        if (adapter < 0 || IsResident(adapter) || _prefetches.ContainsKey(adapter) || _prefetches.Count >= Math.Max(1, _slots)) return;
+        var tiers = _cache?.Tiers;
+        ulong key = Key(adapter);
+        if (tiers?.PrefetchAdapter(key) is { } read) _prefetches[adapter] = new PrefetchedData(Task.Run(read), FromDisk: true);
+        else if (tiers != null && tiers.Contains(key)) return;
+        else
+            _prefetches[adapter] = new PrefetchedData(Task.Run(() =>
+            {
+                var buffer = ArrayPool<float>.Shared.Rent((int)(Bytes(adapter) / sizeof(float)));
+                Pad(adapter, buffer);
+                return buffer;
+            }), FromDisk: false);
+        Device.AdapterPrefetches++;
+    }
+
+    /// <summary>Completes when every prefetch under way has its data (call on the stepping thread, or while no step runs).</summary>
+    public Task WhenPrefetched() => Task.WhenAll(_prefetches.Values.Select(p => p.Data));
+
+    /// <summary>Waits for the prefetches under way and forgets them (the adapters change, or the stack goes away).</summary>
+    private void DiscardPrefetches()
+    {
+        foreach (var p in _prefetches.Values)
+        {
+            try
+            {
+                var data = p.Data.GetAwaiter().GetResult();
+                if (!p.FromDisk) ArrayPool<float>.Shared.Return(data);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException) { }  // the load that needed it reports its own failure
+        }
+        _prefetches.Clear();
     }
 
     /// <summary>Makes every adapter in <paramref name="adapters"/> (indices; -1 ignored) resident for this step; throws when they do not fit.</summary>
@@ -346,6 +405,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     /// <summary>Empties the device tier (its blocks back to the pool) and drops the tiers' copies of <paramref name="names"/>.</summary>
     private void Reset(IEnumerable<string> names)
     {
+        DiscardPrefetches();
         for (int a = 0; a < _slotOf.Length; a++)
             if (_slotOf[a] >= 0) foreach (int b in _blocksOf[a] ?? []) _cache!.Pool.Release(b);
         if (_cache?.Tiers is { } tiers) foreach (string name in names) tiers.DropAdapter(KeyOf(name));
@@ -403,6 +463,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
 
     public void Dispose()
     {
+        DiscardPrefetches();
         if (_cache?.Pool.Residents == this) _cache.Pool.Residents = null;
         DisposeStacks();
         foreach (var (_, a) in _adapters) a.Dispose();

@@ -4,11 +4,13 @@
 // and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
 // (AdapterStack.Slots); rows of other adapters wait a step. Adapters share the KV pool's blocks (the
 // stack is attached to the cache): a sequence's adapter is made resident before its blocks are
-// reserved, and either running short preempts like blocks do. When blocks run short, the most recently
-// admitted sequence is preempted: swapped (its K/V copied to the host tier and its blocks freed; it
-// is readmitted when the pool can take all of them back) or recomputed (its blocks freed; it waits
-// again with its prompt + generated tokens, which are recomputed when it is readmitted), as
-// ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
+// reserved, and either running short preempts like blocks do. The adapters of requests left waiting
+// after a step is scheduled are prefetched (AdapterStack.Prefetch: read off disk or padded from their
+// folders on a background task) while the step computes, so their admission only copies them in. When
+// blocks run short, the most recently admitted sequence is preempted: swapped (its K/V copied to the
+// host tier and its blocks freed; it is readmitted when the pool can take all of them back) or
+// recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
+// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
 // logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
 // EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
 // after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
@@ -132,6 +134,10 @@ public sealed class ServingEngine : IDisposable
             }
             // Rows of one adapter side by side: the gathered LoRA op then runs each adapter's rows in place.
             var items = Schedule().OrderBy(i => i.Seq.Adapter).ToList();
+            // Adapters of requests still waiting come up from disk or their folders while this step computes.
+            if (Adapters != null)
+                foreach (var s in _waiting)
+                    if (s.Adapter >= 0) Adapters.Prefetch(s.Adapter);
             if (items.Count == 0) return false;
             try
             {
