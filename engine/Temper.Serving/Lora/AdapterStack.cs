@@ -226,8 +226,8 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     /// <summary>Completes when every prefetch under way has its data (call on the stepping thread, or while no step runs).</summary>
     public Task WhenPrefetched() => Task.WhenAll(_prefetches.Values.Select(p => p.Data));
 
-    /// <summary>Waits for the prefetches under way and forgets them (the adapters change, or the stack goes away).</summary>
-    private void DiscardPrefetches()
+    /// <summary>Waits for the prefetches under way and forgets them (the adapters change, the stack or its engine goes away).</summary>
+    internal void DiscardPrefetches()
     {
         foreach (var p in _prefetches.Values)
         {

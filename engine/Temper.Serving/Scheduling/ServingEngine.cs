@@ -54,8 +54,22 @@ public sealed class ServingEngine : IDisposable
     {
         Options = options;
         if (options.MaxBatchTokens < 1 || options.MaxRunning < 1) throw new TemperException("serving: MaxBatchTokens and MaxRunning must be >= 1");
+        if (options.HostBlocks < 0 || options.DiskBlocks < 0) throw new TemperException("serving: HostBlocks and DiskBlocks must be >= 0");
+        if (options.DiskBlocks > 0 && options.DiskFile == null) throw new TemperException("serving: a disk tier (DiskBlocks > 0) needs a DiskFile");
         Cache = new PagedKvCache(decoder.Config, decoder.Backend, options.Blocks, options.BlockSize);
         adapters?.Attach(Cache);
+        if (options.HostBlocks > 0 || options.DiskBlocks > 0)
+        {
+            try
+            {
+                Tiers = new KvTiers(Cache, options.HostBlocks, options.DiskBlocks, options.DiskBlocks > 0 ? options.DiskFile : null);
+            }
+            catch
+            {
+                Cache.Dispose();
+                throw;
+            }
+        }
         Model = new PagedDecoder(decoder, Cache, adapters);
         _decode = decode;
         MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? decoder.Config.MaxPositions, options.Blocks * options.BlockSize);
@@ -64,6 +78,8 @@ public sealed class ServingEngine : IDisposable
 
     public ServingOptions Options { get; }
     public PagedKvCache Cache { get; }
+    /// <summary>The host and disk tiers ServingOptions asked for (null when it asked for none).</summary>
+    public KvTiers? Tiers { get; }
     public PagedDecoder Model { get; }
     public AdapterStack? Adapters => Model.Adapters;
     public ModelConfig Config => Model.Decoder.Config;
@@ -337,6 +353,8 @@ public sealed class ServingEngine : IDisposable
             foreach (var s in _waiting) Finish(s, ServingFinish.Cancelled);
             _waiting.Clear();
         }
+        Adapters?.DiscardPrefetches();                // reads of the disk tier end before it goes
+        Tiers?.Dispose();
         Cache.Dispose();
         _wake.Dispose();
     }

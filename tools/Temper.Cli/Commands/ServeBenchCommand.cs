@@ -19,7 +19,6 @@ using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Models;
 using Temper.Serving.Bench;
-using Temper.Serving.Kv;
 using Temper.Serving.Lora;
 using Temper.Serving.Scheduling;
 
@@ -69,7 +68,11 @@ internal static class ServeBenchCommand
                 long blockBytes = 2L * cfg.NumLayers * bs * cfg.NumKvHeads * cfg.HeadDim * sizeof(float);
                 long adapterBytes = decoder.Weights.Projections.Sum(q => (long)p.GetValue(rank) * (q.In + q.Out) * sizeof(float));
                 int kvBlocks = r * ((pl + n) / bs + 2) + 8, adapterBlocks = la * (int)((adapterBytes + blockBytes - 1) / blockBytes);
-                var options = new ServingOptions { BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : kvBlocks + adapterBlocks, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1) };
+                var options = new ServingOptions
+                {
+                    BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : kvBlocks + adapterBlocks, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1),
+                    HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks),
+                };
                 Console.WriteLine($"model: {what}");
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
                 Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), max batch tokens {options.MaxBatchTokens}, block size {bs}");
@@ -78,14 +81,13 @@ internal static class ServeBenchCommand
 
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
                 {
-                    using var engine = new ServingEngine(decoder, options, stack);
-                    string? file = p.GetValue(diskBlocks) > 0 ? Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") : null;
-                    if (file != null) Directory.CreateDirectory(tmp);
-                    using var tiers = new KvTiers(engine.Cache, p.GetValue(hostBlocks), p.GetValue(diskBlocks), file);
+                    if (p.GetValue(diskBlocks) > 0) Directory.CreateDirectory(tmp);
+                    using var engine = new ServingEngine(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") }, stack);
                     long folderLoads = stack.FolderLoads, folderBytes = stack.FolderBytes;
                     ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, pl)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]); // warm-up
                     var res = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = n, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
-                    return (res, $"device: {tiers.Device}\n{"",-12} host: {tiers.Host}\n{"",-12} disk: {tiers.Disk}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
+                    string tiers = engine.Tiers is { } t ? $"device: {t.Device}\n{"",-12} host: {t.Host}\n{"",-12} disk: {t.Disk}" : $"device: {stack.Device} (no host or disk tier)";
+                    return (res, $"{tiers}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
                 }
                 var runs = new List<(string Label, Func<int, string?> AdapterOf)> { ("base", _ => null) };
                 if (la > 0)
