@@ -43,9 +43,9 @@ public sealed class AdapterPrefetchTests
         }
 
         // One device slot (a pool of 2k - 1 blocks), a host tier for one adapter, a disk tier for the rest.
-        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 2 * k - 1 }, stack);
         string file = Path.Combine(Path.GetTempPath(), $"temper-prefetch-{Environment.ProcessId}-{Guid.NewGuid():N}.bin");
-        using var tiers = new KvTiers(e.Cache, hostBlocks: k + 1, diskBlocks: 4 * k, file);
+        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 2 * k - 1, HostBlocks = k + 1, DiskBlocks = 4 * k, DiskFile = file }, stack);
+        var tiers = e.Tiers!;
         Assert.Equal(1, stack.Slots);
         foreach (string a in new[] { "a0", "a1", "a2" })                    // a0 ends on disk, a1 on the host, a2 on the device
         {
