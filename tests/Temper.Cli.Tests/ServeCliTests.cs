@@ -1,5 +1,6 @@
 // `temper serve` and `temper bench serve` as a user runs them: the server starts on a free port, names
-// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder; a
+// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder; with
+// host and disk tiers it names them, makes its disk file in --disk-dir and completes; a
 // missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
 // is one line naming it and exit 2.
@@ -37,6 +38,43 @@ public sealed class ServeCliTests
     }
 
     [Fact]
+    public async Task Serve_with_host_and_disk_tiers_answers_a_completion()
+    {
+        // A device pool of 24 blocks of 4 positions (the adapter takes 18), a host tier of 20, a disk tier of 64 in a folder of
+        // the test's: the server names its tiers, makes the disk file there and completes on the adapter.
+        string dir = Path.Combine(Path.GetTempPath(), $"temper-serve-tiers-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1",
+            "--block-size", "4", "--kv-blocks", "24", "--host-blocks", "20", "--disk-blocks", "64", "--disk-dir", dir })
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        try
+        {
+            var cancel = TestContext.Current.CancellationToken;
+            var line = await p.StandardOutput.ReadLineAsync(cancel).AsTask().WaitAsync(TimeSpan.FromSeconds(60), cancel);
+            Assert.NotNull(line);
+            Assert.Contains("KV tiers: host 20 blocks, disk 64 blocks in " + dir, line);
+            Assert.Single(Directory.GetFiles(dir, "temper-kv-*.bin"));
+            string v1 = line.Split(' ').First(w => w.StartsWith("http://", StringComparison.Ordinal));
+            using var http = new HttpClient();
+            var body = new JsonObject { ["model"] = "adapter", ["prompt"] = "Once upon a time", ["max_tokens"] = 5, ["temperature"] = 0 };
+            using var r = await http.PostAsync(new Uri(v1 + "/completions"), new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), cancel);
+            string text = await r.Content.ReadAsStringAsync(cancel);
+            Assert.True(r.IsSuccessStatusCode, text);
+            var choice = JsonNode.Parse(text)!["choices"]![0]!;
+            Assert.Equal("length", (string?)choice["finish_reason"]);
+            Assert.Equal(5, (int)JsonNode.Parse(text)!["usage"]!["completion_tokens"]!);
+        }
+        finally
+        {
+            p.Kill(entireProcessTree: true);
+            await p.WaitForExitAsync(TestContext.Current.CancellationToken);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Serve_with_a_missing_adapter_folder_is_one_line_and_exit_2()
     {
         var r = TemperCli.Run("serve", "--model", Model, "--adapter", "x=/nonexistent/adapter");
@@ -47,10 +85,11 @@ public sealed class ServeCliTests
     [Fact]
     public void Bench_serve_prints_throughput_latency_and_tiers()
     {
-        // One adapter on the device at a time, a host tier of 20 blocks of 16 positions (one bench adapter
-        // takes 18), a disk tier: the mixed run pushes adapters down to disk and brings them back.
+        // A device pool of 30 blocks of 16 positions holds one bench adapter (18 blocks) beside the KV, a host
+        // tier of 20 blocks holds one more, a disk tier the rest: the mixed run pushes adapters down to disk
+        // and brings them back.
         var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "4", "--prompt-len", "8", "--tokens", "4", "--adapters", "2", "--threads", "1",
-            "--resident-adapters", "1", "--host-blocks", "20", "--disk-blocks", "64");
+            "--kv-blocks", "30", "--host-blocks", "20", "--disk-blocks", "64");
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("16 tokens in", r.Stdout);
         Assert.Contains("TTFT p50", r.Stdout);

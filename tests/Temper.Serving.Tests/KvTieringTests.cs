@@ -1,7 +1,8 @@
 // KV tiering: a device pool too small to keep a prompt's blocks pushes them to host memory and on to
 // the memory-mapped disk file; serving the prompt again brings them back through every tier and gives
 // the cold run's greedy tokens (and the reference's); the counters show each move. The LRU policy
-// evicts the least recently touched key.
+// evicts the least recently touched key. Tiers asked for in ServingOptions are made and owned by the
+// engine (its disk file exists while it runs and is gone after); a disk tier without a file is refused.
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Serving.Kv;
@@ -69,5 +70,24 @@ public sealed class KvTieringTests
         Assert.Equal(2UL, lru.Victim());
         lru.Remove(2);
         Assert.Equal(3UL, lru.Victim());
+    }
+
+    [Fact]
+    public void Tiers_in_the_options_are_made_and_owned_by_the_engine()
+    {
+        using var lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(1));
+        string file = Path.Combine(Path.GetTempPath(), $"temper-kv-{Environment.ProcessId}-{Guid.NewGuid():N}.bin");
+        using (var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8, HostBlocks = 2, DiskBlocks = 16, DiskFile = file }))
+        {
+            Assert.NotNull(e.Tiers);
+            Assert.Same(e.Tiers, e.Cache.Tiers);
+            Assert.Equal((2, 16), (e.Tiers.HostBlocks, e.Tiers.DiskBlocks));
+            Assert.True(File.Exists(file));
+        }
+        Assert.False(File.Exists(file));
+        var missing = Assert.Throws<Core.TemperException>(() => new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8, DiskBlocks = 16 }));
+        Assert.Contains("DiskFile", missing.Message);
+        using var none = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8 });
+        Assert.Null(none.Tiers);
     }
 }

@@ -1,9 +1,11 @@
 // Multi-LoRA serving: one batch mixing four adapters and the base model gives each request the greedy
 // tokens (and log-probs) of serving it alone with its adapter merged into the weights (LoraAdapter
 // merge), steps under a 1e-3 top-2 gap excepted; the adapters really differ; and adapters load and
-// unload at run time. With a device budget of two adapters, a batch over four still gives each request
+// unload at run time. With a device pool that holds two adapters (the slots follow the pool), a batch over four still gives each request
 // its merged tokens: adapters are evicted (LRU) and, with no slower tier configured, padded again from
-// their folders when needed, and counted.
+// their folders when needed, and counted. Adding adapters allocates no device memory: the stacks are
+// allocated once, at their first use, and kept when an engine re-attaches the stack with the same shapes
+// (building them on every Add made loading L adapters cost 1 + 2 + ... + L stacks).
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Serving.Lora;
@@ -40,11 +42,16 @@ public sealed class MultiLoraTests
     {
         var be = new CpuBackend(1);
         using var lm = LanguageModel.Load(ServingFixtures.Model, be);
-        using var stack = new AdapterStack(lm.Weights, be, maxResident: 2);
+        using var stack = new AdapterStack(lm.Weights, be);
         for (int i = 0; i < 4; i++) stack.Add($"a{i}", LoraAdapter.Load(ServingFixtures.Adapter(i)));
+        int k;
+        using (new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64 }, stack)) k = stack.BlocksOf(0);
+        // A pool of 2k + 8 blocks holds two adapters beside the KV of two requests, never three adapters.
+        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 2 * k + 8, MaxBatchTokens = 32 }, stack);
         var q = lm.Weights.Layers[0].Q;
+        Assert.True(k > 8, $"an adapter takes {k} blocks");
+        Assert.Equal(2, stack.Slots);
         Assert.Equal(2, stack.For(q.Name)!.A.Shape[0]); // two device slots for four adapters
-        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64, MaxBatchTokens = 32 }, stack);
         var rng = new Random(4);
         var prompt = Enumerable.Range(0, 7).Select(_ => rng.Next(3, 512)).ToArray();
         string?[] adapters = ["a0", "a1", null, "a2", "a3", "a0", "a2"];
@@ -78,5 +85,29 @@ public sealed class MultiLoraTests
         Assert.Equal(["y"], stack.Names);
         Assert.Equal([1, 4, q.In], stack.For(q.Name)!.A.Shape.Dims.ToArray());
         Assert.Throws<Core.TemperException>(() => stack.Remove("x"));
+    }
+
+    [Fact]
+    public void Adding_adapters_allocates_the_device_stacks_once_at_first_use()
+    {
+        var be = new CpuBackend(1);
+        using var lm = LanguageModel.Load(ServingFixtures.Model, be);
+        using var stack = new AdapterStack(lm.Weights, be);
+        long before = be.LiveBytes;
+        for (int i = 0; i < 4; i++) stack.Add($"a{i}", LoraAdapter.Load(ServingFixtures.Adapter(i)));
+        Assert.Equal(before, be.LiveBytes);                       // nothing on the device until it is used
+        be.ResetPeak();
+        var q = lm.Weights.Layers[0].Q;
+        var st = stack.For(q.Name)!;
+        Assert.Equal(4, st.A.Shape[0]);
+        long stacks = be.LiveBytes - before;
+        Assert.True(stacks > 0);
+        Assert.Equal(be.PeakBytes, be.LiveBytes);                  // allocated once, nothing transient
+        using (var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 128 }, stack))
+        {
+            Assert.Equal(4, stack.Slots);                                          // the pool holds all four
+            Assert.Equal(before + stacks + 128 * e.Cache.BlockBytes, be.LiveBytes);  // only the KV pool is new
+            Assert.Same(st, stack.For(q.Name));                    // same shapes: the stacks are kept
+        }
     }
 }

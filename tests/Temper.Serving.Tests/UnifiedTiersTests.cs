@@ -20,9 +20,9 @@ public sealed class UnifiedTiersTests
         (await e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 6, IgnoreEos = true, TopLogprobs = 0, Adapter = adapter })
             .CollectAsync(TestContext.Current.CancellationToken)).Single();
 
-    private static AdapterStack Stack(LanguageModel lm, int adapters, int maxResident = int.MaxValue)
+    private static AdapterStack Stack(LanguageModel lm, int adapters)
     {
-        var stack = new AdapterStack(lm.Weights, lm.Decoder.Backend, maxResident);
+        var stack = new AdapterStack(lm.Weights, lm.Decoder.Backend);
         for (int i = 0; i < adapters; i++) stack.Add($"a{i}", LoraAdapter.Load(ServingFixtures.Adapter(i)));
         return stack;
     }
@@ -72,7 +72,7 @@ public sealed class UnifiedTiersTests
     public async Task An_adapter_pushed_to_disk_and_back_gives_the_tokens_of_one_that_never_left_and_the_bytes_add_up()
     {
         using var lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(1));
-        using var stack = Stack(lm, 3, maxResident: 1);
+        using var stack = Stack(lm, 3);
         int k = AdapterBlocks(lm, stack);
         var rng = new Random(12);
         var prompt = Enumerable.Range(0, 9).Select(_ => rng.Next(3, 512)).ToArray();
@@ -85,8 +85,10 @@ public sealed class UnifiedTiersTests
             Assert.Equal(0, stack.Device.AdapterEvictions);
         }
 
-        // One device slot; the host tier holds one adapter (and a block more), the disk tier the rest.
-        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64 }, stack);
+        // A pool of 2k - 1 blocks: one device slot (and room for the KV without evicting cached blocks);
+        // the host tier holds one adapter (and a block more), the disk tier the rest.
+        using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 2 * k - 1 }, stack);
+        Assert.Equal(1, stack.Slots);
         string file = Path.Combine(Path.GetTempPath(), $"temper-tiers-{Environment.ProcessId}-{Guid.NewGuid():N}.bin");
         using var tiers = new KvTiers(e.Cache, hostBlocks: k + 1, diskBlocks: 4 * k, file);
         long folder0 = stack.FolderBytes, loads0 = stack.FolderLoads;

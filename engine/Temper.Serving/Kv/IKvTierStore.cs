@@ -1,6 +1,7 @@
 // Where evicted prefix-cache blocks go when the device pool reuses their memory: slower tiers (host
 // memory, then disk) that keep a block's K/V by its chained hash and copy it back on a prefix hit; and
-// where a preempted sequence's blocks wait (swapped to host memory) until the scheduler resumes it.
+// where a preempted sequence's blocks wait (swapped to host memory) until the scheduler resumes it;
+// and where adapters evicted from the device wait, read back ahead of need by a prefetch.
 namespace Temper.Serving.Kv;
 
 public interface IKvTierStore
@@ -26,8 +27,10 @@ public interface IKvTierStore
     int UnitsFor(int floats);
     /// <summary>Keeps an adapter's padded weights evicted from the device (host, else disk); false when no tier can hold it.</summary>
     bool StoreAdapter(ulong key, string name, float[] data);
-    /// <summary>Takes an adapter back for the device (null: no tier holds it).</summary>
-    float[]? TakeAdapter(ulong key);
+    /// <summary>Takes an adapter back for the device (null: no tier holds it); <paramref name="prefetched"/> is what a PrefetchAdapter read.</summary>
+    float[]? TakeAdapter(ulong key, float[]? prefetched = null);
+    /// <summary>Starts taking an adapter off disk ahead of need: a function that reads it on any thread (null: not on disk).</summary>
+    Func<float[]>? PrefetchAdapter(ulong key);
     void DropAdapter(ulong key);
     void RecordDeviceHit();
     void RecordDeviceMiss();

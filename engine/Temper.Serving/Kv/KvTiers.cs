@@ -11,9 +11,11 @@
 // same tiers under the same budget and policy (S-LoRA's unified paging): an adapter's padded weights
 // (a flat float array) take its bytes rounded up to whole blocks of the tier, are one entry of the
 // tier's policy beside the KV blocks, move host -> disk when the policy picks them, and are taken
-// back (TakeAdapter) when a step needs them on the device. Every move is counted per tier: hits,
-// misses, bytes in and out, evictions, swaps and the time the engine stalled on it, for KV blocks and
-// adapters apart.
+// back (TakeAdapter) when a step needs them on the device. An adapter on disk can be prefetched
+// (PrefetchAdapter): its entry leaves the disk policy and its slots stay reserved while a background
+// task reads them, and TakeAdapter with the data read finishes the move. Every move is counted per
+// tier: hits, misses, bytes in and out, evictions, swaps, prefetches and the time the engine stalled
+// on it, for KV blocks and adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
@@ -41,8 +43,15 @@ public sealed class TierCounters
     public long AdapterBytesOut { get; internal set; }
     public int Adapters { get; internal set; }
     public int AdapterBlocks { get; internal set; }
+    /// <summary>Adapters brought up from this tier (disk) or towards this tier (device: from disk or a folder) on a background task ahead of their step.</summary>
+    public long AdapterPrefetches { get; internal set; }
+    /// <summary>Device: adapter loads whose prefetch had finished when the step needed it (the step waited for nothing but the copy in).</summary>
+    public long AdapterPrefetchHits { get; internal set; }
+    /// <summary>Device: time steps spent making adapters resident (evicting, waiting for or reading a tier or folder, copying in).</summary>
+    public double AdapterStallMs { get; internal set; }
     public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, swaps out {SwapOuts} / in {SwapIns}, stall {StallMs:F2} ms, holding {Blocks} blocks + {SwappedBlocks} swapped" +
-        $"; adapters: hits {AdapterHits}, misses {AdapterMisses}, in {AdapterBytesIn} B, out {AdapterBytesOut} B, evictions {AdapterEvictions}, holding {Adapters} in {AdapterBlocks} blocks";
+        $"; adapters: hits {AdapterHits}, misses {AdapterMisses}, in {AdapterBytesIn} B, out {AdapterBytesOut} B, evictions {AdapterEvictions}, holding {Adapters} in {AdapterBlocks} blocks" +
+        $", prefetched {AdapterPrefetches} ({AdapterPrefetchHits} ready when needed), stall {AdapterStallMs:F2} ms";
 }
 
 public sealed class KvTiers : IKvTierStore, IDisposable
@@ -56,6 +65,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     private readonly MemoryMappedViewAccessor? _view;
     private readonly string? _path;
     private readonly Dictionary<SequenceBlocks, float[][]> _swapped = [];
+    private readonly HashSet<ulong> _prefetching = [];   // adapters on disk being read by a prefetch (slots reserved, out of the policy)
     private int _swappedBlocks;                         // host room taken by swapped sequences
 
     /// <param name="diskPath">The file backing the disk tier (created, and deleted on dispose); null with diskBlocks 0.</param>
@@ -137,17 +147,34 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         if (units > _host.Capacity - _swappedBlocks && units > _disk.Capacity) return false;
         var sw = Stopwatch.StartNew();
         _adapters[key] = (name, data.Length);
+        bool kept = true;
         if (units <= _host.Capacity - _swappedBlocks) StoreHost(key, data, units);
-        else StoreDisk(key, data, units);
+        else if (!(kept = StoreDisk(key, data, units))) _adapters.Remove(key);
         _host.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
-        return true;
+        return kept;
     }
 
-    /// <summary>Takes an adapter back out of host or disk for the device (null: neither holds it; it is loaded from its folder).</summary>
-    public float[]? TakeAdapter(ulong key)
+    /// <summary>
+    /// Starts moving an adapter off disk ahead of need: its entry leaves the disk policy (so it is not
+    /// evicted) and keeps its slots, and the returned function reads it, on any thread. TakeAdapter with
+    /// the data read finishes the move. Null when the disk tier does not hold it (or it is already being read).
+    /// </summary>
+    public Func<float[]>? PrefetchAdapter(ulong key)
+    {
+        if (!_adapters.TryGetValue(key, out var a) || !_disk.Index.TryGetValue(key, out var slots) || !_prefetching.Add(key)) return null;
+        _disk.Policy.Remove(key);
+        _disk.Counters.AdapterPrefetches++;
+        return () => ReadDisk(slots, a.Floats);
+    }
+
+    /// <summary>
+    /// Takes an adapter back out of host or disk for the device (null: neither holds it; it is loaded from
+    /// its folder). <paramref name="prefetched"/>: the data a PrefetchAdapter read, used instead of reading again.
+    /// </summary>
+    public float[]? TakeAdapter(ulong key, float[]? prefetched = null)
     {
         var sw = Stopwatch.StartNew();
-        var data = Take(key, out var from);
+        var data = Take(key, out var from, prefetched);
         if (data == null)
         {
             _host.Counters.AdapterMisses++;
@@ -170,6 +197,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         }
         else if (_disk.Index.ContainsKey(key)) _disk.Drop(key, false);
         _adapters.Remove(key);
+        _prefetching.Remove(key);
     }
 
     /// <summary>Blocks of this tier an adapter of <paramref name="floats"/> floats takes.</summary>
@@ -217,7 +245,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     }
 
     /// <summary>Removes a KV block or an adapter from host or disk and returns its contents (null: in neither).</summary>
-    private float[]? Take(ulong key, out Tier? from)
+    private float[]? Take(ulong key, out Tier? from, float[]? prefetched = null)
     {
         bool adapter = _adapters.TryGetValue(key, out var a);
         float[] data;
@@ -229,7 +257,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         }
         else if (_disk.Index.TryGetValue(key, out var slots))
         {
-            data = ReadDisk(slots, adapter ? a.Floats : _floats);
+            data = _prefetching.Remove(key) && prefetched != null ? prefetched : ReadDisk(slots, adapter ? a.Floats : _floats);
             from = _disk;
         }
         else
@@ -256,16 +284,20 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         _hostData.Remove(key);
         bool adapter = _adapters.ContainsKey(key);
         int units = _host.Index[key].Length;
-        bool toDisk = units <= _disk.Capacity;
+        bool toDisk = units <= DiskRoom;
         _host.Drop(key, adapter, toDisk ? data.LongLength * sizeof(float) : 0);
         if (adapter) _host.Counters.AdapterEvictions++;
         else _host.Counters.Evictions++;
-        if (toDisk) StoreDisk(key, data, units);
-        else _adapters.Remove(key);
+        if (!(toDisk && StoreDisk(key, data, units))) _adapters.Remove(key);
     }
 
-    private void StoreDisk(ulong key, float[] data, int units)
+    /// <summary>Disk slots that evicting could free: all but those of adapters a prefetch is reading.</summary>
+    private int DiskRoom => _disk.Capacity - _prefetching.Sum(k => _disk.Index[k].Length);
+
+    /// <summary>Writes an entry to disk, evicting the policy's victims; false (nothing stored) when it cannot fit beside entries being prefetched.</summary>
+    private bool StoreDisk(ulong key, float[] data, int units)
     {
+        if (units > DiskRoom) return false;
         var sw = Stopwatch.StartNew();
         while (_disk.Used + units > _disk.Capacity)
         {
@@ -279,6 +311,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         for (int i = 0, off = 0; i < slots.Length; i++, off += _floats)
             _view!.WriteArray(slots[i] * _cache.BlockBytes, data, off, Math.Min(_floats, data.Length - off));
         _disk.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
+        return true;
     }
 
     private float[] ReadDisk(int[] slots, int floats)

@@ -3,15 +3,25 @@
 // A and B per targeted module zero-padded to the module's largest rank (A [r, In], B [Out, r]) and
 // laid out flat module after module, is what moves between tiers. Device tier: per module stacks
 // A [S, r, In] and B [S, Out, r] in backend memory and a scale per slot (0 for an adapter that does
-// not target the module), for the gathered LoRA op; S slots = min(adapters, MaxResident). Attached to
-// a serving engine's KV cache, a resident adapter also holds its bytes rounded up to whole KV blocks
-// of the pool, so adapters and KV blocks share the device budget, and one LRU runs over both
-// (IPoolResidents): the pool evicts whichever of a cached KV block and an adapter was used least
-// recently, never an adapter the current step acquired (pinned until the next BeginStep). An evicted
-// adapter is read back from its slot and handed to the KV tiers (host, then disk: KvTiers.StoreAdapter),
-// or dropped without tiers; TryAcquire brings it back from host or disk, or pads it again from its
-// folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added and removed at
-// run time; the tiers are reset (all slots empty, tier copies dropped) on each change.
+// not target the module), for the gathered LoRA op. The stacks are built when first used, not on each
+// Add (a server adding 100 adapters would otherwise allocate and zero 1 + 2 + ... + 100 stacks), and
+// kept across re-attachments whose shapes do not change. Attached to a serving engine's KV cache, a
+// resident adapter also holds its bytes rounded up to whole KV blocks of the pool, so adapters and KV
+// blocks share the device budget, and one LRU runs over both (IPoolResidents): the pool evicts
+// whichever of a cached KV block and an adapter was used least recently, never an adapter the current
+// step acquired (pinned until the next BeginStep). The pool is the one limit: S, the slot count, is as
+// many adapters as the pool's blocks could hold at once (min(adapters, pool blocks / the smallest
+// adapter's blocks); all adapters while no pool is attached), so a step never waits for a slot the
+// budget could have filled. Slots stay a count apart from the blocks because they are device memory
+// beside the pool: the gathered LoRA op reads fixed stacks [S, r, In], not pool blocks (reading
+// adapters out of pool blocks, S-LoRA's unified memory, needs a gathered op over a pointer table). A
+// step whose rows name more adapters than S runs S of them; the other rows wait a step. An evicted
+// adapter is read back from its slot and handed to the KV tiers (host, then disk:
+// KvTiers.StoreAdapter), or dropped without tiers; TryAcquire brings it back from host or disk, or pads
+// it again from its folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added
+// and removed at run time; the tiers are reset (all slots empty, tier copies dropped) on each change.
+using System.Buffers;
+using System.Diagnostics;
 using Temper.Core;
 using Temper.Models;
 using Temper.Serving.Kv;
@@ -22,34 +32,38 @@ public sealed record ModuleStack(Tensor A, Tensor B, float[] Scales);
 
 public sealed class AdapterStack : IPoolResidents, IDisposable
 {
-    /// <summary>One module's device stacks and their row views, the scale of each adapter (0: it does not target the module).</summary>
-    private sealed record Module(string Name, int Rank, int In, int Out, float[] Scale, ModuleStack Device, Tensor ARows, Tensor BRows);
+    /// <summary>One targeted module: its padded rank and shape, the scale of each adapter (0: it does not target the module).</summary>
+    private sealed record Module(string Name, int Rank, int In, int Out, float[] Scale);
+
+    /// <summary>One module's device stacks [S, r, In] and [S, Out, r] and their row views [S*r, In] and [S*Out, r].</summary>
+    private sealed record DeviceStack(string Name, int Rank, int In, int Out, ModuleStack Device, Tensor ARows, Tensor BRows);
 
     private readonly IBackend _be;
     private readonly Dictionary<string, Projection> _projections;
     private readonly List<(string Name, LoraAdapter Adapter)> _adapters = [];
     private Module[] _modules = [];
+    private DeviceStack[]? _stacks;              // built on first use (EnsureStacks), [_modules.Length] then
+    private long[] _bytes = [];                  // adapter -> padded bytes over the modules it targets
+    private int _slots;
     private int[] _slotOf = [];                  // adapter -> slot, -1 when not resident
     private int[] _inSlot = [];                  // slot -> adapter, -1 when free
     private int[]?[] _blocksOf = [];             // adapter -> pool blocks it holds while resident
     private long[] _usedAt = [];                 // adapter -> pool clock of its last use
     private readonly HashSet<int> _pinned = [];  // adapters the current step acquired
+    private readonly Dictionary<int, PrefetchedData> _prefetches = [];   // adapter -> its data being read ahead of need
+    private sealed record PrefetchedData(Task<float[]> Data, bool FromDisk);
     private PagedKvCache? _cache;
     private readonly TierCounters _device = new();
 
-    /// <param name="maxResident">How many adapters the device tier holds at once (the rest wait in slower tiers).</param>
-    public AdapterStack(ModelWeights weights, IBackend be, int maxResident = int.MaxValue)
+    public AdapterStack(ModelWeights weights, IBackend be)
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxResident);
         _be = be;
-        MaxResident = maxResident;
         _projections = weights.Projections.Append(weights.LmHead).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
     }
 
     public int Count => _adapters.Count;
-    public int MaxResident { get; }
-    /// <summary>Device slots: the most distinct adapters one step may use.</summary>
-    public int Slots => Math.Min(Count, MaxResident);
+    /// <summary>Device slots: the most distinct adapters one step may use (as many as the attached pool could hold at once).</summary>
+    public int Slots => _slots;
     public IReadOnlyList<string> Names => _adapters.Select(a => a.Name).ToArray();
     public int IndexOf(string name) => _adapters.FindIndex(a => a.Name == name);
     /// <summary>The device tier's counters: the attached cache's tiers' (KV beside adapters) when it has them, else the stack's own.</summary>
@@ -62,6 +76,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     public void Add(string name, LoraAdapter adapter)
     {
         if (IndexOf(name) >= 0) throw new TemperException($"adapter '{name}' is already loaded");
+        DiscardPrefetches();
         foreach (var (module, (a, b)) in adapter.Modules)
         {
             if (!_projections.TryGetValue(module, out var p)) throw new TemperException($"{adapter.Directory}: adapter module '{module}' does not exist in the model");
@@ -108,7 +123,11 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     }
 
     /// <summary>The device stack for one module, indexed by slot (null when no adapter targets it).</summary>
-    public ModuleStack? For(string module) => _modules.FirstOrDefault(m => m.Name == module)?.Device;
+    public ModuleStack? For(string module)
+    {
+        int i = Array.FindIndex(_modules, m => m.Name == module);
+        return i < 0 ? null : EnsureStacks()[i].Device;
+    }
 
     public bool IsResident(int adapter) => _slotOf[adapter] >= 0;
 
@@ -138,6 +157,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         }
         int blocks = BlocksOf(adapter);
         if (_cache != null && _cache.Pool.Available < blocks) return false;
+        long start = Stopwatch.GetTimestamp();
         int slot = Array.IndexOf(_inSlot, -1);
         if (slot < 0)
         {
@@ -150,17 +170,75 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         for (int i = 0; i < blocks; i++)
             if ((held[i] = _cache!.Pool.Allocate()) < 0) throw new InvalidOperationException("the pool gave fewer blocks than it said were available");
         Device.AdapterMisses++;
-        var data = _cache?.Tiers?.TakeAdapter(Key(adapter));
-        if (data == null)
+        if (_prefetches.Remove(adapter, out var prefetch))
         {
-            data = Pad(adapter);
+            if (prefetch.Data.IsCompleted) Device.AdapterPrefetchHits++;
+            var data = prefetch.Data.Result;                             // waits when the read is still under way
+            if (prefetch.FromDisk) _cache!.Tiers!.TakeAdapter(Key(adapter), data);
+            else
+            {
+                FolderLoads++;
+                FolderBytes += Bytes(adapter);
+            }
+            Load(adapter, slot, data);
+            if (!prefetch.FromDisk) ArrayPool<float>.Shared.Return(data);
+        }
+        else if (_cache?.Tiers?.TakeAdapter(Key(adapter)) is { } data) Load(adapter, slot, data);
+        else
+        {
+            // Padded into a pooled buffer: a fresh array per load costs a page fault per 4 KiB on first touch.
+            var buffer = ArrayPool<float>.Shared.Rent((int)(Bytes(adapter) / sizeof(float)));
+            Pad(adapter, buffer);
+            Load(adapter, slot, buffer);
+            ArrayPool<float>.Shared.Return(buffer);
             FolderLoads++;
             FolderBytes += Bytes(adapter);
         }
-        Load(adapter, slot, data);
+        Device.AdapterStallMs += Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         _blocksOf[adapter] = held;
         Pin(adapter);
         return true;
+    }
+
+    /// <summary>
+    /// Starts bringing a non-resident adapter up ahead of the step that needs it, on a background task:
+    /// read off the disk tier (its slots stay reserved meanwhile) or padded from its folder; an adapter in
+    /// host memory is at hand already. TryAcquire then only copies it in (waiting for the read if it has
+    /// not finished). At most Slots prefetches are held at once. Called on the stepping thread.
+    /// </summary>
+    public void Prefetch(int adapter)
+    {
+        if (adapter < 0 || IsResident(adapter) || _prefetches.ContainsKey(adapter) || _prefetches.Count >= Math.Max(1, _slots)) return;
+        var tiers = _cache?.Tiers;
+        ulong key = Key(adapter);
+        if (tiers?.PrefetchAdapter(key) is { } read) _prefetches[adapter] = new PrefetchedData(Task.Run(read), FromDisk: true);
+        else if (tiers != null && tiers.Contains(key)) return;
+        else
+            _prefetches[adapter] = new PrefetchedData(Task.Run(() =>
+            {
+                var buffer = ArrayPool<float>.Shared.Rent((int)(Bytes(adapter) / sizeof(float)));
+                Pad(adapter, buffer);
+                return buffer;
+            }), FromDisk: false);
+        Device.AdapterPrefetches++;
+    }
+
+    /// <summary>Completes when every prefetch under way has its data (call on the stepping thread, or while no step runs).</summary>
+    public Task WhenPrefetched() => Task.WhenAll(_prefetches.Values.Select(p => p.Data));
+
+    /// <summary>Waits for the prefetches under way and forgets them (the adapters change, the stack or its engine goes away).</summary>
+    internal void DiscardPrefetches()
+    {
+        foreach (var p in _prefetches.Values)
+        {
+            try
+            {
+                var data = p.Data.GetAwaiter().GetResult();
+                if (!p.FromDisk) ArrayPool<float>.Shared.Return(data);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException) { }  // the load that needed it reports its own failure
+        }
+        _prefetches.Clear();
     }
 
     /// <summary>Makes every adapter in <paramref name="adapters"/> (indices; -1 ignored) resident for this step; throws when they do not fit.</summary>
@@ -230,14 +308,16 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
 
     private void Load(int adapter, int slot, float[] data)
     {
+        var stacks = EnsureStacks();
         int off = 0;
-        foreach (var m in _modules)
+        for (int i = 0; i < _modules.Length; i++)
         {
-            m.Device.Scales[slot] = m.Scale[adapter];
+            var (m, d) = (_modules[i], stacks[i]);
+            d.Device.Scales[slot] = m.Scale[adapter];
             if (m.Scale[adapter] == 0) continue;        // scale 0: the slot's old rows are never used
-            CopyToRows(new Shape(m.Rank, m.In), data.AsSpan(off, m.Rank * m.In), m.ARows, slot * m.Rank);
+            CopyToRows(new Shape(m.Rank, m.In), data.AsSpan(off, m.Rank * m.In), d.ARows, slot * m.Rank);
             off += m.Rank * m.In;
-            CopyToRows(new Shape(m.Out, m.Rank), data.AsSpan(off, m.Out * m.Rank), m.BRows, slot * m.Out);
+            CopyToRows(new Shape(m.Out, m.Rank), data.AsSpan(off, m.Out * m.Rank), d.BRows, slot * m.Out);
             off += m.Out * m.Rank;
         }
         _slotOf[adapter] = slot;
@@ -252,22 +332,24 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     private float[] ReadBack(int adapter, int slot)
     {
         var data = new float[Bytes(adapter) / sizeof(float)];
+        var stacks = EnsureStacks();
         int off = 0;
-        foreach (var m in _modules)
+        for (int i = 0; i < _modules.Length; i++)
         {
+            var (m, d) = (_modules[i], stacks[i]);
             if (m.Scale[adapter] == 0) continue;
-            CopyFromRows(m.ARows, slot * m.Rank, new Shape(m.Rank, m.In), data.AsSpan(off));
+            CopyFromRows(d.ARows, slot * m.Rank, new Shape(m.Rank, m.In), data.AsSpan(off));
             off += m.Rank * m.In;
-            CopyFromRows(m.BRows, slot * m.Out, new Shape(m.Out, m.Rank), data.AsSpan(off));
+            CopyFromRows(d.BRows, slot * m.Out, new Shape(m.Out, m.Rank), data.AsSpan(off));
             off += m.Out * m.Rank;
         }
         return data;
     }
 
-    /// <summary>An adapter's weights padded from its source, in the layout Load and ReadBack use.</summary>
-    private float[] Pad(int adapter)
+    /// <summary>An adapter's weights padded from its source into the start of <paramref name="data"/>, in the layout Load and ReadBack use.</summary>
+    private void Pad(int adapter, float[] data)
     {
-        var data = new float[Bytes(adapter) / sizeof(float)];
+        data.AsSpan(0, (int)(Bytes(adapter) / sizeof(float))).Clear();
         var ad = _adapters[adapter].Adapter;
         int off = 0;
         foreach (var m in _modules)
@@ -281,11 +363,15 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
             for (int o = 0; o < m.Out; o++) src.Slice(o * ri, ri).CopyTo(data.AsSpan(off + o * m.Rank, ri));
             off += m.Out * m.Rank;
         }
-        return data;
     }
 
     private void CopyToRows(Shape shape, ReadOnlySpan<float> data, Tensor rows, int row)
     {
+        if (rows.IsHost)
+        {
+            data.CopyTo(rows.Floats.Slice(row * shape[1], (int)shape.Elements));   // host memory (CPU backend): one copy, no staging tensor
+            return;
+        }
         var host = Tensor.FromFloats(shape, data);
         var dev = _be.FromHost(host);
         _be.CopyRows(dev, 0, rows, row, shape[0]);
@@ -306,7 +392,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     }
 
     /// <summary>Bytes of an adapter's padded A and B over the modules it targets.</summary>
-    private long Bytes(int adapter) => _modules.Where(m => m.Scale[adapter] != 0).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float));
+    private long Bytes(int adapter) => _bytes[adapter];
 
     /// <summary>KV blocks an adapter takes while resident (0 when no cache is attached).</summary>
     public int BlocksOf(int adapter) => _cache == null ? 0 : (int)((Bytes(adapter) + _cache.BlockBytes - 1) / _cache.BlockBytes);
@@ -319,6 +405,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     /// <summary>Empties the device tier (its blocks back to the pool) and drops the tiers' copies of <paramref name="names"/>.</summary>
     private void Reset(IEnumerable<string> names)
     {
+        DiscardPrefetches();
         for (int a = 0; a < _slotOf.Length; a++)
             if (_slotOf[a] >= 0) foreach (int b in _blocksOf[a] ?? []) _cache!.Pool.Release(b);
         if (_cache?.Tiers is { } tiers) foreach (string name in names) tiers.DropAdapter(KeyOf(name));
@@ -329,22 +416,26 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     {
         // Padding depends on every adapter's rank: copies in the tiers and on the device are stale.
         Reset(_adapters.Select(a => a.Name));
-        var fresh = new List<Module>();
-        int count = _adapters.Count, slots = Slots;
-        foreach (string module in _adapters.SelectMany(a => a.Adapter.Modules.Keys).Distinct().Order(StringComparer.Ordinal))
+        int count = _adapters.Count;
+        _modules = _adapters.SelectMany(a => a.Adapter.Modules.Keys).Distinct().Order(StringComparer.Ordinal).Select(module =>
         {
             var p = _projections[module];
             int r = _adapters.Max(a => a.Adapter.Modules.TryGetValue(module, out var m) ? m.A.Shape[0] : 0);
             var scales = _adapters.Select(a => a.Adapter.Modules.ContainsKey(module) ? a.Adapter.Config.Scale : 0f).ToArray();
-            var a = _be.Zeros(new Shape(slots, r, p.In));
-            var b = _be.Zeros(new Shape(slots, p.Out, r));
-            fresh.Add(new Module(module, r, p.In, p.Out, scales, new ModuleStack(a, b, new float[slots]),
-                new Tensor(new Shape(slots * r, p.In), DType.F32, a.Storage), new Tensor(new Shape(slots * p.Out, r), DType.F32, b.Storage)));
+            return new Module(module, r, p.In, p.Out, scales);
+        }).ToArray();
+        _bytes = Enumerable.Range(0, count).Select(a => _modules.Where(m => m.Scale[a] != 0).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float))).ToArray();
+        int smallest = count == 0 ? 1 : Math.Max(1, Enumerable.Range(0, count).Min(BlocksOf));
+        _slots = _cache == null ? count : Math.Min(count, _cache.Pool.Count / smallest);
+        // Stacks of the same shapes are kept (their slots are empty now; a load overwrites what it uses).
+        if (_stacks != null && !(_stacks.Length == _modules.Length && _stacks.Zip(_modules).All(x => x.First.Name == x.Second.Name && x.First.Rank == x.Second.Rank)
+            && _stacks.All(d => d.Device.Scales.Length == _slots)))
+        {
+            DisposeStacks();
+            _stacks = null;
         }
-        DisposeStacks();
-        _modules = [.. fresh];
         _slotOf = Enumerable.Repeat(-1, count).ToArray();
-        _inSlot = Enumerable.Repeat(-1, slots).ToArray();
+        _inSlot = Enumerable.Repeat(-1, _slots).ToArray();
         _blocksOf = new int[]?[count];
         _usedAt = new long[count];
         _pinned.Clear();
@@ -352,17 +443,27 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         counters.Adapters = counters.AdapterBlocks = 0;
     }
 
+    /// <summary>The device stacks, allocated (zeroed) on first use after a change of shapes.</summary>
+    private DeviceStack[] EnsureStacks() => _stacks ??= _modules.Select(m =>
+    {
+        var a = _be.Zeros(new Shape(_slots, m.Rank, m.In));
+        var b = _be.Zeros(new Shape(_slots, m.Out, m.Rank));
+        return new DeviceStack(m.Name, m.Rank, m.In, m.Out, new ModuleStack(a, b, new float[_slots]),
+            new Tensor(new Shape(_slots * m.Rank, m.In), DType.F32, a.Storage), new Tensor(new Shape(_slots * m.Out, m.Rank), DType.F32, b.Storage));
+    }).ToArray();
+
     private void DisposeStacks()
     {
-        foreach (var m in _modules)
+        foreach (var d in _stacks ?? [])
         {
-            m.Device.A.Dispose();
-            m.Device.B.Dispose();
+            d.Device.A.Dispose();
+            d.Device.B.Dispose();
         }
     }
 
     public void Dispose()
     {
+        DiscardPrefetches();
         if (_cache?.Pool.Residents == this) _cache.Pool.Residents = null;
         DisposeStacks();
         foreach (var (_, a) in _adapters) a.Dispose();

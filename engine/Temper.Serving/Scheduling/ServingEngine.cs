@@ -4,11 +4,13 @@
 // and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
 // (AdapterStack.Slots); rows of other adapters wait a step. Adapters share the KV pool's blocks (the
 // stack is attached to the cache): a sequence's adapter is made resident before its blocks are
-// reserved, and either running short preempts like blocks do. When blocks run short, the most recently
-// admitted sequence is preempted: swapped (its K/V copied to the host tier and its blocks freed; it
-// is readmitted when the pool can take all of them back) or recomputed (its blocks freed; it waits
-// again with its prompt + generated tokens, which are recomputed when it is readmitted), as
-// ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
+// reserved, and either running short preempts like blocks do. The adapters of requests left waiting
+// after a step is scheduled are prefetched (AdapterStack.Prefetch: read off disk or padded from their
+// folders on a background task) while the step computes, so their admission only copies them in. When
+// blocks run short, the most recently admitted sequence is preempted: swapped (its K/V copied to the
+// host tier and its blocks freed; it is readmitted when the pool can take all of them back) or
+// recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
+// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
 // logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
 // EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
 // after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
@@ -52,8 +54,22 @@ public sealed class ServingEngine : IDisposable
     {
         Options = options;
         if (options.MaxBatchTokens < 1 || options.MaxRunning < 1) throw new TemperException("serving: MaxBatchTokens and MaxRunning must be >= 1");
+        if (options.HostBlocks < 0 || options.DiskBlocks < 0) throw new TemperException("serving: HostBlocks and DiskBlocks must be >= 0");
+        if (options.DiskBlocks > 0 && options.DiskFile == null) throw new TemperException("serving: a disk tier (DiskBlocks > 0) needs a DiskFile");
         Cache = new PagedKvCache(decoder.Config, decoder.Backend, options.Blocks, options.BlockSize);
         adapters?.Attach(Cache);
+        if (options.HostBlocks > 0 || options.DiskBlocks > 0)
+        {
+            try
+            {
+                Tiers = new KvTiers(Cache, options.HostBlocks, options.DiskBlocks, options.DiskBlocks > 0 ? options.DiskFile : null);
+            }
+            catch
+            {
+                Cache.Dispose();
+                throw;
+            }
+        }
         Model = new PagedDecoder(decoder, Cache, adapters);
         _decode = decode;
         MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? decoder.Config.MaxPositions, options.Blocks * options.BlockSize);
@@ -62,6 +78,8 @@ public sealed class ServingEngine : IDisposable
 
     public ServingOptions Options { get; }
     public PagedKvCache Cache { get; }
+    /// <summary>The host and disk tiers ServingOptions asked for (null when it asked for none).</summary>
+    public KvTiers? Tiers { get; }
     public PagedDecoder Model { get; }
     public AdapterStack? Adapters => Model.Adapters;
     public ModelConfig Config => Model.Decoder.Config;
@@ -132,6 +150,10 @@ public sealed class ServingEngine : IDisposable
             }
             // Rows of one adapter side by side: the gathered LoRA op then runs each adapter's rows in place.
             var items = Schedule().OrderBy(i => i.Seq.Adapter).ToList();
+            // Adapters of requests still waiting come up from disk or their folders while this step computes.
+            if (Adapters != null)
+                foreach (var s in _waiting)
+                    if (s.Adapter >= 0) Adapters.Prefetch(s.Adapter);
             if (items.Count == 0) return false;
             try
             {
@@ -331,6 +353,8 @@ public sealed class ServingEngine : IDisposable
             foreach (var s in _waiting) Finish(s, ServingFinish.Cancelled);
             _waiting.Clear();
         }
+        Adapters?.DiscardPrefetches();                // reads of the disk tier end before it goes
+        Tiers?.Dispose();
         Cache.Dispose();
         _wake.Dispose();
     }

@@ -1,6 +1,7 @@
 // Sizes of the serving engine: the paged KV pool (blocks of BlockSize positions), the token budget of
 // one step (decode tokens first, then prefill chunks of at most what is left), and how many sequences
-// run at once, and how a sequence gives its blocks up when the pool runs short.
+// run at once, how a sequence gives its blocks up when the pool runs short, and the host and disk
+// tiers below the pool (in blocks of the pool's size).
 namespace Temper.Serving.Scheduling;
 
 public sealed record ServingOptions
@@ -20,6 +21,14 @@ public sealed record ServingOptions
     /// recomputation for a sequence the host tier cannot hold.
     /// </summary>
     public PreemptionMode? Preemption { get; init; }
+    /// <summary>
+    /// KV tiers below the device pool the engine makes and owns (KvTiers): host-memory blocks, and disk
+    /// blocks in a memory-mapped <see cref="DiskFile"/> (created, deleted when the engine is disposed).
+    /// Both 0 (the default): no tiers, unless the caller attaches its own KvTiers to the engine's cache.
+    /// </summary>
+    public int HostBlocks { get; init; }
+    public int DiskBlocks { get; init; }
+    public string? DiskFile { get; init; }
 }
 
 public enum PreemptionMode { Swap, Recompute }

@@ -9,15 +9,16 @@
 // --rank on all seven projections) written to a temporary folder. Adapters live in the KV tiers:
 // a resident adapter takes its bytes in KV blocks of the device pool (--kv-blocks, default enough for
 // the workload), and evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a
-// temporary memory-mapped file), LRU over blocks and adapters together. --resident-adapters R keeps at
-// most R adapters on the device. Each tier's line gives KV and adapter moves side by side.
+// temporary memory-mapped file), LRU over blocks and adapters together; the device holds as many
+// adapters at once as its pool's blocks can (a smaller --kv-blocks keeps fewer there). Each tier's line
+// gives KV and adapter moves side by side.
 using System.CommandLine;
+using System.Diagnostics;
 using System.Text.Json;
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Models;
 using Temper.Serving.Bench;
-using Temper.Serving.Kv;
 using Temper.Serving.Lora;
 using Temper.Serving.Scheduling;
 
@@ -39,23 +40,26 @@ internal static class ServeBenchCommand
         var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host tier holds", DefaultValueFactory = _ => 64 };
         var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a temporary memory-mapped file) holds", DefaultValueFactory = _ => 0 };
         var poolBlocks = new Option<int>("--kv-blocks") { Description = "KV blocks of the device pool, shared with resident adapters (0: the workload's KV plus every adapter)", DefaultValueFactory = _ => 0 };
-        var resident = new Option<int>("--resident-adapters") { Description = "Adapters the device holds at once (0: all)", DefaultValueFactory = _ => 0 };
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, resident, repeat, threads }) cmd.Add(o);
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
-            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(resident) < 0 || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
-                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --resident-adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
+            if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
+                throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, be);
             using var owned = lm;
             string tmp = Path.Combine(Path.GetTempPath(), $"temper-bench-serve-{Environment.ProcessId}");
-            using var stack = new AdapterStack(decoder.Weights, be, p.GetValue(resident) is > 0 and int slots ? slots : int.MaxValue);
+            using var stack = new AdapterStack(decoder.Weights, be);
             try
             {
-                for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(WriteRandomAdapter(Path.Combine(tmp, $"ad{i}"), decoder.Weights, p.GetValue(rank), seed: 100 + i)));
+                var setup = Stopwatch.StartNew();
+                var dirs = Enumerable.Range(0, la).Select(i => WriteRandomAdapter(Path.Combine(tmp, $"ad{i}"), decoder.Weights, p.GetValue(rank), seed: 100 + i)).ToArray();
+                double written = setup.Elapsed.TotalSeconds;
+                for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(dirs[i]));
+                double added = setup.Elapsed.TotalSeconds - written;
                 var rng = new Random(7);
                 var prefix = Enumerable.Range(0, shared).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
                 var prompts = Enumerable.Range(0, r).Select(_ => prefix.Concat(Enumerable.Range(0, pl - shared).Select(_ => rng.Next(decoder.Config.VocabSize))).ToArray()).ToArray();
@@ -64,22 +68,26 @@ internal static class ServeBenchCommand
                 long blockBytes = 2L * cfg.NumLayers * bs * cfg.NumKvHeads * cfg.HeadDim * sizeof(float);
                 long adapterBytes = decoder.Weights.Projections.Sum(q => (long)p.GetValue(rank) * (q.In + q.Out) * sizeof(float));
                 int kvBlocks = r * ((pl + n) / bs + 2) + 8, adapterBlocks = la * (int)((adapterBytes + blockBytes - 1) / blockBytes);
-                var options = new ServingOptions { BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : kvBlocks + adapterBlocks, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1) };
+                var options = new ServingOptions
+                {
+                    BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : kvBlocks + adapterBlocks, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1),
+                    HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks),
+                };
                 Console.WriteLine($"model: {what}");
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
                 Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), max batch tokens {options.MaxBatchTokens}, block size {bs}");
+                if (la > 0) Console.WriteLine($"adapters: {la} random ones written in {written:F2} s, loaded and added in {added:F2} s");
                 Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
                 {
-                    using var engine = new ServingEngine(decoder, options, stack);
-                    string? file = p.GetValue(diskBlocks) > 0 ? Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") : null;
-                    if (file != null) Directory.CreateDirectory(tmp);
-                    using var tiers = new KvTiers(engine.Cache, p.GetValue(hostBlocks), p.GetValue(diskBlocks), file);
+                    if (p.GetValue(diskBlocks) > 0) Directory.CreateDirectory(tmp);
+                    using var engine = new ServingEngine(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") }, stack);
                     long folderLoads = stack.FolderLoads, folderBytes = stack.FolderBytes;
                     ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, pl)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]); // warm-up
                     var res = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = n, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
-                    return (res, $"device: {tiers.Device}\n{"",-12} host: {tiers.Host}\n{"",-12} disk: {tiers.Disk}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
+                    string tiers = engine.Tiers is { } t ? $"device: {t.Device}\n{"",-12} host: {t.Host}\n{"",-12} disk: {t.Disk}" : $"device: {stack.Device} (no host or disk tier)";
+                    return (res, $"{tiers}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
                 }
                 var runs = new List<(string Label, Func<int, string?> AdapterOf)> { ("base", _ => null) };
                 if (la > 0)
@@ -121,12 +129,17 @@ internal static class ServeBenchCommand
     {
         Directory.CreateDirectory(dir);
         var rng = new Random(seed);
-        float Uniform(float bound) => (float)(rng.NextDouble() * 2 - 1) * bound;
+        float[] Uniform(int count, float bound)
+        {
+            var v = new float[count];
+            for (int i = 0; i < v.Length; i++) v[i] = (float)(rng.NextDouble() * 2 - 1) * bound;
+            return v;
+        }
         var tensors = new List<KeyValuePair<string, Tensor>>();
         foreach (var p in w.Projections)
         {
-            var a = Enumerable.Range(0, rank * p.In).Select(_ => Uniform(1f / MathF.Sqrt(p.In))).ToArray();
-            var b = Enumerable.Range(0, p.Out * rank).Select(_ => Uniform(0.01f)).ToArray();
+            var a = Uniform(rank * p.In, 1f / MathF.Sqrt(p.In));
+            var b = Uniform(p.Out * rank, 0.01f);
             tensors.Add(new($"base_model.model.{p.Name}.lora_A.weight", Tensor.FromFloats(new Shape(rank, p.In), a)));
             tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", Tensor.FromFloats(new Shape(p.Out, rank), b)));
         }

@@ -1,6 +1,10 @@
-// `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000]`: an
-// OpenAI-compatible HTTP server (/v1/models, /v1/completions, /v1/chat/completions, streaming and
-// logprobs) over one base model and its LoRA adapters, batched continuously over a paged KV cache.
+// `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
+// [--host-blocks H] [--disk-blocks D --disk-dir DIR]`: an OpenAI-compatible HTTP server (/v1/models,
+// /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
+// adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
+// blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
+// blocks, swapped sequences and evicted adapters wait there; the disk tier is a memory-mapped file in
+// DIR, deleted on exit).
 // A request's `model` field picks the base (named after its folder) or an adapter; a bare --adapter
 // DIR is named after its folder. Runs until Ctrl+C.
 using System.CommandLine;
@@ -23,17 +27,28 @@ internal static class ServeCommand
         var blocks = new Option<int>("--kv-blocks") { Description = "KV cache blocks (resident adapters take their size in blocks of it too)", DefaultValueFactory = _ => 1024 };
         var blockSize = new Option<int>("--block-size") { Description = "Positions per KV block", DefaultValueFactory = _ => 16 };
         var batchTokens = new Option<int>("--max-batch-tokens") { Description = "Tokens computed per step (prefills are chunked to fit)", DefaultValueFactory = _ => 512 };
+        var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host-memory tier holds (evicted prefix blocks, swapped sequences, evicted adapters); 0: none", DefaultValueFactory = _ => 0 };
+        var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a memory-mapped file in --disk-dir) holds; 0: none", DefaultValueFactory = _ => 0 };
+        var diskDir = new Option<string?>("--disk-dir") { Description = "Folder for the disk tier's file, deleted on exit (default: the temporary folder)" };
         var threads = CliOptions.Threads();
-        cmd.Add(model); cmd.Add(adapters); cmd.Add(host); cmd.Add(port); cmd.Add(blocks); cmd.Add(blockSize); cmd.Add(batchTokens); cmd.Add(threads);
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             var named = (p.GetValue(adapters) ?? []).Select(ParseAdapter).ToList();
-            var options = new ServingOptions { Blocks = p.GetValue(blocks), BlockSize = p.GetValue(blockSize), MaxBatchTokens = p.GetValue(batchTokens) };
+            if (p.GetValue(hostBlocks) < 0 || p.GetValue(diskBlocks) < 0) throw new TemperException("--host-blocks and --disk-blocks must be >= 0");
+            string dir = p.GetValue(diskDir) ?? Path.GetTempPath();
+            if (p.GetValue(diskBlocks) > 0 && !Directory.Exists(dir)) throw new TemperException($"--disk-dir: folder '{dir}' not found");
+            var options = new ServingOptions
+            {
+                Blocks = p.GetValue(blocks), BlockSize = p.GetValue(blockSize), MaxBatchTokens = p.GetValue(batchTokens),
+                HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks), DiskFile = Path.Combine(dir, $"temper-kv-{Environment.ProcessId}.bin"),
+            };
             if (options.Blocks < 1 || options.BlockSize < 1) throw new TemperException("--kv-blocks and --block-size must be >= 1");
             var lm = CliOptions.LoadModel(p, model, null, threads);
             using var served = new ServedModel(lm, named, options);
             var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port)).GetAwaiter().GetResult();
-            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}); Ctrl+C stops");
+            string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
+            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}); Ctrl+C stops");
             using var stop = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) =>
             {
