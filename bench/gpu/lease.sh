@@ -38,7 +38,8 @@ for step in "$@"; do
     racecheck) run racecheck 200 compute-sanitizer --tool racecheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor -trait "Kernels=cuda" ;;
     ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done ;;
-    nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50 ;;
+    nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50
+         run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
     attention) run attention 120 bash -c 'temper bench attention --device cuda --batch 8 --heads 9 --kv-heads 3 --seq 1024 --head-dim 64 --reps 20 && temper bench attention --device cuda --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10' ;;
     ilgpu-attention) run ilgpu-attention 200 tests Temper.Kernels.Ilgpu.Tests -class "*CudaOpChecks*" -method "*ttention*" ;;
     decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64 ;;
@@ -46,6 +47,7 @@ for step in "$@"; do
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-1b) run temper-1b 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 ;;
+    qlora-8b-ptx) run temper-qlora-8b-ptx 240 temper bench train --device cuda --kernels ptx --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     qlora-8b) run temper-qlora-8b 200 temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     lora-8b) run temper-lora-8b 200 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     serve) run serve-8 60 temper bench serve --device cuda --requests 16 --adapters 8
