@@ -50,6 +50,7 @@ for step in "$@"; do
     qlora-8b-ptx) run temper-qlora-8b-ptx 240 temper bench train --device cuda --kernels ptx --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     qlora-8b) run temper-qlora-8b 200 temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     lora-8b) run temper-lora-8b 200 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
+    serve-sweep) run serve-sweep 300 temper bench serve-sweep --device cuda --concurrency 1,4,16,64 --adapters 1,10,100 --prompt-len 64 --tokens 32 --out /tmp/logs/serve-sweep ;;
     serve) run serve-8 60 temper bench serve --device cuda --requests 16 --adapters 8
            run serve-100 90 temper bench serve --device cuda --requests 100 --adapters 100 ;;
     ptx) run ptx-checks 120 bash -c 'tests Temper.Cuda.Tests && tests Temper.Kernels.Ilgpu.Tests -class "*PtxRouting*"'

@@ -63,6 +63,6 @@ internal static class BenchCommand
             Console.WriteLine($"decode: {r.GeneratedIds.Count - 1} tokens in {decodeS * 1000:F1} ms = {(r.GeneratedIds.Count - 1) / decodeS:F2} tokens/s (batch 1)");
             return 0;
         });
-        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create() };
+        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create() };
     }
 }
