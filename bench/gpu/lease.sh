@@ -42,7 +42,9 @@ for step in "$@"; do
          run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
     attention) run attention 120 bash -c 'temper bench attention --device cuda --batch 8 --heads 9 --kv-heads 3 --seq 1024 --head-dim 64 --reps 20 && temper bench attention --device cuda --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10' ;;
     ilgpu-attention) run ilgpu-attention 200 tests Temper.Kernels.Ilgpu.Tests -class "*CudaOpChecks*" -method "*ttention*" ;;
-    decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64 ;;
+    decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64
+            run decode-1b 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 64
+            run decode-1b-profile 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 16 --profile ;;
     peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
