@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compiles cuda/*.cu to Ptx/*.ptx (PTX for compute_80: the driver JIT-compiles it for the GPU at hand,
-# Ampere and later) with the nvcc on PATH, and writes the SHA-256 of each source on its .ptx's first line;
+# Ampere and later) with the nvcc on PATH, and writes the SHA-256 of each source (the .cu, then the local
+# headers it includes) on its .ptx's first line;
 # Temper.Cuda.Tests (PtxSourceChecks, in CI) fails when a .cu no longer matches the hash in its .ptx.
 # Needs nvcc 11.8 or later (Debian 12: bash kernels/Temper.Kernels.Cuda/install-nvcc.sh, as root).
 # Also run by the `ptx` target of the top-level CMakeLists.txt where CMake finds nvcc.
@@ -12,7 +13,9 @@ version=$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 ccbin=${NVCC_CCBIN:-$(command -v clang-14 || true)}
 for cu in cuda/*.cu; do
   name=$(basename "$cu" .cu)
-  sha=$(sha256sum "$cu" | cut -d' ' -f1)
+  # The stamp covers the .cu and the local headers it includes (#include "x.cuh", in order).
+  headers=$(grep -oE '^#include "[^"]+"' "$cu" | sed -E 's/^#include "(.*)"$/cuda\/\1/' || true)
+  sha=$(cat "$cu" $headers | sha256sum | cut -d' ' -f1)
   tmp=$(mktemp)
   nvcc -ptx -arch=compute_80 -O3 -std=c++17 ${ccbin:+-ccbin "$ccbin"} -o "$tmp" "$cu"
   { echo "// source-sha256: $sha cuda/$name.cu (nvcc $version, -arch=compute_80 -O3)"; cat "$tmp"; } > "Ptx/$name.ptx.tmp"

@@ -1,8 +1,10 @@
-// CudaLinear.Bf16 (cuda/linear_bf16.cu on tensor cores) against a float64 evaluation of the same
-// function with x and W rounded to bf16: y = alpha x W^T + bias + y0, at shapes ending in partial 128-row
-// and 128-column tiles and a partial 32-deep slice, rows whose length allows 16-byte loads and rows
-// whose length does not, with and without bias and accumulation. Every
-// element of y is poisoned (NaN) first where it is overwritten, so an unwritten one fails. GPU only.
+// CudaLinear (cuda/gemm_bf16.cu's mma.sync pipeline and cuda/linear_bf16.cu's WMMA kernel, on tensor cores)
+// against a float64 evaluation of the same function with x and W rounded to bf16: y = alpha x W^T + bias +
+// y0 and the input gradient, at shapes ending in partial 128-row and 128-column tiles and a partial
+// 32-deep slice, rows whose length allows 16-byte loads and rows whose length does not, with and without
+// bias and accumulation; the LoRA term of the epilogue and NF4 weights; refusals by name. Every element
+// of y is poisoned (NaN) first where it is overwritten, so an unwritten one fails. Runs on a GPU and on
+// the CUDA emulator.
 using Temper.Core;
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cuda;
@@ -35,11 +37,14 @@ public class CudaLinearChecks
     }
 
     [Theory]
-    [InlineData(200, 72, 130, true, true)]
-    [InlineData(1, 64, 64, false, false)]
-    [InlineData(129, 33, 257, true, false)]
-    [InlineData(131, 160, 136, false, true)] // 16-byte loads everywhere but the partial tiles, five slices
-    public void Bf16_linear_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate)
+    [InlineData(200, 72, 130, true, true, true)]
+    [InlineData(1, 64, 64, false, false, true)]
+    [InlineData(129, 33, 257, true, false, true)] // K % 8 != 0: the WMMA kernel whatever the switch
+    [InlineData(131, 160, 136, false, true, true)] // five slices through the 3-stage ring
+    [InlineData(100, 264, 100, true, true, true)] // nine slices: the ring wraps three times
+    [InlineData(200, 72, 130, true, true, false)] // the WMMA kernel (linear_bf16.cu)
+    [InlineData(131, 160, 136, false, true, false)]
+    public void Bf16_linear_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate, bool pipelined)
     {
         using var device = Gpu.OpenForKernels();
         var x = Floats(n * k, 1);
@@ -61,7 +66,7 @@ public class CudaLinearChecks
         using var dw = device.Upload<ushort>(wBits);
         using var db = device.Upload<float>(b);
         using var dy = device.Upload<float>(y0);
-        using var linear = new CudaLinear(device);
+        using var linear = new CudaLinear(device) { Pipelined = pipelined };
         linear.Forward(dx, new LinearWeight.Bf16(dw), bias ? db : null, dy, n, k, m, alpha, accumulate);
         device.Synchronize();
         WrittenAndClose(device.Download<float>(dy), expected, "y");
@@ -118,6 +123,7 @@ public class CudaLinearChecks
     [Theory]
     [InlineData(200, 72, 130, 16, false, false)]
     [InlineData(131, 160, 136, 3, true, false)]
+    [InlineData(131, 160, 136, 5, false, false)]
     [InlineData(150, 96, 136, 4, false, true)]
     [InlineData(131, 40, 70, 4, false, true)]
     [InlineData(150, 96, 136, 4, true, true)]

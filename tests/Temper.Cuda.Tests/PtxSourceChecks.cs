@@ -1,6 +1,7 @@
 // The CUDA C++ kernels' build contract, checked in CI without nvcc or a GPU: every
 // kernels/Temper.Kernels.Cuda/cuda/*.cu has a Ptx/*.ptx whose first line records the SHA-256 of that
-// source (build-ptx.sh writes it), so a .cu changed without rebuilding its .ptx fails here; no .ptx
+// source followed by the local headers it includes (#include "x.cuh", in order; build-ptx.sh writes it),
+// so a .cu or a header changed without rebuilding the .ptx fails here; no .ptx
 // lacks its source; and each .ptx is the one embedded in Temper.Kernels.Cuda, byte for byte.
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
@@ -35,9 +36,21 @@ public partial class PtxSourceChecks
             var m = Stamp().Match(File.ReadLines(ptx).First());
             Assert.True(m.Success, $"Ptx/{name}.ptx: the first line is not build-ptx.sh's source-sha256 stamp");
             Assert.Equal(name, m.Groups[2].Value);
-            string sha = Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(cu)));
+            string sha = Convert.ToHexStringLower(SHA256.HashData(SourceBytes(cu)));
             Assert.True(sha == m.Groups[1].Value, $"cuda/{name}.cu changed since Ptx/{name}.ptx was built (source {sha[..12]}, stamp {m.Groups[1].Value[..12]}): run kernels/Temper.Kernels.Cuda/build-ptx.sh");
         }
+    }
+
+    [GeneratedRegex("^#include \"([^\"]+)\"", RegexOptions.Multiline)]
+    private static partial Regex LocalInclude();
+
+    // The bytes the stamp covers: the .cu, then each local header it includes, in order.
+    private static byte[] SourceBytes(string cu)
+    {
+        var bytes = new List<byte>(File.ReadAllBytes(cu));
+        foreach (Match m in LocalInclude().Matches(File.ReadAllText(cu)))
+            bytes.AddRange(File.ReadAllBytes(Path.Combine(Path.GetDirectoryName(cu)!, m.Groups[1].Value)));
+        return [.. bytes];
     }
 
     [Fact]

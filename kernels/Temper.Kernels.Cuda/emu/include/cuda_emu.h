@@ -65,6 +65,23 @@ template <class T> T exchange(T v, int source_lane)
     sync_warp();
     return r;
 }
+// Every lane's v, in lane order (a warp-collective op: all live lanes of the warp call it).
+template <class T> struct Lanes
+{
+    T v[32];
+    const T& operator[](int i) const { return v[i]; }
+};
+template <class T> Lanes<T> all_lanes(T v)
+{
+    static_assert(sizeof(T) <= 64, "all_lanes of more than 64 bytes per lane");
+    unsigned char* x = warp_exchange();
+    std::memcpy(x + 64 * lane(), &v, sizeof(T));
+    sync_warp();
+    Lanes<T> r;
+    for (int i = 0; i < 32; i++) std::memcpy(&r.v[i], x + 64 * i, sizeof(T));
+    sync_warp();
+    return r;
+}
 } // namespace emu
 
 #define threadIdx (::emu::thread_idx())

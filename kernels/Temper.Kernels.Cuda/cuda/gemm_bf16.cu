@@ -1,0 +1,160 @@
+// gemm_bf16.cu: the Linear forward with bf16 operands on tensor cores through mma.sync, the sm_80 GEMM:
+//   convert_f32_bf16:  out[n] bf16 = in[n] f32, rounded to nearest even (the activations, once per product)
+//   gemm_bf16_nt:      y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + s L R^T (optional LoRA term,
+//                      as in linear_bf16.cu) + y (when accumulate); x and W bf16, sums f32.
+// Needs K % 8 == 0 and 16-byte aligned x and W rows (CudaLinear falls back to linear_bf16.cu otherwise).
+// Tiling: one block of 4 warps per 128 x 128 tile of y, each warp a 64 x 64 piece as 4 x 8 mma.m16n8k16
+// (128 f32 accumulators per thread). 32-deep slices of x and W arrive by cp.async in a 3-stage ring in
+// dynamic shared memory (rows padded to 40 bf16 = 80 bytes, so ldmatrix's eight 16-byte rows fall in
+// distinct banks), slice s + 2 in flight while the tensor cores work on slice s; rows past N or M and
+// the zero tail of K are zero-filled by cp.async itself. Fragments come from shared memory by ldmatrix.x4
+// (x: rows 16i.., k-halves; W: rows 8j.. in pairs). The epilogue applies alpha, bias, the LoRA term (its L
+// and R tiles staged in the freed ring) and accumulation element by element from the accumulators.
+// Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
+// Checked on the CPU by the CUDA emulator (ptx_ops.cuh's PTX ISA definitions) and on a GPU by CudaLinearChecks.
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include "ptx_ops.cuh"
+
+#ifndef TEMPER_CUDA_EMU
+#define TEMPER_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#endif
+
+namespace {
+constexpr int BM = 128, BN = 128, BK = 32, LDS = BK + 8, STAGES = 3, THREADS = 128;
+constexpr int WM = 64, WN = 64, MI = WM / 16, NI = WN / 8;
+constexpr int STAGE_ELEMS = (BM + BN) * LDS;
+constexpr int MAX_RANK = 16, LDR = MAX_RANK + 1;
+static_assert(STAGES * STAGE_ELEMS * 2 >= 2 * 128 * LDR * 4, "the LoRA tiles fit in the freed ring");
+}
+
+// Slice k0 of x rows row0.. and W rows col0.. into stage st: 16-byte chunks, 4 per thread per operand.
+__device__ __forceinline__ void load_slice(__nv_bfloat16* stage, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+    int n, int k, int m, int row0, int col0, int k0)
+{
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int p = 0; p < BM * BK / 8 / THREADS; p++)
+    {
+        int c = tid + p * THREADS, r = c / 4, q = 8 * (c % 4);
+        int gr = row0 + r, gk = k0 + q;
+        bool full = gr < n && gk < k;
+        cp_async_16(stage + r * LDS + q, full ? x + (long)gr * k + gk : x, full);
+        int gc = col0 + r;
+        bool wfull = gc < m && gk < k;
+        cp_async_16(stage + (BM + r) * LDS + q, wfull ? w + (long)gc * k + gk : w, wfull);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) convert_f32_bf16(const float* __restrict__ in, __nv_bfloat16* __restrict__ out, long n)
+{
+    long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i + 4 <= n && ((uintptr_t)(in + i) & 15) == 0 && ((uintptr_t)(out + i) & 7) == 0)
+    {
+        float4 v = *reinterpret_cast<const float4*>(in + i);
+        __nv_bfloat16 b[4] = {__float2bfloat16(v.x), __float2bfloat16(v.y), __float2bfloat16(v.z), __float2bfloat16(v.w)};
+        memcpy(out + i, b, 8);
+        return;
+    }
+    for (long j = i; j < i + 4 && j < n; j++) out[j] = __float2bfloat16(in[j]);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
+    int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
+{
+    TEMPER_DYNAMIC_SHARED(__nv_bfloat16, ring);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int wm = warp / 2, wn = warp % 2;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const int slices = (k + BK - 1) / BK;
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NI; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+    // Prologue: slices 0 .. STAGES-2 in flight (an empty group where there is no slice, so the count of
+    // groups in flight stays uniform).
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++)
+    {
+        if (s < slices) load_slice(ring + s * STAGE_ELEMS, x, w, n, k, m, row0, col0, s * BK);
+        cp_async_commit();
+    }
+    for (int s = 0; s < slices; s++)
+    {
+        cp_async_wait<STAGES - 2>(); // slice s has landed (for this thread)
+        __syncthreads();             // ... for every thread; and stage (s - 1) % STAGES is no longer read
+        int next = s + STAGES - 1;
+        if (next < slices) load_slice(ring + (next % STAGES) * STAGE_ELEMS, x, w, n, k, m, row0, col0, next * BK);
+        cp_async_commit();
+        const __nv_bfloat16* sa = ring + (s % STAGES) * STAGE_ELEMS;
+        const __nv_bfloat16* sb = sa + BM * LDS;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 16)
+        {
+            uint32_t a[MI][4], b[NI][2];
+#pragma unroll
+            for (int i = 0; i < MI; i++)
+                ldmatrix_x4(a[i], sa + (wm * WM + i * 16 + lane % 16) * LDS + kk + 8 * (lane / 16));
+#pragma unroll
+            for (int j = 0; j < NI; j += 2)
+            {
+                uint32_t r[4];
+                // matrices: (cols 8j.., k 0-7), (8j.., k 8-15), (8j+8.., k 0-7), (8j+8.., k 8-15)
+                ldmatrix_x4(r, sb + (wn * WN + j * 8 + lane % 8 + 8 * (lane / 16)) * LDS + kk + 8 * ((lane / 8) % 2));
+                b[j][0] = r[0];
+                b[j][1] = r[1];
+                b[j + 1][0] = r[2];
+                b[j + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int i = 0; i < MI; i++)
+#pragma unroll
+                for (int j = 0; j < NI; j++) mma_bf16_16816(acc[i][j], a[i], b[j]);
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads(); // the ring is free
+
+    float* ls = reinterpret_cast<float*>(ring); // [128 rows][LDR]
+    float* rs = ls + 128 * LDR;                 // [128 cols][LDR]
+    if (lora_l)
+    {
+        for (int e = tid; e < 128 * rank; e += THREADS)
+        {
+            int i = e / rank, q = e % rank, gr = row0 + i, gc = col0 + i;
+            ls[i * LDR + q] = gr < n ? lora_l[(long)gr * rank + q] : 0.0f;
+            rs[i * LDR + q] = gc < m ? lora_r[(long)gc * rcol + (long)q * rrank] : 0.0f;
+        }
+        __syncthreads();
+    }
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NI; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+            {
+                int lr = wm * WM + i * 16 + g + 8 * (e / 2), lc = wn * WN + j * 8 + 2 * t + e % 2;
+                int gr = row0 + lr, gc = col0 + lc;
+                if (gr >= n || gc >= m) continue;
+                float v = alpha * acc[i][j][e];
+                if (lora_l)
+                {
+                    float s = 0.0f;
+                    for (int q = 0; q < rank; q++) s += ls[lr * LDR + q] * rs[lc * LDR + q];
+                    v += lora_scale * s;
+                }
+                if (bias) v += bias[gc];
+                long o = (long)gr * m + gc;
+                if (accumulate) v += y[o];
+                y[o] = v;
+            }
+}
