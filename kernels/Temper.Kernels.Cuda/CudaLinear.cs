@@ -58,13 +58,14 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
 
     private const int Tile = 128, Threads = 256;
     private CudaModuleHandle? _module;
-    private CudaFunction? _nt, _nn, _nf4Nt, _nf4Nn, _convert, _gemm;
+    private CudaFunction? _nt, _nn, _nf4Nt, _nf4Nn, _convert, _gemmNt, _gemmNn;
     private CudaModuleHandle? _gemmModule;
     private CudaDeviceMemory? _xBf16; // the activations in bf16 for gemm_bf16_nt, grown as needed
     private const int GemmThreads = 128, GemmSharedBytes = 3 * (128 + 128) * 40 * 2; // gemm_bf16.cu's ring
 
-    /// <summary>True (the default): bf16 forwards with K a multiple of 8 run gemm_bf16.cu (x converted to bf16
-    /// once, a cp.async pipeline, mma.sync); false: linear_bf16.cu (WMMA) for every product.</summary>
+    /// <summary>True (the default): bf16 products whose summed and W row lengths are multiples of 8 run
+    /// gemm_bf16.cu (the activations converted to bf16 once, a cp.async pipeline, mma.sync); false:
+    /// linear_bf16.cu (WMMA) for every product.</summary>
     public bool Pipelined { get; set; } = true;
 
     /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
@@ -80,7 +81,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         if ((long)n * m == 0) return;
         if (Pipelined && w is LinearWeight.Bf16 bw && k % 8 == 0 && bw.W.Pointer % 16 == 0)
         {
-            PipelinedForward(x, bw.W, bias, y, n, k, m, alpha, accumulate, lora);
+            PipelinedProduct(false, x, bw.W, bias, y, n, k, m, alpha, accumulate, lora);
             return;
         }
         var f = w is LinearWeight.Nf4 ? _nf4Nt ??= CudaDriver.GetFunction(Module(), "linear_nf4_nt") : _nt ??= CudaDriver.GetFunction(Module(), "linear_bf16_nt");
@@ -98,15 +99,22 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         Require(dx, 4L * n * k, "dx");
         if (lora != null) RequireLowRank(lora, n, k, "InputGradient");
         if ((long)n * k == 0) return;
+        if (Pipelined && w is LinearWeight.Bf16 bw && k % 8 == 0 && m % 8 == 0 && bw.W.Pointer % 16 == 0)
+        {
+            PipelinedProduct(true, dy, bw.W, null, dx, n, k, m, alpha, accumulate, lora);
+            return;
+        }
         var f = w is LinearWeight.Nf4 ? _nf4Nn ??= CudaDriver.GetFunction(Module(), "linear_nf4_nn") : _nn ??= CudaDriver.GetFunction(Module(), "linear_bf16_nn");
         var args = AddLowRank(w.AddTo(new CudaKernelArguments().Add(dy)).Add(dx).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
         device.Launch(f, ((uint)((k + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
     }
 
-    private void PipelinedForward(CudaDeviceMemory x, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha, bool accumulate,
+    // gemm_bf16.cu: NT y[n,m] = x[n,k] W^T, or NN (inputGradient) y[n,k] = x[n,m] W; x converted to bf16 first.
+    private void PipelinedProduct(bool inputGradient, CudaDeviceMemory x, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha, bool accumulate,
         LowRankTerm? lora)
     {
-        long elements = (long)n * k;
+        long elements = (long)n * (inputGradient ? m : k);
+        int cols = inputGradient ? k : m;
         if (_xBf16 == null || _xBf16.ByteLength < 2 * elements)
         {
             _xBf16?.Dispose(); // the stream orders this after the kernels that read it
@@ -114,16 +122,19 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         }
         _gemmModule ??= device.LoadModule(KernelPtx.Read("gemm_bf16.ptx"), out _);
         _convert ??= CudaDriver.GetFunction(_gemmModule, "convert_f32_bf16");
-        if (_gemm == null)
+        ref var gemm = ref inputGradient ? ref _gemmNn : ref _gemmNt;
+        if (gemm == null)
         {
-            _gemm = CudaDriver.GetFunction(_gemmModule, "gemm_bf16_nt");
-            CudaDriver.SetFunctionAttribute(_gemm, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, GemmSharedBytes);
+            gemm = CudaDriver.GetFunction(_gemmModule, inputGradient ? "gemm_bf16_nn" : "gemm_bf16_nt");
+            CudaDriver.SetFunctionAttribute(gemm, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, GemmSharedBytes);
         }
         long quads = (elements + 3) / 4;
         device.Launch(_convert, (checked((uint)((quads + GemmThreads - 1) / GemmThreads)), 1, 1), (GemmThreads, 1, 1),
             new CudaKernelArguments().Add(x).Add(_xBf16).Add(elements));
-        var args = AddLowRank(new CudaKernelArguments().Add(_xBf16).Add(w).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
-        device.Launch(_gemm, ((uint)((m + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (GemmThreads, 1, 1), args, GemmSharedBytes);
+        var args = new CudaKernelArguments().Add(_xBf16).Add(w);
+        if (!inputGradient) args.Add(bias?.Pointer ?? 0UL);
+        args = AddLowRank(args.Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
+        device.Launch(gemm, ((uint)((cols + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (GemmThreads, 1, 1), args, GemmSharedBytes);
     }
 
     private static CudaKernelArguments AddLowRank(CudaKernelArguments args, LowRankTerm? lora) => lora == null

@@ -88,10 +88,12 @@ public class CudaLinearChecks
     }
 
     [Theory]
-    [InlineData(200, 130, 72, false)]
-    [InlineData(129, 257, 33, true)]
-    [InlineData(70, 136, 96, true)] // 16-byte loads of W's rows (k % 8 == 0), three pipelined slices
-    public void Bf16_input_gradient_matches_a_float64_evaluation(int n, int k, int m, bool accumulate)
+    [InlineData(200, 130, 72, false, true)] // K % 8 != 0: the WMMA kernel whatever the switch
+    [InlineData(129, 257, 33, true, true)]
+    [InlineData(70, 136, 96, true, true)]   // the mma.sync pipeline (K, M multiples of 8), three slices
+    [InlineData(100, 200, 168, false, true)] // six slices, two column tiles
+    [InlineData(70, 136, 96, true, false)]  // the WMMA kernel: 16-byte loads of W's rows
+    public void Bf16_input_gradient_matches_a_float64_evaluation(int n, int k, int m, bool accumulate, bool pipelined)
     {
         using var device = Gpu.OpenForKernels();
         var dy = Floats(n * m, 5);
@@ -110,7 +112,7 @@ public class CudaLinearChecks
         using var ddy = device.Upload<float>(dy);
         using var dw = device.Upload<ushort>(wBits);
         using var ddx = device.Upload<float>(dx0);
-        using var linear = new CudaLinear(device);
+        using var linear = new CudaLinear(device) { Pipelined = pipelined };
         linear.InputGradient(ddy, new LinearWeight.Bf16(dw), ddx, n, k, m, 1f, accumulate);
         device.Synchronize();
         WrittenAndClose(device.Download<float>(ddx), expected, "dx");

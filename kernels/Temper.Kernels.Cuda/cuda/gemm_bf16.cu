@@ -1,14 +1,17 @@
-// gemm_bf16.cu: the Linear forward with bf16 operands on tensor cores through mma.sync, the sm_80 GEMM:
+// gemm_bf16.cu: the Linear products with bf16 operands on tensor cores through mma.sync, the sm_80 GEMM:
 //   convert_f32_bf16:  out[n] bf16 = in[n] f32, rounded to nearest even (the activations, once per product)
 //   gemm_bf16_nt:      y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + s L R^T (optional LoRA term,
-//                      as in linear_bf16.cu) + y (when accumulate); x and W bf16, sums f32.
-// Needs K % 8 == 0 and 16-byte aligned x and W rows (CudaLinear falls back to linear_bf16.cu otherwise).
+//                      as in linear_bf16.cu) + y (when accumulate); x and W bf16, sums f32  (forward)
+//   gemm_bf16_nn:      y[N,K] = alpha x[N,M] W[M,K] + s L R^T + y                            (input gradient)
+// Needs the summed and the W row lengths to be multiples of 8 and 16-byte aligned operands (CudaLinear
+// falls back to linear_bf16.cu otherwise).
 // Tiling: one block of 4 warps per 128 x 128 tile of y, each warp a 64 x 64 piece as 4 x 8 mma.m16n8k16
 // (128 f32 accumulators per thread). 32-deep slices of x and W arrive by cp.async in a 3-stage ring in
 // dynamic shared memory (rows padded to 40 bf16 = 80 bytes, so ldmatrix's eight 16-byte rows fall in
 // distinct banks), slice s + 2 in flight while the tensor cores work on slice s; rows past N or M and
 // the zero tail of K are zero-filled by cp.async itself. Fragments come from shared memory by ldmatrix.x4
-// (x: rows 16i.., k-halves; W: rows 8j.. in pairs). The epilogue applies alpha, bias, the LoRA term (its L
+// (x: rows 16i.., k-halves; NT's W: rows 8j.. in pairs; NN's W [32 deep][128 cols], padded to 136, by
+// ldmatrix.x4.trans). The epilogue applies alpha, bias, the LoRA term (its L
 // and R tiles staged in the freed ring) and accumulation element by element from the accumulators.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
 // Checked on the CPU by the CUDA emulator (ptx_ops.cuh's PTX ISA definitions) and on a GPU by CudaLinearChecks.
@@ -23,26 +26,44 @@
 namespace {
 constexpr int BM = 128, BN = 128, BK = 32, LDS = BK + 8, STAGES = 3, THREADS = 128;
 constexpr int WM = 64, WN = 64, MI = WM / 16, NI = WN / 8;
-constexpr int STAGE_ELEMS = (BM + BN) * LDS;
 constexpr int MAX_RANK = 16, LDR = MAX_RANK + 1;
-static_assert(STAGES * STAGE_ELEMS * 2 >= 2 * 128 * LDR * 4, "the LoRA tiles fit in the freed ring");
+
+// One ring stage: x [BM][LDS], then W (NT: [BN cols][LDS]; NN: [BK deep][LDB]).
+template <bool NN> struct Ring
+{
+    static constexpr int LDB = NN ? BN + 8 : LDS;
+    static constexpr int STAGE_ELEMS = BM * LDS + (NN ? BK * LDB : BN * LDS);
+    static_assert(STAGES * STAGE_ELEMS * 2 >= 2 * 128 * LDR * 4, "the LoRA tiles fit in the freed ring");
+};
 }
 
-// Slice k0 of x rows row0.. and W rows col0.. into stage st: 16-byte chunks, 4 per thread per operand.
+// Slice k0 into a stage: 16-byte chunks, 4 per thread per operand. depth: the summed length; cols: y's.
+template <bool NN>
 __device__ __forceinline__ void load_slice(__nv_bfloat16* stage, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
-    int n, int k, int m, int row0, int col0, int k0)
+    int n, int depth, int cols, int row0, int col0, int k0)
 {
+    constexpr int LDB = Ring<NN>::LDB;
     const int tid = threadIdx.x;
+    __nv_bfloat16* sb = stage + BM * LDS;
 #pragma unroll
     for (int p = 0; p < BM * BK / 8 / THREADS; p++)
     {
         int c = tid + p * THREADS, r = c / 4, q = 8 * (c % 4);
         int gr = row0 + r, gk = k0 + q;
-        bool full = gr < n && gk < k;
-        cp_async_16(stage + r * LDS + q, full ? x + (long)gr * k + gk : x, full);
-        int gc = col0 + r;
-        bool wfull = gc < m && gk < k;
-        cp_async_16(stage + (BM + r) * LDS + q, wfull ? w + (long)gc * k + gk : w, wfull);
+        bool full = gr < n && gk < depth;
+        cp_async_16(stage + r * LDS + q, full ? x + (long)gr * depth + gk : x, full);
+        if (NN)
+        {
+            int d = c / 16, cc = 8 * (c % 16), gd = k0 + d, gc = col0 + cc;
+            bool wfull = gd < depth && gc < cols;
+            cp_async_16(sb + d * LDB + cc, wfull ? w + (long)gd * cols + gc : w, wfull);
+        }
+        else
+        {
+            int gc = col0 + r;
+            bool wfull = gc < cols && gk < depth;
+            cp_async_16(sb + r * LDB + q, wfull ? w + (long)gc * depth + gk : w, wfull);
+        }
     }
 }
 
@@ -59,16 +80,18 @@ extern "C" __global__ void __launch_bounds__(THREADS) convert_f32_bf16(const flo
     for (long j = i; j < i + 4 && j < n; j++) out[j] = __float2bfloat16(in[j]);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
+template <bool NN>
+__device__ __forceinline__ void gemm_bf16(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
-    int n, int k, int m, float alpha, int accumulate,
+    int n, int depth, int cols, float alpha, int accumulate,
     const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
+    constexpr int LDB = Ring<NN>::LDB, STAGE_ELEMS = Ring<NN>::STAGE_ELEMS;
     TEMPER_DYNAMIC_SHARED(__nv_bfloat16, ring);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int wm = warp / 2, wn = warp % 2;
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
-    const int slices = (k + BK - 1) / BK;
+    const int slices = (depth + BK - 1) / BK;
 
     float acc[MI][NI][4];
 #pragma unroll
@@ -83,7 +106,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
 #pragma unroll
     for (int s = 0; s < STAGES - 1; s++)
     {
-        if (s < slices) load_slice(ring + s * STAGE_ELEMS, x, w, n, k, m, row0, col0, s * BK);
+        if (s < slices) load_slice<NN>(ring + s * STAGE_ELEMS, x, w, n, depth, cols, row0, col0, s * BK);
         cp_async_commit();
     }
     for (int s = 0; s < slices; s++)
@@ -91,7 +114,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
         cp_async_wait<STAGES - 2>(); // slice s has landed (for this thread)
         __syncthreads();             // ... for every thread; and stage (s - 1) % STAGES is no longer read
         int next = s + STAGES - 1;
-        if (next < slices) load_slice(ring + (next % STAGES) * STAGE_ELEMS, x, w, n, k, m, row0, col0, next * BK);
+        if (next < slices) load_slice<NN>(ring + (next % STAGES) * STAGE_ELEMS, x, w, n, depth, cols, row0, col0, next * BK);
         cp_async_commit();
         const __nv_bfloat16* sa = ring + (s % STAGES) * STAGE_ELEMS;
         const __nv_bfloat16* sb = sa + BM * LDS;
@@ -107,7 +130,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
             {
                 uint32_t r[4];
                 // matrices: (cols 8j.., k 0-7), (8j.., k 8-15), (8j+8.., k 0-7), (8j+8.., k 8-15)
-                ldmatrix_x4(r, sb + (wn * WN + j * 8 + lane % 8 + 8 * (lane / 16)) * LDS + kk + 8 * ((lane / 8) % 2));
+                if (NN) ldmatrix_x4_trans(r, sb + (kk + lane % 8 + 8 * ((lane / 8) % 2)) * LDB + wn * WN + j * 8 + 8 * (lane / 16));
+                else ldmatrix_x4(r, sb + (wn * WN + j * 8 + lane % 8 + 8 * (lane / 16)) * LDB + kk + 8 * ((lane / 8) % 2));
                 b[j][0] = r[0];
                 b[j][1] = r[1];
                 b[j + 1][0] = r[2];
@@ -130,7 +154,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
         {
             int i = e / rank, q = e % rank, gr = row0 + i, gc = col0 + i;
             ls[i * LDR + q] = gr < n ? lora_l[(long)gr * rank + q] : 0.0f;
-            rs[i * LDR + q] = gc < m ? lora_r[(long)gc * rcol + (long)q * rrank] : 0.0f;
+            rs[i * LDR + q] = gc < cols ? lora_r[(long)gc * rcol + (long)q * rrank] : 0.0f;
         }
         __syncthreads();
     }
@@ -144,7 +168,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
             {
                 int lr = wm * WM + i * 16 + g + 8 * (e / 2), lc = wn * WN + j * 8 + 2 * t + e % 2;
                 int gr = row0 + lr, gc = col0 + lc;
-                if (gr >= n || gc >= m) continue;
+                if (gr >= n || gc >= cols) continue;
                 float v = alpha * acc[i][j][e];
                 if (lora_l)
                 {
@@ -153,8 +177,24 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
                     v += lora_scale * s;
                 }
                 if (bias) v += bias[gc];
-                long o = (long)gr * m + gc;
+                long o = (long)gr * cols + gc;
                 if (accumulate) v += y[o];
                 y[o] = v;
             }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nt(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
+    int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
+{
+    gemm_bf16<false>(x, w, bias, y, n, k, m, alpha, accumulate, lora_l, lora_r, rank, rcol, rrank, lora_scale);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_nn(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, float* __restrict__ y,
+    int n, int k, int m, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
+{
+    gemm_bf16<true>(x, w, nullptr, y, n, m, k, alpha, accumulate, lora_l, lora_r, rank, rcol, rrank, lora_scale);
 }

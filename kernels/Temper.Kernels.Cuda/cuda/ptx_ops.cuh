@@ -7,6 +7,8 @@
 //     b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]; d[0..1] = D[g][2t..2t+1], d[2..3] = D[g+8][2t..].
 //   ldmatrix_x4(r, p): ldmatrix.sync.aligned.m8n8.x4.shared.b16: lanes 8j..8j+7 give the row addresses of
 //     8x8 matrix j (16 bytes each); r[j] of lane l = matrix j's row l / 4, elements 2 (l % 4) and +1.
+//   ldmatrix_x4_trans(r, p): the same with .trans: r[j] of lane l = matrix j's elements (2 (l % 4), l / 4) and
+//     (2 (l % 4) + 1, l / 4), i.e. column l / 4 of the stored rows.
 //   cp_async_16(dst, src, full): cp.async.cg.shared.global, 16 bytes, zero-filled when !full; then
 //     cp_async_commit() and cp_async_wait<N>() (at most N groups still in flight).
 // The emulator runs the copies at once (a kernel that reads a stage before waiting for it is still wrong
@@ -71,6 +73,26 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem_row)
 #else
     uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem_row)
+{
+#ifdef TEMPER_CUDA_EMU
+    auto rows = emu::all_lanes(smem_row);
+    int l = emu::lane();
+    for (int j = 0; j < 4; j++)
+    {
+        uint16_t lo, hi;
+        memcpy(&lo, static_cast<const unsigned char*>(rows[8 * j + 2 * (l % 4)]) + 2 * (l / 4), 2);
+        memcpy(&hi, static_cast<const unsigned char*>(rows[8 * j + 2 * (l % 4) + 1]) + 2 * (l / 4), 2);
+        r[j] = (uint32_t)lo | (uint32_t)hi << 16;
+    }
+#else
+    uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(address));
 #endif
