@@ -96,6 +96,31 @@ public class CudaGraphChecks
         }
     }
 
+    /// <summary>The driver copies kernelParams at capture: rewriting the launch's argument storage afterwards
+    /// (alpha, in place) must not reach the replay. A raw launch of linear_bf16_nt with CudaLinear.Forward's
+    /// argument order, since CudaLinear keeps its arguments to itself.</summary>
+    [Fact]
+    public void A_replay_passes_the_argument_values_copied_at_capture()
+    {
+        using var device = Gpu.OpenForKernels();
+        using var chain = new TwoLinears(device);
+        using var module = device.LoadModule(KernelPtx.Read("linear_bf16.ptx"), out _);
+        var forward = CudaDriver.GetFunction(module, "linear_bf16_nt");
+        using var y = device.Upload<float>(Poison(N * M1));
+        var args = new CudaKernelArguments().Add(chain.X).Add(chain.W1).Add(0UL).Add(y).Add(N).Add(K).Add(M1).Add(1f).Add(0)
+            .Add(0UL).Add(0UL).Add(0).Add(0).Add(0).Add(0f);
+        void Launch() => CudaDriver.Launch(forward, (1, 1, 1), (256, 1, 1), 0, device.Stream, args);
+        Launch();
+        var expected = device.Download<float>(y);
+        device.CopyToDevice<float>(Poison(N * M1), y);
+
+        using var graph = CudaGraph.Capture(device.Stream, Launch);
+        System.Runtime.InteropServices.MemoryMarshal.Write(args.Storage.AsSpan(args.Offset(7)), -1f); // alpha, after the capture
+        graph.Launch(device.Stream);
+        device.Synchronize();
+        Assert.Equal(expected, device.Download<float>(y));
+    }
+
     [Theory]
     [InlineData("stream synchronize", "cuStreamSynchronize")]
     [InlineData("context synchronize", "cuCtxSynchronize")]
