@@ -39,13 +39,24 @@ public class CudaGraphChecks
 
     private static float[] Poison(int n) => Enumerable.Repeat(float.NaN, n).ToArray();
 
-    /// <summary>The two chained launches the tests capture.</summary>
-    private sealed class TwoLinears(CudaDevice device) : IDisposable
+    /// <summary>The two chained launches the tests capture, run once on creation so that the module is loaded
+    /// before any capture (loading it is no stream work, and a decode step would not capture it either).</summary>
+    private sealed class TwoLinears : IDisposable
     {
-        public readonly CudaLinear Linear = new(device);
-        public readonly CudaDeviceMemory X = device.Upload<float>(Floats(N * K, 1));
-        public readonly CudaDeviceMemory W1 = device.Upload<ushort>(Bf16(Floats(M1 * K, 2)));
-        public readonly CudaDeviceMemory W2 = device.Upload<ushort>(Bf16(Floats(M2 * M1, 3)));
+        public readonly CudaLinear Linear;
+        public readonly CudaDeviceMemory X, W1, W2;
+
+        public TwoLinears(CudaDevice device)
+        {
+            Linear = new CudaLinear(device);
+            X = device.Upload<float>(Floats(N * K, 1));
+            W1 = device.Upload<ushort>(Bf16(Floats(M1 * K, 2)));
+            W2 = device.Upload<ushort>(Bf16(Floats(M2 * M1, 3)));
+            using var y1 = device.Allocate<float>(N * M1);
+            using var y2 = device.Allocate<float>(N * M2);
+            Run(y1, y2);
+            device.Synchronize();
+        }
 
         public void Run(CudaDeviceMemory y1, CudaDeviceMemory y2, float alpha1 = 0.5f, float alpha2 = 2f)
         {
