@@ -35,7 +35,8 @@ public static unsafe partial class CudaDriver
     internal static void DiscardCapture(CudaStreamHandle stream)
     {
         nint graph = 0;
-        if (CudaImports.cuStreamEndCapture(Raw(stream), &graph) == CudaResult.Success || graph != 0) CudaImports.cuGraphDestroy(graph);
+        CudaImports.cuStreamEndCapture(Raw(stream), &graph); // an invalidated capture returns an error and no graph
+        if (graph != 0) CudaImports.cuGraphDestroy(graph);
         GC.KeepAlive(stream);
     }
 
