@@ -1,5 +1,6 @@
 // The driver's small C enums that Temper uses: device attributes (CUdevice_attribute), function
-// attributes (CUfunction_attribute) and JIT options (CUjit_option). Values are cuda.h's; only the
+// attributes (CUfunction_attribute), JIT options (CUjit_option) and stream capture's mode and status
+// (CUstreamCaptureMode, CUstreamCaptureStatus). Values are cuda.h's; only the
 // members Temper reads are listed, the rest can be added by value when needed.
 namespace Temper.Cuda.Driver;
 
@@ -58,4 +59,21 @@ public enum CudaJitOption
     LogVerbose = 12,
     GenerateLineInfo = 13,
     CacheMode = 14,
+}
+
+/// <summary>Which calls a capture forbids (cuThreadExchangeStreamCaptureMode): Global, any thread's potentially
+/// unsafe call (cuMemAlloc, cuMemFree ...) while it runs; ThreadLocal, only the capturing thread's; Relaxed, none.</summary>
+public enum CudaStreamCaptureMode
+{
+    Global = 0,
+    ThreadLocal = 1,
+    Relaxed = 2,
+}
+
+public enum CudaStreamCaptureStatus
+{
+    None = 0,
+    Active = 1,
+    /// <summary>An illegal call ended its use: cuStreamEndCapture must still be called, and returns no graph.</summary>
+    Invalidated = 2,
 }

@@ -15,6 +15,7 @@ public sealed class CudaException : TemperException
     public CudaException(string message, CudaResult result) : base(message) => Result = result;
     public CudaException() { }
     public CudaException(string message, Exception inner) : base(message, inner) { }
+    public CudaException(string message, CudaResult result, Exception inner) : base(message, inner) => Result = result;
 
     /// <summary>The driver's status, or Success when the error is not a driver status (e.g. no library).</summary>
     public CudaResult Result { get; }

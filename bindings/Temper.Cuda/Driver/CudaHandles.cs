@@ -1,5 +1,5 @@
 // SafeHandles for the driver objects Temper owns: a device's primary context, and the objects that live in
-// a context (module, stream, event, device memory, pinned host memory). A child handle holds a reference
+// a context (module, stream, event, device memory, pinned host memory, a captured graph and its instance). A child handle holds a reference
 // on its context handle (DangerousAddRef), so the context is released only after every child is freed,
 // and a child frees itself with its context pushed current, so the finalizer thread can free it too.
 // Borrow(...) wraps an object someone else owns (ILGPU's context or stream) without taking ownership.
@@ -116,4 +116,18 @@ public sealed class CudaPinnedMemory : CudaContextChildHandle
         new((void*)handle, checked((int)(ByteLength / sizeof(T))));
 
     protected override unsafe CudaResult Destroy(nint value) => CudaImports.cuMemFreeHost((void*)value);
+}
+
+/// <summary>A graph (CUgraph) a stream capture returned (cuGraphDestroy).</summary>
+public sealed class CudaGraphHandle(nint graph, CudaContextHandle context)
+    : CudaContextChildHandle(graph, context, ownsHandle: true)
+{
+    protected override CudaResult Destroy(nint value) => CudaImports.cuGraphDestroy(value);
+}
+
+/// <summary>An instantiated graph (CUgraphExec), launchable on a stream (cuGraphExecDestroy).</summary>
+public sealed class CudaGraphExecHandle(nint exec, CudaContextHandle context)
+    : CudaContextChildHandle(exec, context, ownsHandle: true)
+{
+    protected override CudaResult Destroy(nint value) => CudaImports.cuGraphExecDestroy(value);
 }

@@ -55,6 +55,15 @@ internal static unsafe partial class CudaImports
     [LibraryImport(Library)] internal static partial CudaResult cuStreamCreate(nint* stream, uint flags);
     [LibraryImport(Library)] internal static partial CudaResult cuStreamDestroy_v2(nint stream);
     [LibraryImport(Library)] internal static partial CudaResult cuStreamSynchronize(nint stream);
+    [LibraryImport(Library)] internal static partial CudaResult cuStreamBeginCapture_v2(nint stream, CudaStreamCaptureMode mode);
+    [LibraryImport(Library)] internal static partial CudaResult cuStreamEndCapture(nint stream, nint* graph);
+    [LibraryImport(Library)] internal static partial CudaResult cuStreamIsCapturing(nint stream, CudaStreamCaptureStatus* status);
+
+    [LibraryImport(Library)] internal static partial CudaResult cuGraphGetNodes(nint graph, nint* nodes, nuint* count);
+    [LibraryImport(Library)] internal static partial CudaResult cuGraphInstantiateWithFlags(nint* exec, nint graph, ulong flags);
+    [LibraryImport(Library)] internal static partial CudaResult cuGraphLaunch(nint exec, nint stream);
+    [LibraryImport(Library)] internal static partial CudaResult cuGraphExecDestroy(nint exec);
+    [LibraryImport(Library)] internal static partial CudaResult cuGraphDestroy(nint graph);
 
     [LibraryImport(Library)] internal static partial CudaResult cuEventCreate(nint* evt, uint flags);
     [LibraryImport(Library)] internal static partial CudaResult cuEventDestroy_v2(nint evt);

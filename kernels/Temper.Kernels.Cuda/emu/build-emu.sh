@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CUDA emulator, libtemper_cuda_emu.so (see include/cuda_emu.h and driver.cpp), with g++ (C++20):
-# the runtime and driver, its self-test kernels (selftest/*.cu), plus every cuda/*.cu compiled for the CPU with each of its extern "C" __global__
+# the runtime, driver and graphs, its self-test kernels (selftest/*.cu), plus every cuda/*.cu compiled for the CPU with each of its extern "C" __global__
 # kernels registered under its name. Usage: build-emu.sh [OUTPUT_DIR] (default: <repo>/build/cuda-emu).
 # Prints the library's path. Tests load it with TEMPER_CUDA_DRIVER=<that path> (test.sh does).
 set -euo pipefail
@@ -9,7 +9,7 @@ out=$(mkdir -p "${1:-$here/../../../build/cuda-emu}" && cd "${1:-$here/../../../
 command -v g++ >/dev/null || { echo "build-emu.sh: g++ is not on PATH" >&2; exit 2; }
 flags=(-std=c++20 -O2 -fPIC -Wall -Wno-unused-variable -Wno-unknown-pragmas -I "$here/include" -I "$here" -I "$here/../cuda")
 objects=()
-for src in "$here/runtime.cpp" "$here/driver.cpp"; do
+for src in "$here/runtime.cpp" "$here/driver.cpp" "$here/graph.cpp"; do
   obj="$out/$(basename "$src" .cpp).o"
   g++ "${flags[@]}" -c "$src" -o "$obj"
   objects+=("$obj")

@@ -3,15 +3,18 @@
 // (TEMPER_CUDA_DRIVER=path). One emulated sm_80 device, "Temper CUDA emulator (CPU)"; device memory is
 // host memory, each allocation placed against a no-access guard page so a kernel that runs past the end of
 // a buffer faults instead of reading a neighbour; streams and events are synchronous (work finishes in
-// the call); modules take the .entry names out of the PTX text and bind them to the kernels compiled
-// into this library from the same .cu (runtime.h). It does not JIT PTX: hand-written PTX without a .cu
-// has no kernels here.
+// the call) unless they capture: streams, capture and graphs are graph.cpp's. Modules take the .entry names
+// out of the PTX text and bind them to the kernels compiled into this library from the same .cu (runtime.h).
+// It does not JIT PTX: hand-written PTX without a .cu has no kernels here.
 #include "include/cuda_emu.h"
+#include "graph.h"
 #include "runtime.h"
+#include "status.h"
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <regex>
 #include <set>
@@ -19,19 +22,40 @@
 #include <unistd.h>
 
 namespace {
-enum : int
-{
-    Success = 0, InvalidValue = 1, OutOfMemory = 2, NotInitialized = 3, InvalidDevice = 101, InvalidImage = 200,
-    InvalidContext = 201, InvalidPtx = 218, InvalidHandle = 400, NotFound = 500, LaunchFailed = 719,
-};
+using namespace emu; // the Status values
 
 struct Module { std::set<std::string> entries; };
 struct Function { std::string name; emu::Kernel* kernel; int max_dynamic_shared = 48 * 1024; };
-struct Event { std::chrono::steady_clock::time_point at; bool recorded = false; };
+// `captured`: last recorded into a capturing stream, so it stands for no point in time (CUDA_ERROR_CAPTURED_EVENT).
+struct Event { std::chrono::steady_clock::time_point at; bool recorded = false, captured = false; };
 struct Allocation { void* base; size_t mapped; size_t bytes; };
 
+// A launch's argument values, copied at the call: the kernelParams pointers (into the caller's stack)
+// are dead by the time a captured launch replays. Shared, never copied, so `pointers` stay valid.
+struct ArgumentCopy
+{
+    std::vector<std::max_align_t> storage;
+    std::vector<void*> pointers;
+
+    ArgumentCopy(const std::vector<size_t>& bytes, void** params)
+    {
+        size_t units = 0;
+        for (size_t b : bytes) units += (b + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+        storage.resize(units);
+        size_t at = 0;
+        for (size_t i = 0; i < bytes.size(); i++)
+        {
+            pointers.push_back(&storage[at]);
+            std::memcpy(&storage[at], params[i], bytes[i]);
+            at += (bytes[i] + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t);
+        }
+    }
+    ArgumentCopy(const ArgumentCopy&) = delete;
+    ArgumentCopy& operator=(const ArgumentCopy&) = delete;
+};
+
 bool initialised = false;
-int context_tag = 1, stream_tag = 1;
+int context_tag = 1;
 void* const primary_context = &context_tag;
 thread_local void* current_context = nullptr;
 std::mutex memory_lock;
@@ -58,21 +82,17 @@ void write_log(unsigned n, const int* options, void** values, int buffer_option,
 extern "C" {
 int cuGetErrorName(int error, const char** name)
 {
-    static const std::map<int, const char*> names = {
-        {Success, "CUDA_SUCCESS"}, {InvalidValue, "CUDA_ERROR_INVALID_VALUE"}, {OutOfMemory, "CUDA_ERROR_OUT_OF_MEMORY"},
-        {NotInitialized, "CUDA_ERROR_NOT_INITIALIZED"}, {InvalidDevice, "CUDA_ERROR_INVALID_DEVICE"}, {InvalidImage, "CUDA_ERROR_INVALID_IMAGE"},
-        {InvalidContext, "CUDA_ERROR_INVALID_CONTEXT"}, {InvalidPtx, "CUDA_ERROR_INVALID_PTX"}, {InvalidHandle, "CUDA_ERROR_INVALID_HANDLE"},
-        {NotFound, "CUDA_ERROR_NOT_FOUND"}, {LaunchFailed, "CUDA_ERROR_LAUNCH_FAILED"}};
-    auto it = names.find(error);
-    if (it == names.end()) { *name = nullptr; return InvalidValue; }
-    *name = it->second;
-    return Success;
+    auto* t = find_status(error);
+    *name = t ? t->name : nullptr;
+    return t ? Success : InvalidValue;
 }
 
 int cuGetErrorString(int error, const char** text)
 {
     if (error == LaunchFailed && !last_launch_failure.empty()) { *text = last_launch_failure.c_str(); return Success; }
-    return cuGetErrorName(error, text);
+    auto* t = find_status(error);
+    *text = t ? t->description : nullptr;
+    return t ? Success : InvalidValue;
 }
 
 int cuInit(unsigned flags) { if (flags != 0) return InvalidValue; initialised = true; return Success; }
@@ -105,7 +125,7 @@ int cuCtxSetCurrent(void* context) { current_context = context; return Success; 
 int cuCtxGetCurrent(void** context) { *context = current_context; return Success; }
 int cuCtxPushCurrent_v2(void* context) { current_context = context; return Success; }
 int cuCtxPopCurrent_v2(void** context) { if (context) *context = current_context; current_context = nullptr; return Success; }
-int cuCtxSynchronize() { return Success; }
+int cuCtxSynchronize() { return context_synchronize_allowed(); } // the work already finished
 int cuMemGetInfo_v2(size_t* free, size_t* total)
 {
     std::lock_guard<std::mutex> lock(memory_lock);
@@ -165,20 +185,24 @@ int cuFuncSetAttribute(void* function, int attribute, int value)
     return Success;
 }
 int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-    unsigned shared, void*, void** params, void** extra)
+    unsigned shared, void* stream, void** params, void** extra)
 {
     auto* f = (Function*)function;
     if (extra != nullptr || (shared > 48 * 1024 && (int)shared > f->max_dynamic_shared)) return InvalidValue;
     if ((size_t)bx * by * bz > 1024 || gx == 0 || gy == 0 || gz == 0) return InvalidValue;
-    std::string failure = emu::launch(*f->kernel, {gx, gy, gz}, {bx, by, bz}, shared, params);
-    if (failure.empty()) return Success;
-    last_launch_failure = "emulated kernel " + f->name + ": " + failure;
-    std::fprintf(stderr, "%s\n", last_launch_failure.c_str());
-    return LaunchFailed;
+    auto arguments = std::make_shared<const ArgumentCopy>(f->kernel->parameter_bytes, params);
+    return enqueue(stream, [=] {
+        std::string failure = emu::launch(*f->kernel, {gx, gy, gz}, {bx, by, bz}, shared, const_cast<void**>(arguments->pointers.data()));
+        if (failure.empty()) return (int)Success;
+        last_launch_failure = "emulated kernel " + f->name + ": " + failure;
+        std::fprintf(stderr, "%s\n", last_launch_failure.c_str());
+        return (int)LaunchFailed;
+    });
 }
 
 int cuMemAlloc_v2(unsigned long long* pointer, size_t bytes)
 {
+    if (int refused = unsafe_call_allowed()) return refused;
     if (bytes == 0) return InvalidValue;
     size_t data = (bytes + 255) / 256 * 256, mapped = (data + page() - 1) / page() * page() + page();
     void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -193,6 +217,7 @@ int cuMemAlloc_v2(unsigned long long* pointer, size_t bytes)
 }
 int cuMemFree_v2(unsigned long long pointer)
 {
+    if (int refused = unsafe_call_allowed()) return refused;
     std::lock_guard<std::mutex> lock(memory_lock);
     auto it = allocations.find((uintptr_t)pointer);
     if (it == allocations.end()) return InvalidValue;
@@ -201,23 +226,51 @@ int cuMemFree_v2(unsigned long long pointer)
     allocations.erase(it);
     return Success;
 }
-int cuMemAllocHost_v2(void** pointer, size_t bytes) { *pointer = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096); return *pointer ? Success : OutOfMemory; }
-int cuMemFreeHost(void* pointer) { std::free(pointer); return Success; }
-int cuMemcpyHtoDAsync_v2(unsigned long long d, const void* s, size_t n, void*) { std::memcpy((void*)d, s, n); return Success; }
-int cuMemcpyDtoHAsync_v2(void* d, unsigned long long s, size_t n, void*) { std::memcpy(d, (const void*)s, n); return Success; }
-int cuMemcpyDtoDAsync_v2(unsigned long long d, unsigned long long s, size_t n, void*) { std::memmove((void*)d, (const void*)s, n); return Success; }
-int cuMemsetD8Async(unsigned long long d, unsigned char v, size_t n, void*) { std::memset((void*)d, v, n); return Success; }
+int cuMemAllocHost_v2(void** pointer, size_t bytes)
+{
+    if (int refused = unsafe_call_allowed()) return refused;
+    *pointer = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096); return *pointer ? Success : OutOfMemory;
+}
+int cuMemFreeHost(void* pointer)
+{
+    if (int refused = unsafe_call_allowed()) return refused;
+    std::free(pointer);
+    return Success;
+}
+// Copies and memsets are nodes when captured; host memory is read (or written) when the node runs, as on the GPU.
+int cuMemcpyHtoDAsync_v2(unsigned long long d, const void* s, size_t n, void* stream)
+{
+    return enqueue(stream, [=] { std::memcpy((void*)d, s, n); return (int)Success; });
+}
+int cuMemcpyDtoHAsync_v2(void* d, unsigned long long s, size_t n, void* stream)
+{
+    return enqueue(stream, [=] { std::memcpy(d, (const void*)s, n); return (int)Success; });
+}
+int cuMemcpyDtoDAsync_v2(unsigned long long d, unsigned long long s, size_t n, void* stream)
+{
+    return enqueue(stream, [=] { std::memmove((void*)d, (const void*)s, n); return (int)Success; });
+}
+int cuMemsetD8Async(unsigned long long d, unsigned char v, size_t n, void* stream)
+{
+    return enqueue(stream, [=] { std::memset((void*)d, v, n); return (int)Success; });
+}
 
-int cuStreamCreate(void** stream, unsigned) { *stream = &stream_tag; return Success; }
-int cuStreamDestroy_v2(void*) { return Success; }
-int cuStreamSynchronize(void*) { return Success; }
 int cuEventCreate(void** e, unsigned) { *e = new Event(); return Success; }
 int cuEventDestroy_v2(void* e) { delete (Event*)e; return Success; }
-int cuEventRecord(void* e, void*) { ((Event*)e)->at = std::chrono::steady_clock::now(); ((Event*)e)->recorded = true; return Success; }
-int cuEventSynchronize(void*) { return Success; }
+int cuEventRecord(void* e, void* stream)
+{
+    auto* event = (Event*)e;
+    bool capturing;
+    if (int refused = capture_state(stream, &capturing)) return refused;
+    event->captured = capturing; // a captured record makes no node: the event marks the capture, not a time
+    if (!capturing) { event->at = std::chrono::steady_clock::now(); event->recorded = true; }
+    return Success;
+}
+int cuEventSynchronize(void* e) { return ((Event*)e)->captured ? CapturedEvent : Success; }
 int cuEventElapsedTime(float* ms, void* start, void* end)
 {
     auto *a = (Event*)start, *b = (Event*)end;
+    if (a->captured || b->captured) return CapturedEvent;
     if (!a->recorded || !b->recorded) return InvalidHandle;
     *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
     return Success;

@@ -10,12 +10,14 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace emu {
 struct Kernel
 {
     std::function<void(void**)> invoke;
     int max_dynamic_shared = 48 * 1024;
+    std::vector<size_t> parameter_bytes; // sizeof each parameter, so a captured launch can copy their values
 };
 
 std::map<std::string, Kernel>& registry();
@@ -34,7 +36,8 @@ template <class... A> struct Registration
 {
     Registration(const char* name, void (*f)(A...))
     {
-        registry()[name] = Kernel{[f](void** p) { invoke_unpacked(f, p, std::index_sequence_for<A...>{}); }};
+        registry()[name] = Kernel{[f](void** p) { invoke_unpacked(f, p, std::index_sequence_for<A...>{}); }, 48 * 1024,
+            {sizeof(std::remove_cv_t<std::remove_reference_t<A>>)...}};
     }
 };
 } // namespace emu
