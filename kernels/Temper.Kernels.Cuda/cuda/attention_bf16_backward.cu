@@ -16,8 +16,12 @@
 // Shared memory (dynamic, Layout below: 63.5 KB for D = 64, 95.5 KB for D = 128, the same for both kernels):
 // Q, dO, K and V tiles as bf16 [64][D + 8], per warp a 16 x 64 f32 product tile and a 16 x 64 bf16 P/dS tile,
 // and the per-row lse, delta, positions, segments and key flags. WMMA's register layout is opaque, so the
-// elementwise steps pass the products through the f32 tile (two lanes a row, 32 columns each).
-// Registers (ptxas 11.8, sm_80 and sm_90): see the report in the commit that last changed this file.
+// elementwise steps pass the products through the f32 tile (two lanes a row). A warp takes its 64 columns
+// (keys in dq, queries in dk/dv) N at a time, N = 32 in dq and 16 in dk/dv (whose dK and dV accumulators hold
+// 2 D/16 fragments): fewer live registers, the same sums in the same order.
+// Registers (ptxas 11.8, sm_80 / sm_90), no spills: dq D = 64 168 / 168, D = 128 216 / 222; dk/dv D = 64
+// 166 / 168, D = 128 252 / 255; delta 32. With shared memory: 3 blocks of 4 warps per SM for D = 64 and 2
+// for D = 128 on an H100 (2 and 1 on an A100).
 // The semantics of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs's backward (its scalar reference:
 // kernels/Temper.Kernels.Cpu/Reference/AttentionReference.cs). Checked on the CPU by the CUDA emulator (emu/)
 // and on a GPU by CudaAttentionBackwardChecks.
