@@ -1,16 +1,18 @@
 // attention_bf16_backward.cu: the backward of attention_bf16.cu's causal GQA attention (FlashAttention-2) on
 // tensor cores, bf16 compute mode. The shapes and visibility rules of the forward: q, dOut, out, dq
 // [B,Tq,H,D]; k, v, dk, dv [B,S,Hkv,D] (the first KvLength rows used); lse, delta [B,H,Tq]; mask and
-// segments [B,KvLength] int, optional; all f32 but the ints. Three kernels, no atomics:
+// segments [B,KvLength] int, optional; all f32 but the ints. Three kernels, no atomics, launched in this
+// order by CudaAttention.Backward:
 //   attention_bf16_backward_delta          delta = rowsum(bf16(dO) * out), one warp per query row.
 //   attention_bf16_backward_dq_d64/_d128   one block of 4 warps per (b, h, 64 queries), the forward's tiling:
 //       per key tile the rows see, S = Q K^T (exactly the forward's products), p = exp2(s scale log2 e -
 //       lse log2 e) where visible (else 0), dP = dO V^T, dS = p (dP - delta) as bf16, dQ += dS K;
 //       dq = scale dQ (0 for a query that sees no key).
 //   attention_bf16_backward_dkdv_d64/_d128 one block of 4 warps per (b, kv head, 64 keys), each warp 16 keys,
-//       over the query heads of the kv head and the 64-query tiles that can see the keys: S^T = K Q^T,
-//       p as above, dV += P^T dO (P as bf16), dP^T = V dO^T, dS^T as bf16, dK += dS^T Q; dk = scale dK,
-//       dv = dV; rows past KvLength (and keys no query sees) get 0. Every one of the S rows is written.
+//       over the query heads of the kv head and the 64-query tiles that can see the keys: S^T = K Q^T (the
+//       forward's products transposed: equal but for the tensor core's order of summing a fragment), p as
+//       above, dV += P^T dO (P as bf16), dP^T = V dO^T, dS^T as bf16, dK += dS^T Q; dk = scale dK, dv = dV;
+//       rows past KvLength (and keys no query sees) get 0. Every one of the S rows is written.
 // Rounding is the forward's: q, k, v and dO rounded to bf16 as they are staged into shared memory, P and dS
 // rounded to bf16 for their products (WMMA m16n16k16, f32 sums), p and dS themselves computed in f32.
 // Shared memory (dynamic, Layout below: 63.5 KB for D = 64, 95.5 KB for D = 128, the same for both kernels):
