@@ -38,16 +38,21 @@ for step in "$@"; do
     racecheck) run racecheck 200 compute-sanitizer --tool racecheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor -trait "Kernels=cuda" ;;
     ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done ;;
-    nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50 ;;
+    nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50
+         run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
     attention) run attention 120 bash -c 'temper bench attention --device cuda --batch 8 --heads 9 --kv-heads 3 --seq 1024 --head-dim 64 --reps 20 && temper bench attention --device cuda --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10' ;;
     ilgpu-attention) run ilgpu-attention 200 tests Temper.Kernels.Ilgpu.Tests -class "*CudaOpChecks*" -method "*ttention*" ;;
-    decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64 ;;
+    decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64
+            run decode-1b 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 64
+            run decode-1b-profile 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 16 --profile ;;
     peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-1b) run temper-1b 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 ;;
+    qlora-8b-ptx) run temper-qlora-8b-ptx 240 temper bench train --device cuda --kernels ptx --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     qlora-8b) run temper-qlora-8b 200 temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
     lora-8b) run temper-lora-8b 200 temper bench train --device cuda --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing ;;
+    serve-sweep) run serve-sweep 300 temper bench serve-sweep --device cuda --concurrency 1,4,16,64 --adapters 1,10,100 --prompt-len 64 --tokens 32 --out /tmp/logs/serve-sweep ;;
     serve) run serve-8 60 temper bench serve --device cuda --requests 16 --adapters 8
            run serve-100 90 temper bench serve --device cuda --requests 100 --adapters 100 ;;
     ptx) run ptx-checks 120 bash -c 'tests Temper.Cuda.Tests && tests Temper.Kernels.Ilgpu.Tests -class "*PtxRouting*"'
@@ -56,7 +61,7 @@ for step in "$@"; do
             run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10
             run temper-ops-1b-ptx 200 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
-    ptx-attention) run ptx-attention-checks 60 tests Temper.Cuda.Tests -class "*CudaAttentionChecks"
+    ptx-attention) run ptx-attention-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
          run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx; do temper bench attention --device cuda --kernels $k --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10
          run temper-ops 120 temper bench ops --device cuda --dtype bf16 --reps 10 ;;

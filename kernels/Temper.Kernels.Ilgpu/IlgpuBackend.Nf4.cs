@@ -1,7 +1,7 @@
 // IlgpuBackend's NF4 ops (QLoRA base weights), over Ops/Nf4.cs and the two small code books (16 and
 // 256 f32, uploaded once per device). Dequantize decodes the block absmax values as it goes; the
 // linear ops first decode them into a pooled device buffer (one f32 per 64 weights), then the GEMM
-// kernels read the packed codes directly.
+// kernels read the packed codes directly. With PTX kernels on, the CUDA C++ kernels do both (Ops/Nf4.cs).
 using ILGPU;
 using Temper.Core;
 using Temper.Core.Quantization;
@@ -17,6 +17,12 @@ public sealed partial class IlgpuBackend
         Require(output.Shape == w.Shape, op, $"output {Describe(output)} must be f32 {w.Shape} for {w}");
         Require(w.Elements <= int.MaxValue - 256, op, $"{w}: more than 2^31 - 256 elements");
         Begin();
+        if (_dc.PtxNf4 != null)
+        {
+            Ops.Nf4.PtxDequantize(_dc, Nf4Codes(op, w), Storage(op, w.AbsmaxCodes).View<byte>(Math.Max(1, w.AbsmaxCodes.Elements)), F(op, w.AbsmaxScales), w.AbsmaxOffset,
+                F(op, output), Count(output));
+            return;
+        }
         Ops.Nf4.Dequantize(_dc, Nf4Codes(op, w), Nf4Blocks(op, w), _dc.Constant("nf4", Nf4CodeBook.Values), F(op, output), Count(output));
     }
 
@@ -26,7 +32,8 @@ public sealed partial class IlgpuBackend
         var (n, k, m) = CheckNf4(op, x, w, bias, y);
         Begin();
         using var absmax = Nf4Absmax(op, w, out var weights);
-        Ops.Nf4.Forward(_dc, F(op, x), weights, FOpt(op, bias), F(op, y), n, k, m, accumulate);
+        if (_dc.PtxLinear != null) Ops.Nf4.PtxLinear(_dc, false, F(op, x), Nf4Codes(op, w), F(op, absmax), FOpt(op, bias), F(op, y), n, k, m, accumulate);
+        else Ops.Nf4.Forward(_dc, F(op, x), weights, FOpt(op, bias), F(op, y), n, k, m, accumulate);
     }
 
     public void Nf4LinearBackward(Tensor dy, Nf4Weight w, Tensor dx, bool accumulateDx = false)
@@ -35,7 +42,8 @@ public sealed partial class IlgpuBackend
         var (n, k, m) = CheckNf4(op, dx, w, null, dy);
         Begin();
         using var absmax = Nf4Absmax(op, w, out var weights);
-        Ops.Nf4.Backward(_dc, F(op, dy), weights, F(op, dx), n, k, m, accumulateDx);
+        if (_dc.PtxLinear != null) Ops.Nf4.PtxLinear(_dc, true, F(op, dy), Nf4Codes(op, w), F(op, absmax), null, F(op, dx), n, k, m, accumulateDx);
+        else Ops.Nf4.Backward(_dc, F(op, dy), weights, F(op, dx), n, k, m, accumulateDx);
     }
 
     // The decoded absmax buffer (disposing it returns it to the pool after the queued kernels) and the weight operand over it.

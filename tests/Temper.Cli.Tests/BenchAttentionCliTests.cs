@@ -1,5 +1,5 @@
 // `temper bench attention` as a user runs it: a tiny causal shape on the ILGPU CPU accelerator prints
-// forward and backward times; a head count that the kv heads do not divide is one line and exit 2.
+// forward (training's, and inference's without lse) and backward times; a head count that the kv heads do not divide is one line and exit 2.
 namespace Temper.Tests;
 
 public class BenchAttentionCliTests
@@ -11,6 +11,7 @@ public class BenchAttentionCliTests
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("causal attention B1 H2 Hkv1 T9 D8", r.Stdout);
         Assert.Matches(@"forward: +[0-9.]+ ms = [0-9.]+ GFLOP/s", r.Stdout);
+        Assert.Matches(@"forward, inference \(no lse\): [0-9.]+ ms = [0-9.]+ GFLOP/s", r.Stdout);
         Assert.Matches(@"backward: [0-9.]+ ms = [0-9.]+ GFLOP/s", r.Stdout);
     }
 

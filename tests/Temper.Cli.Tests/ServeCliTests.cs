@@ -3,7 +3,8 @@
 // host and disk tiers it names them, makes its disk file in --disk-dir and completes; a
 // missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
-// is one line naming it and exit 2.
+// is one line naming it and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
+// the base model and writes its chart and JSON, and refuses a bad count in one line.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 
@@ -109,5 +110,37 @@ public sealed class ServeCliTests
         Assert.StartsWith("temper: adapter 'ad0' takes ", r.Stderr.Trim());
         Assert.EndsWith("more than the whole host tier (2 blocks)", r.Stderr.Trim());
         Assert.Single(r.Stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void Bench_serve_sweep_measures_every_point_and_writes_the_chart()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"temper-sweep-test-{Guid.NewGuid():N}");
+        try
+        {
+            var r = TemperCli.Run("bench", "serve-sweep", "--model", Model, "--concurrency", "2,1", "--adapters", "2", "--prompt-len", "6", "--tokens", "3",
+                "--threads", "1", "--out", dir);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            foreach (var line in new[] { "concurrency    1, merged (base model)", "concurrency    1, 2 adapters", "concurrency    2, merged (base model)", "concurrency    2, 2 adapters" })
+                Assert.Contains(line, r.Stdout);
+            var points = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "serve-sweep.json")))!.AsArray();
+            Assert.Equal(4, points.Count);
+            Assert.All(points, q => Assert.True(q!["TokensPerSecond"]!.GetValue<double>() > 0));
+            string html = File.ReadAllText(Path.Combine(dir, "serve-sweep.html"));
+            Assert.Contains("<svg", html);
+            Assert.Equal(2, html.Split("<polyline").Length - 1); // one line per series: merged, 2 adapters
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Bench_serve_sweep_refuses_a_bad_count_in_one_line()
+    {
+        var r = TemperCli.Run("bench", "serve-sweep", "--model", Model, "--concurrency", "1,0");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal("temper: --concurrency: '0' is not a count >= 1", r.Stderr.Trim());
     }
 }

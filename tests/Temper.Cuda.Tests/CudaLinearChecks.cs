@@ -111,46 +111,79 @@ public class CudaLinearChecks
         WrittenAndClose(device.Download<float>(ddx), expected, "dx");
     }
 
-    /// <summary>The LoRA term of the epilogue against float64: the forward's y = x W^T + s xa B^T and the input
-    /// gradient's dx = dy W + dxa A, with L and R in f32 (not rounded), at partial tiles and ranks 16 and 3.</summary>
+    /// <summary>The LoRA term of the epilogue and the NF4 weight against float64: the forward's y = x W^T + bias +
+    /// s xa B^T and the input gradient's dx = dy W + dxa A, L and R in f32 (not rounded), W bf16 or NF4 (its
+    /// codes dequantised as staged: lut[code] * absmax rounded to bf16), at partial tiles, ranks 16, 4 and 3,
+    /// rows whose length takes the 8-byte NF4 code loads (a multiple of 16) and rows that do not.</summary>
     [Theory]
-    [InlineData(200, 72, 130, 16, false)]
-    [InlineData(131, 160, 136, 3, true)]
-    public void Lora_term_in_the_epilogue_matches_a_float64_evaluation(int n, int k, int m, int r, bool inputGradient)
+    [InlineData(200, 72, 130, 16, false, false)]
+    [InlineData(131, 160, 136, 3, true, false)]
+    [InlineData(150, 96, 136, 4, false, true)]
+    [InlineData(131, 40, 70, 4, false, true)]
+    [InlineData(150, 96, 136, 4, true, true)]
+    [InlineData(70, 136, 42, 4, true, true)]
+    public void Lora_term_and_nf4_weights_match_a_float64_evaluation(int n, int k, int m, int r, bool inputGradient, bool nf4)
     {
         using var device = Gpu.OpenForKernels();
         int cols = inputGradient ? k : m, depth = inputGradient ? m : k;
         var x = Floats(n * depth, 8);
-        var w = Floats(m * k, 9);
         var l = Floats(n * r, 10);
         var rMatrix = Floats(r * cols, 11); // B [m, r] for the forward, A [r, k] for the input gradient
-        var wBits = new ushort[w.Length];
-        BFloat16.FromSingle(w, wBits);
+        var bias = Floats(m, 16);
         const float scale = 1.75f;
         float s = inputGradient ? 1f : scale;
+        var owned = new List<CudaDeviceMemory>();
+        CudaDeviceMemory Up<T>(T[] values) where T : unmanaged
+        {
+            var d = device.Upload<T>(values);
+            owned.Add(d);
+            return d;
+        }
+        var (weight, wq) = nf4 ? Nf4Weight(Floats(m * k, 12), m, k, Up, Up) : Bf16Weight(Floats(m * k, 9), Up);
         var expected = new double[n * cols];
         for (int i = 0; i < n; i++)
             for (int j = 0; j < cols; j++)
             {
                 double sum = 0, low = 0;
-                for (int q = 0; q < depth; q++)
-                {
-                    double wq = BFloat16.ToSingle(inputGradient ? wBits[q * k + j] : wBits[j * k + q]);
-                    sum += BFloat16.ToSingle(BFloat16.FromSingle(x[i * depth + q])) * wq;
-                }
-                for (int q = 0; q < r; q++) low += (double)l[i * r + q] * (inputGradient ? rMatrix[q * k + j] : rMatrix[j * r + q]);
-                expected[i * cols + j] = sum + s * low;
+                for (int t = 0; t < depth; t++)
+                    sum += (double)BFloat16.ToSingle(BFloat16.FromSingle(x[i * depth + t])) * (inputGradient ? wq[t * k + j] : wq[j * k + t]);
+                for (int t = 0; t < r; t++) low += (double)l[i * r + t] * (inputGradient ? rMatrix[t * k + j] : rMatrix[j * r + t]);
+                expected[i * cols + j] = sum + s * low + (inputGradient ? 0 : bias[j]);
             }
-        using var dxIn = device.Upload<float>(x);
-        using var dw = device.Upload<ushort>(wBits);
-        using var dl = device.Upload<float>(l);
-        using var dr = device.Upload<float>(rMatrix);
-        using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * cols).ToArray());
-        using var linear = new CudaLinear(device);
-        if (inputGradient) linear.InputGradient(dxIn, new LinearWeight.Bf16(dw), dy, n, k, m, lora: LowRankTerm.InputGradient(dl, dr, r, k));
-        else linear.Forward(dxIn, new LinearWeight.Bf16(dw), null, dy, n, k, m, lora: LowRankTerm.Forward(dl, dr, r, scale));
-        device.Synchronize();
-        WrittenAndClose(device.Download<float>(dy), expected, inputGradient ? "dx" : "y");
+        try
+        {
+            var dy = Up(Enumerable.Repeat(float.NaN, n * cols).ToArray());
+            using var linear = new CudaLinear(device);
+            if (inputGradient) linear.InputGradient(Up(x), weight, dy, n, k, m, lora: LowRankTerm.InputGradient(Up(l), Up(rMatrix), r, k));
+            else linear.Forward(Up(x), weight, Up(bias), dy, n, k, m, lora: LowRankTerm.Forward(Up(l), Up(rMatrix), r, scale));
+            device.Synchronize();
+            WrittenAndClose(device.Download<float>(dy), expected, inputGradient ? "dx" : "y");
+        }
+        finally
+        {
+            foreach (var d in owned) d.Dispose();
+        }
+    }
+
+    // A bf16 weight on the device and the values the kernel multiplies.
+    private static (LinearWeight, float[]) Bf16Weight(float[] w, Func<ushort[], CudaDeviceMemory> up)
+    {
+        var bits = new ushort[w.Length];
+        BFloat16.FromSingle(w, bits);
+        return (new LinearWeight.Bf16(up(bits)), bits.Select(BFloat16.ToSingle).ToArray());
+    }
+
+    // An NF4 weight (quantised on the CPU) on the device and the bf16 values the kernel dequantises it to.
+    private static (LinearWeight, float[]) Nf4Weight(float[] w, int m, int k, Func<byte[], CudaDeviceMemory> upBytes, Func<float[], CudaDeviceMemory> upFloats)
+    {
+        using var q = Temper.Core.Quantization.Nf4Weight.Quantize(w, new Shape(m, k), "w");
+        var absmax = q.BlockAbsmax();
+        var codes = q.Codes.Bytes.ToArray();
+        var lut = Temper.Core.Quantization.Nf4CodeBook.Values.ToArray();
+        var values = new float[m * k];
+        for (int i = 0; i < values.Length; i++)
+            values[i] = BFloat16.ToSingle(BFloat16.FromSingle(lut[i % 2 == 0 ? codes[i / 2] >> 4 : codes[i / 2] & 15] * absmax[i / 64]));
+        return (new LinearWeight.Nf4(upBytes(codes), upFloats(absmax), upFloats(lut)), values);
     }
 
     [Fact]
@@ -166,55 +199,4 @@ public class CudaLinearChecks
         Assert.Contains("the LoRA term's R holds 32 bytes, the sizes need 512", small.Message);
     }
 
-    /// <summary>The NF4 Linear (codes dequantised as staged, lut[code] * absmax rounded to bf16) against float64 over
-    /// the same bf16 weights, forward and input gradient, with the LoRA term; rows whose length takes the 8-byte
-    /// code loads (a multiple of 16) and rows that do not, blocks of 64 crossing rows.</summary>
-    [Theory]
-    [InlineData(150, 96, 136, false)]
-    [InlineData(131, 40, 70, false)]
-    [InlineData(150, 96, 136, true)]
-    [InlineData(70, 136, 42, true)]
-    public void Nf4_linear_matches_a_float64_evaluation(int n, int k, int m, bool inputGradient)
-    {
-        using var device = Gpu.OpenForKernels();
-        var w = Floats(m * k, 12);
-        using var q = Temper.Core.Quantization.Nf4Weight.Quantize(w, new Shape(m, k), "w");
-        var absmax = q.BlockAbsmax();
-        var codes = q.Codes.Bytes.ToArray();
-        var lut = Temper.Core.Quantization.Nf4CodeBook.Values.ToArray();
-        var wq = new float[m * k]; // the bf16 weight the kernel multiplies
-        for (int i = 0; i < wq.Length; i++)
-            wq[i] = BFloat16.ToSingle(BFloat16.FromSingle(lut[(i % 2 == 0 ? codes[i / 2] >> 4 : codes[i / 2] & 15)] * absmax[i / 64]));
-        int cols = inputGradient ? k : m, depth = inputGradient ? m : k, r = 4;
-        var x = Floats(n * depth, 13);
-        var l = Floats(n * r, 14);
-        var rMatrix = Floats(r * cols, 15);
-        const float scale = 0.75f;
-        float s = inputGradient ? 1f : scale;
-        var bias = Floats(m, 16);
-        var expected = new double[n * cols];
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < cols; j++)
-            {
-                double sum = 0, low = 0;
-                for (int t = 0; t < depth; t++)
-                    sum += (double)BFloat16.ToSingle(BFloat16.FromSingle(x[i * depth + t])) * (inputGradient ? wq[t * k + j] : wq[j * k + t]);
-                for (int t = 0; t < r; t++) low += (double)l[i * r + t] * (inputGradient ? rMatrix[t * k + j] : rMatrix[j * r + t]);
-                expected[i * cols + j] = sum + s * low + (inputGradient ? 0 : bias[j]);
-            }
-        using var dx = device.Upload<float>(x);
-        using var dcodes = device.Upload<byte>(codes);
-        using var dabs = device.Upload<float>(absmax);
-        using var dlut = device.Upload<float>(lut);
-        using var dl = device.Upload<float>(l);
-        using var dr = device.Upload<float>(rMatrix);
-        using var db = device.Upload<float>(bias);
-        using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * cols).ToArray());
-        using var linear = new CudaLinear(device);
-        var weight = new LinearWeight.Nf4(dcodes, dabs, dlut);
-        if (inputGradient) linear.InputGradient(dx, weight, dy, n, k, m, lora: LowRankTerm.InputGradient(dl, dr, r, k));
-        else linear.Forward(dx, weight, db, dy, n, k, m, lora: LowRankTerm.Forward(dl, dr, r, scale));
-        device.Synchronize();
-        WrittenAndClose(device.Download<float>(dy), expected, inputGradient ? "dx" : "y");
-    }
 }

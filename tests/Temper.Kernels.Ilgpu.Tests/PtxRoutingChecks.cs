@@ -4,8 +4,9 @@
 // weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
 // rounding of the activations: NMSE <= 1e-5); attention (D = 64, 128; GQA, offset, key mask, segments)
 // likewise, the inference forward, the training forward (lse kept) and its backward, and the backward without
-// an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to bf16: NMSE <= 1e-4); and the LoRA linear
-// whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16).
+// an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to bf16: NMSE <= 1e-4); the LoRA linear
+// whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16); NF4
+// dequantisation (bit for bit) and the NF4 linear forward and input gradient.
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -151,6 +152,43 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
         finally
         {
             B.PtxKernels = false;
+        }
+    }
+
+    /// <summary>NF4 through the CUDA C++ kernels: dequantisation bit for bit, the linear forward and input
+    /// gradient within bf16 bounds of the exact f32 ILGPU kernels (the PTX path rounds x and the weight to bf16).</summary>
+    [Theory]
+    [InlineData(150, 96, 136)]
+    [InlineData(33, 70, 42)]
+    public void Nf4_through_the_ptx_kernels_matches_the_exact_ones(int n, int k, int m)
+    {
+        var x = Floats(n * k, 9);
+        var dy = Floats(n * m, 10);
+        using var host = Temper.Core.Quantization.Nf4Weight.Quantize(Floats(m * k, 11), new Shape(m, k), "w");
+        var w = host.To(B);
+        (float[] Dequantised, float[] Values) Run(bool ptx)
+        {
+            B.PtxKernels = ptx;
+            var full = Zeros(m, k);
+            B.Nf4Dequantize(w, full);
+            var y = Zeros(n, m);
+            B.Nf4Linear(Up(x, n, k), w, null, y);
+            var dx = Zeros(n, k);
+            B.Nf4LinearBackward(Up(dy, n, m), w, dx);
+            return (Down(full), [.. Down(y), .. Down(dx)]);
+        }
+        try
+        {
+            var viaPtx = Run(true);
+            var exact = Run(false);
+            Assert.Equal(exact.Dequantised, viaPtx.Dequantised);
+            Close(viaPtx.Values, exact.Values, $"ptx nf4 linear {n}x{k}x{m}", 1e-5);
+            Assert.Contains(viaPtx.Values.Zip(exact.Values), p => p.First != p.Second); // bf16 staging: the PTX kernel did run
+        }
+        finally
+        {
+            B.PtxKernels = false;
+            if (!ReferenceEquals(w, host)) w.Dispose();
         }
     }
 }

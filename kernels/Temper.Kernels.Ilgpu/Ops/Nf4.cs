@@ -5,6 +5,8 @@
 // packed codes, element i is lut[nibble(i)] * absmax[i/64], decoded as the kernel reads it, so the
 // linear ops reuse Gemm's tiled kernel for NT (forward y = x W^T) and NN (input gradient dx = dy W) and
 // never hold the dequantised matrix (a weight is decoded once per GEMM output tile that reads it).
+// With PTX kernels on (--kernels ptx), IlgpuBackend sends dequantisation and the NF4 linears to the CUDA
+// C++ kernels instead (PtxDequantize, PtxLinear: bf16 tensor cores, codes dequantised to bf16 as staged).
 // DequantizeKernel writes the whole f32 matrix [M,K] (checks, merging), bandwidth-bound: one thread per
 // 8 elements of a 256-element tile (4 blocks), lane l of the tile's 32 writing elements l, l+32, ...,
 // l+224, so every store of a warp is 128 contiguous bytes; the thread loads its 8 code bytes and
@@ -95,6 +97,31 @@ internal static class Nf4
         int threads = (int)(((long)n + Tile - 1) / Tile * Lanes);
         dc.Kernel<Action<Index1D, ArrayView<byte>, Nf4Blocks, ArrayView<float>, ArrayView<float>, int>>("nf4.dequantize",
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<byte>, Nf4Blocks, ArrayView<float>, ArrayView<float>, int>(DequantizeKernel))(threads, codes, blocks, lut, output, n);
+    }
+
+    /// <summary>The n weights dequantised by the CUDA C++ kernel (PTX kernels on).</summary>
+    public static void PtxDequantize(DeviceContext dc, ArrayView<byte> codes, ArrayView<byte> q, ArrayView<float> scales, float offset, ArrayView<float> output, int n)
+    {
+        using var c = Gemm.Borrow(dc, codes);
+        using var qd = Gemm.Borrow(dc, q);
+        using var sd = Gemm.Borrow(dc, scales);
+        using var o = Gemm.Borrow(dc, output);
+        dc.PtxNf4!.Dequantize(c, qd, sd, offset, o, n);
+    }
+
+    /// <summary>Forward (y = x W^T + bias) or input gradient (dx = dy W) through the CUDA C++ Linear, the codes
+    /// dequantised to bf16 as it stages them (PTX kernels on); absmax holds the decoded block absmax values.</summary>
+    public static void PtxLinear(DeviceContext dc, bool inputGradient, ArrayView<float> input, ArrayView<byte> codes, ArrayView<float> absmax, ArrayView<float>? bias,
+        ArrayView<float> output, int n, int k, int m, bool accumulate)
+    {
+        using var x = Gemm.Borrow(dc, input);
+        using var c = Gemm.Borrow(dc, codes);
+        using var a = Gemm.Borrow(dc, absmax);
+        using var y = Gemm.Borrow(dc, output);
+        using var b = bias is { } bv ? Gemm.Borrow(dc, bv) : null;
+        var w = new Temper.Kernels.Cuda.LinearWeight.Nf4(c, a, dc.PtxNf4!.CodeBook);
+        if (inputGradient) dc.PtxLinear!.InputGradient(x, w, y, n, k, m, 1f, accumulate);
+        else dc.PtxLinear!.Forward(x, w, b, y, n, k, m, 1f, accumulate);
     }
 
     /// <summary>y[N,M] = (accumulate ? y : 0) + x w^T + bias.</summary>

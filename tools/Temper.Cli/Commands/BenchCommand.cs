@@ -1,18 +1,23 @@
-// `temper bench decode [--model DIR] [--dtype f32|bf16] [--prompt-len P] [--tokens N]`: end-to-end
-// batch-1 prefill and decode throughput. Without --model it builds a seeded random model shaped like
-// SmolLM-135M (30 layers, C 576, F 1536, 9 heads / 3 KV heads, V 49152, tied embeddings).
+// `temper bench decode [--model DIR] [--dtype f32|bf16] [--prompt-len P] [--tokens N] [--profile]`: end-to-end
+// batch-1 prefill and decode throughput, and the weight bytes a decoded token reads (every projection and
+// the LM head) times tokens/s: the effective weight bandwidth, to hold against the device's (issue 10's
+// roofline). --shape picks the random model's shape (default SmolLM-135M). --profile times every backend op of the decoding run (synchronised after each) and prints
+// them by total time. Without --model it builds a seeded random model shaped like SmolLM-135M (30
+// layers, C 576, F 1536, 9 heads / 3 KV heads, V 49152, tied embeddings).
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
+using Temper.Kernels.Ilgpu;
 using Temper.Models;
+using Temper.Training.Diagnostics;
 
 namespace Temper.Cli.Commands;
 
 internal static class BenchCommand
 {
     /// <summary>The decoder a bench runs: the --model folder (its LanguageModel returned for disposal), or
-    /// seeded random SmolLM-135M-shaped weights in --dtype; and the words the bench prints for it.</summary>
-    public static (Decoder Decoder, LanguageModel? Owned, string What) ModelOrRandom(ParseResult p, Option<string?> model, IBackend be)
+    /// seeded random weights in --dtype of the named shape (SmolLM-135M by default); and the words the bench prints for it.</summary>
+    public static (Decoder Decoder, LanguageModel? Owned, string What) ModelOrRandom(ParseResult p, Option<string?> model, IBackend be, string shape = "smollm-135m")
     {
         if (p.GetValue(model) is string dir)
         {
@@ -20,7 +25,8 @@ internal static class BenchCommand
             return (lm.Decoder, lm, dir);
         }
         var dt = CliOptions.WeightDType(p) ?? DType.F32;
-        return (new Decoder(SmolLm135M, ModelWeights.Random(SmolLm135M, be, seed: 1, dt), be), null, $"random SmolLM-135M-shaped model ({dt} weights)");
+        var cfg = BenchQLoraCommands.Shape(shape);
+        return (new Decoder(cfg, ModelWeights.Random(cfg, be, seed: 1, dt, parallel: shape != "smollm-135m"), be), null, $"random {shape}-shaped model ({dt} weights)");
     }
 
     public static ModelConfig SmolLm135M => new()
@@ -36,12 +42,16 @@ internal static class BenchCommand
         var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: random SmolLM-135M-shaped weights)" };
         var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens", DefaultValueFactory = _ => 128 };
         var tokens = new Option<int>("--tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 64 };
+        var shape = new Option<string>("--shape") { Description = "Without --model: smollm-135m, llama-3.2-1b or llama-3.1-8b", DefaultValueFactory = _ => "smollm-135m" };
+        var profile = new Option<bool>("--profile") { Description = "Time every backend op of the decoding run (synchronised) and print the ops by total time" };
         var threads = CliOptions.Threads();
-        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(threads);
+        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(threads);
         decode.SetGuardedAction(p =>
         {
-            var be = CliOptions.Backend(p, p.GetValue(threads));
-            var (decoder, lm, what) = ModelOrRandom(p, model, be);
+            var device = CliOptions.Backend(p, p.GetValue(threads));
+            var profiler = p.GetValue(profile) ? new ProfilingBackend(device, (device as IlgpuBackend) is { } gpu ? gpu.Synchronize : null) : null;
+            IBackend be = profiler ?? device;
+            var (decoder, lm, what) = ModelOrRandom(p, model, be, p.GetValue(shape)!);
             using var owned = lm;
             int pl = p.GetValue(promptLen), n = p.GetValue(tokens);
             if (pl < 1 || n < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");
@@ -53,6 +63,7 @@ internal static class BenchCommand
             var sw = Stopwatch.StartNew();
             gen.Generate([prompt], opts);
             double prefill = sw.Elapsed.TotalSeconds;
+            profiler?.Reset();
             sw.Restart();
             var r = gen.Generate([prompt], opts with { MaxNewTokens = n + 1 })[0];
             double total = sw.Elapsed.TotalSeconds;
@@ -60,9 +71,17 @@ internal static class BenchCommand
             Console.WriteLine($"model: {what}");
             Console.WriteLine($"backend: {decoder.Backend.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
             Console.WriteLine($"prefill: {pl} tokens in {prefill * 1000:F1} ms = {pl / prefill:F1} tokens/s");
-            Console.WriteLine($"decode: {r.GeneratedIds.Count - 1} tokens in {decodeS * 1000:F1} ms = {(r.GeneratedIds.Count - 1) / decodeS:F2} tokens/s (batch 1)");
+            double perSecond = (r.GeneratedIds.Count - 1) / decodeS;
+            Console.WriteLine($"decode: {r.GeneratedIds.Count - 1} tokens in {decodeS * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1)");
+            long weightBytes = decoder.Weights.Projections.Append(decoder.Weights.LmHead).Sum(q => q.Nf4?.ByteCount ?? q.Weight.ByteCount);
+            Console.WriteLine($"weights read per token: {weightBytes / 1e6:F1} MB; effective weight bandwidth {weightBytes * perSecond / 1e9:F1} GB/s (hold against the device's for the roofline)");
+            if (profiler != null)
+            {
+                Console.WriteLine("(a step below is one decoded token; the run's prefill of the prompt is included)");
+                profiler.WriteTable(Console.Out, total, r.GeneratedIds.Count - 1);
+            }
             return 0;
         });
-        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create() };
+        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create() };
     }
 }

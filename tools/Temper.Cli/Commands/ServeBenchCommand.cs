@@ -60,17 +60,12 @@ internal static class ServeBenchCommand
                 double written = setup.Elapsed.TotalSeconds;
                 for (int i = 0; i < la; i++) stack.Add($"ad{i}", LoraAdapter.Load(dirs[i]));
                 double added = setup.Elapsed.TotalSeconds - written;
-                var rng = new Random(7);
-                var prefix = Enumerable.Range(0, shared).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
-                var prompts = Enumerable.Range(0, r).Select(_ => prefix.Concat(Enumerable.Range(0, pl - shared).Select(_ => rng.Next(decoder.Config.VocabSize))).ToArray()).ToArray();
-                int bs = 16;
-                var cfg = decoder.Config;
-                long blockBytes = 2L * cfg.NumLayers * bs * cfg.NumKvHeads * cfg.HeadDim * sizeof(float);
-                long adapterBytes = decoder.Weights.Projections.Sum(q => (long)p.GetValue(rank) * (q.In + q.Out) * sizeof(float));
-                int kvBlocks = r * ((pl + n) / bs + 2) + 8, adapterBlocks = la * (int)((adapterBytes + blockBytes - 1) / blockBytes);
+                var prompts = ServeWorkload.Prompts(r, pl, shared, decoder.Config.VocabSize);
+                int bs = ServeWorkload.BlockSize;
+                var (blockBytes, adapterBytes) = ServeWorkload.Bytes(decoder, p.GetValue(rank));
                 var options = new ServingOptions
                 {
-                    BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : kvBlocks + adapterBlocks, MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1),
+                    BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : ServeWorkload.PoolBlocks(decoder, r, pl, n, la, p.GetValue(rank)), MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1),
                     HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks),
                 };
                 Console.WriteLine($"model: {what}");
@@ -82,10 +77,9 @@ internal static class ServeBenchCommand
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
                 {
                     if (p.GetValue(diskBlocks) > 0) Directory.CreateDirectory(tmp);
-                    using var engine = new ServingEngine(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") }, stack);
                     long folderLoads = stack.FolderLoads, folderBytes = stack.FolderBytes;
-                    ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, pl)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]); // warm-up
-                    var res = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = n, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
+                    var (res, engine) = ServeWorkload.Measure(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") }, stack, prompts, n, adapterOf);
+                    using var owned = engine;
                     string tiers = engine.Tiers is { } t ? $"device: {t.Device}\n{"",-12} host: {t.Host}\n{"",-12} disk: {t.Disk}" : $"device: {stack.Device} (no host or disk tier)";
                     return (res, $"{tiers}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
                 }
@@ -125,7 +119,7 @@ internal static class ServeBenchCommand
     }
 
     /// <summary>A seeded random PEFT LoRA adapter (all seven projections of every layer) written to <paramref name="dir"/>.</summary>
-    private static string WriteRandomAdapter(string dir, ModelWeights w, int rank, int seed)
+    internal static string WriteRandomAdapter(string dir, ModelWeights w, int rank, int seed)
     {
         Directory.CreateDirectory(dir);
         var rng = new Random(seed);

@@ -101,6 +101,10 @@ template <class T> T atomicCAS(T* p, T cmp, T v) { T old = *p; if (old == cmp) *
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Round-to-nearest f32 operations that nvcc never contracts; plain f32 arithmetic here (no FMA contraction
+// on the emulator's x86-64 target).
+inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __frcp_rn(float x) { return 1.0f / x; }
 inline float __int_as_float(int v) { float f; std::memcpy(&f, &v, 4); return f; }

@@ -1,0 +1,26 @@
+// `temper bench decode` as a user runs it, on the tiny fixture model: prefill and decode tokens/s, the
+// weight bytes a token reads with the effective bandwidth they imply, and with --profile the per-op table
+// of the decoding run; bad sizes are one line and exit 2.
+namespace Temper.Tests;
+
+public class BenchDecodeCliTests
+{
+    [Fact]
+    public void Bench_decode_prints_throughput_weight_bandwidth_and_the_op_profile()
+    {
+        var r = TemperCli.Run("bench", "decode", "--model", Fixtures.Hf("llama-tiny"), "--prompt-len", "4", "--tokens", "3", "--threads", "1", "--profile");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Matches(@"decode: 3 tokens in [0-9.]+ ms = [0-9.]+ tokens/s \(batch 1\)", r.Stdout);
+        Assert.Matches(@"weights read per token: [0-9.]+ MB; effective weight bandwidth [0-9.]+ GB/s", r.Stdout);
+        Assert.Contains("| op | ms/step | calls/step | share of step |", r.Stdout);
+        Assert.Matches(@"\| Linear \[1,\d+\]->\d+ \| [0-9.]+ \|", r.Stdout); // a decoded token's product
+    }
+
+    [Fact]
+    public void Bench_decode_refuses_zero_tokens_in_one_line()
+    {
+        var r = TemperCli.Run("bench", "decode", "--model", Fixtures.Hf("llama-tiny"), "--tokens", "0");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal("temper: --prompt-len and --tokens must be >= 1", r.Stderr.Trim());
+    }
+}
