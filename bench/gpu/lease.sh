@@ -61,7 +61,7 @@ for step in "$@"; do
             run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10
             run temper-ops-1b-ptx 200 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
-    ptx-attention) run ptx-attention-checks 60 tests Temper.Cuda.Tests -class "*CudaAttentionChecks"
+    ptx-attention) run ptx-attention-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
          run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx; do temper bench attention --device cuda --kernels $k --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10
          run temper-ops 120 temper bench ops --device cuda --dtype bf16 --reps 10 ;;

@@ -1,11 +1,13 @@
-// Causal GQA attention forward on tensor cores (cuda/attention_bf16.cu, embedded as Ptx/attention_bf16.ptx):
+// Causal GQA attention on tensor cores: the forward (cuda/attention_bf16.cu, embedded as Ptx/attention_bf16.ptx)
 //   q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength rows used) -> out[B,Tq,H,D], lse[B,H,Tq] (optional),
-//   all f32; mask[B,KvLength] and segments[B,KvLength] int, optional. Query i sits at position
+//   and the backward (cuda/attention_bf16_backward.cu) out, lse, dOut[B,Tq,H,D] -> dq[B,Tq,H,D], dk/dv[B,S,Hkv,D]
+//   (overwritten; delta[B,H,Tq] scratch), all f32; mask[B,KvLength] and segments[B,KvLength] int, optional. Query i sits at position
 //   QueryOffset + i and sees key j when j <= position, j < KvLength, mask[b,j] != 0 and segment[b,j] ==
 //   segment[b,position]; head h reads kv head h / (H/Hkv). q, k, v and P are rounded to bf16 for the
-//   tensor cores, sums and softmax f32. D = 64 or 128. Blocks of 128 threads per (b, h, 64 queries), with
-//   more than 48 KB of dynamic shared memory (the function is opted in on first use).
-// The module is loaded once per device context, on first use.
+//   tensor cores (dO and dS too in the backward), sums and softmax f32. D = 64 or 128. Blocks of 128 threads
+//   per (b, h, 64 queries) (the backward's dk/dv: per (b, kv head, 64 keys)), with more than 48 KB of dynamic
+//   shared memory (each function is opted in on first use).
+// Each module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 
@@ -14,14 +16,17 @@ namespace Temper.Kernels.Cuda;
 public sealed class CudaAttention(CudaDevice device) : IDisposable
 {
     private const int QueryTile = 64, Threads = 128;
-    private CudaModuleHandle? _module;
-    private CudaFunction? _d64, _d128;
+    private CudaModuleHandle? _module, _backwardModule;
+    private CudaFunction? _d64, _d128, _delta, _dq64, _dq128, _dkdv64, _dkdv128;
 
     /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
     public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
 
     /// <summary>Dynamic shared memory of a block (attention_bf16.cu's Layout, which checks it).</summary>
     public static int SharedBytes(int d) => 3 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 7 * 64 * 4;
+
+    /// <summary>Dynamic shared memory of a backward block (attention_bf16_backward.cu's Layout, which checks it).</summary>
+    public static int BackwardSharedBytes(int d) => 4 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 6 * 64 * 4;
 
     /// <summary>out (and lse when given) for q, k, v; mask and segments [B,KvLength] when given.</summary>
     public void Forward(CudaDeviceMemory q, CudaDeviceMemory k, CudaDeviceMemory v, CudaDeviceMemory output, CudaDeviceMemory? lse,
@@ -45,6 +50,46 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         device.Launch(function, ((uint)blocks, 1, 1), (Threads, 1, 1), args, shared);
     }
 
+    /// <summary>dq, dk, dv (overwritten; key rows past KvLength get 0) for dOut, given q, k, v and the forward's out and
+    /// lse with these sizes; delta [B,H,Tq] is scratch. mask and segments [B,KvLength] when given, as in the forward.</summary>
+    public void Backward(CudaDeviceMemory q, CudaDeviceMemory k, CudaDeviceMemory v, CudaDeviceMemory output, CudaDeviceMemory lse,
+        CudaDeviceMemory dOut, CudaDeviceMemory dq, CudaDeviceMemory dk, CudaDeviceMemory dv, CudaDeviceMemory delta,
+        CudaDeviceMemory? mask, CudaDeviceMemory? segments, Shape a)
+    {
+        Check(a, segments != null);
+        long qBytes = 4L * a.B * a.Tq * a.H * a.D, kBytes = 4L * a.B * a.S * a.Hkv * a.D, rowBytes = 4L * a.B * a.H * a.Tq;
+        Require(q, qBytes, "q");
+        Require(k, kBytes, "k");
+        Require(v, kBytes, "v");
+        Require(output, qBytes, "output");
+        Require(lse, rowBytes, "lse");
+        Require(dOut, qBytes, "dOut");
+        Require(dq, qBytes, "dq");
+        Require(dk, kBytes, "dk");
+        Require(dv, kBytes, "dv");
+        Require(delta, rowBytes, "delta");
+        if (mask != null) Require(mask, 4L * a.B * a.KvLength, "mask");
+        if (segments != null) Require(segments, 4L * a.B * a.KvLength, "segments");
+        long rows = (long)a.B * a.Tq * a.H, queryBlocks = (long)a.B * a.H * ((a.Tq + QueryTile - 1) / QueryTile);
+        long keyBlocks = (long)a.B * a.Hkv * ((a.S + QueryTile - 1) / QueryTile);
+        if (Math.Max((rows + 3) / 4, Math.Max(queryBlocks, keyBlocks)) > int.MaxValue)
+            throw new CudaException($"CudaAttention: the backward's grid for {a} exceeds the grid limit");
+        int shared = BackwardSharedBytes(a.D);
+        if (rows > 0)
+        {
+            _delta ??= BackwardFunction("attention_bf16_backward_delta", 0);
+            device.Launch(_delta, ((uint)((rows + 3) / 4), 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(output).Add(dOut).Add(delta)
+                .Add(a.B).Add(a.Tq).Add(a.H).Add(a.D), 0);
+            var dqFunction = a.D == 64 ? (_dq64 ??= BackwardFunction("attention_bf16_backward_dq_d64", shared)) : (_dq128 ??= BackwardFunction("attention_bf16_backward_dq_d128", shared));
+            device.Launch(dqFunction, ((uint)queryBlocks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(q).Add(k).Add(v).Add(dOut).Add(lse).Add(delta).Add(dq)
+                .Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL).Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared), shared);
+        }
+        if (keyBlocks == 0) return;
+        var dkdvFunction = a.D == 64 ? (_dkdv64 ??= BackwardFunction("attention_bf16_backward_dkdv_d64", shared)) : (_dkdv128 ??= BackwardFunction("attention_bf16_backward_dkdv_d128", shared));
+        device.Launch(dkdvFunction, ((uint)keyBlocks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(q).Add(k).Add(v).Add(dOut).Add(lse).Add(delta).Add(dk).Add(dv)
+            .Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL).Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared), shared);
+    }
+
     private static void Check(Shape a, bool segments)
     {
         if (a.D != 64 && a.D != 128) throw new CudaException($"CudaAttention: head dim {a.D} is not supported (64 or 128)");
@@ -65,10 +110,21 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
 
     private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("attention_bf16.ptx"), out _);
 
+    private CudaFunction BackwardFunction(string name, int shared)
+    {
+        var function = CudaDriver.GetFunction(_backwardModule ??= device.LoadModule(KernelPtx.Read("attention_bf16_backward.ptx"), out _), name);
+        if (shared > 0) CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
+        return function;
+    }
+
     private static void Require(CudaDeviceMemory memory, long bytes, string what)
     {
         if (memory.ByteLength < bytes) throw new CudaException($"CudaAttention: {what} holds {memory.ByteLength} bytes, the sizes need {bytes}");
     }
 
-    public void Dispose() => _module?.Dispose();
+    public void Dispose()
+    {
+        _module?.Dispose();
+        _backwardModule?.Dispose();
+    }
 }

@@ -47,7 +47,7 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     /// PTX kernels are switched on (IlgpuBackend.PtxKernels; CUDA only); null otherwise.</summary>
     public Temper.Kernels.Cuda.CudaLinear? PtxLinear { get; private set; }
 
-    /// <summary>The CUDA C++ attention forward (D = 64, 128) beside PtxLinear; null when PTX kernels are off.</summary>
+    /// <summary>The CUDA C++ attention forward and backward (D = 64, 128) beside PtxLinear; null when PTX kernels are off.</summary>
     public Temper.Kernels.Cuda.CudaAttention? PtxAttention { get; private set; }
 
     /// <summary>The CUDA C++ NF4 decoding (its code book is the NF4 Linear's) beside PtxLinear; null when PTX kernels are off.</summary>

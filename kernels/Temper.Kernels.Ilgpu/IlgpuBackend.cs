@@ -175,7 +175,7 @@ public sealed partial class IlgpuBackend : IBackend
 
     /// <summary>
     /// Whether ops that have a CUDA C++ kernel (Temper.Kernels.Cuda: today the Linear products with bf16
-    /// weights and the attention forward for head dims 64 and 128, on tensor cores) run it instead of the
+    /// weights and attention forward and backward for head dims 64 and 128, on tensor cores) run it instead of the
     /// ILGPU one: `--kernels ptx`, or TEMPER_KERNELS=ptx.
     /// CUDA only (elsewhere it stays off); off by default until the GPU op-check and bench have run.
     /// </summary>

@@ -16,7 +16,7 @@ public class CudaAttentionChecks
 {
     public enum Keys { All, Mask, Segments, MaskAndSegments }
 
-    private static float[] Bf16Floats(int n, int seed)
+    internal static float[] Bf16Floats(int n, int seed)
     {
         var r = new Random(seed);
         var v = new float[n];
@@ -26,7 +26,7 @@ public class CudaAttentionChecks
 
     // Every batch's keys 3, 10, 11 hidden; the last batch also hides its first 20 keys (left padding), so its
     // queries at positions < 20 see no key at all.
-    private static int[] Mask(int b, int kvLength)
+    internal static int[] Mask(int b, int kvLength)
     {
         var mask = new int[b * kvLength];
         for (int bb = 0; bb < b; bb++)
@@ -36,7 +36,7 @@ public class CudaAttentionChecks
     }
 
     // Packed rows: segment 0 up to 70, 1 up to 100, then 2 (the query tile from 128 skips key tile 0).
-    private static int[] Segments(int b, int kvLength)
+    internal static int[] Segments(int b, int kvLength)
     {
         var seg = new int[b * kvLength];
         for (int bb = 0; bb < b; bb++)

@@ -2,9 +2,9 @@
 // and stream). Everywhere: a view's device address is its buffer's plus its offset (what the route
 // hands the kernels), and the switch stays off where the device is not CUDA. On CUDA: Linear with bf16
 // weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
-// rounding of the activations: NMSE <= 1e-5); the attention forward (D = 64, 128; GQA, offset, key mask,
-// segments) likewise for the inference forward (q, k, v and P rounded to bf16: out NMSE <= 1e-4), while
-// a training forward (lse kept) stays on ILGPU; and the LoRA linear
+// rounding of the activations: NMSE <= 1e-5); attention (D = 64, 128; GQA, offset, key mask, segments)
+// likewise, the inference forward, the training forward (lse kept) and its backward, and the backward without
+// an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to bf16: NMSE <= 1e-4); the LoRA linear
 // whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16); NF4
 // dequantisation (bit for bit) and the NF4 linear forward and input gradient.
 using ILGPU;
@@ -84,24 +84,39 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
         var mask = new int[masks ? batch * kvLength : 0];
         var segments = new int[masks ? batch * kvLength : 0];
         for (int i = 0; i < mask.Length; i++) (mask[i], segments[i]) = (i % kvLength % 7 == 3 ? 0 : 1, i % kvLength < 40 ? 0 : 1);
-        // The inference forward (no lse) takes the PTX route; a training forward (lse kept) stays on ILGPU,
-        // whose backward needs an lse from f32 scores.
-        float[] Run(bool ptx, bool keepLse)
+        var dOut = Floats(batch * tq * heads * d, 4);
+        // The inference forward (no lse) and the training forward (lse kept) with its backward, all on the PTX route
+        // or all on ILGPU; the backward also without the lse (it runs the forward again).
+        (float[] Inference, float[] Out, float[] Dq, float[] Dk, float[] Dv, float[] DqNoLse) Run(bool ptx)
         {
             B.PtxKernels = ptx;
-            var o = Zeros(batch, tq, heads, d);
-            var lse = keepLse ? Zeros(batch, heads, tq) : null;
-            B.Attention(new AttentionArgs(Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), o, kvLength, offset,
-                1f / MathF.Sqrt(d), mask, lse, segments));
-            return Down(o);
+            Assert.Equal(ptx, B.PtxKernels);
+            var args = new AttentionArgs(Up(q, batch, tq, heads, d), Up(k, batch, s, kvHeads, d), Up(v, batch, s, kvHeads, d), Zeros(batch, tq, heads, d),
+                kvLength, offset, 1f / MathF.Sqrt(d), mask, null, segments);
+            B.Attention(args);
+            var inference = Down(args.Output);
+            args = args with { Output = Zeros(batch, tq, heads, d), Lse = Zeros(batch, heads, tq) };
+            B.Attention(args);
+            var (dq, dk, dv) = (Zeros(batch, tq, heads, d), Zeros(batch, s, kvHeads, d), Zeros(batch, s, kvHeads, d));
+            B.AttentionBackward(args, Up(dOut, batch, tq, heads, d), dq, dk, dv);
+            var (dq2, dk2, dv2) = (Zeros(batch, tq, heads, d), Zeros(batch, s, kvHeads, d), Zeros(batch, s, kvHeads, d));
+            B.AttentionBackward(args with { Lse = null }, Up(dOut, batch, tq, heads, d), dq2, dk2, dv2);
+            return (inference, Down(args.Output), Down(dq), Down(dk), Down(dv), Down(dq2));
         }
         try
         {
-            var viaPtx = Run(true, keepLse: false);
-            var exact = Run(false, keepLse: false);
-            Close(viaPtx, exact, $"ptx attention out d{d}", 1e-4);
-            Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // bf16 q, k, v: the PTX kernel did run
-            Assert.Equal(Run(false, keepLse: true), Run(true, keepLse: true)); // training's forward: ILGPU either way
+            var viaPtx = Run(true);
+            var exact = Run(false);
+            // bf16 q, k, v, dO: NMSE ~1e-5 for dq, dk, dv at these shapes (CudaAttention on the emulator against float64),
+            // a few 1e-6 for out; a gradient from mismatched routes (bf16 lse, f32 p) or a wrong kernel is far above.
+            Close(viaPtx.Inference, exact.Inference, $"ptx attention inference out d{d}", 1e-4);
+            Close(viaPtx.Out, exact.Out, $"ptx attention out d{d}", 1e-4);
+            Close(viaPtx.Dq, exact.Dq, $"ptx attention dq d{d}", 1e-4);
+            Close(viaPtx.Dk, exact.Dk, $"ptx attention dk d{d}", 1e-4);
+            Close(viaPtx.Dv, exact.Dv, $"ptx attention dv d{d}", 1e-4);
+            Close(viaPtx.DqNoLse, exact.Dq, $"ptx attention dq without lse d{d}", 1e-4);
+            Assert.Contains(viaPtx.Dq.Zip(exact.Dq), p => p.First != p.Second); // bf16 inputs: the PTX kernels did run
+            Assert.Contains(viaPtx.Dk.Zip(exact.Dk), p => p.First != p.Second);
         }
         finally
         {

@@ -4,6 +4,8 @@
 // rows, segment[b,j] == segment[b,position]; head h reads kv head h / (H/Hkv). The key mask and the
 // segment ids travel in one int buffer: [mask B*KvLength (when present) | segments B*KvLength (when
 // present)]. f32 throughout; D <= 128. A query that sees no key gets zeros and lse = -inf.
+// With PTX kernels on (DeviceContext.PtxAttention), D = 64 and 128 go to the CUDA C++ kernels instead
+// (Temper.Kernels.Cuda.CudaAttention: bf16 tensor cores), forward and backward alike (Forward says why).
 //
 // Tiling: R = 32 rows per tile for D <= 64, 16 for D <= 128 (an R x (D+1) tile, padded against bank
 // conflicts, is at most TileFloats). Every kernel is explicitly grouped (up to 128 threads; the CPU
@@ -485,10 +487,10 @@ internal static class Attention
 
     public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
     {
-        // The CUDA C++ forward rounds q, k, v and P to bf16; the ILGPU backward recomputes p from f32 scores
-        // and the forward's lse, which a bf16 lse would skew by the score rounding (about 1%). So until a CUDA
-        // C++ backward exists, only the inference forward (no lse kept for a backward) takes the PTX route.
-        if (dc.PtxAttention is { } ptx && (a.D == 64 || a.D == 128) && lse == null)
+        // With PTX kernels on, D = 64 and 128 take the CUDA C++ kernels (q, k, v and P rounded to bf16), the training
+        // forward (lse kept) as well as the inference one: Backward then takes them too, so its p = exp(s - lse)
+        // recomputes the forward's bf16 scores (the ILGPU backward's f32 scores against a bf16 lse would skew p by ~1%).
+        if (dc.PtxAttention is { } ptx && (a.D == 64 || a.D == 128))
         {
             PtxForward(dc, ptx, q, k, v, output, lse, mask, segments, a);
             return;
@@ -521,9 +523,42 @@ internal static class Attention
     public static void Backward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output, ArrayView<float>? lse,
         ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
     {
+        if (dc.PtxAttention is { } ptx && (a.D == 64 || a.D == 128)) // the route Forward took (see there)
+        {
+            PtxBackward(dc, ptx, q, k, v, output, lse, dOut, dq, dk, dv, mask, segments, a);
+            return;
+        }
         var dMask = UploadMasks(dc, mask, segments, ref a);
         if (a.D == 64) RunBackward<HeadDim64>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
         else if (a.D == 128) RunBackward<HeadDim128>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
         else RunBackward<AnyHeadDim>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
+    }
+
+    /// <summary>Backward through the CUDA C++ kernels (CudaAttention.Backward: q, k, v, dO, P and dS rounded to bf16) on the
+    /// accelerator's stream; without lse the PTX forward runs first into scratch, as RunBackward does with its own.</summary>
+    private static void PtxBackward(DeviceContext dc, Temper.Kernels.Cuda.CudaAttention ptx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> output, ArrayView<float>? lse, ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv,
+        ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        long rows = (long)a.B * a.Tq * a.H;
+        if (!lse.HasValue)
+        {
+            output = dc.Arena.Take<float>(rows * a.D);
+            lse = dc.Arena.Take<float>(rows);
+            PtxForward(dc, ptx, q, k, v, output, lse, mask, segments, a);
+        }
+        using var gq = Gemm.Borrow(dc, q);
+        using var gk = Gemm.Borrow(dc, k);
+        using var gv = Gemm.Borrow(dc, v);
+        using var gOut = Gemm.Borrow(dc, output);
+        using var gLse = Gemm.Borrow(dc, lse.Value);
+        using var gdOut = Gemm.Borrow(dc, dOut);
+        using var gdq = Gemm.Borrow(dc, dq);
+        using var gdk = Gemm.Borrow(dc, dk);
+        using var gdv = Gemm.Borrow(dc, dv);
+        using var gDelta = Gemm.Borrow(dc, dc.Arena.Take<float>(rows));
+        using var gMask = mask.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(mask));
+        using var gSeg = segments.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(segments));
+        ptx.Backward(gq, gk, gv, gOut, gLse, gdOut, gdq, gdk, gdv, gDelta, gMask, gSeg, new(a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength, a.QueryOffset, a.Scale));
     }
 }

@@ -1,7 +1,7 @@
 // `temper bench attention [--batch 8] [--heads 9] [--kv-heads 3] [--seq 1024] [--head-dim 64] [--reps 10] [--device cuda]`:
 // causal self-attention alone (q[B,T,H,D], k/v[B,T,Hkv,D], seeded random inputs), forward (with lse,
-// as training runs it), the inference forward (no lse: the one `--kernels ptx` sends to the CUDA C++
-// kernel) and backward, timed over --reps calls after one warm-up, in ms and GFLOP/s. FLOPs count the causal
+// as training runs it), the inference forward (no lse) and backward (`--kernels ptx`: all three on the CUDA
+// C++ kernels for D = 64 and 128), timed over --reps calls after one warm-up, in ms and GFLOP/s. FLOPs count the causal
 // half only: forward 4 B H D T(T+1)/2 (q k^T and P V), backward 2.5 times that (the FlashAttention
 // convention: five products, none of the recomputation counted).
 using System.CommandLine;
