@@ -50,6 +50,9 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     /// <summary>The CUDA C++ attention forward (D = 64, 128) beside PtxLinear; null when PTX kernels are off.</summary>
     public Temper.Kernels.Cuda.CudaAttention? PtxAttention { get; private set; }
 
+    /// <summary>The CUDA C++ paged attention (D = 64, 128; f32) beside PtxLinear; null when PTX kernels are off.</summary>
+    public Temper.Kernels.Cuda.CudaPagedAttention? PtxPagedAttention { get; private set; }
+
     private Temper.Cuda.CudaDevice? _ptxDevice;
 
     /// <summary>The borrowed CUDA context the PTX kernels run in (null when they are off).</summary>
@@ -65,13 +68,15 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
             {
                 PtxLinear?.Dispose();
                 PtxAttention?.Dispose();
+                PtxPagedAttention?.Dispose();
                 _ptxDevice?.Dispose();
-                (PtxLinear, PtxAttention, _ptxDevice) = (null, null, null);
+                (PtxLinear, PtxAttention, PtxPagedAttention, _ptxDevice) = (null, null, null, null);
                 return;
             }
             _ptxDevice = Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
             PtxLinear = new Temper.Kernels.Cuda.CudaLinear(_ptxDevice);
             PtxAttention = new Temper.Kernels.Cuda.CudaAttention(_ptxDevice);
+            PtxPagedAttention = new Temper.Kernels.Cuda.CudaPagedAttention(_ptxDevice);
         }
     }
 
