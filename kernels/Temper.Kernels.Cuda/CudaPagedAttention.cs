@@ -3,7 +3,7 @@
 // tables[Sequences, MaxBlocks], rowSequence[Rows], rowKvLength[Rows] int -> out[Rows,H,D]. Row n of sequence
 // rowSequence[n] sees keys 0..rowKvLength[n]-1; key p lives at slot p % BlockSize of block
 // tables[s, p / BlockSize]; head h reads kv head h / (H/Hkv); a row that sees no key gets zeros (the
-// semantics of IBackend.PagedAttention). D = 64 or 128. The tables and lengths are used as given: callers
+// semantics of IBackend.PagedAttention). D = 64 or 128; the caches 16-byte aligned. The tables and lengths are used as given: callers
 // check them on the host first (ServingShapes.PagedAttention). Blocks of 128 threads per (row, kv head,
 // slice of up to 8 query heads, key split); with more than one split (FlashDecoding: few rows, long
 // sequences) the splits' partials go to a workspace of WorkspaceBytes and a second kernel merges them.
@@ -49,6 +49,8 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
         Require(q, 4L * a.Rows * a.H * a.D, "q");
         Require(kCache, 4L * a.Blocks * a.BlockSize * a.Hkv * a.D, "the k cache");
         Require(vCache, 4L * a.Blocks * a.BlockSize * a.Hkv * a.D, "the v cache");
+        if (!IsAligned(kCache) || !IsAligned(vCache))
+            throw new CudaException($"CudaPagedAttention: the {(IsAligned(kCache) ? "v" : "k")} cache at 0x{(IsAligned(kCache) ? vCache : kCache).Pointer:x} is not 16-byte aligned (the kernel's loads are)");
         Require(output, 4L * a.Rows * a.H * a.D, "output");
         Require(tables, 4L * a.Sequences * a.MaxBlocks, "tables");
         Require(rowSequence, 4L * a.Rows, "rowSequence");
@@ -71,6 +73,9 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
         device.Launch(combine, ((uint)((elements + CombineThreads - 1) / CombineThreads), 1, 1), (CombineThreads, 1, 1),
             new CudaKernelArguments().Add(workspace!).Add(output).Add(a.Rows * a.H).Add(a.D).Add(splits));
     }
+
+    /// <summary>Whether a cache's address suits the kernel's 16-byte loads.</summary>
+    public static bool IsAligned(CudaDeviceMemory cache) => cache.Pointer % 16 == 0;
 
     private static long Units(Shape a) => a.Hkv == 0 ? 0 : (long)a.Rows * a.Hkv * ((a.H / a.Hkv + HeadsPerBlock - 1) / HeadsPerBlock);
 

@@ -3,8 +3,7 @@
 // different lengths (a prefill chunk's rows, decode rows, a row that sees one key, one that sees none)
 // over k/v caches [Blocks, BlockSize, Hkv, D] whose blocks are scattered through the pool (a shuffled,
 // non-contiguous table), last blocks partial; GQA and MQA, a group of more than 8 query heads (two head
-// slices), one key split and several (FlashDecoding's combine), caches not 16-byte aligned (element
-// loads). Every pool slot no row may read (free blocks, the unused tail of partial blocks, table entries
+// slices), one key split and several (FlashDecoding's combine). Every pool slot no row may read (free blocks, the unused tail of partial blocks, table entries
 // past a sequence's end) holds NaN, and out is poisoned with NaN, so a wrong read or an unwritten element
 // fails. Runs on a GPU or on the CUDA emulator (tiny shapes).
 using Temper.Cuda.Driver;
@@ -61,13 +60,13 @@ public class CudaPagedAttentionChecks
     private static readonly int[] Lengths = [150, 37, 64, 1, 0];
 
     [Theory]
-    [InlineData(64, 4, 2, 16, 1, false)]  // GQA 2, one split
-    [InlineData(64, 4, 1, 16, 3, false)]  // MQA, three key splits and the combine
-    [InlineData(128, 8, 2, 8, 0, false)]  // splits chosen by the wrapper
-    [InlineData(64, 10, 1, 16, 2, false)] // a group of 10 query heads: two head slices (8 + 2), two splits
-    [InlineData(128, 2, 2, 32, 1, true)]  // no GQA, caches 4 bytes past 16-byte alignment: element loads
-    [InlineData(64, 6, 3, 5, 4, true)]    // blocks of 5 slots, four splits, unaligned
-    public void Forward_matches_the_scalar_reference(int d, int h, int hkv, int blockSize, int splits, bool unaligned)
+    [InlineData(64, 4, 2, 16, 1)]  // GQA 2, one split
+    [InlineData(64, 4, 1, 16, 3)]  // MQA, three key splits and the combine
+    [InlineData(128, 8, 2, 8, 0)]  // splits chosen by the wrapper
+    [InlineData(64, 10, 1, 16, 2)] // a group of 10 query heads: two head slices (8 + 2), two splits
+    [InlineData(128, 2, 2, 32, 1)] // no GQA
+    [InlineData(64, 6, 3, 5, 4)]   // blocks of 5 slots (key tiles start mid-block), four splits
+    public void Forward_matches_the_scalar_reference(int d, int h, int hkv, int blockSize, int splits)
     {
         using var device = Gpu.OpenForKernels();
         var c = Case.Build(Lengths, hkv, d, blockSize, 10 + d + h + blockSize);
@@ -78,11 +77,8 @@ public class CudaPagedAttentionChecks
         PagedAttentionReference.Forward(q, c.K, c.V, expected, c.Tables, c.MaxBlocks, c.RowSeq, c.RowLen, h, hkv, d, blockSize, scale);
         var shape = new CudaPagedAttention.Shape(rows, h, hkv, d, c.Blocks, blockSize, Lengths.Length, c.MaxBlocks, c.RowLen.Max(), scale);
 
-        int skip = unaligned ? 1 : 0;
-        using var dkAll = device.Upload<float>([.. new float[skip], .. c.K]);
-        using var dvAll = device.Upload<float>([.. new float[skip], .. c.V]);
-        using var dk = CudaDeviceMemory.Borrow(dkAll.Pointer + 4UL * (ulong)skip, 4L * c.K.Length, device.Context);
-        using var dv = CudaDeviceMemory.Borrow(dvAll.Pointer + 4UL * (ulong)skip, 4L * c.V.Length, device.Context);
+        using var dk = device.Upload<float>(c.K);
+        using var dv = device.Upload<float>(c.V);
         using var dq = device.Upload<float>(q);
         using var dOut = device.Upload<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray());
         using var dTables = device.Upload<int>(c.Tables);
@@ -108,7 +104,7 @@ public class CudaPagedAttentionChecks
     }
 
     [Fact]
-    public void Unsupported_shapes_small_buffers_and_a_missing_workspace_are_refused_by_name()
+    public void Unsupported_shapes_small_or_unaligned_buffers_and_a_missing_workspace_are_refused_by_name()
     {
         using var device = Gpu.OpenForKernels();
         using var small = device.Allocate<float>(4);
@@ -122,6 +118,9 @@ public class CudaPagedAttentionChecks
         Assert.Contains("the v cache holds 16 bytes, the sizes need 2048", v.Message);
         var tables = Assert.Throws<CudaException>(() => attention.Forward(big, big, big, big, small, big, big, null, new(1, 2, 1, 64, 2, 4, 3, 2, 8, 1f)));
         Assert.Contains("tables holds 16 bytes, the sizes need 24", tables.Message);
+        using var shifted = CudaDeviceMemory.Borrow(big.Pointer + 4, 4 * 4095, device.Context);
+        var aligned = Assert.Throws<CudaException>(() => attention.Forward(big, big, shifted, big, big, big, big, null, new(1, 2, 1, 64, 2, 4, 1, 2, 8, 1f)));
+        Assert.Contains($"the v cache at 0x{shifted.Pointer:x} is not 16-byte aligned", aligned.Message);
         var workspace = Assert.Throws<CudaException>(() => attention.Forward(big, big, big, big, big, big, big, null, new(1, 2, 1, 64, 2, 4, 1, 2, 8, 1f), splits: 2));
         Assert.Contains("2 key splits need a workspace of 1056 bytes", workspace.Message);
     }

@@ -145,7 +145,7 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
 // of sequences of different lengths over shuffled blocks (last blocks partial), GQA, a prefill chunk's rows,
 // a row that sees no key, and one long row alone (the device splits its keys: FlashDecoding); both f32, so
 // NMSE <= 1e-10. A head dim the kernel lacks (D = 32) stays on ILGPU: bitwise equal.
-public sealed class CudaPagedAttentionRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
 {
     [Theory]
     [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 })]

@@ -19,15 +19,17 @@
 // paged_attention_combine merges them. With one split the block writes out directly.
 // Inside a block, keys go in tiles of 64, their row offsets resolved through the block table once into
 // shared memory. Scores: 8 lanes share a key row (16-byte loads, 128 contiguous bytes per load across
-// them, 4 keys per warp at once), dot it with each head's q (staged in shared memory, pre-scaled by
-// scale log2 e), and reduce with 3 shuffles. Online softmax per head (a warp per head, exp2): running max
+// them, 4 keys per warp at once; a lane issues the loads of 2 (D = 128) or 4 (D = 64) keys before using
+// them, to keep enough bytes in flight), dot it with each head's q (staged in shared memory, pre-scaled
+// by scale log2 e), and reduce with 3 shuffles. Online softmax per head (a warp per head, exp2): running max
 // and sum, the tile's weights back into shared memory, alpha = exp2(m_old - m_new). P V: a thread owns a
 // float4 column of the value row for every head of the block (up to 8 float4 accumulators) and a subset of
-// the tile's keys, so a value row is read by D/4 consecutive threads with 16-byte loads; the subsets are
-// summed in a fixed order at the end (deterministic). 16-byte loads need 16-byte aligned caches (D is a
-// multiple of 4); otherwise element loads.
-// Static shared memory 23.1 KB (D = 64) / 25.1 KB (D = 128); registers: see the ptxas figures in the
-// commit that last changed this file (ptxas -v on Ptx/paged_attention.ptx).
+// the tile's keys, so a value row is read by D/4 consecutive threads with 16-byte loads, 4 rows in
+// flight; the subsets are summed in a fixed order at the end (deterministic). The 16-byte loads need
+// 16-byte aligned caches (whole allocations are; the launcher checks).
+// Static shared memory 20.6 KB (D = 64) / 22.6 KB (D = 128). Registers (ptxas 11.8, sm_80 / sm_90): D = 64
+// 106 / 106, D = 128 112 / 114, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM);
+// the combine 32.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaPagedAttentionChecks.
 #include <math.h>
 #include <stdint.h>
@@ -38,17 +40,14 @@ constexpr int TILE = 64;                                   // keys per tile (two
 constexpr int GMAX = 8;                                    // query heads per block
 constexpr int KEY_LANES = 8;                               // lanes that share one key row in the score pass
 constexpr int KEYS_AT_ONCE = THREADS / KEY_LANES;          // 16 keys per step of the whole block
+constexpr int KEY_STEPS = TILE / KEYS_AT_ONCE;             // 4: a lane's keys of a tile, loaded at once
+constexpr int VALUES_AT_ONCE = 4;                          // value rows a thread loads at once in P V
 constexpr float LOG2E = 1.4426950408889634f;
 constexpr unsigned FULL = 0xffffffffu;
 static_assert(TILE == 64 && TILE % KEYS_AT_ONCE == 0, "the softmax gives each lane two keys of a tile");
 
-__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
-
-__device__ __forceinline__ float4 load4(const float* p, bool vec)
-{
-    if (vec) return *reinterpret_cast<const float4*>(p);
-    return make_float4(p[0], p[1], p[2], p[3]);
-}
+// The caches are 16-byte aligned (CudaPagedAttention checks) and D a multiple of 4.
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 
 __device__ __forceinline__ float dot4(float4 a, const float* b) { return a.x * b[0] + a.y * b[1] + a.z * b[2] + a.w * b[3]; }
 
@@ -75,6 +74,7 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
     constexpr int QUADS = D / 4;               // float4s in a row
     constexpr int KQ = QUADS / KEY_LANES;      // float4s of a key row per lane in the score pass
     constexpr int SUBSETS = THREADS / QUADS;   // key subsets in P V
+    constexpr int KEY_BATCH = 8 / KQ;          // key rows whose loads a lane issues at once (8 float4s: 4 keys at D = 64, 2 at 128)
     static_assert(QUADS % KEY_LANES == 0 && THREADS % QUADS == 0, "D = 64 or 128");
     __shared__ __align__(16) float qs[GMAX][D];
     __shared__ float ps[GMAX][TILE];
@@ -91,7 +91,6 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
     chunk = (chunk + TILE - 1) / TILE * TILE;
     const int j0 = min(len, split * chunk), j1 = min(len, j0 + chunk);
     const int* table = tables + (long long)seq * maxBlocks;
-    const bool vec = aligned16(k) && aligned16(v);
 
     for (int i = tid; i < GMAX * D; i += THREADS)
     {
@@ -117,25 +116,36 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
             rowOffset[i] = (((long long)table[p / blockSize] * blockSize + p % blockSize) * kvHeads + kh) * D;
         }
         __syncthreads();
-        // Scores: the same number of steps for every lane (shuffles need the whole warp); absent keys read zeros.
-        for (int i = tid / KEY_LANES; i < TILE; i += KEYS_AT_ONCE)
+        // Scores: this lane's part of its 4 keys of the tile, KEY_BATCH keys' loads issued at once; every lane
+        // takes the same steps (the shuffles need the whole warp), absent keys read as zeros.
+#pragma unroll
+        for (int step0 = 0; step0 < KEY_STEPS; step0 += KEY_BATCH)
         {
-            const bool live = i < n;
-            float4 kr[KQ];
+            float4 kr[KEY_BATCH][KQ];
 #pragma unroll
-            for (int c = 0; c < KQ; c++)
-                kr[c] = live ? load4(k + rowOffset[i] + 4 * (keyLane + KEY_LANES * c), vec) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-            for (int g = 0; g < GMAX; g++)
+            for (int b = 0; b < KEY_BATCH; b++)
             {
-                if (g < hs) // uniform across the block
+                const int i = tid / KEY_LANES + (step0 + b) * KEYS_AT_ONCE;
+#pragma unroll
+                for (int c = 0; c < KQ; c++)
+                    kr[b][c] = i < n ? load4(k + rowOffset[i] + 4 * (keyLane + KEY_LANES * c)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int b = 0; b < KEY_BATCH; b++)
+            {
+                const int i = tid / KEY_LANES + (step0 + b) * KEYS_AT_ONCE;
+#pragma unroll
+                for (int g = 0; g < GMAX; g++)
                 {
-                    float s = 0.0f;
+                    if (g < hs) // uniform across the block
+                    {
+                        float s = 0.0f;
 #pragma unroll
-                    for (int c = 0; c < KQ; c++) s += dot4(kr[c], &qs[g][4 * (keyLane + KEY_LANES * c)]);
+                        for (int c = 0; c < KQ; c++) s += dot4(kr[b][c], &qs[g][4 * (keyLane + KEY_LANES * c)]);
 #pragma unroll
-                    for (int o = KEY_LANES / 2; o > 0; o /= 2) s += __shfl_xor_sync(FULL, s, o);
-                    if (live && keyLane == 0) ps[g][i] = s;
+                        for (int o = KEY_LANES / 2; o > 0; o /= 2) s += __shfl_xor_sync(FULL, s, o);
+                        if (i < n && keyLane == 0) ps[g][i] = s;
+                    }
                 }
             }
         }
@@ -166,15 +176,26 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
             const float a = g < hs ? alpha[g] : 0.0f;
             acc[g] = make_float4(acc[g].x * a, acc[g].y * a, acc[g].z * a, acc[g].w * a);
         }
-        for (int i = subset; i < n; i += SUBSETS)
+        for (int i0 = subset; i0 < n; i0 += VALUES_AT_ONCE * SUBSETS) // VALUES_AT_ONCE loads in flight
         {
-            const float4 vr = load4(v + rowOffset[i] + 4 * col, vec);
+            float4 vr[VALUES_AT_ONCE];
 #pragma unroll
-            for (int g = 0; g < GMAX; g++)
+            for (int u = 0; u < VALUES_AT_ONCE; u++)
             {
-                if (g >= hs) continue;
-                const float p = ps[g][i];
-                acc[g] = make_float4(acc[g].x + p * vr.x, acc[g].y + p * vr.y, acc[g].z + p * vr.z, acc[g].w + p * vr.w);
+                const int i = i0 + u * SUBSETS;
+                vr[u] = i < n ? load4(v + rowOffset[i] + 4 * col) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int u = 0; u < VALUES_AT_ONCE; u++)
+            {
+                const int i = min(i0 + u * SUBSETS, TILE - 1); // past n: vr is zero, any weight will do
+#pragma unroll
+                for (int g = 0; g < GMAX; g++)
+                {
+                    if (g >= hs) continue;
+                    const float p = ps[g][i];
+                    acc[g] = make_float4(acc[g].x + p * vr[u].x, acc[g].y + p * vr[u].y, acc[g].z + p * vr[u].z, acc[g].w + p * vr[u].w);
+                }
             }
         }
         __syncthreads();

@@ -2,7 +2,8 @@
 // out[N,H,D]. Row n of sequence seq[n] sees keys 0..len[n]-1; key p lives at slot p % BlockSize of block
 // tables[seq * MaxBlocks + p / BlockSize]. One thread per (row, head): a pass for the max score, then a
 // pass accumulating exp(s - max) v into out through the block table, normalised at the end; f32.
-// With PTX kernels on (IlgpuBackend.PtxKernels, CUDA) and D = 64 or 128 the call goes to the CUDA C++
+// With PTX kernels on (IlgpuBackend.PtxKernels, CUDA), D = 64 or 128 and 16-byte aligned caches (whole
+// pools are) the call goes to the CUDA C++
 // kernel instead (Temper.Kernels.Cuda.CudaPagedAttention: f32 too, one block per row and kv head for the
 // whole GQA group, keys split across blocks for few long rows) on the accelerator's own stream.
 using ILGPU;
@@ -56,7 +57,7 @@ internal static class PagedAttention
         var dTables = dc.Arena.Upload(tables);
         var dSeq = dc.Arena.Upload(rowSeq);
         var dLen = dc.Arena.Upload(rowLen);
-        if (dc.PtxPagedAttention is { } ptx && (a.D == 64 || a.D == 128))
+        if (dc.PtxPagedAttention is { } ptx && (a.D == 64 || a.D == 128) && Gemm.DeviceAddress(k) % 16 == 0 && Gemm.DeviceAddress(v) % 16 == 0)
         {
             PtxForward(dc, ptx, q, k, v, output, dTables, dSeq, dLen, tables.Length / a.MaxBlocks, rowLen, a);
             return;
