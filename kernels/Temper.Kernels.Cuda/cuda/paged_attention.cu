@@ -28,7 +28,7 @@
 // flight; the subsets are summed in a fixed order at the end (deterministic). The 16-byte loads need
 // 16-byte aligned caches (whole allocations are; the launcher checks).
 // Static shared memory 20.6 KB (D = 64) / 22.6 KB (D = 128). Registers (ptxas 11.8, sm_80 / sm_90): D = 64
-// 106 / 106, D = 128 112 / 114, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM);
+// 108 / 110, D = 128 116 / 118, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM);
 // the combine 32.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaPagedAttentionChecks.
 #include <math.h>
@@ -188,12 +188,12 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
 #pragma unroll
             for (int u = 0; u < VALUES_AT_ONCE; u++)
             {
-                const int i = min(i0 + u * SUBSETS, TILE - 1); // past n: vr is zero, any weight will do
+                const int i = i0 + u * SUBSETS;
 #pragma unroll
                 for (int g = 0; g < GMAX; g++)
                 {
                     if (g >= hs) continue;
-                    const float p = ps[g][i];
+                    const float p = i < n ? ps[g][i] : 0.0f; // past n ps is stale or never written (NaN * 0 is NaN)
                     acc[g] = make_float4(acc[g].x + p * vr[u].x, acc[g].y + p * vr[u].y, acc[g].z + p * vr[u].z, acc[g].w + p * vr[u].w);
                 }
             }
