@@ -63,6 +63,8 @@ for step in "$@"; do
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
     ptx-attention) run ptx-attention-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
          run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx; do temper bench attention --device cuda --kernels $k --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
+    ptx-paged) run ptx-paged-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaPagedAttentionChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPagedAttentionPtxRoutingChecks"'
+         for k in ilgpu ptx; do run ptx-paged-serve-$k 120 temper bench serve --device cuda --kernels $k --requests 32 --prompt-len 512 --tokens 64 --adapters 0; done ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10
          run temper-ops 120 temper bench ops --device cuda --dtype bf16 --reps 10 ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;

@@ -52,6 +52,8 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
 
     /// <summary>The CUDA C++ NF4 decoding (its code book is the NF4 Linear's) beside PtxLinear; null when PTX kernels are off.</summary>
     public Temper.Kernels.Cuda.CudaNf4? PtxNf4 { get; private set; }
+    /// <summary>The CUDA C++ paged attention (D = 64, 128; f32) beside PtxLinear; null when PTX kernels are off.</summary>
+    public Temper.Kernels.Cuda.CudaPagedAttention? PtxPagedAttention { get; private set; }
 
     private Temper.Cuda.CudaDevice? _ptxDevice;
 
@@ -69,14 +71,16 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
                 PtxLinear?.Dispose();
                 PtxAttention?.Dispose();
                 PtxNf4?.Dispose();
+                PtxPagedAttention?.Dispose();
                 _ptxDevice?.Dispose();
-                (PtxLinear, PtxAttention, PtxNf4, _ptxDevice) = (null, null, null, null);
+                (PtxLinear, PtxAttention, PtxNf4, PtxPagedAttention, _ptxDevice) = (null, null, null, null, null);
                 return;
             }
             _ptxDevice = Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
             PtxLinear = new Temper.Kernels.Cuda.CudaLinear(_ptxDevice);
             PtxAttention = new Temper.Kernels.Cuda.CudaAttention(_ptxDevice);
             PtxNf4 = new Temper.Kernels.Cuda.CudaNf4(_ptxDevice);
+            PtxPagedAttention = new Temper.Kernels.Cuda.CudaPagedAttention(_ptxDevice);
         }
     }
 

@@ -192,3 +192,54 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
         }
     }
 }
+
+// The paged attention's PTX route (CUDA only): IlgpuBackend.PagedAttention through the CUDA C++ kernel
+// (Temper.Kernels.Cuda.CudaPagedAttention, f32) against the ILGPU kernel on the same inputs: a decode step
+// of sequences of different lengths over shuffled blocks (last blocks partial), GQA, a prefill chunk's rows,
+// a row that sees no key, and one long row alone (the device splits its keys: FlashDecoding); both f32, so
+// NMSE <= 1e-10. A head dim the kernel lacks (D = 32) stays on ILGPU: bitwise equal.
+public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+{
+    [Theory]
+    [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 })]
+    [InlineData(128, 4, 1, 32, new[] { 700 })] // one sequence, one kv head: its keys split across blocks
+    [InlineData(32, 4, 2, 16, new[] { 90, 7 })] // no PTX kernel for D = 32: ILGPU either way
+    public void Paged_attention_through_the_ptx_kernel_matches_the_ilgpu_one(int d, int heads, int kvHeads, int blockSize, int[] lengths)
+    {
+        int maxBlocks = lengths.Max(l => (l + blockSize - 1) / blockSize) + 1, blocks = lengths.Length * maxBlocks;
+        var order = Enumerable.Range(0, blocks).ToArray();
+        new Random(3).Shuffle(order);
+        var tables = order[..(lengths.Length * maxBlocks)];
+        // Rows: each sequence's decode row, and the last three tokens of sequence 0 as a prefill chunk.
+        var rowSeq = Enumerable.Range(0, lengths.Length).Concat([0, 0, 0]).ToArray();
+        var rowLen = lengths.Concat([Math.Max(0, lengths[0] - 3), Math.Max(0, lengths[0] - 2), Math.Max(0, lengths[0] - 1)]).ToArray();
+        int rows = rowSeq.Length;
+        var q = Floats(rows * heads * d, 1, 2f);
+        var kc = Floats(blocks * blockSize * kvHeads * d, 2, 2f);
+        var vc = Floats(blocks * blockSize * kvHeads * d, 3);
+        float[] Run(bool ptx)
+        {
+            B.PtxKernels = ptx;
+            Assert.Equal(ptx, B.PtxKernels);
+            var output = Zeros(rows, heads, d);
+            B.PagedAttention(new PagedAttentionArgs(Up(q, rows, heads, d), Up(kc, blocks, blockSize, kvHeads, d), Up(vc, blocks, blockSize, kvHeads, d), output,
+                tables, maxBlocks, rowSeq, rowLen, 1f / MathF.Sqrt(d)));
+            return Down(output);
+        }
+        try
+        {
+            var viaPtx = Run(true);
+            var exact = Run(false);
+            if (d is 64 or 128)
+            {
+                Close(viaPtx, exact, $"ptx paged attention d{d}");
+                Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // other summation order: the PTX kernel did run
+            }
+            else Bitwise(viaPtx, exact, $"paged attention d{d} (ILGPU either way)");
+        }
+        finally
+        {
+            B.PtxKernels = false;
+        }
+    }
+}

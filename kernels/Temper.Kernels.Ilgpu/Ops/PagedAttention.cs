@@ -2,6 +2,10 @@
 // out[N,H,D]. Row n of sequence seq[n] sees keys 0..len[n]-1; key p lives at slot p % BlockSize of block
 // tables[seq * MaxBlocks + p / BlockSize]. One thread per (row, head): a pass for the max score, then a
 // pass accumulating exp(s - max) v into out through the block table, normalised at the end; f32.
+// With PTX kernels on (IlgpuBackend.PtxKernels, CUDA), D = 64 or 128 and 16-byte aligned caches (whole
+// pools are) the call goes to the CUDA C++
+// kernel instead (Temper.Kernels.Cuda.CudaPagedAttention: f32 too, one block per row and kv head for the
+// whole GQA group, keys split across blocks for few long rows) on the accelerator's own stream.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -53,10 +57,36 @@ internal static class PagedAttention
         var dTables = dc.Arena.Upload(tables);
         var dSeq = dc.Arena.Upload(rowSeq);
         var dLen = dc.Arena.Upload(rowLen);
+        if (dc.PtxPagedAttention is { } ptx && (a.D == 64 || a.D == 128) && Gemm.DeviceAddress(k) % 16 == 0 && Gemm.DeviceAddress(v) % 16 == 0)
+        {
+            PtxForward(dc, ptx, q, k, v, output, dTables, dSeq, dLen, tables.Length / a.MaxBlocks, rowLen, a);
+            return;
+        }
         int threads = rowSeq.Length * a.H;
         if (threads == 0) return;
         dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>>("paged_attention",
             acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>(Kernel))
             (threads, q, k, v, output, dTables, dSeq, dLen, a);
+    }
+
+    /// <summary>Forward through the CUDA C++ kernel, its split workspace (if any) from the arena.</summary>
+    private static void PtxForward(DeviceContext dc, Temper.Kernels.Cuda.CudaPagedAttention ptx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+        ArrayView<float> output, ArrayView<int> tables, ArrayView<int> rowSeq, ArrayView<int> rowLen, int sequences, ReadOnlySpan<int> hostRowLen, PagedAttentionDims a)
+    {
+        int rows = hostRowLen.Length, maxLen = 0;
+        foreach (int len in hostRowLen) maxLen = Math.Max(maxLen, len);
+        var shape = new Temper.Kernels.Cuda.CudaPagedAttention.Shape(rows, a.H, a.Hkv, a.D, (int)(k.Length / ((long)a.BlockSize * a.Hkv * a.D)), a.BlockSize,
+            sequences, a.MaxBlocks, maxLen, a.Scale);
+        int splits = ptx.Splits(shape);
+        long workspaceBytes = Temper.Kernels.Cuda.CudaPagedAttention.WorkspaceBytes(shape, splits);
+        using var dq = Gemm.Borrow(dc, q);
+        using var dk = Gemm.Borrow(dc, k);
+        using var dv = Gemm.Borrow(dc, v);
+        using var dOut = Gemm.Borrow(dc, output);
+        using var dTables = Gemm.Borrow(dc, tables);
+        using var dSeq = Gemm.Borrow(dc, rowSeq);
+        using var dLen = Gemm.Borrow(dc, rowLen);
+        using var workspace = workspaceBytes > 0 ? Gemm.Borrow(dc, dc.Arena.Take<float>(workspaceBytes / 4)) : null;
+        ptx.Forward(dq, dk, dv, dOut, dTables, dSeq, dLen, workspace, shape, splits);
     }
 }

@@ -1,0 +1,103 @@
+// Paged attention over the KV cache's block tables (cuda/paged_attention.cu, embedded as Ptx/paged_attention.ptx),
+// f32 throughout: q[Rows,H,D] token rows of many sequences; k/v caches [Blocks, BlockSize, Hkv, D];
+// tables[Sequences, MaxBlocks], rowSequence[Rows], rowKvLength[Rows] int -> out[Rows,H,D]. Row n of sequence
+// rowSequence[n] sees keys 0..rowKvLength[n]-1; key p lives at slot p % BlockSize of block
+// tables[s, p / BlockSize]; head h reads kv head h / (H/Hkv); a row that sees no key gets zeros (the
+// semantics of IBackend.PagedAttention). D = 64 or 128; the caches 16-byte aligned. The tables and lengths are used as given: callers
+// check them on the host first (ServingShapes.PagedAttention). Blocks of 128 threads per (row, kv head,
+// slice of up to 8 query heads, key split); with more than one split (FlashDecoding: few rows, long
+// sequences) the splits' partials go to a workspace of WorkspaceBytes and a second kernel merges them.
+// The module is loaded once per device context, on first use.
+using Temper.Cuda;
+using Temper.Cuda.Driver;
+
+namespace Temper.Kernels.Cuda;
+
+public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
+{
+    /// <summary>The most key splits of one row.</summary>
+    public const int MaxSplits = 32;
+
+    private const int Threads = 128, HeadsPerBlock = 8, KeysPerSplit = 128, CombineThreads = 256;
+    private CudaModuleHandle? _module;
+    private CudaFunction? _d64, _d128, _combine;
+    private int _multiprocessors;
+
+    /// <summary>The sizes of one call; MaxKvLength (the longest row's key count) only guides the choice of splits.</summary>
+    public readonly record struct Shape(int Rows, int H, int Hkv, int D, int Blocks, int BlockSize, int Sequences, int MaxBlocks, int MaxKvLength, float Scale);
+
+    /// <summary>The key splits Forward uses when given none: enough blocks for two per multiprocessor, at least 128 keys a split.</summary>
+    public int Splits(Shape a)
+    {
+        long units = Units(a);
+        if (units == 0 || a.MaxKvLength <= KeysPerSplit) return 1;
+        if (_multiprocessors == 0) _multiprocessors = device.MultiprocessorCount;
+        long byLength = (a.MaxKvLength + KeysPerSplit - 1) / KeysPerSplit, byDevice = (2L * _multiprocessors + units - 1) / units;
+        return (int)Math.Clamp(Math.Min(byLength, byDevice), 1, MaxSplits);
+    }
+
+    /// <summary>Bytes of the workspace a call with <paramref name="splits"/> splits needs (none for one split).</summary>
+    public static long WorkspaceBytes(Shape a, int splits) => splits > 1 ? 4L * splits * a.Rows * a.H * (a.D + 2) : 0;
+
+    /// <summary>out for q through the block tables; splits 0 chooses (Splits), else 1..MaxSplits; workspace of
+    /// WorkspaceBytes when there is more than one split.</summary>
+    public void Forward(CudaDeviceMemory q, CudaDeviceMemory kCache, CudaDeviceMemory vCache, CudaDeviceMemory output, CudaDeviceMemory tables,
+        CudaDeviceMemory rowSequence, CudaDeviceMemory rowKvLength, CudaDeviceMemory? workspace, Shape a, int splits = 0)
+    {
+        Check(a, splits);
+        if (splits == 0) splits = Splits(a);
+        Require(q, 4L * a.Rows * a.H * a.D, "q");
+        Require(kCache, 4L * a.Blocks * a.BlockSize * a.Hkv * a.D, "the k cache");
+        Require(vCache, 4L * a.Blocks * a.BlockSize * a.Hkv * a.D, "the v cache");
+        if (!IsAligned(kCache) || !IsAligned(vCache))
+            throw new CudaException($"CudaPagedAttention: the {(IsAligned(kCache) ? "v" : "k")} cache at 0x{(IsAligned(kCache) ? vCache : kCache).Pointer:x} is not 16-byte aligned (the kernel's loads are)");
+        Require(output, 4L * a.Rows * a.H * a.D, "output");
+        Require(tables, 4L * a.Sequences * a.MaxBlocks, "tables");
+        Require(rowSequence, 4L * a.Rows, "rowSequence");
+        Require(rowKvLength, 4L * a.Rows, "rowKvLength");
+        long units = Units(a);
+        if (units == 0) return;
+        if (units > int.MaxValue) throw new CudaException($"CudaPagedAttention: {units} blocks (rows {a.Rows} x kv heads {a.Hkv} x head slices) exceed the grid");
+        if (splits > 1)
+        {
+            if (workspace == null) throw new CudaException($"CudaPagedAttention: {splits} key splits need a workspace of {WorkspaceBytes(a, splits)} bytes");
+            Require(workspace, WorkspaceBytes(a, splits), "the workspace");
+        }
+        var function = a.D == 64 ? (_d64 ??= Function("paged_attention_f32_d64")) : (_d128 ??= Function("paged_attention_f32_d128"));
+        var args = new CudaKernelArguments().Add(q).Add(kCache).Add(vCache).Add(output).Add(splits > 1 ? workspace!.Pointer : 0UL)
+            .Add(tables).Add(rowSequence).Add(rowKvLength).Add(a.Rows).Add(a.H).Add(a.Hkv).Add(a.BlockSize).Add(a.MaxBlocks).Add(splits).Add(a.Scale);
+        device.Launch(function, ((uint)units, (uint)splits, 1), (Threads, 1, 1), args);
+        if (splits == 1) return;
+        long elements = (long)a.Rows * a.H * a.D;
+        var combine = _combine ??= Function("paged_attention_combine");
+        device.Launch(combine, ((uint)((elements + CombineThreads - 1) / CombineThreads), 1, 1), (CombineThreads, 1, 1),
+            new CudaKernelArguments().Add(workspace!).Add(output).Add(a.Rows * a.H).Add(a.D).Add(splits));
+    }
+
+    /// <summary>Whether a cache's address suits the kernel's 16-byte loads.</summary>
+    public static bool IsAligned(CudaDeviceMemory cache) => cache.Pointer % 16 == 0;
+
+    private static long Units(Shape a) => a.Hkv == 0 ? 0 : (long)a.Rows * a.Hkv * ((a.H / a.Hkv + HeadsPerBlock - 1) / HeadsPerBlock);
+
+    private static void Check(Shape a, int splits)
+    {
+        if (a.D != 64 && a.D != 128) throw new CudaException($"CudaPagedAttention: head dim {a.D} is not supported (64 or 128)");
+        if (a.Rows < 0 || a.H < 0 || a.Hkv < 0 || a.Blocks < 0 || a.Sequences < 0 || a.MaxKvLength < 0)
+            throw new CudaException($"CudaPagedAttention: sizes must be >= 0, not {a}");
+        if (a.BlockSize <= 0 || a.MaxBlocks <= 0) throw new CudaException($"CudaPagedAttention: block size {a.BlockSize} and blocks per sequence {a.MaxBlocks} must be > 0");
+        if (a.H > 0 && (a.Hkv == 0 || a.H % a.Hkv != 0)) throw new CudaException($"CudaPagedAttention: {a.H} heads are not a multiple of {a.Hkv} kv heads");
+        if (splits < 0 || splits > MaxSplits) throw new CudaException($"CudaPagedAttention: {splits} key splits (0 to choose, or 1 to {MaxSplits})");
+        if ((long)a.Rows * a.H * a.D > int.MaxValue) throw new CudaException($"CudaPagedAttention: {a.Rows} rows x {a.H} heads x {a.D} exceed the combine's int sizes");
+    }
+
+    private CudaFunction Function(string name) => CudaDriver.GetFunction(Module(), name);
+
+    private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("paged_attention.ptx"), out _);
+
+    private static void Require(CudaDeviceMemory memory, long bytes, string what)
+    {
+        if (memory.ByteLength < bytes) throw new CudaException($"CudaPagedAttention: {what} holds {memory.ByteLength} bytes, the sizes need {bytes}");
+    }
+
+    public void Dispose() => _module?.Dispose();
+}
