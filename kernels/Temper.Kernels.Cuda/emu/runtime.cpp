@@ -10,6 +10,11 @@
 #include <ucontext.h>
 #include <vector>
 
+// The bounds of the static shared-memory section (see cuda_emu.h); weak, as a build without shared
+// variables has no such section.
+extern "C" char __start_temper_emu_shared[] __attribute__((weak));
+extern "C" char __stop_temper_emu_shared[] __attribute__((weak));
+
 namespace emu {
 namespace {
 enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
@@ -164,7 +169,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
     b.params = params;
     b.threads.resize(n);
     b.exchange.resize((n + 31) / 32 * 32 * 64);
-    b.shared.assign(dynamic_shared, 0xCD); // garbage, as on the GPU
+    b.shared.resize(dynamic_shared);
     for (auto& t : b.threads) t.stack.resize(StackBytes);
     current_block = &b;
     for (unsigned z = 0; z < grid.z; z++)
@@ -172,6 +177,10 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
             for (unsigned x = 0; x < grid.x; x++)
             {
                 b.index = {x, y, z};
+                // Shared memory holds garbage at a block's start on the GPU: NaN bytes here.
+                std::fill(b.shared.begin(), b.shared.end(), (unsigned char)0xFF);
+                if (__start_temper_emu_shared && __stop_temper_emu_shared)
+                    std::memset(__start_temper_emu_shared, 0xFF, (size_t)(__stop_temper_emu_shared - __start_temper_emu_shared));
                 b.live = (int)n;
                 b.at_block_barrier = 0;
                 b.warp_live.assign((n + 31) / 32, 0);

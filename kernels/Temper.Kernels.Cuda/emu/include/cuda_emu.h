@@ -3,7 +3,8 @@
 // TEMPER_CUDA_DRIVER names it). build-emu.sh force-includes this header before each .cu.
 // A block's threads are fibers on the launching OS thread (runtime.cpp): one runs until it reaches a
 // barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op), then the next; blocks run one
-// after another. So __shared__ variables are plain statics shared by the block's fibers, and a barrier
+// after another. So __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
+// bytes before each block, dynamic shared memory too), and a barrier
 // that not every live thread reaches is reported as a deadlock instead of hanging.
 // What it checks: indexing, tiling, partial tiles, barriers and warp data exchange. What it cannot: speed,
 // memory-model races (a fiber runs alone between barriers), and the exact rounding of tensor cores.
@@ -20,7 +21,12 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __shared__ static
+// Static shared memory: statics gathered in one section, which the runtime fills with 0xFF (NaN as f32 and
+// bf16, -1 as integers) before every block, as a GPU leaves shared memory holding whatever came before:
+// a kernel that reads a shared value it never wrote gets NaN here instead of a lucky zero. Not for statics
+// inside function templates: g++ ignores a section attribute there (GCC bug 88061), so those start at
+// zero once and keep the previous block's values; dynamic shared memory is always refilled.
+#define __shared__ static __attribute__((section("temper_emu_shared")))
 #define __constant__ static
 #define __align__(n) __attribute__((aligned(n)))
 // Dynamic shared memory: kernels declare it with this macro (cuda/common.cuh defines it for nvcc).
