@@ -11,7 +11,11 @@ command -v nvcc >/dev/null || { echo "build-ptx.sh: nvcc is not on PATH (see ins
 version=$(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
 # nvcc 11.8 refuses Debian 12's gcc 12 as host compiler; it takes the clang-14 that its package brings.
 ccbin=${NVCC_CCBIN:-$(command -v clang-14 || true)}
-for cu in cuda/*.cu; do
+# Usage: build-ptx.sh [cuda/NAME.cu ...] (default: every .cu). nvcc names anonymous namespaces after a
+# per-run hash, so rebuilding an unchanged .cu rewrites its .ptx: name the sources you changed.
+sources=("$@")
+[ ${#sources[@]} -gt 0 ] || sources=(cuda/*.cu)
+for cu in "${sources[@]}"; do
   name=$(basename "$cu" .cu)
   # The stamp covers the .cu and the local headers it includes (#include "x.cuh", in order).
   headers=$(grep -oE '^#include "[^"]+"' "$cu" | sed -E 's/^#include "(.*)"$/cuda\/\1/' || true)
