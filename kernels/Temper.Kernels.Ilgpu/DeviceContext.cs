@@ -54,6 +54,11 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     public Temper.Kernels.Cuda.CudaNf4? PtxNf4 { get; private set; }
     /// <summary>The CUDA C++ paged attention (D = 64, 128; f32) beside PtxLinear; null when PTX kernels are off.</summary>
     public Temper.Kernels.Cuda.CudaPagedAttention? PtxPagedAttention { get; private set; }
+    /// <summary>The CUDA C++ RMSNorm, SwiGLU, RoPE and AdamW (f32) beside PtxLinear; null when PTX kernels are off.</summary>
+    public Temper.Kernels.Cuda.CudaRmsNorm? PtxRmsNorm { get; private set; }
+    public Temper.Kernels.Cuda.CudaSwiGlu? PtxSwiGlu { get; private set; }
+    public Temper.Kernels.Cuda.CudaRope? PtxRope { get; private set; }
+    public Temper.Kernels.Cuda.CudaAdamW? PtxAdamW { get; private set; }
 
     private Temper.Cuda.CudaDevice? _ptxDevice;
 
@@ -72,8 +77,13 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
                 PtxAttention?.Dispose();
                 PtxNf4?.Dispose();
                 PtxPagedAttention?.Dispose();
+                PtxRmsNorm?.Dispose();
+                PtxSwiGlu?.Dispose();
+                PtxRope?.Dispose();
+                PtxAdamW?.Dispose();
                 _ptxDevice?.Dispose();
                 (PtxLinear, PtxAttention, PtxNf4, PtxPagedAttention, _ptxDevice) = (null, null, null, null, null);
+                (PtxRmsNorm, PtxSwiGlu, PtxRope, PtxAdamW) = (null, null, null, null);
                 return;
             }
             _ptxDevice = Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
@@ -81,6 +91,10 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
             PtxAttention = new Temper.Kernels.Cuda.CudaAttention(_ptxDevice);
             PtxNf4 = new Temper.Kernels.Cuda.CudaNf4(_ptxDevice);
             PtxPagedAttention = new Temper.Kernels.Cuda.CudaPagedAttention(_ptxDevice);
+            PtxRmsNorm = new Temper.Kernels.Cuda.CudaRmsNorm(_ptxDevice);
+            PtxSwiGlu = new Temper.Kernels.Cuda.CudaSwiGlu(_ptxDevice);
+            PtxRope = new Temper.Kernels.Cuda.CudaRope(_ptxDevice);
+            PtxAdamW = new Temper.Kernels.Cuda.CudaAdamW(_ptxDevice);
         }
     }
 

@@ -6,7 +6,8 @@
 // likewise, the inference forward, the training forward (lse kept) and its backward, and the backward without
 // an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to bf16: NMSE <= 1e-4); the LoRA linear
 // whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16); NF4
-// dequantisation (bit for bit) and the NF4 linear forward and input gradient.
+// dequantisation (bit for bit) and the NF4 linear forward and input gradient; RMSNorm, SwiGLU, RoPE and
+// AdamW (CudaPtxFusedOpRoutingChecks).
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -241,5 +242,99 @@ public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : Dev
         {
             B.PtxKernels = false;
         }
+    }
+}
+
+// On CUDA: RMSNorm (forward with rstd, backward with dWeight accumulated), SwiGLU, RoPE (forward and
+// backward, HF rotate_half on the ILGPU op's tables) and AdamW (two steps) through the CUDA C++ kernels
+// (cuda/rmsnorm.cu, swiglu.cu, rope.cu, adamw.cu) against the ILGPU kernels: all f32, so within the f32
+// tolerance (NMSE <= 1e-10); row lengths with and without 16-byte loads.
+public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+{
+    private float[] Both(Func<float[]> run, bool ptx)
+    {
+        B.PtxKernels = ptx;
+        Assert.Equal(ptx, B.PtxKernels);
+        return run();
+    }
+
+    private void Compare(Func<float[]> run, string what)
+    {
+        try
+        {
+            var viaPtx = Both(run, true);
+            var exact = Both(run, false);
+            Close(viaPtx, exact, what);
+        }
+        finally
+        {
+            B.PtxKernels = false;
+        }
+    }
+
+    [Theory]
+    [InlineData(5, 70)]
+    [InlineData(3, 1024)]
+    public void Rms_norm_through_the_ptx_kernels_matches_the_ilgpu_one(int rows, int c)
+    {
+        var x = Floats(rows * c, 1, 2f);
+        var w = Floats(c, 2);
+        var dy = Floats(rows * c, 3);
+        var dw0 = Floats(c, 4);
+        Compare(() =>
+        {
+            var (y, rstd, dx, dw) = (Zeros(rows, c), Zeros(rows), Zeros(rows, c), Up(dw0, c));
+            B.RmsNorm(Up(x, rows, c), Up(w, c), 1e-5f, y, rstd);
+            B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), rstd, dx, dw);
+            return [.. Down(y), .. Down(rstd), .. Down(dx), .. Down(dw)];
+        }, $"ptx rmsnorm {rows}x{c}");
+    }
+
+    [Fact]
+    public void Swiglu_through_the_ptx_kernels_matches_the_ilgpu_one()
+    {
+        int n = 7, f = 150;
+        var (gate, up, dy) = (Floats(n * f, 5, 6f), Floats(n * f, 6), Floats(n * f, 7));
+        Compare(() =>
+        {
+            var (y, dGate, dUp) = (Zeros(n, f), Zeros(n, f), Zeros(n, f));
+            B.SwiGlu(Up(gate, n, f), Up(up, n, f), y);
+            B.SwiGluBackward(Up(dy, n, f), Up(gate, n, f), Up(up, n, f), dGate, dUp);
+            return [.. Down(y), .. Down(dGate), .. Down(dUp)];
+        }, "ptx swiglu");
+    }
+
+    [Theory]
+    [InlineData(64)]
+    [InlineData(12)] // half = 6: single floats
+    public void Rope_through_the_ptx_kernel_matches_the_ilgpu_one(int d)
+    {
+        int[] positions = [3, 0, 300, 3];
+        int heads = 2;
+        var freqs = RopeFrequencies.Default(d, 10000);
+        var x = Floats(positions.Length * heads * d, 8);
+        Compare(() =>
+        {
+            var t = Up(x, positions.Length, heads, d);
+            B.Rope(t, positions, freqs);
+            var forward = Down(t);
+            B.RopeBackward(t, positions, freqs);
+            return [.. forward, .. Down(t)];
+        }, $"ptx rope d{d}");
+    }
+
+    [Fact]
+    public void Adamw_through_the_ptx_kernel_matches_the_ilgpu_one()
+    {
+        int n = 5003;
+        var (p0, g, m0, v0) = (Floats(n, 9), Floats(n, 10), Floats(n, 11, 0.1f), Floats(n, 12, 0.01f));
+        for (int i = 0; i < n; i++) v0[i] = Math.Abs(v0[i]);
+        Compare(() =>
+        {
+            var (p, grad, m, v) = (Up(p0, n), Up(g, n), Up(m0, n), Up(v0, n));
+            B.AdamWStep(p, grad, m, v, new AdamWParams(1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1));
+            B.AdamWStep(p, grad, m, v, new AdamWParams(1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 2));
+            return [.. Down(p), .. Down(m), .. Down(v)];
+        }, "ptx adamw");
     }
 }

@@ -3,6 +3,8 @@
 //   param += -(lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
 // The scalars (decay, 1 - b1, 1 - b2, step size, sqrt of the second bias correction) are computed on
 // the host in f64 and passed as f32, as torch does.
+// With PTX kernels on (DeviceContext.PtxAdamW, CUDA), the step runs in the CUDA C++ kernel (cuda/adamw.cu,
+// its single-tensor entry: IBackend's step is per tensor; CudaAdamW.MultiStep takes many in one launch).
 using ILGPU;
 using ILGPU.Runtime;
 using Temper.Core;
@@ -33,6 +35,15 @@ internal static class AdamW
     public static void Step(DeviceContext dc, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, in AdamWParams p, int n)
     {
         if (n == 0) return;
+        if (dc.PtxAdamW is { } ptx)
+        {
+            using var pp = Gemm.Borrow(dc, param);
+            using var pg = Gemm.Borrow(dc, grad);
+            using var pm = Gemm.Borrow(dc, m);
+            using var pv = Gemm.Borrow(dc, v);
+            ptx.Step(pp, pg, pm, pv, n, p);
+            return;
+        }
         var s = new AdamWScalars
         {
             Decay = (float)(1 - (double)p.Lr * p.WeightDecay),

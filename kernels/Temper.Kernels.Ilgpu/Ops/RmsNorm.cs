@@ -3,6 +3,7 @@
 // memory tree sums their f32 partials), so the row's reads coalesce.
 // Backward, with xhat = x rstd and g = dy weight: dx = rstd (g - xhat mean(g xhat)) (one group per
 // row, overwrites dx) and dWeight[C] += sum_n dy xhat (one thread per column, rows in order).
+// With PTX kernels on (DeviceContext.PtxRmsNorm, CUDA), both go to the CUDA C++ kernels (cuda/rmsnorm.cu).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -41,6 +42,15 @@ internal static class RmsNorm
     public static void Forward(DeviceContext dc, ArrayView<float> x, ArrayView<float> weight, float eps, ArrayView<float> y, ArrayView<float>? rstd, int rows, int c)
     {
         if (rows == 0) return;
+        if (dc.PtxRmsNorm is { } ptx)
+        {
+            using var px = Gemm.Borrow(dc, x);
+            using var pw = Gemm.Borrow(dc, weight);
+            using var py = Gemm.Borrow(dc, y);
+            using var pr = rstd is { } rv ? Gemm.Borrow(dc, rv) : null;
+            ptx.Forward(px, pw, eps, py, pr, rows, c);
+            return;
+        }
         dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("rmsnorm.fwd", a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(ForwardKernel))
             (GroupReduce.RowGroups(dc, rows), x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
     }
@@ -48,6 +58,17 @@ internal static class RmsNorm
     public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float>? dWeight, int rows, int c)
     {
         if (rows == 0) return;
+        if (dc.PtxRmsNorm is { } ptx)
+        {
+            using var pdy = Gemm.Borrow(dc, dy);
+            using var px = Gemm.Borrow(dc, x);
+            using var pw = Gemm.Borrow(dc, weight);
+            using var pr = Gemm.Borrow(dc, rstd);
+            using var pdx = Gemm.Borrow(dc, dx);
+            using var pdw = dWeight is { } dwv ? Gemm.Borrow(dc, dwv) : null;
+            ptx.Backward(pdy, px, pw, pr, pdx, pdw, rows, c);
+            return;
+        }
         if (dWeight is { } dw)
             dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("rmsnorm.bwd.weight", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(BackwardWeightKernel))
                 (c, dy, x, rstd, dw, rows, c);

@@ -5,6 +5,8 @@
 // host once with the same f32 angle and MathF.Cos/Sin as the CPU reference (so the two agree bit for
 // bit, and no device's fast sin of a large angle is trusted) and grown when a larger position appears.
 // The table is a constant of the model like a weight, not a copy of any tensor. One thread per (n,h,i).
+// With PTX kernels on (DeviceContext.PtxRope, CUDA), the rotation runs in the CUDA C++ kernel
+// (cuda/rope.cu) on the same tables and positions.
 using ILGPU;
 using ILGPU.Runtime;
 using Temper.Core;
@@ -36,6 +38,15 @@ internal static class Rope
         }
         var (cos, sin) = tables.Get(freqs, maxPos);
         var dPos = tables.Positions(positions);
+        if (dc.PtxRope is { } ptx)
+        {
+            using var px = Gemm.Borrow(dc, x);
+            using var pp = Gemm.Borrow(dc, dPos);
+            using var pc = Gemm.Borrow(dc, cos);
+            using var ps = Gemm.Borrow(dc, sin);
+            ptx.Apply(px, pp, pc, ps, positions.Length, heads, half, sign);
+            return;
+        }
         dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float>>("rope", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float>(Kernel))
             (positions.Length * heads * half, x, dPos, cos, sin, heads, half, sign);
     }

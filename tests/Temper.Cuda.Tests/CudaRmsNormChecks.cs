@@ -1,0 +1,111 @@
+// CudaRmsNorm (cuda/rmsnorm.cu) against RMSNorm evaluated here in f64: y and rstd from the forward, dx and
+// dw (added to a non-zero dw) from the backward, for a row length that is not a multiple of 4 (the
+// single-float path), one that is (the float4 path, rows longer than one pass of the block), and an
+// output one float past an aligned address (the single-float path for a row length that could vectorise).
+// Outputs are poisoned with NaN first, each with one guard element past its end; the backward weight
+// gradient is run twice on the same inputs and must agree bit for bit (no atomics).
+using Temper.Cuda.Driver;
+using Temper.Kernels.Cuda;
+
+namespace Temper.Cuda.Tests;
+
+[Trait("Kernels", "cuda")]
+public class CudaRmsNormChecks
+{
+    [Theory]
+    [InlineData(3, 67, false)]   // c % 4 != 0
+    [InlineData(2, 1100, false)] // float4 loads, two strides of the block for some threads
+    [InlineData(2, 64, true)]    // outputs one float off 16-byte alignment
+    public void Forward_and_backward_match_an_f64_evaluation(int rows, int c, bool unaligned)
+    {
+        using var device = Gpu.OpenForKernels();
+        using var norm = new CudaRmsNorm(device);
+        var r = new Random(rows * 1000 + c);
+        float[] Rand(int n, float scale, float offset = 0) => [.. Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale + offset)];
+        var x = Rand(rows * c, 2f);
+        var w = Rand(c, 0.5f, 1f);
+        var dy = Rand(rows * c, 1f);
+        var dw0 = Rand(c, 0.1f);
+        const float eps = 1e-5f;
+        int shift = unaligned ? 1 : 0;
+
+        using var dx_ = device.Upload<float>(x);
+        using var dwgt = device.Upload<float>(w);
+        using var ddy = device.Upload<float>(dy);
+        using var yBuf = Poisoned(device, rows * c + shift + 1);
+        using var rstdBuf = Poisoned(device, rows + 1);
+        var y = Offset(device, yBuf, shift, rows * c);
+        norm.Forward(dx_, dwgt, eps, y, rstdBuf, rows, c);
+
+        using var dxBuf = Poisoned(device, rows * c + shift + 1);
+        using var dwBuf = device.Upload<float>([.. dw0, float.NaN]);
+        var dxView = Offset(device, dxBuf, shift, rows * c);
+        var dwView = CudaDeviceMemory.Borrow(dwBuf.Pointer, 4L * c, device.Context);
+        norm.Backward(ddy, dx_, dwgt, rstdBuf, dxView, dwView, rows, c);
+
+        var gotY = device.Download<float>(yBuf);
+        var gotRstd = device.Download<float>(rstdBuf);
+        var gotDx = device.Download<float>(dxBuf);
+        var gotDw = device.Download<float>(dwBuf);
+        var dw = new double[c];
+        for (int n = 0; n < rows; n++)
+        {
+            double ss = 0, dot = 0;
+            for (int j = 0; j < c; j++) ss += (double)x[n * c + j] * x[n * c + j];
+            double rs = 1 / Math.Sqrt(ss / c + eps);
+            Near(gotRstd[n], rs, $"rstd[{n}]");
+            for (int j = 0; j < c; j++)
+            {
+                double xhat = x[n * c + j] * rs;
+                Near(gotY[n * c + j + shift], w[j] * xhat, $"y[{n},{j}]");
+                dot += dy[n * c + j] * w[j] * xhat;
+                dw[j] += dy[n * c + j] * xhat;
+            }
+            for (int j = 0; j < c; j++)
+                Near(gotDx[n * c + j + shift], rs * (dy[n * c + j] * w[j] - x[n * c + j] * rs * dot / c), $"dx[{n},{j}]");
+        }
+        for (int j = 0; j < c; j++) Near(gotDw[j], dw0[j] + dw[j], $"dw[{j}]");
+        Assert.True(float.IsNaN(gotY[rows * c + shift]) && float.IsNaN(gotDx[rows * c + shift]) && float.IsNaN(gotRstd[rows]) && float.IsNaN(gotDw[c]), "a kernel wrote past its output");
+
+        // The weight gradient again from dw0: the same bits.
+        using var again = device.Upload<float>([.. dw0, float.NaN]);
+        norm.Backward(ddy, dx_, dwgt, rstdBuf, dxView, CudaDeviceMemory.Borrow(again.Pointer, 4L * c, device.Context), rows, c);
+        Assert.Equal(gotDw, device.Download<float>(again));
+    }
+
+    [Fact]
+    public void Forward_in_place_matches_the_out_of_place_result()
+    {
+        using var device = Gpu.OpenForKernels();
+        using var norm = new CudaRmsNorm(device);
+        var x = Enumerable.Range(0, 2 * 68).Select(i => MathF.Sin(i * 0.37f) * 3).ToArray();
+        var w = Enumerable.Range(0, 68).Select(i => 1 + i * 0.01f).ToArray();
+        using var dx = device.Upload<float>(x);
+        using var dw = device.Upload<float>(w);
+        using var y = device.Allocate<float>(x.Length);
+        norm.Forward(dx, dw, 1e-6f, y, null, 2, 68);
+        norm.Forward(dx, dw, 1e-6f, dx, null, 2, 68);
+        Assert.Equal(device.Download<float>(y), device.Download<float>(dx));
+    }
+
+    [Fact]
+    public void Buffers_too_small_are_refused_by_name()
+    {
+        using var device = Gpu.OpenForKernels();
+        using var norm = new CudaRmsNorm(device);
+        using var small = device.Allocate<float>(4);
+        using var big = device.Allocate<float>(1024);
+        var e = Assert.Throws<CudaException>(() => norm.Forward(big, small, 1e-5f, big, null, 2, 8));
+        Assert.Contains("weight holds 16 bytes, the sizes need 32", e.Message);
+    }
+
+    internal static CudaDeviceMemory Poisoned(Temper.Cuda.CudaDevice device, int n) => device.Upload<float>(Enumerable.Repeat(float.NaN, n).ToArray());
+
+    internal static CudaDeviceMemory Offset(Temper.Cuda.CudaDevice device, CudaDeviceMemory m, int floats, int count) =>
+        CudaDeviceMemory.Borrow(m.Pointer + (ulong)(4 * floats), 4L * count, device.Context);
+
+    internal static void Near(float got, double expected, string what)
+    {
+        if (!(Math.Abs(got - expected) <= 1e-5 * (1 + Math.Abs(expected)))) Assert.Fail($"{what}: {got}, expected {expected}");
+    }
+}
