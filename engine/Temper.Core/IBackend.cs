@@ -86,6 +86,11 @@ public interface IBackend : IDisposable
 
     // ---- optimizer and reductions ----
     void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p);
+    /// <summary>AdamWStep over many tensors with one set of hyperparameters (a backend may do them in one launch).</summary>
+    void AdamWSteps(IReadOnlyList<AdamWTensors> tensors, in AdamWParams p)
+    {
+        foreach (var t in tensors) AdamWStep(t.Param, t.Grad, t.M, t.V, p);
+    }
     /// <summary>Sum of squares of all elements (for global grad norms), accumulated in f64.</summary>
     double SumOfSquares(Tensor x);
     /// <summary>x *= s in place.</summary>
@@ -122,5 +127,8 @@ public readonly record struct PagedAttentionArgs(
 public readonly record struct AttentionArgs(
     Tensor Q, Tensor K, Tensor V, Tensor Output, int KvLength, int QueryOffset, float Scale,
     ReadOnlyMemory<int> KeyMask = default, Tensor? Lse = null, ReadOnlyMemory<int> SegmentIds = default);
+
+/// <summary>One trained tensor and its gradient and AdamW moments (all f32, one shape).</summary>
+public readonly record struct AdamWTensors(Tensor Param, Tensor Grad, Tensor M, Tensor V);
 
 public readonly record struct AdamWParams(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step);

@@ -2,8 +2,9 @@
 // param, m, v from grad (all f32, one length per tensor):
 //   Step:      one tensor (no table; what IlgpuBackend.AdamWStep routes to, as IBackend's op is per tensor).
 //   MultiStep: many tensors in one launch with one set of hyperparameters: the tensors are cut into chunks
-//              of 4096 elements whose pointers and lengths go to a device table (copied on the stream; the
-//              copy waits for it), one block per chunk.
+//              of 4096 elements whose pointers and lengths go to a device table, one block per chunk. The
+//              table is copied (on the stream; the copy waits for it) only when it differs from the last
+//              one, so a training loop over the same tensors uploads it once.
 // The scalars (1 - lr wd, 1 - b1, 1 - b2, the bias corrections) are computed in f64 and passed as f32, as
 // the CPU reference and the ILGPU op do.
 using System.Runtime.InteropServices;
@@ -22,6 +23,7 @@ public sealed class CudaAdamW(CudaDevice device) : IDisposable
     private CudaModuleHandle? _module;
     private CudaFunction? _step, _multiStep;
     private CudaDeviceMemory? _table;
+    private ulong[] _uploaded = [];
 
     [StructLayout(LayoutKind.Sequential)]
     private struct Scalars
@@ -67,8 +69,13 @@ public sealed class CudaAdamW(CudaDevice device) : IDisposable
         {
             _table?.Dispose();
             _table = device.Allocate<ulong>(Math.Max(table.Length, 64 * ChunkWords));
+            _uploaded = [];
         }
-        device.CopyToDevice<ulong>(table, _table); // on the stream: after any launch still reading the last table
+        if (!table.AsSpan().SequenceEqual(_uploaded))
+        {
+            device.CopyToDevice<ulong>(table, _table); // on the stream: after any launch still reading the last table
+            _uploaded = table;
+        }
         _multiStep ??= CudaDriver.GetFunction(Module(), "adamw_multi_step");
         device.Launch(_multiStep, ((uint)chunks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(_table).Add(s));
     }

@@ -447,6 +447,42 @@ public sealed partial class IlgpuBackend : IBackend
         Ops.AdamW.Step(_dc, F(op, param), F(op, grad), F(op, m), F(op, v), p, Count(param));
     }
 
+    /// <summary>With PTX kernels on, every tensor in one CUDA C++ launch (CudaAdamW.MultiStep); else AdamWStep each.</summary>
+    public void AdamWSteps(IReadOnlyList<AdamWTensors> tensors, in AdamWParams p)
+    {
+        const string op = "AdamWSteps";
+        if (_dc.PtxAdamW is not { } ptx)
+        {
+            foreach (var t in tensors) AdamWStep(t.Param, t.Grad, t.M, t.V, p);
+            return;
+        }
+        Require(p.Step >= 1, op, $"step {p.Step} must count from 1");
+        var borrowed = new List<Temper.Cuda.Driver.CudaDeviceMemory>();
+        Temper.Cuda.Driver.CudaDeviceMemory Borrow(Tensor t)
+        {
+            var m = Ops.Gemm.Borrow(_dc, F(op, t));
+            borrowed.Add(m);
+            return m;
+        }
+        try
+        {
+            var list = new Temper.Kernels.Cuda.AdamWTensor[tensors.Count];
+            for (int i = 0; i < list.Length; i++)
+            {
+                var (param, grad, m, v) = tensors[i];
+                F32(op, param, grad, m, v);
+                Require(grad.Shape == param.Shape && m.Shape == param.Shape && v.Shape == param.Shape, op, $"param {param.Shape}, grad {grad.Shape}, m {m.Shape}, v {v.Shape} must have one shape");
+                list[i] = new(Borrow(param), Borrow(grad), Borrow(m), Borrow(v), param.Elements);
+            }
+            Begin();
+            ptx.MultiStep(list, p);
+        }
+        finally
+        {
+            foreach (var m in borrowed) m.Dispose();
+        }
+    }
+
     public double SumOfSquares(Tensor x)
     {
         const string op = "SumOfSquares";

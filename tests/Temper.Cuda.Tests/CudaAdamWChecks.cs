@@ -42,6 +42,17 @@ public class CudaAdamWChecks
             adamw.MultiStep(multi, P);
             var single = Tensors();
             foreach (var t in single) adamw.Step(t.Param, t.Grad, t.M, t.V, t.Length, P);
+            // A second step over the same tensors reuses the device table (not uploaded again) and still
+            // matches two single-tensor steps; checked after the f64 comparison of the first step below.
+            var twice = Tensors();
+            var twiceSingle = Tensors();
+            adamw.MultiStep(twice, P);
+            adamw.MultiStep(twice, P with { Step = P.Step + 1 });
+            foreach (var t in twiceSingle)
+            {
+                adamw.Step(t.Param, t.Grad, t.M, t.V, t.Length, P);
+                adamw.Step(t.Param, t.Grad, t.M, t.V, t.Length, P with { Step = P.Step + 1 });
+            }
 
             double decay = (float)(1 - (double)P.Lr * P.WeightDecay), w1 = (float)(1 - (double)P.Beta1), w2 = (float)(1 - (double)P.Beta2);
             double stepSize = (float)(P.Lr / (1 - Math.Pow(P.Beta1, P.Step))), bc2 = (float)Math.Sqrt(1 - Math.Pow(P.Beta2, P.Step));
@@ -63,6 +74,8 @@ public class CudaAdamWChecks
                 Assert.Equal(p, Read(single[t].Param, shift));
                 Assert.Equal(m, Read(single[t].M, shift));
                 Assert.Equal(v, Read(single[t].V, shift));
+                Assert.Equal(Read(twiceSingle[t].Param, shift), Read(twice[t].Param, shift));
+                Assert.Equal(Read(twiceSingle[t].V, shift), Read(twice[t].V, shift));
             }
         }
         finally

@@ -246,7 +246,7 @@ public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : Dev
 }
 
 // On CUDA: RMSNorm (forward with rstd, backward with dWeight accumulated), SwiGLU, RoPE (forward and
-// backward, HF rotate_half on the ILGPU op's tables) and AdamW (two steps) through the CUDA C++ kernels
+// backward, HF rotate_half on the ILGPU op's tables) and AdamW (two steps, one tensor and many in one launch) through the CUDA C++ kernels
 // (cuda/rmsnorm.cu, swiglu.cu, rope.cu, adamw.cu) against the ILGPU kernels: all f32, so within the f32
 // tolerance (NMSE <= 1e-10); row lengths with and without 16-byte loads.
 public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
@@ -336,5 +336,19 @@ public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpCh
             B.AdamWStep(p, grad, m, v, new AdamWParams(1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 2));
             return [.. Down(p), .. Down(m), .. Down(v)];
         }, "ptx adamw");
+    }
+
+    [Fact]
+    public void Adamw_steps_over_many_tensors_in_one_launch_match_the_ilgpu_ones()
+    {
+        int[] lengths = [5003, 7, 4096];
+        var inputs = lengths.Select((n, t) => (P: Floats(n, 20 + t), G: Floats(n, 30 + t), M: Floats(n, 40 + t, 0.1f), V: Floats(n, 50 + t, 0.01f).Select(Math.Abs).ToArray())).ToArray();
+        Compare(() =>
+        {
+            var tensors = lengths.Select((n, t) => new AdamWTensors(Up(inputs[t].P, n), Up(inputs[t].G, n), Up(inputs[t].M, n), Up(inputs[t].V, n))).ToArray();
+            B.AdamWSteps(tensors, new AdamWParams(1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1));
+            B.AdamWSteps(tensors, new AdamWParams(1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 2)); // the device table reused
+            return [.. tensors.SelectMany(t => Down(t.Param).Concat(Down(t.M)).Concat(Down(t.V)))];
+        }, "ptx adamw multi-tensor");
     }
 }

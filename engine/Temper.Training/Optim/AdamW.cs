@@ -1,6 +1,7 @@
 // AdamW with decoupled weight decay (Loshchilov & Hutter; torch.optim.AdamW's update): per parameter
 // m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr (m_hat / (sqrt(v_hat) + eps) + wd p).
-// State (m, v) is f32 beside each trained tensor; the update itself is the backend's AdamWStep op.
+// State (m, v) is f32 beside each trained tensor; the update itself is the backend's AdamWSteps op (all
+// tensors at once: one launch on the CUDA C++ route, one AdamWStep per tensor elsewhere).
 using Temper.Core;
 
 namespace Temper.Training.Optim;
@@ -12,6 +13,7 @@ public sealed class AdamW : IDisposable
     private readonly IBackend _backend;
     private readonly TrainableParameters _params;
     private readonly Tensor[] _m, _v;
+    private readonly AdamWTensors[] _tensors;
 
     public AdamW(TrainableParameters ps, IBackend be, AdamWOptions options)
     {
@@ -20,6 +22,7 @@ public sealed class AdamW : IDisposable
         Options = options;
         _m = ps.All.Select(p => be.Zeros(p.Value.Shape)).ToArray();
         _v = ps.All.Select(p => be.Zeros(p.Value.Shape)).ToArray();
+        _tensors = ps.All.Select((p, i) => new AdamWTensors(p.Value, p.Grad, _m[i], _v[i])).ToArray();
     }
 
     public AdamWOptions Options { get; }
@@ -31,8 +34,7 @@ public sealed class AdamW : IDisposable
         Step++;
         var o = Options;
         var args = new AdamWParams(lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, Step);
-        for (int i = 0; i < _params.All.Count; i++)
-            _backend.AdamWStep(_params.All[i].Value, _params.All[i].Grad, _m[i], _v[i], args);
+        _backend.AdamWSteps(_tensors, args);
     }
 
     /// <summary>The optimizer state by name, for checkpoints: name.exp_avg, name.exp_avg_sq.</summary>
