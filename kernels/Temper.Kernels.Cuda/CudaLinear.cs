@@ -63,6 +63,9 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     private CudaDeviceMemory? _xBf16; // the activations in bf16 for gemm_bf16_nt, grown as needed
     private const int GemmThreads = 128, GemmSharedBytes = 3 * (128 + 128) * 40 * 2; // gemm_bf16.cu's ring
 
+    /// <summary>Device bytes this instance holds of its own (the bf16 copy of the activations).</summary>
+    public long ScratchBytes => _xBf16?.ByteLength ?? 0;
+
     /// <summary>True (the default): bf16 products whose summed and W row lengths are multiples of 8 run
     /// gemm_bf16.cu (the activations converted to bf16 once, a cp.async pipeline, mma.sync); false:
     /// linear_bf16.cu (WMMA) for every product.</summary>
