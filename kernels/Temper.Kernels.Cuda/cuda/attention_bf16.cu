@@ -26,25 +26,10 @@
 // Registers (ptxas 11.8, sm_80 and sm_90): D = 64 168 (3 blocks of 4 warps per SM), D = 128 254 (2 blocks),
 // no spills; shared memory allows 4 and 2 blocks per SM on an H100.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaAttentionChecks.
-#include <cuda_bf16.h>
-#include <mma.h>
-#include <stdint.h>
-
-using namespace nvcuda;
-
-#ifndef TEMPER_CUDA_EMU
-#define TEMPER_DYNAMIC_SHARED(type, name)                                                                             \
-    extern __shared__ __align__(128) unsigned char temper_dynamic_shared[];                                          \
-    type* name = reinterpret_cast<type*>(temper_dynamic_shared)
-#endif
+#include "attention_common.cuh"
 
 namespace {
-constexpr int BQ = 64, BKV = 64, WARPS = 4, THREADS = 32 * WARPS, WROWS = BQ / WARPS;
-constexpr int LDS = BKV + 4; // f32 score row stride (WMMA wants a multiple of 4)
-constexpr int LDP = BKV + 8; // bf16 P row stride (a multiple of 8)
-constexpr int KF = BKV / 16; // fragments across a key tile
-constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
-constexpr unsigned FULL = 0xffffffffu;
+constexpr float LN2 = 0.6931471805599453f;
 
 // Byte offsets in dynamic shared memory; every WMMA pointer stays 32-byte aligned.
 template <int D> struct Layout
@@ -63,40 +48,6 @@ template <int D> struct Layout
 };
 
 static_assert(Layout<64>::BYTES == 56064 && Layout<128>::BYTES == 80640, "CudaAttention.SharedBytes knows these sizes");
-
-__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
-
-__device__ __forceinline__ bool warp_any(bool v)
-{
-    int a = v ? 1 : 0;
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) a |= __shfl_xor_sync(FULL, a, o);
-    return a != 0;
-}
-
-// dst[r][c] = bf16(src[r * stride + c]) for r < rows, 0 for rows <= r < 64 (no garbage reaches P V).
-template <int D>
-__device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const float* __restrict__ src, long stride, int rows, bool vec)
-{
-    constexpr int LD = D + 8, PER_ROW = D / 4, CHUNKS = 64 * PER_ROW / THREADS;
-#pragma unroll 8
-    for (int p = 0; p < CHUNKS; p++)
-    {
-        int f = threadIdx.x + p * THREADS, r = f / PER_ROW, c = 4 * (f % PER_ROW);
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < rows)
-        {
-            const float* s = src + r * stride + c;
-            x = vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
-        }
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * LD + c);
-        d[0] = __floats2bfloat162_rn(x.x, x.y);
-        d[1] = __floats2bfloat162_rn(x.z, x.w);
-    }
-}
-
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 } // namespace
 
 template <int D>

@@ -27,26 +27,9 @@
 // The semantics of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs's backward (its scalar reference:
 // kernels/Temper.Kernels.Cpu/Reference/AttentionReference.cs). Checked on the CPU by the CUDA emulator (emu/)
 // and on a GPU by CudaAttentionBackwardChecks.
-#include <cuda_bf16.h>
-#include <mma.h>
-#include <stdint.h>
-
-using namespace nvcuda;
-
-#ifndef TEMPER_CUDA_EMU
-#define TEMPER_DYNAMIC_SHARED(type, name)                                                                             \
-    extern __shared__ __align__(128) unsigned char temper_dynamic_shared[];                                          \
-    type* name = reinterpret_cast<type*>(temper_dynamic_shared)
-#endif
+#include "attention_common.cuh"
 
 namespace {
-constexpr int BQ = 64, BKV = 64, WARPS = 4, THREADS = 32 * WARPS, WROWS = 16;
-constexpr int LDS = 64 + 4; // f32 product row stride (WMMA wants a multiple of 4)
-constexpr int LDP = 64 + 8; // bf16 P / dS row stride (a multiple of 8)
-constexpr int KF = 64 / 16; // fragments across a 64-wide tile
-constexpr float LOG2E = 1.4426950408889634f;
-constexpr unsigned FULL = 0xffffffffu;
-
 // Byte offsets in dynamic shared memory; every WMMA pointer stays 32-byte aligned.
 template <int D> struct Layout
 {
@@ -64,40 +47,6 @@ template <int D> struct Layout
 };
 
 static_assert(Layout<64>::BYTES == 65024 && Layout<128>::BYTES == 97792, "CudaAttention.BackwardSharedBytes knows these sizes");
-
-__device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
-
-__device__ __forceinline__ bool warp_any(bool v)
-{
-    int a = v ? 1 : 0;
-#pragma unroll
-    for (int o = 16; o > 0; o /= 2) a |= __shfl_xor_sync(FULL, a, o);
-    return a != 0;
-}
-
-// dst[r][c] = bf16(src[r * stride + c]) for r < rows, 0 for rows <= r < 64 (no garbage reaches a product).
-template <int D>
-__device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const float* __restrict__ src, long stride, int rows, bool vec)
-{
-    constexpr int LD = D + 8, PER_ROW = D / 4, CHUNKS = 64 * PER_ROW / THREADS;
-#pragma unroll 8
-    for (int p = 0; p < CHUNKS; p++)
-    {
-        int f = threadIdx.x + p * THREADS, r = f / PER_ROW, c = 4 * (f % PER_ROW);
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < rows)
-        {
-            const float* s = src + r * stride + c;
-            x = vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
-        }
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * LD + c);
-        d[0] = __floats2bfloat162_rn(x.x, x.y);
-        d[1] = __floats2bfloat162_rn(x.z, x.w);
-    }
-}
-
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
-using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 // out (16 x N, row stride LDS) = A B^T for A = 16 rows of a bf16 [.][LD] tile and B^T's N columns the rows
 // of another (read as a column-major B): the forward's S = Q K^T, fragment for fragment.
