@@ -29,27 +29,11 @@ public class CudaAttentionBackwardChecks
             for (int i = 0; i < a.Tq; i++)
                 for (int h = 0; h < a.H; h++)
                 {
-                    int kh = h / (a.H / a.Hkv), pos = a.QueryOffset + i, qo = ((b * a.Tq + i) * a.H + h) * a.D;
-                    double max = double.NegativeInfinity;
-                    for (int j = 0; j < a.KvLength; j++)
-                    {
-                        p[j] = double.NegativeInfinity;
-                        bool visible = j <= pos && (mask == null || mask[b * a.KvLength + j] != 0)
-                            && (seg == null || seg[b * a.KvLength + j] == seg[b * a.KvLength + pos]);
-                        if (!visible) continue;
-                        double dot = 0;
-                        int ko = ((b * a.S + j) * a.Hkv + kh) * a.D;
-                        for (int t = 0; t < a.D; t++) dot += (double)q[qo + t] * k[ko + t];
-                        p[j] = a.Scale * dot;
-                        max = Math.Max(max, p[j]);
-                    }
-                    if (double.IsNegativeInfinity(max)) continue; // sees no key: zero gradients
-                    double sum = 0;
-                    for (int j = 0; j < a.KvLength; j++) sum += p[j] = Math.Exp(p[j] - max);
+                    int kh = h / (a.H / a.Hkv), qo = ((b * a.Tq + i) * a.H + h) * a.D;
+                    if (!CudaAttentionChecks.Probabilities(q, k, mask, seg, a, b, i, h, p, out _)) continue; // sees no key: zero gradients
                     Array.Clear(o);
                     for (int j = 0; j < a.KvLength; j++)
                     {
-                        p[j] /= sum;
                         int vo = ((b * a.S + j) * a.Hkv + kh) * a.D;
                         for (int t = 0; t < a.D; t++) o[t] += p[j] * v[vo + t];
                     }

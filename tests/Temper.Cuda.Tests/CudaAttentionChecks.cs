@@ -44,6 +44,37 @@ public class CudaAttentionChecks
         return seg;
     }
 
+    /// <summary>Query (b, i, h)'s softmax over the keys in float64 into p[KvLength] (0 where a key is hidden), and
+    /// its lse; false (p all 0) when it sees no key. The test's own statement of the visibility rules.</summary>
+    internal static bool Probabilities(float[] q, float[] k, int[]? mask, int[]? seg, CudaAttention.Shape a, int b, int i, int h, double[] p, out double lse)
+    {
+        int kh = h / (a.H / a.Hkv), pos = a.QueryOffset + i, qo = ((b * a.Tq + i) * a.H + h) * a.D;
+        double max = double.NegativeInfinity;
+        for (int j = 0; j < a.KvLength; j++)
+        {
+            p[j] = double.NegativeInfinity;
+            bool visible = j <= pos && (mask == null || mask[b * a.KvLength + j] != 0)
+                && (seg == null || seg[b * a.KvLength + j] == seg[b * a.KvLength + pos]);
+            if (!visible) continue;
+            double dot = 0;
+            int ko = ((b * a.S + j) * a.Hkv + kh) * a.D;
+            for (int t = 0; t < a.D; t++) dot += (double)q[qo + t] * k[ko + t];
+            p[j] = a.Scale * dot;
+            max = Math.Max(max, p[j]);
+        }
+        if (double.IsNegativeInfinity(max))
+        {
+            Array.Clear(p, 0, a.KvLength);
+            lse = double.NegativeInfinity;
+            return false;
+        }
+        double sum = 0;
+        for (int j = 0; j < a.KvLength; j++) sum += p[j] = Math.Exp(p[j] - max); // exp(-inf) = 0
+        for (int j = 0; j < a.KvLength; j++) p[j] /= sum;
+        lse = max + Math.Log(sum);
+        return true;
+    }
+
     /// <summary>The float64 evaluation: out and lse (-inf and zeros for a query that sees no key).</summary>
     private static (double[] Out, double[] Lse) Evaluate(float[] q, float[] k, float[] v, int[]? mask, int[]? seg, CudaAttention.Shape a)
     {
@@ -54,29 +85,13 @@ public class CudaAttentionChecks
             for (int i = 0; i < a.Tq; i++)
                 for (int h = 0; h < a.H; h++)
                 {
-                    int kh = h / (a.H / a.Hkv), pos = a.QueryOffset + i, qo = ((b * a.Tq + i) * a.H + h) * a.D;
-                    double max = double.NegativeInfinity;
-                    for (int j = 0; j < a.KvLength; j++)
-                    {
-                        p[j] = double.NegativeInfinity;
-                        bool visible = j <= pos && (mask == null || mask[b * a.KvLength + j] != 0)
-                            && (seg == null || seg[b * a.KvLength + j] == seg[b * a.KvLength + pos]);
-                        if (!visible) continue;
-                        double dot = 0;
-                        int ko = ((b * a.S + j) * a.Hkv + kh) * a.D;
-                        for (int t = 0; t < a.D; t++) dot += (double)q[qo + t] * k[ko + t];
-                        p[j] = a.Scale * dot;
-                        max = Math.Max(max, p[j]);
-                    }
-                    double sum = 0;
-                    for (int j = 0; j < a.KvLength; j++) sum += p[j] = Math.Exp(p[j] - max); // exp(-inf) = 0; all -inf: NaN, unused
-                    lse[(b * a.H + h) * a.Tq + i] = double.IsNegativeInfinity(max) ? double.NegativeInfinity : max + Math.Log(sum);
-                    if (double.IsNegativeInfinity(max)) continue;
+                    int kh = h / (a.H / a.Hkv), qo = ((b * a.Tq + i) * a.H + h) * a.D;
+                    if (!Probabilities(q, k, mask, seg, a, b, i, h, p, out lse[(b * a.H + h) * a.Tq + i])) continue;
                     for (int j = 0; j < a.KvLength; j++)
                     {
                         if (p[j] == 0) continue;
                         int vo = ((b * a.S + j) * a.Hkv + kh) * a.D;
-                        for (int t = 0; t < a.D; t++) output[qo + t] += p[j] / sum * v[vo + t];
+                        for (int t = 0; t < a.D; t++) output[qo + t] += p[j] * v[vo + t];
                     }
                 }
         return (output, lse);
