@@ -103,42 +103,14 @@ __device__ __forceinline__ void attention_forward(
     for (int j0 = 0; j0 < keyEnd; j0 += BKV)
     {
         __syncthreads(); // the previous tile's readers are done (and, the first time, qPos and qSeg are written)
-        const int keys = min(BKV, kvLength - j0);
-        stage_rows<D>(sK, k + kvOffset + j0 * kRow, kRow, keys, vec);
-        stage_rows<D>(sV, v + kvOffset + j0 * kRow, kRow, keys, vec);
-        if (tid < BKV)
-        {
-            int j = j0 + tid;
-            bool in = tid < keys;
-            keyOk[tid] = in && (!mask || mask[(long)b * kvLength + j] != 0) ? 1 : 0;
-            keySeg[tid] = in && segments ? segments[(long)b * kvLength + j] : 0;
-        }
+        stage_key_tile<D>(sK, sV, keyOk, keySeg, k, v, kvOffset, kRow, j0, kvLength, mask, segments, b, vec);
         __syncthreads();
 
         const int pos = qPos[wr], seg = qSeg[wr];
-        bool sees = false;
-        for (int c = half; c < BKV && !sees; c += 2) sees = (keyOk[c] != 0) & (j0 + c <= pos) & (keySeg[c] == seg);
-        if (!warp_any(sees)) continue; // warp-uniform: no block barrier before the next tile's
+        if (!warp_sees_tile(keyOk, keySeg, j0, pos, seg, half)) continue; // no block barrier before the next tile's
 
         // S = Q K^T for the warp's 16 rows (K^T read as a column-major B).
-        FragAcc sc[KF];
-#pragma unroll
-        for (int j = 0; j < KF; j++) wmma::fill_fragment(sc[j], 0.0f);
-#pragma unroll
-        for (int kk = 0; kk < DF; kk++)
-        {
-            FragA a;
-            wmma::load_matrix_sync(a, sQ + warp * WROWS * LD + kk * 16, LD);
-#pragma unroll
-            for (int j = 0; j < KF; j++)
-            {
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> bk;
-                wmma::load_matrix_sync(bk, sK + j * 16 * LD + kk * 16, LD);
-                wmma::mma_sync(sc[j], a, bk, sc[j]);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < KF; j++) wmma::store_matrix_sync(myS + j * 16, sc[j], LDS, wmma::mem_row_major);
+        rows_times_rows_t<D, BKV>(myS, sQ + warp * WROWS * LD, sK);
         __syncwarp();
 
         // Online softmax: this lane's columns half, half + 2, ... of row r.

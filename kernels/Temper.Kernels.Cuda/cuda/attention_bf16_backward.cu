@@ -48,32 +48,6 @@ template <int D> struct Layout
 
 static_assert(Layout<64>::BYTES == 65024 && Layout<128>::BYTES == 97792, "CudaAttention.BackwardSharedBytes knows these sizes");
 
-// out (16 x N, row stride LDS) = A B^T for A = 16 rows of a bf16 [.][LD] tile and B^T's N columns the rows
-// of another (read as a column-major B): the forward's S = Q K^T, fragment for fragment.
-template <int D, int N>
-__device__ __forceinline__ void rows_times_rows_t(float* out, const __nv_bfloat16* a, const __nv_bfloat16* b)
-{
-    constexpr int LD = D + 8;
-    FragAcc sc[N / 16];
-#pragma unroll
-    for (int j = 0; j < N / 16; j++) wmma::fill_fragment(sc[j], 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-    {
-        FragA fa;
-        wmma::load_matrix_sync(fa, a + kk * 16, LD);
-#pragma unroll
-        for (int j = 0; j < N / 16; j++)
-        {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-            wmma::load_matrix_sync(fb, b + j * 16 * LD + kk * 16, LD);
-            wmma::mma_sync(sc[j], fa, fb, sc[j]);
-        }
-    }
-#pragma unroll
-    for (int j = 0; j < N / 16; j++) wmma::store_matrix_sync(out + j * 16, sc[j], LDS, wmma::mem_row_major);
-}
-
 // acc (16 x D) += T B for T the warp's 16 x N bf16 tile (row stride LDP) and B N rows of a bf16 [.][LD] tile.
 template <int D, int N>
 __device__ __forceinline__ void accumulate_tile_times_rows(FragAcc* acc, const __nv_bfloat16* t, const __nv_bfloat16* b)
@@ -191,22 +165,11 @@ __device__ __forceinline__ void attention_backward_dq(
     for (int j0 = 0; j0 < keyEnd; j0 += BKV)
     {
         __syncthreads(); // the previous tile's readers are done (and, the first time, the row info is written)
-        const int keys = min(BKV, kvLength - j0);
-        stage_rows<D>(sK, k + kvOffset + j0 * kRow, kRow, keys, vec);
-        stage_rows<D>(sV, v + kvOffset + j0 * kRow, kRow, keys, vec);
-        if (tid < BKV)
-        {
-            int j = j0 + tid;
-            bool in = tid < keys;
-            keyOk[tid] = in && (!mask || mask[(long)b * kvLength + j] != 0) ? 1 : 0;
-            keySeg[tid] = in && segments ? segments[(long)b * kvLength + j] : 0;
-        }
+        stage_key_tile<D>(sK, sV, keyOk, keySeg, k, v, kvOffset, kRow, j0, kvLength, mask, segments, b, vec);
         __syncthreads();
 
         const int pos = qPos[wr], seg = qSeg[wr];
-        bool sees = false;
-        for (int c = half; c < BKV && !sees; c += 2) sees = (keyOk[c] != 0) & (j0 + c <= pos) & (keySeg[c] == seg);
-        if (!warp_any(sees)) continue; // warp-uniform: no block barrier before the next tile's
+        if (!warp_sees_tile(keyOk, keySeg, j0, pos, seg, half)) continue; // no block barrier before the next tile's
 
         // N keys at a time (fewer live registers): S, p, dP, dS, dQ += dS K.
 #pragma unroll 1

@@ -2,7 +2,9 @@
 // sizes (64 queries by 64 keys, 4 warps of 16 rows), the f32 product and bf16 P row strides, the staging of
 // f32 rows into bf16 tiles (zero rows past the last, so no garbage reaches a product), a warp vote, and the
 // WMMA fragment types. Included inside each file's anonymous namespace setup (each kernel file is its own
-// translation unit), after <cuda_bf16.h> and <mma.h>.
+// translation unit), after <cuda_bf16.h> and <mma.h>; and the staging of a key tile with its mask and
+// segment flags and the warp's "does any row see this tile" vote (the forward and the dq kernel); and the
+// product S = Q K^T, one code for the forward and the backward's recomputation, so they sum alike.
 #pragma once
 #include <cuda_bf16.h>
 #include <mma.h>
@@ -55,6 +57,62 @@ __device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const float* __re
     }
 }
 
+// Key tile j0 of one (batch, kv head) into shared memory: K and V rows as bf16 (zero rows past kvLength)
+// and, per key, whether the mask admits it (keyOk) and its segment (keySeg). The block calls it between
+// barriers.
+template <int D>
+__device__ __forceinline__ void stage_key_tile(__nv_bfloat16* sK, __nv_bfloat16* sV, int* keyOk, int* keySeg, const float* __restrict__ k,
+    const float* __restrict__ v, long kvOffset, long kRow, int j0, int kvLength, const int* __restrict__ mask, const int* __restrict__ segments,
+    int b, bool vec)
+{
+    const int keys = min(BKV, kvLength - j0);
+    stage_rows<D>(sK, k + kvOffset + j0 * kRow, kRow, keys, vec);
+    stage_rows<D>(sV, v + kvOffset + j0 * kRow, kRow, keys, vec);
+    const int tid = threadIdx.x;
+    if (tid < BKV)
+    {
+        int j = j0 + tid;
+        bool in = tid < keys;
+        keyOk[tid] = in && (!mask || mask[(long)b * kvLength + j] != 0) ? 1 : 0;
+        keySeg[tid] = in && segments ? segments[(long)b * kvLength + j] : 0;
+    }
+}
+
+// Whether any row of the warp sees a key of the staged tile j0 (two lanes a row, half = lane % 2; the row's
+// position pos and segment seg): warp-uniform, so a warp may skip the tile without a block barrier.
+__device__ __forceinline__ bool warp_sees_tile(const int* keyOk, const int* keySeg, int j0, int pos, int seg, int half)
+{
+    bool sees = false;
+    for (int c = half; c < BKV && !sees; c += 2) sees = (keyOk[c] != 0) & (j0 + c <= pos) & (keySeg[c] == seg);
+    return warp_any(sees);
+}
+
 using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major>;
 using FragAcc = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// out (16 x N, row stride LDS) = A B^T for A = 16 rows of a bf16 [.][LD] tile and B^T's N columns the rows
+// of another (read as a column-major B): S = Q K^T in the forward and in the backward's recomputation.
+template <int D, int N>
+__device__ __forceinline__ void rows_times_rows_t(float* out, const __nv_bfloat16* a, const __nv_bfloat16* b)
+{
+    constexpr int LD = D + 8;
+    FragAcc sc[N / 16];
+#pragma unroll
+    for (int j = 0; j < N / 16; j++) wmma::fill_fragment(sc[j], 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+    {
+        FragA fa;
+        wmma::load_matrix_sync(fa, a + kk * 16, LD);
+#pragma unroll
+        for (int j = 0; j < N / 16; j++)
+        {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+            wmma::load_matrix_sync(fb, b + j * 16 * LD + kk * 16, LD);
+            wmma::mma_sync(sc[j], fa, fb, sc[j]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < N / 16; j++) wmma::store_matrix_sync(out + j * 16, sc[j], LDS, wmma::mem_row_major);
+}
 } // namespace
