@@ -131,4 +131,23 @@ public readonly record struct AttentionArgs(
 /// <summary>One trained tensor and its gradient and AdamW moments (all f32, one shape).</summary>
 public readonly record struct AdamWTensors(Tensor Param, Tensor Grad, Tensor M, Tensor V);
 
+/// <summary>AdamW's per-step scalars as the device kernels take them (one f32 struct, this field order):
+/// 1 - lr wd, 1 - b1, b2, 1 - b2, lr / (1 - b1^t), sqrt(1 - b2^t), eps, derived in f64 and rounded once, as
+/// torch does.</summary>
+public struct AdamWScalars
+{
+    public float Decay, W1, Beta2, W2, StepSize, Bc2Sqrt, Eps;
+
+    public static AdamWScalars Of(in AdamWParams p) => new()
+    {
+        Decay = (float)(1 - (double)p.Lr * p.WeightDecay),
+        W1 = (float)(1 - (double)p.Beta1),
+        Beta2 = p.Beta2,
+        W2 = (float)(1 - (double)p.Beta2),
+        StepSize = (float)(p.Lr / (1 - Math.Pow(p.Beta1, p.Step))),
+        Bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(p.Beta2, p.Step)),
+        Eps = p.Eps,
+    };
+}
+
 public readonly record struct AdamWParams(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, int Step);

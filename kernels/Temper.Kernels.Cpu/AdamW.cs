@@ -14,10 +14,8 @@ public static unsafe class AdamW
         if (grad.Length != param.Length || m.Length != param.Length || v.Length != param.Length)
             throw new ArgumentException($"AdamWStep: param has {param.Length} values, grad {grad.Length}, m {m.Length}, v {v.Length}");
         if (p.Step < 1) throw new ArgumentOutOfRangeException(nameof(p), $"AdamWStep: step {p.Step} must count from 1");
-        float decay = (float)(1 - (double)p.Lr * p.WeightDecay);
-        float w1 = (float)(1 - (double)p.Beta1), w2 = (float)(1 - (double)p.Beta2), b2 = p.Beta2, eps = p.Eps;
-        float stepSize = (float)(p.Lr / (1 - Math.Pow(p.Beta1, p.Step)));
-        float bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(p.Beta2, p.Step));
+        var sc = AdamWScalars.Of(p);
+        float decay = sc.Decay, w1 = sc.W1, w2 = sc.W2, b2 = sc.Beta2, eps = sc.Eps, stepSize = sc.StepSize, bc2Sqrt = sc.Bc2Sqrt;
         bool lerpFromM = Math.Abs(w1) < 0.5f;
         int n = param.Length, i = 0;
         fixed (float* pp = param) fixed (float* pg = grad) fixed (float* pm = m) fixed (float* pv = v)

@@ -5,9 +5,7 @@
 //              of 4096 elements whose pointers and lengths go to a device table, one block per chunk. The
 //              table is copied (on the stream; the copy waits for it) only when it differs from the last
 //              one, so a training loop over the same tensors uploads it once.
-// The scalars (1 - lr wd, 1 - b1, 1 - b2, the bias corrections) are computed in f64 and passed as f32, as
-// the CPU reference and the ILGPU op do.
-using System.Runtime.InteropServices;
+// The scalars are Temper.Core's AdamWScalars (f64-derived, rounded to f32 once), as the ILGPU op's.
 using Temper.Core;
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -24,12 +22,6 @@ public sealed class CudaAdamW(CudaDevice device) : IDisposable
     private CudaFunction? _step, _multiStep;
     private CudaDeviceMemory? _table;
     private ulong[] _uploaded = [];
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct Scalars
-    {
-        public float Decay, W1, Beta2, W2, StepSize, Bc2Sqrt, Eps;
-    }
 
     public void Step(CudaDeviceMemory param, CudaDeviceMemory grad, CudaDeviceMemory m, CudaDeviceMemory v, long n, in AdamWParams p)
     {
@@ -80,20 +72,8 @@ public sealed class CudaAdamW(CudaDevice device) : IDisposable
         device.Launch(_multiStep, ((uint)chunks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(_table).Add(s));
     }
 
-    private static Scalars ScalarsOf(in AdamWParams p)
-    {
-        if (p.Step < 1) throw new CudaException($"CudaAdamW: step {p.Step} must count from 1");
-        return new Scalars
-        {
-            Decay = (float)(1 - (double)p.Lr * p.WeightDecay),
-            W1 = (float)(1 - (double)p.Beta1),
-            Beta2 = p.Beta2,
-            W2 = (float)(1 - (double)p.Beta2),
-            StepSize = (float)(p.Lr / (1 - Math.Pow(p.Beta1, p.Step))),
-            Bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(p.Beta2, p.Step)),
-            Eps = p.Eps,
-        };
-    }
+    private static AdamWScalars ScalarsOf(in AdamWParams p) =>
+        p.Step >= 1 ? AdamWScalars.Of(p) : throw new CudaException($"CudaAdamW: step {p.Step} must count from 1");
 
     private static void Require(AdamWTensor t, int index)
     {

@@ -11,11 +11,6 @@ using Temper.Core;
 
 namespace Temper.Kernels.Ilgpu.Ops;
 
-internal struct AdamWScalars
-{
-    public float Decay, W1, Beta2, W2, StepSize, Bc2Sqrt, Eps;
-}
-
 internal static class AdamW
 {
     public static void Kernel(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v, AdamWScalars s)
@@ -44,16 +39,7 @@ internal static class AdamW
             ptx.Step(pp, pg, pm, pv, n, p);
             return;
         }
-        var s = new AdamWScalars
-        {
-            Decay = (float)(1 - (double)p.Lr * p.WeightDecay),
-            W1 = (float)(1 - (double)p.Beta1),
-            Beta2 = p.Beta2,
-            W2 = (float)(1 - (double)p.Beta2),
-            StepSize = (float)(p.Lr / (1 - Math.Pow(p.Beta1, p.Step))),
-            Bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(p.Beta2, p.Step)),
-            Eps = p.Eps,
-        };
+        var s = AdamWScalars.Of(p);
         dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>>("adamw", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>(Kernel))
             (n, param, grad, m, v, s);
     }
