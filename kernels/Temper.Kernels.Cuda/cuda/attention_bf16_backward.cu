@@ -48,6 +48,29 @@ template <int D> struct Layout
 
 static_assert(Layout<64>::BYTES == 65024 && Layout<128>::BYTES == 97792, "CudaAttention.BackwardSharedBytes knows these sizes");
 
+// Query tile i0 of (b, h) into shared memory: Q and dO rows as bf16 (zero rows past the last), and per query
+// its position (-1 past the last), segment, lse (in units of log2) and delta. The block calls it between
+// barriers.
+template <int D>
+__device__ __forceinline__ void stage_query_tile(__nv_bfloat16* sQ, __nv_bfloat16* sDO, int* qPos, int* qSeg, float* rowLse, float* rowDelta,
+    const float* __restrict__ q, const float* __restrict__ dOut, const float* __restrict__ lse, const float* __restrict__ delta,
+    const int* __restrict__ segments, long qOffset, long qRow, int rows, int b, int h, int heads, int tq, int i0, int queryOffset, int kvLength, bool vec)
+{
+    stage_rows<D>(sQ, q + qOffset, qRow, rows, vec);
+    stage_rows<D>(sDO, dOut + qOffset, qRow, rows, vec);
+    const int tid = threadIdx.x;
+    if (tid < BQ)
+    {
+        int p = queryOffset + i0 + tid;
+        bool in = tid < rows;
+        long o = ((long)b * heads + h) * tq + i0 + tid;
+        qPos[tid] = in ? p : -1;
+        qSeg[tid] = in && segments ? segments[(long)b * kvLength + p] : 0;
+        rowLse[tid] = in ? lse[o] * LOG2E : 0.0f;
+        rowDelta[tid] = in ? delta[o] : 0.0f;
+    }
+}
+
 // acc (16 x D) += T B for T the warp's 16 x N bf16 tile (row stride LDP) and B N rows of a bf16 [.][LD] tile.
 template <int D, int N>
 __device__ __forceinline__ void accumulate_tile_times_rows(FragAcc* acc, const __nv_bfloat16* t, const __nv_bfloat16* b)
@@ -143,18 +166,7 @@ __device__ __forceinline__ void attention_backward_dq(
     const long kvOffset = ((long)b * s * kvHeads + kh) * D;
     const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut); // rows are then 16-byte aligned (D % 4 == 0)
 
-    stage_rows<D>(sQ, q + qOffset, qRow, rows, vec);
-    stage_rows<D>(sDO, dOut + qOffset, qRow, rows, vec);
-    if (tid < BQ)
-    {
-        int p = queryOffset + i0 + tid;
-        bool in = tid < rows;
-        long o = ((long)b * heads + h) * tq + i0 + tid;
-        qPos[tid] = in ? p : -1;
-        qSeg[tid] = in && segments ? segments[(long)b * kvLength + p] : 0;
-        rowLse[tid] = in ? lse[o] * LOG2E : 0.0f;
-        rowDelta[tid] = in ? delta[o] : 0.0f;
-    }
+    stage_query_tile<D>(sQ, sDO, qPos, qSeg, rowLse, rowDelta, q, dOut, lse, delta, segments, qOffset, qRow, rows, b, h, heads, tq, i0, queryOffset, kvLength, vec);
 
     FragAcc acc[DF]; // dQ / scale for the warp's 16 rows
 #pragma unroll
@@ -266,18 +278,7 @@ __device__ __forceinline__ void attention_backward_dkdv(
             const int rows = min(BQ, tq - i0);
             const long qOffset = ((long)(b * tq + i0) * heads + h) * D;
             __syncthreads(); // the previous tile's readers are done (and, the first time, the key info is written)
-            stage_rows<D>(sQ, q + qOffset, qRow, rows, vec);
-            stage_rows<D>(sDO, dOut + qOffset, qRow, rows, vec);
-            if (tid < BQ)
-            {
-                int p = queryOffset + i0 + tid;
-                bool in = tid < rows;
-                long o = ((long)b * heads + h) * tq + i0 + tid;
-                qPos[tid] = in ? p : -1;
-                qSeg[tid] = in && segments ? segments[(long)b * kvLength + p] : 0;
-                rowLse[tid] = in ? lse[o] * LOG2E : 0.0f;
-                rowDelta[tid] = in ? delta[o] : 0.0f;
-            }
+            stage_query_tile<D>(sQ, sDO, qPos, qSeg, rowLse, rowDelta, q, dOut, lse, delta, segments, qOffset, qRow, rows, b, h, heads, tq, i0, queryOffset, kvLength, vec);
             __syncthreads();
 
             const bool ok = keyOk[wk] != 0;
