@@ -1,14 +1,54 @@
 // runtime.cpp: the CUDA emulator's execution of a launch (see include/cuda_emu.h). Each block's threads
-// are ucontext fibers on the calling OS thread, scheduled round-robin: a fiber runs until it waits at a
-// barrier or finishes. A barrier opens when every live thread of the block (or of the warp) has
+// are fibers on the calling OS thread, scheduled round-robin: a fiber runs until it waits at a
+// barrier or finishes. On x86-64 a fiber switch is fiber_switch below (callee-saved registers, MXCSR and
+// the x87 control word, no system call); elsewhere ucontext's swapcontext, which also saves the signal
+// mask with a system call per switch and costs about ten times as much. A barrier opens when every live thread of the block (or of the warp) has
 // arrived; threads that returned no longer count, as on sm_70 and later. If no fiber can run while some
 // wait, the block is deadlocked: the launch fails naming the block and what the threads wait at.
 #include "include/cuda_emu.h"
 #include "runtime.h"
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <ucontext.h>
 #include <vector>
+
+#if defined(__x86_64__)
+// fiber_switch(save, to): saves the callee-saved registers, MXCSR and the x87 control word on the current
+// stack, stores the stack pointer in *save and resumes the fiber whose stack pointer is `to`.
+extern "C" void temper_emu_fiber_switch(void** save, void* to);
+asm(R"(
+    .text
+    .globl temper_emu_fiber_switch
+    .type temper_emu_fiber_switch, @function
+temper_emu_fiber_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size temper_emu_fiber_switch, .-temper_emu_fiber_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+#define TEMPER_EMU_FAST_FIBERS 1
+#endif
 
 // The bounds of the static shared-memory section (see cuda_emu.h); weak, as a build without shared
 // variables has no such section.
@@ -23,11 +63,15 @@ constexpr size_t StackBytes = 256 * 1024;
 
 struct Thread
 {
+#if TEMPER_EMU_FAST_FIBERS
+    void* sp = nullptr;
+#else
     ucontext_t context;
+#endif
     uint3 index;
     int linear = 0;
     State state = State::Runnable;
-    std::vector<unsigned char> stack;
+    unsigned char* stack = nullptr; // StackBytes, from the stack pool
 };
 
 struct Block
@@ -37,7 +81,11 @@ struct Block
     int live = 0, at_block_barrier = 0;
     std::vector<int> warp_live, at_warp_barrier;
     std::vector<unsigned char> exchange, shared;
+#if TEMPER_EMU_FAST_FIBERS
+    void* scheduler = nullptr;
+#else
     ucontext_t scheduler;
+#endif
     const Kernel* kernel = nullptr;
     void** params = nullptr;
     std::string failure;
@@ -73,10 +121,20 @@ void release(State waiting, int warp)
         if (t.state == waiting && (warp < 0 || t.linear / 32 == warp)) t.state = State::Runnable;
 }
 
+// Suspends the running fiber and returns to the block's scheduler.
+void yield_to_scheduler()
+{
+#if TEMPER_EMU_FAST_FIBERS
+    temper_emu_fiber_switch(&current_thread->sp, current_block->scheduler);
+#else
+    swapcontext(&current_thread->context, &current_block->scheduler);
+#endif
+}
+
 void wait(State state)
 {
     current_thread->state = state;
-    swapcontext(&current_thread->context, &current_block->scheduler);
+    yield_to_scheduler();
 }
 
 // After a thread finished: barriers whose waiters are now all the live threads open.
@@ -111,7 +169,47 @@ void thread_main()
     b.live--;
     b.warp_live[t.linear / 32]--;
     recheck_barriers(t.linear / 32);
-    // uc_link returns to the scheduler
+#if TEMPER_EMU_FAST_FIBERS
+    yield_to_scheduler(); // never resumed: the fiber is done
+    __builtin_unreachable();
+#endif
+    // (ucontext) uc_link returns to the scheduler
+}
+
+// Makes thread t start at thread_main on its own stack when the scheduler first switches to it.
+void start_fiber(Thread& t, Block& b)
+{
+#if TEMPER_EMU_FAST_FIBERS
+    (void)b;
+    // From the 16-byte aligned top: a zero return address (thread_main starts as if called), thread_main
+    // (fiber_switch's ret goes there), six zeroed callee-saved registers, then MXCSR and the x87 control word.
+    auto top = reinterpret_cast<uintptr_t>(t.stack + StackBytes) & ~uintptr_t(15);
+    auto* slot = reinterpret_cast<uint64_t*>(top);
+    *--slot = 0;
+    *--slot = reinterpret_cast<uint64_t>(&thread_main);
+    for (int i = 0; i < 6; i++) *--slot = 0;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    *--slot = (uint64_t)mxcsr | ((uint64_t)fpucw << 32);
+    t.sp = slot;
+#else
+    getcontext(&t.context);
+    t.context.uc_stack.ss_sp = t.stack;
+    t.context.uc_stack.ss_size = StackBytes;
+    t.context.uc_link = &b.scheduler;
+    makecontext(&t.context, thread_main, 0);
+#endif
+}
+
+void run_fiber(Thread& t, Block& b)
+{
+#if TEMPER_EMU_FAST_FIBERS
+    temper_emu_fiber_switch(&b.scheduler, t.sp);
+#else
+    swapcontext(&b.scheduler, &t.context);
+#endif
 }
 
 std::string describe(const Block& b)
@@ -128,6 +226,16 @@ std::string describe(const Block& b)
 }
 
 std::mutex launches; // one kernel at a time, as one emulated GPU with one stream would look to a test
+
+// Fiber stacks, kept from launch to launch (under `launches`) and never cleared: allocating and zeroing a
+// block's worth on every launch cost more than most emulated kernels.
+std::vector<std::unique_ptr<unsigned char[]>> stack_pool;
+
+unsigned char* pooled_stack(size_t i)
+{
+    while (stack_pool.size() <= i) stack_pool.emplace_back(new unsigned char[StackBytes]);
+    return stack_pool[i].get();
+}
 } // namespace
 
 void sync_block()
@@ -170,7 +278,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
     b.threads.resize(n);
     b.exchange.resize((n + 31) / 32 * 32 * 64);
     b.shared.resize(dynamic_shared);
-    for (auto& t : b.threads) t.stack.resize(StackBytes);
+    for (size_t i = 0; i < n; i++) b.threads[i].stack = pooled_stack(i);
     current_block = &b;
     for (unsigned z = 0; z < grid.z; z++)
         for (unsigned y = 0; y < grid.y; y++)
@@ -192,11 +300,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
                     t.index = {(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / ((size_t)dim.x * dim.y))};
                     t.state = State::Runnable;
                     b.warp_live[i / 32]++;
-                    getcontext(&t.context);
-                    t.context.uc_stack.ss_sp = t.stack.data();
-                    t.context.uc_stack.ss_size = t.stack.size();
-                    t.context.uc_link = &b.scheduler;
-                    makecontext(&t.context, thread_main, 0);
+                    start_fiber(t, b);
                 }
                 while (b.live > 0)
                 {
@@ -205,7 +309,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
                     {
                         if (t.state != State::Runnable) continue;
                         current_thread = &t;
-                        swapcontext(&b.scheduler, &t.context);
+                        run_fiber(t, b);
                         ran = true;
                     }
                     if (!ran)
