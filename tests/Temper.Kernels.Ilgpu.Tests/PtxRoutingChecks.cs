@@ -40,7 +40,7 @@ public class PtxRoutingChecks
     }
 }
 
-public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     [Theory]
     [InlineData(300, 72, 200)]
@@ -199,7 +199,7 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
 // of sequences of different lengths over shuffled blocks (last blocks partial), GQA, a prefill chunk's rows,
 // a row that sees no key, and one long row alone (the device splits its keys: FlashDecoding); both f32, so
 // NMSE <= 1e-10. A head dim the kernel lacks (D = 32) stays on ILGPU: bitwise equal.
-public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public abstract class PagedAttentionPtxRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     [Theory]
     [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 })]
@@ -249,7 +249,7 @@ public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : Dev
 // backward, HF rotate_half on the ILGPU op's tables) and AdamW (two steps, one tensor and many in one launch) through the CUDA C++ kernels
 // (cuda/rmsnorm.cu, swiglu.cu, rope.cu, adamw.cu) against the ILGPU kernels: all f32, so within the f32
 // tolerance (NMSE <= 1e-10); row lengths with and without 16-byte loads.
-public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     private float[] Both(Func<float[]> run, bool ptx)
     {
@@ -352,3 +352,17 @@ public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpCh
         }, "ptx adamw multi-tensor");
     }
 }
+
+public sealed class CudaPtxRoutingChecks(CudaFixture device) : PtxRouteChecks(device), IClassFixture<CudaFixture>;
+public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : PagedAttentionPtxRouteChecks(device), IClassFixture<CudaFixture>;
+public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : PtxFusedOpRouteChecks(device), IClassFixture<CudaFixture>;
+
+// The same checks on ILGPU's CPU accelerator with the CUDA emulator as the driver (test.sh's emulated suite:
+// TEMPER_CUDA_DRIVER set, -trait "Ptx=emulated"; skipped otherwise): the routing glue (addresses, offsets,
+// argument order, shapes, the choice of route) runs for real in CI; speed and tensor-core rounding stay GPU-owed.
+[Trait("Ptx", "emulated"), Collection(EmulatedPtxCollection.Name)]
+public sealed class EmulatedPtxRoutingChecks(EmulatedPtxFixture device) : PtxRouteChecks(device);
+[Trait("Ptx", "emulated"), Collection(EmulatedPtxCollection.Name)]
+public sealed class EmulatedPagedAttentionPtxRoutingChecks(EmulatedPtxFixture device) : PagedAttentionPtxRouteChecks(device);
+[Trait("Ptx", "emulated"), Collection(EmulatedPtxCollection.Name)]
+public sealed class EmulatedPtxFusedOpRoutingChecks(EmulatedPtxFixture device) : PtxFusedOpRouteChecks(device);
