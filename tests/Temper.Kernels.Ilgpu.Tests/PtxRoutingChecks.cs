@@ -1,13 +1,14 @@
 // The PTX route (IlgpuBackend.PtxKernels: CUDA C++ kernels from Temper.Kernels.Cuda on ILGPU's buffers
 // and stream). Everywhere: a view's device address is its buffer's plus its offset (what the route
-// hands the kernels), and the switch stays off where the device is not CUDA. On CUDA: Linear with bf16
-// weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
-// rounding of the activations: NMSE <= 1e-5); attention (D = 64, 128; GQA, offset, key mask, segments)
-// likewise, the inference forward, the training forward (lse kept) and its backward, and the backward without
-// an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to bf16: NMSE <= 1e-4); the LoRA linear
-// whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16); NF4
-// dequantisation (bit for bit) and the NF4 linear forward and input gradient; RMSNorm, SwiGLU, RoPE and
-// AdamW (CudaPtxFusedOpRoutingChecks).
+// hands the kernels), and the switch stays off on the CPU accelerator unless TEMPER_CUDA_DRIVER names the
+// CUDA emulator. On CUDA, and on the CPU accelerator over the emulator (Emulated*: the glue in CI): Linear
+// with bf16 weights (forward and input gradient, overwriting and accumulating) through the PTX kernels
+// against the exact ILGPU kernels (bf16 rounding of the activations: NMSE <= 1e-5); attention (D = 64, 128;
+// GQA, offset, key mask, segments) likewise, the inference forward, the training forward (lse kept) and its
+// backward, and the backward without an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to
+// bf16: NMSE <= 1e-4); the LoRA linear whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays
+// separate (r > 16); NF4 dequantisation (bit for bit) and the NF4 linear forward (with a bias) and input
+// gradient, overwriting and accumulating; paged attention; RMSNorm, SwiGLU, RoPE and AdamW (PtxFusedOpRouteChecks).
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -32,8 +33,10 @@ public class PtxRoutingChecks
     }
 
     [Fact]
-    public void Ptx_kernels_stay_off_without_cuda()
+    public void Ptx_kernels_stay_off_on_the_cpu_accelerator_without_the_emulator()
     {
+        if (Environment.GetEnvironmentVariable(Temper.Cuda.Driver.CudaLibrary.OverrideVariable) is { Length: > 0 } driver)
+            Assert.Skip($"TEMPER_CUDA_DRIVER={driver}: the CPU accelerator's PTX route runs on it if it is the emulator (EmulatedPtx* checks)");
         using var be = IlgpuBackend.Create("ilgpu-cpu");
         be.PtxKernels = true;
         Assert.False(be.PtxKernels);
@@ -50,6 +53,7 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         var x = Floats(n * k, 1);
         var hw = HostBf16(ToBf16(Floats(m * k, 2), out _), m, k);
         var bias = Floats(m, 3);
+        var (y0, dx0) = (Floats(n * m, 12), Floats(n * k, 13));
         float[] Run(bool ptx)
         {
             B.PtxKernels = ptx;
@@ -57,9 +61,13 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
             var y = Zeros(n, m);
             var w = Own(B.FromHost(hw));
             B.Linear(Up(x, n, k), w, Up(bias, m), y);
+            var yPlus = Up(y0, n, m);
+            B.Linear(Up(x, n, k), w, null, yPlus, accumulate: true);
             var dx = Zeros(n, k);
             B.LinearBackward(y, Up(x, n, k), w, dx, null, null); // dx = y W, the NN product
-            return [.. Down(y), .. Down(dx)];
+            var dxPlus = Up(dx0, n, k);
+            B.LinearBackward(y, Up(x, n, k), w, dxPlus, null, null, accumulateDx: true);
+            return [.. Down(y), .. Down(yPlus), .. Down(dx), .. Down(dxPlus)];
         }
         try
         {
@@ -165,6 +173,7 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
     {
         var x = Floats(n * k, 9);
         var dy = Floats(n * m, 10);
+        var (bias, y0, dx0) = (Floats(m, 12), Floats(n * m, 13), Floats(n * k, 14));
         using var host = Temper.Core.Quantization.Nf4Weight.Quantize(Floats(m * k, 11), new Shape(m, k), "w");
         var w = host.To(B);
         (float[] Dequantised, float[] Values) Run(bool ptx)
@@ -174,9 +183,13 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
             B.Nf4Dequantize(w, full);
             var y = Zeros(n, m);
             B.Nf4Linear(Up(x, n, k), w, null, y);
+            var yPlus = Up(y0, n, m);
+            B.Nf4Linear(Up(x, n, k), w, Up(bias, m), yPlus, accumulate: true);
             var dx = Zeros(n, k);
             B.Nf4LinearBackward(Up(dy, n, m), w, dx);
-            return (Down(full), [.. Down(y), .. Down(dx)]);
+            var dxPlus = Up(dx0, n, k);
+            B.Nf4LinearBackward(Up(dy, n, m), w, dxPlus, accumulateDx: true);
+            return (Down(full), [.. Down(y), .. Down(yPlus), .. Down(dx), .. Down(dxPlus)]);
         }
         try
         {
