@@ -48,6 +48,7 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
     [Theory]
     [InlineData(300, 72, 200)]
     [InlineData(1, 64, 64)]
+    [InlineData(7, 13, 5)] // k and m not multiples of 8: CudaLinear's unpipelined kernels
     public void Bf16_linear_through_the_ptx_kernel_matches_the_exact_one(int n, int k, int m)
     {
         var x = Floats(n * k, 1);
@@ -136,6 +137,7 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
     [Theory]
     [InlineData(300, 72, 200, 16)]
     [InlineData(70, 64, 130, 24)] // above the epilogue's rank: the separate product
+    [InlineData(9, 13, 20, 4)] // k not a multiple of 8: the epilogue of CudaLinear's unpipelined kernel
     public void Lora_linear_through_the_ptx_kernel_matches_the_exact_one(int n, int k, int m, int r)
     {
         var x = Floats(n * k, 4);
