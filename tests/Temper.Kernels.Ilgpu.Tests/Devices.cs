@@ -1,5 +1,5 @@
 // The devices the ILGPU suite runs on: ILGPU's CPU accelerator always (CI), CUDA when a CUDA device
-// is present, and the CPU accelerator with the PTX route on over the CUDA emulator when
+// is present, and the CPU accelerator whose PTX route runs on the CUDA emulator when
 // TEMPER_CUDA_DRIVER names it (test.sh's emulated suite). One backend per test class (kernels compile
 // once per accelerator), shared by its tests; the emulated classes share one through their collection.
 using Temper.Cuda;
