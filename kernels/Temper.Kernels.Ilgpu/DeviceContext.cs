@@ -44,7 +44,8 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     }
 
     /// <summary>The CUDA C++ Linear (Temper.Kernels.Cuda) on this accelerator's context and stream, when
-    /// PTX kernels are switched on (IlgpuBackend.PtxKernels; CUDA only); null otherwise.</summary>
+    /// PTX kernels are switched on (IlgpuBackend.PtxKernels; CUDA, or the CPU accelerator over the CUDA
+    /// emulator: OpenPtxDevice); null otherwise.</summary>
     public Temper.Kernels.Cuda.CudaLinear? PtxLinear { get; private set; }
 
     /// <summary>The CUDA C++ attention forward and backward (D = 64, 128) beside PtxLinear; null when PTX kernels are off.</summary>
@@ -71,7 +72,7 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
         set
         {
             if (value == PtxKernels) return;
-            if (!value || Accelerator is not ILGPU.Runtime.Cuda.CudaAccelerator cuda)
+            if (!value || OpenPtxDevice() is not { } device)
             {
                 PtxLinear?.Dispose();
                 PtxAttention?.Dispose();
@@ -86,7 +87,7 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
                 (PtxRmsNorm, PtxSwiGlu, PtxRope, PtxAdamW) = (null, null, null, null);
                 return;
             }
-            _ptxDevice = Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
+            _ptxDevice = device;
             PtxLinear = new Temper.Kernels.Cuda.CudaLinear(_ptxDevice);
             PtxAttention = new Temper.Kernels.Cuda.CudaAttention(_ptxDevice);
             PtxNf4 = new Temper.Kernels.Cuda.CudaNf4(_ptxDevice);
@@ -97,6 +98,34 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
             PtxAdamW = new Temper.Kernels.Cuda.CudaAdamW(_ptxDevice);
         }
     }
+
+    /// <summary>The CUDA device the PTX kernels launch on: on ILGPU's CUDA accelerator its own context and
+    /// stream (borrowed), so the kernels stay in order with ILGPU's. On ILGPU's CPU accelerator the CUDA
+    /// emulator (TEMPER_CUDA_DRIVER=libtemper_cuda_emu.so), whose kernels dereference the host addresses
+    /// of ILGPU's CPU buffers; no driver is loaded unless TEMPER_CUDA_DRIVER names one, and a real driver
+    /// there is refused (its device could not read host buffers). Null: no PTX kernels here.
+    /// Order on the CPU accelerator: ILGPU's CPU launches return only after every thread finished
+    /// (CPUAccelerator.Launch waits on its multiprocessors' barrier), its copies and memsets are memcpy and
+    /// InitBlock in the call, and the emulator runs each launch and copy inside the call too (emu/driver.cpp:
+    /// streams are synchronous unless they capture). So each op, ILGPU's or the emulator's, has finished when
+    /// it returns, and the next one sees its writes: no synchronisation is needed between the two.</summary>
+    private Temper.Cuda.CudaDevice? OpenPtxDevice()
+    {
+        if (Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator cuda)
+            return Temper.Cuda.CudaDevice.Borrow(cuda.NativePtr, cuda.DeviceId, ((ILGPU.Runtime.Cuda.CudaStream)cuda.DefaultStream).StreamPtr);
+        if (Accelerator is not ILGPU.Runtime.CPU.CPUAccelerator || !EmulatorConfigured) return null;
+        Temper.Cuda.CudaDevice device;
+        try { device = Temper.Cuda.CudaDevice.Open(); }
+        catch (Temper.Cuda.Driver.CudaException) { return null; } // a driver without a device: off, as without one
+        if (device.IsEmulated) return device;
+        device.Dispose();
+        return null;
+    }
+
+    /// <summary>Whether TEMPER_CUDA_DRIVER names a driver library and it loads (the emulator, if anything
+    /// on a CPU accelerator; CudaDevice.IsEmulated tells).</summary>
+    private static bool EmulatorConfigured =>
+        Environment.GetEnvironmentVariable(Temper.Cuda.Driver.CudaLibrary.OverrideVariable) is { Length: > 0 } && Temper.Cuda.Driver.CudaLibrary.IsAvailable;
 
     public void Dispose()
     {

@@ -177,7 +177,8 @@ public sealed partial class IlgpuBackend : IBackend
     /// Whether ops that have a CUDA C++ kernel (Temper.Kernels.Cuda: today the Linear products with bf16
     /// weights and attention forward and backward for head dims 64 and 128, on tensor cores) run it instead of the
     /// ILGPU one: `--kernels ptx`, or TEMPER_KERNELS=ptx.
-    /// CUDA only (elsewhere it stays off); off by default until the GPU op-check and bench have run.
+    /// CUDA, or ILGPU's CPU accelerator when TEMPER_CUDA_DRIVER names the CUDA emulator (CI checks the routing
+    /// there); elsewhere it stays off. Off by default until the GPU op-check and bench have run.
     /// </summary>
     public bool PtxKernels
     {

@@ -1,13 +1,14 @@
 // The PTX route (IlgpuBackend.PtxKernels: CUDA C++ kernels from Temper.Kernels.Cuda on ILGPU's buffers
 // and stream). Everywhere: a view's device address is its buffer's plus its offset (what the route
-// hands the kernels), and the switch stays off where the device is not CUDA. On CUDA: Linear with bf16
-// weights (forward and input gradient) through the PTX kernels against the exact ILGPU kernels (bf16
-// rounding of the activations: NMSE <= 1e-5); attention (D = 64, 128; GQA, offset, key mask, segments)
-// likewise, the inference forward, the training forward (lse kept) and its backward, and the backward without
-// an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to bf16: NMSE <= 1e-4); the LoRA linear
-// whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays separate (r > 16); NF4
-// dequantisation (bit for bit) and the NF4 linear forward and input gradient; RMSNorm, SwiGLU, RoPE and
-// AdamW (CudaPtxFusedOpRoutingChecks).
+// hands the kernels), and the switch stays off on the CPU accelerator unless TEMPER_CUDA_DRIVER names the
+// CUDA emulator. On CUDA, and on the CPU accelerator over the emulator (Emulated*: the glue in CI): Linear
+// with bf16 weights (forward and input gradient, overwriting and accumulating) through the PTX kernels
+// against the exact ILGPU kernels (bf16 rounding of the activations: NMSE <= 1e-5); attention (D = 64, 128;
+// GQA, offset, key mask, segments) likewise, the inference forward, the training forward (lse kept) and its
+// backward, and the backward without an lse (forward again into scratch) (q, k, v, dO, P and dS rounded to
+// bf16: NMSE <= 1e-4); the LoRA linear whose LoRA product joins the PTX kernel's epilogue (r <= 16) or stays
+// separate (r > 16); NF4 dequantisation (bit for bit) and the NF4 linear forward (with a bias) and input
+// gradient, overwriting and accumulating; paged attention; RMSNorm, SwiGLU, RoPE and AdamW (PtxFusedOpRouteChecks).
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -32,24 +33,28 @@ public class PtxRoutingChecks
     }
 
     [Fact]
-    public void Ptx_kernels_stay_off_without_cuda()
+    public void Ptx_kernels_stay_off_on_the_cpu_accelerator_without_the_emulator()
     {
+        if (Environment.GetEnvironmentVariable(Temper.Cuda.Driver.CudaLibrary.OverrideVariable) is { Length: > 0 } driver)
+            Assert.Skip($"TEMPER_CUDA_DRIVER={driver}: the CPU accelerator's PTX route runs on it if it is the emulator (EmulatedPtx* checks)");
         using var be = IlgpuBackend.Create("ilgpu-cpu");
         be.PtxKernels = true;
         Assert.False(be.PtxKernels);
     }
 }
 
-public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     [Theory]
     [InlineData(300, 72, 200)]
     [InlineData(1, 64, 64)]
+    [InlineData(7, 13, 5)] // k and m not multiples of 8: CudaLinear's unpipelined kernels
     public void Bf16_linear_through_the_ptx_kernel_matches_the_exact_one(int n, int k, int m)
     {
         var x = Floats(n * k, 1);
         var hw = HostBf16(ToBf16(Floats(m * k, 2), out _), m, k);
         var bias = Floats(m, 3);
+        var (y0, dx0) = (Floats(n * m, 12), Floats(n * k, 13));
         float[] Run(bool ptx)
         {
             B.PtxKernels = ptx;
@@ -57,9 +62,13 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
             var y = Zeros(n, m);
             var w = Own(B.FromHost(hw));
             B.Linear(Up(x, n, k), w, Up(bias, m), y);
+            var yPlus = Up(y0, n, m);
+            B.Linear(Up(x, n, k), w, null, yPlus, accumulate: true);
             var dx = Zeros(n, k);
             B.LinearBackward(y, Up(x, n, k), w, dx, null, null); // dx = y W, the NN product
-            return [.. Down(y), .. Down(dx)];
+            var dxPlus = Up(dx0, n, k);
+            B.LinearBackward(y, Up(x, n, k), w, dxPlus, null, null, accumulateDx: true);
+            return [.. Down(y), .. Down(yPlus), .. Down(dx), .. Down(dxPlus)];
         }
         try
         {
@@ -128,6 +137,7 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
     [Theory]
     [InlineData(300, 72, 200, 16)]
     [InlineData(70, 64, 130, 24)] // above the epilogue's rank: the separate product
+    [InlineData(9, 13, 20, 4)] // k not a multiple of 8: the epilogue of CudaLinear's unpipelined kernel
     public void Lora_linear_through_the_ptx_kernel_matches_the_exact_one(int n, int k, int m, int r)
     {
         var x = Floats(n * k, 4);
@@ -165,6 +175,7 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
     {
         var x = Floats(n * k, 9);
         var dy = Floats(n * m, 10);
+        var (bias, y0, dx0) = (Floats(m, 12), Floats(n * m, 13), Floats(n * k, 14));
         using var host = Temper.Core.Quantization.Nf4Weight.Quantize(Floats(m * k, 11), new Shape(m, k), "w");
         var w = host.To(B);
         (float[] Dequantised, float[] Values) Run(bool ptx)
@@ -174,9 +185,13 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
             B.Nf4Dequantize(w, full);
             var y = Zeros(n, m);
             B.Nf4Linear(Up(x, n, k), w, null, y);
+            var yPlus = Up(y0, n, m);
+            B.Nf4Linear(Up(x, n, k), w, Up(bias, m), yPlus, accumulate: true);
             var dx = Zeros(n, k);
             B.Nf4LinearBackward(Up(dy, n, m), w, dx);
-            return (Down(full), [.. Down(y), .. Down(dx)]);
+            var dxPlus = Up(dx0, n, k);
+            B.Nf4LinearBackward(Up(dy, n, m), w, dxPlus, accumulateDx: true);
+            return (Down(full), [.. Down(y), .. Down(yPlus), .. Down(dx), .. Down(dxPlus)]);
         }
         try
         {
@@ -199,7 +214,7 @@ public sealed class CudaPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(de
 // of sequences of different lengths over shuffled blocks (last blocks partial), GQA, a prefill chunk's rows,
 // a row that sees no key, and one long row alone (the device splits its keys: FlashDecoding); both f32, so
 // NMSE <= 1e-10. A head dim the kernel lacks (D = 32) stays on ILGPU: bitwise equal.
-public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public abstract class PagedAttentionPtxRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     [Theory]
     [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 })]
@@ -249,7 +264,7 @@ public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : Dev
 // backward, HF rotate_half on the ILGPU op's tables) and AdamW (two steps, one tensor and many in one launch) through the CUDA C++ kernels
 // (cuda/rmsnorm.cu, swiglu.cu, rope.cu, adamw.cu) against the ILGPU kernels: all f32, so within the f32
 // tolerance (NMSE <= 1e-10); row lengths with and without 16-byte loads.
-public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpChecks(device), IClassFixture<CudaFixture>
+public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     private float[] Both(Func<float[]> run, bool ptx)
     {
@@ -352,3 +367,17 @@ public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : DeviceOpCh
         }, "ptx adamw multi-tensor");
     }
 }
+
+public sealed class CudaPtxRoutingChecks(CudaFixture device) : PtxRouteChecks(device), IClassFixture<CudaFixture>;
+public sealed class CudaPagedAttentionPtxRoutingChecks(CudaFixture device) : PagedAttentionPtxRouteChecks(device), IClassFixture<CudaFixture>;
+public sealed class CudaPtxFusedOpRoutingChecks(CudaFixture device) : PtxFusedOpRouteChecks(device), IClassFixture<CudaFixture>;
+
+// The same checks on ILGPU's CPU accelerator with the CUDA emulator as the driver (test.sh's emulated suite:
+// TEMPER_CUDA_DRIVER set, -trait "Ptx=emulated"; skipped otherwise): the routing glue (addresses, offsets,
+// argument order, shapes, the choice of route) runs for real in CI; speed and tensor-core rounding stay GPU-owed.
+[Trait("Ptx", "emulated"), Collection(EmulatedPtxCollection.Name)]
+public sealed class EmulatedPtxRoutingChecks(EmulatedPtxFixture device) : PtxRouteChecks(device);
+[Trait("Ptx", "emulated"), Collection(EmulatedPtxCollection.Name)]
+public sealed class EmulatedPagedAttentionPtxRoutingChecks(EmulatedPtxFixture device) : PagedAttentionPtxRouteChecks(device);
+[Trait("Ptx", "emulated"), Collection(EmulatedPtxCollection.Name)]
+public sealed class EmulatedPtxFusedOpRoutingChecks(EmulatedPtxFixture device) : PtxFusedOpRouteChecks(device);
