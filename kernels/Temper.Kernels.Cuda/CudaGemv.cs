@@ -18,11 +18,10 @@ public sealed class CudaGemv : IDisposable
     /// <summary>The most activation rows one launch takes.</summary>
     public const int MaxRows = 8;
 
-    private const int Threads = 128, Warps = Threads / 32, ArgmaxBlocksPerMultiprocessor = 8;
+    private const int Threads = 128, Warps = Threads / 32;
     private readonly CudaDevice _device;
     private readonly CudaModuleHandle _module;
     private readonly CudaFunction[] _forward, _swiGlu; // by rows - 1
-    private readonly int _multiprocessors;
 
     public CudaGemv(CudaDevice device)
     {
@@ -30,7 +29,6 @@ public sealed class CudaGemv : IDisposable
         _module = device.LoadModule(KernelPtx.Read("gemv_bf16.ptx"), out _);
         _forward = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_bf16_m{m}"))];
         _swiGlu = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_swiglu_bf16_m{m}"))];
-        _multiprocessors = device.MultiprocessorCount;
     }
 
     /// <summary>Outputs one warp computes (gemv_bf16.cu's R): more as rows grow, so that each x value loaded
@@ -53,9 +51,7 @@ public sealed class CudaGemv : IDisposable
         if (argmax != null) Require(op, argmax, 8L * rows, "argmax", 8);
         var args = new CudaKernelArguments().Add(w).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps).Add(bias?.Pointer ?? 0UL)
             .Add(residual?.Pointer ?? 0UL).Add(y).Add(argmax?.Pointer ?? 0UL).Add(n).Add(k);
-        long blocks = Blocks(n, OutputsPerWarp(rows, false));
-        if (argmax != null) blocks = Math.Min(blocks, (long)_multiprocessors * ArgmaxBlocksPerMultiprocessor);
-        _device.Launch(_forward[rows - 1], ((uint)blocks, 1, 1), (Threads, 1, 1), args);
+        _device.Launch(_forward[rows - 1], ((uint)Blocks(n, OutputsPerWarp(rows, false)), 1, 1), (Threads, 1, 1), args);
     }
 
     /// <summary>y[rows,n] = silu(xn Wg^T + bg) * (xn Wu^T + bu)</summary>

@@ -160,7 +160,7 @@ public class CudaGemvChecks
     /// <summary>The argmax slots against the outputs written beside them (the slot is exactly the largest y, the
     /// smallest index among equals) and against f64: W row `copy` duplicates the f64 winner of row 0 at a
     /// smaller index, an exact tie the smaller index must win, and W row `nan` holds a NaN, a NaN logit in
-    /// every row that must not win. 300 outputs through the argmax's capped grid: several groups per warp.</summary>
+    /// every row that must not win. Up to 300 outputs: up to 75 blocks combine their slots with atomicMax.</summary>
     [Theory]
     [InlineData(1, 300, 264, true)]
     [InlineData(3, 300, 520, false)]

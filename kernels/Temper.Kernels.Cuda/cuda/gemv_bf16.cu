@@ -12,10 +12,10 @@
 // each x value loaded serves R weight rows; SwiGLU counts its two weights); lane l takes the weights
 // k = 256 s + 8 l .. +7 of step s and holds U steps of loads in flight before it multiplies (8 loads of
 // 16 bytes per lane), f32 sums per lane, then one reduce-scatter across the warp leaves each output's sum
-// in its own lane, which applies r, bias, residual or silu and writes it. Warps walk the output groups with
-// a grid stride; the host launches one group per warp (the block scheduler balances the tail), or with an
-// argmax at most 8 blocks per SM: a warp keeps each row's best slot in a register, the block reduces them
-// in shared memory and makes one atomicMax per row, so the slots see a few thousand atomics, not N.
+// in its own lane, which applies r, bias, residual or silu and writes it. One group of outputs per warp, as
+// many blocks as that takes: the block scheduler balances the tail. The argmax: the block reduces its
+// outputs' slots in shared memory, then makes one atomicMax per row (its result unused: a fire-and-forget
+// reduction in L2), so the LM head's slot sees N / (4 R) updates over the launch, not N.
 // NaN logits never win the argmax (argmax_slot.cuh). Scalar reference: RmsNormReference, LinearReference
 // (accumulating for the residual) and SwiGluReference in turn; CudaGemvChecks evaluates it in f64.
 #include <stdint.h>
@@ -103,16 +103,15 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
     constexpr int V = pow2_at_least(S * R * M), VM = pow2_at_least(M);
     static_assert(V <= 32, "a warp reduce-scatters at most 32 sums");
     const int lane = threadIdx.x & 31;
-    const int groups = (n + R - 1) / R, stride = gridDim.x * WARPS;
+    const int group = blockIdx.x * WARPS + threadIdx.x / 32, n0 = group * R;
     const long row_chunks = k / 8; // 16-byte chunks per weight row
     // This lane's output, after the reduce-scatter: sum index i = (s R + r) M + m, valid for s = 0, r < R.
     const int spread = 32 / V, mine = lane / spread, my_r = mine / M, my_m = mine % M;
     const bool writer = lane % spread == 0 && mine < R * M;
-    unsigned long long best = 0; // the argmax slot of row my_m over this warp's outputs
+    unsigned long long best = 0; // this lane's output's argmax slot (row my_m)
 
-    for (int group = blockIdx.x * WARPS + threadIdx.x / 32; group < groups; group += stride)
+    if (n0 < n)
     {
-        const int n0 = group * R;
         float acc[S * R * M], ssq[M];
 #pragma unroll
         for (int i = 0; i < S * R * M; i++) acc[i] = 0.f;
@@ -186,7 +185,7 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
             if (S == 2) v = v / (1.f + expf(-v)) * (up * scale + (b1 ? b1[col] : 0.f));
             else if (residual) v += residual[o];
             y[o] = v;
-            if (argmax && argmax_pack(v, col) > best) best = argmax_pack(v, col);
+            if (argmax) best = argmax_pack(v, col);
         }
     }
 
