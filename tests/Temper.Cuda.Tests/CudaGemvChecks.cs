@@ -72,6 +72,9 @@ public class CudaGemvChecks
     [InlineData(8, 130, 8, false, false, true, true)]    // one 16-byte chunk per row: one lane of 32 works
     [InlineData(5, 23, 2056, false, true, false, false)] // four 512-deep rounds of loads (2 steps of 4 rows) and 8 more
     [InlineData(2, 19, 2312, true, false, false, false)] // a 2048-deep round (8 steps of 1 row) and a partial one
+    [InlineData(4, 33, 136, true, true, true, true)]      // the other row counts: 2 and 4 outputs per warp,
+    [InlineData(6, 29, 72, false, false, true, false)]    // 8 to 28 of 32 sums per warp in use
+    [InlineData(7, 31, 520, true, false, false, false)]
     public void Forward_matches_an_f64_evaluation(int rows, int n, int k, bool norm, bool bias, bool residual, bool residualIsY)
     {
         using var device = Gpu.OpenForKernels();
@@ -108,17 +111,19 @@ public class CudaGemvChecks
     [InlineData(1, 45, 264, false, true)]
     [InlineData(3, 50, 520, true, false)] // 1 output (2 weight rows) per warp
     [InlineData(8, 37, 1000, true, true)] // 2 outputs (4 weight rows) per warp
+    [InlineData(2, 9, 72, false, false)]
+    [InlineData(6, 21, 136, true, true)]
     public void SwiGlu_matches_an_f64_evaluation(int rows, int n, int k, bool norm, bool biases)
     {
         using var device = Gpu.OpenForKernels();
         using var gemv = new CudaGemv(device);
         var x = Floats(rows * k, 11);
         var gate = Floats(n * k, 12);
-        // Gate rows 0 and 1 of row 0 of x: +-sum |x| (about k / 2 >> 88), so exp(-a) underflows to 0 (silu = a)
+        // Gate rows 0 and 1 of row 0 of x: +-8 sum |x| (about 4 k >> 88), so exp(-a) underflows to 0 (silu = a)
         // and overflows to infinity (silu = -0, not NaN).
         for (int q = 0; q < k; q++)
         {
-            gate[q] = x[q] >= 0 ? 1f : -1f;
+            gate[q] = x[q] >= 0 ? 8f : -8f;
             gate[k + q] = -gate[q];
         }
         var wg = Bf16(gate);
