@@ -7,35 +7,31 @@
 // the end: no norm kernel and no xn in memory. Null pointers (bias, residual, g, argmax) leave their term out.
 // Requirements (CudaGemv checks them): K % 8 == 0; W, Wu, x and g 16-byte aligned; x does not overlap y.
 // residual may alias y (x += W h): each y element is read and written by the one lane that computes it.
-// Memory-bound design: every weight is read once, as a 16-byte load that does not allocate in L1, so x and
-// g (read by every warp) stay there. A warp computes R consecutive outputs n (R = 1, 2, 4 as M grows, so
-// each x value loaded serves R weight rows; SwiGLU counts its two weights); lane l takes the weights
-// k = 256 s + 8 l .. +7 of step s and holds U steps of loads in flight before it multiplies (8 loads of
-// 16 bytes per lane), f32 sums per lane, then one reduce-scatter across the warp leaves each output's sum
-// in its own lane, which applies r, bias, residual or silu and writes it. One group of outputs per warp, as
-// many blocks as that takes: the block scheduler balances the tail. The argmax: the block reduces its
-// outputs' slots in shared memory, then makes one atomicMax per row (its result unused: a fire-and-forget
-// reduction in L2), so the LM head's slot sees N / (4 R) updates over the launch, not N.
+// Memory-bound design: every weight is read once, copied 16 bytes at a time with cp.async into the warp's
+// stage in shared memory (cached in L2 only, so x and g, read by every warp, keep L1). A warp computes R
+// consecutive outputs n (R = 1, 2, 4 as M grows, so each x value loaded serves R weight rows; SwiGLU counts
+// its two weights); lane l takes the weights k = 256 s + 8 l .. +7 of step s and has the copies of U steps
+// in flight (8 per lane, 4 KB per warp) before it waits and multiplies: f32 sums per lane, then one
+// reduce-scatter across the warp leaves each output's sum in its own lane, which applies r, bias, residual
+// or silu and writes it. One group of outputs per warp, as many blocks as that takes: the block scheduler
+// balances the tail. The argmax: the block reduces its outputs' slots in shared memory, then makes one
+// atomicMax per row (its result unused: a fire-and-forget reduction in L2), so the LM head's slot sees
+// N / (4 R) updates over the launch, not N.
 // NaN logits never win the argmax (argmax_slot.cuh). Scalar reference: RmsNormReference, LinearReference
 // (accumulating for the residual) and SwiGluReference in turn; CudaGemvChecks evaluates it in f64.
 #include <stdint.h>
 #include "argmax_slot.cuh"
+#include "ptx_ops.cuh"
 
 namespace {
 constexpr int THREADS = 128, WARPS = THREADS / 32, MAX_ROWS = 8;
+constexpr int LOADS = 8; // 16-byte weight copies a lane has in flight: U steps x S R weight rows
 constexpr unsigned FULL = 0xffffffffu;
 
-// 16 bytes (8 bf16) of a weight row: read once per launch, so not kept in L1.
-__device__ __forceinline__ uint4 load_weights(const uint4* p)
-{
-#ifdef TEMPER_CUDA_EMU
-    return *p;
-#else
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-#endif
-}
+// Shared by every kernel variant (one set per block): each lane's weight copies, in its own column of its
+// warp's stage, and the block's argmax slots.
+__shared__ __align__(16) uint4 weight_stage[WARPS][LOADS][32];
+__shared__ unsigned long long block_best[MAX_ROWS];
 
 // 4 floats of x or g through the read-only cache (every warp reads them).
 __device__ __forceinline__ float4 load_shared_input(const float* p)
@@ -58,9 +54,11 @@ __device__ __forceinline__ void widen(uint4 w, float f[8])
     }
 }
 
-__device__ __forceinline__ void load8(const float* p, float f[8])
+// 8 floats of x or g, or zeros past the row's end (where the weights are zeros too).
+__device__ __forceinline__ void load8(const float* p, bool in, float f[8])
 {
-    float4 a = load_shared_input(p), b = load_shared_input(p + 4);
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    float4 a = in ? load_shared_input(p) : zero, b = in ? load_shared_input(p + 4) : zero;
     f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
     f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
@@ -99,10 +97,11 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
     const float* __restrict__ g, float eps, const float* __restrict__ b0, const float* __restrict__ b1, const float* residual,
     float* y, unsigned long long* __restrict__ argmax, int n, int k)
 {
-    constexpr int U = 8 / (S * R) > 0 ? 8 / (S * R) : 1;    // steps of loads in flight
+    constexpr int U = LOADS / (S * R); // steps of 256 weights per round
+    static_assert(U * S * R == LOADS, "S R divides the copies in flight");
     constexpr int V = pow2_at_least(S * R * M), VM = pow2_at_least(M);
     static_assert(V <= 32, "a warp reduce-scatters at most 32 sums");
-    const int lane = threadIdx.x & 31;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
     const int group = blockIdx.x * WARPS + threadIdx.x / 32, n0 = group * R;
     const long row_chunks = k / 8; // 16-byte chunks per weight row
     // This lane's output, after the reduce-scatter: sum index i = (s R + r) M + m, valid for s = 0, r < R.
@@ -120,7 +119,9 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
 
         for (int k0 = 0; k0 < k; k0 += 256 * U)
         {
-            uint4 wv[U][S * R];
+            // The round's weights (zeros past the row's end or the last output). ptxas cannot move a copy past
+            // the wait, so all LOADS are in flight before the warp stalls on them; plain loads into registers
+            // it sank down to their multiplies in some variants, leaving one or two in flight.
 #pragma unroll
             for (int u = 0; u < U; u++)
             {
@@ -129,24 +130,27 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
                 for (int j = 0; j < S * R; j++)
                 {
                     const int row = n0 + j % R;
+                    const bool in = kk < k && row < n;
                     const uint4* w = j < R ? w0 : w1;
-                    wv[u][j] = kk < k && row < n ? load_weights(w + row * row_chunks + kk / 8) : make_uint4(0, 0, 0, 0);
+                    cp_async_16(&weight_stage[warp][u * S * R + j][lane], in ? w + row * row_chunks + kk / 8 : w, in);
                 }
             }
+            cp_async_commit();
+            cp_async_wait<0>(); // this lane reads back only its own copies: no barrier
 #pragma unroll
             for (int u = 0; u < U; u++)
             {
                 const int kk = k0 + 256 * u + 8 * lane;
-                if (kk >= k) continue; // past the row's end (also every later u)
+                const bool in = kk < k;
                 float wf[S * R][8], gf[8];
 #pragma unroll
-                for (int j = 0; j < S * R; j++) widen(wv[u][j], wf[j]);
-                if (NORM) load8(g + kk, gf);
+                for (int j = 0; j < S * R; j++) widen(weight_stage[warp][u * S * R + j][lane], wf[j]);
+                if (NORM) load8(g + kk, in, gf);
 #pragma unroll
                 for (int m = 0; m < M; m++)
                 {
                     float xf[8];
-                    load8(x + (long)m * k + kk, xf);
+                    load8(x + (long)m * k + kk, in, xf);
 #pragma unroll
                     for (int e = 0; e < 8; e++)
                     {
@@ -191,7 +195,6 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
 
     if (S == 1 && argmax) // uniform over the grid: every thread of the block reaches both barriers
     {
-        __shared__ unsigned long long block_best[MAX_ROWS];
         if (threadIdx.x < M) block_best[threadIdx.x] = 0;
         __syncthreads();
         if (writer && best) atomicMax(&block_best[my_m], best);
