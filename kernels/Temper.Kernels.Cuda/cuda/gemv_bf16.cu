@@ -29,8 +29,8 @@ constexpr int LOADS = 8; // 16-byte weight copies a lane has in flight: U steps 
 constexpr unsigned FULL = 0xffffffffu;
 
 // Shared by every kernel variant (one set per block): each lane's weight copies, in its own column of its
-// warp's stage, and the block's argmax slots.
-__shared__ __align__(16) uint4 weight_stage[WARPS][LOADS][32];
+// warp's two stages (one being multiplied, the next round's arriving), and the block's argmax slots.
+__shared__ __align__(16) uint4 weight_stage[2][WARPS][LOADS][32];
 __shared__ unsigned long long block_best[MAX_ROWS];
 
 // 4 floats of x or g through the read-only cache (every warp reads them).
@@ -117,26 +117,40 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
 #pragma unroll
         for (int m = 0; m < M; m++) ssq[m] = 0.f;
 
-        for (int k0 = 0; k0 < k; k0 += 256 * U)
-        {
-            // The round's weights (zeros past the row's end or the last output). ptxas cannot move a copy past
-            // the wait, so all LOADS are in flight before the warp stalls on them; plain loads into registers
-            // it sank down to their multiplies in some variants, leaving one or two in flight.
+        // Round r's weights into stage r % 2, zeros past the row's end or the last output. ptxas cannot move
+        // a copy past a wait, so all LOADS of a round are in flight before the warp waits for them (plain
+        // loads into registers it sank down to their multiplies in some variants: one or two in flight).
+        const int rounds = (k + 256 * U - 1) / (256 * U);
+        auto copy_round = [&](int r) {
 #pragma unroll
             for (int u = 0; u < U; u++)
             {
-                const int kk = k0 + 256 * u + 8 * lane;
+                const int kk = (r * U + u) * 256 + 8 * lane;
 #pragma unroll
                 for (int j = 0; j < S * R; j++)
                 {
                     const int row = n0 + j % R;
                     const bool in = kk < k && row < n;
                     const uint4* w = j < R ? w0 : w1;
-                    cp_async_16(&weight_stage[warp][u * S * R + j][lane], in ? w + row * row_chunks + kk / 8 : w, in);
+                    cp_async_16(&weight_stage[r & 1][warp][u * S * R + j][lane], in ? w + row * row_chunks + kk / 8 : w, in);
                 }
             }
             cp_async_commit();
-            cp_async_wait<0>(); // this lane reads back only its own copies: no barrier
+        };
+        copy_round(0);
+        for (int r = 0; r < rounds; r++)
+        {
+            // The next round's copies go out before this round's multiplies (into the stage the last round
+            // read: this lane's own reads, earlier in program order). Each lane reads back only its own
+            // copies: no barrier.
+            if (r + 1 < rounds)
+            {
+                copy_round(r + 1);
+                cp_async_wait<1>();
+            }
+            else cp_async_wait<0>();
+            const int k0 = r * 256 * U;
+            const uint4(*stage)[32] = weight_stage[r & 1][warp];
 #pragma unroll
             for (int u = 0; u < U; u++)
             {
@@ -144,7 +158,7 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
                 const bool in = kk < k;
                 float wf[S * R][8], gf[8];
 #pragma unroll
-                for (int j = 0; j < S * R; j++) widen(weight_stage[warp][u * S * R + j][lane], wf[j]);
+                for (int j = 0; j < S * R; j++) widen(stage[u * S * R + j][lane], wf[j]);
                 if (NORM) load8(g + kk, in, gf);
 #pragma unroll
                 for (int m = 0; m < M; m++)
