@@ -33,8 +33,8 @@ constexpr unsigned FULL = 0xffffffffu;
 __shared__ __align__(16) uint4 weight_stage[2][WARPS][LOADS][32];
 __shared__ unsigned long long block_best[MAX_ROWS];
 
-// 4 floats of x or g through the read-only cache (every warp reads them).
-__device__ __forceinline__ float4 load_shared_input(const float* p)
+// 4 floats of x or g through the read-only cache (every warp reads them; they stay in L1).
+__device__ __forceinline__ float4 load_cached(const float* p)
 {
 #ifdef TEMPER_CUDA_EMU
     return *reinterpret_cast<const float4*>(p);
@@ -58,7 +58,7 @@ __device__ __forceinline__ void widen(uint4 w, float f[8])
 __device__ __forceinline__ void load8(const float* p, bool in, float f[8])
 {
     const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    float4 a = in ? load_shared_input(p) : zero, b = in ? load_shared_input(p + 4) : zero;
+    float4 a = in ? load_cached(p) : zero, b = in ? load_cached(p + 4) : zero;
     f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
     f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
 }
