@@ -82,6 +82,6 @@ internal static class BenchCommand
             }
             return 0;
         });
-        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create() };
+        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create(), BenchGemvCommand.Create() };
     }
 }

@@ -1,0 +1,107 @@
+// The decode step's products on the GPU (cuda/gemv_bf16.cu, embedded as Ptx/gemv_bf16.ptx): 1 to 8 activation
+// rows against a bf16 weight, memory-bound (the weights are read once, at close to the device's bandwidth):
+//   Forward: y[rows,n] = [residual +] [bias +] xn W^T, W [n,k] bf16; optionally each row's argmax into a slot
+//   SwiGlu:  y[rows,n] = silu(xn Wg^T + bg) * (xn Wu^T + bu), Wg and Wu [n,k] bf16
+// with x [rows,k], y, residual [rows,n], bias [n], normWeight [k] f32, and xn = x, or RMSNorm(x) with
+// normWeight and eps (folded in: no separate norm kernel). residual may be y itself (in-place residual add);
+// x must not overlap y. The argmax slots (rows ulongs, zeroed by the caller) end up holding ArgmaxPack(max,
+// index of the max) per row: the smallest index among equal maxima; NaN logits never win.
+// Constructing one loads the module and looks up every kernel, so that the launches themselves only launch:
+// no allocation, copy or synchronisation, and a fixed argument list per kernel, as a CUDA graph capture needs.
+using Temper.Cuda;
+using Temper.Cuda.Driver;
+
+namespace Temper.Kernels.Cuda;
+
+public sealed class CudaGemv : IDisposable
+{
+    /// <summary>The most activation rows one launch takes.</summary>
+    public const int MaxRows = 8;
+
+    private const int Threads = 128, Warps = Threads / 32;
+    private readonly CudaDevice _device;
+    private readonly CudaModuleHandle _module;
+    private readonly CudaFunction[] _forward, _swiGlu; // by rows - 1
+
+    public CudaGemv(CudaDevice device)
+    {
+        _device = device;
+        _module = device.LoadModule(KernelPtx.Read("gemv_bf16.ptx"), out _);
+        _forward = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_bf16_m{m}"))];
+        _swiGlu = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_swiglu_bf16_m{m}"))];
+    }
+
+    /// <summary>Outputs one warp computes (gemv_bf16.cu's R): more as rows grow, so that each x value loaded
+    /// serves several weight rows (SwiGLU's two weights count twice).</summary>
+    private static int OutputsPerWarp(int rows, bool swiGlu) => rows switch
+    {
+        <= 2 => 1,
+        <= 4 => swiGlu ? 1 : 2,
+        _ => swiGlu ? 2 : 4,
+    };
+
+    /// <summary>y[rows,n] = [residual +] [bias +] xn W^T ; xn = x, or RMSNorm(x) with normWeight/eps; argmax slots optional.</summary>
+    public void Forward(CudaDeviceMemory w, CudaDeviceMemory x, CudaDeviceMemory y, int rows, int n, int k,
+        CudaDeviceMemory? normWeight = null, float eps = 0f, CudaDeviceMemory? bias = null, CudaDeviceMemory? residual = null, CudaDeviceMemory? argmax = null)
+    {
+        const string op = "CudaGemv.Forward";
+        Check(op, w, "w", x, y, rows, n, k, normWeight);
+        if (bias != null) Require(op, bias, 4L * n, "bias", 4);
+        if (residual != null) Require(op, residual, 4L * rows * n, "residual", 4);
+        if (argmax != null) Require(op, argmax, 8L * rows, "argmax", 8);
+        var args = new CudaKernelArguments().Add(w).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps).Add(bias?.Pointer ?? 0UL)
+            .Add(residual?.Pointer ?? 0UL).Add(y).Add(argmax?.Pointer ?? 0UL).Add(n).Add(k);
+        _device.Launch(_forward[rows - 1], ((uint)Blocks(n, OutputsPerWarp(rows, false)), 1, 1), (Threads, 1, 1), args);
+    }
+
+    /// <summary>y[rows,n] = silu(xn Wg^T + bg) * (xn Wu^T + bu)</summary>
+    public void SwiGlu(CudaDeviceMemory wGate, CudaDeviceMemory wUp, CudaDeviceMemory x, CudaDeviceMemory y, int rows, int n, int k,
+        CudaDeviceMemory? normWeight = null, float eps = 0f, CudaDeviceMemory? gateBias = null, CudaDeviceMemory? upBias = null)
+    {
+        const string op = "CudaGemv.SwiGlu";
+        Check(op, wGate, "wGate", x, y, rows, n, k, normWeight);
+        Require(op, wUp, 2L * n * k, "wUp", 16);
+        if (gateBias != null) Require(op, gateBias, 4L * n, "gateBias", 4);
+        if (upBias != null) Require(op, upBias, 4L * n, "upBias", 4);
+        var args = new CudaKernelArguments().Add(wGate).Add(wUp).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps)
+            .Add(gateBias?.Pointer ?? 0UL).Add(upBias?.Pointer ?? 0UL).Add(y).Add(n).Add(k);
+        _device.Launch(_swiGlu[rows - 1], ((uint)Blocks(n, OutputsPerWarp(rows, true)), 1, 1), (Threads, 1, 1), args);
+    }
+
+    // One group of outputs per warp.
+    private static long Blocks(int n, int outputsPerWarp) => ((long)n + outputsPerWarp * Warps - 1) / (outputsPerWarp * Warps);
+
+    private static void Check(string op, CudaDeviceMemory w, string wName, CudaDeviceMemory x, CudaDeviceMemory y, int rows, int n, int k, CudaDeviceMemory? normWeight)
+    {
+        if (rows < 1 || rows > MaxRows) throw new CudaException($"{op}: rows must be 1 to {MaxRows}, not {rows}");
+        if (n < 1) throw new CudaException($"{op}: n must be >= 1, not {n}");
+        if (k < 8 || k % 8 != 0) throw new CudaException($"{op}: k must be a positive multiple of 8 (16-byte weight loads), not {k}");
+        Require(op, w, 2L * n * k, wName, 16);
+        Require(op, x, 4L * rows * k, "x", 16);
+        Require(op, y, 4L * rows * n, "y", 4);
+        if (normWeight != null) Require(op, normWeight, 4L * k, "normWeight", 16);
+        if (x.Pointer < y.Pointer + 4UL * (ulong)rows * (ulong)n && y.Pointer < x.Pointer + 4UL * (ulong)rows * (ulong)k)
+            throw new CudaException($"{op}: x and y overlap (every warp reads all of x while others write y)");
+    }
+
+    private static void Require(string op, CudaDeviceMemory memory, long bytes, string what, int alignment)
+    {
+        if (memory.ByteLength < bytes) throw new CudaException($"{op}: {what} holds {memory.ByteLength} bytes, the sizes need {bytes}");
+        if (memory.Pointer % (ulong)alignment != 0) throw new CudaException($"{op}: {what} must be {alignment}-byte aligned, not at 0x{memory.Pointer:x}");
+    }
+
+    /// <summary>The argmax slot of (value, index): argmax_slot.cuh's encoding; a larger slot is a larger value
+    /// or, for equal values, a smaller index; NaN sorts below every number, -0 just below +0.</summary>
+    public static ulong ArgmaxPack(float value, int index)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        uint key = float.IsNaN(value) ? 0u : (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;
+        return (ulong)key << 32 | (0xFFFFFFFFu - (uint)index);
+    }
+
+    /// <summary>The index an argmax slot holds; -1 for a slot nothing was written to (still 0).</summary>
+    public static int ArgmaxIndex(ulong slot) => (int)(0xFFFFFFFFu - (uint)slot);
+
+    public void Dispose() => _module.Dispose();
+}
