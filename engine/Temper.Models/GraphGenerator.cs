@@ -1,0 +1,60 @@
+// Generation of one prompt through a CudaDecodeGraph of one row, with Generator's semantics: sampling
+// options (greedy, temperature, top-k/p, min-p, repetition penalty; row 0's seed), EOS ids, MaxNewTokens,
+// a per-token callback and cancellation. The prompt goes through the graph one token a step without
+// waiting; then each step's token is read back as it is chosen, so the callback streams. Greedy decoding
+// without a repetition penalty takes the device's argmax (4 bytes back a token); anything else downloads
+// the step's logits [V], picks on the host with the Sampler and writes the token back (Override).
+// Stop strings are not supported here (a TemperException says so).
+using Temper.Core;
+using Temper.Kernels.Cuda;
+
+namespace Temper.Models;
+
+public sealed class GraphGenerator(CudaDecodeGraph graph)
+{
+    public CudaDecodeGraph Graph { get; } = graph;
+
+    public GenerationResult Generate(IReadOnlyList<int> prompt, GenerationOptions o, Action<int, int>? onToken = null, CancellationToken cancel = default)
+    {
+        if (Graph.Rows != 1) throw new TemperException($"GraphGenerator decodes one row; the graph has {Graph.Rows}");
+        if (o.MaxNewTokens < 0) throw new TemperException($"--max-new-tokens must be >= 0 (got {o.MaxNewTokens})");
+        if (o.StopStrings.Count > 0) throw new TemperException("stop strings are not supported by the CUDA graph decoder");
+        if (prompt.Count == 0) throw new TemperException("a prompt is empty: give at least one token");
+        if (prompt.Count + o.MaxNewTokens > Graph.Capacity)
+            throw new TemperException($"prompt ({prompt.Count}) + new tokens ({o.MaxNewTokens}) exceed the decode graph's capacity of {Graph.Capacity} positions");
+        o.Sampling.Validate();
+        var generated = new List<int>();
+        if (o.MaxNewTokens == 0) return new GenerationResult(prompt, generated, FinishReason.Length);
+
+        var sampler = new Sampler(o.Sampling);
+        bool onHost = !o.Sampling.Greedy || o.Sampling.RepetitionPenalty != 1f;
+        var history = new List<int>(prompt);
+        int v = Graph.Shape.Vocab;
+        try
+        {
+            Graph.Start([prompt.ToArray()]);
+        }
+        catch (ArgumentException e)
+        {
+            throw new TemperException(e.Message);
+        }
+        Graph.Step(prompt.Count - 1);
+        for (int step = 0; step < o.MaxNewTokens; step++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            Graph.Step();
+            int id;
+            if (onHost)
+            {
+                id = sampler.Next(Graph.Logits().AsSpan(0, v), history.ToArray());
+                Graph.Override(0, id);
+            }
+            else id = Graph.Token(0);
+            history.Add(id);
+            generated.Add(id);
+            onToken?.Invoke(0, id);
+            if (!o.IgnoreEos && o.EosIds.Contains(id)) return new GenerationResult(prompt, generated, FinishReason.Eos);
+        }
+        return new GenerationResult(prompt, generated, FinishReason.Length);
+    }
+}

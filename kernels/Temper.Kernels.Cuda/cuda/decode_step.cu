@@ -1,0 +1,92 @@
+// decode_step.cu: the bookkeeping kernels of one decode step of CudaDecodeGraph, around its GEMVs
+// (gemv_bf16.cu) and paged attention (paged_attention.cu). Every value that changes from token to token
+// lives on the device, so one captured CUDA graph replays every step. For rows r < R (sequences decoded
+// in lockstep) and a capacity of T positions:
+//   position[R]  the position of the token this step feeds; token[R] that token;
+//   prompt[R,T], promptLen[R]  the prompts (fed one token a step: prefill runs through the same graph);
+//   tokens[R,T]  out: tokens[r, p] is the token at position p (prompt tokens, then generated ones);
+//   kvLen[R]     the keys a row's attention sees this step (position + 1);
+//   argmax[R]    the LM head's packed (logit, index) maximum (argmax_slot.cuh).
+//   decode_embed:       x[r,:] = embed[token[r], :] (bf16 [V,C] -> f32 [R,C]); kvLen[r] = position[r] + 1;
+//                       argmax[r] = 0 (before the LM head's atomics).
+//   decode_rope_append: qkv[R, (H + 2 Hkv) D] (q heads, then k, then v) -> q[R,H,D] rotated by RoPE at
+//                       position[r] (HF rotate_half: x'[i] = x[i] c - x[i+D/2] s, x'[i+D/2] = x[i+D/2] c + x[i] s,
+//                       c = cos[p, i], s = sin[p, i] from tables [T, D/2] that carry the attention scaling);
+//                       the k heads rotated and the v heads copied into kCache, vCache [R, T, Hkv, D] at row
+//                       r, slot position[r]: the layout of a paged cache with one block of T slots per row.
+//   decode_next:        next = prompt[r, p + 1] while the prompt lasts, else the argmax; tokens[r, p + 1] =
+//                       token[r] = next; position[r] = p + 1.
+// decode_next never moves a position past T - 1 (a replay after the host's last step rewrites slot T - 1),
+// so the host's positions (0 at the start, below T) keep every index in bounds.
+// Scalar reference: the CPU decoder (engine/Temper.Models/Decoder.cs); checked by CudaDecodeGraphChecks.
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include "argmax_slot.cuh"
+
+namespace {
+constexpr int THREADS = 256;
+} // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS) decode_embed(
+    const __nv_bfloat16* __restrict__ embed, const int* __restrict__ token, const int* __restrict__ position,
+    float* __restrict__ x, int* __restrict__ kvLen, unsigned long long* __restrict__ argmax, int rows, int c)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)rows * c) return;
+    const int r = (int)(i / c), j = (int)(i % c);
+    x[i] = __bfloat162float(embed[(long long)token[r] * c + j]);
+    if (j == 0)
+    {
+        kvLen[r] = position[r] + 1;
+        argmax[r] = 0ull;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
+    const float* __restrict__ qkv, const int* __restrict__ position, const float* __restrict__ cos, const float* __restrict__ sin,
+    float* __restrict__ q, float* __restrict__ kCache, float* __restrict__ vCache, int rows, int heads, int kvHeads, int half, int capacity)
+{
+    const int all = heads + 2 * kvHeads;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)rows * all * half) return;
+    const int e = (int)(i % half), h = (int)(i / half % all), r = (int)(i / half / all);
+    const int p = position[r], d = 2 * half;
+    const float* src = qkv + ((long long)r * all + h) * d;
+    const float a = src[e], b = src[e + half];
+    if (h < heads)
+    {
+        const float cs = cos[(long long)p * half + e], sn = sin[(long long)p * half + e];
+        float* dst = q + ((long long)r * heads + h) * d;
+        dst[e] = a * cs - b * sn;
+        dst[e + half] = b * cs + a * sn;
+        return;
+    }
+    const bool isKey = h < heads + kvHeads;
+    const int kh = isKey ? h - heads : h - heads - kvHeads;
+    float* dst = (isKey ? kCache : vCache) + (((long long)r * capacity + p) * kvHeads + kh) * d;
+    if (isKey)
+    {
+        const float cs = cos[(long long)p * half + e], sn = sin[(long long)p * half + e];
+        dst[e] = a * cs - b * sn;
+        dst[e + half] = b * cs + a * sn;
+    }
+    else
+    {
+        dst[e] = a;
+        dst[e + half] = b;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) decode_next(
+    const unsigned long long* __restrict__ argmax, const int* __restrict__ prompt, const int* __restrict__ promptLen,
+    int* __restrict__ token, int* __restrict__ position, int* __restrict__ tokens, int rows, int capacity)
+{
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const int p = position[r] + 1;
+    if (p >= capacity) return;
+    const int next = p < promptLen[r] ? prompt[(long long)r * capacity + p] : argmax_index(argmax[r]);
+    tokens[(long long)r * capacity + p] = next;
+    token[r] = next;
+    position[r] = p;
+}

@@ -1,0 +1,151 @@
+// CudaDecodeGraph (kernels/Temper.Kernels.Cuda, built from a model by Temper.Models' GraphDecoding)
+// against the CPU decoder on the same bf16 weights: a tiny random Qwen2-shaped model (q/k/v biases, made
+// non-zero, GQA 2:1, head dim 64, untied LM head), two rows with prompts of different lengths fed through
+// the graph one token a step. After every step each row's logits match the CPU decoder's for the same
+// tokens (fed one at a time through its own KV cache) within 1e-4 of their largest magnitude, and the
+// token the graph chose is the argmax of its logits, and the CPU's unless the CPU's top two are closer
+// than that tolerance. Generate's tokens equal the CPU Generator's greedy ones and stop at a stop id.
+// GraphGenerator (one row, Generator's semantics) gives the CPU Generator's tokens greedy (device argmax),
+// greedy with a repetition penalty and sampled (both picked on the host from the graph's logits), and
+// stops at an EOS id.
+using Temper.Core;
+using Temper.Kernels.Cpu;
+using Temper.Kernels.Cuda;
+using Temper.Models;
+
+namespace Temper.Cuda.Tests;
+
+[Trait("Kernels", "cuda")]
+public class CudaDecodeGraphChecks
+{
+    private static readonly ModelConfig Tiny = new()
+    {
+        ModelType = "qwen2", HiddenSize = 128, IntermediateSize = 256, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 64,
+        VocabSize = 320, RmsNormEps = 1e-6f, TieWordEmbeddings = false, AttentionBias = true, OutputBias = false, MlpBias = false,
+        MaxPositions = 4096, Rope = new RopeSpec("default", 10000), InitializerRange = 0.08f,
+    };
+
+    private static ModelWeights Weights(CpuBackend cpu)
+    {
+        var w = ModelWeights.Random(Tiny, cpu, seed: 7, DType.BF16);
+        var r = new Random(3);
+        foreach (var l in w.Layers)
+        {
+            foreach (var b in new[] { l.Q.Bias!, l.K.Bias!, l.V.Bias! }) foreach (ref float v in b.Floats) v = (float)(r.NextDouble() - 0.5);
+            foreach (ref float v in l.InputNorm.Floats) v = 0.5f + (float)r.NextDouble();
+        }
+        return w;
+    }
+
+    [Fact]
+    public void Every_step_matches_the_cpu_decoder()
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        const int capacity = 12;
+        int[][] prompts = [[5, 17, 250], [9, 1, 2, 3, 300]];
+        using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);
+        var decoder = new Decoder(Tiny, weights, cpu);
+        var caches = prompts.Select(_ => new KvCache(Tiny, cpu, 1, capacity)).ToArray();
+        graph.Start(prompts);
+        int v = Tiny.VocabSize;
+        for (int step = 0; step < capacity - 1; step++)
+        {
+            var tokensBefore = graph.Tokens();
+            graph.Step();
+            var logits = graph.Logits();
+            var tokens = graph.Tokens();
+            for (int r = 0; r < prompts.Length; r++)
+            {
+                Assert.Equal(tokensBefore[r], tokens[r][..(step + 1)]);
+                using var reference = decoder.Forward([tokensBefore[r][step]], [step], [], 1, caches[r], allPositions: false);
+                var want = reference.Floats;
+                var got = logits.AsSpan(r * v, v);
+                float max = 0;
+                foreach (float x in want) max = Math.Max(max, Math.Abs(x));
+                float tol = 1e-4f * max;
+                for (int i = 0; i < v; i++)
+                    Assert.True(Math.Abs(got[i] - want[i]) <= tol, $"row {r} step {step} logit {i}: graph {got[i]}, cpu {want[i]} (tolerance {tol})");
+                int next = tokens[r][step + 1];
+                if (step + 1 < prompts[r].Length)
+                {
+                    Assert.Equal(prompts[r][step + 1], next);
+                    continue;
+                }
+                Assert.Equal(ArgMax(got), next);
+                var sorted = want.ToArray().Select((x, i) => (x, i)).OrderByDescending(p => p.x).ToArray();
+                if (sorted[0].x - sorted[1].x > tol) Assert.Equal(sorted[0].i, next);
+            }
+        }
+        foreach (var c in caches) c.Dispose();
+    }
+
+    [Fact]
+    public void Generate_gives_the_cpu_generators_greedy_tokens_and_stops_at_a_stop_id()
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        int[][] prompts = [[11, 12, 13, 14]];
+        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, 16);
+        var generated = graph.Generate(prompts, maxNew: 8, syncEvery: 3);
+        var want = new Generator(new Decoder(Tiny, weights, cpu)).Generate([prompts[0]], new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true });
+        Assert.Equal(want[0].GeneratedIds, generated[0]);
+
+        int stop = generated[0][2];
+        var stopped = graph.Generate(prompts, maxNew: 8, stopIds: [stop], syncEvery: 2);
+        Assert.Equal(generated[0][..(Array.IndexOf(generated[0], stop) + 1)], stopped[0]);
+        Assert.Equal(stop, stopped[0][^1]);
+    }
+
+    [Theory]
+    [InlineData(true, 1f)]
+    [InlineData(true, 1.3f)]
+    [InlineData(false, 1f)]
+    public void Graph_generator_gives_the_cpu_generators_tokens(bool greedy, float repetitionPenalty)
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        int[] prompt = [7, 7, 30, 2];
+        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, 12);
+        var o = new GenerationOptions
+        {
+            MaxNewTokens = 7, IgnoreEos = true,
+            Sampling = new SamplingOptions { Greedy = greedy, Temperature = 0.7f, TopK = 40, RepetitionPenalty = repetitionPenalty, Seed = 5 },
+        };
+        var streamed = new List<int>();
+        var got = new GraphGenerator(graph).Generate(prompt, o, (_, id) => streamed.Add(id));
+        var want = new Generator(new Decoder(Tiny, weights, cpu)).Generate([prompt], o)[0];
+        Assert.Equal(want.GeneratedIds, got.GeneratedIds);
+        Assert.Equal(got.GeneratedIds, streamed);
+        Assert.Equal(FinishReason.Length, got.Finish);
+
+        int eos = got.GeneratedIds[3];
+        var stopped = new GraphGenerator(graph).Generate(prompt, o with { IgnoreEos = false, EosIds = [eos] });
+        Assert.Equal(FinishReason.Eos, stopped.Finish);
+        Assert.Equal(got.GeneratedIds.Take(got.GeneratedIds.ToList().IndexOf(eos) + 1), stopped.GeneratedIds);
+    }
+
+    [Fact]
+    public void Bad_input_is_refused_with_a_message()
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, 8);
+        Assert.Contains("outside the vocabulary", Assert.Throws<ArgumentException>(() => graph.Start([[1, Tiny.VocabSize]])).Message);
+        Assert.Contains("1 to 8 fit", Assert.Throws<ArgumentException>(() => graph.Start([new int[9]])).Message);
+        Assert.Contains("capacity", Assert.Throws<ArgumentOutOfRangeException>(() => graph.Generate([[1, 2, 3]], maxNew: 6)).Message);
+        Assert.Contains("2 prompts", Assert.Throws<ArgumentException>(() => graph.Start([[1], [2]])).Message);
+        Assert.Contains("head dim", Assert.Throws<ArgumentException>(() => new CudaDecodeGraph(device, GraphDecoding.Shape(Tiny with { HeadDim = 32, NumHeads = 8, NumKvHeads = 4 }), 1, 8)).Message);
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> x)
+    {
+        int best = 0;
+        for (int i = 1; i < x.Length; i++) if (x[i] > x[best]) best = i;
+        return best;
+    }
+}
