@@ -45,6 +45,9 @@ for step in "$@"; do
     decode) run decode 120 temper bench decode --device cuda --dtype bf16 --prompt-len 128 --tokens 64
             run decode-1b 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 64
             run decode-1b-profile 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 16 --profile ;;
+    decode-graph) run decode-graph-smol 120 temper bench decode --graph --prompt-len 128 --tokens 256
+                  run decode-graph-1b 180 temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256
+                  run decode-graph-checks 60 tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" ;;
     peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
@@ -61,6 +64,8 @@ for step in "$@"; do
             run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10
             run temper-ops-1b-ptx 200 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
+    ptx-1b-gc) run temper-1b-ptx-gc 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx --gradient-checkpointing
+               run peer-1b-gc 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 --gradient-checkpointing ;;
     ptx-attention) run ptx-attention-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
          run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx; do temper bench attention --device cuda --kernels $k --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
     ptx-paged) run ptx-paged-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaPagedAttentionChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPagedAttentionPtxRoutingChecks"'

@@ -34,6 +34,7 @@ ap.add_argument("--seq-len", type=int, default=2048)
 ap.add_argument("--steps", type=int, default=3)
 ap.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
 ap.add_argument("--attn", default="sdpa", help="transformers attn_implementation (sdpa, eager, flash_attention_2)")
+ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer in backward (transformers' non-reentrant checkpointing)")
 a = ap.parse_args()
 
 torch.manual_seed(1)
@@ -42,6 +43,9 @@ cfg = LlamaConfig(**SHAPES[a.shape], rms_norm_eps=1e-5, attention_bias=False, ml
 model = LlamaForCausalLM(cfg).to(device="cuda", dtype=dtype)
 model = get_peft_model(model, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0,
                                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+if a.gradient_checkpointing:
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
 opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 ids = torch.randint(0, cfg.vocab_size, (a.batch_size, a.seq_len), device="cuda")
 
@@ -63,6 +67,6 @@ for _ in range(a.steps):
     times.append(time.perf_counter() - t0)
 tokens = a.batch_size * a.seq_len
 mean = sum(times) / len(times)
-print(f"peft {a.shape} r{a.lora_r} {a.dtype} batch {a.batch_size} x {a.seq_len}: mean {mean * 1e3:.1f} ms = {tokens / mean:.0f} tokens/s, "
+print(f"peft {a.shape} r{a.lora_r} {a.dtype} batch {a.batch_size} x {a.seq_len}{' checkpointed' if a.gradient_checkpointing else ''}: mean {mean * 1e3:.1f} ms = {tokens / mean:.0f} tokens/s, "
       f"best {min(times) * 1e3:.1f} ms = {tokens / min(times):.0f} tokens/s; peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB "
       f"({torch.cuda.get_device_name()}, torch {torch.__version__}, attn {model.config._attn_implementation})")

@@ -42,6 +42,19 @@ internal static class CliOptions
         }
     }
 
+    /// <summary>CUDA device 0 through Temper's driver bindings, or a one-line TemperException saying why not.</summary>
+    public static Temper.Cuda.CudaDevice OpenCudaDevice(string flag)
+    {
+        try
+        {
+            return Temper.Cuda.CudaDevice.Open();
+        }
+        catch (Exception e) when (e is Temper.Cuda.Driver.CudaException or DllNotFoundException)
+        {
+            throw new TemperException($"{flag} decodes on a CUDA GPU: {e.Message}");
+        }
+    }
+
     /// <summary>The backend --device names (default: CUDA through ILGPU when present, else the CPU).</summary>
     public static IBackend Backend(ParseResult p, int threads)
     {

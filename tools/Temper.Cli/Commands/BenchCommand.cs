@@ -3,7 +3,8 @@
 // the LM head) times tokens/s: the effective weight bandwidth, to hold against the device's (issue 10's
 // roofline). --shape picks the random model's shape (default SmolLM-135M). --profile times every backend op of the decoding run (synchronised after each) and prints
 // them by total time. Without --model it builds a seeded random model shaped like SmolLM-135M (30
-// layers, C 576, F 1536, 9 heads / 3 KV heads, V 49152, tied embeddings).
+// layers, C 576, F 1536, 9 heads / 3 KV heads, V 49152, tied embeddings). --graph decodes through the
+// CUDA graph decoder instead (BenchDecodeGraph.cs).
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
@@ -44,10 +45,17 @@ internal static class BenchCommand
         var tokens = new Option<int>("--tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 64 };
         var shape = new Option<string>("--shape") { Description = "Without --model: smollm-135m, llama-3.2-1b or llama-3.1-8b", DefaultValueFactory = _ => "smollm-135m" };
         var profile = new Option<bool>("--profile") { Description = "Time every backend op of the decoding run (synchronised) and print the ops by total time" };
+        var graph = new Option<bool>("--graph") { Description = "Decode through Temper's CUDA kernels, each step one captured CUDA graph (greedy, bf16 weights, no ILGPU), against the device's bandwidth roofline" };
         var threads = CliOptions.Threads();
-        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(threads);
+        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(graph); decode.Add(threads);
         decode.SetGuardedAction(p =>
         {
+            if (p.GetValue(graph))
+            {
+                if (p.GetValue(profile)) throw new TemperException("--profile times backend ops; a --graph step is one graph launch (use nsys on the GPU)");
+                if (p.GetValue(promptLen) < 1 || p.GetValue(tokens) < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");
+                return BenchDecodeGraph.Run(p, model, p.GetValue(shape)!, p.GetValue(promptLen), p.GetValue(tokens), p.GetValue(threads));
+            }
             var device = CliOptions.Backend(p, p.GetValue(threads));
             var profiler = p.GetValue(profile) ? new ProfilingBackend(device, (device as IlgpuBackend) is { } gpu ? gpu.Synchronize : null) : null;
             IBackend be = profiler ?? device;

@@ -1,6 +1,7 @@
 // `temper generate --model DIR [--adapter DIR] --prompt TEXT [--chat] [--max-new-tokens N]
 //  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S]`: streams one prompt's
-// continuation to the console; several --prompt values run as one left-padded batch.
+// continuation to the console; several --prompt values run as one left-padded batch. --graph decodes one
+// prompt through the CUDA graph decoder (Temper's CUDA kernels, bf16 weights, an adapter merged first).
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -62,12 +63,21 @@ internal static class GenerateCommand
         var prompt = new Option<string[]>("--prompt", "-p") { Description = "Prompt text (repeat for a batch)", Required = true };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt as a user message with the chat template" };
         var qlora = CliOptions.QLora();
+        var graph = new Option<bool>("--graph") { Description = "Decode on CUDA device 0 through Temper's CUDA kernels, one captured CUDA graph a token (one prompt; bf16 weights; an --adapter is merged first)" };
         var flags = new SamplingFlags();
-        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, chat, qlora };
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, chat, qlora, graph };
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
-            using var lm = CliOptions.LoadModel(p, model, adapter, threads, qlora);
+            if (p.GetValue(graph))
+            {
+                if (p.GetValue(qlora)) throw new TemperException("--graph decodes bf16 weights; it cannot take --qlora");
+                if (p.GetValue(prompt)!.Length != 1) throw new TemperException("--graph decodes one --prompt at a time");
+                if (p.GetValue(flags.Stop) is { Length: > 0 }) throw new TemperException("--graph does not take --stop (EOS and --max-new-tokens end a run)");
+            }
+            using var lm = p.GetValue(graph)
+                ? LanguageModel.Load(p.GetValue(model)!, new Temper.Kernels.Cpu.CpuBackend(p.GetValue(threads)), p.GetValue(adapter), mergeAdapter: true, weightDType: DType.BF16)
+                : CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
             var texts = p.GetValue(prompt)!;
@@ -81,7 +91,15 @@ internal static class GenerateCommand
             {
                 var stream = new StreamingText(tok);
                 Console.Out.Write(texts[0]);
-                var r = gen.Generate(prompts, opts, (_, id) => Console.Out.Write(stream.Push(id)), cancel.Token)[0];
+                void Print(int _, int id) => Console.Out.Write(stream.Push(id));
+                GenerationResult r;
+                if (p.GetValue(graph))
+                {
+                    using var device = CliOptions.OpenCudaDevice("--graph");
+                    using var decodeGraph = GraphDecoding.Build(device, lm.Config, lm.Weights, rows: 1, capacity: prompts[0].Count + opts.MaxNewTokens);
+                    r = new GraphGenerator(decodeGraph).Generate(prompts[0], opts, Print, cancel.Token);
+                }
+                else r = gen.Generate(prompts, opts, Print, cancel.Token)[0];
                 Console.Out.WriteLine();
                 Console.Error.WriteLine($"[{r.GeneratedIds.Count} tokens, stop: {r.Finish}]");
                 return 0;
