@@ -31,12 +31,14 @@ done
 # The CUDA C++ kernels (cuda/*.cu) on the CPU through the CUDA emulator, where g++ exists: the kernel
 # checks of Temper.Cuda.Tests (trait Kernels=cuda) again, with the emulator as the driver library; then
 # IlgpuBackend's PTX route (those kernels on the buffers of ILGPU's CPU accelerator) through the emulator:
-# the routing checks of Temper.Kernels.Ilgpu.Tests (trait Ptx=emulated; skipped in its plain run).
+# the routing checks of Temper.Kernels.Ilgpu.Tests (trait Ptx=emulated; skipped in its plain run); and the
+# native library's CUDA generation (Temper.Native.Tests, trait Kernels=cuda).
 if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cuda/emu/build-emu.sh build/cuda-emu | tail -1) && [ -f "$emu" ]; then
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cuda.Tests (CUDA emulator)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Kernels.Ilgpu.Tests (PTX route on the CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
+  TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Native.Tests (CUDA emulator)" 60 tests/Temper.Native.Tests/bin/Release/net10.0/Temper.Native.Tests -trait "Kernels=cuda"
 else
-  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel and PTX route checks on the CPU skipped"; skipped=$((skipped+2))
+  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel, PTX route and native CUDA checks on the CPU skipped"; skipped=$((skipped+3))
 fi
 # The native library and its C/C++ hosts (ctest), where cmake and a C compiler exist.
 if command -v cmake >/dev/null && command -v cc >/dev/null && [ "${TEMPER_SKIP_NATIVE:-0}" != 1 ]; then

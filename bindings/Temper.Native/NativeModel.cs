@@ -2,14 +2,22 @@
 // flag. Calls that run or change the model (logits, generate, adapters, trainer steps) take the flag
 // without waiting; a second such call meanwhile (another thread, or a callback of the first) gets
 // TEMPER_E_BUSY naming the call in progress. Tokenizer and template calls read immutable state and
-// take no flag.
+// take no flag. On TEMPER_DEVICE_CUDA the model is a CPU model with bf16 weights plus a CUDA device:
+// generation runs through a CudaDecodeGraph (Temper's CUDA kernels, no ILGPU) built on first use and
+// rebuilt when a merge changes the weights or a longer run needs more positions; logits, adapters and
+// training use the CPU copy.
 using Temper.Core;
+using Temper.Cuda;
+using Temper.Kernels.Cuda;
 using Temper.Models;
 
 namespace Temper.Native;
 
-internal sealed class NativeModel(LanguageModel lm, IBackend backend) : IDisposable
+internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice? cuda = null) : IDisposable
 {
+    /// <summary>Positions of the first decode graph (more when a run needs them, up to the model's maximum).</summary>
+    public const int GraphPositions = 2048;
+    private CudaDecodeGraph? _graph;
     private int _busy;
     private volatile string? _busyWith;
 
@@ -18,6 +26,28 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend) : IDisposa
     public bool Disposed { get; private set; }
     /// <summary>The live trainer on this model, if any (it owns the LoRA views while it lives).</summary>
     public NativeTrainer? Trainer { get; set; }
+
+    /// <summary>The CUDA device generation runs on (TEMPER_DEVICE_CUDA), or null on the CPU.</summary>
+    public CudaDevice? Cuda { get; } = cuda;
+
+    /// <summary>The decode graph for a run of <paramref name="positions"/> positions, built (or rebuilt larger) as needed.</summary>
+    public CudaDecodeGraph Graph(int positions)
+    {
+        if (Cuda == null) throw new InvalidOperationException("the model is not on CUDA");
+        if (HasLora)
+            throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: generation on CUDA takes merged weights; merge the adapter (temper_adapter_merge) or remove it first");
+        if (_graph != null && _graph.Capacity >= positions) return _graph;
+        int capacity = Math.Max(positions, Math.Min(GraphPositions, Lm.Config.MaxPositions));
+        InvalidateGraph();
+        return _graph = GraphDecoding.Build(Cuda, Lm.Config, Lm.Weights, rows: 1, capacity);
+    }
+
+    /// <summary>Drops the decode graph (its device copy of the weights) after the weights changed.</summary>
+    public void InvalidateGraph()
+    {
+        _graph?.Dispose();
+        _graph = null;
+    }
 
     public IEnumerable<Projection> AllProjections => Lm.Weights.Projections.Append(Lm.Weights.LmHead);
 
@@ -73,6 +103,8 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend) : IDisposa
     {
         if (Disposed) return;
         Disposed = true;
+        InvalidateGraph();
+        Cuda?.Dispose();
         Lm.Dispose();
     }
 }

@@ -150,7 +150,11 @@ typedef struct temper_model temper_model;
 
 typedef enum temper_device {
     TEMPER_DEVICE_CPU = 0,
-    TEMPER_DEVICE_CUDA = 1   /* not in this build yet: TEMPER_E_UNSUPPORTED */
+    TEMPER_DEVICE_CUDA = 1   /* generation on an NVIDIA GPU (sm_80+) through Temper's CUDA kernels, one captured
+                                CUDA graph a token (no ILGPU); weights held as bf16. Logits, adapters and training
+                                use the CPU copy; generating with an unmerged adapter is TEMPER_E_UNSUPPORTED
+                                (merge it first). Head dims 64 and 128 only. No driver or device, or another head
+                                dim: TEMPER_E_UNSUPPORTED from temper_model_load. */
 } temper_device;
 
 typedef struct temper_model_options {

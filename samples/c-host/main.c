@@ -549,7 +549,7 @@ static int run_misuse(const char* dir) {
     EXPECT_STATUS(temper_model_load("\xff\xfe not utf-8", NULL, &model), TEMPER_E_INVALID_UTF8);
     EXPECT_STATUS(temper_adapter_load("/nonexistent/temper-adapter", &adapter), TEMPER_E_NOT_FOUND);
     temper_model_options mo = temper_model_options_default();
-    mo.device = TEMPER_DEVICE_CUDA;
+    mo.device = TEMPER_DEVICE_CUDA; /* no GPU here, or (with one) the fixture's head dim of 16: unsupported either way */
     EXPECT_STATUS(temper_model_load(dir, &mo, &model), TEMPER_E_UNSUPPORTED);
     mo = temper_model_options_default();
     mo.threads = -1;

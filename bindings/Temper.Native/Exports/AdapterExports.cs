@@ -94,6 +94,7 @@ public static unsafe class AdapterExports
             RefuseDuringTraining(m, "temper_adapter_merge");
             m.RemoveLora();
             a.Adapter.Merge(m.Lm.Weights, m.Backend);
+            m.InvalidateGraph(); // the device copy of the weights predates the merge
             return 0;
         }
         catch (Exception e) { return Status.Report(e); }

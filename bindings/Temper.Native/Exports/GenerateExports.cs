@@ -62,7 +62,9 @@ public static unsafe class GenerateExports
             {
                 try
                 {
-                    r = new Generator(lm.Decoder).Generate([ids], gen, OnToken, cancel.Token);
+                    r = m.Cuda != null
+                        ? [new GraphGenerator(m.Graph(ids.Length + gen.MaxNewTokens)).Generate(ids, gen, OnToken, cancel.Token)]
+                        : new Generator(lm.Decoder).Generate([ids], gen, OnToken, cancel.Token);
                 }
                 catch (OperationCanceledException) when (stopped) { }
             }

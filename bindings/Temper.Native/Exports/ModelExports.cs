@@ -5,6 +5,8 @@ using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
+using Temper.Cuda;
+using Temper.Cuda.Driver;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 
@@ -25,17 +27,53 @@ public static unsafe class ModelExports
             *model = 0;
             string path = Utf8.Read(dir, "temper_model_load: dir");
             var o = options == null ? new TemperModelOptions() : *options;
-            if (o.Device == (int)TemperDevice.Cuda) throw new NativeError(TemperStatus.Unsupported, "temper_model_load: the CUDA device is not available in this build yet; use TEMPER_DEVICE_CPU");
-            if (o.Device != (int)TemperDevice.Cpu) throw Status.Arg($"temper_model_load: unknown device {o.Device}");
+            if (o.Device != (int)TemperDevice.Cpu && o.Device != (int)TemperDevice.Cuda) throw Status.Arg($"temper_model_load: unknown device {o.Device}");
             if (o.Threads < 0) throw Status.Arg($"temper_model_load: threads must be >= 0 (got {o.Threads})");
             if (!Directory.Exists(path)) throw new NativeError(TemperStatus.NotFound, $"{path}: model folder not found");
             if (!File.Exists(Path.Combine(path, "config.json"))) throw new NativeError(TemperStatus.NotFound, $"{path}: no config.json in the model folder");
             var be = new CpuBackend(o.Threads);
+            if (o.Device == (int)TemperDevice.Cuda)
+            {
+                *model = Handles.Create(LoadForCuda(path, be));
+                return 0;
+            }
             var lm = LanguageModel.Load(path, be);
             *model = Handles.Create(new NativeModel(lm, be));
             return 0;
         }
         catch (Exception e) { return Status.Report(e); }
+    }
+
+    // TEMPER_DEVICE_CUDA: the model's shape checked against the decode graph's kernels first, then the
+    // weights as bf16 on the CPU and the device opened; no device or an unsupported shape is TEMPER_E_UNSUPPORTED.
+    private static NativeModel LoadForCuda(string path, CpuBackend be)
+    {
+        try
+        {
+            GraphDecoding.Validate(ModelConfig.Load(path), rows: 1, capacity: 2);
+        }
+        catch (TemperException e)
+        {
+            throw new NativeError(TemperStatus.Unsupported, $"temper_model_load: {path}: {e.Message}");
+        }
+        CudaDevice device;
+        try
+        {
+            device = CudaDevice.Open();
+        }
+        catch (Exception e) when (e is CudaException or DllNotFoundException)
+        {
+            throw new NativeError(TemperStatus.Unsupported, $"temper_model_load: no CUDA device: {e.Message}");
+        }
+        try
+        {
+            return new NativeModel(LanguageModel.Load(path, be, weightDType: DType.BF16), be, device);
+        }
+        catch
+        {
+            device.Dispose();
+            throw;
+        }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "temper_model_free")]

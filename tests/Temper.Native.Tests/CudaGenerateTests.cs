@@ -1,0 +1,137 @@
+// temper_model_load / temper_model_generate on TEMPER_DEVICE_CUDA (generation through the CUDA decode
+// graph). Always: a model whose head dim the graph's kernels do not take (the llama-tiny fixture's 16) is
+// TEMPER_E_UNSUPPORTED naming it. With a CUDA driver (a GPU, or the CUDA emulator test.sh loads for the
+// trait Kernels=cuda): a tiny Qwen2-shaped model written here in bf16 (head dim 64) generates the same
+// greedy tokens, with the same finish, on CUDA as on the CPU, and a repetition-penalised run (picked on
+// the host from the graph's logits) too.
+using System.Runtime.InteropServices;
+using System.Text;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+using Temper.Cuda.Driver;
+using Temper.Kernels.Cpu;
+using Temper.Models;
+using Temper.Native;
+using Temper.Native.Exports;
+
+namespace Temper.Tests;
+
+public sealed unsafe class CudaGenerateTests
+{
+    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
+
+    private static int Load(string dir, TemperDevice device, out nint model)
+    {
+        nint m = 0;
+        var o = new TemperModelOptions { Device = (int)device, Threads = 1 };
+        fixed (byte* p = Encoding.UTF8.GetBytes(dir + "\0"))
+        {
+            int rc = ((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(p, &o, &m);
+            model = m;
+            return rc;
+        }
+    }
+
+    private static int Free(nint model) => ((delegate* unmanaged<nint, int>)&ModelExports.ModelFree)(model);
+
+    private static (int[] Ids, TemperGenerateResult Result) Generate(nint model, int[] prompt, TemperGenerateOptions o)
+    {
+        var ids = new int[o.MaxNewTokens];
+        TemperGenerateResult r;
+        int rc;
+        fixed (int* p = prompt)
+        fixed (int* outIds = ids)
+            rc = ((delegate* unmanaged<nint, int*, int, TemperGenerateOptions*, delegate* unmanaged[Cdecl]<int, byte*, void*, int>, void*, int*, int, TemperGenerateResult*, int>)&GenerateExports.ModelGenerate)(
+                model, p, prompt.Length, &o, null, null, outIds, ids.Length, &r);
+        Assert.True(rc == 0, LastError());
+        return (ids[..r.Generated], r);
+    }
+
+    [Fact]
+    public void Cuda_load_of_a_head_dim_the_kernels_do_not_take_is_unsupported()
+    {
+        Assert.Equal((int)TemperStatus.Unsupported, Load(Fixtures.Hf("llama-tiny"), TemperDevice.Cuda, out var m));
+        Assert.Equal(0, m);
+        Assert.Contains("head dim 16", LastError());
+    }
+
+    [Fact]
+    [Trait("Kernels", "cuda")]
+    public void Cuda_generation_gives_the_cpus_tokens()
+    {
+        SkipWithoutCuda();
+        string dir = Directory.CreateTempSubdirectory("temper-cuda-gen-").FullName;
+        try
+        {
+            WriteTinyModel(dir);
+            Assert.True(Load(dir, TemperDevice.Cpu, out var cpu) == 0, LastError());
+            Assert.True(Load(dir, TemperDevice.Cuda, out var gpu) == 0, LastError());
+            try
+            {
+                int[] prompt = [3, 141, 59, 26];
+                var o = GenerateExports.Defaults;
+                o.MaxNewTokens = 6;
+                o.IgnoreEos = 1;
+                var want = Generate(cpu, prompt, o);
+                var got = Generate(gpu, prompt, o);
+                Assert.Equal(want.Ids, got.Ids);
+                Assert.Equal(6, got.Result.Generated);
+                Assert.Equal((int)TemperFinishReason.Length, got.Result.Finish);
+
+                o.Sampling.RepetitionPenalty = 1.5f;
+                Assert.Equal(Generate(cpu, prompt, o).Ids, Generate(gpu, prompt, o).Ids);
+            }
+            finally
+            {
+                Assert.Equal(0, Free(cpu));
+                Assert.Equal(0, Free(gpu));
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static void SkipWithoutCuda()
+    {
+        try
+        {
+            CudaDriver.Init();
+            Assert.SkipWhen(CudaDriver.DeviceCount() == 0, "no CUDA device");
+        }
+        catch (Exception e) when (e is CudaException or DllNotFoundException)
+        {
+            Assert.Skip($"no CUDA driver or device: {e.Message}");
+        }
+    }
+
+    // config.json and model.safetensors (bf16 matrices, f32 norms and non-zero q/k/v biases) of a tiny Qwen2-shaped model.
+    private static void WriteTinyModel(string dir)
+    {
+        File.WriteAllText(Path.Combine(dir, "config.json"), """
+            {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 128, "intermediate_size": 256,
+             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 320,
+             "rms_norm_eps": 1e-6, "tie_word_embeddings": false, "max_position_embeddings": 64, "rope_theta": 10000.0,
+             "initializer_range": 0.08, "eos_token_id": 2}
+            """);
+        var cfg = ModelConfig.Load(dir);
+        using var w = ModelWeights.Random(cfg, new CpuBackend(1), seed: 11, DType.BF16);
+        var r = new Random(5);
+        foreach (var l in w.Layers)
+            foreach (var b in new[] { l.Q.Bias!, l.K.Bias!, l.V.Bias! })
+                foreach (ref float v in b.Floats) v = (float)(r.NextDouble() - 0.5);
+        var tensors = new List<Tensor> { w.Embed, w.FinalNorm, w.LmHead.Weight };
+        foreach (var l in w.Layers)
+        {
+            tensors.Add(l.InputNorm);
+            tensors.Add(l.PostAttentionNorm);
+            foreach (var p in l.Projections)
+            {
+                tensors.Add(p.Weight);
+                if (p.Bias != null) tensors.Add(p.Bias);
+            }
+        }
+        SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors.Select(t => KeyValuePair.Create(t.Name!, t)));
+    }
+}
