@@ -61,6 +61,7 @@ public sealed class CudaDecodeGraph : IDisposable
     private CudaModuleHandle? _module;
     private CudaFunction? _embedFn, _ropeFn, _nextFn;
     private CudaGraph? _graph;
+    private (CudaGraph Graph, List<CudaEventHandle> Events, List<string> Labels)? _profile;
     private int[] _promptLengths = [];
 
     private sealed class Layer
@@ -321,27 +322,82 @@ public sealed class CudaDecodeGraph : IDisposable
         _nextFn ??= CudaDriver.GetFunction(Module(), "decode_next");
     }
 
-    // The kernels of one step, in order, on the device's stream (run once, then captured).
-    private void LaunchStep()
+    // The kernels of one step, in order, on the device's stream (run once, then captured); mark(name) after
+    // each (Profile's timing events).
+    private void LaunchStep() => LaunchStep(null);
+
+    private void LaunchStep(Action<string>? mark)
     {
         var s = Shape;
         int rows = Rows, c = s.Hidden, hd = s.Heads * s.HeadDim, f = s.Intermediate;
         _device.Launch(_embedFn!, Grid((long)rows * c), (Threads, 1, 1),
             new CudaKernelArguments().Add(_embed!).Add(_token).Add(_position).Add(_x).Add(_kvLen).Add(_argmax).Add(rows).Add(c));
+        mark?.Invoke("embed");
         foreach (var l in _layers)
         {
             _gemv.Forward(l.Qkv!, _x, _qkv, rows, s.QkvRows, c, l.InputNorm, s.RmsNormEps, l.QkvBias);
+            mark?.Invoke("qkv = norm(x) Wqkv (GEMV)");
             _device.Launch(_ropeFn!, Grid((long)rows * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
                 new CudaKernelArguments().Add(_qkv).Add(_position).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
                     .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity));
+            mark?.Invoke("RoPE + cache append");
             _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _tables, _rowSeq, _kvLen, _workspace, _attentionShape, _splits);
+            mark?.Invoke(_splits > 1 ? $"attention ({_splits} splits + combine)" : "attention");
             _gemv.Forward(l.O!, _attn, _x, rows, c, hd, bias: l.OBias, residual: _x);
+            mark?.Invoke("x += a Wo (GEMV)");
             _gemv.SwiGlu(l.Gate!, l.Up!, _x, _h, rows, f, c, l.PostNorm, s.RmsNormEps, l.GateBias, l.UpBias);
+            mark?.Invoke("h = SwiGLU(norm(x) Wg, norm(x) Wu) (GEMV)");
             _gemv.Forward(l.Down!, _h, _x, rows, c, f, bias: l.DownBias, residual: _x);
+            mark?.Invoke("x += h Wd (GEMV)");
         }
         _gemv.Forward(_lmHead ?? _embed!, _x, _logits, rows, s.Vocab, c, _finalNorm, s.RmsNormEps, argmax: _argmax);
+        mark?.Invoke("logits = norm(x) Wlm + argmax (GEMV)");
         _device.Launch(_nextFn!, Grid(rows), (Threads, 1, 1),
             new CudaKernelArguments().Add(_argmax).Add(_prompt).Add(_promptLen).Add(_token).Add(_position).Add(_tokens).Add(rows).Add(Capacity));
+        mark?.Invoke("next token");
+    }
+
+    /// <summary>The GPU time of each part of a step (ms per step, summed over layers, with its calls per step),
+    /// from <paramref name="steps"/> steps of a second graph that holds an event record node after each part
+    /// (CU_EVENT_RECORD_EXTERNAL), so the times carry no launch overhead. The steps are real decode steps:
+    /// Position advances as with Step.</summary>
+    public IReadOnlyList<(string Part, int Calls, double Ms)> Profile(int steps)
+    {
+        if (_promptLengths.Length == 0) throw new InvalidOperationException("CudaDecodeGraph: Start the rows before profiling");
+        if (_graph == null) Step(); // the uncaptured first step loads the modules
+        if (steps < 1 || Position + steps > Capacity - 1)
+            throw new ArgumentOutOfRangeException(nameof(steps), $"{steps} profiled steps from position {Position} pass the capacity of {Capacity} positions");
+        if (_profile == null)
+        {
+            var labels = new List<string>();
+            var events = new List<CudaEventHandle> { _device.CreateEvent() };
+            int marks = 3 + 6 * _layers.Length;
+            for (int i = 0; i < marks; i++) events.Add(_device.CreateEvent());
+            var graph = CudaGraph.Capture(_device.Stream, () =>
+            {
+                CudaDriver.RecordEventExternal(events[0], _device.Stream);
+                LaunchStep(label =>
+                {
+                    labels.Add(label);
+                    CudaDriver.RecordEventExternal(events[labels.Count], _device.Stream);
+                });
+            });
+            _profile = (graph, events, labels);
+        }
+        var (g, ev, names) = _profile.Value;
+        var totals = new Dictionary<string, (int Calls, double Ms)>();
+        for (int step = 0; step < steps; step++)
+        {
+            g.Launch(_device.Stream);
+            Position++;
+            _device.Synchronize();
+            for (int i = 0; i < names.Count; i++)
+            {
+                var (calls, ms) = totals.GetValueOrDefault(names[i]);
+                totals[names[i]] = (step == 0 ? calls + 1 : calls, ms + CudaDriver.ElapsedMilliseconds(ev[i], ev[i + 1]));
+            }
+        }
+        return [.. names.Distinct().Select(n => (n, totals[n].Calls, totals[n].Ms / steps))];
     }
 
     /// <summary>cos and sin [T, D/2] of p invFreq[i] times the scaling, as the RoPE reference computes them (an f32 angle).</summary>
@@ -427,6 +483,11 @@ public sealed class CudaDecodeGraph : IDisposable
     public void Dispose()
     {
         _graph?.Dispose();
+        if (_profile is { } p)
+        {
+            p.Graph.Dispose();
+            foreach (var e in p.Events) e.Dispose();
+        }
         _gemv.Dispose();
         _attention.Dispose();
         foreach (var m in _owned) m.Dispose();

@@ -1,5 +1,5 @@
 // `--graph` (the CUDA graph decoder) on `temper bench decode` and `temper generate`: what it cannot run is
-// one line and exit 2, with a GPU or without: --profile, several prompts, --stop, --qlora, and the
+// one line and exit 2, with a GPU or without: --rows without --graph, several prompts, --stop, --qlora, and the
 // llama-tiny fixture itself (no CUDA device in CI; on a GPU, its head dim of 16, which the kernels do not take).
 namespace Temper.Tests;
 
@@ -8,7 +8,7 @@ public class GraphDecodeCliTests
     private static readonly string Tiny = Fixtures.Hf("llama-tiny");
 
     [Theory]
-    [InlineData("--profile times backend ops", "bench", "decode", "--graph", "--profile")]
+    [InlineData("--rows is for --graph", "bench", "decode", "--rows", "2")]
     [InlineData("--graph decodes one --prompt at a time", "generate", "--graph", "-p", "a", "-p", "b")]
     [InlineData("--graph does not take --stop", "generate", "--graph", "-p", "a", "--stop", "x")]
     [InlineData("--graph decodes bf16 weights; it cannot take --qlora", "generate", "--graph", "-p", "a", "--qlora")]

@@ -7,7 +7,7 @@
 // than that tolerance. Generate's tokens equal the CPU Generator's greedy ones and stop at a stop id.
 // GraphGenerator (one row, Generator's semantics) gives the CPU Generator's tokens greedy (device argmax),
 // greedy with a repetition penalty and sampled (both picked on the host from the graph's logits), and
-// stops at an EOS id.
+// stops at an EOS id. Profile's steps (a second graph with timing events) decode as plain ones do.
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cuda;
@@ -126,6 +126,30 @@ public class CudaDecodeGraphChecks
         var stopped = new GraphGenerator(graph).Generate(prompt, o with { IgnoreEos = false, EosIds = [eos] });
         Assert.Equal(FinishReason.Eos, stopped.Finish);
         Assert.Equal(got.GeneratedIds.Take(got.GeneratedIds.ToList().IndexOf(eos) + 1), stopped.GeneratedIds);
+    }
+
+    [Fact]
+    public void Profiled_steps_decode_like_plain_ones_and_name_every_kernel()
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        int[][] prompt = [[4, 8, 15]];
+        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, 10);
+        graph.Start(prompt);
+        graph.Step(6);
+        var plain = graph.Tokens()[0];
+
+        graph.Start(prompt);
+        graph.Step(2);
+        var parts = graph.Profile(4);
+        Assert.Equal(6, graph.Position);
+        Assert.Equal(plain, graph.Tokens()[0]);
+        int layers = Tiny.NumLayers;
+        Assert.Equal([1, layers, layers, layers, layers, layers, layers, 1, 1], parts.Select(p => p.Calls));
+        Assert.StartsWith("attention", parts[3].Part);
+        Assert.All(parts, p => Assert.True(p.Ms >= 0, $"{p.Part}: {p.Ms} ms"));
+        Assert.Throws<ArgumentOutOfRangeException>(() => graph.Profile(4)); // 6 + 4 positions pass the capacity of 10
     }
 
     [Fact]

@@ -171,6 +171,15 @@ public static unsafe partial class CudaDriver
         GC.KeepAlive(stream);
     }
 
+    /// <summary>cuEventRecordWithFlags with CU_EVENT_RECORD_EXTERNAL: recorded into a capturing stream, the
+    /// record becomes a node of the graph, so each replay stamps the event (for timing inside a graph).</summary>
+    public static void RecordEventExternal(CudaEventHandle evt, CudaStreamHandle? stream)
+    {
+        CudaCheck.Ok(CudaImports.cuEventRecordWithFlags(Raw(evt), Raw(stream), 1));
+        GC.KeepAlive(evt);
+        GC.KeepAlive(stream);
+    }
+
     public static void EventSynchronize(CudaEventHandle evt)
     {
         CudaCheck.Ok(CudaImports.cuEventSynchronize(Raw(evt)));

@@ -68,6 +68,7 @@ internal static unsafe partial class CudaImports
     [LibraryImport(Library)] internal static partial CudaResult cuEventCreate(nint* evt, uint flags);
     [LibraryImport(Library)] internal static partial CudaResult cuEventDestroy_v2(nint evt);
     [LibraryImport(Library)] internal static partial CudaResult cuEventRecord(nint evt, nint stream);
+    [LibraryImport(Library)] internal static partial CudaResult cuEventRecordWithFlags(nint evt, nint stream, uint flags);
     [LibraryImport(Library)] internal static partial CudaResult cuEventSynchronize(nint evt);
     [LibraryImport(Library)] internal static partial CudaResult cuEventElapsedTime(float* milliseconds, nint start, nint end);
 }

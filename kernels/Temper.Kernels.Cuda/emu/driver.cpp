@@ -266,6 +266,17 @@ int cuEventRecord(void* e, void* stream)
     if (!capturing) { event->at = std::chrono::steady_clock::now(); event->recorded = true; }
     return Success;
 }
+// CU_EVENT_RECORD_EXTERNAL (1) into a capturing stream makes a node that records the time at replay (the
+// real driver's external event record node); otherwise as cuEventRecord.
+int cuEventRecordWithFlags(void* e, void* stream, unsigned flags)
+{
+    bool capturing;
+    if (int refused = capture_state(stream, &capturing)) return refused;
+    if (!(flags & 1u) || !capturing) return cuEventRecord(e, stream);
+    auto* event = (Event*)e;
+    event->captured = false;
+    return enqueue(stream, [event] { event->at = std::chrono::steady_clock::now(); event->recorded = true; return (int)Success; });
+}
 int cuEventSynchronize(void* e) { return ((Event*)e)->captured ? CapturedEvent : Success; }
 int cuEventElapsedTime(float* ms, void* start, void* end)
 {

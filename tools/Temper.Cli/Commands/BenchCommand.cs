@@ -45,16 +45,17 @@ internal static class BenchCommand
         var tokens = new Option<int>("--tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 64 };
         var shape = new Option<string>("--shape") { Description = "Without --model: smollm-135m, llama-3.2-1b or llama-3.1-8b", DefaultValueFactory = _ => "smollm-135m" };
         var profile = new Option<bool>("--profile") { Description = "Time every backend op of the decoding run (synchronised) and print the ops by total time" };
+        var rows = new Option<int>("--rows") { Description = "With --graph: sequences decoded in lockstep (1 to 8)", DefaultValueFactory = _ => 1 };
         var graph = new Option<bool>("--graph") { Description = "Decode through Temper's CUDA kernels, each step one captured CUDA graph (greedy, bf16 weights, no ILGPU), against the device's bandwidth roofline" };
         var threads = CliOptions.Threads();
-        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(graph); decode.Add(threads);
+        decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(graph); decode.Add(rows); decode.Add(threads);
         decode.SetGuardedAction(p =>
         {
+            if (p.GetValue(rows) != 1 && !p.GetValue(graph)) throw new TemperException("--rows is for --graph (the plain bench decodes batch 1)");
             if (p.GetValue(graph))
             {
-                if (p.GetValue(profile)) throw new TemperException("--profile times backend ops; a --graph step is one graph launch (use nsys on the GPU)");
                 if (p.GetValue(promptLen) < 1 || p.GetValue(tokens) < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");
-                return BenchDecodeGraph.Run(p, model, p.GetValue(shape)!, p.GetValue(promptLen), p.GetValue(tokens), p.GetValue(threads));
+                return BenchDecodeGraph.Run(p, model, p.GetValue(shape)!, p.GetValue(promptLen), p.GetValue(tokens), p.GetValue(threads), p.GetValue(profile), p.GetValue(rows));
             }
             var device = CliOptions.Backend(p, p.GetValue(threads));
             var profiler = p.GetValue(profile) ? new ProfilingBackend(device, (device as IlgpuBackend) is { } gpu ? gpu.Synchronize : null) : null;

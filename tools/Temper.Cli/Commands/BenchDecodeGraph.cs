@@ -1,22 +1,24 @@
-// `temper bench decode --graph`: batch-1 greedy decoding through CudaDecodeGraph (Temper's CUDA kernels,
+// `temper bench decode --graph [--rows N] [--profile]`: batch-1 (or N rows in lockstep) greedy decoding through CudaDecodeGraph (Temper's CUDA kernels,
 // each step one captured CUDA graph, no ILGPU) on CUDA device 0, with bf16 weights (a --model folder's
 // converted at load, or the random --shape). Prints prefill (fed through the graph one token a step) and
 // decode tokens/s, the kernels a step holds, the weight bytes a token reads and the effective weight
 // bandwidth, and holds it against the device's peak DRAM bandwidth (memory clock x bus width, the roofline)
 // and, as the peer in the same run, a device-to-device copy's bandwidth (bytes read + written per second).
+// --profile adds each part of a step's GPU time (CudaDecodeGraph.Profile).
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cpu;
+using Temper.Kernels.Cuda;
 using Temper.Models;
 
 namespace Temper.Cli.Commands;
 
 internal static class BenchDecodeGraph
 {
-    public static int Run(ParseResult p, Option<string?> model, string shape, int promptLen, int tokens, int threads)
+    public static int Run(ParseResult p, Option<string?> model, string shape, int promptLen, int tokens, int threads, bool profile, int rows)
     {
         var cpu = new CpuBackend(threads);
         ModelConfig cfg;
@@ -37,12 +39,13 @@ internal static class BenchDecodeGraph
         using var ownedModel = lm;
         using var ownedWeights = lm == null ? weights : null;
         using var device = CliOptions.OpenCudaDevice("--graph");
-        using var graph = GraphDecoding.Build(device, cfg, weights, rows: 1, capacity: promptLen + tokens + 1);
+        if (rows < 1 || rows > CudaGemv.MaxRows) throw new TemperException($"--rows must be 1 to {CudaGemv.MaxRows}, not {rows}");
+        using var graph = GraphDecoding.Build(device, cfg, weights, rows, capacity: promptLen + tokens + 1);
         var rng = new Random(7);
-        int[] prompt = [.. Enumerable.Range(0, promptLen).Select(_ => rng.Next(cfg.VocabSize))];
-        graph.Generate([prompt], maxNew: 2); // warm-up: module loads, the capture, page-in
+        int[][] prompts = [.. Enumerable.Range(0, rows).Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(cfg.VocabSize)).ToArray())];
+        graph.Generate(prompts, maxNew: 2); // warm-up: module loads, the capture, page-in
 
-        graph.Start([prompt]);
+        graph.Start(prompts);
         var sw = Stopwatch.StartNew();
         graph.Step(promptLen - 1);
         graph.Wait();
@@ -52,7 +55,7 @@ internal static class BenchDecodeGraph
         graph.Wait();
         double decode = Math.Max(1e-9, sw.Elapsed.TotalSeconds);
 
-        double perSecond = tokens / decode;
+        double perSecond = tokens / decode; // steps (tokens of each row) per second
         long weightBytes = graph.WeightBytesPerStep;
         double effective = weightBytes * perSecond;
         double peak = PeakBandwidth(device);
@@ -60,11 +63,30 @@ internal static class BenchDecodeGraph
         Console.WriteLine($"model: {what}");
         Console.WriteLine($"backend: CUDA graph decode on {device.Name}{(device.IsEmulated ? " (times are the CPU's)" : "")}, {graph.StepNodes} kernels a step");
         Console.WriteLine($"prefill: {promptLen - 1} of the {promptLen} prompt tokens in {prefill * 1000:F1} ms = {(promptLen - 1) / Math.Max(1e-9, prefill):F1} tokens/s (one a step; the last feeds the first decode step)");
-        Console.WriteLine($"decode: {tokens} tokens in {decode * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1), {decode * 1000 / tokens:F3} ms/token");
-        Console.WriteLine($"weights read per token: {weightBytes / 1e6:F1} MB; effective weight bandwidth {effective / 1e9:F1} GB/s");
+        Console.WriteLine(rows == 1
+            ? $"decode: {tokens} tokens in {decode * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1), {decode * 1000 / tokens:F3} ms/token"
+            : $"decode: {rows} x {tokens} tokens in {decode * 1000:F1} ms = {rows * perSecond:F2} tokens/s ({rows} rows in lockstep), {decode * 1000 / tokens:F3} ms/step");
+        Console.WriteLine($"weights read per step: {weightBytes / 1e6:F1} MB; effective weight bandwidth {effective / 1e9:F1} GB/s");
         Console.WriteLine($"roofline: peak DRAM bandwidth {peak / 1e9:F0} GB/s (memory clock x bus width): {100 * effective / peak:F1}% of it");
         Console.WriteLine($"peer: device-to-device copy {copy / 1e9:F0} GB/s (read + written): weight reads at {100 * effective / copy:F1}% of it");
+        if (profile) PrintProfile(graph, prompts, tokens);
         return 0;
+    }
+
+    // --profile: the GPU time of each part of a step over the same decode, from a graph with an event after each part.
+    private static void PrintProfile(CudaDecodeGraph graph, int[][] prompts, int tokens)
+    {
+        graph.Start(prompts);
+        graph.Step(prompts[0].Length - 1);
+        int steps = Math.Min(tokens, 64);
+        var parts = graph.Profile(steps);
+        double total = parts.Sum(x => x.Ms);
+        Console.WriteLine($"step profile ({steps} decode steps of a graph with an event after each part; GPU time, no launch overhead):");
+        Console.WriteLine("| part | calls/step | ms/step | share of step |");
+        Console.WriteLine("| --- | ---: | ---: | ---: |");
+        foreach (var (part, calls, ms) in parts.OrderByDescending(x => x.Ms))
+            Console.WriteLine($"| {part} | {calls} | {ms:F4} | {100 * ms / Math.Max(1e-12, total):F1}% |");
+        Console.WriteLine($"| total | {parts.Sum(x => x.Calls)} | {total:F4} | 100% |");
     }
 
     // Bytes per second the DRAM interface moves at its peak: memory clock (kHz) x 2 (double data rate) x bus width (bits) / 8.
