@@ -106,6 +106,13 @@ const uint3& block_dim() { return current_block->dim; }
 const uint3& grid_dim() { return current_block->grid; }
 int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
+size_t shared_offset(const void* p)
+{
+    auto* b = static_cast<const unsigned char*>(p);
+    if (b < current_block->shared.data() || b >= current_block->shared.data() + current_block->shared.size())
+        trap("__cvta_generic_to_shared of an address outside dynamic shared memory (the emulator maps only that)");
+    return (size_t)(b - current_block->shared.data());
+}
 unsigned char* warp_exchange() { return current_block->exchange.data() + (size_t)(current_thread->linear / 32) * 32 * 64; }
 
 namespace {

@@ -56,6 +56,8 @@ int lane();
 void sync_block();
 void sync_warp();
 void* dynamic_shared();
+// The shared-window address of p: its offset in this block's dynamic shared memory (a trap elsewhere).
+size_t shared_offset(const void* p);
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);
@@ -99,6 +101,7 @@ constexpr int warpSize = 32;
 inline void __syncthreads() { emu::sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync_warp(); }
 inline void __trap() { emu::trap("__trap()"); }
+inline size_t __cvta_generic_to_shared(const void* p) { return emu::shared_offset(p); }
 
 template <class T> T __shfl_sync(unsigned, T v, int src, int = 32) { return emu::exchange(v, src); }
 template <class T> T __shfl_xor_sync(unsigned, T v, int mask, int = 32) { return emu::exchange(v, emu::lane() ^ mask); }
