@@ -65,7 +65,8 @@ for step in "$@"; do
             run temper-ops-1b-ptx 200 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 ;;
     gemm-sm90) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
                run gemm-sm90-checks 90 env TEMPER_GEMM_SM90=1 tests Temper.Cuda.Tests -class "*CudaGemmSm90Checks" -class "*CudaLinearChecks"
-               run gemm-sm90-bench 400 bash -c "temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 && echo '== TEMPER_GEMM_SM90=1' && TEMPER_GEMM_SM90=1 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5"
+               run gemm-sm90-checks-wide 60 env TEMPER_GEMM_SM90=wide tests Temper.Cuda.Tests -class "*CudaLinearChecks"
+               run gemm-sm90-bench 450 bash -c "temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 && for v in 1 wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5; done"
                run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
     ptx-1b-gc) run temper-1b-ptx-gc 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx --gradient-checkpointing

@@ -71,7 +71,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     /// <summary>True (the default): bf16 products whose summed and W row lengths are multiples of 8 run
     /// gemm_bf16.cu (the activations converted to bf16 once, a cp.async pipeline, mma.sync); false:
     /// linear_bf16.cu (WMMA) for every product. Forward products without a LoRA term run gemm_bf16_sm90.cu
-    /// (wgmma) instead where CudaGemmSm90.UseOnThisDevice (compute capability 9.0, TEMPER_GEMM_SM90=1).</summary>
+    /// (wgmma) instead where CudaGemmSm90.UseOnThisDevice (compute capability 9.0, TEMPER_GEMM_SM90=1 or wide).</summary>
     public bool Pipelined { get; set; } = true;
 
     /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
@@ -139,7 +139,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
             new CudaKernelArguments().Add(x).Add(_xBf16).Add(elements));
         if (!inputGradient && lora == null && (_useSm90 ??= CudaGemmSm90.UseOnThisDevice(device)))
         {
-            (_sm90 ??= new CudaGemmSm90(device)).Forward(_xBf16, w, bias, y, n, k, m, alpha, accumulate);
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(_xBf16, w, bias, y, n, k, m, alpha, accumulate);
             return;
         }
         var args = new CudaKernelArguments().Add(_xBf16).Add(w);

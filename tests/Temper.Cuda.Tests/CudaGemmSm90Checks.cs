@@ -1,6 +1,6 @@
 // CudaGemmSm90 (cuda/gemm_bf16_sm90.cu: wgmma from a 4-stage cp.async ring in the 128B-swizzled layout)
 // against a float64 evaluation with x and W in bf16: y = alpha x W^T + bias + y0 at shapes ending in partial
-// 128-row and 128-column tiles and a partial 64-deep slice, a single row, one slice only, and enough slices
+// 128-row and 128- or 256-column tiles and a partial 64-deep slice, a single row, one slice only, and enough slices
 // to wrap the ring; y poisoned with NaN where it is overwritten, so an unwritten element fails. Runs on the
 // CUDA emulator (whatever compute capability it reports) and on a compute capability 9.0 GPU; skipped on
 // other GPUs, whose driver refuses sm_90a PTX. Also: CudaLinear's opt-in gate, and refusals by name.
@@ -33,11 +33,13 @@ public class CudaGemmSm90Checks
     }
 
     [Theory]
-    [InlineData(200, 72, 130, true, true)]   // partial tiles both ways, a partial second slice
-    [InlineData(1, 64, 64, false, false)]    // one row, one slice
-    [InlineData(129, 8, 257, true, false)]   // K = 8: one slice, mostly zero-filled
-    [InlineData(131, 328, 136, false, true)] // six slices: the 4-stage ring wraps
-    public void Forward_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate)
+    [InlineData(200, 72, 130, true, true, false)]   // partial tiles both ways, a partial second slice
+    [InlineData(1, 64, 64, false, false, false)]    // one row, one slice
+    [InlineData(129, 8, 257, true, false, false)]   // K = 8: one slice, mostly zero-filled
+    [InlineData(131, 328, 136, false, true, false)] // six slices: the 4-stage ring wraps
+    [InlineData(200, 72, 300, true, true, true)]    // 128 x 256 tiles: a partial second column tile
+    [InlineData(131, 328, 136, false, true, true)]  // ... the ring wraps, columns 128.. of a tile partly past M
+    public void Forward_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate, bool wide)
     {
         using var device = OpenHopperOrEmulator();
         var x = Floats(n * k, 1);
@@ -60,7 +62,7 @@ public class CudaGemmSm90Checks
         using var dw = device.Upload<ushort>(wBits);
         using var db = device.Upload<float>(b);
         using var dy = device.Upload<float>(y0);
-        using var gemm = new CudaGemmSm90(device);
+        using var gemm = new CudaGemmSm90(device) { Wide = wide };
         gemm.Forward(dx, dw, bias ? db : null, dy, n, k, m, alpha, accumulate);
         device.Synchronize();
         var y = device.Download<float>(dy);
@@ -78,6 +80,7 @@ public class CudaGemmSm90Checks
     public void CudaLinear_opts_in_only_on_compute_capability_9_0_with_the_variable_set()
     {
         Assert.True(CudaGemmSm90.Selected((9, 0), "1"));
+        Assert.True(CudaGemmSm90.Selected((9, 0), "wide"));
         Assert.False(CudaGemmSm90.Selected((9, 0), null));
         Assert.False(CudaGemmSm90.Selected((9, 0), "0"));
         Assert.False(CudaGemmSm90.Selected((8, 0), "1"));

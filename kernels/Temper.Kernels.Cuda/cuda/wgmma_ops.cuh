@@ -44,8 +44,10 @@ inline uint32_t emu_wgmma_offset(uint64_t desc, int r, int k)
 
 inline float emu_wgmma_bf16(uint64_t desc, int r, int k)
 {
+    uint32_t offset = emu_wgmma_offset(desc, r, k);
+    if (offset + 2 > emu::dynamic_shared_bytes()) emu::trap("wgmma: a descriptor reaches past dynamic shared memory");
     uint16_t h;
-    std::memcpy(&h, static_cast<unsigned char*>(emu::dynamic_shared()) + emu_wgmma_offset(desc, r, k), 2);
+    std::memcpy(&h, static_cast<unsigned char*>(emu::dynamic_shared()) + offset, 2);
     uint32_t bits = (uint32_t)h << 16;
     float f;
     std::memcpy(&f, &bits, 4);

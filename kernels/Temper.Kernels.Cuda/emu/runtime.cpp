@@ -106,6 +106,7 @@ const uint3& block_dim() { return current_block->dim; }
 const uint3& grid_dim() { return current_block->grid; }
 int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
+size_t dynamic_shared_bytes() { return current_block->shared.size(); }
 size_t shared_offset(const void* p)
 {
     auto* b = static_cast<const unsigned char*>(p);

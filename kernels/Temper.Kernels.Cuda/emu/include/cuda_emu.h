@@ -58,6 +58,7 @@ void sync_warp();
 void* dynamic_shared();
 // The shared-window address of p: its offset in this block's dynamic shared memory (a trap elsewhere).
 size_t shared_offset(const void* p);
+size_t dynamic_shared_bytes();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);
