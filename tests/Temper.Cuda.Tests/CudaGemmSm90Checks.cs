@@ -3,7 +3,8 @@
 // 128-row and 128- or 256-column tiles and a partial 64-deep slice, a single row, one slice only, and enough slices
 // to wrap the ring; y poisoned with NaN where it is overwritten, so an unwritten element fails. Runs on the
 // CUDA emulator (whatever compute capability it reports) and on a compute capability 9.0 GPU; skipped on
-// other GPUs, whose driver refuses sm_90a PTX. Also: CudaLinear's opt-in gate, and refusals by name.
+// other GPUs, whose driver refuses sm_90a PTX. Also: CudaLinear's route to it and its opt-in gate, and
+// refusals by name.
 using Temper.Core;
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cuda;
@@ -70,6 +71,45 @@ public class CudaGemmSm90Checks
         for (int i = 0; i < y.Length; i++)
         {
             Assert.False(float.IsNaN(y[i]), $"y[{i}] (row {i / m}, column {i % m}) was not written");
+            err += (y[i] - expected[i]) * (y[i] - expected[i]);
+            norm += expected[i] * expected[i];
+        }
+        Assert.True(err / norm < 1e-8, $"y: normalised MSE {err / norm:E2}");
+    }
+
+    // CudaLinear's route to the kernel (Sm90 forced, as on the emulator UseOnThisDevice is false): f32 x
+    // converted to bf16 first, then the wgmma product; the same f64 evaluation.
+    [Theory]
+    [InlineData(200, 72, 130)]
+    [InlineData(131, 136, 300)]
+    public void CudaLinear_forward_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m)
+    {
+        using var device = OpenHopperOrEmulator();
+        var x = Floats(n * k, 5);
+        var w = Floats(m * k, 6);
+        var b = Floats(m, 7);
+        var wBits = new ushort[w.Length];
+        BFloat16.FromSingle(w, wBits);
+        var expected = new double[n * m];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < m; j++)
+            {
+                double s = 0;
+                for (int q = 0; q < k; q++) s += (double)BFloat16.ToSingle(BFloat16.FromSingle(x[i * k + q])) * BFloat16.ToSingle(wBits[j * k + q]);
+                expected[i * m + j] = s + b[j];
+            }
+        using var dx = device.Upload<float>(x);
+        using var dw = device.Upload<ushort>(wBits);
+        using var db = device.Upload<float>(b);
+        using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * m).ToArray());
+        using var linear = new CudaLinear(device) { Sm90 = true };
+        linear.Forward(dx, new LinearWeight.Bf16(dw), db, dy, n, k, m);
+        device.Synchronize();
+        var y = device.Download<float>(dy);
+        double err = 0, norm = 0;
+        for (int i = 0; i < y.Length; i++)
+        {
+            Assert.False(float.IsNaN(y[i]), $"y[{i}] was not written");
             err += (y[i] - expected[i]) * (y[i] - expected[i]);
             norm += expected[i] * expected[i];
         }
