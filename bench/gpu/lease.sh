@@ -47,7 +47,7 @@ for step in "$@"; do
             run decode-1b-profile 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 16 --profile ;;
     decode-graph) run decode-graph-smol 120 temper bench decode --graph --prompt-len 128 --tokens 256
                   run decode-graph-1b 180 temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256 --profile
-                  run decode-graph-checks 60 tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" ;;
+                  run decode-graph-checks 60 bash -c 'tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" && tests Temper.Native.Tests -class "*CudaGenerateTests"' ;;
     peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
