@@ -32,7 +32,7 @@ run() { # run NAME LIMIT_S COMMAND...
 
 for step in "$@"; do
   case "$step" in
-    info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
+    info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem,clocks.max.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
     cuda-tests) run cuda-tests 150 tests Temper.Cuda.Tests ;;
     sanitizer) run sanitizer 100 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
     racecheck) run racecheck 200 compute-sanitizer --tool racecheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor -trait "Kernels=cuda" ;;
