@@ -32,7 +32,7 @@ run() { # run NAME LIMIT_S COMMAND...
 
 for step in "$@"; do
   case "$step" in
-    info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
+    info) run info 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem,clocks.max.mem --format=csv; nvcc --version | tail -2; python3 -c "import torch,transformers,peft;print(torch.__version__,transformers.__version__,peft.__version__)"' ;;
     cuda-tests) run cuda-tests 150 tests Temper.Cuda.Tests ;;
     sanitizer) run sanitizer 100 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
     racecheck) run racecheck 200 compute-sanitizer --tool racecheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor -trait "Kernels=cuda" ;;
@@ -47,7 +47,7 @@ for step in "$@"; do
             run decode-1b-profile 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 16 --profile ;;
     decode-graph) run decode-graph-smol 120 temper bench decode --graph --prompt-len 128 --tokens 256
                   run decode-graph-1b 180 temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256 --profile
-                  run decode-graph-checks 60 tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" ;;
+                  run decode-graph-checks 60 bash -c 'tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" && tests Temper.Native.Tests -class "*CudaGenerateTests"' ;;
     peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
     peer-1b) run peer-1b 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;

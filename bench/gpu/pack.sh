@@ -11,7 +11,7 @@ mkdir -p .git/info .gpuc .gpu/app
 for d in /.gpu/ /.gpuc/; do grep -qx "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude; done
 dn=$(dirname "$(readlink -f "$(command -v dotnet)")")
 [ -s .gpuc/dotnet.tar.xz ] || tar -cJf .gpuc/dotnet.tar.xz -C "$dn" dotnet host shared/Microsoft.NETCore.App shared/Microsoft.AspNetCore.App
-for p in tools/Temper.Cli/Temper.Cli.csproj tests/Temper.Cuda.Tests/Temper.Cuda.Tests.csproj tests/Temper.Kernels.Ilgpu.Tests/Temper.Kernels.Ilgpu.Tests.csproj; do
+for p in tools/Temper.Cli/Temper.Cli.csproj tests/Temper.Cuda.Tests/Temper.Cuda.Tests.csproj tests/Temper.Kernels.Ilgpu.Tests/Temper.Kernels.Ilgpu.Tests.csproj tests/Temper.Native.Tests/Temper.Native.Tests.csproj; do
   n=$(basename "$p" .csproj)
   rm -rf ".gpu/app/$n"
   dotnet publish "$p" -c Release -r linux-x64 --self-contained false -o ".gpu/app/$n" -v q -nologo

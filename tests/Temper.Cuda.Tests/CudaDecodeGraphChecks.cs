@@ -1,6 +1,6 @@
 // CudaDecodeGraph (kernels/Temper.Kernels.Cuda, built from a model by Temper.Models' GraphDecoding)
 // against the CPU decoder on the same bf16 weights: a tiny random Qwen2-shaped model (q/k/v biases, made
-// non-zero, GQA 2:1, head dim 64, untied LM head), two rows with prompts of different lengths fed through
+// non-zero, GQA 2:1, head dim 64, untied LM head), two rows (and eight) with prompts of different lengths fed through
 // the graph one token a step. After every step each row's logits match the CPU decoder's for the same
 // tokens (fed one at a time through its own KV cache) within 1e-4 of their largest magnitude, and the
 // token the graph chose is the argmax of its logits, and the CPU's unless the CPU's top two are closer
@@ -37,14 +37,15 @@ public class CudaDecodeGraphChecks
         return w;
     }
 
-    [Fact]
-    public void Every_step_matches_the_cpu_decoder()
+    [Theory]
+    [InlineData(2, 12)]
+    [InlineData(8, 6)] // the GEMVs' widest row count
+    public void Every_step_matches_the_cpu_decoder(int rows, int capacity)
     {
         using var device = Gpu.OpenForKernels();
         var cpu = new CpuBackend(1);
         using var weights = Weights(cpu);
-        const int capacity = 12;
-        int[][] prompts = [[5, 17, 250], [9, 1, 2, 3, 300]];
+        int[][] prompts = [.. Enumerable.Range(0, rows).Select(r => Enumerable.Range(0, 1 + (r * 2 + 2) % 5).Select(i => (r * 37 + i * 11 + 5) % Tiny.VocabSize).ToArray())];
         using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);
         var decoder = new Decoder(Tiny, weights, cpu);
         var caches = prompts.Select(_ => new KvCache(Tiny, cpu, 1, capacity)).ToArray();

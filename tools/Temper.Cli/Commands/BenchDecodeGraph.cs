@@ -67,7 +67,9 @@ internal static class BenchDecodeGraph
             ? $"decode: {tokens} tokens in {decode * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1), {decode * 1000 / tokens:F3} ms/token"
             : $"decode: {rows} x {tokens} tokens in {decode * 1000:F1} ms = {rows * perSecond:F2} tokens/s ({rows} rows in lockstep), {decode * 1000 / tokens:F3} ms/step");
         Console.WriteLine($"weights read per step: {weightBytes / 1e6:F1} MB; effective weight bandwidth {effective / 1e9:F1} GB/s");
-        Console.WriteLine($"roofline: peak DRAM bandwidth {peak / 1e9:F0} GB/s (memory clock x bus width): {100 * effective / peak:F1}% of it");
+        Console.WriteLine(peak > 0
+            ? $"roofline: peak DRAM bandwidth {peak / 1e9:F0} GB/s (memory clock x bus width): {100 * effective / peak:F1}% of it"
+            : "roofline: the driver reports no memory clock (see nvidia-smi's clocks.max.mem); hold the bandwidth against the copy below");
         Console.WriteLine($"peer: device-to-device copy {copy / 1e9:F0} GB/s (read + written): weight reads at {100 * effective / copy:F1}% of it");
         if (profile) PrintProfile(graph, prompts, tokens);
         return 0;
@@ -79,7 +81,16 @@ internal static class BenchDecodeGraph
         graph.Start(prompts);
         graph.Step(prompts[0].Length - 1);
         int steps = Math.Min(tokens, 64);
-        var parts = graph.Profile(steps);
+        IReadOnlyList<(string Part, int Calls, double Ms)> parts;
+        try
+        {
+            parts = graph.Profile(steps);
+        }
+        catch (CudaException e)
+        {
+            Console.WriteLine($"step profile: not available here ({e.Message})");
+            return;
+        }
         double total = parts.Sum(x => x.Ms);
         Console.WriteLine($"step profile ({steps} decode steps of a graph with an event after each part; GPU time, no launch overhead):");
         Console.WriteLine("| part | calls/step | ms/step | share of step |");
@@ -89,9 +100,19 @@ internal static class BenchDecodeGraph
         Console.WriteLine($"| total | {parts.Sum(x => x.Calls)} | {total:F4} | 100% |");
     }
 
-    // Bytes per second the DRAM interface moves at its peak: memory clock (kHz) x 2 (double data rate) x bus width (bits) / 8.
-    private static double PeakBandwidth(CudaDevice device) =>
-        2.0 * device.Attribute(CudaDeviceAttribute.MemoryClockRate) * 1000.0 * device.Attribute(CudaDeviceAttribute.GlobalMemoryBusWidth) / 8.0;
+    // Bytes per second the DRAM interface moves at its peak: memory clock (kHz) x 2 (double data rate) x bus width (bits) / 8;
+    // 0 where the driver does not report them (the attributes are deprecated in recent CUDA releases).
+    private static double PeakBandwidth(CudaDevice device)
+    {
+        try
+        {
+            return 2.0 * device.Attribute(CudaDeviceAttribute.MemoryClockRate) * 1000.0 * device.Attribute(CudaDeviceAttribute.GlobalMemoryBusWidth) / 8.0;
+        }
+        catch (CudaException)
+        {
+            return 0;
+        }
+    }
 
     // A device-to-device copy of `bytes`, best of 5 after a warm-up, timed with events: bytes read + written per second.
     private static double CopyBandwidth(CudaDevice device, long bytes)
