@@ -1,7 +1,9 @@
 // CudaGemmSm90 (cuda/gemm_bf16_sm90.cu: wgmma from a 4-stage cp.async ring in the 128B-swizzled layout)
 // against a float64 evaluation with x and W in bf16: y = alpha x W^T + bias + y0 at shapes ending in partial
 // 128-row and 128- or 256-column tiles and a partial 64-deep slice, a single row, one slice only, and enough slices
-// to wrap the ring; y poisoned with NaN where it is overwritten, so an unwritten element fails. Runs on the
+// to wrap the ring; y poisoned with NaN where it is overwritten, so an unwritten element fails. The
+// emulator computes a wgmma group only at the wgmma_wait that retires it, so a stage rewritten while its
+// wgmmas are in flight (planted: wgmma_wait<2>) or accumulators read early fail here too. Runs on the
 // CUDA emulator (whatever compute capability it reports) and on a compute capability 9.0 GPU; skipped on
 // other GPUs, whose driver refuses sm_90a PTX. Also: CudaLinear's route to it and its opt-in gate, and
 // refusals by name.

@@ -16,11 +16,16 @@
 //   wgmma_fence(), wgmma_commit(), wgmma_wait<N>(): wgmma.fence / commit_group / wait_group N (.sync.aligned).
 //   fence_proxy_async(): fence.proxy.async.shared::cta: this thread's shared-memory writes (cp.async's
 //     included, once waited for) become visible to the async proxy wgmma reads through.
-// The emulator computes each wgmma at issue, each thread its own fragment straight from dynamic shared
-// memory (__cvta_generic_to_shared gives offsets into it); the fences and waits are no-ops, so a kernel that
-// rewrites a stage before wgmma_wait has retired the wgmmas reading it is wrong on the GPU but not here.
+// The emulator keeps each thread's wgmmas in commit groups and computes a group when the wgmma_wait that
+// retires it runs, each thread its own fragment straight from dynamic shared memory (__cvta_generic_to_shared
+// gives offsets into it): a kernel that rewrites a stage before the wait that retires the wgmmas reading it,
+// or reads the accumulators before that wait, gets wrong results here as it may on the GPU. The fences are
+// no-ops.
 #pragma once
 #include <stdint.h>
+#ifdef TEMPER_CUDA_EMU
+#include <vector>
+#endif
 
 __device__ __forceinline__ uint64_t wgmma_desc(const void* smem, uint32_t sbo_bytes, uint32_t swizzle)
 {
@@ -42,6 +47,39 @@ inline uint32_t emu_wgmma_offset(uint64_t desc, int r, int k)
     return a ^ (((a >> 7) & ((1u << bits) - 1)) << 4);
 }
 
+inline float emu_wgmma_bf16(uint64_t desc, int r, int k);
+
+// One issued m64n128k16 (its accumulators by address: the issuing thread's registers, alive until its wait).
+struct EmuWgmma
+{
+    uint64_t a, b;
+    int scale_d;
+    float* d;
+};
+struct EmuWgmmaGroups
+{
+    std::vector<EmuWgmma> open;
+    std::vector<std::vector<EmuWgmma>> committed; // oldest first
+};
+inline EmuWgmmaGroups& emu_wgmma_groups()
+{
+    auto& state = emu::thread_async_state();
+    if (!state) state = std::make_shared<EmuWgmmaGroups>();
+    return *static_cast<EmuWgmmaGroups*>(state.get());
+}
+
+inline void emu_wgmma_run(const EmuWgmma& op)
+{
+    int w = (threadIdx.x % 128) / 32, l = emu::lane(), g = l / 4, t = l % 4;
+    for (int i = 0; i < 64; i++)
+    {
+        int row = 16 * w + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + i % 2;
+        float s = op.scale_d ? op.d[i] : 0.0f;
+        for (int k = 0; k < 16; k++) s += emu_wgmma_bf16(op.a, row, k) * emu_wgmma_bf16(op.b, col, k);
+        op.d[i] = s;
+    }
+}
+
 inline float emu_wgmma_bf16(uint64_t desc, int r, int k)
 {
     uint32_t offset = emu_wgmma_offset(desc, r, k);
@@ -58,14 +96,7 @@ inline float emu_wgmma_bf16(uint64_t desc, int r, int k)
 __device__ __forceinline__ void wgmma_m64n128k16(float d[64], uint64_t a_desc, uint64_t b_desc, int scale_d)
 {
 #ifdef TEMPER_CUDA_EMU
-    int w = (threadIdx.x % 128) / 32, l = emu::lane(), g = l / 4, t = l % 4;
-    for (int i = 0; i < 64; i++)
-    {
-        int row = 16 * w + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + i % 2;
-        float s = scale_d ? d[i] : 0.0f;
-        for (int k = 0; k < 16; k++) s += emu_wgmma_bf16(a_desc, row, k) * emu_wgmma_bf16(b_desc, col, k);
-        d[i] = s;
-    }
+    emu_wgmma_groups().open.push_back({a_desc, b_desc, scale_d, d});
 #else
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -96,14 +127,24 @@ __device__ __forceinline__ void wgmma_fence()
 
 __device__ __forceinline__ void wgmma_commit()
 {
-#ifndef TEMPER_CUDA_EMU
+#ifdef TEMPER_CUDA_EMU
+    auto& groups = emu_wgmma_groups();
+    groups.committed.push_back(std::move(groups.open));
+    groups.open.clear();
+#else
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
 
 template <int N> __device__ __forceinline__ void wgmma_wait()
 {
-#ifndef TEMPER_CUDA_EMU
+#ifdef TEMPER_CUDA_EMU
+    auto& groups = emu_wgmma_groups();
+    size_t retire = groups.committed.size() > (size_t)N ? groups.committed.size() - N : 0;
+    for (size_t i = 0; i < retire; i++)
+        for (auto& op : groups.committed[i]) emu_wgmma_run(op);
+    groups.committed.erase(groups.committed.begin(), groups.committed.begin() + (long)retire);
+#else
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }

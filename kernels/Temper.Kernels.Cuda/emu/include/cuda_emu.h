@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <memory>
 
 #define TEMPER_CUDA_EMU 1
 #define __global__
@@ -59,6 +60,9 @@ void* dynamic_shared();
 // The shared-window address of p: its offset in this block's dynamic shared memory (a trap elsewhere).
 size_t shared_offset(const void* p);
 size_t dynamic_shared_bytes();
+// This thread's state of emulated asynchronous operations still in flight (wgmma_ops.cuh's groups); empty
+// at each block's start.
+std::shared_ptr<void>& thread_async_state();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);
