@@ -27,7 +27,7 @@ run() { # run NAME LIMIT_S COMMAND...
   timeout "$limit" "$@" > "/tmp/logs/$name.log" 2>&1
   local rc=$?
   echo "== $name: rc=$rc in $(( $(date +%s) - t0 ))s (limit ${limit}s)"
-  grep -E "registers|spill|Total:|tokens/s|GB/s|bandwidth|peak|ratio|error|Error|FAIL|\[FAIL\]|Skipped|mismatch|max|plan|tok/s|decode|ms" "/tmp/logs/$name.log" | grep -v "^\s*at " | tail -n 25
+  grep -E "registers|spill|arning|serialized|Total:|tokens/s|GB/s|bandwidth|peak|ratio|error|Error|FAIL|\[FAIL\]|Skipped|mismatch|max|plan|tok/s|decode|ms" "/tmp/logs/$name.log" | grep -v "^\s*at " | tail -n 25
 }
 
 for step in "$@"; do
