@@ -27,7 +27,7 @@ run() { # run NAME LIMIT_S COMMAND...
   timeout "$limit" "$@" > "/tmp/logs/$name.log" 2>&1
   local rc=$?
   echo "== $name: rc=$rc in $(( $(date +%s) - t0 ))s (limit ${limit}s)"
-  grep -E "Total:|tokens/s|GB/s|bandwidth|peak|ratio|error|Error|FAIL|\[FAIL\]|Skipped|mismatch|max|plan|tok/s|decode|ms" "/tmp/logs/$name.log" | grep -v "^\s*at " | tail -n 25
+  grep -E "registers|spill|arning|serialized|Total:|tokens/s|GB/s|bandwidth|peak|ratio|error|Error|FAIL|\[FAIL\]|Skipped|mismatch|max|plan|tok/s|decode|ms" "/tmp/logs/$name.log" | grep -v "^\s*at " | tail -n 25
 }
 
 for step in "$@"; do
@@ -63,6 +63,12 @@ for step in "$@"; do
     ops-1b) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
             run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10
             run temper-ops-1b-ptx 200 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 ;;
+    gemm-sm90) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
+               run gemm-sm90-ptxas 120 bash -c 'cd kernels/Temper.Kernels.Cuda && ptxas -arch=sm_90a -v Ptx/gemm_bf16_sm90.ptx -o /tmp/gemm_sm90.cubin && nvcc -arch=sm_90a -cubin -O3 -std=c++17 -Xptxas -v -o /tmp/gemm_sm90_nvcc.cubin cuda/gemm_bf16_sm90.cu'
+               run gemm-sm90-checks 90 env TEMPER_GEMM_SM90=1 tests Temper.Cuda.Tests -class "*CudaGemmSm90Checks" -class "*CudaLinearChecks"
+               run gemm-sm90-checks-wide 60 env TEMPER_GEMM_SM90=wide tests Temper.Cuda.Tests -class "*CudaLinearChecks"
+               run gemm-sm90-bench 450 bash -c "temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 && for v in 1 wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5; done"
+               run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
     ptx-1b-gc) run temper-1b-ptx-gc 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx --gradient-checkpointing
                run peer-1b-gc 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 --gradient-checkpointing ;;

@@ -61,6 +61,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     private CudaFunction? _nt, _nn, _nf4Nt, _nf4Nn, _convert, _gemmNt, _gemmNn;
     private CudaModuleHandle? _gemmModule;
     private CudaDeviceMemory? _xBf16; // the activations in bf16 for gemm_bf16_nt, grown as needed
+    private CudaGemmSm90? _sm90; // gemm_bf16_sm90.cu for the forward, where Sm90
     private const int GemmThreads = 128, GemmSharedBytes = 3 * (128 + 128) * 40 * 2; // gemm_bf16.cu's ring
 
     /// <summary>Device bytes this instance holds of its own (the bf16 copy of the activations).</summary>
@@ -68,8 +69,14 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
 
     /// <summary>True (the default): bf16 products whose summed and W row lengths are multiples of 8 run
     /// gemm_bf16.cu (the activations converted to bf16 once, a cp.async pipeline, mma.sync); false:
-    /// linear_bf16.cu (WMMA) for every product.</summary>
+    /// linear_bf16.cu (WMMA) for every product. Forward products without a LoRA term run gemm_bf16_sm90.cu
+    /// (wgmma) instead where CudaGemmSm90.UseOnThisDevice (compute capability 9.0, TEMPER_GEMM_SM90=1 or wide).</summary>
     public bool Pipelined { get; set; } = true;
+
+    /// <summary>Whether pipelined forward products without a LoRA term run gemm_bf16_sm90.cu (wgmma): null (the
+    /// default) decides on first use by CudaGemmSm90.UseOnThisDevice; true forces it (the CUDA emulator's checks;
+    /// a GPU other than compute capability 9.0 refuses its PTX); false never.</summary>
+    public bool? Sm90 { get; set; }
 
     /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
     public void Forward(CudaDeviceMemory x, LinearWeight w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
@@ -134,6 +141,11 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         long quads = (elements + 3) / 4;
         device.Launch(_convert, (checked((uint)((quads + GemmThreads - 1) / GemmThreads)), 1, 1), (GemmThreads, 1, 1),
             new CudaKernelArguments().Add(x).Add(_xBf16).Add(elements));
+        if (!inputGradient && lora == null && (Sm90 ??= CudaGemmSm90.UseOnThisDevice(device)))
+        {
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(_xBf16, w, bias, y, n, k, m, alpha, accumulate);
+            return;
+        }
         var args = new CudaKernelArguments().Add(_xBf16).Add(w);
         if (!inputGradient) args.Add(bias?.Pointer ?? 0UL);
         args = AddLowRank(args.Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
@@ -163,6 +175,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     {
         _module?.Dispose();
         _gemmModule?.Dispose();
+        _sm90?.Dispose();
         _xBf16?.Dispose();
     }
 }

@@ -4,6 +4,9 @@
 # headers it includes) on its .ptx's first line;
 # Temper.Cuda.Tests (PtxSourceChecks, in CI) fails when a .cu no longer matches the hash in its .ptx.
 # Needs nvcc 11.8 or later (Debian 12: bash kernels/Temper.Kernels.Cuda/install-nvcc.sh, as root).
+# A .cu with the line `// ptx-target: sm_90a` (Hopper-only instructions such as wgmma, which nvcc 11.8 passes
+# through as inline asm text) gets its header retargeted to `.version 8.0` / `.target sm_90a`: the driver
+# JIT-compiles that on a compute capability 9.0 GPU only.
 # Also run by the `ptx` target of the top-level CMakeLists.txt where CMake finds nvcc.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,7 +25,13 @@ for cu in "${sources[@]}"; do
   sha=$(cat "$cu" $headers | sha256sum | cut -d' ' -f1)
   tmp=$(mktemp)
   nvcc -ptx -arch=compute_80 -O3 -std=c++17 ${ccbin:+-ccbin "$ccbin"} -o "$tmp" "$cu"
-  { echo "// source-sha256: $sha cuda/$name.cu (nvcc $version, -arch=compute_80 -O3)"; cat "$tmp"; } > "Ptx/$name.ptx.tmp"
+  target="-arch=compute_80 -O3"
+  if grep -q '^// ptx-target: sm_90a$' "$cu"; then
+    sed -i -E 's/^\.version [0-9.]+$/.version 8.0/; s/^\.target sm_[0-9]+$/.target sm_90a/' "$tmp"
+    grep -qx '.target sm_90a' "$tmp" || { echo "build-ptx.sh: $cu: no .target line to retarget" >&2; exit 2; }
+    target="$target, retargeted to .version 8.0 .target sm_90a"
+  fi
+  { echo "// source-sha256: $sha cuda/$name.cu (nvcc $version, $target)"; cat "$tmp"; } > "Ptx/$name.ptx.tmp"
   mv "Ptx/$name.ptx.tmp" "Ptx/$name.ptx"
   rm -f "$tmp"
   echo "Ptx/$name.ptx <- $cu"

@@ -2,7 +2,8 @@
 // the CUDA C++ kernel checks it runs on the CPU can be trusted: warp shuffles and a shared-memory block
 // reduction give the exact sums, dynamic shared memory holds what the block staged and needs the opt-in
 // above 48 KB as on the GPU, a barrier only some threads reach fails the launch with a message naming
-// it, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
+// it, wgmma (wgmma_ops.cuh, as the emulator reads the PTX ISA) on a 128B-swizzled shared-memory layout gives
+// the plain product and not when the layout or a descriptor stride is wrong, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
 // TEMPER_CUDA_DRIVER); skipped elsewhere, a real GPU included.
 using Temper.Cuda.Driver;
 
@@ -19,6 +20,7 @@ public class EmulatorChecks
         .visible .entry emu_selftest_block_sum() { ret; }
         .visible .entry emu_selftest_shared_reverse() { ret; }
         .visible .entry emu_selftest_divergent_barrier() { ret; }
+        .visible .entry emu_selftest_wgmma() { ret; }
         """;
 
     private static CudaDevice OpenEmulator()
@@ -87,5 +89,37 @@ public class EmulatorChecks
         var e = Assert.Throws<CudaException>(() => device.LoadModule(EmbeddedPtx.Read("vector_add.ptx"), out _));
         Assert.StartsWith("cuModuleLoadDataEx failed: CUDA_ERROR_INVALID_PTX", e.Message);
         Assert.Contains("vector_add_f32 has no emulated twin", e.Message);
+    }
+
+    // wgmma.m64n128k16 over K = 64 from descriptors into the 128B-swizzled layout equals a b^T exactly
+    // (small integers, exact in bf16 and f32); an unswizzled layout or a wrong stride byte offset does not.
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(1, false)]
+    [InlineData(2, false)]
+    public void Wgmma_from_swizzled_descriptors_is_the_plain_product(int plant, bool equal)
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var wgmma = CudaDriver.GetFunction(module, "emu_selftest_wgmma");
+        var rng = new Random(5);
+        float[] a = Enumerable.Range(0, 64 * 64).Select(_ => (float)rng.Next(-4, 5)).ToArray();
+        float[] b = Enumerable.Range(0, 128 * 64).Select(_ => (float)rng.Next(-4, 5)).ToArray();
+        static ushort Bf16(float f) => (ushort)(BitConverter.SingleToUInt32Bits(f) >> 16); // exact for these
+        using var da = device.Upload<ushort>(a.Select(Bf16).ToArray());
+        using var db = device.Upload<ushort>(b.Select(Bf16).ToArray());
+        using var dy = device.Allocate<float>(64 * 128);
+        device.Launch(wgmma, (1, 1, 1), (128, 1, 1), new CudaKernelArguments().Add(da).Add(db).Add(dy).Add(plant), (64 + 128) * 128);
+        var y = device.Download<float>(dy);
+        int wrong = 0;
+        for (int r = 0; r < 64; r++)
+            for (int c = 0; c < 128; c++)
+            {
+                float s = 0;
+                for (int k = 0; k < 64; k++) s += a[r * 64 + k] * b[c * 64 + k];
+                if (y[r * 128 + c] != s) wrong++;
+            }
+        Assert.Equal(equal, wrong == 0);
+        if (!equal) Assert.True(wrong > 64 * 128 / 2, $"a planted bug changes most of y, not {wrong} elements");
     }
 }

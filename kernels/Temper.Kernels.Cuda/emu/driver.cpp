@@ -24,8 +24,10 @@
 namespace {
 using namespace emu; // the Status values
 
-struct Module { std::set<std::string> entries; };
-struct Function { std::string name; emu::Kernel* kernel; int max_dynamic_shared = 48 * 1024; };
+// opt_in_limit: the most dynamic shared memory a kernel may opt in to: the emulated A100's 163 KB, or
+// 227 KB for a module whose PTX targets sm_90a (only an H100 runs it).
+struct Module { std::set<std::string> entries; int opt_in_limit; };
+struct Function { std::string name; emu::Kernel* kernel; int max_dynamic_shared = 48 * 1024; int opt_in_limit = 163 * 1024; };
 // `captured`: last recorded into a capturing stream, so it stands for no point in time (CUDA_ERROR_CAPTURED_EVENT).
 struct Event { std::chrono::steady_clock::time_point at; bool recorded = false, captured = false; };
 struct Allocation { void* base; size_t mapped; size_t bytes; };
@@ -152,7 +154,7 @@ int cuModuleLoadDataEx(void** module, const void* image, unsigned n, int* option
             return InvalidPtx;
         }
     write_log(n, options, values, 3, 4, "emulated module: " + std::to_string(entries.size()) + " kernel(s)");
-    *module = new Module{entries};
+    *module = new Module{entries, ptx.find(".target sm_90a") != std::string::npos ? 227 * 1024 : 163 * 1024};
     return Success;
 }
 int cuModuleUnload(void* module) { delete (Module*)module; return Success; }
@@ -165,6 +167,7 @@ int cuModuleGetFunction(void** function, void* module, const char* name)
     std::lock_guard<std::mutex> guard(lock);
     auto& f = functions[name];
     if (!f) f = new Function{name, &emu::registry()[name]};
+    f->opt_in_limit = m->opt_in_limit;
     *function = f;
     return Success;
 }
@@ -180,7 +183,7 @@ int cuFuncGetAttribute(int* v, int attribute, void* function)
 }
 int cuFuncSetAttribute(void* function, int attribute, int value)
 {
-    if (attribute != 8 || value < 0 || value > 163 * 1024) return InvalidValue;
+    if (attribute != 8 || value < 0 || value > ((Function*)function)->opt_in_limit) return InvalidValue;
     ((Function*)function)->max_dynamic_shared = value;
     return Success;
 }

@@ -72,6 +72,7 @@ struct Thread
     int linear = 0;
     State state = State::Runnable;
     unsigned char* stack = nullptr; // StackBytes, from the stack pool
+    std::shared_ptr<void> async_state; // emulated asynchronous ops in flight (wgmma groups), cleared per block
 };
 
 struct Block
@@ -106,6 +107,15 @@ const uint3& block_dim() { return current_block->dim; }
 const uint3& grid_dim() { return current_block->grid; }
 int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
+std::shared_ptr<void>& thread_async_state() { return current_thread->async_state; }
+size_t dynamic_shared_bytes() { return current_block->shared.size(); }
+size_t shared_offset(const void* p)
+{
+    auto* b = static_cast<const unsigned char*>(p);
+    if (b < current_block->shared.data() || b >= current_block->shared.data() + current_block->shared.size())
+        trap("__cvta_generic_to_shared of an address outside dynamic shared memory (the emulator maps only that)");
+    return (size_t)(b - current_block->shared.data());
+}
 unsigned char* warp_exchange() { return current_block->exchange.data() + (size_t)(current_thread->linear / 32) * 32 * 64; }
 
 namespace {
@@ -299,6 +309,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
                     t.linear = (int)i;
                     t.index = {(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / ((size_t)dim.x * dim.y))};
                     t.state = State::Runnable;
+                    t.async_state.reset();
                     b.warp_live[i / 32]++;
                     start_fiber(t, b);
                 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <memory>
 
 #define TEMPER_CUDA_EMU 1
 #define __global__
@@ -56,6 +57,12 @@ int lane();
 void sync_block();
 void sync_warp();
 void* dynamic_shared();
+// The shared-window address of p: its offset in this block's dynamic shared memory (a trap elsewhere).
+size_t shared_offset(const void* p);
+size_t dynamic_shared_bytes();
+// This thread's state of emulated asynchronous operations still in flight (wgmma_ops.cuh's groups); empty
+// at each block's start.
+std::shared_ptr<void>& thread_async_state();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);
@@ -99,6 +106,7 @@ constexpr int warpSize = 32;
 inline void __syncthreads() { emu::sync_block(); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::sync_warp(); }
 inline void __trap() { emu::trap("__trap()"); }
+inline size_t __cvta_generic_to_shared(const void* p) { return emu::shared_offset(p); }
 
 template <class T> T __shfl_sync(unsigned, T v, int src, int = 32) { return emu::exchange(v, src); }
 template <class T> T __shfl_xor_sync(unsigned, T v, int mask, int = 32) { return emu::exchange(v, emu::lane() ^ mask); }

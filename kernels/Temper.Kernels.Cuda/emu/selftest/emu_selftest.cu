@@ -1,7 +1,7 @@
 // emu_selftest.cu: kernels that exercise the CUDA emulator itself (built into libtemper_cuda_emu.so only,
 // never into PTX): EmulatorChecks in Temper.Cuda.Tests runs them to show the emulator's barriers,
 // shuffles, shared and dynamic shared memory behave as the GPU's do, and that a barrier only some
-// threads reach is reported.
+// threads reach is reported, and wgmma_ops.cuh's emulated wgmma computes a plain product.
 #include "cuda_emu.h"
 
 // sums[block] = sum of x over the block's slice of n: a warp shuffle reduction, then a shared-memory one.
@@ -43,4 +43,34 @@ extern "C" __global__ void emu_selftest_divergent_barrier(float* x)
     {
         __syncwarp();
     }
+}
+
+// One warpgroup (128 threads) runs wgmma_ops.cuh's m64n128k16 over K = 64: a [64][64] and b [128][64] bf16
+// (K-major) staged in dynamic shared memory (24 KB) in the 128B-swizzled layout (16-byte chunk c of row r at
+// chunk c ^ (r % 8)), y[64][128] = a b^T from the accumulator fragments. The first k16 step passes
+// scale-d = 0, so the NaN the accumulators start with must not reach y. plant: 1 stages the chunks
+// unswizzled, 2 gives the descriptors a 512-byte stride between 8-row groups (bugs the check must see).
+#include "wgmma_ops.cuh"
+extern "C" __global__ void emu_selftest_wgmma(const uint16_t* a, const uint16_t* b, float* y, int plant)
+{
+    TEMPER_DYNAMIC_SHARED(unsigned char, smem);
+    unsigned char* sa = smem;
+    unsigned char* sb = smem + 64 * 128;
+    for (int c = threadIdx.x; c < (64 + 128) * 8; c += blockDim.x)
+    {
+        int r = c / 8, q = c % 8, slot = plant == 1 ? q : q ^ (r % 8);
+        const uint16_t* src = r < 64 ? a + r * 64 + 8 * q : b + (r - 64) * 64 + 8 * q;
+        std::memcpy(smem + r * 128 + 16 * slot, src, 16);
+    }
+    fence_proxy_async();
+    __syncthreads();
+    float d[64];
+    for (int i = 0; i < 64; i++) d[i] = NAN;
+    uint32_t sbo = plant == 2 ? 512 : 1024;
+    wgmma_fence();
+    for (int kk = 0; kk < 4; kk++) wgmma_m64n128k16(d, wgmma_desc(sa + 32 * kk, sbo, 1), wgmma_desc(sb + 32 * kk, sbo, 1), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    for (int i = 0; i < 64; i++) y[(16 * w + g + 8 * ((i / 2) % 2)) * 128 + 8 * (i / 4) + 2 * t + i % 2] = d[i];
 }

@@ -1,0 +1,139 @@
+// gemm_bf16_sm90.cu: the forward Linear product on Hopper tensor cores through wgmma (sm_90a only):
+//   gemm_bf16_sm90_nt:      y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate);
+//                           x and W bf16 (x converted once per product by gemm_bf16.cu's convert_f32_bf16), sums f32.
+//   gemm_bf16_sm90_nt_wide: the same on 128 x 256 tiles (each warpgroup two m64n128k16 per k16 step).
+// Which tile is faster on an H100 is for the GPU to tell (bench/gpu/lease.sh gemm-sm90).
+// Needs K a multiple of 8 and 16-byte aligned operands (CudaGemmSm90 checks).
+// Tiling: one block of 2 warpgroups (256 threads) per 128 x BN tile of y (BN 128 or 256), warpgroup g the
+// rows 64g..64g+63 as BN / 128 wgmma.m64n128k16 (BN / 2 f32 accumulators per thread). 64-deep slices of x
+// and W (128 and BN rows x 128 bytes) arrive by cp.async in a 4-stage ring in dynamic shared memory
+// (1024-byte aligned; 129 KB, wide 193 KB), stored in the 128B-swizzled K-major layout wgmma reads through
+// descriptors (16-byte chunk c of row r at chunk c ^ (r % 8); 8-row groups 1024 bytes apart); rows past N
+// or M and the zero tail of K are zero-filled by cp.async. Each slice: wait for its copies,
+// fence.proxy.async (the copies become visible to wgmma), a barrier, the copy of slice s + 2 issued, then
+// the wgmmas of 4 k16 steps (descriptor start + 32 bytes each), committed as one group; wgmma_wait<1>
+// leaves that group running while the next slice is set up, and the barrier at the next slice's top means
+// the stage slice s + 2 overwrites was last read by slice s - 2's wgmmas, which every warpgroup has
+// retired by then.
+// Epilogue: alpha, bias and accumulation element by element from the accumulator fragments.
+// Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
+// Checked on the CPU by the CUDA emulator (wgmma_ops.cuh's PTX ISA reading) in CudaGemmSm90Checks; only an
+// H100 runs the real instructions (TEMPER_GEMM_SM90=1 opts CudaLinear in).
+// ptx-target: sm_90a
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include "ptx_ops.cuh"
+#include "wgmma_ops.cuh"
+
+#ifndef TEMPER_CUDA_EMU
+#define TEMPER_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#endif
+
+namespace {
+constexpr int BM = 128, BK = 64, STAGES = 4, THREADS = 256;
+constexpr int TILE_BYTES = BM * BK * 2; // the x tile; the W tile follows it in each stage
+template <int BN> constexpr int STAGE_BYTES = TILE_BYTES + BN * BK * 2;
+static_assert(TILE_BYTES % 1024 == 0, "tiles start on 1024-byte swizzle atoms");
+}
+
+// Slice k0 into a stage: 8 chunks of 16 bytes per row, 4 per thread of x and BN / 32 of W, swizzled.
+template <int BN>
+__device__ __forceinline__ void load_slice_sw128(unsigned char* stage, const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+    int n, int depth, int cols, int row0, int col0, int k0)
+{
+#pragma unroll
+    for (int p = 0; p < BM * 8 / THREADS; p++)
+    {
+        int c = threadIdx.x + p * THREADS, r = c / 8, q = c % 8;
+        int offset = r * 128 + 16 * (q ^ (r % 8)), gk = k0 + 8 * q, gr = row0 + r;
+        bool full = gr < n && gk < depth;
+        cp_async_16(stage + offset, full ? x + (long)gr * depth + gk : x, full);
+    }
+#pragma unroll
+    for (int p = 0; p < BN * 8 / THREADS; p++)
+    {
+        int c = threadIdx.x + p * THREADS, r = c / 8, q = c % 8;
+        int offset = r * 128 + 16 * (q ^ (r % 8)), gk = k0 + 8 * q, gc = col0 + r;
+        bool full = gc < cols && gk < depth;
+        cp_async_16(stage + TILE_BYTES + offset, full ? w + (long)gc * depth + gk : w, full);
+    }
+}
+
+template <int BN>
+__device__ __forceinline__ void gemm_sm90(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
+    int n, int depth, int cols, float alpha, int accumulate)
+{
+    constexpr int ACC = BN / 2, STAGE = STAGE_BYTES<BN>;
+    TEMPER_DYNAMIC_SHARED(unsigned char, raw); // STAGES * STAGE + 1024 bytes
+    unsigned char* ring = raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(raw)) & 1023)) & 1023);
+    const int tid = threadIdx.x, group = tid / 128;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const int slices = (depth + BK - 1) / BK;
+
+    float acc[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
+
+    // Prologue: slices 0 .. STAGES-3 in flight (an empty group where there is no slice).
+#pragma unroll
+    for (int s = 0; s < STAGES - 2; s++)
+    {
+        if (s < slices) load_slice_sw128<BN>(ring + s * STAGE, x, w, n, depth, cols, row0, col0, s * BK);
+        cp_async_commit();
+    }
+    for (int s = 0; s < slices; s++)
+    {
+        cp_async_wait<STAGES - 3>(); // slice s has landed (this thread's copies)
+        fence_proxy_async();         // ... and is visible to wgmma
+        __syncthreads();             // ... for every thread's copies; slice s - 2's wgmmas are retired
+        int next = s + STAGES - 2;
+        if (next < slices) load_slice_sw128<BN>(ring + (next % STAGES) * STAGE, x, w, n, depth, cols, row0, col0, next * BK);
+        cp_async_commit();
+        const unsigned char* stage = ring + (s % STAGES) * STAGE;
+#pragma unroll
+        for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+            for (int h = 0; h < BN / 128; h++) // columns 128h.. of the tile: W rows 128h.., 16 KB on
+                wgmma_m64n128k16(acc + 64 * h, wgmma_desc(stage + group * 64 * 128 + 32 * kk, 1024, 1),
+                    wgmma_desc(stage + TILE_BYTES + h * 128 * 128 + 32 * kk, 1024, 1), 1);
+        wgmma_commit();
+#pragma unroll
+        for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+        wgmma_wait<1>();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+    cp_async_wait<0>();
+
+    const int warp = (tid % 128) / 32, g = tid % 32 / 4, t = tid % 4;
+#pragma unroll
+    for (int i = 0; i < ACC; i++)
+    {
+        int gr = row0 + 64 * group + 16 * warp + g + 8 * ((i % 64 / 2) % 2), gc = col0 + 128 * (i / 64) + 8 * (i % 64 / 4) + 2 * t + i % 2;
+        if (gr >= n || gc >= cols) continue;
+        float v = alpha * acc[i];
+        if (bias) v += bias[gc];
+        long o = (long)gr * cols + gc;
+        if (accumulate) v += y[o];
+        y[o] = v;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_sm90_nt(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
+    int n, int depth, int cols, float alpha, int accumulate)
+{
+    gemm_sm90<128>(x, w, bias, y, n, depth, cols, alpha, accumulate);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_sm90_nt_wide(
+    const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
+    int n, int depth, int cols, float alpha, int accumulate)
+{
+    gemm_sm90<256>(x, w, bias, y, n, depth, cols, alpha, accumulate);
+}

@@ -1,0 +1,143 @@
+// CudaGemmSm90 (cuda/gemm_bf16_sm90.cu: wgmma from a 4-stage cp.async ring in the 128B-swizzled layout)
+// against a float64 evaluation with x and W in bf16: y = alpha x W^T + bias + y0 at shapes ending in partial
+// 128-row and 128- or 256-column tiles and a partial 64-deep slice, a single row, one slice only, and enough slices
+// to wrap the ring; y poisoned with NaN where it is overwritten, so an unwritten element fails. The
+// emulator computes a wgmma group only at the wgmma_wait that retires it, so a stage rewritten while its
+// wgmmas are in flight (planted: wgmma_wait<2>) or accumulators read early fail here too. Runs on the
+// CUDA emulator (whatever compute capability it reports) and on a compute capability 9.0 GPU; skipped on
+// other GPUs, whose driver refuses sm_90a PTX. Also: CudaLinear's route to it and its opt-in gate, and
+// refusals by name.
+using Temper.Core;
+using Temper.Cuda.Driver;
+using Temper.Kernels.Cuda;
+
+namespace Temper.Cuda.Tests;
+
+[Trait("Kernels", "cuda")]
+public class CudaGemmSm90Checks
+{
+    private static CudaDevice OpenHopperOrEmulator()
+    {
+        var device = Gpu.OpenForKernels();
+        if (!device.IsEmulated && device.ComputeCapability != (9, 0))
+        {
+            device.Dispose();
+            Assert.Skip("sm_90a PTX runs only on compute capability 9.0 (or the CUDA emulator)");
+        }
+        return device;
+    }
+
+    private static float[] Floats(int n, int seed)
+    {
+        var r = new Random(seed);
+        var v = new float[n];
+        for (int i = 0; i < n; i++) v[i] = (float)(r.NextDouble() * 2 - 1);
+        return v;
+    }
+
+    [Theory]
+    [InlineData(200, 72, 130, true, true, false)]   // partial tiles both ways, a partial second slice
+    [InlineData(1, 64, 64, false, false, false)]    // one row, one slice
+    [InlineData(129, 8, 257, true, false, false)]   // K = 8: one slice, mostly zero-filled
+    [InlineData(131, 328, 136, false, true, false)] // six slices: the 4-stage ring wraps
+    [InlineData(200, 72, 300, true, true, true)]    // 128 x 256 tiles: a partial second column tile
+    [InlineData(131, 328, 136, false, true, true)]  // ... the ring wraps, columns 128.. of a tile partly past M
+    public void Forward_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate, bool wide)
+    {
+        using var device = OpenHopperOrEmulator();
+        var x = Floats(n * k, 1);
+        var w = Floats(m * k, 2);
+        var b = Floats(m, 3);
+        var y0 = accumulate ? Floats(n * m, 4) : Enumerable.Repeat(float.NaN, n * m).ToArray();
+        ushort[] xBits = new ushort[x.Length], wBits = new ushort[w.Length];
+        BFloat16.FromSingle(x, xBits);
+        BFloat16.FromSingle(w, wBits);
+        const float alpha = 0.75f;
+        var expected = new double[n * m];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < m; j++)
+            {
+                double s = 0;
+                for (int q = 0; q < k; q++) s += (double)BFloat16.ToSingle(xBits[i * k + q]) * BFloat16.ToSingle(wBits[j * k + q]);
+                expected[i * m + j] = alpha * s + (bias ? b[j] : 0) + (accumulate ? y0[i * m + j] : 0);
+            }
+        using var dx = device.Upload<ushort>(xBits);
+        using var dw = device.Upload<ushort>(wBits);
+        using var db = device.Upload<float>(b);
+        using var dy = device.Upload<float>(y0);
+        using var gemm = new CudaGemmSm90(device) { Wide = wide };
+        gemm.Forward(dx, dw, bias ? db : null, dy, n, k, m, alpha, accumulate);
+        device.Synchronize();
+        var y = device.Download<float>(dy);
+        double err = 0, norm = 0;
+        for (int i = 0; i < y.Length; i++)
+        {
+            Assert.False(float.IsNaN(y[i]), $"y[{i}] (row {i / m}, column {i % m}) was not written");
+            err += (y[i] - expected[i]) * (y[i] - expected[i]);
+            norm += expected[i] * expected[i];
+        }
+        Assert.True(err / norm < 1e-8, $"y: normalised MSE {err / norm:E2}");
+    }
+
+    // CudaLinear's route to the kernel (Sm90 forced, as on the emulator UseOnThisDevice is false): f32 x
+    // converted to bf16 first, then the wgmma product; the same f64 evaluation.
+    [Theory]
+    [InlineData(200, 72, 130)]
+    [InlineData(131, 136, 300)]
+    public void CudaLinear_forward_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m)
+    {
+        using var device = OpenHopperOrEmulator();
+        var x = Floats(n * k, 5);
+        var w = Floats(m * k, 6);
+        var b = Floats(m, 7);
+        var wBits = new ushort[w.Length];
+        BFloat16.FromSingle(w, wBits);
+        var expected = new double[n * m];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < m; j++)
+            {
+                double s = 0;
+                for (int q = 0; q < k; q++) s += (double)BFloat16.ToSingle(BFloat16.FromSingle(x[i * k + q])) * BFloat16.ToSingle(wBits[j * k + q]);
+                expected[i * m + j] = s + b[j];
+            }
+        using var dx = device.Upload<float>(x);
+        using var dw = device.Upload<ushort>(wBits);
+        using var db = device.Upload<float>(b);
+        using var dy = device.Upload<float>(Enumerable.Repeat(float.NaN, n * m).ToArray());
+        using var linear = new CudaLinear(device) { Sm90 = true };
+        linear.Forward(dx, new LinearWeight.Bf16(dw), db, dy, n, k, m);
+        device.Synchronize();
+        var y = device.Download<float>(dy);
+        double err = 0, norm = 0;
+        for (int i = 0; i < y.Length; i++)
+        {
+            Assert.False(float.IsNaN(y[i]), $"y[{i}] was not written");
+            err += (y[i] - expected[i]) * (y[i] - expected[i]);
+            norm += expected[i] * expected[i];
+        }
+        Assert.True(err / norm < 1e-8, $"y: normalised MSE {err / norm:E2}");
+    }
+
+    [Fact]
+    public void CudaLinear_opts_in_only_on_compute_capability_9_0_with_the_variable_set()
+    {
+        Assert.True(CudaGemmSm90.Selected((9, 0), "1"));
+        Assert.True(CudaGemmSm90.Selected((9, 0), "wide"));
+        Assert.False(CudaGemmSm90.Selected((9, 0), null));
+        Assert.False(CudaGemmSm90.Selected((9, 0), "0"));
+        Assert.False(CudaGemmSm90.Selected((8, 0), "1"));
+        Assert.False(CudaGemmSm90.Selected((10, 0), "1"));
+    }
+
+    [Fact]
+    public void Unsupported_and_undersized_operands_are_refused_by_name()
+    {
+        using var device = OpenHopperOrEmulator();
+        using var small = device.Allocate<float>(64);
+        using var gemm = new CudaGemmSm90(device);
+        var e = Assert.Throws<CudaException>(() => gemm.Forward(small, small, null, small, 2, 12, 2));
+        Assert.Contains("k must be a multiple of 8 (not 12)", e.Message);
+        var s = Assert.Throws<CudaException>(() => gemm.Forward(small, small, null, small, 16, 16, 16));
+        Assert.Contains("x holds 256 bytes, the sizes need 512", s.Message);
+    }
+}
