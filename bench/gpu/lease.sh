@@ -47,6 +47,7 @@ for step in "$@"; do
             run decode-1b-profile 150 temper bench decode --device cuda --dtype bf16 --shape llama-3.2-1b --prompt-len 128 --tokens 16 --profile ;;
     decode-graph) run decode-graph-smol 120 temper bench decode --graph --prompt-len 128 --tokens 256
                   run decode-graph-1b 180 temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256 --profile
+                  run decode-graph-rows 240 bash -c 'for r in 2 4 8; do temper bench decode --graph --shape llama-3.2-1b --rows $r --prompt-len 128 --tokens 128 | grep -E "^decode|^weights"; done'
                   run decode-graph-checks 60 bash -c 'tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" && tests Temper.Native.Tests -class "*CudaGenerateTests"' ;;
     peer-smol) run peer-smol 120 python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 ;;
     temper-smol) run temper-smol 200 temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 ;;
@@ -70,6 +71,7 @@ for step in "$@"; do
                run gemm-sm90-bench 450 bash -c "temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 && for v in 1 wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5; done"
                run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
+    decode-graph-8b) run decode-graph-8b 240 temper bench decode --graph --shape llama-3.1-8b --prompt-len 128 --tokens 128 --profile ;;
     ptx-1b-gc) run temper-1b-ptx-gc 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx --gradient-checkpointing
                run peer-1b-gc 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 --gradient-checkpointing ;;
     ptx-attention) run ptx-attention-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
