@@ -1,7 +1,8 @@
 // Generation of one prompt through a CudaDecodeGraph of one row, with Generator's semantics: sampling
 // options (greedy, temperature, top-k/p, min-p, repetition penalty; row 0's seed), EOS ids, MaxNewTokens,
-// a per-token callback and cancellation. The prompt goes through the graph one token a step without
-// waiting; then each step's token is read back as it is chosen, so the callback streams. Greedy decoding
+// a per-token callback and cancellation. A prompt longer than PrefillFrom tokens is prefilled in chunks,
+// a shorter one goes through the graph one token a step, without waiting; then each step's token is read
+// back as it is chosen, so the callback streams. Greedy decoding
 // without a repetition penalty takes the device's argmax (4 bytes back a token); anything else downloads
 // the step's logits [V], picks on the host with the Sampler and writes the token back (Override).
 // Stop strings are not supported here (a TemperException says so).
@@ -13,6 +14,11 @@ namespace Temper.Models;
 public sealed class GraphGenerator(CudaDecodeGraph graph)
 {
     public CudaDecodeGraph Graph { get; } = graph;
+
+    /// <summary>Prompts longer than this are prefilled in chunks (CudaDecodeGraph.Prefill: tensor-core GEMMs and
+    /// flash attention, whose bf16 rounding of the activations the step-by-step GEMVs do not have); shorter
+    /// ones go through the graph one token a step.</summary>
+    public const int PrefillFrom = 64;
 
     public GenerationResult Generate(IReadOnlyList<int> prompt, GenerationOptions o, Action<int, int>? onToken = null, CancellationToken cancel = default)
     {
@@ -38,7 +44,8 @@ public sealed class GraphGenerator(CudaDecodeGraph graph)
         {
             throw new TemperException(e.Message);
         }
-        Graph.Step(prompt.Count - 1);
+        if (prompt.Count > PrefillFrom) Graph.Prefill();
+        Graph.Step(prompt.Count - 1 - Graph.Position);
         for (int step = 0; step < o.MaxNewTokens; step++)
         {
             cancel.ThrowIfCancellationRequested();

@@ -7,7 +7,9 @@
 // than that tolerance. Generate's tokens equal the CPU Generator's greedy ones and stop at a stop id.
 // GraphGenerator (one row, Generator's semantics) gives the CPU Generator's tokens greedy (device argmax),
 // greedy with a repetition penalty and sampled (both picked on the host from the graph's logits), and
-// stops at an EOS id. Profile's steps (a second graph with timing events) decode as plain ones do.
+// stops at an EOS id. Profile's steps (a second graph with timing events) decode as plain ones do. Prefill
+// (the prompt's first tokens through the GEMM, flash attention and fused kernels, in chunks) leaves caches
+// from which the following steps' logits match the CPU decoder's within the bf16 bound (2e-2 of the largest).
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cuda;
@@ -151,6 +153,60 @@ public class CudaDecodeGraphChecks
         Assert.StartsWith("attention", parts[3].Part);
         Assert.All(parts, p => Assert.True(p.Ms >= 0, $"{p.Part}: {p.Ms} ms"));
         Assert.Throws<ArgumentOutOfRangeException>(() => graph.Profile(4)); // 6 + 4 positions pass the capacity of 10
+    }
+
+    [Theory]
+    [InlineData(70)]  // one chunk
+    [InlineData(260)] // two chunks of up to 256 tokens
+    public void Prefill_fills_the_caches_as_the_cpu_decoder_does(int promptLength)
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        int capacity = promptLength + 6;
+        int[][] prompts = [[.. Enumerable.Range(0, promptLength).Select(i => (i * 7 + 3) % Tiny.VocabSize)], [.. Enumerable.Range(0, promptLength + 2).Select(i => (i * 13 + 1) % Tiny.VocabSize)]];
+        using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);
+        graph.Start(prompts);
+        graph.Prefill();
+        int n = promptLength - 1;
+        Assert.Equal(n, graph.Position);
+        var decoder = new Decoder(Tiny, weights, cpu);
+        int v = Tiny.VocabSize;
+        for (int r = 0; r < prompts.Length; r++)
+        {
+            using var cache = new KvCache(Tiny, cpu, 1, capacity);
+            var ids = prompts[r][..n];
+            decoder.Forward(ids, [.. Enumerable.Range(0, n)], [], 1, cache, allPositions: false).Dispose();
+            graph.Start(prompts);
+            graph.Prefill();
+            for (int step = n; step < n + 4; step++)
+            {
+                graph.Step();
+                var tokens = graph.Tokens()[r];
+                using var reference = decoder.Forward([tokens[step]], [step], [], 1, cache, allPositions: false);
+                var want = reference.Floats;
+                var got = graph.Logits().AsSpan(r * v, v);
+                float max = 0;
+                foreach (float x in want) max = Math.Max(max, Math.Abs(x));
+                // The prefill's products and attention round their inputs to bf16 (tensor cores): the bf16 bound.
+                for (int i = 0; i < v; i++)
+                    Assert.True(Math.Abs(got[i] - want[i]) <= 2e-2f * max, $"row {r} step {step} logit {i}: graph {got[i]}, cpu {want[i]}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Graph_generator_prefills_a_long_prompt()
+    {
+        using var device = Gpu.OpenForKernels();
+        var cpu = new CpuBackend(1);
+        using var weights = Weights(cpu);
+        int[] prompt = [.. Enumerable.Range(0, GraphGenerator.PrefillFrom + 6).Select(i => (i * 5 + 2) % Tiny.VocabSize)];
+        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, prompt.Length + 3);
+        var r = new GraphGenerator(graph).Generate(prompt, new GenerationOptions { MaxNewTokens = 3, IgnoreEos = true });
+        Assert.Equal(3, r.GeneratedIds.Count);
+        Assert.Equal(prompt.Length + 2, graph.Position); // prefilled to prompt - 1, then one step a new token
+        Assert.Equal([.. prompt, .. r.GeneratedIds], graph.Tokens()[0]);
     }
 
     [Fact]

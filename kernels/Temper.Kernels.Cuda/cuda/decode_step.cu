@@ -8,12 +8,14 @@
 //   kvLen[R]     the keys a row's attention sees this step (position + 1);
 //   argmax[R]    the LM head's packed (logit, index) maximum (argmax_slot.cuh).
 //   decode_embed:       x[r,:] = embed[token[r], :] (bf16 [V,C] -> f32 [R,C]); kvLen[r] = position[r] + 1;
-//                       argmax[r] = 0 (before the LM head's atomics).
+//                       argmax[r] = 0 (before the LM head's atomics); kvLen and argmax may be null (prefill).
 //   decode_rope_append: qkv[R, (H + 2 Hkv) D] (q heads, then k, then v) -> q[R,H,D] rotated by RoPE at
 //                       position[r] (HF rotate_half: x'[i] = x[i] c - x[i+D/2] s, x'[i+D/2] = x[i+D/2] c + x[i] s,
 //                       c = cos[p, i], s = sin[p, i] from tables [T, D/2] that carry the attention scaling);
 //                       the k heads rotated and the v heads copied into kCache, vCache [R, T, Hkv, D] at row
-//                       r, slot position[r]: the layout of a paged cache with one block of T slots per row.
+//                       cacheRow[r], slot position[r]: the layout of a paged cache with one block of T slots per
+//                       row. A decode step's rows are the sequences (cacheRow[r] = r); a prefill chunk's rows
+//                       are tokens of one sequence at consecutive positions.
 //   decode_next:        next = prompt[r, p + 1] while the prompt lasts, else the argmax; tokens[r, p + 1] =
 //                       token[r] = next; position[r] = p + 1.
 // decode_next never moves a position past T - 1 (a replay after the host's last step rewrites slot T - 1),
@@ -37,14 +39,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_embed(
     x[i] = __bfloat162float(embed[(long long)token[r] * c + j]);
     if (j == 0)
     {
-        kvLen[r] = position[r] + 1;
-        argmax[r] = 0ull;
+        if (kvLen) kvLen[r] = position[r] + 1;
+        if (argmax) argmax[r] = 0ull;
     }
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
-    const float* __restrict__ qkv, const int* __restrict__ position, const float* __restrict__ cos, const float* __restrict__ sin,
-    float* __restrict__ q, float* __restrict__ kCache, float* __restrict__ vCache, int rows, int heads, int kvHeads, int half, int capacity)
+    const float* __restrict__ qkv, const int* __restrict__ position, const int* __restrict__ cacheRow, const float* __restrict__ cos,
+    const float* __restrict__ sin, float* __restrict__ q, float* __restrict__ kCache, float* __restrict__ vCache, int rows, int heads, int kvHeads,
+    int half, int capacity)
 {
     const int all = heads + 2 * kvHeads;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -63,7 +66,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
     }
     const bool isKey = h < heads + kvHeads;
     const int kh = isKey ? h - heads : h - heads - kvHeads;
-    float* dst = (isKey ? kCache : vCache) + (((long long)r * capacity + p) * kvHeads + kh) * d;
+    float* dst = (isKey ? kCache : vCache) + (((long long)cacheRow[r] * capacity + p) * kvHeads + kh) * d;
     if (isKey)
     {
         const float cs = cos[(long long)p * half + e], sn = sin[(long long)p * half + e];
