@@ -13,6 +13,8 @@
 //     x += h Wd^T + b
 //   logits[R,V] = RMSNorm(x) Wlm^T, argmax folded in; next token = the prompt's or the argmax.
 // Caches are f32 [R, T, Hkv, D] per layer. Sampling other than greedy is the host's: read Logits().
+// Prefill (CudaDecodeGraph.Prefill.cs) runs long prompts through the layers in chunks instead; Profile
+// (CudaDecodeGraph.Profile.cs) times each part of a step.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 
@@ -45,7 +47,7 @@ public readonly ref struct DecodeLayerWeights
     public ReadOnlySpan<float> DownBias { get; init; }
 }
 
-public sealed class CudaDecodeGraph : IDisposable
+public sealed partial class CudaDecodeGraph : IDisposable
 {
     private const int Threads = 256;
     private readonly CudaDevice _device;
@@ -206,101 +208,6 @@ public sealed class CudaDecodeGraph : IDisposable
         Position = 0;
     }
 
-    /// <summary>Runs the first min(prompt length) - 1 tokens of every row's prompt through the layers as whole
-    /// chunks of up to PrefillChunk tokens (the GEMM, flash attention, RMSNorm and SwiGLU kernels of
-    /// Temper.Kernels.Cuda, uncaptured), filling the caches as that many steps would; the rows then stand at
-    /// that position, and the remaining prompt tokens and generation go through the graph. Call after Start.</summary>
-    public void Prefill()
-    {
-        if (_promptLengths.Length == 0) throw new InvalidOperationException("CudaDecodeGraph: Start the rows before prefilling");
-        if (Position != 0) throw new InvalidOperationException($"CudaDecodeGraph: prefill runs from position 0, not {Position}");
-        int n = _promptLengths.Min() - 1;
-        if (n < 1) return;
-        Prepare();
-        _prefill ??= new Prefiller(this);
-        for (int r = 0; r < Rows; r++)
-            for (int t0 = 0; t0 < n; t0 += PrefillChunk)
-                _prefill.Chunk(r, t0, Math.Min(PrefillChunk, n - t0));
-        var prompt = _device.Download<int>(_prompt);
-        _device.CopyToDevice<int>([.. Enumerable.Repeat(n, Rows)], _position);
-        _device.CopyToDevice<int>([.. Enumerable.Range(0, Rows).Select(r => prompt[r * Capacity + n])], _token);
-        Position = n;
-    }
-
-    /// <summary>Tokens a prefill chunk takes at most.</summary>
-    public const int PrefillChunk = 256;
-
-    // The prefill's kernels and buffers [PrefillChunk, width], made on the first Prefill.
-    private sealed class Prefiller : IDisposable
-    {
-        private readonly CudaDecodeGraph _g;
-        private readonly CudaLinear _linear;
-        private readonly CudaAttention _attention;
-        private readonly CudaRmsNorm _norm;
-        private readonly CudaSwiGlu _swiglu;
-        private readonly CudaDeviceMemory _x, _hn, _qkv, _q, _attn, _gate, _up, _positions, _cacheRows;
-
-        public Prefiller(CudaDecodeGraph g)
-        {
-            _g = g;
-            var d = g._device;
-            var s = g.Shape;
-            int c = PrefillChunk, hd = s.Heads * s.HeadDim;
-            (_linear, _attention, _norm, _swiglu) = (new CudaLinear(d), new CudaAttention(d), new CudaRmsNorm(d), new CudaSwiGlu(d));
-            _x = d.Allocate<float>((long)c * s.Hidden);
-            _hn = d.Allocate<float>((long)c * s.Hidden);
-            _qkv = d.Allocate<float>((long)c * s.QkvRows);
-            _q = d.Allocate<float>((long)c * hd);
-            _attn = d.Allocate<float>((long)c * hd);
-            _gate = d.Allocate<float>((long)c * s.Intermediate);
-            _up = d.Allocate<float>((long)c * s.Intermediate);
-            _positions = d.Allocate<int>(c);
-            _cacheRows = d.Allocate<int>(c);
-        }
-
-        // Tokens t0..t0+n-1 of row r's prompt through every layer into row r's caches.
-        public void Chunk(int r, int t0, int n)
-        {
-            var g = _g;
-            var d = g._device;
-            var s = g.Shape;
-            int c = s.Hidden, hd = s.Heads * s.HeadDim, f = s.Intermediate;
-            d.CopyToDevice<int>([.. Enumerable.Range(t0, n)], _positions);
-            d.CopyToDevice<int>([.. Enumerable.Repeat(r, n)], _cacheRows);
-            using var tokens = CudaDeviceMemory.Borrow(g._prompt.Pointer + 4 * (ulong)((long)r * g.Capacity + t0), 4L * n, d.Context);
-            d.Launch(g._embedFn!, Grid((long)n * c), (Threads, 1, 1),
-                new CudaKernelArguments().Add(g._embed!).Add(tokens).Add(_positions).Add(_x).Add(0UL).Add(0UL).Add(n).Add(c));
-            long cacheRow = (long)r * g.Capacity * s.KvHeads * s.HeadDim * 4;
-            var shape = new CudaAttention.Shape(1, n, s.Heads, g.Capacity, s.KvHeads, s.HeadDim, t0 + n, t0, 1f / MathF.Sqrt(s.HeadDim));
-            foreach (var l in g._layers)
-            {
-                _norm.Forward(_x, l.InputNorm!, s.RmsNormEps, _hn, null, n, c);
-                _linear.Forward(_hn, new LinearWeight.Bf16(l.Qkv!), l.QkvBias, _qkv, n, c, s.QkvRows);
-                d.Launch(g._ropeFn!, Grid((long)n * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
-                    new CudaKernelArguments().Add(_qkv).Add(_positions).Add(_cacheRows).Add(g._cos).Add(g._sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
-                        .Add(n).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(g.Capacity));
-                using var k = CudaDeviceMemory.Borrow(l.KCache!.Pointer + (ulong)cacheRow, 4L * g.Capacity * s.KvHeads * s.HeadDim, d.Context);
-                using var v = CudaDeviceMemory.Borrow(l.VCache!.Pointer + (ulong)cacheRow, 4L * g.Capacity * s.KvHeads * s.HeadDim, d.Context);
-                _attention.Forward(_q, k, v, _attn, null, null, null, shape);
-                _linear.Forward(_attn, new LinearWeight.Bf16(l.O!), l.OBias, _x, n, hd, c, accumulate: true);
-                _norm.Forward(_x, l.PostNorm!, s.RmsNormEps, _hn, null, n, c);
-                _linear.Forward(_hn, new LinearWeight.Bf16(l.Gate!), l.GateBias, _gate, n, c, f);
-                _linear.Forward(_hn, new LinearWeight.Bf16(l.Up!), l.UpBias, _up, n, c, f);
-                _swiglu.Forward(_gate, _up, _gate, (long)n * f);
-                _linear.Forward(_gate, new LinearWeight.Bf16(l.Down!), l.DownBias, _x, n, f, c, accumulate: true);
-            }
-        }
-
-        public void Dispose()
-        {
-            _linear.Dispose();
-            _attention.Dispose();
-            _norm.Dispose();
-            _swiglu.Dispose();
-            foreach (var m in new[] { _x, _hn, _qkv, _q, _attn, _gate, _up, _positions, _cacheRows }) m.Dispose();
-        }
-    }
-
     /// <summary>The position every row's next step feeds (0 after Start).</summary>
     public int Position { get; private set; }
 
@@ -451,49 +358,6 @@ public sealed class CudaDecodeGraph : IDisposable
         _device.Launch(_nextFn!, Grid(rows), (Threads, 1, 1),
             new CudaKernelArguments().Add(_argmax).Add(_prompt).Add(_promptLen).Add(_token).Add(_position).Add(_tokens).Add(rows).Add(Capacity));
         mark?.Invoke("next token");
-    }
-
-    /// <summary>The GPU time of each part of a step (ms per step, summed over layers, with its calls per step),
-    /// from <paramref name="steps"/> steps of a second graph that holds an event record node after each part
-    /// (CU_EVENT_RECORD_EXTERNAL), so the times carry no launch overhead. The steps are real decode steps:
-    /// Position advances as with Step.</summary>
-    public IReadOnlyList<(string Part, int Calls, double Ms)> Profile(int steps)
-    {
-        if (_promptLengths.Length == 0) throw new InvalidOperationException("CudaDecodeGraph: Start the rows before profiling");
-        if (_graph == null) Step(); // the uncaptured first step loads the modules
-        if (steps < 1 || Position + steps > Capacity - 1)
-            throw new ArgumentOutOfRangeException(nameof(steps), $"{steps} profiled steps from position {Position} pass the capacity of {Capacity} positions");
-        if (_profile == null)
-        {
-            var labels = new List<string>();
-            var events = new List<CudaEventHandle> { _device.CreateEvent() };
-            int marks = 3 + 6 * _layers.Length;
-            for (int i = 0; i < marks; i++) events.Add(_device.CreateEvent());
-            var graph = CudaGraph.Capture(_device.Stream, () =>
-            {
-                CudaDriver.RecordEventExternal(events[0], _device.Stream);
-                LaunchStep(label =>
-                {
-                    labels.Add(label);
-                    CudaDriver.RecordEventExternal(events[labels.Count], _device.Stream);
-                });
-            });
-            _profile = (graph, events, labels);
-        }
-        var (g, ev, names) = _profile.Value;
-        var totals = new Dictionary<string, (int Calls, double Ms)>();
-        for (int step = 0; step < steps; step++)
-        {
-            g.Launch(_device.Stream);
-            Position++;
-            _device.Synchronize();
-            for (int i = 0; i < names.Count; i++)
-            {
-                var (calls, ms) = totals.GetValueOrDefault(names[i]);
-                totals[names[i]] = (step == 0 ? calls + 1 : calls, ms + CudaDriver.ElapsedMilliseconds(ev[i], ev[i + 1]));
-            }
-        }
-        return [.. names.Distinct().Select(n => (n, totals[n].Calls, totals[n].Ms / steps))];
     }
 
     /// <summary>cos and sin [T, D/2] of p invFreq[i] times the scaling, as the RoPE reference computes them (an f32 angle).</summary>
