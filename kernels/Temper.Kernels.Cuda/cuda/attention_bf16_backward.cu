@@ -22,7 +22,7 @@
 // (keys in dq, queries in dk/dv) N at a time, N = 32 in dq and 16 in dk/dv (whose dK and dV accumulators hold
 // 2 D/16 fragments): fewer live registers, the same sums in the same order.
 // Registers (ptxas 11.8, sm_80 / sm_90), no spills: dq D = 64 168 / 168, D = 128 216 / 222; dk/dv D = 64
-// 166 / 168, D = 128 252 / 255; delta 32. With shared memory: 3 blocks of 4 warps per SM for D = 64 and 2
+// 168 / 168, D = 128 252 / 255; delta 32. With shared memory: 3 blocks of 4 warps per SM for D = 64 and 2
 // for D = 128 on an H100 (2 and 1 on an A100).
 // The semantics of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs's backward (its scalar reference:
 // kernels/Temper.Kernels.Cpu/Reference/AttentionReference.cs). Checked on the CPU by the CUDA emulator (emu/)
@@ -47,6 +47,28 @@ template <int D> struct Layout
 };
 
 static_assert(Layout<64>::BYTES == 65024 && Layout<128>::BYTES == 97792, "CudaAttention.BackwardSharedBytes knows these sizes");
+
+// Both kernels' views of dynamic shared memory (Layout): the Q, dO, K, V tiles, this warp's f32 product tile
+// and bf16 P/dS tile, the per-row lse (log2 e units) and delta, positions, segments and key flags.
+template <int D> struct Tiles
+{
+    __nv_bfloat16 *sQ, *sDO, *sK, *sV;
+    float *rowLse, *rowDelta;
+    int *qPos, *qSeg, *keyOk, *keySeg;
+    float* myS;
+    __nv_bfloat16* myP;
+};
+
+template <int D> __device__ __forceinline__ Tiles<D> tiles_of(unsigned char* smem, int warp)
+{
+    using L = Layout<D>;
+    return {reinterpret_cast<__nv_bfloat16*>(smem + L::Q), reinterpret_cast<__nv_bfloat16*>(smem + L::DO),
+        reinterpret_cast<__nv_bfloat16*>(smem + L::K), reinterpret_cast<__nv_bfloat16*>(smem + L::V),
+        reinterpret_cast<float*>(smem + L::ROW_LSE), reinterpret_cast<float*>(smem + L::ROW_DELTA),
+        reinterpret_cast<int*>(smem + L::Q_POS), reinterpret_cast<int*>(smem + L::Q_SEG),
+        reinterpret_cast<int*>(smem + L::KEY_OK), reinterpret_cast<int*>(smem + L::KEY_SEG),
+        reinterpret_cast<float*>(smem + L::S) + warp * 16 * LDS, reinterpret_cast<__nv_bfloat16*>(smem + L::P) + warp * 16 * LDP};
+}
 
 // Query tile i0 of (b, h) into shared memory: Q and dO rows as bf16 (zero rows past the last), and per query
 // its position (-1 past the last), segment, lse (in units of log2) and delta. The block calls it between
@@ -142,21 +164,9 @@ __device__ __forceinline__ void attention_backward_dq(
     constexpr int LD = L::LD, DF = D / 16;
     TEMPER_DYNAMIC_SHARED(unsigned char, smem);
     if (sharedBytes < L::BYTES) __trap(); // the launcher's size and this layout disagree
-    __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem + L::Q);
-    __nv_bfloat16* sDO = reinterpret_cast<__nv_bfloat16*>(smem + L::DO);
-    __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem + L::K);
-    __nv_bfloat16* sV = reinterpret_cast<__nv_bfloat16*>(smem + L::V);
-    float* rowLse = reinterpret_cast<float*>(smem + L::ROW_LSE); // lse log2 e
-    float* rowDelta = reinterpret_cast<float*>(smem + L::ROW_DELTA);
-    int* qPos = reinterpret_cast<int*>(smem + L::Q_POS);
-    int* qSeg = reinterpret_cast<int*>(smem + L::Q_SEG);
-    int* keyOk = reinterpret_cast<int*>(smem + L::KEY_OK);
-    int* keySeg = reinterpret_cast<int*>(smem + L::KEY_SEG);
-
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int r = lane / 2, half = lane % 2, wr = warp * WROWS + r; // this lane's row (two lanes a row)
-    float* myS = reinterpret_cast<float*>(smem + L::S) + warp * 16 * LDS;
-    __nv_bfloat16* myP = reinterpret_cast<__nv_bfloat16*>(smem + L::P) + warp * 16 * LDP;
+    const auto [sQ, sDO, sK, sV, rowLse, rowDelta, qPos, qSeg, keyOk, keySeg, myS, myP] = tiles_of<D>(smem, warp);
 
     const int bhCount = batch * heads, tiles = (tq + BQ - 1) / BQ;
     const int tile = tiles - 1 - (int)(blockIdx.x / bhCount), bh = blockIdx.x % bhCount; // the most keys first
@@ -226,21 +236,9 @@ __device__ __forceinline__ void attention_backward_dkdv(
     constexpr int LD = L::LD, DF = D / 16;
     TEMPER_DYNAMIC_SHARED(unsigned char, smem);
     if (sharedBytes < L::BYTES) __trap();
-    __nv_bfloat16* sQ = reinterpret_cast<__nv_bfloat16*>(smem + L::Q);
-    __nv_bfloat16* sDO = reinterpret_cast<__nv_bfloat16*>(smem + L::DO);
-    __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem + L::K);
-    __nv_bfloat16* sV = reinterpret_cast<__nv_bfloat16*>(smem + L::V);
-    float* rowLse = reinterpret_cast<float*>(smem + L::ROW_LSE);
-    float* rowDelta = reinterpret_cast<float*>(smem + L::ROW_DELTA);
-    int* qPos = reinterpret_cast<int*>(smem + L::Q_POS);
-    int* qSeg = reinterpret_cast<int*>(smem + L::Q_SEG);
-    int* keyOk = reinterpret_cast<int*>(smem + L::KEY_OK);
-    int* keySeg = reinterpret_cast<int*>(smem + L::KEY_SEG);
-
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int r = lane / 2, half = lane % 2, wk = warp * WROWS + r; // this lane's key row (two lanes a row)
-    float* myS = reinterpret_cast<float*>(smem + L::S) + warp * 16 * LDS;
-    __nv_bfloat16* myP = reinterpret_cast<__nv_bfloat16*>(smem + L::P) + warp * 16 * LDP;
+    const auto [sQ, sDO, sK, sV, rowLse, rowDelta, qPos, qSeg, keyOk, keySeg, myS, myP] = tiles_of<D>(smem, warp);
 
     const int bkCount = batch * kvHeads, group = heads / kvHeads;
     const int tile = (int)(blockIdx.x / bkCount), bk = blockIdx.x % bkCount; // the first keys (seen by the most queries) first
