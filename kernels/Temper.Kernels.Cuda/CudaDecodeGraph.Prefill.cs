@@ -25,9 +25,8 @@ public sealed partial class CudaDecodeGraph
         for (int r = 0; r < Rows; r++)
             for (int t0 = 0; t0 < n; t0 += PrefillChunk)
                 _prefill.Chunk(r, t0, Math.Min(PrefillChunk, n - t0));
-        var prompt = _device.Download<int>(_prompt);
         _device.CopyToDevice<int>([.. Enumerable.Repeat(n, Rows)], _position);
-        _device.CopyToDevice<int>([.. Enumerable.Range(0, Rows).Select(r => prompt[r * Capacity + n])], _token);
+        _device.CopyToDevice<int>([.. Enumerable.Range(0, Rows).Select(r => _hostPrompts[r * Capacity + n])], _token);
         Position = n;
     }
 

@@ -55,7 +55,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
     private readonly CudaPagedAttention _attention;
     private readonly List<CudaDeviceMemory> _owned = [];
     private readonly Layer[] _layers;
-    private readonly CudaDeviceMemory _x, _qkv, _q, _attn, _h, _logits, _argmax, _kvLen, _tables, _rowSeq, _position, _token, _promptLen, _prompt, _tokens, _cos, _sin;
+    private readonly CudaDeviceMemory _x, _qkv, _q, _attn, _h, _logits, _argmax, _kvLen, _rowIndex, _position, _token, _promptLen, _prompt, _tokens, _cos, _sin;
     private readonly CudaDeviceMemory? _workspace;
     private readonly CudaPagedAttention.Shape _attentionShape;
     private readonly int _splits;
@@ -65,7 +65,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
     private Prefiller? _prefill;
     private CudaGraph? _graph;
     private (CudaGraph Graph, List<CudaEventHandle> Events, List<string> Labels)? _profile;
-    private int[] _promptLengths = [];
+    private int[] _promptLengths = [], _hostPrompts = []; // as Start uploaded them: lengths [R], prompts [R, T]
 
     private sealed class Layer
     {
@@ -91,8 +91,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
         _logits = Floats((long)rows * shape.Vocab);
         _argmax = Own(device.Allocate<ulong>(rows));
         _kvLen = Own(device.Allocate<int>(rows));
-        _tables = Own(device.Upload<int>([.. Enumerable.Range(0, rows)]));
-        _rowSeq = Own(device.Upload<int>([.. Enumerable.Range(0, rows)]));
+        _rowIndex = Own(device.Upload<int>([.. Enumerable.Range(0, rows)])); // row r is sequence r, cache block r, cache row r
         _position = Own(device.Allocate<int>(rows));
         _token = Own(device.Allocate<int>(rows));
         _promptLen = Own(device.Allocate<int>(rows));
@@ -204,7 +203,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
         _device.CopyToDevice<int>(lengths, _promptLen);
         _device.CopyToDevice<int>(new int[Rows], _position);
         _device.CopyToDevice<int>([.. prompts.Select(p => p[0])], _token);
-        _promptLengths = lengths;
+        (_promptLengths, _hostPrompts) = (lengths, padded);
         Position = 0;
     }
 
@@ -341,10 +340,10 @@ public sealed partial class CudaDecodeGraph : IDisposable
             _gemv.Forward(l.Qkv!, _x, _qkv, rows, s.QkvRows, c, l.InputNorm, s.RmsNormEps, l.QkvBias);
             mark?.Invoke("qkv = norm(x) Wqkv (GEMV)");
             _device.Launch(_ropeFn!, Grid((long)rows * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
-                new CudaKernelArguments().Add(_qkv).Add(_position).Add(_rowSeq).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
+                new CudaKernelArguments().Add(_qkv).Add(_position).Add(_rowIndex).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
                     .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity));
             mark?.Invoke("RoPE + cache append");
-            _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _tables, _rowSeq, _kvLen, _workspace, _attentionShape, _splits);
+            _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _rowIndex, _rowIndex, _kvLen, _workspace, _attentionShape, _splits);
             mark?.Invoke(_splits > 1 ? $"attention ({_splits} splits + combine)" : "attention");
             _gemv.Forward(l.O!, _attn, _x, rows, c, hd, bias: l.OBias, residual: _x);
             mark?.Invoke("x += a Wo (GEMV)");
