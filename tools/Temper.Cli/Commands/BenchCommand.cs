@@ -17,15 +17,18 @@ namespace Temper.Cli.Commands;
 internal static class BenchCommand
 {
     /// <summary>The decoder a bench runs: the --model folder (its LanguageModel returned for disposal), or
-    /// seeded random weights in --dtype of the named shape (SmolLM-135M by default); and the words the bench prints for it.</summary>
-    public static (Decoder Decoder, LanguageModel? Owned, string What) ModelOrRandom(ParseResult p, Option<string?> model, IBackend be, string shape = "smollm-135m")
+    /// seeded random weights in --dtype (or <paramref name="weightDType"/>) of the named shape (SmolLM-135M by
+    /// default); and the words the bench prints for it.</summary>
+    public static (Decoder Decoder, LanguageModel? Owned, string What) ModelOrRandom(ParseResult p, Option<string?> model, IBackend be, string shape = "smollm-135m",
+        DType? weightDType = null)
     {
+        weightDType ??= CliOptions.WeightDType(p);
         if (p.GetValue(model) is string dir)
         {
-            var lm = LanguageModel.Load(dir, be, weightDType: CliOptions.WeightDType(p));
+            var lm = LanguageModel.Load(dir, be, weightDType: weightDType);
             return (lm.Decoder, lm, dir);
         }
-        var dt = CliOptions.WeightDType(p) ?? DType.F32;
+        var dt = weightDType ?? DType.F32;
         var cfg = BenchQLoraCommands.Shape(shape);
         return (new Decoder(cfg, ModelWeights.Random(cfg, be, seed: 1, dt, parallel: shape != "smollm-135m"), be), null, $"random {shape}-shaped model ({dt} weights)");
     }

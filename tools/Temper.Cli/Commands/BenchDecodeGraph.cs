@@ -1,7 +1,7 @@
-// `temper bench decode --graph [--rows N] [--profile]`: batch-1 (or N rows in lockstep) greedy decoding through CudaDecodeGraph (Temper's CUDA kernels,
-// each step one captured CUDA graph, no ILGPU) on CUDA device 0, with bf16 weights (a --model folder's
-// converted at load, or the random --shape). Prints prefill (fed through the graph one token a step) and
-// decode tokens/s, the kernels a step holds, the weight bytes a token reads and the effective weight
+// `temper bench decode --graph [--rows N] [--profile]`: batch-1 (or N rows in lockstep) greedy decoding
+// through CudaDecodeGraph (Temper's CUDA kernels, each step one captured CUDA graph, no ILGPU) on CUDA
+// device 0, with bf16 weights (a --model folder's converted at load, or the random --shape). Prints prefill
+// (CudaDecodeGraph.Prefill: chunks through the GEMM and flash-attention kernels) and decode tokens/s, the kernels a step holds, the weight bytes a token reads and the effective weight
 // bandwidth, and holds it against the device's peak DRAM bandwidth (memory clock x bus width, the roofline)
 // and, as the peer in the same run, a device-to-device copy's bandwidth (bytes read + written per second).
 // --profile adds each part of a step's GPU time (CudaDecodeGraph.Profile).
@@ -20,27 +20,12 @@ internal static class BenchDecodeGraph
 {
     public static int Run(ParseResult p, Option<string?> model, string shape, int promptLen, int tokens, int threads, bool profile, int rows)
     {
-        var cpu = new CpuBackend(threads);
-        ModelConfig cfg;
-        ModelWeights weights;
-        LanguageModel? lm = null;
-        string what;
-        if (p.GetValue(model) is string dir)
-        {
-            lm = LanguageModel.Load(dir, cpu, weightDType: DType.BF16);
-            (cfg, weights, what) = (lm.Config, lm.Decoder.Weights, dir);
-        }
-        else
-        {
-            cfg = BenchQLoraCommands.Shape(shape);
-            weights = ModelWeights.Random(cfg, cpu, seed: 1, DType.BF16, parallel: true);
-            what = $"random {shape}-shaped model (bf16 weights)";
-        }
-        using var ownedModel = lm;
-        using var ownedWeights = lm == null ? weights : null;
-        using var device = CliOptions.OpenCudaDevice("--graph");
         if (rows < 1 || rows > CudaGemv.MaxRows) throw new TemperException($"--rows must be 1 to {CudaGemv.MaxRows}, not {rows}");
-        using var graph = GraphDecoding.Build(device, cfg, weights, rows, capacity: promptLen + tokens + 1);
+        var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, new CpuBackend(threads), shape, DType.BF16);
+        using var owned = lm;
+        var cfg = decoder.Config;
+        using var device = CliOptions.OpenCudaDevice("--graph");
+        using var graph = GraphDecoding.Build(device, cfg, decoder.Weights, rows, capacity: promptLen + tokens + 1);
         var rng = new Random(7);
         int[][] prompts = [.. Enumerable.Range(0, rows).Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(cfg.VocabSize)).ToArray())];
         graph.Generate(prompts, maxNew: 2); // warm-up: module loads, the capture, page-in
@@ -117,23 +102,12 @@ internal static class BenchDecodeGraph
         }
     }
 
-    // A device-to-device copy of `bytes`, best of 5 after a warm-up, timed with events: bytes read + written per second.
+    // A device-to-device copy of `bytes`, 5 after a warm-up (DeviceTiming): bytes read + written per second.
     private static double CopyBandwidth(CudaDevice device, long bytes)
     {
         using var a = device.Allocate<byte>(bytes);
         using var b = device.Allocate<byte>(bytes);
-        using var start = device.CreateEvent();
-        using var end = device.CreateEvent();
-        CudaDriver.CopyDeviceToDeviceAsync(b.Pointer, a.Pointer, bytes, device.Stream);
-        double best = double.MaxValue;
-        for (int i = 0; i < 5; i++)
-        {
-            device.Record(start);
-            CudaDriver.CopyDeviceToDeviceAsync(b.Pointer, a.Pointer, bytes, device.Stream);
-            device.Record(end);
-            device.Synchronize();
-            best = Math.Min(best, CudaDriver.ElapsedMilliseconds(start, end) / 1000.0);
-        }
-        return 2.0 * bytes / Math.Max(1e-9, best);
+        double seconds = DeviceTiming.Seconds(device, 5, _ => CudaDriver.CopyDeviceToDeviceAsync(b.Pointer, a.Pointer, bytes, device.Stream));
+        return 2.0 * bytes / Math.Max(1e-9, seconds);
     }
 }

@@ -115,24 +115,12 @@ internal static class BenchGemvCommand
                 }
             }
             void Copy(int i) => CudaDriver.CopyDeviceToDeviceAsync(ring[(i + 1) % copies].Pointer, ring[i % copies].Pointer, p.WeightBytes, device.Stream);
-            return (Seconds(device, reps, Launch), Seconds(device, reps, Copy));
+            return (DeviceTiming.Seconds(device, reps, Launch), DeviceTiming.Seconds(device, reps, Copy));
         }
         finally
         {
             device.Synchronize();
             foreach (var d in owned) d.Dispose();
         }
-    }
-
-    private static double Seconds(CudaDevice device, int reps, Action<int> launch)
-    {
-        using var start = device.CreateEvent();
-        using var end = device.CreateEvent();
-        launch(0);
-        device.Record(start);
-        for (int i = 1; i <= reps; i++) launch(i);
-        device.Record(end);
-        CudaDriver.EventSynchronize(end);
-        return CudaDriver.ElapsedMilliseconds(start, end) / 1e3 / reps;
     }
 }
