@@ -15,15 +15,24 @@
 // leaves that group running while the next slice is set up, and the barrier at the next slice's top means
 // the stage slice s + 2 overwrites was last read by slice s - 2's wgmmas, which every warpgroup has
 // retired by then.
+// gemm_bf16_sm90_tma_nt / _tma_nt_wide: the same product with the slices loaded by TMA (tma_ops.cuh) in a
+// warp-specialised block of 384 threads: warpgroup 2's first thread produces (per slice: wait for the
+// stage's `empty` mbarrier, arrive.expect_tx on its `full` one with the stage's bytes, two
+// cp.async.bulk.tensor.2d copies of 128B-swizzled boxes, x [128 x 64] and W [BN x 64], zero-filled past N,
+// M and K, by the tensor maps CudaGemmSm90 encodes); warpgroups 0 and 1 consume (wait for `full` with the
+// round's parity, the same wgmmas, wgmma_wait<1>, then each warp's lane 0 arrives on the previous
+// slice's `empty`: 8 arrivals free a stage). 6 stages of 128 x 128 (4 of 128 x 256); setmaxnreg gives the
+// producer 40 registers and the consumers 232.
 // Epilogue: alpha, bias and accumulation element by element from the accumulator fragments.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
 // Checked on the CPU by the CUDA emulator (wgmma_ops.cuh's PTX ISA reading) in CudaGemmSm90Checks; only an
-// H100 runs the real instructions (TEMPER_GEMM_SM90=1 opts CudaLinear in).
+// H100 runs the real instructions (TEMPER_GEMM_SM90=1, wide or tma opts CudaLinear in).
 // ptx-target: sm_90a
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include "ptx_ops.cuh"
 #include "wgmma_ops.cuh"
+#include "tma_ops.cuh"
 
 #ifndef TEMPER_CUDA_EMU
 #define TEMPER_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
@@ -56,6 +65,25 @@ __device__ __forceinline__ void load_slice_sw128(unsigned char* stage, const __n
         int offset = r * 128 + 16 * (q ^ (r % 8)), gk = k0 + 8 * q, gc = col0 + r;
         bool full = gc < cols && gk < depth;
         cp_async_16(stage + TILE_BYTES + offset, full ? w + (long)gc * depth + gk : w, full);
+    }
+}
+
+// Epilogue of a consumer thread (warpgroup tid / 128 of the tile's rows): y = alpha acc (+ bias) (+ y).
+template <int BN>
+__device__ __forceinline__ void store_tile(const float* acc, const float* __restrict__ bias, float* __restrict__ y, int n, int cols,
+    float alpha, int accumulate, int row0, int col0)
+{
+    const int tid = threadIdx.x, group = tid / 128, warp = (tid % 128) / 32, g = tid % 32 / 4, t = tid % 4;
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++)
+    {
+        int gr = row0 + 64 * group + 16 * warp + g + 8 * ((i % 64 / 2) % 2), gc = col0 + 128 * (i / 64) + 8 * (i % 64 / 4) + 2 * t + i % 2;
+        if (gr >= n || gc >= cols) continue;
+        float v = alpha * acc[i];
+        if (bias) v += bias[gc];
+        long o = (long)gr * cols + gc;
+        if (accumulate) v += y[o];
+        y[o] = v;
     }
 }
 
@@ -110,18 +138,7 @@ __device__ __forceinline__ void gemm_sm90(
     for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
     cp_async_wait<0>();
 
-    const int warp = (tid % 128) / 32, g = tid % 32 / 4, t = tid % 4;
-#pragma unroll
-    for (int i = 0; i < ACC; i++)
-    {
-        int gr = row0 + 64 * group + 16 * warp + g + 8 * ((i % 64 / 2) % 2), gc = col0 + 128 * (i / 64) + 8 * (i % 64 / 4) + 2 * t + i % 2;
-        if (gr >= n || gc >= cols) continue;
-        float v = alpha * acc[i];
-        if (bias) v += bias[gc];
-        long o = (long)gr * cols + gc;
-        if (accumulate) v += y[o];
-        y[o] = v;
-    }
+    store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, row0, col0);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_sm90_nt(
@@ -136,4 +153,93 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_sm90_nt_wide(
     int n, int depth, int cols, float alpha, int accumulate)
 {
     gemm_sm90<256>(x, w, bias, y, n, depth, cols, alpha, accumulate);
+}
+
+// The TMA variant: warpgroups 0 and 1 consume (wgmma, as above), warpgroup 2 produces: its first thread
+// waits for a stage's empty barrier, arms the stage's full barrier with the stage's bytes (expect_tx) and
+// issues the two tensor copies (x's 128-row box, W's BN-row box, 64 elements deep, 128B-swizzled, zero
+// past the tensors' edges) that complete it.
+namespace {
+constexpr int TMA_THREADS = 384, CONSUMER_WARPS = 8;
+template <int BN> constexpr int TMA_STAGES = BN == 256 ? 4 : 6; // 193 KB of ring either way
+}
+
+template <int BN>
+__device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const TensorMap& map_w, const float* __restrict__ bias, float* __restrict__ y,
+    int n, int depth, int cols, float alpha, int accumulate)
+{
+    constexpr int ACC = BN / 2, STAGE = STAGE_BYTES<BN>, S = TMA_STAGES<BN>;
+    TEMPER_DYNAMIC_SHARED(unsigned char, raw); // S * STAGE + 16 S (barriers) + 1024 bytes
+    unsigned char* ring = raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(raw)) & 1023)) & 1023);
+    uint64_t* full = reinterpret_cast<uint64_t*>(ring + S * STAGE); // a stage's copies landed
+    uint64_t* empty = full + S;                                      // every consumer warp retired its wgmmas on a stage
+    const int tid = threadIdx.x, group = tid / 128;
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const int slices = (depth + BK - 1) / BK;
+    if (tid == 0)
+    {
+        for (int s = 0; s < S; s++)
+        {
+            mbar_init(full + s, 1);
+            mbar_init(empty + s, CONSUMER_WARPS);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    if (group == 2)
+    {
+        setmaxnreg_dec<40>();
+        if (tid == 256)
+            for (int s = 0; s < slices; s++)
+            {
+                int stage = s % S;
+                mbar_wait(empty + stage, ((s / S) & 1) ^ 1); // the first round passes: no one has used the stage
+                mbar_arrive_expect_tx(full + stage, STAGE);
+                tma_load_2d(ring + stage * STAGE, &map_x, s * BK, row0, full + stage);
+                tma_load_2d(ring + stage * STAGE + TILE_BYTES, &map_w, s * BK, col0, full + stage);
+            }
+        return;
+    }
+    setmaxnreg_inc<232>();
+
+    float acc[ACC];
+#pragma unroll
+    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
+    for (int s = 0; s < slices; s++)
+    {
+        int stage = s % S;
+        mbar_wait(full + stage, (s / S) & 1);
+        const unsigned char* tile = ring + stage * STAGE;
+#pragma unroll
+        for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+            for (int h = 0; h < BN / 128; h++)
+                wgmma_m64n128k16(acc + 64 * h, wgmma_desc(tile + group * 64 * 128 + 32 * kk, 1024, 1),
+                    wgmma_desc(tile + TILE_BYTES + h * 128 * 128 + 32 * kk, 1024, 1), 1);
+        wgmma_commit();
+#pragma unroll
+        for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+        wgmma_wait<1>(); // slice s - 1's wgmmas retired (the whole warp's): its stage may be refilled
+        if (s > 0 && tid % 32 == 0) mbar_arrive(empty + (s - 1) % S);
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+    store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, row0, col0);
+}
+
+extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) gemm_bf16_sm90_tma_nt(const __grid_constant__ TensorMap map_x,
+    const __grid_constant__ TensorMap map_w, const float* __restrict__ bias, float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate)
+{
+    gemm_sm90_tma<128>(map_x, map_w, bias, y, n, depth, cols, alpha, accumulate);
+}
+
+extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) gemm_bf16_sm90_tma_nt_wide(const __grid_constant__ TensorMap map_x,
+    const __grid_constant__ TensorMap map_w, const float* __restrict__ bias, float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate)
+{
+    gemm_sm90_tma<256>(map_x, map_w, bias, y, n, depth, cols, alpha, accumulate);
 }

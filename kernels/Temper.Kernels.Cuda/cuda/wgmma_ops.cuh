@@ -19,11 +19,13 @@
 // The emulator keeps each thread's wgmmas in commit groups and computes a group when the wgmma_wait that
 // retires it runs, each thread its own fragment straight from dynamic shared memory (__cvta_generic_to_shared
 // gives offsets into it): a kernel that rewrites a stage before the wait that retires the wgmmas reading it,
-// or reads the accumulators before that wait, gets wrong results here as it may on the GPU. The fences are
-// no-ops.
+// or reads the accumulators before that wait, gets wrong results here as it may on the GPU; a wgmma that
+// reads bytes a TMA copy in flight still writes (tma_ops.cuh) traps. wgmma_wait ends with a warp barrier
+// (.sync.aligned: the warp leaves together). The fences are no-ops.
 #pragma once
 #include <stdint.h>
 #ifdef TEMPER_CUDA_EMU
+#include <utility>
 #include <vector>
 #endif
 
@@ -49,6 +51,20 @@ inline uint32_t emu_wgmma_offset(uint64_t desc, int r, int k)
 
 inline float emu_wgmma_bf16(uint64_t desc, int r, int k);
 
+// The bytes [lo, hi) of dynamic shared memory that `rows` rows x 16 k of a descriptor's matrix span.
+inline std::pair<size_t, size_t> emu_wgmma_span(uint64_t desc, int rows)
+{
+    size_t lo = SIZE_MAX, hi = 0;
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < 16; k += 8)
+        {
+            size_t o = emu_wgmma_offset(desc, r, k);
+            lo = std::min(lo, o);
+            hi = std::max(hi, o + 16);
+        }
+    return {lo, hi};
+}
+
 // One issued m64n128k16 (its accumulators by address: the issuing thread's registers, alive until its wait).
 struct EmuWgmma
 {
@@ -70,6 +86,13 @@ inline EmuWgmmaGroups& emu_wgmma_groups()
 
 inline void emu_wgmma_run(const EmuWgmma& op)
 {
+    if (auto& async = emu::block_async_unit())
+    {
+        auto [alo, ahi] = emu_wgmma_span(op.a, 64);
+        auto [blo, bhi] = emu_wgmma_span(op.b, 128);
+        if (async->pending_write(alo, ahi) || async->pending_write(blo, bhi))
+            emu::trap("wgmma: reads shared memory that a TMA copy in flight still writes (its mbarrier phase completed before the copy landed)");
+    }
     int w = (threadIdx.x % 128) / 32, l = emu::lane(), g = l / 4, t = l % 4;
     for (int i = 0; i < 64; i++)
     {
@@ -144,6 +167,7 @@ template <int N> __device__ __forceinline__ void wgmma_wait()
     for (size_t i = 0; i < retire; i++)
         for (auto& op : groups.committed[i]) emu_wgmma_run(op);
     groups.committed.erase(groups.committed.begin(), groups.committed.begin() + (long)retire);
+    emu::sync_warp(); // .sync.aligned: the warp's threads leave the wait together
 #else
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif

@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <functional>
 #include <memory>
+#include <string>
 
 #define TEMPER_CUDA_EMU 1
 #define __global__
@@ -22,6 +24,7 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
+#define __grid_constant__
 // Static shared memory: statics gathered in one section, which the runtime fills with 0xFF (NaN as f32 and
 // bf16, -1 as integers) before every block, as a GPU leaves shared memory holding whatever came before:
 // a kernel that reads a shared value it never wrote gets NaN here instead of a lucky zero. Not for statics
@@ -63,6 +66,25 @@ size_t dynamic_shared_bytes();
 // This thread's state of emulated asynchronous operations still in flight (wgmma_ops.cuh's groups); empty
 // at each block's start.
 std::shared_ptr<void>& thread_async_state();
+// Every thread's async state of this block (thread index, state), e.g. to find wgmmas still reading shared memory.
+void for_each_thread_async_state(const std::function<void(int, std::shared_ptr<void>&)>& visit);
+// The block's emulated asynchronous unit (tma_ops.cuh's TMA copies), created by its first user, dropped at the
+// block's end. The scheduler calls progress() when no thread can run (it completes one pending operation and
+// returns false when none is pending: then the block is deadlocked), and at_block_end() when every thread
+// returned ("" or why the block may not end with what is pending). pending_write(begin, end): whether a pending
+// operation still writes dynamic shared bytes [begin, end).
+struct AsyncUnit
+{
+    virtual ~AsyncUnit() = default;
+    virtual bool progress() = 0;
+    virtual bool pending_write(size_t begin, size_t end) const = 0;
+    virtual std::string at_block_end() const = 0;
+};
+std::unique_ptr<AsyncUnit>& block_async_unit();
+// Suspends this thread until wake_async_waiters() (an mbarrier phase completed): a spinning
+// mbarrier.try_wait lets the other threads and the async unit run. Counted as "at an mbarrier" in a deadlock.
+void wait_async();
+void wake_async_waiters();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);
