@@ -22,7 +22,8 @@
 // M and K, by the tensor maps CudaGemmSm90 encodes); warpgroups 0 and 1 consume (wait for `full` with the
 // round's parity, the same wgmmas, wgmma_wait<1>, then each warp's lane 0 arrives on the previous
 // slice's `empty`: 8 arrivals free a stage). 6 stages of 128 x 128 (4 of 128 x 256); setmaxnreg gives the
-// producer 40 registers and the consumers 232.
+// producer 40 registers and the consumers 232. Blocks take their tiles in bands of 8 row tiles
+// (grouped_tile), for L2 reuse.
 // Epilogue: alpha, bias and accumulation element by element from the accumulator fragments.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
 // Checked on the CPU by the CUDA emulator (wgmma_ops.cuh's PTX ISA reading) in CudaGemmSm90Checks; only an
@@ -164,6 +165,17 @@ constexpr int TMA_THREADS = 384, CONSUMER_WARPS = 8;
 template <int BN> constexpr int TMA_STAGES = BN == 256 ? 4 : 6; // 193 KB of ring either way
 }
 
+// Block b (in launch order, x fastest) -> its (row tile, column tile): bands of GROUP row tiles, each walked
+// column by column with the band's row tiles adjacent, so the blocks running at once share x's rows and W's
+// columns in L2 (rather than every block of a wave needing the same x rows and all of W).
+__device__ __forceinline__ int2 grouped_tile()
+{
+    constexpr int GROUP = 8;
+    const int col_tiles = gridDim.x, row_tiles = gridDim.y, b = blockIdx.y * col_tiles + blockIdx.x;
+    const int band = b / (GROUP * col_tiles), first = band * GROUP, rows = min(row_tiles - first, GROUP), in_band = b % (GROUP * col_tiles);
+    return make_int2(first + in_band % rows, in_band / rows);
+}
+
 template <int BN>
 __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const TensorMap& map_w, const float* __restrict__ bias, float* __restrict__ y,
     int n, int depth, int cols, float alpha, int accumulate)
@@ -174,7 +186,8 @@ __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const Tens
     uint64_t* full = reinterpret_cast<uint64_t*>(ring + S * STAGE); // a stage's copies landed
     uint64_t* empty = full + S;                                      // every consumer warp retired its wgmmas on a stage
     const int tid = threadIdx.x, group = tid / 128;
-    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const int2 tile_at = grouped_tile(); // (row tile, column tile)
+    const int row0 = tile_at.x * BM, col0 = tile_at.y * BN;
     const int slices = (depth + BK - 1) / BK;
     if (tid == 0)
     {
