@@ -89,11 +89,28 @@ public class CudaGemmSm90Checks
     }
 
     // CudaLinear's route to the kernel (Sm90 forced, as on the emulator UseOnThisDevice is false): f32 x
-    // converted to bf16 first, then the wgmma product; the same f64 evaluation.
+    // converted to bf16 first, then the wgmma product the opt-in variable picks (FromEnvironment; set here
+    // for the test's duration, no other check reads it where Sm90 is forced); the same f64 evaluation.
     [Theory]
-    [InlineData(200, 72, 130)]
-    [InlineData(131, 136, 300)]
-    public void CudaLinear_forward_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m)
+    [InlineData(200, 72, 130, "1")]
+    [InlineData(131, 136, 300, "1")]
+    [InlineData(131, 136, 300, "tma")]
+    [InlineData(200, 72, 300, "tma-wide")]
+    public void CudaLinear_forward_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m, string optIn)
+    {
+        string? before = Environment.GetEnvironmentVariable(CudaGemmSm90.OptInVariable);
+        Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, optIn);
+        try
+        {
+            LinearForwardThroughSm90(n, k, m);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, before);
+        }
+    }
+
+    private static void LinearForwardThroughSm90(int n, int k, int m)
     {
         using var device = OpenHopperOrEmulator();
         var x = Floats(n * k, 5);
