@@ -21,7 +21,8 @@
 // cp.async.bulk.tensor.2d copies of 128B-swizzled boxes, x [128 x 64] and W [BN x 64], zero-filled past N,
 // M and K, by the tensor maps CudaGemmSm90 encodes); warpgroups 0 and 1 consume (wait for `full` with the
 // round's parity, the same wgmmas, wgmma_wait<1>, then each warp's lane 0 arrives on the previous
-// slice's `empty`: 8 arrivals free a stage). 6 stages of 128 x 128 (4 of 128 x 256); setmaxnreg gives the
+// slice's `empty`: 8 arrivals free a stage; the wide kernel as one m64n256k16 per k16 step, its fragment
+// the two m64n128k16's side by side). 6 stages of 128 x 128 (4 of 128 x 256); setmaxnreg gives the
 // producer 40 registers and the consumers 232. Blocks take their tiles in bands of 8 row tiles
 // (grouped_tile), for L2 reuse.
 // Epilogue: alpha, bias and accumulation element by element from the accumulator fragments.
@@ -229,10 +230,13 @@ __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const Tens
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++)
-#pragma unroll
-            for (int h = 0; h < BN / 128; h++)
-                wgmma_m64n128k16(acc + 64 * h, wgmma_desc(tile + group * 64 * 128 + 32 * kk, 1024, 1),
-                    wgmma_desc(tile + TILE_BYTES + h * 128 * 128 + 32 * kk, 1024, 1), 1);
+        {
+            uint64_t a = wgmma_desc(tile + group * 64 * 128 + 32 * kk, 1024, 1), b = wgmma_desc(tile + TILE_BYTES + 32 * kk, 1024, 1);
+            if constexpr (BN == 256)
+                wgmma_m64n256k16(acc, a, b, 1); // W's 256 rows in one instruction: the A tile read once per k16
+            else
+                wgmma_m64n128k16(acc, a, b, 1);
+        }
         wgmma_commit();
 #pragma unroll
         for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);

@@ -163,13 +163,13 @@ inline Unit& unit()
 // Whether a wgmma not yet computed (issued, not retired by its thread's wgmma_wait) reads bytes [begin, end).
 inline bool wgmma_in_flight_reads(size_t begin, size_t end)
 {
-    std::set<std::pair<uint64_t, int>> descriptors; // (descriptor, rows): A 64 rows, B 128
+    std::set<std::pair<uint64_t, int>> descriptors; // (descriptor, rows): A 64 rows, B 128 or 256
     emu::for_each_thread_async_state([&](int, std::shared_ptr<void>& state) {
         if (!state) return;
         auto& groups = *static_cast<EmuWgmmaGroups*>(state.get());
-        for (auto& op : groups.open) descriptors.insert({op.a, 64}), descriptors.insert({op.b, 128});
+        for (auto& op : groups.open) descriptors.insert({op.a, 64}), descriptors.insert({op.b, op.n});
         for (auto& group : groups.committed)
-            for (auto& op : group) descriptors.insert({op.a, 64}), descriptors.insert({op.b, 128});
+            for (auto& op : group) descriptors.insert({op.a, 64}), descriptors.insert({op.b, op.n});
     });
     for (auto& [desc, rows] : descriptors)
     {
