@@ -51,6 +51,7 @@ public class CudaGemmSm90Checks
     [InlineData(200, 72, 300, false, true, true, true)]    // 128 x 256 tiles, a partial second column tile
     [InlineData(131, 328, 136, true, true, true, true)]    // ... six slices: the 4-stage ring wraps
     [InlineData(1100, 8, 300, true, false, false, true)]   // 9 x 3 tiles: a full band of 8 row tiles and a band of 1
+    [InlineData(70, 16, 131, true, true, true, true)]      // M odd: the last column stored alone, pairs unaligned
     public void Forward_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate, bool wide, bool tma)
     {
         using var device = OpenHopperOrEmulator();

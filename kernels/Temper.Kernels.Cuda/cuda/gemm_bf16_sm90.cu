@@ -70,22 +70,38 @@ __device__ __forceinline__ void load_slice_sw128(unsigned char* stage, const __n
     }
 }
 
-// Epilogue of a consumer thread (warpgroup tid / 128 of the tile's rows): y = alpha acc (+ bias) (+ y).
+// Epilogue of a consumer thread (warpgroup tid / 128 of the tile's rows): y = alpha acc (+ bias) (+ y), the
+// fragment's column pairs (2t, 2t + 1) as one 8-byte access where both lie in y and M is even (aligned).
 template <int BN>
 __device__ __forceinline__ void store_tile(const float* acc, const float* __restrict__ bias, float* __restrict__ y, int n, int cols,
     float alpha, int accumulate, int row0, int col0)
 {
     const int tid = threadIdx.x, group = tid / 128, warp = (tid % 128) / 32, g = tid % 32 / 4, t = tid % 4;
 #pragma unroll
-    for (int i = 0; i < BN / 2; i++)
+    for (int i = 0; i < BN / 2; i += 2)
     {
-        int gr = row0 + 64 * group + 16 * warp + g + 8 * ((i % 64 / 2) % 2), gc = col0 + 128 * (i / 64) + 8 * (i % 64 / 4) + 2 * t + i % 2;
+        int gr = row0 + 64 * group + 16 * warp + g + 8 * ((i % 64 / 2) % 2), gc = col0 + 128 * (i / 64) + 8 * (i % 64 / 4) + 2 * t;
         if (gr >= n || gc >= cols) continue;
-        float v = alpha * acc[i];
-        if (bias) v += bias[gc];
         long o = (long)gr * cols + gc;
-        if (accumulate) v += y[o];
-        y[o] = v;
+        if (gc + 1 < cols && cols % 2 == 0)
+        {
+            float2 v = make_float2(alpha * acc[i], alpha * acc[i + 1]);
+            if (bias) v.x += bias[gc], v.y += bias[gc + 1];
+            if (accumulate)
+            {
+                float2 old = *reinterpret_cast<const float2*>(y + o);
+                v.x += old.x, v.y += old.y;
+            }
+            *reinterpret_cast<float2*>(y + o) = v;
+            continue;
+        }
+        for (int e = 0; e < 2 && gc + e < cols; e++)
+        {
+            float v = alpha * acc[i + e];
+            if (bias) v += bias[gc + e];
+            if (accumulate) v += y[o + e];
+            y[o + e] = v;
+        }
     }
 }
 
