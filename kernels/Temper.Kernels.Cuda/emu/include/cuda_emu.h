@@ -2,8 +2,8 @@
 // (the CUDA emulator, libtemper_cuda_emu.so: a stand-in for libcuda that the driver bindings load when
 // TEMPER_CUDA_DRIVER names it). build-emu.sh force-includes this header before each .cu.
 // A block's threads are fibers on the launching OS thread (runtime.cpp): one runs until it reaches a
-// barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op), then the next; blocks run one
-// after another. So __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
+// barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op) or an mbarrier wait (tma_ops.cuh),
+// then the next; blocks run one after another; emulated TMA copies land when no thread can run. So __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
 // bytes before each block, dynamic shared memory too), and a barrier
 // that not every live thread reaches is reported as a deadlock instead of hanging.
 // What it checks: indexing, tiling, partial tiles, barriers and warp data exchange. What it cannot: speed,
