@@ -4,7 +4,8 @@
 //   y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
 // x and W bf16 (x already converted, as CudaLinear does once per product), y and bias f32; K a multiple
 // of 8, x and W 16-byte aligned. Blocks of 256 threads (two warpgroups) per 128 x 128 tile of y, or
-// 128 x 256 when Wide; with Tma 384 threads (a producer warpgroup more). CudaLinear runs it for its
+// 128 x 256 when Wide; with Tma 384 threads (a producer warpgroup more), persistent: min(tiles, SMs) blocks,
+// each looping over its tiles. CudaLinear runs it for its
 // pipelined forward products only where UseOnThisDevice says so: compute capability exactly 9.0 and
 // TEMPER_GEMM_SM90=1 (or =wide: the 128 x 256 tiles; =tma, =tma-wide: the TMA kernels, where the driver
 // encodes tensor maps), opt-in until an H100 has checked it. The module is
@@ -25,6 +26,10 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
     private static int _unavailableNoted;
     private CudaModuleHandle? _module;
     private CudaFunction? _nt, _ntWide, _tmaNt, _tmaNtWide;
+    private int _multiprocessors;
+
+    // The TMA kernels are persistent: one block per SM (their shared memory allows no second), each looping over tiles.
+    private int Multiprocessors => _multiprocessors > 0 ? _multiprocessors : _multiprocessors = Math.Max(1, device.MultiprocessorCount);
 
     /// <summary>128 x 256 tiles of y (gemm_bf16_sm90_nt_wide) instead of 128 x 128.</summary>
     public bool Wide { get; init; }
@@ -82,7 +87,9 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
         else
             args.Add(xBf16).Add(w);
         args.Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0);
-        device.Launch(f, ((uint)((m + columns - 1) / columns), (uint)((n + Tile - 1) / Tile), 1), ((uint)(tma ? TmaThreads : Threads), 1, 1), args, SharedBytes(Wide, tma));
+        long tiles = (long)((m + columns - 1) / columns) * ((n + Tile - 1) / Tile);
+        var grid = tma ? ((uint)Math.Min(tiles, Multiprocessors), 1u, 1u) : ((uint)((m + columns - 1) / columns), (uint)((n + Tile - 1) / Tile), 1u);
+        device.Launch(f, grid, ((uint)(tma ? TmaThreads : Threads), 1, 1), args, SharedBytes(Wide, tma));
     }
 
     private CudaFunction Function(bool tma)

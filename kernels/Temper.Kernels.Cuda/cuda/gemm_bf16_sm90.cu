@@ -23,8 +23,9 @@
 // round's parity, the same wgmmas, wgmma_wait<1>, then each warp's lane 0 arrives on the previous
 // slice's `empty`: 8 arrivals free a stage; the wide kernel as one m64n256k16 per k16 step, its fragment
 // the two m64n128k16's side by side). 6 stages of 128 x 128 (4 of 128 x 256); setmaxnreg gives the
-// producer 40 registers and the consumers 232. Blocks take their tiles in bands of 8 row tiles
-// (grouped_tile), for L2 reuse.
+// producer 40 registers and the consumers 232. Persistent: at most one block per SM, each taking every
+// gridDim.x-th tile in bands of 8 row tiles (grouped_tile, for L2 reuse), its ring running on across
+// tiles so the next tile's loads overlap this one's epilogue.
 // Epilogue: alpha, bias and accumulation element by element from the accumulator fragments.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
 // Checked on the CPU by the CUDA emulator (wgmma_ops.cuh's PTX ISA reading) in CudaGemmSm90Checks; only an
@@ -182,17 +183,19 @@ constexpr int TMA_THREADS = 384, CONSUMER_WARPS = 8;
 template <int BN> constexpr int TMA_STAGES = BN == 256 ? 4 : 6; // 193 KB of ring either way
 }
 
-// Block b (in launch order, x fastest) -> its (row tile, column tile): bands of GROUP row tiles, each walked
-// column by column with the band's row tiles adjacent, so the blocks running at once share x's rows and W's
-// columns in L2 (rather than every block of a wave needing the same x rows and all of W).
-__device__ __forceinline__ int2 grouped_tile()
+// Tile t (of row_tiles x col_tiles) -> its (row tile, column tile): bands of GROUP row tiles, each walked
+// column by column with the band's row tiles adjacent, so the tiles in flight at once share x's rows and
+// W's columns in L2 (rather than every block of a wave needing the same x rows and all of W).
+__device__ __forceinline__ int2 grouped_tile(int t, int row_tiles, int col_tiles)
 {
     constexpr int GROUP = 8;
-    const int col_tiles = gridDim.x, row_tiles = gridDim.y, b = blockIdx.y * col_tiles + blockIdx.x;
-    const int band = b / (GROUP * col_tiles), first = band * GROUP, rows = min(row_tiles - first, GROUP), in_band = b % (GROUP * col_tiles);
+    const int band = t / (GROUP * col_tiles), first = band * GROUP, rows = min(row_tiles - first, GROUP), in_band = t % (GROUP * col_tiles);
     return make_int2(first + in_band % rows, in_band / rows);
 }
 
+// Persistent: block b takes tiles b, b + gridDim.x, ... (CudaGemmSm90 launches one block per SM at most).
+// Slices are counted across the block's tiles (it), so the ring and its barriers' phases run on from one
+// tile to the next: the producer loads the next tile's first slices while the consumers store this one.
 template <int BN>
 __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const TensorMap& map_w, const float* __restrict__ bias, float* __restrict__ y,
     int n, int depth, int cols, float alpha, int accumulate)
@@ -203,8 +206,7 @@ __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const Tens
     uint64_t* full = reinterpret_cast<uint64_t*>(ring + S * STAGE); // a stage's copies landed
     uint64_t* empty = full + S;                                      // every consumer warp retired its wgmmas on a stage
     const int tid = threadIdx.x, group = tid / 128;
-    const int2 tile_at = grouped_tile(); // (row tile, column tile)
-    const int row0 = tile_at.x * BM, col0 = tile_at.y * BN;
+    const int row_tiles = (n + BM - 1) / BM, col_tiles = (cols + BN - 1) / BN, tiles = row_tiles * col_tiles;
     const int slices = (depth + BK - 1) / BK;
     if (tid == 0)
     {
@@ -221,48 +223,57 @@ __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const Tens
     {
         setmaxnreg_dec<40>();
         if (tid == 256)
-            for (int s = 0; s < slices; s++)
+            for (int t = blockIdx.x, it = 0; t < tiles; t += gridDim.x)
             {
-                int stage = s % S;
-                mbar_wait(empty + stage, ((s / S) & 1) ^ 1); // the first round passes: no one has used the stage
-                mbar_arrive_expect_tx(full + stage, STAGE);
-                tma_load_2d(ring + stage * STAGE, &map_x, s * BK, row0, full + stage);
-                tma_load_2d(ring + stage * STAGE + TILE_BYTES, &map_w, s * BK, col0, full + stage);
+                const int2 at = grouped_tile(t, row_tiles, col_tiles);
+                for (int s = 0; s < slices; s++, it++)
+                {
+                    int stage = it % S;
+                    mbar_wait(empty + stage, ((it / S) & 1) ^ 1); // the first round passes: no one has used the stage
+                    mbar_arrive_expect_tx(full + stage, STAGE);
+                    tma_load_2d(ring + stage * STAGE, &map_x, s * BK, at.x * BM, full + stage);
+                    tma_load_2d(ring + stage * STAGE + TILE_BYTES, &map_w, s * BK, at.y * BN, full + stage);
+                }
             }
         return;
     }
     setmaxnreg_inc<232>();
 
     float acc[ACC];
-#pragma unroll
-    for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
-    for (int s = 0; s < slices; s++)
+    for (int t = blockIdx.x, it = 0; t < tiles; t += gridDim.x)
     {
-        int stage = s % S;
-        mbar_wait(full + stage, (s / S) & 1);
-        const unsigned char* tile = ring + stage * STAGE;
+        const int2 at = grouped_tile(t, row_tiles, col_tiles);
 #pragma unroll
-        for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++)
+        for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
+        for (int s = 0; s < slices; s++, it++)
         {
-            uint64_t a = wgmma_desc(tile + group * 64 * 128 + 32 * kk, 1024, 1), b = wgmma_desc(tile + TILE_BYTES + 32 * kk, 1024, 1);
-            if constexpr (BN == 256)
-                wgmma_m64n256k16(acc, a, b, 1); // W's 256 rows in one instruction: the A tile read once per k16
-            else
-                wgmma_m64n128k16(acc, a, b, 1);
+            int stage = it % S;
+            mbar_wait(full + stage, (it / S) & 1);
+            const unsigned char* tile = ring + stage * STAGE;
+#pragma unroll
+            for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++)
+            {
+                uint64_t a = wgmma_desc(tile + group * 64 * 128 + 32 * kk, 1024, 1), b = wgmma_desc(tile + TILE_BYTES + 32 * kk, 1024, 1);
+                if constexpr (BN == 256)
+                    wgmma_m64n256k16(acc, a, b, 1); // W's 256 rows in one instruction: the A tile read once per k16
+                else
+                    wgmma_m64n128k16(acc, a, b, 1);
+            }
+            wgmma_commit();
+#pragma unroll
+            for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
+            wgmma_wait<1>(); // the previous slice's wgmmas retired (the whole warp's): its stage may be refilled
+            if (s > 0 && tid % 32 == 0) mbar_arrive(empty + (it - 1) % S);
         }
-        wgmma_commit();
+        wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
-        wgmma_wait<1>(); // slice s - 1's wgmmas retired (the whole warp's): its stage may be refilled
-        if (s > 0 && tid % 32 == 0) mbar_arrive(empty + (s - 1) % S);
+        if (slices > 0 && tid % 32 == 0) mbar_arrive(empty + (it - 1) % S); // the tile's last slice
+        store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, at.x * BM, at.y * BN);
     }
-    wgmma_wait<0>();
-#pragma unroll
-    for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
-    store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, row0, col0);
 }
 
 extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) gemm_bf16_sm90_tma_nt(const __grid_constant__ TensorMap map_x,
