@@ -6,8 +6,10 @@
 // after another. So __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
 // bytes before each block, dynamic shared memory too), and a barrier
 // that not every live thread reaches is reported as a deadlock instead of hanging.
-// What it checks: indexing, tiling, partial tiles, barriers and warp data exchange. What it cannot: speed,
-// memory-model races (a fiber runs alone between barriers), and the exact rounding of tensor cores.
+// What it checks: indexing, tiling, partial tiles, barriers and warp data exchange; run under
+// TEMPER_EMU_SCHEDULE=reverse or shuffle:SEED (runtime.cpp), a missing barrier between a write and another
+// thread's read, as the result then changes. What it cannot: speed, races finer than a barrier interval
+// (a fiber runs alone between barriers), the memory model, and the exact rounding of tensor cores.
 #pragma once
 #include <cmath>
 #include <cstdint>
