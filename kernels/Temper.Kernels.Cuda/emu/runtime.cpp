@@ -82,6 +82,7 @@ struct Thread
     State state = State::Runnable;
     unsigned char* stack = nullptr; // StackBytes, from the stack pool
     std::shared_ptr<void> async_state; // emulated asynchronous ops in flight (wgmma groups), cleared per block
+    std::shared_ptr<void> copy_state;  // cp.async copies in flight (ptx_ops.cuh's groups), cleared per block
 };
 
 struct Block
@@ -117,6 +118,7 @@ const uint3& grid_dim() { return current_block->grid; }
 int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
 std::shared_ptr<void>& thread_async_state() { return current_thread->async_state; }
+std::shared_ptr<void>& thread_copy_state() { return current_thread->copy_state; }
 size_t dynamic_shared_bytes() { return current_block->shared.size(); }
 size_t shared_offset(const void* p)
 {
@@ -374,6 +376,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
             t.index = {(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / ((size_t)dim.x * dim.y))};
             t.state = State::Runnable;
             t.async_state.reset();
+            t.copy_state.reset();
             b.warp_live[i / 32]++;
             start_fiber(t, b);
         }

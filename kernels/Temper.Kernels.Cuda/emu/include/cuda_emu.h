@@ -65,6 +65,8 @@ size_t dynamic_shared_bytes();
 // This thread's state of emulated asynchronous operations still in flight (wgmma_ops.cuh's groups); empty
 // at each block's start.
 std::shared_ptr<void>& thread_async_state();
+// This thread's cp.async copies not yet waited for (ptx_ops.cuh); empty at each block's start.
+std::shared_ptr<void>& thread_copy_state();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);
