@@ -1,30 +1,30 @@
-// KV tiering below the device pool: host memory, then disk (a memory-mapped file). When the device
-// pool reuses a cached prefix block, its K/V (every layer, [BlockSize, Hkv*D] for K then V) move to
-// the host tier; a full host tier moves its policy's victim to disk; a full disk tier drops its
-// victim. A prefix-cache lookup that misses the device finds the block in host or disk and copies it
-// back into a fresh device block (the tier gives it up: it lives on the device again). Copies go
-// through a staging tensor of the backend (CopyRows, ToHost/FromHost), so any backend works; on the
-// CPU backend the device tier is the backend's host memory. Swapped-out sequences (scheduler
-// preemption by swapping) take host-tier room too: their blocks are copied to host arrays keyed by the
-// sequence, cached prefix blocks move on to disk to make room, and the blocks come back to fresh device
-// blocks when the sequence resumes. LoRA adapters evicted from the device (AdapterStack) live in the
-// same tiers under the same budget and policy (S-LoRA's unified paging): an adapter's padded weights
-// (a flat float array) take its bytes rounded up to whole blocks of the tier, are one entry of the
-// tier's policy beside the KV blocks, move host -> disk when the policy picks them, and are taken
-// back (TakeAdapter) when a step needs them on the device. An adapter on disk can be prefetched
-// (PrefetchAdapter): its entry leaves the disk policy and its slots stay reserved while a background
-// task reads them, and TakeAdapter with the data read finishes the move. KV blocks on disk are
-// prefetched the same way (PrefetchBlocks, LMCache's read-ahead): the scheduler names the blocks its
-// waiting requests' prompts will look up; those on disk leave the disk policy, keep their slots, and one
-// background task per call reads them into host arrays in order, so the restore in the step that
-// admits the request is only the host -> device copy (it waits for a read not yet finished). Blocks no
-// longer named are given back to the disk policy once their read ends; Dispose cancels the reads not
-// started and waits for the one under way before closing the file. A block moves host -> device in one
-// upload of its [2 * Layers * BlockSize, Hkv*D] rows (K then V per layer) and a row copy per layer and
-// K/V, and device -> host the other way round (one download); on the CPU backend rows are copied
-// directly. Every move is counted per tier: hits, misses, bytes in and out, evictions, swaps,
-// prefetches (started, ready when needed, dropped, the read time taken off the steps and the wait left
-// in them) and the time the engine stalled on it, for KV blocks and adapters apart.
+// KV tiering below the device pool: host memory, then disk (a memory-mapped file). When the device pool
+// reuses a cached prefix block, its K/V (every layer, [BlockSize, Hkv*D] for K then V) move to the host
+// tier; a full host tier moves its policy's victim to disk; a full disk tier drops its victim. A
+// prefix-cache lookup that misses the device finds the block in host or disk and copies it back into a
+// fresh device block (the tier gives it up: it lives on the device again); a block a tier holds already
+// (computed again beside its tier copy) is not copied down again. A block's copy goes through one
+// staging tensor of the backend, [2 * Layers * BlockSize, Hkv*D] (K then V rows of each layer): one
+// FromHost upload or ToHost download and a CopyRows per layer and K/V, so any backend works, on its one
+// stream; on the CPU backend, whose device tier is host memory, rows are copied directly. Swapped-out
+// sequences (scheduler preemption by swapping) take host-tier room too: their blocks are copied to host
+// arrays keyed by the sequence, cached prefix blocks move on to disk to make room, and the blocks come
+// back to fresh device blocks when the sequence resumes. LoRA adapters evicted from the device
+// (AdapterStack) live in the same tiers under the same budget and policy (S-LoRA's unified paging): an
+// adapter's padded weights (a flat float array) take its bytes rounded up to whole blocks of the tier,
+// are one entry of the tier's policy beside the KV blocks, move host -> disk when the policy picks
+// them, and are taken back (TakeAdapter) when a step needs them on the device. An adapter on disk can
+// be prefetched (PrefetchAdapter): its entry leaves the disk policy and its slots stay reserved while a
+// background task reads them, and TakeAdapter with the data read finishes the move. KV blocks on disk
+// are prefetched the same way (PrefetchBlocks, LMCache's read-ahead): the scheduler names the blocks
+// its waiting requests' prompts will look up; those on disk leave the disk policy, keep their slots,
+// and one background task per call reads them into host arrays in order, so the restore in the step
+// that admits the request is only the host -> device copy (it waits for a read not yet finished).
+// Blocks no longer named are given back to the disk policy once their read ends; Dispose cancels the
+// reads not started and waits for the one under way before closing the file. Every move is counted per
+// tier: hits, misses, bytes in and out, evictions, swaps, prefetches (started, ready when needed,
+// dropped, the read time taken off the steps and the wait left in them) and the time the engine stalled
+// on it, for KV blocks and adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
@@ -175,7 +175,8 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     /// this call's new ones into host memory off the calling thread; TryRestore then takes the data read.
     /// Blocks on the host or the device need nothing. Finished reads of blocks no longer wanted go back to
     /// the disk policy (unfinished ones on a later call). At most as many blocks as the device pool has are
-    /// held. Call on the stepping thread.
+    /// held (host memory beside the host tier's budget: the device could take no more at once). Call on
+    /// the stepping thread.
     /// </summary>
     public void PrefetchBlocks(IReadOnlyList<ulong> wanted)
     {
@@ -195,7 +196,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         foreach (ulong hash in wanted)
         {
             if (_blockReads.Count >= _cache.Pool.Count) break;
-            if (_adapters.ContainsKey(hash) || !_disk.Index.TryGetValue(hash, out var slots) || !_prefetching.Add(hash)) continue;
+            if (_adapters.ContainsKey(hash) || _host.Index.ContainsKey(hash) || !_disk.Index.TryGetValue(hash, out var slots) || !_prefetching.Add(hash)) continue;
             _disk.Policy.Remove(hash);
             var read = new BlockRead();
             _blockReads[hash] = read;

@@ -1,23 +1,23 @@
-// Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones,
-// then give every running sequence its next tokens (a decode token, or the next chunk of its prompt)
-// within the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget
-// and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
+// Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones, then
+// give every running sequence its next tokens (a decode token, or the next chunk of its prompt) within
+// the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget and
+// blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
 // (AdapterStack.Slots); rows of other adapters wait a step. Adapters share the KV pool's blocks (the
 // stack is attached to the cache): a sequence's adapter is made resident before its blocks are
 // reserved, and either running short preempts like blocks do. The adapters of requests left waiting
 // after a step is scheduled are prefetched (AdapterStack.Prefetch: read off disk or padded from their
-// folders on a background task) while the step computes, so their admission only copies them in. So
-// are the prefix-cache blocks their prompts will find in the disk tier (IKvTierStore.PrefetchBlocks;
-// each sequence's chained prompt hashes are computed once, at Submit): their admission's prefix match
-// then only copies them from host memory to the device. When
-// blocks run short, the most recently admitted sequence is preempted: swapped (its K/V copied to the
-// host tier and its blocks freed; it is readmitted when the pool can take all of them back) or
-// recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
-// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
-// logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
-// EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
-// after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
-// the background loop's (Start) or a test's.
+// folders on a background task) while the step computes, so their admission only copies them in. So are
+// the prefix-cache blocks their prompts will find in the disk tier (IKvTierStore.PrefetchBlocks, at
+// most the device pool's size; each sequence's chained prompt hashes are computed at Submit, off the
+// stepping thread): their admission's prefix match then only copies them from host memory to the
+// device. When blocks run short, the most recently admitted sequence is preempted: swapped (its K/V
+// copied to the host tier and its blocks freed; it is readmitted when the pool can take all of them
+// back) or recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
+// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length
+// reaches their token count get logits; each samples with its own options (Temper.Models.Sampler),
+// streams the token, and stops on EOS, a stop string, its token limit or the length limit. A request
+// with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write). Step()
+// runs on one thread at a time: the background loop's (Start) or a test's.
 using System.Collections.Concurrent;
 using Temper.Core;
 using Temper.Models;
