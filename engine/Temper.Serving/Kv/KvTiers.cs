@@ -262,7 +262,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
             c.PrefetchesDropped++;
             return null;
         }
-        double waited = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        double waited = ready ? 0 : Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         if (ready) c.PrefetchHits++;
         c.PrefetchWaitMs += waited;
         c.PrefetchSavedMs += Math.Max(0, read.ReadMs - waited);
