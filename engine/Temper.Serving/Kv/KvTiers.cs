@@ -6,25 +6,27 @@
 // (computed again beside its tier copy) is not copied down again. A block's copy goes through one
 // staging tensor of the backend, [2 * Layers * BlockSize, Hkv*D] (K then V rows of each layer): one
 // FromHost upload or ToHost download and a CopyRows per layer and K/V, so any backend works, on its one
-// stream; on the CPU backend, whose device tier is host memory, rows are copied directly. Swapped-out
-// sequences (scheduler preemption by swapping) take host-tier room too: their blocks are copied to host
-// arrays keyed by the sequence, cached prefix blocks move on to disk to make room, and the blocks come
-// back to fresh device blocks when the sequence resumes. LoRA adapters evicted from the device
-// (AdapterStack) live in the same tiers under the same budget and policy (S-LoRA's unified paging): an
-// adapter's padded weights (a flat float array) take its bytes rounded up to whole blocks of the tier,
-// are one entry of the tier's policy beside the KV blocks, move host -> disk when the policy picks
-// them, and are taken back (TakeAdapter) when a step needs them on the device. An adapter on disk can
-// be prefetched (PrefetchAdapter): its entry leaves the disk policy and its slots stay reserved while a
-// background task reads them, and TakeAdapter with the data read finishes the move. KV blocks on disk
-// are prefetched the same way (PrefetchBlocks, LMCache's read-ahead): the scheduler names the blocks
-// its waiting requests' prompts will look up; those on disk leave the disk policy, keep their slots,
-// and one background task per call reads them into host arrays in order, so the restore in the step
-// that admits the request is only the host -> device copy (it waits for a read not yet finished).
-// Blocks no longer named are given back to the disk policy once their read ends; Dispose cancels the
-// reads not started and waits for the one under way before closing the file. Every move is counted per
-// tier: hits, misses, bytes in and out, evictions, swaps, prefetches (started, ready when needed,
-// dropped, the read time taken off the steps and the wait left in them) and the time the engine stalled
-// on it, for KV blocks and adapters apart.
+// stream (no copy stream: the step that restores a block reads it at once, so a second stream would pay
+// only for blocks uploaded ahead of their admission, into device blocks held meanwhile); on the CPU
+// backend, whose device tier is host memory, rows are copied directly. Swapped-out sequences (scheduler
+// preemption by swapping) take host-tier room too: their blocks are copied to host arrays keyed by the
+// sequence, cached prefix blocks move on to disk to make room, and the blocks come back to fresh device
+// blocks when the sequence resumes. LoRA adapters evicted from the device (AdapterStack) live in the
+// same tiers under the same budget and policy (S-LoRA's unified paging): an adapter's padded weights (a
+// flat float array) take its bytes rounded up to whole blocks of the tier, are one entry of the tier's
+// policy beside the KV blocks, move host -> disk when the policy picks them, and are taken back
+// (TakeAdapter) when a step needs them on the device. An adapter on disk can be prefetched
+// (PrefetchAdapter): its entry leaves the disk policy and its slots stay reserved while a background
+// task reads them, and TakeAdapter with the data read finishes the move. KV blocks on disk are
+// prefetched the same way (PrefetchBlocks, LMCache's read-ahead): the scheduler names the blocks its
+// waiting requests' prompts will look up; those on disk leave the disk policy, keep their slots, and
+// one background task per call reads them into host arrays in order, so the restore in the step that
+// admits the request is only the host -> device copy (it waits for a read not yet finished). Blocks no
+// longer named are given back to the disk policy once their read ends; Dispose cancels the reads not
+// started and waits for the one under way before closing the file. Every move is counted per tier:
+// hits, misses, bytes in and out, evictions, swaps, prefetches (started, ready when needed, dropped,
+// the read time taken off the steps and the wait left in them) and the time the engine stalled on it,
+// for KV blocks and adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
