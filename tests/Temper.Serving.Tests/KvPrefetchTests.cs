@@ -36,14 +36,22 @@ public sealed class KvPrefetchTests
     {
         string file = Path.Combine(Path.GetTempPath(), $"temper-kvprefetch-{Environment.ProcessId}-{Guid.NewGuid():N}.bin");
         var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8, MaxRunning = 1, MaxBatchTokens = 4, HostBlocks = 2, DiskBlocks = 8, DiskFile = file });
-        var rng = new Random(seed);
-        int[] Other() => Enumerable.Range(0, 17).Select(_ => rng.Next(3, 512)).ToArray();
-        var a = Other();
-        var cold = await Serve(e, a);
-        var keys = e.Cache.PrefixHashes(0, a.AsSpan(0, 16));
-        for (int i = 0; i < 6 && !keys.All(e.Tiers!.OnDisk); i++) await Serve(e, Other());
-        Assert.True(keys.All(e.Tiers!.OnDisk), $"the prompt's blocks did not all reach the disk tier: {e.Tiers.Disk}");
-        return (e, a, cold, keys, Other);
+        try
+        {
+            var rng = new Random(seed);
+            int[] Other() => Enumerable.Range(0, 17).Select(_ => rng.Next(3, 512)).ToArray();
+            var a = Other();
+            var cold = await Serve(e, a);
+            var keys = e.Cache.PrefixHashes(0, a.AsSpan(0, 16));
+            for (int i = 0; i < 6 && !keys.All(e.Tiers!.OnDisk); i++) await Serve(e, Other());
+            Assert.True(keys.All(e.Tiers!.OnDisk), $"the prompt's blocks did not all reach the disk tier: {e.Tiers.Disk}");
+            return (e, a, cold, keys, Other);
+        }
+        catch
+        {
+            e.Dispose();
+            throw;
+        }
     }
 
     [Fact]
