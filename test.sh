@@ -29,12 +29,17 @@ for proj in "${!budget[@]}"; do
   run_suite "$proj" "${budget[$proj]}" "tests/$proj/bin/Release/net10.0/$proj"
 done
 # The CUDA C++ kernels (cuda/*.cu) on the CPU through the CUDA emulator, where g++ exists: the kernel
-# checks of Temper.Cuda.Tests (trait Kernels=cuda) again, with the emulator as the driver library; then
+# checks of Temper.Cuda.Tests (trait Kernels=cuda) again, with the emulator as the driver library, in three
+# run orders; then
 # IlgpuBackend's PTX route (those kernels on the buffers of ILGPU's CPU accelerator) through the emulator:
 # the routing checks of Temper.Kernels.Ilgpu.Tests (trait Ptx=emulated; skipped in its plain run); and the
 # native library's CUDA generation (Temper.Native.Tests, trait Kernels=cuda).
 if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cuda/emu/build-emu.sh build/cuda-emu | tail -1) && [ -f "$emu" ]; then
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cuda.Tests (CUDA emulator)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
+  # The same checks with the blocks and the fibers of each round run in reverse and in shuffled order: a
+  # result that changes with the order reads memory another thread or block writes without a barrier.
+  TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=reverse run_suite "Temper.Cuda.Tests (CUDA emulator, reverse order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
+  TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=shuffle:1 run_suite "Temper.Cuda.Tests (CUDA emulator, shuffled order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Kernels.Ilgpu.Tests (PTX route on the CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Native.Tests (CUDA emulator)" 60 tests/Temper.Native.Tests/bin/Release/net10.0/Temper.Native.Tests -trait "Kernels=cuda"
 else

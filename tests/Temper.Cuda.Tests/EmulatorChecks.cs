@@ -2,11 +2,13 @@
 // the CUDA C++ kernel checks it runs on the CPU can be trusted: warp shuffles and a shared-memory block
 // reduction give the exact sums, dynamic shared memory holds what the block staged and needs the opt-in
 // above 48 KB as on the GPU, a barrier only some threads reach fails the launch with a message naming
-// it, wgmma (wgmma_ops.cuh, as the emulator reads the PTX ISA) on a 128B-swizzled shared-memory layout gives
+// it, a race hidden by the index order (a read of shared memory without the barrier after its write, a
+// read of another block's output) shows under the reverse and shuffled orders, wgmma (wgmma_ops.cuh, as the emulator reads the PTX ISA) on a 128B-swizzled shared-memory layout gives
 // the plain product and not when the layout or a descriptor stride is wrong, a TMA copy (tma_ops.cuh) lands
 // its box swizzled and zero-filled past the tensor once its mbarrier's phase completes, and a wrong expect_tx
 // or wait parity fails the launch, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
 // TEMPER_CUDA_DRIVER); skipped elsewhere, a real GPU included.
+using System.Runtime.InteropServices;
 using Temper.Cuda.Driver;
 
 namespace Temper.Cuda.Tests;
@@ -24,6 +26,7 @@ public class EmulatorChecks
         .visible .entry emu_selftest_divergent_barrier() { ret; }
         .visible .entry emu_selftest_wgmma() { ret; }
         .visible .entry emu_selftest_tma() { ret; }
+        .visible .entry emu_selftest_racy_publish() { ret; }
         """;
 
     private static CudaDevice OpenEmulator()
@@ -165,5 +168,37 @@ public class EmulatorChecks
                 int value = row0 + r < rows && e < cols ? t[(row0 + r) * cols + e] : 0;
                 Assert.Equal(value, landed[a] | landed[a + 1] << 8);
             }
+    }
+
+    // Every kernel check passes under each order (test.sh runs the suite under reverse and shuffle too), and
+    // that means something only if a race shows under some order: emu_selftest_racy_publish's reads all come
+    // after their writes in index order and not otherwise.
+    [Theory]
+    [InlineData("forward", true)]
+    [InlineData("reverse", false)]
+    [InlineData("shuffle:7", false)]
+    public unsafe void The_run_order_shows_a_missing_barrier(string schedule, bool ordered)
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var racy = CudaDriver.GetFunction(module, "emu_selftest_racy_publish");
+        var library = NativeLibrary.Load(Environment.GetEnvironmentVariable("TEMPER_CUDA_DRIVER")!);
+        var setSchedule = (delegate* unmanaged<byte*, void>)NativeLibrary.GetExport(library, "temper_emu_set_schedule");
+        const int blocks = 8, threads = 64;
+        using var seen = device.Allocate<float>(blocks * threads);
+        using var chain = device.Allocate<float>(blocks);
+        fixed (byte* s = System.Text.Encoding.ASCII.GetBytes(schedule + "\0")) setSchedule(s);
+        try
+        {
+            device.Launch(racy, (blocks, 1, 1), (threads, 1, 1), new CudaKernelArguments().Add(seen).Add(chain));
+        }
+        finally
+        {
+            setSchedule(null);
+        }
+        bool allSeen = device.Download<float>(seen).All(v => v == 42.0f);
+        bool chained = device.Download<float>(chain).Select((v, b) => v == b + 1).All(x => x);
+        Assert.Equal(ordered, allSeen);
+        Assert.Equal(ordered, chained);
     }
 }

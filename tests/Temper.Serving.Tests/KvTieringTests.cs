@@ -1,8 +1,10 @@
 // KV tiering: a device pool too small to keep a prompt's blocks pushes them to host memory and on to
 // the memory-mapped disk file; serving the prompt again brings them back through every tier and gives
-// the cold run's greedy tokens (and the reference's); the counters show each move. The LRU policy
-// evicts the least recently touched key. Tiers asked for in ServingOptions are made and owned by the
-// engine (its disk file exists while it runs and is gone after); a disk tier without a file is refused.
+// the cold run's greedy tokens (and the reference's); the counters show each move. A block computed
+// again while a tier still holds its contents is not stored down twice (its slots would leak). The LRU
+// policy evicts the least recently touched key. Tiers asked for in ServingOptions are made and owned by
+// the engine (its disk file exists while it runs and is gone after); a disk tier without a file is
+// refused.
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Serving.Kv;
@@ -57,6 +59,24 @@ public sealed class KvTieringTests
         Assert.Equal(cold.Tokens, warm.Tokens);
         Assert.Equal(3, tiers.Device.Hits);
         Assert.Equal(0, tiers.Host.BytesIn); // nothing had to leave the device
+    }
+
+    [Fact]
+    public void A_block_computed_again_beside_its_tier_copy_is_not_stored_twice()
+    {
+        using var lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(1));
+        using var cache = new PagedKvCache(lm.Config, lm.Decoder.Backend, blocks: 1, blockSize: 4);
+        using var tiers = new KvTiers(cache, hostBlocks: 2, diskBlocks: 0, null);
+        const ulong hash = 42;
+        for (int round = 0; round < 2; round++)            // the same contents computed, cached and evicted twice
+        {
+            int b = cache.Pool.Allocate();
+            cache.Pool.Register(b, hash);
+            cache.Pool.Release(b);
+            cache.Pool.Release(cache.Pool.Allocate());      // the pool reuses the block: its contents go to the host tier
+        }
+        Assert.True(tiers.Contains(hash));
+        Assert.Equal((1, cache.BlockBytes), (tiers.Host.Blocks, tiers.Host.BytesIn));
     }
 
     [Fact]

@@ -1,21 +1,32 @@
-// KV tiering below the device pool: host memory, then disk (a memory-mapped file). When the device
-// pool reuses a cached prefix block, its K/V (every layer, [BlockSize, Hkv*D] for K then V) move to
-// the host tier; a full host tier moves its policy's victim to disk; a full disk tier drops its
-// victim. A prefix-cache lookup that misses the device finds the block in host or disk and copies it
-// back into a fresh device block (the tier gives it up: it lives on the device again). Copies go
-// through a staging tensor of the backend (CopyRows, ToHost/FromHost), so any backend works; on the
-// CPU backend the device tier is the backend's host memory. Swapped-out sequences (scheduler
+// KV tiering below the device pool: host memory, then disk (a memory-mapped file). When the device pool
+// reuses a cached prefix block, its K/V (every layer, [BlockSize, Hkv*D] for K then V) move to the host
+// tier; a full host tier moves its policy's victim to disk; a full disk tier drops its victim. A
+// prefix-cache lookup that misses the device finds the block in host or disk and copies it back into a
+// fresh device block (the tier gives it up: it lives on the device again); a block a tier holds already
+// (computed again beside its tier copy) is not copied down again. A block's copy goes through one
+// staging tensor of the backend, [2 * Layers * BlockSize, Hkv*D] (K then V rows of each layer): one
+// FromHost upload or ToHost download and a CopyRows per layer and K/V, so any backend works, on its one
+// stream (no copy stream: the step that restores a block reads it at once, so a second stream would pay
+// only for blocks uploaded ahead of their admission, into device blocks held meanwhile); on the CPU
+// backend, whose device tier is host memory, rows are copied directly. Swapped-out sequences (scheduler
 // preemption by swapping) take host-tier room too: their blocks are copied to host arrays keyed by the
 // sequence, cached prefix blocks move on to disk to make room, and the blocks come back to fresh device
 // blocks when the sequence resumes. LoRA adapters evicted from the device (AdapterStack) live in the
-// same tiers under the same budget and policy (S-LoRA's unified paging): an adapter's padded weights
-// (a flat float array) take its bytes rounded up to whole blocks of the tier, are one entry of the
-// tier's policy beside the KV blocks, move host -> disk when the policy picks them, and are taken
-// back (TakeAdapter) when a step needs them on the device. An adapter on disk can be prefetched
+// same tiers under the same budget and policy (S-LoRA's unified paging): an adapter's padded weights (a
+// flat float array) take its bytes rounded up to whole blocks of the tier, are one entry of the tier's
+// policy beside the KV blocks, move host -> disk when the policy picks them, and are taken back
+// (TakeAdapter) when a step needs them on the device. An adapter on disk can be prefetched
 // (PrefetchAdapter): its entry leaves the disk policy and its slots stay reserved while a background
-// task reads them, and TakeAdapter with the data read finishes the move. Every move is counted per
-// tier: hits, misses, bytes in and out, evictions, swaps, prefetches and the time the engine stalled
-// on it, for KV blocks and adapters apart.
+// task reads them, and TakeAdapter with the data read finishes the move. KV blocks on disk are
+// prefetched the same way (PrefetchBlocks, LMCache's read-ahead): the scheduler names the blocks its
+// waiting requests' prompts will look up; those on disk leave the disk policy, keep their slots, and
+// one background task per call reads them into host arrays in order, so the restore in the step that
+// admits the request is only the host -> device copy (it waits for a read not yet finished). Blocks no
+// longer named are given back to the disk policy once their read ends; Dispose cancels the reads not
+// started and waits for the one under way before closing the file. Every move is counted per tier:
+// hits, misses, bytes in and out, evictions, swaps, prefetches (started, ready when needed, dropped,
+// the read time taken off the steps and the wait left in them) and the time the engine stalled on it,
+// for KV blocks and adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
@@ -49,7 +60,20 @@ public sealed class TierCounters
     public long AdapterPrefetchHits { get; internal set; }
     /// <summary>Device: time steps spent making adapters resident (evicting, waiting for or reading a tier or folder, copying in).</summary>
     public double AdapterStallMs { get; internal set; }
+    /// <summary>Disk: KV blocks read ahead into host memory on a background task for a waiting request (PrefetchBlocks).</summary>
+    public long Prefetches { get; internal set; }
+    /// <summary>Disk: prefetched KV blocks whose read had finished when a step restored them.</summary>
+    public long PrefetchHits { get; internal set; }
+    /// <summary>Disk: prefetches given up unused (their request was admitted without them, cancelled, or the tiers closed).</summary>
+    public long PrefetchesDropped { get; internal set; }
+    /// <summary>Disk: KV blocks a prefetch holds now (being read, or read and waiting for their step).</summary>
+    public int Prefetching { get; internal set; }
+    /// <summary>Disk: read time of restored prefetched blocks that no step waited for (stall saved).</summary>
+    public double PrefetchSavedMs { get; internal set; }
+    /// <summary>Disk: time steps waited for prefetches still reading when they restored the block (stall left).</summary>
+    public double PrefetchWaitMs { get; internal set; }
     public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, swaps out {SwapOuts} / in {SwapIns}, stall {StallMs:F2} ms, holding {Blocks} blocks + {SwappedBlocks} swapped" +
+        $", prefetched {Prefetches} ({PrefetchHits} ready when needed, {PrefetchesDropped} dropped, {Prefetching} held), prefetch stall saved {PrefetchSavedMs:F2} ms, left {PrefetchWaitMs:F2} ms" +
         $"; adapters: hits {AdapterHits}, misses {AdapterMisses}, in {AdapterBytesIn} B, out {AdapterBytesOut} B, evictions {AdapterEvictions}, holding {Adapters} in {AdapterBlocks} blocks" +
         $", prefetched {AdapterPrefetches} ({AdapterPrefetchHits} ready when needed), stall {AdapterStallMs:F2} ms";
 }
@@ -65,7 +89,11 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     private readonly MemoryMappedViewAccessor? _view;
     private readonly string? _path;
     private readonly Dictionary<SequenceBlocks, float[][]> _swapped = [];
-    private readonly HashSet<ulong> _prefetching = [];   // adapters on disk being read by a prefetch (slots reserved, out of the policy)
+    private readonly HashSet<ulong> _prefetching = [];   // adapters and KV blocks on disk being read by a prefetch (slots reserved, out of the policy)
+    private readonly Dictionary<ulong, BlockRead> _blockReads = [];   // KV blocks among _prefetching, and their reads
+    private readonly List<Task> _readers = [];          // background reads of KV blocks (one per PrefetchBlocks call that started any)
+    private readonly CancellationTokenSource _closing = new();
+    private bool _disposed;
     private int _swappedBlocks;                         // host room taken by swapped sequences
 
     /// <param name="diskPath">The file backing the disk tier (created, and deleted on dispose); null with diskBlocks 0.</param>
@@ -105,12 +133,15 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     public int DiskBlocks => _disk.Capacity;
 
     public bool Contains(ulong hash) => _host.Index.ContainsKey(hash) || _disk.Index.ContainsKey(hash);
+    /// <summary>Whether the disk tier holds the key (tests).</summary>
+    internal bool OnDisk(ulong key) => _disk.Index.ContainsKey(key);
 
     public void RecordDeviceHit() => _device.Hits++;
     public void RecordDeviceMiss() => _device.Misses++;
 
     public void Offload(ulong hash, int block)
     {
+        if (Contains(hash)) return;     // a tier keeps these contents already (a block computed again beside its tier copy)
         bool toHost = _host.Capacity > _swappedBlocks;
         if (!toHost && _disk.Capacity == 0) return;
         var sw = Stopwatch.StartNew();
@@ -125,7 +156,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     public bool TryRestore(ulong hash, int block)
     {
         var sw = Stopwatch.StartNew();
-        var data = Take(hash, out var from);
+        var data = Take(hash, out var from, _blockReads.Remove(hash, out var read) ? Prefetched(read) : null);
         if (data == null)
         {
             _host.Counters.Misses++;
@@ -138,6 +169,106 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         _device.BytesIn += _cache.BlockBytes;
         from.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
         return true;
+    }
+
+    /// <summary>
+    /// Reads ahead the KV blocks among <paramref name="wanted"/> (in the order they will be needed) that
+    /// wait on disk: each leaves the disk policy (it is not evicted) and keeps its slot, and one task reads
+    /// this call's new ones into host memory off the calling thread; TryRestore then takes the data read.
+    /// Blocks on the host or the device need nothing. Finished reads of blocks no longer wanted go back to
+    /// the disk policy (unfinished ones on a later call). At most as many blocks as the device pool has are
+    /// held (host memory beside the host tier's budget: the device could take no more at once). Call on
+    /// the stepping thread.
+    /// </summary>
+    public void PrefetchBlocks(IReadOnlyList<ulong> wanted)
+    {
+        if (_disposed || (wanted.Count == 0 && _blockReads.Count == 0)) return;
+        if (_blockReads.Count > 0)
+        {
+            var keep = wanted.ToHashSet();
+            foreach (var (hash, read) in _blockReads.Where(r => !keep.Contains(r.Key) && r.Value.Data.Task.IsCompleted).ToArray())
+            {
+                _blockReads.Remove(hash);
+                _prefetching.Remove(hash);
+                _disk.Policy.Touch(hash);
+                _disk.Counters.PrefetchesDropped++;
+            }
+        }
+        var batch = new List<(int Slot, BlockRead Read)>();
+        foreach (ulong hash in wanted)
+        {
+            if (_blockReads.Count >= _cache.Pool.Count) break;
+            if (_adapters.ContainsKey(hash) || _host.Index.ContainsKey(hash) || !_disk.Index.TryGetValue(hash, out var slots) || !_prefetching.Add(hash)) continue;
+            _disk.Policy.Remove(hash);
+            var read = new BlockRead();
+            _blockReads[hash] = read;
+            batch.Add((slots[0], read));
+        }
+        _disk.Counters.Prefetches += batch.Count;
+        _disk.Counters.Prefetching = _blockReads.Count;
+        _readers.RemoveAll(t => t.IsCompleted);
+        if (batch.Count > 0) _readers.Add(Task.Run(() => ReadBlocks(batch, _closing.Token)));
+    }
+
+    /// <summary>Completes when every KV block prefetch under way has its data (call on the stepping thread, or while no step runs).</summary>
+    public Task WhenPrefetched() => Task.WhenAll(_blockReads.Values.Select(r => r.Data.Task));
+
+    /// <summary>Runs before each prefetched block is read, on the reading task (tests slow reads down with it).</summary>
+    internal Action? BeforeBlockRead { get; set; }
+
+    /// <summary>A prefetched block's read, and the time it took (set before the data).</summary>
+    private sealed class BlockRead
+    {
+        public TaskCompletionSource<float[]> Data { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public double ReadMs { get; set; }
+    }
+
+    /// <summary>Reads the blocks of one prefetch in order (on a background task) until the tiers close.</summary>
+    private void ReadBlocks(List<(int Slot, BlockRead Read)> batch, CancellationToken closing)
+    {
+        foreach (var (slot, read) in batch)
+        {
+            BeforeBlockRead?.Invoke();
+            if (closing.IsCancellationRequested)
+            {
+                read.Data.TrySetCanceled(closing);
+                continue;
+            }
+            try
+            {
+                long start = Stopwatch.GetTimestamp();
+                var data = ReadDisk([slot], _floats);
+                read.ReadMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                read.Data.TrySetResult(data);
+            }
+            catch (Exception e)
+            {
+                read.Data.TrySetException(e);   // the restore reads the block again and reports the failure
+            }
+        }
+    }
+
+    /// <summary>A prefetch's data once its read has ended (waiting for it, counted as stall left), or null when the read failed.</summary>
+    private float[]? Prefetched(BlockRead read)
+    {
+        var c = _disk.Counters;
+        c.Prefetching = _blockReads.Count;
+        bool ready = read.Data.Task.IsCompleted;
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            read.Data.Task.Wait();
+        }
+        catch (AggregateException)
+        {
+            c.PrefetchesDropped++;
+            return null;
+        }
+        double waited = ready ? 0 : Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        if (ready) c.PrefetchHits++;
+        c.PrefetchWaitMs += waited;
+        c.PrefetchSavedMs += Math.Max(0, read.ReadMs - waited);
+        return read.Data.Task.Result;
     }
 
     /// <summary>Keeps an adapter the device gives up (its padded weights): in host memory, else on disk; false when neither tier can ever hold it.</summary>
@@ -322,40 +453,67 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         return data;
     }
 
-    /// <summary>All layers' K then V rows of a device block, through a staging tensor.</summary>
+    /// <summary>All layers' K then V rows of a device block: [2 * Layers * BlockSize, RowWidth], row copies into one staging tensor and one download.</summary>
     private float[] ReadDevice(int block)
     {
         var be = _cache.Backend;
-        int bs = _cache.BlockSize, w = _cache.RowWidth, per = bs * w;
+        int bs = _cache.BlockSize, per = bs * _cache.RowWidth;
         var data = new float[_floats];
-        using var staging = be.Zeros(new Shape(bs, w));
-        for (int l = 0; l < _cache.Layers; l++)
-            for (int kv = 0; kv < 2; kv++)
+        if (_cache.KRows(0).IsHost)
+        {
+            for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
             {
-                be.CopyRows(kv == 0 ? _cache.KRows(l) : _cache.VRows(l), block * bs, staging, 0, bs);
-                using var host = be.ToHost(staging);
-                host.Floats.CopyTo(data.AsSpan((2 * l + kv) * per, per));
+                _cache.KRows(l).Floats.Slice(block * per, per).CopyTo(data.AsSpan(i * per, per));
+                _cache.VRows(l).Floats.Slice(block * per, per).CopyTo(data.AsSpan((i + 1) * per, per));
             }
+            return data;
+        }
+        using var staging = be.Zeros(new Shape(2 * _cache.Layers * bs, _cache.RowWidth));
+        for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
+        {
+            be.CopyRows(_cache.KRows(l), block * bs, staging, i * bs, bs);
+            be.CopyRows(_cache.VRows(l), block * bs, staging, (i + 1) * bs, bs);
+        }
+        using var host = be.ToHost(staging);
+        host.Floats.CopyTo(data);
         return data;
     }
 
+    /// <summary>A block's rows as ReadDevice lays them out, into device block <paramref name="block"/>: one upload, then a row copy per layer and K/V.</summary>
     private void WriteDevice(int block, float[] data)
     {
         var be = _cache.Backend;
-        int bs = _cache.BlockSize, w = _cache.RowWidth, per = bs * w;
-        for (int l = 0; l < _cache.Layers; l++)
-            for (int kv = 0; kv < 2; kv++)
+        int bs = _cache.BlockSize, per = bs * _cache.RowWidth;
+        if (_cache.KRows(0).IsHost)
+        {
+            for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
             {
-                var host = Tensor.FromFloats(new Shape(bs, w), data.AsSpan((2 * l + kv) * per, per));
-                var dev = be.FromHost(host);
-                be.CopyRows(dev, 0, kv == 0 ? _cache.KRows(l) : _cache.VRows(l), block * bs, bs);
-                if (!ReferenceEquals(dev, host)) dev.Dispose();
+                data.AsSpan(i * per, per).CopyTo(_cache.KRows(l).Floats.Slice(block * per, per));
+                data.AsSpan((i + 1) * per, per).CopyTo(_cache.VRows(l).Floats.Slice(block * per, per));
             }
+            return;
+        }
+        var host = Tensor.FromFloats(new Shape(2 * _cache.Layers * bs, _cache.RowWidth), data);
+        var dev = be.FromHost(host);
+        for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
+        {
+            be.CopyRows(dev, i * bs, _cache.KRows(l), block * bs, bs);
+            be.CopyRows(dev, (i + 1) * bs, _cache.VRows(l), block * bs, bs);
+        }
+        if (!ReferenceEquals(dev, host)) dev.Dispose();
     }
 
     public void Dispose()
     {
+        if (_disposed) return;
+        _disposed = true;
         if (ReferenceEquals(_cache.Tiers, this)) _cache.Tiers = null;
+        _closing.Cancel();                              // reads not started end at once; the one under way finishes
+        Task.WaitAll(_readers);                         // ReadBlocks never throws: no file read outlives the view
+        _disk.Counters.PrefetchesDropped += _blockReads.Count;
+        _blockReads.Clear();
+        _disk.Counters.Prefetching = 0;
+        _closing.Dispose();
         _view?.Dispose();
         _file?.Dispose();
         if (_path != null) File.Delete(_path);

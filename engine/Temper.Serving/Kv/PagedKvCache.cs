@@ -4,7 +4,8 @@
 // in the prefix cache. Fork shares every block of a sequence (parallel sampling); the first write
 // into a shared block copies it (copy-on-write). An optional tier store keeps evicted cached blocks
 // in slower tiers and brings them back on a prefix hit, and holds the blocks of sequences swapped out
-// by the scheduler (SwapOut / SwapIn).
+// by the scheduler (SwapOut / SwapIn). PrefixHashes gives the keys a prompt's prefix match will look
+// up, so a scheduler can have the tiers read them ahead (IKvTierStore.PrefetchBlocks).
 using Temper.Core;
 using Temper.Models;
 
@@ -89,6 +90,14 @@ public sealed class PagedKvCache : IDisposable
         }
         s.Length = s.CachedPrefix = s.BlockList.Count * BlockSize;
         return s.Length;
+    }
+
+    /// <summary>The chained hashes of the full blocks of <paramref name="tokens"/> after <paramref name="salt"/>: the keys MatchPrefix looks up, in order.</summary>
+    public ulong[] PrefixHashes(ulong salt, ReadOnlySpan<int> tokens)
+    {
+        var hashes = new ulong[tokens.Length / BlockSize];
+        for (int b = 0; b < hashes.Length; b++) salt = hashes[b] = BlockPool.ChainHash(salt, tokens.Slice(b * BlockSize, BlockSize));
+        return hashes;
     }
 
     /// <summary>

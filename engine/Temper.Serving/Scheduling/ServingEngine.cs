@@ -1,20 +1,23 @@
-// Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones,
-// then give every running sequence its next tokens (a decode token, or the next chunk of its prompt)
-// within the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget
-// and blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
+// Continuous batching over the paged KV cache. Each step: drain new requests, drop cancelled ones, then
+// give every running sequence its next tokens (a decode token, or the next chunk of its prompt) within
+// the step's token budget, admitting waiting sequences (prefix-cache hits first) while budget and
+// blocks last. A step uses at most as many distinct adapters as the adapters' device tier holds
 // (AdapterStack.Slots); rows of other adapters wait a step. Adapters share the KV pool's blocks (the
 // stack is attached to the cache): a sequence's adapter is made resident before its blocks are
 // reserved, and either running short preempts like blocks do. The adapters of requests left waiting
 // after a step is scheduled are prefetched (AdapterStack.Prefetch: read off disk or padded from their
-// folders on a background task) while the step computes, so their admission only copies them in. When
-// blocks run short, the most recently admitted sequence is preempted: swapped (its K/V copied to the
-// host tier and its blocks freed; it is readmitted when the pool can take all of them back) or
-// recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
-// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length reaches their token count get
-// logits; each samples with its own options (Temper.Models.Sampler), streams the token, and stops on
-// EOS, a stop string, its token limit or the length limit. A request with N > 1 forks its sequence
-// after the prompt (the prompt blocks are shared copy-on-write). Step() runs on one thread at a time:
-// the background loop's (Start) or a test's.
+// folders on a background task) while the step computes, so their admission only copies them in. So are
+// the prefix-cache blocks their prompts will find in the disk tier (IKvTierStore.PrefetchBlocks, at
+// most the device pool's size; each sequence's chained prompt hashes are computed at Submit, off the
+// stepping thread): their admission's prefix match then only copies them from host memory to the
+// device. When blocks run short, the most recently admitted sequence is preempted: swapped (its K/V
+// copied to the host tier and its blocks freed; it is readmitted when the pool can take all of them
+// back) or recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
+// recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length
+// reaches their token count get logits; each samples with its own options (Temper.Models.Sampler),
+// streams the token, and stops on EOS, a stop string, its token limit or the length limit. A request
+// with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write). Step()
+// runs on one thread at a time: the background loop's (Start) or a test's.
 using System.Collections.Concurrent;
 using Temper.Core;
 using Temper.Models;
@@ -36,6 +39,9 @@ public sealed class ServingEngine : IDisposable
         public SequenceBlocks Blocks { get; set; } = new();
         public long AdmitOrder { get; set; }
         public bool Forked { get; set; }
+        /// <summary>The prefix-cache keys of Tokens[..HashedTokens - 1] (what MatchPrefix will look up), for prefetching.</summary>
+        public ulong[] PrefixHashes { get; set; } = [];
+        public int HashedTokens { get; set; }
         public int Generated => Tokens.Count - PromptLength;
     }
 
@@ -120,6 +126,7 @@ public sealed class ServingEngine : IDisposable
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
         var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);
         first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : BlockPool.ChainHash(0, r.Adapter.Select(ch => (int)ch).ToArray()) };
+        if (Options.PrefixCaching && Cache.Tiers is { DiskBlocks: > 0 }) HashPrefix(first);   // here, off the stepping thread
         _incoming.Enqueue(first);
         _wake.Set();
         return handle;
@@ -154,6 +161,8 @@ public sealed class ServingEngine : IDisposable
             if (Adapters != null)
                 foreach (var s in _waiting)
                     if (s.Adapter >= 0) Adapters.Prefetch(s.Adapter);
+            // So do the cached prefix blocks their prompts will find on disk.
+            if (Options.PrefixCaching && Cache.Tiers is { DiskBlocks: > 0 } tiers) tiers.PrefetchBlocks(WantedBlocks(tiers));
             if (items.Count == 0) return false;
             try
             {
@@ -230,6 +239,36 @@ public sealed class ServingEngine : IDisposable
             budget -= chunk;
         }
         return items;
+    }
+
+    /// <summary>
+    /// The blocks the waiting sequences' prefix matches will take from the slower tiers, in admission
+    /// order: each prompt's keys up to the first one no tier holds, less those on the device; at most as
+    /// many as the device pool has.
+    /// </summary>
+    private List<ulong> WantedBlocks(IKvTierStore tiers)
+    {
+        var wanted = new List<ulong>();
+        foreach (var s in _waiting)
+        {
+            if (wanted.Count >= Cache.Pool.Count) break;
+            if (s.Blocks.Length != 0 || s.Blocks.SwappedBlocks > 0) continue;
+            if (s.HashedTokens != s.Tokens.Count) HashPrefix(s);
+            foreach (ulong h in s.PrefixHashes)
+            {
+                if (Cache.Pool.Contains(h)) continue;
+                if (!tiers.Contains(h)) break;
+                wanted.Add(h);
+            }
+        }
+        return wanted;
+    }
+
+    /// <summary>Keys of the tokens MatchPrefix matches (all but the last, which must be computed for logits).</summary>
+    private void HashPrefix(Sequence s)
+    {
+        s.PrefixHashes = Cache.PrefixHashes(s.Blocks.Salt, s.Tokens.ToArray().AsSpan(0, s.Tokens.Count - 1));
+        s.HashedTokens = s.Tokens.Count;
     }
 
     private void Preempt(Sequence s)
@@ -354,7 +393,7 @@ public sealed class ServingEngine : IDisposable
             _waiting.Clear();
         }
         Adapters?.DiscardPrefetches();                // reads of the disk tier end before it goes
-        Tiers?.Dispose();
+        Tiers?.Dispose();                             // (it ends its own KV block reads first)
         Cache.Dispose();
         _wake.Dispose();
     }

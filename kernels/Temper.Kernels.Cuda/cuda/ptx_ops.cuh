@@ -11,10 +11,15 @@
 //     (2 (l % 4) + 1, l / 4), i.e. column l / 4 of the stored rows.
 //   cp_async_16(dst, src, full): cp.async.cg.shared.global, 16 bytes, zero-filled when !full; then
 //     cp_async_commit() and cp_async_wait<N>() (at most N groups still in flight).
-// The emulator runs the copies at once (a kernel that reads a stage before waiting for it is still wrong
-// on the GPU; one that overwrites a stage other warps still read is caught, as those warps run later).
+// The emulator holds each thread's copies until a cp_async_wait retires their group, as the GPU may: the
+// bytes land in shared memory then, not at the copy, so a stage read before its wait (a wrong wait depth, a
+// missing commit) holds the NaN the emulator fills shared memory with, or an older slice. A stage
+// overwritten while other warps still read it is caught as before, as those warps run later.
 #pragma once
 #include <stdint.h>
+#ifdef TEMPER_CUDA_EMU
+#include <vector>
+#endif
 
 #ifdef TEMPER_CUDA_EMU
 __device__ __forceinline__ float emu_bf16_half(uint32_t reg, int high)
@@ -98,11 +103,31 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* sme
 #endif
 }
 
+#ifdef TEMPER_CUDA_EMU
+// One thread's cp.async state: copies issued since its last commit, and the committed groups, oldest first.
+struct EmuCpAsyncCopy
+{
+    void* smem;
+    const void* global;
+    bool full;
+};
+struct EmuCpAsyncGroups
+{
+    std::vector<EmuCpAsyncCopy> open;
+    std::vector<std::vector<EmuCpAsyncCopy>> committed;
+};
+inline EmuCpAsyncGroups& emu_cp_async_groups()
+{
+    auto& state = emu::thread_copy_state();
+    if (!state) state = std::make_shared<EmuCpAsyncGroups>();
+    return *static_cast<EmuCpAsyncGroups*>(state.get());
+}
+#endif
+
 __device__ __forceinline__ void cp_async_16(void* smem, const void* global, bool full)
 {
 #ifdef TEMPER_CUDA_EMU
-    if (full) memcpy(smem, global, 16);
-    else memset(smem, 0, 16);
+    emu_cp_async_groups().open.push_back({smem, global, full});
 #else
     uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
     int bytes = full ? 16 : 0;
@@ -112,14 +137,29 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* global, bool
 
 __device__ __forceinline__ void cp_async_commit()
 {
-#ifndef TEMPER_CUDA_EMU
+#ifdef TEMPER_CUDA_EMU
+    auto& groups = emu_cp_async_groups();
+    groups.committed.push_back(std::move(groups.open));
+    groups.open.clear();
+#else
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 
+// Copies of the groups committed before the newest N land (uncommitted copies are in no group: not waited for).
 template <int N> __device__ __forceinline__ void cp_async_wait()
 {
-#ifndef TEMPER_CUDA_EMU
+#ifdef TEMPER_CUDA_EMU
+    auto& groups = emu_cp_async_groups();
+    size_t retire = groups.committed.size() > (size_t)N ? groups.committed.size() - N : 0;
+    for (size_t g = 0; g < retire; g++)
+        for (auto& c : groups.committed[g])
+        {
+            if (c.full) memcpy(c.smem, c.global, 16);
+            else memset(c.smem, 0, 16);
+        }
+    groups.committed.erase(groups.committed.begin(), groups.committed.begin() + retire);
+#else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }

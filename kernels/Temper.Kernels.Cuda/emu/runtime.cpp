@@ -6,8 +6,17 @@
 // mask with a system call per switch and costs about ten times as much. A barrier opens when every live thread of the block (or of the warp) has
 // arrived; threads that returned no longer count, as on sm_70 and later. If no fiber can run while some
 // wait, the block is deadlocked: the launch fails naming the block and what the threads wait at.
+// Order: TEMPER_EMU_SCHEDULE picks the order in which blocks run and, in every round, the order in which
+// runnable fibers run: `forward` (the default: index order), `reverse`, or `shuffle:SEED` (a fresh
+// permutation per grid and per round). A kernel whose result depends on that order reads shared memory
+// another thread writes in the same barrier interval, or another block's output: a race on a GPU. So the
+// kernel checks run once more under `reverse` and `shuffle` (test.sh); a difference between the runs
+// shows a missing barrier that the fixed order hides.
 #include "include/cuda_emu.h"
 #include "runtime.h"
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -74,6 +83,7 @@ struct Thread
     State state = State::Runnable;
     unsigned char* stack = nullptr; // StackBytes, from the stack pool
     std::shared_ptr<void> async_state; // emulated asynchronous ops in flight (wgmma groups), cleared per block
+    std::shared_ptr<void> copy_state;  // cp.async copies in flight (ptx_ops.cuh's groups), cleared per block
 };
 
 struct Block
@@ -110,6 +120,7 @@ const uint3& grid_dim() { return current_block->grid; }
 int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
 std::shared_ptr<void>& thread_async_state() { return current_thread->async_state; }
+std::shared_ptr<void>& thread_copy_state() { return current_thread->copy_state; }
 void for_each_thread_async_state(const std::function<void(int, std::shared_ptr<void>&)>& visit)
 {
     for (auto& t : current_block->threads) visit(t.linear, t.async_state);
@@ -245,6 +256,42 @@ std::string describe(const Block& b)
 }
 
 std::mutex launches; // one kernel at a time, as one emulated GPU with one stream would look to a test
+std::string schedule_override; // temper_emu_set_schedule's value (under `launches`); empty: the environment's
+
+// The run order of TEMPER_EMU_SCHEDULE (or temper_emu_set_schedule's), read at each launch.
+struct Schedule
+{
+    enum class Kind { Forward, Reverse, Shuffle } kind = Kind::Forward;
+    uint64_t state = 0;
+
+    static Schedule from_environment()
+    {
+        Schedule s;
+        const char* v = schedule_override.empty() ? std::getenv("TEMPER_EMU_SCHEDULE") : schedule_override.c_str();
+        if (v == nullptr || *v == 0 || std::strcmp(v, "forward") == 0) return s;
+        if (std::strcmp(v, "reverse") == 0) s.kind = Kind::Reverse;
+        else if (std::strncmp(v, "shuffle:", 8) == 0)
+        {
+            s.kind = Kind::Shuffle;
+            s.state = std::strtoull(v + 8, nullptr, 10) * 0x9E3779B97F4A7C15ull + 1;
+        }
+        else throw std::invalid_argument(std::string("TEMPER_EMU_SCHEDULE=") + v + ": expected forward, reverse or shuffle:SEED");
+        return s;
+    }
+
+    // Fills order with 0..n-1 in this schedule's order.
+    void arrange(std::vector<int>& order)
+    {
+        for (size_t i = 0; i < order.size(); i++) order[i] = (int)i;
+        if (kind == Kind::Reverse) std::reverse(order.begin(), order.end());
+        if (kind != Kind::Shuffle) return;
+        for (size_t i = order.size(); i > 1; i--)
+        {
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17; // xorshift64
+            std::swap(order[i - 1], order[state % i]);
+        }
+    }
+};
 
 // Fiber stacks, kept from launch to launch (under `launches`) and never cleared: allocating and zeroing a
 // block's worth on every launch cost more than most emulated kernels.
@@ -288,6 +335,14 @@ void wake_async_waiters() { release(State::AtAsyncWait, -1); }
 
 void trap(const char* why) { throw Trap{why}; }
 
+// Sets the run order for later launches (EmulatorChecks: .NET's Environment.SetEnvironmentVariable does
+// not reach getenv); null or "" goes back to TEMPER_EMU_SCHEDULE.
+extern "C" __attribute__((visibility("default"))) void temper_emu_set_schedule(const char* schedule)
+{
+    std::lock_guard<std::mutex> lock(launches);
+    schedule_override = schedule == nullptr ? "" : schedule;
+}
+
 std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared, void** params)
 {
     std::lock_guard<std::mutex> lock(launches);
@@ -302,68 +357,82 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
     b.exchange.resize((n + 31) / 32 * 32 * 64);
     b.shared.resize(dynamic_shared);
     for (size_t i = 0; i < n; i++) b.threads[i].stack = pooled_stack(i);
+    Schedule schedule;
+    try
+    {
+        schedule = Schedule::from_environment();
+    }
+    catch (const std::invalid_argument& e)
+    {
+        return e.what();
+    }
+    size_t grid_blocks = (size_t)grid.x * grid.y * grid.z;
+    if (grid_blocks > (1u << 26)) return "a grid of " + std::to_string(grid_blocks) + " blocks (the emulator runs at most 2^26)";
+    std::vector<int> blocks(grid_blocks), order(n);
+    schedule.arrange(blocks);
     current_block = &b;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++)
+    for (int linear_block : blocks)
+    {
+        b.index = {linear_block % grid.x, linear_block / grid.x % grid.y, (unsigned)(linear_block / ((size_t)grid.x * grid.y))};
+        // Shared memory holds garbage at a block's start on the GPU: NaN bytes here.
+        std::fill(b.shared.begin(), b.shared.end(), (unsigned char)0xFF);
+        if (__start_temper_emu_shared && __stop_temper_emu_shared)
+            std::memset(__start_temper_emu_shared, 0xFF, (size_t)(__stop_temper_emu_shared - __start_temper_emu_shared));
+        b.live = (int)n;
+        b.async.reset();
+        b.at_block_barrier = 0;
+        b.warp_live.assign((n + 31) / 32, 0);
+        b.at_warp_barrier.assign((n + 31) / 32, 0);
+        for (size_t i = 0; i < n; i++)
+        {
+            Thread& t = b.threads[i];
+            t.linear = (int)i;
+            t.index = {(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / ((size_t)dim.x * dim.y))};
+            t.state = State::Runnable;
+            t.async_state.reset();
+            t.copy_state.reset();
+            b.warp_live[i / 32]++;
+            start_fiber(t, b);
+        }
+        while (b.live > 0)
+        {
+            bool ran = false;
+            schedule.arrange(order);
+            for (int i : order)
             {
-                b.index = {x, y, z};
-                // Shared memory holds garbage at a block's start on the GPU: NaN bytes here.
-                std::fill(b.shared.begin(), b.shared.end(), (unsigned char)0xFF);
-                if (__start_temper_emu_shared && __stop_temper_emu_shared)
-                    std::memset(__start_temper_emu_shared, 0xFF, (size_t)(__stop_temper_emu_shared - __start_temper_emu_shared));
-                b.live = (int)n;
-                b.async.reset();
-                b.at_block_barrier = 0;
-                b.warp_live.assign((n + 31) / 32, 0);
-                b.at_warp_barrier.assign((n + 31) / 32, 0);
-                for (size_t i = 0; i < n; i++)
+                Thread& t = b.threads[i];
+                if (t.state != State::Runnable) continue;
+                current_thread = &t;
+                run_fiber(t, b);
+                ran = true;
+            }
+            if (!ran && b.async)
+            {
+                // Every thread waits: the async unit (TMA copies in flight) may still complete a phase.
+                current_thread = nullptr;
+                try
                 {
-                    Thread& t = b.threads[i];
-                    t.linear = (int)i;
-                    t.index = {(unsigned)(i % dim.x), (unsigned)(i / dim.x % dim.y), (unsigned)(i / ((size_t)dim.x * dim.y))};
-                    t.state = State::Runnable;
-                    t.async_state.reset();
-                    b.warp_live[i / 32]++;
-                    start_fiber(t, b);
+                    ran = b.async->progress();
                 }
-                while (b.live > 0)
-                {
-                    bool ran = false;
-                    for (auto& t : b.threads)
-                    {
-                        if (t.state != State::Runnable) continue;
-                        current_thread = &t;
-                        run_fiber(t, b);
-                        ran = true;
-                    }
-                    if (!ran && b.async)
-                    {
-                        // Every thread waits: the async unit (TMA copies in flight) may still complete a phase.
-                        current_thread = nullptr;
-                        try
-                        {
-                            ran = b.async->progress();
-                        }
-                        catch (const Trap& t)
-                        {
-                            current_block = nullptr;
-                            return t.why;
-                        }
-                    }
-                    if (!ran)
-                    {
-                        current_block = nullptr;
-                        return b.failure.empty() ? describe(b) : b.failure; // a trap first, as it may strand the others
-                    }
-                }
-                if (b.failure.empty() && b.async) b.failure = b.async->at_block_end();
-                if (!b.failure.empty())
+                catch (const Trap& t)
                 {
                     current_block = nullptr;
-                    return b.failure;
+                    return t.why;
                 }
             }
+            if (!ran)
+            {
+                current_block = nullptr;
+                return b.failure.empty() ? describe(b) : b.failure; // a trap first, as it may strand the others
+            }
+        }
+        if (b.failure.empty() && b.async) b.failure = b.async->at_block_end();
+        if (!b.failure.empty())
+        {
+            current_block = nullptr;
+            return b.failure;
+        }
+    }
     current_block = nullptr;
     current_thread = nullptr;
     return "";

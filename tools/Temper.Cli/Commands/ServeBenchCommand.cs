@@ -11,7 +11,9 @@
 // the workload), and evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a
 // temporary memory-mapped file), LRU over blocks and adapters together; the device holds as many
 // adapters at once as its pool's blocks can (a smaller --kv-blocks keeps fewer there). Each tier's line
-// gives KV and adapter moves side by side.
+// gives KV and adapter moves side by side, and the disk tier's the KV blocks prefetched for queued
+// requests (ready when their step needed them or not, dropped) with the read time that moved off the
+// steps and the wait left in them.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;

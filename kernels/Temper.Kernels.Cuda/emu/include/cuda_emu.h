@@ -3,11 +3,14 @@
 // TEMPER_CUDA_DRIVER names it). build-emu.sh force-includes this header before each .cu.
 // A block's threads are fibers on the launching OS thread (runtime.cpp): one runs until it reaches a
 // barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op) or an mbarrier wait (tma_ops.cuh),
-// then the next; blocks run one after another; emulated TMA copies land when no thread can run. So __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
+// then the next; blocks run one after another; emulated TMA copies land when no thread can run. So
+// __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
 // bytes before each block, dynamic shared memory too), and a barrier
 // that not every live thread reaches is reported as a deadlock instead of hanging.
-// What it checks: indexing, tiling, partial tiles, barriers and warp data exchange. What it cannot: speed,
-// memory-model races (a fiber runs alone between barriers), and the exact rounding of tensor cores.
+// What it checks: indexing, tiling, partial tiles, barriers and warp data exchange; run under
+// TEMPER_EMU_SCHEDULE=reverse or shuffle:SEED (runtime.cpp), a missing barrier between a write and another
+// thread's read, as the result then changes. What it cannot: speed, races finer than a barrier interval
+// (a fiber runs alone between barriers), the memory model, and the exact rounding of tensor cores.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -87,6 +90,8 @@ std::unique_ptr<AsyncUnit>& block_async_unit();
 // mbarrier.try_wait lets the other threads and the async unit run. Counted as "at an mbarrier" in a deadlock.
 void wait_async();
 void wake_async_waiters();
+// This thread's cp.async copies not yet waited for (ptx_ops.cuh); empty at each block's start.
+std::shared_ptr<void>& thread_copy_state();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);

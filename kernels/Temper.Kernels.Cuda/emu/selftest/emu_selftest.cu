@@ -31,6 +31,17 @@ extern "C" __global__ void emu_selftest_shared_reverse(const float* src, float* 
     for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = staged[n - 1 - i];
 }
 
+// A race the run order shows (TEMPER_EMU_SCHEDULE): thread 0 publishes a value through shared memory and
+// every thread reads it with no barrier between, and block b reads what block b - 1 wrote. In index
+// order every read comes after its write; in reverse order none does.
+extern "C" __global__ void emu_selftest_racy_publish(float* seen, float* chain)
+{
+    __shared__ float value;
+    if (threadIdx.x == 0) value = 42.0f;
+    seen[blockIdx.x * blockDim.x + threadIdx.x] = value;
+    if (threadIdx.x == 0) chain[blockIdx.x] = blockIdx.x == 0 ? 1.0f : chain[blockIdx.x - 1] + 1.0f;
+}
+
 // A bug the emulator must report (launch one warp): half the lanes wait at __syncthreads, the other half
 // at __syncwarp, so neither barrier is ever complete.
 extern "C" __global__ void emu_selftest_divergent_barrier(float* x)
