@@ -65,11 +65,18 @@ for step in "$@"; do
             run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10
             run temper-ops-1b-ptx 200 temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 ;;
     gemm-sm90) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
-               run gemm-sm90-ptxas 120 bash -c 'cd kernels/Temper.Kernels.Cuda && ptxas -arch=sm_90a -v Ptx/gemm_bf16_sm90.ptx -o /tmp/gemm_sm90.cubin && nvcc -arch=sm_90a -cubin -O3 -std=c++17 -Xptxas -v -o /tmp/gemm_sm90_nvcc.cubin cuda/gemm_bf16_sm90.cu'
-               run gemm-sm90-checks 90 env TEMPER_GEMM_SM90=1 tests Temper.Cuda.Tests -class "*CudaGemmSm90Checks" -class "*CudaLinearChecks"
-               run gemm-sm90-checks-wide 60 env TEMPER_GEMM_SM90=wide tests Temper.Cuda.Tests -class "*CudaLinearChecks"
-               run gemm-sm90-bench 450 bash -c "temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5 && for v in 1 wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5; done"
-               run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10 ;;
+               # ptxas (nvcc 13) on the embedded PTX first: this VM's nvcc 11.8 cannot assemble sm_90a (wgmma, TMA,
+               # mbarrier expect_tx, setmaxnreg), so a syntax slip or a spill shows here before any check runs.
+               run gemm-sm90-ptxas 90 bash -c 'cd kernels/Temper.Kernels.Cuda && ptxas -arch=sm_90a -v Ptx/gemm_bf16_sm90.ptx -o /tmp/gemm_sm90.cubin && nvcc -arch=sm_90a -cubin -O3 -std=c++17 -Xptxas -v -o /tmp/gemm_sm90_nvcc.cubin cuda/gemm_bf16_sm90.cu'
+               run gemm-sm90-checks 150 bash -c 'tests Temper.Cuda.Tests -class "*CudaGemmSm90Checks"; for v in 1 wide tma tma-wide; do echo "== TEMPER_GEMM_SM90=$v"; TEMPER_GEMM_SM90=$v tests Temper.Cuda.Tests -class "*CudaLinearChecks"; done'
+               run gemm-sm90-bench 280 bash -c "for v in none tma tma-wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5; done" ;;
+    gemm-sm90-peer) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
+               run gemm-sm90-bench-cp-async 200 bash -c "for v in 1 wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $w --reps 5; done"
+               run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10
+               # K = 8192 -> N = 2048 (the MLP down projection's widths): Linear [8192,8192]->2048, beside PyTorch's
+               s="--batch 8 --seq 1024 --hidden 8192 --ffn 2048 --heads 64 --kv-heads 8 --head-dim 128 --vocab 32000"
+               run gemm-sm90-bench-down 150 bash -c "for v in none tma-wide; do echo \"== TEMPER_GEMM_SM90=\$v\"; TEMPER_GEMM_SM90=\$v temper bench ops --device cuda --dtype bf16 --kernels ptx $s --reps 5; done"
+               run peer-ops-down 90 python3 bench/peer/torch_ops.py $s --reps 10 ;;
     temper-1b-ptx) run temper-1b-ptx 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx ;;
     decode-graph-8b) run decode-graph-8b 240 temper bench decode --graph --shape llama-3.1-8b --prompt-len 128 --tokens 128 --profile ;;
     ptx-1b-gc) run temper-1b-ptx-gc 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx --gradient-checkpointing

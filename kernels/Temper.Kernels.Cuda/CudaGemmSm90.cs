@@ -1,11 +1,14 @@
 // The forward Linear product on Hopper tensor cores (cuda/gemm_bf16_sm90.cu, embedded as
-// Ptx/gemm_bf16_sm90.ptx, PTX for sm_90a: wgmma from a cp.async ring in the 128B-swizzled layout):
+// Ptx/gemm_bf16_sm90.ptx, PTX for sm_90a: wgmma from a cp.async ring in the 128B-swizzled layout, or with
+// Tma from a ring that a producer warp fills by TMA copies through tensor maps encoded here per call):
 //   y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
 // x and W bf16 (x already converted, as CudaLinear does once per product), y and bias f32; K a multiple
 // of 8, x and W 16-byte aligned. Blocks of 256 threads (two warpgroups) per 128 x 128 tile of y, or
-// 128 x 256 when Wide. CudaLinear runs it for its pipelined forward products only where UseOnThisDevice
-// says so: compute capability exactly 9.0 and TEMPER_GEMM_SM90=1 (or =wide: the 128 x 256 tiles), opt-in
-// until an H100 has checked it. The module is
+// 128 x 256 when Wide; with Tma 384 threads (a producer warpgroup more), persistent: min(tiles, SMs) blocks,
+// each looping over its tiles. CudaLinear runs it for its
+// pipelined forward products only where UseOnThisDevice says so: compute capability exactly 9.0 and
+// TEMPER_GEMM_SM90=1 (or =wide: the 128 x 256 tiles; =tma, =tma-wide: the TMA kernels, where the driver
+// encodes tensor maps), opt-in until an H100 has checked it. The module is
 // loaded on first use (on another GPU the driver refuses sm_90a PTX; the CUDA emulator runs it anywhere).
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -14,26 +17,54 @@ namespace Temper.Kernels.Cuda;
 
 public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
 {
-    /// <summary>The environment variable that opts CudaLinear in: "1" (128 x 128 tiles) or "wide" (128 x 256).</summary>
+    /// <summary>The environment variable that opts CudaLinear in: "1" (128 x 128 tiles), "wide" (128 x 256),
+    /// "tma" or "tma-wide" (the same tiles loaded by TMA).</summary>
     public const string OptInVariable = "TEMPER_GEMM_SM90";
 
-    private const int Tile = 128, Threads = 256;
+    private const int Tile = 128, Threads = 256, TmaThreads = 384, SliceDepth = 64;
+    private const CudaTensorMapSwizzle TmaSwizzle = CudaTensorMapSwizzle.Bytes128; // the layout the kernel's wgmma descriptors read
+    private static int _unavailableNoted;
     private CudaModuleHandle? _module;
-    private CudaFunction? _nt, _ntWide;
+    private CudaFunction? _nt, _ntWide, _tmaNt, _tmaNtWide;
+    private int _multiprocessors;
+
+    // The TMA kernels are persistent: one block per SM (their shared memory allows no second), each looping over tiles.
+    private int Multiprocessors => _multiprocessors > 0 ? _multiprocessors : _multiprocessors = Math.Max(1, device.MultiprocessorCount);
 
     /// <summary>128 x 256 tiles of y (gemm_bf16_sm90_nt_wide) instead of 128 x 128.</summary>
     public bool Wide { get; init; }
 
-    // 4 stages of an x tile (128 rows) and a W tile (128 or 256 rows), 128 bytes a row, + 1024 for alignment.
-    private static int SharedBytes(bool wide) => 4 * (128 + (wide ? 256 : 128)) * 128 + 1024;
+    /// <summary>Operands loaded by TMA copies (gemm_bf16_sm90_tma_nt, _tma_nt_wide) instead of cp.async; needs a
+    /// driver that encodes tensor maps (CudaTensorMaps.Unavailable is null).</summary>
+    public bool Tma { get; init; }
 
-    /// <summary>True for compute capability 9.0 with the opt-in variable set to "1" or "wide".</summary>
-    public static bool Selected((int Major, int Minor) capability, string? optIn) => capability == (9, 0) && optIn is "1" or "wide";
+    // A stage: an x tile (128 rows) and a W tile (128 or 256 rows), 128 bytes a row. The cp.async ring has 4
+    // stages; the TMA ring 6 (128 x 128) or 4 (wide) and two 8-byte mbarriers a stage. + 1024 for alignment.
+    private static int Stages(bool wide, bool tma) => tma && !wide ? 6 : 4;
+    private static int SharedBytes(bool wide, bool tma) => Stages(wide, tma) * ((128 + (wide ? 256 : 128)) * 128 + (tma ? 16 : 0)) + 1024;
 
-    public static bool UseOnThisDevice(CudaDevice device) => Selected(device.ComputeCapability, Environment.GetEnvironmentVariable(OptInVariable));
+    /// <summary>True for compute capability 9.0 with the opt-in variable set to "1", "wide", "tma" or "tma-wide",
+    /// the last two only where <paramref name="tensorMapsUnavailable"/> is null.</summary>
+    public static bool Selected((int Major, int Minor) capability, string? optIn, string? tensorMapsUnavailable = null) =>
+        capability == (9, 0) && (optIn is "1" or "wide" || optIn is "tma" or "tma-wide" && tensorMapsUnavailable == null);
 
-    /// <summary>The instance CudaLinear uses: Wide where the opt-in variable says "wide".</summary>
-    public static CudaGemmSm90 FromEnvironment(CudaDevice device) => new(device) { Wide = Environment.GetEnvironmentVariable(OptInVariable) == "wide" };
+    /// <summary>Selected for this device and environment; an opt-in to the TMA kernels that the driver cannot
+    /// serve says why on stderr, once, and the product runs gemm_bf16.cu as without the opt-in.</summary>
+    public static bool UseOnThisDevice(CudaDevice device)
+    {
+        string? optIn = Environment.GetEnvironmentVariable(OptInVariable);
+        string? unavailable = optIn is "tma" or "tma-wide" ? CudaTensorMaps.Unavailable : null;
+        if (unavailable != null && device.ComputeCapability == (9, 0) && Interlocked.Exchange(ref _unavailableNoted, 1) == 0)
+            Console.Error.WriteLine($"{OptInVariable}={optIn} not used: {unavailable}");
+        return Selected(device.ComputeCapability, optIn, unavailable);
+    }
+
+    /// <summary>The instance CudaLinear uses: Wide where the opt-in variable says "wide" or "tma-wide", Tma where "tma..."</summary>
+    public static CudaGemmSm90 FromEnvironment(CudaDevice device)
+    {
+        string? optIn = Environment.GetEnvironmentVariable(OptInVariable);
+        return new(device) { Wide = optIn is "wide" or "tma-wide", Tma = optIn is "tma" or "tma-wide" };
+    }
 
     /// <summary>y = alpha x W^T (+ bias) (+ y): x [n,k] bf16, w [m,k] bf16, bias [m] f32 or null, y [n,m] f32.</summary>
     public void Forward(CudaDeviceMemory xBf16, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false)
@@ -46,16 +77,31 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
         CudaLinear.Require(y, 4L * n * m, "y");
         if (bias != null) CudaLinear.Require(bias, 4L * m, "bias");
         if ((long)n * m == 0) return;
-        ref var f = ref Wide ? ref _ntWide : ref _nt;
+        bool tma = Tma && k > 0; // K = 0 loads nothing (and makes no tensor map): the cp.async kernel writes the epilogue
+        int columns = Wide ? 2 * Tile : Tile;
+        var f = Function(tma);
+        var args = new CudaKernelArguments();
+        if (tma)
+            args.Add(CudaTensorMaps.Encode2D(xBf16.Pointer, CudaTensorMapDataType.BFloat16, n, k, 2L * k, Tile, SliceDepth, TmaSwizzle))
+                .Add(CudaTensorMaps.Encode2D(w.Pointer, CudaTensorMapDataType.BFloat16, m, k, 2L * k, columns, SliceDepth, TmaSwizzle));
+        else
+            args.Add(xBf16).Add(w);
+        args.Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0);
+        long tiles = (long)((m + columns - 1) / columns) * ((n + Tile - 1) / Tile);
+        var grid = tma ? ((uint)Math.Min(tiles, Multiprocessors), 1u, 1u) : ((uint)((m + columns - 1) / columns), (uint)((n + Tile - 1) / Tile), 1u);
+        device.Launch(f, grid, ((uint)(tma ? TmaThreads : Threads), 1, 1), args, SharedBytes(Wide, tma));
+    }
+
+    private CudaFunction Function(bool tma)
+    {
+        ref var f = ref tma ? ref Wide ? ref _tmaNtWide : ref _tmaNt : ref Wide ? ref _ntWide : ref _nt;
         if (f == null)
         {
             _module ??= device.LoadModule(KernelPtx.Read("gemm_bf16_sm90.ptx"), out _);
-            f = CudaDriver.GetFunction(_module, Wide ? "gemm_bf16_sm90_nt_wide" : "gemm_bf16_sm90_nt");
-            CudaDriver.SetFunctionAttribute(f, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, SharedBytes(Wide));
+            f = CudaDriver.GetFunction(_module, "gemm_bf16_sm90_" + (tma ? "tma_" : "") + (Wide ? "nt_wide" : "nt"));
+            CudaDriver.SetFunctionAttribute(f, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, SharedBytes(Wide, tma));
         }
-        int columns = Wide ? 2 * Tile : Tile;
-        var args = new CudaKernelArguments().Add(xBf16).Add(w).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0);
-        device.Launch(f, ((uint)((m + columns - 1) / columns), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args, SharedBytes(Wide));
+        return f;
     }
 
     public void Dispose() => _module?.Dispose();

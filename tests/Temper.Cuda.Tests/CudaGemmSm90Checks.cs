@@ -1,9 +1,11 @@
-// CudaGemmSm90 (cuda/gemm_bf16_sm90.cu: wgmma from a 4-stage cp.async ring in the 128B-swizzled layout)
-// against a float64 evaluation with x and W in bf16: y = alpha x W^T + bias + y0 at shapes ending in partial
+// CudaGemmSm90 (cuda/gemm_bf16_sm90.cu: wgmma from a 4-stage cp.async ring in the 128B-swizzled layout, or
+// with Tma from a ring a producer warp fills by TMA copies, full/empty mbarriers per stage) against a float64 evaluation with x and W in bf16: y = alpha x W^T + bias + y0 at shapes ending in partial
 // 128-row and 128- or 256-column tiles and a partial 64-deep slice, a single row, one slice only, and enough slices
 // to wrap the ring; y poisoned with NaN where it is overwritten, so an unwritten element fails. The
 // emulator computes a wgmma group only at the wgmma_wait that retires it, so a stage rewritten while its
-// wgmmas are in flight (planted: wgmma_wait<2>) or accumulators read early fail here too. Runs on the
+// wgmmas are in flight (planted: wgmma_wait<2>) or accumulators read early fail here too; the TMA kernels'
+// copies land only when every thread waits and complete their barrier's tx-count then, so a wrong swizzle
+// mode, expect_tx, wait parity or a stage released before its wgmmas retired fails (see tma_ops.cuh). Runs on the
 // CUDA emulator (whatever compute capability it reports) and on a compute capability 9.0 GPU; skipped on
 // other GPUs, whose driver refuses sm_90a PTX. Also: CudaLinear's route to it and its opt-in gate, and
 // refusals by name.
@@ -36,13 +38,21 @@ public class CudaGemmSm90Checks
     }
 
     [Theory]
-    [InlineData(200, 72, 130, true, true, false)]   // partial tiles both ways, a partial second slice
-    [InlineData(1, 64, 64, false, false, false)]    // one row, one slice
-    [InlineData(129, 8, 257, true, false, false)]   // K = 8: one slice, mostly zero-filled
-    [InlineData(131, 328, 136, false, true, false)] // six slices: the 4-stage ring wraps
-    [InlineData(200, 72, 300, true, true, true)]    // 128 x 256 tiles: a partial second column tile
-    [InlineData(131, 328, 136, false, true, true)]  // ... the ring wraps, columns 128.. of a tile partly past M
-    public void Forward_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate, bool wide)
+    [InlineData(200, 72, 130, true, true, false, false)]   // partial tiles both ways, a partial second slice
+    [InlineData(1, 64, 64, false, false, false, false)]    // one row, one slice
+    [InlineData(129, 8, 257, true, false, false, false)]   // K = 8: one slice, mostly zero-filled
+    [InlineData(131, 328, 136, false, true, false, false)] // six slices: the 4-stage ring wraps
+    [InlineData(200, 72, 300, true, true, true, false)]    // 128 x 256 tiles: a partial second column tile
+    [InlineData(131, 328, 136, false, true, true, false)]  // ... the ring wraps, columns 128.. of a tile partly past M
+    // TMA: the boxes zero-filled past N, M and K by the copies, full/empty mbarriers per stage
+    [InlineData(200, 72, 130, true, true, false, true)]    // partial tiles both ways, a K tail in the second slice
+    [InlineData(1, 8, 64, false, false, false, true)]      // one row, K = 8: one box almost all zeros
+    [InlineData(131, 456, 136, true, false, false, true)]  // eight slices: the 6-stage ring wraps (empty barriers' second phase)
+    [InlineData(200, 72, 300, false, true, true, true)]    // 128 x 256 tiles, a partial second column tile
+    [InlineData(131, 328, 136, true, true, true, true)]    // ... six slices: the 4-stage ring wraps
+    [InlineData(1100, 8, 300, true, false, false, true)]   // 9 x 3 tiles: a full band of 8 row tiles and a band of 1
+    [InlineData(70, 16, 131, true, true, true, true)]      // M odd: the last column stored alone, pairs unaligned
+    public void Forward_matches_a_float64_evaluation(int n, int k, int m, bool bias, bool accumulate, bool wide, bool tma)
     {
         using var device = OpenHopperOrEmulator();
         var x = Floats(n * k, 1);
@@ -65,7 +75,7 @@ public class CudaGemmSm90Checks
         using var dw = device.Upload<ushort>(wBits);
         using var db = device.Upload<float>(b);
         using var dy = device.Upload<float>(y0);
-        using var gemm = new CudaGemmSm90(device) { Wide = wide };
+        using var gemm = new CudaGemmSm90(device) { Wide = wide, Tma = tma };
         gemm.Forward(dx, dw, bias ? db : null, dy, n, k, m, alpha, accumulate);
         device.Synchronize();
         var y = device.Download<float>(dy);
@@ -80,11 +90,28 @@ public class CudaGemmSm90Checks
     }
 
     // CudaLinear's route to the kernel (Sm90 forced, as on the emulator UseOnThisDevice is false): f32 x
-    // converted to bf16 first, then the wgmma product; the same f64 evaluation.
+    // converted to bf16 first, then the wgmma product the opt-in variable picks (FromEnvironment; set here
+    // for the test's duration, no other check reads it where Sm90 is forced); the same f64 evaluation.
     [Theory]
-    [InlineData(200, 72, 130)]
-    [InlineData(131, 136, 300)]
-    public void CudaLinear_forward_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m)
+    [InlineData(200, 72, 130, "1")]
+    [InlineData(131, 136, 300, "1")]
+    [InlineData(131, 136, 300, "tma")]
+    [InlineData(200, 72, 300, "tma-wide")]
+    public void CudaLinear_forward_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m, string optIn)
+    {
+        string? before = Environment.GetEnvironmentVariable(CudaGemmSm90.OptInVariable);
+        Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, optIn);
+        try
+        {
+            LinearForwardThroughSm90(n, k, m);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, before);
+        }
+    }
+
+    private static void LinearForwardThroughSm90(int n, int k, int m)
     {
         using var device = OpenHopperOrEmulator();
         var x = Floats(n * k, 5);
@@ -127,6 +154,29 @@ public class CudaGemmSm90Checks
         Assert.False(CudaGemmSm90.Selected((9, 0), "0"));
         Assert.False(CudaGemmSm90.Selected((8, 0), "1"));
         Assert.False(CudaGemmSm90.Selected((10, 0), "1"));
+        Assert.True(CudaGemmSm90.Selected((9, 0), "tma"));
+        Assert.True(CudaGemmSm90.Selected((9, 0), "tma-wide"));
+        Assert.False(CudaGemmSm90.Selected((8, 9), "tma"));
+        Assert.False(CudaGemmSm90.Selected((9, 0), "tma", "the CUDA driver has no cuTensorMapEncodeTiled"));
+        Assert.True(CudaGemmSm90.Selected((9, 0), "1", "the CUDA driver has no cuTensorMapEncodeTiled"));
+    }
+
+    // The driver's tensor map encoding: present here (CUDA 12 drivers and the emulator), its argument checks
+    // surfacing as one CudaException line naming the tensor; a missing entry point is reported, not called.
+    [Fact]
+    public void Tensor_maps_are_encoded_or_refused_by_name()
+    {
+        using var device = OpenHopperOrEmulator();
+        Assert.Null(CudaTensorMaps.Unavailable);
+        Assert.False(CudaLibrary.Exports("cuNoSuchEntryPoint"));
+        using var x = device.Allocate<ushort>(64 * 72);
+        CudaTensorMaps.Encode2D(x.Pointer, CudaTensorMapDataType.BFloat16, 64, 72, 144, 64, 64, CudaTensorMapSwizzle.Bytes128);
+        var stride = Assert.Throws<CudaException>(() =>
+            CudaTensorMaps.Encode2D(x.Pointer, CudaTensorMapDataType.BFloat16, 64, 68, 136, 64, 64, CudaTensorMapSwizzle.Bytes128));
+        Assert.Contains("cuTensorMapEncodeTiled", stride.Message);
+        Assert.Contains("rows 136 bytes apart", stride.Message);
+        // A 128-byte inner box does not fit the 64B swizzle's span.
+        Assert.Throws<CudaException>(() => CudaTensorMaps.Encode2D(x.Pointer, CudaTensorMapDataType.BFloat16, 64, 72, 144, 64, 64, CudaTensorMapSwizzle.Bytes64));
     }
 
     [Fact]

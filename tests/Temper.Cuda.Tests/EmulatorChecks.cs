@@ -4,7 +4,9 @@
 // above 48 KB as on the GPU, a barrier only some threads reach fails the launch with a message naming
 // it, a race hidden by the index order (a read of shared memory without the barrier after its write, a
 // read of another block's output) shows under the reverse and shuffled orders, wgmma (wgmma_ops.cuh, as the emulator reads the PTX ISA) on a 128B-swizzled shared-memory layout gives
-// the plain product and not when the layout or a descriptor stride is wrong, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
+// the plain product and not when the layout or a descriptor stride is wrong, a TMA copy (tma_ops.cuh) lands
+// its box swizzled and zero-filled past the tensor once its mbarrier's phase completes, and a wrong expect_tx
+// or wait parity fails the launch, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
 // TEMPER_CUDA_DRIVER); skipped elsewhere, a real GPU included.
 using System.Runtime.InteropServices;
 using Temper.Cuda.Driver;
@@ -23,6 +25,7 @@ public class EmulatorChecks
         .visible .entry emu_selftest_shared_reverse() { ret; }
         .visible .entry emu_selftest_divergent_barrier() { ret; }
         .visible .entry emu_selftest_wgmma() { ret; }
+        .visible .entry emu_selftest_tma() { ret; }
         .visible .entry emu_selftest_racy_publish() { ret; }
         """;
 
@@ -124,6 +127,47 @@ public class EmulatorChecks
             }
         Assert.Equal(equal, wrong == 0);
         if (!equal) Assert.True(wrong > 64 * 128 / 2, $"a planted bug changes most of y, not {wrong} elements");
+    }
+
+    // A bf16 tensor [20 rows, 56 columns] copied in a [16, 64] box at (column 0, row 8): rows 20.. and columns
+    // 56.. lie outside it and land as zeros; with the 128B swizzle element (r, e) lands at byte a = 128 r + 2 e
+    // with a's bits 4-6 XOR bits 7-9, unswizzled at a. plant: 1 expect_tx 16 bytes short, 2 16 bytes over
+    // (the phase never completes: a deadlock), 3 the wait's parity 1 (passes at once: the copy never waited for).
+    [Theory]
+    [InlineData(CudaTensorMapSwizzle.Bytes128, 0)]
+    [InlineData(CudaTensorMapSwizzle.None, 0)]
+    [InlineData(CudaTensorMapSwizzle.Bytes128, 1)]
+    [InlineData(CudaTensorMapSwizzle.Bytes128, 2)]
+    [InlineData(CudaTensorMapSwizzle.Bytes128, 3)]
+    public void A_tma_copy_lands_its_swizzled_zero_filled_box_when_its_barrier_counts_it(CudaTensorMapSwizzle swizzle, int plant)
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var tma = CudaDriver.GetFunction(module, "emu_selftest_tma");
+        const int rows = 20, cols = 56, boxRows = 16, boxCols = 64, row0 = 8, boxBytes = boxRows * boxCols * 2;
+        var t = Enumerable.Range(0, rows * cols).Select(i => (ushort)(i + 1)).ToArray(); // never 0: a zero byte pair is a fill
+        using var dt = device.Upload<ushort>(t);
+        using var dout = device.Allocate<byte>(boxBytes);
+        var map = CudaTensorMaps.Encode2D(dt.Pointer, CudaTensorMapDataType.BFloat16, rows, cols, 2 * cols, boxRows, boxCols, swizzle);
+        int expect = plant switch { 1 => boxBytes - 16, 2 => boxBytes + 16, _ => boxBytes };
+        var args = new CudaKernelArguments().Add(map).Add(dout).Add(0).Add(row0).Add(expect).Add(plant == 3 ? 1 : 0);
+        if (plant != 0)
+        {
+            var e = Assert.Throws<CudaException>(() => device.Launch(tma, (1, 1, 1), (64, 1, 1), args, 4096));
+            Assert.Equal(CudaResult.LaunchFailed, e.Result);
+            Assert.Contains(plant == 3 ? "TMA copies in flight" : "32 at an mbarrier", e.Message);
+            return;
+        }
+        device.Launch(tma, (1, 1, 1), (64, 1, 1), args, 4096);
+        var landed = device.Download<byte>(dout);
+        for (int r = 0; r < boxRows; r++)
+            for (int e = 0; e < boxCols; e++)
+            {
+                int a = 128 * r + 2 * e;
+                if (swizzle == CudaTensorMapSwizzle.Bytes128) a ^= ((a >> 7) & 7) << 4;
+                int value = row0 + r < rows && e < cols ? t[(row0 + r) * cols + e] : 0;
+                Assert.Equal(value, landed[a] | landed[a + 1] << 8);
+            }
     }
 
     // Every kernel check passes under each order (test.sh runs the suite under reverse and shuffle too), and

@@ -71,4 +71,9 @@ internal static unsafe partial class CudaImports
     [LibraryImport(Library)] internal static partial CudaResult cuEventRecordWithFlags(nint evt, nint stream, uint flags);
     [LibraryImport(Library)] internal static partial CudaResult cuEventSynchronize(nint evt);
     [LibraryImport(Library)] internal static partial CudaResult cuEventElapsedTime(float* milliseconds, nint start, nint end);
+
+    // CUDA 12.0 and later only (an older driver lacks the export: CudaTensorMaps checks before calling).
+    [LibraryImport(Library)]
+    internal static partial CudaResult cuTensorMapEncodeTiled(CudaTensorMap* tensorMap, CudaTensorMapDataType dataType, uint rank, ulong globalAddress,
+        ulong* globalDim, ulong* globalStrides, uint* boxDim, uint* elementStrides, int interleave, CudaTensorMapSwizzle swizzle, int l2Promotion, int oobFill);
 }

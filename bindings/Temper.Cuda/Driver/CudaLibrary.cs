@@ -33,6 +33,10 @@ public static class CudaLibrary
     /// <summary>Why the driver library is missing; null when it loaded.</summary>
     public static string? LoadError => Loaded.Value.Error;
 
+    /// <summary>True when the loaded driver library exports <paramref name="entryPoint"/> (false when none loaded):
+    /// newer calls such as cuTensorMapEncodeTiled (CUDA 12.0) are missing from older drivers.</summary>
+    public static bool Exports(string entryPoint) => IsAvailable && NativeLibrary.TryGetExport(Loaded.Value.Handle, entryPoint, out _);
+
     /// <summary>Throws the one-line CudaException when the driver library cannot be loaded.</summary>
     public static void EnsureLoaded()
     {

@@ -5,8 +5,11 @@
 // a buffer faults instead of reading a neighbour; streams and events are synchronous (work finishes in
 // the call) unless they capture: streams, capture and graphs are graph.cpp's. Modules take the .entry names
 // out of the PTX text and bind them to the kernels compiled into this library from the same .cu (runtime.h).
-// It does not JIT PTX: hand-written PTX without a .cu has no kernels here.
+// It does not JIT PTX: hand-written PTX without a .cu has no kernels here. cuTensorMapEncodeTiled checks its
+// arguments as the CUDA 12 documentation states and writes the emulator's own description of the map
+// (include/tensor_map_emu.h) for tma_ops.cuh's emulated copies; ranks 1 and 2, no interleave.
 #include "include/cuda_emu.h"
+#include "include/tensor_map_emu.h"
 #include "graph.h"
 #include "runtime.h"
 #include "status.h"
@@ -287,6 +290,47 @@ int cuEventElapsedTime(float* ms, void* start, void* end)
     if (a->captured || b->captured) return CapturedEvent;
     if (!a->recorded || !b->recorded) return InvalidHandle;
     *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+    return Success;
+}
+
+// CUresult cuTensorMapEncodeTiled(CUtensorMap*, CUtensorMapDataType, cuuint32_t rank, void* globalAddress,
+//   const cuuint64_t* globalDim, const cuuint64_t* globalStrides (rank - 1, bytes), const cuuint32_t* boxDim,
+//   const cuuint32_t* elementStrides, interleave, swizzle, l2Promotion, oobFill).
+int cuTensorMapEncodeTiled(void* map, int data_type, unsigned rank, void* address, const uint64_t* dims, const uint64_t* strides,
+    const unsigned* box, const unsigned* element_strides, int interleave, int swizzle, int l2_promotion, int oob_fill)
+{
+    static const int element_bytes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4}; // UINT8 .. TFLOAT32_FTZ
+    if (map == nullptr || (uintptr_t)map % 64 != 0 || data_type < 0 || data_type > 12 || rank == 0 || rank > 5) return InvalidValue;
+    if (interleave < 0 || interleave > 2 || swizzle < 0 || swizzle > 3 || l2_promotion < 0 || l2_promotion > 3 || oob_fill < 0 || oob_fill > 1) return InvalidValue;
+    if (rank > 2 || interleave != 0) return NotSupported; // the emulator's copies: tiled, rank 1 or 2, not interleaved
+    int bytes = element_bytes[data_type];
+    bool is_float = data_type >= 6; // FLOAT16 and later: the float types
+    if (oob_fill == 1 && !is_float) return InvalidValue;
+    if (address == nullptr || (uintptr_t)address % 16 != 0) return InvalidValue;
+    for (unsigned i = 0; i < rank; i++)
+    {
+        if (dims[i] == 0 || dims[i] > (1ull << 32) || box[i] == 0 || box[i] > 256 || element_strides[i] == 0 || element_strides[i] > 8) return InvalidValue;
+        if (i > 0 && (strides[i - 1] % 16 != 0 || strides[i - 1] >= (1ull << 40) || strides[i - 1] < dims[0] * bytes)) return InvalidValue;
+    }
+    uint64_t inner = (uint64_t)box[0] * bytes;
+    if (inner % 16 != 0) return InvalidValue;
+    if (swizzle != 0 && inner > (16u << swizzle)) return InvalidValue; // the inner box fits the swizzle span (32, 64, 128 bytes)
+    emu::TensorMapDescription d{};
+    d.magic = emu::TensorMapDescription::Magic;
+    d.rank = rank;
+    d.element_bytes = (uint32_t)bytes;
+    d.swizzle = (uint32_t)swizzle;
+    d.nan_fill = (uint32_t)oob_fill;
+    d.box[0] = box[0];
+    d.box[1] = rank > 1 ? box[1] : 1;
+    d.element_strides[0] = element_strides[0];
+    d.element_strides[1] = rank > 1 ? element_strides[1] : 1;
+    d.address = (uint64_t)(uintptr_t)address;
+    d.dims[0] = dims[0];
+    d.dims[1] = rank > 1 ? dims[1] : 1;
+    d.row_stride = rank > 1 ? strides[0] : 0;
+    std::memset(map, 0, 128);
+    std::memcpy(map, &d, sizeof d);
     return Success;
 }
 }

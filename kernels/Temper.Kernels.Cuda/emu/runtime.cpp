@@ -1,6 +1,7 @@
 // runtime.cpp: the CUDA emulator's execution of a launch (see include/cuda_emu.h). Each block's threads
 // are fibers on the calling OS thread, scheduled round-robin: a fiber runs until it waits at a
-// barrier or finishes. On x86-64 a fiber switch is fiber_switch below (callee-saved registers, MXCSR and
+// barrier (or an mbarrier, wait_async) or finishes. When none can run, the block's async unit (emulated TMA
+// copies) completes one pending operation, which may complete an mbarrier phase and wake its waiters. On x86-64 a fiber switch is fiber_switch below (callee-saved registers, MXCSR and
 // the x87 control word, no system call); elsewhere ucontext's swapcontext, which also saves the signal
 // mask with a system call per switch and costs about ten times as much. A barrier opens when every live thread of the block (or of the warp) has
 // arrived; threads that returned no longer count, as on sm_70 and later. If no fiber can run while some
@@ -66,7 +67,7 @@ extern "C" char __stop_temper_emu_shared[] __attribute__((weak));
 
 namespace emu {
 namespace {
-enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, AtAsyncWait, Done };
 constexpr size_t StackBytes = 256 * 1024;
 } // namespace
 
@@ -100,6 +101,7 @@ struct Block
     const Kernel* kernel = nullptr;
     void** params = nullptr;
     std::string failure;
+    std::unique_ptr<AsyncUnit> async; // emulated TMA copies in flight, per block
 };
 
 thread_local Thread* current_thread = nullptr;
@@ -119,6 +121,11 @@ int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
 std::shared_ptr<void>& thread_async_state() { return current_thread->async_state; }
 std::shared_ptr<void>& thread_copy_state() { return current_thread->copy_state; }
+void for_each_thread_async_state(const std::function<void(int, std::shared_ptr<void>&)>& visit)
+{
+    for (auto& t : current_block->threads) visit(t.linear, t.async_state);
+}
+std::unique_ptr<AsyncUnit>& block_async_unit() { return current_block->async; }
 size_t dynamic_shared_bytes() { return current_block->shared.size(); }
 size_t shared_offset(const void* p)
 {
@@ -235,15 +242,17 @@ void run_fiber(Thread& t, Block& b)
 
 std::string describe(const Block& b)
 {
-    int block = 0, warp = 0;
+    int block = 0, warp = 0, async = 0;
     for (auto& t : b.threads)
     {
         block += t.state == State::AtBlockBarrier;
         warp += t.state == State::AtWarpBarrier;
+        async += t.state == State::AtAsyncWait;
     }
     return "barrier deadlock in block (" + std::to_string(b.index.x) + "," + std::to_string(b.index.y) + "," + std::to_string(b.index.z)
         + "): " + std::to_string(block) + " threads wait at __syncthreads, " + std::to_string(warp) + " at a warp barrier, "
-        + std::to_string(b.threads.size() - block - warp - (b.threads.size() - b.live)) + " running, " + std::to_string(b.threads.size() - b.live) + " returned";
+        + (async > 0 ? std::to_string(async) + " at an mbarrier (no copy in flight can complete its phase), " : "")
+        + std::to_string(b.threads.size() - block - warp - async - (b.threads.size() - b.live)) + " running, " + std::to_string(b.threads.size() - b.live) + " returned";
 }
 
 std::mutex launches; // one kernel at a time, as one emulated GPU with one stream would look to a test
@@ -320,6 +329,10 @@ void sync_warp()
     wait(State::AtWarpBarrier);
 }
 
+void wait_async() { wait(State::AtAsyncWait); }
+
+void wake_async_waiters() { release(State::AtAsyncWait, -1); }
+
 void trap(const char* why) { throw Trap{why}; }
 
 // Sets the run order for later launches (EmulatorChecks: .NET's Environment.SetEnvironmentVariable does
@@ -366,6 +379,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
         if (__start_temper_emu_shared && __stop_temper_emu_shared)
             std::memset(__start_temper_emu_shared, 0xFF, (size_t)(__stop_temper_emu_shared - __start_temper_emu_shared));
         b.live = (int)n;
+        b.async.reset();
         b.at_block_barrier = 0;
         b.warp_live.assign((n + 31) / 32, 0);
         b.at_warp_barrier.assign((n + 31) / 32, 0);
@@ -392,12 +406,27 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
                 run_fiber(t, b);
                 ran = true;
             }
+            if (!ran && b.async)
+            {
+                // Every thread waits: the async unit (TMA copies in flight) may still complete a phase.
+                current_thread = nullptr;
+                try
+                {
+                    ran = b.async->progress();
+                }
+                catch (const Trap& t)
+                {
+                    current_block = nullptr;
+                    return t.why;
+                }
+            }
             if (!ran)
             {
                 current_block = nullptr;
-                return describe(b);
+                return b.failure.empty() ? describe(b) : b.failure; // a trap first, as it may strand the others
             }
         }
+        if (b.failure.empty() && b.async) b.failure = b.async->at_block_end();
         if (!b.failure.empty())
         {
             current_block = nullptr;

@@ -2,8 +2,9 @@
 // (the CUDA emulator, libtemper_cuda_emu.so: a stand-in for libcuda that the driver bindings load when
 // TEMPER_CUDA_DRIVER names it). build-emu.sh force-includes this header before each .cu.
 // A block's threads are fibers on the launching OS thread (runtime.cpp): one runs until it reaches a
-// barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op), then the next; blocks run one
-// after another. So __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
+// barrier (__syncthreads, __syncwarp, a shuffle, a warp-collective op) or an mbarrier wait (tma_ops.cuh),
+// then the next; blocks run one after another; emulated TMA copies land when no thread can run. So
+// __shared__ variables are plain statics shared by the block's fibers (refilled with NaN
 // bytes before each block, dynamic shared memory too), and a barrier
 // that not every live thread reaches is reported as a deadlock instead of hanging.
 // What it checks: indexing, tiling, partial tiles, barriers and warp data exchange; run under
@@ -15,7 +16,9 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <functional>
 #include <memory>
+#include <string>
 
 #define TEMPER_CUDA_EMU 1
 #define __global__
@@ -24,6 +27,7 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
+#define __grid_constant__
 // Static shared memory: statics gathered in one section, which the runtime fills with 0xFF (NaN as f32 and
 // bf16, -1 as integers) before every block, as a GPU leaves shared memory holding whatever came before:
 // a kernel that reads a shared value it never wrote gets NaN here instead of a lucky zero. Not for statics
@@ -42,6 +46,8 @@ struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 struct alignas(16) int4 { int x, y, z, w; };
 struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(8) int2 { int x, y; };
+inline int2 make_int2(int x, int y) { return {x, y}; }
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
@@ -65,6 +71,25 @@ size_t dynamic_shared_bytes();
 // This thread's state of emulated asynchronous operations still in flight (wgmma_ops.cuh's groups); empty
 // at each block's start.
 std::shared_ptr<void>& thread_async_state();
+// Every thread's async state of this block (thread index, state), e.g. to find wgmmas still reading shared memory.
+void for_each_thread_async_state(const std::function<void(int, std::shared_ptr<void>&)>& visit);
+// The block's emulated asynchronous unit (tma_ops.cuh's TMA copies), created by its first user, dropped at the
+// block's end. The scheduler calls progress() when no thread can run (it completes one pending operation and
+// returns false when none is pending: then the block is deadlocked), and at_block_end() when every thread
+// returned ("" or why the block may not end with what is pending). pending_write(begin, end): whether a pending
+// operation still writes dynamic shared bytes [begin, end).
+struct AsyncUnit
+{
+    virtual ~AsyncUnit() = default;
+    virtual bool progress() = 0;
+    virtual bool pending_write(size_t begin, size_t end) const = 0;
+    virtual std::string at_block_end() const = 0;
+};
+std::unique_ptr<AsyncUnit>& block_async_unit();
+// Suspends this thread until wake_async_waiters() (an mbarrier phase completed): a spinning
+// mbarrier.try_wait lets the other threads and the async unit run. Counted as "at an mbarrier" in a deadlock.
+void wait_async();
+void wake_async_waiters();
 // This thread's cp.async copies not yet waited for (ptx_ops.cuh); empty at each block's start.
 std::shared_ptr<void>& thread_copy_state();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.

@@ -1,7 +1,8 @@
 // emu_selftest.cu: kernels that exercise the CUDA emulator itself (built into libtemper_cuda_emu.so only,
 // never into PTX): EmulatorChecks in Temper.Cuda.Tests runs them to show the emulator's barriers,
 // shuffles, shared and dynamic shared memory behave as the GPU's do, and that a barrier only some
-// threads reach is reported, and wgmma_ops.cuh's emulated wgmma computes a plain product.
+// threads reach is reported, wgmma_ops.cuh's emulated wgmma computes a plain product, and tma_ops.cuh's
+// emulated TMA copy lands the swizzled, zero-filled box only when its mbarrier counts it.
 #include "cuda_emu.h"
 
 // sums[block] = sum of x over the block's slice of n: a warp shuffle reduction, then a shared-memory one.
@@ -84,4 +85,30 @@ extern "C" __global__ void emu_selftest_wgmma(const uint16_t* a, const uint16_t*
     wgmma_wait<0>();
     int w = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     for (int i = 0; i < 64; i++) y[(16 * w + g + 8 * ((i / 2) % 2)) * 128 + 8 * (i / 4) + 2 * t + i % 2] = d[i];
+}
+
+// One TMA copy (tma_ops.cuh) counted by one mbarrier, 64 threads: thread 0 inits the barrier (1 arrival),
+// thread 32 arms it with `expect` bytes and copies the map's box at (c0, c1) to dynamic shared offset 0;
+// warp 0 waits with `parity`, then writes the 2048 shared bytes as they landed (swizzled, zero past the
+// tensor) to out. With expect = the box's bytes and parity 0 that is the box; a wrong expect_tx or parity
+// must deadlock or fail the launch (EmulatorChecks).
+#include "tma_ops.cuh"
+extern "C" __global__ void emu_selftest_tma(const __grid_constant__ TensorMap map, unsigned char* out, int c0, int c1, int expect, int parity)
+{
+    TEMPER_DYNAMIC_SHARED(unsigned char, smem); // 2048 bytes of box, then the barrier
+    uint64_t* bar = reinterpret_cast<uint64_t*>(smem + 2048);
+    if (threadIdx.x == 0)
+    {
+        mbar_init(bar, 1);
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+    if (threadIdx.x == 32)
+    {
+        mbar_arrive_expect_tx(bar, (uint32_t)expect);
+        tma_load_2d(smem, &map, c0, c1, bar);
+    }
+    if (threadIdx.x >= 32) return;
+    mbar_wait(bar, (uint32_t)parity);
+    for (int i = threadIdx.x; i < 2048; i += 32) out[i] = smem[i];
 }
