@@ -1,4 +1,4 @@
-// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores) against a float64 evaluation of causal GQA
+// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores, and with Mma cuda/attention_bf16_mma.cu) against a float64 evaluation of causal GQA
 // attention written here, with q, k and v rounded to bf16 as the kernel rounds them: out[B,Tq,H,D] and
 // lse[B,H,Tq] for D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
 // KvLength < S (chunked prefill), a key mask that hides every key of some queries (zeros, lse -inf),
@@ -120,15 +120,24 @@ public class CudaAttentionChecks
         }
     }
 
+    // (d, b, tq, h, s, hkv, kvLength, queryOffset, keys, unaligned), each run by both forward kernels.
+    private static readonly object[][] ForwardCases =
+    [
+        [64, 1, 100, 4, 100, 2, 100, 0, Keys.All, false], // GQA, Tq = 64 + 36
+        [128, 1, 70, 4, 70, 2, 70, 0, Keys.All, false],
+        [64, 2, 30, 2, 128, 1, 100, 70, Keys.All, false], // queries at 70..99 of a 128-row cache filled to 100
+        [64, 2, 30, 2, 128, 1, 100, 70, Keys.All, true], // the same from addresses 4 bytes past 16-byte alignment: element loads
+        [64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false], // batch 1's first 20 queries see no key
+        [64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false],
+        [128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false],
+    ];
+
+    /// <summary>ForwardCases for attention_bf16.cu (mma false) and attention_bf16_mma.cu (mma true).</summary>
+    public static IEnumerable<object[]> ForwardCasesOfBothKernels => from c in ForwardCases from mma in new[] { false, true } select (object[])[.. c, mma];
+
     [Theory]
-    [InlineData(64, 1, 100, 4, 100, 2, 100, 0, Keys.All, false)] // GQA, Tq = 64 + 36
-    [InlineData(128, 1, 70, 4, 70, 2, 70, 0, Keys.All, false)]
-    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, false)] // queries at 70..99 of a 128-row cache filled to 100
-    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, true)] // the same from addresses 4 bytes past 16-byte alignment: element loads
-    [InlineData(64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false)] // batch 1's first 20 queries see no key
-    [InlineData(64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false)]
-    [InlineData(128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false)]
-    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned)
+    [MemberData(nameof(ForwardCasesOfBothKernels))]
+    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned, bool mma)
     {
         using var device = Gpu.OpenForKernels();
         var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d));
@@ -149,7 +158,7 @@ public class CudaAttentionChecks
         using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, b * h * tq).ToArray());
         using var dMask = mask != null ? device.Upload<int>(mask) : null;
         using var dSeg = seg != null ? device.Upload<int>(seg) : null;
-        using var attention = new CudaAttention(device);
+        using var attention = new CudaAttention(device) { Mma = mma };
         attention.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, a);
         device.Synchronize();
         Close(device.Download<float>(dOut), device.Download<float>(dLse), expected);

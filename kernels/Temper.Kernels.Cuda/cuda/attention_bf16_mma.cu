@@ -1,0 +1,340 @@
+// attention_bf16_mma.cu: causal GQA attention forward (FlashAttention-2) with S, P and O in registers, on
+// mma.sync m16n8k16 (cuda/ptx_ops.cuh). The contract of attention_bf16.cu's forward, argument for argument:
+//   attention_bf16_mma_forward_d64, attention_bf16_mma_forward_d128 (the head dim D as a constant):
+//   q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength rows used) -> out[B,Tq,H,D], lse[B,H,Tq] (optional),
+//   all f32 in global memory. Query i of batch b sits at position QueryOffset + i and sees key j when
+//   j <= that position, j < KvLength, mask[b,j] != 0 (mask [B,KvLength], optional) and segment[b,j] ==
+//   segment[b,position] (segments [B,KvLength], optional); head h reads kv head h / (H/Hkv).
+//   out = softmax(scale q k^T) v over the visible keys, lse = max + log(sum) (natural log); a query that sees
+//   no key gets zeros and lse = -inf. q, k, v are rounded to bf16 as they are staged; P is rounded to bf16 for
+//   P V; sums and softmax f32 (the rounding of attention_bf16.cu).
+// Tiling: one block of 8 warps per (b, h, 128 queries), the last query tiles (the most keys) first; each warp
+// owns 16 query rows. Key tiles of 64 up to the causal bound of the block's last query.
+// Why 128 queries a block: every block reads its K and V tiles as f32 from global memory (L2) and converts
+// them, so 128 rows halve that traffic and conversion work against 64 rows (at B4 H16 T2048 D64 a 64-row grid
+// reads ~1 GB of K/V from L2 per forward); 8 warps also hide each other's softmax behind their mma.sync.
+// Why 64 keys a tile: S is then 32 f32 registers a lane (8 m16n8 tiles), the next tile's f32 K (or V) 16
+// (D = 64) or 32 (D = 128) registers a thread, which keeps D = 64 within 128 registers (2 blocks, 16 warps an
+// SM) and D = 128 within 255 without spills.
+// Registers and shared memory per block (ptxas 11.8 -v; sm_80 and sm_90 alike): see the table at the end.
+// Per warp: the Q fragments (16 x D bf16, D/4 registers) are loaded once by ldmatrix from the staged Q tile and
+// kept; per key tile S = Q K^T by mma.sync (K by ldmatrix, non-transposed: the K rows are B's columns), the
+// online softmax on the S accumulators (a lane holds rows g = lane / 4 and g + 8, the 4 lanes of a quad share a
+// row: row max and sum by __shfl_xor_sync over 1 and 2; exp2 of scores times scale log2 e, one FFMA each;
+// masked -> -inf, an empty row keeps p = 0); P goes straight from the accumulators into A fragments (the C
+// layout of two m16n8 tiles is the A layout of one m16n8k16: a = {S[2kk][0,1], S[2kk][2,3], S[2kk+1][0,1],
+// S[2kk+1][2,3]}); O (D/8 m16n8 accumulators) is multiplied by alpha = exp2(m_old - m_new) in registers; then
+// O += P V with V through ldmatrix .trans. Epilogue: out = O / l, lse = m ln 2 + log l (quad-summed l).
+// Staging (all threads): f32 rows -> bf16 [64][D + 8] tiles (rows padded by 8: ldmatrix reads 8 rows of 16
+// bytes in distinct banks), two buffers. Tile t + 1's f32 K is loaded into registers before S of tile t and
+// stored into the other buffer after it, its V loaded before the softmax and stored after P V, so the global
+// loads overlap the products with one barrier per tile (at the top: tile t is staged, every warp is done with
+// tile t - 1, whose buffer is then free). The Q tile (128 rows) first lies in buffer 1, free once every warp
+// holds its fragments (the first barrier). A negative scale negates Q as it is staged (exact in bf16), so the
+// row max is taken on raw scores and scaled once. Per-key mask and segment flags ride along with their tile.
+// A warp whose rows all precede the tile (causal) skips its products but still stages.
+// Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaAttentionChecks (both kernels).
+#include "attention_common.cuh"
+#include "ptx_ops.cuh"
+
+namespace {
+constexpr float LN2 = 0.6931471805599453f;
+constexpr int NWARPS = 8, QROWS = 16 * NWARPS, NTHREADS = 32 * NWARPS;
+
+// Byte offsets in dynamic shared memory. Two buffers of one K and one V tile (bf16 [KEYS][LD] each); the Q
+// tile (bf16 [QROWS][LD]) is buffer 1 at first; then per buffer the keys' mask flags and segments (int).
+template <int D> struct MmaLayout
+{
+    static constexpr int KEYS = D == 64 ? 64 : 32; // keys a tile
+    static constexpr int LD = D + 8;
+    static constexpr int KV = 2 * KEYS * LD * 2;
+    static constexpr int Q = KV;
+    static constexpr int FLAGS = 2 * KV > Q + QROWS * LD * 2 ? 2 * KV : Q + QROWS * LD * 2;
+    static constexpr int KEY_OK = FLAGS, KEY_SEG = FLAGS + 2 * KEYS * 4;
+    static constexpr int BYTES = KEY_SEG + 2 * KEYS * 4; // CudaAttention.MmaSharedBytes says the same
+    static constexpr int LOADS = KEYS * D / 4 / NTHREADS; // float4 a thread per K (or V) tile
+};
+
+static_assert(MmaLayout<64>::BYTES == 37888 && MmaLayout<128>::BYTES == 52736, "CudaAttention.MmaSharedBytes knows these sizes");
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// x[p] = src rows (stride floats apart) as float4, p-th of this thread's; zeros for rows >= rows.
+template <int D, int N>
+__device__ __forceinline__ void load_rows(float4 (&x)[N], const float* __restrict__ src, long stride, int rows, bool vec)
+{
+#pragma unroll
+    for (int p = 0; p < N; p++)
+    {
+        int f = threadIdx.x + p * NTHREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
+        x[p] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < rows)
+        {
+            const float* s = src + r * stride + c;
+            x[p] = vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
+        }
+    }
+}
+
+// The rows load_rows read, times sign, as bf16 into dst[r][c] (row stride D + 8).
+template <int D, int N>
+__device__ __forceinline__ void store_rows(__nv_bfloat16* dst, const float4 (&x)[N], float sign = 1.0f)
+{
+#pragma unroll
+    for (int p = 0; p < N; p++)
+    {
+        int f = threadIdx.x + p * NTHREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
+        uint2 w;
+        w.x = pack_bf16(x[p].x * sign, x[p].y * sign);
+        w.y = pack_bf16(x[p].z * sign, x[p].w * sign);
+        *reinterpret_cast<uint2*>(dst + r * (D + 8) + c) = w;
+    }
+}
+
+// Key j0 + tid's mask flag and segment (thread tid < KEYS), for the flags of its tile.
+template <int KEYS>
+__device__ __forceinline__ void load_key_flags(int& ok, int& seg, const int* __restrict__ mask, const int* __restrict__ segments,
+    int b, int kvLength, int j0)
+{
+    int tid = threadIdx.x, j = j0 + tid;
+    bool in = tid < KEYS && j < kvLength;
+    ok = in && (!mask || mask[(long)b * kvLength + j] != 0) ? 1 : 0;
+    seg = in && segments ? segments[(long)b * kvLength + j] : 0;
+}
+
+template <int D>
+__device__ __forceinline__ void attention_mma_forward(
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
+    float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
+    int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
+{
+    using L = MmaLayout<D>;
+    constexpr int KEYS = L::KEYS, LD = L::LD, KD = D / 16, NS = KEYS / 8, NO = D / 8;
+    TEMPER_DYNAMIC_SHARED(unsigned char, smem);
+    if (sharedBytes < L::BYTES) __trap(); // the launcher's size and this layout disagree
+    int* keyOk = reinterpret_cast<int*>(smem + L::KEY_OK);   // [2][KEYS]
+    int* keySeg = reinterpret_cast<int*>(smem + L::KEY_SEG); // [2][KEYS]
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    const int bhCount = batch * heads, tiles = (tq + QROWS - 1) / QROWS;
+    const int tile = tiles - 1 - (int)(blockIdx.x / bhCount), bh = blockIdx.x % bhCount;
+    const int b = bh / heads, h = bh % heads, kh = h / (heads / kvHeads);
+    const int i0 = tile * QROWS, rows = min(QROWS, tq - i0);
+    const long qRow = (long)heads * D, kRow = (long)kvHeads * D;
+    const long kvOffset = ((long)b * s * kvHeads + kh) * D;
+    const bool vec = aligned16(q) && aligned16(k) && aligned16(v); // rows are then 16-byte aligned (D % 4 == 0)
+    const bool flags = mask != nullptr || segments != nullptr;
+    const int keyEnd = min(kvLength, queryOffset + i0 + rows); // past the block's last query: nothing visible
+    const int keyTiles = (keyEnd + KEYS - 1) / KEYS;
+
+    // This lane's rows warp * 16 + g and + 8: positions and segments.
+    const int wFirst = warp * 16, posFirst = queryOffset + i0 + wFirst;
+    int pos[2], seg[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+    {
+        int i = wFirst + g + 8 * r;
+        pos[r] = queryOffset + i0 + i;
+        seg[r] = segments && i < rows ? segments[(long)b * kvLength + pos[r]] : 0;
+    }
+
+    // Stage Q (into buffer 1) and key tile 0 (buffer 0).
+    {
+        float4 x[QROWS * D / 4 / NTHREADS];
+        load_rows<D>(x, q + ((long)(b * tq + i0) * heads + h) * D, qRow, rows, vec);
+        store_rows<D>(reinterpret_cast<__nv_bfloat16*>(smem + L::Q), x, scale < 0.0f ? -1.0f : 1.0f);
+    }
+    float4 kx[L::LOADS], vx[L::LOADS];
+    int okx = 0, segx = 0;
+    if (keyTiles > 0)
+    {
+        __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem);
+        load_rows<D>(kx, k + kvOffset, kRow, min(KEYS, kvLength), vec);
+        load_rows<D>(vx, v + kvOffset, kRow, min(KEYS, kvLength), vec);
+        store_rows<D>(sK, kx);
+        store_rows<D>(sK + KEYS * LD, vx);
+        if (flags && tid < KEYS)
+        {
+            load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, 0);
+            keyOk[tid] = okx;
+            keySeg[tid] = segx;
+        }
+    }
+    __syncthreads();
+    uint32_t qf[KD][4]; // A fragments of the warp's 16 rows, 16 columns each
+    {
+        const __nv_bfloat16* sQ = reinterpret_cast<const __nv_bfloat16*>(smem + L::Q);
+        const __nv_bfloat16* row = sQ + (wFirst + lane % 8 + (lane / 8 % 2) * 8) * LD + (lane / 16) * 8;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) ldmatrix_x4(qf[kk], row + kk * 16);
+    }
+
+    float o[NO][4];
+#pragma unroll
+    for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mRow[2] = {-INFINITY, -INFINITY}, lRow[2] = {0.0f, 0.0f}; // max in units of log2; this lane's part of the sum
+    const float scale2 = fmaxf(fabsf(scale) * LOG2E, 1e-30f);     // > 0, so max(s) scale2 = max(s scale2); -inf stays -inf
+
+    for (int jt = 0; jt < keyTiles; jt++)
+    {
+        const int j0 = jt * KEYS, buf = jt & 1;
+        __syncthreads(); // tile jt is staged; every warp is done with tile jt - 1 (and the Q tile): buffer buf ^ 1 is free
+        const bool next = jt + 1 < keyTiles;
+        const int jn = j0 + KEYS, nextKeys = min(KEYS, kvLength - jn);
+        __nv_bfloat16* nextK = reinterpret_cast<__nv_bfloat16*>(smem + (buf ^ 1) * L::KV);
+        const __nv_bfloat16* sK = reinterpret_cast<const __nv_bfloat16*>(smem + buf * L::KV);
+        const __nv_bfloat16* sV = sK + KEYS * LD;
+        if (next)
+        {
+            load_rows<D>(kx, k + kvOffset + jn * kRow, kRow, nextKeys, vec);
+            if (flags) load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, jn);
+        }
+        const bool skip = j0 > posFirst + 15 || wFirst >= rows; // no row of this warp sees a key of the tile
+
+        // S = Q K^T: n-tile pair np covers keys 16 np .. 16 np + 15.
+        float sc[NS][4];
+#pragma unroll
+        for (int n = 0; n < NS; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        if (!skip)
+        {
+            const __nv_bfloat16* kRowPtr = sK + ((lane / 16) * 8 + lane % 8) * LD + (lane / 8 % 2) * 8;
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+                for (int np = 0; np < NS / 2; np++)
+                {
+                    uint32_t kb[4];
+                    ldmatrix_x4(kb, kRowPtr + np * 16 * LD + kk * 16);
+                    mma_bf16_16816(sc[2 * np], qf[kk], kb);
+                    mma_bf16_16816(sc[2 * np + 1], qf[kk], kb + 2);
+                }
+        }
+        if (next)
+        {
+            store_rows<D>(nextK, kx);
+            load_rows<D>(vx, v + kvOffset + jn * kRow, kRow, nextKeys, vec);
+        }
+
+        if (!skip)
+        {
+            // Hidden keys -> -inf, only in tiles where some key may be hidden from some row of the warp.
+            if (flags || j0 + KEYS > kvLength || j0 + KEYS - 1 > posFirst)
+            {
+#pragma unroll
+                for (int n = 0; n < NS; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                    {
+                        int c = n * 8 + 2 * t + (e & 1), j = j0 + c, r = e >> 1;
+                        bool visible = j <= pos[r] && j < kvLength;
+                        if (flags) visible = visible && keyOk[buf * KEYS + c] != 0 && keySeg[buf * KEYS + c] == seg[r];
+                        if (!visible) sc[n][e] = -INFINITY;
+                    }
+            }
+
+            // Online softmax, rows r = 0 (g) and 1 (g + 8); the quad's 4 lanes hold a row's 64 columns.
+            float alpha[2], mUse[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+            {
+                float x = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < NS; n++) x = fmaxf(x, fmaxf(sc[n][2 * r], sc[n][2 * r + 1]));
+                x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
+                x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
+                const float mNew = fmaxf(mRow[r], x * scale2);
+                alpha[r] = mNew == -INFINITY ? 1.0f : exp2f(mRow[r] - mNew);
+                mUse[r] = mNew == -INFINITY ? 0.0f : mNew; // a row that has seen nothing yet: p = 0
+                mRow[r] = mNew;
+            }
+            float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int n = 0; n < NS; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                {
+                    sc[n][e] = exp2f(fmaf(sc[n][e], scale2, -mUse[e >> 1]));
+                    sum[e >> 1] += sc[n][e];
+                }
+#pragma unroll
+            for (int r = 0; r < 2; r++) lRow[r] = lRow[r] * alpha[r] + sum[r];
+#pragma unroll
+            for (int n = 0; n < NO; n++)
+            {
+                o[n][0] *= alpha[0];
+                o[n][1] *= alpha[0];
+                o[n][2] *= alpha[1];
+                o[n][3] *= alpha[1];
+            }
+
+            // O += P V: keys 16 kk .. 16 kk + 15; d-tile pair dp covers columns 16 dp .. 16 dp + 15.
+            const __nv_bfloat16* vRowPtr = sV + (lane / 8 % 2 * 8 + lane % 8) * LD + (lane / 16) * 8;
+#pragma unroll
+            for (int kk = 0; kk < KEYS / 16; kk++)
+            {
+                const uint32_t pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
+                    pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+                for (int dp = 0; dp < D / 16; dp++)
+                {
+                    uint32_t vb[4];
+                    ldmatrix_x4_trans(vb, vRowPtr + kk * 16 * LD + dp * 16);
+                    mma_bf16_16816(o[2 * dp], pa, vb);
+                    mma_bf16_16816(o[2 * dp + 1], pa, vb + 2);
+                }
+            }
+        }
+        if (next)
+        {
+            store_rows<D>(nextK + KEYS * LD, vx);
+            if (flags && tid < KEYS)
+            {
+                keyOk[(buf ^ 1) * KEYS + tid] = okx;
+                keySeg[(buf ^ 1) * KEYS + tid] = segx;
+            }
+        }
+    }
+
+    // Epilogue: out = O / l (0 for a query that saw nothing), lse = m ln 2 + log l (-inf then).
+    const bool pairs = ((uintptr_t)out & 7) == 0;
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+    {
+        float l = lRow[r];
+        l += __shfl_xor_sync(FULL, l, 1);
+        l += __shfl_xor_sync(FULL, l, 2);
+        const int i = wFirst + g + 8 * r;
+        if (i >= rows) continue;
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        float* dst = out + ((long)(b * tq + i0 + i) * heads + h) * D + 2 * t;
+#pragma unroll
+        for (int n = 0; n < NO; n++)
+        {
+            float x0 = o[n][2 * r] * inv, x1 = o[n][2 * r + 1] * inv;
+            if (pairs) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(x0, x1);
+            else dst[n * 8] = x0, dst[n * 8 + 1] = x1;
+        }
+        if (lse && t == 0) lse[((long)b * heads + h) * tq + i0 + i] = l > 0.0f ? mRow[r] * LN2 + logf(l) : -INFINITY;
+    }
+}
+} // namespace
+
+extern "C" __global__ void __launch_bounds__(NTHREADS, 1) attention_bf16_mma_forward_d64(
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
+    float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
+    int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
+{
+    attention_mma_forward<64>(q, k, v, out, lse, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+}
+
+extern "C" __global__ void __launch_bounds__(NTHREADS, 1) attention_bf16_mma_forward_d128(
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
+    float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
+    int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
+{
+    attention_mma_forward<128>(q, k, v, out, lse, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+}
