@@ -81,8 +81,11 @@ for step in "$@"; do
     decode-graph-8b) run decode-graph-8b 240 temper bench decode --graph --shape llama-3.1-8b --prompt-len 128 --tokens 128 --profile ;;
     ptx-1b-gc) run temper-1b-ptx-gc 300 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx --gradient-checkpointing
                run peer-1b-gc 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 --gradient-checkpointing ;;
-    ptx-attention) run ptx-attention-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
-         run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx; do temper bench attention --device cuda --kernels $k --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
+    ptx-attention) # the GPU's ptxas on the register-resident forward first (registers, spills: attention_bf16_mma.cu's table)
+         run ptx-attention-ptxas 60 bash -c 'for a in sm_90 sm_80; do ptxas -arch=$a -v kernels/Temper.Kernels.Cuda/Ptx/attention_bf16_mma.ptx -o /tmp/attention_mma_$a.cubin; done'
+         run ptx-attention-checks 120 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionChecks" -class "*CudaAttentionBackwardChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*" && TEMPER_ATTENTION_MMA=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
+         # ptx-mma: the forward on attention_bf16_mma.cu (TEMPER_ATTENTION_MMA=1), beside the WMMA one and PyTorch's SDPA
+         run ptx-attention-bench 240 bash -c 'for k in ilgpu ptx ptx-mma; do echo "== kernels $k (ms, GFLOP/s)"; TEMPER_ATTENTION_MMA=$([ $k = ptx-mma ] && echo 1 || echo 0) temper bench attention --device cuda --kernels ${k%-mma} --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
     ptx-paged) run ptx-paged-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaPagedAttentionChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPagedAttentionPtxRoutingChecks"'
          for k in ilgpu ptx; do run ptx-paged-serve-$k 120 temper bench serve --device cuda --kernels $k --requests 32 --prompt-len 512 --tokens 64 --adapters 0; done ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10

@@ -63,6 +63,18 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
     return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// 2^x by ex2.approx.ftz (one MUFU op; exp2f's non-ftz ex2 adds a denormal fix-up around it): p < 2^-126 -> 0.
+__device__ __forceinline__ float exp2_ftz(float x)
+{
+#ifdef TEMPER_CUDA_EMU
+    return exp2f(x);
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#endif
+}
+
 // x[p] = src rows (stride floats apart) as float4, p-th of this thread's; zeros for rows >= rows.
 template <int D, int N>
 __device__ __forceinline__ void load_rows(float4 (&x)[N], const float* __restrict__ src, long stride, int rows, bool vec)
@@ -247,7 +259,7 @@ __device__ __forceinline__ void attention_mma_forward(
                 x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
                 x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
                 const float mNew = fmaxf(mRow[r], x * scale2);
-                alpha[r] = mNew == -INFINITY ? 1.0f : exp2f(mRow[r] - mNew);
+                alpha[r] = mNew == -INFINITY ? 1.0f : exp2_ftz(mRow[r] - mNew);
                 mUse[r] = mNew == -INFINITY ? 0.0f : mNew; // a row that has seen nothing yet: p = 0
                 mRow[r] = mNew;
             }
@@ -257,7 +269,7 @@ __device__ __forceinline__ void attention_mma_forward(
 #pragma unroll
                 for (int e = 0; e < 4; e++)
                 {
-                    sc[n][e] = exp2f(fmaf(sc[n][e], scale2, -mUse[e >> 1]));
+                    sc[n][e] = exp2_ftz(fmaf(sc[n][e], scale2, -mUse[e >> 1]));
                     sum[e >> 1] += sc[n][e];
                 }
 #pragma unroll
