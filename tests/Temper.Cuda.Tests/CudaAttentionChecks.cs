@@ -1,4 +1,4 @@
-// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores, and with Mma cuda/attention_bf16_mma.cu) against a float64 evaluation of causal GQA
+// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores, and cuda/attention_bf16_mma.cu's kernels) against a float64 evaluation of causal GQA
 // attention written here, with q, k and v rounded to bf16 as the kernel rounds them: out[B,Tq,H,D] and
 // lse[B,H,Tq] for D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
 // KvLength < S (chunked prefill), a key mask that hides every key of some queries (zeros, lse -inf),
@@ -132,12 +132,16 @@ public class CudaAttentionChecks
         [128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false],
     ];
 
-    /// <summary>ForwardCases for attention_bf16.cu (mma false) and attention_bf16_mma.cu (mma true).</summary>
-    public static IEnumerable<object[]> ForwardCasesOfBothKernels => from c in ForwardCases from mma in new[] { false, true } select (object[])[.. c, mma];
+    /// <summary>ForwardCases for attention_bf16.cu (Wmma) and attention_bf16_mma.cu (Mma, MmaTwoRowTiles: D = 64 only).</summary>
+    public static IEnumerable<object[]> ForwardCasesOfEveryKernel =>
+        from c in ForwardCases
+        from kernel in Enum.GetValues<CudaAttention.ForwardKernel>()
+        where kernel != CudaAttention.ForwardKernel.MmaTwoRowTiles || (int)c[0] == 64
+        select (object[])[.. c, kernel];
 
     [Theory]
-    [MemberData(nameof(ForwardCasesOfBothKernels))]
-    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned, bool mma)
+    [MemberData(nameof(ForwardCasesOfEveryKernel))]
+    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned, CudaAttention.ForwardKernel kernel)
     {
         using var device = Gpu.OpenForKernels();
         var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d));
@@ -158,7 +162,7 @@ public class CudaAttentionChecks
         using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, b * h * tq).ToArray());
         using var dMask = mask != null ? device.Upload<int>(mask) : null;
         using var dSeg = seg != null ? device.Upload<int>(seg) : null;
-        using var attention = new CudaAttention(device) { Mma = mma };
+        using var attention = new CudaAttention(device) { Kernel = kernel };
         attention.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, a);
         device.Synchronize();
         Close(device.Download<float>(dOut), device.Download<float>(dLse), expected);

@@ -39,28 +39,34 @@
 
 namespace {
 constexpr float LN2 = 0.6931471805599453f;
-constexpr int NWARPS = 8, QROWS = 16 * NWARPS, NTHREADS = 32 * NWARPS;
+constexpr int QROWS = 128; // queries a block
 
-// Byte offsets in dynamic shared memory. Two buffers of one K and one V tile (bf16 [KEYS][LD] each); the Q
-// tile (bf16 [QROWS][LD]) is buffer 1 at first; then per buffer the keys' mask flags and segments (int).
-template <int D> struct MmaLayout
+// A kernel's shape: MT m16 row tiles a warp (16 MT query rows), so 8 / MT warps a block, and KEYS keys a tile.
+// Byte offsets in dynamic shared memory: two buffers of one K and one V tile (bf16 [KEYS][LD] each); the Q tile
+// (bf16 [QROWS][LD]) from buffer 1 on at first; then per buffer the keys' mask flags and segments (int).
+template <int D, int MT, int KEYS_> struct MmaConfig
 {
-    static constexpr int KEYS = D == 64 ? 64 : 32; // keys a tile
+    static constexpr int KEYS = KEYS_, WARPS = 8 / MT, THREADS = 32 * WARPS, WROWS = 16 * MT;
     static constexpr int LD = D + 8;
     static constexpr int KV = 2 * KEYS * LD * 2;
     static constexpr int Q = KV;
     static constexpr int FLAGS = 2 * KV > Q + QROWS * LD * 2 ? 2 * KV : Q + QROWS * LD * 2;
     static constexpr int KEY_OK = FLAGS, KEY_SEG = FLAGS + 2 * KEYS * 4;
     static constexpr int BYTES = KEY_SEG + 2 * KEYS * 4; // CudaAttention.MmaSharedBytes says the same
-    static constexpr int LOADS = KEYS * D / 4 / NTHREADS; // float4 a thread per K (or V) tile
+    static constexpr int LOADS = KEYS * D / 4 / THREADS; // float4 a thread per K (or V) tile
 };
 
-static_assert(MmaLayout<64>::BYTES == 37888 && MmaLayout<128>::BYTES == 52736, "CudaAttention.MmaSharedBytes knows these sizes");
+using D64 = MmaConfig<64, 1, 64>;    // attention_bf16_mma_forward_d64
+using D64x2 = MmaConfig<64, 2, 32>;  // attention_bf16_mma_forward_d64_x2
+using D128 = MmaConfig<128, 1, 32>;  // attention_bf16_mma_forward_d128
+static_assert(D64::BYTES == 37888 && D64x2::BYTES == 28160 && D128::BYTES == 52736, "CudaAttention.MmaSharedBytes knows these sizes");
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&v);
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    return bits;
 }
 
 // 2^x by ex2.approx.ftz (one MUFU op; exp2f's non-ftz ex2 adds a denormal fix-up around it): p < 2^-126 -> 0.
@@ -75,14 +81,14 @@ __device__ __forceinline__ float exp2_ftz(float x)
 #endif
 }
 
-// x[p] = src rows (stride floats apart) as float4, p-th of this thread's; zeros for rows >= rows.
-template <int D, int N>
+// x[p] = src rows (stride floats apart) as float4, p-th of this thread's (THREADS threads); zeros for rows >= rows.
+template <int D, int THREADS, int N>
 __device__ __forceinline__ void load_rows(float4 (&x)[N], const float* __restrict__ src, long stride, int rows, bool vec)
 {
 #pragma unroll
     for (int p = 0; p < N; p++)
     {
-        int f = threadIdx.x + p * NTHREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
+        int f = threadIdx.x + p * THREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
         x[p] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (r < rows)
         {
@@ -93,13 +99,13 @@ __device__ __forceinline__ void load_rows(float4 (&x)[N], const float* __restric
 }
 
 // The rows load_rows read, times sign, as bf16 into dst[r][c] (row stride D + 8).
-template <int D, int N>
+template <int D, int THREADS, int N>
 __device__ __forceinline__ void store_rows(__nv_bfloat16* dst, const float4 (&x)[N], float sign = 1.0f)
 {
 #pragma unroll
     for (int p = 0; p < N; p++)
     {
-        int f = threadIdx.x + p * NTHREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
+        int f = threadIdx.x + p * THREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
         uint2 w;
         w.x = pack_bf16(x[p].x * sign, x[p].y * sign);
         w.y = pack_bf16(x[p].z * sign, x[p].w * sign);
@@ -118,18 +124,18 @@ __device__ __forceinline__ void load_key_flags(int& ok, int& seg, const int* __r
     seg = in && segments ? segments[(long)b * kvLength + j] : 0;
 }
 
-template <int D>
+template <int D, class C>
 __device__ __forceinline__ void attention_mma_forward(
     const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
     float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
     int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
 {
-    using L = MmaLayout<D>;
-    constexpr int KEYS = L::KEYS, LD = L::LD, KD = D / 16, NS = KEYS / 8, NO = D / 8;
+    constexpr int MT = C::WROWS / 16, KEYS = C::KEYS, THREADS = C::THREADS, LD = C::LD;
+    constexpr int KD = D / 16, NS = KEYS / 8, NO = D / 8;
     TEMPER_DYNAMIC_SHARED(unsigned char, smem);
-    if (sharedBytes < L::BYTES) __trap(); // the launcher's size and this layout disagree
-    int* keyOk = reinterpret_cast<int*>(smem + L::KEY_OK);   // [2][KEYS]
-    int* keySeg = reinterpret_cast<int*>(smem + L::KEY_SEG); // [2][KEYS]
+    if (sharedBytes < C::BYTES) __trap(); // the launcher's size and this layout disagree
+    int* keyOk = reinterpret_cast<int*>(smem + C::KEY_OK);   // [2][KEYS]
+    int* keySeg = reinterpret_cast<int*>(smem + C::KEY_SEG); // [2][KEYS]
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
     const int bhCount = batch * heads, tiles = (tq + QROWS - 1) / QROWS;
@@ -143,32 +149,34 @@ __device__ __forceinline__ void attention_mma_forward(
     const int keyEnd = min(kvLength, queryOffset + i0 + rows); // past the block's last query: nothing visible
     const int keyTiles = (keyEnd + KEYS - 1) / KEYS;
 
-    // This lane's rows warp * 16 + g and + 8: positions and segments.
-    const int wFirst = warp * 16, posFirst = queryOffset + i0 + wFirst;
-    int pos[2], seg[2];
+    // This lane's rows: wFirst + 16 mt + g + 8 r (m-tile mt, r = 0, 1): positions and segments.
+    const int wFirst = warp * C::WROWS, posFirst = queryOffset + i0 + wFirst;
+    int pos[MT][2], seg[MT][2];
 #pragma unroll
-    for (int r = 0; r < 2; r++)
-    {
-        int i = wFirst + g + 8 * r;
-        pos[r] = queryOffset + i0 + i;
-        seg[r] = segments && i < rows ? segments[(long)b * kvLength + pos[r]] : 0;
-    }
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+        {
+            int i = wFirst + 16 * mt + g + 8 * r;
+            pos[mt][r] = queryOffset + i0 + i;
+            seg[mt][r] = segments && i < rows ? segments[(long)b * kvLength + pos[mt][r]] : 0;
+        }
 
-    // Stage Q (into buffer 1) and key tile 0 (buffer 0).
+    // Stage Q (from buffer 1 on) and key tile 0 (buffer 0).
     {
-        float4 x[QROWS * D / 4 / NTHREADS];
-        load_rows<D>(x, q + ((long)(b * tq + i0) * heads + h) * D, qRow, rows, vec);
-        store_rows<D>(reinterpret_cast<__nv_bfloat16*>(smem + L::Q), x, scale < 0.0f ? -1.0f : 1.0f);
+        float4 x[QROWS * D / 4 / THREADS];
+        load_rows<D, THREADS>(x, q + ((long)(b * tq + i0) * heads + h) * D, qRow, rows, vec);
+        store_rows<D, THREADS>(reinterpret_cast<__nv_bfloat16*>(smem + C::Q), x, scale < 0.0f ? -1.0f : 1.0f);
     }
-    float4 kx[L::LOADS], vx[L::LOADS];
+    float4 kx[C::LOADS], vx[C::LOADS];
     int okx = 0, segx = 0;
     if (keyTiles > 0)
     {
         __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem);
-        load_rows<D>(kx, k + kvOffset, kRow, min(KEYS, kvLength), vec);
-        load_rows<D>(vx, v + kvOffset, kRow, min(KEYS, kvLength), vec);
-        store_rows<D>(sK, kx);
-        store_rows<D>(sK + KEYS * LD, vx);
+        load_rows<D, THREADS>(kx, k + kvOffset, kRow, min(KEYS, kvLength), vec);
+        load_rows<D, THREADS>(vx, v + kvOffset, kRow, min(KEYS, kvLength), vec);
+        store_rows<D, THREADS>(sK, kx);
+        store_rows<D, THREADS>(sK + KEYS * LD, vx);
         if (flags && tid < KEYS)
         {
             load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, 0);
@@ -177,19 +185,27 @@ __device__ __forceinline__ void attention_mma_forward(
         }
     }
     __syncthreads();
-    uint32_t qf[KD][4]; // A fragments of the warp's 16 rows, 16 columns each
-    {
-        const __nv_bfloat16* sQ = reinterpret_cast<const __nv_bfloat16*>(smem + L::Q);
-        const __nv_bfloat16* row = sQ + (wFirst + lane % 8 + (lane / 8 % 2) * 8) * LD + (lane / 16) * 8;
+    uint32_t qf[MT][KD][4]; // A fragments of the warp's rows, 16 columns each
 #pragma unroll
-        for (int kk = 0; kk < KD; kk++) ldmatrix_x4(qf[kk], row + kk * 16);
+    for (int mt = 0; mt < MT; mt++)
+    {
+        const __nv_bfloat16* sQ = reinterpret_cast<const __nv_bfloat16*>(smem + C::Q);
+        const __nv_bfloat16* row = sQ + (wFirst + 16 * mt + lane % 8 + (lane / 8 % 2) * 8) * LD + (lane / 16) * 8;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) ldmatrix_x4(qf[mt][kk], row + kk * 16);
     }
 
-    float o[NO][4];
+    float o[MT][NO][4];
+    float mRow[MT][2], lRow[MT][2]; // max in units of log2; this lane's part of the sum
 #pragma unroll
-    for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float mRow[2] = {-INFINITY, -INFINITY}, lRow[2] = {0.0f, 0.0f}; // max in units of log2; this lane's part of the sum
-    const float scale2 = fmaxf(fabsf(scale) * LOG2E, 1e-30f);     // > 0, so max(s) scale2 = max(s scale2); -inf stays -inf
+    for (int mt = 0; mt < MT; mt++)
+    {
+#pragma unroll
+        for (int n = 0; n < NO; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+        mRow[mt][0] = mRow[mt][1] = -INFINITY;
+        lRow[mt][0] = lRow[mt][1] = 0.0f;
+    }
+    const float scale2 = fmaxf(fabsf(scale) * LOG2E, 1e-30f); // > 0, so max(s) scale2 = max(s scale2); -inf stays -inf
 
     for (int jt = 0; jt < keyTiles; jt++)
     {
@@ -197,20 +213,22 @@ __device__ __forceinline__ void attention_mma_forward(
         __syncthreads(); // tile jt is staged; every warp is done with tile jt - 1 (and the Q tile): buffer buf ^ 1 is free
         const bool next = jt + 1 < keyTiles;
         const int jn = j0 + KEYS, nextKeys = min(KEYS, kvLength - jn);
-        __nv_bfloat16* nextK = reinterpret_cast<__nv_bfloat16*>(smem + (buf ^ 1) * L::KV);
-        const __nv_bfloat16* sK = reinterpret_cast<const __nv_bfloat16*>(smem + buf * L::KV);
+        __nv_bfloat16* nextK = reinterpret_cast<__nv_bfloat16*>(smem + (buf ^ 1) * C::KV);
+        const __nv_bfloat16* sK = reinterpret_cast<const __nv_bfloat16*>(smem + buf * C::KV);
         const __nv_bfloat16* sV = sK + KEYS * LD;
         if (next)
         {
-            load_rows<D>(kx, k + kvOffset + jn * kRow, kRow, nextKeys, vec);
+            load_rows<D, THREADS>(kx, k + kvOffset + jn * kRow, kRow, nextKeys, vec);
             if (flags) load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, jn);
         }
-        const bool skip = j0 > posFirst + 15 || wFirst >= rows; // no row of this warp sees a key of the tile
+        const bool skip = j0 > posFirst + C::WROWS - 1 || wFirst >= rows; // no row of this warp sees a key of the tile
 
-        // S = Q K^T: n-tile pair np covers keys 16 np .. 16 np + 15.
-        float sc[NS][4];
+        // S = Q K^T: n-tile pair np covers keys 16 np .. 16 np + 15; each K fragment serves the MT row tiles.
+        float sc[MT][NS][4];
 #pragma unroll
-        for (int n = 0; n < NS; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int n = 0; n < NS; n++) sc[mt][n][0] = sc[mt][n][1] = sc[mt][n][2] = sc[mt][n][3] = 0.0f;
         if (!skip)
         {
             const __nv_bfloat16* kRowPtr = sK + ((lane / 16) * 8 + lane % 8) * LD + (lane / 8 % 2) * 8;
@@ -221,14 +239,18 @@ __device__ __forceinline__ void attention_mma_forward(
                 {
                     uint32_t kb[4];
                     ldmatrix_x4(kb, kRowPtr + np * 16 * LD + kk * 16);
-                    mma_bf16_16816(sc[2 * np], qf[kk], kb);
-                    mma_bf16_16816(sc[2 * np + 1], qf[kk], kb + 2);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++)
+                    {
+                        mma_bf16_16816(sc[mt][2 * np], qf[mt][kk], kb);
+                        mma_bf16_16816(sc[mt][2 * np + 1], qf[mt][kk], kb + 2);
+                    }
                 }
         }
         if (next)
         {
-            store_rows<D>(nextK, kx);
-            load_rows<D>(vx, v + kvOffset + jn * kRow, kRow, nextKeys, vec);
+            store_rows<D, THREADS>(nextK, kx);
+            load_rows<D, THREADS>(vx, v + kvOffset + jn * kRow, kRow, nextKeys, vec);
         }
 
         if (!skip)
@@ -237,50 +259,56 @@ __device__ __forceinline__ void attention_mma_forward(
             if (flags || j0 + KEYS > kvLength || j0 + KEYS - 1 > posFirst)
             {
 #pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int n = 0; n < NS; n++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                        {
+                            int c = n * 8 + 2 * t + (e & 1), j = j0 + c, r = e >> 1;
+                            bool visible = j <= pos[mt][r] && j < kvLength;
+                            if (flags) visible = visible && keyOk[buf * KEYS + c] != 0 && keySeg[buf * KEYS + c] == seg[mt][r];
+                            if (!visible) sc[mt][n][e] = -INFINITY;
+                        }
+            }
+
+            // Online softmax, rows r = 0 (g) and 1 (g + 8) of each m-tile; the quad's 4 lanes hold a row's columns.
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+            {
+                float alpha[2], mUse[2];
+#pragma unroll
+                for (int r = 0; r < 2; r++)
+                {
+                    float x = -INFINITY;
+#pragma unroll
+                    for (int n = 0; n < NS; n++) x = fmaxf(x, fmaxf(sc[mt][n][2 * r], sc[mt][n][2 * r + 1]));
+                    x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
+                    x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
+                    const float mNew = fmaxf(mRow[mt][r], x * scale2);
+                    alpha[r] = mNew == -INFINITY ? 1.0f : exp2_ftz(mRow[mt][r] - mNew);
+                    mUse[r] = mNew == -INFINITY ? 0.0f : mNew; // a row that has seen nothing yet: p = 0
+                    mRow[mt][r] = mNew;
+                }
+                float sum[2] = {0.0f, 0.0f};
+#pragma unroll
                 for (int n = 0; n < NS; n++)
 #pragma unroll
                     for (int e = 0; e < 4; e++)
                     {
-                        int c = n * 8 + 2 * t + (e & 1), j = j0 + c, r = e >> 1;
-                        bool visible = j <= pos[r] && j < kvLength;
-                        if (flags) visible = visible && keyOk[buf * KEYS + c] != 0 && keySeg[buf * KEYS + c] == seg[r];
-                        if (!visible) sc[n][e] = -INFINITY;
+                        sc[mt][n][e] = exp2_ftz(fmaf(sc[mt][n][e], scale2, -mUse[e >> 1]));
+                        sum[e >> 1] += sc[mt][n][e];
                     }
-            }
-
-            // Online softmax, rows r = 0 (g) and 1 (g + 8); the quad's 4 lanes hold a row's 64 columns.
-            float alpha[2], mUse[2];
 #pragma unroll
-            for (int r = 0; r < 2; r++)
-            {
-                float x = -INFINITY;
+                for (int r = 0; r < 2; r++) lRow[mt][r] = lRow[mt][r] * alpha[r] + sum[r];
 #pragma unroll
-                for (int n = 0; n < NS; n++) x = fmaxf(x, fmaxf(sc[n][2 * r], sc[n][2 * r + 1]));
-                x = fmaxf(x, __shfl_xor_sync(FULL, x, 1));
-                x = fmaxf(x, __shfl_xor_sync(FULL, x, 2));
-                const float mNew = fmaxf(mRow[r], x * scale2);
-                alpha[r] = mNew == -INFINITY ? 1.0f : exp2_ftz(mRow[r] - mNew);
-                mUse[r] = mNew == -INFINITY ? 0.0f : mNew; // a row that has seen nothing yet: p = 0
-                mRow[r] = mNew;
-            }
-            float sum[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int n = 0; n < NS; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
+                for (int n = 0; n < NO; n++)
                 {
-                    sc[n][e] = exp2_ftz(fmaf(sc[n][e], scale2, -mUse[e >> 1]));
-                    sum[e >> 1] += sc[n][e];
+                    o[mt][n][0] *= alpha[0];
+                    o[mt][n][1] *= alpha[0];
+                    o[mt][n][2] *= alpha[1];
+                    o[mt][n][3] *= alpha[1];
                 }
-#pragma unroll
-            for (int r = 0; r < 2; r++) lRow[r] = lRow[r] * alpha[r] + sum[r];
-#pragma unroll
-            for (int n = 0; n < NO; n++)
-            {
-                o[n][0] *= alpha[0];
-                o[n][1] *= alpha[0];
-                o[n][2] *= alpha[1];
-                o[n][3] *= alpha[1];
             }
 
             // O += P V: keys 16 kk .. 16 kk + 15; d-tile pair dp covers columns 16 dp .. 16 dp + 15.
@@ -288,21 +316,32 @@ __device__ __forceinline__ void attention_mma_forward(
 #pragma unroll
             for (int kk = 0; kk < KEYS / 16; kk++)
             {
-                const uint32_t pa[4] = {pack_bf16(sc[2 * kk][0], sc[2 * kk][1]), pack_bf16(sc[2 * kk][2], sc[2 * kk][3]),
-                    pack_bf16(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), pack_bf16(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+                uint32_t pa[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+                {
+                    pa[mt][0] = pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                    pa[mt][1] = pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                    pa[mt][2] = pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                    pa[mt][3] = pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                }
 #pragma unroll
                 for (int dp = 0; dp < D / 16; dp++)
                 {
                     uint32_t vb[4];
                     ldmatrix_x4_trans(vb, vRowPtr + kk * 16 * LD + dp * 16);
-                    mma_bf16_16816(o[2 * dp], pa, vb);
-                    mma_bf16_16816(o[2 * dp + 1], pa, vb + 2);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++)
+                    {
+                        mma_bf16_16816(o[mt][2 * dp], pa[mt], vb);
+                        mma_bf16_16816(o[mt][2 * dp + 1], pa[mt], vb + 2);
+                    }
                 }
             }
         }
         if (next)
         {
-            store_rows<D>(nextK + KEYS * LD, vx);
+            store_rows<D, THREADS>(nextK + KEYS * LD, vx);
             if (flags && tid < KEYS)
             {
                 keyOk[(buf ^ 1) * KEYS + tid] = okx;
@@ -314,39 +353,46 @@ __device__ __forceinline__ void attention_mma_forward(
     // Epilogue: out = O / l (0 for a query that saw nothing), lse = m ln 2 + log l (-inf then).
     const bool pairs = ((uintptr_t)out & 7) == 0;
 #pragma unroll
-    for (int r = 0; r < 2; r++)
-    {
-        float l = lRow[r];
-        l += __shfl_xor_sync(FULL, l, 1);
-        l += __shfl_xor_sync(FULL, l, 2);
-        const int i = wFirst + g + 8 * r;
-        if (i >= rows) continue;
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        float* dst = out + ((long)(b * tq + i0 + i) * heads + h) * D + 2 * t;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int n = 0; n < NO; n++)
+        for (int r = 0; r < 2; r++)
         {
-            float x0 = o[n][2 * r] * inv, x1 = o[n][2 * r + 1] * inv;
-            if (pairs) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(x0, x1);
-            else dst[n * 8] = x0, dst[n * 8 + 1] = x1;
+            float l = lRow[mt][r];
+            l += __shfl_xor_sync(FULL, l, 1);
+            l += __shfl_xor_sync(FULL, l, 2);
+            const int i = wFirst + 16 * mt + g + 8 * r;
+            if (i >= rows) continue;
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            float* dst = out + ((long)(b * tq + i0 + i) * heads + h) * D + 2 * t;
+#pragma unroll
+            for (int n = 0; n < NO; n++)
+            {
+                float x0 = o[mt][n][2 * r] * inv, x1 = o[mt][n][2 * r + 1] * inv;
+                if (pairs) *reinterpret_cast<float2*>(dst + n * 8) = make_float2(x0, x1);
+                else dst[n * 8] = x0, dst[n * 8 + 1] = x1;
+            }
+            if (lse && t == 0) lse[((long)b * heads + h) * tq + i0 + i] = l > 0.0f ? mRow[mt][r] * LN2 + logf(l) : -INFINITY;
         }
-        if (lse && t == 0) lse[((long)b * heads + h) * tq + i0 + i] = l > 0.0f ? mRow[r] * LN2 + logf(l) : -INFINITY;
-    }
 }
 } // namespace
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 1) attention_bf16_mma_forward_d64(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
-    float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
-    int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
+#define TEMPER_ATTENTION_MMA_PARAMS                                                                                    \
+    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,    \
+        float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq,    \
+        int heads, int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes
+#define TEMPER_ATTENTION_MMA_ARGS q, k, v, out, lse, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64(TEMPER_ATTENTION_MMA_PARAMS)
 {
-    attention_mma_forward<64>(q, k, v, out, lse, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+    attention_mma_forward<64, D64>(TEMPER_ATTENTION_MMA_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(NTHREADS, 1) attention_bf16_mma_forward_d128(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
-    float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
-    int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
+extern "C" __global__ void __launch_bounds__(128, 2) attention_bf16_mma_forward_d64_x2(TEMPER_ATTENTION_MMA_PARAMS)
 {
-    attention_mma_forward<128>(q, k, v, out, lse, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+    attention_mma_forward<64, D64x2>(TEMPER_ATTENTION_MMA_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d128(TEMPER_ATTENTION_MMA_PARAMS)
+{
+    attention_mma_forward<128, D128>(TEMPER_ATTENTION_MMA_ARGS);
 }
