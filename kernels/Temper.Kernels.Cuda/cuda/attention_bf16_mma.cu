@@ -1,39 +1,48 @@
 // attention_bf16_mma.cu: causal GQA attention forward (FlashAttention-2) with S, P and O in registers, on
 // mma.sync m16n8k16 (cuda/ptx_ops.cuh). The contract of attention_bf16.cu's forward, argument for argument:
-//   attention_bf16_mma_forward_d64, attention_bf16_mma_forward_d128 (the head dim D as a constant):
+//   attention_bf16_mma_forward_d64, _d64_x2, _d128 (the head dim D as a constant):
 //   q[B,Tq,H,D], k/v[B,S,Hkv,D] (the first KvLength rows used) -> out[B,Tq,H,D], lse[B,H,Tq] (optional),
 //   all f32 in global memory. Query i of batch b sits at position QueryOffset + i and sees key j when
 //   j <= that position, j < KvLength, mask[b,j] != 0 (mask [B,KvLength], optional) and segment[b,j] ==
 //   segment[b,position] (segments [B,KvLength], optional); head h reads kv head h / (H/Hkv).
 //   out = softmax(scale q k^T) v over the visible keys, lse = max + log(sum) (natural log); a query that sees
 //   no key gets zeros and lse = -inf. q, k, v are rounded to bf16 as they are staged; P is rounded to bf16 for
-//   P V; sums and softmax f32 (the rounding of attention_bf16.cu).
-// Tiling: one block of 8 warps per (b, h, 128 queries), the last query tiles (the most keys) first; each warp
-// owns 16 query rows. Key tiles of 64 up to the causal bound of the block's last query.
-// Why 128 queries a block: every block reads its K and V tiles as f32 from global memory (L2) and converts
-// them, so 128 rows halve that traffic and conversion work against 64 rows (at B4 H16 T2048 D64 a 64-row grid
-// reads ~1 GB of K/V from L2 per forward); 8 warps also hide each other's softmax behind their mma.sync.
-// Why 64 keys a tile: S is then 32 f32 registers a lane (8 m16n8 tiles), the next tile's f32 K (or V) 16
-// (D = 64) or 32 (D = 128) registers a thread, which keeps D = 64 within 128 registers (2 blocks, 16 warps an
-// SM) and D = 128 within 255 without spills.
-// Registers and shared memory per block (ptxas 11.8 -v; sm_80 and sm_90 alike): see the table at the end.
-// Per warp: the Q fragments (16 x D bf16, D/4 registers) are loaded once by ldmatrix from the staged Q tile and
-// kept; per key tile S = Q K^T by mma.sync (K by ldmatrix, non-transposed: the K rows are B's columns), the
-// online softmax on the S accumulators (a lane holds rows g = lane / 4 and g + 8, the 4 lanes of a quad share a
-// row: row max and sum by __shfl_xor_sync over 1 and 2; exp2 of scores times scale log2 e, one FFMA each;
-// masked -> -inf, an empty row keeps p = 0); P goes straight from the accumulators into A fragments (the C
-// layout of two m16n8 tiles is the A layout of one m16n8k16: a = {S[2kk][0,1], S[2kk][2,3], S[2kk+1][0,1],
-// S[2kk+1][2,3]}); O (D/8 m16n8 accumulators) is multiplied by alpha = exp2(m_old - m_new) in registers; then
-// O += P V with V through ldmatrix .trans. Epilogue: out = O / l, lse = m ln 2 + log l (quad-summed l).
-// Staging (all threads): f32 rows -> bf16 [64][D + 8] tiles (rows padded by 8: ldmatrix reads 8 rows of 16
-// bytes in distinct banks), two buffers. Tile t + 1's f32 K is loaded into registers before S of tile t and
-// stored into the other buffer after it, its V loaded before the softmax and stored after P V, so the global
-// loads overlap the products with one barrier per tile (at the top: tile t is staged, every warp is done with
-// tile t - 1, whose buffer is then free). The Q tile (128 rows) first lies in buffer 1, free once every warp
-// holds its fragments (the first barrier). A negative scale negates Q as it is staged (exact in bf16), so the
-// row max is taken on raw scores and scaled once. Per-key mask and segment flags ride along with their tile.
-// A warp whose rows all precede the tile (causal) skips its products but still stages.
-// Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaAttentionChecks (both kernels).
+//   P V; sums and softmax f32 (the rounding of attention_bf16.cu; exp2 by ex2.approx.ftz).
+// Tiling: one block per (b, h, 128 queries), the last query tiles (the most keys) first; a warp owns 16 MT query
+// rows (MT m16 row tiles), key tiles of KEYS up to the causal bound of the block's last query (MmaConfig):
+//   _d64     MT 1, 8 warps, 64 keys: the FA2 layout of the brief, each K/V fragment feeding 2 mma.sync;
+//   _d64_x2  MT 2, 4 warps, 32 keys: each ldmatrix'd K/V fragment feeds both row tiles (4 mma.sync), halving
+//            the shared-memory reads per product (at MT 1 ldmatrix moves 256 bytes per m16n8k16, about what
+//            the SM's 128 B/clock shared memory serves while the tensor cores run mma.sync: MT 2 is the
+//            tensor-bound one on paper); 32 keys keep its S and prefetch within 255 registers;
+//   _d128    MT 1, 8 warps, 32 keys (64 keys spilled: O alone is 64 registers, the Q fragments 32).
+// Why 128 queries a block: every block reads its K and V tiles as f32 from global memory (L2) and converts them,
+// so 128 rows halve that traffic and conversion against 64 (at B4 H16 T2048 D64 a 64-row grid reads ~1 GB of
+// K/V per forward); the 4-warp, 64-row variants tried spilled (4 warps prefetch twice the floats a thread).
+// Per warp: the Q fragments (16 MT x D bf16) are loaded once by ldmatrix from the staged Q tile and kept; per
+// key tile S = Q K^T by mma.sync (K by ldmatrix, non-transposed: K's rows are B's columns), the online softmax on
+// the S accumulators (a lane holds rows g = lane / 4 and g + 8 of each row tile; the 4 lanes of a quad share a
+// row: row max by __shfl_xor_sync over 1 and 2, the sum kept per lane and quad-summed at the end; the max is
+// taken on raw scores and scaled once, p = exp2(s scale log2 e - m) one FFMA and one ex2; masked -> -inf, a row
+// that has seen nothing keeps p = 0); P goes straight from the accumulators into A fragments (the C layout of
+// two m16n8 tiles is the A layout of one m16n8k16: a = {S[2kk][0,1], S[2kk][2,3], S[2kk+1][0,1], S[2kk+1][2,3]}
+// packed to bf16x2); O (D/8 m16n8 accumulators a row tile) is multiplied by alpha = exp2(m_old - m_new) in
+// registers; O += P V with V through ldmatrix .trans. Epilogue: out = O / l, lse = m ln 2 + log l.
+// Staging (all threads): f32 rows -> bf16 [KEYS][D + 8] tiles (rows padded by 8: an ldmatrix's 8 rows of 16
+// bytes fall in distinct banks), two buffers. Tile t + 1's f32 K is loaded into registers before S of tile t
+// and stored into the other buffer after it, its V loaded then and stored after P V, so the global (L2) loads
+// overlap the products with one barrier per tile (at the top: tile t is staged, every warp is done with tile
+// t - 1, whose buffer is then free). The Q tile first lies from buffer 1 on, free once every warp holds its
+// fragments (the first barrier). A negative scale negates Q as it is staged (exact in bf16), so the max of raw
+// scores is the max of scaled ones. Per-key mask and segment flags ride along with their tile. A warp whose rows
+// all precede the tile (causal) or lie past Tq skips its products but still stages.
+// Registers (ptxas 11.8 -v on the PTX; no spills, no stack) and shared memory (dynamic) per block:
+//   _d64     sm_90 184, sm_80 197 registers x 256 threads: 1 block (8 warps) an SM; 37,888 bytes
+//   _d64_x2  sm_90 241, sm_80 244 registers x 128 threads: 2 blocks (8 warps) an SM; 28,160 bytes
+//   _d128    sm_90 209, sm_80 234 registers x 256 threads: 1 block (8 warps) an SM; 52,736 bytes
+// Shared memory alone would allow 5, 8 and 4 blocks an SM on an H100 (228 KB); registers bound it. Holding _d64
+// at 128 registers (2 blocks) spilled ~200 bytes.
+// Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaAttentionChecks (every kernel).
 #include "attention_common.cuh"
 #include "ptx_ops.cuh"
 
