@@ -142,9 +142,20 @@ public class CudaAttentionChecks
     [Theory]
     [MemberData(nameof(ForwardCasesOfEveryKernel))]
     public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned, CudaAttention.ForwardKernel kernel)
+        => CheckForward(new(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d)), keys, unaligned, kernel);
+
+    // A negative scale (attention_bf16_mma.cu negates Q as it stages it and takes the max of raw scores).
+    [Theory]
+    [InlineData(CudaAttention.ForwardKernel.Wmma)]
+    [InlineData(CudaAttention.ForwardKernel.Mma)]
+    [InlineData(CudaAttention.ForwardKernel.MmaTwoRowTiles)]
+    public void Forward_with_a_negative_scale_matches_a_float64_evaluation(CudaAttention.ForwardKernel kernel)
+        => CheckForward(new(1, 70, 2, 70, 1, 64, 70, 0, -2f / MathF.Sqrt(64)), Keys.All, false, kernel);
+
+    private static void CheckForward(CudaAttention.Shape a, Keys keys, bool unaligned, CudaAttention.ForwardKernel kernel)
     {
         using var device = Gpu.OpenForKernels();
-        var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d));
+        var (b, tq, h, s, hkv, d, kvLength) = (a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength);
         var q = Bf16Floats(b * tq * h * d, 1);
         var k = Bf16Floats(b * s * hkv * d, 2);
         var v = Bf16Floats(b * s * hkv * d, 3);

@@ -29,8 +29,8 @@
 // packed to bf16x2); O (D/8 m16n8 accumulators a row tile) is multiplied by alpha = exp2(m_old - m_new) in
 // registers; O += P V with V through ldmatrix .trans. Epilogue: out = O / l, lse = m ln 2 + log l.
 // Staging (all threads): f32 rows -> bf16 [KEYS][D + 8] tiles (rows padded by 8: an ldmatrix's 8 rows of 16
-// bytes fall in distinct banks), two buffers. Tile t + 1's f32 K is loaded into registers before S of tile t
-// and stored into the other buffer after it, its V loaded then and stored after P V, so the global (L2) loads
+// bytes fall in distinct banks), two buffers. Tile t + 1's f32 K is loaded into registers before the barrier
+// and S of tile t and stored into the other buffer after S, its V loaded then and stored after P V, so the global (L2) loads
 // overlap the products with one barrier per tile (at the top: tile t is staged, every warp is done with tile
 // t - 1, whose buffer is then free). The Q tile first lies from buffer 1 on, free once every warp holds its
 // fragments (the first barrier). A negative scale negates Q as it is staged (exact in bf16), so the max of raw
@@ -38,10 +38,11 @@
 // all precede the tile (causal) or lie past Tq skips its products but still stages.
 // Registers (ptxas 11.8 -v on the PTX; no spills, no stack) and shared memory (dynamic) per block:
 //   _d64     sm_90 184, sm_80 197 registers x 256 threads: 1 block (8 warps) an SM; 37,888 bytes
-//   _d64_x2  sm_90 241, sm_80 244 registers x 128 threads: 2 blocks (8 warps) an SM; 28,160 bytes
-//   _d128    sm_90 209, sm_80 234 registers x 256 threads: 1 block (8 warps) an SM; 52,736 bytes
+//   _d64_x2  sm_90 239, sm_80 244 registers x 128 threads: 2 blocks (8 warps) an SM; 28,160 bytes
+//   _d128    sm_90 210, sm_80 234 registers x 256 threads: 1 block (8 warps) an SM; 52,736 bytes
 // Shared memory alone would allow 5, 8 and 4 blocks an SM on an H100 (228 KB); registers bound it. Holding _d64
-// at 128 registers (2 blocks) spilled ~200 bytes.
+// at 128 registers (2 blocks) spilled ~200 bytes; with 32 keys a tile it sat at the edge (4 bytes spilled on
+// sm_90, none on sm_80; 0 and 8 with the query segments in shared memory): a candidate if occupancy matters.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaAttentionChecks (every kernel).
 #include "attention_common.cuh"
 #include "ptx_ops.cuh"
@@ -219,17 +220,17 @@ __device__ __forceinline__ void attention_mma_forward(
     for (int jt = 0; jt < keyTiles; jt++)
     {
         const int j0 = jt * KEYS, buf = jt & 1;
-        __syncthreads(); // tile jt is staged; every warp is done with tile jt - 1 (and the Q tile): buffer buf ^ 1 is free
         const bool next = jt + 1 < keyTiles;
         const int jn = j0 + KEYS, nextKeys = min(KEYS, kvLength - jn);
-        __nv_bfloat16* nextK = reinterpret_cast<__nv_bfloat16*>(smem + (buf ^ 1) * C::KV);
-        const __nv_bfloat16* sK = reinterpret_cast<const __nv_bfloat16*>(smem + buf * C::KV);
-        const __nv_bfloat16* sV = sK + KEYS * LD;
-        if (next)
+        if (next) // into registers (the previous tile's are stored): in flight across the barrier and S
         {
             load_rows<D, THREADS>(kx, k + kvOffset + jn * kRow, kRow, nextKeys, vec);
             if (flags) load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, jn);
         }
+        __syncthreads(); // tile jt is staged; every warp is done with tile jt - 1 (and the Q tile): buffer buf ^ 1 is free
+        __nv_bfloat16* nextK = reinterpret_cast<__nv_bfloat16*>(smem + (buf ^ 1) * C::KV);
+        const __nv_bfloat16* sK = reinterpret_cast<const __nv_bfloat16*>(smem + buf * C::KV);
+        const __nv_bfloat16* sV = sK + KEYS * LD;
         const bool skip = j0 > posFirst + C::WROWS - 1 || wFirst >= rows; // no row of this warp sees a key of the tile
 
         // S = Q K^T: n-tile pair np covers keys 16 np .. 16 np + 15; each K fragment serves the MT row tiles.
