@@ -101,8 +101,8 @@ public class CudaAttentionChecks
     // per weight: NMSE 0.9e-6 to 1.6e-6 at these shapes on the emulator); a wrong tile or index gives ~1e-1
     // and more, and leaving out the rescale of O when a row's max grows gave 5e-4 to 9e-2 (attention_bf16_mma.cu
     // on the emulator, planted: a swapped P fragment gave 0.6 to 1.3, no alpha rescale 2e-3 to 0.35, no barrier
-    // before a K/V buffer is refilled 6e-3 to 0.96, Q not negated for a negative scale 0.75). A query that sees nothing must give exact zeros and lse
-    // -inf; elsewhere lse (f32 softmax sums, no bf16 P) within 1e-3.
+    // before a K/V buffer is refilled 6e-3 to 0.96, Q not negated for a negative scale 0.75). A query that sees
+    // nothing must give exact zeros and lse -inf; elsewhere lse (f32 softmax sums, no bf16 P) within 1e-3.
     private static void Close(float[] output, float[] lse, (double[] Out, double[] Lse) expected)
     {
         double err = 0, norm = 0;
