@@ -7,6 +7,10 @@
 //   tensor cores (dO and dS too in the backward), sums and softmax f32. D = 64 or 128. Blocks of 128 threads
 //   per (b, h, 64 queries) (the backward's dk/dv: per (b, kv head, 64 keys)), with more than 48 KB of dynamic
 //   shared memory (each function is opted in on first use).
+// Kernel picks the forward: Wmma (cuda/attention_bf16.cu, the default) or, opt-in until a GPU has measured them
+//   (TEMPER_ATTENTION_MMA=1 or 2), cuda/attention_bf16_mma.cu (Ptx/attention_bf16_mma.ptx: S, P and O in registers on
+//   mma.sync, blocks per 128 queries): Mma with 16 query rows a warp (8 warps), MmaTwoRowTiles with 32 (4 warps; D = 64
+//   only, D = 128 runs Mma). Same arguments, same results up to f32 summation order.
 // Each module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -15,15 +19,38 @@ namespace Temper.Kernels.Cuda;
 
 public sealed class CudaAttention(CudaDevice device) : IDisposable
 {
-    private const int QueryTile = 64, Threads = 128;
-    private CudaModuleHandle? _module, _backwardModule;
-    private CudaFunction? _d64, _d128, _delta, _dq64, _dq128, _dkdv64, _dkdv128;
+    private const int QueryTile = 64, Threads = 128, MmaQueryTile = 128;
+    private CudaModuleHandle? _module, _mmaModule, _backwardModule;
+    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma128, _delta, _dq64, _dq128, _dkdv64, _dkdv128;
 
     /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
     public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
 
     /// <summary>Dynamic shared memory of a block (attention_bf16.cu's Layout, which checks it).</summary>
     public static int SharedBytes(int d) => 3 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 7 * 64 * 4;
+
+    /// <summary>The forward's kernel: attention_bf16.cu (WMMA) or attention_bf16_mma.cu with 16 or 32 query rows a warp.</summary>
+    public enum ForwardKernel { Wmma, Mma, MmaTwoRowTiles }
+
+    /// <summary>The environment variable that opts the forward into attention_bf16_mma.cu: "1" (Mma) or "2" (MmaTwoRowTiles).</summary>
+    public const string MmaOptInVariable = "TEMPER_ATTENTION_MMA";
+
+    /// <summary>The forward's kernel; by default as TEMPER_ATTENTION_MMA says (Wmma when unset).</summary>
+    public ForwardKernel Kernel { get; init; } = Environment.GetEnvironmentVariable(MmaOptInVariable) switch
+    {
+        "1" => ForwardKernel.Mma,
+        "2" => ForwardKernel.MmaTwoRowTiles,
+        _ => ForwardKernel.Wmma,
+    };
+
+    /// <summary>Dynamic shared memory of an attention_bf16_mma.cu block (its MmaConfig, which checks it): two buffers
+    /// of a K and a V tile of 64 keys (D = 64, 16 rows a warp) or 32, bf16 [keys][D + 8], the 128-row Q tile from
+    /// buffer 1 on, and two buffers of the keys' mask flags and segments.</summary>
+    public static int MmaSharedBytes(int d, bool twoRowTiles)
+    {
+        int keys = d == 64 && !twoRowTiles ? 64 : 32, kv = 2 * keys * (d + 8) * 2;
+        return Math.Max(2 * kv, kv + MmaQueryTile * (d + 8) * 2) + 4 * keys * 4;
+    }
 
     /// <summary>Dynamic shared memory of a backward block (attention_bf16_backward.cu's Layout, which checks it).</summary>
     public static int BackwardSharedBytes(int d) => 4 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 6 * 64 * 4;
@@ -40,14 +67,24 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         if (lse != null) Require(lse, 4L * a.B * a.H * a.Tq, "lse");
         if (mask != null) Require(mask, 4L * a.B * a.KvLength, "mask");
         if (segments != null) Require(segments, 4L * a.B * a.KvLength, "segments");
-        long blocks = (long)a.B * a.H * ((a.Tq + QueryTile - 1) / QueryTile);
+        var kernel = Kernel == ForwardKernel.MmaTwoRowTiles && a.D != 64 ? ForwardKernel.Mma : Kernel;
+        int tile = kernel == ForwardKernel.Wmma ? QueryTile : MmaQueryTile;
+        long blocks = (long)a.B * a.H * ((a.Tq + tile - 1) / tile);
         if (blocks == 0) return;
         if (blocks > int.MaxValue) throw new CudaException($"CudaAttention: {blocks} blocks (B {a.B} x H {a.H} x query tiles) exceed the grid");
-        int shared = SharedBytes(a.D);
-        var function = a.D == 64 ? (_d64 ??= Function("attention_bf16_forward_d64", shared)) : (_d128 ??= Function("attention_bf16_forward_d128", shared));
+        int shared = kernel == ForwardKernel.Wmma ? SharedBytes(a.D) : MmaSharedBytes(a.D, kernel == ForwardKernel.MmaTwoRowTiles);
+        uint threads = kernel == ForwardKernel.MmaTwoRowTiles ? 128u : kernel == ForwardKernel.Mma ? 256u : Threads;
+        var function = (kernel, a.D) switch
+        {
+            (ForwardKernel.Wmma, 64) => _d64 ??= Function("attention_bf16_forward_d64", shared),
+            (ForwardKernel.Wmma, _) => _d128 ??= Function("attention_bf16_forward_d128", shared),
+            (ForwardKernel.Mma, 64) => _mma64 ??= MmaFunction("attention_bf16_mma_forward_d64", shared),
+            (ForwardKernel.Mma, _) => _mma128 ??= MmaFunction("attention_bf16_mma_forward_d128", shared),
+            _ => _mma64x2 ??= MmaFunction("attention_bf16_mma_forward_d64_x2", shared),
+        };
         var args = new CudaKernelArguments().Add(q).Add(k).Add(v).Add(output).Add(lse?.Pointer ?? 0UL).Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL)
             .Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared);
-        device.Launch(function, ((uint)blocks, 1, 1), (Threads, 1, 1), args, shared);
+        device.Launch(function, ((uint)blocks, 1, 1), (threads, 1, 1), args, shared);
     }
 
     /// <summary>dq, dk, dv (overwritten; key rows past KvLength get 0) for dOut, given q, k, v and the forward's out and
@@ -110,6 +147,13 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
 
     private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("attention_bf16.ptx"), out _);
 
+    private CudaFunction MmaFunction(string name, int shared)
+    {
+        var function = CudaDriver.GetFunction(_mmaModule ??= device.LoadModule(KernelPtx.Read("attention_bf16_mma.ptx"), out _), name);
+        CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
+        return function;
+    }
+
     private CudaFunction BackwardFunction(string name, int shared)
     {
         var function = CudaDriver.GetFunction(_backwardModule ??= device.LoadModule(KernelPtx.Read("attention_bf16_backward.ptx"), out _), name);
@@ -125,6 +169,7 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     public void Dispose()
     {
         _module?.Dispose();
+        _mmaModule?.Dispose();
         _backwardModule?.Dispose();
     }
 }

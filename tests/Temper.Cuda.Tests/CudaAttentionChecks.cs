@@ -1,4 +1,4 @@
-// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores) against a float64 evaluation of causal GQA
+// CudaAttention.Forward (cuda/attention_bf16.cu on tensor cores, and cuda/attention_bf16_mma.cu's kernels) against a float64 evaluation of causal GQA
 // attention written here, with q, k and v rounded to bf16 as the kernel rounds them: out[B,Tq,H,D] and
 // lse[B,H,Tq] for D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
 // KvLength < S (chunked prefill), a key mask that hides every key of some queries (zeros, lse -inf),
@@ -99,9 +99,10 @@ public class CudaAttentionChecks
 
     // out within NMSE 1e-5 of the float64 evaluation: the kernel rounds P to bf16 for P V (2^-9 relative
     // per weight: NMSE 0.9e-6 to 1.6e-6 at these shapes on the emulator); a wrong tile or index gives ~1e-1
-    // and more, and leaving out the rescale of O when a row's max grows gave 5e-4 to 9e-2. A query
-    // that sees nothing must give exact zeros and lse -inf; elsewhere lse (f32 softmax sums, no bf16 P)
-    // within 1e-3.
+    // and more, and leaving out the rescale of O when a row's max grows gave 5e-4 to 9e-2 (attention_bf16_mma.cu
+    // on the emulator, planted: a swapped P fragment gave 0.6 to 1.3, no alpha rescale 2e-3 to 0.35, no barrier
+    // before a K/V buffer is refilled 6e-3 to 0.96, Q not negated for a negative scale 0.75). A query that sees
+    // nothing must give exact zeros and lse -inf; elsewhere lse (f32 softmax sums, no bf16 P) within 1e-3.
     private static void Close(float[] output, float[] lse, (double[] Out, double[] Lse) expected)
     {
         double err = 0, norm = 0;
@@ -120,18 +121,42 @@ public class CudaAttentionChecks
         }
     }
 
+    // (d, b, tq, h, s, hkv, kvLength, queryOffset, keys, unaligned), each run by every forward kernel.
+    private static readonly object[][] ForwardCases =
+    [
+        [64, 1, 100, 4, 100, 2, 100, 0, Keys.All, false], // GQA, Tq = 64 + 36
+        [128, 1, 70, 4, 70, 2, 70, 0, Keys.All, false],
+        [64, 2, 30, 2, 128, 1, 100, 70, Keys.All, false], // queries at 70..99 of a 128-row cache filled to 100
+        [64, 2, 30, 2, 128, 1, 100, 70, Keys.All, true], // the same from addresses 4 bytes past 16-byte alignment: element loads
+        [64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false], // batch 1's first 20 queries see no key
+        [64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false],
+        [128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false],
+    ];
+
+    /// <summary>ForwardCases for attention_bf16.cu (Wmma) and attention_bf16_mma.cu (Mma, MmaTwoRowTiles: D = 64 only).</summary>
+    public static IEnumerable<object[]> ForwardCasesOfEveryKernel =>
+        from c in ForwardCases
+        from kernel in Enum.GetValues<CudaAttention.ForwardKernel>()
+        where kernel != CudaAttention.ForwardKernel.MmaTwoRowTiles || (int)c[0] == 64
+        select (object[])[.. c, kernel];
+
     [Theory]
-    [InlineData(64, 1, 100, 4, 100, 2, 100, 0, Keys.All, false)] // GQA, Tq = 64 + 36
-    [InlineData(128, 1, 70, 4, 70, 2, 70, 0, Keys.All, false)]
-    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, false)] // queries at 70..99 of a 128-row cache filled to 100
-    [InlineData(64, 2, 30, 2, 128, 1, 100, 70, Keys.All, true)] // the same from addresses 4 bytes past 16-byte alignment: element loads
-    [InlineData(64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false)] // batch 1's first 20 queries see no key
-    [InlineData(64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false)]
-    [InlineData(128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false)]
-    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned)
+    [MemberData(nameof(ForwardCasesOfEveryKernel))]
+    public void Forward_matches_a_float64_evaluation(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned, CudaAttention.ForwardKernel kernel)
+        => CheckForward(new(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d)), keys, unaligned, kernel);
+
+    // A negative scale (attention_bf16_mma.cu negates Q as it stages it and takes the max of raw scores).
+    [Theory]
+    [InlineData(CudaAttention.ForwardKernel.Wmma)]
+    [InlineData(CudaAttention.ForwardKernel.Mma)]
+    [InlineData(CudaAttention.ForwardKernel.MmaTwoRowTiles)]
+    public void Forward_with_a_negative_scale_matches_a_float64_evaluation(CudaAttention.ForwardKernel kernel)
+        => CheckForward(new(1, 70, 2, 70, 1, 64, 70, 0, -2f / MathF.Sqrt(64)), Keys.All, false, kernel);
+
+    private static void CheckForward(CudaAttention.Shape a, Keys keys, bool unaligned, CudaAttention.ForwardKernel kernel)
     {
         using var device = Gpu.OpenForKernels();
-        var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, 3f / MathF.Sqrt(d));
+        var (b, tq, h, s, hkv, d, kvLength) = (a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength);
         var q = Bf16Floats(b * tq * h * d, 1);
         var k = Bf16Floats(b * s * hkv * d, 2);
         var v = Bf16Floats(b * s * hkv * d, 3);
@@ -149,7 +174,7 @@ public class CudaAttentionChecks
         using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, b * h * tq).ToArray());
         using var dMask = mask != null ? device.Upload<int>(mask) : null;
         using var dSeg = seg != null ? device.Upload<int>(seg) : null;
-        using var attention = new CudaAttention(device);
+        using var attention = new CudaAttention(device) { Kernel = kernel };
         attention.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, a);
         device.Synchronize();
         Close(device.Download<float>(dOut), device.Download<float>(dLse), expected);
