@@ -21,7 +21,8 @@ public sealed partial class CpuBackend : IBackend
     public string Name => "cpu";
     public int Threads => _threads;
 
-    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => CountedZeros(shape, dtype);
+    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => Allocate(shape, dtype, zero: true);
+    public Tensor Uninitialized(Shape shape, DType dtype = DType.F32) => Allocate(shape, dtype, zero: false);
 
     public Tensor FromHost(Tensor host)
     {
@@ -274,7 +275,11 @@ public sealed partial class CpuBackend : IBackend
         Cpu.Scale.Apply(x.Floats, s);
     }
 
-    public void Dispose() { }
+    public void Dispose()
+    {
+        Volatile.Write(ref _disposed, true);
+        _pool.Trim();
+    }
 
     // ---- checks ----
 
