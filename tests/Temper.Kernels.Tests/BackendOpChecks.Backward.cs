@@ -448,6 +448,9 @@ public abstract partial class BackendOpChecks
         Close(Run(tdw), dw, "ce dLmHead with row scales");
         // The zero-scaled row contributes no gradient.
         Assert.All(Run(tdh).AsSpan(4 * c, c).ToArray(), g => Assert.Equal(0f, g));
+        var hOnly = _b.Zeros(new Shape(n, c)); // no dLmHead asked for
+        _b.LmHeadCrossEntropy(Up(hidden, n, c), Up(head, v, c), labels, _b.Zeros(new Shape(n)), 0.25f, hOnly, null, rowScales);
+        Close(Run(hOnly), dh, "ce dHidden alone with row scales");
     }
 
     [Fact]
