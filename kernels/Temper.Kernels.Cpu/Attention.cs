@@ -10,10 +10,8 @@
 // query heads sharing a kv head) are split across threads.
 // Backward (dq, dk, dv overwritten): p_j = exp(s_j - lse), dp_j = dOut.v_j, ds_j = p_j (dp_j - sum p dp),
 // dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut, in the same 64-row blocks through the
-// GEMM. Query heads of each sequence are split across threads (9 heads: 5 and 4 on two threads, where
-// whole kv heads, 3, went 2 and 1); each head sums its blocks' dk/dv into its own partial [kvLength,D],
-// and the partials of the heads sharing a kv head are then added in head order, so every dk/dv element is
-// summed in a fixed order whatever the thread count.
+// GEMM; (batch, kv head) pairs are split across threads so that each dk/dv row is summed by one thread in
+// a fixed (head, block) order.
 
 namespace Temper.Kernels.Cpu;
 
@@ -157,17 +155,10 @@ public static unsafe class Attention
         for (int rr = 0; rr < nr; rr++) Scale.Apply(new Span<float>(o + (long)rr * u.Ldq, d), inv[rr]);
     }
 
-    /// <summary>The floats of Backward's scratch: each query head's dk and dv partials [kvLength, D].</summary>
-    public static long BackwardScratchFloats(int batch, int heads, int d, int kvLength) => 2L * batch * heads * kvLength * d;
-
-    /// <summary>
-    /// Backward of <see cref="Forward"/>; lse is the forward's (or empty: recomputed). scratch (optional,
-    /// contents unspecified): at least <see cref="BackwardScratchFloats"/> floats; allocated when empty.
-    /// </summary>
+    /// <summary>Backward of <see cref="Forward"/>; lse is the forward's (or empty: recomputed).</summary>
     public static void Backward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> lse, ReadOnlySpan<float> dOut,
         Span<float> dq, Span<float> dk, Span<float> dv,
-        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds = default, int threads = 1,
-        Span<float> scratch = default)
+        int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int queryOffset, float scale, ReadOnlySpan<int> keyMask, ReadOnlySpan<int> segmentIds = default, int threads = 1)
     {
         if (batch < 0 || tq < 0 || heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0 || d <= 0 || kvLength < 0 || kvLength > s || queryOffset < 0
             || q.Length != (long)batch * tq * heads * d || k.Length != (long)batch * s * kvHeads * d || v.Length != k.Length
@@ -176,16 +167,12 @@ public static unsafe class Attention
             || !SegmentsFit(segmentIds, batch, tq, kvLength, queryOffset))
             throw new ArgumentException($"Attention backward: q {q.Length}, k {k.Length}, v {v.Length}, dOut {dOut.Length}, dq {dq.Length}, dk {dk.Length}, dv {dv.Length}, lse {lse.Length}, mask {keyMask.Length}, segments {segmentIds.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
-        int group = heads / kvHeads, units = batch * heads, ldkv = kvHeads * d, ldq = heads * d;
+        int group = heads / kvHeads, units = batch * kvHeads;
         int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
-        long part = (long)kvLength * d, need = BackwardScratchFloats(batch, heads, d, kvLength);
-        if (scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(checked((int)need));
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* pl0 = lse) fixed (float* pdo0 = dOut)
-        fixed (float* pdq0 = dq) fixed (float* pdk0 = dk) fixed (float* pdv0 = dv) fixed (int* pm0 = keyMask) fixed (int* ps0 = segmentIds) fixed (float* pp0 = scratch)
+        fixed (float* pdq0 = dq) fixed (float* pdk0 = dk) fixed (float* pdv0 = dv) fixed (int* pm0 = keyMask) fixed (int* ps0 = segmentIds)
         {
-            nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, pl = (nint)pl0, pdo = (nint)pdo0, pm = (nint)pm0, ps = (nint)ps0, pdq = (nint)pdq0;
-            float* dkPart = pp0, dvPart = pp0 + units * part; // [B*H, kvLength, D] each
-            nint pdkp = (nint)dkPart, pdvp = (nint)dvPart;
+            nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, pl = (nint)pl0, pdo = (nint)pdo0, pdq = (nint)pdq0, pdk = (nint)pdk0, pdv = (nint)pdv0, pm = (nint)pm0, ps = (nint)ps0;
             long work = (long)batch * heads * tq * widest * d;
             StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
@@ -195,49 +182,35 @@ public static unsafe class Attention
                 {
                     for (int u = u0; u < u1; u++)
                     {
-                        int b = u / heads, h = u % heads;
-                        long kvOff = ((long)b * s * kvHeads + h / group) * d, qOff = ((long)b * tq * heads + h) * d;
-                        float* dkh = (float*)pdkp + u * part, dvh = (float*)pdvp + u * part;
-                        new Span<float>(dkh, (int)part).Clear();
-                        new Span<float>(dvh, (int)part).Clear();
-                        var g = new GradUnit((float*)pq + qOff, (float*)pdo + qOff, (float*)pdq + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, ldkv, dkh, dvh, d,
-                            pm == 0 ? null : (int*)pm + (long)b * kvLength, ps == 0 ? null : (int*)ps + (long)b * kvLength,
-                            pl == 0 ? null : (float*)pl + ((long)b * heads + h) * tq);
-                        for (int r0 = 0; r0 < tq; r0 += BlockRows)
-                            BackwardBlock(g, r0, Math.Min(BlockRows, tq - r0), d, kvLength, queryOffset, scale, p, ds);
-                    }
-                }
-            });
-            // dk/dv rows of each (sequence, kv head): the sum of its query heads' partials, in head order (0 past kvLength).
-            for (int b = 0; b < batch; b++)
-                for (int kh = 0; kh < kvHeads; kh++)
-                {
-                    long kvOff = ((long)b * s * kvHeads + kh) * d;
-                    for (int j = 0; j < s; j++)
-                    {
-                        var dkRow = dk.Slice((int)(kvOff + (long)j * ldkv), d);
-                        var dvRow = dv.Slice((int)(kvOff + (long)j * ldkv), d);
-                        dkRow.Clear();
-                        dvRow.Clear();
-                        if (j >= kvLength) continue;
+                        int b = u / kvHeads, kh = u % kvHeads, ldkv = kvHeads * d, ldq = heads * d;
+                        long kvOff = ((long)b * s * kvHeads + kh) * d;
+                        float* dkBase = (float*)pdk + kvOff, dvBase = (float*)pdv + kvOff;
+                        for (int j = 0; j < s; j++)
+                        {
+                            new Span<float>(dkBase + (long)j * ldkv, d).Clear();
+                            new Span<float>(dvBase + (long)j * ldkv, d).Clear();
+                        }
                         for (int h = kh * group; h < (kh + 1) * group; h++)
                         {
-                            long at = ((long)b * heads + h) * part + (long)j * d;
-                            Add.Forward(dkRow, new ReadOnlySpan<float>(dkPart + at, d), dkRow);
-                            Add.Forward(dvRow, new ReadOnlySpan<float>(dvPart + at, d), dvRow);
+                            long qOff = ((long)b * tq * heads + h) * d;
+                            var g = new GradUnit((float*)pq + qOff, (float*)pdo + qOff, (float*)pdq + qOff, ldq, (float*)pk + kvOff, (float*)pv + kvOff, dkBase, dvBase, ldkv,
+                                pm == 0 ? null : (int*)pm + (long)b * kvLength, ps == 0 ? null : (int*)ps + (long)b * kvLength,
+                                pl == 0 ? null : (float*)pl + ((long)b * heads + h) * tq);
+                            for (int r0 = 0; r0 < tq; r0 += BlockRows)
+                                BackwardBlock(g, r0, Math.Min(BlockRows, tq - r0), d, kvLength, queryOffset, scale, p, ds);
                         }
                     }
                 }
+            });
         }
     }
 
-    // One query head's backward pointers: q/dOut/dq rows at stride ldq; k, v rows of its kv head at stride
-    // ldkv; its dk, dv partials at stride ldd; the sequence's mask and segment ids; the forward's lse for
-    // this head (or null).
-    private readonly struct GradUnit(float* q, float* dOut, float* dq, int ldq, float* k, float* v, int ldkv, float* dk, float* dv, int ldd, int* mask, int* segments, float* lse)
+    // One query head's backward pointers: q/dOut/dq rows at stride ldq; k, v, dk, dv rows of its kv head at
+    // stride ldkv; the sequence's mask and segment ids; the forward's lse for this head (or null).
+    private readonly struct GradUnit(float* q, float* dOut, float* dq, int ldq, float* k, float* v, float* dk, float* dv, int ldkv, int* mask, int* segments, float* lse)
     {
         public readonly float* Q = q, DOut = dOut, DQ = dq, K = k, V = v, DK = dk, DV = dv, Lse = lse;
-        public readonly int Ldq = ldq, Ldkv = ldkv, Ldd = ldd;
+        public readonly int Ldq = ldq, Ldkv = ldkv;
         public readonly int* Mask = mask, Segments = segments;
     }
 
@@ -250,7 +223,7 @@ public static unsafe class Attention
         for (int rr = 0; rr < nr; rr++) new Span<float>(dq + (long)rr * u.Ldq, d).Clear();
         if (width <= 0) return;
         int lo = FirstKey(u.Segments, queryOffset + r0, queryOffset + r0 + nr - 1), cols = width - lo;
-        float* k = u.K + (long)lo * u.Ldkv, v = u.V + (long)lo * u.Ldkv, dk = u.DK + (long)lo * u.Ldd, dv = u.DV + (long)lo * u.Ldd;
+        float* k = u.K + (long)lo * u.Ldkv, v = u.V + (long)lo * u.Ldkv, dk = u.DK + (long)lo * u.Ldkv, dv = u.DV + (long)lo * u.Ldkv;
         new Span<float>(p, nr * cols).Clear();
         new Span<float>(ds, nr * cols).Clear();
         Gemm.MultiplyNT(q, u.Ldq, k, u.Ldkv, p, cols, nr, d, cols, threads: 1);
@@ -275,7 +248,7 @@ public static unsafe class Attention
             for (int j = 0; j < cols; j++) dsr[j] = scale * pr[j] * (dsr[j] - pdp);
         }
         Gemm.MultiplyNN(ds, cols, k, u.Ldkv, dq, u.Ldq, nr, cols, d, threads: 1);
-        Gemm.MultiplyTN(ds, cols, q, u.Ldq, dk, u.Ldd, cols, nr, d, threads: 1);
-        Gemm.MultiplyTN(p, cols, dOut, u.Ldq, dv, u.Ldd, cols, nr, d, threads: 1);
+        Gemm.MultiplyTN(ds, cols, q, u.Ldq, dk, u.Ldkv, cols, nr, d, threads: 1);
+        Gemm.MultiplyTN(p, cols, dOut, u.Ldq, dv, u.Ldkv, cols, nr, d, threads: 1);
     }
 }

@@ -214,9 +214,8 @@ public sealed partial class CpuBackend : IBackend
         F32("AttentionBackward", dOut, dq, dk, dv);
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             "AttentionBackward", $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
-        using var scratch = Uninitialized(new Shape(checked((int)Cpu.Attention.BackwardScratchFloats(batch, heads, d, a.KvLength))));
         Cpu.Attention.Backward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Lse == null ? default : a.Lse.Floats, dOut.Floats, dq.Floats, dk.Floats, dv.Floats,
-            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads, scratch.Floats);
+            batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
 
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
