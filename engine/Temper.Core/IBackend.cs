@@ -10,6 +10,11 @@ public interface IBackend : IDisposable
 
     /// <summary>A zero-filled tensor in this backend's memory.</summary>
     Tensor Zeros(Shape shape, DType dtype = DType.F32);
+    /// <summary>
+    /// A tensor in this backend's memory whose contents are unspecified (a pooled buffer's old values):
+    /// only for an output the next op overwrites whole, where Zeros would clear it for nothing.
+    /// </summary>
+    Tensor Uninitialized(Shape shape, DType dtype = DType.F32);
     /// <summary>This backend's copy of a host tensor (the host tensor itself where memory is shared).</summary>
     Tensor FromHost(Tensor host);
     /// <summary>A host copy of a tensor of this backend.</summary>

@@ -1,11 +1,14 @@
 // A backend that counts the bytes of the tensors it allocates (Zeros) while they are alive, and the
-// peak of that count: what a training run reports as its measured peak beside the plan's prediction.
+// peak of that count: what a training run reports as its measured peak beside the plan's prediction;
+// and what it holds beyond them (a caching allocator's free buffers).
 namespace Temper.Core;
 
 public interface IMemoryMeter
 {
     /// <summary>Bytes of this backend's allocated tensors not yet disposed.</summary>
     long LiveBytes { get; }
+    /// <summary>Bytes this backend holds for tensors: the live ones' buffers (with their allocation rounding) and the freed buffers its pool keeps for reuse.</summary>
+    long ReservedBytes { get; }
     /// <summary>The most LiveBytes has been since the last ResetPeak.</summary>
     long PeakBytes { get; }
     /// <summary>Starts a new peak from the current LiveBytes.</summary>

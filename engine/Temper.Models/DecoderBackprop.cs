@@ -100,9 +100,12 @@ public sealed class DecoderBackprop(Decoder decoder)
         var owned = new List<Tensor>();
         long live = 0;
         PeakActivationBytes = 0;
-        Tensor NewIn(List<Tensor> store, params int[] shape)
+        // Every tensor of the pass is the output of the op that first writes it, whole (Uninitialized: a
+        // pooling backend skips clearing it), but the two that ops accumulate into (ZerosIn).
+        Tensor NewIn(List<Tensor> store, params int[] shape) => Track(store, be.Uninitialized(new Shape(shape)));
+        Tensor ZerosIn(List<Tensor> store, params int[] shape) => Track(store, be.Zeros(new Shape(shape)));
+        Tensor Track(List<Tensor> store, Tensor x)
         {
-            var x = be.Zeros(new Shape(shape));
             store.Add(x);
             live += x.ByteCount;
             PeakActivationBytes = Math.Max(PeakActivationBytes, live);
@@ -138,7 +141,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             var rstdF = New(n);
             var hF = New(n, c);
             be.RmsNorm(x, w.FinalNorm, cfg.RmsNormEps, hF, rstdF);
-            var dHidden = gradOf == null ? null : New(n, c);
+            var dHidden = gradOf == null ? null : ZerosIn(owned, n, c);
             var result = head.Apply(Decoder, hF, dHidden, gradOf);
             if (gradOf == null) return result;
 
@@ -255,7 +258,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             }
             // d dropout(x) from the LoRA branch, then through the same mask into dx.
             var temp = new List<Tensor>();
-            var dDropped = NewIn(temp, n, p.In);
+            var dDropped = ZerosIn(temp, n, p.In);
             be.LoraLinearBackward(dy, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
             be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
             be.Add(dInput, dDropped, dInput);

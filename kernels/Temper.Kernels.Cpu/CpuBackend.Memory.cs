@@ -1,44 +1,92 @@
-// CpuBackend's allocation meter: every tensor made by Zeros is counted while it lives (its storage's
-// Dispose, once however many views dispose it, takes it off), and the peak is kept. Tensors the CPU
-// backend shares rather than allocates (FromHost returns the host tensor itself) are not counted.
+// CpuBackend's tensor memory: pinned arrays from a HostBufferPool (freed tensors' arrays are reused,
+// so a steady-state training step allocates no new pages), and the allocation meter. Zeros clears a
+// reused array (a fresh one comes zeroed); Uninitialized does not, for outputs an op overwrites whole.
+// The meter counts every tensor made by Zeros/Uninitialized while it lives (its storage's Dispose, once
+// however many views dispose it, takes it off and hands the array back to the pool), and keeps the
+// peak; ReservedBytes adds the size-class slack of the live arrays and the free arrays the pool holds.
+// Tensors the CPU backend shares rather than allocates (FromHost returns the host tensor itself) are
+// not counted. Allocation and release are thread-safe.
 using Temper.Core;
 
 namespace Temper.Kernels.Cpu;
 
 public sealed partial class CpuBackend : IMemoryMeter
 {
-    private long _liveBytes, _peakBytes;
+    private long _liveBytes, _peakBytes, _liveArrayBytes;
+    private bool _disposed;
     private readonly Lock _meterLock = new();
+    private readonly HostBufferPool _pool = new(DefaultPoolCap());
 
-    public long LiveBytes => Interlocked.Read(ref _liveBytes);
-    public long PeakBytes => Interlocked.Read(ref _peakBytes);
+    public long LiveBytes { get { lock (_meterLock) return _liveBytes; } }
+    public long PeakBytes { get { lock (_meterLock) return _peakBytes; } }
+    public long ReservedBytes { get { lock (_meterLock) return _liveArrayBytes + _pool.CachedBytes; } }
 
     public void ResetPeak()
     {
         lock (_meterLock) _peakBytes = _liveBytes;
     }
 
-    private Tensor CountedZeros(Shape shape, DType dtype)
+    /// <summary>Bytes of freed tensors' arrays the pool holds for reuse.</summary>
+    public long PooledBytes => _pool.CachedBytes;
+    /// <summary>Tensor allocations served from the pool / by a fresh array.</summary>
+    public (long Hits, long Misses) PoolCounts => (_pool.Hits, _pool.Misses);
+    /// <summary>The most bytes the pool keeps (default: 1/8 of the memory the GC may use, 64 MiB to 4 GiB); 0 disables pooling.</summary>
+    public long PoolCapBytes
+    {
+        get => _pool.CapBytes;
+        set => _pool.CapBytes = value;
+    }
+
+    /// <summary>Drops every pooled array.</summary>
+    public void TrimPool() => _pool.Trim();
+
+    /// <summary>
+    /// For tests and debugging: Uninitialized fills its tensor with NaN, and a freed tensor's array is
+    /// filled with NaN as it goes back to the pool, so an op that reads memory nobody wrote, or a tensor
+    /// after its Dispose, gives NaN. Also set by the environment variable TEMPER_CPU_POISON=1.
+    /// </summary>
+    public bool PoisonMemory { get; set; } = Environment.GetEnvironmentVariable("TEMPER_CPU_POISON") == "1";
+
+    private static long DefaultPoolCap() => Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 8, 64L << 20, 4L << 30);
+
+    private Tensor Allocate(Shape shape, DType dtype, bool zero)
     {
         long bytes = dtype.ByteCount(shape.Elements);
         if (bytes > Array.MaxLength) throw new TemperException($"a host tensor of {bytes} bytes exceeds the 2 GiB single-buffer limit");
-        var array = GC.AllocateArray<byte>((int)bytes, pinned: true);
+        int size = HostBufferPool.ClassOf(bytes);
+        var array = _pool.TryRent(size);
+        if (array == null) array = zero ? GC.AllocateArray<byte>(size, pinned: true) : GC.AllocateUninitializedArray<byte>(size, pinned: true);
+        else if (zero) array.AsSpan(0, (int)bytes).Clear();
+        if (!zero && PoisonMemory) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(array.AsSpan()).Fill(float.NaN);
         lock (_meterLock)
         {
             _liveBytes += bytes;
+            _liveArrayBytes += size;
             if (_liveBytes > _peakBytes) _peakBytes = _liveBytes;
         }
-        return new Tensor(shape, dtype, new HostStorage(array, new Release(this, bytes)));
+        return new Tensor(shape, dtype, new HostStorage(array.AsMemory(0, (int)bytes), new Release(this, array, bytes)));
     }
 
-    private sealed class Release(CpuBackend owner, long bytes) : IDisposable
+    private void Free(byte[] array, long bytes)
+    {
+        lock (_meterLock)
+        {
+            _liveBytes -= bytes;
+            _liveArrayBytes -= array.Length;
+        }
+        if (Volatile.Read(ref _disposed)) return;
+        if (PoisonMemory) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(array.AsSpan()).Fill(float.NaN);
+        _pool.Return(array);
+    }
+
+    private sealed class Release(CpuBackend owner, byte[] array, long bytes) : IDisposable
     {
         private int _done;
 
         public void Dispose()
         {
             if (Interlocked.Exchange(ref _done, 1) != 0) return;
-            lock (owner._meterLock) owner._liveBytes -= bytes;
+            owner.Free(array, bytes);
         }
     }
 }

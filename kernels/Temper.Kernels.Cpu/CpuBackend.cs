@@ -21,7 +21,8 @@ public sealed partial class CpuBackend : IBackend
     public string Name => "cpu";
     public int Threads => _threads;
 
-    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => CountedZeros(shape, dtype);
+    public Tensor Zeros(Shape shape, DType dtype = DType.F32) => Allocate(shape, dtype, zero: true);
+    public Tensor Uninitialized(Shape shape, DType dtype = DType.F32) => Allocate(shape, dtype, zero: false);
 
     public Tensor FromHost(Tensor host)
     {
@@ -233,8 +234,9 @@ public sealed partial class CpuBackend : IBackend
         F32(op, hidden, losses, dHidden, dLmHead);
         var (n, c, v) = LmHeadShapes.CrossEntropy(hidden, lmHead, labels, losses, dHidden, dLmHead, rowScales, "cpu");
         bool bf16 = lmHead.DType == DType.BF16;
+        using var scratch = Uninitialized(new Shape(checked((int)Cpu.LmHeadCrossEntropy.ScratchFloats(n, c, v, onePass: dLmHead == null && dHidden != null))));
         Cpu.LmHeadCrossEntropy.Run(hidden.Floats, bf16 ? default : lmHead.Floats, bf16 ? lmHead.Span<ushort>() : default, labels, losses.Floats, lossScale,
-            Out(dHidden), Out(dLmHead), n, c, v, _threads, rowScales: rowScales);
+            Out(dHidden), Out(dLmHead), n, c, v, _threads, rowScales: rowScales, scratch: scratch.Floats);
     }
 
     public void LmHeadDistillation(Tensor studentHidden, Tensor studentLmHead, Tensor teacherHidden, Tensor teacherLmHead, ReadOnlySpan<int> mask, float temperature, bool reverse,
@@ -274,7 +276,11 @@ public sealed partial class CpuBackend : IBackend
         Cpu.Scale.Apply(x.Floats, s);
     }
 
-    public void Dispose() { }
+    public void Dispose()
+    {
+        Volatile.Write(ref _disposed, true);
+        _pool.Trim();
+    }
 
     // ---- checks ----
 

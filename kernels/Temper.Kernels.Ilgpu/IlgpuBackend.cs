@@ -198,6 +198,8 @@ public sealed partial class IlgpuBackend : IBackend
         return new Tensor(shape, dtype, s);
     }
 
+    public Tensor Uninitialized(Shape shape, DType dtype = DType.F32) => new(shape, dtype, Allocate(dtype.ByteCount(shape.Elements)));
+
     public Tensor FromHost(Tensor host)
     {
         Require(host.IsHost, "FromHost", $"tensor {Describe(host)} is not a host tensor");

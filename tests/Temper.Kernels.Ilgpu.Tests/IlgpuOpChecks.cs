@@ -67,6 +67,25 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
     }
 
     [Fact]
+    public void Uninitialized_takes_a_pooled_buffer_as_is_and_the_meter_reserves_the_pool()
+    {
+        _ = B; // skips where the device is missing
+        using var own = IlgpuBackend.Create(Device.Kind);
+        var meter = (IMemoryMeter)own;
+        var values = Floats(1000, 12);
+        var t = own.FromHost(Host(values, 10, 100));
+        long live = meter.LiveBytes;
+        t.Dispose();
+        Assert.Equal(live - t.Storage.ByteLength, meter.LiveBytes);
+        Assert.Equal(meter.LiveBytes + own.PooledBytes, meter.ReservedBytes);
+        var (hits, _) = own.PoolCounts;
+        using var u = own.Uninitialized(new Shape(10, 100));
+        Assert.Equal(hits + 1, own.PoolCounts.Hits);
+        using var uh = own.ToHost(u);
+        Assert.Equal(values, uh.ToFloatArray()); // not cleared: the freed tensor's values
+    }
+
+    [Fact]
     public void CopyRows_matches_cpu()
     {
         var src = Floats(6 * 5, 2);

@@ -448,6 +448,9 @@ public abstract partial class BackendOpChecks
         Close(Run(tdw), dw, "ce dLmHead with row scales");
         // The zero-scaled row contributes no gradient.
         Assert.All(Run(tdh).AsSpan(4 * c, c).ToArray(), g => Assert.Equal(0f, g));
+        var hOnly = _b.Zeros(new Shape(n, c)); // no dLmHead asked for
+        _b.LmHeadCrossEntropy(Up(hidden, n, c), Up(head, v, c), labels, _b.Zeros(new Shape(n)), 0.25f, hOnly, null, rowScales);
+        Close(Run(hOnly), dh, "ce dHidden alone with row scales");
     }
 
     [Fact]
@@ -545,10 +548,12 @@ public abstract partial class BackendOpChecks
             var (dh, dw) = (b.Zeros(new Shape(64, 32)), b.Zeros(new Shape(1000, 32)));
             var l = b.Zeros(new Shape(64));
             b.LmHeadCrossEntropy(b.FromHost(T(Floats(64 * 32, 1), 64, 32)), b.FromHost(T(Floats(1000 * 32, 2), 1000, 32)), Ints(64, 3, 1000), l, 1f, dh, dw);
-            return [b.ToHost(l).ToFloatArray(), b.ToHost(dh).ToFloatArray(), b.ToHost(dw).ToFloatArray()];
+            var dhAlone = b.Zeros(new Shape(64, 32)); // the one-pass path (no dLmHead)
+            b.LmHeadCrossEntropy(b.FromHost(T(Floats(64 * 32, 1), 64, 32)), b.FromHost(T(Floats(1000 * 32, 2), 1000, 32)), Ints(64, 3, 1000), b.Zeros(new Shape(64)), 1f, dhAlone, null);
+            return [b.ToHost(l).ToFloatArray(), b.ToHost(dh).ToFloatArray(), b.ToHost(dw).ToFloatArray(), b.ToHost(dhAlone).ToFloatArray()];
         }
         var (c1, c2) = (Ce(one), Ce(two));
-        for (int i = 0; i < 3; i++) Bitwise(c2[i], c1[i], $"cross-entropy output {i}");
+        for (int i = 0; i < 4; i++) Bitwise(c2[i], c1[i], $"cross-entropy output {i}");
 
         var big = Floats(300_000, 5);
         Assert.Equal(one.SumOfSquares(one.FromHost(T(big, big.Length))), two.SumOfSquares(two.FromHost(T(big, big.Length))));

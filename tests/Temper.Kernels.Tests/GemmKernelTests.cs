@@ -88,6 +88,7 @@ public class GemmKernelTests
         const int n = 9, c = 20, v = 150;
         var hidden = Floats(n * c, 1, 2f);
         var head = Floats(v * c, 2);
+        for (int i = 100 * c; i < v * c; i++) head[i] *= 4; // larger logits in the later chunks: the one-pass dHidden rescales what it has
         var labels = Ints(n, 3, v);
         labels[4] = -1;
         var losses = new float[n];
@@ -101,6 +102,9 @@ public class GemmKernelTests
             CloseEach(l, losses, $"ce losses chunk {chunk}", 1e-5, 0.1);
             Close(h, dh, $"ce dHidden chunk {chunk}");
             Close(w, dw, $"ce dLmHead chunk {chunk}");
+            var hOnly = new float[n * c]; // no dLmHead: the one-pass path
+            LmHeadCrossEntropy.Run(hidden, head, default, labels, new float[n], 0.5f, hOnly, default, n, c, v, threads: 2, chunkWidth: chunk);
+            Close(hOnly, dh, $"ce dHidden alone, chunk {chunk}");
         }
     }
 

@@ -49,6 +49,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     private static string Mm(string op, Tensor x, int m) => $"{op} [{x.Shape.Rows},{x.Shape[-1]}]->{m}";
 
     public Tensor Zeros(Shape shape, DType dtype = DType.F32) { long s = Stopwatch.GetTimestamp(); var r = inner.Zeros(shape, dtype); Record(nameof(Zeros), s); return r; }
+    public Tensor Uninitialized(Shape shape, DType dtype = DType.F32) { long s = Stopwatch.GetTimestamp(); var r = inner.Uninitialized(shape, dtype); Record(nameof(Uninitialized), s); return r; }
     public Tensor FromHost(Tensor host) { long s = Stopwatch.GetTimestamp(); var r = inner.FromHost(host); Record(nameof(FromHost), s); return r; }
     public Tensor ToHost(Tensor t) { long s = Stopwatch.GetTimestamp(); var r = inner.ToHost(t); Record(nameof(ToHost), s); return r; }
     public void CopyRows(Tensor src, int srcRow, Tensor dst, int dstRow, int rows) { long s = Stopwatch.GetTimestamp(); inner.CopyRows(src, srcRow, dst, dstRow, rows); Record(nameof(CopyRows), s); }
