@@ -32,7 +32,8 @@ done
 # checks of Temper.Cuda.Tests (trait Kernels=cuda) again, with the emulator as the driver library, in three
 # run orders; then
 # IlgpuBackend's PTX route (those kernels on the buffers of ILGPU's CPU accelerator) through the emulator:
-# the routing checks of Temper.Kernels.Ilgpu.Tests (trait Ptx=emulated; skipped in its plain run); and the
+# the routing checks of Temper.Kernels.Ilgpu.Tests (trait Ptx=emulated; skipped in its plain run), with
+# uninitialised tensors poisoned (NaN) so a kernel that leaves part of an output unwritten fails; and the
 # native library's CUDA generation (Temper.Native.Tests, trait Kernels=cuda).
 if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cuda/emu/build-emu.sh build/cuda-emu | tail -1) && [ -f "$emu" ]; then
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cuda.Tests (CUDA emulator)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
@@ -40,7 +41,7 @@ if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cu
   # result that changes with the order reads memory another thread or block writes without a barrier.
   TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=reverse run_suite "Temper.Cuda.Tests (CUDA emulator, reverse order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=shuffle:1 run_suite "Temper.Cuda.Tests (CUDA emulator, shuffled order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
-  TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Kernels.Ilgpu.Tests (PTX route on the CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
+  TEMPER_CUDA_DRIVER="$emu" TEMPER_POISON_MEMORY=1 run_suite "Temper.Kernels.Ilgpu.Tests (PTX route on the CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Native.Tests (CUDA emulator)" 60 tests/Temper.Native.Tests/bin/Release/net10.0/Temper.Native.Tests -trait "Kernels=cuda"
 else
   echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel, PTX route and native CUDA checks on the CPU skipped"; skipped=$((skipped+3))

@@ -36,7 +36,9 @@ for step in "$@"; do
     cuda-tests) run cuda-tests 150 tests Temper.Cuda.Tests ;;
     sanitizer) run sanitizer 100 compute-sanitizer --tool memcheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor ;;
     racecheck) run racecheck 200 compute-sanitizer --tool racecheck --target-processes all $D /tmp/app/Temper.Cuda.Tests/Temper.Cuda.Tests.dll -noColor -trait "Kernels=cuda" ;;
-    ilgpu-cuda) run ilgpu-cuda 300 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
+    # TEMPER_POISON_MEMORY=1: IlgpuBackend.Uninitialized fills with NaN, so a kernel that leaves part of an
+    # output unwritten (DecoderBackprop takes its outputs uninitialised) fails the checks instead of passing on stale values.
+    ilgpu-cuda) run ilgpu-cuda 300 env TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done ;;
     nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50
          run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
@@ -59,7 +61,7 @@ for step in "$@"; do
     serve-sweep) run serve-sweep 300 temper bench serve-sweep --device cuda --concurrency 1,4,16,64 --adapters 1,10,100 --prompt-len 64 --tokens 32 --out /tmp/logs/serve-sweep ;;
     serve) run serve-8 60 temper bench serve --device cuda --requests 16 --adapters 8
            run serve-100 90 temper bench serve --device cuda --requests 100 --adapters 100 ;;
-    ptx) run ptx-checks 120 bash -c 'tests Temper.Cuda.Tests && tests Temper.Kernels.Ilgpu.Tests -class "*PtxRouting*" -class "*PtxFusedOpRouting*"'
+    ptx) run ptx-checks 120 bash -c 'tests Temper.Cuda.Tests && TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*PtxRouting*" -class "*PtxFusedOpRouting*"'
          run ptx-bench 200 bash -c 'temper bench ops --device cuda --dtype bf16 --kernels ptx --reps 3 && temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 --kernels ptx' ;;
     ops-1b) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
             run peer-ops-1b 150 python3 bench/peer/torch_ops.py $w --reps 10

@@ -43,9 +43,9 @@ public sealed partial class CpuBackend : IMemoryMeter
     /// <summary>
     /// For tests and debugging: Uninitialized fills its tensor with NaN, and a freed tensor's array is
     /// filled with NaN as it goes back to the pool, so an op that reads memory nobody wrote, or a tensor
-    /// after its Dispose, gives NaN. Also set by the environment variable TEMPER_CPU_POISON=1.
+    /// after its Dispose, gives NaN. Also set by the environment variable TEMPER_POISON_MEMORY=1.
     /// </summary>
-    public bool PoisonMemory { get; set; } = Environment.GetEnvironmentVariable("TEMPER_CPU_POISON") == "1";
+    public bool PoisonMemory { get; set; } = Environment.GetEnvironmentVariable("TEMPER_POISON_MEMORY") == "1";
 
     private static long DefaultPoolCap() => Math.Clamp(GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 8, 64L << 20, 4L << 30);
 

@@ -198,7 +198,19 @@ public sealed partial class IlgpuBackend : IBackend
         return new Tensor(shape, dtype, s);
     }
 
-    public Tensor Uninitialized(Shape shape, DType dtype = DType.F32) => new(shape, dtype, Allocate(dtype.ByteCount(shape.Elements)));
+    /// <summary>
+    /// A debugging aid: Uninitialized fills its buffer with 0xFF bytes (NaN as f32 and bf16), so an op that
+    /// leaves part of an output it should overwrite unwritten shows NaN instead of a stale pooled value.
+    /// Also set by the environment variable TEMPER_POISON_MEMORY=1 (CpuBackend reads it too).
+    /// </summary>
+    public bool PoisonMemory { get; set; } = Environment.GetEnvironmentVariable("TEMPER_POISON_MEMORY") == "1";
+
+    public Tensor Uninitialized(Shape shape, DType dtype = DType.F32)
+    {
+        var s = Allocate(dtype.ByteCount(shape.Elements));
+        if (PoisonMemory) s.Buffer.View.MemSet(_dc.Stream, 0xFF);
+        return new Tensor(shape, dtype, s);
+    }
 
     public Tensor FromHost(Tensor host)
     {

@@ -67,10 +67,11 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
     }
 
     [Fact]
-    public void Uninitialized_takes_a_pooled_buffer_as_is_and_the_meter_reserves_the_pool()
+    public void Uninitialized_takes_a_pooled_buffer_as_is_or_poisoned_and_the_meter_reserves_the_pool()
     {
         _ = B; // skips where the device is missing
         using var own = IlgpuBackend.Create(Device.Kind);
+        own.PoisonMemory = false; // (TEMPER_POISON_MEMORY=1 may be set for the run)
         var meter = (IMemoryMeter)own;
         var values = Floats(1000, 12);
         var t = own.FromHost(Host(values, 10, 100));
@@ -83,6 +84,10 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         Assert.Equal(hits + 1, own.PoolCounts.Hits);
         using var uh = own.ToHost(u);
         Assert.Equal(values, uh.ToFloatArray()); // not cleared: the freed tensor's values
+        own.PoisonMemory = true;
+        using var poisoned = own.Uninitialized(new Shape(10, 100));
+        using var ph = own.ToHost(poisoned);
+        Assert.All(ph.ToFloatArray(), v => Assert.True(float.IsNaN(v)));
     }
 
     [Fact]
