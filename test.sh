@@ -34,7 +34,8 @@ done
 # IlgpuBackend's PTX route (those kernels on the buffers of ILGPU's CPU accelerator) through the emulator:
 # the routing checks of Temper.Kernels.Ilgpu.Tests (trait Ptx=emulated; skipped in its plain run), with
 # uninitialised tensors poisoned (NaN) so a kernel that leaves part of an output unwritten fails; and the
-# native library's CUDA generation (Temper.Native.Tests, trait Kernels=cuda).
+# native library's CUDA generation (Temper.Native.Tests, trait Kernels=cuda) and `temper bench gemm`'s
+# validation of every GEMM kernel (Temper.Cli.Tests, trait Kernels=cuda).
 if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cuda/emu/build-emu.sh build/cuda-emu | tail -1) && [ -f "$emu" ]; then
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cuda.Tests (CUDA emulator)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   # The same checks with the blocks and the fibers of each round run in reverse and in shuffled order: a
@@ -42,9 +43,10 @@ if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cu
   TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=reverse run_suite "Temper.Cuda.Tests (CUDA emulator, reverse order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=shuffle:1 run_suite "Temper.Cuda.Tests (CUDA emulator, shuffled order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" TEMPER_POISON_MEMORY=1 run_suite "Temper.Kernels.Ilgpu.Tests (PTX route on the CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
+  TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cli.Tests (CUDA emulator)" 60 tests/Temper.Cli.Tests/bin/Release/net10.0/Temper.Cli.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Native.Tests (CUDA emulator)" 60 tests/Temper.Native.Tests/bin/Release/net10.0/Temper.Native.Tests -trait "Kernels=cuda"
 else
-  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel, PTX route and native CUDA checks on the CPU skipped"; skipped=$((skipped+3))
+  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel (three run orders), PTX route, bench gemm and native CUDA checks on the CPU skipped"; skipped=$((skipped+6))
 fi
 # The native library and its C/C++ hosts (ctest), where cmake and a C compiler exist.
 if command -v cmake >/dev/null && command -v cc >/dev/null && [ "${TEMPER_SKIP_NATIVE:-0}" != 1 ]; then

@@ -93,6 +93,8 @@ for step in "$@"; do
          for k in ilgpu ptx; do run ptx-paged-serve-$k 120 temper bench serve --device cuda --kernels $k --requests 32 --prompt-len 512 --tokens 64 --adapters 0; done ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10
          run temper-ops 120 temper bench ops --device cuda --dtype bf16 --reps 10 ;;
+    gemm) run gemm 240 temper bench gemm --reps 20
+          run peer-gemm 120 python3 bench/peer/torch_gemm.py --reps 20 ;;
     gemv) run gemv-checks 60 tests Temper.Cuda.Tests -class "*CudaGemvChecks" -class "*CudaGemvGraphChecks"
           run gemv 120 bash -c 'temper bench gemv --reps 50 && temper bench gemv --rows 8 --reps 20'
           run peer-gemv 120 python3 bench/peer/torch_gemv.py --reps 50 ;;

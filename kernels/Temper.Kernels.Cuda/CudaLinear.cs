@@ -119,34 +119,54 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         device.Launch(f, ((uint)((k + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
     }
 
+    /// <summary>The forward product on activations already in bf16, as Forward runs it after converting them
+    /// (gemm_bf16.cu, or gemm_bf16_sm90.cu where Sm90): y = alpha x W^T (+ bias) (+ y), x [n,k] bf16, w [m,k] bf16,
+    /// k a multiple of 8, x and w 16-byte aligned. `temper bench gemm` times it alone against cuBLAS.</summary>
+    public void ForwardBf16(CudaDeviceMemory xBf16, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false)
+    {
+        if (n < 0 || k < 0 || m < 0 || k % 8 != 0 || xBf16.Pointer % 16 != 0 || w.Pointer % 16 != 0)
+            throw new CudaException($"CudaLinear.ForwardBf16: sizes must be >= 0 and k a multiple of 8 (n {n}, k {k}, m {m}), x and w 16-byte aligned");
+        Require(xBf16, 2L * n * k, "x");
+        Require(w, 2L * m * k, "w");
+        Require(y, 4L * n * m, "y");
+        if (bias != null) Require(bias, 4L * m, "bias");
+        if ((long)n * m == 0) return;
+        ProductFromBf16(false, xBf16, w, bias, y, n, k, m, alpha, accumulate, null);
+    }
+
     // gemm_bf16.cu: NT y[n,m] = x[n,k] W^T, or NN (inputGradient) y[n,k] = x[n,m] W; x converted to bf16 first.
     private void PipelinedProduct(bool inputGradient, CudaDeviceMemory x, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha, bool accumulate,
         LowRankTerm? lora)
     {
         long elements = (long)n * (inputGradient ? m : k);
-        int cols = inputGradient ? k : m;
         if (_xBf16 == null || _xBf16.ByteLength < 2 * elements)
         {
             _xBf16?.Dispose(); // the stream orders this after the kernels that read it
             _xBf16 = device.Allocate<ushort>(Math.Max(elements, 1L << 20));
         }
-        _gemmModule ??= device.LoadModule(KernelPtx.Read("gemm_bf16.ptx"), out _);
-        _convert ??= CudaDriver.GetFunction(_gemmModule, "convert_f32_bf16");
-        ref var gemm = ref inputGradient ? ref _gemmNn : ref _gemmNt;
-        if (gemm == null)
-        {
-            gemm = CudaDriver.GetFunction(_gemmModule, inputGradient ? "gemm_bf16_nn" : "gemm_bf16_nt");
-            CudaDriver.SetFunctionAttribute(gemm, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, GemmSharedBytes);
-        }
+        _convert ??= CudaDriver.GetFunction(GemmModule(), "convert_f32_bf16");
         long quads = (elements + 3) / 4;
         device.Launch(_convert, (checked((uint)((quads + GemmThreads - 1) / GemmThreads)), 1, 1), (GemmThreads, 1, 1),
             new CudaKernelArguments().Add(x).Add(_xBf16).Add(elements));
+        ProductFromBf16(inputGradient, _xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
+    }
+
+    private void ProductFromBf16(bool inputGradient, CudaDeviceMemory xBf16, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha, bool accumulate,
+        LowRankTerm? lora)
+    {
+        int cols = inputGradient ? k : m;
         if (!inputGradient && lora == null && (Sm90 ??= CudaGemmSm90.UseOnThisDevice(device)))
         {
-            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(_xBf16, w, bias, y, n, k, m, alpha, accumulate);
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, w, bias, y, n, k, m, alpha, accumulate);
             return;
         }
-        var args = new CudaKernelArguments().Add(_xBf16).Add(w);
+        ref var gemm = ref inputGradient ? ref _gemmNn : ref _gemmNt;
+        if (gemm == null)
+        {
+            gemm = CudaDriver.GetFunction(GemmModule(), inputGradient ? "gemm_bf16_nn" : "gemm_bf16_nt");
+            CudaDriver.SetFunctionAttribute(gemm, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, GemmSharedBytes);
+        }
+        var args = new CudaKernelArguments().Add(xBf16).Add(w);
         if (!inputGradient) args.Add(bias?.Pointer ?? 0UL);
         args = AddLowRank(args.Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
         device.Launch(gemm, ((uint)((cols + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (GemmThreads, 1, 1), args, GemmSharedBytes);
@@ -165,6 +185,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     }
 
     private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("linear_bf16.ptx"), out _);
+    private CudaModuleHandle GemmModule() => _gemmModule ??= device.LoadModule(KernelPtx.Read("gemm_bf16.ptx"), out _);
 
     internal static void Require(CudaDeviceMemory memory, long bytes, string what)
     {

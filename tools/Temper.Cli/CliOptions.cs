@@ -43,7 +43,7 @@ internal static class CliOptions
     }
 
     /// <summary>CUDA device 0 through Temper's driver bindings, or a one-line TemperException saying why not.</summary>
-    public static Temper.Cuda.CudaDevice OpenCudaDevice(string flag)
+    public static Temper.Cuda.CudaDevice OpenCudaDevice(string what)
     {
         try
         {
@@ -51,7 +51,7 @@ internal static class CliOptions
         }
         catch (Exception e) when (e is Temper.Cuda.Driver.CudaException or DllNotFoundException)
         {
-            throw new TemperException($"{flag} decodes on a CUDA GPU: {e.Message}");
+            throw new TemperException($"{what} on a CUDA GPU: {e.Message}");
         }
     }
 

@@ -24,7 +24,7 @@ internal static class BenchDecodeGraph
         var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, new CpuBackend(threads), shape, DType.BF16);
         using var owned = lm;
         var cfg = decoder.Config;
-        using var device = CliOptions.OpenCudaDevice("--graph");
+        using var device = CliOptions.OpenCudaDevice("--graph decodes");
         using var graph = GraphDecoding.Build(device, cfg, decoder.Weights, rows, capacity: promptLen + tokens + 1);
         var rng = new Random(7);
         int[][] prompts = [.. Enumerable.Range(0, rows).Select(_ => Enumerable.Range(0, promptLen).Select(_ => rng.Next(cfg.VocabSize)).ToArray())];

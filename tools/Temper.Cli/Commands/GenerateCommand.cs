@@ -95,7 +95,7 @@ internal static class GenerateCommand
                 GenerationResult r;
                 if (p.GetValue(graph))
                 {
-                    using var device = CliOptions.OpenCudaDevice("--graph");
+                    using var device = CliOptions.OpenCudaDevice("--graph decodes");
                     using var decodeGraph = GraphDecoding.Build(device, lm.Config, lm.Weights, rows: 1, capacity: prompts[0].Count + opts.MaxNewTokens);
                     r = new GraphGenerator(decodeGraph).Generate(prompts[0], opts, Print, cancel.Token);
                 }
