@@ -138,28 +138,17 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
             throw new CudaException($"CudaAttention: with segments every query position needs a segment id, but QueryOffset {a.QueryOffset} + Tq {a.Tq} > KvLength {a.KvLength}");
     }
 
-    private CudaFunction Function(string name, int shared)
+    // A kernel of one of the three modules (each loaded on first use), opted in to its dynamic shared memory.
+    private CudaFunction Function(ref CudaModuleHandle? module, string ptx, string name, int shared)
     {
-        var function = CudaDriver.GetFunction(Module(), name);
-        CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
-        return function;
-    }
-
-    private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("attention_bf16.ptx"), out _);
-
-    private CudaFunction MmaFunction(string name, int shared)
-    {
-        var function = CudaDriver.GetFunction(_mmaModule ??= device.LoadModule(KernelPtx.Read("attention_bf16_mma.ptx"), out _), name);
-        CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
-        return function;
-    }
-
-    private CudaFunction BackwardFunction(string name, int shared)
-    {
-        var function = CudaDriver.GetFunction(_backwardModule ??= device.LoadModule(KernelPtx.Read("attention_bf16_backward.ptx"), out _), name);
+        var function = CudaDriver.GetFunction(module ??= device.LoadModule(KernelPtx.Read(ptx), out _), name);
         if (shared > 0) CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
         return function;
     }
+
+    private CudaFunction Function(string name, int shared) => Function(ref _module, "attention_bf16.ptx", name, shared);
+    private CudaFunction MmaFunction(string name, int shared) => Function(ref _mmaModule, "attention_bf16_mma.ptx", name, shared);
+    private CudaFunction BackwardFunction(string name, int shared) => Function(ref _backwardModule, "attention_bf16_backward.ptx", name, shared);
 
     private static void Require(CudaDeviceMemory memory, long bytes, string what)
     {

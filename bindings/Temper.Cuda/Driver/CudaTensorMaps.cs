@@ -36,11 +36,10 @@ public enum CudaTensorMapSwizzle
 public static unsafe class CudaTensorMaps
 {
     private const string EntryPoint = "cuTensorMapEncodeTiled";
+    private const string Missing = $"the CUDA driver has no {EntryPoint} (tensor maps need a CUDA 12.0 or later driver)";
 
     /// <summary>Null where the driver encodes tensor maps; otherwise why not (a driver older than CUDA 12.0).</summary>
-    public static string? Unavailable => CudaLibrary.Exports(EntryPoint) ? null
-        : CudaLibrary.IsAvailable ? $"the CUDA driver has no {EntryPoint} (tensor maps need a CUDA 12.0 or later driver)"
-        : CudaLibrary.LoadError;
+    public static string? Unavailable => CudaLibrary.Exports(EntryPoint) ? null : CudaLibrary.IsAvailable ? Missing : CudaLibrary.LoadError;
 
     /// <summary>A tiled map of the row-major [rows, columns] tensor at <paramref name="address"/> (rowStrideBytes
     /// apart, a multiple of 16), copied in boxes of [boxRows, boxColumns] elements.</summary>
@@ -61,7 +60,7 @@ public static unsafe class CudaTensorMaps
         }
         catch (EntryPointNotFoundException)
         {
-            throw new CudaException($"the CUDA driver has no {EntryPoint} (tensor maps need a CUDA 12.0 or later driver)");
+            throw new CudaException(Missing);
         }
         if (result != CudaResult.Success)
             throw new CudaException($"{CudaCheck.Message(result, EntryPoint)}: a [{rows}, {columns}] tensor ({dataType}, rows {rowStrideBytes} bytes apart, at 0x{address:x}) in boxes of [{boxRows}, {boxColumns}], swizzle {swizzle}", result);
