@@ -468,7 +468,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
             }
             return data;
         }
-        using var staging = be.Zeros(new Shape(2 * _cache.Layers * bs, _cache.RowWidth));
+        using var staging = be.Uninitialized(new Shape(2 * _cache.Layers * bs, _cache.RowWidth)); // every row is copied in below
         for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
         {
             be.CopyRows(_cache.KRows(l), block * bs, staging, i * bs, bs);
