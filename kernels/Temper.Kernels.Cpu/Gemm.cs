@@ -7,7 +7,11 @@
 // laid out [k][TN] (the broadcast operand; one panel stays in L1), an MC x KC block of b into [k][TM]
 // micro-panels (the vector operand, kept in L2), and a register-tiled micro-kernel accumulates a TN x TM
 // tile of c with FMAs:
-//   AVX-512: TN 12 x TM 32 (24 zmm accumulators), AVX2: TN 4 x TM 24 (12 ymm), scalar: TN 4 x TM 8.
+//   AVX-512: TN 12 x TM 32 (24 zmm accumulators), or TN 24 x TM 16 when M <= 16 (LoRA's rank-wide
+//   products; 24 zmm), AVX2: TN 4 x TM 24 (12 ymm), scalar: TN 4 x TM 8.
+// An optional second reduction segment appends K2 more terms to every sum, c += a b + a2 b2, with its own
+// operands (LoRA's forward: [x | s xa] [W | B]^T, so the adapter's product costs no second pass over c);
+// it is packed beside the last KC block and summed after it, in the same registers.
 // Threads take a static grid of output tiles; each c element is computed by one thread, with its sum over
 // k in a fixed order (KC blocks in turn, k ascending inside, each block's sum added to c), so results are
 // bitwise independent of the thread count. The caller initialises c (zeros, bias or a previous value).
@@ -30,6 +34,8 @@ public static unsafe class Gemm
 {
     /// <summary>Depth of one packed block: the k order of every sum is KC blocks in turn.</summary>
     public const int KC = 384;
+    /// <summary>Products with at most this many outputs a row use the AVX-512 24 x 16 tiles.</summary>
+    public const int NarrowWidth = 16;
     private const int MC = 384; // b rows per packed block (fits L2 with its KC depth)
     private const int NC = 3072; // a rows per packed panel
 
@@ -47,6 +53,20 @@ public static unsafe class Gemm
         CheckSizes("NT", x.Length, wBf16.Length, y.Length, n, k, m);
         fixed (float* px = x) fixed (ushort* pw = wBf16) fixed (float* py = y)
             Run(new Job(px, k, true, null, pw, k, true, py, m, n, k, m, Resolve(kernel)), threads);
+    }
+
+    /// <summary>
+    /// y[n,m] += sum_k x[n,k] w[m,k] + sum_j x2[n,j] w2[m,j]: the product of [x | x2] and [w | w2]^T, with w f32
+    /// (wBf16 empty) or bf16 (w empty), x2 [N,K2] and w2 [M,K2] f32, 0 &lt; K2 &lt;= KC.
+    /// </summary>
+    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<ushort> wBf16, ReadOnlySpan<float> x2, ReadOnlySpan<float> w2,
+        Span<float> y, int n, int k, int k2, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+    {
+        CheckSizes("NT", x.Length, wBf16.IsEmpty ? w.Length : wBf16.Length, y.Length, n, k, m);
+        if (k2 <= 0 || k2 > KC || x2.Length != (long)n * k2 || w2.Length != (long)m * k2 || w.IsEmpty == wBf16.IsEmpty && m * k > 0)
+            throw new ArgumentException($"gemm NT+: x2 has {x2.Length} values (need {n}x{k2}), w2 {w2.Length} (need {m}x{k2}), 0 < K2 <= {KC}, one of w and wBf16");
+        fixed (float* px = x) fixed (float* pw = w) fixed (ushort* pwb = wBf16) fixed (float* px2 = x2) fixed (float* pw2 = w2) fixed (float* py = y)
+            Run(new Job(px, k, true, pw, pwb, k, true, py, m, n, k, m, Resolve(kernel)) { A2 = px2, B2 = pw2, K2 = k2 }, threads);
     }
 
     /// <summary>y[n,m] += sum_k a[n,k] b[k,m] (a [N,K], b [K,M], y [N,M]).</summary>
@@ -101,6 +121,7 @@ public static unsafe class Gemm
     }
 
     // a: element (row i, reduction p) at A[i*lda + p] when aByRows, else A[p*lda + i]; likewise b (f32 B or bf16 Bb).
+    // The optional second segment (A2, B2: K2 more reduction terms, both stored rows-by-reduction) is set with `With`.
     private readonly struct Job(float* a, int lda, bool aByRows, float* b, ushort* bb, int ldb, bool bByRows, float* c, int ldc, int n, int k, int m, GemmKernel kernel)
     {
         public readonly float* A = a, B = b, C = c;
@@ -108,8 +129,13 @@ public static unsafe class Gemm
         public readonly int Lda = lda, Ldb = ldb, Ldc = ldc, N = n, K = k, M = m;
         public readonly bool AByRows = aByRows, BByRows = bByRows;
         public readonly GemmKernel Kernel = kernel;
-        public int TileN => Kernel switch { GemmKernel.Avx512 => 12, _ => 4 };
-        public int TileM => Kernel switch { GemmKernel.Avx512 => 32, GemmKernel.Avx2 => 24, _ => 8 };
+        public float* A2 { get; init; }
+        public float* B2 { get; init; }
+        public int K2 { get; init; }
+        // M <= 16 (a LoRA rank): 24 x 16 tiles, so no half-empty 32-wide tile.
+        public bool Narrow => Kernel == GemmKernel.Avx512 && M <= NarrowWidth;
+        public int TileN => Kernel switch { GemmKernel.Avx512 => Narrow ? 24 : 12, _ => 4 };
+        public int TileM => Kernel switch { GemmKernel.Avx512 => Narrow ? 16 : 32, GemmKernel.Avx2 => 24, _ => 8 };
     }
 
     private static void Run(Job job, int threads)
@@ -117,7 +143,7 @@ public static unsafe class Gemm
         if (job.N == 0 || job.M == 0 || job.K == 0) return;
         int tilesN = (job.N + job.TileN - 1) / job.TileN, tilesM = (job.M + job.TileM - 1) / job.TileM;
         // Small products are not worth waking a second thread; the grid never changes the arithmetic.
-        long flops = 2L * job.N * job.M * job.K;
+        long flops = 2L * job.N * job.M * (job.K + job.K2);
         int t = (int)Math.Max(1, Math.Min(Math.Min(threads, (long)tilesN * tilesM), flops / (1L << 20)));
         var (gn, gm) = Grid(t, tilesN, tilesM, job.TileN, job.TileM);
         if (t == 1)
@@ -156,7 +182,7 @@ public static unsafe class Gemm
         return best;
     }
 
-    [ThreadStatic] private static float[]? t_packA, t_packB;
+    [ThreadStatic] private static float[]? t_packA, t_packB, t_packA2, t_packB2;
 
     private static float* Aligned(ref float[]? buf, int floats)
     {
@@ -177,6 +203,9 @@ public static unsafe class Gemm
         int kc = Math.Min(KC, job.K);
         float* ap = Aligned(ref t_packA, nc * kc);
         float* bp = Aligned(ref t_packB, mc * kc);
+        int k2 = job.K2;
+        float* ap2 = k2 > 0 ? Aligned(ref t_packA2, nc * k2) : null;
+        float* bp2 = k2 > 0 ? Aligned(ref t_packB2, mc * k2) : null;
         float* edge = stackalloc float[12 * 32 + 16];
         edge = (float*)(((nint)edge + 63) & ~(nint)63);
 
@@ -186,30 +215,33 @@ public static unsafe class Gemm
             for (int pc = 0; pc < job.K; pc += KC)
             {
                 int kcur = Math.Min(KC, job.K - pc);
+                int tail = pc + KC >= job.K ? k2 : 0; // the second segment rides on the last KC block
                 if (job.AByRows) PackRows(job.A, null, job.Lda, jc, ncur, pc, kcur, tnSize, ap);
                 else PackColumns(job.A, null, job.Lda, jc, ncur, pc, kcur, tnSize, ap);
+                if (tail > 0) PackRows(job.A2, null, k2, jc, ncur, 0, k2, tnSize, ap2);
                 for (int ic = m0; ic < m1; ic += MC)
                 {
                     int mcur = Math.Min(MC, m1 - ic);
                     if (job.BByRows) PackRows(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
                     else PackColumns(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
+                    if (tail > 0) PackRows(job.B2, null, k2, ic, mcur, 0, k2, tmSize, bp2);
                     for (int jr = 0; jr < ncur; jr += tnSize)
                     {
                         int nrows = Math.Min(tnSize, ncur - jr);
-                        float* aPanel = ap + (long)jr * kcur;
+                        float* aPanel = ap + (long)jr * kcur, a2Panel = ap2 + (long)jr * k2;
                         for (int ir = 0; ir < mcur; ir += tmSize)
                         {
                             int ncols = Math.Min(tmSize, mcur - ir);
-                            float* bPanel = bp + (long)ir * kcur;
+                            var panels = new Panels(kcur, bp + (long)ir * kcur, aPanel, tail, bp2 + (long)ir * k2, a2Panel);
                             float* c = job.C + (long)(jc + jr) * job.Ldc + ic + ir;
                             if (nrows == tnSize && ncols == tmSize)
                             {
-                                Micro(job.Kernel, kcur, bPanel, aPanel, c, job.Ldc);
+                                Micro(job, panels, c, job.Ldc);
                             }
                             else
                             {
                                 new Span<float>(edge, tnSize * tmSize).Clear();
-                                Micro(job.Kernel, kcur, bPanel, aPanel, edge, tmSize);
+                                Micro(job, panels, edge, tmSize);
                                 for (int r = 0; r < nrows; r++)
                                     for (int q = 0; q < ncols; q++)
                                         c[(long)r * job.Ldc + q] += edge[r * tmSize + q];
@@ -242,12 +274,24 @@ public static unsafe class Gemm
 
     private static int RoundUp(int v, int to) => (v + to - 1) / to * to;
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Micro(GemmKernel kernel, int kc, float* vec, float* bcast, float* c, nint ldc)
+    // One tile's packed operands: kc steps of the vector panel (b) and broadcast panel (a), then kc2 steps of
+    // the second segment's panels (kc2 = 0: none).
+    private readonly struct Panels(int kc, float* vec, float* bcast, int kc2, float* vec2, float* bcast2)
     {
-        if (kernel == GemmKernel.Avx512) Kernel12x32(kc, vec, bcast, c, ldc);
-        else if (kernel == GemmKernel.Avx2) Kernel4x24(kc, vec, bcast, c, ldc);
-        else Kernel4x8(kc, vec, bcast, c, ldc);
+        public readonly int Kc = kc, Kc2 = kc2;
+        public readonly float* Vec = vec, Bcast = bcast, Vec2 = vec2, Bcast2 = bcast2;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Micro(in Job job, in Panels p, float* c, nint ldc)
+    {
+        if (job.Kernel == GemmKernel.Avx512)
+        {
+            if (job.Narrow) Kernel24x16(p, c, ldc);
+            else Kernel12x32(p, c, ldc);
+        }
+        else if (job.Kernel == GemmKernel.Avx2) Kernel4x24(p, c, ldc);
+        else Kernel4x8(p, c, ldc);
     }
 
     // Packs rows [r0, r0+rows) x reduction [k0, k0+kc) of a matrix stored rows-by-reduction ([*, ld]:
@@ -374,12 +418,15 @@ public static unsafe class Gemm
 
     // c[12 rows, ldc][32] += sum_k bcast[k][0..12) (outer) vec[k][0..32): 24 zmm accumulators.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel12x32(int kc, float* vec, float* bcast, float* c, nint ldc)
+    private static void Kernel12x32(in Panels p, float* c, nint ldc)
     {
+        int kc = p.Kc;
+        float* vec = p.Vec, bcast = p.Bcast;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
         for (int k = 0; k < kc; k++)
         {
             var a0 = Avx512F.LoadAlignedVector512(vec);
@@ -414,6 +461,71 @@ public static unsafe class Gemm
         AddRow512(c, cb0, cb1);
     }
 
+    // c[24 rows, ldc][16] += sum_k bcast[k][0..24) (outer) vec[k][0..16): 24 zmm accumulators, one vector load
+    // and 24 broadcasts a step (products with M <= 16 outputs, a LoRA rank).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel24x16(in Panels p, float* c, nint ldc)
+    {
+        int kc = p.Kc;
+        float* vec = p.Vec, bcast = p.Bcast;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
+        for (int k = 0; k < kc; k++)
+        {
+            var a = Avx512F.LoadAlignedVector512(vec);
+            c0 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[0]), c0);
+            c1 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[1]), c1);
+            c2 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[2]), c2);
+            c3 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[3]), c3);
+            c4 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[4]), c4);
+            c5 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[5]), c5);
+            c6 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[6]), c6);
+            c7 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[7]), c7);
+            c8 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[8]), c8);
+            c9 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[9]), c9);
+            c10 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[10]), c10);
+            c11 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[11]), c11);
+            c12 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[12]), c12);
+            c13 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[13]), c13);
+            c14 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[14]), c14);
+            c15 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[15]), c15);
+            c16 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[16]), c16);
+            c17 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[17]), c17);
+            c18 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[18]), c18);
+            c19 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[19]), c19);
+            c20 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[20]), c20);
+            c21 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[21]), c21);
+            c22 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[22]), c22);
+            c23 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[23]), c23);
+            vec += 16;
+            bcast += 24;
+        }
+        Vector512.Store(Vector512.Load(c) + c0, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c1, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c2, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c3, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c4, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c5, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c6, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c7, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c8, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c9, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c10, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c11, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c12, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c13, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c14, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c15, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c16, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c17, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c18, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c19, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c20, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c21, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c22, c); c += ldc;
+        Vector512.Store(Vector512.Load(c) + c23, c);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddRow512(float* c, Vector512<float> v0, Vector512<float> v1)
     {
@@ -423,10 +535,13 @@ public static unsafe class Gemm
 
     // c[4 rows, ldc][24] += sum_k bcast[k][0..4) (outer) vec[k][0..24): 12 ymm accumulators.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel4x24(int kc, float* vec, float* bcast, float* c, nint ldc)
+    private static void Kernel4x24(in Panels p, float* c, nint ldc)
     {
+        int kc = p.Kc;
+        float* vec = p.Vec, bcast = p.Bcast;
         Vector256<float> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default,
             c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
         for (int k = 0; k < kc; k++)
         {
             var a0 = Avx.LoadVector256(vec);
@@ -456,10 +571,13 @@ public static unsafe class Gemm
 
     // The portable micro-kernel: c[4 rows, ldc][8] += sum_k bcast[k][0..4) (outer) vec[k][0..8), one fused
     // multiply-add per product like the SIMD kernels.
-    private static void Kernel4x8(int kc, float* vec, float* bcast, float* c, nint ldc)
+    private static void Kernel4x8(in Panels p, float* c, nint ldc)
     {
+        int kc = p.Kc;
+        float* vec = p.Vec, bcast = p.Bcast;
         float* acc = stackalloc float[32];
         for (int i = 0; i < 32; i++) acc[i] = 0;
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
         for (int k = 0; k < kc; k++)
         {
             for (int r = 0; r < 4; r++)

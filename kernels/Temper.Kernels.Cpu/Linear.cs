@@ -25,7 +25,7 @@ public static class Linear
         else Gemm.Multiply(x, wBf16, y, n, k, m, threads);
     }
 
-    private static void Start(ReadOnlySpan<float> bias, Span<float> y, int n, int m, bool accumulate)
+    internal static void Start(ReadOnlySpan<float> bias, Span<float> y, int n, int m, bool accumulate)
     {
         if (y.Length != (long)n * m || (!bias.IsEmpty && bias.Length != m))
             throw new ArgumentException($"Linear: y has {y.Length} values (need {n}x{m}), bias {bias.Length} (need {m})");

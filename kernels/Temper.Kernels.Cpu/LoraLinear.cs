@@ -1,11 +1,11 @@
 // LoRA linear forward: xa[N,r] = x[N,K] A[r,K]^T, then
-//   y[N,M] = x w[M,K]^T + bias + (scale xa) B[M,r]^T,
-// three Linear products (the two small LoRA ones through the same GEMM/GEMV), the last accumulated
-// straight into y. The scale goes on the small [N,r] factor rather than on the [N,M] product (PEFT's
-// order; the reference keeps it): equal up to rounding, exact for a power-of-two scale, and it saves an
-// [N,M] temporary, a large-object allocation per call that cost more than the base GEMM itself.
-// Backward (the LoRA branch; the base part is Linear's): dxa = scale dy B, dB += scale dy^T xa,
-// dA += dxa^T x, dx += dxa A, all through the GEMM.
+//   y[N,M] = x w[M,K]^T + bias + (scale xa) B[M,r]^T.
+// Beyond the GEMV's few rows, the second line is one GEMM over the joined reduction [x | scale xa] [w | B]^T
+// (Gemm's second segment), so the adapter's product costs no second pass over y; otherwise it is two Linear
+// products, the last accumulated into y. The scale goes on the small [N,r] factor rather than on the [N,M]
+// product (PEFT's order; the reference keeps it): equal up to rounding, exact for a power-of-two scale.
+// Backward (the LoRA branch; the base part is Linear's): dxa = scale dy B, dB += dy^T (scale xa),
+// dA += dxa^T x, dx += dxa A, all through the GEMM (its 24 x 16 tiles for the rank-wide dxa and dB).
 namespace Temper.Kernels.Cpu;
 
 public static class LoraLinear
@@ -19,11 +19,17 @@ public static class LoraLinear
         float[] xaBuf = xa.IsEmpty ? new float[n * r] : [];
         Span<float> xaSpan = xa.IsEmpty ? xaBuf : xa;
         Linear.Forward(x, a, default, xaSpan, n, k, r, accumulate: false, threads);
-        if (wBf16.IsEmpty) Linear.Forward(x, w, bias, y, n, k, m, accumulate: false, threads);
-        else Linear.Forward(x, wBf16, bias, y, n, k, m, accumulate: false, threads);
         var scaledXa = new float[n * r];
         xaSpan.CopyTo(scaledXa);
         Scale.Apply(scaledXa, scale);
+        if (n > Gemv.MaxBatch && r > 0 && r <= Gemm.KC)
+        {
+            Linear.Start(bias, y, n, m, accumulate: false);
+            Gemm.Multiply(x, w, wBf16, scaledXa, b, y, n, k, r, m, threads);
+            return;
+        }
+        if (wBf16.IsEmpty) Linear.Forward(x, w, bias, y, n, k, m, accumulate: false, threads);
+        else Linear.Forward(x, wBf16, bias, y, n, k, m, accumulate: false, threads);
         Linear.Forward(scaledXa, b, default, y, n, r, m, accumulate: true, threads);
     }
 
@@ -40,9 +46,10 @@ public static class LoraLinear
         Gemm.MultiplyNN(dy, b, dxa, n, m, r, threads);
         if (!dB.IsEmpty)
         {
-            var dBLocal = new float[m * r];
-            Gemm.MultiplyTN(dy, xa, dBLocal, m, n, r, threads);
-            Add.ScaledInPlace(dBLocal, scale, dB);
+            var scaledXa = new float[n * r]; // scaling the [N,r] factor, not an [M,r] product (a large-object array a call)
+            xa.CopyTo(scaledXa);
+            Scale.Apply(scaledXa, scale);
+            Gemm.MultiplyTN(dy, scaledXa, dB, m, n, r, threads);
         }
         Scale.Apply(dxa, scale);
         if (!dA.IsEmpty) Gemm.MultiplyTN(dxa, x, dA, r, n, k, threads);

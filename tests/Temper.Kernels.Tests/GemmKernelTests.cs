@@ -1,6 +1,7 @@
-// The CPU GEMM's micro-kernels (AVX-512, AVX2, scalar: each forced in turn) and the GEMV against the
-// reference, at shapes that hit every edge tile and every blocking loop (K past KC, M past MC, N past NC),
-// and the determinism property: the same bits with 1, 2 and 3 threads.
+// The CPU GEMM's micro-kernels (AVX-512 in its 12x32 and M <= 16 24x16 tiles, AVX2, scalar: each forced in
+// turn) and the GEMV against the reference, at shapes that hit every edge tile and every blocking loop (K
+// past KC, M past MC, N past NC), the second reduction segment against the joined product, and the
+// determinism property: the same bits with 1, 2 and 3 threads.
 using System.Runtime.Intrinsics.X86;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cpu.Reference;
@@ -14,7 +15,7 @@ public class GemmKernelTests
     {
         var d = new TheoryData<GemmKernel, int, int, int>();
         (int, int, int)[] shapes = [(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 64, 64), (130, 70, 200), (12, 32, 32), (13, 33, 31),
-            (25, 900, 40), (20, 8, 400), (1600, 3, 40)];
+            (25, 900, 40), (20, 8, 400), (1600, 3, 40), (300, 100, 16), (50, 700, 9), (24, 30, 16), (49, 5, 1)];
         foreach (var kernel in new[] { GemmKernel.Avx512, GemmKernel.Avx2, GemmKernel.Scalar })
             foreach (var (n, k, m) in shapes) d.Add(kernel, n, k, m);
         return d;
@@ -72,6 +73,60 @@ public class GemmKernelTests
         var tn = (float[])y0.Clone();
         Gemm.MultiplyTN(aT, b, tn, n, k, m, threads: 2, kernel);
         Bitwise(tn, nn, $"{kernel} TN vs NN {n}x{k}x{m}");
+    }
+
+    // y += [x | x2] [w | w2]^T through the second segment equals the GEMM of the joined matrices (the same sums
+    // in the same order when K fits one KC block; within rounding past it), f32 and bf16 w.
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void GemmSecondSegment_MatchesJoinedProduct(GemmKernel kernel, int n, int k, int m)
+    {
+        Assert.SkipUnless(Supported(kernel), $"{kernel} is not supported on this CPU");
+        foreach (int k2 in new[] { 1, 16, Gemm.KC })
+        {
+            var x = Floats(n * k, 1);
+            var x2 = Floats(n * k2, 4);
+            var wb = ToBf16(Floats(m * k, 2));
+            var w = Widen(wb);
+            var w2 = Floats(m * k2, 5);
+            var (xj, wj) = (Join(x, x2, n, k, k2), Join(w, w2, m, k, k2));
+            var y0 = Floats(n * m, 3);
+            var expected = (float[])y0.Clone();
+            LinearReference.Forward(xj, wj, default, expected, n, k + k2, m, accumulate: true);
+
+            var y = (float[])y0.Clone();
+            Gemm.Multiply(x, w, default, x2, w2, y, n, k, k2, m, threads: 2, kernel);
+            Close(y, expected, $"{kernel} segment f32 {n}x{k}+{k2}x{m}");
+            if (k + k2 <= Gemm.KC)
+            {
+                var joined = (float[])y0.Clone();
+                Gemm.Multiply(xj, wj, joined, n, k + k2, m, threads: 2, kernel);
+                Bitwise(y, joined, $"{kernel} segment vs joined {n}x{k}+{k2}x{m}");
+            }
+            var yb = (float[])y0.Clone();
+            Gemm.Multiply(x, default, wb, x2, w2, yb, n, k, k2, m, threads: 3, kernel);
+            Bitwise(yb, y, $"{kernel} segment bf16 (3 threads) vs f32 (2) {n}x{k}+{k2}x{m}");
+        }
+    }
+
+    [Fact]
+    public void GemmSecondSegment_RejectsBadShapes()
+    {
+        var (x, w, y) = (new float[4 * 8], new float[3 * 8], new float[4 * 3]);
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(x, w, default, new float[4 * 2], new float[3 * 3], y, 4, 8, 2, 3, 1));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(x, w, default, [], [], y, 4, 8, 0, 3, 1));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(x, w, ToBf16(w), new float[4], new float[3], y, 4, 8, 1, 3, 1));
+    }
+
+    private static float[] Join(float[] a, float[] b, int rows, int ka, int kb)
+    {
+        var r = new float[rows * (ka + kb)];
+        for (int i = 0; i < rows; i++)
+        {
+            a.AsSpan(i * ka, ka).CopyTo(r.AsSpan(i * (ka + kb)));
+            b.AsSpan(i * kb, kb).CopyTo(r.AsSpan(i * (ka + kb) + ka));
+        }
+        return r;
     }
 
     private static float[] Transpose(float[] src, int rows, int cols)
