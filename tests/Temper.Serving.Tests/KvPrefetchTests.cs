@@ -113,7 +113,7 @@ public sealed class KvPrefetchTests
         Assert.Equal(hostBlocks, d.Prefetches);                 // as many as the host tier has room for, the rest skipped once each
         Assert.Equal((long)keys.Length, d.Prefetches + d.PrefetchesSkipped);
         Assert.Equal((d.Prefetches, 0L, 0), (d.PrefetchHits, d.PrefetchesDropped, d.Prefetching));
-        Assert.Equal(16, e.Stats.CachedPrefixTokens - cached); // no wanted block was evicted to make room: all four came back
+        Assert.Equal(16, e.Stats.CachedPrefixTokens - cached); // the wanted blocks were not evicted meanwhile: all four came back
         Assert.Equal(cold.Tokens, warm.Tokens);
         Assert.All(cold.Logprobs.Zip(warm.Logprobs), p => Assert.Equal(p.First, p.Second, 4));
         ServingFixtures.AssertMatchesReference(a, warm, what: $"read ahead into a {hostBlocks}-block host tier");
