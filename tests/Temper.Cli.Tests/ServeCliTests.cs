@@ -100,7 +100,7 @@ public sealed class ServeCliTests
         var mixed = r.Stdout[r.Stdout.IndexOf("2 adapters ", StringComparison.Ordinal)..];
         string disk = mixed.Split('\n').First(l => l.TrimStart().StartsWith("disk:", StringComparison.Ordinal));
         Assert.Matches(@"adapters: hits [1-9]\d*, misses \d+, in [1-9]\d* B, out [1-9]\d* B", disk);
-        Assert.Matches(@"prefetched \d+ \(\d+ ready when needed, \d+ dropped, \d+ held\), prefetch stall saved \d+\.\d\d ms, left \d+\.\d\d ms; adapters", disk); // KV block prefetches
+        Assert.Matches(@"prefetched \d+ \(\d+ ready when needed, \d+ dropped, \d+ held, \d+ skipped for lack of host room\), prefetch stall saved \d+\.\d\d ms, left \d+\.\d\d ms; adapters", disk); // KV block prefetches
     }
 
     [Fact]

@@ -14,8 +14,9 @@ public interface IKvTierStore
     bool TryRestore(ulong hash, int block);
     /// <summary>
     /// Reads ahead, off the calling thread, the blocks among <paramref name="wanted"/> (chained hashes in
-    /// the order they will be restored) that a slow tier holds, keeping them from eviction until restored;
-    /// reads of blocks no longer wanted are given up. Called on the stepping thread before each step runs.
+    /// the order they will be restored) that a slow tier holds, keeping them from eviction until restored,
+    /// as many as the host tier has room for; reads of blocks no longer wanted are given up. Called on the
+    /// stepping thread before each step runs.
     /// </summary>
     void PrefetchBlocks(IReadOnlyList<ulong> wanted);
     /// <summary>Whether a sequence's blocks can be swapped out at all (there is a host tier).</summary>

@@ -21,12 +21,17 @@
 // prefetched the same way (PrefetchBlocks, LMCache's read-ahead): the scheduler names the blocks its
 // waiting requests' prompts will look up; those on disk leave the disk policy, keep their slots, and
 // one background task per call reads them into host arrays in order, so the restore in the step that
-// admits the request is only the host -> device copy (it waits for a read not yet finished). Blocks no
-// longer named are given back to the disk policy once their read ends; Dispose cancels the reads not
-// started and waits for the one under way before closing the file. Every move is counted per tier:
-// hits, misses, bytes in and out, evictions, swaps, prefetches (started, ready when needed, dropped,
-// the read time taken off the steps and the wait left in them) and the time the engine stalled on it,
-// for KV blocks and adapters apart.
+// admits the request is only the host -> device copy (it waits for a read not yet finished). Each block
+// read ahead takes a block of the host tier's room, as a swapped block does (host entries + swapped
+// blocks + read-ahead blocks <= the host tier's blocks): room is made by demoting the host policy's
+// victims to disk, but never a block the waiting requests want; when no room can be made the rest stay
+// on disk (counted as skipped) and go back to the disk policy as just used, and a host tier of 0 blocks
+// reads nothing ahead. Blocks no longer named are given back to the disk policy once their read ends,
+// freeing their room; Dispose cancels the reads not started and waits for the one under way before
+// closing the file. Every move is counted per tier: hits, misses, bytes in and out, evictions, swaps,
+// prefetches (started, ready when needed, dropped, skipped for lack of host room, the read time taken
+// off the steps and the wait left in them) and the time the engine stalled on it, for KV blocks and
+// adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
 using Temper.Core;
@@ -66,14 +71,16 @@ public sealed class TierCounters
     public long PrefetchHits { get; internal set; }
     /// <summary>Disk: prefetches given up unused (their request was admitted without them, cancelled, or the tiers closed).</summary>
     public long PrefetchesDropped { get; internal set; }
-    /// <summary>Disk: KV blocks a prefetch holds now (being read, or read and waiting for their step).</summary>
+    /// <summary>Disk: KV blocks a prefetch holds now (being read, or read and waiting for their step), each taking a block of the host tier's room.</summary>
     public int Prefetching { get; internal set; }
+    /// <summary>Disk: KV blocks a waiting request wanted read ahead that were left on disk for lack of host-tier room (each counted once while it stays wanted and left).</summary>
+    public long PrefetchesSkipped { get; internal set; }
     /// <summary>Disk: read time of restored prefetched blocks that no step waited for (stall saved).</summary>
     public double PrefetchSavedMs { get; internal set; }
     /// <summary>Disk: time steps waited for prefetches still reading when they restored the block (stall left).</summary>
     public double PrefetchWaitMs { get; internal set; }
     public override string ToString() => $"hits {Hits}, misses {Misses}, in {BytesIn} B, out {BytesOut} B, evictions {Evictions}, swaps out {SwapOuts} / in {SwapIns}, stall {StallMs:F2} ms, holding {Blocks} blocks + {SwappedBlocks} swapped" +
-        $", prefetched {Prefetches} ({PrefetchHits} ready when needed, {PrefetchesDropped} dropped, {Prefetching} held), prefetch stall saved {PrefetchSavedMs:F2} ms, left {PrefetchWaitMs:F2} ms" +
+        $", prefetched {Prefetches} ({PrefetchHits} ready when needed, {PrefetchesDropped} dropped, {Prefetching} held, {PrefetchesSkipped} skipped for lack of host room), prefetch stall saved {PrefetchSavedMs:F2} ms, left {PrefetchWaitMs:F2} ms" +
         $"; adapters: hits {AdapterHits}, misses {AdapterMisses}, in {AdapterBytesIn} B, out {AdapterBytesOut} B, evictions {AdapterEvictions}, holding {Adapters} in {AdapterBlocks} blocks" +
         $", prefetched {AdapterPrefetches} ({AdapterPrefetchHits} ready when needed), stall {AdapterStallMs:F2} ms";
 }
@@ -92,9 +99,13 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     private readonly HashSet<ulong> _prefetching = [];   // adapters and KV blocks on disk being read by a prefetch (slots reserved, out of the policy)
     private readonly Dictionary<ulong, BlockRead> _blockReads = [];   // KV blocks among _prefetching, and their reads
     private readonly List<Task> _readers = [];          // background reads of KV blocks (one per PrefetchBlocks call that started any)
+    private HashSet<ulong> _skipped = [];               // wanted KV blocks the last PrefetchBlocks call left on disk for lack of host room
     private readonly CancellationTokenSource _closing = new();
     private bool _disposed;
     private int _swappedBlocks;                         // host room taken by swapped sequences
+
+    /// <summary>Host room outside the host policy: swapped sequences' blocks and KV blocks read ahead (one each, read or being read).</summary>
+    private int HostPinned => _swappedBlocks + _blockReads.Count;
 
     /// <param name="diskPath">The file backing the disk tier (created, and deleted on dispose); null with diskBlocks 0.</param>
     public KvTiers(PagedKvCache cache, int hostBlocks, int diskBlocks, string? diskPath, Func<ITierPolicy>? policy = null)
@@ -142,7 +153,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     public void Offload(ulong hash, int block)
     {
         if (Contains(hash)) return;     // a tier keeps these contents already (a block computed again beside its tier copy)
-        bool toHost = _host.Capacity > _swappedBlocks;
+        bool toHost = _host.Capacity > HostPinned;
         if (!toHost && _disk.Capacity == 0) return;
         var sw = Stopwatch.StartNew();
         var data = ReadDevice(block);
@@ -173,41 +184,66 @@ public sealed class KvTiers : IKvTierStore, IDisposable
 
     /// <summary>
     /// Reads ahead the KV blocks among <paramref name="wanted"/> (in the order they will be needed) that
-    /// wait on disk: each leaves the disk policy (it is not evicted) and keeps its slot, and one task reads
-    /// this call's new ones into host memory off the calling thread; TryRestore then takes the data read.
-    /// Blocks on the host or the device need nothing. Finished reads of blocks no longer wanted go back to
-    /// the disk policy (unfinished ones on a later call). At most as many blocks as the device pool has are
-    /// held (host memory beside the host tier's budget: the device could take no more at once). Call on
-    /// the stepping thread.
+    /// wait on disk: each leaves the disk policy (it is not evicted) and keeps its slot, takes a block of
+    /// the host tier's room, and one task reads this call's new ones into host memory off the calling
+    /// thread; TryRestore then takes the data read. The room comes from the host policy's victims, demoted
+    /// to disk as any store into a full host tier would, but never from a wanted block: when the next
+    /// victim is wanted (or the host holds nothing but swapped and read-ahead blocks) the rest stay on disk,
+    /// counted as skipped, and are handed back to the disk policy as just used. A host tier of 0 blocks
+    /// reads nothing ahead. Blocks on the host or the device need nothing. Finished reads of blocks no
+    /// longer wanted go back to the disk policy and free their room (unfinished ones on a later call). At
+    /// most as many blocks as the device pool has are held. Call on the stepping thread.
     /// </summary>
     public void PrefetchBlocks(IReadOnlyList<ulong> wanted)
     {
-        if (_disposed || (wanted.Count == 0 && _blockReads.Count == 0)) return;
-        if (_blockReads.Count > 0)
+        if (_disposed || (wanted.Count == 0 && _blockReads.Count == 0 && _skipped.Count == 0)) return;
+        var keep = wanted.ToHashSet();
+        foreach (var (hash, read) in _blockReads.Where(r => !keep.Contains(r.Key) && r.Value.Data.Task.IsCompleted).ToArray())
         {
-            var keep = wanted.ToHashSet();
-            foreach (var (hash, read) in _blockReads.Where(r => !keep.Contains(r.Key) && r.Value.Data.Task.IsCompleted).ToArray())
-            {
-                _blockReads.Remove(hash);
-                _prefetching.Remove(hash);
-                _disk.Policy.Touch(hash);
-                _disk.Counters.PrefetchesDropped++;
-            }
+            _blockReads.Remove(hash);
+            _prefetching.Remove(hash);
+            _disk.Policy.Touch(hash);
+            _disk.Counters.PrefetchesDropped++;
+        }
+        // This call's new blocks leave the disk policy first, so no demotion made for their room evicts one.
+        var fresh = wanted.Distinct().Where(h => !_adapters.ContainsKey(h) && !_host.Index.ContainsKey(h) && _disk.Index.ContainsKey(h) && !_prefetching.Contains(h))
+            .Take(Math.Max(0, _cache.Pool.Count - _blockReads.Count)).ToList();
+        foreach (ulong hash in fresh)
+        {
+            _prefetching.Add(hash);
+            _disk.Policy.Remove(hash);
         }
         var batch = new List<(int Slot, BlockRead Read)>();
-        foreach (ulong hash in wanted)
+        foreach (ulong hash in fresh)
         {
-            if (_blockReads.Count >= _cache.Pool.Count) break;
-            if (_adapters.ContainsKey(hash) || _host.Index.ContainsKey(hash) || !_disk.Index.TryGetValue(hash, out var slots) || !_prefetching.Add(hash)) continue;
-            _disk.Policy.Remove(hash);
+            if (!MakeHostRoom(keep)) break;
             var read = new BlockRead();
             _blockReads[hash] = read;
-            batch.Add((slots[0], read));
+            batch.Add((_disk.Index[hash][0], read));
         }
+        var skipped = fresh.Skip(batch.Count).ToHashSet();
+        foreach (ulong hash in skipped)
+        {
+            _prefetching.Remove(hash);
+            _disk.Policy.Touch(hash);
+        }
+        _disk.Counters.PrefetchesSkipped += skipped.Count(h => !_skipped.Contains(h));
+        _skipped = skipped;
         _disk.Counters.Prefetches += batch.Count;
         _disk.Counters.Prefetching = _blockReads.Count;
         _readers.RemoveAll(t => t.IsCompleted);
         if (batch.Count > 0) _readers.Add(Task.Run(() => ReadBlocks(batch, _closing.Token)));
+    }
+
+    /// <summary>Frees a block of host room for a read-ahead by demoting the host policy's victims; false when the next victim is wanted or there is none.</summary>
+    private bool MakeHostRoom(HashSet<ulong> wanted)
+    {
+        while (_host.Used + HostPinned >= _host.Capacity)
+        {
+            if (_host.Index.Count == 0 || wanted.Contains(_host.Policy.Victim())) return false;
+            Demote(_host.Policy.Victim());
+        }
+        return true;
     }
 
     /// <summary>Completes when every KV block prefetch under way has its data (call on the stepping thread, or while no step runs).</summary>
@@ -275,11 +311,11 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     public bool StoreAdapter(ulong key, string name, float[] data)
     {
         int units = UnitsFor(data.Length);
-        if (units > _host.Capacity - _swappedBlocks && units > _disk.Capacity) return false;
+        if (units > _host.Capacity - HostPinned && units > _disk.Capacity) return false;
         var sw = Stopwatch.StartNew();
         _adapters[key] = (name, data.Length);
         bool kept = true;
-        if (units <= _host.Capacity - _swappedBlocks) StoreHost(key, data, units);
+        if (units <= _host.Capacity - HostPinned) StoreHost(key, data, units);
         else if (!(kept = StoreDisk(key, data, units))) _adapters.Remove(key);
         _host.Counters.StallMs += sw.Elapsed.TotalMilliseconds;
         return kept;
@@ -339,9 +375,9 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     public bool SwapOut(SequenceBlocks s)
     {
         int n = s.Blocks.Count;
-        if (n > _host.Capacity - _swappedBlocks) return false;
+        if (n > _host.Capacity - HostPinned) return false;
         var sw = Stopwatch.StartNew();
-        while (_host.Used + _swappedBlocks + n > _host.Capacity) Demote(_host.Policy.Victim());
+        while (_host.Used + HostPinned + n > _host.Capacity) Demote(_host.Policy.Victim());
         _swapped.Add(s, s.Blocks.Select(ReadDevice).ToArray());
         _swappedBlocks += n;
         long bytes = n * _cache.BlockBytes;
@@ -403,7 +439,7 @@ public sealed class KvTiers : IKvTierStore, IDisposable
 
     private void StoreHost(ulong key, float[] data, int units)
     {
-        while (_host.Used + _swappedBlocks + units > _host.Capacity) Demote(_host.Policy.Victim());
+        while (_host.Used + HostPinned + units > _host.Capacity) Demote(_host.Policy.Victim());
         _host.Store(key, units, _adapters.ContainsKey(key), data.LongLength * sizeof(float));
         _hostData[key] = data;
     }

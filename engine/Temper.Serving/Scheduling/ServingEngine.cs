@@ -7,8 +7,8 @@
 // reserved, and either running short preempts like blocks do. The adapters of requests left waiting
 // after a step is scheduled are prefetched (AdapterStack.Prefetch: read off disk or padded from their
 // folders on a background task) while the step computes, so their admission only copies them in. So are
-// the prefix-cache blocks their prompts will find in the disk tier (IKvTierStore.PrefetchBlocks, at
-// most the device pool's size; each sequence's chained prompt hashes are computed at Submit, off the
+// the prefix-cache blocks their prompts will find in the disk tier (IKvTierStore.PrefetchBlocks, in
+// the host tier's room; each sequence's chained prompt hashes are computed at Submit, off the
 // stepping thread): their admission's prefix match then only copies them from host memory to the
 // device. When blocks run short, the most recently admitted sequence is preempted: swapped (its K/V
 // copied to the host tier and its blocks freed; it is readmitted when the pool can take all of them
