@@ -398,7 +398,7 @@ internal static unsafe class FlashAttention
         var call = c;
         nint xn = (nint)x, pn = (nint)packed;
         int units = c.Batch * c.KvHeads;
-        StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)units * c.KvLength * c.D, 1 << 18), (u0, u1) =>
+        StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)units * c.KvLength * c.D, 1 << 14), (u0, u1) =>
         {
             for (int u = u0; u < u1; u++)
                 AttentionTiles.Transpose((float*)xn + call.KvOffset(u / call.KvHeads, u % call.KvHeads), call.Ldkv, call.KvLength, call.D,
