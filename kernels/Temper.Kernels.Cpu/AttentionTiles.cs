@@ -136,6 +136,30 @@ internal static unsafe class AttentionTiles
         return Vector512.Sum(s0 + s1);
     }
 
+    /// <summary>p[j] = exp(p[j] - shift) for j &lt; n (n a multiple of 16); returns sum_j p[j] dp[j] of the new values.</summary>
+    public static float ExpShiftedDot(float* p, float* dp, int n, float shift)
+    {
+        var sh = Vector512.Create(shift);
+        Vector512<float> s0 = default, s1 = default;
+        int j = 0;
+        for (; j + 32 <= n; j += 32)
+        {
+            var e0 = Vector512.Exp(Vector512.Load(p + j) - sh);
+            var e1 = Vector512.Exp(Vector512.Load(p + j + 16) - sh);
+            e0.Store(p + j);
+            e1.Store(p + j + 16);
+            s0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(dp + j), s0);
+            s1 = Vector512.FusedMultiplyAdd(e1, Vector512.Load(dp + j + 16), s1);
+        }
+        if (j < n)
+        {
+            var e0 = Vector512.Exp(Vector512.Load(p + j) - sh);
+            e0.Store(p + j);
+            s0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(dp + j), s0);
+        }
+        return Vector512.Sum(s0 + s1);
+    }
+
     /// <summary>ds[j] = scale p[j] (ds[j] - delta) for j &lt; n (n a multiple of 16).</summary>
     public static void SoftmaxGrad(float* p, float* ds, int n, float delta, float scale)
     {
@@ -160,19 +184,5 @@ internal static unsafe class AttentionTiles
         float max = float.NegativeInfinity;
         for (int l = 0; l < 16; l++) max = MathF.Max(max, m[l]);
         return max;
-    }
-
-    /// <summary>sum_j a[j] b[j], j &lt; n (n a multiple of 16).</summary>
-    public static float Dot(float* a, float* b, int n)
-    {
-        Vector512<float> s0 = default, s1 = default;
-        int j = 0;
-        for (; j + 32 <= n; j += 32)
-        {
-            s0 = Vector512.FusedMultiplyAdd(Vector512.Load(a + j), Vector512.Load(b + j), s0);
-            s1 = Vector512.FusedMultiplyAdd(Vector512.Load(a + j + 16), Vector512.Load(b + j + 16), s1);
-        }
-        if (j < n) s0 = Vector512.FusedMultiplyAdd(Vector512.Load(a + j), Vector512.Load(b + j), s0);
-        return Vector512.Sum(s0 + s1);
     }
 }

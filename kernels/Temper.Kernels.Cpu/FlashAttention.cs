@@ -347,8 +347,7 @@ internal static unsafe class FlashAttention
                     continue;
                 }
                 float l = u.Lse != null ? u.Lse[r0 + t0 + rr] : max + MathF.Log(SumExp(pr, w16, max));
-                AttentionTiles.ExpShifted(pr, w16, l);
-                AttentionTiles.SoftmaxGrad(pr, dsr, w16, AttentionTiles.Dot(pr, dsr, w16), c.Scale);
+                AttentionTiles.SoftmaxGrad(pr, dsr, w16, AttentionTiles.ExpShiftedDot(pr, dsr, w16, l), c.Scale);
                 new Span<float>(pr + w16, wb16 - w16).Clear();
                 new Span<float>(dsr + w16, wb16 - w16).Clear();
             }
