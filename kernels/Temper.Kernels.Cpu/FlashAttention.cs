@@ -2,16 +2,17 @@
 // FlashAttention-2 manner: tiles of six query rows go through the register-tiled products of
 // AttentionTiles.cs, each row tile only over the keys its last row can see (causal: no work above the
 // diagonal), the scores and probabilities of a tile staying in cache. Same shapes and features as
-// Attention.cs (q[B,Tq,H,D], k/v[B,S,Hkv,D], GQA, queryOffset, kvLength, key mask, segment ids, lse,
-// decode), same arithmetic order per row: scores = scale (q.k), masked, max subtracted, exp, sum; out =
-// (P V) / sum; lse = max + log(sum); a query that sees no key gets zeros and lse = -inf.
+// Attention.cs (q[B,Tq,H,D], k/v[B,S,Hkv,D], GQA, queryOffset, kvLength, key mask, segment ids, lse;
+// a decode step's forward, Tq = 1, stays on Attention.cs's GEMM route), same arithmetic order per row:
+// scores = scale (q.k), masked, max subtracted, exp, sum; out = (P V) / sum; lse = max + log(sum); a
+// query that sees no key gets zeros and lse = -inf.
 // K^T (and for the backward V^T) of every (batch, kv head) is packed once per call, [D, keys + padding].
-// Forward: units of up to 64 query rows of one head (decode: the query heads sharing a kv head) split
-// across threads by work. Backward: one unit per (batch, query head) computes its dq rows and its
-// contribution to dk/dv over its kv head's keys (64-row blocks: P and dS of the block, then dK += dS^T Q
-// and dV += P^T dOut tiled over six keys); the group's first head adds into dk/dv itself, the others into
-// their own buffers, added afterwards in head order: every dk/dv row is summed in an order fixed by the
-// shapes, so the bits do not depend on the thread count.
+// Forward: units of up to 64 query rows of one head, split across threads by work. Backward: one unit
+// per (batch, query head) computes its dq rows and its contribution to dk/dv over its kv head's keys
+// (64-row blocks: P and dS of the block, then dK += dS^T Q and dV += P^T dOut tiled over six keys); the
+// group's first head adds into dk/dv itself, the others into their own buffers, added afterwards in head
+// order: every dk/dv row is summed in an order fixed by the shapes, so the bits do not depend on the
+// thread count.
 using System.Buffers;
 using System.Runtime.Intrinsics;
 
@@ -51,14 +52,10 @@ internal static unsafe class FlashAttention
             {
                 Pack(c, c.K, kt, threads);
                 nint ktp = (nint)kt, op = (nint)output;
-                bool decode = tq == 1;
-                // A unit: rows [r0, r0 + 64) of one head of one sequence, or for a decode step the query
-                // heads sharing one kv head.
-                int chunks = decode ? 1 : (tq + BlockRows - 1) / BlockRows;
-                int units = decode ? batch * kvHeads : batch * heads * chunks;
+                // A unit: rows [r0, r0 + 64) of one head of one sequence.
+                int chunks = (tq + BlockRows - 1) / BlockRows, units = batch * heads * chunks;
                 long Weight(int u)
                 {
-                    if (decode) return (long)c.Group * Math.Max(1, Math.Min(kvLength, queryOffset + 1));
                     int r0 = u % chunks * BlockRows, r1 = Math.Min(tq, r0 + BlockRows);
                     return (long)(r1 - r0) * Math.Max(1, Math.Min(kvLength, queryOffset + (r0 + r1) / 2 + 1));
                 }
@@ -72,22 +69,11 @@ internal static unsafe class FlashAttention
                         fixed (float* sc = scratch)
                             for (int u = u0; u < u1; u++)
                             {
-                                if (decode)
-                                {
-                                    int b = u / kvHeads, kh = u % kvHeads;
-                                    long qOff = c.QOffset(b, kh * c.Group);
-                                    var rows = new Rows(c.Q + qOff, (float*)op + qOff, d, 0, c.Group, 0,
-                                        c.Lse == null ? null : c.Lse + ((long)b * heads + kh * c.Group) * tq, tq);
-                                    ForwardRows(c, rows, (float*)ktp + (long)(b * kvHeads + kh) * d * c.Packed, c.V + c.KvOffset(b, kh), b, sc, sw);
-                                }
-                                else
-                                {
-                                    int b = u / (heads * chunks), h = u / chunks % heads, r0 = u % chunks * BlockRows, kh = h / c.Group;
-                                    long qOff = c.QOffset(b, h);
-                                    var rows = new Rows(c.Q + qOff, (float*)op + qOff, c.Ldq, r0, Math.Min(BlockRows, tq - r0), 1,
-                                        c.Lse == null ? null : c.Lse + ((long)b * heads + h) * tq, 1);
-                                    ForwardRows(c, rows, (float*)ktp + (long)(b * kvHeads + kh) * d * c.Packed, c.V + c.KvOffset(b, kh), b, sc, sw);
-                                }
+                                int b = u / (heads * chunks), h = u / chunks % heads, r0 = u % chunks * BlockRows, kh = h / c.Group;
+                                long qOff = c.QOffset(b, h);
+                                var rows = new Rows(c.Q + qOff, (float*)op + qOff, r0, Math.Min(BlockRows, tq - r0),
+                                    c.Lse == null ? null : c.Lse + ((long)b * heads + h) * tq);
+                                ForwardRows(c, rows, (float*)ktp + (long)(b * kvHeads + kh) * d * c.Packed, c.V + c.KvOffset(b, kh), b, sc, sw);
                             }
                     }
                     finally { ArrayPool<float>.Shared.Return(scratch); }
@@ -97,12 +83,12 @@ internal static unsafe class FlashAttention
         finally { ArrayPool<float>.Shared.Return(ktArray); }
     }
 
-    // Query rows [R0, R0 + N) of a unit: row r at Q + r * Ld (output alike), at position queryOffset +
-    // r * Step (Step 0: a decode group, all at one position), its lse at Lse[r * LseStride].
-    private readonly struct Rows(float* q, float* o, int ld, int r0, int n, int step, float* lse, int lseStride)
+    // Query rows [R0, R0 + N) of one head: row r at Q + r * Ldq (output alike), at position queryOffset + r,
+    // its lse at Lse[r].
+    private readonly struct Rows(float* q, float* o, int r0, int n, float* lse)
     {
         public readonly float* Q = q, O = o, Lse = lse;
-        public readonly int Ld = ld, R0 = r0, N = n, Step = step, LseStride = lseStride;
+        public readonly int R0 = r0, N = n;
     }
 
     // Row tiles of six: S = Q K^T over the keys [lo, lo + w) the tile can see, scaled, masked, softmax per
@@ -117,39 +103,39 @@ internal static unsafe class FlashAttention
         for (int t0 = rows.R0; t0 < rows.R0 + rows.N; t0 += R)
         {
             int nt = Math.Min(R, rows.R0 + rows.N - t0);
-            int pFirst = c.QueryOffset + t0 * rows.Step, pLast = c.QueryOffset + (t0 + nt - 1) * rows.Step;
+            int pFirst = c.QueryOffset + t0, pLast = pFirst + nt - 1;
             int lo = FirstKey(segments, pFirst, pLast), w = Math.Min(c.KvLength, pLast + 1) - lo;
             if (w <= 0)
             {
                 for (int rr = 0; rr < nt; rr++)
                 {
-                    new Span<float>(rows.O + (long)(t0 + rr) * rows.Ld, c.D).Clear();
-                    if (rows.Lse != null) rows.Lse[(long)(t0 + rr) * rows.LseStride] = float.NegativeInfinity;
+                    new Span<float>(rows.O + (long)(t0 + rr) * c.Ldq, c.D).Clear();
+                    if (rows.Lse != null) rows.Lse[t0 + rr] = float.NegativeInfinity;
                 }
                 continue;
             }
             int w16 = (w + 15) & ~15;
             for (int rr = 0; rr < R; rr++)
             {
-                a[rr] = rows.Q + (long)(t0 + Math.Min(rr, nt - 1)) * rows.Ld;
+                a[rr] = rows.Q + (long)(t0 + Math.Min(rr, nt - 1)) * c.Ldq;
                 dst[rr] = sc + rr * sw;
             }
             AttentionTiles.Product(a, 1, kt + lo, c.Packed, c.D, w16, dst, accumulate: false);
             for (int rr = 0; rr < nt; rr++)
             {
                 float* row = sc + rr * sw;
-                int position = c.QueryOffset + (t0 + rr) * rows.Step;
+                int position = pFirst + rr;
                 float l = Softmax(row, lo, Math.Min(c.KvLength, position + 1), w16, mask, segments, position, c.Scale, out float sum);
                 inv[rr] = sum > 0 ? 1f / sum : 0;
-                if (rows.Lse != null) rows.Lse[(long)(t0 + rr) * rows.LseStride] = l;
+                if (rows.Lse != null) rows.Lse[t0 + rr] = l;
             }
             for (int rr = 0; rr < R; rr++)
             {
                 a[rr] = sc + rr * sw;
-                dst[rr] = rr < nt ? rows.O + (long)(t0 + rr) * rows.Ld : junk;
+                dst[rr] = rr < nt ? rows.O + (long)(t0 + rr) * c.Ldq : junk;
             }
             AttentionTiles.Product(a, 1, v + (long)lo * c.Ldkv, c.Ldkv, w, c.D, dst, accumulate: false);
-            for (int rr = 0; rr < nt; rr++) AttentionTiles.ScaleRow(rows.O + (long)(t0 + rr) * rows.Ld, c.D, inv[rr]);
+            for (int rr = 0; rr < nt; rr++) AttentionTiles.ScaleRow(rows.O + (long)(t0 + rr) * c.Ldq, c.D, inv[rr]);
         }
     }
 
