@@ -12,6 +12,9 @@
 // dq = scale sum ds_j k_j, dk_j += scale ds_j q, dv_j += p_j dOut, in the same 64-row blocks through the
 // GEMM; (batch, kv head) pairs are split across threads so that each dk/dv row is summed by one thread in
 // a fixed (head, block) order.
+// On AVX-512 with D % 16 == 0 both go to FlashAttention.cs (register-tiled, no GEMM packing per block),
+// except a decode step's forward (Tq = 1: one row per head, where packing K^T costs more than it saves);
+// this file's GEMM route serves those and the other machines and head sizes.
 
 namespace Temper.Kernels.Cpu;
 
@@ -26,6 +29,12 @@ public static unsafe class Attention
             || (!keyMask.IsEmpty && keyMask.Length != (long)batch * kvLength) || !SegmentsFit(segmentIds, batch, tq, kvLength, queryOffset))
             throw new ArgumentException($"Attention: q {q.Length}, k {k.Length}, v {v.Length}, output {output.Length}, lse {lse.Length}, mask {keyMask.Length}, segments {segmentIds.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
+        if (AttentionTiles.Supported(d) && tq > 1)
+        {
+            fixed (float* pq = q) fixed (float* pk = k) fixed (float* pv = v) fixed (float* po = output) fixed (float* pl = lse) fixed (int* pm = keyMask) fixed (int* ps = segmentIds)
+                FlashAttention.Forward(pq, pk, pv, po, pl, pm, ps, batch, tq, heads, s, kvHeads, d, kvLength, queryOffset, scale, threads);
+            return;
+        }
         int group = heads / kvHeads;
         // A unit of work is one query head of one sequence (its Tq rows, at stride H*D), or for a decode
         // step (Tq = 1) the group of query heads sharing one kv head (contiguous rows of D).
@@ -167,6 +176,13 @@ public static unsafe class Attention
             || !SegmentsFit(segmentIds, batch, tq, kvLength, queryOffset))
             throw new ArgumentException($"Attention backward: q {q.Length}, k {k.Length}, v {v.Length}, dOut {dOut.Length}, dq {dq.Length}, dk {dk.Length}, dv {dv.Length}, lse {lse.Length}, mask {keyMask.Length}, segments {segmentIds.Length} values " +
                 $"do not fit B{batch} Tq{tq} H{heads} S{s} Hkv{kvHeads} D{d} kvLength {kvLength} offset {queryOffset}");
+        if (AttentionTiles.Supported(d))
+        {
+            fixed (float* pq = q) fixed (float* pk = k) fixed (float* pv = v) fixed (float* pl = lse) fixed (float* pdo = dOut)
+            fixed (float* pdq = dq) fixed (float* pdk = dk) fixed (float* pdv = dv) fixed (int* pm = keyMask) fixed (int* ps = segmentIds)
+                FlashAttention.Backward(pq, pk, pv, pl, pdo, pdq, pdk, pdv, pm, ps, batch, tq, heads, s, kvHeads, d, kvLength, queryOffset, scale, threads);
+            return;
+        }
         int group = heads / kvHeads, units = batch * kvHeads;
         int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* pl0 = lse) fixed (float* pdo0 = dOut)

@@ -543,6 +543,26 @@ public abstract partial class BackendOpChecks
         var (a1, a2) = (Attn(one), Attn(two));
         for (int i = 0; i < 3; i++) Bitwise(a2[i], a1[i], $"attention backward grad {i}");
 
+        // SmolLM heads (D 64, 9 query heads on 3 kv heads) over three 64-row blocks, with lse: the
+        // tiled kernel's per-head dk/dv sums, on 1, 2 and 3 threads.
+        float[][] AttnWide(IBackend b)
+        {
+            const int t = 150, h = 9, hkv = 3, d = 64;
+            var args = new AttentionArgs(b.FromHost(T(Floats(t * h * d, 1, 2f), 1, t, h, d)), b.FromHost(T(Floats(t * hkv * d, 2, 2f), 1, t, hkv, d)),
+                b.FromHost(T(Floats(t * hkv * d, 3), 1, t, hkv, d)), b.Zeros(new Shape(1, t, h, d)), t, 0, 0.125f, Lse: b.Zeros(new Shape(1, h, t)));
+            b.Attention(args);
+            var (dq, dk, dv) = (b.Zeros(new Shape(1, t, h, d)), b.Zeros(new Shape(1, t, hkv, d)), b.Zeros(new Shape(1, t, hkv, d)));
+            b.AttentionBackward(args, b.FromHost(T(Floats(t * h * d, 4), 1, t, h, d)), dq, dk, dv);
+            return [b.ToHost(args.Output).ToFloatArray(), b.ToHost(dq).ToFloatArray(), b.ToHost(dk).ToFloatArray(), b.ToHost(dv).ToFloatArray()];
+        }
+        using var three = Create(3);
+        var (w1, w2, w3) = (AttnWide(one), AttnWide(two), AttnWide(three));
+        for (int i = 0; i < 4; i++)
+        {
+            Bitwise(w2[i], w1[i], $"attention D64 output/grad {i}, 2 threads");
+            Bitwise(w3[i], w1[i], $"attention D64 output/grad {i}, 3 threads");
+        }
+
         float[][] Ce(IBackend b)
         {
             var (dh, dw) = (b.Zeros(new Shape(64, 32)), b.Zeros(new Shape(1000, 32)));

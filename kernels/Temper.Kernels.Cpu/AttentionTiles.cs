@@ -1,0 +1,188 @@
+// The register-tiled products of FlashAttention.cs (Vector512, AVX-512 machines): every product of the
+// attention forward and backward has the form C[r, 0:w] (=|+=) sum_{k<n} A_r[k * aStep] * B[k * ldb + 0:w]
+// for six rows r: six scalar streams A_r broadcast against rows of B, w columns of B at a time.
+//   S  = Q K^T : A_r = query row r (aStep 1, n = D),        B = K^T packed [D, keys]
+//   dP = dO V^T: A_r = dOut row r,                            B = V^T packed [D, keys]
+//   O  = P V   : A_r = probability row r (aStep 1, n = keys), B = V rows [keys, D] (stride ldkv)
+//   dQ = dS K  : A_r = dS row r,                              B = K rows
+//   dK += dS^T Q, dV += P^T dOut: A_r = column r of dS or P (aStep = its row stride, n = query rows),
+//                                 B = query or dOut rows [rows, D] (stride ldq)
+// w is a multiple of 16: 64 columns (6 x 4 = 24 accumulators) at a time, then 16 (a 6 x 1 tail). Rows
+// past the tile's last are handed in as a repeat of a real A row and a scratch C row. Each sum runs over
+// k in order, so a result depends only on the shapes, never on the thread computing it.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Temper.Kernels.Cpu;
+
+internal static unsafe class AttentionTiles
+{
+    public const int Rows = 6;
+
+    /// <summary>Whether the tiled kernels run here: AVX-512 and a head size in whole vectors.</summary>
+    public static bool Supported(int d) => Vector512.IsHardwareAccelerated && d % 16 == 0;
+
+    /// <summary>C[r, 0:w] (=|+=) sum_{k&lt;n} a[r][k*aStep] * B[k*ldb, 0:w] for r &lt; 6; w a multiple of 16.</summary>
+    public static void Product(float** a, int aStep, float* b, int ldb, int n, int w, float** c, bool accumulate)
+    {
+        int col = 0;
+        for (; col + 64 <= w; col += 64) Tile64(a, aStep, b + col, ldb, n, c, col, accumulate);
+        for (; col < w; col += 16) Tile16(a, aStep, b + col, ldb, n, c, col, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile64(float** a, int aStep, float* b, int ldb, int n, float** c, int col, bool accumulate)
+    {
+        float* a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
+            c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default,
+            c40 = default, c41 = default, c42 = default, c43 = default, c50 = default, c51 = default, c52 = default, c53 = default;
+        nint off = 0;
+        for (int k = 0; k < n; k++, off += aStep, b += ldb)
+        {
+            var b0 = Vector512.Load(b);
+            var b1 = Vector512.Load(b + 16);
+            var b2 = Vector512.Load(b + 32);
+            var b3 = Vector512.Load(b + 48);
+            Vector512<float> x;
+            x = Vector512.Create(a0[off]); c00 = Vector512.FusedMultiplyAdd(b0, x, c00); c01 = Vector512.FusedMultiplyAdd(b1, x, c01); c02 = Vector512.FusedMultiplyAdd(b2, x, c02); c03 = Vector512.FusedMultiplyAdd(b3, x, c03);
+            x = Vector512.Create(a1[off]); c10 = Vector512.FusedMultiplyAdd(b0, x, c10); c11 = Vector512.FusedMultiplyAdd(b1, x, c11); c12 = Vector512.FusedMultiplyAdd(b2, x, c12); c13 = Vector512.FusedMultiplyAdd(b3, x, c13);
+            x = Vector512.Create(a2[off]); c20 = Vector512.FusedMultiplyAdd(b0, x, c20); c21 = Vector512.FusedMultiplyAdd(b1, x, c21); c22 = Vector512.FusedMultiplyAdd(b2, x, c22); c23 = Vector512.FusedMultiplyAdd(b3, x, c23);
+            x = Vector512.Create(a3[off]); c30 = Vector512.FusedMultiplyAdd(b0, x, c30); c31 = Vector512.FusedMultiplyAdd(b1, x, c31); c32 = Vector512.FusedMultiplyAdd(b2, x, c32); c33 = Vector512.FusedMultiplyAdd(b3, x, c33);
+            x = Vector512.Create(a4[off]); c40 = Vector512.FusedMultiplyAdd(b0, x, c40); c41 = Vector512.FusedMultiplyAdd(b1, x, c41); c42 = Vector512.FusedMultiplyAdd(b2, x, c42); c43 = Vector512.FusedMultiplyAdd(b3, x, c43);
+            x = Vector512.Create(a5[off]); c50 = Vector512.FusedMultiplyAdd(b0, x, c50); c51 = Vector512.FusedMultiplyAdd(b1, x, c51); c52 = Vector512.FusedMultiplyAdd(b2, x, c52); c53 = Vector512.FusedMultiplyAdd(b3, x, c53);
+        }
+        Put4(c[0] + col, c00, c01, c02, c03, accumulate);
+        Put4(c[1] + col, c10, c11, c12, c13, accumulate);
+        Put4(c[2] + col, c20, c21, c22, c23, accumulate);
+        Put4(c[3] + col, c30, c31, c32, c33, accumulate);
+        Put4(c[4] + col, c40, c41, c42, c43, accumulate);
+        Put4(c[5] + col, c50, c51, c52, c53, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile16(float** a, int aStep, float* b, int ldb, int n, float** c, int col, bool accumulate)
+    {
+        float* a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        nint off = 0;
+        for (int k = 0; k < n; k++, off += aStep, b += ldb)
+        {
+            var b0 = Vector512.Load(b);
+            c0 = Vector512.FusedMultiplyAdd(b0, Vector512.Create(a0[off]), c0);
+            c1 = Vector512.FusedMultiplyAdd(b0, Vector512.Create(a1[off]), c1);
+            c2 = Vector512.FusedMultiplyAdd(b0, Vector512.Create(a2[off]), c2);
+            c3 = Vector512.FusedMultiplyAdd(b0, Vector512.Create(a3[off]), c3);
+            c4 = Vector512.FusedMultiplyAdd(b0, Vector512.Create(a4[off]), c4);
+            c5 = Vector512.FusedMultiplyAdd(b0, Vector512.Create(a5[off]), c5);
+        }
+        Put(c[0] + col, c0, accumulate);
+        Put(c[1] + col, c1, accumulate);
+        Put(c[2] + col, c2, accumulate);
+        Put(c[3] + col, c3, accumulate);
+        Put(c[4] + col, c4, accumulate);
+        Put(c[5] + col, c5, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put4(float* c, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3, bool accumulate)
+    {
+        Put(c, v0, accumulate);
+        Put(c + 16, v1, accumulate);
+        Put(c + 32, v2, accumulate);
+        Put(c + 48, v3, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put(float* c, Vector512<float> v, bool accumulate) => (accumulate ? Vector512.Load(c) + v : v).Store(c);
+
+    /// <summary>kt[t, j] = rows[j * ld + t] for j &lt; n, t &lt; d; columns n..width-1 zero (kt is [d, width]).</summary>
+    public static void Transpose(float* rows, int ld, int n, int d, float* kt, int width)
+    {
+        for (int t = 0; t < d; t++) new Span<float>(kt + (long)t * width + n, width - n).Clear();
+        const int block = 16;
+        for (int j0 = 0; j0 < n; j0 += block)
+        {
+            int j1 = Math.Min(n, j0 + block);
+            for (int t = 0; t < d; t++)
+            {
+                float* dst = kt + (long)t * width;
+                for (int j = j0; j < j1; j++) dst[j] = rows[(long)j * ld + t];
+            }
+        }
+    }
+
+    /// <summary>p[j] = exp(p[j] - shift) for j &lt; n (n a multiple of 16); returns the sum.</summary>
+    public static float ExpShifted(float* p, int n, float shift)
+    {
+        var sh = Vector512.Create(shift);
+        Vector512<float> s0 = default, s1 = default;
+        int j = 0;
+        for (; j + 32 <= n; j += 32)
+        {
+            var e0 = Vector512.Exp(Vector512.Load(p + j) - sh);
+            var e1 = Vector512.Exp(Vector512.Load(p + j + 16) - sh);
+            e0.Store(p + j);
+            e1.Store(p + j + 16);
+            s0 += e0;
+            s1 += e1;
+        }
+        if (j < n)
+        {
+            var e0 = Vector512.Exp(Vector512.Load(p + j) - sh);
+            e0.Store(p + j);
+            s0 += e0;
+        }
+        return Vector512.Sum(s0 + s1);
+    }
+
+    /// <summary>p[j] = exp(p[j] - shift) for j &lt; n (n a multiple of 16); returns sum_j p[j] dp[j] of the new values.</summary>
+    public static float ExpShiftedDot(float* p, float* dp, int n, float shift)
+    {
+        var sh = Vector512.Create(shift);
+        Vector512<float> s0 = default, s1 = default;
+        int j = 0;
+        for (; j + 32 <= n; j += 32)
+        {
+            var e0 = Vector512.Exp(Vector512.Load(p + j) - sh);
+            var e1 = Vector512.Exp(Vector512.Load(p + j + 16) - sh);
+            e0.Store(p + j);
+            e1.Store(p + j + 16);
+            s0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(dp + j), s0);
+            s1 = Vector512.FusedMultiplyAdd(e1, Vector512.Load(dp + j + 16), s1);
+        }
+        if (j < n)
+        {
+            var e0 = Vector512.Exp(Vector512.Load(p + j) - sh);
+            e0.Store(p + j);
+            s0 = Vector512.FusedMultiplyAdd(e0, Vector512.Load(dp + j), s0);
+        }
+        return Vector512.Sum(s0 + s1);
+    }
+
+    /// <summary>ds[j] = scale p[j] (ds[j] - delta) for j &lt; n (n a multiple of 16).</summary>
+    public static void SoftmaxGrad(float* p, float* ds, int n, float delta, float scale)
+    {
+        var dv = Vector512.Create(delta);
+        var sv = Vector512.Create(scale);
+        for (int j = 0; j < n; j += 16)
+            (sv * Vector512.Load(p + j) * (Vector512.Load(ds + j) - dv)).Store(ds + j);
+    }
+
+    /// <summary>x[j] *= s for j &lt; n, n a multiple of 16.</summary>
+    public static void ScaleRow(float* x, int n, float s)
+    {
+        var sv = Vector512.Create(s);
+        for (int j = 0; j < n; j += 16) (Vector512.Load(x + j) * sv).Store(x + j);
+    }
+
+    /// <summary>max of x[j], j &lt; n (n a multiple of 16, -inf for none).</summary>
+    public static float Max(float* x, int n)
+    {
+        var m = Vector512.Create(float.NegativeInfinity);
+        for (int j = 0; j < n; j += 16) m = Vector512.Max(m, Vector512.Load(x + j));
+        float max = float.NegativeInfinity;
+        for (int l = 0; l < 16; l++) max = MathF.Max(max, m[l]);
+        return max;
+    }
+}
