@@ -92,7 +92,7 @@ public static unsafe class Attention
 
     // The first key any query at positions p0..p1 may see: 0, or with segment ids the first key of any of
     // their segments (keys before it belong to other examples of the packed row, so a block skips them).
-    private static int FirstKey(int* segments, int p0, int p1)
+    internal static int FirstKey(int* segments, int p0, int p1)
     {
         if (segments == null) return 0;
         int first = p0;

@@ -104,7 +104,7 @@ internal static unsafe class FlashAttention
         {
             int nt = Math.Min(R, rows.R0 + rows.N - t0);
             int pFirst = c.QueryOffset + t0, pLast = pFirst + nt - 1;
-            int lo = FirstKey(segments, pFirst, pLast), w = Math.Min(c.KvLength, pLast + 1) - lo;
+            int lo = Attention.FirstKey(segments, pFirst, pLast), w = Math.Min(c.KvLength, pLast + 1) - lo;
             if (w <= 0)
             {
                 for (int rr = 0; rr < nt; rr++)
@@ -169,21 +169,6 @@ internal static unsafe class FlashAttention
                 if (segments[j] != own) row[j - lo] = float.NegativeInfinity;
         }
         new Span<float>(row + Math.Max(0, visible - lo), w16 - Math.Max(0, visible - lo)).Fill(float.NegativeInfinity);
-    }
-
-    // The first key any query at positions p0..p1 may see: 0, or with segment ids the first key of any of
-    // their segments (keys before it belong to other examples of the packed row).
-    private static int FirstKey(int* segments, int p0, int p1)
-    {
-        if (segments == null) return 0;
-        int first = p0;
-        for (int p = p0; p <= p1; p++)
-        {
-            if (p > p0 && segments[p] == segments[p - 1]) continue;
-            for (int j = 0; j < first; j++)
-                if (segments[j] == segments[p]) { first = j; break; }
-        }
-        return first;
     }
 
     public static void Backward(float* q, float* k, float* v, float* lse, float* dOut, float* dq, float* dk, float* dv, int* mask, int* segments,
@@ -299,7 +284,7 @@ internal static unsafe class FlashAttention
             for (int rr = 0; rr < nr; rr++) new Span<float>(u.DQ + (long)(r0 + rr) * ldq, d).Clear();
             return;
         }
-        int lo = FirstKey(u.Segments, p0, p1), wb = width - lo, wb16 = (wb + 15) & ~15;
+        int lo = Attention.FirstKey(u.Segments, p0, p1), wb = width - lo, wb16 = (wb + 15) & ~15;
         float* p = buf, ds = buf + (BlockRows + R) * sw, junk = buf + 2 * (BlockRows + R) * sw;
         float** a = stackalloc float*[R];
         float** dst = stackalloc float*[R];
