@@ -104,7 +104,11 @@ public sealed class KvPrefetchTests
         var first = e.Submit(Request(other()));
         var queued = e.Submit(Request(a));
         int most = HostHeld();
-        while (e.Step()) most = Math.Max(most, HostHeld());     // a waits for several steps, wanting its 4 blocks
+        while (e.Step())                                        // a waits for several steps, wanting its 4 blocks
+        {
+            most = Math.Max(most, HostHeld());
+            await tiers.WhenPrefetched();                       // reads done before the next step, so "ready when needed" does not race the read
+        }
         Assert.Single(await first.CollectAsync(TestContext.Current.CancellationToken));
         var warm = Assert.Single(await queued.CollectAsync(TestContext.Current.CancellationToken));
 
