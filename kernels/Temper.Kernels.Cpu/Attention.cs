@@ -107,7 +107,7 @@ public static unsafe class Attention
 
     // -inf on the scores of keys [lo, visible) (row[j - lo] is key j) that the query at `position` may not
     // see: masked out, or (packed rows) of another segment.
-    private static void MaskScores(float* row, int lo, int visible, int* mask, int* segments, int position)
+    internal static void MaskScores(float* row, int lo, int visible, int* mask, int* segments, int position)
     {
         if (mask != null)
             for (int j = lo; j < visible; j++)

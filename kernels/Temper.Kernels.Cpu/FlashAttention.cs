@@ -60,7 +60,7 @@ internal static unsafe class FlashAttention
                     return (long)(r1 - r0) * Math.Max(1, Math.Min(kvLength, queryOffset + (r0 + r1) / 2 + 1));
                 }
                 long work = (long)batch * heads * tq * Math.Max(1, Math.Min(kvLength, queryOffset + tq)) * d;
-                Balanced(units, Weight, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
+                StaticPartition.ForBalanced(units, Weight, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
                 {
                     int sw = (Math.Max(1, Math.Min(kvLength, queryOffset + tq)) + 15) & ~15;
                     var scratch = ArrayPool<float>.Shared.Rent(R * sw + d);
@@ -159,15 +159,7 @@ internal static unsafe class FlashAttention
 
     private static void MaskRow(float* row, int lo, int visible, int w16, int* mask, int* segments, int position)
     {
-        if (mask != null)
-            for (int j = lo; j < visible; j++)
-                if (mask[j] == 0) row[j - lo] = float.NegativeInfinity;
-        if (segments != null)
-        {
-            int own = segments[position];
-            for (int j = lo; j < visible; j++)
-                if (segments[j] != own) row[j - lo] = float.NegativeInfinity;
-        }
+        Attention.MaskScores(row, lo, visible, mask, segments, position);
         new Span<float>(row + Math.Max(0, visible - lo), w16 - Math.Max(0, visible - lo)).Fill(float.NegativeInfinity);
     }
 
@@ -374,29 +366,5 @@ internal static unsafe class FlashAttention
                 AttentionTiles.Transpose((float*)xn + call.KvOffset(u / call.KvHeads, u % call.KvHeads), call.Ldkv, call.KvLength, call.D,
                     (float*)pn + (long)u * call.D * call.Packed, call.Packed);
         });
-    }
-
-    // Runs body over `parts` contiguous ranges of [0, count) of near-equal total weight (rows of
-    // independent outputs, so the split only moves work between threads, never changes a result).
-    private static void Balanced(int count, Func<int, long> weight, int parts, Action<int, int> body)
-    {
-        if (count <= 0) return;
-        parts = Math.Clamp(parts, 1, count);
-        if (parts == 1)
-        {
-            body(0, count);
-            return;
-        }
-        var prefix = new long[count + 1];
-        for (int u = 0; u < count; u++) prefix[u + 1] = prefix[u] + weight(u);
-        var bounds = new int[parts + 1];
-        bounds[parts] = count;
-        for (int p = 1; p < parts; p++)
-        {
-            long target = prefix[count] * p / parts;
-            int at = Array.BinarySearch(prefix, target);
-            bounds[p] = Math.Clamp(at >= 0 ? at : ~at, bounds[p - 1], count);
-        }
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p => body(bounds[p], bounds[p + 1]));
     }
 }
