@@ -6,7 +6,8 @@
 // Blocked and packed the BLIS way: a KC-deep slice of up to NC rows of a is packed into micro-panels
 // laid out [k][TN] (the broadcast operand; one panel stays in L1), an MC x KC block of b into [k][TM]
 // micro-panels (the vector operand, kept in L2), and a register-tiled micro-kernel accumulates a TN x TM
-// tile of c with FMAs:
+// tile of c with FMAs. An f32 b stored reduction-by-rows (the backward's weight in dx = dy w) already has
+// each step's TM values side by side, so the 12 x 32 kernel reads it in place, unpacked:
 //   AVX-512: TN 12 x TM 32 (24 zmm accumulators), or TN 24 x TM 16 when M <= 16 (LoRA's rank-wide
 //   products; 24 zmm), AVX2: TN 4 x TM 24 (12 ymm), scalar: TN 4 x TM 8.
 // An optional second reduction segment appends K2 more terms to every sum, c += a b + a2 b2, with its own
@@ -222,7 +223,9 @@ public static unsafe class Gemm
                 for (int ic = m0; ic < m1; ic += MC)
                 {
                     int mcur = Math.Min(MC, m1 - ic);
-                    if (job.BByRows) PackRows(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
+                    bool direct = ReadsBInPlace(job, mcur);
+                    if (direct) { }
+                    else if (job.BByRows) PackRows(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
                     else PackColumns(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
                     if (tail > 0) PackRows(job.B2, null, k2, ic, mcur, 0, k2, tmSize, bp2);
                     for (int jr = 0; jr < ncur; jr += tnSize)
@@ -232,7 +235,9 @@ public static unsafe class Gemm
                         for (int ir = 0; ir < mcur; ir += tmSize)
                         {
                             int ncols = Math.Min(tmSize, mcur - ir);
-                            var panels = new Panels(kcur, bp + (long)ir * kcur, aPanel, tail, bp2 + (long)ir * k2, a2Panel);
+                            var panels = direct
+                                ? new Panels(kcur, job.B + (long)pc * job.Ldb + ic + ir, job.Ldb, aPanel, tail, bp2 + (long)ir * k2, a2Panel)
+                                : new Panels(kcur, bp + (long)ir * kcur, tmSize, aPanel, tail, bp2 + (long)ir * k2, a2Panel);
                             float* c = job.C + (long)(jc + jr) * job.Ldc + ic + ir;
                             if (nrows == tnSize && ncols == tmSize)
                             {
@@ -272,13 +277,20 @@ public static unsafe class Gemm
         }
     }
 
+    // An f32 b stored reduction-by-rows already holds each step's TM values side by side: the 12 x 32 kernel
+    // reads them where they are when the block has only full tiles and the row stride is not a multiple of
+    // 512 bytes (rows that far apart would share cache sets), so there is nothing to copy.
+    private static bool ReadsBInPlace(in Job job, int mcur) =>
+        job.Kernel == GemmKernel.Avx512 && !job.Narrow && !job.BByRows && job.B != null && mcur % job.TileM == 0 && job.Ldb % 128 != 0;
+
     private static int RoundUp(int v, int to) => (v + to - 1) / to * to;
 
     // One tile's packed operands: kc steps of the vector panel (b) and broadcast panel (a), then kc2 steps of
     // the second segment's panels (kc2 = 0: none).
-    private readonly struct Panels(int kc, float* vec, float* bcast, int kc2, float* vec2, float* bcast2)
+    private readonly struct Panels(int kc, float* vec, nint vecStride, float* bcast, int kc2, float* vec2, float* bcast2)
     {
         public readonly int Kc = kc, Kc2 = kc2;
+        public readonly nint VecStride = vecStride; // floats between vec's steps in the first segment (the tile width when packed)
         public readonly float* Vec = vec, Bcast = bcast, Vec2 = vec2, Bcast2 = bcast2;
     }
 
@@ -422,15 +434,16 @@ public static unsafe class Gemm
     {
         int kc = p.Kc;
         float* vec = p.Vec, bcast = p.Bcast;
+        nint vs = p.VecStride;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
-        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, vs = 32, bcast = p.Bcast2)
         for (int k = 0; k < kc; k++)
         {
-            var a0 = Avx512F.LoadAlignedVector512(vec);
-            var a1 = Avx512F.LoadAlignedVector512(vec + 16);
+            var a0 = Avx512F.LoadVector512(vec);
+            var a1 = Avx512F.LoadVector512(vec + 16);
             Vector512<float> bv;
             bv = Vector512.Create(bcast[0]); c00 = Avx512F.FusedMultiplyAdd(a0, bv, c00); c01 = Avx512F.FusedMultiplyAdd(a1, bv, c01);
             bv = Vector512.Create(bcast[1]); c10 = Avx512F.FusedMultiplyAdd(a0, bv, c10); c11 = Avx512F.FusedMultiplyAdd(a1, bv, c11);
@@ -444,7 +457,7 @@ public static unsafe class Gemm
             bv = Vector512.Create(bcast[9]); c90 = Avx512F.FusedMultiplyAdd(a0, bv, c90); c91 = Avx512F.FusedMultiplyAdd(a1, bv, c91);
             bv = Vector512.Create(bcast[10]); ca0 = Avx512F.FusedMultiplyAdd(a0, bv, ca0); ca1 = Avx512F.FusedMultiplyAdd(a1, bv, ca1);
             bv = Vector512.Create(bcast[11]); cb0 = Avx512F.FusedMultiplyAdd(a0, bv, cb0); cb1 = Avx512F.FusedMultiplyAdd(a1, bv, cb1);
-            vec += 32;
+            vec += vs;
             bcast += 12;
         }
         AddRow512(c, c00, c01); c += ldc;

@@ -1,7 +1,8 @@
 // The CPU GEMM's micro-kernels (AVX-512 in its 12x32 and M <= 16 24x16 tiles, AVX2, scalar: each forced in
 // turn) and the GEMV against the reference, at shapes that hit every edge tile and every blocking loop (K
-// past KC, M past MC, N past NC), the second reduction segment against the joined product, and the
-// determinism property: the same bits with 1, 2 and 3 threads.
+// past KC, M past MC, N past NC; an f32 b read in place and, at M 128, packed because of its row stride),
+// the second reduction segment against the joined product, and the determinism property: the same bits with
+// 1, 2 and 3 threads.
 using System.Runtime.Intrinsics.X86;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cpu.Reference;
@@ -15,7 +16,8 @@ public class GemmKernelTests
     {
         var d = new TheoryData<GemmKernel, int, int, int>();
         (int, int, int)[] shapes = [(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 64, 64), (130, 70, 200), (12, 32, 32), (13, 33, 31),
-            (25, 900, 40), (20, 8, 400), (1600, 3, 40), (300, 100, 16), (50, 700, 9), (24, 30, 16), (49, 5, 1)];
+            (25, 900, 40), (20, 8, 400), (1600, 3, 40), (300, 100, 16), (50, 700, 9), (24, 30, 16), (49, 5, 1),
+            (40, 50, 128), (30, 400, 832)];
         foreach (var kernel in new[] { GemmKernel.Avx512, GemmKernel.Avx2, GemmKernel.Scalar })
             foreach (var (n, k, m) in shapes) d.Add(kernel, n, k, m);
         return d;
