@@ -15,7 +15,8 @@
 // it is packed beside the last KC block and summed after it, in the same registers.
 // Threads take a static grid of output tiles; each c element is computed by one thread, with its sum over
 // k in a fixed order (KC blocks in turn, k ascending inside, each block's sum added to c), so results are
-// bitwise independent of the thread count. The caller initialises c (zeros, bias or a previous value).
+// bitwise independent of the thread count. The caller initialises c (bias or a previous value), or passes
+// overwrite, and the first KC block stores its sums (exactly 0 + sum) instead of a zeroing pass over c.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -41,19 +42,19 @@ public static unsafe class Gemm
     private const int NC = 3072; // a rows per packed panel
 
     /// <summary>y[n,m] += sum_k x[n,k] w[m,k] (x [N,K], w [M,K], y [N,M]).</summary>
-    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto, bool overwrite = false)
     {
         CheckSizes("NT", x.Length, w.Length, y.Length, n, k, m);
         fixed (float* px = x) fixed (float* pw = w) fixed (float* py = y)
-            Run(new Job(px, k, true, pw, null, k, true, py, m, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(px, k, true, pw, null, k, true, py, m, n, k, m, Resolve(kernel)) { Overwrite = overwrite }, threads);
     }
 
     /// <summary>y[n,m] += sum_k x[n,k] w[m,k] with bf16 w.</summary>
-    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+    public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto, bool overwrite = false)
     {
         CheckSizes("NT", x.Length, wBf16.Length, y.Length, n, k, m);
         fixed (float* px = x) fixed (ushort* pw = wBf16) fixed (float* py = y)
-            Run(new Job(px, k, true, null, pw, k, true, py, m, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(px, k, true, null, pw, k, true, py, m, n, k, m, Resolve(kernel)) { Overwrite = overwrite }, threads);
     }
 
     /// <summary>
@@ -61,37 +62,37 @@ public static unsafe class Gemm
     /// (wBf16 empty) or bf16 (w empty), x2 [N,K2] and w2 [M,K2] f32, 0 &lt; K2 &lt;= KC.
     /// </summary>
     public static void Multiply(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<ushort> wBf16, ReadOnlySpan<float> x2, ReadOnlySpan<float> w2,
-        Span<float> y, int n, int k, int k2, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+        Span<float> y, int n, int k, int k2, int m, int threads, GemmKernel kernel = GemmKernel.Auto, bool overwrite = false)
     {
         CheckSizes("NT", x.Length, wBf16.IsEmpty ? w.Length : wBf16.Length, y.Length, n, k, m);
         if (k2 <= 0 || k2 > KC || x2.Length != (long)n * k2 || w2.Length != (long)m * k2 || w.IsEmpty == wBf16.IsEmpty && m * k > 0)
             throw new ArgumentException($"gemm NT+: x2 has {x2.Length} values (need {n}x{k2}), w2 {w2.Length} (need {m}x{k2}), 0 < K2 <= {KC}, one of w and wBf16");
         fixed (float* px = x) fixed (float* pw = w) fixed (ushort* pwb = wBf16) fixed (float* px2 = x2) fixed (float* pw2 = w2) fixed (float* py = y)
-            Run(new Job(px, k, true, pw, pwb, k, true, py, m, n, k, m, Resolve(kernel)) { A2 = px2, B2 = pw2, K2 = k2 }, threads);
+            Run(new Job(px, k, true, pw, pwb, k, true, py, m, n, k, m, Resolve(kernel)) { A2 = px2, B2 = pw2, K2 = k2, Overwrite = overwrite }, threads);
     }
 
     /// <summary>y[n,m] += sum_k a[n,k] b[k,m] (a [N,K], b [K,M], y [N,M]).</summary>
-    public static void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+    public static void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto, bool overwrite = false)
     {
         CheckSizes("NN", a.Length, b.Length, y.Length, n, k, m);
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* py = y)
-            Run(new Job(pa, k, true, pb, null, m, false, py, m, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(pa, k, true, pb, null, m, false, py, m, n, k, m, Resolve(kernel)) { Overwrite = overwrite }, threads);
     }
 
     /// <summary>y[n,m] += sum_k a[n,k] b[k,m] with bf16 b.</summary>
-    public static void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<ushort> bBf16, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+    public static void MultiplyNN(ReadOnlySpan<float> a, ReadOnlySpan<ushort> bBf16, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto, bool overwrite = false)
     {
         CheckSizes("NN", a.Length, bBf16.Length, y.Length, n, k, m);
         fixed (float* pa = a) fixed (ushort* pb = bBf16) fixed (float* py = y)
-            Run(new Job(pa, k, true, null, pb, m, false, py, m, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(pa, k, true, null, pb, m, false, py, m, n, k, m, Resolve(kernel)) { Overwrite = overwrite }, threads);
     }
 
     /// <summary>y[n,m] += sum_k a[k,n] b[k,m] (a [K,N], b [K,M], y [N,M]).</summary>
-    public static void MultiplyTN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto)
+    public static void MultiplyTN(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y, int n, int k, int m, int threads, GemmKernel kernel = GemmKernel.Auto, bool overwrite = false)
     {
         CheckSizes("TN", a.Length, b.Length, y.Length, n, k, m);
         fixed (float* pa = a) fixed (float* pb = b) fixed (float* py = y)
-            Run(new Job(pa, n, false, pb, null, m, false, py, m, n, k, m, Resolve(kernel)), threads);
+            Run(new Job(pa, n, false, pb, null, m, false, py, m, n, k, m, Resolve(kernel)) { Overwrite = overwrite }, threads);
     }
 
     /// <summary>Strided NT form on raw rows: c[n*ldc + m] += sum_k a[n*lda + k] b[m*ldb + k] (attention's Q K^T).</summary>
@@ -133,6 +134,7 @@ public static unsafe class Gemm
         public float* A2 { get; init; }
         public float* B2 { get; init; }
         public int K2 { get; init; }
+        public bool Overwrite { get; init; } // c's old contents are ignored (as if zeroed first)
         // M <= 16 (a LoRA rank): 24 x 16 tiles, so no half-empty 32-wide tile.
         public bool Narrow => Kernel == GemmKernel.Avx512 && M <= NarrowWidth;
         public int TileN => Kernel switch { GemmKernel.Avx512 => Narrow ? 24 : 12, _ => 4 };
@@ -141,7 +143,13 @@ public static unsafe class Gemm
 
     private static void Run(Job job, int threads)
     {
-        if (job.N == 0 || job.M == 0 || job.K == 0) return;
+        if (job.N == 0 || job.M == 0) return;
+        if (job.K == 0)
+        {
+            if (job.Overwrite)
+                for (int i = 0; i < job.N; i++) new Span<float>(job.C + (long)i * job.Ldc, job.M).Clear();
+            return;
+        }
         int tilesN = (job.N + job.TileN - 1) / job.TileN, tilesM = (job.M + job.TileM - 1) / job.TileM;
         // Small products are not worth waking a second thread; the grid never changes the arithmetic.
         long flops = 2L * job.N * job.M * (job.K + job.K2);
@@ -216,6 +224,7 @@ public static unsafe class Gemm
             for (int pc = 0; pc < job.K; pc += KC)
             {
                 int kcur = Math.Min(KC, job.K - pc);
+                bool fresh = job.Overwrite && pc == 0; // the first block stores c instead of adding to it
                 int tail = pc + KC >= job.K ? k2 : 0; // the second segment rides on the last KC block
                 if (job.AByRows) PackRows(job.A, null, job.Lda, jc, ncur, pc, kcur, tnSize, ap);
                 else PackColumns(job.A, null, job.Lda, jc, ncur, pc, kcur, tnSize, ap);
@@ -235,11 +244,12 @@ public static unsafe class Gemm
                         for (int ir = 0; ir < mcur; ir += tmSize)
                         {
                             int ncols = Math.Min(tmSize, mcur - ir);
-                            var panels = direct
-                                ? new Panels(kcur, job.B + (long)pc * job.Ldb + ic + ir, job.Ldb, aPanel, tail, bp2 + (long)ir * k2, a2Panel)
-                                : new Panels(kcur, bp + (long)ir * kcur, tmSize, aPanel, tail, bp2 + (long)ir * k2, a2Panel);
                             float* c = job.C + (long)(jc + jr) * job.Ldc + ic + ir;
-                            if (nrows == tnSize && ncols == tmSize)
+                            bool full = nrows == tnSize && ncols == tmSize;
+                            var panels = direct
+                                ? new Panels(kcur, job.B + (long)pc * job.Ldb + ic + ir, job.Ldb, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full)
+                                : new Panels(kcur, bp + (long)ir * kcur, tmSize, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full);
+                            if (full)
                             {
                                 Micro(job, panels, c, job.Ldc);
                             }
@@ -249,7 +259,7 @@ public static unsafe class Gemm
                                 Micro(job, panels, edge, tmSize);
                                 for (int r = 0; r < nrows; r++)
                                     for (int q = 0; q < ncols; q++)
-                                        c[(long)r * job.Ldc + q] += edge[r * tmSize + q];
+                                        c[(long)r * job.Ldc + q] = (fresh ? 0f : c[(long)r * job.Ldc + q]) + edge[r * tmSize + q];
                             }
                         }
                     }
@@ -287,9 +297,10 @@ public static unsafe class Gemm
 
     // One tile's packed operands: kc steps of the vector panel (b) and broadcast panel (a), then kc2 steps of
     // the second segment's panels (kc2 = 0: none).
-    private readonly struct Panels(int kc, float* vec, nint vecStride, float* bcast, int kc2, float* vec2, float* bcast2)
+    private readonly struct Panels(int kc, float* vec, nint vecStride, float* bcast, int kc2, float* vec2, float* bcast2, bool fresh)
     {
         public readonly int Kc = kc, Kc2 = kc2;
+        public readonly bool Fresh = fresh; // c holds nothing yet: the tile is stored, not added (0 + sum, as if c were zeroed)
         public readonly nint VecStride = vecStride; // floats between vec's steps in the first segment (the tile width when packed)
         public readonly float* Vec = vec, Bcast = bcast, Vec2 = vec2, Bcast2 = bcast2;
     }
@@ -460,18 +471,18 @@ public static unsafe class Gemm
             vec += vs;
             bcast += 12;
         }
-        AddRow512(c, c00, c01); c += ldc;
-        AddRow512(c, c10, c11); c += ldc;
-        AddRow512(c, c20, c21); c += ldc;
-        AddRow512(c, c30, c31); c += ldc;
-        AddRow512(c, c40, c41); c += ldc;
-        AddRow512(c, c50, c51); c += ldc;
-        AddRow512(c, c60, c61); c += ldc;
-        AddRow512(c, c70, c71); c += ldc;
-        AddRow512(c, c80, c81); c += ldc;
-        AddRow512(c, c90, c91); c += ldc;
-        AddRow512(c, ca0, ca1); c += ldc;
-        AddRow512(c, cb0, cb1);
+        AddRow512(c, c00, c01, p.Fresh); c += ldc;
+        AddRow512(c, c10, c11, p.Fresh); c += ldc;
+        AddRow512(c, c20, c21, p.Fresh); c += ldc;
+        AddRow512(c, c30, c31, p.Fresh); c += ldc;
+        AddRow512(c, c40, c41, p.Fresh); c += ldc;
+        AddRow512(c, c50, c51, p.Fresh); c += ldc;
+        AddRow512(c, c60, c61, p.Fresh); c += ldc;
+        AddRow512(c, c70, c71, p.Fresh); c += ldc;
+        AddRow512(c, c80, c81, p.Fresh); c += ldc;
+        AddRow512(c, c90, c91, p.Fresh); c += ldc;
+        AddRow512(c, ca0, ca1, p.Fresh); c += ldc;
+        AddRow512(c, cb0, cb1, p.Fresh);
     }
 
     // c[24 rows, ldc][16] += sum_k bcast[k][0..24) (outer) vec[k][0..16): 24 zmm accumulators, one vector load
@@ -513,38 +524,41 @@ public static unsafe class Gemm
             vec += 16;
             bcast += 24;
         }
-        Vector512.Store(Vector512.Load(c) + c0, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c1, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c2, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c3, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c4, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c5, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c6, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c7, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c8, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c9, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c10, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c11, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c12, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c13, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c14, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c15, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c16, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c17, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c18, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c19, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c20, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c21, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c22, c); c += ldc;
-        Vector512.Store(Vector512.Load(c) + c23, c);
+        AddRow512(c, c0, p.Fresh); c += ldc;
+        AddRow512(c, c1, p.Fresh); c += ldc;
+        AddRow512(c, c2, p.Fresh); c += ldc;
+        AddRow512(c, c3, p.Fresh); c += ldc;
+        AddRow512(c, c4, p.Fresh); c += ldc;
+        AddRow512(c, c5, p.Fresh); c += ldc;
+        AddRow512(c, c6, p.Fresh); c += ldc;
+        AddRow512(c, c7, p.Fresh); c += ldc;
+        AddRow512(c, c8, p.Fresh); c += ldc;
+        AddRow512(c, c9, p.Fresh); c += ldc;
+        AddRow512(c, c10, p.Fresh); c += ldc;
+        AddRow512(c, c11, p.Fresh); c += ldc;
+        AddRow512(c, c12, p.Fresh); c += ldc;
+        AddRow512(c, c13, p.Fresh); c += ldc;
+        AddRow512(c, c14, p.Fresh); c += ldc;
+        AddRow512(c, c15, p.Fresh); c += ldc;
+        AddRow512(c, c16, p.Fresh); c += ldc;
+        AddRow512(c, c17, p.Fresh); c += ldc;
+        AddRow512(c, c18, p.Fresh); c += ldc;
+        AddRow512(c, c19, p.Fresh); c += ldc;
+        AddRow512(c, c20, p.Fresh); c += ldc;
+        AddRow512(c, c21, p.Fresh); c += ldc;
+        AddRow512(c, c22, p.Fresh); c += ldc;
+        AddRow512(c, c23, p.Fresh);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddRow512(float* c, Vector512<float> v0, Vector512<float> v1)
+    private static void AddRow512(float* c, Vector512<float> v0, Vector512<float> v1, bool fresh)
     {
-        Vector512.Store(Vector512.Load(c) + v0, c);
-        Vector512.Store(Vector512.Load(c + 16) + v1, c + 16);
+        Vector512.Store((fresh ? Vector512<float>.Zero : Vector512.Load(c)) + v0, c);
+        Vector512.Store((fresh ? Vector512<float>.Zero : Vector512.Load(c + 16)) + v1, c + 16);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRow512(float* c, Vector512<float> v, bool fresh) => Vector512.Store((fresh ? Vector512<float>.Zero : Vector512.Load(c)) + v, c);
 
     // c[4 rows, ldc][24] += sum_k bcast[k][0..4) (outer) vec[k][0..24): 12 ymm accumulators.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -568,18 +582,18 @@ public static unsafe class Gemm
             vec += 24;
             bcast += 4;
         }
-        AddRow256(c, c00, c01, c02); c += ldc;
-        AddRow256(c, c10, c11, c12); c += ldc;
-        AddRow256(c, c20, c21, c22); c += ldc;
-        AddRow256(c, c30, c31, c32);
+        AddRow256(c, c00, c01, c02, p.Fresh); c += ldc;
+        AddRow256(c, c10, c11, c12, p.Fresh); c += ldc;
+        AddRow256(c, c20, c21, c22, p.Fresh); c += ldc;
+        AddRow256(c, c30, c31, c32, p.Fresh);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddRow256(float* c, Vector256<float> v0, Vector256<float> v1, Vector256<float> v2)
+    private static void AddRow256(float* c, Vector256<float> v0, Vector256<float> v1, Vector256<float> v2, bool fresh)
     {
-        Vector256.Store(Vector256.Load(c) + v0, c);
-        Vector256.Store(Vector256.Load(c + 8) + v1, c + 8);
-        Vector256.Store(Vector256.Load(c + 16) + v2, c + 16);
+        Vector256.Store((fresh ? Vector256<float>.Zero : Vector256.Load(c)) + v0, c);
+        Vector256.Store((fresh ? Vector256<float>.Zero : Vector256.Load(c + 8)) + v1, c + 8);
+        Vector256.Store((fresh ? Vector256<float>.Zero : Vector256.Load(c + 16)) + v2, c + 16);
     }
 
     // The portable micro-kernel: c[4 rows, ldc][8] += sum_k bcast[k][0..4) (outer) vec[k][0..8), one fused
@@ -602,6 +616,6 @@ public static unsafe class Gemm
             bcast += 4;
         }
         for (int r = 0; r < 4; r++)
-            for (int q = 0; q < 8; q++) c[r * ldc + q] += acc[r * 8 + q];
+            for (int q = 0; q < 8; q++) c[r * ldc + q] = (p.Fresh ? 0f : c[r * ldc + q]) + acc[r * 8 + q];
     }
 }

@@ -1,7 +1,8 @@
 // Linear forward: y[N,M] = x[N,K] w[M,K]^T + bias[M] (w f32 or bf16), or y += that when accumulating.
 // y is first set to its starting value (0, bias, y, or y + bias), then the product is added: by the
 // GEMV path for up to 4 rows (decode: each weight row streamed once; a row's result is the same bits
-// whether it comes alone or batched) and by the packed GEMM beyond.
+// whether it comes alone or batched) and by the packed GEMM beyond, which writes y itself when it starts
+// from 0 (no zeroing pass).
 // Backward: dx = dy w through the GEMM's NN form, dw += dy^T x through its TN form, dBias += sum_n dy.
 namespace Temper.Kernels.Cpu;
 
@@ -9,29 +10,35 @@ public static class Linear
 {
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> bias, Span<float> y, int n, int k, int m, bool accumulate, int threads)
     {
-        Start(bias, y, n, m, accumulate);
+        bool overwrite = Start(bias, y, n, m, accumulate);
         if (n == 0) return;
         if (n == 1) Gemv.Multiply(x, w, y, k, m, threads);
         else if (n <= Gemv.MaxBatch) Gemv.MultiplyBatch(x, w, y, n, k, m, threads);
-        else Gemm.Multiply(x, w, y, n, k, m, threads);
+        else Gemm.Multiply(x, w, y, n, k, m, threads, overwrite: overwrite);
     }
 
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, ReadOnlySpan<float> bias, Span<float> y, int n, int k, int m, bool accumulate, int threads)
     {
-        Start(bias, y, n, m, accumulate);
+        bool overwrite = Start(bias, y, n, m, accumulate);
         if (n == 0) return;
         if (n == 1) Gemv.Multiply(x, wBf16, y, k, m, threads);
         else if (n <= Gemv.MaxBatch) Gemv.MultiplyBatch(x, wBf16, y, n, k, m, threads);
-        else Gemm.Multiply(x, wBf16, y, n, k, m, threads);
+        else Gemm.Multiply(x, wBf16, y, n, k, m, threads, overwrite: overwrite);
     }
 
-    internal static void Start(ReadOnlySpan<float> bias, Span<float> y, int n, int m, bool accumulate)
+    /// <summary>
+    /// Sets y's starting value; true when that is 0 and the GEMM should write y rather than add to it (y is
+    /// left as it was: the GEMV rows, n &lt;= <see cref="Gemv.MaxBatch"/>, get it zeroed here).
+    /// </summary>
+    internal static bool Start(ReadOnlySpan<float> bias, Span<float> y, int n, int m, bool accumulate)
     {
         if (y.Length != (long)n * m || (!bias.IsEmpty && bias.Length != m))
             throw new ArgumentException($"Linear: y has {y.Length} values (need {n}x{m}), bias {bias.Length} (need {m})");
+        if (!accumulate && bias.IsEmpty && n > Gemv.MaxBatch) return true;
         if (!accumulate) y.Clear();
-        if (bias.IsEmpty) return;
+        if (bias.IsEmpty) return false;
         for (int i = 0; i < n; i++) Add.Forward(y.Slice(i * m, m), bias, y.Slice(i * m, m));
+        return false;
     }
 
     /// <summary>
@@ -41,22 +48,14 @@ public static class Linear
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> dx, Span<float> dw, Span<float> dBias,
         int n, int k, int m, bool accumulateDx, int threads)
     {
-        if (!dx.IsEmpty)
-        {
-            if (!accumulateDx) dx.Clear();
-            Gemm.MultiplyNN(dy, w, dx, n, m, k, threads);
-        }
+        if (!dx.IsEmpty) Gemm.MultiplyNN(dy, w, dx, n, m, k, threads, overwrite: !accumulateDx);
         BackwardWeights(dy, x, dw, dBias, n, k, m, threads);
     }
 
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<ushort> wBf16, Span<float> dx, Span<float> dw, Span<float> dBias,
         int n, int k, int m, bool accumulateDx, int threads)
     {
-        if (!dx.IsEmpty)
-        {
-            if (!accumulateDx) dx.Clear();
-            Gemm.MultiplyNN(dy, wBf16, dx, n, m, k, threads);
-        }
+        if (!dx.IsEmpty) Gemm.MultiplyNN(dy, wBf16, dx, n, m, k, threads, overwrite: !accumulateDx);
         BackwardWeights(dy, x, dw, dBias, n, k, m, threads);
     }
 

@@ -156,8 +156,7 @@ public static unsafe class LmHeadCrossEntropy
 
     private static void Logits(ReadOnlySpan<float> hidden, ReadOnlySpan<float> lmHead, ReadOnlySpan<ushort> lmHeadBf16, Span<float> chunk, int n, int c, int v0, int w, int threads)
     {
-        chunk.Clear();
-        if (lmHead.IsEmpty) Gemm.Multiply(hidden, lmHeadBf16.Slice(v0 * c, w * c), chunk, n, c, w, threads);
-        else Gemm.Multiply(hidden, lmHead.Slice(v0 * c, w * c), chunk, n, c, w, threads);
+        if (lmHead.IsEmpty) Gemm.Multiply(hidden, lmHeadBf16.Slice(v0 * c, w * c), chunk, n, c, w, threads, overwrite: true);
+        else Gemm.Multiply(hidden, lmHead.Slice(v0 * c, w * c), chunk, n, c, w, threads, overwrite: true);
     }
 }

@@ -24,8 +24,8 @@ public static class LoraLinear
         Scale.Apply(scaledXa, scale);
         if (n > Gemv.MaxBatch && r > 0 && r <= Gemm.KC)
         {
-            Linear.Start(bias, y, n, m, accumulate: false);
-            Gemm.Multiply(x, w, wBf16, scaledXa, b, y, n, k, r, m, threads);
+            bool overwrite = Linear.Start(bias, y, n, m, accumulate: false);
+            Gemm.Multiply(x, w, wBf16, scaledXa, b, y, n, k, r, m, threads, overwrite: overwrite);
             return;
         }
         if (wBf16.IsEmpty) Linear.Forward(x, w, bias, y, n, k, m, accumulate: false, threads);
@@ -42,8 +42,8 @@ public static class LoraLinear
     {
         if (a.Length != (long)r * k || b.Length != (long)m * r || xa.Length != (long)n * r || (!dA.IsEmpty && dA.Length != a.Length) || (!dB.IsEmpty && dB.Length != b.Length))
             throw new ArgumentException($"LoraLinear backward: A {a.Length}, B {b.Length}, xa {xa.Length}, dA {dA.Length}, dB {dB.Length} values for n {n} k {k} m {m} r {r}");
-        var dxa = new float[n * r];
-        Gemm.MultiplyNN(dy, b, dxa, n, m, r, threads);
+        var dxa = GC.AllocateUninitializedArray<float>(n * r);
+        Gemm.MultiplyNN(dy, b, dxa, n, m, r, threads, overwrite: true);
         if (!dB.IsEmpty)
         {
             var scaledXa = new float[n * r]; // scaling the [N,r] factor, not an [M,r] product (a large-object array a call)

@@ -111,6 +111,38 @@ public class GemmKernelTests
         }
     }
 
+    // overwrite: c's old contents (NaN here) are ignored, and the result has the bits of zeroing c and adding,
+    // in every form, the second segment and the in-place b included.
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Gemm_Overwrite_EqualsZeroedThenAdded(GemmKernel kernel, int n, int k, int m)
+    {
+        Assert.SkipUnless(Supported(kernel), $"{kernel} is not supported on this CPU");
+        var a = Floats(n * k, 1);
+        var b = Floats(k * m, 2);
+        var bT = Transpose(b, k, m);
+        var aT = Transpose(a, n, k);
+        var x2 = Floats(n * 16, 4);
+        var w2 = Floats(m * 16, 5);
+        var forms = new (string, Action<float[], bool>)[]
+        {
+            ("NT", (y, o) => Gemm.Multiply(a, bT, y, n, k, m, threads: 2, kernel, overwrite: o)),
+            ("NT bf16", (y, o) => Gemm.Multiply(a, ToBf16(bT), y, n, k, m, threads: 2, kernel, overwrite: o)),
+            ("NT+segment", (y, o) => Gemm.Multiply(a, bT, default, x2, w2, y, n, k, 16, m, threads: 2, kernel, overwrite: o)),
+            ("NN", (y, o) => Gemm.MultiplyNN(a, b, y, n, k, m, threads: 2, kernel, overwrite: o)),
+            ("TN", (y, o) => Gemm.MultiplyTN(aT, b, y, n, k, m, threads: 3, kernel, overwrite: o)),
+        };
+        foreach (var (name, run) in forms)
+        {
+            var zeroed = new float[n * m];
+            run(zeroed, false);
+            var stale = new float[n * m];
+            Array.Fill(stale, float.NaN);
+            run(stale, true);
+            Bitwise(stale, zeroed, $"{kernel} {name} overwrite {n}x{k}x{m}");
+        }
+    }
+
     [Fact]
     public void GemmSecondSegment_RejectsBadShapes()
     {
