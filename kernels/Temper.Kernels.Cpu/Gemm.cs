@@ -34,11 +34,15 @@ public enum GemmKernel
 
 public static unsafe class Gemm
 {
-    /// <summary>Depth of one packed block: the k order of every sum is KC blocks in turn.</summary>
-    public const int KC = 384;
+    /// <summary>
+    /// Depth of one packed block: the k order of every sum is KC blocks in turn. 576 with MC 192 (a 442 KB b block,
+    /// well inside a 1 MB L2 beside a's panels) made the SmolLM-shaped training step 7% faster than 384 x 384, whose
+    /// 590 KB block left little L2 for the rest (docs/PERF.md); 2048^3 alone lost 5%.
+    /// </summary>
+    public const int KC = 576;
     /// <summary>Products with at most this many outputs a row use the AVX-512 24 x 16 tiles.</summary>
     public const int NarrowWidth = 16;
-    private const int MC = 384; // b rows per packed block (fits L2 with its KC depth)
+    private const int MC = 192; // b rows per packed block (fits L2 with its KC depth)
     private const int NC = 3072; // a rows per packed panel
 
     /// <summary>y[n,m] += sum_k x[n,k] w[m,k] (x [N,K], w [M,K], y [N,M]).</summary>
