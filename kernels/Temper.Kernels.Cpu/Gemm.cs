@@ -37,7 +37,7 @@ public static unsafe class Gemm
     /// <summary>
     /// Depth of one packed block: the k order of every sum is KC blocks in turn. 576 with MC 192 (a 442 KB b block,
     /// well inside a 1 MB L2 beside a's panels) made the SmolLM-shaped training step 7% faster than 384 x 384, whose
-    /// 590 KB block left little L2 for the rest (docs/PERF.md); 2048^3 alone lost 5%.
+    /// 590 KB block left little L2 for the rest (docs/PERF.md); 2048^3 alone stays at 0.93-0.97 of OpenBLAS.
     /// </summary>
     public const int KC = 576;
     /// <summary>Products with at most this many outputs a row use the AVX-512 24 x 16 tiles.</summary>
@@ -237,9 +237,8 @@ public static unsafe class Gemm
                 {
                     int mcur = Math.Min(MC, m1 - ic);
                     bool direct = ReadsBInPlace(job, mcur);
-                    if (direct) { }
-                    else if (job.BByRows) PackRows(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
-                    else PackColumns(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
+                    if (!direct && job.BByRows) PackRows(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
+                    else if (!direct) PackColumns(job.B, job.Bb, job.Ldb, ic, mcur, pc, kcur, tmSize, bp);
                     if (tail > 0) PackRows(job.B2, null, k2, ic, mcur, 0, k2, tmSize, bp2);
                     for (int jr = 0; jr < ncur; jr += tnSize)
                     {
