@@ -17,9 +17,9 @@ if (args.Length > 0 && args[0] == "--gemm-best-of")
 if (args.Length > 0 && args[0] == "--train-step")
 {
     var rest = args.Skip(1).ToArray();
-    bool profile = rest.Contains("--profile");
-    var steps = rest.Where(a => a != "--profile").ToArray();
-    TrainStep.Run(steps.Length > 0 ? int.Parse(steps[0], System.Globalization.CultureInfo.InvariantCulture) : 3, profile);
+    bool profile = rest.Contains("--profile"), bf16 = rest.Contains("--bf16");
+    var steps = rest.Where(a => a is not ("--profile" or "--bf16")).ToArray();
+    TrainStep.Run(steps.Length > 0 ? int.Parse(steps[0], System.Globalization.CultureInfo.InvariantCulture) : 3, profile, bf16);
     return;
 }
 BenchmarkSwitcher.FromAssembly(typeof(OpenBlas).Assembly).Run(args);

@@ -4,6 +4,7 @@
 // FLOPs (forward, input gradients and LoRA terms; no recomputation, no frozen-weight gradients), next
 // to OpenBLAS sgemm's best GFLOP/s at 2048^3 measured in the same process; then one step with gradient
 // checkpointing, and the peak bytes of the pass's own tensors (activations, gradient buffers) both ways.
+// With `--bf16` the frozen weight matrices are held in bf16 (as a bf16 checkpoint loads; f32 otherwise).
 // With `--profile` the backend is wrapped in ProfilingBackend (engine/Temper.Training/Diagnostics) and
 // the timed steps are followed by a table of ops by total time, each with its calls and share of the
 // step (the wrapper's own cost is noise next to a ~3 s step: a few thousand calls of two timestamps each).
@@ -19,7 +20,7 @@ namespace Temper.Bench;
 
 public static unsafe class TrainStep
 {
-    public static void Run(int steps, bool profile = false)
+    public static void Run(int steps, bool profile = false, bool bf16 = false)
     {
         var cfg = new ModelConfig
         {
@@ -31,7 +32,7 @@ public static unsafe class TrainStep
         var cpu = new CpuBackend();
         var profiler = profile ? new ProfilingBackend(cpu) : null;
         IBackend be = profiler ?? (IBackend)cpu;
-        using var weights = ModelWeights.Random(cfg, be, seed: 1);
+        using var weights = ModelWeights.Random(cfg, be, seed: 1, dtype: bf16 ? DType.BF16 : DType.F32);
         var lora = new LoraConfig(rank, 32, false, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], null, 0);
         LoraInit.Attach(weights, lora, be, seed: 1);
         using var ps = TrainableParameters.Lora(weights, be);
@@ -60,7 +61,7 @@ public static unsafe class TrainStep
             times.Add(sw.Elapsed.TotalSeconds);
         }
         double best = times.Min(), mean = times.Average();
-        Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {ps.Count:N0} trained params): {steps} steps");
+        Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {(bf16 ? "bf16" : "f32")} weights, {ps.Count:N0} trained params): {steps} steps");
         Console.WriteLine($"  mean {mean * 1000:F0} ms = {n / mean:F0} tokens/s, {flops / mean / 1e9:F1} GFLOP/s; best {best * 1000:F0} ms = {n / best:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s (model FLOPs {flops / 1e9:F1} G/step)");
         profiler?.WriteTable(Console.Out, times.Sum(), steps);
         long keptPeak = bp.PeakActivationBytes;
