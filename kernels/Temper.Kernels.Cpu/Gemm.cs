@@ -6,8 +6,8 @@
 // Blocked and packed the BLIS way: a KC-deep slice of up to NC rows of a is packed into micro-panels
 // laid out [k][TN] (the broadcast operand; one panel stays in L1), an MC x KC block of b into [k][TM]
 // micro-panels (the vector operand, kept in L2), and a register-tiled micro-kernel accumulates a TN x TM
-// tile of c with FMAs. An f32 b stored reduction-by-rows (the backward's weight in dx = dy w) already has
-// each step's TM values side by side, so the 12 x 32 kernel reads it in place, unpacked:
+// tile of c with FMAs. A b stored reduction-by-rows (the backward's weight in dx = dy w) already has each
+// step's TM values side by side, so the 12 x 32 kernel reads it in place, unpacked (bf16 widened as it loads):
 //   AVX-512: TN 12 x TM 32 (24 zmm accumulators), or TN 24 x TM 16 when M <= 16 (LoRA's rank-wide
 //   products; 24 zmm), AVX2: TN 4 x TM 24 (12 ymm), scalar: TN 4 x TM 8.
 // An optional second reduction segment appends K2 more terms to every sum, c += a b + a2 b2, with its own
@@ -249,8 +249,9 @@ public static unsafe class Gemm
                             int ncols = Math.Min(tmSize, mcur - ir);
                             float* c = job.C + (long)(jc + jr) * job.Ldc + ic + ir;
                             bool full = nrows == tnSize && ncols == tmSize;
+                            long at = (long)pc * job.Ldb + ic + ir;
                             var panels = direct
-                                ? new Panels(kcur, job.B + (long)pc * job.Ldb + ic + ir, job.Ldb, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full)
+                                ? new Panels(kcur, job.B != null ? job.B + at : (float*)(job.Bb + at), job.Ldb, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full, job.B == null)
                                 : new Panels(kcur, bp + (long)ir * kcur, tmSize, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full);
                             if (full)
                             {
@@ -290,22 +291,45 @@ public static unsafe class Gemm
         }
     }
 
-    // An f32 b stored reduction-by-rows already holds each step's TM values side by side: the 12 x 32 kernel
-    // reads them where they are when the block has only full tiles and the row stride is not a multiple of
-    // 512 bytes (rows that far apart would share cache sets), so there is nothing to copy.
+    // A b stored reduction-by-rows already holds each step's TM values side by side: the 12 x 32 kernel reads
+    // them where they are (bf16 widened as they load) when the block has only full tiles, there is no second
+    // segment, and the row stride is not a multiple of 512 bytes (rows that far apart would share cache sets).
     private static bool ReadsBInPlace(in Job job, int mcur) =>
-        job.Kernel == GemmKernel.Avx512 && !job.Narrow && !job.BByRows && job.B != null && mcur % job.TileM == 0 && job.Ldb % 128 != 0;
+        job.Kernel == GemmKernel.Avx512 && !job.Narrow && !job.BByRows && job.K2 == 0 && mcur % job.TileM == 0
+        && (long)job.Ldb * (job.B != null ? sizeof(float) : sizeof(ushort)) % 512 != 0;
 
     private static int RoundUp(int v, int to) => (v + to - 1) / to * to;
 
     // One tile's packed operands: kc steps of the vector panel (b) and broadcast panel (a), then kc2 steps of
     // the second segment's panels (kc2 = 0: none).
-    private readonly struct Panels(int kc, float* vec, nint vecStride, float* bcast, int kc2, float* vec2, float* bcast2, bool fresh)
+    private readonly struct Panels(int kc, float* vec, nint vecStride, float* bcast, int kc2, float* vec2, float* bcast2, bool fresh, bool vecBf16 = false)
     {
         public readonly int Kc = kc, Kc2 = kc2;
         public readonly bool Fresh = fresh; // c holds nothing yet: the tile is stored, not added (0 + sum, as if c were zeroed)
-        public readonly nint VecStride = vecStride; // floats between vec's steps in the first segment (the tile width when packed)
+        public readonly nint VecStride = vecStride; // values between vec's steps in the first segment (the tile width when packed)
+        public readonly bool VecBf16 = vecBf16; // the first segment's vec is bf16 read in place (then there is no second)
         public readonly float* Vec = vec, Bcast = bcast, Vec2 = vec2, Bcast2 = bcast2;
+    }
+
+    // Where the 12 x 32 kernel's vector operand comes from: f32 values, or bf16 widened as they load.
+    private interface IVectorSource
+    {
+        static abstract nint Size { get; }
+        static abstract Vector512<float> Load16(byte* p);
+    }
+
+    private struct F32Source : IVectorSource
+    {
+        public static nint Size => 4;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(byte* p) => Avx512F.LoadVector512((float*)p);
+    }
+
+    private struct Bf16Source : IVectorSource
+    {
+        public static nint Size => 2;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(byte* p) => Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Avx.LoadVector256((ushort*)p)), 16).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -314,7 +338,8 @@ public static unsafe class Gemm
         if (job.Kernel == GemmKernel.Avx512)
         {
             if (job.Narrow) Kernel24x16(p, c, ldc);
-            else Kernel12x32(p, c, ldc);
+            else if (p.VecBf16) Kernel12x32<Bf16Source>(p, c, ldc);
+            else Kernel12x32<F32Source>(p, c, ldc);
         }
         else if (job.Kernel == GemmKernel.Avx2) Kernel4x24(p, c, ldc);
         else Kernel4x8(p, c, ldc);
@@ -444,20 +469,23 @@ public static unsafe class Gemm
 
     // c[12 rows, ldc][32] += sum_k bcast[k][0..12) (outer) vec[k][0..32): 24 zmm accumulators.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Kernel12x32(in Panels p, float* c, nint ldc)
+    private static void Kernel12x32<TSource>(in Panels p, float* c, nint ldc) where TSource : struct, IVectorSource
     {
         int kc = p.Kc;
-        float* vec = p.Vec, bcast = p.Bcast;
-        nint vs = p.VecStride;
+        byte* vec = (byte*)p.Vec;
+        float* bcast = p.Bcast;
+        nint vs = p.VecStride * TSource.Size; // bytes
+        nint half = 16 * TSource.Size;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
-        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, vs = 32, bcast = p.Bcast2)
+        // the second segment is packed f32; a bf16 first segment never has one
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = (byte*)p.Vec2, vs = 32 * sizeof(float), half = 16 * sizeof(float), bcast = p.Bcast2)
         for (int k = 0; k < kc; k++)
         {
-            var a0 = Avx512F.LoadVector512(vec);
-            var a1 = Avx512F.LoadVector512(vec + 16);
+            var a0 = TSource.Load16(vec);
+            var a1 = TSource.Load16(vec + half);
             Vector512<float> bv;
             bv = Vector512.Create(bcast[0]); c00 = Avx512F.FusedMultiplyAdd(a0, bv, c00); c01 = Avx512F.FusedMultiplyAdd(a1, bv, c01);
             bv = Vector512.Create(bcast[1]); c10 = Avx512F.FusedMultiplyAdd(a0, bv, c10); c11 = Avx512F.FusedMultiplyAdd(a1, bv, c11);
