@@ -584,8 +584,8 @@ public static unsafe class Gemm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddRow512(float* c, Vector512<float> v0, Vector512<float> v1, bool fresh)
     {
-        Vector512.Store((fresh ? Vector512<float>.Zero : Vector512.Load(c)) + v0, c);
-        Vector512.Store((fresh ? Vector512<float>.Zero : Vector512.Load(c + 16)) + v1, c + 16);
+        AddRow512(c, v0, fresh);
+        AddRow512(c + 16, v1, fresh);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
