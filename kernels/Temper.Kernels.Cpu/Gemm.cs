@@ -7,7 +7,8 @@
 // laid out [k][TN] (the broadcast operand; one panel stays in L1), an MC x KC block of b into [k][TM]
 // micro-panels (the vector operand, kept in L2), and a register-tiled micro-kernel accumulates a TN x TM
 // tile of c with FMAs. A b stored reduction-by-rows (the backward's weight in dx = dy w) already has each
-// step's TM values side by side, so the 12 x 32 kernel reads it in place, unpacked (bf16 widened as it loads):
+// step's TM values side by side, so the 12 x 32 kernel reads it in place, unpacked (bf16 widened as it loads);
+// the AVX-512 kernels read a where it lies too, by rows or by columns, where that pays (ReadsAInPlace). Tiles:
 //   AVX-512: TN 12 x TM 32 (24 zmm accumulators), or TN 24 x TM 16 when M <= 16 (LoRA's rank-wide
 //   products; 24 zmm), AVX2: TN 4 x TM 24 (12 ymm), scalar: TN 4 x TM 8.
 // An optional second reduction segment appends K2 more terms to every sum, c += a b + a2 b2, with its own
@@ -219,6 +220,7 @@ public static unsafe class Gemm
         int k2 = job.K2;
         float* ap2 = k2 > 0 ? Aligned(ref t_packA2, nc * k2) : null;
         float* bp2 = k2 > 0 ? Aligned(ref t_packB2, mc * k2) : null;
+        bool aInPlace = ReadsAInPlace(job);
         float* edge = stackalloc float[12 * 32 + 16];
         edge = (float*)(((nint)edge + 63) & ~(nint)63);
 
@@ -230,8 +232,9 @@ public static unsafe class Gemm
                 int kcur = Math.Min(KC, job.K - pc);
                 bool fresh = job.Overwrite && pc == 0; // the first block stores c instead of adding to it
                 int tail = pc + KC >= job.K ? k2 : 0; // the second segment rides on the last KC block
-                if (job.AByRows) PackRows(job.A, null, job.Lda, jc, ncur, pc, kcur, tnSize, ap);
-                else PackColumns(job.A, null, job.Lda, jc, ncur, pc, kcur, tnSize, ap);
+                int aFull = aInPlace ? ncur / tnSize * tnSize : 0; // rows of a read in place; the rest is packed
+                if (job.AByRows) PackRows(job.A, null, job.Lda, jc + aFull, ncur - aFull, pc, kcur, tnSize, ap + (long)aFull * kcur);
+                else PackColumns(job.A, null, job.Lda, jc + aFull, ncur - aFull, pc, kcur, tnSize, ap + (long)aFull * kcur);
                 if (tail > 0) PackRows(job.A2, null, k2, jc, ncur, 0, k2, tnSize, ap2);
                 for (int ic = m0; ic < m1; ic += MC)
                 {
@@ -243,7 +246,11 @@ public static unsafe class Gemm
                     for (int jr = 0; jr < ncur; jr += tnSize)
                     {
                         int nrows = Math.Min(tnSize, ncur - jr);
-                        float* aPanel = ap + (long)jr * kcur, a2Panel = ap2 + (long)jr * k2;
+                        bool aRows = aInPlace && nrows == tnSize; // this tile's values of a are read where they lie
+                        float* a2Panel = ap2 + (long)jr * k2;
+                        var bcast = !aRows ? new Broadcast(ap + (long)jr * kcur, 1, tnSize)
+                            : job.AByRows ? new Broadcast(job.A + (long)(jc + jr) * job.Lda + pc, job.Lda, 1)
+                            : new Broadcast(job.A + (long)pc * job.Lda + jc + jr, 1, job.Lda);
                         for (int ir = 0; ir < mcur; ir += tmSize)
                         {
                             int ncols = Math.Min(tmSize, mcur - ir);
@@ -251,8 +258,8 @@ public static unsafe class Gemm
                             bool full = nrows == tnSize && ncols == tmSize;
                             long at = (long)pc * job.Ldb + ic + ir;
                             var panels = direct
-                                ? new Panels(kcur, job.B != null ? job.B + at : (float*)(job.Bb + at), job.Ldb, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full, job.B == null)
-                                : new Panels(kcur, bp + (long)ir * kcur, tmSize, aPanel, tail, bp2 + (long)ir * k2, a2Panel, fresh && full);
+                                ? new Panels(kcur, job.B != null ? job.B + at : (float*)(job.Bb + at), job.Ldb, bcast, tail, bp2 + (long)ir * k2, a2Panel, fresh && full, job.B == null)
+                                : new Panels(kcur, bp + (long)ir * kcur, tmSize, bcast, tail, bp2 + (long)ir * k2, a2Panel, fresh && full);
                             if (full)
                             {
                                 Micro(job, panels, c, job.Ldc);
@@ -298,17 +305,33 @@ public static unsafe class Gemm
         job.Kernel == GemmKernel.Avx512 && !job.Narrow && !job.BByRows && job.K2 == 0 && mcur % job.TileM == 0
         && (long)job.Ldb * (job.B != null ? sizeof(float) : sizeof(ushort)) % 512 != 0;
 
+    // The AVX-512 kernels read a full tile's broadcast operand where it lies when that pays: always for the 24 x 16
+    // tiles (a product with at most 16 outputs a row uses each value of a only that often, so packing it would cost
+    // as much as the product), and for 12 x 32 tiles of an a stored rows-by-reduction unless its row stride is a
+    // multiple of 4 KB, which would put all 12 rows in one L1 set.
+    private static bool ReadsAInPlace(in Job job) =>
+        job.Kernel == GemmKernel.Avx512 && (job.Narrow || job.AByRows && (long)job.Lda * sizeof(float) % 4096 != 0);
+
     private static int RoundUp(int v, int to) => (v + to - 1) / to * to;
 
-    // One tile's packed operands: kc steps of the vector panel (b) and broadcast panel (a), then kc2 steps of
-    // the second segment's panels (kc2 = 0: none).
-    private readonly struct Panels(int kc, float* vec, nint vecStride, float* bcast, int kc2, float* vec2, float* bcast2, bool fresh, bool vecBf16 = false)
+    // Where a tile's broadcast operand lies: its value for row r at step k is at At[r * RowStride + k * Step]
+    // (packed panels: RowStride 1, Step TN; read in place: RowStride lda, Step 1 by rows, RowStride 1, Step lda by columns).
+    private readonly struct Broadcast(float* at, nint rowStride, nint step)
     {
+        public readonly float* At = at;
+        public readonly nint RowStride = rowStride, Step = step;
+    }
+
+    // One tile's operands: kc steps of the vector panel (b) and broadcast operand (a), then kc2 steps of
+    // the second segment's packed panels (kc2 = 0: none).
+    private readonly struct Panels(int kc, float* vec, nint vecStride, Broadcast bcast, int kc2, float* vec2, float* bcast2, bool fresh, bool vecBf16 = false)
+    {
+        public readonly Broadcast BcastAt = bcast; // the first segment's broadcast operand; the second's is always packed
         public readonly int Kc = kc, Kc2 = kc2;
         public readonly bool Fresh = fresh; // c holds nothing yet: the tile is stored, not added (0 + sum, as if c were zeroed)
         public readonly nint VecStride = vecStride; // values between vec's steps in the first segment (the tile width when packed)
         public readonly bool VecBf16 = vecBf16; // the first segment's vec is bf16 read in place (then there is no second)
-        public readonly float* Vec = vec, Bcast = bcast, Vec2 = vec2, Bcast2 = bcast2;
+        public readonly float* Vec = vec, Bcast = bcast.At, Vec2 = vec2, Bcast2 = bcast2;
     }
 
     // Where the 12 x 32 kernel's vector operand comes from: f32 values, or bf16 widened as they load.
@@ -467,40 +490,43 @@ public static unsafe class Gemm
         Sse.Store(dst + 3 * ldd, Sse.MoveHighToLow(t3, t1));
     }
 
-    // c[12 rows, ldc][32] += sum_k bcast[k][0..12) (outer) vec[k][0..32): 24 zmm accumulators.
+    // c[12 rows, ldc][32] += sum_k bcast(row 0..12, k) (outer) vec[k][0..32): 24 zmm accumulators. The broadcast
+    // values of rows 0-11 are read through four row pointers (rows 0, 3, 6, 9) and offsets of one and two row strides.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel12x32<TSource>(in Panels p, float* c, nint ldc) where TSource : struct, IVectorSource
     {
         int kc = p.Kc;
         byte* vec = (byte*)p.Vec;
-        float* bcast = p.Bcast;
         nint vs = p.VecStride * TSource.Size; // bytes
         nint half = 16 * TSource.Size;
+        nint r1 = p.BcastAt.RowStride * sizeof(float), r2 = 2 * r1, step = p.BcastAt.Step * sizeof(float);
+        byte* b0 = (byte*)p.BcastAt.At, b3 = b0 + 3 * r1, b6 = b0 + 6 * r1, b9 = b0 + 9 * r1;
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
             c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default,
             c60 = default, c61 = default, c70 = default, c71 = default, c80 = default, c81 = default,
             c90 = default, c91 = default, ca0 = default, ca1 = default, cb0 = default, cb1 = default;
-        // the second segment is packed f32; a bf16 first segment never has one
-        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = (byte*)p.Vec2, vs = 32 * sizeof(float), half = 16 * sizeof(float), bcast = p.Bcast2)
+        // the second segment is packed f32 (a bf16 first segment never has one)
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = (byte*)p.Vec2, vs = 32 * sizeof(float), half = 16 * sizeof(float),
+             r1 = sizeof(float), r2 = 2 * sizeof(float), step = 12 * sizeof(float), b0 = (byte*)p.Bcast2, b3 = b0 + 3 * r1, b6 = b0 + 6 * r1, b9 = b0 + 9 * r1)
         for (int k = 0; k < kc; k++)
         {
             var a0 = TSource.Load16(vec);
             var a1 = TSource.Load16(vec + half);
             Vector512<float> bv;
-            bv = Vector512.Create(bcast[0]); c00 = Avx512F.FusedMultiplyAdd(a0, bv, c00); c01 = Avx512F.FusedMultiplyAdd(a1, bv, c01);
-            bv = Vector512.Create(bcast[1]); c10 = Avx512F.FusedMultiplyAdd(a0, bv, c10); c11 = Avx512F.FusedMultiplyAdd(a1, bv, c11);
-            bv = Vector512.Create(bcast[2]); c20 = Avx512F.FusedMultiplyAdd(a0, bv, c20); c21 = Avx512F.FusedMultiplyAdd(a1, bv, c21);
-            bv = Vector512.Create(bcast[3]); c30 = Avx512F.FusedMultiplyAdd(a0, bv, c30); c31 = Avx512F.FusedMultiplyAdd(a1, bv, c31);
-            bv = Vector512.Create(bcast[4]); c40 = Avx512F.FusedMultiplyAdd(a0, bv, c40); c41 = Avx512F.FusedMultiplyAdd(a1, bv, c41);
-            bv = Vector512.Create(bcast[5]); c50 = Avx512F.FusedMultiplyAdd(a0, bv, c50); c51 = Avx512F.FusedMultiplyAdd(a1, bv, c51);
-            bv = Vector512.Create(bcast[6]); c60 = Avx512F.FusedMultiplyAdd(a0, bv, c60); c61 = Avx512F.FusedMultiplyAdd(a1, bv, c61);
-            bv = Vector512.Create(bcast[7]); c70 = Avx512F.FusedMultiplyAdd(a0, bv, c70); c71 = Avx512F.FusedMultiplyAdd(a1, bv, c71);
-            bv = Vector512.Create(bcast[8]); c80 = Avx512F.FusedMultiplyAdd(a0, bv, c80); c81 = Avx512F.FusedMultiplyAdd(a1, bv, c81);
-            bv = Vector512.Create(bcast[9]); c90 = Avx512F.FusedMultiplyAdd(a0, bv, c90); c91 = Avx512F.FusedMultiplyAdd(a1, bv, c91);
-            bv = Vector512.Create(bcast[10]); ca0 = Avx512F.FusedMultiplyAdd(a0, bv, ca0); ca1 = Avx512F.FusedMultiplyAdd(a1, bv, ca1);
-            bv = Vector512.Create(bcast[11]); cb0 = Avx512F.FusedMultiplyAdd(a0, bv, cb0); cb1 = Avx512F.FusedMultiplyAdd(a1, bv, cb1);
+            bv = Vector512.Create(*(float*)b0); c00 = Avx512F.FusedMultiplyAdd(a0, bv, c00); c01 = Avx512F.FusedMultiplyAdd(a1, bv, c01);
+            bv = Vector512.Create(*(float*)(b0 + r1)); c10 = Avx512F.FusedMultiplyAdd(a0, bv, c10); c11 = Avx512F.FusedMultiplyAdd(a1, bv, c11);
+            bv = Vector512.Create(*(float*)(b0 + r2)); c20 = Avx512F.FusedMultiplyAdd(a0, bv, c20); c21 = Avx512F.FusedMultiplyAdd(a1, bv, c21);
+            bv = Vector512.Create(*(float*)b3); c30 = Avx512F.FusedMultiplyAdd(a0, bv, c30); c31 = Avx512F.FusedMultiplyAdd(a1, bv, c31);
+            bv = Vector512.Create(*(float*)(b3 + r1)); c40 = Avx512F.FusedMultiplyAdd(a0, bv, c40); c41 = Avx512F.FusedMultiplyAdd(a1, bv, c41);
+            bv = Vector512.Create(*(float*)(b3 + r2)); c50 = Avx512F.FusedMultiplyAdd(a0, bv, c50); c51 = Avx512F.FusedMultiplyAdd(a1, bv, c51);
+            bv = Vector512.Create(*(float*)b6); c60 = Avx512F.FusedMultiplyAdd(a0, bv, c60); c61 = Avx512F.FusedMultiplyAdd(a1, bv, c61);
+            bv = Vector512.Create(*(float*)(b6 + r1)); c70 = Avx512F.FusedMultiplyAdd(a0, bv, c70); c71 = Avx512F.FusedMultiplyAdd(a1, bv, c71);
+            bv = Vector512.Create(*(float*)(b6 + r2)); c80 = Avx512F.FusedMultiplyAdd(a0, bv, c80); c81 = Avx512F.FusedMultiplyAdd(a1, bv, c81);
+            bv = Vector512.Create(*(float*)b9); c90 = Avx512F.FusedMultiplyAdd(a0, bv, c90); c91 = Avx512F.FusedMultiplyAdd(a1, bv, c91);
+            bv = Vector512.Create(*(float*)(b9 + r1)); ca0 = Avx512F.FusedMultiplyAdd(a0, bv, ca0); ca1 = Avx512F.FusedMultiplyAdd(a1, bv, ca1);
+            bv = Vector512.Create(*(float*)(b9 + r2)); cb0 = Avx512F.FusedMultiplyAdd(a0, bv, cb0); cb1 = Avx512F.FusedMultiplyAdd(a1, bv, cb1);
             vec += vs;
-            bcast += 12;
+            b0 += step; b3 += step; b6 += step; b9 += step;
         }
         AddRow512(c, c00, c01, p.Fresh); c += ldc;
         AddRow512(c, c10, c11, p.Fresh); c += ldc;
@@ -516,44 +542,48 @@ public static unsafe class Gemm
         AddRow512(c, cb0, cb1, p.Fresh);
     }
 
-    // c[24 rows, ldc][16] += sum_k bcast[k][0..24) (outer) vec[k][0..16): 24 zmm accumulators, one vector load
-    // and 24 broadcasts a step (products with M <= 16 outputs, a LoRA rank).
+    // c[24 rows, ldc][16] += sum_k bcast(row 0..24, k) (outer) vec[k][0..16): 24 zmm accumulators, one vector load
+    // and 24 broadcasts a step (products with M <= 16 outputs, a LoRA rank), read through eight row pointers (rows
+    // 0, 3, ..., 21) and offsets of one and two row strides.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel24x16(in Panels p, float* c, nint ldc)
     {
         int kc = p.Kc;
-        float* vec = p.Vec, bcast = p.Bcast;
+        float* vec = p.Vec;
+        nint r1 = p.BcastAt.RowStride * sizeof(float), r2 = 2 * r1, step = p.BcastAt.Step * sizeof(float);
+        byte* b0 = (byte*)p.BcastAt.At, b3 = b0 + 3 * r1, b6 = b0 + 6 * r1, b9 = b0 + 9 * r1, b12 = b0 + 12 * r1, b15 = b0 + 15 * r1, b18 = b0 + 18 * r1, b21 = b0 + 21 * r1;
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
-        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, r1 = sizeof(float), r2 = 2 * sizeof(float), step = 24 * sizeof(float),
+             b0 = (byte*)p.Bcast2, b3 = b0 + 3 * r1, b6 = b0 + 6 * r1, b9 = b0 + 9 * r1, b12 = b0 + 12 * r1, b15 = b0 + 15 * r1, b18 = b0 + 18 * r1, b21 = b0 + 21 * r1)
         for (int k = 0; k < kc; k++)
         {
             var a = Avx512F.LoadAlignedVector512(vec);
-            c0 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[0]), c0);
-            c1 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[1]), c1);
-            c2 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[2]), c2);
-            c3 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[3]), c3);
-            c4 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[4]), c4);
-            c5 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[5]), c5);
-            c6 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[6]), c6);
-            c7 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[7]), c7);
-            c8 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[8]), c8);
-            c9 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[9]), c9);
-            c10 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[10]), c10);
-            c11 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[11]), c11);
-            c12 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[12]), c12);
-            c13 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[13]), c13);
-            c14 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[14]), c14);
-            c15 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[15]), c15);
-            c16 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[16]), c16);
-            c17 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[17]), c17);
-            c18 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[18]), c18);
-            c19 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[19]), c19);
-            c20 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[20]), c20);
-            c21 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[21]), c21);
-            c22 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[22]), c22);
-            c23 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(bcast[23]), c23);
+            c0 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b0), c0);
+            c1 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b0 + r1)), c1);
+            c2 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b0 + r2)), c2);
+            c3 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b3), c3);
+            c4 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b3 + r1)), c4);
+            c5 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b3 + r2)), c5);
+            c6 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b6), c6);
+            c7 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b6 + r1)), c7);
+            c8 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b6 + r2)), c8);
+            c9 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b9), c9);
+            c10 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b9 + r1)), c10);
+            c11 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b9 + r2)), c11);
+            c12 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b12), c12);
+            c13 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b12 + r1)), c13);
+            c14 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b12 + r2)), c14);
+            c15 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b15), c15);
+            c16 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b15 + r1)), c16);
+            c17 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b15 + r2)), c17);
+            c18 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b18), c18);
+            c19 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b18 + r1)), c19);
+            c20 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b18 + r2)), c20);
+            c21 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)b21), c21);
+            c22 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b21 + r1)), c22);
+            c23 = Avx512F.FusedMultiplyAdd(a, Vector512.Create(*(float*)(b21 + r2)), c23);
             vec += 16;
-            bcast += 24;
+            b0 += step; b3 += step; b6 += step; b9 += step; b12 += step; b15 += step; b18 += step; b21 += step;
         }
         AddRow512(c, c0, p.Fresh); c += ldc;
         AddRow512(c, c1, p.Fresh); c += ldc;

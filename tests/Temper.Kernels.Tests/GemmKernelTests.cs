@@ -1,6 +1,7 @@
 // The CPU GEMM's micro-kernels (AVX-512 in its 12x32 and M <= 16 24x16 tiles, AVX2, scalar: each forced in
 // turn) and the GEMV against the reference, at shapes that hit every edge tile and every blocking loop (K
-// past KC, M past MC, N past NC; an f32 b read in place and, at M 128, packed because of its row stride),
+// past KC, M past MC, N past NC; an f32 b read in place and, at M 128, packed because of its row stride; an a
+// read in place and, at K 1024, packed because of its row stride),
 // the second reduction segment against the joined product, and the determinism property: the same bits with
 // 1, 2 and 3 threads.
 using System.Runtime.Intrinsics.X86;
@@ -17,7 +18,7 @@ public class GemmKernelTests
         var d = new TheoryData<GemmKernel, int, int, int>();
         (int, int, int)[] shapes = [(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 64, 64), (130, 70, 200), (12, 32, 32), (13, 33, 31),
             (25, 900, 40), (20, 8, 400), (1600, 3, 40), (300, 100, 16), (50, 700, 9), (24, 30, 16), (49, 5, 1),
-            (40, 50, 128), (30, 400, 832)];
+            (40, 50, 128), (30, 400, 832), (26, 1024, 40)];
         foreach (var kernel in new[] { GemmKernel.Avx512, GemmKernel.Avx2, GemmKernel.Scalar })
             foreach (var (n, k, m) in shapes) d.Add(kernel, n, k, m);
         return d;
@@ -192,8 +193,16 @@ public class GemmKernelTests
             Close(h, dh, $"ce dHidden chunk {chunk}");
             Close(w, dw, $"ce dLmHead chunk {chunk}");
             var hOnly = new float[n * c]; // no dLmHead: the one-pass path
-            LmHeadCrossEntropy.Run(hidden, head, default, labels, new float[n], 0.5f, hOnly, default, n, c, v, threads: 2, chunkWidth: chunk);
+            var lOnly = new float[n];
+            LmHeadCrossEntropy.Run(hidden, head, default, labels, lOnly, 0.5f, hOnly, default, n, c, v, threads: 2, chunkWidth: chunk);
             Close(hOnly, dh, $"ce dHidden alone, chunk {chunk}");
+            foreach (int threads in new[] { 1, 3 }) // the vocabulary groups do not depend on the thread count
+            {
+                var (lt, ht) = (new float[n], new float[n * c]);
+                LmHeadCrossEntropy.Run(hidden, head, default, labels, lt, 0.5f, ht, default, n, c, v, threads, chunkWidth: chunk);
+                Bitwise(ht, hOnly, $"ce dHidden alone, chunk {chunk}, {threads} vs 2 threads");
+                Bitwise(lt, lOnly, $"ce losses, chunk {chunk}, {threads} vs 2 threads");
+            }
         }
     }
 
