@@ -1,14 +1,15 @@
 // LM head fused with cross-entropy, chunked over the vocabulary so the [N,V] logits are never all held:
 // hidden[N,C], lmHead[V,C] (f32 or bf16), labels[N] -> losses[N] = logsumexp(logits[n]) - logits[n][label],
-// 0 where label < 0. Pass 1 runs the GEMM one chunk of vocab rows at a time ([N, Vc] logits) and keeps
-// a running max and exp-sum per row (online logsumexp) and the label's logit. When only dHidden is asked
-// for (a frozen or tied head: LoRA), pass 1 also turns each chunk into exp(logits - running max) and
-// accumulates acc[N,C] += that lmHead[chunk] (GEMM NN), rescaling a row of acc when its max grows (as
-// flash attention does with P V), and ends with dHidden += s (acc / sum - lmHead[label]), s = lossScale
-// (times the row's scale): the softmax gradient without a second pass over the logits. When dLmHead is
-// asked for, pass 2 recomputes each chunk's logits, turns them into dlogits = s (softmax - onehot) and
-// accumulates dHidden += dlogits lmHead[chunk] (GEMM NN) and dLmHead[chunk] += dlogits^T hidden (GEMM TN).
-// The chunk width depends only on N, so results do not depend on the thread count.
+// 0 where label < 0. Pass 1 cuts the vocabulary into a few groups of chunks that run side by side, one thread
+// each; a group runs the GEMM one chunk of vocab rows at a time ([N, Vc] logits) and keeps a running max and
+// exp-sum per row (online logsumexp) and the label's logit. When only dHidden is asked for (a frozen or tied
+// head: LoRA), a group also turns each chunk into exp(logits - running max) and accumulates acc[N,C] += that
+// lmHead[chunk] (GEMM NN), rescaling a row of acc when its max grows (as flash attention does with P V). The
+// groups' maxima, sums and accumulators merge in group order, and dHidden += s (acc / sum - lmHead[label]),
+// s = lossScale (times the row's scale): the softmax gradient without a second pass over the logits. When
+// dLmHead is asked for, pass 2 recomputes each chunk's logits, turns them into dlogits = s (softmax - onehot)
+// and accumulates dHidden += dlogits lmHead[chunk] (GEMM NN) and dLmHead[chunk] += dlogits^T hidden (GEMM TN).
+// The chunk width and the groups depend only on N and V, so results do not depend on the thread count.
 namespace Temper.Kernels.Cpu;
 
 public static unsafe class LmHeadCrossEntropy
@@ -31,86 +32,61 @@ public static unsafe class LmHeadCrossEntropy
         for (int i = 0; i < n; i++)
             if (labels[i] >= v) throw new ArgumentOutOfRangeException(nameof(labels), $"LmHeadCrossEntropy: label {labels[i]} at {i} is outside the vocabulary of {v}");
         if (n == 0) return;
-        int vc = chunkWidth > 0 ? Math.Min(chunkWidth, v) : ChunkWidth(n, v);
+        int vc = Math.Max(1, chunkWidth > 0 ? Math.Min(chunkWidth, v) : ChunkWidth(n, v));
         bool onePass = dLmHead.IsEmpty && !dHidden.IsEmpty;
-        long need = (long)n * vc + (onePass ? (long)n * c : 0);
+        int groups = GroupCount(n, v, vc);
+        long need = ScratchFloats(n, c, v, onePass, vc);
         if (scratch.Length < need) scratch = GC.AllocateUninitializedArray<float>(checked((int)need));
-        var logits = scratch[..(n * vc)];
-        var acc = onePass ? scratch.Slice(n * vc, n * c) : default; // sum over the chunks so far of exp(logits - max) lmHead
-        acc.Clear();
-        var max = new float[n];
-        var sum = new float[n];
+        var max = new float[groups * n]; // group g's running max and exp-sum of row i at [g * n + i]
+        var sum = new float[groups * n];
         var labelLogit = new float[n];
-        Array.Fill(max, float.NegativeInfinity);
-
-        for (int v0 = 0; v0 < v; v0 += vc)
+        fixed (float* ph = hidden) fixed (float* pw = lmHead) fixed (ushort* pwb = lmHeadBf16) fixed (int* plab = labels) fixed (float* ps = scratch)
         {
-            int w = Math.Min(vc, v - v0);
-            Span<float> chunk = logits[..(n * w)];
-            Logits(hidden, lmHead, lmHeadBf16, chunk, n, c, v0, w, threads);
-            fixed (float* pl = chunk)
-            fixed (float* pacc = acc)
-            fixed (int* plab = labels)
+            nint h = (nint)ph, wf = (nint)pw, wb = (nint)pwb, lab = (nint)plab, scr = (nint)ps;
+            int parts = Math.Min(threads, groups), inner = Math.Max(1, threads / parts);
+            StaticPartition.For(groups, parts, (g0, g1) =>
             {
-                nint l = (nint)pl, lab = (nint)plab, ac = (nint)pacc;
-                StaticPartition.For(n, StaticPartition.Parts(threads, n, (long)n * w, 1 << 15), (r0, r1) =>
+                for (int g = g0; g < g1; g++)
                 {
-                    for (int i = r0; i < r1; i++)
-                    {
-                        float* row = (float*)l + (long)i * w;
-                        int label = ((int*)lab)[i];
-                        if (label >= v0 && label < v0 + w) labelLogit[i] = row[label - v0];
-                        float m = MathF.Max(max[i], Reductions.Max(row, w));
-                        float rescale = MathF.Exp(max[i] - m);
-                        if (ac == 0) sum[i] = sum[i] * rescale + Reductions.SumExpShifted(row, w, m);
-                        else
-                        {
-                            // The row becomes exp(logits - m); what acc holds was relative to the old max.
-                            if (rescale != 1f) Scale.Apply(new Span<float>((float*)ac + (long)i * c, c), rescale);
-                            sum[i] = sum[i] * rescale + Reductions.ExpShiftedInPlace(row, w, m);
-                        }
-                        max[i] = m;
-                    }
-                });
-            }
-            if (onePass)
-            {
-                if (bf16) Gemm.MultiplyNN(chunk, lmHeadBf16.Slice(v0 * c, w * c), acc, n, w, c, threads);
-                else Gemm.MultiplyNN(chunk, lmHead.Slice(v0 * c, w * c), acc, n, w, c, threads);
-            }
+                    float* logits = (float*)scr + (long)g * n * vc;
+                    float* acc = onePass ? (float*)scr + (long)groups * n * vc + (long)g * n * c : null;
+                    var head = new Head((float*)h, (float*)wf, (ushort*)wb, n, c, v);
+                    PassOne(head, (int*)lab, logits, acc, max.AsSpan(g * n, n), sum.AsSpan(g * n, n), labelLogit,
+                        g * ((v + vc - 1) / vc) / groups * vc, (g + 1) * ((v + vc - 1) / vc) / groups * vc, vc, inner);
+                }
+            });
         }
         var lse = new float[n];
+        var weight = new float[groups]; // exp(group max - row max) / row sum
         for (int i = 0; i < n; i++)
         {
-            lse[i] = max[i] + MathF.Log(sum[i]);
+            float m = float.NegativeInfinity, total = 0;
+            for (int g = 0; g < groups; g++) m = MathF.Max(m, max[g * n + i]);
+            for (int g = 0; g < groups; g++) total += sum[g * n + i] * MathF.Exp(max[g * n + i] - m);
+            lse[i] = m + MathF.Log(total);
             losses[i] = labels[i] < 0 ? 0 : lse[i] - labelLogit[i];
-        }
-        if (dHidden.IsEmpty && dLmHead.IsEmpty) return;
-        if (onePass)
-        {
-            // dHidden[i] += s (softmax_i lmHead - lmHead[label_i]) = s (acc_i / sum_i - lmHead[label_i]).
-            for (int i = 0; i < n; i++)
+            if (!onePass || labels[i] < 0) continue;
+            // dHidden[i] += s (softmax_i lmHead - lmHead[label_i]) = s (sum over groups of acc_g,i exp(max_g - m) / total - lmHead[label_i]).
+            float scale = rowScales.IsEmpty ? lossScale : lossScale * rowScales[i];
+            var d = dHidden.Slice(i * c, c);
+            for (int g = 0; g < groups; g++)
             {
-                int label = labels[i];
-                if (label < 0) continue;
-                float scale = rowScales.IsEmpty ? lossScale : lossScale * rowScales[i];
-                float p = scale / sum[i];
-                var a = acc.Slice(i * c, c);
-                var d = dHidden.Slice(i * c, c);
-                for (int j = 0; j < c; j++)
-                {
-                    float wl = bf16 ? BitConverter.Int32BitsToSingle(lmHeadBf16[label * c + j] << 16) : lmHead[label * c + j];
-                    d[j] += p * a[j] - scale * wl;
-                }
+                var a = scratch.Slice(groups * n * vc + (g * n + i) * c, c);
+                System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(a, scale * MathF.Exp(max[g * n + i] - m) / total, d, d);
             }
-            return;
+            int label = labels[i];
+            for (int j = 0; j < c; j++)
+                d[j] -= scale * (bf16 ? BitConverter.Int32BitsToSingle(lmHeadBf16[label * c + j] << 16) : lmHead[label * c + j]);
         }
-
+        if (onePass) return;
+        if (dHidden.IsEmpty && dLmHead.IsEmpty) return;
+        var logits = scratch[..(n * vc)];
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int w = Math.Min(vc, v - v0);
             Span<float> chunk = logits[..(n * w)];
-            Logits(hidden, lmHead, lmHeadBf16, chunk, n, c, v0, w, threads);
+            fixed (float* ph = hidden) fixed (float* pw = lmHead) fixed (ushort* pwb = lmHeadBf16)
+                Logits(new Head(ph, pw, pwb, n, c, v), chunk, v0, w, threads);
             fixed (float* pl = chunk)
             fixed (int* plab = labels)
             fixed (float* prs = rowScales)
@@ -144,19 +120,85 @@ public static unsafe class LmHeadCrossEntropy
         }
     }
 
-    /// <summary>The floats of Run's scratch: one chunk of logits, and the accumulator [N,C] when only dHidden is asked for.</summary>
-    public static long ScratchFloats(int n, int c, int v, bool onePass) => (long)n * ChunkWidth(n, v) + (onePass ? (long)n * c : 0);
+    /// <summary>
+    /// The floats of Run's scratch: a chunk of logits per vocabulary group, and an accumulator [N,C] per group when
+    /// only dHidden is asked for. chunkWidth 0 is <see cref="ChunkWidth"/>.
+    /// </summary>
+    public static long ScratchFloats(int n, int c, int v, bool onePass, int chunkWidth = 0)
+    {
+        int vc = Math.Max(1, chunkWidth > 0 ? Math.Min(chunkWidth, v) : ChunkWidth(n, v));
+        return GroupCount(n, v, vc) * ((long)n * vc + (onePass ? (long)n * c : 0));
+    }
 
     /// <summary>
-    /// Vocabulary rows per chunk, a multiple of 32: about 256K logits (1 MB, an L2's worth, so the chunk is still
-    /// cached when the softmax and the dHidden GEMM read it back; 16 MB chunks made the op ~25% slower at N = 256),
-    /// and at least 512 wide so the GEMMs' tiles stay full.
+    /// Pass 1 cuts the vocabulary into this many groups of whole chunks (fewer when there are fewer chunks). Each group
+    /// runs its chunks on its own, so two threads meet once a call rather than at every chunk's three parallel steps,
+    /// and keeps its own running max, sum and accumulator, merged in group order at the end; the count does not depend
+    /// on the thread count, so neither do the bits.
     /// </summary>
-    public static int ChunkWidth(int n, int v) => Math.Min(v, Math.Max(512, (1 << 18) / Math.Max(1, n) / 32 * 32));
+    public const int Groups = 4;
 
-    private static void Logits(ReadOnlySpan<float> hidden, ReadOnlySpan<float> lmHead, ReadOnlySpan<ushort> lmHeadBf16, Span<float> chunk, int n, int c, int v0, int w, int threads)
+    private static int GroupCount(int n, int v, int vc) => Math.Max(1, Math.Min(Groups, (v + vc - 1) / vc));
+
+    // hidden[N,C] and the head [V,C] (f32 w, or bf16 wb) as pointers, for pass 1's threads.
+    private readonly struct Head(float* hidden, float* w, ushort* wb, int n, int c, int v)
     {
-        if (lmHead.IsEmpty) Gemm.Multiply(hidden, lmHeadBf16.Slice(v0 * c, w * c), chunk, n, c, w, threads, overwrite: true);
-        else Gemm.Multiply(hidden, lmHead.Slice(v0 * c, w * c), chunk, n, c, w, threads, overwrite: true);
+        public readonly float* Hidden = hidden, W = w;
+        public readonly ushort* Wb = wb;
+        public readonly int N = n, C = c, V = v;
+    }
+
+    // Pass 1 over vocabulary rows [v0, v1) in chunks of vc: the running max and exp-sum of every row and the label's
+    // logit; with acc (the one-pass path), also acc[N,C] = sum over the chunks of exp(logits - max) head[chunk],
+    // rescaled when a row's max grows.
+    private static void PassOne(in Head head, int* labels, float* logits, float* acc, Span<float> max, Span<float> sum, float[] labelLogit,
+        int v0, int v1, int vc, int threads)
+    {
+        int n = head.N, c = head.C;
+        max.Fill(float.NegativeInfinity);
+        sum.Clear();
+        if (acc != null) new Span<float>(acc, n * c).Clear();
+        v1 = Math.Min(v1, head.V);
+        for (int at = v0; at < v1; at += vc)
+        {
+            int w = Math.Min(vc, v1 - at);
+            var chunk = new Span<float>(logits, n * w);
+            Logits(head, chunk, at, w, threads);
+            for (int i = 0; i < n; i++)
+            {
+                float* row = logits + (long)i * w;
+                int label = labels[i];
+                if (label >= at && label < at + w) labelLogit[i] = row[label - at];
+                float m = MathF.Max(max[i], Reductions.Max(row, w));
+                float rescale = MathF.Exp(max[i] - m);
+                if (acc == null) sum[i] = sum[i] * rescale + Reductions.SumExpShifted(row, w, m);
+                else
+                {
+                    // The row becomes exp(logits - m); what acc holds was relative to the old max.
+                    if (rescale != 1f) Scale.Apply(new Span<float>(acc + (long)i * c, c), rescale);
+                    sum[i] = sum[i] * rescale + Reductions.ExpShiftedInPlace(row, w, m);
+                }
+                max[i] = m;
+            }
+            if (acc == null) continue;
+            var accSpan = new Span<float>(acc, n * c);
+            if (head.W == null) Gemm.MultiplyNN(chunk, new ReadOnlySpan<ushort>(head.Wb + (long)at * c, w * c), accSpan, n, w, c, threads);
+            else Gemm.MultiplyNN(chunk, new ReadOnlySpan<float>(head.W + (long)at * c, w * c), accSpan, n, w, c, threads);
+        }
+    }
+
+    /// <summary>
+    /// Vocabulary rows per chunk, a multiple of 32: about 128K logits (512 KB, half a core's L2, so the chunk is still
+    /// cached when the softmax and the dHidden GEMM read it back; 16 MB chunks made the op ~25% slower at N = 256, and
+    /// at N = 256 a 512-wide chunk per group ran 10% faster than 1024 shared by both threads), and at least 512 wide
+    /// so the GEMMs' tiles stay full.
+    /// </summary>
+    public static int ChunkWidth(int n, int v) => Math.Min(v, Math.Max(512, (1 << 17) / Math.Max(1, n) / 32 * 32));
+
+    private static void Logits(in Head head, Span<float> chunk, int v0, int w, int threads)
+    {
+        var hidden = new ReadOnlySpan<float>(head.Hidden, head.N * head.C);
+        if (head.W == null) Gemm.Multiply(hidden, new ReadOnlySpan<ushort>(head.Wb + (long)v0 * head.C, w * head.C), chunk, head.N, head.C, w, threads, overwrite: true);
+        else Gemm.Multiply(hidden, new ReadOnlySpan<float>(head.W + (long)v0 * head.C, w * head.C), chunk, head.N, head.C, w, threads, overwrite: true);
     }
 }
