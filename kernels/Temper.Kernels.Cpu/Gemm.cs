@@ -263,14 +263,27 @@ public static unsafe class Gemm
                             if (full)
                             {
                                 Micro(job, panels, c, job.Ldc);
+                                continue;
                             }
-                            else
+                            // Edge tiles go through a zeroed buffer; a 12 x 32 tile short of rows runs in strips of 4 rows,
+                            // so its missing rows cost no multiply-adds.
+                            bool strips = job.Kernel == GemmKernel.Avx512 && !job.Narrow && nrows < tnSize;
+                            int height = strips ? 4 : tnSize;
+                            for (int r0 = 0; r0 < nrows; r0 += height)
                             {
+                                int rows = Math.Min(height, nrows - r0);
+                                float* cr = c + (long)r0 * job.Ldc;
+                                if (strips && rows == 4 && ncols == tmSize)
+                                {
+                                    Strip(panels.FromRow(r0, fresh), cr, job.Ldc);
+                                    continue;
+                                }
                                 new Span<float>(edge, tnSize * tmSize).Clear();
-                                Micro(job, panels, edge, tmSize);
-                                for (int r = 0; r < nrows; r++)
+                                if (strips) Strip(panels.FromRow(r0, false), edge, tmSize);
+                                else Micro(job, panels, edge, tmSize);
+                                for (int r = 0; r < rows; r++)
                                     for (int q = 0; q < ncols; q++)
-                                        c[(long)r * job.Ldc + q] = (fresh ? 0f : c[(long)r * job.Ldc + q]) + edge[r * tmSize + q];
+                                        cr[(long)r * job.Ldc + q] = (fresh ? 0f : cr[(long)r * job.Ldc + q]) + edge[r * tmSize + q];
                             }
                         }
                     }
@@ -332,6 +345,10 @@ public static unsafe class Gemm
         public readonly nint VecStride = vecStride; // values between vec's steps in the first segment (the tile width when packed)
         public readonly bool VecBf16 = vecBf16; // the first segment's vec is bf16 read in place (then there is no second)
         public readonly float* Vec = vec, Bcast = bcast.At, Vec2 = vec2, Bcast2 = bcast2;
+
+        // The same operands from broadcast row r0 on (the second segment's panel is packed: rows side by side).
+        public Panels FromRow(int r0, bool fresh) =>
+            new(Kc, Vec, VecStride, new Broadcast(BcastAt.At + r0 * BcastAt.RowStride, BcastAt.RowStride, BcastAt.Step), Kc2, Vec2, Bcast2 + r0, fresh, VecBf16);
     }
 
     // Where the 12 x 32 kernel's vector operand comes from: f32 values, or bf16 widened as they load.
@@ -540,6 +557,45 @@ public static unsafe class Gemm
         AddRow512(c, c90, c91, p.Fresh); c += ldc;
         AddRow512(c, ca0, ca1, p.Fresh); c += ldc;
         AddRow512(c, cb0, cb1, p.Fresh);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Strip(in Panels p, float* c, nint ldc)
+    {
+        if (p.VecBf16) Kernel4x32<Bf16Source>(p, c, ldc);
+        else Kernel4x32<F32Source>(p, c, ldc);
+    }
+
+    // c[4 rows, ldc][32] += sum_k bcast(row 0..4, k) (outer) vec[k][0..32): 8 zmm accumulators, the rows of a 12 x 32
+    // tile that is short of rows, 4 at a time (the broadcast operand keeps the 12-row tile's layout).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Kernel4x32<TSource>(in Panels p, float* c, nint ldc) where TSource : struct, IVectorSource
+    {
+        int kc = p.Kc;
+        byte* vec = (byte*)p.Vec;
+        nint vs = p.VecStride * TSource.Size; // bytes
+        nint half = 16 * TSource.Size;
+        nint r1 = p.BcastAt.RowStride * sizeof(float), r2 = 2 * r1, step = p.BcastAt.Step * sizeof(float);
+        byte* b0 = (byte*)p.BcastAt.At, b3 = b0 + 3 * r1;
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default;
+        for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = (byte*)p.Vec2, vs = 32 * sizeof(float), half = 16 * sizeof(float),
+             r1 = sizeof(float), r2 = 2 * sizeof(float), step = 12 * sizeof(float), b0 = (byte*)p.Bcast2, b3 = b0 + 3 * r1)
+        for (int k = 0; k < kc; k++)
+        {
+            var a0 = TSource.Load16(vec);
+            var a1 = TSource.Load16(vec + half);
+            Vector512<float> bv;
+            bv = Vector512.Create(*(float*)b0); c00 = Avx512F.FusedMultiplyAdd(a0, bv, c00); c01 = Avx512F.FusedMultiplyAdd(a1, bv, c01);
+            bv = Vector512.Create(*(float*)(b0 + r1)); c10 = Avx512F.FusedMultiplyAdd(a0, bv, c10); c11 = Avx512F.FusedMultiplyAdd(a1, bv, c11);
+            bv = Vector512.Create(*(float*)(b0 + r2)); c20 = Avx512F.FusedMultiplyAdd(a0, bv, c20); c21 = Avx512F.FusedMultiplyAdd(a1, bv, c21);
+            bv = Vector512.Create(*(float*)b3); c30 = Avx512F.FusedMultiplyAdd(a0, bv, c30); c31 = Avx512F.FusedMultiplyAdd(a1, bv, c31);
+            vec += vs;
+            b0 += step; b3 += step;
+        }
+        AddRow512(c, c00, c01, p.Fresh); c += ldc;
+        AddRow512(c, c10, c11, p.Fresh); c += ldc;
+        AddRow512(c, c20, c21, p.Fresh); c += ldc;
+        AddRow512(c, c30, c31, p.Fresh);
     }
 
     // c[24 rows, ldc][16] += sum_k bcast(row 0..24, k) (outer) vec[k][0..16): 24 zmm accumulators, one vector load
