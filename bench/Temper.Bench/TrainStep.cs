@@ -54,12 +54,14 @@ public static unsafe class TrainStep
         Step(); // warm-up: JIT, page-in
         profiler?.Reset();
         var times = new List<double>();
+        int gc0 = GC.CollectionCount(0), gc1 = GC.CollectionCount(1), gc2 = GC.CollectionCount(2); var pause = GC.GetTotalPauseDuration(); long alloc = GC.GetTotalAllocatedBytes();
         for (int i = 0; i < steps; i++)
         {
             var sw = Stopwatch.StartNew();
             Step();
             times.Add(sw.Elapsed.TotalSeconds);
         }
+        Console.WriteLine($"GC: gen0 {GC.CollectionCount(0) - gc0} gen1 {GC.CollectionCount(1) - gc1} gen2 {GC.CollectionCount(2) - gc2}, pause {(GC.GetTotalPauseDuration() - pause).TotalMilliseconds:F1} ms, allocated {(GC.GetTotalAllocatedBytes() - alloc) / 1e6:F1} MB over {steps} steps");
         double best = times.Min(), mean = times.Average();
         Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {(bf16 ? "bf16" : "f32")} weights, {ps.Count:N0} trained params): {steps} steps");
         Console.WriteLine($"  mean {mean * 1000:F0} ms = {n / mean:F0} tokens/s, {flops / mean / 1e9:F1} GFLOP/s; best {best * 1000:F0} ms = {n / best:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s (model FLOPs {flops / 1e9:F1} G/step)");
