@@ -20,6 +20,8 @@ namespace Temper.Bench;
 
 public static unsafe class TrainStep
 {
+    private const int WarmUpSteps = 3;
+
     public static void Run(int steps, bool profile = false, bool bf16 = false)
     {
         var cfg = new ModelConfig
@@ -51,7 +53,9 @@ public static unsafe class TrainStep
             ps.ZeroGrads();
             bp.Run(ids, ids, [], batch, 1f / (n - batch), ps.GradOf);
         }
-        Step(); // warm-up: JIT, page-in
+        // Warm-up: page-in, and the JIT's tiers. After one step the first timed step still ran partly tier-0 code
+        // (~820 ms against ~600 from the third on; SwiGlu's forward took 6.5 ms a call in the first step, 0.12 later).
+        for (int i = 0; i < WarmUpSteps; i++) Step();
         profiler?.Reset();
         var times = new List<double>();
         int gc0 = GC.CollectionCount(0), gc1 = GC.CollectionCount(1), gc2 = GC.CollectionCount(2); var pause = GC.GetTotalPauseDuration(); long alloc = GC.GetTotalAllocatedBytes();
@@ -63,7 +67,8 @@ public static unsafe class TrainStep
         }
         Console.WriteLine($"GC: gen0 {GC.CollectionCount(0) - gc0} gen1 {GC.CollectionCount(1) - gc1} gen2 {GC.CollectionCount(2) - gc2}, pause {(GC.GetTotalPauseDuration() - pause).TotalMilliseconds:F1} ms, allocated {(GC.GetTotalAllocatedBytes() - alloc) / 1e6:F1} MB over {steps} steps");
         double best = times.Min(), mean = times.Average();
-        Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {(bf16 ? "bf16" : "f32")} weights, {ps.Count:N0} trained params): {steps} steps");
+        Console.WriteLine($"train step (LoRA r{rank}, seq {seq}, batch {batch}, {cfg.NumLayers} layers, {(bf16 ? "bf16" : "f32")} weights, {ps.Count:N0} trained params): {steps} steps after {WarmUpSteps} warm-up steps");
+        Console.WriteLine("  step ms: " + string.Join(" ", times.Select(t => (t * 1000).ToString("F0", System.Globalization.CultureInfo.InvariantCulture))));
         Console.WriteLine($"  mean {mean * 1000:F0} ms = {n / mean:F0} tokens/s, {flops / mean / 1e9:F1} GFLOP/s; best {best * 1000:F0} ms = {n / best:F0} tokens/s, {flops / best / 1e9:F1} GFLOP/s (model FLOPs {flops / 1e9:F1} G/step)");
         profiler?.WriteTable(Console.Out, times.Sum(), steps);
         long keptPeak = bp.PeakActivationBytes;
