@@ -233,6 +233,9 @@ public static unsafe class Gemm
                 bool fresh = job.Overwrite && pc == 0; // the first block stores c instead of adding to it
                 int tail = pc + KC >= job.K ? k2 : 0; // the second segment rides on the last KC block
                 int aFull = aInPlace ? ncur / tnSize * tnSize : 0; // rows of a read in place; the rest is packed
+                // unless the rest is whole strips of 4 rows of a stored by rows, which the 4 x 32 kernel reads in place too
+                bool restInPlace = aInPlace && job.AByRows && !job.Narrow && (ncur - aFull) % 4 == 0;
+                if (restInPlace) aFull = ncur;
                 if (job.AByRows) PackRows(job.A, null, job.Lda, jc + aFull, ncur - aFull, pc, kcur, tnSize, ap + (long)aFull * kcur);
                 else PackColumns(job.A, null, job.Lda, jc + aFull, ncur - aFull, pc, kcur, tnSize, ap + (long)aFull * kcur);
                 if (tail > 0) PackRows(job.A2, null, k2, jc, ncur, 0, k2, tnSize, ap2);
@@ -246,7 +249,7 @@ public static unsafe class Gemm
                     for (int jr = 0; jr < ncur; jr += tnSize)
                     {
                         int nrows = Math.Min(tnSize, ncur - jr);
-                        bool aRows = aInPlace && nrows == tnSize; // this tile's values of a are read where they lie
+                        bool aRows = aInPlace && (nrows == tnSize || restInPlace); // this tile's values of a are read where they lie
                         float* a2Panel = ap2 + (long)jr * k2;
                         var bcast = !aRows ? new Broadcast(ap + (long)jr * kcur, 1, tnSize)
                             : job.AByRows ? new Broadcast(job.A + (long)(jc + jr) * job.Lda + pc, job.Lda, 1)
