@@ -57,7 +57,6 @@ public static unsafe class LmHeadCrossEntropy
             });
         }
         var lse = new float[n];
-        var weight = new float[groups]; // exp(group max - row max) / row sum
         for (int i = 0; i < n; i++)
         {
             float m = float.NegativeInfinity, total = 0;

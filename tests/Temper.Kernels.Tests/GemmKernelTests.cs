@@ -1,7 +1,8 @@
 // The CPU GEMM's micro-kernels (AVX-512 in its 12x32 and M <= 16 24x16 tiles, AVX2, scalar: each forced in
 // turn) and the GEMV against the reference, at shapes that hit every edge tile and every blocking loop (K
 // past KC, M past MC, N past NC; an f32 b read in place and, at M 128, packed because of its row stride; an a
-// read in place and, at K 1024, packed because of its row stride),
+// read in place and, at K 1024, packed because of its row stride; 12-row tiles short of rows run as 4-row
+// strips, read in place when whole, as at N 40 and 64),
 // the second reduction segment against the joined product, and the determinism property: the same bits with
 // 1, 2 and 3 threads.
 using System.Runtime.Intrinsics.X86;
