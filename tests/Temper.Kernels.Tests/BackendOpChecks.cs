@@ -178,6 +178,24 @@ public abstract partial class BackendOpChecks : IDisposable
         }
     }
 
+    // The same positions with other frequencies or another scaling in turn (a backend may keep the last call's cos/sin).
+    [Fact]
+    public void Rope_MatchesReference_WhenOnlyTheFrequenciesOrScalingChange()
+    {
+        int n = 6, heads = 2, d = 16;
+        var positions = Ints(n, 7, 300);
+        foreach (var (theta, scaling) in new[] { (10000f, 1f), (500f, 1f), (500f, 0.75f), (10000f, 1f) })
+        {
+            var freqs = new RopeFrequencies(RopeFrequencies.DefaultInvFreq(d, theta), scaling);
+            var x = Floats(n * heads * d, 11);
+            var expected = (float[])x.Clone();
+            RopeReference.Forward(expected, positions, freqs.InvFreq, scaling, heads);
+            var tx = _b.FromHost(T(x, n, heads, d));
+            _b.Rope(tx, positions, freqs);
+            CloseEach(Run(tx), expected, $"rope theta={theta} scaling={scaling}", 1e-5, 1e-5);
+        }
+    }
+
     // ---- Attention ----
 
     public static TheoryData<int, int, int, int, int, int, int, int, bool> AttentionCases => new()
