@@ -84,6 +84,7 @@ internal static unsafe class Reductions
     }
 
     /// <summary>a[i] = exp(a[i] - shift) in place; returns the sum of the new values.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // compiled on its own, with room to inline Vector512.Exp's helpers
     public static float ExpShiftedInPlace(float* a, int n, float shift)
     {
         int i = 0;
@@ -133,6 +134,7 @@ internal static unsafe class Reductions
     }
 
     /// <summary>sum_i exp(a[i] - shift), a unchanged.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)] // compiled on its own, with room to inline Vector512.Exp's helpers
     public static float SumExpShifted(float* a, int n, float shift)
     {
         int i = 0;

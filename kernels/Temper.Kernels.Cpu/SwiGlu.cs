@@ -1,11 +1,13 @@
 // SwiGLU: y = silu(gate) * up = gate / (1 + exp(-gate)) * up, all [N,F] flattened; SIMD exp.
 // Backward: dUp = dy silu(g), dGate = dy up sigmoid(g) (1 + g (1 - sigmoid(g))).
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Temper.Kernels.Cpu;
 
 public static unsafe class SwiGlu
 {
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static void Forward(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y)
     {
         if (gate.Length != y.Length || up.Length != y.Length)
@@ -42,6 +44,7 @@ public static unsafe class SwiGlu
     }
 
     /// <summary>dUp = dy silu(g); dGate = dy up sigmoid(g) (1 + g (1 - sigmoid(g))).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> dGate, Span<float> dUp)
     {
         if (gate.Length != dy.Length || up.Length != dy.Length || dGate.Length != dy.Length || dUp.Length != dy.Length)
