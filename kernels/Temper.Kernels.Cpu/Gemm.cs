@@ -227,15 +227,14 @@ public static unsafe class Gemm
         for (int jc = n0; jc < n1; jc += NC)
         {
             int ncur = Math.Min(NC, n1 - jc);
+            // Rows of a read in place: the whole 12-row tiles, and the rest too when it is whole 4-row strips of an a
+            // stored by rows (the 4 x 32 kernel reads those); what is left is packed.
+            int aFull = !aInPlace ? 0 : job.AByRows && !job.Narrow && ncur % tnSize % 4 == 0 ? ncur : ncur / tnSize * tnSize;
             for (int pc = 0; pc < job.K; pc += KC)
             {
                 int kcur = Math.Min(KC, job.K - pc);
                 bool fresh = job.Overwrite && pc == 0; // the first block stores c instead of adding to it
                 int tail = pc + KC >= job.K ? k2 : 0; // the second segment rides on the last KC block
-                int aFull = aInPlace ? ncur / tnSize * tnSize : 0; // rows of a read in place; the rest is packed
-                // unless the rest is whole strips of 4 rows of a stored by rows, which the 4 x 32 kernel reads in place too
-                bool restInPlace = aInPlace && job.AByRows && !job.Narrow && (ncur - aFull) % 4 == 0;
-                if (restInPlace) aFull = ncur;
                 if (job.AByRows) PackRows(job.A, null, job.Lda, jc + aFull, ncur - aFull, pc, kcur, tnSize, ap + (long)aFull * kcur);
                 else PackColumns(job.A, null, job.Lda, jc + aFull, ncur - aFull, pc, kcur, tnSize, ap + (long)aFull * kcur);
                 if (tail > 0) PackRows(job.A2, null, k2, jc, ncur, 0, k2, tnSize, ap2);
@@ -249,7 +248,7 @@ public static unsafe class Gemm
                     for (int jr = 0; jr < ncur; jr += tnSize)
                     {
                         int nrows = Math.Min(tnSize, ncur - jr);
-                        bool aRows = aInPlace && (nrows == tnSize || restInPlace); // this tile's values of a are read where they lie
+                        bool aRows = jr + nrows <= aFull; // this tile's values of a are read where they lie
                         float* a2Panel = ap2 + (long)jr * k2;
                         var bcast = !aRows ? new Broadcast(ap + (long)jr * kcur, 1, tnSize)
                             : job.AByRows ? new Broadcast(job.A + (long)(jc + jr) * job.Lda + pc, job.Lda, 1)
@@ -347,7 +346,7 @@ public static unsafe class Gemm
         public readonly bool Fresh = fresh; // c holds nothing yet: the tile is stored, not added (0 + sum, as if c were zeroed)
         public readonly nint VecStride = vecStride; // values between vec's steps in the first segment (the tile width when packed)
         public readonly bool VecBf16 = vecBf16; // the first segment's vec is bf16 read in place (then there is no second)
-        public readonly float* Vec = vec, Bcast = bcast.At, Vec2 = vec2, Bcast2 = bcast2;
+        public readonly float* Vec = vec, Vec2 = vec2, Bcast2 = bcast2;
 
         // The same operands from broadcast row r0 on (the second segment's panel is packed: rows side by side).
         public Panels FromRow(int r0, bool fresh) =>
@@ -685,7 +684,7 @@ public static unsafe class Gemm
     private static void Kernel4x24(in Panels p, float* c, nint ldc)
     {
         int kc = p.Kc;
-        float* vec = p.Vec, bcast = p.Bcast;
+        float* vec = p.Vec, bcast = p.BcastAt.At; // packed (the AVX2 and scalar kernels never read a in place)
         Vector256<float> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default,
             c20 = default, c21 = default, c22 = default, c30 = default, c31 = default, c32 = default;
         for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
@@ -721,7 +720,7 @@ public static unsafe class Gemm
     private static void Kernel4x8(in Panels p, float* c, nint ldc)
     {
         int kc = p.Kc;
-        float* vec = p.Vec, bcast = p.Bcast;
+        float* vec = p.Vec, bcast = p.BcastAt.At; // packed (the AVX2 and scalar kernels never read a in place)
         float* acc = stackalloc float[32];
         for (int i = 0; i < 32; i++) acc[i] = 0;
         for (int seg = 0; seg < 2; seg++, kc = p.Kc2, vec = p.Vec2, bcast = p.Bcast2)
