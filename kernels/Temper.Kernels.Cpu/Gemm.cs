@@ -165,7 +165,7 @@ public static unsafe class Gemm
             Worker(job, 0, tilesN, 0, tilesM);
             return;
         }
-        Parallel.For(0, t, new ParallelOptions { MaxDegreeOfParallelism = t }, i =>
+        WorkerPool.Run(t, i =>
         {
             int a = i / gm, b = i % gm;
             Worker(job, (int)((long)a * tilesN / gn), (int)((long)(a + 1) * tilesN / gn),

@@ -19,7 +19,7 @@ public static unsafe class Gemv
         fixed (float* px0 = x) fixed (float* pw0 = w) fixed (float* py0 = y)
         {
             nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
-            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
+            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 14), (r0, r1) =>
                 RowsF32((float*)px, (float*)pw, (float*)py, k, r0, r1));
         }
     }
@@ -31,7 +31,7 @@ public static unsafe class Gemv
         fixed (float* px0 = x) fixed (ushort* pw0 = wBf16) fixed (float* py0 = y)
         {
             nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
-            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
+            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 14), (r0, r1) =>
                 RowsBf16((float*)px, (ushort*)pw, (float*)py, k, r0, r1));
         }
     }
@@ -46,7 +46,7 @@ public static unsafe class Gemv
         fixed (float* px0 = x) fixed (float* pw0 = w) fixed (float* py0 = y)
         {
             nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
-            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
+            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 14), (r0, r1) =>
                 BatchRowsF32((float*)px, (float*)pw, (float*)py, n, k, m, r0, r1));
         }
     }
@@ -58,7 +58,7 @@ public static unsafe class Gemv
         fixed (float* px0 = x) fixed (ushort* pw0 = wBf16) fixed (float* py0 = y)
         {
             nint px = (nint)px0, pw = (nint)pw0, py = (nint)py0;
-            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 17), (r0, r1) =>
+            StaticPartition.For(m, StaticPartition.Parts(threads, m, (long)m * k, 1 << 14), (r0, r1) =>
                 BatchRowsBf16((float*)px, (ushort*)pw, (float*)py, n, k, m, r0, r1));
         }
     }

@@ -24,8 +24,7 @@ internal static class StaticPartition
             body(0, count);
             return;
         }
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts },
-            p => body((int)((long)p * count / parts), (int)((long)(p + 1) * count / parts)));
+        WorkerPool.Run(parts, p => body((int)((long)p * count / parts), (int)((long)(p + 1) * count / parts)));
     }
 
     // Runs body over `parts` contiguous ranges of [0, count) of near-equal total weight (rows of
@@ -49,6 +48,6 @@ internal static class StaticPartition
             int at = Array.BinarySearch(prefix, target);
             bounds[p] = Math.Clamp(at >= 0 ? at : ~at, bounds[p - 1], count);
         }
-        Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, p => body(bounds[p], bounds[p + 1]));
+        WorkerPool.Run(parts, p => body(bounds[p], bounds[p + 1]));
     }
 }
