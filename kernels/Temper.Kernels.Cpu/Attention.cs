@@ -13,8 +13,9 @@
 // GEMM; (batch, kv head) pairs are split across threads so that each dk/dv row is summed by one thread in
 // a fixed (head, block) order.
 // On AVX-512 with D % 16 == 0 both go to FlashAttention.cs (register-tiled, no GEMM packing per block),
-// except a decode step's forward (Tq = 1: one row per head, where packing K^T costs more than it saves);
-// this file's GEMM route serves those and the other machines and head sizes.
+// except a decode step's forward (Tq = 1: one row per head, where packing K^T costs more than it saves),
+// which stays here with its products done by AttentionDecode.cs; this file's GEMM route serves the other
+// machines and head sizes.
 
 namespace Temper.Kernels.Cpu;
 
@@ -45,7 +46,9 @@ public static unsafe class Attention
         {
             nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0, pl = (nint)pl0, pm = (nint)pm0, ps = (nint)ps0;
             long work = (long)batch * heads * tq * widest * d;
-            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
+            // A decode step reads its K/V rows from memory (the weights streamed in between evicted them),
+            // so even a short one is worth a second thread.
+            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, decode ? 1 << 13 : 1 << 16), (u0, u1) =>
             {
                 var scores = new float[Math.Min(BlockRows, rows) * widest];
                 fixed (float* sc = scores)
@@ -136,8 +139,13 @@ public static unsafe class Attention
         }
         int lo = FirstKey(u.Segments, p0, p1), cols = width - lo;
         float* k = u.K + (long)lo * u.Ldkv, v = u.V + (long)lo * u.Ldkv;
-        new Span<float>(sc, nr * cols).Clear();
-        Gemm.MultiplyNT(u.Q + (long)r0 * u.Ldq, u.Ldq, k, u.Ldkv, sc, cols, nr, d, cols, threads: 1);
+        bool direct = decode && AttentionTiles.Supported(d); // see AttentionDecode.cs
+        if (direct) AttentionDecode.Scores(u.Q + (long)r0 * u.Ldq, nr, k, u.Ldkv, cols, d, sc);
+        else
+        {
+            new Span<float>(sc, nr * cols).Clear();
+            Gemm.MultiplyNT(u.Q + (long)r0 * u.Ldq, u.Ldq, k, u.Ldkv, sc, cols, nr, d, cols, threads: 1);
+        }
         Span<float> inv = stackalloc float[nr];
         for (int rr = 0; rr < nr; rr++)
         {
@@ -159,6 +167,11 @@ public static unsafe class Attention
                 l = max + MathF.Log(sum);
             }
             if (u.Lse != null) u.Lse[(long)(r0 + rr) * u.LseStride] = l;
+        }
+        if (direct)
+        {
+            AttentionDecode.Values(sc, nr, v, u.Ldkv, cols, d, inv, o);
+            return;
         }
         Gemm.MultiplyNN(sc, cols, v, u.Ldkv, o, u.Ldq, nr, cols, d, threads: 1);
         for (int rr = 0; rr < nr; rr++) Scale.Apply(new Span<float>(o + (long)rr * u.Ldq, d), inv[rr]);

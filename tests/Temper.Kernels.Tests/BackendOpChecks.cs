@@ -210,6 +210,8 @@ public abstract partial class BackendOpChecks : IDisposable
         { 1, 4, 2, 6, 1, 5, 3, 0, false },      // kv shorter than the queries' positions
         { 1, 70, 2, 80, 1, 16, 75, 5, true },   // more query rows than one 64-row block
         { 2, 1, 6, 9, 3, 8, 9, 8, false },      // decode step, GQA 2:1, no mask
+        { 2, 1, 6, 40, 2, 80, 37, 36, true },   // decode step, D 80 (one 64-wide and one 16-wide chunk), GQA 3:1
+        { 1, 1, 8, 30, 2, 128, 30, 29, false }, // decode step, D 128, GQA 4:1
     };
 
     [Theory]
