@@ -10,6 +10,8 @@ using Temper.Kernels.Cpu;
 using Temper.Kernels.Cpu.Reference;
 using static Temper.Kernels.Tests.OpCheck;
 
+using System.Runtime.Intrinsics;
+
 namespace Temper.Kernels.Tests;
 
 public class GemmKernelTests
@@ -257,9 +259,9 @@ public class GemmKernelTests
     public void GemvBatch_MatchesReference_AndEachRowAlone()
     {
         foreach (int k in new[] { 1, 15, 16, 17, 31, 32, 33, 67, 576 })
-        foreach (int n in new[] { 2, 3, 4 })
+        foreach (int n in new[] { 2, 3, 4, 5, 8, 11, Gemv.MaxBatch })
         {
-            const int m = 7;
+            const int m = 9; // two 4-row weight tiles and one row past them
             var x = Floats(n * k, n + k);
             var wb = ToBf16(Floats(m * k, k));
             var w = Widen(wb);
@@ -281,6 +283,25 @@ public class GemmKernelTests
             }
         }
     }
+
+    /// <summary>Set by SimdPathTests for its child runs: the widest hardware vector (bits) they must see.</summary>
+    public const string ExpectedWidthVariable = "TEMPER_EXPECT_VECTOR_BITS";
+
+    [Fact]
+    public void Runs_on_the_vector_width_asked_for()
+    {
+        string? want = Environment.GetEnvironmentVariable(ExpectedWidthVariable);
+        if (want == null)
+        {
+            Assert.Skip($"only in SimdPathTests' child runs ({ExpectedWidthVariable} unset)");
+            return;
+        }
+        int widest = Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : Vector128.IsHardwareAccelerated ? 128 : 0;
+        Assert.Equal(int.Parse(want, System.Globalization.CultureInfo.InvariantCulture), widest);
+        Console.WriteLine(WidthCheckedLine(widest));
+    }
+
+    public static string WidthCheckedLine(int bits) => $"vector width checked: {bits} bits, as asked";
 
     [Fact]
     public void Gemv_IsBitwiseIndependentOfThreads()
