@@ -46,9 +46,7 @@ public static unsafe class Attention
         {
             nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0, pl = (nint)pl0, pm = (nint)pm0, ps = (nint)ps0;
             long work = (long)batch * heads * tq * widest * d;
-            // A decode step reads its K/V rows from memory (the weights streamed in between evicted them),
-            // so even a short one is worth a second thread.
-            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, decode ? 1 << 13 : 1 << 16), (u0, u1) =>
+            StaticPartition.For(units, StaticPartition.Parts(threads, units, work, 1 << 16), (u0, u1) =>
             {
                 var scores = new float[Math.Min(BlockRows, rows) * widest];
                 fixed (float* sc = scores)
