@@ -212,6 +212,8 @@ public abstract partial class BackendOpChecks : IDisposable
         { 2, 1, 6, 9, 3, 8, 9, 8, false },      // decode step, GQA 2:1, no mask
         { 2, 1, 6, 40, 2, 80, 37, 36, true },   // decode step, D 80 (one 64-wide and one 16-wide chunk), GQA 3:1
         { 1, 1, 8, 30, 2, 128, 30, 29, false }, // decode step, D 128, GQA 4:1
+        { 3, 1, 8, 300, 4, 64, 300, 299, true }, // decode steps of 3 sequences, long enough to split across 2 threads
+        { 1, 1, 72, 8, 72, 16, 8, 7, false },   // decode step with more heads than one 64-row block
     };
 
     [Theory]
