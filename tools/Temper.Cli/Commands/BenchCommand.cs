@@ -91,7 +91,7 @@ internal static class BenchCommand
             {
                 int t = p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads);
                 double host = HostBandwidth.ReadGBps(t);
-                Console.WriteLine($"host memory read bandwidth ({t} threads, 256 MiB, same process): {host:F1} GB/s; decode reaches {weightBytes * perSecond / 1e9 / host:P0} of that roofline ({host * 1e9 / weightBytes:F1} tokens/s)");
+                Console.WriteLine($"host memory read bandwidth ({t} thread{(t == 1 ? "" : "s")}, 256 MiB, same process): {host:F1} GB/s; decode reaches {weightBytes * perSecond / 1e9 / host:P0} of that roofline ({host * 1e9 / weightBytes:F1} tokens/s)");
             }
             if (profiler != null)
             {
