@@ -1,5 +1,6 @@
 // `temper bench decode` as a user runs it, on the tiny fixture model: prefill and decode tokens/s, the
-// weight bytes a token reads with the effective bandwidth they imply, and with --profile the per-op table
+// weight bytes a token reads with the effective bandwidth they imply, the host's read bandwidth measured
+// in the same run (the CPU roofline) with decode's share of it, and with --profile the per-op table
 // of the decoding run; bad sizes are one line and exit 2.
 namespace Temper.Tests;
 
@@ -12,6 +13,7 @@ public class BenchDecodeCliTests
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Matches(@"decode: 3 tokens in [0-9.]+ ms = [0-9.]+ tokens/s \(batch 1\)", r.Stdout);
         Assert.Matches(@"weights read per token: [0-9.]+ MB; effective weight bandwidth [0-9.]+ GB/s", r.Stdout);
+        Assert.Matches(@"host memory read bandwidth \(1 thread, 256 MiB, same process\): [0-9.]+ GB/s; decode reaches [0-9.]+ ?% of that roofline", r.Stdout);
         Assert.Contains("| op | ms/step | calls/step | share of step |", r.Stdout);
         Assert.Matches(@"\| Linear \[1,\d+\]->\d+ \| [0-9.]+ \|", r.Stdout); // a decoded token's product
     }
