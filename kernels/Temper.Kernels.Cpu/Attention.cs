@@ -47,8 +47,8 @@ public static unsafe class Attention
         bool decode = tq == 1, direct = decode && AttentionTiles.Supported(d);
         int widest = Math.Max(1, Math.Min(kvLength, queryOffset + tq));
         long work = (long)batch * heads * tq * widest * d;
-        int kvPerUnit = direct ? kvHeads : 1, unitsPerSequence = kvHeads / kvPerUnit;
-        int units = decode ? batch * unitsPerSequence : batch * heads, rows = decode ? group * kvPerUnit : tq;
+        int unitsPerSequence = direct ? 1 : kvHeads;
+        int units = decode ? batch * unitsPerSequence : batch * heads, rows = decode ? heads / unitsPerSequence : tq;
         fixed (float* pq0 = q) fixed (float* pk0 = k) fixed (float* pv0 = v) fixed (float* po0 = output) fixed (float* pl0 = lse) fixed (int* pm0 = keyMask) fixed (int* ps0 = segmentIds)
         {
             nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0, pl = (nint)pl0, pm = (nint)pm0, ps = (nint)ps0;
@@ -63,7 +63,7 @@ public static unsafe class Attention
                             int b, h0, kh, ldq;
                             if (decode)
                             {
-                                (b, kh) = (u / unitsPerSequence, u % unitsPerSequence * kvPerUnit);
+                                (b, kh) = (u / unitsPerSequence, u % unitsPerSequence);
                                 (h0, ldq) = (kh * group, d);
                             }
                             else

@@ -33,10 +33,9 @@ internal static unsafe class AttentionDecode
         }
     }
 
-    /// <summary>o_r = inv_r * sum_j p[r, j] v_j[kv head of h0 + r] for r &lt; nr (o overwritten).</summary>
+    /// <summary>o_r = inv_r * sum_j p[r, j] v_j[kv head of h0 + r] for r &lt; nr; o holds zeros on entry (Attention's Block clears it).</summary>
     public static void Values(float* p, int h0, int nr, int group, float* v, int ldkv, int cols, int d, ReadOnlySpan<float> inv, float* o)
     {
-        for (int r = 0; r < nr; r++) new Span<float>(o + (long)r * d, d).Clear();
         for (int j0 = 0; j0 < cols; j0 += KeyBlock)
         {
             int j1 = Math.Min(cols, j0 + KeyBlock);

@@ -81,7 +81,8 @@ internal static class BenchCommand
             double total = sw.Elapsed.TotalSeconds;
             double decodeS = Math.Max(1e-9, total - prefill);
             Console.WriteLine($"model: {what}");
-            Console.WriteLine($"backend: {decoder.Backend.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
+            int threadCount = p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads);
+            Console.WriteLine($"backend: {decoder.Backend.Name}, threads {threadCount}");
             Console.WriteLine($"prefill: {pl} tokens in {prefill * 1000:F1} ms = {pl / prefill:F1} tokens/s");
             double perSecond = (r.GeneratedIds.Count - 1) / decodeS;
             Console.WriteLine($"decode: {r.GeneratedIds.Count - 1} tokens in {decodeS * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1)");
@@ -89,9 +90,8 @@ internal static class BenchCommand
             Console.WriteLine($"weights read per token: {weightBytes / 1e6:F1} MB; effective weight bandwidth {weightBytes * perSecond / 1e9:F1} GB/s (hold against the device's for the roofline)");
             if (device is Temper.Kernels.Cpu.CpuBackend)
             {
-                int t = p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads);
-                double host = HostBandwidth.ReadGBps(t);
-                Console.WriteLine($"host memory read bandwidth ({t} thread{(t == 1 ? "" : "s")}, 256 MiB, same process): {host:F1} GB/s; decode reaches {weightBytes * perSecond / 1e9 / host:P0} of that roofline ({host * 1e9 / weightBytes:F1} tokens/s)");
+                double host = HostBandwidth.ReadGBps(threadCount);
+                Console.WriteLine($"host memory read bandwidth ({threadCount} thread{(threadCount == 1 ? "" : "s")}, 256 MiB, same process): {host:F1} GB/s; decode reaches {weightBytes * perSecond / 1e9 / host:P0} of that roofline ({host * 1e9 / weightBytes:F1} tokens/s)");
             }
             if (profiler != null)
             {
