@@ -47,4 +47,9 @@ public static class LmHeadShapes
     {
         if (!ok) throw new ArgumentException($"{backend} {op}: {detail}");
     }
+
+    private static void Require(bool ok, string backend, string op, [System.Runtime.CompilerServices.InterpolatedStringHandlerArgument(nameof(ok))] ref CheckMessage detail)
+    {
+        if (!ok) throw new ArgumentException($"{backend} {op}: {detail.ToStringAndClear()}");
+    }
 }

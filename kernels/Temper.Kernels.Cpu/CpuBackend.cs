@@ -330,6 +330,11 @@ public sealed partial class CpuBackend : IBackend
         if (!ok) throw new ArgumentException($"cpu {op}: {detail}");
     }
 
+    private static void Require(bool ok, string op, [System.Runtime.CompilerServices.InterpolatedStringHandlerArgument(nameof(ok))] ref CheckMessage detail)
+    {
+        if (!ok) throw new ArgumentException($"cpu {op}: {detail.ToStringAndClear()}");
+    }
+
     private static void Host(string op, params ReadOnlySpan<Tensor?> ts)
     {
         foreach (var t in ts)

@@ -608,6 +608,11 @@ public sealed partial class IlgpuBackend : IBackend
         if (!ok) throw new ArgumentException($"{Name} {op}: {detail}");
     }
 
+    private void Require(bool ok, string op, [System.Runtime.CompilerServices.InterpolatedStringHandlerArgument(nameof(ok))] ref CheckMessage detail)
+    {
+        if (!ok) throw new ArgumentException($"{Name} {op}: {detail.ToStringAndClear()}");
+    }
+
     private void F32(string op, params ReadOnlySpan<Tensor?> ts)
     {
         foreach (var t in ts)
