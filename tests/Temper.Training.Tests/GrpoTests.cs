@@ -4,6 +4,7 @@
 // trainer's direction, and learning on the synthetic addition task.
 using System.Text.Json.Nodes;
 using Temper.Core;
+using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Training;
@@ -278,6 +279,47 @@ public class GrpoTests
             Assert.True(clip > 0, "no ratio was clipped on the reused batches");
             Assert.All(lines, l => Assert.True(l["training_s"]!.GetValue<double>() > 0 && l["sampling_s"]!.GetValue<double>() >= 0));
             Assert.All(lines.Where(l => l["iteration"]!.GetValue<int>() == 1), l => Assert.True(l["sampling_s"]!.GetValue<double>() > 0, "sampling time of a fresh batch"));
+        }
+        finally
+        {
+            Directory.Delete(model, true);
+        }
+    }
+
+    // With one update per batch and beta 0 the trainer skips the old policy's log-prob pass (the ratio is 1,
+    // the weights are the advantages). A run with beta 1e-30 takes the full path (old and reference passes,
+    // the KL term's weights added, each far below an ulp of the advantages'), so the adapters it trains must
+    // equal the skipping run's; a skip that changed the weights or the loss would part them.
+    [Fact]
+    public void Skipping_the_unread_log_prob_pass_trains_the_same_adapter()
+    {
+        string model = Learning.TinyModelDir(hidden: 32, layers: 1, intermediate: 64);
+        try
+        {
+            string prompts = Path.Combine(model, "prompts.jsonl");
+            var task = new AdditionTask(0, 4, heldOutFraction: 0.2);
+            File.WriteAllLines(prompts, task.Train(16, seed: 3).Select(i => new JsonObject { ["prompt"] = i.Prompt + "\n", ["answer"] = i.Answer }.ToJsonString()));
+            (float[] Adapter, double[] Losses, double FirstKl) Train(double beta)
+            {
+                string run = Path.Combine(model, $"grpo-{beta}");
+                new GrpoTrainer(new SftOptions
+                {
+                    ModelDir = model, DataPath = prompts, OutDir = run, FromScratch = true, LearningRate = 1e-2f,
+                    BatchSize = 4, MaxSteps = 3, Seed = 5,
+                }, new GrpoOptions { NumGenerations = 4, MaxCompletionLength = 6, Beta = beta, Rewards = ["brevity"] }, new CpuBackend(threads: 1)).Run();
+                using var f = SafetensorsFile.Open(Path.Combine(run, "adapter_model.safetensors"));
+                var values = f.Entries.OrderBy(e => e.Name, StringComparer.Ordinal).SelectMany(e => { using var t = f.Get(e.Name); return t.ToFloatArray(); }).ToArray();
+                var metrics = File.ReadAllLines(Path.Combine(run, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).ToArray();
+                return (values, metrics.Select(m => m["loss"]!.GetValue<double>()).ToArray(), metrics[0]["kl"]!.GetValue<double>());
+            }
+            var (skipped, skippedLoss, _) = Train(0);
+            var (full, fullLoss, firstKl) = Train(1e-30);
+            Assert.Equal(0, firstKl); // LoRA's B starts at zero, so the first batch's policy is the reference: a KL read off real log-probs
+            Assert.True(skipped.Max(MathF.Abs) > 0, "the adapter did not move");
+            Assert.Equal(fullLoss.Length, skippedLoss.Length);
+            for (int i = 0; i < fullLoss.Length; i++) Assert.Equal(fullLoss[i], skippedLoss[i], 1e-12);
+            float scale = full.Max(MathF.Abs);
+            for (int i = 0; i < full.Length; i++) Assert.True(MathF.Abs(full[i] - skipped[i]) <= 1e-6f * scale, $"adapter value {i}: {skipped[i]} vs {full[i]}");
         }
         finally
         {

@@ -112,7 +112,11 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         var layout = Layout(prompts.Select(p => p.Ids).ToList(), results.Select(r => r.GeneratedIds.ToArray()).ToList(), reward, gsize, pad);
         var batch = layout.Batch;
         var counted = layout.Counted;
-        var oldLogp = TokenLogps(Pass(run.Backprop, batch, null), counted);
+        // One update per batch and no KL term: the only ratio is exp(logp - logp_old) = 1 and the weights are
+        // the advantages alone, so the log-prob values are never read and their pass is skipped (as TRL does);
+        // zeros stand for them, which gives the same ratio, loss and weights bit for bit.
+        bool readsLogps = g.NumIterations > 1 || g.Beta > 0;
+        var oldLogp = readsLogps ? TokenLogps(Pass(run.Backprop, batch, null), counted) : new float[counted.Length];
         var refLogp = reference == null ? new float[counted.Length] : ReferenceTokenLogps(run, reference, batch, counted);
         int tokens = layout.Tokens;
         var stats = new JsonObject
