@@ -2,6 +2,7 @@
 // left-padded (mask 0, positions counted over real tokens only, as transformers does), prefilled in
 // one forward pass, then decoded one token per row per step. A row stops at an EOS id (unless
 // IgnoreEos), at a stop string, or at MaxNewTokens; finished rows keep feeding padding.
+using System.Runtime.InteropServices;
 using Temper.Core;
 
 namespace Temper.Models;
@@ -71,14 +72,13 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         {
             cancel.ThrowIfCancellationRequested();
             using var hostLogits = logits.IsHost ? null : Decoder.Backend.ToHost(logits);
-            var l = (hostLogits ?? logits).Floats;
+            Draw(hostLogits ?? logits, samplers, history, finish, stepIds, cfg.VocabSize);
             for (int b = 0; b < batch; b++)
             {
                 stepMask[b] = finish[b] == null ? 1 : 0;
                 stepPos[b] = nextPos[b]++;
                 if (finish[b] != null) { stepIds[b] = pad; continue; }
-                int id = samplers[b].Next(l.Slice(b * cfg.VocabSize, cfg.VocabSize), history[b].ToArray());
-                stepIds[b] = id;
+                int id = stepIds[b];
                 history[b].Add(id);
                 generated[b].Add(id);
                 onToken?.Invoke(b, id);
@@ -90,6 +90,18 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
             logits = Decoder.Forward(stepIds, stepPos, stepMask, batch, cache, allPositions: false);
         }
         return Results(prompts, generated, finish);
+    }
+
+    // Each unfinished row's next token into ids[row]. A row has its own sampler and history, so a large batch
+    // draws its rows in parallel with the same draws as one by one (the GRPO rollouts sample 128 rows a step).
+    internal static void Draw(Tensor logits, Sampler[] samplers, List<int>[] history, FinishReason?[] finish, int[] ids, int vocab)
+    {
+        void Row(int b)
+        {
+            if (finish[b] == null) ids[b] = samplers[b].Next(logits.Floats.Slice(b * vocab, vocab), CollectionsMarshal.AsSpan(history[b]));
+        }
+        if ((long)samplers.Length * vocab >= 1 << 14 && samplers.Length > 1) Parallel.For(0, samplers.Length, Row);
+        else for (int b = 0; b < samplers.Length; b++) Row(b);
     }
 
     private static GenerationResult[] Results(IReadOnlyList<IReadOnlyList<int>> prompts, List<int>[] gen, FinishReason?[] finish) =>

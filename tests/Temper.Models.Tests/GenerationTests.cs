@@ -37,6 +37,34 @@ public class GenerationTests
         Assert.Equal(greedy, Gen(p, new GenerationOptions { MaxNewTokens = 10, IgnoreEos = true, Sampling = s with { MinP = 1f } }));
     }
 
+    // A large batch draws its rows in parallel: each row's token must be what its own sampler draws from its
+    // row of logits and its own history (repetition penalty on, so histories are read; finished rows skipped).
+    [Fact]
+    public void A_batch_draws_each_row_as_its_own_sampler_would()
+    {
+        const int rows = 64, vocab = 700;
+        var rng = new Random(3);
+        var values = new float[rows * vocab];
+        for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 6 - 3);
+        using var logits = Temper.Core.Tensor.FromFloats(new Temper.Core.Shape(rows, vocab), values);
+        var o = new SamplingOptions { Greedy = false, Temperature = 0.8f, RepetitionPenalty = 1.3f, TopP = 0.9f, Seed = 40 };
+        var history = Enumerable.Range(0, rows).Select(b => Enumerable.Range(0, 50).Select(_ => rng.Next(vocab)).ToList()).ToArray();
+        var finish = Enumerable.Range(0, rows).Select(b => b % 7 == 3 ? FinishReason.Eos : (FinishReason?)null).ToArray();
+        var ids = Enumerable.Repeat(-1, rows).ToArray();
+        for (int step = 0; step < 3; step++)
+        {
+            var seeds = Enumerable.Range(0, rows).Select(b => new Sampler(o with { Seed = o.Seed + (ulong)(b + 100 * step) })).ToArray();
+            Generator.Draw(logits, seeds, history, finish, ids, vocab);
+            for (int b = 0; b < rows; b++)
+            {
+                if (finish[b] != null) { Assert.Equal(-1, ids[b]); continue; }
+                var alone = new Sampler(o with { Seed = o.Seed + (ulong)(b + 100 * step) });
+                Assert.Equal(alone.Next(values.AsSpan(b * vocab, vocab), history[b].ToArray()), ids[b]);
+            }
+        }
+        Assert.True(ids.Where((id, b) => finish[b] == null).Distinct().Count() > 10, "rows drew too few distinct tokens to tell them apart");
+    }
+
     [Fact]
     public void Sampler_filters_follow_transformers()
     {
