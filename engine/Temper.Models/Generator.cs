@@ -72,7 +72,7 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         {
             cancel.ThrowIfCancellationRequested();
             using var hostLogits = logits.IsHost ? null : Decoder.Backend.ToHost(logits);
-            Draw(hostLogits ?? logits, samplers, history, finish, stepIds, cfg.VocabSize);
+            Draw(hostLogits ?? logits, samplers, history, prompts, finish, stepIds, cfg.VocabSize);
             for (int b = 0; b < batch; b++)
             {
                 stepMask[b] = finish[b] == null ? 1 : 0;
@@ -92,13 +92,13 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         return Results(prompts, generated, finish);
     }
 
-    // Each unfinished row's next token into ids[row]. A row has its own sampler and history, so a large batch
+    // Each unfinished row's next token into ids[row] (history = the row's prompt, then what it generated). A row has its own sampler and history, so a large batch
     // draws its rows in parallel with the same draws as one by one (the GRPO rollouts sample 128 rows a step).
-    internal static void Draw(Tensor logits, Sampler[] samplers, List<int>[] history, FinishReason?[] finish, int[] ids, int vocab)
+    internal static void Draw(Tensor logits, Sampler[] samplers, List<int>[] history, IReadOnlyList<IReadOnlyList<int>> prompts, FinishReason?[] finish, int[] ids, int vocab)
     {
         void Row(int b)
         {
-            if (finish[b] == null) ids[b] = samplers[b].Next(logits.Floats.Slice(b * vocab, vocab), CollectionsMarshal.AsSpan(history[b]));
+            if (finish[b] == null) ids[b] = samplers[b].Next(logits.Floats.Slice(b * vocab, vocab), CollectionsMarshal.AsSpan(history[b]), prompts[b].Count);
         }
         if ((long)samplers.Length * vocab >= 1 << 14 && samplers.Length > 1) Parallel.For(0, samplers.Length, Row);
         else for (int b = 0; b < samplers.Length; b++) Row(b);

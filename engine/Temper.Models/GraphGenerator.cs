@@ -33,7 +33,7 @@ public sealed class GraphGenerator(CudaDecodeGraph graph)
         if (o.MaxNewTokens == 0) return new GenerationResult(prompt, generated, FinishReason.Length);
 
         var sampler = new Sampler(o.Sampling);
-        bool onHost = !o.Sampling.Greedy || o.Sampling.RepetitionPenalty != 1f;
+        bool onHost = !o.Sampling.Greedy || o.Sampling.RepetitionPenalty != 1f || o.Sampling.FrequencyPenalty != 0f || o.Sampling.PresencePenalty != 0f;
         var history = new List<int>(prompt);
         int v = Graph.Shape.Vocab;
         try
@@ -53,7 +53,7 @@ public sealed class GraphGenerator(CudaDecodeGraph graph)
             int id;
             if (onHost)
             {
-                id = sampler.Next(Graph.Logits().AsSpan(0, v), history.ToArray());
+                id = sampler.Next(Graph.Logits().AsSpan(0, v), history.ToArray(), prompt.Count);
                 Graph.Override(0, id);
             }
             else id = Graph.Token(0);

@@ -11,14 +11,20 @@ public sealed class Sampler(SamplingOptions options)
 
     public SamplingOptions Options { get; } = options;
 
-    /// <summary>The next token id given logits [V] and the ids so far (prompt + generated) of that row.</summary>
-    public int Next(ReadOnlySpan<float> logits, ReadOnlySpan<int> history)
+    /// <summary>
+    /// The next token id given logits [V] and the ids so far of that row: history = prompt + generated, the
+    /// generated ones from index <paramref name="generatedFrom"/> (what the frequency and presence penalties count).
+    /// </summary>
+    public int Next(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom = 0)
     {
         var o = Options;
         var s = logits.ToArray();
         if (o.RepetitionPenalty != 1f)
             foreach (int id in history.ToArray().Distinct())
                 if ((uint)id < (uint)s.Length) s[id] = s[id] < 0 ? s[id] * o.RepetitionPenalty : s[id] / o.RepetitionPenalty;
+        if (o.FrequencyPenalty != 0f || o.PresencePenalty != 0f)
+            foreach (var (id, count) in history[Math.Clamp(generatedFrom, 0, history.Length)..].ToArray().CountBy(id => id))
+                if ((uint)id < (uint)s.Length) s[id] -= o.FrequencyPenalty * count + o.PresencePenalty;
         if (o.Greedy) return ArgMax(s);
 
         for (int i = 0; i < s.Length; i++) s[i] /= o.Temperature;

@@ -1,5 +1,7 @@
-// How the next token is picked, with Hugging Face's semantics and order: repetition penalty, then
-// temperature, top-k, top-p, min-p, then a draw from the softmax (or argmax when greedy).
+// How the next token is picked, with Hugging Face's semantics and order: repetition penalty (over prompt and
+// output tokens), then OpenAI's frequency and presence penalties (over output tokens only, as vLLM applies
+// them: logit -= frequency x count + presence x [count > 0]), then temperature, top-k, top-p, min-p, then a
+// draw from the softmax (or argmax when greedy; the penalties apply to greedy decoding too).
 namespace Temper.Models;
 
 public sealed record SamplingOptions
@@ -10,6 +12,8 @@ public sealed record SamplingOptions
     public float TopP { get; init; } = 1f;         // 1 = off
     public float MinP { get; init; }               // 0 = off
     public float RepetitionPenalty { get; init; } = 1f;
+    public float FrequencyPenalty { get; init; }   // 0 = off; OpenAI's range [-2, 2]
+    public float PresencePenalty { get; init; }    // 0 = off; OpenAI's range [-2, 2]
     public ulong Seed { get; init; }
 
     public void Validate()
@@ -19,5 +23,7 @@ public sealed record SamplingOptions
         if (!(TopP > 0 && TopP <= 1)) throw new Core.TemperException($"--top-p must be in (0, 1] (got {TopP})");
         if (!(MinP >= 0 && MinP <= 1)) throw new Core.TemperException($"--min-p must be in [0, 1] (got {MinP})");
         if (!(RepetitionPenalty > 0)) throw new Core.TemperException($"--repetition-penalty must be > 0 (got {RepetitionPenalty})");
+        if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw new Core.TemperException($"--frequency-penalty must be in [-2, 2] (got {FrequencyPenalty})");
+        if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw new Core.TemperException($"--presence-penalty must be in [-2, 2] (got {PresencePenalty})");
     }
 }

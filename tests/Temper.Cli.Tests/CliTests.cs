@@ -130,6 +130,16 @@ public class CliTests
     }
 
     [Fact]
+    public void Generate_passes_the_penalties_to_the_sampler()
+    {
+        string[] Run(params string[] extra) => [.. TemperCli.Run(["generate", "--model", Fixtures.Hf("llama-tiny"), "--prompt", "Return", "--greedy", "--max-new-tokens", "16", "--ignore-eos", .. extra]).Stdout.Split('\n')];
+        var plain = Run();
+        Assert.NotEqual(plain, Run("--presence-penalty", "2"));
+        Assert.NotEqual(plain, Run("--frequency-penalty", "2"));
+        Assert.Equal(plain, Run("--frequency-penalty", "0", "--presence-penalty", "0"));
+    }
+
+    [Fact]
     public void Missing_model_folder_is_one_line_exit_2()
         => AssertBadInput(TemperCli.Run("logits", "--model", "/nonexistent/model", "--ids", "/nonexistent/ids.json", "--out", Temp("x.safetensors")), "/nonexistent/");
 
@@ -156,6 +166,7 @@ public class CliTests
     {
         AssertBadInput(TemperCli.Run("tokenize", "--model", Fixtures.Hf("llama-tiny"), "--text", "x", "--frobnicate"), "--frobnicate");
         AssertBadInput(TemperCli.Run("generate", "--model", Fixtures.Hf("llama-tiny"), "--prompt", "x", "--top-p", "1.5"), "--top-p");
+        AssertBadInput(TemperCli.Run("generate", "--model", Fixtures.Hf("llama-tiny"), "--prompt", "x", "--presence-penalty", "2.5"), "--presence-penalty must be in [-2, 2]");
     }
 
     [Fact]

@@ -47,22 +47,47 @@ public class GenerationTests
         var values = new float[rows * vocab];
         for (int i = 0; i < values.Length; i++) values[i] = (float)(rng.NextDouble() * 6 - 3);
         using var logits = Temper.Core.Tensor.FromFloats(new Temper.Core.Shape(rows, vocab), values);
-        var o = new SamplingOptions { Greedy = false, Temperature = 0.8f, RepetitionPenalty = 1.3f, TopP = 0.9f, Seed = 40 };
+        var o = new SamplingOptions { Greedy = false, Temperature = 0.8f, RepetitionPenalty = 1.3f, FrequencyPenalty = 0.5f, PresencePenalty = 0.7f, TopP = 0.9f, Seed = 40 };
         var history = Enumerable.Range(0, rows).Select(b => Enumerable.Range(0, 50).Select(_ => rng.Next(vocab)).ToList()).ToArray();
+        var prompts = history.Select(h => (IReadOnlyList<int>)h.Take(30).ToArray()).ToArray(); // the last 20 of each history were "generated"
         var finish = Enumerable.Range(0, rows).Select(b => b % 7 == 3 ? FinishReason.Eos : (FinishReason?)null).ToArray();
         var ids = Enumerable.Repeat(-1, rows).ToArray();
         for (int step = 0; step < 3; step++)
         {
             var seeds = Enumerable.Range(0, rows).Select(b => new Sampler(o with { Seed = o.Seed + (ulong)(b + 100 * step) })).ToArray();
-            Generator.Draw(logits, seeds, history, finish, ids, vocab);
+            Generator.Draw(logits, seeds, history, prompts, finish, ids, vocab);
             for (int b = 0; b < rows; b++)
             {
                 if (finish[b] != null) { Assert.Equal(-1, ids[b]); continue; }
                 var alone = new Sampler(o with { Seed = o.Seed + (ulong)(b + 100 * step) });
-                Assert.Equal(alone.Next(values.AsSpan(b * vocab, vocab), history[b].ToArray()), ids[b]);
+                Assert.Equal(alone.Next(values.AsSpan(b * vocab, vocab), history[b].ToArray(), 30), ids[b]);
             }
         }
         Assert.True(ids.Where((id, b) => finish[b] == null).Distinct().Count() > 10, "rows drew too few distinct tokens to tell them apart");
+    }
+
+    // Frequency and presence penalties as OpenAI and vLLM define them: logit -= frequency x count + presence
+    // x [count > 0], counted over the generated tokens only, before temperature; negative values encourage.
+    [Fact]
+    public void Frequency_and_presence_penalties_count_generated_tokens_only()
+    {
+        static int Greedy(float[] logits, int[] history, int generatedFrom, float frequency = 0, float presence = 0) =>
+            new Sampler(new SamplingOptions { FrequencyPenalty = frequency, PresencePenalty = presence }).Next(logits, history, generatedFrom);
+        Assert.Equal(0, Greedy([3f, 2.9f, 0f], [0, 0], generatedFrom: 2, frequency: 2)); // token 0 only in the prompt
+        Assert.Equal(1, Greedy([3f, 2.9f, 0f], [0, 0], generatedFrom: 1, frequency: 0.2f)); // generated once: 2.8 < 2.9
+        Assert.Equal(0, Greedy([3f, 2.5f], [0, 0], 0, frequency: 0.2f)); // twice: 3 - 0.4 = 2.6
+        Assert.Equal(1, Greedy([3f, 2.5f], [0, 0], 0, frequency: 0.3f)); // twice: 3 - 0.6 = 2.4
+        Assert.Equal(0, Greedy([3f, 2.5f], [0, 0], 0, presence: 0.3f)); // presence does not scale with the count: 2.7
+        Assert.Equal(0, Greedy([2f, 3f], [0], 0, presence: -1.5f)); // negative: 3.5 > 3
+
+        // Before temperature: logits [0, 0], token 0 generated once, presence ln 3, temperature 0.5 ->
+        // p(0) = 1 / (1 + 3^2) = 0.1 (after temperature it would be 1 / (1 + 3) = 0.25).
+        var o = new SamplingOptions { Greedy = false, Temperature = 0.5f, PresencePenalty = MathF.Log(3), Seed = 9 };
+        var sampler = new Sampler(o);
+        int zeros = Enumerable.Range(0, 8000).Count(_ => sampler.Next([0f, 0f], [0], 0) == 0);
+        Assert.InRange(zeros / 8000.0, 0.085, 0.115);
+        Assert.Throws<Temper.Core.TemperException>(() => (o with { FrequencyPenalty = 2.5f }).Validate());
+        Assert.Throws<Temper.Core.TemperException>(() => (o with { PresencePenalty = -2.01f }).Validate());
     }
 
     [Fact]

@@ -117,6 +117,53 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Equal((string?)choice["text"], text);
     }
 
+    // OpenAI's frequency and presence penalties (and vLLM's repetition_penalty, top_k, min_p) reach the sampler:
+    // the tiny random model's greedy text repeats tokens, and the strongest presence penalty leaves none repeated.
+    [Fact]
+    public async Task Penalties_reach_the_sampler_and_out_of_range_ones_are_refused()
+    {
+        async Task<string[]> Tokens(JsonObject extra)
+        {
+            var body = new JsonObject { ["model"] = "llama-tiny", ["prompt"] = "Once upon a time", ["max_tokens"] = 16, ["temperature"] = 0, ["logprobs"] = 0 };
+            foreach (var (k, v) in extra) body[k] = v?.DeepClone();
+            var r = await Post("v1/completions", body.ToJsonString());
+            Assert.Equal(HttpStatusCode.OK, r.Status);
+            return r.Json!["choices"]![0]!["logprobs"]!["tokens"]!.AsArray().Select(t => (string)t!).ToArray();
+        }
+        var plain = await Tokens([]);
+        Assert.True(plain.Distinct().Count() < plain.Length, "the plain greedy text has no repeated token to penalise");
+        Assert.Equal(16, (await Tokens(new JsonObject { ["presence_penalty"] = 2 })).Distinct().Count());
+        Assert.NotEqual(plain, await Tokens(new JsonObject { ["frequency_penalty"] = 2 }));
+        Assert.NotEqual(plain, await Tokens(new JsonObject { ["repetition_penalty"] = 3 }));
+        Assert.Equal(plain, await Tokens(new JsonObject { ["frequency_penalty"] = 0, ["presence_penalty"] = 0, ["top_k"] = -1 }));
+
+        // the official client sends them too
+        OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("tell me a story")];
+        var opts = Greedy(16);
+        var repeated = (await f.Client().GetChatClient("llama-tiny").CompleteChatAsync(messages, opts, Cancel)).Value.ContentTokenLogProbabilities.Select(t => t.Token).ToArray();
+        opts = Greedy(16);
+        opts.PresencePenalty = 2;
+        var penalised = (await f.Client().GetChatClient("llama-tiny").CompleteChatAsync(messages, opts, Cancel)).Value;
+        var distinct = penalised.ContentTokenLogProbabilities.Select(t => t.Token).ToArray();
+        Assert.True(repeated.Distinct().Count() < repeated.Length, "the chat answer has no repeated token to penalise");
+        Assert.Equal(distinct.Length, distinct.Distinct().Count());
+        // and in process, IChatClient's ChatOptions carry them to the same answer
+        using IChatClient local = new TemperChatClient(f.Model);
+        var inProcess = await local.GetResponseAsync([new(ChatRole.User, "tell me a story")], new ChatOptions { MaxOutputTokens = 16, PresencePenalty = 2 }, Cancel);
+        Assert.Equal(penalised.Content.Single().Text, inProcess.Text);
+
+        foreach (var (field, value, message) in new (string, JsonNode, string)[]
+        {
+            ("frequency_penalty", 2.5, "'frequency_penalty' must be in [-2, 2]"), ("presence_penalty", -3, "'presence_penalty' must be in [-2, 2]"),
+            ("top_k", -2, "'top_k' must be >= 1, or 0 or -1 for off"), ("min_p", 1.5, "'min_p' must be in [0, 1]"), ("repetition_penalty", 0, "'repetition_penalty' must be > 0"),
+        })
+        {
+            var bad = await Post("v1/completions", new JsonObject { ["model"] = "llama-tiny", ["prompt"] = "hi", [field] = value }.ToJsonString());
+            Assert.Equal(HttpStatusCode.BadRequest, bad.Status);
+            Assert.Contains(message, Message(bad));
+        }
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

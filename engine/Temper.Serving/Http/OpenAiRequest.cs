@@ -1,7 +1,8 @@
 // Reads an OpenAI-style request body (/v1/completions or /v1/chat/completions) into a serving request:
 // model, prompt or messages, max_tokens (max_completion_tokens), temperature (0 = greedy), top_p,
-// n, seed, stop, logprobs (an int for completions; a bool plus top_logprobs for chat), stream and
-// stream_options.include_usage. Anything malformed is a TemperException naming the field (HTTP 400);
+// frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), n, seed, stop, logprobs (an
+// int for completions; a bool plus top_logprobs for chat), stream and stream_options.include_usage; and
+// vLLM's sampling extras top_k (0 or -1 = off), min_p and repetition_penalty. Anything malformed is a TemperException naming the field (HTTP 400);
 // an unknown model is an UnknownModelException (HTTP 404).
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -37,6 +38,15 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
         float temperature = Float(body, "temperature") ?? 1f;
         if (temperature < 0 || temperature > 2) throw new TemperException($"'temperature' must be in [0, 2] (got {temperature})");
         float topP = Float(body, "top_p") ?? 1f;
+        float frequency = Float(body, "frequency_penalty") ?? 0f, presence = Float(body, "presence_penalty") ?? 0f;
+        if (!(frequency >= -2 && frequency <= 2)) throw new TemperException($"'frequency_penalty' must be in [-2, 2] (got {frequency})");
+        if (!(presence >= -2 && presence <= 2)) throw new TemperException($"'presence_penalty' must be in [-2, 2] (got {presence})");
+        int topK = Int(body, "top_k") ?? 0;
+        if (topK < -1) throw new TemperException($"'top_k' must be >= 1, or 0 or -1 for off (got {topK})");
+        float minP = Float(body, "min_p") ?? 0f;
+        if (!(minP >= 0 && minP <= 1)) throw new TemperException($"'min_p' must be in [0, 1] (got {minP})");
+        float repetition = Float(body, "repetition_penalty") ?? 1f;
+        if (!(repetition > 0)) throw new TemperException($"'repetition_penalty' must be > 0 (got {repetition})");
         int n = Int(body, "n") ?? 1;
         long? seed = body["seed"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.Number ? sv.GetValue<long>() : null;
         var stops = body["stop"] switch
@@ -62,8 +72,13 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
         {
             PromptIds = prompt, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
             Sampling = temperature == 0
-                ? new SamplingOptions { Greedy = true }
-                : new SamplingOptions { Greedy = false, Temperature = temperature, TopP = topP, Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64() },
+                ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition }
+                : new SamplingOptions
+                {
+                    Greedy = false, Temperature = temperature, TopP = topP, TopK = Math.Max(0, topK), MinP = minP,
+                    FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition,
+                    Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
+                },
         };
         return new OpenAiRequest(model, serving, stream, usage, topLogprobs >= 0, stops);
     }

@@ -1,6 +1,7 @@
 // A Microsoft.Extensions.AI IChatClient over the serving engine, for in-process .NET apps: the same
 // model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 or
-// unset = greedy), stop sequences and token limits as the HTTP server, whole or streamed.
+// unset = greedy; frequency and presence penalties), stop sequences and token limits as the HTTP server,
+// whole or streamed.
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
@@ -62,8 +63,9 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
         var request = new ServingRequest
         {
             PromptIds = model.EncodeChat(json), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
-            Sampling = t == 0 ? new SamplingOptions { Greedy = true }
-                : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) },
+            Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
+                : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
+                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f },
         };
         return (model.Engine.Submit(request), stops, modelId);
     }

@@ -323,7 +323,7 @@ public sealed class ServingEngine : IDisposable
     private void Sample(Sequence s, ReadOnlySpan<float> logits)
     {
         var r = s.Handle.Request;
-        int id = s.Sampler.Next(logits, s.Tokens.ToArray());
+        int id = s.Sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength);
         s.Tokens.Add(id);
         float lp = 0;
         TokenLogprob[]? top = null;

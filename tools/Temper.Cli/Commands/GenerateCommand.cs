@@ -1,5 +1,6 @@
 // `temper generate --model DIR [--adapter DIR] --prompt TEXT [--chat] [--max-new-tokens N]
-//  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S]`: streams one prompt's
+//  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S] [--repetition-penalty R]
+//  [--frequency-penalty F] [--presence-penalty P]`: streams one prompt's
 // continuation to the console; several --prompt values run as one left-padded batch. --graph decodes one
 // prompt through the CUDA graph decoder (Temper's CUDA kernels, bf16 weights, an adapter merged first).
 using System.CommandLine;
@@ -19,6 +20,8 @@ internal static class GenerateCommand
         public readonly Option<int?> TopK = new("--top-k") { Description = "Keep the K most likely tokens" };
         public readonly Option<float?> MinP = new("--min-p") { Description = "Drop tokens below min-p x the top probability" };
         public readonly Option<float> RepetitionPenalty = new("--repetition-penalty") { Description = "HF repetition penalty (1 = off)", DefaultValueFactory = _ => 1f };
+        public readonly Option<float> FrequencyPenalty = new("--frequency-penalty") { Description = "Subtract F x its count so far from each generated token's logit (OpenAI's; -2..2, 0 = off)" };
+        public readonly Option<float> PresencePenalty = new("--presence-penalty") { Description = "Subtract P from the logit of each token generated so far (OpenAI's; -2..2, 0 = off)" };
         public readonly Option<ulong> Seed = new("--seed") { Description = "Random seed", DefaultValueFactory = _ => 0UL };
         public readonly Option<int> MaxNewTokens = new("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 128 };
         public readonly Option<string[]> Stop = new("--stop") { Description = "Stop when the text contains this string (repeatable)", AllowMultipleArgumentsPerToken = false };
@@ -26,7 +29,7 @@ internal static class GenerateCommand
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, Seed, MaxNewTokens, Stop, IgnoreEos }) c.Add(o);
+            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, FrequencyPenalty, PresencePenalty, Seed, MaxNewTokens, Stop, IgnoreEos }) c.Add(o);
         }
 
         public GenerationOptions Read(ParseResult p, LanguageModel lm)
@@ -41,6 +44,8 @@ internal static class GenerateCommand
                 TopK = p.GetValue(TopK) ?? 0,
                 MinP = p.GetValue(MinP) ?? 0f,
                 RepetitionPenalty = p.GetValue(RepetitionPenalty),
+                FrequencyPenalty = p.GetValue(FrequencyPenalty),
+                PresencePenalty = p.GetValue(PresencePenalty),
                 Seed = p.GetValue(Seed),
             };
             s.Validate();
