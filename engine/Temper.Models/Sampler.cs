@@ -19,6 +19,9 @@ public sealed class Sampler(SamplingOptions options)
     {
         var o = Options;
         var s = logits.ToArray();
+        if (o.LogitBias != null)
+            foreach (var (id, bias) in o.LogitBias)
+                if ((uint)id < (uint)s.Length) s[id] += bias;
         if (o.RepetitionPenalty != 1f)
             foreach (int id in history.ToArray().Distinct())
                 if ((uint)id < (uint)s.Length) s[id] = s[id] < 0 ? s[id] * o.RepetitionPenalty : s[id] / o.RepetitionPenalty;

@@ -1,4 +1,5 @@
-// How the next token is picked, with Hugging Face's semantics and order: repetition penalty (over prompt and
+// How the next token is picked, with Hugging Face's semantics and order: OpenAI's logit bias (added to the
+// named tokens' logits), repetition penalty (over prompt and
 // output tokens), then OpenAI's frequency and presence penalties (over output tokens only, as vLLM applies
 // them: logit -= frequency x count + presence x [count > 0]), then temperature, top-k, top-p, min-p, then a
 // draw from the softmax (or argmax when greedy; the penalties apply to greedy decoding too).
@@ -15,6 +16,8 @@ public sealed record SamplingOptions
     public float FrequencyPenalty { get; init; }   // 0 = off; OpenAI's range [-2, 2]
     public float PresencePenalty { get; init; }    // 0 = off; OpenAI's range [-2, 2]
     public ulong Seed { get; init; }
+    /// <summary>OpenAI's logit_bias: added to the named token ids' logits first (-100 bans, 100 forces); null = none.</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
     public void Validate()
     {

@@ -117,10 +117,10 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Equal((string?)choice["text"], text);
     }
 
-    // OpenAI's frequency and presence penalties (and vLLM's repetition_penalty, top_k, min_p) reach the sampler:
+    // OpenAI's frequency and presence penalties and logit_bias (and vLLM's repetition_penalty, top_k, min_p) reach the sampler:
     // the tiny random model's greedy text repeats tokens, and the strongest presence penalty leaves none repeated.
     [Fact]
-    public async Task Penalties_reach_the_sampler_and_out_of_range_ones_are_refused()
+    public async Task Penalties_and_logit_bias_reach_the_sampler_and_bad_ones_are_refused()
     {
         async Task<string[]> Tokens(JsonObject extra)
         {
@@ -136,6 +136,11 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.NotEqual(plain, await Tokens(new JsonObject { ["frequency_penalty"] = 2 }));
         Assert.NotEqual(plain, await Tokens(new JsonObject { ["repetition_penalty"] = 3 }));
         Assert.Equal(plain, await Tokens(new JsonObject { ["frequency_penalty"] = 0, ["presence_penalty"] = 0, ["top_k"] = -1 }));
+        // logit_bias: +100 forces a token at every step, -100 bans the plain text's first token
+        Assert.Single((await Tokens(new JsonObject { ["logit_bias"] = new JsonObject { ["300"] = 100 } })).Distinct());
+        var first = f.Model.Engine.Submit(new Temper.Serving.Scheduling.ServingRequest { PromptIds = f.Model.Encode("Once upon a time"), MaxNewTokens = 1 });
+        int firstId = (await first.Events.ReadAsync(Cancel)).Token;
+        Assert.NotEqual(plain[0], (await Tokens(new JsonObject { ["logit_bias"] = new JsonObject { [firstId.ToString()] = -100 } }))[0]);
 
         // the official client sends them too
         OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("tell me a story")];
@@ -154,6 +159,8 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
 
         foreach (var (field, value, message) in new (string, JsonNode, string)[]
         {
+            ("logit_bias", new JsonObject { ["abc"] = 1 }, "'logit_bias' key 'abc' is not a token id"), ("logit_bias", new JsonObject { ["99999999"] = 1 }, "is not a token id of the vocabulary"),
+            ("logit_bias", new JsonObject { ["5"] = 101 }, "'logit_bias' of token 5 must be in [-100, 100]"), ("logit_bias", 3, "'logit_bias' must be an object"),
             ("frequency_penalty", 2.5, "'frequency_penalty' must be in [-2, 2]"), ("presence_penalty", -3, "'presence_penalty' must be in [-2, 2]"),
             ("top_k", -2, "'top_k' must be >= 1, or 0 or -1 for off"), ("min_p", 1.5, "'min_p' must be in [0, 1]"), ("repetition_penalty", 0, "'repetition_penalty' must be > 0"),
         })

@@ -1,6 +1,7 @@
 // Reads an OpenAI-style request body (/v1/completions or /v1/chat/completions) into a serving request:
 // model, prompt or messages, max_tokens (max_completion_tokens), temperature (0 = greedy), top_p,
-// frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), n, seed, stop, logprobs (an
+// frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), logit_bias ({"token id": bias in
+// [-100, 100]}), n, seed, stop, logprobs (an
 // int for completions; a bool plus top_logprobs for chat), stream and stream_options.include_usage; and
 // vLLM's sampling extras top_k (0 or -1 = off), min_p and repetition_penalty. Anything malformed is a TemperException naming the field (HTTP 400);
 // an unknown model is an UnknownModelException (HTTP 404).
@@ -47,6 +48,7 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
         if (!(minP >= 0 && minP <= 1)) throw new TemperException($"'min_p' must be in [0, 1] (got {minP})");
         float repetition = Float(body, "repetition_penalty") ?? 1f;
         if (!(repetition > 0)) throw new TemperException($"'repetition_penalty' must be > 0 (got {repetition})");
+        var logitBias = LogitBias(body, m.Engine.Config.VocabSize);
         int n = Int(body, "n") ?? 1;
         long? seed = body["seed"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.Number ? sv.GetValue<long>() : null;
         var stops = body["stop"] switch
@@ -72,15 +74,33 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
         {
             PromptIds = prompt, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
             Sampling = temperature == 0
-                ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition }
+                ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias }
                 : new SamplingOptions
                 {
                     Greedy = false, Temperature = temperature, TopP = topP, TopK = Math.Max(0, topK), MinP = minP,
-                    FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition,
+                    FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias,
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
         return new OpenAiRequest(model, serving, stream, usage, topLogprobs >= 0, stops);
+    }
+
+    /// <summary>logit_bias: an object of token ids (as strings, inside the vocabulary) to biases in [-100, 100]; null when absent.</summary>
+    private static Dictionary<int, float>? LogitBias(JsonObject body, int vocab)
+    {
+        var node = body["logit_bias"];
+        if (node == null || node.GetValueKind() == JsonValueKind.Null) return null;
+        if (node is not JsonObject o) throw new TemperException("'logit_bias' must be an object of token ids to biases");
+        var r = new Dictionary<int, float>();
+        foreach (var (key, value) in o)
+        {
+            if (!int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocab)
+                throw new TemperException($"'logit_bias' key '{key}' is not a token id of the vocabulary (0..{vocab - 1})");
+            float bias = Float(o, key) ?? throw new TemperException($"'logit_bias' of token {id} must be a number");
+            if (!(bias >= -100 && bias <= 100)) throw new TemperException($"'logit_bias' of token {id} must be in [-100, 100] (got {bias})");
+            r[id] = bias;
+        }
+        return r;
     }
 
     /// <summary>Messages whose content is an array of parts ({type: text, text}) become plain strings, which chat templates expect.</summary>
