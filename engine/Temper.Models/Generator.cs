@@ -92,8 +92,9 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         return Results(prompts, generated, finish);
     }
 
-    // Each unfinished row's next token into ids[row] (history = the row's prompt, then what it generated). A row has its own sampler and history, so a large batch
-    // draws its rows in parallel with the same draws as one by one (the GRPO rollouts sample 128 rows a step).
+    // Each unfinished row's next token into ids[row] (history = the row's prompt, then what it generated). A
+    // row has its own sampler and history, so a large batch draws its rows in parallel with the same draws as
+    // one by one (the GRPO rollouts sample 128 rows a step).
     internal static void Draw(Tensor logits, Sampler[] samplers, List<int>[] history, IReadOnlyList<IReadOnlyList<int>> prompts, FinishReason?[] finish, int[] ids, int vocab)
     {
         void Row(int b)
