@@ -171,6 +171,55 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         }
     }
 
+    // lm-evaluation-harness scores text through /v1/completions: prompt [[token ids]], echo, logprobs 1,
+    // max_tokens 1, then sums token_logprobs[ctxlen:-1] and calls the text greedy when each equals the
+    // largest of its top_logprobs. Here every prompt position's value is the contiguous decoder's.
+    [Fact]
+    public async Task Echo_scores_the_prompt_as_lm_evaluation_harness_reads_it()
+    {
+        var ids = f.Model.Encode("The quick brown fox jumps over the lazy dog").ToArray();
+        var reference = Temper.Serving.Tests.ServingFixtures.ReferenceLogprobs(ids);
+        var body = new JsonObject
+        {
+            ["model"] = "llama-tiny", ["prompt"] = new JsonArray(new JsonArray(ids.Select(i => (JsonNode)i).ToArray())),
+            ["max_tokens"] = 1, ["logprobs"] = 1, ["echo"] = true, ["temperature"] = 0, ["seed"] = 1234,
+        };
+        var r = await Post("v1/completions", body.ToJsonString());
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        var lp = r.Json!["choices"]![0]!["logprobs"]!;
+        var tokenLogprobs = lp["token_logprobs"]!.AsArray();
+        var top = lp["top_logprobs"]!.AsArray();
+        Assert.Equal(ids.Length + 1, lp["tokens"]!.AsArray().Count);
+        Assert.Null(tokenLogprobs[0]);
+        Assert.Null(top[0]);
+        bool greedy = true;
+        for (int i = 1; i < ids.Length; i++)
+        {
+            double got = (double)tokenLogprobs[i]!;
+            Assert.True(Math.Abs(got - reference[i - 1][ids[i]]) < 1e-4, $"prompt token {i}: {got} vs {reference[i - 1][ids[i]]}");
+            double best = top[i]!.AsObject().Max(kv => (double)kv.Value!);
+            Assert.True(best >= got - 1e-6);
+            greedy &= got == best;
+        }
+        Assert.Equal(Enumerable.Range(1, ids.Length - 1).All(i => Sampler.ArgMax(reference[i - 1]) == ids[i]), greedy);
+
+        // a string prompt with max_tokens 0 comes back as itself, every token scored, nothing generated
+        body = new JsonObject { ["model"] = "llama-tiny", ["prompt"] = "Once upon a time", ["max_tokens"] = 0, ["logprobs"] = 0, ["echo"] = true };
+        r = await Post("v1/completions", body.ToJsonString());
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        Assert.Equal("Once upon a time", (string?)r.Json!["choices"]![0]!["text"]);
+        Assert.Equal(f.Model.Encode("Once upon a time").Count, r.Json["choices"]![0]!["logprobs"]!["token_logprobs"]!.AsArray().Count);
+        Assert.Equal(0, (int)r.Json["usage"]!["completion_tokens"]!);
+
+        body["stream"] = true;
+        var streamed = await Post("v1/completions", body.ToJsonString());
+        Assert.Equal(HttpStatusCode.BadRequest, streamed.Status);
+        Assert.Contains("'echo' is not supported with 'stream'", Message(streamed));
+        var noEcho = await Post("v1/completions", """{"model": "llama-tiny", "prompt": "hi", "max_tokens": 0}""");
+        Assert.Equal(HttpStatusCode.BadRequest, noEcho.Status);
+        Assert.Contains("max tokens must be >= 1", Message(noEcho));
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

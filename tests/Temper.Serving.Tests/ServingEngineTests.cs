@@ -140,6 +140,41 @@ public sealed class ServingEngineTests : IDisposable
         ServingFixtures.AssertMatchesReference(prompt, warm, what: "warm");
     }
 
+    // Prompt scoring (echo with logprobs): every prompt token's log-probability given those before it equals
+    // the contiguous decoder's, through chunked prefill (7-token budget), beside a request being decoded, a
+    // second time with the prompt's blocks in the prefix cache (a scored prompt is computed whole), with
+    // top alternatives sorted, and with 0 new tokens (a finish and no token) or some.
+    [Fact]
+    public void Scored_prompts_give_each_token_the_contiguous_decoders_log_probability()
+    {
+        using var e = Engine(new ServingOptions { BlockSize = 4, Blocks = 64, MaxBatchTokens = 7 });
+        var prompt = Prompt(23, 8);
+        var reference = ServingFixtures.ReferenceLogprobs(prompt);
+        var other = e.Submit(Greedy(Prompt(6, 9), 10));
+        e.Step();
+        var scored = e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 0, PromptLogprobs = 3 });
+        var again = e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 4, IgnoreEos = true, PromptLogprobs = 0, TopLogprobs = 0 });
+        var results = RunAll(e, [other, scored, again]);
+        Assert.Empty(results[1][0].Tokens);
+        Assert.Equal(ServingFinish.Length, results[1][0].Finish);
+        ServingFixtures.AssertMatchesReference(prompt, results[2][0], what: "scored then generated");
+        foreach (var h in new[] { scored, again })
+        {
+            var scores = h.PromptLogprobs!;
+            Assert.Equal(prompt.Length, scores.Count);
+            Assert.Null(scores[0]);
+            for (int i = 1; i < prompt.Length; i++)
+            {
+                var row = reference[i - 1];
+                Assert.True(Math.Abs(row[prompt[i]] - scores[i]!.Logprob) < 1e-4, $"prompt token {i}: {scores[i]!.Logprob} vs {row[prompt[i]]}");
+                Assert.Equal(h == scored ? 3 : 0, scores[i]!.Top.Count);
+                if (h == scored) Assert.Equal(row.Select((x, t) => (x, t)).OrderByDescending(p => p.x).Take(3).Select(p => p.t), scores[i]!.Top.Select(t => t.Token));
+            }
+        }
+        Assert.Throws<Temper.Core.TemperException>(() => e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 0 }));
+        Assert.Throws<Temper.Core.TemperException>(() => e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 0, PromptLogprobs = 0, N = 2 }));
+    }
+
     [Fact]
     public void Parallel_samples_share_the_prompt_copy_on_write()
     {

@@ -1,6 +1,7 @@
 // The OpenAI-compatible routes: GET /v1/models (the base model and each adapter), POST
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
-// token delta per choice, then "data: [DONE]"), with log-probabilities when asked. Bad JSON and bad
+// token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
+// with echo, its prompt's tokens and their log-probabilities first). Bad JSON and bad
 // fields answer 400, an unknown model 404, each with {"error": {"message", "type", "code"}}; the
 // engine keeps serving. A client that goes away cancels its request.
 using System.Text;
@@ -102,7 +103,7 @@ public static class OpenAiEndpoints
             var arr = new JsonArray();
             foreach (var (index, (events, finish)) in choices)
             {
-                string text = Text(index).Text;
+                string text = req.Echo + Text(index).Text;
                 var choice = chat
                     ? new JsonObject { ["index"] = index, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text }, ["finish_reason"] = Reason(finish) }
                     : new JsonObject { ["index"] = index, ["text"] = text, ["finish_reason"] = Reason(finish) };
@@ -187,19 +188,22 @@ public static class OpenAiEndpoints
                 return new JsonObject { ["content"] = content };
             }
             var list = events.ToList();
+            // with echo, the prompt's tokens first: the first has no log-probability (nothing precedes it)
+            var prompt = req.Echo != null ? req.Serving.PromptIds : [];
+            var scores = handle.PromptLogprobs;
             return new JsonObject
             {
-                ["tokens"] = new JsonArray(list.Select(e => (JsonNode)m.Tokenizer.TokenToString(e.Token)).ToArray()),
-                ["token_logprobs"] = new JsonArray(list.Select(e => (JsonNode)e.Logprob).ToArray()),
-                ["top_logprobs"] = new JsonArray(list.Select(e => (JsonNode)Top(e)).ToArray()),
-                ["text_offset"] = new JsonArray(list.Select(_ => (JsonNode)0).ToArray()),
+                ["tokens"] = new JsonArray([.. prompt.Select(t => (JsonNode)m.Tokenizer.TokenToString(t)), .. list.Select(e => (JsonNode)m.Tokenizer.TokenToString(e.Token))]),
+                ["token_logprobs"] = new JsonArray([.. prompt.Select((_, i) => scores?[i] is { } p ? (JsonNode)p.Logprob : null), .. list.Select(e => (JsonNode)e.Logprob)]),
+                ["top_logprobs"] = new JsonArray([.. prompt.Select((_, i) => scores?[i] is { } p ? Top(p.Top) : null), .. list.Select(e => (JsonNode)Top(e.Top))]),
+                ["text_offset"] = new JsonArray([.. prompt.Select(_ => (JsonNode)0), .. list.Select(_ => (JsonNode)0)]),
             };
         }
 
-        private JsonObject Top(StreamEvent e)
+        private JsonObject Top(IReadOnlyList<TokenLogprob>? top)
         {
             var o = new JsonObject();
-            foreach (var t in e.Top ?? []) o[m.Tokenizer.TokenToString(t.Token)] = t.Logprob;
+            foreach (var t in top ?? []) o[m.Tokenizer.TokenToString(t.Token)] = t.Logprob;
             return o;
         }
 

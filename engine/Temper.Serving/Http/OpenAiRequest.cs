@@ -3,7 +3,10 @@
 // frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), logit_bias ({"token id": bias in
 // [-100, 100]}), n, seed, stop, logprobs (an
 // int for completions; a bool plus top_logprobs for chat), stream and stream_options.include_usage; and
-// vLLM's sampling extras top_k (0 or -1 = off), min_p and repetition_penalty. Anything malformed is a TemperException naming the field (HTTP 400);
+// vLLM's sampling extras top_k (0 or -1 = off), min_p and repetition_penalty. Completions also take
+// echo (the prompt before the completion, and with logprobs each prompt token scored given those before
+// it; max_tokens may then be 0: how lm-evaluation-harness scores text) and a prompt of token ids given as
+// a one-list batch ([[ids]]), as that harness sends it. Anything malformed is a TemperException naming the field (HTTP 400);
 // an unknown model is an UnknownModelException (HTTP 404).
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -13,7 +16,7 @@ using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Http;
 
-public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops)
+public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops, string? Echo = null)
 {
     public static OpenAiRequest Parse(JsonObject body, bool chat, ServedModel m)
     {
@@ -32,8 +35,9 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
             JsonValue v when v.GetValueKind() == JsonValueKind.String => m.Encode(v.GetValue<string>()),
             JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number) => a.Select(x => x!.GetValue<int>()).ToArray(),
             JsonArray { Count: 1 } a when a[0] is JsonValue one && one.GetValueKind() == JsonValueKind.String => m.Encode(one.GetValue<string>()),
+            JsonArray { Count: 1 } a when a[0] is JsonArray ids && ids.Count > 0 && ids.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number) => ids.Select(x => x!.GetValue<int>()).ToArray(),
             null => throw new TemperException("'prompt' is required"),
-            _ => throw new TemperException("'prompt' must be a string, a one-string array or an array of token ids"),
+            _ => throw new TemperException("'prompt' must be a string, a one-string array, an array of token ids or a one-list array of token ids (one prompt per request)"),
         };
         int maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? (chat ? 256 : 16);
         float temperature = Float(body, "temperature") ?? 1f;
@@ -69,10 +73,17 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
         else if (Int(body, "logprobs") is int lp) topLogprobs = lp;
         if (topLogprobs > 20) throw new TemperException($"'logprobs' asks for {topLogprobs} alternatives; at most 20");
         bool stream = Bool(body, "stream") ?? false;
+        bool echo = !chat && (Bool(body, "echo") ?? false);
+        if (echo && stream) throw new TemperException("'echo' is not supported with 'stream'");
+        string? echoText = !echo ? null
+            : body["prompt"] is JsonValue pv && pv.GetValueKind() == JsonValueKind.String ? pv.GetValue<string>()
+            : body["prompt"] is JsonArray { Count: 1 } pa && pa[0] is JsonValue pv1 && pv1.GetValueKind() == JsonValueKind.String ? pv1.GetValue<string>()
+            : m.Tokenizer.Decode(prompt.ToArray(), skipSpecialTokens: false);
         bool usage = body["stream_options"] is JsonObject so && (Bool(so, "include_usage") ?? false);
         var serving = new ServingRequest
         {
             PromptIds = prompt, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
+            PromptLogprobs = echo ? Math.Max(0, topLogprobs) : -1,
             Sampling = temperature == 0
                 ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias }
                 : new SamplingOptions
@@ -82,7 +93,7 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
-        return new OpenAiRequest(model, serving, stream, usage, topLogprobs >= 0, stops);
+        return new OpenAiRequest(model, serving, stream, usage, topLogprobs >= 0, stops, echoText);
     }
 
     /// <summary>logit_bias: an object of token ids (as strings, inside the vocabulary) to biases in [-100, 100]; null when absent.</summary>

@@ -5,7 +5,8 @@
 // table and read back by PagedAttention, and every targeted projection adds each row's own LoRA
 // through the gathered LoRA op (the base weights stay unmerged and shared): the step's adapters are
 // made resident in the device tier first, and rows index the op's stacks by device slot.
-// Rows are [N] = the items' tokens in order; logits come back [items wanting them, V] on the host.
+// Rows are [N] = the items' tokens in order; logits come back on the host, [rows wanting them, V]: every row
+// of an item with AllLogits (prompt scoring), else the last row of an item with WantLogits.
 using Temper.Core;
 using Temper.Models;
 using Temper.Serving.Kv;
@@ -13,7 +14,11 @@ using Temper.Serving.Lora;
 
 namespace Temper.Serving.Scheduling;
 
-public sealed record StepItem(SequenceBlocks Blocks, int[] Ids, int Start, int Adapter, bool WantLogits);
+public sealed record StepItem(SequenceBlocks Blocks, int[] Ids, int Start, int Adapter, bool WantLogits, bool AllLogits = false)
+{
+    /// <summary>The rows of the step's logits this item gets.</summary>
+    public int LogitRows => AllLogits ? Ids.Length : WantLogits ? 1 : 0;
+}
 
 public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterStack? adapters)
 {
@@ -23,7 +28,7 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
     public PagedKvCache Cache { get; } = cache;
     public AdapterStack? Adapters { get; } = adapters;
 
-    /// <summary>Runs the items (whose blocks are reserved) and returns the logits of those that want them, [count, V] row-major.</summary>
+    /// <summary>Runs the items (whose blocks are reserved) and returns their logit rows (StepItem.LogitRows each, in order), [rows, V] row-major.</summary>
     public float[] Forward(IReadOnlyList<StepItem> items)
     {
         var cfg = Decoder.Config;
@@ -101,17 +106,18 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
         }
         be.RmsNorm(x, w.FinalNorm, cfg.RmsNormEps, hn);
 
-        var wanted = Enumerable.Range(0, items.Count).Where(s => items[s].WantLogits).ToArray();
-        if (wanted.Length == 0) return [];
-        using var last = be.Zeros(new Shape(wanted.Length, c));
-        var lastAdapter = new int[wanted.Length];
+        int wanted = items.Sum(i => i.LogitRows);
+        if (wanted == 0) return [];
+        using var last = be.Zeros(new Shape(wanted, c));
+        var lastAdapter = new int[wanted];
         for (int i = 0, row = 0, s = 0; s < items.Count; row += items[s].Ids.Length, s++)
         {
-            if (!items[s].WantLogits) continue;
-            be.CopyRows(hn, row + items[s].Ids.Length - 1, last, i, 1);
-            lastAdapter[i++] = anyAdapter ? Adapters!.SlotOf(items[s].Adapter) : items[s].Adapter;
+            int rows = items[s].LogitRows;
+            if (rows == 0) continue;
+            be.CopyRows(hn, row + items[s].Ids.Length - rows, last, i, rows);
+            for (int r = 0; r < rows; r++) lastAdapter[i++] = anyAdapter ? Adapters!.SlotOf(items[s].Adapter) : items[s].Adapter;
         }
-        using var logits = be.Zeros(new Shape(wanted.Length, cfg.VocabSize));
+        using var logits = be.Zeros(new Shape(wanted, cfg.VocabSize));
         w.LmHead.Forward(be, last, logits);
         if (anyAdapter && Adapters!.For(w.LmHead.Name) is { } head) be.GatheredLoraLinear(last, head.A, head.B, head.Scales, lastAdapter, logits);
         if (logits.IsHost) return logits.Floats.ToArray();

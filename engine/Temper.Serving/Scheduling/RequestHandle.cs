@@ -7,12 +7,14 @@ namespace Temper.Serving.Scheduling;
 public sealed class RequestHandle
 {
     private readonly Channel<StreamEvent> _events = Channel.CreateUnbounded<StreamEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly PromptTokenLogprob?[]? _promptLogprobs;
     private volatile bool _cancelled;
 
     internal RequestHandle(long id, ServingRequest request)
     {
         Id = id;
         Request = request;
+        _promptLogprobs = request.PromptLogprobs >= 0 ? new PromptTokenLogprob?[request.PromptIds.Count] : null;
     }
 
     public long Id { get; }
@@ -20,11 +22,17 @@ public sealed class RequestHandle
     public long SubmittedAt { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
     public ServingRequest Request { get; }
     public ChannelReader<StreamEvent> Events => _events.Reader;
+    /// <summary>
+    /// With ServingRequest.PromptLogprobs &gt;= 0, entry i scores prompt token i (entry 0, which nothing
+    /// precedes, stays null); complete once the stream has given its first event.
+    /// </summary>
+    public IReadOnlyList<PromptTokenLogprob?>? PromptLogprobs => _promptLogprobs;
     public bool IsCancelled => _cancelled;
     /// <summary>Stops the request at the next step; its choices finish as Cancelled.</summary>
     public void Cancel() => _cancelled = true;
 
     internal int OpenChoices { get; set; }
+    internal void SetPromptLogprob(int position, PromptTokenLogprob p) => _promptLogprobs![position] = p;
     internal void Emit(StreamEvent e) => _events.Writer.TryWrite(e with { Timestamp = System.Diagnostics.Stopwatch.GetTimestamp() });
     internal void Complete() => _events.Writer.TryComplete();
 

@@ -105,7 +105,9 @@ public sealed class ServingEngine : IDisposable
     public RequestHandle Submit(ServingRequest r)
     {
         if (r.PromptIds.Count == 0) throw new TemperException("the prompt is empty: give at least one token");
-        if (r.MaxNewTokens < 1) throw new TemperException($"max tokens must be >= 1 (got {r.MaxNewTokens})");
+        if (r.MaxNewTokens < (r.PromptLogprobs >= 0 && r.N == 1 ? 0 : 1))
+            throw new TemperException($"max tokens must be >= 1 (got {r.MaxNewTokens}; 0 only when scoring the prompt of one choice)");
+        if (r.PromptLogprobs > 20) throw new TemperException($"prompt logprobs must be at most 20 alternatives (got {r.PromptLogprobs})");
         if (r.N < 1 || r.N > Options.MaxRunning) throw new TemperException($"n must be in 1..{Options.MaxRunning} (got {r.N})");
         if (r.TopLogprobs > 20) throw new TemperException($"top logprobs must be at most 20 (got {r.TopLogprobs})");
         if (r.StopStrings.Count > 0 && _decode == null) throw new TemperException("stop strings need a tokenizer");
@@ -216,7 +218,7 @@ public sealed class ServingEngine : IDisposable
         {
             var s = node.Value;
             if (!AdapterFits(s)) break;
-            if (s.Blocks.Length == 0 && Options.PrefixCaching)
+            if (s.Blocks.Length == 0 && Options.PrefixCaching && s.Handle.Request.PromptLogprobs < 0) // a scored prompt is computed whole
             {
                 int hit = Cache.MatchPrefix(s.Blocks, s.Tokens.ToArray().AsSpan(0, s.Tokens.Count - 1));
                 _cachedPrefix += hit;
@@ -291,7 +293,7 @@ public sealed class ServingEngine : IDisposable
     private void Run(List<(Sequence Seq, int Count)> items)
     {
         var step = items.Select(i => new StepItem(i.Seq.Blocks, i.Seq.Tokens.GetRange(i.Seq.Blocks.Length, i.Count).ToArray(), i.Seq.Blocks.Length, i.Seq.Adapter,
-            i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count)).ToArray();
+            i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count, AllLogits: ScoresPrompt(i.Seq))).ToArray();
         var logits = Model.Forward(step);
         int v = Config.VocabSize, row = 0;
         for (int i = 0; i < items.Count; i++)
@@ -301,8 +303,15 @@ public sealed class ServingEngine : IDisposable
             Cache.Commit(s.Blocks, s.Tokens.ToArray(), s.Blocks.Length + count);
             if (decode) _decodeTokens += count;
             else _prefill += count;
+            if (step[i].AllLogits) ScorePrompt(s, step[i].Start, count, logits.AsSpan(row * v, count * v));
+            row += step[i].LogitRows;
             if (!step[i].WantLogits) continue;
-            var l = logits.AsSpan(row++ * v, v);
+            var l = logits.AsSpan((row - 1) * v, v);
+            if (s.Handle.Request.MaxNewTokens == 0)
+            {
+                Finish(s, ServingFinish.Length); // prompt scoring only
+                continue;
+            }
             if (s.Handle.Request.N > 1 && !s.Forked)
             {
                 s.Forked = true;
@@ -317,6 +326,20 @@ public sealed class ServingEngine : IDisposable
                 }
             }
             Sample(s, l);
+        }
+    }
+
+    // A sequence whose request scores its prompt and whose prompt is not all computed yet.
+    private static bool ScoresPrompt(Sequence s) => s.Handle.Request.PromptLogprobs >= 0 && s.Blocks.Length < s.PromptLength;
+
+    // Rows [start, start + count) of the prompt just computed: row j predicts token start + j + 1.
+    private static void ScorePrompt(Sequence s, int start, int count, ReadOnlySpan<float> logits)
+    {
+        int v = logits.Length / count;
+        for (int j = 0; j < count && start + j + 1 < s.PromptLength; j++)
+        {
+            var (lp, top) = Logprobs(logits.Slice(j * v, v), s.Tokens[start + j + 1], s.Handle.Request.PromptLogprobs);
+            s.Handle.SetPromptLogprob(start + j + 1, new PromptTokenLogprob(lp, top));
         }
     }
 

@@ -20,7 +20,16 @@ public sealed record ServingRequest
     public int TopLogprobs { get; init; } = -1;
     /// <summary>Completions sampled from the one prompt (they share its KV blocks copy-on-write).</summary>
     public int N { get; init; } = 1;
+    /// <summary>
+    /// -1: none; k &gt;= 0: each prompt token's log-probability given the tokens before it (and the k most likely
+    /// there), into RequestHandle.PromptLogprobs (what `echo` with `logprobs` scores, as lm-evaluation-harness
+    /// asks). Such a prompt is computed whole, without prefix-cache hits; MaxNewTokens may then be 0.
+    /// </summary>
+    public int PromptLogprobs { get; init; } = -1;
 }
+
+/// <summary>A prompt token's log-probability given the tokens before it, and the most likely tokens there.</summary>
+public sealed record PromptTokenLogprob(float Logprob, IReadOnlyList<TokenLogprob> Top);
 
 public enum ServingFinish { Length, Eos, Stop, Cancelled, Error }
 
