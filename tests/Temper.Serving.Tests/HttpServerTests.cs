@@ -220,6 +220,60 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Contains("max tokens must be >= 1", Message(noEcho));
     }
 
+    // A batch of prompts (strings or token-id lists) is one serving request each: choice i x n + j is prompt
+    // i's choice j, equal to what the prompt gives alone, whole or streamed; usage counts every prompt.
+    [Fact]
+    public async Task A_batch_of_prompts_answers_each_as_alone()
+    {
+        string[] prompts = ["Once upon a time", "The capital of France", "1 2 3 4"];
+        async Task<JsonNode> Complete(JsonNode prompt, int n = 1, bool echo = false, bool stream = false)
+        {
+            var body = new JsonObject { ["model"] = "llama-tiny", ["prompt"] = prompt, ["max_tokens"] = 5, ["temperature"] = 0, ["n"] = n, ["logprobs"] = 0, ["echo"] = echo, ["stream"] = stream };
+            var r = await Post("v1/completions", body.ToJsonString());
+            Assert.Equal(HttpStatusCode.OK, r.Status);
+            if (!stream) return r.Json!;
+            var texts = new Dictionary<int, string>();
+            foreach (var chunk in r.Text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1])
+                foreach (var c in JsonNode.Parse(chunk["data: ".Length..])!["choices"]!.AsArray())
+                    texts[(int)c!["index"]!] = texts.GetValueOrDefault((int)c["index"]!) + (string?)c["text"];
+            return new JsonObject { ["choices"] = new JsonArray([.. texts.OrderBy(kv => kv.Key).Select(kv => (JsonNode)new JsonObject { ["index"] = kv.Key, ["text"] = kv.Value })]) };
+        }
+        var alone = new List<string>();
+        foreach (var p in prompts) alone.Add((string)(await Complete(p))["choices"]![0]!["text"]!);
+        Assert.True(alone.Distinct().Count() > 1, "the prompts' answers are too alike to tell a mix-up");
+
+        var batch = await Complete(new JsonArray([.. prompts.Select(p => (JsonNode)p)]), n: 2);
+        var choices = batch["choices"]!.AsArray();
+        Assert.Equal(6, choices.Count);
+        for (int i = 0; i < 6; i++)
+        {
+            Assert.Equal(i, (int)choices[i]!["index"]!);
+            Assert.Equal(alone[i / 2], (string)choices[i]!["text"]!);
+        }
+        Assert.Equal(prompts.Sum(p => f.Model.Encode(p).Count), (int)batch["usage"]!["prompt_tokens"]!);
+        Assert.Equal(30, (int)batch["usage"]!["completion_tokens"]!);
+
+        var streamed = (await Complete(new JsonArray([.. prompts.Select(p => (JsonNode)p)]), stream: true))["choices"]!.AsArray();
+        Assert.Equal(alone, streamed.Select(c => (string)c!["text"]!));
+
+        // token-id lists with echo, as lm-evaluation-harness batches its scoring requests
+        var ids = prompts.Select(p => f.Model.Encode(p).ToArray()).ToArray();
+        var echoed = (await Complete(new JsonArray([.. ids.Select(x => (JsonNode)new JsonArray([.. x.Select(t => (JsonNode)t)]))]), echo: true))["choices"]!.AsArray();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var tokens = echoed[i]!["logprobs"]!["tokens"]!.AsArray();
+            Assert.Equal(ids[i].Length + 5, tokens.Count);
+            Assert.Equal(ids[i].Select(t => f.Model.Tokenizer.TokenToString(t)), tokens.Take(ids[i].Length).Select(t => (string)t!));
+            var reference = Temper.Serving.Tests.ServingFixtures.ReferenceLogprobs(ids[i]);
+            var lps = echoed[i]!["logprobs"]!["token_logprobs"]!.AsArray();
+            for (int t = 1; t < ids[i].Length; t++) Assert.True(Math.Abs((double)lps[t]! - reference[t - 1][ids[i][t]]) < 1e-4, $"prompt {i} token {t}");
+        }
+
+        var bad = await Post("v1/completions", """{"model": "llama-tiny", "prompt": ["fine", 7]}""");
+        Assert.Equal(HttpStatusCode.BadRequest, bad.Status);
+        Assert.Contains("'prompt' must be a string, an array of token ids, or a non-empty list of either", Message(bad));
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

@@ -30,13 +30,13 @@ public static class OpenAiEndpoints
     private static async Task Complete(HttpContext ctx, ServedModel m, bool chat)
     {
         OpenAiRequest req;
-        RequestHandle handle;
+        var handles = new List<RequestHandle>();
         try
         {
             var body = await JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted).ConfigureAwait(false) as JsonObject
                 ?? throw new TemperException("the request body must be a JSON object");
             req = OpenAiRequest.Parse(body, chat, m);
-            handle = m.Engine.Submit(req.Serving);
+            foreach (var serving in req.Servings) handles.Add(m.Engine.Submit(serving));
         }
         catch (JsonException e)
         {
@@ -50,13 +50,21 @@ public static class OpenAiEndpoints
         }
         catch (TemperException e)
         {
+            foreach (var h in handles) h.Cancel(); // a later prompt of the batch was refused
             await Error(ctx, 400, e.Message, "invalid_request").ConfigureAwait(false);
             return;
         }
-        using var cancel = ctx.RequestAborted.Register(handle.Cancel);
-        var writer = new CompletionWriter(chat, req, handle, m);
-        if (req.Stream) await writer.Stream(ctx).ConfigureAwait(false);
-        else await writer.Whole(ctx).ConfigureAwait(false);
+        using var cancel = ctx.RequestAborted.Register(() => handles.ForEach(h => h.Cancel()));
+        var writer = new CompletionWriter(chat, req, handles, m);
+        try
+        {
+            if (req.Stream) await writer.Stream(ctx).ConfigureAwait(false);
+            else await writer.Whole(ctx).ConfigureAwait(false);
+        }
+        finally
+        {
+            foreach (var h in handles) h.Cancel(); // whatever still runs after the response ended early (an engine error) stops
+        }
     }
 
     internal static Task Error(HttpContext ctx, int status, string message, string code)
@@ -68,9 +76,27 @@ public static class OpenAiEndpoints
     }
 
     /// <summary>Builds one response (or its stream of chunks) from the engine's events.</summary>
-    private sealed class CompletionWriter(bool chat, OpenAiRequest req, RequestHandle handle, ServedModel m)
+    private sealed class CompletionWriter(bool chat, OpenAiRequest req, List<RequestHandle> handles, ServedModel m)
     {
-        private readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + handle.Id;
+        private readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + handles[0].Id;
+        private readonly int _n = req.Servings[0].N;
+
+        // Every prompt's events as they come, each tagged with its choice index in the response (prompt x n + choice).
+        private async IAsyncEnumerable<StreamEvent> Events([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancel)
+        {
+            if (handles.Count == 1)
+            {
+                await foreach (var e in handles[0].Events.ReadAllAsync(cancel).ConfigureAwait(false)) yield return e;
+                yield break;
+            }
+            var merged = System.Threading.Channels.Channel.CreateUnbounded<StreamEvent>();
+            var readers = handles.Select(async (h, p) =>
+            {
+                await foreach (var e in h.Events.ReadAllAsync(cancel).ConfigureAwait(false)) await merged.Writer.WriteAsync(e with { Choice = p * _n + e.Choice }, cancel).ConfigureAwait(false);
+            }).ToArray();
+            _ = Task.WhenAll(readers).ContinueWith(t => merged.Writer.TryComplete(t.Exception), TaskScheduler.Default);
+            await foreach (var e in merged.Reader.ReadAllAsync(cancel).ConfigureAwait(false)) yield return e;
+        }
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         private readonly Dictionary<int, TextStream> _texts = [];
         private int _completionTokens;
@@ -84,7 +110,7 @@ public static class OpenAiEndpoints
         public async Task Whole(HttpContext ctx)
         {
             var choices = new SortedDictionary<int, (List<StreamEvent> Events, ServingFinish Finish)>();
-            await foreach (var e in handle.Events.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
+            await foreach (var e in Events(ctx.RequestAborted).ConfigureAwait(false))
             {
                 if (e.Error != null)
                 {
@@ -103,11 +129,11 @@ public static class OpenAiEndpoints
             var arr = new JsonArray();
             foreach (var (index, (events, finish)) in choices)
             {
-                string text = req.Echo + Text(index).Text;
+                string text = req.Echoes?[index / _n] + Text(index).Text;
                 var choice = chat
                     ? new JsonObject { ["index"] = index, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text }, ["finish_reason"] = Reason(finish) }
                     : new JsonObject { ["index"] = index, ["text"] = text, ["finish_reason"] = Reason(finish) };
-                choice["logprobs"] = req.Logprobs ? Logprobs(events) : null;
+                choice["logprobs"] = req.Logprobs ? Logprobs(events, index / _n) : null;
                 arr.Add(choice);
             }
             var body = Envelope(chat ? "chat.completion" : "text_completion", arr);
@@ -121,7 +147,7 @@ public static class OpenAiEndpoints
             ctx.Response.ContentType = "text/event-stream";
             ctx.Response.Headers.CacheControl = "no-cache";
             var started = new HashSet<int>();
-            await foreach (var e in handle.Events.ReadAllAsync(ctx.RequestAborted).ConfigureAwait(false))
+            await foreach (var e in Events(ctx.RequestAborted).ConfigureAwait(false))
             {
                 if (e.Error != null)
                 {
@@ -144,7 +170,7 @@ public static class OpenAiEndpoints
                     choice["delta"] = d;
                 }
                 else choice["text"] = delta;
-                choice["logprobs"] = req.Logprobs && e.Token >= 0 ? Logprobs([e]) : null;
+                choice["logprobs"] = req.Logprobs && e.Token >= 0 ? Logprobs([e], e.Choice / _n) : null;
                 choice["finish_reason"] = e.Finish is { } f ? Reason(f) : null;
                 await Send(ctx, Envelope(chat ? "chat.completion.chunk" : "text_completion", [choice])).ConfigureAwait(false);
             }
@@ -169,12 +195,13 @@ public static class OpenAiEndpoints
             ["id"] = _id, ["object"] = kind, ["created"] = _created, ["model"] = req.Model, ["choices"] = choices,
         };
 
-        private JsonObject Usage() => new()
+        private JsonObject Usage()
         {
-            ["prompt_tokens"] = req.Serving.PromptIds.Count, ["completion_tokens"] = _completionTokens, ["total_tokens"] = req.Serving.PromptIds.Count + _completionTokens,
-        };
+            int prompt = req.Servings.Sum(s => s.PromptIds.Count);
+            return new() { ["prompt_tokens"] = prompt, ["completion_tokens"] = _completionTokens, ["total_tokens"] = prompt + _completionTokens };
+        }
 
-        private JsonObject Logprobs(IEnumerable<StreamEvent> events)
+        private JsonObject Logprobs(IEnumerable<StreamEvent> events, int promptIndex)
         {
             if (chat)
             {
@@ -189,8 +216,8 @@ public static class OpenAiEndpoints
             }
             var list = events.ToList();
             // with echo, the prompt's tokens first: the first has no log-probability (nothing precedes it)
-            var prompt = req.Echo != null ? req.Serving.PromptIds : [];
-            var scores = handle.PromptLogprobs;
+            var prompt = req.Echoes != null ? req.Servings[promptIndex].PromptIds : [];
+            var scores = handles[promptIndex].PromptLogprobs;
             return new JsonObject
             {
                 ["tokens"] = new JsonArray([.. prompt.Select(t => (JsonNode)m.Tokenizer.TokenToString(t)), .. list.Select(e => (JsonNode)m.Tokenizer.TokenToString(e.Token))]),

@@ -1,13 +1,13 @@
-// Reads an OpenAI-style request body (/v1/completions or /v1/chat/completions) into a serving request:
+// Reads an OpenAI-style request body (/v1/completions or /v1/chat/completions) into serving requests:
 // model, prompt or messages, max_tokens (max_completion_tokens), temperature (0 = greedy), top_p,
-// frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), logit_bias ({"token id": bias in
-// [-100, 100]}), n, seed, stop, logprobs (an
-// int for completions; a bool plus top_logprobs for chat), stream and stream_options.include_usage; and
-// vLLM's sampling extras top_k (0 or -1 = off), min_p and repetition_penalty. Completions also take
-// echo (the prompt before the completion, and with logprobs each prompt token scored given those before
-// it; max_tokens may then be 0: how lm-evaluation-harness scores text) and a prompt of token ids given as
-// a one-list batch ([[ids]]), as that harness sends it. Anything malformed is a TemperException naming the field (HTTP 400);
-// an unknown model is an UnknownModelException (HTTP 404).
+// frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), logit_bias ({"token id":
+// bias in [-100, 100]}), n, seed, stop, logprobs (an int for completions; a bool plus top_logprobs for
+// chat), stream and stream_options.include_usage; and vLLM's sampling extras top_k (0 or -1 = off),
+// min_p and repetition_penalty. Completions also take a batch of prompts (a list of strings or of
+// token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
+// before the completion, and with logprobs each prompt token scored given those before it; max_tokens
+// may then be 0: how lm-evaluation-harness scores text). Anything malformed is a TemperException naming
+// the field (HTTP 400); an unknown model is an UnknownModelException (HTTP 404).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -16,28 +16,30 @@ using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Http;
 
-public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops, string? Echo = null)
+/// <summary>A parsed request: one serving request per prompt (chat: one), and with echo each prompt's text.</summary>
+public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> Servings, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops,
+    IReadOnlyList<string>? Echoes = null)
 {
     public static OpenAiRequest Parse(JsonObject body, bool chat, ServedModel m)
     {
         string model = Str(body, "model") ?? throw new TemperException("'model' is required");
         string? adapter = m.AdapterFor(model);
-        IReadOnlyList<int> prompt;
+        List<(IReadOnlyList<int> Ids, string? Text)> prompts;
         if (chat)
         {
             if (body["messages"] is not JsonArray messages || messages.Count == 0) throw new TemperException("'messages' must be a non-empty array");
             foreach (var msg in messages)
                 if (msg is not JsonObject o || Str(o, "role") == null) throw new TemperException("each message needs a 'role'");
-            prompt = m.EncodeChat(Flatten(messages));
+            prompts = [(m.EncodeChat(Flatten(messages)), null)];
         }
-        else prompt = body["prompt"] switch
+        else prompts = body["prompt"] switch
         {
-            JsonValue v when v.GetValueKind() == JsonValueKind.String => m.Encode(v.GetValue<string>()),
-            JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number) => a.Select(x => x!.GetValue<int>()).ToArray(),
-            JsonArray { Count: 1 } a when a[0] is JsonValue one && one.GetValueKind() == JsonValueKind.String => m.Encode(one.GetValue<string>()),
-            JsonArray { Count: 1 } a when a[0] is JsonArray ids && ids.Count > 0 && ids.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number) => ids.Select(x => x!.GetValue<int>()).ToArray(),
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => [(m.Encode(v.GetValue<string>()), v.GetValue<string>())],
+            JsonArray a when a.Count > 0 && a.All(IsNumber) => [(Ids(a), null)],
+            JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.String) => [.. a.Select(x => (m.Encode(x!.GetValue<string>()), (string?)x.GetValue<string>()))],
+            JsonArray a when a.Count > 0 && a.All(x => x is JsonArray ids && ids.Count > 0 && ids.All(IsNumber)) => [.. a.Select(x => (Ids((JsonArray)x!), (string?)null))],
             null => throw new TemperException("'prompt' is required"),
-            _ => throw new TemperException("'prompt' must be a string, a one-string array, an array of token ids or a one-list array of token ids (one prompt per request)"),
+            _ => throw new TemperException("'prompt' must be a string, an array of token ids, or a non-empty list of either"),
         };
         int maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? (chat ? 256 : 16);
         float temperature = Float(body, "temperature") ?? 1f;
@@ -75,14 +77,11 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
         bool stream = Bool(body, "stream") ?? false;
         bool echo = !chat && (Bool(body, "echo") ?? false);
         if (echo && stream) throw new TemperException("'echo' is not supported with 'stream'");
-        string? echoText = !echo ? null
-            : body["prompt"] is JsonValue pv && pv.GetValueKind() == JsonValueKind.String ? pv.GetValue<string>()
-            : body["prompt"] is JsonArray { Count: 1 } pa && pa[0] is JsonValue pv1 && pv1.GetValueKind() == JsonValueKind.String ? pv1.GetValue<string>()
-            : m.Tokenizer.Decode(prompt.ToArray(), skipSpecialTokens: false);
+        var echoes = echo ? prompts.Select(p => p.Text ?? m.Tokenizer.Decode(p.Ids.ToArray(), skipSpecialTokens: false)).ToArray() : null;
         bool usage = body["stream_options"] is JsonObject so && (Bool(so, "include_usage") ?? false);
         var serving = new ServingRequest
         {
-            PromptIds = prompt, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
+            PromptIds = prompts[0].Ids, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
             PromptLogprobs = echo ? Math.Max(0, topLogprobs) : -1,
             Sampling = temperature == 0
                 ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias }
@@ -93,7 +92,15 @@ public sealed record OpenAiRequest(string Model, ServingRequest Serving, bool St
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
-        return new OpenAiRequest(model, serving, stream, usage, topLogprobs >= 0, stops, echoText);
+        return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes);
+    }
+
+    private static bool IsNumber(JsonNode? x) => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number;
+
+    private static int[] Ids(JsonArray a)
+    {
+        try { return a.Select(x => x!.GetValue<int>()).ToArray(); }
+        catch (Exception e) when (e is FormatException or InvalidOperationException) { throw new TemperException("'prompt' token ids must be integers"); }
     }
 
     /// <summary>logit_bias: an object of token ids (as strings, inside the vocabulary) to biases in [-100, 100]; null when absent.</summary>
