@@ -197,7 +197,7 @@ public sealed class ServingEngine : IDisposable
             if (budget == 0) break;
             if (!_running.Contains(s)) continue; // preempted below by an earlier sequence
             if (!AdapterFits(s)) continue;
-            int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
+            int chunk = Chunk(s, budget);
             bool ok;
             while (!(ok = AdapterResident(s) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
             {
@@ -223,7 +223,7 @@ public sealed class ServingEngine : IDisposable
                 int hit = Cache.MatchPrefix(s.Blocks, s.Tokens.ToArray().AsSpan(0, s.Tokens.Count - 1));
                 _cachedPrefix += hit;
             }
-            int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
+            int chunk = Chunk(s, budget);
             bool ok = AdapterResident(s) && (s.Blocks.SwappedBlocks > 0
                 ? Cache.Pool.Available >= Cache.BlocksFor(s.Blocks.Length + chunk) && Cache.SwapIn(s.Blocks) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)
                 : Cache.Reserve(s.Blocks, s.Blocks.Length + chunk));
@@ -327,6 +327,14 @@ public sealed class ServingEngine : IDisposable
             }
             Sample(s, l);
         }
+    }
+
+    // The tokens of s the step computes: what is left of them, within the budget; a scored prompt's chunk also
+    // keeps its logits (a row of V floats a token) to about 128 MB.
+    private int Chunk(Sequence s, int budget)
+    {
+        int chunk = Math.Min(s.Tokens.Count - s.Blocks.Length, budget);
+        return ScoresPrompt(s) ? Math.Min(chunk, Math.Max(1, (1 << 25) / Config.VocabSize)) : chunk;
     }
 
     // A sequence whose request scores its prompt and whose prompt is not all computed yet.
