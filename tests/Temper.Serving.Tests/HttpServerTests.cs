@@ -274,6 +274,33 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Contains("'prompt' must be a string, an array of token ids, or a non-empty list of either", Message(bad));
     }
 
+    // /health answers 200; /metrics gives the engine's counters in Prometheus' text format, and a completion
+    // moves them by what it computed.
+    [Fact]
+    public async Task Health_and_metrics_answer_and_the_counters_move()
+    {
+        Assert.Equal(HttpStatusCode.OK, (await f.Http.GetAsync(new Uri(f.Host.Address, "health"), Cancel)).StatusCode);
+        async Task<Dictionary<string, long>> Metrics()
+        {
+            var r = await f.Http.GetAsync(new Uri(f.Host.Address, "metrics"), Cancel);
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.StartsWith("text/plain", r.Content.Headers.ContentType!.ToString());
+            var lines = (await r.Content.ReadAsStringAsync(Cancel)).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            var values = lines.Where(l => !l.StartsWith('#')).Select(l => l.Split(' ')).ToDictionary(p => p[0], p => long.Parse(p[1]));
+            foreach (var name in values.Keys) Assert.Contains($"# TYPE {name} ", string.Join('\n', lines));
+            return values;
+        }
+        var before = await Metrics();
+        var body = new JsonObject { ["model"] = "llama-tiny", ["prompt"] = "Counting the tokens of a request", ["max_tokens"] = 7, ["temperature"] = 0 };
+        Assert.Equal(HttpStatusCode.OK, (await Post("v1/completions", body.ToJsonString())).Status);
+        var after = await Metrics();
+        Assert.True(after["temper_generation_tokens_total"] - before["temper_generation_tokens_total"] >= 6); // 7 tokens: 6 decode steps after the prefill's
+        Assert.True(after["temper_prompt_tokens_total"] > before["temper_prompt_tokens_total"]);
+        Assert.True(after["temper_requests_finished_total"] > before["temper_requests_finished_total"]);
+        Assert.Equal(128, after["temper_kv_blocks"]);
+        Assert.InRange(after["temper_kv_blocks_free"], 0, 128);
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

@@ -1,4 +1,5 @@
-// The OpenAI-compatible routes: GET /v1/models (the base model and each adapter), POST
+// The OpenAI-compatible routes: GET /v1/models (the base model and each adapter), GET /health (200 while
+// serving) and /metrics (the engine's counters in Prometheus' text format), POST
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
 // token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
 // with echo, its prompt's tokens and their log-probabilities first). Bad JSON and bad
@@ -23,6 +24,8 @@ public static class OpenAiEndpoints
             ["object"] = "list",
             ["data"] = new JsonArray(m.ModelIds.Select(id => (JsonNode)new JsonObject { ["id"] = id, ["object"] = "model", ["created"] = 0, ["owned_by"] = "temper" }).ToArray()),
         }.ToJsonString(), "application/json"));
+        app.MapGet("/health", () => Results.Ok());
+        app.MapGet("/metrics", () => Results.Text(Metrics(m.Engine), "text/plain; version=0.0.4"));
         app.MapPost("/v1/completions", ctx => Complete(ctx, m, chat: false));
         app.MapPost("/v1/chat/completions", ctx => Complete(ctx, m, chat: true));
     }
@@ -65,6 +68,29 @@ public static class OpenAiEndpoints
         {
             foreach (var h in handles) h.Cancel(); // whatever still runs after the response ended early (an engine error) stops
         }
+    }
+
+    /// <summary>The engine's counters in Prometheus' text format (what vLLM's /metrics gives, under temper_ names).</summary>
+    internal static string Metrics(ServingEngine e)
+    {
+        var s = e.Stats;
+        var text = new StringBuilder();
+        void Metric(string name, string type, string help, long value) =>
+            text.Append($"# HELP temper_{name} {help}\n# TYPE temper_{name} {type}\ntemper_{name} {value}\n");
+        Metric("steps_total", "counter", "Engine steps run.", s.Steps);
+        Metric("prompt_tokens_total", "counter", "Prompt tokens computed (prefill; prefix-cache hits not included).", s.PrefillTokens);
+        Metric("generation_tokens_total", "counter", "Tokens computed in decode steps.", s.DecodeTokens);
+        Metric("prefix_cache_hit_tokens_total", "counter", "Prompt tokens taken from the prefix cache.", s.CachedPrefixTokens);
+        Metric("requests_finished_total", "counter", "Choices finished.", s.RequestsFinished);
+        Metric("preemptions_total", "counter", "Sequences preempted for KV blocks.", s.Preemptions);
+        Metric("swaps_total", "counter", "Preempted sequences swapped to a slower tier.", s.Swaps);
+        Metric("recomputations_total", "counter", "Preempted sequences to be recomputed.", s.Recomputations);
+        Metric("copy_on_write_blocks_total", "counter", "KV blocks copied on write.", s.CopiedOnWrite);
+        Metric("requests_running", "gauge", "Sequences in the running batch.", s.Running);
+        Metric("requests_waiting", "gauge", "Sequences waiting to be admitted.", s.Waiting);
+        Metric("kv_blocks_free", "gauge", "Free KV blocks in the device pool.", s.FreeBlocks);
+        Metric("kv_blocks", "gauge", "KV blocks in the device pool.", e.Cache.Pool.Count);
+        return text.ToString();
     }
 
     internal static Task Error(HttpContext ctx, int status, string message, string code)
