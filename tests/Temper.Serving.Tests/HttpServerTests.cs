@@ -301,6 +301,32 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.InRange(after["temper_kv_blocks_free"], 0, 128);
     }
 
+    // --api-key: /v1/ routes answer 401 without the bearer key (or with another), the official client with
+    // the key is served, and /health stays open.
+    [Fact]
+    public async Task An_api_key_guards_the_v1_routes()
+    {
+        await using var guarded = await ServingHost.StartAsync(f.Model, "127.0.0.1", 0, apiKey: "s3cret");
+        async Task<HttpStatusCode> Models(string? key)
+        {
+            using var req = new HttpRequestMessage(HttpMethod.Get, new Uri(guarded.Address, "v1/models"));
+            if (key != null) req.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+            var r = await f.Http.SendAsync(req, Cancel);
+            if (r.StatusCode == HttpStatusCode.Unauthorized) Assert.Contains("a valid API key is required", await r.Content.ReadAsStringAsync(Cancel));
+            return r.StatusCode;
+        }
+        Assert.Equal(HttpStatusCode.Unauthorized, await Models(null));
+        Assert.Equal(HttpStatusCode.Unauthorized, await Models("s3cre"));
+        Assert.Equal(HttpStatusCode.OK, await Models("s3cret"));
+        Assert.Equal(HttpStatusCode.OK, (await f.Http.GetAsync(new Uri(guarded.Address, "health"), Cancel)).StatusCode);
+        var client = new OpenAIClient(new ApiKeyCredential("s3cret"), new OpenAIClientOptions { Endpoint = new Uri(guarded.Address, "v1") });
+        var answer = await client.GetChatClient("llama-tiny").CompleteChatAsync([new UserChatMessage("hi")], Greedy(3), Cancel);
+        Assert.Equal(3, answer.Value.Usage.OutputTokenCount);
+        var refused = await Assert.ThrowsAsync<ClientResultException>(() => new OpenAIClient(new ApiKeyCredential("wrong"), new OpenAIClientOptions { Endpoint = new Uri(guarded.Address, "v1") })
+            .GetChatClient("llama-tiny").CompleteChatAsync([new UserChatMessage("hi")], Greedy(3), Cancel));
+        Assert.Equal(401, refused.Status);
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

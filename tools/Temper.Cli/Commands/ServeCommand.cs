@@ -1,5 +1,5 @@
 // `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
-// [--host-blocks H] [--disk-blocks D --disk-dir DIR]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
@@ -30,8 +30,9 @@ internal static class ServeCommand
         var hostBlocks = new Option<int>("--host-blocks") { Description = "KV blocks the host-memory tier holds (evicted prefix blocks, swapped sequences, evicted adapters); 0: none", DefaultValueFactory = _ => 0 };
         var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a memory-mapped file in --disk-dir) holds; 0: none", DefaultValueFactory = _ => 0 };
         var diskDir = new Option<string?>("--disk-dir") { Description = "Folder for the disk tier's file, deleted on exit (default: the temporary folder)" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1/ routes (default: the TEMPER_API_KEY environment variable; unset: open)" };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, threads }) cmd.Add(o);
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             var named = (p.GetValue(adapters) ?? []).Select(ParseAdapter).ToList();
@@ -46,9 +47,10 @@ internal static class ServeCommand
             if (options.Blocks < 1 || options.BlockSize < 1) throw new TemperException("--kv-blocks and --block-size must be >= 1");
             var lm = CliOptions.LoadModel(p, model, null, threads);
             using var served = new ServedModel(lm, named, options);
-            var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port)).GetAwaiter().GetResult();
+            string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");
+            var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key).GetAwaiter().GetResult();
             string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
-            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}); Ctrl+C stops");
+            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}{(key != null ? ", API key required" : "")}); Ctrl+C stops");
             using var stop = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) =>
             {
