@@ -106,6 +106,9 @@ public static class OpenAiEndpoints
     {
         private readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + handles[0].Id;
         private readonly int _n = req.Servings[0].N;
+        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        private readonly Dictionary<int, TextStream> _texts = [];
+        private int _completionTokens;
 
         // Every prompt's events as they come, each tagged with its choice index in the response (prompt x n + choice).
         private async IAsyncEnumerable<StreamEvent> Events([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancel)
@@ -123,9 +126,6 @@ public static class OpenAiEndpoints
             _ = Task.WhenAll(readers).ContinueWith(t => merged.Writer.TryComplete(t.Exception), TaskScheduler.Default);
             await foreach (var e in merged.Reader.ReadAllAsync(cancel).ConfigureAwait(false)) yield return e;
         }
-        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        private readonly Dictionary<int, TextStream> _texts = [];
-        private int _completionTokens;
 
         private TextStream Text(int choice)
         {

@@ -16,7 +16,10 @@
 // recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length
 // reaches their token count get logits; each samples with its own options (Temper.Models.Sampler),
 // streams the token, and stops on EOS, a stop string, its token limit or the length limit. A request
-// with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write). Step()
+// with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write). A request
+// that scores its prompt (PromptLogprobs) gets logits at every prompt position: its prompt is computed
+// whole (no prefix-cache hit), in chunks whose logits stay near 128 MB, and each token's log-probability
+// given those before it goes to its handle; with 0 new tokens it then finishes. Step()
 // runs on one thread at a time: the background loop's (Start) or a test's.
 using System.Collections.Concurrent;
 using Temper.Core;
