@@ -377,14 +377,20 @@ public sealed class ServingEngine : IDisposable
         double sum = 0;
         foreach (float x in logits) sum += Math.Exp(x - max);
         float lse = max + (float)Math.Log(sum);
-        var top = new TokenLogprob[Math.Min(k, logits.Length)];
-        if (k > 0)
+        // the k largest in one pass (a k-long buffer kept sorted, ties by the smaller id), not a sort of V
+        k = Math.Clamp(k, 0, logits.Length);
+        var ids = new int[k];
+        int n = 0;
+        for (int i = 0; k > 0 && i < logits.Length; i++)
         {
-            var order = Enumerable.Range(0, logits.Length).ToArray();
-            var keys = logits.ToArray();
-            Array.Sort(keys.Select(x => -x).ToArray(), order);
-            for (int i = 0; i < top.Length; i++) top[i] = new TokenLogprob(order[i], logits[order[i]] - lse);
+            float x = logits[i];
+            if (n == k && !(x > logits[ids[k - 1]])) continue;
+            int j = n < k ? n++ : k - 1;
+            for (; j > 0 && x > logits[ids[j - 1]]; j--) ids[j] = ids[j - 1];
+            ids[j] = i;
         }
+        var top = new TokenLogprob[n];
+        for (int i = 0; i < n; i++) top[i] = new TokenLogprob(ids[i], logits[ids[i]] - lse);
         return (logits[chosen] - lse, top);
     }
 
