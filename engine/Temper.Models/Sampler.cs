@@ -40,7 +40,7 @@ public sealed class Sampler(SamplingOptions options)
         for (int i = 0; i < s.Length; i++) s[i] /= o.Temperature;
         if (o.TopK > 0 && o.TopK < s.Length)
         {
-            float kth = KthLargest(s, o.TopK);
+            float kth = s[LargestIds(s, o.TopK)[^1]];
             for (int i = 0; i < s.Length; i++) if (s[i] < kth) s[i] = float.NegativeInfinity;
         }
         if (o.TopP < 1f) ApplyTopP(s, o.TopP, p);
@@ -124,19 +124,24 @@ public sealed class Sampler(SamplingOptions options)
         return ids;
     }
 
-    /// <summary>The k-th largest value of s (duplicates counted), from a k-long buffer kept sorted.</summary>
-    private static float KthLargest(float[] s, int k)
+    /// <summary>
+    /// The ids of the k largest values, largest first, ties by the smaller id: one pass with a k-long buffer
+    /// kept sorted (fewer ids when there are fewer values).
+    /// </summary>
+    public static int[] LargestIds(ReadOnlySpan<float> values, int k)
     {
-        var top = new float[k];
+        k = Math.Clamp(k, 0, values.Length);
+        var ids = new int[k];
         int n = 0;
-        foreach (float x in s)
+        for (int i = 0; k > 0 && i < values.Length; i++)
         {
-            if (n == k && !(x > top[k - 1])) continue;
+            float x = values[i];
+            if (n == k && !(x > values[ids[k - 1]])) continue;
             int j = n < k ? n++ : k - 1;
-            for (; j > 0 && x > top[j - 1]; j--) top[j] = top[j - 1];
-            top[j] = x;
+            for (; j > 0 && x > values[ids[j - 1]]; j--) ids[j] = ids[j - 1];
+            ids[j] = i;
         }
-        return top[k - 1];
+        return ids;
     }
 
     private double NextDouble()

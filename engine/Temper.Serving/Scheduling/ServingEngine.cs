@@ -377,20 +377,9 @@ public sealed class ServingEngine : IDisposable
         double sum = 0;
         foreach (float x in logits) sum += Math.Exp(x - max);
         float lse = max + (float)Math.Log(sum);
-        // the k largest in one pass (a k-long buffer kept sorted, ties by the smaller id), not a sort of V
-        k = Math.Clamp(k, 0, logits.Length);
-        var ids = new int[k];
-        int n = 0;
-        for (int i = 0; k > 0 && i < logits.Length; i++)
-        {
-            float x = logits[i];
-            if (n == k && !(x > logits[ids[k - 1]])) continue;
-            int j = n < k ? n++ : k - 1;
-            for (; j > 0 && x > logits[ids[j - 1]]; j--) ids[j] = ids[j - 1];
-            ids[j] = i;
-        }
-        var top = new TokenLogprob[n];
-        for (int i = 0; i < n; i++) top[i] = new TokenLogprob(ids[i], logits[ids[i]] - lse);
+        var ids = Sampler.LargestIds(logits, k); // one pass, not a sort of V
+        var top = new TokenLogprob[ids.Length];
+        for (int i = 0; i < ids.Length; i++) top[i] = new TokenLogprob(ids[i], logits[ids[i]] - lse);
         return (logits[chosen] - lse, top);
     }
 
