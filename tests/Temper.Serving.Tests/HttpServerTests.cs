@@ -327,6 +327,32 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Equal(401, refused.Status);
     }
 
+    // vLLM's /tokenize and /detokenize: the ids a completion or chat request would run, and back to text.
+    [Fact]
+    public async Task Tokenize_and_detokenize_round_trip()
+    {
+        var r = await Post("tokenize", """{"model": "llama-tiny", "prompt": "Once upon a time"}""");
+        Assert.Equal(HttpStatusCode.OK, r.Status);
+        var ids = r.Json!["tokens"]!.AsArray().Select(t => (int)t!).ToArray();
+        Assert.Equal(f.Model.Encode("Once upon a time"), ids);
+        Assert.Equal(ids.Length, (int)r.Json["count"]!);
+        Assert.Equal(200, (int)r.Json["max_model_len"]!);
+        var chat = await Post("tokenize", """{"model": "a0", "messages": [{"role": "user", "content": "hi"}]}""");
+        Assert.Equal(f.Model.EncodeChat(JsonNode.Parse("""[{"role": "user", "content": "hi"}]""")!.AsArray()), chat.Json!["tokens"]!.AsArray().Select(t => (int)t!));
+
+        var back = await Post("detokenize", new JsonObject { ["model"] = "llama-tiny", ["tokens"] = new JsonArray([.. ids.Select(i => (JsonNode)i)]) }.ToJsonString());
+        Assert.Equal(HttpStatusCode.OK, back.Status);
+        Assert.Equal(f.Model.Tokenizer.Decode(ids, skipSpecialTokens: false), (string?)back.Json!["prompt"]);
+        Assert.Contains("Once upon a time", (string?)back.Json!["prompt"]);
+
+        var bad = await Post("detokenize", """{"model": "llama-tiny", "tokens": [1, 999999]}""");
+        Assert.Equal(HttpStatusCode.BadRequest, bad.Status);
+        Assert.Contains("999999 is not a token id of the vocabulary", Message(bad));
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("tokenize", """{"model": "gpt-9", "prompt": "x"}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("tokenize", """{"model": "llama-tiny"}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("tokenize", "{not json")).Status);
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

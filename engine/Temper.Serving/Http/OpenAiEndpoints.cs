@@ -1,5 +1,6 @@
 // The OpenAI-compatible routes: GET /v1/models (the base model and each adapter), GET /health (200 while
-// serving) and /metrics (the engine's counters in Prometheus' text format), POST
+// serving) and /metrics (the engine's counters in Prometheus' text format), POST /tokenize and /detokenize
+// (vLLM's), POST
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
 // token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
 // with echo, its prompt's tokens and their log-probabilities first). Bad JSON and bad
@@ -26,6 +27,8 @@ public static class OpenAiEndpoints
         }.ToJsonString(), "application/json"));
         app.MapGet("/health", () => Results.Ok());
         app.MapGet("/metrics", () => Results.Text(Metrics(m.Engine), "text/plain; version=0.0.4"));
+        app.MapPost("/tokenize", ctx => Json(ctx, body => Tokenize(body, m)));
+        app.MapPost("/detokenize", ctx => Json(ctx, body => Detokenize(body, m)));
         app.MapPost("/v1/completions", ctx => Complete(ctx, m, chat: false));
         app.MapPost("/v1/chat/completions", ctx => Complete(ctx, m, chat: true));
     }
@@ -41,20 +44,10 @@ public static class OpenAiEndpoints
             req = OpenAiRequest.Parse(body, chat, m);
             foreach (var serving in req.Servings) handles.Add(m.Engine.Submit(serving));
         }
-        catch (JsonException e)
-        {
-            await Error(ctx, 400, $"the request body is not valid JSON: {e.Message}", "invalid_json").ConfigureAwait(false);
-            return;
-        }
-        catch (UnknownModelException e)
-        {
-            await Error(ctx, 404, e.Message, "model_not_found").ConfigureAwait(false);
-            return;
-        }
-        catch (TemperException e)
+        catch (Exception e) when (e is JsonException or TemperException)
         {
             foreach (var h in handles) h.Cancel(); // a later prompt of the batch was refused
-            await Error(ctx, 400, e.Message, "invalid_request").ConfigureAwait(false);
+            await Refuse(ctx, e).ConfigureAwait(false);
             return;
         }
         using var cancel = ctx.RequestAborted.Register(() => handles.ForEach(h => h.Cancel()));
@@ -68,6 +61,49 @@ public static class OpenAiEndpoints
         {
             foreach (var h in handles) h.Cancel(); // whatever still runs after the response ended early (an engine error) stops
         }
+    }
+
+    // POST /tokenize (vLLM's): {"prompt": text} or {"messages": [...]} (rendered by the chat template with the
+    // generation prompt) -> {"count", "max_model_len", "tokens"}: the ids /v1/completions or
+    // /v1/chat/completions would run.
+    private static JsonObject Tokenize(JsonObject body, ServedModel m)
+    {
+        m.AdapterFor(body["model"] is JsonValue mv && mv.GetValueKind() == JsonValueKind.String ? mv.GetValue<string>() : null);
+        IReadOnlyList<int> ids = body["messages"] is JsonArray msgs ? m.EncodeChat(msgs)
+            : body["prompt"] is JsonValue pv && pv.GetValueKind() == JsonValueKind.String ? m.Encode(pv.GetValue<string>())
+            : throw new TemperException("'prompt' (a string) or 'messages' is required");
+        return new JsonObject { ["count"] = ids.Count, ["max_model_len"] = m.Engine.MaxSequenceLength, ["tokens"] = new JsonArray([.. ids.Select(i => (JsonNode)i)]) };
+    }
+
+    // POST /detokenize (vLLM's): {"tokens": [ids]} -> {"prompt": text}, special tokens kept.
+    private static JsonObject Detokenize(JsonObject body, ServedModel m)
+    {
+        m.AdapterFor(body["model"] is JsonValue mv && mv.GetValueKind() == JsonValueKind.String ? mv.GetValue<string>() : null);
+        if (body["tokens"] is not JsonArray a || !a.All(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number))
+            throw new TemperException("'tokens' must be an array of token ids");
+        int vocab = m.Engine.Config.VocabSize;
+        var ids = a.Select(x => x!.GetValue<double>()).Select(d => d == Math.Floor(d) && d >= 0 && d < vocab ? (int)d
+            : throw new TemperException($"'tokens': {d} is not a token id of the vocabulary (0..{vocab - 1})")).ToArray();
+        return new JsonObject { ["prompt"] = m.Tokenizer.Decode(ids, skipSpecialTokens: false) };
+    }
+
+    // A JSON route: parse the body, answer the handler's object, or 400/404 with an OpenAI-style error.
+    private static async Task Json(HttpContext ctx, Func<JsonObject, JsonObject> handler)
+    {
+        JsonObject answer;
+        try
+        {
+            var body = await JsonNode.ParseAsync(ctx.Request.Body, cancellationToken: ctx.RequestAborted).ConfigureAwait(false) as JsonObject
+                ?? throw new TemperException("the request body must be a JSON object");
+            answer = handler(body);
+        }
+        catch (Exception e) when (e is JsonException or TemperException)
+        {
+            await Refuse(ctx, e).ConfigureAwait(false);
+            return;
+        }
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.WriteAsync(answer.ToJsonString(), ctx.RequestAborted).ConfigureAwait(false);
     }
 
     /// <summary>The engine's counters in Prometheus' text format (what vLLM's /metrics gives, under temper_ names).</summary>
@@ -92,6 +128,14 @@ public static class OpenAiEndpoints
         Metric("kv_blocks", "gauge", "KV blocks in the device pool.", e.Cache.Pool.Count);
         return text.ToString();
     }
+
+    // A refused request: bad JSON 400, an unknown model 404 (UnknownModelException is a TemperException), a bad field 400.
+    private static Task Refuse(HttpContext ctx, Exception e) => e switch
+    {
+        JsonException => Error(ctx, 400, $"the request body is not valid JSON: {e.Message}", "invalid_json"),
+        UnknownModelException => Error(ctx, 404, e.Message, "model_not_found"),
+        _ => Error(ctx, 400, e.Message, "invalid_request"),
+    };
 
     internal static Task Error(HttpContext ctx, int status, string message, string code)
     {
