@@ -374,6 +374,21 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Equal(HttpStatusCode.BadRequest, badField.Status);
         Assert.Contains("'temperature' must be a number", Message(badField));
 
+        foreach (var (route, extra, message) in new[]
+        {
+            ("v1/chat/completions", "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "'tools': function calling is not supported"),
+            ("v1/chat/completions", "\"response_format\": {\"type\": \"json_object\"}", "'response_format' json_object is not supported"),
+            ("v1/completions", "\"suffix\": \"end\"", "'suffix' (fill-in-the-middle) is not supported"),
+            ("v1/completions", "\"best_of\": 3", "'best_of' > 1 is not supported"),
+        })
+        {
+            string input = route.Contains("chat") ? "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]" : "\"prompt\": \"hi\"";
+            var refused = await Post(route, $"{{\"model\": \"llama-tiny\", {input}, {extra}}}");
+            Assert.Equal(HttpStatusCode.BadRequest, refused.Status);
+            Assert.Contains(message, Message(refused));
+        }
+        Assert.Equal(HttpStatusCode.OK, (await Post("v1/chat/completions", """{"model": "llama-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "tools": [], "response_format": {"type": "text"}}""")).Status);
+
         var huge = await Post("v1/completions", new JsonObject { ["model"] = "llama-tiny", ["prompt"] = new string('x', 100_000) }.ToJsonString());
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, huge.Status);
 

@@ -7,7 +7,8 @@
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
 // before the completion, and with logprobs each prompt token scored given those before it; max_tokens
 // may then be 0: how lm-evaluation-harness scores text). Anything malformed is a TemperException naming
-// the field (HTTP 400); an unknown model is an UnknownModelException (HTTP 404).
+// the field (HTTP 400), and so is a field whose meaning is not implemented (tools, functions, a
+// non-text response_format, suffix, best_of > 1); an unknown model is an UnknownModelException (HTTP 404).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -23,6 +24,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
     public static OpenAiRequest Parse(JsonObject body, bool chat, ServedModel m)
     {
         string model = Str(body, "model") ?? throw new TemperException("'model' is required");
+        Unsupported(body);
         string? adapter = m.AdapterFor(model);
         List<(IReadOnlyList<int> Ids, string? Text)> prompts;
         if (chat)
@@ -93,6 +95,19 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                 },
         };
         return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes);
+    }
+
+    // Fields whose meaning this server does not implement are refused rather than ignored, so a client never
+    // takes a plain answer for a tool call, a JSON-constrained one or a fill-in-the-middle.
+    private static void Unsupported(JsonObject body)
+    {
+        foreach (string key in new[] { "tools", "functions" })
+            if (body[key] is JsonArray { Count: > 0 }) throw new TemperException($"'{key}': function calling is not supported by this server");
+        if (body["response_format"] is JsonObject rf && Str(rf, "type") is string type && type != "text")
+            throw new TemperException($"'response_format' {type} is not supported by this server (only text)");
+        if (body["suffix"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.String && sv.GetValue<string>().Length > 0)
+            throw new TemperException("'suffix' (fill-in-the-middle) is not supported by this server");
+        if (Int(body, "best_of") is > 1) throw new TemperException("'best_of' > 1 is not supported by this server; use 'n'");
     }
 
     private static bool IsNumber(JsonNode? x) => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number;
