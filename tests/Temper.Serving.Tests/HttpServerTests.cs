@@ -269,6 +269,9 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
             for (int t = 1; t < ids[i].Length; t++) Assert.True(Math.Abs((double)lps[t]! - reference[t - 1][ids[i][t]]) < 1e-4, $"prompt {i} token {t}");
         }
 
+        var many = await Post("v1/completions", new JsonObject { ["model"] = "llama-tiny", ["prompt"] = new JsonArray([.. Enumerable.Range(0, 600).Select(_ => (JsonNode)"x")]), ["n"] = 2 }.ToJsonString());
+        Assert.Equal(HttpStatusCode.BadRequest, many.Status);
+        Assert.Contains("600 prompts x n 2 ask for more than 1024 choices", Message(many));
         var bad = await Post("v1/completions", """{"model": "llama-tiny", "prompt": ["fine", 7]}""");
         Assert.Equal(HttpStatusCode.BadRequest, bad.Status);
         Assert.Contains("'prompt' must be a string, an array of token ids, or a non-empty list of either", Message(bad));

@@ -58,6 +58,8 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
         if (!(repetition > 0)) throw new TemperException($"'repetition_penalty' must be > 0 (got {repetition})");
         var logitBias = LogitBias(body, m.Engine.Config.VocabSize);
         int n = Int(body, "n") ?? 1;
+        if ((long)prompts.Count * Math.Max(1, n) > MaxChoices)
+            throw new TemperException($"{prompts.Count} prompts x n {n} ask for more than {MaxChoices} choices in one request");
         long? seed = body["seed"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.Number ? sv.GetValue<long>() : null;
         var stops = body["stop"] switch
         {
@@ -109,6 +111,9 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             throw new TemperException("'suffix' (fill-in-the-middle) is not supported by this server");
         if (Int(body, "best_of") is > 1) throw new TemperException("'best_of' > 1 is not supported by this server; use 'n'");
     }
+
+    /// <summary>Most choices (prompts x n) one request may ask for.</summary>
+    public const int MaxChoices = 1024;
 
     private static bool IsNumber(JsonNode? x) => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number;
 
