@@ -56,6 +56,9 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
     {
         var models = await f.Client().GetOpenAIModelClient().GetModelsAsync(Cancel);
         Assert.Equal(["llama-tiny", "a0", "a1"], models.Value.Select(m => m.Id));
+        var raw = JsonNode.Parse(await f.Http.GetStringAsync(new Uri(f.Host.Address, "v1/models"), Cancel))!["data"]!.AsArray();
+        Assert.Equal([null, "llama-tiny", "llama-tiny"], raw.Select(x => (string?)x!["parent"]));
+        Assert.All(raw, x => Assert.Equal(200, (int)x!["max_model_len"]!));
     }
 
     [Fact]

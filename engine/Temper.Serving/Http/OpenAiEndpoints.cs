@@ -1,4 +1,5 @@
-// The OpenAI-compatible routes: GET /v1/models (the base model and each adapter), GET /health (200 while
+// The OpenAI-compatible routes: GET /v1/models (the base model and each adapter, with vLLM's parent and
+// max_model_len), GET /health (200 while
 // serving) and /metrics (the engine's counters in Prometheus' text format), POST /tokenize and /detokenize
 // (vLLM's), POST
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
@@ -23,7 +24,11 @@ public static class OpenAiEndpoints
         app.MapGet("/v1/models", () => Results.Text(new JsonObject
         {
             ["object"] = "list",
-            ["data"] = new JsonArray(m.ModelIds.Select(id => (JsonNode)new JsonObject { ["id"] = id, ["object"] = "model", ["created"] = 0, ["owned_by"] = "temper" }).ToArray()),
+            ["data"] = new JsonArray(m.ModelIds.Select(id => (JsonNode)new JsonObject
+            {
+                ["id"] = id, ["object"] = "model", ["created"] = 0, ["owned_by"] = "temper",
+                ["parent"] = id == m.BaseName ? null : m.BaseName, ["max_model_len"] = m.Engine.MaxSequenceLength, // as vLLM lists them
+            }).ToArray()),
         }.ToJsonString(), "application/json"));
         app.MapGet("/health", () => Results.Ok());
         app.MapGet("/metrics", () => Results.Text(Metrics(m.Engine), "text/plain; version=0.0.4"));
