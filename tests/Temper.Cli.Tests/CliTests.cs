@@ -129,6 +129,27 @@ public class CliTests
         Assert.Contains("[5 tokens, stop: Length]", r.Stderr);
     }
 
+    // --prompt-file FILE and - (standard input) give what --prompt gives; none of them, a missing or empty file: exit 2.
+    [Fact]
+    public void Generate_reads_prompts_from_files_and_standard_input()
+    {
+        string[] args = ["generate", "--model", Fixtures.Hf("llama-tiny"), "--greedy", "--max-new-tokens", "6", "--ignore-eos"];
+        var inline = TemperCli.Run([.. args, "--prompt", "Return of the\nking"]);
+        Assert.True(inline.ExitCode == 0, inline.Stderr);
+        string file = Temp("prompt.txt");
+        File.WriteAllText(file, "Return of the\nking\n");
+        Assert.Equal(inline.Stdout, TemperCli.Run([.. args, "--prompt-file", file]).Stdout);
+        Assert.Equal(inline.Stdout, TemperCli.RunWithInput("Return of the\nking\n", [.. args, "-f", "-"]).Stdout);
+        var batch = TemperCli.Run([.. args, "--prompt", "a b", "--prompt-file", file]);
+        Assert.True(batch.ExitCode == 0, batch.Stderr);
+        Assert.Contains("--- prompt 1", batch.Stdout);
+        AssertBadInput(TemperCli.Run(args), "give a prompt: --prompt TEXT or --prompt-file FILE");
+        AssertBadInput(TemperCli.Run([.. args, "--prompt-file", Temp("missing.txt")]), "missing.txt: file not found");
+        string empty = Temp("empty.txt");
+        File.WriteAllText(empty, "\n");
+        AssertBadInput(TemperCli.Run([.. args, "--prompt-file", empty]), "the prompt is empty");
+    }
+
     [Fact]
     public void Generate_passes_the_penalties_to_the_sampler()
     {

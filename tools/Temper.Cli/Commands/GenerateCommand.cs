@@ -1,4 +1,4 @@
-// `temper generate --model DIR [--adapter DIR] --prompt TEXT [--chat] [--max-new-tokens N]
+// `temper generate --model DIR [--adapter DIR] --prompt TEXT | --prompt-file FILE [--chat] [--max-new-tokens N]
 //  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S] [--repetition-penalty R]
 //  [--frequency-penalty F] [--presence-penalty P]`: streams one prompt's
 // continuation to the console; several --prompt values run as one left-padded batch. --graph decodes one
@@ -65,19 +65,22 @@ internal static class GenerateCommand
         var model = CliOptions.Model();
         var adapter = CliOptions.Adapter();
         var threads = CliOptions.Threads();
-        var prompt = new Option<string[]>("--prompt", "-p") { Description = "Prompt text (repeat for a batch)", Required = true };
+        var prompt = new Option<string[]>("--prompt", "-p") { Description = "Prompt text (repeat for a batch)" };
+        var promptFile = new Option<string[]>("--prompt-file", "-f") { Description = "Read a prompt from this UTF-8 file, or standard input for - (repeatable; after the --prompt ones)" };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt as a user message with the chat template" };
         var qlora = CliOptions.QLora();
         var graph = new Option<bool>("--graph") { Description = "Decode on CUDA device 0 through Temper's CUDA kernels, one captured CUDA graph a token (one prompt; bf16 weights; an --adapter is merged first)" };
         var flags = new SamplingFlags();
-        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, chat, qlora, graph };
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, qlora, graph };
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
+            string[] texts = [.. p.GetValue(prompt) ?? [], .. (p.GetValue(promptFile) ?? []).Select(ReadPrompt)];
+            if (texts.Length == 0) throw new TemperException("give a prompt: --prompt TEXT or --prompt-file FILE (- for standard input)");
             if (p.GetValue(graph))
             {
                 if (p.GetValue(qlora)) throw new TemperException("--graph decodes bf16 weights; it cannot take --qlora");
-                if (p.GetValue(prompt)!.Length != 1) throw new TemperException("--graph decodes one --prompt at a time");
+                if (texts.Length != 1) throw new TemperException("--graph decodes one --prompt at a time");
                 if (p.GetValue(flags.Stop) is { Length: > 0 }) throw new TemperException("--graph does not take --stop (EOS and --max-new-tokens end a run)");
             }
             using var lm = p.GetValue(graph)
@@ -85,7 +88,6 @@ internal static class GenerateCommand
                 : CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
-            var texts = p.GetValue(prompt)!;
             var prompts = texts.Select(t => (IReadOnlyList<int>)(p.GetValue(chat)
                 ? tok.Encode(lm.RequireTemplate().Render(new JsonArray(new JsonObject { ["role"] = "user", ["content"] = t }), addGenerationPrompt: true))
                 : tok.Encode(t))).ToList();
@@ -115,5 +117,17 @@ internal static class GenerateCommand
             return 0;
         });
         return cmd;
+    }
+
+    // A --prompt-file's text: the file's (or, for -, standard input's) UTF-8 contents, one trailing newline dropped.
+    private static string ReadPrompt(string path)
+    {
+        string text;
+        if (path == "-") text = Console.In.ReadToEnd();
+        else if (!File.Exists(path)) throw new TemperException($"--prompt-file {path}: file not found");
+        else text = File.ReadAllText(path, System.Text.Encoding.UTF8);
+        text = text.EndsWith("\r\n", StringComparison.Ordinal) ? text[..^2] : text.EndsWith('\n') ? text[..^1] : text;
+        if (text.Length == 0) throw new TemperException($"--prompt-file {path}: the prompt is empty");
+        return text;
     }
 }
