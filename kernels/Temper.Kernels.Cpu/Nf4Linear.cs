@@ -84,11 +84,8 @@ public static unsafe class Nf4Linear
             byte* p = pp;
             float* a = pa, d = pd;
             int pl = packed.Length, al = absmax.Length;
-            WorkerPool.Run(t, i =>
-            {
-                int r0 = (int)((long)rows * i / t), r1 = (int)((long)rows * (i + 1) / t);
-                Nf4Dequantize.Run(new ReadOnlySpan<byte>(p, pl), new ReadOnlySpan<float>(a, al), start + (long)r0 * k, new Span<float>(d + (long)r0 * k, (r1 - r0) * k));
-            });
+            StaticPartition.For(rows, t, (r0, r1) =>
+                Nf4Dequantize.Run(new ReadOnlySpan<byte>(p, pl), new ReadOnlySpan<float>(a, al), start + (long)r0 * k, new Span<float>(d + (long)r0 * k, (r1 - r0) * k)));
         }
     }
 }

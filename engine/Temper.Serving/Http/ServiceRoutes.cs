@@ -26,7 +26,7 @@ public static class ServiceRoutes
     // /v1/chat/completions would run.
     private static JsonObject Tokenize(JsonObject body, ServedModel m)
     {
-        m.AdapterFor(body["model"] is JsonValue mv && mv.GetValueKind() == JsonValueKind.String ? mv.GetValue<string>() : null);
+        CheckModel(body, m);
         IReadOnlyList<int> ids = body["messages"] is JsonArray msgs ? m.EncodeChat(msgs)
             : body["prompt"] is JsonValue pv && pv.GetValueKind() == JsonValueKind.String ? m.Encode(pv.GetValue<string>())
             : throw new TemperException("'prompt' (a string) or 'messages' is required");
@@ -36,7 +36,7 @@ public static class ServiceRoutes
     // POST /detokenize (vLLM's): {"tokens": [ids]} -> {"prompt": text}, special tokens kept.
     private static JsonObject Detokenize(JsonObject body, ServedModel m)
     {
-        m.AdapterFor(body["model"] is JsonValue mv && mv.GetValueKind() == JsonValueKind.String ? mv.GetValue<string>() : null);
+        CheckModel(body, m);
         if (body["tokens"] is not JsonArray a || !a.All(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.Number))
             throw new TemperException("'tokens' must be an array of token ids");
         int vocab = m.Engine.Config.VocabSize;
@@ -44,6 +44,10 @@ public static class ServiceRoutes
             : throw new TemperException($"'tokens': {d} is not a token id of the vocabulary (0..{vocab - 1})")).ToArray();
         return new JsonObject { ["prompt"] = m.Tokenizer.Decode(ids, skipSpecialTokens: false) };
     }
+
+    // An unknown "model" (when one is named) is refused with a 404, as on the OpenAI routes.
+    private static void CheckModel(JsonObject body, ServedModel m) =>
+        m.AdapterFor(body["model"] is JsonValue mv && mv.GetValueKind() == JsonValueKind.String ? mv.GetValue<string>() : null);
 
     // A JSON route: parse the body, answer the handler's object, or 400/404 with an OpenAI-style error.
     private static async Task Json(HttpContext ctx, Func<JsonObject, JsonObject> handler)

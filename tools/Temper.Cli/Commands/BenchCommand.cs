@@ -87,11 +87,12 @@ internal static class BenchCommand
             double perSecond = (r.GeneratedIds.Count - 1) / decodeS;
             Console.WriteLine($"decode: {r.GeneratedIds.Count - 1} tokens in {decodeS * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1)");
             long weightBytes = decoder.Weights.Projections.Append(decoder.Weights.LmHead).Sum(q => q.Nf4?.ByteCount ?? q.Weight.ByteCount);
-            Console.WriteLine($"weights read per token: {weightBytes / 1e6:F1} MB; effective weight bandwidth {weightBytes * perSecond / 1e9:F1} GB/s (hold against the device's for the roofline)");
+            double effective = weightBytes * perSecond / 1e9;
+            Console.WriteLine($"weights read per token: {weightBytes / 1e6:F1} MB; effective weight bandwidth {effective:F1} GB/s (hold against the device's for the roofline)");
             if (device is Temper.Kernels.Cpu.CpuBackend)
             {
                 double host = HostBandwidth.ReadGBps(threadCount);
-                Console.WriteLine($"host memory read bandwidth ({threadCount} thread{(threadCount == 1 ? "" : "s")}, 256 MiB, same process): {host:F1} GB/s; decode reaches {weightBytes * perSecond / 1e9 / host:P0} of that roofline ({host * 1e9 / weightBytes:F1} tokens/s)");
+                Console.WriteLine($"host memory read bandwidth ({threadCount} thread{(threadCount == 1 ? "" : "s")}, 256 MiB, same process): {host:F1} GB/s; decode reaches {effective / host:P0} of that roofline ({host * 1e9 / weightBytes:F1} tokens/s)");
             }
             if (profiler != null)
             {
