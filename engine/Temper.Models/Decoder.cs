@@ -1,6 +1,6 @@
-// The Llama-family decoder forward pass over backend ops (Llama, Qwen2, Mistral share it):
+// The Llama-family decoder forward pass over backend ops (Llama, Qwen2, Qwen3, Mistral share it):
 //   x = embed(ids); per layer: x += o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x))); x += down(silu(gate(n2 x)) * up(n2 x));
-//   logits = lm_head(norm(x)).
+//   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm).
 // Token rows are [B*T] (row b*T+t); q is [B,T,H,D], the cache [B,S,Hkv,D]. The new tokens' K/V are
 // appended to the cache, so prefill and each decode step are the same call.
 using Temper.Core;
@@ -42,6 +42,8 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         using var proj = be.Zeros(new Shape(n, c));
         using var gate = be.Zeros(new Shape(n, f));
         using var up = be.Zeros(new Shape(n, f));
+        using var qRaw = Config.QkNorm ? be.Zeros(new Shape(n, h * d)) : null;
+        using var kRaw = Config.QkNorm ? be.Zeros(new Shape(n, hkv * d)) : null;
 
         be.Embedding(Weights.Embed, ids, x);
         float scale = 1f / MathF.Sqrt(d);
@@ -49,8 +51,8 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         {
             var w = Weights.Layers[l];
             be.RmsNorm(x, w.InputNorm, Config.RmsNormEps, hn);
-            w.Q.Forward(be, hn, q);
-            w.K.Forward(be, hn, k);
+            ProjectHeads(w.Q, w.QNorm, hn, qRaw, q);
+            ProjectHeads(w.K, w.KNorm, hn, kRaw, k);
             w.V.Forward(be, hn, v);
             be.Rope(View(q, n, h, d), positions, _rope);
             be.Rope(View(k, n, hkv, d), positions, _rope);
@@ -79,6 +81,18 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         var lastLogits = be.Zeros(new Shape(batch, Config.VocabSize));
         Weights.LmHead.Forward(be, last, lastLogits);
         return lastLogits;
+    }
+
+    // y = p(x), each head then RMS-normed when the model has head norms (through raw, the unnormed projection).
+    private void ProjectHeads(Projection p, Tensor? norm, Tensor x, Tensor? raw, Tensor y)
+    {
+        if (norm == null)
+        {
+            p.Forward(Backend, x, y);
+            return;
+        }
+        p.Forward(Backend, x, raw!);
+        HeadNorm.Forward(Backend, raw!, norm, Config.RmsNormEps, y);
     }
 
     private static int[] BuildKeyMask(KvCache cache, ReadOnlySpan<int> mask, int batch, int t, int kvLen)

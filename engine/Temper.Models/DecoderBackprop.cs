@@ -4,7 +4,8 @@
 // never held; see IDecoderHead for the others), then the backward of every op in reverse order.
 // Labels follow transformers: labels[b,t] is the target of the logits at t-1 (-100 = no loss), so
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
-// every base weight for full fine-tuning, the LoRA A/B for adapters.
+// every base weight for full fine-tuning, the LoRA A/B for adapters. Qwen3's head norms (HeadNorm) sit
+// between the q/k projections and RoPE, their inputs and 1/rms kept for backward.
 // With GradientCheckpointing the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
@@ -20,6 +21,8 @@ public sealed class DecoderBackprop(Decoder decoder)
     {
         public required Tensor XIn, XOut;
         public Tensor Rstd1 = null!, Hn1 = null!, Q = null!, K = null!, V = null!, Attn = null!, Lse = null!, XMid = null!, Rstd2 = null!, Hn2 = null!, Gate = null!, Up = null!, Act = null!;
+        /// <summary>Qwen3's head norms: q and k before them [B*T,H*D], [B*T,Hkv*D], and their 1/rms [B*T*H], [B*T*Hkv].</summary>
+        public Tensor? QRaw, KRaw, RstdQ, RstdK;
         public readonly Dictionary<Projection, Tensor> Xa = [];
         /// <summary>LoRA dropout: the dropped-out input of the LoRA branch and the seed of its mask.</summary>
         public readonly Dictionary<Projection, (Tensor X, ulong Seed)> Dropped = [];
@@ -157,6 +160,8 @@ public sealed class DecoderBackprop(Decoder decoder)
             var dk = New(n, hkv * d);
             var dv = New(n, hkv * d);
             var dMidNorm = New(n, c);
+            var dqRaw = cfg.QkNorm ? New(n, h * d) : null;
+            var dkRaw = cfg.QkNorm ? New(n, hkv * d) : null;
             for (int l = acts.Length - 1; l >= 0; l--)
             {
                 var lw = w.Layers[l];
@@ -174,8 +179,13 @@ public sealed class DecoderBackprop(Decoder decoder)
                 be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask, segments), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
                 be.RopeBackward(View(dq, n, h, d), pos, rope);
                 be.RopeBackward(View(dk, n, hkv, d), pos, rope);
-                ProjectBackward(lw.Q, dq, a.Hn1, dNorm, false, a, gradOf);
-                ProjectBackward(lw.K, dk, a.Hn1, dNorm, true, a, gradOf);
+                if (cfg.QkNorm)
+                {
+                    HeadNorm.Backward(be, dq, a.QRaw!, lw.QNorm!, a.RstdQ!, dqRaw!, gradOf(lw.QNorm!));
+                    HeadNorm.Backward(be, dk, a.KRaw!, lw.KNorm!, a.RstdK!, dkRaw!, gradOf(lw.KNorm!));
+                }
+                ProjectBackward(lw.Q, dqRaw ?? dq, a.Hn1, dNorm, false, a, gradOf);
+                ProjectBackward(lw.K, dkRaw ?? dk, a.Hn1, dNorm, true, a, gradOf);
                 ProjectBackward(lw.V, dv, a.Hn1, dNorm, true, a, gradOf);
                 be.RmsNormBackward(dNorm, a.XIn, lw.InputNorm, a.Rstd1, dMidNorm, gradOf(lw.InputNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_in
@@ -202,8 +212,20 @@ public sealed class DecoderBackprop(Decoder decoder)
                 Gate = Alloc(n, f), Up = Alloc(n, f), Act = Alloc(n, f), XOut = Alloc(n, c),
             };
             be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
-            Project(lw.Q, a.Hn1, a.Q, a, store, Seed(0));
-            Project(lw.K, a.Hn1, a.K, a, store, Seed(1));
+            if (cfg.QkNorm)
+            {
+                a.QRaw = Alloc(n, h * d);
+                a.KRaw = Alloc(n, hkv * d);
+                a.RstdQ = Alloc(n * h);
+                a.RstdK = Alloc(n * hkv);
+            }
+            Project(lw.Q, a.Hn1, a.QRaw ?? a.Q, a, store, Seed(0));
+            Project(lw.K, a.Hn1, a.KRaw ?? a.K, a, store, Seed(1));
+            if (cfg.QkNorm)
+            {
+                HeadNorm.Forward(be, a.QRaw!, lw.QNorm!, cfg.RmsNormEps, a.Q, a.RstdQ);
+                HeadNorm.Forward(be, a.KRaw!, lw.KNorm!, cfg.RmsNormEps, a.K, a.RstdK);
+            }
             Project(lw.V, a.Hn1, a.V, a, store, Seed(2));
             be.Rope(View(a.Q, n, h, d), pos, rope);
             be.Rope(View(a.K, n, hkv, d), pos, rope);

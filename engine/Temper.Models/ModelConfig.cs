@@ -1,4 +1,4 @@
-// The decoder hyper-parameters of a Llama-family model (Llama, Qwen2, Mistral), read from a Hugging Face
+// The decoder hyper-parameters of a Llama-family model (Llama, Qwen2, Qwen3, Mistral), read from a Hugging Face
 // config.json in either the transformers-4 form (top-level rope_theta, rope_scaling with type or
 // rope_type) or the transformers-5 form (rope_parameters). Anything Temper cannot run faithfully is
 // refused here with a one-line error naming config.json and the field.
@@ -10,7 +10,7 @@ namespace Temper.Models;
 
 public sealed record ModelConfig
 {
-    public required string ModelType { get; init; }          // llama | qwen2 | mistral
+    public required string ModelType { get; init; }          // llama | qwen2 | qwen3 | mistral
     /// <summary>config.json's architectures[0] (e.g. LlamaForCausalLM, Qwen2ForSequenceClassification), "" when absent.</summary>
     public string Architecture { get; init; } = "";
     public required int HiddenSize { get; init; }            // C
@@ -25,6 +25,8 @@ public sealed record ModelConfig
     public required bool AttentionBias { get; init; }        // q/k/v biases (always for Qwen2)
     public required bool OutputBias { get; init; }           // o_proj bias (Llama attention_bias)
     public required bool MlpBias { get; init; }
+    /// <summary>Qwen3: q and k pass an RMSNorm over each head's D values (q_norm, k_norm [D]) before RoPE.</summary>
+    public bool QkNorm { get; init; }
     public required int MaxPositions { get; init; }
     public required RopeSpec Rope { get; init; }
     public int? SlidingWindow { get; init; }
@@ -58,9 +60,9 @@ public sealed record ModelConfig
         var r = new ConfigReader(root, path);
         string modelType = r.String("model_type");
         string arch = root["architectures"] is JsonArray a && a.Count > 0 ? a[0]?.GetValue<string>() ?? "" : "";
-        string[] known = ["llama", "qwen2", "mistral"];
+        string[] known = ["llama", "qwen2", "qwen3", "mistral"];
         if (!known.Contains(modelType))
-            throw new TemperException($"{path}: unsupported architecture model_type '{modelType}'{(arch.Length > 0 ? $" ({arch})" : "")}; Temper runs llama, qwen2 and mistral");
+            throw new TemperException($"{path}: unsupported architecture model_type '{modelType}'{(arch.Length > 0 ? $" ({arch})" : "")}; Temper runs llama, qwen2, qwen3 and mistral");
         string act = r.OptString("hidden_act") ?? "silu";
         if (act != "silu") throw new TemperException($"{path}: unsupported hidden_act '{act}' (only silu)");
 
@@ -71,7 +73,7 @@ public sealed record ModelConfig
             throw new TemperException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         int headDim = r.OptInt("head_dim") ?? (hidden % heads == 0 ? hidden / heads : throw new TemperException($"{path}: hidden_size {hidden} is not divisible by num_attention_heads {heads} and no head_dim is given"));
         if (headDim % 2 != 0) throw new TemperException($"{path}: head_dim {headDim} must be even for RoPE");
-        bool qwen = modelType == "qwen2";
+        bool qwen = modelType == "qwen2"; // q/k/v biases always, no o_proj bias
         bool attnBias = !qwen && (r.OptBool("attention_bias") ?? false);
 
         int? window = null;
@@ -94,6 +96,7 @@ public sealed record ModelConfig
             AttentionBias = qwen || attnBias,
             OutputBias = attnBias,
             MlpBias = r.OptBool("mlp_bias") ?? false,
+            QkNorm = modelType == "qwen3",
             MaxPositions = r.OptInt("max_position_embeddings") ?? 2048,
             Rope = RopeSpec.Parse(root, path, headDim),
             SlidingWindow = window,

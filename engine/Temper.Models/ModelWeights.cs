@@ -20,8 +20,22 @@ public sealed class LayerWeights
     public required Projection Gate { get; init; }       // [F, C]
     public required Projection Up { get; init; }         // [F, C]
     public required Projection Down { get; init; }       // [C, F]
+    public Tensor? QNorm { get; init; }                   // [D] (Qwen3: each query head's RMSNorm, before RoPE)
+    public Tensor? KNorm { get; init; }                   // [D] (Qwen3: each key head's RMSNorm)
 
     public IEnumerable<Projection> Projections => [Q, K, V, O, Gate, Up, Down];
+
+    /// <summary>The layer's norm weights by HF name within the layer (input_layernorm.weight, ...).</summary>
+    public IEnumerable<(string Name, Tensor Weight)> Norms
+    {
+        get
+        {
+            yield return ("input_layernorm.weight", InputNorm);
+            yield return ("post_attention_layernorm.weight", PostAttentionNorm);
+            if (QNorm != null) yield return ("self_attn.q_norm.weight", QNorm);
+            if (KNorm != null) yield return ("self_attn.k_norm.weight", KNorm);
+        }
+    }
 }
 
 public sealed class ModelWeights : IDisposable
@@ -201,6 +215,8 @@ public sealed class ModelWeights : IDisposable
                 Gate = Proj("mlp.gate_proj", f, c, cfg.MlpBias),
                 Up = Proj("mlp.up_proj", f, c, cfg.MlpBias),
                 Down = Proj("mlp.down_proj", c, f, cfg.MlpBias),
+                QNorm = cfg.QkNorm ? vector(p + "self_attn.q_norm.weight", cfg.HeadDim) : null,
+                KNorm = cfg.QkNorm ? vector(p + "self_attn.k_norm.weight", cfg.HeadDim) : null,
             };
         }
         var norm = vector("model.norm.weight", c);
@@ -215,7 +231,7 @@ public sealed class ModelWeights : IDisposable
     public void Dispose()
     {
         var tensors = new List<Tensor> { Embed, FinalNorm };
-        foreach (var l in Layers) tensors.AddRange([l.InputNorm, l.PostAttentionNorm]);
+        foreach (var l in Layers) tensors.AddRange(l.Norms.Select(n => n.Weight));
         foreach (var p in Projections.Append(LmHead))
         {
             if (p.Nf4 is { } q) tensors.AddRange([q.Codes, q.AbsmaxCodes, q.AbsmaxScales]);

@@ -5,7 +5,8 @@
 //   adapters     the trained parameters and their gradients (LoRA A/B, or every weight for --full), f32
 //   optimizer    AdamW's two moments per trained parameter, f32
 //   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T), f32:
-//                per layer its norms' outputs and 1/rms, q/k/v, attention output and log-sum-exp,
+//                per layer its norms' outputs and 1/rms, q/k/v (and Qwen3's q, k before their head norms
+//                with 1/rms per head), attention output and log-sum-exp,
 //                residual stream, gate/up/act, projection outputs and each LoRA's x A^T; then the final
 //                norm, losses and every backward buffer. With gradient checkpointing a layer keeps only
 //                its input and one layer's activations are rebuilt at a time.
@@ -34,6 +35,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         if (cfg.AttentionBias) vectors += layers * (qd + 2 * kvd);
         if (cfg.OutputBias) vectors += layers * c;
         if (cfg.MlpBias) vectors += layers * (2 * f + c);
+        if (cfg.QkNorm) vectors += layers * 2 * cfg.HeadDim;
         long weights = v * c * o.EmbeddingBytes * (cfg.TieWordEmbeddings ? 1 : 2) + 4 * vectors;
         foreach (var s in shapes.Values) weights += o.QLora ? Nf4Weight.BytesFor(s.Elements) : s.Elements * o.MatrixBytes;
 
@@ -47,11 +49,12 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
                     loraRows += lora.Rank; // x A^T [n, r] kept per adapted projection
                 }
 
-        long perLayer = n * (2 + 6 * c + 2 * qd + 2 * kvd + 3 * f + cfg.NumHeads);
+        long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
+        long perLayer = n * (2 + 6 * c + 2 * qd + 2 * kvd + 3 * f + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
         long loraActs = n * loraRows;
         long kept = o.GradientCheckpointing ? layers * n * c + perLayer + loraActs / Math.Max(1, layers) : layers * perLayer + loraActs;
         long final = n * (2 + 2 * c);
-        long backward = n * (2 * c + 3 * f + 2 * qd + 2 * kvd) + layers * n * c;
+        long backward = n * (2 * c + 3 * f + 2 * qd + 2 * kvd + headNorms) + layers * n * c;
         long activations = 4 * (n * c + kept + final + backward);
 
         long maxOut = shapes.Values.Max(s => (long)s[0]);
@@ -69,7 +72,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
     {
         static long Of(Core.Tensor? t) => t is { IsHost: true } ? t.ByteCount : 0;
         long b = Of(w.Embed) + Of(w.FinalNorm) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
-        foreach (var l in w.Layers) b += Of(l.InputNorm) + Of(l.PostAttentionNorm);
+        foreach (var l in w.Layers) b += l.Norms.Sum(n => Of(n.Weight));
         foreach (var p in w.Projections)
         {
             b += (p.Nf4 is { } q ? Of(q.Codes) + Of(q.AbsmaxCodes) + Of(q.AbsmaxScales) : Of(p.Weight)) + Of(p.Bias);

@@ -43,8 +43,7 @@ public sealed class TrainableParameters : IDisposable
         for (int i = 0; i < w.Layers.Length; i++)
         {
             var l = w.Layers[i];
-            list.Add(($"model.layers.{i}.input_layernorm.weight", l.InputNorm));
-            list.Add(($"model.layers.{i}.post_attention_layernorm.weight", l.PostAttentionNorm));
+            foreach (var (name, norm) in l.Norms) list.Add(($"model.layers.{i}.{name}", norm));
             foreach (var p in l.Projections)
             {
                 list.Add((p.Name + ".weight", p.Weight));

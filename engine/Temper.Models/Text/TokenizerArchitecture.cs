@@ -1,7 +1,7 @@
 // transformers 5 separates a tokenizer's architecture from its trained vocabulary: AutoTokenizer picks
 // the tokenizer class by the model type, and a class such as Qwen2Tokenizer builds its own normalizer
 // and pre-tokenizer, keeping only the vocabulary, merges and added tokens of tokenizer.json. For a
-// generic tokenizer_class (TokenizersBackend) in a qwen2 model folder it therefore splits digits one
+// generic tokenizer_class (TokenizersBackend) in a qwen2 or qwen3 model folder it therefore splits digits one
 // by one (Qwen's regex) whatever tokenizer.json's pre_tokenizer says. Temper follows that, so ids
 // match what a transformers 5 user gets. Real Qwen2 folders already ship this very pipeline.
 using System.Text.Json;
@@ -16,7 +16,7 @@ internal static class TokenizerArchitecture
     /// <summary>The parts with the model class's own pipeline where transformers 5 imposes one.</summary>
     public static TokenizerParts Apply(TokenizerParts parts, string dir)
     {
-        if (ModelType(dir) != "qwen2" || TokenizerClass(dir) is not (null or "TokenizersBackend" or "Qwen2Tokenizer" or "Qwen2TokenizerFast"))
+        if (ModelType(dir) is not ("qwen2" or "qwen3") || TokenizerClass(dir) is not (null or "TokenizersBackend" or "Qwen2Tokenizer" or "Qwen2TokenizerFast"))
             return parts;
         var pre = new JsonObject
         {

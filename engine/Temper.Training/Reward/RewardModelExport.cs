@@ -28,7 +28,7 @@ public static class RewardModelExport
         string arch = cfg.Architecture.EndsWith("ForCausalLM", StringComparison.Ordinal)
             ? cfg.Architecture[..^"ForCausalLM".Length] + "ForSequenceClassification"
             : cfg.Architecture.EndsWith("ForSequenceClassification", StringComparison.Ordinal) ? cfg.Architecture
-            : cfg.ModelType switch { "qwen2" => "Qwen2", "mistral" => "Mistral", _ => "Llama" } + "ForSequenceClassification";
+            : cfg.ModelType switch { "qwen2" => "Qwen2", "qwen3" => "Qwen3", "mistral" => "Mistral", _ => "Llama" } + "ForSequenceClassification";
         o["architectures"] = new JsonArray(arch);
         o["num_labels"] = 1;
         o["id2label"] = new JsonObject { ["0"] = "LABEL_0" };

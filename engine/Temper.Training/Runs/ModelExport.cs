@@ -23,8 +23,7 @@ public static class ModelExport
         for (int i = 0; i < w.Layers.Length; i++)
         {
             var l = w.Layers[i];
-            tensors.Add(new($"model.layers.{i}.input_layernorm.weight", be.ToHost(l.InputNorm)));
-            tensors.Add(new($"model.layers.{i}.post_attention_layernorm.weight", be.ToHost(l.PostAttentionNorm)));
+            foreach (var (name, norm) in l.Norms) tensors.Add(new($"model.layers.{i}.{name}", be.ToHost(norm)));
             foreach (var p in l.Projections)
             {
                 tensors.Add(new(p.Name + ".weight", be.ToHost(p.Weight)));

@@ -1,0 +1,76 @@
+// The hand-written backward through Qwen3's head norms (q_norm, k_norm between the q/k projections and
+// RoPE): full fine-tuning gradients of the mean cross-entropy against central differences of the
+// float64 forward (Qwen3Tiny) on sampled entries of the head norms, the q/k projections, a layer norm and
+// the tied embedding; the loss itself; and gradient checkpointing giving the same gradients bit for bit.
+using Temper.Kernels.Cpu;
+using Temper.Models;
+using Temper.Training;
+
+namespace Temper.Tests;
+
+public class Qwen3GradientTests
+{
+    private static readonly int[] Ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501];
+    private static readonly int[] Labels = [-100, -100, -100, 260, 31, 7, 400, 3, 88, 150, 42, 501];
+
+    private static (double Loss, Dictionary<string, float[]> Grads) Backprop(bool checkpointing)
+    {
+        using var lm = LanguageModel.Load(Qwen3Tiny.Folder, new CpuBackend());
+        using var ps = TrainableParameters.Full(lm.Weights, lm.Decoder.Backend);
+        int count = Labels.Skip(1).Count(l => l != -100);
+        var bp = new DecoderBackprop(lm.Decoder) { GradientCheckpointing = checkpointing };
+        var losses = bp.Run(Ids, Labels, [], 1, 1f / count, ps.GradOf);
+        return (losses.Sum() / count, ps.All.ToDictionary(p => p.Name, p => p.Grad.Floats.ToArray()));
+    }
+
+    [Fact]
+    public void Gradients_through_the_head_norms_match_central_differences_of_the_float64_forward()
+    {
+        var (loss, grads) = Backprop(checkpointing: false);
+        Assert.Equal(Qwen3Tiny.Loss(Ids, Labels), loss, 1e-5 * loss);
+        string[] names =
+        [
+            "model.layers.0.self_attn.q_norm.weight", "model.layers.0.self_attn.k_norm.weight",
+            "model.layers.1.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight",
+            "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.1.input_layernorm.weight", "model.embed_tokens.weight",
+        ];
+        var rng = new Random(7);
+        var weights = Qwen3Tiny.Weights.ToDictionary(kv => kv.Key, kv => kv.Value.ToArray());
+        foreach (string name in names)
+        {
+            var w = weights[name];
+            var g = grads[name];
+            var entries = name.Contains("embed", StringComparison.Ordinal)
+                ? Ids.Skip(3).Take(4).Select(id => id * Qwen3Tiny.Hidden + rng.Next(Qwen3Tiny.Hidden)).ToArray() // rows the loss reaches through both uses
+                : Enumerable.Range(0, 6).Select(_ => rng.Next(w.Length)).ToArray();
+            var fd = new double[entries.Length];
+            for (int e = 0; e < entries.Length; e++)
+            {
+                int i = entries[e];
+                double keep = w[i], h = 1e-5;
+                w[i] = keep + h;
+                double up = Qwen3Tiny.Loss(Ids, Labels, weights);
+                w[i] = keep - h;
+                double down = Qwen3Tiny.Loss(Ids, Labels, weights);
+                w[i] = keep;
+                fd[e] = (up - down) / (2 * h);
+            }
+            double scale = Math.Sqrt(fd.Average(x => x * x));
+            Assert.True(scale > 1e-6, $"{name}: the sampled gradient is zero; the check would prove nothing");
+            for (int e = 0; e < entries.Length; e++)
+                Assert.True(Math.Abs(g[entries[e]] - fd[e]) <= 1e-3 * scale,
+                    $"{name}[{entries[e]}]: backward {g[entries[e]]:G6}, central difference {fd[e]:G6} (rms {scale:G3})");
+        }
+    }
+
+    [Fact]
+    public void Gradient_checkpointing_recomputes_the_head_norms_exactly()
+    {
+        var (loss, grads) = Backprop(checkpointing: false);
+        var (loss2, grads2) = Backprop(checkpointing: true);
+        Assert.Equal(loss, loss2);
+        Assert.Contains("model.layers.1.self_attn.k_norm.weight", grads.Keys);
+        foreach (var (name, g) in grads) Assert.Equal(g, grads2[name]);
+    }
+}
