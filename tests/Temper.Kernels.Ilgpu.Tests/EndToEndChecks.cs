@@ -170,19 +170,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
         var refJson = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "reference.json")))!;
         using var lm = LanguageModel.Load(dir, B);
         var w = lm.Weights;
-        var ps = new List<(string Name, Tensor Param)> { ("model.embed_tokens.weight", w.Embed) };
-        for (int i = 0; i < w.Layers.Length; i++)
-        {
-            ps.Add(($"model.layers.{i}.input_layernorm.weight", w.Layers[i].InputNorm));
-            ps.Add(($"model.layers.{i}.post_attention_layernorm.weight", w.Layers[i].PostAttentionNorm));
-            foreach (var p in w.Layers[i].Projections)
-            {
-                ps.Add((p.Name + ".weight", p.Weight));
-                if (p.Bias != null) ps.Add((p.Name + ".bias", p.Bias));
-            }
-        }
-        ps.Add(("model.norm.weight", w.FinalNorm));
-        if (!ReferenceEquals(w.LmHead.Weight, w.Embed)) ps.Add(("lm_head.weight", w.LmHead.Weight));
+        var ps = BaseParameters(w);
         var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var (_, param) in ps) grads.TryAdd(param, B.Zeros(param.Shape));
         try
@@ -199,6 +187,62 @@ public abstract class EndToEndChecks(DeviceFixture device)
         finally
         {
             foreach (var gr in grads.Values) gr.Dispose();
+        }
+    }
+
+    // Every base weight by HF name (the tied LM head is the embedding, named once).
+    private static List<(string Name, Tensor Param)> BaseParameters(ModelWeights w)
+    {
+        var ps = new List<(string Name, Tensor Param)> { ("model.embed_tokens.weight", w.Embed) };
+        for (int i = 0; i < w.Layers.Length; i++)
+        {
+            foreach (var (norm, t) in w.Layers[i].Norms) ps.Add(($"model.layers.{i}.{norm}", t));
+            foreach (var p in w.Layers[i].Projections)
+            {
+                ps.Add((p.Name + ".weight", p.Weight));
+                if (p.Bias != null) ps.Add((p.Name + ".bias", p.Bias));
+            }
+        }
+        ps.Add(("model.norm.weight", w.FinalNorm));
+        if (!ReferenceEquals(w.LmHead.Weight, w.Embed)) ps.Add(("lm_head.weight", w.LmHead.Weight));
+        return ps;
+    }
+
+    // Qwen3's head norms (no transformers fixture yet): logits against the float64 forward written from
+    // modeling_qwen3, and every gradient of the hand-written backward against the CPU backend's (which
+    // Temper.Training.Tests holds to central differences of that forward).
+    [Fact]
+    public void Qwen3_head_norms_give_the_float64_logits_and_the_cpu_gradients()
+    {
+        int[] ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150], labels = [-100, -100, 99, 260, 31, 7, 400, 3, 88, 150];
+        using var lm = LanguageModel.Load(Qwen3Tiny.Folder, B);
+        using (var logits = lm.Logits(ids, 1))
+        {
+            var reference = Qwen3Tiny.Logits(ids);
+            AssertClose(reference.SelectMany(x => x).Select(x => (float)x).ToArray(), Down(logits));
+        }
+        using var cpu = LanguageModel.Load(Qwen3Tiny.Folder, new Temper.Kernels.Cpu.CpuBackend());
+        var cpuGrads = BaseParameters(cpu.Weights).ToDictionary(p => p.Name, p => Tensor.Zeros(p.Param.Shape));
+        var cpuByParam = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (pname, param) in BaseParameters(cpu.Weights)) cpuByParam[param] = cpuGrads[pname];
+        new DecoderBackprop(cpu.Decoder).Run(ids, labels, [], 1, 0.125f, p => cpuByParam.GetValueOrDefault(p));
+        var ps = BaseParameters(lm.Weights);
+        Assert.Contains(ps, p => p.Name == "model.layers.1.self_attn.q_norm.weight");
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var (_, param) in ps) grads[param] = B.Zeros(param.Shape);
+        try
+        {
+            new DecoderBackprop(lm.Decoder).Run(ids, labels, [], 1, 0.125f, p => grads.GetValueOrDefault(p));
+            foreach (var (pname, param) in ps)
+            {
+                double err = RelativeL2(cpuGrads[pname].Floats, Down(grads[param]));
+                Assert.True(err < 1e-4, $"{pname}: relative L2 error {err:G3} against the CPU backend");
+            }
+        }
+        finally
+        {
+            foreach (var gr in grads.Values) gr.Dispose();
+            foreach (var gr in cpuGrads.Values) gr.Dispose();
         }
     }
 
