@@ -8,7 +8,21 @@ public static class Fixtures
     /// <summary>Absolute path of the shared fixtures folder.</summary>
     public static string Root => _root.Value;
 
-    public static string Hf(string model) => Path.Combine(Root, "hf", model);
+    /// <summary>Transformers fixtures made by tests/reference/make_fixtures.py that are still owed (no machine with
+    /// torch has run it yet): tests that read them are skipped, not failed, until tests/fixtures/hf holds them.</summary>
+    private static readonly string[] Owed = ["qwen3-tiny"];
+
+    /// <summary>A transformers reference model folder: ../shared/fixtures/hf/NAME, else tests/fixtures/hf/NAME.</summary>
+    public static string Hf(string model)
+    {
+        string shared = Path.Combine(Root, "hf", model);
+        if (Directory.Exists(shared)) return shared;
+        string own = Path.Combine(RepoRoot, "tests", "fixtures", "hf", model);
+        if (Directory.Exists(own)) return own;
+        if (Owed.Contains(model))
+            Xunit.Assert.Skip($"{model}: its transformers fixture is owed (run tests/reference/make_fixtures.py where torch is; see its header)");
+        return shared;
+    }
     public static string Tokenizer(string name) => Path.Combine(Root, "tokenizers", name);
 
     /// <summary>The repository root (the folder holding Engine.sln).</summary>

@@ -11,7 +11,7 @@ namespace Temper.Tests;
 
 public class ParityTests
 {
-    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny" };
+    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny", "qwen3-tiny" };
 
     private static (int[] Ids, int B, int T) Ids(SafetensorsFile r, string name)
     {

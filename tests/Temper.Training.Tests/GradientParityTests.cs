@@ -12,7 +12,7 @@ namespace Temper.Tests;
 
 public class GradientParityTests
 {
-    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny" };
+    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny", "qwen3-tiny" };
 
     internal static double RelativeL2(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual)
     {

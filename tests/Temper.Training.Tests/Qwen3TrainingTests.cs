@@ -1,14 +1,16 @@
 // The hand-written backward through Qwen3's head norms (q_norm, k_norm between the q/k projections and
 // RoPE): full fine-tuning gradients of the mean cross-entropy against central differences of the
 // float64 forward (Qwen3Tiny) on sampled entries of the head norms, the q/k projections, a layer norm and
-// the tied embedding; the loss itself; and gradient checkpointing giving the same gradients bit for bit.
+// the tied embedding; the loss itself; gradient checkpointing giving the same gradients bit for bit; and
+// a full model exported (as `temper merge` and full fine-tuning write it) keeping the head norms.
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Training;
+using Temper.Training.Runs;
 
 namespace Temper.Tests;
 
-public class Qwen3GradientTests
+public class Qwen3TrainingTests
 {
     private static readonly int[] Ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501];
     private static readonly int[] Labels = [-100, -100, -100, 260, 31, 7, 400, 3, 88, 150, 42, 501];
@@ -72,5 +74,26 @@ public class Qwen3GradientTests
         Assert.Equal(loss, loss2);
         Assert.Contains("model.layers.1.self_attn.k_norm.weight", grads.Keys);
         foreach (var (name, g) in grads) Assert.Equal(g, grads2[name]);
+    }
+
+    [Fact]
+    public void An_exported_model_keeps_the_head_norms()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"temper-qwen3-export-{Environment.ProcessId}");
+        try
+        {
+            using (var lm = LanguageModel.Load(Qwen3Tiny.Folder, new CpuBackend())) ModelExport.Save(dir, lm, lm.Decoder.Backend);
+            using var back = LanguageModel.Load(dir, new CpuBackend());
+            Assert.Equal(Qwen3Tiny.Weights["model.layers.1.self_attn.k_norm.weight"].Select(x => (float)x), back.Weights.Layers[1].KNorm!.Floats.ToArray());
+            using var logits = back.Logits(Ids, 1);
+            var reference = Qwen3Tiny.Logits(Ids);
+            double maxRef = reference.Max(r => r.Max(Math.Abs));
+            for (int i = 0; i < Ids.Length * Qwen3Tiny.Vocab; i++)
+                Assert.True(Math.Abs(logits.Floats[i] - reference[i / Qwen3Tiny.Vocab][i % Qwen3Tiny.Vocab]) <= 1e-4 * maxRef, $"logit {i}");
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
     }
 }
