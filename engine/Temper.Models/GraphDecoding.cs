@@ -1,8 +1,8 @@
 // Builds a CudaDecodeGraph (kernels/Temper.Kernels.Cuda) from a loaded model: the sizes and RoPE of its
 // ModelConfig and the tensors of its ModelWeights, which must be host tensors (the CPU backend's) holding
 // f32 or bf16 matrices; f32 matrices are rounded to bf16 one at a time as they are uploaded, bf16 ones go
-// as they are. Norms and biases stay f32. NF4 bases, unmerged LoRA views, sliding-window attention and
-// Qwen3's q/k head norms are refused with a one-line TemperException (merge adapters first: `temper merge`), as are shapes the
+// as they are. Norms (Qwen3's head norms too) and biases stay f32. NF4 bases, unmerged LoRA views and
+// sliding-window attention are refused with a one-line TemperException (merge adapters first: `temper merge`), as are shapes the
 // graph's kernels do not take (head dims other than 64 and 128, widths not a multiple of 8).
 using Temper.Core;
 using Temper.Cuda;
@@ -24,7 +24,6 @@ public static class GraphDecoding
     /// weights' formats aside), without a device.</summary>
     public static void Validate(ModelConfig cfg, int rows, int capacity)
     {
-        if (cfg.QkNorm) throw new TemperException($"the decode graph has no q/k head norms ({cfg.ModelType}); decode without --graph");
         if (cfg.SlidingWindow is { } window && capacity > window)
             throw new TemperException($"the decode graph has no sliding-window attention: capacity {capacity} is past the model's window of {window}");
         try
@@ -59,6 +58,7 @@ public static class GraphDecoding
                     Q = Bits(w.Q.Weight), K = Bits(w.K.Weight), V = Bits(w.V.Weight), O = Bits(w.O.Weight),
                     Gate = Bits(w.Gate.Weight), Up = Bits(w.Up.Weight), Down = Bits(w.Down.Weight),
                     QBias = Floats(w.Q.Bias), KBias = Floats(w.K.Bias), VBias = Floats(w.V.Bias), OBias = Floats(w.O.Bias),
+                    QNorm = Floats(w.QNorm), KNorm = Floats(w.KNorm),
                     GateBias = Floats(w.Gate.Bias), UpBias = Floats(w.Up.Bias), DownBias = Floats(w.Down.Bias),
                 });
             }

@@ -81,7 +81,8 @@ public sealed partial class CudaDecodeGraph
                 _linear.Forward(_hn, new LinearWeight.Bf16(l.Qkv!), l.QkvBias, _qkv, n, c, s.QkvRows);
                 d.Launch(g._ropeFn!, Grid((long)n * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
                     new CudaKernelArguments().Add(_qkv).Add(_positions).Add(_cacheRows).Add(g._cos).Add(g._sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
-                        .Add(n).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(g.Capacity));
+                        .Add(n).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(g.Capacity)
+                        .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps));
                 using var k = CudaDeviceMemory.Borrow(l.KCache!.Pointer + (ulong)cacheRow, 4L * g.Capacity * s.KvHeads * s.HeadDim, d.Context);
                 using var v = CudaDeviceMemory.Borrow(l.VCache!.Pointer + (ulong)cacheRow, 4L * g.Capacity * s.KvHeads * s.HeadDim, d.Context);
                 _attention.Forward(_q, k, v, _attn, null, null, null, shape);

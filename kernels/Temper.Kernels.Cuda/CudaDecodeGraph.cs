@@ -1,4 +1,4 @@
-// Greedy decoding of a Llama-family model (Llama, Qwen2, Mistral) on CUDA through Temper's own kernels
+// Greedy decoding of a Llama-family model (Llama, Qwen2, Qwen3, Mistral) on CUDA through Temper's own kernels
 // only (no ILGPU), one step captured once as a CUDA graph and replayed per token, so batch-1 decoding is
 // bound by reading the weights rather than by launches and host round trips. Rows R <= CudaGemv.MaxRows
 // sequences decode in lockstep; every per-token value (positions, tokens, key counts) lives on the device
@@ -6,7 +6,7 @@
 // A step, for x[R,C] f32 and bf16 weights (q, k and v packed into one [(H + 2 Hkv) D, C] matrix):
 //   x = embed[token]; per layer:
 //     qkv = RMSNorm(x) Wqkv^T + b              (GEMV, the norm folded in)
-//     q, cache[position] = RoPE(q), RoPE(k), v (decode_rope_append)
+//     q, cache[position] = RoPE(q), RoPE(k), v (decode_rope_append; Qwen3 norms each q and k head first)
 //     a = attention(q, cache[0..position])    (paged attention, one block of T slots per row)
 //     x += a Wo^T + b                         (GEMV, residual in place)
 //     h = silu(RMSNorm(x) Wg^T) * (RMSNorm(x) Wu^T)  (GEMV pair)
@@ -26,7 +26,7 @@ public sealed record DecodeModelShape(int Layers, int Hidden, int Heads, int KvH
     public int QkvRows => (Heads + 2 * KvHeads) * HeadDim;
 }
 
-/// <summary>One layer's weights as host spans: matrices as bf16 bits [Out, In]; norms [C] and biases [Out] f32, empty when absent.</summary>
+/// <summary>One layer's weights as host spans: matrices as bf16 bits [Out, In]; norms [C] (Qwen3's head norms [D]) and biases [Out] f32, empty when absent.</summary>
 public readonly ref struct DecodeLayerWeights
 {
     public ReadOnlySpan<float> InputNorm { get; init; }
@@ -36,6 +36,8 @@ public readonly ref struct DecodeLayerWeights
     public ReadOnlySpan<float> QBias { get; init; }
     public ReadOnlySpan<float> KBias { get; init; }
     public ReadOnlySpan<float> VBias { get; init; }
+    public ReadOnlySpan<float> QNorm { get; init; }
+    public ReadOnlySpan<float> KNorm { get; init; }
     public ReadOnlySpan<ushort> O { get; init; }
     public ReadOnlySpan<float> OBias { get; init; }
     public ReadOnlySpan<float> PostAttentionNorm { get; init; }
@@ -69,7 +71,11 @@ public sealed partial class CudaDecodeGraph : IDisposable
 
     private sealed class Layer
     {
-        public CudaDeviceMemory? InputNorm, Qkv, QkvBias, O, OBias, PostNorm, Gate, Up, Down, GateBias, UpBias, DownBias, KCache, VCache;
+        public CudaDeviceMemory? InputNorm, Qkv, QkvBias, QNorm, KNorm, O, OBias, PostNorm, Gate, Up, Down, GateBias, UpBias, DownBias, KCache, VCache;
+
+        /// <summary>The head norms as decode_rope_append takes them: device pointers, 0 for none.</summary>
+        public ulong QNormPointer => QNorm?.Pointer ?? 0UL;
+        public ulong KNormPointer => KNorm?.Pointer ?? 0UL;
     }
 
     /// <summary>Device buffers for <paramref name="rows"/> sequences of up to <paramref name="capacity"/> positions; the weights come next (SetEmbedding, SetLayer, SetFinal).</summary>
@@ -161,6 +167,9 @@ public sealed partial class CudaDecodeGraph : IDisposable
             Place(w.VBias, bias, hd + kvd, kvd, $"{at} v bias");
             l.QkvBias = Replace(l.QkvBias, Own(_device.Upload<float>(bias)));
         }
+        l.QNorm = Replace(l.QNorm, Bias(w.QNorm, s.HeadDim, $"{at} q head norm"));
+        l.KNorm = Replace(l.KNorm, Bias(w.KNorm, s.HeadDim, $"{at} k head norm"));
+        if ((l.QNorm == null) != (l.KNorm == null)) throw new ArgumentException($"decode graph: {at} has a q head norm without a k head norm, or the reverse");
         l.O = Replace(l.O, Bf16(w.O));
         l.OBias = Replace(l.OBias, Bias(w.OBias, c, $"{at} o bias"));
         l.Gate = Replace(l.Gate, Bf16(w.Gate));
@@ -341,7 +350,8 @@ public sealed partial class CudaDecodeGraph : IDisposable
             mark?.Invoke("qkv = norm(x) Wqkv (GEMV)");
             _device.Launch(_ropeFn!, Grid((long)rows * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
                 new CudaKernelArguments().Add(_qkv).Add(_position).Add(_rowIndex).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
-                    .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity));
+                    .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity)
+                    .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps));
             mark?.Invoke("RoPE + cache append");
             _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _rowIndex, _rowIndex, _kvLen, _workspace, _attentionShape, _splits);
             mark?.Invoke(_splits > 1 ? $"attention ({_splits} splits + combine)" : "attention");
@@ -403,6 +413,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
         bias.CopyTo(into.AsSpan(at, count));
     }
 
+    // An optional f32 vector (a bias, or a head norm): null when empty.
     private CudaDeviceMemory? Bias(ReadOnlySpan<float> bias, int count, string what)
     {
         if (bias.IsEmpty) return null;

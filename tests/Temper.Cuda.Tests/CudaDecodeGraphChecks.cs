@@ -10,6 +10,7 @@
 // stops at an EOS id. Profile's steps (a second graph with timing events) decode as plain ones do. Prefill
 // (the prompt's first tokens through the GEMM, flash attention and fused kernels, in chunks) leaves caches
 // from which the following steps' logits match the CPU decoder's within the bf16 bound (2e-2 of the largest).
+// The step and prefill checks run again on the same shape with Qwen3's q/k head norms (random, away from 1).
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cuda;
@@ -27,26 +28,31 @@ public class CudaDecodeGraphChecks
         MaxPositions = 4096, Rope = new RopeSpec("default", 10000), InitializerRange = 0.08f,
     };
 
-    private static ModelWeights Weights(CpuBackend cpu)
+    // The same shape as Qwen3 has it: q and k heads RMS-normed before RoPE, no biases.
+    private static readonly ModelConfig Tiny3 = Tiny with { ModelType = "qwen3", AttentionBias = false, QkNorm = true };
+
+    private static ModelWeights Weights(CpuBackend cpu, ModelConfig? cfg = null)
     {
-        var w = ModelWeights.Random(Tiny, cpu, seed: 7, DType.BF16);
+        var w = ModelWeights.Random(cfg ?? Tiny, cpu, seed: 7, DType.BF16);
         var r = new Random(3);
         foreach (var l in w.Layers)
         {
-            foreach (var b in new[] { l.Q.Bias!, l.K.Bias!, l.V.Bias! }) foreach (ref float v in b.Floats) v = (float)(r.NextDouble() - 0.5);
-            foreach (ref float v in l.InputNorm.Floats) v = 0.5f + (float)r.NextDouble();
+            foreach (var b in new[] { l.Q.Bias, l.K.Bias, l.V.Bias }) if (b != null) foreach (ref float v in b.Floats) v = (float)(r.NextDouble() - 0.5);
+            foreach (var norm in new[] { l.InputNorm, l.QNorm, l.KNorm }) if (norm != null) foreach (ref float v in norm.Floats) v = 0.5f + (float)r.NextDouble();
         }
         return w;
     }
 
     [Theory]
-    [InlineData(2, 12)]
-    [InlineData(8, 6)] // the GEMVs' widest row count
-    public void Every_step_matches_the_cpu_decoder(int rows, int capacity)
+    [InlineData(2, 12, false)]
+    [InlineData(8, 6, false)] // the GEMVs' widest row count
+    [InlineData(2, 12, true)] // Qwen3's head norms
+    public void Every_step_matches_the_cpu_decoder(int rows, int capacity, bool qwen3)
     {
         using var device = Gpu.OpenForKernels();
         var cpu = new CpuBackend(1);
-        using var weights = Weights(cpu);
+        var Tiny = qwen3 ? Tiny3 : CudaDecodeGraphChecks.Tiny;
+        using var weights = Weights(cpu, Tiny);
         int[][] prompts = [.. Enumerable.Range(0, rows).Select(r => Enumerable.Range(0, 1 + (r * 2 + 2) % 5).Select(i => (r * 37 + i * 11 + 5) % Tiny.VocabSize).ToArray())];
         using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);
         var decoder = new Decoder(Tiny, weights, cpu);
@@ -156,13 +162,15 @@ public class CudaDecodeGraphChecks
     }
 
     [Theory]
-    [InlineData(70)]  // one chunk
-    [InlineData(260)] // two chunks of up to 256 tokens
-    public void Prefill_fills_the_caches_as_the_cpu_decoder_does(int promptLength)
+    [InlineData(70, false)]  // one chunk
+    [InlineData(260, false)] // two chunks of up to 256 tokens
+    [InlineData(70, true)]   // Qwen3's head norms
+    public void Prefill_fills_the_caches_as_the_cpu_decoder_does(int promptLength, bool qwen3)
     {
         using var device = Gpu.OpenForKernels();
         var cpu = new CpuBackend(1);
-        using var weights = Weights(cpu);
+        var Tiny = qwen3 ? Tiny3 : CudaDecodeGraphChecks.Tiny;
+        using var weights = Weights(cpu, Tiny);
         int capacity = promptLength + 6;
         int[][] prompts = [[.. Enumerable.Range(0, promptLength).Select(i => (i * 7 + 3) % Tiny.VocabSize)], [.. Enumerable.Range(0, promptLength + 2).Select(i => (i * 13 + 1) % Tiny.VocabSize)]];
         using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);

@@ -1,7 +1,8 @@
 // temper_model_load / temper_model_generate on TEMPER_DEVICE_CUDA (generation through the CUDA decode
 // graph). Always: a model whose head dim the graph's kernels do not take (the llama-tiny fixture's 16) is
 // TEMPER_E_UNSUPPORTED naming it. With a CUDA driver (a GPU, or the CUDA emulator test.sh loads for the
-// trait Kernels=cuda): a tiny Qwen2-shaped model written here in bf16 (head dim 64) generates the same
+// trait Kernels=cuda): a tiny Qwen2-shaped model written here in bf16 (head dim 64), and a Qwen3-shaped one
+// (q/k head norms, no biases), generates the same
 // greedy tokens, with the same finish, on CUDA as on the CPU, and a repetition-penalised run (picked on
 // the host from the graph's logits) too.
 using System.Runtime.InteropServices;
@@ -55,15 +56,17 @@ public sealed unsafe class CudaGenerateTests
         Assert.Contains("head dim 16", LastError());
     }
 
-    [Fact]
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
     [Trait("Kernels", "cuda")]
-    public void Cuda_generation_gives_the_cpus_tokens()
+    public void Cuda_generation_gives_the_cpus_tokens(bool qwen3)
     {
         SkipWithoutCuda();
         string dir = Directory.CreateTempSubdirectory("temper-cuda-gen-").FullName;
         try
         {
-            WriteTinyModel(dir);
+            WriteTinyModel(dir, qwen3);
             Assert.True(Load(dir, TemperDevice.Cpu, out var cpu) == 0, LastError());
             Assert.True(Load(dir, TemperDevice.Cuda, out var gpu) == 0, LastError());
             try
@@ -106,11 +109,12 @@ public sealed unsafe class CudaGenerateTests
         }
     }
 
-    // config.json and model.safetensors (bf16 matrices, f32 norms and non-zero q/k/v biases) of a tiny Qwen2-shaped model.
-    private static void WriteTinyModel(string dir)
+    // config.json and model.safetensors (bf16 matrices, f32 norms) of a tiny Qwen2-shaped model (non-zero q/k/v
+    // biases) or Qwen3-shaped one (no biases; q/k head norms away from 1).
+    private static void WriteTinyModel(string dir, bool qwen3)
     {
-        File.WriteAllText(Path.Combine(dir, "config.json"), """
-            {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 128, "intermediate_size": 256,
+        File.WriteAllText(Path.Combine(dir, "config.json"), (qwen3 ? """{"model_type": "qwen3", """ : """{"model_type": "qwen2", """) + """
+             "hidden_size": 128, "intermediate_size": 256,
              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 320,
              "rms_norm_eps": 1e-6, "tie_word_embeddings": false, "max_position_embeddings": 64, "rope_theta": 10000.0,
              "initializer_range": 0.08, "eos_token_id": 2}
@@ -119,13 +123,14 @@ public sealed unsafe class CudaGenerateTests
         using var w = ModelWeights.Random(cfg, new CpuBackend(1), seed: 11, DType.BF16);
         var r = new Random(5);
         foreach (var l in w.Layers)
-            foreach (var b in new[] { l.Q.Bias!, l.K.Bias!, l.V.Bias! })
-                foreach (ref float v in b.Floats) v = (float)(r.NextDouble() - 0.5);
+        {
+            foreach (var b in new[] { l.Q.Bias, l.K.Bias, l.V.Bias }) if (b != null) foreach (ref float v in b.Floats) v = (float)(r.NextDouble() - 0.5);
+            foreach (var n in new[] { l.QNorm, l.KNorm }) if (n != null) foreach (ref float v in n.Floats) v = 0.5f + (float)r.NextDouble();
+        }
         var tensors = new List<Tensor> { w.Embed, w.FinalNorm, w.LmHead.Weight };
         foreach (var l in w.Layers)
         {
-            tensors.Add(l.InputNorm);
-            tensors.Add(l.PostAttentionNorm);
+            tensors.AddRange(l.Norms.Select(n => n.Weight));
             foreach (var p in l.Projections)
             {
                 tensors.Add(p.Weight);

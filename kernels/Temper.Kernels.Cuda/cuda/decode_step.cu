@@ -15,7 +15,9 @@
 //                       the k heads rotated and the v heads copied into kCache, vCache [R, T, Hkv, D] at row
 //                       cacheRow[r], slot position[r]: the layout of a paged cache with one block of T slots per
 //                       row. A decode step's rows are the sequences (cacheRow[r] = r); a prefill chunk's rows
-//                       are tokens of one sequence at consecutive positions.
+//                       are tokens of one sequence at consecutive positions. With qNorm / kNorm [D] (Qwen3; null
+//                       for none) each q / k head is first RMS-normed over its D values: x * rstd * w, rstd =
+//                       1 / sqrt(mean(x^2) + eps), each thread summing its head's squares itself.
 //   decode_next:        next = prompt[r, p + 1] while the prompt lasts, else the argmax; tokens[r, p + 1] =
 //                       token[r] = next; position[r] = p + 1.
 // decode_next never moves a position past T - 1 (a replay after the host's last step rewrites slot T - 1),
@@ -44,10 +46,18 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_embed(
     }
 }
 
+// 1 / rms of one head's d values (in order, as the CPU's scalar RMSNorm reference sums them).
+__device__ __forceinline__ float head_rstd(const float* x, int d, float eps)
+{
+    float sum = 0.f;
+    for (int j = 0; j < d; ++j) sum += x[j] * x[j];
+    return 1.f / sqrtf(sum / d + eps);
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
     const float* __restrict__ qkv, const int* __restrict__ position, const int* __restrict__ cacheRow, const float* __restrict__ cos,
     const float* __restrict__ sin, float* __restrict__ q, float* __restrict__ kCache, float* __restrict__ vCache, int rows, int heads, int kvHeads,
-    int half, int capacity)
+    int half, int capacity, const float* __restrict__ qNorm, const float* __restrict__ kNorm, float eps)
 {
     const int all = heads + 2 * kvHeads;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -55,7 +65,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
     const int e = (int)(i % half), h = (int)(i / half % all), r = (int)(i / half / all);
     const int p = position[r], d = 2 * half;
     const float* src = qkv + ((long long)r * all + h) * d;
-    const float a = src[e], b = src[e + half];
+    float a = src[e], b = src[e + half];
+    const bool isKey = h >= heads && h < heads + kvHeads;
+    const float* norm = h < heads ? qNorm : isKey ? kNorm : nullptr;
+    if (norm)
+    {
+        const float rstd = head_rstd(src, d, eps);
+        a = norm[e] * (a * rstd);
+        b = norm[e + half] * (b * rstd);
+    }
     if (h < heads)
     {
         const float cs = cos[(long long)p * half + e], sn = sin[(long long)p * half + e];
@@ -64,7 +82,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
         dst[e + half] = b * cs + a * sn;
         return;
     }
-    const bool isKey = h < heads + kvHeads;
     const int kh = isKey ? h - heads : h - heads - kvHeads;
     float* dst = (isKey ? kCache : vCache) + (((long long)cacheRow[r] * capacity + p) * kvHeads + kh) * d;
     if (isKey)
