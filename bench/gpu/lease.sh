@@ -98,6 +98,9 @@ for step in "$@"; do
     gemv) run gemv-checks 60 tests Temper.Cuda.Tests -class "*CudaGemvChecks" -class "*CudaGemvGraphChecks"
           run gemv 120 bash -c 'temper bench gemv --reps 50 && temper bench gemv --rows 8 --reps 20'
           run peer-gemv 120 python3 bench/peer/torch_gemv.py --reps 50 ;;
+    # Qwen3's transformers fixture (CPU, float32; torch, transformers and peft are on the GPU machine): it comes back
+    # in $OUT/qwen3-tiny.tgz, to unpack into tests/fixtures/hf/ and commit (tests/reference/make_fixtures.py's header).
+    qwen3-fixture) run qwen3-fixture 120 bash -c 'python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-tiny qwen3 3 theta=1000000 head_dim=32 && tar -czf "$OUT/qwen3-tiny.tgz" -C /tmp/fixtures qwen3-tiny' ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac
