@@ -56,6 +56,17 @@ public class CliTests
         File.WriteAllText(msgs, new JsonArray(head).ToJsonString());
         var gen = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--add-generation-prompt");
         Assert.Equal(ct["text_with_generation_prompt"]!.GetValue<string>(), gen.Stdout);
+
+        // --continue-final-message ends inside the last (assistant) message, as transformers cuts it; template
+        // variables are taken as a JSON object, anything else refused in one line.
+        File.WriteAllText(msgs, ct["messages"]!.ToJsonString());
+        string full = ct["text"]!.GetValue<string>(), last = ct["messages"]!.AsArray()[^1]!["content"]!.GetValue<string>();
+        var cont = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--continue-final-message", "--chat-template-kwargs", "{\"enable_thinking\": false}");
+        Assert.Equal(0, cont.ExitCode);
+        Assert.Equal(full[..(full.LastIndexOf(last, StringComparison.Ordinal) + last.Length)], cont.Stdout);
+        var bad = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--chat-template-kwargs", "[1]");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Equal("temper: --chat-template-kwargs must be a JSON object of template variables", bad.Stderr.Trim());
     }
 
     [Fact]

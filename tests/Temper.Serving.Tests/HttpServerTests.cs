@@ -359,6 +359,33 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Equal(HttpStatusCode.BadRequest, (await Post("tokenize", "{not json")).Status);
     }
 
+    // vLLM's chat rendering fields: add_generation_prompt false, continue_final_message (the prompt ends inside
+    // the last message) and chat_template_kwargs (passed to the template; must be an object), on /tokenize and chat.
+    [Fact]
+    public async Task Chat_rendering_fields_shape_the_prompt()
+    {
+        const string messages = """[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Once upon"}]""";
+        async Task<int[]> Ids(string fields) =>
+            (await Post("tokenize", $$"""{"model": "llama-tiny", "messages": {{messages}}{{fields}}}""")).Json!["tokens"]!.AsArray().Select(t => (int)t!).ToArray();
+        var msgs = JsonNode.Parse(messages)!.AsArray();
+        var tpl = f.Model.Template!;
+        Assert.Equal(f.Model.Encode(tpl.Render(msgs, addGenerationPrompt: true)), await Ids(""));
+        Assert.Equal(f.Model.Encode(tpl.Render(msgs, addGenerationPrompt: false)), await Ids(""", "add_generation_prompt": false"""));
+        string rendered = tpl.Render(msgs, addGenerationPrompt: false);
+        var continued = await Ids(""", "add_generation_prompt": false, "continue_final_message": true, "chat_template_kwargs": {"enable_thinking": false}""");
+        Assert.Equal(f.Model.Encode(rendered[..(rendered.LastIndexOf("Once upon", StringComparison.Ordinal) + "Once upon".Length)]), continued);
+        Assert.EndsWith("Once upon", f.Model.Tokenizer.Decode(continued, skipSpecialTokens: false));
+
+        var both = await Post("v1/chat/completions", $$"""{"model": "llama-tiny", "messages": {{messages}}, "continue_final_message": true, "max_tokens": 2}""");
+        Assert.Equal(HttpStatusCode.BadRequest, both.Status);
+        Assert.Contains("'continue_final_message' needs 'add_generation_prompt': false", Message(both));
+        var badKwargs = await Post("v1/chat/completions", $$"""{"model": "llama-tiny", "messages": {{messages}}, "chat_template_kwargs": [1], "max_tokens": 2}""");
+        Assert.Equal(HttpStatusCode.BadRequest, badKwargs.Status);
+        Assert.Contains("'chat_template_kwargs' must be a JSON object", Message(badKwargs));
+        var ok = await Post("v1/chat/completions", $$"""{"model": "llama-tiny", "messages": {{messages}}, "add_generation_prompt": false, "continue_final_message": true, "chat_template_kwargs": {"enable_thinking": false}, "max_tokens": 2}""");
+        Assert.Equal(HttpStatusCode.OK, ok.Status);
+    }
+
     [Fact]
     public async Task Bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving()
     {

@@ -16,6 +16,11 @@ internal static class CliOptions
     public static Option<string?> Adapter() => new("--adapter") { Description = "PEFT LoRA adapter folder, applied unmerged" };
     public static Option<bool> QLora() => new("--qlora") { Description = "QLoRA: hold the layers' projections in NF4 (4-bit, quantised once and saved as temper-nf4.safetensors in the model folder)" };
     public static Option<int> Threads() => new("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+    public static Option<string?> ChatTemplateKwargs() => new("--chat-template-kwargs") { Description = "JSON object of extra chat-template variables, e.g. '{\"enable_thinking\": false}' for Qwen3 (as llama.cpp's flag and vLLM's request field)" };
+
+    /// <summary>The --chat-template-kwargs variables, parsed (null when not given).</summary>
+    public static IReadOnlyDictionary<string, System.Text.Json.Nodes.JsonNode?>? TemplateKwargs(ParseResult p, Option<string?> kwargs) =>
+        p.GetValue(kwargs) is string json ? Temper.Models.Text.ChatPromptOptions.ParseKwargs(json, "--chat-template-kwargs") : null;
     public static readonly Option<string?> Device = new("--device") { Description = "cpu, cuda, opencl or ilgpu-cpu (default: the best present)", Recursive = true };
     public static readonly Option<string?> Kernels = new("--kernels") { Description = "On CUDA: ilgpu (the ILGPU kernels), ptx (the CUDA C++ kernels where one exists: the bf16 and NF4 Linear with the LoRA product joined, NF4 dequantisation, attention forward and backward and the paged attention for head dims 64 and 128, RMSNorm, SwiGLU, RoPE and the AdamW step) or auto (ilgpu until the PTX ones are measured faster)", Recursive = true };
     public static readonly Option<string?> DTypeFlag = new("--dtype") { Description = "Weight/compute storage: f32 or bf16 (default: as stored)", Recursive = true };

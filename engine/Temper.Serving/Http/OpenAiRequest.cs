@@ -3,7 +3,8 @@
 // frequency_penalty and presence_penalty (over the output tokens, [-2, 2]), logit_bias ({"token id":
 // bias in [-100, 100]}), n, seed, stop, logprobs (an int for completions; a bool plus top_logprobs for
 // chat), stream and stream_options.include_usage; and vLLM's sampling extras top_k (0 or -1 = off),
-// min_p and repetition_penalty. Completions also take a batch of prompts (a list of strings or of
+// min_p and repetition_penalty; for chat, vLLM's add_generation_prompt, continue_final_message and
+// chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking). Completions also take a batch of prompts (a list of strings or of
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
 // before the completion, and with logprobs each prompt token scored given those before it; max_tokens
 // may then be 0: how lm-evaluation-harness scores text). Anything malformed is a TemperException naming
@@ -13,6 +14,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
+using Temper.Models.Text;
 using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Http;
@@ -32,7 +34,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             if (body["messages"] is not JsonArray messages || messages.Count == 0) throw new TemperException("'messages' must be a non-empty array");
             foreach (var msg in messages)
                 if (msg is not JsonObject o || Str(o, "role") == null) throw new TemperException("each message needs a 'role'");
-            prompts = [(m.EncodeChat(Flatten(messages)), null)];
+            prompts = [(m.EncodeChat(Flatten(messages), ChatOptions(body)), null)];
         }
         else prompts = body["prompt"] switch
         {
@@ -97,6 +99,22 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                 },
         };
         return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes);
+    }
+
+    /// <summary>vLLM's chat rendering fields: add_generation_prompt (default true), continue_final_message and
+    /// chat_template_kwargs (variables for the template, e.g. {"enable_thinking": false} for Qwen3).</summary>
+    internal static ChatPromptOptions ChatOptions(JsonObject body)
+    {
+        var kwargs = body["chat_template_kwargs"];
+        var o = new ChatPromptOptions
+        {
+            AddGenerationPrompt = Bool(body, "add_generation_prompt") ?? true,
+            ContinueFinalMessage = Bool(body, "continue_final_message") ?? false,
+            TemplateKwargs = kwargs == null || kwargs.GetValueKind() == JsonValueKind.Null ? null : ChatPromptOptions.KwargsFrom(kwargs, "'chat_template_kwargs'"),
+        };
+        if (o.AddGenerationPrompt && o.ContinueFinalMessage)
+            throw new TemperException("'continue_final_message' needs 'add_generation_prompt': false (both cannot be true)");
+        return o;
     }
 
     // Fields whose meaning this server does not implement are refused rather than ignored, so a client never

@@ -52,10 +52,11 @@ public sealed class ServedModel : IDisposable
         throw new UnknownModelException(model, ModelIds);
     }
 
-    public IReadOnlyList<int> EncodeChat(JsonArray messages)
+    /// <summary>The ids of the conversation rendered by the chat template (default: with the generation prompt).</summary>
+    public IReadOnlyList<int> EncodeChat(JsonArray messages, ChatPromptOptions? options = null)
     {
         var template = Template ?? throw new TemperException($"{_lm.Directory}: the model has no chat template; use /v1/completions");
-        return Tokenizer.Encode(template.Render(messages, addGenerationPrompt: true));
+        return Tokenizer.Encode(ChatPrompt.Render(template, messages, options ?? new ChatPromptOptions()));
     }
 
     public IReadOnlyList<int> Encode(string text) => Tokenizer.Encode(text);

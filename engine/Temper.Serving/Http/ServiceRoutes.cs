@@ -22,12 +22,13 @@ public static class ServiceRoutes
     }
 
     // POST /tokenize (vLLM's): {"prompt": text} or {"messages": [...]} (rendered by the chat template with the
-    // generation prompt) -> {"count", "max_model_len", "tokens"}: the ids /v1/completions or
+    // generation prompt, or as add_generation_prompt, continue_final_message and chat_template_kwargs say)
+    // -> {"count", "max_model_len", "tokens"}: the ids /v1/completions or
     // /v1/chat/completions would run.
     private static JsonObject Tokenize(JsonObject body, ServedModel m)
     {
         CheckModel(body, m);
-        IReadOnlyList<int> ids = body["messages"] is JsonArray msgs ? m.EncodeChat(msgs)
+        IReadOnlyList<int> ids = body["messages"] is JsonArray msgs ? m.EncodeChat(msgs, OpenAiRequest.ChatOptions(body))
             : body["prompt"] is JsonValue pv && pv.GetValueKind() == JsonValueKind.String ? m.Encode(pv.GetValue<string>())
             : throw new TemperException("'prompt' (a string) or 'messages' is required");
         return new JsonObject { ["count"] = ids.Count, ["max_model_len"] = m.Engine.MaxSequenceLength, ["tokens"] = new JsonArray([.. ids.Select(i => (JsonNode)i)]) };

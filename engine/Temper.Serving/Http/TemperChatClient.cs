@@ -1,11 +1,13 @@
 // A Microsoft.Extensions.AI IChatClient over the serving engine, for in-process .NET apps: the same
 // model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 or
 // unset = greedy; frequency and presence penalties), stop sequences and token limits as the HTTP server,
-// whole or streamed.
+// whole or streamed. ChatOptions.AdditionalProperties["chat_template_kwargs"] (an object of template
+// variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does.
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 using Temper.Models;
+using Temper.Models.Text;
 using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Http;
@@ -62,12 +64,19 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
         float t = o?.Temperature ?? 0f;
         var request = new ServingRequest
         {
-            PromptIds = model.EncodeChat(json), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
+            PromptIds = model.EncodeChat(json, PromptOptions(o)), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
             Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
                 : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
                 with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f },
         };
         return (model.Engine.Submit(request), stops, modelId);
+    }
+
+    private static ChatPromptOptions? PromptOptions(ChatOptions? o)
+    {
+        if (o?.AdditionalProperties?.TryGetValue("chat_template_kwargs", out var kwargs) != true || kwargs == null) return null;
+        var node = kwargs as JsonNode ?? System.Text.Json.JsonSerializer.SerializeToNode(kwargs, kwargs.GetType());
+        return new ChatPromptOptions { TemplateKwargs = ChatPromptOptions.KwargsFrom(node, "chat_template_kwargs") };
     }
 
     private static ChatFinishReason Reason(ServingFinish f) => f == ServingFinish.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;

@@ -1,8 +1,10 @@
 // `temper chat --model DIR`: an interactive conversation that keeps its history and renders it with
-// the model's chat template each turn. Empty line or /exit ends it; /reset clears the history.
+// the model's chat template each turn (with --chat-template-kwargs' variables, e.g. Qwen3's enable_thinking).
+// Empty line or /exit ends it; /reset clears the history.
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Temper.Models;
+using Temper.Models.Text;
 
 namespace Temper.Cli.Commands;
 
@@ -14,8 +16,9 @@ internal static class ChatCommand
         var adapter = CliOptions.Adapter();
         var threads = CliOptions.Threads();
         var system = new Option<string?>("--system") { Description = "System prompt" };
+        var kwargs = CliOptions.ChatTemplateKwargs();
         var flags = new GenerateCommand.SamplingFlags();
-        var cmd = new Command("chat", "Chat with a model interactively") { model, adapter, threads, system };
+        var cmd = new Command("chat", "Chat with a model interactively") { model, adapter, threads, system, kwargs };
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
@@ -23,6 +26,7 @@ internal static class ChatCommand
             var tok = lm.RequireTokenizer();
             var tpl = lm.RequireTemplate();
             var opts = flags.Read(p, lm);
+            var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) };
             var gen = new Generator(lm.Decoder, ids => tok.Decode(ids, skipSpecialTokens: true));
             var history = new JsonArray();
             if (p.GetValue(system) is string sys) history.Add(new JsonObject { ["role"] = "system", ["content"] = sys });
@@ -34,7 +38,7 @@ internal static class ChatCommand
                 if (line == null || line.Trim() is "" or "/exit") return 0;
                 if (line.Trim() == "/reset") { history.Clear(); continue; }
                 history.Add(new JsonObject { ["role"] = "user", ["content"] = line });
-                var ids = tok.Encode(tpl.Render(history, addGenerationPrompt: true));
+                var ids = tok.Encode(ChatPrompt.Render(tpl, history, chatOptions));
                 var stream = new StreamingText(tok);
                 var r = gen.Generate([ids], opts, (_, id) => Console.Out.Write(stream.Push(id)))[0];
                 Console.Out.WriteLine();

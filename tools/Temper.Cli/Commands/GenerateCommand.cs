@@ -7,6 +7,7 @@ using System.CommandLine;
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
+using Temper.Models.Text;
 
 namespace Temper.Cli.Commands;
 
@@ -68,10 +69,11 @@ internal static class GenerateCommand
         var prompt = new Option<string[]>("--prompt", "-p") { Description = "Prompt text (repeat for a batch)" };
         var promptFile = new Option<string[]>("--prompt-file", "-f") { Description = "Read a prompt from this UTF-8 file, or standard input for - (repeatable; after the --prompt ones)" };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt as a user message with the chat template" };
+        var kwargs = CliOptions.ChatTemplateKwargs();
         var qlora = CliOptions.QLora();
         var graph = new Option<bool>("--graph") { Description = "Decode on CUDA device 0 through Temper's CUDA kernels, one captured CUDA graph a token (one prompt; bf16 weights; an --adapter is merged first)" };
         var flags = new SamplingFlags();
-        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, qlora, graph };
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, kwargs, qlora, graph };
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
@@ -88,8 +90,10 @@ internal static class GenerateCommand
                 : CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
+            if (p.GetValue(kwargs) != null && !p.GetValue(chat)) throw new TemperException("--chat-template-kwargs is for --chat");
+            var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) };
             var prompts = texts.Select(t => (IReadOnlyList<int>)(p.GetValue(chat)
-                ? tok.Encode(lm.RequireTemplate().Render(new JsonArray(new JsonObject { ["role"] = "user", ["content"] = t }), addGenerationPrompt: true))
+                ? tok.Encode(ChatPrompt.Render(lm.RequireTemplate(), new JsonArray(new JsonObject { ["role"] = "user", ["content"] = t }), chatOptions))
                 : tok.Encode(t))).ToList();
             var gen = new Generator(lm.Decoder, ids => tok.Decode(ids, skipSpecialTokens: true));
             using var cancel = new CancellationTokenSource();

@@ -1,5 +1,6 @@
-// `temper template --model DIR --messages FILE.json [--add-generation-prompt]`: prints exactly the
-// rendered chat text, nothing added. FILE.json is a list of messages, or {"messages": [...], "tools": [...]}.
+// `temper template --model DIR --messages FILE.json [--add-generation-prompt | --continue-final-message]
+// [--chat-template-kwargs JSON]`: prints exactly the rendered chat text, nothing added (transformers'
+// apply_chat_template). FILE.json is a list of messages, or {"messages": [...], "tools": [...]}.
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -15,13 +16,16 @@ internal static class TemplateCommand
         var model = CliOptions.Model();
         var messages = new Option<string>("--messages") { Description = "JSON file: a list of {role, content} messages", Required = true };
         var genPrompt = new Option<bool>("--add-generation-prompt") { Description = "End with the assistant turn's opening" };
-        var cmd = new Command("template", "Render a conversation with the model's chat template") { model, messages, genPrompt };
+        var continueFinal = new Option<bool>("--continue-final-message") { Description = "End inside the last message (cut after its content), for the model to continue it" };
+        var kwargs = CliOptions.ChatTemplateKwargs();
+        var cmd = new Command("template", "Render a conversation with the model's chat template") { model, messages, genPrompt, continueFinal, kwargs };
         cmd.SetGuardedAction(p =>
         {
             string dir = p.GetValue(model)!;
             var tpl = ChatTemplate.LoadFromModelDir(dir) ?? throw new TemperException($"{dir}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
             var (msgs, tools) = ReadConversation(p.GetValue(messages)!);
-            Console.Out.Write(tpl.Render(msgs, p.GetValue(genPrompt), tools));
+            var o = new ChatPromptOptions { AddGenerationPrompt = p.GetValue(genPrompt), ContinueFinalMessage = p.GetValue(continueFinal), TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) };
+            Console.Out.Write(ChatPrompt.Render(tpl, msgs, o, tools));
             Console.Out.Flush();
             return 0;
         });
