@@ -384,6 +384,15 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Contains("'chat_template_kwargs' must be a JSON object", Message(badKwargs));
         var ok = await Post("v1/chat/completions", $$"""{"model": "llama-tiny", "messages": {{messages}}, "add_generation_prompt": false, "continue_final_message": true, "chat_template_kwargs": {"enable_thinking": false}, "max_tokens": 2}""");
         Assert.Equal(HttpStatusCode.OK, ok.Status);
+
+        // In process: the IChatClient takes chat_template_kwargs in ChatOptions.AdditionalProperties (an object).
+        using IChatClient local = new TemperChatClient(f.Model);
+        var withKwargs = new ChatOptions { MaxOutputTokens = 2, AdditionalProperties = new() { ["chat_template_kwargs"] = new Dictionary<string, object?> { ["enable_thinking"] = false } } };
+        Assert.Equal((await local.GetResponseAsync([new(ChatRole.User, "hi")], new ChatOptions { MaxOutputTokens = 2 }, Cancel)).Text,
+            (await local.GetResponseAsync([new(ChatRole.User, "hi")], withKwargs, Cancel)).Text);
+        var notAnObject = new ChatOptions { MaxOutputTokens = 2, AdditionalProperties = new() { ["chat_template_kwargs"] = 3 } };
+        var e = await Assert.ThrowsAsync<Temper.Core.TemperException>(() => local.GetResponseAsync([new(ChatRole.User, "hi")], notAnObject, Cancel));
+        Assert.Equal("chat_template_kwargs must be a JSON object of template variables", e.Message);
     }
 
     [Fact]
