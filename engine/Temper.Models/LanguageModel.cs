@@ -70,12 +70,12 @@ public sealed class LanguageModel : IDisposable
         return m;
     }
 
-    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights.</summary>
+    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights (always, for DoRA).</summary>
     public void AttachAdapter(string adapterDir, bool merge)
     {
-        var adapter = LoraAdapter.Load(adapterDir);
+        var adapter = LoraAdapter.Load(adapterDir, allowDora: true);
         _owned.Add(adapter);
-        if (merge) adapter.Merge(Weights, Decoder.Backend);
+        if (merge || adapter.Config.UseDora) adapter.Merge(Weights, Decoder.Backend);
         else adapter.Apply(Weights, Decoder.Backend);
     }
 

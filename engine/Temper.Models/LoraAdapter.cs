@@ -1,7 +1,9 @@
 // A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) read for inference:
 // attached to a model's projections unmerged (y = x W^T + s (x A^T) B^T, s = alpha/r or alpha/sqrt(r)
-// with rsLoRA), or merged into the weights (W += s B A). PEFT options Temper does not implement are
-// refused by name, never ignored.
+// with rsLoRA), or merged into the weights (W += s B A). A DoRA adapter (use_dora: a magnitude m [Out] per
+// module, lora_magnitude_vector) is merged as PEFT merges it, W' = m / ||W + s B A||_row * (W + s B A), and
+// only merged: its callers opt in (LanguageModel merges it), every other use refuses it in one line.
+// PEFT options Temper does not implement are refused by name, never ignored.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
@@ -12,6 +14,9 @@ namespace Temper.Models;
 
 public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnlyList<string>? TargetList, string? TargetRegex, double Dropout)
 {
+    /// <summary>DoRA (PEFT use_dora): each module also has a magnitude vector; Temper runs it merged only.</summary>
+    public bool UseDora { get; init; }
+
     public float Scale => (float)(UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank);
 
     /// <summary>PEFT's matching: a list matches a module whose name is the entry or ends with "." + entry; a string is a full-match regex.</summary>
@@ -32,7 +37,6 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
 
         string type = o["peft_type"]?.GetValue<string>() ?? "LORA";
         if (type != "LORA") throw new TemperException($"{path}: peft_type '{type}' is not supported (only LORA)");
-        Refuse(o, path, "use_dora", n => n.GetValueKind() == JsonValueKind.True, "DoRA");
         Refuse(o, path, "rank_pattern", n => n is JsonObject d && d.Count > 0, "per-module ranks");
         Refuse(o, path, "alpha_pattern", n => n is JsonObject d && d.Count > 0, "per-module alphas");
         if (!allowModulesToSave) Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
@@ -51,11 +55,12 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         double alpha = o["lora_alpha"]?.GetValue<double>() ?? 8;
         bool rs = o["use_rslora"]?.GetValue<bool>() ?? false;
         double dropout = o["lora_dropout"]?.GetValue<double>() ?? 0;
+        bool dora = o["use_dora"] is JsonNode d && d.GetValueKind() == JsonValueKind.True;
         var tm = o["target_modules"] ?? throw new TemperException($"{path}: missing field 'target_modules'");
         return tm switch
         {
-            JsonArray a => new LoraConfig(r, alpha, rs, a.Select(x => x!.GetValue<string>()).ToArray(), null, dropout),
-            JsonValue v when v.GetValueKind() == JsonValueKind.String => new LoraConfig(r, alpha, rs, null, v.GetValue<string>(), dropout),
+            JsonArray a => new LoraConfig(r, alpha, rs, a.Select(x => x!.GetValue<string>()).ToArray(), null, dropout) { UseDora = dora },
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => new LoraConfig(r, alpha, rs, null, v.GetValue<string>(), dropout) { UseDora = dora },
             _ => throw new TemperException($"{path}: target_modules must be a list of names or a regex string"),
         };
     }
@@ -71,40 +76,56 @@ public sealed class LoraAdapter : IDisposable
 {
     private readonly SafetensorsFile _file;
 
-    private LoraAdapter(string dir, LoraConfig cfg, SafetensorsFile file, Dictionary<string, (Tensor A, Tensor B)> modules)
+    private LoraAdapter(string dir, LoraConfig cfg, SafetensorsFile file, Dictionary<string, (Tensor A, Tensor B)> modules, Dictionary<string, Tensor> magnitudes)
     {
         Directory = dir;
         Config = cfg;
         _file = file;
         Modules = modules;
+        Magnitudes = magnitudes;
     }
 
     public string Directory { get; }
     public LoraConfig Config { get; }
     /// <summary>Module name (e.g. model.layers.0.self_attn.q_proj) -> A [r,In], B [Out,r], f32 host tensors.</summary>
     public IReadOnlyDictionary<string, (Tensor A, Tensor B)> Modules { get; }
+    /// <summary>DoRA: module name -> magnitude m [Out] (f32 host tensors); empty for plain LoRA.</summary>
+    public IReadOnlyDictionary<string, Tensor> Magnitudes { get; }
     /// <summary>Tensors of fully trained modules (modules_to_save), by name without the base_model.model. prefix (e.g. score.weight).</summary>
     public IReadOnlyDictionary<string, Tensor> SavedModules { get; private init; } = new Dictionary<string, Tensor>();
 
     /// <summary>
     /// Reads an adapter folder. <paramref name="savedModules"/> names the modules_to_save the caller
-    /// handles (a reward model's "score"); their tensors land in <see cref="SavedModules"/>.
+    /// handles (a reward model's "score"); their tensors land in <see cref="SavedModules"/>. A DoRA adapter
+    /// is refused unless <paramref name="allowDora"/> (a caller that merges it).
     /// </summary>
-    public static LoraAdapter Load(string dir, IReadOnlyCollection<string>? savedModules = null)
+    public static LoraAdapter Load(string dir, IReadOnlyCollection<string>? savedModules = null, bool allowDora = false)
     {
         var cfg = LoraConfig.Load(dir, allowModulesToSave: savedModules != null);
+        if (cfg.UseDora && !allowDora)
+            throw new TemperException($"{Path.Combine(dir, "adapter_config.json")}: a DoRA adapter (use_dora) runs merged in Temper, not as a separate adapter here: " +
+                                      "merge it (temper merge), or pass it to generate, chat or logits with --adapter, which merge it");
         string path = Path.Combine(dir, "adapter_model.safetensors");
         if (!File.Exists(path)) throw new TemperException($"{path}: adapter_model.safetensors not found");
         var file = SafetensorsFile.Open(path);
         var a = new Dictionary<string, Tensor>();
         var b = new Dictionary<string, Tensor>();
         var saved = new Dictionary<string, Tensor>();
+        var magnitudes = new Dictionary<string, Tensor>();
         foreach (var e in file.Entries)
         {
             string bare = e.Name.StartsWith("base_model.model.", StringComparison.Ordinal) ? e.Name["base_model.model.".Length..] : e.Name;
             if (savedModules != null && savedModules.Any(s => bare.StartsWith(s + ".", StringComparison.Ordinal) && !bare.Contains(".lora_", StringComparison.Ordinal)))
             {
                 saved[bare] = file.Get(e.Name).ToF32();
+                continue;
+            }
+            var mag = Regex.Match(e.Name, @"^(?:base_model\.model\.)?(.+)\.lora_magnitude_vector(?:\.[^.]+)?(?:\.weight)?$");
+            if (mag.Success && cfg.UseDora)
+            {
+                var v = file.Get(e.Name);
+                if (v.Shape.Rank != 1) throw new TemperException($"{path}: tensor '{e.Name}' has shape {v.Shape}, expected a vector [Out]");
+                magnitudes[mag.Groups[1].Value] = v.ToF32();
                 continue;
             }
             var m = Regex.Match(e.Name, @"^(?:base_model\.model\.)?(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$");
@@ -123,7 +144,14 @@ public sealed class LoraAdapter : IDisposable
         }
         foreach (var name in b.Keys)
             if (!a.ContainsKey(name)) throw new TemperException($"{path}: '{name}' has lora_B but no lora_A");
-        return new LoraAdapter(dir, cfg, file, modules) { SavedModules = saved };
+        if (cfg.UseDora)
+        {
+            foreach (var name in modules.Keys)
+                if (!magnitudes.ContainsKey(name)) throw new TemperException($"{path}: DoRA module '{name}' has no lora_magnitude_vector");
+            foreach (var name in magnitudes.Keys)
+                if (!modules.ContainsKey(name)) throw new TemperException($"{path}: '{name}' has a lora_magnitude_vector but no lora_A/lora_B");
+        }
+        return new LoraAdapter(dir, cfg, file, modules, magnitudes) { SavedModules = saved };
     }
 
     /// <summary>Checks every adapter module against the model's projections: name and shapes.</summary>
@@ -137,6 +165,8 @@ public sealed class LoraAdapter : IDisposable
                 throw new TemperException($"{Directory}: adapter module '{name}' does not exist in the model");
             if (a.Shape[1] != p.In || b.Shape[0] != p.Out)
                 throw new TemperException($"{Directory}: adapter module '{name}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");
+            if (Magnitudes.TryGetValue(name, out var mag) && mag.Shape[0] != p.Out)
+                throw new TemperException($"{Directory}: adapter module '{name}' has a magnitude of {mag.Shape[0]} values, the model's weight has {p.Out} rows");
             list.Add((p, a, b));
         }
         return list;
@@ -145,11 +175,13 @@ public sealed class LoraAdapter : IDisposable
     /// <summary>Attaches the adapter unmerged: each targeted projection computes its LoRA term.</summary>
     public void Apply(ModelWeights w, IBackend be)
     {
+        if (Config.UseDora) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) runs merged in Temper; merge it (temper merge)");
         foreach (var (p, a, b) in Resolve(w))
             p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.Scale);
     }
 
-    /// <summary>Merges the adapter into the weights (W += s B A, in f32, stored back in W's dtype); weights become new host tensors.</summary>
+    /// <summary>Merges the adapter into the weights (W += s B A, in f32, stored back in W's dtype; DoRA then scales each
+    /// row of W to its magnitude m / ||W + s B A||); weights become new host tensors.</summary>
     public void Merge(ModelWeights w, IBackend be)
     {
         foreach (var (p, a, b) in Resolve(w))
@@ -157,6 +189,7 @@ public sealed class LoraAdapter : IDisposable
             if (p.Nf4 != null) throw new TemperException($"{Directory}: cannot merge into {p.Name}, an NF4 (QLoRA) base weight; load the model without --qlora to merge");
             var merged = p.Weight.IsHost ? p.Weight.ToFloatArray() : be.ToHost(p.Weight).ToFloatArray();
             AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, Config.Rank, Config.Scale);
+            if (Magnitudes.TryGetValue(p.Name, out var magnitude)) ScaleRowsToMagnitude(merged, magnitude.Floats, p.Out, p.In);
             var t = p.Weight.DType == DType.BF16 ? ToBf16(merged, p.Weight.Shape, p.Name) : Tensor.FromFloats(p.Weight.Shape, merged, p.Name);
             p.Weight = be.FromHost(t);
             p.Lora = null;
@@ -173,6 +206,19 @@ public sealed class LoraAdapter : IDisposable
                 for (int x = 0; x < r; x++) acc += b[i * r + x] * a[x * k + j];
                 w[i * k + j] += s * acc;
             }
+    }
+
+    /// <summary>DoRA: w[M,K] row i times m[i] / ||w row i|| (the norm of W + s B A, as PEFT's merge computes it).</summary>
+    internal static void ScaleRowsToMagnitude(Span<float> w, ReadOnlySpan<float> m, int rows, int k)
+    {
+        for (int i = 0; i < rows; i++)
+        {
+            var row = w.Slice(i * k, k);
+            double sum = 0;
+            foreach (float x in row) sum += (double)x * x;
+            float factor = (float)(m[i] / Math.Sqrt(sum));
+            foreach (ref float x in row) x *= factor;
+        }
     }
 
     private static Tensor ToBf16(float[] v, Shape shape, string name)

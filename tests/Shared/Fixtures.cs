@@ -8,9 +8,9 @@ public static class Fixtures
     /// <summary>Absolute path of the shared fixtures folder.</summary>
     public static string Root => _root.Value;
 
-    /// <summary>Transformers fixtures made by tests/reference/make_fixtures.py that are still owed (no machine with
+    /// <summary>Transformers fixtures made by tests/reference/ (make_fixtures.py, make_dora_reference.py) that are still owed (no machine with
     /// torch has run it yet): tests that read them are skipped, not failed, until tests/fixtures/hf holds them.</summary>
-    private static readonly string[] Owed = ["qwen3-tiny"];
+    private static readonly string[] Owed = ["qwen3-tiny", "llama-tiny-dora"];
 
     /// <summary>A transformers reference model folder: ../shared/fixtures/hf/NAME, else tests/fixtures/hf/NAME.</summary>
     public static string Hf(string model)
@@ -20,7 +20,7 @@ public static class Fixtures
         string own = Path.Combine(RepoRoot, "tests", "fixtures", "hf", model);
         if (Directory.Exists(own)) return own;
         if (Owed.Contains(model))
-            Xunit.Assert.Skip($"{model}: its transformers fixture is owed (run tests/reference/make_fixtures.py where torch is; see its header)");
+            Xunit.Assert.Skip($"{model}: its transformers fixture is owed (run its script in tests/reference/ where torch is; see bench/gpu/lease.sh, step reference-fixtures)");
         return shared;
     }
     public static string Tokenizer(string name) => Path.Combine(Root, "tokenizers", name);

@@ -10,7 +10,7 @@ namespace Temper.Tests;
 
 public class AdapterTests
 {
-    private static string CopyAdapter(Action<JsonObject>? editConfig = null, Func<string, Tensor, Tensor>? editTensor = null)
+    internal static string CopyAdapter(Action<JsonObject>? editConfig = null, Func<string, Tensor, Tensor>? editTensor = null)
     {
         string src = Path.Combine(Fixtures.Hf("llama-tiny"), "adapter");
         string dir = Directory.CreateTempSubdirectory("temper-adapter-").FullName;
@@ -24,7 +24,6 @@ public class AdapterTests
     }
 
     [Theory]
-    [InlineData("use_dora", "true", "DoRA")]
     [InlineData("rank_pattern", """{"q_proj": 8}""", "rank_pattern")]
     [InlineData("alpha_pattern", """{"q_proj": 8}""", "alpha_pattern")]
     [InlineData("modules_to_save", """["lm_head"]""", "modules_to_save")]

@@ -6,7 +6,8 @@ This is ../shared/reference/make_fixtures.py (which made llama-tiny and qwen2-ti
 (q_norm/k_norm per head, head_dim=N may differ from hidden/heads). Temper's Qwen3 fixture, run on a machine
 with torch, transformers (>= 4.51) and peft, from the repository root:
     python3 tests/reference/make_fixtures.py tests/fixtures/hf qwen3-tiny qwen3 3 theta=1000000 head_dim=32
-The tests that read it (ParityTests, GradientParityTests: Fixtures.Hf("qwen3-tiny")) are skipped until it exists."""
+The tests that read it (ParityTests, GradientParityTests: Fixtures.Hf("qwen3-tiny")) are skipped until it exists.
+bench/gpu/lease.sh's step reference-fixtures runs this (and make_dora_reference.py) on the GPU machine."""
 import sys, os, json, math, random
 import torch
 import torch.nn.functional as F
