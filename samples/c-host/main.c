@@ -570,8 +570,8 @@ static int run_misuse(const char* dir) {
     EXPECT_STATUS(temper_model_detokenize(model, bad_ids, 2, 0, text, sizeof text), TEMPER_E_INVALID_ARGUMENT);
     EXPECT_STATUS(temper_model_tokenize(model, "hello", NULL, 5), TEMPER_E_INVALID_ARGUMENT);
     temper_generate_options go = temper_generate_options_default();
-    go.sampling.greedy = 0;
-    go.sampling.top_p = 0;
+    go.greedy = 0;
+    go.top_p = 0;
     EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
     go = temper_generate_options_default();
     EXPECT_STATUS(temper_model_generate(model, ids, 0, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);

@@ -24,7 +24,9 @@ public sealed unsafe class CudaGenerateTests
     private static int Load(string dir, TemperDevice device, out nint model)
     {
         nint m = 0;
-        var o = new TemperModelOptions { Device = (int)device, Threads = 1 };
+        var o = ModelExports.Defaults;
+        o.Device = (int)device;
+        o.Threads = 1;
         fixed (byte* p = Encoding.UTF8.GetBytes(dir + "\0"))
         {
             int rc = ((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(p, &o, &m);
@@ -81,7 +83,7 @@ public sealed unsafe class CudaGenerateTests
                 Assert.Equal(6, got.Result.Generated);
                 Assert.Equal((int)TemperFinishReason.Length, got.Result.Finish);
 
-                o.Sampling.RepetitionPenalty = 1.5f;
+                o.RepetitionPenalty = 1.5f;
                 Assert.Equal(Generate(cpu, prompt, o).Ids, Generate(gpu, prompt, o).Ids);
             }
             finally
