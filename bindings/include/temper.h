@@ -93,13 +93,14 @@
  *    memset has struct_size 0). The library reads struct_size first and refuses a size it does not
  *    know with TEMPER_E_INVALID_ARGUMENT and a message naming the struct, so a host compiled against
  *    another version's temper.h gets an error, never a read past its struct.
- *  - Versions and the ABI: TEMPER_VERSION is this header's version, temper_version() the library's;
- *    a host checks at start-up that they are equal (the samples do). Fields are only ever added at the
- *    end of an option struct; a library that keeps the older layouts' sizes reads the fields they lack
- *    as their defaults, and one that does not refuses them as above. 0.2.0 broke the 0.1.0 ABI (hosts
- *    built against 0.1.0 must be rebuilt: struct_size was added, and temper_sampling_options was folded
- *    into temper_generate_options so that it too only grows at its end); 0.2.0 knows only its own sizes.
- *    temper_generate_result and temper_step_metrics have no struct_size and do not change within 0.x.
+ *  - Versions and the ABI: TEMPER_VERSION is this header's version, temper_version() the library's.
+ *    Within 0.x a minor version may break the ABI, so a host checks at start-up that the two are equal
+ *    (the samples do). 0.2.0 broke 0.1.0's: struct_size was added and temper_sampling_options folded
+ *    into temper_generate_options; hosts built against 0.1.0, whose structs have no size to check, must
+ *    be rebuilt. From 0.2.0 on, fields are only added at the end of an option struct, so a later library
+ *    can go on taking an older struct_size, reading the fields it lacks as their defaults (0.2.0 knows
+ *    only its own sizes). temper_generate_result and temper_step_metrics have no struct_size and do not
+ *    change within 0.x.
  *  - Thread safety, stated per function below. In short: the library is thread-safe; one model runs
  *    one call at a time. Calls that run or change a model (logits, generate, adapter apply/remove/
  *    merge, every trainer call) do not wait: while one is running, another on the same model (from
