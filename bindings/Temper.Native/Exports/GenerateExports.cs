@@ -49,7 +49,7 @@ public static unsafe class GenerateExports
             ModelExports.CheckBuffer(outIds, outCapacity, "temper_model_generate: out_ids");
             var o = OptionStructs.Read(options, Defaults, "temper_model_generate", "temper_generate_options");
             var gen = ToOptions(o, lm);
-            Func<IReadOnlyList<int>, string>? decode = lm.Tokenizer is { } t ? ids => t.Decode(ids, skipSpecialTokens: true) : null;
+            Func<IReadOnlyList<int>, string>? decode = lm.Tokenizer is { } t ? generated => t.Decode(generated, skipSpecialTokens: true) : null;
             if (gen.StopStrings.Count > 0)
             {
                 // As `temper generate --stop`: the generated text, special tokens skipped, is searched after each token.
