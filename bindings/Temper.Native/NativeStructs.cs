@@ -8,30 +8,29 @@ namespace Temper.Native;
 [StructLayout(LayoutKind.Sequential)]
 public struct TemperModelOptions
 {
+    public uint StructSize; // sizeof(temper_model_options); OptionStructs.Read checks it
     public int Device;      // TEMPER_DEVICE_CPU
     public int Threads;     // 0 = every core
 }
 
-/// <summary>temper_sampling_options.</summary>
+/// <summary>temper_generate_options: GenerationOptions and SamplingOptions in one struct that only grows at its end.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct TemperSamplingOptions
+public unsafe struct TemperGenerateOptions
 {
+    public uint StructSize;
+    public int MaxNewTokens;
+    public int IgnoreEos;
     public int Greedy;
     public float Temperature;
     public int TopK;
     public float TopP;
     public float MinP;
     public float RepetitionPenalty;
+    public float FrequencyPenalty;
+    public float PresencePenalty;
     public ulong Seed;
-}
-
-/// <summary>temper_generate_options.</summary>
-[StructLayout(LayoutKind.Sequential)]
-public struct TemperGenerateOptions
-{
-    public int MaxNewTokens;
-    public int IgnoreEos;
-    public TemperSamplingOptions Sampling;
+    public byte** Stop;         // StopCount NUL-terminated UTF-8 strings; NULL = none
+    public int StopCount;
 }
 
 /// <summary>temper_generate_result.</summary>
@@ -46,6 +45,7 @@ public struct TemperGenerateResult
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct TemperTrainerOptions
 {
+    public uint StructSize;
     public int Method;              // temper_train_method
     public byte* InitAdapter;       // PEFT folder to continue training; NULL = fresh LoRA
     public int LoraRank;
@@ -83,7 +83,7 @@ public struct TemperStepMetrics
 /// <summary>Enumerations of temper.h, values as the header defines them.</summary>
 public enum TemperDevice { Cpu = 0, Cuda = 1 }
 
-public enum TemperFinishReason { Length = 0, Eos = 1, Stopped = 2 }
+public enum TemperFinishReason { Length = 0, Eos = 1, Stopped = 2, StopString = 3 }
 
 public enum TemperTrainMethod { Sft = 0, Dpo = 1 }
 

@@ -39,9 +39,13 @@
  *         // Generate, streaming each piece of text as it is chosen.
  *         temper_generate_options go = temper_generate_options_default();
  *         go.max_new_tokens = 64;
- *         go.sampling.greedy = 0;
- *         go.sampling.temperature = 0.7f;
- *         go.sampling.top_p = 0.9f;
+ *         go.greedy = 0;
+ *         go.temperature = 0.7f;
+ *         go.top_p = 0.9f;
+ *         go.presence_penalty = 0.5f;           // OpenAI's, over the tokens generated so far
+ *         const char* stop[] = { "\n\n" };
+ *         go.stop = stop;                       // end once the text holds a blank line
+ *         go.stop_count = 1;
  *         temper_generate_result res;
  *         CHECK(temper_model_generate(model, ids, n, &go, print_piece, NULL, NULL, 0, &res));
  *
@@ -83,9 +87,20 @@
  *  - Output buffers: a function filling a caller buffer returns the size it needs (token count, or
  *    bytes including the terminating NUL) and writes the buffer only when capacity >= that size;
  *    call it with (NULL, 0) to ask, then again with a buffer that big.
- *  - Structs are plain C structs passed by pointer (NULL = defaults); start from the
- *    temper_*_options_default() value and change the fields you need, so fields added later keep
- *    their defaults.
+ *  - Option structs are plain C structs passed by pointer (NULL = defaults). Each opens with
+ *    uint32_t struct_size, which temper_*_options_default() sets to the struct's size as this header
+ *    declares it: start from that value and change the fields you need (a struct made with {0} or
+ *    memset has struct_size 0). The library reads struct_size first and refuses a size it does not
+ *    know with TEMPER_E_INVALID_ARGUMENT and a message naming the struct, so a host compiled against
+ *    another version's temper.h gets an error, never a read past its struct.
+ *  - Versions and the ABI: TEMPER_VERSION is this header's version, temper_version() the library's.
+ *    Within 0.x a minor version may break the ABI, so a host checks at start-up that the two are equal
+ *    (the samples do). 0.2.0 broke 0.1.0's: struct_size was added and temper_sampling_options folded
+ *    into temper_generate_options; hosts built against 0.1.0, whose structs have no size to check, must
+ *    be rebuilt. From 0.2.0 on, fields are only added at the end of an option struct, so a later library
+ *    can go on taking an older struct_size, reading the fields it lacks as their defaults (0.2.0 knows
+ *    only its own sizes). temper_generate_result and temper_step_metrics have no struct_size and do not
+ *    change within 0.x.
  *  - Thread safety, stated per function below. In short: the library is thread-safe; one model runs
  *    one call at a time. Calls that run or change a model (logits, generate, adapter apply/remove/
  *    merge, every trainer call) do not wait: while one is running, another on the same model (from
@@ -110,7 +125,7 @@ extern "C" {
 #endif
 
 /* The version of this header; temper_version() returns the library's. */
-#define TEMPER_VERSION "0.1.0"
+#define TEMPER_VERSION "0.2.0"
 
 /* ---- status codes ------------------------------------------------------------------------------ */
 
@@ -133,7 +148,7 @@ typedef enum temper_status {
 
 /* ---- library ----------------------------------------------------------------------------------- */
 
-/* The library version, e.g. "0.1.0". Static storage. Thread-safe. */
+/* The library version, e.g. "0.2.0". Static storage. Thread-safe. */
 TEMPER_API const char* temper_version(void);
 
 /* The message of the last call on this thread that failed, or "" if it succeeded (the calls that
@@ -158,8 +173,9 @@ typedef enum temper_device {
 } temper_device;
 
 typedef struct temper_model_options {
-    int32_t device;   /* temper_device; default TEMPER_DEVICE_CPU */
-    int32_t threads;  /* CPU worker threads; 0 (default) = every core */
+    uint32_t struct_size;  /* sizeof(temper_model_options); set by temper_model_options_default() */
+    int32_t device;        /* temper_device; default TEMPER_DEVICE_CPU */
+    int32_t threads;       /* CPU worker threads; 0 (default) = every core */
 } temper_model_options;
 
 /* Default model options. Thread-safe. */
@@ -206,26 +222,37 @@ TEMPER_API temper_status temper_model_logits(temper_model* model, const int32_t*
 
 /* ---- generation -------------------------------------------------------------------------------- */
 
-typedef struct temper_sampling_options {
-    int32_t greedy;             /* non-zero (default): argmax; the fields below are then ignored */
+/* Sampling follows Hugging Face's order: repetition penalty (over prompt and output), then OpenAI's
+   frequency and presence penalties (over the generated tokens only: logit -= frequency_penalty x count
+   + presence_penalty x [count > 0], as vLLM applies them), then temperature, top-k, top-p, min-p and a
+   draw (or argmax when greedy; the three penalties apply to greedy decoding too). */
+typedef struct temper_generate_options {
+    uint32_t struct_size;       /* sizeof(temper_generate_options); set by temper_generate_options_default() */
+    int32_t max_new_tokens;     /* default 64 */
+    int32_t ignore_eos;         /* non-zero: keep going past EOS; default 0 */
+    int32_t greedy;             /* non-zero (default): argmax; temperature, top_k, top_p, min_p and seed are
+                                   then ignored */
     float temperature;          /* > 0; default 1 */
     int32_t top_k;              /* 0 (default) = off */
     float top_p;                /* (0, 1]; 1 (default) = off */
     float min_p;                /* [0, 1]; 0 (default) = off */
-    float repetition_penalty;   /* > 0; 1 (default) = off (applied in greedy mode too) */
+    float repetition_penalty;   /* > 0; 1 (default) = off */
+    float frequency_penalty;    /* [-2, 2]; 0 (default) = off */
+    float presence_penalty;     /* [-2, 2]; 0 (default) = off */
     uint64_t seed;              /* default 0 */
-} temper_sampling_options;
-
-typedef struct temper_generate_options {
-    int32_t max_new_tokens;     /* default 64 */
-    int32_t ignore_eos;         /* non-zero: keep going past EOS; default 0 */
-    temper_sampling_options sampling;
+    const char* const* stop;    /* stop_count NUL-terminated UTF-8 strings, none empty; NULL (default) = none.
+                                   Generation ends (TEMPER_FINISH_STOP_STRING) after the token with which the
+                                   generated text (special tokens skipped) first contains one of them; that
+                                   token is streamed and output, so the text holds the stop string (it is
+                                   not cut off). Needs the model's tokenizer.json. Read during the call only. */
+    int32_t stop_count;         /* >= 0; default 0 */
 } temper_generate_options;
 
 typedef enum temper_finish_reason {
     TEMPER_FINISH_LENGTH = 0,   /* max_new_tokens reached */
     TEMPER_FINISH_EOS = 1,      /* an EOS token was generated (it is included in the output) */
-    TEMPER_FINISH_STOPPED = 2   /* the token callback returned non-zero */
+    TEMPER_FINISH_STOPPED = 2,  /* the token callback returned non-zero */
+    TEMPER_FINISH_STOP_STRING = 3 /* the generated text contains one of options->stop */
 } temper_finish_reason;
 
 typedef struct temper_generate_result {
@@ -237,13 +264,16 @@ typedef struct temper_generate_result {
    or while a multi-byte character is incomplete; valid during the call). Return non-zero to stop. */
 typedef int (*temper_token_callback)(int32_t token, const char* piece, void* user);
 
-/* Default generation options (greedy, 64 new tokens). Thread-safe. */
+/* Default generation options (greedy, 64 new tokens, no penalties, no stop strings). Thread-safe. */
 TEMPER_API temper_generate_options temper_generate_options_default(void);
 
 /* Continues prompt (count ids) with the model (and its applied adapter). on_token may be NULL;
    out_ids (may be NULL with out_capacity 0) receives up to out_capacity generated ids; result may be
-   NULL. Stops at EOS (config.json's and the tokenizer's), at max_new_tokens, or when on_token returns
-   non-zero. Runs the model: TEMPER_E_BUSY while another running call holds it; on_token must not
+   NULL. Stops at EOS (config.json's and the tokenizer's), at max_new_tokens, at a stop string, or when
+   on_token returns non-zero. A field out of range, a NULL or empty stop string is TEMPER_E_INVALID_ARGUMENT
+   (a stop string that is not UTF-8, TEMPER_E_INVALID_UTF8); stop strings without a tokenizer.json are
+   TEMPER_E_INVALID_DATA, and on TEMPER_DEVICE_CUDA TEMPER_E_UNSUPPORTED (end it from on_token there).
+   Runs the model: TEMPER_E_BUSY while another running call holds it; on_token must not
    call functions that run this model (they return TEMPER_E_BUSY). */
 TEMPER_API temper_status temper_model_generate(temper_model* model, const int32_t* prompt, int32_t count,
                                                const temper_generate_options* options,
@@ -293,6 +323,7 @@ typedef enum temper_lr_schedule {
 } temper_lr_schedule;
 
 typedef struct temper_trainer_options {
+    uint32_t struct_size;       /* sizeof(temper_trainer_options); set by temper_trainer_options_default() */
     int32_t method;             /* temper_train_method; default TEMPER_TRAIN_SFT */
     const char* init_adapter;   /* a PEFT LoRA folder to go on training (its rank, alpha and targets are
                                    used, not the three fields below); NULL (default) = fresh LoRA.

@@ -4,7 +4,8 @@
  *
  *   c-host demo   MODEL_DIR [PROMPT]  chat-render, tokenize and stream a greedy reply; prints timings
  *   c-host logits FIXTURE_DIR         logits (plain and padded) vs reference.safetensors
- *   c-host greedy FIXTURE_DIR         greedy ids vs reference.json greedy.output_ids
+ *   c-host greedy FIXTURE_DIR         greedy ids vs reference.json greedy.output_ids; a callback stop, a
+ *                                     stop string, frequency and presence penalties
  *   c-host adapter FIXTURE_DIR        adapter apply / remove / merge vs lora.logits, logits, merged.logits
  *   c-host train  FIXTURE_DIR         20 LoRA SFT steps on trainer/sft.jsonl, loss falling; push; save;
  *                                     step 0 from the fixture adapter vs trainer/trainer_reference.json;
@@ -215,6 +216,19 @@ static int count_tokens(int32_t token, const char* piece, void* user) {
 
 typedef struct stop_log { int calls; int limit; } stop_log;
 
+typedef struct text_log { char text[1024]; size_t length; } text_log;
+
+static int append_piece(int32_t token, const char* piece, void* user) {
+    text_log* t = (text_log*)user;
+    size_t n = strlen(piece);
+    (void)token;
+    if (t->length + n < sizeof t->text) {
+        memcpy(t->text + t->length, piece, n + 1);
+        t->length += n;
+    }
+    return 0;
+}
+
 static int stop_after(int32_t token, const char* piece, void* user) {
     stop_log* s = (stop_log*)user;
     (void)token; (void)piece;
@@ -260,6 +274,37 @@ static int run_greedy(const char* dir) {
     CHECK(temper_model_generate(model, prompt, n_prompt, &go, stop_after, &stop, NULL, 0, &res));
     EXPECT(res.generated == 3 && res.finish == TEMPER_FINISH_STOPPED && stop.calls == 3,
            "stopping after 3 tokens: %d generated, finish %d, %d callbacks", res.generated, res.finish, stop.calls);
+
+    /* A stop string: the text of the reference's first 3 new tokens ends the generation at the third,
+       which is still streamed, so the text holds it (as `temper generate --stop`). */
+    char stop_text[256];
+    CHECK(temper_model_detokenize(model, expected + n_prompt, 3, 1, stop_text, sizeof stop_text));
+    const char* stops[] = { "a stop string the fixture never writes", stop_text };
+    temper_generate_options gs = go;
+    gs.stop = stops;
+    gs.stop_count = 2;
+    text_log text = { "", 0 };
+    CHECK(temper_model_generate(model, prompt, n_prompt, &gs, append_piece, &text, got, n_new, &res));
+    int stop_ok = res.finish == TEMPER_FINISH_STOP_STRING && res.generated == 3 && !strcmp(text.text, stop_text);
+    printf("  %-6s stop string \"%s\": %d tokens, finish %d, text \"%s\"\n", stop_ok ? "ok" : "FAIL", stop_text, res.generated,
+           res.finish, text.text);
+    if (!stop_ok) g_failures++;
+
+    /* OpenAI's penalties over the generated tokens: the reference's greedy continuation repeats itself; a
+       presence penalty makes the same greedy decoding pick other tokens once one has been used. */
+    temper_generate_options gp = go;
+    gp.frequency_penalty = 0.5f;
+    gp.presence_penalty = 1.5f;
+    CHECK(temper_model_generate(model, prompt, n_prompt, &gp, NULL, NULL, got, n_new, &res));
+    int differ = 0, repeats = 0;
+    for (int32_t i = 0; i < n_new && i < res.generated; i++) {
+        differ += got[i] != expected[n_prompt + i];
+        repeats += i > 0 && got[i] == got[i - 1];
+    }
+    int penalty_ok = res.generated == n_new && differ > 0 && repeats < n_new / 2;
+    printf("  %-6s frequency 0.5 / presence 1.5: %d of %d tokens differ from the unpenalised ones, %d immediate repeats\n",
+           penalty_ok ? "ok" : "FAIL", differ, n_new, repeats);
+    if (!penalty_ok) g_failures++;
     free(got);
     free(prompt);
     free(expected);
@@ -570,11 +615,35 @@ static int run_misuse(const char* dir) {
     EXPECT_STATUS(temper_model_detokenize(model, bad_ids, 2, 0, text, sizeof text), TEMPER_E_INVALID_ARGUMENT);
     EXPECT_STATUS(temper_model_tokenize(model, "hello", NULL, 5), TEMPER_E_INVALID_ARGUMENT);
     temper_generate_options go = temper_generate_options_default();
-    go.sampling.greedy = 0;
-    go.sampling.top_p = 0;
+    go.greedy = 0;
+    go.top_p = 0;
     EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
     go = temper_generate_options_default();
     EXPECT_STATUS(temper_model_generate(model, ids, 0, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    go.frequency_penalty = 2.5f;
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    go = temper_generate_options_default();
+    go.presence_penalty = -3.0f;
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    go = temper_generate_options_default();
+    const char* bad_stops[] = { "ok", NULL };
+    go.stop = bad_stops;
+    go.stop_count = 2;
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    go.stop_count = -1;
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    /* struct_size: a struct from {0} or memset, or one from another temper.h, is refused before it is read. */
+    temper_generate_options zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &zeroed, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    go = temper_generate_options_default();
+    go.struct_size = sizeof go - 8;
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    temper_model* unloaded = NULL;
+    temper_model_options short_mo = temper_model_options_default();
+    short_mo.struct_size = 8;
+    EXPECT_STATUS(temper_model_load(dir, &short_mo, &unloaded), TEMPER_E_INVALID_ARGUMENT);
+    go = temper_generate_options_default();
     EXPECT(*temper_last_error() != 0, "last error is kept until the next call");
     EXPECT(temper_model_vocab_size(model) > 0 && *temper_last_error() == 0, "a successful call clears the last error");
 
@@ -653,7 +722,17 @@ int main(int argc, char** argv) {
     (void)temper_version();   /* the first call into libtemper starts its runtime */
     double first_call_s = now_s() - t0;
     printf("c-host %s %s (libtemper %s, header %s)\n", cmd, dir, temper_version(), TEMPER_VERSION);
-    EXPECT(!strcmp(temper_version(), TEMPER_VERSION), "library version %s, header %s", temper_version(), TEMPER_VERSION);
+    if (strcmp(temper_version(), TEMPER_VERSION)) {   /* another ABI: nothing below may be called */
+        fprintf(stderr, "FAIL: libtemper %s, but this host was compiled against temper.h %s\n", temper_version(), TEMPER_VERSION);
+        return 1;
+    }
+    /* The option structs as this compiler lays them out are the sizes the library's defaults give. */
+    EXPECT(temper_model_options_default().struct_size == sizeof(temper_model_options) &&
+           temper_generate_options_default().struct_size == sizeof(temper_generate_options) &&
+           temper_trainer_options_default().struct_size == sizeof(temper_trainer_options),
+           "struct_size of the defaults %u/%u/%u, sizeof here %zu/%zu/%zu", temper_model_options_default().struct_size,
+           temper_generate_options_default().struct_size, temper_trainer_options_default().struct_size,
+           sizeof(temper_model_options), sizeof(temper_generate_options), sizeof(temper_trainer_options));
     int rc;
     if (!strcmp(cmd, "demo")) rc = run_demo(dir, argc > 3 ? argv[3] : "What is 2+2?", first_call_s);
     else if (!strcmp(cmd, "logits")) rc = run_logits(dir);

@@ -3,8 +3,8 @@
 // TEMPER_E_UNSUPPORTED naming it. With a CUDA driver (a GPU, or the CUDA emulator test.sh loads for the
 // trait Kernels=cuda): a tiny Qwen2-shaped model written here in bf16 (head dim 64), and a Qwen3-shaped one
 // (q/k head norms, no biases), generates the same
-// greedy tokens, with the same finish, on CUDA as on the CPU, and a repetition-penalised run (picked on
-// the host from the graph's logits) too.
+// greedy tokens, with the same finish, on CUDA as on the CPU, and repetition-, frequency- and presence-penalised
+// runs (picked on the host from the graph's logits) too; stop strings are TEMPER_E_UNSUPPORTED there.
 using System.Runtime.InteropServices;
 using System.Text;
 using Temper.Core;
@@ -24,7 +24,9 @@ public sealed unsafe class CudaGenerateTests
     private static int Load(string dir, TemperDevice device, out nint model)
     {
         nint m = 0;
-        var o = new TemperModelOptions { Device = (int)device, Threads = 1 };
+        var o = ModelExports.Defaults;
+        o.Device = (int)device;
+        o.Threads = 1;
         fixed (byte* p = Encoding.UTF8.GetBytes(dir + "\0"))
         {
             int rc = ((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(p, &o, &m);
@@ -81,8 +83,25 @@ public sealed unsafe class CudaGenerateTests
                 Assert.Equal(6, got.Result.Generated);
                 Assert.Equal((int)TemperFinishReason.Length, got.Result.Finish);
 
-                o.Sampling.RepetitionPenalty = 1.5f;
+                o.RepetitionPenalty = 1.5f;
                 Assert.Equal(Generate(cpu, prompt, o).Ids, Generate(gpu, prompt, o).Ids);
+                o.RepetitionPenalty = 1f;
+                o.FrequencyPenalty = -2f;   // the random model repeats nothing in 6 tokens: make it repeat
+                o.PresencePenalty = -1f;
+                var penalised = Generate(gpu, prompt, o).Ids;
+                Assert.Equal(Generate(cpu, prompt, o).Ids, penalised);
+                Assert.NotEqual(want.Ids, penalised);
+
+                // Stop strings are the CPU generator's (the graph decoder has none): refused, not ignored.
+                fixed (byte* stop = "x\0"u8)
+                fixed (int* p = prompt)
+                {
+                    o.Stop = &stop;
+                    o.StopCount = 1;
+                    Assert.Equal((int)TemperStatus.Unsupported, ((delegate* unmanaged<nint, int*, int, TemperGenerateOptions*, delegate* unmanaged[Cdecl]<int, byte*, void*, int>, void*, int*, int, TemperGenerateResult*, int>)&GenerateExports.ModelGenerate)(
+                        gpu, p, prompt.Length, &o, null, null, null, 0, null));
+                }
+                Assert.StartsWith("temper_model_generate: stop strings are not supported on TEMPER_DEVICE_CUDA", LastError());
             }
             finally
             {

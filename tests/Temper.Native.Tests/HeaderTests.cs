@@ -11,7 +11,7 @@ using Temper.Native.Exports;
 
 namespace Temper.Tests;
 
-public partial class HeaderTests
+public unsafe partial class HeaderTests
 {
     private static readonly Assembly Library = typeof(LibraryExports).Assembly;
 
@@ -145,9 +145,8 @@ public partial class HeaderTests
             var type = Library.GetType("Temper.Native." + Pascal(name));
             if (type == null) { problems.Add($"{name}: no C# struct Temper.Native.{Pascal(name)}"); continue; }
             if (!type.IsValueType || !type.IsLayoutSequential) problems.Add($"{name}: {type} must be a sequential struct");
-            var cFields = s.Groups["body"].Value.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(f => ParamSplit().Match(f)).Select(m => (Type: Normalize(m.Groups["type"].Value), Name: m.Groups["name"].Value)).ToList();
-            var fields = type.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic).OrderBy(f => f.MetadataToken).ToList();
+            var cFields = StructFields(s);
+            var fields = InstanceFields(type);
             if (fields.Count != cFields.Count) { problems.Add($"{name}: {cFields.Count} fields in temper.h, {fields.Count} in {type.Name}"); continue; }
             for (int i = 0; i < fields.Count; i++)
             {
@@ -161,6 +160,58 @@ public partial class HeaderTests
         foreach (var t in Library.GetTypes().Where(t => t.IsPublic && t.IsValueType && !t.IsEnum && t.Namespace == "Temper.Native"))
             if (!declared.Contains(t.FullName!)) problems.Add($"{t.FullName}: a public ABI struct temper.h does not declare");
         Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    private static List<(string Type, string Name)> StructFields(Match structDefinition) =>
+        structDefinition.Groups["body"].Value.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(f => ParamSplit().Match(f)).Select(m => (Type: Normalize(m.Groups["type"].Value), Name: m.Groups["name"].Value)).ToList();
+
+    private static List<FieldInfo> InstanceFields(Type t) =>
+        t.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic).OrderBy(f => f.MetadataToken).ToList();
+
+    // The bytes are the ABI (and struct_size makes a struct's size part of it): each header struct laid out as a C
+    // compiler does (each field at the next multiple of its alignment, the size rounded up to the largest
+    // alignment; LP64 sizes) against its C# twin's field offsets and size.
+    [Fact]
+    public void Every_header_struct_has_the_same_offsets_and_size_as_its_csharp_struct()
+    {
+        var problems = new List<string>();
+        foreach (Match s in StructDefinition().Matches(Header()))
+        {
+            string name = s.Groups["name"].Value;
+            var type = Library.GetType("Temper.Native." + Pascal(name));
+            var cFields = StructFields(s);
+            if (type == null || InstanceFields(type) is not { } fields || fields.Count != cFields.Count) continue;   // reported field by field above
+            int offset = 0, maxAlign = 1;
+            for (int i = 0; i < fields.Count; i++)
+            {
+                var (size, align) = cFields[i].Type.EndsWith('*') ? (IntPtr.Size, IntPtr.Size) : cFields[i].Type switch
+                {
+                    "int32_t" or "uint32_t" or "int" or "float" => (4, 4),
+                    "int64_t" or "uint64_t" or "double" => (8, 8),
+                    _ => throw new InvalidOperationException($"{name}.{cFields[i].Name}: no C size for {cFields[i].Type}"),
+                };
+                offset = (offset + align - 1) / align * align;
+                maxAlign = Math.Max(maxAlign, align);
+                int got = (int)Marshal.OffsetOf(type, fields[i].Name);
+                if (got != offset) problems.Add($"{name}.{cFields[i].Name}: offset {offset} in C, {got} in {type.Name}");
+                offset += size;
+            }
+            int cSize = (offset + maxAlign - 1) / maxAlign * maxAlign;
+            if (Marshal.SizeOf(type) != cSize) problems.Add($"{name}: {cSize} bytes in C, {Marshal.SizeOf(type)} in {type.Name}");
+        }
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
+    public void Every_option_struct_opens_with_struct_size_and_its_default_sets_it()
+    {
+        var options = StructDefinition().Matches(Header()).Where(s => s.Groups["name"].Value.EndsWith("_options", StringComparison.Ordinal)).ToList();
+        Assert.Equal(["temper_model_options", "temper_generate_options", "temper_trainer_options"], options.Select(s => s.Groups["name"].Value));
+        Assert.All(options, s => Assert.Equal(("uint32_t", "struct_size"), StructFields(s)[0]));
+        Assert.Equal((uint)sizeof(TemperModelOptions), ((delegate* unmanaged<TemperModelOptions>)&ModelExports.ModelOptionsDefault)().StructSize);
+        Assert.Equal((uint)sizeof(TemperGenerateOptions), ((delegate* unmanaged<TemperGenerateOptions>)&GenerateExports.GenerateOptionsDefault)().StructSize);
+        Assert.Equal((uint)sizeof(TemperTrainerOptions), ((delegate* unmanaged<TemperTrainerOptions>)&TrainerExports.TrainerOptionsDefault)().StructSize);
     }
 
     [Fact]
@@ -238,7 +289,7 @@ public partial class HeaderTests
     [GeneratedRegex(@"TEMPER_API\s+(?<ret>[\w\s\*]+?)\s*\b(?<name>temper_\w+)\s*\((?<params>[^)]*)\)\s*;", RegexOptions.Singleline)]
     private static partial Regex Declaration();
 
-    [GeneratedRegex(@"^(?<type>[\w\s]+?[\s\*]+)(?<name>\w+)$", RegexOptions.Singleline)]
+    [GeneratedRegex(@"^(?<type>[\w\s\*]+?[\s\*]+)(?<name>\w+)$", RegexOptions.Singleline)]
     private static partial Regex ParamSplit();
 
     [GeneratedRegex(@"typedef\s+struct\s+(?<name>\w+)\s*\{(?<body>[^}]*)\}\s*\k<name>\s*;", RegexOptions.Singleline)]

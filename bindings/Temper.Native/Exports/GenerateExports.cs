@@ -1,7 +1,8 @@
 // temper_model_generate: greedy or sampled continuation of one prompt, streamed through a callback
 // int (*)(int32_t token, const char* piece, void* user) that returns non-zero to stop. piece is the
 // text the token adds (special tokens add none; a token that ends inside a UTF-8 character adds none
-// until the character completes).
+// until the character completes). temper_generate_options maps onto GenerationOptions and SamplingOptions
+// (penalties and stop strings with `temper generate`'s semantics), each field checked under its C name.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Temper.Core;
@@ -17,9 +18,20 @@ public static unsafe class GenerateExports
 
     internal static TemperGenerateOptions Defaults => new()
     {
+        StructSize = (uint)sizeof(TemperGenerateOptions),
         MaxNewTokens = 64,
         IgnoreEos = 0,
-        Sampling = new TemperSamplingOptions { Greedy = 1, Temperature = 1f, TopK = 0, TopP = 1f, MinP = 0f, RepetitionPenalty = 1f, Seed = 0 },
+        Greedy = 1,
+        Temperature = 1f,
+        TopK = 0,
+        TopP = 1f,
+        MinP = 0f,
+        RepetitionPenalty = 1f,
+        FrequencyPenalty = 0f,
+        PresencePenalty = 0f,
+        Seed = 0,
+        Stop = null,
+        StopCount = 0,
     };
 
     [UnmanagedCallersOnly(EntryPoint = "temper_model_generate")]
@@ -35,8 +47,15 @@ public static unsafe class GenerateExports
             if (promptCount < 1) throw Status.Arg($"temper_model_generate: the prompt needs at least one token (got {promptCount})");
             var ids = ModelExports.ReadIds(prompt, promptCount, lm.Config.VocabSize, "temper_model_generate: prompt");
             ModelExports.CheckBuffer(outIds, outCapacity, "temper_model_generate: out_ids");
-            var o = options == null ? Defaults : *options;
+            var o = OptionStructs.Read(options, Defaults, "temper_model_generate", "temper_generate_options");
             var gen = ToOptions(o, lm);
+            Func<IReadOnlyList<int>, string>? decode = lm.Tokenizer is { } t ? generated => t.Decode(generated, skipSpecialTokens: true) : null;
+            if (gen.StopStrings.Count > 0)
+            {
+                // As `temper generate --stop`: the generated text, special tokens skipped, is searched after each token.
+                if (m.Cuda != null) throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: stop strings are not supported on TEMPER_DEVICE_CUDA (the CUDA graph decoder); end the generation from the token callback instead");
+                if (decode == null) throw new NativeError(TemperStatus.InvalidData, $"temper_model_generate: stop strings need the model's tokenizer, and {lm.Directory} has no tokenizer.json");
+            }
 
             var stream = lm.Tokenizer is { } tok ? new StreamingPieces(tok) : null;
             var produced = new List<int>();
@@ -64,15 +83,19 @@ public static unsafe class GenerateExports
                 {
                     r = m.Cuda != null
                         ? [new GraphGenerator(m.Graph(ids.Length + gen.MaxNewTokens)).Generate(ids, gen, OnToken, cancel.Token)]
-                        : new Generator(lm.Decoder).Generate([ids], gen, OnToken, cancel.Token);
+                        : new Generator(lm.Decoder, decode).Generate([ids], gen, OnToken, cancel.Token);
                 }
                 catch (OperationCanceledException) when (stopped) { }
             }
             if (result != null)
             {
                 result->Generated = produced.Count;
-                result->Finish = stopped ? (int)TemperFinishReason.Stopped
-                    : r![0].Finish == FinishReason.Eos ? (int)TemperFinishReason.Eos : (int)TemperFinishReason.Length;
+                result->Finish = stopped ? (int)TemperFinishReason.Stopped : r![0].Finish switch
+                {
+                    FinishReason.Eos => (int)TemperFinishReason.Eos,
+                    FinishReason.StopString => (int)TemperFinishReason.StopString,
+                    _ => (int)TemperFinishReason.Length,
+                };
             }
             return 0;
         }
@@ -81,32 +104,53 @@ public static unsafe class GenerateExports
 
     internal static GenerationOptions ToOptions(in TemperGenerateOptions o, LanguageModel lm)
     {
-        if (o.MaxNewTokens < 0) throw Status.Arg($"temper_model_generate: max_new_tokens must be >= 0 (got {o.MaxNewTokens})");
-        var s = o.Sampling;
+        const string f = "temper_model_generate";
+        if (o.MaxNewTokens < 0) throw Status.Arg($"{f}: max_new_tokens must be >= 0 (got {o.MaxNewTokens})");
         var sampling = new SamplingOptions
         {
-            Greedy = s.Greedy != 0,
-            Temperature = s.Temperature,
-            TopK = s.TopK,
-            TopP = s.TopP,
-            MinP = s.MinP,
-            RepetitionPenalty = s.RepetitionPenalty,
-            Seed = s.Seed,
+            Greedy = o.Greedy != 0,
+            Temperature = o.Temperature,
+            TopK = o.TopK,
+            TopP = o.TopP,
+            MinP = o.MinP,
+            RepetitionPenalty = o.RepetitionPenalty,
+            FrequencyPenalty = o.FrequencyPenalty,
+            PresencePenalty = o.PresencePenalty,
+            Seed = o.Seed,
         };
         // SamplingOptions.Validate words its errors for the CLI (--top-p); here the fields keep their C names.
-        if (!sampling.Greedy && !(s.Temperature > 0)) throw Status.Arg($"temper_model_generate: temperature must be > 0 when sampling (got {s.Temperature}); set greedy = 1 for argmax decoding");
-        if (s.TopK < 0) throw Status.Arg($"temper_model_generate: top_k must be >= 0 (got {s.TopK})");
-        if (!(s.TopP > 0 && s.TopP <= 1)) throw Status.Arg($"temper_model_generate: top_p must be in (0, 1] (got {s.TopP})");
-        if (!(s.MinP >= 0 && s.MinP <= 1)) throw Status.Arg($"temper_model_generate: min_p must be in [0, 1] (got {s.MinP})");
-        if (!(s.RepetitionPenalty > 0)) throw Status.Arg($"temper_model_generate: repetition_penalty must be > 0 (got {s.RepetitionPenalty})");
+        if (!sampling.Greedy && !(o.Temperature > 0)) throw Status.Arg($"{f}: temperature must be > 0 when sampling (got {o.Temperature}); set greedy = 1 for argmax decoding");
+        if (o.TopK < 0) throw Status.Arg($"{f}: top_k must be >= 0 (got {o.TopK})");
+        if (!(o.TopP > 0 && o.TopP <= 1)) throw Status.Arg($"{f}: top_p must be in (0, 1] (got {o.TopP})");
+        if (!(o.MinP >= 0 && o.MinP <= 1)) throw Status.Arg($"{f}: min_p must be in [0, 1] (got {o.MinP})");
+        if (!(o.RepetitionPenalty > 0)) throw Status.Arg($"{f}: repetition_penalty must be > 0 (got {o.RepetitionPenalty})");
+        if (!(o.FrequencyPenalty >= -2 && o.FrequencyPenalty <= 2)) throw Status.Arg($"{f}: frequency_penalty must be in [-2, 2] (got {o.FrequencyPenalty})");
+        if (!(o.PresencePenalty >= -2 && o.PresencePenalty <= 2)) throw Status.Arg($"{f}: presence_penalty must be in [-2, 2] (got {o.PresencePenalty})");
         sampling.Validate();
         return new GenerationOptions
         {
             MaxNewTokens = o.MaxNewTokens,
             Sampling = sampling,
             EosIds = lm.EosIds(),
+            StopStrings = ReadStops(o.Stop, o.StopCount, f),
             IgnoreEos = o.IgnoreEos != 0,
         };
+    }
+
+    // options->stop: stop_count strings, each non-NULL, non-empty (an empty one would end every generation at
+    // its first token) and UTF-8. Copied here; the host's array is not read after the call.
+    private static string[] ReadStops(byte** stop, int count, string f)
+    {
+        if (count < 0) throw Status.Arg($"{f}: stop_count must be >= 0 (got {count})");
+        if (count == 0) return [];
+        if (stop == null) throw Status.Arg($"{f}: options->stop is NULL but stop_count is {count}");
+        var stops = new string[count];
+        for (int i = 0; i < count; i++)
+        {
+            stops[i] = Utf8.Read(stop[i], $"{f}: options->stop[{i}]");
+            if (stops[i].Length == 0) throw Status.Arg($"{f}: options->stop[{i}] is empty (it would end the generation at its first token)");
+        }
+        return stops;
     }
 
     /// <summary>Text deltas of a growing id list: decode all, emit what is new, hold back a partial UTF-8 character.</summary>

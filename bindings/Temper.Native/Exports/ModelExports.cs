@@ -15,7 +15,9 @@ namespace Temper.Native.Exports;
 public static unsafe class ModelExports
 {
     [UnmanagedCallersOnly(EntryPoint = "temper_model_options_default")]
-    public static TemperModelOptions ModelOptionsDefault() => new() { Device = (int)TemperDevice.Cpu, Threads = 0 };
+    public static TemperModelOptions ModelOptionsDefault() => Defaults;
+
+    internal static TemperModelOptions Defaults => new() { StructSize = (uint)sizeof(TemperModelOptions), Device = (int)TemperDevice.Cpu, Threads = 0 };
 
     [UnmanagedCallersOnly(EntryPoint = "temper_model_load")]
     public static int ModelLoad(byte* dir, TemperModelOptions* options, nint* model)
@@ -26,7 +28,7 @@ public static unsafe class ModelExports
             if (model == null) throw Status.Arg("temper_model_load: out (temper_model**) is NULL");
             *model = 0;
             string path = Utf8.Read(dir, "temper_model_load: dir");
-            var o = options == null ? new TemperModelOptions() : *options;
+            var o = OptionStructs.Read(options, Defaults, "temper_model_load", "temper_model_options");
             if (o.Device != (int)TemperDevice.Cpu && o.Device != (int)TemperDevice.Cuda) throw Status.Arg($"temper_model_load: unknown device {o.Device}");
             if (o.Threads < 0) throw Status.Arg($"temper_model_load: threads must be >= 0 (got {o.Threads})");
             if (!Directory.Exists(path)) throw new NativeError(TemperStatus.NotFound, $"{path}: model folder not found");

@@ -13,6 +13,7 @@ public static unsafe class TrainerExports
 
     internal static TemperTrainerOptions Defaults => new()
     {
+        StructSize = (uint)sizeof(TemperTrainerOptions),
         Method = (int)TemperTrainMethod.Sft,
         InitAdapter = null,
         LoraRank = 16,
@@ -41,7 +42,7 @@ public static unsafe class TrainerExports
             if (trainer == null) throw Status.Arg("temper_trainer_init: out (temper_trainer**) is NULL");
             *trainer = 0;
             var m = Handles.Get<NativeModel>(model, "model");
-            var o = options == null ? Defaults : *options;
+            var o = OptionStructs.Read(options, Defaults, "temper_trainer_init", "temper_trainer_options");
             string? path = Utf8.ReadOptional(dataPath, "temper_trainer_init: data_path");
             string? targets = Utf8.ReadOptional(o.LoraTargets, "temper_trainer_init: options->lora_targets");
             string? initAdapter = Utf8.ReadOptional(o.InitAdapter, "temper_trainer_init: options->init_adapter");
