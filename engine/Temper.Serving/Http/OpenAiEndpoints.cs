@@ -2,7 +2,8 @@
 // max_model_len), POST
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
 // token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
-// with echo, its prompt's tokens and their log-probabilities first). Bad JSON and bad
+// with echo, its prompt's tokens and their log-probabilities first); with a reasoning parser (ServedModel.Reasoning)
+// chat answers carry the thinking in reasoning_content, apart from content. Bad JSON and bad
 // fields answer 400, an unknown model 404, each with {"error": {"message", "type", "code"}}; the
 // engine keeps serving. A client that goes away cancels its request.
 using System.Text;
@@ -86,6 +87,7 @@ public static class OpenAiEndpoints
         private readonly int _n = req.Servings[0].N;
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         private readonly Dictionary<int, TextStream> _texts = [];
+        private readonly Dictionary<int, ReasoningParser.Stream> _reasoning = [];
         private int _completionTokens;
 
         // Every prompt's events as they come, each tagged with its choice index in the response (prompt x n + choice).
@@ -103,6 +105,14 @@ public static class OpenAiEndpoints
             }).ToArray();
             _ = Task.WhenAll(readers).ContinueWith(t => merged.Writer.TryComplete(t.Exception), TaskScheduler.Default);
             await foreach (var e in merged.Reader.ReadAllAsync(cancel).ConfigureAwait(false)) yield return e;
+        }
+
+        // A chat message: with a reasoning parser, the thinking in reasoning_content and the answer in content (vLLM's fields).
+        private JsonObject Message(string text)
+        {
+            if (m.Reasoning == null) return new JsonObject { ["role"] = "assistant", ["content"] = text };
+            var (reasoning, content) = m.Reasoning.Split(text);
+            return new JsonObject { ["role"] = "assistant", ["reasoning_content"] = reasoning, ["content"] = content };
         }
 
         private TextStream Text(int choice)
@@ -135,7 +145,7 @@ public static class OpenAiEndpoints
             {
                 string text = req.Echoes?[index / _n] + Text(index).Text;
                 var choice = chat
-                    ? new JsonObject { ["index"] = index, ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = text }, ["finish_reason"] = Reason(finish) }
+                    ? new JsonObject { ["index"] = index, ["message"] = Message(text), ["finish_reason"] = Reason(finish) }
                     : new JsonObject { ["index"] = index, ["text"] = text, ["finish_reason"] = Reason(finish) };
                 choice["logprobs"] = req.Logprobs ? Logprobs(events, index / _n) : null;
                 arr.Add(choice);
@@ -170,7 +180,20 @@ public static class OpenAiEndpoints
                 {
                     var d = new JsonObject();
                     if (started.Add(e.Choice)) d["role"] = "assistant";
-                    if (delta.Length > 0 || e.Finish == null) d["content"] = delta;
+                    string reasoning = "";
+                    if (m.Reasoning != null)
+                    {
+                        if (!_reasoning.TryGetValue(e.Choice, out var split)) _reasoning[e.Choice] = split = m.Reasoning.NewStream();
+                        var (r, c) = split.Push(delta);
+                        if (e.Finish != null)
+                        {
+                            var (r2, c2) = split.Finish();
+                            (r, c) = (r + r2, c + c2);
+                        }
+                        (reasoning, delta) = (r, c);
+                        if (reasoning.Length > 0) d["reasoning_content"] = reasoning;
+                    }
+                    if (delta.Length > 0 || (e.Finish == null && reasoning.Length == 0)) d["content"] = delta;
                     choice["delta"] = d;
                 }
                 else choice["text"] = delta;

@@ -38,6 +38,8 @@ public sealed class ServedModel : IDisposable
     }
 
     public string BaseName { get; }
+    /// <summary>Splits chat answers into reasoning_content and content (temper serve --reasoning-parser); null: all content.</summary>
+    public ReasoningParser? Reasoning { get; init; }
     public ServingEngine Engine { get; }
     public HfTokenizer Tokenizer { get; }
     public ChatTemplate? Template { get; }

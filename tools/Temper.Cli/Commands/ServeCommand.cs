@@ -1,5 +1,5 @@
 // `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
-// [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY] [--reasoning-parser qwen3|deepseek_r1]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
@@ -32,7 +32,8 @@ internal static class ServeCommand
         var diskDir = new Option<string?>("--disk-dir") { Description = "Folder for the disk tier's file, deleted on exit (default: the temporary folder)" };
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1/ routes (default: the TEMPER_API_KEY environment variable; unset: open)" };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, threads }) cmd.Add(o);
+        var reasoning = new Option<string?>("--reasoning-parser") { Description = "qwen3 or deepseek_r1: chat answers carry the <think> text in reasoning_content, apart from content (as vLLM's flag)" };
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             var named = (p.GetValue(adapters) ?? []).Select(ParseAdapter).ToList();
@@ -45,8 +46,9 @@ internal static class ServeCommand
                 HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks), DiskFile = Path.Combine(dir, $"temper-kv-{Environment.ProcessId}.bin"),
             };
             if (options.Blocks < 1 || options.BlockSize < 1) throw new TemperException("--kv-blocks and --block-size must be >= 1");
+            var parser = p.GetValue(reasoning) is string rp ? ReasoningParser.Create(rp) : null;
             var lm = CliOptions.LoadModel(p, model, null, threads);
-            using var served = new ServedModel(lm, named, options);
+            using var served = new ServedModel(lm, named, options) { Reasoning = parser };
             string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");
             var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key).GetAwaiter().GetResult();
             string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
