@@ -2,7 +2,7 @@
 // all reasoning until </think>, a leading <think> dropped), and streaming: every way of cutting a text into
 // deltas (tags split across them included) gives, joined, the whole text's split; and the server answering
 // with reasoning_content apart from content, whole and streamed, with the tags the tiny model's own greedy
-// answer contains standing in for <think> and </think>.
+// answer contains standing in for <think> and </think>; and the IChatClient giving TextReasoningContent.
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using Temper.Kernels.Cpu;
@@ -103,5 +103,21 @@ public sealed class ReasoningParserTests
         }
         Assert.Equal(wantReasoning, reasoning);
         Assert.Equal(wantContent ?? "", content);
+
+        // In process: the IChatClient gives the thinking as TextReasoningContent, whole and streamed.
+        using Microsoft.Extensions.AI.IChatClient local = new TemperChatClient(served2);
+        var options = new Microsoft.Extensions.AI.ChatOptions { MaxOutputTokens = 24 };
+        var response = await local.GetResponseAsync([new(Microsoft.Extensions.AI.ChatRole.User, "Once upon a time")], options, cancel);
+        var contents = response.Messages.Single().Contents;
+        Assert.Equal(wantReasoning, Assert.IsType<Microsoft.Extensions.AI.TextReasoningContent>(contents[0]).Text);
+        Assert.Equal(wantContent ?? "", response.Text);
+        string streamedReasoning = "", streamedText = "";
+        await foreach (var u in local.GetStreamingResponseAsync([new(Microsoft.Extensions.AI.ChatRole.User, "Once upon a time")], options, cancel))
+        {
+            streamedReasoning += string.Concat(u.Contents.OfType<Microsoft.Extensions.AI.TextReasoningContent>().Select(c => c.Text));
+            streamedText += u.Text;
+        }
+        Assert.Equal(wantReasoning, streamedReasoning);
+        Assert.Equal(wantContent ?? "", streamedText);
     }
 }

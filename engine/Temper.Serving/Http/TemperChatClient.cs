@@ -2,7 +2,8 @@
 // model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 or
 // unset = greedy; frequency and presence penalties), stop sequences and token limits as the HTTP server,
 // whole or streamed. ChatOptions.AdditionalProperties["chat_template_kwargs"] (an object of template
-// variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does.
+// variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does; with
+// the model's reasoning parser the thinking comes as TextReasoningContent, apart from the answer's text.
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
@@ -31,7 +32,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             }
             if (e.Finish is { } f) finish = f;
         }
-        return new ChatResponse(new ChatMessage(ChatRole.Assistant, text.Text))
+        return new ChatResponse(Answer(text.Text))
         {
             ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = Reason(finish),
             Usage = new UsageDetails { InputTokenCount = handle.Request.PromptIds.Count, OutputTokenCount = tokens, TotalTokenCount = handle.Request.PromptIds.Count + tokens },
@@ -44,12 +45,26 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
         var (handle, stops, modelId) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
         var text = new TextStream(model.Tokenizer, stops);
+        var reasoning = model.Reasoning?.NewStream();
         await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             if (e.Error != null) throw new InvalidOperationException(e.Error);
             string delta = e.Token >= 0 ? text.Push(e.Token) : "";
             if (e.Finish != null) delta += text.Finish();
-            yield return new ChatResponseUpdate(ChatRole.Assistant, delta)
+            var contents = new List<AIContent>();
+            if (reasoning != null)
+            {
+                var (r, c) = reasoning.Push(delta);
+                if (e.Finish != null)
+                {
+                    var (r2, c2) = reasoning.Finish();
+                    (r, c) = (r + r2, c + c2);
+                }
+                if (r.Length > 0) contents.Add(new TextReasoningContent(r));
+                delta = c;
+            }
+            contents.Add(new TextContent(delta));
+            yield return new ChatResponseUpdate(ChatRole.Assistant, contents)
             {
                 ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = e.Finish is { } f ? Reason(f) : null,
             };
@@ -70,6 +85,17 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
                 with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f },
         };
         return (model.Engine.Submit(request), stops, modelId);
+    }
+
+    // The answer message: with a reasoning parser, the thinking as TextReasoningContent before the answer's TextContent.
+    private ChatMessage Answer(string text)
+    {
+        if (model.Reasoning == null) return new ChatMessage(ChatRole.Assistant, text);
+        var (reasoning, content) = model.Reasoning.Split(text);
+        var contents = new List<AIContent>();
+        if (reasoning != null) contents.Add(new TextReasoningContent(reasoning));
+        contents.Add(new TextContent(content ?? ""));
+        return new ChatMessage(ChatRole.Assistant, contents);
     }
 
     private static ChatPromptOptions? PromptOptions(ChatOptions? o)
