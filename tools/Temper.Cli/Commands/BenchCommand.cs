@@ -46,7 +46,7 @@ internal static class BenchCommand
         var model = new Option<string?>("--model", "-m") { Description = "Model folder (default: random SmolLM-135M-shaped weights)" };
         var promptLen = new Option<int>("--prompt-len") { Description = "Prompt tokens", DefaultValueFactory = _ => 128 };
         var tokens = new Option<int>("--tokens") { Description = "Tokens to decode", DefaultValueFactory = _ => 64 };
-        var shape = new Option<string>("--shape") { Description = "Without --model: smollm-135m, llama-3.2-1b or llama-3.1-8b", DefaultValueFactory = _ => "smollm-135m" };
+        var shape = new Option<string>("--shape") { Description = "Without --model: smollm-135m, llama-3.2-1b, llama-3.1-8b or qwen3-0.6b", DefaultValueFactory = _ => "smollm-135m" };
         var profile = new Option<bool>("--profile") { Description = "Time every backend op of the decoding run (synchronised) and print the ops by total time" };
         var rows = new Option<int>("--rows") { Description = "With --graph: sequences decoded in lockstep (1 to 8)", DefaultValueFactory = _ => 1 };
         var graph = new Option<bool>("--graph") { Description = "Decode through Temper's CUDA kernels, each step one captured CUDA graph (greedy, bf16 weights, no ILGPU), against the device's bandwidth roofline" };

@@ -39,13 +39,19 @@ internal static class BenchQLoraCommands
             HeadDim = 128, VocabSize = 128256, RmsNormEps = 1e-5f, TieWordEmbeddings = false, AttentionBias = false,
             OutputBias = false, MlpBias = false, MaxPositions = 131072, Rope = new RopeSpec("llama3", 500000, 8, 1, 4, 8192),
         },
-        _ => throw new TemperException($"--shape must be smollm-135m, llama-3.2-1b or llama-3.1-8b, not '{name}'"),
+        "qwen3-0.6b" => new ModelConfig
+        {
+            ModelType = "qwen3", HiddenSize = 1024, IntermediateSize = 3072, NumLayers = 28, NumHeads = 16, NumKvHeads = 8,
+            HeadDim = 128, VocabSize = 151936, RmsNormEps = 1e-6f, TieWordEmbeddings = true, AttentionBias = false,
+            OutputBias = false, MlpBias = false, QkNorm = true, MaxPositions = 40960, Rope = new RopeSpec("default", 1000000),
+        },
+        _ => throw new TemperException($"--shape must be smollm-135m, llama-3.2-1b, llama-3.1-8b or qwen3-0.6b, not '{name}'"),
     };
 
     public static Command Train()
     {
         var qlora = CliOptions.QLora();
-        var shape = new Option<string>("--shape") { Description = "smollm-135m, llama-3.2-1b or llama-3.1-8b", DefaultValueFactory = _ => "smollm-135m" };
+        var shape = new Option<string>("--shape") { Description = "smollm-135m, llama-3.2-1b, llama-3.1-8b or qwen3-0.6b", DefaultValueFactory = _ => "smollm-135m" };
         var rank = new Option<int>("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
         var batch = new Option<int>("--batch-size") { Description = "Rows per step", DefaultValueFactory = _ => 1 };
         var seq = new Option<int>("--seq-len") { Description = "Tokens per row", DefaultValueFactory = _ => 2048 };
