@@ -1,6 +1,7 @@
 // A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) read for inference:
 // attached to a model's projections unmerged (y = x W^T + s (x A^T) B^T, s = alpha/r or alpha/sqrt(r)
-// with rsLoRA), or merged into the weights (W += s B A). A DoRA adapter (use_dora: a magnitude m [Out] per
+// with rsLoRA; rank_pattern and alpha_pattern give modules their own r and alpha), or merged into the
+// weights (W += s B A). A DoRA adapter (use_dora: a magnitude m [Out] per
 // module, lora_magnitude_vector) is merged as PEFT merges it, W' = m / ||W + s B A||_row * (W + s B A), and
 // only merged: its callers opt in (LanguageModel merges it), every other use refuses it in one line.
 // PEFT options Temper does not implement are refused by name, never ignored.
@@ -16,6 +17,29 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
 {
     /// <summary>DoRA (PEFT use_dora): each module also has a magnitude vector; Temper runs it merged only.</summary>
     public bool UseDora { get; init; }
+
+    /// <summary>PEFT's rank_pattern and alpha_pattern: (key, value) in the file's order; a module takes the first key
+    /// that matches the end of its name (regex "(^|.*\.)KEY$"), else r and lora_alpha.</summary>
+    public IReadOnlyList<(string Key, int Rank)> RankPattern { get; init; } = [];
+    public IReadOnlyList<(string Key, double Alpha)> AlphaPattern { get; init; } = [];
+
+    /// <summary>The rank of a module (rank_pattern, else r).</summary>
+    public int RankFor(string module) => Match(RankPattern, module) is { } i ? RankPattern[i].Rank : Rank;
+
+    /// <summary>The LoRA scale of a module: alpha / r (or / sqrt(r) with rsLoRA) with its patterned alpha and rank.</summary>
+    public float ScaleFor(string module)
+    {
+        int r = RankFor(module);
+        double alpha = Match(AlphaPattern, module) is { } i ? AlphaPattern[i].Alpha : Alpha;
+        return (float)(UseRsLora ? alpha / Math.Sqrt(r) : alpha / r);
+    }
+
+    private static int? Match<T>(IReadOnlyList<(string Key, T Value)> pattern, string module)
+    {
+        for (int i = 0; i < pattern.Count; i++)
+            if (Regex.IsMatch(module, "^(?:(^|.*\\.)" + pattern[i].Key + "$)")) return i; // Python's re.match(rf"(^|.*\.){key}$", module)
+        return null;
+    }
 
     public float Scale => (float)(UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank);
 
@@ -37,8 +61,6 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
 
         string type = o["peft_type"]?.GetValue<string>() ?? "LORA";
         if (type != "LORA") throw new TemperException($"{path}: peft_type '{type}' is not supported (only LORA)");
-        Refuse(o, path, "rank_pattern", n => n is JsonObject d && d.Count > 0, "per-module ranks");
-        Refuse(o, path, "alpha_pattern", n => n is JsonObject d && d.Count > 0, "per-module alphas");
         if (!allowModulesToSave) Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
         Refuse(o, path, "layers_to_transform", n => n.GetValueKind() != JsonValueKind.Null, "a layer subset");
         Refuse(o, path, "exclude_modules", n => n is JsonArray { Count: > 0 } || n.GetValueKind() == JsonValueKind.String, "excluded modules");
@@ -56,13 +78,30 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         bool rs = o["use_rslora"]?.GetValue<bool>() ?? false;
         double dropout = o["lora_dropout"]?.GetValue<double>() ?? 0;
         bool dora = o["use_dora"] is JsonNode d && d.GetValueKind() == JsonValueKind.True;
+        var ranks = Pattern(o, path, "rank_pattern", n => n.GetValue<int>() is int v && v > 0 ? v : throw new TemperException($"{path}: rank_pattern ranks must be positive integers"));
+        var alphas = Pattern(o, path, "alpha_pattern", n => n.GetValue<double>());
         var tm = o["target_modules"] ?? throw new TemperException($"{path}: missing field 'target_modules'");
         return tm switch
         {
-            JsonArray a => new LoraConfig(r, alpha, rs, a.Select(x => x!.GetValue<string>()).ToArray(), null, dropout) { UseDora = dora },
-            JsonValue v when v.GetValueKind() == JsonValueKind.String => new LoraConfig(r, alpha, rs, null, v.GetValue<string>(), dropout) { UseDora = dora },
+            JsonArray a => new LoraConfig(r, alpha, rs, a.Select(x => x!.GetValue<string>()).ToArray(), null, dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas },
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => new LoraConfig(r, alpha, rs, null, v.GetValue<string>(), dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas },
             _ => throw new TemperException($"{path}: target_modules must be a list of names or a regex string"),
         };
+    }
+
+    // rank_pattern / alpha_pattern: an object of module-name keys to numbers, in its order.
+    private static (string, T)[] Pattern<T>(JsonObject o, string path, string key, Func<JsonNode, T> value)
+    {
+        if (o[key] is null) return [];
+        if (o[key] is not JsonObject d) throw new TemperException($"{path}: '{key}' must be an object of module names to numbers");
+        try
+        {
+            return d.Select(kv => (kv.Key, value(kv.Value ?? throw new InvalidOperationException()))).ToArray();
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            throw new TemperException($"{path}: '{key}' must map module names to numbers");
+        }
     }
 
     private static void Refuse(JsonObject o, string path, string key, Func<JsonNode, bool> set, string what)
@@ -138,8 +177,9 @@ public sealed class LoraAdapter : IDisposable
         foreach (var (name, ta) in a)
         {
             if (!b.TryGetValue(name, out var tb)) throw new TemperException($"{path}: '{name}' has lora_A but no lora_B");
-            if (ta.Shape[0] != cfg.Rank || tb.Shape[1] != cfg.Rank)
-                throw new TemperException($"{path}: '{name}' has A {ta.Shape} and B {tb.Shape}, which do not match r={cfg.Rank}");
+            int rank = cfg.RankFor(name);
+            if (ta.Shape[0] != rank || tb.Shape[1] != rank)
+                throw new TemperException($"{path}: '{name}' has A {ta.Shape} and B {tb.Shape}, which do not match its r={rank}");
             modules[name] = (ta, tb);
         }
         foreach (var name in b.Keys)
@@ -177,7 +217,7 @@ public sealed class LoraAdapter : IDisposable
     {
         if (Config.UseDora) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) runs merged in Temper; merge it (temper merge)");
         foreach (var (p, a, b) in Resolve(w))
-            p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.Scale);
+            p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.ScaleFor(p.Name));
     }
 
     /// <summary>Merges the adapter into the weights (W += s B A, in f32, stored back in W's dtype; DoRA then scales each
@@ -188,7 +228,7 @@ public sealed class LoraAdapter : IDisposable
         {
             if (p.Nf4 != null) throw new TemperException($"{Directory}: cannot merge into {p.Name}, an NF4 (QLoRA) base weight; load the model without --qlora to merge");
             var merged = p.Weight.IsHost ? p.Weight.ToFloatArray() : be.ToHost(p.Weight).ToFloatArray();
-            AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, Config.Rank, Config.Scale);
+            AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, a.Shape[0], Config.ScaleFor(p.Name));
             if (Magnitudes.TryGetValue(p.Name, out var magnitude)) ScaleRowsToMagnitude(merged, magnitude.Floats, p.Out, p.In);
             var t = p.Weight.DType == DType.BF16 ? ToBf16(merged, p.Weight.Shape, p.Name) : Tensor.FromFloats(p.Weight.Shape, merged, p.Name);
             p.Weight = be.FromHost(t);

@@ -421,7 +421,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         {
             var p = _projections[module];
             int r = _adapters.Max(a => a.Adapter.Modules.TryGetValue(module, out var m) ? m.A.Shape[0] : 0);
-            var scales = _adapters.Select(a => a.Adapter.Modules.ContainsKey(module) ? a.Adapter.Config.Scale : 0f).ToArray();
+            var scales = _adapters.Select(a => a.Adapter.Modules.ContainsKey(module) ? a.Adapter.Config.ScaleFor(module) : 0f).ToArray();
             return new Module(module, r, p.In, p.Out, scales);
         }).ToArray();
         _bytes = Enumerable.Range(0, count).Select(a => _modules.Where(m => m.Scale[a] != 0).Sum(m => (long)m.Rank * (m.In + m.Out) * sizeof(float))).ToArray();

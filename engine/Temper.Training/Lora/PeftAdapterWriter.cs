@@ -60,8 +60,8 @@ public static class PeftAdapterWriter
         ["modules_to_save"] = null,
         ["layers_to_transform"] = null,
         ["layers_pattern"] = null,
-        ["rank_pattern"] = new JsonObject(),
-        ["alpha_pattern"] = new JsonObject(),
+        ["rank_pattern"] = new JsonObject(cfg.RankPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Rank))),
+        ["alpha_pattern"] = new JsonObject(cfg.AlphaPattern.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Alpha))),
         ["revision"] = null,
     };
 }

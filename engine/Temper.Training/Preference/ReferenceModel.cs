@@ -38,7 +38,7 @@ public sealed class ReferenceModel : IDisposable
         {
             var p = views.Keys.FirstOrDefault(x => x.Name == name) ?? throw new TemperException($"{adapterDir}: adapter module '{name}' does not exist in the model");
             if (a.Shape[1] != p.In || b.Shape[0] != p.Out) throw new TemperException($"{adapterDir}: adapter module '{name}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");
-            views[p] = new LoraView(be.FromHost(Tensor.FromFloats(a.Shape, a.ToFloatArray())), be.FromHost(Tensor.FromFloats(b.Shape, b.ToFloatArray())), adapter.Config.Scale);
+            views[p] = new LoraView(be.FromHost(Tensor.FromFloats(a.Shape, a.ToFloatArray())), be.FromHost(Tensor.FromFloats(b.Shape, b.ToFloatArray())), adapter.Config.ScaleFor(name));
         }
         return new ReferenceModel(w, views, null, adapter, $"base + frozen adapter {adapterDir}");
     }

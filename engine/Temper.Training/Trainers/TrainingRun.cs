@@ -65,6 +65,7 @@ public sealed class TrainingRun : IDisposable
                 if (o.InitAdapter != null)
                 {
                     lora = LoraConfig.Load(o.InitAdapter);
+                    if (lora.UseDora) throw new TemperException($"{o.InitAdapter}: training from a DoRA adapter (use_dora) is not supported; Temper runs DoRA adapters merged (temper merge)");
                     lm.AttachAdapter(o.InitAdapter, merge: false);
                 }
                 else
