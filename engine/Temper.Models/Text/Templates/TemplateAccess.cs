@@ -51,7 +51,8 @@ internal static class TemplateAccess
                 break;
         }
         if (key.IsString) return GetAttr(obj, key.AsString);
-        return TemplateValue.Undefined($"{Describe(obj)} has no attribute {PythonRepr.Repr(key)}");
+        var owner = obj.IsNone ? "None" : $"{obj.TypeName} object";
+        return TemplateValue.Undefined($"{owner} has no element {PythonRepr.Repr(key)}");
     }
 
     private static string Describe(TemplateValue obj) =>

@@ -299,6 +299,8 @@ ERRORS = [
     ("err-generator-last", "{{ items|select|last }}", VARS),
     ("err-unknown-filter-in-if", "{% if true %}\n{{ x|nosuch }}{% endif %}", VARS),
     ("err-unknown-test-in-condexpr", "{{ 1 if x is nosuchtest else 2 }}", VARS),
+    ("err-none-element", "{{ none[0].text }}", {}),
+    ("err-list-element", "{{ items[9]['x'] }}", VARS),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
