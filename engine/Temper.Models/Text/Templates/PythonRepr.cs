@@ -24,7 +24,7 @@ internal static class PythonRepr
             case ValueKind.Bool: return v.AsBool ? "True" : "False";
             case ValueKind.Int: return v.AsInt.ToString(CultureInfo.InvariantCulture);
             case ValueKind.Float: return Float(v.AsDouble);
-            case ValueKind.String: return StringRepr(v.AsString);
+            case ValueKind.String: return v.IsMarkup ? "Markup(" + StringRepr(v.AsString) + ")" : StringRepr(v.AsString);
             case ValueKind.List:
                 var items = string.Join(", ", v.AsList.Select(Repr));
                 if (!v.IsTuple) return "[" + items + "]";

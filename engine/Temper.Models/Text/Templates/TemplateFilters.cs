@@ -22,13 +22,13 @@ internal static partial class TemplateFilters
         ["d"] = Default,
         ["default"] = Default,
         ["dictsort"] = DictSort,
-        ["e"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
-        ["escape"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
+        ["e"] = (v, _) => v.IsMarkup ? v : TemplateValue.Markup(Escape(PythonRepr.Str(v))),
+        ["escape"] = (v, _) => v.IsMarkup ? v : TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["first"] = First,
         ["last"] = (v, _) => v.Kind == ValueKind.Iterator ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
             : TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[^1] : TemplateValue.Undefined("No last item, sequence was empty."),
         ["float"] = (v, a) => ToFloat(v) ?? a.Get(0, "default", TemplateValue.Float(0)),
-        ["forceescape"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
+        ["forceescape"] = (v, _) => TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["format"] = Format,
         ["indent"] = Indent,
         ["int"] = ToInt,
@@ -45,11 +45,11 @@ internal static partial class TemplateFilters
         ["replace"] = Replace,
         ["reverse"] = Reverse,
         ["round"] = Round,
-        ["safe"] = (v, _) => v,
+        ["safe"] = (v, _) => TemplateValue.Markup(PythonRepr.Str(v)),
         ["select"] = (v, a) => Select(v, a, byAttribute: false, keep: true),
         ["selectattr"] = (v, a) => Select(v, a, byAttribute: true, keep: true),
         ["sort"] = Sort,
-        ["string"] = (v, _) => TemplateValue.String(PythonRepr.Str(v)),
+        ["string"] = (v, _) => v.IsMarkup ? v : TemplateValue.String(PythonRepr.Str(v)),
         ["sum"] = Sum,
         ["title"] = (v, _) => TemplateValue.String(Title(PythonRepr.Str(v))),
         ["tojson"] = ToJson,
@@ -381,7 +381,8 @@ internal static partial class TemplateFilters
         return new string(' ', left) + s + new string(' ', marg - left);
     }
 
-    private static string Escape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal)
+    /// <summary>markupsafe.escape's text: &amp; &lt; &gt; and both quotes as entities.</summary>
+    public static string Escape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal)
         .Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal)
         .Replace("\"", "&#34;", StringComparison.Ordinal).Replace("'", "&#39;", StringComparison.Ordinal);
 

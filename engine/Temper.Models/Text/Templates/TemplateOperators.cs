@@ -130,6 +130,12 @@ internal static class TemplateOperators
     private static TemplateValue Add(TemplateValue a, TemplateValue b)
     {
         if (a.IsNumber && b.IsNumber) return Numeric("+", a, b, (x, y) => checked(x + y), (x, y) => x + y);
+        if (a.IsMarkup || b.IsMarkup)
+        {
+            // Markup + str escapes the plain side (HTML-safe concatenation); Markup + int is a TypeError.
+            if (!a.IsString || !b.IsString) throw Unsupported("+", a, b);
+            return TemplateValue.Markup(MarkupText(a) + MarkupText(b));
+        }
         if (a.IsString && b.IsString) return TemplateValue.String(a.AsString + b.AsString);
         if (a.Kind == ValueKind.List && b.Kind == ValueKind.List && a.IsTuple == b.IsTuple)
         {
@@ -150,9 +156,15 @@ internal static class TemplateOperators
         throw Unsupported("*", a, b);
     }
 
+    private static string MarkupText(TemplateValue s) => s.IsMarkup ? s.AsString : TemplateFilters.Escape(s.AsString);
+
     private static TemplateValue Repeat(TemplateValue seq, long times)
     {
-        if (seq.IsString) return TemplateValue.String(times <= 0 ? "" : string.Concat(Enumerable.Repeat(seq.AsString, (int)times)));
+        if (seq.IsString)
+        {
+            var text = times <= 0 ? "" : string.Concat(Enumerable.Repeat(seq.AsString, (int)times));
+            return seq.IsMarkup ? TemplateValue.Markup(text) : TemplateValue.String(text);
+        }
         var items = new List<TemplateValue>();
         for (var i = 0; i < times; i++) items.AddRange(seq.AsList);
         return seq.IsTuple ? TemplateValue.Tuple(items) : TemplateValue.List(items);

@@ -276,6 +276,9 @@ SNIPPETS = [
     ("globals", "{{ range(3)|list }} {{ range(1, 10, 3)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b=[2]) }} "
                 "{% set j = joiner(', ') %}{% for i in items %}{{ j() }}{{ i }}{% endfor %} {{ namespace(a=1).a }} "
                 "{{ raise_exception is defined }} {{ strftime_now is defined }}", VARS),
+    ("markup", "{{ 'Use <' | safe + d['é'] + \"'s\" + '>' | safe + people[0] | tojson }}|{{ '<b>' + 'x' | e }}|{{ ('a' | safe) * 2 }} "
+               "{{ ['q' | safe] }} {{ 'x' | safe is string }} {{ 'x' | e is escaped }} {{ 'x' is escaped }} {{ ('<' | e) | e }} "
+               "{{ ('<' | e) | forceescape }} {{ ('<' | safe ~ '>') }} {{ 5 | safe + '&' }}", VARS),
     ("bos-eos-vars", "{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ messages|length }}",
      {"bos_token": "<s>", "eos_token": "</s>", "messages": MESSAGES}),
 ]
@@ -299,6 +302,7 @@ ERRORS = [
     ("err-generator-last", "{{ items|select|last }}", VARS),
     ("err-unknown-filter-in-if", "{% if true %}\n{{ x|nosuch }}{% endif %}", VARS),
     ("err-unknown-test-in-condexpr", "{{ 1 if x is nosuchtest else 2 }}", VARS),
+    ("err-markup-plus-int", "{{ 'a' | safe + 1 }}", {}),
     ("err-none-element", "{{ none[0].text }}", {}),
     ("err-list-element", "{{ items[9]['x'] }}", VARS),
 ]
