@@ -281,6 +281,7 @@ SNIPPETS = [
                "{{ ('<' | e) | forceescape }} {{ ('<' | safe ~ '>') }} {{ 5 | safe + '&' }}", VARS),
     ("bos-eos-vars", "{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ messages|length }}",
      {"bos_token": "<s>", "eos_token": "</s>", "messages": MESSAGES}),
+    ("literal-surrogate", "{{ '\\ud83d'|length }} {{ ['\\ud83d', 'a\\udc00'] }}", {}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -323,6 +324,8 @@ SYNTAX_ERRORS = [
     ("syntax-unterminated-string", "{{ 'abc }}"),
     ("syntax-bad-assign", "{% set 1 = 2 %}"),
     ("syntax-bad-tuple-assign", "{% for a, b.c in x %}{% endfor %}"),
+    ("syntax-truncated-escape", "x\n{{ 'a\\u12' }}"),
+    ("syntax-illegal-character", "{{ '\\U00110000' }}"),
 ]
 
 
