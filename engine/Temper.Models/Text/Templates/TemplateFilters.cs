@@ -278,20 +278,43 @@ internal static partial class TemplateFilters
         var keys = attribute.IsNone
             ? [x => !caseSensitive && x.IsString ? TemplateValue.String(x.AsString.ToLowerInvariant()) : x]
             : PythonRepr.Str(attribute).Split(',').Select(p => AttributeGetter(TemplateValue.String(p.Trim()), null, !caseSensitive)).ToList();
-        var items = TemplateAccess.Iterate(v).ToList();
-        int Compare(TemplateValue x, TemplateValue y)
+        // Python compares the key lists: the first keys that differ decide, with <.
+        bool Less(TemplateValue x, TemplateValue y)
         {
             foreach (var key in keys)
             {
                 var (kx, ky) = (key(x), key(y));
-                if (TemplateOperators.Compare("<", kx, ky)) return -1;
-                if (TemplateOperators.Compare("<", ky, kx)) return 1;
+                if (!TemplateOperators.AreEqual(kx, ky)) return TemplateOperators.Compare("<", kx, ky);
             }
-            return 0;
+            return false;
         }
-        var sorted = items.Select((x, i) => (x, i)).ToList();
-        sorted.Sort((p, q) => Compare(p.x, q.x) is var c && c != 0 ? (reverse ? -c : c) : p.i.CompareTo(q.i));
-        return TemplateValue.List(sorted.Select(p => p.x).ToList());
+        var items = TemplateAccess.Iterate(v).ToList();
+        // sorted(reverse=True) reverses, sorts stably and reverses back, so equal items keep their order.
+        if (reverse) items.Reverse();
+        var sorted = StableSort(items, Less);
+        if (reverse) sorted.Reverse();
+        return TemplateValue.List(sorted);
+    }
+
+    /// <summary>
+    /// A stable binary insertion sort that asks less(later, earlier) as CPython's list.sort does, so a
+    /// list that cannot be ordered fails with Python's message ('&lt;' not supported between 'str' and 'int').
+    /// </summary>
+    private static List<TemplateValue> StableSort(List<TemplateValue> items, Func<TemplateValue, TemplateValue, bool> less)
+    {
+        var sorted = new List<TemplateValue>(items.Count);
+        foreach (var item in items)
+        {
+            int lo = 0, hi = sorted.Count;
+            while (lo < hi)
+            {
+                var mid = (lo + hi) / 2;
+                if (less(item, sorted[mid])) hi = mid;
+                else lo = mid + 1;
+            }
+            sorted.Insert(lo, item);
+        }
+        return sorted;
     }
 
     private static TemplateValue DictSort(TemplateValue v, TemplateArgs a)

@@ -153,6 +153,8 @@ internal static class TemplateOperators
         if (a.IsNumber && b.IsNumber) return Numeric("*", a, b, (x, y) => checked(x * y), (x, y) => x * y);
         if (b.IsIntegral && (a.IsString || a.Kind == ValueKind.List)) return Repeat(a, b.AsInt);
         if (a.IsIntegral && (b.IsString || b.Kind == ValueKind.List)) return Repeat(b, a.AsInt);
+        if (a.IsString || a.Kind == ValueKind.List) throw new TemplateError($"can't multiply sequence by non-int of type '{b.TypeName}'");
+        if (b.IsString || b.Kind == ValueKind.List) throw new TemplateError($"can't multiply sequence by non-int of type '{a.TypeName}'");
         throw Unsupported("*", a, b);
     }
 
@@ -173,7 +175,7 @@ internal static class TemplateOperators
     private static TemplateValue Divide(TemplateValue a, TemplateValue b)
     {
         if (!a.IsNumber || !b.IsNumber) throw Unsupported("/", a, b);
-        if (b.AsDouble == 0) throw new TemplateError("division by zero");
+        if (b.AsDouble == 0) throw new TemplateError(a.IsIntegral && b.IsIntegral ? "division by zero" : "float division by zero");
         return TemplateValue.Float(a.AsDouble / b.AsDouble);
     }
 
@@ -196,7 +198,7 @@ internal static class TemplateOperators
         if (!a.IsNumber || !b.IsNumber) throw Unsupported("%", a, b);
         if (a.IsIntegral && b.IsIntegral)
         {
-            if (b.AsInt == 0) throw new TemplateError("integer division or modulo by zero");
+            if (b.AsInt == 0) throw new TemplateError("integer modulo by zero");
             var r = a.AsInt % b.AsInt;
             if (r != 0 && (r < 0) != (b.AsInt < 0)) r += b.AsInt;
             return TemplateValue.Int(r);
@@ -210,6 +212,7 @@ internal static class TemplateOperators
     private static TemplateValue Power(TemplateValue a, TemplateValue b)
     {
         if (!a.IsNumber || !b.IsNumber) throw Unsupported("**", a, b);
+        if (a.AsDouble == 0 && b.AsDouble < 0) throw new TemplateError("0.0 cannot be raised to a negative power");
         if (a.IsIntegral && b.IsIntegral && b.AsInt >= 0)
         {
             long result = 1, x = a.AsInt;

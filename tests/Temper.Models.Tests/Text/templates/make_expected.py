@@ -306,6 +306,12 @@ ERRORS = [
     ("err-markup-plus-int", "{{ 'a' | safe + 1 }}", {}),
     ("err-none-element", "{{ none[0].text }}", {}),
     ("err-list-element", "{{ items[9]['x'] }}", VARS),
+    ("err-sort-mixed", "{{ [1, 'a']|sort }}", {}),
+    ("err-sort-mixed-reverse", "{{ [2, 1, 'a']|sort(reverse=true) }}", {}),
+    ("err-str-times-str", "{{ 'a' * 'b' }}", {}),
+    ("err-float-division-by-zero", "{{ f / 0 }}", VARS),
+    ("err-int-modulo-by-zero", "{{ x % 0 }}", VARS),
+    ("err-zero-negative-power", "{{ 0 ** -1 }}", {}),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
