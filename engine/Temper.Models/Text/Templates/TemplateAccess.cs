@@ -16,6 +16,7 @@ internal static class TemplateAccess
                 throw new TemplateError(obj.UndefinedReason);
             case ValueKind.Dict:
                 if (TemplateMethods.Bind(obj, name) is { } dictMethod) return dictMethod;
+                if (TemplateMethods.IsMutator(obj, name)) return Unsafe(obj, name);
                 if (obj.AsDict.TryGet(name, out var v)) return v;
                 break;
             case ValueKind.Object:
@@ -23,12 +24,15 @@ internal static class TemplateAccess
                 break;
             default:
                 if (TemplateMethods.Bind(obj, name) is { } method) return method;
-                if (TemplateMethods.IsMutator(obj, name))
-                    return TemplateValue.Undefined($"access to attribute '{name}' of '{obj.TypeName}' object is unsafe.");
+                if (TemplateMethods.IsMutator(obj, name)) return Unsafe(obj, name);
                 break;
         }
         return TemplateValue.Undefined($"{Describe(obj)} has no attribute '{name}'");
     }
+
+    /// <summary>The sandbox's answer to x.append or d.pop: an undefined value whose use raises SecurityError's message.</summary>
+    private static TemplateValue Unsafe(TemplateValue obj, string name) =>
+        TemplateValue.Undefined($"access to attribute '{name}' of '{obj.TypeName}' object is unsafe.");
 
     public static TemplateValue GetItem(TemplateValue obj, TemplateValue key)
     {

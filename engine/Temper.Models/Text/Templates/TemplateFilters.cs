@@ -27,7 +27,7 @@ internal static partial class TemplateFilters
         ["first"] = First,
         ["last"] = (v, _) => v.Kind == ValueKind.Iterator ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
             : TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[^1] : TemplateValue.Undefined("No last item, sequence was empty."),
-        ["float"] = (v, a) => ToFloat(v) ?? a.Get(0, "default", TemplateValue.Float(0)),
+        ["float"] = (v, a) => ToFloat(TemplateOperators.Defined(v)) ?? a.Get(0, "default", TemplateValue.Float(0)),
         ["forceescape"] = (v, _) => TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["format"] = Format,
         ["indent"] = Indent,
@@ -142,6 +142,7 @@ internal static partial class TemplateFilters
 
     private static TemplateValue ToInt(TemplateValue v, TemplateArgs a)
     {
+        TemplateOperators.Defined(v);
         var fallback = a.Get(0, "default", TemplateValue.Int(0));
         var numberBase = (int)a.Get(1, "base", TemplateValue.Int(10)).AsInt;
         switch (v.Kind)

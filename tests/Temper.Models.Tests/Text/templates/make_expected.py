@@ -312,6 +312,9 @@ ERRORS = [
     ("err-float-division-by-zero", "{{ f / 0 }}", VARS),
     ("err-int-modulo-by-zero", "{{ x % 0 }}", VARS),
     ("err-zero-negative-power", "{{ 0 ** -1 }}", {}),
+    ("err-unsafe-dict-pop", "{{ d.pop('a') }}", VARS),
+    ("err-undefined-int", "{{ missing|int }}", {}),
+    ("err-undefined-float", "{{ missing|float }}", {}),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
