@@ -93,6 +93,23 @@ internal static class PythonRepr
         return sb.ToString();
     }
 
+    /// <summary>ascii(): repr() with every non-ASCII character escaped.</summary>
+    public static string Ascii(TemplateValue v)
+    {
+        var repr = Repr(v);
+        var sb = new StringBuilder(repr.Length);
+        for (var i = 0; i < repr.Length; i++)
+        {
+            int cp = repr[i];
+            if (char.IsHighSurrogate(repr[i]) && i + 1 < repr.Length && char.IsLowSurrogate(repr[i + 1])) cp = char.ConvertToUtf32(repr[i], repr[++i]);
+            if (cp < 0x80) sb.Append((char)cp);
+            else if (cp < 0x100) sb.Append("\\x").Append(cp.ToString("x2", CultureInfo.InvariantCulture));
+            else if (cp < 0x10000) sb.Append("\\u").Append(cp.ToString("x4", CultureInfo.InvariantCulture));
+            else sb.Append("\\U").Append(cp.ToString("x8", CultureInfo.InvariantCulture));
+        }
+        return sb.ToString();
+    }
+
     /// <summary>str.__repr__: single quotes unless the text has ' and no ".</summary>
     public static string StringRepr(string s)
     {

@@ -282,6 +282,8 @@ SNIPPETS = [
     ("bos-eos-vars", "{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ messages|length }}",
      {"bos_token": "<s>", "eos_token": "</s>", "messages": MESSAGES}),
     ("literal-surrogate", "{{ '\\ud83d'|length }} {{ ['\\ud83d', 'a\\udc00'] }}", {}),
+    ("format-numbers", "{{ '%g|%G|%.3g|%#g|%e|%.2E|%5.1f|%.0f|%a' % (1e20, 1e-05, 1234567.0, 2.0, 12345.678, 0.000123, 99999.95, 2.5, 'é') }}|"
+                       "{{ '{:g}|{:.3}|{:.3}|{:.2}|{:G}|{:.1e}|{:.2f}|{!a}|{:.0%}'.format(1234567.0, 1.0, 1e20, 123.456, 1e-20, 0.00015, 1e16 / 3, 'ü🙂', 0.125) }}", {}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -315,6 +317,9 @@ ERRORS = [
     ("err-unsafe-dict-pop", "{{ d.pop('a') }}", VARS),
     ("err-undefined-int", "{{ missing|int }}", {}),
     ("err-undefined-float", "{{ missing|float }}", {}),
+    ("err-percent-d-of-str", "{{ '%d' % 'a' }}", {}),
+    ("err-format-mixed-numbering", "{{ '{} {0}'.format(1) }}", {}),
+    ("err-format-missing-index", "{{ '{1}'.format(1) }}", {}),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
