@@ -379,8 +379,8 @@ internal static partial class TemplateFilters
         var scale = Math.Pow(10, precision);
         return method switch
         {
-            "common" when v.IsIntegral => TemplateValue.Int(v.AsInt),
-            "common" => TemplateValue.Float(Math.Round(v.AsDouble, Math.Clamp(precision, 0, 15), MidpointRounding.ToEven)),
+            "common" when v.IsIntegral => TemplateValue.Int(PythonRound.Int(v.AsInt, precision)),
+            "common" => TemplateValue.Float(PythonRound.Float(v.AsDouble, precision)),
             "ceil" => TemplateValue.Float(Math.Ceiling(v.AsDouble * scale) / scale),
             "floor" => TemplateValue.Float(Math.Floor(v.AsDouble * scale) / scale),
             _ => throw new TemplateError("method must be 'common', 'ceil' or 'floor'"),

@@ -284,6 +284,8 @@ SNIPPETS = [
     ("literal-surrogate", "{{ '\\ud83d'|length }} {{ ['\\ud83d', 'a\\udc00'] }}", {}),
     ("format-numbers", "{{ '%g|%G|%.3g|%#g|%e|%.2E|%5.1f|%.0f|%a' % (1e20, 1e-05, 1234567.0, 2.0, 12345.678, 0.000123, 99999.95, 2.5, 'é') }}|"
                        "{{ '{:g}|{:.3}|{:.3}|{:.2}|{:G}|{:.1e}|{:.2f}|{!a}|{:.0%}'.format(1234567.0, 1.0, 1e20, 123.456, 1e-20, 0.00015, 1e16 / 3, 'ü🙂', 0.125) }}", {}),
+    ("round-exact", "{{ 964.15|round(1) }} {{ 8.205|round(2) }} {{ 2.675|round(2) }} {{ 0.125|round(2) }} {{ -0.4|round }} {{ 15|round(-1) }} "
+                    "{{ 25|round(-1) }} {{ -35|round(-1) }} {{ 1234.5|round(-2) }} {{ 89.400005|round(5) }} {{ 1e300|round(-300) }} {{ 0.5|round }}", {}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
