@@ -72,6 +72,11 @@ internal sealed class TemplateInterpreter
                 case MacroStmt macro:
                     frame.Set(macro.Name, DefineMacro(macro, frame));
                     break;
+                case CallBlockStmt callBlock:
+                    var callArgs = EvalArgs(callBlock.Call.Args, frame);
+                    var withCaller = new TemplateArgs(callArgs.Positional, [.. callArgs.Keyword, new("caller", DefineMacro(callBlock.Caller, frame))]);
+                    output.Append(PythonRepr.Str(Call(Eval(callBlock.Call.Callee, frame), withCaller)));
+                    break;
                 case WithStmt with:
                     var inner = new Frame(frame);
                     foreach (var (target, value) in with.Assignments) Assign(target, Eval(value, frame), inner);
@@ -162,25 +167,43 @@ internal sealed class TemplateInterpreter
         }
     }
 
+    /// <summary>A macro as a callable, binding its arguments as Jinja's Macro.__call__ does.</summary>
     private TemplateValue DefineMacro(MacroStmt macro, Frame defining) =>
         TemplateValue.Function(macro.Name, args =>
         {
-            if (args.Positional.Count > macro.Params.Count)
-                throw new TemplateError($"macro '{macro.Name}' takes not more than {macro.Params.Count} argument(s)");
-            foreach (var (key, _) in args.Keyword)
-                if (!macro.Params.Contains(key)) throw new TemplateError($"macro '{macro.Name}' takes no keyword argument '{key}'");
+            var count = macro.Params.Count;
+            var keywords = args.Keyword.ToDictionary(k => k.Key, k => k.Value);
+            var bound = new List<TemplateValue?>();
+            for (var i = 0; i < count; i++)
+                bound.Add(i < args.Positional.Count ? args.Positional[i] : keywords.Remove(macro.Params[i], out var v) ? v : null);
+            TemplateValue? caller = null;
+            if (macro.UsesCaller) caller = keywords.Remove("caller", out var c) ? c : TemplateValue.Undefined("No caller defined");
+            if (!macro.CatchesKwargs && keywords.Count > 0)
+                throw new TemplateError(keywords.ContainsKey("caller")
+                    ? $"macro '{macro.Name}' was invoked with two values for the special caller argument. This is most likely a bug."
+                    : $"macro '{macro.Name}' takes no keyword argument '{keywords.Keys.First()}'");
+            if (!macro.CatchesVarargs && args.Positional.Count > count)
+                throw new TemplateError($"macro '{macro.Name}' takes not more than {count} argument(s)");
             if (++_macroDepth > MaxMacroDepth) throw new TemplateError($"macro '{macro.Name}' recursed too deeply");
             var savedLine = Line;
             try
             {
                 var local = new Frame(defining);
-                for (var i = 0; i < macro.Params.Count; i++)
+                for (var i = 0; i < count; i++)
                 {
                     var name = macro.Params[i];
-                    var value = args.Find(i, name)
+                    var value = bound[i]
                         ?? (macro.Defaults[i] is { } d ? Eval(d, local) : TemplateValue.Undefined($"parameter '{name}' was not provided"));
                     local.Set(name, value);
                 }
+                if (caller != null) local.Set("caller", caller);
+                if (macro.CatchesKwargs)
+                {
+                    var rest = new TemplateDict();
+                    foreach (var (key, value) in keywords) rest[TemplateValue.String(key)] = value;
+                    local.Set("kwargs", TemplateValue.Dict(rest));
+                }
+                if (macro.CatchesVarargs) local.Set("varargs", TemplateValue.Tuple([.. args.Positional.Skip(count)]));
                 var output = new StringBuilder();
                 Exec(macro.Body, local, output);
                 return TemplateValue.String(output.ToString());

@@ -10,6 +10,8 @@ internal sealed class TemplateParser
     private int _loopDepth;
     private readonly Stack<(string Tag, int Line)> _open = new();
     private readonly List<string[]> _endTags = [];
+    /// <summary>The names read in the macro (or template) being parsed: varargs, kwargs and caller matter.</summary>
+    private HashSet<string> _namesRead = [];
 
     private TemplateParser(List<TemplateToken> tokens) => _tokens = tokens;
 
@@ -122,6 +124,7 @@ internal sealed class TemplateParser
             case "if": return ParseIf();
             case "set": return ParseSet();
             case "macro": return ParseMacro();
+            case "call": return ParseCallBlock();
             case "with": return ParseWith();
             case "filter": return ParseFilterBlock();
             case "generation":
@@ -231,6 +234,35 @@ throw UnknownTag(tok.Text, tok.Line);
         var line = Next().Line;
         if (Current.Kind != TokenKind.Name) throw Fail("expected macro name");
         var name = Next().Text;
+        var (parameters, defaults) = ParseSignature();
+        ExpectBlockEnd();
+        return ParseMacroBody(name, parameters, defaults, "macro", "endmacro", line);
+    }
+
+    private CallBlockStmt ParseCallBlock()
+    {
+        var line = Next().Line;
+        var (parameters, defaults) = Current.IsOp("(") ? ParseSignature() : ([], []);
+        if (ParseExpression() is not CallExpr call) throw Fail("expected call", line);
+        ExpectBlockEnd();
+        return new CallBlockStmt(ParseMacroBody("caller", parameters, defaults, "call", "endcall", line), call, line);
+    }
+
+    /// <summary>The body of a macro or call block, noting whether it reads varargs, kwargs or caller.</summary>
+    private MacroStmt ParseMacroBody(string name, List<string> parameters, List<Expr?> defaults, string tag, string endTag, int line)
+    {
+        var (savedLoops, savedNames) = (_loopDepth, _namesRead);
+        (_loopDepth, _namesRead) = (0, []);
+        var body = ParseBlockBody(tag, line, endTag);
+        var read = _namesRead;
+        (_loopDepth, _namesRead) = (savedLoops, savedNames);
+        _namesRead.UnionWith(read);
+        return new MacroStmt(name, parameters, defaults, body, read.Contains("varargs"), read.Contains("kwargs"), read.Contains("caller"), line);
+    }
+
+    /// <summary>"(a, b=1)": parameter names and their defaults (null where there is none).</summary>
+    private (List<string>, List<Expr?>) ParseSignature()
+    {
         var parameters = new List<string>();
         var defaults = new List<Expr?>();
         ExpectOp("(");
@@ -245,12 +277,7 @@ throw UnknownTag(tok.Text, tok.Line);
             else defaults.Add(null);
         }
         Next();
-        ExpectBlockEnd();
-        var saved = _loopDepth;
-        _loopDepth = 0;
-        var body = ParseBlockBody("macro", line, "endmacro");
-        _loopDepth = saved;
-        return new MacroStmt(name, parameters, defaults, body, line);
+        return (parameters, defaults);
     }
 
     private WithStmt ParseWith()
@@ -454,6 +481,12 @@ throw UnknownTag(tok.Text, tok.Line);
         return node;
     }
 
+    private NameExpr ReadName(TemplateToken t)
+    {
+        _namesRead.Add(t.Text);
+        return new NameExpr(t.Text, t.Line);
+    }
+
     private Expr ParsePrimary()
     {
         var t = Current;
@@ -466,7 +499,7 @@ throw UnknownTag(tok.Text, tok.Line);
                     "true" or "True" => new ConstExpr(TemplateValue.True, t.Line),
                     "false" or "False" => new ConstExpr(TemplateValue.False, t.Line),
                     "none" or "None" => new ConstExpr(TemplateValue.None, t.Line),
-                    _ => new NameExpr(t.Text, t.Line),
+                    _ => ReadName(t),
                 };
             case TokenKind.String:
                 Next();

@@ -286,6 +286,11 @@ SNIPPETS = [
                        "{{ '{:g}|{:.3}|{:.3}|{:.2}|{:G}|{:.1e}|{:.2f}|{!a}|{:.0%}'.format(1234567.0, 1.0, 1e20, 123.456, 1e-20, 0.00015, 1e16 / 3, 'ü🙂', 0.125) }}", {}),
     ("round-exact", "{{ 964.15|round(1) }} {{ 8.205|round(2) }} {{ 2.675|round(2) }} {{ 0.125|round(2) }} {{ -0.4|round }} {{ 15|round(-1) }} "
                     "{{ 25|round(-1) }} {{ -35|round(-1) }} {{ 1234.5|round(-2) }} {{ 89.400005|round(5) }} {{ 1e300|round(-300) }} {{ 0.5|round }}", {}),
+    ("macro-varargs-kwargs", "{% macro row(first, sep=', ') %}{{ first }}{% for v in varargs %}{{ sep }}{{ v }}{% endfor %}{{ kwargs|dictsort }}{% endmacro %}"
+                             "{{ row(1) }}|{{ row(1, '-', 2, 3, b=1, a=2) }}|{% macro plain(a) %}{{ a }}{{ varargs is defined }}{% endmacro %}{{ plain(5) }}", {}),
+    ("call-block", "{% macro box(title) %}[{{ title }}: {{ caller() }}]{% endmacro %}{% call box('T') %}body {{ x }}{% endcall %}\\n"
+                   "{% macro each(xs) %}{% for v in xs %}{{ caller(v, loop.index) }}{% endfor %}{% endmacro %}"
+                   "{% call(item, n=0) each(items[:2]) %}<{{ n }}:{{ item }}>{% endcall %} {% macro opt() %}{{ caller is defined }}{% endmacro %}{{ opt() }}", VARS),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -322,6 +327,8 @@ ERRORS = [
     ("err-percent-d-of-str", "{{ '%d' % 'a' }}", {}),
     ("err-format-mixed-numbering", "{{ '{} {0}'.format(1) }}", {}),
     ("err-format-missing-index", "{{ '{1}'.format(1) }}", {}),
+    ("err-macro-argument-twice", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}", {}),
+    ("err-call-block-without-caller", "{% macro m() %}x{% endmacro %}{% call m() %}body{% endcall %}", {}),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
