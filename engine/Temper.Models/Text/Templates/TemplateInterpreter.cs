@@ -58,7 +58,7 @@ internal sealed class TemplateInterpreter
                     if (flow != Flow.Normal) return flow;
                     break;
                 case ForStmt loop:
-                    ExecFor(loop, frame, output);
+                    ExecFor(loop, Eval(loop.Iterable, frame), frame, output, depth: 1);
                     break;
                 case SetStmt set:
                     Assign(set.Target, Eval(set.Value, frame), frame);
@@ -111,9 +111,9 @@ internal sealed class TemplateInterpreter
         return cond.Else == null ? Flow.Normal : Exec(cond.Else, frame, output);
     }
 
-    private void ExecFor(ForStmt loop, Frame frame, StringBuilder output)
+    private void ExecFor(ForStmt loop, TemplateValue iterable, Frame frame, StringBuilder output, int depth)
     {
-        var items = TemplateAccess.Iterate(Eval(loop.Iterable, frame));
+        var items = TemplateAccess.Iterate(iterable);
         if (loop.Filter != null)
         {
             items = items.Where(item =>
@@ -128,7 +128,14 @@ internal sealed class TemplateInterpreter
             if (loop.Else != null) Exec(loop.Else, new Frame(frame), output);
             return;
         }
-        var context = new LoopContext(items, 0);
+        var context = new LoopContext(items, depth);
+        if (loop.Recursive)
+            context.Recurse = children =>
+            {
+                var inner = new StringBuilder();
+                ExecFor(loop, children, frame, inner, depth + 1);
+                return TemplateValue.String(inner.ToString());
+            };
         var loopValue = TemplateValue.Object(context);
         for (var i = 0; i < items.Count; i++)
         {
@@ -304,6 +311,7 @@ internal sealed class TemplateInterpreter
     private static TemplateValue Call(TemplateValue callee, TemplateArgs args)
     {
         if (callee.IsUndefined) throw new TemplateError(callee.UndefinedReason);
+        if (callee.Kind == ValueKind.Object && callee.AsObject is LoopContext loop) return loop.Call(args);
         if (callee.Kind != ValueKind.Callable) throw new TemplateError($"'{callee.TypeName}' object is not callable");
         return callee.AsCallable.Invoke(args);
     }

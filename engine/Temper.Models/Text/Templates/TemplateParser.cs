@@ -160,7 +160,8 @@ throw UnknownTag(tok.Text, tok.Line);
         var iterable = ParseTuple(withCondExpr: false, extraEnd: ["recursive"]);
         Expr? filter = null;
         if (Current.IsName("if")) { Next(); filter = ParseExpression(); }
-        if (Current.IsName("recursive")) throw Fail("recursive for loops are not supported");
+        var recursive = Current.IsName("recursive");
+        if (recursive) Next();
         ExpectBlockEnd();
         _open.Push(("for", line));
         _loopDepth++;
@@ -176,7 +177,7 @@ throw UnknownTag(tok.Text, tok.Line);
         _open.Pop();
         Next();
         ExpectBlockEnd();
-        return new ForStmt(target, iterable, filter, body, elseBody, line);
+        return new ForStmt(target, iterable, filter, body, elseBody, recursive, line);
     }
 
     private IfStmt ParseIf()

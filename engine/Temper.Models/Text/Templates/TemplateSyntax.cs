@@ -7,7 +7,8 @@ internal abstract record Stmt(int Line);
 
 internal sealed record TextStmt(string Text, int Line) : Stmt(Line);
 internal sealed record OutputStmt(Expr Value, int Line) : Stmt(Line);
-internal sealed record ForStmt(Expr Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else, int Line) : Stmt(Line);
+/// <summary>{% for target in iterable if filter [recursive] %}; a recursive loop renders loop(children) with its own body.</summary>
+internal sealed record ForStmt(Expr Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else, bool Recursive, int Line) : Stmt(Line);
 internal sealed record IfStmt(List<(Expr Test, List<Stmt> Body)> Branches, List<Stmt>? Else, int Line) : Stmt(Line);
 internal sealed record SetStmt(Expr Target, Expr Value, int Line) : Stmt(Line);
 internal sealed record SetBlockStmt(Expr Target, List<FilterExpr> Filters, List<Stmt> Body, int Line) : Stmt(Line);

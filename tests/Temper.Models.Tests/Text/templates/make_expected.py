@@ -291,6 +291,9 @@ SNIPPETS = [
     ("call-block", "{% macro box(title) %}[{{ title }}: {{ caller() }}]{% endmacro %}{% call box('T') %}body {{ x }}{% endcall %}\\n"
                    "{% macro each(xs) %}{% for v in xs %}{{ caller(v, loop.index) }}{% endfor %}{% endmacro %}"
                    "{% call(item, n=0) each(items[:2]) %}<{{ n }}:{{ item }}>{% endcall %} {% macro opt() %}{{ caller is defined }}{% endmacro %}{{ opt() }}", VARS),
+    ("loop-recursive", "{% for node in tree recursive %}{{ loop.depth }}.{{ loop.index }}:{{ node.name }}"
+                       "{% if node.children %}({{ loop(node.children) }}){% endif %}{{ loop.depth0 }};{% endfor %}",
+     {"tree": [{"name": "a", "children": [{"name": "b", "children": []}, {"name": "c", "children": [{"name": "d"}]}]}, {"name": "e"}]}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -329,6 +332,7 @@ ERRORS = [
     ("err-format-missing-index", "{{ '{1}'.format(1) }}", {}),
     ("err-macro-argument-twice", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}", {}),
     ("err-call-block-without-caller", "{% macro m() %}x{% endmacro %}{% call m() %}body{% endcall %}", {}),
+    ("err-call-non-recursive-loop", "{% for x in items %}{{ loop(items) }}{% endfor %}", VARS),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
