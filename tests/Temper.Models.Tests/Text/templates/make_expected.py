@@ -294,6 +294,10 @@ SNIPPETS = [
     ("loop-recursive", "{% for node in tree recursive %}{{ loop.depth }}.{{ loop.index }}:{{ node.name }}"
                        "{% if node.children %}({{ loop(node.children) }}){% endif %}{{ loop.depth0 }};{% endfor %}",
      {"tree": [{"name": "a", "children": [{"name": "b", "children": []}, {"name": "c", "children": [{"name": "d"}]}]}, {"name": "e"}]}),
+    ("methods-str-more", "{% set s = '🙂ax🙂x yz' %}{{ s.find('x', 2) }} {{ s.rfind('x', 0, -1) }} {{ s.count('x', 3) }} {{ s.count('') }} "
+                         "{{ s[s.find('y'):] }} [{{ s.ljust(12, '.') }}] [{{ s.center(13, '*') }}] {{ 'a=b=c'.partition('=') }} "
+                         "{{ 'a=b=c'.rpartition('=') }} {{ 'abc'.rpartition('x') }} {{ 'Hello World'.istitle() }} {{ 'Hello world'.istitle() }} "
+                         "{{ 'é'.isascii() }} {{ '²'.isdigit() }} {{ '²'.isdecimal() }} {{ '½'.isnumeric() }} [{{ 'a\\tbc\\td'.expandtabs() }}]", {}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
