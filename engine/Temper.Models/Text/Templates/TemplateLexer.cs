@@ -22,6 +22,9 @@ internal readonly record struct TemplateToken(TokenKind Kind, string Text, int L
         TokenKind.VariableBegin => "begin of print statement",
         TokenKind.Eof => "end of template",
         TokenKind.Data => "template data",
+        TokenKind.Integer => "integer",
+        TokenKind.Float => "float",
+        TokenKind.String => "string",
         _ => Text,
     };
 }

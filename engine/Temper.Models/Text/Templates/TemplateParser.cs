@@ -233,7 +233,7 @@ throw UnknownTag(tok.Text, tok.Line);
     private MacroStmt ParseMacro()
     {
         var line = Next().Line;
-        if (Current.Kind != TokenKind.Name) throw Fail("expected macro name");
+        if (Current.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{Current.Describe()}'");
         var name = Next().Text;
         var (parameters, defaults) = ParseSignature();
         ExpectBlockEnd();
@@ -271,7 +271,7 @@ throw UnknownTag(tok.Text, tok.Line);
         {
             if (parameters.Count > 0) ExpectOp(",");
             if (Current.IsOp(")")) break;
-            if (Current.Kind != TokenKind.Name) throw Fail($"expected parameter name, got '{Current.Describe()}'");
+            if (Current.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{Current.Describe()}'");
             parameters.Add(Next().Text);
             if (Current.IsOp("=")) { Next(); defaults.Add(ParseExpression()); }
             else if (defaults.Count > 0 && defaults[^1] != null) throw Fail("non-default argument follows default argument");
@@ -641,7 +641,7 @@ throw UnknownTag(tok.Text, tok.Line);
             }
             else
             {
-                if (keyword.Count > 0) throw Fail("Invalid argument syntax: positional argument follows keyword argument");
+                if (keyword.Count > 0) throw Fail("invalid syntax for function call expression");
                 positional.Add(ParseExpression());
             }
         }
@@ -653,7 +653,7 @@ throw UnknownTag(tok.Text, tok.Line);
     {
         if (startsWithPipe) ExpectOp("|");
         var t = Current;
-        if (t.Kind != TokenKind.Name) throw Fail($"expected filter name, got '{t.Describe()}'");
+        if (t.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{t.Describe()}'");
         Next();
         var args = Current.IsOp("(") ? ParseCallArgs() : CallArgs.None;
         return new FilterExpr(input, t.Text, args, t.Line);
@@ -665,7 +665,7 @@ throw UnknownTag(tok.Text, tok.Line);
         var negated = false;
         if (Current.IsName("not")) { Next(); negated = true; }
         var t = Current;
-        if (t.Kind != TokenKind.Name) throw Fail($"expected test name, got '{t.Describe()}'");
+        if (t.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{t.Describe()}'");
         Next();
         CallArgs args;
         var c = Current;

@@ -357,6 +357,10 @@ SYNTAX_ERRORS = [
     ("syntax-bad-tuple-assign", "{% for a, b.c in x %}{% endfor %}"),
     ("syntax-truncated-escape", "x\n{{ 'a\\u12' }}"),
     ("syntax-illegal-character", "{{ '\\U00110000' }}"),
+    ("syntax-filter-name-is-number", "{{ x|1 }}"),
+    ("syntax-macro-parameter-literal", "{% macro m(1) %}{% endmacro %}"),
+    ("syntax-positional-after-keyword", "{{ f(1, a=1, 2) }}"),
+    ("syntax-macro-without-name", "{% macro %}{% endmacro %}"),
 ]
 
 
