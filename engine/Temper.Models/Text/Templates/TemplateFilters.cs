@@ -227,6 +227,8 @@ internal static partial class TemplateFilters
             return TemplateValue.Iterator(items.Select(AttributeGetter(attribute, fallback)).ToList());
         }
         var name = PythonRepr.Str(a.Positional[0]);
+        // Looked up by name when the first item is mapped, so the message is environment.call_filter's.
+        if (items.Count > 0 && !Exists(name)) throw new TemplateError($"No filter named '{name}'.");
         var rest = new TemplateArgs(a.Positional.Skip(1).ToList(), a.Keyword);
         return TemplateValue.Iterator(items.Select(x => Apply(name, x, rest)).ToList());
     }
@@ -246,6 +248,7 @@ internal static partial class TemplateFilters
         if (a.Positional.Count > offset)
         {
             var testName = PythonRepr.Str(a.Positional[offset]);
+            if (!TemplateTests.Exists(testName)) throw new TemplateError($"No test named '{testName}'.");
             var testArgs = new TemplateArgs(a.Positional.Skip(offset + 1).ToList(), a.Keyword);
             test = x => TemplateTests.Apply(testName, x, testArgs);
         }
@@ -322,7 +325,9 @@ internal static partial class TemplateFilters
     {
         if (v.Kind != ValueKind.Dict) throw new TemplateError("dictsort expects a mapping");
         var caseSensitive = a.Get(0, "case_sensitive", TemplateValue.False).IsTruthy;
-        var byValue = PythonRepr.Str(a.Get(1, "by", TemplateValue.String("key"))) == "value";
+        var by = PythonRepr.Str(a.Get(1, "by", TemplateValue.String("key")));
+        if (by is not ("key" or "value")) throw new TemplateError("You can only sort by either \"key\" or \"value\"");
+        var byValue = by == "value";
         var reverse = a.Get(2, "reverse", TemplateValue.False).IsTruthy;
         var pairs = v.AsDict.Entries.Select(e => TemplateValue.Tuple([e.Key, e.Value])).ToList();
         var args = new TemplateArgs([], [new("reverse", TemplateValue.Bool(reverse)), new("case_sensitive", TemplateValue.Bool(caseSensitive)),

@@ -162,6 +162,8 @@ internal sealed class TemplateInterpreter
                 nsObject.Set(reference.Attribute, value);
                 break;
             case ListExpr tuple:
+                if (value.Kind is not (ValueKind.List or ValueKind.Dict or ValueKind.String or ValueKind.Iterator or ValueKind.Undefined))
+                    throw new TemplateError($"cannot unpack non-iterable {value.TypeName} object");
                 var parts = TemplateAccess.Iterate(TemplateOperators.Defined(value));
                 if (parts.Count > tuple.Items.Count)
                     throw new TemplateError($"too many values to unpack (expected {tuple.Items.Count})");

@@ -337,6 +337,11 @@ ERRORS = [
     ("err-macro-argument-twice", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}", {}),
     ("err-call-block-without-caller", "{% macro m() %}x{% endmacro %}{% call m() %}body{% endcall %}", {}),
     ("err-call-non-recursive-loop", "{% for x in items %}{{ loop(items) }}{% endfor %}", VARS),
+    ("err-map-unknown-filter", "{{ items|map('nosuch')|list }}", VARS),
+    ("err-select-unknown-test", "{{ items|select('nosuch')|list }}", VARS),
+    ("err-dictsort-by", "{{ d|dictsort(by='name') }}", VARS),
+    ("err-raise-without-message", "{{ raise_exception() }}", {}),
+    ("err-unpack-int", "{% for a, b in [1] %}{% endfor %}", {}),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
