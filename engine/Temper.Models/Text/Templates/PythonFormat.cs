@@ -67,7 +67,8 @@ internal static class PythonFormat
             }
             sb.Append(ApplySpec(value, align + sign + (flags.Contains('#') ? "#" : "") + zero + width + precision + specType));
         }
-        if (next < positional.Count && mapping == null)
+        // A dict, or any other non-tuple with __getitem__ (a list), may go partly or wholly unused.
+        if (next < positional.Count && mapping == null && !(args.Kind == ValueKind.List && !args.IsTuple))
             throw new TemplateError("not all arguments converted during string formatting");
         return sb.ToString();
     }

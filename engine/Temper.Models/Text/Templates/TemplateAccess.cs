@@ -55,15 +55,19 @@ internal static class TemplateAccess
                 break;
         }
         if (key.IsString) return GetAttr(obj, key.AsString);
-        var owner = obj.IsNone ? "None" : $"{obj.TypeName} object";
+        var owner = Describe(obj)[1..^1];
         return TemplateValue.Undefined($"{owner} has no element {PythonRepr.Repr(key)}");
     }
 
+    /// <summary>Jinja's object_type_repr, quoted: 'None', 'dict object', 'markupsafe.Markup object'.</summary>
     private static string Describe(TemplateValue obj) =>
-        obj.IsNone ? "'None'" : $"'{obj.TypeName} object'";
+        obj.IsNone ? "'None'" : obj.IsMarkup ? "'markupsafe.Markup object'" : $"'{obj.TypeName} object'";
 
-    /// <summary>obj[start:stop:step] for lists, tuples and strings.</summary>
-    public static TemplateValue Slice(TemplateValue obj, TemplateValue start, TemplateValue stop, TemplateValue step)
+    /// <summary>
+    /// obj[start:stop:step] for lists, tuples and strings. Anything else raises, as Python's slicing does,
+    /// except on a literal (<paramref name="constant"/>), which Jinja folds through its lenient getitem into undefined.
+    /// </summary>
+    public static TemplateValue Slice(TemplateValue obj, TemplateValue start, TemplateValue stop, TemplateValue step, bool constant = false)
     {
         TemplateOperators.Defined(obj);
         long? Bound(TemplateValue b, string what) => b.IsNone || b.IsUndefined ? null
@@ -83,7 +87,10 @@ internal static class TemplateAccess
             foreach (var i in SliceIndices(points.Count, Bound(start, "start"), Bound(stop, "stop"), stepValue)) sb.Append(points[i]);
             return TemplateValue.String(sb.ToString());
         }
-        return TemplateValue.Undefined($"'{obj.TypeName}' object is not subscriptable");
+        if (constant)
+            return TemplateValue.Undefined($"{Describe(obj)[1..^1]} has no element slice({PythonRepr.Repr(start)}, {PythonRepr.Repr(stop)}, {PythonRepr.Repr(step)})");
+        // Jinja compiles a slice to Python's own x[a:b], so it raises rather than giving an undefined value.
+        throw new TemplateError(obj.Kind == ValueKind.Dict ? "unhashable type: 'slice'" : $"'{obj.TypeName}' object is not subscriptable");
     }
 
     /// <summary>The indices slice(start, stop, step).indices(length) walks.</summary>

@@ -25,7 +25,8 @@ internal static partial class TemplateFilters
         ["e"] = (v, _) => v.IsMarkup ? v : TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["escape"] = (v, _) => v.IsMarkup ? v : TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["first"] = First,
-        ["last"] = (v, _) => v.Kind == ValueKind.Iterator ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
+        ["last"] = (v, _) => v.Kind is not (ValueKind.List or ValueKind.Dict or ValueKind.String or ValueKind.Undefined)
+                ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
             : TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[^1] : TemplateValue.Undefined("No last item, sequence was empty."),
         ["float"] = (v, a) => ToFloat(TemplateOperators.Defined(v)) ?? a.Get(0, "default", TemplateValue.Float(0)),
         ["forceescape"] = (v, _) => TemplateValue.Markup(Escape(PythonRepr.Str(v))),
@@ -128,7 +129,16 @@ internal static partial class TemplateFilters
         var indention = width.IsString ? width.AsString : new string(' ', (int)width.AsInt);
         var first = a.Get(1, "first", TemplateValue.False).IsTruthy;
         var blank = a.Get(2, "blank", TemplateValue.False).IsTruthy;
-        var s = PythonRepr.Str(v) + "\n";
+        // Jinja appends the newline with +=, so anything but a string fails as Python's += does.
+        if (!v.IsString)
+            throw new TemplateError(v.Kind switch
+            {
+                ValueKind.Undefined => v.UndefinedReason,
+                ValueKind.List when v.IsTuple => "can only concatenate tuple (not \"str\") to tuple",
+                ValueKind.List => "'list' object has no attribute 'splitlines'",
+                _ => $"unsupported operand type(s) for +=: '{v.TypeName}' and 'str'",
+            });
+        var s = v.AsString + "\n";
         string rv;
         var lines = TemplateMethods.SplitLines(s, false);
         if (blank) rv = string.Join("\n" + indention, lines);
@@ -219,6 +229,7 @@ internal static partial class TemplateFilters
 
     private static TemplateValue Map(TemplateValue v, TemplateArgs a)
     {
+        if (!v.IsTruthy) return TemplateValue.Iterator([]);
         var items = TemplateAccess.Iterate(v);
         if (a.Positional.Count == 0)
         {
@@ -267,6 +278,7 @@ internal static partial class TemplateFilters
         foreach (var item in TemplateAccess.Iterate(v))
         {
             var k = key(item);
+            if (!TemplateDict.IsHashable(k)) throw new TemplateError($"unhashable type: '{k.TypeName}'");
             if (seen.Exists(s => TemplateOperators.AreEqual(s, k))) continue;
             seen.Add(k);
             result.Add(item);
@@ -323,7 +335,7 @@ internal static partial class TemplateFilters
 
     private static TemplateValue DictSort(TemplateValue v, TemplateArgs a)
     {
-        if (v.Kind != ValueKind.Dict) throw new TemplateError("dictsort expects a mapping");
+        if (v.Kind != ValueKind.Dict) throw new TemplateError(v.IsUndefined ? v.UndefinedReason : $"'{v.TypeName}' object has no attribute 'items'");
         var caseSensitive = a.Get(0, "case_sensitive", TemplateValue.False).IsTruthy;
         var by = PythonRepr.Str(a.Get(1, "by", TemplateValue.String("key")));
         if (by is not ("key" or "value")) throw new TemplateError("You can only sort by either \"key\" or \"value\"");
@@ -363,6 +375,8 @@ internal static partial class TemplateFilters
     private static TemplateValue Reverse(TemplateValue v, TemplateArgs _)
     {
         if (v.IsString) return TemplateValue.String(string.Concat(TemplateAccess.CodePoints(v.AsString).Reverse()));
+        if (v.Kind is not (ValueKind.List or ValueKind.Dict or ValueKind.Iterator or ValueKind.Undefined))
+            throw new TemplateError("argument must be iterable");
         var items = TemplateAccess.Iterate(v).ToList();
         items.Reverse();
         // reversed() of a list, tuple or dict is an iterator; a generator is listed and reversed.
@@ -379,7 +393,6 @@ internal static partial class TemplateFilters
     {
         var precision = (int)a.Get(0, "precision", TemplateValue.Int(0)).AsInt;
         var method = PythonRepr.Str(a.Get(1, "method", TemplateValue.String("common")));
-        TemplateOperators.Defined(v);
         if (!v.IsNumber) throw new TemplateError($"type {v.TypeName} doesn't define __round__ method");
         var scale = Math.Pow(10, precision);
         return method switch

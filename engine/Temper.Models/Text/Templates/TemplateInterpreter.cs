@@ -260,7 +260,8 @@ internal sealed class TemplateInterpreter
                 return TemplateAccess.GetItem(target, Eval(item.Key, frame));
             case SliceExpr slice:
                 var sliced = Eval(slice.Target, frame);
-                return TemplateAccess.Slice(sliced, EvalOrNone(slice.Start, frame), EvalOrNone(slice.Stop, frame), EvalOrNone(slice.Step, frame));
+                return TemplateAccess.Slice(sliced, EvalOrNone(slice.Start, frame), EvalOrNone(slice.Stop, frame), EvalOrNone(slice.Step, frame),
+                    constant: slice.Target is ConstExpr);
             case CallExpr call:
                 return Call(Eval(call.Callee, frame), EvalArgs(call.Args, frame));
             case FilterExpr filter:

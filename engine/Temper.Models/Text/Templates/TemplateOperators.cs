@@ -81,6 +81,7 @@ internal static class TemplateOperators
                     if (AreEqual(next, item)) return true;
                 return false;
             case ValueKind.Dict:
+                if (item.IsUndefined) return false;
                 if (!TemplateDict.IsHashable(item)) throw new TemplateError($"unhashable type: '{item.TypeName}'");
                 return container.AsDict.ContainsKey(item);
             default: throw new TemplateError($"argument of type '{container.TypeName}' is not iterable");
@@ -211,7 +212,7 @@ internal static class TemplateOperators
 
     private static TemplateValue Power(TemplateValue a, TemplateValue b)
     {
-        if (!a.IsNumber || !b.IsNumber) throw Unsupported("**", a, b);
+        if (!a.IsNumber || !b.IsNumber) throw Unsupported("** or pow()", a, b);
         if (a.AsDouble == 0 && b.AsDouble < 0) throw new TemplateError("0.0 cannot be raised to a negative power");
         if (a.IsIntegral && b.IsIntegral && b.AsInt >= 0)
         {

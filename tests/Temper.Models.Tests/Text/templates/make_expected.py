@@ -298,6 +298,8 @@ SNIPPETS = [
                          "{{ s[s.find('y'):] }} [{{ s.ljust(12, '.') }}] [{{ s.center(13, '*') }}] {{ 'a=b=c'.partition('=') }} "
                          "{{ 'a=b=c'.rpartition('=') }} {{ 'abc'.rpartition('x') }} {{ 'Hello World'.istitle() }} {{ 'Hello world'.istitle() }} "
                          "{{ 'é'.isascii() }} {{ '²'.isdigit() }} {{ '²'.isdecimal() }} {{ '½'.isnumeric() }} [{{ 'a\\tbc\\td'.expandtabs() }}]", {}),
+    ("lenient-odds", "{{ false|map('string')|list }} {{ none|map(attribute='x')|list }} [{{ ' x ' % [1] }}] {{ missing in d }} "
+                     "[{{ none[:1] }}] {{ true[1:] is defined }}", VARS),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -342,6 +344,15 @@ ERRORS = [
     ("err-dictsort-by", "{{ d|dictsort(by='name') }}", VARS),
     ("err-raise-without-message", "{{ raise_exception() }}", {}),
     ("err-unpack-int", "{% for a, b in [1] %}{% endfor %}", {}),
+    ("err-slice-int", "{{ x[1:] }}", VARS),
+    ("err-unique-unhashable", "{{ [[1], [1]]|unique|list }}", {}),
+    ("err-round-undefined", "{{ missing|round }}", {}),
+    ("err-markup-attribute", "{{ ('a'|safe).nope.x }}", {}),
+    ("err-indent-none", "{{ none|indent }}", {}),
+    ("err-reverse-int", "{{ x|reverse }}", VARS),
+    ("err-last-int", "{{ x|last }}", VARS),
+    ("err-dictsort-none", "{{ none|dictsort }}", {}),
+    ("err-power-str", "{{ 'a' ** 2 }}", {}),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
