@@ -30,6 +30,16 @@ internal static class TemplateAccess
         return TemplateValue.Undefined($"{Describe(obj)} has no attribute '{name}'");
     }
 
+    /// <summary>|attr(name): Python's getattr only (a method, a namespace or loop attribute), never a dict item.</summary>
+    public static TemplateValue GetPythonAttribute(TemplateValue obj, string name)
+    {
+        TemplateOperators.Defined(obj);
+        if (obj.Kind == ValueKind.Object && obj.AsObject.GetAttribute(name) is { } attr) return attr;
+        if (TemplateMethods.Bind(obj, name) is { } method) return method;
+        if (TemplateMethods.IsMutator(obj, name)) return Unsafe(obj, name);
+        return TemplateValue.Undefined($"{Describe(obj)} has no attribute '{name}'");
+    }
+
     /// <summary>The sandbox's answer to x.append or d.pop: an undefined value whose use raises SecurityError's message.</summary>
     private static TemplateValue Unsafe(TemplateValue obj, string name) =>
         TemplateValue.Undefined($"access to attribute '{name}' of '{obj.TypeName}' object is unsafe.");

@@ -15,7 +15,7 @@ internal static partial class TemplateFilters
     private static readonly Dictionary<string, Filter> All = new()
     {
         ["abs"] = (v, _) => Abs(v),
-        ["attr"] = (v, a) => TemplateAccess.GetAttr(v, a.Require(0, "name", "attr").AsString),
+        ["attr"] = (v, a) => TemplateAccess.GetPythonAttribute(v, PythonRepr.Str(a.Require(0, "name", "attr"))),
         ["capitalize"] = (v, _) => TemplateValue.String(TemplateMethods.Capitalize(PythonRepr.Str(v))),
         ["center"] = (v, a) => TemplateValue.String(Center(PythonRepr.Str(v), (int)a.Get(0, "width", TemplateValue.Int(80)).AsInt)),
         ["count"] = (v, _) => TemplateValue.Int(TemplateAccess.Length(v)),
@@ -67,7 +67,6 @@ internal static partial class TemplateFilters
 
     private static TemplateValue Abs(TemplateValue v)
     {
-        TemplateOperators.Defined(v);
         if (v.IsIntegral) return TemplateValue.Int(Math.Abs(v.AsInt));
         if (v.Kind == ValueKind.Float) return TemplateValue.Float(Math.Abs(v.AsDouble));
         throw new TemplateError($"bad operand type for abs(): '{v.TypeName}'");

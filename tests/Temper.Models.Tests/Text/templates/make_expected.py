@@ -300,6 +300,7 @@ SNIPPETS = [
                          "{{ 'é'.isascii() }} {{ '²'.isdigit() }} {{ '²'.isdecimal() }} {{ '½'.isnumeric() }} [{{ 'a\\tbc\\td'.expandtabs() }}]", {}),
     ("lenient-odds", "{{ false|map('string')|list }} {{ none|map(attribute='x')|list }} [{{ ' x ' % [1] }}] {{ missing in d }} "
                      "[{{ none[:1] }}] {{ true[1:] is defined }}", VARS),
+    ("filter-attr", "[{{ d|attr('b') }}] {{ d|attr('items') is callable }} {{ (d|attr('b')) is defined }} {{ namespace(v=3)|attr('v') }}", VARS),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -353,6 +354,8 @@ ERRORS = [
     ("err-last-int", "{{ x|last }}", VARS),
     ("err-dictsort-none", "{{ none|dictsort }}", {}),
     ("err-power-str", "{{ 'a' ** 2 }}", {}),
+    ("err-abs-undefined", "{{ (x[0])|abs }}", VARS),
+    ("err-attr-item-is-not-attribute", "{{ (d|attr('b')) + 1 }}", VARS),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
