@@ -123,11 +123,6 @@ internal sealed class TemplateInterpreter
                 return Eval(loop.Filter, probe).IsTruthy;
             }).ToList();
         }
-        if (items.Count == 0)
-        {
-            if (loop.Else != null) Exec(loop.Else, new Frame(frame), output);
-            return;
-        }
         var context = new LoopContext(items, depth);
         if (loop.Recursive)
             context.Recurse = children =>
@@ -137,6 +132,9 @@ internal sealed class TemplateInterpreter
                 return TemplateValue.String(inner.ToString());
             };
         var loopValue = TemplateValue.Object(context);
+        // Jinja clears its "else" flag at the end of the body, so else runs unless some iteration got
+        // there: for an empty loop, and also when every iteration left by break or continue.
+        var completed = false;
         for (var i = 0; i < items.Count; i++)
         {
             var iteration = new Frame(frame);
@@ -144,8 +142,11 @@ internal sealed class TemplateInterpreter
             iteration.Set("loop", loopValue);
             Line = loop.Line;
             Assign(loop.Target, items[i], iteration);
-            if (Exec(loop.Body, iteration, output) == Flow.Break) break;
+            var flow = Exec(loop.Body, iteration, output);
+            completed |= flow == Flow.Normal;
+            if (flow == Flow.Break) break;
         }
+        if (!completed && loop.Else != null) Exec(loop.Else, new Frame(frame), output);
     }
 
     private void Assign(Expr target, TemplateValue value, Frame frame)

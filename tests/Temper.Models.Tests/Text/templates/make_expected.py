@@ -301,6 +301,8 @@ SNIPPETS = [
     ("lenient-odds", "{{ false|map('string')|list }} {{ none|map(attribute='x')|list }} [{{ ' x ' % [1] }}] {{ missing in d }} "
                      "[{{ none[:1] }}] {{ true[1:] is defined }}", VARS),
     ("filter-attr", "[{{ d|attr('b') }}] {{ d|attr('items') is callable }} {{ (d|attr('b')) is defined }} {{ namespace(v=3)|attr('v') }}", VARS),
+    ("loop-else-break", "{% for i in items %}{{ i }}{% break %}{% else %}E{% endfor %}|{% for i in items %}{% continue %}{% else %}E{% endfor %}|"
+                        "{% for i in items %}{{ i }}{% if i == 5 %}{% continue %}{% endif %}{% else %}E{% endfor %}|{% for i in items if i > 9 %}{% else %}E{% endfor %}", VARS),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
