@@ -1,11 +1,12 @@
 // Walks the syntax tree and writes the output. Scoping follows Jinja: each for-loop iteration, macro
 // call, with, set, filter and generation block gets its own frame, so {% set %} inside them does not
-// leak out (which is why templates carry loop state in namespace()); if blocks share their frame.
+// leak out (which is why templates carry loop state in namespace()); if blocks share their frame. A
+// frame starts with the names TemplateScopes says Jinja starts that scope without, as undefined.
 using System.Text;
 
 namespace Temper.Models.Text;
 
-internal sealed class TemplateInterpreter
+internal sealed class TemplateInterpreter(TemplateScopes scopes)
 {
     private const int MaxMacroDepth = 200;
 
@@ -36,8 +37,16 @@ internal sealed class TemplateInterpreter
         var globals = new Frame(null);
         foreach (var (name, value) in context) globals.Set(name, value);
         var output = new StringBuilder();
-        Exec(body, new Frame(globals), output);
+        Exec(body, Enter(globals, body), output);
         return output.ToString();
+    }
+
+    /// <summary>A new scope for <paramref name="body"/>, holding as undefined the names Jinja starts it without.</summary>
+    private Frame Enter(Frame parent, List<Stmt>? body)
+    {
+        var frame = new Frame(parent);
+        foreach (var name in scopes.UndefinedAtEntry(body)) frame.Set(name, TemplateValue.Undefined($"'{name}' is undefined"));
+        return frame;
     }
 
     private Flow Exec(List<Stmt> body, Frame frame, StringBuilder output)
@@ -65,7 +74,7 @@ internal sealed class TemplateInterpreter
                     break;
                 case SetBlockStmt setBlock:
                     var captured = new StringBuilder();
-                    var blockFlow = Exec(setBlock.Body, new Frame(frame), captured);
+                    var blockFlow = Exec(setBlock.Body, Enter(frame, setBlock.Body), captured);
                     Assign(setBlock.Target, ApplyFilters(setBlock.Filters, TemplateValue.String(captured.ToString()), frame), frame);
                     if (blockFlow != Flow.Normal) return blockFlow;
                     break;
@@ -78,19 +87,19 @@ internal sealed class TemplateInterpreter
                     output.Append(PythonRepr.Str(Call(Eval(callBlock.Call.Callee, frame), withCaller)));
                     break;
                 case WithStmt with:
-                    var inner = new Frame(frame);
+                    var inner = Enter(frame, with.Body);
                     foreach (var (target, value) in with.Assignments) Assign(target, Eval(value, frame), inner);
                     var withFlow = Exec(with.Body, inner, output);
                     if (withFlow != Flow.Normal) return withFlow;
                     break;
                 case FilterBlockStmt filterBlock:
                     var body2 = new StringBuilder();
-                    var filterFlow = Exec(filterBlock.Body, new Frame(frame), body2);
+                    var filterFlow = Exec(filterBlock.Body, Enter(frame, filterBlock.Body), body2);
                     output.Append(PythonRepr.Str(ApplyFilters(filterBlock.Filters, TemplateValue.String(body2.ToString()), frame)));
                     if (filterFlow != Flow.Normal) return filterFlow;
                     break;
                 case GenerationStmt generation:
-                    var genFlow = Exec(generation.Body, new Frame(frame), output);
+                    var genFlow = Exec(generation.Body, Enter(frame, generation.Body), output);
                     if (genFlow != Flow.Normal) return genFlow;
                     break;
                 case BreakStmt:
@@ -137,7 +146,7 @@ internal sealed class TemplateInterpreter
         var completed = false;
         for (var i = 0; i < items.Count; i++)
         {
-            var iteration = new Frame(frame);
+            var iteration = Enter(frame, loop.Body);
             context.Index0 = i;
             iteration.Set("loop", loopValue);
             Line = loop.Line;
@@ -146,7 +155,7 @@ internal sealed class TemplateInterpreter
             completed |= flow == Flow.Normal;
             if (flow == Flow.Break) break;
         }
-        if (!completed && loop.Else != null) Exec(loop.Else, new Frame(frame), output);
+        if (!completed && loop.Else != null) Exec(loop.Else, Enter(frame, loop.Else), output);
     }
 
     private void Assign(Expr target, TemplateValue value, Frame frame)
@@ -198,7 +207,7 @@ internal sealed class TemplateInterpreter
             var savedLine = Line;
             try
             {
-                var local = new Frame(defining);
+                var local = Enter(defining, macro.Body);
                 for (var i = 0; i < count; i++)
                 {
                     var name = macro.Params[i];

@@ -303,6 +303,10 @@ SNIPPETS = [
     ("filter-attr", "[{{ d|attr('b') }}] {{ d|attr('items') is callable }} {{ (d|attr('b')) is defined }} {{ namespace(v=3)|attr('v') }}", VARS),
     ("loop-else-break", "{% for i in items %}{{ i }}{% break %}{% else %}E{% endfor %}|{% for i in items %}{% continue %}{% else %}E{% endfor %}|"
                         "{% for i in items %}{{ i }}{% if i == 5 %}{% continue %}{% endif %}{% else %}E{% endfor %}|{% for i in items if i > 9 %}{% else %}E{% endfor %}", VARS),
+    ("scope-assigned-later", "{% for i in items[:1] %}[{{ x }}]{% endfor %}{% macro m() %}<{{ x }}>{% endmacro %}{{ m() }}{% set y %}({{ x }}){% endset %}{{ y }}"
+                             "{% set x = 2 %}{{ x }}{{ m() }}|{% for i in items[:1] %}{% for j in items[:1] %}{{ f }}{% endfor %}{% set f = 0 %}{% endfor %}{{ f }}|"
+                             "{% for i in items[:1] %}{% if i > 9 %}{% set n = 1 %}{% endif %}{% macro k() %}{{ n }}{% endmacro %}{{ k() }}{% endfor %}"
+                             "{% set ns = namespace(v=0) %}{% set z %}{% set ns.v = z %}{% endset %}[{{ ns.v }}]", {**VARS, "z": 5, "n": 4}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
