@@ -14,6 +14,7 @@ public sealed class ChatTemplate
         ["bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"];
 
     private readonly List<Stmt> _body;
+    private readonly TemplateScopes _scopes;
     private readonly Dictionary<string, string> _specialTokens;
 
     /// <summary>Where the template came from (a file path, or the name given to Parse); errors start with it.</summary>
@@ -30,6 +31,7 @@ public sealed class ChatTemplate
         Source = source;
         Origin = origin;
         _body = body;
+        _scopes = TemplateScopes.Analyze(body);
         _specialTokens = specialTokens;
     }
 
@@ -92,7 +94,7 @@ public sealed class ChatTemplate
         if (extra != null)
             foreach (var (name, value) in extra) context[name] = TemplateValue.FromJson(value);
 
-        var interpreter = new TemplateInterpreter();
+        var interpreter = new TemplateInterpreter(_scopes);
         try
         {
             return interpreter.Render(_body, context);

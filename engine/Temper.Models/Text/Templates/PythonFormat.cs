@@ -1,6 +1,6 @@
 // Python string formatting for templates: "%s" % x (printf style, also the format filter) and
 // "{} {name:>8}".format(...) with the common format-spec mini-language (fill, align, sign, zero,
-// width, precision; types s d f e % x o b c).
+// width, precision; types s d f e g % x o b c; conversions !r !s !a), with the TypeError Python raises on a mismatch.
 using System.Globalization;
 using System.Text;
 
@@ -54,23 +54,45 @@ internal static class PythonFormat
             var align = flags.Contains('-') ? "<" : (type is 's' or 'r' or 'a' or 'c' ? ">" : "");
             var sign = flags.Contains('+') ? "+" : flags.Contains(' ') ? " " : "";
             var zero = flags.Contains('0') && !flags.Contains('-') && type is not ('s' or 'r' or 'a' or 'c') ? "0" : "";
+            CheckPercentOperand(type, value);
             var specType = type switch { 's' or 'r' or 'a' => "s", 'i' or 'u' => "d", _ => type.ToString() };
-            if (type is 'r' or 'a') value = TemplateValue.String(PythonRepr.Repr(value));
+            if (type == 'r') value = TemplateValue.String(PythonRepr.Repr(value));
+            else if (type == 'a') value = TemplateValue.String(PythonRepr.Ascii(value));
             else if (type == 's') value = TemplateValue.String(PythonRepr.Str(value));
-            else if (specType == "d" && value.Kind == ValueKind.Float) value = TemplateValue.Int((long)Math.Truncate(value.AsDouble));
+            else if (specType == "d" && value.Kind == ValueKind.Float)
+            {
+                if (double.IsNaN(value.AsDouble)) throw new TemplateError("cannot convert float NaN to integer");
+                if (double.IsInfinity(value.AsDouble)) throw new TemplateError("cannot convert float infinity to integer");
+                value = TemplateValue.Int((long)Math.Truncate(value.AsDouble));
+            }
             sb.Append(ApplySpec(value, align + sign + (flags.Contains('#') ? "#" : "") + zero + width + precision + specType));
         }
-        if (next < positional.Count && mapping == null)
+        // A dict, or any other non-tuple with __getitem__ (a list), may go partly or wholly unused.
+        if (next < positional.Count && mapping == null && !(args.Kind == ValueKind.List && !args.IsTuple))
             throw new TemplateError("not all arguments converted during string formatting");
         return sb.ToString();
     }
 
-    /// <summary>format.format(*args, **kwargs).</summary>
+    /// <summary>The TypeError Python raises for "%d" % "text" and the like.</summary>
+    private static void CheckPercentOperand(char type, TemplateValue value)
+    {
+        if (type is 'd' or 'i' or 'u' && !value.IsNumber)
+            throw new TemplateError($"%{type} format: a real number is required, not {value.TypeName}");
+        if (type is 'x' or 'X' or 'o' && !value.IsIntegral)
+            throw new TemplateError($"%{type} format: an integer is required, not {value.TypeName}");
+        if (type is 'e' or 'E' or 'f' or 'F' or 'g' or 'G' && !value.IsNumber)
+            throw new TemplateError($"must be real number, not {value.TypeName}");
+        if (type == 'c' && !value.IsIntegral && !(value.IsString && TemplateAccess.CodePoints(value.AsString).Count == 1))
+            throw new TemplateError("%c requires int or char");
+    }
+
+    /// <summary>format.format(*args, **kwargs), as the sandbox's string.Formatter does it.</summary>
     public static string Format(string format, TemplateArgs args, Func<TemplateValue, string, TemplateValue> getAttr,
         Func<TemplateValue, TemplateValue, TemplateValue> getItem)
     {
         var sb = new StringBuilder();
         var auto = 0;
+        var manual = false;
         for (var i = 0; i < format.Length; i++)
         {
             var c = format[i];
@@ -95,10 +117,14 @@ internal static class PythonFormat
             var nameEnd = 0;
             while (nameEnd < field.Length && field[nameEnd] is not ('.' or '[')) nameEnd++;
             var name = field[..nameEnd];
+            // string.Formatter: "{}" numbers automatically, "{0}" manually, and the two do not mix.
+            if (field.Length == 0 ? manual : auto > 0 && field.All(char.IsAsciiDigit))
+                throw new TemplateError("cannot switch from manual field specification to automatic field numbering");
+            if (field.Length > 0 && field.All(char.IsAsciiDigit)) manual = true;
             TemplateValue value;
-            if (name.Length == 0) value = args.Find(auto++, "\0") ?? throw new TemplateError("Replacement index out of range for positional args tuple");
+            if (name.Length == 0) value = auto < args.Positional.Count ? args.Positional[auto++] : throw new TemplateError("tuple index out of range");
             else if (int.TryParse(name, NumberStyles.None, CultureInfo.InvariantCulture, out var index))
-                value = index < args.Positional.Count ? args.Positional[index] : throw new TemplateError($"Replacement index {index} out of range for positional args tuple");
+                value = index < args.Positional.Count ? args.Positional[index] : throw new TemplateError("tuple index out of range");
             else value = args.Find(-1, name) ?? throw new TemplateError($"KeyError: '{name}'");
             for (var j = nameEnd; j < field.Length;)
             {
@@ -117,7 +143,8 @@ internal static class PythonFormat
                     j = end + 1;
                 }
             }
-            if (conversion == 'r' || conversion == 'a') value = TemplateValue.String(PythonRepr.Repr(value));
+            if (conversion == 'r') value = TemplateValue.String(PythonRepr.Repr(value));
+            else if (conversion == 'a') value = TemplateValue.String(PythonRepr.Ascii(value));
             else if (conversion == 's') value = TemplateValue.String(PythonRepr.Str(value));
             sb.Append(ApplySpec(value, spec));
         }
@@ -167,6 +194,10 @@ internal static class PythonFormat
                 return PythonRepr.Str(value);
             var d = value.AsDouble;
             negative = value.IsIntegral ? value.AsInt < 0 : double.IsNegative(d);
+            if (value.IsIntegral && type == '\0' && precision != null)
+                throw new TemplateError("Precision not allowed in integer format specifier");
+            if (!double.IsFinite(d) && type is 'f' or 'F' or 'e' or 'E' or 'g' or 'G' or '%' or '\0')
+                type = type == '%' ? '%' : char.IsUpper(type) ? 'G' : 'g';
             switch (type)
             {
                 case 'd' or 'n':
@@ -187,18 +218,28 @@ internal static class PythonFormat
                     if (alternate && type != 'c') body = "0" + (type == 'X' ? 'X' : type) + body;
                     if (type == 'c') negative = false;
                     break;
-                case 'f' or 'F' or '%':
+                case 'f' or 'F' or '%' when double.IsFinite(d):
+                    // Standard "F"/"N" formats round the exact binary value as Python does ("0.0" custom ones round to 15 digits first).
                     var scaled = Math.Abs(type == '%' ? d * 100 : d);
-                    body = scaled.ToString((grouping ? "#,0." : "0.") + new string('0', precision ?? 6), CultureInfo.InvariantCulture).TrimEnd('.');
+                    body = scaled.ToString((grouping ? "N" : "F") + (precision ?? 6), CultureInfo.InvariantCulture);
+                    if (alternate && precision == 0) body += ".";
                     if (type == '%') body += "%";
                     break;
                 case 'e' or 'E':
-                    body = Math.Abs(d).ToString((type == 'e' ? "0." + new string('0', precision ?? 6) + "e+00" : "0." + new string('0', precision ?? 6) + "E+00"), CultureInfo.InvariantCulture);
+                    var (digits, exponent) = Scientific(Math.Abs(d), precision ?? 6);
+                    if (alternate && precision == 0) digits += ".";
+                    body = digits + ExponentSuffix(exponent);
+                    if (type == 'E') body = body.ToUpperInvariant();
+                    break;
+                case '%':
+                    body = (double.IsNaN(d) ? "nan" : "inf") + "%";
                     break;
                 case '\0' or 'g' or 'G':
                     if (value.IsIntegral && type == '\0') body = Math.Abs(value.AsInt).ToString(grouping ? "#,0" : "0", CultureInfo.InvariantCulture);
-                    else if (precision == null) body = PythonRepr.Float(Math.Abs(d));
-                    else body = Math.Abs(d).ToString("G" + Math.Max(1, precision.Value), CultureInfo.InvariantCulture);
+                    else if (!double.IsFinite(d)) body = double.IsNaN(d) ? "nan" : "inf";
+                    else if (type == '\0' && precision == null) body = PythonRepr.Float(Math.Abs(d));
+                    else body = GeneralFloat(Math.Abs(d), precision ?? 6, alternate, keepPoint: type == '\0');
+                    if (type == 'G') body = body.ToUpperInvariant();
                     break;
                 default:
                     throw new TemplateError($"Unknown format code '{type}' for object of type '{value.TypeName}'");
@@ -211,7 +252,7 @@ internal static class PythonFormat
             if (align == '\0') align = '<';
         }
 
-        var signText = negative ? "-" : sign == '+' ? "+" : sign == ' ' ? " " : "";
+        var signText = negative && !(double.IsNaN(value.AsDouble) && !value.IsString) ? "-" : sign == '+' ? "+" : sign == ' ' ? " " : "";
         var padding = Math.Max(0, width - body.Length - signText.Length);
         return align switch
         {
@@ -221,4 +262,42 @@ internal static class PythonFormat
             _ => new string(fill, padding) + signText + body,
         };
     }
+
+    /// <summary>
+    /// Python's "g" presentation of a non-negative finite float: <paramref name="precision"/> significant
+    /// digits, fixed notation for exponents -4..precision-1 and "1.5e-05" style otherwise, trailing
+    /// zeros dropped unless '#'; with no presentation type ("{:.3}") fixed notation keeps one decimal.
+    /// </summary>
+    private static string GeneralFloat(double d, int precision, bool alternate, bool keepPoint)
+    {
+        var p = Math.Max(1, precision);
+        var (digits, exp) = Scientific(d, p - 1);
+        string mantissa, suffix;
+        if (exp >= -4 && exp < p)
+        {
+            mantissa = d.ToString("F" + (p - 1 - exp), CultureInfo.InvariantCulture);
+            suffix = "";
+        }
+        else
+        {
+            mantissa = digits;
+            suffix = ExponentSuffix(exp);
+        }
+        if (!alternate && mantissa.Contains('.')) mantissa = mantissa.TrimEnd('0').TrimEnd('.');
+        if (alternate && !mantissa.Contains('.')) mantissa += ".";
+        if (keepPoint && suffix.Length == 0 && !mantissa.Contains('.')) mantissa += ".0";
+        return mantissa + suffix;
+    }
+
+    /// <summary>d as "d.ddd" (<paramref name="decimals"/> after the point) times 10^exponent, correctly rounded.</summary>
+    private static (string Digits, int Exponent) Scientific(double d, int decimals)
+    {
+        var text = d.ToString("E" + decimals, CultureInfo.InvariantCulture);
+        var e = text.IndexOf('E');
+        return (text[..e], int.Parse(text[(e + 1)..], NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture));
+    }
+
+    /// <summary>Python's exponent: "e+06", "e-05", "e+100".</summary>
+    private static string ExponentSuffix(int exponent) =>
+        "e" + (exponent < 0 ? "-" : "+") + Math.Abs(exponent).ToString("00", CultureInfo.InvariantCulture);
 }

@@ -24,7 +24,7 @@ internal static class PythonRepr
             case ValueKind.Bool: return v.AsBool ? "True" : "False";
             case ValueKind.Int: return v.AsInt.ToString(CultureInfo.InvariantCulture);
             case ValueKind.Float: return Float(v.AsDouble);
-            case ValueKind.String: return StringRepr(v.AsString);
+            case ValueKind.String: return v.IsMarkup ? "Markup(" + StringRepr(v.AsString) + ")" : StringRepr(v.AsString);
             case ValueKind.List:
                 var items = string.Join(", ", v.AsList.Select(Repr));
                 if (!v.IsTuple) return "[" + items + "]";
@@ -89,6 +89,23 @@ internal static class PythonRepr
             if (digits.Length > 1) sb.Append('.').Append(digits, 1, digits.Length - 1);
             var e = decpt - 1;
             sb.Append('e').Append(e < 0 ? '-' : '+').Append(Math.Abs(e).ToString("00", CultureInfo.InvariantCulture));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>ascii(): repr() with every non-ASCII character escaped.</summary>
+    public static string Ascii(TemplateValue v)
+    {
+        var repr = Repr(v);
+        var sb = new StringBuilder(repr.Length);
+        for (var i = 0; i < repr.Length; i++)
+        {
+            int cp = repr[i];
+            if (char.IsHighSurrogate(repr[i]) && i + 1 < repr.Length && char.IsLowSurrogate(repr[i + 1])) cp = char.ConvertToUtf32(repr[i], repr[++i]);
+            if (cp < 0x80) sb.Append((char)cp);
+            else if (cp < 0x100) sb.Append("\\x").Append(cp.ToString("x2", CultureInfo.InvariantCulture));
+            else if (cp < 0x10000) sb.Append("\\u").Append(cp.ToString("x4", CultureInfo.InvariantCulture));
+            else sb.Append("\\U").Append(cp.ToString("x8", CultureInfo.InvariantCulture));
         }
         return sb.ToString();
     }

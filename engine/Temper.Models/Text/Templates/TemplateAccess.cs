@@ -16,6 +16,7 @@ internal static class TemplateAccess
                 throw new TemplateError(obj.UndefinedReason);
             case ValueKind.Dict:
                 if (TemplateMethods.Bind(obj, name) is { } dictMethod) return dictMethod;
+                if (TemplateMethods.IsMutator(obj, name)) return Unsafe(obj, name);
                 if (obj.AsDict.TryGet(name, out var v)) return v;
                 break;
             case ValueKind.Object:
@@ -23,12 +24,25 @@ internal static class TemplateAccess
                 break;
             default:
                 if (TemplateMethods.Bind(obj, name) is { } method) return method;
-                if (TemplateMethods.IsMutator(obj, name))
-                    return TemplateValue.Undefined($"access to attribute '{name}' of '{obj.TypeName}' object is unsafe.");
+                if (TemplateMethods.IsMutator(obj, name)) return Unsafe(obj, name);
                 break;
         }
         return TemplateValue.Undefined($"{Describe(obj)} has no attribute '{name}'");
     }
+
+    /// <summary>|attr(name): Python's getattr only (a method, a namespace or loop attribute), never a dict item.</summary>
+    public static TemplateValue GetPythonAttribute(TemplateValue obj, string name)
+    {
+        TemplateOperators.Defined(obj);
+        if (obj.Kind == ValueKind.Object && obj.AsObject.GetAttribute(name) is { } attr) return attr;
+        if (TemplateMethods.Bind(obj, name) is { } method) return method;
+        if (TemplateMethods.IsMutator(obj, name)) return Unsafe(obj, name);
+        return TemplateValue.Undefined($"{Describe(obj)} has no attribute '{name}'");
+    }
+
+    /// <summary>The sandbox's answer to x.append or d.pop: an undefined value whose use raises SecurityError's message.</summary>
+    private static TemplateValue Unsafe(TemplateValue obj, string name) =>
+        TemplateValue.Undefined($"access to attribute '{name}' of '{obj.TypeName}' object is unsafe.");
 
     public static TemplateValue GetItem(TemplateValue obj, TemplateValue key)
     {
@@ -51,14 +65,19 @@ internal static class TemplateAccess
                 break;
         }
         if (key.IsString) return GetAttr(obj, key.AsString);
-        return TemplateValue.Undefined($"{Describe(obj)} has no attribute {PythonRepr.Repr(key)}");
+        var owner = Describe(obj)[1..^1];
+        return TemplateValue.Undefined($"{owner} has no element {PythonRepr.Repr(key)}");
     }
 
+    /// <summary>Jinja's object_type_repr, quoted: 'None', 'dict object', 'markupsafe.Markup object'.</summary>
     private static string Describe(TemplateValue obj) =>
-        obj.IsNone ? "'None'" : $"'{obj.TypeName} object'";
+        obj.IsNone ? "'None'" : obj.IsMarkup ? "'markupsafe.Markup object'" : $"'{obj.TypeName} object'";
 
-    /// <summary>obj[start:stop:step] for lists, tuples and strings.</summary>
-    public static TemplateValue Slice(TemplateValue obj, TemplateValue start, TemplateValue stop, TemplateValue step)
+    /// <summary>
+    /// obj[start:stop:step] for lists, tuples and strings. Anything else raises, as Python's slicing does,
+    /// except on a literal (<paramref name="constant"/>), which Jinja folds through its lenient getitem into undefined.
+    /// </summary>
+    public static TemplateValue Slice(TemplateValue obj, TemplateValue start, TemplateValue stop, TemplateValue step, bool constant = false)
     {
         TemplateOperators.Defined(obj);
         long? Bound(TemplateValue b, string what) => b.IsNone || b.IsUndefined ? null
@@ -78,7 +97,10 @@ internal static class TemplateAccess
             foreach (var i in SliceIndices(points.Count, Bound(start, "start"), Bound(stop, "stop"), stepValue)) sb.Append(points[i]);
             return TemplateValue.String(sb.ToString());
         }
-        return TemplateValue.Undefined($"'{obj.TypeName}' object is not subscriptable");
+        if (constant)
+            return TemplateValue.Undefined($"{Describe(obj)[1..^1]} has no element slice({PythonRepr.Repr(start)}, {PythonRepr.Repr(stop)}, {PythonRepr.Repr(step)})");
+        // Jinja compiles a slice to Python's own x[a:b], so it raises rather than giving an undefined value.
+        throw new TemplateError(obj.Kind == ValueKind.Dict ? "unhashable type: 'slice'" : $"'{obj.TypeName}' object is not subscriptable");
     }
 
     /// <summary>The indices slice(start, stop, step).indices(length) walks.</summary>

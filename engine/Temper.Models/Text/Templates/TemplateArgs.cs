@@ -29,5 +29,5 @@ internal sealed class TemplateArgs
     public TemplateValue Get(int index, string name, TemplateValue fallback) => Find(index, name) ?? fallback;
 
     public TemplateValue Require(int index, string name, string function) =>
-        Find(index, name) ?? throw new TemplateError($"{function}() missing required argument '{name}'");
+        Find(index, name) ?? throw new TemplateError($"{function}() missing 1 required positional argument: '{name}'");
 }

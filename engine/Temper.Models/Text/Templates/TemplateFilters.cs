@@ -15,20 +15,21 @@ internal static partial class TemplateFilters
     private static readonly Dictionary<string, Filter> All = new()
     {
         ["abs"] = (v, _) => Abs(v),
-        ["attr"] = (v, a) => TemplateAccess.GetAttr(v, a.Require(0, "name", "attr").AsString),
+        ["attr"] = (v, a) => TemplateAccess.GetPythonAttribute(v, PythonRepr.Str(a.Require(0, "name", "attr"))),
         ["capitalize"] = (v, _) => TemplateValue.String(TemplateMethods.Capitalize(PythonRepr.Str(v))),
         ["center"] = (v, a) => TemplateValue.String(Center(PythonRepr.Str(v), (int)a.Get(0, "width", TemplateValue.Int(80)).AsInt)),
         ["count"] = (v, _) => TemplateValue.Int(TemplateAccess.Length(v)),
         ["d"] = Default,
         ["default"] = Default,
         ["dictsort"] = DictSort,
-        ["e"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
-        ["escape"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
+        ["e"] = (v, _) => v.IsMarkup ? v : TemplateValue.Markup(Escape(PythonRepr.Str(v))),
+        ["escape"] = (v, _) => v.IsMarkup ? v : TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["first"] = First,
-        ["last"] = (v, _) => v.Kind == ValueKind.Iterator ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
+        ["last"] = (v, _) => v.Kind is not (ValueKind.List or ValueKind.Dict or ValueKind.String or ValueKind.Undefined)
+                ? throw new TemplateError($"'{v.TypeName}' object is not reversible")
             : TemplateAccess.Iterate(v) is { Count: > 0 } items ? items[^1] : TemplateValue.Undefined("No last item, sequence was empty."),
-        ["float"] = (v, a) => ToFloat(v) ?? a.Get(0, "default", TemplateValue.Float(0)),
-        ["forceescape"] = (v, _) => TemplateValue.String(Escape(PythonRepr.Str(v))),
+        ["float"] = (v, a) => ToFloat(TemplateOperators.Defined(v)) ?? a.Get(0, "default", TemplateValue.Float(0)),
+        ["forceescape"] = (v, _) => TemplateValue.Markup(Escape(PythonRepr.Str(v))),
         ["format"] = Format,
         ["indent"] = Indent,
         ["int"] = ToInt,
@@ -45,11 +46,11 @@ internal static partial class TemplateFilters
         ["replace"] = Replace,
         ["reverse"] = Reverse,
         ["round"] = Round,
-        ["safe"] = (v, _) => v,
+        ["safe"] = (v, _) => TemplateValue.Markup(PythonRepr.Str(v)),
         ["select"] = (v, a) => Select(v, a, byAttribute: false, keep: true),
         ["selectattr"] = (v, a) => Select(v, a, byAttribute: true, keep: true),
         ["sort"] = Sort,
-        ["string"] = (v, _) => TemplateValue.String(PythonRepr.Str(v)),
+        ["string"] = (v, _) => v.IsMarkup ? v : TemplateValue.String(PythonRepr.Str(v)),
         ["sum"] = Sum,
         ["title"] = (v, _) => TemplateValue.String(Title(PythonRepr.Str(v))),
         ["tojson"] = ToJson,
@@ -66,7 +67,6 @@ internal static partial class TemplateFilters
 
     private static TemplateValue Abs(TemplateValue v)
     {
-        TemplateOperators.Defined(v);
         if (v.IsIntegral) return TemplateValue.Int(Math.Abs(v.AsInt));
         if (v.Kind == ValueKind.Float) return TemplateValue.Float(Math.Abs(v.AsDouble));
         throw new TemplateError($"bad operand type for abs(): '{v.TypeName}'");
@@ -128,7 +128,16 @@ internal static partial class TemplateFilters
         var indention = width.IsString ? width.AsString : new string(' ', (int)width.AsInt);
         var first = a.Get(1, "first", TemplateValue.False).IsTruthy;
         var blank = a.Get(2, "blank", TemplateValue.False).IsTruthy;
-        var s = PythonRepr.Str(v) + "\n";
+        // Jinja appends the newline with +=, so anything but a string fails as Python's += does.
+        if (!v.IsString)
+            throw new TemplateError(v.Kind switch
+            {
+                ValueKind.Undefined => v.UndefinedReason,
+                ValueKind.List when v.IsTuple => "can only concatenate tuple (not \"str\") to tuple",
+                ValueKind.List => "'list' object has no attribute 'splitlines'",
+                _ => $"unsupported operand type(s) for +=: '{v.TypeName}' and 'str'",
+            });
+        var s = v.AsString + "\n";
         string rv;
         var lines = TemplateMethods.SplitLines(s, false);
         if (blank) rv = string.Join("\n" + indention, lines);
@@ -142,6 +151,7 @@ internal static partial class TemplateFilters
 
     private static TemplateValue ToInt(TemplateValue v, TemplateArgs a)
     {
+        TemplateOperators.Defined(v);
         var fallback = a.Get(0, "default", TemplateValue.Int(0));
         var numberBase = (int)a.Get(1, "base", TemplateValue.Int(10)).AsInt;
         switch (v.Kind)
@@ -218,6 +228,7 @@ internal static partial class TemplateFilters
 
     private static TemplateValue Map(TemplateValue v, TemplateArgs a)
     {
+        if (!v.IsTruthy) return TemplateValue.Iterator([]);
         var items = TemplateAccess.Iterate(v);
         if (a.Positional.Count == 0)
         {
@@ -226,6 +237,8 @@ internal static partial class TemplateFilters
             return TemplateValue.Iterator(items.Select(AttributeGetter(attribute, fallback)).ToList());
         }
         var name = PythonRepr.Str(a.Positional[0]);
+        // Looked up by name when the first item is mapped, so the message is environment.call_filter's.
+        if (items.Count > 0 && !Exists(name)) throw new TemplateError($"No filter named '{name}'.");
         var rest = new TemplateArgs(a.Positional.Skip(1).ToList(), a.Keyword);
         return TemplateValue.Iterator(items.Select(x => Apply(name, x, rest)).ToList());
     }
@@ -245,6 +258,7 @@ internal static partial class TemplateFilters
         if (a.Positional.Count > offset)
         {
             var testName = PythonRepr.Str(a.Positional[offset]);
+            if (!TemplateTests.Exists(testName)) throw new TemplateError($"No test named '{testName}'.");
             var testArgs = new TemplateArgs(a.Positional.Skip(offset + 1).ToList(), a.Keyword);
             test = x => TemplateTests.Apply(testName, x, testArgs);
         }
@@ -263,6 +277,7 @@ internal static partial class TemplateFilters
         foreach (var item in TemplateAccess.Iterate(v))
         {
             var k = key(item);
+            if (!TemplateDict.IsHashable(k)) throw new TemplateError($"unhashable type: '{k.TypeName}'");
             if (seen.Exists(s => TemplateOperators.AreEqual(s, k))) continue;
             seen.Add(k);
             result.Add(item);
@@ -278,27 +293,52 @@ internal static partial class TemplateFilters
         var keys = attribute.IsNone
             ? [x => !caseSensitive && x.IsString ? TemplateValue.String(x.AsString.ToLowerInvariant()) : x]
             : PythonRepr.Str(attribute).Split(',').Select(p => AttributeGetter(TemplateValue.String(p.Trim()), null, !caseSensitive)).ToList();
-        var items = TemplateAccess.Iterate(v).ToList();
-        int Compare(TemplateValue x, TemplateValue y)
+        // Python compares the key lists: the first keys that differ decide, with <.
+        bool Less(TemplateValue x, TemplateValue y)
         {
             foreach (var key in keys)
             {
                 var (kx, ky) = (key(x), key(y));
-                if (TemplateOperators.Compare("<", kx, ky)) return -1;
-                if (TemplateOperators.Compare("<", ky, kx)) return 1;
+                if (!TemplateOperators.AreEqual(kx, ky)) return TemplateOperators.Compare("<", kx, ky);
             }
-            return 0;
+            return false;
         }
-        var sorted = items.Select((x, i) => (x, i)).ToList();
-        sorted.Sort((p, q) => Compare(p.x, q.x) is var c && c != 0 ? (reverse ? -c : c) : p.i.CompareTo(q.i));
-        return TemplateValue.List(sorted.Select(p => p.x).ToList());
+        var items = TemplateAccess.Iterate(v).ToList();
+        // sorted(reverse=True) reverses, sorts stably and reverses back, so equal items keep their order.
+        if (reverse) items.Reverse();
+        var sorted = StableSort(items, Less);
+        if (reverse) sorted.Reverse();
+        return TemplateValue.List(sorted);
+    }
+
+    /// <summary>
+    /// A stable binary insertion sort that asks less(later, earlier) as CPython's list.sort does, so a
+    /// list that cannot be ordered fails with Python's message ('&lt;' not supported between 'str' and 'int').
+    /// </summary>
+    private static List<TemplateValue> StableSort(List<TemplateValue> items, Func<TemplateValue, TemplateValue, bool> less)
+    {
+        var sorted = new List<TemplateValue>(items.Count);
+        foreach (var item in items)
+        {
+            int lo = 0, hi = sorted.Count;
+            while (lo < hi)
+            {
+                var mid = (lo + hi) / 2;
+                if (less(item, sorted[mid])) hi = mid;
+                else lo = mid + 1;
+            }
+            sorted.Insert(lo, item);
+        }
+        return sorted;
     }
 
     private static TemplateValue DictSort(TemplateValue v, TemplateArgs a)
     {
-        if (v.Kind != ValueKind.Dict) throw new TemplateError("dictsort expects a mapping");
+        if (v.Kind != ValueKind.Dict) throw new TemplateError(v.IsUndefined ? v.UndefinedReason : $"'{v.TypeName}' object has no attribute 'items'");
         var caseSensitive = a.Get(0, "case_sensitive", TemplateValue.False).IsTruthy;
-        var byValue = PythonRepr.Str(a.Get(1, "by", TemplateValue.String("key"))) == "value";
+        var by = PythonRepr.Str(a.Get(1, "by", TemplateValue.String("key")));
+        if (by is not ("key" or "value")) throw new TemplateError("You can only sort by either \"key\" or \"value\"");
+        var byValue = by == "value";
         var reverse = a.Get(2, "reverse", TemplateValue.False).IsTruthy;
         var pairs = v.AsDict.Entries.Select(e => TemplateValue.Tuple([e.Key, e.Value])).ToList();
         var args = new TemplateArgs([], [new("reverse", TemplateValue.Bool(reverse)), new("case_sensitive", TemplateValue.Bool(caseSensitive)),
@@ -334,6 +374,8 @@ internal static partial class TemplateFilters
     private static TemplateValue Reverse(TemplateValue v, TemplateArgs _)
     {
         if (v.IsString) return TemplateValue.String(string.Concat(TemplateAccess.CodePoints(v.AsString).Reverse()));
+        if (v.Kind is not (ValueKind.List or ValueKind.Dict or ValueKind.Iterator or ValueKind.Undefined))
+            throw new TemplateError("argument must be iterable");
         var items = TemplateAccess.Iterate(v).ToList();
         items.Reverse();
         // reversed() of a list, tuple or dict is an iterator; a generator is listed and reversed.
@@ -350,13 +392,12 @@ internal static partial class TemplateFilters
     {
         var precision = (int)a.Get(0, "precision", TemplateValue.Int(0)).AsInt;
         var method = PythonRepr.Str(a.Get(1, "method", TemplateValue.String("common")));
-        TemplateOperators.Defined(v);
         if (!v.IsNumber) throw new TemplateError($"type {v.TypeName} doesn't define __round__ method");
         var scale = Math.Pow(10, precision);
         return method switch
         {
-            "common" when v.IsIntegral => TemplateValue.Int(v.AsInt),
-            "common" => TemplateValue.Float(Math.Round(v.AsDouble, Math.Clamp(precision, 0, 15), MidpointRounding.ToEven)),
+            "common" when v.IsIntegral => TemplateValue.Int(PythonRound.Int(v.AsInt, precision)),
+            "common" => TemplateValue.Float(PythonRound.Float(v.AsDouble, precision)),
             "ceil" => TemplateValue.Float(Math.Ceiling(v.AsDouble * scale) / scale),
             "floor" => TemplateValue.Float(Math.Floor(v.AsDouble * scale) / scale),
             _ => throw new TemplateError("method must be 'common', 'ceil' or 'floor'"),
@@ -381,7 +422,8 @@ internal static partial class TemplateFilters
         return new string(' ', left) + s + new string(' ', marg - left);
     }
 
-    private static string Escape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal)
+    /// <summary>markupsafe.escape's text: &amp; &lt; &gt; and both quotes as entities.</summary>
+    public static string Escape(string s) => s.Replace("&", "&amp;", StringComparison.Ordinal)
         .Replace("<", "&lt;", StringComparison.Ordinal).Replace(">", "&gt;", StringComparison.Ordinal)
         .Replace("\"", "&#34;", StringComparison.Ordinal).Replace("'", "&#39;", StringComparison.Ordinal);
 

@@ -13,7 +13,7 @@ internal static class TemplateGlobals
         scope["namespace"] = TemplateValue.Function("namespace", Namespace);
         scope["joiner"] = TemplateValue.Function("joiner", Joiner);
         scope["raise_exception"] = TemplateValue.Function("raise_exception", args =>
-            throw new TemplateRaisedError(PythonRepr.Str(args.Get(0, "message", TemplateValue.EmptyString))));
+            throw new TemplateRaisedError(PythonRepr.Str(args.Require(0, "message", "raise_exception"))));
         scope["strftime_now"] = TemplateValue.Function("strftime_now", args =>
             TemplateValue.String(Strftime.Format(now(), PythonRepr.Str(args.Require(0, "format", "strftime_now")))));
     }

@@ -1,11 +1,12 @@
 // Walks the syntax tree and writes the output. Scoping follows Jinja: each for-loop iteration, macro
 // call, with, set, filter and generation block gets its own frame, so {% set %} inside them does not
-// leak out (which is why templates carry loop state in namespace()); if blocks share their frame.
+// leak out (which is why templates carry loop state in namespace()); if blocks share their frame. A
+// frame starts with the names TemplateScopes says Jinja starts that scope without, as undefined.
 using System.Text;
 
 namespace Temper.Models.Text;
 
-internal sealed class TemplateInterpreter
+internal sealed class TemplateInterpreter(TemplateScopes scopes)
 {
     private const int MaxMacroDepth = 200;
 
@@ -36,8 +37,16 @@ internal sealed class TemplateInterpreter
         var globals = new Frame(null);
         foreach (var (name, value) in context) globals.Set(name, value);
         var output = new StringBuilder();
-        Exec(body, new Frame(globals), output);
+        Exec(body, Enter(globals, body), output);
         return output.ToString();
+    }
+
+    /// <summary>A new scope for <paramref name="body"/>, holding as undefined the names Jinja starts it without.</summary>
+    private Frame Enter(Frame parent, List<Stmt>? body)
+    {
+        var frame = new Frame(parent);
+        foreach (var name in scopes.UndefinedAtEntry(body)) frame.Set(name, TemplateValue.Undefined($"'{name}' is undefined"));
+        return frame;
     }
 
     private Flow Exec(List<Stmt> body, Frame frame, StringBuilder output)
@@ -58,34 +67,39 @@ internal sealed class TemplateInterpreter
                     if (flow != Flow.Normal) return flow;
                     break;
                 case ForStmt loop:
-                    ExecFor(loop, frame, output);
+                    ExecFor(loop, Eval(loop.Iterable, frame), frame, output, depth: 1);
                     break;
                 case SetStmt set:
                     Assign(set.Target, Eval(set.Value, frame), frame);
                     break;
                 case SetBlockStmt setBlock:
                     var captured = new StringBuilder();
-                    var blockFlow = Exec(setBlock.Body, new Frame(frame), captured);
+                    var blockFlow = Exec(setBlock.Body, Enter(frame, setBlock.Body), captured);
                     Assign(setBlock.Target, ApplyFilters(setBlock.Filters, TemplateValue.String(captured.ToString()), frame), frame);
                     if (blockFlow != Flow.Normal) return blockFlow;
                     break;
                 case MacroStmt macro:
                     frame.Set(macro.Name, DefineMacro(macro, frame));
                     break;
+                case CallBlockStmt callBlock:
+                    var callArgs = EvalArgs(callBlock.Call.Args, frame);
+                    var withCaller = new TemplateArgs(callArgs.Positional, [.. callArgs.Keyword, new("caller", DefineMacro(callBlock.Caller, frame))]);
+                    output.Append(PythonRepr.Str(Call(Eval(callBlock.Call.Callee, frame), withCaller)));
+                    break;
                 case WithStmt with:
-                    var inner = new Frame(frame);
+                    var inner = Enter(frame, with.Body);
                     foreach (var (target, value) in with.Assignments) Assign(target, Eval(value, frame), inner);
                     var withFlow = Exec(with.Body, inner, output);
                     if (withFlow != Flow.Normal) return withFlow;
                     break;
                 case FilterBlockStmt filterBlock:
                     var body2 = new StringBuilder();
-                    var filterFlow = Exec(filterBlock.Body, new Frame(frame), body2);
+                    var filterFlow = Exec(filterBlock.Body, Enter(frame, filterBlock.Body), body2);
                     output.Append(PythonRepr.Str(ApplyFilters(filterBlock.Filters, TemplateValue.String(body2.ToString()), frame)));
                     if (filterFlow != Flow.Normal) return filterFlow;
                     break;
                 case GenerationStmt generation:
-                    var genFlow = Exec(generation.Body, new Frame(frame), output);
+                    var genFlow = Exec(generation.Body, Enter(frame, generation.Body), output);
                     if (genFlow != Flow.Normal) return genFlow;
                     break;
                 case BreakStmt:
@@ -106,9 +120,9 @@ internal sealed class TemplateInterpreter
         return cond.Else == null ? Flow.Normal : Exec(cond.Else, frame, output);
     }
 
-    private void ExecFor(ForStmt loop, Frame frame, StringBuilder output)
+    private void ExecFor(ForStmt loop, TemplateValue iterable, Frame frame, StringBuilder output, int depth)
     {
-        var items = TemplateAccess.Iterate(Eval(loop.Iterable, frame));
+        var items = TemplateAccess.Iterate(iterable);
         if (loop.Filter != null)
         {
             items = items.Where(item =>
@@ -118,22 +132,30 @@ internal sealed class TemplateInterpreter
                 return Eval(loop.Filter, probe).IsTruthy;
             }).ToList();
         }
-        if (items.Count == 0)
-        {
-            if (loop.Else != null) Exec(loop.Else, new Frame(frame), output);
-            return;
-        }
-        var context = new LoopContext(items, 0);
+        var context = new LoopContext(items, depth);
+        if (loop.Recursive)
+            context.Recurse = children =>
+            {
+                var inner = new StringBuilder();
+                ExecFor(loop, children, frame, inner, depth + 1);
+                return TemplateValue.String(inner.ToString());
+            };
         var loopValue = TemplateValue.Object(context);
+        // Jinja clears its "else" flag at the end of the body, so else runs unless some iteration got
+        // there: for an empty loop, and also when every iteration left by break or continue.
+        var completed = false;
         for (var i = 0; i < items.Count; i++)
         {
-            var iteration = new Frame(frame);
+            var iteration = Enter(frame, loop.Body);
             context.Index0 = i;
             iteration.Set("loop", loopValue);
             Line = loop.Line;
             Assign(loop.Target, items[i], iteration);
-            if (Exec(loop.Body, iteration, output) == Flow.Break) break;
+            var flow = Exec(loop.Body, iteration, output);
+            completed |= flow == Flow.Normal;
+            if (flow == Flow.Break) break;
         }
+        if (!completed && loop.Else != null) Exec(loop.Else, Enter(frame, loop.Else), output);
     }
 
     private void Assign(Expr target, TemplateValue value, Frame frame)
@@ -150,6 +172,8 @@ internal sealed class TemplateInterpreter
                 nsObject.Set(reference.Attribute, value);
                 break;
             case ListExpr tuple:
+                if (value.Kind is not (ValueKind.List or ValueKind.Dict or ValueKind.String or ValueKind.Iterator or ValueKind.Undefined))
+                    throw new TemplateError($"cannot unpack non-iterable {value.TypeName} object");
                 var parts = TemplateAccess.Iterate(TemplateOperators.Defined(value));
                 if (parts.Count > tuple.Items.Count)
                     throw new TemplateError($"too many values to unpack (expected {tuple.Items.Count})");
@@ -162,25 +186,43 @@ internal sealed class TemplateInterpreter
         }
     }
 
+    /// <summary>A macro as a callable, binding its arguments as Jinja's Macro.__call__ does.</summary>
     private TemplateValue DefineMacro(MacroStmt macro, Frame defining) =>
         TemplateValue.Function(macro.Name, args =>
         {
-            if (args.Positional.Count > macro.Params.Count)
-                throw new TemplateError($"macro '{macro.Name}' takes not more than {macro.Params.Count} argument(s)");
-            foreach (var (key, _) in args.Keyword)
-                if (!macro.Params.Contains(key)) throw new TemplateError($"macro '{macro.Name}' takes no keyword argument '{key}'");
+            var count = macro.Params.Count;
+            var keywords = args.Keyword.ToDictionary(k => k.Key, k => k.Value);
+            var bound = new List<TemplateValue?>();
+            for (var i = 0; i < count; i++)
+                bound.Add(i < args.Positional.Count ? args.Positional[i] : keywords.Remove(macro.Params[i], out var v) ? v : null);
+            TemplateValue? caller = null;
+            if (macro.UsesCaller) caller = keywords.Remove("caller", out var c) ? c : TemplateValue.Undefined("No caller defined");
+            if (!macro.CatchesKwargs && keywords.Count > 0)
+                throw new TemplateError(keywords.ContainsKey("caller")
+                    ? $"macro '{macro.Name}' was invoked with two values for the special caller argument. This is most likely a bug."
+                    : $"macro '{macro.Name}' takes no keyword argument '{keywords.Keys.First()}'");
+            if (!macro.CatchesVarargs && args.Positional.Count > count)
+                throw new TemplateError($"macro '{macro.Name}' takes not more than {count} argument(s)");
             if (++_macroDepth > MaxMacroDepth) throw new TemplateError($"macro '{macro.Name}' recursed too deeply");
             var savedLine = Line;
             try
             {
-                var local = new Frame(defining);
-                for (var i = 0; i < macro.Params.Count; i++)
+                var local = Enter(defining, macro.Body);
+                for (var i = 0; i < count; i++)
                 {
                     var name = macro.Params[i];
-                    var value = args.Find(i, name)
+                    var value = bound[i]
                         ?? (macro.Defaults[i] is { } d ? Eval(d, local) : TemplateValue.Undefined($"parameter '{name}' was not provided"));
                     local.Set(name, value);
                 }
+                if (caller != null) local.Set("caller", caller);
+                if (macro.CatchesKwargs)
+                {
+                    var rest = new TemplateDict();
+                    foreach (var (key, value) in keywords) rest[TemplateValue.String(key)] = value;
+                    local.Set("kwargs", TemplateValue.Dict(rest));
+                }
+                if (macro.CatchesVarargs) local.Set("varargs", TemplateValue.Tuple([.. args.Positional.Skip(count)]));
                 var output = new StringBuilder();
                 Exec(macro.Body, local, output);
                 return TemplateValue.String(output.ToString());
@@ -228,7 +270,8 @@ internal sealed class TemplateInterpreter
                 return TemplateAccess.GetItem(target, Eval(item.Key, frame));
             case SliceExpr slice:
                 var sliced = Eval(slice.Target, frame);
-                return TemplateAccess.Slice(sliced, EvalOrNone(slice.Start, frame), EvalOrNone(slice.Stop, frame), EvalOrNone(slice.Step, frame));
+                return TemplateAccess.Slice(sliced, EvalOrNone(slice.Start, frame), EvalOrNone(slice.Stop, frame), EvalOrNone(slice.Step, frame),
+                    constant: slice.Target is ConstExpr);
             case CallExpr call:
                 return Call(Eval(call.Callee, frame), EvalArgs(call.Args, frame));
             case FilterExpr filter:
@@ -281,6 +324,7 @@ internal sealed class TemplateInterpreter
     private static TemplateValue Call(TemplateValue callee, TemplateArgs args)
     {
         if (callee.IsUndefined) throw new TemplateError(callee.UndefinedReason);
+        if (callee.Kind == ValueKind.Object && callee.AsObject is LoopContext loop) return loop.Call(args);
         if (callee.Kind != ValueKind.Callable) throw new TemplateError($"'{callee.TypeName}' object is not callable");
         return callee.AsCallable.Invoke(args);
     }

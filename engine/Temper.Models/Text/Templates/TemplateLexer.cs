@@ -22,6 +22,9 @@ internal readonly record struct TemplateToken(TokenKind Kind, string Text, int L
         TokenKind.VariableBegin => "begin of print statement",
         TokenKind.Eof => "end of template",
         TokenKind.Data => "template data",
+        TokenKind.Integer => "integer",
+        TokenKind.Float => "float",
+        TokenKind.String => "string",
         _ => Text,
     };
 }
@@ -324,15 +327,17 @@ internal sealed class TemplateLexer
         return sb.ToString();
     }
 
+    /// <summary>\\xXX, \\uXXXX or \\UXXXXXXXX; a lone surrogate stays one (Python strings may hold them).</summary>
     private static string HexEscape(string raw, ref int i, int digits, int line)
     {
-        if (i + digits >= raw.Length)
-            throw new TemplateSyntaxError($"truncated \\{raw[i]} escape in string literal", line);
+        var truncated = $"truncated \\{raw[i]}{new string('X', digits)} escape";
+        if (i + digits >= raw.Length) throw new TemplateSyntaxError(truncated, line);
         var hex = raw.Substring(i + 1, digits);
-        if (!int.TryParse(hex, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var cp))
-            throw new TemplateSyntaxError($"truncated \\{raw[i]} escape in string literal", line);
+        if (!hex.All(char.IsAsciiHexDigit) || !int.TryParse(hex, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var cp))
+            throw new TemplateSyntaxError(truncated, line);
         i += digits;
-        return char.ConvertFromUtf32(cp);
+        if (cp is >= 0xD800 and <= 0xDFFF) return ((char)cp).ToString();
+        return cp <= 0x10FFFF ? char.ConvertFromUtf32(cp) : throw new TemplateSyntaxError("illegal Unicode character", line);
     }
 
     private void SkipWhitespace()

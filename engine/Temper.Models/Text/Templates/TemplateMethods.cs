@@ -1,5 +1,5 @@
-// The Python methods templates call on their data: str (strip, split, startswith, replace, format,
-// ...), dict (items, keys, values, get) and list (index, count). Mutating methods (append, pop,
+// The Python methods templates call on their data: str (strip, split, partition, startswith,
+// replace, format, ...), dict (items, keys, values, get) and list (index, count). Mutating methods (append, pop,
 // update) are refused, as transformers' immutable sandbox refuses them.
 using System.Text;
 
@@ -73,10 +73,13 @@ internal static class TemplateMethods
         "rfind" => a => TemplateValue.Int(Find(s, a, "rfind", last: true)),
         "index" => a => TemplateValue.Int(Find(s, a, "index", last: false) is var i and >= 0 ? i : throw new TemplateError("substring not found")),
         "rindex" => a => TemplateValue.Int(Find(s, a, "rindex", last: true) is var i and >= 0 ? i : throw new TemplateError("substring not found")),
-        "count" => a => TemplateValue.Int(Count(s, StrArg(a, 0, "sub", "count"))),
+        "count" => a => TemplateValue.Int(Count(s, a)),
         "join" => a => Str(Join(s, a.Require(0, "iterable", "join"))),
         "format" => a => Str(PythonFormat.Format(s, a, TemplateAccess.GetAttr, TemplateAccess.GetItem)),
-        "isdigit" or "isdecimal" or "isnumeric" => _ => TemplateValue.Bool(s.Length > 0 && s.All(char.IsDigit)),
+        "isdecimal" => _ => TemplateValue.Bool(s.Length > 0 && s.All(char.IsDigit)),
+        // isdigit adds superscripts and circled digits (other numbers worth 0..9); isnumeric any numeric value (½, 五).
+        "isdigit" => _ => TemplateValue.Bool(s.Length > 0 && s.All(c => char.IsDigit(c) || char.GetNumericValue(c) is >= 0 and <= 9 and var v && v == Math.Floor(v) && char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.OtherNumber)),
+        "isnumeric" => _ => TemplateValue.Bool(s.Length > 0 && s.All(c => char.GetNumericValue(c) >= 0)),
         "isalpha" => _ => TemplateValue.Bool(s.Length > 0 && s.All(char.IsLetter)),
         "isalnum" => _ => TemplateValue.Bool(s.Length > 0 && s.All(char.IsLetterOrDigit)),
         "isspace" => _ => TemplateValue.Bool(s.Length > 0 && s.All(PythonRepr.IsSpace)),
@@ -84,12 +87,60 @@ internal static class TemplateMethods
         "islower" => _ => TemplateValue.Bool(s.Any(char.IsLower) && !s.Any(char.IsUpper)),
         "removeprefix" => a => Str(StrArg(a, 0, "prefix", "removeprefix") is var p && s.StartsWith(p, StringComparison.Ordinal) ? s[p.Length..] : s),
         "removesuffix" => a => Str(StrArg(a, 0, "suffix", "removesuffix") is var p && p.Length > 0 && s.EndsWith(p, StringComparison.Ordinal) ? s[..^p.Length] : s),
-        "zfill" => a => Str(ZFill(s, (int)a.Require(0, "width", "zfill").AsInt)),
-        "ljust" => a => Str(s.PadRight((int)a.Require(0, "width", "ljust").AsInt, FillChar(a))),
-        "rjust" => a => Str(s.PadLeft((int)a.Require(0, "width", "rjust").AsInt, FillChar(a))),
-        "center" => a => Str(Center(s, (int)a.Require(0, "width", "center").AsInt, FillChar(a))),
+        "zfill" => a => Str(ZFill(s, Width(s, a, "zfill"))),
+        "ljust" => a => Str(s.PadRight(Width(s, a, "ljust"), FillChar(a))),
+        "rjust" => a => Str(s.PadLeft(Width(s, a, "rjust"), FillChar(a))),
+        "center" => a => Str(Center(s, Width(s, a, "center"), FillChar(a))),
+        "partition" => a => Partition(s, StrArg(a, 0, "sep", "partition"), last: false),
+        "rpartition" => a => Partition(s, StrArg(a, 0, "sep", "rpartition"), last: true),
+        "isascii" => _ => TemplateValue.Bool(s.All(char.IsAscii)),
+        "istitle" => _ => TemplateValue.Bool(IsTitle(s)),
+        "expandtabs" => a => Str(ExpandTabs(s, (int)a.Get(0, "tabsize", TemplateValue.Int(8)).AsInt)),
         _ => null,
     };
+
+    /// <summary>str.partition / rpartition: (head, sep, tail), or the whole string and two empty ones.</summary>
+    private static TemplateValue Partition(string s, string sep, bool last)
+    {
+        if (sep.Length == 0) throw new TemplateError("empty separator");
+        var i = last ? s.LastIndexOf(sep, StringComparison.Ordinal) : s.IndexOf(sep, StringComparison.Ordinal);
+        if (i < 0) return TemplateValue.Tuple(last ? [Str(""), Str(""), Str(s)] : [Str(s), Str(""), Str("")]);
+        return TemplateValue.Tuple([Str(s[..i]), Str(sep), Str(s[(i + sep.Length)..])]);
+    }
+
+    /// <summary>str.istitle: cased characters, upper (or title) case only at the start of each cased run.</summary>
+    private static bool IsTitle(string s)
+    {
+        bool cased = false, previousCased = false;
+        foreach (var c in s)
+        {
+            var upper = char.IsUpper(c) || char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.TitlecaseLetter;
+            if (upper && previousCased) return false;
+            if (char.IsLower(c) && !previousCased) return false;
+            previousCased = upper || char.IsLower(c);
+            cased |= previousCased;
+        }
+        return cased;
+    }
+
+    private static string ExpandTabs(string s, int tabSize)
+    {
+        var sb = new StringBuilder();
+        var column = 0;
+        foreach (var c in s)
+        {
+            if (c == '\t')
+            {
+                var spaces = tabSize > 0 ? tabSize - column % tabSize : 0;
+                sb.Append(' ', spaces);
+                column += spaces;
+                continue;
+            }
+            sb.Append(c);
+            column = c is '\n' or '\r' ? 0 : column + 1;
+        }
+        return sb.ToString();
+    }
 
     private static TemplateValue Str(string s) => TemplateValue.String(s);
 
@@ -241,24 +292,40 @@ internal static class TemplateMethods
         return sb.Append(s, pos, s.Length - pos).ToString();
     }
 
+    /// <summary>str.find / rfind / index: the position in code points (as Python counts), start and end too.</summary>
     private static int Find(string s, TemplateArgs a, string method, bool last)
     {
         var sub = StrArg(a, 0, "sub", method);
-        var start = (int)Math.Clamp(a.Get(1, "start", TemplateValue.Int(0)) is { IsIntegral: true } st ? (st.AsInt < 0 ? st.AsInt + s.Length : st.AsInt) : 0, 0, s.Length);
-        var end = (int)Math.Clamp(a.Get(2, "end", TemplateValue.None) is { IsIntegral: true } en ? (en.AsInt < 0 ? en.AsInt + s.Length : en.AsInt) : s.Length, 0, s.Length);
-        if (end < start) return -1;
-        var window = s[start..end];
+        if (Window(s, a) is not var (window, start)) return -1;
         var at = last ? window.LastIndexOf(sub, StringComparison.Ordinal) : window.IndexOf(sub, StringComparison.Ordinal);
-        return at < 0 ? -1 : at + start;
+        return at < 0 ? -1 : start + TemplateAccess.CodePoints(window[..at]).Count;
     }
 
-    private static int Count(string s, string sub)
+    private static int Count(string s, TemplateArgs a)
     {
-        if (sub.Length == 0) return s.Length + 1;
+        var sub = StrArg(a, 0, "sub", "count");
+        if (Window(s, a) is not var (window, _)) return 0;
+        if (sub.Length == 0) return TemplateAccess.CodePoints(window).Count + 1;
         var n = 0;
-        for (var i = s.IndexOf(sub, StringComparison.Ordinal); i >= 0; i = s.IndexOf(sub, i + sub.Length, StringComparison.Ordinal)) n++;
+        for (var i = window.IndexOf(sub, StringComparison.Ordinal); i >= 0; i = window.IndexOf(sub, i + sub.Length, StringComparison.Ordinal)) n++;
         return n;
     }
+
+    /// <summary>s[start:end] for the optional start and end arguments (code points), and start; null when end &lt; start.</summary>
+    private static (string Window, int Start)? Window(string s, TemplateArgs a)
+    {
+        var points = TemplateAccess.CodePoints(s);
+        int Bound(TemplateValue v, int whenNone) =>
+            (int)Math.Clamp(v.IsIntegral ? (v.AsInt < 0 ? v.AsInt + points.Count : v.AsInt) : whenNone, 0, points.Count);
+        var start = Bound(a.Get(1, "start", TemplateValue.None), 0);
+        var end = Bound(a.Get(2, "end", TemplateValue.None), points.Count);
+        if (end < start) return null;
+        return (string.Concat(points.Skip(start).Take(end - start)), start);
+    }
+
+    /// <summary>The width argument of ljust, center, ... as a UTF-16 length: Python counts code points.</summary>
+    private static int Width(string s, TemplateArgs a, string method) =>
+        (int)a.Require(0, "width", method).AsInt + s.Length - TemplateAccess.CodePoints(s).Count;
 
     private static string Join(string sep, TemplateValue items)
     {

@@ -28,6 +28,7 @@ internal static class TemplateNameCheck
                 case SetStmt s: Check(s.Value, soft); break;
                 case SetBlockStmt sb: sb.Filters.ForEach(x => Check(x, soft)); Check(sb.Body, false); break;
                 case MacroStmt m: m.Defaults.ForEach(d => Check(d, false)); Check(m.Body, false); break;
+                case CallBlockStmt c: c.Caller.Defaults.ForEach(d => Check(d, false)); Check(c.Caller.Body, false); Check(c.Call, soft); break;
                 case WithStmt w: w.Assignments.ForEach(a => Check(a.Value, soft)); Check(w.Body, false); break;
                 case FilterBlockStmt fb: fb.Filters.ForEach(x => Check(x, soft)); Check(fb.Body, false); break;
                 case GenerationStmt g: Check(g.Body, false); break;

@@ -1,5 +1,6 @@
 // The objects a template can hold besides plain data: namespace() (the one thing a template may
-// assign attributes to, how loops carry state out) and the loop variable of a for loop.
+// assign attributes to, how loops carry state out) and the loop variable of a for loop (callable in a
+// recursive loop).
 namespace Temper.Models.Text;
 
 internal sealed class TemplateNamespace : ITemplateObject
@@ -15,12 +16,19 @@ internal sealed class TemplateNamespace : ITemplateObject
     public string Describe() => "<Namespace " + PythonRepr.Repr(TemplateValue.Dict(_attributes)) + ">";
 }
 
-/// <summary>loop.index, loop.first, loop.previtem, ... for one iteration of a for loop.</summary>
-internal sealed class LoopContext(List<TemplateValue> items, int index0) : ITemplateObject
+/// <summary>loop.index, loop.first, loop.previtem, ... for one iteration of a for loop; loop(items) in a recursive one.</summary>
+internal sealed class LoopContext(List<TemplateValue> items, int depth) : ITemplateObject
 {
     private TemplateValue? _lastChanged;
 
-    public int Index0 { get; set; } = index0;
+    public int Index0 { get; set; }
+
+    /// <summary>Renders the loop body over other items one level deeper; null unless the loop is recursive.</summary>
+    public Func<TemplateValue, TemplateValue>? Recurse { get; set; }
+
+    public TemplateValue Call(TemplateArgs args) =>
+        Recurse == null ? throw new TemplateError("The loop must have the 'recursive' marker to be called recursively.")
+            : Recurse(args.Require(0, "iterable", "loop"));
 
     public string TypeName => "LoopContext";
 
@@ -36,8 +44,8 @@ internal sealed class LoopContext(List<TemplateValue> items, int index0) : ITemp
             "first" => TemplateValue.Bool(Index0 == 0),
             "last" => TemplateValue.Bool(Index0 == length - 1),
             "length" => TemplateValue.Int(length),
-            "depth" => TemplateValue.Int(1),
-            "depth0" => TemplateValue.Int(0),
+            "depth" => TemplateValue.Int(depth),
+            "depth0" => TemplateValue.Int(depth - 1),
             "previtem" => Index0 > 0 ? items[Index0 - 1] : TemplateValue.Undefined("there is no previous item"),
             "nextitem" => Index0 + 1 < length ? items[Index0 + 1] : TemplateValue.Undefined("there is no next item"),
             "cycle" => TemplateValue.Function("cycle", args =>

@@ -81,6 +81,7 @@ internal static class TemplateOperators
                     if (AreEqual(next, item)) return true;
                 return false;
             case ValueKind.Dict:
+                if (item.IsUndefined) return false;
                 if (!TemplateDict.IsHashable(item)) throw new TemplateError($"unhashable type: '{item.TypeName}'");
                 return container.AsDict.ContainsKey(item);
             default: throw new TemplateError($"argument of type '{container.TypeName}' is not iterable");
@@ -130,6 +131,12 @@ internal static class TemplateOperators
     private static TemplateValue Add(TemplateValue a, TemplateValue b)
     {
         if (a.IsNumber && b.IsNumber) return Numeric("+", a, b, (x, y) => checked(x + y), (x, y) => x + y);
+        if (a.IsMarkup || b.IsMarkup)
+        {
+            // Markup + str escapes the plain side (HTML-safe concatenation); Markup + int is a TypeError.
+            if (!a.IsString || !b.IsString) throw Unsupported("+", a, b);
+            return TemplateValue.Markup(MarkupText(a) + MarkupText(b));
+        }
         if (a.IsString && b.IsString) return TemplateValue.String(a.AsString + b.AsString);
         if (a.Kind == ValueKind.List && b.Kind == ValueKind.List && a.IsTuple == b.IsTuple)
         {
@@ -147,12 +154,20 @@ internal static class TemplateOperators
         if (a.IsNumber && b.IsNumber) return Numeric("*", a, b, (x, y) => checked(x * y), (x, y) => x * y);
         if (b.IsIntegral && (a.IsString || a.Kind == ValueKind.List)) return Repeat(a, b.AsInt);
         if (a.IsIntegral && (b.IsString || b.Kind == ValueKind.List)) return Repeat(b, a.AsInt);
+        if (a.IsString || a.Kind == ValueKind.List) throw new TemplateError($"can't multiply sequence by non-int of type '{b.TypeName}'");
+        if (b.IsString || b.Kind == ValueKind.List) throw new TemplateError($"can't multiply sequence by non-int of type '{a.TypeName}'");
         throw Unsupported("*", a, b);
     }
 
+    private static string MarkupText(TemplateValue s) => s.IsMarkup ? s.AsString : TemplateFilters.Escape(s.AsString);
+
     private static TemplateValue Repeat(TemplateValue seq, long times)
     {
-        if (seq.IsString) return TemplateValue.String(times <= 0 ? "" : string.Concat(Enumerable.Repeat(seq.AsString, (int)times)));
+        if (seq.IsString)
+        {
+            var text = times <= 0 ? "" : string.Concat(Enumerable.Repeat(seq.AsString, (int)times));
+            return seq.IsMarkup ? TemplateValue.Markup(text) : TemplateValue.String(text);
+        }
         var items = new List<TemplateValue>();
         for (var i = 0; i < times; i++) items.AddRange(seq.AsList);
         return seq.IsTuple ? TemplateValue.Tuple(items) : TemplateValue.List(items);
@@ -161,7 +176,7 @@ internal static class TemplateOperators
     private static TemplateValue Divide(TemplateValue a, TemplateValue b)
     {
         if (!a.IsNumber || !b.IsNumber) throw Unsupported("/", a, b);
-        if (b.AsDouble == 0) throw new TemplateError("division by zero");
+        if (b.AsDouble == 0) throw new TemplateError(a.IsIntegral && b.IsIntegral ? "division by zero" : "float division by zero");
         return TemplateValue.Float(a.AsDouble / b.AsDouble);
     }
 
@@ -184,7 +199,7 @@ internal static class TemplateOperators
         if (!a.IsNumber || !b.IsNumber) throw Unsupported("%", a, b);
         if (a.IsIntegral && b.IsIntegral)
         {
-            if (b.AsInt == 0) throw new TemplateError("integer division or modulo by zero");
+            if (b.AsInt == 0) throw new TemplateError("integer modulo by zero");
             var r = a.AsInt % b.AsInt;
             if (r != 0 && (r < 0) != (b.AsInt < 0)) r += b.AsInt;
             return TemplateValue.Int(r);
@@ -197,7 +212,8 @@ internal static class TemplateOperators
 
     private static TemplateValue Power(TemplateValue a, TemplateValue b)
     {
-        if (!a.IsNumber || !b.IsNumber) throw Unsupported("**", a, b);
+        if (!a.IsNumber || !b.IsNumber) throw Unsupported("** or pow()", a, b);
+        if (a.AsDouble == 0 && b.AsDouble < 0) throw new TemplateError("0.0 cannot be raised to a negative power");
         if (a.IsIntegral && b.IsIntegral && b.AsInt >= 0)
         {
             long result = 1, x = a.AsInt;

@@ -10,6 +10,8 @@ internal sealed class TemplateParser
     private int _loopDepth;
     private readonly Stack<(string Tag, int Line)> _open = new();
     private readonly List<string[]> _endTags = [];
+    /// <summary>The names read in the macro (or template) being parsed: varargs, kwargs and caller matter.</summary>
+    private HashSet<string> _namesRead = [];
 
     private TemplateParser(List<TemplateToken> tokens) => _tokens = tokens;
 
@@ -122,6 +124,7 @@ internal sealed class TemplateParser
             case "if": return ParseIf();
             case "set": return ParseSet();
             case "macro": return ParseMacro();
+            case "call": return ParseCallBlock();
             case "with": return ParseWith();
             case "filter": return ParseFilterBlock();
             case "generation":
@@ -157,7 +160,8 @@ throw UnknownTag(tok.Text, tok.Line);
         var iterable = ParseTuple(withCondExpr: false, extraEnd: ["recursive"]);
         Expr? filter = null;
         if (Current.IsName("if")) { Next(); filter = ParseExpression(); }
-        if (Current.IsName("recursive")) throw Fail("recursive for loops are not supported");
+        var recursive = Current.IsName("recursive");
+        if (recursive) Next();
         ExpectBlockEnd();
         _open.Push(("for", line));
         _loopDepth++;
@@ -173,7 +177,7 @@ throw UnknownTag(tok.Text, tok.Line);
         _open.Pop();
         Next();
         ExpectBlockEnd();
-        return new ForStmt(target, iterable, filter, body, elseBody, line);
+        return new ForStmt(target, iterable, filter, body, elseBody, recursive, line);
     }
 
     private IfStmt ParseIf()
@@ -229,8 +233,37 @@ throw UnknownTag(tok.Text, tok.Line);
     private MacroStmt ParseMacro()
     {
         var line = Next().Line;
-        if (Current.Kind != TokenKind.Name) throw Fail("expected macro name");
+        if (Current.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{Current.Describe()}'");
         var name = Next().Text;
+        var (parameters, defaults) = ParseSignature();
+        ExpectBlockEnd();
+        return ParseMacroBody(name, parameters, defaults, "macro", "endmacro", line);
+    }
+
+    private CallBlockStmt ParseCallBlock()
+    {
+        var line = Next().Line;
+        var (parameters, defaults) = Current.IsOp("(") ? ParseSignature() : ([], []);
+        if (ParseExpression() is not CallExpr call) throw Fail("expected call", line);
+        ExpectBlockEnd();
+        return new CallBlockStmt(ParseMacroBody("caller", parameters, defaults, "call", "endcall", line), call, line);
+    }
+
+    /// <summary>The body of a macro or call block, noting whether it reads varargs, kwargs or caller.</summary>
+    private MacroStmt ParseMacroBody(string name, List<string> parameters, List<Expr?> defaults, string tag, string endTag, int line)
+    {
+        var (savedLoops, savedNames) = (_loopDepth, _namesRead);
+        (_loopDepth, _namesRead) = (0, []);
+        var body = ParseBlockBody(tag, line, endTag);
+        var read = _namesRead;
+        (_loopDepth, _namesRead) = (savedLoops, savedNames);
+        _namesRead.UnionWith(read);
+        return new MacroStmt(name, parameters, defaults, body, read.Contains("varargs"), read.Contains("kwargs"), read.Contains("caller"), line);
+    }
+
+    /// <summary>"(a, b=1)": parameter names and their defaults (null where there is none).</summary>
+    private (List<string>, List<Expr?>) ParseSignature()
+    {
         var parameters = new List<string>();
         var defaults = new List<Expr?>();
         ExpectOp("(");
@@ -238,19 +271,14 @@ throw UnknownTag(tok.Text, tok.Line);
         {
             if (parameters.Count > 0) ExpectOp(",");
             if (Current.IsOp(")")) break;
-            if (Current.Kind != TokenKind.Name) throw Fail($"expected parameter name, got '{Current.Describe()}'");
+            if (Current.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{Current.Describe()}'");
             parameters.Add(Next().Text);
             if (Current.IsOp("=")) { Next(); defaults.Add(ParseExpression()); }
             else if (defaults.Count > 0 && defaults[^1] != null) throw Fail("non-default argument follows default argument");
             else defaults.Add(null);
         }
         Next();
-        ExpectBlockEnd();
-        var saved = _loopDepth;
-        _loopDepth = 0;
-        var body = ParseBlockBody("macro", line, "endmacro");
-        _loopDepth = saved;
-        return new MacroStmt(name, parameters, defaults, body, line);
+        return (parameters, defaults);
     }
 
     private WithStmt ParseWith()
@@ -454,6 +482,12 @@ throw UnknownTag(tok.Text, tok.Line);
         return node;
     }
 
+    private NameExpr ReadName(TemplateToken t)
+    {
+        _namesRead.Add(t.Text);
+        return new NameExpr(t.Text, t.Line);
+    }
+
     private Expr ParsePrimary()
     {
         var t = Current;
@@ -466,7 +500,7 @@ throw UnknownTag(tok.Text, tok.Line);
                     "true" or "True" => new ConstExpr(TemplateValue.True, t.Line),
                     "false" or "False" => new ConstExpr(TemplateValue.False, t.Line),
                     "none" or "None" => new ConstExpr(TemplateValue.None, t.Line),
-                    _ => new NameExpr(t.Text, t.Line),
+                    _ => ReadName(t),
                 };
             case TokenKind.String:
                 Next();
@@ -607,7 +641,7 @@ throw UnknownTag(tok.Text, tok.Line);
             }
             else
             {
-                if (keyword.Count > 0) throw Fail("Invalid argument syntax: positional argument follows keyword argument");
+                if (keyword.Count > 0) throw Fail("invalid syntax for function call expression");
                 positional.Add(ParseExpression());
             }
         }
@@ -619,7 +653,7 @@ throw UnknownTag(tok.Text, tok.Line);
     {
         if (startsWithPipe) ExpectOp("|");
         var t = Current;
-        if (t.Kind != TokenKind.Name) throw Fail($"expected filter name, got '{t.Describe()}'");
+        if (t.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{t.Describe()}'");
         Next();
         var args = Current.IsOp("(") ? ParseCallArgs() : CallArgs.None;
         return new FilterExpr(input, t.Text, args, t.Line);
@@ -631,7 +665,7 @@ throw UnknownTag(tok.Text, tok.Line);
         var negated = false;
         if (Current.IsName("not")) { Next(); negated = true; }
         var t = Current;
-        if (t.Kind != TokenKind.Name) throw Fail($"expected test name, got '{t.Describe()}'");
+        if (t.Kind != TokenKind.Name) throw Fail($"expected token 'name', got '{t.Describe()}'");
         Next();
         CallArgs args;
         var c = Current;

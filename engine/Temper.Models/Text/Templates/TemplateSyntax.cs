@@ -7,11 +7,19 @@ internal abstract record Stmt(int Line);
 
 internal sealed record TextStmt(string Text, int Line) : Stmt(Line);
 internal sealed record OutputStmt(Expr Value, int Line) : Stmt(Line);
-internal sealed record ForStmt(Expr Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else, int Line) : Stmt(Line);
+/// <summary>{% for target in iterable if filter [recursive] %}; a recursive loop renders loop(children) with its own body.</summary>
+internal sealed record ForStmt(Expr Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else, bool Recursive, int Line) : Stmt(Line);
 internal sealed record IfStmt(List<(Expr Test, List<Stmt> Body)> Branches, List<Stmt>? Else, int Line) : Stmt(Line);
 internal sealed record SetStmt(Expr Target, Expr Value, int Line) : Stmt(Line);
 internal sealed record SetBlockStmt(Expr Target, List<FilterExpr> Filters, List<Stmt> Body, int Line) : Stmt(Line);
-internal sealed record MacroStmt(string Name, List<string> Params, List<Expr?> Defaults, List<Stmt> Body, int Line) : Stmt(Line);
+/// <summary>
+/// A macro; as in Jinja, it takes extra positional arguments as varargs, extra keywords as kwargs and a
+/// {% call %} body as caller only when its body reads those names.
+/// </summary>
+internal sealed record MacroStmt(string Name, List<string> Params, List<Expr?> Defaults, List<Stmt> Body,
+    bool CatchesVarargs, bool CatchesKwargs, bool UsesCaller, int Line) : Stmt(Line);
+/// <summary>{% call(params) macro(args) %}body{% endcall %}: calls the macro with the body as its caller.</summary>
+internal sealed record CallBlockStmt(MacroStmt Caller, CallExpr Call, int Line) : Stmt(Line);
 internal sealed record WithStmt(List<(Expr Target, Expr Value)> Assignments, List<Stmt> Body, int Line) : Stmt(Line);
 internal sealed record FilterBlockStmt(List<FilterExpr> Filters, List<Stmt> Body, int Line) : Stmt(Line);
 /// <summary>transformers' {% generation %} block: renders its body (the span marks assistant tokens).</summary>

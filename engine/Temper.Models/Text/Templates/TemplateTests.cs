@@ -28,7 +28,7 @@ internal static class TemplateTests
         ["divisibleby"] = (v, a) => TemplateOperators.Binary("%", v, a.Require(0, "num", "divisibleby")).AsDouble == 0,
         ["lower"] = (v, _) => PythonRepr.Str(v) is var s && s.Any(char.IsLower) && !s.Any(char.IsUpper),
         ["upper"] = (v, _) => PythonRepr.Str(v) is var s && s.Any(char.IsUpper) && !s.Any(char.IsLower),
-        ["escaped"] = (_, _) => false,
+        ["escaped"] = (v, _) => v.IsMarkup,
         ["sameas"] = (v, a) => SameAs(v, a.Require(0, "other", "sameas")),
         ["in"] = (v, a) => TemplateOperators.Contains(a.Require(0, "seq", "in"), v),
         ["filter"] = (v, _) => v.IsString && TemplateFilters.Exists(v.AsString),

@@ -1,5 +1,6 @@
 // The data a chat template computes with, modelled on the Python values Jinja sees: undefined, None,
-// bool, int (long), float (double), str, list/tuple, dict (insertion-ordered), plus objects (namespace,
+// bool, int (long), float (double), str (or markupsafe's Markup, what |safe and |escape return),
+// list/tuple, dict (insertion-ordered), plus objects (namespace,
 // loop), callables and one-shot iterators (what map, select and friends return: Python generators). Built from System.Text.Json nodes the way json.loads would build them.
 using System.Globalization;
 using System.Text.Json;
@@ -57,9 +58,12 @@ internal sealed class TemplateValue
     /// <summary>For lists: true when the value is a Python tuple (prints with parentheses).</summary>
     public bool IsTuple { get; }
 
-    private TemplateValue(ValueKind kind, long i = 0, double f = 0, object? r = null, bool tuple = false)
+    /// <summary>For strings: true when the value is a Markup (HTML-safe) string; + escapes a plain str added to it.</summary>
+    public bool IsMarkup { get; }
+
+    private TemplateValue(ValueKind kind, long i = 0, double f = 0, object? r = null, bool tuple = false, bool markup = false)
     {
-        Kind = kind; _int = i; _float = f; _ref = r; IsTuple = tuple;
+        Kind = kind; _int = i; _float = f; _ref = r; IsTuple = tuple; IsMarkup = markup;
     }
 
     public static readonly TemplateValue None = new(ValueKind.None);
@@ -76,6 +80,7 @@ internal sealed class TemplateValue
     public static TemplateValue Int(long i) => new(ValueKind.Int, i: i);
     public static TemplateValue Float(double f) => new(ValueKind.Float, f: f);
     public static TemplateValue String(string s) => s.Length == 0 ? EmptyString : new(ValueKind.String, r: s);
+    public static TemplateValue Markup(string s) => new(ValueKind.String, r: s, markup: true);
     public static TemplateValue List(List<TemplateValue> items) => new(ValueKind.List, r: items);
     public static TemplateValue Tuple(List<TemplateValue> items) => new(ValueKind.List, r: items, tuple: true);
     public static TemplateValue Dict(TemplateDict dict) => new(ValueKind.Dict, r: dict);
@@ -126,7 +131,7 @@ internal sealed class TemplateValue
         ValueKind.Bool => "bool",
         ValueKind.Int => "int",
         ValueKind.Float => "float",
-        ValueKind.String => "str",
+        ValueKind.String => IsMarkup ? "Markup" : "str",
         ValueKind.List => IsTuple ? "tuple" : "list",
         ValueKind.Dict => "dict",
         ValueKind.Object => AsObject.TypeName,

@@ -276,8 +276,37 @@ SNIPPETS = [
     ("globals", "{{ range(3)|list }} {{ range(1, 10, 3)|list }} {{ range(5, 0, -2)|list }} {{ dict(a=1, b=[2]) }} "
                 "{% set j = joiner(', ') %}{% for i in items %}{{ j() }}{{ i }}{% endfor %} {{ namespace(a=1).a }} "
                 "{{ raise_exception is defined }} {{ strftime_now is defined }}", VARS),
+    ("markup", "{{ 'Use <' | safe + d['é'] + \"'s\" + '>' | safe + people[0] | tojson }}|{{ '<b>' + 'x' | e }}|{{ ('a' | safe) * 2 }} "
+               "{{ ['q' | safe] }} {{ 'x' | safe is string }} {{ 'x' | e is escaped }} {{ 'x' is escaped }} {{ ('<' | e) | e }} "
+               "{{ ('<' | e) | forceescape }} {{ ('<' | safe ~ '>') }} {{ 5 | safe + '&' }}", VARS),
     ("bos-eos-vars", "{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ messages|length }}",
      {"bos_token": "<s>", "eos_token": "</s>", "messages": MESSAGES}),
+    ("literal-surrogate", "{{ '\\ud83d'|length }} {{ ['\\ud83d', 'a\\udc00'] }}", {}),
+    ("format-numbers", "{{ '%g|%G|%.3g|%#g|%e|%.2E|%5.1f|%.0f|%a' % (1e20, 1e-05, 1234567.0, 2.0, 12345.678, 0.000123, 99999.95, 2.5, 'é') }}|"
+                       "{{ '{:g}|{:.3}|{:.3}|{:.2}|{:G}|{:.1e}|{:.2f}|{!a}|{:.0%}'.format(1234567.0, 1.0, 1e20, 123.456, 1e-20, 0.00015, 1e16 / 3, 'ü🙂', 0.125) }}", {}),
+    ("round-exact", "{{ 964.15|round(1) }} {{ 8.205|round(2) }} {{ 2.675|round(2) }} {{ 0.125|round(2) }} {{ -0.4|round }} {{ 15|round(-1) }} "
+                    "{{ 25|round(-1) }} {{ -35|round(-1) }} {{ 1234.5|round(-2) }} {{ 89.400005|round(5) }} {{ 1e300|round(-300) }} {{ 0.5|round }}", {}),
+    ("macro-varargs-kwargs", "{% macro row(first, sep=', ') %}{{ first }}{% for v in varargs %}{{ sep }}{{ v }}{% endfor %}{{ kwargs|dictsort }}{% endmacro %}"
+                             "{{ row(1) }}|{{ row(1, '-', 2, 3, b=1, a=2) }}|{% macro plain(a) %}{{ a }}{{ varargs is defined }}{% endmacro %}{{ plain(5) }}", {}),
+    ("call-block", "{% macro box(title) %}[{{ title }}: {{ caller() }}]{% endmacro %}{% call box('T') %}body {{ x }}{% endcall %}\\n"
+                   "{% macro each(xs) %}{% for v in xs %}{{ caller(v, loop.index) }}{% endfor %}{% endmacro %}"
+                   "{% call(item, n=0) each(items[:2]) %}<{{ n }}:{{ item }}>{% endcall %} {% macro opt() %}{{ caller is defined }}{% endmacro %}{{ opt() }}", VARS),
+    ("loop-recursive", "{% for node in tree recursive %}{{ loop.depth }}.{{ loop.index }}:{{ node.name }}"
+                       "{% if node.children %}({{ loop(node.children) }}){% endif %}{{ loop.depth0 }};{% endfor %}",
+     {"tree": [{"name": "a", "children": [{"name": "b", "children": []}, {"name": "c", "children": [{"name": "d"}]}]}, {"name": "e"}]}),
+    ("methods-str-more", "{% set s = '🙂ax🙂x yz' %}{{ s.find('x', 2) }} {{ s.rfind('x', 0, -1) }} {{ s.count('x', 3) }} {{ s.count('') }} "
+                         "{{ s[s.find('y'):] }} [{{ s.ljust(12, '.') }}] [{{ s.center(13, '*') }}] {{ 'a=b=c'.partition('=') }} "
+                         "{{ 'a=b=c'.rpartition('=') }} {{ 'abc'.rpartition('x') }} {{ 'Hello World'.istitle() }} {{ 'Hello world'.istitle() }} "
+                         "{{ 'é'.isascii() }} {{ '²'.isdigit() }} {{ '²'.isdecimal() }} {{ '½'.isnumeric() }} [{{ 'a\\tbc\\td'.expandtabs() }}]", {}),
+    ("lenient-odds", "{{ false|map('string')|list }} {{ none|map(attribute='x')|list }} [{{ ' x ' % [1] }}] {{ missing in d }} "
+                     "[{{ none[:1] }}] {{ true[1:] is defined }}", VARS),
+    ("filter-attr", "[{{ d|attr('b') }}] {{ d|attr('items') is callable }} {{ (d|attr('b')) is defined }} {{ namespace(v=3)|attr('v') }}", VARS),
+    ("loop-else-break", "{% for i in items %}{{ i }}{% break %}{% else %}E{% endfor %}|{% for i in items %}{% continue %}{% else %}E{% endfor %}|"
+                        "{% for i in items %}{{ i }}{% if i == 5 %}{% continue %}{% endif %}{% else %}E{% endfor %}|{% for i in items if i > 9 %}{% else %}E{% endfor %}", VARS),
+    ("scope-assigned-later", "{% for i in items[:1] %}[{{ x }}]{% endfor %}{% macro m() %}<{{ x }}>{% endmacro %}{{ m() }}{% set y %}({{ x }}){% endset %}{{ y }}"
+                             "{% set x = 2 %}{{ x }}{{ m() }}|{% for i in items[:1] %}{% for j in items[:1] %}{{ f }}{% endfor %}{% set f = 0 %}{% endfor %}{{ f }}|"
+                             "{% for i in items[:1] %}{% if i > 9 %}{% set n = 1 %}{% endif %}{% macro k() %}{{ n }}{% endmacro %}{{ k() }}{% endfor %}"
+                             "{% set ns = namespace(v=0) %}{% set z %}{% set ns.v = z %}{% endset %}[{{ ns.v }}]", {**VARS, "z": 5, "n": 4}),
 ]
 
 # Snippets that raise: (name, source, variables); the expected message is Jinja's.
@@ -299,6 +328,40 @@ ERRORS = [
     ("err-generator-last", "{{ items|select|last }}", VARS),
     ("err-unknown-filter-in-if", "{% if true %}\n{{ x|nosuch }}{% endif %}", VARS),
     ("err-unknown-test-in-condexpr", "{{ 1 if x is nosuchtest else 2 }}", VARS),
+    ("err-markup-plus-int", "{{ 'a' | safe + 1 }}", {}),
+    ("err-none-element", "{{ none[0].text }}", {}),
+    ("err-list-element", "{{ items[9]['x'] }}", VARS),
+    ("err-sort-mixed", "{{ [1, 'a']|sort }}", {}),
+    ("err-sort-mixed-reverse", "{{ [2, 1, 'a']|sort(reverse=true) }}", {}),
+    ("err-str-times-str", "{{ 'a' * 'b' }}", {}),
+    ("err-float-division-by-zero", "{{ f / 0 }}", VARS),
+    ("err-int-modulo-by-zero", "{{ x % 0 }}", VARS),
+    ("err-zero-negative-power", "{{ 0 ** -1 }}", {}),
+    ("err-unsafe-dict-pop", "{{ d.pop('a') }}", VARS),
+    ("err-undefined-int", "{{ missing|int }}", {}),
+    ("err-undefined-float", "{{ missing|float }}", {}),
+    ("err-percent-d-of-str", "{{ '%d' % 'a' }}", {}),
+    ("err-format-mixed-numbering", "{{ '{} {0}'.format(1) }}", {}),
+    ("err-format-missing-index", "{{ '{1}'.format(1) }}", {}),
+    ("err-macro-argument-twice", "{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1, a=2) }}", {}),
+    ("err-call-block-without-caller", "{% macro m() %}x{% endmacro %}{% call m() %}body{% endcall %}", {}),
+    ("err-call-non-recursive-loop", "{% for x in items %}{{ loop(items) }}{% endfor %}", VARS),
+    ("err-map-unknown-filter", "{{ items|map('nosuch')|list }}", VARS),
+    ("err-select-unknown-test", "{{ items|select('nosuch')|list }}", VARS),
+    ("err-dictsort-by", "{{ d|dictsort(by='name') }}", VARS),
+    ("err-raise-without-message", "{{ raise_exception() }}", {}),
+    ("err-unpack-int", "{% for a, b in [1] %}{% endfor %}", {}),
+    ("err-slice-int", "{{ x[1:] }}", VARS),
+    ("err-unique-unhashable", "{{ [[1], [1]]|unique|list }}", {}),
+    ("err-round-undefined", "{{ missing|round }}", {}),
+    ("err-markup-attribute", "{{ ('a'|safe).nope.x }}", {}),
+    ("err-indent-none", "{{ none|indent }}", {}),
+    ("err-reverse-int", "{{ x|reverse }}", VARS),
+    ("err-last-int", "{{ x|last }}", VARS),
+    ("err-dictsort-none", "{{ none|dictsort }}", {}),
+    ("err-power-str", "{{ 'a' ** 2 }}", {}),
+    ("err-abs-undefined", "{{ (x[0])|abs }}", VARS),
+    ("err-attr-item-is-not-attribute", "{{ (d|attr('b')) + 1 }}", VARS),
 ]
 
 # Templates that do not parse: (name, source); the expected line is Jinja's TemplateSyntaxError.lineno.
@@ -317,6 +380,12 @@ SYNTAX_ERRORS = [
     ("syntax-unterminated-string", "{{ 'abc }}"),
     ("syntax-bad-assign", "{% set 1 = 2 %}"),
     ("syntax-bad-tuple-assign", "{% for a, b.c in x %}{% endfor %}"),
+    ("syntax-truncated-escape", "x\n{{ 'a\\u12' }}"),
+    ("syntax-illegal-character", "{{ '\\U00110000' }}"),
+    ("syntax-filter-name-is-number", "{{ x|1 }}"),
+    ("syntax-macro-parameter-literal", "{% macro m(1) %}{% endmacro %}"),
+    ("syntax-positional-after-keyword", "{{ f(1, a=1, 2) }}"),
+    ("syntax-macro-without-name", "{% macro %}{% endmacro %}"),
 ]
 
 
