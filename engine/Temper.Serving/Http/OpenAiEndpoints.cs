@@ -184,13 +184,7 @@ public static class OpenAiEndpoints
                     if (m.Reasoning != null)
                     {
                         if (!_reasoning.TryGetValue(e.Choice, out var split)) _reasoning[e.Choice] = split = m.Reasoning.NewStream();
-                        var (r, c) = split.Push(delta);
-                        if (e.Finish != null)
-                        {
-                            var (r2, c2) = split.Finish();
-                            (r, c) = (r + r2, c + c2);
-                        }
-                        (reasoning, delta) = (r, c);
+                        (reasoning, delta) = split.Push(delta, last: e.Finish != null);
                         if (reasoning.Length > 0) d["reasoning_content"] = reasoning;
                     }
                     if (delta.Length > 0 || (e.Finish == null && reasoning.Length == 0)) d["content"] = delta;

@@ -60,8 +60,9 @@ public sealed class ReasoningParser
         private string _pending = "";
         private bool _reasoningStarted;
 
-        /// <summary>The (reasoning, content) parts of the next text delta (either may be empty).</summary>
-        public (string Reasoning, string Content) Push(string delta) => Run(_pending + delta, final: false);
+        /// <summary>The (reasoning, content) parts of the next text delta (either may be empty); <paramref name="last"/>
+        /// (the choice has finished) also gives back everything held.</summary>
+        public (string Reasoning, string Content) Push(string delta, bool last = false) => Run(_pending + delta, final: last);
 
         /// <summary>What is still held back, once the choice has finished.</summary>
         public (string Reasoning, string Content) Finish() => Run(_pending, final: true);

@@ -54,12 +54,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             var contents = new List<AIContent>();
             if (reasoning != null)
             {
-                var (r, c) = reasoning.Push(delta);
-                if (e.Finish != null)
-                {
-                    var (r2, c2) = reasoning.Finish();
-                    (r, c) = (r + r2, c + c2);
-                }
+                var (r, c) = reasoning.Push(delta, last: e.Finish != null);
                 if (r.Length > 0) contents.Add(new TextReasoningContent(r));
                 delta = c;
             }
