@@ -40,37 +40,11 @@ internal static class TemplateNameCheck
     {
         switch (expr)
         {
-            case null or ConstExpr or NameExpr or NamespaceRefExpr: return;
-            case ListExpr l: l.Items.ForEach(x => Check(x, soft)); return;
-            case DictExpr d: d.Items.ForEach(x => { Check(x.Key, soft); Check(x.Value, soft); }); return;
-            case GetAttrExpr a: Check(a.Target, soft); return;
-            case GetItemExpr g: Check(g.Target, soft); Check(g.Key, soft); return;
-            case SliceExpr s: Check(s.Target, soft); Check(s.Start, soft); Check(s.Stop, soft); Check(s.Step, soft); return;
-            case CallExpr c: Check(c.Callee, soft); Check(c.Args, soft); return;
-            case FilterExpr f:
-                if (!soft && !TemplateFilters.Exists(f.Name)) throw new TemplateSyntaxError($"No filter named '{f.Name}'.", f.Line);
-                Check(f.Input, soft);
-                Check(f.Args, soft);
-                return;
-            case TestExpr t:
-                if (!soft && !TemplateTests.Exists(t.Name)) throw new TemplateSyntaxError($"No test named '{t.Name}'.", t.Line);
-                Check(t.Input, soft);
-                Check(t.Args, soft);
-                return;
-            case UnaryExpr u: Check(u.Operand, soft); return;
-            case BinaryExpr b: Check(b.Left, soft); Check(b.Right, soft); return;
-            case CompareExpr c: Check(c.First, soft); c.Rest.ForEach(r => Check(r.Right, soft)); return;
-            case ConcatExpr c: c.Parts.ForEach(p => Check(p, soft)); return;
-            case AndExpr a: Check(a.Left, soft); Check(a.Right, soft); return;
-            case OrExpr o: Check(o.Left, soft); Check(o.Right, soft); return;
-            case NotExpr n: Check(n.Operand, soft); return;
-            case CondExpr c: Check(c.Test, true); Check(c.Then, true); Check(c.Else, true); return;
+            case null: return;
+            case FilterExpr f when !soft && !TemplateFilters.Exists(f.Name): throw new TemplateSyntaxError($"No filter named '{f.Name}'.", f.Line);
+            case TestExpr t when !soft && !TemplateTests.Exists(t.Name): throw new TemplateSyntaxError($"No test named '{t.Name}'.", t.Line);
         }
-    }
-
-    private static void Check(CallArgs args, bool soft)
-    {
-        args.Positional.ForEach(a => Check(a, soft));
-        args.Keyword.ForEach(k => Check(k.Value, soft));
+        bool childrenSoft = soft || expr is CondExpr; // an unknown name in either branch of a conditional fails only when that branch runs
+        foreach (var child in ExprChildren.Of(expr)) Check(child, childrenSoft);
     }
 }

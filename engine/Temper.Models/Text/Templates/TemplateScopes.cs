@@ -166,32 +166,8 @@ internal sealed class TemplateScopes
 
     private static void Load(Expr? expr, Symbols symbols)
     {
-        switch (expr)
-        {
-            case null or ConstExpr: return;
-            case NameExpr n: symbols.Load(n.Name); return;
-            case ListExpr l: l.Items.ForEach(x => Load(x, symbols)); return;
-            case DictExpr d: d.Items.ForEach(x => { Load(x.Key, symbols); Load(x.Value, symbols); }); return;
-            case GetAttrExpr a: Load(a.Target, symbols); return;
-            case GetItemExpr g: Load(g.Target, symbols); Load(g.Key, symbols); return;
-            case SliceExpr s: Load(s.Target, symbols); Load(s.Start, symbols); Load(s.Stop, symbols); Load(s.Step, symbols); return;
-            case CallExpr c: Load(c.Callee, symbols); Load(c.Args, symbols); return;
-            case FilterExpr f: Load(f.Input, symbols); Load(f.Args, symbols); return;
-            case TestExpr t: Load(t.Input, symbols); Load(t.Args, symbols); return;
-            case UnaryExpr u: Load(u.Operand, symbols); return;
-            case BinaryExpr b: Load(b.Left, symbols); Load(b.Right, symbols); return;
-            case CompareExpr c: Load(c.First, symbols); c.Rest.ForEach(r => Load(r.Right, symbols)); return;
-            case ConcatExpr c: c.Parts.ForEach(p => Load(p, symbols)); return;
-            case AndExpr a: Load(a.Left, symbols); Load(a.Right, symbols); return;
-            case OrExpr o: Load(o.Left, symbols); Load(o.Right, symbols); return;
-            case NotExpr n: Load(n.Operand, symbols); return;
-            case CondExpr c: Load(c.Test, symbols); Load(c.Then, symbols); Load(c.Else, symbols); return;
-        }
-    }
-
-    private static void Load(CallArgs args, Symbols symbols)
-    {
-        args.Positional.ForEach(a => Load(a, symbols));
-        args.Keyword.ForEach(k => Load(k.Value, symbols));
+        if (expr is NameExpr n) symbols.Load(n.Name);
+        else if (expr != null)
+            foreach (var child in ExprChildren.Of(expr)) Load(child, symbols);
     }
 }

@@ -53,4 +53,32 @@ internal sealed record CondExpr(Expr Test, Expr Then, Expr? Else, int Line) : Ex
 internal sealed record CallArgs(List<Expr> Positional, List<(string Name, Expr Value)> Keyword)
 {
     public static readonly CallArgs None = new([], []);
+
+    /// <summary>The argument expressions in source order: positional, then keyword values.</summary>
+    public IEnumerable<Expr> All => Positional.Concat(Keyword.Select(k => k.Value));
+}
+
+/// <summary>The sub-expressions of an expression in source order (nulls for absent optional parts), for the passes that walk every one.</summary>
+internal static class ExprChildren
+{
+    public static IEnumerable<Expr?> Of(Expr expr) => expr switch
+    {
+        ListExpr l => l.Items,
+        DictExpr d => d.Items.SelectMany(x => new[] { x.Key, x.Value }),
+        GetAttrExpr a => [a.Target],
+        GetItemExpr g => [g.Target, g.Key],
+        SliceExpr s => [s.Target, s.Start, s.Stop, s.Step],
+        CallExpr c => c.Args.All.Prepend(c.Callee),
+        FilterExpr f => f.Args.All.Prepend(f.Input),
+        TestExpr t => t.Args.All.Prepend(t.Input),
+        UnaryExpr u => [u.Operand],
+        BinaryExpr b => [b.Left, b.Right],
+        CompareExpr c => c.Rest.Select(r => r.Right).Prepend(c.First),
+        ConcatExpr c => c.Parts,
+        AndExpr a => [a.Left, a.Right],
+        OrExpr o => [o.Left, o.Right],
+        NotExpr n => [n.Operand],
+        CondExpr c => [c.Test, c.Then, c.Else],
+        _ => [], // ConstExpr, NameExpr, NamespaceRefExpr
+    };
 }

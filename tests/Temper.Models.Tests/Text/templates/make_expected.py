@@ -371,6 +371,8 @@ SYNTAX_ERRORS = [
     ("syntax-unknown-filter", "ok\n\n{{ x | nosuchfilter }}"),
     ("syntax-unknown-test", "{{ x is nosuchtest }}"),
     ("syntax-unknown-filter-in-loop", "{% if x %}\n{% for a in b %}{{ a|nosuch }}{% endfor %}{% endif %}"),
+    ("syntax-unknown-filter-in-filter-argument", "{{ x|default(y|nosuch) }}"),
+    ("syntax-unknown-filter-in-call-keyword", "{{ f(a, key=(b|nosuch)) }}"),
     ("syntax-unknown-tag", "a\n{% frobnicate %}"),
     ("syntax-stray-endfor", "line1\nline2\n{% endfor %}"),
     ("syntax-nesting-mistake", "{% if x %}{% for a in b %}\n{% endif %}{% endfor %}"),
