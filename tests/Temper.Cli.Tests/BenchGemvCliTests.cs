@@ -18,7 +18,7 @@ public class BenchGemvCliTests
     [Theory]
     [InlineData("--rows", "9", "bench gemv: --rows must be 1 to 8, not 9")]
     [InlineData("--reps", "0", "bench gemv: --reps must be >= 1, not 0")]
-    [InlineData("--shape", "gpt2", "--shape must be smollm-135m, llama-3.2-1b or llama-3.1-8b, not 'gpt2'")]
+    [InlineData("--shape", "gpt2", "--shape must be smollm-135m, llama-3.2-1b, llama-3.1-8b or qwen3-0.6b, not 'gpt2'")]
     public void Bench_gemv_refuses_options_it_cannot_take_in_one_line(string option, string value, string message)
     {
         var r = TemperCli.Run("bench", "gemv", option, value);
