@@ -213,6 +213,14 @@ TEMPER_API int32_t temper_model_detokenize(const temper_model* model, const int3
 TEMPER_API int32_t temper_model_chat_render(const temper_model* model, const char* messages_json,
                                             int32_t add_generation_prompt, char* text, int32_t capacity);
 
+/* As temper_model_chat_render, with template variables: template_kwargs_json (UTF-8; NULL = none) is a
+   JSON object whose entries the template sees beside the messages, as transformers' apply_chat_template
+   passes its extra keyword arguments, e.g. {"enable_thinking": false} for Qwen3.
+   TEMPER_E_INVALID_ARGUMENT when it is not a JSON object. Thread-safe, concurrent calls allowed. */
+TEMPER_API int32_t temper_model_chat_render_vars(const temper_model* model, const char* messages_json,
+                                                 int32_t add_generation_prompt, const char* template_kwargs_json,
+                                                 char* text, int32_t capacity);
+
 /* Logits for ids [batch, seq] (row-major), with an optional 0/1 attention mask [batch, seq] (NULL =
    all ones; padded positions get logits too, which are not meaningful), into logits
    [batch, seq, vocab_size] (capacity in floats; TEMPER_E_BUFFER_TOO_SMALL if fewer).

@@ -9,6 +9,7 @@ using Temper.Cuda;
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cpu;
 using Temper.Models;
+using Temper.Models.Text;
 
 namespace Temper.Native.Exports;
 
@@ -140,24 +141,45 @@ public static unsafe class ModelExports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "temper_model_chat_render")]
-    public static int ModelChatRender(nint model, byte* messagesJson, int addGenerationPrompt, byte* text, int capacity)
+    public static int ModelChatRender(nint model, byte* messagesJson, int addGenerationPrompt, byte* text, int capacity) =>
+        ChatRender("temper_model_chat_render", model, messagesJson, addGenerationPrompt, null, text, capacity);
+
+    [UnmanagedCallersOnly(EntryPoint = "temper_model_chat_render_vars")]
+    public static int ModelChatRenderVars(nint model, byte* messagesJson, int addGenerationPrompt, byte* templateKwargsJson, byte* text, int capacity) =>
+        ChatRender("temper_model_chat_render_vars", model, messagesJson, addGenerationPrompt, templateKwargsJson, text, capacity);
+
+    // Both chat renders: messages_json a JSON array; template_kwargs_json (NULL = none) a JSON object of template variables.
+    private static int ChatRender(string fn, nint model, byte* messagesJson, int addGenerationPrompt, byte* templateKwargsJson, byte* text, int capacity)
     {
         LastError.Clear();
         try
         {
             var template = Handles.Get<NativeModel>(model, "model").Lm.RequireTemplate();
-            string json = Utf8.Read(messagesJson, "temper_model_chat_render: messages_json");
+            string json = Utf8.Read(messagesJson, $"{fn}: messages_json");
             JsonArray messages;
             try
             {
                 messages = JsonNode.Parse(json) as JsonArray
-                    ?? throw Status.Arg("temper_model_chat_render: messages_json must be a JSON array of {\"role\", \"content\"} objects");
+                    ?? throw Status.Arg($"{fn}: messages_json must be a JSON array of {{\"role\", \"content\"}} objects");
             }
             catch (JsonException e)
             {
-                throw Status.Arg($"temper_model_chat_render: messages_json is not valid JSON: {e.Message}");
+                throw Status.Arg($"{fn}: messages_json is not valid JSON: {e.Message}");
             }
-            return Utf8.Write(template.Render(messages, addGenerationPrompt != 0), text, capacity, "temper_model_chat_render: text");
+            IReadOnlyDictionary<string, JsonNode?>? kwargs = null;
+            if (templateKwargsJson != null)
+            {
+                try
+                {
+                    kwargs = ChatPromptOptions.ParseKwargs(Utf8.Read(templateKwargsJson, $"{fn}: template_kwargs_json"), $"{fn}: template_kwargs_json");
+                }
+                catch (TemperException e)
+                {
+                    throw Status.Arg(e.Message);
+                }
+            }
+            var o = new ChatPromptOptions { AddGenerationPrompt = addGenerationPrompt != 0, TemplateKwargs = kwargs };
+            return Utf8.Write(ChatPrompt.Render(template, messages, o), text, capacity, $"{fn}: text");
         }
         catch (Exception e) { return Status.Report(e); }
     }
