@@ -19,14 +19,19 @@ public sealed record SamplingOptions
     /// <summary>OpenAI's logit_bias: added to the named token ids' logits first (-100 bans, 100 forces); null = none.</summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
-    public void Validate()
+    /// <summary>Checks every field, naming them as the CLI's flags (--top-p).</summary>
+    public void Validate() => Validate(field => "--" + field.Replace('_', '-'));
+
+    /// <summary>Checks every field; <paramref name="name"/> turns a field's snake_case name (top_p) into how the
+    /// caller's users spell it (a flag, a C struct field, a JSON key), for the one-line error.</summary>
+    public void Validate(Func<string, string> name)
     {
-        if (!Greedy && !(Temperature > 0)) throw new Core.TemperException($"--temperature must be > 0 (got {Temperature}); use --greedy for argmax decoding");
-        if (TopK < 0) throw new Core.TemperException($"--top-k must be >= 0 (got {TopK})");
-        if (!(TopP > 0 && TopP <= 1)) throw new Core.TemperException($"--top-p must be in (0, 1] (got {TopP})");
-        if (!(MinP >= 0 && MinP <= 1)) throw new Core.TemperException($"--min-p must be in [0, 1] (got {MinP})");
-        if (!(RepetitionPenalty > 0)) throw new Core.TemperException($"--repetition-penalty must be > 0 (got {RepetitionPenalty})");
-        if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw new Core.TemperException($"--frequency-penalty must be in [-2, 2] (got {FrequencyPenalty})");
-        if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw new Core.TemperException($"--presence-penalty must be in [-2, 2] (got {PresencePenalty})");
+        if (!Greedy && !(Temperature > 0)) throw new Core.TemperException($"{name("temperature")} must be > 0 (got {Temperature}); use --greedy for argmax decoding");
+        if (TopK < 0) throw new Core.TemperException($"{name("top_k")} must be >= 0 (got {TopK})");
+        if (!(TopP > 0 && TopP <= 1)) throw new Core.TemperException($"{name("top_p")} must be in (0, 1] (got {TopP})");
+        if (!(MinP >= 0 && MinP <= 1)) throw new Core.TemperException($"{name("min_p")} must be in [0, 1] (got {MinP})");
+        if (!(RepetitionPenalty > 0)) throw new Core.TemperException($"{name("repetition_penalty")} must be > 0 (got {RepetitionPenalty})");
+        if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw new Core.TemperException($"{name("frequency_penalty")} must be in [-2, 2] (got {FrequencyPenalty})");
+        if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw new Core.TemperException($"{name("presence_penalty")} must be in [-2, 2] (got {PresencePenalty})");
     }
 }

@@ -118,15 +118,16 @@ public static unsafe class GenerateExports
             PresencePenalty = o.PresencePenalty,
             Seed = o.Seed,
         };
-        // SamplingOptions.Validate words its errors for the CLI (--top-p); here the fields keep their C names.
+        // The fields keep their C names in the errors; the temperature's hint is the C one (greedy = 1).
         if (!sampling.Greedy && !(o.Temperature > 0)) throw Status.Arg($"{f}: temperature must be > 0 when sampling (got {o.Temperature}); set greedy = 1 for argmax decoding");
-        if (o.TopK < 0) throw Status.Arg($"{f}: top_k must be >= 0 (got {o.TopK})");
-        if (!(o.TopP > 0 && o.TopP <= 1)) throw Status.Arg($"{f}: top_p must be in (0, 1] (got {o.TopP})");
-        if (!(o.MinP >= 0 && o.MinP <= 1)) throw Status.Arg($"{f}: min_p must be in [0, 1] (got {o.MinP})");
-        if (!(o.RepetitionPenalty > 0)) throw Status.Arg($"{f}: repetition_penalty must be > 0 (got {o.RepetitionPenalty})");
-        if (!(o.FrequencyPenalty >= -2 && o.FrequencyPenalty <= 2)) throw Status.Arg($"{f}: frequency_penalty must be in [-2, 2] (got {o.FrequencyPenalty})");
-        if (!(o.PresencePenalty >= -2 && o.PresencePenalty <= 2)) throw Status.Arg($"{f}: presence_penalty must be in [-2, 2] (got {o.PresencePenalty})");
-        sampling.Validate();
+        try
+        {
+            sampling.Validate(field => $"{f}: {field}");
+        }
+        catch (TemperException e)
+        {
+            throw Status.Arg(e.Message);
+        }
         return new GenerationOptions
         {
             MaxNewTokens = o.MaxNewTokens,
