@@ -28,7 +28,7 @@ public interface IBackend : IDisposable
     // ---- forward ----
     /// <summary>out[N,C] = table[V,C][ids[N]].</summary>
     void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output);
-    /// <summary>y[N,C] = x / rms(x) * weight; rstd[N] (optional) keeps 1/rms for backward.</summary>
+    /// <summary>y[N,C] = x / rms(x) * weight (y may alias x); rstd[N] (optional) keeps 1/rms for backward.</summary>
     void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor? rstd = null);
     /// <summary>y[N,M] = x[N,K] weight[M,K]^T + bias[M] (weight f32 or bf16); accumulate adds into y.</summary>
     void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false);

@@ -42,8 +42,6 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         using var proj = be.Zeros(new Shape(n, c));
         using var gate = be.Zeros(new Shape(n, f));
         using var up = be.Zeros(new Shape(n, f));
-        using var qRaw = Config.QkNorm ? be.Zeros(new Shape(n, h * d)) : null;
-        using var kRaw = Config.QkNorm ? be.Zeros(new Shape(n, hkv * d)) : null;
 
         be.Embedding(Weights.Embed, ids, x);
         float scale = 1f / MathF.Sqrt(d);
@@ -51,9 +49,10 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         {
             var w = Weights.Layers[l];
             be.RmsNorm(x, w.InputNorm, Config.RmsNormEps, hn);
-            ProjectHeads(w.Q, w.QNorm, hn, qRaw, q);
-            ProjectHeads(w.K, w.KNorm, hn, kRaw, k);
+            w.Q.Forward(be, hn, q);
+            w.K.Forward(be, hn, k);
             w.V.Forward(be, hn, v);
+            HeadNorm.Apply(be, w, Config.RmsNormEps, q, k);
             be.Rope(View(q, n, h, d), positions, _rope);
             be.Rope(View(k, n, hkv, d), positions, _rope);
             cache.Write(l, k, v, t);
@@ -81,18 +80,6 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         var lastLogits = be.Zeros(new Shape(batch, Config.VocabSize));
         Weights.LmHead.Forward(be, last, lastLogits);
         return lastLogits;
-    }
-
-    // y = p(x), each head then RMS-normed when the model has head norms (through raw, the unnormed projection).
-    private void ProjectHeads(Projection p, Tensor? norm, Tensor x, Tensor? raw, Tensor y)
-    {
-        if (norm == null)
-        {
-            p.Forward(Backend, x, y);
-            return;
-        }
-        p.Forward(Backend, x, raw!);
-        HeadNorm.Forward(Backend, raw!, norm, Config.RmsNormEps, y);
     }
 
     private static int[] BuildKeyMask(KvCache cache, ReadOnlySpan<int> mask, int batch, int t, int kvLen)

@@ -15,7 +15,14 @@ public static class HeadNorm
         be.RmsNorm(Heads(x, d), weight, eps, Heads(y, d), rstd);
     }
 
-    /// <summary>dx (overwritten) and dWeight (+=, when given) from dy, the unnormed x and the rstd Forward kept.</summary>
+    /// <summary>Inference: a layer's head norms on its q [N, H*D] and k [N, Hkv*D] in place (nothing for a model without them).</summary>
+    public static void Apply(IBackend be, LayerWeights w, float eps, Tensor q, Tensor k)
+    {
+        if (w.QNorm is { } qn) Forward(be, q, qn, eps, q);
+        if (w.KNorm is { } kn) Forward(be, k, kn, eps, k);
+    }
+
+        /// <summary>dx (overwritten) and dWeight (+=, when given) from dy, the unnormed x and the rstd Forward kept.</summary>
     public static void Backward(IBackend be, Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight)
     {
         int d = weight.Shape[0];

@@ -137,6 +137,9 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
             B.RmsNorm(Up(x, rows, c), Up(w, c), 1e-5f, ty, tr);
             Close(Down(ty), y.Floats, $"rmsnorm y C={c}");
             Close(Down(tr), rstd.Floats, $"rmsnorm rstd C={c}");
+            var inPlace = Up(x, rows, c); // y may alias x (the decoders norm q and k heads in place)
+            B.RmsNorm(inPlace, Up(w, c), 1e-5f, inPlace);
+            Close(Down(inPlace), y.Floats, $"rmsnorm in place C={c}");
         }
     }
 

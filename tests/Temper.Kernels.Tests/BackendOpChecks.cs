@@ -68,6 +68,9 @@ public abstract partial class BackendOpChecks : IDisposable
             _b.RmsNorm(_b.FromHost(T(x, rows, c)), _b.FromHost(T(w, c)), 1e-5f, ty, tr);
             CloseEach(Run(ty), y, $"rmsnorm y C={c}", 1e-5, 1e-4);
             CloseEach(Run(tr), rstd, $"rmsnorm rstd C={c}", 1e-5);
+            var inPlace = _b.FromHost(T(x, rows, c)); // y may alias x (the decoders norm q and k heads in place)
+            _b.RmsNorm(inPlace, _b.FromHost(T(w, c)), 1e-5f, inPlace);
+            CloseEach(Run(inPlace), y, $"rmsnorm in place C={c}", 1e-5, 1e-4);
         }
     }
 

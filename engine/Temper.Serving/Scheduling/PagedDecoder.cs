@@ -75,18 +75,10 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
         using var proj = be.Zeros(new Shape(n, c));
         using var gate = be.Zeros(new Shape(n, f));
         using var up = be.Zeros(new Shape(n, f));
-        using var qRaw = cfg.QkNorm ? be.Zeros(new Shape(n, h * d)) : null;
-        using var kRaw = cfg.QkNorm ? be.Zeros(new Shape(n, hkv * d)) : null;
         void Project(Projection p, Tensor input, Tensor output)
         {
             p.Forward(be, input, output);
             if (anyAdapter && Adapters!.For(p.Name) is { } st) be.GatheredLoraLinear(input, st.A, st.B, st.Scales, rowAdapter, output);
-        }
-        // Qwen3: each head of q and k RMS-normed after its projection.
-        void ProjectHeads(Projection p, Tensor? norm, Tensor input, Tensor? raw, Tensor output)
-        {
-            Project(p, input, norm == null ? output : raw!);
-            if (norm != null) HeadNorm.Forward(be, raw!, norm, cfg.RmsNormEps, output);
         }
 
         be.Embedding(w.Embed, ids, x);
@@ -95,9 +87,10 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
         {
             var lw = w.Layers[l];
             be.RmsNorm(x, lw.InputNorm, cfg.RmsNormEps, hn);
-            ProjectHeads(lw.Q, lw.QNorm, hn, qRaw, q);
-            ProjectHeads(lw.K, lw.KNorm, hn, kRaw, k);
+            Project(lw.Q, hn, q);
+            Project(lw.K, hn, k);
             Project(lw.V, hn, v);
+            HeadNorm.Apply(be, lw, cfg.RmsNormEps, q, k);
             be.Rope(View(q, n, h, d), positions, _rope);
             be.Rope(View(k, n, hkv, d), positions, _rope);
             for (int s = 0, row = 0; s < items.Count; row += items[s].Ids.Length, s++)
