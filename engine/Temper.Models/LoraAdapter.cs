@@ -29,10 +29,11 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
     /// <summary>The LoRA scale of a module: alpha / r (or / sqrt(r) with rsLoRA) with its patterned alpha and rank.</summary>
     public float ScaleFor(string module)
     {
-        int r = RankFor(module);
         double alpha = Match(AlphaPattern, module) is { } i ? AlphaPattern[i].Alpha : Alpha;
-        return (float)(UseRsLora ? alpha / Math.Sqrt(r) : alpha / r);
+        return ScaleOf(alpha, RankFor(module));
     }
+
+    private float ScaleOf(double alpha, int rank) => (float)(UseRsLora ? alpha / Math.Sqrt(rank) : alpha / rank);
 
     private static int? Match<T>(IReadOnlyList<(string Key, T Value)> pattern, string module)
     {
@@ -41,7 +42,7 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         return null;
     }
 
-    public float Scale => (float)(UseRsLora ? Alpha / Math.Sqrt(Rank) : Alpha / Rank);
+    public float Scale => ScaleOf(Alpha, Rank);
 
     /// <summary>PEFT's matching: a list matches a module whose name is the entry or ends with "." + entry; a string is a full-match regex.</summary>
     public bool Targets(string module)
@@ -81,12 +82,13 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         var ranks = Pattern(o, path, "rank_pattern", n => n.GetValue<int>() is int v && v > 0 ? v : throw new TemperException($"{path}: rank_pattern ranks must be positive integers"));
         var alphas = Pattern(o, path, "alpha_pattern", n => n.GetValue<double>());
         var tm = o["target_modules"] ?? throw new TemperException($"{path}: missing field 'target_modules'");
-        return tm switch
+        var (list, regex) = tm switch
         {
-            JsonArray a => new LoraConfig(r, alpha, rs, a.Select(x => x!.GetValue<string>()).ToArray(), null, dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas },
-            JsonValue v when v.GetValueKind() == JsonValueKind.String => new LoraConfig(r, alpha, rs, null, v.GetValue<string>(), dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas },
+            JsonArray a => (a.Select(x => x!.GetValue<string>()).ToArray(), (string?)null),
+            JsonValue v when v.GetValueKind() == JsonValueKind.String => ((string[]?)null, v.GetValue<string>()),
             _ => throw new TemperException($"{path}: target_modules must be a list of names or a regex string"),
         };
+        return new LoraConfig(r, alpha, rs, list, regex, dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas };
     }
 
     // rank_pattern / alpha_pattern: an object of module-name keys to numbers, in its order.
