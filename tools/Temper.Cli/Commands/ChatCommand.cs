@@ -22,11 +22,11 @@ internal static class ChatCommand
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
+            var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // refused before the model loads
             using var lm = CliOptions.LoadModel(p, model, adapter, threads);
             var tok = lm.RequireTokenizer();
             var tpl = lm.RequireTemplate();
             var opts = flags.Read(p, lm);
-            var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) };
             var gen = new Generator(lm.Decoder, ids => tok.Decode(ids, skipSpecialTokens: true));
             var history = new JsonArray();
             if (p.GetValue(system) is string sys) history.Add(new JsonObject { ["role"] = "system", ["content"] = sys });

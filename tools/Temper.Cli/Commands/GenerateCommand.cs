@@ -79,6 +79,8 @@ internal static class GenerateCommand
         {
             string[] texts = [.. p.GetValue(prompt) ?? [], .. (p.GetValue(promptFile) ?? []).Select(ReadPrompt)];
             if (texts.Length == 0) throw new TemperException("give a prompt: --prompt TEXT or --prompt-file FILE (- for standard input)");
+            if (p.GetValue(kwargs) != null && !p.GetValue(chat)) throw new TemperException("--chat-template-kwargs is for --chat");
+            var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // a malformed value is refused before the model loads
             if (p.GetValue(graph))
             {
                 if (p.GetValue(qlora)) throw new TemperException("--graph decodes bf16 weights; it cannot take --qlora");
@@ -90,8 +92,6 @@ internal static class GenerateCommand
                 : CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
-            if (p.GetValue(kwargs) != null && !p.GetValue(chat)) throw new TemperException("--chat-template-kwargs is for --chat");
-            var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) };
             var prompts = texts.Select(t => (IReadOnlyList<int>)(p.GetValue(chat)
                 ? tok.Encode(ChatPrompt.Render(lm.RequireTemplate(), new JsonArray(new JsonObject { ["role"] = "user", ["content"] = t }), chatOptions))
                 : tok.Encode(t))).ToList();
