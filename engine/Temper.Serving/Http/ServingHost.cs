@@ -49,13 +49,7 @@ public sealed class ServingHost : IAsyncDisposable
                 byte[] given = System.Text.Encoding.UTF8.GetBytes(ctx.Request.Headers.Authorization.ToString());
                 if (ctx.Request.Path.StartsWithSegments("/v1") && !System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, expected))
                 {
-                    ctx.Response.StatusCode = 401;
-                    ctx.Response.ContentType = "application/json";
-                    var body = new System.Text.Json.Nodes.JsonObject
-                    {
-                        ["error"] = new System.Text.Json.Nodes.JsonObject { ["message"] = "a valid API key is required: Authorization: Bearer KEY", ["type"] = "invalid_request_error", ["param"] = null, ["code"] = "invalid_api_key" },
-                    };
-                    await ctx.Response.WriteAsync(body.ToJsonString(), ctx.RequestAborted).ConfigureAwait(false);
+                    await OpenAiEndpoints.Error(ctx, 401, "a valid API key is required: Authorization: Bearer KEY", "invalid_api_key").ConfigureAwait(false);
                     return;
                 }
                 await next(ctx).ConfigureAwait(false);
