@@ -33,7 +33,7 @@ public sealed class GraphGenerator(CudaDecodeGraph graph)
         if (o.MaxNewTokens == 0) return new GenerationResult(prompt, generated, FinishReason.Length);
 
         var sampler = new Sampler(o.Sampling);
-        bool onHost = !o.Sampling.Greedy || o.Sampling.RepetitionPenalty != 1f || o.Sampling.FrequencyPenalty != 0f || o.Sampling.PresencePenalty != 0f;
+        bool onHost = !o.Sampling.Greedy || o.Sampling.AdjustsLogits; // the device's argmax is the plain greedy pick
         var history = new List<int>(prompt);
         int v = Graph.Shape.Vocab;
         try

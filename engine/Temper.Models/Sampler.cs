@@ -21,8 +21,7 @@ public sealed class Sampler(SamplingOptions options)
     public int Next(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom = 0)
     {
         var o = Options;
-        bool adjusted = o.LogitBias != null || o.RepetitionPenalty != 1f || o.FrequencyPenalty != 0f || o.PresencePenalty != 0f;
-        if (o.Greedy && !adjusted) return ArgMax(logits);
+        if (o.Greedy && !o.AdjustsLogits) return ArgMax(logits);
         var s = Scratch(ref t_scores, logits.Length);
         var p = Scratch(ref t_probs, logits.Length);
         logits.CopyTo(s);

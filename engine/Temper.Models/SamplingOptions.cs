@@ -19,6 +19,9 @@ public sealed record SamplingOptions
     /// <summary>OpenAI's logit_bias: added to the named token ids' logits first (-100 bans, 100 forces); null = none.</summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
+    /// <summary>Whether anything changes the logits before the pick (bias or penalties): greedy decoding then needs the whole row.</summary>
+    public bool AdjustsLogits => LogitBias != null || RepetitionPenalty != 1f || FrequencyPenalty != 0f || PresencePenalty != 0f;
+
     /// <summary>Checks every field, naming them as the CLI's flags (--top-p).</summary>
     public void Validate() => Validate(field => "--" + field.Replace('_', '-'));
 
