@@ -56,9 +56,7 @@ internal static class PythonFormat
             var zero = flags.Contains('0') && !flags.Contains('-') && type is not ('s' or 'r' or 'a' or 'c') ? "0" : "";
             CheckPercentOperand(type, value);
             var specType = type switch { 's' or 'r' or 'a' => "s", 'i' or 'u' => "d", _ => type.ToString() };
-            if (type == 'r') value = TemplateValue.String(PythonRepr.Repr(value));
-            else if (type == 'a') value = TemplateValue.String(PythonRepr.Ascii(value));
-            else if (type == 's') value = TemplateValue.String(PythonRepr.Str(value));
+            if (type is 'r' or 'a' or 's') value = Converted(type, value);
             else if (specType == "d" && value.Kind == ValueKind.Float)
             {
                 if (double.IsNaN(value.AsDouble)) throw new TemplateError("cannot convert float NaN to integer");
@@ -72,6 +70,15 @@ internal static class PythonFormat
             throw new TemplateError("not all arguments converted during string formatting");
         return sb.ToString();
     }
+
+    /// <summary>Python's r / a / s conversion ("%r", "{!a}", ...): repr, ascii or str of the value; any other char leaves it.</summary>
+    private static TemplateValue Converted(char conversion, TemplateValue value) => conversion switch
+    {
+        'r' => TemplateValue.String(PythonRepr.Repr(value)),
+        'a' => TemplateValue.String(PythonRepr.Ascii(value)),
+        's' => TemplateValue.String(PythonRepr.Str(value)),
+        _ => value,
+    };
 
     /// <summary>The TypeError Python raises for "%d" % "text" and the like.</summary>
     private static void CheckPercentOperand(char type, TemplateValue value)
@@ -143,10 +150,7 @@ internal static class PythonFormat
                     j = end + 1;
                 }
             }
-            if (conversion == 'r') value = TemplateValue.String(PythonRepr.Repr(value));
-            else if (conversion == 'a') value = TemplateValue.String(PythonRepr.Ascii(value));
-            else if (conversion == 's') value = TemplateValue.String(PythonRepr.Str(value));
-            sb.Append(ApplySpec(value, spec));
+            sb.Append(ApplySpec(Converted(conversion, value), spec));
         }
         return sb.ToString();
     }
