@@ -75,6 +75,16 @@ public sealed class ServeCliTests
         }
     }
 
+    [Theory]
+    [InlineData("--tool-call-parser pythonic --enable-auto-tool-choice", "--tool-call-parser 'pythonic' is not one of hermes, llama3_json")]
+    [InlineData("--enable-auto-tool-choice", "--enable-auto-tool-choice needs --tool-call-parser")]
+    public void Serve_with_bad_tool_flags_is_one_line_and_exit_2(string flags, string message)
+    {
+        var r = TemperCli.Run(["serve", "--model", Model, .. flags.Split(' ')]);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal("temper: " + message, r.Stderr.Trim());
+    }
+
     [Fact]
     public void Serve_with_a_missing_adapter_folder_is_one_line_and_exit_2()
     {

@@ -3,7 +3,8 @@
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
 // token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
 // with echo, its prompt's tokens and their log-probabilities first); with a reasoning parser (ServedModel.Reasoning)
-// chat answers carry the thinking in reasoning_content, apart from content. Bad JSON and bad
+// chat answers carry the thinking in reasoning_content, apart from content, and with tools (tool_choice "auto",
+// ServedModel.ToolCalls) the calls in tool_calls, each streamed whole in one delta. Bad JSON and bad
 // fields answer 400, an unknown model 404, each with {"error": {"message", "type", "code"}}; the
 // engine keeps serving. A client that goes away cancels its request.
 using System.Text;
@@ -88,6 +89,7 @@ public static class OpenAiEndpoints
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         private readonly Dictionary<int, TextStream> _texts = [];
         private readonly Dictionary<int, ReasoningParser.Stream> _reasoning = [];
+        private readonly Dictionary<int, (ToolCallParser.Stream Parser, int Sent)> _tools = [];
         private int _completionTokens;
 
         // Every prompt's events as they come, each tagged with its choice index in the response (prompt x n + choice).
@@ -107,12 +109,35 @@ public static class OpenAiEndpoints
             await foreach (var e in merged.Reader.ReadAllAsync(cancel).ConfigureAwait(false)) yield return e;
         }
 
-        // A chat message: with a reasoning parser, the thinking in reasoning_content and the answer in content (vLLM's fields).
-        private JsonObject Message(string text)
+        // A chat message: with a reasoning parser, the thinking in reasoning_content and the answer in content (vLLM's fields);
+        // with tools, the calls the answer makes in tool_calls (and the finish reason "tool_calls").
+        private (JsonObject Message, bool Called) Message(string text)
         {
-            if (m.Reasoning == null) return new JsonObject { ["role"] = "assistant", ["content"] = text };
-            var (reasoning, content) = m.Reasoning.Split(text);
-            return new JsonObject { ["role"] = "assistant", ["reasoning_content"] = reasoning, ["content"] = content };
+            var message = new JsonObject { ["role"] = "assistant" };
+            string? content = text;
+            if (m.Reasoning != null)
+            {
+                (var reasoning, content) = m.Reasoning.Split(text);
+                message["reasoning_content"] = reasoning;
+            }
+            IReadOnlyList<ToolCall> calls = [];
+            if (req.ToolCalls && content is string answer) (content, calls) = m.ToolCalls!.Parse(answer);
+            message["content"] = content;
+            if (calls.Count > 0) message["tool_calls"] = ToolCallsJson(calls, 0);
+            return (message, calls.Count > 0);
+        }
+
+        // OpenAI's tool_calls entries (with their index, which a streamed delta needs), parallel_tool_calls false keeping only the first.
+        private JsonArray ToolCallsJson(IReadOnlyList<ToolCall> calls, int sent)
+        {
+            var arr = new JsonArray();
+            foreach (var c in calls.Take(req.ParallelToolCalls ? calls.Count : Math.Max(0, 1 - sent)))
+                arr.Add(new JsonObject
+                {
+                    ["index"] = sent + arr.Count, ["id"] = c.Id, ["type"] = "function",
+                    ["function"] = new JsonObject { ["name"] = c.Name, ["arguments"] = c.Arguments },
+                });
+            return arr;
         }
 
         private TextStream Text(int choice)
@@ -144,9 +169,13 @@ public static class OpenAiEndpoints
             foreach (var (index, (events, finish)) in choices)
             {
                 string text = req.Echoes?[index / _n] + Text(index).Text;
-                var choice = chat
-                    ? new JsonObject { ["index"] = index, ["message"] = Message(text), ["finish_reason"] = Reason(finish) }
-                    : new JsonObject { ["index"] = index, ["text"] = text, ["finish_reason"] = Reason(finish) };
+                JsonObject choice;
+                if (chat)
+                {
+                    var (message, called) = Message(text);
+                    choice = new JsonObject { ["index"] = index, ["message"] = message, ["finish_reason"] = called ? "tool_calls" : Reason(finish) };
+                }
+                else choice = new JsonObject { ["index"] = index, ["text"] = text, ["finish_reason"] = Reason(finish) };
                 choice["logprobs"] = req.Logprobs ? Logprobs(events, index / _n) : null;
                 arr.Add(choice);
             }
@@ -187,12 +216,22 @@ public static class OpenAiEndpoints
                         (reasoning, delta) = split.Push(delta, last: e.Finish != null);
                         if (reasoning.Length > 0) d["reasoning_content"] = reasoning;
                     }
-                    if (delta.Length > 0 || (e.Finish == null && reasoning.Length == 0)) d["content"] = delta;
+                    JsonArray? calls = null;
+                    if (req.ToolCalls)
+                    {
+                        if (!_tools.TryGetValue(e.Choice, out var t)) t = (m.ToolCalls!.NewStream(), 0);
+                        var (content, found) = t.Parser.Push(delta, last: e.Finish != null);
+                        delta = content;
+                        calls = ToolCallsJson(found, t.Sent);
+                        _tools[e.Choice] = (t.Parser, t.Sent + calls.Count);
+                        if (calls.Count > 0) d["tool_calls"] = calls;
+                    }
+                    if (delta.Length > 0 || (e.Finish == null && reasoning.Length == 0 && calls is not { Count: > 0 })) d["content"] = delta;
                     choice["delta"] = d;
                 }
                 else choice["text"] = delta;
                 choice["logprobs"] = req.Logprobs && e.Token >= 0 ? Logprobs([e], e.Choice / _n) : null;
-                choice["finish_reason"] = e.Finish is { } f ? Reason(f) : null;
+                choice["finish_reason"] = e.Finish is { } f ? (_tools.TryGetValue(e.Choice, out var tc) && tc.Sent > 0 ? "tool_calls" : Reason(f)) : null;
                 await Send(ctx, Envelope(chat ? "chat.completion.chunk" : "text_completion", [choice])).ConfigureAwait(false);
             }
             if (req.IncludeUsage)

@@ -7,9 +7,10 @@
 // chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking). Completions also take a batch of prompts (a list of strings or of
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
 // before the completion, and with logprobs each prompt token scored given those before it; max_tokens
-// may then be 0: how lm-evaluation-harness scores text). Anything malformed is a TemperException naming
-// the field (HTTP 400), and so is a field whose meaning is not implemented (tools, functions, a
-// non-text response_format, suffix, best_of > 1); an unknown model is an UnknownModelException (HTTP 404).
+// may then be 0: how lm-evaluation-harness scores text). Chat takes tools, tool_choice and parallel_tool_calls
+// (ToolRequest). Anything malformed is a TemperException naming the field (HTTP 400), and so is a field whose
+// meaning is not implemented (functions, a non-text response_format, suffix, best_of > 1); an unknown model is
+// an UnknownModelException (HTTP 404).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -23,19 +24,20 @@ namespace Temper.Serving.Http;
 public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> Servings, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops,
     IReadOnlyList<string>? Echoes = null)
 {
+    /// <summary>Chat with tools and tool_choice "auto": answers are searched for calls (ServedModel.ToolCalls).</summary>
+    public bool ToolCalls { get; init; }
+    /// <summary>parallel_tool_calls false: only an answer's first call is kept.</summary>
+    public bool ParallelToolCalls { get; init; } = true;
+
     public static OpenAiRequest Parse(JsonObject body, bool chat, ServedModel m)
     {
         string model = Str(body, "model") ?? throw new TemperException("'model' is required");
         Unsupported(body);
         string? adapter = m.AdapterFor(model);
         List<(IReadOnlyList<int> Ids, string? Text)> prompts;
-        if (chat)
-        {
-            if (body["messages"] is not JsonArray messages || messages.Count == 0) throw new TemperException("'messages' must be a non-empty array");
-            foreach (var msg in messages)
-                if (msg is not JsonObject o || Str(o, "role") == null) throw new TemperException("each message needs a 'role'");
-            prompts = [(m.EncodeChat(Flatten(messages), ChatOptions(body)), null)];
-        }
+        bool toolCalls = false;
+        if (chat) prompts = [(ChatIds(body, m, out toolCalls), null)];
+        else if (body["tools"] is JsonArray { Count: > 0 }) throw new TemperException("'tools' is a chat field; use /v1/chat/completions");
         else prompts = body["prompt"] switch
         {
             JsonValue v when v.GetValueKind() == JsonValueKind.String => [(m.Encode(v.GetValue<string>()), v.GetValue<string>())],
@@ -98,12 +100,26 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
-        return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes);
+        return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
+        {
+            ToolCalls = toolCalls, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,
+        };
+    }
+
+    /// <summary>The prompt ids of a chat request's messages and tools, rendered as its fields say; <paramref name="toolCalls"/>:
+    /// its answers are to be searched for tool calls.</summary>
+    internal static IReadOnlyList<int> ChatIds(JsonObject body, ServedModel m, out bool toolCalls)
+    {
+        if (body["messages"] is not JsonArray messages || messages.Count == 0) throw new TemperException("'messages' must be a non-empty array");
+        foreach (var msg in messages)
+            if (msg is not JsonObject o || Str(o, "role") == null) throw new TemperException("each message needs a 'role'");
+        var tools = ToolRequest.Tools(body, m.ToolCalls != null, out toolCalls);
+        return m.EncodeChat(Flatten(messages), ChatOptions(body), tools);
     }
 
     /// <summary>vLLM's chat rendering fields: add_generation_prompt (default true), continue_final_message and
     /// chat_template_kwargs (variables for the template, e.g. {"enable_thinking": false} for Qwen3).</summary>
-    internal static ChatPromptOptions ChatOptions(JsonObject body)
+    private static ChatPromptOptions ChatOptions(JsonObject body)
     {
         var kwargs = body["chat_template_kwargs"];
         var o = new ChatPromptOptions
@@ -121,8 +137,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
     // takes a plain answer for a tool call, a JSON-constrained one or a fill-in-the-middle.
     private static void Unsupported(JsonObject body)
     {
-        foreach (string key in new[] { "tools", "functions" })
-            if (body[key] is JsonArray { Count: > 0 }) throw new TemperException($"'{key}': function calling is not supported by this server");
+        if (body["functions"] is JsonArray { Count: > 0 }) throw new TemperException("'functions' (the deprecated form) is not supported by this server; use 'tools'");
         if (body["response_format"] is JsonObject rf && Str(rf, "type") is string type && type != "text")
             throw new TemperException($"'response_format' {type} is not supported by this server (only text)");
         if (body["suffix"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.String && sv.GetValue<string>().Length > 0)
@@ -159,16 +174,18 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
         return r;
     }
 
-    /// <summary>Messages whose content is an array of parts ({type: text, text}) become plain strings, which chat templates expect.</summary>
+    /// <summary>Messages whose content is an array of parts ({type: text, text}) become plain strings, which chat templates expect;
+    /// an assistant message's tool call arguments (JSON text) become the objects templates render (as vLLM gives them).</summary>
     private static JsonArray Flatten(JsonArray messages)
     {
         var r = new JsonArray();
-        foreach (var msg in messages.Cast<JsonObject>())
+        foreach (var (msg, i) in messages.Cast<JsonObject>().Select((x, i) => (x, i)))
         {
             var copy = (JsonObject)msg.DeepClone();
             if (copy["content"] is JsonArray parts)
                 copy["content"] = string.Concat(parts.Select(p => p is JsonObject po && Str(po, "type") == "text" ? Str(po, "text") ?? ""
                     : throw new TemperException("only text message parts are supported")));
+            ToolRequest.ParseArguments(copy, $"messages[{i}]");
             r.Add(copy);
         }
         return r;

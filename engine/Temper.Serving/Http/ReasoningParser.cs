@@ -98,21 +98,13 @@ public sealed class ReasoningParser
                     _reasoningStarted = true;
                     continue;
                 }
-                int hold = final ? 0 : Math.Max(HeldTail(text, tag), dropLeadingStart ? HeldLeadingStart(text) : 0);
+                int hold = final ? 0 : Math.Max(TextStream.HeldTail(text, tag), dropLeadingStart ? HeldLeadingStart(text) : 0);
                 output.Append(text[..^hold]);
                 _pending = text[^hold..];
                 if (_state == State.Inside && text.Length > hold && text[..^hold].Trim().Length > 0) _reasoningStarted = true;
                 break;
             }
             return (reasoning.ToString(), content.ToString());
-        }
-
-        // The longest tail of text that is a proper prefix of tag (it may still become the tag).
-        private static int HeldTail(string text, string tag)
-        {
-            for (int n = Math.Min(tag.Length - 1, text.Length); n > 0; n--)
-                if (text.EndsWith(tag[..n], StringComparison.Ordinal)) return n;
-            return 0;
         }
 
         // deepseek_r1 before any reasoning: hold whitespace plus a prefix of Start (it may be the opening tag to drop).

@@ -1,6 +1,7 @@
 // One base model and its adapters behind one serving engine, as the HTTP server and the IChatClient
 // see it: the model ids a request may name (the base's, then each adapter's), prompt encoding (text,
-// or chat messages through the model's chat template) and the EOS ids completions stop at.
+// or chat messages and tools through the model's chat template), the EOS ids completions stop at, and the
+// parsers of chat answers (reasoning, tool calls).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
@@ -40,6 +41,9 @@ public sealed class ServedModel : IDisposable
     public string BaseName { get; }
     /// <summary>Splits chat answers into reasoning_content and content (temper serve --reasoning-parser); null: all content.</summary>
     public ReasoningParser? Reasoning { get; init; }
+    /// <summary>Finds tool calls in chat answers for tool_choice "auto" (temper serve --enable-auto-tool-choice
+    /// --tool-call-parser); null: requests with tools and tool_choice "auto" are refused.</summary>
+    public ToolCallParser? ToolCalls { get; init; }
     public ServingEngine Engine { get; }
     public HfTokenizer Tokenizer { get; }
     public ChatTemplate? Template { get; }
@@ -54,11 +58,11 @@ public sealed class ServedModel : IDisposable
         throw new UnknownModelException(model, ModelIds);
     }
 
-    /// <summary>The ids of the conversation rendered by the chat template (default: with the generation prompt).</summary>
-    public IReadOnlyList<int> EncodeChat(JsonArray messages, ChatPromptOptions? options = null)
+    /// <summary>The ids of the conversation (and tools) rendered by the chat template (default: with the generation prompt).</summary>
+    public IReadOnlyList<int> EncodeChat(JsonArray messages, ChatPromptOptions? options = null, JsonArray? tools = null)
     {
         var template = Template ?? throw new TemperException($"{_lm.Directory}: the model has no chat template; use /v1/completions");
-        return Tokenizer.Encode(ChatPrompt.Render(template, messages, options ?? new ChatPromptOptions()));
+        return Tokenizer.Encode(ChatPrompt.Render(template, messages, options ?? new ChatPromptOptions(), tools));
     }
 
     public IReadOnlyList<int> Encode(string text) => Tokenizer.Encode(text);

@@ -22,13 +22,13 @@ public static class ServiceRoutes
     }
 
     // POST /tokenize (vLLM's): {"prompt": text} or {"messages": [...]} (rendered by the chat template with the
-    // generation prompt, or as add_generation_prompt, continue_final_message and chat_template_kwargs say)
+    // generation prompt, or as add_generation_prompt, continue_final_message, chat_template_kwargs and tools say)
     // -> {"count", "max_model_len", "tokens"}: the ids /v1/completions or
     // /v1/chat/completions would run.
     private static JsonObject Tokenize(JsonObject body, ServedModel m)
     {
         CheckModel(body, m);
-        IReadOnlyList<int> ids = body["messages"] is JsonArray msgs ? m.EncodeChat(msgs, OpenAiRequest.ChatOptions(body))
+        IReadOnlyList<int> ids = body["messages"] != null ? OpenAiRequest.ChatIds(body, m, out _)
             : body["prompt"] is JsonValue pv && pv.GetValueKind() == JsonValueKind.String ? m.Encode(pv.GetValue<string>())
             : throw new TemperException("'prompt' (a string) or 'messages' is required");
         return new JsonObject { ["count"] = ids.Count, ["max_model_len"] = m.Engine.MaxSequenceLength, ["tokens"] = new JsonArray([.. ids.Select(i => (JsonNode)i)]) };

@@ -3,7 +3,11 @@
 // unset = greedy; frequency and presence penalties), stop sequences and token limits as the HTTP server,
 // whole or streamed. ChatOptions.AdditionalProperties["chat_template_kwargs"] (an object of template
 // variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does; with
-// the model's reasoning parser the thinking comes as TextReasoningContent, apart from the answer's text.
+// the model's reasoning parser the thinking comes as TextReasoningContent, apart from the answer's text. With
+// ChatOptions.Tools (tool mode auto, and the model's tool call parser) the template sees the functions and the
+// answer's calls come as FunctionCallContent (FinishReason ToolCalls); FunctionCallContent and
+// FunctionResultContent in the messages reach the template as tool_calls and tool messages, so
+// FunctionInvokingChatClient can run the loop.
 using System.Runtime.CompilerServices;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
@@ -17,7 +21,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
 {
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var (handle, stops, modelId) = Submit(messages, options);
+        var (handle, stops, modelId, toolCalls) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
         var text = new TextStream(model.Tokenizer, stops);
         int tokens = 0;
@@ -32,9 +36,10 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             }
             if (e.Finish is { } f) finish = f;
         }
-        return new ChatResponse(Answer(text.Text))
+        var (answer, called) = Answer(text.Text, toolCalls);
+        return new ChatResponse(answer)
         {
-            ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = Reason(finish),
+            ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = called ? ChatFinishReason.ToolCalls : Reason(finish),
             Usage = new UsageDetails { InputTokenCount = handle.Request.PromptIds.Count, OutputTokenCount = tokens, TotalTokenCount = handle.Request.PromptIds.Count + tokens },
         };
     }
@@ -42,10 +47,12 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var (handle, stops, modelId) = Submit(messages, options);
+        var (handle, stops, modelId, toolCalls) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
         var text = new TextStream(model.Tokenizer, stops);
         var reasoning = model.Reasoning?.NewStream();
+        var tools = toolCalls ? model.ToolCalls!.NewStream() : null;
+        bool called = false;
         await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             if (e.Error != null) throw new InvalidOperationException(e.Error);
@@ -58,40 +65,101 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
                 if (r.Length > 0) contents.Add(new TextReasoningContent(r));
                 delta = c;
             }
+            if (tools != null)
+            {
+                var (c, calls) = tools.Push(delta, last: e.Finish != null);
+                delta = c;
+                contents.AddRange(calls.Select(Call));
+                called |= calls.Count > 0;
+            }
             contents.Add(new TextContent(delta));
             yield return new ChatResponseUpdate(ChatRole.Assistant, contents)
             {
-                ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = e.Finish is { } f ? Reason(f) : null,
+                ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = e.Finish is { } f ? (called ? ChatFinishReason.ToolCalls : Reason(f)) : null,
             };
         }
     }
 
-    private (RequestHandle, IReadOnlyList<string>, string) Submit(IEnumerable<ChatMessage> messages, ChatOptions? o)
+    private (RequestHandle, IReadOnlyList<string>, string, bool ToolCalls) Submit(IEnumerable<ChatMessage> messages, ChatOptions? o)
     {
         string modelId = o?.ModelId ?? model.BaseName;
-        var json = new JsonArray(messages.Select(m => (JsonNode)new JsonObject { ["role"] = m.Role.Value, ["content"] = m.Text }).ToArray());
+        var json = new JsonArray([.. messages.SelectMany(Json)]);
+        var tools = ToolRequest.Tools(ToolFields(o), model.ToolCalls != null, out bool toolCalls);
         var stops = o?.StopSequences?.ToArray() ?? [];
         float t = o?.Temperature ?? 0f;
         var request = new ServingRequest
         {
-            PromptIds = model.EncodeChat(json, PromptOptions(o)), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
+            PromptIds = model.EncodeChat(json, PromptOptions(o), tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
             Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
                 : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
                 with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f },
         };
-        return (model.Engine.Submit(request), stops, modelId);
+        return (model.Engine.Submit(request), stops, modelId, toolCalls);
     }
 
-    // The answer message: with a reasoning parser, the thinking as TextReasoningContent before the answer's TextContent.
-    private ChatMessage Answer(string text)
+    // A message as the chat template sees it: its text, an assistant's FunctionCallContent as tool_calls, and each
+    // FunctionResultContent as a message of role tool (the result as text, JSON unless it is a string).
+    private static IEnumerable<JsonNode> Json(ChatMessage m)
     {
-        if (model.Reasoning == null) return new ChatMessage(ChatRole.Assistant, text);
-        var (reasoning, content) = model.Reasoning.Split(text);
-        var contents = new List<AIContent>();
-        if (reasoning != null) contents.Add(new TextReasoningContent(reasoning));
-        contents.Add(new TextContent(content ?? ""));
-        return new ChatMessage(ChatRole.Assistant, contents);
+        var results = m.Contents.OfType<FunctionResultContent>().ToList();
+        foreach (var r in results)
+            yield return new JsonObject
+            {
+                ["role"] = "tool", ["tool_call_id"] = r.CallId,
+                ["content"] = r.Result as string ?? System.Text.Json.JsonSerializer.Serialize(r.Result, AIJsonUtilities.DefaultOptions),
+            };
+        if (results.Count > 0 && m.Text.Length == 0) yield break;
+        var o = new JsonObject { ["role"] = m.Role.Value, ["content"] = m.Text };
+        var calls = m.Contents.OfType<FunctionCallContent>().ToList();
+        if (calls.Count > 0)
+            o["tool_calls"] = new JsonArray([.. calls.Select(c => (JsonNode)new JsonObject
+            {
+                ["id"] = c.CallId, ["type"] = "function",
+                ["function"] = new JsonObject { ["name"] = c.Name, ["arguments"] = System.Text.Json.JsonSerializer.SerializeToNode(c.Arguments, AIJsonUtilities.DefaultOptions) },
+            })]);
+        yield return o;
     }
+
+    // ChatOptions.Tools and ToolMode as the server's request fields (tools, tool_choice), for ToolRequest to read.
+    private static JsonObject ToolFields(ChatOptions? o)
+    {
+        var tools = new JsonArray([.. (o?.Tools ?? []).OfType<AIFunctionDeclaration>().Select(f => (JsonNode)new JsonObject
+        {
+            ["type"] = "function",
+            ["function"] = new JsonObject { ["name"] = f.Name, ["description"] = f.Description, ["parameters"] = JsonNode.Parse(f.JsonSchema.GetRawText()) },
+        })]);
+        var body = new JsonObject { ["tools"] = tools };
+        body["tool_choice"] = o?.ToolMode switch
+        {
+            null => null,
+            NoneChatToolMode => "none",
+            RequiredChatToolMode { RequiredFunctionName: string name } => new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = name } },
+            RequiredChatToolMode => "required",
+            _ => "auto",
+        };
+        return body;
+    }
+
+    // The answer message: with a reasoning parser, the thinking as TextReasoningContent before the answer's TextContent;
+    // with tools, each call the answer makes as FunctionCallContent.
+    private (ChatMessage, bool Called) Answer(string text, bool toolCalls)
+    {
+        var contents = new List<AIContent>();
+        string? content = text;
+        if (model.Reasoning != null)
+        {
+            (var reasoning, content) = model.Reasoning.Split(text);
+            if (reasoning != null) contents.Add(new TextReasoningContent(reasoning));
+        }
+        IReadOnlyList<ToolCall> calls = [];
+        if (toolCalls && content is string answer) (content, calls) = model.ToolCalls!.Parse(answer);
+        contents.Add(new TextContent(content ?? ""));
+        contents.AddRange(calls.Select(Call));
+        return (new ChatMessage(ChatRole.Assistant, contents), calls.Count > 0);
+    }
+
+    private static FunctionCallContent Call(ToolCall c) => FunctionCallContent.CreateFromParsedArguments(c.Arguments, c.Id, c.Name,
+        a => System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, object?>>(a, AIJsonUtilities.DefaultOptions));
 
     private static ChatPromptOptions? PromptOptions(ChatOptions? o)
     {

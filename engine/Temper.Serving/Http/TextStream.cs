@@ -47,4 +47,13 @@ public sealed class TextStream(HfTokenizer tokenizer, IReadOnlyList<string> stop
         }
         return text[..cut];
     }
+
+    /// <summary>The length of the longest tail of <paramref name="text"/> that is a proper prefix of <paramref name="tag"/>
+    /// (it may still become the tag, so a streamed parser holds it back).</summary>
+    internal static int HeldTail(string text, string tag)
+    {
+        for (int n = Math.Min(tag.Length - 1, text.Length); n > 0; n--)
+            if (text.EndsWith(tag[..n], StringComparison.Ordinal)) return n;
+        return 0;
+    }
 }
