@@ -17,13 +17,12 @@ public static class ScriptedModel
 {
     private const int Hidden = 64;
 
-    /// <summary>Writes the model folder into a new temporary folder (with <paramref name="chatTemplate"/>) and returns it.</summary>
+    /// <summary>Writes the model folder into a new temporary folder (deleted at exit; with <paramref name="chatTemplate"/>) and returns it.</summary>
     public static string Write(IReadOnlyList<string> pieces, string chatTemplate)
     {
         if (pieces.Count >= Hidden) throw new ArgumentException($"at most {Hidden - 1} pieces");
         string source = Fixtures.Hf("qwen2-tiny");
-        string dir = Path.Combine(Path.GetTempPath(), $"temper-scripted-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(dir);
+        string dir = TempFolder.Create("temper-scripted");
         var tok = JsonNode.Parse(File.ReadAllText(Path.Combine(source, "tokenizer.json")))!.AsObject();
         var added = tok["added_tokens"]!.AsArray();
         int vocab = tok["model"]!["vocab"]!.AsObject().Count;

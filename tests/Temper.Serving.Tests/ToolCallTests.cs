@@ -190,6 +190,46 @@ public sealed class ToolCallTests
     }
 
     [Fact]
+    public async Task Reasoning_comes_apart_from_the_calls_after_it()
+    {
+        // Qwen3 thinks, then calls: the <think> text is reasoning_content and the call is found in what follows it.
+        string folder = ScriptedModel.Write(["<think>", "Paris, so the weather tool.", "</think>", "\n\n", "<tool_call>",
+            "\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n", "</tool_call>", "<|im_end|>"], Template);
+        using var lm = LanguageModel.Load(folder, new CpuBackend(1));
+        using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, "scripted")
+        {
+            ToolCalls = ToolCallParser.Create("hermes"), Reasoning = ReasoningParser.Create("qwen3"),
+        };
+        await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
+        using var http = new HttpClient { BaseAddress = host.Address };
+        var body = JsonNode.Parse("""
+            {"model": "scripted", "messages": [{"role": "user", "content": "Weather?"}], "temperature": 0,
+             "tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+            """)!.AsObject();
+        var whole = (await (await http.PostAsJsonAsync("v1/chat/completions", body, Cancel)).Content.ReadFromJsonAsync<JsonObject>(Cancel))!["choices"]![0]!;
+        Assert.Equal("tool_calls", (string?)whole["finish_reason"]);
+        Assert.Equal("Paris, so the weather tool.", (string?)whole["message"]!["reasoning_content"]);
+        Assert.Equal("\n\n", (string?)whole["message"]!["content"]);
+        Assert.Equal("get_weather {\"city\":\"Paris\"}", $"{whole["message"]!["tool_calls"]![0]!["function"]!["name"]} {whole["message"]!["tool_calls"]![0]!["function"]!["arguments"]}");
+
+        body["stream"] = true;
+        string sse = await (await http.PostAsJsonAsync("v1/chat/completions", body, Cancel)).Content.ReadAsStringAsync(Cancel);
+        string reasoning = "", content = "", calls = "", finish = "";
+        foreach (var line in sse.Split('\n').Where(l => l.StartsWith("data: {", StringComparison.Ordinal)))
+        {
+            var choice = JsonNode.Parse(line["data: ".Length..])!["choices"]![0]!;
+            reasoning += (string?)choice["delta"]!["reasoning_content"] ?? "";
+            content += (string?)choice["delta"]!["content"] ?? "";
+            foreach (var c in choice["delta"]!["tool_calls"]?.AsArray() ?? []) calls += $"{c!["index"]} {c["function"]!["name"]} {c["function"]!["arguments"]}";
+            finish += (string?)choice["finish_reason"] ?? "";
+        }
+        Assert.Equal("Paris, so the weather tool.", reasoning);
+        Assert.Equal("\n\n", content);
+        Assert.Equal("0 get_weather {\"city\":\"Paris\"}", calls);
+        Assert.Equal("tool_calls", finish);
+    }
+
+    [Fact]
     public async Task The_in_process_client_streams_function_calls()
     {
         using var lm = LanguageModel.Load(Folder.Value, new CpuBackend(1));
