@@ -1,6 +1,6 @@
 // A model folder whose greedy answer is a given script, for tests of what a server does with particular
 // answers (tool calls, reasoning tags) on the real decode path. The qwen2-tiny fixture's tokenizer gets each
-// script piece as an added (non-special) token, unless the piece is a token already (<|im_end|>); the model
+// script piece as an added token (non-special unless named special), unless the piece is a token already (<|im_end|>); the model
 // is a Llama of one layer whose attention and MLP write nothing (zero projections), so the last position's
 // hidden state is its token's embedding: piece k's token embeds as the unit vector e[k+1], every other token
 // as e[0], and the LM head row of piece k is 4 e[k] (hidden 64, so after the final RMSNorm the next piece's
@@ -17,8 +17,9 @@ public static class ScriptedModel
 {
     private const int Hidden = 64;
 
-    /// <summary>Writes the model folder into a new temporary folder (deleted at exit; with <paramref name="chatTemplate"/>) and returns it.</summary>
-    public static string Write(IReadOnlyList<string> pieces, string chatTemplate)
+    /// <summary>Writes the model folder into a new temporary folder (deleted at exit; with <paramref name="chatTemplate"/>) and returns it;
+    /// new pieces named in <paramref name="specials"/> are special tokens.</summary>
+    public static string Write(IReadOnlyList<string> pieces, string chatTemplate, IReadOnlyCollection<string>? specials = null)
     {
         if (pieces.Count >= Hidden) throw new ArgumentException($"at most {Hidden - 1} pieces");
         string source = Fixtures.Hf("qwen2-tiny");
@@ -38,7 +39,7 @@ public static class ScriptedModel
             ids[k] = vocab++;
             added.Add(new JsonObject
             {
-                ["id"] = ids[k], ["content"] = pieces[k], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = false,
+                ["id"] = ids[k], ["content"] = pieces[k], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = specials?.Contains(pieces[k]) == true,
             });
         }
         if (ids.Distinct().Count() != ids.Length) throw new ArgumentException("the script's pieces must be distinct tokens");

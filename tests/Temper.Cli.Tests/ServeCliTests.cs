@@ -76,7 +76,7 @@ public sealed class ServeCliTests
     }
 
     [Theory]
-    [InlineData("--tool-call-parser pythonic --enable-auto-tool-choice", "--tool-call-parser 'pythonic' is not one of hermes, llama3_json")]
+    [InlineData("--tool-call-parser pythonic --enable-auto-tool-choice", "--tool-call-parser 'pythonic' is not one of hermes, llama3_json, mistral")]
     [InlineData("--enable-auto-tool-choice", "--enable-auto-tool-choice needs --tool-call-parser")]
     public void Serve_with_bad_tool_flags_is_one_line_and_exit_2(string flags, string message)
     {

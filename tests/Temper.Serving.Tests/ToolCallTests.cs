@@ -44,6 +44,10 @@ public sealed class ToolCallTests
         { "llama3_json", "{\"name\": \"f\", \"parameters\": {}} and more", "{\"name\": \"f\", \"parameters\": {}} and more", "" },
         { "llama3_json", "{\"a\": 1}", "{\"a\": 1}", "" },
         { "llama3_json", "   ", "   ", "" },
+        { "mistral", "[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {\"a\": 1}}, {\"name\": \"g\", \"arguments\": {}}]", null, "f {\"a\":1} | g {}" },
+        { "mistral", "Sure. [TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}] trailing", "Sure. ", "f {}" },
+        { "mistral", "no call [{\"name\": \"f\", \"arguments\": {}}]", "no call [{\"name\": \"f\", \"arguments\": {}}]", "" },
+        { "mistral", "[TOOL_CALLS] [{\"name\": \"f\"}]", "[TOOL_CALLS] [{\"name\": \"f\"}]", "" },
     };
 
     [Theory]
@@ -53,7 +57,7 @@ public sealed class ToolCallTests
         var (gotContent, gotCalls) = ToolCallParser.Create(parser).Parse(text);
         Assert.Equal(content, gotContent);
         Assert.Equal(calls, Calls(gotCalls));
-        Assert.All(gotCalls, c => Assert.Matches("^chatcmpl-tool-[0-9a-f]{32}$", c.Id));
+        Assert.All(gotCalls, c => Assert.Matches(parser == "mistral" ? "^[A-Za-z0-9]{9}$" : "^chatcmpl-tool-[0-9a-f]{32}$", c.Id));
     }
 
     [Theory]
@@ -84,7 +88,7 @@ public sealed class ToolCallTests
     public void Unknown_parsers_are_refused_by_name()
     {
         var e = Assert.Throws<TemperException>(() => ToolCallParser.Create("pythonic"));
-        Assert.Equal("--tool-call-parser 'pythonic' is not one of hermes, llama3_json", e.Message);
+        Assert.Equal("--tool-call-parser 'pythonic' is not one of hermes, llama3_json, mistral", e.Message);
     }
 
     // A Qwen2.5-style template: tools in the system turn, calls as <tool_call> JSON with the arguments rendered by tojson,
@@ -227,6 +231,41 @@ public sealed class ToolCallTests
         Assert.Equal("\n\n", content);
         Assert.Equal("0 get_weather {\"city\":\"Paris\"}", calls);
         Assert.Equal("tool_calls", finish);
+    }
+
+    [Fact]
+    public async Task Mistral_calls_are_found_after_its_special_marker()
+    {
+        // [TOOL_CALLS] is a special token: kept in the text the parser reads, skipped when tools are off (tool_choice none).
+        string folder = ScriptedModel.Write(["Checking.", "[TOOL_CALLS]", " [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", "<|im_end|>"],
+            Template, specials: ["[TOOL_CALLS]"]);
+        using var lm = LanguageModel.Load(folder, new CpuBackend(1));
+        using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, "scripted") { ToolCalls = ToolCallParser.Create("mistral") };
+        await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
+        var chat = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient("scripted");
+        OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("Weather?")];
+        var whole = (await chat.CompleteChatAsync(messages, new ChatCompletionOptions { Temperature = 0, Tools = { WeatherTool } }, Cancel)).Value;
+        Assert.Equal("Checking.", whole.Content.Single().Text);
+        var call = Assert.Single(whole.ToolCalls);
+        Assert.Equal("get_weather {\"city\":\"Paris\"}", $"{call.FunctionName} {call.FunctionArguments}");
+        Assert.Matches("^[A-Za-z0-9]{9}$", call.Id);
+        string streamed = "", calls = "";
+        await foreach (var u in chat.CompleteChatStreamingAsync(messages, new ChatCompletionOptions { Temperature = 0, Tools = { WeatherTool } }, Cancel))
+        {
+            streamed += string.Concat(u.ContentUpdate.Select(p => p.Text));
+            calls += string.Concat(u.ToolCallUpdates.Select(t => $"{t.FunctionName} {t.FunctionArgumentsUpdate}"));
+        }
+        Assert.Equal("Checking.", streamed);
+        Assert.Equal("get_weather {\"city\":\"Paris\"}", calls);
+
+        var none = (await chat.CompleteChatAsync(messages, new ChatCompletionOptions { Temperature = 0, Tools = { WeatherTool }, ToolChoice = ChatToolChoice.CreateNoneChoice() }, Cancel)).Value;
+        Assert.Empty(none.ToolCalls);
+        Assert.Equal("Checking. [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", none.Content.Single().Text);
+
+        // a tokenizer without the marker is refused when the server is made
+        using var other = LanguageModel.Load(Folder.Value, new CpuBackend(1));
+        var e = Assert.Throws<TemperException>(() => new ServedModel(other, [], new ServingOptions { BlockSize = 16, Blocks = 8 }) { ToolCalls = ToolCallParser.Create("mistral") });
+        Assert.Equal("--tool-call-parser mistral: the model's tokenizer has no [TOOL_CALLS] token", e.Message);
     }
 
     [Fact]

@@ -94,6 +94,9 @@ public sealed class HfTokenizer
         foreach (var piece in pieces) _parts.Model.Encode(piece.Text, ids);
     }
 
+    /// <summary>Whether the id is an added token marked special (skipped by Decode with skipSpecialTokens).</summary>
+    public bool IsSpecial(int id) => _addedById.TryGetValue(id, out var t) && t.Special;
+
     public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
     {
         ArgumentNullException.ThrowIfNull(ids);

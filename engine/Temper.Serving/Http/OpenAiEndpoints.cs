@@ -142,7 +142,7 @@ public static class OpenAiEndpoints
 
         private TextStream Text(int choice)
         {
-            if (!_texts.TryGetValue(choice, out var t)) _texts[choice] = t = new TextStream(m.Tokenizer, req.Stops);
+            if (!_texts.TryGetValue(choice, out var t)) _texts[choice] = t = new TextStream(m.Tokenizer, req.Stops, req.ToolCalls ? m.ToolCallKeep : null);
             return t;
         }
 

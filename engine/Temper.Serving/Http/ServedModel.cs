@@ -43,7 +43,25 @@ public sealed class ServedModel : IDisposable
     public ReasoningParser? Reasoning { get; init; }
     /// <summary>Finds tool calls in chat answers for tool_choice "auto" (temper serve --enable-auto-tool-choice
     /// --tool-call-parser); null: requests with tools and tool_choice "auto" are refused.</summary>
-    public ToolCallParser? ToolCalls { get; init; }
+    public ToolCallParser? ToolCalls
+    {
+        get => _toolCalls;
+        init
+        {
+            _toolCalls = value;
+            if (value?.Marker is not string marker) return;
+            if (Tokenizer.TokenToId(marker) is not int id)
+            {
+                Dispose(); // the engine started in the constructor
+                throw new TemperException($"--tool-call-parser {value.Name}: the model's tokenizer has no {marker} token");
+            }
+            ToolCallKeep = [id];
+        }
+    }
+    private readonly ToolCallParser? _toolCalls;
+
+    /// <summary>The special tokens an answer whose tool calls are parsed is decoded with (the parser's marker); null: none.</summary>
+    public IReadOnlyCollection<int>? ToolCallKeep { get; private init; }
     public ServingEngine Engine { get; }
     public HfTokenizer Tokenizer { get; }
     public ChatTemplate? Template { get; }

@@ -23,7 +23,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
     {
         var (handle, stops, modelId, toolCalls) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
-        var text = new TextStream(model.Tokenizer, stops);
+        var text = new TextStream(model.Tokenizer, stops, toolCalls ? model.ToolCallKeep : null);
         int tokens = 0;
         var finish = ServingFinish.Length;
         await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -49,7 +49,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
     {
         var (handle, stops, modelId, toolCalls) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
-        var text = new TextStream(model.Tokenizer, stops);
+        var text = new TextStream(model.Tokenizer, stops, toolCalls ? model.ToolCallKeep : null);
         var reasoning = model.Reasoning?.NewStream();
         var tools = toolCalls ? model.ToolCalls!.NewStream() : null;
         bool called = false;

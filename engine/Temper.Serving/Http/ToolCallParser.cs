@@ -6,11 +6,16 @@
 //   llama3_json  Llama 3.1-3.3 JSON tool calling: the answer is one or more {"name": ..., "parameters" (or
 //                "arguments"): ...} objects separated by ';' (the <|python_tag|> Llama may put first is a
 //                special token, not in the text); content is then null.
+//   mistral      Mistral 7B Instruct v0.3 and others of its tokenizer (before v11): [TOOL_CALLS] then a JSON list
+//                of {"name": ..., "arguments": ...}; the text before [TOOL_CALLS] is content. [TOOL_CALLS] is a
+//                special token, so the answer is decoded keeping it (Marker); call ids are 9 letters and digits,
+//                as Mistral's chat templates require of the ids sent back to them.
 // A text whose calls do not all parse in that form is all content, as vLLM falls back. Arguments are
 // serialised as compact JSON text (OpenAI's form, non-ASCII kept); each call gets an id
-// "chatcmpl-tool-<32 hex digits>" as vLLM's.
+// "chatcmpl-tool-<32 hex digits>" as vLLM's (mistral: 9 letters and digits).
 // Streaming sends content as it comes, holding back a tail that could begin a call, and each call whole
-// (id, name and arguments in one delta) once its closing tag has come (hermes) or at the end (llama3_json).
+// (id, name and arguments in one delta) once its closing tag has come (hermes) or at the end (llama3_json,
+// mistral).
 // A well-formed answer streams to the same content and calls as the whole text parses to; a malformed call
 // met while streaming is sent as content, since the calls before it have gone out already.
 using System.Text.Encodings.Web;
@@ -25,18 +30,22 @@ public sealed record ToolCall(string Id, string Name, string Arguments);
 
 public sealed class ToolCallParser
 {
-    public static readonly string[] Names = ["hermes", "llama3_json"];
+    public static readonly string[] Names = ["hermes", "llama3_json", "mistral"];
 
-    private const string Start = "<tool_call>", End = "</tool_call>";
-    private readonly bool _hermes;
+    private const string Start = "<tool_call>", End = "</tool_call>", MistralMarker = "[TOOL_CALLS]";
+    private readonly bool _hermes, _mistral;
 
     private ToolCallParser(string name)
     {
         Name = name;
         _hermes = name == "hermes";
+        _mistral = name == "mistral";
     }
 
     public string Name { get; }
+
+    /// <summary>The special token the answer must be decoded with (mistral's [TOOL_CALLS]); null: none.</summary>
+    public string? Marker => _mistral ? MistralMarker : null;
 
     public static ToolCallParser Create(string name) => Names.Contains(name)
         ? new(name)
@@ -45,9 +54,9 @@ public sealed class ToolCallParser
     /// <summary>The whole answer's content (null when there is none) and calls (empty: the text is all content).</summary>
     public (string? Content, IReadOnlyList<ToolCall> Calls) Parse(string text)
     {
-        var calls = _hermes ? HermesCalls(text) : Llama3Calls(text);
+        var calls = _hermes ? HermesCalls(text) : _mistral ? MistralCalls(text) : Llama3Calls(text);
         if (calls == null) return (text, []);
-        string? content = _hermes ? text[..text.IndexOf(Start, StringComparison.Ordinal)] : null;
+        string? content = _hermes || _mistral ? text[..text.IndexOf(_hermes ? Start : MistralMarker, StringComparison.Ordinal)] : null;
         return (string.IsNullOrEmpty(content) ? null : content, calls);
     }
 
@@ -68,6 +77,33 @@ public sealed class ToolCallParser
             at = end < 0 ? -1 : text.IndexOf(Start, end + End.Length, StringComparison.Ordinal);
         }
         return calls;
+    }
+
+    // After the first [TOOL_CALLS] (any further markers removed, as vLLM removes them): a JSON list of calls, else the
+    // first "[{" to the last "}]" parsed as one; null when there is no marker or the list does not parse.
+    private static List<ToolCall>? MistralCalls(string text)
+    {
+        int at = text.IndexOf(MistralMarker, StringComparison.Ordinal);
+        if (at < 0) return null;
+        string rest = text[(at + MistralMarker.Length)..].Replace(MistralMarker, "", StringComparison.Ordinal).Trim();
+        if (List(rest) is { } calls) return calls;
+        int open = rest.IndexOf("[{", StringComparison.Ordinal), close = rest.LastIndexOf("}]", StringComparison.Ordinal);
+        return open >= 0 && close > open ? List(rest[open..(close + 2)]) : null;
+
+        List<ToolCall>? List(string json)
+        {
+            JsonNode? node;
+            try { node = JsonNode.Parse(json); }
+            catch (JsonException) { return null; }
+            if (node is not JsonArray items) return null;
+            var r = new List<ToolCall>();
+            foreach (var item in items)
+            {
+                if (item is not JsonObject o || Call(o, "arguments", null) is not { } call) return null;
+                r.Add(call with { Id = MistralId() });
+            }
+            return r;
+        }
     }
 
     // The objects of "{...}; {...}" filling the whole text (whitespace aside), or null.
@@ -122,13 +158,23 @@ public sealed class ToolCallParser
         JsonNode? node;
         try { node = JsonNode.Parse(json); }
         catch (JsonException) { return null; }
-        if (node is not JsonObject o || o["name"] is not JsonValue name || name.GetValueKind() != JsonValueKind.String) return null;
+        return node is JsonObject o ? Call(o, argsKey, altKey) : null;
+    }
+
+    private static ToolCall? Call(JsonObject o, string argsKey, string? altKey)
+    {
+        if (o["name"] is not JsonValue name || name.GetValueKind() != JsonValueKind.String) return null;
         if (!o.TryGetPropertyValue(argsKey, out var args) && (altKey == null || !o.TryGetPropertyValue(altKey, out args))) return null;
         return new ToolCall(NewId(), name.GetValue<string>(), args?.ToJsonString(Compact) ?? "null");
     }
 
     /// <summary>vLLM's tool call id form.</summary>
     public static string NewId() => "chatcmpl-tool-" + Guid.NewGuid().ToString("N");
+
+    /// <summary>Mistral's: 9 letters and digits.</summary>
+    private static string MistralId() => string.Concat(Enumerable.Range(0, 9).Select(_ => Alphanumeric[Random.Shared.Next(Alphanumeric.Length)]));
+
+    private const string Alphanumeric = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
     public sealed class Stream(ToolCallParser p)
     {
@@ -146,6 +192,7 @@ public sealed class ToolCallParser
             var content = new System.Text.StringBuilder();
             var calls = new List<ToolCall>();
             if (p._hermes) Hermes(text, last, content, calls);
+            else if (p._mistral) Mistral(text, last, content, calls);
             else Llama3(text, last, content, calls);
             return (content.ToString(), calls);
         }
@@ -183,6 +230,32 @@ public sealed class ToolCallParser
                 _pending = text[^hold..];
                 return;
             }
+        }
+
+        // Content until [TOOL_CALLS]; from there on everything is held and parsed at the end.
+        private void Mistral(string text, bool last, System.Text.StringBuilder content, List<ToolCall> calls)
+        {
+            if (_state == State.Content)
+            {
+                int at = text.IndexOf(MistralMarker, StringComparison.Ordinal);
+                if (at < 0)
+                {
+                    int hold = last ? 0 : TextStream.HeldTail(text, MistralMarker);
+                    content.Append(text[..^hold]);
+                    _pending = text[^hold..];
+                    return;
+                }
+                content.Append(text[..at]);
+                text = text[at..];
+                _state = State.Json;
+            }
+            if (!last)
+            {
+                _pending = text;
+                return;
+            }
+            if (MistralCalls(text) is { } found) calls.AddRange(found);
+            else content.Append(text);
         }
 
         private void Llama3(string text, bool last, System.Text.StringBuilder content, List<ToolCall> calls)

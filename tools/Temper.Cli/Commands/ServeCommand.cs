@@ -1,6 +1,6 @@
 // `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
 // [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY] [--reasoning-parser qwen3|deepseek_r1]
-// [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
@@ -34,7 +34,7 @@ internal static class ServeCommand
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1/ routes (default: the TEMPER_API_KEY environment variable; unset: open)" };
         var threads = CliOptions.Threads();
         var reasoning = new Option<string?>("--reasoning-parser") { Description = "qwen3 or deepseek_r1: chat answers carry the <think> text in reasoning_content, apart from content (as vLLM's flag)" };
-        var toolParser = new Option<string?>("--tool-call-parser") { Description = "hermes (Qwen2.5, Qwen3, Hermes) or llama3_json (Llama 3.1-3.3): how chat answers write tool calls (vLLM's flag)" };
+        var toolParser = new Option<string?>("--tool-call-parser") { Description = "hermes (Qwen2.5, Qwen3, Hermes), llama3_json (Llama 3.1-3.3) or mistral (Mistral 7B Instruct v0.3): how chat answers write tool calls (vLLM's flag)" };
         var autoTools = new Option<bool>("--enable-auto-tool-choice") { Description = "Let chat requests with tools (tool_choice \"auto\") get tool_calls, found by --tool-call-parser (vLLM's flag)" };
         foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
