@@ -8,6 +8,7 @@ using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Training;
+using Temper.Training.Losses;
 using Temper.Training.Preference;
 using Temper.Training.Rl;
 using Temper.Training.Tasks;
@@ -62,7 +63,7 @@ public class GrpoTests
         var a = adv.Select(x => (float)x).ToArray();
         int n = counted.Count(c => c);
         var w = new float[lp.Length];
-        var r = GrpoTrainer.TokenLoss(lp, old, rf, a, counted, n, 0.2, beta, w);
+        var r = GrpoLoss.Compute(new GrpoObjective { LossType = "bnpo", Beta = beta }, lp, old, rf, a, counted, lp.Length, w);
 
         double[] D(float[] x) => x.Take(n).Select(v => (double)v).ToArray();
         Assert.Equal(ScalarLoss(D(lp), D(old), D(rf), adv.Take(n).ToArray(), 0.2, beta), r.Loss, 1e-6);
@@ -183,7 +184,7 @@ public class GrpoTests
 
         ps.ZeroGrads();
         var w = new float[ce.Length];
-        var tl = GrpoTrainer.TokenLoss(trainerLogp, old, refLogp, layout.Advantage, layout.Counted, layout.Tokens, 0.2, beta, w);
+        var tl = GrpoLoss.Compute(new GrpoObjective { Beta = beta }, trainerLogp, old, refLogp, layout.Advantage, layout.Counted, b.Length, w);
         Assert.True(tl.Clipped > 0);
         Assert.Equal(Objective(), tl.Loss, 1e-4);
         backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, ps.GradOf, w);
@@ -224,7 +225,7 @@ public class GrpoTests
 
         ps.ZeroGrads();
         var w = new float[ce.Length];
-        GrpoTrainer.TokenLoss(logp, logp, new float[ce.Length], layout.Advantage, layout.Counted, layout.Tokens, 0.2, 0, w);
+        GrpoLoss.Compute(new GrpoObjective(), logp, logp, new float[ce.Length], layout.Advantage, layout.Counted, b.Length, w);
         backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, ps.GradOf, w);
         var grad = ps.All.Select(p => p.Grad.Floats.ToArray()).ToArray();
         Move(ps, grad, -0.05);

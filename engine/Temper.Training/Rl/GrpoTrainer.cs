@@ -1,18 +1,21 @@
 // Group Relative Policy Optimization as a thin recipe over TrainingRun. Each generated batch: P prompts
 // x G completions sampled with the KV-cache generator; rewards from the reward functions; advantages
-// normalised within each prompt's group, A = (r - mean) / (std + 1e-4); the old policy's token
-// log-probs are kept, and NumIterations optimizer steps reuse the batch. Per completion token:
-//   loss = -min(ratio A, clip(ratio, 1-eps, 1+eps) A) + beta k3,  ratio = exp(logp - logp_old),
-//   k3 = exp(ref - logp) - (ref - logp) - 1  (reference = the base with the adapter off; beta 0 skips it),
-// aggregated over all completion tokens of the batch (token-level mean). d loss / d logp per token
-// becomes a per-token weight of one forward+backward pass. Log-probs (policy, old and reference) are of
-// the logits divided by the sampling temperature, as TRL computes them. Logged per step besides the
-// loss: reward (mean), reward_std, kl, clip_fraction, completion_length, sampling_s and training_s.
+// A = (r - mean of the prompt's group) / (std + 1e-4), the std that of the group, of the whole batch, or
+// none (TRL's scale_rewards); the old policy's token log-probs are kept, and NumIterations optimizer steps
+// reuse the batch. The loss is TRL's for its loss type and importance sampling level
+// (Losses/GrpoLoss.cs: the clipped ratio, k3 to the reference = the base with the adapter off, beta 0
+// skipping it); with mask_truncated_completions, completions that reached max_completion_length without
+// EOS take no part in it. d loss / d logp per token becomes a per-token weight of one forward+backward
+// pass. Log-probs (policy, old and reference) are of the logits divided by the sampling temperature, as
+// TRL computes them. Logged per step besides the loss: reward (mean), reward_std, kl, clip_fraction
+// (of tokens; of completions at sequence level), completion_length, truncated (the share of completions
+// cut off), sampling_s and training_s.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
 using Temper.Training.Data;
+using Temper.Training.Losses;
 using Temper.Training.Preference;
 using Temper.Training.Trainers;
 
@@ -20,9 +23,6 @@ namespace Temper.Training.Rl;
 
 /// <summary>A generated batch laid out for training (see <see cref="GrpoTrainer.Layout"/>).</summary>
 public sealed record GrpoLayout(SftBatch Batch, bool[] Counted, float[] Advantage, int Tokens, double RewardStd);
-
-/// <summary>The objective of one pass over a rollout: the loss, tokens clipped, and the k3 sum.</summary>
-public readonly record struct GrpoTokenLoss(double Loss, int Clipped, double KlSum);
 
 public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
 {
@@ -42,9 +42,10 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
 
     public SftResult Run(CancellationToken cancel = default)
     {
-        if (g.NumGenerations < 2) throw new TemperException("GRPO needs --num-generations >= 2 (advantages compare completions within a group)");
-        if (g.NumIterations < 1) throw new TemperException("--num-iterations must be >= 1");
-        if (g.MaxCompletionLength < 1) throw new TemperException("--max-completion-length must be >= 1");
+        g.Validate();
+        if (o.GradAccum != 1) throw new TemperException("GRPO takes one generated batch per step; --grad-accum is not supported (raise --batch-size)");
+        if (g.ImportanceSamplingLevel == "sequence" && g.LossType != "grpo")
+            OnWarning?.Invoke($"importance sampling level 'sequence' with loss type '{g.LossType}' sums each completion's loss over its tokens; GSPO's setup is --loss-type grpo (as TRL warns)");
         var rewards = g.Rewards.Select(RewardFunctions.Parse).ToList();
         using var rewardModel = g.RewardModel != null ? Reward.RewardModel.Load(g.RewardModel, backend) : null;
         if (rewardModel != null) rewards.Add(new RewardModelReward(rewardModel));
@@ -79,10 +80,10 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
             // The current policy's token log-probs (equal to the old ones on the first iteration).
             var logp = iteration == 1 ? ro.OldLogp : TokenLogps(Pass(run.Backprop, b, null), ro.Counted);
             var weights = new float[logp.Length];
-            var tl = TokenLoss(logp, ro.OldLogp, ro.RefLogp, ro.Advantage, ro.Counted, ro.Tokens, g.Epsilon, g.Beta, weights);
+            var tl = GrpoLoss.Compute(g.Objective, logp, ro.OldLogp, ro.RefLogp, ro.Advantage, ro.Counted, b.Length, weights);
             Pass(run.Backprop, b, run.Params.GradOf, weights);
             var extra = (JsonObject)ro.Stats.DeepClone();
-            extra["clip_fraction"] = (double)tl.Clipped / ro.Tokens;
+            extra["clip_fraction"] = (double)tl.Clipped / (g.ImportanceSamplingLevel == "sequence" ? b.Batch : ro.Tokens);
             extra["kl"] = tl.KlSum / ro.Tokens;
             extra["iteration"] = iteration;
             if (iteration > 1) extra["sampling_s"] = 0.0; // the batch's completions were sampled for iteration 1
@@ -109,7 +110,9 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         for (int i = 0; i < inputs.Count; i++)
             reward[i] = RewardFunctions.Total(rewards, prompts[i / gsize].Row, tok.Decode(results[i].GeneratedIds.ToArray(), skipSpecialTokens: true), ref errors);
         if (errors > 0) OnWarning?.Invoke($"{errors} reward evaluation(s) threw or returned NaN/Inf; those samples got 0");
-        var layout = Layout(prompts.Select(p => p.Ids).ToList(), results.Select(r => r.GeneratedIds.ToArray()).ToList(), reward, gsize, pad);
+        var truncated = results.Select(r => r.Finish == FinishReason.Length).ToArray();
+        var layout = Layout(prompts.Select(p => p.Ids).ToList(), results.Select(r => r.GeneratedIds.ToArray()).ToList(), reward, gsize, pad,
+            g.ScaleRewards, g.MaskTruncatedCompletions ? truncated : null);
         var batch = layout.Batch;
         var counted = layout.Counted;
         // One update per batch and no KL term: the only ratio is exp(logp - logp_old) = 1 and the weights are
@@ -123,7 +126,8 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         {
             ["reward"] = reward.Average(),
             ["reward_std"] = layout.RewardStd,
-            ["completion_length"] = (double)tokens / inputs.Count,
+            ["completion_length"] = results.Average(r => r.GeneratedIds.Count),
+            ["truncated"] = truncated.Average(t => t ? 1.0 : 0.0),
             ["reward_errors"] = errors,
             ["sampling_s"] = Math.Round(samplingSeconds, 4),
         };
@@ -133,11 +137,14 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
     /// <summary>
     /// The training batch of a generated batch: row q*G+j is prompts[q] + completions[q*G+j], right-padded;
     /// Counted[n] marks the rows of the per-token cross-entropy [B*T] that score a completion token
-    /// (position n predicts token n+1); every counted token of a row carries that row's advantage,
-    /// (r - mean) / (std + 1e-4) within its group of G (std with G - 1). Tokens = counted tokens (>= 1);
-    /// RewardStd = the groups' std averaged over groups.
+    /// (position n predicts token n+1), none of a completion marked in <paramref name="masked"/>; every
+    /// counted token of a row carries that row's advantage, r - mean within its group of G, divided by
+    /// std + 1e-4 (<paramref name="scaleRewards"/> group: the group's std; batch: the std of all rewards;
+    /// none: not divided; std with n - 1). Tokens = counted tokens (>= 1); RewardStd = the groups' std
+    /// averaged over groups (batch: the batch's std).
     /// </summary>
-    public static GrpoLayout Layout(IReadOnlyList<int[]> prompts, IReadOnlyList<int[]> completions, IReadOnlyList<double> rewards, int groupSize, int pad)
+    public static GrpoLayout Layout(IReadOnlyList<int[]> prompts, IReadOnlyList<int[]> completions, IReadOnlyList<double> rewards, int groupSize, int pad,
+        string scaleRewards = "group", IReadOnlyList<bool>? masked = null)
     {
         int rows = prompts.Count * groupSize;
         if (groupSize < 2 || completions.Count != rows || rewards.Count != rows)
@@ -154,60 +161,30 @@ public sealed class GrpoTrainer(SftOptions o, GrpoOptions g, IBackend backend)
         int t = batch.Length;
         var counted = new bool[batch.Ids.Length];
         for (int n = 0; n < counted.Length; n++)
-            counted[n] = n % t != t - 1 && batch.Labels[n + 1] != SftExample.IgnoreIndex;
+            counted[n] = n % t != t - 1 && batch.Labels[n + 1] != SftExample.IgnoreIndex && masked?[n / t] != true;
         var adv = new float[counted.Length];
-        double std = 0;
+        double std = 0, batchSd = Std(rewards);
         for (int q = 0; q < prompts.Count; q++)
         {
-            double mean = 0, variance = 0;
-            for (int j = 0; j < groupSize; j++) mean += rewards[q * groupSize + j] / groupSize;
-            for (int j = 0; j < groupSize; j++) variance += (rewards[q * groupSize + j] - mean) * (rewards[q * groupSize + j] - mean) / (groupSize - 1);
-            double sd = Math.Sqrt(variance);
+            var group = rewards.Skip(q * groupSize).Take(groupSize).ToList();
+            double mean = group.Average(), sd = Std(group);
             std += sd / prompts.Count;
+            double scale = scaleRewards switch { "group" => sd + 1e-4, "batch" => batchSd + 1e-4, _ => 1 };
             for (int j = 0; j < groupSize; j++)
             {
                 int row = q * groupSize + j;
-                float a = (float)((rewards[row] - mean) / (sd + 1e-4));
+                float a = (float)((rewards[row] - mean) / scale);
                 for (int k = 0; k < t; k++) if (counted[row * t + k]) adv[row * t + k] = a;
             }
         }
-        return new GrpoLayout(batch, counted, adv, Math.Max(1, counted.Count(c => c)), std);
+        return new GrpoLayout(batch, counted, adv, Math.Max(1, counted.Count(c => c)), scaleRewards == "batch" ? batchSd : std);
     }
 
-    /// <summary>
-    /// The GRPO objective of the header over the counted tokens (divided by <paramref name="tokens"/>), and
-    /// into <paramref name="weights"/> the per-token scales w[n] of the cross-entropy rows (CE = -logp) such
-    /// that d(sum w CE)/d logp = d loss / d logp, i.e. w[n] = -(d loss / d logp[n]). Counts the tokens whose
-    /// ratio the clip cut off (the clipped term was the one taken, with zero gradient) and sums k3.
-    /// </summary>
-    public static GrpoTokenLoss TokenLoss(ReadOnlySpan<float> logp, ReadOnlySpan<float> oldLogp, ReadOnlySpan<float> refLogp, ReadOnlySpan<float> advantage,
-        ReadOnlySpan<bool> counted, int tokens, double epsilon, double beta, Span<float> weights)
+    // The sample standard deviation (n - 1), as torch.std.
+    private static double Std(IReadOnlyList<double> x)
     {
-        double loss = 0, kl = 0;
-        int clipped = 0;
-        for (int n = 0; n < logp.Length; n++)
-        {
-            weights[n] = 0;
-            if (!counted[n]) continue;
-            double a = advantage[n], ratio = Math.Exp(logp[n] - oldLogp[n]);
-            double clippedRatio = Math.Clamp(ratio, 1 - epsilon, 1 + epsilon);
-            double l1 = ratio * a, l2 = clippedRatio * a;
-            bool takesUnclipped = l1 <= l2;
-            if ((ratio < 1 - epsilon && a < 0) || (ratio > 1 + epsilon && a > 0)) clipped++;
-            double d = takesUnclipped ? -ratio * a : 0;
-            double lossN = -Math.Min(l1, l2);
-            if (beta > 0)
-            {
-                double diff = refLogp[n] - logp[n];
-                double k3 = Math.Exp(diff) - diff - 1;
-                kl += k3;
-                lossN += beta * k3;
-                d += beta * (1 - Math.Exp(diff));
-            }
-            loss += lossN / tokens;
-            weights[n] = (float)(-d / tokens);
-        }
-        return new GrpoTokenLoss(loss, clipped, kl);
+        double mean = x.Average();
+        return Math.Sqrt(x.Sum(v => (v - mean) * (v - mean)) / (x.Count - 1));
     }
 
     private float[] ReferenceTokenLogps(TrainingRun run, ReferenceModel reference, SftBatch b, bool[] counted)
