@@ -96,6 +96,9 @@ public sealed record RopeSpec(string Type, double Theta, double Factor = 1, doub
         double? attention = Num(spec, "attention_factor", path, where);
         if (attention is { } a && !(a > 0)) throw new TemperException($"{path}: field '{where}.attention_factor' must be > 0, not {a}");
         double? betaFast = Num(spec, "beta_fast", path, where), betaSlow = Num(spec, "beta_slow", path, where);
+        // A negative beta is a log of a negative number in transformers (math domain error).
+        foreach (var (key, value) in new[] { ("beta_fast", betaFast), ("beta_slow", betaSlow) })
+            if (value < 0) throw new TemperException($"{path}: field '{where}.{key}' must be > 0, not {value}");
         bool truncate = true;
         if (spec.TryGetPropertyValue("truncate", out var tn) && tn is not null)
         {

@@ -150,6 +150,7 @@ public class YarnTests
         Assert.Contains("field 'rope_scaling.original_max_position_embeddings' must be a number", Bad("""{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":[32768]}"""));
         Assert.Contains("field 'rope_scaling.mscale' must be a number", Bad("""{"rope_type":"yarn","factor":4.0,"mscale":true}"""));
         Assert.Contains("field 'rope_scaling.truncate' must be true or false", Bad("""{"rope_type":"yarn","factor":4.0,"truncate":"no"}"""));
+        Assert.Contains("'rope_parameters.beta_slow' must be > 0", Bad("""{"rope_type":"yarn","factor":4.0,"beta_slow":-1}""", t5: true));
         Assert.Contains("'rope_scaling.attention_factor' must be > 0", Bad("""{"rope_type":"yarn","factor":4.0,"attention_factor":-1}"""));
         var o = Qwen3("""{"rope_type":"yarn","factor":4.0}""");
         o.Remove("max_position_embeddings");
