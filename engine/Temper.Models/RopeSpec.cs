@@ -1,20 +1,22 @@
 // RoPE settings from config.json: theta and the scaling type (default, linear, llama3, yarn). Reads
 // transformers 5's rope_parameters or transformers 4's rope_theta + rope_scaling ({type|rope_type}).
 // yarn follows transformers' _compute_yarn_parameters as late 4.x and 5 compute it (they agree): the
-// explicit factor is used (some earlier 4.x releases replaced it by max_position_embeddings /
-// original_max_position_embeddings when both were set; 4.45-4.48 had no mscale and ignored the original
-// length), original_max_position_embeddings defaults to max_position_embeddings, beta_fast/beta_slow
-// default to 32/1 (also when 0, as Python's `or` does), truncate to true, and attention_factor (else
-// mscale/mscale_all_dim, else 0.1 ln(factor) + 1) multiplies cos and sin. The config's form decides the
-// version: with rope_parameters (transformers 5) a top-level original_max_position_embeddings wins over
-// the one inside, and "factor": null means max_position_embeddings / original; with rope_scaling (4.x)
-// only rope_scaling's fields count and factor is required. transformers only warns about factor < 1,
-// a negative attention_factor or beta_fast < beta_slow; Temper refuses factor < 1 and attention_factor <= 0.
-// dynamic is refused: transformers recomputes its frequencies from the longest position of each forward
-// once it passes max_position_embeddings, so keys already in a KV cache keep the frequencies of the call
-// that wrote them and the result depends on how a sequence was split into calls; Temper rotates each key
-// once into its caches (contiguous, paged, prefix-shared), so it cannot reproduce that. longrope and any
-// other type are refused by name rather than run wrongly.
+// explicit factor is used (4.x releases of the DeepSeek-V3 era replaced it by max_position_embeddings /
+// original_max_position_embeddings whenever the latter was set, 40960 / 32768 = 1.25 instead of Qwen3's
+// 4; the first releases with yarn had no mscale, truncate or original length and ramped over
+// max_position_embeddings); original_max_position_embeddings defaults to max_position_embeddings;
+// beta_fast/beta_slow default to 32/1 (also when 0, as Python's `or` does), truncate to true; and
+// attention_factor (else mscale/mscale_all_dim when both are non-zero, else 0.1 ln(factor) + 1)
+// multiplies cos and sin. The config's form decides the version: with rope_parameters (transformers 5)
+// a top-level original_max_position_embeddings wins over the one inside and "factor": null means
+// max_position_embeddings / original; with rope_scaling (4.x) only rope_scaling's fields count and factor
+// is required. transformers only warns about factor < 1 and a negative attention_factor and fails on a
+// negative beta; Temper refuses all three (and attention_factor 0) with a one-line error.
+// dynamic is refused: below max_position_embeddings it is exactly the default RoPE, but past it (the only
+// reason to set it) transformers recomputes the frequencies from the longest position of each forward, so
+// keys already in a KV cache keep the frequencies of the call that wrote them and the result depends on
+// how a sequence was split into calls; Temper rotates each key once into its caches (contiguous, paged,
+// prefix-shared), so it cannot reproduce that. longrope and any other type are refused by name.
 using System.Text.Json.Nodes;
 using Temper.Core;
 

@@ -8,7 +8,8 @@ with torch, transformers (>= 4.51) and peft, from the repository root:
     python3 tests/reference/make_fixtures.py tests/fixtures/hf qwen3-tiny qwen3 3 theta=1000000 head_dim=32
 The tests that read it (ParityTests, GradientParityTests: Fixtures.Hf("qwen3-tiny")) are skipped until it exists.
 The same with YaRN RoPE scaling (rope_scaling=yarn: factor 4 over 64 original positions, as Qwen3's model cards add it,
-scaled down), read by ParityTests as Fixtures.Hf("qwen3-yarn-tiny"):
+scaled down; 4 = max_position_embeddings 256 / 64, so the 4.x releases that derive the factor from those agree),
+read by ParityTests as Fixtures.Hf("qwen3-yarn-tiny"):
     python3 tests/reference/make_fixtures.py tests/fixtures/hf qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn
 bench/gpu/lease.sh's step reference-fixtures runs this (and make_dora_reference.py) on the GPU machine."""
 import sys, os, json, math, random
