@@ -1,7 +1,9 @@
 // RoPE inverse frequencies for one head size, with the scaling variants HF supports that Temper
-// implements: default, linear (positions divided by a factor) and llama3 (per-frequency smoothing).
-// angle(pos, i) = pos * InvFreq[i] in f32, as transformers computes it; AttentionScaling multiplies
-// cos and sin (1 for these types).
+// implements: default, linear (positions divided by a factor), llama3 (per-frequency smoothing) and
+// yarn (a per-frequency ramp between the original and the interpolated frequency, plus an attention
+// factor). angle(pos, i) = pos * InvFreq[i] in f32, as transformers computes it; AttentionScaling
+// multiplies cos and sin (1 except for yarn), wherever cos/sin are made: the CPU table, the ILGPU and
+// PTX-route tables, the CUDA decode graph's tables.
 namespace Temper.Core;
 
 public sealed class RopeFrequencies
@@ -58,5 +60,46 @@ public sealed class RopeFrequencies
             f[i] = (float)scaled;
         }
         return new RopeFrequencies(f);
+    }
+
+    /// <summary>
+    /// YaRN as transformers' _compute_yarn_parameters computes it (late 4.x and 5, which agree): with
+    /// pos[i] = theta^(2i/D) in f32, extrapolation 1/pos, interpolation 1/(factor pos), the correction dims
+    /// d(b) = D ln(originalMax / (2 pi b)) / (2 ln theta) give low = d(betaFast), high = d(betaSlow)
+    /// (floor and ceil when truncate), clamped to [0, D - 1] (D, not D/2, as transformers clamps); with
+    /// ramp[i] = clamp((i - low) / (high - low), 0, 1) (high nudged by 0.001 when equal) and e = 1 - ramp,
+    /// invFreq = interpolation (1 - e) + extrapolation e, every step in f32 as torch does it. The attention
+    /// factor is attentionFactor when given, else mscale(factor, mscale) / mscale(factor, mscaleAllDim)
+    /// when both are non-zero, else mscale(factor, 1), with mscale(s, m) = 1 for s &lt;= 1 and
+    /// 0.1 m ln s + 1 otherwise.
+    /// </summary>
+    public static RopeFrequencies Yarn(int headDim, double theta, double factor, double originalMaxPositions, double betaFast = 32, double betaSlow = 1,
+        double? attentionFactor = null, double? mscale = null, double? mscaleAllDim = null, bool truncate = true)
+    {
+        int half = headDim / 2;
+        double CorrectionDim(double rotations) => headDim * Math.Log(originalMaxPositions / (rotations * 2 * Math.PI)) / (2 * Math.Log(theta));
+        double low = CorrectionDim(betaFast), high = CorrectionDim(betaSlow);
+        if (truncate)
+        {
+            low = Math.Floor(low);
+            high = Math.Ceiling(high);
+        }
+        low = Math.Max(low, 0);
+        high = Math.Min(high, headDim - 1);
+        if (low == high) high += 0.001;
+        float lowF = (float)low, span = (float)(high - low);
+        var f = new float[half];
+        for (int i = 0; i < half; i++)
+        {
+            float pos = MathF.Pow((float)theta, (float)(2 * i) / headDim);
+            float extrapolation = 1f / pos, interpolation = 1f / ((float)factor * pos);
+            float ramp = Math.Clamp((i - lowF) / span, 0f, 1f);
+            float e = 1f - ramp;
+            f[i] = interpolation * (1f - e) + extrapolation * e;
+        }
+        static double Mscale(double scale, double m) => scale <= 1 ? 1.0 : 0.1 * m * Math.Log(scale) + 1.0;
+        double attention = attentionFactor
+            ?? (mscale is { } m1 && m1 != 0 && mscaleAllDim is { } m2 && m2 != 0 ? Mscale(factor, m1) / Mscale(factor, m2) : Mscale(factor, 1));
+        return new RopeFrequencies(f, (float)attention);
     }
 }

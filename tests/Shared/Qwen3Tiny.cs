@@ -5,7 +5,10 @@
 // where q_norm/k_norm are RMSNorms over each head's D values, before RoPE. Shapes: hidden 64, 4 query and
 // 2 KV heads of head_dim 32 (not hidden/heads, as Qwen3's own configs), FFN 96, 2 layers, vocabulary 512,
 // tied embeddings, no biases. Weights are seeded and every norm weight is away from 1, so a missing or
-// misplaced norm shows in the logits.
+// misplaced norm shows in the logits. YarnFolder is the same model with YaRN scaling in rope_scaling (as
+// Qwen3's model cards tell users to add it, scaled down: factor 4 over 64 original positions, so the
+// ramp falls inside head_dim 32); Logits(..., yarn: true) rotates by YarnReference's frequencies and
+// multiplies cos and sin by its attention factor.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 
@@ -18,6 +21,14 @@ public static class Qwen3Tiny
 
     private static readonly Lazy<Dictionary<string, double[]>> _weights = new(MakeWeights);
     private static readonly Lazy<string> _folder = new(() => Write(Path.Combine(Path.GetTempPath(), $"temper-qwen3-tiny-{Environment.ProcessId}")));
+    private static readonly Lazy<string> _yarnFolder = new(() => Write(Path.Combine(Path.GetTempPath(), $"temper-qwen3-yarn-tiny-{Environment.ProcessId}"), YarnScaling));
+
+    /// <summary>The yarn variant's rope_scaling (transformers-4 form).</summary>
+    public const string YarnScaling = """{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}""";
+    public const double YarnFactor = 4, YarnOriginal = 64;
+
+    /// <summary>The model folder with YarnScaling (written once per test process).</summary>
+    public static string YarnFolder => _yarnFolder.Value;
 
     /// <summary>The model's weights by HF name, flattened row-major (what model.safetensors holds, as float32).</summary>
     public static IReadOnlyDictionary<string, double[]> Weights => _weights.Value;
@@ -66,8 +77,8 @@ public static class Qwen3Tiny
         return w;
     }
 
-    /// <summary>Writes the model folder into dir (created) and returns dir.</summary>
-    public static string Write(string dir)
+    /// <summary>Writes the model folder into dir (created) and returns dir; ropeScaling is config.json's rope_scaling (JSON).</summary>
+    public static string Write(string dir, string ropeScaling = "null")
     {
         Directory.CreateDirectory(dir);
         var tensors = Shapes().Select(s => new KeyValuePair<string, Tensor>(s.Name,
@@ -78,7 +89,7 @@ public static class Qwen3Tiny
              "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": {{Hidden}},
              "intermediate_size": {{Ffn}}, "num_hidden_layers": {{Layers}}, "num_attention_heads": {{Heads}},
              "num_key_value_heads": {{KvHeads}}, "head_dim": {{HeadDim}}, "max_position_embeddings": 256, "max_window_layers": {{Layers}},
-             "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000.0, "sliding_window": null, "use_sliding_window": false,
+             "rms_norm_eps": 1e-06, "rope_scaling": {{ropeScaling}}, "rope_theta": 1000000.0, "sliding_window": null, "use_sliding_window": false,
              "tie_word_embeddings": true, "torch_dtype": "float32", "vocab_size": {{Vocab}}, "transformers_version": "4.51.0"}
             """);
         foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json", "chat_template.jinja" })
@@ -86,10 +97,14 @@ public static class Qwen3Tiny
         return dir;
     }
 
-    /// <summary>Logits [T, V] of one sequence by the float64 reference forward (weights: Weights, or a variant of them).</summary>
-    public static double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null)
+    /// <summary>Logits [T, V] of one sequence by the float64 reference forward (weights: Weights, or a variant of them;
+    /// yarn: YarnFolder's RoPE).</summary>
+    public static double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null, bool yarn = false)
     {
         var w = weights ?? Weights;
+        var invFreq = yarn ? YarnReference.InvFreq(HeadDim, Theta, YarnFactor, YarnOriginal)
+            : Enumerable.Range(0, HeadDim / 2).Select(i => 1 / Math.Pow(Theta, 2.0 * i / HeadDim)).ToArray();
+        double scaling = yarn ? YarnReference.AttentionFactor(YarnFactor) : 1;
         int t = ids.Length, qd = Heads * HeadDim, kvd = KvHeads * HeadDim;
         var x = ids.Select(id => w["model.embed_tokens.weight"].AsSpan(id * Hidden, Hidden).ToArray()).ToArray();
         for (int l = 0; l < Layers; l++)
@@ -101,8 +116,8 @@ public static class Qwen3Tiny
             var v = hn.Select(r => MatVec(w[p + "self_attn.v_proj.weight"], r, kvd)).ToArray();
             for (int i = 0; i < t; i++)
             {
-                Rope(q[i], i);
-                Rope(k[i], i);
+                Rope(q[i], i, invFreq, scaling);
+                Rope(k[i], i, invFreq, scaling);
             }
             for (int i = 0; i < t; i++)
             {
@@ -171,14 +186,15 @@ public static class Qwen3Tiny
         return y;
     }
 
-    // HF rotate_half RoPE of every head in place: pairs (i, i + D/2) turn by pos / theta^(2i/D).
-    private static void Rope(double[] x, int pos)
+    // HF rotate_half RoPE of every head in place: pairs (i, i + D/2) turn by pos invFreq[i] (1 / theta^(2i/D)
+    // unscaled), cos and sin times the attention scaling.
+    private static void Rope(double[] x, int pos, double[] invFreq, double scaling)
     {
         int half = HeadDim / 2;
         for (int h = 0; h < x.Length / HeadDim; h++)
             for (int i = 0; i < half; i++)
             {
-                double a = pos / Math.Pow(Theta, 2.0 * i / HeadDim), c = Math.Cos(a), s = Math.Sin(a);
+                double a = pos * invFreq[i], c = Math.Cos(a) * scaling, s = Math.Sin(a) * scaling;
                 int lo = h * HeadDim + i, hi = lo + half;
                 (x[lo], x[hi]) = (x[lo] * c - x[hi] * s, x[hi] * c + x[lo] * s);
             }

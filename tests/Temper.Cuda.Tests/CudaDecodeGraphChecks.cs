@@ -10,7 +10,8 @@
 // stops at an EOS id. Profile's steps (a second graph with timing events) decode as plain ones do. Prefill
 // (the prompt's first tokens through the GEMM, flash attention and fused kernels, in chunks) leaves caches
 // from which the following steps' logits match the CPU decoder's within the bf16 bound (2e-2 of the largest).
-// The step and prefill checks run again on the same shape with Qwen3's q/k head norms (random, away from 1).
+// The step and prefill checks run again on the same shape with Qwen3's q/k head norms (random, away from 1),
+// and the step check with those and YaRN RoPE scaling (its tables' attention factor, 1.14, on q and k).
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cuda;
@@ -31,6 +32,9 @@ public class CudaDecodeGraphChecks
     // The same shape as Qwen3 has it: q and k heads RMS-normed before RoPE, no biases.
     private static readonly ModelConfig Tiny3 = Tiny with { ModelType = "qwen3", AttentionBias = false, QkNorm = true };
 
+    // Qwen3 with YaRN: factor 4 over 64 original positions puts the ramp inside head dim 64.
+    private static readonly ModelConfig Tiny3Yarn = Tiny3 with { Rope = new RopeSpec("yarn", 10000, 4, OriginalMaxPositions: 64) };
+
     private static ModelWeights Weights(CpuBackend cpu, ModelConfig? cfg = null)
     {
         var w = ModelWeights.Random(cfg ?? Tiny, cpu, seed: 7, DType.BF16);
@@ -47,11 +51,12 @@ public class CudaDecodeGraphChecks
     [InlineData(2, 12, false)]
     [InlineData(8, 6, false)] // the GEMVs' widest row count
     [InlineData(2, 12, true)] // Qwen3's head norms
-    public void Every_step_matches_the_cpu_decoder(int rows, int capacity, bool qwen3)
+    [InlineData(2, 12, true, true)] // and YaRN scaling
+    public void Every_step_matches_the_cpu_decoder(int rows, int capacity, bool qwen3, bool yarn = false)
     {
         using var device = Gpu.OpenForKernels();
         var cpu = new CpuBackend(1);
-        var Tiny = qwen3 ? Tiny3 : CudaDecodeGraphChecks.Tiny;
+        var Tiny = yarn ? Tiny3Yarn : qwen3 ? Tiny3 : CudaDecodeGraphChecks.Tiny;
         using var weights = Weights(cpu, Tiny);
         int[][] prompts = [.. Enumerable.Range(0, rows).Select(r => Enumerable.Range(0, 1 + (r * 2 + 2) % 5).Select(i => (r * 37 + i * 11 + 5) % Tiny.VocabSize).ToArray())];
         using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);

@@ -208,6 +208,25 @@ public abstract class EndToEndChecks(DeviceFixture device)
         return ps;
     }
 
+    // YaRN RoPE scaling (Qwen3Tiny.YarnFolder): the device's cos/sin tables carry the attention factor, so the
+    // logits are the CPU backend's and the float64 forward's, and greedy generation through the device's KV
+    // cache gives the CPU backend's tokens.
+    [Fact]
+    public void Yarn_scaled_rope_gives_the_cpu_and_float64_logits_and_tokens()
+    {
+        int[] ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150];
+        using var lm = LanguageModel.Load(Qwen3Tiny.YarnFolder, B);
+        using var cpu = LanguageModel.Load(Qwen3Tiny.YarnFolder, new Temper.Kernels.Cpu.CpuBackend());
+        Assert.Equal("yarn", lm.Config.Rope.Type);
+        using var logits = lm.Logits(ids, 1);
+        using var cpuLogits = cpu.Logits(ids, 1);
+        var device = Down(logits);
+        AssertClose(cpuLogits.Floats, device);
+        AssertClose(Qwen3Tiny.Logits(ids, yarn: true).SelectMany(x => x).Select(x => (float)x).ToArray(), device);
+        var options = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
+        Assert.Equal(new Generator(cpu.Decoder).Generate([ids], options)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids], options)[0].GeneratedIds);
+    }
+
     // Qwen3's head norms (no transformers fixture yet): logits against the float64 forward written from
     // modeling_qwen3, and every gradient of the hand-written backward against the CPU backend's (which
     // Temper.Training.Tests holds to central differences of that forward).

@@ -327,7 +327,8 @@ public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChec
     {
         int[] positions = [3, 0, 300, 3];
         int heads = 2;
-        var freqs = RopeFrequencies.Default(d, 10000);
+        // d = 64 with YaRN's frequencies, whose tables carry an attention factor (1.14) into the kernel.
+        var freqs = d == 64 ? RopeFrequencies.Yarn(d, 10000, 4, 64) : RopeFrequencies.Default(d, 10000);
         var x = Floats(positions.Length * heads * d, 8);
         Compare(() =>
         {

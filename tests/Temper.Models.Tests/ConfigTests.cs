@@ -84,7 +84,6 @@ public class ConfigTests
     }
 
     [Theory]
-    [InlineData("yarn")]
     [InlineData("dynamic")]
     [InlineData("longrope")]
     public void Unsupported_rope_type_is_refused_by_name(string type)

@@ -1,4 +1,4 @@
-// End-to-end parity with transformers + PEFT on both fixture models: logits (plain, padded, LoRA
+// End-to-end parity with transformers + PEFT on the fixture models (qwen3-yarn-tiny: YaRN RoPE scaling): logits (plain, padded, LoRA
 // unmerged, LoRA merged by us, the merged/ folder), greedy ids teacher-forced, and a config rewritten
 // in the transformers-4 form. Tolerance: max abs error <= 1e-4 x max|ref| (fixtures README).
 using System.Text.Json.Nodes;
@@ -11,7 +11,7 @@ namespace Temper.Tests;
 
 public class ParityTests
 {
-    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny", "qwen3-tiny" };
+    public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3-yarn-tiny" };
 
     private static (int[] Ids, int B, int T) Ids(SafetensorsFile r, string name)
     {
@@ -125,7 +125,10 @@ public class ParityTests
             var rp = cfg["rope_parameters"]!.AsObject();
             cfg.Remove("rope_parameters");
             cfg["rope_theta"] = rp["rope_theta"]!.GetValue<double>();
-            cfg["rope_scaling"] = null;
+            // The scaling fields (yarn's) move to rope_scaling; none for the default type.
+            var scaling = rp.DeepClone().AsObject();
+            scaling.Remove("rope_theta");
+            cfg["rope_scaling"] = (string?)rp["rope_type"] is null or "default" ? null : scaling;
             File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
 
             using var r = SafetensorsFile.Open(Path.Combine(src, "reference.safetensors"));

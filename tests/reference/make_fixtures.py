@@ -7,6 +7,10 @@ This is ../shared/reference/make_fixtures.py (which made llama-tiny and qwen2-ti
 with torch, transformers (>= 4.51) and peft, from the repository root:
     python3 tests/reference/make_fixtures.py tests/fixtures/hf qwen3-tiny qwen3 3 theta=1000000 head_dim=32
 The tests that read it (ParityTests, GradientParityTests: Fixtures.Hf("qwen3-tiny")) are skipped until it exists.
+The same with YaRN RoPE scaling (rope_scaling=yarn: factor 4 over 64 original positions, as Qwen3's model cards add it,
+scaled down; 4 = max_position_embeddings 256 / 64, so the 4.x releases that derive the factor from those agree),
+read by ParityTests as Fixtures.Hf("qwen3-yarn-tiny"):
+    python3 tests/reference/make_fixtures.py tests/fixtures/hf qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn
 bench/gpu/lease.sh's step reference-fixtures runs this (and make_dora_reference.py) on the GPU machine."""
 import sys, os, json, math, random
 import torch
@@ -56,6 +60,8 @@ common = dict(vocab_size=vocab, hidden_size=H, intermediate_size=I, num_hidden_l
               bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id)
 if opts.get("rope_scaling") == "llama3":
     common["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+if opts.get("rope_scaling") == "yarn":
+    common["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
 if arch == "llama":
     from transformers import LlamaConfig as C, LlamaForCausalLM as M
     cfg = C(**common, attention_bias=False, mlp_bias=False)
