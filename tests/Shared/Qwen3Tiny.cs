@@ -20,8 +20,8 @@ public static class Qwen3Tiny
     public const double Eps = 1e-6, Theta = 1e6;
 
     private static readonly Lazy<Dictionary<string, double[]>> _weights = new(MakeWeights);
-    private static readonly Lazy<string> _folder = new(() => Write(Path.Combine(Path.GetTempPath(), $"temper-qwen3-tiny-{Environment.ProcessId}")));
-    private static readonly Lazy<string> _yarnFolder = new(() => Write(Path.Combine(Path.GetTempPath(), $"temper-qwen3-yarn-tiny-{Environment.ProcessId}"), YarnScaling));
+    private static readonly Lazy<string> _folder = new(() => Write(TempFolder.Create("temper-qwen3-tiny")));
+    private static readonly Lazy<string> _yarnFolder = new(() => Write(TempFolder.Create("temper-qwen3-yarn-tiny"), YarnScaling));
 
     /// <summary>The yarn variant's rope_scaling (transformers-4 form).</summary>
     public const string YarnScaling = """{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}""";
