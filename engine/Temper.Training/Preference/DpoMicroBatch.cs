@@ -24,7 +24,7 @@ public static class DpoMicroBatch
         double[] pc = sums[..n], pr = sums[n..];
         double[] refC = refChosen ?? reference?.Logps(backprop, rows[..n], pad) ?? throw new ArgumentException("DPO needs a reference model or cached reference log-probs");
         double[] refR = refRejected ?? reference!.Logps(backprop, rows[n..], pad);
-        bool ipo = p.LossType == DpoLossType.Ipo; // TRL feeds IPO length-averaged log-probs
+        bool ipo = DpoLoss.LengthAveraged(p.LossType); // TRL feeds IPO and sigmoid_norm length-averaged log-probs
         double Avg(double v, int i) => ipo ? v / Math.Max(1, counts[i]) : v;
         var r = DpoLoss.Compute(pc.Select((v, i) => Avg(v, i)).ToArray(), pr.Select((v, i) => Avg(v, n + i)).ToArray(),
             refC.Select((v, i) => Avg(v, i)).ToArray(), refR.Select((v, i) => Avg(v, n + i)).ToArray(), p.Beta, p.LossType, p.LabelSmoothing);

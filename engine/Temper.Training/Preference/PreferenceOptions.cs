@@ -23,7 +23,7 @@ public sealed record PreferenceOptions
     public JsonObject ToJson() => new()
     {
         ["beta"] = Beta,
-        ["loss_type"] = LossType.ToString().ToLowerInvariant(),
+        ["loss_type"] = DpoLoss.Name(LossType),
         ["label_smoothing"] = LabelSmoothing,
         ["desirable_weight"] = DesirableWeight,
         ["undesirable_weight"] = UndesirableWeight,

@@ -14,7 +14,7 @@ internal static class PreferenceCommand
     {
         var flags = new TrainingFlags(method == "orpo" ? 8e-6f : 5e-6f);
         var beta = new Option<double>("--beta") { Description = method == "orpo" ? "ORPO's lambda (TRL calls it beta)" : "Preference temperature", DefaultValueFactory = _ => 0.1 };
-        var lossType = new Option<string>("--loss", "--loss-type") { Description = "sigmoid, ipo or robust", DefaultValueFactory = _ => "sigmoid" };
+        var lossType = new Option<string>("--loss", "--loss-type") { Description = "TRL's loss_type: sigmoid, ipo, robust, hinge, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down, discopop or sigmoid_norm", DefaultValueFactory = _ => "sigmoid" };
         var smoothing = new Option<double>("--label-smoothing") { Description = "Conservative DPO label smoothing", DefaultValueFactory = _ => 0 };
         var refAdapter = new Option<string?>("--ref-adapter") { Description = "Reference = base + this frozen adapter (the policy starts from a copy)" };
         var refModel = new Option<string?>("--ref-model") { Description = "Reference = a separate model folder" };
