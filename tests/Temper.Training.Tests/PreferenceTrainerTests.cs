@@ -74,6 +74,25 @@ public class PreferenceTrainerTests
     }
 
     [Theory, MemberData(nameof(Models))]
+    public void Kto_apo_zero_unpaired_step0_is_its_formula_on_trls_log_probs(string model)
+    {
+        // TRL's apo_zero_unpaired: no KL estimate; desirable 1 - s(beta r), undesirable s(beta r), r = policy - reference.
+        string dir = Directory.CreateTempSubdirectory("temper-kto-apo-").FullName;
+        new KtoTrainer(Options(model, "kto.jsonl", dir), new PreferenceOptions { Beta = 0.1, KtoLossType = "apo_zero_unpaired" }, new CpuBackend()).Run();
+        var line = FirstLine(dir);
+        var reference = Reference(model, "kto");
+        var policy = reference["policy_logps"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        var refLogps = reference["ref_logps"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        var desirable = File.ReadAllLines(Path.Combine(Fixtures.Hf(model), "trainer", "kto.jsonl")).Where(l => l.Length > 0)
+            .Select(l => JsonNode.Parse(l)!["label"]!.GetValue<bool>()).ToArray();
+        double Sig(double x) => 1 / (1 + Math.Exp(-x));
+        double want = policy.Select((p, i) => desirable[i] ? 1 - Sig(0.1 * (p - refLogps[i])) : Sig(0.1 * (p - refLogps[i]))).Average();
+        Assert.Equal(want, line["loss"]!.GetValue<double>(), 1e-5);
+        Assert.Equal(0, line["kl_z0"]!.GetValue<double>());
+        Directory.Delete(dir, true);
+    }
+
+    [Theory, MemberData(nameof(Models))]
     public void Orpo_step0_matches_trl(string model)
     {
         string dir = Directory.CreateTempSubdirectory("temper-orpo-").FullName;

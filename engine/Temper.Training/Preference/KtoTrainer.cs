@@ -2,6 +2,8 @@
 // reference summed completion log-probs of each example, and of the mismatched pairs TRL builds for
 // its KL estimate (example i's prompt with example i-1's completion, cyclically within the batch);
 // KtoLoss gives d loss / d log p per example; one forward+backward pass weights each example's tokens.
+// TRL's loss type apo_zero_unpaired has no KL estimate: the mismatched passes are skipped and z0 is 0,
+// which turns KTO's terms into APO-zero's (desirable 1 - s(beta r), undesirable s(beta r)).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
@@ -20,13 +22,15 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
     {
         var o = p.RefAdapter != null && options.InitAdapter == null && !options.Full ? options with { InitAdapter = p.RefAdapter } : options;
         if (!(p.Beta > 0)) throw new TemperException($"--beta must be > 0 (got {p.Beta})");
+        if (p.KtoLossType is not ("kto" or "apo_zero_unpaired")) throw new TemperException($"--loss-type '{p.KtoLossType}' is not one of kto, apo_zero_unpaired");
+        bool kl = p.KtoLossType == "kto";
         using var run = TrainingRun.Open(o, backend);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var data = PreferenceDataset.Load(o.DataPath, run.Model.RequireTokenizer(), run.Model.Template, unpaired: true, o.MaxLength, o.SkipBadLines);
         var items = data.Unpaired;
-        if (items.Count < 2) throw new TemperException($"{o.DataPath}: KTO needs at least 2 examples (its KL estimate pairs each prompt with another example's completion)");
-        if (o.BatchSize < 2) throw new TemperException("KTO needs --batch-size >= 2 (its KL estimate pairs examples within a batch)");
+        if (kl && items.Count < 2) throw new TemperException($"{o.DataPath}: KTO needs at least 2 examples (its KL estimate pairs each prompt with another example's completion)");
+        if (kl && o.BatchSize < 2) throw new TemperException("KTO needs --batch-size >= 2 (its KL estimate pairs examples within a batch)");
         using var reference = p.RefModel != null ? ReferenceModel.Separate(LanguageModel.Load(p.RefModel, backend), run.Model)
             : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend)
             : o.Full ? throw new TemperException("full-weight KTO needs --ref-model")
@@ -48,15 +52,15 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
             {
                 int n = idx.Length;
                 var rows = idx.Select(i => items[i].Example).ToList();
-                var shifted = Enumerable.Range(0, n).Select(j =>
+                var shifted = !kl ? null : Enumerable.Range(0, n).Select(j =>
                 {
                     var (mine, prev) = (items[idx[j]], items[idx[(j + n - 1) % n]]);
                     return data.Example(mine.Prompt, prev.Completion, mine.SourceLine);
                 }).ToList();
                 var pol = SequenceLogps.Compute(run.Backprop, rows, pad, n).Sums;
-                var polKl = SequenceLogps.Compute(run.Backprop, shifted, pad, n).Sums;
+                var polKl = kl ? SequenceLogps.Compute(run.Backprop, shifted!, pad, n).Sums : new double[n];
                 var refLogps = refCache != null ? idx.Select(i => refCache[i]).ToArray() : reference.Logps(run.Backprop, rows, pad);
-                var refKl = reference.Logps(run.Backprop, shifted, pad);
+                var refKl = kl ? reference.Logps(run.Backprop, shifted!, pad) : new double[n];
                 var desirable = idx.Select(i => items[i].Desirable).ToArray();
                 var r = KtoLoss.Compute(pol, refLogps, polKl, refKl, desirable, p.Beta, p.DesirableWeight, p.UndesirableWeight);
                 double share = (double)n / totalExamples;

@@ -19,6 +19,7 @@ internal static class PreferenceCommand
         var refAdapter = new Option<string?>("--ref-adapter") { Description = "Reference = base + this frozen adapter (the policy starts from a copy)" };
         var refModel = new Option<string?>("--ref-model") { Description = "Reference = a separate model folder" };
         var precompute = new Option<bool>("--precompute-ref") { Description = "Compute reference log-probs once, cached beside the run" };
+        var ktoLoss = new Option<string>("--loss", "--loss-type") { Description = "TRL's KTO loss_type: kto, or apo_zero_unpaired (no KL estimate)", DefaultValueFactory = _ => "kto" };
         var wUp = new Option<double>("--desirable-weight") { Description = "KTO weight of desirable examples", DefaultValueFactory = _ => 1 };
         var wDown = new Option<double>("--undesirable-weight") { Description = "KTO weight of undesirable examples", DefaultValueFactory = _ => 1 };
         var description = method switch
@@ -30,7 +31,7 @@ internal static class PreferenceCommand
         var cmd = new Command(method, description) { beta };
         flags.AddTo(cmd);
         if (method == "dpo") { cmd.Add(lossType); cmd.Add(smoothing); }
-        if (method == "kto") { cmd.Add(wUp); cmd.Add(wDown); }
+        if (method == "kto") { cmd.Add(ktoLoss); cmd.Add(wUp); cmd.Add(wDown); }
         if (method != "orpo") { cmd.Add(refAdapter); cmd.Add(refModel); cmd.Add(precompute); }
         cmd.SetGuardedAction(p =>
         {
@@ -40,6 +41,7 @@ internal static class PreferenceCommand
                 Beta = p.GetValue(beta),
                 LossType = method == "dpo" ? DpoLoss.Parse(p.GetValue(lossType)!) : DpoLossType.Sigmoid,
                 LabelSmoothing = method == "dpo" ? p.GetValue(smoothing) : 0,
+                KtoLossType = method == "kto" ? p.GetValue(ktoLoss)! : "kto",
                 DesirableWeight = p.GetValue(wUp),
                 UndesirableWeight = p.GetValue(wDown),
                 RefAdapter = method == "orpo" ? null : p.GetValue(refAdapter),
