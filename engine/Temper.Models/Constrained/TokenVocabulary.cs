@@ -1,0 +1,109 @@
+// A tokenizer's vocabulary as constrained decoding sees it: each token id's bytes in the decoded text
+// (byte-level pieces may be part of a UTF-8 char; special tokens have none and are never allowed), the EOS
+// ids, and a byte trie over all token byte strings. The trie's nodes are numbered so that a node's children
+// are contiguous and sorted by byte; the token ids are listed in lexicographic order of their bytes
+// (Order), so the tokens that start with a node's prefix are the range Order[SubtreeLo..SubtreeHi) and those
+// that are exactly that prefix come first in it (up to ExactHi). A mask walk visits each node at most once
+// per automaton thread; Plain/MaxDepth let a string's body skip whole subtrees of plain ASCII.
+using Temper.Models.Text;
+
+namespace Temper.Models.Constrained;
+
+public sealed class TokenVocabulary
+{
+    /// <summary>Bytes of each token id (null: never allowed: specials, unknown ids, empty tokens).</summary>
+    public IReadOnlyList<byte[]?> Tokens { get; }
+    public IReadOnlyList<int> EosIds { get; }
+    public int Size => Tokens.Count;
+
+    // Trie arrays, indexed by node; node 0 is the root (the empty prefix).
+    internal readonly byte[] Edge;          // the byte leading into the node
+    internal readonly int[] FirstChild;     // children are FirstChild..FirstChild+ChildCount-1, sorted by Edge
+    internal readonly int[] ChildCount;
+    internal readonly int[] ExactLo, ExactHi, SubtreeHi;   // ranges into Order: [ExactLo, ExactHi) end here, [ExactLo, SubtreeHi) start here
+    internal readonly bool[] Plain;         // every byte below this node is plain ASCII string content (0x20..0x7F, not '"' or '\')
+    internal readonly int[] MaxDepth;       // the longest token below this node, in bytes past it
+    internal readonly int[] Order;          // token ids sorted by their bytes
+
+    public TokenVocabulary(IReadOnlyList<byte[]?> tokens, IReadOnlyList<int> eosIds)
+    {
+        Tokens = tokens.Select(t => t is { Length: > 0 } ? t : null).ToArray();
+        EosIds = eosIds.Where(id => (uint)id < (uint)tokens.Count).Distinct().ToArray();
+        var ids = Enumerable.Range(0, Tokens.Count).Where(i => Tokens[i] != null && !EosIds.Contains(i)).ToArray();
+        Array.Sort(ids, (a, b) => { int c = Tokens[a]!.AsSpan().SequenceCompareTo(Tokens[b]); return c != 0 ? c : a.CompareTo(b); });
+        Order = ids;
+
+        var edge = new List<byte> { 0 };
+        var first = new List<int> { 0 };
+        var count = new List<int> { 0 };
+        var exactHi = new List<int> { 0 };
+        var exactLo = new List<int> { 0 };
+        var subHi = new List<int> { 0 };
+        Build(0, 0, 0, ids.Length);
+        Edge = [.. edge];
+        FirstChild = [.. first];
+        ChildCount = [.. count];
+        ExactLo = [.. exactLo];
+        ExactHi = [.. exactHi];
+        SubtreeHi = [.. subHi];
+        int n = Edge.Length;
+        Plain = new bool[n];
+        MaxDepth = new int[n];
+        for (int node = n - 1; node >= 0; node--) // children always have larger numbers than their parent
+        {
+            bool plain = true;
+            int depth = 0;
+            for (int c = FirstChild[node]; c < FirstChild[node] + ChildCount[node]; c++)
+            {
+                plain &= Plain[c] && IsPlain(Edge[c]);
+                depth = Math.Max(depth, MaxDepth[c] + 1);
+            }
+            Plain[node] = plain;
+            MaxDepth[node] = depth;
+        }
+
+        // Node `node` holds the tokens Order[lo..hi), which share their first `depth` bytes.
+        void Build(int node, int depth, int lo, int hi)
+        {
+            int at = lo;
+            while (at < hi && Tokens[Order[at]]!.Length == depth) at++;
+            exactLo[node] = lo;
+            exactHi[node] = at;
+            subHi[node] = hi;
+            var groups = new List<(byte B, int Lo, int Hi)>();
+            for (int i = at; i < hi;)
+            {
+                byte b = Tokens[Order[i]]![depth];
+                int j = i + 1;
+                while (j < hi && Tokens[Order[j]]![depth] == b) j++;
+                groups.Add((b, i, j));
+                i = j;
+            }
+            first[node] = edge.Count;
+            count[node] = groups.Count;
+            foreach (var g in groups)
+            {
+                edge.Add(g.B);
+                first.Add(0);
+                count.Add(0);
+                exactLo.Add(0);
+                exactHi.Add(0);
+                subHi.Add(0);
+            }
+            for (int k = 0; k < groups.Count; k++) Build(first[node] + k, depth + 1, groups[k].Lo, groups[k].Hi);
+        }
+    }
+
+    /// <summary>The vocabulary of a tokenizer (HfTokenizer.TokenBytes), with the model's EOS ids.</summary>
+    public static TokenVocabulary From(HfTokenizer tokenizer, IReadOnlyList<int> eosIds)
+    {
+        int n = tokenizer.IdLimit;
+        var tokens = new byte[]?[n];
+        for (int id = 0; id < n; id++) tokens[id] = tokenizer.TokenBytes(id);
+        return new TokenVocabulary(tokens, eosIds);
+    }
+
+    internal int NodeCount => Edge.Length;
+
+    internal static bool IsPlain(byte b) => b >= 0x20 && b < 0x80 && b != (byte)'"' && b != (byte)'\\';
+}
