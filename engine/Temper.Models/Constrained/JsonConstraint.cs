@@ -2,8 +2,8 @@
 // a TokenVocabulary. Start() gives one generation's state; at each step the state says which token ids may
 // come next (Allowed: a bit per id; EOS only once the value is complete, and then nothing else) and
 // advances on the chosen one. The mask is a walk of the vocabulary's byte trie with the automaton
-// (JsonFrames): a subtree is entered only while its prefix keeps the output a valid prefix, and a free
-// string's body takes plain-ASCII subtrees whole. Masks are cached per state (states compare by value), in
+// (JsonFrames): a subtree is entered only while its prefix keeps the output a valid prefix, and a
+// string's body takes whole the subtrees that only add string content (that fits its maxLength). Masks are cached per state (states compare by value), in
 // the constraint, shared by the generations that use it, at most CacheLimit of them.
 using System.Collections.Concurrent;
 using System.Text.Json;
@@ -79,9 +79,19 @@ public sealed class JsonConstraint
         var v = Vocabulary;
         Set(mask, v.ExactLo[node], v.ExactHi[node]);
         if (v.ChildCount[node] == 0) return;
-        if (state is StringFrame { InBody: true } s && v.Plain[node] && s.RoomLeft >= v.MaxDepth[node])
+        if (state is StringFrame { InBody: true } s && v.StringSafe[node])
         {
-            Set(mask, v.ExactHi[node], v.SubtreeHi[node]); // every token below only adds plain chars that fit
+            // Every token below only adds string content: all of it fits when its bytes do (chars <= bytes); else
+            // each token's chars past here (its chars less the prefix's) must fit.
+            int room = s.RoomLeft;
+            if (room >= v.MaxDepth[node]) Set(mask, v.ExactHi[node], v.SubtreeHi[node]);
+            else
+            {
+                int[] order = v.Order, chars = v.Chars;
+                int limit = room + v.PrefixChars[node];
+                for (int i = v.ExactHi[node]; i < v.SubtreeHi[node]; i++)
+                    if (chars[order[i]] <= limit) mask[order[i] >> 6] |= 1UL << order[i];
+            }
             return;
         }
         Walk(node, state, mask);

@@ -252,7 +252,7 @@ internal enum StringPhase { Open, Body, Escape, Hex, PairSlash, PairU, LowHex, U
 /// A string: '"', then chars (UTF-8, checked byte by byte: Aux = continuation bytes still due, Lo/Hi in Extra for the
 /// next one), escapes (\" \\ \/ \b \f \n \r \t, \uXXXX: Aux = hex digits read, surrogates only in pairs) and the closing '"' once Length
 /// reaches MinLength. Length is counted only when the spec limits it, so a free string's plain chars leave the
-/// state as it was (the same object: the mask walk then skips plain-ASCII subtrees whole).
+/// state as it was (the same object), and the mask walk takes subtrees of string content whole (TokenVocabulary.StringSafe).
 /// </summary>
 internal sealed class StringFrame(Frame parent, JsonSpec spec, StringPhase phase, int length, int aux, int extra) : Frame(parent)
 {

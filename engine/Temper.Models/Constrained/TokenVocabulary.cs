@@ -4,7 +4,7 @@
 // are contiguous and sorted by byte; the token ids are listed in lexicographic order of their bytes
 // (Order), so the tokens that start with a node's prefix are the range Order[SubtreeLo..SubtreeHi) and those
 // that are exactly that prefix come first in it (up to ExactHi). A mask walk visits each node at most once
-// per automaton thread; Plain/MaxDepth let a string's body skip whole subtrees of plain ASCII.
+// per automaton thread; StringSafe/MaxDepth let a string's body take whole subtrees of string content.
 using Temper.Models.Text;
 
 namespace Temper.Models.Constrained;
@@ -21,8 +21,10 @@ public sealed class TokenVocabulary
     internal readonly int[] FirstChild;     // children are FirstChild..FirstChild+ChildCount-1, sorted by Edge
     internal readonly int[] ChildCount;
     internal readonly int[] ExactLo, ExactHi, SubtreeHi;   // ranges into Order: [ExactLo, ExactHi) end here, [ExactLo, SubtreeHi) start here
-    internal readonly bool[] Plain;         // every byte below this node is plain ASCII string content (0x20..0x7F, not '"' or '\')
+    internal readonly bool[] StringSafe;    // every token below this node, from here on, is JSON string content (see IsStringContent)
     internal readonly int[] MaxDepth;       // the longest token below this node, in bytes past it
+    internal readonly int[] PrefixChars;    // the chars the node's prefix starts (its bytes that are not UTF-8 continuation bytes)
+    internal readonly int[] Chars;          // by token id: the chars its bytes start
     internal readonly int[] Order;          // token ids sorted by their bytes
 
     public TokenVocabulary(IReadOnlyList<byte[]?> tokens, IReadOnlyList<int> eosIds)
@@ -47,20 +49,25 @@ public sealed class TokenVocabulary
         ExactHi = [.. exactHi];
         SubtreeHi = [.. subHi];
         int n = Edge.Length;
-        Plain = new bool[n];
         MaxDepth = new int[n];
-        for (int node = n - 1; node >= 0; node--) // children always have larger numbers than their parent
-        {
-            bool plain = true;
-            int depth = 0;
+        var depthOf = new int[n];
+        PrefixChars = new int[n];
+        for (int node = 0; node < n; node++) // children always have larger numbers than their parent
             for (int c = FirstChild[node]; c < FirstChild[node] + ChildCount[node]; c++)
             {
-                plain &= Plain[c] && IsPlain(Edge[c]);
-                depth = Math.Max(depth, MaxDepth[c] + 1);
+                depthOf[c] = depthOf[node] + 1;
+                PrefixChars[c] = PrefixChars[node] + ((Edge[c] & 0xC0) != 0x80 ? 1 : 0);
             }
-            Plain[node] = plain;
-            MaxDepth[node] = depth;
-        }
+        Chars = Tokens.Select(t => t == null ? 0 : t.Count(b => (b & 0xC0) != 0x80)).ToArray();
+        for (int node = n - 1; node >= 0; node--)
+            for (int c = FirstChild[node]; c < FirstChild[node] + ChildCount[node]; c++) MaxDepth[node] = Math.Max(MaxDepth[node], MaxDepth[c] + 1);
+        // StringSafe[node]: every token below, read from the node's depth on, is string content (a token at the node
+        // itself trivially is). Each token is checked from each depth on its path: O(length^2) per token.
+        StringSafe = new bool[n];
+        Array.Fill(StringSafe, true);
+        for (int node = 0; node < n; node++)
+            for (int i = ExactHi[node]; i < SubtreeHi[node] && StringSafe[node]; i++)
+                StringSafe[node] = IsStringContent(Tokens[Order[i]].AsSpan(depthOf[node]));
 
         // Node `node` holds the tokens Order[lo..hi), which share their first `depth` bytes.
         void Build(int node, int depth, int lo, int hi)
@@ -105,5 +112,41 @@ public sealed class TokenVocabulary
 
     internal int NodeCount => Edge.Length;
 
-    internal static bool IsPlain(byte b) => b >= 0x20 && b < 0x80 && b != (byte)'"' && b != (byte)'\\';
+    /// <summary>
+    /// Whether these bytes, read between two chars of a JSON string, stay inside it: no '"', '\\' or control byte, and
+    /// UTF-8 whose chars are whole (no overlongs, surrogates or stray continuation bytes) except possibly the last,
+    /// which may be cut short. What StringFrame accepts in its body, so a free string takes such subtrees whole.
+    /// </summary>
+    internal static bool IsStringContent(ReadOnlySpan<byte> bytes)
+    {
+        for (int i = 0; i < bytes.Length;)
+        {
+            byte b = bytes[i];
+            if (b < 0x80)
+            {
+                if (b < 0x20 || b == (byte)'"' || b == (byte)'\\') return false;
+                i++;
+                continue;
+            }
+            (int due, int lo, int hi) = b switch
+            {
+                >= 0xC2 and <= 0xDF => (1, 0x80, 0xBF),
+                0xE0 => (2, 0xA0, 0xBF),
+                0xED => (2, 0x80, 0x9F),
+                >= 0xE1 and <= 0xEF => (2, 0x80, 0xBF),
+                0xF0 => (3, 0x90, 0xBF),
+                >= 0xF1 and <= 0xF3 => (3, 0x80, 0xBF),
+                0xF4 => (3, 0x80, 0x8F),
+                _ => (0, 0, 0),
+            };
+            if (due == 0) return false;
+            i++;
+            for (int k = 0; k < due && i < bytes.Length; k++, i++)
+            {
+                if (bytes[i] < lo || bytes[i] > hi) return false;
+                (lo, hi) = (0x80, 0xBF);
+            }
+        }
+        return true;
+    }
 }
