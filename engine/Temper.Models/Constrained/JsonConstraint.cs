@@ -4,7 +4,7 @@
 // advances on the chosen one. The mask is a walk of the vocabulary's byte trie with the automaton
 // (JsonFrames): a subtree is entered only while its prefix keeps the output a valid prefix, and a
 // string's body takes whole the subtrees that only add string content (that fits its maxLength). Masks are cached per state (states compare by value), in
-// the constraint, shared by the generations that use it, at most CacheLimit of them.
+// the constraint, shared by the generations that use it, up to CacheBytes of them (then the cache restarts).
 using System.Collections.Concurrent;
 using System.Text.Json;
 using Temper.Core;
@@ -13,8 +13,9 @@ namespace Temper.Models.Constrained;
 
 public sealed class JsonConstraint
 {
-    private const int CacheLimit = 256;
+    private const int CacheBytes = 8 << 20;   // masks kept per constraint: 8 MB (320 masks of a 200k vocabulary, 16 at least)
     private readonly ConcurrentDictionary<StateKey, ulong[]> _masks = new();
+    private readonly int _cacheLimit;
 
     internal JsonSpec Root { get; }
     public TokenVocabulary Vocabulary { get; }
@@ -26,6 +27,7 @@ public sealed class JsonConstraint
         Vocabulary = vocabulary;
         Root = root;
         Description = description;
+        _cacheLimit = Math.Max(16, CacheBytes / Math.Max(8, vocabulary.Size / 8));
         if (vocabulary.EosIds.Count == 0) throw new TemperException("JSON-constrained decoding needs the model's EOS token id (none is known)");
     }
 
@@ -57,7 +59,7 @@ public sealed class JsonConstraint
         foreach (var top in stacks) Walk(0, top, mask);
         if (stacks.Any(s => s.Finished))
             foreach (int eos in v.EosIds) mask[eos >> 6] |= 1UL << eos;
-        if (_masks.Count >= CacheLimit) _masks.Clear();
+        if (_masks.Count >= _cacheLimit) _masks.Clear();
         _masks.TryAdd(key, mask);
         return mask;
     }

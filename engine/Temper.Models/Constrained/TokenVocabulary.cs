@@ -29,10 +29,12 @@ public sealed class TokenVocabulary
 
     public TokenVocabulary(IReadOnlyList<byte[]?> tokens, IReadOnlyList<int> eosIds)
     {
-        Tokens = tokens.Select(t => t is { Length: > 0 } ? t : null).ToArray();
+        var bytes = tokens.Select(t => t is { Length: > 0 } ? t : null).ToArray();
+        Tokens = bytes;
         EosIds = eosIds.Where(id => (uint)id < (uint)tokens.Count).Distinct().ToArray();
-        var ids = Enumerable.Range(0, Tokens.Count).Where(i => Tokens[i] != null && !EosIds.Contains(i)).ToArray();
-        Array.Sort(ids, (a, b) => { int c = Tokens[a]!.AsSpan().SequenceCompareTo(Tokens[b]); return c != 0 ? c : a.CompareTo(b); });
+        var eos = EosIds.ToHashSet();
+        var ids = Enumerable.Range(0, bytes.Length).Where(i => bytes[i] != null && !eos.Contains(i)).ToArray();
+        Array.Sort(ids, (a, b) => { int c = bytes[a].AsSpan().SequenceCompareTo(bytes[b]); return c != 0 ? c : a.CompareTo(b); });
         Order = ids;
 
         var edge = new List<byte> { 0 };
@@ -58,7 +60,7 @@ public sealed class TokenVocabulary
                 depthOf[c] = depthOf[node] + 1;
                 PrefixChars[c] = PrefixChars[node] + ((Edge[c] & 0xC0) != 0x80 ? 1 : 0);
             }
-        Chars = Tokens.Select(t => t == null ? 0 : t.Count(b => (b & 0xC0) != 0x80)).ToArray();
+        Chars = bytes.Select(t => t == null ? 0 : t.Count(b => (b & 0xC0) != 0x80)).ToArray();
         for (int node = n - 1; node >= 0; node--)
             for (int c = FirstChild[node]; c < FirstChild[node] + ChildCount[node]; c++) MaxDepth[node] = Math.Max(MaxDepth[node], MaxDepth[c] + 1);
         // StringSafe[node]: every token below, read from the node's depth on, is string content (a token at the node
@@ -67,22 +69,22 @@ public sealed class TokenVocabulary
         Array.Fill(StringSafe, true);
         for (int node = 0; node < n; node++)
             for (int i = ExactHi[node]; i < SubtreeHi[node] && StringSafe[node]; i++)
-                StringSafe[node] = IsStringContent(Tokens[Order[i]].AsSpan(depthOf[node]));
+                StringSafe[node] = IsStringContent(bytes[Order[i]].AsSpan(depthOf[node]));
 
         // Node `node` holds the tokens Order[lo..hi), which share their first `depth` bytes.
         void Build(int node, int depth, int lo, int hi)
         {
             int at = lo;
-            while (at < hi && Tokens[Order[at]]!.Length == depth) at++;
+            while (at < hi && bytes[Order[at]]!.Length == depth) at++;
             exactLo[node] = lo;
             exactHi[node] = at;
             subHi[node] = hi;
             var groups = new List<(byte B, int Lo, int Hi)>();
             for (int i = at; i < hi;)
             {
-                byte b = Tokens[Order[i]]![depth];
+                byte b = bytes[Order[i]]![depth];
                 int j = i + 1;
-                while (j < hi && Tokens[Order[j]]![depth] == b) j++;
+                while (j < hi && bytes[Order[j]]![depth] == b) j++;
                 groups.Add((b, i, j));
                 i = j;
             }

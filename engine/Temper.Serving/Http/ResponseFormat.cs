@@ -64,11 +64,11 @@ internal static class ResponseFormat
     }
 }
 
-/// <summary>A served model's compiled constraints, by schema text (a few dozen kept; json_object's always). The
+/// <summary>A served model's compiled constraints, by schema text (16 kept, each with up to 8 MB of cached masks; json_object's always). The
 /// vocabulary (a byte trie over every token: about 2 s for 200k tokens on 2 cores) is built at the first use.</summary>
 internal sealed class ConstraintCache
 {
-    private const int Limit = 64;
+    private const int Limit = 16;
     private readonly Lazy<TokenVocabulary> _vocabulary;
     private readonly Lazy<JsonConstraint> _object;
     private readonly ConcurrentDictionary<string, JsonConstraint> _schemas = new(StringComparer.Ordinal);

@@ -359,7 +359,16 @@ public sealed class ServingEngine : IDisposable
     private void Sample(Sequence s, ReadOnlySpan<float> logits)
     {
         var r = s.Handle.Request;
-        int id = s.Sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength);
+        int id;
+        try
+        {
+            id = s.Sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength);
+        }
+        catch (TemperException e) // a JSON constraint no token of the vocabulary can continue: this sequence fails, not the step's others
+        {
+            Finish(s, ServingFinish.Error, e.Message);
+            return;
+        }
         s.Tokens.Add(id);
         float lp = 0;
         TokenLogprob[]? top = null;
