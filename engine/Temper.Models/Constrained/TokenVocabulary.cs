@@ -112,7 +112,8 @@ public sealed class TokenVocabulary
         return new TokenVocabulary(tokens, eosIds);
     }
 
-    internal int NodeCount => Edge.Length;
+    /// <summary>Nodes of the byte trie (distinct token prefixes, the empty one included).</summary>
+    public int TrieNodes => Edge.Length;
 
     /// <summary>
     /// Whether these bytes, read between two chars of a JSON string, stay inside it: no '"', '\\' or control byte, and
