@@ -1,13 +1,15 @@
 // Generation with a JSON constraint on the random qwen2-tiny model (its real byte-level tokenizer): greedy and
 // sampled, batched (each row keeps its own constraint state), for many seeds. Every output that ends with EOS
 // parses and validates against the schema; every other one is a valid prefix; a random model must still
-// finish most schema outputs within the token budget.
+// finish most schema outputs within the token budget. The mask comes before top-k/top-p/min-p; token bytes
+// (what the mask walks) concatenate to the decoded text.
 using System.Text;
 using System.Text.Json;
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Models.Constrained;
+using Temper.Models.Text;
 
 namespace Temper.Tests;
 
@@ -90,6 +92,39 @@ public class JsonGenerationTests
         var c = JsonConstraint.ForObject(Vocab.Value);
         GenerateAndCheck(c, greedy: true, rows: 1, e => Assert.Equal(JsonValueKind.Object, e.ValueKind), 40);
         GenerateAndCheck(c, greedy: false, rows: 16, e => Assert.Equal(JsonValueKind.Object, e.ValueKind), 40);
+    }
+
+    // The mask comes before top-k/top-p: the model's favourite tokens are not allowed, yet top-k 1 and a tiny top-p
+    // still pick the best allowed one (filtering first would leave nothing to pick from).
+    [Fact]
+    public void The_mask_applies_before_top_k_and_top_p()
+    {
+        var v = Vocab.Value;
+        var c = JsonConstraint.ForObject(v);
+        var logits = new float[Model.Value.Config.VocabSize];
+        var rng = new Random(4);
+        for (int i = 0; i < logits.Length; i++) logits[i] = (float)rng.NextDouble();
+        var start = c.Start();
+        int bestAllowed = Enumerable.Range(0, logits.Length).Where(start.Allows).MaxBy(i => logits[i]);
+        foreach (int i in Enumerable.Range(0, logits.Length).Where(i => !start.Allows(i)).Take(20)) logits[i] = 10 + i; // disallowed favourites
+        foreach (var o in new[] { new SamplingOptions { Constraint = c }, new SamplingOptions { Greedy = false, TopK = 1, Constraint = c, Seed = 3 },
+            new SamplingOptions { Greedy = false, TopP = 1e-6f, Constraint = c, Seed = 5 }, new SamplingOptions { Greedy = false, MinP = 1f, Constraint = c } })
+            Assert.Equal(bestAllowed, new Sampler(o).Next(logits, []));
+    }
+
+    // What the mask walks: each token's bytes, whose concatenation is the decoded text (byte-level tokenizers, chars cut across tokens).
+    [Theory]
+    [InlineData("qwen2-tiny")]
+    [InlineData("tok-qwen2")]
+    [InlineData("tok-llama3")]
+    public void Token_bytes_concatenate_to_the_decoded_text(string name)
+    {
+        var tok = HfTokenizer.Load(name.StartsWith("tok-", StringComparison.Ordinal) ? Fixtures.Tokenizer(name) : Fixtures.Hf(name));
+        const string text = "{\"name\": \"Zoë\", \"city\": \"東京\", \"e\": \"😀\\n\"}\n  ok";
+        var ids = tok.Encode(text);
+        Assert.Equal(text, Encoding.UTF8.GetString(ids.SelectMany(id => tok.TokenBytes(id)!).ToArray()));
+        Assert.Equal(text, tok.Decode(ids));
+        if (tok.EosId is int eos && tok.AddedTokens.Values.Contains(eos)) Assert.Null(tok.TokenBytes(eos));   // special: never part of the text
     }
 
     [Fact]
