@@ -31,6 +31,7 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         if (o.MaxNewTokens < 0) throw new TemperException($"--max-new-tokens must be >= 0 (got {o.MaxNewTokens})");
         if (o.StopStrings.Count > 0 && decode == null) throw new ArgumentException("stop strings need a decode function");
         o.Sampling.Validate();
+        if (o.Sampling.Constraint != null && o.IgnoreEos) throw new TemperException("a JSON constraint ends the output with EOS: it cannot be combined with --ignore-eos");
         var cfg = Decoder.Config;
         int batch = prompts.Count;
         int promptLen = prompts.Max(p => p.Count);

@@ -3,8 +3,9 @@
 // a per-token callback and cancellation. A prompt longer than PrefillFrom tokens is prefilled in chunks,
 // a shorter one goes through the graph one token a step, without waiting; then each step's token is read
 // back as it is chosen, so the callback streams. Greedy decoding
-// without a repetition penalty takes the device's argmax (4 bytes back a token); anything else downloads
-// the step's logits [V], picks on the host with the Sampler and writes the token back (Override).
+// without a repetition penalty takes the device's argmax (4 bytes back a token); anything else (a JSON
+// constraint included) downloads the step's logits [V], picks on the host with the Sampler and writes the
+// token back (Override).
 // Stop strings are not supported here (a TemperException says so).
 using Temper.Core;
 using Temper.Kernels.Cuda;
@@ -29,6 +30,7 @@ public sealed class GraphGenerator(CudaDecodeGraph graph)
         if (prompt.Count + o.MaxNewTokens > Graph.Capacity)
             throw new TemperException($"prompt ({prompt.Count}) + new tokens ({o.MaxNewTokens}) exceed the decode graph's capacity of {Graph.Capacity} positions");
         o.Sampling.Validate();
+        if (o.Sampling.Constraint != null && o.IgnoreEos) throw new TemperException("a JSON constraint ends the output with EOS: it cannot be combined with --ignore-eos");
         var generated = new List<int>();
         if (o.MaxNewTokens == 0) return new GenerationResult(prompt, generated, FinishReason.Length);
 

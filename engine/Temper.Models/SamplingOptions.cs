@@ -2,7 +2,8 @@
 // named tokens' logits), repetition penalty (over prompt and
 // output tokens), then OpenAI's frequency and presence penalties (over output tokens only, as vLLM applies
 // them: logit -= frequency x count + presence x [count > 0]), then temperature, top-k, top-p, min-p, then a
-// draw from the softmax (or argmax when greedy; the penalties apply to greedy decoding too).
+// draw from the softmax (or argmax when greedy; the penalties apply to greedy decoding too). A JSON
+// constraint (structured output) first sets the logits of tokens it does not allow to -inf.
 namespace Temper.Models;
 
 public sealed record SamplingOptions
@@ -19,8 +20,12 @@ public sealed record SamplingOptions
     /// <summary>OpenAI's logit_bias: added to the named token ids' logits first (-100 bans, 100 forces); null = none.</summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
-    /// <summary>Whether anything changes the logits before the pick (bias or penalties): greedy decoding then needs the whole row.</summary>
-    public bool AdjustsLogits => LogitBias != null || RepetitionPenalty != 1f || FrequencyPenalty != 0f || PresencePenalty != 0f;
+    /// <summary>Structured output: only tokens that keep the output valid JSON of this constraint (response_format json_object /
+    /// json_schema); each Sampler keeps its own state of it. Null = free text.</summary>
+    public Constrained.JsonConstraint? Constraint { get; init; }
+
+    /// <summary>Whether anything changes the logits before the pick (bias, penalties or a JSON constraint): greedy decoding then needs the whole row.</summary>
+    public bool AdjustsLogits => LogitBias != null || RepetitionPenalty != 1f || FrequencyPenalty != 0f || PresencePenalty != 0f || Constraint != null;
 
     /// <summary>Checks every field, naming them as the CLI's flags (--top-p).</summary>
     public void Validate() => Validate(field => "--" + field.Replace('_', '-'));

@@ -420,7 +420,7 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         {
             ("v1/chat/completions", "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set"),
             ("v1/chat/completions", "\"functions\": [{\"name\": \"f\"}]", "'functions' (the deprecated form) is not supported"),
-            ("v1/chat/completions", "\"response_format\": {\"type\": \"json_object\"}", "'response_format' json_object is not supported"),
+            ("v1/chat/completions", "\"response_format\": {\"type\": \"yaml\"}", "'response_format' type 'yaml' is not supported"),
             ("v1/completions", "\"suffix\": \"end\"", "'suffix' (fill-in-the-middle) is not supported"),
             ("v1/completions", "\"best_of\": 3", "'best_of' > 1 is not supported"),
         })

@@ -130,6 +130,29 @@ public sealed class HfTokenizer
         return DescribeBytes(bytes.ToArray());
     }
 
+    /// <summary>One more than the largest token id (ids below it without a token have no bytes).</summary>
+    public int IdLimit => Math.Max(_vocabById.Count == 0 ? 0 : _vocabById.Keys.Max() + 1, _addedById.Count == 0 ? 0 : _addedById.Keys.Max() + 1);
+
+    /// <summary>
+    /// The bytes a token adds to the decoded text in the middle of a sequence (JSON-constrained decoding reads
+    /// them): a byte-level piece's bytes (possibly part of a UTF-8 char), a byte-fallback &lt;0xNN&gt; token's one
+    /// byte, a metaspace piece's text with '▁' as a space, a non-special added token's content; null for special
+    /// tokens (dropped when decoding with skipSpecialTokens) and ids without a token.
+    /// </summary>
+    public byte[]? TokenBytes(int id)
+    {
+        if (_addedById.TryGetValue(id, out var added)) return added.Special ? null : Encoding.UTF8.GetBytes(added.Content);
+        if (!_vocabById.TryGetValue(id, out var piece)) return null;
+        if (_byteLevelVocab)
+        {
+            var bytes = new List<byte>(piece.Length);
+            ByteLevelAlphabet.AppendBytes(piece, bytes);
+            return bytes.ToArray();
+        }
+        if (ByteFallbackDecoder.TryParseByteToken(piece, out byte b)) return [b];
+        return Encoding.UTF8.GetBytes(piece.Replace('\u2581', ' '));
+    }
+
     // Whole UTF-8 chars as text, stray bytes as <0xNN>.
     private static string DescribeBytes(byte[] bytes)
     {

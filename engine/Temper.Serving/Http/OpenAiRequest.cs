@@ -8,9 +8,10 @@
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
 // before the completion, and with logprobs each prompt token scored given those before it; max_tokens
 // may then be 0: how lm-evaluation-harness scores text). Chat takes tools, tool_choice and parallel_tool_calls
-// (ToolRequest). Anything malformed is a TemperException naming the field (HTTP 400), and so is a field whose
-// meaning is not implemented (functions, a non-text response_format, suffix, best_of > 1); an unknown model is
-// an UnknownModelException (HTTP 404).
+// (ToolRequest); response_format json_object / json_schema and vLLM's guided_json constrain the output
+// (ResponseFormat). Anything malformed is a TemperException naming the field (HTTP 400), and so is a field
+// whose meaning is not implemented (functions, suffix, best_of > 1); an unknown model is an
+// UnknownModelException (HTTP 404).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -100,6 +101,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
+        if (ResponseFormat.Parse(body, m) is { } constraint) serving = serving with { Sampling = serving.Sampling with { Constraint = constraint } };
         return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
         {
             ToolCalls = toolCalls, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,
@@ -134,12 +136,10 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
     }
 
     // Fields whose meaning this server does not implement are refused rather than ignored, so a client never
-    // takes a plain answer for a tool call, a JSON-constrained one or a fill-in-the-middle.
+    // takes a plain answer for a tool call or a fill-in-the-middle.
     private static void Unsupported(JsonObject body)
     {
         if (body["functions"] is JsonArray { Count: > 0 }) throw new TemperException("'functions' (the deprecated form) is not supported by this server; use 'tools'");
-        if (body["response_format"] is JsonObject rf && Str(rf, "type") is string type && type != "text")
-            throw new TemperException($"'response_format' {type} is not supported by this server (only text)");
         if (body["suffix"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.String && sv.GetValue<string>().Length > 0)
             throw new TemperException("'suffix' (fill-in-the-middle) is not supported by this server");
         if (Int(body, "best_of") is > 1) throw new TemperException("'best_of' > 1 is not supported by this server; use 'n'");

@@ -1,10 +1,11 @@
 // One base model and its adapters behind one serving engine, as the HTTP server and the IChatClient
 // see it: the model ids a request may name (the base's, then each adapter's), prompt encoding (text,
-// or chat messages and tools through the model's chat template), the EOS ids completions stop at, and the
-// parsers of chat answers (reasoning, tool calls).
+// or chat messages and tools through the model's chat template), the EOS ids completions stop at, the
+// parsers of chat answers (reasoning, tool calls) and the JSON constraints of structured output over its vocabulary.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
+using Temper.Models.Constrained;
 using Temper.Models.Text;
 using Temper.Serving.Lora;
 using Temper.Serving.Scheduling;
@@ -19,6 +20,7 @@ public sealed class ServedModel : IDisposable
 {
     private readonly LanguageModel _lm;
     private readonly AdapterStack _adapters;
+    private readonly ConstraintCache _constraints;
 
     /// <summary>Loads DIR on the backend with the named adapter folders (name -> folder) and starts the engine.</summary>
     public ServedModel(LanguageModel lm, IReadOnlyList<(string Name, string Dir)> adapters, ServingOptions options, string? name = null)
@@ -34,6 +36,7 @@ public sealed class ServedModel : IDisposable
             _adapters.Add(n, LoraAdapter.Load(dir));
         }
         EosIds = lm.EosIds();
+        _constraints = new ConstraintCache(() => TokenVocabulary.From(Tokenizer, EosIds));
         Engine = new ServingEngine(lm.Decoder, options, _adapters, ids => Tokenizer.Decode(ids, skipSpecialTokens: true));
         Engine.Start();
     }
@@ -84,6 +87,12 @@ public sealed class ServedModel : IDisposable
     }
 
     public IReadOnlyList<int> Encode(string text) => Tokenizer.Encode(text);
+
+    /// <summary>Structured output's json_object constraint over this model's vocabulary (one, shared by every request).</summary>
+    public JsonConstraint JsonObjectConstraint => _constraints.JsonObject;
+
+    /// <summary>The constraint of a JSON schema's text (compiled once per distinct text; a schema it does not take throws TemperException).</summary>
+    public JsonConstraint SchemaConstraint(string schemaJson) => _constraints.Schema(schemaJson);
 
     public void Dispose()
     {

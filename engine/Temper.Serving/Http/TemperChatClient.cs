@@ -2,7 +2,8 @@
 // model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 or
 // unset = greedy; frequency and presence penalties), stop sequences and token limits as the HTTP server,
 // whole or streamed. ChatOptions.AdditionalProperties["chat_template_kwargs"] (an object of template
-// variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does; with
+// variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does;
+// ChatOptions.ResponseFormat (ChatResponseFormat.Json, ForJsonSchema) constrains the answer as response_format does; with
 // the model's reasoning parser the thinking comes as TextReasoningContent, apart from the answer's text. With
 // ChatOptions.Tools (tool mode auto, and the model's tool call parser) the template sees the functions and the
 // answer's calls come as FunctionCallContent (FinishReason ToolCalls); FunctionCallContent and
@@ -92,10 +93,18 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             PromptIds = model.EncodeChat(json, PromptOptions(o), tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
             Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
                 : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
-                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f },
+                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f, Constraint = Constraint(o?.ResponseFormat) },
         };
         return (model.Engine.Submit(request), stops, modelId, toolCalls);
     }
+
+    // ChatResponseFormat.Json: any JSON object; ForJsonSchema: JSON matching the schema; text or none: free text.
+    private Temper.Models.Constrained.JsonConstraint? Constraint(ChatResponseFormat? format) => format switch
+    {
+        ChatResponseFormatJson { Schema: { } schema } => model.SchemaConstraint(schema.GetRawText()),
+        ChatResponseFormatJson => model.JsonObjectConstraint,
+        _ => null,
+    };
 
     // A message as the chat template sees it: its text, an assistant's FunctionCallContent as tool_calls, and each
     // FunctionResultContent as a message of role tool (the result as text, JSON unless it is a string).

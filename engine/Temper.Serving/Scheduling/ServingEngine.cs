@@ -14,7 +14,8 @@
 // copied to the host tier and its blocks freed; it is readmitted when the pool can take all of them
 // back) or recomputed (its blocks freed; it waits again with its prompt + generated tokens, which are
 // recomputed when it is readmitted), as ServingOptions.Preemption says. Sequences whose computed length
-// reaches their token count get logits; each samples with its own options (Temper.Models.Sampler),
+// reaches their token count get logits; each samples with its own options (Temper.Models.Sampler, which
+// keeps the sequence's own state of a JSON constraint: each choice of n has one),
 // streams the token, and stops on EOS, a stop string, its token limit or the length limit. A request
 // with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write). A request
 // that scores its prompt (PromptLogprobs) gets logits at every prompt position: its prompt is computed
@@ -115,6 +116,7 @@ public sealed class ServingEngine : IDisposable
         if (r.TopLogprobs > 20) throw new TemperException($"top logprobs must be at most 20 (got {r.TopLogprobs})");
         if (r.StopStrings.Count > 0 && _decode == null) throw new TemperException("stop strings need a tokenizer");
         r.Sampling.Validate();
+        if (r.Sampling.Constraint != null && r.IgnoreEos) throw new TemperException("a JSON constraint ends the output with EOS: it cannot be combined with ignore_eos");
         foreach (int id in r.PromptIds)
             if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
         if (r.PromptIds.Count + r.MaxNewTokens > MaxSequenceLength)
@@ -357,7 +359,16 @@ public sealed class ServingEngine : IDisposable
     private void Sample(Sequence s, ReadOnlySpan<float> logits)
     {
         var r = s.Handle.Request;
-        int id = s.Sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength);
+        int id;
+        try
+        {
+            id = s.Sampler.Next(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength);
+        }
+        catch (TemperException e) // a JSON constraint no token of the vocabulary can continue: this sequence fails, not the step's others
+        {
+            Finish(s, ServingFinish.Error, e.Message);
+            return;
+        }
         s.Tokens.Add(id);
         float lp = 0;
         TokenLogprob[]? top = null;

@@ -101,6 +101,6 @@ internal static class BenchCommand
             }
             return 0;
         });
-        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create(), BenchGemvCommand.Create(), BenchGemmCommand.Create() };
+        return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create(), BenchGemvCommand.Create(), BenchGemmCommand.Create(), BenchJsonMaskCommand.Create() };
     }
 }

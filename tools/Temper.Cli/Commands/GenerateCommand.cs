@@ -1,12 +1,15 @@
 // `temper generate --model DIR [--adapter DIR] --prompt TEXT | --prompt-file FILE [--chat] [--max-new-tokens N]
 //  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S] [--repetition-penalty R]
-//  [--frequency-penalty F] [--presence-penalty P]`: streams one prompt's
+//  [--frequency-penalty F] [--presence-penalty P] [--json | --json-schema FILE]`: streams one prompt's
 // continuation to the console; several --prompt values run as one left-padded batch. --graph decodes one
 // prompt through the CUDA graph decoder (Temper's CUDA kernels, bf16 weights, an adapter merged first).
+// --json constrains the continuation to a JSON object and --json-schema FILE to JSON matching the schema
+// (structured output: Temper.Models.Constrained), ending with EOS once the value is complete.
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
+using Temper.Models.Constrained;
 using Temper.Models.Text;
 
 namespace Temper.Cli.Commands;
@@ -72,8 +75,10 @@ internal static class GenerateCommand
         var kwargs = CliOptions.ChatTemplateKwargs();
         var qlora = CliOptions.QLora();
         var graph = new Option<bool>("--graph") { Description = "Decode on CUDA device 0 through Temper's CUDA kernels, one captured CUDA graph a token (one prompt; bf16 weights; an --adapter is merged first)" };
+        var json = new Option<bool>("--json") { Description = "Constrain the output to a JSON object (OpenAI's response_format json_object)" };
+        var jsonSchema = new Option<string?>("--json-schema") { Description = "Constrain the output to JSON matching the JSON Schema in this file (response_format json_schema)" };
         var flags = new SamplingFlags();
-        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, kwargs, qlora, graph };
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, kwargs, qlora, graph, json, jsonSchema };
         flags.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
@@ -81,6 +86,7 @@ internal static class GenerateCommand
             if (texts.Length == 0) throw new TemperException("give a prompt: --prompt TEXT or --prompt-file FILE (- for standard input)");
             if (p.GetValue(kwargs) != null && !p.GetValue(chat)) throw new TemperException("--chat-template-kwargs is for --chat");
             var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // a malformed value is refused before the model loads
+            string? schema = ReadSchema(p.GetValue(jsonSchema), p.GetValue(json)); // so is a bad schema
             if (p.GetValue(graph))
             {
                 if (p.GetValue(qlora)) throw new TemperException("--graph decodes bf16 weights; it cannot take --qlora");
@@ -92,6 +98,12 @@ internal static class GenerateCommand
                 : CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
+            if (p.GetValue(json) || schema != null)
+            {
+                var vocab = TokenVocabulary.From(tok, opts.EosIds);
+                var constraint = schema == null ? JsonConstraint.ForObject(vocab) : JsonConstraint.ForSchema(vocab, schema);
+                opts = opts with { Sampling = opts.Sampling with { Constraint = constraint } };
+            }
             var prompts = texts.Select(t => (IReadOnlyList<int>)(p.GetValue(chat)
                 ? tok.Encode(ChatPrompt.Render(lm.RequireTemplate(), new JsonArray(new JsonObject { ["role"] = "user", ["content"] = t }), chatOptions))
                 : tok.Encode(t))).ToList();
@@ -121,6 +133,18 @@ internal static class GenerateCommand
             return 0;
         });
         return cmd;
+    }
+
+    // The --json-schema file's text, checked (compiled over an empty vocabulary) before the model loads; null without one.
+    private static string? ReadSchema(string? path, bool json)
+    {
+        if (path == null) return null;
+        if (json) throw new TemperException("give --json or --json-schema FILE, not both");
+        if (!File.Exists(path)) throw new TemperException($"--json-schema {path}: file not found");
+        string text = File.ReadAllText(path, System.Text.Encoding.UTF8);
+        try { JsonConstraint.ForSchema(new TokenVocabulary([null], [0]), text); }
+        catch (TemperException e) { throw new TemperException($"--json-schema {path}: {e.Message}"); }
+        return text;
     }
 
     // A --prompt-file's text: the file's (or, for -, standard input's) UTF-8 contents, one trailing newline dropped.
