@@ -268,6 +268,65 @@ public sealed class ToolCallTests
         Assert.Equal("--tool-call-parser mistral: the model's tokenizer has no [TOOL_CALLS] token", e.Message);
     }
 
+    // Forced calls: the scripted answers are the JSON a forced choice is constrained to (one token each, so the mask lets it through).
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Forced_tool_choices_answer_with_calls_without_a_parser(bool required)
+    {
+        string answer = required ? """[{"name": "get_time", "parameters": {"zone": "CET"}}, {"name": "get_weather", "parameters": {"city": "Paris"}}]""" : """{"city": "Paris"}""";
+        string folder = ScriptedModel.Write([answer, "<|im_end|>"], Template);
+        using var lm = LanguageModel.Load(folder, new CpuBackend(1));
+        using var served = Serve(lm, tools: false); // no --tool-call-parser: forced choices need none
+        await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
+        var chat = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient("scripted");
+        var timeTool = ChatTool.CreateFunctionTool("get_time", "The time in a zone",
+            BinaryData.FromString("""{"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}"""));
+        ChatCompletionOptions Options() => new()
+        {
+            Temperature = 0, Tools = { WeatherTool, timeTool },
+            ToolChoice = required ? ChatToolChoice.CreateRequiredChoice() : ChatToolChoice.CreateFunctionChoice("get_weather"),
+        };
+        string want = required ? "get_time {\"zone\":\"CET\"} | get_weather {\"city\":\"Paris\"}" : "get_weather {\"city\":\"Paris\"}";
+        OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("Weather?")];
+        var whole = (await chat.CompleteChatAsync(messages, Options(), Cancel)).Value;
+        Assert.Equal(want, string.Join(" | ", whole.ToolCalls.Select(c => $"{c.FunctionName} {c.FunctionArguments}")));
+        Assert.Equal(OpenAI.Chat.ChatFinishReason.ToolCalls, whole.FinishReason);
+        Assert.Empty(whole.Content);
+        var names = new SortedDictionary<int, string>();
+        var args = new SortedDictionary<int, string>();
+        await foreach (var u in chat.CompleteChatStreamingAsync(messages, Options(), Cancel))
+            foreach (var t in u.ToolCallUpdates)
+            {
+                if (t.FunctionName != null) names[t.Index] = t.FunctionName;
+                args[t.Index] = (args.GetValueOrDefault(t.Index) ?? "") + t.FunctionArgumentsUpdate?.ToString();
+            }
+        Assert.Equal(want, string.Join(" | ", names.Keys.Select(i => $"{names[i]} {args[i]}")));
+
+        // The request is constrained to the forced schema (and a plain or auto one is not).
+        var body = new JsonObject
+        {
+            ["model"] = "scripted", ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }),
+            ["tools"] = JsonNode.Parse("""[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]"""),
+            ["tool_choice"] = required ? "required" : JsonNode.Parse("""{"type": "function", "function": {"name": "get_weather"}}"""),
+        };
+        Assert.NotNull(OpenAiRequest.Parse(body, chat: true, served).Servings[0].Sampling.Constraint);
+        body["tool_choice"] = "none";
+        Assert.Null(OpenAiRequest.Parse(body, chat: true, served).Servings[0].Sampling.Constraint);
+
+        // In process: ToolMode RequireSpecific / RequireAny give FunctionCallContent the same way.
+        using IChatClient local = new TemperChatClient(served);
+        var options = new ChatOptions
+        {
+            Tools = [AIFunctionFactory.Create((string city) => "sunny", "get_weather"), AIFunctionFactory.Create((string zone) => "12:00", "get_time")],
+            ToolMode = required ? ChatToolMode.RequireAny : ChatToolMode.RequireSpecific("get_weather"),
+        };
+        var response = await local.GetResponseAsync([new ChatMessage(ChatRole.User, "Weather?")], options, Cancel);
+        var calls = response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Select(c => $"{c.Name} {System.Text.Json.JsonSerializer.Serialize(c.Arguments)}");
+        Assert.Equal(want, string.Join(" | ", calls));
+        Assert.Equal(ChatFinishReason.ToolCalls, response.FinishReason);
+    }
+
     [Fact]
     public async Task The_in_process_client_streams_function_calls()
     {
@@ -319,9 +378,17 @@ public sealed class ToolCallTests
             if (prefix) Assert.StartsWith(message, got);
             else Assert.Equal(message, got);
         }
-        await Refused(new JsonObject { ["tools"] = new JsonArray(tool.DeepClone()), ["tool_choice"] = "required" }, "'tool_choice' \"required\" is not supported by this server; use \"auto\"");
-        await Refused(new JsonObject { ["tools"] = new JsonArray(tool.DeepClone()), ["tool_choice"] = JsonNode.Parse("""{"type": "function", "function": {"name": "get_weather"}}""") },
-            "'tool_choice' naming a function is not supported by this server; use \"auto\"");
+        await Refused(new JsonObject { ["tools"] = new JsonArray(tool.DeepClone()), ["tool_choice"] = JsonNode.Parse("""{"type": "function", "function": {"name": "get_time"}}""") },
+            "'tool_choice' names function 'get_time', which is not in 'tools'");
+        await Refused(new JsonObject
+        {
+            ["tools"] = new JsonArray(tool.DeepClone()), ["tool_choice"] = "required", ["response_format"] = new JsonObject { ["type"] = "json_object" },
+        }, "give either 'response_format' or a 'tool_choice' that forces a call, not both");
+        await Refused(new JsonObject
+        {
+            ["tools"] = JsonNode.Parse("""[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "pattern": "x+"}}}}}]"""),
+            ["tool_choice"] = "required",
+        }, "'tool_choice': the forced call's schema: ", prefix: true);
         await Refused(new JsonObject { ["tool_choice"] = "auto" }, "'tool_choice' auto needs 'tools'");
         await Refused(new JsonObject { ["tools"] = JsonNode.Parse("""[{"type": "function", "function": {"name": ""}}]""") }, "'tools[0].function.name' must be a non-empty string");
         await Refused(new JsonObject { ["tools"] = JsonNode.Parse("""[{"type": "code", "function": {"name": "f"}}]""") }, "'tools[0].type' must be \"function\"");

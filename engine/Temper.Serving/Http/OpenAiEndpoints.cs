@@ -4,7 +4,7 @@
 // token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
 // with echo, its prompt's tokens and their log-probabilities first); with a reasoning parser (ServedModel.Reasoning)
 // chat answers carry the thinking in reasoning_content, apart from content, and with tools (tool_choice "auto",
-// ServedModel.ToolCalls) the calls in tool_calls, each streamed whole in one delta. Bad JSON and bad
+// ServedModel.ToolCalls; or a forced tool_choice) the calls in tool_calls, each streamed whole in one delta. Bad JSON and bad
 // fields answer 400, an unknown model 404, each with {"error": {"message", "type", "code"}}; the
 // engine keeps serving. A client that goes away cancels its request.
 using System.Text;
@@ -89,7 +89,7 @@ public static class OpenAiEndpoints
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         private readonly Dictionary<int, TextStream> _texts = [];
         private readonly Dictionary<int, ReasoningParser.Stream> _reasoning = [];
-        private readonly Dictionary<int, (ToolCallParser.Stream Parser, int Sent)> _tools = [];
+        private readonly Dictionary<int, (IToolCallStream Parser, int Sent)> _tools = [];
         private int _completionTokens;
 
         // Every prompt's events as they come, each tagged with its choice index in the response (prompt x n + choice).
@@ -121,7 +121,7 @@ public static class OpenAiEndpoints
                 message["reasoning_content"] = reasoning;
             }
             IReadOnlyList<ToolCall> calls = [];
-            if (req.ToolCalls && content is string answer) (content, calls) = m.ToolCalls!.Parse(answer);
+            if (req.Tools.ReadsCalls && content is string answer) (content, calls) = req.Tools.Parse(answer, m.ToolCalls);
             message["content"] = content;
             if (calls.Count > 0) message["tool_calls"] = ToolCallsJson(calls, 0);
             return (message, calls.Count > 0);
@@ -142,7 +142,7 @@ public static class OpenAiEndpoints
 
         private TextStream Text(int choice)
         {
-            if (!_texts.TryGetValue(choice, out var t)) _texts[choice] = t = new TextStream(m.Tokenizer, req.Stops, req.ToolCalls ? m.ToolCallKeep : null);
+            if (!_texts.TryGetValue(choice, out var t)) _texts[choice] = t = new TextStream(m.Tokenizer, req.Stops, req.Tools.Auto ? m.ToolCallKeep : null);
             return t;
         }
 
@@ -217,9 +217,9 @@ public static class OpenAiEndpoints
                         if (reasoning.Length > 0) d["reasoning_content"] = reasoning;
                     }
                     JsonArray? calls = null;
-                    if (req.ToolCalls)
+                    if (req.Tools.ReadsCalls)
                     {
-                        if (!_tools.TryGetValue(e.Choice, out var t)) t = (m.ToolCalls!.NewStream(), 0);
+                        if (!_tools.TryGetValue(e.Choice, out var t)) t = (req.Tools.NewStream(m.ToolCalls)!, 0);
                         var (content, found) = t.Parser.Push(delta, last: e.Finish != null);
                         delta = content;
                         calls = ToolCallsJson(found, t.Sent);

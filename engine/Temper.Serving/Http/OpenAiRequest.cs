@@ -25,8 +25,8 @@ namespace Temper.Serving.Http;
 public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> Servings, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops,
     IReadOnlyList<string>? Echoes = null)
 {
-    /// <summary>Chat with tools and tool_choice "auto": answers are searched for calls (ServedModel.ToolCalls).</summary>
-    public bool ToolCalls { get; init; }
+    /// <summary>Chat with tools: whether and how answers are read as calls (auto: ServedModel.ToolCalls; forced: constrained JSON).</summary>
+    internal ToolPlan Tools { get; init; } = ToolPlan.None;
     /// <summary>parallel_tool_calls false: only an answer's first call is kept.</summary>
     public bool ParallelToolCalls { get; init; } = true;
 
@@ -36,8 +36,8 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
         Unsupported(body);
         string? adapter = m.AdapterFor(model);
         List<(IReadOnlyList<int> Ids, string? Text)> prompts;
-        bool toolCalls = false;
-        if (chat) prompts = [(ChatIds(body, m, out toolCalls), null)];
+        var plan = ToolPlan.None;
+        if (chat) prompts = [(ChatIds(body, m, out plan), null)];
         else if (body["tools"] is JsonArray { Count: > 0 }) throw new TemperException("'tools' is a chat field; use /v1/chat/completions");
         else prompts = body["prompt"] switch
         {
@@ -101,22 +101,29 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
-        if (ResponseFormat.Parse(body, m) is { } constraint) serving = serving with { Sampling = serving.Sampling with { Constraint = constraint } };
+        var constraint = ResponseFormat.Parse(body, m);
+        if (plan.Forced is { } forced)
+        {
+            if (constraint != null) throw new TemperException("give either 'response_format' or a 'tool_choice' that forces a call, not both");
+            try { constraint = m.SchemaConstraint(forced.Schema); }
+            catch (TemperException e) { throw new TemperException($"'tool_choice': the forced call's schema: {e.Message}"); }
+        }
+        if (constraint != null) serving = serving with { Sampling = serving.Sampling with { Constraint = constraint } };
         return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
         {
-            ToolCalls = toolCalls, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,
+            Tools = plan, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,
         };
     }
 
-    /// <summary>The prompt ids of a chat request's messages and tools, rendered as its fields say; <paramref name="toolCalls"/>:
-    /// its answers are to be searched for tool calls.</summary>
-    internal static IReadOnlyList<int> ChatIds(JsonObject body, ServedModel m, out bool toolCalls)
+    /// <summary>The prompt ids of a chat request's messages and tools, rendered as its fields say; <paramref name="plan"/>:
+    /// how its answers are read as tool calls.</summary>
+    internal static IReadOnlyList<int> ChatIds(JsonObject body, ServedModel m, out ToolPlan plan)
     {
         if (body["messages"] is not JsonArray messages || messages.Count == 0) throw new TemperException("'messages' must be a non-empty array");
         foreach (var msg in messages)
             if (msg is not JsonObject o || Str(o, "role") == null) throw new TemperException("each message needs a 'role'");
-        var tools = ToolRequest.Tools(body, m.ToolCalls != null, out toolCalls);
-        return m.EncodeChat(Flatten(messages), ChatOptions(body), tools);
+        plan = ToolRequest.Plan(body, m.ToolCalls != null);
+        return m.EncodeChat(Flatten(messages), ChatOptions(body), plan.Tools);
     }
 
     /// <summary>vLLM's chat rendering fields: add_generation_prompt (default true), continue_final_message and

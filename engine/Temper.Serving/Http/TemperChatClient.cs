@@ -5,8 +5,9 @@
 // variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does;
 // ChatOptions.ResponseFormat (ChatResponseFormat.Json, ForJsonSchema) constrains the answer as response_format does; with
 // the model's reasoning parser the thinking comes as TextReasoningContent, apart from the answer's text. With
-// ChatOptions.Tools (tool mode auto, and the model's tool call parser) the template sees the functions and the
-// answer's calls come as FunctionCallContent (FinishReason ToolCalls); FunctionCallContent and
+// ChatOptions.Tools (tool mode auto with the model's tool call parser, or RequireAny / RequireSpecific, forced by
+// constrained decoding) the template sees the functions and the answer's calls come as FunctionCallContent
+// (FinishReason ToolCalls); FunctionCallContent and
 // FunctionResultContent in the messages reach the template as tool_calls and tool messages, so
 // FunctionInvokingChatClient can run the loop.
 using System.Runtime.CompilerServices;
@@ -22,9 +23,9 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
 {
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var (handle, stops, modelId, toolCalls) = Submit(messages, options);
+        var (handle, stops, modelId, plan) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
-        var text = new TextStream(model.Tokenizer, stops, toolCalls ? model.ToolCallKeep : null);
+        var text = new TextStream(model.Tokenizer, stops, plan.Auto ? model.ToolCallKeep : null);
         int tokens = 0;
         var finish = ServingFinish.Length;
         await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
@@ -37,7 +38,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             }
             if (e.Finish is { } f) finish = f;
         }
-        var (answer, called) = Answer(text.Text, toolCalls);
+        var (answer, called) = Answer(text.Text, plan);
         return new ChatResponse(answer)
         {
             ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = called ? ChatFinishReason.ToolCalls : Reason(finish),
@@ -48,11 +49,11 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var (handle, stops, modelId, toolCalls) = Submit(messages, options);
+        var (handle, stops, modelId, plan) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
-        var text = new TextStream(model.Tokenizer, stops, toolCalls ? model.ToolCallKeep : null);
+        var text = new TextStream(model.Tokenizer, stops, plan.Auto ? model.ToolCallKeep : null);
         var reasoning = model.Reasoning?.NewStream();
-        var tools = toolCalls ? model.ToolCalls!.NewStream() : null;
+        var tools = plan.NewStream(model.ToolCalls);
         bool called = false;
         await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
@@ -81,21 +82,27 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
         }
     }
 
-    private (RequestHandle, IReadOnlyList<string>, string, bool ToolCalls) Submit(IEnumerable<ChatMessage> messages, ChatOptions? o)
+    private (RequestHandle, IReadOnlyList<string>, string, ToolPlan) Submit(IEnumerable<ChatMessage> messages, ChatOptions? o)
     {
         string modelId = o?.ModelId ?? model.BaseName;
         var json = new JsonArray([.. messages.SelectMany(Json)]);
-        var tools = ToolRequest.Tools(ToolFields(o), model.ToolCalls != null, out bool toolCalls);
+        var plan = ToolRequest.Plan(ToolFields(o), model.ToolCalls != null);
+        var constraint = Constraint(o?.ResponseFormat);
+        if (plan.Forced is { } forced)
+        {
+            if (constraint != null) throw new Temper.Core.TemperException("give either ChatOptions.ResponseFormat or a ToolMode that requires a call, not both");
+            constraint = model.SchemaConstraint(forced.Schema);
+        }
         var stops = o?.StopSequences?.ToArray() ?? [];
         float t = o?.Temperature ?? 0f;
         var request = new ServingRequest
         {
-            PromptIds = model.EncodeChat(json, PromptOptions(o), tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
+            PromptIds = model.EncodeChat(json, PromptOptions(o), plan.Tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
             Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
                 : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
-                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f, Constraint = Constraint(o?.ResponseFormat) },
+                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f, Constraint = constraint },
         };
-        return (model.Engine.Submit(request), stops, modelId, toolCalls);
+        return (model.Engine.Submit(request), stops, modelId, plan);
     }
 
     // ChatResponseFormat.Json: any JSON object; ForJsonSchema: JSON matching the schema; text or none: free text.
@@ -151,7 +158,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
 
     // The answer message: with a reasoning parser, the thinking as TextReasoningContent before the answer's TextContent;
     // with tools, each call the answer makes as FunctionCallContent.
-    private (ChatMessage, bool Called) Answer(string text, bool toolCalls)
+    private (ChatMessage, bool Called) Answer(string text, ToolPlan plan)
     {
         var contents = new List<AIContent>();
         string? content = text;
@@ -161,7 +168,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             if (reasoning != null) contents.Add(new TextReasoningContent(reasoning));
         }
         IReadOnlyList<ToolCall> calls = [];
-        if (toolCalls && content is string answer) (content, calls) = model.ToolCalls!.Parse(answer);
+        if (plan.ReadsCalls && content is string answer) (content, calls) = plan.Parse(answer, model.ToolCalls);
         contents.Add(new TextContent(content ?? ""));
         contents.AddRange(calls.Select(Call));
         return (new ChatMessage(ChatRole.Assistant, contents), calls.Count > 0);

@@ -28,6 +28,14 @@ namespace Temper.Serving.Http;
 /// <summary>One function call: its id, the function's name and the arguments as JSON text.</summary>
 public sealed record ToolCall(string Id, string Name, string Arguments);
 
+/// <summary>Finds the calls of one streamed answer: each text delta gives the content to send and the calls completed.</summary>
+public interface IToolCallStream
+{
+    /// <summary>The content delta (maybe empty) and the calls the next text delta completes; <paramref name="last"/>
+    /// (the answer has finished) also gives back everything held.</summary>
+    (string Content, IReadOnlyList<ToolCall> Calls) Push(string delta, bool last = false);
+}
+
 public sealed class ToolCallParser
 {
     public static readonly string[] Names = ["hermes", "llama3_json", "mistral"];
@@ -150,7 +158,7 @@ public sealed class ToolCallParser
         return -1;
     }
 
-    private static readonly JsonSerializerOptions Compact = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    internal static readonly JsonSerializerOptions Compact = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     // {"name": string, args: any JSON} (args named argsKey, or altKey) as a call, or null when it is not that.
     private static ToolCall? Call(string json, string argsKey, string? altKey)
@@ -176,7 +184,7 @@ public sealed class ToolCallParser
 
     private const string Alphanumeric = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
-    public sealed class Stream(ToolCallParser p)
+    public sealed class Stream(ToolCallParser p) : IToolCallStream
     {
         private enum State { Content, InCall, AfterCall, Plain, Json }
 
