@@ -11,6 +11,9 @@
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
 // input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
 // layer draws the same one).
+// A DoRA projection (LoraView.Magnitude) keeps its norm [Out] (of the current A, B; a constant in backward, as
+// PEFT detaches it) and its unscaled product z [B*T,Out] = x W^T + s (x A^T) B^T; backward gives the
+// magnitude dm = sum_t dy z / norm and sends dz = m / norm * dy through the base and LoRA backward.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -26,6 +29,8 @@ public sealed class DecoderBackprop(Decoder decoder)
         public readonly Dictionary<Projection, Tensor> Xa = [];
         /// <summary>LoRA dropout: the dropped-out input of the LoRA branch and the seed of its mask.</summary>
         public readonly Dictionary<Projection, (Tensor X, ulong Seed)> Dropped = [];
+        /// <summary>DoRA: the norm [Out] of W + s B A and the unscaled product z [B*T,Out].</summary>
+        public readonly Dictionary<Projection, (Tensor Norm, Tensor Z)> Dora = [];
     }
 
     public Decoder Decoder { get; } = decoder;
@@ -252,6 +257,16 @@ public sealed class DecoderBackprop(Decoder decoder)
             }
             var xa = NewIn(store, n, lora.Rank);
             a.Xa[p] = xa;
+            if (lora.Magnitude != null)
+            {
+                if (dropping) throw new TemperException($"{p.Name}: LoRA dropout with DoRA is not supported; use --lora-dropout 0");
+                var norm = NewIn(store, p.Out);
+                var z = NewIn(store, n, p.Out);
+                a.Dora[p] = (norm, z);
+                p.DoraNorm(be, norm);
+                p.ForwardDora(be, input, y, xa, norm, z);
+                return;
+            }
             if (!dropping)
             {
                 p.Forward(be, input, y, xa);
@@ -271,6 +286,11 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
+            if (a.Dora.TryGetValue(p, out var dora))
+            {
+                DoraBackward(p, dy, input, dInput, accumulate, a, dora.Norm, dora.Z, grad);
+                return;
+            }
             p.BackwardBase(be, dy, input, dInput, accumulate, grad);
             if (p.Lora is not { } lora) return;
             if (!a.Dropped.TryGetValue(p, out var dropped))
@@ -286,6 +306,21 @@ public sealed class DecoderBackprop(Decoder decoder)
             be.Add(dInput, dDropped, dInput);
             Free(temp);
         }
+    }
+
+    // y = m / norm * z + bias: dm += sum_t dy z / norm, then dz = m / norm * dy goes through the base (dx = dz W)
+    // and the LoRA branch (dA, dB, dx += s (dz B) A). The base weight and bias stay frozen under DoRA.
+    private void DoraBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Tensor norm, Tensor z, Func<Tensor, Tensor?> grad)
+    {
+        var be = Decoder.Backend;
+        var lora = p.Lora!;
+        if (grad(p.Weight) != null || (p.Bias != null && grad(p.Bias) != null))
+            throw new TemperException($"{p.Name}: DoRA trains its magnitude and LoRA matrices over a frozen base; the base weight and bias cannot be trained with it");
+        if (grad(lora.Magnitude!) is { } dm) be.DoraMagnitudeBackward(dy, z, norm, dm);
+        using var dz = be.Uninitialized(dy.Shape);
+        be.DoraScale(dy, lora.Magnitude!, norm, null, dz);
+        p.BackwardBase(be, dz, input, dInput, accumulate, grad);
+        be.LoraLinearBackward(dz, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
     }
 
     private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>

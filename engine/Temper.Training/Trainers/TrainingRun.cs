@@ -65,14 +65,17 @@ public sealed class TrainingRun : IDisposable
                 if (o.InitAdapter != null)
                 {
                     lora = LoraConfig.Load(o.InitAdapter);
-                    if (lora.UseDora) throw new TemperException($"{o.InitAdapter}: training from a DoRA adapter (use_dora) is not supported; Temper runs DoRA adapters merged (temper merge)");
-                    lm.AttachAdapter(o.InitAdapter, merge: false);
+                    if (o.UseDora && !lora.UseDora)
+                        throw new TemperException($"--use-dora: {o.InitAdapter} is a plain LoRA adapter (use_dora false), and --init-adapter continues it as it is; drop --use-dora");
+                    lm.AttachAdapter(o.InitAdapter, merge: false, doraUnmerged: true);
                 }
                 else
                 {
-                    lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout);
+                    lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout) { UseDora = o.UseDora };
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                 }
+                if (lora.UseDora && lora.Dropout > 0)
+                    throw new TemperException($"--lora-dropout {lora.Dropout} with DoRA (--use-dora or a DoRA --init-adapter): LoRA dropout is not supported with DoRA yet; use 0");
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
                 if (lora.Dropout > 0 && !supportsLoraDropout) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
             }
@@ -196,6 +199,7 @@ public sealed class TrainingRun : IDisposable
         if (o.Epochs < 1) throw new TemperException($"--epochs must be >= 1 (got {o.Epochs})");
         if (o.MaxLength < 2) throw new TemperException($"--max-len must be >= 2 (got {o.MaxLength})");
         if (!(o.LearningRate > 0)) throw new TemperException($"--lr must be > 0 (got {o.LearningRate})");
+        if (o.Full && o.UseDora) throw new TemperException("--use-dora trains a DoRA adapter over a frozen base; it cannot be combined with --full (full fine-tuning)");
         if (o.Full && o.InitAdapter != null) throw new TemperException("--full and --init-adapter cannot be combined");
         if (o.QLora && o.Full) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
         if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
