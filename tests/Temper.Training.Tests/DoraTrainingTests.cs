@@ -4,8 +4,9 @@
 // of every layer's projections against central differences of a float64 DoRA forward written here (the norm
 // held at its value for the perturbation, as detached), gradient checkpointing bit for bit, the saved adapter
 // (PEFT's lora_magnitude_vector keys, use_dora) merged by LoraAdapter giving the unmerged logits; on demo/base
-// a short DoRA SFT on the addition task learns, resumes exactly and continues through --init-adapter; the
-// options DoRA refuses; and step-0 parity with PEFT once tests/reference/make_dora_training_reference.py has run.
+// a short DoRA SFT on the addition task learns, resumes exactly and continues through --init-adapter; DoRA over
+// an NF4 base (QLoRA, the norm of the dequantised weight as PEFT takes it) equal to DoRA over the dequantised f32
+// model; the options DoRA refuses; and step-0 parity with PEFT once tests/reference/make_dora_training_reference.py has run.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -235,6 +236,49 @@ public class DoraTrainingTests
         finally
         {
             Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Dora_over_an_nf4_base_equals_dora_over_the_dequantized_model()
+    {
+        string dir = QLoraParityTests.CopyModel("llama-tiny");
+        string? plainDir = null;
+        try
+        {
+            using var r = SafetensorsFile.Open(Path.Combine(Fixtures.Hf("llama-tiny"), "reference.safetensors"));
+            var ids = r.Get("input_ids").Span<int>().ToArray();
+            var labels = r.Get("labels").Span<int>().ToArray();
+            int b = r.Get("input_ids").Shape[0], t = ids.Length / b;
+            int count = Enumerable.Range(0, ids.Length).Count(i => i % t != 0 && labels[i] != -100);
+            (double, TrainableParameters) Step(LanguageModel lm)
+            {
+                AttachPerturbed(lm, 17);
+                var ps = TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
+                return (new DecoderBackprop(lm.Decoder).Run(ids, labels, [], b, 1f / count, ps.GradOf).Sum() / count, ps);
+            }
+            using var q = LanguageModel.Load(dir, new CpuBackend(), qlora: true);
+            Assert.All(q.Weights.Projections, p => Assert.NotNull(p.Nf4));
+            plainDir = QLoraParityTests.DequantizedCopy(dir, q);
+            using var plain = LanguageModel.Load(plainDir, new CpuBackend());
+            var (lossQ, psQ) = Step(q);
+            var (lossP, psP) = Step(plain);
+            using var _q = psQ;
+            using var _p = psP;
+            Assert.True(Math.Abs(lossQ - lossP) <= 1e-5 * Math.Abs(lossP), $"QLoRA DoRA loss {lossQ:R}, dequantised model {lossP:R}");
+            Assert.Equal(psP.All.Select(p => p.Name), psQ.All.Select(p => p.Name));
+            Assert.Contains(psQ.All, p => p.Name.EndsWith(".lora_magnitude_vector", StringComparison.Ordinal));
+            for (int i = 0; i < psP.All.Count; i++)
+            {
+                Assert.Equal(psP.All[i].Value.Floats.ToArray(), psQ.All[i].Value.Floats.ToArray()); // the magnitudes: norms of the same dequantised weights
+                double err = GradientParityTests.RelativeL2(psP.All[i].Grad.Floats, psQ.All[i].Grad.Floats);
+                Assert.True(err < 1e-4, $"{psQ.All[i].Name}: relative L2 error {err:G3}");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+            if (plainDir != null) Directory.Delete(plainDir, true);
         }
     }
 
