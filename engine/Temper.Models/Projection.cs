@@ -17,6 +17,17 @@ public sealed class LoraView(Tensor a, Tensor b, float scale, Tensor? magnitude 
     public float Scale { get; } = scale;
     /// <summary>DoRA's magnitude m [Out] (f32), or null for plain LoRA.</summary>
     public Tensor? Magnitude { get; } = magnitude;
+
+    /// <summary>DoRA: the norm [Out] the inference forward last computed (a decode step would otherwise pay M K r
+    /// for it every token). Training passes always recompute it; whoever changes A or B calls ParametersChanged.</summary>
+    internal Tensor? NormCache { get; set; }
+
+    /// <summary>A, B or the magnitude changed (an optimizer step, a checkpoint load): drops the cached DoRA norm.</summary>
+    public void ParametersChanged()
+    {
+        NormCache?.Dispose();
+        NormCache = null;
+    }
     public int Rank => A.Shape[0];
 }
 
@@ -38,11 +49,15 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA); xa [N,r] (optional, LoRA only) keeps x A^T for backward.</summary>
     public void Forward(IBackend be, Tensor x, Tensor y, Tensor? xa = null)
     {
-        if (Lora is { Magnitude: not null })
+        if (Lora is { Magnitude: not null } dora)
         {
-            using var norm = be.Uninitialized(new Shape(Out));
-            DoraNorm(be, norm);
-            ForwardDora(be, x, y, xa, norm, y);
+            if (dora.NormCache == null)
+            {
+                var norm = be.Uninitialized(new Shape(Out));
+                DoraNorm(be, norm);
+                dora.NormCache = norm;
+            }
+            ForwardDora(be, x, y, xa, dora.NormCache, y);
         }
         else if (Nf4 is { } q)
         {

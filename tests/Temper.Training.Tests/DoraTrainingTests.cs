@@ -3,7 +3,8 @@
 // forward beside it): initialisation (m = ||W||_row, the step-0 model is the base), the gradients of m, A and B
 // of every layer's projections against central differences of a float64 DoRA forward written here (the norm
 // held at its value for the perturbation, as detached), gradient checkpointing bit for bit, the saved adapter
-// (PEFT's lora_magnitude_vector keys, use_dora) merged by LoraAdapter giving the unmerged logits; on demo/base
+// (PEFT's lora_magnitude_vector keys, use_dora) merged by LoraAdapter giving the unmerged logits (the inference
+// pass's cached norm dropped when B changes); on demo/base
 // a short DoRA SFT on the addition task learns, resumes exactly and continues through --init-adapter; DoRA over
 // an NF4 base (QLoRA, the norm of the dequantised weight as PEFT takes it) equal to DoRA over the dequantised f32
 // model; the options DoRA refuses; and step-0 parity with PEFT once tests/reference/make_dora_training_reference.py has run.
@@ -167,6 +168,10 @@ public class DoraTrainingTests
         {
             using var lm = LanguageModel.Load(Qwen3Tiny.Folder, new CpuBackend());
             AttachPerturbed(lm, 23);
+            using (lm.Logits(Ids, 1)) { } // an inference pass caches each view's norm...
+            var q0 = lm.Weights.Layers[0].Q.Lora!;
+            foreach (ref float b in q0.B.Floats) b *= 2;
+            q0.ParametersChanged(); // ...which a change of B (an optimizer step) drops
             using var unmerged = lm.Logits(Ids, 1);
             PeftAdapterWriter.Save(dir, lm.Weights, Config, lm.Decoder.Backend, Qwen3Tiny.Folder);
 

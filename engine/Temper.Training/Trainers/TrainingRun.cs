@@ -106,6 +106,7 @@ public sealed class TrainingRun : IDisposable
         if (_o.Resume && Checkpoint.Latest(_o.OutDir) is string ck)
         {
             var st = Checkpoint.Load(ck, Params, opt);
+            ParametersChanged();
             if (st.DataSha256 != dataSha) throw new TemperException($"{ck}: the checkpoint was trained on different data (SHA-256 {st.DataSha256[..12]}..., {_o.DataPath} is {dataSha[..12]}...)");
             stepNo = st.Step;
             cursor = new BatchCursor(st.Epoch, st.BatchIndex);
@@ -145,6 +146,7 @@ public sealed class TrainingRun : IDisposable
                 if (_o.MaxGradNorm > 0 && norm > _o.MaxGradNorm)
                     foreach (var p in Params.All) Backend.Scale(p.Grad, (float)(_o.MaxGradNorm / (norm + 1e-6)));
                 opt.Update(lr);
+                ParametersChanged();
             }
             var report = new StepReport(stepNo, totalSteps, output.Loss, norm, lr, output.Tokens / Math.Max(1e-9, sw.Elapsed.TotalSeconds), skipped);
             reports.Add(report);
@@ -165,6 +167,12 @@ public sealed class TrainingRun : IDisposable
             Process.GetCurrentProcess().PeakWorkingSet64);
         SaveResult();
         return new SftResult(stepNo, interrupted, _o.OutDir, reports) { Memory = memory };
+    }
+
+    // Adapter views cache what they derive from their parameters (DoRA's norm for inference passes); a step changes them.
+    private void ParametersChanged()
+    {
+        foreach (var p in Model.Weights.Projections) p.Lora?.ParametersChanged();
     }
 
     /// <summary>The memory plan for this run's model and settings, at a micro-batch of rows x length (default BatchSize x MaxLength).</summary>
