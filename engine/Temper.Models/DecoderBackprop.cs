@@ -14,6 +14,8 @@
 // A DoRA projection (LoraView.Magnitude) keeps its norm [Out] (of the current A, B; a constant in backward, as
 // PEFT detaches it) and its unscaled product z [B*T,Out] = x W^T + s (x A^T) B^T; backward gives the
 // magnitude dm = sum_t dy z / norm and sends dz = m / norm * dy through the base and LoRA backward.
+// With LoRA dropout, DoRA follows PEFT's training forward, y = x W^T + b + (g - 1) (x_d W^T) + g s (x_d A^T) B^T
+// with x_d = dropout(x) and g = m / norm, computed as (x - x_d) W^T + b + g z_d (z_d the unscaled product of x_d).
 using Temper.Core;
 
 namespace Temper.Models;
@@ -259,12 +261,29 @@ public sealed class DecoderBackprop(Decoder decoder)
             a.Xa[p] = xa;
             if (lora.Magnitude != null)
             {
-                if (dropping) throw new TemperException($"{p.Name}: LoRA dropout with DoRA is not supported; use --lora-dropout 0");
                 var norm = NewIn(store, p.Out);
                 var z = NewIn(store, n, p.Out);
                 a.Dora[p] = (norm, z);
                 p.DoraNorm(be, norm);
-                p.ForwardDora(be, input, y, xa, norm, z);
+                if (!dropping)
+                {
+                    p.ForwardDora(be, input, y, xa, norm, z);
+                    return;
+                }
+                var droppedX = NewIn(store, n, p.In);
+                be.Dropout(input, seed, LoraDropout, droppedX);
+                a.Dropped[p] = (droppedX, seed);
+                var forwardTemp = new List<Tensor>();
+                var rest = NewIn(forwardTemp, n, p.In); // x - x_d: what the base sees beyond the DoRA term
+                be.CopyRows(droppedX, 0, rest, 0, n);
+                be.Scale(rest, -1f);
+                be.Add(rest, input, rest);
+                var doraTerm = NewIn(forwardTemp, n, p.Out);
+                p.ForwardDora(be, droppedX, doraTerm, xa, norm, z); // g z_d + b
+                p.ForwardBase(be, rest, y);                      // (x - x_d) W^T + b
+                if (p.Bias != null) be.DoraScale(z, lora.Magnitude, norm, null, doraTerm); // the bias once
+                be.Add(y, doraTerm, y);
+                Free(forwardTemp);
                 return;
             }
             if (!dropping)
@@ -288,7 +307,30 @@ public sealed class DecoderBackprop(Decoder decoder)
         {
             if (a.Dora.TryGetValue(p, out var dora))
             {
-                DoraBackward(p, dy, input, dInput, accumulate, a, dora.Norm, dora.Z, grad);
+                if (!a.Dropped.TryGetValue(p, out var droppedDora))
+                {
+                    DoraBackward(p, dy, input, dInput, accumulate, a, dora.Norm, dora.Z, grad);
+                    return;
+                }
+                // y = (x - x_d) W^T + b + g z_d: dx = dy W + dropout(d x_d), d x_d = (dz - dy) W + s (dz B) A, dz = g dy.
+                var doraLora = p.Lora!;
+                if (grad(p.Weight) != null || (p.Bias != null && grad(p.Bias) != null))
+                    throw new TemperException($"{p.Name}: DoRA trains its magnitude and LoRA matrices over a frozen base; the base weight and bias cannot be trained with it");
+                if (grad(doraLora.Magnitude!) is { } dm) be.DoraMagnitudeBackward(dy, dora.Z, dora.Norm, dm);
+                var backwardTemp = new List<Tensor>();
+                var dz = NewIn(backwardTemp, n, p.Out);
+                be.DoraScale(dy, doraLora.Magnitude!, dora.Norm, null, dz);
+                var dzMinusDy = NewIn(backwardTemp, n, p.Out);
+                be.CopyRows(dy, 0, dzMinusDy, 0, n);
+                be.Scale(dzMinusDy, -1f);
+                be.Add(dzMinusDy, dz, dzMinusDy);
+                var dDroppedDora = NewIn(backwardTemp, n, p.In);
+                p.BackwardBase(be, dy, input, dInput, accumulate, grad);
+                p.BackwardBase(be, dzMinusDy, droppedDora.X, dDroppedDora, false, grad);
+                be.LoraLinearBackward(dz, droppedDora.X, a.Xa[p], doraLora.A, doraLora.B, doraLora.Scale, dDroppedDora, grad(doraLora.A), grad(doraLora.B));
+                be.Dropout(dDroppedDora, droppedDora.Seed, LoraDropout, dDroppedDora);
+                be.Add(dInput, dDroppedDora, dInput);
+                Free(backwardTemp);
                 return;
             }
             p.BackwardBase(be, dy, input, dInput, accumulate, grad);

@@ -68,21 +68,22 @@ public class TrainingCliTests
     }
 
     [Fact]
-    public void Use_dora_trains_a_dora_adapter_with_sft_and_dpo_continues_it_and_refuses_dropout()
+    public void Use_dora_trains_a_dora_adapter_with_sft_and_dpo_continues_it_and_full_refuses_it()
     {
         string model = Fixtures.Hf("llama-tiny"), dir = Temp();
         var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "sft"),
             "--max-steps", "1", "--lora-r", "2", "--use-dora");
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
-        Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!["use_dora"]!.GetValue<bool>());
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
+        Assert.True(cfg["use_dora"]!.GetValue<bool>());
         var dpo = TemperCli.Run("dpo", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", Path.Combine(dir, "dpo"),
             "--max-steps", "1", "--init-adapter", Path.Combine(dir, "sft"));
         Assert.True(dpo.ExitCode == 0, dpo.Stderr + dpo.Stdout);
         Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "dpo", "adapter_config.json")))!["use_dora"]!.GetValue<bool>());
         var bad = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"),
-            "--max-steps", "1", "--use-dora", "--lora-dropout", "0.1");
+            "--max-steps", "1", "--use-dora", "--full");
         Assert.Equal(2, bad.ExitCode);
-        Assert.Contains("--lora-dropout", bad.Stderr);
+        Assert.Contains("--use-dora", bad.Stderr);
         Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Directory.Delete(dir, true);
     }

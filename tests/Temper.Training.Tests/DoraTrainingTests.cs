@@ -2,7 +2,8 @@
 // the norm a constant in backward (DoRA §4.3, PEFT's detach). On the tiny Qwen3 model (Qwen3Tiny, its float64
 // forward beside it): initialisation (m = ||W||_row, the step-0 model is the base), the gradients of m, A and B
 // of every layer's projections against central differences of a float64 DoRA forward written here (the norm
-// held at its value for the perturbation, as detached), gradient checkpointing bit for bit, the saved adapter
+// held at its value for the perturbation, as detached), and with LoRA dropout against PEFT's training forward
+// (y = W x + (g - 1) W x_d + g s B A x_d) with the same masks, gradient checkpointing bit for bit, the saved adapter
 // (PEFT's lora_magnitude_vector keys, use_dora) merged by LoraAdapter giving the unmerged logits (the inference
 // pass's cached norm dropped when B changes); on demo/base
 // a short DoRA SFT on the addition task learns, resumes exactly and continues through --init-adapter; DoRA over
@@ -129,6 +130,16 @@ public class DoraTrainingTests
         var norms = dora.ToDictionary(kv => kv.Key, kv => RowNorms(Adapted(kv.Key, kv.Value, Config.Scale), kv.Value.M.Length));
         Assert.Equal(DoraLoss(dora, norms), loss, 1e-5 * loss);
 
+        CheckCentralDifferences(dora, grads, () => DoraLoss(dora, norms));
+
+        var (loss2, grads2) = Backprop(lm, checkpointing: true);
+        Assert.Equal(loss, loss2);
+        foreach (var (name, g) in grads) Assert.Equal(g, grads2[name]);
+    }
+
+    // Sampled entries of m, A and B of projections in both layers: backward against central differences of loss().
+    private static void CheckCentralDifferences(Dictionary<string, (double[] A, double[] B, double[] M)> dora, Dictionary<string, float[]> grads, Func<double> loss)
+    {
         var rng = new Random(5);
         foreach (string module in new[] { "model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj", "model.layers.1.self_attn.v_proj", "model.layers.1.mlp.gate_proj" })
             foreach (var (part, suffix) in new[] { ("A", ".lora_A.weight"), ("B", ".lora_B.weight"), ("m", ".lora_magnitude_vector") })
@@ -142,9 +153,9 @@ public class DoraTrainingTests
                     int i = entries[e];
                     double keep = values[i], h = 1e-5;
                     values[i] = keep + h;
-                    double up = DoraLoss(dora, norms);
+                    double up = loss();
                     values[i] = keep - h;
-                    double down = DoraLoss(dora, norms);
+                    double down = loss();
                     values[i] = keep;
                     fd[e] = (up - down) / (2 * h);
                 }
@@ -154,8 +165,65 @@ public class DoraTrainingTests
                     Assert.True(Math.Abs(g[entries[e]] - fd[e]) <= 2e-3 * scale,
                         $"{module}{suffix}[{entries[e]}]: backward {g[entries[e]]:G6}, central difference {fd[e]:G6} (rms {scale:G3})");
             }
+    }
 
-        var (loss2, grads2) = Backprop(lm, checkpointing: true);
+    [Fact]
+    public void With_lora_dropout_gradients_match_central_differences_of_peft_s_training_forward_and_checkpointing()
+    {
+        const float p = 0.25f;
+        const ulong seed = 11;
+        using var lm = LanguageModel.Load(Qwen3Tiny.Folder, new CpuBackend());
+        var be = lm.Decoder.Backend;
+        AttachPerturbed(lm, 13);
+        int count = Labels.Skip(1).Count(l => l != -100);
+        (double, Dictionary<string, float[]>) Run(bool checkpointing)
+        {
+            using var ps = TrainableParameters.Lora(lm.Weights, be);
+            var bp = new DecoderBackprop(lm.Decoder) { LoraDropout = p, DropoutSeed = seed, GradientCheckpointing = checkpointing };
+            double l = bp.Run(Ids, Labels, [], 1, 1f / count, ps.GradOf).Sum() / count;
+            return (l, ps.All.ToDictionary(x => x.Name, x => x.Grad.Floats.ToArray()));
+        }
+        var (loss, grads) = Run(checkpointing: false);
+
+        // Each projection's mask as DecoderBackprop draws it: seed of (layer, slot), element t * In + c of its input.
+        string[] slots = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+        var masks = new Dictionary<string, float[]>();
+        for (int l = 0; l < Qwen3Tiny.Layers; l++)
+            for (int s = 0; s < slots.Length; s++)
+            {
+                var proj = lm.Weights.Projections.Single(x => x.Name == $"model.layers.{l}.{slots[s]}");
+                using var ones = Tensor.FromFloats(new Shape(Ids.Length, proj.In), Enumerable.Repeat(1f, Ids.Length * proj.In).ToArray());
+                using var mask = be.Zeros(ones.Shape);
+                be.Dropout(ones, SplitMix64.Mix(seed ^ SplitMix64.Mix((ulong)(l * 8 + s + 1))), p, mask);
+                masks[proj.Name] = mask.Floats.ToArray();
+            }
+        Assert.Contains(masks.Values, m => m.Contains(0f));
+
+        var dora = Parameters(lm);
+        var norms = dora.ToDictionary(kv => kv.Key, kv => RowNorms(Adapted(kv.Key, kv.Value, Config.Scale), kv.Value.M.Length));
+        // PEFT's DoRA forward in training with dropout: y = W x + (g - 1) W x_d + g s B A x_d, x_d = dropout(x), g = m / norm.
+        double[] Project(string module, int t, double[] x)
+        {
+            var (a, b, m) = dora[module];
+            var w = Qwen3Tiny.Weights[module + ".weight"];
+            int outs = m.Length, ins = x.Length, r = Config.Rank;
+            var xd = x.Select((v, c) => v * masks[module][t * ins + c]).ToArray();
+            var wx = Qwen3Tiny.MatVec(w, x, outs);
+            var wxd = Qwen3Tiny.MatVec(w, xd, outs);
+            var axd = Qwen3Tiny.MatVec(a, xd, r);
+            var lora = Qwen3Tiny.MatVec(b, axd, outs);
+            return Enumerable.Range(0, outs).Select(j =>
+            {
+                double g = m[j] / norms[module][j];
+                return wx[j] + (g - 1) * wxd[j] + g * Config.Scale * lora[j];
+            }).ToArray();
+        }
+        double Loss() => Qwen3Tiny.Loss(Ids, Labels, null, Project);
+        Assert.Equal(Loss(), loss, 1e-5 * loss);
+        Assert.NotEqual(Backprop(lm, checkpointing: false).Loss, loss, 1e-4); // the training pass does drop
+        CheckCentralDifferences(dora, grads, Loss);
+
+        var (loss2, grads2) = Run(checkpointing: true);
         Assert.Equal(loss, loss2);
         foreach (var (name, g) in grads) Assert.Equal(g, grads2[name]);
     }
@@ -300,7 +368,6 @@ public class DoraTrainingTests
                 Assert.Contains(option, e.Message);
                 Assert.DoesNotContain('\n', e.Message);
             }
-            Refused(o with { LoraDropout = 0.1 }, "--lora-dropout");
             Refused(o with { Full = true }, "--use-dora");
             Refused(o with { InitAdapter = Path.Combine(Fixtures.Hf("llama-tiny"), "adapter") }, "--use-dora");
         }

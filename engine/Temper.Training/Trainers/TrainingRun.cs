@@ -74,8 +74,6 @@ public sealed class TrainingRun : IDisposable
                     lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout) { UseDora = o.UseDora };
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                 }
-                if (lora.UseDora && lora.Dropout > 0)
-                    throw new TemperException($"--lora-dropout {lora.Dropout} with DoRA (--use-dora or a DoRA --init-adapter): LoRA dropout is not supported with DoRA yet; use 0");
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
                 if (lora.Dropout > 0 && !supportsLoraDropout) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
             }
