@@ -279,9 +279,8 @@ public sealed class DecoderBackprop(Decoder decoder)
                 be.Scale(rest, -1f);
                 be.Add(rest, input, rest);
                 var doraTerm = NewIn(forwardTemp, n, p.Out);
-                p.ForwardDora(be, droppedX, doraTerm, xa, norm, z); // g z_d + b
-                p.ForwardBase(be, rest, y);                      // (x - x_d) W^T + b
-                if (p.Bias != null) be.DoraScale(z, lora.Magnitude, norm, null, doraTerm); // the bias once
+                p.ForwardDora(be, droppedX, doraTerm, xa, norm, z, addBias: false); // g z_d
+                p.ForwardBase(be, rest, y);                                        // (x - x_d) W^T + b
                 be.Add(y, doraTerm, y);
                 Free(forwardTemp);
                 return;
@@ -305,32 +304,9 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
-            if (a.Dora.TryGetValue(p, out var dora))
+            if (a.Dora.ContainsKey(p))
             {
-                if (!a.Dropped.TryGetValue(p, out var droppedDora))
-                {
-                    DoraBackward(p, dy, input, dInput, accumulate, a, dora.Norm, dora.Z, grad);
-                    return;
-                }
-                // y = (x - x_d) W^T + b + g z_d: dx = dy W + dropout(d x_d), d x_d = (dz - dy) W + s (dz B) A, dz = g dy.
-                var doraLora = p.Lora!;
-                if (grad(p.Weight) != null || (p.Bias != null && grad(p.Bias) != null))
-                    throw new TemperException($"{p.Name}: DoRA trains its magnitude and LoRA matrices over a frozen base; the base weight and bias cannot be trained with it");
-                if (grad(doraLora.Magnitude!) is { } dm) be.DoraMagnitudeBackward(dy, dora.Z, dora.Norm, dm);
-                var backwardTemp = new List<Tensor>();
-                var dz = NewIn(backwardTemp, n, p.Out);
-                be.DoraScale(dy, doraLora.Magnitude!, dora.Norm, null, dz);
-                var dzMinusDy = NewIn(backwardTemp, n, p.Out);
-                be.CopyRows(dy, 0, dzMinusDy, 0, n);
-                be.Scale(dzMinusDy, -1f);
-                be.Add(dzMinusDy, dz, dzMinusDy);
-                var dDroppedDora = NewIn(backwardTemp, n, p.In);
-                p.BackwardBase(be, dy, input, dInput, accumulate, grad);
-                p.BackwardBase(be, dzMinusDy, droppedDora.X, dDroppedDora, false, grad);
-                be.LoraLinearBackward(dz, droppedDora.X, a.Xa[p], doraLora.A, doraLora.B, doraLora.Scale, dDroppedDora, grad(doraLora.A), grad(doraLora.B));
-                be.Dropout(dDroppedDora, droppedDora.Seed, LoraDropout, dDroppedDora);
-                be.Add(dInput, dDroppedDora, dInput);
-                Free(backwardTemp);
+                DoraBackward(p, dy, input, dInput, accumulate, a, grad);
                 return;
             }
             p.BackwardBase(be, dy, input, dInput, accumulate, grad);
@@ -351,18 +327,34 @@ public sealed class DecoderBackprop(Decoder decoder)
     }
 
     // y = m / norm * z + bias: dm += sum_t dy z / norm, then dz = m / norm * dy goes through the base (dx = dz W)
-    // and the LoRA branch (dA, dB, dx += s (dz B) A). The base weight and bias stay frozen under DoRA.
-    private void DoraBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Tensor norm, Tensor z, Func<Tensor, Tensor?> grad)
+    // and the LoRA branch (dA, dB, dx += s (dz B) A). With dropout, y = (x - x_d) W^T + b + m / norm * z_d:
+    // dx = dy W + dropout(d x_d) with d x_d = (dz - dy) W + s (dz B) A. The base weight and bias stay frozen.
+    private void DoraBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
     {
         var be = Decoder.Backend;
         var lora = p.Lora!;
+        var (norm, z) = a.Dora[p];
         if (grad(p.Weight) != null || (p.Bias != null && grad(p.Bias) != null))
             throw new TemperException($"{p.Name}: DoRA trains its magnitude and LoRA matrices over a frozen base; the base weight and bias cannot be trained with it");
         if (grad(lora.Magnitude!) is { } dm) be.DoraMagnitudeBackward(dy, z, norm, dm);
         using var dz = be.Uninitialized(dy.Shape);
         be.DoraScale(dy, lora.Magnitude!, norm, null, dz);
-        p.BackwardBase(be, dz, input, dInput, accumulate, grad);
-        be.LoraLinearBackward(dz, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
+        if (!a.Dropped.TryGetValue(p, out var dropped))
+        {
+            p.BackwardBase(be, dz, input, dInput, accumulate, grad);
+            be.LoraLinearBackward(dz, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
+            return;
+        }
+        using var dzMinusDy = be.Uninitialized(dy.Shape);
+        be.CopyRows(dy, 0, dzMinusDy, 0, dy.Shape.Rows);
+        be.Scale(dzMinusDy, -1f);
+        be.Add(dzMinusDy, dz, dzMinusDy);
+        using var dDropped = be.Uninitialized(input.Shape);
+        p.BackwardBase(be, dy, input, dInput, accumulate, grad);
+        p.BackwardBase(be, dzMinusDy, dropped.X, dDropped, false, grad);
+        be.LoraLinearBackward(dz, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
+        be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
+        be.Add(dInput, dDropped, dInput);
     }
 
     private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>

@@ -84,9 +84,9 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
 
     /// <summary>
     /// DoRA forward with the norm given: z[N,Out] = x W^T + s (x A^T) B^T (no bias; kept for the magnitude's
-    /// gradient), then y = m / norm * z + bias. z may be y (nothing kept).
+    /// gradient), then y = m / norm * z + bias (without the bias when not addBias). z may be y (nothing kept).
     /// </summary>
-    public void ForwardDora(IBackend be, Tensor x, Tensor y, Tensor? xa, Tensor norm, Tensor z)
+    public void ForwardDora(IBackend be, Tensor x, Tensor y, Tensor? xa, Tensor norm, Tensor z, bool addBias = true)
     {
         var l = Lora ?? throw new InvalidOperationException($"{Name}: no LoRA view");
         var m = l.Magnitude ?? throw new InvalidOperationException($"{Name}: not a DoRA view");
@@ -96,7 +96,7 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
             AddLora(be, l, x, z, xa);
         }
         else be.LoraLinear(x, Weight, null, l.A, l.B, l.Scale, z, xa);
-        be.DoraScale(z, m, norm, Bias, y);
+        be.DoraScale(z, m, norm, addBias ? Bias : null, y);
     }
 
     /// <summary>y = x W^T + bias, the base weight alone (NF4 or dense), without the LoRA branch.</summary>
