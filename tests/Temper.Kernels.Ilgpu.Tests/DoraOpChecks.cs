@@ -1,4 +1,4 @@
-// The DoRA ops on ILGPU (DoraNorm over f32 and bf16 weights, DoraScale with and without bias and in place,
+// The DoRA ops on ILGPU (DoraNorm over f32 and bf16 weights, rows shorter and longer than a group, DoraScale with and without bias and in place,
 // DoraMagnitudeBackward) against the CPU backend and the f64 references, at tiny shapes (a launch on the
 // CPU accelerator is not free). Instantiated per device like IlgpuOpChecks.
 using Temper.Core;
@@ -12,6 +12,7 @@ public abstract class DoraOpChecks(DeviceFixture device) : DeviceOpChecks(device
     [Theory]
     [InlineData(5, 13, 3, false)]
     [InlineData(4, 20, 2, true)]
+    [InlineData(3, 300, 2, false)] // rows longer than a group: its threads stride them
     public void DoraNorm_matches_cpu_and_reference(int m, int k, int r, bool bf16)
     {
         var w = Floats(m * k, 1);
