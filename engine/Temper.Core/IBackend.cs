@@ -34,6 +34,10 @@ public interface IBackend : IDisposable
     void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false);
     /// <summary>y[N,M] = x W^T + bias + scale (x A[r,K]^T) B[M,r]^T; xa[N,r] (optional) keeps x A^T.</summary>
     void LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scale, Tensor y, Tensor? xa = null);
+    /// <summary>DoRA: norm[M] = ||W[M,K] + scale B[M,r] A[r,K]||_row, each output row's L2 norm of the adapted weight (W f32 or bf16; f32 out).</summary>
+    void DoraNorm(Tensor weight, Tensor loraA, Tensor loraB, float scale, Tensor norm);
+    /// <summary>DoRA: y[N,M] = z[N,M] * magnitude[M] / norm[M] + bias[M] (bias optional; y may alias z). With no bias it is also the backward to z.</summary>
+    void DoraScale(Tensor z, Tensor magnitude, Tensor norm, Tensor? bias, Tensor y);
     /// <summary>Rotates x[N,H,D] in place by the angles of positions[N] (HF rotate_half layout).</summary>
     void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs);
     /// <summary>Causal GQA attention; see <see cref="AttentionArgs"/>.</summary>
@@ -64,6 +68,8 @@ public interface IBackend : IDisposable
     void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false);
     /// <summary>LoRA part of backward: dA[r,K] += scale (dy B)^T x, dB[M,r] += scale dy^T xa (each when given), and dx += scale (dy B) A.</summary>
     void LoraLinearBackward(Tensor dy, Tensor x, Tensor xa, Tensor loraA, Tensor loraB, float scale, Tensor? dx, Tensor? dA, Tensor? dB);
+    /// <summary>DoRA: dMagnitude[M] += sum_n dy[n,j] z[n,j] / norm[j] (z as DoraScale took it; the norm is a constant, DoRA §4.3).</summary>
+    void DoraMagnitudeBackward(Tensor dy, Tensor z, Tensor norm, Tensor dMagnitude);
     /// <summary>Rotates dx[N,H,D] in place by minus the angles (the transpose of the rotation).</summary>
     void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
     /// <summary>dq, dk, dv (overwritten) from dOut. When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>

@@ -11,6 +11,11 @@
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
 // input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
 // layer draws the same one).
+// A DoRA projection (LoraView.Magnitude) keeps its norm [Out] (of the current A, B; a constant in backward, as
+// PEFT detaches it) and its unscaled product z [B*T,Out] = x W^T + s (x A^T) B^T; backward gives the
+// magnitude dm = sum_t dy z / norm and sends dz = m / norm * dy through the base and LoRA backward.
+// With LoRA dropout, DoRA follows PEFT's training forward, y = x W^T + b + (g - 1) (x_d W^T) + g s (x_d A^T) B^T
+// with x_d = dropout(x) and g = m / norm, computed as (x - x_d) W^T + b + g z_d (z_d the unscaled product of x_d).
 using Temper.Core;
 
 namespace Temper.Models;
@@ -26,6 +31,8 @@ public sealed class DecoderBackprop(Decoder decoder)
         public readonly Dictionary<Projection, Tensor> Xa = [];
         /// <summary>LoRA dropout: the dropped-out input of the LoRA branch and the seed of its mask.</summary>
         public readonly Dictionary<Projection, (Tensor X, ulong Seed)> Dropped = [];
+        /// <summary>DoRA: the norm [Out] of W + s B A and the unscaled product z [B*T,Out].</summary>
+        public readonly Dictionary<Projection, (Tensor Norm, Tensor Z)> Dora = [];
     }
 
     public Decoder Decoder { get; } = decoder;
@@ -252,6 +259,32 @@ public sealed class DecoderBackprop(Decoder decoder)
             }
             var xa = NewIn(store, n, lora.Rank);
             a.Xa[p] = xa;
+            if (lora.Magnitude != null)
+            {
+                var norm = NewIn(store, p.Out);
+                var z = NewIn(store, n, p.Out);
+                a.Dora[p] = (norm, z);
+                p.DoraNorm(be, norm);
+                if (!dropping)
+                {
+                    p.ForwardDora(be, input, y, xa, norm, z);
+                    return;
+                }
+                var droppedX = NewIn(store, n, p.In);
+                be.Dropout(input, seed, LoraDropout, droppedX);
+                a.Dropped[p] = (droppedX, seed);
+                var forwardTemp = new List<Tensor>();
+                var rest = NewIn(forwardTemp, n, p.In); // x - x_d: what the base sees beyond the DoRA term
+                be.CopyRows(droppedX, 0, rest, 0, n);
+                be.Scale(rest, -1f);
+                be.Add(rest, input, rest);
+                var doraTerm = NewIn(forwardTemp, n, p.Out);
+                p.ForwardDora(be, droppedX, doraTerm, xa, norm, z, addBias: false); // g z_d
+                p.ForwardBase(be, rest, y);                                        // (x - x_d) W^T + b
+                be.Add(y, doraTerm, y);
+                Free(forwardTemp);
+                return;
+            }
             if (!dropping)
             {
                 p.Forward(be, input, y, xa);
@@ -271,6 +304,11 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
+            if (a.Dora.ContainsKey(p))
+            {
+                DoraBackward(p, dy, input, dInput, accumulate, a, grad);
+                return;
+            }
             p.BackwardBase(be, dy, input, dInput, accumulate, grad);
             if (p.Lora is not { } lora) return;
             if (!a.Dropped.TryGetValue(p, out var dropped))
@@ -286,6 +324,37 @@ public sealed class DecoderBackprop(Decoder decoder)
             be.Add(dInput, dDropped, dInput);
             Free(temp);
         }
+    }
+
+    // y = m / norm * z + bias: dm += sum_t dy z / norm, then dz = m / norm * dy goes through the base (dx = dz W)
+    // and the LoRA branch (dA, dB, dx += s (dz B) A). With dropout, y = (x - x_d) W^T + b + m / norm * z_d:
+    // dx = dy W + dropout(d x_d) with d x_d = (dz - dy) W + s (dz B) A. The base weight and bias stay frozen.
+    private void DoraBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
+    {
+        var be = Decoder.Backend;
+        var lora = p.Lora!;
+        var (norm, z) = a.Dora[p];
+        if (grad(p.Weight) != null || (p.Bias != null && grad(p.Bias) != null))
+            throw new TemperException($"{p.Name}: DoRA trains its magnitude and LoRA matrices over a frozen base; the base weight and bias cannot be trained with it");
+        if (grad(lora.Magnitude!) is { } dm) be.DoraMagnitudeBackward(dy, z, norm, dm);
+        using var dz = be.Uninitialized(dy.Shape);
+        be.DoraScale(dy, lora.Magnitude!, norm, null, dz);
+        if (!a.Dropped.TryGetValue(p, out var dropped))
+        {
+            p.BackwardBase(be, dz, input, dInput, accumulate, grad);
+            be.LoraLinearBackward(dz, input, a.Xa[p], lora.A, lora.B, lora.Scale, dInput, grad(lora.A), grad(lora.B));
+            return;
+        }
+        using var dzMinusDy = be.Uninitialized(dy.Shape);
+        be.CopyRows(dy, 0, dzMinusDy, 0, dy.Shape.Rows);
+        be.Scale(dzMinusDy, -1f);
+        be.Add(dzMinusDy, dz, dzMinusDy);
+        using var dDropped = be.Uninitialized(input.Shape);
+        p.BackwardBase(be, dy, input, dInput, accumulate, grad);
+        p.BackwardBase(be, dzMinusDy, dropped.X, dDropped, false, grad);
+        be.LoraLinearBackward(dz, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
+        be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
+        be.Add(dInput, dDropped, dInput);
     }
 
     private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>

@@ -70,13 +70,14 @@ public sealed class LanguageModel : IDisposable
         return m;
     }
 
-    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights (always, for DoRA).</summary>
-    public void AttachAdapter(string adapterDir, bool merge)
+    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights (always, for DoRA,
+    /// unless <paramref name="doraUnmerged"/>: training attaches a DoRA adapter's views with their magnitudes).</summary>
+    public void AttachAdapter(string adapterDir, bool merge, bool doraUnmerged = false)
     {
         var adapter = LoraAdapter.Load(adapterDir, allowDora: true);
         _owned.Add(adapter);
-        if (merge || adapter.Config.UseDora) adapter.Merge(Weights, Decoder.Backend);
-        else adapter.Apply(Weights, Decoder.Backend);
+        if (merge || (adapter.Config.UseDora && !doraUnmerged)) adapter.Merge(Weights, Decoder.Backend);
+        else adapter.Apply(Weights, Decoder.Backend, dora: doraUnmerged);
     }
 
     /// <summary>EOS ids for generation: config.json's, plus the tokenizer's EOS token.</summary>

@@ -3,7 +3,8 @@
 // with rsLoRA; rank_pattern and alpha_pattern give modules their own r and alpha), or merged into the
 // weights (W += s B A). A DoRA adapter (use_dora: a magnitude m [Out] per
 // module, lora_magnitude_vector) is merged as PEFT merges it, W' = m / ||W + s B A||_row * (W + s B A), and
-// only merged: its callers opt in (LanguageModel merges it), every other use refuses it in one line.
+// only merged for inference: its callers opt in (LanguageModel merges it); training attaches it unmerged
+// (Apply with dora: the magnitudes ride on the LoRA views), every other use refuses it in one line.
 // PEFT options Temper does not implement are refused by name, never ignored.
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -214,12 +215,14 @@ public sealed class LoraAdapter : IDisposable
         return list;
     }
 
-    /// <summary>Attaches the adapter unmerged: each targeted projection computes its LoRA term.</summary>
-    public void Apply(ModelWeights w, IBackend be)
+    /// <summary>Attaches the adapter unmerged: each targeted projection computes its LoRA term. A DoRA adapter
+    /// only when <paramref name="dora"/> (training continues it), its magnitude copied into each view as f32.</summary>
+    public void Apply(ModelWeights w, IBackend be, bool dora = false)
     {
-        if (Config.UseDora) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) runs merged in Temper; merge it (temper merge)");
+        if (Config.UseDora && !dora) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) runs merged in Temper; merge it (temper merge)");
         foreach (var (p, a, b) in Resolve(w))
-            p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.ScaleFor(p.Name));
+            p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.ScaleFor(p.Name),
+                Magnitudes.TryGetValue(p.Name, out var m) ? be.FromHost(Tensor.FromFloats(m.Shape, m.ToFloatArray(), p.Name + ".lora_magnitude_vector")) : null);
     }
 
     /// <summary>Merges the adapter into the weights (W += s B A, in f32, stored back in W's dtype; DoRA then scales each

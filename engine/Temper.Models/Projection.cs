@@ -2,16 +2,32 @@
 // or NF4 for a QLoRA base, whose Weight is then the packed codes and Nf4 the whole quantised weight),
 // optional bias [Out], and an optional unmerged LoRA view (A [r,In], B [Out,r], scale) over it.
 // Over an NF4 base the LoRA branch is added with the plain ops: xa = x A^T, y += scale (xa B^T).
+// A DoRA view (PEFT use_dora) adds a magnitude m [Out]: y = m / ||W + s B A||_row * (x W^T + s (x A^T) B^T) + bias,
+// the norm [Out] recomputed from the current A, B each forward and treated as a constant (DoRA §4.3; an NF4
+// base is dequantised for it, as PEFT does).
 using Temper.Core;
 using Temper.Core.Quantization;
 
 namespace Temper.Models;
 
-public sealed class LoraView(Tensor a, Tensor b, float scale)
+public sealed class LoraView(Tensor a, Tensor b, float scale, Tensor? magnitude = null)
 {
     public Tensor A { get; } = a;       // [r, In]
     public Tensor B { get; } = b;       // [Out, r]
     public float Scale { get; } = scale;
+    /// <summary>DoRA's magnitude m [Out] (f32), or null for plain LoRA.</summary>
+    public Tensor? Magnitude { get; } = magnitude;
+
+    /// <summary>DoRA: the norm [Out] the inference forward last computed (a decode step would otherwise pay M K r
+    /// for it every token). Training passes always recompute it; whoever changes A or B calls ParametersChanged.</summary>
+    internal Tensor? NormCache { get; set; }
+
+    /// <summary>A, B or the magnitude changed (an optimizer step, a checkpoint load): drops the cached DoRA norm.</summary>
+    public void ParametersChanged()
+    {
+        NormCache?.Dispose();
+        NormCache = null;
+    }
     public int Rank => A.Shape[0];
 }
 
@@ -33,7 +49,17 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA); xa [N,r] (optional, LoRA only) keeps x A^T for backward.</summary>
     public void Forward(IBackend be, Tensor x, Tensor y, Tensor? xa = null)
     {
-        if (Nf4 is { } q)
+        if (Lora is { Magnitude: not null } dora)
+        {
+            if (dora.NormCache == null)
+            {
+                var norm = be.Uninitialized(new Shape(Out));
+                DoraNorm(be, norm);
+                dora.NormCache = norm;
+            }
+            ForwardDora(be, x, y, xa, dora.NormCache, y);
+        }
+        else if (Nf4 is { } q)
         {
             be.Nf4Linear(x, q, Bias, y);
             if (Lora is { } lora) AddLora(be, lora, x, y, xa);
@@ -42,7 +68,37 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
         else be.Linear(x, Weight, Bias, y);
     }
 
-    /// <summary>dInput[N,In] (+)= dy W (the base part of backward; an NF4 base is frozen, so it gets no gradient).</summary>
+    /// <summary>DoRA: norm[Out] = ||W + s B A||_row of the current A and B (an NF4 base dequantised first).</summary>
+    public void DoraNorm(IBackend be, Tensor norm)
+    {
+        var l = Lora ?? throw new InvalidOperationException($"{Name}: no LoRA view");
+        if (Nf4 is not { } q)
+        {
+            be.DoraNorm(Weight, l.A, l.B, l.Scale, norm);
+            return;
+        }
+        using var dense = be.Uninitialized(new Shape(Out, In));
+        be.Nf4Dequantize(q, dense);
+        be.DoraNorm(dense, l.A, l.B, l.Scale, norm);
+    }
+
+    /// <summary>
+    /// DoRA forward with the norm given: z[N,Out] = x W^T + s (x A^T) B^T (no bias; kept for the magnitude's
+    /// gradient), then y = m / norm * z + bias (without the bias when not addBias). z may be y (nothing kept).
+    /// </summary>
+    public void ForwardDora(IBackend be, Tensor x, Tensor y, Tensor? xa, Tensor norm, Tensor z, bool addBias = true)
+    {
+        var l = Lora ?? throw new InvalidOperationException($"{Name}: no LoRA view");
+        var m = l.Magnitude ?? throw new InvalidOperationException($"{Name}: not a DoRA view");
+        if (Nf4 is { } q)
+        {
+            be.Nf4Linear(x, q, null, z);
+            AddLora(be, l, x, z, xa);
+        }
+        else be.LoraLinear(x, Weight, null, l.A, l.B, l.Scale, z, xa);
+        be.DoraScale(z, m, norm, addBias ? Bias : null, y);
+    }
+
     /// <summary>y = x W^T + bias, the base weight alone (NF4 or dense), without the LoRA branch.</summary>
     public void ForwardBase(IBackend be, Tensor x, Tensor y)
     {
@@ -50,6 +106,7 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
         else be.Linear(x, Weight, Bias, y);
     }
 
+    /// <summary>dInput[N,In] (+)= dy W (the base part of backward; an NF4 base is frozen, so it gets no gradient).</summary>
     public void BackwardBase(IBackend be, Tensor dy, Tensor x, Tensor dInput, bool accumulate, Func<Tensor, Tensor?> gradOf)
     {
         if (Nf4 is { } q)

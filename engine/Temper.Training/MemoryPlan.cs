@@ -2,16 +2,18 @@
 // (`temper plan`, and the line a trainer prints beside its measured peak):
 //   weights      embedding, norms, biases, lm_head (untied) in their held dtype; the layers'
 //                projections in that dtype, or NF4 (codes + double-quantised scales) with QLoRA
-//   adapters     the trained parameters and their gradients (LoRA A/B, or every weight for --full), f32
+//   adapters     the trained parameters and their gradients (LoRA A/B and DoRA's magnitudes, or every weight for --full), f32
 //   optimizer    AdamW's two moments per trained parameter, f32
 //   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T), f32:
 //                per layer its norms' outputs and 1/rms, q/k/v (and Qwen3's q, k before their head norms
 //                with 1/rms per head), attention output and log-sum-exp,
-//                residual stream, gate/up/act, projection outputs and each LoRA's x A^T; then the final
+//                residual stream, gate/up/act, projection outputs and each LoRA's x A^T (DoRA: and its unscaled
+//                product [n, Out]); then the final
 //                norm, losses and every backward buffer. With gradient checkpointing a layer keeps only
 //                its input and one layer's activations are rebuilt at a time.
-//   workspace    the largest transient: a LoRA branch's [n, Out] term (and the CPU NF4 linear's slab of
-//                dequantised rows, at most 4 MiB)
+//   workspace    the largest transient: a LoRA branch's [n, Out] term, DoRA's scaled gradient [n, Out] (and
+//                with QLoRA its dequantised weight [Out, In] for the norm), and the CPU NF4 linear's slab of
+//                dequantised rows, at most 4 MiB
 using Temper.Core.Quantization;
 using Temper.Models;
 
@@ -45,8 +47,8 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
             foreach (var (name, s) in shapes)
                 if (lora.Targets(name[..^".weight".Length]))
                 {
-                    trained += (long)lora.Rank * (s[0] + s[1]);
-                    loraRows += lora.Rank; // x A^T [n, r] kept per adapted projection
+                    trained += (long)lora.Rank * (s[0] + s[1]) + (lora.UseDora ? s[0] : 0);
+                    loraRows += lora.Rank + (lora.UseDora ? s[0] : 0); // x A^T [n, r] (and DoRA's z [n, Out]) kept per adapted projection
                 }
 
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
@@ -59,7 +61,9 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
 
         long maxOut = shapes.Values.Max(s => (long)s[0]);
         long slab = o.QLora ? 4 * shapes.Values.Max(s => Math.Min(s.Elements, 1L << 20)) : 0; // the CPU NF4 linear's dequantised rows
-        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + slab;
+        bool dora = o.Lora is { UseDora: true };
+        long doraWork = dora ? 4 * n * maxOut + (o.QLora ? 4 * shapes.Values.Max(s => s.Elements) : 0) : 0;
+        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + slab;
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
     }
 
@@ -76,7 +80,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         foreach (var p in w.Projections)
         {
             b += (p.Nf4 is { } q ? Of(q.Codes) + Of(q.AbsmaxCodes) + Of(q.AbsmaxScales) : Of(p.Weight)) + Of(p.Bias);
-            if (p.Lora is { } lora) b += Of(lora.A) + Of(lora.B);
+            if (p.Lora is { } lora) b += Of(lora.A) + Of(lora.B) + Of(lora.Magnitude);
         }
         return b;
     }

@@ -91,6 +91,36 @@ public sealed partial class CpuBackend : IBackend
             loraA.Floats, loraB.Floats, scale, y.Floats, xa == null ? default : xa.Floats, n, k, m, r, _threads);
     }
 
+    public void DoraNorm(Tensor weight, Tensor loraA, Tensor loraB, float scale, Tensor norm)
+    {
+        const string op = "DoraNorm";
+        Host(op, weight, loraA, loraB, norm);
+        F32(op, loraA, loraB, norm);
+        Require(weight.DType == DType.F32 || weight.DType == DType.BF16, op, $"weight {Describe(weight)} must be f32 or bf16");
+        Require(weight.Shape.Rank == 2 && loraA.Shape.Rank == 2 && loraB.Shape.Rank == 2 && loraA.Shape[1] == weight.Shape[1] && loraB.Shape[0] == weight.Shape[0] && loraB.Shape[1] == loraA.Shape[0]
+            && norm.Shape == new Shape(weight.Shape[0]), op, $"weight {weight.Shape}, A {loraA.Shape}, B {loraB.Shape}, norm {norm.Shape}: need W [M,K], A [r,K], B [M,r], norm [M]");
+        bool bf16 = weight.DType == DType.BF16;
+        Cpu.DoraNorm.Compute(bf16 ? default : weight.Floats, bf16 ? weight.Span<ushort>() : default, loraA.Floats, loraB.Floats, scale, norm.Floats,
+            weight.Shape[0], weight.Shape[1], loraA.Shape[0], _threads);
+    }
+
+    public void DoraScale(Tensor z, Tensor magnitude, Tensor norm, Tensor? bias, Tensor y)
+    {
+        const string op = "DoraScale";
+        Host(op, z, magnitude, norm, bias, y);
+        F32(op, z, magnitude, norm, bias, y);
+        int m = CheckDoraVectors(op, z, norm, magnitude);
+        Require(y.Shape == z.Shape && (bias == null || bias.Shape == new Shape(m)), op, $"y {y.Shape} must be the shape of z {z.Shape}, bias {bias?.Shape} [{m}]");
+        Cpu.DoraScale.Forward(z.Floats, magnitude.Floats, norm.Floats, Floats(bias), y.Floats, z.Shape.Rows, m, _threads);
+    }
+
+    private static int CheckDoraVectors(string op, Tensor z, Tensor norm, Tensor vector)
+    {
+        Require(z.Shape.Rank >= 1 && norm.Shape == new Shape(z.Shape[-1]) && vector.Shape == norm.Shape, op,
+            $"z {z.Shape}, norm {norm.Shape}, {vector.Shape}: norm and the magnitude (or its gradient) must be [M], z [N,M]");
+        return z.Shape[-1];
+    }
+
     public void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)
     {
         int heads = CheckRope("Rope", x, positions, freqs);
@@ -199,6 +229,16 @@ public sealed partial class CpuBackend : IBackend
         Require(dy.Shape == x.Shape.WithLast(m) && xa.Shape == x.Shape.WithLast(r) && (dx == null || dx.Shape == x.Shape) && (dA == null || dA.Shape == loraA.Shape) && (dB == null || dB.Shape == loraB.Shape),
             op, $"dy {dy.Shape}, x {x.Shape}, xa {xa.Shape}, dx {dx?.Shape}, dA {dA?.Shape}, dB {dB?.Shape} for A {loraA.Shape}, B {loraB.Shape}");
         Cpu.LoraLinear.Backward(dy.Floats, x.Floats, xa.Floats, loraA.Floats, loraB.Floats, scale, Out(dx), Out(dA), Out(dB), x.Shape.Rows, k, m, r, _threads);
+    }
+
+    public void DoraMagnitudeBackward(Tensor dy, Tensor z, Tensor norm, Tensor dMagnitude)
+    {
+        const string op = "DoraMagnitudeBackward";
+        Host(op, dy, z, norm, dMagnitude);
+        F32(op, dy, z, norm, dMagnitude);
+        int m = CheckDoraVectors(op, z, norm, dMagnitude);
+        Require(dy.Shape == z.Shape, op, $"dy {dy.Shape} must be the shape of z {z.Shape}");
+        Cpu.DoraScale.MagnitudeBackward(dy.Floats, z.Floats, norm.Floats, dMagnitude.Floats, z.Shape.Rows, m, _threads);
     }
 
     public void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs)

@@ -299,6 +299,34 @@ public sealed partial class IlgpuBackend : IBackend
         Ops.LoraLinear.Forward(_dc, F(op, x), Weight(op, weight), FOpt(op, bias), F(op, loraA), F(op, loraB), scale, F(op, y), FOpt(op, xa), n, k, m, r);
     }
 
+    public void DoraNorm(Tensor weight, Tensor loraA, Tensor loraB, float scale, Tensor norm)
+    {
+        const string op = "DoraNorm";
+        F32(op, loraA, loraB, norm);
+        Require(weight.DType == DType.F32 || weight.DType == DType.BF16, op, $"weight {Describe(weight)} must be f32 or bf16");
+        Require(weight.Shape.Rank == 2 && loraA.Shape.Rank == 2 && loraB.Shape.Rank == 2 && loraA.Shape[1] == weight.Shape[1] && loraB.Shape[0] == weight.Shape[0] && loraB.Shape[1] == loraA.Shape[0]
+            && norm.Shape == new Shape(weight.Shape[0]), op, $"weight {weight.Shape}, A {loraA.Shape}, B {loraB.Shape}, norm {norm.Shape}: need W [M,K], A [r,K], B [M,r], norm [M]");
+        Begin();
+        Ops.DoraNorm.Compute(_dc, Weight(op, weight), F(op, loraA), F(op, loraB), scale, F(op, norm), weight.Shape[0], weight.Shape[1], loraA.Shape[0]);
+    }
+
+    public void DoraScale(Tensor z, Tensor magnitude, Tensor norm, Tensor? bias, Tensor y)
+    {
+        const string op = "DoraScale";
+        F32(op, z, magnitude, norm, bias, y);
+        int m = CheckDoraVectors(op, z, norm, magnitude);
+        Require(y.Shape == z.Shape && (bias == null || bias.Shape == new Shape(m)), op, $"y {y.Shape} must be the shape of z {z.Shape}, bias {bias?.Shape} [{m}]");
+        Begin();
+        Ops.DoraScale.Forward(_dc, F(op, z), F(op, magnitude), F(op, norm), FOpt(op, bias), F(op, y), z.Shape.Rows, m);
+    }
+
+    private int CheckDoraVectors(string op, Tensor z, Tensor norm, Tensor vector)
+    {
+        Require(z.Shape.Rank >= 1 && norm.Shape == new Shape(z.Shape[-1]) && vector.Shape == norm.Shape, op,
+            $"z {z.Shape}, norm {norm.Shape}, {vector.Shape}: norm and the magnitude (or its gradient) must be [M], z [N,M]");
+        return z.Shape[-1];
+    }
+
     public void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)
     {
         int heads = CheckRope("Rope", x, positions, freqs);
@@ -399,6 +427,16 @@ public sealed partial class IlgpuBackend : IBackend
             op, $"dy {dy.Shape}, x {x.Shape}, xa {xa.Shape}, dx {dx?.Shape}, dA {dA?.Shape}, dB {dB?.Shape} for A {loraA.Shape}, B {loraB.Shape}");
         Begin();
         Ops.LoraLinear.Backward(_dc, F(op, dy), F(op, x), F(op, xa), F(op, loraA), F(op, loraB), scale, FOpt(op, dx), FOpt(op, dA), FOpt(op, dB), x.Shape.Rows, k, m, r);
+    }
+
+    public void DoraMagnitudeBackward(Tensor dy, Tensor z, Tensor norm, Tensor dMagnitude)
+    {
+        const string op = "DoraMagnitudeBackward";
+        F32(op, dy, z, norm, dMagnitude);
+        int m = CheckDoraVectors(op, z, norm, dMagnitude);
+        Require(dy.Shape == z.Shape, op, $"dy {dy.Shape} must be the shape of z {z.Shape}");
+        Begin();
+        Ops.DoraScale.MagnitudeBackward(_dc, F(op, dy), F(op, z), F(op, norm), F(op, dMagnitude), z.Shape.Rows, m);
     }
 
     public void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs)

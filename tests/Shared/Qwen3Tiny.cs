@@ -97,11 +97,16 @@ public static class Qwen3Tiny
         return dir;
     }
 
-    /// <summary>Logits [T, V] of one sequence by the float64 reference forward (weights: Weights, or a variant of them;
-    /// yarn: YarnFolder's RoPE).</summary>
-    public static double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null, bool yarn = false)
+    /// <summary>
+    /// Logits [T, V] of one sequence by the float64 reference forward (weights: Weights, or a variant of them;
+    /// yarn: YarnFolder's RoPE). project (optional) computes a layer projection instead of W x: (module, e.g.
+    /// model.layers.0.self_attn.q_proj, token position, input) -> output; null where the plain product applies.
+    /// </summary>
+    public static double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null, Func<string, int, double[], double[]?>? project = null,
+        bool yarn = false)
     {
         var w = weights ?? Weights;
+        double[] Proj(string module, int pos, double[] x, int rows) => project?.Invoke(module, pos, x) ?? MatVec(w[module + ".weight"], x, rows);
         var invFreq = yarn ? YarnReference.InvFreq(HeadDim, Theta, YarnFactor, YarnOriginal)
             : Enumerable.Range(0, HeadDim / 2).Select(i => 1 / Math.Pow(Theta, 2.0 * i / HeadDim)).ToArray();
         double scaling = yarn ? YarnReference.AttentionFactor(YarnFactor) : 1;
@@ -111,9 +116,9 @@ public static class Qwen3Tiny
         {
             string p = $"model.layers.{l}.";
             var hn = x.Select(r => RmsNorm(r, w[p + "input_layernorm.weight"])).ToArray();
-            var q = hn.Select(r => HeadNorms(MatVec(w[p + "self_attn.q_proj.weight"], r, qd), w[p + "self_attn.q_norm.weight"])).ToArray();
-            var k = hn.Select(r => HeadNorms(MatVec(w[p + "self_attn.k_proj.weight"], r, kvd), w[p + "self_attn.k_norm.weight"])).ToArray();
-            var v = hn.Select(r => MatVec(w[p + "self_attn.v_proj.weight"], r, kvd)).ToArray();
+            var q = hn.Select((r, i) => HeadNorms(Proj(p + "self_attn.q_proj", i, r, qd), w[p + "self_attn.q_norm.weight"])).ToArray();
+            var k = hn.Select((r, i) => HeadNorms(Proj(p + "self_attn.k_proj", i, r, kvd), w[p + "self_attn.k_norm.weight"])).ToArray();
+            var v = hn.Select((r, i) => Proj(p + "self_attn.v_proj", i, r, kvd)).ToArray();
             for (int i = 0; i < t; i++)
             {
                 Rope(q[i], i, invFreq, scaling);
@@ -135,13 +140,13 @@ public static class Qwen3Tiny
                     for (int j = 0; j <= i; j++)
                         for (int e = 0; e < HeadDim; e++) attn[h * HeadDim + e] += Math.Exp(s[j] - max) / sum * v[j][g * HeadDim + e];
                 }
-                var o = MatVec(w[p + "self_attn.o_proj.weight"], attn, Hidden);
+                var o = Proj(p + "self_attn.o_proj", i, attn, Hidden);
                 for (int c = 0; c < Hidden; c++) x[i][c] += o[c];
                 var h2 = RmsNorm(x[i], w[p + "post_attention_layernorm.weight"]);
-                var gate = MatVec(w[p + "mlp.gate_proj.weight"], h2, Ffn);
-                var up = MatVec(w[p + "mlp.up_proj.weight"], h2, Ffn);
+                var gate = Proj(p + "mlp.gate_proj", i, h2, Ffn);
+                var up = Proj(p + "mlp.up_proj", i, h2, Ffn);
                 var act = gate.Select((z, f) => z / (1 + Math.Exp(-z)) * up[f]).ToArray();
-                var down = MatVec(w[p + "mlp.down_proj.weight"], act, Hidden);
+                var down = Proj(p + "mlp.down_proj", i, act, Hidden);
                 for (int c = 0; c < Hidden; c++) x[i][c] += down[c];
             }
         }
@@ -149,9 +154,9 @@ public static class Qwen3Tiny
     }
 
     /// <summary>Mean cross-entropy of ids[t+1] given ids[..t] over the positions whose label (labels[t+1]) is not -100.</summary>
-    public static double Loss(int[] ids, int[] labels, IReadOnlyDictionary<string, double[]>? weights = null)
+    public static double Loss(int[] ids, int[] labels, IReadOnlyDictionary<string, double[]>? weights = null, Func<string, int, double[], double[]?>? project = null)
     {
-        var logits = Logits(ids, weights);
+        var logits = Logits(ids, weights, project);
         double sum = 0;
         int count = 0;
         for (int t = 0; t + 1 < ids.Length; t++)
@@ -164,7 +169,7 @@ public static class Qwen3Tiny
         return sum / count;
     }
 
-    private static double[] MatVec(double[] m, double[] x, int rows)
+    public static double[] MatVec(double[] m, double[] x, int rows)
     {
         var y = new double[rows];
         for (int r = 0; r < rows; r++)

@@ -1,5 +1,6 @@
 // The training verbs as scripts call them: step-0 parity of `temper sft` and `temper dpo` through the
-// CLI, the run folder's contents, and bad data as a one-line error naming file and line.
+// CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), and bad data as a
+// one-line error naming file and line.
 using System.Text.Json.Nodes;
 
 namespace Temper.Tests;
@@ -63,6 +64,27 @@ public class TrainingCliTests
             "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
         Assert.Equal(2, dpo.ExitCode);
         Assert.Contains("LoRA dropout 0.05 is supported by sft and pretrain only", dpo.Stderr);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Use_dora_trains_a_dora_adapter_with_sft_and_dpo_continues_it_and_full_refuses_it()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "sft"),
+            "--max-steps", "1", "--lora-r", "2", "--use-dora");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
+        Assert.True(cfg["use_dora"]!.GetValue<bool>());
+        var dpo = TemperCli.Run("dpo", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", Path.Combine(dir, "dpo"),
+            "--max-steps", "1", "--init-adapter", Path.Combine(dir, "sft"));
+        Assert.True(dpo.ExitCode == 0, dpo.Stderr + dpo.Stdout);
+        Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "dpo", "adapter_config.json")))!["use_dora"]!.GetValue<bool>());
+        var bad = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"),
+            "--max-steps", "1", "--use-dora", "--full");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--use-dora", bad.Stderr);
+        Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Directory.Delete(dir, true);
     }
 

@@ -4,6 +4,7 @@
 // hand-written training backward (DecoderBackprop, every backward op) giving the reference loss and
 // every gradient within 1e-3 relative L2 (the fixtures' f32 bounds). Instantiated for ILGPU's CPU
 // accelerator (CI) and CUDA (skipped without a device). The bf16 LoRA gradient bound is Bf16LoraBoundChecks.
+// DoRA views on the device give the CPU backend's logits, loss and magnitude/A/B gradients.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -262,6 +263,57 @@ public abstract class EndToEndChecks(DeviceFixture device)
         {
             foreach (var gr in grads.Values) gr.Dispose();
             foreach (var gr in cpuGrads.Values) gr.Dispose();
+        }
+    }
+
+    // DoRA (a magnitude per output row over W + s B A, its norm a constant in backward) on every projection
+    // of the tiny Qwen3: the device's logits (the inference path, its cached norm), loss and every magnitude,
+    // A and B gradient against the CPU backend's (which Temper.Training.Tests holds to central differences).
+    [Fact]
+    public void Dora_views_give_the_cpu_logits_and_gradients()
+    {
+        int[] ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150], labels = [-100, -100, 99, 260, 31, 7, 400, 3, 88, 150];
+        using var cpu = LanguageModel.Load(Qwen3Tiny.Folder, new Temper.Kernels.Cpu.CpuBackend());
+        using var lm = LanguageModel.Load(Qwen3Tiny.Folder, B);
+        const int r = 4;
+        var rng = new Random(31);
+        var cpuViews = new List<LoraView>();
+        var views = new List<LoraView>();
+        foreach (var (cp, p) in cpu.Weights.Projections.Zip(lm.Weights.Projections))
+        {
+            var a = Enumerable.Range(0, r * p.In).Select(_ => (float)((rng.NextDouble() * 2 - 1) / Math.Sqrt(p.In))).ToArray();
+            var b = Enumerable.Range(0, p.Out * r).Select(_ => (float)(0.1 * (rng.NextDouble() * 2 - 1))).ToArray();
+            var m = new float[p.Out];
+            cp.Lora = new LoraView(Tensor.FromFloats(new Shape(r, p.In), a), Tensor.FromFloats(new Shape(p.Out, r), b), 2f, Tensor.FromFloats(new Shape(p.Out), m));
+            cp.DoraNorm(cpu.Decoder.Backend, cp.Lora.Magnitude!);
+            for (int j = 0; j < p.Out; j++) m[j] = cp.Lora.Magnitude!.Floats[j] * (float)(1 + 0.3 * (rng.NextDouble() * 2 - 1));
+            cp.Lora = new LoraView(cp.Lora.A, cp.Lora.B, 2f, Tensor.FromFloats(new Shape(p.Out), m));
+            p.Lora = new LoraView(B.FromHost(cp.Lora.A), B.FromHost(cp.Lora.B), 2f, B.FromHost(cp.Lora.Magnitude!));
+            cpuViews.Add(cp.Lora);
+            views.Add(p.Lora);
+        }
+        using (var cl = cpu.Logits(ids, 1))
+        using (var dl = lm.Logits(ids, 1))
+            AssertClose(cl.Floats, Down(dl));
+        Tensor[] Params(List<LoraView> vs) => vs.SelectMany(v => new[] { v.A, v.B, v.Magnitude! }).ToArray();
+        var cpuGrads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in Params(cpuViews)) cpuGrads[t] = Tensor.Zeros(t.Shape);
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in Params(views)) grads[t] = B.Zeros(t.Shape);
+        try
+        {
+            var cpuLoss = new DecoderBackprop(cpu.Decoder).Run(ids, labels, [], 1, 0.125f, p => cpuGrads.GetValueOrDefault(p)).Sum();
+            var loss = new DecoderBackprop(lm.Decoder).Run(ids, labels, [], 1, 0.125f, p => grads.GetValueOrDefault(p)).Sum();
+            Assert.Equal(cpuLoss, loss, 1e-5 * Math.Abs(cpuLoss));
+            foreach (var (ct, dt) in Params(cpuViews).Zip(Params(views)))
+            {
+                double err = RelativeL2(cpuGrads[ct].Floats, Down(grads[dt]));
+                Assert.True(err < 1e-4, $"DoRA gradient {ct.Shape}: relative L2 error {err:G3} against the CPU backend");
+            }
+        }
+        finally
+        {
+            foreach (var gr in grads.Values) gr.Dispose();
         }
     }
 

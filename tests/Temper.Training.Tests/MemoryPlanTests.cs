@@ -1,6 +1,6 @@
 // The memory plan against a run's measured peak: one SFT step on a fixture model whose examples all
 // fill the micro-batch (8 x 128 tokens, so activations outweigh the tiny weights), with and without
-// QLoRA. The measured peak is not the process's working set — on a small CPU run the .NET runtime,
+// QLoRA, with and without DoRA. The measured peak is not the process's working set — on a small CPU run the .NET runtime,
 // the JIT and garbage the GC has not yet collected dominate that — but the bytes the loaded model
 // holds plus the peak of the CPU backend's counted allocations (every tensor made by Zeros, counted
 // until disposed): gradients, AdamW moments, activations and the LoRA terms. The prediction must be
@@ -14,16 +14,18 @@ namespace Temper.Tests;
 public class MemoryPlanTests
 {
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Prediction_is_within_15_percent_of_the_measured_peak(bool qlora)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void Prediction_is_within_15_percent_of_the_measured_peak(bool qlora, bool dora)
     {
         string model = QLoraParityTests.CopyModel("llama-tiny"), outDir = Directory.CreateTempSubdirectory("temper-plan-").FullName;
         string data = Path.Combine(outDir, "long.jsonl");
         var words = new[] { "number", "beta", "key", "path", "data", "time", "object", "file" };
         File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i =>
             $$"""{"messages": [{"role": "user", "content": "q{{i}}"}, {"role": "assistant", "content": "{{string.Join(' ', Enumerable.Range(0, 300).Select(j => words[(i * 7 + j * 3) % words.Length]))}}"}]}"""));
-        var o = new SftOptions { ModelDir = model, DataPath = data, OutDir = Path.Combine(outDir, "run"), BatchSize = 8, MaxLength = 128, MaxSteps = 1, LoraRank = 8, QLora = qlora };
+        var o = new SftOptions { ModelDir = model, DataPath = data, OutDir = Path.Combine(outDir, "run"), BatchSize = 8, MaxLength = 128, MaxSteps = 1, LoraRank = 8, QLora = qlora, UseDora = dora };
         var result = new SftTrainer(o, new CpuBackend(1)).Run();
         var m = result.Memory!;
         TestContext.Current.TestOutputHelper?.WriteLine(m.ToString());

@@ -27,7 +27,7 @@ public class QLoraParityTests
     }
 
     /// <summary>A copy of the model with every NF4 projection of <paramref name="quantized"/> replaced by its f32 dequantisation.</summary>
-    private static string DequantizedCopy(string modelDir, LanguageModel quantized)
+    internal static string DequantizedCopy(string modelDir, LanguageModel quantized)
     {
         string dst = Directory.CreateTempSubdirectory("temper-dequant-").FullName;
         foreach (var f in Directory.GetFiles(modelDir).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)))

@@ -164,19 +164,32 @@ public class RewardModelTests
         return [ids[..24], ids[24..40], ids[24..31]]; // different lengths: padding and the last-token pick
     }
 
-    [Fact]
-    public void Adapter_with_head_round_trips_in_peft_seq_cls_form()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Adapter_with_head_round_trips_in_peft_seq_cls_form(bool dora)
     {
         string baseDir = Fixtures.Hf("llama-tiny"), adapterDir = Path.Combine(baseDir, "adapter");
         string dir = Directory.CreateTempSubdirectory("temper-rm-peft-").FullName;
         var be = new CpuBackend();
         var seqs = Sequences("llama-tiny");
         float[] before;
-        using (var lm = LanguageModel.Load(baseDir, be, adapterDir))
+        var config = dora ? LoraConfig.Load(adapterDir) with { UseDora = true } : LoraConfig.Load(adapterDir);
+        using (var lm = LanguageModel.Load(baseDir, be, dora ? null : adapterDir))
         using (var head = RewardTrainer.InitialHead(lm.Config.HiddenSize, 0.3f, 9, be))
         {
+            if (dora) // a DoRA reward model (--use-dora): B and the magnitudes away from their initial values
+            {
+                LoraInit.Attach(lm.Weights, config, be, 5);
+                var rng = new Random(5);
+                foreach (var p in lm.Weights.Projections)
+                {
+                    foreach (ref float b in p.Lora!.B.Floats) b = (float)(0.05 * (rng.NextDouble() * 2 - 1));
+                    foreach (ref float m in p.Lora.Magnitude!.Floats) m *= (float)(1 + 0.2 * (rng.NextDouble() * 2 - 1));
+                }
+            }
             before = Scores(lm, head, seqs);
-            PeftAdapterWriter.Save(dir, lm.Weights, LoraConfig.Load(adapterDir), be, baseDir, PeftAdapterWriter.SequenceClassification(head));
+            PeftAdapterWriter.Save(dir, lm.Weights, config, be, baseDir, PeftAdapterWriter.SequenceClassification(head));
         }
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
         Assert.Equal("SEQ_CLS", cfg["task_type"]!.GetValue<string>());

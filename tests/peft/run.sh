@@ -4,7 +4,8 @@
 #   bash tests/peft/run.sh temper FIXTURE_DIR WORK   trains 30 LoRA SFT steps on FIXTURE_DIR/trainer/sft.jsonl
 #                                                    and writes WORK/{adapter/, ids.json, temper_logits.safetensors}
 #   bash tests/peft/run.sh peft FIXTURE_DIR WORK     PEFT loads WORK/adapter; its logits vs Temper's (1e-4 x max)
-# TEMPER overrides how temper is started (default: the Release build of tools/Temper.Cli).
+# TEMPER overrides how temper is started (default: the Release build of tools/Temper.Cli); SFT_FLAGS adds
+# flags to the training run (SFT_FLAGS=--use-dora: PEFT loads a DoRA adapter Temper trained).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=$1 model=$2 work=$3
@@ -13,7 +14,7 @@ case "$mode" in
   temper)
     mkdir -p "$work"
     $temper sft --model "$model" --data "$model/trainer/sft.jsonl" --out "$work/adapter" --lora-r 8 --lora-alpha 16 \
-      --lr 1e-2 --batch-size 4 --max-steps 30 --seed 1 --threads 2
+      --lr 1e-2 --batch-size 4 --max-steps 30 --seed 1 --threads 2 ${SFT_FLAGS:-}
     echo '[[1, 17, 42, 99, 250, 7, 300, 12], [5, 6, 7, 8, 9, 10, 11, 12]]' > "$work/ids.json"
     $temper logits --model "$model" --adapter "$work/adapter" --ids "$work/ids.json" --out "$work/temper_logits.safetensors"
     ;;

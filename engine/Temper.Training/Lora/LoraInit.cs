@@ -1,6 +1,7 @@
 // Attaches fresh, trainable LoRA views to the projections a LoraConfig targets, initialised as PEFT
 // does (init_lora_weights=True): A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0,
-// so the adapted model starts equal to the base. Seeded for reproducible runs.
+// so the adapted model starts equal to the base. Seeded for reproducible runs. DoRA (use_dora) adds the
+// magnitude m [Out] = ||W + s B A||_row = ||W||_row (B = 0), as PEFT's DoraLinearLayer initialises it.
 using Temper.Core;
 using Temper.Models;
 
@@ -21,7 +22,9 @@ public static class LoraInit
             p.Lora = new LoraView(
                 be.FromHost(Tensor.FromFloats(new Shape(cfg.Rank, p.In), a, p.Name + ".lora_A.weight")),
                 be.FromHost(Tensor.Zeros(new Shape(p.Out, cfg.Rank), DType.F32, p.Name + ".lora_B.weight")),
-                cfg.Scale);
+                cfg.Scale,
+                cfg.UseDora ? be.Zeros(new Shape(p.Out)) : null);
+            if (p.Lora.Magnitude is { } m) p.DoraNorm(be, m);
             attached++;
         }
         if (attached == 0) throw new TemperException($"LoRA target modules {Describe(cfg)} match no projection of the model");

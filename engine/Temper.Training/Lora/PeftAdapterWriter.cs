@@ -1,6 +1,7 @@
 // Saves the LoRA views of a model as a PEFT adapter folder that PEFT, transformers and vLLM load:
 // adapter_config.json (the fields PEFT 0.x reads) and adapter_model.safetensors with PEFT's key names
-// (base_model.model.<module>.lora_A.weight / lora_B.weight). Files are written to a temp name and renamed.
+// (base_model.model.<module>.lora_A.weight / lora_B.weight; a DoRA adapter, use_dora, adds
+// base_model.model.<module>.lora_magnitude_vector [Out], the name PEFT saves it under). Files are written to a temp name and renamed.
 // A sequence-classification adapter (a reward model) adds its fully trained head as PEFT's
 // PeftModelForSequenceClassification saves it: task_type SEQ_CLS, modules_to_save ["classifier", "score"],
 // and the head's tensor under base_model.model.score.weight.
@@ -26,8 +27,11 @@ public static class PeftAdapterWriter
         foreach (var p in w.Projections.Append(w.LmHead))
             if (p.Lora is { } l)
             {
+                if (cfg.UseDora != (l.Magnitude != null))
+                    throw new TemperException($"{p.Name}: the adapter config says use_dora {cfg.UseDora.ToString().ToLowerInvariant()} but the module {(l.Magnitude != null ? "has" : "has no")} DoRA magnitude");
                 tensors.Add(new($"base_model.model.{p.Name}.lora_A.weight", be.ToHost(l.A)));
                 tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", be.ToHost(l.B)));
+                if (l.Magnitude != null) tensors.Add(new($"base_model.model.{p.Name}.lora_magnitude_vector", be.ToHost(l.Magnitude)));
             }
         if (tensors.Count == 0) throw new TemperException("the model carries no LoRA to save");
         foreach (var (name, t) in modules?.Tensors ?? [])
@@ -54,7 +58,7 @@ public static class PeftAdapterWriter
         ["target_modules"] = cfg.TargetRegex != null ? JsonValue.Create(cfg.TargetRegex) : new JsonArray(cfg.TargetList!.Select(t => (JsonNode)t).ToArray()),
         ["bias"] = "none",
         ["fan_in_fan_out"] = false,
-        ["use_dora"] = false,
+        ["use_dora"] = cfg.UseDora,
         ["init_lora_weights"] = true,
         ["inference_mode"] = true,
         ["modules_to_save"] = null,

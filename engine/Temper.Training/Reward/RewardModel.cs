@@ -46,14 +46,14 @@ public sealed class RewardModel : IDisposable
             string? basePath = baseDir ?? cfg?["base_model_name_or_path"]?.GetValue<string>();
             if (basePath == null || !System.IO.Directory.Exists(basePath))
                 throw new TemperException($"{dir}: the adapter's base model '{basePath}' is not a folder here; give the base model folder explicitly");
-            var adapter = LoraAdapter.Load(dir, HeadModules);
+            var adapter = LoraAdapter.Load(dir, HeadModules, allowDora: true); // a DoRA reward model runs unmerged, its norms cached (it is frozen)
             LanguageModel? lm = null;
             try
             {
                 if (!adapter.SavedModules.TryGetValue("score.weight", out var head))
                     throw new TemperException($"{dir}: adapter_model.safetensors has no base_model.model.score.weight; not a reward model adapter");
                 lm = LanguageModel.Load(basePath, be);
-                adapter.Apply(lm.Weights, be);
+                adapter.Apply(lm.Weights, be, dora: true);
                 return new RewardModel(dir, lm, adapter, HeadOnBackend(head, lm.Config, dir, be));
             }
             catch

@@ -21,6 +21,8 @@ public sealed record SftOptions
     public double LoraAlpha { get; init; } = 32;
     public double LoraDropout { get; init; }
     public bool UseRsLora { get; init; }
+    /// <summary>DoRA (PEFT use_dora): a trained magnitude per output row over the LoRA-adapted weight's direction.</summary>
+    public bool UseDora { get; init; }
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     public float LearningRate { get; init; } = 2e-4f;
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
@@ -57,6 +59,7 @@ public sealed record SftOptions
         ["lora_alpha"] = LoraAlpha,
         ["lora_dropout"] = LoraDropout,
         ["use_rslora"] = UseRsLora,
+        ["use_dora"] = UseDora,
         ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
         ["lr"] = LearningRate,
         ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),

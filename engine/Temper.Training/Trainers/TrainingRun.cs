@@ -65,12 +65,13 @@ public sealed class TrainingRun : IDisposable
                 if (o.InitAdapter != null)
                 {
                     lora = LoraConfig.Load(o.InitAdapter);
-                    if (lora.UseDora) throw new TemperException($"{o.InitAdapter}: training from a DoRA adapter (use_dora) is not supported; Temper runs DoRA adapters merged (temper merge)");
-                    lm.AttachAdapter(o.InitAdapter, merge: false);
+                    if (o.UseDora && !lora.UseDora)
+                        throw new TemperException($"--use-dora: {o.InitAdapter} is a plain LoRA adapter (use_dora false), and --init-adapter continues it as it is; drop --use-dora");
+                    lm.AttachAdapter(o.InitAdapter, merge: false, doraUnmerged: true);
                 }
                 else
                 {
-                    lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout);
+                    lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout) { UseDora = o.UseDora };
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                 }
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
@@ -103,6 +104,7 @@ public sealed class TrainingRun : IDisposable
         if (_o.Resume && Checkpoint.Latest(_o.OutDir) is string ck)
         {
             var st = Checkpoint.Load(ck, Params, opt);
+            ParametersChanged();
             if (st.DataSha256 != dataSha) throw new TemperException($"{ck}: the checkpoint was trained on different data (SHA-256 {st.DataSha256[..12]}..., {_o.DataPath} is {dataSha[..12]}...)");
             stepNo = st.Step;
             cursor = new BatchCursor(st.Epoch, st.BatchIndex);
@@ -142,6 +144,7 @@ public sealed class TrainingRun : IDisposable
                 if (_o.MaxGradNorm > 0 && norm > _o.MaxGradNorm)
                     foreach (var p in Params.All) Backend.Scale(p.Grad, (float)(_o.MaxGradNorm / (norm + 1e-6)));
                 opt.Update(lr);
+                ParametersChanged();
             }
             var report = new StepReport(stepNo, totalSteps, output.Loss, norm, lr, output.Tokens / Math.Max(1e-9, sw.Elapsed.TotalSeconds), skipped);
             reports.Add(report);
@@ -162,6 +165,12 @@ public sealed class TrainingRun : IDisposable
             Process.GetCurrentProcess().PeakWorkingSet64);
         SaveResult();
         return new SftResult(stepNo, interrupted, _o.OutDir, reports) { Memory = memory };
+    }
+
+    // Adapter views cache what they derive from their parameters (DoRA's norm for inference passes); a step changes them.
+    private void ParametersChanged()
+    {
+        foreach (var p in Model.Weights.Projections) p.Lora?.ParametersChanged();
     }
 
     /// <summary>The memory plan for this run's model and settings, at a micro-batch of rows x length (default BatchSize x MaxLength).</summary>
@@ -196,6 +205,7 @@ public sealed class TrainingRun : IDisposable
         if (o.Epochs < 1) throw new TemperException($"--epochs must be >= 1 (got {o.Epochs})");
         if (o.MaxLength < 2) throw new TemperException($"--max-len must be >= 2 (got {o.MaxLength})");
         if (!(o.LearningRate > 0)) throw new TemperException($"--lr must be > 0 (got {o.LearningRate})");
+        if (o.Full && o.UseDora) throw new TemperException("--use-dora trains a DoRA adapter over a frozen base; it cannot be combined with --full (full fine-tuning)");
         if (o.Full && o.InitAdapter != null) throw new TemperException("--full and --init-adapter cannot be combined");
         if (o.QLora && o.Full) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
         if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");

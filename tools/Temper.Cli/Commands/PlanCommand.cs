@@ -1,4 +1,4 @@
-// `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--batch-size B]
+// `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--use-dora] [--batch-size B]
 // [--max-length T] [--gradient-checkpointing]`: the memory a training run needs (MemoryPlan), from
 // config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
 // the same prediction beside its measured peak when it finishes.
@@ -19,22 +19,24 @@ internal static class PlanCommand
         var full = new Option<bool>("--full") { Description = "Plan full fine-tuning instead of a LoRA adapter" };
         var r = new Option<int>("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
         var targets = new Option<string>("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
+        var dora = new Option<bool>("--use-dora") { Description = "Plan a DoRA adapter (a magnitude per output row; keeps each projection's [N,Out] product)" };
         var batch = new Option<int>("--batch-size") { Description = "Examples per micro-batch", DefaultValueFactory = _ => 8 };
         var length = new Option<int>("--max-length", "--max-len") { Description = "Tokens per example (the padded length)", DefaultValueFactory = _ => 1024 };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Keep only each layer's input; rebuild its activations in backward" };
-        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, batch, length, checkpointing };
+        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, dora, batch, length, checkpointing };
         cmd.SetGuardedAction(p =>
         {
             string dir = p.GetValue(model)!;
             var cfg = ModelConfig.Load(dir);
             bool isFull = p.GetValue(full), isQLora = p.GetValue(qlora);
+            if (isFull && p.GetValue(dora)) throw new TemperException("--use-dora trains a DoRA adapter over a frozen base; it cannot be combined with --full (full fine-tuning)");
             if (isFull && isQLora) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
             if (p.GetValue(batch) < 1 || p.GetValue(length) < 1 || p.GetValue(r) < 1) throw new TemperException("--batch-size, --max-length and --lora-r must be >= 1");
             var (matrix, embedding) = HeldBytes(dir, CliOptions.WeightDType(p), isFull);
             var lora = isFull ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
-                p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0);
+                p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0) { UseDora = p.GetValue(dora) };
             var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding));
-            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
+            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
             Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
             Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
             Console.WriteLine($"  optimizer    {MemoryPlan.Bytes(plan.Optimizer),12}   (AdamW moments)");
