@@ -27,6 +27,25 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
     /// <summary>The live trainer on this model, if any (it owns the LoRA views while it lives).</summary>
     public NativeTrainer? Trainer { get; set; }
 
+    private Temper.Models.Constrained.TokenVocabulary? _vocabulary;
+    private readonly Dictionary<string, Temper.Models.Constrained.JsonConstraint> _constraints = [];
+
+    /// <summary>The JSON constraint of a schema text (null: any JSON object) over the model's vocabulary, compiled once
+    /// (the last 16 kept); the vocabulary's byte trie is built at the first use.</summary>
+    public Temper.Models.Constrained.JsonConstraint JsonConstraint(string? schema)
+    {
+        lock (_constraints)
+        {
+            string key = schema ?? "";
+            if (_constraints.TryGetValue(key, out var c)) return c;
+            _vocabulary ??= Temper.Models.Constrained.TokenVocabulary.From(Lm.RequireTokenizer(), Lm.EosIds());
+            c = schema == null ? Temper.Models.Constrained.JsonConstraint.ForObject(_vocabulary)
+                : Temper.Models.Constrained.JsonConstraint.ForSchema(_vocabulary, schema);
+            if (_constraints.Count >= 16) _constraints.Clear();
+            return _constraints[key] = c;
+        }
+    }
+
     /// <summary>The CUDA device generation runs on (TEMPER_DEVICE_CUDA), or null on the CPU.</summary>
     public CudaDevice? Cuda { get; } = cuda;
 

@@ -31,6 +31,8 @@ public unsafe struct TemperGenerateOptions
     public ulong Seed;
     public byte** Stop;         // StopCount NUL-terminated UTF-8 strings; NULL = none
     public int StopCount;
+    public int JsonObject;      // 0.3.0: non-zero = the output is one JSON object
+    public byte* JsonSchema;    // 0.3.0: NUL-terminated UTF-8 JSON Schema the output matches; NULL = none
 }
 
 /// <summary>temper_generate_result.</summary>

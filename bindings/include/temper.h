@@ -98,8 +98,10 @@
  *    (the samples do). 0.2.0 broke 0.1.0's: struct_size was added and temper_sampling_options folded
  *    into temper_generate_options; hosts built against 0.1.0, whose structs have no size to check, must
  *    be rebuilt. From 0.2.0 on, fields are only added at the end of an option struct, so a later library
- *    can go on taking an older struct_size, reading the fields it lacks as their defaults (0.2.0 knows
- *    only its own sizes). temper_generate_result and temper_step_metrics have no struct_size and do not
+ *    can go on taking an older struct_size, reading the fields it lacks as their defaults: 0.3.0 added
+ *    json_object and json_schema to temper_generate_options and still takes 0.2.0's size of it (a 0.2.0
+ *    host runs unchanged on it, though its TEMPER_VERSION check sees "0.2.0" against "0.3.0").
+ *    temper_generate_result and temper_step_metrics have no struct_size and do not
  *    change within 0.x.
  *  - Thread safety, stated per function below. In short: the library is thread-safe; one model runs
  *    one call at a time. Calls that run or change a model (logits, generate, adapter apply/remove/
@@ -125,7 +127,7 @@ extern "C" {
 #endif
 
 /* The version of this header; temper_version() returns the library's. */
-#define TEMPER_VERSION "0.2.0"
+#define TEMPER_VERSION "0.3.0"
 
 /* ---- status codes ------------------------------------------------------------------------------ */
 
@@ -148,7 +150,7 @@ typedef enum temper_status {
 
 /* ---- library ----------------------------------------------------------------------------------- */
 
-/* The library version, e.g. "0.2.0". Static storage. Thread-safe. */
+/* The library version, e.g. "0.3.0". Static storage. Thread-safe. */
 TEMPER_API const char* temper_version(void);
 
 /* The message of the last call on this thread that failed, or "" if it succeeded (the calls that
@@ -254,6 +256,16 @@ typedef struct temper_generate_options {
                                    token is streamed and output, so the text holds the stop string (it is
                                    not cut off). Needs the model's tokenizer.json. Read during the call only. */
     int32_t stop_count;         /* >= 0; default 0 */
+    int32_t json_object;        /* since 0.3.0. Non-zero: the output is one JSON object, each token constrained
+                                   so the text stays valid JSON, EOS only once the object is complete (as
+                                   `temper generate --json` and the server's response_format json_object);
+                                   needs tokenizer.json and ignore_eos = 0. Default 0 */
+    const char* json_schema;    /* since 0.3.0. NUL-terminated UTF-8 JSON Schema: the output is JSON matching it
+                                   (the subset `temper generate --json-schema` takes; another keyword is
+                                   TEMPER_E_INVALID_ARGUMENT naming it; compiled once per distinct schema on
+                                   the model). Not with json_object. NULL (default) = none. Read during the
+                                   call only. A host built against 0.2.0's header (its smaller struct_size)
+                                   is still accepted, without these two fields. */
 } temper_generate_options;
 
 typedef enum temper_finish_reason {

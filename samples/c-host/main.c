@@ -2,7 +2,8 @@
  * c-host: a C program linked against libtemper, as a game engine or native app would link it; it is
  * also the native acceptance test (ctest runs each check with dotnet off PATH and DOTNET_ROOT unset).
  *
- *   c-host demo   MODEL_DIR [PROMPT]  chat-render, tokenize and stream a greedy reply; prints timings
+ *   c-host demo   MODEL_DIR [PROMPT]  chat-render, tokenize and stream a greedy reply (then one constrained to a JSON
+ *                                     schema); prints timings
  *   c-host logits FIXTURE_DIR         logits (plain and padded) vs reference.safetensors
  *   c-host greedy FIXTURE_DIR         greedy ids vs reference.json greedy.output_ids; a callback stop, a
  *                                     stop string, frequency and presence penalties
@@ -178,6 +179,20 @@ static int run_demo(const char* dir, const char* prompt_text, double first_call_
     double t2 = now_s();
     printf("\n---\n%d tokens (finish %d); time to first token %.1f ms (process start to first token %.1f ms); %.1f tok/s\n",
            res.generated, res.finish, (first - t1) * 1e3, (first - g_process_start) * 1e3, res.generated / (t2 - t1));
+
+    /* The same prompt answered as JSON a game could act on: each token is constrained to the schema, and the
+       reply ends (EOS) once the object is complete. */
+    go = temper_generate_options_default();
+    go.max_new_tokens = 96;
+    go.json_schema = "{\"type\": \"object\", \"properties\": {\"mood\": {\"enum\": [\"calm\", \"angry\"]}, "
+                     "\"line\": {\"type\": \"string\", \"maxLength\": 12}}, \"required\": [\"mood\", \"line\"], \"additionalProperties\": false}";
+    printf("json reply: ");
+    CHECK(temper_model_generate(model, ids, n, &go, print_piece, &first, NULL, 0, &res));
+    printf("\n---\n%d tokens (finish %d)\n", res.generated, res.finish);
+    if (res.finish != TEMPER_FINISH_EOS) {
+        fprintf(stderr, "the JSON reply did not end at EOS (finish %d)\n", res.finish);
+        return 1;
+    }
     free(ids);
     free(prompt);
     CHECK(temper_model_free(model));
@@ -637,8 +652,17 @@ static int run_misuse(const char* dir) {
     memset(&zeroed, 0, sizeof zeroed);
     EXPECT_STATUS(temper_model_generate(model, ids, 4, &zeroed, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
     go = temper_generate_options_default();
-    go.struct_size = sizeof go - 8;
+    go.struct_size = sizeof go - 4;   /* no version's size (0.2.0's, sizeof go - 8, is still taken) */
     EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    /* structured output: json_object and json_schema exclude each other; a schema keyword outside the subset is named */
+    go = temper_generate_options_default();
+    go.json_object = 1;
+    go.json_schema = "{\"type\": \"object\"}";
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    go.json_object = 0;
+    go.json_schema = "{\"type\": \"string\", \"format\": \"date\"}";
+    EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
+    EXPECT(strstr(temper_last_error(), "format") != NULL, "the refused schema keyword is named");
     temper_model* unloaded = NULL;
     temper_model_options short_mo = temper_model_options_default();
     short_mo.struct_size = 8;

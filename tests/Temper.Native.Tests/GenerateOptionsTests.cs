@@ -2,8 +2,9 @@
 // them, on the llama-tiny fixture: frequency and presence penalties give the token ids of the .NET Generator
 // with the same SamplingOptions (and other ids than without them), stop strings end the generation as
 // `temper generate --stop` does (Generator with StopStrings: the same ids, TEMPER_FINISH_STOP_STRING, the
-// streamed text holding the stop string), and every bad value, including a struct_size the library does not
-// know, is refused with a message naming the field or struct.
+// streamed text holding the stop string), json_object and json_schema give JSON that parses and validates,
+// a 0.2.0-sized struct is taken without them, and every bad value, including a struct_size the library does
+// not know, is refused with a message naming the field or struct.
 using System.Runtime.InteropServices;
 using System.Text;
 using Temper.Kernels.Cpu;
@@ -274,6 +275,70 @@ public sealed unsafe class GenerateOptionsTests : IDisposable
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    // A schema the random model can only finish (bounded string, a boolean, no extra properties), so the output ends at EOS.
+    private const string Schema = """{"type": "object", "properties": {"answer": {"type": "string", "maxLength": 6}, "ok": {"type": "boolean"}}, "required": ["answer", "ok"], "additionalProperties": false}""";
+
+    private Run GenerateJson(TemperGenerateOptions o, string? schema)
+    {
+        var pinned = schema == null ? (GCHandle?)null : GCHandle.Alloc(Utf8Z(schema), GCHandleType.Pinned);
+        try
+        {
+            o.JsonSchema = (byte*)(pinned?.AddrOfPinnedObject() ?? 0);
+            return Generate(o);
+        }
+        finally { pinned?.Free(); }
+    }
+
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    [InlineData(false, false)]
+    public void Json_object_and_json_schema_give_json_that_parses_and_validates(bool schema, bool sampled)
+    {
+        var o = Options(96, greedy: !sampled);
+        o.IgnoreEos = 0;
+        o.JsonObject = schema ? 0 : 1;
+        var run = GenerateJson(o, schema ? Schema : null);
+        Assert.True(run.Status == 0, LastError());
+        Assert.StartsWith("{", run.Text.TrimStart()); // JSON may open with whitespace (at most 12 bytes)
+        if (!schema && run.Result.Finish == (int)TemperFinishReason.Length) return; // any object: the random model may not close it in time
+        Assert.Equal((int)TemperFinishReason.Eos, run.Result.Finish);
+        var node = System.Text.Json.Nodes.JsonNode.Parse(run.Text)!.AsObject();
+        if (schema)
+        {
+            Assert.Equal(["answer", "ok"], node.Select(kv => kv.Key).ToArray());
+            Assert.True(((string)node["answer"]!).Length <= 6);
+            Assert.Contains(node["ok"]!.GetValueKind(), new[] { System.Text.Json.JsonValueKind.True, System.Text.Json.JsonValueKind.False });
+        }
+        // unconstrained, the same prompt does not give JSON
+        var plain = Options(24);
+        Assert.ThrowsAny<System.Text.Json.JsonException>(() => System.Text.Json.Nodes.JsonNode.Parse(Generated(plain).Text));
+    }
+
+    [Fact]
+    public void Json_options_are_checked_and_a_020_struct_is_taken_without_them()
+    {
+        var o = Options(8);
+        o.IgnoreEos = 0;
+        o.JsonObject = 1;
+        Assert.Equal((int)TemperStatus.InvalidArgument, GenerateJson(o, Schema).Status);
+        Assert.Equal("temper_model_generate: set json_object or json_schema, not both", LastError());
+        o.JsonObject = 0;
+        Assert.Equal((int)TemperStatus.InvalidArgument, GenerateJson(o, """{"type": "string", "pattern": "a+"}""").Status);
+        Assert.StartsWith("temper_model_generate: options->json_schema: ", LastError());
+        Assert.Contains("pattern", LastError());
+        o.IgnoreEos = 1;
+        o.JsonObject = 1;
+        Assert.Equal((int)TemperStatus.InvalidArgument, Generate(o).Status);
+        Assert.Equal("temper_model_generate: ignore_eos with json_object or json_schema (the output ends when the JSON is complete)", LastError());
+
+        // A host built against 0.2.0's temper.h: struct_size 72, and whatever lies past its fields is not read.
+        var old = Options(12);
+        old.StructSize = 72;
+        old.JsonObject = 1;   // the padding a 0.2.0 host may leave unset
+        Assert.Equal(Generated(Options(12)).Ids, Generated(old).Ids);
     }
 
     [Fact]

@@ -2,7 +2,8 @@
 // int (*)(int32_t token, const char* piece, void* user) that returns non-zero to stop. piece is the
 // text the token adds (special tokens add none; a token that ends inside a UTF-8 character adds none
 // until the character completes). temper_generate_options maps onto GenerationOptions and SamplingOptions
-// (penalties and stop strings with `temper generate`'s semantics), each field checked under its C name.
+// (penalties and stop strings with `temper generate`'s semantics; json_object and json_schema as
+// `temper generate --json` and `--json-schema`), each field checked under its C name.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Temper.Core;
@@ -32,7 +33,12 @@ public static unsafe class GenerateExports
         Seed = 0,
         Stop = null,
         StopCount = 0,
+        JsonObject = 0,
+        JsonSchema = null,
     };
+
+    /// <summary>0.2.0's temper_generate_options: its struct_size and the bytes of its fields (up to json_object).</summary>
+    private static readonly (uint, int) V020 = (72, (int)Marshal.OffsetOf<TemperGenerateOptions>(nameof(TemperGenerateOptions.JsonObject)));
 
     [UnmanagedCallersOnly(EntryPoint = "temper_model_generate")]
     public static int ModelGenerate(nint model, int* prompt, int promptCount, TemperGenerateOptions* options,
@@ -47,8 +53,9 @@ public static unsafe class GenerateExports
             if (promptCount < 1) throw Status.Arg($"temper_model_generate: the prompt needs at least one token (got {promptCount})");
             var ids = ModelExports.ReadIds(prompt, promptCount, lm.Config.VocabSize, "temper_model_generate: prompt");
             ModelExports.CheckBuffer(outIds, outCapacity, "temper_model_generate: out_ids");
-            var o = OptionStructs.Read(options, Defaults, "temper_model_generate", "temper_generate_options");
+            var o = OptionStructs.Read(options, Defaults, "temper_model_generate", "temper_generate_options", V020);
             var gen = ToOptions(o, lm);
+            if (o.JsonObject != 0 || o.JsonSchema != null) gen = gen with { Sampling = gen.Sampling with { Constraint = Constraint(m, o) } };
             Func<IReadOnlyList<int>, string>? decode = lm.Tokenizer is { } t ? generated => t.Decode(generated, skipSpecialTokens: true) : null;
             if (gen.StopStrings.Count > 0)
             {
@@ -136,6 +143,24 @@ public static unsafe class GenerateExports
             StopStrings = ReadStops(o.Stop, o.StopCount, f),
             IgnoreEos = o.IgnoreEos != 0,
         };
+    }
+
+    // json_object / json_schema: the model's constraint (compiled once per schema text on the model), as `temper generate --json`.
+    private static Temper.Models.Constrained.JsonConstraint Constraint(NativeModel m, in TemperGenerateOptions o)
+    {
+        const string f = "temper_model_generate";
+        if (o.JsonObject != 0 && o.JsonSchema != null) throw Status.Arg($"{f}: set json_object or json_schema, not both");
+        if (o.IgnoreEos != 0) throw Status.Arg($"{f}: ignore_eos with json_object or json_schema (the output ends when the JSON is complete)");
+        if (m.Lm.Tokenizer == null) throw new NativeError(TemperStatus.InvalidData, $"{f}: json_object and json_schema need the model's tokenizer, and {m.Lm.Directory} has no tokenizer.json");
+        string? schema = o.JsonSchema != null ? Utf8.Read(o.JsonSchema, $"{f}: options->json_schema") : null;
+        try
+        {
+            return m.JsonConstraint(schema);
+        }
+        catch (TemperException e)
+        {
+            throw Status.Arg($"{f}: options->json_schema: {e.Message}");
+        }
     }
 
     // options->stop: stop_count strings, each non-NULL, non-empty (an empty one would end every generation at
