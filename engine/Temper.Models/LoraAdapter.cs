@@ -225,15 +225,16 @@ public sealed class LoraAdapter : IDisposable
                 Magnitudes.TryGetValue(p.Name, out var m) ? be.FromHost(Tensor.FromFloats(m.Shape, m.ToFloatArray(), p.Name + ".lora_magnitude_vector")) : null);
     }
 
-    /// <summary>Merges the adapter into the weights (W += s B A, in f32, stored back in W's dtype; DoRA then scales each
-    /// row of W to its magnitude m / ||W + s B A||); weights become new host tensors.</summary>
-    public void Merge(ModelWeights w, IBackend be)
+    /// <summary>Merges the adapter into the weights (W += weight s B A, in f32, stored back in W's dtype; DoRA then scales each
+    /// row of W to its magnitude m / ||W + s B A||, and takes weight 1 only); weights become new host tensors.</summary>
+    public void Merge(ModelWeights w, IBackend be, double weight = 1)
     {
+        if (Config.UseDora && weight != 1) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) merges with weight 1 only (got {weight})");
         foreach (var (p, a, b) in Resolve(w))
         {
             if (p.Nf4 != null) throw new TemperException($"{Directory}: cannot merge into {p.Name}, an NF4 (QLoRA) base weight; load the model without --qlora to merge");
             var merged = p.Weight.IsHost ? p.Weight.ToFloatArray() : be.ToHost(p.Weight).ToFloatArray();
-            AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, a.Shape[0], Config.ScaleFor(p.Name));
+            AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, a.Shape[0], (float)(weight * Config.ScaleFor(p.Name)));
             if (Magnitudes.TryGetValue(p.Name, out var magnitude)) ScaleRowsToMagnitude(merged, magnitude.Floats, p.Out, p.In);
             var t = p.Weight.DType == DType.BF16 ? ToBf16(merged, p.Weight.Shape, p.Name) : Tensor.FromFloats(p.Weight.Shape, merged, p.Name);
             p.Weight = be.FromHost(t);

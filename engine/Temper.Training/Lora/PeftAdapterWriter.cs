@@ -22,20 +22,32 @@ public static class PeftAdapterWriter
 
     public static void Save(string dir, ModelWeights w, LoraConfig cfg, IBackend be, string baseModel, SavedModules? modules = null)
     {
-        Directory.CreateDirectory(dir);
-        var tensors = new List<KeyValuePair<string, Tensor>>();
+        var lora = new List<(string, Tensor, Tensor, Tensor?)>();
         foreach (var p in w.Projections.Append(w.LmHead))
             if (p.Lora is { } l)
             {
                 if (cfg.UseDora != (l.Magnitude != null))
                     throw new TemperException($"{p.Name}: the adapter config says use_dora {cfg.UseDora.ToString().ToLowerInvariant()} but the module {(l.Magnitude != null ? "has" : "has no")} DoRA magnitude");
-                tensors.Add(new($"base_model.model.{p.Name}.lora_A.weight", be.ToHost(l.A)));
-                tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", be.ToHost(l.B)));
-                if (l.Magnitude != null) tensors.Add(new($"base_model.model.{p.Name}.lora_magnitude_vector", be.ToHost(l.Magnitude)));
+                lora.Add((p.Name, be.ToHost(l.A), be.ToHost(l.B), l.Magnitude != null ? be.ToHost(l.Magnitude) : null));
             }
+        Write(dir, lora, cfg, baseModel, modules, be);
+    }
+
+    /// <summary>Writes the adapter folder from host tensors: per module (name, A [r,In], B [Out,r], DoRA magnitude or null).</summary>
+    public static void Write(string dir, IReadOnlyList<(string Module, Tensor A, Tensor B, Tensor? Magnitude)> lora, LoraConfig cfg, string baseModel,
+        SavedModules? modules = null, IBackend? be = null)
+    {
+        Directory.CreateDirectory(dir);
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var (name, a, b, magnitude) in lora)
+        {
+            tensors.Add(new($"base_model.model.{name}.lora_A.weight", a));
+            tensors.Add(new($"base_model.model.{name}.lora_B.weight", b));
+            if (magnitude != null) tensors.Add(new($"base_model.model.{name}.lora_magnitude_vector", magnitude));
+        }
         if (tensors.Count == 0) throw new TemperException("the model carries no LoRA to save");
         foreach (var (name, t) in modules?.Tensors ?? [])
-            tensors.Add(new($"base_model.model.{name}", be.ToHost(t)));
+            tensors.Add(new($"base_model.model.{name}", be != null ? be.ToHost(t) : t));
         SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         var json = ConfigJson(cfg, baseModel);
         if (modules != null)
