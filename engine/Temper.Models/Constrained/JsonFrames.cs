@@ -280,18 +280,7 @@ internal sealed class StringFrame(Frame parent, JsonSpec spec, StringPhase phase
                 if (!Room) return null;
                 if (b == '\\') return With(StringPhase.Escape, Length);
                 if (b < 0x80) return Spec.TracksLength ? With(StringPhase.Body, Counted()) : this;
-                // A UTF-8 lead byte: how many continuation bytes, and the range of the first one (no overlongs, no surrogates, <= U+10FFFF).
-                (int due, int lo, int hi) = b switch
-                {
-                    >= 0xC2 and <= 0xDF => (1, 0x80, 0xBF),
-                    0xE0 => (2, 0xA0, 0xBF),
-                    0xED => (2, 0x80, 0x9F),
-                    >= 0xE1 and <= 0xEF => (2, 0x80, 0xBF),
-                    0xF0 => (3, 0x90, 0xBF),
-                    >= 0xF1 and <= 0xF3 => (3, 0x80, 0xBF),
-                    0xF4 => (3, 0x80, 0x8F),
-                    _ => (0, 0, 0),
-                };
+                (int due, int lo, int hi) = Utf8Lead.Of(b);
                 return due == 0 ? null : With(StringPhase.Utf8, Counted(), due, (lo << 8) | hi);
             case StringPhase.Utf8:
                 if (b < Extra >> 8 || b > (Extra & 0xFF)) return null;
@@ -410,4 +399,21 @@ internal sealed class LiteralFrame(Frame parent, LiteralTrie trie, int node) : F
 
     protected override int OwnHash() => HashCode.Combine(Trie, Node);
     protected override bool SameOwn(Frame other) => other is LiteralFrame o && o.Trie == Trie && o.Node == Node;
+}
+
+/// <summary>A UTF-8 lead byte: how many continuation bytes follow, and the range of the first one (no overlongs, no
+/// surrogates, at most U+10FFFF); due 0 for a byte that cannot lead.</summary>
+internal static class Utf8Lead
+{
+    public static (int Due, int Lo, int Hi) Of(byte b) => b switch
+    {
+        >= 0xC2 and <= 0xDF => (1, 0x80, 0xBF),
+        0xE0 => (2, 0xA0, 0xBF),
+        0xED => (2, 0x80, 0x9F),
+        >= 0xE1 and <= 0xEF => (2, 0x80, 0xBF),
+        0xF0 => (3, 0x90, 0xBF),
+        >= 0xF1 and <= 0xF3 => (3, 0x80, 0xBF),
+        0xF4 => (3, 0x80, 0x8F),
+        _ => (0, 0, 0),
+    };
 }

@@ -131,17 +131,7 @@ public sealed class TokenVocabulary
                 i++;
                 continue;
             }
-            (int due, int lo, int hi) = b switch
-            {
-                >= 0xC2 and <= 0xDF => (1, 0x80, 0xBF),
-                0xE0 => (2, 0xA0, 0xBF),
-                0xED => (2, 0x80, 0x9F),
-                >= 0xE1 and <= 0xEF => (2, 0x80, 0xBF),
-                0xF0 => (3, 0x90, 0xBF),
-                >= 0xF1 and <= 0xF3 => (3, 0x80, 0xBF),
-                0xF4 => (3, 0x80, 0x8F),
-                _ => (0, 0, 0),
-            };
+            (int due, int lo, int hi) = Utf8Lead.Of(b);
             if (due == 0) return false;
             i++;
             for (int k = 0; k < due && i < bytes.Length; k++, i++)
