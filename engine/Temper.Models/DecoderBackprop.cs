@@ -16,6 +16,9 @@
 // magnitude dm = sum_t dy z / norm and sends dz = m / norm * dy through the base and LoRA backward.
 // With LoRA dropout, DoRA follows PEFT's training forward, y = x W^T + b + (g - 1) (x_d W^T) + g s (x_d A^T) B^T
 // with x_d = dropout(x) and g = m / norm, computed as (x - x_d) W^T + b + g z_d (z_d the unscaled product of x_d).
+// With NeftuneNoiseAlpha > 0 (NEFTune, transformers' neftune_noise_alpha), passes that compute gradients add uniform
+// noise in [-alpha/sqrt(T*C), alpha/sqrt(T*C)] to the embeddings [B*T,C] (T the padded length), drawn from DropoutSeed;
+// the noise is a constant to backward, so the embedding gradient is unchanged.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -50,8 +53,25 @@ public sealed class DecoderBackprop(Decoder decoder)
     /// </summary>
     public float LoraDropout { get; set; }
 
-    /// <summary>Seed of the next Run's dropout masks; a trainer sets one per micro-batch (from its data position, so resume redraws the same).</summary>
+    /// <summary>NEFTune's alpha: embedding noise in training passes (0 = off).</summary>
+    public float NeftuneNoiseAlpha { get; set; }
+
+    /// <summary>Seed of the next Run's dropout masks (and NEFTune noise); a trainer sets one per micro-batch (from its data position, so resume redraws the same).</summary>
     public ulong DropoutSeed { get; set; }
+
+    // NEFTune: x [N,C] += U(-a/sqrt(T C), a/sqrt(T C)), element i's draw a hash of (DropoutSeed, i), so a micro-batch's noise is
+    // the same however often its pass runs.
+    private void AddNeftuneNoise(Tensor x, int t, int c)
+    {
+        var be = Decoder.Backend;
+        double mag = NeftuneNoiseAlpha / Math.Sqrt((double)t * c);
+        ulong seed = SplitMix64.Mix(DropoutSeed ^ 0x4E454654554E45UL);
+        var noise = new float[x.Shape.Elements];
+        for (int i = 0; i < noise.Length; i++)
+            noise[i] = (float)(((SplitMix64.Mix(seed + (ulong)i) >> 11) * (1.0 / (1UL << 53)) * 2 - 1) * mag);
+        using var device = be.FromHost(Tensor.FromFloats(x.Shape, noise, "neftune_noise"));
+        be.Add(x, device, x);
+    }
 
     /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
     public long PeakActivationBytes { get; private set; }
@@ -136,6 +156,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             // ---- forward, keeping activations (only each layer's input when checkpointing) ----
             var x = New(n, c);
             be.Embedding(w.Embed, ids, x);
+            if (gradOf != null && NeftuneNoiseAlpha > 0) AddNeftuneNoise(x, t, c);
             var acts = new LayerActivations[w.Layers.Length];
             for (int l = 0; l < acts.Length; l++)
             {

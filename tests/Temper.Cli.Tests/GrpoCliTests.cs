@@ -35,6 +35,7 @@ public class GrpoCliTests
     [InlineData("--loss-type", "ppo", "--loss-type 'ppo' is not one of grpo, bnpo, dr_grpo, dapo")]
     [InlineData("--scale-rewards", "global", "--scale-rewards 'global' is not one of group, batch, none")]
     [InlineData("--grad-accum", "2", "GRPO takes one generated batch per step; --grad-accum is not supported (raise --batch-size)")]
+    [InlineData("--neftune-noise-alpha", "5", "--neftune-noise-alpha is supported by sft and pretrain only")]
     public void Bad_settings_are_one_line_and_exit_2(string flag, string value, string message)
     {
         var (model, prompts, dir) = Setup();

@@ -22,6 +22,7 @@ internal sealed class TrainingFlags
     public readonly Option<string> Targets = new("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
     public readonly Option<bool> RsLora = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)" };
     public readonly Option<bool> Dora = new("--use-dora") { Description = "Train a DoRA adapter (PEFT use_dora): a magnitude per output row beside the LoRA matrices" };
+    public readonly Option<double> Neftune = new("--neftune-noise-alpha") { Description = "NEFTune: uniform noise of this alpha on the embeddings while training (sft, pretrain; transformers' neftune_noise_alpha)", DefaultValueFactory = _ => 0 };
     public readonly Option<double> Dropout = new("--lora-dropout") { Description = "PEFT lora_dropout on the LoRA branch's input while training (sft, pretrain)", DefaultValueFactory = _ => 0 };
     public readonly Option<float> Lr;
     public readonly Option<string> Scheduler = new("--lr-scheduler") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
@@ -45,7 +46,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Neftune, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -63,6 +64,7 @@ internal sealed class TrainingFlags
         UseRsLora = p.GetValue(RsLora),
         UseDora = p.GetValue(Dora),
         LoraDropout = p.GetValue(Dropout),
+        NeftuneNoiseAlpha = p.GetValue(Neftune),
         LearningRate = p.GetValue(Lr),
         Scheduler = LrSchedule.Parse(p.GetValue(Scheduler)!),
         WarmupSteps = p.GetValue(Warmup),

@@ -23,6 +23,8 @@ public sealed record SftOptions
     public bool UseRsLora { get; init; }
     /// <summary>DoRA (PEFT use_dora): a trained magnitude per output row over the LoRA-adapted weight's direction.</summary>
     public bool UseDora { get; init; }
+    /// <summary>NEFTune (transformers' neftune_noise_alpha): uniform noise on the embeddings while training; 0 = off.</summary>
+    public double NeftuneNoiseAlpha { get; init; }
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     public float LearningRate { get; init; } = 2e-4f;
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
@@ -60,6 +62,7 @@ public sealed record SftOptions
         ["lora_dropout"] = LoraDropout,
         ["use_rslora"] = UseRsLora,
         ["use_dora"] = UseDora,
+        ["neftune_noise_alpha"] = NeftuneNoiseAlpha,
         ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
         ["lr"] = LearningRate,
         ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),

@@ -81,6 +81,9 @@ public sealed class TrainingRun : IDisposable
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
             var run = new TrainingRun(o, be, lm, lora, ps);
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
+            if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
+            if (o.NeftuneNoiseAlpha > 0 && !supportsLoraDropout) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
+            run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
             return run;
         }
         catch
