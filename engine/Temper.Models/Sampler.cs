@@ -6,7 +6,9 @@
 // draws come from SplitMix64 over the hashed seed, so nearby seeds (the generator gives row b seed + b)
 // give independent streams; System.Random's seeded generator gives near-lattice first draws for
 // consecutive seeds, which made a GRPO group's completions correlated. With a JSON constraint in the options
-// each sampler keeps the constraint's state: the mask first, then the pick, then the state moves past it.
+// each sampler keeps the constraint's state: the mask first, then the pick, then the state moves past it; with
+// ConstraintAfter (a reasoning model's </think>) the constraint waits until that token has been generated, unless
+// the prompt already holds it.
 namespace Temper.Models;
 
 public sealed class Sampler(SamplingOptions options)
@@ -21,22 +23,35 @@ public sealed class Sampler(SamplingOptions options)
     /// </summary>
     public int Next(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom = 0)
     {
-        int id = Pick(logits, history, generatedFrom);
-        Constraint?.Advance(id);
+        bool constrained = Constrained(history, generatedFrom);
+        int id = Pick(logits, history, generatedFrom, constrained);
+        if (constrained) Constraint!.Advance(id);
+        else if (Constraint != null && id == Options.ConstraintAfter) _constraintOn = true;
         return id;
+    }
+
+    private bool? _constraintOn;
+
+    // Whether the constraint masks this pick: always without ConstraintAfter; with it, once that token is in the prompt
+    // (checked at the first pick) or has been generated.
+    private bool Constrained(ReadOnlySpan<int> history, int generatedFrom)
+    {
+        if (Constraint == null) return false;
+        if (Options.ConstraintAfter is not int end) return true;
+        return _constraintOn ??= history[..Math.Clamp(generatedFrom, 0, history.Length)].Contains(end);
     }
 
     /// <summary>This sampler's place in its JSON constraint (null without one): what it allows next, advanced on each pick.</summary>
     public Constrained.JsonConstraintState? Constraint { get; } = options.Constraint?.Start();
 
-    private int Pick(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom)
+    private int Pick(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom, bool constrained)
     {
         var o = Options;
         if (o.Greedy && !o.AdjustsLogits) return ArgMax(logits);
         var s = Scratch(ref t_scores, logits.Length);
         var p = Scratch(ref t_probs, logits.Length);
         logits.CopyTo(s);
-        Constraint?.ApplyMask(s);
+        if (constrained) Constraint!.ApplyMask(s);
         if (o.LogitBias != null)
             foreach (var (id, bias) in o.LogitBias)
                 if ((uint)id < (uint)s.Length) s[id] += bias;
@@ -46,7 +61,7 @@ public sealed class Sampler(SamplingOptions options)
         if (o.FrequencyPenalty != 0f || o.PresencePenalty != 0f)
             foreach (var (id, count) in history[Math.Clamp(generatedFrom, 0, history.Length)..].ToArray().CountBy(id => id))
                 if ((uint)id < (uint)s.Length) s[id] -= o.FrequencyPenalty * count + o.PresencePenalty;
-        if (o.Greedy) return AllowedArgMax(s);
+        if (o.Greedy) return AllowedArgMax(s, constrained);
 
         for (int i = 0; i < s.Length; i++) s[i] /= o.Temperature;
         if (o.TopK > 0 && o.TopK < s.Length)
@@ -68,15 +83,15 @@ public sealed class Sampler(SamplingOptions options)
             acc += probs[i];
             if (u < acc) return i;
         }
-        return AllowedArgMax(s);
+        return AllowedArgMax(s, constrained);
     }
 
     // The argmax of the adjusted scores; with a constraint, an allowed token even where every allowed score is -inf.
-    private int AllowedArgMax(float[] s)
+    private int AllowedArgMax(float[] s, bool constrained)
     {
         int best = ArgMax(s);
-        if (Constraint == null || !float.IsNegativeInfinity(s[best])) return best;
-        var allowed = Constraint.Allowed();
+        if (!constrained || !float.IsNegativeInfinity(s[best])) return best;
+        var allowed = Constraint!.Allowed();
         for (int i = 0; i < Math.Min(s.Length, allowed.Length * 64); i++) if ((allowed[i >> 6] & (1UL << i)) != 0) return i;
         return best;
     }

@@ -24,6 +24,11 @@ public sealed record SamplingOptions
     /// json_schema); each Sampler keeps its own state of it. Null = free text.</summary>
     public Constrained.JsonConstraint? Constraint { get; init; }
 
+    /// <summary>The token that ends a reasoning block (a reasoning model's &lt;/think&gt;): the constraint applies only to
+    /// the tokens after it, or from the start when the prompt already holds it (as vLLM structures a reasoning model's
+    /// answer, not its thinking). Null: from the start.</summary>
+    public int? ConstraintAfter { get; init; }
+
     /// <summary>Whether anything changes the logits before the pick (bias, penalties or a JSON constraint): greedy decoding then needs the whole row.</summary>
     public bool AdjustsLogits => LogitBias != null || RepetitionPenalty != 1f || FrequencyPenalty != 0f || PresencePenalty != 0f || Constraint != null;
 

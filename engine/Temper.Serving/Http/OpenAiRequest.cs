@@ -108,7 +108,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             try { constraint = m.SchemaConstraint(forced.Schema); }
             catch (TemperException e) { throw new TemperException($"'tool_choice': the forced call's schema: {e.Message}"); }
         }
-        if (constraint != null) serving = serving with { Sampling = serving.Sampling with { Constraint = constraint } };
+        if (constraint != null) serving = serving with { Sampling = serving.Sampling with { Constraint = constraint, ConstraintAfter = m.ReasoningEnd } };
         return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
         {
             Tools = plan, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,

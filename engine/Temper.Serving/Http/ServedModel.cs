@@ -44,6 +44,10 @@ public sealed class ServedModel : IDisposable
     public string BaseName { get; }
     /// <summary>Splits chat answers into reasoning_content and content (temper serve --reasoning-parser); null: all content.</summary>
     public ReasoningParser? Reasoning { get; init; }
+
+    /// <summary>The token that ends the reasoning parser's thinking (its end tag as one token of the vocabulary), after which a
+    /// JSON constraint applies (SamplingOptions.ConstraintAfter); null without a parser or when the tag is not one token.</summary>
+    public int? ReasoningEnd => Reasoning != null ? Tokenizer.TokenToId(Reasoning.End) : null;
     /// <summary>Finds tool calls in chat answers for tool_choice "auto" (temper serve --enable-auto-tool-choice
     /// --tool-call-parser); null: requests with tools and tool_choice "auto" are refused.</summary>
     public ToolCallParser? ToolCalls

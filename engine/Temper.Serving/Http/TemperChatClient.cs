@@ -100,7 +100,7 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
             PromptIds = model.EncodeChat(json, PromptOptions(o), plan.Tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
             Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
                 : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
-                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f, Constraint = constraint },
+                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f, Constraint = constraint, ConstraintAfter = constraint != null ? model.ReasoningEnd : null },
         };
         return (model.Engine.Submit(request), stops, modelId, plan);
     }
