@@ -1,5 +1,5 @@
 // QLoRA benchmarks, for the GPU machine (they run anywhere; CPU figures are only a smoke test):
-//   temper bench train [--qlora] [--shape smollm-135m|llama-3.2-1b|llama-3.1-8b] [--layers N] [--lora-r 16]
+//   temper bench train [--qlora] [--use-dora] [--shape smollm-135m|llama-3.2-1b|llama-3.1-8b] [--layers N] [--lora-r 16]
 //       [--batch-size 1] [--seq-len 2048] [--steps 3] [--dtype bf16] [--device cuda] [--profile]
 //     LoRA (or QLoRA) SFT steps on a seeded random model of that shape (--layers overrides its layer
 //     count): all seven projections adapted, AdamW; prints tokens/s of the timed steps (after one
@@ -51,6 +51,7 @@ internal static class BenchQLoraCommands
     public static Command Train()
     {
         var qlora = CliOptions.QLora();
+        var dora = new Option<bool>("--use-dora") { Description = "Train DoRA adapters (a magnitude per output row) instead of plain LoRA" };
         var shape = new Option<string>("--shape") { Description = "smollm-135m, llama-3.2-1b, llama-3.1-8b or qwen3-0.6b", DefaultValueFactory = _ => "smollm-135m" };
         var rank = new Option<int>("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
         var batch = new Option<int>("--batch-size") { Description = "Rows per step", DefaultValueFactory = _ => 1 };
@@ -60,7 +61,7 @@ internal static class BenchQLoraCommands
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Recompute each layer's activations in backward (less memory, about a third more compute)" };
         var profile = new Option<bool>("--profile") { Description = "Time every backend op (synchronised) and print the ops by total time" };
         var threads = CliOptions.Threads();
-        var cmd = new Command("train", "LoRA / QLoRA SFT steps/s and peak memory on a random model of a given shape") { qlora, shape, layers, rank, batch, seq, steps, checkpointing, profile, threads };
+        var cmd = new Command("train", "LoRA / QLoRA SFT steps/s and peak memory on a random model of a given shape") { qlora, dora, shape, layers, rank, batch, seq, steps, checkpointing, profile, threads };
         cmd.SetGuardedAction(p =>
         {
             var cfg = Shape(p.GetValue(shape)!);
@@ -75,14 +76,14 @@ internal static class BenchQLoraCommands
             IBackend be = profiler ?? device; // every op of the model, LoRA and optimizer goes through be
             var build = Stopwatch.StartNew();
             using var weights = ModelWeights.Random(cfg, be, seed: 1, dtype, nf4: q, parallel: true);
-            var lora = new LoraConfig(r, 2 * r, false, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], null, 0);
+            var lora = new LoraConfig(r, 2 * r, false, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], null, 0) { UseDora = p.GetValue(dora) };
             LoraInit.Attach(weights, lora, be, seed: 1);
             using var ps = TrainableParameters.Lora(weights, be);
             using var opt = new AdamW(ps, be, new AdamWOptions());
             var bp = new DecoderBackprop(new Decoder(cfg, weights, be)) { GradientCheckpointing = p.GetValue(checkpointing) };
             var rng = new Random(3);
             var ids = Enumerable.Range(0, b * t).Select(_ => rng.Next(cfg.VocabSize)).ToArray();
-            Console.WriteLine($"model: random {p.GetValue(shape)}-shaped, {cfg.NumLayers} layers, {(q ? "NF4 projections (QLoRA)" : dtype + " weights (LoRA)")}, r{r}, batch {b} x {t}; built in {build.Elapsed.TotalSeconds:F1} s");
+            Console.WriteLine($"model: random {p.GetValue(shape)}-shaped, {cfg.NumLayers} layers, {(q ? "NF4 projections (QLoRA)" : dtype + " weights (LoRA)")}{(lora.UseDora ? ", DoRA" : "")}, r{r}, batch {b} x {t}; built in {build.Elapsed.TotalSeconds:F1} s");
             Console.WriteLine($"backend: {be.Name}{(profiler == null ? "" : ", profiled (synchronised after every op)")}");
             var meter = device as IMemoryMeter;
             meter?.ResetPeak();
