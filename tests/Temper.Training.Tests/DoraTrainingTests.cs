@@ -147,23 +147,7 @@ public class DoraTrainingTests
                 var values = part switch { "A" => dora[module].A, "B" => dora[module].B, _ => dora[module].M };
                 var g = grads[module + suffix];
                 var entries = Enumerable.Range(0, 4).Select(_ => rng.Next(values.Length)).ToArray();
-                var fd = new double[entries.Length];
-                for (int e = 0; e < entries.Length; e++)
-                {
-                    int i = entries[e];
-                    double keep = values[i], h = 1e-5;
-                    values[i] = keep + h;
-                    double up = loss();
-                    values[i] = keep - h;
-                    double down = loss();
-                    values[i] = keep;
-                    fd[e] = (up - down) / (2 * h);
-                }
-                double scale = Math.Sqrt(fd.Average(x => x * x));
-                Assert.True(scale > 1e-7, $"{module}{suffix}: the sampled gradient is zero; the check would prove nothing");
-                for (int e = 0; e < entries.Length; e++)
-                    Assert.True(Math.Abs(g[entries[e]] - fd[e]) <= 2e-3 * scale,
-                        $"{module}{suffix}[{entries[e]}]: backward {g[entries[e]]:G6}, central difference {fd[e]:G6} (rms {scale:G3})");
+                CentralDifferences.AssertMatches(module + suffix, values, entries, g, loss, tolerance: 2e-3, minRms: 1e-7);
             }
     }
 
