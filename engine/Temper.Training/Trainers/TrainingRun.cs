@@ -50,11 +50,14 @@ public sealed class TrainingRun : IDisposable
     /// <summary>
     /// Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all
     /// weights); extraParameters(model) adds fully trained tensors the caller owns (a reward head).
-    /// A recipe that sets Backprop.DropoutSeed per micro-batch passes supportsLoraDropout; the others refuse a LoRA dropout.
+    /// A recipe that sets Backprop.DropoutSeed per micro-batch passes setsDropoutSeed; the others refuse a LoRA dropout and
+    /// NEFTune, which both draw from that seed.
     /// </summary>
-    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool supportsLoraDropout = false)
+    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false)
     {
         Validate(o);
+        if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
+        if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
         Directory.CreateDirectory(o.OutDir);
         var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try
@@ -75,14 +78,12 @@ public sealed class TrainingRun : IDisposable
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                 }
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
-                if (lora.Dropout > 0 && !supportsLoraDropout) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
+                if (lora.Dropout > 0 && !setsDropoutSeed) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
             }
             var extra = extraParameters?.Invoke(lm);
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
             var run = new TrainingRun(o, be, lm, lora, ps);
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
-            if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
-            if (o.NeftuneNoiseAlpha > 0 && !supportsLoraDropout) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
             return run;
         }
