@@ -88,8 +88,7 @@ public static class OpenAiEndpoints
         private readonly int _n = req.Servings[0].N;
         private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         private readonly Dictionary<int, TextStream> _texts = [];
-        private readonly Dictionary<int, ReasoningParser.Stream> _reasoning = [];
-        private readonly Dictionary<int, (IToolCallStream Parser, int Sent)> _tools = [];
+        private readonly Dictionary<int, ChatAnswer.Stream> _answers = [];
         private int _completionTokens;
 
         // Every prompt's events as they come, each tagged with its choice index in the response (prompt x n + choice).
@@ -114,14 +113,8 @@ public static class OpenAiEndpoints
         private (JsonObject Message, bool Called) Message(string text)
         {
             var message = new JsonObject { ["role"] = "assistant" };
-            string? content = text;
-            if (m.Reasoning != null)
-            {
-                (var reasoning, content) = m.Reasoning.Split(text);
-                message["reasoning_content"] = reasoning;
-            }
-            IReadOnlyList<ToolCall> calls = [];
-            if (req.Tools.ReadsCalls && content is string answer) (content, calls) = req.Tools.Parse(answer, m.ToolCalls);
+            var (reasoning, content, calls) = ChatAnswer.Read(m, req.Tools, text);
+            if (m.Reasoning != null) message["reasoning_content"] = reasoning;
             message["content"] = content;
             if (calls.Count > 0) message["tool_calls"] = ToolCallsJson(calls, 0);
             return (message, calls.Count > 0);
@@ -209,29 +202,19 @@ public static class OpenAiEndpoints
                 {
                     var d = new JsonObject();
                     if (started.Add(e.Choice)) d["role"] = "assistant";
-                    string reasoning = "";
-                    if (m.Reasoning != null)
-                    {
-                        if (!_reasoning.TryGetValue(e.Choice, out var split)) _reasoning[e.Choice] = split = m.Reasoning.NewStream();
-                        (reasoning, delta) = split.Push(delta, last: e.Finish != null);
-                        if (reasoning.Length > 0) d["reasoning_content"] = reasoning;
-                    }
-                    JsonArray? calls = null;
-                    if (req.Tools.ReadsCalls)
-                    {
-                        if (!_tools.TryGetValue(e.Choice, out var t)) t = (req.Tools.NewStream(m.ToolCalls)!, 0);
-                        var (content, found) = t.Parser.Push(delta, last: e.Finish != null);
-                        delta = content;
-                        calls = ToolCallsJson(found, t.Sent);
-                        _tools[e.Choice] = (t.Parser, t.Sent + calls.Count);
-                        if (calls.Count > 0) d["tool_calls"] = calls;
-                    }
-                    if (delta.Length > 0 || (e.Finish == null && reasoning.Length == 0 && calls is not { Count: > 0 })) d["content"] = delta;
+                    if (!_answers.TryGetValue(e.Choice, out var answer)) _answers[e.Choice] = answer = new ChatAnswer.Stream(m, req.Tools);
+                    var (reasoning, content, found) = answer.Push(delta, last: e.Finish != null);
+                    delta = content;
+                    if (reasoning.Length > 0) d["reasoning_content"] = reasoning;
+                    var calls = ToolCallsJson(found, answer.CallsSent);
+                    answer.CallsSent += calls.Count;
+                    if (calls.Count > 0) d["tool_calls"] = calls;
+                    if (delta.Length > 0 || (e.Finish == null && reasoning.Length == 0 && calls.Count == 0)) d["content"] = delta;
                     choice["delta"] = d;
                 }
                 else choice["text"] = delta;
                 choice["logprobs"] = req.Logprobs && e.Token >= 0 ? Logprobs([e], e.Choice / _n) : null;
-                choice["finish_reason"] = e.Finish is { } f ? (_tools.TryGetValue(e.Choice, out var tc) && tc.Sent > 0 ? "tool_calls" : Reason(f)) : null;
+                choice["finish_reason"] = e.Finish is { } f ? (_answers.TryGetValue(e.Choice, out var a) && a.CallsSent > 0 ? "tool_calls" : Reason(f)) : null;
                 await Send(ctx, Envelope(chat ? "chat.completion.chunk" : "text_completion", [choice])).ConfigureAwait(false);
             }
             if (req.IncludeUsage)

@@ -101,14 +101,10 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
-        var constraint = ResponseFormat.Parse(body, m);
-        if (plan.Forced is { } forced)
+        serving = serving with
         {
-            if (constraint != null) throw new TemperException("give either 'response_format' or a 'tool_choice' that forces a call, not both");
-            try { constraint = m.SchemaConstraint(forced.Schema); }
-            catch (TemperException e) { throw new TemperException($"'tool_choice': the forced call's schema: {e.Message}"); }
-        }
-        if (constraint != null) serving = serving with { Sampling = serving.Sampling with { Constraint = constraint, ConstraintAfter = m.ReasoningEnd } };
+            Sampling = m.Constrain(serving.Sampling, ResponseFormat.Parse(body, m), plan.Forced, "give either 'response_format' or a 'tool_choice' that forces a call, not both"),
+        };
         return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
         {
             Tools = plan, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,

@@ -98,6 +98,21 @@ public sealed class ServedModel : IDisposable
     /// <summary>The constraint of a JSON schema's text (compiled once per distinct text; a schema it does not take throws TemperException).</summary>
     public JsonConstraint SchemaConstraint(string schemaJson) => _constraints.Schema(schemaJson);
 
+    /// <summary>Sampling options constrained as a request asks: to its response format's constraint, or to a forced tool
+    /// call's schema (asking for both is the TemperException <paramref name="conflict"/>); under a reasoning parser the
+    /// constraint waits for the end of the thinking.</summary>
+    internal SamplingOptions Constrain(SamplingOptions sampling, JsonConstraint? format, ForcedTools? forced, string conflict)
+    {
+        var constraint = format;
+        if (forced != null)
+        {
+            if (constraint != null) throw new TemperException(conflict);
+            try { constraint = SchemaConstraint(forced.Schema); }
+            catch (TemperException e) { throw new TemperException($"'tool_choice': the forced call's schema: {e.Message}"); }
+        }
+        return constraint == null ? sampling : sampling with { Constraint = constraint, ConstraintAfter = ReasoningEnd };
+    }
+
     public void Dispose()
     {
         Engine.Dispose();

@@ -52,32 +52,21 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
         var (handle, stops, modelId, plan) = Submit(messages, options);
         using var reg = cancellationToken.Register(handle.Cancel);
         var text = new TextStream(model.Tokenizer, stops, plan.Auto ? model.ToolCallKeep : null);
-        var reasoning = model.Reasoning?.NewStream();
-        var tools = plan.NewStream(model.ToolCalls);
-        bool called = false;
+        var answer = new ChatAnswer.Stream(model, plan);
         await foreach (var e in handle.Events.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             if (e.Error != null) throw new InvalidOperationException(e.Error);
             string delta = e.Token >= 0 ? text.Push(e.Token) : "";
             if (e.Finish != null) delta += text.Finish();
+            var (reasoning, content, calls) = answer.Push(delta, last: e.Finish != null);
+            answer.CallsSent += calls.Count;
             var contents = new List<AIContent>();
-            if (reasoning != null)
-            {
-                var (r, c) = reasoning.Push(delta, last: e.Finish != null);
-                if (r.Length > 0) contents.Add(new TextReasoningContent(r));
-                delta = c;
-            }
-            if (tools != null)
-            {
-                var (c, calls) = tools.Push(delta, last: e.Finish != null);
-                delta = c;
-                contents.AddRange(calls.Select(Call));
-                called |= calls.Count > 0;
-            }
-            contents.Add(new TextContent(delta));
+            if (reasoning.Length > 0) contents.Add(new TextReasoningContent(reasoning));
+            contents.AddRange(calls.Select(Call));
+            contents.Add(new TextContent(content));
             yield return new ChatResponseUpdate(ChatRole.Assistant, contents)
             {
-                ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = e.Finish is { } f ? (called ? ChatFinishReason.ToolCalls : Reason(f)) : null,
+                ModelId = modelId, ResponseId = "chatcmpl-" + handle.Id, FinishReason = e.Finish is { } f ? (answer.CallsSent > 0 ? ChatFinishReason.ToolCalls : Reason(f)) : null,
             };
         }
     }
@@ -87,20 +76,15 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
         string modelId = o?.ModelId ?? model.BaseName;
         var json = new JsonArray([.. messages.SelectMany(Json)]);
         var plan = ToolRequest.Plan(ToolFields(o), model.ToolCalls != null);
-        var constraint = Constraint(o?.ResponseFormat);
-        if (plan.Forced is { } forced)
-        {
-            if (constraint != null) throw new Temper.Core.TemperException("give either ChatOptions.ResponseFormat or a ToolMode that requires a call, not both");
-            constraint = model.SchemaConstraint(forced.Schema);
-        }
         var stops = o?.StopSequences?.ToArray() ?? [];
         float t = o?.Temperature ?? 0f;
+        var sampling = (t == 0 ? new SamplingOptions { Greedy = true }
+                : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
+            with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f };
         var request = new ServingRequest
         {
             PromptIds = model.EncodeChat(json, PromptOptions(o), plan.Tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
-            Sampling = (t == 0 ? new SamplingOptions { Greedy = true }
-                : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
-                with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f, Constraint = constraint, ConstraintAfter = constraint != null ? model.ReasoningEnd : null },
+            Sampling = model.Constrain(sampling, Constraint(o?.ResponseFormat), plan.Forced, "give either ChatOptions.ResponseFormat or a ToolMode that requires a call, not both"),
         };
         return (model.Engine.Submit(request), stops, modelId, plan);
     }
@@ -161,14 +145,8 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
     private (ChatMessage, bool Called) Answer(string text, ToolPlan plan)
     {
         var contents = new List<AIContent>();
-        string? content = text;
-        if (model.Reasoning != null)
-        {
-            (var reasoning, content) = model.Reasoning.Split(text);
-            if (reasoning != null) contents.Add(new TextReasoningContent(reasoning));
-        }
-        IReadOnlyList<ToolCall> calls = [];
-        if (plan.ReadsCalls && content is string answer) (content, calls) = plan.Parse(answer, model.ToolCalls);
+        var (reasoning, content, calls) = ChatAnswer.Read(model, plan, text);
+        if (reasoning != null) contents.Add(new TextReasoningContent(reasoning));
         contents.Add(new TextContent(content ?? ""));
         contents.AddRange(calls.Select(Call));
         return (new ChatMessage(ChatRole.Assistant, contents), calls.Count > 0);
