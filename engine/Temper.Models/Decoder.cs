@@ -3,6 +3,9 @@
 //   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm).
 // Token rows are [B*T] (row b*T+t); q is [B,T,H,D], the cache [B,S,Hkv,D]. The new tokens' K/V are
 // appended to the cache, so prefill and each decode step are the same call.
+// With a prompt-tuning adapter attached (Weights.PromptEmbeddings [P,C]), the first call into an empty cache puts
+// the P virtual tokens before each row (VirtualTokens.Prepend) and the cache remembers them: every position the
+// caller gives, then and later, counts real tokens only and is moved up by P; logits are of the real rows only.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -28,6 +31,18 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             throw new ArgumentException($"ids ({ids.Length}), positions ({positions.Length}) and mask ({mask.Length}) do not form [B={batch},T]");
         foreach (int id in ids)
             if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
+        int realT = t;
+        if (cache.Length == 0 && Weights.VirtualTokenCount > 0)
+        {
+            var (vIds, vMask, vPos) = VirtualTokens.Prepend(ids, mask, positions, batch, Weights.VirtualTokenCount, Config.VocabSize);
+            ids = vIds;
+            mask = vMask;
+            positions = vPos;
+            cache.VirtualTokens = Weights.VirtualTokenCount;
+            n = ids.Length;
+            t = n / batch;
+        }
+        else if (cache.VirtualTokens > 0) positions = VirtualTokens.Shift(positions, cache.VirtualTokens);
         cache.EnsureRoom(t);
         int c = Config.HiddenSize, h = Config.NumHeads, hkv = Config.NumKvHeads, d = Config.HeadDim, f = Config.IntermediateSize;
         int kvLen = cache.Length + t;
@@ -43,7 +58,7 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         using var gate = be.Zeros(new Shape(n, f));
         using var up = be.Zeros(new Shape(n, f));
 
-        be.Embedding(Weights.Embed, ids, x);
+        VirtualTokens.Embed(be, Weights, Config.VocabSize, ids, x);
         float scale = 1f / MathF.Sqrt(d);
         for (int l = 0; l < Weights.Layers.Length; l++)
         {
@@ -71,8 +86,10 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         be.RmsNorm(x, Weights.FinalNorm, Config.RmsNormEps, hn);
         if (allPositions)
         {
-            var logits = be.Zeros(new Shape(n, Config.VocabSize));
-            Weights.LmHead.Forward(be, hn, logits);
+            using var real = t == realT ? null : be.Uninitialized(new Shape(batch * realT, c));
+            if (real != null) VirtualTokens.CopyRealRows(be, hn, batch, t - realT, real);
+            var logits = be.Zeros(new Shape(batch * realT, Config.VocabSize));
+            Weights.LmHead.Forward(be, real ?? hn, logits);
             return logits;
         }
         using var last = be.Zeros(new Shape(batch, c));

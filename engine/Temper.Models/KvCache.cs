@@ -30,6 +30,8 @@ public sealed class KvCache : IDisposable
 
     public int Batch { get; }
     public int Capacity { get; }
+    /// <summary>Virtual tokens (a prompt-tuning adapter's) at the start of each row; the decoder moves later positions up by this many.</summary>
+    public int VirtualTokens { get; set; }
     /// <summary>Positions filled so far (the same for every row; padding fills the gaps).</summary>
     public int Length { get; private set; }
 

@@ -74,10 +74,37 @@ public sealed class LanguageModel : IDisposable
     /// unless <paramref name="doraUnmerged"/>: training attaches a DoRA adapter's views with their magnitudes).</summary>
     public void AttachAdapter(string adapterDir, bool merge, bool doraUnmerged = false)
     {
+        if (PeftConfigFile.TypeOf(adapterDir) == PeftConfigFile.PromptTuning)
+        {
+            if (merge) throw new TemperException($"{adapterDir}: a prompt-tuning adapter adds virtual tokens before the input; it has no weights to merge (apply it without merging)");
+            AttachPrompt(adapterDir);
+            return;
+        }
         var adapter = LoraAdapter.Load(adapterDir, allowDora: true);
         _owned.Add(adapter);
         if (merge || (adapter.Config.UseDora && !doraUnmerged)) adapter.Merge(Weights, Decoder.Backend);
         else adapter.Apply(Weights, Decoder.Backend, dora: doraUnmerged);
+    }
+
+    /// <summary>The prompt-tuning adapter in DIR, attached: its virtual tokens go before every sequence from now on.</summary>
+    public PromptTuningConfig AttachPrompt(string adapterDir)
+    {
+        if (Weights.PromptEmbeddings != null) throw new TemperException($"{adapterDir}: the model already carries a prompt-tuning adapter; attach one at a time");
+        var (cfg, host) = PromptTuningAdapter.Load(adapterDir, Config.HiddenSize);
+        AttachPrompt(host);
+        return cfg;
+    }
+
+    /// <summary>Virtual token embeddings [P,C] (an f32 host tensor, copied to the backend) attached as a prompt-tuning adapter the model owns.</summary>
+    public void AttachPrompt(Tensor hostEmbeddings)
+    {
+        if (Weights.PromptEmbeddings != null) throw new TemperException("the model already carries a prompt-tuning adapter; attach one at a time");
+        if (hostEmbeddings.DType != DType.F32 || hostEmbeddings.Shape.Rank != 2 || hostEmbeddings.Shape[1] != Config.HiddenSize || hostEmbeddings.Shape[0] < 1)
+            throw new TemperException($"prompt embeddings {hostEmbeddings.Shape} {hostEmbeddings.DType} must be f32 [P,{Config.HiddenSize}] with P >= 1");
+        var device = Decoder.Backend.FromHost(hostEmbeddings);
+        if (!ReferenceEquals(device, hostEmbeddings)) hostEmbeddings.Dispose();
+        _owned.Add(device);
+        Weights.PromptEmbeddings = device;
     }
 
     /// <summary>EOS ids for generation: config.json's, plus the tokenizer's EOS token.</summary>
@@ -94,7 +121,7 @@ public sealed class LanguageModel : IDisposable
         int t = ids.Length / batch;
         var pos = new int[ids.Length];
         for (int i = 0; i < ids.Length; i++) pos[i] = i % t;
-        using var cache = new KvCache(Config, Decoder.Backend, batch, t);
+        using var cache = new KvCache(Config, Decoder.Backend, batch, t + Weights.VirtualTokenCount);
         return Decoder.Forward(ids, pos, mask ?? [], batch, cache, allPositions: true);
     }
 

@@ -4,7 +4,8 @@
 // base_model.model.<module>.lora_magnitude_vector [Out], the name PEFT saves it under). Files are written to a temp name and renamed.
 // A sequence-classification adapter (a reward model) adds its fully trained head as PEFT's
 // PeftModelForSequenceClassification saves it: task_type SEQ_CLS, modules_to_save ["classifier", "score"],
-// and the head's tensor under base_model.model.score.weight.
+// and the head's tensor under base_model.model.score.weight. A prompt-tuning adapter (SavePrompt) is its own form:
+// peft_type PROMPT_TUNING and one tensor, prompt_embeddings [P,C].
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -55,6 +56,35 @@ public static class PeftAdapterWriter
             json["task_type"] = modules.TaskType;
             json["modules_to_save"] = new JsonArray(modules.ModuleNames.Select(m => (JsonNode)m).ToArray());
         }
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// A prompt-tuning adapter as PEFT saves one (peft_type PROMPT_TUNING): prompt_embeddings [P,C] f32 and the
+    /// PromptTuningConfig fields PEFT reads. The tokenizer path is the base model's (PEFT asks for one with TEXT init).
+    /// </summary>
+    public static void SavePrompt(string dir, Tensor embeddings, PromptTuningConfig cfg, ModelConfig model, string baseModel, IBackend be)
+    {
+        Directory.CreateDirectory(dir);
+        using var copy = embeddings.IsHost ? null : be.ToHost(embeddings);
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, copy ?? embeddings)], new Dictionary<string, string> { ["format"] = "pt" });
+        var json = new JsonObject
+        {
+            ["peft_type"] = "PROMPT_TUNING",
+            ["task_type"] = "CAUSAL_LM",
+            ["base_model_name_or_path"] = baseModel,
+            ["revision"] = null,
+            ["inference_mode"] = true,
+            ["num_virtual_tokens"] = cfg.VirtualTokens,
+            ["token_dim"] = model.HiddenSize,
+            ["num_transformer_submodules"] = 1,
+            ["num_attention_heads"] = model.NumHeads,
+            ["num_layers"] = model.NumLayers,
+            ["prompt_tuning_init"] = cfg.Init,
+            ["prompt_tuning_init_text"] = cfg.InitText,
+            ["tokenizer_name_or_path"] = cfg.Init == PromptTuningConfig.Text ? baseModel : null,
+            ["tokenizer_kwargs"] = null,
+        };
         AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
     }
 

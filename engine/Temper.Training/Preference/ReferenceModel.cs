@@ -1,5 +1,5 @@
 // The reference policy of DPO/KTO/GRPO without a second copy of the base: the same weights with the
-// trained LoRA switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
+// trained LoRA (or prompt-tuning adapter) switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
 // asked, a separate model folder.
 using Temper.Core;
 using Temper.Models;
@@ -13,13 +13,15 @@ public sealed class ReferenceModel : IDisposable
     private readonly Dictionary<Projection, LoraView?> _views;
     private readonly LanguageModel? _separate;
     private readonly LoraAdapter? _frozen;
+    private readonly Tensor? _prompt;
 
-    private ReferenceModel(ModelWeights weights, Dictionary<Projection, LoraView?> views, LanguageModel? separate, LoraAdapter? frozen, string description)
+    private ReferenceModel(ModelWeights weights, Dictionary<Projection, LoraView?> views, LanguageModel? separate, LoraAdapter? frozen, string description, Tensor? prompt = null)
     {
         _weights = weights;
         _views = views;
         _separate = separate;
         _frozen = frozen;
+        _prompt = prompt;
         Description = description;
     }
 
@@ -32,8 +34,13 @@ public sealed class ReferenceModel : IDisposable
     /// <summary>The base plus a frozen copy of the adapter in DIR (e.g. the SFT adapter DPO starts from).</summary>
     public static ReferenceModel FrozenAdapter(ModelWeights w, string adapterDir, IBackend be)
     {
-        var adapter = LoraAdapter.Load(adapterDir);
         var views = w.Projections.Append(w.LmHead).ToDictionary(p => p, _ => (LoraView?)null);
+        if (PeftConfigFile.TypeOf(adapterDir) == PeftConfigFile.PromptTuning)
+        {
+            var (_, host) = PromptTuningAdapter.Load(adapterDir, w.Embed.Shape[1]);
+            return new ReferenceModel(w, views, null, null, $"base + frozen prompt-tuning adapter {adapterDir}", be.FromHost(host));
+        }
+        var adapter = LoraAdapter.Load(adapterDir);
         foreach (var (name, (a, b)) in adapter.Modules)
         {
             var p = views.Keys.FirstOrDefault(x => x.Name == name) ?? throw new TemperException($"{adapterDir}: adapter module '{name}' does not exist in the model");
@@ -69,14 +76,17 @@ public sealed class ReferenceModel : IDisposable
     {
         if (_separate != null) throw new InvalidOperationException("a separate reference model has its own weights; call Logps");
         var saved = _views.Keys.ToDictionary(p => p, p => p.Lora);
+        var prompt = _weights.PromptEmbeddings; // a trained prompt-tuning adapter is off in the reference too (or the frozen one is on)
         try
         {
             foreach (var (p, v) in _views) p.Lora = v;
+            _weights.PromptEmbeddings = _prompt;
             pass();
         }
         finally
         {
             foreach (var (p, v) in saved) p.Lora = v;
+            _weights.PromptEmbeddings = prompt;
         }
     }
 
@@ -84,5 +94,6 @@ public sealed class ReferenceModel : IDisposable
     {
         _separate?.Dispose();
         _frozen?.Dispose();
+        _prompt?.Dispose();
     }
 }

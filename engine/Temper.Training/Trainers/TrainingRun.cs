@@ -1,5 +1,5 @@
 // The part every trainer shares, as one component (not a base class): open the model, attach or
-// initialise the LoRA (or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
+// initialise the LoRA (or a prompt-tuning adapter's virtual tokens, or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
 // manifest.json, checkpoints, resume, Ctrl-C and non-finite-step handling, and the final save.
 // A recipe supplies only its data and a step function that fills the gradients and returns the loss.
 using System.Diagnostics;
@@ -42,6 +42,8 @@ public sealed class TrainingRun : IDisposable
     public IBackend Backend { get; }
     public LanguageModel Model { get; }
     public LoraConfig? Lora { get; }
+    /// <summary>The prompt-tuning adapter this run trains (its virtual tokens are Model.Weights.PromptEmbeddings), or null.</summary>
+    public PromptTuningConfig? PromptTuning { get; private init; }
     public TrainableParameters Params { get; }
     public DecoderBackprop Backprop { get; }
     public Action<StepReport>? OnStep { get; set; }
@@ -56,6 +58,7 @@ public sealed class TrainingRun : IDisposable
     public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false)
     {
         Validate(o);
+        bool prompting = ValidatePromptTuning(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
         Directory.CreateDirectory(o.OutDir);
@@ -63,7 +66,14 @@ public sealed class TrainingRun : IDisposable
         try
         {
             LoraConfig? lora = null;
-            if (!o.Full)
+            PromptTuningConfig? prompt = null;
+            if (prompting && o.InitAdapter != null) prompt = lm.AttachPrompt(o.InitAdapter);
+            else if (prompting)
+            {
+                prompt = new PromptTuningConfig(o.PromptTuningTokens, o.PromptTuningInit, o.PromptTuningInitText);
+                lm.AttachPrompt(PromptTuningInit.Create(lm, prompt, o.Seed));
+            }
+            else if (!o.Full)
             {
                 if (o.InitAdapter != null)
                 {
@@ -82,7 +92,7 @@ public sealed class TrainingRun : IDisposable
             }
             var extra = extraParameters?.Invoke(lm);
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
-            var run = new TrainingRun(o, be, lm, lora, ps);
+            var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt };
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
             return run;
@@ -185,7 +195,7 @@ public sealed class TrainingRun : IDisposable
         var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
         return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora, _o.Full, Lora,
-            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType)));
+            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType), VirtualTokens: w.VirtualTokenCount));
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
@@ -195,6 +205,7 @@ public sealed class TrainingRun : IDisposable
     public void SaveResult()
     {
         if (SaveAs != null) SaveAs();
+        else if (PromptTuning != null) PeftAdapterWriter.SavePrompt(_o.OutDir, Model.Weights.PromptEmbeddings!, PromptTuning, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
         else ModelExport.Save(_o.OutDir, Model, Backend);
     }
@@ -215,6 +226,29 @@ public sealed class TrainingRun : IDisposable
         if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
         if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
         if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
+    }
+
+    // Prompt tuning (a fresh --prompt-tuning P, or an --init-adapter that is a prompt-tuning adapter) trains only the
+    // virtual tokens: every LoRA-only or whole-model option is refused by name rather than ignored.
+    private static bool ValidatePromptTuning(SftOptions o, bool extraParameters)
+    {
+        if (o.PromptTuningTokens < 0) throw new TemperException($"--prompt-tuning must be >= 1 virtual tokens (got {o.PromptTuningTokens})");
+        bool fromAdapter = o.InitAdapter != null && Directory.Exists(o.InitAdapter) && PeftConfigFile.TypeOf(o.InitAdapter) == PeftConfigFile.PromptTuning;
+        if (o.PromptTuningTokens == 0 && !fromAdapter) return false;
+        if (o.InitAdapter != null && !fromAdapter) throw new TemperException($"--prompt-tuning: {o.InitAdapter} is a LoRA adapter, and --init-adapter continues it as it is; drop --prompt-tuning");
+        if (fromAdapter && o.PromptTuningTokens > 0 && PeftConfigFile.Read(o.InitAdapter!).Json["num_virtual_tokens"]?.GetValue<int>() is int p && p != o.PromptTuningTokens)
+            throw new TemperException($"--prompt-tuning {o.PromptTuningTokens}: {o.InitAdapter} has {p} virtual tokens, and --init-adapter continues it as it is");
+        string Refused(string flag) => $"prompt tuning trains only its virtual tokens; {flag} cannot be combined with it";
+        if (o.Full) throw new TemperException(Refused("--full"));
+        if (o.UseDora) throw new TemperException(Refused("--use-dora"));
+        if (o.UseRsLora) throw new TemperException(Refused("--rslora"));
+        if (o.LoraDropout != 0) throw new TemperException(Refused("--lora-dropout"));
+        if (o.NeftuneNoiseAlpha != 0) throw new TemperException(Refused("--neftune-noise-alpha (its noise is on the word embeddings)"));
+        if (o.Packing) throw new TemperException(Refused("--packing (the virtual tokens go before each sequence, not each packed row)"));
+        if (extraParameters) throw new TemperException(Refused("a reward model's score head"));
+        if (!fromAdapter && o.PromptTuningInit == PromptTuningConfig.Text && string.IsNullOrEmpty(o.PromptTuningInitText))
+            throw new TemperException("--prompt-tuning-init text needs --prompt-tuning-init-text");
+        return true;
     }
 
     public void Dispose()
