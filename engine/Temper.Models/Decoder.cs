@@ -3,9 +3,10 @@
 //   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm).
 // Token rows are [B*T] (row b*T+t); q is [B,T,H,D], the cache [B,S,Hkv,D]. The new tokens' K/V are
 // appended to the cache, so prefill and each decode step are the same call.
-// With a prompt-tuning adapter attached (Weights.PromptEmbeddings [P,C]), the first call into an empty cache puts
+// With a prompt- or prefix-tuning adapter attached (Weights.PromptEmbeddings [P,C] or Weights.Prefix), the first call into an empty cache puts
 // the P virtual tokens before each row (VirtualTokens.Prepend) and the cache remembers them: every position the
 // caller gives, then and later, counts real tokens only and is moved up by P; logits are of the real rows only.
+// A prefix's keys and values replace the virtual rows' own in every layer before they enter the cache.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -70,6 +71,7 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             HeadNorm.Apply(be, w, Config.RmsNormEps, q, k);
             be.Rope(View(q, n, h, d), positions, _rope);
             be.Rope(View(k, n, hkv, d), positions, _rope);
+            if (t != realT && Weights.Prefix is { } prefix) VirtualTokens.OverwriteKv(be, prefix, l, k, v, batch);
             cache.Write(l, k, v, t);
             be.Attention(new AttentionArgs(View4(q, batch, t, h, d), cache.K(l), cache.V(l), View4(attn, batch, t, h, d), kvLen, cache.Length, scale, keyMask));
             w.O.Forward(be, attn, proj);

@@ -24,6 +24,8 @@
 // [B*T,C] alone, and the virtual rows' share of d x_in going to the prompt's gradient. The virtual tokens are
 // context only: a row's first token stays unscored, as without an adapter (PEFT's own forward also scores it from
 // the last virtual token when its label is not -100; TRL's DPO and KTO drop it as we do).
+// A prefix-tuning adapter (ModelWeights.Prefix) runs the same [B, P+T] pass with each layer's virtual K/V rows
+// replaced by the prefix's after RoPE; backward takes those rows of dk, dv as the prefix's gradient and clears them.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -125,7 +127,7 @@ public sealed class DecoderBackprop(Decoder decoder)
         int virtualRows = w.VirtualTokenCount, realT = t;
         if (virtualRows > 0)
         {
-            if (!segmentIds.IsEmpty) throw new TemperException("prompt tuning puts its virtual tokens before each sequence; it cannot be combined with packed rows (--packing)");
+            if (!segmentIds.IsEmpty) throw new TemperException("prompt and prefix tuning put their virtual tokens before each sequence; they cannot be combined with packed rows (--packing)");
             var (vIds, vMask, vPos) = VirtualTokens.Prepend(ids, mask, positions, batch, virtualRows, cfg.VocabSize);
             ids = vIds;
             mask = vMask;
@@ -175,7 +177,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             VirtualTokens.Embed(be, w, cfg.VocabSize, ids, x);
             if (gradOf != null && NeftuneNoiseAlpha > 0)
             {
-                if (virtualRows > 0) throw new TemperException("NEFTune's noise is on the word embeddings; it is not combined with prompt tuning's virtual tokens");
+                if (virtualRows > 0) throw new TemperException("NEFTune's noise is on the word embeddings; it is not combined with prompt or prefix tuning's virtual tokens");
                 AddNeftuneNoise(x, t, c);
             }
             var acts = new LayerActivations[w.Layers.Length];
@@ -235,6 +237,7 @@ public sealed class DecoderBackprop(Decoder decoder)
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
                 ProjectBackward(lw.O, dx, a.Attn, dAttn, false, a, gradOf);
                 be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask, segments), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
+                if (w.Prefix is { } prefix) VirtualTokens.KvBackward(be, virtualRows, batch, dk, dv, gradOf(prefix.Keys[l]), gradOf(prefix.Values[l]));
                 be.RopeBackward(View(dq, n, h, d), pos, rope);
                 be.RopeBackward(View(dk, n, hkv, d), pos, rope);
                 if (cfg.QkNorm)
@@ -251,10 +254,11 @@ public sealed class DecoderBackprop(Decoder decoder)
             }
             if (gradOf(w.Embed) is { } dEmbed)
             {
-                if (virtualRows > 0) throw new TemperException("prompt tuning trains its virtual tokens over a frozen base; the embedding cannot be trained with it");
+                if (virtualRows > 0) throw new TemperException("prompt and prefix tuning train their virtual tokens over a frozen base; the embedding cannot be trained with them");
                 be.EmbeddingBackward(dx, ids, dEmbed);
             }
             if (w.PromptEmbeddings is { } prompt && gradOf(prompt) is { } dPrompt) VirtualTokens.EmbedBackward(be, dx, ids, cfg.VocabSize, dPrompt);
+            // (prefix tuning's gradients were taken at each layer's attention, KvBackward)
             return result;
         }
         finally
@@ -292,6 +296,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             Project(lw.V, a.Hn1, a.V, a, store, Seed(2));
             be.Rope(View(a.Q, n, h, d), pos, rope);
             be.Rope(View(a.K, n, hkv, d), pos, rope);
+            if (w.Prefix is { } prefix) VirtualTokens.OverwriteKv(be, prefix, l, a.K, a.V, batch);
             be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
             var o = Alloc(n, c);
             Project(lw.O, a.Attn, o, a, store, Seed(3));

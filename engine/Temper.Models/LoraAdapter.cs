@@ -58,9 +58,9 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         var file = PeftConfigFile.Read(dir);
         var (path, o) = file;
         string type = PeftConfigFile.TypeOf(file);
-        if (type == PeftConfigFile.PromptTuning)
-            throw new TemperException($"{path}: a prompt-tuning adapter (peft_type PROMPT_TUNING) has no LoRA weights; it runs unmerged with generate, chat and logits (--adapter) and continues training with --init-adapter, and cannot be used here");
-        if (type != PeftConfigFile.Lora) throw new TemperException($"{path}: peft_type '{type}' is not supported (LORA and PROMPT_TUNING are)");
+        if (PeftConfigFile.IsVirtualTokens(type))
+            throw new TemperException($"{path}: a {(type == PeftConfigFile.PromptTuning ? "prompt" : "prefix")}-tuning adapter (peft_type {type}) has no LoRA weights; it runs unmerged with generate, chat and logits (--adapter) and continues training with --init-adapter, and cannot be used here");
+        if (type != PeftConfigFile.Lora) throw new TemperException($"{path}: peft_type '{type}' is not supported (LORA, PROMPT_TUNING and PREFIX_TUNING are)");
         if (!allowModulesToSave) Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
         Refuse(o, path, "layers_to_transform", n => n.GetValueKind() != JsonValueKind.Null, "a layer subset");
         Refuse(o, path, "exclude_modules", n => n is JsonArray { Count: > 0 } || n.GetValueKind() == JsonValueKind.String, "excluded modules");

@@ -64,8 +64,14 @@ public sealed class ModelWeights : IDisposable
     /// </summary>
     public Tensor? PromptEmbeddings { get; set; }
 
-    /// <summary>How many virtual tokens the attached prompt-tuning adapter puts before each sequence (0 = none).</summary>
-    public int VirtualTokenCount => PromptEmbeddings?.Shape[0] ?? 0;
+    /// <summary>
+    /// A prefix-tuning adapter's key and value rows per layer (null = none): every query attends to them before the
+    /// real tokens (see VirtualTokens). Attached and disposed like PromptEmbeddings.
+    /// </summary>
+    public PrefixKv? Prefix { get; set; }
+
+    /// <summary>How many virtual tokens the attached prompt- or prefix-tuning adapter puts before each sequence (0 = none).</summary>
+    public int VirtualTokenCount => PromptEmbeddings?.Shape[0] ?? Prefix?.Tokens ?? 0;
 
     public IEnumerable<Projection> Projections => Layers.SelectMany(l => l.Projections);
 

@@ -9,7 +9,10 @@ namespace Temper.Models;
 
 public static class PeftConfigFile
 {
-    public const string Lora = "LORA", PromptTuning = "PROMPT_TUNING";
+    public const string Lora = "LORA", PromptTuning = "PROMPT_TUNING", PrefixTuning = "PREFIX_TUNING";
+
+    /// <summary>A prompt- or prefix-tuning adapter: virtual tokens before every sequence, nothing to merge.</summary>
+    public static bool IsVirtualTokens(string type) => type is PromptTuning or PrefixTuning;
 
     /// <summary>DIR/adapter_config.json as a JSON object (its path beside it for messages).</summary>
     public static (string Path, JsonObject Json) Read(string dir)

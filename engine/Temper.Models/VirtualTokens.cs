@@ -1,12 +1,16 @@
 // How the decoder's passes place a prompt-tuning adapter's P virtual tokens (ModelWeights.PromptEmbeddings
 // [P,C]) before every sequence, as PEFT's prompt tuning feeds inputs_embeds = [prompt; embed(ids)] with the
-// attention mask extended by P ones. Inside a pass an id at or above the vocabulary size V names a virtual
+// attention mask extended by P ones; and a prefix-tuning adapter's (ModelWeights.Prefix), whose P virtual rows
+// have each layer's keys and values replaced by the prefix's after RoPE (OverwriteKv), so the real tokens attend
+// to them as to PEFT's past_key_values; what the virtual rows compute beyond that is never read. Inside a pass an id at or above the vocabulary size V names a virtual
 // token (V + j is row j of the prompt), so a row of [B, P+T] reads V..V+P-1, then the real ids:
 //   Prepend      ids, mask, positions [B,T] -> [B,P+T]: the virtual tokens at positions 0..P-1 (mask 1), the real
 //                positions moved up by P (what transformers computes for inputs_embeds of length P+T)
 //   Embed        x [N,C] = embed[id] for real ids, prompt[id - V] for virtual ones (runs of them copied whole)
 //   EmbedBackward dPrompt [P,C] += the virtual rows of dx [N,C]
 //   RealRows     out [B*T,X] = rows P..P+T-1 of each sequence of full [B*(P+T),X] (the real tokens' rows), and back
+//   OverwriteKv  prefix tuning: rows 0..P-1 of each sequence of layer l's k, v [B*(P+T), Hkv*D] = the prefix's
+//   KvBackward   prefix tuning: dKey, dValue [P, Hkv*D] += those rows of dk, dv (then cleared)
 using Temper.Core;
 
 namespace Temper.Models;
@@ -49,7 +53,7 @@ public static class VirtualTokens
     /// <summary>x [N,C]: the embedding row of each real id, the prompt row of each virtual one.</summary>
     public static void Embed(IBackend be, ModelWeights w, int vocab, ReadOnlySpan<int> ids, Tensor x)
     {
-        if (w.PromptEmbeddings is not { } prompt)
+        if (w.VirtualTokenCount == 0)
         {
             be.Embedding(w.Embed, ids, x);
             return;
@@ -57,8 +61,39 @@ public static class VirtualTokens
         var real = new int[ids.Length];
         for (int i = 0; i < ids.Length; i++) real[i] = ids[i] < vocab ? ids[i] : 0;
         be.Embedding(w.Embed, real, x);
+        if (w.PromptEmbeddings is not { } prompt) return; // prefix tuning: the virtual rows' inputs are never read (their K/V are the prefix's)
         foreach (var (row, first, length) in Runs(ids, vocab, prompt.Shape[0]))
             be.CopyRows(prompt, first, x, row, length);
+    }
+
+    /// <summary>Prefix tuning: the virtual rows (the first P of each sequence) of layer l's k and v [B*(P+T), Hkv*D], after RoPE, become the prefix's.</summary>
+    public static void OverwriteKv(IBackend be, PrefixKv prefix, int layer, Tensor k, Tensor v, int batch)
+    {
+        int p = prefix.Tokens, full = k.Shape.Rows / batch;
+        for (int b = 0; b < batch; b++)
+        {
+            be.CopyRows(prefix.Keys[layer], 0, k, b * full, p);
+            be.CopyRows(prefix.Values[layer], 0, v, b * full, p);
+        }
+    }
+
+    /// <summary>
+    /// Prefix tuning's backward at layer l: dKey, dValue [P, Hkv*D] += the virtual rows of dk, dv (summed over the
+    /// batch), and those rows of dk, dv are cleared, since nothing before them reaches the prefix's rows.
+    /// </summary>
+    public static void KvBackward(IBackend be, int p, int batch, Tensor dk, Tensor dv, Tensor? dKey, Tensor? dValue)
+    {
+        int full = dk.Shape.Rows / batch, width = dk.Shape[1];
+        var which = new int[batch * p];
+        for (int i = 0; i < which.Length; i++) which[i] = i % p;
+        using var gathered = be.Uninitialized(new Shape(batch * p, width));
+        using var zeros = be.Zeros(new Shape(p, width));
+        foreach (var (d, grad) in new[] { (dk, dKey), (dv, dValue) })
+        {
+            for (int b = 0; b < batch; b++) be.CopyRows(d, b * full, gathered, b * p, p);
+            if (grad != null) be.EmbeddingBackward(gathered, which, grad);
+            for (int b = 0; b < batch; b++) be.CopyRows(zeros, 0, d, b * full, p);
+        }
     }
 
     /// <summary>dPrompt [P,C] += dx's rows at the virtual ids (gathered, then added through EmbeddingBackward).</summary>

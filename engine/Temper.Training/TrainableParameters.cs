@@ -68,6 +68,7 @@ public sealed class TrainableParameters : IDisposable
                 if (l.Magnitude != null) list.Add((p.Name + ".lora_magnitude_vector", l.Magnitude));
             }
         if (w.PromptEmbeddings is { } prompt) list.Add((PromptTuningAdapter.TensorName, prompt));
+        if (w.Prefix is { } prefix) list.AddRange(prefix.Named());
         if (list.Count == 0) throw new TemperException("no LoRA modules to train: no projection matches the target modules");
         return new TrainableParameters(be, list.Concat(extra ?? []));
     }

@@ -146,3 +146,89 @@ public sealed class PromptTuningTests
         Assert.Contains("'<x>' is not in its special_tokens", Assert.Throws<TemperException>(() => HfTokenizer.Load(Tokenizer(missing))).Message);
     }
 }
+
+// Prefix tuning at inference: a prefix whose keys and values are the ones the model computes for some tokens (read
+// from a KV cache that saw them at positions 0..P-1) must act exactly as those tokens written before the input.
+public sealed class PrefixTuningTests
+{
+    private static readonly int[] Virtual = [70, 71, 72];
+
+    private static string Dir => Fixtures.Hf("llama-tiny");
+
+    // The post-RoPE keys and values of Virtual at positions 0..P-1, per layer, as a prefix (host tensors).
+    internal static PrefixKv PrefixOf(LanguageModel lm, int[] tokens)
+    {
+        int p = tokens.Length, width = lm.Config.NumKvHeads * lm.Config.HeadDim;
+        using var cache = new KvCache(lm.Config, lm.Decoder.Backend, 1, p);
+        lm.Decoder.Forward(tokens, Enumerable.Range(0, p).ToArray(), [], 1, cache, allPositions: false).Dispose();
+        Tensor Rows(Tensor t) => Tensor.FromFloats(new Shape(p, width), t.ToFloatArray().AsSpan(0, p * width));
+        return new PrefixKv(Enumerable.Range(0, lm.Config.NumLayers).Select(l => Rows(cache.K(l))).ToArray(),
+            Enumerable.Range(0, lm.Config.NumLayers).Select(l => Rows(cache.V(l))).ToArray());
+    }
+
+    [Fact]
+    public void A_prefix_of_computed_keys_and_values_acts_as_the_written_tokens()
+    {
+        using var plain = LanguageModel.Load(Dir, new CpuBackend(1));
+        using var prefixed = LanguageModel.Load(Dir, new CpuBackend(1));
+        prefixed.AttachPrefix(PrefixOf(plain, Virtual));
+        int[] a = [1, 40, 41, 42, 43, 50], b = [1, 60, 61, 62, 63, 64];
+        int c = plain.Config.VocabSize, p = Virtual.Length;
+        using var got = prefixed.Logits([.. a, .. b], 2);
+        using var want = plain.Logits([.. Virtual, .. a, .. Virtual, .. b], 2);
+        float max = want.Floats.ToArray().Max(MathF.Abs);
+        for (int row = 0; row < 2; row++)
+            for (int t = 0; t < 6; t++)
+                for (int v = 0; v < c; v++)
+                    Assert.True(Math.Abs(want.Floats[(row * (6 + p) + p + t) * c + v] - got.Floats[(row * 6 + t) * c + v]) <= 1e-5f * max, $"row {row}, position {t}, logit {v}");
+        // Decode steps after a prefixed prefill see the prefix in the cache.
+        using var cacheP = new KvCache(plain.Config, plain.Decoder.Backend, 1, 16);
+        using var cacheW = new KvCache(plain.Config, plain.Decoder.Backend, 1, 16);
+        prefixed.Decoder.Forward(a, Enumerable.Range(0, 6).ToArray(), [], 1, cacheP, allPositions: false).Dispose();
+        plain.Decoder.Forward([.. Virtual, .. a], Enumerable.Range(0, 6 + p).ToArray(), [], 1, cacheW, allPositions: false).Dispose();
+        using var stepP = prefixed.Decoder.Forward([90], [6], [], 1, cacheP, allPositions: false);
+        using var stepW = plain.Decoder.Forward([90], [6 + p], [], 1, cacheW, allPositions: false);
+        float m = stepW.Floats.ToArray().Max(MathF.Abs);
+        for (int v = 0; v < c; v++) Assert.True(Math.Abs(stepW.Floats[v] - stepP.Floats[v]) <= 1e-5f * m, $"decode step, logit {v}");
+    }
+
+    [Fact]
+    public void A_peft_prefix_folder_round_trips_its_layout_and_is_checked()
+    {
+        using var lm = LanguageModel.Load(Dir, new CpuBackend(1));
+        var prefix = PrefixOf(lm, Virtual);
+        int width = lm.Config.NumKvHeads * lm.Config.HeadDim, layers = lm.Config.NumLayers;
+        var peft = prefix.ToPeft(lm.Decoder.Backend);
+        Assert.Equal([3, layers * 2 * width], peft.Shape.Dims.ToArray());
+        // PEFT's view [P, L*2, Hkv, D]: layer 1's value of token 2 is column block 3 of row 2.
+        Assert.Equal(prefix.Values[1].Floats.Slice(2 * width, width).ToArray(), peft.Floats.Slice(2 * layers * 2 * width + 3 * width, width).ToArray());
+        string Write(Action<JsonObject>? edit = null, Tensor? t = null)
+        {
+            string dir = TempFolder.Create("temper-prefix");
+            var cfg = new JsonObject
+            {
+                ["peft_type"] = "PREFIX_TUNING", ["task_type"] = "CAUSAL_LM", ["num_virtual_tokens"] = 3, ["token_dim"] = width,
+                ["num_attention_heads"] = lm.Config.NumKvHeads, ["num_layers"] = layers, ["num_transformer_submodules"] = 1, ["prefix_projection"] = false,
+            };
+            edit?.Invoke(cfg);
+            File.WriteAllText(Path.Combine(dir, "adapter_config.json"), cfg.ToJsonString());
+            SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new("prompt_embeddings", t ?? peft)]);
+            return dir;
+        }
+        using (var loaded = PrefixTuningAdapter.Load(Write(), lm.Config))
+            for (int l = 0; l < layers; l++)
+            {
+                Assert.Equal(prefix.Keys[l].Floats.ToArray(), loaded.Keys[l].Floats.ToArray());
+                Assert.Equal(prefix.Values[l].Floats.ToArray(), loaded.Values[l].Floats.ToArray());
+            }
+        string Refusal(string dir) => Assert.Throws<TemperException>(() => lm.AttachAdapter(dir, merge: false)).Message;
+        Assert.Contains("num_layers 3 does not match the model's 2 layers", Refusal(Write(c => c["num_layers"] = 3)));
+        Assert.Contains("token_dim 64 does not match the model's key width 32", Refusal(Write(c => c["token_dim"] = 64)));
+        Assert.Contains("make it [3,128]", Refusal(Write(t: Tensor.FromFloats(new Shape(3, 64), new float[192]))));
+        Assert.Contains("no weights to merge", Assert.Throws<TemperException>(() => lm.AttachAdapter(Write(), merge: true)).Message);
+        Assert.Contains("prefix-tuning adapter (peft_type PREFIX_TUNING) has no LoRA weights", Assert.Throws<TemperException>(() => LoraAdapter.Load(Write())).Message);
+        lm.AttachAdapter(Write(), merge: false);
+        Assert.Equal(3, lm.Weights.VirtualTokenCount);
+        Assert.Contains("attach one at a time", Refusal(Write()));
+    }
+}

@@ -88,6 +88,34 @@ public static class PeftAdapterWriter
         AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
     }
 
+    /// <summary>
+    /// A prefix-tuning adapter as PEFT saves one (peft_type PREFIX_TUNING, prefix_projection false): prompt_embeddings
+    /// [P, L*2*Hkv*D] f32 and the PrefixTuningConfig fields PEFT reads (token_dim Hkv*D and num_attention_heads Hkv,
+    /// as PEFT sets them for grouped-query attention).
+    /// </summary>
+    public static void SavePrefix(string dir, PrefixKv prefix, ModelConfig model, string baseModel, IBackend be)
+    {
+        Directory.CreateDirectory(dir);
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, prefix.ToPeft(be))], new Dictionary<string, string> { ["format"] = "pt" });
+        int width = model.NumKvHeads * model.HeadDim;
+        var json = new JsonObject
+        {
+            ["peft_type"] = "PREFIX_TUNING",
+            ["task_type"] = "CAUSAL_LM",
+            ["base_model_name_or_path"] = baseModel,
+            ["revision"] = null,
+            ["inference_mode"] = true,
+            ["num_virtual_tokens"] = prefix.Tokens,
+            ["token_dim"] = width,
+            ["num_transformer_submodules"] = 1,
+            ["num_attention_heads"] = model.NumKvHeads,
+            ["num_layers"] = model.NumLayers,
+            ["encoder_hidden_size"] = width,
+            ["prefix_projection"] = false,
+        };
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+    }
+
     public static JsonObject ConfigJson(LoraConfig cfg, string baseModel) => new()
     {
         ["peft_type"] = "LORA",

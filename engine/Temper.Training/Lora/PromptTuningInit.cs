@@ -3,7 +3,8 @@
 //   TEXT             the embedding rows of the init text's tokens (tokenized as HF's tokenizer(text), special tokens
 //                    included), cut to P or repeated until P
 //   RANDOM_DISCRETE  the embedding rows of P vocabulary ids drawn uniformly (seeded)
-// The embedding rows are copied as f32 (widened from bf16 where the model holds it so).
+// The embedding rows are copied as f32 (widened from bf16 where the model holds it so). A prefix-tuning adapter's rows
+// ([P, L*2*Hkv*D] in PEFT's layout) start N(0, 1), as PEFT's PrefixEncoder embedding does without prefix_projection.
 using Temper.Core;
 using Temper.Models;
 
@@ -32,6 +33,17 @@ public static class PromptTuningInit
             default:
                 throw new TemperException($"prompt_tuning_init '{cfg.Init}' is not one of RANDOM, TEXT, RANDOM_DISCRETE");
         }
+    }
+
+    /// <summary>A fresh prefix-tuning adapter's rows, N(0, 1) as PEFT's PrefixEncoder (without prefix_projection) starts them (seeded).</summary>
+    public static PrefixKv Prefix(ModelConfig cfg, int tokens, int seed)
+    {
+        if (tokens < 1) throw new TemperException($"--prefix-tuning needs at least 1 virtual token (got {tokens})");
+        var rng = new SplitMix64(SplitMix64.Mix((ulong)(uint)seed ^ 0x5052454649UL));
+        int width = cfg.NumKvHeads * cfg.HeadDim;
+        var all = new float[tokens * cfg.NumLayers * 2 * width];
+        for (int i = 0; i < all.Length; i++) all[i] = Gaussian(rng);
+        return PrefixKv.FromPeft(all, tokens, cfg.NumLayers, width);
     }
 
     // The embedding rows of ids as an f32 host tensor [ids, C].

@@ -31,6 +31,8 @@ public sealed record SftOptions
     /// <summary>How a fresh prompt starts: RANDOM, TEXT (PromptTuningInitText's token embeddings) or RANDOM_DISCRETE.</summary>
     public string PromptTuningInit { get; init; } = PromptTuningConfig.Random;
     public string? PromptTuningInitText { get; init; }
+    /// <summary>Prefix tuning (PEFT PREFIX_TUNING): this many trained key/value rows per layer before every sequence instead of a LoRA; 0 = off.</summary>
+    public int PrefixTuningTokens { get; init; }
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     public float LearningRate { get; init; } = 2e-4f;
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
@@ -72,6 +74,7 @@ public sealed record SftOptions
         ["prompt_tuning_tokens"] = PromptTuningTokens,
         ["prompt_tuning_init"] = PromptTuningInit,
         ["prompt_tuning_init_text"] = PromptTuningInitText,
+        ["prefix_tuning_tokens"] = PrefixTuningTokens,
         ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
         ["lr"] = LearningRate,
         ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),

@@ -58,7 +58,7 @@ public sealed class TrainingRun : IDisposable
     public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false)
     {
         Validate(o);
-        bool prompting = ValidatePromptTuning(o, extraParameters != null);
+        string? virtualKind = ValidateVirtualTokens(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
         Directory.CreateDirectory(o.OutDir);
@@ -67,12 +67,14 @@ public sealed class TrainingRun : IDisposable
         {
             LoraConfig? lora = null;
             PromptTuningConfig? prompt = null;
-            if (prompting && o.InitAdapter != null) prompt = lm.AttachPrompt(o.InitAdapter);
-            else if (prompting)
+            if (virtualKind == PeftConfigFile.PromptTuning && o.InitAdapter != null) prompt = lm.AttachPrompt(o.InitAdapter);
+            else if (virtualKind == PeftConfigFile.PromptTuning)
             {
                 prompt = new PromptTuningConfig(o.PromptTuningTokens, o.PromptTuningInit, o.PromptTuningInitText);
                 lm.AttachPrompt(PromptTuningInit.Create(lm, prompt, o.Seed));
             }
+            else if (virtualKind == PeftConfigFile.PrefixTuning)
+                lm.AttachPrefix(o.InitAdapter != null ? PrefixTuningAdapter.Load(o.InitAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
             else if (!o.Full)
             {
                 if (o.InitAdapter != null)
@@ -195,7 +197,7 @@ public sealed class TrainingRun : IDisposable
         var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
         return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora, _o.Full, Lora,
-            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType), VirtualTokens: w.VirtualTokenCount));
+            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null));
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
@@ -205,6 +207,7 @@ public sealed class TrainingRun : IDisposable
     public void SaveResult()
     {
         if (SaveAs != null) SaveAs();
+        else if (Model.Weights.Prefix is { } prefix) PeftAdapterWriter.SavePrefix(_o.OutDir, prefix, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (PromptTuning != null) PeftAdapterWriter.SavePrompt(_o.OutDir, Model.Weights.PromptEmbeddings!, PromptTuning, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
         else ModelExport.Save(_o.OutDir, Model, Backend);
@@ -228,17 +231,24 @@ public sealed class TrainingRun : IDisposable
         if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
     }
 
-    // Prompt tuning (a fresh --prompt-tuning P, or an --init-adapter that is a prompt-tuning adapter) trains only the
-    // virtual tokens: every LoRA-only or whole-model option is refused by name rather than ignored.
-    private static bool ValidatePromptTuning(SftOptions o, bool extraParameters)
+    // Prompt or prefix tuning (a fresh --prompt-tuning / --prefix-tuning P, or an --init-adapter of that kind) trains
+    // only the virtual tokens: every LoRA-only or whole-model option is refused by name rather than ignored. Returns
+    // the PEFT type trained (PROMPT_TUNING, PREFIX_TUNING) or null.
+    private static string? ValidateVirtualTokens(SftOptions o, bool extraParameters)
     {
         if (o.PromptTuningTokens < 0) throw new TemperException($"--prompt-tuning must be >= 1 virtual tokens (got {o.PromptTuningTokens})");
-        bool fromAdapter = o.InitAdapter != null && Directory.Exists(o.InitAdapter) && PeftConfigFile.TypeOf(o.InitAdapter) == PeftConfigFile.PromptTuning;
-        if (o.PromptTuningTokens == 0 && !fromAdapter) return false;
-        if (o.InitAdapter != null && !fromAdapter) throw new TemperException($"--prompt-tuning: {o.InitAdapter} is a LoRA adapter, and --init-adapter continues it as it is; drop --prompt-tuning");
-        if (fromAdapter && o.PromptTuningTokens > 0 && PeftConfigFile.Read(o.InitAdapter!).Json["num_virtual_tokens"]?.GetValue<int>() is int p && p != o.PromptTuningTokens)
-            throw new TemperException($"--prompt-tuning {o.PromptTuningTokens}: {o.InitAdapter} has {p} virtual tokens, and --init-adapter continues it as it is");
-        string Refused(string flag) => $"prompt tuning trains only its virtual tokens; {flag} cannot be combined with it";
+        if (o.PrefixTuningTokens < 0) throw new TemperException($"--prefix-tuning must be >= 1 virtual tokens (got {o.PrefixTuningTokens})");
+        if (o.PromptTuningTokens > 0 && o.PrefixTuningTokens > 0) throw new TemperException("--prompt-tuning and --prefix-tuning cannot be combined; train one kind of virtual tokens");
+        string? adapterKind = o.InitAdapter != null && Directory.Exists(o.InitAdapter) && PeftConfigFile.TypeOf(o.InitAdapter) is var t && PeftConfigFile.IsVirtualTokens(t) ? t : null;
+        string? kind = o.PromptTuningTokens > 0 ? PeftConfigFile.PromptTuning : o.PrefixTuningTokens > 0 ? PeftConfigFile.PrefixTuning : adapterKind;
+        if (kind == null) return null;
+        string flag = kind == PeftConfigFile.PromptTuning ? "--prompt-tuning" : "--prefix-tuning", name = kind == PeftConfigFile.PromptTuning ? "prompt" : "prefix";
+        int tokens = kind == PeftConfigFile.PromptTuning ? o.PromptTuningTokens : o.PrefixTuningTokens;
+        if (o.InitAdapter != null && adapterKind != kind)
+            throw new TemperException($"{flag}: {o.InitAdapter} is a {(adapterKind == null ? "LoRA" : adapterKind == PeftConfigFile.PromptTuning ? "prompt-tuning" : "prefix-tuning")} adapter, and --init-adapter continues it as it is; drop {flag}");
+        if (adapterKind != null && tokens > 0 && PeftConfigFile.Read(o.InitAdapter!).Json["num_virtual_tokens"]?.GetValue<int>() is int p && p != tokens)
+            throw new TemperException($"{flag} {tokens}: {o.InitAdapter} has {p} virtual tokens, and --init-adapter continues it as it is");
+        string Refused(string what) => $"{name} tuning trains only its virtual tokens; {what} cannot be combined with it";
         if (o.Full) throw new TemperException(Refused("--full"));
         if (o.UseDora) throw new TemperException(Refused("--use-dora"));
         if (o.UseRsLora) throw new TemperException(Refused("--rslora"));
@@ -246,9 +256,11 @@ public sealed class TrainingRun : IDisposable
         if (o.NeftuneNoiseAlpha != 0) throw new TemperException(Refused("--neftune-noise-alpha (its noise is on the word embeddings)"));
         if (o.Packing) throw new TemperException(Refused("--packing (the virtual tokens go before each sequence, not each packed row)"));
         if (extraParameters) throw new TemperException(Refused("a reward model's score head"));
-        if (!fromAdapter && o.PromptTuningInit == PromptTuningConfig.Text && string.IsNullOrEmpty(o.PromptTuningInitText))
+        if (kind == PeftConfigFile.PrefixTuning && (o.PromptTuningInitText != null || o.PromptTuningInit != PromptTuningConfig.Random))
+            throw new TemperException("--prompt-tuning-init and --prompt-tuning-init-text apply to --prompt-tuning; a prefix starts N(0,1) as PEFT's does");
+        if (kind == PeftConfigFile.PromptTuning && adapterKind == null && o.PromptTuningInit == PromptTuningConfig.Text && string.IsNullOrEmpty(o.PromptTuningInitText))
             throw new TemperException("--prompt-tuning-init text needs --prompt-tuning-init-text");
-        return true;
+        return kind;
     }
 
     public void Dispose()
