@@ -112,7 +112,7 @@ public static class AdapterCombination
 
     private static void Unused(bool given, string type, string what)
     {
-        if (given) throw new TemperException($"combination type {type} takes no {what}; refusing rather than ignoring it");
+        if (given) throw new TemperException($"combination type {type} does not use {what}; refusing rather than ignoring it");
     }
 
     private static void CheckShapes(IReadOnlyList<(LoraAdapter Adapter, double Weight)> adapters, string name)
