@@ -51,14 +51,36 @@ public static class TaskArithmetic
         if (k == 0) return result;
         var magnitudes = new double[x.Length];
         for (int i = 0; i < x.Length; i++) magnitudes[i] = Math.Abs(x[i]);
-        Array.Sort(magnitudes);
-        double threshold = magnitudes[x.Length - k];
+        double threshold = Select(magnitudes, x.Length - k);
         int ties = k;
         for (int i = 0; i < x.Length; i++)
             if (Math.Abs(x[i]) > threshold) { result[i] = x[i]; ties--; }
         for (int i = 0; i < x.Length && ties > 0; i++)
             if (Math.Abs(x[i]) == threshold) { result[i] = x[i]; ties--; }
         return result;
+    }
+
+    /// <summary>The value at <paramref name="index"/> of v sorted ascending (quickselect; v is reordered): O(n), where a
+    /// sort of a dense 8192 x 2048 delta takes seconds.</summary>
+    internal static double Select(double[] v, int index)
+    {
+        int lo = 0, hi = v.Length - 1;
+        while (lo < hi)
+        {
+            double a = v[lo], b = v[(lo + hi) >>> 1], c = v[hi];
+            double pivot = Math.Max(Math.Min(a, b), Math.Min(Math.Max(a, b), c));   // median of three
+            int i = lo, j = hi;
+            while (i <= j)
+            {
+                while (v[i] < pivot) i++;
+                while (v[j] > pivot) j--;
+                if (i <= j) { (v[i], v[j]) = (v[j], v[i]); i++; j--; }
+            }
+            if (index <= j) hi = j;                 // v[lo..j] <= pivot <= v[i..hi], and v[j+1..i-1] == pivot
+            else if (index >= i) lo = i;
+            else return v[index];
+        }
+        return v[index];
     }
 
     /// <summary>PEFT's random_pruning with rescale: each x kept with probability density (one draw per element,
@@ -73,29 +95,31 @@ public static class TaskArithmetic
     }
 
     /// <summary>PEFT's calculate_majority_sign_mask: mask[t][e] = sign(x_t[e]) == the elected sign of element e.</summary>
-    public static bool[][] MajoritySignMask(IReadOnlyList<double[]> tensors, MajoritySignMethod method)
+    public static bool[][] MajoritySignMask(IReadOnlyList<double[]> tensorList, MajoritySignMethod method)
     {
+        var tensors = tensorList.ToArray();
         int n = tensors[0].Length;
         var mask = tensors.Select(_ => new bool[n]).ToArray();
         for (int e = 0; e < n; e++)
         {
             double vote = 0;
-            foreach (var x in tensors) vote += method == MajoritySignMethod.Total ? x[e] : Math.Sign(x[e]);
+            for (int t = 0; t < tensors.Length; t++) vote += method == MajoritySignMethod.Total ? tensors[t][e] : Math.Sign(tensors[t][e]);
             int elected = vote >= 0 ? 1 : -1;
-            for (int t = 0; t < tensors.Count; t++) mask[t][e] = Math.Sign(tensors[t][e]) == elected;
+            for (int t = 0; t < tensors.Length; t++) mask[t][e] = Math.Sign(tensors[t][e]) == elected;
         }
         return mask;
     }
 
     /// <summary>PEFT's disjoint_merge: per element, the sum of the masked values over how many there are (at least 1).</summary>
-    public static double[] DisjointMerge(IReadOnlyList<double[]> weighted, bool[][] mask)
+    public static double[] DisjointMerge(IReadOnlyList<double[]> weightedList, bool[][] mask)
     {
+        var weighted = weightedList.ToArray();
         var result = new double[weighted[0].Length];
         for (int e = 0; e < result.Length; e++)
         {
             double sum = 0;
             int kept = 0;
-            for (int t = 0; t < weighted.Count; t++)
+            for (int t = 0; t < weighted.Length; t++)
                 if (mask[t][e]) { sum += weighted[t][e]; kept++; }
             result[e] = sum / Math.Max(kept, 1);
         }
