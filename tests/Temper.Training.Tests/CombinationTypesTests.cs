@@ -382,24 +382,24 @@ public sealed class CombinationTypesTests : IDisposable
         using var second = LoraAdapter.Load(Path.Combine(root, "second"));
         foreach (var entry in reference["combinations"]!.AsArray())
         {
-            string type = entry!["type"]!.GetValue<string>();
+            string name = entry!["name"]!.GetValue<string>(), type = entry["type"]!.GetValue<string>();
             var options = new CombinationOptions(type)
             {
                 Density = entry["density"]?.GetValue<double>(),
                 MajoritySign = entry["majority_sign_method"]?.GetValue<string>() switch { null => null, "total" => MajoritySignMethod.Total, _ => MajoritySignMethod.Frequency },
             };
-            string ours = Path.Combine(_dir, type);
+            string ours = Path.Combine(_dir, name);
             AdapterCombination.Combine([(first, weights[0]), (second, weights[1])], ours, "llama-tiny", options);
-            using var peft = LoraAdapter.Load(Path.Combine(root, type));
+            using var peft = LoraAdapter.Load(Path.Combine(root, name));
             using var temper = LoraAdapter.Load(ours);
             Assert.Equal(peft.Modules.Keys.Order(), temper.Modules.Keys.Order());
-            foreach (var (name, (pa, pb)) in peft.Modules)
+            foreach (var (module, (pa, pb)) in peft.Modules)
             {
-                var (ta, tb) = temper.Modules[name];
+                var (ta, tb) = temper.Modules[module];
                 int rows = pb.Shape[0], cols = pa.Shape[1];
-                var want = Product(D(pb), D(pa), rows, pa.Shape[0], cols, peft.Config.ScaleFor(name));
-                var got = Product(D(tb), D(ta), rows, ta.Shape[0], cols, temper.Config.ScaleFor(name));
-                AssertClose(want, got, 1e-4, $"{type} {name}");
+                var want = Product(D(pb), D(pa), rows, pa.Shape[0], cols, peft.Config.ScaleFor(module));
+                var got = Product(D(tb), D(ta), rows, ta.Shape[0], cols, temper.Config.ScaleFor(module));
+                AssertClose(want, got, 1e-4, $"{name} {module}");
             }
         }
     }
