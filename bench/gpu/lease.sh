@@ -101,9 +101,10 @@ for step in "$@"; do
           run gemv 120 bash -c 'temper bench gemv --reps 50 && temper bench gemv --rows 8 --reps 20'
           run peer-gemv 120 python3 bench/peer/torch_gemv.py --reps 50 ;;
     # The owed transformers/PEFT fixtures (CPU, float32; torch, transformers and peft are on the GPU machine): Qwen3's
-    # (tests/reference/make_fixtures.py) and PEFT's DoRA on llama-tiny (make_dora_reference.py; make_dora_training_reference.py: step-0 DoRA SFT loss and gradients). They come back in
+    # (tests/reference/make_fixtures.py) and PEFT's DoRA on llama-tiny (make_dora_reference.py; make_dora_training_reference.py: step-0 DoRA SFT loss and gradients) and PEFT's add_weighted_adapter
+    # combinations on llama-tiny (make_combine_reference.py). They come back in
     # $OUT/reference-fixtures.tgz, to unpack into tests/fixtures/hf/ and commit; the skipped tests then run on them.
-    reference-fixtures) run reference-fixtures 150 bash -c 'python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-tiny qwen3 3 theta=1000000 head_dim=32 && python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn && python3 tests/reference/make_dora_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_dora_training_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_prompt_tuning_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && tar -czf "$OUT/reference-fixtures.tgz" -C /tmp/fixtures qwen3-tiny qwen3-yarn-tiny llama-tiny-dora llama-tiny-dora-training llama-tiny-prompt-tuning' ;;
+    reference-fixtures) run reference-fixtures 180 bash -c 'python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-tiny qwen3 3 theta=1000000 head_dim=32 && python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn && python3 tests/reference/make_dora_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_dora_training_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_prompt_tuning_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_combine_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && tar -czf "$OUT/reference-fixtures.tgz" -C /tmp/fixtures qwen3-tiny qwen3-yarn-tiny llama-tiny-dora llama-tiny-dora-training llama-tiny-prompt-tuning llama-tiny-combine' ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac
