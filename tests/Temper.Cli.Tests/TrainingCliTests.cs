@@ -1,6 +1,6 @@
 // The training verbs as scripts call them: step-0 parity of `temper sft` and `temper dpo` through the
-// CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), --prompt-tuning (trained,
-// generated with, planned, refused where it has no meaning), and bad data as a
+// CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), --prompt-tuning and --prefix-tuning
+// (trained, generated with, planned, refused where they have no meaning), and bad data as a
 // one-line error naming file and line.
 using System.Text.Json.Nodes;
 
@@ -90,7 +90,7 @@ public class TrainingCliTests
     }
 
     [Fact]
-    public void Prompt_tuning_trains_generates_plans_and_is_refused_where_it_has_no_meaning()
+    public void Prompt_and_prefix_tuning_train_generate_plan_and_are_refused_where_they_have_no_meaning()
     {
         string model = Fixtures.Hf("llama-tiny"), dir = Temp(), pt = Path.Combine(dir, "pt");
         var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", pt,
@@ -102,6 +102,12 @@ public class TrainingCliTests
         var gen = TemperCli.Run("generate", "--model", model, "--adapter", pt, "--prompt", "What is 1+1?", "--max-new-tokens", "3");
         Assert.True(gen.ExitCode == 0, gen.Stderr + gen.Stdout);
         Assert.StartsWith("What is 1+1?", gen.Stdout);
+        string px = Path.Combine(dir, "px");
+        var prefix = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", px, "--max-steps", "1", "--prefix-tuning", "2");
+        Assert.True(prefix.ExitCode == 0, prefix.Stderr + prefix.Stdout);
+        Assert.Equal("PREFIX_TUNING", JsonNode.Parse(File.ReadAllText(Path.Combine(px, "adapter_config.json")))!["peft_type"]!.GetValue<string>());
+        var genPrefix = TemperCli.Run("generate", "--model", model, "--adapter", px, "--prompt", "What is 1+1?", "--max-new-tokens", "3");
+        Assert.True(genPrefix.ExitCode == 0, genPrefix.Stderr + genPrefix.Stdout);
         var plan = TemperCli.Run("plan", "--model", model, "--prompt-tuning", "3", "--batch-size", "2", "--max-length", "16");
         Assert.True(plan.ExitCode == 0, plan.Stderr + plan.Stdout);
         Assert.Contains("prompt tuning, 3 virtual tokens", plan.Stdout);
@@ -111,6 +117,8 @@ public class TrainingCliTests
             (["generate", "--model", model, "--adapter", pt, "--prompt", "x", "--graph"], "prompt-tuning adapter"),
             (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--packing"], "--packing"),
             (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--prompt-tuning-init", "words"], "random, text or random-discrete"),
+            (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--prefix-tuning", "2"], "cannot be combined"),
+            (["combine", "--adapter", px, "--adapter", pt, "--out", Path.Combine(dir, "combined")], "prefix-tuning adapter"),
         })
         {
             var bad = TemperCli.Run(args);

@@ -5,7 +5,7 @@
 // every gradient within 1e-3 relative L2 (the fixtures' f32 bounds). Instantiated for ILGPU's CPU
 // accelerator (CI) and CUDA (skipped without a device). The bf16 LoRA gradient bound is Bf16LoraBoundChecks.
 // DoRA views on the device give the CPU backend's logits, loss and magnitude/A/B gradients; a prompt-tuning
-// adapter's virtual tokens its logits, greedy tokens and prompt gradient.
+// adapter's virtual tokens its logits, greedy tokens and prompt gradient; a prefix-tuning adapter's rows too.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -293,6 +293,46 @@ public abstract class EndToEndChecks(DeviceFixture device)
         Assert.Contains(cpuGrad.Floats.ToArray(), g => g != 0);
         double err = RelativeL2(cpuGrad.Floats, Down(grad));
         Assert.True(err < 1e-4, $"prompt gradient: relative L2 error {err:G3} against the CPU backend");
+    }
+
+    [Fact]
+    public void Prefix_tuning_gives_the_cpu_logits_tokens_and_prefix_gradients()
+    {
+        int[] ids = [1, 40, 41, 42, 43, 50, 1, 60, 61, 62, 63, 64], labels = [-100, -100, 41, 42, 43, 50, -100, -100, 61, 62, 63, 64];
+        using var cpu = LanguageModel.Load(Fixtures.Hf("llama-tiny"), new Temper.Kernels.Cpu.CpuBackend());
+        using var lm = LanguageModel.Load(Fixtures.Hf("llama-tiny"), B);
+        var rng = new Random(9);
+        int width = cpu.Config.NumKvHeads * cpu.Config.HeadDim, layers = cpu.Config.NumLayers;
+        var values = Enumerable.Range(0, 3 * layers * 2 * width).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        cpu.AttachPrefix(PrefixKv.FromPeft(values, 3, layers, width));
+        lm.AttachPrefix(PrefixKv.FromPeft(values, 3, layers, width));
+        using (var cl = cpu.Logits(ids, 2))
+        using (var dl = lm.Logits(ids, 2))
+            AssertClose(cl.Floats, Down(dl));
+        var o = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
+        Assert.Equal(new Generator(cpu.Decoder).Generate([ids[..4]], o)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids[..4]], o)[0].GeneratedIds);
+        var cpuParams = cpu.Weights.Prefix!.Named().Select(x => x.Value).ToArray();
+        var devParams = lm.Weights.Prefix!.Named().Select(x => x.Value).ToArray();
+        var cpuGrads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in cpuParams) cpuGrads[t] = Tensor.Zeros(t.Shape);
+        var grads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
+        foreach (var t in devParams) grads[t] = B.Zeros(t.Shape);
+        try
+        {
+            var cpuLoss = new DecoderBackprop(cpu.Decoder).Run(ids, labels, [], 2, 0.1f, p => cpuGrads.GetValueOrDefault(p)).Sum();
+            var loss = new DecoderBackprop(lm.Decoder).Run(ids, labels, [], 2, 0.1f, p => grads.GetValueOrDefault(p)).Sum();
+            Assert.Equal(cpuLoss, loss, 1e-5 * Math.Abs(cpuLoss));
+            foreach (var (ct, dt) in cpuParams.Zip(devParams))
+            {
+                Assert.Contains(cpuGrads[ct].Floats.ToArray(), g => g != 0);
+                double err = RelativeL2(cpuGrads[ct].Floats, Down(grads[dt]));
+                Assert.True(err < 1e-4, $"prefix gradient: relative L2 error {err:G3} against the CPU backend");
+            }
+        }
+        finally
+        {
+            foreach (var g in grads.Values) g.Dispose();
+        }
     }
 
     [Fact]
