@@ -22,6 +22,18 @@ public sealed record SpeculativeOptions
 
     public string Method => Draft == null ? "ngram" : "draft";
 
+    /// <summary>Refuses a draft model folder whose vocabulary is not the target's (size from config.json, and the
+    /// tokenizers' id-to-piece maps where both have one), in one line naming both (<paramref name="target"/>: a folder,
+    /// or what a bench's random model is).</summary>
+    public static void CheckDraftVocabulary(ModelConfig targetConfig, Text.HfTokenizer? targetTokenizer, string target, LanguageModel draft)
+    {
+        bool sameSize = targetConfig.VocabSize == draft.Config.VocabSize;
+        bool sameTokens = targetTokenizer == null || draft.Tokenizer == null || targetTokenizer.SameVocabulary(draft.Tokenizer);
+        if (sameSize && sameTokens) return;
+        string why = sameSize ? "its tokenizer maps ids to other tokens" : $"{draft.Config.VocabSize} tokens against {targetConfig.VocabSize}";
+        throw new TemperException($"draft model {draft.Directory} does not share the vocabulary of {target} ({why}): a draft model must use the target's tokenizer");
+    }
+
     /// <summary>Checks the numbers, naming them as the CLI's flags, in one line.</summary>
     public void Validate()
     {
