@@ -113,6 +113,16 @@ public class SpeculativeDecodingTests
         AssertGreedyIdentity(Llama.Value.Decoder, Repetitive, penalised, new SpeculativeOptions { NumTokens = 3, NgramMin = 1 });
         var free = new Generator(Llama.Value.Decoder).Generate([Repetitive], o)[0].GeneratedIds;
         AssertGreedyIdentity(Llama.Value.Decoder, Repetitive, o with { IgnoreEos = false, EosIds = [free[9]] }, new SpeculativeOptions { NgramMin = 1 });
+        // A stop string ends the output at the same token (checked after each accepted token, as plain decoding does).
+        var tok = Llama.Value.RequireTokenizer();
+        string stop = tok.Decode(free.Skip(12).Take(2));
+        var g = new Generator(Llama.Value.Decoder, ids => tok.Decode(ids));
+        var stopAt = o with { StopStrings = [stop] };
+        var plain = g.Generate([Repetitive], stopAt)[0];
+        var fast = g.Generate([Repetitive], stopAt with { Speculative = new SpeculativeOptions { NgramMin = 1 } })[0];
+        Assert.Equal(FinishReason.StopString, plain.Finish);
+        Assert.Equal(plain.GeneratedIds, fast.GeneratedIds);
+        Assert.Equal(plain.Finish, fast.Finish);
     }
 
     [Fact]
