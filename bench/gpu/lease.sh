@@ -40,7 +40,8 @@ for step in "$@"; do
     # output unwritten (DecoderBackprop takes its outputs uninitialised) fails the checks instead of passing on stale values.
     ilgpu-cuda) run ilgpu-cuda 300 env TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done
-          if [ -d .gpuc/peft-dora-llama-tiny ]; then run peft-dora-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-dora-llama-tiny; fi ;;
+          if [ -d .gpuc/peft-dora-llama-tiny ]; then run peft-dora-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-dora-llama-tiny; fi
+          if [ -d .gpuc/peft-prompt-llama-tiny ]; then run peft-prompt-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-prompt-llama-tiny; fi ;;
     nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50
          run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
     attention) run attention 120 bash -c 'temper bench attention --device cuda --batch 8 --heads 9 --kv-heads 3 --seq 1024 --head-dim 64 --reps 20 && temper bench attention --device cuda --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10' ;;
@@ -100,9 +101,10 @@ for step in "$@"; do
           run gemv 120 bash -c 'temper bench gemv --reps 50 && temper bench gemv --rows 8 --reps 20'
           run peer-gemv 120 python3 bench/peer/torch_gemv.py --reps 50 ;;
     # The owed transformers/PEFT fixtures (CPU, float32; torch, transformers and peft are on the GPU machine): Qwen3's
-    # (tests/reference/make_fixtures.py) and PEFT's DoRA on llama-tiny (make_dora_reference.py; make_dora_training_reference.py: step-0 DoRA SFT loss and gradients). They come back in
+    # (tests/reference/make_fixtures.py) and PEFT's DoRA on llama-tiny (make_dora_reference.py; make_dora_training_reference.py: step-0 DoRA SFT loss and gradients) and PEFT's add_weighted_adapter
+    # combinations on llama-tiny (make_combine_reference.py). They come back in
     # $OUT/reference-fixtures.tgz, to unpack into tests/fixtures/hf/ and commit; the skipped tests then run on them.
-    reference-fixtures) run reference-fixtures 150 bash -c 'python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-tiny qwen3 3 theta=1000000 head_dim=32 && python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn && python3 tests/reference/make_dora_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_dora_training_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && tar -czf "$OUT/reference-fixtures.tgz" -C /tmp/fixtures qwen3-tiny qwen3-yarn-tiny llama-tiny-dora llama-tiny-dora-training' ;;
+    reference-fixtures) run reference-fixtures 180 bash -c 'python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-tiny qwen3 3 theta=1000000 head_dim=32 && python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn && python3 tests/reference/make_dora_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_dora_training_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_prompt_tuning_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_combine_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && tar -czf "$OUT/reference-fixtures.tgz" -C /tmp/fixtures qwen3-tiny qwen3-yarn-tiny llama-tiny-dora llama-tiny-dora-training llama-tiny-prompt-tuning llama-tiny-combine' ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac

@@ -3,6 +3,10 @@
 //   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm).
 // Token rows are [B*T] (row b*T+t); q is [B,T,H,D], the cache [B,S,Hkv,D]. The new tokens' K/V are
 // appended to the cache, so prefill and each decode step are the same call.
+// With a prompt- or prefix-tuning adapter attached (Weights.PromptEmbeddings [P,C] or Weights.Prefix), the first call into an empty cache puts
+// the P virtual tokens before each row (VirtualTokens.Prepend) and the cache remembers them: every position the
+// caller gives, then and later, counts real tokens only and is moved up by P; logits are of the real rows only.
+// A prefix's keys and values replace the virtual rows' own in every layer before they enter the cache.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -28,6 +32,18 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             throw new ArgumentException($"ids ({ids.Length}), positions ({positions.Length}) and mask ({mask.Length}) do not form [B={batch},T]");
         foreach (int id in ids)
             if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
+        int realT = t;
+        if (cache.Length == 0 && Weights.VirtualTokenCount > 0)
+        {
+            var (vIds, vMask, vPos) = VirtualTokens.Prepend(ids, mask, positions, batch, Weights.VirtualTokenCount, Config.VocabSize);
+            ids = vIds;
+            mask = vMask;
+            positions = vPos;
+            cache.VirtualTokens = Weights.VirtualTokenCount;
+            n = ids.Length;
+            t = n / batch;
+        }
+        else if (cache.VirtualTokens > 0) positions = VirtualTokens.Shift(positions, cache.VirtualTokens);
         cache.EnsureRoom(t);
         int c = Config.HiddenSize, h = Config.NumHeads, hkv = Config.NumKvHeads, d = Config.HeadDim, f = Config.IntermediateSize;
         int kvLen = cache.Length + t;
@@ -43,7 +59,7 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         using var gate = be.Zeros(new Shape(n, f));
         using var up = be.Zeros(new Shape(n, f));
 
-        be.Embedding(Weights.Embed, ids, x);
+        VirtualTokens.Embed(be, Weights, Config.VocabSize, ids, x);
         float scale = 1f / MathF.Sqrt(d);
         for (int l = 0; l < Weights.Layers.Length; l++)
         {
@@ -55,6 +71,7 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             HeadNorm.Apply(be, w, Config.RmsNormEps, q, k);
             be.Rope(View(q, n, h, d), positions, _rope);
             be.Rope(View(k, n, hkv, d), positions, _rope);
+            if (t != realT && Weights.Prefix is { } prefix) VirtualTokens.OverwriteKv(be, prefix, l, k, v, batch);
             cache.Write(l, k, v, t);
             be.Attention(new AttentionArgs(View4(q, batch, t, h, d), cache.K(l), cache.V(l), View4(attn, batch, t, h, d), kvLen, cache.Length, scale, keyMask));
             w.O.Forward(be, attn, proj);
@@ -71,8 +88,10 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         be.RmsNorm(x, Weights.FinalNorm, Config.RmsNormEps, hn);
         if (allPositions)
         {
-            var logits = be.Zeros(new Shape(n, Config.VocabSize));
-            Weights.LmHead.Forward(be, hn, logits);
+            using var real = t == realT ? null : be.Uninitialized(new Shape(batch * realT, c));
+            if (real != null) VirtualTokens.CopyRealRows(be, hn, batch, t - realT, real);
+            var logits = be.Zeros(new Shape(batch * realT, Config.VocabSize));
+            Weights.LmHead.Forward(be, real ?? hn, logits);
             return logits;
         }
         using var last = be.Zeros(new Shape(batch, c));

@@ -19,6 +19,13 @@
 // With NeftuneNoiseAlpha > 0 (NEFTune, transformers' neftune_noise_alpha), passes that compute gradients add uniform
 // noise in [-alpha/sqrt(T*C), alpha/sqrt(T*C)] to the embeddings [B*T,C] (T the padded length), drawn from DropoutSeed;
 // the noise is a constant to backward, so the embedding gradient is unchanged.
+// With a prompt-tuning adapter (ModelWeights.PromptEmbeddings [P,C]) the pass runs over [B, P+T]: P virtual tokens
+// before each row (positions 0..P-1, the real ones moved up by P; VirtualTokens), the head on the real rows
+// [B*T,C] alone, and the virtual rows' share of d x_in going to the prompt's gradient. The virtual tokens are
+// context only: a row's first token stays unscored, as without an adapter (PEFT's own forward also scores it from
+// the last virtual token when its label is not -100; TRL's DPO and KTO drop it as we do).
+// A prefix-tuning adapter (ModelWeights.Prefix) runs the same [B, P+T] pass with each layer's virtual K/V rows
+// replaced by the prefix's after RoPE; backward takes those rows of dk, dv as the prefix's gradient and clears them.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -116,6 +123,18 @@ public sealed class DecoderBackprop(Decoder decoder)
             throw new ArgumentException("ids, mask, positions and segment ids must all be [B,T]");
         foreach (int id in ids)
             if ((uint)id >= (uint)cfg.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {cfg.VocabSize})");
+        // Prompt tuning: the pass runs over [B, P+T] (virtual tokens first); the head sees the real rows only.
+        int virtualRows = w.VirtualTokenCount, realT = t;
+        if (virtualRows > 0)
+        {
+            if (!segmentIds.IsEmpty) throw new TemperException("prompt and prefix tuning put their virtual tokens before each sequence; they cannot be combined with packed rows (--packing)");
+            var (vIds, vMask, vPos) = VirtualTokens.Prepend(ids, mask, positions, batch, virtualRows, cfg.VocabSize);
+            ids = vIds;
+            mask = vMask;
+            positions = vPos;
+            n = ids.Length;
+            t = n / batch;
+        }
         int c = cfg.HiddenSize, h = cfg.NumHeads, hkv = cfg.NumKvHeads, d = cfg.HeadDim, f = cfg.IntermediateSize;
         var rope = cfg.Rope.Frequencies(d);
         float scale = 1f / MathF.Sqrt(d);
@@ -155,8 +174,12 @@ public sealed class DecoderBackprop(Decoder decoder)
         {
             // ---- forward, keeping activations (only each layer's input when checkpointing) ----
             var x = New(n, c);
-            be.Embedding(w.Embed, ids, x);
-            if (gradOf != null && NeftuneNoiseAlpha > 0) AddNeftuneNoise(x, t, c);
+            VirtualTokens.Embed(be, w, cfg.VocabSize, ids, x);
+            if (gradOf != null && NeftuneNoiseAlpha > 0)
+            {
+                if (virtualRows > 0) throw new TemperException("NEFTune's noise is on the word embeddings; it is not combined with prompt or prefix tuning's virtual tokens");
+                AddNeftuneNoise(x, t, c);
+            }
             var acts = new LayerActivations[w.Layers.Length];
             for (int l = 0; l < acts.Length; l++)
             {
@@ -173,7 +196,16 @@ public sealed class DecoderBackprop(Decoder decoder)
             var hF = New(n, c);
             be.RmsNorm(x, w.FinalNorm, cfg.RmsNormEps, hF, rstdF);
             var dHidden = gradOf == null ? null : ZerosIn(owned, n, c);
-            var result = head.Apply(Decoder, hF, dHidden, gradOf);
+            float[] result;
+            if (virtualRows == 0) result = head.Apply(Decoder, hF, dHidden, gradOf);
+            else
+            {
+                var hReal = New(batch * realT, c);
+                VirtualTokens.CopyRealRows(be, hF, batch, virtualRows, hReal);
+                var dReal = gradOf == null ? null : ZerosIn(owned, batch * realT, c);
+                result = head.Apply(Decoder, hReal, dReal, gradOf);
+                if (dReal != null) VirtualTokens.CopyToRealRows(be, dReal, batch, virtualRows, dHidden!);
+            }
             if (gradOf == null) return result;
 
             // ---- backward ----
@@ -205,6 +237,7 @@ public sealed class DecoderBackprop(Decoder decoder)
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
                 ProjectBackward(lw.O, dx, a.Attn, dAttn, false, a, gradOf);
                 be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask, segments), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
+                if (w.Prefix is { } prefix) VirtualTokens.KvBackward(be, virtualRows, batch, dk, dv, gradOf(prefix.Keys[l]), gradOf(prefix.Values[l]));
                 be.RopeBackward(View(dq, n, h, d), pos, rope);
                 be.RopeBackward(View(dk, n, hkv, d), pos, rope);
                 if (cfg.QkNorm)
@@ -219,7 +252,13 @@ public sealed class DecoderBackprop(Decoder decoder)
                 be.Add(dx, dMidNorm, dx); // dx is now d x_in
                 if (GradientCheckpointing) Free(scratch);
             }
-            if (gradOf(w.Embed) is { } dEmbed) be.EmbeddingBackward(dx, ids, dEmbed);
+            if (gradOf(w.Embed) is { } dEmbed)
+            {
+                if (virtualRows > 0) throw new TemperException("prompt and prefix tuning train their virtual tokens over a frozen base; the embedding cannot be trained with them");
+                be.EmbeddingBackward(dx, ids, dEmbed);
+            }
+            if (w.PromptEmbeddings is { } prompt && gradOf(prompt) is { } dPrompt) VirtualTokens.EmbedBackward(be, dx, ids, cfg.VocabSize, dPrompt);
+            // (prefix tuning's gradients were taken at each layer's attention, KvBackward)
             return result;
         }
         finally
@@ -257,6 +296,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             Project(lw.V, a.Hn1, a.V, a, store, Seed(2));
             be.Rope(View(a.Q, n, h, d), pos, rope);
             be.Rope(View(a.K, n, hkv, d), pos, rope);
+            if (w.Prefix is { } prefix) VirtualTokens.OverwriteKv(be, prefix, l, a.K, a.V, batch);
             be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
             var o = Alloc(n, c);
             Project(lw.O, a.Attn, o, a, store, Seed(3));

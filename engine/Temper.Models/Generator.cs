@@ -77,7 +77,7 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         var finish = new FinishReason?[batch];
         if (o.MaxNewTokens == 0) return Results(prompts, generated, finish);
 
-        using var cache = new KvCache(cfg, Decoder.Backend, batch, capacity);
+        using var cache = new KvCache(cfg, Decoder.Backend, batch, capacity + Decoder.Weights.VirtualTokenCount);
         var logits = Decoder.Forward(ids, pos, mask, batch, cache, allPositions: false);
         var stepIds = new int[batch];
         var stepMask = new int[batch];

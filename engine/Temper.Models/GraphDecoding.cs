@@ -40,6 +40,7 @@ public static class GraphDecoding
     public static CudaDecodeGraph Build(CudaDevice device, ModelConfig cfg, ModelWeights weights, int rows, int capacity)
     {
         Validate(cfg, rows, capacity);
+        if (weights.VirtualTokenCount > 0) throw new TemperException("the decode graph does not put a prompt- or prefix-tuning adapter's virtual tokens before the prompt; decode without --graph");
         foreach (var p in weights.Projections.Append(weights.LmHead))
         {
             if (p.Nf4 != null) throw new TemperException($"{p.Name}: the decode graph takes f32 or bf16 weights, not NF4");

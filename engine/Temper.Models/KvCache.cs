@@ -32,6 +32,8 @@ public sealed class KvCache : IDisposable
 
     public int Batch { get; }
     public int Capacity { get; }
+    /// <summary>Virtual tokens (a prompt-tuning adapter's) at the start of each row; the decoder moves later positions up by this many.</summary>
+    public int VirtualTokens { get; set; }
     /// <summary>Positions filled so far (the same for every row; padding fills the gaps).</summary>
     public int Length { get; private set; }
 
@@ -62,7 +64,8 @@ public sealed class KvCache : IDisposable
         Length += t;
     }
 
-    /// <summary>Forgets every position from <paramref name="length"/> on, as if the cache had never seen them.</summary>
+    /// <summary>Forgets every position from <paramref name="length"/> on, as if the cache had never seen them (cache positions:
+    /// a prompt-tuning adapter's VirtualTokens count).</summary>
     public void Truncate(int length)
     {
         if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length), $"cannot truncate a KV cache of {Length} positions to {length}");

@@ -74,10 +74,52 @@ public sealed class LanguageModel : IDisposable
     /// unless <paramref name="doraUnmerged"/>: training attaches a DoRA adapter's views with their magnitudes).</summary>
     public void AttachAdapter(string adapterDir, bool merge, bool doraUnmerged = false)
     {
+        string type = PeftConfigFile.TypeOf(adapterDir);
+        if (PeftConfigFile.IsVirtualTokens(type))
+        {
+            string kind = type == PeftConfigFile.PromptTuning ? "prompt" : "prefix";
+            if (merge) throw new TemperException($"{adapterDir}: a {kind}-tuning adapter adds virtual tokens before the input; it has no weights to merge (apply it without merging)");
+            if (type == PeftConfigFile.PromptTuning) AttachPrompt(adapterDir);
+            else AttachPrefix(PrefixTuningAdapter.Load(adapterDir, Config));
+            return;
+        }
         var adapter = LoraAdapter.Load(adapterDir, allowDora: true);
         _owned.Add(adapter);
         if (merge || (adapter.Config.UseDora && !doraUnmerged)) adapter.Merge(Weights, Decoder.Backend);
         else adapter.Apply(Weights, Decoder.Backend, dora: doraUnmerged);
+    }
+
+    /// <summary>The prompt-tuning adapter in DIR, attached: its virtual tokens go before every sequence from now on.</summary>
+    public PromptTuningConfig AttachPrompt(string adapterDir)
+    {
+        if (Weights.VirtualTokenCount > 0) throw new TemperException($"{adapterDir}: the model already carries a prompt- or prefix-tuning adapter; attach one at a time");
+        var (cfg, host) = PromptTuningAdapter.Load(adapterDir, Config.HiddenSize);
+        AttachPrompt(host);
+        return cfg;
+    }
+
+    /// <summary>Virtual token embeddings [P,C] (an f32 host tensor, copied to the backend) attached as a prompt-tuning adapter the model owns.</summary>
+    public void AttachPrompt(Tensor hostEmbeddings)
+    {
+        if (Weights.VirtualTokenCount > 0) throw new TemperException("the model already carries a prompt- or prefix-tuning adapter; attach one at a time");
+        if (hostEmbeddings.DType != DType.F32 || hostEmbeddings.Shape.Rank != 2 || hostEmbeddings.Shape[1] != Config.HiddenSize || hostEmbeddings.Shape[0] < 1)
+            throw new TemperException($"prompt embeddings {hostEmbeddings.Shape} {hostEmbeddings.DType} must be f32 [P,{Config.HiddenSize}] with P >= 1");
+        var device = Decoder.Backend.FromHost(hostEmbeddings);
+        if (!ReferenceEquals(device, hostEmbeddings)) hostEmbeddings.Dispose();
+        _owned.Add(device);
+        Weights.PromptEmbeddings = device;
+    }
+
+    /// <summary>A prefix-tuning adapter's rows (f32 host tensors, copied to the backend) attached; the model owns them.</summary>
+    public void AttachPrefix(PrefixKv host)
+    {
+        if (Weights.VirtualTokenCount > 0) throw new TemperException("the model already carries a prompt- or prefix-tuning adapter; attach one at a time");
+        int width = Config.NumKvHeads * Config.HeadDim;
+        if (host.Keys.Length != Config.NumLayers || host.Values.Length != Config.NumLayers || host.Keys.Concat(host.Values).Any(t => t.Shape.Rank != 2 || t.Shape[0] != host.Tokens || t.Shape[1] != width || t.DType != DType.F32))
+            throw new TemperException($"prefix rows must be f32 [P,{width}] for each of the {Config.NumLayers} layers' keys and values");
+        var device = host.Upload(Decoder.Backend);
+        _owned.Add(device);
+        Weights.Prefix = device;
     }
 
     /// <summary>EOS ids for generation: config.json's, plus the tokenizer's EOS token.</summary>
@@ -94,7 +136,7 @@ public sealed class LanguageModel : IDisposable
         int t = ids.Length / batch;
         var pos = new int[ids.Length];
         for (int i = 0; i < ids.Length; i++) pos[i] = i % t;
-        using var cache = new KvCache(Config, Decoder.Backend, batch, t);
+        using var cache = new KvCache(Config, Decoder.Backend, batch, t + Weights.VirtualTokenCount);
         return Decoder.Forward(ids, pos, mask ?? [], batch, cache, allPositions: true);
     }
 

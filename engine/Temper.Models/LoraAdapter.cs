@@ -55,14 +55,12 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
     /// <summary>Reads adapter_config.json; modules_to_save is refused unless <paramref name="allowModulesToSave"/> (a reward model's head).</summary>
     public static LoraConfig Load(string dir, bool allowModulesToSave = false)
     {
-        string path = Path.Combine(dir, "adapter_config.json");
-        if (!File.Exists(path)) throw new TemperException($"{path}: adapter_config.json not found");
-        JsonObject o;
-        try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new TemperException($"{path}: not a JSON object"); }
-        catch (JsonException e) { throw new TemperException($"{path}: malformed JSON at line {e.LineNumber + 1}"); }
-
-        string type = o["peft_type"]?.GetValue<string>() ?? "LORA";
-        if (type != "LORA") throw new TemperException($"{path}: peft_type '{type}' is not supported (only LORA)");
+        var file = PeftConfigFile.Read(dir);
+        var (path, o) = file;
+        string type = PeftConfigFile.TypeOf(file);
+        if (PeftConfigFile.IsVirtualTokens(type))
+            throw new TemperException($"{path}: a {(type == PeftConfigFile.PromptTuning ? "prompt" : "prefix")}-tuning adapter (peft_type {type}) has no LoRA weights; it runs unmerged with generate, chat and logits (--adapter) and continues training with --init-adapter, and cannot be used here");
+        if (type != PeftConfigFile.Lora) throw new TemperException($"{path}: peft_type '{type}' is not supported (LORA, PROMPT_TUNING and PREFIX_TUNING are)");
         if (!allowModulesToSave) Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
         Refuse(o, path, "layers_to_transform", n => n.GetValueKind() != JsonValueKind.Null, "a layer subset");
         Refuse(o, path, "exclude_modules", n => n is JsonArray { Count: > 0 } || n.GetValueKind() == JsonValueKind.String, "excluded modules");

@@ -57,6 +57,22 @@ public sealed class ModelWeights : IDisposable
     public Tensor FinalNorm { get; }          // [C]
     public Projection LmHead { get; }         // [V, C] (the embedding itself when tied)
 
+    /// <summary>
+    /// A prompt-tuning adapter's virtual token embeddings [P, C] (f32, on the backend; null = none), which the
+    /// decoder's passes put before every sequence (see VirtualTokens). Like a LoRA view it is attached to the
+    /// frozen weights, and its owner (the adapter's loader or the training run) disposes it.
+    /// </summary>
+    public Tensor? PromptEmbeddings { get; set; }
+
+    /// <summary>
+    /// A prefix-tuning adapter's key and value rows per layer (null = none): every query attends to them before the
+    /// real tokens (see VirtualTokens). Attached and disposed like PromptEmbeddings.
+    /// </summary>
+    public PrefixKv? Prefix { get; set; }
+
+    /// <summary>How many virtual tokens the attached prompt- or prefix-tuning adapter puts before each sequence (0 = none).</summary>
+    public int VirtualTokenCount => PromptEmbeddings?.Shape[0] ?? Prefix?.Tokens ?? 0;
+
     public IEnumerable<Projection> Projections => Layers.SelectMany(l => l.Projections);
 
     /// <summary>

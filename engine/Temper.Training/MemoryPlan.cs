@@ -2,9 +2,10 @@
 // (`temper plan`, and the line a trainer prints beside its measured peak):
 //   weights      embedding, norms, biases, lm_head (untied) in their held dtype; the layers'
 //                projections in that dtype, or NF4 (codes + double-quantised scales) with QLoRA
-//   adapters     the trained parameters and their gradients (LoRA A/B and DoRA's magnitudes, or every weight for --full), f32
+//   adapters     the trained parameters and their gradients (LoRA A/B and DoRA's magnitudes, a prompt-tuning adapter's
+//                virtual token embeddings [P,C] or a prefix's keys and values [L][2][P,Hkv*D], or every weight for --full), f32
 //   optimizer    AdamW's two moments per trained parameter, f32
-//   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T), f32:
+//   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T, or B*(P+T) with P virtual tokens), f32:
 //                per layer its norms' outputs and 1/rms, q/k/v (and Qwen3's q, k before their head norms
 //                with 1/rms per head), attention output and log-sum-exp,
 //                residual stream, gate/up/act, projection outputs and each LoRA's x A^T (DoRA: and its unscaled
@@ -21,7 +22,7 @@ namespace Temper.Training;
 
 public sealed record MemoryPlanOptions(
     int Batch, int Length, bool QLora = false, bool Full = false, LoraConfig? Lora = null,
-    bool GradientCheckpointing = false, int MatrixBytes = 4, int EmbeddingBytes = 4);
+    bool GradientCheckpointing = false, int MatrixBytes = 4, int EmbeddingBytes = 4, int VirtualTokens = 0, bool PrefixTuning = false);
 
 public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, long Activations, long Workspace)
 {
@@ -30,7 +31,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
     public static MemoryPlan For(ModelConfig cfg, MemoryPlanOptions o)
     {
         long c = cfg.HiddenSize, f = cfg.IntermediateSize, qd = (long)cfg.NumHeads * cfg.HeadDim, kvd = (long)cfg.NumKvHeads * cfg.HeadDim;
-        long v = cfg.VocabSize, layers = cfg.NumLayers, n = (long)o.Batch * o.Length;
+        long v = cfg.VocabSize, layers = cfg.NumLayers, n = (long)o.Batch * (o.Length + o.VirtualTokens);
         var shapes = ModelWeights.ProjectionShapes(cfg);
 
         long vectors = (2 * layers + 1) * c;
@@ -41,7 +42,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long weights = v * c * o.EmbeddingBytes * (cfg.TieWordEmbeddings ? 1 : 2) + 4 * vectors;
         foreach (var s in shapes.Values) weights += o.QLora ? Nf4Weight.BytesFor(s.Elements) : s.Elements * o.MatrixBytes;
 
-        long trained = 0, loraRows = 0;
+        long trained = (long)o.VirtualTokens * (o.PrefixTuning ? 2 * layers * kvd : c), loraRows = 0;
         if (o.Full) trained = v * c * (cfg.TieWordEmbeddings ? 1 : 2) + vectors + shapes.Values.Sum(s => s.Elements);
         else if (o.Lora is { } lora)
             foreach (var (name, s) in shapes)
@@ -75,7 +76,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
     public static long HostHeldBytes(ModelWeights w)
     {
         static long Of(Core.Tensor? t) => t is { IsHost: true } ? t.ByteCount : 0;
-        long b = Of(w.Embed) + Of(w.FinalNorm) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
+        long b = Of(w.Embed) + Of(w.FinalNorm) + Of(w.PromptEmbeddings) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
         foreach (var l in w.Layers) b += l.Norms.Sum(n => Of(n.Weight));
         foreach (var p in w.Projections)
         {

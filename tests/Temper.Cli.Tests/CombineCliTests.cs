@@ -1,7 +1,8 @@
 // `temper combine` and `temper merge` with several adapters as a user runs them: the fixture's adapter combined
 // with itself at weights 0.25 and 0.75 is a rank-8 adapter whose model gives the logits of the adapter merged
 // once (the weights add to 1), as does `temper merge` of the two at those weights; mismatched weights are one
-// line and exit 2.
+// line and exit 2. The other combination types: svd of the adapter with itself at 0.25 and 0.75 is the adapter's
+// delta times its scale (2: PEFT counts the scale twice in the svd types), and bad options are one line and exit 2.
 using Temper.Core.SafeTensors;
 
 namespace Temper.Tests;
@@ -43,6 +44,52 @@ public class CombineCliTests
         var bad = TemperCli.Run("merge", "--model", model, "--adapter", adapter, "--weights", "0.5,0.5", "--out", Path.Combine(dir, "bad"));
         Assert.Equal(2, bad.ExitCode);
         Assert.Equal("temper: --weights has 2 values for 1 adapters", bad.Stderr.Trim());
+        Directory.Delete(dir, true);
+    }
+
+    // s B A of module q_proj of layer 0 in an adapter folder, s = lora_alpha / r.
+    private static double[] Delta(string dir)
+    {
+        var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
+        double s = cfg["lora_alpha"]!.GetValue<double>() / cfg["r"]!.GetValue<int>();
+        using var f = SafetensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors"));
+        var a = f.Get("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+        var b = f.Get("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+        var (af, bf) = (a.ToFloatArray(), b.ToFloatArray());
+        int r = a.Shape[0], n = a.Shape[1], m = b.Shape[0];
+        var d = new double[m * n];
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+                for (int x = 0; x < r; x++) d[i * n + j] += s * bf[i * r + x] * af[x * n + j];
+        return d;
+    }
+
+    [Fact]
+    public void Svd_combination_and_bad_options()
+    {
+        string model = Fixtures.Hf("llama-tiny"), adapter = Path.Combine(model, "adapter");
+        string dir = Directory.CreateTempSubdirectory("temper-combine-svd-cli-").FullName;
+        var c = TemperCli.Run("combine", "--adapter", adapter, "--adapter", adapter, "--weights", "0.25,0.75", "--combination-type", "svd", "--out", Path.Combine(dir, "svd"));
+        Assert.True(c.ExitCode == 0, c.Stderr);
+        Assert.Contains("(svd, rank 4)", c.Stdout);
+        var once = Delta(adapter);
+        var svd = Delta(Path.Combine(dir, "svd"));
+        double max = once.Max(Math.Abs);
+        for (int i = 0; i < once.Length; i++) Assert.True(Math.Abs(svd[i] - 2 * once[i]) <= 1e-5 * max, $"delta {i}: {svd[i]} vs 2 x {once[i]}");
+
+        (string[] Args, string Error)[] refusals =
+        [
+            (["--combination-type", "slerp"], "temper: unknown combination type 'slerp' (one of cat, linear, ties, dare_linear, dare_ties, magnitude_prune, svd, ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd)"),
+            (["--combination-type", "ties"], "temper: combination type ties needs a density in (0, 1] (--density)"),
+            (["--combination-type", "ties", "--density", "0.5", "--majority-sign-method", "mean"], "temper: --majority-sign-method must be total or frequency, not 'mean'"),
+            (["--combination-type", "svd", "--svd-rank", "0"], "temper: combination type svd: the SVD rank must be positive, got 0"),
+        ];
+        foreach (var (args, error) in refusals)
+        {
+            var bad = TemperCli.Run(["combine", "--adapter", adapter, "--adapter", adapter, .. args, "--out", Path.Combine(dir, "bad")]);
+            Assert.Equal(2, bad.ExitCode);
+            Assert.Equal(error, bad.Stderr.Trim());
+        }
         Directory.Delete(dir, true);
     }
 }

@@ -1,5 +1,6 @@
 // The training verbs as scripts call them: step-0 parity of `temper sft` and `temper dpo` through the
-// CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), and bad data as a
+// CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), --prompt-tuning (trained,
+// generated with, planned, refused where it has no meaning), and bad data as a
 // one-line error naming file and line.
 using System.Text.Json.Nodes;
 
@@ -85,6 +86,38 @@ public class TrainingCliTests
         Assert.Equal(2, bad.ExitCode);
         Assert.Contains("--use-dora", bad.Stderr);
         Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Prompt_tuning_trains_generates_plans_and_is_refused_where_it_has_no_meaning()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp(), pt = Path.Combine(dir, "pt");
+        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", pt,
+            "--max-steps", "2", "--prompt-tuning", "3", "--prompt-tuning-init-text", "What is", "--lr", "0.05");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(pt, "adapter_config.json")))!;
+        Assert.Equal("PROMPT_TUNING", cfg["peft_type"]!.GetValue<string>());
+        Assert.Equal("TEXT", cfg["prompt_tuning_init"]!.GetValue<string>()); // a text given: TEXT init without --prompt-tuning-init
+        var gen = TemperCli.Run("generate", "--model", model, "--adapter", pt, "--prompt", "What is 1+1?", "--max-new-tokens", "3");
+        Assert.True(gen.ExitCode == 0, gen.Stderr + gen.Stdout);
+        Assert.StartsWith("What is 1+1?", gen.Stdout);
+        var plan = TemperCli.Run("plan", "--model", model, "--prompt-tuning", "3", "--batch-size", "2", "--max-length", "16");
+        Assert.True(plan.ExitCode == 0, plan.Stderr + plan.Stdout);
+        Assert.Contains("prompt tuning, 3 virtual tokens", plan.Stdout);
+        foreach (var (args, named) in new (string[], string)[]
+        {
+            (["merge", "--model", model, "--adapter", pt, "--out", Path.Combine(dir, "merged")], "prompt-tuning adapter"),
+            (["generate", "--model", model, "--adapter", pt, "--prompt", "x", "--graph"], "prompt-tuning adapter"),
+            (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--packing"], "--packing"),
+            (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--prompt-tuning-init", "words"], "random, text or random-discrete"),
+        })
+        {
+            var bad = TemperCli.Run(args);
+            Assert.True(bad.ExitCode != 0, string.Join(' ', args));
+            Assert.Contains(named, bad.Stderr);
+            Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
         Directory.Delete(dir, true);
     }
 

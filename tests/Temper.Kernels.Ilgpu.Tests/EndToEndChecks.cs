@@ -4,7 +4,8 @@
 // hand-written training backward (DecoderBackprop, every backward op) giving the reference loss and
 // every gradient within 1e-3 relative L2 (the fixtures' f32 bounds). Instantiated for ILGPU's CPU
 // accelerator (CI) and CUDA (skipped without a device). The bf16 LoRA gradient bound is Bf16LoraBoundChecks.
-// DoRA views on the device give the CPU backend's logits, loss and magnitude/A/B gradients.
+// DoRA views on the device give the CPU backend's logits, loss and magnitude/A/B gradients; a prompt-tuning
+// adapter's virtual tokens its logits, greedy tokens and prompt gradient.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -269,6 +270,31 @@ public abstract class EndToEndChecks(DeviceFixture device)
     // DoRA (a magnitude per output row over W + s B A, its norm a constant in backward) on every projection
     // of the tiny Qwen3: the device's logits (the inference path, its cached norm), loss and every magnitude,
     // A and B gradient against the CPU backend's (which Temper.Training.Tests holds to central differences).
+    [Fact]
+    public void Prompt_tuning_gives_the_cpu_logits_tokens_and_prompt_gradient()
+    {
+        int[] ids = [1, 40, 41, 42, 43, 50, 1, 60, 61, 62, 63, 64], labels = [-100, -100, 41, 42, 43, 50, -100, -100, 61, 62, 63, 64];
+        using var cpu = LanguageModel.Load(Fixtures.Hf("llama-tiny"), new Temper.Kernels.Cpu.CpuBackend());
+        using var lm = LanguageModel.Load(Fixtures.Hf("llama-tiny"), B);
+        var rng = new Random(5);
+        var prompt = Enumerable.Range(0, 3 * cpu.Config.HiddenSize).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        cpu.AttachPrompt(Tensor.FromFloats(new Shape(3, cpu.Config.HiddenSize), prompt));
+        lm.AttachPrompt(Tensor.FromFloats(new Shape(3, cpu.Config.HiddenSize), prompt));
+        using (var cl = cpu.Logits(ids, 2))
+        using (var dl = lm.Logits(ids, 2))
+            AssertClose(cl.Floats, Down(dl));
+        var o = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
+        Assert.Equal(new Generator(cpu.Decoder).Generate([ids[..4]], o)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids[..4]], o)[0].GeneratedIds);
+        using var cpuGrad = Tensor.Zeros(cpu.Weights.PromptEmbeddings!.Shape);
+        using var grad = B.Zeros(cpuGrad.Shape);
+        var cpuLoss = new DecoderBackprop(cpu.Decoder).Run(ids, labels, [], 2, 0.1f, p => ReferenceEquals(p, cpu.Weights.PromptEmbeddings) ? cpuGrad : null).Sum();
+        var loss = new DecoderBackprop(lm.Decoder).Run(ids, labels, [], 2, 0.1f, p => ReferenceEquals(p, lm.Weights.PromptEmbeddings) ? grad : null).Sum();
+        Assert.Equal(cpuLoss, loss, 1e-5 * Math.Abs(cpuLoss));
+        Assert.Contains(cpuGrad.Floats.ToArray(), g => g != 0);
+        double err = RelativeL2(cpuGrad.Floats, Down(grad));
+        Assert.True(err < 1e-4, $"prompt gradient: relative L2 error {err:G3} against the CPU backend");
+    }
+
     [Fact]
     public void Dora_views_give_the_cpu_logits_and_gradients()
     {

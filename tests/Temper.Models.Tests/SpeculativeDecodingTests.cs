@@ -150,6 +150,24 @@ public class SpeculativeDecodingTests
     }
 
     [Fact]
+    public void Greedy_speculation_keeps_a_prompt_tuning_adapters_virtual_tokens()
+    {
+        // The virtual tokens sit in the cache before the prompt: a rollback must keep them (a target or a draft with them).
+        var c = Llama.Value.Config.HiddenSize;
+        var rng = new Random(5);
+        var values = Enumerable.Range(0, 4 * c).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        using var prompted = LanguageModel.Load(Fixtures.Hf("llama-tiny"), new CpuBackend(1), PromptTuningTests.WriteAdapter(Tensor.FromFloats(new Shape(4, c), values)));
+        Assert.Equal(4, prompted.Weights.VirtualTokenCount);
+        var o = new GenerationOptions { MaxNewTokens = 24, IgnoreEos = true };
+        var ngram = AssertGreedyIdentity(prompted.Decoder, Repetitive, o, new SpeculativeOptions { NgramMin = 1 });
+        Assert.True(ngram.Accepted > 0, $"prompt lookup never hit: {ngram}");
+        var self = AssertGreedyIdentity(prompted.Decoder, [5, 17, 99, 260], o, new SpeculativeOptions { Draft = prompted.Decoder });
+        Assert.Equal(self.Proposed, self.Accepted);
+        AssertGreedyIdentity(prompted.Decoder, [5, 17, 99, 260], o, new SpeculativeOptions { Draft = Llama.Value.Decoder });
+        AssertGreedyIdentity(Llama.Value.Decoder, [5, 17, 99, 260], o, new SpeculativeOptions { Draft = prompted.Decoder });
+    }
+
+    [Fact]
     public void Sampling_without_a_proposal_draws_as_plain_sampling()
     {
         // No 16-gram recurs in a short run: every step decodes one token with the sampler's own stream.

@@ -6,7 +6,7 @@ makes with Temper on any machine:
 WORK_DIR holds ids.json (a list of equal-length id lists) and temper_logits.safetensors (`temper logits
 --adapter ADAPTER_DIR`, tensor "logits" [B,T,V]). Computes the logits of base + adapter with
 PeftModel.from_pretrained in float32 on the CPU (exact, no TF32) and fails unless
-max|temper - peft| <= 1e-4 * max|peft|. Prints one line with the figures; exit 0 = pass, 1 = fail."""
+max|temper - peft| <= 1e-4 * max|peft| (for a prompt-tuning adapter, over the real tokens' rows). Prints one line with the figures; exit 0 = pass, 1 = fail."""
 import json, os, sys
 import torch
 from safetensors.torch import load_file
@@ -20,6 +20,9 @@ base = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32
 model = PeftModel.from_pretrained(base, adapter_dir).eval()
 with torch.no_grad():
     peft = model(input_ids=ids).logits.float()
+cfg = json.load(open(os.path.join(adapter_dir, "adapter_config.json")))
+if cfg.get("peft_type") == "PROMPT_TUNING":  # PEFT returns the virtual tokens' rows first; Temper the real tokens' only
+    peft = peft[:, cfg["num_virtual_tokens"]:, :]
 if peft.shape != temper.shape:
     print(f"FAIL: PEFT logits {tuple(peft.shape)} vs Temper's {tuple(temper.shape)}")
     sys.exit(1)

@@ -23,6 +23,10 @@ internal sealed class TrainingFlags
     public readonly Option<bool> RsLora = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)" };
     public readonly Option<bool> Dora = new("--use-dora") { Description = "Train a DoRA adapter (PEFT use_dora): a magnitude per output row beside the LoRA matrices" };
     public readonly Option<double> Neftune = new("--neftune-noise-alpha") { Description = "NEFTune: uniform noise of this alpha on the embeddings while training (sft, pretrain; transformers' neftune_noise_alpha)", DefaultValueFactory = _ => 0 };
+    public readonly Option<int> PromptTuning = new("--prompt-tuning") { Description = "Prompt tuning (PEFT PROMPT_TUNING): train this many virtual tokens placed before every sequence instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
+    public readonly Option<string?> PromptInit = new("--prompt-tuning-init") { Description = "random (N(0,1)), text (the embeddings of --prompt-tuning-init-text's tokens; the default when a text is given) or random-discrete (embeddings of random vocabulary tokens)" };
+    public readonly Option<string?> PromptInitText = new("--prompt-tuning-init-text") { Description = "The text whose token embeddings start the virtual tokens (cut or repeated to their number)" };
+    public readonly Option<int> PrefixTuning = new("--prefix-tuning") { Description = "Prefix tuning (PEFT PREFIX_TUNING): train this many key/value rows per layer that every token attends to, instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
     public readonly Option<double> Dropout = new("--lora-dropout") { Description = "PEFT lora_dropout on the LoRA branch's input while training (sft, pretrain)", DefaultValueFactory = _ => 0 };
     public readonly Option<float> Lr;
     public readonly Option<string> Scheduler = new("--lr-scheduler") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
@@ -46,7 +50,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Neftune, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -65,6 +69,11 @@ internal sealed class TrainingFlags
         UseDora = p.GetValue(Dora),
         LoraDropout = p.GetValue(Dropout),
         NeftuneNoiseAlpha = p.GetValue(Neftune),
+        PromptTuningTokens = p.GetValue(PromptTuning),
+        PromptTuningInit = p.GetValue(PromptInit) is { } init ? Models.PromptTuningConfig.ParseInit(init)
+            : p.GetValue(PromptInitText) != null ? Models.PromptTuningConfig.Text : Models.PromptTuningConfig.Random,
+        PromptTuningInitText = p.GetValue(PromptInitText),
+        PrefixTuningTokens = p.GetValue(PrefixTuning),
         LearningRate = p.GetValue(Lr),
         Scheduler = LrSchedule.Parse(p.GetValue(Scheduler)!),
         WarmupSteps = p.GetValue(Warmup),

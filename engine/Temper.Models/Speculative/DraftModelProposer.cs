@@ -26,7 +26,7 @@ public sealed class DraftModelProposer : ISpeculativeProposer
         _draft = draft;
         _sampler = new Sampler(sampling);
         _q = sampling.Greedy ? [] : Enumerable.Range(0, maxTokens).Select(_ => new float[draft.Config.VocabSize]).ToArray();
-        _cache = new KvCache(draft.Config, draft.Backend, 1, capacity);
+        _cache = new KvCache(draft.Config, draft.Backend, 1, capacity + draft.Weights.VirtualTokenCount);
     }
 
     /// <summary>Draft forwards run so far (a catch-up forward and one a proposed token after the first).</summary>
@@ -38,7 +38,7 @@ public sealed class DraftModelProposer : ISpeculativeProposer
         // Keep what the cache shares with the context, but feed at least the last token: its logits give proposal 0.
         int keep = 0, limit = Math.Min(_fed.Count, context.Length - 1);
         while (keep < limit && _fed[keep] == context[keep]) keep++;
-        _cache.Truncate(keep);
+        _cache.Truncate(_cache.Length == 0 ? 0 : _cache.VirtualTokens + keep); // positions past a prompt-tuning adapter's virtual tokens
         _fed.RemoveRange(keep, _fed.Count - keep);
         _history.Clear();
         _history.AddRange(context);
@@ -48,6 +48,8 @@ public sealed class DraftModelProposer : ISpeculativeProposer
         for (int i = 0; i < positions.Length; i++) positions[i] = keep + i;
         var logits = Forward(feed, positions);
         _fed.AddRange(feed);
+        if (_cache.Length != _cache.VirtualTokens + _fed.Count)
+            throw new InvalidOperationException($"the draft's KV cache holds {_cache.Length} positions for {_fed.Count} tokens and {_cache.VirtualTokens} virtual ones");
         for (int i = 0; i < proposal.Length; i++)
         {
             using (logits)

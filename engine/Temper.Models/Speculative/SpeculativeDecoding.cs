@@ -6,8 +6,8 @@
 // target's token: the output is plain greedy decoding's, up to the rounding of a k+1-token forward. Sampling:
 // SpeculativeSampling's accept/residual rule over p = the Sampler's distribution after every filter, so the
 // output is distributed as plain sampling's (not the same draws for a seed). The cache is then truncated to
-// drop the rejected tokens' K/V (KvCache.Truncate); k is cut so a step never runs past MaxNewTokens, so the
-// cache needs no room beyond prompt + new tokens.
+// drop the rejected tokens' K/V (KvCache.Truncate; a prompt-tuning adapter's virtual tokens before the prompt
+// stay); k is cut so a step never runs past MaxNewTokens, so the cache needs no room beyond prompt + new tokens.
 using System.Runtime.InteropServices;
 using Temper.Core;
 
@@ -46,7 +46,7 @@ internal static class SpeculativeDecoding
             return finish == null && generated.Count < o.MaxNewTokens;
         }
 
-        using var cache = new KvCache(cfg, target.Backend, 1, capacity);
+        using var cache = new KvCache(cfg, target.Backend, 1, capacity + target.Weights.VirtualTokenCount);
         var positions = Enumerable.Range(0, prompt.Count).ToArray();
         var ones = Enumerable.Repeat(1, Math.Max(prompt.Count, spec.NumTokens + 1)).ToArray();
         int first;
@@ -62,6 +62,8 @@ internal static class SpeculativeDecoding
         while (going)
         {
             cancel.ThrowIfCancellationRequested();
+            if (cache.Length != cache.VirtualTokens + tokens.Count - 1) // every token but the pending one, after any virtual tokens
+                throw new InvalidOperationException($"speculative decoding's KV cache holds {cache.Length} positions for {tokens.Count - 1} tokens and {cache.VirtualTokens} virtual ones");
             // A step adds its accepted proposals and the target's token: at most the room left.
             int k = Math.Min(spec.NumTokens, o.MaxNewTokens - generated.Count - 1);
             int proposed = k > 0 ? proposer.Propose(CollectionsMarshal.AsSpan(tokens), prompt.Count, proposal.AsSpan(0, k)) : 0;
@@ -106,7 +108,7 @@ internal static class SpeculativeDecoding
                 }
                 tokens.RemoveRange(start + 1, accepted);
             }
-            cache.Truncate(start + 1 + accepted); // keep the pending token and the accepted proposals
+            cache.Truncate(cache.VirtualTokens + start + 1 + accepted); // keep a prompt-tuning adapter's virtual tokens, the pending token and the accepted proposals
             forwards++;
             if (proposed > 0) verifySteps++;
             proposedTotal += proposed;

@@ -82,6 +82,13 @@ public sealed class HfTokenizer
         return ids;
     }
 
+    /// <summary>
+    /// Encode with the special tokens tokenizer.json's post_processor adds around a single text (HF's tokenizer(text),
+    /// add_special_tokens=True: e.g. Llama 3's &lt;|begin_of_text|&gt; first).
+    /// </summary>
+    public IReadOnlyList<int> EncodeWithSpecialTokens(string text) =>
+        [.. _parts.SingleTemplate.Prefix, .. Encode(text), .. _parts.SingleTemplate.Suffix];
+
     private void EncodeSegment(PreToken segment, List<int> ids)
     {
         var pieces = new List<PreToken> { segment };

@@ -14,7 +14,11 @@ internal sealed record TokenizerParts(
     TextNormalizer? Normalizer,
     IReadOnlyList<PreTokenizerStep> PreTokenizer,
     TokenDecoder? Decoder,
-    IReadOnlyList<AddedToken> AddedTokens);
+    IReadOnlyList<AddedToken> AddedTokens)
+{
+    /// <summary>The post_processor's special tokens around a single text.</summary>
+    public SpecialTokenTemplate SingleTemplate { get; init; } = SpecialTokenTemplate.None;
+}
 
 internal readonly record struct SpecialTokenNames(string? Bos, string? Eos, string? Pad);
 
@@ -36,7 +40,8 @@ internal static class TokenizerJsonReader
                 PipelineJsonReader.ReadNormalizer(Optional(root, "normalizer")),
                 PipelineJsonReader.ReadPreTokenizer(Optional(root, "pre_tokenizer")),
                 PipelineJsonReader.ReadDecoder(Optional(root, "decoder")),
-                ReadAddedTokens(Optional(root, "added_tokens")));
+                ReadAddedTokens(Optional(root, "added_tokens")))
+            { SingleTemplate = PostProcessorReader.Read(Optional(root, "post_processor")) };
         }
         catch (Exception e) when (e is InvalidDataException or NotSupportedException or InvalidOperationException or FormatException or ArgumentException)
         {

@@ -66,6 +66,7 @@ public sealed class ServingEngine : IDisposable
         if (options.MaxBatchTokens < 1 || options.MaxRunning < 1) throw new TemperException("serving: MaxBatchTokens and MaxRunning must be >= 1");
         if (options.HostBlocks < 0 || options.DiskBlocks < 0) throw new TemperException("serving: HostBlocks and DiskBlocks must be >= 0");
         if (options.DiskBlocks > 0 && options.DiskFile == null) throw new TemperException("serving: a disk tier (DiskBlocks > 0) needs a DiskFile");
+        if (decoder.Weights.VirtualTokenCount > 0) throw new TemperException("serving: a prompt- or prefix-tuning adapter is not served (its virtual tokens are not placed by the batched engine); serve LoRA adapters, or use generate or chat");
         Cache = new PagedKvCache(decoder.Config, decoder.Backend, options.Blocks, options.BlockSize);
         adapters?.Attach(Cache);
         if (options.HostBlocks > 0 || options.DiskBlocks > 0)

@@ -4,7 +4,8 @@
 // base_model.model.<module>.lora_magnitude_vector [Out], the name PEFT saves it under). Files are written to a temp name and renamed.
 // A sequence-classification adapter (a reward model) adds its fully trained head as PEFT's
 // PeftModelForSequenceClassification saves it: task_type SEQ_CLS, modules_to_save ["classifier", "score"],
-// and the head's tensor under base_model.model.score.weight.
+// and the head's tensor under base_model.model.score.weight. A prompt-tuning adapter (SavePrompt) is its own form:
+// peft_type PROMPT_TUNING and one tensor, prompt_embeddings [P,C].
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -55,6 +56,63 @@ public static class PeftAdapterWriter
             json["task_type"] = modules.TaskType;
             json["modules_to_save"] = new JsonArray(modules.ModuleNames.Select(m => (JsonNode)m).ToArray());
         }
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// A prompt-tuning adapter as PEFT saves one (peft_type PROMPT_TUNING): prompt_embeddings [P,C] f32 and the
+    /// PromptTuningConfig fields PEFT reads. The tokenizer path is the base model's (PEFT asks for one with TEXT init).
+    /// </summary>
+    public static void SavePrompt(string dir, Tensor embeddings, PromptTuningConfig cfg, ModelConfig model, string baseModel, IBackend be)
+    {
+        Directory.CreateDirectory(dir);
+        using var copy = embeddings.IsHost ? null : be.ToHost(embeddings);
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, copy ?? embeddings)], new Dictionary<string, string> { ["format"] = "pt" });
+        var json = new JsonObject
+        {
+            ["peft_type"] = "PROMPT_TUNING",
+            ["task_type"] = "CAUSAL_LM",
+            ["base_model_name_or_path"] = baseModel,
+            ["revision"] = null,
+            ["inference_mode"] = true,
+            ["num_virtual_tokens"] = cfg.VirtualTokens,
+            ["token_dim"] = model.HiddenSize,
+            ["num_transformer_submodules"] = 1,
+            ["num_attention_heads"] = model.NumHeads,
+            ["num_layers"] = model.NumLayers,
+            ["prompt_tuning_init"] = cfg.Init,
+            ["prompt_tuning_init_text"] = cfg.InitText,
+            ["tokenizer_name_or_path"] = cfg.Init == PromptTuningConfig.Text ? baseModel : null,
+            ["tokenizer_kwargs"] = null,
+        };
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+    }
+
+    /// <summary>
+    /// A prefix-tuning adapter as PEFT saves one (peft_type PREFIX_TUNING, prefix_projection false): prompt_embeddings
+    /// [P, L*2*Hkv*D] f32 and the PrefixTuningConfig fields PEFT reads (token_dim Hkv*D and num_attention_heads Hkv,
+    /// as PEFT sets them for grouped-query attention).
+    /// </summary>
+    public static void SavePrefix(string dir, PrefixKv prefix, ModelConfig model, string baseModel, IBackend be)
+    {
+        Directory.CreateDirectory(dir);
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, prefix.ToPeft(be))], new Dictionary<string, string> { ["format"] = "pt" });
+        int width = model.NumKvHeads * model.HeadDim;
+        var json = new JsonObject
+        {
+            ["peft_type"] = "PREFIX_TUNING",
+            ["task_type"] = "CAUSAL_LM",
+            ["base_model_name_or_path"] = baseModel,
+            ["revision"] = null,
+            ["inference_mode"] = true,
+            ["num_virtual_tokens"] = prefix.Tokens,
+            ["token_dim"] = width,
+            ["num_transformer_submodules"] = 1,
+            ["num_attention_heads"] = model.NumKvHeads,
+            ["num_layers"] = model.NumLayers,
+            ["encoder_hidden_size"] = width,
+            ["prefix_projection"] = false,
+        };
         AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
     }
 

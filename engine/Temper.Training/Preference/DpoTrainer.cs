@@ -29,7 +29,7 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
         if (data.DroppedCount > 0) OnWarning?.Invoke($"{data.DroppedCount} pair(s) longer than {o.MaxLength} tokens were dropped");
         var pairs = data.Pairs;
         using var reference = orpo ? null : p.RefModel != null ? ReferenceModel.Separate(LanguageModel.Load(p.RefModel, backend), run.Model)
-            : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend)
+            : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend, run.Model.Config)
             : o.Full ? throw new TemperException("full-weight DPO needs --ref-model (the base cannot be recovered by switching an adapter off)")
             : ReferenceModel.AdapterOff(run.Model.Weights);
         int pad = run.PadId;

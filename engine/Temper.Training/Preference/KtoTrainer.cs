@@ -32,7 +32,7 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
         if (kl && items.Count < 2) throw new TemperException($"{o.DataPath}: KTO needs at least 2 examples (its KL estimate pairs each prompt with another example's completion)");
         if (kl && o.BatchSize < 2) throw new TemperException("KTO needs --batch-size >= 2 (its KL estimate pairs examples within a batch)");
         using var reference = p.RefModel != null ? ReferenceModel.Separate(LanguageModel.Load(p.RefModel, backend), run.Model)
-            : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend)
+            : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend, run.Model.Config)
             : o.Full ? throw new TemperException("full-weight KTO needs --ref-model")
             : ReferenceModel.AdapterOff(run.Model.Weights);
         int pad = run.PadId;

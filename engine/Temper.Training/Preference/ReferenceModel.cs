@@ -1,5 +1,5 @@
 // The reference policy of DPO/KTO/GRPO without a second copy of the base: the same weights with the
-// trained LoRA switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
+// trained LoRA (or prompt-tuning adapter) switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
 // asked, a separate model folder.
 using Temper.Core;
 using Temper.Models;
@@ -13,13 +13,17 @@ public sealed class ReferenceModel : IDisposable
     private readonly Dictionary<Projection, LoraView?> _views;
     private readonly LanguageModel? _separate;
     private readonly LoraAdapter? _frozen;
+    private readonly Tensor? _prompt;
+    private readonly PrefixKv? _prefix;
 
-    private ReferenceModel(ModelWeights weights, Dictionary<Projection, LoraView?> views, LanguageModel? separate, LoraAdapter? frozen, string description)
+    private ReferenceModel(ModelWeights weights, Dictionary<Projection, LoraView?> views, LanguageModel? separate, LoraAdapter? frozen, string description, Tensor? prompt = null, PrefixKv? prefix = null)
     {
         _weights = weights;
         _views = views;
         _separate = separate;
         _frozen = frozen;
+        _prompt = prompt;
+        _prefix = prefix;
         Description = description;
     }
 
@@ -30,10 +34,20 @@ public sealed class ReferenceModel : IDisposable
         new(w, w.Projections.Append(w.LmHead).ToDictionary(p => p, _ => (LoraView?)null), null, null, "base model (adapter off)");
 
     /// <summary>The base plus a frozen copy of the adapter in DIR (e.g. the SFT adapter DPO starts from).</summary>
-    public static ReferenceModel FrozenAdapter(ModelWeights w, string adapterDir, IBackend be)
+    public static ReferenceModel FrozenAdapter(ModelWeights w, string adapterDir, IBackend be, ModelConfig config)
     {
-        var adapter = LoraAdapter.Load(adapterDir);
         var views = w.Projections.Append(w.LmHead).ToDictionary(p => p, _ => (LoraView?)null);
+        string type = PeftConfigFile.TypeOf(adapterDir);
+        if (type == PeftConfigFile.PromptTuning)
+        {
+            var (_, host) = PromptTuningAdapter.Load(adapterDir, w.Embed.Shape[1]);
+            return new ReferenceModel(w, views, null, null, $"base + frozen prompt-tuning adapter {adapterDir}", be.FromHost(host));
+        }
+        if (type == PeftConfigFile.PrefixTuning)
+        {
+            return new ReferenceModel(w, views, null, null, $"base + frozen prefix-tuning adapter {adapterDir}", prefix: PrefixTuningAdapter.Load(adapterDir, config).Upload(be));
+        }
+        var adapter = LoraAdapter.Load(adapterDir);
         foreach (var (name, (a, b)) in adapter.Modules)
         {
             var p = views.Keys.FirstOrDefault(x => x.Name == name) ?? throw new TemperException($"{adapterDir}: adapter module '{name}' does not exist in the model");
@@ -69,14 +83,19 @@ public sealed class ReferenceModel : IDisposable
     {
         if (_separate != null) throw new InvalidOperationException("a separate reference model has its own weights; call Logps");
         var saved = _views.Keys.ToDictionary(p => p, p => p.Lora);
+        var (prompt, prefix) = (_weights.PromptEmbeddings, _weights.Prefix); // a trained prompt or prefix is off in the reference too (or the frozen one is on)
         try
         {
             foreach (var (p, v) in _views) p.Lora = v;
+            _weights.PromptEmbeddings = _prompt;
+            _weights.Prefix = _prefix;
             pass();
         }
         finally
         {
             foreach (var (p, v) in saved) p.Lora = v;
+            _weights.PromptEmbeddings = prompt;
+            _weights.Prefix = prefix;
         }
     }
 
@@ -84,5 +103,7 @@ public sealed class ReferenceModel : IDisposable
     {
         _separate?.Dispose();
         _frozen?.Dispose();
+        _prompt?.Dispose();
+        _prefix?.Dispose();
     }
 }

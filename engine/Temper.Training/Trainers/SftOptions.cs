@@ -1,6 +1,7 @@
 // Every knob of an SFT / continued-pretraining run, with TRL-like defaults. The CLI fills it from
 // flags; the library caller builds it directly. Recorded whole in manifest.json.
 using System.Text.Json.Nodes;
+using Temper.Models;
 using Temper.Training.Data;
 using Temper.Training.Optim;
 
@@ -25,6 +26,13 @@ public sealed record SftOptions
     public bool UseDora { get; init; }
     /// <summary>NEFTune (transformers' neftune_noise_alpha): uniform noise on the embeddings while training; 0 = off.</summary>
     public double NeftuneNoiseAlpha { get; init; }
+    /// <summary>Prompt tuning (PEFT PROMPT_TUNING): this many trained virtual tokens before every sequence instead of a LoRA; 0 = off.</summary>
+    public int PromptTuningTokens { get; init; }
+    /// <summary>How a fresh prompt starts: RANDOM, TEXT (PromptTuningInitText's token embeddings) or RANDOM_DISCRETE.</summary>
+    public string PromptTuningInit { get; init; } = PromptTuningConfig.Random;
+    public string? PromptTuningInitText { get; init; }
+    /// <summary>Prefix tuning (PEFT PREFIX_TUNING): this many trained key/value rows per layer before every sequence instead of a LoRA; 0 = off.</summary>
+    public int PrefixTuningTokens { get; init; }
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     public float LearningRate { get; init; } = 2e-4f;
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
@@ -63,6 +71,10 @@ public sealed record SftOptions
         ["use_rslora"] = UseRsLora,
         ["use_dora"] = UseDora,
         ["neftune_noise_alpha"] = NeftuneNoiseAlpha,
+        ["prompt_tuning_tokens"] = PromptTuningTokens,
+        ["prompt_tuning_init"] = PromptTuningInit,
+        ["prompt_tuning_init_text"] = PromptTuningInitText,
+        ["prefix_tuning_tokens"] = PrefixTuningTokens,
         ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
         ["lr"] = LearningRate,
         ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),

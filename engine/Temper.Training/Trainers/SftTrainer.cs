@@ -67,7 +67,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             line["eval_ppl"] = MetricsLog.Round(Math.Exp(evalLoss));
         }
 
-        return run.Run(o.Full ? "sft-full" : "sft-lora", total, data.Sha256, info, Step, AfterStep, cancel);
+        return run.Run(o.Full ? "sft-full" : run.PromptTuning != null ? "sft-prompt-tuning" : run.Model.Weights.Prefix != null ? "sft-prefix-tuning" : "sft-lora", total, data.Sha256, info, Step, AfterStep, cancel);
     }
 
     /// <summary>LoRA dropout masks of a micro-batch: from the run's seed and the batch's data position alone, so a resumed run draws the same.</summary>

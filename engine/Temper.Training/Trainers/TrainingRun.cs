@@ -1,5 +1,5 @@
 // The part every trainer shares, as one component (not a base class): open the model, attach or
-// initialise the LoRA (or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
+// initialise the LoRA (or a prompt-tuning adapter's virtual tokens, or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
 // manifest.json, checkpoints, resume, Ctrl-C and non-finite-step handling, and the final save.
 // A recipe supplies only its data and a step function that fills the gradients and returns the loss.
 using System.Diagnostics;
@@ -42,6 +42,8 @@ public sealed class TrainingRun : IDisposable
     public IBackend Backend { get; }
     public LanguageModel Model { get; }
     public LoraConfig? Lora { get; }
+    /// <summary>The prompt-tuning adapter this run trains (its virtual tokens are Model.Weights.PromptEmbeddings), or null.</summary>
+    public PromptTuningConfig? PromptTuning { get; private init; }
     public TrainableParameters Params { get; }
     public DecoderBackprop Backprop { get; }
     public Action<StepReport>? OnStep { get; set; }
@@ -56,6 +58,7 @@ public sealed class TrainingRun : IDisposable
     public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false)
     {
         Validate(o);
+        string? virtualKind = ValidateVirtualTokens(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
         Directory.CreateDirectory(o.OutDir);
@@ -63,7 +66,16 @@ public sealed class TrainingRun : IDisposable
         try
         {
             LoraConfig? lora = null;
-            if (!o.Full)
+            PromptTuningConfig? prompt = null;
+            if (virtualKind == PeftConfigFile.PromptTuning && o.InitAdapter != null) prompt = lm.AttachPrompt(o.InitAdapter);
+            else if (virtualKind == PeftConfigFile.PromptTuning)
+            {
+                prompt = new PromptTuningConfig(o.PromptTuningTokens, o.PromptTuningInit, o.PromptTuningInitText);
+                lm.AttachPrompt(PromptTuningInit.Create(lm, prompt, o.Seed));
+            }
+            else if (virtualKind == PeftConfigFile.PrefixTuning)
+                lm.AttachPrefix(o.InitAdapter != null ? PrefixTuningAdapter.Load(o.InitAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
+            else if (!o.Full)
             {
                 if (o.InitAdapter != null)
                 {
@@ -82,7 +94,7 @@ public sealed class TrainingRun : IDisposable
             }
             var extra = extraParameters?.Invoke(lm);
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
-            var run = new TrainingRun(o, be, lm, lora, ps);
+            var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt };
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
             return run;
@@ -185,7 +197,7 @@ public sealed class TrainingRun : IDisposable
         var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
         return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora, _o.Full, Lora,
-            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType)));
+            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null));
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
@@ -195,6 +207,8 @@ public sealed class TrainingRun : IDisposable
     public void SaveResult()
     {
         if (SaveAs != null) SaveAs();
+        else if (Model.Weights.Prefix is { } prefix) PeftAdapterWriter.SavePrefix(_o.OutDir, prefix, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
+        else if (PromptTuning != null) PeftAdapterWriter.SavePrompt(_o.OutDir, Model.Weights.PromptEmbeddings!, PromptTuning, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
         else ModelExport.Save(_o.OutDir, Model, Backend);
     }
@@ -215,6 +229,38 @@ public sealed class TrainingRun : IDisposable
         if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
         if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
         if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
+    }
+
+    // Prompt or prefix tuning (a fresh --prompt-tuning / --prefix-tuning P, or an --init-adapter of that kind) trains
+    // only the virtual tokens: every LoRA-only or whole-model option is refused by name rather than ignored. Returns
+    // the PEFT type trained (PROMPT_TUNING, PREFIX_TUNING) or null.
+    private static string? ValidateVirtualTokens(SftOptions o, bool extraParameters)
+    {
+        if (o.PromptTuningTokens < 0) throw new TemperException($"--prompt-tuning must be >= 1 virtual tokens (got {o.PromptTuningTokens})");
+        if (o.PrefixTuningTokens < 0) throw new TemperException($"--prefix-tuning must be >= 1 virtual tokens (got {o.PrefixTuningTokens})");
+        if (o.PromptTuningTokens > 0 && o.PrefixTuningTokens > 0) throw new TemperException("--prompt-tuning and --prefix-tuning cannot be combined; train one kind of virtual tokens");
+        string? adapterKind = o.InitAdapter != null && Directory.Exists(o.InitAdapter) && PeftConfigFile.TypeOf(o.InitAdapter) is var t && PeftConfigFile.IsVirtualTokens(t) ? t : null;
+        string? kind = o.PromptTuningTokens > 0 ? PeftConfigFile.PromptTuning : o.PrefixTuningTokens > 0 ? PeftConfigFile.PrefixTuning : adapterKind;
+        if (kind == null) return null;
+        string flag = kind == PeftConfigFile.PromptTuning ? "--prompt-tuning" : "--prefix-tuning", name = kind == PeftConfigFile.PromptTuning ? "prompt" : "prefix";
+        int tokens = kind == PeftConfigFile.PromptTuning ? o.PromptTuningTokens : o.PrefixTuningTokens;
+        if (o.InitAdapter != null && adapterKind != kind)
+            throw new TemperException($"{flag}: {o.InitAdapter} is a {(adapterKind == null ? "LoRA" : adapterKind == PeftConfigFile.PromptTuning ? "prompt-tuning" : "prefix-tuning")} adapter, and --init-adapter continues it as it is; drop {flag}");
+        if (adapterKind != null && tokens > 0 && PeftConfigFile.Read(o.InitAdapter!).Json["num_virtual_tokens"]?.GetValue<int>() is int p && p != tokens)
+            throw new TemperException($"{flag} {tokens}: {o.InitAdapter} has {p} virtual tokens, and --init-adapter continues it as it is");
+        string Refused(string what) => $"{name} tuning trains only its virtual tokens; {what} cannot be combined with it";
+        if (o.Full) throw new TemperException(Refused("--full"));
+        if (o.UseDora) throw new TemperException(Refused("--use-dora"));
+        if (o.UseRsLora) throw new TemperException(Refused("--rslora"));
+        if (o.LoraDropout != 0) throw new TemperException(Refused("--lora-dropout"));
+        if (o.NeftuneNoiseAlpha != 0) throw new TemperException(Refused("--neftune-noise-alpha (its noise is on the word embeddings)"));
+        if (o.Packing) throw new TemperException(Refused("--packing (the virtual tokens go before each sequence, not each packed row)"));
+        if (extraParameters) throw new TemperException(Refused("a reward model's score head"));
+        if (kind == PeftConfigFile.PrefixTuning && (o.PromptTuningInitText != null || o.PromptTuningInit != PromptTuningConfig.Random))
+            throw new TemperException("--prompt-tuning-init and --prompt-tuning-init-text apply to --prompt-tuning; a prefix starts N(0,1) as PEFT's does");
+        if (kind == PeftConfigFile.PromptTuning && adapterKind == null && o.PromptTuningInit == PromptTuningConfig.Text && string.IsNullOrEmpty(o.PromptTuningInitText))
+            throw new TemperException("--prompt-tuning-init text needs --prompt-tuning-init-text");
+        return kind;
     }
 
     public void Dispose()

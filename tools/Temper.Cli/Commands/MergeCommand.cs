@@ -2,8 +2,10 @@
 // adapters into the base weights (W += sum_i w_i s_i B_i A_i, each in f32 and stored back in W's dtype; one
 // adapter at weight 1 is PEFT's merge_and_unload) and writes a full Hugging Face model folder (config.json,
 // model.safetensors, tokenizer files).
-// `temper combine --adapter DIR --adapter DIR [...] [--weights W,...] --out DIR`: one PEFT adapter whose delta is
-// that same weighted sum, as PEFT's add_weighted_adapter(combination_type="cat") makes it (AdapterCombination).
+// `temper combine --adapter DIR --adapter DIR [...] [--weights W,...] [--combination-type T] [--density D]
+// [--majority-sign-method total|frequency] [--svd-rank R] [--svd-clamp Q] [--seed S] --out DIR`: one PEFT adapter
+// combined as PEFT's add_weighted_adapter(combination_type=T) combines them (AdapterCombination, whose header
+// says what each type does and where PEFT surprises); the default, cat, has exactly that weighted sum as delta.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Models;
@@ -48,17 +50,41 @@ internal static class MergeCommand
     {
         var adapters = new Option<string[]>("--adapter") { Description = "PEFT LoRA adapter folder (repeat: at least two, of one base)", Required = true };
         var weights = new Option<string?>("--weights") { Description = "Comma-separated weight per adapter (default 1 each)" };
+        var type = new Option<string>("--combination-type") { Description = "PEFT's combination_type: cat (default; delta = sum_i w_i s_i B_i A_i exactly, ranks add up), " +
+            "linear, ties, dare_linear, dare_ties, magnitude_prune (adapters of one rank; A and B merged separately, sqrt|w s| on each, so linear's delta has PEFT's cross terms B_i A_j), " +
+            "svd, ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd (the deltas merged then truncated by SVD; as in PEFT each adapter's scale counts twice: w s^2 B A)", DefaultValueFactory = _ => "cat" };
+        var density = new Option<double?>("--density") { Description = "Fraction of values kept, in (0, 1], for ties, dare_* and magnitude_prune (and their _svd forms); 1 prunes nothing" };
+        var sign = new Option<string?>("--majority-sign-method") { Description = "ties and dare_ties: elect each value's sign by the sum of the values (total, default) or of their signs (frequency); as in PEFT the vote ignores the weights" };
+        var svdRank = new Option<int?>("--svd-rank") { Description = "Rank of the _svd types' result (default: the largest adapter rank)" };
+        var svdClamp = new Option<double?>("--svd-clamp") { Description = "_svd types: clamp A and B to +-the Q-quantile of their values (Q in [0, 1]; as in PEFT a Q under about 0.5 sets every value to that quantile, and the values depend on the singular vectors' signs, which torch and Temper choose differently)" };
+        var seed = new Option<ulong?>("--seed") { Description = "dare types: seed of the random masks (Temper's SplitMix64, not torch's RNG: the same seed gives the same adapter everywhere; default 0)" };
         var output = new Option<string>("--out") { Description = "Folder for the combined adapter", Required = true };
-        var cmd = new Command("combine", "Combine LoRA adapters into one PEFT adapter (PEFT's add_weighted_adapter, combination_type cat)") { adapters, weights, output };
+        var cmd = new Command("combine", "Combine LoRA adapters into one PEFT adapter (PEFT's add_weighted_adapter: cat, linear, ties, dare_linear, dare_ties, magnitude_prune and the _svd forms)")
+            { adapters, weights, type, density, sign, svdRank, svdClamp, seed, output };
         cmd.SetGuardedAction(p =>
         {
             var dirs = p.GetValue(adapters)!;
             var w = Weights(p.GetValue(weights), dirs.Length);
-            var loaded = dirs.Select(d => LoraAdapter.Load(d)).ToList();
+            var options = new CombinationOptions(p.GetValue(type)!)
+            {
+                Density = p.GetValue(density),
+                MajoritySign = p.GetValue(sign) switch
+                {
+                    null => null,
+                    "total" => MajoritySignMethod.Total,
+                    "frequency" => MajoritySignMethod.Frequency,
+                    var m => throw new TemperException($"--majority-sign-method must be total or frequency, not '{m}'"),
+                },
+                SvdRank = p.GetValue(svdRank),
+                SvdClamp = p.GetValue(svdClamp),
+                Seed = p.GetValue(seed),
+            };
+            var loaded = new List<LoraAdapter>();
             try
             {
-                var cfg = AdapterCombination.Cat([.. loaded.Select((a, i) => (a, w[i]))], p.GetValue(output)!, BaseModel(dirs[0]));
-                Console.WriteLine($"combined {string.Join(", ", dirs)} (rank {cfg.Rank}) into {p.GetValue(output)}");
+                foreach (var d in dirs) loaded.Add(LoraAdapter.Load(d));
+                var cfg = AdapterCombination.Combine([.. loaded.Select((a, i) => (a, w[i]))], p.GetValue(output)!, BaseModel(dirs[0]), options);
+                Console.WriteLine($"combined {string.Join(", ", dirs)} ({(options.Type == "cat" ? "" : options.Type + ", ")}rank {cfg.Rank}) into {p.GetValue(output)}");
             }
             finally
             {

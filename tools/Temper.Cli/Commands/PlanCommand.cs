@@ -1,5 +1,5 @@
 // `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--use-dora] [--batch-size B]
-// [--max-length T] [--gradient-checkpointing]`: the memory a training run needs (MemoryPlan), from
+// [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P]`: the memory a training run needs (MemoryPlan), from
 // config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
 // the same prediction beside its measured peak when it finishes.
 using System.CommandLine;
@@ -23,7 +23,9 @@ internal static class PlanCommand
         var batch = new Option<int>("--batch-size") { Description = "Examples per micro-batch", DefaultValueFactory = _ => 8 };
         var length = new Option<int>("--max-length", "--max-len") { Description = "Tokens per example (the padded length)", DefaultValueFactory = _ => 1024 };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Keep only each layer's input; rebuild its activations in backward" };
-        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, dora, batch, length, checkpointing };
+        var prompt = new Option<int>("--prompt-tuning") { Description = "Plan prompt tuning with this many virtual tokens instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
+        var prefix = new Option<int>("--prefix-tuning") { Description = "Plan prefix tuning with this many virtual tokens instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, dora, batch, length, checkpointing, prompt, prefix };
         cmd.SetGuardedAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -32,11 +34,16 @@ internal static class PlanCommand
             if (isFull && p.GetValue(dora)) throw new TemperException("--use-dora trains a DoRA adapter over a frozen base; it cannot be combined with --full (full fine-tuning)");
             if (isFull && isQLora) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
             if (p.GetValue(batch) < 1 || p.GetValue(length) < 1 || p.GetValue(r) < 1) throw new TemperException("--batch-size, --max-length and --lora-r must be >= 1");
+            if (p.GetValue(prompt) < 0 || p.GetValue(prefix) < 0) throw new TemperException("--prompt-tuning and --prefix-tuning must be >= 1 virtual tokens");
+            if (p.GetValue(prompt) > 0 && p.GetValue(prefix) > 0) throw new TemperException("--prompt-tuning and --prefix-tuning cannot be combined");
+            bool isPrefix = p.GetValue(prefix) > 0;
+            int virtualTokens = Math.Max(p.GetValue(prompt), p.GetValue(prefix));
+            if (virtualTokens > 0 && (isFull || p.GetValue(dora))) throw new TemperException("prompt and prefix tuning train only their virtual tokens; --full and --use-dora cannot be combined with them");
             var (matrix, embedding) = HeldBytes(dir, CliOptions.WeightDType(p), isFull);
-            var lora = isFull ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
+            var lora = isFull || virtualTokens > 0 ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
                 p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0) { UseDora = p.GetValue(dora) };
-            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding));
-            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix));
+            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
             Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
             Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
             Console.WriteLine($"  optimizer    {MemoryPlan.Bytes(plan.Optimizer),12}   (AdamW moments)");

@@ -1,0 +1,111 @@
+// PEFT prefix tuning (peft_type PREFIX_TUNING, Li & Liang 2021): P learned key/value rows per layer that every
+// query attends to before the real tokens, the base model frozen. PEFT stores them as one tensor,
+// prompt_embeddings [P, L*2*Hkv*D]: row j holds, for each layer l, its key [Hkv*D] at column block 2l and its value
+// at block 2l+1 (PEFT's past_key_values view [P, L*2, Hkv, D]; for grouped-query attention token_dim is Hkv*D and
+// num_attention_heads Hkv). The keys are used as they are, with no RoPE (they go into the KV cache as past keys),
+// and the real tokens take positions P.. after them. Temper holds them split per layer (PrefixKv: Keys[l], Values[l]
+// [P, Hkv*D] f32), as ModelWeights.Prefix. A saved adapter's embedding is final even when it was trained with
+// prefix_projection (PEFT saves the projection's output), so such folders load too.
+using System.Text.Json;
+using Temper.Core;
+using Temper.Core.SafeTensors;
+
+namespace Temper.Models;
+
+/// <summary>A prefix-tuning adapter's key and value rows: per layer, [P, Hkv*D] each.</summary>
+public sealed class PrefixKv(Tensor[] keys, Tensor[] values) : IDisposable
+{
+    public Tensor[] Keys { get; } = keys;
+    public Tensor[] Values { get; } = values;
+    public int Tokens => Keys[0].Shape[0];
+
+    /// <summary>Every tensor with the name PEFT's state dict does not have but a checkpoint needs: prefix.L.key / prefix.L.value.</summary>
+    public IEnumerable<(string Name, Tensor Value)> Named() =>
+        Keys.Select((k, l) => ($"prefix.{l}.key", k)).Concat(Values.Select((v, l) => ($"prefix.{l}.value", v)));
+
+    /// <summary>PEFT's prompt_embeddings [P, L*2*Hkv*D] from host copies of the per-layer rows.</summary>
+    public Tensor ToPeft(IBackend be)
+    {
+        int p = Tokens, w = Keys[0].Shape[1], layers = Keys.Length;
+        var all = new float[p * layers * 2 * w];
+        for (int l = 0; l < layers; l++)
+            for (int kv = 0; kv < 2; kv++)
+            {
+                var t = kv == 0 ? Keys[l] : Values[l];
+                using var copy = t.IsHost ? null : be.ToHost(t);
+                var src = (copy ?? t).Floats;
+                for (int j = 0; j < p; j++) src.Slice(j * w, w).CopyTo(all.AsSpan(j * layers * 2 * w + (2 * l + kv) * w, w));
+            }
+        return Tensor.FromFloats(new Shape(p, layers * 2 * w), all, PromptTuningAdapter.TensorName);
+    }
+
+    /// <summary>The per-layer rows (f32 host tensors) of PEFT's prompt_embeddings [P, L*2*Hkv*D].</summary>
+    public static PrefixKv FromPeft(ReadOnlySpan<float> all, int p, int layers, int width)
+    {
+        var keys = new Tensor[layers];
+        var values = new Tensor[layers];
+        for (int l = 0; l < layers; l++)
+            for (int kv = 0; kv < 2; kv++)
+            {
+                var rows = new float[p * width];
+                for (int j = 0; j < p; j++) all.Slice(j * layers * 2 * width + (2 * l + kv) * width, width).CopyTo(rows.AsSpan(j * width, width));
+                (kv == 0 ? keys : values)[l] = Tensor.FromFloats(new Shape(p, width), rows, $"prefix.{l}.{(kv == 0 ? "key" : "value")}");
+            }
+        return new PrefixKv(keys, values);
+    }
+
+    /// <summary>This backend's copies of these host rows (the host tensors are given up where they were copied).</summary>
+    public PrefixKv Upload(IBackend be)
+    {
+        Tensor Up(Tensor t)
+        {
+            var d = be.FromHost(t);
+            if (!ReferenceEquals(d, t)) t.Dispose();
+            return d;
+        }
+        return new PrefixKv(Keys.Select(Up).ToArray(), Values.Select(Up).ToArray());
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in Keys.Concat(Values)) t.Dispose();
+    }
+}
+
+public static class PrefixTuningAdapter
+{
+    /// <summary>Reads the prefix-tuning adapter in DIR for <paramref name="model"/>: P and its rows as f32 host tensors.</summary>
+    public static PrefixKv Load(string dir, ModelConfig model)
+    {
+        var file = PeftConfigFile.Read(dir);
+        var (path, o) = file;
+        if (PeftConfigFile.TypeOf(file) != PeftConfigFile.PrefixTuning) throw new TemperException($"{path}: not a prefix-tuning adapter (peft_type {PeftConfigFile.TypeOf(file)})");
+        int Int(string key)
+        {
+            var n = o[key] ?? throw new TemperException($"{path}: missing field '{key}'");
+            return n.GetValueKind() == JsonValueKind.Number && n.GetValue<double>() is double v && v == Math.Floor(v) && v is >= 1 and <= int.MaxValue
+                ? (int)v : throw new TemperException($"{path}: '{key}' must be a positive integer");
+        }
+        int p = Int("num_virtual_tokens"), width = model.NumKvHeads * model.HeadDim;
+        if (Int("num_layers") != model.NumLayers) throw new TemperException($"{path}: num_layers {Int("num_layers")} does not match the model's {model.NumLayers} layers");
+        if (Int("token_dim") != width)
+            throw new TemperException($"{path}: token_dim {Int("token_dim")} does not match the model's key width {width} (num_key_value_heads {model.NumKvHeads} x head_dim {model.HeadDim})");
+        if (o["num_transformer_submodules"] is { } sub && sub.GetValueKind() == JsonValueKind.Number && sub.GetValue<double>() != 1)
+            throw new TemperException($"{path}: num_transformer_submodules {sub} (an encoder-decoder prefix) is not supported; a decoder-only model has 1");
+        if (o["task_type"]?.GetValue<string>() is string task && task != "CAUSAL_LM")
+            throw new TemperException($"{path}: task_type '{task}' is not supported for prefix tuning (CAUSAL_LM is)");
+
+        string weights = Path.Combine(dir, "adapter_model.safetensors");
+        if (!File.Exists(weights)) throw new TemperException($"{weights}: adapter_model.safetensors not found");
+        using var st = SafetensorsFile.Open(weights);
+        var entry = st.Entries.FirstOrDefault(e => e.Name is PromptTuningAdapter.TensorName or "base_model." + PromptTuningAdapter.TensorName)
+            ?? throw new TemperException($"{weights}: tensor '{PromptTuningAdapter.TensorName}' missing");
+        foreach (var e in st.Entries)
+            if (!ReferenceEquals(e, entry)) throw new TemperException($"{weights}: tensor '{e.Name}' is not part of a prefix-tuning adapter (only '{PromptTuningAdapter.TensorName}' is)");
+        var t = st.Get(entry.Name);
+        int cols = model.NumLayers * 2 * width;
+        if (t.Shape.Rank != 2 || t.Shape[0] != p || t.Shape[1] != cols)
+            throw new TemperException($"{weights}: tensor '{entry.Name}' has shape {t.Shape}; num_virtual_tokens {p}, {model.NumLayers} layers x key and value x {width} make it [{p},{cols}]");
+        return PrefixKv.FromPeft(t.ToFloatArray(), p, model.NumLayers, width);
+    }
+}
