@@ -1,9 +1,11 @@
 // Autoregressive generation with a KV cache for a batch of prompts. Prompts of different lengths are
 // left-padded (mask 0, positions counted over real tokens only, as transformers does), prefilled in
 // one forward pass, then decoded one token per row per step. A row stops at an EOS id (unless
-// IgnoreEos), at a stop string, or at MaxNewTokens; finished rows keep feeding padding.
+// IgnoreEos), at a stop string, or at MaxNewTokens; finished rows keep feeding padding. With Speculative
+// set, one prompt is decoded speculatively instead (Speculative/SpeculativeDecoding.cs).
 using System.Runtime.InteropServices;
 using Temper.Core;
+using Temper.Models.Speculative;
 
 namespace Temper.Models;
 
@@ -14,11 +16,17 @@ public sealed record GenerationOptions
     public IReadOnlyList<int> EosIds { get; init; } = [];
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     public bool IgnoreEos { get; init; }
+    /// <summary>Speculative decoding (one prompt; no JSON constraint); null = off.</summary>
+    public SpeculativeOptions? Speculative { get; init; }
 }
 
 public enum FinishReason { Length, Eos, StopString }
 
-public sealed record GenerationResult(IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason Finish);
+public sealed record GenerationResult(IReadOnlyList<int> PromptIds, IReadOnlyList<int> GeneratedIds, FinishReason Finish)
+{
+    /// <summary>What speculative decoding proposed and accepted; null when it was off.</summary>
+    public SpeculationStats? Speculation { get; init; }
+}
 
 public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>? decode = null)
 {
@@ -39,6 +47,11 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         int capacity = promptLen + o.MaxNewTokens;
         if (cfg.SlidingWindow is int w && capacity > w)
             throw new TemperException($"prompt + new tokens ({capacity}) exceed the model's sliding window ({w}), which Temper does not implement yet");
+        if (o.Speculative is { } spec)
+        {
+            CheckSpeculation(spec, o, batch, capacity);
+            return [SpeculativeDecoding.Generate(Decoder, prompts[0], o, spec, decode, onToken, cancel)];
+        }
         int pad = cfg.PadTokenId ?? 0;
 
         var ids = new int[batch * promptLen];
@@ -91,6 +104,20 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
             logits = Decoder.Forward(stepIds, stepPos, stepMask, batch, cache, allPositions: false);
         }
         return Results(prompts, generated, finish);
+    }
+
+    // Refuses what speculation cannot do exactly, in one line each.
+    private void CheckSpeculation(SpeculativeOptions spec, GenerationOptions o, int batch, int capacity)
+    {
+        spec.Validate();
+        if (batch != 1) throw new TemperException($"speculative decoding runs one prompt at a time (got {batch})");
+        if (o.Sampling.Constraint != null)
+            throw new TemperException("speculative decoding cannot be combined with a JSON constraint (--json/--json-schema): the constraint's state would have to roll back with the rejected tokens");
+        if (spec.Draft is not Decoder draft) return;
+        if (draft.Config.VocabSize != Decoder.Config.VocabSize)
+            throw new TemperException($"the draft model's vocabulary ({draft.Config.VocabSize} tokens) differs from the target model's ({Decoder.Config.VocabSize})");
+        if (draft.Config.SlidingWindow is int w && capacity > w)
+            throw new TemperException($"prompt + new tokens ({capacity}) exceed the draft model's sliding window ({w}), which Temper does not implement yet");
     }
 
     // Each unfinished row's next token into ids[row] (history = the row's prompt, then what it generated). A

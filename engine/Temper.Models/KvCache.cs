@@ -1,6 +1,8 @@
 // Per-layer key/value cache for generation: K and V are [B, S, Hkv, D] with capacity S; the first
 // Length positions are filled. KeyMask[B, S] marks real tokens (1) and padding (0), so a batch of
-// left-padded prompts decodes together.
+// left-padded prompts decodes together. Truncate rolls the cache back (speculative decoding drops the
+// rejected tokens' K/V): positions past Length are dead and the next Write overwrites them, so rolling
+// back moves no data on any backend (host or ILGPU device tensors alike).
 using Temper.Core;
 
 namespace Temper.Models;
@@ -60,6 +62,14 @@ public sealed class KvCache : IDisposable
             for (int i = 0; i < t; i++)
                 _keyMask[b * Capacity + Length + i] = newMask.IsEmpty ? 1 : newMask[b * t + i];
         Length += t;
+    }
+
+    /// <summary>Forgets every position from <paramref name="length"/> on, as if the cache had never seen them (cache positions:
+    /// a prompt-tuning adapter's VirtualTokens count).</summary>
+    public void Truncate(int length)
+    {
+        if (length < 0 || length > Length) throw new ArgumentOutOfRangeException(nameof(length), $"cannot truncate a KV cache of {Length} positions to {length}");
+        Length = length;
     }
 
     /// <summary>The key mask of the first <paramref name="length"/> positions, [B, length], contiguous.</summary>

@@ -48,8 +48,40 @@ public sealed class Sampler(SamplingOptions options)
     {
         var o = Options;
         if (o.Greedy && !o.AdjustsLogits) return ArgMax(logits);
+        var s = AdjustedScores(logits, history, generatedFrom, constrained);
+        if (o.Greedy) return AllowedArgMax(s, constrained);
+        var probs = Filtered(s);
+        int id = DrawIndex(probs);
+        return id >= 0 ? id : AllowedArgMax(s, constrained);
+    }
+
+    /// <summary>
+    /// The distribution [V] that <see cref="Next"/> draws from for these logits and history, after the bias, the
+    /// penalties, temperature, top-k, top-p and min-p (speculative sampling's target p). Sampling only, without a
+    /// JSON constraint (whose state moves with each pick); the sampler's state is not touched.
+    /// </summary>
+    public void Probabilities(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom, Span<float> probs)
+    {
+        if (Options.Greedy || Constraint != null) throw new InvalidOperationException("Probabilities is for sampling without a JSON constraint");
+        if (probs.Length != logits.Length) throw new ArgumentException($"probs ({probs.Length}) and logits ({logits.Length}) differ in length");
+        Filtered(AdjustedScores(logits, history, generatedFrom, constrained: false)).CopyTo(probs);
+    }
+
+    /// <summary>A token drawn from probs [V] with this sampler's stream (the argmax where rounding leaves the sum short of the draw).</summary>
+    public int Draw(ReadOnlySpan<float> probs)
+    {
+        int id = DrawIndex(probs);
+        return id >= 0 ? id : ArgMax(probs);
+    }
+
+    /// <summary>The next uniform draw in [0, 1) of this sampler's stream (speculative sampling's accept test).</summary>
+    public double NextUniform() => NextDouble();
+
+    // The logits after the constraint mask, bias and penalties, in the thread's scratch row.
+    private float[] AdjustedScores(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int generatedFrom, bool constrained)
+    {
+        var o = Options;
         var s = Scratch(ref t_scores, logits.Length);
-        var p = Scratch(ref t_probs, logits.Length);
         logits.CopyTo(s);
         if (constrained) Constraint!.ApplyMask(s);
         if (o.LogitBias != null)
@@ -61,8 +93,15 @@ public sealed class Sampler(SamplingOptions options)
         if (o.FrequencyPenalty != 0f || o.PresencePenalty != 0f)
             foreach (var (id, count) in history[Math.Clamp(generatedFrom, 0, history.Length)..].ToArray().CountBy(id => id))
                 if ((uint)id < (uint)s.Length) s[id] -= o.FrequencyPenalty * count + o.PresencePenalty;
-        if (o.Greedy) return AllowedArgMax(s, constrained);
+        return s;
+    }
 
+    // Temperature, top-k, top-p and min-p over the adjusted scores s (changed in place), then the softmax: the
+    // thread's scratch probability row.
+    private float[] Filtered(float[] s)
+    {
+        var o = Options;
+        var p = Scratch(ref t_probs, s.Length);
         for (int i = 0; i < s.Length; i++) s[i] /= o.Temperature;
         if (o.TopK > 0 && o.TopK < s.Length)
         {
@@ -76,14 +115,19 @@ public sealed class Sampler(SamplingOptions options)
             float threshold = o.MinP * p.Max();
             for (int i = 0; i < s.Length; i++) if (p[i] < threshold) s[i] = float.NegativeInfinity;
         }
-        var probs = Softmax(s, p);
+        return Softmax(s, p);
+    }
+
+    // The first id whose cumulative probability exceeds one uniform draw; -1 where rounding leaves the sum short.
+    private int DrawIndex(ReadOnlySpan<float> probs)
+    {
         double u = NextDouble(), acc = 0;
         for (int i = 0; i < probs.Length; i++)
         {
             acc += probs[i];
             if (u < acc) return i;
         }
-        return AllowedArgMax(s, constrained);
+        return -1;
     }
 
     // The argmax of the adjusted scores; with a constraint, an allowed token even where every allowed score is -inf.

@@ -137,6 +137,13 @@ public sealed class HfTokenizer
         return DescribeBytes(bytes.ToArray());
     }
 
+    /// <summary>Whether <paramref name="other"/> gives every id the same piece and the same added tokens (a speculative
+    /// decoding draft model must: its token ids are the target's).</summary>
+    public bool SameVocabulary(HfTokenizer other) =>
+        _vocabById.Count == other._vocabById.Count && _addedById.Count == other._addedById.Count
+        && _vocabById.All(e => other._vocabById.TryGetValue(e.Key, out var piece) && piece == e.Value)
+        && _addedById.All(e => other._addedById.TryGetValue(e.Key, out var t) && t.Content == e.Value.Content);
+
     /// <summary>One more than the largest token id (ids below it without a token have no bytes).</summary>
     public int IdLimit => Math.Max(_vocabById.Count == 0 ? 0 : _vocabById.Keys.Max() + 1, _addedById.Count == 0 ? 0 : _addedById.Keys.Max() + 1);
 

@@ -4,7 +4,10 @@
 // roofline). --shape picks the random model's shape (default SmolLM-135M). --profile times every backend op of the decoding run (synchronised after each) and prints
 // them by total time. Without --model it builds a seeded random model shaped like SmolLM-135M (30
 // layers, C 576, F 1536, 9 heads / 3 KV heads, V 49152, tied embeddings). --graph decodes through the
-// CUDA graph decoder instead (BenchDecodeGraph.cs).
+// CUDA graph decoder instead (BenchDecodeGraph.cs). The speculative flags (SpeculativeFlags.cs) add a comparison:
+// greedy plain and speculative decoding of the same prompt, timed alternately --repeats times each, with the
+// acceptance and whether the tokens agree; --prompt-repeat N builds the prompt from one random block of N tokens
+// repeated, a workload prompt lookup can hit (a random model's greedy output also tends to loop).
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
@@ -40,6 +43,45 @@ internal static class BenchCommand
         OutputBias = false, MlpBias = false, MaxPositions = 8192, Rope = new RopeSpec("default", 100000),
     };
 
+    // Plain and speculative greedy decoding of the prompt, alternated (plain first) so drift in a shared machine's
+    // speed hits both; decode tokens/s = the n tokens after the first over (run time - the prefill time measured above).
+    private static void CompareSpeculative(Generator gen, int[] prompt, GenerationOptions plain, Models.Speculative.SpeculativeOptions spec, double prefill, int repeats, IReadOnlyList<int> plainIds)
+    {
+        var fast = plain with { Speculative = spec };
+        var warm = gen.Generate([prompt], fast)[0]; // warm-up of the verify and draft paths
+        var plainRates = new List<double>();
+        var fastRates = new List<double>();
+        GenerationResult? last = warm;
+        for (int i = 0; i < repeats; i++)
+        {
+            foreach (bool speculate in new[] { false, true })
+            {
+                var sw = Stopwatch.StartNew();
+                var result = gen.Generate([prompt], speculate ? fast : plain)[0];
+                double seconds = Math.Max(1e-9, sw.Elapsed.TotalSeconds - prefill);
+                (speculate ? fastRates : plainRates).Add((result.GeneratedIds.Count - 1) / seconds);
+                if (speculate) last = result;
+            }
+        }
+        string Rates(List<double> r) => string.Join(", ", r.Select(x => x.ToString("F2", System.Globalization.CultureInfo.InvariantCulture)));
+        double plainMedian = Median(plainRates), fastMedian = Median(fastRates);
+        Console.WriteLine($"speculative ({spec.Method}, K {spec.NumTokens}{(spec.Draft == null ? $", n-gram {spec.NgramMax}..{spec.NgramMin}" : "")}): decode tokens/s, {repeats} alternating runs each: plain [{Rates(plainRates)}], speculative [{Rates(fastRates)}]");
+        double pairMedian = Median(fastRates.Zip(plainRates, (f, q) => f / q).ToList());
+        Console.WriteLine($"speculative: median {fastMedian:F2} tokens/s against plain {plainMedian:F2} = {fastMedian / plainMedian:F2}x; median of the {repeats} pairs' ratios {pairMedian:F2}x");
+        Console.WriteLine(last.Speculation!.Describe(spec.Method));
+        int same = 0;
+        while (same < Math.Min(plainIds.Count, last.GeneratedIds.Count) && plainIds[same] == last.GeneratedIds[same]) same++;
+        Console.WriteLine(same == plainIds.Count && same == last.GeneratedIds.Count
+            ? $"tokens: the {same} speculative tokens are the plain greedy ones"
+            : $"tokens: speculative and plain part at token {same} of {plainIds.Count} (a near-tie a {spec.NumTokens + 1}-token forward rounds differently, or a bug)");
+    }
+
+    private static double Median(List<double> xs)
+    {
+        var s = xs.Order().ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+    }
+
     public static Command Create()
     {
         var decode = new Command("decode", "Batch-1 prefill and decode tokens/s");
@@ -51,10 +93,20 @@ internal static class BenchCommand
         var rows = new Option<int>("--rows") { Description = "With --graph: sequences decoded in lockstep (1 to 8)", DefaultValueFactory = _ => 1 };
         var graph = new Option<bool>("--graph") { Description = "Decode through Temper's CUDA kernels, each step one captured CUDA graph (greedy, bf16 weights, no ILGPU), against the device's bandwidth roofline" };
         var threads = CliOptions.Threads();
+        var promptRepeat = new Option<int>("--prompt-repeat") { Description = "Build the prompt from one random block of N tokens repeated to --prompt-len (0 = all random)" };
+        var repeats = new Option<int>("--repeats") { Description = "With speculation: plain and speculative runs, alternated, each timed this many times", DefaultValueFactory = _ => 3 };
+        var speculative = new SpeculativeFlags();
+        speculative.AddTo(decode);
+        decode.Add(promptRepeat); decode.Add(repeats);
         decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(graph); decode.Add(rows); decode.Add(threads);
         decode.SetGuardedAction(p =>
         {
             if (p.GetValue(rows) != 1 && !p.GetValue(graph)) throw new TemperException("--rows is for --graph (the plain bench decodes batch 1)");
+            bool speculating = speculative.Check(p) != null;
+            if (speculating && p.GetValue(graph)) throw new TemperException("--graph cannot take --speculative: the CUDA graph decoder runs one token a step and its KV cache does not roll back");
+            if (speculating && p.GetValue(profile)) throw new TemperException("--profile times one decoding run: leave out --speculative");
+            if (p.GetValue(repeats) < 1) throw new TemperException($"--repeats must be >= 1 (got {p.GetValue(repeats)})");
+            if (p.GetValue(promptRepeat) < 0 || p.GetValue(promptRepeat) > p.GetValue(promptLen)) throw new TemperException($"--prompt-repeat must be in 0..--prompt-len (got {p.GetValue(promptRepeat)})");
             if (p.GetValue(graph))
             {
                 if (p.GetValue(promptLen) < 1 || p.GetValue(tokens) < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");
@@ -67,8 +119,12 @@ internal static class BenchCommand
             using var owned = lm;
             int pl = p.GetValue(promptLen), n = p.GetValue(tokens);
             if (pl < 1 || n < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");
+            var (spec, draft) = speculative.Read(p, decoder, lm?.Tokenizer, what);
+            using var ownedDraft = draft;
             var rng = new Random(7);
-            var prompt = Enumerable.Range(0, pl).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
+            int block = p.GetValue(promptRepeat) == 0 ? pl : p.GetValue(promptRepeat);
+            var blockIds = Enumerable.Range(0, block).Select(_ => rng.Next(decoder.Config.VocabSize)).ToArray();
+            var prompt = Enumerable.Range(0, pl).Select(i => blockIds[i % block]).ToArray();
             var gen = new Generator(decoder);
             var opts = new GenerationOptions { MaxNewTokens = 1, IgnoreEos = true };
             gen.Generate([prompt], opts); // warm-up (JIT, page-in)
@@ -99,6 +155,7 @@ internal static class BenchCommand
                 Console.WriteLine("(a step below is one decoded token; the run's prefill of the prompt is included)");
                 profiler.WriteTable(Console.Out, total, r.GeneratedIds.Count - 1);
             }
+            if (spec != null) CompareSpeculative(gen, prompt, opts with { MaxNewTokens = n + 1 }, spec, prefill, p.GetValue(repeats), r.GeneratedIds);
             return 0;
         });
         return new Command("bench", "End-to-end benchmarks") { decode, BenchQLoraCommands.Train(), BenchQLoraCommands.Nf4(), ServeBenchCommand.Create(), ServeSweepCommand.Create(), BenchOpsCommand.Create(), BenchAttentionCommand.Create(), BenchGemvCommand.Create(), BenchGemmCommand.Create(), BenchJsonMaskCommand.Create() };

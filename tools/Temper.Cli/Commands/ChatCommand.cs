@@ -1,6 +1,7 @@
 // `temper chat --model DIR`: an interactive conversation that keeps its history and renders it with
 // the model's chat template each turn (with --chat-template-kwargs' variables, e.g. Qwen3's enable_thinking).
-// Empty line or /exit ends it; /reset clears the history.
+// Empty line or /exit ends it; /reset clears the history. The speculative flags (SpeculativeFlags.cs) decode each
+// answer speculatively, the draft model loaded once for the whole conversation.
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Temper.Models;
@@ -18,15 +19,20 @@ internal static class ChatCommand
         var system = new Option<string?>("--system") { Description = "System prompt" };
         var kwargs = CliOptions.ChatTemplateKwargs();
         var flags = new GenerateCommand.SamplingFlags();
+        var speculative = new SpeculativeFlags();
         var cmd = new Command("chat", "Chat with a model interactively") { model, adapter, threads, system, kwargs };
         flags.AddTo(cmd);
+        speculative.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
             var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // refused before the model loads
+            speculative.Check(p); // so are bad speculative flags
             using var lm = CliOptions.LoadModel(p, model, adapter, threads);
             var tok = lm.RequireTokenizer();
             var tpl = lm.RequireTemplate();
-            var opts = flags.Read(p, lm);
+            var (spec, draft) = speculative.Read(p, lm);
+            using var ownedDraft = draft;
+            var opts = flags.Read(p, lm) with { Speculative = spec };
             var gen = new Generator(lm.Decoder, ids => tok.Decode(ids, skipSpecialTokens: true));
             var history = new JsonArray();
             if (p.GetValue(system) is string sys) history.Add(new JsonObject { ["role"] = "system", ["content"] = sys });

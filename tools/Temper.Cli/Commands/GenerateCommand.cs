@@ -5,6 +5,8 @@
 // prompt through the CUDA graph decoder (Temper's CUDA kernels, bf16 weights, an adapter merged first).
 // --json constrains the continuation to a JSON object and --json-schema FILE to JSON matching the schema
 // (structured output: Temper.Models.Constrained), ending with EOS once the value is complete.
+// --speculative ngram|draft [--draft-model DIR] [--num-speculative-tokens K] [--ngram-max N --ngram-min M]
+// decodes one prompt speculatively (SpeculativeFlags.cs) and prints the acceptance and tokens/s to stderr.
 using System.CommandLine;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -78,8 +80,10 @@ internal static class GenerateCommand
         var json = new Option<bool>("--json") { Description = "Constrain the output to a JSON object (OpenAI's response_format json_object)" };
         var jsonSchema = new Option<string?>("--json-schema") { Description = "Constrain the output to JSON matching the JSON Schema in this file (response_format json_schema)" };
         var flags = new SamplingFlags();
+        var speculative = new SpeculativeFlags();
         var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, kwargs, qlora, graph, json, jsonSchema };
         flags.AddTo(cmd);
+        speculative.AddTo(cmd);
         cmd.SetGuardedAction(p =>
         {
             string[] texts = [.. p.GetValue(prompt) ?? [], .. (p.GetValue(promptFile) ?? []).Select(ReadPrompt)];
@@ -87,6 +91,12 @@ internal static class GenerateCommand
             if (p.GetValue(kwargs) != null && !p.GetValue(chat)) throw new TemperException("--chat-template-kwargs is for --chat");
             var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // a malformed value is refused before the model loads
             string? schema = ReadSchema(p.GetValue(jsonSchema), p.GetValue(json)); // so is a bad schema
+            if (speculative.Check(p) != null)
+            {
+                if (p.GetValue(graph)) throw new TemperException("--graph cannot take --speculative: the CUDA graph decoder runs one token a step and its KV cache does not roll back");
+                if (texts.Length != 1) throw new TemperException($"--speculative decodes one prompt at a time (got {texts.Length})");
+                if (p.GetValue(json) || schema != null) throw new TemperException("--speculative cannot be combined with --json/--json-schema: the constraint's state would have to roll back with the rejected tokens");
+            }
             if (p.GetValue(graph))
             {
                 if (p.GetValue(qlora)) throw new TemperException("--graph decodes bf16 weights; it cannot take --qlora");
@@ -98,6 +108,9 @@ internal static class GenerateCommand
                 : CliOptions.LoadModel(p, model, adapter, threads, qlora);
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
+            var (spec, draft) = speculative.Read(p, lm);
+            using var ownedDraft = draft;
+            opts = opts with { Speculative = spec };
             if (p.GetValue(json) || schema != null)
             {
                 var vocab = TokenVocabulary.From(tok, opts.EosIds);
@@ -116,6 +129,7 @@ internal static class GenerateCommand
                 Console.Out.Write(texts[0]);
                 void Print(int _, int id) => Console.Out.Write(stream.Push(id));
                 GenerationResult r;
+                var clock = System.Diagnostics.Stopwatch.StartNew();
                 if (p.GetValue(graph))
                 {
                     using var device = CliOptions.OpenCudaDevice("--graph decodes");
@@ -123,8 +137,11 @@ internal static class GenerateCommand
                     r = new GraphGenerator(decodeGraph).Generate(prompts[0], opts, Print, cancel.Token);
                 }
                 else r = gen.Generate(prompts, opts, Print, cancel.Token)[0];
+                double seconds = clock.Elapsed.TotalSeconds;
                 Console.Out.WriteLine();
                 Console.Error.WriteLine($"[{r.GeneratedIds.Count} tokens, stop: {r.Finish}]");
+                if (r.Speculation is { } stats)
+                    Console.Error.WriteLine($"[{stats.Describe(spec!.Method)}; {r.GeneratedIds.Count / Math.Max(seconds, 1e-9):F1} tokens/s with the prefill]");
                 return 0;
             }
             var results = gen.Generate(prompts, opts, null, cancel.Token);
