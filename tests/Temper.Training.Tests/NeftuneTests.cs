@@ -59,27 +59,6 @@ public sealed class NeftuneTests
         ps.ZeroGrads();
         double trained = bp.Run(Ids, Labels, Mask, 2, 1f, ps.GradOf).Sum(x => (double)x);
         Assert.Equal(NoisyLoss(bp), trained, 1e-9);
-        var grad = ps.All.Select(p => p.Grad.Floats.ToArray()).ToArray();
-        // Along the gradient (unit length): the derivative is the gradient's norm, well above the f32 rounding of the loss.
-        double gnorm = Math.Sqrt(grad.Sum(g => g.Sum(x => (double)x * x)));
-        var dir = grad.Select(g => g.Select(x => (float)(x / gnorm)).ToArray()).ToArray();
-        double analytic = gnorm;
-        const double h = 1e-2;
-        Move(ps, dir, h);
-        double up = NoisyLoss(bp);
-        Move(ps, dir, -2 * h);
-        double dn = NoisyLoss(bp);
-        Move(ps, dir, h);
-        double fd = (up - dn) / (2 * h);
-        Assert.True(Math.Abs(fd - analytic) <= 2e-2 * Math.Abs(analytic) + 1e-4, $"directional derivative: finite differences {fd:G6}, backward {analytic:G6}");
-    }
-
-    private static void Move(TrainableParameters ps, float[][] dir, double step)
-    {
-        for (int i = 0; i < ps.All.Count; i++)
-        {
-            var v = ps.All[i].Value.Floats;
-            for (int k = 0; k < v.Length; k++) v[k] += (float)(step * dir[i][k]);
-        }
+        AlongTheGradient.AssertMatches(ps, () => NoisyLoss(bp));
     }
 }

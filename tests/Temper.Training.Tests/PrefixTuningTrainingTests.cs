@@ -69,23 +69,7 @@ public sealed class PrefixTuningTrainingTests
         Assert.Equal(Loss(), trained, 1e-6 * trained);
         var grads = ps.All.Select(x => x.Grad.Floats.ToArray()).ToArray();
         foreach (var (param, g) in ps.All.Zip(grads)) Assert.True(g.Any(v => v != 0), $"{param.Name} got no gradient");
-        double gnorm = Math.Sqrt(grads.Sum(g => g.Sum(v => (double)v * v)));
-        void Move(double step)
-        {
-            for (int i = 0; i < grads.Length; i++)
-            {
-                var values = ps.All[i].Value.Floats;
-                for (int j = 0; j < values.Length; j++) values[j] += (float)(step * grads[i][j] / gnorm);
-            }
-        }
-        const double h = 1e-2;
-        Move(h);
-        double up = Loss();
-        Move(-2 * h);
-        double down = Loss();
-        Move(h);
-        double fd = (up - down) / (2 * h);
-        Assert.True(Math.Abs(fd - gnorm) <= 2e-2 * gnorm + 1e-4, $"directional derivative: central differences {fd:G6}, backward {gnorm:G6}");
+        AlongTheGradient.AssertMatches(ps, Loss);
     }
 
     [Fact]
