@@ -32,6 +32,7 @@ internal sealed class TrainingFlags
     public readonly Option<string> Scheduler = new("--lr-scheduler") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
     public readonly Option<int> Warmup = new("--warmup-steps") { Description = "Linear warmup steps", DefaultValueFactory = _ => 0 };
     public readonly Option<float> WeightDecay = new("--weight-decay") { Description = "AdamW decoupled weight decay", DefaultValueFactory = _ => 0f };
+    public readonly Option<float> LoraPlus = new("--loraplus-lr-ratio") { Description = "LoRA+: lora_B (and DoRA's magnitudes) learn at --lr times this (PEFT's create_loraplus_optimizer; 16 is the paper's suggestion); 1 = off", DefaultValueFactory = _ => 1f };
     public readonly Option<float> Clip = new("--max-grad-norm") { Description = "Global gradient norm clip (0 = off)", DefaultValueFactory = _ => 1f };
     public readonly Option<string> Truncation = new("--truncation") { Description = "right, left, drop or error", DefaultValueFactory = _ => "right" };
     public readonly Option<int> Batch = new("--batch-size") { Description = "Examples per micro-batch", DefaultValueFactory = _ => 8 };
@@ -50,7 +51,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -78,6 +79,7 @@ internal sealed class TrainingFlags
         Scheduler = LrSchedule.Parse(p.GetValue(Scheduler)!),
         WarmupSteps = p.GetValue(Warmup),
         WeightDecay = p.GetValue(WeightDecay),
+        LoraPlusRatio = p.GetValue(LoraPlus),
         MaxGradNorm = p.GetValue(Clip),
         Truncation = SftDataOptions.ParseTruncation(p.GetValue(Truncation)!),
         BatchSize = p.GetValue(Batch),

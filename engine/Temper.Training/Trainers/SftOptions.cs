@@ -38,6 +38,8 @@ public sealed record SftOptions
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
     public int WarmupSteps { get; init; }
     public float WeightDecay { get; init; }
+    /// <summary>LoRA+: lora_B (and DoRA's magnitudes) learn at LearningRate times this (PEFT's loraplus_lr_ratio); 1 = off.</summary>
+    public float LoraPlusRatio { get; init; } = 1f;
     public float MaxGradNorm { get; init; } = 1f;
     public int BatchSize { get; init; } = 8;
     public int GradAccum { get; init; } = 1;
@@ -80,6 +82,7 @@ public sealed record SftOptions
         ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),
         ["warmup_steps"] = WarmupSteps,
         ["weight_decay"] = WeightDecay,
+        ["loraplus_lr_ratio"] = LoraPlusRatio,
         ["max_grad_norm"] = MaxGradNorm,
         ["batch_size"] = BatchSize,
         ["grad_accum"] = GradAccum,

@@ -114,7 +114,7 @@ public sealed class TrainingRun : IDisposable
     public SftResult Run(string kind, int totalSteps, string dataSha, JsonObject dataInfo, Func<BatchCursor, StepOutput> step, Action<int, JsonObject>? afterStep = null, CancellationToken cancel = default)
     {
         var schedule = new LrSchedule(_o.Scheduler, _o.LearningRate, _o.WarmupSteps, totalSteps);
-        using var opt = new AdamW(Params, Backend, new AdamWOptions(WeightDecay: _o.WeightDecay));
+        using var opt = new AdamW(Params, Backend, new AdamWOptions(WeightDecay: _o.WeightDecay, LoraPlusRatio: _o.LoraPlusRatio));
         int stepNo = 0;
         var cursor = new BatchCursor(0, 0);
         if (_o.Resume && Checkpoint.Latest(_o.OutDir) is string ck)
@@ -225,6 +225,8 @@ public sealed class TrainingRun : IDisposable
         if (!(o.LearningRate > 0)) throw new TemperException($"--lr must be > 0 (got {o.LearningRate})");
         if (o.Full && o.UseDora) throw new TemperException("--use-dora trains a DoRA adapter over a frozen base; it cannot be combined with --full (full fine-tuning)");
         if (o.Full && o.InitAdapter != null) throw new TemperException("--full and --init-adapter cannot be combined");
+        if (!(o.LoraPlusRatio > 0)) throw new TemperException($"--loraplus-lr-ratio must be > 0 (got {o.LoraPlusRatio})");
+        if (o.Full && o.LoraPlusRatio != 1) throw new TemperException("--loraplus-lr-ratio scales the LoRA B matrices' learning rate; full fine-tuning has none");
         if (o.QLora && o.Full) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
         if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
         if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
@@ -253,6 +255,7 @@ public sealed class TrainingRun : IDisposable
         if (o.UseDora) throw new TemperException(Refused("--use-dora"));
         if (o.UseRsLora) throw new TemperException(Refused("--rslora"));
         if (o.LoraDropout != 0) throw new TemperException(Refused("--lora-dropout"));
+        if (o.LoraPlusRatio != 1) throw new TemperException(Refused("--loraplus-lr-ratio"));
         if (o.NeftuneNoiseAlpha != 0) throw new TemperException(Refused("--neftune-noise-alpha (its noise is on the word embeddings)"));
         if (o.Packing) throw new TemperException(Refused("--packing (the virtual tokens go before each sequence, not each packed row)"));
         if (extraParameters) throw new TemperException(Refused("a reward model's score head"));
