@@ -231,11 +231,10 @@ public sealed class LoraAdapter : IDisposable
         foreach (var (p, a, b) in Resolve(w))
         {
             if (p.Nf4 != null) throw new TemperException($"{Directory}: cannot merge into {p.Name}, an NF4 (QLoRA) base weight; load the model without --qlora to merge");
-            var merged = p.Weight.IsHost ? p.Weight.ToFloatArray() : be.ToHost(p.Weight).ToFloatArray();
+            var merged = p.WeightValues(be);
             AddScaledProduct(merged, b.Floats, a.Floats, p.Out, p.In, a.Shape[0], (float)(weight * Config.ScaleFor(p.Name)));
             if (Magnitudes.TryGetValue(p.Name, out var magnitude)) ScaleRowsToMagnitude(merged, magnitude.Floats, p.Out, p.In);
-            var t = p.Weight.DType == DType.BF16 ? ToBf16(merged, p.Weight.Shape, p.Name) : Tensor.FromFloats(p.Weight.Shape, merged, p.Name);
-            p.Weight = be.FromHost(t);
+            p.ReplaceWeight(be, merged);
             p.Lora = null;
         }
     }
@@ -263,13 +262,6 @@ public sealed class LoraAdapter : IDisposable
             float factor = (float)(m[i] / Math.Sqrt(sum));
             foreach (ref float x in row) x *= factor;
         }
-    }
-
-    private static Tensor ToBf16(float[] v, Shape shape, string name)
-    {
-        var t = Tensor.Zeros(shape, DType.BF16, name);
-        BFloat16.FromSingle(v, t.Span<ushort>());
-        return t;
     }
 
     public void Dispose() => _file.Dispose();

@@ -46,6 +46,29 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     public int In => Weight.Shape[1];
     public int Out => Weight.Shape[0];
 
+    /// <summary>The weight's values as f32 [Out*In] (a host copy, widened from bf16); NF4 weights are refused.</summary>
+    public float[] WeightValues(IBackend be)
+    {
+        if (Nf4 != null) throw new TemperException($"{Name}: an NF4 (QLoRA) base weight has no plain values to read; load the model without --qlora");
+        if (Weight.IsHost) return Weight.ToFloatArray();
+        using var host = be.ToHost(Weight);
+        return host.ToFloatArray();
+    }
+
+    /// <summary>Replaces the weight by these values [Out*In], kept in the weight's dtype (f32 or bf16, rounded), on the backend.</summary>
+    public void ReplaceWeight(IBackend be, float[] values)
+    {
+        if (Nf4 != null) throw new TemperException($"{Name}: an NF4 (QLoRA) base weight cannot be rewritten; load the model without --qlora");
+        Tensor t;
+        if (Weight.DType == DType.BF16)
+        {
+            t = Tensor.Zeros(Weight.Shape, DType.BF16, Name);
+            BFloat16.FromSingle(values, t.Span<ushort>());
+        }
+        else t = Tensor.FromFloats(Weight.Shape, values, Name);
+        Weight = be.FromHost(t);
+    }
+
     /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA); xa [N,r] (optional, LoRA only) keeps x A^T for backward.</summary>
     public void Forward(IBackend be, Tensor x, Tensor y, Tensor? xa = null)
     {

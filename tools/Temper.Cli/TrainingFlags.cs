@@ -20,6 +20,7 @@ internal sealed class TrainingFlags
     public readonly Option<int> R = new("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
     public readonly Option<double> Alpha = new("--lora-alpha") { Description = "LoRA alpha", DefaultValueFactory = _ => 32 };
     public readonly Option<string> Targets = new("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
+    public readonly Option<string> LoraInitFlag = new("--lora-init") { Description = "How a fresh LoRA starts (PEFT init_lora_weights): default (A kaiming-uniform, B = 0), gaussian (A ~ N(0, 1/r)) or pissa (the weights' top-r SVD, the base keeping the residual; sft and pretrain; saved converted for the original base at rank 2r)", DefaultValueFactory = _ => "default" };
     public readonly Option<bool> RsLora = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)" };
     public readonly Option<bool> Dora = new("--use-dora") { Description = "Train a DoRA adapter (PEFT use_dora): a magnitude per output row beside the LoRA matrices" };
     public readonly Option<double> Neftune = new("--neftune-noise-alpha") { Description = "NEFTune: uniform noise of this alpha on the embeddings while training (sft, pretrain; transformers' neftune_noise_alpha)", DefaultValueFactory = _ => 0 };
@@ -51,7 +52,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, LoraInitFlag, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -67,6 +68,7 @@ internal sealed class TrainingFlags
         LoraAlpha = p.GetValue(Alpha),
         LoraTargets = p.GetValue(Targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
         UseRsLora = p.GetValue(RsLora),
+        LoraInit = Training.Lora.LoraInitMethods.Parse(p.GetValue(LoraInitFlag)!),
         UseDora = p.GetValue(Dora),
         LoraDropout = p.GetValue(Dropout),
         NeftuneNoiseAlpha = p.GetValue(Neftune),

@@ -3,6 +3,7 @@
 using System.Text.Json.Nodes;
 using Temper.Models;
 using Temper.Training.Data;
+using Temper.Training.Lora;
 using Temper.Training.Optim;
 
 namespace Temper.Training.Trainers;
@@ -33,6 +34,8 @@ public sealed record SftOptions
     public string? PromptTuningInitText { get; init; }
     /// <summary>Prefix tuning (PEFT PREFIX_TUNING): this many trained key/value rows per layer before every sequence instead of a LoRA; 0 = off.</summary>
     public int PrefixTuningTokens { get; init; }
+    /// <summary>How a fresh LoRA starts (PEFT's init_lora_weights): default, gaussian or pissa (LoraInitMethods).</summary>
+    public string LoraInit { get; init; } = LoraInitMethods.Default;
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     public float LearningRate { get; init; } = 2e-4f;
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
@@ -72,6 +75,7 @@ public sealed record SftOptions
         ["lora_dropout"] = LoraDropout,
         ["use_rslora"] = UseRsLora,
         ["use_dora"] = UseDora,
+        ["lora_init"] = LoraInit,
         ["neftune_noise_alpha"] = NeftuneNoiseAlpha,
         ["prompt_tuning_tokens"] = PromptTuningTokens,
         ["prompt_tuning_init"] = PromptTuningInit,

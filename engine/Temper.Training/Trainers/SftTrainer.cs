@@ -25,7 +25,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
     public SftResult Run(CancellationToken cancel = default)
     {
-        using var run = TrainingRun.Open(o, backend, setsDropoutSeed: true);
+        using var run = TrainingRun.Open(o, backend, setsDropoutSeed: true, baseMayChange: true);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();

@@ -42,6 +42,9 @@ public sealed class TrainingRun : IDisposable
     public IBackend Backend { get; }
     public LanguageModel Model { get; }
     public LoraConfig? Lora { get; }
+    // PiSSA: each adapted projection's initial (A_0, B_0), for the converted save.
+    private Dictionary<string, (float[] A0, float[] B0)>? _pissaStart;
+
     /// <summary>The prompt-tuning adapter this run trains (its virtual tokens are Model.Weights.PromptEmbeddings), or null.</summary>
     public PromptTuningConfig? PromptTuning { get; private init; }
     public TrainableParameters Params { get; }
@@ -55,9 +58,17 @@ public sealed class TrainingRun : IDisposable
     /// A recipe that sets Backprop.DropoutSeed per micro-batch passes setsDropoutSeed; the others refuse a LoRA dropout and
     /// NEFTune, which both draw from that seed.
     /// </summary>
-    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false)
+    public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false,
+        bool baseMayChange = false)
     {
         Validate(o);
+        if (o.LoraInit != LoraInitMethods.Default && (o.Full || o.InitAdapter != null))
+            throw new TemperException($"--lora-init {o.LoraInit} starts a fresh LoRA adapter; it cannot be combined with {(o.Full ? "--full" : "--init-adapter")}");
+        if (o.LoraInit == LoraInitMethods.Pissa)
+        {
+            if (!baseMayChange) throw new TemperException("--lora-init pissa trains over the base's SVD residual, which a reference model with the adapter off would see instead of the base; it is supported by sft and pretrain only");
+            if (o.QLora || o.UseDora) throw new TemperException($"--lora-init pissa rewrites the base weights; it cannot be combined with {(o.QLora ? "--qlora" : "--use-dora")}");
+        }
         string? virtualKind = ValidateVirtualTokens(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
@@ -67,6 +78,7 @@ public sealed class TrainingRun : IDisposable
         {
             LoraConfig? lora = null;
             PromptTuningConfig? prompt = null;
+            Dictionary<string, (float[], float[])>? pissa = null;
             if (virtualKind == PeftConfigFile.PromptTuning && o.InitAdapter != null) prompt = lm.AttachPrompt(o.InitAdapter);
             else if (virtualKind == PeftConfigFile.PromptTuning)
             {
@@ -88,13 +100,15 @@ public sealed class TrainingRun : IDisposable
                 {
                     lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout) { UseDora = o.UseDora };
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
+                    if (o.LoraInit == LoraInitMethods.Gaussian) LoraInitMethods.ApplyGaussian(lm.Weights, be, o.Seed);
+                    else if (o.LoraInit == LoraInitMethods.Pissa) pissa = LoraInitMethods.ApplyPissa(lm.Weights, be);
                 }
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
                 if (lora.Dropout > 0 && !setsDropoutSeed) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
             }
             var extra = extraParameters?.Invoke(lm);
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
-            var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt };
+            var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt, _pissaStart = pissa };
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
             return run;
@@ -209,6 +223,9 @@ public sealed class TrainingRun : IDisposable
         if (SaveAs != null) SaveAs();
         else if (Model.Weights.Prefix is { } prefix) PeftAdapterWriter.SavePrefix(_o.OutDir, prefix, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (PromptTuning != null) PeftAdapterWriter.SavePrompt(_o.OutDir, Model.Weights.PromptEmbeddings!, PromptTuning, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
+        else if (Lora != null && _pissaStart != null)
+            PeftAdapterWriter.Write(_o.OutDir, LoraInitMethods.Converted(Model.Weights, Backend, _pissaStart),
+                Lora with { Rank = 2 * Lora.Rank, Alpha = Lora.Alpha * (Lora.UseRsLora ? Math.Sqrt(2) : 2) }, Path.GetFullPath(_o.ModelDir));
         else if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
         else ModelExport.Save(_o.OutDir, Model, Backend);
     }

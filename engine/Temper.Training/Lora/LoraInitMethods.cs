@@ -1,0 +1,114 @@
+// LoRA initialisations beside PEFT's default (LoraInit: A kaiming-uniform, B = 0), as PEFT's init_lora_weights names them:
+//   gaussian  A ~ N(0, 1/r), B = 0 (seeded; not torch's draws)
+//   pissa     PiSSA (Meng et al. 2024): each adapted projection's top-r singular triplets of W [Out,In] become the
+//             adapter, A = sqrt(S_r / s) Vh_r [r,In] and B = U_r sqrt(S_r / s) [Out,r] (s the LoRA scale), and the base
+//             keeps the residual W - s B A, so the model starts equal to the base and trains its principal directions.
+//             The SVD is TruncatedSvd.OfDense (seeded subspace iteration, so a resumed run rebuilds the same start).
+// A PiSSA run changes the base it trains over, so it is saved as PEFT saves one converted for the original base
+// (path_initial_model_for_weight_conversion): a rank-2r LoRA with A = [A_t; A_0], B = [B_t | -B_0] and lora_alpha
+// doubled (times sqrt 2 with rsLoRA), whose s (B_t A_t - B_0 A_0) is exactly the change the run made.
+using Temper.Core;
+using Temper.Models;
+
+namespace Temper.Training.Lora;
+
+public static class LoraInitMethods
+{
+    public const string Default = "default", Gaussian = "gaussian", Pissa = "pissa";
+
+    public static string Parse(string s) => s.ToLowerInvariant() switch
+    {
+        "default" or "true" => Default,
+        Gaussian => Gaussian,
+        Pissa => Pissa,
+        _ => throw new TemperException($"--lora-init must be default, gaussian or pissa (got '{s}')"),
+    };
+
+    /// <summary>gaussian: A ~ N(0, 1/r) in every view LoraInit attached (B stays 0).</summary>
+    public static void ApplyGaussian(ModelWeights w, IBackend be, int seed)
+    {
+        var rng = new SplitMix64(SplitMix64.Mix((ulong)(uint)seed ^ 0x4741555353UL));
+        foreach (var p in w.Projections)
+            if (p.Lora is { } l)
+            {
+                double sd = 1 / (double)l.Rank;
+                var a = new float[l.A.Shape.Elements];
+                for (int i = 0; i < a.Length; i++) a[i] = (float)(sd * Gaussian01(rng));
+                be.CopyInto(Tensor.FromFloats(l.A.Shape, a), l.A);
+            }
+    }
+
+    /// <summary>PiSSA: the views' A and B from W's top-r SVD and W replaced by its residual; returns each projection's initial (A_0, B_0) host copies.</summary>
+    public static Dictionary<string, (float[] A0, float[] B0)> ApplyPissa(ModelWeights w, IBackend be)
+    {
+        var initial = new Dictionary<string, (float[], float[])>();
+        foreach (var p in w.Projections)
+        {
+            if (p.Lora is not { } l) continue;
+            if (l.Magnitude != null) throw new TemperException($"{p.Name}: PiSSA initialisation is not combined with DoRA (use_dora)");
+            int r = l.Rank, m = p.Out, n = p.In;
+            var weight = p.WeightValues(be);
+            var (us, vh) = TruncatedSvd.OfDense(weight.Select(x => (double)x).ToArray(), m, n, r);
+            var a = new float[r * n];
+            var b = new float[m * r];
+            for (int k = 0; k < r; k++)
+            {
+                double sk = 0;
+                for (int i = 0; i < m; i++) sk += us[i * r + k] * us[i * r + k];
+                sk = Math.Sqrt(sk);                                   // ||U_k S_k|| = S_k
+                double root = Math.Sqrt(sk / l.Scale);                // sqrt(S_k / s)
+                for (int j = 0; j < n; j++) a[k * n + j] = (float)(root * vh[k * n + j]);
+                for (int i = 0; i < m; i++) b[i * r + k] = sk == 0 ? 0 : (float)(us[i * r + k] / sk * root);
+            }
+            for (int i = 0; i < m; i++)                               // W_res = W - s B A
+                for (int j = 0; j < n; j++)
+                {
+                    double acc = 0;
+                    for (int k = 0; k < r; k++) acc += (double)b[i * r + k] * a[k * n + j];
+                    weight[i * n + j] -= (float)(l.Scale * acc);
+                }
+            p.ReplaceWeight(be, weight);
+            be.CopyInto(Tensor.FromFloats(l.A.Shape, a), l.A);
+            be.CopyInto(Tensor.FromFloats(l.B.Shape, b), l.B);
+            initial[p.Name] = (a, b);
+        }
+        return initial;
+    }
+
+    /// <summary>The converted adapter's modules: per trained view, A = [A_t; A_0] [2r,In] and B = [B_t | -B_0] [Out,2r].</summary>
+    public static List<(string Module, Tensor A, Tensor B, Tensor? Magnitude)> Converted(ModelWeights w, IBackend be, IReadOnlyDictionary<string, (float[] A0, float[] B0)> initial)
+    {
+        var modules = new List<(string, Tensor, Tensor, Tensor?)>();
+        foreach (var p in w.Projections)
+        {
+            if (p.Lora is not { } l || !initial.TryGetValue(p.Name, out var init)) continue;
+            int r = l.Rank, m = p.Out, n = p.In;
+            float[] Host(Tensor t)
+            {
+                using var copy = t.IsHost ? null : be.ToHost(t);
+                return (copy ?? t).ToFloatArray();
+            }
+            var at = Host(l.A);
+            var bt = Host(l.B);
+            var a = new float[2 * r * n];
+            at.CopyTo(a, 0);
+            init.A0.CopyTo(a, r * n);
+            var b = new float[m * 2 * r];
+            for (int i = 0; i < m; i++)
+                for (int k = 0; k < r; k++)
+                {
+                    b[i * 2 * r + k] = bt[i * r + k];
+                    b[i * 2 * r + r + k] = -init.B0[i * r + k];
+                }
+            modules.Add((p.Name, Tensor.FromFloats(new Shape(2 * r, n), a), Tensor.FromFloats(new Shape(m, 2 * r), b), null));
+        }
+        return modules;
+    }
+
+    // Box-Muller from two uniforms in (0, 1].
+    private static double Gaussian01(SplitMix64 rng)
+    {
+        double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+        return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+}
