@@ -1,7 +1,8 @@
 // PEFT's other LoRA initialisations (init_lora_weights) on the llama-tiny fixture. PiSSA: the model starts equal to
 // the base; A A^T and B^T B are the same diagonal S_r / s; the residual base is orthogonal to the adapter's row and
 // column spaces and its largest singular value is at most the adapter's smallest (so the adapter holds the top r);
-// and the adapter saved converted (rank 2r, for the original base) reproduces the trained model's loss. Gaussian:
+// and the adapter saved converted (rank 2r, for the original base) reproduces the trained model's loss (OLoRA's
+// too: B the orthonormalised first r columns of W, A = B^T W). Gaussian:
 // A ~ N(0, 1/r), B = 0. Refusals where the base would change under a reference model or a frozen format.
 using Temper.Core;
 using Temper.Kernels.Cpu;
@@ -35,7 +36,7 @@ public sealed class LoraInitTests
         var original = lm.Weights.Projections.ToDictionary(p => p.Name, p => p.WeightValues(be));
         var cfg = new LoraConfig(4, 8, false, ["q_proj", "down_proj"], null, 0);
         LoraInit.Attach(lm.Weights, cfg, be, seed: 1);
-        LoraInitMethods.ApplyPissa(lm.Weights, be);
+        LoraInitMethods.ApplyToBase(lm.Weights, be, LoraInitMethods.Pissa);
         using (var start = lm.Logits(Ids, 2))
         {
             float max = baseLogits.Floats.ToArray().Max(MathF.Abs);
@@ -96,10 +97,57 @@ public sealed class LoraInitTests
     }
 
     [Fact]
-    public void A_pissa_run_saved_converted_reproduces_its_loss_on_the_original_base()
+    public void Olora_starts_at_the_base_with_b_the_orthonormal_first_columns_and_a_b_transpose_w()
+    {
+        using var lm = LanguageModel.Load(Model, new CpuBackend(1));
+        using var baseLogits = lm.Logits(Ids, 2);
+        var be = lm.Decoder.Backend;
+        var original = lm.Weights.Projections.ToDictionary(p => p.Name, p => p.WeightValues(be));
+        LoraInit.Attach(lm.Weights, new LoraConfig(4, 8, false, ["k_proj", "up_proj"], null, 0), be, seed: 1);
+        LoraInitMethods.ApplyToBase(lm.Weights, be, LoraInitMethods.Olora);
+        using (var start = lm.Logits(Ids, 2))
+        {
+            float max = baseLogits.Floats.ToArray().Max(MathF.Abs);
+            for (int i = 0; i < start.Floats.Length; i++) Assert.True(Math.Abs(start.Floats[i] - baseLogits.Floats[i]) <= 1e-5f * max, $"logit {i}");
+        }
+        foreach (var p in lm.Weights.Projections.Where(p => p.Lora != null))
+        {
+            int r = 4, m = p.Out, n = p.In;
+            var a = p.Lora!.A.Floats.ToArray();
+            var b = p.Lora.B.Floats.ToArray();
+            var w = original[p.Name];
+            for (int x = 0; x < r; x++)
+                for (int y = 0; y < r; y++)
+                {
+                    double bb = 0;
+                    for (int i = 0; i < m; i++) bb += (double)b[i * r + x] * b[i * r + y];
+                    Assert.True(Math.Abs(bb - (x == y ? 1 : 0)) <= 1e-5, $"{p.Name}: (B^T B)[{x},{y}] = {bb}");
+                }
+            for (int k = 0; k < r; k++)
+                for (int j = 0; j < n; j++)
+                {
+                    double btw = 0;
+                    for (int i = 0; i < m; i++) btw += (double)b[i * r + k] * w[i * n + j];
+                    Assert.True(Math.Abs(a[k * n + j] - btw) <= 1e-5, $"{p.Name}: A[{k},{j}] is not (B^T W)");
+                }
+            // B spans W's first r columns: B B^T reproduces each of them.
+            for (int c = 0; c < r; c++)
+                for (int i = 0; i < m; i++)
+                {
+                    double proj = 0;
+                    for (int k = 0; k < r; k++) proj += (double)b[i * r + k] * a[k * n + c];
+                    Assert.True(Math.Abs(proj - w[i * n + c]) <= 1e-5, $"{p.Name}: column {c} of W is not in B's span");
+                }
+        }
+    }
+
+    [Theory]
+    [InlineData(LoraInitMethods.Pissa)]
+    [InlineData(LoraInitMethods.Olora)]
+    public void A_run_that_rewrote_its_base_saved_converted_reproduces_its_loss_on_the_original_base(string method)
     {
         string dir = TempFolder.Create("temper-pissa");
-        var o = Sft(dir) with { EvalData = Path.Combine(Model, "trainer", "sft.jsonl"), EvalEvery = 1 };
+        var o = Sft(dir) with { LoraInit = method, EvalData = Path.Combine(Model, "trainer", "sft.jsonl"), EvalEvery = 1 };
         new SftTrainer(o, new CpuBackend(1)).Run();
         var metrics = File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!).ToArray();
         double trained = metrics[^1]["eval_loss"]!.GetValue<double>();

@@ -1,10 +1,12 @@
 // LoRA initialisations beside PEFT's default (LoraInit: A kaiming-uniform, B = 0), as PEFT's init_lora_weights names them:
 //   gaussian  A ~ N(0, 1/r), B = 0 (seeded; not torch's draws)
+//   olora     OLoRA (Büyükakyüz 2024): B = the orthonormalised first r columns of W, A = B^T W (the first r rows of W's
+//             QR), the base keeping W - s B A likewise
 //   pissa     PiSSA (Meng et al. 2024): each adapted projection's top-r singular triplets of W [Out,In] become the
 //             adapter, A = sqrt(S_r / s) Vh_r [r,In] and B = U_r sqrt(S_r / s) [Out,r] (s the LoRA scale), and the base
 //             keeps the residual W - s B A, so the model starts equal to the base and trains its principal directions.
 //             The SVD is TruncatedSvd.OfDense (seeded subspace iteration, so a resumed run rebuilds the same start).
-// A PiSSA run changes the base it trains over, so it is saved as PEFT saves one converted for the original base
+// A PiSSA or OLoRA run changes the base it trains over, so it is saved as PEFT saves one converted for the original base
 // (path_initial_model_for_weight_conversion): a rank-2r LoRA with A = [A_t; A_0], B = [B_t | -B_0] and lora_alpha
 // doubled (times sqrt 2 with rsLoRA), whose s (B_t A_t - B_0 A_0) is exactly the change the run made.
 using Temper.Core;
@@ -14,14 +16,18 @@ namespace Temper.Training.Lora;
 
 public static class LoraInitMethods
 {
-    public const string Default = "default", Gaussian = "gaussian", Pissa = "pissa";
+    public const string Default = "default", Gaussian = "gaussian", Pissa = "pissa", Olora = "olora";
+
+    /// <summary>Whether the method rewrites the base weights (PiSSA, OLoRA), so the run's save is converted.</summary>
+    public static bool ChangesBase(string method) => method is Pissa or Olora;
 
     public static string Parse(string s) => s.ToLowerInvariant() switch
     {
         "default" or "true" => Default,
         Gaussian => Gaussian,
         Pissa => Pissa,
-        _ => throw new TemperException($"--lora-init must be default, gaussian or pissa (got '{s}')"),
+        Olora => Olora,
+        _ => throw new TemperException($"--lora-init must be default, gaussian, pissa or olora (got '{s}')"),
     };
 
     /// <summary>gaussian: A ~ N(0, 1/r) in every view LoraInit attached (B stays 0).</summary>
@@ -38,28 +44,20 @@ public static class LoraInitMethods
             }
     }
 
-    /// <summary>PiSSA: the views' A and B from W's top-r SVD and W replaced by its residual; returns each projection's initial (A_0, B_0) host copies.</summary>
-    public static Dictionary<string, (float[] A0, float[] B0)> ApplyPissa(ModelWeights w, IBackend be)
+    /// <summary>
+    /// PiSSA or OLoRA: the views' A and B from W (its top-r SVD, or the QR of its first r columns) and W replaced by
+    /// W - s B A; returns each projection's initial (A_0, B_0) host copies, for the converted save.
+    /// </summary>
+    public static Dictionary<string, (float[] A0, float[] B0)> ApplyToBase(ModelWeights w, IBackend be, string method)
     {
         var initial = new Dictionary<string, (float[], float[])>();
         foreach (var p in w.Projections)
         {
             if (p.Lora is not { } l) continue;
-            if (l.Magnitude != null) throw new TemperException($"{p.Name}: PiSSA initialisation is not combined with DoRA (use_dora)");
+            if (l.Magnitude != null) throw new TemperException($"{p.Name}: {method} initialisation is not combined with DoRA (use_dora)");
             int r = l.Rank, m = p.Out, n = p.In;
             var weight = p.WeightValues(be);
-            var (us, vh) = TruncatedSvd.OfDense(weight.Select(x => (double)x).ToArray(), m, n, r);
-            var a = new float[r * n];
-            var b = new float[m * r];
-            for (int k = 0; k < r; k++)
-            {
-                double sk = 0;
-                for (int i = 0; i < m; i++) sk += us[i * r + k] * us[i * r + k];
-                sk = Math.Sqrt(sk);                                   // ||U_k S_k|| = S_k
-                double root = Math.Sqrt(sk / l.Scale);                // sqrt(S_k / s)
-                for (int j = 0; j < n; j++) a[k * n + j] = (float)(root * vh[k * n + j]);
-                for (int i = 0; i < m; i++) b[i * r + k] = sk == 0 ? 0 : (float)(us[i * r + k] / sk * root);
-            }
+            var (a, b) = method == Pissa ? PissaFactors(weight, m, n, r, l.Scale) : OloraFactors(weight, m, n, r);
             for (int i = 0; i < m; i++)                               // W_res = W - s B A
                 for (int j = 0; j < n; j++)
                 {
@@ -73,6 +71,56 @@ public static class LoraInitMethods
             initial[p.Name] = (a, b);
         }
         return initial;
+    }
+
+    // PiSSA: A = sqrt(S_r / s) Vh_r [r,n], B = U_r sqrt(S_r / s) [m,r], from TruncatedSvd's (U S, Vh).
+    private static (float[] A, float[] B) PissaFactors(float[] weight, int m, int n, int r, float scale)
+    {
+        var (us, vh) = TruncatedSvd.OfDense(weight.Select(x => (double)x).ToArray(), m, n, r);
+        var a = new float[r * n];
+        var b = new float[m * r];
+        for (int k = 0; k < r; k++)
+        {
+            double sk = 0;
+            for (int i = 0; i < m; i++) sk += us[i * r + k] * us[i * r + k];
+            sk = Math.Sqrt(sk);                                   // ||U_k S_k|| = S_k
+            double root = Math.Sqrt(sk / scale);                  // sqrt(S_k / s)
+            for (int j = 0; j < n; j++) a[k * n + j] = (float)(root * vh[k * n + j]);
+            for (int i = 0; i < m; i++) b[i * r + k] = sk == 0 ? 0 : (float)(us[i * r + k] / sk * root);
+        }
+        return (a, b);
+    }
+
+    // OLoRA (PEFT's olora_init: Q, R = qr(W); B = Q[:, :r], A = R[:r]): B is the orthonormalised first r columns of W
+    // (Gram-Schmidt, twice, in float64) and A = B^T W, the first r rows of R. Column signs may differ from LAPACK's;
+    // B A does not depend on them.
+    private static (float[] A, float[] B) OloraFactors(float[] weight, int m, int n, int r)
+    {
+        var q = new double[m * r];
+        for (int k = 0; k < r; k++)
+        {
+            for (int i = 0; i < m; i++) q[i * r + k] = weight[i * n + k];
+            for (int pass = 0; pass < 2; pass++)
+                for (int c = 0; c < k; c++)
+                {
+                    double dot = 0;
+                    for (int i = 0; i < m; i++) dot += q[i * r + c] * q[i * r + k];
+                    for (int i = 0; i < m; i++) q[i * r + k] -= dot * q[i * r + c];
+                }
+            double norm = 0;
+            for (int i = 0; i < m; i++) norm += q[i * r + k] * q[i * r + k];
+            norm = Math.Sqrt(norm);
+            for (int i = 0; i < m; i++) q[i * r + k] = norm == 0 ? 0 : q[i * r + k] / norm;
+        }
+        var a = new float[r * n];
+        for (int k = 0; k < r; k++)
+            for (int j = 0; j < n; j++)
+            {
+                double acc = 0;
+                for (int i = 0; i < m; i++) acc += q[i * r + k] * weight[i * n + j];
+                a[k * n + j] = (float)acc;
+            }
+        return (a, q.Select(x => (float)x).ToArray());
     }
 
     /// <summary>The converted adapter's modules: per trained view, A = [A_t; A_0] [2r,In] and B = [B_t | -B_0] [Out,2r].</summary>

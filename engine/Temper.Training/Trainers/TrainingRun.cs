@@ -64,10 +64,10 @@ public sealed class TrainingRun : IDisposable
         Validate(o);
         if (o.LoraInit != LoraInitMethods.Default && (o.Full || o.InitAdapter != null))
             throw new TemperException($"--lora-init {o.LoraInit} starts a fresh LoRA adapter; it cannot be combined with {(o.Full ? "--full" : "--init-adapter")}");
-        if (o.LoraInit == LoraInitMethods.Pissa)
+        if (LoraInitMethods.ChangesBase(o.LoraInit))
         {
-            if (!baseMayChange) throw new TemperException("--lora-init pissa trains over the base's SVD residual, which a reference model with the adapter off would see instead of the base; it is supported by sft and pretrain only");
-            if (o.QLora || o.UseDora) throw new TemperException($"--lora-init pissa rewrites the base weights; it cannot be combined with {(o.QLora ? "--qlora" : "--use-dora")}");
+            if (!baseMayChange) throw new TemperException($"--lora-init {o.LoraInit} trains over a residual of the base, which a reference model with the adapter off would see instead of the base; it is supported by sft and pretrain only");
+            if (o.QLora || o.UseDora) throw new TemperException($"--lora-init {o.LoraInit} rewrites the base weights; it cannot be combined with {(o.QLora ? "--qlora" : "--use-dora")}");
         }
         string? virtualKind = ValidateVirtualTokens(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
@@ -101,7 +101,7 @@ public sealed class TrainingRun : IDisposable
                     lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRsLora, o.LoraTargets, null, o.LoraDropout) { UseDora = o.UseDora };
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                     if (o.LoraInit == LoraInitMethods.Gaussian) LoraInitMethods.ApplyGaussian(lm.Weights, be, o.Seed);
-                    else if (o.LoraInit == LoraInitMethods.Pissa) pissa = LoraInitMethods.ApplyPissa(lm.Weights, be);
+                    else if (LoraInitMethods.ChangesBase(o.LoraInit)) pissa = LoraInitMethods.ApplyToBase(lm.Weights, be, o.LoraInit);
                 }
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
                 if (lora.Dropout > 0 && !setsDropoutSeed) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
