@@ -47,14 +47,15 @@ public sealed unsafe class AdapterKindsTests : IDisposable
 
     private static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
 
-    /// <summary>Options as a host sets them for a quick run: small batches, a constant learning rate.</summary>
+    /// <summary>Options as a host sets them for a quick run: every step on all six examples (so the losses of two steps
+    /// compare), a constant learning rate.</summary>
     private static TemperTrainerOptions Quick(float lr = 1e-2f)
     {
         var o = TrainerExports.Defaults;
         o.LoraRank = 4;
         o.LoraAlpha = 8;
         o.LearningRate = lr;
-        o.BatchSize = 4;
+        o.BatchSize = 8;
         o.Scheduler = (int)TemperLrSchedule.Constant;
         o.Seed = 1;
         return o;
@@ -160,6 +161,8 @@ public sealed unsafe class AdapterKindsTests : IDisposable
     private static void Differ(float[] a, float[] b, string what) =>
         Assert.True(a.Zip(b).Max(x => MathF.Abs(x.First - x.Second)) > 1e-3f, $"{what}: the logits are the same");
 
+    private static bool Falling(float[] losses) => losses.All(float.IsFinite) && losses.Zip(losses.Skip(1)).All(x => x.Second < x.First);
+
     private static JsonObject Config(string dir) => (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
 
     private static string[] TensorNames(string dir)
@@ -173,7 +176,7 @@ public sealed unsafe class AdapterKindsTests : IDisposable
     {
         if (!Available) return;
         var baseLogits = Logits();
-        var o = Quick(lr: 5e-2f);
+        var o = Quick(lr: 1e-2f);
         o.UseDora = 1;
         nint t = Trainer(o);
         string dir;
@@ -181,7 +184,7 @@ public sealed unsafe class AdapterKindsTests : IDisposable
         {
             Close(baseLogits, Logits(), "a fresh DoRA adapter (B = 0, m = ||W||_row)");   // also caches every view's norm
             var losses = Enumerable.Range(0, 6).Select(_ => Step(t)).ToArray();
-            Assert.True(losses[^1] < losses[0], $"DoRA loss does not fall: {string.Join(", ", losses)}");
+            Assert.True(Falling(losses), $"DoRA loss does not fall step by step: {string.Join(", ", losses)}");
             dir = Save(t);
             // The model computes with the adapter being trained: after the steps, the saved adapter's logits
             // (a stale norm cached before the steps would give others).
@@ -235,7 +238,7 @@ public sealed unsafe class AdapterKindsTests : IDisposable
         bool prompt = peftType == "PROMPT_TUNING";
         var baseLogits = Logits();
         var baseIds = Generate();
-        var o = Quick(lr: 5e-2f);
+        var o = Quick(lr: 0.1f);
         if (prompt) o.PromptTuningTokens = 4;
         else o.PrefixTuningTokens = 4;
         nint t = Trainer(o);
@@ -246,7 +249,7 @@ public sealed unsafe class AdapterKindsTests : IDisposable
             // The virtual tokens are attached from the start (random, not an identity like a fresh LoRA).
             Assert.NotEqual(baseIds, Generate());
             var losses = Enumerable.Range(0, 8).Select(_ => Step(t)).ToArray();
-            Assert.True(losses[^1] < losses[0] && losses.All(float.IsFinite), $"{peftType} loss does not fall: {string.Join(", ", losses)}");
+            Assert.True(Falling(losses), $"{peftType} loss does not fall step by step: {string.Join(", ", losses)}");
             Assert.NotEqual(baseIds, Generate());
             trained = Logits();
             dir = Save(t);
