@@ -4,14 +4,14 @@
 // sequence) or a prefix-tuning one (prefix_tuning_tokens P: key/value rows [P,Hkv*D] per layer), as TrainingRun.Open
 // sets them up for the CLI. Creating the trainer attaches it to the model; while it lives the model computes with
 // it (so the host can sample mid-training: after each step the views drop what they cached, DoRA's norm) and
-// adapter calls on the model are refused; freeing it detaches it (virtual tokens are disposed). Examples come from a JSONL file (TRL forms: messages,
-// prompt/completion, text) and/or one JSON line at a time; a step takes GradAccum batches of
-// BatchSize examples in a seeded shuffled order, epoch after epoch, as SftTrainer does:
+// adapter calls on the model are refused; freeing it detaches it (virtual tokens are disposed). Examples come
+// from a JSONL file (TRL forms: messages, prompt/completion, text) and/or one JSON line at a time; a step takes
+// GradAccum batches of BatchSize examples in a seeded shuffled order, epoch after epoch, as SftTrainer does:
 //   loss = sum of token cross-entropies over the step's label tokens / their count
 //   clip the global grad norm to MaxGradNorm, AdamW at the schedule's lr.
 // DPO takes preference pairs (TRL's prompt/chosen/rejected, text or messages) and the sigmoid loss at
-// DpoBeta, as `temper dpo` does by default: the reference is the model with the trained LoRA switched
-// off (the base, or whatever adapter was merged into it before the trainer was made).
+// DpoBeta, as `temper dpo` does by default: the reference is the model with the trained adapter switched
+// off (LoRA views and virtual tokens: the base, or whatever adapter was merged into it before the trainer was made).
 // Built with TemperTraining (the default); with -p:TemperTraining=false, Create answers TEMPER_E_UNSUPPORTED.
 #if TEMPER_TRAINING
 using System.Diagnostics;
