@@ -55,6 +55,8 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
         if (Cuda == null) throw new InvalidOperationException("the model is not on CUDA");
         if (HasLora)
             throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: generation on CUDA takes merged weights; merge the adapter (temper_adapter_merge) or remove it first");
+        if (Lm.Weights.VirtualTokenCount > 0)
+            throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: generation on CUDA does not put a prompt- or prefix-tuning adapter's virtual tokens before the prompt; remove the adapter (temper_adapter_remove) or free the trainer first");
         if (_graph != null && _graph.Capacity >= positions) return _graph;
         int capacity = Math.Max(positions, Math.Min(GraphPositions, Lm.Config.MaxPositions));
         InvalidateGraph();
@@ -102,14 +104,27 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
 
     public bool HasLora => AllProjections.Any(p => p.Lora != null);
 
+    /// <summary>Any adapter on the model: LoRA views, or a prompt- or prefix-tuning adapter's virtual tokens.</summary>
+    public bool HasAdapter => HasLora || Lm.Weights.VirtualTokenCount > 0;
+
+    /// <summary>Detaches every adapter: LoRA views, and a prompt- or prefix-tuning adapter (disposed).</summary>
+    public void RemoveAdapters()
+    {
+        RemoveLora();
+        Lm.DetachVirtualTokens();
+    }
+
     /// <summary>
     /// Replaces every LoRA view by a copy the model owns: the views LoraAdapter.Apply makes may be
     /// windows of the adapter's mapped file, which the host may free (temper_adapter_free) at any time.
+    /// A DoRA view keeps (a copy of) its magnitude.
     /// </summary>
     public void OwnLoraCopies()
     {
         foreach (var p in AllProjections)
-            if (p.Lora is { } l) p.Lora = new LoraView(Backend.FromHost(Copy(l.A)), Backend.FromHost(Copy(l.B)), l.Scale);
+            if (p.Lora is { } l)
+                p.Lora = new LoraView(Backend.FromHost(Copy(l.A)), Backend.FromHost(Copy(l.B)), l.Scale,
+                    l.Magnitude is { } m ? Backend.FromHost(Copy(m)) : null);
     }
 
     private Tensor Copy(Tensor t)
@@ -128,9 +143,78 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
     }
 }
 
-/// <summary>What a temper_adapter handle holds: a PEFT LoRA folder read into memory.</summary>
-internal sealed class NativeAdapter(LoraAdapter adapter) : IDisposable
+/// <summary>
+/// What a temper_adapter handle holds: a PEFT folder read into memory, one of three kinds: LoRA (or DoRA) A/B views,
+/// a prompt-tuning adapter's virtual token embeddings [P,C], or a prefix-tuning adapter's per-layer key/value rows
+/// [P,Hkv*D] (host tensors, checked against a model when applied).
+/// </summary>
+internal sealed class NativeAdapter : IDisposable
 {
-    public LoraAdapter Adapter { get; } = adapter;
-    public void Dispose() => Adapter.Dispose();
+    private NativeAdapter(string dir) => Directory = dir;
+
+    public string Directory { get; }
+    public LoraAdapter? Lora { get; private init; }
+    public PromptTuningConfig? PromptConfig { get; private init; }
+    public Tensor? Prompt { get; private init; }          // [P, C] f32, host
+    public PrefixKv? Prefix { get; private init; }        // per layer [P, Hkv*D] f32, host
+
+    /// <summary>"LoRA", "DoRA", "prompt-tuning" or "prefix-tuning", for messages.</summary>
+    public string Kind => Prompt != null ? "prompt-tuning" : Prefix != null ? "prefix-tuning" : Lora!.Config.UseDora ? "DoRA" : "LoRA";
+
+    /// <summary>Reads the folder by its peft_type: LORA (use_dora too), PROMPT_TUNING or PREFIX_TUNING; anything else is refused.</summary>
+    public static NativeAdapter Load(string dir)
+    {
+        string type = PeftConfigFile.TypeOf(dir);
+        if (type == PeftConfigFile.PromptTuning)
+        {
+            var (cfg, host) = PromptTuningAdapter.Load(dir, hiddenSize: null);
+            return new NativeAdapter(dir) { PromptConfig = cfg, Prompt = host };
+        }
+        if (type == PeftConfigFile.PrefixTuning) return new NativeAdapter(dir) { Prefix = PrefixTuningAdapter.Load(dir, model: null) };
+        return new NativeAdapter(dir) { Lora = LoraAdapter.Load(dir, allowDora: true) };
+    }
+
+    /// <summary>Attaches the adapter to the model unmerged (every adapter applied before is removed first); the model
+    /// holds copies, so this handle may be freed afterwards. On failure the model is left without adapter.</summary>
+    public void Apply(NativeModel m)
+    {
+        var lm = m.Lm;
+        m.RemoveAdapters();
+        try
+        {
+            if (Lora != null)
+            {
+                // DoRA runs unmerged too: each view carries its magnitude, and the forward rescales by m / ||W + s B A||.
+                Lora.Apply(lm.Weights, m.Backend, dora: Lora.Config.UseDora);
+                m.OwnLoraCopies();
+            }
+            else if (Prompt != null)
+            {
+                if (Prompt.Shape[1] != lm.Config.HiddenSize)
+                    throw new TemperException($"{Directory}: the prompt-tuning adapter's token_dim {Prompt.Shape[1]} does not match the model's hidden size {lm.Config.HiddenSize}");
+                lm.AttachPrompt(Tensor.FromFloats(Prompt.Shape, Prompt.ToFloatArray(), PromptTuningAdapter.TensorName));
+            }
+            else
+            {
+                var p = Prefix!;
+                int width = lm.Config.NumKvHeads * lm.Config.HeadDim;
+                if (p.Keys.Length != lm.Config.NumLayers || p.Keys[0].Shape[1] != width)
+                    throw new TemperException($"{Directory}: the prefix-tuning adapter has {p.Keys.Length} layers of token_dim {p.Keys[0].Shape[1]}; the model has {lm.Config.NumLayers} layers of key width {width} (num_key_value_heads {lm.Config.NumKvHeads} x head_dim {lm.Config.HeadDim})");
+                static Tensor Copy(Tensor t) => Tensor.FromFloats(t.Shape, t.ToFloatArray(), t.Name);
+                lm.AttachPrefix(new PrefixKv(p.Keys.Select(Copy).ToArray(), p.Values.Select(Copy).ToArray()));
+            }
+        }
+        catch
+        {
+            m.RemoveAdapters();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        Lora?.Dispose();
+        Prompt?.Dispose();
+        Prefix?.Dispose();
+    }
 }

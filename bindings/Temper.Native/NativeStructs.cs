@@ -65,6 +65,10 @@ public unsafe struct TemperTrainerOptions
     public int MaxLength;
     public int Seed;
     public float DpoBeta;
+    public int UseDora;             // 0.4.0: non-zero = DoRA (PEFT use_dora): a magnitude per module beside A and B
+    public int PromptTuningTokens;  // 0.4.0: > 0 = train P virtual token embeddings (PEFT PROMPT_TUNING) instead of LoRA
+    public int PrefixTuningTokens;  // 0.4.0: > 0 = train P key/value rows per layer (PEFT PREFIX_TUNING) instead of LoRA
+    public byte* PromptTuningInitText; // 0.4.0: prompt tuning's TEXT init (the text's token embeddings); NULL = RANDOM
 }
 
 /// <summary>temper_step_metrics.</summary>

@@ -1,14 +1,17 @@
-// What a temper_trainer handle holds: a LoRA SFT or DPO run driven one optimizer step at a time by the host.
-// Creating it attaches fresh LoRA views (PEFT init) to the model's projections; while it lives the
-// model computes with them (so the host can sample mid-training) and adapter calls on the model are
-// refused; freeing it detaches them. Examples come from a JSONL file (TRL forms: messages,
-// prompt/completion, text) and/or one JSON line at a time; a step takes GradAccum batches of
-// BatchSize examples in a seeded shuffled order, epoch after epoch, as SftTrainer does:
+// What a temper_trainer handle holds: an SFT or DPO run of one adapter, driven one optimizer step at a time by the
+// host. The adapter is LoRA (fresh views with PEFT init, or init_adapter's), DoRA (use_dora: LoRA plus a magnitude
+// m [Out] per module), a prompt-tuning adapter (prompt_tuning_tokens P: virtual token embeddings [P,C] before every
+// sequence) or a prefix-tuning one (prefix_tuning_tokens P: key/value rows [P,Hkv*D] per layer), as TrainingRun.Open
+// sets them up for the CLI. Creating the trainer attaches it to the model; while it lives the model computes with
+// it (so the host can sample mid-training: after each step the views drop what they cached, DoRA's norm) and
+// adapter calls on the model are refused; freeing it detaches it (virtual tokens are disposed). Examples come
+// from a JSONL file (TRL forms: messages, prompt/completion, text) and/or one JSON line at a time; a step takes
+// GradAccum batches of BatchSize examples in a seeded shuffled order, epoch after epoch, as SftTrainer does:
 //   loss = sum of token cross-entropies over the step's label tokens / their count
 //   clip the global grad norm to MaxGradNorm, AdamW at the schedule's lr.
 // DPO takes preference pairs (TRL's prompt/chosen/rejected, text or messages) and the sigmoid loss at
-// DpoBeta, as `temper dpo` does by default: the reference is the model with the trained LoRA switched
-// off (the base, or whatever adapter was merged into it before the trainer was made).
+// DpoBeta, as `temper dpo` does by default: the reference is the model with the trained adapter switched
+// off (LoRA views and virtual tokens: the base, or whatever adapter was merged into it before the trainer was made).
 // Built with TemperTraining (the default); with -p:TemperTraining=false, Create answers TEMPER_E_UNSUPPORTED.
 #if TEMPER_TRAINING
 using System.Diagnostics;
@@ -34,7 +37,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
 
     public const bool Available = false;
 
-    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter) =>
+    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText) =>
         throw new NativeError(TemperStatus.Unsupported,
             "temper_trainer_init: this libtemper was built without training (-p:TemperTraining=false)");
 
@@ -46,7 +49,8 @@ internal sealed unsafe class NativeTrainer : IDisposable
     public const bool Available = true;
 
     private readonly TemperTrainerOptions _o;
-    private readonly LoraConfig _lora;
+    private readonly LoraConfig? _lora;                    // LoRA or DoRA; null when virtual tokens are trained
+    private readonly PromptTuningConfig? _prompt;          // prompt tuning (its embeddings are Lm.Weights.PromptEmbeddings)
     private readonly TrainableParameters _ps;
     private readonly AdamW _opt;
     private readonly DecoderBackprop _backprop;
@@ -60,7 +64,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
     private int _batcherCount;
     private int _epoch, _index, _step, _pushed;
 
-    private NativeTrainer(NativeModel model, in TemperTrainerOptions o, LoraConfig lora, string? initAdapter)
+    private NativeTrainer(NativeModel model, in TemperTrainerOptions o, string? kind, LoraConfig? lora, string? initAdapter, string? promptInitText)
     {
         Model = model;
         _o = o;
@@ -68,17 +72,27 @@ internal sealed unsafe class NativeTrainer : IDisposable
         var lm = model.Lm;
         try
         {
-            if (initAdapter == null) LoraInit.Attach(lm.Weights, lora, model.Backend, o.Seed);
+            if (kind == PeftConfigFile.PromptTuning && initAdapter != null) _prompt = lm.AttachPrompt(initAdapter);
+            else if (kind == PeftConfigFile.PromptTuning)
+            {
+                _prompt = promptInitText == null
+                    ? new PromptTuningConfig(o.PromptTuningTokens)
+                    : new PromptTuningConfig(o.PromptTuningTokens, PromptTuningConfig.Text, promptInitText);
+                lm.AttachPrompt(PromptTuningInit.Create(lm, _prompt, o.Seed));
+            }
+            else if (kind == PeftConfigFile.PrefixTuning)
+                lm.AttachPrefix(initAdapter != null ? PrefixTuningAdapter.Load(initAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
+            else if (initAdapter == null) LoraInit.Attach(lm.Weights, lora!, model.Backend, o.Seed);
             else
             {
-                using var a = LoraAdapter.Load(initAdapter);
-                a.Apply(lm.Weights, model.Backend);
+                using var a = LoraAdapter.Load(initAdapter, allowDora: true);
+                a.Apply(lm.Weights, model.Backend, dora: true);   // a DoRA folder goes on as DoRA, its magnitudes on the views
                 model.OwnLoraCopies();   // trained in place, and independent of the folder's mapping
             }
         }
         catch
         {
-            model.RemoveLora();
+            model.RemoveAdapters();
             throw;
         }
         try
@@ -89,34 +103,37 @@ internal sealed unsafe class NativeTrainer : IDisposable
         catch
         {
             _ps?.Dispose();
-            model.RemoveLora();
+            model.RemoveAdapters();
             throw;
         }
         _backprop = new DecoderBackprop(lm.Decoder);
         if (Dpo) _reference = ReferenceModel.AdapterOff(lm.Weights);
-        var kind = o.TotalSteps <= 0 ? ScheduleKind.Constant : (ScheduleKind)o.Scheduler;
-        _schedule = new LrSchedule(kind, o.LearningRate, o.WarmupSteps, Math.Max(o.TotalSteps, 1));
+        var schedule = o.TotalSteps <= 0 ? ScheduleKind.Constant : (ScheduleKind)o.Scheduler;
+        _schedule = new LrSchedule(schedule, o.LearningRate, o.WarmupSteps, Math.Max(o.TotalSteps, 1));
         _pad = lm.Config.PadTokenId ?? lm.Tokenizer?.PadId ?? 0;
     }
 
-    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter)
+    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText)
     {
         Validate(o);
         var tok = model.Lm.RequireTokenizer();
-        LoraConfig lora;
-        if (initAdapter != null)
+        if (initAdapter != null && !Directory.Exists(initAdapter)) throw new NativeError(TemperStatus.NotFound, $"{initAdapter}: adapter folder not found");
+        string? kind = ValidateVirtualTokens(o, targets, initAdapter, promptInitText);
+        LoraConfig? lora = null;
+        if (kind == null && initAdapter != null)
         {
-            if (!Directory.Exists(initAdapter)) throw new NativeError(TemperStatus.NotFound, $"{initAdapter}: adapter folder not found");
             lora = LoraConfig.Load(initAdapter);
             if (lora.Dropout > 0) throw new NativeError(TemperStatus.Unsupported, $"{initAdapter}: LoRA dropout {lora.Dropout} is not supported by the trainer yet");
+            if (o.UseDora != 0 && !lora.UseDora)
+                throw Status.Arg($"temper_trainer_init: use_dora is set but init_adapter {initAdapter} is a plain LoRA adapter (use_dora false), and init_adapter continues it as it is; set use_dora = 0");
         }
-        else
+        else if (kind == null)
         {
             var list = targets == null
                 ? (IReadOnlyList<string>)["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
                 : targets.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (list.Count == 0) throw Status.Arg("temper_trainer_init: lora_targets names no module");
-            lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRslora != 0, list, null, 0);
+            lora = new LoraConfig(o.LoraRank, o.LoraAlpha, o.UseRslora != 0, list, null, 0) { UseDora = o.UseDora != 0 };
         }
         List<SftExample>? first = null;
         List<PreferencePair>? pairs = null;
@@ -130,7 +147,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
             }
             else first = [.. SftDataset.Load(dataPath, tok, model.Lm.Template, DataOptions(o)).Examples];
         }
-        var t = new NativeTrainer(model, o, lora, initAdapter);
+        var t = new NativeTrainer(model, o, kind, lora, initAdapter, promptInitText);
         if (first != null) t._examples.AddRange(first);
         if (pairs != null) t._pairs.AddRange(pairs);
         return t;
@@ -154,6 +171,42 @@ internal sealed unsafe class NativeTrainer : IDisposable
         if (o.WeightDecay < 0 || o.MaxGradNorm < 0) throw Status.Arg("temper_trainer_init: weight_decay and max_grad_norm must be >= 0");
         if (o.BatchSize < 1 || o.GradAccum < 1) throw Status.Arg($"temper_trainer_init: batch_size ({o.BatchSize}) and grad_accum ({o.GradAccum}) must be >= 1");
         if (o.MaxLength < 2) throw Status.Arg($"temper_trainer_init: max_length must be >= 2 (got {o.MaxLength})");
+        if (o.PromptTuningTokens < 0) throw Status.Arg($"temper_trainer_init: prompt_tuning_tokens must be >= 0 (0 = off; got {o.PromptTuningTokens})");
+        if (o.PrefixTuningTokens < 0) throw Status.Arg($"temper_trainer_init: prefix_tuning_tokens must be >= 0 (0 = off; got {o.PrefixTuningTokens})");
+        if (o.PromptTuningTokens > 0 && o.PrefixTuningTokens > 0) throw Status.Arg("temper_trainer_init: prompt_tuning_tokens and prefix_tuning_tokens are both set; train one kind of virtual tokens");
+    }
+
+    // Prompt or prefix tuning (prompt_tuning_tokens / prefix_tuning_tokens P, or an init_adapter of that kind) trains
+    // only its virtual tokens: as TrainingRun.ValidateVirtualTokens does for the CLI, every LoRA-only setting that
+    // would be ignored is refused by its field name (lora_rank and lora_alpha, which always hold a value, are
+    // ignored). Returns the PEFT type trained (PROMPT_TUNING, PREFIX_TUNING), or null for LoRA / DoRA.
+    private static string? ValidateVirtualTokens(in TemperTrainerOptions o, string? targets, string? initAdapter, string? promptInitText)
+    {
+        const string f = "temper_trainer_init";
+        string? adapterKind = initAdapter != null && PeftConfigFile.TypeOf(initAdapter) is var t && PeftConfigFile.IsVirtualTokens(t) ? t : null;
+        string? kind = o.PromptTuningTokens > 0 ? PeftConfigFile.PromptTuning : o.PrefixTuningTokens > 0 ? PeftConfigFile.PrefixTuning : adapterKind;
+        if (kind == null)
+        {
+            if (promptInitText != null) throw Status.Arg($"{f}: prompt_tuning_init_text applies to prompt tuning; set prompt_tuning_tokens too");
+            return null;
+        }
+        string field = kind == PeftConfigFile.PromptTuning ? "prompt_tuning_tokens" : "prefix_tuning_tokens", name = kind == PeftConfigFile.PromptTuning ? "prompt" : "prefix";
+        int tokens = kind == PeftConfigFile.PromptTuning ? o.PromptTuningTokens : o.PrefixTuningTokens;
+        static string KindName(string? k) => k == null ? "LoRA" : k == PeftConfigFile.PromptTuning ? "prompt-tuning" : "prefix-tuning";
+        if (initAdapter != null && adapterKind != kind)
+            throw Status.Arg($"{f}: {field} is set but init_adapter {initAdapter} is a {KindName(adapterKind)} adapter, and init_adapter continues it as it is; set {field} = 0");
+        if (adapterKind != null && tokens > 0 && PeftConfigFile.Read(initAdapter!).Json["num_virtual_tokens"]?.GetValue<int>() is int p && p != tokens)
+            throw Status.Arg($"{f}: {field} is {tokens} but init_adapter {initAdapter} has {p} virtual tokens, and init_adapter continues it as it is");
+        string Refused(string what) => $"{f}: {name} tuning trains only its virtual tokens; {what} cannot be combined with it";
+        if (o.UseDora != 0) throw Status.Arg(Refused("use_dora"));
+        if (o.UseRslora != 0) throw Status.Arg(Refused("use_rslora"));
+        if (targets != null) throw Status.Arg(Refused("lora_targets"));
+        if (promptInitText != null && kind == PeftConfigFile.PrefixTuning)
+            throw Status.Arg($"{f}: prompt_tuning_init_text applies to prompt tuning; a prefix starts N(0,1) as PEFT's does");
+        if (promptInitText != null && adapterKind != null)
+            throw Status.Arg($"{f}: prompt_tuning_init_text initialises a fresh prompt, and init_adapter {initAdapter} continues one as it is; set prompt_tuning_init_text = NULL");
+        if (promptInitText is "") throw Status.Arg($"{f}: prompt_tuning_init_text is empty; set it to NULL for RANDOM init");
+        return kind;
     }
 
     /// <summary>Adds one example given as one JSON line (the forms a data file holds).</summary>
@@ -232,6 +285,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
             if (_o.MaxGradNorm > 0 && norm > _o.MaxGradNorm)
                 foreach (var p in _ps.All) be.Scale(p.Grad, (float)(_o.MaxGradNorm / (norm + 1e-6)));
             _opt.Update(lr);
+            ParametersChanged();
         }
         if (OnMetrics != null)
         {
@@ -269,12 +323,25 @@ internal sealed unsafe class NativeTrainer : IDisposable
         return b;
     }
 
-    public void SaveAdapter(string dir) =>
-        PeftAdapterWriter.Save(dir, Model.Lm.Weights, _lora, Model.Backend, Path.GetFullPath(Model.Lm.Directory));
+    // The views cache what they derive from A, B and m between forwards (DoRA's norm, for the generate and logits
+    // calls the host makes mid-training); an optimizer step changes them, as TrainingRun.ParametersChanged says.
+    private void ParametersChanged()
+    {
+        foreach (var p in Model.AllProjections) p.Lora?.ParametersChanged();
+    }
+
+    public void SaveAdapter(string dir)
+    {
+        var lm = Model.Lm;
+        string baseModel = Path.GetFullPath(lm.Directory);
+        if (lm.Weights.Prefix is { } prefix) PeftAdapterWriter.SavePrefix(dir, prefix, lm.Config, baseModel, Model.Backend);
+        else if (_prompt != null) PeftAdapterWriter.SavePrompt(dir, lm.Weights.PromptEmbeddings!, _prompt, lm.Config, baseModel, Model.Backend);
+        else PeftAdapterWriter.Save(dir, lm.Weights, _lora!, Model.Backend, baseModel);
+    }
 
     public void Dispose()
     {
-        Model.RemoveLora();
+        Model.RemoveAdapters();
         _opt.Dispose();
         _ps.Dispose();
     }

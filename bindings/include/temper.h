@@ -1,8 +1,8 @@
 /*
  * temper.h - the C API of libtemper: load a Hugging Face model folder (config.json + safetensors +
  * tokenizer.json), tokenize, render its chat template, compute logits, generate with streaming
- * callbacks, load/apply/merge PEFT LoRA adapters, and fine-tune LoRA adapters with SFT, from C or
- * C++, with no .NET installed: libtemper is a self-contained NativeAOT library.
+ * callbacks, load/apply/merge PEFT adapters (LoRA, DoRA, prompt tuning, prefix tuning), and fine-tune them with
+ * SFT or DPO, from C or C++, with no .NET installed: libtemper is a self-contained NativeAOT library.
  *
  * Worked example (error handling shortened to one macro; samples/c-host/main.c is the full version):
  *
@@ -100,7 +100,9 @@
  *    be rebuilt. From 0.2.0 on, fields are only added at the end of an option struct, so a later library
  *    can go on taking an older struct_size, reading the fields it lacks as their defaults: 0.3.0 added
  *    json_object and json_schema to temper_generate_options and still takes 0.2.0's size of it (a 0.2.0
- *    host runs unchanged on it, though its TEMPER_VERSION check sees "0.2.0" against "0.3.0").
+ *    host runs unchanged on it, though its TEMPER_VERSION check sees "0.2.0" against "0.3.0"); 0.4.0 added
+ *    use_dora, prompt_tuning_tokens, prefix_tuning_tokens and prompt_tuning_init_text to temper_trainer_options
+ *    and still takes 0.3.0's size of it (88 bytes on LP64; 104 now), those fields then 0 / NULL.
  *    temper_generate_result and temper_step_metrics have no struct_size and do not
  *    change within 0.x.
  *  - Thread safety, stated per function below. In short: the library is thread-safe; one model runs
@@ -127,7 +129,7 @@ extern "C" {
 #endif
 
 /* The version of this header; temper_version() returns the library's. */
-#define TEMPER_VERSION "0.3.0"
+#define TEMPER_VERSION "0.4.0"
 
 /* ---- status codes ------------------------------------------------------------------------------ */
 
@@ -150,7 +152,7 @@ typedef enum temper_status {
 
 /* ---- library ----------------------------------------------------------------------------------- */
 
-/* The library version, e.g. "0.3.0". Static storage. Thread-safe. */
+/* The library version, e.g. "0.4.0". Static storage. Thread-safe. */
 TEMPER_API const char* temper_version(void);
 
 /* The message of the last call on this thread that failed, or "" if it succeeded (the calls that
@@ -305,24 +307,37 @@ TEMPER_API temper_status temper_model_generate(temper_model* model, const int32_
 
 typedef struct temper_adapter temper_adapter;
 
-/* Reads a PEFT LoRA folder (adapter_config.json + adapter_model.safetensors). PEFT options Temper
-   does not implement (DoRA, per-module ranks, ...) are refused with TEMPER_E_INVALID_DATA.
+/* What each kind of PEFT adapter folder supports (peft_type in adapter_config.json):
+     LORA               apply (unmerged, y = xW^T + s(xA^T)B^T), remove, merge (W += s B A)
+     LORA, use_dora     (DoRA, since 0.4.0) apply (unmerged: y = m / ||W + s B A||_row * (xW^T + s(xA^T)B^T)),
+                        remove, merge (W' = m / ||W + s B A||_row * (W + s B A), as PEFT merges it)
+     PROMPT_TUNING      (since 0.4.0) apply (its num_virtual_tokens embeddings go before every sequence), remove;
+                        merge is TEMPER_E_INVALID_ARGUMENT (there are no weights to fold them into)
+     PREFIX_TUNING      (since 0.4.0) apply (every layer's attention sees its key/value rows before the real
+                        tokens), remove; merge is TEMPER_E_INVALID_ARGUMENT
+   An unmerged adapter of any kind cannot be generated with on TEMPER_DEVICE_CUDA (TEMPER_E_UNSUPPORTED). */
+
+/* Reads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) of a kind listed above.
+   Other peft_types and PEFT options Temper does not implement (per-module dropout, ...) are refused with
+   TEMPER_E_INVALID_DATA. A prompt or prefix folder's shapes are checked against the model when applied.
    Thread-safe. */
 TEMPER_API temper_status temper_adapter_load(const char* dir, temper_adapter** adapter);
 
 /* Frees an adapter (models it was applied to keep their own copy). Must not race with calls using it. */
 TEMPER_API temper_status temper_adapter_free(temper_adapter* adapter);
 
-/* Attaches the adapter to the model unmerged (y = xW^T + s(xA^T)B^T), replacing any adapter applied
-   before. Fails if its modules or shapes do not fit the model (the model is then left without adapter).
-   Changes the model: TEMPER_E_BUSY while another running call or a trainer holds it. */
+/* Attaches the adapter to the model unmerged (LoRA views, or a prompt's / prefix's virtual tokens), replacing
+   any adapter applied before. Fails if its modules or shapes do not fit the model (TEMPER_E_INVALID_DATA; the
+   model is then left without adapter). Changes the model: TEMPER_E_BUSY while another running call or a
+   trainer holds it. */
 TEMPER_API temper_status temper_adapter_apply(temper_model* model, const temper_adapter* adapter);
 
 /* Detaches the applied adapter (no-op without one). TEMPER_E_BUSY as for temper_adapter_apply. */
 TEMPER_API temper_status temper_adapter_remove(temper_model* model);
 
-/* Merges the adapter into the model's weights (W += s B A; cannot be undone without reloading).
-   Any applied unmerged adapter is detached first. TEMPER_E_BUSY as for temper_adapter_apply. */
+/* Merges a LoRA or DoRA adapter into the model's weights (W += s B A; cannot be undone without reloading).
+   Any applied unmerged adapter is detached first. A prompt- or prefix-tuning adapter is TEMPER_E_INVALID_ARGUMENT
+   (the model is left as it was). TEMPER_E_BUSY as for temper_adapter_apply. */
 TEMPER_API temper_status temper_adapter_merge(temper_model* model, const temper_adapter* adapter);
 
 /* ---- training ---------------------------------------------------------------------------------- */
@@ -330,10 +345,11 @@ TEMPER_API temper_status temper_adapter_merge(temper_model* model, const temper_
 typedef struct temper_trainer temper_trainer;
 
 typedef enum temper_train_method {
-    TEMPER_TRAIN_SFT = 0,       /* supervised fine-tuning of a LoRA adapter */
-    TEMPER_TRAIN_DPO = 1        /* DPO (sigmoid loss at dpo_beta) of a LoRA adapter on preference pairs; the
-                                   reference is the model with the trained LoRA off: the base, or the
-                                   base with an SFT adapter merged in (temper_adapter_merge) beforehand */
+    TEMPER_TRAIN_SFT = 0,       /* supervised fine-tuning of an adapter (LoRA, DoRA, prompt or prefix tuning) */
+    TEMPER_TRAIN_DPO = 1        /* DPO (sigmoid loss at dpo_beta) of an adapter on preference pairs; the
+                                   reference is the model with the trained adapter off (LoRA views, and a
+                                   prompt's or prefix's virtual tokens): the base, or the base with an SFT
+                                   adapter merged in (temper_adapter_merge) beforehand */
 } temper_train_method;
 
 typedef enum temper_lr_schedule {
@@ -345,9 +361,10 @@ typedef enum temper_lr_schedule {
 typedef struct temper_trainer_options {
     uint32_t struct_size;       /* sizeof(temper_trainer_options); set by temper_trainer_options_default() */
     int32_t method;             /* temper_train_method; default TEMPER_TRAIN_SFT */
-    const char* init_adapter;   /* a PEFT LoRA folder to go on training (its rank, alpha and targets are
-                                   used, not the three fields below); NULL (default) = fresh LoRA.
-                                   Read during temper_trainer_init only. */
+    const char* init_adapter;   /* a PEFT folder to go on training, as it is: LoRA (its rank, alpha and targets
+                                   are used, not the three fields below), DoRA (goes on as DoRA), prompt or prefix
+                                   tuning (goes on as that; the token count field, if set, must match);
+                                   NULL (default) = a fresh adapter. Read during temper_trainer_init only. */
     int32_t lora_rank;          /* default 16 */
     float lora_alpha;           /* default 32 (scale = alpha / rank) */
     int32_t use_rslora;         /* non-zero: scale = alpha / sqrt(rank); default 0 */
@@ -364,6 +381,25 @@ typedef struct temper_trainer_options {
     int32_t max_length;         /* longer examples are cut to this many tokens; default 1024 */
     int32_t seed;               /* LoRA init and data order; default 42 */
     float dpo_beta;             /* DPO only; default 0.1 */
+    int32_t use_dora;           /* since 0.4.0. Non-zero: train a DoRA adapter (PEFT use_dora): each module
+                                   also learns a magnitude m [Out], starting at its weight's row norms, and is
+                                   saved with lora_magnitude_vector. With init_adapter it must be a DoRA folder
+                                   (one is continued as DoRA without this). Default 0 */
+    int32_t prompt_tuning_tokens; /* since 0.4.0. > 0: train P virtual token embeddings [P, hidden] put before
+                                   every sequence (PEFT PROMPT_TUNING) instead of a LoRA, initialised RANDOM
+                                   (N(0,1), seeded) or from prompt_tuning_init_text. Default 0 = off */
+    int32_t prefix_tuning_tokens; /* since 0.4.0. > 0: train P key/value rows per layer that every query attends
+                                   to before the real tokens (PEFT PREFIX_TUNING, no projection; N(0,1), seeded)
+                                   instead of a LoRA. Default 0 = off. Prompt and prefix tuning train only their
+                                   virtual tokens: both at once, or either with use_dora, use_rslora or
+                                   lora_targets, is TEMPER_E_INVALID_ARGUMENT naming the field (lora_rank and
+                                   lora_alpha are ignored) */
+    const char* prompt_tuning_init_text; /* since 0.4.0. Prompt tuning's TEXT init: the embeddings of this text's
+                                   tokens, repeated or cut to prompt_tuning_tokens (PEFT prompt_tuning_init TEXT).
+                                   Only with prompt_tuning_tokens > 0 and no init_adapter; not empty.
+                                   NULL (default) = RANDOM. Read during temper_trainer_init only.
+                                   A host built against 0.3.0's header (its smaller struct_size) is still
+                                   accepted, without these four fields. */
 } temper_trainer_options;
 
 typedef struct temper_step_metrics {
@@ -384,10 +420,10 @@ typedef void (*temper_metrics_callback)(const temper_step_metrics* metrics, void
 /* Default trainer options. Thread-safe. */
 TEMPER_API temper_trainer_options temper_trainer_options_default(void);
 
-/* Creates a trainer on the model: fresh LoRA views (PEFT initialisation, so the model is unchanged
-   until the first step), or options->init_adapter's, are attached and the model computes with them
-   while the trainer lives, so
-   temper_model_generate samples the adapter being trained. data_path (may be NULL) is a JSONL file of
+/* Creates a trainer on the model: a fresh adapter (LoRA or DoRA views with PEFT initialisation, so the model
+   is unchanged until the first step; or a prompt's or prefix's virtual tokens, which change it from the start),
+   or options->init_adapter's, is attached and the model computes with it while the trainer lives, so
+   temper_model_generate samples the adapter being trained (on TEMPER_DEVICE_CPU). data_path (may be NULL) is a JSONL file of
    TRL examples: for SFT {"messages": [...]}, {"prompt": ..., "completion": ...} or {"text": ...}; for
    DPO {"prompt": ..., "chosen": ..., "rejected": ...} (text or messages; pairs longer than max_length
    are dropped); more can be pushed with temper_trainer_push. options may be NULL. Fails with
@@ -396,7 +432,7 @@ TEMPER_API temper_trainer_options temper_trainer_options_default(void);
 TEMPER_API temper_status temper_trainer_init(temper_model* model, const temper_trainer_options* options,
                                              const char* data_path, temper_trainer** trainer);
 
-/* Frees the trainer and detaches its LoRA from the model (save it first to keep it).
+/* Frees the trainer and detaches its adapter from the model (save it first to keep it).
    Takes the model: TEMPER_E_BUSY while another call holds it. */
 TEMPER_API temper_status temper_trainer_free(temper_trainer* trainer);
 
@@ -413,7 +449,8 @@ TEMPER_API temper_status temper_trainer_set_metrics_callback(temper_trainer* tra
                                                              temper_metrics_callback callback, void* user);
 
 /* Writes the trained adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors) that
-   temper_adapter_load, PEFT, transformers and vLLM read. Takes the model. */
+   temper_adapter_load, PEFT and transformers read: peft_type LORA (use_dora true with lora_magnitude_vector
+   for DoRA), PROMPT_TUNING or PREFIX_TUNING. Takes the model. */
 TEMPER_API temper_status temper_trainer_save_adapter(temper_trainer* trainer, const char* dir);
 
 #ifdef __cplusplus

@@ -122,6 +122,24 @@ public sealed class LanguageModel : IDisposable
         Weights.Prefix = device;
     }
 
+    /// <summary>Detaches and disposes the attached prompt- or prefix-tuning adapter (no-op without one): the model reads
+    /// its input as it is again. For a host that swaps adapters on one loaded model (libtemper's temper_adapter_remove).</summary>
+    public void DetachVirtualTokens()
+    {
+        if (Weights.PromptEmbeddings is { } prompt)
+        {
+            Weights.PromptEmbeddings = null;
+            _owned.Remove(prompt);
+            prompt.Dispose();
+        }
+        if (Weights.Prefix is { } prefix)
+        {
+            Weights.Prefix = null;
+            _owned.Remove(prefix);
+            prefix.Dispose();
+        }
+    }
+
     /// <summary>EOS ids for generation: config.json's, plus the tokenizer's EOS token.</summary>
     public IReadOnlyList<int> EosIds()
     {

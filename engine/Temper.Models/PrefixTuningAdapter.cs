@@ -74,8 +74,9 @@ public sealed class PrefixKv(Tensor[] keys, Tensor[] values) : IDisposable
 
 public static class PrefixTuningAdapter
 {
-    /// <summary>Reads the prefix-tuning adapter in DIR for <paramref name="model"/>: P and its rows as f32 host tensors.</summary>
-    public static PrefixKv Load(string dir, ModelConfig model)
+    /// <summary>Reads the prefix-tuning adapter in DIR for <paramref name="model"/> (null: its own num_layers and token_dim,
+    /// which LanguageModel.AttachPrefix checks against the model): P and its rows as f32 host tensors.</summary>
+    public static PrefixKv Load(string dir, ModelConfig? model)
     {
         var file = PeftConfigFile.Read(dir);
         var (path, o) = file;
@@ -86,9 +87,9 @@ public static class PrefixTuningAdapter
             return n.GetValueKind() == JsonValueKind.Number && n.GetValue<double>() is double v && v == Math.Floor(v) && v is >= 1 and <= int.MaxValue
                 ? (int)v : throw new TemperException($"{path}: '{key}' must be a positive integer");
         }
-        int p = Int("num_virtual_tokens"), width = model.NumKvHeads * model.HeadDim;
-        if (Int("num_layers") != model.NumLayers) throw new TemperException($"{path}: num_layers {Int("num_layers")} does not match the model's {model.NumLayers} layers");
-        if (Int("token_dim") != width)
+        int p = Int("num_virtual_tokens"), layers = model?.NumLayers ?? Int("num_layers"), width = model == null ? Int("token_dim") : model.NumKvHeads * model.HeadDim;
+        if (Int("num_layers") != layers) throw new TemperException($"{path}: num_layers {Int("num_layers")} does not match the model's {layers} layers");
+        if (Int("token_dim") != width && model != null)
             throw new TemperException($"{path}: token_dim {Int("token_dim")} does not match the model's key width {width} (num_key_value_heads {model.NumKvHeads} x head_dim {model.HeadDim})");
         if (o["num_transformer_submodules"] is { } sub && sub.GetValueKind() == JsonValueKind.Number && sub.GetValue<double>() != 1)
             throw new TemperException($"{path}: num_transformer_submodules {sub} (an encoder-decoder prefix) is not supported; a decoder-only model has 1");
@@ -103,9 +104,9 @@ public static class PrefixTuningAdapter
         foreach (var e in st.Entries)
             if (!ReferenceEquals(e, entry)) throw new TemperException($"{weights}: tensor '{e.Name}' is not part of a prefix-tuning adapter (only '{PromptTuningAdapter.TensorName}' is)");
         var t = st.Get(entry.Name);
-        int cols = model.NumLayers * 2 * width;
+        int cols = layers * 2 * width;
         if (t.Shape.Rank != 2 || t.Shape[0] != p || t.Shape[1] != cols)
-            throw new TemperException($"{weights}: tensor '{entry.Name}' has shape {t.Shape}; num_virtual_tokens {p}, {model.NumLayers} layers x key and value x {width} make it [{p},{cols}]");
-        return PrefixKv.FromPeft(t.ToFloatArray(), p, model.NumLayers, width);
+            throw new TemperException($"{weights}: tensor '{entry.Name}' has shape {t.Shape}; num_virtual_tokens {p}, {layers} layers x key and value x {width} make it [{p},{cols}]");
+        return PrefixKv.FromPeft(t.ToFloatArray(), p, layers, width);
     }
 }

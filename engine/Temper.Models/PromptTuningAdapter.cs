@@ -30,8 +30,9 @@ public static class PromptTuningAdapter
 {
     public const string TensorName = "prompt_embeddings";
 
-    /// <summary>Reads the adapter in DIR for a model of hidden size C: its config and prompt_embeddings [P,C] as an f32 host tensor.</summary>
-    public static (PromptTuningConfig Config, Tensor Embeddings) Load(string dir, int hiddenSize)
+    /// <summary>Reads the adapter in DIR for a model of hidden size C (null: its token_dim, checked when it is attached):
+    /// its config and prompt_embeddings [P,C] as an f32 host tensor.</summary>
+    public static (PromptTuningConfig Config, Tensor Embeddings) Load(string dir, int? hiddenSize)
     {
         var file = PeftConfigFile.Read(dir);
         var (path, o) = file;
@@ -44,7 +45,7 @@ public static class PromptTuningAdapter
         }
         int p = Int("num_virtual_tokens");
         int dim = Int("token_dim");
-        if (dim != hiddenSize) throw new TemperException($"{path}: token_dim {dim} does not match the model's hidden size {hiddenSize}");
+        if (hiddenSize is int c && dim != c) throw new TemperException($"{path}: token_dim {dim} does not match the model's hidden size {hiddenSize}");
         if (o["num_transformer_submodules"] is { } sub && sub.GetValueKind() == JsonValueKind.Number && sub.GetValue<double>() != 1)
             throw new TemperException($"{path}: num_transformer_submodules {sub} (an encoder-decoder prompt) is not supported; a decoder-only model has 1");
         if (o["task_type"]?.GetValue<string>() is string task && task != "CAUSAL_LM")

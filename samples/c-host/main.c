@@ -9,6 +9,7 @@
  *                                     stop string, frequency and presence penalties
  *   c-host adapter FIXTURE_DIR        adapter apply / remove / merge vs lora.logits, logits, merged.logits
  *   c-host train  FIXTURE_DIR         20 LoRA SFT steps on trainer/sft.jsonl, loss falling; push; save;
+ *                                     DoRA and prompt-tuning steps, loss falling; the prompt saved, applied, merge refused;
  *                                     step 0 from the fixture adapter vs trainer/trainer_reference.json;
  *                                     the same for DPO on trainer/dpo.jsonl, reward accuracy reaching 1
  *   c-host misuse FIXTURE_DIR         NULL/freed handles, bad UTF-8, missing paths, busy model, buffers
@@ -444,6 +445,52 @@ static int run_train(const char* dir) {
     remove(f1);
     remove(f2);
     rmdir(out);
+    free(f1);
+    free(f2);
+
+    /* Since 0.4.0: a DoRA adapter (use_dora) and a prompt-tuning adapter (prompt_tuning_tokens) train the same way.
+       The model samples the prompt being trained; it is saved as PROMPT_TUNING, applied, and cannot be merged. */
+    CHECK(temper_adapter_remove(model));
+    temper_trainer_options kinds = to;
+    kinds.batch_size = 8;   /* all six examples every step, so step 1's loss and the last one's compare */
+    kinds.use_dora = 1;
+    CHECK(temper_trainer_init(model, &kinds, data, &trainer));
+    for (int i = 0; i < 6; i++) CHECK(temper_trainer_step(trainer, &losses[i]));
+    CHECK(temper_trainer_free(trainer));
+    falling = isfinite(losses[5]) && losses[5] < losses[0];
+    printf("  %-6s DoRA loss falls: step 1 %.4f -> step 6 %.4f\n", falling ? "ok" : "FAIL", losses[0], losses[5]);
+    if (!falling) g_failures++;
+    kinds.use_dora = 0;
+    kinds.prompt_tuning_tokens = 4;
+    kinds.learning_rate = 0.1f;
+    CHECK(temper_trainer_init(model, &kinds, data, &trainer));
+    for (int i = 0; i < 8; i++) CHECK(temper_trainer_step(trainer, &losses[i]));
+    falling = isfinite(losses[7]) && losses[7] < losses[0];
+    printf("  %-6s prompt-tuning loss falls: step 1 %.4f -> step 8 %.4f\n", falling ? "ok" : "FAIL", losses[0], losses[7]);
+    if (!falling) g_failures++;
+    const int32_t hello[] = { 508, 267, 263 };
+    temper_generate_options go = temper_generate_options_default();
+    go.max_new_tokens = 4;
+    temper_generate_result gr;
+    CHECK(temper_model_generate(model, hello, 3, &go, NULL, NULL, NULL, 0, &gr));   /* with the prompt being trained */
+    char ptmpl[] = "/tmp/temper-c-host-prompt-XXXXXX";
+    char* pout = mkdtemp(ptmpl);
+    EXPECT(pout != NULL, "mkdtemp failed");
+    CHECK(temper_trainer_save_adapter(trainer, pout));
+    CHECK(temper_trainer_free(trainer));
+    CHECK(temper_adapter_load(pout, &adapter));
+    CHECK(temper_adapter_apply(model, adapter));
+    CHECK(temper_model_generate(model, hello, 3, &go, NULL, NULL, NULL, 0, &gr));
+    CHECK(temper_adapter_remove(model));
+    EXPECT_STATUS(temper_adapter_merge(model, adapter), TEMPER_E_INVALID_ARGUMENT);
+    CHECK(temper_adapter_free(adapter));
+    kinds.use_dora = 1;
+    EXPECT_STATUS(temper_trainer_init(model, &kinds, data, &trainer), TEMPER_E_INVALID_ARGUMENT);
+    f1 = join(pout, "adapter_config.json");
+    f2 = join(pout, "adapter_model.safetensors");
+    remove(f1);
+    remove(f2);
+    rmdir(pout);
     free(f1);
     free(f2);
 

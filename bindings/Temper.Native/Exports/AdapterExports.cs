@@ -1,8 +1,9 @@
-// temper_adapter_*: PEFT LoRA adapters. load/free own the adapter read from a folder; apply attaches it
-// to a model unmerged (replacing whatever adapter was applied), remove detaches it, merge folds it
-// into the model's weights. Applied views are copies, so the adapter handle may be freed right after.
+// temper_adapter_*: PEFT adapters: LoRA (DoRA too), PROMPT_TUNING and PREFIX_TUNING. load/free own the adapter
+// read from a folder; apply attaches it to a model unmerged (replacing whatever adapter was applied: LoRA views,
+// or a prompt's / prefix's virtual tokens through LanguageModel.AttachPrompt / AttachPrefix), remove detaches it,
+// merge folds a LoRA or DoRA adapter into the model's weights (virtual tokens have no weights to fold into and are
+// refused). Applied adapters are copies, so the adapter handle may be freed right after.
 using System.Runtime.InteropServices;
-using Temper.Models;
 
 namespace Temper.Native.Exports;
 
@@ -20,7 +21,7 @@ public static unsafe class AdapterExports
             if (!Directory.Exists(path)) throw new NativeError(TemperStatus.NotFound, $"{path}: adapter folder not found");
             foreach (var f in new[] { "adapter_config.json", "adapter_model.safetensors" })
                 if (!File.Exists(Path.Combine(path, f))) throw new NativeError(TemperStatus.NotFound, $"{path}: no {f} in the adapter folder");
-            *adapter = Handles.Create(new NativeAdapter(LoraAdapter.Load(path)));
+            *adapter = Handles.Create(NativeAdapter.Load(path));
             return 0;
         }
         catch (Exception e) { return Status.Report(e); }
@@ -51,17 +52,7 @@ public static unsafe class AdapterExports
             var a = Handles.Get<NativeAdapter>(adapter, "adapter");
             using var lease = m.Enter("temper_adapter_apply");
             RefuseDuringTraining(m, "temper_adapter_apply");
-            m.RemoveLora();
-            try
-            {
-                a.Adapter.Apply(m.Lm.Weights, m.Backend);
-                m.OwnLoraCopies();
-            }
-            catch
-            {
-                m.RemoveLora();
-                throw;
-            }
+            a.Apply(m);
             return 0;
         }
         catch (Exception e) { return Status.Report(e); }
@@ -76,7 +67,7 @@ public static unsafe class AdapterExports
             var m = Handles.Get<NativeModel>(model, "model");
             using var lease = m.Enter("temper_adapter_remove");
             RefuseDuringTraining(m, "temper_adapter_remove");
-            m.RemoveLora();
+            m.RemoveAdapters();
             return 0;
         }
         catch (Exception e) { return Status.Report(e); }
@@ -92,8 +83,10 @@ public static unsafe class AdapterExports
             var a = Handles.Get<NativeAdapter>(adapter, "adapter");
             using var lease = m.Enter("temper_adapter_merge");
             RefuseDuringTraining(m, "temper_adapter_merge");
-            m.RemoveLora();
-            a.Adapter.Merge(m.Lm.Weights, m.Backend);
+            if (a.Lora == null)
+                throw Status.Arg($"temper_adapter_merge: {a.Directory} is a {a.Kind} adapter: its virtual tokens go before the input and have no weights to merge into; apply it unmerged (temper_adapter_apply)");
+            m.RemoveAdapters();
+            a.Lora.Merge(m.Lm.Weights, m.Backend);
             m.InvalidateGraph(); // the device copy of the weights predates the merge
             return 0;
         }

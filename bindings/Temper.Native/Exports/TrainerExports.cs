@@ -1,5 +1,5 @@
-// temper_trainer_*: an SFT (LoRA) trainer on a loaded model, stepped by the host. DPO is declared and
-// answers TEMPER_E_UNSUPPORTED for now. Every trainer call takes its model's in-use flag, so a
+// temper_trainer_*: an SFT or DPO trainer of a LoRA, DoRA, prompt-tuning or prefix-tuning adapter on a loaded
+// model, stepped by the host. Every trainer call takes its model's in-use flag, so a
 // generate or logits call during a step (from another thread or from the metrics callback) gets
 // TEMPER_E_BUSY, and so does a second trainer call meanwhile.
 using System.Runtime.InteropServices;
@@ -31,7 +31,14 @@ public static unsafe class TrainerExports
         MaxLength = 1024,
         Seed = 42,
         DpoBeta = 0.1f,
+        UseDora = 0,
+        PromptTuningTokens = 0,
+        PrefixTuningTokens = 0,
+        PromptTuningInitText = null,
     };
+
+    /// <summary>0.3.0's temper_trainer_options: its struct_size and the bytes of its fields (up to use_dora).</summary>
+    private static readonly (uint, int) V030 = (88, (int)Marshal.OffsetOf<TemperTrainerOptions>(nameof(TemperTrainerOptions.UseDora)));
 
     [UnmanagedCallersOnly(EntryPoint = "temper_trainer_init")]
     public static int TrainerInit(nint model, TemperTrainerOptions* options, byte* dataPath, nint* trainer)
@@ -42,14 +49,15 @@ public static unsafe class TrainerExports
             if (trainer == null) throw Status.Arg("temper_trainer_init: out (temper_trainer**) is NULL");
             *trainer = 0;
             var m = Handles.Get<NativeModel>(model, "model");
-            var o = OptionStructs.Read(options, Defaults, "temper_trainer_init", "temper_trainer_options");
+            var o = OptionStructs.Read(options, Defaults, "temper_trainer_init", "temper_trainer_options", V030);
             string? path = Utf8.ReadOptional(dataPath, "temper_trainer_init: data_path");
             string? targets = Utf8.ReadOptional(o.LoraTargets, "temper_trainer_init: options->lora_targets");
             string? initAdapter = Utf8.ReadOptional(o.InitAdapter, "temper_trainer_init: options->init_adapter");
+            string? initText = Utf8.ReadOptional(o.PromptTuningInitText, "temper_trainer_init: options->prompt_tuning_init_text");
             using var lease = m.Enter("temper_trainer_init");
             if (m.Trainer != null) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: the model already has a trainer; free it first");
-            if (m.HasLora) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: an adapter is applied to the model; remove it (temper_adapter_remove) or merge it first");
-            var t = NativeTrainer.Create(m, o, path, targets, initAdapter);
+            if (m.HasAdapter) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: an adapter is applied to the model; remove it (temper_adapter_remove) or merge it first");
+            var t = NativeTrainer.Create(m, o, path, targets, initAdapter, initText);
             m.Trainer = t;
             *trainer = Handles.Create(t);
             return 0;
