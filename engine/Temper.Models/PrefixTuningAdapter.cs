@@ -78,35 +78,15 @@ public static class PrefixTuningAdapter
     /// which LanguageModel.AttachPrefix checks against the model): P and its rows as f32 host tensors.</summary>
     public static PrefixKv Load(string dir, ModelConfig? model)
     {
-        var file = PeftConfigFile.Read(dir);
-        var (path, o) = file;
-        if (PeftConfigFile.TypeOf(file) != PeftConfigFile.PrefixTuning) throw new TemperException($"{path}: not a prefix-tuning adapter (peft_type {PeftConfigFile.TypeOf(file)})");
-        int Int(string key)
-        {
-            var n = o[key] ?? throw new TemperException($"{path}: missing field '{key}'");
-            return n.GetValueKind() == JsonValueKind.Number && n.GetValue<double>() is double v && v == Math.Floor(v) && v is >= 1 and <= int.MaxValue
-                ? (int)v : throw new TemperException($"{path}: '{key}' must be a positive integer");
-        }
+        var file = PeftConfigFile.ReadVirtualTokens(dir, PeftConfigFile.PrefixTuning);
+        string path = file.Path;
+        int Int(string key) => PeftConfigFile.PositiveInt(file, key);
         int p = Int("num_virtual_tokens"), layers = model?.NumLayers ?? Int("num_layers"), width = model == null ? Int("token_dim") : model.NumKvHeads * model.HeadDim;
         if (Int("num_layers") != layers) throw new TemperException($"{path}: num_layers {Int("num_layers")} does not match the model's {layers} layers");
         if (Int("token_dim") != width && model != null)
             throw new TemperException($"{path}: token_dim {Int("token_dim")} does not match the model's key width {width} (num_key_value_heads {model.NumKvHeads} x head_dim {model.HeadDim})");
-        if (o["num_transformer_submodules"] is { } sub && sub.GetValueKind() == JsonValueKind.Number && sub.GetValue<double>() != 1)
-            throw new TemperException($"{path}: num_transformer_submodules {sub} (an encoder-decoder prefix) is not supported; a decoder-only model has 1");
-        if (o["task_type"]?.GetValue<string>() is string task && task != "CAUSAL_LM")
-            throw new TemperException($"{path}: task_type '{task}' is not supported for prefix tuning (CAUSAL_LM is)");
-
-        string weights = Path.Combine(dir, "adapter_model.safetensors");
-        if (!File.Exists(weights)) throw new TemperException($"{weights}: adapter_model.safetensors not found");
-        using var st = SafetensorsFile.Open(weights);
-        var entry = st.Entries.FirstOrDefault(e => e.Name is PromptTuningAdapter.TensorName or "base_model." + PromptTuningAdapter.TensorName)
-            ?? throw new TemperException($"{weights}: tensor '{PromptTuningAdapter.TensorName}' missing");
-        foreach (var e in st.Entries)
-            if (!ReferenceEquals(e, entry)) throw new TemperException($"{weights}: tensor '{e.Name}' is not part of a prefix-tuning adapter (only '{PromptTuningAdapter.TensorName}' is)");
-        var t = st.Get(entry.Name);
         int cols = layers * 2 * width;
-        if (t.Shape.Rank != 2 || t.Shape[0] != p || t.Shape[1] != cols)
-            throw new TemperException($"{weights}: tensor '{entry.Name}' has shape {t.Shape}; num_virtual_tokens {p}, {layers} layers x key and value x {width} make it [{p},{cols}]");
-        return PrefixKv.FromPeft(t.ToFloatArray(), p, layers, width);
+        var values = PeftConfigFile.ReadPromptEmbeddings(dir, "prefix", p, cols, $"num_virtual_tokens {p}, {layers} layers x key and value x {width}");
+        return PrefixKv.FromPeft(values, p, layers, width);
     }
 }

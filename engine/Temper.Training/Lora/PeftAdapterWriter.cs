@@ -65,10 +65,8 @@ public static class PeftAdapterWriter
     /// </summary>
     public static void SavePrompt(string dir, Tensor embeddings, PromptTuningConfig cfg, ModelConfig model, string baseModel, IBackend be)
     {
-        Directory.CreateDirectory(dir);
         using var copy = embeddings.IsHost ? null : be.ToHost(embeddings);
-        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, copy ?? embeddings)], new Dictionary<string, string> { ["format"] = "pt" });
-        var json = new JsonObject
+        WriteVirtualTokens(dir, copy ?? embeddings, new JsonObject
         {
             ["peft_type"] = "PROMPT_TUNING",
             ["task_type"] = "CAUSAL_LM",
@@ -84,8 +82,7 @@ public static class PeftAdapterWriter
             ["prompt_tuning_init_text"] = cfg.InitText,
             ["tokenizer_name_or_path"] = cfg.Init == PromptTuningConfig.Text ? baseModel : null,
             ["tokenizer_kwargs"] = null,
-        };
-        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+        });
     }
 
     /// <summary>
@@ -95,10 +92,8 @@ public static class PeftAdapterWriter
     /// </summary>
     public static void SavePrefix(string dir, PrefixKv prefix, ModelConfig model, string baseModel, IBackend be)
     {
-        Directory.CreateDirectory(dir);
-        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, prefix.ToPeft(be))], new Dictionary<string, string> { ["format"] = "pt" });
         int width = model.NumKvHeads * model.HeadDim;
-        var json = new JsonObject
+        WriteVirtualTokens(dir, prefix.ToPeft(be), new JsonObject
         {
             ["peft_type"] = "PREFIX_TUNING",
             ["task_type"] = "CAUSAL_LM",
@@ -112,8 +107,15 @@ public static class PeftAdapterWriter
             ["num_layers"] = model.NumLayers,
             ["encoder_hidden_size"] = width,
             ["prefix_projection"] = false,
-        };
-        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+        });
+    }
+
+    // A prompt- or prefix-tuning folder: its one tensor, prompt_embeddings (a host tensor), and its config.
+    private static void WriteVirtualTokens(string dir, Tensor embeddings, JsonObject config)
+    {
+        Directory.CreateDirectory(dir);
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), [new(PromptTuningAdapter.TensorName, embeddings)], new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), config.ToJsonString(new() { WriteIndented = true }));
     }
 
     public static JsonObject ConfigJson(LoraConfig cfg, string baseModel) => new()
