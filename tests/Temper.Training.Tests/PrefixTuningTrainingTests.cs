@@ -123,3 +123,46 @@ public sealed class PrefixTuningTrainingTests
         Assert.Contains("is a LoRA adapter", Refusal(o with { InitAdapter = Path.Combine(Model, "adapter") }));
     }
 }
+
+// Prompt and prefix tuning over an NF4 (QLoRA) base: the loss and the virtual tokens' gradients equal those over a plain
+// f32 model holding the dequantised weights (as QLoraParityTests checks for LoRA).
+public sealed class VirtualTokensOverNf4Tests
+{
+    private static readonly int[] Ids = [1, 40, 41, 42, 43, 50, 51, 52, 1, 60, 61, 62, 63, 64, 65, 2];
+    private static readonly int[] Labels = [-100, -100, 41, 42, 43, 50, 51, 52, -100, -100, 61, 62, 63, 64, 65, 2];
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_nf4_base_gives_the_dequantised_base_s_loss_and_gradients(bool prefix)
+    {
+        string dir = QLoraParityTests.CopyModel("llama-tiny");
+        using var nf4 = LanguageModel.Load(dir, new CpuBackend(1), qlora: true);
+        using var plain = LanguageModel.Load(QLoraParityTests.DequantizedCopy(dir, nf4), new CpuBackend(1));
+        foreach (var lm in new[] { nf4, plain })
+        {
+            var local = new Random(3);
+            if (prefix)
+            {
+                int width = lm.Config.NumKvHeads * lm.Config.HeadDim, layers = lm.Config.NumLayers;
+                lm.AttachPrefix(PrefixKv.FromPeft(Enumerable.Range(0, 2 * layers * 2 * width).Select(_ => (float)(local.NextDouble() - 0.5)).ToArray(), 2, layers, width));
+            }
+            else lm.AttachPrompt(Tensor.FromFloats(new Shape(2, lm.Config.HiddenSize), Enumerable.Range(0, 2 * lm.Config.HiddenSize).Select(_ => (float)(local.NextDouble() - 0.5)).ToArray()));
+        }
+        (double Loss, float[][] Grads) Step(LanguageModel lm)
+        {
+            using var ps = TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
+            ps.ZeroGrads();
+            double loss = new DecoderBackprop(lm.Decoder).Run(Ids, Labels, [], 2, 0.1f, ps.GradOf).Sum(x => (double)x);
+            return (loss, ps.All.Select(p => p.Grad.Floats.ToArray()).ToArray());
+        }
+        var (lq, gq) = Step(nf4);
+        var (lp, gp) = Step(plain);
+        Assert.True(Math.Abs(lq - lp) <= 1e-5 * Math.Abs(lp), $"loss over NF4 {lq}, over the dequantised weights {lp}");
+        foreach (var (a, b) in gq.Zip(gp))
+        {
+            double l2 = GradientParityTests.RelativeL2(b, a);
+            Assert.True(l2 <= 1e-4, $"virtual-token gradient: relative L2 {l2:G3}");
+        }
+    }
+}
