@@ -69,6 +69,7 @@ public unsafe struct TemperTrainerOptions
     public int PromptTuningTokens;  // 0.4.0: > 0 = train P virtual token embeddings (PEFT PROMPT_TUNING) instead of LoRA
     public int PrefixTuningTokens;  // 0.4.0: > 0 = train P key/value rows per layer (PEFT PREFIX_TUNING) instead of LoRA
     public byte* PromptTuningInitText; // 0.4.0: prompt tuning's TEXT init (the text's token embeddings); NULL = RANDOM
+    public float LoraplusLrRatio;   // 0.4.0: LoRA+: lora_B and DoRA's magnitudes learn at learning_rate times this; 1 = off
 }
 
 /// <summary>temper_step_metrics.</summary>

@@ -98,7 +98,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
         try
         {
             _ps = TrainableParameters.Lora(lm.Weights, model.Backend);
-            _opt = new AdamW(_ps, model.Backend, new AdamWOptions(WeightDecay: o.WeightDecay));
+            _opt = new AdamW(_ps, model.Backend, new AdamWOptions(WeightDecay: o.WeightDecay, LoraPlusRatio: o.LoraplusLrRatio));
         }
         catch
         {
@@ -164,6 +164,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
         if (o.Method is not ((int)TemperTrainMethod.Sft or (int)TemperTrainMethod.Dpo)) throw Status.Arg($"temper_trainer_init: unknown method {o.Method}");
         if (o.Method == (int)TemperTrainMethod.Dpo && !(o.DpoBeta > 0)) throw Status.Arg($"temper_trainer_init: dpo_beta must be > 0 (got {o.DpoBeta})");
         if (o.LoraRank < 1) throw Status.Arg($"temper_trainer_init: lora_rank must be >= 1 (got {o.LoraRank})");
+        if (!(o.LoraplusLrRatio > 0)) throw Status.Arg($"temper_trainer_init: loraplus_lr_ratio must be > 0 (1 = off; got {o.LoraplusLrRatio})");
         if (!(o.LoraAlpha > 0)) throw Status.Arg($"temper_trainer_init: lora_alpha must be > 0 (got {o.LoraAlpha})");
         if (!(o.LearningRate > 0)) throw Status.Arg($"temper_trainer_init: learning_rate must be > 0 (got {o.LearningRate})");
         if (o.Scheduler is < 0 or > 2) throw Status.Arg($"temper_trainer_init: unknown scheduler {o.Scheduler}");
@@ -200,6 +201,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
         string Refused(string what) => $"{f}: {name} tuning trains only its virtual tokens; {what} cannot be combined with it";
         if (o.UseDora != 0) throw Status.Arg(Refused("use_dora"));
         if (o.UseRslora != 0) throw Status.Arg(Refused("use_rslora"));
+        if (o.LoraplusLrRatio != 1) throw Status.Arg(Refused("loraplus_lr_ratio"));
         if (targets != null) throw Status.Arg(Refused("lora_targets"));
         if (promptInitText != null && kind == PeftConfigFile.PrefixTuning)
             throw Status.Arg($"{f}: prompt_tuning_init_text applies to prompt tuning; a prefix starts N(0,1) as PEFT's does");

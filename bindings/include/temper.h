@@ -101,8 +101,9 @@
  *    can go on taking an older struct_size, reading the fields it lacks as their defaults: 0.3.0 added
  *    json_object and json_schema to temper_generate_options and still takes 0.2.0's size of it (a 0.2.0
  *    host runs unchanged on it, though its TEMPER_VERSION check sees "0.2.0" against "0.3.0"); 0.4.0 added
- *    use_dora, prompt_tuning_tokens, prefix_tuning_tokens and prompt_tuning_init_text to temper_trainer_options
- *    and still takes 0.3.0's size of it (88 bytes on LP64; 104 now), those fields then 0 / NULL.
+ *    use_dora, prompt_tuning_tokens, prefix_tuning_tokens, prompt_tuning_init_text and loraplus_lr_ratio to
+ *    temper_trainer_options and still takes 0.3.0's size of it (88 bytes on LP64; 112 now), those fields then
+ *    0 / NULL / 1.
  *    temper_generate_result and temper_step_metrics have no struct_size and do not
  *    change within 0.x.
  *  - Thread safety, stated per function below. In short: the library is thread-safe; one model runs
@@ -399,7 +400,10 @@ typedef struct temper_trainer_options {
                                    Only with prompt_tuning_tokens > 0 and no init_adapter; not empty.
                                    NULL (default) = RANDOM. Read during temper_trainer_init only.
                                    A host built against 0.3.0's header (its smaller struct_size) is still
-                                   accepted, without these four fields. */
+                                   accepted, without these five fields. */
+    float loraplus_lr_ratio;    /* since 0.4.0. LoRA+ (PEFT's create_loraplus_optimizer): lora_B and DoRA's
+                                   magnitudes learn at learning_rate times this, lora_A at learning_rate.
+                                   Default 1 = off; must be > 0; only 1 with prompt or prefix tuning */
 } temper_trainer_options;
 
 typedef struct temper_step_metrics {

@@ -361,13 +361,13 @@ public sealed unsafe class AdapterKindsTests : IDisposable
         {
             Free(t);
         }
-        foreach (uint size in new uint[] { 84, 96, 112 })
+        foreach (uint size in new uint[] { 84, 96, 104, 120 })
         {
             o.StructSize = size;
             Assert.Equal((int)TemperStatus.InvalidArgument, Init(o, SftData, out _));
             Assert.Equal($"temper_trainer_init: options->struct_size is {size}, not the {sizeof(TemperTrainerOptions)} bytes of libtemper {LibraryExports.Version}'s temper_trainer_options; the host was compiled against another temper.h (this library's is TEMPER_VERSION {LibraryExports.Version})", LastError());
         }
-        Assert.Equal(104, sizeof(TemperTrainerOptions));
+        Assert.Equal(112, sizeof(TemperTrainerOptions));
         Assert.Equal(84, (int)Marshal.OffsetOf<TemperTrainerOptions>(nameof(TemperTrainerOptions.UseDora)));
     }
 
@@ -385,6 +385,8 @@ public sealed unsafe class AdapterKindsTests : IDisposable
         { "dora lora-adapter", $"temper_trainer_init: use_dora is set but init_adapter {LoraAdapterDir} is a plain LoRA adapter (use_dora false), and init_adapter continues it as it is; set use_dora = 0" },
         { "prompt=4 lora-adapter", $"temper_trainer_init: prompt_tuning_tokens is set but init_adapter {LoraAdapterDir} is a LoRA adapter, and init_adapter continues it as it is; set prompt_tuning_tokens = 0" },
         { "prefix=4 lora-adapter", $"temper_trainer_init: prefix_tuning_tokens is set but init_adapter {LoraAdapterDir} is a LoRA adapter, and init_adapter continues it as it is; set prefix_tuning_tokens = 0" },
+        { "prompt=4 plus=4", "temper_trainer_init: prompt tuning trains only its virtual tokens; loraplus_lr_ratio cannot be combined with it" },
+        { "plus=0", "temper_trainer_init: loraplus_lr_ratio must be > 0 (1 = off; got 0)" },
     };
 
     [Theory]
@@ -404,6 +406,7 @@ public sealed unsafe class AdapterKindsTests : IDisposable
             else if (s == "text") text = "the value";
             else if (s == "empty-text") text = "";
             else if (s == "lora-adapter") adapter = LoraAdapterDir;
+            else if (s.StartsWith("plus=", StringComparison.Ordinal)) o.LoraplusLrRatio = float.Parse(s[5..], System.Globalization.CultureInfo.InvariantCulture);
             else throw new ArgumentException(s);
         }
         Assert.Equal((int)TemperStatus.InvalidArgument, Init(o, SftData, out var t, adapter, targets, text));
@@ -412,6 +415,32 @@ public sealed unsafe class AdapterKindsTests : IDisposable
         // Nothing was left attached: a plain trainer starts on the base.
         nint plain = Trainer(Quick());
         Free(plain);
+    }
+
+    // LoRA+: a fresh adapter's first step moves every B entry with a clear gradient by learning_rate x ratio (AdamW's
+    // first update is lr x sign(g)), so the saved B's largest entry is lr x ratio.
+    [Theory]
+    [InlineData(1f)]
+    [InlineData(4f)]
+    public void Loraplus_lr_ratio_scales_the_b_matrices_first_step(float ratio)
+    {
+        if (!Available) return;
+        var o = Quick(lr: 1e-3f);
+        o.LoraplusLrRatio = ratio;
+        nint t = Trainer(o);
+        string dir;
+        try
+        {
+            Step(t);
+            dir = Save(t);
+        }
+        finally
+        {
+            Free(t);
+        }
+        using var st = SafetensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors"));
+        float maxB = st.Entries.Where(e => e.Name.Contains(".lora_B.", StringComparison.Ordinal)).Max(e => st.Get(e.Name).ToFloatArray().Max(MathF.Abs));
+        Assert.True(Math.Abs(maxB - 1e-3f * ratio) <= 1e-3f * 1e-3f * ratio, $"largest |B| after one step {maxB}, expected {1e-3f * ratio}");
     }
 
     [Fact]

@@ -35,6 +35,7 @@ public static unsafe class TrainerExports
         PromptTuningTokens = 0,
         PrefixTuningTokens = 0,
         PromptTuningInitText = null,
+        LoraplusLrRatio = 1,
     };
 
     /// <summary>0.3.0's temper_trainer_options: its struct_size and the bytes of its fields (up to use_dora).</summary>
