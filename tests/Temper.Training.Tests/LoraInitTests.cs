@@ -144,6 +144,7 @@ public sealed class LoraInitTests
     [Theory]
     [InlineData(LoraInitMethods.Pissa)]
     [InlineData(LoraInitMethods.Olora)]
+    [InlineData("pissa_niter_2")]
     public void A_run_that_rewrote_its_base_saved_converted_reproduces_its_loss_on_the_original_base(string method)
     {
         string dir = TempFolder.Create("temper-pissa");

@@ -5,7 +5,8 @@
 //   pissa     PiSSA (Meng et al. 2024): each adapted projection's top-r singular triplets of W [Out,In] become the
 //             adapter, A = sqrt(S_r / s) Vh_r [r,In] and B = U_r sqrt(S_r / s) [Out,r] (s the LoRA scale), and the base
 //             keeps the residual W - s B A, so the model starts equal to the base and trains its principal directions.
-//             The SVD is TruncatedSvd.OfDense (seeded subspace iteration, so a resumed run rebuilds the same start).
+//             The SVD is TruncatedSvd.OfDense (seeded subspace iteration, so a resumed run rebuilds the same start);
+//             pissa_niter_N runs N iterations only (PEFT's fast SVD), much quicker on large weights, approximate.
 // A PiSSA or OLoRA run changes the base it trains over, so it is saved as PEFT saves one converted for the original base
 // (path_initial_model_for_weight_conversion): a rank-2r LoRA with A = [A_t; A_0], B = [B_t | -B_0] and lora_alpha
 // doubled (times sqrt 2 with rsLoRA), whose s (B_t A_t - B_0 A_0) is exactly the change the run made.
@@ -19,16 +20,24 @@ public static class LoraInitMethods
     public const string Default = "default", Gaussian = "gaussian", Pissa = "pissa", Olora = "olora";
 
     /// <summary>Whether the method rewrites the base weights (PiSSA, OLoRA), so the run's save is converted.</summary>
-    public static bool ChangesBase(string method) => method is Pissa or Olora;
+    public static bool ChangesBase(string method) => method is Olora || method.StartsWith(Pissa, StringComparison.Ordinal);
 
-    public static string Parse(string s) => s.ToLowerInvariant() switch
+    /// <summary>default, gaussian, pissa, pissa_niter_N (N >= 1: PiSSA from N subspace iterations, PEFT's fast SVD) or olora.</summary>
+    public static string Parse(string s)
     {
-        "default" or "true" => Default,
-        Gaussian => Gaussian,
-        Pissa => Pissa,
-        Olora => Olora,
-        _ => throw new TemperException($"--lora-init must be default, gaussian, pissa or olora (got '{s}')"),
-    };
+        string v = s.ToLowerInvariant();
+        if (v.StartsWith("pissa_niter_", StringComparison.Ordinal))
+            return int.TryParse(v["pissa_niter_".Length..], out int n) && n >= 1 ? v
+                : throw new TemperException($"--lora-init {s}: pissa_niter_N needs a whole number of iterations N >= 1");
+        return v switch
+        {
+            "default" or "true" => Default,
+            Gaussian => Gaussian,
+            Pissa => Pissa,
+            Olora => Olora,
+            _ => throw new TemperException($"--lora-init must be default, gaussian, pissa, pissa_niter_N or olora (got '{s}')"),
+        };
+    }
 
     /// <summary>gaussian: A ~ N(0, 1/r) in every view LoraInit attached (B stays 0).</summary>
     public static void ApplyGaussian(ModelWeights w, IBackend be, int seed)
@@ -57,7 +66,7 @@ public static class LoraInitMethods
             if (l.Magnitude != null) throw new TemperException($"{p.Name}: {method} initialisation is not combined with DoRA (use_dora)");
             int r = l.Rank, m = p.Out, n = p.In;
             var weight = p.WeightValues(be);
-            var (a, b) = method == Pissa ? PissaFactors(weight, m, n, r, l.Scale) : OloraFactors(weight, m, n, r);
+            var (a, b) = method == Olora ? OloraFactors(weight, m, n, r) : PissaFactors(weight, m, n, r, l.Scale, Iterations(method));
             for (int i = 0; i < m; i++)                               // W_res = W - s B A
                 for (int j = 0; j < n; j++)
                 {
@@ -73,10 +82,13 @@ public static class LoraInitMethods
         return initial;
     }
 
+    // pissa_niter_N: N; pissa: null (iterate until the top r settle).
+    private static int? Iterations(string method) => method.StartsWith("pissa_niter_", StringComparison.Ordinal) ? int.Parse(method["pissa_niter_".Length..]) : null;
+
     // PiSSA: A = sqrt(S_r / s) Vh_r [r,n], B = U_r sqrt(S_r / s) [m,r], from TruncatedSvd's (U S, Vh).
-    private static (float[] A, float[] B) PissaFactors(float[] weight, int m, int n, int r, float scale)
+    private static (float[] A, float[] B) PissaFactors(float[] weight, int m, int n, int r, float scale, int? iterations)
     {
-        var (us, vh) = TruncatedSvd.OfDense(weight.Select(x => (double)x).ToArray(), m, n, r);
+        var (us, vh) = TruncatedSvd.OfDense(weight.Select(x => (double)x).ToArray(), m, n, r, iterations);
         var a = new float[r * n];
         var b = new float[m * r];
         for (int k = 0; k < r; k++)

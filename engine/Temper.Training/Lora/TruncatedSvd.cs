@@ -28,8 +28,10 @@ public static class TruncatedSvd
         return FromSubspace(q, core, m, p, n, k);
     }
 
-    /// <summary>Rank-k SVD of a dense m [rows,cols] (row-major): (B = U S [rows,k], A = Vh [k,cols]).</summary>
-    public static (double[] B, double[] A) OfDense(double[] mat, int m, int n, int k)
+    /// <summary>Rank-k SVD of a dense m [rows,cols] (row-major): (B = U S [rows,k], A = Vh [k,cols]). With
+    /// <paramref name="rounds"/> the iteration runs exactly that many rounds, without the convergence test (torch's
+    /// svd_lowrank niter, as PEFT's pissa_niter_N asks; faster, approximate where the spectrum is flat).</summary>
+    public static (double[] B, double[] A) OfDense(double[] mat, int m, int n, int k, int? rounds = null)
     {
         int l = Math.Min(2 * k + 10, Math.Min(m, n));
         var rng = new SplitMix64(0x5EED5u);
@@ -42,6 +44,12 @@ public static class TruncatedSvd
             MultiplyInto(mat, z, q, m, n, l);                 // q = M z
             Orthonormalize(q, m, l);
             MultiplyTransposedInto(mat, q, z, m, n, l);       // z = M^T q = (Q^T M)^T
+            if (rounds is int fixedRounds)
+            {
+                if (round + 1 >= fixedRounds || l == Math.Min(m, n)) return FromSubspace(q, Transpose(z, n, l), m, l, n, k);
+                Orthonormalize(z, n, l);
+                continue;
+            }
             var ritz = SingularValues(Transpose(z, n, l), l, n);
             bool converged = previous.Length > 0 && Enumerable.Range(0, Math.Min(k, l)).All(i => Math.Abs(ritz[i] - previous[i]) <= 1e-12 * ritz[0]);
             if (converged || round == 59 || l == Math.Min(m, n)) return FromSubspace(q, Transpose(z, n, l), m, l, n, k);
