@@ -41,7 +41,8 @@ for step in "$@"; do
     ilgpu-cuda) run ilgpu-cuda 300 env TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
     peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done
           if [ -d .gpuc/peft-dora-llama-tiny ]; then run peft-dora-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-dora-llama-tiny; fi
-          if [ -d .gpuc/peft-prompt-llama-tiny ]; then run peft-prompt-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-prompt-llama-tiny; fi ;;
+          if [ -d .gpuc/peft-prompt-llama-tiny ]; then run peft-prompt-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-prompt-llama-tiny; fi
+          if [ -d .gpuc/peft-prefix-llama-tiny ]; then run peft-prefix-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-prefix-llama-tiny; fi ;;
     nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50
          run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
     attention) run attention 120 bash -c 'temper bench attention --device cuda --batch 8 --heads 9 --kv-heads 3 --seq 1024 --head-dim 64 --reps 20 && temper bench attention --device cuda --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10' ;;

@@ -6,7 +6,7 @@
 #   bash tests/peft/run.sh peft FIXTURE_DIR WORK     PEFT loads WORK/adapter; its logits vs Temper's (1e-4 x max)
 # TEMPER overrides how temper is started (default: the Release build of tools/Temper.Cli); SFT_FLAGS adds
 # flags to the training run (SFT_FLAGS=--use-dora: PEFT loads a DoRA adapter Temper trained; SFT_FLAGS="--prompt-tuning 4":
-# a prompt-tuning adapter).
+# a prompt-tuning adapter; SFT_FLAGS="--prefix-tuning 3": a prefix-tuning one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=$1 model=$2 work=$3
