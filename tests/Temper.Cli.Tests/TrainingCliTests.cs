@@ -118,6 +118,7 @@ public class TrainingCliTests
             (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--packing"], "--packing"),
             (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--prompt-tuning-init", "words"], "random, text or random-discrete"),
             (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prompt-tuning", "2", "--prefix-tuning", "2"], "cannot be combined"),
+            (["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"), "--prefix-tuning", "2", "--lora-r", "8"], "--lora-r cannot be combined"),
             (["combine", "--adapter", px, "--adapter", pt, "--out", Path.Combine(dir, "combined")], "prefix-tuning adapter"),
         })
         {

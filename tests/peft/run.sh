@@ -14,7 +14,8 @@ temper=${TEMPER:-"dotnet tools/Temper.Cli/bin/Release/net10.0/temper.dll"}
 case "$mode" in
   temper)
     mkdir -p "$work"
-    $temper sft --model "$model" --data "$model/trainer/sft.jsonl" --out "$work/adapter" --lora-r 8 --lora-alpha 16 \
+    case "${SFT_FLAGS:-}" in *-tuning*) lora="" ;; *) lora="--lora-r 8 --lora-alpha 16" ;; esac  # prompt/prefix tuning refuse LoRA flags
+    $temper sft --model "$model" --data "$model/trainer/sft.jsonl" --out "$work/adapter" $lora \
       --lr 1e-2 --batch-size 4 --max-steps 30 --seed 1 --threads 2 ${SFT_FLAGS:-}
     echo '[[1, 17, 42, 99, 250, 7, 300, 12], [5, 6, 7, 8, 9, 10, 11, 12]]' > "$work/ids.json"
     $temper logits --model "$model" --adapter "$work/adapter" --ids "$work/ids.json" --out "$work/temper_logits.safetensors"

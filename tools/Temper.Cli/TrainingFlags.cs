@@ -56,7 +56,17 @@ internal sealed class TrainingFlags
             c.Add(o);
     }
 
-    public SftOptions Read(ParseResult p) => new()
+    public SftOptions Read(ParseResult p)
+    {
+        // Prompt and prefix tuning train no LoRA: LoRA shape flags given with them would be ignored, so they are refused.
+        if (p.GetValue(PromptTuning) > 0 || p.GetValue(PrefixTuning) > 0)
+            foreach (var o in new Option[] { R, Alpha, Targets })
+                if (p.GetResult(o) is { Implicit: false })
+                    throw new Core.TemperException($"{(p.GetValue(PromptTuning) > 0 ? "prompt" : "prefix")} tuning trains only its virtual tokens; {o.Name} cannot be combined with it");
+        return ReadOptions(p);
+    }
+
+    private SftOptions ReadOptions(ParseResult p) => new()
     {
         ModelDir = p.GetValue(Model)!,
         DataPath = p.GetValue(Data)!,
