@@ -57,7 +57,7 @@ public static class PeftConfigFile
     /// </summary>
     public static float[] ReadPromptEmbeddings(string dir, string kind, int rows, int cols, string why)
     {
-        const string name = "prompt_embeddings";
+        const string name = PromptTuningAdapter.TensorName;
         string weights = System.IO.Path.Combine(dir, "adapter_model.safetensors");
         if (!File.Exists(weights)) throw new TemperException($"{weights}: adapter_model.safetensors not found");
         using var st = Core.SafeTensors.SafetensorsFile.Open(weights);

@@ -27,21 +27,29 @@ public sealed class LoraInitTests
         LoraInit = LoraInitMethods.Pissa, LoraRank = 4, LoraAlpha = 8, MaxSteps = 3, LearningRate = 1e-3f, BatchSize = 3,
     };
 
+    // The fixture with a fresh adapter started by a base-rewriting method, after checking that its logits are the base's
+    // (within 1e-5 x max); returns it with the original weights of every projection.
+    private static (LanguageModel Lm, Dictionary<string, float[]> Original) StartedAtTheBase(LoraConfig cfg, string method)
+    {
+        var lm = LanguageModel.Load(Model, new CpuBackend(1));
+        var be = lm.Decoder.Backend;
+        using var baseLogits = lm.Logits(Ids, 2);
+        var original = lm.Weights.Projections.ToDictionary(p => p.Name, p => p.WeightValues(be));
+        LoraInit.Attach(lm.Weights, cfg, be, seed: 1);
+        LoraInitMethods.ApplyToBase(lm.Weights, be, method);
+        using var start = lm.Logits(Ids, 2);
+        float max = baseLogits.Floats.ToArray().Max(MathF.Abs);
+        for (int i = 0; i < start.Floats.Length; i++) Assert.True(Math.Abs(start.Floats[i] - baseLogits.Floats[i]) <= 1e-5f * max, $"{method}: logit {i}");
+        return (lm, original);
+    }
+
     [Fact]
     public void Pissa_starts_at_the_base_with_the_top_singular_directions()
     {
-        using var lm = LanguageModel.Load(Model, new CpuBackend(1));
-        using var baseLogits = lm.Logits(Ids, 2);
-        var be = lm.Decoder.Backend;
-        var original = lm.Weights.Projections.ToDictionary(p => p.Name, p => p.WeightValues(be));
         var cfg = new LoraConfig(4, 8, false, ["q_proj", "down_proj"], null, 0);
-        LoraInit.Attach(lm.Weights, cfg, be, seed: 1);
-        LoraInitMethods.ApplyToBase(lm.Weights, be, LoraInitMethods.Pissa);
-        using (var start = lm.Logits(Ids, 2))
-        {
-            float max = baseLogits.Floats.ToArray().Max(MathF.Abs);
-            for (int i = 0; i < start.Floats.Length; i++) Assert.True(Math.Abs(start.Floats[i] - baseLogits.Floats[i]) <= 1e-5f * max, $"logit {i}");
-        }
+        var (lm, original) = StartedAtTheBase(cfg, LoraInitMethods.Pissa);
+        using var _ = lm;
+        var be = lm.Decoder.Backend;
         foreach (var p in lm.Weights.Projections.Where(p => p.Lora != null))
         {
             int r = 4, m = p.Out, n = p.In;
@@ -99,17 +107,8 @@ public sealed class LoraInitTests
     [Fact]
     public void Olora_starts_at_the_base_with_b_the_orthonormal_first_columns_and_a_b_transpose_w()
     {
-        using var lm = LanguageModel.Load(Model, new CpuBackend(1));
-        using var baseLogits = lm.Logits(Ids, 2);
-        var be = lm.Decoder.Backend;
-        var original = lm.Weights.Projections.ToDictionary(p => p.Name, p => p.WeightValues(be));
-        LoraInit.Attach(lm.Weights, new LoraConfig(4, 8, false, ["k_proj", "up_proj"], null, 0), be, seed: 1);
-        LoraInitMethods.ApplyToBase(lm.Weights, be, LoraInitMethods.Olora);
-        using (var start = lm.Logits(Ids, 2))
-        {
-            float max = baseLogits.Floats.ToArray().Max(MathF.Abs);
-            for (int i = 0; i < start.Floats.Length; i++) Assert.True(Math.Abs(start.Floats[i] - baseLogits.Floats[i]) <= 1e-5f * max, $"logit {i}");
-        }
+        var (lm, original) = StartedAtTheBase(new LoraConfig(4, 8, false, ["k_proj", "up_proj"], null, 0), LoraInitMethods.Olora);
+        using var _ = lm;
         foreach (var p in lm.Weights.Projections.Where(p => p.Lora != null))
         {
             int r = 4, m = p.Out, n = p.In;

@@ -1,5 +1,5 @@
 // The part every trainer shares, as one component (not a base class): open the model, attach or
-// initialise the LoRA (or a prompt-tuning adapter's virtual tokens, or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
+// initialise the LoRA (or a prompt- or prefix-tuning adapter's virtual tokens, or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
 // manifest.json, checkpoints, resume, Ctrl-C and non-finite-step handling, and the final save.
 // A recipe supplies only its data and a step function that fills the gradients and returns the loss.
 using System.Diagnostics;
