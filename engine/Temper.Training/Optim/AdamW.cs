@@ -20,12 +20,12 @@ public sealed class AdamW : IDisposable
 
     public AdamW(TrainableParameters ps, IBackend be, AdamWOptions options)
     {
+        if (!(options.LoraPlusRatio > 0)) throw new TemperException($"--loraplus-lr-ratio must be > 0 (got {options.LoraPlusRatio})"); // before any state is allocated
         _backend = be;
         _params = ps;
         Options = options;
         _m = ps.All.Select(p => be.Zeros(p.Value.Shape)).ToArray();
         _v = ps.All.Select(p => be.Zeros(p.Value.Shape)).ToArray();
-        if (!(options.LoraPlusRatio > 0)) throw new TemperException($"--loraplus-lr-ratio must be > 0 (got {options.LoraPlusRatio})");
         var all = ps.All.Select((p, i) => (Plus: options.LoraPlusRatio != 1 && IsLoraPlusB(p), Tensors: new AdamWTensors(p.Value, p.Grad, _m[i], _v[i]))).ToArray();
         _tensors = all.Where(x => !x.Plus).Select(x => x.Tensors).ToArray();
         _plus = all.Where(x => x.Plus).Select(x => x.Tensors).ToArray();
