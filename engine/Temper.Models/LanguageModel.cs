@@ -29,13 +29,15 @@ public sealed class LanguageModel : IDisposable
     public HfTokenizer RequireTokenizer() => Tokenizer ?? throw new TemperException($"{Directory}: no tokenizer.json");
     public ChatTemplate RequireTemplate() => Template ?? throw new TemperException($"{Directory}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
 
-    /// <summary>Opens a model folder; qlora NF4-quantises the layers' projections (see <see cref="ModelWeights.Load"/>).</summary>
-    public static LanguageModel Load(string dir, IBackend be, string? adapterDir = null, bool mergeAdapter = false, DType? weightDType = null, bool qlora = false)
+    /// <summary>Opens a model folder; qlora NF4-quantises the layers' projections (see <see cref="ModelWeights.Load"/>).
+    /// A bitsandbytes 4-bit folder stays in NF4 unless dequantize (or mergeAdapter) asks for dense weights.</summary>
+    public static LanguageModel Load(string dir, IBackend be, string? adapterDir = null, bool mergeAdapter = false, DType? weightDType = null, bool qlora = false,
+        bool dequantize = false)
     {
         if (!System.IO.Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
         if (qlora && mergeAdapter) throw new TemperException("an adapter cannot be merged into an NF4 (QLoRA) base; apply it unmerged or load the model without --qlora");
         var cfg = ModelConfig.Load(dir);
-        var weights = ModelWeights.Load(dir, cfg, be, weightDType, nf4: qlora);
+        var weights = ModelWeights.Load(dir, cfg, be, weightDType, nf4: qlora, dequantize: dequantize || mergeAdapter);
         var m = new LanguageModel(dir, cfg, weights, be);
         try
         {

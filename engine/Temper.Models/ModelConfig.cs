@@ -37,6 +37,8 @@ public sealed record ModelConfig
     public float InitializerRange { get; init; } = 0.02f;
     /// <summary>The config.json text as read (for manifests and for writing merged models).</summary>
     public string RawJson { get; init; } = "{}";
+    /// <summary>config.json's quantization_config of a bitsandbytes 4-bit (NF4) checkpoint, null for a plain one.</summary>
+    public Bnb4BitConfig? Bnb4Bit { get; init; }
 
     public static ModelConfig Load(string dirOrFile)
     {
@@ -104,6 +106,7 @@ public sealed record ModelConfig
             BosTokenId = r.OptInt("bos_token_id"),
             PadTokenId = r.OptInt("pad_token_id"),
             InitializerRange = (float)(r.OptDouble("initializer_range") ?? 0.02),
+            Bnb4Bit = Bnb4BitConfig.Parse(root["quantization_config"], path),
             RawJson = rawJson ?? root.ToJsonString(),
         };
     }

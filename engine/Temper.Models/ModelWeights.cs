@@ -2,7 +2,8 @@
 // Linear weights keep their stored dtype where the backend computes with it (f32, bf16); f16 and f64
 // weights and every norm vector and bias are widened to f32 once at load. For QLoRA (nf4: true) the
 // seven projections of every layer are NF4-quantised (Nf4Weight) once and kept in DIR/temper-nf4.safetensors
-// (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored.
+// (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored. A bitsandbytes
+// 4-bit checkpoint's quantised projections are read as they are saved (Bnb4BitWeights), its other modules dense.
 using Temper.Core;
 using Temper.Core.Quantization;
 using Temper.Core.SafeTensors;
@@ -78,22 +79,34 @@ public sealed class ModelWeights : IDisposable
     /// <summary>
     /// Reads the weights; <paramref name="matrixDType"/> (f32 or bf16) converts every weight matrix, null
     /// keeps the stored type. nf4 quantises the layers' projections (QLoRA), reusing DIR/temper-nf4.safetensors.
+    /// A bitsandbytes 4-bit checkpoint (config.json quantization_config) keeps its quantised projections in NF4
+    /// whatever nf4 says (Bnb4BitWeights), unless <paramref name="dequantize"/> asks for dense copies of their exact
+    /// values (in matrixDType, else bf16 for a bfloat16 compute dtype, else f32), as merging into the base needs.
     /// </summary>
-    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null, bool nf4 = false)
+    public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null, bool nf4 = false, bool dequantize = false)
     {
         if (matrixDType is not (null or DType.F32 or DType.BF16)) throw new TemperException($"weights can be held as f32 or bf16, not {matrixDType}");
         var file = SafetensorsModel.Open(dir);
         IDisposable? nf4File = null;
         try
         {
-            var reader = new WeightReader(file, be, dir, matrixDType);
+            var bnb = cfg.Bnb4Bit;
+            var reader = new WeightReader(file, be, dir, matrixDType,
+                bnb != null && dequantize ? (bnb.ComputeDType == "bfloat16" ? DType.BF16 : DType.F32) : null);
             bool hasHead = file.Contains("lm_head.weight");
             // A *ForSequenceClassification folder (a reward model) has a score head instead of lm_head;
             // the embedding stands in for the unused LM head.
             bool classifier = cfg.Architecture.EndsWith("ForSequenceClassification", StringComparison.Ordinal);
             if (!cfg.TieWordEmbeddings && !hasHead && !classifier) throw new TemperException($"{dir}: tensor 'lm_head.weight' missing and tie_word_embeddings is false");
-            Func<string, int, int, Nf4Weight>? quantized = null;
-            if (nf4)
+            if (bnb != null && (Bnb4BitWeights.IsQuantized(file, "lm_head.weight") || Bnb4BitWeights.IsQuantized(file, "model.embed_tokens.weight")))
+                throw new TemperException($"{dir}: a quantised embedding or lm_head is not supported; Temper reads bitsandbytes checkpoints whose layers' projections are quantised");
+            Func<string, int, int, Nf4Weight?>? quantized = null;
+            if (bnb != null)
+            {
+                if (!dequantize)
+                    quantized = (name, rows, cols) => Bnb4BitWeights.IsQuantized(file, name) ? Bnb4BitWeights.Read(file, name, new Shape(rows, cols)).To(be) : null;
+            }
+            else if (nf4)
             {
                 var (weights, owner) = QuantizedProjections(dir, cfg, file, reader);
                 nf4File = owner;
@@ -202,12 +215,13 @@ public sealed class ModelWeights : IDisposable
             if (name.EndsWith("norm.weight", StringComparison.Ordinal)) Array.Fill(v, 1f);
             return be.FromHost(Tensor.FromFloats(new Shape(n), v, name));
         }
-        Func<string, int, int, Nf4Weight>? quantized = nf4 ? (name, rows, cols) => Nf4Weight.Quantize(Draw(name, rows, cols, DType.F32)).To(be) : null;
+        Func<string, int, int, Nf4Weight?>? quantized = nf4 ? (name, rows, cols) => Nf4Weight.Quantize(Draw(name, rows, cols, DType.F32)).To(be) : null;
         return Build(cfg, null, Matrix, Vector, untiedHead: !cfg.TieWordEmbeddings, quantized);
     }
 
+    // quantized gives a projection's NF4 weight, or null for a dense one read by matrix.
     private static ModelWeights Build(ModelConfig cfg, SafetensorsModel? file, Func<string, int, int, Tensor> matrix, Func<string, int, Tensor> vector, bool untiedHead,
-        Func<string, int, int, Nf4Weight>? quantized = null)
+        Func<string, int, int, Nf4Weight?>? quantized = null)
     {
         int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
         var embed = matrix("model.embed_tokens.weight", cfg.VocabSize, c);
@@ -218,7 +232,7 @@ public sealed class ModelWeights : IDisposable
             Projection Proj(string n, int outF, int inF, bool bias)
             {
                 var b = bias ? vector(p + n + ".bias", outF) : null;
-                return quantized != null ? new(p + n, quantized(p + n + ".weight", outF, inF), b) : new(p + n, matrix(p + n + ".weight", outF, inF), b);
+                return quantized?.Invoke(p + n + ".weight", outF, inF) is { } q ? new(p + n, q, b) : new(p + n, matrix(p + n + ".weight", outF, inF), b);
             }
             layers[i] = new LayerWeights
             {
@@ -260,10 +274,16 @@ public sealed class ModelWeights : IDisposable
         _file?.Dispose();
     }
 
-    private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir, DType? matrixDType)
+    // bnbDense: a bitsandbytes checkpoint's quantised matrices are read dequantised, held in this dtype unless matrixDType says otherwise.
+    private sealed class WeightReader(SafetensorsModel file, IBackend be, string dir, DType? matrixDType, DType? bnbDense = null)
     {
         public Tensor Matrix(string name, int rows, int cols)
         {
+            if (bnbDense is { } dense && Bnb4BitWeights.IsQuantized(file, name))
+            {
+                var values = Bnb4BitWeights.Dequantize(file, name, new Shape(rows, cols));
+                return be.FromHost((matrixDType ?? dense) == DType.BF16 ? ToBf16(values) : values);
+            }
             var t = Get(name, new Shape(rows, cols));
             var want = matrixDType ?? (t.DType == DType.BF16 ? DType.BF16 : DType.F32);
             if (t.DType != want) t = want == DType.F32 ? t.ToF32() : ToBf16(t.ToF32());

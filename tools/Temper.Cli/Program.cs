@@ -27,6 +27,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     RewardModelCommand.Create(),
     GrpoCommand.Create(),
     MergeCommand.Create(),
+    QuantizeCommand.Create(),
     MergeCommand.CreateCombine(),
     DistillCommand.Create(),
     DemoCommand.Create(),

@@ -62,17 +62,35 @@ public sealed class Nf4Weight : IDisposable
 
     public static Nf4Weight Quantize(ReadOnlySpan<float> w, Shape shape, string? name = null)
     {
-        if (w.Length != shape.Elements) throw new ArgumentException($"{w.Length} values do not fill {shape}");
-        long blocks = Blocks(w.Length);
-        var codes = Tensor.Zeros(shape, DType.NF4, name);
-        var absmax = new float[blocks];
-        QuantizeBlocks(w, absmax, codes.Bytes);
+        var (codes, absmax) = QuantizeCodes(w, shape, name);
+        return FromBlockAbsmax(codes, absmax);
+    }
 
+    /// <summary>The first level alone: packed codes and each 64-block's absmax in f32 (bitsandbytes without
+    /// double quantisation stores exactly these).</summary>
+    public static (Tensor Codes, float[] Absmax) QuantizeCodes(ReadOnlySpan<float> w, Shape shape, string? name = null)
+    {
+        if (w.Length != shape.Elements) throw new ArgumentException($"{w.Length} values do not fill {shape}");
+        var codes = Tensor.Zeros(shape, DType.NF4, name);
+        var absmax = new float[Blocks(w.Length)];
+        QuantizeBlocks(w, absmax, codes.Bytes);
+        return (codes, absmax);
+    }
+
+    /// <summary>
+    /// Packed codes [Out,In] with their blocks' f32 absmax, double-quantised as bitsandbytes' compress_statistics
+    /// does: offset = mean(absmax), (absmax - offset) in 8-bit DynamicMap codes, one f32 scale per 256 blocks.
+    /// </summary>
+    public static Nf4Weight FromBlockAbsmax(Tensor codes, ReadOnlySpan<float> absmax)
+    {
+        long blocks = absmax.Length;
+        if (blocks != Blocks(codes.Elements)) throw new ArgumentException($"{blocks} absmax values for {codes.Shape}, need {Blocks(codes.Elements)}");
+        string? name = codes.Name;
         double sum = 0;
         foreach (float a in absmax) sum += a;
         float offset = blocks == 0 ? 0f : (float)(sum / blocks);
         var centred = new float[blocks];
-        for (long b = 0; b < blocks; b++) centred[b] = absmax[b] - offset;
+        for (long b = 0; b < blocks; b++) centred[b] = absmax[(int)b] - offset;
         var absmaxCodes = Tensor.Zeros(new Shape(checked((int)blocks)), DType.U8, name + ".absmax");
         var scales = Tensor.Zeros(new Shape(checked((int)ScaleBlocks(blocks))), DType.F32, name + ".absmax_scale");
         var q = absmaxCodes.Span<byte>();

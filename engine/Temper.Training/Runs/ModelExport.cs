@@ -1,6 +1,7 @@
 // Writes a full Hugging Face model folder: config.json (as loaded), model.safetensors with every
 // weight under its HF name (LoRA views merged first by the caller if wanted), and the tokenizer and
-// chat-template files copied from the source folder. A reward model replaces the LM head with its
+// chat-template files copied from the source folder. A bitsandbytes base, loaded dequantised, is written
+// dense without its quantization_config. A reward model replaces the LM head with its
 // score head and config.json with its *ForSequenceClassification one.
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -10,8 +11,6 @@ namespace Temper.Training.Runs;
 
 public static class ModelExport
 {
-    private static readonly string[] TokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json", "generation_config.json"];
-
     /// <param name="head">Tensors written instead of lm_head.weight (null = the LM head).</param>
     /// <param name="configJson">config.json's text (null = as loaded).</param>
     public static void Save(string dir, LanguageModel lm, IBackend be, IReadOnlyList<KeyValuePair<string, Tensor>>? head = null, string? configJson = null)
@@ -19,6 +18,8 @@ public static class ModelExport
         Directory.CreateDirectory(dir);
         var w = lm.Weights;
         if (w.Projections.Append(w.LmHead).Any(p => p.Lora != null)) throw new TemperException("merge the adapter before exporting a full model");
+        if (w.Projections.FirstOrDefault(p => p.Nf4 != null) is { } q)
+            throw new TemperException($"{q.Name}: an NF4 weight cannot be exported into a full model; load the base dequantised (LanguageModel.Load dequantize) or without --qlora");
         var tensors = new List<KeyValuePair<string, Tensor>> { new("model.embed_tokens.weight", be.ToHost(w.Embed)) };
         for (int i = 0; i < w.Layers.Length; i++)
         {
@@ -34,11 +35,16 @@ public static class ModelExport
         if (head != null) tensors.AddRange(head.Select(kv => new KeyValuePair<string, Tensor>(kv.Key, be.ToHost(kv.Value))));
         else if (!lm.Config.TieWordEmbeddings) tensors.Add(new("lm_head.weight", be.ToHost(w.LmHead.Weight)));
         SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
-        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), configJson ?? lm.Config.RawJson);
-        foreach (var f in TokenizerFiles)
-        {
-            string src = Path.Combine(lm.Directory, f);
-            if (File.Exists(src) && Path.GetFullPath(src) != Path.GetFullPath(Path.Combine(dir, f))) File.Copy(src, Path.Combine(dir, f), overwrite: true);
-        }
+        AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), configJson ?? DenseConfig(lm.Config));
+        ModelFolderFiles.CopyTokenizer(lm.Directory, dir);
+    }
+
+    // config.json as loaded, less a bitsandbytes quantization_config: every exported weight is dense.
+    private static string DenseConfig(ModelConfig cfg)
+    {
+        if (cfg.Bnb4Bit == null) return cfg.RawJson;
+        var o = System.Text.Json.Nodes.JsonNode.Parse(cfg.RawJson) as System.Text.Json.Nodes.JsonObject ?? throw new TemperException("config.json is not a JSON object");
+        o.Remove("quantization_config");
+        return o.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
     }
 }

@@ -62,6 +62,12 @@ public sealed class TrainingRun : IDisposable
         bool baseMayChange = false)
     {
         Validate(o);
+        if (!o.FromScratch && System.IO.Directory.Exists(o.ModelDir) && ModelConfig.Load(o.ModelDir).Bnb4Bit != null)
+        {
+            string why = $"{o.ModelDir} is a bitsandbytes 4-bit checkpoint, its projections frozen in NF4";
+            if (o.Full) throw new TemperException($"{why}; train LoRA adapters over it, or merge-export a dense copy first (temper merge) to fine-tune all weights");
+            if (LoraInitMethods.ChangesBase(o.LoraInit)) throw new TemperException($"{why}; --lora-init {o.LoraInit} rewrites the base weights and cannot run over it");
+        }
         if (o.LoraInit != LoraInitMethods.Default && (o.Full || o.InitAdapter != null))
             throw new TemperException($"--lora-init {o.LoraInit} starts a fresh LoRA adapter; it cannot be combined with {(o.Full ? "--full" : "--init-adapter")}");
         if (LoraInitMethods.ChangesBase(o.LoraInit))
@@ -210,7 +216,7 @@ public sealed class TrainingRun : IDisposable
         var w = Model.Weights;
         var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
-        return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora, _o.Full, Lora,
+        return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora || Model.Config.Bnb4Bit != null, _o.Full, Lora,
             MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null));
     }
 

@@ -1,7 +1,8 @@
 // `temper merge --model DIR --adapter DIR [--adapter DIR ...] [--weights W,...] --out DIR`: merges PEFT LoRA
 // adapters into the base weights (W += sum_i w_i s_i B_i A_i, each in f32 and stored back in W's dtype; one
 // adapter at weight 1 is PEFT's merge_and_unload) and writes a full Hugging Face model folder (config.json,
-// model.safetensors, tokenizer files).
+// model.safetensors, tokenizer files). A bitsandbytes 4-bit base is dequantised first (its exact values, held in
+// its compute dtype) and the merged model written dense, as unsloth's merged_16bit save does.
 // `temper combine --adapter DIR --adapter DIR [...] [--weights W,...] [--combination-type T] [--density D]
 // [--majority-sign-method total|frequency] [--svd-rank R] [--svd-clamp Q] [--seed S] --out DIR`: one PEFT adapter
 // combined as PEFT's add_weighted_adapter(combination_type=T) combines them (AdapterCombination, whose header
@@ -32,7 +33,7 @@ internal static class MergeCommand
             var loaded = dirs.Select(d => LoraAdapter.Load(d, allowDora: true)).ToList();
             try
             {
-                using var lm = LanguageModel.Load(p.GetValue(model)!, be, weightDType: CliOptions.WeightDType(p));
+                using var lm = LanguageModel.Load(p.GetValue(model)!, be, weightDType: CliOptions.WeightDType(p), dequantize: true);
                 for (int i = 0; i < loaded.Count; i++) loaded[i].Merge(lm.Weights, be, w[i]);
                 ModelExport.Save(p.GetValue(output)!, lm, be);
             }

@@ -30,7 +30,8 @@ internal static class PlanCommand
         {
             string dir = p.GetValue(model)!;
             var cfg = ModelConfig.Load(dir);
-            bool isFull = p.GetValue(full), isQLora = p.GetValue(qlora);
+            bool isFull = p.GetValue(full), isQLora = p.GetValue(qlora) || cfg.Bnb4Bit != null;
+            if (isFull && cfg.Bnb4Bit != null) throw new TemperException($"{dir} is a bitsandbytes 4-bit checkpoint, its projections frozen in NF4; it cannot be fully fine-tuned");
             if (isFull && p.GetValue(dora)) throw new TemperException("--use-dora trains a DoRA adapter over a frozen base; it cannot be combined with --full (full fine-tuning)");
             if (isFull && isQLora) throw new TemperException("--qlora freezes the base in 4 bits and trains LoRA adapters over it; it cannot be combined with --full (full fine-tuning)");
             if (p.GetValue(batch) < 1 || p.GetValue(length) < 1 || p.GetValue(r) < 1) throw new TemperException("--batch-size, --max-length and --lora-r must be >= 1");
