@@ -106,6 +106,8 @@ for step in "$@"; do
     # combinations on llama-tiny (make_combine_reference.py). They come back in
     # $OUT/reference-fixtures.tgz, to unpack into tests/fixtures/hf/ and commit; the skipped tests then run on them.
     reference-fixtures) run reference-fixtures 180 bash -c 'python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-tiny qwen3 3 theta=1000000 head_dim=32 && python3 tests/reference/make_fixtures.py /tmp/fixtures qwen3-yarn-tiny qwen3 5 theta=1000000 head_dim=32 rope_scaling=yarn && python3 tests/reference/make_dora_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_dora_training_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_prompt_tuning_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_prefix_tuning_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && python3 tests/reference/make_combine_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && tar -czf "$OUT/reference-fixtures.tgz" -C /tmp/fixtures qwen3-tiny qwen3-yarn-tiny llama-tiny-dora llama-tiny-dora-training llama-tiny-prompt-tuning llama-tiny-prefix-tuning llama-tiny-combine' ;;
+    # bitsandbytes' own 4-bit checkpoint of llama-tiny (needs bitsandbytes, which the GPU image may lack: then it says so).
+    bnb-reference) run bnb-reference 120 bash -c 'python3 -c "import bitsandbytes" && python3 tests/reference/make_bnb_reference.py $TEMPER_FIXTURES/hf /tmp/fixtures && tar -czf "$OUT/bnb-reference.tgz" -C /tmp/fixtures llama-tiny-bnb4' ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac

@@ -220,6 +220,32 @@ public class Bnb4BitTests
         Directory.Delete(dir, true);
     }
 
+    // bitsandbytes' own checkpoint (owed: tests/reference/make_bnb_reference.py): its codes and absmax codes are
+    // Temper's quantisation of the same weights, its dynamic map is DynamicMap's bit for bit, and Temper's logits
+    // over it are bitsandbytes' within 1e-4 x max|ref| (both dequantise to f32; the sums' order differs).
+    [Fact]
+    public void Bitsandbytes_own_checkpoint_loads_with_its_logits()
+    {
+        string dir = Fixtures.Hf("llama-tiny-bnb4");
+        using var reference = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        Assert.Equal(reference.Get("dynamic_map").Floats.ToArray(), DynamicMap.Values.ToArray());
+        using var original = SafetensorsFile.Open(Path.Combine(Fixtures.Hf("llama-tiny"), "model.safetensors"));
+        using var lm = LanguageModel.Load(dir, new CpuBackend());
+        foreach (var p in lm.Weights.Projections)
+        {
+            var mine = Nf4Weight.Quantize(original.Get(p.Name + ".weight"));
+            Assert.Equal(mine.Codes.Bytes.ToArray(), p.Nf4!.Codes.Bytes.ToArray());
+            Assert.Equal(mine.AbsmaxCodes.Bytes.ToArray(), p.Nf4.AbsmaxCodes.Bytes.ToArray());
+        }
+        var ids = reference.Get("input_ids");
+        using var logits = lm.Logits(ids.Span<int>().ToArray(), ids.Shape[0]);
+        var expect = reference.Get("logits").Floats;
+        var got = logits.ToFloatArray();
+        float max = 0, err = 0;
+        for (int i = 0; i < got.Length; i++) (max, err) = (Math.Max(max, Math.Abs(expect[i])), Math.Max(err, Math.Abs(got[i] - expect[i])));
+        Assert.True(err <= 1e-4f * max, $"max |logit error| {err:G3} against max |ref| {max:G3}");
+    }
+
     [Theory]
     [InlineData("\"quant_method\": \"gptq\", \"bits\": 4", "quant_method 'gptq' is not supported")]
     [InlineData("\"quant_method\": \"bitsandbytes\", \"load_in_8bit\": true", "bitsandbytes 8-bit (LLM.int8)")]
