@@ -1,7 +1,9 @@
 // The QLoRA side of the CLI: `temper plan` prints the memory parts and a total that grows with the
 // batch; --qlora shrinks the weights; --qlora with --full is one line on stderr and exit 2 (plan, sft
 // and dpo); `sft --qlora` trains and prints the memory report; `generate --qlora` generates;
-// `bench train --layers 1 --profile` times a one-layer model and prints the ops by time.
+// `bench train --layers 1 --profile` times a one-layer model and prints the ops by time; `quantize` writes a
+// bitsandbytes 4-bit folder that generate reads with --qlora's text and plan counts in NF4, and refuses a bad
+// skip name or its own folder as output in one line.
 namespace Temper.Tests;
 
 public class QLoraCliTests
@@ -73,5 +75,27 @@ public class QLoraCliTests
         var bad = TemperCli.Run("bench", "train", "--device", "cpu", "--layers", "0");
         Assert.Equal(2, bad.ExitCode);
         Assert.Equal("temper: --layers must be >= 1", bad.Stderr.Trim());
+    }
+
+    [Fact]
+    public void Quantize_writes_a_folder_every_verb_reads_in_4_bits()
+    {
+        string model = CopyModel("llama-tiny"), bnb = Path.Combine(model, "bnb");
+        var q = TemperCli.Run("quantize", "--model", model, "--out", bnb);
+        Assert.True(q.ExitCode == 0, q.Stderr);
+        Assert.Contains("quantised 14 projections", q.Stdout);
+        string[] gen = ["--prompt", "hello", "--max-new-tokens", "6", "--greedy", "--device", "cpu"];
+        var fromBnb = TemperCli.Run(["generate", "--model", bnb, .. gen]);
+        var fromQlora = TemperCli.Run(["generate", "--model", model, "--qlora", .. gen]);
+        Assert.True(fromBnb.ExitCode == 0, fromBnb.Stderr);
+        Assert.Equal(fromQlora.Stdout, fromBnb.Stdout);
+        var plan = TemperCli.Run("plan", "--model", bnb);
+        Assert.Contains("QLoRA", plan.Stdout);
+        foreach (var bad in new[] { TemperCli.Run("quantize", "--model", model, "--out", model), TemperCli.Run("quantize", "--model", model, "--out", bnb + "2", "--skip-modules", "mlp.nope"), TemperCli.Run("quantize", "--model", bnb, "--out", bnb + "3") })
+        {
+            Assert.Equal(2, bad.ExitCode);
+            Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
+        Directory.Delete(model, true);
     }
 }
