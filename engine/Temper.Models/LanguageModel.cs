@@ -24,6 +24,8 @@ public sealed class LanguageModel : IDisposable
     public ModelWeights Weights { get; }
     public Decoder Decoder { get; }
     public HfTokenizer? Tokenizer { get; private set; }
+    /// <summary>The folder's generation_config.json (stop ids, sampling defaults), null when it has none.</summary>
+    public GenerationConfig? Generation { get; private set; }
     public ChatTemplate? Template { get; private set; }
 
     public HfTokenizer RequireTokenizer() => Tokenizer ?? throw new TemperException($"{Directory}: no tokenizer.json");
@@ -43,6 +45,7 @@ public sealed class LanguageModel : IDisposable
         {
             if (File.Exists(Path.Combine(dir, "tokenizer.json"))) m.Tokenizer = HfTokenizer.Load(dir);
             m.Template = ChatTemplate.LoadFromModelDir(dir);
+            m.Generation = GenerationConfig.Load(dir);
             if (adapterDir != null) m.AttachAdapter(adapterDir, mergeAdapter);
         }
         catch
@@ -142,10 +145,12 @@ public sealed class LanguageModel : IDisposable
         }
     }
 
-    /// <summary>EOS ids for generation: config.json's, plus the tokenizer's EOS token.</summary>
+    /// <summary>EOS ids for generation: config.json's and generation_config.json's, plus the tokenizer's EOS token.</summary>
     public IReadOnlyList<int> EosIds()
     {
         var ids = new List<int>(Config.EosTokenIds);
+        foreach (int g in Generation?.EosTokenIds ?? [])
+            if (!ids.Contains(g)) ids.Add(g);
         if (Tokenizer?.EosId is int e && !ids.Contains(e)) ids.Add(e);
         return ids;
     }

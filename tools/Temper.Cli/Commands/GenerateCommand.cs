@@ -1,7 +1,8 @@
 // `temper generate --model DIR [--adapter DIR] --prompt TEXT | --prompt-file FILE [--chat] [--max-new-tokens N]
 //  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S] [--repetition-penalty R]
-//  [--frequency-penalty F] [--presence-penalty P] [--json | --json-schema FILE]`: streams one prompt's
-// continuation to the console; several --prompt values run as one left-padded batch. --graph decodes one
+//  [--frequency-penalty F] [--presence-penalty P] [--json | --json-schema FILE] [--generation-config auto|none]`:
+// streams one prompt's continuation to the console (sampling defaults from generation_config.json, see
+// GenerationConfig; flags override them field by field); several --prompt values run as one left-padded batch. --graph decodes one
 // prompt through the CUDA graph decoder (Temper's CUDA kernels, bf16 weights, an adapter merged first).
 // --json constrains the continuation to a JSON object and --json-schema FILE to JSON matching the schema
 // (structured output: Temper.Models.Constrained), ending with EOS once the value is complete.
@@ -20,44 +21,62 @@ internal static class GenerateCommand
 {
     internal sealed class SamplingFlags
     {
-        public readonly Option<bool> Greedy = new("--greedy") { Description = "Argmax decoding (the default unless a sampling option is given)" };
+        public readonly Option<bool> Greedy = new("--greedy") { Description = "Argmax decoding (the default unless a sampling option is given or generation_config.json has do_sample true)" };
         public readonly Option<float?> Temperature = new("--temperature") { Description = "Sampling temperature" };
         public readonly Option<float?> TopP = new("--top-p") { Description = "Nucleus sampling mass" };
         public readonly Option<int?> TopK = new("--top-k") { Description = "Keep the K most likely tokens" };
         public readonly Option<float?> MinP = new("--min-p") { Description = "Drop tokens below min-p x the top probability" };
-        public readonly Option<float> RepetitionPenalty = new("--repetition-penalty") { Description = "HF repetition penalty (1 = off)", DefaultValueFactory = _ => 1f };
+        public readonly Option<float?> RepetitionPenalty = new("--repetition-penalty") { Description = "HF repetition penalty (1 = off; default generation_config.json's, else 1)" };
         public readonly Option<float> FrequencyPenalty = new("--frequency-penalty") { Description = "Subtract F x its count so far from each generated token's logit (OpenAI's; -2..2, 0 = off)" };
         public readonly Option<float> PresencePenalty = new("--presence-penalty") { Description = "Subtract P from the logit of each token generated so far (OpenAI's; -2..2, 0 = off)" };
         public readonly Option<ulong> Seed = new("--seed") { Description = "Random seed", DefaultValueFactory = _ => 0UL };
-        public readonly Option<int> MaxNewTokens = new("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 128 };
+        public readonly Option<int?> MaxNewTokens = new("--max-new-tokens") { Description = "Tokens to generate at most (default generation_config.json's max_new_tokens, else 128)" };
         public readonly Option<string[]> Stop = new("--stop") { Description = "Stop when the text contains this string (repeatable)", AllowMultipleArgumentsPerToken = false };
         public readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Run to --max-new-tokens even after EOS" };
+        public readonly Option<string> GenerationConfigFlag = new("--generation-config")
+        {
+            Description = "auto: the model's generation_config.json gives the sampling defaults (do_sample, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens) the flags leave unset, as transformers and vLLM apply it; none: ignore them (its stop ids still apply)",
+            DefaultValueFactory = _ => "auto",
+        };
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, FrequencyPenalty, PresencePenalty, Seed, MaxNewTokens, Stop, IgnoreEos }) c.Add(o);
+            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, FrequencyPenalty, PresencePenalty, Seed, MaxNewTokens, Stop, IgnoreEos, GenerationConfigFlag }) c.Add(o);
         }
 
         public GenerationOptions Read(ParseResult p, LanguageModel lm)
         {
             bool sampling = p.GetValue(Temperature) != null || p.GetValue(TopP) != null || p.GetValue(TopK) != null || p.GetValue(MinP) != null;
             if (sampling && p.GetValue(Greedy)) throw new TemperException("--greedy cannot be combined with --temperature/--top-p/--top-k/--min-p");
-            var s = new SamplingOptions
+            var file = p.GetValue(GenerationConfigFlag) switch
             {
-                Greedy = !sampling,
-                Temperature = p.GetValue(Temperature) ?? 1f,
-                TopP = p.GetValue(TopP) ?? 1f,
-                TopK = p.GetValue(TopK) ?? 0,
-                MinP = p.GetValue(MinP) ?? 0f,
-                RepetitionPenalty = p.GetValue(RepetitionPenalty),
-                FrequencyPenalty = p.GetValue(FrequencyPenalty),
-                PresencePenalty = p.GetValue(PresencePenalty),
-                Seed = p.GetValue(Seed),
+                "auto" => lm.Generation,
+                "none" => null,
+                var v => throw new TemperException($"--generation-config must be auto or none, not '{v}'"),
             };
+            // The file's defaults first (greedy, or sampling with its values), then each flag given overrides its field.
+            var s = new SamplingOptions { FrequencyPenalty = p.GetValue(FrequencyPenalty), PresencePenalty = p.GetValue(PresencePenalty), Seed = p.GetValue(Seed) };
+            if (file != null) s = file.Defaults(s);
+            if (p.GetValue(Greedy)) s = s with { Greedy = true };
+            else if (sampling)
+            {
+                var from = s.Greedy ? new SamplingOptions() : s; // flags over a greedy file: the unset fields are off, as without a file
+                s = s with
+                {
+                    Greedy = false,
+                    Temperature = p.GetValue(Temperature) ?? from.Temperature,
+                    TopP = p.GetValue(TopP) ?? from.TopP,
+                    TopK = p.GetValue(TopK) ?? from.TopK,
+                    MinP = p.GetValue(MinP) ?? from.MinP,
+                };
+            }
+            if (p.GetValue(RepetitionPenalty) is { } rp) s = s with { RepetitionPenalty = rp };
             s.Validate();
+            if (file?.FieldsSet() is { Count: > 0 } set)
+                Console.Error.WriteLine($"generation_config.json: {string.Join(", ", set)} (flags override; --generation-config none ignores it)");
             return new GenerationOptions
             {
-                MaxNewTokens = p.GetValue(MaxNewTokens),
+                MaxNewTokens = p.GetValue(MaxNewTokens) ?? file?.MaxNewTokens ?? 128,
                 Sampling = s,
                 EosIds = lm.EosIds(),
                 StopStrings = p.GetValue(Stop) ?? [],
