@@ -7,7 +7,8 @@
 //                                  TRL appends it); both lists of messages: P rendered with the generation
 //                                  prompt, loss on what rendering P+C adds after it
 //   {"text": T}                    continued pre-training: every token a label, EOS appended
-// A line may carry "tools" (a list), passed to the chat template. Roles: system, user, assistant, tool.
+// A line may carry "tools" (a list), passed to the chat template. Roles: system, user, assistant, tool; an
+// assistant message may carry OpenAI-style "tool_calls" (content then may be null), rendered by the template and learned.
 // Token ids are taken from tokenizing the whole rendering once; a shorter rendering must tokenize to a
 // prefix of it (else the label boundary would fall inside a token) or the line is an error.
 // Bad input is a TemperException "FILE:LINE: what is wrong"; with SkipBadLines such lines are counted
@@ -177,7 +178,9 @@ public sealed class SftDataset
 
     private static string Role(JsonObject m) => m["role"]!.GetValue<string>();
 
-    // The messages of a list, each {"role": one of Roles, "content": a string}; an assistant's not blank.
+    // The messages of a list, each {"role": one of Roles, "content": a string}; an assistant's not blank, unless it
+    // makes tool calls (OpenAI's form, which TRL passes to the template: "tool_calls": [{"type": "function",
+    // "function": {"name": N, "arguments": {...} or a JSON string}}], content null, absent or text).
     private List<JsonObject> Messages(JsonNode? node, string field)
     {
         if (node is not JsonArray list) throw Bad($"\"{field}\" is not a list of messages");
@@ -187,11 +190,30 @@ public sealed class SftDataset
             if (list[i] is not JsonObject m) throw Bad($"{field}[{i}] is not an object");
             var role = Text(m["role"]) ?? throw Bad($"{field}[{i}] has no \"role\" string");
             if (!Roles.Contains(role)) throw Bad($"{field}[{i}]: unknown role '{role}' (expected system, user, assistant or tool)");
-            var content = Text(m["content"]) ?? throw Bad($"{field}[{i}] ({role}): content is not a string");
-            if (role == "assistant" && string.IsNullOrWhiteSpace(content)) throw Bad($"{field}[{i}]: empty assistant turn");
+            bool calls = role == "assistant" && ToolCalls(m["tool_calls"], $"{field}[{i}]");
+            var content = Text(m["content"]);
+            if (content == null && !(calls && m["content"] is null))
+                throw Bad($"{field}[{i}] ({role}): content is not a string{(role == "assistant" ? " (it may be null in a message with tool_calls)" : "")}");
+            if (role == "assistant" && !calls && string.IsNullOrWhiteSpace(content)) throw Bad($"{field}[{i}]: empty assistant turn");
             msgs.Add(m);
         }
         return msgs;
+    }
+
+    // Whether an assistant message's "tool_calls" holds calls (absent, null or empty: none); each must name its function.
+    private bool ToolCalls(JsonNode? node, string where)
+    {
+        if (node is null) return false;
+        if (node is not JsonArray calls) throw Bad($"{where}: \"tool_calls\" is not a list");
+        for (int c = 0; c < calls.Count; c++)
+        {
+            var call = calls[c] as JsonObject ?? throw Bad($"{where}.tool_calls[{c}] is not an object");
+            var fn = call["function"] as JsonObject ?? call;
+            if (Text(fn["name"]) is not { Length: > 0 }) throw Bad($"{where}.tool_calls[{c}] has no function name");
+            if (fn["arguments"] is not (JsonObject or null) && Text(fn["arguments"]) == null)
+                throw Bad($"{where}.tool_calls[{c}]: arguments must be an object or a JSON string");
+        }
+        return calls.Count > 0;
     }
 
     // Ids of the whole rendered conversation; labelled: for each (from, to), the ids that messages

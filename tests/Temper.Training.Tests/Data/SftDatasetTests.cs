@@ -239,6 +239,40 @@ public sealed class SftDatasetTests : IDisposable
         Assert.Equal(labels, ex.Labels);
     }
 
+    // TRL's tool-calling conversations (OpenAI's tool_calls in an assistant message, content null) through Qwen2.5's
+    // published template: the call and the final answer are learned, the tool's response is not.
+    [Fact]
+    public void ToolCallTurnsAreRenderedAndLearned()
+    {
+        var tpl = ChatTemplate.Parse(File.ReadAllText(Path.Combine(Fixtures.RepoRoot, "tests", "Temper.Models.Tests", "Text", "templates", "qwen2.5.jinja")));
+        var path = _files.Write("""{"tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}], "messages": [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}, {"role": "tool", "content": "18C"}, {"role": "assistant", "content": "It is 18C."}]}""");
+        var ex = SftDataset.Load(path, Tok, tpl, new()).Examples[0];
+        var runs = new List<string>();
+        for (int i = 0; i < ex.Labels.Length; i++)
+        {
+            if (ex.Labels[i] == No) continue;
+            int j = i;
+            while (j < ex.Labels.Length && ex.Labels[j] != No) j++;
+            runs.Add(Tok.Decode(ex.Ids[i..j]));
+            i = j;
+        }
+        Assert.Equal(["<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n", "It is 18C.<|im_end|>\n"], runs);
+        Assert.Contains("<tool_response>\n18C\n</tool_response>", Tok.Decode(ex.Ids));
+
+        foreach (var (bad, why) in new[]
+        {
+            ("""{"role": "assistant", "content": null}""", "content is not a string (it may be null in a message with tool_calls)"),
+            ("""{"role": "assistant", "content": null, "tool_calls": {"name": "f"}}""", "\"tool_calls\" is not a list"),
+            ("""{"role": "assistant", "tool_calls": [{"type": "function", "function": {"arguments": {}}}]}""", "tool_calls[0] has no function name"),
+            ("""{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": 3}}]}""", "arguments must be an object or a JSON string"),
+        })
+        {
+            var badPath = _files.Write($$"""{"messages": [{"role": "user", "content": "x"}, {{bad}}]}""");
+            var e = Assert.Throws<TemperException>(() => SftDataset.Load(badPath, Tok, tpl, new()));
+            Assert.Contains(why, e.Message);
+        }
+    }
+
     [Fact]
     public void PackingOptionPacksTheExamples()
     {
