@@ -49,9 +49,14 @@ public sealed record GenerationConfig
         // Sampling fields are checked only where they are used (do_sample true): files ship "temperature": 0.0 beside do_sample false.
         bool used = doSample == true;
         TemperException Bad(string key, string range, double v) => new($"{path}: field '{key}' must be {range} (got {v.ToString(CultureInfo.InvariantCulture)})");
-        float? Sampling(string key, Func<double, bool> ok, string range) => r.OptDouble(key) is { } v ? (!used || ok(v) ? (float)v : throw Bad(key, range, v)) : null;
+        // Out of range and unused: left out (null), so no caller applies it.
+        float? Sampling(string key, Func<double, bool> ok, string range) => r.OptDouble(key) is { } v ? (ok(v) ? (float)v : used ? throw Bad(key, range, v) : null) : null;
         int? topK = r.OptInt("top_k");
-        if (used && topK < 0) throw new TemperException($"{path}: field 'top_k' must be >= 0 (got {topK})");
+        if (topK < 0)
+        {
+            if (used) throw new TemperException($"{path}: field 'top_k' must be >= 0 (got {topK})");
+            topK = null;
+        }
         double? repetition = r.OptDouble("repetition_penalty");
         if (repetition is { } rp && !(rp > 0)) throw Bad("repetition_penalty", "> 0", rp);
         int? maxNew = r.OptInt("max_new_tokens");

@@ -36,6 +36,7 @@ public class GenerationConfigTests
         Assert.True(s.Greedy);
         Assert.Equal(1.1f, s.RepetitionPenalty);
         Assert.Equal(40, g.MaxNewTokens);
+        Assert.Equal((null, null), (g.Temperature, g.TopP)); // out of range and unused: left out
         Assert.Null(GenerationConfig.Load(Directory.CreateTempSubdirectory("temper-gencfg-none-").FullName));
     }
 

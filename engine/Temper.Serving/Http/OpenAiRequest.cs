@@ -4,7 +4,9 @@
 // bias in [-100, 100]}), n, seed, stop, logprobs (an int for completions; a bool plus top_logprobs for
 // chat), stream and stream_options.include_usage; and vLLM's sampling extras top_k (0 or -1 = off),
 // min_p and repetition_penalty; for chat, vLLM's add_generation_prompt, continue_final_message and
-// chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking). Completions also take a batch of prompts (a list of strings or of
+// chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking), ignore_eos and stop_token_ids. Sampling
+// fields and max_tokens a request leaves out come from the model's generation_config.json (ServedModel.GenerationDefaults),
+// as vLLM's --generation-config auto takes them. Completions also take a batch of prompts (a list of strings or of
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
 // before the completion, and with logprobs each prompt token scored given those before it; max_tokens
 // may then be 0: how lm-evaluation-harness scores text). Chat takes tools, tool_choice and parallel_tool_calls
@@ -48,18 +50,19 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             null => throw new TemperException("'prompt' is required"),
             _ => throw new TemperException("'prompt' must be a string, an array of token ids, or a non-empty list of either"),
         };
-        int maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? (chat ? 256 : 16);
-        float temperature = Float(body, "temperature") ?? 1f;
+        var g = m.GenerationDefaults; // the model's generation_config.json fills what the request leaves out, as vLLM's --generation-config auto
+        int maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? g?.MaxNewTokens ?? (chat ? 256 : 16);
+        float temperature = Float(body, "temperature") ?? g?.Temperature ?? 1f;
         if (temperature < 0 || temperature > 2) throw new TemperException($"'temperature' must be in [0, 2] (got {temperature})");
-        float topP = Float(body, "top_p") ?? 1f;
+        float topP = Float(body, "top_p") ?? g?.TopP ?? 1f;
         float frequency = Float(body, "frequency_penalty") ?? 0f, presence = Float(body, "presence_penalty") ?? 0f;
         if (!(frequency >= -2 && frequency <= 2)) throw new TemperException($"'frequency_penalty' must be in [-2, 2] (got {frequency})");
         if (!(presence >= -2 && presence <= 2)) throw new TemperException($"'presence_penalty' must be in [-2, 2] (got {presence})");
-        int topK = Int(body, "top_k") ?? 0;
+        int topK = Int(body, "top_k") ?? g?.TopK ?? 0;
         if (topK < -1) throw new TemperException($"'top_k' must be >= 1, or 0 or -1 for off (got {topK})");
-        float minP = Float(body, "min_p") ?? 0f;
+        float minP = Float(body, "min_p") ?? g?.MinP ?? 0f;
         if (!(minP >= 0 && minP <= 1)) throw new TemperException($"'min_p' must be in [0, 1] (got {minP})");
-        float repetition = Float(body, "repetition_penalty") ?? 1f;
+        float repetition = Float(body, "repetition_penalty") ?? g?.RepetitionPenalty ?? 1f;
         if (!(repetition > 0)) throw new TemperException($"'repetition_penalty' must be > 0 (got {repetition})");
         var logitBias = LogitBias(body, m.Engine.Config.VocabSize);
         int n = Int(body, "n") ?? 1;
@@ -90,7 +93,8 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
         bool usage = body["stream_options"] is JsonObject so && (Bool(so, "include_usage") ?? false);
         var serving = new ServingRequest
         {
-            PromptIds = prompts[0].Ids, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = m.EosIds, StopStrings = stops, TopLogprobs = topLogprobs,
+            PromptIds = prompts[0].Ids, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = [.. m.EosIds.Union(StopTokenIds(body, m.Engine.Config.VocabSize))],
+            IgnoreEos = Bool(body, "ignore_eos") ?? false, StopStrings = stops, TopLogprobs = topLogprobs,
             PromptLogprobs = echo ? Math.Max(0, topLogprobs) : -1,
             Sampling = temperature == 0
                 ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias }
@@ -140,12 +144,23 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
 
     // Fields whose meaning this server does not implement are refused rather than ignored, so a client never
     // takes a plain answer for a tool call or a fill-in-the-middle.
+    // vLLM's stop_token_ids: more ids that end a choice as EOS does (finish_reason "stop"; the token is not in the text).
+    private static IEnumerable<int> StopTokenIds(JsonObject body, int vocab) => body["stop_token_ids"] switch
+    {
+        null => [],
+        JsonValue v when v.GetValueKind() == JsonValueKind.Null => [],
+        JsonArray a when a.All(x => x is JsonValue xv && xv.TryGetValue<int>(out _)) => a.Select(x => x!.GetValue<int>() is int id && id >= 0 && id < vocab ? id
+            : throw new TemperException($"'stop_token_ids' has {id}, not a token id of this model (0..{vocab - 1})")).ToArray(),
+        _ => throw new TemperException("'stop_token_ids' must be an array of token ids"),
+    };
+
     private static void Unsupported(JsonObject body)
     {
         if (body["functions"] is JsonArray { Count: > 0 }) throw new TemperException("'functions' (the deprecated form) is not supported by this server; use 'tools'");
         if (body["suffix"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.String && sv.GetValue<string>().Length > 0)
             throw new TemperException("'suffix' (fill-in-the-middle) is not supported by this server");
         if (Int(body, "best_of") is > 1) throw new TemperException("'best_of' > 1 is not supported by this server; use 'n'");
+        if (Int(body, "min_tokens") is > 0) throw new TemperException("'min_tokens' is not supported by this server");
     }
 
     /// <summary>Most choices (prompts x n) one request may ask for.</summary>

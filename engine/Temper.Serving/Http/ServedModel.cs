@@ -36,6 +36,7 @@ public sealed class ServedModel : IDisposable
             _adapters.Add(n, LoraAdapter.Load(dir));
         }
         EosIds = lm.EosIds();
+        GenerationDefaults = lm.Generation;
         _constraints = new ConstraintCache(() => TokenVocabulary.From(Tokenizer, EosIds));
         Engine = new ServingEngine(lm.Decoder, options, _adapters, ids => Tokenizer.Decode(ids, skipSpecialTokens: true));
         Engine.Start();
@@ -73,6 +74,9 @@ public sealed class ServedModel : IDisposable
     public HfTokenizer Tokenizer { get; }
     public ChatTemplate? Template { get; }
     public IReadOnlyList<int> EosIds { get; }
+    /// <summary>The model's generation_config.json, whose sampling fields and max_new_tokens are the defaults of requests that
+    /// leave them out (vLLM's --generation-config auto); null (--generation-config vllm): the OpenAI defaults.</summary>
+    public GenerationConfig? GenerationDefaults { get; init; }
     public IReadOnlyList<string> ModelIds => [BaseName, .. _adapters.Names];
 
     /// <summary>The adapter a model id selects (null: the base); unknown ids throw UnknownModelException.</summary>

@@ -36,7 +36,12 @@ internal static class ServeCommand
         var reasoning = new Option<string?>("--reasoning-parser") { Description = "qwen3 or deepseek_r1: chat answers carry the <think> text in reasoning_content, apart from content (as vLLM's flag)" };
         var toolParser = new Option<string?>("--tool-call-parser") { Description = "hermes (Qwen2.5, Qwen3, Hermes), llama3_json (Llama 3.1-3.3) or mistral (Mistral 7B Instruct v0.3): how chat answers write tool calls (vLLM's flag)" };
         var autoTools = new Option<bool>("--enable-auto-tool-choice") { Description = "Let chat requests with tools (tool_choice \"auto\") get tool_calls, found by --tool-call-parser (vLLM's flag)" };
-        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, threads }) cmd.Add(o);
+        var genConfig = new Option<string>("--generation-config")
+        {
+            Description = "auto: sampling fields and max_tokens a request leaves out come from the model's generation_config.json (vLLM's default); vllm: the OpenAI defaults (temperature 1, ...)",
+            DefaultValueFactory = _ => "auto",
+        };
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, genConfig, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             var named = (p.GetValue(adapters) ?? []).Select(ParseAdapter).ToList();
@@ -52,8 +57,16 @@ internal static class ServeCommand
             var parser = p.GetValue(reasoning) is string rp ? ReasoningParser.Create(rp) : null;
             var tools = p.GetValue(toolParser) is string tp ? ToolCallParser.Create(tp) : null;
             if (p.GetValue(autoTools) && tools == null) throw new TemperException("--enable-auto-tool-choice needs --tool-call-parser");
+            bool fileDefaults = p.GetValue(genConfig) switch
+            {
+                "auto" => true,
+                "vllm" => false,
+                var v => throw new TemperException($"--generation-config must be auto or vllm, not '{v}'"),
+            };
             var lm = CliOptions.LoadModel(p, model, null, threads);
-            using var served = new ServedModel(lm, named, options) { Reasoning = parser, ToolCalls = p.GetValue(autoTools) ? tools : null };
+            using var served = new ServedModel(lm, named, options) { Reasoning = parser, ToolCalls = p.GetValue(autoTools) ? tools : null, GenerationDefaults = fileDefaults ? lm.Generation : null };
+            var set = (served.GenerationDefaults?.FieldsSet() ?? []).Where(f => !f.StartsWith("do_sample", StringComparison.Ordinal)).ToList();
+            if (set.Count > 0) Console.WriteLine($"request defaults from generation_config.json: {string.Join(", ", set)} (--generation-config vllm ignores them)");
             string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");
             var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key).GetAwaiter().GetResult();
             string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
