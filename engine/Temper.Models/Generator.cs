@@ -1,7 +1,8 @@
 // Autoregressive generation with a KV cache for a batch of prompts. Prompts of different lengths are
 // left-padded (mask 0, positions counted over real tokens only, as transformers does), prefilled in
 // one forward pass, then decoded one token per row per step. A row stops at an EOS id (unless
-// IgnoreEos), at a stop string, or at MaxNewTokens; finished rows keep feeding padding. With Speculative
+// IgnoreEos), at a stop string, or at MaxNewTokens (neither EOS nor a stop string before MinNewTokens);
+// finished rows keep feeding padding. With Speculative
 // set, one prompt is decoded speculatively instead (Speculative/SpeculativeDecoding.cs).
 using System.Runtime.InteropServices;
 using Temper.Core;
@@ -16,6 +17,8 @@ public sealed record GenerationOptions
     public IReadOnlyList<int> EosIds { get; init; } = [];
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     public bool IgnoreEos { get; init; }
+    /// <summary>transformers' min_new_tokens: EOS ids cannot be picked, and stop strings do not stop, before this many new tokens.</summary>
+    public int MinNewTokens { get; init; }
     /// <summary>Speculative decoding (one prompt; no JSON constraint); null = off.</summary>
     public SpeculativeOptions? Speculative { get; init; }
 }
@@ -40,6 +43,9 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
         if (o.StopStrings.Count > 0 && decode == null) throw new ArgumentException("stop strings need a decode function");
         o.Sampling.Validate();
         if (o.Sampling.Constraint != null && o.IgnoreEos) throw new TemperException("a JSON constraint ends the output with EOS: it cannot be combined with --ignore-eos");
+        if (o.MinNewTokens < 0) throw new TemperException($"--min-new-tokens must be >= 0 (got {o.MinNewTokens})");
+        if (o.MinNewTokens > 0 && o.Speculative != null) throw new TemperException("--min-new-tokens cannot be combined with --speculative");
+        var sampling = o.MinNewTokens > 0 ? o.Sampling with { MinTokens = o.MinNewTokens, EndIds = o.IgnoreEos ? [] : o.EosIds } : o.Sampling;
         var cfg = Decoder.Config;
         int batch = prompts.Count;
         int promptLen = prompts.Max(p => p.Count);
@@ -71,7 +77,7 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
             nextPos[b] = prompts[b].Count;
         }
 
-        var samplers = Enumerable.Range(0, batch).Select(b => new Sampler(o.Sampling with { Seed = o.Sampling.Seed + (ulong)b })).ToArray();
+        var samplers = Enumerable.Range(0, batch).Select(b => new Sampler(sampling with { Seed = sampling.Seed + (ulong)b })).ToArray();
         var history = prompts.Select(p => new List<int>(p)).ToArray();
         var generated = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
         var finish = new FinishReason?[batch];
@@ -97,7 +103,7 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
                 generated[b].Add(id);
                 onToken?.Invoke(b, id);
                 if (!o.IgnoreEos && o.EosIds.Contains(id)) finish[b] = FinishReason.Eos;
-                else if (o.StopStrings.Count > 0 && o.StopStrings.Any(decode!(generated[b]).Contains)) finish[b] = FinishReason.StopString;
+                else if (o.StopStrings.Count > 0 && generated[b].Count >= o.MinNewTokens && o.StopStrings.Any(decode!(generated[b]).Contains)) finish[b] = FinishReason.StopString;
             }
             logits.Dispose();
             if (step == o.MaxNewTokens - 1 || finish.All(f => f != null)) break;

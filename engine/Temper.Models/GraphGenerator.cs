@@ -26,6 +26,7 @@ public sealed class GraphGenerator(CudaDecodeGraph graph)
         if (Graph.Rows != 1) throw new TemperException($"GraphGenerator decodes one row; the graph has {Graph.Rows}");
         if (o.MaxNewTokens < 0) throw new TemperException($"--max-new-tokens must be >= 0 (got {o.MaxNewTokens})");
         if (o.StopStrings.Count > 0) throw new TemperException("stop strings are not supported by the CUDA graph decoder");
+        if (o.MinNewTokens > 0) throw new TemperException("--min-new-tokens is not supported by the CUDA graph decoder");
         if (o.Speculative != null) throw new TemperException("the CUDA graph decoder cannot decode speculatively: it runs one token a step and its KV cache does not roll back");
         if (prompt.Count == 0) throw new TemperException("a prompt is empty: give at least one token");
         if (prompt.Count + o.MaxNewTokens > Graph.Capacity)

@@ -84,6 +84,9 @@ public sealed class Sampler(SamplingOptions options)
         var s = Scratch(ref t_scores, logits.Length);
         logits.CopyTo(s);
         if (constrained) Constraint!.ApplyMask(s);
+        if (o.MinTokens > 0 && history.Length - Math.Clamp(generatedFrom, 0, history.Length) < o.MinTokens)
+            foreach (int id in o.EndIds)
+                if ((uint)id < (uint)s.Length) s[id] = float.NegativeInfinity;
         if (o.LogitBias != null)
             foreach (var (id, bias) in o.LogitBias)
                 if ((uint)id < (uint)s.Length) s[id] += bias;

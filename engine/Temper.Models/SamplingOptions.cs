@@ -3,7 +3,8 @@
 // output tokens), then OpenAI's frequency and presence penalties (over output tokens only, as vLLM applies
 // them: logit -= frequency x count + presence x [count > 0]), then temperature, top-k, top-p, min-p, then a
 // draw from the softmax (or argmax when greedy; the penalties apply to greedy decoding too). A JSON
-// constraint (structured output) first sets the logits of tokens it does not allow to -inf.
+// constraint (structured output) first sets the logits of tokens it does not allow to -inf, and so does a
+// minimum length (MinTokens) for the end ids until it is reached.
 namespace Temper.Models;
 
 public sealed record SamplingOptions
@@ -29,8 +30,14 @@ public sealed record SamplingOptions
     /// answer, not its thinking). Null: from the start.</summary>
     public int? ConstraintAfter { get; init; }
 
-    /// <summary>Whether anything changes the logits before the pick (bias, penalties or a JSON constraint): greedy decoding then needs the whole row.</summary>
-    public bool AdjustsLogits => LogitBias != null || RepetitionPenalty != 1f || FrequencyPenalty != 0f || PresencePenalty != 0f || Constraint != null;
+    /// <summary>transformers' min_new_tokens / vLLM's min_tokens: until this many tokens are generated, the ids of
+    /// <see cref="EndIds"/> (EOS and stop ids) cannot be picked. 0 = off.</summary>
+    public int MinTokens { get; init; }
+    /// <summary>The ids MinTokens holds back (the generation's EOS and stop token ids).</summary>
+    public IReadOnlyList<int> EndIds { get; init; } = [];
+
+    /// <summary>Whether anything changes the logits before the pick (bias, penalties, a minimum length or a JSON constraint): greedy decoding then needs the whole row.</summary>
+    public bool AdjustsLogits => LogitBias != null || RepetitionPenalty != 1f || FrequencyPenalty != 0f || PresencePenalty != 0f || Constraint != null || MinTokens > 0;
 
     /// <summary>Checks every field, naming them as the CLI's flags (--top-p).</summary>
     public void Validate() => Validate(field => "--" + field.Replace('_', '-'));
@@ -46,5 +53,6 @@ public sealed record SamplingOptions
         if (!(RepetitionPenalty > 0)) throw new Core.TemperException($"{name("repetition_penalty")} must be > 0 (got {RepetitionPenalty})");
         if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw new Core.TemperException($"{name("frequency_penalty")} must be in [-2, 2] (got {FrequencyPenalty})");
         if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw new Core.TemperException($"{name("presence_penalty")} must be in [-2, 2] (got {PresencePenalty})");
+        if (MinTokens < 0) throw new Core.TemperException($"{name("min_tokens")} must be >= 0 (got {MinTokens})");
     }
 }

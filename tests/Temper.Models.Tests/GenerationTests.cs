@@ -21,6 +21,29 @@ public class GenerationTests
         Assert.Equal(Gen(b, o), batch[1].GeneratedIds);
     }
 
+    // transformers' min_new_tokens: an EOS id cannot be picked, and a stop string does not stop, before that many tokens.
+    [Fact]
+    public void Min_new_tokens_holds_back_eos_and_stop_strings()
+    {
+        int[] p = [5, 17, 99];
+        var plain = Gen(p, new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true });
+        int end = plain[1];
+        Assert.Equal(plain.Take(2), Gen(p, new GenerationOptions { MaxNewTokens = 8, EosIds = [end] }));
+        var held = Gen(p, new GenerationOptions { MaxNewTokens = 8, EosIds = [end], MinNewTokens = 4 });
+        Assert.Equal(plain[0], held[0]);
+        Assert.DoesNotContain(end, held.Take(4));
+        Assert.True(held.Count >= 4, $"{held.Count} tokens");
+        Assert.NotEqual(plain.Take(4), held.Take(4));
+        var tok = Model.Value.RequireTokenizer();
+        var gen = new Generator(Model.Value.Decoder, ids => tok.Decode(ids.ToArray()));
+        var stopText = tok.Decode([plain[0]]);
+        var early = gen.Generate([p], new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true, StopStrings = [stopText] })[0];
+        var late = gen.Generate([p], new GenerationOptions { MaxNewTokens = 8, IgnoreEos = true, StopStrings = [stopText], MinNewTokens = 3 })[0];
+        Assert.Equal((1, FinishReason.StopString), (early.GeneratedIds.Count, early.Finish));
+        Assert.True(late.GeneratedIds.Count >= 3);
+        Assert.Equal(plain.Take(late.GeneratedIds.Count), late.GeneratedIds);
+    }
+
     [Fact]
     public void Sampling_is_seeded_and_top_k_1_is_greedy()
     {

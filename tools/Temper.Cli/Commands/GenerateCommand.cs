@@ -33,6 +33,7 @@ internal static class GenerateCommand
         public readonly Option<int?> MaxNewTokens = new("--max-new-tokens") { Description = "Tokens to generate at most (default generation_config.json's max_new_tokens, else 128)" };
         public readonly Option<string[]> Stop = new("--stop") { Description = "Stop when the text contains this string (repeatable)", AllowMultipleArgumentsPerToken = false };
         public readonly Option<bool> IgnoreEos = new("--ignore-eos") { Description = "Run to --max-new-tokens even after EOS" };
+        public readonly Option<int> MinNewTokens = new("--min-new-tokens") { Description = "Generate at least this many tokens: EOS cannot be picked and stop strings do not stop before (transformers' min_new_tokens)" };
         public readonly Option<string> GenerationConfigFlag = new("--generation-config")
         {
             Description = "auto: the model's generation_config.json gives the sampling defaults (do_sample, temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens) the flags leave unset, as transformers and vLLM apply it; none: ignore them (its stop ids still apply)",
@@ -41,7 +42,7 @@ internal static class GenerateCommand
 
         public void AddTo(Command c)
         {
-            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, FrequencyPenalty, PresencePenalty, Seed, MaxNewTokens, Stop, IgnoreEos, GenerationConfigFlag }) c.Add(o);
+            foreach (Option o in new Option[] { Greedy, Temperature, TopP, TopK, MinP, RepetitionPenalty, FrequencyPenalty, PresencePenalty, Seed, MaxNewTokens, MinNewTokens, Stop, IgnoreEos, GenerationConfigFlag }) c.Add(o);
         }
 
         public GenerationOptions Read(ParseResult p, LanguageModel lm)
@@ -81,6 +82,7 @@ internal static class GenerateCommand
                 EosIds = lm.EosIds(),
                 StopStrings = p.GetValue(Stop) ?? [],
                 IgnoreEos = p.GetValue(IgnoreEos),
+                MinNewTokens = p.GetValue(MinNewTokens),
             };
         }
     }
