@@ -1,7 +1,9 @@
 // Writes a full Hugging Face model folder: config.json (as loaded), model.safetensors with every
 // weight under its HF name (LoRA views merged first by the caller if wanted), and the tokenizer and
 // chat-template files copied from the source folder. A reward model replaces the LM head with its
-// score head and config.json with its *ForSequenceClassification one.
+// score head and config.json with its *ForSequenceClassification one. A tied model whose embedding or head was
+// replaced by a modules_to_save copy (ModulesToSave) is written untied: lm_head.weight saved, tie_word_embeddings false
+// (transformers would otherwise re-tie the head to the embedding on load and lose the copy).
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Models;
@@ -32,8 +34,14 @@ public static class ModelExport
         }
         tensors.Add(new("model.norm.weight", be.ToHost(w.FinalNorm)));
         if (head != null) tensors.AddRange(head.Select(kv => new KeyValuePair<string, Tensor>(kv.Key, be.ToHost(kv.Value))));
-        else if (!lm.Config.TieWordEmbeddings) tensors.Add(new("lm_head.weight", be.ToHost(w.LmHead.Weight)));
+        else if (!lm.Config.TieWordEmbeddings || Untied(w)) tensors.Add(new("lm_head.weight", be.ToHost(w.LmHead.Weight)));
         SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        if (configJson == null && head == null && lm.Config.TieWordEmbeddings && Untied(w))
+        {
+            var json = System.Text.Json.Nodes.JsonNode.Parse(lm.Config.RawJson)!.AsObject();
+            json["tie_word_embeddings"] = false;
+            configJson = json.ToJsonString(new() { WriteIndented = true });
+        }
         AtomicFile.WriteAllText(Path.Combine(dir, "config.json"), configJson ?? lm.Config.RawJson);
         foreach (var f in TokenizerFiles)
         {
@@ -41,4 +49,7 @@ public static class ModelExport
             if (File.Exists(src) && Path.GetFullPath(src) != Path.GetFullPath(Path.Combine(dir, f))) File.Copy(src, Path.Combine(dir, f), overwrite: true);
         }
     }
+
+    // A tied pair one of whose halves is a modules_to_save copy.
+    private static bool Untied(ModelWeights w) => w.EmbedReplacement != null || w.LmHead.Replacement != null;
 }
