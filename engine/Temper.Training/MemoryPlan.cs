@@ -76,14 +76,15 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
     }
 
     /// <summary>
-    /// Bytes of the host-memory tensors a loaded model holds (weights, NF4 codes and scales, LoRA A/B):
+    /// Bytes of the host-memory tensors a loaded model holds (weights, NF4 codes and scales, LoRA A/B, modules_to_save copies):
     /// on the CPU backend these are shared, not allocated, so its meter does not count them; a device
     /// backend's meter counts its uploaded copies itself, and they are not host tensors.
     /// </summary>
     public static long HostHeldBytes(ModelWeights w)
     {
         static long Of(Core.Tensor? t) => t is { IsHost: true } ? t.ByteCount : 0;
-        long b = Of(w.Embed) + Of(w.FinalNorm) + Of(w.PromptEmbeddings) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
+        long b = Of(w.BaseEmbed) + Of(w.FinalNorm) + Of(w.PromptEmbeddings) + (ReferenceEquals(w.LmHead.BaseWeight, w.BaseEmbed) ? 0 : Of(w.LmHead.BaseWeight))
+            + Of(w.EmbedReplacement) + Of(w.LmHead.Replacement);
         foreach (var l in w.Layers) b += l.Norms.Sum(n => Of(n.Weight));
         foreach (var p in w.Projections)
         {
