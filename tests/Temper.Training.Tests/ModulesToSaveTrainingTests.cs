@@ -3,7 +3,7 @@
 // directional derivative against central differences), a run saves them in PEFT's layout, which loads back to the
 // same logits, learns, resumes bit for bit, continues from its folder, and is planned for; a DPO reference with the
 // adapter off reads the base's own embedding and head (step 0 at ln 2; a frozen copy of the adapter as reference too);
-// refusals.
+// refusals; step 0's loss and gradients against PEFT's (a fixture owed until tests/reference/make_modules_to_save_reference.py runs).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -85,6 +85,18 @@ public sealed class ModulesToSaveTrainingTests
         using (var logits = loaded.Logits(Ids, 2))
             Assert.Equal(trained.Floats.ToArray(), logits.Floats.ToArray());
 
+        // temper merge's path: the copies replace the weights, and the tied fixture is written untied.
+        string merged = TempFolder.Create("temper-mts-merged");
+        using (var lm = LanguageModel.Load(Model, new CpuBackend(1), dir, mergeAdapter: true))
+            Temper.Training.Runs.ModelExport.Save(merged, lm, lm.Decoder.Backend);
+        Assert.False(JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "config.json")))!["tie_word_embeddings"]!.GetValue<bool>());
+        using (var exported = LanguageModel.Load(merged, new CpuBackend(1)))
+        using (var logits = exported.Logits(Ids, 2))
+        {
+            double worst = trained.Floats.ToArray().Zip(logits.Floats.ToArray()).Max(p => Math.Abs(p.First - p.Second));
+            Assert.True(worst < 1e-4, $"the merged model's logits differ by up to {worst:G3}");
+        }
+
         // The reference (adapter off) computes the base's loss, not the copies'.
         double Loss(DecoderBackprop bp) => bp.Run(Ids, Labels, [], 2, 1f, null).Sum(x => (double)x);
         using var plain = LanguageModel.Load(Model, new CpuBackend(1));
@@ -153,6 +165,16 @@ public sealed class ModulesToSaveTrainingTests
     }
 
     [Fact]
+    public void Over_an_nf4_base_the_copies_train_unquantised()
+    {
+        string dir = TempFolder.Create("temper-mts-qlora");
+        new SftTrainer(Sft(dir) with { ModelDir = QLoraParityTests.CopyModel("llama-tiny"), QLora = true, MaxSteps = 2 }, new CpuBackend(1)).Run();
+        using var f = SafetensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors"));
+        Assert.Equal(new Shape(512, 64), f.Get("base_model.model.lm_head.weight").Shape);
+        Assert.NotEqual(f.Get("base_model.model.lm_head.weight").ToFloatArray(), f.Get("base_model.model.model.embed_tokens.weight").ToFloatArray());
+    }
+
+    [Fact]
     public void Inapplicable_combinations_are_refused_in_one_line()
     {
         string Refusal(SftOptions o) => Assert.Throws<TemperException>(() => new SftTrainer(o, new CpuBackend(1)).Run()).Message;
@@ -163,5 +185,27 @@ public sealed class ModulesToSaveTrainingTests
         Assert.Contains("--modules-to-save", Refusal(o with { PrefixTuningTokens = 2 }));
         Assert.Contains("lm_head is also in --lora-targets", Refusal(o with { LoraTargets = ["q_proj", "lm_head"] }));
         Assert.Contains("continues it as it is", Refusal(o with { InitAdapter = Path.Combine(Model, "adapter") }));
+    }
+
+    [Fact]
+    public void Step0_loss_and_gradients_match_peft()
+    {
+        string dir = Fixtures.Hf("llama-tiny-modules-to-save");
+        using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
+        using var lm = LanguageModel.Load(Model, new CpuBackend());
+        lm.AttachAdapter(Path.Combine(dir, "adapter"), merge: false, doraUnmerged: true, trainable: true);
+        var ids = r.Get("input_ids").Span<int>().ToArray();
+        var labels = r.Get("labels").Span<int>().ToArray();
+        int b = r.Get("input_ids").Shape[0], t = ids.Length / b;
+        int count = Enumerable.Range(0, ids.Length).Count(i => i % t != 0 && labels[i] != -100);
+        using var ps = TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
+        double loss = new DecoderBackprop(lm.Decoder).Run(ids, labels, [], b, 1f / count, ps.GradOf).Sum() / count;
+        Assert.Equal(r.Get("loss").Floats[0], loss, 1e-4 * Math.Abs(loss));
+        foreach (var p in ps.All)
+        {
+            double err = GradientParityTests.RelativeL2(r.Get("grad." + p.Name).Floats, p.Grad.Floats);
+            Assert.True(err < 1e-3, $"grad.{p.Name}: relative L2 error {err:G3}");
+        }
+        Assert.Equal(r.Entries.Count(e => e.Name.StartsWith("grad.", StringComparison.Ordinal)), ps.All.Count);
     }
 }
