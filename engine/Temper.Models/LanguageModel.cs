@@ -76,8 +76,9 @@ public sealed class LanguageModel : IDisposable
     }
 
     /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights (always, for DoRA,
-    /// unless <paramref name="doraUnmerged"/>: training attaches a DoRA adapter's views with their magnitudes).</summary>
-    public void AttachAdapter(string adapterDir, bool merge, bool doraUnmerged = false)
+    /// unless <paramref name="doraUnmerged"/>: training attaches a DoRA adapter's views with their magnitudes). modules_to_save
+    /// copies of the embedding / LM head replace them (f32 when <paramref name="trainable"/>: training continues them).</summary>
+    public void AttachAdapter(string adapterDir, bool merge, bool doraUnmerged = false, bool trainable = false)
     {
         string type = PeftConfigFile.TypeOf(adapterDir);
         if (PeftConfigFile.IsVirtualTokens(type))
@@ -88,10 +89,10 @@ public sealed class LanguageModel : IDisposable
             else AttachPrefix(PrefixTuningAdapter.Load(adapterDir, Config));
             return;
         }
-        var adapter = LoraAdapter.Load(adapterDir, allowDora: true);
+        var adapter = LoraAdapter.Load(adapterDir, allowDora: true, embeddingCopies: true);
         _owned.Add(adapter);
         if (merge || (adapter.Config.UseDora && !doraUnmerged)) adapter.Merge(Weights, Decoder.Backend);
-        else adapter.Apply(Weights, Decoder.Backend, dora: doraUnmerged);
+        else adapter.Apply(Weights, Decoder.Backend, dora: doraUnmerged, trainable: trainable);
     }
 
     /// <summary>The prompt-tuning adapter in DIR, attached: its virtual tokens go before every sequence from now on.</summary>

@@ -5,7 +5,8 @@
 // module, lora_magnitude_vector) is merged as PEFT merges it, W' = m / ||W + s B A||_row * (W + s B A), and
 // only merged for inference: its callers opt in (LanguageModel merges it); training attaches it unmerged
 // (Apply with dora: the magnitudes ride on the LoRA views), every other use refuses it in one line.
-// PEFT options Temper does not implement are refused by name, never ignored.
+// modules_to_save copies of embed_tokens / lm_head (ModulesToSave) are read by callers that opt in and
+// attached in place of those weights by Apply and Merge. PEFT options Temper does not implement are refused by name, never ignored.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
@@ -45,6 +46,9 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
 
     public float Scale => ScaleOf(Alpha, Rank);
 
+    /// <summary>PEFT's modules_to_save entries as written (for a language model: embed_tokens and/or lm_head, see ModulesToSave).</summary>
+    public IReadOnlyList<string> ModulesToSave { get; init; } = [];
+
     /// <summary>PEFT's matching: a list matches a module whose name is the entry or ends with "." + entry; a string is a full-match regex.</summary>
     public bool Targets(string module)
     {
@@ -52,7 +56,8 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         return TargetList!.Any(t => module == t || module.EndsWith("." + t, StringComparison.Ordinal));
     }
 
-    /// <summary>Reads adapter_config.json; modules_to_save is refused unless <paramref name="allowModulesToSave"/> (a reward model's head).</summary>
+    /// <summary>Reads adapter_config.json; modules_to_save may name embed_tokens and lm_head (ModulesToSave), anything else
+    /// only with <paramref name="allowModulesToSave"/> (a reward model's head).</summary>
     public static LoraConfig Load(string dir, bool allowModulesToSave = false)
     {
         var file = PeftConfigFile.Read(dir);
@@ -61,7 +66,19 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         if (PeftConfigFile.IsVirtualTokens(type))
             throw new TemperException($"{path}: a {(type == PeftConfigFile.PromptTuning ? "prompt" : "prefix")}-tuning adapter (peft_type {type}) has no LoRA weights; it runs unmerged with generate, chat and logits (--adapter) and continues training with --init-adapter, and cannot be used here");
         if (type != PeftConfigFile.Lora) throw new TemperException($"{path}: peft_type '{type}' is not supported (LORA, PROMPT_TUNING and PREFIX_TUNING are)");
-        if (!allowModulesToSave) Refuse(o, path, "modules_to_save", n => n is JsonArray a && a.Count > 0, "fully trained extra modules");
+        var saved = o["modules_to_save"] switch
+        {
+            null => [],
+            JsonArray a => a.Select(x => x?.GetValueKind() == JsonValueKind.String ? x.GetValue<string>() : throw new TemperException($"{path}: modules_to_save must be a list of module names")).ToArray(),
+            _ => throw new TemperException($"{path}: modules_to_save must be a list of module names"),
+        };
+        if (!allowModulesToSave)
+        {
+            foreach (var m in saved)
+                if (Models.ModulesToSave.ModuleOf(m) == null)
+                    throw new TemperException($"{path}: modules_to_save '{m}' is not supported by Temper (embed_tokens and lm_head are); refusing rather than ignoring it");
+            if (saved.Length > 0) Refuse(o, path, "ensure_weight_tying", n => n.GetValueKind() == JsonValueKind.True, "copies of tied embeddings kept tied");
+        }
         Refuse(o, path, "layers_to_transform", n => n.GetValueKind() != JsonValueKind.Null, "a layer subset");
         Refuse(o, path, "exclude_modules", n => n is JsonArray { Count: > 0 } || n.GetValueKind() == JsonValueKind.String, "excluded modules");
         Refuse(o, path, "fan_in_fan_out", n => n.GetValueKind() == JsonValueKind.True, "fan-in/fan-out (Conv1D) weights");
@@ -87,7 +104,10 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
             JsonValue v when v.GetValueKind() == JsonValueKind.String => ((string[]?)null, v.GetValue<string>()),
             _ => throw new TemperException($"{path}: target_modules must be a list of names or a regex string"),
         };
-        return new LoraConfig(r, alpha, rs, list, regex, dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas };
+        var cfg = new LoraConfig(r, alpha, rs, list, regex, dropout) { UseDora = dora, RankPattern = ranks, AlphaPattern = alphas, ModulesToSave = saved };
+        if (!allowModulesToSave && saved.Any(m => Models.ModulesToSave.ModuleOf(m) == Models.ModulesToSave.HeadModule) && cfg.Targets(Models.ModulesToSave.HeadModule))
+            throw new TemperException($"{path}: lm_head is both a LoRA target and in modules_to_save; one module cannot be both");
+        return cfg;
     }
 
     // rank_pattern / alpha_pattern: an object of module-name keys to numbers, in its order.
@@ -137,11 +157,16 @@ public sealed class LoraAdapter : IDisposable
     /// <summary>
     /// Reads an adapter folder. <paramref name="savedModules"/> names the modules_to_save the caller
     /// handles (a reward model's "score"); their tensors land in <see cref="SavedModules"/>. A DoRA adapter
-    /// is refused unless <paramref name="allowDora"/> (a caller that merges it).
+    /// is refused unless <paramref name="allowDora"/> (a caller that merges it). Copies of embed_tokens / lm_head
+    /// (modules_to_save) are refused unless <paramref name="embeddingCopies"/> (a caller whose Apply or Merge uses them).
     /// </summary>
-    public static LoraAdapter Load(string dir, IReadOnlyCollection<string>? savedModules = null, bool allowDora = false)
+    public static LoraAdapter Load(string dir, IReadOnlyCollection<string>? savedModules = null, bool allowDora = false, bool embeddingCopies = false)
     {
         var cfg = LoraConfig.Load(dir, allowModulesToSave: savedModules != null);
+        if (savedModules == null && cfg.ModulesToSave.Count > 0 && !embeddingCopies)
+            throw new TemperException($"{Path.Combine(dir, "adapter_config.json")}: modules_to_save ({string.Join(", ", cfg.ModulesToSave)}: full copies of the embedding / LM head) " +
+                                      "is applied by generate, chat, logits, merge and training's --init-adapter, not here");
+        savedModules ??= cfg.ModulesToSave.Select(m => Models.ModulesToSave.ModuleOf(m)!).Distinct().ToArray();
         if (cfg.UseDora && !allowDora)
             throw new TemperException($"{Path.Combine(dir, "adapter_config.json")}: a DoRA adapter (use_dora) runs merged in Temper, not as a separate adapter here: " +
                                       "merge it (temper merge), or pass it to generate, chat or logits with --adapter, which merge it");
@@ -155,7 +180,7 @@ public sealed class LoraAdapter : IDisposable
         foreach (var e in file.Entries)
         {
             string bare = e.Name.StartsWith("base_model.model.", StringComparison.Ordinal) ? e.Name["base_model.model.".Length..] : e.Name;
-            if (savedModules != null && savedModules.Any(s => bare.StartsWith(s + ".", StringComparison.Ordinal) && !bare.Contains(".lora_", StringComparison.Ordinal)))
+            if (savedModules.Any(s => bare.StartsWith(s + ".", StringComparison.Ordinal) && !bare.Contains(".lora_", StringComparison.Ordinal)))
             {
                 saved[bare] = file.Get(e.Name).ToF32();
                 continue;
@@ -192,6 +217,13 @@ public sealed class LoraAdapter : IDisposable
             foreach (var name in magnitudes.Keys)
                 if (!modules.ContainsKey(name)) throw new TemperException($"{path}: '{name}' has a lora_magnitude_vector but no lora_A/lora_B");
         }
+        if (cfg.ModulesToSave.Count > 0 && savedModules.All(m => Models.ModulesToSave.ModuleOf(m) != null))
+            foreach (var module in savedModules)
+            {
+                if (!saved.ContainsKey(module + ".weight")) throw new TemperException($"{path}: modules_to_save names {module}, but tensor 'base_model.model.{module}.weight' is missing");
+                if (saved.Keys.FirstOrDefault(k => k.StartsWith(module + ".", StringComparison.Ordinal) && k != module + ".weight") is { } other)
+                    throw new TemperException($"{path}: tensor 'base_model.model.{other}' of modules_to_save {module} is not supported (only its weight is)");
+            }
         return new LoraAdapter(dir, cfg, file, modules, magnitudes) { SavedModules = saved };
     }
 
@@ -214,21 +246,43 @@ public sealed class LoraAdapter : IDisposable
     }
 
     /// <summary>Attaches the adapter unmerged: each targeted projection computes its LoRA term. A DoRA adapter
-    /// only when <paramref name="dora"/> (training continues it), its magnitude copied into each view as f32.</summary>
-    public void Apply(ModelWeights w, IBackend be, bool dora = false)
+    /// only when <paramref name="dora"/> (training continues it), its magnitude copied into each view as f32.
+    /// modules_to_save copies of the embedding / LM head stand in for them: f32 when <paramref name="trainable"/>
+    /// (training continues them), else in the weights' dtype.</summary>
+    public void Apply(ModelWeights w, IBackend be, bool dora = false, bool trainable = false)
     {
         if (Config.UseDora && !dora) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) runs merged in Temper; merge it (temper merge)");
-        foreach (var (p, a, b) in Resolve(w))
+        var resolved = Resolve(w);
+        AttachCopies(w, be, trainable);
+        foreach (var (p, a, b) in resolved)
             p.Lora = new LoraView(be.FromHost(a), be.FromHost(b), Config.ScaleFor(p.Name),
                 Magnitudes.TryGetValue(p.Name, out var m) ? be.FromHost(Tensor.FromFloats(m.Shape, m.ToFloatArray(), p.Name + ".lora_magnitude_vector")) : null);
     }
 
+    /// <summary>The modules_to_save copies of the embedding [V,C] and LM head [V,C] (f32 host tensors; null where the adapter has none).</summary>
+    public (Tensor? Embed, Tensor? Head) LanguageModelCopies =>
+        (SavedModules.GetValueOrDefault(ModulesToSave.EmbedModule + ".weight"), SavedModules.GetValueOrDefault(ModulesToSave.HeadModule + ".weight"));
+
+    // PEFT replaces a modules_to_save module by its copy, in unmerged use and in merge_and_unload alike.
+    private void AttachCopies(ModelWeights w, IBackend be, bool f32)
+    {
+        var (embed, head) = LanguageModelCopies;
+        if (embed != null || head != null) ModulesToSave.Attach(w, be, embed, head, f32, Path.Combine(Directory, "adapter_model.safetensors"));
+    }
+
     /// <summary>Merges the adapter into the weights (W += weight s B A, in f32, stored back in W's dtype; DoRA then scales each
-    /// row of W to its magnitude m / ||W + s B A||, and takes weight 1 only); weights become new host tensors.</summary>
+    /// row of W to its magnitude m / ||W + s B A||, and takes weight 1 only); weights become new host tensors. modules_to_save
+    /// copies replace the embedding / LM head (weight 1 only).</summary>
     public void Merge(ModelWeights w, IBackend be, double weight = 1)
     {
         if (Config.UseDora && weight != 1) throw new TemperException($"{Directory}: a DoRA adapter (use_dora) merges with weight 1 only (got {weight})");
-        foreach (var (p, a, b) in Resolve(w))
+        var resolved = Resolve(w);
+        if (LanguageModelCopies is not (null, null))
+        {
+            if (weight != 1) throw new TemperException($"{Directory}: an adapter with modules_to_save copies (embed_tokens / lm_head) replaces those weights, so it merges with weight 1 only (got {weight})");
+            AttachCopies(w, be, f32: false);
+        }
+        foreach (var (p, a, b) in resolved)
         {
             if (p.Nf4 != null) throw new TemperException($"{Directory}: cannot merge into {p.Name}, an NF4 (QLoRA) base weight; load the model without --qlora to merge");
             var merged = p.WeightValues(be);

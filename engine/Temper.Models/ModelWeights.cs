@@ -47,13 +47,19 @@ public sealed class ModelWeights : IDisposable
     private ModelWeights(SafetensorsModel? file, Tensor embed, LayerWeights[] layers, Tensor finalNorm, Projection lmHead)
     {
         _file = file;
-        Embed = embed;
+        _embed = embed;
         Layers = layers;
         FinalNorm = finalNorm;
         LmHead = lmHead;
     }
 
-    public Tensor Embed { get; }              // [V, C]
+    private readonly Tensor _embed;
+    public Tensor Embed => EmbedReplacement ?? _embed; // [V, C]
+    /// <summary>The model's own embedding, whatever stands in for it.</summary>
+    public Tensor BaseEmbed => _embed;
+    /// <summary>A full copy [V,C] that stands in for the embedding while set (PEFT modules_to_save on embed_tokens, see
+    /// ModulesToSave); a tied head keeps reading the base embedding. Disposed with the weights when attached then.</summary>
+    public Tensor? EmbedReplacement { get; set; }
     public LayerWeights[] Layers { get; }
     public Tensor FinalNorm { get; }          // [C]
     public Projection LmHead { get; }         // [V, C] (the embedding itself when tied)
@@ -256,16 +262,18 @@ public sealed class ModelWeights : IDisposable
 
     /// <summary>
     /// Frees the weights: device copies go back to their backend (a tied head is the embedding, freed
-    /// once); host tensors are views of the memory-mapped files, which close last.
+    /// once; attached modules_to_save copies too); host tensors are views of the memory-mapped files, which close last.
     /// </summary>
     public void Dispose()
     {
-        var tensors = new List<Tensor> { Embed, FinalNorm };
+        var tensors = new List<Tensor> { _embed, FinalNorm };
+        if (EmbedReplacement != null) tensors.Add(EmbedReplacement);
+        if (LmHead.Replacement != null) tensors.Add(LmHead.Replacement);
         foreach (var l in Layers) tensors.AddRange(l.Norms.Select(n => n.Weight));
         foreach (var p in Projections.Append(LmHead))
         {
             if (p.Nf4 is { } q) tensors.AddRange([q.Codes, q.AbsmaxCodes, q.AbsmaxScales]);
-            else tensors.Add(p.Weight);
+            else tensors.Add(p.BaseWeight);
             if (p.Bias != null) tensors.Add(p.Bias);
         }
         foreach (var t in tensors.Distinct(ReferenceEqualityComparer.Instance).Cast<Tensor>())

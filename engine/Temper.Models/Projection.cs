@@ -1,6 +1,7 @@
 // One linear projection of the decoder (q/k/v/o, gate/up/down, lm_head): weight [Out,In] (f32, bf16,
 // or NF4 for a QLoRA base, whose Weight is then the packed codes and Nf4 the whole quantised weight),
-// optional bias [Out], and an optional unmerged LoRA view (A [r,In], B [Out,r], scale) over it.
+// optional bias [Out], and an optional unmerged LoRA view (A [r,In], B [Out,r], scale) over it. lm_head's weight
+// may be stood in for by a full copy (PEFT modules_to_save; Replacement).
 // Over an NF4 base the LoRA branch is added with the plain ops: xa = x A^T, y += scale (xa B^T).
 // A DoRA view (PEFT use_dora) adds a magnitude m [Out]: y = m / ||W + s B A||_row * (x W^T + s (x A^T) B^T) + bias,
 // the norm [Out] recomputed from the current A, B each forward and treated as a constant (DoRA §4.3; an NF4
@@ -38,7 +39,15 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
 
     /// <summary>The HF module name, e.g. model.layers.0.self_attn.q_proj.</summary>
     public string Name { get; } = name;
-    public Tensor Weight { get; internal set; } = weight;
+    private Tensor _weight = weight;
+
+    /// <summary>The weight the projection computes with: the <see cref="Replacement"/> while one is set, else the base weight.</summary>
+    public Tensor Weight { get => Replacement ?? _weight; internal set => _weight = value; }
+    /// <summary>The model's own weight, whatever stands in for it.</summary>
+    public Tensor BaseWeight => _weight;
+    /// <summary>A full copy [Out,In] that stands in for the weight while set (PEFT modules_to_save on lm_head, see ModulesToSave);
+    /// a reference pass clears it for its duration. The model's weights dispose the one attached when they go.</summary>
+    public Tensor? Replacement { get; set; }
     public Tensor? Bias { get; } = bias;
     /// <summary>The quantised base weight (QLoRA), or null for an f32/bf16 one.</summary>
     public Nf4Weight? Nf4 { get; }

@@ -3,7 +3,8 @@
 //   weights      embedding, norms, biases, lm_head (untied) in their held dtype; the layers'
 //                projections in that dtype, or NF4 (codes + double-quantised scales) with QLoRA
 //   adapters     the trained parameters and their gradients (LoRA A/B and DoRA's magnitudes, a prompt-tuning adapter's
-//                virtual token embeddings [P,C] or a prefix's keys and values [L][2][P,Hkv*D], or every weight for --full), f32
+//                virtual token embeddings [P,C] or a prefix's keys and values [L][2][P,Hkv*D], or every weight for --full), f32;
+//                modules_to_save copies of the embedding / LM head ([V,C] each) are weights, parameters and gradients at once
 //   optimizer    AdamW's two moments per trained parameter, f32
 //   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T, or B*(P+T) with P virtual tokens), f32:
 //                per layer its norms' outputs and 1/rms, q/k/v (and Qwen3's q, k before their head norms
@@ -22,7 +23,11 @@ namespace Temper.Training;
 
 public sealed record MemoryPlanOptions(
     int Batch, int Length, bool QLora = false, bool Full = false, LoraConfig? Lora = null,
-    bool GradientCheckpointing = false, int MatrixBytes = 4, int EmbeddingBytes = 4, int VirtualTokens = 0, bool PrefixTuning = false);
+    bool GradientCheckpointing = false, int MatrixBytes = 4, int EmbeddingBytes = 4, int VirtualTokens = 0, bool PrefixTuning = false)
+{
+    /// <summary>How many of embed_tokens and lm_head are trained as modules_to_save copies (0, 1 or 2), each an f32 [V,C].</summary>
+    public int ModulesToSave { get; init; }
+}
 
 public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, long Activations, long Workspace)
 {
@@ -52,6 +57,8 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
                     loraRows += lora.Rank + (lora.UseDora ? s[0] : 0); // x A^T [n, r] (and DoRA's z [n, Out]) kept per adapted projection
                 }
 
+        if (!o.Full) trained += o.ModulesToSave * v * c; // each copy: 4 bytes of value + 4 of gradient, 8 of moments
+
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
         long perLayer = n * (2 + 6 * c + 2 * qd + 2 * kvd + 3 * f + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
         long loraActs = n * loraRows;
@@ -69,14 +76,15 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
     }
 
     /// <summary>
-    /// Bytes of the host-memory tensors a loaded model holds (weights, NF4 codes and scales, LoRA A/B):
+    /// Bytes of the host-memory tensors a loaded model holds (weights, NF4 codes and scales, LoRA A/B, modules_to_save copies):
     /// on the CPU backend these are shared, not allocated, so its meter does not count them; a device
     /// backend's meter counts its uploaded copies itself, and they are not host tensors.
     /// </summary>
     public static long HostHeldBytes(ModelWeights w)
     {
         static long Of(Core.Tensor? t) => t is { IsHost: true } ? t.ByteCount : 0;
-        long b = Of(w.Embed) + Of(w.FinalNorm) + Of(w.PromptEmbeddings) + (ReferenceEquals(w.LmHead.Weight, w.Embed) ? 0 : Of(w.LmHead.Weight));
+        long b = Of(w.BaseEmbed) + Of(w.FinalNorm) + Of(w.PromptEmbeddings) + (ReferenceEquals(w.LmHead.BaseWeight, w.BaseEmbed) ? 0 : Of(w.LmHead.BaseWeight))
+            + Of(w.EmbedReplacement) + Of(w.LmHead.Replacement);
         foreach (var l in w.Layers) b += l.Norms.Sum(n => Of(n.Weight));
         foreach (var p in w.Projections)
         {

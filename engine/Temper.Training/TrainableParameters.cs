@@ -1,5 +1,6 @@
 // The parameters a run trains and their gradient buffers: every base weight (full fine-tuning) or the
-// LoRA A/B of each targeted projection (and DoRA's magnitude), or a prompt-tuning adapter's virtual token embeddings. GradOf(param) is what DecoderBackprop calls; frozen tensors
+// LoRA A/B of each targeted projection (and DoRA's magnitude) with the modules_to_save copies of the embedding and LM
+// head attached in place of the base's (model.embed_tokens.weight, lm_head.weight), or a prompt-tuning adapter's virtual token embeddings. GradOf(param) is what DecoderBackprop calls; frozen tensors
 // answer null. Names are the HF/PEFT names (model.layers.0.self_attn.q_proj.weight,
 // model.layers.0.self_attn.q_proj.lora_A.weight, ...q_proj.lora_magnitude_vector) used in checkpoints and gradient fixtures.
 using Temper.Core;
@@ -55,8 +56,9 @@ public sealed class TrainableParameters : IDisposable
         return new TrainableParameters(be, list.Concat(extra ?? []));
     }
 
-    /// <summary>The LoRA A and B (and DoRA magnitude) of every projection that carries one, a prompt-tuning adapter's
-    /// prompt_embeddings [P,C] when the weights carry one, plus <paramref name="extra"/> (fully trained modules such as a reward head).</summary>
+    /// <summary>The LoRA A and B (and DoRA magnitude) of every projection that carries one, the modules_to_save copies of the
+    /// embedding and LM head attached (ModulesToSave), a prompt-tuning adapter's prompt_embeddings [P,C] when the weights
+    /// carry one, plus <paramref name="extra"/> (fully trained modules such as a reward head).</summary>
     public static TrainableParameters Lora(ModelWeights w, IBackend be, IEnumerable<(string Name, Tensor Value)>? extra = null)
     {
         var list = new List<(string, Tensor)>();
@@ -70,6 +72,8 @@ public sealed class TrainableParameters : IDisposable
         if (w.PromptEmbeddings is { } prompt) list.Add((PromptTuningAdapter.TensorName, prompt));
         if (w.Prefix is { } prefix) list.AddRange(prefix.Named());
         if (list.Count == 0) throw new TemperException("no LoRA modules to train: no projection matches the target modules");
+        if (w.EmbedReplacement is { } embed) list.Add((ModulesToSave.EmbedModule + ".weight", embed));
+        if (w.LmHead.Replacement is { } head) list.Add((ModulesToSave.HeadModule + ".weight", head));
         return new TrainableParameters(be, list.Concat(extra ?? []));
     }
 

@@ -1,6 +1,7 @@
 // The training verbs as scripts call them: step-0 parity of `temper sft` and `temper dpo` through the
 // CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), --prompt-tuning and --prefix-tuning
-// (trained, generated with, planned, refused where they have no meaning), and bad data as a
+// (trained, generated with, planned, refused where they have no meaning), --modules-to-save (trained, merged untied,
+// planned, refused with --full), and bad data as a
 // one-line error naming file and line.
 using System.Text.Json.Nodes;
 
@@ -49,6 +50,28 @@ public class TrainingCliTests
         Assert.True(Math.Abs(first["grad_norm"]!.GetValue<double>() - norm) <= 1e-3 * norm);
         foreach (var f in new[] { "adapter_model.safetensors", "adapter_config.json", "manifest.json" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Modules_to_save_is_trained_merged_planned_and_refused_with_full()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
+        string[] sft = ["sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--max-steps", "1", "--lora-r", "2", "--modules-to-save", "lm_head"];
+        var r = TemperCli.Run([.. sft, "--out", Path.Combine(dir, "sft")]);
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
+        Assert.Equal("lm_head", cfg["modules_to_save"]![0]!.GetValue<string>());
+        r = TemperCli.Run("merge", "--model", model, "--adapter", Path.Combine(dir, "sft"), "--out", Path.Combine(dir, "merged"));
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        Assert.False(JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "merged", "config.json")))!["tie_word_embeddings"]!.GetValue<bool>());
+        var plan = TemperCli.Run("plan", "--model", model, "--modules-to-save", "embed_tokens,lm_head");
+        Assert.True(plan.ExitCode == 0, plan.Stderr);
+        Assert.Contains("2 modules_to_save copies", plan.Stdout);
+        var full = TemperCli.Run([.. sft, "--out", Path.Combine(dir, "full"), "--full"]);
+        Assert.Equal(2, full.ExitCode);
+        Assert.Single(full.Stderr.Trim().Split('\n'));
+        Assert.Contains("--modules-to-save", full.Stderr);
         Directory.Delete(dir, true);
     }
 

@@ -24,7 +24,7 @@ public class AdapterTests
     }
 
     [Theory]
-    [InlineData("modules_to_save", """["lm_head"]""", "modules_to_save")]
+    [InlineData("modules_to_save", """["norm"]""", "modules_to_save")]
     public void Unsupported_peft_options_are_refused(string key, string json, string named)
     {
         string dir = CopyAdapter(c => c[key] = JsonNode.Parse(json));

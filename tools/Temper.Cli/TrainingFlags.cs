@@ -20,6 +20,7 @@ internal sealed class TrainingFlags
     public readonly Option<int> R = new("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
     public readonly Option<double> Alpha = new("--lora-alpha") { Description = "LoRA alpha", DefaultValueFactory = _ => 32 };
     public readonly Option<string> Targets = new("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
+    public readonly Option<string?> ModulesToSave = new("--modules-to-save") { Description = "PEFT modules_to_save: embed_tokens and/or lm_head (comma-separated) trained in full beside the LoRA, e.g. after adding chat-template tokens' embeddings; a tied pair is untied as PEFT does" };
     public readonly Option<string> LoraInitFlag = new("--lora-init") { Description = "How a fresh LoRA starts (PEFT init_lora_weights): default (A kaiming-uniform, B = 0), gaussian (A ~ N(0, 1/r)) pissa (the weights' top-r SVD, the base keeping the residual; pissa_niter_N: from N subspace iterations, faster, as PEFT's) or olora (the QR of the weights' first r columns, likewise); pissa and olora on sft and pretrain, saved converted for the original base at rank 2r", DefaultValueFactory = _ => "default" };
     public readonly Option<bool> RsLora = new("--rslora") { Description = "Scale by alpha/sqrt(r) (rsLoRA)" };
     public readonly Option<bool> Dora = new("--use-dora") { Description = "Train a DoRA adapter (PEFT use_dora): a magnitude per output row beside the LoRA matrices" };
@@ -52,7 +53,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, LoraInitFlag, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, ModulesToSave, LoraInitFlag, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -60,7 +61,7 @@ internal sealed class TrainingFlags
     {
         // Prompt and prefix tuning train no LoRA: LoRA shape flags given with them would be ignored, so they are refused.
         if (p.GetValue(PromptTuning) > 0 || p.GetValue(PrefixTuning) > 0)
-            foreach (var o in new Option[] { R, Alpha, Targets })
+            foreach (var o in new Option[] { R, Alpha, Targets, ModulesToSave })
                 if (p.GetResult(o) is { Implicit: false })
                     throw new Core.TemperException($"{(p.GetValue(PromptTuning) > 0 ? "prompt" : "prefix")} tuning trains only its virtual tokens; {o.Name} cannot be combined with it");
         return ReadOptions(p);
@@ -77,6 +78,7 @@ internal sealed class TrainingFlags
         LoraRank = p.GetValue(R),
         LoraAlpha = p.GetValue(Alpha),
         LoraTargets = p.GetValue(Targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        ModulesToSave = p.GetValue(ModulesToSave)?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [],
         UseRsLora = p.GetValue(RsLora),
         LoraInit = Training.Lora.LoraInitMethods.Parse(p.GetValue(LoraInitFlag)!),
         UseDora = p.GetValue(Dora),

@@ -76,6 +76,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     public void Add(string name, LoraAdapter adapter)
     {
         if (IndexOf(name) >= 0) throw new TemperException($"adapter '{name}' is already loaded");
+        if (adapter.SavedModules.Count > 0) throw new TemperException($"{adapter.Directory}: an adapter with modules_to_save ({string.Join(", ", adapter.Config.ModulesToSave)}) replaces whole weights, which the multi-LoRA server cannot do per request; merge it (temper merge) and serve the merged model");
         DiscardPrefetches();
         foreach (var (module, (a, b)) in adapter.Modules)
         {

@@ -5,7 +5,9 @@
 // A sequence-classification adapter (a reward model) adds its fully trained head as PEFT's
 // PeftModelForSequenceClassification saves it: task_type SEQ_CLS, modules_to_save ["classifier", "score"],
 // and the head's tensor under base_model.model.score.weight. A prompt-tuning adapter (SavePrompt) is its own form:
-// peft_type PROMPT_TUNING and one tensor, prompt_embeddings [P,C].
+// peft_type PROMPT_TUNING and one tensor, prompt_embeddings [P,C]. A language model's modules_to_save copies of the
+// embedding / LM head (ModulesToSave) go under base_model.model.model.embed_tokens.weight and base_model.model.lm_head.weight,
+// with modules_to_save ["embed_tokens", "lm_head"] (those attached), as get_peft_model_state_dict names them.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -21,8 +23,20 @@ public static class PeftAdapterWriter
     /// <summary>The reward-model form: score.weight [1,C] as PEFT writes a SEQ_CLS adapter.</summary>
     public static SavedModules SequenceClassification(Tensor scoreWeight) => new("SEQ_CLS", ["classifier", "score"], [new("score.weight", scoreWeight)]);
 
+    /// <summary>The modules_to_save copies of the embedding and LM head the weights carry (ModulesToSave), or null when none.</summary>
+    public static SavedModules? LanguageModelCopies(ModelWeights w)
+    {
+        var names = new List<string>();
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        if (w.EmbedReplacement is { } embed) { names.Add("embed_tokens"); tensors.Add(new(ModulesToSave.EmbedModule + ".weight", embed)); }
+        if (w.LmHead.Replacement is { } head) { names.Add("lm_head"); tensors.Add(new(ModulesToSave.HeadModule + ".weight", head)); }
+        return names.Count == 0 ? null : new SavedModules("CAUSAL_LM", names, tensors);
+    }
+
+    /// <summary>The model's LoRA views (and its modules_to_save copies, unless <paramref name="modules"/> says what is saved beside them).</summary>
     public static void Save(string dir, ModelWeights w, LoraConfig cfg, IBackend be, string baseModel, SavedModules? modules = null)
     {
+        modules ??= LanguageModelCopies(w);
         var lora = new List<(string, Tensor, Tensor, Tensor?)>();
         foreach (var p in w.Projections.Append(w.LmHead))
             if (p.Lora is { } l)

@@ -1,5 +1,5 @@
 // The reference policy of DPO/KTO/GRPO without a second copy of the base: the same weights with the
-// trained LoRA (or prompt-tuning adapter) switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
+// trained LoRA (or prompt-tuning adapter, or modules_to_save copies of the embedding / LM head) switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
 // asked, a separate model folder.
 using Temper.Core;
 using Temper.Models;
@@ -15,6 +15,7 @@ public sealed class ReferenceModel : IDisposable
     private readonly LoraAdapter? _frozen;
     private readonly Tensor? _prompt;
     private readonly PrefixKv? _prefix;
+    private Tensor? _embed, _head; // the reference's modules_to_save copies (a frozen adapter's), null = the base's own
 
     private ReferenceModel(ModelWeights weights, Dictionary<Projection, LoraView?> views, LanguageModel? separate, LoraAdapter? frozen, string description, Tensor? prompt = null, PrefixKv? prefix = null)
     {
@@ -47,14 +48,31 @@ public sealed class ReferenceModel : IDisposable
         {
             return new ReferenceModel(w, views, null, null, $"base + frozen prefix-tuning adapter {adapterDir}", prefix: PrefixTuningAdapter.Load(adapterDir, config).Upload(be));
         }
-        var adapter = LoraAdapter.Load(adapterDir);
+        var adapter = LoraAdapter.Load(adapterDir, embeddingCopies: true);
         foreach (var (name, (a, b)) in adapter.Modules)
         {
             var p = views.Keys.FirstOrDefault(x => x.Name == name) ?? throw new TemperException($"{adapterDir}: adapter module '{name}' does not exist in the model");
             if (a.Shape[1] != p.In || b.Shape[0] != p.Out) throw new TemperException($"{adapterDir}: adapter module '{name}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");
             views[p] = new LoraView(be.FromHost(Tensor.FromFloats(a.Shape, a.ToFloatArray())), be.FromHost(Tensor.FromFloats(b.Shape, b.ToFloatArray())), adapter.Config.ScaleFor(name));
         }
-        return new ReferenceModel(w, views, null, adapter, $"base + frozen adapter {adapterDir}");
+        var (embed, head) = adapter.LanguageModelCopies;
+        var reference = new ReferenceModel(w, views, null, adapter, $"base + frozen adapter {adapterDir}");
+        if (embed != null || head != null)
+        {
+            // Attached to the weights only long enough to check and convert them, then held for the reference passes.
+            var (policyEmbed, policyHead) = (w.EmbedReplacement, w.LmHead.Replacement);
+            (w.EmbedReplacement, w.LmHead.Replacement) = (null, null);
+            try
+            {
+                ModulesToSave.Attach(w, be, embed, head, f32: false, Path.Combine(adapterDir, "adapter_model.safetensors"));
+                (reference._embed, reference._head) = (w.EmbedReplacement, w.LmHead.Replacement);
+            }
+            finally
+            {
+                (w.EmbedReplacement, w.LmHead.Replacement) = (policyEmbed, policyHead);
+            }
+        }
+        return reference;
     }
 
     /// <summary>A separate reference model, which must share the policy's tokenizer (same ids for the same text).</summary>
@@ -84,11 +102,13 @@ public sealed class ReferenceModel : IDisposable
         if (_separate != null) throw new InvalidOperationException("a separate reference model has its own weights; call Logps");
         var saved = _views.Keys.ToDictionary(p => p, p => p.Lora);
         var (prompt, prefix) = (_weights.PromptEmbeddings, _weights.Prefix); // a trained prompt or prefix is off in the reference too (or the frozen one is on)
+        var (embed, head) = (_weights.EmbedReplacement, _weights.LmHead.Replacement); // so are trained copies of the embedding and head
         try
         {
             foreach (var (p, v) in _views) p.Lora = v;
             _weights.PromptEmbeddings = _prompt;
             _weights.Prefix = _prefix;
+            (_weights.EmbedReplacement, _weights.LmHead.Replacement) = (_embed, _head);
             pass();
         }
         finally
@@ -96,6 +116,7 @@ public sealed class ReferenceModel : IDisposable
             foreach (var (p, v) in saved) p.Lora = v;
             _weights.PromptEmbeddings = prompt;
             _weights.Prefix = prefix;
+            (_weights.EmbedReplacement, _weights.LmHead.Replacement) = (embed, head);
         }
     }
 
@@ -105,5 +126,7 @@ public sealed class ReferenceModel : IDisposable
         _frozen?.Dispose();
         _prompt?.Dispose();
         _prefix?.Dispose();
+        _embed?.Dispose();
+        _head?.Dispose();
     }
 }

@@ -36,6 +36,8 @@ public sealed record SftOptions
     public int PrefixTuningTokens { get; init; }
     /// <summary>How a fresh LoRA starts (PEFT's init_lora_weights): default, gaussian or pissa (LoraInitMethods).</summary>
     public string LoraInit { get; init; } = LoraInitMethods.Default;
+    /// <summary>PEFT modules_to_save: embed_tokens and/or lm_head trained in full (f32 copies) beside the LoRA; empty = none.</summary>
+    public IReadOnlyList<string> ModulesToSave { get; init; } = [];
     public IReadOnlyList<string> LoraTargets { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     public float LearningRate { get; init; } = 2e-4f;
     public ScheduleKind Scheduler { get; init; } = ScheduleKind.Linear;
@@ -82,6 +84,7 @@ public sealed record SftOptions
         ["prompt_tuning_init_text"] = PromptTuningInitText,
         ["prefix_tuning_tokens"] = PrefixTuningTokens,
         ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
+        ["modules_to_save"] = new JsonArray(ModulesToSave.Select(t => (JsonNode)t).ToArray()),
         ["lr"] = LearningRate,
         ["lr_scheduler"] = Scheduler.ToString().ToLowerInvariant(),
         ["warmup_steps"] = WarmupSteps,

@@ -1,5 +1,6 @@
 // The part every trainer shares, as one component (not a base class): open the model, attach or
-// initialise the LoRA (or a prompt- or prefix-tuning adapter's virtual tokens, or train all weights), AdamW + schedule, then the step loop with metrics.jsonl,
+// initialise the LoRA (with modules_to_save copies of the embedding / LM head trained beside it when asked), or a prompt- or
+// prefix-tuning adapter's virtual tokens, or train all weights; AdamW + schedule, then the step loop with metrics.jsonl,
 // manifest.json, checkpoints, resume, Ctrl-C and non-finite-step handling, and the final save.
 // A recipe supplies only its data and a step function that fills the gradients and returns the loss.
 using System.Diagnostics;
@@ -76,6 +77,7 @@ public sealed class TrainingRun : IDisposable
             if (o.QLora || o.UseDora) throw new TemperException($"--lora-init {o.LoraInit} rewrites the base weights; it cannot be combined with {(o.QLora ? "--qlora" : "--use-dora")}");
         }
         string? virtualKind = ValidateVirtualTokens(o, extraParameters != null);
+        var (saveEmbed, saveHead) = ValidateModulesToSave(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
         Directory.CreateDirectory(o.OutDir);
@@ -100,7 +102,9 @@ public sealed class TrainingRun : IDisposable
                     lora = LoraConfig.Load(o.InitAdapter);
                     if (o.UseDora && !lora.UseDora)
                         throw new TemperException($"--use-dora: {o.InitAdapter} is a plain LoRA adapter (use_dora false), and --init-adapter continues it as it is; drop --use-dora");
-                    lm.AttachAdapter(o.InitAdapter, merge: false, doraUnmerged: true);
+                    if (o.ModulesToSave.Count > 0 && !o.ModulesToSave.Select(ModulesToSave.ModuleOf).Order().SequenceEqual(lora.ModulesToSave.Select(ModulesToSave.ModuleOf).Order()))
+                        throw new TemperException($"--modules-to-save {string.Join(",", o.ModulesToSave)}: {o.InitAdapter} saves [{string.Join(", ", lora.ModulesToSave)}], and --init-adapter continues it as it is; drop --modules-to-save");
+                    lm.AttachAdapter(o.InitAdapter, merge: false, doraUnmerged: true, trainable: true);
                 }
                 else
                 {
@@ -108,6 +112,7 @@ public sealed class TrainingRun : IDisposable
                     LoraInit.Attach(lm.Weights, lora, be, o.Seed);
                     if (o.LoraInit == LoraInitMethods.Gaussian) LoraInitMethods.ApplyGaussian(lm.Weights, be, o.Seed);
                     else if (LoraInitMethods.ChangesBase(o.LoraInit)) pissa = LoraInitMethods.ApplyToBase(lm.Weights, be, o.LoraInit);
+                    if (saveEmbed || saveHead) ModulesToSave.AttachFreshCopies(lm.Weights, be, saveEmbed, saveHead);
                 }
                 if (!(lora.Dropout >= 0 && lora.Dropout < 1)) throw new TemperException($"LoRA dropout {lora.Dropout} must be in [0, 1)");
                 if (lora.Dropout > 0 && !setsDropoutSeed) throw new TemperException($"LoRA dropout {lora.Dropout} is supported by sft and pretrain only so far; use 0");
@@ -217,7 +222,8 @@ public sealed class TrainingRun : IDisposable
         var first = w.Layers.Length > 0 ? w.Layers[0].Q.Weight.DType : w.Embed.DType;
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
         return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora || Model.Config.Bnb4Bit != null, _o.Full, Lora,
-            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.Embed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null));
+            MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.BaseEmbed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null)
+            { ModulesToSave = (w.EmbedReplacement != null ? 1 : 0) + (w.LmHead.Replacement != null ? 1 : 0) });
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
@@ -231,7 +237,8 @@ public sealed class TrainingRun : IDisposable
         else if (PromptTuning != null) PeftAdapterWriter.SavePrompt(_o.OutDir, Model.Weights.PromptEmbeddings!, PromptTuning, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (Lora != null && _pissaStart != null)
             PeftAdapterWriter.Write(_o.OutDir, LoraInitMethods.Converted(Model.Weights, Backend, _pissaStart),
-                Lora with { Rank = 2 * Lora.Rank, Alpha = Lora.Alpha * (Lora.UseRsLora ? Math.Sqrt(2) : 2) }, Path.GetFullPath(_o.ModelDir));
+                Lora with { Rank = 2 * Lora.Rank, Alpha = Lora.Alpha * (Lora.UseRsLora ? Math.Sqrt(2) : 2) }, Path.GetFullPath(_o.ModelDir),
+                PeftAdapterWriter.LanguageModelCopies(Model.Weights), Backend);
         else if (Lora != null) PeftAdapterWriter.Save(_o.OutDir, Model.Weights, Lora, Backend, Path.GetFullPath(_o.ModelDir));
         else ModelExport.Save(_o.OutDir, Model, Backend);
     }
@@ -275,6 +282,7 @@ public sealed class TrainingRun : IDisposable
             throw new TemperException($"{flag} {tokens}: {o.InitAdapter} has {p} virtual tokens, and --init-adapter continues it as it is");
         string Refused(string what) => $"{name} tuning trains only its virtual tokens; {what} cannot be combined with it";
         if (o.Full) throw new TemperException(Refused("--full"));
+        if (o.ModulesToSave.Count > 0) throw new TemperException(Refused("--modules-to-save"));
         if (o.UseDora) throw new TemperException(Refused("--use-dora"));
         if (o.UseRsLora) throw new TemperException(Refused("--rslora"));
         if (o.LoraDropout != 0) throw new TemperException(Refused("--lora-dropout"));
@@ -287,6 +295,22 @@ public sealed class TrainingRun : IDisposable
         if (kind == PeftConfigFile.PromptTuning && adapterKind == null && o.PromptTuningInit == PromptTuningConfig.Text && string.IsNullOrEmpty(o.PromptTuningInitText))
             throw new TemperException("--prompt-tuning-init text needs --prompt-tuning-init-text");
         return kind;
+    }
+
+    // --modules-to-save: embed_tokens and/or lm_head trained in full beside a LoRA. Returns which.
+    private static (bool Embed, bool Head) ValidateModulesToSave(SftOptions o, bool extraParameters)
+    {
+        if (o.ModulesToSave.Count == 0) return (false, false);
+        foreach (var m in o.ModulesToSave)
+            if (ModulesToSave.ModuleOf(m) == null) throw new TemperException($"--modules-to-save: '{m}' is not supported (embed_tokens and lm_head are)");
+        string Refused(string what) => $"--modules-to-save trains copies of the embedding / LM head beside a LoRA; it cannot be combined with {what}";
+        if (o.Full) throw new TemperException(Refused("--full (which trains those weights already)"));
+        if (o.PromptTuningTokens > 0 || o.PrefixTuningTokens > 0) throw new TemperException(Refused(o.PromptTuningTokens > 0 ? "--prompt-tuning" : "--prefix-tuning"));
+        if (extraParameters) throw new TemperException(Refused("a reward model's score head"));
+        var modules = o.ModulesToSave.Select(ModulesToSave.ModuleOf).ToHashSet();
+        if (modules.Contains(ModulesToSave.HeadModule) && o.InitAdapter == null && o.LoraTargets.Any(t => ModulesToSave.HeadModule == t || ModulesToSave.HeadModule.EndsWith("." + t, StringComparison.Ordinal)))
+            throw new TemperException("--modules-to-save lm_head: lm_head is also in --lora-targets; one module cannot be both");
+        return (modules.Contains(ModulesToSave.EmbedModule), modules.Contains(ModulesToSave.HeadModule));
     }
 
     public void Dispose()

@@ -30,7 +30,7 @@ internal static class MergeCommand
             var dirs = p.GetValue(adapters)!;
             var w = Weights(p.GetValue(weights), dirs.Length);
             var be = CliOptions.Backend(p, p.GetValue(threads));
-            var loaded = dirs.Select(d => LoraAdapter.Load(d, allowDora: true)).ToList();
+            var loaded = dirs.Select(d => LoraAdapter.Load(d, allowDora: true, embeddingCopies: true)).ToList();
             try
             {
                 using var lm = LanguageModel.Load(p.GetValue(model)!, be, weightDType: CliOptions.WeightDType(p), dequantize: true);

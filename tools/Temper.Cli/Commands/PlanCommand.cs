@@ -1,4 +1,4 @@
-// `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--use-dora] [--batch-size B]
+// `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--modules-to-save LIST] [--use-dora] [--batch-size B]
 // [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P]`: the memory a training run needs (MemoryPlan), from
 // config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
 // the same prediction beside its measured peak when it finishes.
@@ -19,13 +19,14 @@ internal static class PlanCommand
         var full = new Option<bool>("--full") { Description = "Plan full fine-tuning instead of a LoRA adapter" };
         var r = new Option<int>("--lora-r") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
         var targets = new Option<string>("--lora-targets") { Description = "Comma-separated module names", DefaultValueFactory = _ => "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" };
+        var saved = new Option<string?>("--modules-to-save") { Description = "embed_tokens and/or lm_head trained in full beside the LoRA (comma-separated; PEFT modules_to_save)" };
         var dora = new Option<bool>("--use-dora") { Description = "Plan a DoRA adapter (a magnitude per output row; keeps each projection's [N,Out] product)" };
         var batch = new Option<int>("--batch-size") { Description = "Examples per micro-batch", DefaultValueFactory = _ => 8 };
         var length = new Option<int>("--max-length", "--max-len") { Description = "Tokens per example (the padded length)", DefaultValueFactory = _ => 1024 };
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Keep only each layer's input; rebuild its activations in backward" };
         var prompt = new Option<int>("--prompt-tuning") { Description = "Plan prompt tuning with this many virtual tokens instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
         var prefix = new Option<int>("--prefix-tuning") { Description = "Plan prefix tuning with this many virtual tokens instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
-        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, dora, batch, length, checkpointing, prompt, prefix };
+        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, saved, dora, batch, length, checkpointing, prompt, prefix };
         cmd.SetGuardedAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -40,11 +41,14 @@ internal static class PlanCommand
             bool isPrefix = p.GetValue(prefix) > 0;
             int virtualTokens = Math.Max(p.GetValue(prompt), p.GetValue(prefix));
             if (virtualTokens > 0 && (isFull || p.GetValue(dora))) throw new TemperException("prompt and prefix tuning train only their virtual tokens; --full and --use-dora cannot be combined with them");
+            var copies = (p.GetValue(saved) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(m => ModulesToSave.ModuleOf(m) ?? throw new TemperException($"--modules-to-save: '{m}' is not supported (embed_tokens and lm_head are)")).Distinct().Count();
+            if (copies > 0 && (isFull || virtualTokens > 0)) throw new TemperException("--modules-to-save trains copies of the embedding / LM head beside a LoRA; it cannot be combined with --full, --prompt-tuning or --prefix-tuning");
             var (matrix, embedding) = HeldBytes(dir, CliOptions.WeightDType(p), isFull);
             var lora = isFull || virtualTokens > 0 ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
                 p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0) { UseDora = p.GetValue(dora) };
-            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix));
-            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix) { ModulesToSave = copies });
+            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}{(copies > 0 ? $" + {copies} modules_to_save {(copies == 1 ? "copy" : "copies")}" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
             Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
             Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
             Console.WriteLine($"  optimizer    {MemoryPlan.Bytes(plan.Optimizer),12}   (AdamW moments)");
