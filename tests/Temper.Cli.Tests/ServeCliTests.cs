@@ -1,5 +1,6 @@
 // `temper serve` and `temper bench serve` as a user runs them: the server starts on a free port, names
-// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder; with
+// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder (and, with
+// --allow-runtime-lora, an adapter loaded through POST /v1/load_lora_adapter); with
 // host and disk tiers it names them, makes its disk file in --disk-dir and completes; a
 // missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
@@ -18,7 +19,7 @@ public sealed class ServeCliTests
     public async Task Serve_starts_on_a_free_port_and_lists_models()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1" })
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1", "--allow-runtime-lora" })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         try
@@ -30,6 +31,12 @@ public sealed class ServeCliTests
             using var http = new HttpClient();
             var models = JsonNode.Parse(await http.GetStringAsync(new Uri(v1 + "/models"), TestContext.Current.CancellationToken))!;
             Assert.Equal(["llama-tiny", "adapter"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
+            Assert.EndsWith(", runtime LoRA updating on); Ctrl+C stops", line);
+            var load = new JsonObject { ["lora_name"] = "rt", ["lora_path"] = Path.Combine(Model, "adapter") };
+            using var r = await http.PostAsync(new Uri(v1 + "/load_lora_adapter"), new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+            Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+            models = JsonNode.Parse(await http.GetStringAsync(new Uri(v1 + "/models"), TestContext.Current.CancellationToken))!;
+            Assert.Equal(["llama-tiny", "adapter", "rt"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
         }
         finally
         {

@@ -22,6 +22,12 @@
 // whole (no prefix-cache hit), in chunks whose logits stay near 128 MB, and each token's log-probability
 // given those before it goes to its handle; with 0 new tokens it then finishes. Step()
 // runs on one thread at a time: the background loop's (Start) or a test's.
+// Adapters are added and removed at run time (AddAdapter, RemoveAdapter) under the step lock, between
+// steps. A sequence names its adapter by index into the stack; a request's name is resolved to an index
+// when it leaves the incoming queue, and RemoveAdapter renumbers the indices of the sequences it leaves
+// (the stack's later adapters shift down) and ends the sequences of the removed adapter with an error,
+// so no sequence ever runs on another adapter than the one it asked for. Each unload of a name changes
+// the prefix-cache salt of that name, so a later adapter loaded under it never finds the old one's K/V.
 using System.Collections.Concurrent;
 using Temper.Core;
 using Temper.Models;
@@ -39,7 +45,10 @@ public sealed class ServingEngine : IDisposable
         public required List<int> Tokens { get; init; }
         public required int PromptLength { get; init; }
         public required Sampler Sampler { get; init; }
-        public required int Adapter { get; init; }
+        /// <summary>Index into the adapter stack (-1: the base); resolved from the request's name when it leaves the incoming queue.</summary>
+        public required int Adapter { get; set; }
+        /// <summary>How many times the request's adapter name had been unloaded when it was submitted (see RemoveAdapter).</summary>
+        public int AdapterGeneration { get; init; }
         public SequenceBlocks Blocks { get; set; } = new();
         public long AdmitOrder { get; set; }
         public bool Forked { get; set; }
@@ -54,6 +63,8 @@ public sealed class ServingEngine : IDisposable
     private readonly List<Sequence> _running = [];
     private readonly Func<IReadOnlyList<int>, string>? _decode;
     private readonly Lock _stepLock = new();
+    private readonly Lock _adaptersLock = new();                    // adapter lookups off the stepping thread vs. AddAdapter/RemoveAdapter
+    private readonly Dictionary<string, int> _unloads = [];         // adapter name -> times it was unloaded
     private readonly AutoResetEvent _wake = new(false);
     private Thread? _loop;
     private volatile bool _stopping;
@@ -122,27 +133,106 @@ public sealed class ServingEngine : IDisposable
             if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
         if (r.PromptIds.Count + r.MaxNewTokens > MaxSequenceLength)
             throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) exceed the limit of {MaxSequenceLength} tokens per sequence");
-        int adapter = -1;
+        int adapter = -1, generation = 0;
         if (r.Adapter != null)
         {
-            adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
-            if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
-            int k = Adapters!.BlocksOf(adapter);                 // the adapter shares the pool: the sequence must fit beside it
-            if (Cache.BlocksFor(r.PromptIds.Count + r.MaxNewTokens) + k > Cache.Pool.Count)
-                throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) need more than the {(Cache.Pool.Count - k) * Cache.BlockSize} positions the KV pool holds beside adapter '{r.Adapter}' ({k} blocks)");
+            lock (_adaptersLock)
+            {
+                adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
+                if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
+                int k = Adapters!.BlocksOf(adapter);                 // the adapter shares the pool: the sequence must fit beside it
+                if (Cache.BlocksFor(r.PromptIds.Count + r.MaxNewTokens) + k > Cache.Pool.Count)
+                    throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) need more than the {(Cache.Pool.Count - k) * Cache.BlockSize} positions the KV pool holds beside adapter '{r.Adapter}' ({k} blocks)");
+                generation = _unloads.GetValueOrDefault(r.Adapter);
+            }
         }
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
-        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);
-        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : BlockPool.ChainHash(0, r.Adapter.Select(ch => (int)ch).ToArray()) };
+        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter, generation);
+        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : AdapterSalt(r.Adapter, generation) };
         if (Options.PrefixCaching && Cache.Tiers is { DiskBlocks: > 0 }) HashPrefix(first);   // here, off the stepping thread
         _incoming.Enqueue(first);
         _wake.Set();
         return handle;
     }
 
-    private Sequence NewSequence(RequestHandle h, int choice, List<int> tokens, int adapter) => new()
+    // The prefix-cache salt of an adapter's sequences: its name, and how often the name was unloaded before.
+    private static ulong AdapterSalt(string name, int generation)
     {
-        Handle = h, Choice = choice, Tokens = tokens, PromptLength = h.Request.PromptIds.Count, Adapter = adapter,
+        ulong salt = BlockPool.ChainHash(0, name.Select(ch => (int)ch).ToArray());
+        return generation == 0 ? salt : BlockPool.ChainHash(salt, [generation]);
+    }
+
+    /// <summary>The names of the adapters requests may name now.</summary>
+    public IReadOnlyList<string> AdapterNames
+    {
+        get
+        {
+            lock (_adaptersLock) return Adapters?.Names ?? [];
+        }
+    }
+
+    /// <summary>
+    /// Adds an adapter at run time, between steps (the stack checks it fits the model and the tiers, and
+    /// throws TemperException otherwise; the caller then still owns <paramref name="adapter"/>).
+    /// </summary>
+    public void AddAdapter(string name, LoraAdapter adapter)
+    {
+        var stack = Adapters ?? throw new TemperException("this engine serves no adapters");
+        lock (_stepLock)
+            lock (_adaptersLock)
+                stack.Add(name, adapter);
+    }
+
+    /// <summary>
+    /// Removes an adapter at run time, between steps: its waiting and running sequences end with an error
+    /// (they never continue on another adapter), the others' indices follow the stack's shift.
+    /// </summary>
+    public void RemoveAdapter(string name)
+    {
+        var stack = Adapters ?? throw new TemperException("this engine serves no adapters");
+        lock (_stepLock)
+        {
+            Admit();
+            lock (_adaptersLock)
+            {
+                int i = stack.IndexOf(name);
+                if (i < 0) throw new TemperException($"adapter '{name}' is not loaded");
+                foreach (var s in _running.Where(s => s.Adapter == i).ToArray()) Finish(s, ServingFinish.Error, $"adapter '{name}' was unloaded while the request ran");
+                foreach (var s in _waiting.Where(s => s.Adapter == i).ToArray())
+                {
+                    _waiting.Remove(s);
+                    Finish(s, ServingFinish.Error, $"adapter '{name}' was unloaded while the request waited");
+                }
+                foreach (var s in _running.Concat(_waiting))
+                    if (s.Adapter > i) s.Adapter--;
+                stack.Remove(name);
+                _unloads[name] = _unloads.GetValueOrDefault(name) + 1;
+            }
+        }
+    }
+
+    // Moves submitted sequences to the waiting queue, resolving their adapter names (an adapter unloaded since
+    // the request was submitted ends it; one loaded again under the name is another adapter).
+    private void Admit()
+    {
+        while (_incoming.TryDequeue(out var s))
+        {
+            if (s.Handle.Request.Adapter is string name)
+            {
+                s.Adapter = Adapters!.IndexOf(name);
+                if (s.Adapter < 0 || _unloads.GetValueOrDefault(name) != s.AdapterGeneration)
+                {
+                    Finish(s, ServingFinish.Error, $"adapter '{name}' was unloaded before the request started");
+                    continue;
+                }
+            }
+            _waiting.AddLast(s);
+        }
+    }
+
+    private Sequence NewSequence(RequestHandle h, int choice, List<int> tokens, int adapter, int generation = 0) => new()
+    {
+        Handle = h, Choice = choice, Tokens = tokens, PromptLength = h.Request.PromptIds.Count, Adapter = adapter, AdapterGeneration = generation,
         Sampler = new Sampler(h.Request.Sampling with { Seed = h.Request.Sampling.Seed + (ulong)choice }),
     };
 
@@ -151,7 +241,7 @@ public sealed class ServingEngine : IDisposable
     {
         lock (_stepLock)
         {
-            while (_incoming.TryDequeue(out var s)) _waiting.AddLast(s);
+            Admit();
             foreach (var s in _running.Where(s => s.Handle.IsCancelled).ToArray()) Finish(s, ServingFinish.Cancelled);
             for (var node = _waiting.First; node != null;)
             {

@@ -1,13 +1,14 @@
 // `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
 // [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY] [--reasoning-parser qwen3|deepseek_r1]
-// [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral] [--allow-runtime-lora]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
 // blocks, swapped sequences and evicted adapters wait there; the disk tier is a memory-mapped file in
 // DIR, deleted on exit).
 // A request's `model` field picks the base (named after its folder) or an adapter; a bare --adapter
-// DIR is named after its folder. Runs until Ctrl+C.
+// DIR is named after its folder. With --allow-runtime-lora (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING),
+// POST /v1/load_lora_adapter and /v1/unload_lora_adapter add and remove adapters while serving. Runs until Ctrl+C.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Models;
@@ -36,7 +37,8 @@ internal static class ServeCommand
         var reasoning = new Option<string?>("--reasoning-parser") { Description = "qwen3 or deepseek_r1: chat answers carry the <think> text in reasoning_content, apart from content (as vLLM's flag)" };
         var toolParser = new Option<string?>("--tool-call-parser") { Description = "hermes (Qwen2.5, Qwen3, Hermes), llama3_json (Llama 3.1-3.3) or mistral (Mistral 7B Instruct v0.3): how chat answers write tool calls (vLLM's flag)" };
         var autoTools = new Option<bool>("--enable-auto-tool-choice") { Description = "Let chat requests with tools (tool_choice \"auto\") get tool_calls, found by --tool-call-parser (vLLM's flag)" };
-        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, threads }) cmd.Add(o);
+        var runtimeLora = new Option<bool>("--allow-runtime-lora") { Description = "Serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING)" };
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, runtimeLora, threads }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             var named = (p.GetValue(adapters) ?? []).Select(ParseAdapter).ToList();
@@ -55,9 +57,9 @@ internal static class ServeCommand
             var lm = CliOptions.LoadModel(p, model, null, threads);
             using var served = new ServedModel(lm, named, options) { Reasoning = parser, ToolCalls = p.GetValue(autoTools) ? tools : null };
             string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");
-            var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key).GetAwaiter().GetResult();
+            var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key, allowRuntimeLora: p.GetValue(runtimeLora)).GetAwaiter().GetResult();
             string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
-            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}{(key != null ? ", API key required" : "")}); Ctrl+C stops");
+            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}{(key != null ? ", API key required" : "")}{(p.GetValue(runtimeLora) ? ", runtime LoRA updating on" : "")}); Ctrl+C stops");
             using var stop = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) =>
             {
