@@ -22,6 +22,13 @@
 // whole (no prefix-cache hit), in chunks whose logits stay near 128 MB, and each token's log-probability
 // given those before it goes to its handle; with 0 new tokens it then finishes. Step()
 // runs on one thread at a time: the background loop's (Start) or a test's.
+// With ServingOptions.Speculative (prompt lookup, vLLM's "ngram" method), a running greedy sequence with
+// one token to compute proposes up to K tokens from its own prompt + output (NgramProposer); the step
+// computes its last token and the proposals as one chunk, keeps the longest prefix of proposals that
+// equals the argmax of the row before each, and appends those and the argmax after them (the bonus),
+// each through the same stop checks as a sampled token, so the output is plain greedy decoding's. Only
+// the accepted positions are committed (and so hashed into the prefix cache); blocks reserved past them
+// are given back (PagedKvCache.Trim).
 // Adapters are added and removed at run time (AddAdapter, RemoveAdapter) under the step lock, between
 // steps. A sequence names its adapter by index into the stack; a request's name is resolved to an index
 // when it leaves the incoming queue, and RemoveAdapter renumbers the indices of the sequences it leaves
@@ -31,6 +38,7 @@
 using System.Collections.Concurrent;
 using Temper.Core;
 using Temper.Models;
+using Temper.Models.Speculative;
 using Temper.Serving.Kv;
 using Temper.Serving.Lora;
 
@@ -55,6 +63,8 @@ public sealed class ServingEngine : IDisposable
         /// <summary>The prefix-cache keys of Tokens[..HashedTokens - 1] (what MatchPrefix will look up), for prefetching.</summary>
         public ulong[] PrefixHashes { get; set; } = [];
         public int HashedTokens { get; set; }
+        /// <summary>Tokens proposed for this step's chunk after the last one (speculation), or null.</summary>
+        public int[]? Draft { get; set; }
         public int Generated => Tokens.Count - PromptLength;
     }
 
@@ -69,7 +79,8 @@ public sealed class ServingEngine : IDisposable
     private Thread? _loop;
     private volatile bool _stopping;
     private long _nextId, _admitCounter;
-    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _swaps, _recomputations, _finished;
+    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _swaps, _recomputations, _finished, _specDrafted, _specAccepted;
+    private readonly NgramProposer? _proposer;
 
     public ServingEngine(Decoder decoder, ServingOptions options, AdapterStack? adapters = null, Func<IReadOnlyList<int>, string>? decode = null)
     {
@@ -92,6 +103,12 @@ public sealed class ServingEngine : IDisposable
                 throw;
             }
         }
+        if (options.Speculative is { } spec)
+        {
+            if (spec.Draft != null) throw new TemperException("serving: only n-gram (prompt lookup) speculation is served, not a draft model");
+            spec.Validate();
+            _proposer = new NgramProposer(spec.NgramMin, spec.NgramMax);
+        }
         Model = new PagedDecoder(decoder, Cache, adapters);
         _decode = decode;
         MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? decoder.Config.MaxPositions, options.Blocks * options.BlockSize);
@@ -113,7 +130,7 @@ public sealed class ServingEngine : IDisposable
         {
             lock (_stepLock)
                 return new ServingStats(_steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _finished, Cache.CopiedOnWrite, _running.Count,
-                    _waiting.Count + _incoming.Count, Cache.Pool.Available, _swaps, _recomputations);
+                    _waiting.Count + _incoming.Count, Cache.Pool.Available, _swaps, _recomputations, _specDrafted, _specAccepted);
         }
     }
 
@@ -294,6 +311,9 @@ public sealed class ServingEngine : IDisposable
             if (!_running.Contains(s)) continue; // preempted below by an earlier sequence
             if (!AdapterFits(s)) continue;
             int chunk = Chunk(s, budget);
+            var draft = Propose(s, chunk, budget);
+            if (draft.Length > 0 && !(AdapterResident(s) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk + draft.Length))) draft = [];
+            chunk += draft.Length;
             bool ok;
             while (!(ok = AdapterResident(s) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
             {
@@ -307,6 +327,7 @@ public sealed class ServingEngine : IDisposable
                 continue;
             }
             if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
+            s.Draft = draft.Length > 0 ? draft : null;
             items.Add((s, chunk));
             budget -= chunk;
         }
@@ -386,15 +407,57 @@ public sealed class ServingEngine : IDisposable
         _preemptions++;
     }
 
+    // Up to K tokens a running greedy sequence with one token to compute proposes from its prompt + output, within the
+    // step's budget, its token limit (the bonus token included) and the length limit; none when speculation is off.
+    private int[] Propose(Sequence s, int chunk, int budget)
+    {
+        var r = s.Handle.Request;
+        if (_proposer == null || chunk != 1 || s.Generated < 1 || r.N != 1 || !r.Sampling.Greedy || r.Sampling.AdjustsLogits) return [];
+        int k = Math.Min(Options.Speculative!.NumTokens, Math.Min(budget - 1, Math.Min(r.MaxNewTokens - s.Generated - 1, MaxSequenceLength - s.Tokens.Count - 1)));
+        if (k < 1) return [];
+        var draft = new int[k];
+        int n = _proposer.Propose(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength, draft);
+        return draft[..n];
+    }
+
+    // A speculative chunk computed: rows [0, 1 + drafts) of logits follow the last token and each proposal. The proposals
+    // that equal the argmax of the row before them are kept, their K/V committed (the rest's blocks given back), then
+    // they and the argmax after them are appended token by token, stopping where a stop condition says.
+    private void Verify(Sequence s, int[] draft, ReadOnlySpan<float> logits)
+    {
+        int v = Config.VocabSize, accepted = 0;
+        while (accepted < draft.Length && Sampler.ArgMax(logits.Slice(accepted * v, v)) == draft[accepted]) accepted++;
+        _specDrafted += draft.Length;
+        _specAccepted += accepted;
+        var tokens = new int[s.Tokens.Count + accepted];
+        s.Tokens.CopyTo(tokens);
+        draft.AsSpan(0, accepted).CopyTo(tokens.AsSpan(s.Tokens.Count));
+        Cache.Commit(s.Blocks, tokens, tokens.Length);
+        Cache.Trim(s.Blocks);
+        for (int j = 0; j <= accepted; j++)
+        {
+            var row = logits.Slice(j * v, v);
+            if (Append(s, j < accepted ? draft[j] : Sampler.ArgMax(row), row)) return;
+        }
+    }
+
     private void Run(List<(Sequence Seq, int Count)> items)
     {
-        var step = items.Select(i => new StepItem(i.Seq.Blocks, i.Seq.Tokens.GetRange(i.Seq.Blocks.Length, i.Count).ToArray(), i.Seq.Blocks.Length, i.Seq.Adapter,
-            i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count, AllLogits: ScoresPrompt(i.Seq))).ToArray();
+        var step = items.Select(i => new StepItem(i.Seq.Blocks, [.. i.Seq.Tokens.GetRange(i.Seq.Blocks.Length, i.Count - (i.Seq.Draft?.Length ?? 0)), .. i.Seq.Draft ?? []],
+            i.Seq.Blocks.Length, i.Seq.Adapter, i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count, AllLogits: ScoresPrompt(i.Seq) || i.Seq.Draft != null)).ToArray();
         var logits = Model.Forward(step);
         int v = Config.VocabSize, row = 0;
         for (int i = 0; i < items.Count; i++)
         {
             var (s, count) = items[i];
+            if (s.Draft is { } draft)
+            {
+                s.Draft = null;
+                _decodeTokens += count;
+                Verify(s, draft, logits.AsSpan(row * v, count * v));
+                row += count;
+                continue;
+            }
             bool decode = s.Blocks.Length >= s.PromptLength;
             Cache.Commit(s.Blocks, s.Tokens.ToArray(), s.Blocks.Length + count);
             if (decode) _decodeTokens += count;
@@ -449,7 +512,6 @@ public sealed class ServingEngine : IDisposable
 
     private void Sample(Sequence s, ReadOnlySpan<float> logits)
     {
-        var r = s.Handle.Request;
         int id;
         try
         {
@@ -460,6 +522,14 @@ public sealed class ServingEngine : IDisposable
             Finish(s, ServingFinish.Error, e.Message);
             return;
         }
+        Append(s, id, logits);
+    }
+
+    // Appends a chosen token (its row of logits for log-probabilities), streams it and finishes the sequence when
+    // a stop condition holds; true when it finished.
+    private bool Append(Sequence s, int id, ReadOnlySpan<float> logits)
+    {
+        var r = s.Handle.Request;
         s.Tokens.Add(id);
         float lp = 0;
         TokenLogprob[]? top = null;
@@ -470,6 +540,7 @@ public sealed class ServingEngine : IDisposable
         else if (s.Generated >= r.MaxNewTokens || s.Tokens.Count >= MaxSequenceLength) finish = ServingFinish.Length;
         s.Handle.Emit(new StreamEvent(s.Choice, id, lp, top, finish));
         if (finish is { } f) Finish(s, f, emit: false);
+        return finish != null;
     }
 
     private static (float, TokenLogprob[]) Logprobs(ReadOnlySpan<float> logits, int chosen, int k)
