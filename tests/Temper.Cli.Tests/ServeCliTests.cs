@@ -1,6 +1,8 @@
 // `temper serve` and `temper bench serve` as a user runs them: the server starts on a free port, names
-// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder; with
-// host and disk tiers it names them, makes its disk file in --disk-dir and completes; a
+// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder (and, with
+// --allow-runtime-lora, an adapter loaded through POST /v1/load_lora_adapter); with
+// host and disk tiers it names them, makes its disk file in --disk-dir and completes; bad tool and
+// speculation flags (a draft model, which serve does not take, included) are one line and exit 2; a
 // missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
 // is one line naming it and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
@@ -18,7 +20,7 @@ public sealed class ServeCliTests
     public async Task Serve_starts_on_a_free_port_and_lists_models()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1" })
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1", "--allow-runtime-lora" })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         try
@@ -30,6 +32,12 @@ public sealed class ServeCliTests
             using var http = new HttpClient();
             var models = JsonNode.Parse(await http.GetStringAsync(new Uri(v1 + "/models"), TestContext.Current.CancellationToken))!;
             Assert.Equal(["llama-tiny", "adapter"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
+            Assert.EndsWith(", runtime LoRA updating on); Ctrl+C stops", line);
+            var load = new JsonObject { ["lora_name"] = "rt", ["lora_path"] = Path.Combine(Model, "adapter") };
+            using var r = await http.PostAsync(new Uri(v1 + "/load_lora_adapter"), new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
+            Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
+            models = JsonNode.Parse(await http.GetStringAsync(new Uri(v1 + "/models"), TestContext.Current.CancellationToken))!;
+            Assert.Equal(["llama-tiny", "adapter", "rt"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
         }
         finally
         {
@@ -78,6 +86,9 @@ public sealed class ServeCliTests
     [Theory]
     [InlineData("--tool-call-parser pythonic --enable-auto-tool-choice", "--tool-call-parser 'pythonic' is not one of hermes, llama3_json, mistral")]
     [InlineData("--enable-auto-tool-choice", "--enable-auto-tool-choice needs --tool-call-parser")]
+    [InlineData("--speculative draft", "serve: --speculative draft (a draft model) is not served; use --speculative ngram")]
+    [InlineData("--num-speculative-tokens 3", "--num-speculative-tokens is for speculative decoding: add --speculative ngram or --draft-model DIR")]
+    [InlineData("--speculative ngram --num-speculative-tokens 40", "--num-speculative-tokens must be in 1..16 (got 40)")]
     public void Serve_with_bad_tool_flags_is_one_line_and_exit_2(string flags, string message)
     {
         var r = TemperCli.Run(["serve", "--model", Model, .. flags.Split(' ')]);

@@ -2,7 +2,7 @@
 // log-probs, models, adapter selection, errors) and by raw HTTP (/v1/completions, malformed bodies);
 // bad requests get a 4xx with a message and the server keeps answering; a bounded load test of
 // concurrent streaming clients checks that nothing is lost or mixed up between them; the in-process
-// IChatClient gives what the server gives.
+// IChatClient gives what the server gives; the runtime LoRA routes answer 404 unless the server allows them.
 using System.ClientModel;
 using System.Diagnostics;
 using System.Net;
@@ -18,8 +18,17 @@ using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Tests;
 
-public sealed class ServerFixture : IAsyncLifetime
+/// <summary>A raw HTTP answer: status, body text, and the body's JSON when it is JSON.</summary>
+public sealed record Reply(HttpStatusCode Status, string Text, JsonNode? Json)
 {
+    public string Message => (string?)Json?["error"]?["message"] ?? $"(no error message in '{Text}')";
+}
+
+public class ServerFixture : IAsyncLifetime
+{
+    /// <summary>Whether the server takes POST /v1/load_lora_adapter and /v1/unload_lora_adapter (temper serve --allow-runtime-lora).</summary>
+    protected virtual bool AllowRuntimeLora => false;
+
     private LanguageModel _lm = null!;
     public ServedModel Model { get; private set; } = null!;
     public ServingHost Host { get; private set; } = null!;
@@ -30,7 +39,18 @@ public sealed class ServerFixture : IAsyncLifetime
         _lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(2));
         Model = new ServedModel(_lm, [("a0", ServingFixtures.Adapter(0)), ("a1", ServingFixtures.Adapter(1))],
             new ServingOptions { BlockSize = 8, Blocks = 128, MaxSequenceLength = 200 });
-        Host = await ServingHost.StartAsync(Model, "127.0.0.1", 0, maxBodyBytes: 64 << 10);
+        Host = await ServingHost.StartAsync(Model, "127.0.0.1", 0, maxBodyBytes: 64 << 10, allowRuntimeLora: AllowRuntimeLora);
+    }
+
+    /// <summary>POSTs a JSON body to <paramref name="path"/> (relative to the server's address).</summary>
+    public async Task<Reply> Post(string path, string body, CancellationToken cancel)
+    {
+        using var content = new StringContent(body, Encoding.UTF8, "application/json");
+        using var r = await Http.PostAsync(new Uri(Host.Address, path), content, cancel);
+        string text = await r.Content.ReadAsStringAsync(cancel);
+        JsonNode? json = null;
+        if (r.Content.Headers.ContentType?.MediaType == "application/json" && text.Length > 0) json = JsonNode.Parse(text);
+        return new Reply(r.StatusCode, text, json);
     }
 
     public OpenAIClient Client() => new(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(Host.Address, "v1") });
@@ -41,6 +61,7 @@ public sealed class ServerFixture : IAsyncLifetime
         Model.Dispose();
         _lm.Dispose();
         Http.Dispose();
+        GC.SuppressFinalize(this);
     }
 }
 
@@ -440,6 +461,17 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
     }
 
     [Fact]
+    public async Task Runtime_lora_routes_answer_404_unless_allowed()
+    {
+        var body = new JsonObject { ["lora_name"] = "rt", ["lora_path"] = ServingFixtures.Adapter(2) };
+        var load = await Post("v1/load_lora_adapter", body.ToJsonString());
+        Assert.Equal(HttpStatusCode.NotFound, load.Status);
+        Assert.Contains("--allow-runtime-lora", Message(load));
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("v1/unload_lora_adapter", """{"lora_name": "a0"}""")).Status);
+        Assert.Equal(["llama-tiny", "a0", "a1"], f.Model.ModelIds);   // nothing changed
+    }
+
+    [Fact]
     public async Task Concurrent_streaming_clients_get_their_own_tokens()
     {
         const int clients = 8, tokens = 16;
@@ -476,17 +508,7 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
             $"TTFT p50 {ttft[ttft.Length / 2]:F1} ms; inter-token p50 {itl[itl.Length / 2]:F2} ms, p99 {itl[(int)(itl.Length * 0.99)]:F2} ms");
     }
 
-    private sealed record Reply(HttpStatusCode Status, string Text, JsonNode? Json);
+    private Task<Reply> Post(string path, string body) => f.Post(path, body, Cancel);
 
-    private async Task<Reply> Post(string path, string body)
-    {
-        using var content = new StringContent(body, Encoding.UTF8, "application/json");
-        using var r = await f.Http.PostAsync(new Uri(f.Host.Address, path), content, Cancel);
-        string text = await r.Content.ReadAsStringAsync(Cancel);
-        JsonNode? json = null;
-        if (r.Content.Headers.ContentType?.MediaType == "application/json" && text.Length > 0) json = JsonNode.Parse(text);
-        return new Reply(r.StatusCode, text, json);
-    }
-
-    private static string Message(Reply r) => (string?)r.Json?["error"]?["message"] ?? $"(no error message in '{r.Text}')";
+    private static string Message(Reply r) => r.Message;
 }

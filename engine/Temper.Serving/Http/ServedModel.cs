@@ -2,6 +2,8 @@
 // see it: the model ids a request may name (the base's, then each adapter's), prompt encoding (text,
 // or chat messages and tools through the model's chat template), the EOS ids completions stop at, the
 // parsers of chat answers (reasoning, tool calls) and the JSON constraints of structured output over its vocabulary.
+// Adapters load and unload at run time (vLLM's runtime LoRA updating): LoadAdapter reads a PEFT folder
+// and hands it to the engine, which adds it between steps; UnloadAdapter has the engine remove it.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
@@ -15,6 +17,9 @@ namespace Temper.Serving.Http;
 /// <summary>A request named a model this server does not serve (HTTP 404).</summary>
 public sealed class UnknownModelException(string model, IEnumerable<string> known)
     : TemperException($"model '{model}' does not exist; this server has {string.Join(", ", known.Select(k => $"'{k}'"))}");
+
+/// <summary>An unload named an adapter this server does not hold (HTTP 404, as vLLM answers).</summary>
+public sealed class UnknownAdapterException(string name) : TemperException($"The lora adapter '{name}' cannot be found.");
 
 public sealed class ServedModel : IDisposable
 {
@@ -77,14 +82,59 @@ public sealed class ServedModel : IDisposable
     /// <summary>The model's generation_config.json, whose sampling fields and max_new_tokens are the defaults of requests that
     /// leave them out (vLLM's --generation-config auto); null (--generation-config vllm): the OpenAI defaults.</summary>
     public GenerationConfig? GenerationDefaults { get; init; }
-    public IReadOnlyList<string> ModelIds => [BaseName, .. _adapters.Names];
+    public IReadOnlyList<string> ModelIds => [BaseName, .. Engine.AdapterNames];
 
     /// <summary>The adapter a model id selects (null: the base); unknown ids throw UnknownModelException.</summary>
     public string? AdapterFor(string? model)
     {
         if (model == null || model == BaseName) return null;
-        if (_adapters.IndexOf(model) >= 0) return model;
-        throw new UnknownModelException(model, ModelIds);
+        var ids = ModelIds;
+        if (ids.Contains(model)) return model;
+        throw new UnknownModelException(model, ids);
+    }
+
+    /// <summary>
+    /// Loads the PEFT LoRA folder <paramref name="dir"/> as adapter <paramref name="name"/> while serving; a taken
+    /// name, a missing folder or one that is no LoRA adapter for this base throws TemperException (nothing changes).
+    /// </summary>
+    public void LoadAdapter(string name, string dir)
+    {
+        if (name.Length == 0) throw new TemperException("'lora_name' must not be empty");
+        if (name == BaseName) throw new TemperException($"'{name}' is the base model's name");
+        if (Engine.AdapterNames.Contains(name)) throw new TemperException($"The lora adapter '{name}' has already been loaded.");
+        if (!Directory.Exists(dir)) throw new TemperException($"lora_path '{dir}': folder not found");
+        LoraAdapter adapter;
+        try
+        {
+            adapter = LoraAdapter.Load(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or System.Text.Json.JsonException or ArgumentException)
+        {
+            throw new TemperException($"lora_path '{dir}': not a readable LoRA adapter: {e.Message}");
+        }
+        try
+        {
+            Engine.AddAdapter(name, adapter);
+        }
+        catch
+        {
+            adapter.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Unloads adapter <paramref name="name"/>; requests still running on it end with an error. Unknown: UnknownAdapterException.</summary>
+    public void UnloadAdapter(string name)
+    {
+        if (!Engine.AdapterNames.Contains(name)) throw new UnknownAdapterException(name);
+        try
+        {
+            Engine.RemoveAdapter(name);
+        }
+        catch (TemperException) when (!Engine.AdapterNames.Contains(name))
+        {
+            throw new UnknownAdapterException(name);  // a concurrent unload took it first
+        }
     }
 
     /// <summary>The ids of the conversation (and tools) rendered by the chat template (default: with the generation prompt).</summary>

@@ -1,5 +1,5 @@
 // The routes vLLM serves beside the OpenAI ones: GET /health (200 while serving), GET /metrics (the
-// engine's counters in Prometheus' text format), POST /tokenize and /detokenize. Refusals are the OpenAI
+// engine's counters in Prometheus' text format, speculation's drafted and accepted tokens included), POST /tokenize and /detokenize. Refusals are the OpenAI
 // routes' (bad JSON and bad fields 400, an unknown model 404).
 using System.Text;
 using System.Text.Json;
@@ -85,6 +85,8 @@ public static class ServiceRoutes
         Metric("swaps_total", "counter", "Preempted sequences swapped to a slower tier.", s.Swaps);
         Metric("recomputations_total", "counter", "Preempted sequences to be recomputed.", s.Recomputations);
         Metric("copy_on_write_blocks_total", "counter", "KV blocks copied on write.", s.CopiedOnWrite);
+        Metric("spec_decode_num_draft_tokens_total", "counter", "Tokens proposed by speculation (vLLM's spec_decode_num_draft_tokens).", s.SpecDraftTokens);
+        Metric("spec_decode_num_accepted_tokens_total", "counter", "Proposed tokens accepted (vLLM's spec_decode_num_accepted_tokens).", s.SpecAcceptedTokens);
         Metric("requests_running", "gauge", "Sequences in the running batch.", s.Running);
         Metric("requests_waiting", "gauge", "Sequences waiting to be admitted.", s.Waiting);
         Metric("kv_blocks_free", "gauge", "Free KV blocks in the device pool.", s.FreeBlocks);

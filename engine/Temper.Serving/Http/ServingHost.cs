@@ -1,7 +1,8 @@
 // The HTTP server: Kestrel on one loopback (or given) address and port (0 picks a free one), the
 // OpenAI-compatible routes over a served model, request bodies capped (413 past the cap), an optional
 // API key that /v1/ routes require as "Authorization: Bearer KEY" (401 otherwise; /health and /metrics
-// stay open, as vLLM's --api-key has it), and the address it actually listens on for clients and tests.
+// stay open, as vLLM's --api-key has it), vLLM's runtime LoRA routes when allowed (LoraRoutes), and the
+// address it actually listens on for clients and tests.
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -28,7 +29,8 @@ public sealed class ServingHost : IAsyncDisposable
     /// <summary>The base address clients use, e.g. http://127.0.0.1:8000/.</summary>
     public Uri Address { get; }
 
-    public static async Task<ServingHost> StartAsync(ServedModel model, string host, int port, long maxBodyBytes = 4 << 20, string? apiKey = null)
+    public static async Task<ServingHost> StartAsync(ServedModel model, string host, int port, long maxBodyBytes = 4 << 20, string? apiKey = null,
+        bool allowRuntimeLora = false)
     {
         if (apiKey is { Length: 0 }) throw new TemperException("--api-key must not be empty");
         if (!IPAddress.TryParse(host == "localhost" ? "127.0.0.1" : host, out var ip)) throw new TemperException($"--host must be an IP address (got '{host}')");
@@ -56,6 +58,7 @@ public sealed class ServingHost : IAsyncDisposable
             });
         }
         OpenAiEndpoints.Map(app, model);
+        LoraRoutes.Map(app, model, allowRuntimeLora);
         await app.StartAsync().ConfigureAwait(false);
         var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new ServingHost(app, new Uri(bound.EndsWith('/') ? bound : bound + "/"));

@@ -151,6 +151,19 @@ public sealed class PagedKvCache : IDisposable
         }
     }
 
+    /// <summary>
+    /// Gives back the blocks past those positions [0, Length) need (reserved for speculated tokens that were
+    /// rejected). They were never committed, so no prefix-cache key points at them.
+    /// </summary>
+    public void Trim(SequenceBlocks s)
+    {
+        for (int b = s.BlockList.Count - 1; b >= BlocksFor(s.Length); b--)
+        {
+            Pool.Release(s.BlockList[b]);
+            s.BlockList.RemoveAt(b);
+        }
+    }
+
     /// <summary>A new sequence sharing every block of <paramref name="s"/> (copy-on-write from here on).</summary>
     public SequenceBlocks Fork(SequenceBlocks s)
     {

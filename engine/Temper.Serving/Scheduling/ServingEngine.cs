@@ -22,9 +22,23 @@
 // whole (no prefix-cache hit), in chunks whose logits stay near 128 MB, and each token's log-probability
 // given those before it goes to its handle; with 0 new tokens it then finishes. Step()
 // runs on one thread at a time: the background loop's (Start) or a test's.
+// With ServingOptions.Speculative (prompt lookup, vLLM's "ngram" method), a running greedy sequence with
+// one token to compute proposes up to K tokens from its own prompt + output (NgramProposer); the step
+// computes its last token and the proposals as one chunk, keeps the longest prefix of proposals that
+// equals the argmax of the row before each, and appends those and the argmax after them (the bonus),
+// each through the same stop checks as a sampled token, so the output is plain greedy decoding's. Only
+// the accepted positions are committed (and so hashed into the prefix cache); blocks reserved past them
+// are given back (PagedKvCache.Trim).
+// Adapters are added and removed at run time (AddAdapter, RemoveAdapter) under the step lock, between
+// steps. A sequence names its adapter by index into the stack; a request's name is resolved to an index
+// when it leaves the incoming queue, and RemoveAdapter renumbers the indices of the sequences it leaves
+// (the stack's later adapters shift down) and ends the sequences of the removed adapter with an error,
+// so no sequence ever runs on another adapter than the one it asked for. Each unload of a name changes
+// the prefix-cache salt of that name, so a later adapter loaded under it never finds the old one's K/V.
 using System.Collections.Concurrent;
 using Temper.Core;
 using Temper.Models;
+using Temper.Models.Speculative;
 using Temper.Serving.Kv;
 using Temper.Serving.Lora;
 
@@ -39,13 +53,18 @@ public sealed class ServingEngine : IDisposable
         public required List<int> Tokens { get; init; }
         public required int PromptLength { get; init; }
         public required Sampler Sampler { get; init; }
-        public required int Adapter { get; init; }
+        /// <summary>Index into the adapter stack (-1: the base); resolved from the request's name when it leaves the incoming queue.</summary>
+        public required int Adapter { get; set; }
+        /// <summary>How many times the request's adapter name had been unloaded when it was submitted (see RemoveAdapter).</summary>
+        public int AdapterGeneration { get; init; }
         public SequenceBlocks Blocks { get; set; } = new();
         public long AdmitOrder { get; set; }
         public bool Forked { get; set; }
         /// <summary>The prefix-cache keys of Tokens[..HashedTokens - 1] (what MatchPrefix will look up), for prefetching.</summary>
         public ulong[] PrefixHashes { get; set; } = [];
         public int HashedTokens { get; set; }
+        /// <summary>Tokens proposed for this step's chunk after the last one (speculation), or null.</summary>
+        public int[]? Draft { get; set; }
         public int Generated => Tokens.Count - PromptLength;
     }
 
@@ -54,11 +73,14 @@ public sealed class ServingEngine : IDisposable
     private readonly List<Sequence> _running = [];
     private readonly Func<IReadOnlyList<int>, string>? _decode;
     private readonly Lock _stepLock = new();
+    private readonly Lock _adaptersLock = new();                    // adapter lookups off the stepping thread vs. AddAdapter/RemoveAdapter
+    private readonly Dictionary<string, int> _unloads = [];         // adapter name -> times it was unloaded
     private readonly AutoResetEvent _wake = new(false);
     private Thread? _loop;
     private volatile bool _stopping;
     private long _nextId, _admitCounter;
-    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _swaps, _recomputations, _finished;
+    private long _steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _swaps, _recomputations, _finished, _specDrafted, _specAccepted;
+    private readonly NgramProposer? _proposer;
 
     public ServingEngine(Decoder decoder, ServingOptions options, AdapterStack? adapters = null, Func<IReadOnlyList<int>, string>? decode = null)
     {
@@ -81,6 +103,12 @@ public sealed class ServingEngine : IDisposable
                 throw;
             }
         }
+        if (options.Speculative is { } spec)
+        {
+            if (spec.Draft != null) throw new TemperException("serving: only n-gram (prompt lookup) speculation is served, not a draft model");
+            spec.Validate();
+            _proposer = new NgramProposer(spec.NgramMin, spec.NgramMax);
+        }
         Model = new PagedDecoder(decoder, Cache, adapters);
         _decode = decode;
         MaxSequenceLength = Math.Min(options.MaxSequenceLength ?? decoder.Config.MaxPositions, options.Blocks * options.BlockSize);
@@ -102,7 +130,7 @@ public sealed class ServingEngine : IDisposable
         {
             lock (_stepLock)
                 return new ServingStats(_steps, _prefill, _decodeTokens, _cachedPrefix, _preemptions, _finished, Cache.CopiedOnWrite, _running.Count,
-                    _waiting.Count + _incoming.Count, Cache.Pool.Available, _swaps, _recomputations);
+                    _waiting.Count + _incoming.Count, Cache.Pool.Available, _swaps, _recomputations, _specDrafted, _specAccepted);
         }
     }
 
@@ -122,27 +150,106 @@ public sealed class ServingEngine : IDisposable
             if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
         if (r.PromptIds.Count + r.MaxNewTokens > MaxSequenceLength)
             throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) exceed the limit of {MaxSequenceLength} tokens per sequence");
-        int adapter = -1;
+        int adapter = -1, generation = 0;
         if (r.Adapter != null)
         {
-            adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
-            if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
-            int k = Adapters!.BlocksOf(adapter);                 // the adapter shares the pool: the sequence must fit beside it
-            if (Cache.BlocksFor(r.PromptIds.Count + r.MaxNewTokens) + k > Cache.Pool.Count)
-                throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) need more than the {(Cache.Pool.Count - k) * Cache.BlockSize} positions the KV pool holds beside adapter '{r.Adapter}' ({k} blocks)");
+            lock (_adaptersLock)
+            {
+                adapter = Adapters?.IndexOf(r.Adapter) ?? -1;
+                if (adapter < 0) throw new TemperException($"unknown adapter '{r.Adapter}'");
+                int k = Adapters!.BlocksOf(adapter);                 // the adapter shares the pool: the sequence must fit beside it
+                if (Cache.BlocksFor(r.PromptIds.Count + r.MaxNewTokens) + k > Cache.Pool.Count)
+                    throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) need more than the {(Cache.Pool.Count - k) * Cache.BlockSize} positions the KV pool holds beside adapter '{r.Adapter}' ({k} blocks)");
+                generation = _unloads.GetValueOrDefault(r.Adapter);
+            }
         }
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
-        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter);
-        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : BlockPool.ChainHash(0, r.Adapter.Select(ch => (int)ch).ToArray()) };
+        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter, generation);
+        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : AdapterSalt(r.Adapter, generation) };
         if (Options.PrefixCaching && Cache.Tiers is { DiskBlocks: > 0 }) HashPrefix(first);   // here, off the stepping thread
         _incoming.Enqueue(first);
         _wake.Set();
         return handle;
     }
 
-    private Sequence NewSequence(RequestHandle h, int choice, List<int> tokens, int adapter) => new()
+    // The prefix-cache salt of an adapter's sequences: its name, and how often the name was unloaded before.
+    private static ulong AdapterSalt(string name, int generation)
     {
-        Handle = h, Choice = choice, Tokens = tokens, PromptLength = h.Request.PromptIds.Count, Adapter = adapter,
+        ulong salt = BlockPool.ChainHash(0, name.Select(ch => (int)ch).ToArray());
+        return generation == 0 ? salt : BlockPool.ChainHash(salt, [generation]);
+    }
+
+    /// <summary>The names of the adapters requests may name now.</summary>
+    public IReadOnlyList<string> AdapterNames
+    {
+        get
+        {
+            lock (_adaptersLock) return Adapters?.Names ?? [];
+        }
+    }
+
+    /// <summary>
+    /// Adds an adapter at run time, between steps (the stack checks it fits the model and the tiers, and
+    /// throws TemperException otherwise; the caller then still owns <paramref name="adapter"/>).
+    /// </summary>
+    public void AddAdapter(string name, LoraAdapter adapter)
+    {
+        var stack = Adapters ?? throw new TemperException("this engine serves no adapters");
+        lock (_stepLock)
+            lock (_adaptersLock)
+                stack.Add(name, adapter);
+    }
+
+    /// <summary>
+    /// Removes an adapter at run time, between steps: its waiting and running sequences end with an error
+    /// (they never continue on another adapter), the others' indices follow the stack's shift.
+    /// </summary>
+    public void RemoveAdapter(string name)
+    {
+        var stack = Adapters ?? throw new TemperException("this engine serves no adapters");
+        lock (_stepLock)
+        {
+            Admit();
+            lock (_adaptersLock)
+            {
+                int i = stack.IndexOf(name);
+                if (i < 0) throw new TemperException($"adapter '{name}' is not loaded");
+                foreach (var s in _running.Where(s => s.Adapter == i).ToArray()) Finish(s, ServingFinish.Error, $"adapter '{name}' was unloaded while the request ran");
+                foreach (var s in _waiting.Where(s => s.Adapter == i).ToArray())
+                {
+                    _waiting.Remove(s);
+                    Finish(s, ServingFinish.Error, $"adapter '{name}' was unloaded while the request waited");
+                }
+                foreach (var s in _running.Concat(_waiting))
+                    if (s.Adapter > i) s.Adapter--;
+                stack.Remove(name);
+                _unloads[name] = _unloads.GetValueOrDefault(name) + 1;
+            }
+        }
+    }
+
+    // Moves submitted sequences to the waiting queue, resolving their adapter names (an adapter unloaded since
+    // the request was submitted ends it; one loaded again under the name is another adapter).
+    private void Admit()
+    {
+        while (_incoming.TryDequeue(out var s))
+        {
+            if (s.Handle.Request.Adapter is string name)
+            {
+                s.Adapter = Adapters!.IndexOf(name);
+                if (s.Adapter < 0 || _unloads.GetValueOrDefault(name) != s.AdapterGeneration)
+                {
+                    Finish(s, ServingFinish.Error, $"adapter '{name}' was unloaded before the request started");
+                    continue;
+                }
+            }
+            _waiting.AddLast(s);
+        }
+    }
+
+    private Sequence NewSequence(RequestHandle h, int choice, List<int> tokens, int adapter, int generation = 0) => new()
+    {
+        Handle = h, Choice = choice, Tokens = tokens, PromptLength = h.Request.PromptIds.Count, Adapter = adapter, AdapterGeneration = generation,
         Sampler = new Sampler(h.Request.Sampling with { Seed = h.Request.Sampling.Seed + (ulong)choice }),
     };
 
@@ -151,7 +258,7 @@ public sealed class ServingEngine : IDisposable
     {
         lock (_stepLock)
         {
-            while (_incoming.TryDequeue(out var s)) _waiting.AddLast(s);
+            Admit();
             foreach (var s in _running.Where(s => s.Handle.IsCancelled).ToArray()) Finish(s, ServingFinish.Cancelled);
             for (var node = _waiting.First; node != null;)
             {
@@ -204,6 +311,9 @@ public sealed class ServingEngine : IDisposable
             if (!_running.Contains(s)) continue; // preempted below by an earlier sequence
             if (!AdapterFits(s)) continue;
             int chunk = Chunk(s, budget);
+            var draft = Propose(s, chunk, budget);
+            if (draft.Length > 0 && !(AdapterResident(s) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk + draft.Length))) draft = [];
+            chunk += draft.Length;
             bool ok;
             while (!(ok = AdapterResident(s) && Cache.Reserve(s.Blocks, s.Blocks.Length + chunk)))
             {
@@ -217,6 +327,7 @@ public sealed class ServingEngine : IDisposable
                 continue;
             }
             if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
+            s.Draft = draft.Length > 0 ? draft : null;
             items.Add((s, chunk));
             budget -= chunk;
         }
@@ -296,15 +407,57 @@ public sealed class ServingEngine : IDisposable
         _preemptions++;
     }
 
+    // Up to K tokens a running greedy sequence with one token to compute proposes from its prompt + output, within the
+    // step's budget, its token limit (the bonus token included) and the length limit; none when speculation is off.
+    private int[] Propose(Sequence s, int chunk, int budget)
+    {
+        var r = s.Handle.Request;
+        if (_proposer == null || chunk != 1 || s.Generated < 1 || r.N != 1 || !r.Sampling.Greedy || r.Sampling.AdjustsLogits) return [];
+        int k = Math.Min(Options.Speculative!.NumTokens, Math.Min(budget - 1, Math.Min(r.MaxNewTokens - s.Generated - 1, MaxSequenceLength - s.Tokens.Count - 1)));
+        if (k < 1) return [];
+        var draft = new int[k];
+        int n = _proposer.Propose(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.PromptLength, draft);
+        return draft[..n];
+    }
+
+    // A speculative chunk computed: rows [0, 1 + drafts) of logits follow the last token and each proposal. The proposals
+    // that equal the argmax of the row before them are kept, their K/V committed (the rest's blocks given back), then
+    // they and the argmax after them are appended token by token, stopping where a stop condition says.
+    private void Verify(Sequence s, int[] draft, ReadOnlySpan<float> logits)
+    {
+        int v = Config.VocabSize, accepted = 0;
+        while (accepted < draft.Length && Sampler.ArgMax(logits.Slice(accepted * v, v)) == draft[accepted]) accepted++;
+        _specDrafted += draft.Length;
+        _specAccepted += accepted;
+        var tokens = new int[s.Tokens.Count + accepted];
+        s.Tokens.CopyTo(tokens);
+        draft.AsSpan(0, accepted).CopyTo(tokens.AsSpan(s.Tokens.Count));
+        Cache.Commit(s.Blocks, tokens, tokens.Length);
+        Cache.Trim(s.Blocks);
+        for (int j = 0; j <= accepted; j++)
+        {
+            var row = logits.Slice(j * v, v);
+            if (Append(s, j < accepted ? draft[j] : Sampler.ArgMax(row), row)) return;
+        }
+    }
+
     private void Run(List<(Sequence Seq, int Count)> items)
     {
-        var step = items.Select(i => new StepItem(i.Seq.Blocks, i.Seq.Tokens.GetRange(i.Seq.Blocks.Length, i.Count).ToArray(), i.Seq.Blocks.Length, i.Seq.Adapter,
-            i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count, AllLogits: ScoresPrompt(i.Seq))).ToArray();
+        var step = items.Select(i => new StepItem(i.Seq.Blocks, [.. i.Seq.Tokens.GetRange(i.Seq.Blocks.Length, i.Count - (i.Seq.Draft?.Length ?? 0)), .. i.Seq.Draft ?? []],
+            i.Seq.Blocks.Length, i.Seq.Adapter, i.Seq.Blocks.Length + i.Count == i.Seq.Tokens.Count, AllLogits: ScoresPrompt(i.Seq) || i.Seq.Draft != null)).ToArray();
         var logits = Model.Forward(step);
         int v = Config.VocabSize, row = 0;
         for (int i = 0; i < items.Count; i++)
         {
             var (s, count) = items[i];
+            if (s.Draft is { } draft)
+            {
+                s.Draft = null;
+                _decodeTokens += count;
+                Verify(s, draft, logits.AsSpan(row * v, count * v));
+                row += count;
+                continue;
+            }
             bool decode = s.Blocks.Length >= s.PromptLength;
             Cache.Commit(s.Blocks, s.Tokens.ToArray(), s.Blocks.Length + count);
             if (decode) _decodeTokens += count;
@@ -359,7 +512,6 @@ public sealed class ServingEngine : IDisposable
 
     private void Sample(Sequence s, ReadOnlySpan<float> logits)
     {
-        var r = s.Handle.Request;
         int id;
         try
         {
@@ -370,6 +522,14 @@ public sealed class ServingEngine : IDisposable
             Finish(s, ServingFinish.Error, e.Message);
             return;
         }
+        Append(s, id, logits);
+    }
+
+    // Appends a chosen token (its row of logits for log-probabilities), streams it and finishes the sequence when
+    // a stop condition holds; true when it finished.
+    private bool Append(Sequence s, int id, ReadOnlySpan<float> logits)
+    {
+        var r = s.Handle.Request;
         s.Tokens.Add(id);
         float lp = 0;
         TokenLogprob[]? top = null;
@@ -380,6 +540,7 @@ public sealed class ServingEngine : IDisposable
         else if (s.Generated >= r.MaxNewTokens || s.Tokens.Count >= MaxSequenceLength) finish = ServingFinish.Length;
         s.Handle.Emit(new StreamEvent(s.Choice, id, lp, top, finish));
         if (finish is { } f) Finish(s, f, emit: false);
+        return finish != null;
     }
 
     private static (float, TokenLogprob[]) Logprobs(ReadOnlySpan<float> logits, int chosen, int k)

@@ -1,7 +1,9 @@
 // Sizes of the serving engine: the paged KV pool (blocks of BlockSize positions), the token budget of
 // one step (decode tokens first, then prefill chunks of at most what is left), and how many sequences
 // run at once, how a sequence gives its blocks up when the pool runs short, and the host and disk
-// tiers below the pool (in blocks of the pool's size).
+// tiers below the pool (in blocks of the pool's size), and n-gram speculative decoding of greedy sequences.
+using Temper.Models.Speculative;
+
 namespace Temper.Serving.Scheduling;
 
 public sealed record ServingOptions
@@ -29,10 +31,16 @@ public sealed record ServingOptions
     public int HostBlocks { get; init; }
     public int DiskBlocks { get; init; }
     public string? DiskFile { get; init; }
+    /// <summary>
+    /// Prompt-lookup speculation (vLLM's --speculative-config method "ngram"): each greedy decode sequence
+    /// proposes up to NumTokens tokens from its own context, verified in one chunk. Null: off. A draft model is not served.
+    /// </summary>
+    public SpeculativeOptions? Speculative { get; init; }
 }
 
 public enum PreemptionMode { Swap, Recompute }
 
 /// <summary>What the engine has done so far (read while it runs; each field is a snapshot).</summary>
 public sealed record ServingStats(long Steps, long PrefillTokens, long DecodeTokens, long CachedPrefixTokens, long Preemptions,
-    long RequestsFinished, long CopiedOnWrite, int Running, int Waiting, int FreeBlocks, long Swaps, long Recomputations);
+    long RequestsFinished, long CopiedOnWrite, int Running, int Waiting, int FreeBlocks, long Swaps, long Recomputations,
+    long SpecDraftTokens = 0, long SpecAcceptedTokens = 0);

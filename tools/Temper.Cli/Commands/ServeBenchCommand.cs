@@ -13,13 +13,16 @@
 // adapters at once as its pool's blocks can (a smaller --kv-blocks keeps fewer there). Each tier's line
 // gives KV and adapter moves side by side, and the disk tier's the KV blocks prefetched for queued
 // requests (ready when their step needed them or not, dropped) with the read time that moved off the
-// steps and the wait left in them.
+// steps and the wait left in them. --speculative ngram --num-speculative-tokens K [--ngram-max N]
+// [--ngram-min M] adds a run of the base model with prompt-lookup speculation beside the plain one, with
+// the proposed and accepted token counts.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Models;
+using Temper.Models.Speculative;
 using Temper.Serving.Bench;
 using Temper.Serving.Lora;
 using Temper.Serving.Scheduling;
@@ -45,11 +48,14 @@ internal static class ServeBenchCommand
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var threads = CliOptions.Threads();
         foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, threads }) cmd.Add(o);
+        var speculative = new SpeculativeFlags();
+        foreach (Option o in new Option[] { speculative.Method, speculative.NumTokens, speculative.NgramMax, speculative.NgramMin }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
         {
             int r = p.GetValue(requests), pl = p.GetValue(promptLen), n = p.GetValue(tokens), la = p.GetValue(adapters), shared = p.GetValue(sharedPrefix);
             if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
                 throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
+            var spec = speculative.ReadNgram(p, "bench serve");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, be);
             using var owned = lm;
@@ -76,34 +82,41 @@ internal static class ServeBenchCommand
                 if (la > 0) Console.WriteLine($"adapters: {la} random ones written in {written:F2} s, loaded and added in {added:F2} s");
                 Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
-                (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf)
+                (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf, SpeculativeOptions? speculation)
                 {
                     if (p.GetValue(diskBlocks) > 0) Directory.CreateDirectory(tmp);
                     long folderLoads = stack.FolderLoads, folderBytes = stack.FolderBytes;
-                    var (res, engine) = ServeWorkload.Measure(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin") }, stack, prompts, n, adapterOf);
+                    var (res, engine) = ServeWorkload.Measure(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin"), Speculative = speculation }, stack, prompts, n, adapterOf);
                     using var owned = engine;
                     string tiers = engine.Tiers is { } t ? $"device: {t.Device}\n{"",-12} host: {t.Host}\n{"",-12} disk: {t.Disk}" : $"device: {stack.Device} (no host or disk tier)";
                     return (res, $"{tiers}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");
                 }
-                var runs = new List<(string Label, Func<int, string?> AdapterOf)> { ("base", _ => null) };
+                var runs = new List<(string Label, Func<int, string?> AdapterOf, SpeculativeOptions? Spec)> { ("base", _ => null, null) };
+                if (spec != null) runs.Add(("base+ngram", _ => null, spec));
                 if (la > 0)
                 {
-                    runs.Add(("1 adapter", _ => "ad0"));
-                    runs.Add(($"{la} adapters", i => $"ad{i % la}"));
+                    runs.Add(("1 adapter", _ => "ad0", null));
+                    runs.Add(($"{la} adapters", i => $"ad{i % la}", null));
                 }
                 var best = new Dictionary<string, (ServingBenchResult Result, string Tiers)>();
                 for (int round = 0; round < Math.Max(1, p.GetValue(repeat)); round++)
-                    foreach (var (label, adapterOf) in runs)
+                    foreach (var (label, adapterOf, speculation) in runs)
                     {
-                        var m = Measure(adapterOf);
+                        var m = Measure(adapterOf, speculation);
                         if (!best.TryGetValue(label, out var b) || m.Result.TokensPerCpuSecond > b.Result.TokensPerCpuSecond) best[label] = m;
                     }
-                foreach (var (label, _) in runs)
+                foreach (var (label, _, _) in runs)
                 {
                     var (res, tiers) = best[label];
                     Console.WriteLine($"{label,-12} {res.Tokens} tokens in {res.Seconds:F2} s = {res.TokensPerSecond:F1} tokens/s ({res.TokensPerCpuSecond:F1} per CPU-second); TTFT p50 {res.TtftP50Ms:F0} ms, p99 {res.TtftP99Ms:F0} ms; " +
                         $"inter-token p50 {res.ItlP50Ms:F1} ms, p99 {res.ItlP99Ms:F1} ms; {res.Stats.Steps} steps, {res.Stats.Preemptions} preemptions ({res.Stats.Swaps} swapped), {res.Stats.CachedPrefixTokens} prefix-cached tokens");
                     Console.WriteLine($"{"",-12} {tiers}");
+                }
+                if (spec != null)
+                {
+                    var (s, plain) = (best["base+ngram"].Result, best["base"].Result);
+                    Console.WriteLine($"ngram speculation (K {spec.NumTokens}, n-grams {spec.NgramMin}..{spec.NgramMax}): {s.Stats.SpecAcceptedTokens} of {s.Stats.SpecDraftTokens} proposed tokens accepted; " +
+                        $"{s.TokensPerSecond / plain.TokensPerSecond:F2}x the base's throughput ({s.TokensPerCpuSecond / plain.TokensPerCpuSecond:F2}x per CPU-second), {s.Stats.Steps} steps vs {plain.Stats.Steps}");
                 }
                 if (la > 0)
                 {

@@ -1,13 +1,16 @@
 // `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
 // [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY] [--reasoning-parser qwen3|deepseek_r1]
-// [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral] [--allow-runtime-lora]
+// [--speculative ngram --num-speculative-tokens K [--ngram-max N] [--ngram-min M]]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
 // blocks, swapped sequences and evicted adapters wait there; the disk tier is a memory-mapped file in
 // DIR, deleted on exit).
 // A request's `model` field picks the base (named after its folder) or an adapter; a bare --adapter
-// DIR is named after its folder. Runs until Ctrl+C.
+// DIR is named after its folder. --speculative ngram (vLLM's --speculative-config method "ngram") has
+// greedy requests propose K tokens by prompt lookup, verified in one chunk. With --allow-runtime-lora (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING),
+// POST /v1/load_lora_adapter and /v1/unload_lora_adapter add and remove adapters while serving. Runs until Ctrl+C.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Models;
@@ -41,10 +44,17 @@ internal static class ServeCommand
             Description = "auto: sampling fields and max_tokens a request leaves out come from the model's generation_config.json (vLLM's default); vllm: the OpenAI defaults (temperature 1, ...)",
             DefaultValueFactory = _ => "auto",
         };
-        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, genConfig, threads }) cmd.Add(o);
+        var runtimeLora = new Option<bool>("--allow-runtime-lora") { Description = "Serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING)" };
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, runtimeLora, genConfig, threads }) cmd.Add(o);
+        var speculative = new SpeculativeFlags();
+        cmd.Add(speculative.Method);
+        cmd.Add(speculative.NumTokens);
+        cmd.Add(speculative.NgramMax);
+        cmd.Add(speculative.NgramMin);
         cmd.SetGuardedAction(p =>
         {
             var named = (p.GetValue(adapters) ?? []).Select(ParseAdapter).ToList();
+            var spec = speculative.ReadNgram(p, "serve");
             if (p.GetValue(hostBlocks) < 0 || p.GetValue(diskBlocks) < 0) throw new TemperException("--host-blocks and --disk-blocks must be >= 0");
             string dir = p.GetValue(diskDir) ?? Path.GetTempPath();
             if (p.GetValue(diskBlocks) > 0 && !Directory.Exists(dir)) throw new TemperException($"--disk-dir: folder '{dir}' not found");
@@ -52,6 +62,7 @@ internal static class ServeCommand
             {
                 Blocks = p.GetValue(blocks), BlockSize = p.GetValue(blockSize), MaxBatchTokens = p.GetValue(batchTokens),
                 HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks), DiskFile = Path.Combine(dir, $"temper-kv-{Environment.ProcessId}.bin"),
+                Speculative = spec,
             };
             if (options.Blocks < 1 || options.BlockSize < 1) throw new TemperException("--kv-blocks and --block-size must be >= 1");
             var parser = p.GetValue(reasoning) is string rp ? ReasoningParser.Create(rp) : null;
@@ -68,9 +79,9 @@ internal static class ServeCommand
             var set = (served.GenerationDefaults?.FieldsSet() ?? []).Where(f => !f.StartsWith("do_sample", StringComparison.Ordinal)).ToList();
             if (set.Count > 0) Console.WriteLine($"request defaults from generation_config.json: {string.Join(", ", set)} (--generation-config vllm ignores them)");
             string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");
-            var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key).GetAwaiter().GetResult();
+            var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key, allowRuntimeLora: p.GetValue(runtimeLora)).GetAwaiter().GetResult();
             string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
-            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}{(key != null ? ", API key required" : "")}); Ctrl+C stops");
+            Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}{(key != null ? ", API key required" : "")}{(spec != null ? $", ngram speculation of {spec.NumTokens} tokens" : "")}{(p.GetValue(runtimeLora) ? ", runtime LoRA updating on" : "")}); Ctrl+C stops");
             using var stop = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) =>
             {

@@ -54,6 +54,13 @@ internal sealed class SpeculativeFlags
         };
     }
 
+    /// <summary>The n-gram options for the checked flags (null when off) where only prompt lookup is served (serve, bench serve); a draft model is refused in one line.</summary>
+    public SpeculativeOptions? ReadNgram(ParseResult p, string verb)
+    {
+        if (p.GetValue(Method) == "draft") throw new TemperException($"{verb}: --speculative draft (a draft model) is not served; use --speculative ngram");
+        return Check(p) == null ? null : Numbers(p);
+    }
+
     /// <summary>The options for the checked flags (null when off) and the draft model loaded on the target's backend
     /// (the caller disposes it), refused in one line when its vocabulary is not the target's.</summary>
     public (SpeculativeOptions? Options, LanguageModel? Draft) Read(ParseResult p, LanguageModel target) =>
