@@ -1,7 +1,7 @@
 // Request defaults from the model's generation_config.json (vLLM's --generation-config auto): sampling fields and
 // max_tokens a request leaves out take the file's values, fields it gives keep theirs, and without the file
 // (--generation-config vllm) the OpenAI defaults hold. Also vLLM's ignore_eos and stop_token_ids (joined to the
-// model's EOS ids, each checked against the vocabulary) and the refusal of min_tokens, which is not implemented.
+// model's EOS ids, each checked against the vocabulary) and min_tokens (those ids held back until then).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Kernels.Cpu;
@@ -60,14 +60,14 @@ public sealed class GenerationDefaultsTests : IDisposable
             (""", "stop_token_ids": [7, 512]""", "'stop_token_ids' has 512, not a token id of this model (0..511)"),
             (""", "stop_token_ids": [1.5]""", "'stop_token_ids' must be an array of token ids"),
             (""", "stop_token_ids": 7""", "'stop_token_ids' must be an array of token ids"),
-            (""", "min_tokens": 4""", "'min_tokens' is not supported"),
+            (""", "max_tokens": 8, "min_tokens": 9""", "'min_tokens' must be in [0, max_tokens 8] (got 9)"),
         })
             Assert.Contains(expect, Assert.Throws<TemperException>(() => Parse(_plain, fields)).Message);
     }
 
     // End to end: a greedy completion stops at the first of the given ids, as at EOS.
     [Fact]
-    public async Task A_stop_token_id_ends_the_choice()
+    public async Task A_stop_token_id_ends_the_choice_after_min_tokens()
     {
         var cancel = TestContext.Current.CancellationToken;
         var free = (await _plain.Engine.Submit(Parse(_plain, """, "temperature": 0, "max_tokens": 8, "ignore_eos": true""")).CollectAsync(cancel))[0];
@@ -77,5 +77,12 @@ public sealed class GenerationDefaultsTests : IDisposable
         Assert.Equal(ServingFinish.Eos, stopped.Finish);
         Assert.Equal(free.Tokens.Take(first), stopped.Tokens.Take(first));
         Assert.True(stopped.Tokens.Count <= first + 1, $"{stopped.Tokens.Count} tokens, the stop id first at {first}");
+        // min_tokens holds the stop id back for that many tokens.
+        int early = free.Tokens[1];
+        var held = (await _plain.Engine.Submit(Parse(_plain, $$""", "temperature": 0, "max_tokens": 8, "min_tokens": 4, "stop_token_ids": [{{early}}]""")).CollectAsync(cancel))[0];
+        Assert.DoesNotContain(early, held.Tokens.Take(4));
+        Assert.True(held.Tokens.Count >= 4, $"{held.Tokens.Count} tokens");
+        int firstEarly = free.Tokens.ToList().IndexOf(early);
+        Assert.Equal(free.Tokens.Take(firstEarly), held.Tokens.Take(firstEarly));
     }
 }

@@ -4,7 +4,8 @@
 // bias in [-100, 100]}), n, seed, stop, logprobs (an int for completions; a bool plus top_logprobs for
 // chat), stream and stream_options.include_usage; and vLLM's sampling extras top_k (0 or -1 = off),
 // min_p and repetition_penalty; for chat, vLLM's add_generation_prompt, continue_final_message and
-// chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking), ignore_eos and stop_token_ids. Sampling
+// chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking), ignore_eos, stop_token_ids and min_tokens
+// (EOS and stop ids held back, stop strings not checked, until that many tokens). Sampling
 // fields and max_tokens a request leaves out come from the model's generation_config.json (ServedModel.GenerationDefaults),
 // as vLLM's --generation-config auto takes them. Completions also take a batch of prompts (a list of strings or of
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
@@ -105,6 +106,9 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
                     Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
                 },
         };
+        int minTokens = Int(body, "min_tokens") ?? 0;
+        if (minTokens < 0 || minTokens > maxTokens) throw new TemperException($"'min_tokens' must be in [0, max_tokens {maxTokens}] (got {minTokens})");
+        if (minTokens > 0) serving = serving with { Sampling = serving.Sampling with { MinTokens = minTokens, EndIds = serving.IgnoreEos ? [] : serving.EosIds } };
         serving = serving with
         {
             Sampling = m.Constrain(serving.Sampling, ResponseFormat.Parse(body, m), plan.Forced, "give either 'response_format' or a 'tool_choice' that forces a call, not both"),
@@ -160,7 +164,6 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
         if (body["suffix"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.String && sv.GetValue<string>().Length > 0)
             throw new TemperException("'suffix' (fill-in-the-middle) is not supported by this server");
         if (Int(body, "best_of") is > 1) throw new TemperException("'best_of' > 1 is not supported by this server; use 'n'");
-        if (Int(body, "min_tokens") is > 0) throw new TemperException("'min_tokens' is not supported by this server");
     }
 
     /// <summary>Most choices (prompts x n) one request may ask for.</summary>

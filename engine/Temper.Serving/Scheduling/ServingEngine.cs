@@ -536,7 +536,7 @@ public sealed class ServingEngine : IDisposable
         if (r.TopLogprobs >= 0) (lp, top) = Logprobs(logits, id, r.TopLogprobs);
         ServingFinish? finish = null;
         if (!r.IgnoreEos && r.EosIds.Contains(id)) finish = ServingFinish.Eos;
-        else if (r.StopStrings.Count > 0 && r.StopStrings.Any(_decode!(s.Tokens.GetRange(s.PromptLength, s.Generated)).Contains)) finish = ServingFinish.Stop;
+        else if (r.StopStrings.Count > 0 && s.Generated >= r.Sampling.MinTokens && r.StopStrings.Any(_decode!(s.Tokens.GetRange(s.PromptLength, s.Generated)).Contains)) finish = ServingFinish.Stop;
         else if (s.Generated >= r.MaxNewTokens || s.Tokens.Count >= MaxSequenceLength) finish = ServingFinish.Length;
         s.Handle.Emit(new StreamEvent(s.Choice, id, lp, top, finish));
         if (finish is { } f) Finish(s, f, emit: false);
