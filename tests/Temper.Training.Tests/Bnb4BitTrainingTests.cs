@@ -41,7 +41,7 @@ public class Bnb4BitTrainingTests
         string outB = Directory.CreateTempSubdirectory("temper-bnb-run-").FullName, outQ = Directory.CreateTempSubdirectory("temper-qlora-run-").FullName;
         new SftTrainer(Options(bnb, outB), new CpuBackend()).Run();
         new SftTrainer(Options(copy, outQ, qlora: true), new CpuBackend()).Run();
-        JsonObject First(string d) => JsonNode.Parse(File.ReadLines(Path.Combine(d, "metrics.jsonl")).First())!.AsObject();
+        JsonObject First(string d) => RunMetrics.First(d);
         Assert.Equal((double)First(outQ)["loss"]!, (double)First(outB)["loss"]!);
         Assert.Equal((double)First(outQ)["grad_norm"]!, (double)First(outB)["grad_norm"]!);
         Assert.True(File.Exists(Path.Combine(outB, "adapter_model.safetensors")));

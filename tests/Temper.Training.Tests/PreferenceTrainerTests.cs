@@ -26,7 +26,7 @@ public class PreferenceTrainerTests
         MaxSteps = 1,
     };
 
-    private static JsonObject FirstLine(string dir) => JsonNode.Parse(File.ReadLines(Path.Combine(dir, "metrics.jsonl")).First())!.AsObject();
+    private static JsonObject FirstLine(string dir) => RunMetrics.First(dir);
 
     private static void AssertStep0(JsonObject line, JsonNode reference)
     {

@@ -20,8 +20,7 @@ public sealed class PrefixTuningTrainingTests
 
     private static string Model => Fixtures.Hf("llama-tiny");
 
-    private static JsonObject[] Metrics(string dir) =>
-        File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Where(l => l.Length > 0).Select(l => JsonNode.Parse(l)!.AsObject()).ToArray();
+    private static JsonObject[] Metrics(string dir) => RunMetrics.Read(dir);
 
     private static SftOptions Sft(string outDir) => new()
     {

@@ -105,7 +105,7 @@ public class QLoraParityTests
         };
         new SftTrainer(Options(dir, outQ, true), new CpuBackend()).Run();
         new SftTrainer(Options(plainDir, outP, false), new CpuBackend()).Run();
-        JsonObject First(string d) => JsonNode.Parse(File.ReadLines(Path.Combine(d, "metrics.jsonl")).First())!.AsObject();
+        JsonObject First(string d) => RunMetrics.First(d);
         var (mq, mp) = (First(outQ), First(outP));
         double lq = mq["loss"]!.GetValue<double>(), lp = mp["loss"]!.GetValue<double>();
         Assert.True(Math.Abs(lq - lp) <= 1e-5 * lp, $"QLoRA SFT loss {lq:R}, dequantised model {lp:R}");

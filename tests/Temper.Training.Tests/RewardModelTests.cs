@@ -107,7 +107,7 @@ public class RewardModelTests
         Directory.Delete(dir, true);
     }
 
-    private static JsonNode[] Metrics(string dir) => File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Select(l => JsonNode.Parse(l)!).ToArray();
+    private static JsonNode[] Metrics(string dir) => RunMetrics.Read(dir);
 
     [Fact]
     public void Interrupted_run_resumes_with_its_head_to_the_same_metrics()

@@ -18,8 +18,7 @@ public class SftTrainerTests
 
     private static string TempDir() => Directory.CreateTempSubdirectory("temper-sft-").FullName;
 
-    private static JsonObject[] Metrics(string dir) =>
-        File.ReadAllLines(Path.Combine(dir, "metrics.jsonl")).Where(l => l.Length > 0).Select(l => JsonNode.Parse(l)!.AsObject()).ToArray();
+    private static JsonObject[] Metrics(string dir) => RunMetrics.Read(dir);
 
     private static SftOptions Fixture(string model, string outDir) => new()
     {
