@@ -5,7 +5,8 @@
 // every gradient within 1e-3 relative L2 (the fixtures' f32 bounds). Instantiated for ILGPU's CPU
 // accelerator (CI) and CUDA (skipped without a device). The bf16 LoRA gradient bound is Bf16LoraBoundChecks.
 // DoRA views on the device give the CPU backend's logits, loss and magnitude/A/B gradients; a prompt-tuning
-// adapter's virtual tokens its logits, greedy tokens and prompt gradient; a prefix-tuning adapter's rows too.
+// adapter's virtual tokens its logits, greedy tokens and prompt gradient; a prefix-tuning adapter's rows too; a
+// bitsandbytes 4-bit checkpoint its logits and greedy tokens.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -270,6 +271,31 @@ public abstract class EndToEndChecks(DeviceFixture device)
     // DoRA (a magnitude per output row over W + s B A, its norm a constant in backward) on every projection
     // of the tiny Qwen3: the device's logits (the inference path, its cached norm), loss and every magnitude,
     // A and B gradient against the CPU backend's (which Temper.Training.Tests holds to central differences).
+    // A bitsandbytes 4-bit checkpoint (Bnb4BitExport of the fixture): its NF4 projections, mapped from the file and
+    // uploaded as they are, give the CPU backend's logits and greedy tokens on the device.
+    [Fact]
+    public void A_bitsandbytes_checkpoint_gives_the_cpu_logits_and_tokens()
+    {
+        string dir = Directory.CreateTempSubdirectory("temper-ilgpu-bnb-").FullName;
+        try
+        {
+            Bnb4BitExport.Save(Fixtures.Hf("qwen2-tiny"), dir, doubleQuant: true, []);
+            int[] ids = [1, 40, 41, 42, 43, 50, 1, 60, 61, 62, 63, 64];
+            using var cpu = LanguageModel.Load(dir, new Temper.Kernels.Cpu.CpuBackend());
+            using var lm = LanguageModel.Load(dir, B);
+            Assert.All(lm.Weights.Projections, p => Assert.Same(B, p.Nf4!.Codes.Storage.Device));
+            using (var cl = cpu.Logits(ids, 2))
+            using (var dl = lm.Logits(ids, 2))
+                AssertClose(cl.Floats, Down(dl));
+            var o = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
+            Assert.Equal(new Generator(cpu.Decoder).Generate([ids[..4]], o)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids[..4]], o)[0].GeneratedIds);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
     [Fact]
     public void Prompt_tuning_gives_the_cpu_logits_tokens_and_prompt_gradient()
     {
