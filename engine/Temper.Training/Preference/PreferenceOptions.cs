@@ -38,7 +38,8 @@ public sealed record PreferenceOptions
     public const double DefaultSimpoGamma = 0.5;
 
     /// <summary>Refuses, in one line naming the flag, values the method cannot take. TRL accepts negative
-    /// alphas and gamma and ignores simpo_gamma without simpo and label smoothing with hinge/ipo; Temper refuses them.</summary>
+    /// alphas and gamma, any label smoothing, and ignores simpo_gamma without simpo and label smoothing with hinge/ipo;
+    /// Temper refuses them (label smoothing must lie in [0, 0.5), where it still favours the chosen completion).</summary>
     public void Check(PreferenceMethod method)
     {
         if (!(Beta > 0)) throw new TemperException($"--beta must be > 0 (got {Beta})");
