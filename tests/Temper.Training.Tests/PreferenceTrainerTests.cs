@@ -96,7 +96,7 @@ public class PreferenceTrainerTests
     public void Orpo_step0_matches_trl(string model)
     {
         string dir = Directory.CreateTempSubdirectory("temper-orpo-").FullName;
-        new DpoTrainer(Options(model, "dpo.jsonl", dir), new PreferenceOptions { Beta = 0.1 }, new CpuBackend(), orpo: true).Run();
+        new DpoTrainer(Options(model, "dpo.jsonl", dir), new PreferenceOptions { Beta = 0.1 }, new CpuBackend(), PreferenceMethod.Orpo).Run();
         var line = FirstLine(dir);
         var reference = Reference(model, "orpo");
         AssertStep0(line, reference);

@@ -24,6 +24,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     PreferenceCommand.Create("dpo"),
     PreferenceCommand.Create("kto"),
     PreferenceCommand.Create("orpo"),
+    PreferenceCommand.Create("cpo"),
     RewardModelCommand.Create(),
     GrpoCommand.Create(),
     MergeCommand.Create(),

@@ -3,6 +3,10 @@
 // reference's (given, e.g. from the cache, or computed with the reference model), the loss's
 // d loss / d log p per sequence, then one forward+backward pass weighting each sequence's tokens by it.
 // share = n / (pairs in the whole optimizer step), so gradient accumulation averages over the step.
+// With rpo_alpha (TRL's RPO) the loss gains alpha * NLL, NLL = the token-level mean cross-entropy over
+// all chosen completion tokens of the micro-batch = -sum_i Sc_i / sum_i Nc_i, whose gradient in each
+// summed chosen log-prob Sc_i is -1 / sum_i Nc_i. (TRL's cross_entropy uses ignore_index=0, so it also
+// drops completion tokens whose id is 0; Temper counts every completion token.)
 using Temper.Core;
 using Temper.Models;
 using Temper.Training.Data;
@@ -11,7 +15,7 @@ using Temper.Training.Losses;
 namespace Temper.Training.Preference;
 
 /// <summary>A micro-batch's contribution to the step's figures (each already multiplied by its share).</summary>
-public readonly record struct DpoMicroBatchResult(double Loss, double RewardsChosen, double RewardsRejected, double RewardAccuracy, double RewardMargin, long Tokens);
+public readonly record struct DpoMicroBatchResult(double Loss, double RewardsChosen, double RewardsRejected, double RewardAccuracy, double RewardMargin, long Tokens, double Nll = 0);
 
 public static class DpoMicroBatch
 {
@@ -34,9 +38,16 @@ public static class DpoMicroBatch
             weights[i] = -r.DChosen[i] * share / (ipo ? Math.Max(1, counts[i]) : 1);
             weights[n + i] = -r.DRejected[i] * share / (ipo ? Math.Max(1, counts[n + i]) : 1);
         }
+        double nll = 0;
+        if (p.RpoAlpha is { } alpha)
+        {
+            double chosenTokens = counts[..n].Sum();
+            nll = -pc.Sum() / chosenTokens;
+            for (int i = 0; i < n; i++) weights[i] += alpha / chosenTokens * share;
+        }
         var b = SftBatcher.Pad(rows, pad);
         backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, gradOf, SequenceLogps.RowScales(weights, b.Length));
-        return new DpoMicroBatchResult(r.Loss * share, r.RewardsChosen.Average() * share, r.RewardsRejected.Average() * share,
-            r.RewardAccuracy * share, r.RewardMargin * share, b.Ids.Length);
+        return new DpoMicroBatchResult((r.Loss + (p.RpoAlpha ?? 0) * nll) * share, r.RewardsChosen.Average() * share, r.RewardsRejected.Average() * share,
+            r.RewardAccuracy * share, r.RewardMargin * share, b.Ids.Length, nll * share);
     }
 }

@@ -1,8 +1,9 @@
-// DPO (sigmoid, IPO, robust; label smoothing = conservative DPO) and ORPO as thin recipes over
-// TrainingRun on paired data. Each micro-batch: a no-gradient pass gives the policy's summed
-// completion log-probs, the reference's come from the adapter switched off / a frozen adapter / a
-// separate model (or the precomputed cache), the loss gives d loss / d log p per sequence, and one
-// forward+backward pass weights each sequence's tokens by it. ORPO needs no reference.
+// DPO (sigmoid, IPO, robust, ...; label smoothing = conservative DPO; rpo_alpha = RPO's NLL term), ORPO
+// and CPO (with SimPO) as thin recipes over TrainingRun on paired data. DPO, each micro-batch: a
+// no-gradient pass gives the policy's summed completion log-probs, the reference's come from the adapter
+// switched off / a frozen adapter / a separate model (or the precomputed cache), the loss gives
+// d loss / d log p per sequence, and one forward+backward pass weights each sequence's tokens by it.
+// ORPO and CPO need no reference: the same passes over rows [chosen...; rejected...] with their losses.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
@@ -12,7 +13,7 @@ using Temper.Training.Trainers;
 
 namespace Temper.Training.Preference;
 
-public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend backend, bool orpo = false)
+public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend backend, PreferenceMethod method = PreferenceMethod.Dpo)
 {
     public Action<StepReport>? OnStep { get; set; }
     public Action<string>? OnWarning { get; set; }
@@ -21,14 +22,15 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
     {
         var o = p.RefAdapter != null && options.InitAdapter == null && !options.Full ? options with { InitAdapter = p.RefAdapter } : options;
         if (p.RefAdapter != null && p.RefModel != null) throw new TemperException("--ref-adapter and --ref-model cannot be combined");
-        if (!(p.Beta > 0)) throw new TemperException($"--beta must be > 0 (got {p.Beta})");
+        p.Check(method);
+        bool referenceFree = method != PreferenceMethod.Dpo;
         using var run = TrainingRun.Open(o, backend);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var data = PreferenceDataset.Load(o.DataPath, run.Model.RequireTokenizer(), run.Model.Template, unpaired: false, o.MaxLength, o.SkipBadLines);
         if (data.DroppedCount > 0) OnWarning?.Invoke($"{data.DroppedCount} pair(s) longer than {o.MaxLength} tokens were dropped");
         var pairs = data.Pairs;
-        using var reference = orpo ? null : p.RefModel != null ? ReferenceModel.Separate(LanguageModel.Load(p.RefModel, backend), run.Model)
+        using var reference = referenceFree ? null : p.RefModel != null ? ReferenceModel.Separate(LanguageModel.Load(p.RefModel, backend), run.Model)
             : p.RefAdapter != null ? ReferenceModel.FrozenAdapter(run.Model.Weights, p.RefAdapter, backend, run.Model.Config)
             : o.Full ? throw new TemperException("full-weight DPO needs --ref-model (the base cannot be recovered by switching an adapter off)")
             : ReferenceModel.AdapterOff(run.Model.Weights);
@@ -47,43 +49,63 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
         {
             var micro = batcher.StepBatches(ref cursor, o.GradAccum).Select(b => b.ExampleIndices).ToList();
             int totalPairs = micro.Sum(m => m.Length);
-            double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, nll = 0;
+            double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, nll = 0, lc = 0, lr = 0;
             long tokens = 0;
             foreach (var idx in micro)
             {
                 double share = (double)idx.Length / totalPairs;
-                if (!orpo)
+                if (!referenceFree)
                 {
                     var d = DpoMicroBatch.Run(run.Backprop, run.Params.GradOf, idx.Select(i => pairs[i]).ToList(), share, p, pad, reference,
                         refChosen == null ? null : idx.Select(i => refChosen[i]).ToArray(), refRejected == null ? null : idx.Select(i => refRejected[i]).ToArray());
-                    (loss, rc, rr, acc, margin, tokens) = (loss + d.Loss, rc + d.RewardsChosen, rr + d.RewardsRejected, acc + d.RewardAccuracy, margin + d.RewardMargin, tokens + d.Tokens);
+                    (loss, rc, rr, acc, margin, tokens, nll) = (loss + d.Loss, rc + d.RewardsChosen, rr + d.RewardsRejected, acc + d.RewardAccuracy, margin + d.RewardMargin, tokens + d.Tokens, nll + d.Nll);
                     continue;
                 }
                 var rows = idx.Select(i => pairs[i].Chosen).Concat(idx.Select(i => pairs[i].Rejected)).ToList();
                 var (sums, counts) = SequenceLogps.Compute(run.Backprop, rows, pad, rows.Count);
                 int n = idx.Length;
+                double[] dChosen, dRejected;
+                if (method == PreferenceMethod.Orpo)
+                {
+                    var r = OrpoLoss.Compute(sums.AsSpan(0, n), counts.AsSpan(0, n), sums.AsSpan(n), counts.AsSpan(n), p.Beta);
+                    (dChosen, dRejected) = (r.DChosen, r.DRejected);
+                    (loss, nll, margin) = (loss + r.Loss * share, nll + r.Nll * share, margin + r.LogOddsRatio.Average() * share);
+                }
+                else
+                {
+                    var r = CpoLoss.Compute(sums.AsSpan(0, n), counts.AsSpan(0, n), sums.AsSpan(n), counts.AsSpan(n), p.Beta, p.CpoLossType, p.LabelSmoothing,
+                        p.SimpoGamma ?? PreferenceOptions.DefaultSimpoGamma, p.CpoAlpha);
+                    (dChosen, dRejected) = (r.DChosen, r.DRejected);
+                    (loss, nll, margin, acc) = (loss + r.Loss * share, nll + r.Nll * share, margin + r.RewardMargin * share, acc + r.RewardAccuracy * share);
+                    (rc, rr, lc, lr) = (rc + r.RewardsChosen.Average() * share, rr + r.RewardsRejected.Average() * share, lc + r.ChosenLogps.Average() * share, lr + r.RejectedLogps.Average() * share);
+                }
                 var weights = new double[2 * n];
-                var r = OrpoLoss.Compute(sums.AsSpan(0, n), counts.AsSpan(0, n), sums.AsSpan(n), counts.AsSpan(n), p.Beta);
-                for (int i = 0; i < n; i++) { weights[i] = -r.DChosen[i] * share; weights[n + i] = -r.DRejected[i] * share; }
-                loss += r.Loss * share;
-                nll += r.Nll * share;
-                margin += r.LogOddsRatio.Average() * share;
+                for (int i = 0; i < n; i++) { weights[i] = -dChosen[i] * share; weights[n + i] = -dRejected[i] * share; }
                 var b = SftBatcher.Pad(rows, pad);
                 run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(weights, b.Length));
                 tokens += b.Ids.Length;
             }
-            var extra = orpo
-                ? new JsonObject { ["nll"] = nll, ["log_odds_ratio"] = margin }
-                : new JsonObject { ["rewards_chosen"] = rc, ["rewards_rejected"] = rr, ["reward_margin"] = margin, ["reward_accuracy"] = acc };
+            var extra = method switch
+            {
+                PreferenceMethod.Orpo => new JsonObject { ["nll"] = nll, ["log_odds_ratio"] = margin },
+                // TRL's CPO metric names
+                PreferenceMethod.Cpo => new JsonObject
+                {
+                    ["rewards/chosen"] = rc, ["rewards/rejected"] = rr, ["rewards/accuracies"] = acc, ["rewards/margins"] = margin,
+                    ["logps/chosen"] = lc, ["logps/rejected"] = lr, ["nll_loss"] = nll,
+                },
+                _ => new JsonObject { ["rewards_chosen"] = rc, ["rewards_rejected"] = rr, ["reward_margin"] = margin, ["reward_accuracy"] = acc },
+            };
+            if (method == PreferenceMethod.Dpo && p.RpoAlpha != null) extra["nll_loss"] = nll;
             return new StepOutput(loss, tokens, cursor, extra);
         }
 
         var info = new JsonObject
         {
             ["path"] = Path.GetFullPath(o.DataPath), ["sha256"] = data.Sha256, ["lines"] = data.LineCount, ["pairs"] = pairs.Count,
-            ["dropped"] = data.DroppedCount, ["skipped_bad_lines"] = data.SkippedBadLines, ["method"] = p.ToJson(),
+            ["dropped"] = data.DroppedCount, ["skipped_bad_lines"] = data.SkippedBadLines, ["method"] = p.ToJson(method),
             ["reference"] = reference?.Description,
         };
-        return run.Run(orpo ? "orpo" : "dpo", total, data.Sha256, info, Step, null, cancel);
+        return run.Run(method.ToString().ToLowerInvariant(), total, data.Sha256, info, Step, null, cancel);
     }
 }
