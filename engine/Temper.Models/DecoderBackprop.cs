@@ -16,6 +16,9 @@
 // magnitude dm = sum_t dy z / norm and sends dz = m / norm * dy through the base and LoRA backward.
 // With LoRA dropout, DoRA follows PEFT's training forward, y = x W^T + b + (g - 1) (x_d W^T) + g s (x_d A^T) B^T
 // with x_d = dropout(x) and g = m / norm, computed as (x - x_d) W^T + b + g z_d (z_d the unscaled product of x_d).
+// An (IA)^3 projection (Projection.Ia3, l f32) keeps, when it scales its output, z [B*T,Out] = x W^T + b: backward
+// gives dl[o] = sum_n dy[n,o] z[n,o] and sends dy * l through the base; scaling its input (feedforward) it keeps
+// nothing more than x: with g = dy W [B*T,In], dl[i] = sum_n x[n,i] g[n,i] and dx = g * l. The base stays frozen.
 // With NeftuneNoiseAlpha > 0 (NEFTune, transformers' neftune_noise_alpha), passes that compute gradients add uniform
 // noise in [-alpha/sqrt(T*C), alpha/sqrt(T*C)] to the embeddings [B*T,C] (T the padded length), drawn from DropoutSeed;
 // the noise is a constant to backward, so the embedding gradient is unchanged.
@@ -43,6 +46,8 @@ public sealed class DecoderBackprop(Decoder decoder)
         public readonly Dictionary<Projection, (Tensor X, ulong Seed)> Dropped = [];
         /// <summary>DoRA: the norm [Out] of W + s B A and the unscaled product z [B*T,Out].</summary>
         public readonly Dictionary<Projection, (Tensor Norm, Tensor Z)> Dora = [];
+        /// <summary>IA3 output scaling: the base output z [B*T,Out] before the scaling.</summary>
+        public readonly Dictionary<Projection, Tensor> Ia3 = [];
     }
 
     public Decoder Decoder { get; } = decoder;
@@ -313,6 +318,13 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store, ulong seed)
         {
+            if (p.Ia3 is { } ia3)
+            {
+                var z = ia3.Feedforward ? null : NewIn(store, n, p.Out);
+                if (z != null) a.Ia3[p] = z;
+                p.ForwardIa3(be, ia3, input, y, z);
+                return;
+            }
             if (p.Lora is not { } lora)
             {
                 p.ForwardBase(be, input, y);
@@ -365,6 +377,11 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void ProjectBackward(Projection p, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
         {
+            if (p.Ia3 is { } ia3)
+            {
+                Ia3Backward(p, ia3, dy, input, dInput, accumulate, a, grad);
+                return;
+            }
             if (a.Dora.ContainsKey(p))
             {
                 DoraBackward(p, dy, input, dInput, accumulate, a, grad);
@@ -416,6 +433,30 @@ public sealed class DecoderBackprop(Decoder decoder)
         be.LoraLinearBackward(dz, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
         be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
         be.Add(dInput, dDropped, dInput);
+    }
+
+    // Output scaling, y = z * l: dl += sum_n dy z, dz = dy * l through the base. Input scaling, y = (x * l) W^T + b:
+    // g = dy W, dl += sum_n x g, dx (+)= g * l. DoRA's column-scaling ops with a unit norm do both.
+    private void Ia3Backward(Projection p, Ia3View ia3, Tensor dy, Tensor input, Tensor dInput, bool accumulate, LayerActivations a, Func<Tensor, Tensor?> grad)
+    {
+        var be = Decoder.Backend;
+        if (grad(p.Weight) != null || (p.Bias != null && grad(p.Bias) != null))
+            throw new TemperException($"{p.Name}: (IA)^3 trains its scaling vector over a frozen base; the base weight and bias cannot be trained with it");
+        var dl = grad(ia3.Vector);
+        if (!ia3.Feedforward)
+        {
+            if (dl != null) be.DoraMagnitudeBackward(dy, a.Ia3[p], ia3.Ones, dl);
+            using var dz = be.Uninitialized(dy.Shape);
+            be.DoraScale(dy, ia3.Vector, ia3.Ones, null, dz);
+            p.BackwardBase(be, dz, input, dInput, accumulate, grad);
+            return;
+        }
+        using var g = be.Uninitialized(input.Shape);
+        p.BackwardBase(be, dy, input, g, false, grad);
+        if (dl != null) be.DoraMagnitudeBackward(g, input, ia3.Ones, dl);
+        be.DoraScale(g, ia3.Vector, ia3.Ones, null, g);
+        if (accumulate) be.Add(dInput, g, dInput);
+        else be.CopyRows(g, 0, dInput, 0, input.Shape.Rows);
     }
 
     private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>

@@ -44,7 +44,7 @@ public static class GraphDecoding
         foreach (var p in weights.Projections.Append(weights.LmHead))
         {
             if (p.Nf4 != null) throw new TemperException($"{p.Name}: the decode graph takes f32 or bf16 weights, not NF4");
-            if (p.Lora != null) throw new TemperException($"{p.Name}: the decode graph takes merged weights; merge the adapter first (temper merge)");
+            if (p.Lora != null || p.Ia3 != null) throw new TemperException($"{p.Name}: the decode graph takes merged weights; merge the adapter first (temper merge)");
         }
         var graph = new CudaDecodeGraph(device, Shape(cfg), rows, capacity);
         try

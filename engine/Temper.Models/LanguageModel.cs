@@ -75,7 +75,7 @@ public sealed class LanguageModel : IDisposable
         return m;
     }
 
-    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA views) or merged into the weights (always, for DoRA,
+    /// <summary>Applies a PEFT adapter folder: unmerged (LoRA or IA3 views) or merged into the weights (always, for DoRA,
     /// unless <paramref name="doraUnmerged"/>: training attaches a DoRA adapter's views with their magnitudes). modules_to_save
     /// copies of the embedding / LM head replace them (f32 when <paramref name="trainable"/>: training continues them).</summary>
     public void AttachAdapter(string adapterDir, bool merge, bool doraUnmerged = false, bool trainable = false)
@@ -87,6 +87,13 @@ public sealed class LanguageModel : IDisposable
             if (merge) throw new TemperException($"{adapterDir}: a {kind}-tuning adapter adds virtual tokens before the input; it has no weights to merge (apply it without merging)");
             if (type == PeftConfigFile.PromptTuning) AttachPrompt(adapterDir);
             else AttachPrefix(PrefixTuningAdapter.Load(adapterDir, Config));
+            return;
+        }
+        if (type == PeftConfigFile.Ia3)
+        {
+            var ia3 = Ia3Adapter.Load(adapterDir);
+            if (merge) ia3.Merge(Weights, Decoder.Backend);
+            else ia3.Apply(Weights, Decoder.Backend);
             return;
         }
         var adapter = LoraAdapter.Load(adapterDir, allowDora: true, embeddingCopies: true);

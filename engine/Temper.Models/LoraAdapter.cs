@@ -65,7 +65,9 @@ public sealed record LoraConfig(int Rank, double Alpha, bool UseRsLora, IReadOnl
         string type = PeftConfigFile.TypeOf(file);
         if (PeftConfigFile.IsVirtualTokens(type))
             throw new TemperException($"{path}: a {(type == PeftConfigFile.PromptTuning ? "prompt" : "prefix")}-tuning adapter (peft_type {type}) has no LoRA weights; it runs unmerged with generate, chat and logits (--adapter) and continues training with --init-adapter, and cannot be used here");
-        if (type != PeftConfigFile.Lora) throw new TemperException($"{path}: peft_type '{type}' is not supported (LORA, PROMPT_TUNING and PREFIX_TUNING are)");
+        if (type == PeftConfigFile.Ia3)
+            throw new TemperException($"{path}: an (IA)^3 adapter (peft_type IA3) has no LoRA weights; it is applied by generate, chat and logits (--adapter) and merge, and continues training with --init-adapter, and cannot be used here");
+        if (type != PeftConfigFile.Lora) throw new TemperException($"{path}: peft_type '{type}' is not supported (LORA, IA3, PROMPT_TUNING and PREFIX_TUNING are)");
         var saved = o["modules_to_save"] switch
         {
             null => [],

@@ -9,7 +9,7 @@ namespace Temper.Models;
 
 public static class PeftConfigFile
 {
-    public const string Lora = "LORA", PromptTuning = "PROMPT_TUNING", PrefixTuning = "PREFIX_TUNING";
+    public const string Lora = "LORA", PromptTuning = "PROMPT_TUNING", PrefixTuning = "PREFIX_TUNING", Ia3 = "IA3";
 
     /// <summary>A prompt- or prefix-tuning adapter: virtual tokens before every sequence, nothing to merge.</summary>
     public static bool IsVirtualTokens(string type) => type is PromptTuning or PrefixTuning;

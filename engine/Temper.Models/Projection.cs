@@ -6,6 +6,8 @@
 // A DoRA view (PEFT use_dora) adds a magnitude m [Out]: y = m / ||W + s B A||_row * (x W^T + s (x A^T) B^T) + bias,
 // the norm [Out] recomputed from the current A, B each forward and treated as a constant (DoRA §4.3; an NF4
 // base is dequantised for it, as PEFT does).
+// An (IA)^3 view (PEFT IA3, Ia3Adapter) scales the output, y = (x W^T + b) * l with l [Out], or, feedforward, the input,
+// y = (x * l) W^T + b with l [In]; both with the backend's DoRA column-scaling op (norm = ones).
 using Temper.Core;
 using Temper.Core.Quantization;
 
@@ -48,10 +50,12 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     /// <summary>A full copy [Out,In] that stands in for the weight while set (PEFT modules_to_save on lm_head, see ModulesToSave);
     /// a reference pass clears it for its duration. The model's weights dispose the one attached when they go.</summary>
     public Tensor? Replacement { get; set; }
-    public Tensor? Bias { get; } = bias;
+    public Tensor? Bias { get; private set; } = bias;
     /// <summary>The quantised base weight (QLoRA), or null for an f32/bf16 one.</summary>
     public Nf4Weight? Nf4 { get; }
     public LoraView? Lora { get; set; }
+    /// <summary>An unmerged (IA)^3 vector over this projection (never beside a LoRA view), or null.</summary>
+    public Ia3View? Ia3 { get; set; }
     public int In => Weight.Shape[1];
     public int Out => Weight.Shape[0];
 
@@ -78,10 +82,27 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
         Weight = be.FromHost(t);
     }
 
-    /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA); xa [N,r] (optional, LoRA only) keeps x A^T for backward.</summary>
+    /// <summary>The bias's values as f32 [Out] (a host copy).</summary>
+    public float[] BiasValues(IBackend be)
+    {
+        var b = Bias ?? throw new InvalidOperationException($"{Name}: no bias");
+        if (b.IsHost) return b.ToFloatArray();
+        using var host = be.ToHost(b);
+        return host.ToFloatArray();
+    }
+
+    /// <summary>Replaces the bias by these values [Out] (f32, on the backend).</summary>
+    public void ReplaceBias(IBackend be, float[] values)
+    {
+        if (Bias == null || values.Length != Out) throw new InvalidOperationException($"{Name}: no bias of {values.Length} values to replace");
+        Bias = be.FromHost(Tensor.FromFloats(new Shape(Out), values, Name + ".bias"));
+    }
+
+    /// <summary>y[N,Out] = x[N,In] W^T + b (+ LoRA, or scaled by IA3); xa [N,r] (optional, LoRA only) keeps x A^T for backward.</summary>
     public void Forward(IBackend be, Tensor x, Tensor y, Tensor? xa = null)
     {
-        if (Lora is { Magnitude: not null } dora)
+        if (Ia3 is { } ia3) ForwardIa3(be, ia3, x, y, null);
+        else if (Lora is { Magnitude: not null } dora)
         {
             if (dora.NormCache == null)
             {
@@ -129,6 +150,21 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
         }
         else be.LoraLinear(x, Weight, null, l.A, l.B, l.Scale, z, xa);
         be.DoraScale(z, m, norm, addBias ? Bias : null, y);
+    }
+
+    /// <summary>IA3: y = base(x) * l (z [N,Out] then keeps base(x), or is y), or feedforward y = base(x * l) (z, then [N,In], keeps x * l, or is null).</summary>
+    public void ForwardIa3(IBackend be, Ia3View ia3, Tensor x, Tensor y, Tensor? z)
+    {
+        if (!ia3.Feedforward)
+        {
+            ForwardBase(be, x, z ?? y);
+            be.DoraScale(z ?? y, ia3.Vector, ia3.Ones, null, y);
+            return;
+        }
+        using var own = z == null ? be.Uninitialized(x.Shape) : null;
+        var scaled = z ?? own!;
+        be.DoraScale(x, ia3.Vector, ia3.Ones, null, scaled);
+        ForwardBase(be, scaled, y);
     }
 
     /// <summary>y = x W^T + bias, the base weight alone (NF4 or dense), without the LoRA branch.</summary>

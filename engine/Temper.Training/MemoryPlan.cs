@@ -2,7 +2,7 @@
 // (`temper plan`, and the line a trainer prints beside its measured peak):
 //   weights      embedding, norms, biases, lm_head (untied) in their held dtype; the layers'
 //                projections in that dtype, or NF4 (codes + double-quantised scales) with QLoRA
-//   adapters     the trained parameters and their gradients (LoRA A/B and DoRA's magnitudes, a prompt-tuning adapter's
+//   adapters     the trained parameters and their gradients (LoRA A/B and DoRA's magnitudes, IA3's vectors, a prompt-tuning adapter's
 //                virtual token embeddings [P,C] or a prefix's keys and values [L][2][P,Hkv*D], or every weight for --full), f32;
 //                modules_to_save copies of the embedding / LM head ([V,C] each) are weights, parameters and gradients at once
 //   optimizer    AdamW's two moments per trained parameter, f32
@@ -27,6 +27,8 @@ public sealed record MemoryPlanOptions(
 {
     /// <summary>How many of embed_tokens and lm_head are trained as modules_to_save copies (0, 1 or 2), each an f32 [V,C].</summary>
     public int ModulesToSave { get; init; }
+    /// <summary>An (IA)^3 adapter: one f32 vector per targeted projection, [Out] (keeping the base output [n, Out]) or [In] (feedforward).</summary>
+    public Ia3Config? Ia3 { get; init; }
 }
 
 public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, long Activations, long Workspace)
@@ -57,6 +59,15 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
                     loraRows += lora.Rank + (lora.UseDora ? s[0] : 0); // x A^T [n, r] (and DoRA's z [n, Out]) kept per adapted projection
                 }
 
+        if (!o.Full && o.Lora == null && o.Ia3 is { } ia3)
+            foreach (var (name, s) in shapes)
+                if (ia3.Targets(name[..^".weight".Length]))
+                {
+                    bool ff = ia3.IsFeedforward(name[..^".weight".Length]);
+                    trained += ff ? s[1] : s[0];
+                    loraRows += ff ? 0 : s[0]; // the base output z [n, Out] kept for dl
+                }
+
         if (!o.Full) trained += o.ModulesToSave * v * c; // each copy: 4 bytes of value + 4 of gradient, 8 of moments
 
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
@@ -71,7 +82,8 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long slab = o.QLora ? 4 * shapes.Values.Max(s => Math.Min(s.Elements, 1L << 20)) : 0; // the CPU NF4 linear's dequantised rows
         bool dora = o.Lora is { UseDora: true };
         long doraWork = dora ? 4 * n * maxOut + (o.QLora ? 4 * shapes.Values.Max(s => s.Elements) : 0) : 0;
-        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + slab;
+        long ia3Work = o.Ia3 != null ? 4 * n * shapes.Values.Max(s => (long)s[1]) : 0; // the scaled input or gradient [n, In]
+        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab;
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
     }
 
@@ -90,6 +102,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         {
             b += (p.Nf4 is { } q ? Of(q.Codes) + Of(q.AbsmaxCodes) + Of(q.AbsmaxScales) : Of(p.Weight)) + Of(p.Bias);
             if (p.Lora is { } lora) b += Of(lora.A) + Of(lora.B) + Of(lora.Magnitude);
+            if (p.Ia3 is { } ia3) b += Of(ia3.Vector) + Of(ia3.Ones);
         }
         return b;
     }

@@ -2,7 +2,7 @@
 // LoRA A/B of each targeted projection (and DoRA's magnitude) with the modules_to_save copies of the embedding and LM
 // head attached in place of the base's (model.embed_tokens.weight, lm_head.weight), or a prompt-tuning adapter's virtual token embeddings. GradOf(param) is what DecoderBackprop calls; frozen tensors
 // answer null. Names are the HF/PEFT names (model.layers.0.self_attn.q_proj.weight,
-// model.layers.0.self_attn.q_proj.lora_A.weight, ...q_proj.lora_magnitude_vector) used in checkpoints and gradient fixtures.
+// model.layers.0.self_attn.q_proj.lora_A.weight, ...q_proj.lora_magnitude_vector, ...k_proj.ia3_l for an (IA)^3 vector [Out] or [In]) used in checkpoints and gradient fixtures.
 using Temper.Core;
 using Temper.Models;
 
@@ -56,7 +56,7 @@ public sealed class TrainableParameters : IDisposable
         return new TrainableParameters(be, list.Concat(extra ?? []));
     }
 
-    /// <summary>The LoRA A and B (and DoRA magnitude) of every projection that carries one, the modules_to_save copies of the
+    /// <summary>The LoRA A and B (and DoRA magnitude) or the IA3 vector of every projection that carries one, the modules_to_save copies of the
     /// embedding and LM head attached (ModulesToSave), a prompt-tuning adapter's prompt_embeddings [P,C] when the weights
     /// carry one, plus <paramref name="extra"/> (fully trained modules such as a reward head).</summary>
     public static TrainableParameters Lora(ModelWeights w, IBackend be, IEnumerable<(string Name, Tensor Value)>? extra = null)
@@ -69,6 +69,7 @@ public sealed class TrainableParameters : IDisposable
                 list.Add((p.Name + ".lora_B.weight", l.B));
                 if (l.Magnitude != null) list.Add((p.Name + ".lora_magnitude_vector", l.Magnitude));
             }
+            else if (p.Ia3 is { } ia3) list.Add((p.Name + Ia3Adapter.TensorSuffix, ia3.Vector));
         if (w.PromptEmbeddings is { } prompt) list.Add((PromptTuningAdapter.TensorName, prompt));
         if (w.Prefix is { } prefix) list.AddRange(prefix.Named());
         if (list.Count == 0) throw new TemperException("no LoRA modules to train: no projection matches the target modules");

@@ -1,7 +1,8 @@
 // The training verbs as scripts call them: step-0 parity of `temper sft` and `temper dpo` through the
 // CLI, the run folder's contents, --use-dora (DoRA adapters trained and continued), --prompt-tuning and --prefix-tuning
 // (trained, generated with, planned, refused where they have no meaning), --modules-to-save (trained, merged untied,
-// planned, refused with --full), and bad data as a
+// planned, refused with --full), --ia3 (trained, generated with, merged, planned, refused with LoRA-only flags and by
+// combine and the decode graph), and bad data as a
 // one-line error naming file and line.
 using System.Text.Json.Nodes;
 
@@ -247,6 +248,37 @@ public class TrainingCliTests
         float maxRef = 0, maxErr = 0;
         for (int i = 0; i < want.Length; i++) { maxRef = Math.Max(maxRef, Math.Abs(want[i])); maxErr = Math.Max(maxErr, Math.Abs(want[i] - have[i])); }
         Assert.True(maxErr <= 1e-4 * maxRef, $"max error {maxErr}");
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void Ia3_trains_generates_merges_plans_and_is_refused_where_it_has_no_meaning()
+    {
+        string model = Fixtures.Hf("llama-tiny"), dir = Temp(), ia3 = Path.Combine(dir, "ia3"), data = Path.Combine(model, "trainer", "sft.jsonl");
+        var r = TemperCli.Run("sft", "--model", model, "--data", data, "--out", ia3, "--max-steps", "2", "--ia3", "--lr", "0.05");
+        Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
+        Assert.Equal("IA3", JsonNode.Parse(File.ReadAllText(Path.Combine(ia3, "adapter_config.json")))!["peft_type"]!.GetValue<string>());
+        var gen = TemperCli.Run("generate", "--model", model, "--adapter", ia3, "--prompt", "What is 1+1?", "--max-new-tokens", "3");
+        Assert.True(gen.ExitCode == 0, gen.Stderr + gen.Stdout);
+        var merge = TemperCli.Run("merge", "--model", model, "--adapter", ia3, "--out", Path.Combine(dir, "merged"));
+        Assert.True(merge.ExitCode == 0, merge.Stderr + merge.Stdout);
+        var plan = TemperCli.Run("plan", "--model", model, "--ia3", "--batch-size", "2", "--max-length", "16");
+        Assert.True(plan.ExitCode == 0, plan.Stderr + plan.Stdout);
+        Assert.Contains("(IA)^3 on k_proj,v_proj,down_proj", plan.Stdout);
+        foreach (var (args, named) in new (string[], string)[]
+        {
+            (["sft", "--model", model, "--data", data, "--out", Path.Combine(dir, "bad"), "--ia3", "--lora-r", "8"], "--lora-r cannot be combined"),
+            (["sft", "--model", model, "--data", data, "--out", Path.Combine(dir, "bad"), "--ia3-targets", "k_proj"], "needs --ia3"),
+            (["sft", "--model", model, "--data", data, "--out", Path.Combine(dir, "bad"), "--ia3", "--ia3-feedforward", "up_proj"], "subset of target_modules"),
+            (["merge", "--model", model, "--adapter", ia3, "--weights", "0.5", "--out", Path.Combine(dir, "bad")], "weight 1 only"),
+            (["combine", "--adapter", ia3, "--adapter", Path.Combine(model, "adapter"), "--out", Path.Combine(dir, "combined")], "IA3"),
+        })
+        {
+            var bad = TemperCli.Run(args);
+            Assert.True(bad.ExitCode != 0, string.Join(' ', args));
+            Assert.Contains(named, bad.Stderr);
+            Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
         Directory.Delete(dir, true);
     }
 }

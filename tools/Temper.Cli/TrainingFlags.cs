@@ -29,6 +29,9 @@ internal sealed class TrainingFlags
     public readonly Option<string?> PromptInit = new("--prompt-tuning-init") { Description = "random (N(0,1)), text (the embeddings of --prompt-tuning-init-text's tokens; the default when a text is given) or random-discrete (embeddings of random vocabulary tokens)" };
     public readonly Option<string?> PromptInitText = new("--prompt-tuning-init-text") { Description = "The text whose token embeddings start the virtual tokens (cut or repeated to their number)" };
     public readonly Option<int> PrefixTuning = new("--prefix-tuning") { Description = "Prefix tuning (PEFT PREFIX_TUNING): train this many key/value rows per layer that every token attends to, instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
+    public readonly Option<bool> Ia3 = new("--ia3") { Description = "(IA)^3 (PEFT IA3): train one scaling vector per targeted projection (ones at the start) instead of a LoRA adapter" };
+    public readonly Option<string> Ia3Targets = new("--ia3-targets") { Description = "IA3 target modules (comma-separated; PEFT's llama/qwen2/mistral default)", DefaultValueFactory = _ => string.Join(",", Models.Ia3Config.DefaultTargets) };
+    public readonly Option<string> Ia3Feedforward = new("--ia3-feedforward") { Description = "IA3 feedforward modules, a subset of --ia3-targets: their input is scaled, the others' output", DefaultValueFactory = _ => string.Join(",", Models.Ia3Config.DefaultFeedforward) };
     public readonly Option<double> Dropout = new("--lora-dropout") { Description = "PEFT lora_dropout on the LoRA branch's input while training (sft, pretrain)", DefaultValueFactory = _ => 0 };
     public readonly Option<float> Lr;
     public readonly Option<string> Scheduler = new("--lr-scheduler") { Description = "constant, linear or cosine", DefaultValueFactory = _ => "linear" };
@@ -53,7 +56,7 @@ internal sealed class TrainingFlags
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, ModulesToSave, LoraInitFlag, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
+        foreach (Option o in new Option[] { Model, Data, Out, InitAdapter, Full, QLora, R, Alpha, Targets, ModulesToSave, LoraInitFlag, RsLora, Dora, Dropout, Neftune, PromptTuning, PromptInit, PromptInitText, PrefixTuning, Ia3, Ia3Targets, Ia3Feedforward, Lr, Scheduler, Warmup, WeightDecay, LoraPlus, Clip, Truncation, Batch, Accum, MaxSteps, Epochs, MaxLen, Seed, SaveEvery, Resume, SkipBad, Threads, Checkpointing })
             c.Add(o);
     }
 
@@ -64,6 +67,16 @@ internal sealed class TrainingFlags
             foreach (var o in new Option[] { R, Alpha, Targets, ModulesToSave })
                 if (p.GetResult(o) is { Implicit: false })
                     throw new Core.TemperException($"{(p.GetValue(PromptTuning) > 0 ? "prompt" : "prefix")} tuning trains only its virtual tokens; {o.Name} cannot be combined with it");
+        // (IA)^3 trains no LoRA either: LoRA flags given with it would be ignored, so they are refused; its own flags need it.
+        bool Given(Option o) => p.GetResult(o) is { Implicit: false };
+        if (p.GetValue(Ia3))
+        {
+            foreach (var o in new Option[] { R, Alpha, Targets, ModulesToSave, LoraInitFlag, RsLora, Dora, Dropout, LoraPlus, Full, PromptTuning, PrefixTuning })
+                if (Given(o)) throw new Core.TemperException($"--ia3 trains one scaling vector per targeted projection; {o.Name} cannot be combined with it");
+            if (p.GetValue(InitAdapter) != null && (Given(Ia3Targets) || Given(Ia3Feedforward)))
+                throw new Core.TemperException("--ia3-targets and --ia3-feedforward shape a fresh IA3 adapter; --init-adapter continues one as it is");
+        }
+        else if (Given(Ia3Targets) || Given(Ia3Feedforward)) throw new Core.TemperException($"{(Given(Ia3Targets) ? "--ia3-targets" : "--ia3-feedforward")} needs --ia3");
         return ReadOptions(p);
     }
 
@@ -89,6 +102,9 @@ internal sealed class TrainingFlags
             : p.GetValue(PromptInitText) != null ? Models.PromptTuningConfig.Text : Models.PromptTuningConfig.Random,
         PromptTuningInitText = p.GetValue(PromptInitText),
         PrefixTuningTokens = p.GetValue(PrefixTuning),
+        Ia3 = p.GetValue(Ia3),
+        Ia3Targets = p.GetValue(Ia3Targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+        Ia3Feedforward = p.GetValue(Ia3Feedforward)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
         LearningRate = p.GetValue(Lr),
         Scheduler = LrSchedule.Parse(p.GetValue(Scheduler)!),
         WarmupSteps = p.GetValue(Warmup),

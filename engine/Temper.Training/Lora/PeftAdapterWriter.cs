@@ -8,6 +8,8 @@
 // peft_type PROMPT_TUNING and one tensor, prompt_embeddings [P,C]. A language model's modules_to_save copies of the
 // embedding / LM head (ModulesToSave) go under base_model.model.model.embed_tokens.weight and base_model.model.lm_head.weight,
 // with modules_to_save ["embed_tokens", "lm_head"] (those attached), as get_peft_model_state_dict names them.
+// An (IA)^3 adapter (SaveIa3) is peft_type IA3 with base_model.model.<module>.ia3_l in PEFT's shapes: [Out,1], or [1,In] for a
+// feedforward module.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -71,6 +73,36 @@ public static class PeftAdapterWriter
             json["modules_to_save"] = new JsonArray(modules.ModuleNames.Select(m => (JsonNode)m).ToArray());
         }
         AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), json.ToJsonString(new() { WriteIndented = true }));
+    }
+
+    /// <summary>The model's (IA)^3 vectors as PEFT's IA3 folder: ia3_l [Out,1] (output scaling) or [1,In] (feedforward), f32, and the IA3Config fields.</summary>
+    public static void SaveIa3(string dir, ModelWeights w, Ia3Config cfg, IBackend be, string baseModel)
+    {
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var p in w.Projections)
+            if (p.Ia3 is { } ia3)
+            {
+                using var copy = ia3.Vector.IsHost ? null : be.ToHost(ia3.Vector);
+                int n = ia3.Vector.Shape[0];
+                tensors.Add(new($"base_model.model.{p.Name}{Ia3Adapter.TensorSuffix}", Tensor.FromFloats(ia3.Feedforward ? new Shape(1, n) : new Shape(n, 1), (copy ?? ia3.Vector).ToFloatArray())));
+            }
+        if (tensors.Count == 0) throw new TemperException("the model carries no IA3 vectors to save");
+        Directory.CreateDirectory(dir);
+        SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        AtomicFile.WriteAllText(Path.Combine(dir, "adapter_config.json"), new JsonObject
+        {
+            ["peft_type"] = "IA3",
+            ["task_type"] = "CAUSAL_LM",
+            ["base_model_name_or_path"] = baseModel,
+            ["revision"] = null,
+            ["target_modules"] = cfg.TargetsJson,
+            ["exclude_modules"] = null,
+            ["feedforward_modules"] = cfg.FeedforwardJson,
+            ["fan_in_fan_out"] = false,
+            ["modules_to_save"] = null,
+            ["init_ia3_weights"] = true,
+            ["inference_mode"] = true,
+        }.ToJsonString(new() { WriteIndented = true }));
     }
 
     /// <summary>

@@ -1,5 +1,5 @@
 // The reference policy of DPO/KTO/GRPO without a second copy of the base: the same weights with the
-// trained LoRA (or prompt-tuning adapter, or modules_to_save copies of the embedding / LM head) switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
+// trained LoRA (or (IA)^3 vectors, or prompt-tuning adapter, or modules_to_save copies of the embedding / LM head) switched off, or with a frozen adapter swapped in for the duration of a pass; or, when
 // asked, a separate model folder.
 using Temper.Core;
 using Temper.Models;
@@ -101,11 +101,12 @@ public sealed class ReferenceModel : IDisposable
     {
         if (_separate != null) throw new InvalidOperationException("a separate reference model has its own weights; call Logps");
         var saved = _views.Keys.ToDictionary(p => p, p => p.Lora);
+        var ia3 = _views.Keys.ToDictionary(p => p, p => p.Ia3); // a trained (IA)^3 vector is off in the reference (base = reference)
         var (prompt, prefix) = (_weights.PromptEmbeddings, _weights.Prefix); // a trained prompt or prefix is off in the reference too (or the frozen one is on)
         var (embed, head) = (_weights.EmbedReplacement, _weights.LmHead.Replacement); // so are trained copies of the embedding and head
         try
         {
-            foreach (var (p, v) in _views) p.Lora = v;
+            foreach (var (p, v) in _views) (p.Lora, p.Ia3) = (v, null);
             _weights.PromptEmbeddings = _prompt;
             _weights.Prefix = _prefix;
             (_weights.EmbedReplacement, _weights.LmHead.Replacement) = (_embed, _head);
@@ -113,7 +114,7 @@ public sealed class ReferenceModel : IDisposable
         }
         finally
         {
-            foreach (var (p, v) in saved) p.Lora = v;
+            foreach (var (p, v) in saved) (p.Lora, p.Ia3) = (v, ia3[p]);
             _weights.PromptEmbeddings = prompt;
             _weights.Prefix = prefix;
             (_weights.EmbedReplacement, _weights.LmHead.Replacement) = (embed, head);

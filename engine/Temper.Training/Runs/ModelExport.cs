@@ -19,7 +19,7 @@ public static class ModelExport
     {
         Directory.CreateDirectory(dir);
         var w = lm.Weights;
-        if (w.Projections.Append(w.LmHead).Any(p => p.Lora != null)) throw new TemperException("merge the adapter before exporting a full model");
+        if (w.Projections.Append(w.LmHead).Any(p => p.Lora != null || p.Ia3 != null)) throw new TemperException("merge the adapter before exporting a full model");
         if (w.Projections.FirstOrDefault(p => p.Nf4 != null) is { } q)
             throw new TemperException($"{q.Name}: an NF4 weight cannot be exported into a full model; load the base dequantised (LanguageModel.Load dequantize) or without --qlora");
         var tensors = new List<KeyValuePair<string, Tensor>> { new("model.embed_tokens.weight", be.ToHost(w.Embed)) };

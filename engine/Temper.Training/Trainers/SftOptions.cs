@@ -34,6 +34,11 @@ public sealed record SftOptions
     public string? PromptTuningInitText { get; init; }
     /// <summary>Prefix tuning (PEFT PREFIX_TUNING): this many trained key/value rows per layer before every sequence instead of a LoRA; 0 = off.</summary>
     public int PrefixTuningTokens { get; init; }
+    /// <summary>(IA)^3 (PEFT IA3): a trained scaling vector per targeted projection (ones at the start) instead of a LoRA.</summary>
+    public bool Ia3 { get; init; }
+    /// <summary>IA3's target_modules and feedforward_modules (a subset: those scale their input); PEFT's llama/qwen2/mistral defaults.</summary>
+    public IReadOnlyList<string> Ia3Targets { get; init; } = Ia3Config.DefaultTargets;
+    public IReadOnlyList<string> Ia3Feedforward { get; init; } = Ia3Config.DefaultFeedforward;
     /// <summary>How a fresh LoRA starts (PEFT's init_lora_weights): default, gaussian or pissa (LoraInitMethods).</summary>
     public string LoraInit { get; init; } = LoraInitMethods.Default;
     /// <summary>PEFT modules_to_save: embed_tokens and/or lm_head trained in full (f32 copies) beside the LoRA; empty = none.</summary>
@@ -83,6 +88,9 @@ public sealed record SftOptions
         ["prompt_tuning_init"] = PromptTuningInit,
         ["prompt_tuning_init_text"] = PromptTuningInitText,
         ["prefix_tuning_tokens"] = PrefixTuningTokens,
+        ["ia3"] = Ia3,
+        ["ia3_targets"] = new JsonArray(Ia3Targets.Select(t => (JsonNode)t).ToArray()),
+        ["ia3_feedforward"] = new JsonArray(Ia3Feedforward.Select(t => (JsonNode)t).ToArray()),
         ["lora_targets"] = new JsonArray(LoraTargets.Select(t => (JsonNode)t).ToArray()),
         ["modules_to_save"] = new JsonArray(ModulesToSave.Select(t => (JsonNode)t).ToArray()),
         ["lr"] = LearningRate,

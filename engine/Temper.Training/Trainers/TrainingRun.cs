@@ -1,5 +1,6 @@
 // The part every trainer shares, as one component (not a base class): open the model, attach or
-// initialise the LoRA (with modules_to_save copies of the embedding / LM head trained beside it when asked), or a prompt- or
+// initialise the LoRA (with modules_to_save copies of the embedding / LM head trained beside it when asked), or (IA)^3
+// vectors (ones at the start, so step 0 is the base; or an IA3 --init-adapter's), or a prompt- or
 // prefix-tuning adapter's virtual tokens, or train all weights; AdamW + schedule, then the step loop with metrics.jsonl,
 // manifest.json, checkpoints, resume, Ctrl-C and non-finite-step handling, and the final save.
 // A recipe supplies only its data and a step function that fills the gradients and returns the loss.
@@ -43,6 +44,8 @@ public sealed class TrainingRun : IDisposable
     public IBackend Backend { get; }
     public LanguageModel Model { get; }
     public LoraConfig? Lora { get; }
+    /// <summary>The (IA)^3 adapter this run trains (its vectors are the projections' Ia3 views), or null.</summary>
+    public Ia3Config? Ia3 { get; private init; }
     // PiSSA: each adapted projection's initial (A_0, B_0), for the converted save.
     private Dictionary<string, (float[] A0, float[] B0)>? _pissaStart;
 
@@ -76,6 +79,7 @@ public sealed class TrainingRun : IDisposable
             if (!baseMayChange) throw new TemperException($"--lora-init {o.LoraInit} trains over a residual of the base, which a reference model with the adapter off would see instead of the base; it is supported by sft and pretrain only");
             if (o.QLora || o.UseDora) throw new TemperException($"--lora-init {o.LoraInit} rewrites the base weights; it cannot be combined with {(o.QLora ? "--qlora" : "--use-dora")}");
         }
+        var ia3 = ValidateIa3(o, extraParameters != null);
         string? virtualKind = ValidateVirtualTokens(o, extraParameters != null);
         var (saveEmbed, saveHead) = ValidateModulesToSave(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
@@ -95,6 +99,8 @@ public sealed class TrainingRun : IDisposable
             }
             else if (virtualKind == PeftConfigFile.PrefixTuning)
                 lm.AttachPrefix(o.InitAdapter != null ? PrefixTuningAdapter.Load(o.InitAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
+            else if (ia3 != null && o.InitAdapter != null) lm.AttachAdapter(o.InitAdapter, merge: false);
+            else if (ia3 != null) AttachFreshIa3(lm.Weights, ia3, be);
             else if (!o.Full)
             {
                 if (o.InitAdapter != null)
@@ -119,7 +125,7 @@ public sealed class TrainingRun : IDisposable
             }
             var extra = extraParameters?.Invoke(lm);
             var ps = o.Full ? TrainableParameters.Full(lm.Weights, be, extra) : TrainableParameters.Lora(lm.Weights, be, extra);
-            var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt, _pissaStart = pissa };
+            var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt, _pissaStart = pissa, Ia3 = ia3 };
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
             return run;
@@ -223,7 +229,7 @@ public sealed class TrainingRun : IDisposable
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
         return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora || Model.Config.Bnb4Bit != null, _o.Full, Lora,
             MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.BaseEmbed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null)
-            { ModulesToSave = (w.EmbedReplacement != null ? 1 : 0) + (w.LmHead.Replacement != null ? 1 : 0) });
+            { ModulesToSave = (w.EmbedReplacement != null ? 1 : 0) + (w.LmHead.Replacement != null ? 1 : 0), Ia3 = Ia3 });
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>
@@ -234,6 +240,7 @@ public sealed class TrainingRun : IDisposable
     {
         if (SaveAs != null) SaveAs();
         else if (Model.Weights.Prefix is { } prefix) PeftAdapterWriter.SavePrefix(_o.OutDir, prefix, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
+        else if (Ia3 != null) PeftAdapterWriter.SaveIa3(_o.OutDir, Model.Weights, Ia3, Backend, Path.GetFullPath(_o.ModelDir));
         else if (PromptTuning != null) PeftAdapterWriter.SavePrompt(_o.OutDir, Model.Weights.PromptEmbeddings!, PromptTuning, Model.Config, Path.GetFullPath(_o.ModelDir), Backend);
         else if (Lora != null && _pissaStart != null)
             PeftAdapterWriter.Write(_o.OutDir, LoraInitMethods.Converted(Model.Weights, Backend, _pissaStart),
@@ -261,6 +268,43 @@ public sealed class TrainingRun : IDisposable
         if (o.QLora && o.FromScratch) throw new TemperException("--qlora quantises a pretrained base; it cannot be combined with training from scratch");
         if (!File.Exists(o.DataPath)) throw new TemperException($"{o.DataPath}: data file not found");
         if (o.EvalData != null && !File.Exists(o.EvalData)) throw new TemperException($"{o.EvalData}: eval data file not found");
+    }
+
+    // (IA)^3 (a fresh --ia3, or an --init-adapter of peft_type IA3) trains only its vectors: LoRA-only and whole-model
+    // options are refused by name rather than ignored. Returns the IA3 config trained, or null.
+    private static Ia3Config? ValidateIa3(SftOptions o, bool extraParameters)
+    {
+        string? adapterKind = o.InitAdapter != null && Directory.Exists(o.InitAdapter) ? PeftConfigFile.TypeOf(o.InitAdapter) : null;
+        bool continued = adapterKind == PeftConfigFile.Ia3;
+        if (!o.Ia3 && !continued) return null;
+        if (o.InitAdapter != null && !continued)
+            throw new TemperException($"--ia3: {o.InitAdapter} is a {adapterKind ?? "missing"} adapter, and --init-adapter continues it as it is; drop --ia3");
+        string Refused(string what) => $"(IA)^3 trains one scaling vector per targeted projection; {what} cannot be combined with it";
+        if (o.Full) throw new TemperException(Refused("--full"));
+        if (o.UseDora) throw new TemperException(Refused("--use-dora"));
+        if (o.UseRsLora) throw new TemperException(Refused("--rslora"));
+        if (o.LoraDropout != 0) throw new TemperException(Refused("--lora-dropout"));
+        if (o.LoraPlusRatio != 1) throw new TemperException(Refused("--loraplus-lr-ratio"));
+        if (o.LoraInit != LoraInitMethods.Default) throw new TemperException(Refused("--lora-init"));
+        if (o.ModulesToSave.Count > 0) throw new TemperException(Refused("--modules-to-save"));
+        if (o.PromptTuningTokens > 0 || o.PrefixTuningTokens > 0) throw new TemperException(Refused(o.PromptTuningTokens > 0 ? "--prompt-tuning" : "--prefix-tuning"));
+        if (extraParameters) throw new TemperException(Refused("a reward model's score head"));
+        var cfg = continued ? Ia3Config.Load(o.InitAdapter!) : new Ia3Config(o.Ia3Targets, null, o.Ia3Feedforward, null).Validated("--ia3-feedforward");
+        if (cfg.Targets(ModulesToSave.HeadModule)) throw new TemperException("--ia3-targets: an IA3 vector on lm_head is not supported (the decoder layers' projections are)");
+        return cfg;
+    }
+
+    // A fresh (IA)^3 adapter: every targeted layer projection gets l = ones ([Out], or [In] when feedforward), as PEFT's init_ia3_weights.
+    private static void AttachFreshIa3(ModelWeights w, Ia3Config cfg, IBackend be)
+    {
+        foreach (var p in w.Projections.Where(p => cfg.Targets(p.Name)))
+        {
+            bool ff = cfg.IsFeedforward(p.Name);
+            int n = ff ? p.In : p.Out;
+            p.Ia3 = Ia3View.Create(be, be.FromHost(Tensor.FromFloats(new Shape(n), Enumerable.Repeat(1f, n).ToArray(), p.Name + Ia3Adapter.TensorSuffix)), ff);
+        }
+        if (!w.Projections.Any(p => p.Ia3 != null))
+            throw new TemperException($"--ia3-targets {string.Join(",", cfg.TargetList ?? [cfg.TargetRegex!])}: no projection of the model matches");
     }
 
     // Prompt or prefix tuning (a fresh --prompt-tuning / --prefix-tuning P, or an --init-adapter of that kind) trains

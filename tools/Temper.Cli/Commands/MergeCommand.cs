@@ -20,7 +20,7 @@ internal static class MergeCommand
     public static Command Create()
     {
         var model = CliOptions.Model();
-        var adapters = new Option<string[]>("--adapter") { Description = "PEFT LoRA adapter folder to merge (repeatable: each added with its weight)", Required = true };
+        var adapters = new Option<string[]>("--adapter") { Description = "PEFT LoRA or IA3 adapter folder to merge (repeatable: each added with its weight)", Required = true };
         var weights = new Option<string?>("--weights") { Description = "Comma-separated weight per adapter (default 1 each)" };
         var output = new Option<string>("--out") { Description = "Folder for the merged model", Required = true };
         var threads = CliOptions.Threads();
@@ -30,16 +30,20 @@ internal static class MergeCommand
             var dirs = p.GetValue(adapters)!;
             var w = Weights(p.GetValue(weights), dirs.Length);
             var be = CliOptions.Backend(p, p.GetValue(threads));
-            var loaded = dirs.Select(d => LoraAdapter.Load(d, allowDora: true, embeddingCopies: true)).ToList();
+            var ia3 = dirs.Select((d, i) => PeftConfigFile.TypeOf(d) != PeftConfigFile.Ia3 ? null
+                : w[i] == 1 ? Ia3Adapter.Load(d) : throw new TemperException($"{d}: an (IA)^3 adapter scales the weights; it merges with weight 1 only (got {w[i]})")).ToList();
+            var loaded = dirs.Select((d, i) => ia3[i] != null ? null : LoraAdapter.Load(d, allowDora: true, embeddingCopies: true)).ToList();
             try
             {
                 using var lm = LanguageModel.Load(p.GetValue(model)!, be, weightDType: CliOptions.WeightDType(p), dequantize: true);
-                for (int i = 0; i < loaded.Count; i++) loaded[i].Merge(lm.Weights, be, w[i]);
+                for (int i = 0; i < loaded.Count; i++)
+                    if (ia3[i] is { } scaling) scaling.Merge(lm.Weights, be);
+                    else loaded[i]!.Merge(lm.Weights, be, w[i]);
                 ModelExport.Save(p.GetValue(output)!, lm, be);
             }
             finally
             {
-                foreach (var a in loaded) a.Dispose();
+                foreach (var a in loaded) a?.Dispose();
             }
             Console.WriteLine($"merged {string.Join(", ", dirs.Select((d, i) => w[i] == 1 ? d : $"{d} x {w[i]}"))} into {p.GetValue(model)}; wrote {p.GetValue(output)}");
             return 0;

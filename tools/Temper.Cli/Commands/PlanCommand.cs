@@ -1,5 +1,5 @@
 // `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--modules-to-save LIST] [--use-dora] [--batch-size B]
-// [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P]`: the memory a training run needs (MemoryPlan), from
+// [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P | --ia3 [--ia3-targets ...] [--ia3-feedforward ...]]`: the memory a training run needs (MemoryPlan), from
 // config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
 // the same prediction beside its measured peak when it finishes.
 using System.CommandLine;
@@ -26,7 +26,10 @@ internal static class PlanCommand
         var checkpointing = new Option<bool>("--gradient-checkpointing") { Description = "Keep only each layer's input; rebuild its activations in backward" };
         var prompt = new Option<int>("--prompt-tuning") { Description = "Plan prompt tuning with this many virtual tokens instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
         var prefix = new Option<int>("--prefix-tuning") { Description = "Plan prefix tuning with this many virtual tokens instead of a LoRA adapter", DefaultValueFactory = _ => 0 };
-        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, saved, dora, batch, length, checkpointing, prompt, prefix };
+        var ia3 = new Option<bool>("--ia3") { Description = "Plan an (IA)^3 adapter (one vector per targeted projection) instead of a LoRA adapter" };
+        var ia3Targets = new Option<string>("--ia3-targets") { Description = "IA3 target modules (comma-separated)", DefaultValueFactory = _ => string.Join(",", Ia3Config.DefaultTargets) };
+        var ia3Feedforward = new Option<string>("--ia3-feedforward") { Description = "IA3 feedforward modules (input scaled), a subset of --ia3-targets", DefaultValueFactory = _ => string.Join(",", Ia3Config.DefaultFeedforward) };
+        var cmd = new Command("plan", "Print the memory a training run needs: weights, adapters, optimizer state, activations") { model, qlora, full, r, targets, saved, dora, batch, length, checkpointing, prompt, prefix, ia3, ia3Targets, ia3Feedforward };
         cmd.SetGuardedAction(p =>
         {
             string dir = p.GetValue(model)!;
@@ -44,11 +47,15 @@ internal static class PlanCommand
             var copies = (p.GetValue(saved) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(m => ModulesToSave.ModuleOf(m) ?? throw new TemperException($"--modules-to-save: '{m}' is not supported (embed_tokens and lm_head are)")).Distinct().Count();
             if (copies > 0 && (isFull || virtualTokens > 0)) throw new TemperException("--modules-to-save trains copies of the embedding / LM head beside a LoRA; it cannot be combined with --full, --prompt-tuning or --prefix-tuning");
+            static string[] List(string s) => s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            var ia3Config = !p.GetValue(ia3) ? null : new Ia3Config(List(p.GetValue(ia3Targets)!), null, List(p.GetValue(ia3Feedforward)!), null).Validated("--ia3-feedforward");
+            if (ia3Config != null && (isFull || virtualTokens > 0 || copies > 0 || p.GetValue(dora)))
+                throw new TemperException("--ia3 trains one scaling vector per targeted projection; it cannot be combined with --full, --use-dora, --modules-to-save, --prompt-tuning or --prefix-tuning");
             var (matrix, embedding) = HeldBytes(dir, CliOptions.WeightDType(p), isFull);
-            var lora = isFull || virtualTokens > 0 ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
+            var lora = isFull || virtualTokens > 0 || ia3Config != null ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
                 p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0) { UseDora = p.GetValue(dora) };
-            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix) { ModulesToSave = copies });
-            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}{(copies > 0 ? $" + {copies} modules_to_save {(copies == 1 ? "copy" : "copies")}" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix) { ModulesToSave = copies, Ia3 = ia3Config });
+            Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : ia3Config != null ? $"{(isQLora ? "NF4 base, " : "")}(IA)^3 on {string.Join(",", ia3Config.TargetList!)}" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}{(copies > 0 ? $" + {copies} modules_to_save {(copies == 1 ? "copy" : "copies")}" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
             Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
             Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
             Console.WriteLine($"  optimizer    {MemoryPlan.Bytes(plan.Optimizer),12}   (AdamW moments)");
