@@ -34,13 +34,30 @@ public sealed record Ia3Config(IReadOnlyList<string>? TargetList, string? Target
 
     /// <summary>PEFT's check_target_module_exists: a list entry matches the module named so or ending in "." + entry; a string full-matches.</summary>
     public bool Targets(string module) => TargetRegex != null
-        ? Regex.IsMatch(module, "^(?:" + TargetRegex + ")$")
+        ? FullMatch(TargetRegex, module, "target_modules")
         : TargetList!.Any(t => module == t || module.EndsWith("." + t, StringComparison.Ordinal));
 
     /// <summary>PEFT's _check_target_module_feedforward: a string full-matches, a list entry matches a module name ending in it.</summary>
     public bool IsFeedforward(string module) => FeedforwardRegex != null
-        ? Regex.IsMatch(module, "^(?:" + FeedforwardRegex + ")$")
+        ? FullMatch(FeedforwardRegex, module, "feedforward_modules")
         : FeedforwardList!.Any(t => module.EndsWith(t, StringComparison.Ordinal));
+
+    // A regex from a config file full-matched with a time limit: a pattern that backtracks without end is refused, not waited on.
+    private static bool FullMatch(string pattern, string module, string key)
+    {
+        try
+        {
+            return Regex.IsMatch(module, "^(?:" + pattern + ")$", RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+        }
+        catch (RegexMatchTimeoutException)
+        {
+            throw new TemperException($"'{key}' regex '{pattern}' took over 1 s to match '{module}'");
+        }
+        catch (ArgumentException e)
+        {
+            throw new TemperException($"'{key}' regex '{pattern}' is not a valid regular expression ({e.Message.Split('\n')[0]})");
+        }
+    }
 
     /// <summary>Checks a config built in code the way Load checks a file's (feedforward a subset of the targets, as PEFT's IA3Config does).</summary>
     public Ia3Config Validated(string where)
@@ -66,6 +83,10 @@ public sealed record Ia3Config(IReadOnlyList<string>? TargetList, string? Target
         var (targets, targetRegex) = Modules(o, path, "target_modules", required: true);
         var (ff, ffRegex) = Modules(o, path, "feedforward_modules", required: false);
         if (ff == null && ffRegex == null) ff = [];
+        foreach (var (key, regex) in new[] { ("target_modules", targetRegex), ("feedforward_modules", ffRegex) })
+            if (regex != null)
+                try { _ = new Regex(regex); }
+                catch (ArgumentException e) { throw new TemperException($"{path}: '{key}' regex '{regex}' is not a valid regular expression ({e.Message.Split('\n')[0]})"); }
         return new Ia3Config(targets, targetRegex, ff, ffRegex).Validated($"{path}: 'feedforward_modules'");
     }
 

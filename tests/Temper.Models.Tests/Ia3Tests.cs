@@ -118,6 +118,7 @@ public class Ia3Tests
     [InlineData("missing", "has no tensor")]
     [InlineData("fan_in_fan_out", "fan_in_fan_out")]
     [InlineData("lm_head", "lm_head is not supported")]
+    [InlineData("regex", "'target_modules' regex '(k_proj' is not a valid regular expression")]
     public void Bad_folders_are_refused_in_one_line_naming_the_file(string what, string expected)
     {
         string dir = what switch
@@ -130,6 +131,7 @@ public class Ia3Tests
             "untargeted" => Folder(c => c["target_modules"] = new JsonArray("k_proj", "down_proj")),
             "missing" => Folder(tensors: t => t.Where(kv => !kv.Key.Contains("layers.1.self_attn.v_proj", StringComparison.Ordinal))),
             "fan_in_fan_out" => Folder(c => c["fan_in_fan_out"] = true),
+            "regex" => Folder(c => c["target_modules"] = "(k_proj"),
             _ => Folder(c => c["target_modules"] = new JsonArray("k_proj", "v_proj", "down_proj", "lm_head"),
                 tensors: t => t.Append(new("base_model.model.lm_head.ia3_l", Tensor.FromFloats(new Shape(512, 1), new float[512])))),
         };
