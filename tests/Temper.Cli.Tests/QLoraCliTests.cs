@@ -91,6 +91,15 @@ public class QLoraCliTests
         Assert.Equal(fromQlora.Stdout, fromBnb.Stdout);
         var plan = TemperCli.Run("plan", "--model", bnb);
         Assert.Contains("QLoRA", plan.Stdout);
+        // merge without an adapter writes the checkpoint dequantised (dense, no quantization_config), with --qlora's text.
+        string dense = Path.Combine(model, "dense");
+        var deq = TemperCli.Run("merge", "--model", bnb, "--out", dense);
+        Assert.True(deq.ExitCode == 0, deq.Stderr);
+        Assert.DoesNotContain("quantization_config", File.ReadAllText(Path.Combine(dense, "config.json")));
+        Assert.Equal(fromQlora.Stdout, TemperCli.Run(["generate", "--model", dense, .. gen]).Stdout);
+        var noAdapter = TemperCli.Run("merge", "--model", model, "--out", Path.Combine(model, "x"));
+        Assert.Equal(2, noAdapter.ExitCode);
+        Assert.Contains("--adapter is required", noAdapter.Stderr);
         foreach (var bad in new[] { TemperCli.Run("quantize", "--model", model, "--out", model), TemperCli.Run("quantize", "--model", model, "--out", bnb + "2", "--skip-modules", "mlp.nope"), TemperCli.Run("quantize", "--model", bnb, "--out", bnb + "3") })
         {
             Assert.Equal(2, bad.ExitCode);

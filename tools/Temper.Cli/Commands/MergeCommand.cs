@@ -1,7 +1,7 @@
 // `temper merge --model DIR --adapter DIR [--adapter DIR ...] [--weights W,...] --out DIR`: merges PEFT LoRA
 // adapters into the base weights (W += sum_i w_i s_i B_i A_i, each in f32 and stored back in W's dtype; one
 // adapter at weight 1 is PEFT's merge_and_unload) and writes a full Hugging Face model folder (config.json,
-// model.safetensors, tokenizer files). A bitsandbytes 4-bit base is dequantised first (its exact values, held in
+// model.safetensors, tokenizer files); with no --adapter it only dequantises a bitsandbytes 4-bit model. A bitsandbytes 4-bit base is dequantised first (its exact values, held in
 // its compute dtype) and the merged model written dense, as unsloth's merged_16bit save does.
 // `temper combine --adapter DIR --adapter DIR [...] [--weights W,...] [--combination-type T] [--density D]
 // [--majority-sign-method total|frequency] [--svd-rank R] [--svd-clamp Q] [--seed S] --out DIR`: one PEFT adapter
@@ -20,14 +20,16 @@ internal static class MergeCommand
     public static Command Create()
     {
         var model = CliOptions.Model();
-        var adapters = new Option<string[]>("--adapter") { Description = "PEFT LoRA or IA3 adapter folder to merge (repeatable: each added with its weight)", Required = true };
+        var adapters = new Option<string[]>("--adapter") { Description = "PEFT LoRA or IA3 adapter folder to merge (repeatable: each added with its weight); none: a bitsandbytes 4-bit model is written dequantised" };
         var weights = new Option<string?>("--weights") { Description = "Comma-separated weight per adapter (default 1 each)" };
         var output = new Option<string>("--out") { Description = "Folder for the merged model", Required = true };
         var threads = CliOptions.Threads();
         var cmd = new Command("merge", "Merge LoRA adapters into the base and export a full model folder") { model, adapters, weights, output, threads };
         cmd.SetGuardedAction(p =>
         {
-            var dirs = p.GetValue(adapters)!;
+            var dirs = p.GetValue(adapters) ?? [];
+            if (dirs.Length == 0 && ModelConfig.Load(p.GetValue(model)!).Bnb4Bit == null)
+                throw new TemperException("--adapter is required (without one, merge only dequantises a bitsandbytes 4-bit model)");
             var w = Weights(p.GetValue(weights), dirs.Length);
             var be = CliOptions.Backend(p, p.GetValue(threads));
             var ia3 = dirs.Select((d, i) => PeftConfigFile.TypeOf(d) != PeftConfigFile.Ia3 ? null
@@ -45,7 +47,8 @@ internal static class MergeCommand
             {
                 foreach (var a in loaded) a?.Dispose();
             }
-            Console.WriteLine($"merged {string.Join(", ", dirs.Select((d, i) => w[i] == 1 ? d : $"{d} x {w[i]}"))} into {p.GetValue(model)}; wrote {p.GetValue(output)}");
+            Console.WriteLine(dirs.Length == 0 ? $"dequantised {p.GetValue(model)}; wrote {p.GetValue(output)}"
+                : $"merged {string.Join(", ", dirs.Select((d, i) => w[i] == 1 ? d : $"{d} x {w[i]}"))} into {p.GetValue(model)}; wrote {p.GetValue(output)}");
             return 0;
         });
         return cmd;
