@@ -259,19 +259,7 @@ public class Ia3TrainingTests
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var lm = LanguageModel.Load(Fixtures.Hf("llama-tiny"), new CpuBackend());
         lm.AttachAdapter(Path.Combine(dir, "adapter"), merge: false);
-        var ids = r.Get("input_ids").Span<int>().ToArray();
-        var labels = r.Get("labels").Span<int>().ToArray();
-        int b = r.Get("input_ids").Shape[0], t = ids.Length / b;
-        int count = Enumerable.Range(0, ids.Length).Count(i => i % t != 0 && labels[i] != -100);
-        using var ps = TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
-        double loss = new DecoderBackprop(lm.Decoder).Run(ids, labels, [], b, 1f / count, ps.GradOf).Sum() / count;
-        Assert.Equal(r.Get("loss").Floats[0], loss, 1e-4 * Math.Abs(loss));
-        foreach (var p in ps.All)
-        {
-            double err = GradientParityTests.RelativeL2(r.Get("grad." + p.Name).ToFloatArray(), p.Grad.Floats);
-            Assert.True(err < 1e-3, $"grad.{p.Name}: relative L2 error {err:G3}");
-        }
-        Assert.Equal(r.Entries.Count(e => e.Name.StartsWith("grad.", StringComparison.Ordinal)), ps.All.Count);
+        var (ids, b) = PeftStep0.AssertMatches(dir, lm);
         using var logits = lm.Logits(ids, b);
         double logitErr = GradientParityTests.RelativeL2(r.Get("logits").Floats, logits.Floats);
         Assert.True(logitErr < 1e-4, $"IA3 logits: relative L2 error {logitErr:G3}");
