@@ -53,7 +53,7 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
     public CudaDecodeGraph Graph(int positions)
     {
         if (Cuda == null) throw new InvalidOperationException("the model is not on CUDA");
-        if (HasLora)
+        if (HasViews)
             throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: generation on CUDA takes merged weights; merge the adapter (temper_adapter_merge) or remove it first");
         if (Lm.Weights.VirtualTokenCount > 0)
             throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: generation on CUDA does not put a prompt- or prefix-tuning adapter's virtual tokens before the prompt; remove the adapter (temper_adapter_remove) or free the trainer first");
@@ -97,21 +97,68 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
         public void Dispose() => m.Exit();
     }
 
-    public void RemoveLora()
+    // The modules_to_save copies an unmerged adapter (apply, or a trainer) stands in for the embedding / LM head; copies
+    // a merge attached are not these and stay (a merge cannot be undone without reloading).
+    private Tensor? _appliedEmbed, _appliedHead;
+
+    /// <summary>Runs attach (which may set modules_to_save copies) and records the copies it set as removable with the adapter.</summary>
+    public void TrackCopies(Action attach)
     {
-        foreach (var p in AllProjections) p.Lora = null;
+        var w = Lm.Weights;
+        var (embed, head) = (w.EmbedReplacement, w.LmHead.Replacement);
+        try
+        {
+            attach();
+        }
+        finally
+        {
+            if (!ReferenceEquals(w.EmbedReplacement, embed)) _appliedEmbed = w.EmbedReplacement;
+            if (!ReferenceEquals(w.LmHead.Replacement, head)) _appliedHead = w.LmHead.Replacement;
+        }
     }
 
-    public bool HasLora => AllProjections.Any(p => p.Lora != null);
+    /// <summary>The modules_to_save copies of the unmerged adapter (null where it has none).</summary>
+    public (Tensor? Embed, Tensor? Head) AppliedCopies => (_appliedEmbed, _appliedHead);
 
-    /// <summary>Any adapter on the model: LoRA views, or a prompt- or prefix-tuning adapter's virtual tokens.</summary>
-    public bool HasAdapter => HasLora || Lm.Weights.VirtualTokenCount > 0;
+    /// <summary>Unmerged views on the model: LoRA / DoRA, (IA)^3, or an applied adapter's modules_to_save copies.</summary>
+    public bool HasViews => AllProjections.Any(p => p.Lora != null || p.Ia3 != null) || _appliedEmbed != null || _appliedHead != null;
 
-    /// <summary>Detaches every adapter: LoRA views, and a prompt- or prefix-tuning adapter (disposed).</summary>
+    /// <summary>Any adapter on the model: unmerged views, or a prompt- or prefix-tuning adapter's virtual tokens.</summary>
+    public bool HasAdapter => HasViews || Lm.Weights.VirtualTokenCount > 0;
+
+    /// <summary>Detaches every unmerged adapter: LoRA and (IA)^3 views, an applied adapter's modules_to_save copies (disposed;
+    /// the base embedding / LM head compute again), and a prompt- or prefix-tuning adapter (disposed).</summary>
     public void RemoveAdapters()
     {
-        RemoveLora();
+        var w = Lm.Weights;
+        foreach (var p in AllProjections)
+        {
+            p.Lora = null;
+            if (p.Ia3 is { } ia3)
+            {
+                p.Ia3 = null;
+                Free(ia3.Vector);
+                Free(ia3.Ones);
+            }
+        }
+        if (_appliedEmbed != null && ReferenceEquals(w.EmbedReplacement, _appliedEmbed))
+        {
+            w.EmbedReplacement = null;
+            Free(_appliedEmbed);
+        }
+        if (_appliedHead != null && ReferenceEquals(w.LmHead.Replacement, _appliedHead))
+        {
+            w.LmHead.Replacement = null;
+            Free(_appliedHead);
+        }
+        (_appliedEmbed, _appliedHead) = (null, null);
         Lm.DetachVirtualTokens();
+    }
+
+    // A device tensor goes back to its backend; host tensors are managed memory (as ModelWeights.Dispose frees).
+    private static void Free(Tensor t)
+    {
+        if (!t.IsHost) t.Dispose();
     }
 
     /// <summary>
@@ -144,9 +191,10 @@ internal sealed class NativeModel(LanguageModel lm, IBackend backend, CudaDevice
 }
 
 /// <summary>
-/// What a temper_adapter handle holds: a PEFT folder read into memory, one of three kinds: LoRA (or DoRA) A/B views,
-/// a prompt-tuning adapter's virtual token embeddings [P,C], or a prefix-tuning adapter's per-layer key/value rows
-/// [P,Hkv*D] (host tensors, checked against a model when applied).
+/// What a temper_adapter handle holds: a PEFT folder read into memory, one of four kinds: LoRA (or DoRA) A/B views
+/// (with modules_to_save copies of embed_tokens / lm_head when the folder has them), (IA)^3 vectors, a prompt-tuning
+/// adapter's virtual token embeddings [P,C], or a prefix-tuning adapter's per-layer key/value rows [P,Hkv*D] (host
+/// tensors, checked against a model when applied).
 /// </summary>
 internal sealed class NativeAdapter : IDisposable
 {
@@ -154,14 +202,16 @@ internal sealed class NativeAdapter : IDisposable
 
     public string Directory { get; }
     public LoraAdapter? Lora { get; private init; }
+    public Ia3Adapter? Ia3 { get; private init; }
     public PromptTuningConfig? PromptConfig { get; private init; }
     public Tensor? Prompt { get; private init; }          // [P, C] f32, host
     public PrefixKv? Prefix { get; private init; }        // per layer [P, Hkv*D] f32, host
 
-    /// <summary>"LoRA", "DoRA", "prompt-tuning" or "prefix-tuning", for messages.</summary>
-    public string Kind => Prompt != null ? "prompt-tuning" : Prefix != null ? "prefix-tuning" : Lora!.Config.UseDora ? "DoRA" : "LoRA";
+    /// <summary>"LoRA", "DoRA", "IA3", "prompt-tuning" or "prefix-tuning", for messages.</summary>
+    public string Kind => Prompt != null ? "prompt-tuning" : Prefix != null ? "prefix-tuning" : Ia3 != null ? "IA3" : Lora!.Config.UseDora ? "DoRA" : "LoRA";
 
-    /// <summary>Reads the folder by its peft_type: LORA (use_dora too), PROMPT_TUNING or PREFIX_TUNING; anything else is refused.</summary>
+    /// <summary>Reads the folder by its peft_type: LORA (use_dora and modules_to_save too), IA3, PROMPT_TUNING or PREFIX_TUNING;
+    /// anything else is refused.</summary>
     public static NativeAdapter Load(string dir)
     {
         string type = PeftConfigFile.TypeOf(dir);
@@ -171,7 +221,8 @@ internal sealed class NativeAdapter : IDisposable
             return new NativeAdapter(dir) { PromptConfig = cfg, Prompt = host };
         }
         if (type == PeftConfigFile.PrefixTuning) return new NativeAdapter(dir) { Prefix = PrefixTuningAdapter.Load(dir, model: null) };
-        return new NativeAdapter(dir) { Lora = LoraAdapter.Load(dir, allowDora: true) };
+        if (type == PeftConfigFile.Ia3) return new NativeAdapter(dir) { Ia3 = Ia3Adapter.Load(dir) };
+        return new NativeAdapter(dir) { Lora = LoraAdapter.Load(dir, allowDora: true, embeddingCopies: true) };
     }
 
     /// <summary>Attaches the adapter to the model unmerged (every adapter applied before is removed first); the model
@@ -185,9 +236,11 @@ internal sealed class NativeAdapter : IDisposable
             if (Lora != null)
             {
                 // DoRA runs unmerged too: each view carries its magnitude, and the forward rescales by m / ||W + s B A||.
-                Lora.Apply(lm.Weights, m.Backend, dora: Lora.Config.UseDora);
+                // modules_to_save copies (new tensors, not views of the file) stand in for the embedding / LM head until removed.
+                m.TrackCopies(() => Lora.Apply(lm.Weights, m.Backend, dora: Lora.Config.UseDora));
                 m.OwnLoraCopies();
             }
+            else if (Ia3 != null) Ia3.Apply(lm.Weights, m.Backend);   // as LanguageModel.AttachAdapter's IA3 path; the vectors are copies
             else if (Prompt != null)
             {
                 if (Prompt.Shape[1] != lm.Config.HiddenSize)

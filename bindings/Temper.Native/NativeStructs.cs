@@ -33,6 +33,7 @@ public unsafe struct TemperGenerateOptions
     public int StopCount;
     public int JsonObject;      // 0.3.0: non-zero = the output is one JSON object
     public byte* JsonSchema;    // 0.3.0: NUL-terminated UTF-8 JSON Schema the output matches; NULL = none
+    public int MinNewTokens;    // 0.5.0: neither EOS nor a stop string ends the generation before this many new tokens
 }
 
 /// <summary>temper_generate_result.</summary>
@@ -70,6 +71,8 @@ public unsafe struct TemperTrainerOptions
     public int PrefixTuningTokens;  // 0.4.0: > 0 = train P key/value rows per layer (PEFT PREFIX_TUNING) instead of LoRA
     public byte* PromptTuningInitText; // 0.4.0: prompt tuning's TEXT init (the text's token embeddings); NULL = RANDOM
     public float LoraplusLrRatio;   // 0.4.0: LoRA+: lora_B and DoRA's magnitudes learn at learning_rate times this; 1 = off
+    public int Ia3;                 // 0.5.0: non-zero = train a PEFT (IA)^3 adapter (PEFT's default targets) instead of LoRA
+    public byte* ModulesToSave;     // 0.5.0: comma-separated embed_tokens and/or lm_head trained in full beside the LoRA; NULL = none
 }
 
 /// <summary>temper_step_metrics.</summary>

@@ -2,7 +2,9 @@
 // host. The adapter is LoRA (fresh views with PEFT init, or init_adapter's), DoRA (use_dora: LoRA plus a magnitude
 // m [Out] per module), a prompt-tuning adapter (prompt_tuning_tokens P: virtual token embeddings [P,C] before every
 // sequence) or a prefix-tuning one (prefix_tuning_tokens P: key/value rows [P,Hkv*D] per layer), as TrainingRun.Open
-// sets them up for the CLI. Creating the trainer attaches it to the model; while it lives the model computes with
+// sets them up for the CLI; since 0.5.0 also an (IA)^3 adapter (ia3: one scaling vector per projection PEFT targets by
+// default, or init_adapter's IA3 folder) and, beside a LoRA, modules_to_save copies of embed_tokens / lm_head trained in
+// full (modules_to_save, or init_adapter's copies), as `--ia3` and `--modules-to-save` do. Creating the trainer attaches it to the model; while it lives the model computes with
 // it (so the host can sample mid-training: after each step the views drop what they cached, DoRA's norm) and
 // adapter calls on the model are refused; freeing it detaches it (virtual tokens are disposed). Examples come
 // from a JSONL file (TRL forms: messages, prompt/completion, text) and/or one JSON line at a time; a step takes
@@ -22,6 +24,7 @@ using Temper.Training.Data;
 using Temper.Training.Lora;
 using Temper.Training.Optim;
 using Temper.Training.Preference;
+using Temper.Training.Trainers;
 #endif
 
 namespace Temper.Native;
@@ -37,7 +40,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
 
     public const bool Available = false;
 
-    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText) =>
+    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText, string? modulesToSave) =>
         throw new NativeError(TemperStatus.Unsupported,
             "temper_trainer_init: this libtemper was built without training (-p:TemperTraining=false)");
 
@@ -51,6 +54,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
     private readonly TemperTrainerOptions _o;
     private readonly LoraConfig? _lora;                    // LoRA or DoRA; null when virtual tokens are trained
     private readonly PromptTuningConfig? _prompt;          // prompt tuning (its embeddings are Lm.Weights.PromptEmbeddings)
+    private readonly Ia3Config? _ia3;                      // (IA)^3 (its vectors are the projections' Ia3 views)
     private readonly TrainableParameters _ps;
     private readonly AdamW _opt;
     private readonly DecoderBackprop _backprop;
@@ -64,11 +68,13 @@ internal sealed unsafe class NativeTrainer : IDisposable
     private int _batcherCount;
     private int _epoch, _index, _step, _pushed;
 
-    private NativeTrainer(NativeModel model, in TemperTrainerOptions o, string? kind, LoraConfig? lora, string? initAdapter, string? promptInitText)
+    private NativeTrainer(NativeModel model, in TemperTrainerOptions o, string? kind, LoraConfig? lora, Ia3Config? ia3, (bool Embed, bool Head) copies,
+        string? initAdapter, string? promptInitText)
     {
         Model = model;
         _o = o;
         _lora = lora;
+        _ia3 = ia3;
         var lm = model.Lm;
         try
         {
@@ -82,11 +88,19 @@ internal sealed unsafe class NativeTrainer : IDisposable
             }
             else if (kind == PeftConfigFile.PrefixTuning)
                 lm.AttachPrefix(initAdapter != null ? PrefixTuningAdapter.Load(initAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
-            else if (initAdapter == null) LoraInit.Attach(lm.Weights, lora!, model.Backend, o.Seed);
+            else if (ia3 != null && initAdapter != null) Ia3Adapter.Load(initAdapter).Apply(lm.Weights, model.Backend);   // as LanguageModel.AttachAdapter
+            else if (ia3 != null) TrainingRun.AttachFreshIa3(lm.Weights, ia3, model.Backend);
+            else if (initAdapter == null)
+            {
+                LoraInit.Attach(lm.Weights, lora!, model.Backend, o.Seed);
+                if (copies.Embed || copies.Head) model.TrackCopies(() => ModulesToSave.AttachFreshCopies(lm.Weights, model.Backend, copies.Embed, copies.Head));
+            }
             else
             {
-                using var a = LoraAdapter.Load(initAdapter, allowDora: true);
-                a.Apply(lm.Weights, model.Backend, dora: true);   // a DoRA folder goes on as DoRA, its magnitudes on the views
+                // As LanguageModel.AttachAdapter(trainable: true): a DoRA folder goes on as DoRA, its magnitudes on the views,
+                // and its modules_to_save copies (f32) are trained on.
+                using var a = LoraAdapter.Load(initAdapter, allowDora: true, embeddingCopies: true);
+                model.TrackCopies(() => a.Apply(lm.Weights, model.Backend, dora: true, trainable: true));
                 model.OwnLoraCopies();   // trained in place, and independent of the folder's mapping
             }
         }
@@ -113,12 +127,14 @@ internal sealed unsafe class NativeTrainer : IDisposable
         _pad = lm.Config.PadTokenId ?? lm.Tokenizer?.PadId ?? 0;
     }
 
-    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText)
+    public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText, string? modulesToSave)
     {
         Validate(o);
         var tok = model.Lm.RequireTokenizer();
         if (initAdapter != null && !Directory.Exists(initAdapter)) throw new NativeError(TemperStatus.NotFound, $"{initAdapter}: adapter folder not found");
-        string? kind = ValidateVirtualTokens(o, targets, initAdapter, promptInitText);
+        var ia3 = ValidateIa3(o, targets, initAdapter, promptInitText, modulesToSave);
+        string? kind = ia3 != null ? PeftConfigFile.Ia3 : ValidateVirtualTokens(o, targets, initAdapter, promptInitText);
+        var copies = ValidateModulesToSave(modulesToSave, kind, targets, initAdapter);
         LoraConfig? lora = null;
         if (kind == null && initAdapter != null)
         {
@@ -126,6 +142,8 @@ internal sealed unsafe class NativeTrainer : IDisposable
             if (lora.Dropout > 0) throw new NativeError(TemperStatus.Unsupported, $"{initAdapter}: LoRA dropout {lora.Dropout} is not supported by the trainer yet");
             if (o.UseDora != 0 && !lora.UseDora)
                 throw Status.Arg($"temper_trainer_init: use_dora is set but init_adapter {initAdapter} is a plain LoRA adapter (use_dora false), and init_adapter continues it as it is; set use_dora = 0");
+            if (modulesToSave != null && !Modules(modulesToSave).Order().SequenceEqual(lora.ModulesToSave.Select(ModulesToSave.ModuleOf).Order()))
+                throw Status.Arg($"temper_trainer_init: modules_to_save is \"{modulesToSave}\" but init_adapter {initAdapter} saves [{string.Join(", ", lora.ModulesToSave)}], and init_adapter continues it as it is; set modules_to_save = NULL");
         }
         else if (kind == null)
         {
@@ -147,7 +165,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
             }
             else first = [.. SftDataset.Load(dataPath, tok, model.Lm.Template, DataOptions(o)).Examples];
         }
-        var t = new NativeTrainer(model, o, kind, lora, initAdapter, promptInitText);
+        var t = new NativeTrainer(model, o, kind, lora, ia3, copies, initAdapter, promptInitText);
         if (first != null) t._examples.AddRange(first);
         if (pairs != null) t._pairs.AddRange(pairs);
         return t;
@@ -175,6 +193,50 @@ internal sealed unsafe class NativeTrainer : IDisposable
         if (o.PromptTuningTokens < 0) throw Status.Arg($"temper_trainer_init: prompt_tuning_tokens must be >= 0 (0 = off; got {o.PromptTuningTokens})");
         if (o.PrefixTuningTokens < 0) throw Status.Arg($"temper_trainer_init: prefix_tuning_tokens must be >= 0 (0 = off; got {o.PrefixTuningTokens})");
         if (o.PromptTuningTokens > 0 && o.PrefixTuningTokens > 0) throw Status.Arg("temper_trainer_init: prompt_tuning_tokens and prefix_tuning_tokens are both set; train one kind of virtual tokens");
+    }
+
+    // (IA)^3 (ia3, or an init_adapter of peft_type IA3) trains one vector per targeted projection: as TrainingRun.ValidateIa3
+    // does for `--ia3`, every LoRA-only or other-kind setting is refused by its field name (lora_rank and lora_alpha, which
+    // always hold a value, are ignored). Returns the IA3 config trained (PEFT's default targets, or the folder's), or null.
+    private static Ia3Config? ValidateIa3(in TemperTrainerOptions o, string? targets, string? initAdapter, string? promptInitText, string? modulesToSave)
+    {
+        const string f = "temper_trainer_init";
+        string? adapterKind = initAdapter != null ? PeftConfigFile.TypeOf(initAdapter) : null;
+        bool continued = adapterKind == PeftConfigFile.Ia3;
+        if (o.Ia3 == 0 && !continued) return null;
+        if (initAdapter != null && !continued)
+            throw Status.Arg($"{f}: ia3 is set but init_adapter {initAdapter} is a {adapterKind} adapter, and init_adapter continues it as it is; set ia3 = 0");
+        string Refused(string field) => $"{f}: (IA)^3 trains one scaling vector per targeted projection; {field} cannot be combined with it";
+        if (o.UseDora != 0) throw Status.Arg(Refused("use_dora"));
+        if (o.UseRslora != 0) throw Status.Arg(Refused("use_rslora"));
+        if (o.LoraplusLrRatio != 1) throw Status.Arg(Refused("loraplus_lr_ratio"));
+        if (targets != null) throw Status.Arg(Refused("lora_targets"));
+        if (modulesToSave != null) throw Status.Arg(Refused("modules_to_save"));
+        if (o.PromptTuningTokens > 0) throw Status.Arg(Refused("prompt_tuning_tokens"));
+        if (o.PrefixTuningTokens > 0) throw Status.Arg(Refused("prefix_tuning_tokens"));
+        if (promptInitText != null) throw Status.Arg(Refused("prompt_tuning_init_text"));
+        return continued ? Ia3Config.Load(initAdapter!) : new Ia3Config(Ia3Config.DefaultTargets, null, Ia3Config.DefaultFeedforward, null);
+    }
+
+    // The modules modules_to_save names (ModulesToSave.EmbedModule / HeadModule), each entry checked.
+    private static string[] Modules(string modulesToSave)
+    {
+        var entries = modulesToSave.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (entries.Length == 0) throw Status.Arg("temper_trainer_init: modules_to_save names no module; set it to NULL for none");
+        return [.. entries.Select(e => ModulesToSave.ModuleOf(e) ?? throw Status.Arg($"temper_trainer_init: modules_to_save entry '{e}' is not supported (embed_tokens and lm_head are)")).Distinct()];
+    }
+
+    // modules_to_save: embed_tokens and/or lm_head trained in full beside a LoRA, as TrainingRun.ValidateModulesToSave does for
+    // `--modules-to-save`. Returns which ones a fresh LoRA gets (an init_adapter brings its own).
+    private static (bool Embed, bool Head) ValidateModulesToSave(string? modulesToSave, string? kind, string? targets, string? initAdapter)
+    {
+        if (modulesToSave == null) return (false, false);
+        var modules = Modules(modulesToSave);
+        if (kind != null) throw Status.Arg($"temper_trainer_init: modules_to_save trains copies of the embedding / LM head beside a LoRA; it cannot be combined with {(kind == PeftConfigFile.PromptTuning ? "prompt" : "prefix")} tuning");
+        bool head = modules.Contains(ModulesToSave.HeadModule);
+        if (head && initAdapter == null && targets != null && targets.Split(',', StringSplitOptions.TrimEntries).Any(t => t.Length > 0 && ModulesToSave.ModuleOf(t) == ModulesToSave.HeadModule))
+            throw Status.Arg("temper_trainer_init: modules_to_save names lm_head, which lora_targets names too; one module cannot be both");
+        return (modules.Contains(ModulesToSave.EmbedModule), head);
     }
 
     // Prompt or prefix tuning (prompt_tuning_tokens / prefix_tuning_tokens P, or an init_adapter of that kind) trains
@@ -338,7 +400,21 @@ internal sealed unsafe class NativeTrainer : IDisposable
         string baseModel = Path.GetFullPath(lm.Directory);
         if (lm.Weights.Prefix is { } prefix) PeftAdapterWriter.SavePrefix(dir, prefix, lm.Config, baseModel, Model.Backend);
         else if (_prompt != null) PeftAdapterWriter.SavePrompt(dir, lm.Weights.PromptEmbeddings!, _prompt, lm.Config, baseModel, Model.Backend);
-        else PeftAdapterWriter.Save(dir, lm.Weights, _lora!, Model.Backend, baseModel);
+        else if (_ia3 != null) PeftAdapterWriter.SaveIa3(dir, lm.Weights, _ia3, Model.Backend, baseModel);
+        else PeftAdapterWriter.Save(dir, lm.Weights, _lora!, Model.Backend, baseModel, SavedCopies());
+    }
+
+    // The modules_to_save copies this run trains (not ones an earlier temper_adapter_merge left in place of the weights).
+    private PeftAdapterWriter.SavedModules? SavedCopies()
+    {
+        var (embed, head) = Model.AppliedCopies;
+        var w = Model.Lm.Weights;
+        if (embed == null && head == null) return w.EmbedReplacement == null && w.LmHead.Replacement == null ? null : new("CAUSAL_LM", [], []);
+        var names = new List<string>();
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        if (embed != null) { names.Add("embed_tokens"); tensors.Add(new(ModulesToSave.EmbedModule + ".weight", embed)); }
+        if (head != null) { names.Add("lm_head"); tensors.Add(new(ModulesToSave.HeadModule + ".weight", head)); }
+        return new("CAUSAL_LM", names, tensors);
     }
 
     public void Dispose()

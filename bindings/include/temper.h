@@ -1,7 +1,8 @@
 /*
  * temper.h - the C API of libtemper: load a Hugging Face model folder (config.json + safetensors +
  * tokenizer.json), tokenize, render its chat template, compute logits, generate with streaming
- * callbacks, load/apply/merge PEFT adapters (LoRA, DoRA, prompt tuning, prefix tuning), and fine-tune them with
+ * callbacks, load/apply/merge PEFT adapters (LoRA, DoRA, (IA)^3, prompt tuning, prefix tuning; LoRA with
+ * modules_to_save copies of embed_tokens / lm_head), and fine-tune them with
  * SFT or DPO, from C or C++, with no .NET installed: libtemper is a self-contained NativeAOT library.
  *
  * Worked example (error handling shortened to one macro; samples/c-host/main.c is the full version):
@@ -102,8 +103,10 @@
  *    json_object and json_schema to temper_generate_options and still takes 0.2.0's size of it (a 0.2.0
  *    host runs unchanged on it, though its TEMPER_VERSION check sees "0.2.0" against "0.3.0"); 0.4.0 added
  *    use_dora, prompt_tuning_tokens, prefix_tuning_tokens, prompt_tuning_init_text and loraplus_lr_ratio to
- *    temper_trainer_options and still takes 0.3.0's size of it (88 bytes on LP64; 112 now), those fields then
- *    0 / NULL / 1.
+ *    temper_trainer_options and still takes 0.3.0's size of it (88 bytes on LP64), those fields then
+ *    0 / NULL / 1; 0.5.0 added min_new_tokens to temper_generate_options (0.3.0's and 0.4.0's size of it, 80
+ *    bytes on LP64, still taken; 88 now) and ia3 and modules_to_save to temper_trainer_options (0.4.0's size of
+ *    it, 112 bytes on LP64, still taken; 120 now), the missing fields then 0 / NULL.
  *    temper_generate_result and temper_step_metrics have no struct_size and do not
  *    change within 0.x.
  *  - Thread safety, stated per function below. In short: the library is thread-safe; one model runs
@@ -130,7 +133,7 @@ extern "C" {
 #endif
 
 /* The version of this header; temper_version() returns the library's. */
-#define TEMPER_VERSION "0.4.0"
+#define TEMPER_VERSION "0.5.0"
 
 /* ---- status codes ------------------------------------------------------------------------------ */
 
@@ -153,7 +156,7 @@ typedef enum temper_status {
 
 /* ---- library ----------------------------------------------------------------------------------- */
 
-/* The library version, e.g. "0.4.0". Static storage. Thread-safe. */
+/* The library version, e.g. "0.5.0". Static storage. Thread-safe. */
 TEMPER_API const char* temper_version(void);
 
 /* The message of the last call on this thread that failed, or "" if it succeeded (the calls that
@@ -269,6 +272,12 @@ typedef struct temper_generate_options {
                                    the model). Not with json_object. NULL (default) = none. Read during the
                                    call only. A host built against 0.2.0's header (its smaller struct_size)
                                    is still accepted, without these two fields. */
+    int32_t min_new_tokens;     /* since 0.5.0. transformers' min_new_tokens (`temper generate --min-new-tokens`):
+                                   before this many new tokens EOS cannot be picked (its logits are masked) and
+                                   stop strings do not end the generation. >= 0 (a negative value is
+                                   TEMPER_E_INVALID_ARGUMENT naming it); 0 (default) = off. > 0 on
+                                   TEMPER_DEVICE_CUDA is TEMPER_E_UNSUPPORTED. A host built against 0.3.0's or
+                                   0.4.0's header (their smaller struct_size) is still accepted, without it. */
 } temper_generate_options;
 
 typedef enum temper_finish_reason {
@@ -316,6 +325,12 @@ typedef struct temper_adapter temper_adapter;
                         merge is TEMPER_E_INVALID_ARGUMENT (there are no weights to fold them into)
      PREFIX_TUNING      (since 0.4.0) apply (every layer's attention sees its key/value rows before the real
                         tokens), remove; merge is TEMPER_E_INVALID_ARGUMENT
+     IA3                (since 0.5.0) apply (unmerged: y = (xW^T + b) * l, or (x * l)W^T + b for a feedforward module),
+                        remove, merge (rows or columns of W scaled by l, as PEFT merges it)
+     LORA, modules_to_save (since 0.5.0) full copies of embed_tokens and/or lm_head beside the LoRA (PEFT
+                        modules_to_save): apply puts them in place of those weights until remove (or the next apply)
+                        takes them off again; merge puts them in place for good (a later adapter with a copy of the
+                        same module is then TEMPER_E_INVALID_DATA). A resized vocabulary is refused.
    An unmerged adapter of any kind cannot be generated with on TEMPER_DEVICE_CUDA (TEMPER_E_UNSUPPORTED). */
 
 /* Reads a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) of a kind listed above.
@@ -336,7 +351,7 @@ TEMPER_API temper_status temper_adapter_apply(temper_model* model, const temper_
 /* Detaches the applied adapter (no-op without one). TEMPER_E_BUSY as for temper_adapter_apply. */
 TEMPER_API temper_status temper_adapter_remove(temper_model* model);
 
-/* Merges a LoRA or DoRA adapter into the model's weights (W += s B A; cannot be undone without reloading).
+/* Merges a LoRA, DoRA or IA3 adapter into the model's weights (W += s B A; cannot be undone without reloading).
    Any applied unmerged adapter is detached first. A prompt- or prefix-tuning adapter is TEMPER_E_INVALID_ARGUMENT
    (the model is left as it was). TEMPER_E_BUSY as for temper_adapter_apply. */
 TEMPER_API temper_status temper_adapter_merge(temper_model* model, const temper_adapter* adapter);
@@ -346,7 +361,7 @@ TEMPER_API temper_status temper_adapter_merge(temper_model* model, const temper_
 typedef struct temper_trainer temper_trainer;
 
 typedef enum temper_train_method {
-    TEMPER_TRAIN_SFT = 0,       /* supervised fine-tuning of an adapter (LoRA, DoRA, prompt or prefix tuning) */
+    TEMPER_TRAIN_SFT = 0,       /* supervised fine-tuning of an adapter (LoRA, DoRA, IA3, prompt or prefix tuning) */
     TEMPER_TRAIN_DPO = 1        /* DPO (sigmoid loss at dpo_beta) of an adapter on preference pairs; the
                                    reference is the model with the trained adapter off (LoRA views, and a
                                    prompt's or prefix's virtual tokens): the base, or the base with an SFT
@@ -363,8 +378,9 @@ typedef struct temper_trainer_options {
     uint32_t struct_size;       /* sizeof(temper_trainer_options); set by temper_trainer_options_default() */
     int32_t method;             /* temper_train_method; default TEMPER_TRAIN_SFT */
     const char* init_adapter;   /* a PEFT folder to go on training, as it is: LoRA (its rank, alpha and targets
-                                   are used, not the three fields below), DoRA (goes on as DoRA), prompt or prefix
-                                   tuning (goes on as that; the token count field, if set, must match);
+                                   are used, not the three fields below; its modules_to_save copies go on being
+                                   trained), DoRA (goes on as DoRA), IA3 (goes on as IA3, its targets used),
+                                   prompt or prefix tuning (goes on as that; the token count field, if set, must match);
                                    NULL (default) = a fresh adapter. Read during temper_trainer_init only. */
     int32_t lora_rank;          /* default 16 */
     float lora_alpha;           /* default 32 (scale = alpha / rank) */
@@ -404,6 +420,22 @@ typedef struct temper_trainer_options {
     float loraplus_lr_ratio;    /* since 0.4.0. LoRA+ (PEFT's create_loraplus_optimizer): lora_B and DoRA's
                                    magnitudes learn at learning_rate times this, lora_A at learning_rate.
                                    Default 1 = off; must be > 0; only 1 with prompt or prefix tuning */
+    int32_t ia3;                /* since 0.5.0. Non-zero: train a PEFT (IA)^3 adapter instead of a LoRA (as `temper sft
+                                   --ia3`): one scaling vector l per targeted projection, ones at the start, with
+                                   PEFT's default targets for llama / qwen2 / mistral (k_proj, v_proj, down_proj;
+                                   down_proj feedforward, scaling its input). lora_rank and lora_alpha are ignored;
+                                   with use_dora, use_rslora, lora_targets, loraplus_lr_ratio != 1, modules_to_save,
+                                   prompt_tuning_tokens, prefix_tuning_tokens or prompt_tuning_init_text it is
+                                   TEMPER_E_INVALID_ARGUMENT naming that field. With init_adapter it must be an IA3
+                                   folder (one is continued as IA3 without this). Default 0 */
+    const char* modules_to_save; /* since 0.5.0. Comma-separated "embed_tokens" and/or "lm_head": full f32 copies of
+                                   those weights trained beside the LoRA or DoRA and saved with it (PEFT
+                                   modules_to_save, as `temper sft --modules-to-save`); another name, or lm_head also
+                                   in lora_targets, is TEMPER_E_INVALID_ARGUMENT; not with ia3, prompt or prefix
+                                   tuning. With init_adapter it must name the folder's own copies (which are trained
+                                   on without it). NULL (default) = none. Read during temper_trainer_init only.
+                                   A host built against 0.4.0's header (its smaller struct_size) is still accepted,
+                                   without these two fields. */
 } temper_trainer_options;
 
 typedef struct temper_step_metrics {
@@ -454,7 +486,7 @@ TEMPER_API temper_status temper_trainer_set_metrics_callback(temper_trainer* tra
 
 /* Writes the trained adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors) that
    temper_adapter_load, PEFT and transformers read: peft_type LORA (use_dora true with lora_magnitude_vector
-   for DoRA), PROMPT_TUNING or PREFIX_TUNING. Takes the model. */
+   for DoRA; modules_to_save with the copies' weights), IA3, PROMPT_TUNING or PREFIX_TUNING. Takes the model. */
 TEMPER_API temper_status temper_trainer_save_adapter(temper_trainer* trainer, const char* dir);
 
 #ifdef __cplusplus

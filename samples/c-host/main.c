@@ -494,6 +494,44 @@ static int run_train(const char* dir) {
     free(f1);
     free(f2);
 
+    /* Since 0.5.0: an (IA)^3 adapter (ia3: one scaling vector per projection PEFT targets) trains the same way, is saved as
+       IA3 and is applied and removed like a LoRA; min_new_tokens keeps EOS and stop strings off for that many tokens. */
+    kinds = to;
+    kinds.batch_size = 8;
+    kinds.ia3 = 1;
+    kinds.learning_rate = 0.05f;
+    CHECK(temper_trainer_init(model, &kinds, data, &trainer));
+    for (int i = 0; i < 6; i++) CHECK(temper_trainer_step(trainer, &losses[i]));
+    falling = isfinite(losses[5]) && losses[5] < losses[0];
+    printf("  %-6s IA3 loss falls: step 1 %.4f -> step 6 %.4f\n", falling ? "ok" : "FAIL", losses[0], losses[5]);
+    if (!falling) g_failures++;
+    char itmpl[] = "/tmp/temper-c-host-ia3-XXXXXX";
+    char* iout = mkdtemp(itmpl);
+    EXPECT(iout != NULL, "mkdtemp failed");
+    CHECK(temper_trainer_save_adapter(trainer, iout));
+    CHECK(temper_trainer_free(trainer));
+    CHECK(temper_adapter_load(iout, &adapter));
+    CHECK(temper_adapter_apply(model, adapter));
+    go.min_new_tokens = 4;   /* EOS on: still 4 tokens */
+    go.ignore_eos = 0;
+    CHECK(temper_model_generate(model, hello, 3, &go, NULL, NULL, NULL, 0, &gr));
+    EXPECT(gr.generated == 4, "min_new_tokens 4 with max_new_tokens 4 did not give 4 tokens");
+    go.min_new_tokens = -1;
+    EXPECT_STATUS(temper_model_generate(model, hello, 3, &go, NULL, NULL, NULL, 0, &gr), TEMPER_E_INVALID_ARGUMENT);
+    go.min_new_tokens = 0;
+    CHECK(temper_adapter_remove(model));
+    CHECK(temper_adapter_free(adapter));
+    kinds.use_rslora = 1;   /* a LoRA-only field with ia3: refused by name */
+    EXPECT_STATUS(temper_trainer_init(model, &kinds, data, &trainer), TEMPER_E_INVALID_ARGUMENT);
+    EXPECT(strstr(temper_last_error(), "use_rslora") != NULL, "the ia3 refusal does not name use_rslora");
+    f1 = join(iout, "adapter_config.json");
+    f2 = join(iout, "adapter_model.safetensors");
+    remove(f1);
+    remove(f2);
+    rmdir(iout);
+    free(f1);
+    free(f2);
+
     /* Step 0 from the fixture adapter on all six examples matches TRL (trainer_reference.json). */
     char err[512];
     char* ref_path = join(dir, "trainer/trainer_reference.json");
@@ -699,7 +737,7 @@ static int run_misuse(const char* dir) {
     memset(&zeroed, 0, sizeof zeroed);
     EXPECT_STATUS(temper_model_generate(model, ids, 4, &zeroed, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
     go = temper_generate_options_default();
-    go.struct_size = sizeof go - 4;   /* no version's size (0.2.0's, sizeof go - 8, is still taken) */
+    go.struct_size = sizeof go - 4;   /* no version's size (0.4.0's, sizeof go - 8, is still taken) */
     EXPECT_STATUS(temper_model_generate(model, ids, 4, &go, NULL, NULL, NULL, 0, NULL), TEMPER_E_INVALID_ARGUMENT);
     /* structured output: json_object and json_schema exclude each other; a schema keyword outside the subset is named */
     go = temper_generate_options_default();

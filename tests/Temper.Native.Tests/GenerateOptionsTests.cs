@@ -3,7 +3,9 @@
 // with the same SamplingOptions (and other ids than without them), stop strings end the generation as
 // `temper generate --stop` does (Generator with StopStrings: the same ids, TEMPER_FINISH_STOP_STRING, the
 // streamed text holding the stop string), json_object and json_schema give JSON that parses and validates,
-// a 0.2.0-sized struct is taken without them, and every bad value, including a struct_size the library does
+// min_new_tokens (0.5.0) gives the Generator's ids with MinNewTokens (a stop string completed earlier ends the run
+// only at that token; EOS is not picked before it), 0.2.0- and 0.4.0-sized structs are taken without the newer
+// fields, and every bad value, including a struct_size the library does
 // not know, is refused with a message naming the field or struct.
 using System.Runtime.InteropServices;
 using System.Text;
@@ -110,6 +112,7 @@ public sealed unsafe class GenerateOptionsTests : IDisposable
         new Generator(_lm.Decoder, ids => _lm.Tokenizer!.Decode(ids, skipSpecialTokens: true)).Generate([Prompt], new GenerationOptions
         {
             MaxNewTokens = o.MaxNewTokens,
+            MinNewTokens = o.MinNewTokens,
             IgnoreEos = o.IgnoreEos != 0,
             EosIds = _lm.EosIds(),
             StopStrings = stops,
@@ -178,6 +181,46 @@ public sealed unsafe class GenerateOptionsTests : IDisposable
         var none = Generated(o, "never in this text \u00a7");
         Assert.Equal((24, (int)TemperFinishReason.Length), (none.Result.Generated, none.Result.Finish));
         Assert.Equal(full.Ids, none.Ids);
+    }
+
+    [Fact]
+    public void Min_new_tokens_gives_the_generators_tokens_and_holds_back_stop_strings_and_eos()
+    {
+        var o = Options(24, greedy: false);
+        var full = Generated(o);
+        var tok = _lm.Tokenizer!;
+        // A stop string completed by some token k < 20: the last two characters of the text of k tokens that the text of k - 1 lacks.
+        int k = Enumerable.Range(2, 18).First(i => !tok.Decode(full.Ids[..(i - 1)], skipSpecialTokens: true).Contains(tok.Decode(full.Ids[..i], skipSpecialTokens: true)[^2..], StringComparison.Ordinal));
+        string stop = tok.Decode(full.Ids[..k], skipSpecialTokens: true)[^2..];
+        Assert.Equal((k, (int)TemperFinishReason.StopString), (Generated(o, stop).Result.Generated, Generated(o, stop).Result.Finish));
+
+        o.MinNewTokens = k + 3;   // the text holds the stop string from token k on; it ends the run at token k + 3
+        var want = Reference(o, stop);
+        var got = Generated(o, stop);
+        Assert.Equal((k + 3, (int)TemperFinishReason.StopString), (got.Result.Generated, got.Result.Finish));
+        Assert.Equal(want.GeneratedIds, got.Ids);
+        Assert.Equal(full.Ids[..(k + 3)], got.Ids);
+
+        // With EOS on: the Generator's ids with MinNewTokens (EOS masked), and no EOS among the first min_new_tokens.
+        o.IgnoreEos = 0;
+        o.MinNewTokens = 20;
+        o.Temperature = 1.5f;
+        var eosOn = Generated(o);
+        Assert.Equal(Reference(o).GeneratedIds, eosOn.Ids);
+        Assert.True(eosOn.Result.Generated >= 20, $"{eosOn.Result.Generated} tokens");
+        Assert.DoesNotContain(eosOn.Ids[..20], _lm.EosIds().Contains);
+
+        o.MinNewTokens = -1;
+        Assert.Equal((int)TemperStatus.InvalidArgument, Generate(o).Status);
+        Assert.Equal("temper_model_generate: min_new_tokens must be >= 0 (0 = off; got -1)", LastError());
+
+        // A host built against 0.4.0's temper.h: struct_size 80, and whatever lies past its fields (min_new_tokens) is not read.
+        var old = Options(12);
+        old.StructSize = 80;
+        old.MinNewTokens = -5;
+        Assert.Equal(Generated(Options(12)).Ids, Generated(old).Ids);
+        Assert.Equal(88, sizeof(TemperGenerateOptions));
+        Assert.Equal(80, (int)Marshal.OffsetOf<TemperGenerateOptions>(nameof(TemperGenerateOptions.MinNewTokens)));
     }
 
     [Fact]

@@ -1,8 +1,9 @@
-// temper_adapter_*: PEFT adapters: LoRA (DoRA too), PROMPT_TUNING and PREFIX_TUNING. load/free own the adapter
-// read from a folder; apply attaches it to a model unmerged (replacing whatever adapter was applied: LoRA views,
-// or a prompt's / prefix's virtual tokens through LanguageModel.AttachPrompt / AttachPrefix), remove detaches it,
-// merge folds a LoRA or DoRA adapter into the model's weights (virtual tokens have no weights to fold into and are
-// refused). Applied adapters are copies, so the adapter handle may be freed right after.
+// temper_adapter_*: PEFT adapters: LoRA (DoRA and modules_to_save too), IA3, PROMPT_TUNING and PREFIX_TUNING. load/free
+// own the adapter read from a folder; apply attaches it to a model unmerged (replacing whatever adapter was applied: LoRA
+// or IA3 views and a LoRA's modules_to_save copies of embed_tokens / lm_head, or a prompt's / prefix's virtual tokens
+// through LanguageModel.AttachPrompt / AttachPrefix), remove detaches it (the copies too), merge folds a LoRA, DoRA or
+// IA3 adapter into the model's weights (modules_to_save copies then stand in for the weights for good; virtual tokens
+// have no weights to fold into and are refused). Applied adapters are copies, so the adapter handle may be freed right after.
 using System.Runtime.InteropServices;
 
 namespace Temper.Native.Exports;
@@ -83,10 +84,12 @@ public static unsafe class AdapterExports
             var a = Handles.Get<NativeAdapter>(adapter, "adapter");
             using var lease = m.Enter("temper_adapter_merge");
             RefuseDuringTraining(m, "temper_adapter_merge");
-            if (a.Lora == null)
+            if (a.Lora == null && a.Ia3 == null)
                 throw Status.Arg($"temper_adapter_merge: {a.Directory} is a {a.Kind} adapter: its virtual tokens go before the input and have no weights to merge into; apply it unmerged (temper_adapter_apply)");
             m.RemoveAdapters();
-            a.Lora.Merge(m.Lm.Weights, m.Backend);
+            // IA3 as PEFT merges it (rows or columns of W scaled); a LoRA's modules_to_save copies stay in place of the weights.
+            if (a.Ia3 != null) a.Ia3.Merge(m.Lm.Weights, m.Backend);
+            else a.Lora!.Merge(m.Lm.Weights, m.Backend);
             m.InvalidateGraph(); // the device copy of the weights predates the merge
             return 0;
         }

@@ -3,7 +3,8 @@
 // text the token adds (special tokens add none; a token that ends inside a UTF-8 character adds none
 // until the character completes). temper_generate_options maps onto GenerationOptions and SamplingOptions
 // (penalties and stop strings with `temper generate`'s semantics; json_object and json_schema as
-// `temper generate --json` and `--json-schema`), each field checked under its C name.
+// `temper generate --json` and `--json-schema`; min_new_tokens as `--min-new-tokens`, transformers'
+// min_new_tokens: EOS cannot be picked and stop strings do not stop before it), each field checked under its C name.
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Temper.Core;
@@ -35,10 +36,14 @@ public static unsafe class GenerateExports
         StopCount = 0,
         JsonObject = 0,
         JsonSchema = null,
+        MinNewTokens = 0,
     };
 
     /// <summary>0.2.0's temper_generate_options: its struct_size and the bytes of its fields (up to json_object).</summary>
     private static readonly (uint, int) V020 = (72, (int)Marshal.OffsetOf<TemperGenerateOptions>(nameof(TemperGenerateOptions.JsonObject)));
+
+    /// <summary>0.3.0's and 0.4.0's temper_generate_options: its struct_size and the bytes of its fields (up to min_new_tokens).</summary>
+    private static readonly (uint, int) V040 = (80, (int)Marshal.OffsetOf<TemperGenerateOptions>(nameof(TemperGenerateOptions.MinNewTokens)));
 
     [UnmanagedCallersOnly(EntryPoint = "temper_model_generate")]
     public static int ModelGenerate(nint model, int* prompt, int promptCount, TemperGenerateOptions* options,
@@ -53,10 +58,12 @@ public static unsafe class GenerateExports
             if (promptCount < 1) throw Status.Arg($"temper_model_generate: the prompt needs at least one token (got {promptCount})");
             var ids = ModelExports.ReadIds(prompt, promptCount, lm.Config.VocabSize, "temper_model_generate: prompt");
             ModelExports.CheckBuffer(outIds, outCapacity, "temper_model_generate: out_ids");
-            var o = OptionStructs.Read(options, Defaults, "temper_model_generate", "temper_generate_options", V020);
+            var o = OptionStructs.Read(options, Defaults, "temper_model_generate", "temper_generate_options", V020, V040);
             var gen = ToOptions(o, lm);
             if (o.JsonObject != 0 || o.JsonSchema != null) gen = gen with { Sampling = gen.Sampling with { Constraint = Constraint(m, o) } };
             Func<IReadOnlyList<int>, string>? decode = lm.Tokenizer is { } t ? generated => t.Decode(generated, skipSpecialTokens: true) : null;
+            if (gen.MinNewTokens > 0 && m.Cuda != null)
+                throw new NativeError(TemperStatus.Unsupported, "temper_model_generate: min_new_tokens is not supported on TEMPER_DEVICE_CUDA (the CUDA graph decoder); set it to 0 there");
             if (gen.StopStrings.Count > 0)
             {
                 // As `temper generate --stop`: the generated text, special tokens skipped, is searched after each token.
@@ -113,6 +120,7 @@ public static unsafe class GenerateExports
     {
         const string f = "temper_model_generate";
         if (o.MaxNewTokens < 0) throw Status.Arg($"{f}: max_new_tokens must be >= 0 (got {o.MaxNewTokens})");
+        if (o.MinNewTokens < 0) throw Status.Arg($"{f}: min_new_tokens must be >= 0 (0 = off; got {o.MinNewTokens})");
         var sampling = new SamplingOptions
         {
             Greedy = o.Greedy != 0,
@@ -142,6 +150,7 @@ public static unsafe class GenerateExports
             EosIds = lm.EosIds(),
             StopStrings = ReadStops(o.Stop, o.StopCount, f),
             IgnoreEos = o.IgnoreEos != 0,
+            MinNewTokens = o.MinNewTokens,
         };
     }
 

@@ -7,10 +7,10 @@ namespace Temper.Native.Exports;
 public static unsafe class LibraryExports
 {
     /// <summary>The version string; temper.h's TEMPER_VERSION must equal it (the header test checks).</summary>
-    public const string Version = "0.4.0";
+    public const string Version = "0.5.0";
 
     [UnmanagedCallersOnly(EntryPoint = "temper_version")]
-    public static byte* TemperVersion() => Literal("0.4.0\0"u8);
+    public static byte* TemperVersion() => Literal("0.5.0\0"u8);
 
     [UnmanagedCallersOnly(EntryPoint = "temper_last_error")]
     public static byte* TemperLastError() => LastError.Pointer;

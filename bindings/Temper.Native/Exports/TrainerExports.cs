@@ -1,5 +1,5 @@
-// temper_trainer_*: an SFT or DPO trainer of a LoRA, DoRA, prompt-tuning or prefix-tuning adapter on a loaded
-// model, stepped by the host. Every trainer call takes its model's in-use flag, so a
+// temper_trainer_*: an SFT or DPO trainer of a LoRA (with modules_to_save copies since 0.5.0), DoRA, (IA)^3 (since
+// 0.5.0), prompt-tuning or prefix-tuning adapter on a loaded model, stepped by the host. Every trainer call takes its model's in-use flag, so a
 // generate or logits call during a step (from another thread or from the metrics callback) gets
 // TEMPER_E_BUSY, and so does a second trainer call meanwhile.
 using System.Runtime.InteropServices;
@@ -36,10 +36,16 @@ public static unsafe class TrainerExports
         PrefixTuningTokens = 0,
         PromptTuningInitText = null,
         LoraplusLrRatio = 1,
+        Ia3 = 0,
+        ModulesToSave = null,
     };
 
     /// <summary>0.3.0's temper_trainer_options: its struct_size and the bytes of its fields (up to use_dora).</summary>
     private static readonly (uint, int) V030 = (88, (int)Marshal.OffsetOf<TemperTrainerOptions>(nameof(TemperTrainerOptions.UseDora)));
+
+    /// <summary>0.4.0's temper_trainer_options: its struct_size (112 on LP64) and the bytes of its fields (up to ia3).</summary>
+    private static readonly (uint, int) V040 = ((uint)Marshal.OffsetOf<TemperTrainerOptions>(nameof(TemperTrainerOptions.ModulesToSave)),
+        (int)Marshal.OffsetOf<TemperTrainerOptions>(nameof(TemperTrainerOptions.Ia3)));
 
     [UnmanagedCallersOnly(EntryPoint = "temper_trainer_init")]
     public static int TrainerInit(nint model, TemperTrainerOptions* options, byte* dataPath, nint* trainer)
@@ -50,15 +56,16 @@ public static unsafe class TrainerExports
             if (trainer == null) throw Status.Arg("temper_trainer_init: out (temper_trainer**) is NULL");
             *trainer = 0;
             var m = Handles.Get<NativeModel>(model, "model");
-            var o = OptionStructs.Read(options, Defaults, "temper_trainer_init", "temper_trainer_options", V030);
+            var o = OptionStructs.Read(options, Defaults, "temper_trainer_init", "temper_trainer_options", V030, V040);
             string? path = Utf8.ReadOptional(dataPath, "temper_trainer_init: data_path");
             string? targets = Utf8.ReadOptional(o.LoraTargets, "temper_trainer_init: options->lora_targets");
             string? initAdapter = Utf8.ReadOptional(o.InitAdapter, "temper_trainer_init: options->init_adapter");
             string? initText = Utf8.ReadOptional(o.PromptTuningInitText, "temper_trainer_init: options->prompt_tuning_init_text");
+            string? modulesToSave = Utf8.ReadOptional(o.ModulesToSave, "temper_trainer_init: options->modules_to_save");
             using var lease = m.Enter("temper_trainer_init");
             if (m.Trainer != null) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: the model already has a trainer; free it first");
             if (m.HasAdapter) throw new NativeError(TemperStatus.Busy, "temper_trainer_init: an adapter is applied to the model; remove it (temper_adapter_remove) or merge it first");
-            var t = NativeTrainer.Create(m, o, path, targets, initAdapter, initText);
+            var t = NativeTrainer.Create(m, o, path, targets, initAdapter, initText, modulesToSave);
             m.Trainer = t;
             *trainer = Handles.Create(t);
             return 0;

@@ -295,7 +295,8 @@ public sealed class TrainingRun : IDisposable
     }
 
     // A fresh (IA)^3 adapter: every targeted layer projection gets l = ones ([Out], or [In] when feedforward), as PEFT's init_ia3_weights.
-    private static void AttachFreshIa3(ModelWeights w, Ia3Config cfg, IBackend be)
+    // Public for libtemper's trainer (temper_trainer_options.ia3), which attaches one the same way.
+    public static void AttachFreshIa3(ModelWeights w, Ia3Config cfg, IBackend be)
     {
         foreach (var p in w.Projections.Where(p => cfg.Targets(p.Name)))
         {
