@@ -1,4 +1,4 @@
-// How SftDataset.Load treats long examples, bad lines and packing.
+// How SftDataset.Load treats long examples, bad lines and packing, and which tokens it labels.
 namespace Temper.Training.Data;
 
 /// <summary>What happens to an example longer than MaxLength.</summary>
@@ -17,11 +17,17 @@ public enum Truncation
 /// <param name="MaxLength">Longest example in tokens; null for no limit.</param>
 /// <param name="SkipBadLines">Count and skip malformed lines instead of throwing.</param>
 /// <param name="Packing">Concatenate examples into rows of MaxLength (SftPacker); needs MaxLength.</param>
+/// <param name="AssistantOnlyLoss">"messages" lines: learn only what the assistant turns add (Temper's default); false:
+/// every token, as TRL's default assistant_only_loss=False does.</param>
+/// <param name="CompletionOnlyLoss">"prompt"/"completion" lines: learn only the completion (TRL's default completion_only_loss);
+/// false: the prompt's tokens too.</param>
 public sealed record SftDataOptions(
     int? MaxLength = null,
     Truncation Truncation = Truncation.Right,
     bool SkipBadLines = false,
-    bool Packing = false)
+    bool Packing = false,
+    bool AssistantOnlyLoss = true,
+    bool CompletionOnlyLoss = true)
 {
     public static Truncation ParseTruncation(string name) => name switch
     {

@@ -9,6 +9,7 @@
 //   {"text": T}                    continued pre-training: every token a label, EOS appended
 // A line may carry "tools" (a list), passed to the chat template. Roles: system, user, assistant, tool; an
 // assistant message may carry OpenAI-style "tool_calls" (content then may be null), rendered by the template and learned.
+// TRL's assistant_only_loss=False / completion_only_loss=False (SftDataOptions) label every token instead.
 // Token ids are taken from tokenizing the whole rendering once; a shorter rendering must tokenize to a
 // prefix of it (else the label boundary would fall inside a token) or the line is an error.
 // Bad input is a TemperException "FILE:LINE: what is wrong"; with SkipBadLines such lines are counted
@@ -31,13 +32,15 @@ public sealed class SftDataset
     private readonly string _path;
     private readonly HfTokenizer _tok;
     private readonly ChatTemplate? _tpl;
+    private readonly SftDataOptions _options;
     private int _line;
 
-    private SftDataset(string path, HfTokenizer tok, ChatTemplate? tpl)
+    private SftDataset(string path, HfTokenizer tok, ChatTemplate? tpl, SftDataOptions? options = null)
     {
         _path = path;
         _tok = tok;
         _tpl = tpl;
+        _options = options ?? new();
     }
 
     /// <summary>The examples (packed rows when packing), in file order.</summary>
@@ -61,7 +64,7 @@ public sealed class SftDataset
         if (o.Packing && o.MaxLength == null) throw new TemperException($"{path}: packing needs a max length");
 
         var bytes = File.ReadAllBytes(path);
-        var ds = new SftDataset(path, tok, tpl) { Sha256 = Convert.ToHexStringLower(SHA256.HashData(bytes)) };
+        var ds = new SftDataset(path, tok, tpl, o) { Sha256 = Convert.ToHexStringLower(SHA256.HashData(bytes)) };
         var examples = new List<SftExample>();
         int start = 0;
         while (start < bytes.Length)
@@ -141,7 +144,7 @@ public sealed class SftDataset
             var msgs = Messages(messagesNode, "messages");
             var turns = Enumerable.Range(0, msgs.Count).Where(i => Role(msgs[i]) == "assistant").Select(i => (i, i + 1)).ToList();
             if (turns.Count == 0) throw Bad("no assistant message, so nothing to learn");
-            return Chat(msgs, tools, turns);
+            return AllTokensUnless(_options.AssistantOnlyLoss, Chat(msgs, tools, turns));
         }
         bool hasPrompt = obj.TryGetPropertyValue("prompt", out var prompt);
         bool hasCompletion = obj.TryGetPropertyValue("completion", out var completion);
@@ -153,12 +156,12 @@ public sealed class SftDataset
                 var p = Messages(prompt, "prompt");
                 var c = Messages(completion, "completion");
                 if (c.Count == 0) throw Bad("completion has no messages");
-                return Chat([.. p, .. c], tools, [(p.Count, p.Count + c.Count)]);
+                return AllTokensUnless(_options.CompletionOnlyLoss, Chat([.. p, .. c], tools, [(p.Count, p.Count + c.Count)]));
             }
             if (Text(prompt) is { } pt && Text(completion) is { } ct)
             {
                 if (ct.Length == 0) throw Bad("empty completion");
-                return PromptCompletion(pt, ct);
+                return AllTokensUnless(_options.CompletionOnlyLoss, PromptCompletion(pt, ct));
             }
             throw Bad("\"prompt\" and \"completion\" must both be strings or both be lists of messages");
         }
@@ -172,6 +175,10 @@ public sealed class SftDataset
         var found = obj.Count == 0 ? "none" : string.Join(", ", obj.Select(kv => kv.Key));
         throw Bad($"no \"messages\", \"prompt\"+\"completion\" or \"text\" field (found: {found})");
     }
+
+    // TRL's assistant_only_loss / completion_only_loss off: every token of the example is a label.
+    private static (int[] Ids, int[] Labels) AllTokensUnless(bool onlySome, (int[] Ids, int[] Labels) example) =>
+        onlySome ? example : (example.Ids, (int[])example.Ids.Clone());
 
     private static string? Text(JsonNode? node) =>
         node is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null;

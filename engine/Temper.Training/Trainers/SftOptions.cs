@@ -58,6 +58,10 @@ public sealed record SftOptions
     public int MaxLength { get; init; } = 1024;
     /// <summary>Pack examples into rows of MaxLength tokens (TRL packing=True): each still trains as if alone.</summary>
     public bool Packing { get; init; }
+    /// <summary>"messages" data: learn only the assistant turns (default); false: every token (TRL's assistant_only_loss=False).</summary>
+    public bool AssistantOnlyLoss { get; init; } = true;
+    /// <summary>"prompt"/"completion" data: learn only the completion (default, TRL's completion_only_loss); false: the prompt too.</summary>
+    public bool CompletionOnlyLoss { get; init; } = true;
     public Truncation Truncation { get; init; } = Truncation.Right;
     public bool SkipBadLines { get; init; }
     public int Seed { get; init; } = 42;
@@ -105,6 +109,8 @@ public sealed record SftOptions
         ["epochs"] = Epochs,
         ["max_len"] = MaxLength,
         ["packing"] = Packing,
+        ["assistant_only_loss"] = AssistantOnlyLoss,
+        ["completion_only_loss"] = CompletionOnlyLoss,
         ["truncation"] = Truncation.ToString().ToLowerInvariant(),
         ["seed"] = Seed,
         ["eval_every"] = EvalEvery,

@@ -29,7 +29,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
-        var dataOptions = new SftDataOptions(o.MaxLength, o.Truncation, o.SkipBadLines);
+        var dataOptions = new SftDataOptions(o.MaxLength, o.Truncation, o.SkipBadLines, AssistantOnlyLoss: o.AssistantOnlyLoss, CompletionOnlyLoss: o.CompletionOnlyLoss);
         var data = SftDataset.Load(o.DataPath, tok, run.Model.Template, dataOptions with { Packing = o.Packing });
         if (data.Examples.Count == 0) throw new TemperException($"{o.DataPath}: no training examples");
         if (data.TruncatedCount > 0) OnWarning?.Invoke($"{data.TruncatedCount} example(s) longer than {o.MaxLength} tokens were truncated ({o.Truncation.ToString().ToLowerInvariant()})");

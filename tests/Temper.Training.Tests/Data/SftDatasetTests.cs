@@ -67,6 +67,26 @@ public sealed class SftDatasetTests : IDisposable
         Assert.Equal(labels.Count(l => l != No), ds.LabelTokenCount);
     }
 
+    // TRL's assistant_only_loss=False and completion_only_loss=False: every token a label, the ids unchanged.
+    [Fact]
+    public void AllTokenLossOptionsLabelEveryToken()
+    {
+        const string chat = """{"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}]}""";
+        const string pc = """{"prompt": "What is 2+3?\n", "completion": "Answer: 5"}""";
+        var only = Load(null, chat, pc).Examples;
+        var all = Load(new(AssistantOnlyLoss: false, CompletionOnlyLoss: false), chat, pc).Examples;
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(only[i].Ids, all[i].Ids);
+            Assert.Equal(all[i].Ids, all[i].Labels);
+            Assert.Contains(No, only[i].Labels);
+        }
+        // Each option governs its own form only.
+        var mixed = Load(new(AssistantOnlyLoss: false), chat, pc).Examples;
+        Assert.Equal(mixed[0].Ids, mixed[0].Labels);
+        Assert.Equal(only[1].Labels, mixed[1].Labels);
+    }
+
     [Fact]
     public void PromptCompletionTextLabelsCompletionAndEos()
     {
