@@ -4,9 +4,6 @@
 // modules_to_save (the copy is saved and read back the same way); temper_adapter_apply / remove / merge of both kinds
 // (the model is the base again after remove); a 0.4.0-sized struct taken without the new fields; refusals by field name.
 using System.Runtime.InteropServices;
-using System.Text;
-using System.Text.Json.Nodes;
-using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Native;
@@ -14,112 +11,13 @@ using Temper.Native.Exports;
 
 namespace Temper.Tests;
 
-public sealed unsafe class Ia3AndModulesToSaveTests : IDisposable
+public sealed unsafe class Ia3AndModulesToSaveTests : NativeTrainingHarness
 {
-    private static readonly string ModelDir = Fixtures.Hf("llama-tiny");
-    private static readonly string SftData = Path.Combine(ModelDir, "trainer", "sft.jsonl");
-
-    // "Return the absolute value of the argument." in the fixture's tokenizer.
-    private static readonly int[] Prompt = [508, 267, 263, 68, 85, 81, 78, 87, 270, 452, 511, 320, 267, 408, 16];
-
-    private readonly nint _model;
-
-    public Ia3AndModulesToSaveTests()
-    {
-        var o = ModelExports.Defaults;
-        o.Threads = 1;
-        nint m;
-        fixed (byte* dir = Utf8Z(ModelDir))
-            Assert.True(((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(dir, &o, &m) == 0, LastError());
-        _model = m;
-    }
-
-    public void Dispose() => Assert.Equal(0, ((delegate* unmanaged<nint, int>)&ModelExports.ModelFree)(_model));
-
-    private static bool Available => NativeTrainer.Available;
-
-    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
-
-    private static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
-
-    /// <summary>Options as a host sets them for a quick run: every step on all six examples (so the losses of two steps
-    /// compare), a constant learning rate.</summary>
-    private static TemperTrainerOptions Quick(float lr = 1e-2f)
-    {
-        var o = TrainerExports.Defaults;
-        o.LoraRank = 4;
-        o.LoraAlpha = 8;
-        o.LearningRate = lr;
-        o.BatchSize = 8;
-        o.Scheduler = (int)TemperLrSchedule.Constant;
-        o.Seed = 1;
-        return o;
-    }
-
-    /// <summary>temper_trainer_init with the string fields given as C strings (null = NULL).</summary>
-    private int Init(TemperTrainerOptions o, string? data, out nint trainer, string? initAdapter = null, string? targets = null, string? initText = null, string? modules = null)
-    {
-        nint t = 0;
-        fixed (byte* ms = modules == null ? null : Utf8Z(modules))
-        fixed (byte* d = data == null ? null : Utf8Z(data))
-        fixed (byte* a = initAdapter == null ? null : Utf8Z(initAdapter))
-        fixed (byte* g = targets == null ? null : Utf8Z(targets))
-        fixed (byte* x = initText == null ? null : Utf8Z(initText))
-        {
-            o.InitAdapter = a;
-            o.LoraTargets = g;
-            o.PromptTuningInitText = x;
-            o.ModulesToSave = ms;
-            int rc = ((delegate* unmanaged<nint, TemperTrainerOptions*, byte*, nint*, int>)&TrainerExports.TrainerInit)(_model, &o, d, &t);
-            trainer = t;
-            return rc;
-        }
-    }
-
     private nint Trainer(TemperTrainerOptions o, string? initAdapter = null, string? modules = null)
     {
         Assert.True(Init(o, SftData, out var t, initAdapter, modules: modules) == 0, LastError());
         return t;
     }
-
-    private static float Step(nint trainer)
-    {
-        float loss;
-        Assert.True(((delegate* unmanaged<nint, float*, int>)&TrainerExports.TrainerStep)(trainer, &loss) == 0, LastError());
-        return loss;
-    }
-
-    private static void Free(nint trainer) => Assert.True(((delegate* unmanaged<nint, int>)&TrainerExports.TrainerFree)(trainer) == 0, LastError());
-
-    private static string Save(nint trainer)
-    {
-        string dir = TempFolder.Create("temper-native-adapter");
-        fixed (byte* d = Utf8Z(dir))
-            Assert.True(((delegate* unmanaged<nint, byte*, int>)&TrainerExports.TrainerSaveAdapter)(trainer, d) == 0, LastError());
-        return dir;
-    }
-
-    private float[] Logits()
-    {
-        var output = new float[Prompt.Length * 512];
-        fixed (int* i = Prompt)
-        fixed (float* o = output)
-            Assert.True(((delegate* unmanaged<nint, int*, int*, int, int, float*, nuint, int>)&ModelExports.ModelLogits)(_model, i, null, 1, Prompt.Length, o, (nuint)output.Length) == 0, LastError());
-        return output;
-    }
-
-    private static nint LoadAdapter(string dir)
-    {
-        nint a;
-        fixed (byte* d = Utf8Z(dir))
-            Assert.True(((delegate* unmanaged<byte*, nint*, int>)&AdapterExports.AdapterLoad)(d, &a) == 0, LastError());
-        return a;
-    }
-
-    private int Apply(nint adapter) => ((delegate* unmanaged<nint, nint, int>)&AdapterExports.AdapterApply)(_model, adapter);
-    private int Remove() => ((delegate* unmanaged<nint, int>)&AdapterExports.AdapterRemove)(_model);
-    private int Merge(nint adapter) => ((delegate* unmanaged<nint, nint, int>)&AdapterExports.AdapterMerge)(_model, adapter);
-    private static void FreeAdapter(nint adapter) => Assert.Equal(0, ((delegate* unmanaged<nint, int>)&AdapterExports.AdapterFree)(adapter));
 
     /// <summary>The .NET engine's logits for Prompt with the adapter folder attached by LanguageModel.AttachAdapter.</summary>
     private static float[] EngineLogits(string adapterDir, bool merge)
@@ -128,26 +26,6 @@ public sealed unsafe class Ia3AndModulesToSaveTests : IDisposable
         lm.AttachAdapter(adapterDir, merge);
         using var t = lm.Logits(Prompt, 1);
         return t.ToFloatArray();
-    }
-
-    private static void Close(float[] expected, float[] actual, string what)
-    {
-        float scale = expected.Max(MathF.Abs), worst = 0;
-        for (int i = 0; i < expected.Length; i++) worst = MathF.Max(worst, MathF.Abs(expected[i] - actual[i]));
-        Assert.True(worst <= 1e-4f * scale, $"{what}: logits differ by {worst} (max |logit| {scale})");
-    }
-
-    private static void Differ(float[] a, float[] b, string what) =>
-        Assert.True(a.Zip(b).Max(x => MathF.Abs(x.First - x.Second)) > 1e-3f, $"{what}: the logits are the same");
-
-    private static bool Falling(float[] losses) => losses.All(float.IsFinite) && losses.Zip(losses.Skip(1)).All(x => x.Second < x.First);
-
-    private static JsonObject Config(string dir) => (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "adapter_config.json")))!;
-
-    private static string[] TensorNames(string dir)
-    {
-        using var st = SafetensorsFile.Open(Path.Combine(dir, "adapter_model.safetensors"));
-        return [.. st.Entries.Select(e => e.Name)];
     }
 
     /// <summary>Trains o for four steps (the loss falls), checks the model's logits against the saved folder attached by the
