@@ -24,7 +24,6 @@ using Temper.Training.Data;
 using Temper.Training.Lora;
 using Temper.Training.Optim;
 using Temper.Training.Preference;
-using Temper.Training.Trainers;
 #endif
 
 namespace Temper.Native;
@@ -89,7 +88,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
             else if (kind == PeftConfigFile.PrefixTuning)
                 lm.AttachPrefix(initAdapter != null ? PrefixTuningAdapter.Load(initAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
             else if (ia3 != null && initAdapter != null) Ia3Adapter.Load(initAdapter).Apply(lm.Weights, model.Backend);   // as LanguageModel.AttachAdapter
-            else if (ia3 != null) TrainingRun.AttachFreshIa3(lm.Weights, ia3, model.Backend);
+            else if (ia3 != null) ia3.AttachFresh(lm.Weights, model.Backend);
             else if (initAdapter == null)
             {
                 LoraInit.Attach(lm.Weights, lora!, model.Backend, o.Seed);
@@ -142,7 +141,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
             if (lora.Dropout > 0) throw new NativeError(TemperStatus.Unsupported, $"{initAdapter}: LoRA dropout {lora.Dropout} is not supported by the trainer yet");
             if (o.UseDora != 0 && !lora.UseDora)
                 throw Status.Arg($"temper_trainer_init: use_dora is set but init_adapter {initAdapter} is a plain LoRA adapter (use_dora false), and init_adapter continues it as it is; set use_dora = 0");
-            if (modulesToSave != null && !Modules(modulesToSave).Order().SequenceEqual(lora.ModulesToSave.Select(ModulesToSave.ModuleOf).Order()))
+            if (modulesToSave != null && !ModulesToSave.SameModules(Modules(modulesToSave), lora.ModulesToSave))
                 throw Status.Arg($"temper_trainer_init: modules_to_save is \"{modulesToSave}\" but init_adapter {initAdapter} saves [{string.Join(", ", lora.ModulesToSave)}], and init_adapter continues it as it is; set modules_to_save = NULL");
         }
         else if (kind == null)

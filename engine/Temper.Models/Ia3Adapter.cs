@@ -68,6 +68,20 @@ public sealed record Ia3Config(IReadOnlyList<string>? TargetList, string? Target
         return this;
     }
 
+    /// <summary>A fresh (IA)^3 adapter on w: every targeted layer projection gets l = ones ([Out], or [In] when feedforward), as
+    /// PEFT's init_ia3_weights, so the model starts as the base.</summary>
+    public void AttachFresh(ModelWeights w, IBackend be)
+    {
+        foreach (var p in w.Projections.Where(p => Targets(p.Name)))
+        {
+            bool ff = IsFeedforward(p.Name);
+            int n = ff ? p.In : p.Out;
+            p.Ia3 = Ia3View.Create(be, be.FromHost(Tensor.FromFloats(new Shape(n), Enumerable.Repeat(1f, n).ToArray(), p.Name + Ia3Adapter.TensorSuffix)), ff);
+        }
+        if (!w.Projections.Any(p => p.Ia3 != null))
+            throw new TemperException($"--ia3-targets {string.Join(",", TargetList ?? [TargetRegex!])}: no projection of the model matches");
+    }
+
     public static Ia3Config Load(string dir)
     {
         var file = PeftConfigFile.Read(dir);

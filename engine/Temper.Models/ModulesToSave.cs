@@ -20,6 +20,10 @@ public static class ModulesToSave
     public static string? ModuleOf(string entry) =>
         new[] { EmbedModule, HeadModule }.FirstOrDefault(m => m == entry || m.EndsWith("." + entry, StringComparison.Ordinal));
 
+    /// <summary>Whether two modules_to_save lists name the same modules (spelled either way, in any order).</summary>
+    public static bool SameModules(IEnumerable<string> a, IEnumerable<string> b) =>
+        a.Select(ModuleOf).Order().SequenceEqual(b.Select(ModuleOf).Order());
+
     /// <summary>
     /// Attaches copies [V,C] (host tensors, any float dtype; null = leave that one) in place of the embedding and LM
     /// head: f32 for training (trainable parameters must be f32), else in the dtype of the weight they replace.

@@ -100,7 +100,7 @@ public sealed class TrainingRun : IDisposable
             else if (virtualKind == PeftConfigFile.PrefixTuning)
                 lm.AttachPrefix(o.InitAdapter != null ? PrefixTuningAdapter.Load(o.InitAdapter, lm.Config) : PromptTuningInit.Prefix(lm.Config, o.PrefixTuningTokens, o.Seed));
             else if (ia3 != null && o.InitAdapter != null) lm.AttachAdapter(o.InitAdapter, merge: false);
-            else if (ia3 != null) AttachFreshIa3(lm.Weights, ia3, be);
+            else if (ia3 != null) ia3.AttachFresh(lm.Weights, be);
             else if (!o.Full)
             {
                 if (o.InitAdapter != null)
@@ -108,7 +108,7 @@ public sealed class TrainingRun : IDisposable
                     lora = LoraConfig.Load(o.InitAdapter);
                     if (o.UseDora && !lora.UseDora)
                         throw new TemperException($"--use-dora: {o.InitAdapter} is a plain LoRA adapter (use_dora false), and --init-adapter continues it as it is; drop --use-dora");
-                    if (o.ModulesToSave.Count > 0 && !o.ModulesToSave.Select(ModulesToSave.ModuleOf).Order().SequenceEqual(lora.ModulesToSave.Select(ModulesToSave.ModuleOf).Order()))
+                    if (o.ModulesToSave.Count > 0 && !ModulesToSave.SameModules(o.ModulesToSave, lora.ModulesToSave))
                         throw new TemperException($"--modules-to-save {string.Join(",", o.ModulesToSave)}: {o.InitAdapter} saves [{string.Join(", ", lora.ModulesToSave)}], and --init-adapter continues it as it is; drop --modules-to-save");
                     lm.AttachAdapter(o.InitAdapter, merge: false, doraUnmerged: true, trainable: true);
                 }
@@ -292,20 +292,6 @@ public sealed class TrainingRun : IDisposable
         var cfg = continued ? Ia3Config.Load(o.InitAdapter!) : new Ia3Config(o.Ia3Targets, null, o.Ia3Feedforward, null).Validated("--ia3-feedforward");
         if (cfg.Targets(ModulesToSave.HeadModule)) throw new TemperException("--ia3-targets: an IA3 vector on lm_head is not supported (the decoder layers' projections are)");
         return cfg;
-    }
-
-    // A fresh (IA)^3 adapter: every targeted layer projection gets l = ones ([Out], or [In] when feedforward), as PEFT's init_ia3_weights.
-    // Public for libtemper's trainer (temper_trainer_options.ia3), which attaches one the same way.
-    public static void AttachFreshIa3(ModelWeights w, Ia3Config cfg, IBackend be)
-    {
-        foreach (var p in w.Projections.Where(p => cfg.Targets(p.Name)))
-        {
-            bool ff = cfg.IsFeedforward(p.Name);
-            int n = ff ? p.In : p.Out;
-            p.Ia3 = Ia3View.Create(be, be.FromHost(Tensor.FromFloats(new Shape(n), Enumerable.Repeat(1f, n).ToArray(), p.Name + Ia3Adapter.TensorSuffix)), ff);
-        }
-        if (!w.Projections.Any(p => p.Ia3 != null))
-            throw new TemperException($"--ia3-targets {string.Join(",", cfg.TargetList ?? [cfg.TargetRegex!])}: no projection of the model matches");
     }
 
     // Prompt or prefix tuning (a fresh --prompt-tuning / --prefix-tuning P, or an --init-adapter of that kind) trains
