@@ -77,6 +77,16 @@ public sealed class Tensor : IDisposable
 
     public static Tensor FromFloats(Shape shape, ReadOnlySpan<float> values, string? name = null) => FromArray(shape, values, DType.F32, name);
 
+    /// <summary>A new host tensor of f32 values held as <paramref name="dtype"/>: F32 as they are, BF16 rounded to nearest even.</summary>
+    public static Tensor FromFloatsAs(Shape shape, ReadOnlySpan<float> values, DType dtype, string? name = null)
+    {
+        if (dtype == DType.F32) return FromFloats(shape, values, name);
+        if (dtype != DType.BF16) throw new ArgumentException($"f32 values are held as f32 or bf16, not {dtype}");
+        var t = Zeros(shape, DType.BF16, name);
+        BFloat16.FromSingle(values, t.Span<ushort>());
+        return t;
+    }
+
     /// <summary>The bytes of a host tensor.</summary>
     public Span<byte> Bytes
     {

@@ -298,12 +298,7 @@ public sealed class ModelWeights : IDisposable
             return be.FromHost(t);
         }
 
-        private static Tensor ToBf16(Tensor f32)
-        {
-            var b = Tensor.Zeros(f32.Shape, DType.BF16, f32.Name);
-            BFloat16.FromSingle(f32.Floats, b.Span<ushort>());
-            return b;
-        }
+        private static Tensor ToBf16(Tensor f32) => Tensor.FromFloatsAs(f32.Shape, f32.Floats, DType.BF16, f32.Name);
 
         public Tensor Vector(string name, int n) => be.FromHost(Get(name, new Shape(n)).ToF32());
 

@@ -56,12 +56,6 @@ public static class ModulesToSave
     }
 
     // A new host tensor (never a view of an adapter file, which its loader closes) in the wanted dtype.
-    private static Tensor Copy(Tensor t, DType dtype, string name)
-    {
-        var values = t.ToFloatArray();
-        if (dtype != DType.BF16) return Tensor.FromFloats(t.Shape, values, name);
-        var b = Tensor.Zeros(t.Shape, DType.BF16, name);
-        BFloat16.FromSingle(values, b.Span<ushort>());
-        return b;
-    }
+    private static Tensor Copy(Tensor t, DType dtype, string name) =>
+        Tensor.FromFloatsAs(t.Shape, t.ToFloatArray(), dtype == DType.BF16 ? DType.BF16 : DType.F32, name);
 }

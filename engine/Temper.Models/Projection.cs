@@ -72,14 +72,7 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     public void ReplaceWeight(IBackend be, float[] values)
     {
         if (Nf4 != null) throw new TemperException($"{Name}: an NF4 (QLoRA) base weight cannot be rewritten; load the model without --qlora");
-        Tensor t;
-        if (Weight.DType == DType.BF16)
-        {
-            t = Tensor.Zeros(Weight.Shape, DType.BF16, Name);
-            BFloat16.FromSingle(values, t.Span<ushort>());
-        }
-        else t = Tensor.FromFloats(Weight.Shape, values, Name);
-        Weight = be.FromHost(t);
+        Weight = be.FromHost(Tensor.FromFloatsAs(Weight.Shape, values, Weight.DType == DType.BF16 ? DType.BF16 : DType.F32, Name));
     }
 
     /// <summary>The bias's values as f32 [Out] (a host copy).</summary>
