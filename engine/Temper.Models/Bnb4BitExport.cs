@@ -27,9 +27,11 @@ public static class Bnb4BitExport
         if (Path.GetFullPath(sourceDir).TrimEnd('/') == Path.GetFullPath(outDir).TrimEnd('/'))
             throw new TemperException($"{outDir}: the output folder must differ from the model folder");
         var shapes = ModelWeights.ProjectionShapes(cfg);
-        bool Skipped(string weight) => skipModules.Any(k => ("." + weight[..^".weight".Length] + ".").Contains("." + k + ".", StringComparison.Ordinal));
+        // A skip name matches the module of a projection's weight when it is whole dotted components of its name.
+        static bool Names(string skip, string weight) => ("." + weight[..^".weight".Length] + ".").Contains("." + skip + ".", StringComparison.Ordinal);
+        bool Skipped(string weight) => skipModules.Any(k => Names(k, weight));
         foreach (var k in skipModules)
-            if (k.Length == 0 || !shapes.Keys.Any(w => ("." + w[..^".weight".Length] + ".").Contains("." + k + ".", StringComparison.Ordinal)))
+            if (k.Length == 0 || !shapes.Keys.Any(w => Names(k, w)))
                 throw new TemperException($"--skip-modules: '{k}' names no layer projection of {sourceDir} (e.g. mlp.down_proj, model.layers.0.self_attn.q_proj)");
 
         using var file = SafetensorsModel.Open(sourceDir);
