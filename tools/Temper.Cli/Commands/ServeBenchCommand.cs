@@ -59,7 +59,7 @@ internal static class ServeBenchCommand
                 throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var spec = speculative.ReadNgram(p, "bench serve");
             SamplingOptions? sampling = p.GetValue(temperature) is float t ? new SamplingOptions { Greedy = false, Temperature = t } : null;
-            sampling?.Validate();
+            if (sampling is { Temperature: not > 0 }) throw new TemperException($"--temperature must be > 0 (got {sampling.Temperature}); leave it out for greedy requests");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, be);
             using var owned = lm;
