@@ -5,7 +5,8 @@
 // speculation flags (a draft model, which serve does not take, included) are one line and exit 2; a
 // missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
-// is one line naming it and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
+// is one line naming it and exit 2; `--temperature T` samples the bench's requests (beside speculation too), a
+// temperature of 0 one line and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
 // the base model and writes its chart and JSON, and refuses a bad count in one line.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
@@ -132,6 +133,20 @@ public sealed class ServeCliTests
         Assert.StartsWith("temper: adapter 'ad0' takes ", r.Stderr.Trim());
         Assert.EndsWith("more than the whole host tier (2 blocks)", r.Stderr.Trim());
         Assert.Single(r.Stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void Bench_serve_samples_at_a_temperature_beside_speculation()
+    {
+        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "3", "--prompt-len", "8", "--tokens", "5", "--adapters", "0", "--threads", "1",
+            "--temperature", "0.8", "--speculative", "ngram", "--ngram-min", "1");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("sampled at temperature 0.8", r.Stdout);
+        Assert.Contains("base+ngram   15 tokens in", r.Stdout);
+        Assert.Contains("ngram speculation (K 4, n-grams 1..4):", r.Stdout);
+        var zero = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "1", "--prompt-len", "4", "--tokens", "1", "--adapters", "0", "--temperature", "0");
+        Assert.Equal(2, zero.ExitCode);
+        Assert.Equal("temper: --temperature must be > 0 (got 0); leave it out for greedy requests", zero.Stderr.Trim());
     }
 
     [Fact]

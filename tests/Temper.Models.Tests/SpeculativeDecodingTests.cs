@@ -202,7 +202,7 @@ public class SpeculativeDecodingTests
                 counts[sampler.Draw(residual)]++;
             }
         }
-        AssertFrequencies(p.Select(x => (double)x).ToArray(), counts, n, oneHot ? "one-hot q" : "draft q");
+        Frequencies.AssertFit(p.Select(x => (double)x).ToArray(), counts, n, oneHot ? "one-hot q" : "draft q");
     }
 
     private static int Draw(float[] probs, double u)
@@ -210,37 +210,6 @@ public class SpeculativeDecodingTests
         double acc = 0;
         for (int i = 0; i < probs.Length; i++) if (u < (acc += probs[i])) return i;
         return probs.Length - 1;
-    }
-
-    // Each frequency within 5 standard errors of its probability (plus 1/N), and Pearson's chi-square over the
-    // outcomes expected at least 5 times (the rest pooled) under its 1e-6 quantile (Wilson-Hilferty): the per-cell
-    // bound catches one outcome far off, the chi-square a deviation spread thinly over many.
-    private static void AssertFrequencies(double[] expected, int[] counts, int n, string what)
-    {
-        double chi2 = 0, pooledE = 0, pooledO = 0;
-        int bins = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            double f = (double)counts[i] / n, sd = Math.Sqrt(expected[i] * (1 - expected[i]) / n);
-            Assert.True(Math.Abs(f - expected[i]) <= 5 * sd + 1.0 / n, $"{what}: outcome {i} drawn with frequency {f:F5}, expected {expected[i]:F5} (5 sd = {5 * sd:F5})");
-            double e = expected[i] * n;
-            if (e < 5)
-            {
-                pooledE += e;
-                pooledO += counts[i];
-                continue;
-            }
-            chi2 += (counts[i] - e) * (counts[i] - e) / e;
-            bins++;
-        }
-        if (pooledE > 0)
-        {
-            chi2 += (pooledO - pooledE) * (pooledO - pooledE) / pooledE;
-            bins++;
-        }
-        int df = Math.Max(1, bins - 1);
-        double a = 2.0 / (9 * df), critical = df * Math.Pow(1 - a + 4.75 * Math.Sqrt(a), 3);
-        Assert.True(chi2 < critical, $"{what}: chi-square {chi2:F1} over {bins} outcomes is above its 1e-6 quantile {critical:F1}");
     }
 
     // A 2-layer model over 8 tokens with large weights (peaked, varied distributions): target and draft differ by seed.
@@ -309,7 +278,7 @@ public class SpeculativeDecodingTests
         }
         Assert.True(proposed > runs / 2 && accepted > runs / 10 && accepted < proposed, $"{method}: {accepted}/{proposed} accepted: the rule was hardly exercised");
         var keys = exact.Keys.ToArray();
-        AssertFrequencies(keys.Select(k => exact[k]).ToArray(), keys.Select(k => counts[k]).ToArray(), runs, method);
+        Frequencies.AssertFit(keys.Select(k => exact[k]).ToArray(), keys.Select(k => counts[k]).ToArray(), runs, method);
     }
 
     [Fact]

@@ -22,13 +22,21 @@
 // whole (no prefix-cache hit), in chunks whose logits stay near 128 MB, and each token's log-probability
 // given those before it goes to its handle; with 0 new tokens it then finishes. Step()
 // runs on one thread at a time: the background loop's (Start) or a test's.
-// With ServingOptions.Speculative (prompt lookup, vLLM's "ngram" method), a running greedy sequence with
-// one token to compute proposes up to K tokens from its own prompt + output (NgramProposer); the step
-// computes its last token and the proposals as one chunk, keeps the longest prefix of proposals that
-// equals the argmax of the row before each, and appends those and the argmax after them (the bonus),
-// each through the same stop checks as a sampled token, so the output is plain greedy decoding's. Only
-// the accepted positions are committed (and so hashed into the prefix cache); blocks reserved past them
-// are given back (PagedKvCache.Trim).
+// With ServingOptions.Speculative (prompt lookup, vLLM's "ngram" method), a running sequence with one token
+// to compute proposes up to K tokens from its own prompt + output (NgramProposer); the step computes its last
+// token and the proposals as one chunk, and row j of its logits (after the last token and proposals 1..j) is
+// sampled as plain decoding samples it: the sequence's own Sampler draws from it with proposals 1..j in the
+// history (so repetition, frequency and presence penalties and min_tokens count them as output). Proposal
+// j+1 is kept while it equals row j's draw; the first draw that differs, or the draw after the last proposal
+// (the bonus), is the step's own token. Greedy, that is the argmax test; sampled, it is speculative
+// sampling's rule for a deterministic proposer (SpeculativeSampling, q one-hot at x): x is kept with
+// probability p(x), and a rejection's token is a draw from p that is not x, i.e. from normalize(max(0, p - q)).
+// Every kept or drawn token is the plain sampler's draw from the same history and stream position (one
+// uniform a token), so a seed gives the tokens it gives without speculation (up to the rounding of a chunk's
+// forward), however the steps are batched and however many tokens each proposes. Each token goes through the
+// same stop checks as a sampled one. Only the accepted positions are committed (and so hashed into the prefix
+// cache); blocks reserved past them are given back (PagedKvCache.Trim). A JSON constraint (its state moves
+// with each pick) keeps a request on plain decoding.
 // Adapters are added and removed at run time (AddAdapter, RemoveAdapter) under the step lock, between
 // steps. A sequence names its adapter by index into the stack; a request's name is resolved to an index
 // when it leaves the incoming queue, and RemoveAdapter renumbers the indices of the sequences it leaves
@@ -407,12 +415,13 @@ public sealed class ServingEngine : IDisposable
         _preemptions++;
     }
 
-    // Up to K tokens a running greedy sequence with one token to compute proposes from its prompt + output, within the
-    // step's budget, its token limit (the bonus token included) and the length limit; none when speculation is off.
+    // Up to K tokens a running sequence with one token to compute proposes from its prompt + output, within the step's
+    // budget, its token limit (the bonus token included) and the length limit; none when speculation is off or the
+    // request is JSON-constrained.
     private int[] Propose(Sequence s, int chunk, int budget)
     {
         var r = s.Handle.Request;
-        if (_proposer == null || chunk != 1 || s.Generated < 1 || r.N != 1 || !r.Sampling.Greedy || r.Sampling.AdjustsLogits) return [];
+        if (_proposer == null || chunk != 1 || s.Generated < 1 || r.Sampling.Constraint != null) return [];
         int k = Math.Min(Options.Speculative!.NumTokens, Math.Min(budget - 1, Math.Min(r.MaxNewTokens - s.Generated - 1, MaxSequenceLength - s.Tokens.Count - 1)));
         if (k < 1) return [];
         var draft = new int[k];
@@ -420,25 +429,30 @@ public sealed class ServingEngine : IDisposable
         return draft[..n];
     }
 
-    // A speculative chunk computed: rows [0, 1 + drafts) of logits follow the last token and each proposal. The proposals
-    // that equal the argmax of the row before them are kept, their K/V committed (the rest's blocks given back), then
-    // they and the argmax after them are appended token by token, stopping where a stop condition says.
+    // A speculative chunk computed: row j of logits [1 + drafts, V] follows the last token and proposals 1..j. Each row
+    // is sampled in turn by the sequence's Sampler over the history so far (the sequence, then the proposals kept);
+    // proposals are kept while they equal the draw of the row before them, their K/V committed (the rest's blocks
+    // given back), then they and the draw that ended the run are appended token by token, stopping where a stop
+    // condition says.
     private void Verify(Sequence s, int[] draft, ReadOnlySpan<float> logits)
     {
-        int v = Config.VocabSize, accepted = 0;
-        while (accepted < draft.Length && Sampler.ArgMax(logits.Slice(accepted * v, v)) == draft[accepted]) accepted++;
+        int v = Config.VocabSize, accepted = 0, next;
+        var tokens = new int[s.Tokens.Count + draft.Length];
+        s.Tokens.CopyTo(tokens);
+        draft.CopyTo(tokens, s.Tokens.Count);
+        while (true)
+        {
+            next = s.Sampler.Next(logits.Slice(accepted * v, v), tokens.AsSpan(0, s.Tokens.Count + accepted), s.PromptLength);
+            if (accepted == draft.Length || next != draft[accepted]) break;
+            accepted++;
+        }
         _specDrafted += draft.Length;
         _specAccepted += accepted;
-        var tokens = new int[s.Tokens.Count + accepted];
-        s.Tokens.CopyTo(tokens);
-        draft.AsSpan(0, accepted).CopyTo(tokens.AsSpan(s.Tokens.Count));
-        Cache.Commit(s.Blocks, tokens, tokens.Length);
+        Cache.Commit(s.Blocks, tokens, s.Tokens.Count + accepted);
         Cache.Trim(s.Blocks);
-        for (int j = 0; j <= accepted; j++)
-        {
-            var row = logits.Slice(j * v, v);
-            if (Append(s, j < accepted ? draft[j] : Sampler.ArgMax(row), row)) return;
-        }
+        for (int j = 0; j < accepted; j++)
+            if (Append(s, draft[j], logits.Slice(j * v, v))) return;
+        Append(s, next, logits.Slice(accepted * v, v));
     }
 
     private void Run(List<(Sequence Seq, int Count)> items)

@@ -1,7 +1,7 @@
 // Sizes of the serving engine: the paged KV pool (blocks of BlockSize positions), the token budget of
 // one step (decode tokens first, then prefill chunks of at most what is left), and how many sequences
 // run at once, how a sequence gives its blocks up when the pool runs short, and the host and disk
-// tiers below the pool (in blocks of the pool's size), and n-gram speculative decoding of greedy sequences.
+// tiers below the pool (in blocks of the pool's size), and n-gram speculative decoding.
 using Temper.Models.Speculative;
 
 namespace Temper.Serving.Scheduling;
@@ -32,8 +32,8 @@ public sealed record ServingOptions
     public int DiskBlocks { get; init; }
     public string? DiskFile { get; init; }
     /// <summary>
-    /// Prompt-lookup speculation (vLLM's --speculative-config method "ngram"): each greedy decode sequence
-    /// proposes up to NumTokens tokens from its own context, verified in one chunk. Null: off. A draft model is not served.
+    /// Prompt-lookup speculation (vLLM's --speculative-config method "ngram"): each decode sequence (greedy or
+    /// sampled; not a JSON-constrained one) proposes up to NumTokens tokens from its own context, verified in one chunk. Null: off. A draft model is not served.
     /// </summary>
     public SpeculativeOptions? Speculative { get; init; }
 }

@@ -15,7 +15,8 @@
 // requests (ready when their step needed them or not, dropped) with the read time that moved off the
 // steps and the wait left in them. --speculative ngram --num-speculative-tokens K [--ngram-max N]
 // [--ngram-min M] adds a run of the base model with prompt-lookup speculation beside the plain one, with
-// the proposed and accepted token counts.
+// the proposed and accepted token counts. --temperature T samples every request at temperature T (request i
+// with seed i) instead of decoding greedily, so speculation's speed-up is measured on sampled requests too.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -46,8 +47,9 @@ internal static class ServeBenchCommand
         var diskBlocks = new Option<int>("--disk-blocks") { Description = "KV blocks the disk tier (a temporary memory-mapped file) holds", DefaultValueFactory = _ => 0 };
         var poolBlocks = new Option<int>("--kv-blocks") { Description = "KV blocks of the device pool, shared with resident adapters (0: the workload's KV plus every adapter)", DefaultValueFactory = _ => 0 };
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
+        var temperature = new Option<float?>("--temperature") { Description = "Sample every request at this temperature (request i with seed i) instead of greedily" };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, threads }) cmd.Add(o);
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, temperature, threads }) cmd.Add(o);
         var speculative = new SpeculativeFlags();
         foreach (Option o in new Option[] { speculative.Method, speculative.NumTokens, speculative.NgramMax, speculative.NgramMin }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
@@ -56,6 +58,8 @@ internal static class ServeBenchCommand
             if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
                 throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var spec = speculative.ReadNgram(p, "bench serve");
+            SamplingOptions? sampling = p.GetValue(temperature) is float t ? new SamplingOptions { Greedy = false, Temperature = t } : null;
+            if (sampling is { Temperature: not > 0 }) throw new TemperException($"--temperature must be > 0 (got {sampling.Temperature}); leave it out for greedy requests");
             var be = CliOptions.Backend(p, p.GetValue(threads));
             var (decoder, lm, what) = BenchCommand.ModelOrRandom(p, model, be);
             using var owned = lm;
@@ -78,7 +82,7 @@ internal static class ServeBenchCommand
                 };
                 Console.WriteLine($"model: {what}");
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
-                Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), max batch tokens {options.MaxBatchTokens}, block size {bs}");
+                Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), {(sampling == null ? "greedy" : $"sampled at temperature {sampling.Temperature}")}, max batch tokens {options.MaxBatchTokens}, block size {bs}");
                 if (la > 0) Console.WriteLine($"adapters: {la} random ones written in {written:F2} s, loaded and added in {added:F2} s");
                 Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
@@ -86,7 +90,7 @@ internal static class ServeBenchCommand
                 {
                     if (p.GetValue(diskBlocks) > 0) Directory.CreateDirectory(tmp);
                     long folderLoads = stack.FolderLoads, folderBytes = stack.FolderBytes;
-                    var (res, engine) = ServeWorkload.Measure(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin"), Speculative = speculation }, stack, prompts, n, adapterOf);
+                    var (res, engine) = ServeWorkload.Measure(decoder, options with { DiskFile = Path.Combine(tmp, $"kv-{Guid.NewGuid():N}.bin"), Speculative = speculation }, stack, prompts, n, adapterOf, sampling);
                     using var owned = engine;
                     string tiers = engine.Tiers is { } t ? $"device: {t.Device}\n{"",-12} host: {t.Host}\n{"",-12} disk: {t.Disk}" : $"device: {stack.Device} (no host or disk tier)";
                     return (res, $"{tiers}\n{"",-12} adapters loaded from folders: {stack.FolderLoads - folderLoads} ({stack.FolderBytes - folderBytes} B)");

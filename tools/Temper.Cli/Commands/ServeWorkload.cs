@@ -1,6 +1,7 @@
 // The workload `temper bench serve` and `temper bench serve-sweep` share: seeded random prompts, a device
 // pool sized for it (each request's KV blocks plus every adapter's bytes in blocks: adapters live in the
-// same tiers), and one measured run on a fresh engine after a two-token warm-up request.
+// same tiers), and one measured run on a fresh engine after a two-token warm-up request (greedy, or sampled
+// with request i's seed i).
 using Temper.Models;
 using Temper.Serving.Bench;
 using Temper.Serving.Lora;
@@ -34,12 +35,17 @@ internal static class ServeWorkload
         return requests * ((promptLen + tokens) / BlockSize + 2) + 8 + adapters * (int)((adapter + block - 1) / block);
     }
 
-    /// <summary>One measured run of the prompts (request i on adapterOf(i)) on a fresh engine (no adapter stack: the base model alone).</summary>
-    public static (ServingBenchResult Result, ServingEngine Engine) Measure(Decoder decoder, ServingOptions options, AdapterStack? stack, int[][] prompts, int tokens, Func<int, string?> adapterOf)
+    /// <summary>One measured run of the prompts (request i on adapterOf(i), greedy, or sampled with <paramref name="sampling"/> and
+    /// seed i) on a fresh engine (no adapter stack: the base model alone).</summary>
+    public static (ServingBenchResult Result, ServingEngine Engine) Measure(Decoder decoder, ServingOptions options, AdapterStack? stack, int[][] prompts, int tokens, Func<int, string?> adapterOf,
+        SamplingOptions? sampling = null)
     {
         var engine = new ServingEngine(decoder, options, stack);
         ServingBench.Run(engine, [new ServingRequest { PromptIds = prompts[0][..Math.Min(8, prompts[0].Length)], MaxNewTokens = 2, IgnoreEos = true, Adapter = adapterOf(0) }]);
-        var result = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest { PromptIds = pr, MaxNewTokens = tokens, IgnoreEos = true, Adapter = adapterOf(i) }).ToArray());
+        var result = ServingBench.Run(engine, prompts.Select((pr, i) => new ServingRequest
+        {
+            PromptIds = pr, MaxNewTokens = tokens, IgnoreEos = true, Adapter = adapterOf(i), Sampling = sampling is null ? new() : sampling with { Seed = (ulong)i },
+        }).ToArray());
         return (result, engine);
     }
 }
