@@ -14,6 +14,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     TokenizeCommand.Create(),
     TemplateCommand.Create(),
     LogitsCommand.Create(),
+    PerplexityCommand.Create(),
     GenerateCommand.Create(),
     ChatCommand.Create(),
     BenchCommand.Create(),
