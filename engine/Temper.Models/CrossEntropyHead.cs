@@ -13,21 +13,20 @@ public sealed class CrossEntropyHead(int[] targets, float lossScale, float[]? ro
     public float[] Apply(Decoder decoder, Tensor hidden, Tensor? dHidden, Func<Tensor, Tensor?>? gradOf)
     {
         var be = decoder.Backend;
-        var lmHead = decoder.Weights.LmHead;
-        if (lmHead.Lora != null && dHidden != null) throw new TemperException("training with a LoRA on lm_head is not supported yet");
+        var lmHead = decoder.Weights.LmHead.FusedHeadWeight();
         if (!(temperature > 0)) throw new TemperException($"cross-entropy temperature must be > 0 (got {temperature})");
         using var losses = be.Zeros(new Shape(hidden.Shape.Rows));
-        var dLmHead = dHidden == null ? null : gradOf?.Invoke(lmHead.Weight);
+        var dLmHead = dHidden == null ? null : gradOf?.Invoke(lmHead);
         if (temperature == 1f)
         {
-            be.LmHeadCrossEntropy(hidden, lmHead.Weight, targets, losses, lossScale, dHidden, dLmHead, rowScales);
+            be.LmHeadCrossEntropy(hidden, lmHead, targets, losses, lossScale, dHidden, dLmHead, rowScales);
             return be.ToHost(losses).Floats.ToArray();
         }
         using var scaled = be.Zeros(hidden.Shape);
         be.CopyRows(hidden, 0, scaled, 0, hidden.Shape.Rows);
         be.Scale(scaled, 1f / temperature);
         using var dScaled = dHidden == null ? null : be.Zeros(hidden.Shape);
-        be.LmHeadCrossEntropy(scaled, lmHead.Weight, targets, losses, lossScale, dScaled, dLmHead, rowScales);
+        be.LmHeadCrossEntropy(scaled, lmHead, targets, losses, lossScale, dScaled, dLmHead, rowScales);
         if (dHidden != null)
         {
             be.Scale(dScaled!, 1f / temperature);

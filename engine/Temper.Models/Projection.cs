@@ -59,6 +59,15 @@ public sealed class Projection(string name, Tensor weight, Tensor? bias)
     public int In => Weight.Shape[1];
     public int Out => Weight.Shape[0];
 
+    /// <summary>The weight a fused LM-head op (cross-entropy, distillation) computes with: those ops take a plain f32/bf16
+    /// weight only, so a LoRA, DoRA or (IA)^3 view, a bias or an NF4 base on this projection is refused rather than ignored.</summary>
+    public Tensor FusedHeadWeight()
+    {
+        string? what = Lora != null ? "a LoRA" : Ia3 != null ? "an (IA)^3 vector" : Bias != null ? "a bias" : Nf4 != null ? "an NF4 (4-bit) base" : null;
+        if (what != null) throw new TemperException($"{Name}: the fused LM-head loss takes a plain f32/bf16 weight; {what} on it is not supported");
+        return Weight;
+    }
+
     /// <summary>The weight's values as f32 [Out*In] (a host copy, widened from bf16); NF4 weights are refused.</summary>
     public float[] WeightValues(IBackend be)
     {

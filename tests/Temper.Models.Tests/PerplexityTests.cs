@@ -208,4 +208,19 @@ public class PerplexityTests
         Refused(() => Perplexity.Evaluate(lm.Decoder, ids.AsSpan(0, 1), 4, 2, 1), "1 token", "at least 2");
         Refused(() => Perplexity.Evaluate(lm.Decoder, [5, lm.Config.VocabSize], 4, 2, 1), "outside the model's vocabulary");
     }
+
+    [Fact]
+    public void A_lora_on_lm_head_is_refused_not_ignored()
+    {
+        // The fused LM-head cross-entropy takes the head's plain weight; an adapter view on it would be skipped.
+        var be = new CpuBackend();
+        using var lm = LanguageModel.Load(Fixtures.Hf("llama-tiny"), be);
+        var head = lm.Decoder.Weights.LmHead;
+        using var a = be.FromHost(Tensor.FromFloats(new Shape(2, head.In), new float[2 * head.In]));
+        using var bMat = be.FromHost(Tensor.FromFloats(new Shape(head.Out, 2), new float[head.Out * 2]));
+        head.Lora = new LoraView(a, bMat, 1f);
+        Refused(() => Perplexity.Evaluate(lm.Decoder, [5, 6, 7, 8], 4, 4, 1), head.Name, "a LoRA", "not supported");
+        head.Lora = null;
+        Assert.Equal(3, Perplexity.Evaluate(lm.Decoder, [5, 6, 7, 8], 4, 4, 1).Tokens);
+    }
 }

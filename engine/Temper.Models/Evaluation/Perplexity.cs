@@ -67,9 +67,7 @@ public static class Perplexity
                 ? $"--ctx {ctx} exceeds the model's max_position_embeddings ({cfg.MaxPositions})"
                 : $"--ctx {ctx} plus the adapter's {virtualTokens} virtual tokens exceeds the model's max_position_embeddings ({cfg.MaxPositions})");
         if (batchSize < 1) throw new TemperException($"--batch-size {batchSize} must be at least 1");
-        var head = decoder.Weights.LmHead;
-        if (head.Lora != null || head.Ia3 != null || head.Nf4 != null || head.Bias != null)
-            throw new TemperException($"{head.Name}: perplexity runs the fused LM-head cross-entropy, which takes a plain f32/bf16 lm_head weight (no adapter, bias or NF4 on it)");
+        decoder.Weights.LmHead.FusedHeadWeight(); // refused here, before any window runs
         foreach (int id in ids)
             if ((uint)id >= (uint)cfg.VocabSize) throw new TemperException($"token id {id} is outside the model's vocabulary (size {cfg.VocabSize})");
         var windows = Windows(ids.Length, ctx, stride);

@@ -12,11 +12,10 @@ public sealed class LogitDistillationHead(Tensor teacherHidden, Tensor teacherLm
     public float[] Apply(Decoder decoder, Tensor hidden, Tensor? dHidden, Func<Tensor, Tensor?>? gradOf)
     {
         var be = decoder.Backend;
-        var lmHead = decoder.Weights.LmHead;
-        if (lmHead.Lora != null && dHidden != null) throw new TemperException("training with a LoRA on lm_head is not supported yet");
+        var lmHead = decoder.Weights.LmHead.FusedHeadWeight();
         using var losses = be.Zeros(new Shape(hidden.Shape.Rows));
-        be.LmHeadDistillation(hidden, lmHead.Weight, teacherHidden, teacherLmHead, mask, temperature, reverse, losses, lossScale, dHidden,
-            dHidden == null ? null : gradOf?.Invoke(lmHead.Weight));
+        be.LmHeadDistillation(hidden, lmHead, teacherHidden, teacherLmHead, mask, temperature, reverse, losses, lossScale, dHidden,
+            dHidden == null ? null : gradOf?.Invoke(lmHead));
         return be.ToHost(losses).Floats.ToArray();
     }
 

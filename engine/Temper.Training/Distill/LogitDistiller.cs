@@ -80,7 +80,7 @@ public sealed class LogitDistiller(SftOptions student, DistillOptions d, LogitDi
         var capture = new HiddenStateHead();
         teacherPass.Run(b.Ids, b.Mask, b.Batch, capture, null);
         using var teacherHidden = capture.Hidden!;
-        var head = new LogitDistillationHead(teacherHidden, teacherPass.Decoder.Weights.LmHead.Weight, LogitDistillationHead.CompletionMask(b.Labels, b.Length),
+        var head = new LogitDistillationHead(teacherHidden, teacherPass.Decoder.Weights.LmHead.FusedHeadWeight(), LogitDistillationHead.CompletionMask(b.Labels, b.Length),
             l.Temperature, l.Reverse, lossScale);
         return studentPass.Run(b.Ids, b.Mask, b.Batch, head, gradOf);
     }
