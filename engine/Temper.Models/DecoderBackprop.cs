@@ -6,7 +6,7 @@
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
 // every base weight for full fine-tuning, the LoRA A/B for adapters. Qwen3's head norms (HeadNorm) sit
 // between the q/k projections and RoPE, their inputs and 1/rms kept for backward.
-// With GradientCheckpointing the forward keeps only each layer's input x_in[B*T,C] and the backward
+// With GradientCheckpointing (and in any pass without gradients) the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
 // input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
@@ -186,12 +186,14 @@ public sealed class DecoderBackprop(Decoder decoder)
                 AddNeftuneNoise(x, t, c);
             }
             var acts = new LayerActivations[w.Layers.Length];
+            // A pass without gradients (reference log-probs, eval loss, perplexity) keeps no more than a checkpointed one.
+            bool checkpointing = GradientCheckpointing || gradOf == null;
             for (int l = 0; l < acts.Length; l++)
             {
-                var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
+                var scratch = checkpointing ? new List<Tensor>() : owned;
                 acts[l] = ForwardLayer(l, x, scratch);
                 x = acts[l].XOut;
-                if (!GradientCheckpointing) continue;
+                if (!checkpointing) continue;
                 scratch.Remove(x);
                 owned.Add(x);
                 Free(scratch);
