@@ -40,12 +40,9 @@ public sealed class ServedModel : IDisposable
         if (BaseNames.FirstOrDefault(n => n.Length == 0) != null) throw new TemperException("--served-model-name: a name must not be empty");
         if (BaseNames.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice) throw new TemperException($"--served-model-name: '{twice.Key}' is given twice");
         CheckMaxModelLength(lm, options);
+        if (adapters.FirstOrDefault(a => BaseNames.Contains(a.Name)) is { Name: not null } taken) throw new TemperException($"--adapter {taken.Name}: the name is the base model's");
         _adapters = new AdapterStack(lm.Weights, lm.Decoder.Backend);
-        foreach (var (n, dir) in adapters)
-        {
-            if (BaseNames.Contains(n)) throw new TemperException($"--adapter {n}: the name is the base model's");
-            _adapters.Add(n, LoraAdapter.Load(dir));
-        }
+        foreach (var (n, dir) in adapters) _adapters.Add(n, LoraAdapter.Load(dir));
         EosIds = lm.EosIds();
         GenerationDefaults = lm.Generation;
         _constraints = new ConstraintCache(() => TokenVocabulary.From(Tokenizer, EosIds));
