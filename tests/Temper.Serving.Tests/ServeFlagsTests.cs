@@ -1,7 +1,7 @@
 // vLLM's `vllm serve` flags as `temper serve` takes them, on a server driven by the official OpenAI client and raw HTTP:
 // --served-model-name (every name selects the base; answers report the first, /v1/models lists them all, as vLLM's),
-// --max-model-len (prompt + max_tokens over it is a 400 in vLLM's words; above max_position_embeddings or the KV pool
-// refused at startup), --max-num-seqs (the engine never runs more sequences at once, a request's n choices counted, and
+// --max-model-len (prompt + max_tokens over it is a 400 in vLLM's words; above max_position_embeddings, the KV pool
+// or a sliding window refused at startup), --max-num-seqs (the engine never runs more sequences at once, a request's n choices counted, and
 // every request still gets the reference's tokens), --chat-template (an inline template replacing the model's, escapes
 // decoded; a file; one that does not parse or is neither refused), --seed (sampled requests without a seed repeat, over
 // HTTP and through the IChatClient) and --max-logprobs (more logprobs / top_logprobs is a 400 naming the field); and the
@@ -122,6 +122,24 @@ public sealed class ServeFlagsTests(ServeFlagsServer f) : IClassFixture<ServeFla
             Assert.Throws<TemperException>(() => new ServedModel(f.Lm, [], new ServingOptions { BlockSize = 8, Blocks = 16, MaxSequenceLength = 200 })).Message);
         using var byDefault = new ServedModel(f.Lm, [], new ServingOptions { BlockSize = 8, Blocks = 16 });
         Assert.Equal(128, byDefault.Engine.MaxSequenceLength);
+
+        // A sliding window the paged cache does not slide bounds it too (the same model with a 32-token window).
+        string dir = Path.Combine(Path.GetTempPath(), $"temper-window-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            foreach (var name in new[] { "model.safetensors", "tokenizer.json", "tokenizer_config.json" }) File.Copy(Path.Combine(ServingFixtures.Model, name), Path.Combine(dir, name));
+            var config = JsonNode.Parse(File.ReadAllText(Path.Combine(ServingFixtures.Model, "config.json")))!.AsObject();
+            (config["use_sliding_window"], config["sliding_window"]) = (true, 32);
+            File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+            using var windowed = LanguageModel.Load(dir, new CpuBackend(1));
+            Assert.Equal($"--max-model-len 48 is greater than the model's sliding_window 32 ({Path.Combine(dir, "config.json")}), which the paged KV cache does not slide",
+                Assert.Throws<TemperException>(() => new ServedModel(windowed, [], new ServingOptions { BlockSize = 8, Blocks = 16, MaxSequenceLength = 48 })).Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]
