@@ -26,7 +26,8 @@ public sealed class LanguageModel : IDisposable
     public HfTokenizer? Tokenizer { get; private set; }
     /// <summary>The folder's generation_config.json (stop ids, sampling defaults), null when it has none.</summary>
     public GenerationConfig? Generation { get; private set; }
-    public ChatTemplate? Template { get; private set; }
+    /// <summary>The chat template prompts are rendered with: the folder's, or one that replaces it (vLLM's --chat-template).</summary>
+    public ChatTemplate? Template { get; set; }
 
     public HfTokenizer RequireTokenizer() => Tokenizer ?? throw new TemperException($"{Directory}: no tokenizer.json");
     public ChatTemplate RequireTemplate() => Template ?? throw new TemperException($"{Directory}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");

@@ -67,6 +67,16 @@ public class CliTests
         var bad = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--chat-template-kwargs", "[1]");
         Assert.Equal(2, bad.ExitCode);
         Assert.Equal("temper: --chat-template-kwargs must be a JSON object of template variables", bad.Stderr.Trim());
+
+        // --chat-template (vLLM's flag, shared with generate --chat, chat and serve) replaces the model's template: inline, its \n a newline.
+        var own = TemperCli.Run("template", "--model", dir, "--messages", msgs, "--chat-template", @"{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}");
+        Assert.Equal(0, own.ExitCode);
+        Assert.Equal(string.Concat(ct["messages"]!.AsArray().Select(m => $"{m!["role"]}: {m["content"]}\n")), own.Stdout);
+        var notChat = TemperCli.Run("generate", "--model", dir, "--prompt", "hi", "--chat-template", "{{ x }}");
+        Assert.Equal("temper: --chat-template is for --chat", notChat.Stderr.Trim());
+        var unparsed = TemperCli.Run("generate", "--model", dir, "--prompt", "hi", "--chat", "--chat-template", "{% if %}");
+        Assert.Equal(2, unparsed.ExitCode);
+        Assert.StartsWith("temper: --chat-template:1: ", unparsed.Stderr.Trim());
     }
 
     [Fact]

@@ -1,8 +1,10 @@
 // `temper serve` and `temper bench serve` as a user runs them: the server starts on a free port, names
-// its address, answers /v1/models with the base and a bare --adapter DIR named after its folder (and, with
+// its address, answers /v1/models with the base (by each --served-model-name, with --max-model-len) and a bare --adapter DIR named after its folder (and, with
 // --allow-runtime-lora, an adapter loaded through POST /v1/load_lora_adapter); with
 // host and disk tiers it names them, makes its disk file in --disk-dir and completes; bad tool and
-// speculation flags (a draft model, which serve does not take, included) are one line and exit 2; a
+// speculation flags (a draft model, which serve does not take, included) are one line and exit 2, and so are vLLM's
+// flags out of range (--max-model-len above the model's positions, --max-num-seqs, --max-logprobs, a served name twice, a
+// --chat-template that is no file and no template, or does not parse); --served-model-name takes several names; a
 // missing adapter folder is one line and exit 2; the bench prints throughput, latency and tier figures,
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
 // is one line naming it and exit 2; `--temperature T` samples the bench's requests (beside speculation too), a
@@ -21,24 +23,26 @@ public sealed class ServeCliTests
     public async Task Serve_starts_on_a_free_port_and_lists_models()
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1", "--allow-runtime-lora" })
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "temper.dll"), "serve", "--model", Model, "--adapter", Path.Combine(Model, "adapter"), "--port", "0", "--threads", "1", "--allow-runtime-lora",
+            "--served-model-name", "llama-tiny", "tiny2", "--max-model-len", "64" })
             psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         try
         {
             var line = await p.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
             Assert.NotNull(line);
-            Assert.StartsWith("serving llama-tiny, adapter on http://127.0.0.1:", line);
+            Assert.StartsWith("serving llama-tiny, tiny2, adapter on http://127.0.0.1:", line);
             string v1 = line.Split(' ').First(w => w.StartsWith("http://", StringComparison.Ordinal));
             using var http = new HttpClient();
             var models = JsonNode.Parse(await http.GetStringAsync(new Uri(v1 + "/models"), TestContext.Current.CancellationToken))!;
-            Assert.Equal(["llama-tiny", "adapter"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
+            Assert.Equal(["llama-tiny", "tiny2", "adapter"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
+            Assert.Equal(64, (int)models["data"]![0]!["max_model_len"]!);
             Assert.EndsWith(", runtime LoRA updating on); Ctrl+C stops", line);
             var load = new JsonObject { ["lora_name"] = "rt", ["lora_path"] = Path.Combine(Model, "adapter") };
             using var r = await http.PostAsync(new Uri(v1 + "/load_lora_adapter"), new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
             Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
             models = JsonNode.Parse(await http.GetStringAsync(new Uri(v1 + "/models"), TestContext.Current.CancellationToken))!;
-            Assert.Equal(["llama-tiny", "adapter", "rt"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
+            Assert.Equal(["llama-tiny", "tiny2", "adapter", "rt"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
         }
         finally
         {
@@ -95,6 +99,26 @@ public sealed class ServeCliTests
         var r = TemperCli.Run(["serve", "--model", Model, .. flags.Split(' ')]);
         Assert.Equal(2, r.ExitCode);
         Assert.Equal("temper: " + message, r.Stderr.Trim());
+    }
+
+    [Fact]
+    public void Serve_refuses_bad_vllm_flags_at_startup_in_one_line()
+    {
+        foreach (var (flags, message) in new (string[], string)[]
+        {
+            (["--max-model-len", "300"], $"--max-model-len 300 is greater than the model's max_position_embeddings 256 ({Path.Combine(Model, "config.json")})"),
+            (["--max-num-seqs", "0"], "--max-num-seqs must be >= 1 (got 0)"),
+            (["--max-logprobs", "-2"], "--max-logprobs must be >= 0, or -1 for the vocabulary (got -2)"),
+            (["--served-model-name", "a", "a"], "--served-model-name: 'a' is given twice"),
+            (["--chat-template", "missing.jinja"], "--chat-template 'missing.jinja': no such file, and no inline template either (it has no '{{' or '{%')"),
+            (["--chat-template", "{% for m in messages %}{{ m.content }"], "--chat-template:1: "),
+        })
+        {
+            var r = TemperCli.Run(["serve", "--model", Model, "--port", "0", .. flags]);
+            Assert.Equal(2, r.ExitCode);
+            Assert.StartsWith("temper: " + message, r.Stderr.Trim());
+            Assert.Single(r.Stderr.Trim().Split('\n'));
+        }
     }
 
     [Fact]

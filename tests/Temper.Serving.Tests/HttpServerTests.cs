@@ -431,7 +431,7 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
 
         var tooLong = await Post("v1/completions", """{"model": "llama-tiny", "prompt": "hi", "max_tokens": 5000}""");
         Assert.Equal(HttpStatusCode.BadRequest, tooLong.Status);
-        Assert.Contains("exceed the limit of 200 tokens", Message(tooLong));
+        Assert.Contains("'max_tokens' or 'max_completion_tokens' is too large: 5000. This model's maximum context length is 200 tokens", Message(tooLong));
 
         var badField = await Post("v1/chat/completions", """{"model": "llama-tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}""");
         Assert.Equal(HttpStatusCode.BadRequest, badField.Status);

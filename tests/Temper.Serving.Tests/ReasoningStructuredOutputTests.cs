@@ -43,7 +43,7 @@ public sealed class ReasoningStructuredOutputTests
             return (await (await http.PostAsJsonAsync("v1/chat/completions", request, cancel)).Content.ReadFromJsonAsync<JsonObject>(cancel))!["choices"]![0]!["message"]!;
         }
 
-        using (var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 64 }, "scripted") { Reasoning = ReasoningParser.Create("qwen3") })
+        using (var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 64 }, ["scripted"]) { Reasoning = ReasoningParser.Create("qwen3") })
         {
             var message = await Ask(served, body);
             Assert.Equal("The city is Paris.", (string?)message["reasoning_content"]);
@@ -59,7 +59,7 @@ public sealed class ReasoningStructuredOutputTests
 
         // Without a reasoning parser the constraint holds from the first token: <think> is not JSON, so the answer opens the
         // object at once (the thinking can only end up inside a string of it).
-        using (var plain = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 64 }, "scripted"))
+        using (var plain = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 64 }, ["scripted"]))
         {
             string content = (string?)(await Ask(plain, body))["content"] ?? "";
             Assert.StartsWith("{", content.TrimStart());

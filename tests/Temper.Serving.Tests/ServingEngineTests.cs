@@ -220,7 +220,7 @@ public sealed class ServingEngineTests : IDisposable
         Assert.Equal(ServingFinish.Cancelled, cancelled.Finish);
         Assert.True(cancelled.Tokens.Count < 30);
 
-        Assert.Contains("exceed the limit of 40", Assert.Throws<Core.TemperException>(() => e.Submit(Greedy(Prompt(30, 1), 20))).Message);
+        Assert.Contains("'max_tokens' or 'max_completion_tokens' is too large: 20. This model's maximum context length is 40 tokens and your request has 30 input tokens (20 > 40 - 30).", Assert.Throws<Core.TemperException>(() => e.Submit(Greedy(Prompt(30, 1), 20))).Message);
         Assert.Contains("unknown adapter", Assert.Throws<Core.TemperException>(() => e.Submit(Greedy(prompt, 2) with { Adapter = "nope" })).Message);
         Assert.Contains("empty", Assert.Throws<Core.TemperException>(() => e.Submit(Greedy([], 2))).Message);
         Assert.Contains("vocabulary", Assert.Throws<Core.TemperException>(() => e.Submit(Greedy([1, 9999], 2))).Message);

@@ -126,7 +126,7 @@ public sealed class ToolCallTests
     private static readonly Lazy<string> Folder = new(() => ScriptedModel.Write(Script, Template));
 
     private static ServedModel Serve(LanguageModel lm, bool tools = true) =>
-        new(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, "scripted") { ToolCalls = tools ? ToolCallParser.Create("hermes") : null };
+        new(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, ["scripted"]) { ToolCalls = tools ? ToolCallParser.Create("hermes") : null };
 
     private static ChatTool WeatherTool => ChatTool.CreateFunctionTool("get_weather", "The weather in a city",
         BinaryData.FromString("""{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"""));
@@ -200,7 +200,7 @@ public sealed class ToolCallTests
         string folder = ScriptedModel.Write(["<think>", "Paris, so the weather tool.", "</think>", "\n\n", "<tool_call>",
             "\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n", "</tool_call>", "<|im_end|>"], Template);
         using var lm = LanguageModel.Load(folder, new CpuBackend(1));
-        using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, "scripted")
+        using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, ["scripted"])
         {
             ToolCalls = ToolCallParser.Create("hermes"), Reasoning = ReasoningParser.Create("qwen3"),
         };
@@ -240,7 +240,7 @@ public sealed class ToolCallTests
         string folder = ScriptedModel.Write(["Checking.", "[TOOL_CALLS]", " [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", "<|im_end|>"],
             Template, specials: ["[TOOL_CALLS]"]);
         using var lm = LanguageModel.Load(folder, new CpuBackend(1));
-        using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, "scripted") { ToolCalls = ToolCallParser.Create("mistral") };
+        using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, ["scripted"]) { ToolCalls = ToolCallParser.Create("mistral") };
         await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
         var chat = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient("scripted");
         OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("Weather?")];

@@ -18,6 +18,12 @@ internal static class CliOptions
     public static Option<int> Threads() => new("--threads") { Description = "CPU threads (0 = all cores)", DefaultValueFactory = _ => 0 };
     public static Option<string?> ChatTemplateKwargs() => new("--chat-template-kwargs") { Description = "JSON object of extra chat-template variables, e.g. '{\"enable_thinking\": false}' for Qwen3 (as llama.cpp's flag and vLLM's request field)" };
 
+    public static Option<string?> ChatTemplate() => new("--chat-template") { Description = "A chat template replacing the model's: a Jinja file, or the template itself when no such file exists and it holds '{%' or '{{' (vLLM's flag)" };
+
+    /// <summary>The model folder's chat template as --chat-template replaces it (null when the flag is not given); one that does not parse is refused.</summary>
+    public static Temper.Models.Text.ChatTemplate? ChatTemplateOverride(ParseResult p, Option<string?> chatTemplate, Option<string> model) =>
+        p.GetValue(chatTemplate) is string t ? Temper.Models.Text.ChatTemplate.LoadFromModelDir(p.GetValue(model)!, t) : null;
+
     /// <summary>The --chat-template-kwargs variables, parsed (null when not given).</summary>
     public static IReadOnlyDictionary<string, System.Text.Json.Nodes.JsonNode?>? TemplateKwargs(ParseResult p, Option<string?> kwargs) =>
         p.GetValue(kwargs) is string json ? Temper.Models.Text.ChatPromptOptions.ParseKwargs(json, "--chat-template-kwargs") : null;

@@ -1,5 +1,5 @@
-// The OpenAI-compatible routes: GET /v1/models (the base model and each adapter, with vLLM's parent and
-// max_model_len), POST
+// The OpenAI-compatible routes: GET /v1/models (each name of the base model, then each adapter, with vLLM's parent
+// and max_model_len), POST
 // /v1/completions and /v1/chat/completions, whole responses or server-sent events (one chunk per
 // token delta per choice, then "data: [DONE]"), with log-probabilities when asked (and, for a completion
 // with echo, its prompt's tokens and their log-probabilities first); with a reasoning parser (ServedModel.Reasoning)
@@ -27,7 +27,7 @@ public static class OpenAiEndpoints
             ["data"] = new JsonArray(m.ModelIds.Select(id => (JsonNode)new JsonObject
             {
                 ["id"] = id, ["object"] = "model", ["created"] = 0, ["owned_by"] = "temper",
-                ["parent"] = id == m.BaseName ? null : m.BaseName, ["max_model_len"] = m.Engine.MaxSequenceLength, // as vLLM lists them
+                ["parent"] = m.BaseNames.Contains(id) ? null : m.BaseName, ["max_model_len"] = m.Engine.MaxSequenceLength, // as vLLM lists them
             }).ToArray()),
         }.ToJsonString(), "application/json"));
         ServiceRoutes.Map(app, m);

@@ -7,7 +7,8 @@
 // chat_template_kwargs (template variables, e.g. Qwen3's enable_thinking), ignore_eos, stop_token_ids and min_tokens
 // (EOS and stop ids held back, stop strings not checked, until that many tokens). Sampling
 // fields and max_tokens a request leaves out come from the model's generation_config.json (ServedModel.GenerationDefaults),
-// as vLLM's --generation-config auto takes them. Completions also take a batch of prompts (a list of strings or of
+// as vLLM's --generation-config auto takes them, and a seed left out is the server's --seed (RequestSampling); logprobs
+// above the engine's MaxLogprobs (vLLM's --max-logprobs) are refused naming the field. Completions also take a batch of prompts (a list of strings or of
 // token-id lists: one serving request each, choice index = prompt x n + choice) and echo (the prompt
 // before the completion, and with logprobs each prompt token scored given those before it; max_tokens
 // may then be 0: how lm-evaluation-harness scores text). Chat takes tools, tool_choice and parallel_tool_calls
@@ -24,7 +25,8 @@ using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Http;
 
-/// <summary>A parsed request: one serving request per prompt (chat: one), and with echo each prompt's text.</summary>
+/// <summary>A parsed request: one serving request per prompt (chat: one), and with echo each prompt's text; Model is the name
+/// answers report (an adapter's, or the base's first name whichever of its names the request gave, as vLLM's).</summary>
 public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> Servings, bool Stream, bool IncludeUsage, bool Logprobs, IReadOnlyList<string> Stops,
     IReadOnlyList<string>? Echoes = null)
 {
@@ -51,25 +53,17 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             null => throw new TemperException("'prompt' is required"),
             _ => throw new TemperException("'prompt' must be a string, an array of token ids, or a non-empty list of either"),
         };
-        var g = m.GenerationDefaults; // the model's generation_config.json fills what the request leaves out, as vLLM's --generation-config auto
-        int maxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens") ?? g?.MaxNewTokens ?? (chat ? 256 : 16);
-        float temperature = Float(body, "temperature") ?? g?.Temperature ?? 1f;
-        if (temperature < 0 || temperature > 2) throw new TemperException($"'temperature' must be in [0, 2] (got {temperature})");
-        float topP = Float(body, "top_p") ?? g?.TopP ?? 1f;
-        float frequency = Float(body, "frequency_penalty") ?? 0f, presence = Float(body, "presence_penalty") ?? 0f;
-        if (!(frequency >= -2 && frequency <= 2)) throw new TemperException($"'frequency_penalty' must be in [-2, 2] (got {frequency})");
-        if (!(presence >= -2 && presence <= 2)) throw new TemperException($"'presence_penalty' must be in [-2, 2] (got {presence})");
-        int topK = Int(body, "top_k") ?? g?.TopK ?? 0;
-        if (topK < -1) throw new TemperException($"'top_k' must be >= 1, or 0 or -1 for off (got {topK})");
-        float minP = Float(body, "min_p") ?? g?.MinP ?? 0f;
-        if (!(minP >= 0 && minP <= 1)) throw new TemperException($"'min_p' must be in [0, 1] (got {minP})");
-        float repetition = Float(body, "repetition_penalty") ?? g?.RepetitionPenalty ?? 1f;
-        if (!(repetition > 0)) throw new TemperException($"'repetition_penalty' must be > 0 (got {repetition})");
-        var logitBias = LogitBias(body, m.Engine.Config.VocabSize);
+        var (sampling, maxTokens) = new RequestSampling // fields left out take generation_config.json's values, as vLLM's --generation-config auto
+        {
+            MaxTokens = Int(body, "max_completion_tokens") ?? Int(body, "max_tokens"), Temperature = Float(body, "temperature"), TopP = Float(body, "top_p"),
+            TopK = Int(body, "top_k"), MinP = Float(body, "min_p"), RepetitionPenalty = Float(body, "repetition_penalty"),
+            FrequencyPenalty = Float(body, "frequency_penalty"), PresencePenalty = Float(body, "presence_penalty"),
+            Seed = body["seed"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.Number ? sv.GetValue<long>() : null,
+            LogitBias = LogitBias(body, m.Engine.Config.VocabSize),
+        }.Resolve(m, unsetTemperature: 1f, unsetMaxTokens: chat ? 256 : 16);
         int n = Int(body, "n") ?? 1;
         if ((long)prompts.Count * Math.Max(1, n) > MaxChoices)
             throw new TemperException($"{prompts.Count} prompts x n {n} ask for more than {MaxChoices} choices in one request");
-        long? seed = body["seed"] is JsonValue sv && sv.GetValueKind() == JsonValueKind.Number ? sv.GetValue<long>() : null;
         var stops = body["stop"] switch
         {
             null => [],
@@ -86,7 +80,8 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             else if (body["top_logprobs"] != null) throw new TemperException("'top_logprobs' needs 'logprobs': true");
         }
         else if (Int(body, "logprobs") is int lp) topLogprobs = lp;
-        if (topLogprobs > 20) throw new TemperException($"'logprobs' asks for {topLogprobs} alternatives; at most 20");
+        if (topLogprobs > m.Engine.MaxLogprobs) // vLLM's --max-logprobs, and its words
+            throw new TemperException($"'{(chat ? "top_logprobs" : "logprobs")}': requested sample logprobs of {topLogprobs}, which is greater than max allowed: {m.Engine.MaxLogprobs}");
         bool stream = Bool(body, "stream") ?? false;
         bool echo = !chat && (Bool(body, "echo") ?? false);
         if (echo && stream) throw new TemperException("'echo' is not supported with 'stream'");
@@ -97,14 +92,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
             PromptIds = prompts[0].Ids, MaxNewTokens = maxTokens, N = n, Adapter = adapter, EosIds = [.. m.EosIds.Union(StopTokenIds(body, m.Engine.Config.VocabSize))],
             IgnoreEos = Bool(body, "ignore_eos") ?? false, StopStrings = stops, TopLogprobs = topLogprobs,
             PromptLogprobs = echo ? Math.Max(0, topLogprobs) : -1,
-            Sampling = temperature == 0
-                ? new SamplingOptions { Greedy = true, FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias }
-                : new SamplingOptions
-                {
-                    Greedy = false, Temperature = temperature, TopP = topP, TopK = Math.Max(0, topK), MinP = minP,
-                    FrequencyPenalty = frequency, PresencePenalty = presence, RepetitionPenalty = repetition, LogitBias = logitBias,
-                    Seed = seed is long s ? (ulong)s : (ulong)Random.Shared.NextInt64(),
-                },
+            Sampling = sampling,
         };
         int minTokens = Int(body, "min_tokens") ?? 0;
         if (minTokens < 0 || minTokens > maxTokens) throw new TemperException($"'min_tokens' must be in [0, max_tokens {maxTokens}] (got {minTokens})");
@@ -113,7 +101,7 @@ public sealed record OpenAiRequest(string Model, IReadOnlyList<ServingRequest> S
         {
             Sampling = m.Constrain(serving.Sampling, ResponseFormat.Parse(body, m), plan.Forced, "give either 'response_format' or a 'tool_choice' that forces a call, not both"),
         };
-        return new OpenAiRequest(model, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
+        return new OpenAiRequest(adapter ?? m.BaseName, [.. prompts.Select(p => serving with { PromptIds = p.Ids })], stream, usage, topLogprobs >= 0, stops, echoes)
         {
             Tools = plan, ParallelToolCalls = Bool(body, "parallel_tool_calls") ?? true,
         };

@@ -1,5 +1,6 @@
 // One base model and its adapters behind one serving engine, as the HTTP server and the IChatClient
-// see it: the model ids a request may name (the base's, then each adapter's), prompt encoding (text,
+// see it: the model ids a request may name (the base's names, as vLLM's --served-model-name gives them, the first
+// the one answers report; then each adapter's), the default seed of requests that give none (vLLM's --seed), prompt encoding (text,
 // or chat messages and tools through the model's chat template), the EOS ids completions stop at, the
 // parsers of chat answers (reasoning, tool calls) and the JSON constraints of structured output over its vocabulary.
 // Adapters load and unload at run time (vLLM's runtime LoRA updating): LoadAdapter reads a PEFT folder
@@ -27,19 +28,21 @@ public sealed class ServedModel : IDisposable
     private readonly AdapterStack _adapters;
     private readonly ConstraintCache _constraints;
 
-    /// <summary>Loads DIR on the backend with the named adapter folders (name -> folder) and starts the engine.</summary>
-    public ServedModel(LanguageModel lm, IReadOnlyList<(string Name, string Dir)> adapters, ServingOptions options, string? name = null)
+    /// <summary>Loads DIR on the backend with the named adapter folders (name -> folder) and starts the engine; the base
+    /// answers to <paramref name="names"/> (default: its folder's name). A max model length (ServingOptions.MaxSequenceLength)
+    /// beyond the model's positions or the KV pool is refused.</summary>
+    public ServedModel(LanguageModel lm, IReadOnlyList<(string Name, string Dir)> adapters, ServingOptions options, IReadOnlyList<string>? names = null)
     {
         _lm = lm;
         Tokenizer = lm.RequireTokenizer();
         Template = lm.Template;
-        BaseName = name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(lm.Directory)));
+        BaseNames = names is { Count: > 0 } ? names : [Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(lm.Directory)))];
+        if (BaseNames.FirstOrDefault(n => n.Length == 0) != null) throw new TemperException("--served-model-name: a name must not be empty");
+        if (BaseNames.GroupBy(n => n).FirstOrDefault(g => g.Count() > 1) is { } twice) throw new TemperException($"--served-model-name: '{twice.Key}' is given twice");
+        CheckMaxModelLength(lm, options);
+        if (adapters.FirstOrDefault(a => BaseNames.Contains(a.Name)) is { Name: not null } taken) throw new TemperException($"--adapter {taken.Name}: the name is the base model's");
         _adapters = new AdapterStack(lm.Weights, lm.Decoder.Backend);
-        foreach (var (n, dir) in adapters)
-        {
-            if (n == BaseName) throw new TemperException($"--adapter {n}: the name is the base model's");
-            _adapters.Add(n, LoraAdapter.Load(dir));
-        }
+        foreach (var (n, dir) in adapters) _adapters.Add(n, LoraAdapter.Load(dir));
         EosIds = lm.EosIds();
         GenerationDefaults = lm.Generation;
         _constraints = new ConstraintCache(() => TokenVocabulary.From(Tokenizer, EosIds));
@@ -47,7 +50,12 @@ public sealed class ServedModel : IDisposable
         Engine.Start();
     }
 
-    public string BaseName { get; }
+    /// <summary>The name answers report for the base (the first of BaseNames).</summary>
+    public string BaseName => BaseNames[0];
+    /// <summary>The names a request may give for the base (vLLM's --served-model-name).</summary>
+    public IReadOnlyList<string> BaseNames { get; }
+    /// <summary>The seed of sampled requests that give none (vLLM's --seed), so a sampled run repeats; null: a random one each.</summary>
+    public long? DefaultSeed { get; init; }
     /// <summary>Splits chat answers into reasoning_content and content (temper serve --reasoning-parser); null: all content.</summary>
     public ReasoningParser? Reasoning { get; init; }
 
@@ -82,12 +90,12 @@ public sealed class ServedModel : IDisposable
     /// <summary>The model's generation_config.json, whose sampling fields and max_new_tokens are the defaults of requests that
     /// leave them out (vLLM's --generation-config auto); null (--generation-config vllm): the OpenAI defaults.</summary>
     public GenerationConfig? GenerationDefaults { get; init; }
-    public IReadOnlyList<string> ModelIds => [BaseName, .. Engine.AdapterNames];
+    public IReadOnlyList<string> ModelIds => [.. BaseNames, .. Engine.AdapterNames];
 
-    /// <summary>The adapter a model id selects (null: the base); unknown ids throw UnknownModelException.</summary>
+    /// <summary>The adapter a model id selects (null: the base, by any of its names); unknown ids throw UnknownModelException.</summary>
     public string? AdapterFor(string? model)
     {
-        if (model == null || model == BaseName) return null;
+        if (model == null || BaseNames.Contains(model)) return null;
         var ids = ModelIds;
         if (ids.Contains(model)) return model;
         throw new UnknownModelException(model, ids);
@@ -100,7 +108,7 @@ public sealed class ServedModel : IDisposable
     public void LoadAdapter(string name, string dir)
     {
         if (name.Length == 0) throw new TemperException("'lora_name' must not be empty");
-        if (name == BaseName) throw new TemperException($"'{name}' is the base model's name");
+        if (BaseNames.Contains(name)) throw new TemperException($"'{name}' is the base model's name");
         if (Engine.AdapterNames.Contains(name)) throw new TemperException($"The lora adapter '{name}' has already been loaded.");
         if (!Directory.Exists(dir)) throw new TemperException($"lora_path '{dir}': folder not found");
         LoraAdapter adapter;
@@ -135,6 +143,22 @@ public sealed class ServedModel : IDisposable
         {
             throw new UnknownAdapterException(name);  // a concurrent unload took it first
         }
+    }
+
+    // vLLM's --max-model-len: refused at startup above the model's max_position_embeddings (vLLM's rule) or the positions the
+    // KV pool holds (where vLLM says the KV cache cannot hold it), and above a sliding window, which the paged cache does not slide.
+    private static void CheckMaxModelLength(LanguageModel lm, ServingOptions options)
+    {
+        if (options.MaxSequenceLength is not int len) return;
+        string cfg = Path.Combine(lm.Directory, "config.json");
+        if (len < 1) throw new TemperException($"--max-model-len must be >= 1 (got {len})");
+        if (len > lm.Config.MaxPositions)
+            throw new TemperException($"--max-model-len {len} is greater than the model's max_position_embeddings {lm.Config.MaxPositions} ({cfg})");
+        if (lm.Config.SlidingWindow is int w && len > w)
+            throw new TemperException($"--max-model-len {len} is greater than the model's sliding_window {w} ({cfg}), which the paged KV cache does not slide");
+        int pool = options.Blocks * options.BlockSize;
+        if (len > pool)
+            throw new TemperException($"--max-model-len {len} is more than the KV cache holds: {pool} positions ({options.Blocks} blocks of {options.BlockSize}); raise --kv-blocks or lower --max-model-len");
     }
 
     /// <summary>The ids of the conversation (and tools) rendered by the chat template (default: with the generation prompt).</summary>

@@ -1,7 +1,8 @@
 // A Microsoft.Extensions.AI IChatClient over the serving engine, for in-process .NET apps: the same
-// model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 or
-// unset = greedy; frequency and presence penalties), stop sequences and token limits as the HTTP server,
-// whole or streamed. ChatOptions.AdditionalProperties["chat_template_kwargs"] (an object of template
+// model ids (ChatOptions.ModelId selects an adapter), chat template, sampling (temperature 0 = greedy; frequency and
+// presence penalties), stop sequences and token limits as the HTTP server, whole or streamed. Sampling fields and the
+// token limit ChatOptions leaves unset take the request defaults the server applies (RequestSampling: the model's
+// generation_config.json, the server's default seed), then greedy and 256 tokens. ChatOptions.AdditionalProperties["chat_template_kwargs"] (an object of template
 // variables, e.g. Qwen3's enable_thinking) reaches the chat template as the server's request field does;
 // ChatOptions.ResponseFormat (ChatResponseFormat.Json, ForJsonSchema) constrains the answer as response_format does; with
 // the model's reasoning parser the thinking comes as TextReasoningContent, apart from the answer's text. With
@@ -73,20 +74,22 @@ public sealed class TemperChatClient(ServedModel model) : IChatClient
 
     private (RequestHandle, IReadOnlyList<string>, string, ToolPlan) Submit(IEnumerable<ChatMessage> messages, ChatOptions? o)
     {
-        string modelId = o?.ModelId ?? model.BaseName;
+        string? adapter = model.AdapterFor(o?.ModelId);
         var json = new JsonArray([.. messages.SelectMany(Json)]);
         var plan = ToolRequest.Plan(ToolFields(o), model.ToolCalls != null);
         var stops = o?.StopSequences?.ToArray() ?? [];
-        float t = o?.Temperature ?? 0f;
-        var sampling = (t == 0 ? new SamplingOptions { Greedy = true }
-                : new SamplingOptions { Greedy = false, Temperature = t, TopP = o?.TopP ?? 1f, TopK = o?.TopK ?? 0, Seed = (ulong)(o?.Seed ?? Random.Shared.NextInt64()) })
-            with { FrequencyPenalty = o?.FrequencyPenalty ?? 0f, PresencePenalty = o?.PresencePenalty ?? 0f };
+        // What ChatOptions leaves unset takes the model's request defaults, as on the server; then greedy and 256 tokens.
+        var (sampling, maxTokens) = new RequestSampling
+        {
+            MaxTokens = o?.MaxOutputTokens, Temperature = o?.Temperature, TopP = o?.TopP, TopK = o?.TopK, Seed = o?.Seed,
+            FrequencyPenalty = o?.FrequencyPenalty, PresencePenalty = o?.PresencePenalty,
+        }.Resolve(model, unsetTemperature: 0f, unsetMaxTokens: 256);
         var request = new ServingRequest
         {
-            PromptIds = model.EncodeChat(json, PromptOptions(o), plan.Tools), Adapter = model.AdapterFor(modelId), MaxNewTokens = o?.MaxOutputTokens ?? 256, EosIds = model.EosIds, StopStrings = stops,
+            PromptIds = model.EncodeChat(json, PromptOptions(o), plan.Tools), Adapter = adapter, MaxNewTokens = maxTokens, EosIds = model.EosIds, StopStrings = stops,
             Sampling = model.Constrain(sampling, Constraint(o?.ResponseFormat), plan.Forced, "give either ChatOptions.ResponseFormat or a ToolMode that requires a call, not both"),
         };
-        return (model.Engine.Submit(request), stops, modelId, plan);
+        return (model.Engine.Submit(request), stops, adapter ?? model.BaseName, plan);
     }
 
     // ChatResponseFormat.Json: any JSON object; ForJsonSchema: JSON matching the schema; text or none: free text.

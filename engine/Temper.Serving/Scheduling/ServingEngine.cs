@@ -131,6 +131,8 @@ public sealed class ServingEngine : IDisposable
     public AdapterStack? Adapters => Model.Adapters;
     public ModelConfig Config => Model.Decoder.Config;
     public int MaxSequenceLength { get; }
+    /// <summary>Most log-probability alternatives a request may ask for (ServingOptions.MaxLogprobs; -1 there: the vocabulary).</summary>
+    public int MaxLogprobs => Options.MaxLogprobs < 0 ? Config.VocabSize : Options.MaxLogprobs;
 
     public ServingStats Stats
     {
@@ -148,16 +150,18 @@ public sealed class ServingEngine : IDisposable
         if (r.PromptIds.Count == 0) throw new TemperException("the prompt is empty: give at least one token");
         if (r.MaxNewTokens < (r.PromptLogprobs >= 0 && r.N == 1 ? 0 : 1))
             throw new TemperException($"max tokens must be >= 1 (got {r.MaxNewTokens}; 0 only when scoring the prompt of one choice)");
-        if (r.PromptLogprobs > 20) throw new TemperException($"prompt logprobs must be at most 20 alternatives (got {r.PromptLogprobs})");
+        if (r.PromptLogprobs > MaxLogprobs) throw new TemperException($"Requested prompt logprobs of {r.PromptLogprobs}, which is greater than max allowed: {MaxLogprobs}");
         if (r.N < 1 || r.N > Options.MaxRunning) throw new TemperException($"n must be in 1..{Options.MaxRunning} (got {r.N})");
-        if (r.TopLogprobs > 20) throw new TemperException($"top logprobs must be at most 20 (got {r.TopLogprobs})");
+        if (r.TopLogprobs > MaxLogprobs) throw new TemperException($"Requested sample logprobs of {r.TopLogprobs}, which is greater than max allowed: {MaxLogprobs}");
         if (r.StopStrings.Count > 0 && _decode == null) throw new TemperException("stop strings need a tokenizer");
         r.Sampling.Validate();
         if (r.Sampling.Constraint != null && r.IgnoreEos) throw new TemperException("a JSON constraint ends the output with EOS: it cannot be combined with ignore_eos");
         foreach (int id in r.PromptIds)
             if ((uint)id >= (uint)Config.VocabSize) throw new TemperException($"token id {id} is outside the vocabulary (size {Config.VocabSize})");
+        if (r.PromptIds.Count > MaxSequenceLength) // vLLM's words for both
+            throw new TemperException($"This model's maximum context length is {MaxSequenceLength} tokens. However, your request has {r.PromptIds.Count} input tokens. Please reduce the length of the input messages.");
         if (r.PromptIds.Count + r.MaxNewTokens > MaxSequenceLength)
-            throw new TemperException($"prompt ({r.PromptIds.Count} tokens) + max tokens ({r.MaxNewTokens}) exceed the limit of {MaxSequenceLength} tokens per sequence");
+            throw new TemperException($"'max_tokens' or 'max_completion_tokens' is too large: {r.MaxNewTokens}. This model's maximum context length is {MaxSequenceLength} tokens and your request has {r.PromptIds.Count} input tokens ({r.MaxNewTokens} > {MaxSequenceLength} - {r.PromptIds.Count}).");
         int adapter = -1, generation = 0;
         if (r.Adapter != null)
         {
@@ -339,7 +343,10 @@ public sealed class ServingEngine : IDisposable
             items.Add((s, chunk));
             budget -= chunk;
         }
-        while (budget > 0 && _running.Count < Options.MaxRunning && _waiting.First is { } node)
+        // At most MaxRunning sequences run (vLLM's max_num_seqs): a request of n choices not yet forked counts as n.
+        static int Width(Sequence s) => s.Forked ? 1 : s.Handle.Request.N;
+        int seats = Options.MaxRunning - _running.Sum(Width);
+        while (budget > 0 && _waiting.First is { } node && Width(node.Value) <= seats)
         {
             var s = node.Value;
             if (!AdapterFits(s)) break;
@@ -361,6 +368,7 @@ public sealed class ServingEngine : IDisposable
             _waiting.RemoveFirst();
             s.AdmitOrder = ++_admitCounter;
             _running.Add(s);
+            seats -= Width(s);
             if (s.Adapter >= 0) stepAdapters.Add(s.Adapter);
             items.Add((s, chunk));
             budget -= chunk;

@@ -1,7 +1,8 @@
 // Sizes of the serving engine: the paged KV pool (blocks of BlockSize positions), the token budget of
-// one step (decode tokens first, then prefill chunks of at most what is left), and how many sequences
-// run at once, how a sequence gives its blocks up when the pool runs short, and the host and disk
-// tiers below the pool (in blocks of the pool's size), and n-gram speculative decoding.
+// one step (decode tokens first, then prefill chunks of at most what is left), how many sequences run
+// at once, the prompt + completion length and the log-probability alternatives a request may ask for,
+// how a sequence gives its blocks up when the pool runs short, the host and disk tiers below the pool
+// (in blocks of the pool's size), and n-gram speculative decoding.
 using Temper.Models.Speculative;
 
 namespace Temper.Serving.Scheduling;
@@ -12,9 +13,12 @@ public sealed record ServingOptions
     public int Blocks { get; init; } = 512;
     /// <summary>Tokens computed per step over all sequences (prefills are chunked to fit).</summary>
     public int MaxBatchTokens { get; init; } = 256;
+    /// <summary>Most sequences in the running batch (vLLM's --max-num-seqs); a request of n choices takes n; the rest wait.</summary>
     public int MaxRunning { get; init; } = 64;
-    /// <summary>Prompt + completion limit per sequence (default: the model's max positions).</summary>
+    /// <summary>Prompt + completion limit per sequence (vLLM's --max-model-len; default: the model's max positions, within the KV pool).</summary>
     public int? MaxSequenceLength { get; init; }
+    /// <summary>Most log-probability alternatives a request may ask for, of its tokens or its prompt's (vLLM's --max-logprobs); -1: the vocabulary.</summary>
+    public int MaxLogprobs { get; init; } = 20;
     /// <summary>Whether full prompt blocks are shared between requests through the prefix cache.</summary>
     public bool PrefixCaching { get; init; } = true;
     /// <summary>

@@ -1,4 +1,4 @@
-// `temper generate --model DIR [--adapter DIR] --prompt TEXT | --prompt-file FILE [--chat] [--max-new-tokens N]
+// `temper generate --model DIR [--adapter DIR] --prompt TEXT | --prompt-file FILE [--chat [--chat-template FILE|TEMPLATE]] [--max-new-tokens N]
 //  [--greedy | --temperature T --top-p P --top-k K --min-p M --seed S] [--repetition-penalty R]
 //  [--frequency-penalty F] [--presence-penalty P] [--json | --json-schema FILE] [--generation-config auto|none]`:
 // streams one prompt's continuation to the console (sampling defaults from generation_config.json, see
@@ -96,13 +96,14 @@ internal static class GenerateCommand
         var promptFile = new Option<string[]>("--prompt-file", "-f") { Description = "Read a prompt from this UTF-8 file, or standard input for - (repeatable; after the --prompt ones)" };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt as a user message with the chat template" };
         var kwargs = CliOptions.ChatTemplateKwargs();
+        var chatTemplate = CliOptions.ChatTemplate();
         var qlora = CliOptions.QLora();
         var graph = new Option<bool>("--graph") { Description = "Decode on CUDA device 0 through Temper's CUDA kernels, one captured CUDA graph a token (one prompt; bf16 weights; an --adapter is merged first)" };
         var json = new Option<bool>("--json") { Description = "Constrain the output to a JSON object (OpenAI's response_format json_object)" };
         var jsonSchema = new Option<string?>("--json-schema") { Description = "Constrain the output to JSON matching the JSON Schema in this file (response_format json_schema)" };
         var flags = new SamplingFlags();
         var speculative = new SpeculativeFlags();
-        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, kwargs, qlora, graph, json, jsonSchema };
+        var cmd = new Command("generate", "Generate text from a prompt") { model, adapter, threads, prompt, promptFile, chat, kwargs, chatTemplate, qlora, graph, json, jsonSchema };
         flags.AddTo(cmd);
         speculative.AddTo(cmd);
         cmd.SetGuardedAction(p =>
@@ -110,6 +111,8 @@ internal static class GenerateCommand
             string[] texts = [.. p.GetValue(prompt) ?? [], .. (p.GetValue(promptFile) ?? []).Select(ReadPrompt)];
             if (texts.Length == 0) throw new TemperException("give a prompt: --prompt TEXT or --prompt-file FILE (- for standard input)");
             if (p.GetValue(kwargs) != null && !p.GetValue(chat)) throw new TemperException("--chat-template-kwargs is for --chat");
+            if (p.GetValue(chatTemplate) != null && !p.GetValue(chat)) throw new TemperException("--chat-template is for --chat");
+            var template = CliOptions.ChatTemplateOverride(p, chatTemplate, model); // a template that does not parse is refused before the model loads
             var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // a malformed value is refused before the model loads
             string? schema = ReadSchema(p.GetValue(jsonSchema), p.GetValue(json)); // so is a bad schema
             if (speculative.Check(p) != null)
@@ -127,6 +130,7 @@ internal static class GenerateCommand
             using var lm = p.GetValue(graph)
                 ? LanguageModel.Load(p.GetValue(model)!, new Temper.Kernels.Cpu.CpuBackend(p.GetValue(threads)), p.GetValue(adapter), mergeAdapter: true, weightDType: DType.BF16)
                 : CliOptions.LoadModel(p, model, adapter, threads, qlora);
+            if (template != null) lm.Template = template;
             var tok = lm.RequireTokenizer();
             var opts = flags.Read(p, lm);
             var (spec, draft) = speculative.Read(p, lm);

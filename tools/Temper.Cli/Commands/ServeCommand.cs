@@ -1,7 +1,8 @@
 // `temper serve --model DIR [--adapter NAME=DIR ...] [--host 127.0.0.1] [--port 8000] [--kv-blocks B]
 // [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY] [--reasoning-parser qwen3|deepseek_r1]
 // [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral] [--allow-runtime-lora]
-// [--speculative ngram --num-speculative-tokens K [--ngram-max N] [--ngram-min M]]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--speculative ngram --num-speculative-tokens K [--ngram-max N] [--ngram-min M]] [--served-model-name NAME ...]
+// [--max-model-len N] [--max-num-seqs N] [--chat-template FILE|TEMPLATE] [--seed N] [--max-logprobs N]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
@@ -10,7 +11,11 @@
 // A request's `model` field picks the base (named after its folder) or an adapter; a bare --adapter
 // DIR is named after its folder. --speculative ngram (vLLM's --speculative-config method "ngram") has
 // greedy requests propose K tokens by prompt lookup, verified in one chunk. With --allow-runtime-lora (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING),
-// POST /v1/load_lora_adapter and /v1/unload_lora_adapter add and remove adapters while serving. Runs until Ctrl+C.
+// POST /v1/load_lora_adapter and /v1/unload_lora_adapter add and remove adapters while serving. vLLM's flags of the same
+// names, with its meanings: --served-model-name (the base's names, the first the one answers report), --max-model-len
+// (prompt + max_tokens per request; above max_position_embeddings or the KV pool refused at startup), --max-num-seqs
+// (sequences in the running batch), --chat-template (replacing the model's; one that does not parse refused), --seed (the
+// seed of sampled requests that give none) and --max-logprobs (the most logprobs/top_logprobs a request may ask). Runs until Ctrl+C.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Models;
@@ -45,7 +50,14 @@ internal static class ServeCommand
             DefaultValueFactory = _ => "auto",
         };
         var runtimeLora = new Option<bool>("--allow-runtime-lora") { Description = "Serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING)" };
-        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, runtimeLora, genConfig, threads }) cmd.Add(o);
+        var servedNames = new Option<string[]>("--served-model-name") { Description = "The names requests may give for the base model; the first is the one answers and /v1/models report first (default: its folder's name)", AllowMultipleArgumentsPerToken = true };
+        var maxModelLen = new Option<int?>("--max-model-len") { Description = "Context length: prompt + max_tokens per request (default: the model's max_position_embeddings, within the KV cache)" };
+        var maxNumSeqs = new Option<int>("--max-num-seqs") { Description = "Most sequences in the running batch (a request of n choices takes n); the others wait", DefaultValueFactory = _ => 256 };
+        var chatTemplate = CliOptions.ChatTemplate();
+        var seed = new Option<long?>("--seed") { Description = "The seed of sampled requests that give none, so a sampled run repeats (default: a random one each)" };
+        var maxLogprobs = new Option<int>("--max-logprobs") { Description = "Most logprobs / top_logprobs a request may ask for (-1: the vocabulary)", DefaultValueFactory = _ => 20 };
+        foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, runtimeLora, genConfig,
+                     servedNames, maxModelLen, maxNumSeqs, chatTemplate, seed, maxLogprobs, threads }) cmd.Add(o);
         var speculative = new SpeculativeFlags();
         cmd.Add(speculative.Method);
         cmd.Add(speculative.NumTokens);
@@ -62,9 +74,12 @@ internal static class ServeCommand
             {
                 Blocks = p.GetValue(blocks), BlockSize = p.GetValue(blockSize), MaxBatchTokens = p.GetValue(batchTokens),
                 HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks), DiskFile = Path.Combine(dir, $"temper-kv-{Environment.ProcessId}.bin"),
-                Speculative = spec,
+                Speculative = spec, MaxSequenceLength = p.GetValue(maxModelLen), MaxRunning = p.GetValue(maxNumSeqs), MaxLogprobs = p.GetValue(maxLogprobs),
             };
             if (options.Blocks < 1 || options.BlockSize < 1) throw new TemperException("--kv-blocks and --block-size must be >= 1");
+            if (options.MaxRunning < 1) throw new TemperException($"--max-num-seqs must be >= 1 (got {options.MaxRunning})");
+            if (options.MaxLogprobs < -1) throw new TemperException($"--max-logprobs must be >= 0, or -1 for the vocabulary (got {options.MaxLogprobs})");
+            var template = CliOptions.ChatTemplateOverride(p, chatTemplate, model); // a template that does not parse is refused before the model loads
             var parser = p.GetValue(reasoning) is string rp ? ReasoningParser.Create(rp) : null;
             var tools = p.GetValue(toolParser) is string tp ? ToolCallParser.Create(tp) : null;
             if (p.GetValue(autoTools) && tools == null) throw new TemperException("--enable-auto-tool-choice needs --tool-call-parser");
@@ -75,7 +90,11 @@ internal static class ServeCommand
                 var v => throw new TemperException($"--generation-config must be auto or vllm, not '{v}'"),
             };
             var lm = CliOptions.LoadModel(p, model, null, threads);
-            using var served = new ServedModel(lm, named, options) { Reasoning = parser, ToolCalls = p.GetValue(autoTools) ? tools : null, GenerationDefaults = fileDefaults ? lm.Generation : null };
+            if (template != null) lm.Template = template;
+            using var served = new ServedModel(lm, named, options, p.GetValue(servedNames))
+            {
+                Reasoning = parser, ToolCalls = p.GetValue(autoTools) ? tools : null, GenerationDefaults = fileDefaults ? lm.Generation : null, DefaultSeed = p.GetValue(seed),
+            };
             var set = (served.GenerationDefaults?.FieldsSet() ?? []).Where(f => !f.StartsWith("do_sample", StringComparison.Ordinal)).ToList();
             if (set.Count > 0) Console.WriteLine($"request defaults from generation_config.json: {string.Join(", ", set)} (--generation-config vllm ignores them)");
             string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");

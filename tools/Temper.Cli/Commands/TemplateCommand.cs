@@ -1,6 +1,7 @@
 // `temper template --model DIR --messages FILE.json [--add-generation-prompt | --continue-final-message]
-// [--chat-template-kwargs JSON]`: prints exactly the rendered chat text, nothing added (transformers'
-// apply_chat_template). FILE.json is a list of messages, or {"messages": [...], "tools": [...]}.
+// [--chat-template-kwargs JSON] [--chat-template FILE|TEMPLATE]`: prints exactly the rendered chat text, nothing added
+// (transformers' apply_chat_template), with the model's template or the one --chat-template gives (vLLM's flag).
+// FILE.json is a list of messages, or {"messages": [...], "tools": [...]}.
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -18,11 +19,12 @@ internal static class TemplateCommand
         var genPrompt = new Option<bool>("--add-generation-prompt") { Description = "End with the assistant turn's opening" };
         var continueFinal = new Option<bool>("--continue-final-message") { Description = "End inside the last message (cut after its content), for the model to continue it" };
         var kwargs = CliOptions.ChatTemplateKwargs();
-        var cmd = new Command("template", "Render a conversation with the model's chat template") { model, messages, genPrompt, continueFinal, kwargs };
+        var chatTemplate = CliOptions.ChatTemplate();
+        var cmd = new Command("template", "Render a conversation with the model's chat template") { model, messages, genPrompt, continueFinal, kwargs, chatTemplate };
         cmd.SetGuardedAction(p =>
         {
             string dir = p.GetValue(model)!;
-            var tpl = ChatTemplate.LoadFromModelDir(dir) ?? throw new TemperException($"{dir}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
+            var tpl = ChatTemplate.LoadFromModelDir(dir, p.GetValue(chatTemplate)) ?? throw new TemperException($"{dir}: no chat template (chat_template.jinja or tokenizer_config.json 'chat_template')");
             var (msgs, tools) = ReadConversation(p.GetValue(messages)!);
             var o = new ChatPromptOptions { AddGenerationPrompt = p.GetValue(genPrompt), ContinueFinalMessage = p.GetValue(continueFinal), TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) };
             Console.Out.Write(ChatPrompt.Render(tpl, msgs, o, tools));

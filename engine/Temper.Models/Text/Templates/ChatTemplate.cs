@@ -1,7 +1,8 @@
 // A model's chat template: the Jinja program that turns a list of messages (and tools) into the
 // prompt text, rendered exactly as transformers' apply_chat_template renders it (trim_blocks,
 // lstrip_blocks, loop controls, tojson, raise_exception, strftime_now). Loaded from a model folder's
-// chat_template.jinja, else from tokenizer_config.json's "chat_template".
+// chat_template.jinja, else from tokenizer_config.json's "chat_template", or from a file or inline text that
+// replaces it (vLLM's --chat-template).
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -54,14 +55,24 @@ public sealed class ChatTemplate
     /// <summary>
     /// The template of a model folder: chat_template.jinja, else tokenizer_config.json's "chat_template"
     /// (a string, or a list of {name, template} of which "default" is taken), else chat_template.json's;
-    /// null when the folder has none. Special tokens come from tokenizer_config.json.
+    /// null when the folder has none. Special tokens come from tokenizer_config.json. <paramref name="chatTemplate"/>
+    /// (vLLM's --chat-template) replaces the folder's: a file's path, or the template itself when no such file exists
+    /// and it holds "{%" or "{{" (its \n, \t, \r and \\ escapes decoded, as vLLM decodes an inline template).
     /// </summary>
-    public static ChatTemplate? LoadFromModelDir(string dir)
+    public static ChatTemplate? LoadFromModelDir(string dir, string? chatTemplate = null)
     {
         if (!Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
         var configPath = Path.Combine(dir, "tokenizer_config.json");
         var config = File.Exists(configPath) ? ReadJsonObject(configPath) : null;
         var specialTokens = config == null ? [] : ReadSpecialTokens(config);
+
+        if (chatTemplate != null)
+        {
+            if (File.Exists(chatTemplate)) return Parse(File.ReadAllText(chatTemplate), chatTemplate, specialTokens);
+            if (!chatTemplate.Contains("{%", StringComparison.Ordinal) && !chatTemplate.Contains("{{", StringComparison.Ordinal))
+                throw new TemperException($"--chat-template '{chatTemplate}': no such file, and no inline template either (it has no '{{{{' or '{{%')");
+            return Parse(DecodeEscapes(chatTemplate), "--chat-template", specialTokens);
+        }
 
         var jinjaPath = Path.Combine(dir, "chat_template.jinja");
         if (File.Exists(jinjaPath)) return Parse(File.ReadAllText(jinjaPath), jinjaPath, specialTokens);
@@ -112,6 +123,24 @@ public sealed class ChatTemplate
         {
             throw new TemperException($"{Origin}:{interpreter.Line}: {e.Message}", e);
         }
+    }
+
+    // A template given inline on a command line: \n, \t, \r and \\ become the characters they name (vLLM decodes the
+    // flag's value with Python's unicode_escape); other backslashes stay.
+    private static string DecodeEscapes(string s)
+    {
+        var sb = new System.Text.StringBuilder(s.Length);
+        for (int i = 0; i < s.Length; i++)
+        {
+            char? decoded = s[i] == '\\' && i + 1 < s.Length ? s[i + 1] switch { 'n' => '\n', 't' => '\t', 'r' => '\r', '\\' => '\\', _ => null } : null;
+            if (decoded is char c)
+            {
+                sb.Append(c);
+                i++;
+            }
+            else sb.Append(s[i]);
+        }
+        return sb.ToString();
     }
 
     private static JsonObject ReadJsonObject(string path)
