@@ -10,7 +10,8 @@
 // DIR, deleted on exit).
 // A request's `model` field picks the base (named after its folder) or an adapter; a bare --adapter
 // DIR is named after its folder. --speculative ngram (vLLM's --speculative-config method "ngram") has
-// greedy requests propose K tokens by prompt lookup, verified in one chunk. With --allow-runtime-lora (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING),
+// every request but a JSON-constrained one propose K tokens by prompt lookup, verified in one chunk (sampled ones by
+// their own sampler's draws, so their distribution and seeds are plain decoding's). With --allow-runtime-lora (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING),
 // POST /v1/load_lora_adapter and /v1/unload_lora_adapter add and remove adapters while serving. vLLM's flags of the same
 // names, with its meanings: --served-model-name (the base's names, the first the one answers report), --max-model-len
 // (prompt + max_tokens per request; above max_position_embeddings or the KV pool refused at startup), --max-num-seqs
