@@ -3,9 +3,13 @@
 // [pending, d1..dk] (the proposer's k guesses) with logits at every position, so row i is the target's
 // next-token distribution after d1..di. Greedy: d(i+1) is kept while it is the target's own pick at row i (the
 // plain Sampler's pick, penalties included), and the first disagreement (or row k, after all k) supplies the
-// target's token: the output is plain greedy decoding's, up to the rounding of a k+1-token forward. Sampling:
-// SpeculativeSampling's accept/residual rule over p = the Sampler's distribution after every filter, so the
-// output is distributed as plain sampling's (not the same draws for a seed). The cache is then truncated to
+// target's token: the output is plain greedy decoding's, up to the rounding of a k+1-token forward. Sampling
+// with a deterministic proposer (prompt lookup: q one-hot at its guess x) works the same way: row i is drawn by
+// the plain Sampler and d(i+1) kept while it equals the draw, which is the speculative sampling rule for a
+// one-hot q (x kept with probability p(x), a rejection's token drawn from p without x) using one uniform a
+// token, so a seed gives plain sampling's tokens (up to the same rounding). A sampling draft model (q its own
+// distribution): SpeculativeSampling's accept/residual rule over p = the Sampler's distribution after every
+// filter, so the output is distributed as plain sampling's (not the same draws for a seed). The cache is then truncated to
 // drop the rejected tokens' K/V (KvCache.Truncate; a prompt-tuning adapter's virtual tokens before the prompt
 // stay); k is cut so a step never runs past MaxNewTokens, so the cache needs no room beyond prompt + new tokens.
 using System.Runtime.InteropServices;
@@ -87,7 +91,8 @@ internal static class SpeculativeDecoding
                         break;
                     }
                     int x = proposal[accepted];
-                    if (greedy)
+                    var q = greedy ? default : proposer.Distribution(accepted);
+                    if (q.IsEmpty)
                     {
                         next = sampler.Next(row, history, prompt.Count);
                         if (next != x) break;
@@ -95,10 +100,9 @@ internal static class SpeculativeDecoding
                     else
                     {
                         sampler.Probabilities(row, history, prompt.Count, p);
-                        var q = proposer.Distribution(accepted);
                         if (!SpeculativeSampling.Accept(p, q, x, sampler.NextUniform()))
                         {
-                            SpeculativeSampling.Residual(p, q, x, residual);
+                            SpeculativeSampling.Residual(p, q, residual);
                             next = sampler.Draw(residual);
                             break;
                         }
