@@ -19,7 +19,7 @@ public sealed record GenerationOptions
     public bool IgnoreEos { get; init; }
     /// <summary>transformers' min_new_tokens: EOS ids cannot be picked, and stop strings do not stop, before this many new tokens.</summary>
     public int MinNewTokens { get; init; }
-    /// <summary>Speculative decoding (one prompt; no JSON constraint); null = off.</summary>
+    /// <summary>Speculative decoding (one prompt; a JSON constraint with prompt lookup only); null = off.</summary>
     public SpeculativeOptions? Speculative { get; init; }
 }
 
@@ -117,9 +117,9 @@ public sealed class Generator(Decoder decoder, Func<IReadOnlyList<int>, string>?
     {
         spec.Validate();
         if (batch != 1) throw new TemperException($"speculative decoding runs one prompt at a time (got {batch})");
-        if (o.Sampling.Constraint != null)
-            throw new TemperException("speculative decoding cannot be combined with a JSON constraint (--json/--json-schema): the constraint's state would have to roll back with the rejected tokens");
         if (spec.Draft is not Decoder draft) return;
+        if (o.Sampling.Constraint != null)
+            throw new TemperException("a draft model cannot propose under a JSON constraint (--json/--json-schema); prompt lookup (--speculative ngram) can");
         if (draft.Config.VocabSize != Decoder.Config.VocabSize)
             throw new TemperException($"the draft model's vocabulary ({draft.Config.VocabSize} tokens) differs from the target model's ({Decoder.Config.VocabSize})");
         if (draft.Config.SlidingWindow is int w && capacity > w)

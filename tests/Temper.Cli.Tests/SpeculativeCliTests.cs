@@ -69,7 +69,7 @@ public class SpeculativeCliTests
         AssertBadInput(TemperCli.Run([.. Generate, "--draft-model", Llama, "--ngram-max", "3"]), "--ngram-max and --ngram-min are for --speculative ngram, not draft");
         AssertBadInput(TemperCli.Run([.. Generate, "--speculative", "ngram", "--graph"]), "--graph cannot take --speculative");
         AssertBadInput(TemperCli.Run([.. Generate, "--speculative", "ngram", "--prompt", "second"]), "--speculative decodes one prompt at a time (got 2)");
-        AssertBadInput(TemperCli.Run([.. Generate, "--speculative", "ngram", "--json"]), "--speculative cannot be combined with --json/--json-schema");
+        AssertBadInput(TemperCli.Run([.. Generate, "--draft-model", Llama, "--json"]), "--speculative draft cannot be combined with --json/--json-schema");
         AssertBadInput(TemperCli.Run("bench", "decode", "--model", Llama, "--speculative", "ngram", "--profile"), "--profile times one decoding run: leave out --speculative");
     }
 

@@ -302,6 +302,33 @@ public class SpeculativeDecodingTests
         Frequencies.AssertFit(keys.Select(k => exact[k]).ToArray(), keys.Select(k => counts[k]).ToArray(), runs, method);
     }
 
+    // Prompt lookup under a JSON constraint: the constraint's state moves with each draw, and the draws are the tokens
+    // emitted, so greedy and seeded sampled answers are plain decoding's (a schema that leaves little but the repeated
+    // "1," the prompt shows, whitespace biased away: proposals get accepted).
+    [Fact]
+    public void Prompt_lookup_under_a_json_schema_gives_plain_decodings_tokens()
+    {
+        var lm = Llama.Value;
+        var tok = lm.RequireTokenizer();
+        var json = JsonConstraint.ForSchema(TokenVocabulary.From(tok, lm.EosIds()),
+            """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""");
+        var noSpace = Enumerable.Range(0, lm.Config.VocabSize).Where(id => tok.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
+        var prompt = tok.Encode("{\"a\":[1,1,1,1],\"b\":[1,1,1]}\n{\"a\":[1,1").ToArray();
+        var gen = new Generator(lm.Decoder);
+        int accepted = 0;
+        foreach (var sampling in new[] { new SamplingOptions(), new SamplingOptions { Greedy = false, Temperature = 0.8f, Seed = 6 } })
+        {
+            var o = new GenerationOptions { MaxNewTokens = 40, EosIds = lm.EosIds(), Sampling = sampling with { Constraint = json, LogitBias = noSpace } };
+            var plain = gen.Generate([prompt], o)[0];
+            var fast = gen.Generate([prompt], o with { Speculative = new SpeculativeOptions { NgramMin = 1, NgramMax = 3 } })[0];
+            Assert.Equal(plain.GeneratedIds, fast.GeneratedIds);
+            Assert.Equal(FinishReason.Eos, fast.Finish);
+            Assert.Equal("{\"a\":[1,1,1,1,1,1,1,1,1]}", tok.Decode(fast.GeneratedIds.Where(t => !lm.EosIds().Contains(t)).ToArray()).Replace(" ", ""));
+            accepted += fast.Speculation!.Accepted;
+        }
+        Assert.True(accepted > 4, $"{accepted} proposals accepted: the constrained verify path was hardly exercised");
+    }
+
     [Fact]
     public void What_cannot_be_done_exactly_is_refused_in_one_line()
     {
@@ -312,7 +339,7 @@ public class SpeculativeDecodingTests
         Assert.Contains("one prompt at a time (got 2)", Refusal(o, prompts: 2));
         var tok = Llama.Value.RequireTokenizer();
         var json = JsonConstraint.ForObject(TokenVocabulary.From(tok, Llama.Value.EosIds()));
-        Assert.Contains("JSON constraint", Refusal(o with { Sampling = new SamplingOptions { Constraint = json } }));
+        Assert.Contains("a draft model cannot propose under a JSON constraint", Refusal(o with { Sampling = new SamplingOptions { Constraint = json }, Speculative = new SpeculativeOptions { Draft = Draft8.Value } }));
         Assert.Equal("--num-speculative-tokens must be in 1..16 (got 0)", Refusal(o with { Speculative = new SpeculativeOptions { NumTokens = 0 } }));
         Assert.Equal("--num-speculative-tokens must be in 1..16 (got 17)", Refusal(o with { Speculative = new SpeculativeOptions { NumTokens = 17 } }));
         Assert.Equal("--ngram-min must be in 1..16 (got 0)", Refusal(o with { Speculative = new SpeculativeOptions { NgramMin = 0 } }));

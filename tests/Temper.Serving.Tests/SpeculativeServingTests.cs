@@ -122,6 +122,46 @@ public sealed class SpeculativeServingTests
         Assert.True(aloneStats.SpecDraftTokens > 0 && aloneStats.SpecAcceptedTokens > 0, $"sampled requests: {aloneStats.SpecAcceptedTokens} of {aloneStats.SpecDraftTokens} proposed tokens accepted");
     }
 
+    // JSON-constrained requests speculate too (the constraint's state moves with each draw, and the draws are the tokens
+    // appended): greedy and sampled json_object answers over a prompt of JSON text equal the plain run's, parse, and
+    // proposals were made and accepted for them.
+    [Fact]
+    public async Task Json_constrained_requests_speculate_to_the_plain_runs_tokens()
+    {
+        var be = new CpuBackend(1);
+        using var lm = LanguageModel.Load(ServingFixtures.Model, be);
+        var tokenizer = lm.RequireTokenizer();
+        // A schema that leaves the model little but the repeated "1, " the prompt shows (and whitespace).
+        var json = Temper.Models.Constrained.JsonConstraint.ForSchema(Temper.Models.Constrained.TokenVocabulary.From(tokenizer, lm.EosIds()),
+            """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""");
+        var prompt = tokenizer.Encode("{\"a\": [1, 1, 1, 1], \"b\": {\"a\": [1, 1, 1]}, \"c\": [1, 1, 1, 1, 1]}\n{\"a\": [1, 1").ToArray();
+        // The random model favours whitespace, which the constraint allows between JSON tokens: biased away.
+        var noSpace = Enumerable.Range(0, lm.Config.VocabSize).Where(id => tokenizer.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
+        ServingRequest Request(SamplingOptions sampling) =>
+            new() { PromptIds = prompt, MaxNewTokens = 64, EosIds = lm.EosIds(), Sampling = sampling with { Constraint = json, LogitBias = noSpace } };
+        ServingRequest[] requests = [Request(new SamplingOptions()), Request(new SamplingOptions { Greedy = false, Temperature = 0.7f, Seed = 4 }), Request(new SamplingOptions { Greedy = false, Temperature = 1f, Seed = 9 })];
+        async Task<(List<ChoiceResult> Results, ServingStats Stats)> Run(SpeculativeOptions? spec)
+        {
+            using var e = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 96, MaxBatchTokens = 64, Speculative = spec }, null, ids => tokenizer.Decode(ids));
+            var handles = requests.Select(e.Submit).ToArray();
+            e.Start();
+            var results = new List<ChoiceResult>();
+            foreach (var h in handles) results.Add((await h.CollectAsync(TestContext.Current.CancellationToken)).Single());
+            return (results, e.Stats);
+        }
+        var (plain, _) = await Run(null);
+        var (fast, stats) = await Run(new SpeculativeOptions { NumTokens = 4, NgramMax = 3, NgramMin = 1 });
+        Assert.True(stats.SpecDraftTokens > 0 && stats.SpecAcceptedTokens > 0, $"{stats.SpecAcceptedTokens} of {stats.SpecDraftTokens} proposed tokens accepted");
+        TestContext.Current.SendDiagnosticMessage($"json: {stats.SpecAcceptedTokens} of {stats.SpecDraftTokens} accepted; " + string.Join(" | ", plain.Select(r => $"{r.Finish}: {tokenizer.Decode([.. r.Tokens])}")));
+        for (int i = 0; i < requests.Length; i++)
+        {
+            Assert.Equal(plain[i].Tokens, fast[i].Tokens);
+            Assert.Equal(plain[i].Finish, fast[i].Finish);
+            if (fast[i].Finish == ServingFinish.Eos)
+                System.Text.Json.JsonDocument.Parse(tokenizer.Decode(fast[i].Tokens.Where(t => !lm.EosIds().Contains(t)).ToArray())).Dispose();
+        }
+    }
+
     // A 2-layer model over 8 tokens with large weights (peaked, varied distributions), as SpeculativeDecodingTests' TinyVocab.
     private static Decoder TinyVocab()
     {

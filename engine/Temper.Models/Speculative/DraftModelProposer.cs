@@ -22,7 +22,6 @@ public sealed class DraftModelProposer : ISpeculativeProposer
     /// <summary>A draft of <paramref name="capacity"/> positions (prompt + new tokens) proposing at most <paramref name="maxTokens"/> a step.</summary>
     public DraftModelProposer(Decoder draft, SamplingOptions sampling, int capacity, int maxTokens)
     {
-        if (sampling.Constraint != null) throw new TemperException("a draft model cannot propose under a JSON constraint");
         _draft = draft;
         _sampler = new Sampler(sampling);
         _q = sampling.Greedy ? [] : Enumerable.Range(0, maxTokens).Select(_ => new float[draft.Config.VocabSize]).ToArray();

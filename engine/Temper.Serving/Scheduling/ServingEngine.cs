@@ -35,8 +35,8 @@
 // uniform a token), so a seed gives the tokens it gives without speculation (up to the rounding of a chunk's
 // forward), however the steps are batched and however many tokens each proposes. Each token goes through the
 // same stop checks as a sampled one. Only the accepted positions are committed (and so hashed into the prefix
-// cache); blocks reserved past them are given back (PagedKvCache.Trim). A JSON constraint (its state moves
-// with each pick) keeps a request on plain decoding.
+// cache); blocks reserved past them are given back (PagedKvCache.Trim). A JSON constraint speculates too: its state
+// moves with each draw, and the draws are exactly the tokens appended.
 // Adapters are added and removed at run time (AddAdapter, RemoveAdapter) under the step lock, between
 // steps. A sequence names its adapter by index into the stack; a request's name is resolved to an index
 // when it leaves the incoming queue, and RemoveAdapter renumbers the indices of the sequences it leaves
@@ -424,12 +424,11 @@ public sealed class ServingEngine : IDisposable
     }
 
     // Up to K tokens a running sequence with one token to compute proposes from its prompt + output, within the step's
-    // budget, its token limit (the bonus token included) and the length limit; none when speculation is off or the
-    // request is JSON-constrained.
+    // budget, its token limit (the bonus token included) and the length limit; none when speculation is off.
     private int[] Propose(Sequence s, int chunk, int budget)
     {
         var r = s.Handle.Request;
-        if (_proposer == null || chunk != 1 || s.Generated < 1 || r.Sampling.Constraint != null) return [];
+        if (_proposer == null || chunk != 1 || s.Generated < 1) return [];
         int k = Math.Min(Options.Speculative!.NumTokens, Math.Min(budget - 1, Math.Min(r.MaxNewTokens - s.Generated - 1, MaxSequenceLength - s.Tokens.Count - 1)));
         if (k < 1) return [];
         var draft = new int[k];
@@ -441,16 +440,26 @@ public sealed class ServingEngine : IDisposable
     // is sampled in turn by the sequence's Sampler over the history so far (the sequence, then the proposals kept);
     // proposals are kept while they equal the draw of the row before them, their K/V committed (the rest's blocks
     // given back), then they and the draw that ended the run are appended token by token, stopping where a stop
-    // condition says.
+    // condition says. A JSON constraint's state moves with each draw, and every draw is a token appended, so it stays
+    // the appended text's; a draw the constraint cannot make fails the sequence after the proposals kept before it.
     private void Verify(Sequence s, int[] draft, ReadOnlySpan<float> logits)
     {
         int v = Config.VocabSize, accepted = 0, next;
+        string? error = null;
         var tokens = new int[s.Tokens.Count + draft.Length];
         s.Tokens.CopyTo(tokens);
         draft.CopyTo(tokens, s.Tokens.Count);
         while (true)
         {
-            next = s.Sampler.Next(logits.Slice(accepted * v, v), tokens.AsSpan(0, s.Tokens.Count + accepted), s.PromptLength);
+            try
+            {
+                next = s.Sampler.Next(logits.Slice(accepted * v, v), tokens.AsSpan(0, s.Tokens.Count + accepted), s.PromptLength);
+            }
+            catch (TemperException e) // as in Sample: no token of the vocabulary continues the JSON constraint
+            {
+                (error, next) = (e.Message, -1);
+                break;
+            }
             if (accepted == draft.Length || next != draft[accepted]) break;
             accepted++;
         }
@@ -460,7 +469,8 @@ public sealed class ServingEngine : IDisposable
         Cache.Trim(s.Blocks);
         for (int j = 0; j < accepted; j++)
             if (Append(s, draft[j], logits.Slice(j * v, v))) return;
-        Append(s, next, logits.Slice(accepted * v, v));
+        if (error != null) Finish(s, ServingFinish.Error, error);
+        else Append(s, next, logits.Slice(accepted * v, v));
     }
 
     private void Run(List<(Sequence Seq, int Count)> items)

@@ -115,11 +115,11 @@ internal static class GenerateCommand
             var template = CliOptions.ChatTemplateOverride(p, chatTemplate, model); // a template that does not parse is refused before the model loads
             var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // a malformed value is refused before the model loads
             string? schema = ReadSchema(p.GetValue(jsonSchema), p.GetValue(json)); // so is a bad schema
-            if (speculative.Check(p) != null)
+            if (speculative.Check(p) is { } method)
             {
                 if (p.GetValue(graph)) throw new TemperException("--graph cannot take --speculative: the CUDA graph decoder runs one token a step and its KV cache does not roll back");
                 if (texts.Length != 1) throw new TemperException($"--speculative decodes one prompt at a time (got {texts.Length})");
-                if (p.GetValue(json) || schema != null) throw new TemperException("--speculative cannot be combined with --json/--json-schema: the constraint's state would have to roll back with the rejected tokens");
+                if (method == "draft" && (p.GetValue(json) || schema != null)) throw new TemperException("--speculative draft cannot be combined with --json/--json-schema: the draft model proposes without the constraint (--speculative ngram can)");
             }
             if (p.GetValue(graph))
             {

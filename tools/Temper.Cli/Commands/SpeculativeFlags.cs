@@ -11,7 +11,7 @@ namespace Temper.Cli.Commands;
 
 internal sealed class SpeculativeFlags
 {
-    public readonly Option<string?> Method = new("--speculative") { Description = "Speculative decoding: ngram (prompt lookup: propose what followed the latest earlier occurrence of the last n tokens) or draft (a smaller model of the same tokenizer, --draft-model); one prompt, not with --json or --graph" };
+    public readonly Option<string?> Method = new("--speculative") { Description = "Speculative decoding: ngram (prompt lookup: propose what followed the latest earlier occurrence of the last n tokens) or draft (a smaller model of the same tokenizer, --draft-model); one prompt, not with --graph; --json/--json-schema with ngram only" };
     public readonly Option<string?> DraftModel = new("--draft-model") { Description = "Draft model folder for --speculative draft (implies it): same tokenizer and vocabulary as --model" };
     public readonly Option<int?> NumTokens = new("--num-speculative-tokens") { Description = "Tokens proposed per verify step (1..16, default 4)" };
     public readonly Option<int?> NgramMax = new("--ngram-max") { Description = "Prompt lookup: the longest suffix n-gram tried (default 4, at most 16)" };
