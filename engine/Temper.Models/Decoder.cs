@@ -1,6 +1,7 @@
 // The Llama-family decoder forward pass over backend ops (Llama, Qwen2, Qwen3, Mistral share it):
 //   x = embed(ids); per layer: x += o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x))); x += down(silu(gate(n2 x)) * up(n2 x));
-//   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm).
+//   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm). A mixture-of-experts layer
+//   (Mixtral, Qwen3-MoE) replaces the dense MLP by its routed experts: x += moe(n2 x) (MoeBlock).
 // Token rows are [B*T] (row b*T+t); q is [B,T,H,D], the cache [B,S,Hkv,D]. The new tokens' K/V are
 // appended to the cache, so prefill and each decode step are the same call.
 // With a prompt- or prefix-tuning adapter attached (Weights.PromptEmbeddings [P,C] or Weights.Prefix), the first call into an empty cache puts
@@ -77,6 +78,11 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             w.O.Forward(be, attn, proj);
             be.Add(x, proj, x);
             be.RmsNorm(x, w.PostAttentionNorm, Config.RmsNormEps, hn);
+            if (w.Moe is { } moe)
+            {
+                MoeBlock.AddTo(be, moe, hn, x);
+                continue;
+            }
             w.Gate.Forward(be, hn, gate);
             w.Up.Forward(be, hn, up);
             be.SwiGlu(gate, up, gate);

@@ -303,6 +303,13 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         var ts = Up(g, 6, 7);
         B.Scale(ts, -0.25f);
         Bitwise(Down(ts), g.Select(x => x * -0.25f).ToArray(), "scale");
+
+        var rowScales = new[] { 0.5f, -2f, 0f, 1.25f, 3f, -0.75f };
+        var sr = (float[])g.Clone();
+        ScaleRowsReference.Apply(sr, rowScales, 7);
+        var tsr = Up(g, 6, 7);
+        B.ScaleRows(tsr, rowScales);
+        Bitwise(Down(tsr), sr, "scale rows");
     }
 
     // ---- backward ----
