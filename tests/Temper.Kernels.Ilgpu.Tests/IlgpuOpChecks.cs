@@ -278,7 +278,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
     }
 
     [Fact]
-    public void SwiGlu_Add_LogSoftmax_Scale_match_cpu()
+    public void SwiGlu_Add_LogSoftmax_Scale_ScaleRows_match_cpu()
     {
         var g = Floats(6 * 7, 1, 4f);
         var u = Floats(6 * 7, 2);
