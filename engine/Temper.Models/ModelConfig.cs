@@ -1,5 +1,5 @@
 // The decoder hyper-parameters of a Llama-family model (Llama, Qwen2, Qwen3, Mistral, and the mixture-of-experts
-// Mixtral and Qwen3-MoE, whose expert fields MoeSpec reads), read from a Hugging Face
+// Mixtral, Qwen3-MoE and Qwen2-MoE, whose expert fields MoeSpec reads), read from a Hugging Face
 // config.json in either the transformers-4 form (top-level rope_theta, rope_scaling with type or
 // rope_type) or the transformers-5 form (rope_parameters). Anything Temper cannot run faithfully is
 // refused here with a one-line error naming config.json and the field.
@@ -11,7 +11,7 @@ namespace Temper.Models;
 
 public sealed record ModelConfig
 {
-    public required string ModelType { get; init; }          // llama | qwen2 | qwen3 | mistral | mixtral | qwen3_moe
+    public required string ModelType { get; init; }          // llama | qwen2 | qwen3 | mistral | mixtral | qwen3_moe | qwen2_moe
     /// <summary>config.json's architectures[0] (e.g. LlamaForCausalLM, Qwen2ForSequenceClassification), "" when absent.</summary>
     public string Architecture { get; init; } = "";
     public required int HiddenSize { get; init; }            // C
@@ -40,7 +40,7 @@ public sealed record ModelConfig
     public string RawJson { get; init; } = "{}";
     /// <summary>config.json's quantization_config of a bitsandbytes 4-bit (NF4) checkpoint, null for a plain one.</summary>
     public Bnb4BitConfig? Bnb4Bit { get; init; }
-    /// <summary>The mixture-of-experts MLP of Mixtral and Qwen3-MoE, null for a dense model.</summary>
+    /// <summary>The mixture-of-experts MLP of Mixtral, Qwen3-MoE and Qwen2-MoE, null for a dense model.</summary>
     public MoeSpec? Moe { get; init; }
     /// <summary>The config.json this was read from (for messages).</summary>
     public string SourcePath { get; init; } = "config.json";
@@ -80,9 +80,9 @@ public sealed record ModelConfig
         var r = new ConfigReader(root, path);
         string modelType = r.String("model_type");
         string arch = root["architectures"] is JsonArray a && a.Count > 0 ? a[0]?.GetValue<string>() ?? "" : "";
-        string[] known = ["llama", "qwen2", "qwen3", "mistral", "mixtral", "qwen3_moe"];
+        string[] known = ["llama", "qwen2", "qwen3", "mistral", "mixtral", "qwen3_moe", "qwen2_moe"];
         if (!known.Contains(modelType))
-            throw new TemperException($"{path}: unsupported architecture model_type '{modelType}'{(arch.Length > 0 ? $" ({arch})" : "")}; Temper runs llama, qwen2, qwen3, mistral, mixtral and qwen3_moe");
+            throw new TemperException($"{path}: unsupported architecture model_type '{modelType}'{(arch.Length > 0 ? $" ({arch})" : "")}; Temper runs llama, qwen2, qwen3, mistral, mixtral, qwen3_moe and qwen2_moe");
         string act = r.OptString("hidden_act") ?? "silu";
         if (act != "silu") throw new TemperException($"{path}: unsupported hidden_act '{act}' (only silu)");
 
@@ -93,7 +93,7 @@ public sealed record ModelConfig
             throw new TemperException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         int headDim = r.OptInt("head_dim") ?? (hidden % heads == 0 ? hidden / heads : throw new TemperException($"{path}: hidden_size {hidden} is not divisible by num_attention_heads {heads} and no head_dim is given"));
         if (headDim % 2 != 0) throw new TemperException($"{path}: head_dim {headDim} must be even for RoPE");
-        bool qwen = modelType == "qwen2"; // q/k/v biases always, no o_proj bias
+        bool qwen = modelType is "qwen2" or "qwen2_moe"; // q/k/v biases always, no o_proj bias
         bool attnBias = !qwen && (r.OptBool("attention_bias") ?? false);
 
         int? window = null;

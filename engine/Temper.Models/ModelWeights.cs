@@ -4,7 +4,8 @@
 // seven projections of every layer are NF4-quantised (Nf4Weight) once and kept in DIR/temper-nf4.safetensors
 // (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored. A bitsandbytes
 // 4-bit checkpoint's quantised projections are read as they are saved (Bnb4BitWeights), its other modules dense.
-// A mixture-of-experts layer (Mixtral, Qwen3-MoE; ModelConfig.Moe) holds a router and E experts (MoeWeights) in
+// A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE; ModelConfig.Moe) holds a router and E experts (MoeWeights, and
+// Qwen2-MoE's gated shared expert) in
 // place of the dense gate/up/down; each expert tensor is read by its HF name and checked against config.json.
 // NF4 (--qlora) and bitsandbytes checkpoints of such models are refused.
 using Temper.Core;
@@ -294,7 +295,11 @@ public sealed class ModelWeights : IDisposable
             experts[e] = new MoeExpert(P(moe.ExpertNames.Gate, f, c), P(moe.ExpertNames.Up, f, c), P(moe.ExpertNames.Down, c, f));
         }
         var router = new Projection(m + "gate", matrix(m + "gate.weight", moe.Experts, c), null);
-        return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb);
+        if (moe.SharedExpertIntermediateSize == 0) return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb);
+        int fs = moe.SharedExpertIntermediateSize;
+        Projection S(string name, int outF, int inF) => new(m + name, matrix(m + name + ".weight", outF, inF), null);
+        var shared = new MoeExpert(S("shared_expert.gate_proj", fs, c), S("shared_expert.up_proj", fs, c), S("shared_expert.down_proj", c, fs));
+        return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb, shared, S("shared_expert_gate", 1, c));
     }
 
     /// <summary>

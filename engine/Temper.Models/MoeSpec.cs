@@ -1,10 +1,10 @@
-// The mixture-of-experts fields of a Mixtral (model_type mixtral) or Qwen3-MoE (qwen3_moe) config.json, as
-// transformers reads them: E experts (num_local_experts / num_experts), top-k (num_experts_per_tok), each
-// expert's width F (Mixtral: intermediate_size; Qwen3-MoE: moe_intermediate_size), whether the k routing
-// weights are renormalised to sum 1 (Mixtral always; Qwen3-MoE norm_topk_prob, false when absent), and which
-// layers are sparse (Mixtral all; Qwen3-MoE layer i unless i is in mlp_only_layers or (i + 1) %
-// decoder_sparse_step != 0; the others keep a dense MLP of intermediate_size). Bad values are refused here,
-// one line naming config.json and the field.
+// The mixture-of-experts fields of a Mixtral (model_type mixtral), Qwen3-MoE (qwen3_moe) or Qwen2-MoE (qwen2_moe)
+// config.json, as transformers reads them: E experts (num_local_experts / num_experts), top-k (num_experts_per_tok),
+// each expert's width F (Mixtral: intermediate_size; Qwen: moe_intermediate_size), whether the k routing weights
+// are renormalised to sum 1 (Mixtral always; Qwen norm_topk_prob, false when absent), which layers are sparse
+// (Mixtral all; Qwen layer i unless i is in mlp_only_layers or (i + 1) % decoder_sparse_step != 0; the others keep
+// a dense MLP of intermediate_size), and Qwen2-MoE's shared expert (shared_expert_intermediate_size, gated per token
+// by sigmoid(shared_expert_gate h)). Bad values are refused here, one line naming config.json and the field.
 using System.Text.Json.Nodes;
 using Temper.Core;
 
@@ -21,12 +21,14 @@ public sealed record MoeSpec
     /// <summary>The HF module under each layer (block_sparse_moe or mlp) and its experts' projection names (w1/w3/w2 or gate_proj/up_proj/down_proj).</summary>
     public required string Module { get; init; }
     public required (string Gate, string Up, string Down) ExpertNames { get; init; }
+    /// <summary>Qwen2-MoE: the shared expert's width (0: no shared expert).</summary>
+    public int SharedExpertIntermediateSize { get; init; }
     /// <summary>The config key the expert count was read from (for messages).</summary>
     public required string ExpertsField { get; init; }
 
     public bool IsSparse(int layer) => SparseLayers[layer];
 
-    internal static bool IsMoeType(string modelType) => modelType is "mixtral" or "qwen3_moe";
+    internal static bool IsMoeType(string modelType) => modelType is "mixtral" or "qwen3_moe" or "qwen2_moe";
 
     internal static MoeSpec Parse(JsonObject root, ConfigReader r, string path, string modelType, int layers)
     {
@@ -50,6 +52,12 @@ public sealed record MoeSpec
                 if (l < 0 || l >= layers) throw new TemperException($"{path}: field 'mlp_only_layers' names layer {l}, outside the model's {layers} layers");
             for (int l = 0; l < layers; l++) sparse[l] = !dense.Contains(l) && (l + 1) % step == 0;
         }
+        int shared = 0;
+        if (modelType == "qwen2_moe")
+        {
+            shared = r.Int("shared_expert_intermediate_size");
+            if (shared < 1) throw new TemperException($"{path}: field 'shared_expert_intermediate_size' must be >= 1 (got {shared})");
+        }
         return new MoeSpec
         {
             Experts = experts,
@@ -60,6 +68,7 @@ public sealed record MoeSpec
             Module = mixtral ? "block_sparse_moe" : "mlp",
             ExpertNames = mixtral ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj"),
             ExpertsField = expertsField,
+            SharedExpertIntermediateSize = shared,
         };
     }
 }

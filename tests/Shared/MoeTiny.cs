@@ -1,10 +1,13 @@
-// Tiny mixture-of-experts models for the tests, written as hub folders are (config.json with model_type mixtral or
-// qwen3_moe, model.safetensors with per-expert tensors under HF names, the qwen2-tiny fixture's tokenizer and chat
-// template), and a plain float64 forward of each written from transformers' modeling_mixtral / modeling_qwen3_moe:
-//   per layer h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))  (Qwen3-MoE: q_norm/k_norm per head before RoPE);
+// Tiny mixture-of-experts models for the tests, written as hub folders are (config.json with model_type mixtral,
+// qwen3_moe or qwen2_moe, model.safetensors with per-expert tensors under HF names, the qwen2-tiny fixture's tokenizer
+// and chat template), and a plain float64 forward of each written from transformers' modeling_mixtral /
+// modeling_qwen3_moe / modeling_qwen2_moe:
+//   per layer h = x + o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x)))  (Qwen3-MoE: q_norm/k_norm per head before RoPE;
+//     Qwen2-MoE: q/k/v biases);
 //   sparse layer: p = softmax(n2 h W_router^T) over the E experts; the k largest (ties: lower index);
 //     w = p_top / sum(p_top) (Mixtral always, Qwen3-MoE when norm_topk_prob); x = h + sum_j w_j down_j(silu(gate_j n2 h) * up_j n2 h)
-//   dense layer (Qwen3-MoE: in mlp_only_layers, or (l + 1) % decoder_sparse_step != 0): x = h + down(silu(gate n2 h) * up n2 h).
+//     Qwen2-MoE adds its shared expert: + sigmoid(w_sg . n2 h) * shared(n2 h);
+//   dense layer (Qwen: in mlp_only_layers, or (l + 1) % decoder_sparse_step != 0): x = h + down(silu(gate n2 h) * up n2 h).
 // Shapes: hidden 32, 4 query and 2 KV heads of head_dim 8, vocabulary 512; the variants differ in layers, E, k,
 // expert and dense widths, norm_topk_prob, mlp_only_layers and decoder_sparse_step. Router weights are drawn wider
 // than the rest so routing probabilities are well apart; the reference throws if a token's k-th and (k+1)-th
@@ -15,7 +18,7 @@ using Temper.Core.SafeTensors;
 namespace Temper.Tests;
 
 public sealed record MoeTiny(string Name, string ModelType, int Layers, int Experts, int TopK, int ExpertFfn, int DenseFfn, bool NormTopKProb,
-    int[] MlpOnlyLayers, int SparseStep, bool Tied, int Seed)
+    int[] MlpOnlyLayers, int SparseStep, bool Tied, int Seed, int SharedFfn = 0)
 {
     public const int Hidden = 32, Heads = 4, KvHeads = 2, HeadDim = 8, Vocab = 512;
     public const double Eps = 1e-6, Theta = 1e6;
@@ -26,11 +29,17 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
     public static readonly MoeTiny Qwen3Moe = new("qwen3-moe-tiny", "qwen3_moe", 3, 5, 2, 16, 40, false, [1], 1, true, 20261125);
     /// <summary>Qwen3-MoE with norm_topk_prob true and decoder_sparse_step 2 (layers 1 and 3 sparse); top-3 of 4.</summary>
     public static readonly MoeTiny Qwen3MoeStep = new("qwen3-moe-step-tiny", "qwen3_moe", 4, 4, 3, 16, 40, true, [], 2, true, 20261126);
+    /// <summary>Qwen2-MoE: q/k/v biases, a shared expert of width 20 gated per token, norm_topk_prob false, layer 0 dense; top-2 of 4.</summary>
+    public static readonly MoeTiny Qwen2Moe = new("qwen2-moe-tiny", "qwen2_moe", 2, 4, 2, 16, 40, false, [0], 1, false, 20261127, SharedFfn: 20);
+
+    public static MoeTiny[] All => [Mixtral, Qwen3Moe, Qwen3MoeStep, Qwen2Moe];
 
     private static readonly Dictionary<string, Dictionary<string, double[]>> _weights = [];
     private static readonly Dictionary<string, string> _folders = [];
 
-    public bool Qwen => ModelType == "qwen3_moe";
+    public bool Qwen => ModelType != "mixtral";
+    public bool HeadNorm => ModelType == "qwen3_moe";
+    public bool QkvBias => ModelType == "qwen2_moe";
     public string Module => Qwen ? "mlp" : "block_sparse_moe";
     public (string Gate, string Up, string Down) ExpertNames => Qwen ? ("gate_proj", "up_proj", "down_proj") : ("w1", "w3", "w2");
     public bool IsSparse(int layer) => !MlpOnlyLayers.Contains(layer) && (layer + 1) % SparseStep == 0;
@@ -68,8 +77,14 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
             yield return (p + "self_attn.q_proj.weight", [Heads * HeadDim, Hidden]);
             yield return (p + "self_attn.k_proj.weight", [KvHeads * HeadDim, Hidden]);
             yield return (p + "self_attn.v_proj.weight", [KvHeads * HeadDim, Hidden]);
+            if (QkvBias)
+            {
+                yield return (p + "self_attn.q_proj.bias", [Heads * HeadDim]);
+                yield return (p + "self_attn.k_proj.bias", [KvHeads * HeadDim]);
+                yield return (p + "self_attn.v_proj.bias", [KvHeads * HeadDim]);
+            }
             yield return (p + "self_attn.o_proj.weight", [Hidden, Heads * HeadDim]);
-            if (Qwen)
+            if (HeadNorm)
             {
                 yield return (p + "self_attn.q_norm.weight", [HeadDim]);
                 yield return (p + "self_attn.k_norm.weight", [HeadDim]);
@@ -84,6 +99,13 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
                     yield return ($"{m}experts.{e}.{ExpertNames.Gate}.weight", [ExpertFfn, Hidden]);
                     yield return ($"{m}experts.{e}.{ExpertNames.Up}.weight", [ExpertFfn, Hidden]);
                     yield return ($"{m}experts.{e}.{ExpertNames.Down}.weight", [Hidden, ExpertFfn]);
+                }
+                if (SharedFfn > 0)
+                {
+                    yield return (m + "shared_expert.gate_proj.weight", [SharedFfn, Hidden]);
+                    yield return (m + "shared_expert.up_proj.weight", [SharedFfn, Hidden]);
+                    yield return (m + "shared_expert.down_proj.weight", [Hidden, SharedFfn]);
+                    yield return (m + "shared_expert_gate.weight", [1, Hidden]);
                 }
             }
             else
@@ -118,7 +140,20 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
     }
 
     /// <summary>config.json's text.</summary>
-    public string ConfigJson() => Qwen
+    public string ConfigJson() => ModelType == "qwen2_moe"
+        ? $$"""
+            {"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "attention_dropout": 0.0,
+             "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": {{Hidden}},
+             "intermediate_size": {{DenseFfn}}, "moe_intermediate_size": {{ExpertFfn}}, "shared_expert_intermediate_size": {{SharedFfn}},
+             "num_experts": {{Experts}}, "num_experts_per_tok": {{TopK}}, "norm_topk_prob": {{(NormTopKProb ? "true" : "false")}},
+             "decoder_sparse_step": {{SparseStep}}, "mlp_only_layers": [{{string.Join(", ", MlpOnlyLayers)}}],
+             "output_router_logits": false, "router_aux_loss_coef": 0.001,
+             "num_hidden_layers": {{Layers}}, "num_attention_heads": {{Heads}}, "num_key_value_heads": {{KvHeads}},
+             "max_position_embeddings": 256, "max_window_layers": {{Layers}}, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+             "sliding_window": 4096, "use_sliding_window": false, "tie_word_embeddings": {{(Tied ? "true" : "false")}}, "torch_dtype": "float32",
+             "vocab_size": {{Vocab}}, "transformers_version": "4.51.0"}
+            """
+        : Qwen
         ? $$"""
             {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "attention_bias": false, "attention_dropout": 0.0,
              "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "hidden_size": {{Hidden}},
@@ -167,12 +202,18 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
         {
             string p = $"model.layers.{l}.";
             var hn = x.Select(r => RmsNorm(r, w[p + "input_layernorm.weight"])).ToArray();
-            var q = hn.Select(r => MatVec(w[p + "self_attn.q_proj.weight"], r, qd)).ToArray();
-            var k = hn.Select(r => MatVec(w[p + "self_attn.k_proj.weight"], r, kvd)).ToArray();
-            var v = hn.Select(r => MatVec(w[p + "self_attn.v_proj.weight"], r, kvd)).ToArray();
+            double[] Proj(string module, double[] r, int rows)
+            {
+                var y = MatVec(w[p + module + ".weight"], r, rows);
+                if (QkvBias) for (int j = 0; j < rows; j++) y[j] += w[p + module + ".bias"][j];
+                return y;
+            }
+            var q = hn.Select(r => Proj("self_attn.q_proj", r, qd)).ToArray();
+            var k = hn.Select(r => Proj("self_attn.k_proj", r, kvd)).ToArray();
+            var v = hn.Select(r => Proj("self_attn.v_proj", r, kvd)).ToArray();
             for (int i = 0; i < t; i++)
             {
-                if (Qwen)
+                if (HeadNorm)
                 {
                     q[i] = HeadNorms(q[i], w[p + "self_attn.q_norm.weight"]);
                     k[i] = HeadNorms(k[i], w[p + "self_attn.k_norm.weight"]);
@@ -223,6 +264,12 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
         {
             var ye = Mlp($"{m}experts.{e}.", ExpertNames, h, ExpertFfn);
             for (int c = 0; c < Hidden; c++) y[c] += prob[e] / norm * ye[c];
+        }
+        if (SharedFfn > 0)
+        {
+            double g = 1 / (1 + Math.Exp(-MatVec(Weights[m + "shared_expert_gate.weight"], h, 1)[0]));
+            var ys = Mlp(m + "shared_expert.", ("gate_proj", "up_proj", "down_proj"), h, SharedFfn);
+            for (int c = 0; c < Hidden; c++) y[c] += g * ys[c];
         }
         return y;
     }

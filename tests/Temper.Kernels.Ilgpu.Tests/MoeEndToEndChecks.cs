@@ -1,4 +1,4 @@
-// Mixture-of-experts models (MoeTiny's Mixtral and Qwen3-MoE folders) on an ILGPU device: the decoder's routed
+// Mixture-of-experts models (MoeTiny's Mixtral, Qwen2-MoE and Qwen3-MoE folders) on an ILGPU device: the decoder's routed
 // experts (router product on the device, [N,E] logits read back for softmax/top-k, rows gathered, ScaleRows and
 // the scatter-add on the device) give the CPU backend's logits for a padded batch (and the float64 forward's),
 // the same greedy tokens through the KV cache, keep every expert weight on the device and give it all back on
@@ -14,11 +14,11 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
 {
     private static readonly int[] A = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501], Bseq = [300, 12, 9, 77, 123];
 
-    // Launches are not free on the CPU accelerator: two variants (all-sparse Mixtral; Qwen3-MoE with a dense layer,
-    // norm_topk_prob false), few tokens.
-    public static TheoryData<string> Variants => new() { MoeTiny.Mixtral.Name, MoeTiny.Qwen3Moe.Name };
+    // Launches are not free on the CPU accelerator: two variants for logits (all-sparse Mixtral; Qwen2-MoE with a dense
+    // layer, norm_topk_prob false and the gated shared expert), Qwen3-MoE for generation, few tokens.
+    public static TheoryData<string> Variants => new() { MoeTiny.Mixtral.Name, MoeTiny.Qwen2Moe.Name };
 
-    private static MoeTiny Variant(string name) => new[] { MoeTiny.Mixtral, MoeTiny.Qwen3Moe }.Single(m => m.Name == name);
+    private static MoeTiny Variant(string name) => MoeTiny.All.Single(m => m.Name == name);
 
     private IlgpuBackend B => device.Backend;
 

@@ -1,10 +1,10 @@
-// Mixture-of-experts models (Mixtral, Qwen3-MoE) against the float64 forward written from transformers'
-// modeling_mixtral / modeling_qwen3_moe (MoeTiny): logits of a padded batch, greedy generation through the KV cache
-// equal to repeated full forwards and to the float64 argmax (a chat-rendered prompt too), norm_topk_prob false,
-// mlp_only_layers and decoder_sparse_step; the routing rule (softmax, top-k, ties to the lower index,
+// Mixture-of-experts models (Mixtral, Qwen3-MoE, Qwen2-MoE) against the float64 forward written from transformers'
+// modeling_mixtral / modeling_qwen3_moe / modeling_qwen2_moe (MoeTiny): logits of a padded batch, greedy generation
+// through the KV cache equal to repeated full forwards and to the float64 argmax (a chat-rendered prompt too),
+// norm_topk_prob false, mlp_only_layers, decoder_sparse_step and Qwen2-MoE's gated shared expert; the routing rule (softmax, top-k, ties to the lower index,
 // renormalisation); malformed expert tensors and config fields refused in one line naming them; the refusals of
 // --qlora, training (DecoderBackprop) and the CUDA graph decoder. transformers' own logits are owed
-// (tests/reference/make_moe_fixtures.py): MoeParity_* skip until mixtral-tiny / qwen3-moe-tiny exist.
+// (tests/reference/make_moe_fixtures.py): MoeParity_* skip until mixtral-tiny / qwen3-moe-tiny / qwen2-moe-tiny exist.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -17,9 +17,9 @@ public class MoeTests
 {
     private static readonly int[] A = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501], B = [300, 12, 9, 77, 123];
 
-    public static TheoryData<string> Variants => new() { MoeTiny.Mixtral.Name, MoeTiny.Qwen3Moe.Name, MoeTiny.Qwen3MoeStep.Name };
+    public static TheoryData<string> Variants => [.. MoeTiny.All.Select(m => m.Name)];
 
-    private static MoeTiny Variant(string name) => new[] { MoeTiny.Mixtral, MoeTiny.Qwen3Moe, MoeTiny.Qwen3MoeStep }.Single(m => m.Name == name);
+    private static MoeTiny Variant(string name) => MoeTiny.All.Single(m => m.Name == name);
 
     private static void AssertClose(double[][] reference, ReadOnlySpan<float> actual, int row0 = 0)
     {
@@ -47,6 +47,10 @@ public class MoeTests
         Assert.Equal([true, false, true], qwen.Moe.SparseLayers);
         Assert.True(qwen.QkNorm);
         Assert.Equal([false, true, false, true], ModelConfig.Load(MoeTiny.Qwen3MoeStep.Folder).Moe!.SparseLayers);
+        var qwen2 = ModelConfig.Load(MoeTiny.Qwen2Moe.Folder);
+        Assert.Equal((20, false, true, false), (qwen2.Moe!.SharedExpertIntermediateSize, qwen2.Moe.NormTopKProb, qwen2.AttentionBias, qwen2.OutputBias));
+        Assert.Equal([false, true], qwen2.Moe.SparseLayers);
+        Assert.Null(qwen2.SlidingWindow);
         Assert.Null(ModelConfig.Load(Fixtures.Hf("qwen2-tiny")).Moe);
     }
 
@@ -154,12 +158,14 @@ public class MoeTests
         { "qwen3_moe", """{"mlp_only_layers": [3]}""", "field 'mlp_only_layers' names layer 3, outside the model's 3 layers" },
         { "qwen3_moe", """{"decoder_sparse_step": 0}""", "field 'decoder_sparse_step' must be >= 1 (got 0)" },
         { "qwen3_moe", """{"moe_intermediate_size": "wide"}""", "field 'moe_intermediate_size' must be an integer" },
+        { "qwen2_moe", """{"shared_expert_intermediate_size": 0}""", "field 'shared_expert_intermediate_size' must be >= 1 (got 0)" },
+        { "qwen2_moe", """{"shared_expert_intermediate_size": null}""", "missing field 'shared_expert_intermediate_size'" },
     };
 
     [Theory, MemberData(nameof(BadFields))]
     public void A_bad_expert_field_is_refused_naming_config_json_and_the_field(string type, string patch, string expected)
     {
-        var m = type == "mixtral" ? MoeTiny.Mixtral : MoeTiny.Qwen3Moe;
+        var m = type == "mixtral" ? MoeTiny.Mixtral : type == "qwen2_moe" ? MoeTiny.Qwen2Moe : MoeTiny.Qwen3Moe;
         var root = JsonNode.Parse(m.ConfigJson())!.AsObject();
         foreach (var (key, value) in JsonNode.Parse(patch)!.AsObject())
             if (value == null) root.Remove(key);
@@ -189,22 +195,24 @@ public class MoeTests
         Assert.Contains("model.layers.0.mlp.gate_proj: this layer has a mixture-of-experts MLP", SingleLine(e));
     }
 
-    [Fact]
-    public void The_expert_weights_are_the_files_tensors_and_merge_export_names()
+    [Theory]
+    [InlineData("qwen3-moe-tiny")]
+    [InlineData("qwen2-moe-tiny")]
+    public void The_expert_weights_are_the_files_tensors_and_merge_export_names(string name)
     {
-        var m = MoeTiny.Qwen3Moe;
+        var m = Variant(name);
         using var lm = LanguageModel.Load(m.Folder, new CpuBackend());
         var names = lm.Weights.Projections.Select(p => p.Name + ".weight").ToHashSet();
-        var expected = m.Shapes().Select(s => s.Name).Where(n => n.Contains("_proj.weight", StringComparison.Ordinal) || n.EndsWith(".gate.weight", StringComparison.Ordinal)).ToHashSet();
+        var expected = m.Shapes().Select(s => s.Name).Where(n => n.Contains("_proj.weight", StringComparison.Ordinal) || n.EndsWith("gate.weight", StringComparison.Ordinal)).ToHashSet();
         Assert.Equal(expected.Order(), names.Order());
         using var file = SafetensorsModel.Open(m.Folder);
-        var expert = lm.Weights.Layers[2].Moe!.Experts[4].Down;
+        var expert = lm.Weights.Layers[^1].Moe!.Experts[^1].Down;
         Assert.Equal(file.Get(expert.Name + ".weight").ToFloatArray(), expert.WeightValues(lm.Decoder.Backend));
     }
 
     // ---- transformers parity (owed: tests/reference/make_moe_fixtures.py) ----
 
-    public static TheoryData<string> FixtureModels => new() { "mixtral-tiny", "qwen3-moe-tiny" };
+    public static TheoryData<string> FixtureModels => new() { "mixtral-tiny", "qwen3-moe-tiny", "qwen2-moe-tiny" };
 
     private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, Func<int, bool>? include = null)
     {

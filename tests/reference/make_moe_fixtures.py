@@ -1,7 +1,7 @@
-"""transformers' tiny mixture-of-experts models for Temper's MoeTests (MoeParity_*): Mixtral and Qwen3-MoE.
+"""transformers' tiny mixture-of-experts models for Temper's MoeTests (MoeParity_*): Mixtral, Qwen3-MoE and Qwen2-MoE.
 Usage (repository root, where torch and transformers 4.46..4.57 are; CPU, float32):
     python3 tests/reference/make_moe_fixtures.py ../shared/fixtures/hf tests/fixtures/hf
-Writes OUTDIR/mixtral-tiny/ and OUTDIR/qwen3-moe-tiny/, each in the layout of make_fixtures.py's folders:
+Writes OUTDIR/mixtral-tiny/, OUTDIR/qwen3-moe-tiny/ and OUTDIR/qwen2-moe-tiny/, each in the layout of make_fixtures.py's folders:
 save_pretrained's config.json and model.safetensors, the qwen2-tiny fixture's tokenizer and chat template,
 reference.safetensors (input_ids [2,24] int32, attention_mask [2,24] int32 (row 1 padded from 17), logits and
 masked_logits [2,24,V] float32) and reference.json (arch, seed, greedy: prompt_ids, output_ids (prompt + 20
@@ -10,7 +10,8 @@ probability over both inputs and every sparse layer, kept above 1e-4 by trying f
 cannot route a token differently).
 Shapes: hidden 64, 3 layers, 4 query / 2 KV heads of head_dim 16, vocabulary 512. mixtral-tiny: 4 experts (w1/w3/w2,
 width 96), top-2, renormalised. qwen3-moe-tiny: 6 experts of width 48, top-2, norm_topk_prob False, layer 1 in
-mlp_only_layers (a dense MLP of width 96), q/k head norms. Router weights are drawn with std 2/sqrt(hidden)
+mlp_only_layers (a dense MLP of width 96), q/k head norms. qwen2-moe-tiny: q/k/v biases, 4 experts of width 48, top-2,
+norm_topk_prob False, layer 1 dense, a shared expert of width 64 gated by sigmoid(shared_expert_gate). Router weights are drawn with std 2/sqrt(hidden)
 (transformers' 0.02 would make every routing a near-tie).
 The experts are saved per expert, as the hub holds them ('...block_sparse_moe.experts.0.w1.weight',
 '...mlp.experts.0.gate_proj.weight'), which is what Temper reads. transformers 4.x's save_pretrained writes that layout;
@@ -38,6 +39,11 @@ def build(arch, seed):
         from transformers import MixtralConfig as C, MixtralForCausalLM as M
         cfg = C(**common, intermediate_size=96, num_local_experts=4, num_experts_per_tok=2, sliding_window=None,
                 tie_word_embeddings=False, router_jitter_noise=0.0)
+    elif arch == "qwen2_moe":
+        from transformers import Qwen2MoeConfig as C, Qwen2MoeForCausalLM as M
+        cfg = C(**common, intermediate_size=96, moe_intermediate_size=48, shared_expert_intermediate_size=64, num_experts=4,
+                num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=False,
+                use_sliding_window=False)
     else:
         from transformers import Qwen3MoeConfig as C, Qwen3MoeForCausalLM as M
         cfg = C(**common, head_dim=16, intermediate_size=96, moe_intermediate_size=48, num_experts=6, num_experts_per_tok=2,
@@ -48,6 +54,8 @@ def build(arch, seed):
         for n, p in model.named_parameters():
             if n.endswith(".gate.weight"):  # the routers (block_sparse_moe.gate / mlp.gate)
                 p.normal_(0, 2 / cfg.hidden_size ** 0.5)
+            elif n.endswith("self_attn.q_proj.bias") or n.endswith("self_attn.k_proj.bias") or n.endswith("self_attn.v_proj.bias"):
+                p.normal_(0, 0.2)  # transformers starts biases at 0, which would not show them
             elif n.endswith("norm.weight"):
                 p.add_(0.3 * torch.randn_like(p))  # away from 1, so a missing norm shows
     return cfg, model
@@ -110,7 +118,7 @@ def hub_layout(state, arch, cfg):
     return out
 
 
-for name, arch, seed in [("mixtral-tiny", "mixtral", 3), ("qwen3-moe-tiny", "qwen3_moe", 5)]:
+for name, arch, seed in [("mixtral-tiny", "mixtral", 3), ("qwen3-moe-tiny", "qwen3_moe", 5), ("qwen2-moe-tiny", "qwen2_moe", 7)]:
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     prompt = torch.tensor([tok.encode("Return the", add_special_tokens=False)])
