@@ -4,9 +4,9 @@
 // seven projections of every layer are NF4-quantised (Nf4Weight) once and kept in DIR/temper-nf4.safetensors
 // (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored. A bitsandbytes
 // 4-bit checkpoint's quantised projections are read as they are saved (Bnb4BitWeights), its other modules dense.
-// A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE; ModelConfig.Moe) holds a router and E experts (MoeWeights, and
-// Qwen2-MoE's gated shared expert) in
-// place of the dense gate/up/down; each expert tensor is read by its HF name and checked against config.json.
+// A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE; ModelConfig.Moe) holds a router and E experts (MoeWeights,
+// and Qwen2-MoE's gated shared expert) in place of the dense gate/up/down; each expert tensor is read by its HF name and
+// checked against config.json.
 // NF4 (--qlora) and bitsandbytes checkpoints of such models are refused.
 using Temper.Core;
 using Temper.Core.Quantization;
@@ -26,7 +26,7 @@ public sealed class LayerWeights
     public Projection Gate { get => _gate ?? throw NoDenseMlp("gate_proj"); init => _gate = value; }  // [F, C]
     public Projection Up { get => _up ?? throw NoDenseMlp("up_proj"); init => _up = value; }          // [F, C]
     public Projection Down { get => _down ?? throw NoDenseMlp("down_proj"); init => _down = value; }  // [C, F]
-    /// <summary>A mixture-of-experts MLP in place of gate/up/down (Mixtral, Qwen3-MoE sparse layers), or null.</summary>
+    /// <summary>A mixture-of-experts MLP in place of gate/up/down (the sparse layers of Mixtral, Qwen3-MoE, Qwen2-MoE), or null.</summary>
     public MoeWeights? Moe { get; init; }
     public Tensor? QNorm { get; init; }                   // [D] (Qwen3: each query head's RMSNorm, before RoPE)
     public Tensor? KNorm { get; init; }                   // [D] (Qwen3: each key head's RMSNorm)
