@@ -57,8 +57,10 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         using var v = be.Zeros(new Shape(n, hkv * d));
         using var attn = be.Zeros(new Shape(n, h * d));
         using var proj = be.Zeros(new Shape(n, c));
-        using var gate = be.Zeros(new Shape(n, f));
-        using var up = be.Zeros(new Shape(n, f));
+        // The dense MLP's [n,F] buffers, only where some layer is dense (Mixtral's every layer routes to experts).
+        bool anyDense = Config.Moe == null || Weights.Layers.Any(l => l.Moe == null);
+        using var gate = anyDense ? be.Zeros(new Shape(n, f)) : null;
+        using var up = anyDense ? be.Zeros(new Shape(n, f)) : null;
 
         VirtualTokens.Embed(be, Weights, Config.VocabSize, ids, x);
         float scale = 1f / MathF.Sqrt(d);
@@ -83,10 +85,10 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
                 MoeBlock.AddTo(be, moe, hn, x);
                 continue;
             }
-            w.Gate.Forward(be, hn, gate);
-            w.Up.Forward(be, hn, up);
-            be.SwiGlu(gate, up, gate);
-            w.Down.Forward(be, gate, proj);
+            w.Gate.Forward(be, hn, gate!);
+            w.Up.Forward(be, hn, up!);
+            be.SwiGlu(gate!, up!, gate!);
+            w.Down.Forward(be, gate!, proj);
             be.Add(x, proj, x);
         }
         cache.Advance(t, mask);
