@@ -106,6 +106,8 @@ public interface IBackend : IDisposable
     double SumOfSquares(Tensor x);
     /// <summary>x *= s in place.</summary>
     void Scale(Tensor x, float s);
+    /// <summary>x[N,C] row n *= scales[n] in place (f32; a mixture-of-experts block's routing weights).</summary>
+    void ScaleRows(Tensor x, ReadOnlySpan<float> scales);
 
     // ---- serving ----
     /// <summary>Attention of token rows of many sequences over a paged KV cache; see <see cref="PagedAttentionArgs"/>.</summary>

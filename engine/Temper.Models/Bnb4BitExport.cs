@@ -24,6 +24,7 @@ public static class Bnb4BitExport
     {
         var cfg = ModelConfig.Load(sourceDir);
         if (cfg.Bnb4Bit != null) throw new TemperException($"{sourceDir}: already a bitsandbytes 4-bit checkpoint");
+        cfg.RefuseMoe("temper quantize (bitsandbytes 4-bit export)");
         if (Path.GetFullPath(sourceDir).TrimEnd('/') == Path.GetFullPath(outDir).TrimEnd('/'))
             throw new TemperException($"{outDir}: the output folder must differ from the model folder");
         var shapes = ModelWeights.ProjectionShapes(cfg);

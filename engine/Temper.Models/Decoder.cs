@@ -1,6 +1,7 @@
 // The Llama-family decoder forward pass over backend ops (Llama, Qwen2, Qwen3, Mistral share it):
 //   x = embed(ids); per layer: x += o(attn(rope(q(n1 x)), rope(k(n1 x)), v(n1 x))); x += down(silu(gate(n2 x)) * up(n2 x));
-//   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm).
+//   logits = lm_head(norm(x)). Qwen3 norms each head of q and k before RoPE (HeadNorm). A mixture-of-experts layer
+//   (Mixtral, Qwen3-MoE) replaces the dense MLP by its routed experts: x += moe(n2 x) (MoeBlock).
 // Token rows are [B*T] (row b*T+t); q is [B,T,H,D], the cache [B,S,Hkv,D]. The new tokens' K/V are
 // appended to the cache, so prefill and each decode step are the same call.
 // With a prompt- or prefix-tuning adapter attached (Weights.PromptEmbeddings [P,C] or Weights.Prefix), the first call into an empty cache puts
@@ -56,8 +57,10 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
         using var v = be.Zeros(new Shape(n, hkv * d));
         using var attn = be.Zeros(new Shape(n, h * d));
         using var proj = be.Zeros(new Shape(n, c));
-        using var gate = be.Zeros(new Shape(n, f));
-        using var up = be.Zeros(new Shape(n, f));
+        // The dense MLP's [n,F] buffers, only where some layer is dense (Mixtral's every layer routes to experts).
+        bool anyDense = Config.Moe == null || Weights.Layers.Any(l => l.Moe == null);
+        using var gate = anyDense ? be.Zeros(new Shape(n, f)) : null;
+        using var up = anyDense ? be.Zeros(new Shape(n, f)) : null;
 
         VirtualTokens.Embed(be, Weights, Config.VocabSize, ids, x);
         float scale = 1f / MathF.Sqrt(d);
@@ -77,10 +80,15 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             w.O.Forward(be, attn, proj);
             be.Add(x, proj, x);
             be.RmsNorm(x, w.PostAttentionNorm, Config.RmsNormEps, hn);
-            w.Gate.Forward(be, hn, gate);
-            w.Up.Forward(be, hn, up);
-            be.SwiGlu(gate, up, gate);
-            w.Down.Forward(be, gate, proj);
+            if (w.Moe is { } moe)
+            {
+                MoeBlock.AddTo(be, moe, hn, x);
+                continue;
+            }
+            w.Gate.Forward(be, hn, gate!);
+            w.Up.Forward(be, hn, up!);
+            be.SwiGlu(gate!, up!, gate!);
+            w.Down.Forward(be, gate!, proj);
             be.Add(x, proj, x);
         }
         cache.Advance(t, mask);

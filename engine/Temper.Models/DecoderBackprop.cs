@@ -50,7 +50,14 @@ public sealed class DecoderBackprop(Decoder decoder)
         public readonly Dictionary<Projection, Tensor> Ia3 = [];
     }
 
-    public Decoder Decoder { get; } = decoder;
+    public Decoder Decoder { get; } = DenseOnly(decoder);
+
+    // The hand-written backward (and the training passes built on it) knows the dense MLP only.
+    private static Decoder DenseOnly(Decoder d)
+    {
+        d.Config.RefuseMoe("training (the backward pass and training verbs)");
+        return d;
+    }
 
     /// <summary>
     /// Gradient checkpointing: forward keeps only each layer's input, and backward recomputes the

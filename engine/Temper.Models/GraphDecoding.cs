@@ -24,6 +24,7 @@ public static class GraphDecoding
     /// weights' formats aside), without a device.</summary>
     public static void Validate(ModelConfig cfg, int rows, int capacity)
     {
+        cfg.RefuseMoe("the CUDA graph decoder (--graph, TEMPER_DEVICE_CUDA)");
         if (cfg.SlidingWindow is { } window && capacity > window)
             throw new TemperException($"the decode graph has no sliding-window attention: capacity {capacity} is past the model's window of {window}");
         try

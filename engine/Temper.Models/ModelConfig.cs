@@ -1,4 +1,5 @@
-// The decoder hyper-parameters of a Llama-family model (Llama, Qwen2, Qwen3, Mistral), read from a Hugging Face
+// The decoder hyper-parameters of a Llama-family model (Llama, Qwen2, Qwen3, Mistral, and the mixture-of-experts
+// Mixtral, Qwen3-MoE and Qwen2-MoE, whose expert fields MoeSpec reads), read from a Hugging Face
 // config.json in either the transformers-4 form (top-level rope_theta, rope_scaling with type or
 // rope_type) or the transformers-5 form (rope_parameters). Anything Temper cannot run faithfully is
 // refused here with a one-line error naming config.json and the field.
@@ -10,11 +11,11 @@ namespace Temper.Models;
 
 public sealed record ModelConfig
 {
-    public required string ModelType { get; init; }          // llama | qwen2 | qwen3 | mistral
+    public required string ModelType { get; init; }          // llama | qwen2 | qwen3 | mistral | mixtral | qwen3_moe | qwen2_moe
     /// <summary>config.json's architectures[0] (e.g. LlamaForCausalLM, Qwen2ForSequenceClassification), "" when absent.</summary>
     public string Architecture { get; init; } = "";
     public required int HiddenSize { get; init; }            // C
-    public required int IntermediateSize { get; init; }      // F
+    public required int IntermediateSize { get; init; }      // F (of the dense MLPs; Mixtral: of each expert)
     public required int NumLayers { get; init; }
     public required int NumHeads { get; init; }              // H
     public required int NumKvHeads { get; init; }            // Hkv (GQA when < H)
@@ -39,6 +40,23 @@ public sealed record ModelConfig
     public string RawJson { get; init; } = "{}";
     /// <summary>config.json's quantization_config of a bitsandbytes 4-bit (NF4) checkpoint, null for a plain one.</summary>
     public Bnb4BitConfig? Bnb4Bit { get; init; }
+    /// <summary>The mixture-of-experts MLP of Mixtral, Qwen3-MoE and Qwen2-MoE, null for a dense model.</summary>
+    public MoeSpec? Moe { get; init; }
+    /// <summary>The config.json this was read from (for messages).</summary>
+    public string SourcePath { get; init; } = "config.json";
+
+    /// <summary>
+    /// Throws the one-line refusal of a mixture-of-experts model by a part of Temper that runs dense models only
+    /// (<paramref name="what"/>: training, serving, ...); does nothing for a dense model.
+    /// </summary>
+    public void RefuseMoe(string what)
+    {
+        if (MoeRefusal(what) is { } message) throw new TemperException(message);
+    }
+
+    /// <summary>RefuseMoe's message, or null for a dense model.</summary>
+    public string? MoeRefusal(string what) => Moe == null ? null
+        : $"{SourcePath}: model_type '{ModelType}' is a mixture-of-experts model, which Temper runs for inference only (logits, generate, chat and the library's LanguageModel/Generator, on the CPU and ILGPU backends); {what} does not support it";
 
     public static ModelConfig Load(string dirOrFile)
     {
@@ -62,9 +80,9 @@ public sealed record ModelConfig
         var r = new ConfigReader(root, path);
         string modelType = r.String("model_type");
         string arch = root["architectures"] is JsonArray a && a.Count > 0 ? a[0]?.GetValue<string>() ?? "" : "";
-        string[] known = ["llama", "qwen2", "qwen3", "mistral"];
+        string[] known = ["llama", "qwen2", "qwen3", "mistral", "mixtral", "qwen3_moe", "qwen2_moe"];
         if (!known.Contains(modelType))
-            throw new TemperException($"{path}: unsupported architecture model_type '{modelType}'{(arch.Length > 0 ? $" ({arch})" : "")}; Temper runs llama, qwen2, qwen3 and mistral");
+            throw new TemperException($"{path}: unsupported architecture model_type '{modelType}'{(arch.Length > 0 ? $" ({arch})" : "")}; Temper runs llama, qwen2, qwen3, mistral, mixtral, qwen3_moe and qwen2_moe");
         string act = r.OptString("hidden_act") ?? "silu";
         if (act != "silu") throw new TemperException($"{path}: unsupported hidden_act '{act}' (only silu)");
 
@@ -75,20 +93,21 @@ public sealed record ModelConfig
             throw new TemperException($"{path}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         int headDim = r.OptInt("head_dim") ?? (hidden % heads == 0 ? hidden / heads : throw new TemperException($"{path}: hidden_size {hidden} is not divisible by num_attention_heads {heads} and no head_dim is given"));
         if (headDim % 2 != 0) throw new TemperException($"{path}: head_dim {headDim} must be even for RoPE");
-        bool qwen = modelType == "qwen2"; // q/k/v biases always, no o_proj bias
+        bool qwen = modelType is "qwen2" or "qwen2_moe"; // q/k/v biases always, no o_proj bias
         bool attnBias = !qwen && (r.OptBool("attention_bias") ?? false);
 
         int? window = null;
-        if (root["sliding_window"] is JsonValue sw && (modelType == "mistral" || (r.OptBool("use_sliding_window") ?? false)))
+        if (root["sliding_window"] is JsonValue sw && (modelType is "mistral" or "mixtral" || (r.OptBool("use_sliding_window") ?? false)))
             window = sw.GetValue<int>();
 
+        int layers = r.Int("num_hidden_layers");
         return new ModelConfig
         {
             ModelType = modelType,
             Architecture = arch,
             HiddenSize = hidden,
             IntermediateSize = r.Int("intermediate_size"),
-            NumLayers = r.Int("num_hidden_layers"),
+            NumLayers = layers,
             NumHeads = heads,
             NumKvHeads = kvHeads,
             HeadDim = headDim,
@@ -98,7 +117,7 @@ public sealed record ModelConfig
             AttentionBias = qwen || attnBias,
             OutputBias = attnBias,
             MlpBias = r.OptBool("mlp_bias") ?? false,
-            QkNorm = modelType == "qwen3",
+            QkNorm = modelType is "qwen3" or "qwen3_moe",
             MaxPositions = r.OptInt("max_position_embeddings") ?? 2048,
             Rope = RopeSpec.Parse(root, path, headDim),
             SlidingWindow = window,
@@ -108,6 +127,8 @@ public sealed record ModelConfig
             InitializerRange = (float)(r.OptDouble("initializer_range") ?? 0.02),
             Bnb4Bit = Bnb4BitConfig.Parse(root["quantization_config"], path),
             RawJson = rawJson ?? root.ToJsonString(),
+            Moe = MoeSpec.IsMoeType(modelType) ? MoeSpec.Parse(root, r, path, modelType, layers) : null,
+            SourcePath = path,
         };
     }
 

@@ -4,6 +4,10 @@
 // seven projections of every layer are NF4-quantised (Nf4Weight) once and kept in DIR/temper-nf4.safetensors
 // (Nf4ModelFile) for the next load; the embedding, norms, biases and lm_head stay as stored. A bitsandbytes
 // 4-bit checkpoint's quantised projections are read as they are saved (Bnb4BitWeights), its other modules dense.
+// A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE; ModelConfig.Moe) holds a router and E experts (MoeWeights,
+// and Qwen2-MoE's gated shared expert) in place of the dense gate/up/down; each expert tensor is read by its HF name and
+// checked against config.json.
+// NF4 (--qlora) and bitsandbytes checkpoints of such models are refused.
 using Temper.Core;
 using Temper.Core.Quantization;
 using Temper.Core.SafeTensors;
@@ -18,13 +22,19 @@ public sealed class LayerWeights
     public required Projection V { get; init; }          // [Hkv*D, C]
     public required Projection O { get; init; }          // [C, H*D]
     public required Tensor PostAttentionNorm { get; init; } // [C]
-    public required Projection Gate { get; init; }       // [F, C]
-    public required Projection Up { get; init; }         // [F, C]
-    public required Projection Down { get; init; }       // [C, F]
+    private readonly Projection? _gate, _up, _down;
+    public Projection Gate { get => _gate ?? throw NoDenseMlp("gate_proj"); init => _gate = value; }  // [F, C]
+    public Projection Up { get => _up ?? throw NoDenseMlp("up_proj"); init => _up = value; }          // [F, C]
+    public Projection Down { get => _down ?? throw NoDenseMlp("down_proj"); init => _down = value; }  // [C, F]
+    /// <summary>A mixture-of-experts MLP in place of gate/up/down (the sparse layers of Mixtral, Qwen3-MoE, Qwen2-MoE), or null.</summary>
+    public MoeWeights? Moe { get; init; }
     public Tensor? QNorm { get; init; }                   // [D] (Qwen3: each query head's RMSNorm, before RoPE)
     public Tensor? KNorm { get; init; }                   // [D] (Qwen3: each key head's RMSNorm)
 
-    public IEnumerable<Projection> Projections => [Q, K, V, O, Gate, Up, Down];
+    public IEnumerable<Projection> Projections => Moe == null ? [Q, K, V, O, Gate, Up, Down] : new[] { Q, K, V, O }.Concat(Moe.Projections);
+
+    private TemperException NoDenseMlp(string name) =>
+        new($"{Q.Name[..^"self_attn.q_proj".Length]}mlp.{name}: this layer has a mixture-of-experts MLP (router and experts), not a dense one");
 
     /// <summary>The layer's norm weights by HF name within the layer (input_layernorm.weight, ...).</summary>
     public IEnumerable<(string Name, Tensor Weight)> Norms
@@ -92,6 +102,8 @@ public sealed class ModelWeights : IDisposable
     public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null, bool nf4 = false, bool dequantize = false)
     {
         if (matrixDType is not (null or DType.F32 or DType.BF16)) throw new TemperException($"weights can be held as f32 or bf16, not {matrixDType}");
+        if (nf4) cfg.RefuseMoe("--qlora (NF4 projections)");
+        if (cfg.Bnb4Bit != null) cfg.RefuseMoe("a bitsandbytes 4-bit checkpoint (quantization_config)");
         var file = SafetensorsModel.Open(dir);
         IDisposable? nf4File = null;
         try
@@ -176,6 +188,7 @@ public sealed class ModelWeights : IDisposable
     /// sequence of System.Random(seed) that training from scratch and the demo base rely on.</summary>
     public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32, bool nf4 = false, bool parallel = false)
     {
+        if (nf4) cfg.RefuseMoe("--qlora (NF4 projections)");
         var rng = new System.Random(seed);
         float std = cfg.InitializerRange;
         int tensor = 0;
@@ -240,6 +253,7 @@ public sealed class ModelWeights : IDisposable
                 var b = bias ? vector(p + n + ".bias", outF) : null;
                 return quantized?.Invoke(p + n + ".weight", outF, inF) is { } q ? new(p + n, q, b) : new(p + n, matrix(p + n + ".weight", outF, inF), b);
             }
+            bool sparse = cfg.Moe?.IsSparse(i) ?? false;
             layers[i] = new LayerWeights
             {
                 InputNorm = vector(p + "input_layernorm.weight", c),
@@ -248,9 +262,10 @@ public sealed class ModelWeights : IDisposable
                 V = Proj("self_attn.v_proj", kv, c, cfg.AttentionBias),
                 O = Proj("self_attn.o_proj", c, q, cfg.OutputBias),
                 PostAttentionNorm = vector(p + "post_attention_layernorm.weight", c),
-                Gate = Proj("mlp.gate_proj", f, c, cfg.MlpBias),
-                Up = Proj("mlp.up_proj", f, c, cfg.MlpBias),
-                Down = Proj("mlp.down_proj", c, f, cfg.MlpBias),
+                Gate = sparse ? null! : Proj("mlp.gate_proj", f, c, cfg.MlpBias),
+                Up = sparse ? null! : Proj("mlp.up_proj", f, c, cfg.MlpBias),
+                Down = sparse ? null! : Proj("mlp.down_proj", c, f, cfg.MlpBias),
+                Moe = sparse ? BuildMoe(cfg.Moe!, p, c, file, matrix) : null,
                 QNorm = cfg.QkNorm ? vector(p + "self_attn.q_norm.weight", cfg.HeadDim) : null,
                 KNorm = cfg.QkNorm ? vector(p + "self_attn.k_norm.weight", cfg.HeadDim) : null,
             };
@@ -258,6 +273,33 @@ public sealed class ModelWeights : IDisposable
         var norm = vector("model.norm.weight", c);
         var head = new Projection("lm_head", untiedHead ? matrix("lm_head.weight", cfg.VocabSize, c) : embed, null);
         return new ModelWeights(file, embed, layers, norm, head);
+    }
+
+    // Layer prefix p's router and experts, read by their HF names (p + "block_sparse_moe.experts.3.w1.weight", ...).
+    private static MoeWeights BuildMoe(MoeSpec moe, string p, int c, SafetensorsModel? file, Func<string, int, int, Tensor> matrix)
+    {
+        string m = p + moe.Module + ".";
+        if (file != null)
+        {
+            if (file.Contains(m + "experts.gate_up_proj") || file.Contains(m + "experts.down_proj"))
+                throw new TemperException($"{file.Folder}: tensor '{m}experts.gate_up_proj' holds the experts fused (transformers 5's layout); Temper reads the per-expert tensors of the hub layout ('{m}experts.0.{moe.ExpertNames.Gate}.weight', ...)");
+            string extra = $"{m}experts.{moe.Experts}.{moe.ExpertNames.Gate}.weight";
+            if (file.Contains(extra)) throw new TemperException($"{file.Folder}: tensor '{extra}' is an expert past config.json's {moe.ExpertsField} {moe.Experts}");
+        }
+        int f = moe.ExpertIntermediateSize;
+        var experts = new MoeExpert[moe.Experts];
+        for (int e = 0; e < experts.Length; e++)
+        {
+            string x = $"{m}experts.{e}.";
+            Projection P(string name, int outF, int inF) => new(x + name, matrix(x + name + ".weight", outF, inF), null);
+            experts[e] = new MoeExpert(P(moe.ExpertNames.Gate, f, c), P(moe.ExpertNames.Up, f, c), P(moe.ExpertNames.Down, c, f));
+        }
+        var router = new Projection(m + "gate", matrix(m + "gate.weight", moe.Experts, c), null);
+        if (moe.SharedExpertIntermediateSize == 0) return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb);
+        int fs = moe.SharedExpertIntermediateSize;
+        Projection S(string name, int outF, int inF) => new(m + name, matrix(m + name + ".weight", outF, inF), null);
+        var shared = new MoeExpert(S("shared_expert.gate_proj", fs, c), S("shared_expert.up_proj", fs, c), S("shared_expert.down_proj", c, fs));
+        return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb, shared, S("shared_expert_gate", 1, c));
     }
 
     /// <summary>

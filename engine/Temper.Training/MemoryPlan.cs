@@ -37,6 +37,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
 
     public static MemoryPlan For(ModelConfig cfg, MemoryPlanOptions o)
     {
+        cfg.RefuseMoe("temper plan (the training memory plan)");
         long c = cfg.HiddenSize, f = cfg.IntermediateSize, qd = (long)cfg.NumHeads * cfg.HeadDim, kvd = (long)cfg.NumKvHeads * cfg.HeadDim;
         long v = cfg.VocabSize, layers = cfg.NumLayers, n = (long)o.Batch * (o.Length + o.VirtualTokens);
         var shapes = ModelWeights.ProjectionShapes(cfg);

@@ -316,6 +316,14 @@ public sealed partial class CpuBackend : IBackend
         Cpu.Scale.Apply(x.Floats, s);
     }
 
+    public void ScaleRows(Tensor x, ReadOnlySpan<float> scales)
+    {
+        Host("ScaleRows", x);
+        F32("ScaleRows", x);
+        Require(x.Shape.Rank >= 1 && x.Shape.Rows == scales.Length, "ScaleRows", $"x {x.Shape} must have one row per scale ({scales.Length})");
+        if (x.Elements > 0) Cpu.ScaleRows.Apply(x.Floats, scales, x.Shape[-1]);
+    }
+
     public void Dispose()
     {
         Volatile.Write(ref _disposed, true);

@@ -554,6 +554,15 @@ public sealed partial class IlgpuBackend : IBackend
         Ops.Scale.Apply(_dc, F(op, x), s, Count(x));
     }
 
+    public void ScaleRows(Tensor x, ReadOnlySpan<float> scales)
+    {
+        const string op = "ScaleRows";
+        F32(op, x);
+        Require(x.Shape.Rank >= 1 && x.Shape.Rows == scales.Length, op, $"x {x.Shape} must have one row per scale ({scales.Length})");
+        Begin();
+        Ops.ScaleRows.Apply(_dc, F(op, x), scales, x.Shape[-1]);
+    }
+
     public void Dispose()
     {
         try

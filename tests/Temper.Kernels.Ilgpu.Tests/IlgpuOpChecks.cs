@@ -278,7 +278,7 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
     }
 
     [Fact]
-    public void SwiGlu_Add_LogSoftmax_Scale_match_cpu()
+    public void SwiGlu_Add_LogSoftmax_Scale_ScaleRows_match_cpu()
     {
         var g = Floats(6 * 7, 1, 4f);
         var u = Floats(6 * 7, 2);
@@ -303,6 +303,13 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         var ts = Up(g, 6, 7);
         B.Scale(ts, -0.25f);
         Bitwise(Down(ts), g.Select(x => x * -0.25f).ToArray(), "scale");
+
+        var rowScales = new[] { 0.5f, -2f, 0f, 1.25f, 3f, -0.75f };
+        var sr = (float[])g.Clone();
+        ScaleRowsReference.Apply(sr, rowScales, 7);
+        var tsr = Up(g, 6, 7);
+        B.ScaleRows(tsr, rowScales);
+        Bitwise(Down(tsr), sr, "scale rows");
     }
 
     // ---- backward ----

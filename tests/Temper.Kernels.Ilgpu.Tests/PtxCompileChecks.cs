@@ -51,7 +51,7 @@ public class PtxCompileChecks
     public void Every_op_file_has_kernels()
     {
         var names = Kernels().Select(Name).ToList();
-        foreach (var op in new[] { "Add", "AdamW", "Attention", "Dropout", "Embedding", "Gemm", "Linear", "LmHeadCrossEntropy", "LmHeadDistillation", "LogSoftmax", "RmsNorm", "Rope", "Scale", "SumOfSquares", "SwiGlu", "Nf4", "PagedAttention", "GatheredLoraLinear" })
+        foreach (var op in new[] { "Add", "AdamW", "Attention", "Dropout", "Embedding", "Gemm", "Linear", "LmHeadCrossEntropy", "LmHeadDistillation", "LogSoftmax", "RmsNorm", "Rope", "Scale", "ScaleRows", "SumOfSquares", "SwiGlu", "Nf4", "PagedAttention", "GatheredLoraLinear" })
             Assert.Contains(names, n => n.StartsWith(op + ".", StringComparison.Ordinal));
     }
 

@@ -515,6 +515,25 @@ public abstract partial class BackendOpChecks
     }
 
     [Fact]
+    public void ScaleRows_MatchesReference_AtEveryRowLength_AndRefusesAMismatch()
+    {
+        foreach (int c in Enumerable.Range(1, 67))
+        {
+            const int rows = 5;
+            var x = Floats(rows * c, 40 + c, 2f);
+            var scales = Floats(rows, 90 + c, 3f);
+            scales[rows - 1] = 0f;
+            var expected = (float[])x.Clone();
+            ScaleRowsReference.Apply(expected, scales, c);
+            var t = Up((float[])x.Clone(), rows, c);
+            _b.ScaleRows(t, scales);
+            Bitwise(Run(t), expected, $"scale rows C={c}");
+        }
+        var ex = Assert.Throws<ArgumentException>(() => _b.ScaleRows(_b.Zeros(new Shape(3, 4)), new float[2]));
+        Assert.Contains("ScaleRows", ex.Message);
+    }
+
+    [Fact]
     public void Backward_DoesNotDependOnThreadCount()
     {
         using var one = Create(1);

@@ -24,7 +24,13 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
 {
     private readonly RopeFrequencies _rope = decoder.Config.Rope.Frequencies(decoder.Config.HeadDim);
 
-    public Decoder Decoder { get; } = decoder;
+    public Decoder Decoder { get; } = DenseOnly(decoder);
+
+    private static Decoder DenseOnly(Decoder d)
+    {
+        d.Config.RefuseMoe("serving (temper serve, the paged batched engine)");
+        return d;
+    }
     public PagedKvCache Cache { get; } = cache;
     public AdapterStack? Adapters { get; } = adapters;
 

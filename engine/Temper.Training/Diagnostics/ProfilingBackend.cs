@@ -87,6 +87,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p) { long s = Stopwatch.GetTimestamp(); inner.AdamWStep(param, grad, m, v, p); Record(nameof(AdamWStep), s); }
     public double SumOfSquares(Tensor x) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(x); Record(nameof(SumOfSquares), s); return r; }
     public void Scale(Tensor x, float s) { long t = Stopwatch.GetTimestamp(); inner.Scale(x, s); Record(nameof(Scale), t); }
+    public void ScaleRows(Tensor x, ReadOnlySpan<float> scales) { long t = Stopwatch.GetTimestamp(); inner.ScaleRows(x, scales); Record(nameof(ScaleRows), t); }
 
     public void PagedAttention(in PagedAttentionArgs a) { long s = Stopwatch.GetTimestamp(); inner.PagedAttention(a); Record(nameof(PagedAttention), s); }
     public void GatheredLoraLinear(Tensor x, Tensor loraA, Tensor loraB, ReadOnlySpan<float> scales, ReadOnlySpan<int> rowAdapter, Tensor y)

@@ -84,6 +84,7 @@ public sealed class TrainingRun : IDisposable
         var (saveEmbed, saveHead) = ValidateModulesToSave(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
+        if (File.Exists(Path.Combine(o.ModelDir, "config.json"))) ModelConfig.Load(o.ModelDir).RefuseMoe("training");
         Directory.CreateDirectory(o.OutDir);
         var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try

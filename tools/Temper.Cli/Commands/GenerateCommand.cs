@@ -126,6 +126,8 @@ internal static class GenerateCommand
                 if (p.GetValue(qlora)) throw new TemperException("--graph decodes bf16 weights; it cannot take --qlora");
                 if (texts.Length != 1) throw new TemperException("--graph decodes one --prompt at a time");
                 if (p.GetValue(flags.Stop) is { Length: > 0 }) throw new TemperException("--graph does not take --stop (EOS and --max-new-tokens end a run)");
+                if (File.Exists(Path.Combine(p.GetValue(model)!, "config.json")))
+                    ModelConfig.Load(p.GetValue(model)!).RefuseMoe("the CUDA graph decoder (--graph, TEMPER_DEVICE_CUDA)"); // before a device is opened
             }
             using var lm = p.GetValue(graph)
                 ? LanguageModel.Load(p.GetValue(model)!, new Temper.Kernels.Cpu.CpuBackend(p.GetValue(threads)), p.GetValue(adapter), mergeAdapter: true, weightDType: DType.BF16)

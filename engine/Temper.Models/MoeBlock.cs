@@ -1,0 +1,144 @@
+// A mixture-of-experts MLP (Mixtral's block_sparse_moe, Qwen3-MoE's and Qwen2-MoE's sparse mlp) over backend ops, as
+// transformers' MixtralSparseMoeBlock / Qwen3MoeSparseMoeBlock / Qwen2MoeSparseMoeBlock compute it:
+//   logits[N,E] = h[N,C] W_router[E,C]^T; p = softmax(logits) per row in f32; the k largest p (ties: the lower
+//   expert index, as torch.topk gives in practice) renormalised to sum 1 when NormTopKProb;
+//   y[n] = sum over its k experts e, in expert order, of p[n,e] * down_e(silu(gate_e h[n]) * up_e h[n]);
+//   Qwen2-MoE then adds its shared expert, gated per token: y[n] += sigmoid(h[n] . w_sg) * shared(h[n]) (w_sg [1,C]).
+// The router product runs on the backend and its [N,E] logits (small) come back to the host for softmax and
+// top-k; then per expert its tokens' rows are gathered (the Embedding op, hn standing for the table), its three
+// Projections run on those m rows ([m,C] -> [m,F] -> [m,C]), each row is scaled by its routing weight
+// (ScaleRows) and scattered back into a zeroed [N,C] sum (EmbeddingBackward: sum[rows[i]] += y[i]), which is
+// then added to the residual, so every token's terms are summed in expert order from zero, as index_add_ does.
+// The shared expert runs on all N rows; its [N,1] gate logits come back to the host for the sigmoid (ScaleRows again).
+using Temper.Core;
+
+namespace Temper.Models;
+
+/// <summary>One expert's SwiGLU MLP: gate, up [F,C], down [C,F].</summary>
+public sealed record MoeExpert(Projection Gate, Projection Up, Projection Down);
+
+/// <summary>A layer's router [E,C] (no bias) and E experts; Qwen2-MoE's shared expert and its gate [1,C] when present.</summary>
+public sealed class MoeWeights(Projection router, MoeExpert[] experts, int topK, bool normTopKProb, MoeExpert? shared = null, Projection? sharedGate = null)
+{
+    public Projection Router { get; } = router;
+    public MoeExpert[] Experts { get; } = experts;
+    public int TopK { get; } = topK;
+    public bool NormTopKProb { get; } = normTopKProb;
+    public MoeExpert? SharedExpert { get; } = shared;
+    public Projection? SharedExpertGate { get; } = sharedGate;
+
+    public IEnumerable<Projection> Projections
+    {
+        get
+        {
+            yield return Router;
+            foreach (var e in SharedExpert == null ? Experts : Experts.Append(SharedExpert))
+            {
+                yield return e.Gate;
+                yield return e.Up;
+                yield return e.Down;
+            }
+            if (SharedExpertGate != null) yield return SharedExpertGate;
+        }
+    }
+}
+
+public static class MoeBlock
+{
+    /// <summary>x[N,C] += moe(hn[N,C]).</summary>
+    public static void AddTo(IBackend be, MoeWeights moe, Tensor hn, Tensor x)
+    {
+        int n = hn.Shape.Rows, c = hn.Shape[-1], e = moe.Experts.Length;
+        using var logits = be.Zeros(new Shape(n, e));
+        moe.Router.Forward(be, hn, logits);
+        var (chosen, weights) = Route(HostValues(be, logits), n, e, moe.TopK, moe.NormTopKProb);
+
+        using var sum = be.Zeros(new Shape(n, c));
+        var rows = new List<int>();
+        var scales = new List<float>();
+        for (int ex = 0; ex < e; ex++)
+        {
+            rows.Clear();
+            scales.Clear();
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < moe.TopK; j++)
+                    if (chosen[i * moe.TopK + j] == ex)
+                    {
+                        rows.Add(i);
+                        scales.Add(weights[i * moe.TopK + j]);
+                    }
+            if (rows.Count == 0) continue;
+            var expert = moe.Experts[ex];
+            int m = rows.Count, f = expert.Gate.Out;
+            using var xe = be.Uninitialized(new Shape(m, c));
+            using var gate = be.Uninitialized(new Shape(m, f));
+            using var up = be.Uninitialized(new Shape(m, f));
+            using var y = be.Uninitialized(new Shape(m, c));
+            var idx = rows.ToArray();
+            be.Embedding(hn, idx, xe);
+            expert.Gate.Forward(be, xe, gate);
+            expert.Up.Forward(be, xe, up);
+            be.SwiGlu(gate, up, gate);
+            expert.Down.Forward(be, gate, y);
+            be.ScaleRows(y, scales.ToArray());
+            be.EmbeddingBackward(y, idx, sum);
+        }
+        if (moe.SharedExpert is { } shared && moe.SharedExpertGate is { } sharedGate)
+        {
+            using var gateLogit = be.Zeros(new Shape(n, 1));
+            sharedGate.Forward(be, hn, gateLogit);
+            var sigmoid = HostValues(be, gateLogit).Select(z => 1f / (1f + MathF.Exp(-z))).ToArray();
+            int fs = shared.Gate.Out;
+            using var sGate = be.Uninitialized(new Shape(n, fs));
+            using var sUp = be.Uninitialized(new Shape(n, fs));
+            using var y = be.Uninitialized(new Shape(n, c));
+            shared.Gate.Forward(be, hn, sGate);
+            shared.Up.Forward(be, hn, sUp);
+            be.SwiGlu(sGate, sUp, sGate);
+            shared.Down.Forward(be, sGate, y);
+            be.ScaleRows(y, sigmoid);
+            be.Add(sum, y, sum);
+        }
+        be.Add(x, sum, x);
+    }
+
+    /// <summary>
+    /// Per token n of logits[N,E]: its k experts chosen[n*k + j] (descending probability, ties to the lower index)
+    /// and their routing weights[n*k + j]: softmax over all E in f32, the top k, divided by their sum when normTopKProb.
+    /// </summary>
+    public static (int[] Chosen, float[] Weights) Route(ReadOnlySpan<float> logits, int n, int e, int k, bool normTopKProb)
+    {
+        var chosen = new int[n * k];
+        var weights = new float[n * k];
+        var p = new float[e];
+        for (int i = 0; i < n; i++)
+        {
+            var row = logits.Slice(i * e, e);
+            float max = float.NegativeInfinity;
+            foreach (float v in row) max = MathF.Max(max, v);
+            float total = 0;
+            for (int j = 0; j < e; j++) total += p[j] = MathF.Exp(row[j] - max);
+            for (int j = 0; j < e; j++) p[j] /= total;
+            float picked = 0;
+            for (int j = 0; j < k; j++)
+            {
+                int best = -1;
+                for (int ex = 0; ex < e; ex++)
+                    if (!chosen.AsSpan(i * k, j).Contains(ex) && (best < 0 || p[ex] > p[best])) best = ex;
+                chosen[i * k + j] = best;
+                weights[i * k + j] = p[best];
+                picked += p[best];
+            }
+            if (normTopKProb)
+                for (int j = 0; j < k; j++) weights[i * k + j] /= picked;
+        }
+        return (chosen, weights);
+    }
+
+    private static float[] HostValues(IBackend be, Tensor t)
+    {
+        if (t.IsHost) return t.ToFloatArray();
+        using var host = be.ToHost(t);
+        return host.ToFloatArray();
+    }
+}

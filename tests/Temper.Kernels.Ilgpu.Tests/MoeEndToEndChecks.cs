@@ -1,0 +1,96 @@
+// Mixture-of-experts models (MoeTiny's Mixtral, Qwen2-MoE and Qwen3-MoE folders) on an ILGPU device: the decoder's routed
+// experts (router product on the device, [N,E] logits read back for softmax/top-k, rows gathered, ScaleRows and
+// the scatter-add on the device) give the CPU backend's logits for a padded batch (and the float64 forward's),
+// the same greedy tokens through the KV cache, keep every expert weight on the device and give it all back on
+// dispose. Instantiated for ILGPU's CPU accelerator (CI) and CUDA (skipped without a device).
+using Temper.Core;
+using Temper.Kernels.Cpu;
+using Temper.Models;
+using Temper.Tests;
+
+namespace Temper.Kernels.Ilgpu.Tests;
+
+public abstract class MoeEndToEndChecks(DeviceFixture device)
+{
+    private static readonly int[] A = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501], Bseq = [300, 12, 9, 77, 123];
+
+    // Launches are not free on the CPU accelerator: two variants for logits (all-sparse Mixtral; Qwen2-MoE with a dense
+    // layer, norm_topk_prob false and the gated shared expert), Qwen3-MoE for generation, few tokens.
+    public static TheoryData<string> Variants => new() { MoeTiny.Mixtral.Name, MoeTiny.Qwen2Moe.Name };
+
+    private static MoeTiny Variant(string name) => MoeTiny.All.Single(m => m.Name == name);
+
+    private IlgpuBackend B => device.Backend;
+
+    private float[] Down(Tensor t)
+    {
+        Assert.Same(B, t.Storage.Device);
+        using var h = B.ToHost(t);
+        return h.ToFloatArray();
+    }
+
+    private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, double rel)
+    {
+        Assert.Equal(reference.Length, actual.Length);
+        float maxRef = 0, maxErr = 0;
+        for (int i = 0; i < reference.Length; i++)
+        {
+            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
+            maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
+        }
+        Assert.True(maxRef > 0, "reference is all zeros");
+        Assert.True(maxErr <= rel * maxRef, $"max abs error {maxErr:G4} exceeds {rel} x max|ref| = {rel * maxRef:G4}");
+    }
+
+    [Theory, MemberData(nameof(Variants))]
+    public void Logits_of_a_padded_batch_give_the_cpu_backends_and_the_float64_forwards(string name)
+    {
+        var m = Variant(name);
+        int t = A.Length;
+        var ids = A.Concat(Bseq).Concat(Enumerable.Repeat(0, t - Bseq.Length)).ToArray();
+        var mask = Enumerable.Repeat(1, t + Bseq.Length).Concat(Enumerable.Repeat(0, t - Bseq.Length)).ToArray();
+        using var lm = LanguageModel.Load(m.Folder, B);
+        using var logits = lm.Logits(ids, 2, mask);
+        var device = Down(logits);
+        using var cpuLm = LanguageModel.Load(m.Folder, new CpuBackend());
+        using var cpu = cpuLm.Logits(ids, 2, mask);
+        int v = MoeTiny.Vocab;
+        var real = Enumerable.Range(0, ids.Length).Where(i => mask[i] == 1).ToArray();
+        AssertClose(real.SelectMany(i => cpu.Floats.Slice(i * v, v).ToArray()).ToArray(), real.SelectMany(i => device.AsSpan(i * v, v).ToArray()).ToArray(), 1e-5);
+        var reference = m.Logits(A).SelectMany(r => r.Select(x => (float)x)).ToArray();
+        AssertClose(reference, device.AsSpan(0, t * v), 1e-4);
+    }
+
+    [Fact]
+    public void Greedy_generation_through_the_cache_gives_the_cpu_backends_tokens()
+    {
+        var m = MoeTiny.Qwen3Moe;
+        var options = new GenerationOptions { MaxNewTokens = 4, IgnoreEos = true };
+        using var lm = LanguageModel.Load(m.Folder, B);
+        var device = new Generator(lm.Decoder).Generate([A, Bseq], options).Select(r => r.GeneratedIds.ToArray()).ToArray();
+        using var cpuLm = LanguageModel.Load(m.Folder, new CpuBackend());
+        var cpu = new Generator(cpuLm.Decoder).Generate([A, Bseq], options).Select(r => r.GeneratedIds.ToArray()).ToArray();
+        Assert.Equal(cpu, device);
+    }
+
+    [Fact]
+    public void Expert_weights_live_on_the_device_and_go_back_on_dispose()
+    {
+        _ = B; // skips where the device is missing
+        using var own = IlgpuBackend.Create(device.Kind);
+        var meter = (IMemoryMeter)own;
+        long before = meter.LiveBytes;
+        var lm = LanguageModel.Load(MoeTiny.Mixtral.Folder, own);
+        var experts = lm.Weights.Layers.SelectMany(l => l.Moe!.Projections).ToList();
+        Assert.Equal(2 * (1 + 4 * 3), experts.Count);
+        Assert.All(experts, p => Assert.Same(own, p.Weight.Storage.Device));
+        long weights = lm.Weights.Projections.Sum(p => p.Weight.ByteCount) + lm.Weights.Embed.ByteCount;
+        Assert.True(meter.LiveBytes - before >= weights, $"{meter.LiveBytes - before} live bytes after loading, the projections and embedding alone are {weights}");
+        lm.Dispose();
+        Assert.Equal(before, meter.LiveBytes);
+    }
+}
+
+public sealed class CpuAcceleratorMoeEndToEnd(CpuAcceleratorFixture device) : MoeEndToEndChecks(device), IClassFixture<CpuAcceleratorFixture>;
+
+public sealed class CudaMoeEndToEnd(CudaFixture device) : MoeEndToEndChecks(device), IClassFixture<CudaFixture>;
