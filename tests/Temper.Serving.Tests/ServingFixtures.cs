@@ -1,7 +1,8 @@
 // Shared pieces of the serving tests: the tiny llama fixture on the CPU backend, distinct PEFT adapters
 // derived deterministically from the fixture adapter (B scaled, A perturbed), and the reference a
 // served completion is checked against: teacher-forced logits of the contiguous decoder (optionally with
-// an adapter merged), step by step, where steps whose top-2 logit gap is under 1e-3 may pick either.
+// an adapter merged; the tiny llama or another model folder), step by step, where steps whose top-2 logit
+// gap is under 1e-3 may pick either.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
