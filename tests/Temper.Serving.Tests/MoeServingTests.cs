@@ -105,7 +105,8 @@ public sealed class MoeServingTests
     public async Task A_mixed_batch_serves_the_contiguous_decoders_greedy_tokens_plain_and_speculative(string name)
     {
         var m = Variant(name);
-        var (results, stats) = await Serve(new CpuBackend(1), m);
+        using var be = new CpuBackend(1);
+        var (results, stats) = await Serve(be, m);
         Assert.True(stats.CachedPrefixTokens >= 8, $"no prefix-cache hit: {stats}");
         for (int i = 0; i < Batch.Length; i++)
         {
@@ -113,7 +114,7 @@ public sealed class MoeServingTests
             ServingFixtures.AssertMatchesReference(Batch[i].Prompt, results[i], Batch[i].Adapter == null ? null : AttentionAdapter(m), $"{name} request {i}", m.Folder);
         }
         Assert.NotEqual(results[5].Tokens, results[4].Tokens);   // the adapter changes the answer
-        var (spec, specStats) = await Serve(new CpuBackend(1), m, new SpeculativeOptions { NumTokens = 3, NgramMax = 2, NgramMin = 1 });
+        var (spec, specStats) = await Serve(be, m, new SpeculativeOptions { NumTokens = 3, NgramMax = 2, NgramMin = 1 });
         Assert.True(specStats.SpecDraftTokens > 0, $"nothing proposed: {specStats}");
         for (int i = 0; i < Batch.Length; i++) Assert.Equal(results[i].Tokens, spec[i].Tokens);
     }
@@ -123,7 +124,8 @@ public sealed class MoeServingTests
     {
         var m = MoeTiny.Qwen2Moe;
         // Kept brief (each kernel launch on the CPU accelerator is slow): a base and an adapter request in one batch, 3 steps.
-        var (cpu, _) = await Serve(new CpuBackend(1), m, brief: true);
+        using var cpuBackend = new CpuBackend(1);
+        var (cpu, _) = await Serve(cpuBackend, m, brief: true);
         using var ilgpuBackend = IlgpuBackend.Create("ilgpu-cpu");
         var (ilgpu, _) = await Serve(ilgpuBackend, m, brief: true);
         for (int i = 0; i < 2; i++)
