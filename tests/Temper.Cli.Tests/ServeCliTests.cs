@@ -9,7 +9,8 @@
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
 // is one line naming it and exit 2; `--temperature T` samples the bench's requests (beside speculation too), a
 // temperature of 0 one line and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
-// the base model and writes its chart and JSON, and refuses a bad count in one line.
+// the base model and writes its chart and JSON, and refuses a bad count in one line; the bench serves a
+// mixture-of-experts model (MoeTiny's Qwen2-MoE) with its random adapters on the projections outside the experts.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 
@@ -147,6 +148,17 @@ public sealed class ServeCliTests
         string disk = mixed.Split('\n').First(l => l.TrimStart().StartsWith("disk:", StringComparison.Ordinal));
         Assert.Matches(@"adapters: hits [1-9]\d*, misses \d+, in [1-9]\d* B, out [1-9]\d* B", disk);
         Assert.Matches(@"prefetched \d+ \(\d+ ready when needed, \d+ dropped, \d+ held, \d+ skipped for lack of host room\), prefetch stall saved \d+\.\d\d ms, left \d+\.\d\d ms; adapters", disk); // KV block prefetches
+    }
+
+    [Fact]
+    public void Bench_serve_runs_a_mixture_of_experts_model_with_adapters_beside_its_experts()
+    {
+        // Qwen2-MoE (a dense layer 0, a sparse layer 1 with a shared expert): the random adapters take the dense MLP and
+        // the attention projections, not the router or experts, which the server would refuse.
+        var r = TemperCli.Run("bench", "serve", "--model", MoeTiny.Qwen2Moe.Folder, "--requests", "3", "--prompt-len", "6", "--tokens", "3", "--adapters", "2", "--threads", "1");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("2 adapters vs 1:", r.Stdout);
+        Assert.Contains("9 tokens in", r.Stdout);
     }
 
     [Fact]

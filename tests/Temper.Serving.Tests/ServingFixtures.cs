@@ -1,7 +1,8 @@
 // Shared pieces of the serving tests: the tiny llama fixture on the CPU backend, distinct PEFT adapters
 // derived deterministically from the fixture adapter (B scaled, A perturbed), and the reference a
 // served completion is checked against: teacher-forced logits of the contiguous decoder (optionally with
-// an adapter merged), step by step, where steps whose top-2 logit gap is under 1e-3 may pick either.
+// an adapter merged; the tiny llama or another model folder), step by step, where steps whose top-2 logit
+// gap is under 1e-3 may pick either.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
@@ -45,10 +46,10 @@ public static class ServingFixtures
         return root;
     }
 
-    /// <summary>Log-softmax rows [T, V] of the contiguous decoder over ids (adapter merged when given).</summary>
-    public static float[][] ReferenceLogprobs(IReadOnlyList<int> ids, string? adapterDir = null)
+    /// <summary>Log-softmax rows [T, V] of the contiguous decoder over ids (adapter merged when given; model: the tiny llama unless given).</summary>
+    public static float[][] ReferenceLogprobs(IReadOnlyList<int> ids, string? adapterDir = null, string? model = null)
     {
-        using var lm = LanguageModel.Load(Model, new CpuBackend(1), adapterDir, mergeAdapter: adapterDir != null);
+        using var lm = LanguageModel.Load(model ?? Model, new CpuBackend(1), adapterDir, mergeAdapter: adapterDir != null);
         using var logits = lm.Logits([.. ids], 1);
         int v = lm.Config.VocabSize;
         var f = logits.Floats;
@@ -70,10 +71,10 @@ public static class ServingFixtures
     /// Asserts that greedy <paramref name="generated"/> after <paramref name="prompt"/> is what the contiguous
     /// decoder picks at every step (teacher-forced) except near-ties, and that the served log-probs match.
     /// </summary>
-    public static void AssertMatchesReference(IReadOnlyList<int> prompt, ChoiceResult generated, string? adapterDir = null, string what = "")
+    public static void AssertMatchesReference(IReadOnlyList<int> prompt, ChoiceResult generated, string? adapterDir = null, string what = "", string? model = null)
     {
         var ids = prompt.Concat(generated.Tokens).ToArray();
-        var reference = ReferenceLogprobs(ids, adapterDir);
+        var reference = ReferenceLogprobs(ids, adapterDir, model);
         for (int t = 0; t < generated.Tokens.Count; t++)
         {
             var row = reference[prompt.Count - 1 + t];

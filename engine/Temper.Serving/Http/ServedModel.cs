@@ -42,7 +42,27 @@ public sealed class ServedModel : IDisposable
         CheckMaxModelLength(lm, options);
         if (adapters.FirstOrDefault(a => BaseNames.Contains(a.Name)) is { Name: not null } taken) throw new TemperException($"--adapter {taken.Name}: the name is the base model's");
         _adapters = new AdapterStack(lm.Weights, lm.Decoder.Backend);
-        foreach (var (n, dir) in adapters) _adapters.Add(n, LoraAdapter.Load(dir));
+        try
+        {
+            foreach (var (n, dir) in adapters)
+            {
+                var adapter = LoraAdapter.Load(dir);
+                try
+                {
+                    _adapters.Add(n, adapter);
+                }
+                catch
+                {
+                    adapter.Dispose();
+                    throw;
+                }
+            }
+        }
+        catch
+        {
+            _adapters.Dispose();    // the adapters added so far with it
+            throw;
+        }
         EosIds = lm.EosIds();
         GenerationDefaults = lm.Generation;
         _constraints = new ConstraintCache(() => TokenVocabulary.From(Tokenizer, EosIds));

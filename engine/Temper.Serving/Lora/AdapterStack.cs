@@ -20,6 +20,9 @@
 // KvTiers.StoreAdapter), or dropped without tiers; TryAcquire brings it back from host or disk, or pads
 // it again from its folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added
 // and removed at run time; the tiers are reset (all slots empty, tier copies dropped) on each change.
+// On a mixture-of-experts base (Mixtral, Qwen3-MoE, Qwen2-MoE) an adapter may target the attention projections,
+// the dense layers' MLPs and lm_head (ServedProjections); the routed experts run per token group (MoeBlock), outside
+// the gathered op, so an adapter on a router, expert or shared expert is refused by Add, naming its folder and the module.
 using System.Buffers;
 using System.Diagnostics;
 using Temper.Core;
@@ -40,6 +43,7 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
 
     private readonly IBackend _be;
     private readonly Dictionary<string, Projection> _projections;
+    private readonly HashSet<string> _moeModules;   // router and expert projections: not adapted in the server
     private readonly List<(string Name, LoraAdapter Adapter)> _adapters = [];
     private Module[] _modules = [];
     private DeviceStack[]? _stacks;              // built on first use (EnsureStacks), [_modules.Length] then
@@ -59,7 +63,12 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     {
         _be = be;
         _projections = weights.Projections.Append(weights.LmHead).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
+        _moeModules = weights.Layers.Where(l => l.Moe != null).SelectMany(l => l.Moe!.Projections).Select(p => p.Name).ToHashSet();
     }
+
+    /// <summary>The projections a served adapter may target: all but a mixture-of-experts layer's router and experts (lm_head not included).</summary>
+    public static IEnumerable<Projection> ServedProjections(ModelWeights weights) =>
+        weights.Layers.SelectMany(l => l.Moe == null ? l.Projections : [l.Q, l.K, l.V, l.O]);
 
     public int Count => _adapters.Count;
     /// <summary>Device slots: the most distinct adapters one step may use (as many as the attached pool could hold at once).</summary>
@@ -80,6 +89,8 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         DiscardPrefetches();
         foreach (var (module, (a, b)) in adapter.Modules)
         {
+            if (_moeModules.Contains(module))
+                throw new TemperException($"{adapter.Directory}: adapter module '{module}' is a mixture-of-experts router or expert projection, which the multi-LoRA server does not adapt (it serves LoRA on attention projections, dense MLPs and lm_head); merge the adapter (temper merge) and serve the merged model");
             if (!_projections.TryGetValue(module, out var p)) throw new TemperException($"{adapter.Directory}: adapter module '{module}' does not exist in the model");
             if (a.Shape[1] != p.In || b.Shape[0] != p.Out)
                 throw new TemperException($"{adapter.Directory}: adapter module '{module}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");

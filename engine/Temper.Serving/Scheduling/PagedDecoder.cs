@@ -5,6 +5,10 @@
 // table and read back by PagedAttention, and every targeted projection adds each row's own LoRA
 // through the gathered LoRA op (the base weights stay unmerged and shared): the step's adapters are
 // made resident in the device tier first, and rows index the op's stacks by device slot.
+// A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE) runs MoeBlock over all the step's rows at once: each
+// row is routed on its own, so a token's experts and its output do not depend on the batch it shares; adapters
+// reach its attention projections only (AdapterStack refuses router and expert modules). Dense layers (Qwen's
+// mlp_only_layers / decoder_sparse_step) keep the dense MLP, adapters included.
 // Rows are [N] = the items' tokens in order; logits come back on the host, [rows wanting them, V]: every row
 // of an item with AllLogits (prompt scoring), else the last row of an item with WantLogits.
 using Temper.Core;
@@ -24,13 +28,7 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
 {
     private readonly RopeFrequencies _rope = decoder.Config.Rope.Frequencies(decoder.Config.HeadDim);
 
-    public Decoder Decoder { get; } = DenseOnly(decoder);
-
-    private static Decoder DenseOnly(Decoder d)
-    {
-        d.Config.RefuseMoe("serving (temper serve, the paged batched engine)");
-        return d;
-    }
+    public Decoder Decoder { get; } = decoder;
     public PagedKvCache Cache { get; } = cache;
     public AdapterStack? Adapters { get; } = adapters;
 
@@ -79,8 +77,10 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
         using var v = be.Zeros(new Shape(n, hkv * d));
         using var attn = be.Zeros(new Shape(n, h * d));
         using var proj = be.Zeros(new Shape(n, c));
-        using var gate = be.Zeros(new Shape(n, f));
-        using var up = be.Zeros(new Shape(n, f));
+        // The dense MLP's [n,F] buffers, only where some layer is dense (Mixtral's every layer routes to experts).
+        bool anyDense = w.Layers.Any(l => l.Moe == null);
+        using var gate = anyDense ? be.Zeros(new Shape(n, f)) : null;
+        using var up = anyDense ? be.Zeros(new Shape(n, f)) : null;
         void Project(Projection p, Tensor input, Tensor output)
         {
             p.Forward(be, input, output);
@@ -105,10 +105,15 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
             Project(lw.O, attn, proj);
             be.Add(x, proj, x);
             be.RmsNorm(x, lw.PostAttentionNorm, cfg.RmsNormEps, hn);
-            Project(lw.Gate, hn, gate);
-            Project(lw.Up, hn, up);
-            be.SwiGlu(gate, up, gate);
-            Project(lw.Down, gate, proj);
+            if (lw.Moe is { } moe)
+            {
+                MoeBlock.AddTo(be, moe, hn, x);
+                continue;
+            }
+            Project(lw.Gate, hn, gate!);
+            Project(lw.Up, hn, up!);
+            be.SwiGlu(gate!, up!, gate!);
+            Project(lw.Down, gate!, proj);
             be.Add(x, proj, x);
         }
         be.RmsNorm(x, w.FinalNorm, cfg.RmsNormEps, hn);

@@ -93,7 +93,6 @@ public sealed class ServingEngine : IDisposable
     public ServingEngine(Decoder decoder, ServingOptions options, AdapterStack? adapters = null, Func<IReadOnlyList<int>, string>? decode = null)
     {
         Options = options;
-        decoder.Config.RefuseMoe("serving (temper serve, the paged batched engine)");
         if (options.MaxBatchTokens < 1 || options.MaxRunning < 1) throw new TemperException("serving: MaxBatchTokens and MaxRunning must be >= 1");
         if (options.HostBlocks < 0 || options.DiskBlocks < 0) throw new TemperException("serving: HostBlocks and DiskBlocks must be >= 0");
         if (options.DiskBlocks > 0 && options.DiskFile == null) throw new TemperException("serving: a disk tier (DiskBlocks > 0) needs a DiskFile");

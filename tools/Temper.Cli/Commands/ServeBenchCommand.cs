@@ -6,10 +6,11 @@
 // the three K times, interleaved, and reports each one's best round (by tokens per CPU-second, which
 // a shared machine disturbs far less than wall time). Without --model it
 // builds a seeded random SmolLM-135M-shaped model; adapters are seeded random PEFT adapters (rank
-// --rank on all seven projections) written to a temporary folder. Adapters live in the KV tiers:
-// a resident adapter takes its bytes in KV blocks of the device pool (--kv-blocks, default enough for
-// the workload), and evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a
-// temporary memory-mapped file), LRU over blocks and adapters together; the device holds as many
+// --rank on all seven projections; on q/k/v/o only in a mixture-of-experts model's sparse layers)
+// written to a temporary folder. Adapters live in the KV tiers: a resident adapter takes its bytes in
+// KV blocks of the device pool (--kv-blocks, default enough for the workload), and
+// evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a temporary
+// memory-mapped file), LRU over blocks and adapters together; the device holds as many
 // adapters at once as its pool's blocks can (a smaller --kv-blocks keeps fewer there). Each tier's line
 // gives KV and adapter moves side by side, and the disk tier's the KV blocks prefetched for queued
 // requests (ready when their step needed them or not, dropped) with the read time that moved off the
@@ -149,7 +150,8 @@ internal static class ServeBenchCommand
             return v;
         }
         var tensors = new List<KeyValuePair<string, Tensor>>();
-        foreach (var p in w.Projections)
+        var projections = AdapterStack.ServedProjections(w).ToArray();
+        foreach (var p in projections)
         {
             var a = Uniform(rank * p.In, 1f / MathF.Sqrt(p.In));
             var b = Uniform(p.Out * rank, 0.01f);
@@ -157,7 +159,7 @@ internal static class ServeBenchCommand
             tensors.Add(new($"base_model.model.{p.Name}.lora_B.weight", Tensor.FromFloats(new Shape(p.Out, rank), b)));
         }
         SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors);
-        var config = new Dictionary<string, object> { ["peft_type"] = "LORA", ["r"] = rank, ["lora_alpha"] = 2 * rank, ["target_modules"] = new[] { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" } };
+        var config = new Dictionary<string, object> { ["peft_type"] = "LORA", ["r"] = rank, ["lora_alpha"] = 2 * rank, ["target_modules"] = projections.Select(p => p.Name[(p.Name.LastIndexOf('.') + 1)..]).Distinct().ToArray() };
         File.WriteAllText(Path.Combine(dir, "adapter_config.json"), JsonSerializer.Serialize(config));
         return dir;
     }

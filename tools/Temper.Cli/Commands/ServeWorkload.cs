@@ -21,11 +21,11 @@ internal static class ServeWorkload
         return Enumerable.Range(0, count).Select(_ => prefix.Concat(Enumerable.Range(0, len - shared).Select(_ => rng.Next(vocab))).ToArray()).ToArray();
     }
 
-    /// <summary>The bytes of one KV block and of one rank-r adapter on all projections, f32.</summary>
+    /// <summary>The bytes of one KV block and of one rank-r adapter on every projection a served adapter may target, f32.</summary>
     public static (long Block, long Adapter) Bytes(Decoder decoder, int rank)
     {
         var cfg = decoder.Config;
-        return (2L * cfg.NumLayers * BlockSize * cfg.NumKvHeads * cfg.HeadDim * sizeof(float), decoder.Weights.Projections.Sum(q => (long)rank * (q.In + q.Out) * sizeof(float)));
+        return (2L * cfg.NumLayers * BlockSize * cfg.NumKvHeads * cfg.HeadDim * sizeof(float), AdapterStack.ServedProjections(decoder.Weights).Sum(q => (long)rank * (q.In + q.Out) * sizeof(float)));
     }
 
     /// <summary>Device blocks for requests of promptLen + tokens and adapters resident together.</summary>
