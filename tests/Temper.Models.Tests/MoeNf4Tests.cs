@@ -5,11 +5,14 @@
 // `temper quantize` (Bnb4BitExport) writes each expert's Params4bit/QuantState tensors under its HF name and the
 // checkpoint loads in NF4 with --qlora's logits; modules it skips (the routers, the shared expert's gate, one expert)
 // stay dense with the file's values while the rest is NF4, the logits those of the dequantised-with-dense-kept model; a
-// dense (dequantize) load of it gives the same logits; and experts fused into 3-D tensors are refused by quantize.
+// dense (dequantize) load of it gives the same logits; experts fused into 3-D tensors are refused by quantize; and the
+// perplexity of an NF4 MoE model (strided windows, two a pass, through the inference forward since the backward pass
+// refuses MoE) scores each token with the NLL of the window's own logits.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
 using Temper.Models;
+using Temper.Models.Evaluation;
 
 namespace Temper.Tests;
 
@@ -175,5 +178,29 @@ public class MoeNf4Tests
         var e = Assert.Throws<TemperException>(() => Bnb4BitExport.Save(src, TempFolder.Create("temper-moe-fused-out"), true, []));
         Assert.DoesNotContain('\n', e.Message);
         Assert.Contains("tensor 'model.layers.0.block_sparse_moe.experts.gate_up_proj' holds the experts fused", e.Message);
+    }
+
+    [Fact]
+    public void Perplexity_of_an_nf4_model_scores_each_token_from_its_windows_logits()
+    {
+        string dir = MoeTiny.Mixtral.Write(TempFolder.Create("temper-moe-ppl"));
+        using var lm = LanguageModel.Load(dir, new CpuBackend(), qlora: true);
+        int[] ids = [.. A, .. B];
+        var res = Perplexity.Evaluate(lm.Decoder, ids, ctx: 6, stride: 4, batchSize: 2);
+        var windows = Perplexity.Windows(ids.Length, 6, 4);
+        Assert.Equal(windows.Count, res.Windows);
+        Assert.Equal(ids.Length - 1, res.Tokens);
+        foreach (var w in windows)
+        {
+            using var logits = lm.Logits(ids[w.Begin..w.End], 1);
+            var all = logits.ToFloatArray();
+            for (int j = w.FirstTarget; j < w.EndTarget; j++)
+            {
+                var row = all.AsSpan((j - 1 - w.Begin) * MoeTiny.Vocab, MoeTiny.Vocab).ToArray();
+                double max = row.Max(), nll = max + Math.Log(row.Sum(z => Math.Exp(z - max))) - row[ids[j]];
+                Assert.Equal(nll, res.TokenNlls[j], 1e-4);
+            }
+        }
+        Assert.Equal(Math.Exp(res.TokenNlls.Skip(1).Average()), res.Ppl, 1e-9);
     }
 }
