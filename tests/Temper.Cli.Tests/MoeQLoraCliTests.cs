@@ -1,7 +1,7 @@
 // A mixture-of-experts model (MoeTiny's Qwen2-MoE: routed experts, the gated shared expert, a dense layer) in 4 bits
 // through the CLI: `logits --qlora` writes the logits of the model loaded with qlora in the library, `quantize` writes a
 // bitsandbytes folder with every router, expert and shared expert quantised that `generate` reads with `generate --qlora`'s
-// greedy text, and `perplexity --qlora` scores a text.
+// greedy text (perplexity over an NF4 MoE model: MoeNf4Tests).
 using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;
 using Temper.Models;
@@ -11,7 +11,7 @@ namespace Temper.Tests;
 public class MoeQLoraCliTests
 {
     [Fact]
-    public void Logits_generate_and_perplexity_take_qlora_and_quantize_writes_what_generate_reads_with_its_text()
+    public void Logits_and_generate_take_qlora_and_quantize_writes_what_generate_reads_with_its_text()
     {
         var m = MoeTiny.Qwen2Moe;
         string model = m.Write(TempFolder.Create("temper-cli-moe")), bnb = Path.Combine(model, "bnb");
@@ -37,12 +37,5 @@ public class MoeQLoraCliTests
         Assert.StartsWith("hello there", fromQlora.Stdout);
         Assert.True(fromQlora.Stdout.Length > "hello there".Length, fromQlora.Stdout);
         Assert.Equal(fromQlora.Stdout, fromBnb.Stdout);
-
-        string text = Path.Combine(model, "text.txt");
-        File.WriteAllText(text, "The quick brown fox jumps over the lazy dog. The quick brown fox jumps again.");
-        var ppl = TemperCli.Run("perplexity", "--model", model, "--qlora", "--data", text, "--ctx", "16", "--json", "--device", "cpu");
-        Assert.True(ppl.ExitCode == 0, ppl.Stderr);
-        var json = System.Text.Json.Nodes.JsonNode.Parse(ppl.Stdout)!;
-        Assert.True((double)json["ppl"]! > 1 && double.IsFinite((double)json["ppl"]!), ppl.Stdout);
     }
 }
