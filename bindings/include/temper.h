@@ -190,8 +190,9 @@ typedef struct temper_model_options {
 TEMPER_API temper_model_options temper_model_options_default(void);
 
 /* Loads a model folder (config.json, *.safetensors, and tokenizer.json / chat template when present)
-   into *model. options may be NULL. Errors: TEMPER_E_NOT_FOUND (no folder, no config.json),
-   TEMPER_E_INVALID_DATA (bad config or weights), TEMPER_E_UNSUPPORTED (device). Thread-safe. */
+   into *model. options may be NULL. A mixture-of-experts model (Mixtral, Qwen3-MoE, Qwen2-MoE) loads on
+   TEMPER_DEVICE_CPU for logits and generation (TEMPER_DEVICE_CUDA: TEMPER_E_UNSUPPORTED). Errors: TEMPER_E_NOT_FOUND
+   (no folder, no config.json), TEMPER_E_INVALID_DATA (bad config or weights), TEMPER_E_UNSUPPORTED (device). Thread-safe. */
 TEMPER_API temper_status temper_model_load(const char* dir, const temper_model_options* options, temper_model** model);
 
 /* Frees a model. Fails with TEMPER_E_BUSY while a call is running on it or a trainer is attached
@@ -464,7 +465,7 @@ TEMPER_API temper_trainer_options temper_trainer_options_default(void);
    DPO {"prompt": ..., "chosen": ..., "rejected": ...} (text or messages; pairs longer than max_length
    are dropped); more can be pushed with temper_trainer_push. options may be NULL. Fails with
    TEMPER_E_BUSY if an adapter is applied (remove or merge it first) or the model has a trainer
-   already, TEMPER_E_UNSUPPORTED in a build without training. Takes the model like a running call. */
+   already, TEMPER_E_UNSUPPORTED in a build without training or for a mixture-of-experts model. Takes the model like a running call. */
 TEMPER_API temper_status temper_trainer_init(temper_model* model, const temper_trainer_options* options,
                                              const char* data_path, temper_trainer** trainer);
 

@@ -4,9 +4,12 @@
 // vLLM and Temper load it in 4 bits. Each layer projection [Out,In] not named by skipModules is quantised as
 // Nf4Weight does (bitsandbytes' quantize_4bit, blocks of 64) and written in the tensor layout Bnb4BitWeights
 // reads (its header lists it); every other tensor (embedding, norms, biases, lm_head, skipped modules) is
-// copied as stored. config.json gains quantization_config; tokenizer and template files are copied.
+// copied as stored. A mixture-of-experts model's router, experts and shared expert (and its gate) are layer projections too,
+// each quantised under its own HF name (block_sparse_moe.experts.3.w1, mlp.gate, ...), as transformers' bitsandbytes
+// integration quantises every nn.Linear but lm_head; experts fused into 3-D tensors (transformers 5) are refused. config.json gains quantization_config; tokenizer and template files are copied.
 // A skip name matches a module whose dotted name contains it as whole components ("mlp.down_proj" matches
-// model.layers.3.mlp.down_proj; "model.layers.0" every projection of layer 0), and must match one.
+// model.layers.3.mlp.down_proj; "model.layers.0" every projection of layer 0; "gate" Mixtral's routers but no gate_proj),
+// and must match one.
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -24,7 +27,6 @@ public static class Bnb4BitExport
     {
         var cfg = ModelConfig.Load(sourceDir);
         if (cfg.Bnb4Bit != null) throw new TemperException($"{sourceDir}: already a bitsandbytes 4-bit checkpoint");
-        cfg.RefuseMoe("temper quantize (bitsandbytes 4-bit export)");
         if (Path.GetFullPath(sourceDir).TrimEnd('/') == Path.GetFullPath(outDir).TrimEnd('/'))
             throw new TemperException($"{outDir}: the output folder must differ from the model folder");
         var shapes = ModelWeights.ProjectionShapes(cfg);
@@ -36,6 +38,8 @@ public static class Bnb4BitExport
                 throw new TemperException($"--skip-modules: '{k}' names no layer projection of {sourceDir} (e.g. mlp.down_proj, model.layers.0.self_attn.q_proj)");
 
         using var file = SafetensorsModel.Open(sourceDir);
+        ModelWeights.CheckExpertLayout(cfg, file);
+        if (shapes.Keys.FirstOrDefault(w => !file.Contains(w)) is { } missing) throw new TemperException($"{sourceDir}: tensor '{missing}' missing");
         var tensors = new List<KeyValuePair<string, Tensor>>();
         int quantized = 0, skipped = 0;
         string? weightsDType = null;

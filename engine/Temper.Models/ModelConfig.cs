@@ -56,7 +56,7 @@ public sealed record ModelConfig
 
     /// <summary>RefuseMoe's message, or null for a dense model.</summary>
     public string? MoeRefusal(string what) => Moe == null ? null
-        : $"{SourcePath}: model_type '{ModelType}' is a mixture-of-experts model, which Temper runs for inference only (logits, generate, chat and the library's LanguageModel/Generator, on the CPU and ILGPU backends); {what} does not support it";
+        : $"{SourcePath}: model_type '{ModelType}' is a mixture-of-experts model, which Temper runs for inference only (logits, generate, chat and perplexity, dense or NF4, the library's LanguageModel/Generator and libtemper's generation, on the CPU and ILGPU backends); {what} does not support it";
 
     public static ModelConfig Load(string dirOrFile)
     {

@@ -6,8 +6,9 @@
 // 4-bit checkpoint's quantised projections are read as they are saved (Bnb4BitWeights), its other modules dense.
 // A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE; ModelConfig.Moe) holds a router and E experts (MoeWeights,
 // and Qwen2-MoE's gated shared expert) in place of the dense gate/up/down; each expert tensor is read by its HF name and
-// checked against config.json.
-// NF4 (--qlora) and bitsandbytes checkpoints of such models are refused.
+// checked against config.json. Its router, experts and shared expert (and that expert's gate) are linear layers like the
+// others: --qlora quantises them all, as transformers' bitsandbytes integration replaces every nn.Linear but lm_head
+// (the router included), and a bitsandbytes checkpoint holds each in NF4 or dense as its own tensors say.
 using Temper.Core;
 using Temper.Core.Quantization;
 using Temper.Core.SafeTensors;
@@ -102,8 +103,6 @@ public sealed class ModelWeights : IDisposable
     public static ModelWeights Load(string dir, ModelConfig cfg, IBackend be, DType? matrixDType = null, bool nf4 = false, bool dequantize = false)
     {
         if (matrixDType is not (null or DType.F32 or DType.BF16)) throw new TemperException($"weights can be held as f32 or bf16, not {matrixDType}");
-        if (nf4) cfg.RefuseMoe("--qlora (NF4 projections)");
-        if (cfg.Bnb4Bit != null) cfg.RefuseMoe("a bitsandbytes 4-bit checkpoint (quantization_config)");
         var file = SafetensorsModel.Open(dir);
         IDisposable? nf4File = null;
         try
@@ -142,7 +141,8 @@ public sealed class ModelWeights : IDisposable
         }
     }
 
-    /// <summary>The HF names and [Out,In] shapes of every layer projection's weight.</summary>
+    /// <summary>The HF names and [Out,In] shapes of every layer projection's weight: attention and the dense MLP, or in a
+    /// mixture-of-experts layer the router, each expert's three projections and Qwen2-MoE's shared expert and its gate.</summary>
     public static Dictionary<string, Shape> ProjectionShapes(ModelConfig cfg)
     {
         int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
@@ -154,11 +154,45 @@ public sealed class ModelWeights : IDisposable
             r[p + "self_attn.k_proj.weight"] = new Shape(kv, c);
             r[p + "self_attn.v_proj.weight"] = new Shape(kv, c);
             r[p + "self_attn.o_proj.weight"] = new Shape(c, q);
+            if (cfg.Moe is { } moe && moe.IsSparse(i))
+            {
+                string m = p + moe.Module + ".";
+                int fe = moe.ExpertIntermediateSize, fs = moe.SharedExpertIntermediateSize;
+                r[m + "gate.weight"] = new Shape(moe.Experts, c);
+                for (int e = 0; e < moe.Experts; e++)
+                {
+                    string x = $"{m}experts.{e}.";
+                    r[x + moe.ExpertNames.Gate + ".weight"] = new Shape(fe, c);
+                    r[x + moe.ExpertNames.Up + ".weight"] = new Shape(fe, c);
+                    r[x + moe.ExpertNames.Down + ".weight"] = new Shape(c, fe);
+                }
+                if (fs == 0) continue;
+                r[m + "shared_expert.gate_proj.weight"] = new Shape(fs, c);
+                r[m + "shared_expert.up_proj.weight"] = new Shape(fs, c);
+                r[m + "shared_expert.down_proj.weight"] = new Shape(c, fs);
+                r[m + "shared_expert_gate.weight"] = new Shape(1, c);
+                continue;
+            }
             r[p + "mlp.gate_proj.weight"] = new Shape(f, c);
             r[p + "mlp.up_proj.weight"] = new Shape(f, c);
             r[p + "mlp.down_proj.weight"] = new Shape(c, f);
         }
         return r;
+    }
+
+    /// <summary>Refuses a file that holds a mixture-of-experts layer's experts fused (transformers 5) or more experts than config.json says.</summary>
+    internal static void CheckExpertLayout(ModelConfig cfg, SafetensorsModel file)
+    {
+        if (cfg.Moe is not { } moe) return;
+        for (int i = 0; i < cfg.NumLayers; i++)
+        {
+            if (!moe.IsSparse(i)) continue;
+            string m = $"model.layers.{i}.{moe.Module}.";
+            if (file.Contains(m + "experts.gate_up_proj") || file.Contains(m + "experts.down_proj"))
+                throw new TemperException($"{file.Folder}: tensor '{m}experts.gate_up_proj' holds the experts fused (transformers 5's layout); Temper reads the per-expert tensors of the hub layout ('{m}experts.0.{moe.ExpertNames.Gate}.weight', ...)");
+            string extra = $"{m}experts.{moe.Experts}.{moe.ExpertNames.Gate}.weight";
+            if (file.Contains(extra)) throw new TemperException($"{file.Folder}: tensor '{extra}' is an expert past config.json's {moe.ExpertsField} {moe.Experts}");
+        }
     }
 
     // The saved quantisation when it is for these weights, else a fresh one (saved when the folder is writable).
@@ -188,7 +222,6 @@ public sealed class ModelWeights : IDisposable
     /// sequence of System.Random(seed) that training from scratch and the demo base rely on.</summary>
     public static ModelWeights Random(ModelConfig cfg, IBackend be, int seed, DType dtype = DType.F32, bool nf4 = false, bool parallel = false)
     {
-        if (nf4) cfg.RefuseMoe("--qlora (NF4 projections)");
         var rng = new System.Random(seed);
         float std = cfg.InitializerRange;
         int tensor = 0;
@@ -244,28 +277,30 @@ public sealed class ModelWeights : IDisposable
     {
         int c = cfg.HiddenSize, f = cfg.IntermediateSize, q = cfg.NumHeads * cfg.HeadDim, kv = cfg.NumKvHeads * cfg.HeadDim;
         var embed = matrix("model.embed_tokens.weight", cfg.VocabSize, c);
+        // A projection by its HF module name: NF4 when quantized gives one, else the dense matrix.
+        Projection Proj(string name, int outF, int inF, bool bias)
+        {
+            var b = bias ? vector(name + ".bias", outF) : null;
+            return quantized?.Invoke(name + ".weight", outF, inF) is { } q ? new(name, q, b) : new(name, matrix(name + ".weight", outF, inF), b);
+        }
+        if (file != null) CheckExpertLayout(cfg, file);
         var layers = new LayerWeights[cfg.NumLayers];
         for (int i = 0; i < layers.Length; i++)
         {
             string p = $"model.layers.{i}.";
-            Projection Proj(string n, int outF, int inF, bool bias)
-            {
-                var b = bias ? vector(p + n + ".bias", outF) : null;
-                return quantized?.Invoke(p + n + ".weight", outF, inF) is { } q ? new(p + n, q, b) : new(p + n, matrix(p + n + ".weight", outF, inF), b);
-            }
             bool sparse = cfg.Moe?.IsSparse(i) ?? false;
             layers[i] = new LayerWeights
             {
                 InputNorm = vector(p + "input_layernorm.weight", c),
-                Q = Proj("self_attn.q_proj", q, c, cfg.AttentionBias),
-                K = Proj("self_attn.k_proj", kv, c, cfg.AttentionBias),
-                V = Proj("self_attn.v_proj", kv, c, cfg.AttentionBias),
-                O = Proj("self_attn.o_proj", c, q, cfg.OutputBias),
+                Q = Proj(p + "self_attn.q_proj", q, c, cfg.AttentionBias),
+                K = Proj(p + "self_attn.k_proj", kv, c, cfg.AttentionBias),
+                V = Proj(p + "self_attn.v_proj", kv, c, cfg.AttentionBias),
+                O = Proj(p + "self_attn.o_proj", c, q, cfg.OutputBias),
                 PostAttentionNorm = vector(p + "post_attention_layernorm.weight", c),
-                Gate = sparse ? null! : Proj("mlp.gate_proj", f, c, cfg.MlpBias),
-                Up = sparse ? null! : Proj("mlp.up_proj", f, c, cfg.MlpBias),
-                Down = sparse ? null! : Proj("mlp.down_proj", c, f, cfg.MlpBias),
-                Moe = sparse ? BuildMoe(cfg.Moe!, p, c, file, matrix) : null,
+                Gate = sparse ? null! : Proj(p + "mlp.gate_proj", f, c, cfg.MlpBias),
+                Up = sparse ? null! : Proj(p + "mlp.up_proj", f, c, cfg.MlpBias),
+                Down = sparse ? null! : Proj(p + "mlp.down_proj", c, f, cfg.MlpBias),
+                Moe = sparse ? BuildMoe(cfg.Moe!, p, c, (name, outF, inF) => Proj(name, outF, inF, bias: false)) : null,
                 QNorm = cfg.QkNorm ? vector(p + "self_attn.q_norm.weight", cfg.HeadDim) : null,
                 KNorm = cfg.QkNorm ? vector(p + "self_attn.k_norm.weight", cfg.HeadDim) : null,
             };
@@ -275,31 +310,22 @@ public sealed class ModelWeights : IDisposable
         return new ModelWeights(file, embed, layers, norm, head);
     }
 
-    // Layer prefix p's router and experts, read by their HF names (p + "block_sparse_moe.experts.3.w1.weight", ...).
-    private static MoeWeights BuildMoe(MoeSpec moe, string p, int c, SafetensorsModel? file, Func<string, int, int, Tensor> matrix)
+    // Layer prefix p's router and experts by their HF module names (p + "block_sparse_moe.experts.3.w1", ...), each made by proj.
+    private static MoeWeights BuildMoe(MoeSpec moe, string p, int c, Func<string, int, int, Projection> proj)
     {
         string m = p + moe.Module + ".";
-        if (file != null)
-        {
-            if (file.Contains(m + "experts.gate_up_proj") || file.Contains(m + "experts.down_proj"))
-                throw new TemperException($"{file.Folder}: tensor '{m}experts.gate_up_proj' holds the experts fused (transformers 5's layout); Temper reads the per-expert tensors of the hub layout ('{m}experts.0.{moe.ExpertNames.Gate}.weight', ...)");
-            string extra = $"{m}experts.{moe.Experts}.{moe.ExpertNames.Gate}.weight";
-            if (file.Contains(extra)) throw new TemperException($"{file.Folder}: tensor '{extra}' is an expert past config.json's {moe.ExpertsField} {moe.Experts}");
-        }
         int f = moe.ExpertIntermediateSize;
         var experts = new MoeExpert[moe.Experts];
         for (int e = 0; e < experts.Length; e++)
         {
             string x = $"{m}experts.{e}.";
-            Projection P(string name, int outF, int inF) => new(x + name, matrix(x + name + ".weight", outF, inF), null);
-            experts[e] = new MoeExpert(P(moe.ExpertNames.Gate, f, c), P(moe.ExpertNames.Up, f, c), P(moe.ExpertNames.Down, c, f));
+            experts[e] = new MoeExpert(proj(x + moe.ExpertNames.Gate, f, c), proj(x + moe.ExpertNames.Up, f, c), proj(x + moe.ExpertNames.Down, c, f));
         }
-        var router = new Projection(m + "gate", matrix(m + "gate.weight", moe.Experts, c), null);
+        var router = proj(m + "gate", moe.Experts, c);
         if (moe.SharedExpertIntermediateSize == 0) return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb);
         int fs = moe.SharedExpertIntermediateSize;
-        Projection S(string name, int outF, int inF) => new(m + name, matrix(m + name + ".weight", outF, inF), null);
-        var shared = new MoeExpert(S("shared_expert.gate_proj", fs, c), S("shared_expert.up_proj", fs, c), S("shared_expert.down_proj", c, fs));
-        return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb, shared, S("shared_expert_gate", 1, c));
+        var shared = new MoeExpert(proj(m + "shared_expert.gate_proj", fs, c), proj(m + "shared_expert.up_proj", fs, c), proj(m + "shared_expert.down_proj", c, fs));
+        return new MoeWeights(router, experts, moe.TopK, moe.NormTopKProb, shared, proj(m + "shared_expert_gate", 1, c));
     }
 
     /// <summary>

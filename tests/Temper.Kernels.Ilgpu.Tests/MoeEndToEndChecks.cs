@@ -2,7 +2,8 @@
 // experts (router product on the device, [N,E] logits read back for softmax/top-k, rows gathered, ScaleRows and
 // the scatter-add on the device) give the CPU backend's logits for a padded batch (and the float64 forward's),
 // the same greedy tokens through the KV cache, keep every expert weight on the device and give it all back on
-// dispose. Instantiated for ILGPU's CPU accelerator (CI) and CUDA (skipped without a device).
+// dispose; in NF4 (--qlora: routers, experts, the shared expert and its gate quantised) the experts' codes live on the
+// device and the logits are the CPU backend's NF4 ones. Instantiated for ILGPU's CPU accelerator (CI) and CUDA (skipped without a device).
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Models;
@@ -59,6 +60,21 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
         AssertClose(real.SelectMany(i => cpu.Floats.Slice(i * v, v).ToArray()).ToArray(), real.SelectMany(i => device.AsSpan(i * v, v).ToArray()).ToArray(), 1e-5);
         var reference = m.Logits(A).SelectMany(r => r.Select(x => (float)x)).ToArray();
         AssertClose(reference, device.AsSpan(0, t * v), 1e-4);
+    }
+
+    [Fact]
+    public void Nf4_experts_live_on_the_device_and_give_the_cpu_backends_nf4_logits()
+    {
+        var m = MoeTiny.Qwen2Moe;
+        string dir = m.Write(TempFolder.Create("temper-ilgpu-moe-nf4"));
+        using var cpuLm = LanguageModel.Load(dir, new CpuBackend(), qlora: true); // quantises once, saved in dir
+        using var lm = LanguageModel.Load(dir, B, qlora: true);
+        var moe = lm.Weights.Layers.Where(l => l.Moe != null).SelectMany(l => l.Moe!.Projections).ToList();
+        Assert.Equal(1 + 4 * 3 + 3 + 1, moe.Count);
+        Assert.All(moe, p => Assert.Same(B, p.Nf4!.Codes.Storage.Device));
+        using var logits = lm.Logits(Bseq, 1);
+        using var cpu = cpuLm.Logits(Bseq, 1);
+        AssertClose(cpu.Floats, Down(logits), 1e-5);
     }
 
     [Fact]

@@ -34,7 +34,6 @@ public static unsafe class ModelExports
             if (o.Threads < 0) throw Status.Arg($"temper_model_load: threads must be >= 0 (got {o.Threads})");
             if (!Directory.Exists(path)) throw new NativeError(TemperStatus.NotFound, $"{path}: model folder not found");
             if (!File.Exists(Path.Combine(path, "config.json"))) throw new NativeError(TemperStatus.NotFound, $"{path}: no config.json in the model folder");
-            if (ModelConfig.Load(path).MoeRefusal("libtemper (the native library)") is { } moe) throw new NativeError(TemperStatus.Unsupported, $"temper_model_load: {moe}");
             var be = new CpuBackend(o.Threads);
             if (o.Device == (int)TemperDevice.Cuda)
             {

@@ -1,4 +1,4 @@
-// `temper chat --model DIR`: an interactive conversation that keeps its history and renders it with
+// `temper chat --model DIR [--qlora]`: an interactive conversation that keeps its history and renders it with
 // the model's chat template (or the one --chat-template gives, as vLLM's flag) each turn (with --chat-template-kwargs'
 // variables, e.g. Qwen3's enable_thinking).
 // Empty line or /exit ends it; /reset clears the history. The speculative flags (SpeculativeFlags.cs) decode each
@@ -17,12 +17,13 @@ internal static class ChatCommand
         var model = CliOptions.Model();
         var adapter = CliOptions.Adapter();
         var threads = CliOptions.Threads();
+        var qlora = CliOptions.QLora();
         var system = new Option<string?>("--system") { Description = "System prompt" };
         var kwargs = CliOptions.ChatTemplateKwargs();
         var chatTemplate = CliOptions.ChatTemplate();
         var flags = new GenerateCommand.SamplingFlags();
         var speculative = new SpeculativeFlags();
-        var cmd = new Command("chat", "Chat with a model interactively") { model, adapter, threads, system, kwargs, chatTemplate };
+        var cmd = new Command("chat", "Chat with a model interactively") { model, adapter, threads, qlora, system, kwargs, chatTemplate };
         flags.AddTo(cmd);
         speculative.AddTo(cmd);
         cmd.SetGuardedAction(p =>
@@ -30,7 +31,7 @@ internal static class ChatCommand
             var chatOptions = new ChatPromptOptions { TemplateKwargs = CliOptions.TemplateKwargs(p, kwargs) }; // refused before the model loads
             speculative.Check(p); // so are bad speculative flags
             var template = CliOptions.ChatTemplateOverride(p, chatTemplate, model); // and a template that does not parse
-            using var lm = CliOptions.LoadModel(p, model, adapter, threads);
+            using var lm = CliOptions.LoadModel(p, model, adapter, threads, qlora);
             if (template != null) lm.Template = template;
             var tok = lm.RequireTokenizer();
             var tpl = lm.RequireTemplate();

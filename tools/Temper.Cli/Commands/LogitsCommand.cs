@@ -1,4 +1,4 @@
-// `temper logits --model DIR [--adapter DIR] --ids FILE.json [--attention-mask FILE.json] --out FILE.safetensors`:
+// `temper logits --model DIR [--adapter DIR] [--qlora] --ids FILE.json [--attention-mask FILE.json] --out FILE.safetensors`:
 // FILE.json is a list of equal-length id lists ([B][T]); writes one float32 tensor `logits` [B,T,V].
 using System.CommandLine;
 using System.Text.Json;
@@ -15,10 +15,11 @@ internal static class LogitsCommand
         var model = CliOptions.Model();
         var adapter = CliOptions.Adapter();
         var threads = CliOptions.Threads();
+        var qlora = CliOptions.QLora();
         var ids = new Option<string>("--ids") { Description = "JSON file: a list of equal-length token id lists", Required = true };
         var mask = new Option<string?>("--attention-mask") { Description = "JSON file: 0/1 lists of the same shape as --ids" };
         var output = new Option<string>("--out") { Description = "Output .safetensors file", Required = true };
-        var cmd = new Command("logits", "Write the model's logits for token ids to a safetensors file") { model, adapter, threads, ids, mask, output };
+        var cmd = new Command("logits", "Write the model's logits for token ids to a safetensors file") { model, adapter, threads, qlora, ids, mask, output };
         cmd.SetGuardedAction(p =>
         {
             var (rows, t) = ReadMatrix(p.GetValue(ids)!, "token ids");
@@ -30,7 +31,7 @@ internal static class LogitsCommand
                 if (mrows.Any(r => r.Any(v => v is not (0 or 1)))) throw new TemperException($"{maskPath}: mask values must be 0 or 1");
                 m = mrows.SelectMany(r => r).ToArray();
             }
-            using var lm = CliOptions.LoadModel(p, model, adapter, threads);
+            using var lm = CliOptions.LoadModel(p, model, adapter, threads, qlora);
             foreach (var (row, i) in rows.Select((r, i) => (r, i)))
                 foreach (var id in row)
                     if ((uint)id >= (uint)lm.Config.VocabSize) throw new TemperException($"{p.GetValue(ids)}: row {i} has token id {id} outside the vocabulary (size {lm.Config.VocabSize})");
