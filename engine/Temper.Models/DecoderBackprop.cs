@@ -459,15 +459,17 @@ public sealed class DecoderBackprop(Decoder decoder)
                 var rows = slots.Select(s => s / k).ToArray();
                 var expert = moe.Experts[ex];
                 int rowsE = rows.Length, fe = expert.Gate.Out;
-                var xe = NewIn(temp, rowsE, c);
+                var expertTemp = new List<Tensor>();
+                var xe = NewIn(expertTemp, rowsE, c);
                 be.Embedding(a.Hn2, rows, xe);
                 var ea = new ExpertActivations(expert, rows, slots, NewIn(store, rowsE, fe), NewIn(store, rowsE, fe), NewIn(store, rowsE, fe), NewIn(store, rowsE, c));
                 ExpertForward(ea, xe, ExpertSeed(ex * 3));
-                var scaled = NewIn(temp, rowsE, c);
+                var scaled = NewIn(expertTemp, rowsE, c);
                 be.CopyRows(ea.Y, 0, scaled, 0, rowsE);
                 be.ScaleRows(scaled, slots.Select(s => weights[s]).ToArray());
                 be.EmbeddingBackward(scaled, rows, sum);
                 m.Experts.Add(ea);
+                Free(expertTemp);
             }
             if (moe.SharedExpert is { } shared && moe.SharedExpertGate is { } sharedGate)
             {
@@ -534,6 +536,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             }
             var dLogitsT = Track(temp, be.FromHost(Tensor.FromFloats(new Shape(n, e), dLogits, "d_router_logits")));
             ProjectBackward(moe.Router, dLogitsT, hn, dHn, false, a, grad);
+            Free(temp);
             foreach (var ea in m.Experts)
             {
                 int rowsE = ea.Rows.Length;
@@ -545,6 +548,7 @@ public sealed class DecoderBackprop(Decoder decoder)
                 var dXe = NewIn(temp, rowsE, c);
                 ExpertBackward(ea, dyE, xe, dXe, false);
                 be.EmbeddingBackward(dXe, ea.Rows, dHn);
+                Free(temp); // one expert's buffers at a time
             }
             if (m.Shared is { } sa)
             {
