@@ -6,6 +6,12 @@
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
 // every base weight for full fine-tuning, the LoRA A/B for adapters. Qwen3's head norms (HeadNorm) sit
 // between the q/k projections and RoPE, their inputs and 1/rms kept for backward.
+// A mixture-of-experts layer (MoeBlock's forward, its projections through the same LoRA/DoRA/IA3/dropout paths) keeps the
+// router logits [N,E] and routing on the host and, per expert, gate/up/act [m,F] and its unweighted output [m,C] over its m
+// tokens (inputs are gathered again in backward); backward sends each expert's rows' dy times the routing weight through
+// its SwiGLU, and dw[n,j] = dy[n] . expert_j(h[n]) back through the renormalisation and softmax to the router's logits
+// and through the router into d hn (top-k's choice is piecewise constant: no gradient); Qwen2-MoE's shared expert gets
+// dy * sigmoid(g) and its gate dg = (dy . shared(h)) s (1 - s). transformers' load-balancing loss (output_router_logits) is refused.
 // With GradientCheckpointing (and in any pass without gradients) the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
