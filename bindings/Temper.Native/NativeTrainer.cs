@@ -129,16 +129,6 @@ internal sealed unsafe class NativeTrainer : IDisposable
     public static NativeTrainer Create(NativeModel model, in TemperTrainerOptions o, string? dataPath, string? targets, string? initAdapter, string? promptInitText, string? modulesToSave)
     {
         Validate(o);
-        // A model the backward pass refuses (a mixture-of-experts one) is unsupported, said before any adapter is attached.
-        if (model.Lm.Config.Moe != null)
-            try
-            {
-                _ = new DecoderBackprop(model.Lm.Decoder);
-            }
-            catch (TemperException e)
-            {
-                throw new NativeError(TemperStatus.Unsupported, $"temper_trainer_init: {e.Message}");
-            }
         var tok = model.Lm.RequireTokenizer();
         if (initAdapter != null && !Directory.Exists(initAdapter)) throw new NativeError(TemperStatus.NotFound, $"{initAdapter}: adapter folder not found");
         var ia3 = ValidateIa3(o, targets, initAdapter, promptInitText, modulesToSave);

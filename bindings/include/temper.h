@@ -465,7 +465,7 @@ TEMPER_API temper_trainer_options temper_trainer_options_default(void);
    DPO {"prompt": ..., "chosen": ..., "rejected": ...} (text or messages; pairs longer than max_length
    are dropped); more can be pushed with temper_trainer_push. options may be NULL. Fails with
    TEMPER_E_BUSY if an adapter is applied (remove or merge it first) or the model has a trainer
-   already, TEMPER_E_UNSUPPORTED in a build without training or for a mixture-of-experts model. Takes the model like a running call. */
+   already, TEMPER_E_UNSUPPORTED in a build without training. Takes the model like a running call. */
 TEMPER_API temper_status temper_trainer_init(temper_model* model, const temper_trainer_options* options,
                                              const char* data_path, temper_trainer** trainer);
 

@@ -6,6 +6,12 @@
 // position t predicts labels[b,t+1]. Gradients go to whatever gradOf(param) returns (null = frozen):
 // every base weight for full fine-tuning, the LoRA A/B for adapters. Qwen3's head norms (HeadNorm) sit
 // between the q/k projections and RoPE, their inputs and 1/rms kept for backward.
+// A mixture-of-experts layer (MoeBlock's forward, its projections through the same LoRA/DoRA/IA3/dropout paths) keeps the
+// router logits [N,E] and routing on the host and, per expert, gate/up/act [m,F] and its unweighted output [m,C] over its m
+// tokens (inputs are gathered again in backward); backward sends each expert's rows' dy times the routing weight through
+// its SwiGLU, and dw[n,j] = dy[n] . expert_j(h[n]) back through the renormalisation and softmax to the router's logits
+// and through the router into d hn (top-k's choice is piecewise constant: no gradient); Qwen2-MoE's shared expert gets
+// dy * sigmoid(g) and its gate dg = (dy . shared(h)) s (1 - s). transformers' load-balancing loss (output_router_logits) is refused.
 // With GradientCheckpointing (and in any pass without gradients) the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
@@ -48,16 +54,27 @@ public sealed class DecoderBackprop(Decoder decoder)
         public readonly Dictionary<Projection, (Tensor Norm, Tensor Z)> Dora = [];
         /// <summary>IA3 output scaling: the base output z [B*T,Out] before the scaling.</summary>
         public readonly Dictionary<Projection, Tensor> Ia3 = [];
+        /// <summary>A mixture-of-experts layer's routing and expert activations (null for a dense MLP, whose Gate/Up/Act are kept instead).</summary>
+        public MoeActivations? Moe;
     }
 
-    public Decoder Decoder { get; } = DenseOnly(decoder);
-
-    // The hand-written backward (and the training passes built on it) knows the dense MLP only.
-    private static Decoder DenseOnly(Decoder d)
+    /// <summary>A sparse layer's forward, kept for backward: the router logits [N,E] (host; the softmax is recomputed), the
+    /// chosen experts and their weights [N*k] (host), each routed expert's activations and Qwen2-MoE's shared expert's with its sigmoid gate [N].</summary>
+    private sealed class MoeActivations
     {
-        d.Config.RefuseMoe("training (the backward pass and training verbs)");
-        return d;
+        public required float[] Logits;
+        public required int[] Chosen;
+        public required float[] Weights;
+        public readonly List<ExpertActivations> Experts = [];
+        public ExpertActivations? Shared;
+        public float[]? SharedSigmoid;
     }
+
+    /// <summary>One expert over its m tokens: their rows of [N,...] and slots of Chosen (row * k + j), gate/up/act [m,F] and its
+    /// output before the routing weight y [m,C] (for the weight's gradient, dw = dy . y).</summary>
+    private sealed record ExpertActivations(MoeExpert Expert, int[] Rows, int[] Slots, Tensor Gate, Tensor Up, Tensor Act, Tensor Y);
+
+    public Decoder Decoder { get; } = decoder;
 
     /// <summary>
     /// Gradient checkpointing: forward keeps only each layer's input, and backward recomputes the
@@ -157,6 +174,8 @@ public sealed class DecoderBackprop(Decoder decoder)
             for (int i = 0; i < n; i++) pos[i] = i % t;
 
         if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new TemperException($"LoRA dropout {LoraDropout} must be in [0, 1)");
+        if (gradOf != null && cfg.Moe is { OutputRouterLogits: true })
+            throw new TemperException($"{cfg.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper's mixture-of-experts training does not implement that loss: set it to false to train on the cross-entropy alone");
         bool dropping = gradOf != null && LoraDropout > 0;
         var owned = new List<Tensor>();
         long live = 0;
@@ -226,9 +245,10 @@ public sealed class DecoderBackprop(Decoder decoder)
             var dx = New(n, c);
             be.RmsNormBackward(dHidden!, x, w.FinalNorm, rstdF, dx, gradOf(w.FinalNorm));
             var dNorm = New(n, c);
-            var dF = New(n, f);
-            var dGate = New(n, f);
-            var dUp = New(n, f);
+            bool anyDense = w.Layers.Any(l => l.Moe == null);
+            var dF = anyDense ? New(n, f) : null!;
+            var dGate = anyDense ? New(n, f) : null!;
+            var dUp = anyDense ? New(n, f) : null!;
             var dAttn = New(n, h * d);
             var dq = New(n, h * d);
             var dk = New(n, hkv * d);
@@ -241,11 +261,15 @@ public sealed class DecoderBackprop(Decoder decoder)
                 var lw = w.Layers[l];
                 var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
                 var a = GradientCheckpointing ? ForwardLayer(l, acts[l].XIn, scratch) : acts[l];
-                // x_out = x_mid + down(silu(gate) * up), gate/up from norm2(x_mid)
-                ProjectBackward(lw.Down, dx, a.Act, dF, false, a, gradOf);
-                be.SwiGluBackward(dF, a.Gate, a.Up, dGate, dUp);
-                ProjectBackward(lw.Gate, dGate, a.Hn2, dNorm, false, a, gradOf);
-                ProjectBackward(lw.Up, dUp, a.Hn2, dNorm, true, a, gradOf);
+                // x_out = x_mid + down(silu(gate) * up), gate/up from norm2(x_mid); or x_mid + moe(norm2(x_mid))
+                if (lw.Moe is { } moe) MoeBackward(moe, a.Moe!, dx, a.Hn2, dNorm, a, gradOf);
+                else
+                {
+                    ProjectBackward(lw.Down, dx, a.Act, dF, false, a, gradOf);
+                    be.SwiGluBackward(dF, a.Gate, a.Up, dGate, dUp);
+                    ProjectBackward(lw.Gate, dGate, a.Hn2, dNorm, false, a, gradOf);
+                    ProjectBackward(lw.Up, dUp, a.Hn2, dNorm, true, a, gradOf);
+                }
                 be.RmsNormBackward(dNorm, a.XMid, lw.PostAttentionNorm, a.Rstd2, dMidNorm, gradOf(lw.PostAttentionNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_mid
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
@@ -289,8 +313,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             var a = new LayerActivations
             {
                 XIn = xIn, Rstd1 = Alloc(n), Hn1 = Alloc(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
-                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Alloc(n, c),
-                Gate = Alloc(n, f), Up = Alloc(n, f), Act = Alloc(n, f), XOut = Alloc(n, c),
+                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Alloc(n, c), XOut = Alloc(n, c),
             };
             be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
             if (cfg.QkNorm)
@@ -316,6 +339,14 @@ public sealed class DecoderBackprop(Decoder decoder)
             Project(lw.O, a.Attn, o, a, store, Seed(3));
             be.Add(a.XIn, o, a.XMid);
             be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
+            if (lw.Moe is { } moe)
+            {
+                MoeForward(l, moe, a, store);
+                return a;
+            }
+            a.Gate = Alloc(n, f);
+            a.Up = Alloc(n, f);
+            a.Act = Alloc(n, f);
             Project(lw.Gate, a.Hn2, a.Gate, a, store, Seed(4));
             Project(lw.Up, a.Hn2, a.Up, a, store, Seed(5));
             be.SwiGlu(a.Gate, a.Up, a.Act);
@@ -327,9 +358,10 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store, ulong seed)
         {
+            int rows = input.Shape.Rows;
             if (p.Ia3 is { } ia3)
             {
-                var z = ia3.Feedforward ? null : NewIn(store, n, p.Out);
+                var z = ia3.Feedforward ? null : NewIn(store, rows, p.Out);
                 if (z != null) a.Ia3[p] = z;
                 p.ForwardIa3(be, ia3, input, y, z);
                 return;
@@ -339,12 +371,12 @@ public sealed class DecoderBackprop(Decoder decoder)
                 p.ForwardBase(be, input, y);
                 return;
             }
-            var xa = NewIn(store, n, lora.Rank);
+            var xa = NewIn(store, rows, lora.Rank);
             a.Xa[p] = xa;
             if (lora.Magnitude != null)
             {
                 var norm = NewIn(store, p.Out);
-                var z = NewIn(store, n, p.Out);
+                var z = NewIn(store, rows, p.Out);
                 a.Dora[p] = (norm, z);
                 p.DoraNorm(be, norm);
                 if (!dropping)
@@ -352,15 +384,15 @@ public sealed class DecoderBackprop(Decoder decoder)
                     p.ForwardDora(be, input, y, xa, norm, z);
                     return;
                 }
-                var droppedX = NewIn(store, n, p.In);
+                var droppedX = NewIn(store, rows, p.In);
                 be.Dropout(input, seed, LoraDropout, droppedX);
                 a.Dropped[p] = (droppedX, seed);
                 var forwardTemp = new List<Tensor>();
-                var rest = NewIn(forwardTemp, n, p.In); // x - x_d: what the base sees beyond the DoRA term
-                be.CopyRows(droppedX, 0, rest, 0, n);
+                var rest = NewIn(forwardTemp, rows, p.In); // x - x_d: what the base sees beyond the DoRA term
+                be.CopyRows(droppedX, 0, rest, 0, rows);
                 be.Scale(rest, -1f);
                 be.Add(rest, input, rest);
-                var doraTerm = NewIn(forwardTemp, n, p.Out);
+                var doraTerm = NewIn(forwardTemp, rows, p.Out);
                 p.ForwardDora(be, droppedX, doraTerm, xa, norm, z, addBias: false); // g z_d
                 p.ForwardBase(be, rest, y);                                        // (x - x_d) W^T + b
                 be.Add(y, doraTerm, y);
@@ -373,13 +405,13 @@ public sealed class DecoderBackprop(Decoder decoder)
                 return;
             }
             // y = x W^T + b + s (dropout(x) A^T) B^T: the base sees x, the LoRA branch the dropped copy.
-            var dropped = NewIn(store, n, p.In);
+            var dropped = NewIn(store, rows, p.In);
             be.Dropout(input, seed, LoraDropout, dropped);
             a.Dropped[p] = (dropped, seed);
             p.ForwardBase(be, input, y);
             be.Linear(dropped, lora.A, null, xa);
-            var scaled = NewIn(store, n, lora.Rank);
-            be.CopyRows(xa, 0, scaled, 0, n);
+            var scaled = NewIn(store, rows, lora.Rank);
+            be.CopyRows(xa, 0, scaled, 0, rows);
             be.Scale(scaled, lora.Scale);
             be.Linear(scaled, lora.B, null, y, accumulate: true);
         }
@@ -405,11 +437,152 @@ public sealed class DecoderBackprop(Decoder decoder)
             }
             // d dropout(x) from the LoRA branch, then through the same mask into dx.
             var temp = new List<Tensor>();
-            var dDropped = ZerosIn(temp, n, p.In);
+            var dDropped = ZerosIn(temp, dy.Shape.Rows, p.In);
             be.LoraLinearBackward(dy, dropped.X, a.Xa[p], lora.A, lora.B, lora.Scale, dDropped, grad(lora.A), grad(lora.B));
             be.Dropout(dDropped, dropped.Seed, LoraDropout, dDropped);
             be.Add(dInput, dDropped, dInput);
             Free(temp);
+        }
+
+        // x_out = x_mid + moe(hn2) (MoeBlock's forward through Project, so LoRA, dropout, DoRA and IA3 keep what their backward reads).
+        // Dropout seeds: slot 7 of the layer for the router, then one per expert projection from bit 32 up.
+        void MoeForward(int l, MoeWeights moe, LayerActivations a, List<Tensor> store)
+        {
+            ulong Seed(int slot) => SplitMix64.Mix(DropoutSeed ^ SplitMix64.Mix((ulong)(l * 8 + slot + 1)));
+            ulong ExpertSeed(int slot) => SplitMix64.Mix(DropoutSeed ^ SplitMix64.Mix(((ulong)(l + 1) << 32) + (uint)slot));
+            int e = moe.Experts.Length, k = moe.TopK;
+            var temp = new List<Tensor>();
+            var logits = NewIn(store, n, e);
+            Project(moe.Router, a.Hn2, logits, a, store, Seed(7));
+            var hostLogits = MoeBlock.HostValues(be, logits);
+            var (chosen, weights) = MoeBlock.Route(hostLogits, n, e, k, moe.NormTopKProb);
+            var m = a.Moe = new MoeActivations { Logits = hostLogits, Chosen = chosen, Weights = weights };
+            var sum = ZerosIn(temp, n, c);
+            for (int ex = 0; ex < e; ex++)
+            {
+                var slots = Enumerable.Range(0, n * k).Where(s => chosen[s] == ex).ToArray(); // ascending rows, as MoeBlock gathers them
+                if (slots.Length == 0) continue;
+                var rows = slots.Select(s => s / k).ToArray();
+                var expert = moe.Experts[ex];
+                int rowsE = rows.Length, fe = expert.Gate.Out;
+                var expertTemp = new List<Tensor>();
+                var xe = NewIn(expertTemp, rowsE, c);
+                be.Embedding(a.Hn2, rows, xe);
+                var ea = new ExpertActivations(expert, rows, slots, NewIn(store, rowsE, fe), NewIn(store, rowsE, fe), NewIn(store, rowsE, fe), NewIn(store, rowsE, c));
+                ExpertForward(ea, xe, ExpertSeed(ex * 3));
+                var scaled = NewIn(expertTemp, rowsE, c);
+                be.CopyRows(ea.Y, 0, scaled, 0, rowsE);
+                be.ScaleRows(scaled, slots.Select(s => weights[s]).ToArray());
+                be.EmbeddingBackward(scaled, rows, sum);
+                m.Experts.Add(ea);
+                Free(expertTemp);
+            }
+            if (moe.SharedExpert is { } shared && moe.SharedExpertGate is { } sharedGate)
+            {
+                var gateLogit = NewIn(store, n, 1);
+                Project(sharedGate, a.Hn2, gateLogit, a, store, ExpertSeed(e * 3 + 3));
+                m.SharedSigmoid = MoeBlock.HostValues(be, gateLogit).Select(z => 1f / (1f + MathF.Exp(-z))).ToArray();
+                int fs = shared.Gate.Out;
+                var all = Enumerable.Range(0, n).ToArray();
+                var sa = m.Shared = new ExpertActivations(shared, all, all, NewIn(store, n, fs), NewIn(store, n, fs), NewIn(store, n, fs), NewIn(store, n, c));
+                ExpertForward(sa, a.Hn2, ExpertSeed(e * 3));
+                var scaled = NewIn(temp, n, c);
+                be.CopyRows(sa.Y, 0, scaled, 0, n);
+                be.ScaleRows(scaled, m.SharedSigmoid);
+                be.Add(sum, scaled, sum);
+            }
+            be.Add(a.XMid, sum, a.XOut);
+            Free(temp);
+
+            // y = down(silu(gate x) * up x) over the expert's rows x [m,C]
+            void ExpertForward(ExpertActivations ea, Tensor x, ulong seed)
+            {
+                Project(ea.Expert.Gate, x, ea.Gate, a, store, SplitMix64.Mix(seed));
+                Project(ea.Expert.Up, x, ea.Up, a, store, SplitMix64.Mix(seed + 1));
+                be.SwiGlu(ea.Gate, ea.Up, ea.Act);
+                Project(ea.Expert.Down, ea.Act, ea.Y, a, store, SplitMix64.Mix(seed + 2));
+            }
+        }
+
+        // dHn[N,C] = d hn2 of x_out = x_mid + moe(hn2), dy = d x_out. Each routed expert: its rows' dy times the routing weight
+        // through its SwiGLU back to its gathered input, scattered into dHn; the weights' gradient dw[n,j] = dy[n] . y_j[n]
+        // goes back through the renormalisation (w = p / S over the chosen: dp_j = (dw_j - sum_i dw_i w_i) / S) and the
+        // softmax (dz_e = p_e (dp_e - sum_f dp_f p_f), dp = 0 off the chosen: top-k's choice has no gradient) to the
+        // router's logits, and through the router to dHn. The shared expert: dy * sigmoid(g) through its SwiGLU, and
+        // dg = (dy . y_s) s (1 - s) through its gate.
+        void MoeBackward(MoeWeights moe, MoeActivations m, Tensor dy, Tensor hn, Tensor dHn, LayerActivations a, Func<Tensor, Tensor?> grad)
+        {
+            int e = moe.Experts.Length, k = moe.TopK;
+            var temp = new List<Tensor>();
+            var dyHost = MoeBlock.HostValues(be, dy);
+            var dw = new float[n * k];
+            foreach (var ea in m.Experts)
+            {
+                var y = MoeBlock.HostValues(be, ea.Y);
+                for (int i = 0; i < ea.Rows.Length; i++) dw[ea.Slots[i]] = RowDot(dyHost, ea.Rows[i], y, i, c);
+            }
+            var dLogits = new float[n * e];
+            var p = new float[e];
+            var dp = new float[e];
+            for (int i = 0; i < n; i++)
+            {
+                MoeBlock.Softmax(m.Logits.AsSpan(i * e, e), p);
+                Array.Clear(dp);
+                float picked = 0, weighted = 0;
+                for (int j = 0; j < k; j++)
+                {
+                    picked += p[m.Chosen[i * k + j]];
+                    weighted += dw[i * k + j] * m.Weights[i * k + j];
+                }
+                for (int j = 0; j < k; j++)
+                    dp[m.Chosen[i * k + j]] = moe.NormTopKProb ? (dw[i * k + j] - weighted) / picked : dw[i * k + j];
+                float dot = 0;
+                for (int x = 0; x < e; x++) dot += dp[x] * p[x];
+                for (int x = 0; x < e; x++) dLogits[i * e + x] = p[x] * (dp[x] - dot);
+            }
+            var dLogitsT = Track(temp, be.FromHost(Tensor.FromFloats(new Shape(n, e), dLogits, "d_router_logits")));
+            ProjectBackward(moe.Router, dLogitsT, hn, dHn, false, a, grad);
+            Free(temp);
+            foreach (var ea in m.Experts)
+            {
+                int rowsE = ea.Rows.Length;
+                var dyE = NewIn(temp, rowsE, c);
+                be.Embedding(dy, ea.Rows, dyE);
+                be.ScaleRows(dyE, ea.Slots.Select(s => m.Weights[s]).ToArray());
+                var xe = NewIn(temp, rowsE, c);
+                be.Embedding(hn, ea.Rows, xe);
+                var dXe = NewIn(temp, rowsE, c);
+                ExpertBackward(ea, dyE, xe, dXe, false);
+                be.EmbeddingBackward(dXe, ea.Rows, dHn);
+                Free(temp); // one expert's buffers at a time
+            }
+            if (m.Shared is { } sa)
+            {
+                var s = m.SharedSigmoid!;
+                var y = MoeBlock.HostValues(be, sa.Y);
+                var dg = new float[n];
+                for (int i = 0; i < n; i++) dg[i] = RowDot(dyHost, i, y, i, c) * s[i] * (1 - s[i]);
+                var dgT = Track(temp, be.FromHost(Tensor.FromFloats(new Shape(n, 1), dg, "d_shared_expert_gate")));
+                ProjectBackward(moe.SharedExpertGate!, dgT, hn, dHn, true, a, grad);
+                var dyS = NewIn(temp, n, c);
+                be.CopyRows(dy, 0, dyS, 0, n);
+                be.ScaleRows(dyS, s);
+                ExpertBackward(sa, dyS, hn, dHn, true);
+            }
+            Free(temp);
+
+            // dx[m,C] (+)= d of down(silu(gate x) * up x) given its output's gradient dyE [m,C]
+            void ExpertBackward(ExpertActivations ea, Tensor dyE, Tensor x, Tensor dx, bool accumulate)
+            {
+                int rowsE = dyE.Shape.Rows, fe = ea.Expert.Gate.Out;
+                var dAct = NewIn(temp, rowsE, fe);
+                var dG = NewIn(temp, rowsE, fe);
+                var dU = NewIn(temp, rowsE, fe);
+                ProjectBackward(ea.Expert.Down, dyE, ea.Act, dAct, false, a, grad);
+                be.SwiGluBackward(dAct, ea.Gate, ea.Up, dG, dU);
+                ProjectBackward(ea.Expert.Gate, dG, x, dx, accumulate, a, grad);
+                ProjectBackward(ea.Expert.Up, dU, x, dx, true, a, grad);
+            }
         }
     }
 
@@ -466,6 +639,14 @@ public sealed class DecoderBackprop(Decoder decoder)
         be.DoraScale(g, ia3.Vector, ia3.Ones, null, g);
         if (accumulate) be.Add(dInput, g, dInput);
         else be.CopyRows(g, 0, dInput, 0, input.Shape.Rows);
+    }
+
+    // a[row i] . b[row j] over rows of width c, accumulated in f64
+    private static float RowDot(float[] a, int i, float[] b, int j, int c)
+    {
+        double sum = 0;
+        for (int x = 0; x < c; x++) sum += (double)a[i * c + x] * b[j * c + x];
+        return (float)sum;
     }
 
     private static AttentionArgs Args(LayerActivations a, int b, int t, int h, int hkv, int d, float scale, ReadOnlyMemory<int> mask, ReadOnlyMemory<int> segments) =>

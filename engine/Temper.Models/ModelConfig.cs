@@ -47,7 +47,7 @@ public sealed record ModelConfig
 
     /// <summary>
     /// Throws the one-line refusal of a mixture-of-experts model by a part of Temper that runs dense models only
-    /// (<paramref name="what"/>: training, serving, ...); does nothing for a dense model.
+    /// (<paramref name="what"/>: the CUDA graph decoder); does nothing for a dense model.
     /// </summary>
     public void RefuseMoe(string what)
     {
@@ -56,7 +56,7 @@ public sealed record ModelConfig
 
     /// <summary>RefuseMoe's message, or null for a dense model.</summary>
     public string? MoeRefusal(string what) => Moe == null ? null
-        : $"{SourcePath}: model_type '{ModelType}' is a mixture-of-experts model, which Temper runs for inference only (logits, generate, chat and perplexity, dense or NF4, the library's LanguageModel/Generator and libtemper's generation, on the CPU and ILGPU backends); {what} does not support it";
+        : $"{SourcePath}: model_type '{ModelType}' is a mixture-of-experts model, which Temper runs, serves and trains on the CPU and ILGPU backends only; {what} does not support it";
 
     public static ModelConfig Load(string dirOrFile)
     {

@@ -113,12 +113,7 @@ public static class MoeBlock
         var p = new float[e];
         for (int i = 0; i < n; i++)
         {
-            var row = logits.Slice(i * e, e);
-            float max = float.NegativeInfinity;
-            foreach (float v in row) max = MathF.Max(max, v);
-            float total = 0;
-            for (int j = 0; j < e; j++) total += p[j] = MathF.Exp(row[j] - max);
-            for (int j = 0; j < e; j++) p[j] /= total;
+            Softmax(logits.Slice(i * e, e), p);
             float picked = 0;
             for (int j = 0; j < k; j++)
             {
@@ -135,7 +130,17 @@ public static class MoeBlock
         return (chosen, weights);
     }
 
-    private static float[] HostValues(IBackend be, Tensor t)
+    /// <summary>p[E] = softmax(row[E]) in f32 (the routing probabilities of one token).</summary>
+    public static void Softmax(ReadOnlySpan<float> row, Span<float> p)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float v in row) max = MathF.Max(max, v);
+        float total = 0;
+        for (int j = 0; j < row.Length; j++) total += p[j] = MathF.Exp(row[j] - max);
+        for (int j = 0; j < row.Length; j++) p[j] /= total;
+    }
+
+    internal static float[] HostValues(IBackend be, Tensor t)
     {
         if (t.IsHost) return t.ToFloatArray();
         using var host = be.ToHost(t);

@@ -4,7 +4,7 @@
 // are renormalised to sum 1 (Mixtral always; Qwen norm_topk_prob, false when absent), which layers are sparse
 // (Mixtral all; Qwen layer i unless i is in mlp_only_layers or (i + 1) % decoder_sparse_step != 0; the others keep
 // a dense MLP of intermediate_size), and Qwen2-MoE's shared expert (shared_expert_intermediate_size, gated per token
-// by sigmoid(shared_expert_gate h)). Bad values are refused here, one line naming config.json and the field.
+// by sigmoid(shared_expert_gate h)); output_router_logits (training refuses it: no load-balancing loss). Bad values are refused here, one line naming config.json and the field.
 using System.Text.Json.Nodes;
 using Temper.Core;
 
@@ -23,6 +23,8 @@ public sealed record MoeSpec
     public required (string Gate, string Up, string Down) ExpertNames { get; init; }
     /// <summary>Qwen2-MoE: the shared expert's width (0: no shared expert).</summary>
     public int SharedExpertIntermediateSize { get; init; }
+    /// <summary>config.json's output_router_logits: transformers then adds router_aux_loss_coef x the load-balancing loss to the training loss.</summary>
+    public bool OutputRouterLogits { get; init; }
     /// <summary>The config key the expert count was read from (for messages).</summary>
     public required string ExpertsField { get; init; }
 
@@ -69,6 +71,7 @@ public sealed record MoeSpec
             ExpertNames = mixtral ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj"),
             ExpertsField = expertsField,
             SharedExpertIntermediateSize = shared,
+            OutputRouterLogits = r.OptBool("output_router_logits") ?? false,
         };
     }
 }

@@ -13,6 +13,10 @@
 //                product [n, Out]); then the final
 //                norm, losses and every backward buffer. With gradient checkpointing a layer keeps only
 //                its input and one layer's activations are rebuilt at a time.
+//                A mixture-of-experts layer keeps, in place of gate/up/act, its router logits [n,E] and each expert's
+//                gate/up/act [m,F] and output [m,C] over its m tokens (n*k rows in all; Qwen2-MoE's shared expert over all n),
+//                and rebuilds one expert's gradient buffers at a time in backward (taken at twice the mean load, n*k/E);
+//                an expert projection's LoRA x A^T counts its share of the rows, k/E of n.
 //   workspace    the largest transient: a LoRA branch's [n, Out] term, DoRA's scaled gradient [n, Out] (and
 //                with QLoRA its dequantised weight [Out, In] for the norm), and the CPU NF4 linear's slab of
 //                dequantised rows, at most 4 MiB
@@ -37,10 +41,11 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
 
     public static MemoryPlan For(ModelConfig cfg, MemoryPlanOptions o)
     {
-        cfg.RefuseMoe("temper plan (the training memory plan)");
         long c = cfg.HiddenSize, f = cfg.IntermediateSize, qd = (long)cfg.NumHeads * cfg.HeadDim, kvd = (long)cfg.NumKvHeads * cfg.HeadDim;
         long v = cfg.VocabSize, layers = cfg.NumLayers, n = (long)o.Batch * (o.Length + o.VirtualTokens);
         var shapes = ModelWeights.ProjectionShapes(cfg);
+        if (cfg.Moe is { } moe) AddExperts(shapes, cfg, moe);
+        double RowShare(string name) => cfg.Moe is { } m && name.Contains(".experts.", StringComparison.Ordinal) ? (double)m.TopK / m.Experts : 1;
 
         long vectors = (2 * layers + 1) * c;
         if (cfg.AttentionBias) vectors += layers * (qd + 2 * kvd);
@@ -50,14 +55,15 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long weights = v * c * o.EmbeddingBytes * (cfg.TieWordEmbeddings ? 1 : 2) + 4 * vectors;
         foreach (var s in shapes.Values) weights += o.QLora ? Nf4Weight.BytesFor(s.Elements) : s.Elements * o.MatrixBytes;
 
-        long trained = (long)o.VirtualTokens * (o.PrefixTuning ? 2 * layers * kvd : c), loraRows = 0;
+        long trained = (long)o.VirtualTokens * (o.PrefixTuning ? 2 * layers * kvd : c);
+        double loraRows = 0;
         if (o.Full) trained = v * c * (cfg.TieWordEmbeddings ? 1 : 2) + vectors + shapes.Values.Sum(s => s.Elements);
         else if (o.Lora is { } lora)
             foreach (var (name, s) in shapes)
                 if (lora.Targets(name[..^".weight".Length]))
                 {
                     trained += (long)lora.Rank * (s[0] + s[1]) + (lora.UseDora ? s[0] : 0);
-                    loraRows += lora.Rank + (lora.UseDora ? s[0] : 0); // x A^T [n, r] (and DoRA's z [n, Out]) kept per adapted projection
+                    loraRows += (lora.Rank + (lora.UseDora ? s[0] : 0)) * RowShare(name); // x A^T [n, r] (and DoRA's z [n, Out]) kept per adapted projection
                 }
 
         if (!o.Full && o.Lora == null && o.Ia3 is { } ia3)
@@ -66,17 +72,26 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
                 {
                     bool ff = ia3.IsFeedforward(name[..^".weight".Length]);
                     trained += ff ? s[1] : s[0];
-                    loraRows += ff ? 0 : s[0]; // the base output z [n, Out] kept for dl
+                    loraRows += (ff ? 0 : s[0]) * RowShare(name); // the base output z [n, Out] kept for dl
                 }
 
         if (!o.Full) trained += o.ModulesToSave * v * c; // each copy: 4 bytes of value + 4 of gradient, 8 of moments
 
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
-        long perLayer = n * (2 + 6 * c + 2 * qd + 2 * kvd + 3 * f + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
-        long loraActs = n * loraRows;
-        long kept = o.GradientCheckpointing ? layers * n * c + perLayer + loraActs / Math.Max(1, layers) : layers * perLayer + loraActs;
+        long attention = n * (2 + 5 * c + 2 * qd + 2 * kvd + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
+        var moeSpec = cfg.Moe;
+        long MlpKept(int l) => moeSpec?.IsSparse(l) != true ? n * (3 * f + c)
+            : n * (moeSpec.Experts + moeSpec.TopK * (3L * moeSpec.ExpertIntermediateSize + c))
+              + (moeSpec.SharedExpertIntermediateSize > 0 ? n * (3L * moeSpec.SharedExpertIntermediateSize + c + 1) : 0);
+        var perLayer = Enumerable.Range(0, (int)layers).Select(l => attention + MlpKept(l)).ToArray();
+        long loraActs = (long)(n * loraRows);
+        long kept = o.GradientCheckpointing ? layers * n * c + perLayer.DefaultIfEmpty().Max() + loraActs / Math.Max(1, layers) : perLayer.Sum() + loraActs;
         long final = n * (2 + 2 * c);
-        long backward = n * (2 * c + 3 * f + 2 * qd + 2 * kvd + headNorms) + layers * n * c;
+        bool anyDense = moeSpec == null || Enumerable.Range(0, (int)layers).Any(l => !moeSpec.IsSparse(l));
+        long moeBackward = moeSpec == null ? 0 : Math.Max(n * moeSpec.Experts,
+            Math.Min(n, 2 * n * moeSpec.TopK / moeSpec.Experts) * 3 * (c + moeSpec.ExpertIntermediateSize)
+            + (moeSpec.SharedExpertIntermediateSize > 0 ? n * (c + 1 + 3L * moeSpec.SharedExpertIntermediateSize) : 0));
+        long backward = n * (2 * c + (anyDense ? 3 * f : 0) + 2 * qd + 2 * kvd + headNorms) + layers * n * c + moeBackward;
         long activations = 4 * (n * c + kept + final + backward);
 
         long maxOut = shapes.Values.Max(s => (long)s[0]);
@@ -86,6 +101,31 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long ia3Work = o.Ia3 != null ? 4 * n * shapes.Values.Max(s => (long)s[1]) : 0; // the scaled input or gradient [n, In]
         long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab;
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
+    }
+
+    // A sparse layer's projections in place of its dense MLP's: the router [E,C], each expert's gate/up [F,C] and down [C,F],
+    // and Qwen2-MoE's shared expert and its gate [1,C], under their HF names.
+    private static void AddExperts(Dictionary<string, Core.Shape> shapes, ModelConfig cfg, MoeSpec moe)
+    {
+        int c = cfg.HiddenSize, fe = moe.ExpertIntermediateSize, fs = moe.SharedExpertIntermediateSize;
+        for (int l = 0; l < cfg.NumLayers; l++)
+        {
+            if (!moe.IsSparse(l)) continue;
+            string p = $"model.layers.{l}.", m = p + moe.Module + ".";
+            foreach (var dense in new[] { "gate_proj", "up_proj", "down_proj" }) shapes.Remove(p + "mlp." + dense + ".weight");
+            shapes[m + "gate.weight"] = new Core.Shape(moe.Experts, c);
+            for (int e = 0; e < moe.Experts; e++)
+            {
+                shapes[$"{m}experts.{e}.{moe.ExpertNames.Gate}.weight"] = new Core.Shape(fe, c);
+                shapes[$"{m}experts.{e}.{moe.ExpertNames.Up}.weight"] = new Core.Shape(fe, c);
+                shapes[$"{m}experts.{e}.{moe.ExpertNames.Down}.weight"] = new Core.Shape(c, fe);
+            }
+            if (fs == 0) continue;
+            shapes[m + "shared_expert.gate_proj.weight"] = new Core.Shape(fs, c);
+            shapes[m + "shared_expert.up_proj.weight"] = new Core.Shape(fs, c);
+            shapes[m + "shared_expert.down_proj.weight"] = new Core.Shape(c, fs);
+            shapes[m + "shared_expert_gate.weight"] = new Core.Shape(1, c);
+        }
     }
 
     /// <summary>

@@ -11,7 +11,8 @@
 // Shapes: hidden 32, 4 query and 2 KV heads of head_dim 8, vocabulary 512; the variants differ in layers, E, k,
 // expert and dense widths, norm_topk_prob, mlp_only_layers and decoder_sparse_step. Router weights are drawn wider
 // than the rest so routing probabilities are well apart; the reference throws if a token's k-th and (k+1)-th
-// probabilities are within 1e-6 (a near-tie float32 could route the other way: pick another seed).
+// probabilities are within 1e-6 (a near-tie float32 could route the other way: pick another seed). Loss and WithLora
+// (W + s B A merged in float64) serve the training tests' central differences.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 
@@ -191,10 +192,10 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
         return dir;
     }
 
-    /// <summary>Logits [T, V] of one sequence by the float64 reference forward.</summary>
-    public double[][] Logits(int[] ids)
+    /// <summary>Logits [T, V] of one sequence by the float64 reference forward (of <paramref name="weights"/>, by HF name, when given).</summary>
+    public double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null)
     {
-        var w = Weights;
+        var w = weights ?? Weights;
         var invFreq = Enumerable.Range(0, HeadDim / 2).Select(i => 1 / Math.Pow(Theta, 2.0 * i / HeadDim)).ToArray();
         int t = ids.Length, qd = Heads * HeadDim, kvd = KvHeads * HeadDim;
         var x = ids.Select(id => w["model.embed_tokens.weight"].AsSpan(id * Hidden, Hidden).ToArray()).ToArray();
@@ -240,7 +241,7 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
                 var o = MatVec(w[p + "self_attn.o_proj.weight"], attn, Hidden);
                 for (int c = 0; c < Hidden; c++) x[i][c] += o[c];
                 var h2 = RmsNorm(x[i], w[p + "post_attention_layernorm.weight"]);
-                var mlp = IsSparse(l) ? SparseMlp(p + Module + ".", h2, $"layer {l} token {i}") : Mlp(p + "mlp.", ("gate_proj", "up_proj", "down_proj"), h2, DenseFfn);
+                var mlp = IsSparse(l) ? SparseMlp(w, p + Module + ".", h2, $"layer {l} token {i}") : Mlp(w, p + "mlp.", ("gate_proj", "up_proj", "down_proj"), h2, DenseFfn);
                 for (int c = 0; c < Hidden; c++) x[i][c] += mlp[c];
             }
         }
@@ -249,9 +250,9 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
     }
 
     // modeling_mixtral's MixtralSparseMoeBlock / modeling_qwen3_moe's Qwen3MoeSparseMoeBlock for one token.
-    private double[] SparseMlp(string m, double[] h, string where)
+    private double[] SparseMlp(IReadOnlyDictionary<string, double[]> w, string m, double[] h, string where)
     {
-        var logits = MatVec(Weights[m + "gate.weight"], h, Experts);
+        var logits = MatVec(w[m + "gate.weight"], h, Experts);
         double max = logits.Max(), sum = logits.Sum(z => Math.Exp(z - max));
         var prob = logits.Select(z => Math.Exp(z - max) / sum).ToArray();
         var order = Enumerable.Range(0, Experts).OrderByDescending(e => prob[e]).ThenBy(e => e).ToArray(); // stable: ties to the lower index
@@ -262,24 +263,56 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
         var y = new double[Hidden];
         foreach (int e in top)
         {
-            var ye = Mlp($"{m}experts.{e}.", ExpertNames, h, ExpertFfn);
+            var ye = Mlp(w, $"{m}experts.{e}.", ExpertNames, h, ExpertFfn);
             for (int c = 0; c < Hidden; c++) y[c] += prob[e] / norm * ye[c];
         }
         if (SharedFfn > 0)
         {
-            double g = 1 / (1 + Math.Exp(-MatVec(Weights[m + "shared_expert_gate.weight"], h, 1)[0]));
-            var ys = Mlp(m + "shared_expert.", ("gate_proj", "up_proj", "down_proj"), h, SharedFfn);
+            double g = 1 / (1 + Math.Exp(-MatVec(w[m + "shared_expert_gate.weight"], h, 1)[0]));
+            var ys = Mlp(w, m + "shared_expert.", ("gate_proj", "up_proj", "down_proj"), h, SharedFfn);
             for (int c = 0; c < Hidden; c++) y[c] += g * ys[c];
         }
         return y;
     }
 
-    private double[] Mlp(string m, (string Gate, string Up, string Down) names, double[] h, int f)
+    private static double[] Mlp(IReadOnlyDictionary<string, double[]> w, string m, (string Gate, string Up, string Down) names, double[] h, int f)
     {
-        var gate = MatVec(Weights[m + names.Gate + ".weight"], h, f);
-        var up = MatVec(Weights[m + names.Up + ".weight"], h, f);
+        var gate = MatVec(w[m + names.Gate + ".weight"], h, f);
+        var up = MatVec(w[m + names.Up + ".weight"], h, f);
         var act = gate.Select((z, i) => z / (1 + Math.Exp(-z)) * up[i]).ToArray();
-        return MatVec(Weights[m + names.Down + ".weight"], act, Hidden);
+        return MatVec(w[m + names.Down + ".weight"], act, Hidden);
+    }
+
+    /// <summary>Mean cross-entropy of one sequence (labels as transformers: labels[t+1] is the target of position t, -100 skipped).</summary>
+    public double Loss(int[] ids, int[] labels, IReadOnlyDictionary<string, double[]>? weights = null)
+    {
+        var logits = Logits(ids, weights);
+        double sum = 0;
+        int count = 0;
+        for (int t = 0; t + 1 < ids.Length; t++)
+        {
+            if (labels[t + 1] == -100) continue;
+            double max = logits[t].Max(), lse = max + Math.Log(logits[t].Sum(z => Math.Exp(z - max)));
+            sum += lse - logits[t][labels[t + 1]];
+            count++;
+        }
+        return sum / count;
+    }
+
+    /// <summary>The weights with LoRA merged: W [Out,In] += s B [Out,r] A [r,In] for each module (by name, without .weight).</summary>
+    public Dictionary<string, double[]> WithLora(IReadOnlyDictionary<string, (double[] A, double[] B)> lora, int rank, double scale, IReadOnlyDictionary<string, double[]>? weights = null)
+    {
+        var w = (weights ?? Weights).ToDictionary(kv => kv.Key, kv => kv.Value);
+        foreach (var (module, (a, b)) in lora)
+        {
+            var merged = w[module + ".weight"].ToArray();
+            int inputs = a.Length / rank, outputs = b.Length / rank;
+            for (int o = 0; o < outputs; o++)
+                for (int i = 0; i < inputs; i++)
+                    for (int r = 0; r < rank; r++) merged[o * inputs + i] += scale * b[o * rank + r] * a[r * inputs + i];
+            w[module + ".weight"] = merged;
+        }
+        return w;
     }
 
     private static double[] MatVec(double[] m, double[] x, int rows)

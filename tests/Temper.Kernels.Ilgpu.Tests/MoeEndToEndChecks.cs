@@ -1,7 +1,8 @@
 // Mixture-of-experts models (MoeTiny's Mixtral, Qwen2-MoE and Qwen3-MoE folders) on an ILGPU device: the decoder's routed
 // experts (router product on the device, [N,E] logits read back for softmax/top-k, rows gathered, ScaleRows and
 // the scatter-add on the device) give the CPU backend's logits for a padded batch (and the float64 forward's),
-// the same greedy tokens through the KV cache, keep every expert weight on the device and give it all back on
+// the same greedy tokens through the KV cache, the same LoRA gradients (expert, router, attention) and embedding
+// gradient from one training backward, keep every expert weight on the device and give it all back on
 // dispose; in NF4 (--qlora: routers, experts, the shared expert and its gate quantised) the experts' codes live on the
 // device and the logits are the CPU backend's NF4 ones. Instantiated for ILGPU's CPU accelerator (CI) and CUDA (skipped without a device).
 using Temper.Core;
@@ -87,6 +88,44 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
         using var cpuLm = LanguageModel.Load(m.Folder, new CpuBackend());
         var cpu = new Generator(cpuLm.Decoder).Generate([A, Bseq], options).Select(r => r.GeneratedIds.ToArray()).ToArray();
         Assert.Equal(cpu, device);
+    }
+
+    // LoRA on layer 0's q_proj, layer 1's experts' w1/w2/w3 and both routers, B drawn non-zero (the same values on both backends), and the
+    // embedding trained too: every gradient of one backward pass (DecoderBackprop's MoE backward).
+    private static Dictionary<string, float[]> LoraGradients(IBackend be)
+    {
+        using var lm = LanguageModel.Load(MoeTiny.Mixtral.Folder, be);
+        var rng = new Random(3);
+        var grads = new Dictionary<Tensor, (string Name, Tensor Grad)>(ReferenceEqualityComparer.Instance);
+        foreach (var p in lm.Weights.Projections.Where(p => p.Name.EndsWith("0.self_attn.q_proj", StringComparison.Ordinal) || p.Name.Contains("1.block_sparse_moe.experts.", StringComparison.Ordinal) || p.Name.EndsWith(".gate", StringComparison.Ordinal)))
+        {
+            float[] Draw(int count, float scale) => Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() - 0.5) * scale).ToArray();
+            p.Lora = new LoraView(be.FromHost(Tensor.FromFloats(new Shape(2, p.In), Draw(2 * p.In, 0.3f))), be.FromHost(Tensor.FromFloats(new Shape(p.Out, 2), Draw(2 * p.Out, 0.3f))), 2f);
+            grads[p.Lora.A] = (p.Name + ".lora_A", be.Zeros(p.Lora.A.Shape));
+            grads[p.Lora.B] = (p.Name + ".lora_B", be.Zeros(p.Lora.B.Shape));
+        }
+        grads[lm.Weights.Embed] = ("embed", be.Zeros(lm.Weights.Embed.Shape));
+        int[] labels = [-100, .. A[1..]];
+        new DecoderBackprop(lm.Decoder).Run(A, labels, [], 1, 0.1f, t => grads.TryGetValue(t, out var g) ? g.Grad : null);
+        var result = new Dictionary<string, float[]>();
+        foreach (var (name, g) in grads.Values)
+        {
+            using var host = g.IsHost ? null : be.ToHost(g);
+            result[name] = (host ?? g).ToFloatArray();
+            g.Dispose();
+        }
+        return result;
+    }
+
+    [Fact]
+    public void Lora_gradients_through_the_experts_and_router_give_the_cpu_backends()
+    {
+        var device = LoraGradients(B);
+        var cpu = LoraGradients(new CpuBackend());
+        Assert.Equal(cpu.Keys.Order(), device.Keys.Order());
+        foreach (var (name, g) in cpu)
+            if (g.Any(x => x != 0)) AssertClose(g, device[name], 1e-4);
+            else Assert.All(device[name], x => Assert.Equal(0f, x)); // an expert no token went to
     }
 
     [Fact]

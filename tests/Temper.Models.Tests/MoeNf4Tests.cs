@@ -6,8 +6,8 @@
 // checkpoint loads in NF4 with --qlora's logits; modules it skips (the routers, the shared expert's gate, one expert)
 // stay dense with the file's values while the rest is NF4, the logits those of the dequantised-with-dense-kept model; a
 // dense (dequantize) load of it gives the same logits; experts fused into 3-D tensors are refused by quantize; and the
-// perplexity of an NF4 MoE model (strided windows, two a pass, through the inference forward since the backward pass
-// refuses MoE) scores each token with the NLL of the window's own logits.
+// perplexity of an NF4 MoE model (strided windows, two a pass, through the fused LM-head pass) scores each token with
+// the NLL of the window's own logits.
 using Temper.Core;
 using Temper.Core.SafeTensors;
 using Temper.Kernels.Cpu;

@@ -4,7 +4,8 @@
 // the JIT and garbage the GC has not yet collected dominate that — but the bytes the loaded model
 // holds plus the peak of the CPU backend's counted allocations (every tensor made by Zeros, counted
 // until disposed): gradients, AdamW moments, activations and the LoRA terms. The prediction must be
-// within 15% of it.
+// within 15% of it. A mixture-of-experts model (MoeTiny's Mixtral, LoRA on attention, experts and router; Qwen2-MoE
+// with its shared expert, fully fine-tuned) likewise, and its full-fine-tuning parameter count is the model's.
 using Temper.Kernels.Cpu;
 using Temper.Training;
 using Temper.Training.Trainers;
@@ -34,6 +35,35 @@ public class MemoryPlanTests
         Assert.True(Math.Abs(predicted - measured) <= 0.15 * measured, $"{m}");
         Assert.True(m.ProcessPeak > measured, $"{m}");
         Directory.Delete(model, true);
+        Directory.Delete(outDir, true);
+    }
+
+    [Theory]
+    [InlineData("mixtral-tiny", false)]
+    [InlineData("qwen2-moe-tiny", true)]
+    public void Moe_prediction_is_within_15_percent_of_the_measured_peak(string name, bool full)
+    {
+        var moe = MoeTiny.All.Single(m => m.Name == name);
+        string outDir = Directory.CreateTempSubdirectory("temper-plan-moe-").FullName, data = Path.Combine(outDir, "long.jsonl");
+        var words = new[] { "number", "beta", "key", "path", "data", "time", "object", "file" };
+        File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i =>
+            $$"""{"messages": [{"role": "user", "content": "q{{i}}"}, {"role": "assistant", "content": "{{string.Join(' ', Enumerable.Range(0, 300).Select(j => words[(i * 7 + j * 3) % words.Length]))}}"}]}"""));
+        var o = new SftOptions
+        {
+            ModelDir = moe.Folder, DataPath = data, OutDir = Path.Combine(outDir, "run"), BatchSize = 8, MaxLength = 128, MaxSteps = 1, LoraRank = 8, Full = full,
+            LoraTargets = ["q_proj", "k_proj", "v_proj", "o_proj", "w1", "w2", "w3", "gate"],
+        };
+        var result = new SftTrainer(o, new CpuBackend(1)).Run();
+        var m = result.Memory!;
+        TestContext.Current.TestOutputHelper?.WriteLine(m.ToString());
+        long measured = m.MeasuredPeak!.Value, predicted = m.Predicted.Total;
+        Assert.True(Math.Abs(predicted - measured) <= 0.15 * measured, $"{m}");
+        if (full)
+        {
+            using var lm = Temper.Models.LanguageModel.Load(moe.Folder, new CpuBackend(1));
+            using var ps = TrainableParameters.Full(lm.Weights, lm.Decoder.Backend);
+            Assert.Equal(4 * ps.Count, m.Predicted.Adapters);
+        }
         Directory.Delete(outDir, true);
     }
 }

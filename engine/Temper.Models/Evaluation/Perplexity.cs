@@ -8,9 +8,7 @@
 // Each window is a forward-only DecoderBackprop pass [B, T] (B windows of one length side by side; the
 // last, shorter window runs in its own batch) with checkpointing on, so only each layer's input [B*T,C] is
 // held, and the fused LM head + cross-entropy (CrossEntropyHead, chunked over the vocabulary): the [B*T,V]
-// logits are never held. A mixture-of-experts model, which DecoderBackprop refuses, runs each pass through the
-// inference forward (Decoder.Forward) instead: its logits [B*T,V] come to the host once per pass and each scored
-// NLL is computed from them in float64. NLL_j = logsumexp(logits_{j-1}) - logits_{j-1}[x_j] (f32 from the kernel, summed
+// logits are never held. NLL_j = logsumexp(logits_{j-1}) - logits_{j-1}[x_j] (f32 from the kernel, summed
 // in float64). ppl = exp(mean NLL); the +/- is llama.cpp's: the standard error of the mean NLL,
 // sqrt(var / (n - 1)) with var the population variance, times ppl.
 using Temper.Core;
@@ -76,15 +74,7 @@ public static class Perplexity
 
         var nlls = new double[ids.Length];
         nlls[0] = double.NaN;
-        DecoderBackprop? backprop = null;
-        try
-        {
-            backprop = new DecoderBackprop(decoder) { GradientCheckpointing = true };
-        }
-        catch (TemperException) when (decoder.Config.Moe != null)
-        {
-            // no backward pass for it: ForwardNlls below
-        }
+        var backprop = new DecoderBackprop(decoder) { GradientCheckpointing = true };
         double sum = 0;
         int scored = 0;
         for (int w = 0; w < windows.Count;)
@@ -102,7 +92,7 @@ public static class Perplexity
                 ids.Slice(win.Begin, t).CopyTo(batchIds.AsSpan(r * t));
                 for (int j = win.FirstTarget; j < win.EndTarget; j++) targets[r * t + j - 1 - win.Begin] = ids[j];
             }
-            var losses = backprop != null ? backprop.Run(batchIds, default, b, new CrossEntropyHead(targets, 1f), gradOf: null) : ForwardNlls(decoder, batchIds, b, targets);
+            var losses = backprop.Run(batchIds, default, b, new CrossEntropyHead(targets, 1f), gradOf: null);
             for (int r = 0; r < b; r++)
             {
                 var win = windows[w + r];
@@ -118,29 +108,6 @@ public static class Perplexity
         }
         var (mean, ppl, stderr) = Summarise(nlls.AsSpan(1));
         return new PerplexityResult(scored, windows.Count, mean, ppl, stderr, ctx, stride, nlls);
-    }
-
-    // ids [B*T] through the inference forward; per row i with targets[i] >= 0: logsumexp(logits_i) - logits_i[targets[i]].
-    private static float[] ForwardNlls(Decoder decoder, int[] ids, int batch, int[] targets)
-    {
-        int t = ids.Length / batch, v = decoder.Config.VocabSize;
-        var positions = new int[ids.Length];
-        for (int i = 0; i < ids.Length; i++) positions[i] = i % t;
-        using var cache = new KvCache(decoder.Config, decoder.Backend, batch, t + decoder.Weights.VirtualTokenCount);
-        using var logits = decoder.Forward(ids, positions, [], batch, cache, allPositions: true);
-        using var host = logits.IsHost ? null : decoder.Backend.ToHost(logits);
-        var values = (host ?? logits).Floats;
-        var nlls = new float[ids.Length];
-        for (int i = 0; i < ids.Length; i++)
-        {
-            if (targets[i] < 0) continue;
-            var row = values.Slice(i * v, v);
-            double max = double.NegativeInfinity, sum = 0;
-            foreach (float z in row) max = Math.Max(max, z);
-            foreach (float z in row) sum += Math.Exp(z - max);
-            nlls[i] = (float)(max + Math.Log(sum) - row[targets[i]]);
-        }
-        return nlls;
     }
 
     /// <summary>Mean NLL, exp of it, and llama.cpp's +/- on the perplexity (null for fewer than 2 values), in float64.</summary>

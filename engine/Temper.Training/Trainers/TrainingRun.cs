@@ -84,7 +84,12 @@ public sealed class TrainingRun : IDisposable
         var (saveEmbed, saveHead) = ValidateModulesToSave(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
-        if (File.Exists(Path.Combine(o.ModelDir, "config.json"))) ModelConfig.Load(o.ModelDir).RefuseMoe("training");
+        // before the output folder is made: what mixture-of-experts training does not support
+        if (File.Exists(Path.Combine(o.ModelDir, "config.json")) && ModelConfig.Load(o.ModelDir) is { Moe: { } moe } moeConfig)
+        {
+            if (moe.OutputRouterLogits)
+                throw new TemperException($"{moeConfig.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper's mixture-of-experts training does not implement that loss: set it to false to train on the cross-entropy alone");
+        }
         Directory.CreateDirectory(o.OutDir);
         var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try
