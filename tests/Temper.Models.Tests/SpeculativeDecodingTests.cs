@@ -276,9 +276,8 @@ public class SpeculativeDecodingTests
     {
         var lm = Llama.Value;
         var tok = lm.RequireTokenizer();
-        var json = JsonConstraint.ForSchema(TokenVocabulary.From(tok, lm.EosIds()),
-            """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""");
-        var noSpace = Enumerable.Range(0, lm.Config.VocabSize).Where(id => tok.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
+        var json = SpeculationFixtures.NineOnes(tok, lm.EosIds());
+        var noSpace = SpeculationFixtures.NoWhitespace(tok, lm.Config.VocabSize);
         var prompt = tok.Encode("{\"a\":[1,1,1,1],\"b\":[1,1,1]}\n{\"a\":[1,1").ToArray();
         var gen = new Generator(lm.Decoder);
         int accepted = 0;

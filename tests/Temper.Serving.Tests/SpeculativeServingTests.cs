@@ -132,11 +132,10 @@ public sealed class SpeculativeServingTests
         using var lm = LanguageModel.Load(ServingFixtures.Model, be);
         var tokenizer = lm.RequireTokenizer();
         // A schema that leaves the model little but the repeated "1, " the prompt shows (and whitespace).
-        var json = Temper.Models.Constrained.JsonConstraint.ForSchema(Temper.Models.Constrained.TokenVocabulary.From(tokenizer, lm.EosIds()),
-            """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""");
+        var json = SpeculationFixtures.NineOnes(tokenizer, lm.EosIds());
         var prompt = tokenizer.Encode("{\"a\": [1, 1, 1, 1], \"b\": {\"a\": [1, 1, 1]}, \"c\": [1, 1, 1, 1, 1]}\n{\"a\": [1, 1").ToArray();
         // The random model favours whitespace, which the constraint allows between JSON tokens: biased away.
-        var noSpace = Enumerable.Range(0, lm.Config.VocabSize).Where(id => tokenizer.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
+        var noSpace = SpeculationFixtures.NoWhitespace(tokenizer, lm.Config.VocabSize);
         ServingRequest Request(SamplingOptions sampling) =>
             new() { PromptIds = prompt, MaxNewTokens = 64, EosIds = lm.EosIds(), Sampling = sampling with { Constraint = json, LogitBias = noSpace } };
         ServingRequest[] requests = [Request(new SamplingOptions()), Request(new SamplingOptions { Greedy = false, Temperature = 0.7f, Seed = 4 }), Request(new SamplingOptions { Greedy = false, Temperature = 1f, Seed = 9 })];

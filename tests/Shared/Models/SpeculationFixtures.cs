@@ -4,10 +4,15 @@
 //     with large weights (initializer range 0.35), so its next-token distributions are peaked and varied;
 //   ExactDistribution: the probability of every continuation of `tokens` tokens, the product along it of the
 //     sampler's filtered next-token distributions (Sampler.Probabilities over a contiguous forward of the whole
-//     sequence so far, the penalties counting every earlier token): what sampled speculation must keep.
+//     sequence so far, the penalties counting every earlier token): what sampled speculation must keep;
+//   NineOnes / NoWhitespace: a JSON schema that leaves a model little but the repeated "1," a prompt of JSON shows
+//     (an object {"a": [nine 1s]}), and a logit bias of -100 on every token that decodes to whitespace only, which
+//     a random model favours and the constraint allows between JSON tokens, so prompt lookup's proposals get accepted.
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Models;
+using Temper.Models.Constrained;
+using Temper.Models.Text;
 
 namespace Temper.Tests;
 
@@ -58,4 +63,16 @@ public static class SpeculationFixtures
         Enumerate([.. prompt], 1);
         return exact;
     }
+
+    /// <summary>An object whose one field "a" is an array of exactly nine 1s.</summary>
+    public const string NineOnesSchema =
+        """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""";
+
+    /// <summary>The constraint of <see cref="NineOnesSchema"/> over the tokenizer's vocabulary.</summary>
+    public static JsonConstraint NineOnes(HfTokenizer tokenizer, IReadOnlyList<int> eosIds) =>
+        JsonConstraint.ForSchema(TokenVocabulary.From(tokenizer, eosIds), NineOnesSchema);
+
+    /// <summary>A logit bias of -100 on each of the <paramref name="vocabSize"/> tokens that decodes to whitespace only.</summary>
+    public static Dictionary<int, float> NoWhitespace(HfTokenizer tokenizer, int vocabSize) =>
+        Enumerable.Range(0, vocabSize).Where(id => tokenizer.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
 }
