@@ -24,8 +24,7 @@ namespace Temper.Tests;
 
 public class DoraTrainingTests
 {
-    private static readonly int[] Ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501];
-    private static readonly int[] Labels = [-100, -100, -100, 260, 31, 7, 400, 3, 88, 150, 42, 501];
+    private static readonly int[] Ids = TinyRows.Row12Ids, Labels = TinyRows.Row12Labels;
     private static readonly string[] Targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
     private static readonly LoraConfig Config = new(4, 8, false, Targets, null, 0) { UseDora = true }; // scale 2
 

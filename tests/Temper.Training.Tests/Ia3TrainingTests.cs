@@ -21,8 +21,7 @@ namespace Temper.Tests;
 
 public class Ia3TrainingTests
 {
-    private static readonly int[] Ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501];
-    private static readonly int[] Labels = [-100, -100, -100, 260, 31, 7, 400, 3, 88, 150, 42, 501];
+    private static readonly int[] Ids = TinyRows.Row12Ids, Labels = TinyRows.Row12Labels;
     private static int Count => Labels.Skip(1).Count(l => l != -100);
 
     private static SftOptions Options(string model, string outDir) => new()
