@@ -20,6 +20,18 @@ public sealed class ServeCliTests
 {
     private static string Model => Fixtures.Hf("llama-tiny");
 
+    /// <summary>`temper bench serve` on the fixture: that many requests of a prompt length and token count over that many adapters, and more flags.</summary>
+    private static CliResult BenchServe(int requests, int promptLen, int tokens, int adapters, params string[] more) =>
+        TemperCli.Run(["bench", "serve", "--model", Model, "--requests", $"{requests}", "--prompt-len", $"{promptLen}", "--tokens", $"{tokens}", "--adapters", $"{adapters}", .. more]);
+
+    /// <summary>Asserts that a run succeeded and printed every one of <paramref name="lines"/> (each a piece of its output); returns its output.</summary>
+    private static string AssertPrinted(CliResult r, params string[] lines)
+    {
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        foreach (string line in lines) Assert.Contains(line, r.Stdout);
+        return r.Stdout;
+    }
+
     [Fact]
     public async Task Serve_starts_on_a_free_port_and_lists_models()
     {
@@ -136,15 +148,9 @@ public sealed class ServeCliTests
         // A device pool of 30 blocks of 16 positions holds one bench adapter (18 blocks) beside the KV, a host
         // tier of 20 blocks holds one more, a disk tier the rest: the mixed run pushes adapters down to disk
         // and brings them back.
-        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "4", "--prompt-len", "8", "--tokens", "4", "--adapters", "2", "--threads", "1",
-            "--kv-blocks", "30", "--host-blocks", "20", "--disk-blocks", "64");
-        Assert.True(r.ExitCode == 0, r.Stderr);
-        Assert.Contains("16 tokens in", r.Stdout);
-        Assert.Contains("TTFT p50", r.Stdout);
-        Assert.Contains("inter-token p50", r.Stdout);
-        Assert.Contains("device: hits", r.Stdout);
-        Assert.Contains("2 adapters vs 1:", r.Stdout);
-        var mixed = r.Stdout[r.Stdout.IndexOf("2 adapters ", StringComparison.Ordinal)..];
+        string stdout = AssertPrinted(BenchServe(4, 8, 4, 2, "--threads", "1", "--kv-blocks", "30", "--host-blocks", "20", "--disk-blocks", "64"),
+            "16 tokens in", "TTFT p50", "inter-token p50", "device: hits", "2 adapters vs 1:");
+        var mixed = stdout[stdout.IndexOf("2 adapters ", StringComparison.Ordinal)..];
         string disk = mixed.Split('\n').First(l => l.TrimStart().StartsWith("disk:", StringComparison.Ordinal));
         Assert.Matches(@"adapters: hits [1-9]\d*, misses \d+, in [1-9]\d* B, out [1-9]\d* B", disk);
         Assert.Matches(@"prefetched \d+ \(\d+ ready when needed, \d+ dropped, \d+ held, \d+ skipped for lack of host room\), prefetch stall saved \d+\.\d\d ms, left \d+\.\d\d ms; adapters", disk); // KV block prefetches
@@ -164,7 +170,7 @@ public sealed class ServeCliTests
     [Fact]
     public void Bench_serve_with_an_adapter_larger_than_the_host_tier_is_one_line_and_exit_2()
     {
-        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "1", "--prompt-len", "4", "--tokens", "1", "--adapters", "1", "--threads", "1", "--host-blocks", "2");
+        var r = BenchServe(1, 4, 1, 1, "--threads", "1", "--host-blocks", "2");
         Assert.Equal(2, r.ExitCode);
         Assert.StartsWith("temper: adapter 'ad0' takes ", r.Stderr.Trim());
         Assert.EndsWith("more than the whole host tier (2 blocks)", r.Stderr.Trim());
@@ -174,13 +180,9 @@ public sealed class ServeCliTests
     [Fact]
     public void Bench_serve_samples_at_a_temperature_beside_speculation()
     {
-        var r = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "3", "--prompt-len", "8", "--tokens", "5", "--adapters", "0", "--threads", "1",
-            "--temperature", "0.8", "--speculative", "ngram", "--ngram-min", "1");
-        Assert.True(r.ExitCode == 0, r.Stderr);
-        Assert.Contains("sampled at temperature 0.8", r.Stdout);
-        Assert.Contains("base+ngram   15 tokens in", r.Stdout);
-        Assert.Contains("ngram speculation (K 4, n-grams 1..4):", r.Stdout);
-        var zero = TemperCli.Run("bench", "serve", "--model", Model, "--requests", "1", "--prompt-len", "4", "--tokens", "1", "--adapters", "0", "--temperature", "0");
+        AssertPrinted(BenchServe(3, 8, 5, 0, "--threads", "1", "--temperature", "0.8", "--speculative", "ngram", "--ngram-min", "1"),
+            "sampled at temperature 0.8", "base+ngram   15 tokens in", "ngram speculation (K 4, n-grams 1..4):");
+        var zero = BenchServe(1, 4, 1, 0, "--temperature", "0");
         Assert.Equal(2, zero.ExitCode);
         Assert.Equal("temper: --temperature must be > 0 (got 0); leave it out for greedy requests", zero.Stderr.Trim());
     }
@@ -193,9 +195,7 @@ public sealed class ServeCliTests
         {
             var r = TemperCli.Run("bench", "serve-sweep", "--model", Model, "--concurrency", "2,1", "--adapters", "2", "--prompt-len", "6", "--tokens", "3",
                 "--threads", "1", "--out", dir);
-            Assert.True(r.ExitCode == 0, r.Stderr);
-            foreach (var line in new[] { "concurrency    1, merged (base model)", "concurrency    1, 2 adapters", "concurrency    2, merged (base model)", "concurrency    2, 2 adapters" })
-                Assert.Contains(line, r.Stdout);
+            AssertPrinted(r, "concurrency    1, merged (base model)", "concurrency    1, 2 adapters", "concurrency    2, merged (base model)", "concurrency    2, 2 adapters");
             var points = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "serve-sweep.json")))!.AsArray();
             Assert.Equal(4, points.Count);
             Assert.All(points, q => Assert.True(q!["TokensPerSecond"]!.GetValue<double>() > 0));

@@ -12,6 +12,13 @@ public class TrainingCliTests
 {
     private static string Temp() => Directory.CreateTempSubdirectory("temper-train-cli-").FullName;
 
+    /// <summary>`temper VERB` (sft or dpo) on llama-tiny and its trainer/VERB.jsonl, writing to <paramref name="outDir"/>, with more flags.</summary>
+    private static CliResult Train(string verb, string outDir, params string[] flags)
+    {
+        string model = Fixtures.Hf("llama-tiny");
+        return TemperCli.Run([verb, "--model", model, "--data", Path.Combine(model, "trainer", verb + ".jsonl"), "--out", outDir, .. flags]);
+    }
+
     private static JsonNode Reference(string model, string method) =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(Fixtures.Hf(model), "trainer", "trainer_reference.json")))![method]!;
 
@@ -79,14 +86,12 @@ public class TrainingCliTests
     [Fact]
     public void Lora_dropout_is_trained_by_sft_recorded_and_refused_by_dpo()
     {
-        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
-        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "sft"),
-            "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
+        string dir = Temp();
+        var r = Train("sft", Path.Combine(dir, "sft"), "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
         Assert.Equal(0.05, cfg["lora_dropout"]!.GetValue<double>());
-        var dpo = TemperCli.Run("dpo", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", Path.Combine(dir, "dpo"),
-            "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
+        var dpo = Train("dpo", Path.Combine(dir, "dpo"), "--max-steps", "1", "--lora-r", "2", "--lora-dropout", "0.05");
         Assert.Equal(2, dpo.ExitCode);
         Assert.Contains("LoRA dropout 0.05 is supported by sft and pretrain only", dpo.Stderr);
         Directory.Delete(dir, true);
@@ -95,18 +100,15 @@ public class TrainingCliTests
     [Fact]
     public void Use_dora_trains_a_dora_adapter_with_sft_and_dpo_continues_it_and_full_refuses_it()
     {
-        string model = Fixtures.Hf("llama-tiny"), dir = Temp();
-        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "sft"),
-            "--max-steps", "1", "--lora-r", "2", "--use-dora");
+        string dir = Temp();
+        var r = Train("sft", Path.Combine(dir, "sft"), "--max-steps", "1", "--lora-r", "2", "--use-dora");
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "sft", "adapter_config.json")))!;
         Assert.True(cfg["use_dora"]!.GetValue<bool>());
-        var dpo = TemperCli.Run("dpo", "--model", model, "--data", Path.Combine(model, "trainer", "dpo.jsonl"), "--out", Path.Combine(dir, "dpo"),
-            "--max-steps", "1", "--init-adapter", Path.Combine(dir, "sft"));
+        var dpo = Train("dpo", Path.Combine(dir, "dpo"), "--max-steps", "1", "--init-adapter", Path.Combine(dir, "sft"));
         Assert.True(dpo.ExitCode == 0, dpo.Stderr + dpo.Stdout);
         Assert.True(JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "dpo", "adapter_config.json")))!["use_dora"]!.GetValue<bool>());
-        var bad = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", Path.Combine(dir, "bad"),
-            "--max-steps", "1", "--use-dora", "--full");
+        var bad = Train("sft", Path.Combine(dir, "bad"), "--max-steps", "1", "--use-dora", "--full");
         Assert.Equal(2, bad.ExitCode);
         Assert.Contains("--use-dora", bad.Stderr);
         Assert.Single(bad.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
@@ -117,8 +119,7 @@ public class TrainingCliTests
     public void Prompt_and_prefix_tuning_train_generate_plan_and_are_refused_where_they_have_no_meaning()
     {
         string model = Fixtures.Hf("llama-tiny"), dir = Temp(), pt = Path.Combine(dir, "pt");
-        var r = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", pt,
-            "--max-steps", "2", "--prompt-tuning", "3", "--prompt-tuning-init-text", "What is", "--lr", "0.05");
+        var r = Train("sft", pt, "--max-steps", "2", "--prompt-tuning", "3", "--prompt-tuning-init-text", "What is", "--lr", "0.05");
         Assert.True(r.ExitCode == 0, r.Stderr + r.Stdout);
         var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(pt, "adapter_config.json")))!;
         Assert.Equal("PROMPT_TUNING", cfg["peft_type"]!.GetValue<string>());
@@ -127,7 +128,7 @@ public class TrainingCliTests
         Assert.True(gen.ExitCode == 0, gen.Stderr + gen.Stdout);
         Assert.StartsWith("What is 1+1?", gen.Stdout);
         string px = Path.Combine(dir, "px");
-        var prefix = TemperCli.Run("sft", "--model", model, "--data", Path.Combine(model, "trainer", "sft.jsonl"), "--out", px, "--max-steps", "1", "--prefix-tuning", "2");
+        var prefix = Train("sft", px, "--max-steps", "1", "--prefix-tuning", "2");
         Assert.True(prefix.ExitCode == 0, prefix.Stderr + prefix.Stdout);
         Assert.Equal("PREFIX_TUNING", JsonNode.Parse(File.ReadAllText(Path.Combine(px, "adapter_config.json")))!["peft_type"]!.GetValue<string>());
         var genPrefix = TemperCli.Run("generate", "--model", model, "--adapter", px, "--prompt", "What is 1+1?", "--max-new-tokens", "3");

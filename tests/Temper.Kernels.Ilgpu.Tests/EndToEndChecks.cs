@@ -21,31 +21,11 @@ public abstract class EndToEndChecks(DeviceFixture device)
 
     private IlgpuBackend B => device.Backend;
 
-    private static (int[] Ids, int B) Ids(SafetensorsFile r, string name)
-    {
-        var t = r.Get(name);
-        return (t.Span<int>().ToArray(), t.Shape[0]);
-    }
-
     private float[] Down(Tensor t)
     {
         Assert.Same(B, t.Storage.Device);
         using var h = B.ToHost(t);
         return h.ToFloatArray();
-    }
-
-    private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, Func<int, bool>? include = null, double rel = 1e-4)
-    {
-        Assert.Equal(reference.Length, actual.Length);
-        float maxRef = 0, maxErr = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            if (include != null && !include(i)) continue;
-            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
-            maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
-        }
-        Assert.True(maxRef > 0, "reference is all zeros");
-        Assert.True(maxErr <= rel * maxRef, $"max abs error {maxErr:G4} exceeds {rel} x max|ref| = {rel * maxRef:G4}");
     }
 
     internal static double RelativeL2(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual)
@@ -81,14 +61,14 @@ public abstract class EndToEndChecks(DeviceFixture device)
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var lm = LanguageModel.Load(dir, B);
         Assert.Same(B, lm.Weights.Embed.Storage.Device);
-        var (ids, b) = Ids(r, "input_ids");
+        var (ids, b, _) = LogitParity.Ids(r, "input_ids");
         using var logits = lm.Logits(ids, b);
-        AssertClose(r.Get("logits").Floats, Down(logits));
+        LogitParity.AssertClose(r.Get("logits").Floats, Down(logits));
         // The same ids with the padding mask: compare the real positions only.
         var mask = r.Get("attention_mask").ToFloatArray().Select(x => (int)x).ToArray();
         using var masked = lm.Logits(ids, b, mask);
         int v = lm.Config.VocabSize;
-        AssertClose(r.Get("masked_logits").Floats, Down(masked), i => mask[i / v] == 1);
+        LogitParity.AssertClose(r.Get("masked_logits").Floats, Down(masked), i => mask[i / v] == 1);
     }
 
     /// <summary>
@@ -117,7 +97,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
                 SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), bf16);
             }
             using var r = SafetensorsFile.Open(Path.Combine(src, "reference.safetensors"));
-            var (ids, b) = Ids(r, "input_ids");
+            var (ids, b, _) = LogitParity.Ids(r, "input_ids");
             using var lm = LanguageModel.Load(dir, B);
             Assert.Equal(DType.BF16, lm.Weights.Layers[0].Q.Weight.DType);
             using var cpuLm = LanguageModel.Load(dir, new Temper.Kernels.Cpu.CpuBackend());
@@ -131,8 +111,8 @@ public abstract class EndToEndChecks(DeviceFixture device)
                 if (B.TensorCores != tensorCores) continue; // no tensor cores on this device
                 using var logits = lm.Logits(ids, b);
                 var device = Down(logits);
-                if (!tensorCores) AssertClose(cpuLogits.Floats, device);
-                AssertClose(r.Get("logits").Floats, device, rel: 2e-2);
+                if (!tensorCores) LogitParity.AssertClose(cpuLogits.Floats, device);
+                LogitParity.AssertClose(r.Get("logits").Floats, device, rel: 2e-2);
             }
             B.TensorCores = defaultTensorCores;
         }
@@ -148,9 +128,9 @@ public abstract class EndToEndChecks(DeviceFixture device)
         string dir = Fixtures.Hf(name);
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var lm = LanguageModel.Load(dir, B, Path.Combine(dir, "adapter"));
-        var (ids, b) = Ids(r, "input_ids");
+        var (ids, b, _) = LogitParity.Ids(r, "input_ids");
         using var logits = lm.Logits(ids, b);
-        AssertClose(r.Get("lora.logits").Floats, Down(logits));
+        LogitParity.AssertClose(r.Get("lora.logits").Floats, Down(logits));
     }
 
     [Theory, MemberData(nameof(Models))]
@@ -224,8 +204,8 @@ public abstract class EndToEndChecks(DeviceFixture device)
         using var logits = lm.Logits(ids, 1);
         using var cpuLogits = cpu.Logits(ids, 1);
         var device = Down(logits);
-        AssertClose(cpuLogits.Floats, device);
-        AssertClose(Qwen3Tiny.Logits(ids, yarn: true).SelectMany(x => x).Select(x => (float)x).ToArray(), device);
+        LogitParity.AssertClose(cpuLogits.Floats, device);
+        LogitParity.AssertClose(Qwen3Tiny.Logits(ids, yarn: true).SelectMany(x => x).Select(x => (float)x).ToArray(), device);
         var options = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
         Assert.Equal(new Generator(cpu.Decoder).Generate([ids], options)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids], options)[0].GeneratedIds);
     }
@@ -241,7 +221,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
         using (var logits = lm.Logits(ids, 1))
         {
             var reference = Qwen3Tiny.Logits(ids);
-            AssertClose(reference.SelectMany(x => x).Select(x => (float)x).ToArray(), Down(logits));
+            LogitParity.AssertClose(reference.SelectMany(x => x).Select(x => (float)x).ToArray(), Down(logits));
         }
         using var cpu = LanguageModel.Load(Qwen3Tiny.Folder, new Temper.Kernels.Cpu.CpuBackend());
         var cpuGrads = BaseParameters(cpu.Weights).ToDictionary(p => p.Name, p => Tensor.Zeros(p.Param.Shape));
@@ -286,7 +266,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
             Assert.All(lm.Weights.Projections, p => Assert.Same(B, p.Nf4!.Codes.Storage.Device));
             using (var cl = cpu.Logits(ids, 2))
             using (var dl = lm.Logits(ids, 2))
-                AssertClose(cl.Floats, Down(dl));
+                LogitParity.AssertClose(cl.Floats, Down(dl));
             var o = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
             Assert.Equal(new Generator(cpu.Decoder).Generate([ids[..4]], o)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids[..4]], o)[0].GeneratedIds);
         }
@@ -308,7 +288,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
         lm.AttachPrompt(Tensor.FromFloats(new Shape(3, cpu.Config.HiddenSize), prompt));
         using (var cl = cpu.Logits(ids, 2))
         using (var dl = lm.Logits(ids, 2))
-            AssertClose(cl.Floats, Down(dl));
+            LogitParity.AssertClose(cl.Floats, Down(dl));
         var o = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
         Assert.Equal(new Generator(cpu.Decoder).Generate([ids[..4]], o)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids[..4]], o)[0].GeneratedIds);
         using var cpuGrad = Tensor.Zeros(cpu.Weights.PromptEmbeddings!.Shape);
@@ -334,7 +314,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
         lm.AttachPrefix(PrefixKv.FromPeft(values, 3, layers, width));
         using (var cl = cpu.Logits(ids, 2))
         using (var dl = lm.Logits(ids, 2))
-            AssertClose(cl.Floats, Down(dl));
+            LogitParity.AssertClose(cl.Floats, Down(dl));
         var o = new GenerationOptions { MaxNewTokens = 6, IgnoreEos = true };
         Assert.Equal(new Generator(cpu.Decoder).Generate([ids[..4]], o)[0].GeneratedIds, new Generator(lm.Decoder).Generate([ids[..4]], o)[0].GeneratedIds);
         var cpuParams = cpu.Weights.Prefix!.Named().Select(x => x.Value).ToArray();
@@ -386,7 +366,7 @@ public abstract class EndToEndChecks(DeviceFixture device)
         }
         using (var cl = cpu.Logits(ids, 1))
         using (var dl = lm.Logits(ids, 1))
-            AssertClose(cl.Floats, Down(dl));
+            LogitParity.AssertClose(cl.Floats, Down(dl));
         Tensor[] Params(List<LoraView> vs) => vs.SelectMany(v => new[] { v.A, v.B, v.Magnitude! }).ToArray();
         var cpuGrads = new Dictionary<Tensor, Tensor>(ReferenceEqualityComparer.Instance);
         foreach (var t in Params(cpuViews)) cpuGrads[t] = Tensor.Zeros(t.Shape);

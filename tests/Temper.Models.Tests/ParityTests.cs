@@ -1,6 +1,6 @@
 // End-to-end parity with transformers + PEFT on the fixture models (qwen3-yarn-tiny: YaRN RoPE scaling): logits (plain, padded, LoRA
 // unmerged, LoRA merged by us, the merged/ folder), greedy ids teacher-forced, and a config rewritten
-// in the transformers-4 form. Tolerance: max abs error <= 1e-4 x max|ref| (fixtures README).
+// in the transformers-4 form. Tolerance: max abs error <= 1e-4 x max|ref| (fixtures README; tests/Shared/LogitParity.cs).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -13,35 +13,15 @@ public class ParityTests
 {
     public static TheoryData<string> Models => new() { "llama-tiny", "qwen2-tiny", "qwen3-tiny", "qwen3-yarn-tiny" };
 
-    private static (int[] Ids, int B, int T) Ids(SafetensorsFile r, string name)
-    {
-        var t = r.Get(name);
-        return (t.Span<int>().ToArray(), t.Shape[0], t.Shape[1]);
-    }
-
-    private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, Func<int, bool>? include = null, double rel = 1e-4)
-    {
-        Assert.Equal(reference.Length, actual.Length);
-        float maxRef = 0, maxErr = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            if (include != null && !include(i)) continue;
-            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
-            maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
-        }
-        Assert.True(maxRef > 0, "reference is all zeros");
-        Assert.True(maxErr <= rel * maxRef, $"max abs error {maxErr:G4} exceeds {rel} x max|ref| = {rel * maxRef:G4}");
-    }
-
     [Theory, MemberData(nameof(Models))]
     public void Logits_match_transformers(string name)
     {
         string dir = Fixtures.Hf(name);
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var lm = LanguageModel.Load(dir, new CpuBackend());
-        var (ids, b, _) = Ids(r, "input_ids");
+        var (ids, b, _) = LogitParity.Ids(r, "input_ids");
         using var logits = lm.Logits(ids, b);
-        AssertClose(r.Get("logits").Floats, logits.Floats);
+        LogitParity.AssertClose(r.Get("logits").Floats, logits.Floats);
     }
 
     [Theory, MemberData(nameof(Models))]
@@ -50,12 +30,12 @@ public class ParityTests
         string dir = Fixtures.Hf(name);
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var lm = LanguageModel.Load(dir, new CpuBackend());
-        var (ids, b, t) = Ids(r, "input_ids");
+        var (ids, b, t) = LogitParity.Ids(r, "input_ids");
         var mask = r.Get("attention_mask").ToFloatArray().Select(x => (int)x).ToArray();
         Assert.Contains(0, mask);
         using var logits = lm.Logits(ids, b, mask);
         int v = lm.Config.VocabSize;
-        AssertClose(r.Get("masked_logits").Floats, logits.Floats, i => mask[i / v] == 1);
+        LogitParity.AssertClose(r.Get("masked_logits").Floats, logits.Floats, i => mask[i / v] == 1);
     }
 
     [Theory, MemberData(nameof(Models))]
@@ -65,9 +45,9 @@ public class ParityTests
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
         using var lm = LanguageModel.Load(dir, new CpuBackend(), Path.Combine(dir, "adapter"));
         Assert.All(lm.Weights.Projections, p => Assert.NotNull(p.Lora));
-        var (ids, b, _) = Ids(r, "input_ids");
+        var (ids, b, _) = LogitParity.Ids(r, "input_ids");
         using var logits = lm.Logits(ids, b);
-        AssertClose(r.Get("lora.logits").Floats, logits.Floats);
+        LogitParity.AssertClose(r.Get("lora.logits").Floats, logits.Floats);
     }
 
     [Theory, MemberData(nameof(Models))]
@@ -75,16 +55,16 @@ public class ParityTests
     {
         string dir = Fixtures.Hf(name);
         using var r = SafetensorsFile.Open(Path.Combine(dir, "reference.safetensors"));
-        var (ids, b, _) = Ids(r, "input_ids");
+        var (ids, b, _) = LogitParity.Ids(r, "input_ids");
         using (var lm = LanguageModel.Load(dir, new CpuBackend(), Path.Combine(dir, "adapter"), mergeAdapter: true))
         {
             Assert.All(lm.Weights.Projections, p => Assert.Null(p.Lora));
             using var logits = lm.Logits(ids, b);
-            AssertClose(r.Get("merged.logits").Floats, logits.Floats);
+            LogitParity.AssertClose(r.Get("merged.logits").Floats, logits.Floats);
         }
         using var merged = LanguageModel.Load(Path.Combine(dir, "merged"), new CpuBackend());
         using var mlogits = merged.Logits(ids, b);
-        AssertClose(r.Get("merged.logits").Floats, mlogits.Floats);
+        LogitParity.AssertClose(r.Get("merged.logits").Floats, mlogits.Floats);
     }
 
     [Theory, MemberData(nameof(Models))]
@@ -134,9 +114,9 @@ public class ParityTests
             using var r = SafetensorsFile.Open(Path.Combine(src, "reference.safetensors"));
             using var lm = LanguageModel.Load(dir, new CpuBackend());
             Assert.Equal(rp["rope_theta"]!.GetValue<double>(), lm.Config.Rope.Theta);
-            var (ids, b, _) = Ids(r, "input_ids");
+            var (ids, b, _) = LogitParity.Ids(r, "input_ids");
             using var logits = lm.Logits(ids, b);
-            AssertClose(r.Get("logits").Floats, logits.Floats);
+            LogitParity.AssertClose(r.Get("logits").Floats, logits.Floats);
         }
         finally
         {

@@ -233,20 +233,8 @@ public class SpeculativeDecodingTests
         return probs.Length - 1;
     }
 
-    // A 2-layer model over 8 tokens with large weights (peaked, varied distributions): target and draft differ by seed.
-    private static Decoder TinyVocab(int seed)
-    {
-        var cfg = new ModelConfig
-        {
-            ModelType = "llama", HiddenSize = 32, IntermediateSize = 64, NumLayers = 2, NumHeads = 2, NumKvHeads = 1, HeadDim = 16,
-            VocabSize = 8, RmsNormEps = 1e-5f, TieWordEmbeddings = true, AttentionBias = false, OutputBias = false, MlpBias = false,
-            MaxPositions = 64, Rope = new RopeSpec("default", 10000), InitializerRange = 0.35f,
-        };
-        var be = new CpuBackend(1);
-        return new Decoder(cfg, ModelWeights.Random(cfg, be, seed), be);
-    }
-
-    private static readonly Lazy<Decoder> Target8 = new(() => TinyVocab(1)), Draft8 = new(() => TinyVocab(2));
+    // SpeculationFixtures.TinyVocab: target and draft differ by seed.
+    private static readonly Lazy<Decoder> Target8 = new(() => SpeculationFixtures.TinyVocab(1)), Draft8 = new(() => SpeculationFixtures.TinyVocab(2));
 
     // End to end: the joint distribution of 4 sampled tokens (first from the prefill, then one verify step of K = 2
     // with its bonus token, or a rejection and more steps) against the exact one, the product of the target's
@@ -261,29 +249,7 @@ public class SpeculativeDecodingTests
         const int tokens = 4, runs = 6000;
         var sampling = new SamplingOptions { Greedy = false, Temperature = 0.9f, TopK = 3, RepetitionPenalty = 1.2f };
         var spec = new SpeculativeOptions { NumTokens = 2, NgramMin = 1, NgramMax = 2, Draft = method == "draft" ? Draft8.Value : null };
-        var exact = new Dictionary<string, double>();
-        var probe = new Sampler(sampling);
-        void Enumerate(List<int> seq, double prob)
-        {
-            if (seq.Count == prompt.Length + tokens)
-            {
-                exact[string.Join(",", seq.Skip(prompt.Length))] = prob;
-                return;
-            }
-            var ids = seq.ToArray();
-            using var cache = new KvCache(target.Config, target.Backend, 1, ids.Length);
-            using var logits = target.Forward(ids, Enumerable.Range(0, ids.Length).ToArray(), [], 1, cache, allPositions: false);
-            var p = new float[8];
-            probe.Probabilities(logits.Floats, ids, prompt.Length, p);
-            for (int x = 0; x < 8; x++)
-                if (p[x] > 0)
-                {
-                    seq.Add(x);
-                    Enumerate(seq, prob * p[x]);
-                    seq.RemoveAt(seq.Count - 1);
-                }
-        }
-        Enumerate([.. prompt], 1);
+        var exact = SpeculationFixtures.ExactDistribution(target, prompt, tokens, sampling);
 
         var counts = exact.Keys.ToDictionary(k => k, _ => 0);
         int proposed = 0, accepted = 0;
@@ -310,9 +276,8 @@ public class SpeculativeDecodingTests
     {
         var lm = Llama.Value;
         var tok = lm.RequireTokenizer();
-        var json = JsonConstraint.ForSchema(TokenVocabulary.From(tok, lm.EosIds()),
-            """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""");
-        var noSpace = Enumerable.Range(0, lm.Config.VocabSize).Where(id => tok.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
+        var json = SpeculationFixtures.NineOnes(tok, lm.EosIds());
+        var noSpace = SpeculationFixtures.NoWhitespace(tok, lm.Config.VocabSize);
         var prompt = tok.Encode("{\"a\":[1,1,1,1],\"b\":[1,1,1]}\n{\"a\":[1,1").ToArray();
         var gen = new Generator(lm.Decoder);
         int accepted = 0;

@@ -13,38 +13,20 @@ using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Native;
 using Temper.Native.Exports;
+using static Temper.Tests.NativeFixture;
 
 namespace Temper.Tests;
 
 public sealed unsafe class GenerateOptionsTests : IDisposable
 {
-    private static readonly string ModelDir = Fixtures.Hf("llama-tiny");
-
-    // "Return the absolute value of the argument." in the fixture's tokenizer.
-    private static readonly int[] Prompt = [508, 267, 263, 68, 85, 81, 78, 87, 270, 452, 511, 320, 267, 408, 16];
-
-    private readonly nint _model;
+    private readonly nint _model = LoadModel();
     private readonly LanguageModel _lm = LanguageModel.Load(ModelDir, new CpuBackend(1));
-
-    public GenerateOptionsTests()
-    {
-        var o = ModelExports.Defaults;
-        o.Threads = 1;
-        nint m;
-        fixed (byte* dir = Utf8Z(ModelDir))
-            Assert.True(((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(dir, &o, &m) == 0, LastError());
-        _model = m;
-    }
 
     public void Dispose()
     {
-        Assert.Equal(0, ((delegate* unmanaged<nint, int>)&ModelExports.ModelFree)(_model));
+        FreeModel(_model);
         _lm.Dispose();
     }
-
-    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
-
-    private static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
 
     private sealed record Run(int Status, int[] Ids, TemperGenerateResult Result, string Text);
 

@@ -13,35 +13,24 @@ namespace Temper.Tests;
 
 public abstract unsafe class NativeTrainingHarness : IDisposable
 {
-    protected static readonly string ModelDir = Fixtures.Hf("llama-tiny");
+    protected static readonly string ModelDir = NativeFixture.ModelDir;
     protected static readonly string SftData = Path.Combine(ModelDir, "trainer", "sft.jsonl");
 
-    // "Return the absolute value of the argument." in the fixture's tokenizer.
-    protected static readonly int[] Prompt = [508, 267, 263, 68, 85, 81, 78, 87, 270, 452, 511, 320, 267, 408, 16];
+    protected static readonly int[] Prompt = NativeFixture.Prompt;
 
-    protected readonly nint _model;
-
-    protected NativeTrainingHarness()
-    {
-        var o = ModelExports.Defaults;
-        o.Threads = 1;
-        nint m;
-        fixed (byte* dir = Utf8Z(ModelDir))
-            Assert.True(((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(dir, &o, &m) == 0, LastError());
-        _model = m;
-    }
+    protected readonly nint _model = NativeFixture.LoadModel();
 
     public void Dispose()
     {
-        Assert.Equal(0, ((delegate* unmanaged<nint, int>)&ModelExports.ModelFree)(_model));
+        NativeFixture.FreeModel(_model);
         GC.SuppressFinalize(this);
     }
 
     protected static bool Available => NativeTrainer.Available;
 
-    protected static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
+    protected static string LastError() => NativeFixture.LastError();
 
-    protected static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
+    protected static byte[] Utf8Z(string s) => NativeFixture.Utf8Z(s);
 
     /// <summary>Options as a host sets them for a quick run: every step on all six examples (so the losses of two steps
     /// compare), a constant learning rate.</summary>

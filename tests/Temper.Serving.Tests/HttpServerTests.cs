@@ -18,12 +18,6 @@ using Temper.Serving.Scheduling;
 
 namespace Temper.Serving.Tests;
 
-/// <summary>A raw HTTP answer: status, body text, and the body's JSON when it is JSON.</summary>
-public sealed record Reply(HttpStatusCode Status, string Text, JsonNode? Json)
-{
-    public string Message => (string?)Json?["error"]?["message"] ?? $"(no error message in '{Text}')";
-}
-
 public class ServerFixture : IAsyncLifetime
 {
     /// <summary>Whether the server takes POST /v1/load_lora_adapter and /v1/unload_lora_adapter (temper serve --allow-runtime-lora).</summary>
@@ -43,17 +37,9 @@ public class ServerFixture : IAsyncLifetime
     }
 
     /// <summary>POSTs a JSON body to <paramref name="path"/> (relative to the server's address).</summary>
-    public async Task<Reply> Post(string path, string body, CancellationToken cancel)
-    {
-        using var content = new StringContent(body, Encoding.UTF8, "application/json");
-        using var r = await Http.PostAsync(new Uri(Host.Address, path), content, cancel);
-        string text = await r.Content.ReadAsStringAsync(cancel);
-        JsonNode? json = null;
-        if (r.Content.Headers.ContentType?.MediaType == "application/json" && text.Length > 0) json = JsonNode.Parse(text);
-        return new Reply(r.StatusCode, text, json);
-    }
+    public Task<Reply> Post(string path, string body, CancellationToken cancel) => LoopbackServer.Post(Http, Host, path, body, cancel);
 
-    public OpenAIClient Client() => new(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(Host.Address, "v1") });
+    public OpenAIClient Client() => LoopbackServer.OpenAi(Host);
 
     public async ValueTask DisposeAsync()
     {
@@ -346,10 +332,10 @@ public sealed class HttpServerTests(ServerFixture f) : IClassFixture<ServerFixtu
         Assert.Equal(HttpStatusCode.Unauthorized, await Models("s3cre"));
         Assert.Equal(HttpStatusCode.OK, await Models("s3cret"));
         Assert.Equal(HttpStatusCode.OK, (await f.Http.GetAsync(new Uri(guarded.Address, "health"), Cancel)).StatusCode);
-        var client = new OpenAIClient(new ApiKeyCredential("s3cret"), new OpenAIClientOptions { Endpoint = new Uri(guarded.Address, "v1") });
+        var client = LoopbackServer.OpenAi(guarded, "s3cret");
         var answer = await client.GetChatClient("llama-tiny").CompleteChatAsync([new UserChatMessage("hi")], Greedy(3), Cancel);
         Assert.Equal(3, answer.Value.Usage.OutputTokenCount);
-        var refused = await Assert.ThrowsAsync<ClientResultException>(() => new OpenAIClient(new ApiKeyCredential("wrong"), new OpenAIClientOptions { Endpoint = new Uri(guarded.Address, "v1") })
+        var refused = await Assert.ThrowsAsync<ClientResultException>(() => LoopbackServer.OpenAi(guarded, "wrong")
             .GetChatClient("llama-tiny").CompleteChatAsync([new UserChatMessage("hi")], Greedy(3), Cancel));
         Assert.Equal(401, refused.Status);
     }

@@ -42,15 +42,9 @@ public sealed class ServeFlagsServer : IAsyncLifetime
         Host = await ServingHost.StartAsync(Model, "127.0.0.1", 0);
     }
 
-    public async Task<Reply> Post(string path, JsonObject body, CancellationToken cancel)
-    {
-        using var content = new StringContent(body.ToJsonString(), Encoding.UTF8, "application/json");
-        using var r = await Http.PostAsync(new Uri(Host.Address, path), content, cancel);
-        string text = await r.Content.ReadAsStringAsync(cancel);
-        return new Reply(r.StatusCode, text, r.Content.Headers.ContentType?.MediaType == "application/json" && text.Length > 0 ? JsonNode.Parse(text) : null);
-    }
+    public Task<Reply> Post(string path, JsonObject body, CancellationToken cancel) => LoopbackServer.Post(Http, Host, path, body.ToJsonString(), cancel);
 
-    public ChatClient Chat(string model) => new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(Host.Address, "v1") }).GetChatClient(model);
+    public ChatClient Chat(string model) => LoopbackServer.OpenAi(Host).GetChatClient(model);
 
     public async ValueTask DisposeAsync()
     {
@@ -280,7 +274,7 @@ public sealed class ServeFlagsTests(ServeFlagsServer f) : IClassFixture<ServeFla
         Assert.Equal(unset.Text, (await local.GetResponseAsync([new(ChatRole.User, "hi")], explicitOptions, Cancel)).Text);
         Assert.NotEqual(unset.Text, (await local.GetResponseAsync([new(ChatRole.User, "hi")], new ChatOptions { Temperature = 0, MaxOutputTokens = 9 }, Cancel)).Text);
         // And the server, given no fields either, answers the same.
-        var client = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient(served.BaseName);
+        var client = LoopbackServer.OpenAi(host).GetChatClient(served.BaseName);
         Assert.Equal(unset.Text, (await client.CompleteChatAsync(Hi, cancellationToken: Cancel)).Value.Content[0].Text);
     }
 }

@@ -132,11 +132,10 @@ public sealed class SpeculativeServingTests
         using var lm = LanguageModel.Load(ServingFixtures.Model, be);
         var tokenizer = lm.RequireTokenizer();
         // A schema that leaves the model little but the repeated "1, " the prompt shows (and whitespace).
-        var json = Temper.Models.Constrained.JsonConstraint.ForSchema(Temper.Models.Constrained.TokenVocabulary.From(tokenizer, lm.EosIds()),
-            """{"type": "object", "properties": {"a": {"type": "array", "items": {"const": 1}, "minItems": 9, "maxItems": 9}}, "required": ["a"], "additionalProperties": false}""");
+        var json = SpeculationFixtures.NineOnes(tokenizer, lm.EosIds());
         var prompt = tokenizer.Encode("{\"a\": [1, 1, 1, 1], \"b\": {\"a\": [1, 1, 1]}, \"c\": [1, 1, 1, 1, 1]}\n{\"a\": [1, 1").ToArray();
         // The random model favours whitespace, which the constraint allows between JSON tokens: biased away.
-        var noSpace = Enumerable.Range(0, lm.Config.VocabSize).Where(id => tokenizer.Decode([id]) is { Length: > 0 } t && string.IsNullOrWhiteSpace(t)).ToDictionary(id => id, _ => -100f);
+        var noSpace = SpeculationFixtures.NoWhitespace(tokenizer, lm.Config.VocabSize);
         ServingRequest Request(SamplingOptions sampling) =>
             new() { PromptIds = prompt, MaxNewTokens = 64, EosIds = lm.EosIds(), Sampling = sampling with { Constraint = json, LogitBias = noSpace } };
         ServingRequest[] requests = [Request(new SamplingOptions()), Request(new SamplingOptions { Greedy = false, Temperature = 0.7f, Seed = 4 }), Request(new SamplingOptions { Greedy = false, Temperature = 1f, Seed = 9 })];
@@ -162,19 +161,6 @@ public sealed class SpeculativeServingTests
         }
     }
 
-    // A 2-layer model over 8 tokens with large weights (peaked, varied distributions), as SpeculativeDecodingTests' TinyVocab.
-    private static Decoder TinyVocab()
-    {
-        var cfg = new ModelConfig
-        {
-            ModelType = "llama", HiddenSize = 32, IntermediateSize = 64, NumLayers = 2, NumHeads = 2, NumKvHeads = 1, HeadDim = 16,
-            VocabSize = 8, RmsNormEps = 1e-5f, TieWordEmbeddings = true, AttentionBias = false, OutputBias = false, MlpBias = false,
-            MaxPositions = 64, Rope = new RopeSpec("default", 10000), InitializerRange = 0.35f,
-        };
-        var be = new CpuBackend(1);
-        return new Decoder(cfg, ModelWeights.Random(cfg, be, 1), be);
-    }
-
     // The joint distribution of 4 sampled tokens (the first from the prefill, then verify steps of K = 2 with their
     // bonus token, or rejections and more steps) over 6000 seeds, against the exact one: the product of the filtered
     // next-token distributions along each sequence (Sampler.Probabilities over the contiguous decoder's logits, the
@@ -183,36 +169,14 @@ public sealed class SpeculativeServingTests
     [Fact]
     public async Task Sampled_speculation_keeps_the_samplers_distribution()
     {
-        var target = TinyVocab();
+        var target = SpeculationFixtures.TinyVocab(1);
         int[] prompt = [1, 2, 3, 1, 2, 3, 1, 2];
         const int tokens = 4, runs = 6000;
         var sampling = new SamplingOptions
         {
             Greedy = false, Temperature = 0.9f, TopK = 3, RepetitionPenalty = 1.2f, FrequencyPenalty = 0.4f, LogitBias = new Dictionary<int, float> { [5] = 0.5f },
         };
-        var exact = new Dictionary<string, double>();
-        var probe = new Sampler(sampling);
-        void Enumerate(List<int> seq, double prob)
-        {
-            if (seq.Count == prompt.Length + tokens)
-            {
-                exact[string.Join(",", seq.Skip(prompt.Length))] = prob;
-                return;
-            }
-            var ids = seq.ToArray();
-            using var cache = new KvCache(target.Config, target.Backend, 1, ids.Length);
-            using var logits = target.Forward(ids, Enumerable.Range(0, ids.Length).ToArray(), [], 1, cache, allPositions: false);
-            var p = new float[8];
-            probe.Probabilities(logits.Floats, ids, prompt.Length, p);
-            for (int x = 0; x < 8; x++)
-                if (p[x] > 0)
-                {
-                    seq.Add(x);
-                    Enumerate(seq, prob * p[x]);
-                    seq.RemoveAt(seq.Count - 1);
-                }
-        }
-        Enumerate([.. prompt], 1);
+        var exact = SpeculationFixtures.ExactDistribution(target, prompt, tokens, sampling);
 
         async Task<(string[] Draws, ServingStats Stats)> Run(SpeculativeOptions? spec)
         {

@@ -137,7 +137,7 @@ public sealed class ToolCallTests
         using var lm = LanguageModel.Load(Folder.Value, new CpuBackend(1));
         using var served = Serve(lm);
         await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
-        var chat = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient("scripted");
+        var chat = LoopbackServer.OpenAi(host).GetChatClient("scripted");
         var options = new ChatCompletionOptions { Temperature = 0, Tools = { WeatherTool } };
         OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("What is the weather in Paris?")];
 
@@ -179,7 +179,7 @@ public sealed class ToolCallTests
             AIFunctionFactory.Create((string zone) => { calls.Add("get_time " + zone); return "12:00"; }, "get_time", "The time in a zone"),
         };
         var options = new ChatOptions { Temperature = 0, Tools = tools, MaxOutputTokens = 32 };
-        IChatClient overHttp = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") })
+        IChatClient overHttp = LoopbackServer.OpenAi(host)
             .GetChatClient("scripted").AsIChatClient();
         foreach (var inner in new[] { overHttp, new TemperChatClient(served) })
         {
@@ -242,7 +242,7 @@ public sealed class ToolCallTests
         using var lm = LanguageModel.Load(folder, new CpuBackend(1));
         using var served = new ServedModel(lm, [], new ServingOptions { BlockSize = 16, Blocks = 128 }, ["scripted"]) { ToolCalls = ToolCallParser.Create("mistral") };
         await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
-        var chat = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient("scripted");
+        var chat = LoopbackServer.OpenAi(host).GetChatClient("scripted");
         OpenAI.Chat.ChatMessage[] messages = [new UserChatMessage("Weather?")];
         var whole = (await chat.CompleteChatAsync(messages, new ChatCompletionOptions { Temperature = 0, Tools = { WeatherTool } }, Cancel)).Value;
         Assert.Equal("Checking.", whole.Content.Single().Text);
@@ -279,7 +279,7 @@ public sealed class ToolCallTests
         using var lm = LanguageModel.Load(folder, new CpuBackend(1));
         using var served = Serve(lm, tools: false); // no --tool-call-parser: forced choices need none
         await using var host = await ServingHost.StartAsync(served, "127.0.0.1", 0);
-        var chat = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(host.Address, "v1") }).GetChatClient("scripted");
+        var chat = LoopbackServer.OpenAi(host).GetChatClient("scripted");
         var timeTool = ChatTool.CreateFunctionTool("get_time", "The time in a zone",
             BinaryData.FromString("""{"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}"""));
         ChatCompletionOptions Options() => new()

@@ -21,8 +21,7 @@ namespace Temper.Tests;
 
 public class Ia3TrainingTests
 {
-    private static readonly int[] Ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501];
-    private static readonly int[] Labels = [-100, -100, -100, 260, 31, 7, 400, 3, 88, 150, 42, 501];
+    private static readonly int[] Ids = TinyRows.Row12Ids, Labels = TinyRows.Row12Labels;
     private static int Count => Labels.Skip(1).Count(l => l != -100);
 
     private static SftOptions Options(string model, string outDir) => new()
@@ -188,43 +187,19 @@ public class Ia3TrainingTests
     [Fact]
     public void Ia3_over_an_nf4_base_equals_ia3_over_the_dequantized_model()
     {
-        string dir = QLoraParityTests.CopyModel("llama-tiny");
-        string? plainDir = null;
-        try
+        (double, TrainableParameters) Step(LanguageModel lm)
         {
-            (double, TrainableParameters) Step(LanguageModel lm)
+            var be = lm.Decoder.Backend;
+            foreach (var p in lm.Weights.Projections.Where(p => p.Name.EndsWith("k_proj", StringComparison.Ordinal) || p.Name.EndsWith("v_proj", StringComparison.Ordinal) || p.Name.EndsWith("down_proj", StringComparison.Ordinal)))
             {
-                var be = lm.Decoder.Backend;
-                foreach (var p in lm.Weights.Projections.Where(p => p.Name.EndsWith("k_proj", StringComparison.Ordinal) || p.Name.EndsWith("v_proj", StringComparison.Ordinal) || p.Name.EndsWith("down_proj", StringComparison.Ordinal)))
-                {
-                    bool ff = p.Name.EndsWith("down_proj", StringComparison.Ordinal);
-                    int n = ff ? p.In : p.Out;
-                    p.Ia3 = Ia3View.Create(be, Tensor.FromFloats(new Shape(n), Enumerable.Range(0, n).Select(i => (float)(1 + 0.3 * Math.Sin(i))).ToArray()), ff);
-                }
-                var ps = TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
-                return (new DecoderBackprop(lm.Decoder).Run(Ids, Labels, [], 1, 1f / Count, ps.GradOf).Sum() / Count, ps);
+                bool ff = p.Name.EndsWith("down_proj", StringComparison.Ordinal);
+                int n = ff ? p.In : p.Out;
+                p.Ia3 = Ia3View.Create(be, Tensor.FromFloats(new Shape(n), Enumerable.Range(0, n).Select(i => (float)(1 + 0.3 * Math.Sin(i))).ToArray()), ff);
             }
-            using var q = LanguageModel.Load(dir, new CpuBackend(), qlora: true);
-            Assert.All(q.Weights.Projections, p => Assert.NotNull(p.Nf4));
-            plainDir = QLoraParityTests.DequantizedCopy(dir, q);
-            using var plain = LanguageModel.Load(plainDir, new CpuBackend());
-            var (lossQ, psQ) = Step(q);
-            var (lossP, psP) = Step(plain);
-            using var _q = psQ;
-            using var _p = psP;
-            Assert.True(Math.Abs(lossQ - lossP) <= 1e-5 * Math.Abs(lossP), $"IA3 over NF4 loss {lossQ:R}, dequantised model {lossP:R}");
-            Assert.Equal(psP.All.Select(p => p.Name), psQ.All.Select(p => p.Name));
-            for (int i = 0; i < psP.All.Count; i++)
-            {
-                double err = GradientParityTests.RelativeL2(psP.All[i].Grad.Floats, psQ.All[i].Grad.Floats);
-                Assert.True(err < 1e-4, $"{psQ.All[i].Name}: relative L2 error {err:G3}");
-            }
+            var ps = TrainableParameters.Lora(lm.Weights, lm.Decoder.Backend);
+            return (new DecoderBackprop(lm.Decoder).Run(Ids, Labels, [], 1, 1f / Count, ps.GradOf).Sum() / Count, ps);
         }
-        finally
-        {
-            Directory.Delete(dir, true);
-            if (plainDir != null) Directory.Delete(plainDir, true);
-        }
+        QLoraParityTests.AssertNf4EqualsDequantized("IA3 over NF4", Step);
     }
 
     [Fact]

@@ -10,14 +10,12 @@ using Temper.Training.Lora;
 using AdamW = Temper.Training.Optim.AdamW;
 using Temper.Training.Optim;
 using Temper.Training.Trainers;
+using static Temper.Tests.TinyRows;
 
 namespace Temper.Tests;
 
 public sealed class LoraPlusTests
 {
-    private static readonly int[] Ids = [1, 40, 41, 42, 43, 50, 51, 52, 1, 60, 61, 62, 63, 64, 65, 2];
-    private static readonly int[] Labels = [-100, -100, 41, 42, 43, 50, 51, 52, -100, -100, 61, 62, 63, 64, 65, 2];
-
     [Theory]
     [InlineData(1f, false)]
     [InlineData(16f, false)]

@@ -12,31 +12,15 @@ using Temper.Models;
 using Temper.Training;
 using Temper.Training.Preference;
 using Temper.Training.Trainers;
+using static Temper.Tests.TinyRows;
 
 namespace Temper.Tests;
 
 public sealed class ModulesToSaveTrainingTests
 {
-    private static readonly int[] Ids = [1, 40, 41, 42, 43, 50, 51, 52, 1, 60, 61, 62, 63, 64, 65, 2];
-    private static readonly int[] Labels = [-100, -100, 41, 42, 43, 50, 51, 52, -100, -100, 61, 62, 63, 64, 65, 2];
-
-    private static string Model => Fixtures.Hf("llama-tiny");
-
     private static JsonObject[] Metrics(string dir) => RunMetrics.Read(dir);
 
-    private static SftOptions Sft(string outDir) => new()
-    {
-        ModelDir = Model,
-        DataPath = Path.Combine(Model, "trainer", "sft.jsonl"),
-        OutDir = outDir,
-        ModulesToSave = ["embed_tokens", "lm_head"],
-        LoraRank = 4,
-        LoraAlpha = 8,
-        BatchSize = 3,
-        MaxSteps = 6,
-        LearningRate = 0.01f,
-        Seed = 3,
-    };
+    private static SftOptions Sft(string outDir) => ShortSft(outDir) with { ModulesToSave = ["embed_tokens", "lm_head"], LoraRank = 4, LoraAlpha = 8, LearningRate = 0.01f };
 
     // The copies (and every LoRA B) moved off the base, as training would.
     private static void Perturb(TrainableParameters ps, int seed)

@@ -10,29 +10,15 @@ using Temper.Training;
 using Temper.Training.Lora;
 using Temper.Training.Preference;
 using Temper.Training.Trainers;
+using static Temper.Tests.TinyRows;
 
 namespace Temper.Tests;
 
 public sealed class PrefixTuningTrainingTests
 {
-    private static readonly int[] Ids = [1, 40, 41, 42, 43, 50, 51, 52, 1, 60, 61, 62, 63, 64, 65, 2];
-    private static readonly int[] Labels = [-100, -100, 41, 42, 43, 50, 51, 52, -100, -100, 61, 62, 63, 64, 65, 2];
-
-    private static string Model => Fixtures.Hf("llama-tiny");
-
     private static JsonObject[] Metrics(string dir) => RunMetrics.Read(dir);
 
-    private static SftOptions Sft(string outDir) => new()
-    {
-        ModelDir = Model,
-        DataPath = Path.Combine(Model, "trainer", "sft.jsonl"),
-        OutDir = outDir,
-        PrefixTuningTokens = 3,
-        BatchSize = 3,
-        MaxSteps = 6,
-        LearningRate = 0.05f,
-        Seed = 3,
-    };
+    private static SftOptions Sft(string outDir) => ShortSft(outDir) with { PrefixTuningTokens = 3 };
 
     [Fact]
     public void A_prefix_of_computed_keys_and_values_gives_the_written_tokens_loss()
@@ -127,9 +113,6 @@ public sealed class PrefixTuningTrainingTests
 // f32 model holding the dequantised weights (as QLoraParityTests checks for LoRA).
 public sealed class VirtualTokensOverNf4Tests
 {
-    private static readonly int[] Ids = [1, 40, 41, 42, 43, 50, 51, 52, 1, 60, 61, 62, 63, 64, 65, 2];
-    private static readonly int[] Labels = [-100, -100, 41, 42, 43, 50, 51, 52, -100, -100, 61, 62, 63, 64, 65, 2];
-
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

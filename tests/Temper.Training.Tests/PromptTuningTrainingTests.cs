@@ -13,32 +13,17 @@ using Temper.Training.Lora;
 using Temper.Training.Preference;
 using Temper.Training.Reward;
 using Temper.Training.Trainers;
+using static Temper.Tests.TinyRows;
 
 namespace Temper.Tests;
 
 public sealed class PromptTuningTrainingTests
 {
-    private static readonly int[] Ids = [1, 40, 41, 42, 43, 50, 51, 52, 1, 60, 61, 62, 63, 64, 65, 2];
-    private static readonly int[] Labels = [-100, -100, 41, 42, 43, 50, 51, 52, -100, -100, 61, 62, 63, 64, 65, 2];
     private static readonly int[] Virtual = [70, 71, 72];
-
-    private static string Model => Fixtures.Hf("llama-tiny");
 
     private static JsonObject[] Metrics(string dir) => RunMetrics.Read(dir);
 
-    private static SftOptions Sft(string outDir) => new()
-    {
-        ModelDir = Model,
-        DataPath = Path.Combine(Model, "trainer", "sft.jsonl"),
-        OutDir = outDir,
-        PromptTuningTokens = 4,
-        PromptTuningInit = PromptTuningConfig.Text,
-        PromptTuningInitText = "What is",
-        BatchSize = 3,
-        MaxSteps = 6,
-        LearningRate = 0.05f,
-        Seed = 3,
-    };
+    private static SftOptions Sft(string outDir) => ShortSft(outDir) with { PromptTuningTokens = 4, PromptTuningInit = PromptTuningConfig.Text, PromptTuningInitText = "What is" };
 
     private static Tensor Rows(LanguageModel lm, int[] ids)
     {

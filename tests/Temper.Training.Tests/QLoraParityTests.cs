@@ -47,6 +47,41 @@ public class QLoraParityTests
         return dst;
     }
 
+    /// <summary>Runs <paramref name="step"/> (a forward and backward pass giving the loss and the trainable parameters with their
+    /// gradients) over the NF4 (--qlora) load of a copy of llama-tiny and over the plain load of its dequantised copy; asserts the
+    /// losses within 1e-5 relative, the same parameters by name, and every gradient within 1e-4 relative L2.
+    /// <paramref name="more"/> gets the parameters (dequantised, NF4) for the caller's own checks.</summary>
+    internal static void AssertNf4EqualsDequantized(string what, Func<LanguageModel, (double Loss, TrainableParameters Params)> step,
+        Action<TrainableParameters, TrainableParameters>? more = null)
+    {
+        string dir = CopyModel("llama-tiny");
+        string? plainDir = null;
+        try
+        {
+            using var q = LanguageModel.Load(dir, new CpuBackend(), qlora: true);
+            Assert.All(q.Weights.Projections, p => Assert.NotNull(p.Nf4));
+            plainDir = DequantizedCopy(dir, q);
+            using var plain = LanguageModel.Load(plainDir, new CpuBackend());
+            var (lossQ, psQ) = step(q);
+            var (lossP, psP) = step(plain);
+            using var _q = psQ;
+            using var _p = psP;
+            Assert.True(Math.Abs(lossQ - lossP) <= 1e-5 * Math.Abs(lossP), $"{what} loss {lossQ:R}, dequantised model {lossP:R}");
+            Assert.Equal(psP.All.Select(p => p.Name), psQ.All.Select(p => p.Name));
+            more?.Invoke(psP, psQ);
+            for (int i = 0; i < psP.All.Count; i++)
+            {
+                double err = GradientParityTests.RelativeL2(psP.All[i].Grad.Floats, psQ.All[i].Grad.Floats);
+                Assert.True(err < 1e-4, $"{psQ.All[i].Name}: relative L2 error {err:G3}");
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+            if (plainDir != null) Directory.Delete(plainDir, true);
+        }
+    }
+
     private static (double Loss, TrainableParameters Params) Step(LanguageModel lm, string fixture)
     {
         using var r = SafetensorsFile.Open(Path.Combine(Fixtures.Hf(fixture), "reference.safetensors"));

@@ -12,8 +12,7 @@ namespace Temper.Tests;
 
 public class Qwen3TrainingTests
 {
-    private static readonly int[] Ids = [5, 17, 99, 260, 31, 7, 400, 3, 88, 150, 42, 501];
-    private static readonly int[] Labels = [-100, -100, -100, 260, 31, 7, 400, 3, 88, 150, 42, 501];
+    private static readonly int[] Ids = TinyRows.Row12Ids, Labels = TinyRows.Row12Labels;
 
     private static (double Loss, Dictionary<string, float[]> Grads) Backprop(bool checkpointing)
     {
