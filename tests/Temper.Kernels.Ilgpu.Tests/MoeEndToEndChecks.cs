@@ -31,19 +31,6 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
         return h.ToFloatArray();
     }
 
-    private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, double rel)
-    {
-        Assert.Equal(reference.Length, actual.Length);
-        float maxRef = 0, maxErr = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
-            maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
-        }
-        Assert.True(maxRef > 0, "reference is all zeros");
-        Assert.True(maxErr <= rel * maxRef, $"max abs error {maxErr:G4} exceeds {rel} x max|ref| = {rel * maxRef:G4}");
-    }
-
     [Theory, MemberData(nameof(Variants))]
     public void Logits_of_a_padded_batch_give_the_cpu_backends_and_the_float64_forwards(string name)
     {
@@ -58,9 +45,9 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
         using var cpu = cpuLm.Logits(ids, 2, mask);
         int v = MoeTiny.Vocab;
         var real = Enumerable.Range(0, ids.Length).Where(i => mask[i] == 1).ToArray();
-        AssertClose(real.SelectMany(i => cpu.Floats.Slice(i * v, v).ToArray()).ToArray(), real.SelectMany(i => device.AsSpan(i * v, v).ToArray()).ToArray(), 1e-5);
+        LogitParity.AssertClose(real.SelectMany(i => cpu.Floats.Slice(i * v, v).ToArray()).ToArray(), real.SelectMany(i => device.AsSpan(i * v, v).ToArray()).ToArray(), rel: 1e-5);
         var reference = m.Logits(A).SelectMany(r => r.Select(x => (float)x)).ToArray();
-        AssertClose(reference, device.AsSpan(0, t * v), 1e-4);
+        LogitParity.AssertClose(reference, device.AsSpan(0, t * v), rel: 1e-4);
     }
 
     [Fact]
@@ -75,7 +62,7 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
         Assert.All(moe, p => Assert.Same(B, p.Nf4!.Codes.Storage.Device));
         using var logits = lm.Logits(Bseq, 1);
         using var cpu = cpuLm.Logits(Bseq, 1);
-        AssertClose(cpu.Floats, Down(logits), 1e-5);
+        LogitParity.AssertClose(cpu.Floats, Down(logits), rel: 1e-5);
     }
 
     [Fact]
@@ -124,7 +111,7 @@ public abstract class MoeEndToEndChecks(DeviceFixture device)
         var cpu = LoraGradients(new CpuBackend());
         Assert.Equal(cpu.Keys.Order(), device.Keys.Order());
         foreach (var (name, g) in cpu)
-            if (g.Any(x => x != 0)) AssertClose(g, device[name], 1e-4);
+            if (g.Any(x => x != 0)) LogitParity.AssertClose(g, device[name], rel: 1e-4);
             else Assert.All(device[name], x => Assert.Equal(0f, x)); // an expert no token went to
     }
 

@@ -34,40 +34,6 @@ public class MoeNf4Tests
         return logits.ToFloatArray();
     }
 
-    private static void AssertClose(float[] reference, float[] actual)
-    {
-        Assert.Equal(reference.Length, actual.Length);
-        float maxRef = reference.Max(MathF.Abs), maxErr = 0;
-        for (int i = 0; i < reference.Length; i++) maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
-        Assert.True(maxRef > 0, "reference is all zeros");
-        Assert.True(maxErr <= 1e-4 * maxRef, $"max abs error {maxErr:G4} exceeds 1e-4 x max|ref| = {1e-4 * maxRef:G4}");
-    }
-
-    /// <summary>
-    /// A copy of the plain model folder <paramref name="plainDir"/> with the weight of every NF4 projection of
-    /// <paramref name="quantized"/> replaced by its f32 dequantisation (its dense projections keep the folder's values),
-    /// as QLoraParityTests.DequantizedCopy makes one for the dense fixtures (that helper lives in the training tests).
-    /// </summary>
-    private static string DequantizedCopy(string plainDir, LanguageModel quantized)
-    {
-        string dst = TempFolder.Create("temper-moe-dequant");
-        foreach (var f in Directory.GetFiles(plainDir).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)))
-            File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
-        var be = quantized.Decoder.Backend;
-        var replaced = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var p in quantized.Weights.Projections.Where(p => p.Nf4 != null))
-        {
-            var w = Tensor.Zeros(p.Nf4!.Shape);
-            be.Nf4Dequantize(p.Nf4, w);
-            replaced[p.Name + ".weight"] = w;
-        }
-        using var src = SafetensorsFile.Open(Path.Combine(plainDir, "model.safetensors"));
-        var tensors = src.Entries.Select(e => new KeyValuePair<string, Tensor>(e.Name, replaced.GetValueOrDefault(e.Name) ?? src.Get(e.Name).ToF32())).ToList();
-        Assert.Equal(replaced.Count, tensors.Count(t => replaced.ContainsKey(t.Key)));
-        SafetensorsWriter.Write(Path.Combine(dst, "model.safetensors"), tensors);
-        return dst;
-    }
-
     // The HF weight names of every router, shared expert gate and expert projection of the model.
     private static string[] MoeWeightNames(LanguageModel lm) =>
         [.. lm.Weights.Layers.Where(l => l.Moe != null).SelectMany(l => l.Moe!.Projections).Select(p => p.Name + ".weight")];
@@ -87,12 +53,12 @@ public class MoeNf4Tests
             Assert.Equal((m.Experts, MoeTiny.Hidden), (moe.Router.Nf4!.Shape[0], moe.Router.Nf4.Shape[1]));
             if (m.SharedFfn > 0) Assert.Equal(new Shape(1, MoeTiny.Hidden), moe.SharedExpertGate!.Nf4!.Shape);
             nf4Logits = Logits(lm);
-            plain = DequantizedCopy(dir, lm);
+            plain = DequantizedModel.Copy(dir, lm);
         }
         using (var dense = LanguageModel.Load(plain, be))
         {
             Assert.All(dense.Weights.Projections, p => Assert.Null(p.Nf4));
-            AssertClose(Logits(dense), nf4Logits);
+            LogitParity.AssertClose(Logits(dense), nf4Logits);
         }
         // The quantisation was saved with every expert's tensors, and the second load reads it back to the same logits.
         using (var f = SafetensorsFile.Open(Path.Combine(dir, Nf4ModelFile.FileName)))
@@ -156,15 +122,15 @@ public class MoeNf4Tests
             }
             Assert.Equal(1 + 1 + 3, dense); // one sparse layer: its router, shared gate and expert 1's three projections
             bnbLogits = Logits(lm);
-            plain = DequantizedCopy(m.Folder, lm);
+            plain = DequantizedModel.Copy(m.Folder, lm);
         }
         using (var reference = LanguageModel.Load(plain, be))
-            AssertClose(Logits(reference), bnbLogits);
+            LogitParity.AssertClose(Logits(reference), bnbLogits);
         // Dense (as merging loads it): each quantised expert is nf4[code] * absmax exactly, the same model.
         using (var dequantized = LanguageModel.Load(dir, be, dequantize: true))
         {
             Assert.All(dequantized.Weights.Projections, p => Assert.Null(p.Nf4));
-            AssertClose(bnbLogits, Logits(dequantized));
+            LogitParity.AssertClose(bnbLogits, Logits(dequantized));
         }
     }
 

@@ -214,20 +214,6 @@ public class MoeTests
 
     public static TheoryData<string> FixtureModels => new() { "mixtral-tiny", "qwen3-moe-tiny", "qwen2-moe-tiny" };
 
-    private static void AssertClose(ReadOnlySpan<float> reference, ReadOnlySpan<float> actual, Func<int, bool>? include = null)
-    {
-        Assert.Equal(reference.Length, actual.Length);
-        float maxRef = 0, maxErr = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            if (include != null && !include(i)) continue;
-            maxRef = Math.Max(maxRef, Math.Abs(reference[i]));
-            maxErr = Math.Max(maxErr, Math.Abs(reference[i] - actual[i]));
-        }
-        Assert.True(maxRef > 0, "reference is all zeros");
-        Assert.True(maxErr <= 1e-4 * maxRef, $"max abs error {maxErr:G4} exceeds 1e-4 x max|ref| = {1e-4 * maxRef:G4}");
-    }
-
     [Theory, MemberData(nameof(FixtureModels))]
     public void MoeParity_logits_plain_and_masked_match_transformers(string name)
     {
@@ -238,11 +224,11 @@ public class MoeTests
         var ids = r.Get("input_ids");
         int b = ids.Shape[0];
         using var logits = lm.Logits(ids.Span<int>().ToArray(), b);
-        AssertClose(r.Get("logits").Floats, logits.Floats);
+        LogitParity.AssertClose(r.Get("logits").Floats, logits.Floats);
         var mask = r.Get("attention_mask").Span<int>().ToArray();
         Assert.Contains(0, mask);
         using var masked = lm.Logits(ids.Span<int>().ToArray(), b, mask);
-        AssertClose(r.Get("masked_logits").Floats, masked.Floats, i => mask[i / lm.Config.VocabSize] == 1);
+        LogitParity.AssertClose(r.Get("masked_logits").Floats, masked.Floats, i => mask[i / lm.Config.VocabSize] == 1);
     }
 
     [Theory, MemberData(nameof(FixtureModels))]

@@ -201,7 +201,7 @@ public sealed class MoeTrainingTests
         var (q, _) = WithLora(m, LanguageModel.Load(dir, new CpuBackend(), qlora: true));
         using var _q = q;
         Assert.All(q.Weights.Projections, p => Assert.NotNull(p.Nf4));
-        var (plain, _) = WithLora(m, LanguageModel.Load(QLoraParityTests.DequantizedCopy(dir, q), new CpuBackend()));
+        var (plain, _) = WithLora(m, LanguageModel.Load(DequantizedModel.Copy(dir, q), new CpuBackend()));
         using var _p = plain;
         var (lossQ, gradsQ) = Backprop(q, m, checkpointing: false, full: false);
         var (lossP, gradsP) = Backprop(plain, m, checkpointing: false, full: false);

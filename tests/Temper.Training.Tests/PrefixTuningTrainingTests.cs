@@ -120,7 +120,7 @@ public sealed class VirtualTokensOverNf4Tests
     {
         string dir = QLoraParityTests.CopyModel("llama-tiny");
         using var nf4 = LanguageModel.Load(dir, new CpuBackend(1), qlora: true);
-        using var plain = LanguageModel.Load(QLoraParityTests.DequantizedCopy(dir, nf4), new CpuBackend(1));
+        using var plain = LanguageModel.Load(DequantizedModel.Copy(dir, nf4), new CpuBackend(1));
         foreach (var lm in new[] { nf4, plain })
         {
             var local = new Random(3);

@@ -26,27 +26,6 @@ public class QLoraParityTests
         return dst;
     }
 
-    /// <summary>A copy of the model with every NF4 projection of <paramref name="quantized"/> replaced by its f32 dequantisation.</summary>
-    internal static string DequantizedCopy(string modelDir, LanguageModel quantized)
-    {
-        string dst = Directory.CreateTempSubdirectory("temper-dequant-").FullName;
-        foreach (var f in Directory.GetFiles(modelDir).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)))
-            File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
-        var be = quantized.Decoder.Backend;
-        var replaced = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var p in quantized.Weights.Projections)
-        {
-            var w = Tensor.Zeros(p.Nf4!.Shape);
-            be.Nf4Dequantize(p.Nf4, w);
-            replaced[p.Name + ".weight"] = w;
-        }
-        using var src = SafetensorsFile.Open(Path.Combine(modelDir, "model.safetensors"));
-        var tensors = src.Entries.Select(e => new KeyValuePair<string, Tensor>(e.Name, replaced.GetValueOrDefault(e.Name) ?? src.Get(e.Name).ToF32())).ToList();
-        Assert.Equal(replaced.Count, tensors.Count(t => replaced.ContainsKey(t.Key)));
-        SafetensorsWriter.Write(Path.Combine(dst, "model.safetensors"), tensors);
-        return dst;
-    }
-
     /// <summary>Runs <paramref name="step"/> (a forward and backward pass giving the loss and the trainable parameters with their
     /// gradients) over the NF4 (--qlora) load of a copy of llama-tiny and over the plain load of its dequantised copy; asserts the
     /// losses within 1e-5 relative, the same parameters by name, and every gradient within 1e-4 relative L2.
@@ -60,7 +39,7 @@ public class QLoraParityTests
         {
             using var q = LanguageModel.Load(dir, new CpuBackend(), qlora: true);
             Assert.All(q.Weights.Projections, p => Assert.NotNull(p.Nf4));
-            plainDir = DequantizedCopy(dir, q);
+            plainDir = DequantizedModel.Copy(dir, q);
             using var plain = LanguageModel.Load(plainDir, new CpuBackend());
             var (lossQ, psQ) = step(q);
             var (lossP, psP) = step(plain);
@@ -102,7 +81,7 @@ public class QLoraParityTests
         using var q = LanguageModel.Load(dir, be, adapter, qlora: true);
         Assert.All(q.Weights.Projections, p => Assert.NotNull(p.Nf4));
         Assert.True(File.Exists(Path.Combine(dir, Nf4ModelFile.FileName)));
-        string plainDir = DequantizedCopy(dir, q);
+        string plainDir = DequantizedModel.Copy(dir, q);
         using var plain = LanguageModel.Load(plainDir, be, adapter);
 
         var (lossQ, psQ) = Step(q, name);
@@ -127,7 +106,7 @@ public class QLoraParityTests
     {
         string dir = CopyModel("llama-tiny"), outQ = Directory.CreateTempSubdirectory("temper-qlora-run-").FullName, outP = Directory.CreateTempSubdirectory("temper-plain-run-").FullName;
         string plainDir;
-        using (var q = LanguageModel.Load(dir, new CpuBackend(), qlora: true)) plainDir = DequantizedCopy(dir, q);
+        using (var q = LanguageModel.Load(dir, new CpuBackend(), qlora: true)) plainDir = DequantizedModel.Copy(dir, q);
         SftOptions Options(string model, string output, bool qlora) => new()
         {
             ModelDir = model,
