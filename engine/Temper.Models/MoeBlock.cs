@@ -10,6 +10,9 @@
 // (ScaleRows) and scattered back into a zeroed [N,C] sum (EmbeddingBackward: sum[rows[i]] += y[i]), which is
 // then added to the residual, so every token's terms are summed in expert order from zero, as index_add_ does.
 // The shared expert runs on all N rows; its [N,1] gate logits come back to the host for the sigmoid (ScaleRows again).
+// An optional hook runs after each projection (the multi-LoRA server adds each row's own adapter there): it gets the
+// projection, its input and output ([m,In] -> [m,Out]) and which of the N rows those m rows are (null: all N in order),
+// so the router's adapted logits decide the routing and an expert's rows keep their request's adapter.
 using Temper.Core;
 
 namespace Temper.Models;
@@ -43,14 +46,22 @@ public sealed class MoeWeights(Projection router, MoeExpert[] experts, int topK,
     }
 }
 
+/// <summary>Called after projection p ran on input[m,In] into output[m,Out]; rows[m]: the block's rows they are (null: all N in order).</summary>
+public delegate void MoeProjectionHook(Projection p, Tensor input, Tensor output, int[]? rows);
+
 public static class MoeBlock
 {
-    /// <summary>x[N,C] += moe(hn[N,C]).</summary>
-    public static void AddTo(IBackend be, MoeWeights moe, Tensor hn, Tensor x)
+    /// <summary>x[N,C] += moe(hn[N,C]); <paramref name="hook"/> (optional) runs after every projection, before its output is used.</summary>
+    public static void AddTo(IBackend be, MoeWeights moe, Tensor hn, Tensor x, MoeProjectionHook? hook = null)
     {
         int n = hn.Shape.Rows, c = hn.Shape[-1], e = moe.Experts.Length;
+        void Project(Projection p, Tensor input, Tensor output, int[]? rows)
+        {
+            p.Forward(be, input, output);
+            hook?.Invoke(p, input, output, rows);
+        }
         using var logits = be.Zeros(new Shape(n, e));
-        moe.Router.Forward(be, hn, logits);
+        Project(moe.Router, hn, logits, null);
         var (chosen, weights) = Route(HostValues(be, logits), n, e, moe.TopK, moe.NormTopKProb);
 
         using var sum = be.Zeros(new Shape(n, c));
@@ -76,26 +87,26 @@ public static class MoeBlock
             using var y = be.Uninitialized(new Shape(m, c));
             var idx = rows.ToArray();
             be.Embedding(hn, idx, xe);
-            expert.Gate.Forward(be, xe, gate);
-            expert.Up.Forward(be, xe, up);
+            Project(expert.Gate, xe, gate, idx);
+            Project(expert.Up, xe, up, idx);
             be.SwiGlu(gate, up, gate);
-            expert.Down.Forward(be, gate, y);
+            Project(expert.Down, gate, y, idx);
             be.ScaleRows(y, scales.ToArray());
             be.EmbeddingBackward(y, idx, sum);
         }
         if (moe.SharedExpert is { } shared && moe.SharedExpertGate is { } sharedGate)
         {
             using var gateLogit = be.Zeros(new Shape(n, 1));
-            sharedGate.Forward(be, hn, gateLogit);
+            Project(sharedGate, hn, gateLogit, null);
             var sigmoid = HostValues(be, gateLogit).Select(z => 1f / (1f + MathF.Exp(-z))).ToArray();
             int fs = shared.Gate.Out;
             using var sGate = be.Uninitialized(new Shape(n, fs));
             using var sUp = be.Uninitialized(new Shape(n, fs));
             using var y = be.Uninitialized(new Shape(n, c));
-            shared.Gate.Forward(be, hn, sGate);
-            shared.Up.Forward(be, hn, sUp);
+            Project(shared.Gate, hn, sGate, null);
+            Project(shared.Up, hn, sUp, null);
             be.SwiGlu(sGate, sUp, sGate);
-            shared.Down.Forward(be, sGate, y);
+            Project(shared.Down, sGate, y, null);
             be.ScaleRows(y, sigmoid);
             be.Add(sum, y, sum);
         }

@@ -10,7 +10,8 @@
 // is one line naming it and exit 2; `--temperature T` samples the bench's requests (beside speculation too), a
 // temperature of 0 one line and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
 // the base model and writes its chart and JSON, and refuses a bad count in one line; the bench serves a
-// mixture-of-experts model (MoeTiny's Qwen2-MoE) with its random adapters on the projections outside the experts.
+// mixture-of-experts model (MoeTiny's Qwen2-MoE) with its random adapters on every projection, the router, experts and
+// shared expert included, each taking the blocks of all of them.
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 
@@ -159,12 +160,18 @@ public sealed class ServeCliTests
     [Fact]
     public void Bench_serve_runs_a_mixture_of_experts_model_with_adapters_beside_its_experts()
     {
-        // Qwen2-MoE (a dense layer 0, a sparse layer 1 with a shared expert): the random adapters take the dense MLP and
-        // the attention projections, not the router or experts, which the server would refuse.
-        var r = TemperCli.Run("bench", "serve", "--model", MoeTiny.Qwen2Moe.Folder, "--requests", "3", "--prompt-len", "6", "--tokens", "3", "--adapters", "2", "--threads", "1");
+        // Qwen2-MoE (a dense layer 0, a sparse layer 1 with a shared expert): the random adapters (rank 16 by default) take
+        // every layer projection, the dense MLP, router, experts, shared expert and its gate included.
+        var m = MoeTiny.Qwen2Moe;
+        var r = TemperCli.Run("bench", "serve", "--model", m.Folder, "--requests", "3", "--prompt-len", "6", "--tokens", "3", "--adapters", "2", "--threads", "1");
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("2 adapters vs 1:", r.Stdout);
         Assert.Contains("9 tokens in", r.Stdout);
+        var tiers = System.Text.RegularExpressions.Regex.Match(r.Stdout, @"blocks of (\d+) B \(each adapter takes (\d+)\)");
+        Assert.True(tiers.Success, r.Stdout);
+        long block = long.Parse(tiers.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        long bytes = m.Shapes().Where(w => w.Shape.Length == 2 && w.Name.StartsWith("model.layers.", StringComparison.Ordinal)).Sum(w => 16L * (w.Shape[0] + w.Shape[1]) * sizeof(float));
+        Assert.Equal((bytes + block - 1) / block, long.Parse(tiers.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
     }
 
     [Fact]

@@ -20,9 +20,10 @@
 // KvTiers.StoreAdapter), or dropped without tiers; TryAcquire brings it back from host or disk, or pads
 // it again from its folder. Rows are mapped from adapter index to slot with SlotOf. Adapters are added
 // and removed at run time; the tiers are reset (all slots empty, tier copies dropped) on each change.
-// On a mixture-of-experts base (Mixtral, Qwen3-MoE, Qwen2-MoE) an adapter may target the attention projections,
-// the dense layers' MLPs and lm_head (ServedProjections); the routed experts run per token group (MoeBlock), outside
-// the gathered op, so an adapter on a router, expert or shared expert is refused by Add, naming its folder and the module.
+// On a mixture-of-experts base (Mixtral, Qwen3-MoE, Qwen2-MoE) an adapter may target every layer projection
+// (ServedProjections: attention, dense MLPs, routers, experts, shared experts and their gates) and lm_head; expert
+// modules are stacked and paged like any other (an expert's A/B count in the adapter's bytes and blocks), and the
+// paged decoder applies them to each expert's gathered rows by slot (MoeBlock's projection hook).
 using System.Buffers;
 using System.Diagnostics;
 using Temper.Core;
@@ -43,7 +44,6 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
 
     private readonly IBackend _be;
     private readonly Dictionary<string, Projection> _projections;
-    private readonly HashSet<string> _moeModules;   // router and expert projections: not adapted in the server
     private readonly List<(string Name, LoraAdapter Adapter)> _adapters = [];
     private Module[] _modules = [];
     private DeviceStack[]? _stacks;              // built on first use (EnsureStacks), [_modules.Length] then
@@ -63,12 +63,10 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
     {
         _be = be;
         _projections = weights.Projections.Append(weights.LmHead).GroupBy(p => p.Name).ToDictionary(g => g.Key, g => g.First());
-        _moeModules = weights.Layers.Where(l => l.Moe != null).SelectMany(l => l.Moe!.Projections).Select(p => p.Name).ToHashSet();
     }
 
-    /// <summary>The projections a served adapter may target: all but a mixture-of-experts layer's router and experts (lm_head not included).</summary>
-    public static IEnumerable<Projection> ServedProjections(ModelWeights weights) =>
-        weights.Layers.SelectMany(l => l.Moe == null ? l.Projections : [l.Q, l.K, l.V, l.O]);
+    /// <summary>The projections a served adapter may target: every layer's (a mixture-of-experts layer's router, experts and shared expert included; lm_head not included).</summary>
+    public static IEnumerable<Projection> ServedProjections(ModelWeights weights) => weights.Projections;
 
     public int Count => _adapters.Count;
     /// <summary>Device slots: the most distinct adapters one step may use (as many as the attached pool could hold at once).</summary>
@@ -89,8 +87,6 @@ public sealed class AdapterStack : IPoolResidents, IDisposable
         DiscardPrefetches();
         foreach (var (module, (a, b)) in adapter.Modules)
         {
-            if (_moeModules.Contains(module))
-                throw new TemperException($"{adapter.Directory}: adapter module '{module}' is a mixture-of-experts router or expert projection, which the multi-LoRA server does not adapt (it serves LoRA on attention projections, dense MLPs and lm_head); merge the adapter (temper merge) and serve the merged model");
             if (!_projections.TryGetValue(module, out var p)) throw new TemperException($"{adapter.Directory}: adapter module '{module}' does not exist in the model");
             if (a.Shape[1] != p.In || b.Shape[0] != p.Out)
                 throw new TemperException($"{adapter.Directory}: adapter module '{module}' has A {a.Shape} and B {b.Shape}, the model's weight is [{p.Out},{p.In}]");

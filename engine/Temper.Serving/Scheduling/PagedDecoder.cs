@@ -6,8 +6,10 @@
 // through the gathered LoRA op (the base weights stay unmerged and shared): the step's adapters are
 // made resident in the device tier first, and rows index the op's stacks by device slot.
 // A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE) runs MoeBlock over all the step's rows at once: each
-// row is routed on its own, so a token's experts and its output do not depend on the batch it shares; adapters
-// reach its attention projections only (AdapterStack refuses router and expert modules). Dense layers (Qwen's
+// row is routed on its own, so a token's experts and its output do not depend on the batch it shares. Adapters reach
+// its router, experts and shared expert (and its gate) through MoeBlock's projection hook: the same gathered LoRA op,
+// over an expert's m gathered rows with their slots gathered alongside ([m] = rowAdapter[rows]); the router's LoRA
+// is added before routing, so a row on an adapted router may pick other experts. Dense layers (Qwen's
 // mlp_only_layers / decoder_sparse_step) keep the dense MLP, adapters included.
 // Rows are [N] = the items' tokens in order; logits come back on the host, [rows wanting them, V]: every row
 // of an item with AllLogits (prompt scoring), else the last row of an item with WantLogits.
@@ -86,6 +88,13 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
             p.Forward(be, input, output);
             if (anyAdapter && Adapters!.For(p.Name) is { } st) be.GatheredLoraLinear(input, st.A, st.B, st.Scales, rowAdapter, output);
         }
+        // A mixture-of-experts projection on rows[m] of the step's rows (null: all of them): their slots gathered alongside.
+        void ProjectMoe(Projection p, Tensor input, Tensor output, int[]? rows)
+        {
+            if (Adapters!.For(p.Name) is not { } st) return;
+            var slots = rows == null ? rowAdapter : Array.ConvertAll(rows, r => rowAdapter[r]);
+            if (slots.Any(s => s >= 0)) be.GatheredLoraLinear(input, st.A, st.B, st.Scales, slots, output);
+        }
 
         be.Embedding(w.Embed, ids, x);
         float scale = 1f / MathF.Sqrt(d);
@@ -107,7 +116,7 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
             be.RmsNorm(x, lw.PostAttentionNorm, cfg.RmsNormEps, hn);
             if (lw.Moe is { } moe)
             {
-                MoeBlock.AddTo(be, moe, hn, x);
+                MoeBlock.AddTo(be, moe, hn, x, anyAdapter ? ProjectMoe : null);
                 continue;
             }
             Project(lw.Gate, hn, gate!);

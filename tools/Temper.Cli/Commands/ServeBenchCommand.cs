@@ -6,7 +6,8 @@
 // the three K times, interleaved, and reports each one's best round (by tokens per CPU-second, which
 // a shared machine disturbs far less than wall time). Without --model it
 // builds a seeded random SmolLM-135M-shaped model; adapters are seeded random PEFT adapters (rank
-// --rank on all seven projections; on q/k/v/o only in a mixture-of-experts model's sparse layers)
+// --rank on all seven projections; in a mixture-of-experts model's sparse layers on q/k/v/o, the router, every
+// expert and the shared expert and its gate)
 // written to a temporary folder. Adapters live in the KV tiers: a resident adapter takes its bytes in
 // KV blocks of the device pool (--kv-blocks, default enough for the workload), and
 // evicted ones wait in the host tier (--host-blocks) or on disk (--disk-blocks, a temporary
@@ -138,7 +139,7 @@ internal static class ServeBenchCommand
         return cmd;
     }
 
-    /// <summary>A seeded random PEFT LoRA adapter (all seven projections of every layer) written to <paramref name="dir"/>.</summary>
+    /// <summary>A seeded random PEFT LoRA adapter (every projection of every layer, AdapterStack.ServedProjections) written to <paramref name="dir"/>.</summary>
     internal static string WriteRandomAdapter(string dir, ModelWeights w, int rank, int seed)
     {
         Directory.CreateDirectory(dir);
