@@ -11,7 +11,11 @@
 // tokens (inputs are gathered again in backward); backward sends each expert's rows' dy times the routing weight through
 // its SwiGLU, and dw[n,j] = dy[n] . expert_j(h[n]) back through the renormalisation and softmax to the router's logits
 // and through the router into d hn (top-k's choice is piecewise constant: no gradient); Qwen2-MoE's shared expert gets
-// dy * sigmoid(g) and its gate dg = (dy . shared(h)) s (1 - s). transformers' load-balancing loss (output_router_logits) is refused.
+// dy * sigmoid(g) and its gate dg = (dy . shared(h)) s (1 - s).
+// With RouterAuxLossCoef > 0 the pass also computes transformers' router load-balancing loss (load_balancing_loss_func) over
+// the M counted (layer, token) pairs of the sparse layers (tokens with mask 1; prefix tuning's virtual rows not counted):
+// f[e] = (times e is among a token's top k) / M, P[e] = sum of softmax(logits)[e] / M, aux = E sum_e f[e] P[e]; the
+// gradient is coef x d aux through P alone (the top-k counts are constants): d logits[n] += coef p (g - p . g), g = E f / M.
 // With GradientCheckpointing (and in any pass without gradients) the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
@@ -109,6 +113,16 @@ public sealed class DecoderBackprop(Decoder decoder)
         be.Add(x, device, x);
     }
 
+    /// <summary>
+    /// transformers' router load-balancing loss (config.json's output_router_logits, router_aux_loss_coef): when > 0, each pass
+    /// computes it (RouterAuxLoss) and a gradient pass adds coef x its gradient to the routers' logits. 0: off. null (the
+    /// default): the caller does not add it, so a gradient pass over a model whose config.json sets output_router_logits is refused.
+    /// </summary>
+    public double? RouterAuxLossCoef { get; set; }
+
+    /// <summary>The last pass's router load-balancing loss (NaN when it computed none).</summary>
+    public double RouterAuxLoss { get; private set; } = double.NaN;
+
     /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
     public long PeakActivationBytes { get; private set; }
 
@@ -174,8 +188,13 @@ public sealed class DecoderBackprop(Decoder decoder)
             for (int i = 0; i < n; i++) pos[i] = i % t;
 
         if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new TemperException($"LoRA dropout {LoraDropout} must be in [0, 1)");
-        if (gradOf != null && cfg.Moe is { OutputRouterLogits: true })
-            throw new TemperException($"{cfg.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper's mixture-of-experts training does not implement that loss: set it to false to train on the cross-entropy alone");
+        if (gradOf != null && RouterAuxLossCoef == null && cfg.Moe is { OutputRouterLogits: true })
+            throw new TemperException($"{cfg.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; this trainer does not add it (sft and pretrain do): set it to false to train on its own loss alone");
+        if (RouterAuxLossCoef is { } auxCheck && !(auxCheck >= 0)) throw new TemperException($"router aux loss coefficient {auxCheck} must be >= 0");
+        // The load-balancing loss's statistics, summed over the sparse layers in the forward (not in a checkpointed recompute).
+        var aux = RouterAuxLossCoef > 0 && cfg.Moe != null ? new RouterAuxStats(cfg.Moe.Experts, AuxCountedRows(mask, n, t, w.Prefix != null ? virtualRows : 0)) : null;
+        RouterAuxLoss = double.NaN;
+        float[]? auxGrad = null; // coef x d aux / d p[e] of each counted token (set after the forward)
         bool dropping = gradOf != null && LoraDropout > 0;
         var owned = new List<Tensor>();
         long live = 0;
@@ -218,12 +237,18 @@ public sealed class DecoderBackprop(Decoder decoder)
             {
                 var scratch = checkpointing ? new List<Tensor>() : owned;
                 acts[l] = ForwardLayer(l, x, scratch);
+                if (aux != null && acts[l].Moe is { } routed) aux.Add(routed.Logits, routed.Chosen, w.Layers[l].Moe!.TopK);
                 x = acts[l].XOut;
                 if (!checkpointing) continue;
                 scratch.Remove(x);
                 owned.Add(x);
                 Free(scratch);
                 acts[l] = new LayerActivations { XIn = acts[l].XIn, XOut = x };
+            }
+            if (aux != null)
+            {
+                RouterAuxLoss = aux.Loss();
+                if (gradOf != null && aux.Pairs > 0) auxGrad = aux.Gradient(RouterAuxLossCoef!.Value);
             }
             var rstdF = New(n);
             var hF = New(n, c);
@@ -539,6 +564,11 @@ public sealed class DecoderBackprop(Decoder decoder)
                 float dot = 0;
                 for (int x = 0; x < e; x++) dot += dp[x] * p[x];
                 for (int x = 0; x < e; x++) dLogits[i * e + x] = p[x] * (dp[x] - dot);
+                if (auxGrad == null || !aux!.Counted[i]) continue;
+                // the load-balancing loss through this token's softmax: d logits += p (g - p . g)
+                float pg = 0;
+                for (int x = 0; x < e; x++) pg += p[x] * auxGrad[x];
+                for (int x = 0; x < e; x++) dLogits[i * e + x] += p[x] * (auxGrad[x] - pg);
             }
             var dLogitsT = Track(temp, be.FromHost(Tensor.FromFloats(new Shape(n, e), dLogits, "d_router_logits")));
             ProjectBackward(moe.Router, dLogitsT, hn, dHn, false, a, grad);
@@ -639,6 +669,48 @@ public sealed class DecoderBackprop(Decoder decoder)
         be.DoraScale(g, ia3.Vector, ia3.Ones, null, g);
         if (accumulate) be.Add(dInput, g, dInput);
         else be.CopyRows(g, 0, dInput, 0, input.Shape.Rows);
+    }
+
+    // Which rows of [B,T] the load-balancing loss counts: mask 1 (all when no mask), not prefix tuning's P virtual rows per sequence.
+    private static bool[] AuxCountedRows(ReadOnlySpan<int> mask, int n, int t, int prefixRows)
+    {
+        var counted = new bool[n];
+        for (int i = 0; i < n; i++) counted[i] = (mask.IsEmpty || mask[i] != 0) && i % t >= prefixRows;
+        return counted;
+    }
+
+    /// <summary>transformers' load_balancing_loss_func over the sparse layers' router logits [N,E] of one pass: per expert, how
+    /// often it is among the counted tokens' top k and its summed routing probability, over Pairs (layer, token) pairs.</summary>
+    private sealed class RouterAuxStats(int experts, bool[] counted)
+    {
+        public bool[] Counted { get; } = counted;
+        public long Pairs { get; private set; }
+        private readonly double[] _chosen = new double[experts], _prob = new double[experts];
+
+        public void Add(float[] logits, int[] chosen, int k)
+        {
+            var p = new float[experts];
+            for (int i = 0; i < Counted.Length; i++)
+            {
+                if (!Counted[i]) continue;
+                MoeBlock.Softmax(logits.AsSpan(i * experts, experts), p);
+                for (int e = 0; e < experts; e++) _prob[e] += p[e];
+                for (int j = 0; j < k; j++) _chosen[chosen[i * k + j]]++;
+                Pairs++;
+            }
+        }
+
+        /// <summary>E sum_e f[e] P[e] (0 when no token is counted).</summary>
+        public double Loss()
+        {
+            if (Pairs == 0) return 0;
+            double sum = 0;
+            for (int e = 0; e < experts; e++) sum += _chosen[e] / Pairs * (_prob[e] / Pairs);
+            return experts * sum;
+        }
+
+        /// <summary>coef x d aux / d p[e] of one counted token's probabilities: coef E f[e] / M.</summary>
+        public float[] Gradient(double coef) => _chosen.Select(c => (float)(coef * experts * (c / Pairs) / Pairs)).ToArray();
     }
 
     // a[row i] . b[row j] over rows of width c, accumulated in f64

@@ -4,7 +4,9 @@
 // are renormalised to sum 1 (Mixtral always; Qwen norm_topk_prob, false when absent), which layers are sparse
 // (Mixtral all; Qwen layer i unless i is in mlp_only_layers or (i + 1) % decoder_sparse_step != 0; the others keep
 // a dense MLP of intermediate_size), and Qwen2-MoE's shared expert (shared_expert_intermediate_size, gated per token
-// by sigmoid(shared_expert_gate h)); output_router_logits (training refuses it: no load-balancing loss). Bad values are refused here, one line naming config.json and the field.
+// by sigmoid(shared_expert_gate h)); output_router_logits and router_aux_loss_coef (transformers' router load-balancing loss,
+// added to the training loss when output_router_logits; the coefficient defaults to 0.001, the Mixtral/Qwen2-MoE/Qwen3-MoE
+// config classes' default). Bad values are refused here, one line naming config.json and the field.
 using System.Text.Json.Nodes;
 using Temper.Core;
 
@@ -25,6 +27,8 @@ public sealed record MoeSpec
     public int SharedExpertIntermediateSize { get; init; }
     /// <summary>config.json's output_router_logits: transformers then adds router_aux_loss_coef x the load-balancing loss to the training loss.</summary>
     public bool OutputRouterLogits { get; init; }
+    /// <summary>config.json's router_aux_loss_coef (>= 0; 0.001 when absent, as the config classes default).</summary>
+    public double RouterAuxLossCoef { get; init; } = 0.001;
     /// <summary>The config key the expert count was read from (for messages).</summary>
     public required string ExpertsField { get; init; }
 
@@ -60,6 +64,8 @@ public sealed record MoeSpec
             shared = r.Int("shared_expert_intermediate_size");
             if (shared < 1) throw new TemperException($"{path}: field 'shared_expert_intermediate_size' must be >= 1 (got {shared})");
         }
+        double auxCoef = r.OptDouble("router_aux_loss_coef") ?? 0.001;
+        if (!(auxCoef >= 0) || double.IsInfinity(auxCoef)) throw new TemperException($"{path}: field 'router_aux_loss_coef' must be a finite number >= 0 (got {auxCoef})");
         return new MoeSpec
         {
             Experts = experts,
@@ -72,6 +78,7 @@ public sealed record MoeSpec
             ExpertsField = expertsField,
             SharedExpertIntermediateSize = shared,
             OutputRouterLogits = r.OptBool("output_router_logits") ?? false,
+            RouterAuxLossCoef = auxCoef,
         };
     }
 }

@@ -12,7 +12,9 @@
 // expert and dense widths, norm_topk_prob, mlp_only_layers and decoder_sparse_step. Router weights are drawn wider
 // than the rest so routing probabilities are well apart; the reference throws if a token's k-th and (k+1)-th
 // probabilities are within 1e-6 (a near-tie float32 could route the other way: pick another seed). Loss and WithLora
-// (W + s B A merged in float64) serve the training tests' central differences.
+// (W + s B A merged in float64) serve the training tests' central differences; RouterAuxLoss is transformers'
+// load_balancing_loss_func over every sparse layer's router logits of a padded batch's real tokens, written from its
+// definition (f[e]: share of (layer, token) pairs with e in their top k; P[e]: mean routing probability; E sum f P).
 using Temper.Core;
 using Temper.Core.SafeTensors;
 
@@ -193,7 +195,10 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
     }
 
     /// <summary>Logits [T, V] of one sequence by the float64 reference forward (of <paramref name="weights"/>, by HF name, when given).</summary>
-    public double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null)
+    public double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights = null) => Logits(ids, weights, null);
+
+    // routerLogits (when given) collects every sparse layer's router logits [E] of every token, layer by layer.
+    private double[][] Logits(int[] ids, IReadOnlyDictionary<string, double[]>? weights, List<double[]>? routerLogits)
     {
         var w = weights ?? Weights;
         var invFreq = Enumerable.Range(0, HeadDim / 2).Select(i => 1 / Math.Pow(Theta, 2.0 * i / HeadDim)).ToArray();
@@ -241,7 +246,7 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
                 var o = MatVec(w[p + "self_attn.o_proj.weight"], attn, Hidden);
                 for (int c = 0; c < Hidden; c++) x[i][c] += o[c];
                 var h2 = RmsNorm(x[i], w[p + "post_attention_layernorm.weight"]);
-                var mlp = IsSparse(l) ? SparseMlp(w, p + Module + ".", h2, $"layer {l} token {i}") : Mlp(w, p + "mlp.", ("gate_proj", "up_proj", "down_proj"), h2, DenseFfn);
+                var mlp = IsSparse(l) ? SparseMlp(w, p + Module + ".", h2, $"layer {l} token {i}", routerLogits) : Mlp(w, p + "mlp.", ("gate_proj", "up_proj", "down_proj"), h2, DenseFfn);
                 for (int c = 0; c < Hidden; c++) x[i][c] += mlp[c];
             }
         }
@@ -250,9 +255,10 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
     }
 
     // modeling_mixtral's MixtralSparseMoeBlock / modeling_qwen3_moe's Qwen3MoeSparseMoeBlock for one token.
-    private double[] SparseMlp(IReadOnlyDictionary<string, double[]> w, string m, double[] h, string where)
+    private double[] SparseMlp(IReadOnlyDictionary<string, double[]> w, string m, double[] h, string where, List<double[]>? routerLogits)
     {
         var logits = MatVec(w[m + "gate.weight"], h, Experts);
+        routerLogits?.Add(logits);
         double max = logits.Max(), sum = logits.Sum(z => Math.Exp(z - max));
         var prob = logits.Select(z => Math.Exp(z - max) / sum).ToArray();
         var order = Enumerable.Range(0, Experts).OrderByDescending(e => prob[e]).ThenBy(e => e).ToArray(); // stable: ties to the lower index
@@ -297,6 +303,47 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
             count++;
         }
         return sum / count;
+    }
+
+    /// <summary>
+    /// The float64 training objective of a batch of unpadded sequences: cross-entropy summed over every label token of all
+    /// of them divided by their count, plus coef x RouterAuxLoss of their real tokens (padding excluded, as transformers
+    /// excludes it given the attention mask); also returns the aux loss alone.
+    /// </summary>
+    public (double Total, double Aux) LossWithRouterAux(int[][] ids, int[][] labels, double coef, IReadOnlyDictionary<string, double[]>? weights = null)
+    {
+        var router = new List<double[]>();
+        double sum = 0;
+        int count = 0;
+        for (int s = 0; s < ids.Length; s++)
+        {
+            var logits = Logits(ids[s], weights, router);
+            for (int t = 0; t + 1 < ids[s].Length; t++)
+            {
+                if (labels[s][t + 1] == -100) continue;
+                double max = logits[t].Max(), lse = max + Math.Log(logits[t].Sum(z => Math.Exp(z - max)));
+                sum += lse - logits[t][labels[s][t + 1]];
+                count++;
+            }
+        }
+        double aux = RouterAuxLoss(router);
+        return (sum / count + coef * aux, aux);
+    }
+
+    // load_balancing_loss_func: p = softmax(z) per (layer, token) pair; its top k (ties to the lower index) counted per expert
+    private double RouterAuxLoss(List<double[]> routerLogits)
+    {
+        var chosen = new double[Experts];
+        var prob = new double[Experts];
+        foreach (var z in routerLogits)
+        {
+            double max = z.Max(), sum = z.Sum(v => Math.Exp(v - max));
+            var p = z.Select(v => Math.Exp(v - max) / sum).ToArray();
+            foreach (int e in Enumerable.Range(0, Experts).OrderByDescending(e => p[e]).ThenBy(e => e).Take(TopK)) chosen[e]++;
+            for (int e = 0; e < Experts; e++) prob[e] += p[e];
+        }
+        int pairs = routerLogits.Count;
+        return Experts * Enumerable.Range(0, Experts).Sum(e => chosen[e] / pairs * (prob[e] / pairs));
     }
 
     /// <summary>The weights with LoRA merged: W [Out,In] += s B [Out,r] A [r,In] for each module (by name, without .weight).</summary>

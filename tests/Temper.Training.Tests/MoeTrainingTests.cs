@@ -4,8 +4,8 @@
 // (MoeTiny, LoRA merged in float64); gradient checkpointing (with LoRA dropout, and DoRA) giving the same gradients bit for bit;
 // an SFT LoRA run over experts and router whose loss falls, saved with PEFT's names, loading back (LanguageModel's adapter
 // path) with the float64 logits of the saved A/B, and merged (temper merge's Merge + ModelExport) to the same logits;
-// one DPO step; --qlora (NF4 routers and experts) giving the dequantised model's loss and LoRA gradients; and the
-// refusal of output_router_logits in one line before any output.
+// one DPO step; and --qlora (NF4 routers and experts) giving the dequantised model's loss and LoRA gradients
+// (the router load-balancing loss: MoeAuxLossTests).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Core.SafeTensors;
@@ -214,27 +214,5 @@ public sealed class MoeTrainingTests
             double err = GradientParityTests.RelativeL2(g, gradsQ[key]);
             Assert.True(err < 1e-4, $"{key}: relative L2 error {err:G3}");
         }
-    }
-
-    [Fact]
-    public void The_router_aux_loss_is_refused_in_one_line_before_any_output()
-    {
-        string data = Path.Combine(Fixtures.Hf("llama-tiny"), "trainer", "sft.jsonl");
-        string outDir = Path.Combine(TempFolder.Create("temper-moe-refuse"), "out");
-        var root = JsonNode.Parse(MoeTiny.Mixtral.ConfigJson())!.AsObject();
-        root["output_router_logits"] = true;
-        string aux = MoeTiny.Mixtral.Write(TempFolder.Create("temper-moe-aux"));
-        File.WriteAllText(Path.Combine(aux, "config.json"), root.ToJsonString());
-        var o = new SftOptions { ModelDir = aux, DataPath = data, OutDir = outDir, MaxSteps = 1 };
-        var e = Assert.Throws<TemperException>(() => new SftTrainer(o, new CpuBackend(1)).Run());
-        Assert.DoesNotContain('\n', e.Message);
-        Assert.Contains("config.json: field 'output_router_logits' is true", e.Message);
-        Assert.False(Directory.Exists(outDir));
-        using (var lm = LanguageModel.Load(aux, new CpuBackend(1)))
-        {
-            e = Assert.Throws<TemperException>(() => new DecoderBackprop(lm.Decoder).Run(Ids, Labels, [], 1, 1f, _ => null));
-            Assert.Contains("'output_router_logits'", e.Message);
-        }
-
     }
 }

@@ -2,6 +2,11 @@
 // (gradient accumulation over micro-batches) -> DecoderBackprop. The loss of a step is the sum of
 // cross-entropy over all label tokens of the step divided by their count, across micro-batches, so
 // gradient accumulation does not change it. --eval-data is scored for loss and perplexity.
+// A mixture-of-experts model whose config.json sets output_router_logits adds router_aux_loss_coef x each micro-batch's
+// router load-balancing loss, as a TRL SFT step over the same micro-batches does (transformers adds it to each forward's loss,
+// and the Trainer, its loss normalised by the step's label tokens, sums the micro-batches' losses undivided): the step's
+// loss is CE / count + coef x sum over micro-batches of aux, and metrics.jsonl's aux_loss is their mean (TRL's metric).
+// The eval loss stays the cross-entropy alone.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
@@ -25,7 +30,8 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
 
     public SftResult Run(CancellationToken cancel = default)
     {
-        using var run = TrainingRun.Open(o, backend, setsDropoutSeed: true, baseMayChange: true);
+        using var run = TrainingRun.Open(o, backend, setsDropoutSeed: true, baseMayChange: true, routerAuxLoss: true);
+        double auxCoef = run.Backprop.RouterAuxLossCoef ?? 0;
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
@@ -49,13 +55,15 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         {
             var micro = batcher.StepBatches(ref cursor, o.GradAccum);
             int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
-            double lossSum = 0;
+            double lossSum = 0, auxSum = 0;
             foreach (var b in micro)
             {
                 run.Backprop.DropoutSeed = DropoutSeed(o.Seed, b.Epoch, b.Index);
                 lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
+                if (auxCoef > 0) auxSum += run.Backprop.RouterAuxLoss;
             }
-            return new StepOutput(lossSum / count, micro.Sum(b => (long)b.Ids.Length), cursor) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
+            var extra = auxCoef > 0 ? new JsonObject { ["aux_loss"] = MetricsLog.Round(auxSum / micro.Count) } : null;
+            return new StepOutput(lossSum / count + auxCoef * auxSum, micro.Sum(b => (long)b.Ids.Length), cursor, extra) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
         }
 
         void AfterStep(int step, JsonObject line)

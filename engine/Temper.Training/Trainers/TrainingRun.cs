@@ -60,10 +60,12 @@ public sealed class TrainingRun : IDisposable
     /// Loads the model and sets up what is trained (LoRA from --init-adapter, a fresh LoRA, or all
     /// weights); extraParameters(model) adds fully trained tensors the caller owns (a reward head).
     /// A recipe that sets Backprop.DropoutSeed per micro-batch passes setsDropoutSeed; the others refuse a LoRA dropout and
-    /// NEFTune, which both draw from that seed.
+    /// NEFTune, which both draw from that seed. A recipe that adds transformers' router load-balancing loss to its loss passes
+    /// routerAuxLoss (Backprop.RouterAuxLossCoef is then config.json's router_aux_loss_coef when output_router_logits, else 0);
+    /// the others refuse a mixture-of-experts config.json with output_router_logits true.
     /// </summary>
     public static TrainingRun Open(SftOptions o, IBackend be, Func<LanguageModel, IReadOnlyList<(string Name, Tensor Value)>>? extraParameters = null, bool setsDropoutSeed = false,
-        bool baseMayChange = false)
+        bool baseMayChange = false, bool routerAuxLoss = false)
     {
         Validate(o);
         if (!o.FromScratch && System.IO.Directory.Exists(o.ModelDir) && ModelConfig.Load(o.ModelDir).Bnb4Bit != null)
@@ -84,12 +86,9 @@ public sealed class TrainingRun : IDisposable
         var (saveEmbed, saveHead) = ValidateModulesToSave(o, extraParameters != null);
         if (!(o.NeftuneNoiseAlpha >= 0)) throw new TemperException($"--neftune-noise-alpha must be >= 0 (got {o.NeftuneNoiseAlpha})");
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
-        // before the output folder is made: what mixture-of-experts training does not support
-        if (File.Exists(Path.Combine(o.ModelDir, "config.json")) && ModelConfig.Load(o.ModelDir) is { Moe: { } moe } moeConfig)
-        {
-            if (moe.OutputRouterLogits)
-                throw new TemperException($"{moeConfig.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper's mixture-of-experts training does not implement that loss: set it to false to train on the cross-entropy alone");
-        }
+        // before the output folder is made: the router load-balancing loss only where the recipe adds it
+        if (!routerAuxLoss && File.Exists(Path.Combine(o.ModelDir, "config.json")) && ModelConfig.Load(o.ModelDir) is { Moe.OutputRouterLogits: true } moeConfig)
+            throw new TemperException($"{moeConfig.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper adds it in sft and pretrain only: set it to false to train on this verb's own loss alone");
         Directory.CreateDirectory(o.OutDir);
         var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try
@@ -134,6 +133,7 @@ public sealed class TrainingRun : IDisposable
             var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt, _pissaStart = pissa, Ia3 = ia3 };
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
+            run.Backprop.RouterAuxLossCoef = lm.Config.Moe is { OutputRouterLogits: true } auxMoe ? auxMoe.RouterAuxLossCoef : 0;
             return run;
         }
         catch
