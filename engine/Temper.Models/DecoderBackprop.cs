@@ -115,7 +115,8 @@ public sealed class DecoderBackprop(Decoder decoder)
 
     /// <summary>
     /// transformers' router load-balancing loss (config.json's output_router_logits, router_aux_loss_coef): when > 0, each pass
-    /// computes it (RouterAuxLoss) and a gradient pass adds coef x its gradient to the routers' logits. 0: off. null (the
+    /// computes it (RouterAuxLoss) and a gradient pass adds coef x its gradient to the routers' logits. 0: no gradient, and the
+    /// loss computed only when config.json sets output_router_logits (as transformers still reports it). null (the
     /// default): the caller does not add it, so a gradient pass over a model whose config.json sets output_router_logits is refused.
     /// </summary>
     public double? RouterAuxLossCoef { get; set; }
@@ -189,10 +190,10 @@ public sealed class DecoderBackprop(Decoder decoder)
 
         if (!(LoraDropout >= 0 && LoraDropout < 1)) throw new TemperException($"LoRA dropout {LoraDropout} must be in [0, 1)");
         if (gradOf != null && RouterAuxLossCoef == null && cfg.Moe is { OutputRouterLogits: true })
-            throw new TemperException($"{cfg.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; this trainer does not add it (sft and pretrain do): set it to false to train on its own loss alone");
+            throw new TemperException($"{cfg.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; this trainer does not add it (sft, pretrain, dpo, kto, orpo and cpo do): set it to false to train on its own loss alone");
         if (RouterAuxLossCoef is { } auxCheck && !(auxCheck >= 0)) throw new TemperException($"router aux loss coefficient {auxCheck} must be >= 0");
         // The load-balancing loss's statistics, summed over the sparse layers in the forward (not in a checkpointed recompute).
-        var aux = RouterAuxLossCoef > 0 && cfg.Moe != null ? new RouterAuxStats(cfg.Moe.Experts, AuxCountedRows(mask, n, t, w.Prefix != null ? virtualRows : 0)) : null;
+        var aux = cfg.Moe != null && (RouterAuxLossCoef > 0 || (RouterAuxLossCoef == 0 && cfg.Moe.OutputRouterLogits)) ? new RouterAuxStats(cfg.Moe.Experts, AuxCountedRows(mask, n, t, w.Prefix != null ? virtualRows : 0)) : null;
         RouterAuxLoss = double.NaN;
         float[]? auxGrad = null; // coef x d aux / d p[e] of each counted token (set after the forward)
         bool dropping = gradOf != null && LoraDropout > 0;
@@ -248,7 +249,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             if (aux != null)
             {
                 RouterAuxLoss = aux.Loss();
-                if (gradOf != null && aux.Pairs > 0) auxGrad = aux.Gradient(RouterAuxLossCoef!.Value);
+                if (gradOf != null && aux.Pairs > 0 && RouterAuxLossCoef > 0) auxGrad = aux.Gradient(RouterAuxLossCoef!.Value);
             }
             var rstdF = New(n);
             var hF = New(n, c);

@@ -5,14 +5,15 @@
 // gradients measurably), the same with gradient checkpointing bit for bit; an SFT run over a config with
 // output_router_logits true logging aux_loss, its first step's loss = the plain run's + coef x the sum of its
 // micro-batches' aux losses (TRL's per-forward addition under gradient accumulation); bad router_aux_loss_coef values
-// and verbs that do not add the loss refused in one line naming config.json and the field.
+// and verbs that do not add the loss (reward-model here) refused in one line naming config.json and the field.
+// The preference verbs' aux loss is MoePreferenceAuxLossTests'.
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Training;
 using Temper.Training.Lora;
-using Temper.Training.Preference;
+using Temper.Training.Reward;
 using Temper.Training.Trainers;
 
 namespace Temper.Tests;
@@ -27,7 +28,7 @@ public sealed class MoeAuxLossTests
 
     public static TheoryData<string> Variants => ["mixtral-tiny", "qwen2-moe-tiny"];
 
-    private static (int[] Ids, int[] Labels, int[] Mask) Padded()
+    internal static (int[] Ids, int[] Labels, int[] Mask) Padded()
     {
         int t = Seqs.Max(s => s.Length);
         var ids = new int[Seqs.Length * t];
@@ -98,7 +99,7 @@ public sealed class MoeAuxLossTests
         foreach (var (key, g) in grads) Assert.Equal(g, grads2[key]);
     }
 
-    private static string AuxFolder(Action<JsonObject> edit)
+    internal static string AuxFolder(Action<JsonObject> edit)
     {
         var root = JsonNode.Parse(MoeTiny.Mixtral.ConfigJson())!.AsObject();
         root["output_router_logits"] = true;
@@ -145,11 +146,13 @@ public sealed class MoeAuxLossTests
             Assert.DoesNotContain('\n', e.Message);
             Assert.Contains($"config.json: field 'router_aux_loss_coef' {why}", e.Message);
         }
-        string aux = AuxFolder(_ => { }), outDir = Path.Combine(TempFolder.Create("temper-moe-aux-dpo"), "out");
+        // TRL's reward trainer adds no aux loss (nor do its GRPO and GKD trainers): reward-model refuses the field
+        string aux = AuxFolder(_ => { }), outDir = Path.Combine(TempFolder.Create("temper-moe-aux-reward"), "out");
         var o = new SftOptions { ModelDir = aux, DataPath = Path.Combine(Fixtures.Hf("llama-tiny"), "trainer", "dpo.jsonl"), OutDir = outDir, MaxSteps = 1 };
-        var dpo = Assert.Throws<TemperException>(() => new DpoTrainer(o, new PreferenceOptions { Beta = 0.1 }, new CpuBackend(1)).Run());
-        Assert.DoesNotContain('\n', dpo.Message);
-        Assert.Contains("config.json: field 'output_router_logits' is true", dpo.Message);
+        var reward = Assert.Throws<TemperException>(() => new RewardTrainer(o, new RewardOptions(), new CpuBackend(1)).Run());
+        Assert.DoesNotContain('\n', reward.Message);
+        Assert.Contains("config.json: field 'output_router_logits' is true", reward.Message);
+        Assert.Contains("sft, pretrain, dpo, kto, orpo and cpo", reward.Message);
         Assert.False(Directory.Exists(outDir));
         using var lm = LanguageModel.Load(aux, new CpuBackend(1));
         var (ids, labels, mask) = Padded();

@@ -7,6 +7,8 @@
 // all chosen completion tokens of the micro-batch = -sum_i Sc_i / sum_i Nc_i, whose gradient in each
 // summed chosen log-prob Sc_i is -1 / sum_i Nc_i. (TRL's cross_entropy uses ignore_index=0, so it also
 // drops completion tokens whose id is 0; Temper counts every completion token.)
+// With routerAuxCoef (config.json's output_router_logits) the loss gains coef x the router load-balancing loss of the
+// gradient pass over the rows (RouterAuxPass; TRL takes it from the policy's concatenated forward, never the reference's).
 using Temper.Core;
 using Temper.Models;
 using Temper.Training.Data;
@@ -15,12 +17,12 @@ using Temper.Training.Losses;
 namespace Temper.Training.Preference;
 
 /// <summary>A micro-batch's contribution to the step's figures (each already multiplied by its share).</summary>
-public readonly record struct DpoMicroBatchResult(double Loss, double RewardsChosen, double RewardsRejected, double RewardAccuracy, double RewardMargin, long Tokens, double Nll = 0);
+public readonly record struct DpoMicroBatchResult(double Loss, double RewardsChosen, double RewardsRejected, double RewardAccuracy, double RewardMargin, long Tokens, double Nll = 0, double RouterAux = 0);
 
 public static class DpoMicroBatch
 {
     public static DpoMicroBatchResult Run(DecoderBackprop backprop, Func<Tensor, Tensor?> gradOf, IReadOnlyList<PreferencePair> pairs, double share,
-        PreferenceOptions p, int pad, ReferenceModel? reference, double[]? refChosen = null, double[]? refRejected = null)
+        PreferenceOptions p, int pad, ReferenceModel? reference, double[]? refChosen = null, double[]? refRejected = null, double? routerAuxCoef = null)
     {
         int n = pairs.Count;
         var rows = pairs.Select(x => x.Chosen).Concat(pairs.Select(x => x.Rejected)).ToList();
@@ -46,8 +48,12 @@ public static class DpoMicroBatch
             for (int i = 0; i < n; i++) weights[i] += alpha / chosenTokens * share;
         }
         var b = SftBatcher.Pad(rows, pad);
-        backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, gradOf, SequenceLogps.RowScales(weights, b.Length));
-        return new DpoMicroBatchResult((r.Loss + (p.RpoAlpha ?? 0) * nll) * share, r.RewardsChosen.Average() * share, r.RewardsRejected.Average() * share,
-            r.RewardAccuracy * share, r.RewardMargin * share, b.Ids.Length, nll * share);
+        var scales = SequenceLogps.RowScales(weights, b.Length);
+        void Pass() => backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, gradOf, scales);
+        double aux = 0;
+        if (routerAuxCoef is { } coef) aux = RouterAuxPass.Run(backprop, coef, share, Pass);
+        else Pass();
+        return new DpoMicroBatchResult((r.Loss + (p.RpoAlpha ?? 0) * nll + (routerAuxCoef ?? 0) * aux) * share, r.RewardsChosen.Average() * share,
+            r.RewardsRejected.Average() * share, r.RewardAccuracy * share, r.RewardMargin * share, b.Ids.Length, nll * share, aux * share);
     }
 }

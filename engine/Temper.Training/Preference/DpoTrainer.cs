@@ -4,11 +4,15 @@
 // switched off / a frozen adapter / a separate model (or the precomputed cache), the loss gives
 // d loss / d log p per sequence, and one forward+backward pass weights each sequence's tokens by it.
 // ORPO and CPO need no reference: the same passes over rows [chosen...; rejected...] with their losses.
+// When config.json sets output_router_logits, each micro-batch's loss gains router_aux_loss_coef x the router load-balancing
+// loss of its gradient pass, as TRL's DPO/ORPO/CPO trainers add it (RouterAuxPass), and metrics.jsonl gets aux_loss (the
+// step's share-weighted mean over micro-batches).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
 using Temper.Training.Data;
 using Temper.Training.Losses;
+using Temper.Training.Runs;
 using Temper.Training.Trainers;
 
 namespace Temper.Training.Preference;
@@ -24,7 +28,8 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
         if (p.RefAdapter != null && p.RefModel != null) throw new TemperException("--ref-adapter and --ref-model cannot be combined");
         p.Check(method);
         bool referenceFree = method != PreferenceMethod.Dpo;
-        using var run = TrainingRun.Open(o, backend);
+        using var run = TrainingRun.Open(o, backend, routerAuxLoss: true);
+        double? auxCoef = RouterAuxPass.Take(run.Backprop, run.Model.Config);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var data = PreferenceDataset.Load(o.DataPath, run.Model.RequireTokenizer(), run.Model.Template, unpaired: false, o.MaxLength, o.SkipBadLines);
@@ -49,7 +54,7 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
         {
             var micro = batcher.StepBatches(ref cursor, o.GradAccum).Select(b => b.ExampleIndices).ToList();
             int totalPairs = micro.Sum(m => m.Length);
-            double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, nll = 0, lc = 0, lr = 0;
+            double loss = 0, rc = 0, rr = 0, acc = 0, margin = 0, nll = 0, lc = 0, lr = 0, aux = 0;
             long tokens = 0;
             foreach (var idx in micro)
             {
@@ -57,8 +62,9 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
                 if (!referenceFree)
                 {
                     var d = DpoMicroBatch.Run(run.Backprop, run.Params.GradOf, idx.Select(i => pairs[i]).ToList(), share, p, pad, reference,
-                        refChosen == null ? null : idx.Select(i => refChosen[i]).ToArray(), refRejected == null ? null : idx.Select(i => refRejected[i]).ToArray());
+                        refChosen == null ? null : idx.Select(i => refChosen[i]).ToArray(), refRejected == null ? null : idx.Select(i => refRejected[i]).ToArray(), auxCoef);
                     (loss, rc, rr, acc, margin, tokens, nll) = (loss + d.Loss, rc + d.RewardsChosen, rr + d.RewardsRejected, acc + d.RewardAccuracy, margin + d.RewardMargin, tokens + d.Tokens, nll + d.Nll);
+                    aux += d.RouterAux;
                     continue;
                 }
                 var rows = idx.Select(i => pairs[i].Chosen).Concat(idx.Select(i => pairs[i].Rejected)).ToList();
@@ -82,7 +88,13 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
                 var weights = new double[2 * n];
                 for (int i = 0; i < n; i++) { weights[i] = -dChosen[i] * share; weights[n + i] = -dRejected[i] * share; }
                 var b = SftBatcher.Pad(rows, pad);
-                run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(weights, b.Length));
+                void Pass() => run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(weights, b.Length));
+                if (auxCoef is { } coef)
+                {
+                    double a = RouterAuxPass.Run(run.Backprop, coef, share, Pass);
+                    (loss, aux) = (loss + coef * a * share, aux + a * share);
+                }
+                else Pass();
                 tokens += b.Ids.Length;
             }
             var extra = method switch
@@ -97,6 +109,7 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
                 _ => new JsonObject { ["rewards_chosen"] = rc, ["rewards_rejected"] = rr, ["reward_margin"] = margin, ["reward_accuracy"] = acc },
             };
             if (method == PreferenceMethod.Dpo && p.RpoAlpha != null) extra["nll_loss"] = nll;
+            if (auxCoef != null) extra["aux_loss"] = MetricsLog.Round(aux);
             return new StepOutput(loss, tokens, cursor, extra);
         }
 

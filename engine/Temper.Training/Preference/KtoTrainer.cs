@@ -4,11 +4,15 @@
 // KtoLoss gives d loss / d log p per example; one forward+backward pass weights each example's tokens.
 // TRL's loss type apo_zero_unpaired has no KL estimate: the mismatched passes are skipped and z0 is 0,
 // which turns KTO's terms into APO-zero's (desirable 1 - s(beta r), undesirable s(beta r)).
+// When config.json sets output_router_logits, each micro-batch's loss gains router_aux_loss_coef x the router load-balancing
+// loss of its gradient pass over the examples' rows (TRL's completion forward; the KL estimate's passes add none; RouterAuxPass),
+// and metrics.jsonl gets aux_loss (the step's share-weighted mean over micro-batches).
 using System.Text.Json.Nodes;
 using Temper.Core;
 using Temper.Models;
 using Temper.Training.Data;
 using Temper.Training.Losses;
+using Temper.Training.Runs;
 using Temper.Training.Trainers;
 
 namespace Temper.Training.Preference;
@@ -24,7 +28,8 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
         if (!(p.Beta > 0)) throw new TemperException($"--beta must be > 0 (got {p.Beta})");
         if (p.KtoLossType is not ("kto" or "apo_zero_unpaired")) throw new TemperException($"--loss-type '{p.KtoLossType}' is not one of kto, apo_zero_unpaired");
         bool kl = p.KtoLossType == "kto";
-        using var run = TrainingRun.Open(o, backend);
+        using var run = TrainingRun.Open(o, backend, routerAuxLoss: true);
+        double? auxCoef = RouterAuxPass.Take(run.Backprop, run.Model.Config);
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var data = PreferenceDataset.Load(o.DataPath, run.Model.RequireTokenizer(), run.Model.Template, unpaired: true, o.MaxLength, o.SkipBadLines);
@@ -46,7 +51,7 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
         {
             var micro = batcher.StepBatches(ref cursor, o.GradAccum).Select(b => b.ExampleIndices.Order().ToArray()).ToList(); // file order inside a batch: mismatched pairs as TRL forms them
             int totalExamples = micro.Sum(m => m.Length);
-            double loss = 0, z0 = 0, rewardUp = 0, rewardDown = 0;
+            double loss = 0, z0 = 0, rewardUp = 0, rewardDown = 0, aux = 0;
             long tokens = 0;
             foreach (var idx in micro)
             {
@@ -65,14 +70,22 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
                 var r = KtoLoss.Compute(pol, refLogps, polKl, refKl, desirable, p.Beta, p.DesirableWeight, p.UndesirableWeight);
                 double share = (double)n / totalExamples;
                 var b = SftBatcher.Pad(rows, pad);
-                run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(r.DPolicy.Select(d => -d * share).ToArray(), b.Length));
+                void Pass() => run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(r.DPolicy.Select(d => -d * share).ToArray(), b.Length));
+                if (auxCoef is { } coef)
+                {
+                    double a = RouterAuxPass.Run(run.Backprop, coef, share, Pass);
+                    (loss, aux) = (loss + coef * a * share, aux + a * share);
+                }
+                else Pass();
                 tokens += b.Ids.Length;
                 loss += r.Loss * share;
                 z0 += r.Z0 * share;
                 rewardUp += (desirable.Any(x => x) ? p.Beta * r.Rewards.Where((_, i) => desirable[i]).Average() : 0) * share;
                 rewardDown += (desirable.Any(x => !x) ? p.Beta * r.Rewards.Where((_, i) => !desirable[i]).Average() : 0) * share;
             }
-            return new StepOutput(loss, tokens, cursor, new JsonObject { ["kl_z0"] = z0, ["rewards_desirable"] = rewardUp, ["rewards_undesirable"] = rewardDown });
+            var extra = new JsonObject { ["kl_z0"] = z0, ["rewards_desirable"] = rewardUp, ["rewards_undesirable"] = rewardDown };
+            if (auxCoef != null) extra["aux_loss"] = MetricsLog.Round(aux);
+            return new StepOutput(loss, tokens, cursor, extra);
         }
 
         var info = new JsonObject

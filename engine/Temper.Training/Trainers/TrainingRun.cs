@@ -88,7 +88,7 @@ public sealed class TrainingRun : IDisposable
         if (o.NeftuneNoiseAlpha > 0 && !setsDropoutSeed) throw new TemperException("--neftune-noise-alpha is supported by sft and pretrain only");
         // before the output folder is made: the router load-balancing loss only where the recipe adds it
         if (!routerAuxLoss && File.Exists(Path.Combine(o.ModelDir, "config.json")) && ModelConfig.Load(o.ModelDir) is { Moe.OutputRouterLogits: true } moeConfig)
-            throw new TemperException($"{moeConfig.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper adds it in sft and pretrain only: set it to false to train on this verb's own loss alone");
+            throw new TemperException($"{moeConfig.SourcePath}: field 'output_router_logits' is true, so transformers would add router_aux_loss_coef x the load-balancing loss to the training loss; Temper adds it in sft, pretrain, dpo, kto, orpo and cpo, as TRL does (TRL's GRPO, reward and GKD trainers add none): set it to false to train on this verb's own loss alone");
         Directory.CreateDirectory(o.OutDir);
         var lm = o.FromScratch ? LanguageModel.CreateRandom(o.ModelDir, be, o.Seed) : LanguageModel.Load(o.ModelDir, be, qlora: o.QLora);
         try
