@@ -292,17 +292,7 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
     /// <summary>Mean cross-entropy of one sequence (labels as transformers: labels[t+1] is the target of position t, -100 skipped).</summary>
     public double Loss(int[] ids, int[] labels, IReadOnlyDictionary<string, double[]>? weights = null)
     {
-        var logits = Logits(ids, weights);
-        double sum = 0;
-        int count = 0;
-        for (int t = 0; t + 1 < ids.Length; t++)
-        {
-            if (labels[t + 1] == -100) continue;
-            double max = logits[t].Max(), lse = max + Math.Log(logits[t].Sum(z => Math.Exp(z - max)));
-            sum += lse - logits[t][labels[t + 1]];
-            count++;
-        }
-        return sum / count;
+        return Float64CrossEntropy.Mean(Logits(ids, weights), labels);
     }
 
     /// <summary>
@@ -317,14 +307,9 @@ public sealed record MoeTiny(string Name, string ModelType, int Layers, int Expe
         int count = 0;
         for (int s = 0; s < ids.Length; s++)
         {
-            var logits = Logits(ids[s], weights, router);
-            for (int t = 0; t + 1 < ids[s].Length; t++)
-            {
-                if (labels[s][t + 1] == -100) continue;
-                double max = logits[t].Max(), lse = max + Math.Log(logits[t].Sum(z => Math.Exp(z - max)));
-                sum += lse - logits[t][labels[s][t + 1]];
-                count++;
-            }
+            var (rowSum, rowCount) = Float64CrossEntropy.Sum(Logits(ids[s], weights, router), labels[s]);
+            sum += rowSum;
+            count += rowCount;
         }
         double aux = RouterAuxLoss(router);
         return (sum / count + coef * aux, aux);

@@ -156,17 +156,7 @@ public static class Qwen3Tiny
     /// <summary>Mean cross-entropy of ids[t+1] given ids[..t] over the positions whose label (labels[t+1]) is not -100.</summary>
     public static double Loss(int[] ids, int[] labels, IReadOnlyDictionary<string, double[]>? weights = null, Func<string, int, double[], double[]?>? project = null)
     {
-        var logits = Logits(ids, weights, project);
-        double sum = 0;
-        int count = 0;
-        for (int t = 0; t + 1 < ids.Length; t++)
-        {
-            if (labels[t + 1] == -100) continue;
-            double max = logits[t].Max(), lse = max + Math.Log(logits[t].Sum(z => Math.Exp(z - max)));
-            sum += lse - logits[t][labels[t + 1]];
-            count++;
-        }
-        return sum / count;
+        return Float64CrossEntropy.Mean(Logits(ids, weights, project), labels);
     }
 
     public static double[] MatVec(double[] m, double[] x, int rows)
