@@ -8,9 +8,18 @@ public static class Fixtures
     /// <summary>Absolute path of the shared fixtures folder.</summary>
     public static string Root => _root.Value;
 
-    /// <summary>Transformers fixtures made by tests/reference/ (make_fixtures.py, make_dora_reference.py, make_dora_training_reference.py, make_prompt_tuning_reference.py, make_prefix_tuning_reference.py, make_combine_reference.py, make_bnb_reference.py, make_cpo_reference.py, make_ia3_reference.py) that are still owed (no machine with
-    /// torch has run it yet): tests that read them are skipped, not failed, until tests/fixtures/hf holds them.</summary>
-    private static readonly string[] Owed = ["qwen3-tiny", "qwen3-yarn-tiny", "llama-tiny-dora", "llama-tiny-dora-training", "llama-tiny-prompt-tuning", "llama-tiny-prefix-tuning", "llama-tiny-combine", "llama-tiny-modules-to-save", "llama-tiny-bnb4", "llama-tiny-cpo", "llama-tiny-ia3", "mixtral-tiny", "qwen3-moe-tiny", "qwen2-moe-tiny"];
+    /// <summary>Transformers fixtures made by tests/reference/ that are still owed (no machine with torch has run the script
+    /// yet), each with its script: tests that read them are skipped, not failed, until tests/fixtures/hf holds them.</summary>
+    private static readonly Dictionary<string, string> Owed = new()
+    {
+        ["qwen3-tiny"] = "make_fixtures.py", ["qwen3-yarn-tiny"] = "make_fixtures.py",
+        ["llama-tiny-dora"] = "make_dora_reference.py", ["llama-tiny-dora-training"] = "make_dora_training_reference.py",
+        ["llama-tiny-prompt-tuning"] = "make_prompt_tuning_reference.py", ["llama-tiny-prefix-tuning"] = "make_prefix_tuning_reference.py",
+        ["llama-tiny-combine"] = "make_combine_reference.py", ["llama-tiny-modules-to-save"] = "make_modules_to_save_reference.py",
+        ["llama-tiny-bnb4"] = "make_bnb_reference.py", ["llama-tiny-cpo"] = "make_cpo_reference.py", ["llama-tiny-ia3"] = "make_ia3_reference.py",
+        ["mixtral-tiny"] = "make_moe_fixtures.py", ["qwen3-moe-tiny"] = "make_moe_fixtures.py", ["qwen2-moe-tiny"] = "make_moe_fixtures.py",
+        ["mixtral-tiny-lora"] = "make_moe_lora_reference.py", ["qwen2-moe-tiny-lora"] = "make_moe_lora_reference.py",
+    };
 
     /// <summary>A transformers reference model folder: ../shared/fixtures/hf/NAME, else tests/fixtures/hf/NAME.</summary>
     public static string Hf(string model)
@@ -19,8 +28,8 @@ public static class Fixtures
         if (Directory.Exists(shared)) return shared;
         string own = Path.Combine(RepoRoot, "tests", "fixtures", "hf", model);
         if (Directory.Exists(own)) return own;
-        if (Owed.Contains(model))
-            Xunit.Assert.Skip($"{model}: its transformers fixture is owed (run its script in tests/reference/ where torch is; see bench/gpu/lease.sh, step reference-fixtures)");
+        if (Owed.TryGetValue(model, out var script))
+            Xunit.Assert.Skip($"{model}: its transformers fixture is owed (run tests/reference/{script} where torch is; see bench/gpu/lease.sh, step reference-fixtures)");
         return shared;
     }
     public static string Tokenizer(string name) => Path.Combine(Root, "tokenizers", name);
