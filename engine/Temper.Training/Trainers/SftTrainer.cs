@@ -5,7 +5,8 @@
 // A mixture-of-experts model whose config.json sets output_router_logits adds router_aux_loss_coef x each micro-batch's
 // router load-balancing loss, as a TRL SFT step over the same micro-batches does (transformers adds it to each forward's loss,
 // and the Trainer, its loss normalised by the step's label tokens, sums the micro-batches' losses undivided): the step's
-// loss is CE / count + coef x sum over micro-batches of aux, and metrics.jsonl's aux_loss is their mean (TRL's metric).
+// loss is CE / count + coef x sum over micro-batches of aux, and metrics.jsonl's aux_loss is their mean (TRL's metric),
+// logged with router_aux_loss_coef 0 too (transformers still reports aux_loss then).
 // The eval loss stays the cross-entropy alone.
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -32,6 +33,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
     {
         using var run = TrainingRun.Open(o, backend, setsDropoutSeed: true, baseMayChange: true, routerAuxLoss: true);
         double auxCoef = run.Backprop.RouterAuxLossCoef ?? 0;
+        bool logAux = run.Model.Config.Moe is { OutputRouterLogits: true };   // router_aux_loss_coef 0 too: the pass still computes it
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
@@ -60,9 +62,9 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
             {
                 run.Backprop.DropoutSeed = DropoutSeed(o.Seed, b.Epoch, b.Index);
                 lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
-                if (auxCoef > 0) auxSum += run.Backprop.RouterAuxLoss;
+                if (logAux) auxSum += run.Backprop.RouterAuxLoss;
             }
-            var extra = auxCoef > 0 ? new JsonObject { ["aux_loss"] = MetricsLog.Round(auxSum / micro.Count) } : null;
+            var extra = logAux ? new JsonObject { ["aux_loss"] = MetricsLog.Round(auxSum / micro.Count) } : null;
             return new StepOutput(lossSum / count + auxCoef * auxSum, micro.Sum(b => (long)b.Ids.Length), cursor, extra) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
         }
 
