@@ -14,6 +14,9 @@
 // DPO takes preference pairs (TRL's prompt/chosen/rejected, text or messages) and the sigmoid loss at
 // DpoBeta, as `temper dpo` does by default: the reference is the model with the trained adapter switched
 // off (LoRA views and virtual tokens: the base, or whatever adapter was merged into it before the trainer was made).
+// A mixture-of-experts model whose config.json sets output_router_logits adds router_aux_loss_coef x the router
+// load-balancing loss as `temper sft` and `temper dpo` do (SftTrainer.StepLoss; DpoMicroBatch with RouterAuxPass): the
+// step's loss includes it (temper_step_metrics has no field for the aux loss itself, and does not change within 0.x).
 // Built with TemperTraining (the default); with -p:TemperTraining=false, Create answers TEMPER_E_UNSUPPORTED.
 #if TEMPER_TRAINING
 using System.Diagnostics;
@@ -24,6 +27,7 @@ using Temper.Training.Data;
 using Temper.Training.Lora;
 using Temper.Training.Optim;
 using Temper.Training.Preference;
+using Temper.Training.Trainers;
 #endif
 
 namespace Temper.Native;
@@ -61,6 +65,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
     private readonly List<SftExample> _examples = [];     // SFT examples, or DPO pairs' chosen rows (the batch order)
     private readonly List<PreferencePair> _pairs = [];     // DPO only, parallel to _examples
     private readonly ReferenceModel? _reference;
+    private readonly double? _routerAuxCoef;               // DPO: config.json's router_aux_loss_coef when output_router_logits
     private bool Dpo => _o.Method == (int)TemperTrainMethod.Dpo;
     private readonly int _pad;
     private SftBatcher? _batcher;
@@ -120,6 +125,9 @@ internal sealed unsafe class NativeTrainer : IDisposable
             throw;
         }
         _backprop = new DecoderBackprop(lm.Decoder);
+        // The router load-balancing loss as the CLI's sft (TrainingRun.Open) and dpo (RouterAuxPass.Take) add it.
+        if (Dpo) _routerAuxCoef = RouterAuxPass.Take(_backprop, lm.Config);
+        else _backprop.RouterAuxLossCoef = lm.Config.Moe is { OutputRouterLogits: true } moe ? moe.RouterAuxLossCoef : 0;
         if (Dpo) _reference = ReferenceModel.AdapterOff(lm.Weights);
         var schedule = o.TotalSteps <= 0 ? ScheduleKind.Constant : (ScheduleKind)o.Scheduler;
         _schedule = new LrSchedule(schedule, o.LearningRate, o.WarmupSteps, Math.Max(o.TotalSteps, 1));
@@ -324,20 +332,15 @@ internal sealed unsafe class NativeTrainer : IDisposable
             var p = new PreferenceOptions { Beta = _o.DpoBeta };
             foreach (var b in micro)
             {
-                var r = DpoMicroBatch.Run(_backprop, _ps.GradOf, b.ExampleIndices.Select(i => _pairs[i]).ToList(), (double)b.ExampleIndices.Length / totalPairs, p, _pad, _reference);
+                var r = DpoMicroBatch.Run(_backprop, _ps.GradOf, b.ExampleIndices.Select(i => _pairs[i]).ToList(), (double)b.ExampleIndices.Length / totalPairs, p, _pad, _reference,
+                    routerAuxCoef: _routerAuxCoef);
                 (loss, margin, accuracy, tokens) = (loss + r.Loss, margin + r.RewardMargin, accuracy + r.RewardAccuracy, tokens + r.Tokens);
             }
         }
         else
         {
-            int count = micro.Sum(b => b.LabelTokens);
-            double lossSum = 0;
-            foreach (var b in micro)
-            {
-                lossSum += _backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / Math.Max(1, count), _ps.GradOf).Sum(x => (double)x);
-                tokens += b.Ids.Length;
-            }
-            loss = lossSum / Math.Max(1, count);
+            loss = SftTrainer.StepLoss(_backprop, micro, _ps.GradOf).Loss;
+            tokens = micro.Sum(b => (long)b.Ids.Length);
         }
         double norm = _ps.GradNorm();
         float lr = _schedule.At(_step);

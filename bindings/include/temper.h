@@ -441,7 +441,9 @@ typedef struct temper_trainer_options {
 
 typedef struct temper_step_metrics {
     int32_t step;               /* 1-based optimizer step */
-    float loss;                 /* SFT: mean token cross-entropy of the step; DPO: mean DPO loss over pairs */
+    float loss;                 /* SFT: mean token cross-entropy of the step; DPO: mean DPO loss over pairs; a
+                                   mixture-of-experts model with output_router_logits adds router_aux_loss_coef x
+                                   its router load-balancing loss, as temper sft / dpo do */
     float grad_norm;            /* global gradient norm before clipping */
     float learning_rate;        /* the learning rate the step used */
     float tokens_per_second;

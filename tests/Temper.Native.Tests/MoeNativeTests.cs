@@ -2,13 +2,16 @@
 // expert, a dense layer) loads with temper_model_load on the CPU, its temper_model_logits are LanguageModel.Logits' and
 // temper_model_generate gives the .NET Generator's tokens, greedy and sampled; temper_trainer_init/step train a LoRA over
 // it whose loss falls; TEMPER_DEVICE_CUDA (the decode graph, refused before any device is opened) is TEMPER_E_UNSUPPORTED
-// in one line.
+// in one line. MoeTiny's Mixtral with config.json's output_router_logits trains SFT and DPO through temper_trainer_init/step,
+// its first loss the plain model's + router_aux_loss_coef x the aux loss the .NET DecoderBackprop reports for the same
+// batches (SFT: the sum over its micro-batches; DPO: the policy pass over the chosen and rejected rows), as the CLI adds it.
 using System.Runtime.InteropServices;
 using System.Text;
 using Temper.Kernels.Cpu;
 using Temper.Models;
 using Temper.Native;
 using Temper.Native.Exports;
+using Temper.Training.Data;
 
 namespace Temper.Tests;
 
@@ -36,14 +39,16 @@ public sealed unsafe class MoeNativeTests : IDisposable
 
     private static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
 
-    private int Load(TemperDevice device, out nint model)
+    private int Load(TemperDevice device, out nint model) => Load(_dir, device, out model);
+
+    private static int Load(string folder, TemperDevice device, out nint model)
     {
         var o = ModelExports.Defaults;
         o.Threads = 1;
         o.Device = (int)device;
         nint m = 0;
         int rc;
-        fixed (byte* dir = Utf8Z(_dir))
+        fixed (byte* dir = Utf8Z(folder))
             rc = ((delegate* unmanaged<byte*, TemperModelOptions*, nint*, int>)&ModelExports.ModelLoad)(dir, &o, &m);
         model = m;
         return rc;
@@ -137,5 +142,86 @@ public sealed unsafe class MoeNativeTests : IDisposable
         Assert.True(((delegate* unmanaged<nint, int>)&TrainerExports.TrainerFree)(trainer) == 0, LastError());
         Assert.All(losses, l => Assert.True(float.IsFinite(l)));
         Assert.True(losses[2] < losses[0], $"losses {string.Join(", ", losses)} did not fall");
+    }
+
+    private static readonly string Data = Path.Combine(Fixtures.Hf("llama-tiny"), "trainer");
+
+    /// <summary>MoeTiny's Mixtral with config.json's output_router_logits true and router_aux_loss_coef coef.</summary>
+    private static string AuxFolder(double coef)
+    {
+        var root = System.Text.Json.Nodes.JsonNode.Parse(MoeTiny.Mixtral.ConfigJson())!.AsObject();
+        root["output_router_logits"] = true;
+        root["router_aux_loss_coef"] = coef;
+        string dir = MoeTiny.Mixtral.Write(TempFolder.Create("temper-native-moe-aux"));
+        File.WriteAllText(Path.Combine(dir, "config.json"), root.ToJsonString());
+        return dir;
+    }
+
+    /// <summary>The first step's loss of a trainer made by temper_trainer_init over the folder loaded by temper_model_load.</summary>
+    private static float FirstLoss(string folder, TemperTrainerOptions o, string data)
+    {
+        Assert.True(Load(folder, TemperDevice.Cpu, out var model) == 0, LastError());
+        try
+        {
+            nint trainer = 0;
+            fixed (byte* d = Utf8Z(data))
+                Assert.True(((delegate* unmanaged<nint, TemperTrainerOptions*, byte*, nint*, int>)&TrainerExports.TrainerInit)(model, &o, d, &trainer) == 0, LastError());
+            float loss;
+            Assert.True(((delegate* unmanaged<nint, float*, int>)&TrainerExports.TrainerStep)(trainer, &loss) == 0, LastError());
+            Assert.True(((delegate* unmanaged<nint, int>)&TrainerExports.TrainerFree)(trainer) == 0, LastError());
+            return loss;
+        }
+        finally
+        {
+            Assert.Equal(0, ((delegate* unmanaged<nint, int>)&ModelExports.ModelFree)(model));
+        }
+    }
+
+    [Fact]
+    public void An_output_router_logits_model_trains_sft_and_dpo_adding_coef_times_the_router_aux_loss()
+    {
+        Assert.SkipUnless(NativeTrainer.Available, "libtemper built without training");
+        const double coef = 0.05;
+        string aux = AuxFolder(coef), plain = MoeTiny.Mixtral.Folder;
+        var o = TrainerExports.Defaults;
+        o.LoraRank = 2;
+        o.LoraAlpha = 4;
+        o.LoraTargets = null;
+        o.Scheduler = (int)TemperLrSchedule.Constant;
+        o.Seed = 3;
+        o.BatchSize = 3;
+        o.GradAccum = 2;
+        string sft = Path.Combine(Data, "sft.jsonl"), dpoData = Path.Combine(Data, "dpo.jsonl");
+        float sftAux = FirstLoss(aux, o, sft), sftPlain = FirstLoss(plain, o, sft);
+        var dpo = o;
+        dpo.Method = (int)TemperTrainMethod.Dpo;
+        dpo.BatchSize = 4;
+        dpo.GradAccum = 1;
+        float dpoAux = FirstLoss(aux, dpo, dpoData), dpoPlain = FirstLoss(plain, dpo, dpoData);
+
+        // The .NET DecoderBackprop's aux loss of the same batches (the trainer's seeded order): SFT's two micro-batches, and
+        // DPO's policy pass over the pairs' chosen then rejected rows.
+        using var lm = LanguageModel.Load(aux, new CpuBackend(1));
+        var tok = lm.RequireTokenizer();
+        int pad = lm.Config.PadTokenId ?? tok.PadId ?? 0;
+        var bp = new DecoderBackprop(lm.Decoder) { RouterAuxLossCoef = 0 };   // 0: the loss computed, no gradient
+        double AuxOf(SftBatch b)
+        {
+            bp.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, null);
+            return bp.RouterAuxLoss;
+        }
+        var examples = SftDataset.Load(sft, tok, lm.Template, new SftDataOptions(MaxLength: o.MaxLength, Truncation: Truncation.Right)).Examples;
+        var sftBatches = new SftBatcher(examples.ToArray(), o.BatchSize, pad, (ulong)o.Seed);
+        double sftAuxSum = AuxOf(sftBatches.Batch(0, 0)) + AuxOf(sftBatches.Batch(0, 1));
+        var pairs = PreferenceDataset.Load(dpoData, tok, lm.Template, unpaired: false, dpo.MaxLength).Pairs;
+        var idx = new SftBatcher(pairs.Select(x => x.Chosen).ToArray(), dpo.BatchSize, pad, (ulong)dpo.Seed).Batch(0, 0).ExampleIndices;
+        double dpoAuxLoss = AuxOf(SftBatcher.Pad([.. idx.Select(i => pairs[i].Chosen), .. idx.Select(i => pairs[i].Rejected)], pad));
+        foreach (double a in new[] { sftAuxSum / 2, dpoAuxLoss })
+            Assert.True(a > 0.5 && a <= MoeTiny.Mixtral.Experts, $"aux loss {a}");   // E sum f P: k when balanced, at most E
+
+        // The same weights at step 1: the plain loss + coef x (SFT: the sum of the micro-batches' aux losses; DPO: the pass's).
+        Assert.Equal(sftPlain + coef * sftAuxSum, sftAux, 2e-5);
+        Assert.Equal(dpoPlain + coef * dpoAuxLoss, dpoAux, 2e-5);
+        Assert.Equal(Math.Log(2), dpoPlain, 1e-5);   // the reference is the adapter off: the policy at step 1
     }
 }

@@ -2,7 +2,8 @@
 // --served-model-name (every name selects the base; answers report the first, /v1/models lists them all, as vLLM's),
 // --max-model-len (prompt + max_tokens over it is a 400 in vLLM's words; above max_position_embeddings, the KV pool
 // or a sliding window refused at startup), --max-num-seqs (the engine never runs more sequences at once, a request's n choices counted, and
-// every request still gets the reference's tokens), --chat-template (an inline template replacing the model's, escapes
+// every request still gets the reference's tokens; n above it served as single-choice sequences with the tokens each
+// choice's seed gives when all fit), --chat-template (an inline template replacing the model's, escapes
 // decoded; a file; one that does not parse or is neither refused), --seed (sampled requests without a seed repeat, over
 // HTTP and through the IChatClient) and --max-logprobs (more logprobs / top_logprobs is a 400 naming the field); and the
 // IChatClient taking generation_config.json's request defaults as the server does.
@@ -191,12 +192,13 @@ public sealed class ServeFlagsTests(ServeFlagsServer f) : IClassFixture<ServeFla
     [Fact]
     public void Max_num_seqs_bounds_the_running_batch_and_every_request_still_finishes()
     {
-        // Five requests, the first of n = 2 choices: six sequences, which a step's budget could all take at once.
+        // Five requests, the first of n = 3 choices: seven sequences, which a step's budget could all take at once (under
+        // max_num_seqs 2 the first is fanned out into three sequences of one choice each).
         var prompts = Enumerable.Range(0, 5).Select(i => Enumerable.Range(0, 4 + i).Select(j => 3 + (i * 31 + j * 17) % 500).ToArray()).ToArray();
         (int MostAtOnce, List<ChoiceResult>[] Results) Run(int maxRunning)
         {
             using var e = new ServingEngine(f.Lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64, MaxBatchTokens = 64, MaxRunning = maxRunning });
-            var handles = prompts.Select((p, i) => e.Submit(new ServingRequest { PromptIds = p, MaxNewTokens = 6, IgnoreEos = true, TopLogprobs = 0, N = i == 0 ? 2 : 1 })).ToArray();
+            var handles = prompts.Select((p, i) => e.Submit(new ServingRequest { PromptIds = p, MaxNewTokens = 6, IgnoreEos = true, TopLogprobs = 0, N = i == 0 ? 3 : 1 })).ToArray();
             var tokens = handles.Select(h => new Dictionary<int, (List<int> Ids, List<float> Logprobs, ServingFinish Finish)>()).ToArray();
             int most = 0;
             for (int step = 0; handles.Any(h => !h.Events.Completion.IsCompleted); step++)
@@ -225,13 +227,53 @@ public sealed class ServeFlagsTests(ServeFlagsServer f) : IClassFixture<ServeFla
         Assert.Equal(2, mostAtOnce);
         for (int i = 0; i < prompts.Length; i++)
         {
-            Assert.Equal(i == 0 ? 2 : 1, results[i].Count);
+            Assert.Equal(i == 0 ? 3 : 1, results[i].Count);
             foreach (var c in results[i])
             {
                 Assert.Equal((6, ServingFinish.Length), (c.Tokens.Count, c.Finish));
                 ServingFixtures.AssertMatchesReference(prompts[i], c, what: $"request {i} choice {c.Choice}");
             }
         }
+    }
+
+    [Fact]
+    public async Task More_choices_than_max_num_seqs_are_served_with_the_tokens_their_seed_gives_when_they_fit()
+    {
+        // n = 5 sampled choices (and a greedy request beside them): under max_num_seqs 2 the choices run as sequences of one
+        // choice each, admitted as seats free; each keeps its choice's seed stream, so it gives the tokens it gives when
+        // all five fit (forked after one prefill).
+        int[] prompt = [17, 99, 260, 31, 7, 400, 3];
+        async Task<(List<ChoiceResult> Sampled, List<ChoiceResult> Greedy, int MostAtOnce)> Run(int maxRunning)
+        {
+            using var e = new ServingEngine(f.Lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 64, MaxBatchTokens = 64, MaxRunning = maxRunning });
+            var sampled = e.Submit(new ServingRequest
+            {
+                PromptIds = prompt, MaxNewTokens = 6, IgnoreEos = true, TopLogprobs = 0, N = 5,
+                Sampling = new SamplingOptions { Greedy = false, Temperature = 1.5f, Seed = 11 },
+            });
+            var greedy = e.Submit(new ServingRequest { PromptIds = prompt[..4], MaxNewTokens = 6, IgnoreEos = true, TopLogprobs = 0 });
+            int most = 0;
+            for (int step = 0; e.Step(); step++)
+            {
+                Assert.True(step < 200, "the engine stopped making progress");
+                most = Math.Max(most, e.Stats.Running);
+            }
+            return ([.. (await sampled.CollectAsync(Cancel)).OrderBy(c => c.Choice)], [.. await greedy.CollectAsync(Cancel)], most);
+        }
+        var (wide, wideGreedy, wideMost) = await Run(64);
+        Assert.Equal(6, wideMost);
+        var (narrow, narrowGreedy, narrowMost) = await Run(2);
+        Assert.True(narrowMost <= 2, $"{narrowMost} sequences ran at once under max_num_seqs 2");
+        Assert.Equal(5, narrow.Count);
+        Assert.True(wide.Select(c => string.Join(",", c.Tokens)).Distinct().Count() >= 4, "the choices' seed streams do not differ: the check below could not fail");
+        for (int c = 0; c < 5; c++)
+        {
+            Assert.Equal(c, narrow[c].Choice);
+            Assert.Equal(wide[c].Tokens, narrow[c].Tokens);
+            Assert.Equal(ServingFinish.Length, narrow[c].Finish);
+        }
+        Assert.Equal(wideGreedy[0].Tokens, narrowGreedy[0].Tokens);
+        ServingFixtures.AssertMatchesReference(prompt[..4], narrowGreedy[0], what: "the greedy request beside the fanned-out one");
     }
 
     [Fact]

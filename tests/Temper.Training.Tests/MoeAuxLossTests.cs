@@ -4,7 +4,8 @@
 // embedding gradients against central differences of the float64 CE + coef x aux (the aux term changing the router's
 // gradients measurably), the same with gradient checkpointing bit for bit; an SFT run over a config with
 // output_router_logits true logging aux_loss, its first step's loss = the plain run's + coef x the sum of its
-// micro-batches' aux losses (TRL's per-forward addition under gradient accumulation); bad router_aux_loss_coef values
+// micro-batches' aux losses (TRL's per-forward addition under gradient accumulation), and with router_aux_loss_coef 0 the
+// plain loss with aux_loss still logged; bad router_aux_loss_coef values
 // and verbs that do not add the loss (reward-model here) refused in one line naming config.json and the field.
 // The preference verbs' aux loss is MoePreferenceAuxLossTests'.
 using System.Text.Json.Nodes;
@@ -134,6 +135,13 @@ public sealed class MoeAuxLossTests
         // two micro-batches' aux losses, which is 2 x their logged mean
         double expected = plain["loss"]!.GetValue<double>() + 0.02 * 2 * lines[0]["aux_loss"]!.GetValue<double>();
         Assert.Equal(expected, lines[0]["loss"]!.GetValue<double>(), 1e-9);
+
+        // router_aux_loss_coef 0: the plain loss, and aux_loss still logged (the same batches and weights: the aux run's first)
+        string zeroOut = Path.Combine(root, "zero");
+        new SftTrainer(Options(AuxFolder(r => r["router_aux_loss_coef"] = 0.0), zeroOut, 1), new CpuBackend()).Run();
+        var zero = RunMetrics.First(zeroOut);
+        Assert.Equal(plain["loss"]!.GetValue<double>(), zero["loss"]!.GetValue<double>(), 1e-12);
+        Assert.Equal(lines[0]["aux_loss"]!.GetValue<double>(), zero["aux_loss"]!.GetValue<double>(), 1e-9);
     }
 
     [Fact]

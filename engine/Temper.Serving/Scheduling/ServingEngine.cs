@@ -17,7 +17,8 @@
 // reaches their token count get logits; each samples with its own options (Temper.Models.Sampler, which
 // keeps the sequence's own state of a JSON constraint: each choice of n has one),
 // streams the token, and stops on EOS, a stop string, its token limit or the length limit. A request
-// with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write). A request
+// with N > 1 forks its sequence after the prompt (the prompt blocks are shared copy-on-write); one with N > MaxRunning
+// is N sequences of one choice from the start (vLLM's child requests), admitted as seats free. A request
 // that scores its prompt (PromptLogprobs) gets logits at every prompt position: its prompt is computed
 // whole (no prefix-cache hit), in chunks whose logits stay near 128 MB, and each token's log-probability
 // given those before it goes to its handle; with 0 new tokens it then finishes. Step()
@@ -67,6 +68,7 @@ public sealed class ServingEngine : IDisposable
         public int AdapterGeneration { get; init; }
         public SequenceBlocks Blocks { get; set; } = new();
         public long AdmitOrder { get; set; }
+        /// <summary>Runs one choice of its request: forked from the first sequence, or one of a request fanned out at Submit.</summary>
         public bool Forked { get; set; }
         /// <summary>The prefix-cache keys of Tokens[..HashedTokens - 1] (what MatchPrefix will look up), for prefetching.</summary>
         public ulong[] PrefixHashes { get; set; } = [];
@@ -151,7 +153,7 @@ public sealed class ServingEngine : IDisposable
         if (r.MaxNewTokens < (r.PromptLogprobs >= 0 && r.N == 1 ? 0 : 1))
             throw new TemperException($"max tokens must be >= 1 (got {r.MaxNewTokens}; 0 only when scoring the prompt of one choice)");
         if (r.PromptLogprobs > MaxLogprobs) throw new TemperException($"Requested prompt logprobs of {r.PromptLogprobs}, which is greater than max allowed: {MaxLogprobs}");
-        if (r.N < 1 || r.N > Options.MaxRunning) throw new TemperException($"n must be in 1..{Options.MaxRunning} (got {r.N})");
+        if (r.N < 1) throw new TemperException($"n must be >= 1 (got {r.N})");
         if (r.TopLogprobs > MaxLogprobs) throw new TemperException($"Requested sample logprobs of {r.TopLogprobs}, which is greater than max allowed: {MaxLogprobs}");
         if (r.StopStrings.Count > 0 && _decode == null) throw new TemperException("stop strings need a tokenizer");
         r.Sampling.Validate();
@@ -176,10 +178,18 @@ public sealed class ServingEngine : IDisposable
             }
         }
         var handle = new RequestHandle(Interlocked.Increment(ref _nextId), r) { OpenChoices = r.N };
-        var first = NewSequence(handle, 0, [.. r.PromptIds], adapter, generation);
-        first.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : AdapterSalt(r.Adapter, generation) };
-        if (Options.PrefixCaching && Cache.Tiers is { DiskBlocks: > 0 }) HashPrefix(first);   // here, off the stepping thread
-        _incoming.Enqueue(first);
+        // n choices within MaxRunning: one sequence, forked after its prompt. More (vLLM fans them out into child requests):
+        // n sequences of one choice each, admitted as seats free, each with its own prefill (the prefix cache shares the
+        // prompt's full blocks) and its choice's seed stream, so a seed gives the choices it gives when they fit at once.
+        bool fanOut = r.N > Options.MaxRunning;
+        for (int c = 0; c < (fanOut ? r.N : 1); c++)
+        {
+            var s = NewSequence(handle, c, [.. r.PromptIds], adapter, generation);
+            s.Forked = fanOut;
+            s.Blocks = new SequenceBlocks { Salt = r.Adapter == null ? 0 : AdapterSalt(r.Adapter, generation) };
+            if (Options.PrefixCaching && Cache.Tiers is { DiskBlocks: > 0 }) HashPrefix(s);   // here, off the stepping thread
+            _incoming.Enqueue(s);
+        }
         _wake.Set();
         return handle;
     }

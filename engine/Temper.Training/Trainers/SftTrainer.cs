@@ -5,7 +5,8 @@
 // A mixture-of-experts model whose config.json sets output_router_logits adds router_aux_loss_coef x each micro-batch's
 // router load-balancing loss, as a TRL SFT step over the same micro-batches does (transformers adds it to each forward's loss,
 // and the Trainer, its loss normalised by the step's label tokens, sums the micro-batches' losses undivided): the step's
-// loss is CE / count + coef x sum over micro-batches of aux, and metrics.jsonl's aux_loss is their mean (TRL's metric).
+// loss is CE / count + coef x sum over micro-batches of aux, and metrics.jsonl's aux_loss is their mean (TRL's metric),
+// logged with router_aux_loss_coef 0 too (transformers still reports aux_loss then).
 // The eval loss stays the cross-entropy alone.
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -31,7 +32,6 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
     public SftResult Run(CancellationToken cancel = default)
     {
         using var run = TrainingRun.Open(o, backend, setsDropoutSeed: true, baseMayChange: true, routerAuxLoss: true);
-        double auxCoef = run.Backprop.RouterAuxLossCoef ?? 0;
         run.OnStep = OnStep;
         run.OnWarning = OnWarning;
         var tok = run.Model.RequireTokenizer();
@@ -54,16 +54,9 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         StepOutput Step(BatchCursor cursor)
         {
             var micro = batcher.StepBatches(ref cursor, o.GradAccum);
-            int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
-            double lossSum = 0, auxSum = 0;
-            foreach (var b in micro)
-            {
-                run.Backprop.DropoutSeed = DropoutSeed(o.Seed, b.Epoch, b.Index);
-                lossSum += run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, run.Params.GradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
-                if (auxCoef > 0) auxSum += run.Backprop.RouterAuxLoss;
-            }
-            var extra = auxCoef > 0 ? new JsonObject { ["aux_loss"] = MetricsLog.Round(auxSum / micro.Count) } : null;
-            return new StepOutput(lossSum / count + auxCoef * auxSum, micro.Sum(b => (long)b.Ids.Length), cursor, extra) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
+            var (loss, aux) = StepLoss(run.Backprop, micro, run.Params.GradOf, b => run.Backprop.DropoutSeed = DropoutSeed(o.Seed, b.Epoch, b.Index));
+            var extra = aux is { } a ? new JsonObject { ["aux_loss"] = MetricsLog.Round(a) } : null;
+            return new StepOutput(loss, micro.Sum(b => (long)b.Ids.Length), cursor, extra) { LargestMicroBatch = micro.MaxBy(b => b.Ids.Length) is { } big ? (big.Batch, big.Length) : null };
         }
 
         void AfterStep(int step, JsonObject line)
@@ -76,6 +69,28 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
         }
 
         return run.Run(o.Full ? "sft-full" : run.PromptTuning != null ? "sft-prompt-tuning" : run.Model.Weights.Prefix != null ? "sft-prefix-tuning" : "sft-lora", total, data.Sha256, info, Step, AfterStep, cancel);
+    }
+
+    /// <summary>
+    /// One step's gradient passes over its micro-batches (before runs ahead of each: the dropout seed). Returns the step's
+    /// loss, the cross-entropy over its label tokens / their count + coef x the sum of the micro-batches' router aux losses
+    /// (coef: backprop.RouterAuxLossCoef, null taken as 0), and the micro-batches' mean aux loss, or null when config.json
+    /// does not set output_router_logits (with router_aux_loss_coef 0 the pass still computes it, and it is still reported).
+    /// The C ABI's trainer (libtemper) takes its SFT steps through this too.
+    /// </summary>
+    public static (double Loss, double? AuxLoss) StepLoss(DecoderBackprop backprop, IReadOnlyList<SftBatch> micro, Func<Tensor, Tensor?> gradOf, Action<SftBatch>? before = null)
+    {
+        double auxCoef = backprop.RouterAuxLossCoef ?? 0;
+        bool aux = backprop.Decoder.Config.Moe is { OutputRouterLogits: true };
+        int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
+        double lossSum = 0, auxSum = 0;
+        foreach (var b in micro)
+        {
+            before?.Invoke(b);
+            lossSum += backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f / count, gradOf, default, b.Positions, b.SegmentIds).Sum(x => (double)x);
+            if (aux) auxSum += backprop.RouterAuxLoss;
+        }
+        return (lossSum / count + auxCoef * auxSum, aux ? auxSum / micro.Count : null);
     }
 
     /// <summary>LoRA dropout masks of a micro-batch: from the run's seed and the batch's data position alone, so a resumed run draws the same.</summary>
