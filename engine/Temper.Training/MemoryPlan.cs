@@ -44,7 +44,6 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long c = cfg.HiddenSize, f = cfg.IntermediateSize, qd = (long)cfg.NumHeads * cfg.HeadDim, kvd = (long)cfg.NumKvHeads * cfg.HeadDim;
         long v = cfg.VocabSize, layers = cfg.NumLayers, n = (long)o.Batch * (o.Length + o.VirtualTokens);
         var shapes = ModelWeights.ProjectionShapes(cfg);
-        if (cfg.Moe is { } moe) AddExperts(shapes, cfg, moe);
         double RowShare(string name) => cfg.Moe is { } m && name.Contains(".experts.", StringComparison.Ordinal) ? (double)m.TopK / m.Experts : 1;
 
         long vectors = (2 * layers + 1) * c;
@@ -101,31 +100,6 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long ia3Work = o.Ia3 != null ? 4 * n * shapes.Values.Max(s => (long)s[1]) : 0; // the scaled input or gradient [n, In]
         long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab;
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
-    }
-
-    // A sparse layer's projections in place of its dense MLP's: the router [E,C], each expert's gate/up [F,C] and down [C,F],
-    // and Qwen2-MoE's shared expert and its gate [1,C], under their HF names.
-    private static void AddExperts(Dictionary<string, Core.Shape> shapes, ModelConfig cfg, MoeSpec moe)
-    {
-        int c = cfg.HiddenSize, fe = moe.ExpertIntermediateSize, fs = moe.SharedExpertIntermediateSize;
-        for (int l = 0; l < cfg.NumLayers; l++)
-        {
-            if (!moe.IsSparse(l)) continue;
-            string p = $"model.layers.{l}.", m = p + moe.Module + ".";
-            foreach (var dense in new[] { "gate_proj", "up_proj", "down_proj" }) shapes.Remove(p + "mlp." + dense + ".weight");
-            shapes[m + "gate.weight"] = new Core.Shape(moe.Experts, c);
-            for (int e = 0; e < moe.Experts; e++)
-            {
-                shapes[$"{m}experts.{e}.{moe.ExpertNames.Gate}.weight"] = new Core.Shape(fe, c);
-                shapes[$"{m}experts.{e}.{moe.ExpertNames.Up}.weight"] = new Core.Shape(fe, c);
-                shapes[$"{m}experts.{e}.{moe.ExpertNames.Down}.weight"] = new Core.Shape(c, fe);
-            }
-            if (fs == 0) continue;
-            shapes[m + "shared_expert.gate_proj.weight"] = new Core.Shape(fs, c);
-            shapes[m + "shared_expert.up_proj.weight"] = new Core.Shape(fs, c);
-            shapes[m + "shared_expert.down_proj.weight"] = new Core.Shape(c, fs);
-            shapes[m + "shared_expert_gate.weight"] = new Core.Shape(1, c);
-        }
     }
 
     /// <summary>
