@@ -127,7 +127,7 @@ internal sealed unsafe class NativeTrainer : IDisposable
         _backprop = new DecoderBackprop(lm.Decoder);
         // The router load-balancing loss as the CLI's sft (TrainingRun.Open) and dpo (RouterAuxPass.Take) add it.
         if (Dpo) _routerAuxCoef = RouterAuxPass.Take(_backprop, lm.Config);
-        else _backprop.RouterAuxLossCoef = lm.Config.Moe is { OutputRouterLogits: true } moe ? moe.RouterAuxLossCoef : 0;
+        else _backprop.RouterAuxLossCoef = lm.Config.RouterAuxLossCoef ?? 0;
         if (Dpo) _reference = ReferenceModel.AdapterOff(lm.Weights);
         var schedule = o.TotalSteps <= 0 ? ScheduleKind.Constant : (ScheduleKind)o.Scheduler;
         _schedule = new LrSchedule(schedule, o.LearningRate, o.WarmupSteps, Math.Max(o.TotalSteps, 1));

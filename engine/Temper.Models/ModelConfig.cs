@@ -54,6 +54,10 @@ public sealed record ModelConfig
         if (MoeRefusal(what) is { } message) throw new TemperException(message);
     }
 
+    /// <summary>The coefficient transformers adds the router load-balancing loss with: config.json's router_aux_loss_coef when a
+    /// mixture-of-experts config sets output_router_logits, else null (no such loss).</summary>
+    public double? RouterAuxLossCoef => Moe is { OutputRouterLogits: true } moe ? moe.RouterAuxLossCoef : null;
+
     /// <summary>RefuseMoe's message, or null for a dense model.</summary>
     public string? MoeRefusal(string what) => Moe == null ? null
         : $"{SourcePath}: model_type '{ModelType}' is a mixture-of-experts model, which Temper runs, serves and trains on the CPU and ILGPU backends only; {what} does not support it";

@@ -49,10 +49,7 @@ public static class DpoMicroBatch
         }
         var b = SftBatcher.Pad(rows, pad);
         var scales = SequenceLogps.RowScales(weights, b.Length);
-        void Pass() => backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, gradOf, scales);
-        double aux = 0;
-        if (routerAuxCoef is { } coef) aux = RouterAuxPass.Run(backprop, coef, share, Pass);
-        else Pass();
+        double aux = RouterAuxPass.Run(backprop, routerAuxCoef, share, () => backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, gradOf, scales));
         return new DpoMicroBatchResult((r.Loss + (p.RpoAlpha ?? 0) * nll + (routerAuxCoef ?? 0) * aux) * share, r.RewardsChosen.Average() * share,
             r.RewardsRejected.Average() * share, r.RewardAccuracy * share, r.RewardMargin * share, b.Ids.Length, nll * share, aux * share);
     }

@@ -89,12 +89,8 @@ public sealed class DpoTrainer(SftOptions options, PreferenceOptions p, IBackend
                 for (int i = 0; i < n; i++) { weights[i] = -dChosen[i] * share; weights[n + i] = -dRejected[i] * share; }
                 var b = SftBatcher.Pad(rows, pad);
                 void Pass() => run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(weights, b.Length));
-                if (auxCoef is { } coef)
-                {
-                    double a = RouterAuxPass.Run(run.Backprop, coef, share, Pass);
-                    (loss, aux) = (loss + coef * a * share, aux + a * share);
-                }
-                else Pass();
+                double a = RouterAuxPass.Run(run.Backprop, auxCoef, share, Pass);
+                (loss, aux) = (loss + (auxCoef ?? 0) * a * share, aux + a * share);
                 tokens += b.Ids.Length;
             }
             var extra = method switch

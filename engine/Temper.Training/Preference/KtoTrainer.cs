@@ -71,12 +71,8 @@ public sealed class KtoTrainer(SftOptions options, PreferenceOptions p, IBackend
                 double share = (double)n / totalExamples;
                 var b = SftBatcher.Pad(rows, pad);
                 void Pass() => run.Backprop.Run(b.Ids, b.Labels, b.Mask, b.Batch, 1f, run.Params.GradOf, SequenceLogps.RowScales(r.DPolicy.Select(d => -d * share).ToArray(), b.Length));
-                if (auxCoef is { } coef)
-                {
-                    double a = RouterAuxPass.Run(run.Backprop, coef, share, Pass);
-                    (loss, aux) = (loss + coef * a * share, aux + a * share);
-                }
-                else Pass();
+                double a = RouterAuxPass.Run(run.Backprop, auxCoef, share, Pass);
+                (loss, aux) = (loss + (auxCoef ?? 0) * a * share, aux + a * share);
                 tokens += b.Ids.Length;
                 loss += r.Loss * share;
                 z0 += r.Z0 * share;

@@ -14,10 +14,16 @@ public static class RouterAuxPass
 {
     /// <summary>
     /// Runs pass (one gradient pass of backprop over the policy's rows) with coef x share x the load-balancing loss's gradient,
-    /// and returns that pass's aux loss. backprop.RouterAuxLossCoef is restored after.
+    /// and returns that pass's aux loss; with coef null (the config asks for no such loss) just runs it and returns 0.
+    /// backprop.RouterAuxLossCoef is restored after.
     /// </summary>
-    public static double Run(DecoderBackprop backprop, double coef, double share, Action pass)
+    public static double Run(DecoderBackprop backprop, double? coef, double share, Action pass)
     {
+        if (coef == null)
+        {
+            pass();
+            return 0;
+        }
         var saved = backprop.RouterAuxLossCoef;
         backprop.RouterAuxLossCoef = coef * share;
         try
@@ -39,6 +45,6 @@ public static class RouterAuxPass
     public static double? Take(DecoderBackprop backprop, ModelConfig config)
     {
         backprop.RouterAuxLossCoef = null;
-        return config.Moe is { OutputRouterLogits: true } moe ? moe.RouterAuxLossCoef : null;
+        return config.RouterAuxLossCoef;
     }
 }

@@ -81,7 +81,7 @@ public sealed class SftTrainer(SftOptions o, IBackend backend)
     public static (double Loss, double? AuxLoss) StepLoss(DecoderBackprop backprop, IReadOnlyList<SftBatch> micro, Func<Tensor, Tensor?> gradOf, Action<SftBatch>? before = null)
     {
         double auxCoef = backprop.RouterAuxLossCoef ?? 0;
-        bool aux = backprop.Decoder.Config.Moe is { OutputRouterLogits: true };
+        bool aux = backprop.Decoder.Config.RouterAuxLossCoef != null;
         int count = Math.Max(1, micro.Sum(b => b.LabelTokens));
         double lossSum = 0, auxSum = 0;
         foreach (var b in micro)

@@ -133,7 +133,7 @@ public sealed class TrainingRun : IDisposable
             var run = new TrainingRun(o, be, lm, lora, ps) { PromptTuning = prompt, _pissaStart = pissa, Ia3 = ia3 };
             run.Backprop.LoraDropout = (float)(lora?.Dropout ?? 0);
             run.Backprop.NeftuneNoiseAlpha = (float)o.NeftuneNoiseAlpha;
-            run.Backprop.RouterAuxLossCoef = lm.Config.Moe is { OutputRouterLogits: true } auxMoe ? auxMoe.RouterAuxLossCoef : 0;
+            run.Backprop.RouterAuxLossCoef = lm.Config.RouterAuxLossCoef ?? 0;
             return run;
         }
         catch
