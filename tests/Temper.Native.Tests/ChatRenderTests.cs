@@ -31,7 +31,7 @@ public sealed unsafe class ChatRenderTests : IDisposable
         Directory.Delete(_dir, true);
     }
 
-    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
+    private static string LastError() => NativeFixture.LastError();
 
     // Renders with the export (kwargs null = none); returns the text, or null and the status on error.
     private (string? Text, int Status) Render(string messages, string? kwargs)

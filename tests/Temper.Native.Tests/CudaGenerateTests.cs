@@ -19,7 +19,7 @@ namespace Temper.Tests;
 
 public sealed unsafe class CudaGenerateTests
 {
-    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
+    private static string LastError() => NativeFixture.LastError();
 
     private static int Load(string dir, TemperDevice device, out nint model)
     {

@@ -13,9 +13,9 @@ public sealed unsafe class ExportTests
 {
     private static readonly string Model = Fixtures.Hf("llama-tiny");
 
-    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
+    private static string LastError() => NativeFixture.LastError();
 
-    private static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
+    private static byte[] Utf8Z(string s) => NativeFixture.Utf8Z(s);
 
     private static int Load(string dir, out nint model)
     {

@@ -35,9 +35,9 @@ public sealed unsafe class MoeNativeTests : IDisposable
         _lm.Dispose();
     }
 
-    private static string LastError() => Marshal.PtrToStringUTF8((nint)((delegate* unmanaged<byte*>)&LibraryExports.TemperLastError)())!;
+    private static string LastError() => NativeFixture.LastError();
 
-    private static byte[] Utf8Z(string s) => Encoding.UTF8.GetBytes(s + "\0");
+    private static byte[] Utf8Z(string s) => NativeFixture.Utf8Z(s);
 
     private int Load(TemperDevice device, out nint model) => Load(_dir, device, out model);
 
