@@ -29,6 +29,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     RewardModelCommand.Create(),
     GrpoCommand.Create(),
     MergeCommand.Create(),
+    GgufCommand.Create(),
     QuantizeCommand.Create(),
     MergeCommand.CreateCombine(),
     DistillCommand.Create(),

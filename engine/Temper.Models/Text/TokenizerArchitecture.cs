@@ -16,8 +16,7 @@ internal static class TokenizerArchitecture
     /// <summary>The parts with the model class's own pipeline where transformers 5 imposes one.</summary>
     public static TokenizerParts Apply(TokenizerParts parts, string dir)
     {
-        if (ModelType(dir) is not ("qwen2" or "qwen3") || TokenizerClass(dir) is not (null or "TokenizersBackend" or "Qwen2Tokenizer" or "Qwen2TokenizerFast"))
-            return parts;
+        if (!ImposesQwenPipeline(dir)) return parts;
         var pre = new JsonObject
         {
             ["type"] = "Sequence",
@@ -33,6 +32,10 @@ internal static class TokenizerArchitecture
             PreTokenizer = PipelineJsonReader.ReadPreTokenizer(preDoc.RootElement),
         };
     }
+
+    /// <summary>Whether transformers 5 (and so Temper) splits this folder's text with Qwen's own pipeline.</summary>
+    public static bool ImposesQwenPipeline(string dir) =>
+        ModelType(dir) is "qwen2" or "qwen3" && TokenizerClass(dir) is null or "TokenizersBackend" or "Qwen2Tokenizer" or "Qwen2TokenizerFast";
 
     private static string? ModelType(string dir) => Field(Path.Combine(dir, "config.json"), "model_type");
     private static string? TokenizerClass(string dir) => Field(Path.Combine(dir, "tokenizer_config.json"), "tokenizer_class");

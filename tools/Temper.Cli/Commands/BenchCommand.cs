@@ -13,6 +13,7 @@ using System.Diagnostics;
 using Temper.Core;
 using Temper.Kernels.Ilgpu;
 using Temper.Models;
+using Temper.Models.Text;
 using Temper.Training.Diagnostics;
 
 namespace Temper.Cli.Commands;
@@ -34,6 +35,15 @@ internal static class BenchCommand
         var dt = weightDType ?? DType.F32;
         var cfg = BenchQLoraCommands.Shape(shape);
         return (new Decoder(cfg, ModelWeights.Random(cfg, be, seed: 1, dt, parallel: shape != "smollm-135m"), be), null, $"random {shape}-shaped model ({dt} weights)");
+    }
+
+    // bench decode --gguf: the same weights for llama.cpp to decode.
+    private static void WriteGguf(string path, Decoder decoder, LanguageModel? lm, IBackend be)
+    {
+        var s = lm != null ? GgufExport.Save(path, lm, be)
+            : GgufExport.Save(path, decoder.Config, decoder.Weights, be, new GgufExport.Source(null, DemoCommand.DefaultBase,
+                HfTokenizer.Load(DemoCommand.DefaultBase), ChatTemplate.LoadFromModelDir(DemoCommand.DefaultBase)), "auto", "random " + decoder.Config.ModelType);
+        Console.WriteLine($"wrote {path}: {s.Architecture}, {s.OutType}, {s.Bytes / 1048576.0:F1} MiB");
     }
 
     public static ModelConfig SmolLm135M => new()
@@ -95,8 +105,10 @@ internal static class BenchCommand
         var threads = CliOptions.Threads();
         var promptRepeat = new Option<int>("--prompt-repeat") { Description = "Build the prompt from one random block of N tokens repeated to --prompt-len (0 = all random)" };
         var repeats = new Option<int>("--repeats") { Description = "With speculation: plain and speculative runs, alternated, each timed this many times", DefaultValueFactory = _ => 3 };
+        var gguf = new Option<string?>("--gguf") { Description = "First write the model decoded (a random one with demo/base's tokenizer) as this GGUF file in the stored type, for the llama.cpp peer (bench/peer/llamacpp)" };
         var speculative = new SpeculativeFlags();
         speculative.AddTo(decode);
+        decode.Add(gguf);
         decode.Add(promptRepeat); decode.Add(repeats);
         decode.Add(model); decode.Add(promptLen); decode.Add(tokens); decode.Add(shape); decode.Add(profile); decode.Add(graph); decode.Add(rows); decode.Add(threads);
         decode.SetGuardedAction(p =>
@@ -117,6 +129,7 @@ internal static class BenchCommand
             IBackend be = profiler ?? device;
             var (decoder, lm, what) = ModelOrRandom(p, model, be, p.GetValue(shape)!);
             using var owned = lm;
+            if (p.GetValue(gguf) is string ggufPath) WriteGguf(ggufPath, decoder, lm, be);
             int pl = p.GetValue(promptLen), n = p.GetValue(tokens);
             if (pl < 1 || n < 1) throw new TemperException("--prompt-len and --tokens must be >= 1");
             var (spec, draft) = speculative.Read(p, decoder, lm?.Tokenizer, what);

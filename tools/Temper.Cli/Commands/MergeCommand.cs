@@ -31,27 +31,33 @@ internal static class MergeCommand
             if (dirs.Length == 0 && ModelConfig.Load(p.GetValue(model)!).Bnb4Bit == null)
                 throw new TemperException("--adapter is required (without one, merge only dequantises a bitsandbytes 4-bit model)");
             var w = Weights(p.GetValue(weights), dirs.Length);
-            var be = CliOptions.Backend(p, p.GetValue(threads));
-            var ia3 = dirs.Select((d, i) => PeftConfigFile.TypeOf(d) != PeftConfigFile.Ia3 ? null
-                : w[i] == 1 ? Ia3Adapter.Load(d) : throw new TemperException($"{d}: an (IA)^3 adapter scales the weights; it merges with weight 1 only (got {w[i]})")).ToList();
-            var loaded = dirs.Select((d, i) => ia3[i] != null ? null : LoraAdapter.Load(d, allowDora: true, embeddingCopies: true)).ToList();
-            try
-            {
-                using var lm = LanguageModel.Load(p.GetValue(model)!, be, weightDType: CliOptions.WeightDType(p), dequantize: true);
-                for (int i = 0; i < loaded.Count; i++)
-                    if (ia3[i] is { } scaling) scaling.Merge(lm.Weights, be);
-                    else loaded[i]!.Merge(lm.Weights, be, w[i]);
-                ModelExport.Save(p.GetValue(output)!, lm, be);
-            }
-            finally
-            {
-                foreach (var a in loaded) a?.Dispose();
-            }
+            LoadMerged(p, p.GetValue(model)!, dirs, w, p.GetValue(threads), (lm, be) => ModelExport.Save(p.GetValue(output)!, lm, be));
             Console.WriteLine(dirs.Length == 0 ? $"dequantised {p.GetValue(model)}; wrote {p.GetValue(output)}"
                 : $"merged {string.Join(", ", dirs.Select((d, i) => w[i] == 1 ? d : $"{d} x {w[i]}"))} into {p.GetValue(model)}; wrote {p.GetValue(output)}");
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>Loads the model dequantised with the adapters merged in (each at its weight) and hands it to use.</summary>
+    internal static void LoadMerged(ParseResult p, string modelDir, string[] dirs, double[] w, int threads, Action<LanguageModel, IBackend> use)
+    {
+        var be = CliOptions.Backend(p, threads);
+        var ia3 = dirs.Select((d, i) => PeftConfigFile.TypeOf(d) != PeftConfigFile.Ia3 ? null
+            : w[i] == 1 ? Ia3Adapter.Load(d) : throw new TemperException($"{d}: an (IA)^3 adapter scales the weights; it merges with weight 1 only (got {w[i]})")).ToList();
+        var loaded = dirs.Select((d, i) => ia3[i] != null ? null : LoraAdapter.Load(d, allowDora: true, embeddingCopies: true)).ToList();
+        try
+        {
+            using var lm = LanguageModel.Load(modelDir, be, weightDType: CliOptions.WeightDType(p), dequantize: true);
+            for (int i = 0; i < loaded.Count; i++)
+                if (ia3[i] is { } scaling) scaling.Merge(lm.Weights, be);
+                else loaded[i]!.Merge(lm.Weights, be, w[i]);
+            use(lm, be);
+        }
+        finally
+        {
+            foreach (var a in loaded) a?.Dispose();
+        }
     }
 
     public static Command CreateCombine()
@@ -103,7 +109,7 @@ internal static class MergeCommand
         return cmd;
     }
 
-    private static double[] Weights(string? text, int count)
+    internal static double[] Weights(string? text, int count)
     {
         if (text == null) return Enumerable.Repeat(1.0, count).ToArray();
         var parts = text.Split(',');

@@ -1,0 +1,41 @@
+// `temper gguf --model DIR [--adapter DIR ...] [--weights W,...] --out FILE.gguf [--outtype auto|f32|f16|bf16|q8_0] [--name NAME]`:
+// writes the model, with the adapters merged as `temper merge` merges them (a bitsandbytes 4-bit base dequantised
+// first), as one GGUF file for llama.cpp, Ollama and LM Studio (GgufExport: llama.cpp's tensor names, permutations,
+// hyperparameters and tokenizer, as convert_hf_to_gguf.py writes them; --outtype as its flag of that name).
+using System.CommandLine;
+using Temper.Core;
+using Temper.Models;
+
+namespace Temper.Cli.Commands;
+
+internal static class GgufCommand
+{
+    public static Command Create()
+    {
+        var model = CliOptions.Model();
+        var adapters = new Option<string[]>("--adapter") { Description = "PEFT LoRA or IA3 adapter folder merged first (repeatable, as in temper merge)" };
+        var weights = new Option<string?>("--weights") { Description = "Comma-separated weight per adapter (default 1 each)" };
+        var output = new Option<string>("--out") { Description = "The .gguf file to write", Required = true };
+        var outType = new Option<string>("--outtype")
+        {
+            Description = "Type of the weight matrices: auto (as the embedding is stored), f32, f16, bf16 or q8_0 (ggml's 8-bit blocks of 32); norms, biases and routers stay f32",
+            DefaultValueFactory = _ => "auto",
+        };
+        outType.AcceptOnlyFromAmong([.. GgufExport.OutTypes]);
+        var name = new Option<string?>("--name") { Description = "general.name (default: the model folder's name)" };
+        var threads = CliOptions.Threads();
+        var cmd = new Command("gguf", "Write the model (adapters merged) as a GGUF file for llama.cpp, Ollama and LM Studio") { model, adapters, weights, output, outType, name, threads };
+        cmd.SetGuardedAction(p =>
+        {
+            var dirs = p.GetValue(adapters) ?? [];
+            var w = MergeCommand.Weights(p.GetValue(weights), dirs.Length);
+            string path = p.GetValue(output)!;
+            if (Directory.Exists(path)) throw new TemperException($"--out {path} is a folder; give the .gguf file's path");
+            GgufExport.Summary? s = null;
+            MergeCommand.LoadMerged(p, p.GetValue(model)!, dirs, w, p.GetValue(threads), (lm, be) => s = GgufExport.Save(path, lm, be, p.GetValue(outType)!, p.GetValue(name)));
+            Console.WriteLine($"wrote {path}: {s!.Architecture}, {s.OutType}, {s.Tensors} tensors, {s.Bytes / 1048576.0:F1} MiB{(dirs.Length > 0 ? $" ({string.Join(", ", dirs)} merged)" : "")}");
+            return 0;
+        });
+        return cmd;
+    }
+}
