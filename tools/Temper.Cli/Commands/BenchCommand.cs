@@ -8,6 +8,8 @@
 // greedy plain and speculative decoding of the same prompt, timed alternately --repeats times each, with the
 // acceptance and whether the tokens agree; --prompt-repeat N builds the prompt from one random block of N tokens
 // repeated, a workload prompt lookup can hit (a random model's greedy output also tends to loop).
+// --gguf FILE first writes the decoded model as GGUF (GgufExport; a random model with demo/base's tokenizer), so
+// bench/peer/llamacpp's peer decodes the same weights.
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
