@@ -30,6 +30,7 @@ var root = new RootCommand("Temper: LLM inference and post-training on your own 
     GrpoCommand.Create(),
     MergeCommand.Create(),
     GgufCommand.Create(),
+    GgufCommand.CreateImport(),
     QuantizeCommand.Create(),
     MergeCommand.CreateCombine(),
     DistillCommand.Create(),

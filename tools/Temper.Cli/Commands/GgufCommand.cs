@@ -2,6 +2,9 @@
 // writes the model, with the adapters merged as `temper merge` merges them (a bitsandbytes 4-bit base dequantised
 // first), as one GGUF file for llama.cpp, Ollama and LM Studio (GgufExport: llama.cpp's tensor names, permutations,
 // hyperparameters and tokenizer, as convert_hf_to_gguf.py writes them; --outtype as its flag of that name).
+// `temper gguf-import FILE.gguf --out DIR [--dtype auto|f32|f16|bf16]`: the reverse (GgufImport): a GGUF file as a
+// Hugging Face folder (config.json, model.safetensors, tokenizer.json, tokenizer_config.json, chat_template.jinja)
+// that every other verb takes as --model; quantised blocks are decoded to f32 (auto) or the --dtype given.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Models;
@@ -34,6 +37,26 @@ internal static class GgufCommand
             GgufExport.Summary? s = null;
             MergeCommand.LoadMerged(p, p.GetValue(model)!, dirs, w, p.GetValue(threads), (lm, be) => s = GgufExport.Save(path, lm, be, p.GetValue(outType)!, p.GetValue(name)));
             Console.WriteLine($"wrote {path}: {s!.Architecture}, {s.OutType}, {s.Tensors} tensors, {s.Bytes / 1048576.0:F1} MiB{(dirs.Length > 0 ? $" ({string.Join(", ", dirs)} merged)" : "")}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    public static Command CreateImport()
+    {
+        var file = new Argument<string>("file") { Description = "The .gguf file to read" };
+        var output = new Option<string>("--out") { Description = "Folder for the Hugging Face model", Required = true };
+        var dtype = new Option<string>("--dtype")
+        {
+            Description = "Type of the weight matrices written: auto (f16/bf16 when every matrix is stored so, else f32: quantised blocks decoded exactly), f32, f16 or bf16",
+            DefaultValueFactory = _ => "auto",
+        };
+        dtype.AcceptOnlyFromAmong([.. GgufImport.DTypes]);
+        var cmd = new Command("gguf-import", "Read a GGUF file (llama.cpp, Ollama) into a Hugging Face model folder") { file, output, dtype };
+        cmd.SetGuardedAction(p =>
+        {
+            var s = GgufImport.Save(p.GetValue(file)!, p.GetValue(output)!, p.GetValue(dtype)!);
+            Console.WriteLine($"wrote {p.GetValue(output)}: {s.ModelType}, {s.Tensors} tensors in {s.DType}, {s.Bytes / 1048576.0:F1} MiB");
             return 0;
         });
         return cmd;
