@@ -8,8 +8,13 @@ using System.Text;
 
 namespace Temper.Core.Gguf;
 
-/// <summary>ggml's tensor types that Temper writes (ggml.h's enum ggml_type; Q8 is GGML_TYPE_Q8_0).</summary>
-public enum GgmlType : uint { F32 = 0, F16 = 1, Q8 = 8, BF16 = 30 }
+/// <summary>ggml's tensor types (ggml.h's enum ggml_type) that Temper writes (F32, F16, BF16, Q8) or reads (all, GgmlDequant):
+/// Q40, Q41, Q50, Q51 and Q8 are GGML_TYPE_Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0; Q2K..Q6K are GGML_TYPE_Q2_K..Q6_K.</summary>
+public enum GgmlType : uint
+{
+    F32 = 0, F16 = 1, Q40 = 2, Q41 = 3, Q50 = 6, Q51 = 7, Q8 = 8,
+    Q2K = 10, Q3K = 11, Q4K = 12, Q5K = 13, Q6K = 14, BF16 = 30,
+}
 
 public sealed class GgufWriter
 {
