@@ -26,6 +26,8 @@ public static class GgufImport
     {
         using var g = GgufReader.Open(ggufPath);
         string arch = g.String("general.architecture") ?? throw g.Fault("general.architecture missing");
+        if (arch is not ("llama" or "qwen2" or "qwen3" or "qwen3moe" or "qwen2moe"))
+            throw g.Fault($"architecture '{arch}' has no Hugging Face form Temper reads (llama, qwen2, qwen3, qwen3moe, qwen2moe)");
         long Req(string key) => g.Integer($"{arch}.{key}") ?? throw g.Fault($"{arch}.{key} missing");
         int layers = (int)Req("block_count"), hidden = (int)Req("embedding_length"), heads = (int)Req("attention.head_count");
         int kvHeads = (int)(g.Integer($"{arch}.attention.head_count_kv") ?? heads);
@@ -39,7 +41,7 @@ public static class GgufImport
             ("qwen3", false) => "qwen3",
             ("qwen3moe", true) => "qwen3_moe",
             ("qwen2moe", true) => "qwen2_moe",
-            _ => throw g.Fault($"architecture '{arch}'{(experts > 0 ? " with experts" : "")} has no Hugging Face form Temper reads (llama, qwen2, qwen3, qwen3moe, qwen2moe)"),
+            _ => throw g.Fault($"architecture '{arch}' {(experts > 0 ? "with" : "without")} experts has no Hugging Face form Temper reads"),
         };
         var embed = g.Tensor("token_embd.weight");
         if (embed.Shape.Length != 2 || embed.Shape[1] != hidden) throw g.Fault($"token_embd.weight is [{string.Join(", ", embed.Shape)}], not [vocab, {hidden}]");

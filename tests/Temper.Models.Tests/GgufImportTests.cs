@@ -80,6 +80,7 @@ public class GgufImportTests
         Assert.Equal(Logits(dir, ids), Logits(back, ids));
     }
 
+    // Half a step, plus the f16 rounding of the step itself (2^-11 relative) over up to 127 steps: under 0.6 of a step.
     [Fact]
     public void Q8_0_comes_back_within_half_a_step_and_bf16_as_bf16()
     {
@@ -91,7 +92,7 @@ public class GgufImportTests
         for (int b = 0; b < w.Length / 32; b++)
         {
             float step = w.Skip(b * 32).Take(32).Max(Math.Abs) / 127;
-            for (int j = b * 32; j < b * 32 + 32; j++) Assert.True(Math.Abs(got[j] - w[j]) <= step * 0.51 + 1e-7, $"value {j}: {got[j]} for {w[j]}");
+            for (int j = b * 32; j < b * 32 + 32; j++) Assert.True(Math.Abs(got[j] - w[j]) <= step * 0.6, $"value {j}: {got[j]} for {w[j]}");
         }
         Assert.Equal(a["model.layers.1.self_attn.q_proj.bias"], q8["model.layers.1.self_attn.q_proj.bias"]); // vectors stay f32
 

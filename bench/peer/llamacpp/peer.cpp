@@ -4,6 +4,9 @@
 //   peer tokenize MODEL.gguf TEXT           prints the ids of TEXT as a JSON array (no BOS/EOS added; specials parsed)
 //   peer decode MODEL.gguf P N THREADS      prefill P tokens, then decode N one at a time (greedy), as llama-bench's
 //                                           pp/tg do; prints one JSON line with tokens/s of each phase
+//   peer quantize IN.gguf OUT.gguf FTYPE    llama.cpp's own quantisation (llama-quantize): FTYPE a llama_ftype number,
+//                                           e.g. 2 Q4_0, 7 Q8_0, 10 Q2_K, 12 Q3_K_M, 15 Q4_K_M, 17 Q5_K_M, 18 Q6_K; 0 (all f32)
+//                                           decodes a quantised file with ggml's own dequantisation
 #include "llama.h"
 #include <chrono>
 #include <cstdio>
@@ -97,8 +100,14 @@ int main(int argc, char ** argv) {
         auto t2 = std::chrono::steady_clock::now();
         double pre = std::chrono::duration<double>(t1 - t0).count(), dec = std::chrono::duration<double>(t2 - t1).count();
         printf("{\"prompt\": %d, \"tokens\": %d, \"threads\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f}\n", p, n, threads, p / pre, n / dec);
+    } else if (mode == "quantize" && argc == 5) {
+        llama_model_quantize_params qp = llama_model_quantize_default_params();
+        qp.ftype = (llama_ftype)atoi(argv[4]);
+        qp.allow_requantize = true; // FTYPE 0 (all f32) then writes llama.cpp's own decoding of a quantised file
+        if (llama_model_quantize(argv[2], argv[3], &qp) != 0) { fprintf(stderr, "%s: quantisation failed\n", argv[2]); return 2; }
+        printf("wrote %s\n", argv[3]);
     } else {
-        fprintf(stderr, "usage: peer logits MODEL IDS OUT | tokenize MODEL TEXT | decode MODEL P N THREADS\n");
+        fprintf(stderr, "usage: peer logits MODEL IDS OUT | tokenize MODEL TEXT | decode MODEL P N THREADS | quantize IN OUT FTYPE\n");
         return 2;
     }
     llama_backend_free();
