@@ -37,7 +37,7 @@ public sealed class LanguageModel : IDisposable
     public static LanguageModel Load(string dir, IBackend be, string? adapterDir = null, bool mergeAdapter = false, DType? weightDType = null, bool qlora = false,
         bool dequantize = false)
     {
-        if (!System.IO.Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
+        ModelFolderFiles.RequireFolder(dir);
         if (qlora && mergeAdapter) throw new TemperException("an adapter cannot be merged into an NF4 (QLoRA) base; apply it unmerged or load the model without --qlora");
         var cfg = ModelConfig.Load(dir);
         var weights = ModelWeights.Load(dir, cfg, be, weightDType, nf4: qlora, dequantize: dequantize || mergeAdapter);
@@ -60,7 +60,7 @@ public sealed class LanguageModel : IDisposable
     /// <summary>A model with seeded random weights shaped by DIR/config.json, with DIR's tokenizer and template (for pre-training from scratch).</summary>
     public static LanguageModel CreateRandom(string dir, IBackend be, int seed)
     {
-        if (!System.IO.Directory.Exists(dir)) throw new TemperException($"{dir}: model folder not found");
+        ModelFolderFiles.RequireFolder(dir);
         var cfg = ModelConfig.Load(dir);
         var m = new LanguageModel(dir, cfg, ModelWeights.Random(cfg, be, seed), be);
         try

@@ -65,6 +65,7 @@ public sealed record ModelConfig
     public static ModelConfig Load(string dirOrFile)
     {
         string path = Directory.Exists(dirOrFile) ? Path.Combine(dirOrFile, "config.json") : dirOrFile;
+        if (dirOrFile.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)) ModelFolderFiles.RequireFolder(dirOrFile);
         if (!File.Exists(path)) throw new TemperException($"{path}: config.json not found");
         string text = File.ReadAllText(path);
         JsonObject root;

@@ -15,4 +15,13 @@ public static class ModelFolderFiles
             if (File.Exists(src) && Path.GetFullPath(src) != Path.GetFullPath(Path.Combine(outDir, f))) File.Copy(src, Path.Combine(outDir, f), overwrite: true);
         }
     }
+
+    /// <summary>Throws the one-line error for a model folder that is not one: a GGUF file (with the command that reads it), or nothing there.</summary>
+    public static void RequireFolder(string dir)
+    {
+        if (System.IO.Directory.Exists(dir)) return;
+        if (File.Exists(dir) && dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+            throw new Temper.Core.TemperException($"{dir}: a GGUF file; read it into a model folder first: temper gguf-import {dir} --out DIR");
+        throw new Temper.Core.TemperException($"{dir}: model folder not found");
+    }
 }

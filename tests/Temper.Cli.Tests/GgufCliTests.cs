@@ -38,3 +38,28 @@ public class GgufCliTests
         Assert.Empty(Directory.GetFiles(dir));
     }
 }
+
+public class GgufImportCliTests
+{
+    [Fact]
+    public void A_gguf_file_comes_back_as_a_folder_every_verb_takes()
+    {
+        string model = Fixtures.Hf("qwen2-tiny"), dir = TempFolder.Create("temper-gguf-import-cli"), file = Path.Combine(dir, "m.gguf");
+        Assert.True(TemperCli.Run("gguf", "--model", model, "--out", file, "--outtype", "f32").ExitCode == 0);
+        var hint = TemperCli.Run("generate", "--model", file, "--prompt", "hi", "--max-new-tokens", "2");
+        Assert.Equal(2, hint.ExitCode);
+        Assert.Contains("temper gguf-import", hint.Stderr);
+        var r = TemperCli.Run("gguf-import", file, "--out", Path.Combine(dir, "hf"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("qwen2, 27 tensors in float32", r.Stdout);
+        string[] gen = ["generate", "--prompt", "1+2=", "--greedy", "--max-new-tokens", "6", "--generation-config", "none"];
+        var original = TemperCli.Run([.. gen, "--model", model]);
+        var imported = TemperCli.Run([.. gen, "--model", Path.Combine(dir, "hf")]);
+        Assert.True(imported.ExitCode == 0, imported.Stderr);
+        Assert.Equal(original.Stdout, imported.Stdout);
+        var bad = TemperCli.Run("gguf-import", Path.Combine(model, "config.json"), "--out", Path.Combine(dir, "bad"));
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("no GGUF magic", bad.Stderr);
+        Assert.Single(bad.Stderr.Trim().Split('\n'));
+    }
+}
