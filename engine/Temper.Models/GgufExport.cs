@@ -43,7 +43,7 @@ public static class GgufExport
             throw new TemperException($"{adapted.Name}: merge the adapter before writing GGUF");
         if (w.Projections.FirstOrDefault(p => p.Nf4 != null) is { } q)
             throw new TemperException($"{q.Name}: NF4 weights have no GGUF form here; load the model dequantised (without --qlora)");
-        string arch = Architecture(cfg, where);
+        string arch = ArchitectureOf(cfg, where);
         var type = MatrixType(outType, cfg, w, source.WeightsDir);
 
         var g = new GgufWriter();
@@ -118,7 +118,7 @@ public static class GgufExport
         return new Summary(arch, type == GgmlType.Q8 ? "q8_0" : type.ToString().ToLowerInvariant(), g.TensorCount, bytes);
     }
 
-    private static string Architecture(ModelConfig cfg, string where)
+    internal static string ArchitectureOf(ModelConfig cfg, string where)
     {
         string arch = cfg.ModelType switch
         {

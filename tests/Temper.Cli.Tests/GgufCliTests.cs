@@ -1,6 +1,7 @@
 // `temper gguf` as a user runs it: with the fixture's LoRA adapter it writes the same bytes as `temper merge` followed by
 // `temper gguf` of the merged folder (the merge is temper merge's), and that file differs from the base's; a folder
-// for --out, an unknown --outtype and a missing model folder are one line and a non-zero exit, leaving no file behind.
+// for --out, an unknown --outtype, a missing model folder and --adapter-only with two adapters are one line and a
+// non-zero exit, leaving no file behind.
 namespace Temper.Tests;
 
 public class GgufCliTests
@@ -34,7 +35,11 @@ public class GgufCliTests
         Assert.Contains("q4_k", type.Stderr);
         var missing = TemperCli.Run("gguf", "--model", Path.Combine(dir, "nope"), "--out", Path.Combine(dir, "y.gguf"));
         Assert.Equal(2, missing.ExitCode);
-        foreach (var r in new[] { folder, missing }) Assert.Single(r.Stderr.Trim().Split('\n'));
+        string adapter = Path.Combine(model, "adapter");
+        var two = TemperCli.Run("gguf", "--model", model, "--adapter", adapter, "--adapter", adapter, "--adapter-only", "--out", Path.Combine(dir, "z.gguf"));
+        Assert.Equal(2, two.ExitCode);
+        Assert.Contains("exactly one --adapter", two.Stderr);
+        foreach (var r in new[] { folder, missing, two }) Assert.Single(r.Stderr.Trim().Split('\n'));
         Assert.Empty(Directory.GetFiles(dir));
     }
 }

@@ -6,7 +6,8 @@
 // ggml's quantize_row_q8_0_ref written out here; f16/bf16 words the nearest to each value; Mixtral's experts stacked
 // [E, Out, In] with an f32 router and the q8_0 -> f16 fallback for rows that are not whole blocks; Qwen2-MoE's shared
 // expert; llama3's rope_freqs from the converter's formula; and the one-line refusals (dense layers in a Qwen-MoE,
-// byte-fallback tokenizers, unknown pre-tokenizers, unknown --outtype).
+// byte-fallback tokenizers, unknown pre-tokenizers, unknown --outtype); and a PEFT LoRA as a GGUF LoRA (alpha = PEFT's
+// scale x r, plain and rsLoRA; A as is, B's q/k rows permuted as the base's; an adapter of another base refused).
 // (That llama.cpp itself runs these files to Temper's logits is measured with bench/peer/llamacpp: docs/GGUF.md.)
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -216,6 +217,33 @@ public class GgufExportTests
         Assert.Contains(8f, freqs);
     }
 
+    [Theory]
+    [InlineData(false, 8f)] // PEFT scale alpha / r = 8 / 4: llama.cpp's alpha / r with alpha 8
+    [InlineData(true, 16f)] // rsLoRA: scale alpha / sqrt(r) = 4, so llama.cpp's alpha is 4 x r = 16
+    public void A_lora_adapter_becomes_a_gguf_lora_with_b_rows_permuted_as_the_base(bool rsLora, float alpha)
+    {
+        string model = Fixtures.Hf("llama-tiny");
+        string dir = Copy("llama-tiny", "adapter/adapter_config.json", c => c["use_rslora"] = rsLora);
+        using var adapter = LoraAdapter.Load(Path.Combine(dir, "adapter"));
+        string path = Path.Combine(TempFolder.Create("temper-gguf-lora"), "lora.gguf");
+        GgufLoraExport.Save(path, ModelConfig.Load(model), adapter);
+        var g = new GgufFile(path);
+        Assert.Equal(("llama", "adapter", "lora"), (g.Get<string>("general.architecture"), g.Get<string>("general.type"), g.Get<string>("adapter.type")));
+        Assert.Equal(alpha, g.Get<float>("adapter.lora.alpha"));
+        Assert.Equal(28, g.Tensors.Count); // 2 layers x 7 projections x (A, B)
+        var (a, b) = adapter.Modules["model.layers.1.self_attn.q_proj"];
+        Assert.Equal([64L, 4L], g.Tensor("blk.1.attn_q.weight.lora_a").Ne);   // A [r, In]: ne {In, r}
+        Assert.Equal([4L, 64L], g.Tensor("blk.1.attn_q.weight.lora_b").Ne);   // B [Out, r]: ne {r, Out}
+        Assert.Equal(a.ToFloatArray(), g.Floats("blk.1.attn_q.weight.lora_a"));
+        Assert.Equal(Permute(b.ToFloatArray(), 64, 4, 4), g.Floats("blk.1.attn_q.weight.lora_b"));
+        var (_, bk) = adapter.Modules["model.layers.0.self_attn.k_proj"];
+        Assert.Equal(Permute(bk.ToFloatArray(), 32, 4, 2), g.Floats("blk.0.attn_k.weight.lora_b"));
+        Assert.Equal(adapter.Modules["model.layers.0.mlp.down_proj"].B.ToFloatArray(), g.Floats("blk.0.ffn_down.weight.lora_b"));
+        var wrongBase = Assert.Throws<TemperException>(() => GgufLoraExport.Save(path + "2", ModelConfig.Load(MoeTiny.Mixtral.Folder), adapter)).Message;
+        Assert.Contains("is not a projection of the base model", wrongBase);
+        Assert.False(File.Exists(path + "2"));
+    }
+
     [Fact]
     public void What_llama_cpp_cannot_run_is_refused_in_one_line()
     {
@@ -238,6 +266,8 @@ public class GgufExportTests
     {
         string src = Fixtures.Hf(fixture), dir = TempFolder.Create("temper-gguf-" + fixture);
         foreach (var f in Directory.GetFiles(src)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        Directory.CreateDirectory(Path.Combine(dir, "adapter"));
+        foreach (var f in Directory.GetFiles(Path.Combine(src, "adapter"))) File.Copy(f, Path.Combine(dir, "adapter", Path.GetFileName(f)));
         var node = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, file)))!;
         edit(node);
         File.WriteAllText(Path.Combine(dir, file), node.ToJsonString());

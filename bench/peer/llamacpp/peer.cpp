@@ -1,5 +1,6 @@
 // A llama.cpp peer for Temper's GGUF export and CPU decode, built against a llama.cpp source tree by build.sh.
-//   peer logits MODEL.gguf IDS OUT.f32      IDS: comma-separated token ids, one sequence; writes [T, V] f32 logits
+//   peer logits MODEL.gguf IDS OUT.f32 [LORA.gguf]   IDS: comma-separated token ids, one sequence; writes [T, V]
+//                                           f32 logits (with LORA: that adapter applied at scale 1)
 //                                           (an f32 KV cache, so only the weights' type differs from Temper's f32 forward)
 //   peer tokenize MODEL.gguf TEXT           prints the ids of TEXT as a JSON array (no BOS/EOS added; specials parsed)
 //   peer decode MODEL.gguf P N THREADS      prefill P tokens, then decode N one at a time (greedy), as llama-bench's
@@ -62,10 +63,14 @@ int main(int argc, char ** argv) {
     llama_backend_init();
     std::string mode = argv[1];
     llama_model * model = nullptr;
-    if (mode == "logits" && argc == 5) {
+    if (mode == "logits" && (argc == 5 || argc == 6)) {
         std::vector<llama_token> ids;
         for (char * p = strtok(argv[3], ","); p; p = strtok(nullptr, ",")) ids.push_back(atoi(p));
         llama_context * ctx = open(argv[2], (int)ids.size() < 64 ? 64 : (int)ids.size(), 1, &model, true);
+        if (argc == 6) {
+            llama_adapter_lora * lora = llama_adapter_lora_init(model, argv[5]);
+            if (!lora || llama_set_adapter_lora(ctx, lora, 1.0f) != 0) { fprintf(stderr, "%s: llama.cpp could not apply it\n", argv[5]); return 2; }
+        }
         decode(ctx, ids, 0, true);
         int v = llama_vocab_n_tokens(llama_model_get_vocab(model));
         FILE * f = fopen(argv[4], "wb");

@@ -26,20 +26,34 @@ internal static class GgufCommand
         };
         outType.AcceptOnlyFromAmong([.. GgufExport.OutTypes]);
         var name = new Option<string?>("--name") { Description = "general.name (default: the model folder's name)" };
+        var adapterOnly = new Option<bool>("--adapter-only") { Description = "Write the one --adapter as a GGUF LoRA (llama.cpp's --lora, Ollama's ADAPTER) for the base's GGUF, instead of the merged model; --outtype f32 (default here), f16 or bf16" };
         var threads = CliOptions.Threads();
-        var cmd = new Command("gguf", "Write the model (adapters merged) as a GGUF file for llama.cpp, Ollama and LM Studio") { model, adapters, weights, output, outType, name, threads };
+        var cmd = new Command("gguf", "Write the model (adapters merged) as a GGUF file for llama.cpp, Ollama and LM Studio") { model, adapters, weights, output, outType, name, adapterOnly, threads };
         cmd.SetGuardedAction(p =>
         {
             var dirs = p.GetValue(adapters) ?? [];
             var w = MergeCommand.Weights(p.GetValue(weights), dirs.Length);
             string path = p.GetValue(output)!;
             if (Directory.Exists(path)) throw new TemperException($"--out {path} is a folder; give the .gguf file's path");
+            if (p.GetValue(adapterOnly)) return SaveAdapter(p.GetValue(model)!, dirs, p.GetValue(weights), path, p.GetValue(outType)!, p.GetValue(name));
             GgufExport.Summary? s = null;
             MergeCommand.LoadMerged(p, p.GetValue(model)!, dirs, w, p.GetValue(threads), (lm, be) => s = GgufExport.Save(path, lm, be, p.GetValue(outType)!, p.GetValue(name)));
             Console.WriteLine($"wrote {path}: {s!.Architecture}, {s.OutType}, {s.Tensors} tensors, {s.Bytes / 1048576.0:F1} MiB{(dirs.Length > 0 ? $" ({string.Join(", ", dirs)} merged)" : "")}");
             return 0;
         });
         return cmd;
+    }
+
+    // --adapter-only: one LoRA adapter, unmerged, at weight 1 (llama.cpp takes a scale per adapter at run time).
+    private static int SaveAdapter(string model, string[] dirs, string? weights, string path, string outType, string? name)
+    {
+        if (dirs.Length != 1 || weights != null) throw new TemperException("--adapter-only writes exactly one --adapter (without --weights: llama.cpp scales adapters at run time)");
+        if (PeftConfigFile.TypeOf(dirs[0]) == PeftConfigFile.Ia3) throw new TemperException($"{dirs[0]}: an (IA)^3 adapter has no GGUF LoRA form; merge it (leave out --adapter-only)");
+        var cfg = ModelConfig.Load(model);
+        using var adapter = LoraAdapter.Load(dirs[0], allowDora: true, embeddingCopies: true);
+        var s = GgufLoraExport.Save(path, cfg, adapter, outType == "auto" ? "f32" : outType, name);
+        Console.WriteLine($"wrote {path}: a {s.Architecture} LoRA of {s.Modules} modules, alpha {s.Alpha}, {s.Bytes / 1048576.0:F2} MiB");
+        return 0;
     }
 
     public static Command CreateImport()
