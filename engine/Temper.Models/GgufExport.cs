@@ -29,14 +29,15 @@ public static class GgufExport
 
     public sealed record Summary(string Architecture, string OutType, int Tensors, long Bytes);
 
-    public static Summary Save(string path, LanguageModel lm, IBackend be, string outType = "auto", string? name = null) =>
-        Save(path, lm.Config, lm.Weights, be, new Source(lm.Directory, lm.Directory, lm.RequireTokenizer(), lm.Template), outType, name ?? new DirectoryInfo(lm.Directory).Name);
+    public static Summary Save(string path, LanguageModel lm, IBackend be, string outType = "auto", string? name = null, Action<int, int>? progress = null) =>
+        Save(path, lm.Config, lm.Weights, be, new Source(lm.Directory, lm.Directory, lm.RequireTokenizer(), lm.Template), outType, name ?? new DirectoryInfo(lm.Directory).Name, progress);
 
     /// <summary>Where a model's files come from: its weights' folder (null for weights made in memory, e.g. a bench's
     /// random model) and the folder whose tokenizer.json, tokenizer and chat template the file carries.</summary>
     public sealed record Source(string? WeightsDir, string TokenizerDir, HfTokenizer Tokenizer, ChatTemplate? Template);
 
-    public static Summary Save(string path, ModelConfig cfg, ModelWeights w, IBackend be, Source source, string outType, string name)
+    /// <summary>progress(done, total) is called after each tensor is written.</summary>
+    public static Summary Save(string path, ModelConfig cfg, ModelWeights w, IBackend be, Source source, string outType, string name, Action<int, int>? progress = null)
     {
         string where = source.WeightsDir != null ? Path.Combine(source.WeightsDir, "config.json") : $"the {cfg.ModelType} config";
         if (w.Projections.Append(w.LmHead).FirstOrDefault(p => p.Lora != null || p.Ia3 != null) is { } adapted)
@@ -114,7 +115,7 @@ public static class GgufExport
         tensors.Add("output_norm.weight", w.FinalNorm);
         // A tied head is token_embd itself (llama.cpp falls back to it); a modules_to_save copy unties the pair.
         if (!cfg.TieWordEmbeddings || w.EmbedReplacement != null || w.LmHead.Replacement != null) tensors.Add("output", w.LmHead);
-        long bytes = g.Write(path);
+        long bytes = g.Write(path, progress);
         return new Summary(arch, type == GgmlType.Q8 ? "q8_0" : type.ToString().ToLowerInvariant(), g.TensorCount, bytes);
     }
 

@@ -22,7 +22,8 @@ public static class GgufImport
 
     public sealed record Summary(string ModelType, int Tensors, string DType, long Bytes);
 
-    public static Summary Save(string ggufPath, string outDir, string dtype = "auto")
+    /// <summary>progress(done, total) is called after each GGUF tensor is decoded.</summary>
+    public static Summary Save(string ggufPath, string outDir, string dtype = "auto", Action<int, int>? progress = null)
     {
         using var g = GgufReader.Open(ggufPath);
         string arch = g.String("general.architecture") ?? throw g.Fault("general.architecture missing");
@@ -98,8 +99,9 @@ public static class GgufImport
             var t = g.Tensor(gguf);
             used.Add(gguf);
             var v = g.ReadFloats(t);
+            progress?.Invoke(used.Count, g.Tensors.Count);
             long[] s = shape ?? t.Shape;
-            if (permuteHeads > 0) v = Unpermute(v, (int)s[0], s.Length == 1 ? 1 : (int)s[1], permuteHeads);
+            if (permuteHeads > 0) v = GgufTensors.PermuteRows(v, (int)s[0], s.Length == 1 ? 1 : (int)s[1], permuteHeads, inverse: true);
             tensors.Add(new(hf, Tensor.FromFloatsAs(new Shape(s.Select(x => (int)x).ToArray()), v, s.Length == 1 ? DType.F32 : outType, hf)));
         }
         void AddOptional(string hf, string gguf, int permuteHeads = 0) { if (g.Has(gguf)) Add(hf, gguf, permuteHeads); }
@@ -109,6 +111,7 @@ public static class GgufImport
             used.Add(gguf);
             if (t.Shape.Length != 3 || t.Shape[0] != experts) throw g.Fault($"{gguf} is [{string.Join(", ", t.Shape)}], not [{experts}, out, in]");
             var v = g.ReadFloats(t);
+            progress?.Invoke(used.Count, g.Tensors.Count);
             int per = (int)(t.Shape[1] * t.Shape[2]);
             for (int e = 0; e < experts; e++)
             {
@@ -221,18 +224,5 @@ public static class GgufImport
             },
             _ => throw g.Fault($"{arch}.rope.scaling.type '{type}' is not one Temper reads (linear, yarn, or llama3's rope_freqs)"),
         };
-    }
-
-    /// <summary>llama.cpp's interleaved pairs back to HF's rotate-half rows, per head of rows / heads rows.</summary>
-    public static float[] Unpermute(float[] v, int rows, int cols, int heads)
-    {
-        int d = rows / heads, half = d / 2;
-        if (d * heads != rows || half * 2 != d) throw new TemperException($"GGUF: {rows} rows are not {heads} heads of an even size");
-        var r = new float[v.Length];
-        for (int h = 0; h < heads; h++)
-            for (int j = 0; j < 2; j++)
-                for (int i = 0; i < half; i++)
-                    System.Array.Copy(v, (long)(h * d + 2 * i + j) * cols, r, (long)(h * d + j * half + i) * cols, cols);
-        return r;
     }
 }

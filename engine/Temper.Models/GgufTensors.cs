@@ -3,7 +3,7 @@
 // (routers) are f32; matrices take the export's type, q8_0 falling back to f16 where a row is not whole blocks of 32.
 // Shapes are HF's row-major [Out, In] ([V, C] for the embedding); stacked experts are [E, Out, In].
 // Permute: llama's q_proj/k_proj rows (and bias) per head of D rows, from HF's halves (i, i + D/2) to llama.cpp's pairs
-// (2i, 2i + 1): destination row h*D + 2i + j takes source row h*D + j*D/2 + i.
+// (2i, 2i + 1): destination row h*D + 2i + j takes source row h*D + j*D/2 + i; inverse: back (GgufImport).
 using Temper.Core;
 using Temper.Core.Gguf;
 
@@ -57,8 +57,8 @@ internal sealed class GgufTensors(GgufWriter writer, IBackend be, GgmlType matri
         return host.DType == DType.F32 ? host.Floats.ToArray() : host.ToFloatArray();
     }
 
-    /// <summary>HF rotate-half row order to llama.cpp's interleaved pairs, per head of rows / heads rows.</summary>
-    public static float[] PermuteRows(float[] v, int rows, int cols, int heads)
+    /// <summary>HF rotate-half row order to llama.cpp's interleaved pairs, per head of rows / heads rows (inverse: back).</summary>
+    public static float[] PermuteRows(float[] v, int rows, int cols, int heads, bool inverse = false)
     {
         int d = rows / heads, half = d / 2;
         if (d * heads != rows || half * 2 != d) throw new TemperException($"GGUF: {rows} rows are not {heads} heads of an even size");
@@ -66,7 +66,10 @@ internal sealed class GgufTensors(GgufWriter writer, IBackend be, GgmlType matri
         for (int h = 0; h < heads; h++)
             for (int j = 0; j < 2; j++)
                 for (int i = 0; i < half; i++)
-                    Array.Copy(v, (long)(h * d + j * half + i) * cols, r, (long)(h * d + 2 * i + j) * cols, cols);
+                {
+                    long halves = (long)(h * d + j * half + i) * cols, pairs = (long)(h * d + 2 * i + j) * cols;
+                    Array.Copy(v, inverse ? pairs : halves, r, inverse ? halves : pairs, cols);
+                }
         return r;
     }
 }

@@ -57,14 +57,15 @@ public sealed class GgufWriter
         };
     }
 
-    /// <summary>Writes the file at path (through a temp file renamed over it); returns its length.</summary>
-    public long Write(string path)
+    /// <summary>Writes the file at path (through a temp file renamed over it); returns its length. progress(done, total)
+    /// is called after each tensor.</summary>
+    public long Write(string path, Action<int, int>? progress = null)
     {
-        AtomicFile.Write(path, Write);
+        AtomicFile.Write(path, s => Write(s, progress));
         return new FileInfo(path).Length;
     }
 
-    public void Write(Stream stream)
+    public void Write(Stream stream, Action<int, int>? progress = null)
     {
         long origin = stream.Position;
         using var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
@@ -87,6 +88,7 @@ public sealed class GgufWriter
         w.Flush();
         Pad(stream, stream.Position - origin);
         long start = stream.Position;
+        int done = 0;
         foreach (var (name, shape, type, write) in _tensors)
         {
             long before = stream.Position;
@@ -94,6 +96,7 @@ public sealed class GgufWriter
             long written = stream.Position - before;
             if (written != ByteCount(shape, type)) throw new InvalidOperationException($"GGUF: tensor '{name}' wrote {written} bytes, {ByteCount(shape, type)} expected");
             Pad(stream, stream.Position - start);
+            progress?.Invoke(++done, _tensors.Count);
         }
     }
 

@@ -6,6 +6,7 @@
 // Hugging Face folder (config.json, model.safetensors, tokenizer.json, tokenizer_config.json, chat_template.jinja)
 // that every other verb takes as --model; quantised blocks are decoded to f32 (auto) or the --dtype given.
 using System.CommandLine;
+using Spectre.Console;
 using Temper.Core;
 using Temper.Models;
 
@@ -37,11 +38,29 @@ internal static class GgufCommand
             if (Directory.Exists(path)) throw new TemperException($"--out {path} is a folder; give the .gguf file's path");
             if (p.GetValue(adapterOnly)) return SaveAdapter(p.GetValue(model)!, dirs, p.GetValue(weights), path, p.GetValue(outType)!, p.GetValue(name));
             GgufExport.Summary? s = null;
-            MergeCommand.LoadMerged(p, p.GetValue(model)!, dirs, w, p.GetValue(threads), (lm, be) => s = GgufExport.Save(path, lm, be, p.GetValue(outType)!, p.GetValue(name)));
+            MergeCommand.LoadMerged(p, p.GetValue(model)!, dirs, w, p.GetValue(threads),
+                (lm, be) => WithProgress("writing " + Path.GetFileName(path), progress => s = GgufExport.Save(path, lm, be, p.GetValue(outType)!, p.GetValue(name), progress)));
             Console.WriteLine($"wrote {path}: {s!.Architecture}, {s.OutType}, {s.Tensors} tensors, {s.Bytes / 1048576.0:F1} MiB{(dirs.Length > 0 ? $" ({string.Join(", ", dirs)} merged)" : "")}");
             return 0;
         });
         return cmd;
+    }
+
+    // A tensor-by-tensor progress bar on a terminal (nothing when output is redirected).
+    private static void WithProgress(string label, Action<Action<int, int>?> run)
+    {
+        if (!AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            run(null);
+            return;
+        }
+        AnsiConsole.Progress().AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(label, maxValue: 1);
+                run((done, total) => { task.MaxValue = total; task.Value = done; });
+            });
     }
 
     // --adapter-only: one LoRA adapter, unmerged, at weight 1 (llama.cpp takes a scale per adapter at run time).
@@ -69,8 +88,9 @@ internal static class GgufCommand
         var cmd = new Command("gguf-import", "Read a GGUF file (llama.cpp, Ollama) into a Hugging Face model folder") { file, output, dtype };
         cmd.SetGuardedAction(p =>
         {
-            var s = GgufImport.Save(p.GetValue(file)!, p.GetValue(output)!, p.GetValue(dtype)!);
-            Console.WriteLine($"wrote {p.GetValue(output)}: {s.ModelType}, {s.Tensors} tensors in {s.DType}, {s.Bytes / 1048576.0:F1} MiB");
+            GgufImport.Summary? s = null;
+            WithProgress("reading " + Path.GetFileName(p.GetValue(file)!), progress => s = GgufImport.Save(p.GetValue(file)!, p.GetValue(output)!, p.GetValue(dtype)!, progress));
+            Console.WriteLine($"wrote {p.GetValue(output)}: {s!.ModelType}, {s.Tensors} tensors in {s.DType}, {s.Bytes / 1048576.0:F1} MiB");
             return 0;
         });
         return cmd;
