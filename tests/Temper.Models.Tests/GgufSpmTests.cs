@@ -5,6 +5,7 @@
 // leftmost on ties; leftovers as <0xNN>; a space before each fragment at the start or after a special token) run on
 // the file's tokens and scores gives Temper's ids, everywhere for the older Prepend/Replace normalizer and apart from
 // the documented space differences for Metaspace; export -> import gives SpmConverter's merges back and the same ids;
+// a file with other scores (shuffled) imports to merges that join pairs in llama.cpp's order for those scores;
 // refusals of what llama.cpp's SPM vocabulary cannot say. (Against llama.cpp itself: docs/GGUF.md.)
 using System.Text;
 using Temper.Core;
@@ -161,6 +162,31 @@ public class GgufSpmTests
         var merges = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(back, "tokenizer.json")))!["model"]!["merges"]!.AsArray()
             .Select(m => (m![0]!.GetValue<string>(), m[1]!.GetValue<string>())).ToList();
         Assert.Equal(SpmTiny.Build().Merges, merges);
+    }
+
+    // A file whose scores are not Temper's (as llama.cpp's converter copies SentencePiece's own, in another order):
+    // the merges the import rebuilds from them make Temper's tokenizer join pairs in llama.cpp's order.
+    [Fact]
+    public void Imported_merges_follow_the_file_s_scores()
+    {
+        string gguf = Export(SpmTiny.Folder(legacyNormalizer: true)), back = TempFolder.Create("temper-gguf-spm-back");
+        var g = new GgufFile(gguf);
+        var tokens = g.Get<object[]>("tokenizer.ggml.tokens").Cast<string>().ToArray();
+        var types = g.Get<object[]>("tokenizer.ggml.token_type").Select(Convert.ToInt32).ToArray();
+        var random = new Random(11);
+        var scores = types.Select(t => t == 1 ? -(float)random.Next(1, 100000) : 0f).ToArray();
+        var bytes = File.ReadAllBytes(gguf);
+        var key = Encoding.UTF8.GetBytes("tokenizer.ggml.scores");
+        int at = bytes.AsSpan().IndexOf(key) + key.Length + 4 + 4; // value type (array), element type (f32), then the count
+        Assert.Equal((ulong)tokens.Length, BitConverter.ToUInt64(bytes, at));
+        for (int i = 0; i < scores.Length; i++) BitConverter.GetBytes(scores[i]).CopyTo(bytes, at + 8 + 4 * i);
+        File.WriteAllBytes(gguf, bytes);
+        GgufImport.Save(gguf, back, "auto");
+        var original = HfTokenizer.Load(SpmTiny.Folder(legacyNormalizer: true));
+        var imported = HfTokenizer.Load(back);
+        foreach (var text in SpmTiny.Texts)
+            Assert.Equal(LlamaCpp(tokens, scores, types, text), imported.Encode(text));
+        Assert.Contains(SpmTiny.Texts, t => !original.Encode(t).SequenceEqual(imported.Encode(t))); // the order did change something
     }
 
     private static string Refusal(string dir)
