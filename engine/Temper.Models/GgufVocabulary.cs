@@ -5,9 +5,9 @@
 // tokenizer.ggml.tokens by id for the model's whole vocabulary (ids the tokenizer lacks as "[PAD<id>]", type unused);
 // token types (1 normal, 3 control for special added tokens and <|...|> ones, 4 user-defined for other added tokens,
 // 5 unused); merges as "left right"; the special ids (tokenizer_config.json's, else config.json's); add_bos_token and
-// add_eos_token from what the post-processor adds; and tokenizer.chat_template. Any other tokenizer (SentencePiece
-// byte-fallback BPE as Llama 2 and Mistral 7B ship, WordPiece, Unigram, a pre-tokenizer llama.cpp has no regex for) is
-// refused in one line naming tokenizer.json.
+// add_eos_token from what the post-processor adds; and tokenizer.chat_template. A SentencePiece-style byte-fallback BPE
+// (Llama 2, Mistral 7B v0.1-v0.3) goes to GgufSpmVocabulary (llama.cpp's "llama" vocabulary). Any other tokenizer
+// (WordPiece, Unigram, a pre-tokenizer llama.cpp has no regex for) is refused in one line naming tokenizer.json.
 using System.Text.Json;
 using Temper.Core;
 using Temper.Core.Gguf;
@@ -25,14 +25,16 @@ internal static class GgufVocabulary
     {
         string path = Path.Combine(source.TokenizerDir, "tokenizer.json");
         if (!File.Exists(path)) throw new TemperException($"{source.TokenizerDir}: no tokenizer.json (a GGUF file carries its tokenizer)");
-        var tok = source.Tokenizer;
         using var doc = JsonDocument.Parse(File.ReadAllText(path));
         var root = doc.RootElement;
         var model = root.GetProperty("model");
         string type = model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
-        if (type != "BPE") throw new TemperException($"{path}: a {(type.Length == 0 ? "typeless" : type)} tokenizer has no GGUF form Temper writes (byte-level BPE only)");
+        if (type != "BPE") throw new TemperException($"{path}: a {(type.Length == 0 ? "typeless" : type)} tokenizer has no GGUF form Temper writes (BPE only: byte-level, or SentencePiece-style with byte_fallback)");
         if (model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True)
-            throw new TemperException($"{path}: a byte-fallback (SentencePiece-style) BPE tokenizer is llama.cpp's 'llama' vocabulary, which Temper does not write (byte-level BPE only)");
+        {
+            GgufSpmVocabulary.Add(g, cfg, source, root, path);
+            return;
+        }
 
         int v = cfg.VocabSize;
         var tokens = new string?[v];
@@ -56,6 +58,15 @@ internal static class GgufVocabulary
         g.Add("tokenizer.ggml.tokens", tokens!);
         g.Add("tokenizer.ggml.token_type", types);
         g.Add("tokenizer.ggml.merges", Merges(model, path));
+        AddSpecials(g, cfg, source);
+    }
+
+    // The special ids (tokenizer_config.json's, else config.json's), add_bos/add_eos from what the post-processor adds
+    // to "a", and the chat template: the same for every vocabulary.
+    internal static void AddSpecials(GgufWriter g, ModelConfig cfg, GgufExport.Source source)
+    {
+        var tok = source.Tokenizer;
+        int v = cfg.VocabSize;
         if ((tok.BosId ?? cfg.BosTokenId) is int bos && bos < v) g.Add("tokenizer.ggml.bos_token_id", (uint)bos);
         if ((tok.EosId ?? (cfg.EosTokenIds.Count > 0 ? cfg.EosTokenIds[0] : null)) is int eos && eos < v) g.Add("tokenizer.ggml.eos_token_id", (uint)eos);
         if ((tok.PadId ?? cfg.PadTokenId) is int pad && pad < v) g.Add("tokenizer.ggml.padding_token_id", (uint)pad);
@@ -69,18 +80,21 @@ internal static class GgufVocabulary
         if (source.Template is { } template) g.Add("tokenizer.chat_template", template.Source);
     }
 
-    private static void Place(string?[] tokens, int[] types, int id, string text, TokenType type, string path)
+    internal static void Place(string?[] tokens, int[] types, int id, string text, int type, string path)
     {
         if ((uint)id >= (uint)tokens.Length) throw new TemperException($"{path}: token '{text}' has id {id}, outside the model's vocab_size {tokens.Length}");
         tokens[id] = text;
-        types[id] = (int)type;
+        types[id] = type;
     }
 
+    private static void Place(string?[] tokens, int[] types, int id, string text, TokenType type, string path) =>
+        Place(tokens, types, id, text, (int)type, path);
+
     // convert_hf_to_gguf.py's does_token_look_special, for the forms these families use.
-    private static bool LooksSpecial(string s) =>
+    internal static bool LooksSpecial(string s) =>
         s is "<pad>" or "<mask>" || (s.StartsWith("<|", StringComparison.Ordinal) && s.EndsWith("|>", StringComparison.Ordinal) && s.Length > 4);
 
-    private static List<string> Merges(JsonElement model, string path)
+    internal static List<string> Merges(JsonElement model, string path)
     {
         var merges = new List<string>();
         if (!model.TryGetProperty("merges", out var m)) return merges;
@@ -113,7 +127,7 @@ internal static class GgufVocabulary
         };
     }
 
-    private static string Type(JsonElement e) => e.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
+    internal static string Type(JsonElement e) => e.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
 
     private static string Describe(JsonElement step) => Type(step) switch
     {

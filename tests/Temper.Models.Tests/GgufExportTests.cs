@@ -6,7 +6,7 @@
 // ggml's quantize_row_q8_0_ref written out here; f16/bf16 words the nearest to each value; Mixtral's experts stacked
 // [E, Out, In] with an f32 router and the q8_0 -> f16 fallback for rows that are not whole blocks; Qwen2-MoE's shared
 // expert; llama3's rope_freqs from the converter's formula; and the one-line refusals (dense layers in a Qwen-MoE,
-// byte-fallback tokenizers, unknown pre-tokenizers, unknown --outtype); and a PEFT LoRA as a GGUF LoRA (alpha = PEFT's
+// byte-fallback tokenizers without SentencePiece's pre-processing, unknown pre-tokenizers, unknown --outtype); and a PEFT LoRA as a GGUF LoRA (alpha = PEFT's
 // scale x r, plain and rsLoRA; A as is, B's q/k rows permuted as the base's; an adapter of another base refused).
 // (That llama.cpp itself runs these files to Temper's logits is measured with bench/peer/llamacpp: docs/GGUF.md.)
 using System.Text.Json.Nodes;
@@ -251,7 +251,7 @@ public class GgufExportTests
         Assert.Contains("dense layers", Refusal(MoeTiny.Qwen2Moe.Folder));
         Assert.Contains("norm_topk_prob true", Refusal((MoeTiny.Qwen2Moe with { Name = "qwen2-moe-norm-tiny", MlpOnlyLayers = [], NormTopKProb = true }).Folder));
         string fallback = CopyWithTokenizer(t => t["model"]!["byte_fallback"] = true);
-        Assert.Contains("byte-fallback", Refusal(fallback));
+        Assert.Contains("SentencePiece's pre-processing", Refusal(fallback)); // byte fallback under a ByteLevel pre-tokenizer
         string whitespace = CopyWithTokenizer(t => t["pre_tokenizer"] = new JsonObject { ["type"] = "Whitespace" });
         Assert.Contains("pre_tokenizer [Whitespace]", Refusal(whitespace));
         Assert.Contains("--outtype must be one of", Refusal(Fixtures.Hf("llama-tiny"), "q4_k"));

@@ -164,7 +164,7 @@ public class GgufImportTests
     }
 
     [Fact]
-    public void A_sentencepiece_vocabulary_is_refused()
+    public void An_unknown_vocabulary_is_refused()
     {
         string dir = TempFolder.Create("temper-gguf-spm");
         using (var lm = LanguageModel.Load(Fixtures.Hf("llama-tiny"), new CpuBackend()))
