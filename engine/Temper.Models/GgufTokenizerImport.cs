@@ -20,14 +20,13 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
+using Temper.Models.Text;
 using Temper.Core.Gguf;
 
 namespace Temper.Models;
 
 internal sealed class GgufTokenizerImport
 {
-    private const string Llama3Pattern = """(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""";
-    private const string QwenPattern = """(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""";
 
     private readonly JsonObject _tokenizer;
     private readonly JsonObject _config;
@@ -78,8 +77,8 @@ internal sealed class GgufTokenizerImport
         JsonNode preTokenizer = pre switch
         {
             "gpt-2" => ByteLevel(true),
-            "llama-bpe" or "llama3" or "llama-v3" => Sequence(Split(Llama3Pattern), ByteLevel(false)),
-            "qwen2" => Sequence(Split(QwenPattern), ByteLevel(false)),
+            "llama-bpe" or "llama3" or "llama-v3" => Sequence(Split(PreTokenizerPatterns.Llama3), ByteLevel(false)),
+            "qwen2" => Sequence(Split(PreTokenizerPatterns.Qwen), ByteLevel(false)),
             "smollm" => Sequence(new JsonObject { ["type"] = "Digits", ["individual_digits"] = true }, ByteLevel(true)),
             _ => throw g.Fault($"tokenizer.ggml.pre '{pre}' is not a pre-tokenizer Temper imports (gpt-2, llama-bpe, qwen2, smollm)"),
         };

@@ -17,8 +17,6 @@ namespace Temper.Models;
 
 internal static class GgufVocabulary
 {
-    private const string Llama3Pattern = """(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""";
-    private const string QwenPattern = """(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""";
     private enum TokenType { Normal = 1, Control = 3, UserDefined = 4, Unused = 5 }
 
     public static void Add(GgufWriter g, ModelConfig cfg, GgufExport.Source source)
@@ -120,8 +118,8 @@ internal static class GgufVocabulary
         return form switch
         {
             "ByteLevel(regex)" => "gpt-2",
-            "Split(" + Llama3Pattern + "), ByteLevel" => "llama-bpe",
-            "Split(" + QwenPattern + "), ByteLevel" => "qwen2",
+            "Split(" + PreTokenizerPatterns.Llama3 + "), ByteLevel" => "llama-bpe",
+            "Split(" + PreTokenizerPatterns.Qwen + "), ByteLevel" => "qwen2",
             "Digits(single), ByteLevel(regex)" => "smollm",
             _ => throw new TemperException($"{path}: pre_tokenizer [{(form.Length > 120 ? form[..120] + "..." : form)}] has no llama.cpp pre-tokenizer Temper knows (gpt-2, llama-bpe, qwen2, smollm)"),
         };

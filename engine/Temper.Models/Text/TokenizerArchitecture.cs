@@ -11,7 +11,6 @@ namespace Temper.Models.Text;
 
 internal static class TokenizerArchitecture
 {
-    private const string QwenPattern = """(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""";
 
     /// <summary>The parts with the model class's own pipeline where transformers 5 imposes one.</summary>
     public static TokenizerParts Apply(TokenizerParts parts, string dir)
@@ -21,7 +20,7 @@ internal static class TokenizerArchitecture
         {
             ["type"] = "Sequence",
             ["pretokenizers"] = new JsonArray(
-                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = QwenPattern }, ["behavior"] = "Isolated", ["invert"] = false },
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = PreTokenizerPatterns.Qwen }, ["behavior"] = "Isolated", ["invert"] = false },
                 new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = false, ["use_regex"] = false }),
         };
         using var preDoc = JsonDocument.Parse(pre.ToJsonString());
