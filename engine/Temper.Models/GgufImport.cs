@@ -7,7 +7,8 @@
 //   RoPE: rope.scaling.type linear / yarn, and a rope_freqs tensor read back as llama3 scaling when the factors are
 //   those of Llama 3.1's parameters (low 1, high 4, original context 8192, the largest factor) within 1e-5.
 // Anything else (other architectures, other rope_freqs, missing tensors, shapes that disagree with the hyperparameters)
-// is one TemperException naming the file. The model is decoded in memory once (a few GiB for a 1B model in f32).
+// is one TemperException naming the file, before anything is written. Tensors are decoded one at a time as the
+// safetensors file is streamed (a layer's stacked experts at once), so a model larger than the memory imports.
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Temper.Core;
@@ -92,17 +93,37 @@ public static class GgufImport
         if (tokens.EosId is int eos) cfg["eos_token_id"] = eos;
         if (tokens.PadId is int pad) cfg["pad_token_id"] = pad;
 
-        var tensors = new List<KeyValuePair<string, Tensor>>();
+        // Each HF tensor is announced (name, shape, dtype) and made from the GGUF only when the safetensors writer
+        // reaches it, so one tensor (or one layer's stacked experts) is decoded at a time.
+        var entries = new List<(string Name, Shape Shape, DType DType)>();
+        var makers = new List<Func<Tensor>>();
         var used = new HashSet<string>();
+        int decoded = 0;
+        (string Name, float[] Values)? stacked = null; // the last stacked-expert tensor decoded, for its other experts
+        void Announce(string hf, long[] shape, Func<float[]> values)
+        {
+            var sh = new Shape(shape.Select(x => (int)x).ToArray());
+            var dt = shape.Length == 1 ? DType.F32 : outType;
+            entries.Add((hf, sh, dt));
+            makers.Add(() => Tensor.FromFloatsAs(sh, values(), dt, hf));
+        }
+        float[] Read(GgufReader.TensorInfo t)
+        {
+            var v = g.ReadFloats(t);
+            progress?.Invoke(Math.Min(++decoded, g.Tensors.Count), g.Tensors.Count);
+            return v;
+        }
         void Add(string hf, string gguf, int permuteHeads = 0, long[]? shape = null)
         {
             var t = g.Tensor(gguf);
             used.Add(gguf);
-            var v = g.ReadFloats(t);
-            progress?.Invoke(used.Count, g.Tensors.Count);
             long[] s = shape ?? t.Shape;
-            if (permuteHeads > 0) v = GgufTensors.PermuteRows(v, (int)s[0], s.Length == 1 ? 1 : (int)s[1], permuteHeads, inverse: true);
-            tensors.Add(new(hf, Tensor.FromFloatsAs(new Shape(s.Select(x => (int)x).ToArray()), v, s.Length == 1 ? DType.F32 : outType, hf)));
+            if (s.Aggregate(1L, (a, b) => a * b) != t.Elements) throw g.Fault($"{gguf} is [{string.Join(", ", t.Shape)}], not [{string.Join(", ", s)}]");
+            Announce(hf, s, () =>
+            {
+                var v = Read(t);
+                return permuteHeads > 0 ? GgufTensors.PermuteRows(v, (int)s[0], s.Length == 1 ? 1 : (int)s[1], permuteHeads, inverse: true) : v;
+            });
         }
         void AddOptional(string hf, string gguf, int permuteHeads = 0) { if (g.Has(gguf)) Add(hf, gguf, permuteHeads); }
         void AddSplit(string hfFormat, string gguf)
@@ -110,16 +131,17 @@ public static class GgufImport
             var t = g.Tensor(gguf);
             used.Add(gguf);
             if (t.Shape.Length != 3 || t.Shape[0] != experts) throw g.Fault($"{gguf} is [{string.Join(", ", t.Shape)}], not [{experts}, out, in]");
-            var v = g.ReadFloats(t);
-            progress?.Invoke(used.Count, g.Tensors.Count);
             int per = (int)(t.Shape[1] * t.Shape[2]);
             for (int e = 0; e < experts; e++)
             {
-                string hf = string.Format(System.Globalization.CultureInfo.InvariantCulture, hfFormat, e);
-                tensors.Add(new(hf, Tensor.FromFloatsAs(new Shape((int)t.Shape[1], (int)t.Shape[2]), v.AsSpan(e * per, per), outType, hf)));
+                int expert = e;
+                Announce(string.Format(System.Globalization.CultureInfo.InvariantCulture, hfFormat, e), [t.Shape[1], t.Shape[2]], () =>
+                {
+                    if (stacked?.Name != gguf) stacked = (gguf, Read(t));
+                    return stacked.Value.Values.AsSpan(expert * per, per).ToArray();
+                });
             }
         }
-
         bool permute = arch == "llama";
         Add("model.embed_tokens.weight", "token_embd.weight");
         if (g.Has("rope_freqs.weight")) used.Add("rope_freqs.weight");
@@ -169,14 +191,18 @@ public static class GgufImport
         if (g.Tensors.FirstOrDefault(t => !used.Contains(t.Name)) is { } extra)
             throw g.Fault($"tensor '{extra.Name}' has no place in a {modelType} model Temper knows");
 
+        var config = ModelConfig.Parse(JsonNode.Parse(cfg.ToJsonString())!.AsObject(), Path.Combine(outDir, "config.json"));
+        var expected = ModelWeights.ProjectionShapes(config);
+        foreach (var (name, shape, _) in entries)
+            if (expected.TryGetValue(name, out var want) && want != shape)
+                throw g.Fault($"{name} would be {shape}, but the hyperparameters make it {want}");
+
         Directory.CreateDirectory(outDir);
         string st = Path.Combine(outDir, SafetensorsModel.SingleFileName);
-        SafetensorsWriter.Write(st, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        SafetensorsWriter.Write(st, entries, i => makers[i](), new Dictionary<string, string> { ["format"] = "pt" });
         tokens.Write(outDir);
         AtomicFile.WriteAllText(Path.Combine(outDir, "config.json"), cfg.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        // The folder must load as it will be used: config, shapes and tokenizer checked together.
-        ModelWeights.ProjectionShapes(ModelConfig.Load(outDir));
-        return new Summary(modelType, tensors.Count, (string)cfg["torch_dtype"]!, new FileInfo(st).Length);
+        return new Summary(modelType, entries.Count, (string)cfg["torch_dtype"]!, new FileInfo(st).Length);
     }
 
     private static DType OutType(string dtype, GgufReader g) => dtype switch

@@ -22,30 +22,44 @@ public static class SafetensorsWriter
 {
     public static void Write(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        string full = Path.GetFullPath(path);
         var list = tensors.ToList();
-        var names = new HashSet<string>(StringComparer.Ordinal);
+        string full = Path.GetFullPath(path);
         foreach (var (name, tensor) in list)
+            if (!tensor.IsHost) throw InTensor(full, name, $"lives on {tensor.Storage.Device?.Name}; copy it to the host before writing");
+        Write(path, list.Select(kv => (kv.Key, kv.Value.Shape, kv.Value.DType)).ToList(), i => list[i].Value, metadata, disposeProduced: false);
+    }
+
+    /// <summary>Streams tensors known up front by name, shape and dtype: produce(i) makes entry i's host tensor when the
+    /// data section reaches it (widest dtype first, as above), and it is disposed once written, so one tensor at a time
+    /// is in memory (a model far larger than the memory can be written).</summary>
+    public static void Write(string path, IReadOnlyList<(string Name, Shape Shape, DType DType)> entries, Func<int, Tensor> produce,
+        IReadOnlyDictionary<string, string>? metadata = null) => Write(path, entries, produce, metadata, disposeProduced: true);
+
+    private static void Write(string path, IReadOnlyList<(string Name, Shape Shape, DType DType)> entries, Func<int, Tensor> produce,
+        IReadOnlyDictionary<string, string>? metadata, bool disposeProduced)
+    {
+        string full = Path.GetFullPath(path);
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, _, dtype) in entries)
         {
             if (name == "__metadata__") throw InTensor(full, name, "the name is reserved for the header's metadata");
             if (!names.Add(name)) throw InTensor(full, name, "given twice");
-            if (!tensor.IsHost) throw InTensor(full, name, $"lives on {tensor.Storage.Device?.Name}; copy it to the host before writing");
-            try { _ = tensor.DType.SafetensorsName(); }
-            catch (TemperException) { throw InTensor(full, name, $"dtype {tensor.DType} has no safetensors form"); }
+            try { _ = dtype.SafetensorsName(); }
+            catch (TemperException) { throw InTensor(full, name, $"dtype {dtype} has no safetensors form"); }
         }
 
         // Widest first (OrderByDescending is stable), offsets contiguous.
-        var dataOrder = Enumerable.Range(0, list.Count).OrderByDescending(i => list[i].Value.DType.Bits()).ToList();
-        var offsets = new (long Begin, long End)[list.Count];
+        var dataOrder = Enumerable.Range(0, entries.Count).OrderByDescending(i => entries[i].DType.Bits()).ToList();
+        var offsets = new (long Begin, long End)[entries.Count];
         long offset = 0;
         foreach (int i in dataOrder)
         {
-            long end = checked(offset + list[i].Value.ByteCount);
+            long end = checked(offset + entries[i].DType.ByteCount(entries[i].Shape.Elements));
             offsets[i] = (offset, end);
             offset = end;
         }
 
-        byte[] header = HeaderBytes(list, offsets, metadata);
+        byte[] header = HeaderBytes(entries, offsets, metadata);
         try
         {
             AtomicFile.Write(full, stream =>
@@ -54,7 +68,20 @@ public static class SafetensorsWriter
                 BinaryPrimitives.WriteUInt64LittleEndian(length, (ulong)header.Length);
                 stream.Write(length);
                 stream.Write(header);
-                foreach (int i in dataOrder) stream.Write(list[i].Value.Bytes);
+                foreach (int i in dataOrder)
+                {
+                    var t = produce(i);
+                    try
+                    {
+                        if (!t.IsHost || t.Shape != entries[i].Shape || t.DType != entries[i].DType)
+                            throw InTensor(full, entries[i].Name, $"made as {t.DType} {t.Shape}, announced as {entries[i].DType} {entries[i].Shape}");
+                        stream.Write(t.Bytes);
+                    }
+                    finally
+                    {
+                        if (disposeProduced) t.Dispose();
+                    }
+                }
             });
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -64,7 +91,7 @@ public static class SafetensorsWriter
     }
 
     /// <summary>The header JSON, space padded to a multiple of 8 bytes.</summary>
-    private static byte[] HeaderBytes(List<KeyValuePair<string, Tensor>> list, (long Begin, long End)[] offsets, IReadOnlyDictionary<string, string>? metadata)
+    private static byte[] HeaderBytes(IReadOnlyList<(string Name, Shape Shape, DType DType)> entries, (long Begin, long End)[] offsets, IReadOnlyDictionary<string, string>? metadata)
     {
         var buffer = new ArrayBufferWriter<byte>();
         // Relaxed escaping keeps names such as "a+b" readable; the header is never embedded in HTML.
@@ -77,13 +104,13 @@ public static class SafetensorsWriter
                 foreach (var (key, value) in metadata) json.WriteString(key, value);
                 json.WriteEndObject();
             }
-            for (int i = 0; i < list.Count; i++)
+            for (int i = 0; i < entries.Count; i++)
             {
-                var (name, tensor) = list[i];
+                var (name, shape, dtype) = entries[i];
                 json.WriteStartObject(name);
-                json.WriteString("dtype", tensor.DType.SafetensorsName());
+                json.WriteString("dtype", dtype.SafetensorsName());
                 json.WriteStartArray("shape");
-                foreach (int d in tensor.Shape.Dims) json.WriteNumberValue(d);
+                foreach (int d in shape.Dims) json.WriteNumberValue(d);
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offsets[i].Begin);

@@ -76,6 +76,30 @@ public class SafetensorsWriterTests
     }
 
     [Fact]
+    public void StreamedTensorsWriteTheSameFileOneAtATime()
+    {
+        using var dir = new TempFolder();
+        var given = SafetensorsDTypes.Select((row, i) => KeyValuePair.Create($"t{i}.{row.Data}", SafetensorsTestFiles.RandomTensor(row.Data, new Shape(3, i + 1), seed: i)))
+            .Reverse().ToList();
+        SafetensorsWriter.Write(dir.File("whole.safetensors"), given);
+        var made = new List<int>();
+        var entries = given.Select(g => (g.Key, g.Value.Shape, g.Value.DType)).ToList();
+        SafetensorsWriter.Write(dir.File("streamed.safetensors"), entries, i =>
+        {
+            made.Add(i);
+            return Tensor.FromArray<byte>(given[i].Value.Shape, given[i].Value.Bytes, given[i].Value.DType, given[i].Key);
+        });
+        Assert.Equal(File.ReadAllBytes(dir.File("whole.safetensors")), File.ReadAllBytes(dir.File("streamed.safetensors")));
+        Assert.Equal(given.Count, made.Distinct().Count()); // each made once, in the data section's order (widest first)
+        Assert.Equal(made.OrderByDescending(i => given[i].Value.DType.Bits()).ToList(), made);
+
+        string bad = dir.File("bad.safetensors");
+        SafetensorsTestFiles.AssertRejected(bad, () => SafetensorsWriter.Write(bad, [("x", new Shape(2), DType.F32)], _ => Tensor.FromFloats(new Shape(3), [1f, 2f, 3f])),
+            "made as F32 [3], announced as F32 [2]");
+        Assert.False(File.Exists(bad));
+    }
+
+    [Fact]
     public void WritingLeavesNoTemporaryFileAndReplacesAnOldFile()
     {
         using var dir = new TempFolder();
