@@ -1,7 +1,8 @@
 // The tokenizer half of a GGUF file, as convert_hf_to_gguf.py writes a byte-level BPE tokenizer.json (Llama 3, Qwen,
 // SmolLM, GPT-2 styles): tokenizer.ggml.model "gpt2"; tokenizer.ggml.pre, the llama.cpp pre-tokenizer whose regexes
 // equal the ones Temper splits with (gpt-2: ByteLevel's own regex; llama-bpe: Llama 3's Split; qwen2: Qwen's Split,
-// also where transformers 5 imposes it on a qwen2/qwen3 folder; smollm: single Digits then ByteLevel's regex);
+// also where transformers 5 imposes it on a qwen2/qwen3 folder; smollm: single Digits then ByteLevel's regex; tekken:
+// Mistral NeMo's Split; gpt-4o: GPT-4o's, as Phi-4 and Llama 4 ship; a Split must isolate its matches, as llama.cpp's do);
 // tokenizer.ggml.tokens by id for the model's whole vocabulary (ids the tokenizer lacks as "[PAD<id>]", type unused);
 // token types (1 normal, 3 control for special added tokens and <|...|> ones, 4 user-defined for other added tokens,
 // 5 unused); merges as "left right"; the special ids (tokenizer_config.json's, else config.json's); add_bos_token and
@@ -121,7 +122,9 @@ internal static class GgufVocabulary
             "Split(" + PreTokenizerPatterns.Llama3 + "), ByteLevel" => "llama-bpe",
             "Split(" + PreTokenizerPatterns.Qwen + "), ByteLevel" => "qwen2",
             "Digits(single), ByteLevel(regex)" => "smollm",
-            _ => throw new TemperException($"{path}: pre_tokenizer [{(form.Length > 120 ? form[..120] + "..." : form)}] has no llama.cpp pre-tokenizer Temper knows (gpt-2, llama-bpe, qwen2, smollm)"),
+            "Split(" + PreTokenizerPatterns.Tekken + "), ByteLevel" => "tekken",
+            "Split(" + PreTokenizerPatterns.Gpt4o + "), ByteLevel" => "gpt-4o",
+            _ => throw new TemperException($"{path}: pre_tokenizer [{(form.Length > 120 ? form[..120] + "..." : form)}] has no llama.cpp pre-tokenizer Temper knows (gpt-2, llama-bpe, qwen2, smollm, tekken, gpt-4o)"),
         };
     }
 
@@ -130,7 +133,9 @@ internal static class GgufVocabulary
     private static string Describe(JsonElement step) => Type(step) switch
     {
         "ByteLevel" => step.TryGetProperty("use_regex", out var r) && r.ValueKind == JsonValueKind.False ? "ByteLevel" : "ByteLevel(regex)",
-        "Split" => $"Split({(step.GetProperty("pattern").TryGetProperty("Regex", out var re) ? re.GetString() : "string")})",
+        // llama.cpp's regexes isolate each match: only an Isolated, non-inverted Split is one of them.
+        "Split" => (step.TryGetProperty("behavior", out var b) && b.GetString() == "Isolated" && !(step.TryGetProperty("invert", out var inv) && inv.ValueKind == JsonValueKind.True) ? "Split(" : "Split(not isolated: ")
+            + (step.GetProperty("pattern").TryGetProperty("Regex", out var re) ? re.GetString() : "string") + ")",
         "Digits" => step.TryGetProperty("individual_digits", out var d) && d.ValueKind == JsonValueKind.True ? "Digits(single)" : "Digits",
         var other => other,
     };

@@ -10,6 +10,7 @@ public sealed class GgufFile
 {
     public sealed record TensorInfo(string Name, long[] Ne, uint Type, long Offset);
 
+    public string Path { get; }
     public uint Version { get; }
     public Dictionary<string, object> Metadata { get; } = [];
     public List<TensorInfo> Tensors { get; } = [];
@@ -18,6 +19,7 @@ public sealed class GgufFile
 
     public GgufFile(string path)
     {
+        Path = path;
         _bytes = File.ReadAllBytes(path);
         using var r = new BinaryReader(new MemoryStream(_bytes), Encoding.UTF8);
         if (Encoding.ASCII.GetString(r.ReadBytes(4)) != "GGUF") throw new InvalidDataException($"{path}: no GGUF magic");

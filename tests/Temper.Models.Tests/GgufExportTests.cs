@@ -244,6 +244,35 @@ public class GgufExportTests
         Assert.False(File.Exists(path + "2"));
     }
 
+    [Theory]
+    [InlineData("Llama3", "llama-bpe")]
+    [InlineData("Qwen", "qwen2")]
+    [InlineData("Tekken", "tekken")]
+    [InlineData("Gpt4o", "gpt-4o")]
+    public void A_split_regex_names_the_llama_cpp_pre_tokenizer_and_imports_back(string pattern, string pre)
+    {
+        string regex = (string)typeof(LanguageModel).Assembly.GetType("Temper.Models.Text.PreTokenizerPatterns")!.GetField(pattern)!.GetValue(null)!;
+        JsonNode Split(string behavior) => new JsonObject
+        {
+            ["type"] = "Sequence",
+            ["pretokenizers"] = new JsonArray(
+                new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = regex }, ["behavior"] = behavior, ["invert"] = false },
+                new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = false }),
+        };
+        string dir = CopyWithTokenizer(t => t["pre_tokenizer"] = Split("Isolated"));
+        var g = Export(dir);
+        Assert.Equal(pre, g.Get<string>("tokenizer.ggml.pre"));
+        string back = TempFolder.Create("temper-gguf-pre");
+        GgufImport.Save(g.Path, back);
+        var imported = JsonNode.Parse(File.ReadAllText(Path.Combine(back, "tokenizer.json")))!["pre_tokenizer"]!["pretokenizers"]![0]!;
+        Assert.Equal(regex, imported["pattern"]!["Regex"]!.GetValue<string>());
+        var a = Temper.Models.Text.HfTokenizer.Load(dir);
+        var b = Temper.Models.Text.HfTokenizer.Load(back);
+        foreach (var text in new[] { "HTTPServer camelCaseWords they'll 12345", "path/to/file\n\n  x\ty", "Straße déjà ЖЖ 東京 3.14159%" })
+            Assert.Equal(a.Encode(text), b.Encode(text));
+        Assert.Contains("not isolated", Assert.Throws<TemperException>(() => Export(CopyWithTokenizer(t => t["pre_tokenizer"] = Split("Removed")))).Message);
+    }
+
     [Fact]
     public void What_llama_cpp_cannot_run_is_refused_in_one_line()
     {
