@@ -244,6 +244,43 @@ public class GgufExportTests
         Assert.False(File.Exists(path + "2"));
     }
 
+    [Fact]
+    public void Expert_and_router_adapters_are_stacked_as_llama_cpp_reads_them()
+    {
+        // A PEFT adapter on Mixtral's router and on experts 0 and 2 of layer 1 (rank 2, alpha 4): experts 1 and 3 get zeros.
+        var m = MoeTiny.Mixtral;
+        string dir = TempFolder.Create("temper-gguf-moe-lora");
+        File.WriteAllText(Path.Combine(dir, "adapter_config.json"), """
+            {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["w1", "gate"], "base_model_name_or_path": "mixtral-tiny"}
+            """);
+        var rng = new Random(3);
+        Tensor Random(int rows, int cols) => Tensor.FromFloats(new Shape(rows, cols), Enumerable.Range(0, rows * cols).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray());
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        void Module(string module, int outDim, int inDim)
+        {
+            tensors.Add(new($"base_model.model.{module}.lora_A.weight", Random(2, inDim)));
+            tensors.Add(new($"base_model.model.{module}.lora_B.weight", Random(outDim, 2)));
+        }
+        Module("model.layers.1.block_sparse_moe.gate", 4, 32);
+        Module("model.layers.1.block_sparse_moe.experts.0.w1", 24, 32);
+        Module("model.layers.1.block_sparse_moe.experts.2.w1", 24, 32);
+        Temper.Core.SafeTensors.SafetensorsWriter.Write(Path.Combine(dir, "adapter_model.safetensors"), tensors);
+        using var adapter = LoraAdapter.Load(dir);
+        string path = Path.Combine(dir, "lora.gguf");
+        GgufLoraExport.Save(path, ModelConfig.Load(m.Folder), adapter);
+        var g = new GgufFile(path);
+        Assert.Equal(4f, g.Get<float>("adapter.lora.alpha"));
+        Assert.Equal(adapter.Modules["model.layers.1.block_sparse_moe.gate"].B.ToFloatArray(), g.Floats("blk.1.ffn_gate_inp.weight.lora_b"));
+        Assert.Equal([32L, 2L, 4L], g.Tensor("blk.1.ffn_gate_exps.weight.lora_a").Ne);  // A [E, r, In]
+        Assert.Equal([2L, 24L, 4L], g.Tensor("blk.1.ffn_gate_exps.weight.lora_b").Ne);  // B [E, Out, r]
+        var a = g.Floats("blk.1.ffn_gate_exps.weight.lora_a");
+        var b = g.Floats("blk.1.ffn_gate_exps.weight.lora_b");
+        Assert.Equal(adapter.Modules["model.layers.1.block_sparse_moe.experts.2.w1"].A.ToFloatArray(), a[(2 * 64)..(3 * 64)]);
+        Assert.Equal(adapter.Modules["model.layers.1.block_sparse_moe.experts.0.w1"].B.ToFloatArray(), b[..48]);
+        Assert.All(a[64..128].Concat(b[48..96]).Concat(a[(3 * 64)..]), x => Assert.Equal(0f, x)); // experts 1 and 3: no change
+        Assert.Equal(4, g.Tensors.Count);
+    }
+
     [Theory]
     [InlineData("Llama3", "llama-bpe")]
     [InlineData("Qwen", "qwen2")]
