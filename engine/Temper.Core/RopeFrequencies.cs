@@ -62,6 +62,22 @@ public sealed class RopeFrequencies
         return new RopeFrequencies(f);
     }
 
+    /// <summary>Llama 3 scaling as a divisor of each default frequency, as llama.cpp's rope_freqs tensor holds it (computed
+    /// as convert_hf_to_gguf.py does): 1 for wavelengths under original/high, the factor above original/low, smoothed
+    /// between. GGUF export writes these; import recognises them.</summary>
+    public static float[] Llama3Factors(int headDim, double theta, double factor, double lowFreqFactor, double highFreqFactor, double originalMaxPositions)
+    {
+        double lowWavelen = originalMaxPositions / lowFreqFactor, highWavelen = originalMaxPositions / highFreqFactor;
+        return DefaultInvFreq(headDim, theta).Select(f =>
+        {
+            double wavelen = 2 * Math.PI / f;
+            if (wavelen < highWavelen) return 1f;
+            if (wavelen > lowWavelen) return (float)factor;
+            double smooth = (originalMaxPositions / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+            return (float)(1 / ((1 - smooth) / factor + smooth));
+        }).ToArray();
+    }
+
     /// <summary>
     /// YaRN as transformers' _compute_yarn_parameters computes it (late 4.x and 5, which agree): with
     /// pos[i] = theta^(2i/D) in f32, extrapolation 1/pos, interpolation 1/(factor pos), the correction dims

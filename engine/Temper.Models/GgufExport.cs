@@ -77,7 +77,8 @@ public static class GgufExport
 
         var tensors = new GgufTensors(g, be, type);
         tensors.Add("token_embd.weight", w.Embed);
-        if (cfg.Rope.Type == "llama3") tensors.AddF32("rope_freqs.weight", Llama3Factors(cfg));
+        if (cfg.Rope is { Type: "llama3" } r)
+            tensors.AddF32("rope_freqs.weight", RopeFrequencies.Llama3Factors(cfg.HeadDim, r.Theta, r.Factor, r.LowFreqFactor, r.HighFreqFactor, r.OriginalMaxPositions));
         bool permute = arch == "llama";
         for (int i = 0; i < w.Layers.Length; i++)
         {
@@ -116,7 +117,7 @@ public static class GgufExport
         // A tied head is token_embd itself (llama.cpp falls back to it); a modules_to_save copy unties the pair.
         if (!cfg.TieWordEmbeddings || w.EmbedReplacement != null || w.LmHead.Replacement != null) tensors.Add("output", w.LmHead);
         long bytes = g.Write(path, progress);
-        return new Summary(arch, type == GgmlType.Q8 ? "q8_0" : type.ToString().ToLowerInvariant(), g.TensorCount, bytes);
+        return new Summary(arch, GgmlDequant.Name(type), g.TensorCount, bytes);
     }
 
     internal static string ArchitectureOf(ModelConfig cfg, string where)
@@ -162,22 +163,6 @@ public static class GgufExport
             default:
                 throw new TemperException($"{where}: RoPE scaling '{r.Type}' with these parameters has no GGUF form Temper writes for {arch} (default, linear, llama3 on llama, yarn with transformers' defaults)");
         }
-    }
-
-    // convert_hf_to_gguf.py's llama3 rope_freqs: 1 for short wavelengths, the factor for long ones, smoothed between.
-    private static float[] Llama3Factors(ModelConfig cfg)
-    {
-        var r = cfg.Rope;
-        var freqs = RopeFrequencies.DefaultInvFreq(cfg.HeadDim, r.Theta);
-        double lowWavelen = r.OriginalMaxPositions / r.LowFreqFactor, highWavelen = r.OriginalMaxPositions / r.HighFreqFactor;
-        return freqs.Select(f =>
-        {
-            double wavelen = 2 * Math.PI / f;
-            if (wavelen < highWavelen) return 1f;
-            if (wavelen > lowWavelen) return (float)r.Factor;
-            double smooth = (r.OriginalMaxPositions / wavelen - r.LowFreqFactor) / (r.HighFreqFactor - r.LowFreqFactor);
-            return (float)(1 / ((1 - smooth) / r.Factor + smooth));
-        }).ToArray();
     }
 
     private static GgmlType MatrixType(string outType, ModelConfig cfg, ModelWeights w, string? weightsDir) => outType switch

@@ -229,11 +229,10 @@ public static class GgufImport
             if (t.Elements != headDim / 2) throw g.Fault($"rope_freqs.weight has {t.Elements} factors for head size {headDim}");
             var f = g.ReadFloats(t);
             double theta = g.Number($"{arch}.rope.freq_base") ?? 10000.0, big = f.Max();
-            var inv = RopeFrequencies.DefaultInvFreq(headDim, theta);
+            var factors = RopeFrequencies.Llama3Factors(headDim, theta, big, 1, 4, 8192);
             for (int i = 0; i < f.Length; i++)
             {
-                double wavelen = 2 * Math.PI / inv[i];
-                double expected = wavelen < 8192 / 4.0 ? 1 : wavelen > 8192 ? big : 1 / ((1 - (8192 / wavelen - 1) / 3) / big + (8192 / wavelen - 1) / 3);
+                double expected = factors[i];
                 if (Math.Abs(f[i] - expected) > 1e-5 * expected)
                     throw g.Fault($"rope_freqs.weight[{i}] = {f[i]} is not Llama 3 scaling's factor {expected} (factor {big}, low 1, high 4, original context 8192)");
             }

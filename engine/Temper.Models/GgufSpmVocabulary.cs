@@ -65,10 +65,7 @@ internal static class GgufSpmVocabulary
                 var type = content == unk ? TokenType.Unknown : special || GgufVocabulary.LooksSpecial(content) ? TokenType.Control : TokenType.UserDefined;
                 GgufVocabulary.Place(tokens, types, a.GetProperty("id").GetInt32(), content, (int)type, path);
             }
-        for (int i = 0; i < v; i++)
-            if (tokens[i] == null) (tokens[i], types[i]) = ($"[PAD{i}]", (int)TokenType.Unused);
-        if (tokens.GroupBy(x => x).FirstOrDefault(x => x.Count() > 1) is { } dup)
-            throw new TemperException($"{path}: token '{dup.Key}' has more than one id; llama.cpp needs one id per token text");
+        GgufVocabulary.FillUnused(tokens, types, path);
 
         g.Add("tokenizer.ggml.model", "llama");
         g.Add("tokenizer.ggml.pre", "default");

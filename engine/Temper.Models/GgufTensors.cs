@@ -30,7 +30,7 @@ internal sealed class GgufTensors(GgufWriter writer, IBackend be, GgmlType matri
         var type = TypeOf(2, cols, forceF32: false);
         writer.AddTensor(name, [experts.Length, rows, cols], type, s =>
         {
-            foreach (var e in experts) GgmlQuant.Write(s, HostValues(e.Weight), type);
+            foreach (var e in experts) GgmlQuant.Write(s, MoeBlock.HostValues(be, e.Weight), type);
         });
     }
 
@@ -40,7 +40,7 @@ internal sealed class GgufTensors(GgufWriter writer, IBackend be, GgmlType matri
         var type = TypeOf(t.Shape.Rank, shape[^1], forceF32);
         writer.AddTensor(name, shape, type, s =>
         {
-            var v = HostValues(t);
+            var v = MoeBlock.HostValues(be, t);
             if (heads > 0) v = PermuteRows(v, (int)shape[0], t.Shape.Rank == 1 ? 1 : (int)shape[1], heads);
             GgmlQuant.Write(s, v, type);
         });
@@ -50,12 +50,6 @@ internal sealed class GgufTensors(GgufWriter writer, IBackend be, GgmlType matri
         rank == 1 || forceF32 ? GgmlType.F32
         : matrixType == GgmlType.Q8 && rowLength % GgmlQuant.Q8BlockSize != 0 ? GgmlType.F16
         : matrixType;
-
-    private float[] HostValues(Tensor t)
-    {
-        using var host = be.ToHost(t);
-        return host.DType == DType.F32 ? host.Floats.ToArray() : host.ToFloatArray();
-    }
 
     /// <summary>HF rotate-half row order to llama.cpp's interleaved pairs, per head of rows / heads rows (inverse: back).</summary>
     public static float[] PermuteRows(float[] v, int rows, int cols, int heads, bool inverse = false)

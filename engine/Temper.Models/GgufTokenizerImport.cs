@@ -2,9 +2,7 @@
 // chat_template.jinja. llama.cpp's byte-level BPE vocabulary (tokenizer.ggml.model "gpt2") maps to a BPE model:
 // normal and byte tokens go to its vocab, control (3) and user-defined (4) tokens to added_tokens (special when
 // control), unused ones (5, the "[PAD<id>]" fillers) are left out; merges "left right" as they are; the pre-tokenizer
-// whose regexes llama.cpp applies for tokenizer.ggml.pre (gpt-2: ByteLevel's own regex; llama-bpe: Llama 3's Split and
-// ignore_merges, as llama.cpp sets it; qwen2: Qwen's Split after NFC; smollm: single digits, then ByteLevel's regex;
-// tekken and gpt-4o: their Splits; llama.cpp's other names for the same regexes, e.g. deepseek-r1-qwen, falcon3, llama4);
+// whose regexes llama.cpp applies for tokenizer.ggml.pre, aliases included (GgufPreTokenizers);
 // a TemplateProcessing post-processor that adds BOS/EOS as add_bos_token/add_eos_token say; a ByteLevel decoder.
 // llama.cpp's SentencePiece vocabulary ("llama") maps to the byte-fallback BPE tokenizer.json Llama 2 and Mistral ship:
 // normal, byte and unknown tokens in the vocab (control ones too, as there), control/unknown/user-defined tokens in
@@ -61,42 +59,29 @@ internal sealed class GgufTokenizerImport
             switch (types[id])
             {
                 case 3 or 4:
-                    added.Add((JsonNode)new JsonObject
-                    {
-                        ["id"] = id, ["content"] = tokens[id], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
-                        ["normalized"] = false, ["special"] = types[id] == 3,
-                    });
+                    added.Add(AddedToken(id, tokens[id], special: types[id] == 3));
                     break;
                 case 5: break;
                 default:
                     if (!vocab.TryAdd(tokens[id], id)) throw g.Fault($"token '{tokens[id]}' appears twice in tokenizer.ggml.tokens");
                     break;
             }
-        JsonNode Split(string pattern) => new JsonObject { ["type"] = "Split", ["pattern"] = new JsonObject { ["Regex"] = pattern }, ["behavior"] = "Isolated", ["invert"] = false };
-        JsonNode ByteLevel(bool regex) => new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["trim_offsets"] = true, ["use_regex"] = regex };
-        JsonNode Sequence(params JsonNode[] steps) => new JsonObject { ["type"] = "Sequence", ["pretokenizers"] = new JsonArray(steps) };
-        // llama.cpp's names for each regex set (llama-vocab.cpp), aliases included.
-        bool llama3 = pre is "llama-bpe" or "llama3" or "llama-v3" or "falcon3" or "falcon-h1" or "pixtral" or "midm-2.0" or "lfm2";
-        bool qwen = pre is "qwen2" or "deepseek-r1-qwen" or "kormo" or "megrez";
-        JsonNode preTokenizer = pre switch
-        {
-            "gpt-2" or "phi-2" or "jina-es" or "jina-de" or "gigachat" or "jina-v2-es" or "jina-v2-de" or "a.x-4.0" or "mellum" => ByteLevel(true),
-            _ when llama3 => Sequence(Split(PreTokenizerPatterns.Llama3), ByteLevel(false)),
-            _ when qwen => Sequence(Split(PreTokenizerPatterns.Qwen), ByteLevel(false)),
-            "smollm" or "codeshell" or "exaone" or "minerva-7b" => Sequence(new JsonObject { ["type"] = "Digits", ["individual_digits"] = true }, ByteLevel(true)),
-            "tekken" => Sequence(Split(PreTokenizerPatterns.Tekken), ByteLevel(false)),
-            "gpt-4o" or "llama4" => Sequence(Split(PreTokenizerPatterns.Gpt4o), ByteLevel(false)),
-            _ => throw g.Fault($"tokenizer.ggml.pre '{pre}' is not a pre-tokenizer Temper imports (the regexes of gpt-2, llama-bpe, qwen2, smollm, tekken, gpt-4o)"),
-        };
+        string name = GgufPreTokenizers.Canonical(pre)
+            ?? throw g.Fault($"tokenizer.ggml.pre '{pre}' is not a pre-tokenizer Temper imports (the regexes of {string.Join(", ", GgufPreTokenizers.Names)})");
         var bpe = new JsonObject
         {
             ["type"] = "BPE", ["dropout"] = null, ["unk_token"] = null, ["continuing_subword_prefix"] = null, ["end_of_word_suffix"] = null,
-            ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = llama3,
+            ["fuse_unk"] = false, ["byte_fallback"] = false, ["ignore_merges"] = GgufPreTokenizers.IgnoresMerges(name),
             ["vocab"] = vocab, ["merges"] = new JsonArray(merges.Select(m => (JsonNode)m).ToArray()),
         };
         var decoder = new JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = true, ["trim_offsets"] = true, ["use_regex"] = true };
-        return Finish(g, tokens, added, qwen ? new JsonObject { ["type"] = "NFC" } : null, preTokenizer, decoder, bpe, null);
+        return Finish(g, tokens, added, GgufPreTokenizers.Nfc(name) ? new JsonObject { ["type"] = "NFC" } : null, GgufPreTokenizers.Build(name), decoder, bpe, null);
     }
+
+    private static JsonNode AddedToken(int id, string content, bool special) => new JsonObject
+    {
+        ["id"] = id, ["content"] = content, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = special,
+    };
 
     // The special ids, the BOS/EOS post-processor, tokenizer_config.json and the chat template: every vocabulary's.
     private static GgufTokenizerImport Finish(GgufReader g, string[] tokens, JsonArray added, JsonNode? normalizer, JsonNode? preTokenizer,
@@ -169,12 +154,7 @@ internal sealed class GgufTokenizerImport
                 if (!ids.TryAdd(tokens[id], id)) throw g.Fault($"token '{tokens[id]}' appears twice in tokenizer.ggml.tokens");
                 vocab[tokens[id]] = id;
             }
-            if (type is 2 or 3 or 4)
-                added.Add((JsonNode)new JsonObject
-                {
-                    ["id"] = id, ["content"] = tokens[id], ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false,
-                    ["normalized"] = false, ["special"] = type != 4,
-                });
+            if (type is 2 or 3 or 4) added.Add(AddedToken(id, tokens[id], special: type != 4));
         }
         var merges = new List<(int Token, int Left, int Right)>();
         for (int id = 0; id < tokens.Length; id++)

@@ -1,8 +1,7 @@
 // The tokenizer half of a GGUF file, as convert_hf_to_gguf.py writes a byte-level BPE tokenizer.json (Llama 3, Qwen,
 // SmolLM, GPT-2 styles): tokenizer.ggml.model "gpt2"; tokenizer.ggml.pre, the llama.cpp pre-tokenizer whose regexes
-// equal the ones Temper splits with (gpt-2: ByteLevel's own regex; llama-bpe: Llama 3's Split; qwen2: Qwen's Split,
-// also where transformers 5 imposes it on a qwen2/qwen3 folder; smollm: single Digits then ByteLevel's regex; tekken:
-// Mistral NeMo's Split; gpt-4o: GPT-4o's, as Phi-4 and Llama 4 ship; a Split must isolate its matches, as llama.cpp's do);
+// equal the ones Temper splits with: the GgufPreTokenizers name whose pre_tokenizer has this one's form (qwen2 also
+// where transformers 5 imposes Qwen's pipeline on a qwen2/qwen3 folder);
 // tokenizer.ggml.tokens by id for the model's whole vocabulary (ids the tokenizer lacks as "[PAD<id>]", type unused);
 // token types (1 normal, 3 control for special added tokens and <|...|> ones, 4 user-defined for other added tokens,
 // 5 unused); merges as "left right"; the special ids (tokenizer_config.json's, else config.json's); add_bos_token and
@@ -47,10 +46,7 @@ internal static class GgufVocabulary
                 bool special = a.TryGetProperty("special", out var sp) && sp.ValueKind == JsonValueKind.True;
                 Place(tokens, types, a.GetProperty("id").GetInt32(), content, special || LooksSpecial(content) ? TokenType.Control : TokenType.UserDefined, path);
             }
-        for (int i = 0; i < v; i++)
-            if (tokens[i] == null) (tokens[i], types[i]) = ($"[PAD{i}]", (int)TokenType.Unused);
-        if (tokens.GroupBy(x => x).FirstOrDefault(x => x.Count() > 1) is { } dup)
-            throw new TemperException($"{path}: token '{dup.Key}' has more than one id; llama.cpp needs one id per token text");
+        FillUnused(tokens, types, path);
 
         g.Add("tokenizer.ggml.model", "gpt2");
         g.Add("tokenizer.ggml.pre", PreTokenizer(root, source.TokenizerDir, path));
@@ -77,6 +73,16 @@ internal static class GgufVocabulary
         g.Add("tokenizer.ggml.add_bos_token", prefix > 0);
         g.Add("tokenizer.ggml.add_eos_token", prefix >= 0 && full.Count > plain.Count + prefix);
         if (source.Template is { } template) g.Add("tokenizer.chat_template", template.Source);
+    }
+
+    /// <summary>Ids the tokenizer lacks become "[PAD<id>]" of type unused (5), as the converter pads; every text must then
+    /// have one id, as llama.cpp needs.</summary>
+    internal static void FillUnused(string?[] tokens, int[] types, string path)
+    {
+        for (int i = 0; i < tokens.Length; i++)
+            if (tokens[i] == null) (tokens[i], types[i]) = ($"[PAD{i}]", (int)TokenType.Unused);
+        if (tokens.GroupBy(x => x).FirstOrDefault(x => x.Count() > 1) is { } dup)
+            throw new TemperException($"{path}: token '{dup.Key}' has more than one id; llama.cpp needs one id per token text");
     }
 
     internal static void Place(string?[] tokens, int[] types, int id, string text, int type, string path)
@@ -112,21 +118,15 @@ internal static class GgufVocabulary
         if (TokenizerArchitecture.ImposesQwenPipeline(dir)) return "qwen2";
         if (root.TryGetProperty("normalizer", out var n) && n.ValueKind != JsonValueKind.Null && Type(n) != "NFC")
             throw new TemperException($"{path}: a {Type(n)} normalizer has no llama.cpp pre-tokenizer Temper writes");
-        var steps = root.TryGetProperty("pre_tokenizer", out var p) && p.ValueKind == JsonValueKind.Object
-            ? Type(p) == "Sequence" ? p.GetProperty("pretokenizers").EnumerateArray().ToList() : [p]
-            : new List<JsonElement>();
-        string form = string.Join(", ", steps.Select(Describe));
-        return form switch
-        {
-            "ByteLevel(regex)" => "gpt-2",
-            "Split(" + PreTokenizerPatterns.Llama3 + "), ByteLevel" => "llama-bpe",
-            "Split(" + PreTokenizerPatterns.Qwen + "), ByteLevel" => "qwen2",
-            "Digits(single), ByteLevel(regex)" => "smollm",
-            "Split(" + PreTokenizerPatterns.Tekken + "), ByteLevel" => "tekken",
-            "Split(" + PreTokenizerPatterns.Gpt4o + "), ByteLevel" => "gpt-4o",
-            _ => throw new TemperException($"{path}: pre_tokenizer [{(form.Length > 120 ? form[..120] + "..." : form)}] has no llama.cpp pre-tokenizer Temper knows (gpt-2, llama-bpe, qwen2, smollm, tekken, gpt-4o)"),
-        };
+        var steps = root.TryGetProperty("pre_tokenizer", out var p) && p.ValueKind == JsonValueKind.Object ? Steps(p) : [];
+        string form = Form(steps);
+        return GgufPreTokenizers.Names.FirstOrDefault(name => Form(Steps(JsonDocument.Parse(GgufPreTokenizers.Build(name).ToJsonString()).RootElement)) == form)
+            ?? throw new TemperException($"{path}: pre_tokenizer [{(form.Length > 120 ? form[..120] + "..." : form)}] has no llama.cpp pre-tokenizer Temper knows ({string.Join(", ", GgufPreTokenizers.Names)})");
     }
+
+    private static List<JsonElement> Steps(JsonElement p) => Type(p) == "Sequence" ? p.GetProperty("pretokenizers").EnumerateArray().ToList() : [p];
+
+    private static string Form(IEnumerable<JsonElement> steps) => string.Join(", ", steps.Select(Describe));
 
     internal static string Type(JsonElement e) => e.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
 
