@@ -144,11 +144,21 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
             _xBf16?.Dispose(); // the stream orders this after the kernels that read it
             _xBf16 = device.Allocate<ushort>(Math.Max(elements, 1L << 20));
         }
+        ConvertToBf16(x, _xBf16, elements);
+        ProductFromBf16(inputGradient, _xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
+    }
+
+    /// <summary>output[i] = bf16(x[i]), rounded to nearest even, for i below <paramref name="elements"/>: the
+    /// activations' conversion before a pipelined product (gemm_bf16.cu's convert_f32_bf16).</summary>
+    public void ConvertToBf16(CudaDeviceMemory x, CudaDeviceMemory output, long elements)
+    {
+        Require(x, 4 * elements, "x");
+        Require(output, 2 * elements, "the bf16 output");
+        if (elements == 0) return;
         _convert ??= CudaDriver.GetFunction(GemmModule(), "convert_f32_bf16");
         long quads = (elements + 3) / 4;
         device.Launch(_convert, (checked((uint)((quads + GemmThreads - 1) / GemmThreads)), 1, 1), (GemmThreads, 1, 1),
-            new CudaKernelArguments().Add(x).Add(_xBf16).Add(elements));
-        ProductFromBf16(inputGradient, _xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
+            new CudaKernelArguments().Add(x).Add(output).Add(elements));
     }
 
     private void ProductFromBf16(bool inputGradient, CudaDeviceMemory xBf16, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha, bool accumulate,
