@@ -39,7 +39,8 @@ public sealed record MoeSpec
     internal static MoeSpec Parse(JsonObject root, ConfigReader r, string path, string modelType, int layers)
     {
         bool mixtral = modelType == "mixtral";
-        string expertsField = mixtral ? "num_local_experts" : "num_experts";
+        // Qwen-MoE checkpoints name the count num_experts; transformers 5 saves it as num_local_experts, as Mixtral's.
+        string expertsField = mixtral || r.OptInt("num_experts") == null && r.OptInt("num_local_experts") != null ? "num_local_experts" : "num_experts";
         int experts = r.Int(expertsField);
         if (experts < 1) throw new TemperException($"{path}: field '{expertsField}' must be >= 1 (got {experts})");
         int topK = r.Int("num_experts_per_tok");

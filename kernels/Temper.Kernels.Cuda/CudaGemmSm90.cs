@@ -6,9 +6,10 @@
 // of 8, x and W 16-byte aligned. Blocks of 256 threads (two warpgroups) per 128 x 128 tile of y, or
 // 128 x 256 when Wide; with Tma 384 threads (a producer warpgroup more), persistent: min(tiles, SMs) blocks,
 // each looping over its tiles. CudaLinear runs it for its
-// pipelined forward products only where UseOnThisDevice says so: compute capability exactly 9.0 and
-// TEMPER_GEMM_SM90=1 (or =wide: the 128 x 256 tiles; =tma, =tma-wide: the TMA kernels, where the driver
-// encodes tensor maps), opt-in until an H100 has checked it. The module is
+// pipelined forward products where UseOnThisDevice says so: compute capability exactly 9.0, with the variant
+// TEMPER_GEMM_SM90 names (1: 128 x 128 tiles; wide: 128 x 256; tma, tma-wide: the TMA kernels, where the
+// driver encodes tensor maps; 0: none, gemm_bf16.cu) or, unset, tma-wide (wide without tensor maps): checked
+// and timed on an H100 on 2026-11-25, tma-wide at 0.82x to 0.92x of cuBLAS (docs/PERF.md). The module is
 // loaded on first use (on another GPU the driver refuses sm_90a PTX; the CUDA emulator runs it anywhere).
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -43,10 +44,17 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
     private static int Stages(bool wide, bool tma) => tma && !wide ? 6 : 4;
     private static int SharedBytes(bool wide, bool tma) => Stages(wide, tma) * ((128 + (wide ? 256 : 128)) * 128 + (tma ? 16 : 0)) + 1024;
 
-    /// <summary>True for compute capability 9.0 with the opt-in variable set to "1", "wide", "tma" or "tma-wide",
-    /// the last two only where <paramref name="tensorMapsUnavailable"/> is null.</summary>
+    /// <summary>The variant for a device and the variable's value, null for none (gemm_bf16.cu): on compute capability
+    /// 9.0 "1", "wide", "tma" or "tma-wide" as named (the TMA ones only where <paramref name="tensorMapsUnavailable"/>
+    /// is null), unset meaning tma-wide (wide where tensor maps are unavailable); any other value, "0" say, none.</summary>
+    public static string? Variant((int Major, int Minor) capability, string? optIn, string? tensorMapsUnavailable = null) =>
+        capability != (9, 0) ? null
+        : optIn == null ? (tensorMapsUnavailable == null ? "tma-wide" : "wide")
+        : optIn is "1" or "wide" || optIn is "tma" or "tma-wide" && tensorMapsUnavailable == null ? optIn
+        : null;
+
     public static bool Selected((int Major, int Minor) capability, string? optIn, string? tensorMapsUnavailable = null) =>
-        capability == (9, 0) && (optIn is "1" or "wide" || optIn is "tma" or "tma-wide" && tensorMapsUnavailable == null);
+        Variant(capability, optIn, tensorMapsUnavailable) != null;
 
     /// <summary>Selected for this device and environment; an opt-in to the TMA kernels that the driver cannot
     /// serve says why on stderr, once, and the product runs gemm_bf16.cu as without the opt-in.</summary>
@@ -59,10 +67,11 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
         return Selected(device.ComputeCapability, optIn, unavailable);
     }
 
-    /// <summary>The instance CudaLinear uses: Wide where the opt-in variable says "wide" or "tma-wide", Tma where "tma..."</summary>
+    /// <summary>The instance CudaLinear uses: Wide where the variable says "wide" or "tma-wide", Tma where "tma...";
+    /// unset, tma-wide (wide where tensor maps are unavailable).</summary>
     public static CudaGemmSm90 FromEnvironment(CudaDevice device)
     {
-        string? optIn = Environment.GetEnvironmentVariable(OptInVariable);
+        string optIn = Environment.GetEnvironmentVariable(OptInVariable) ?? (CudaTensorMaps.Unavailable == null ? "tma-wide" : "wide");
         return new(device) { Wide = optIn is "wide" or "tma-wide", Tma = optIn is "tma" or "tma-wide" };
     }
 

@@ -70,7 +70,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     /// <summary>True (the default): bf16 products whose summed and W row lengths are multiples of 8 run
     /// gemm_bf16.cu (the activations converted to bf16 once, a cp.async pipeline, mma.sync); false:
     /// linear_bf16.cu (WMMA) for every product. Forward products without a LoRA term run gemm_bf16_sm90.cu
-    /// (wgmma) instead where CudaGemmSm90.UseOnThisDevice (compute capability 9.0, TEMPER_GEMM_SM90=1, wide, tma or tma-wide).</summary>
+    /// (wgmma) instead where CudaGemmSm90.UseOnThisDevice (compute capability 9.0 unless TEMPER_GEMM_SM90=0).</summary>
     public bool Pipelined { get; set; } = true;
 
     /// <summary>Whether pipelined forward products without a LoRA term run gemm_bf16_sm90.cu (wgmma): null (the

@@ -178,13 +178,17 @@ public sealed partial class IlgpuBackend : IBackend
     /// weights and attention forward and backward for head dims 64 and 128, on tensor cores) run it instead of the
     /// ILGPU one: `--kernels ptx`, or TEMPER_KERNELS=ptx.
     /// CUDA, or ILGPU's CPU accelerator when TEMPER_CUDA_DRIVER names the CUDA emulator (CI checks the routing
-    /// there); elsewhere it stays off. Off by default until the GPU op-check and bench have run.
+    /// there); elsewhere it stays off. Off unless asked for here; the CLI's `--kernels auto` asks where
+    /// PtxKernelsPreferred (the op-check passed and the bench measured them faster on an H100, 2026-11-25).
     /// </summary>
     public bool PtxKernels
     {
         get => _dc.PtxKernels;
         set => _dc.PtxKernels = value;
     }
+
+    /// <summary>An NVIDIA GPU of compute capability 8.0 or later, where the CUDA C++ kernels' PTX (compute_80) runs.</summary>
+    public bool PtxKernelsPreferred => _acc is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: >= 8 } };
 
     /// <summary>Waits for every queued kernel and copy.</summary>
     public void Synchronize() => _acc.Synchronize();

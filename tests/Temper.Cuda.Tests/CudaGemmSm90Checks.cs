@@ -146,11 +146,14 @@ public class CudaGemmSm90Checks
     }
 
     [Fact]
-    public void CudaLinear_opts_in_only_on_compute_capability_9_0_with_the_variable_set()
+    public void CudaLinear_takes_the_sm90_kernel_only_on_compute_capability_9_0()
     {
         Assert.True(CudaGemmSm90.Selected((9, 0), "1"));
         Assert.True(CudaGemmSm90.Selected((9, 0), "wide"));
-        Assert.False(CudaGemmSm90.Selected((9, 0), null));
+        Assert.Equal("tma-wide", CudaGemmSm90.Variant((9, 0), null));                  // unset: the fastest on an H100
+        Assert.Equal("wide", CudaGemmSm90.Variant((9, 0), null, "the CUDA driver has no cuTensorMapEncodeTiled"));
+        Assert.Null(CudaGemmSm90.Variant((8, 0), null));
+        Assert.Null(CudaGemmSm90.Variant((12, 0), null));
         Assert.False(CudaGemmSm90.Selected((9, 0), "0"));
         Assert.False(CudaGemmSm90.Selected((8, 0), "1"));
         Assert.False(CudaGemmSm90.Selected((10, 0), "1"));

@@ -167,7 +167,7 @@ public sealed class CombinationTypesTests : IDisposable
             return Product(b, a, rows, rank, cols);
         }
         var deltas = present.Select(x => Product(D(x.A.Modules[name].B), D(x.A.Modules[name].A), rows, x.A.Modules[name].A.Shape[0], cols, x.A.Config.ScaleFor(name))).ToList();
-        var merged = RefMerge(type == "svd" ? "linear" : type[..^4], deltas, [.. present.Select(x => x.W * x.A.Config.ScaleFor(name))], density, frequency, rng);
+        var merged = RefMerge(type == "svd" ? "linear" : type[..^4], deltas, [.. present.Select(x => x.W)], density, frequency, rng); // PEFT 0.21: w_i (s_i once, in the delta)
         var (us, vh) = RefTruncate(merged, rows, cols, rank);
         if (o.SvdClamp is { } q)
         {

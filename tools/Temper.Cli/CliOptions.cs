@@ -28,7 +28,7 @@ internal static class CliOptions
     public static IReadOnlyDictionary<string, System.Text.Json.Nodes.JsonNode?>? TemplateKwargs(ParseResult p, Option<string?> kwargs) =>
         p.GetValue(kwargs) is string json ? Temper.Models.Text.ChatPromptOptions.ParseKwargs(json, "--chat-template-kwargs") : null;
     public static readonly Option<string?> Device = new("--device") { Description = "cpu, cuda, opencl or ilgpu-cpu (default: the best present)", Recursive = true };
-    public static readonly Option<string?> Kernels = new("--kernels") { Description = "On CUDA: ilgpu (the ILGPU kernels), ptx (the CUDA C++ kernels where one exists: the bf16 and NF4 Linear with the LoRA product joined, NF4 dequantisation, attention forward and backward and the paged attention for head dims 64 and 128, RMSNorm, SwiGLU, RoPE and the AdamW step) or auto (ilgpu until the PTX ones are measured faster)", Recursive = true };
+    public static readonly Option<string?> Kernels = new("--kernels") { Description = "On CUDA: ilgpu (the ILGPU kernels), ptx (the CUDA C++ kernels where one exists: the bf16 and NF4 Linear with the LoRA product joined, NF4 dequantisation, attention forward and backward and the paged attention for head dims 64 and 128, RMSNorm, SwiGLU, RoPE and the AdamW step) or auto (ptx on an NVIDIA GPU of compute capability 8.0 or later, where they were measured faster; ilgpu elsewhere)", Recursive = true };
     public static readonly Option<string?> DTypeFlag = new("--dtype") { Description = "Weight/compute storage: f32 or bf16 (default: as stored)", Recursive = true };
 
     /// <summary>Runs a verb: TemperException, missing files and bad JSON become one line on stderr and exit 2.</summary>
@@ -79,7 +79,7 @@ internal static class CliOptions
             "cuda" or "opencl" or "ilgpu-cpu" => IlgpuBackend.IsAvailable(device) ? IlgpuBackend.Create(device) : throw new TemperException($"--device {device}: no such device on this machine"),
             _ => throw new TemperException($"--device must be cpu, cuda, opencl or ilgpu-cpu, not '{device}'"),
         };
-        if (be is IlgpuBackend ilgpu && kernels != "auto") ilgpu.PtxKernels = kernels == "ptx";
+        if (be is IlgpuBackend ilgpu && (kernels != "auto" || ilgpu.PtxKernelsPreferred)) ilgpu.PtxKernels = kernels != "ilgpu";
         return be;
     }
 

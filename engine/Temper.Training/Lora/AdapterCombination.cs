@@ -10,8 +10,8 @@
 //           cross terms B_i A_j, so it is NOT the weighted sum of the deltas unless the adapters share factors; and
 //           pruning and sign election act on the factors, not on the deltas.
 //   svd, ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd: the dense deltas D_i = s_i B_i A_i merged
-//           (task_arithmetic for svd) with weights w_i s_i, so each adapter's scale counts TWICE (w_i s_i^2 B_i A_i:
-//           PEFT's get_delta_weight already holds s_i), then truncated to rank --svd-rank (default the largest
+//           (task_arithmetic for svd) with weights w_i (svd: sum_i w_i s_i B_i A_i, as PEFT 0.21 does; PEFT before
+//           it weighted the deltas by w_i s_i, counting each scale twice), then truncated to rank --svd-rank (default the largest
 //           adapter rank) by TruncatedSvd: A = Vh_k, B = U_k S_k. With svd_clamp q, both are clamped to [-h, h],
 //           h = the q-quantile (linear interpolation, torch.quantile) of all their values: a q under about 0.5
 //           makes h negative, and then every value becomes h, as torch.clamp(min > max) does; h depends on the
@@ -163,7 +163,7 @@ public static class AdapterCombination
         return (a, b);
     }
 
-    // The svd types: the deltas s_i B_i A_i merged with weights w_i s_i, truncated to rank k (zero-padded past min(Out, In)).
+    // The svd types: the deltas s_i B_i A_i merged with weights w_i, truncated to rank k (zero-padded past min(Out, In)).
     private static (double[] A, double[] B) Truncated(List<(LoraAdapter Adapter, double Weight)> present, string name, int rank, string core, CombinationOptions options, SplitMix64 rng)
     {
         int inDim = present[0].Adapter.Modules[name].A.Shape[1], outDim = present[0].Adapter.Modules[name].B.Shape[0];
@@ -171,7 +171,7 @@ public static class AdapterCombination
         double[] us, vh;
         if (core == "linear")
         {
-            // sum_i (w_i s_i^2 B_i) A_i: the factors stacked, [Out, sum r_i] and [sum r_i, In].
+            // sum_i (w_i s_i B_i) A_i: the factors stacked, [Out, sum r_i] and [sum r_i, In].
             int p = present.Sum(x => x.Adapter.Modules[name].A.Shape[0]);
             var bs = new double[outDim * p];
             var stacked = new List<double>(p * inDim);
@@ -180,7 +180,7 @@ public static class AdapterCombination
             {
                 var (ai, bi) = adapter.Modules[name];
                 int r = ai.Shape[0];
-                double s = adapter.Config.ScaleFor(name), c = weight * s * s;
+                double c = weight * adapter.Config.ScaleFor(name);
                 var bf = bi.ToFloatArray();
                 for (int i = 0; i < outDim; i++)
                     for (int x = 0; x < r; x++) bs[i * p + col + x] = c * bf[i * r + x];
@@ -202,7 +202,7 @@ public static class AdapterCombination
                     for (int t = 0; t < r; t++) TaskArithmetic.Axpy(d.AsSpan(i * inDim, inDim), s * bf[i * r + t], af.AsSpan(t * inDim, inDim));
                 return d;
             }).ToList();
-            var weights = present.Select(x => x.Weight * x.Adapter.Config.ScaleFor(name)).ToArray();
+            var weights = present.Select(x => x.Weight).ToArray();
             (us, vh) = TruncatedSvd.OfDense(Merge(core, deltas, weights, options, rng), outDim, inDim, k);
         }
         if (options.SvdClamp is { } q)

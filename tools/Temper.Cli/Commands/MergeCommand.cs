@@ -66,7 +66,7 @@ internal static class MergeCommand
         var weights = new Option<string?>("--weights") { Description = "Comma-separated weight per adapter (default 1 each)" };
         var type = new Option<string>("--combination-type") { Description = "PEFT's combination_type: cat (default; delta = sum_i w_i s_i B_i A_i exactly, ranks add up), " +
             "linear, ties, dare_linear, dare_ties, magnitude_prune (adapters of one rank; A and B merged separately, sqrt|w s| on each, so linear's delta has PEFT's cross terms B_i A_j), " +
-            "svd, ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd (the deltas merged then truncated by SVD; as in PEFT each adapter's scale counts twice: w s^2 B A)", DefaultValueFactory = _ => "cat" };
+            "svd, ties_svd, dare_linear_svd, dare_ties_svd, magnitude_prune_svd (the deltas merged then truncated by SVD; as in PEFT 0.21: w s B A)", DefaultValueFactory = _ => "cat" };
         var density = new Option<double?>("--density") { Description = "Fraction of values kept, in (0, 1], for ties, dare_* and magnitude_prune (and their _svd forms); 1 prunes nothing" };
         var sign = new Option<string?>("--majority-sign-method") { Description = "ties and dare_ties: elect each value's sign by the sum of the values (total, default) or of their signs (frequency); as in PEFT the vote ignores the weights" };
         var svdRank = new Option<int?>("--svd-rank") { Description = "Rank of the _svd types' result (default: the largest adapter rank)" };
