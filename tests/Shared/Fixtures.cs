@@ -12,12 +12,8 @@ public static class Fixtures
     /// yet), each with its script: tests that read them are skipped, not failed, until tests/fixtures/hf holds them.</summary>
     private static readonly Dictionary<string, string> Owed = new()
     {
-        ["qwen3-tiny"] = "make_fixtures.py", ["qwen3-yarn-tiny"] = "make_fixtures.py",
-        ["llama-tiny-dora"] = "make_dora_reference.py", ["llama-tiny-dora-training"] = "make_dora_training_reference.py",
-        ["llama-tiny-prompt-tuning"] = "make_prompt_tuning_reference.py", ["llama-tiny-prefix-tuning"] = "make_prefix_tuning_reference.py",
-        ["llama-tiny-combine"] = "make_combine_reference.py", ["llama-tiny-modules-to-save"] = "make_modules_to_save_reference.py",
-        ["llama-tiny-bnb4"] = "make_bnb_reference.py", ["llama-tiny-cpo"] = "make_cpo_reference.py", ["llama-tiny-ia3"] = "make_ia3_reference.py",
-        ["mixtral-tiny"] = "make_moe_fixtures.py", ["qwen3-moe-tiny"] = "make_moe_fixtures.py", ["qwen2-moe-tiny"] = "make_moe_fixtures.py",
+        // make_moe_lora_reference.py needs transformers 4.46..4.57 (per-expert nn.Linear); the GPU machine has 5.17.
+        ["llama-tiny-bnb4"] = "make_bnb_reference.py", // needs bitsandbytes, which the GPU machine lacks
         ["mixtral-tiny-lora"] = "make_moe_lora_reference.py", ["qwen2-moe-tiny-lora"] = "make_moe_lora_reference.py",
     };
 
