@@ -118,6 +118,10 @@ for step in "$@"; do
               w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
               run defaults-bench 200 bash -c "temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 && temper bench train --device cuda --dtype bf16 --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 2 && temper bench ops --device cuda --dtype bf16 $w --reps 5 && temper bench attention --device cuda --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20 && temper bench serve --device cuda --requests 16 --adapters 8"
               run defaults-peer 150 bash -c "python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 && python3 bench/peer/peft_train_step.py --shape smollm-135m --batch-size 8 --seq-len 1024 --steps 3 && python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention" ;;
+    # CudaLoraRank (cuda/lora_rank.cu: xa, dxa, dA, dB of the LoRA linears), opt-in by TEMPER_LORA_RANK=1 until this has run:
+    # its checks, the routing checks with it on, then the 1B LoRA step without and with it (and profiled with it).
+    lora-rank) run lora-rank-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaLoraRankChecks" && TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -class "*CudaBf16LoraBound" && TEMPER_LORA_RANK=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaBf16LoraBound"'
+               run lora-rank-bench 150 bash -c 'for v in 0 1; do echo "== TEMPER_LORA_RANK=$v"; TEMPER_LORA_RANK=$v temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2; done; TEMPER_LORA_RANK=1 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 1 --profile | head -24' ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac

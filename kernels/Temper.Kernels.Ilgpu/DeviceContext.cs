@@ -60,6 +60,12 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
     public Temper.Kernels.Cuda.CudaSwiGlu? PtxSwiGlu { get; private set; }
     public Temper.Kernels.Cuda.CudaRope? PtxRope { get; private set; }
     public Temper.Kernels.Cuda.CudaAdamW? PtxAdamW { get; private set; }
+    /// <summary>The CUDA C++ rank-r LoRA products (xa, dxa, dA, dB; f32) beside PtxLinear; null when PTX kernels are off.</summary>
+    public Temper.Kernels.Cuda.CudaLoraRank? PtxLoraRank { get; private set; }
+
+    /// <summary>Whether LoRA linears run their rank-r products on PtxLoraRank (when PTX kernels are on): opt-in
+    /// (TEMPER_LORA_RANK=1) until a GPU has run CudaLoraRankChecks; checked so far on the CUDA emulator only.</summary>
+    public bool LoraRankKernels { get; set; } = Environment.GetEnvironmentVariable("TEMPER_LORA_RANK") == "1";
 
     private Temper.Cuda.CudaDevice? _ptxDevice;
 
@@ -82,9 +88,10 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
                 PtxSwiGlu?.Dispose();
                 PtxRope?.Dispose();
                 PtxAdamW?.Dispose();
+                PtxLoraRank?.Dispose();
                 _ptxDevice?.Dispose();
                 (PtxLinear, PtxAttention, PtxNf4, PtxPagedAttention, _ptxDevice) = (null, null, null, null, null);
-                (PtxRmsNorm, PtxSwiGlu, PtxRope, PtxAdamW) = (null, null, null, null);
+                (PtxRmsNorm, PtxSwiGlu, PtxRope, PtxAdamW, PtxLoraRank) = (null, null, null, null, null);
                 return;
             }
             _ptxDevice = device;
@@ -96,6 +103,7 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
             PtxSwiGlu = new Temper.Kernels.Cuda.CudaSwiGlu(_ptxDevice);
             PtxRope = new Temper.Kernels.Cuda.CudaRope(_ptxDevice);
             PtxAdamW = new Temper.Kernels.Cuda.CudaAdamW(_ptxDevice);
+            PtxLoraRank = new Temper.Kernels.Cuda.CudaLoraRank(_ptxDevice);
         }
     }
 

@@ -187,6 +187,13 @@ public sealed partial class IlgpuBackend : IBackend
         set => _dc.PtxKernels = value;
     }
 
+    /// <summary>LoRA linears' rank-r products on the CUDA C++ kernels too (DeviceContext.LoraRankKernels; TEMPER_LORA_RANK=1).</summary>
+    public bool LoraRankKernels
+    {
+        get => _dc.LoraRankKernels;
+        set => _dc.LoraRankKernels = value;
+    }
+
     /// <summary>An NVIDIA GPU of compute capability 8.0 or later, where the CUDA C++ kernels' PTX (compute_80) runs.</summary>
     public bool PtxKernelsPreferred => _acc is ILGPU.Runtime.Cuda.CudaAccelerator { Architecture: { Major: >= 8 } };
 

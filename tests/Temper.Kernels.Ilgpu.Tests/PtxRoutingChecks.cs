@@ -145,9 +145,10 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         var bias = Floats(m, 6);
         var a = Floats(r * k, 7);
         var b = Floats(m * r, 8);
-        float[] Run(bool ptx)
+        float[] Run(bool ptx, bool rankKernels = false)
         {
             B.PtxKernels = ptx;
+            B.LoraRankKernels = rankKernels; // xa on CudaLoraRank (opt-in) or ILGPU's GEMM
             var y = Zeros(n, m);
             var xa = Zeros(n, r);
             B.LoraLinear(Up(x, n, k), Own(B.FromHost(hw)), Up(bias, m), Up(a, r, k), Up(b, m, r), 0.5f, y, xa);
@@ -155,14 +156,59 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         }
         try
         {
-            var viaPtx = Run(true);
             var exact = Run(false);
-            Close(viaPtx, exact, $"ptx lora linear {n}x{k}x{m} r{r}", 1e-5);
-            Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second);
+            foreach (bool rankKernels in new[] { false, true })
+            {
+                var viaPtx = Run(true, rankKernels);
+                Close(viaPtx, exact, $"ptx lora linear {n}x{k}x{m} r{r}{(rankKernels ? ", xa on CudaLoraRank" : "")}", 1e-5);
+                Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second);
+            }
         }
         finally
         {
             B.PtxKernels = false;
+            B.LoraRankKernels = false;
+        }
+    }
+
+    // The LoRA branch's backward (dB += s dy^T xa, dxa = s dy B, dA += dxa^T x, dx += dxa A) with its rank-r products on
+    // CudaLoraRank (LoraRankKernels, opt-in) against ILGPU's GEMMs, accumulating onto nonzero gradients; exact f32 both ways, so only the order of
+    // the sums differs.
+    [Theory]
+    [InlineData(300, 72, 200, 16)]
+    [InlineData(70, 130, 64, 3)]
+    [InlineData(9, 13, 20, 24)] // above CudaLoraRank's rank: ILGPU's products both ways
+    public void Lora_linear_backward_through_the_ptx_kernels_matches_the_exact_one(int n, int k, int m, int r)
+    {
+        var dy = Floats(n * m, 14);
+        var x = Floats(n * k, 15);
+        var xa = Floats(n * r, 16);
+        var a = Floats(r * k, 17);
+        var b = Floats(m * r, 18);
+        var dx0 = Floats(n * k, 19);
+        var da0 = Floats(r * k, 20);
+        var db0 = Floats(m * r, 21);
+        float[] Run(bool ptx)
+        {
+            B.PtxKernels = ptx;
+            B.LoraRankKernels = ptx;
+            var dx = Up(dx0, n, k);
+            var da = Up(da0, r, k);
+            var db = Up(db0, m, r);
+            B.LoraLinearBackward(Up(dy, n, m), Up(x, n, k), Up(xa, n, r), Up(a, r, k), Up(b, m, r), 0.5f, dx, da, db);
+            return [.. Down(dx), .. Down(da), .. Down(db)];
+        }
+        try
+        {
+            var viaPtx = Run(true);
+            var exact = Run(false);
+            Close(viaPtx, exact, $"ptx lora linear backward {n}x{k}x{m} r{r}", 1e-9);
+            if (r <= 16) Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second);
+        }
+        finally
+        {
+            B.PtxKernels = false;
+            B.LoraRankKernels = false;
         }
     }
 

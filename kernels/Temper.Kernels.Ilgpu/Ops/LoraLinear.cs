@@ -2,8 +2,10 @@
 // Backward of the LoRA branch (the base part is Linear's), with dxa[N,r] = scale dy B from the arena:
 //   dB[M,r] += scale dy^T xa,  dA[r,K] += dxa^T x,  dx[N,K] += dxa A.
 // Three (forward) or four (backward) Gemm launches; xa is kept in the arena when the caller does not.
-// With the CUDA C++ Linear on (--kernels ptx), bf16 weights and r <= 16, the forward's LoRA product joins
-// the base product's epilogue (y = x W^T + bias + scale xa B^T in one pass over y). The backward's
+// With the CUDA C++ kernels on (--kernels ptx), r <= 16 and TEMPER_LORA_RANK=1 (opt-in until a GPU has checked it),
+// xa, dxa, dA and dB run CudaLoraRank (f32, bound by the bytes of x or dy, which ILGPU's tiled GEMM handles at 1/8 of
+// its tile: on an H100 they cost 2 to 3 ms of each 1B-shaped LoRA linear, docs/PERF.md), and with bf16 weights the forward's LoRA
+// product joins the base product's epilogue (y = x W^T + bias + scale xa B^T in one pass over y). The backward's
 // dx += dxa A stays a product of its own: the base input gradient is Linear's backward, a separate op.
 using ILGPU;
 
@@ -15,7 +17,8 @@ internal static class LoraLinear
         ArrayView<float> y, ArrayView<float>? xa, int n, int k, int m, int r)
     {
         var xav = xa ?? dc.Arena.Take<float>((long)n * r);
-        Gemm.NT(dc, x, new WeightView(loraA), null, xav, n, k, r, 1f, accumulate: false);
+        if (Rank(dc, r) is { } rank) Rows(dc, rank, x, loraA, xav, n, k, r, k, 1, 1f);
+        else Gemm.NT(dc, x, new WeightView(loraA), null, xav, n, k, r, 1f, accumulate: false);
         if (Fused(dc, w, r))
         {
             Gemm.PtxNTLowRank(dc, x, w.Bf16, bias, y, n, k, m, xav, loraB, r, scale);
@@ -31,11 +34,44 @@ internal static class LoraLinear
     public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> xa, ArrayView<float> loraA, ArrayView<float> loraB, float scale,
         ArrayView<float>? dx, ArrayView<float>? dA, ArrayView<float>? dB, int n, int k, int m, int r)
     {
-        if (dB is { } db) Gemm.TN(dc, dy, xa, db, n, r, m, scale, accumulate: true);
+        var rank = Rank(dc, r);
+        if (dB is { } db)
+        {
+            if (rank != null) Columns(dc, rank, dy, xa, db, n, m, r, r, 1, scale);
+            else Gemm.TN(dc, dy, xa, db, n, r, m, scale, accumulate: true);
+        }
         if (dA == null && dx == null) return;
         var dxa = dc.Arena.Take<float>((long)n * r);
-        Gemm.NN(dc, dy, new WeightView(loraB), dxa, n, r, m, scale, accumulate: false);
-        if (dA is { } da) Gemm.TN(dc, dxa, x, da, n, k, r, 1f, accumulate: true);
+        if (rank != null) Rows(dc, rank, dy, loraB, dxa, n, m, r, 1, r, scale);
+        else Gemm.NN(dc, dy, new WeightView(loraB), dxa, n, r, m, scale, accumulate: false);
+        if (dA is { } da)
+        {
+            if (rank != null) Columns(dc, rank, x, dxa, da, n, k, r, 1, k, 1f);
+            else Gemm.TN(dc, dxa, x, da, n, k, r, 1f, accumulate: true);
+        }
         if (dx is { } dxv) Gemm.NN(dc, dxa, new WeightView(loraA), dxv, n, k, r, 1f, accumulate: true);
+    }
+
+    private static Temper.Kernels.Cuda.CudaLoraRank? Rank(DeviceContext dc, int r) =>
+        dc.LoraRankKernels && r <= Temper.Kernels.Cuda.CudaLoraRank.MaxRank ? dc.PtxLoraRank : null;
+
+    // out[n, r] = alpha X[n, c] W^T through CudaLoraRank (overwritten), W(q, j) at w[q rankStride + j columnStride].
+    private static void Rows(DeviceContext dc, Temper.Kernels.Cuda.CudaLoraRank rank, ArrayView<float> x, ArrayView<float> w, ArrayView<float> output,
+        int n, int c, int r, long rankStride, long columnStride, float alpha)
+    {
+        using var xd = Gemm.Borrow(dc, x);
+        using var wd = Gemm.Borrow(dc, w);
+        using var od = Gemm.Borrow(dc, output);
+        rank.RowsTimesRank(xd, wd, od, n, c, r, rankStride, columnStride, alpha, accumulate: false);
+    }
+
+    // out(j, q) += alpha sum_i Y[i, j] L[i, q] through CudaLoraRank, out(j, q) at output[j columnStride + q rankStride].
+    private static void Columns(DeviceContext dc, Temper.Kernels.Cuda.CudaLoraRank rank, ArrayView<float> y, ArrayView<float> l, ArrayView<float> output,
+        int n, int c, int r, long columnStride, long rankStride, float alpha)
+    {
+        using var yd = Gemm.Borrow(dc, y);
+        using var ld = Gemm.Borrow(dc, l);
+        using var od = Gemm.Borrow(dc, output);
+        rank.ColumnsTimesRank(yd, ld, od, n, c, r, columnStride, rankStride, alpha, accumulate: true);
     }
 }
