@@ -78,6 +78,9 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     /// a GPU other than compute capability 9.0 refuses its PTX); false never.</summary>
     public bool? Sm90 { get; set; }
 
+    /// <summary>Whether pipelined forward products without a LoRA term run gemm_bf16_sm90.cu here (Sm90, decided now if unset).</summary>
+    public bool Sm90Forward => Sm90 ??= CudaGemmSm90.UseOnThisDevice(device);
+
     /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
     public void Forward(CudaDeviceMemory x, LinearWeight w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
         LowRankTerm? lora = null)
@@ -165,7 +168,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         LowRankTerm? lora)
     {
         int cols = inputGradient ? k : m;
-        if (!inputGradient && lora == null && (Sm90 ??= CudaGemmSm90.UseOnThisDevice(device)))
+        if (!inputGradient && lora == null && Sm90Forward)
         {
             (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, w, bias, y, n, k, m, alpha, accumulate);
             return;

@@ -6,6 +6,9 @@
 //                     Y [n, c], L [n, r]: dA += dxa^T x (ColumnsTimesRank(x, dxa, dA, n, K, r, 1, K, 1, true)) and
 //                     dB += scale dy^T xa (ColumnsTimesRank(dy, xa, dB, n, M, r, r, 1, scale, true)). The rows are split
 //                     so that the grid fills the GPU; the splits' partial sums are added in order (deterministic).
+//   RankTimesRows:    out[n, c] = alpha L[n, r] W (+ out), W(q, j) at w[q * rankStride + j * columnStride]: y += scale xa B^T
+//                     (RankTimesRows(xa, B, y, n, M, r, 1, r, scale, true)) and dx += dxa A (RankTimesRows(dxa, A, dx, n, K,
+//                     r, K, 1, 1, true)).
 // The module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -19,7 +22,7 @@ public sealed class CudaLoraRank(CudaDevice device) : IDisposable
 
     private const int Threads = 256, RowsPerBlock = 32, MinRowsPerSplit = 64;
     private CudaModuleHandle? _module;
-    private CudaFunction? _rows, _partial, _reduce;
+    private CudaFunction? _rows, _partial, _reduce, _rankRows;
     private CudaDeviceMemory? _partials; // [splits, c, r], grown as needed
     private int _multiprocessors;
 
@@ -65,6 +68,19 @@ public sealed class CudaLoraRank(CudaDevice device) : IDisposable
         long elements = (long)c * rank;
         device.Launch(_reduce, (checked((uint)((elements + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1),
             new CudaKernelArguments().Add(_partials).Add(output).Add(c).Add(rank).Add(splits).Add(columnStride).Add(rankStride).Add(alpha).Add(accumulate ? 1 : 0));
+    }
+
+    public void RankTimesRows(CudaDeviceMemory l, CudaDeviceMemory w, CudaDeviceMemory output, int n, int c, int rank, long rankStride, long columnStride,
+        float alpha = 1f, bool accumulate = false)
+    {
+        Check(n, c, rank, rankStride, columnStride, "RankTimesRows");
+        CudaLinear.Require(l, 4L * n * rank, "l");
+        CudaLinear.Require(w, 4L * ((rank - 1) * rankStride + Math.Max(c - 1, 0) * columnStride + 1), "w");
+        CudaLinear.Require(output, 4L * n * c, "the output");
+        if ((long)n * c == 0) return;
+        _rankRows ??= CudaDriver.GetFunction(Module(), "lora_rank_times_rows");
+        var args = new CudaKernelArguments().Add(l).Add(w).Add(output).Add(n).Add(c).Add(rank).Add(rankStride).Add(columnStride).Add(alpha).Add(accumulate ? 1 : 0);
+        device.Launch(_rankRows, ((uint)((c + Threads - 1) / Threads), (uint)((n + RowsPerBlock - 1) / RowsPerBlock), 1), (Threads, 1, 1), args);
     }
 
     private static void Check(int n, int c, int rank, long rankStride, long columnStride, string op)

@@ -23,6 +23,9 @@ public sealed partial class IlgpuBackend : IBackend
     private readonly Accelerator _acc;
     private readonly bool _ownsAccelerator;
     private readonly DeviceContext _dc;
+
+    /// <summary>The device context (kernels, arena, PTX route), for the tests.</summary>
+    internal DeviceContext DeviceContext => _dc;
     private readonly RopeTables _rope;
     private readonly DevicePool _pool;
     private long _uploaded, _downloaded, _reductionBytes;

@@ -1,6 +1,6 @@
-// CudaLoraRank (cuda/lora_rank.cu) against float64 evaluations of the four LoRA products it serves: xa = x A^T and
+// CudaLoraRank (cuda/lora_rank.cu) against float64 evaluations of the six LoRA products it serves: xa = x A^T and
 // dxa = s dy B (RowsTimesRank, both W layouts), dA += dxa^T x and dB += s dy^T xa (ColumnsTimesRank, both output
-// layouts), at ranks 1, 3 and 16, column counts that end in a partial 256-wide chunk, row counts that end in a partial
+// layouts), y += s xa B^T and dx += dxa A (RankTimesRows, both W layouts), at ranks 1, 3 and 16, column counts that end in a partial 256-wide chunk, row counts that end in a partial
 // block of 32 and split unevenly, with accumulation onto NaN-free starting values or overwriting NaN poison; the
 // column sums twice, bit for bit (deterministic); refusals by name. Runs on a GPU and on the CUDA emulator.
 using Temper.Cuda.Driver;
@@ -96,6 +96,36 @@ public class CudaLoraRankChecks
         var first = Run();
         Close(first, expected, "out");
         Assert.Equal(first, Run());
+    }
+
+    [Theory]
+    [InlineData(70, 300, 16, false, true)]  // y += s xa B^T: B [M, r], strides 1, r; a partial column block and row block
+    [InlineData(33, 64, 3, true, true)]     // dx += dxa A: A [r, K], strides K, 1
+    [InlineData(1, 513, 1, true, false)]
+    [InlineData(100, 256, 16, false, false)]
+    public void Rank_times_rows_matches_a_float64_evaluation(int n, int c, int rank, bool aLayout, bool accumulate)
+    {
+        using var device = Gpu.OpenForKernels();
+        long rankStride = aLayout ? c : 1, columnStride = aLayout ? 1 : rank;
+        var l = Floats((long)n * rank, 7);
+        var w = Floats((long)rank * c, 8);
+        var start = accumulate ? Floats((long)n * c, 9) : Enumerable.Repeat(float.NaN, n * c).ToArray();
+        const float alpha = 0.5f;
+        var expected = new double[n * c];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < c; j++)
+            {
+                double s = 0;
+                for (int q = 0; q < rank; q++) s += (double)l[(long)i * rank + q] * w[q * rankStride + j * columnStride];
+                expected[i * c + j] = alpha * s + (accumulate ? start[i * c + j] : 0);
+            }
+        using var dl = device.Upload<float>(l);
+        using var dw = device.Upload<float>(w);
+        using var dout = device.Upload<float>(start);
+        using var lora = new CudaLoraRank(device);
+        lora.RankTimesRows(dl, dw, dout, n, c, rank, rankStride, columnStride, alpha, accumulate);
+        device.Synchronize();
+        Close(device.Download<float>(dout), expected, "out");
     }
 
     [Fact]

@@ -7,9 +7,14 @@
 //   lora_columns_reduce:     out(j,q) = alpha sum_s partial[s][j][q] (+ out(j,q)), out(j,q) = out[j * col_stride +
 //                            q * rank_stride]. dA = dxa^T x (out [r,K]: strides 1, K) and dB = scale dy^T xa ([M,r]:
 //                            strides r, 1). Splits are summed in order: the same result run after run.
+//   lora_rank_times_rows:    out[i,j] = alpha sum_q L[i,q] W(q,j) (+ out[i,j] when accumulate), L [n,r], out [n,c],
+//                            W(q,j) = w[q * rank_stride + j * col_stride]: the forward's y += scale xa B^T (B [M,r]:
+//                            strides 1, r) and the backward's dx += dxa A (A [r,K]: strides K, 1).
 // rows: blocks of 8 warps, 32 rows a block (4 a warp); W staged in shared memory 256 columns at a time, [r][256];
 // each lane reads 8 columns of its rows per chunk (coalesced), keeps 4 x 16 sums, and the warp adds them by shuffles.
 // columns: blocks of 256 threads, a column each, over the rows of their split; L's rows staged [64][16] in shared.
+// rank_times_rows: blocks of 256 threads, a column each with its r weights in registers, over 32 rows whose L rows
+// are staged [32][16] in shared; every element of out is read (when accumulating) and written once, coalesced.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (the same products as plain GEMMs);
 // the ILGPU ops: Ops/LoraLinear.cs through Gemm.NT, NN and TN.
 #include <stdint.h>
@@ -126,4 +131,31 @@ extern "C" __global__ void __launch_bounds__(THREADS) lora_columns_reduce(
     for (int t = 0; t < splits; t++) s += partial[(long)t * c * rank + e];
     float* o = out + j * col_stride + q * rank_stride;
     *o = alpha * s + (accumulate ? *o : 0.f);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) lora_rank_times_rows(
+    const float* __restrict__ l, const float* __restrict__ w, float* __restrict__ out,
+    int n, int c, int rank, long rank_stride, long col_stride, float alpha, int accumulate)
+{
+    __shared__ float ls[ROWS_PER_BLOCK][MAX_RANK];
+    const int j = blockIdx.x * THREADS + threadIdx.x, i0 = blockIdx.y * ROWS_PER_BLOCK;
+    for (int e = threadIdx.x; e < ROWS_PER_BLOCK * MAX_RANK; e += THREADS)
+    {
+        int i = i0 + e / MAX_RANK, q = e % MAX_RANK;
+        ls[e / MAX_RANK][q] = i < n && q < rank ? l[(long)i * rank + q] : 0.f;
+    }
+    __syncthreads();
+    if (j >= c) return;
+    float wj[MAX_RANK];
+#pragma unroll
+    for (int q = 0; q < MAX_RANK; q++) wj[q] = q < rank ? w[q * rank_stride + j * col_stride] : 0.f;
+    int rows = min(ROWS_PER_BLOCK, n - i0);
+    for (int t = 0; t < rows; t++)
+    {
+        float s = 0.f;
+#pragma unroll
+        for (int q = 0; q < MAX_RANK; q++) s += ls[t][q] * wj[q];
+        float* o = out + (long)(i0 + t) * c + j;
+        *o = alpha * s + (accumulate ? *o : 0.f);
+    }
 }

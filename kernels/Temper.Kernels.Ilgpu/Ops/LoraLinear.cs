@@ -3,10 +3,11 @@
 //   dB[M,r] += scale dy^T xa,  dA[r,K] += dxa^T x,  dx[N,K] += dxa A.
 // Three (forward) or four (backward) Gemm launches; xa is kept in the arena when the caller does not.
 // With the CUDA C++ kernels on (--kernels ptx), r <= 16 and TEMPER_LORA_RANK=1 (opt-in until a GPU has checked it),
-// xa, dxa, dA and dB run CudaLoraRank (f32, bound by the bytes of x or dy, which ILGPU's tiled GEMM handles at 1/8 of
+// xa, dxa, dA, dB and dx += dxa A run CudaLoraRank (f32, bound by the bytes of x or dy, which ILGPU's tiled GEMM handles at 1/8 of
 // its tile: on an H100 they cost 2 to 3 ms of each 1B-shaped LoRA linear, docs/PERF.md), and with bf16 weights the forward's LoRA
 // product joins the base product's epilogue (y = x W^T + bias + scale xa B^T in one pass over y). The backward's
-// dx += dxa A stays a product of its own: the base input gradient is Linear's backward, a separate op.
+// dx += dxa A stays a product of its own: the base input gradient is Linear's backward, a separate op. Where the
+// forward's base product takes the sm_90a GEMM (no LoRA epilogue) and CudaLoraRank is on, y += scale xa B^T follows it.
 using ILGPU;
 
 namespace Temper.Kernels.Ilgpu.Ops;
@@ -17,15 +18,18 @@ internal static class LoraLinear
         ArrayView<float> y, ArrayView<float>? xa, int n, int k, int m, int r)
     {
         var xav = xa ?? dc.Arena.Take<float>((long)n * r);
-        if (Rank(dc, r) is { } rank) Rows(dc, rank, x, loraA, xav, n, k, r, k, 1, 1f);
+        var rank = Rank(dc, r);
+        if (rank != null) Rows(dc, rank, x, loraA, xav, n, k, r, k, 1, 1f);
         else Gemm.NT(dc, x, new WeightView(loraA), null, xav, n, k, r, 1f, accumulate: false);
-        if (Fused(dc, w, r))
+        // The sm_90a GEMM has no LoRA epilogue: with CudaLoraRank, the base product there and y += scale xa B^T after.
+        if (Fused(dc, w, r) && !(rank != null && dc.PtxLinear!.Sm90Forward))
         {
             Gemm.PtxNTLowRank(dc, x, w.Bf16, bias, y, n, k, m, xav, loraB, r, scale);
             return;
         }
         Gemm.NT(dc, x, w, bias, y, n, k, m, 1f, accumulate: false);
-        Gemm.NT(dc, xav, new WeightView(loraB), null, y, n, r, m, scale, accumulate: true);
+        if (rank != null) RankRows(dc, rank, xav, loraB, y, n, m, r, 1, r, scale);
+        else Gemm.NT(dc, xav, new WeightView(loraB), null, y, n, r, m, scale, accumulate: true);
     }
 
     /// <summary>True when the LoRA product goes into the CUDA C++ Linear's epilogue.</summary>
@@ -49,7 +53,11 @@ internal static class LoraLinear
             if (rank != null) Columns(dc, rank, x, dxa, da, n, k, r, 1, k, 1f);
             else Gemm.TN(dc, dxa, x, da, n, k, r, 1f, accumulate: true);
         }
-        if (dx is { } dxv) Gemm.NN(dc, dxa, new WeightView(loraA), dxv, n, k, r, 1f, accumulate: true);
+        if (dx is { } dxv)
+        {
+            if (rank != null) RankRows(dc, rank, dxa, loraA, dxv, n, k, r, k, 1, 1f);
+            else Gemm.NN(dc, dxa, new WeightView(loraA), dxv, n, k, r, 1f, accumulate: true);
+        }
     }
 
     private static Temper.Kernels.Cuda.CudaLoraRank? Rank(DeviceContext dc, int r) =>
@@ -63,6 +71,16 @@ internal static class LoraLinear
         using var wd = Gemm.Borrow(dc, w);
         using var od = Gemm.Borrow(dc, output);
         rank.RowsTimesRank(xd, wd, od, n, c, r, rankStride, columnStride, alpha, accumulate: false);
+    }
+
+    // out[n, c] += alpha L[n, r] W through CudaLoraRank, W(q, j) at w[q rankStride + j columnStride].
+    private static void RankRows(DeviceContext dc, Temper.Kernels.Cuda.CudaLoraRank rank, ArrayView<float> l, ArrayView<float> w, ArrayView<float> output,
+        int n, int c, int r, long rankStride, long columnStride, float alpha)
+    {
+        using var ld = Gemm.Borrow(dc, l);
+        using var wd = Gemm.Borrow(dc, w);
+        using var od = Gemm.Borrow(dc, output);
+        rank.RankTimesRows(ld, wd, od, n, c, r, rankStride, columnStride, alpha, accumulate: true);
     }
 
     // out(j, q) += alpha sum_i Y[i, j] L[i, q] through CudaLoraRank, out(j, q) at output[j columnStride + q rankStride].
