@@ -19,7 +19,7 @@ internal static class LoraLinear
     {
         var xav = xa ?? dc.Arena.Take<float>((long)n * r);
         var rank = Rank(dc, r);
-        if (rank != null) Rows(dc, rank, x, loraA, xav, n, k, r, k, 1, 1f);
+        if (rank != null) OnRank(dc, x, loraA, xav, (xd, ad, od) => rank.RowsTimesRank(xd, ad, od, n, k, r, k, 1));
         else Gemm.NT(dc, x, new WeightView(loraA), null, xav, n, k, r, 1f, accumulate: false);
         // The sm_90a GEMM has no LoRA epilogue: with CudaLoraRank, the base product there and y += scale xa B^T after.
         if (Fused(dc, w, r) && !(rank != null && dc.PtxLinear!.Sm90Forward))
@@ -28,7 +28,7 @@ internal static class LoraLinear
             return;
         }
         Gemm.NT(dc, x, w, bias, y, n, k, m, 1f, accumulate: false);
-        if (rank != null) RankRows(dc, rank, xav, loraB, y, n, m, r, 1, r, scale);
+        if (rank != null) OnRank(dc, xav, loraB, y, (ld, bd, yd) => rank.RankTimesRows(ld, bd, yd, n, m, r, 1, r, scale, accumulate: true));
         else Gemm.NT(dc, xav, new WeightView(loraB), null, y, n, r, m, scale, accumulate: true);
     }
 
@@ -41,21 +41,21 @@ internal static class LoraLinear
         var rank = Rank(dc, r);
         if (dB is { } db)
         {
-            if (rank != null) Columns(dc, rank, dy, xa, db, n, m, r, r, 1, scale);
+            if (rank != null) OnRank(dc, dy, xa, db, (yd, ld, od) => rank.ColumnsTimesRank(yd, ld, od, n, m, r, r, 1, scale, accumulate: true));
             else Gemm.TN(dc, dy, xa, db, n, r, m, scale, accumulate: true);
         }
         if (dA == null && dx == null) return;
         var dxa = dc.Arena.Take<float>((long)n * r);
-        if (rank != null) Rows(dc, rank, dy, loraB, dxa, n, m, r, 1, r, scale);
+        if (rank != null) OnRank(dc, dy, loraB, dxa, (yd, bd, od) => rank.RowsTimesRank(yd, bd, od, n, m, r, 1, r, scale));
         else Gemm.NN(dc, dy, new WeightView(loraB), dxa, n, r, m, scale, accumulate: false);
         if (dA is { } da)
         {
-            if (rank != null) Columns(dc, rank, x, dxa, da, n, k, r, 1, k, 1f);
+            if (rank != null) OnRank(dc, x, dxa, da, (xd, ld, od) => rank.ColumnsTimesRank(xd, ld, od, n, k, r, 1, k, 1f, accumulate: true));
             else Gemm.TN(dc, dxa, x, da, n, k, r, 1f, accumulate: true);
         }
         if (dx is { } dxv)
         {
-            if (rank != null) RankRows(dc, rank, dxa, loraA, dxv, n, k, r, k, 1, 1f);
+            if (rank != null) OnRank(dc, dxa, loraA, dxv, (ld, ad, od) => rank.RankTimesRows(ld, ad, od, n, k, r, k, 1, 1f, accumulate: true));
             else Gemm.NN(dc, dxa, new WeightView(loraA), dxv, n, k, r, 1f, accumulate: true);
         }
     }
@@ -63,33 +63,13 @@ internal static class LoraLinear
     private static Temper.Kernels.Cuda.CudaLoraRank? Rank(DeviceContext dc, int r) =>
         dc.LoraRankKernels && r <= Temper.Kernels.Cuda.CudaLoraRank.MaxRank ? dc.PtxLoraRank : null;
 
-    // out[n, r] = alpha X[n, c] W^T through CudaLoraRank (overwritten), W(q, j) at w[q rankStride + j columnStride].
-    private static void Rows(DeviceContext dc, Temper.Kernels.Cuda.CudaLoraRank rank, ArrayView<float> x, ArrayView<float> w, ArrayView<float> output,
-        int n, int c, int r, long rankStride, long columnStride, float alpha)
+    // A CudaLoraRank product on three views borrowed as driver memory (no copy).
+    private static void OnRank(DeviceContext dc, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c,
+        Action<Temper.Cuda.Driver.CudaDeviceMemory, Temper.Cuda.Driver.CudaDeviceMemory, Temper.Cuda.Driver.CudaDeviceMemory> product)
     {
-        using var xd = Gemm.Borrow(dc, x);
-        using var wd = Gemm.Borrow(dc, w);
-        using var od = Gemm.Borrow(dc, output);
-        rank.RowsTimesRank(xd, wd, od, n, c, r, rankStride, columnStride, alpha, accumulate: false);
-    }
-
-    // out[n, c] += alpha L[n, r] W through CudaLoraRank, W(q, j) at w[q rankStride + j columnStride].
-    private static void RankRows(DeviceContext dc, Temper.Kernels.Cuda.CudaLoraRank rank, ArrayView<float> l, ArrayView<float> w, ArrayView<float> output,
-        int n, int c, int r, long rankStride, long columnStride, float alpha)
-    {
-        using var ld = Gemm.Borrow(dc, l);
-        using var wd = Gemm.Borrow(dc, w);
-        using var od = Gemm.Borrow(dc, output);
-        rank.RankTimesRows(ld, wd, od, n, c, r, rankStride, columnStride, alpha, accumulate: true);
-    }
-
-    // out(j, q) += alpha sum_i Y[i, j] L[i, q] through CudaLoraRank, out(j, q) at output[j columnStride + q rankStride].
-    private static void Columns(DeviceContext dc, Temper.Kernels.Cuda.CudaLoraRank rank, ArrayView<float> y, ArrayView<float> l, ArrayView<float> output,
-        int n, int c, int r, long columnStride, long rankStride, float alpha)
-    {
-        using var yd = Gemm.Borrow(dc, y);
-        using var ld = Gemm.Borrow(dc, l);
-        using var od = Gemm.Borrow(dc, output);
-        rank.ColumnsTimesRank(yd, ld, od, n, c, r, columnStride, rankStride, alpha, accumulate: true);
+        using var ad = Gemm.Borrow(dc, a);
+        using var bd = Gemm.Borrow(dc, b);
+        using var cd = Gemm.Borrow(dc, c);
+        product(ad, bd, cd);
     }
 }
