@@ -49,9 +49,12 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
     /// is null), unset meaning tma-wide (wide where tensor maps are unavailable); any other value, "0" say, none.</summary>
     public static string? Variant((int Major, int Minor) capability, string? optIn, string? tensorMapsUnavailable = null) =>
         capability != (9, 0) ? null
-        : optIn == null ? (tensorMapsUnavailable == null ? "tma-wide" : "wide")
+        : optIn == null ? DefaultVariant(tensorMapsUnavailable)
         : optIn is "1" or "wide" || optIn is "tma" or "tma-wide" && tensorMapsUnavailable == null ? optIn
         : null;
+
+    // Unset: the fastest on an H100 (docs/PERF.md, 2026-11-25), or its cp.async twin where tensor maps are unavailable.
+    private static string DefaultVariant(string? tensorMapsUnavailable) => tensorMapsUnavailable == null ? "tma-wide" : "wide";
 
     public static bool Selected((int Major, int Minor) capability, string? optIn, string? tensorMapsUnavailable = null) =>
         Variant(capability, optIn, tensorMapsUnavailable) != null;
@@ -71,7 +74,7 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
     /// unset, tma-wide (wide where tensor maps are unavailable).</summary>
     public static CudaGemmSm90 FromEnvironment(CudaDevice device)
     {
-        string optIn = Environment.GetEnvironmentVariable(OptInVariable) ?? (CudaTensorMaps.Unavailable == null ? "tma-wide" : "wide");
+        string optIn = Environment.GetEnvironmentVariable(OptInVariable) ?? DefaultVariant(CudaTensorMaps.Unavailable);
         return new(device) { Wide = optIn is "wide" or "tma-wide", Tma = optIn is "tma" or "tma-wide" };
     }
 

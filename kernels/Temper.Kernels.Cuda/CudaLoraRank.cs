@@ -34,7 +34,7 @@ public sealed class CudaLoraRank(CudaDevice device) : IDisposable
     {
         Check(n, c, rank, rankStride, columnStride, "RowsTimesRank");
         CudaLinear.Require(x, 4L * n * c, "x");
-        CudaLinear.Require(w, 4L * ((rank - 1) * rankStride + Math.Max(c - 1, 0) * columnStride + 1), "w");
+        RequireWeights(w, c, rank, rankStride, columnStride);
         CudaLinear.Require(output, 4L * n * rank, "the output");
         if (n == 0) return;
         _rows ??= CudaDriver.GetFunction(Module(), "lora_rows_times_rank");
@@ -75,13 +75,17 @@ public sealed class CudaLoraRank(CudaDevice device) : IDisposable
     {
         Check(n, c, rank, rankStride, columnStride, "RankTimesRows");
         CudaLinear.Require(l, 4L * n * rank, "l");
-        CudaLinear.Require(w, 4L * ((rank - 1) * rankStride + Math.Max(c - 1, 0) * columnStride + 1), "w");
+        RequireWeights(w, c, rank, rankStride, columnStride);
         CudaLinear.Require(output, 4L * n * c, "the output");
         if ((long)n * c == 0) return;
         _rankRows ??= CudaDriver.GetFunction(Module(), "lora_rank_times_rows");
         var args = new CudaKernelArguments().Add(l).Add(w).Add(output).Add(n).Add(c).Add(rank).Add(rankStride).Add(columnStride).Add(alpha).Add(accumulate ? 1 : 0);
         device.Launch(_rankRows, ((uint)((c + Threads - 1) / Threads), (uint)((n + RowsPerBlock - 1) / RowsPerBlock), 1), (Threads, 1, 1), args);
     }
+
+    // W(q, j) at w[q * rankStride + j * columnStride] for q < rank, j < c.
+    private static void RequireWeights(CudaDeviceMemory w, int c, int rank, long rankStride, long columnStride) =>
+        CudaLinear.Require(w, 4L * ((rank - 1) * rankStride + Math.Max(c - 1, 0) * columnStride + 1), "w");
 
     private static void Check(int n, int c, int rank, long rankStride, long columnStride, string op)
     {

@@ -107,8 +107,8 @@ public static class GgmlDequant
                 case GgmlType.Q8: Q80(b, y); break;
                 case GgmlType.Q2K: Q2K(b, y); break;
                 case GgmlType.Q3K: Q3K(b, y); break;
-                case GgmlType.Q4K: Q4K(b, y); break;
-                case GgmlType.Q5K: Q5K(b, y); break;
+                case GgmlType.Q4K: Q45K(b, y, fifthBit: false); break;
+                case GgmlType.Q5K: Q45K(b, y, fifthBit: true); break;
                 case GgmlType.Q6K: Q6K(b, y); break;
                 default: throw Unsupported(t);
             }
@@ -198,34 +198,21 @@ public static class GgmlDequant
         ? (p[s] & 63, p[s + 4] & 63)
         : ((p[s + 4] & 0xF) | (p[s - 4] >> 6) << 4, (p[s + 4] >> 4) | (p[s] >> 6) << 4);
 
-    private static void Q4K(ReadOnlySpan<byte> b, Span<float> y)
+    // q4_K and q5_K: 8 sub-blocks of 32 with 6-bit scales and mins; q5_K adds a fifth bit per element from qh.
+    private static void Q45K(ReadOnlySpan<byte> b, Span<float> y, bool fifthBit)
     {
         float d = Half(b, 0), dmin = Half(b, 2);
         var scales = b.Slice(4, 12);
-        var qs = b.Slice(16, QKK / 2);
+        var qh = fifthBit ? b.Slice(16, QKK / 8) : default;
+        var qs = b.Slice(fifthBit ? 48 : 16, QKK / 2);
         for (int s = 0; s < 8; s++)
         {
             var (sc, m) = ScaleMin(scales, s);
             float ds = d * sc, ms = dmin * m;
             var q = qs.Slice(32 * (s / 2), 32);
             int shift = 4 * (s % 2);
-            for (int l = 0; l < 32; l++) y[32 * s + l] = ds * ((q[l] >> shift) & 0xF) - ms;
-        }
-    }
-
-    private static void Q5K(ReadOnlySpan<byte> b, Span<float> y)
-    {
-        float d = Half(b, 0), dmin = Half(b, 2);
-        var scales = b.Slice(4, 12);
-        var qh = b.Slice(16, QKK / 8);
-        var qs = b.Slice(48, QKK / 2);
-        for (int s = 0; s < 8; s++)
-        {
-            var (sc, m) = ScaleMin(scales, s);
-            float ds = d * sc, ms = dmin * m;
-            var q = qs.Slice(32 * (s / 2), 32);
-            int shift = 4 * (s % 2);
-            for (int l = 0; l < 32; l++) y[32 * s + l] = ds * (((q[l] >> shift) & 0xF) + (((qh[l] >> s) & 1) << 4)) - ms;
+            for (int l = 0; l < 32; l++)
+                y[32 * s + l] = ds * (((q[l] >> shift) & 0xF) + (fifthBit ? ((qh[l] >> s) & 1) << 4 : 0)) - ms;
         }
     }
 
