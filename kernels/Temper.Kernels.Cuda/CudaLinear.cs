@@ -6,7 +6,9 @@
 // tile of the result. Either may add a LoRA term in its epilogue (LowRankTerm: y += s L R^T, rank <= 16):
 //   forward:        L = xa [N,r] = x A^T, R = B [M,r], s = scale          (LowRankTerm.Forward)
 //   input gradient: L = dxa [N,r] = scale dy B, R = A [r,K], s = 1          (LowRankTerm.InputGradient)
-// The module is loaded once per device context, on first use.
+// The pipelined bf16 products (gemm_bf16.cu, sm_80) take the sm_90a GEMM (CudaGemmSm90) on compute capability 9.0:
+// the forward by default, the input gradient opt-in (TEMPER_GEMM_SM90_NN=1) as W^T (CudaTranspose, into scratch)
+// then the forward product on it. The module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 
@@ -61,11 +63,16 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     private CudaFunction? _nt, _nn, _nf4Nt, _nf4Nn, _convert, _gemmNt, _gemmNn;
     private CudaModuleHandle? _gemmModule;
     private CudaDeviceMemory? _xBf16; // the activations in bf16 for gemm_bf16_nt, grown as needed
-    private CudaGemmSm90? _sm90; // gemm_bf16_sm90.cu for the forward, where Sm90
+    private CudaGemmSm90? _sm90; // gemm_bf16_sm90.cu for the forward, where Sm90, and the input gradient, where Sm90InputGradient
+    private CudaTranspose? _transpose; // W^T for the sm_90a input gradient
+    private CudaDeviceMemory? _wT;    // ... into this, grown as needed
     private const int GemmThreads = 128, GemmSharedBytes = 3 * (128 + 128) * 40 * 2; // gemm_bf16.cu's ring
 
     /// <summary>Device bytes this instance holds of its own (the bf16 copy of the activations).</summary>
-    public long ScratchBytes => _xBf16?.ByteLength ?? 0;
+    public long ScratchBytes => (_xBf16?.ByteLength ?? 0) + (_wT?.ByteLength ?? 0);
+
+    /// <summary>The environment variable that opts the input gradient in to the sm_90a GEMM ("1"), until a GPU has checked it.</summary>
+    public const string Sm90InputGradientVariable = "TEMPER_GEMM_SM90_NN";
 
     /// <summary>True (the default): bf16 products whose summed and W row lengths are multiples of 8 run
     /// gemm_bf16.cu (the activations converted to bf16 once, a cp.async pipeline, mma.sync); false:
@@ -80,6 +87,13 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
 
     /// <summary>Whether pipelined forward products without a LoRA term run gemm_bf16_sm90.cu here (Sm90, decided now if unset).</summary>
     public bool Sm90Forward => Sm90 ??= CudaGemmSm90.UseOnThisDevice(device);
+
+    /// <summary>Whether pipelined input gradients without a LoRA term run as W^T (transpose_16.cu, into scratch) then the
+    /// sm_90a forward GEMM, dx = dy (W^T)^T: null (the default) decides on first use, true where Sm90Forward and
+    /// TEMPER_GEMM_SM90_NN=1 (opt-in: checked on the CUDA emulator, not yet on a GPU); true or false forces it.</summary>
+    public bool? Sm90InputGradient { get; set; }
+
+    private bool Sm90InputGradientHere => Sm90InputGradient ??= Sm90Forward && Environment.GetEnvironmentVariable(Sm90InputGradientVariable) == "1";
 
     /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
     public void Forward(CudaDeviceMemory x, LinearWeight w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
@@ -173,6 +187,18 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
             (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, w, bias, y, n, k, m, alpha, accumulate);
             return;
         }
+        if (inputGradient && lora == null && Sm90InputGradientHere)
+        {
+            // dx[n,k] = dy[n,m] W[m,k] = dy (W^T)^T: the forward product with W^T [k,m] as its weight, m deep.
+            if (_wT == null || _wT.ByteLength < 2L * m * k)
+            {
+                _wT?.Dispose(); // the stream orders this after the kernels that read it
+                _wT = device.Allocate<ushort>(Math.Max((long)m * k, 1L << 20));
+            }
+            (_transpose ??= new CudaTranspose(device)).Transpose16(w, _wT, m, k);
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, _wT, null, y, n, m, k, alpha, accumulate);
+            return;
+        }
         ref var gemm = ref inputGradient ? ref _gemmNn : ref _gemmNt;
         if (gemm == null)
         {
@@ -210,7 +236,9 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         _module?.Dispose();
         _gemmModule?.Dispose();
         _sm90?.Dispose();
+        _transpose?.Dispose();
         _xBf16?.Dispose();
+        _wT?.Dispose();
     }
 }
 

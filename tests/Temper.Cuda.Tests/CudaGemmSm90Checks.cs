@@ -145,6 +145,62 @@ public class CudaGemmSm90Checks
         Assert.True(err / norm < 1e-8, $"y: normalised MSE {err / norm:E2}");
     }
 
+    // The input gradient through W^T (transpose_16.cu) and the sm_90a GEMM (Sm90InputGradient, opt-in by
+    // TEMPER_GEMM_SM90_NN=1): dx = alpha dy W (+ dx0) against float64 with dy and W in bf16, at partial tiles, a
+    // K tail, a ring that wraps, a second call with a larger W (the scratch grows) and accumulation.
+    [Theory]
+    [InlineData(200, 136, 72, "1", false)]
+    [InlineData(131, 300, 328, "tma-wide", true)]
+    [InlineData(70, 40, 136, "tma", true)]
+    public void CudaLinear_input_gradient_through_the_sm90_kernel_matches_a_float64_evaluation(int n, int k, int m, string optIn, bool accumulate)
+    {
+        string? before = Environment.GetEnvironmentVariable(CudaGemmSm90.OptInVariable);
+        Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, optIn);
+        try
+        {
+            using var device = OpenHopperOrEmulator();
+            using var linear = new CudaLinear(device) { Sm90 = true, Sm90InputGradient = true };
+            InputGradientThroughSm90(device, linear, 24, 16, 8, accumulate, 0.5f); // a small W first: the scratch grows on the next call
+            InputGradientThroughSm90(device, linear, n, k, m, accumulate, 1.5f);
+            Assert.True(linear.ScratchBytes >= 2L * m * k + 2L * n * m, "W^T and dy in bf16 live in the instance's scratch");
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, before);
+        }
+    }
+
+    private static void InputGradientThroughSm90(CudaDevice device, CudaLinear linear, int n, int k, int m, bool accumulate, float alpha)
+    {
+        var dy = Floats(n * m, 11);
+        var w = Floats(m * k, 12);
+        var dx0 = accumulate ? Floats(n * k, 13) : Enumerable.Repeat(float.NaN, n * k).ToArray();
+        var wBits = new ushort[w.Length];
+        BFloat16.FromSingle(w, wBits);
+        var expected = new double[n * k];
+        for (int i = 0; i < n; i++)
+            for (int q = 0; q < k; q++)
+            {
+                double s = 0;
+                for (int j = 0; j < m; j++) s += (double)BFloat16.ToSingle(BFloat16.FromSingle(dy[i * m + j])) * BFloat16.ToSingle(wBits[j * k + q]);
+                expected[i * k + q] = alpha * s + (accumulate ? dx0[i * k + q] : 0);
+            }
+        using var ddy = device.Upload<float>(dy);
+        using var dw = device.Upload<ushort>(wBits);
+        using var ddx = device.Upload<float>(dx0);
+        linear.InputGradient(ddy, new LinearWeight.Bf16(dw), ddx, n, k, m, alpha, accumulate);
+        device.Synchronize();
+        var dx = device.Download<float>(ddx);
+        double err = 0, norm = 0;
+        for (int i = 0; i < dx.Length; i++)
+        {
+            Assert.False(float.IsNaN(dx[i]), $"dx[{i}] was not written");
+            err += (dx[i] - expected[i]) * (dx[i] - expected[i]);
+            norm += expected[i] * expected[i];
+        }
+        Assert.True(err / norm < 1e-8, $"dx ({n}, {k}, {m}): normalised MSE {err / norm:E2}");
+    }
+
     [Fact]
     public void CudaLinear_takes_the_sm90_kernel_only_on_compute_capability_9_0()
     {

@@ -55,10 +55,11 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         var hw = HostBf16(ToBf16(Floats(m * k, 2), out _), m, k);
         var bias = Floats(m, 3);
         var (y0, dx0) = (Floats(n * m, 12), Floats(n * k, 13));
-        float[] Run(bool ptx)
+        float[] Run(bool ptx, bool? sm90 = null)
         {
             B.PtxKernels = ptx;
             Assert.Equal(ptx, B.PtxKernels);
+            if (ptx) (B.DeviceContext.PtxLinear!.Sm90, B.DeviceContext.PtxLinear!.Sm90InputGradient) = (sm90, sm90); // true: both products on the sm_90a GEMM
             var y = Zeros(n, m);
             var w = Own(B.FromHost(hw));
             B.Linear(Up(x, n, k), w, Up(bias, m), y);
@@ -72,13 +73,17 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         }
         try
         {
-            var viaPtx = Run(true);
             var exact = Run(false);
-            Close(viaPtx, exact, $"ptx linear {n}x{k}x{m}", 1e-5);
-            Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // bf16 x: the PTX kernel did run
+            foreach (bool? sm90 in new bool?[] { null, true })
+            {
+                var viaPtx = Run(true, sm90);
+                Close(viaPtx, exact, $"ptx linear {n}x{k}x{m}{(sm90 == true ? ", sm_90a forward and input gradient" : "")}", 1e-5);
+                Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second); // bf16 x: the PTX kernel did run
+            }
         }
         finally
         {
+            if (B.DeviceContext.PtxLinear is { } linear) (linear.Sm90, linear.Sm90InputGradient) = (null, null);
             B.PtxKernels = false;
         }
     }
