@@ -122,12 +122,14 @@ for step in "$@"; do
     # its checks, the routing checks with it on, then the 1B LoRA step without and with it (and profiled with it).
     lora-rank) run lora-rank-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaLoraRankChecks" && TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -class "*CudaBf16LoraBound" && TEMPER_LORA_RANK=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaBf16LoraBound"'
                run lora-rank-bench 150 bash -c 'for v in 0 1; do echo "== TEMPER_LORA_RANK=$v"; TEMPER_LORA_RANK=$v temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2; done; TEMPER_LORA_RANK=1 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 1 --profile | head -24' ;;
-    # The input gradient as W^T (transpose_16.cu) then the sm_90a GEMM, opt-in by TEMPER_GEMM_SM90_NN=1 until this has run:
-    # the checks with it on, `bench ops` at the 1B widths (its Linear backward line) and the 1B LoRA step without and with it
-    # (and with TEMPER_LORA_RANK=1 too, the two opt-ins together).
-    sm90-nn) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
-             run sm90-nn-checks 120 bash -c 'tests Temper.Cuda.Tests -class "*CudaTransposeChecks" -class "*CudaGemmSm90Checks" && TEMPER_GEMM_SM90_NN=1 tests Temper.Cuda.Tests -class "*CudaLinearChecks" && TEMPER_GEMM_SM90_NN=1 TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -class "*CudaBf16LoraBound" -class "*CudaEndToEnd*"'
-             run sm90-nn-bench 240 bash -c "for v in 0 1; do echo \"== TEMPER_GEMM_SM90_NN=\$v\"; TEMPER_GEMM_SM90_NN=\$v temper bench ops --device cuda --dtype bf16 $w --reps 5 | grep -i linear; TEMPER_GEMM_SM90_NN=\$v temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2; done; echo '== both opt-ins'; TEMPER_GEMM_SM90_NN=1 TEMPER_LORA_RANK=1 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2" ;;
+    # Opt-ins owed a GPU run: the input gradient as W^T (transpose_16.cu) then the sm_90a GEMM (TEMPER_GEMM_SM90_NN=1) and the
+    # LoRA term in the sm_90a epilogue (TEMPER_GEMM_SM90_LORA=1). ptxas (nvcc 13) on the changed sm_90a PTX first (registers,
+    # spills: the epilogue must not push the 128-accumulator consumers into local memory), the checks with them on, `bench ops`
+    # at the 1B widths (Linear and LoraLinear lines), then the 1B LoRA step with none, each, and all three opt-ins (TEMPER_LORA_RANK too).
+    sm90-opt-ins) w="--batch 8 --seq 1024 --hidden 2048 --ffn 8192 --heads 32 --kv-heads 8 --head-dim 64 --vocab 128256"
+             run sm90-opt-ins-ptxas 60 bash -c 'ptxas -arch=sm_90a -v kernels/Temper.Kernels.Cuda/Ptx/gemm_bf16_sm90.ptx -o /tmp/gemm_sm90.cubin'
+             run sm90-opt-ins-checks 150 bash -c 'tests Temper.Cuda.Tests -class "*CudaTransposeChecks" -class "*CudaGemmSm90Checks" && TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 tests Temper.Cuda.Tests -class "*CudaLinearChecks" && TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -class "*CudaBf16LoraBound" -class "*CudaEndToEnd*"'
+             run sm90-opt-ins-bench 300 bash -c "for v in none TEMPER_GEMM_SM90_NN TEMPER_GEMM_SM90_LORA; do echo \"== \$v=1\"; env \$v=1 temper bench ops --device cuda --dtype bf16 $w --reps 5 | grep -i linear; env \$v=1 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2 | grep -E 'tokens/s|peak'; done; echo '== all three opt-ins'; TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 TEMPER_LORA_RANK=1 temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 2" ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;
     *) echo "unknown step $step" ;;
   esac

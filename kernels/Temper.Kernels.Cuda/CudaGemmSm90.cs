@@ -1,7 +1,7 @@
 // The forward Linear product on Hopper tensor cores (cuda/gemm_bf16_sm90.cu, embedded as
 // Ptx/gemm_bf16_sm90.ptx, PTX for sm_90a: wgmma from a cp.async ring in the 128B-swizzled layout, or with
 // Tma from a ring that a producer warp fills by TMA copies through tensor maps encoded here per call):
-//   y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate)
+//   y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + s L R^T (optional LoRA term, LowRankTerm) + y (when accumulate)
 // x and W bf16 (x already converted, as CudaLinear does once per product), y and bias f32; K a multiple
 // of 8, x and W 16-byte aligned. Blocks of 256 threads (two warpgroups) per 128 x 128 tile of y, or
 // 128 x 256 when Wide; with Tma 384 threads (a producer warpgroup more), persistent: min(tiles, SMs) blocks,
@@ -78,8 +78,9 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
         return new(device) { Wide = optIn is "wide" or "tma-wide", Tma = optIn is "tma" or "tma-wide" };
     }
 
-    /// <summary>y = alpha x W^T (+ bias) (+ y): x [n,k] bf16, w [m,k] bf16, bias [m] f32 or null, y [n,m] f32.</summary>
-    public void Forward(CudaDeviceMemory xBf16, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false)
+    /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] bf16, w [m,k] bf16, bias [m] f32 or null, y [n,m] f32.</summary>
+    public void Forward(CudaDeviceMemory xBf16, CudaDeviceMemory w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
+        LowRankTerm? lora = null)
     {
         if (n < 0 || k < 0 || m < 0) throw new CudaException($"CudaGemmSm90.Forward: sizes must be >= 0, not n {n}, k {k}, m {m}");
         if (k % 8 != 0 || xBf16.Pointer % 16 != 0 || w.Pointer % 16 != 0)
@@ -88,6 +89,7 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
         CudaLinear.Require(w, 2L * m * k, "w");
         CudaLinear.Require(y, 4L * n * m, "y");
         if (bias != null) CudaLinear.Require(bias, 4L * m, "bias");
+        if (lora != null) CudaLinear.RequireLowRank(lora, n, m, "CudaGemmSm90.Forward");
         if ((long)n * m == 0) return;
         bool tma = Tma && k > 0; // K = 0 loads nothing (and makes no tensor map): the cp.async kernel writes the epilogue
         int columns = Wide ? 2 * Tile : Tile;
@@ -98,7 +100,7 @@ public sealed class CudaGemmSm90(CudaDevice device) : IDisposable
                 .Add(CudaTensorMaps.Encode2D(w.Pointer, CudaTensorMapDataType.BFloat16, m, k, 2L * k, columns, SliceDepth, TmaSwizzle));
         else
             args.Add(xBf16).Add(w);
-        args.Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0);
+        CudaLinear.AddLowRank(args.Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
         long tiles = (long)((m + columns - 1) / columns) * ((n + Tile - 1) / Tile);
         var grid = tma ? ((uint)Math.Min(tiles, Multiprocessors), 1u, 1u) : ((uint)((m + columns - 1) / columns), (uint)((n + Tile - 1) / Tile), 1u);
         device.Launch(f, grid, ((uint)(tma ? TmaThreads : Threads), 1, 1), args, SharedBytes(Wide, tma));

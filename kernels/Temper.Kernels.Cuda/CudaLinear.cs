@@ -95,6 +95,18 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
 
     private bool Sm90InputGradientHere => Sm90InputGradient ??= Sm90Forward && Environment.GetEnvironmentVariable(Sm90InputGradientVariable) == "1";
 
+    /// <summary>The environment variable that sends products with a LoRA term to the sm_90a GEMM's LoRA epilogue ("1"), until a GPU has checked it.</summary>
+    public const string Sm90LoraVariable = "TEMPER_GEMM_SM90_LORA";
+
+    /// <summary>Whether products with a LoRA term may take the sm_90a GEMM (its epilogue adds the term: the forward where
+    /// Sm90Forward, the input gradient where Sm90InputGradient): null (the default) decides on first use, true where
+    /// Sm90Forward and TEMPER_GEMM_SM90_LORA=1 (opt-in: checked on the CUDA emulator, not yet on a GPU); true or false
+    /// forces it. Otherwise they run gemm_bf16.cu's LoRA epilogue.</summary>
+    public bool? Sm90Lora { get; set; }
+
+    /// <summary>Whether pipelined products with a LoRA term run the sm_90a GEMM's LoRA epilogue here (Sm90Lora decided now if unset).</summary>
+    public bool Sm90LoraEpilogue => Sm90Forward && (Sm90Lora ??= Environment.GetEnvironmentVariable(Sm90LoraVariable) == "1");
+
     /// <summary>y = alpha x W^T (+ bias) (+ y) (+ the LoRA term): x [n,k] f32, w [m,k] bf16 or NF4, bias [m] f32 or null, y [n,m] f32.</summary>
     public void Forward(CudaDeviceMemory x, LinearWeight w, CudaDeviceMemory? bias, CudaDeviceMemory y, int n, int k, int m, float alpha = 1f, bool accumulate = false,
         LowRankTerm? lora = null)
@@ -104,7 +116,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         w.Require(m, k);
         Require(y, 4L * n * m, "y");
         if (bias != null) Require(bias, 4L * m, "bias");
-        if (lora != null) RequireLowRank(lora, n, m, "Forward");
+        if (lora != null) RequireLowRank(lora, n, m, "CudaLinear.Forward");
         if ((long)n * m == 0) return;
         if (Pipelined && w is LinearWeight.Bf16 bw && k % 8 == 0 && bw.W.Pointer % 16 == 0)
         {
@@ -124,7 +136,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         Require(dy, 4L * n * m, "dy");
         w.Require(m, k);
         Require(dx, 4L * n * k, "dx");
-        if (lora != null) RequireLowRank(lora, n, k, "InputGradient");
+        if (lora != null) RequireLowRank(lora, n, k, "CudaLinear.InputGradient");
         if ((long)n * k == 0) return;
         if (Pipelined && w is LinearWeight.Bf16 bw && k % 8 == 0 && m % 8 == 0 && bw.W.Pointer % 16 == 0)
         {
@@ -182,12 +194,12 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         LowRankTerm? lora)
     {
         int cols = inputGradient ? k : m;
-        if (!inputGradient && lora == null && Sm90Forward)
+        if (!inputGradient && (lora == null ? Sm90Forward : Sm90LoraEpilogue))
         {
-            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, w, bias, y, n, k, m, alpha, accumulate);
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
             return;
         }
-        if (inputGradient && lora == null && Sm90InputGradientHere)
+        if (inputGradient && Sm90InputGradientHere && (lora == null || Sm90LoraEpilogue))
         {
             // dx[n,k] = dy[n,m] W[m,k] = dy (W^T)^T: the forward product with W^T [k,m] as its weight, m deep.
             if (_wT == null || _wT.ByteLength < 2L * m * k)
@@ -196,7 +208,7 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
                 _wT = device.Allocate<ushort>(Math.Max((long)m * k, 1L << 20));
             }
             (_transpose ??= new CudaTranspose(device)).Transpose16(w, _wT, m, k);
-            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, _wT, null, y, n, m, k, alpha, accumulate);
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, _wT, null, y, n, m, k, alpha, accumulate, lora);
             return;
         }
         ref var gemm = ref inputGradient ? ref _gemmNn : ref _gemmNt;
@@ -211,14 +223,14 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         device.Launch(gemm, ((uint)((cols + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (GemmThreads, 1, 1), args, GemmSharedBytes);
     }
 
-    private static CudaKernelArguments AddLowRank(CudaKernelArguments args, LowRankTerm? lora) => lora == null
+    internal static CudaKernelArguments AddLowRank(CudaKernelArguments args, LowRankTerm? lora) => lora == null
         ? args.Add(0UL).Add(0UL).Add(0).Add(0).Add(0).Add(0f)
         : args.Add(lora.L).Add(lora.R).Add(lora.Rank).Add(lora.ColumnStride).Add(lora.RankStride).Add(lora.Scale);
 
-    private static void RequireLowRank(LowRankTerm lora, int rows, int cols, string op)
+    internal static void RequireLowRank(LowRankTerm lora, int rows, int cols, string op)
     {
         if (lora.Rank < 1 || lora.Rank > MaxLowRank || lora.ColumnStride < 0 || lora.RankStride < 0)
-            throw new CudaException($"CudaLinear.{op}: the LoRA term's rank must be 1 to {MaxLowRank} and its strides >= 0, not rank {lora.Rank}, strides {lora.ColumnStride}/{lora.RankStride}");
+            throw new CudaException($"{op}: the LoRA term's rank must be 1 to {MaxLowRank} and its strides >= 0, not rank {lora.Rank}, strides {lora.ColumnStride}/{lora.RankStride}");
         Require(lora.L, 4L * rows * lora.Rank, "the LoRA term's L");
         Require(lora.R, 4L * (((long)cols - 1) * lora.ColumnStride + ((long)lora.Rank - 1) * lora.RankStride + 1), "the LoRA term's R");
     }

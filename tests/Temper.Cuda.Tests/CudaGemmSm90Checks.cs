@@ -201,6 +201,34 @@ public class CudaGemmSm90Checks
         Assert.True(err / norm < 1e-8, $"dx ({n}, {k}, {m}): normalised MSE {err / norm:E2}");
     }
 
+    // The LoRA term in the sm_90a epilogue (Sm90Lora, opt-in by TEMPER_GEMM_SM90_LORA=1): CudaLinearChecks' float64 check
+    // of y = x W^T + bias + s xa B^T and dx = dy W + dxa A (the input gradient through W^T) on each variant, at partial
+    // tiles both ways, ranks 16, 5 and 1, and a 128 x 256 tile whose second half lies partly past M.
+    [Theory]
+    [InlineData(200, 72, 130, 16, false, "1")]
+    [InlineData(131, 160, 136, 3, true, "1")]
+    [InlineData(300, 136, 264, 5, false, "wide")]
+    [InlineData(200, 72, 130, 16, false, "tma")]
+    [InlineData(131, 160, 136, 1, true, "tma")]
+    [InlineData(300, 136, 264, 5, false, "tma-wide")]
+    [InlineData(70, 264, 136, 16, true, "tma-wide")]
+    public void Lora_epilogue_matches_a_float64_evaluation(int n, int k, int m, int r, bool inputGradient, string optIn)
+    {
+        string? before = Environment.GetEnvironmentVariable(CudaGemmSm90.OptInVariable);
+        Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, optIn);
+        try
+        {
+            using var device = OpenHopperOrEmulator();
+            using var linear = new CudaLinear(device) { Sm90 = true, Sm90InputGradient = true, Sm90Lora = true };
+            Assert.True(linear.Sm90LoraEpilogue);
+            CudaLinearChecks.LoraTermMatchesAFloat64Evaluation(device, linear, n, k, m, r, inputGradient, nf4: false);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(CudaGemmSm90.OptInVariable, before);
+        }
+    }
+
     [Fact]
     public void CudaLinear_takes_the_sm90_kernel_only_on_compute_capability_9_0()
     {

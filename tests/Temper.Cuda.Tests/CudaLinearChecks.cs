@@ -133,6 +133,13 @@ public class CudaLinearChecks
     public void Lora_term_and_nf4_weights_match_a_float64_evaluation(int n, int k, int m, int r, bool inputGradient, bool nf4)
     {
         using var device = Gpu.OpenForKernels();
+        using var linear = new CudaLinear(device);
+        LoraTermMatchesAFloat64Evaluation(device, linear, n, k, m, r, inputGradient, nf4);
+    }
+
+    /// <summary>The LoRA term check on a given CudaLinear (CudaGemmSm90Checks runs it on the sm_90a epilogue).</summary>
+    internal static void LoraTermMatchesAFloat64Evaluation(CudaDevice device, CudaLinear linear, int n, int k, int m, int r, bool inputGradient, bool nf4)
+    {
         int cols = inputGradient ? k : m, depth = inputGradient ? m : k;
         var x = Floats(n * depth, 8);
         var l = Floats(n * r, 10);
@@ -161,7 +168,6 @@ public class CudaLinearChecks
         try
         {
             var dy = Up(Enumerable.Repeat(float.NaN, n * cols).ToArray());
-            using var linear = new CudaLinear(device);
             if (inputGradient) linear.InputGradient(Up(x), weight, dy, n, k, m, lora: LowRankTerm.InputGradient(Up(l), Up(rMatrix), r, k));
             else linear.Forward(Up(x), weight, Up(bias), dy, n, k, m, lora: LowRankTerm.Forward(Up(l), Up(rMatrix), r, scale));
             device.Synchronize();

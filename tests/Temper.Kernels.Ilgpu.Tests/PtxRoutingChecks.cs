@@ -150,11 +150,12 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         var bias = Floats(m, 6);
         var a = Floats(r * k, 7);
         var b = Floats(m * r, 8);
-        float[] Run(bool ptx, bool rankKernels = false, bool? sm90 = null)
+        float[] Run(bool ptx, bool rankKernels = false, bool? sm90 = null, bool? sm90Lora = null)
         {
             B.PtxKernels = ptx;
             B.LoraRankKernels = rankKernels; // xa on CudaLoraRank (opt-in) or ILGPU's GEMM
-            if (ptx) B.DeviceContext.PtxLinear!.Sm90 = sm90; // true: the base on the sm_90a GEMM, then y += s xa B^T on CudaLoraRank
+            // sm90 true: the base on the sm_90a GEMM, then y += s xa B^T on CudaLoraRank, or with sm90Lora in the sm_90a epilogue
+            if (ptx) (B.DeviceContext.PtxLinear!.Sm90, B.DeviceContext.PtxLinear!.Sm90Lora) = (sm90, sm90Lora);
             var y = Zeros(n, m);
             var xa = Zeros(n, r);
             B.LoraLinear(Up(x, n, k), Own(B.FromHost(hw)), Up(bias, m), Up(a, r, k), Up(b, m, r), 0.5f, y, xa);
@@ -163,15 +164,16 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         try
         {
             var exact = Run(false);
-            foreach (var (rankKernels, sm90) in new (bool, bool?)[] { (false, null), (true, false), (true, true) })
+            foreach (var (rankKernels, sm90, sm90Lora) in new (bool, bool?, bool?)[] { (false, null, null), (true, false, null), (true, true, false), (false, true, true), (true, true, true) })
             {
-                var viaPtx = Run(true, rankKernels, sm90);
-                Close(viaPtx, exact, $"ptx lora linear {n}x{k}x{m} r{r}{(rankKernels ? ", CudaLoraRank" : "")}{(sm90 == true ? ", sm_90a base" : "")}", 1e-5);
+                var viaPtx = Run(true, rankKernels, sm90, sm90Lora);
+                Close(viaPtx, exact, $"ptx lora linear {n}x{k}x{m} r{r}{(rankKernels ? ", CudaLoraRank" : "")}{(sm90 == true ? ", sm_90a base" : "")}{(sm90Lora == true ? " and epilogue" : "")}", 1e-5);
                 Assert.Contains(viaPtx.Zip(exact), p => p.First != p.Second);
             }
         }
         finally
         {
+            if (B.DeviceContext.PtxLinear is { } linear) (linear.Sm90, linear.Sm90Lora) = (null, null);
             B.PtxKernels = false;
             B.LoraRankKernels = false;
         }

@@ -1,5 +1,5 @@
 // gemm_bf16_sm90.cu: the forward Linear product on Hopper tensor cores through wgmma (sm_90a only):
-//   gemm_bf16_sm90_nt:      y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + y (when accumulate);
+//   gemm_bf16_sm90_nt:      y[N,M] = alpha x[N,K] W[M,K]^T + bias[M] (optional) + s L R^T (optional LoRA term) + y (when accumulate);
 //                           x and W bf16 (x converted once per product by gemm_bf16.cu's convert_f32_bf16), sums f32.
 //   gemm_bf16_sm90_nt_wide: the same on 128 x 256 tiles (each warpgroup two m64n128k16 per k16 step).
 // Which tile is faster on an H100 is for the GPU to tell (bench/gpu/lease.sh gemm-sm90).
@@ -26,7 +26,11 @@
 // producer 40 registers and the consumers 232. Persistent: at most one block per SM, each taking every
 // gridDim.x-th tile in bands of 8 row tiles (grouped_tile, for L2 reuse), its ring running on across
 // tiles so the next tile's loads overlap this one's epilogue.
-// Epilogue: alpha, bias and accumulation element by element from the accumulator fragments.
+// Epilogue: alpha, the optional LoRA term s L R^T (as gemm_bf16.cu's: L [N,rank] f32, R's element (column j,
+// rank q) at R[j rcol + q rrank]; read from global memory, rank by rank into the alpha-scaled accumulators
+// in place, so it costs no registers or shared memory the main loop needs), bias and accumulation element
+// by element from the accumulator fragments. CudaLinear sends LoRA terms here only where opted in
+// (TEMPER_GEMM_SM90_LORA=1) until a GPU has checked it.
 // Scalar reference: kernels/Temper.Kernels.Cpu/Reference/LinearReference.cs (x and W in bf16).
 // Checked on the CPU by the CUDA emulator (wgmma_ops.cuh's PTX ISA reading) in CudaGemmSm90Checks; only an
 // H100 runs the real instructions (TEMPER_GEMM_SM90=1, wide or tma opts CudaLinear in).
@@ -106,10 +110,55 @@ __device__ __forceinline__ void store_tile(const float* acc, const float* __rest
     }
 }
 
+// The optional LoRA term of the epilogue (l null: none).
+struct LoraTerm
+{
+    const float* __restrict__ l;
+    const float* __restrict__ r;
+    int rank, rcol, rrank;
+    float scale;
+};
+
+// acc = alpha acc + scale L R^T for a consumer thread's fragment (rows ra and ra + 8 of its warp's 16, the
+// columns store_tile names); rows past N and columns past M read nothing. Then store_tile with alpha 1.
+template <int BN>
+__device__ __forceinline__ void add_lora(float* acc, const LoraTerm& lora, float alpha, int n, int cols, int row0, int col0)
+{
+    const int tid = threadIdx.x, group = tid / 128, warp = (tid % 128) / 32, g = tid % 32 / 4, t = tid % 4;
+    const int ra = row0 + 64 * group + 16 * warp + g, rb = ra + 8;
+#pragma unroll
+    for (int i = 0; i < BN / 2; i++) acc[i] *= alpha;
+    for (int q = 0; q < lora.rank; q++)
+    {
+        float la = ra < n ? lora.scale * lora.l[(long)ra * lora.rank + q] : 0.0f;
+        float lb = rb < n ? lora.scale * lora.l[(long)rb * lora.rank + q] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < BN / 2; i++)
+        {
+            int gc = col0 + 128 * (i / 64) + 8 * (i % 64 / 4) + 2 * t + i % 2;
+            float rv = gc < cols ? lora.r[(long)gc * lora.rcol + (long)q * lora.rrank] : 0.0f;
+            acc[i] += ((i / 2) % 2 ? lb : la) * rv;
+        }
+    }
+}
+
+// The epilogue: the LoRA term where there is one, then alpha (unless already applied), bias, accumulation.
+template <int BN>
+__device__ __forceinline__ void finish_tile(float* acc, const LoraTerm& lora, const float* __restrict__ bias, float* __restrict__ y, int n, int cols,
+    float alpha, int accumulate, int row0, int col0)
+{
+    if (lora.l)
+    {
+        add_lora<BN>(acc, lora, alpha, n, cols, row0, col0);
+        alpha = 1.0f;
+    }
+    store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, row0, col0);
+}
+
 template <int BN>
 __device__ __forceinline__ void gemm_sm90(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
-    int n, int depth, int cols, float alpha, int accumulate)
+    int n, int depth, int cols, float alpha, int accumulate, const LoraTerm& lora)
 {
     constexpr int ACC = BN / 2, STAGE = STAGE_BYTES<BN>;
     TEMPER_DYNAMIC_SHARED(unsigned char, raw); // STAGES * STAGE + 1024 bytes
@@ -157,21 +206,23 @@ __device__ __forceinline__ void gemm_sm90(
     for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
     cp_async_wait<0>();
 
-    store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, row0, col0);
+    finish_tile<BN>(acc, lora, bias, y, n, cols, alpha, accumulate, row0, col0);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_sm90_nt(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
-    int n, int depth, int cols, float alpha, int accumulate)
+    int n, int depth, int cols, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    gemm_sm90<128>(x, w, bias, y, n, depth, cols, alpha, accumulate);
+    gemm_sm90<128>(x, w, bias, y, n, depth, cols, alpha, accumulate, LoraTerm{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) gemm_bf16_sm90_nt_wide(
     const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, const float* __restrict__ bias, float* __restrict__ y,
-    int n, int depth, int cols, float alpha, int accumulate)
+    int n, int depth, int cols, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    gemm_sm90<256>(x, w, bias, y, n, depth, cols, alpha, accumulate);
+    gemm_sm90<256>(x, w, bias, y, n, depth, cols, alpha, accumulate, LoraTerm{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }
 
 // The TMA variant: warpgroups 0 and 1 consume (wgmma, as above), warpgroup 2 produces: its first thread
@@ -198,7 +249,7 @@ __device__ __forceinline__ int2 grouped_tile(int t, int row_tiles, int col_tiles
 // tile to the next: the producer loads the next tile's first slices while the consumers store this one.
 template <int BN>
 __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const TensorMap& map_w, const float* __restrict__ bias, float* __restrict__ y,
-    int n, int depth, int cols, float alpha, int accumulate)
+    int n, int depth, int cols, float alpha, int accumulate, const LoraTerm& lora)
 {
     constexpr int ACC = BN / 2, STAGE = STAGE_BYTES<BN>, S = TMA_STAGES<BN>;
     TEMPER_DYNAMIC_SHARED(unsigned char, raw); // S * STAGE + 16 S (barriers) + 1024 bytes
@@ -272,18 +323,20 @@ __device__ __forceinline__ void gemm_sm90_tma(const TensorMap& map_x, const Tens
 #pragma unroll
         for (int i = 0; i < ACC; i++) wgmma_hold(acc[i]);
         if (slices > 0 && tid % 32 == 0) mbar_arrive(empty + (it - 1) % S); // the tile's last slice
-        store_tile<BN>(acc, bias, y, n, cols, alpha, accumulate, at.x * BM, at.y * BN);
+        finish_tile<BN>(acc, lora, bias, y, n, cols, alpha, accumulate, at.x * BM, at.y * BN);
     }
 }
 
 extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) gemm_bf16_sm90_tma_nt(const __grid_constant__ TensorMap map_x,
-    const __grid_constant__ TensorMap map_w, const float* __restrict__ bias, float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate)
+    const __grid_constant__ TensorMap map_w, const float* __restrict__ bias, float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    gemm_sm90_tma<128>(map_x, map_w, bias, y, n, depth, cols, alpha, accumulate);
+    gemm_sm90_tma<128>(map_x, map_w, bias, y, n, depth, cols, alpha, accumulate, LoraTerm{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }
 
 extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) gemm_bf16_sm90_tma_nt_wide(const __grid_constant__ TensorMap map_x,
-    const __grid_constant__ TensorMap map_w, const float* __restrict__ bias, float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate)
+    const __grid_constant__ TensorMap map_w, const float* __restrict__ bias, float* __restrict__ y, int n, int depth, int cols, float alpha, int accumulate,
+    const float* __restrict__ lora_l, const float* __restrict__ lora_r, int rank, int rcol, int rrank, float lora_scale)
 {
-    gemm_sm90_tma<256>(map_x, map_w, bias, y, n, depth, cols, alpha, accumulate);
+    gemm_sm90_tma<256>(map_x, map_w, bias, y, n, depth, cols, alpha, accumulate, LoraTerm{lora_l, lora_r, rank, rcol, rrank, lora_scale});
 }

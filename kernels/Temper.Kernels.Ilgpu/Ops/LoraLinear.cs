@@ -5,9 +5,10 @@
 // With the CUDA C++ kernels on (--kernels ptx), r <= 16 and TEMPER_LORA_RANK=1 (opt-in until a GPU has checked it),
 // xa, dxa, dA, dB and dx += dxa A run CudaLoraRank (f32, bound by the bytes of x or dy, which ILGPU's tiled GEMM handles at 1/8 of
 // its tile: on an H100 they cost 2 to 3 ms of each 1B-shaped LoRA linear, docs/PERF.md), and with bf16 weights the forward's LoRA
-// product joins the base product's epilogue (y = x W^T + bias + scale xa B^T in one pass over y). The backward's
-// dx += dxa A stays a product of its own: the base input gradient is Linear's backward, a separate op. Where the
-// forward's base product takes the sm_90a GEMM (no LoRA epilogue) and CudaLoraRank is on, y += scale xa B^T follows it.
+// product joins the base product's epilogue (y = x W^T + bias + scale xa B^T in one pass over y; on an H100 gemm_bf16.cu's,
+// or the sm_90a GEMM's with TEMPER_GEMM_SM90_LORA=1). The backward's dx += dxa A stays a product of its own: the base
+// input gradient is Linear's backward, a separate op. Where the forward's base product takes the sm_90a GEMM without
+// its LoRA epilogue and CudaLoraRank is on, y += scale xa B^T follows it.
 using ILGPU;
 
 namespace Temper.Kernels.Ilgpu.Ops;
@@ -21,8 +22,9 @@ internal static class LoraLinear
         var rank = Rank(dc, r);
         if (rank != null) OnRank(dc, x, loraA, xav, (xd, ad, od) => rank.RowsTimesRank(xd, ad, od, n, k, r, k, 1));
         else Gemm.NT(dc, x, new WeightView(loraA), null, xav, n, k, r, 1f, accumulate: false);
-        // The sm_90a GEMM has no LoRA epilogue: with CudaLoraRank, the base product there and y += scale xa B^T after.
-        if (Fused(dc, w, r) && !(rank != null && dc.PtxLinear!.Sm90Forward))
+        // Where the sm_90a GEMM runs the forward without its LoRA epilogue (opt-in) and CudaLoraRank is on: the base product
+        // there and y += scale xa B^T after; otherwise fused (sm_90a's epilogue where opted in, else gemm_bf16.cu's).
+        if (Fused(dc, w, r) && !(rank != null && dc.PtxLinear!.Sm90Forward && !dc.PtxLinear.Sm90LoraEpilogue))
         {
             Gemm.PtxNTLowRank(dc, x, w.Bf16, bias, y, n, k, m, xav, loraB, r, scale);
             return;
