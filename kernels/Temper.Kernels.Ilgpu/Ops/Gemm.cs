@@ -212,6 +212,34 @@ internal static class Gemm
         ptx.Forward(x, new Temper.Kernels.Cuda.LinearWeight.Bf16(wd), b, y, n, k, m, alpha, accumulate);
     }
 
+    /// <summary>a [n,k] in bf16 in the arena, converted once for several NT products with bf16 weights on the PTX route
+    /// (NT's <paramref name="aBf16"/> overload), which otherwise converts a per product; null where that route would not
+    /// take it (no PTX kernels, f32 weights, k not a multiple of 8).</summary>
+    public static ArrayView<ushort>? ActivationsInBf16(DeviceContext dc, ArrayView<float> a, WeightView w, int n, int k)
+    {
+        if (dc.PtxLinear is not { Pipelined: true } ptx || !w.IsBf16 || k % 8 != 0 || (long)n * k == 0) return null;
+        var bf16 = dc.Arena.Take<ushort>((long)n * k);
+        using var x = Borrow(dc, a);
+        using var xb = Borrow(dc, bf16);
+        ptx.ConvertToBf16(x, xb, (long)n * k);
+        return bf16;
+    }
+
+    /// <summary>NT with the activations also given in bf16 (ActivationsInBf16; null: as NT): the PTX product reads those.</summary>
+    public static void NT(DeviceContext dc, ArrayView<float> a, ArrayView<ushort>? aBf16, WeightView w, ArrayView<float>? bias, ArrayView<float> c, int n, int k, int m, float alpha, bool accumulate)
+    {
+        if (aBf16 is not { } ab || Gemm.DeviceAddress(w.Bf16) % 16 != 0)
+        {
+            NT(dc, a, w, bias, c, n, k, m, alpha, accumulate);
+            return;
+        }
+        using var x = Borrow(dc, ab);
+        using var wd = Borrow(dc, w.Bf16);
+        using var y = Borrow(dc, c);
+        using var b = bias is { } bv ? Borrow(dc, bv) : null;
+        dc.PtxLinear!.ForwardBf16(x, wd, b, y, n, k, m, alpha, accumulate);
+    }
+
     /// <summary>y = x W^T + bias + scale xa B^T through the CUDA C++ Linear, the LoRA product in its epilogue.</summary>
     public static void PtxNTLowRank(DeviceContext dc, ArrayView<float> a, ArrayView<ushort> w, ArrayView<float>? bias, ArrayView<float> c,
         int n, int k, int m, ArrayView<float> xa, ArrayView<float> loraB, int r, float scale)

@@ -1,7 +1,8 @@
 // Fused LM head + cross-entropy over vocabulary chunks: the [N,V] logits are never all held, only
 // one chunk [N,Vc] in the arena at a time. hidden[N,C], lmHead[V,C] (f32 or bf16), labels[N]:
 //   losses[n] = logsumexp_v(hidden[n] . lmHead[v]) - hidden[n] . lmHead[labels[n]], 0 where labels[n] < 0.
-// Pass 1, per chunk: logits = hidden lmHead[v0:v0+Vc]^T (Gemm NT), then one group per row (coalesced
+// Pass 1, per chunk: logits = hidden lmHead[v0:v0+Vc]^T (Gemm NT; on the PTX route with hidden converted to bf16
+// once for all chunks and both passes), then one group per row (coalesced
 // reads, GroupReduce) folds the chunk into a running max m[n] and sum s[n] (online log-sum-exp) and
 // picks up the label's logit.
 // When gradients are asked for, pass 2 recomputes each chunk, turns it into
@@ -76,13 +77,14 @@ internal static class LmHeadCrossEntropy
         var labelLogit = dc.Arena.Take<float>(n);
         var lse = dc.Arena.Take<float>(n);
         var logits = dc.Arena.Take<float>((long)n * vc);
+        var hiddenBf16 = Gemm.ActivationsInBf16(dc, hidden, lmHead, n, c); // PTX route: converted once for every chunk's product
         var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("ce.stats",
             a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(StatsKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var chunkLogits = logits.SubView(0, (long)n * len);
-            Gemm.NT(dc, hidden, lmHead.Rows(v0, len, c), null, chunkLogits, n, c, len, 1f, accumulate: false);
+            Gemm.NT(dc, hidden, hiddenBf16, lmHead.Rows(v0, len, c), null, chunkLogits, n, c, len, 1f, accumulate: false);
             stats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, v0, len);
         }
         dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>>("ce.loss",
@@ -97,7 +99,7 @@ internal static class LmHeadCrossEntropy
             int len = Math.Min(vc, v - v0);
             var chunkLogits = logits.SubView(0, (long)n * len);
             var w = lmHead.Rows(v0, len, c);
-            Gemm.NT(dc, hidden, w, null, chunkLogits, n, c, len, 1f, accumulate: false);
+            Gemm.NT(dc, hidden, hiddenBf16, w, null, chunkLogits, n, c, len, 1f, accumulate: false);
             grad(n * len, chunkLogits, dLabels, lse, dScales, v0, len, lossScale, rowScales.IsEmpty ? 0 : 1);
             if (dHidden is { } dh) Gemm.NN(dc, chunkLogits, w, dh, n, c, len, 1f, accumulate: true);
             if (dLmHead is { } dw) Gemm.TN(dc, chunkLogits, hidden, dw.SubView((long)v0 * c, (long)len * c), n, c, len, 1f, accumulate: true);

@@ -102,12 +102,15 @@ internal static class LmHeadDistillation
         int rev = reverse ? 1 : 0;
         var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>>("kd.stats",
             a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(StatsKernel));
+        // PTX route: each hidden converted to bf16 once for every chunk's product in both passes.
+        var sBf16 = Gemm.ActivationsInBf16(dc, sHidden, sHead, n, cs);
+        var tBf16 = Gemm.ActivationsInBf16(dc, tHidden, tHead, n, ct);
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var (sc, tc) = (sLogits.SubView(0, (long)n * len), tLogits.SubView(0, (long)n * len));
-            Gemm.NT(dc, sHidden, sHead.Rows(v0, len, cs), null, sc, n, cs, len, 1f, accumulate: false);
-            Gemm.NT(dc, tHidden, tHead.Rows(v0, len, ct), null, tc, n, ct, len, 1f, accumulate: false);
+            Gemm.NT(dc, sHidden, sBf16, sHead.Rows(v0, len, cs), null, sc, n, cs, len, 1f, accumulate: false);
+            Gemm.NT(dc, tHidden, tBf16, tHead.Rows(v0, len, ct), null, tc, n, ct, len, 1f, accumulate: false);
             stats(GroupReduce.RowGroups(dc, n), sc, tc, dMask, maxS, maxT, sumS, sumT, acc, len, invT, rev, v0 == 0 ? 1 : 0);
         }
         dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, int>>("kd.loss",
@@ -121,8 +124,8 @@ internal static class LmHeadDistillation
             int len = Math.Min(vc, v - v0);
             var (sc, tc) = (sLogits.SubView(0, (long)n * len), tLogits.SubView(0, (long)n * len));
             var w = sHead.Rows(v0, len, cs);
-            Gemm.NT(dc, sHidden, w, null, sc, n, cs, len, 1f, accumulate: false);
-            Gemm.NT(dc, tHidden, tHead.Rows(v0, len, ct), null, tc, n, ct, len, 1f, accumulate: false);
+            Gemm.NT(dc, sHidden, sBf16, w, null, sc, n, cs, len, 1f, accumulate: false);
+            Gemm.NT(dc, tHidden, tBf16, tHead.Rows(v0, len, ct), null, tc, n, ct, len, 1f, accumulate: false);
             grad(n * len, sc, tc, dMask, lseS, lseT, kl, len, invT, lossScale * temperature, rev);
             if (dHidden is { } dh) Gemm.NN(dc, sc, w, dh, n, cs, len, 1f, accumulate: true);
             if (dLmHead is { } dw) Gemm.TN(dc, sc, sHidden, dw.SubView((long)v0 * cs, (long)len * cs), n, cs, len, 1f, accumulate: true);
