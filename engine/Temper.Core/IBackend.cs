@@ -74,6 +74,8 @@ public interface IBackend : IDisposable
     void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
     /// <summary>dq, dk, dv (overwritten) from dOut. When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>
     void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv);
+    /// <summary>dUp = dy silu(gate), dGate = dy up silu'(gate) (overwritten). dGate may be dy itself (each element's dy is read
+    /// before its dGate is written: DecoderBackprop's backward turns d act into d gate in place).</summary>
     void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp);
     /// <summary>
     /// Fused LM head + cross-entropy over vocabulary chunks (the [N,V] logits are never all held):

@@ -48,7 +48,9 @@ public sealed class DecoderBackprop(Decoder decoder)
     private sealed class LayerActivations
     {
         public required Tensor XIn, XOut;
-        public Tensor Rstd1 = null!, Hn1 = null!, Q = null!, K = null!, V = null!, Attn = null!, Lse = null!, XMid = null!, Rstd2 = null!, Hn2 = null!, Gate = null!, Up = null!, Act = null!;
+        public Tensor Rstd1 = null!, Q = null!, K = null!, V = null!, Attn = null!, Lse = null!, XMid = null!, Rstd2 = null!, Gate = null!, Up = null!;
+        /// <summary>The norms' outputs and the MLP's silu(gate) * up: null after a lean forward (backward rebuilds them).</summary>
+        public Tensor? Hn1, Hn2, Act;
         /// <summary>Qwen3's head norms: q and k before them [B*T,H*D], [B*T,Hkv*D], and their 1/rms [B*T*H], [B*T*Hkv].</summary>
         public Tensor? QRaw, KRaw, RstdQ, RstdK;
         public readonly Dictionary<Projection, Tensor> Xa = [];
@@ -237,7 +239,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             for (int l = 0; l < acts.Length; l++)
             {
                 var scratch = checkpointing ? new List<Tensor>() : owned;
-                acts[l] = ForwardLayer(l, x, scratch);
+                acts[l] = ForwardLayer(l, x, scratch, lean: true);
                 if (aux != null && acts[l].Moe is { } routed) aux.Add(routed.Logits, routed.Chosen, w.Layers[l].Moe!.TopK);
                 x = acts[l].XOut;
                 if (!checkpointing) continue;
@@ -272,9 +274,8 @@ public sealed class DecoderBackprop(Decoder decoder)
             be.RmsNormBackward(dHidden!, x, w.FinalNorm, rstdF, dx, gradOf(w.FinalNorm));
             var dNorm = New(n, c);
             bool anyDense = w.Layers.Any(l => l.Moe == null);
-            var dF = anyDense ? New(n, f) : null!;
-            var dGate = anyDense ? New(n, f) : null!;
-            var dUp = anyDense ? New(n, f) : null!;
+            var dF = anyDense ? New(n, f) : null!;  // d act, then d gate (SwiGluBackward overwrites it in place)
+            var dUp = anyDense ? New(n, f) : null!; // first act, rebuilt after a lean forward, until SwiGluBackward writes d up over it
             var dAttn = New(n, h * d);
             var dq = New(n, h * d);
             var dk = New(n, hkv * d);
@@ -286,16 +287,21 @@ public sealed class DecoderBackprop(Decoder decoder)
             {
                 var lw = w.Layers[l];
                 var scratch = GradientCheckpointing ? new List<Tensor>() : owned;
-                var a = GradientCheckpointing ? ForwardLayer(l, acts[l].XIn, scratch) : acts[l];
+                var a = GradientCheckpointing ? ForwardLayer(l, acts[l].XIn, scratch, lean: false) : acts[l];
                 // x_out = x_mid + down(silu(gate) * up), gate/up from norm2(x_mid); or x_mid + moe(norm2(x_mid))
-                if (lw.Moe is { } moe) MoeBackward(moe, a.Moe!, dx, a.Hn2, dNorm, a, gradOf);
+                var rebuilt = new List<Tensor>(); // what the lean forward dropped, rebuilt for this layer's backward
+                var hn2 = a.Hn2 ?? RebuildNorm(a.XMid, lw.PostAttentionNorm, rebuilt);
+                if (lw.Moe is { } moe) MoeBackward(moe, a.Moe!, dx, hn2, dNorm, a, gradOf);
                 else
                 {
-                    ProjectBackward(lw.Down, dx, a.Act, dF, false, a, gradOf);
-                    be.SwiGluBackward(dF, a.Gate, a.Up, dGate, dUp);
-                    ProjectBackward(lw.Gate, dGate, a.Hn2, dNorm, false, a, gradOf);
-                    ProjectBackward(lw.Up, dUp, a.Hn2, dNorm, true, a, gradOf);
+                    var act = a.Act;
+                    if (act == null) be.SwiGlu(a.Gate, a.Up, act = dUp);
+                    ProjectBackward(lw.Down, dx, act, dF, false, a, gradOf);
+                    be.SwiGluBackward(dF, a.Gate, a.Up, dF, dUp); // elementwise: each d act is read before its d gate replaces it
+                    ProjectBackward(lw.Gate, dF, hn2, dNorm, false, a, gradOf);
+                    ProjectBackward(lw.Up, dUp, hn2, dNorm, true, a, gradOf);
                 }
+                Free(rebuilt);
                 be.RmsNormBackward(dNorm, a.XMid, lw.PostAttentionNorm, a.Rstd2, dMidNorm, gradOf(lw.PostAttentionNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_mid
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
@@ -309,9 +315,11 @@ public sealed class DecoderBackprop(Decoder decoder)
                     HeadNorm.Backward(be, dq, a.QRaw!, lw.QNorm!, a.RstdQ!, dqRaw!, gradOf(lw.QNorm!));
                     HeadNorm.Backward(be, dk, a.KRaw!, lw.KNorm!, a.RstdK!, dkRaw!, gradOf(lw.KNorm!));
                 }
-                ProjectBackward(lw.Q, dqRaw ?? dq, a.Hn1, dNorm, false, a, gradOf);
-                ProjectBackward(lw.K, dkRaw ?? dk, a.Hn1, dNorm, true, a, gradOf);
-                ProjectBackward(lw.V, dv, a.Hn1, dNorm, true, a, gradOf);
+                var hn1 = a.Hn1 ?? RebuildNorm(a.XIn, lw.InputNorm, rebuilt);
+                ProjectBackward(lw.Q, dqRaw ?? dq, hn1, dNorm, false, a, gradOf);
+                ProjectBackward(lw.K, dkRaw ?? dk, hn1, dNorm, true, a, gradOf);
+                ProjectBackward(lw.V, dv, hn1, dNorm, true, a, gradOf);
+                Free(rebuilt);
                 be.RmsNormBackward(dNorm, a.XIn, lw.InputNorm, a.Rstd1, dMidNorm, gradOf(lw.InputNorm));
                 be.Add(dx, dMidNorm, dx); // dx is now d x_in
                 if (GradientCheckpointing) Free(scratch);
@@ -330,18 +338,37 @@ public sealed class DecoderBackprop(Decoder decoder)
             Free(owned);
         }
 
-        // One layer's forward from its input xIn: every activation its backward reads, allocated in store.
-        LayerActivations ForwardLayer(int l, Tensor xIn, List<Tensor> store)
+        // A norm's output again from its input (lean passes drop it): the same kernel on the same values, so the same bits.
+        Tensor RebuildNorm(Tensor input, Tensor weight, List<Tensor> store)
+        {
+            var hn = NewIn(store, n, c);
+            be.RmsNorm(input, weight, cfg.RmsNormEps, hn, NewIn(store, n));
+            return hn;
+        }
+
+        // One layer's forward from its input xIn: every activation its backward reads, allocated in store. The projections'
+        // outputs o and down are freed once added to the residual stream (backward reads neither); lean, so are the norms'
+        // outputs and the MLP's act = silu(gate) * up, which backward rebuilds from x_in, x_mid, gate and up (cheap
+        // elementwise passes, where keeping them costs 2C + F floats a token a layer, about 40% of a dense layer's activations).
+        LayerActivations ForwardLayer(int l, Tensor xIn, List<Tensor> store, bool lean)
         {
             var lw = w.Layers[l];
+            var transient = new List<Tensor>();
             Tensor Alloc(params int[] shape) => NewIn(store, shape);
+            Tensor Droppable(params int[] shape) => NewIn(lean ? transient : store, shape);
             ulong Seed(int slot) => SplitMix64.Mix(DropoutSeed ^ SplitMix64.Mix((ulong)(l * 8 + slot + 1)));
             var a = new LayerActivations
             {
-                XIn = xIn, Rstd1 = Alloc(n), Hn1 = Alloc(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
-                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Alloc(n, c), XOut = Alloc(n, c),
+                XIn = xIn, Rstd1 = Alloc(n), Hn1 = Droppable(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
+                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Droppable(n, c), XOut = Alloc(n, c),
             };
-            be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1, a.Rstd1);
+            LayerActivations Done()
+            {
+                Free(transient);
+                if (lean) (a.Hn1, a.Hn2, a.Act) = (null, null, null);
+                return a;
+            }
+            be.RmsNorm(a.XIn, lw.InputNorm, cfg.RmsNormEps, a.Hn1!, a.Rstd1);
             if (cfg.QkNorm)
             {
                 a.QRaw = Alloc(n, h * d);
@@ -349,37 +376,37 @@ public sealed class DecoderBackprop(Decoder decoder)
                 a.RstdQ = Alloc(n * h);
                 a.RstdK = Alloc(n * hkv);
             }
-            Project(lw.Q, a.Hn1, a.QRaw ?? a.Q, a, store, Seed(0));
-            Project(lw.K, a.Hn1, a.KRaw ?? a.K, a, store, Seed(1));
+            Project(lw.Q, a.Hn1!, a.QRaw ?? a.Q, a, store, Seed(0));
+            Project(lw.K, a.Hn1!, a.KRaw ?? a.K, a, store, Seed(1));
             if (cfg.QkNorm)
             {
                 HeadNorm.Forward(be, a.QRaw!, lw.QNorm!, cfg.RmsNormEps, a.Q, a.RstdQ);
                 HeadNorm.Forward(be, a.KRaw!, lw.KNorm!, cfg.RmsNormEps, a.K, a.RstdK);
             }
-            Project(lw.V, a.Hn1, a.V, a, store, Seed(2));
+            Project(lw.V, a.Hn1!, a.V, a, store, Seed(2));
             be.Rope(View(a.Q, n, h, d), pos, rope);
             be.Rope(View(a.K, n, hkv, d), pos, rope);
             if (w.Prefix is { } prefix) VirtualTokens.OverwriteKv(be, prefix, l, a.K, a.V, batch);
             be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
-            var o = Alloc(n, c);
+            var o = NewIn(transient, n, c);
             Project(lw.O, a.Attn, o, a, store, Seed(3));
             be.Add(a.XIn, o, a.XMid);
-            be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2, a.Rstd2);
+            be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2!, a.Rstd2);
             if (lw.Moe is { } moe)
             {
                 MoeForward(l, moe, a, store);
-                return a;
+                return Done();
             }
             a.Gate = Alloc(n, f);
             a.Up = Alloc(n, f);
-            a.Act = Alloc(n, f);
-            Project(lw.Gate, a.Hn2, a.Gate, a, store, Seed(4));
-            Project(lw.Up, a.Hn2, a.Up, a, store, Seed(5));
-            be.SwiGlu(a.Gate, a.Up, a.Act);
-            var down = Alloc(n, c);
-            Project(lw.Down, a.Act, down, a, store, Seed(6));
+            a.Act = Droppable(n, f);
+            Project(lw.Gate, a.Hn2!, a.Gate, a, store, Seed(4));
+            Project(lw.Up, a.Hn2!, a.Up, a, store, Seed(5));
+            be.SwiGlu(a.Gate, a.Up, a.Act!);
+            var down = NewIn(transient, n, c);
+            Project(lw.Down, a.Act!, down, a, store, Seed(6));
             be.Add(a.XMid, down, a.XOut);
-            return a;
+            return Done();
         }
 
         void Project(Projection p, Tensor input, Tensor y, LayerActivations a, List<Tensor> store, ulong seed)
@@ -479,7 +506,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             int e = moe.Experts.Length, k = moe.TopK;
             var temp = new List<Tensor>();
             var logits = NewIn(store, n, e);
-            Project(moe.Router, a.Hn2, logits, a, store, Seed(7));
+            Project(moe.Router, a.Hn2!, logits, a, store, Seed(7));
             var hostLogits = MoeBlock.HostValues(be, logits);
             var (chosen, weights) = MoeBlock.Route(hostLogits, n, e, k, moe.NormTopKProb);
             var m = a.Moe = new MoeActivations { Logits = hostLogits, Chosen = chosen, Weights = weights };
@@ -493,7 +520,7 @@ public sealed class DecoderBackprop(Decoder decoder)
                 int rowsE = rows.Length, fe = expert.Gate.Out;
                 var expertTemp = new List<Tensor>();
                 var xe = NewIn(expertTemp, rowsE, c);
-                be.Embedding(a.Hn2, rows, xe);
+                be.Embedding(a.Hn2!, rows, xe);
                 var ea = new ExpertActivations(expert, rows, slots, NewIn(store, rowsE, fe), NewIn(store, rowsE, fe), NewIn(store, rowsE, fe), NewIn(store, rowsE, c));
                 ExpertForward(ea, xe, ExpertSeed(ex * 3));
                 var scaled = NewIn(expertTemp, rowsE, c);
@@ -506,12 +533,12 @@ public sealed class DecoderBackprop(Decoder decoder)
             if (moe.SharedExpert is { } shared && moe.SharedExpertGate is { } sharedGate)
             {
                 var gateLogit = NewIn(store, n, 1);
-                Project(sharedGate, a.Hn2, gateLogit, a, store, ExpertSeed(e * 3 + 3));
+                Project(sharedGate, a.Hn2!, gateLogit, a, store, ExpertSeed(e * 3 + 3));
                 m.SharedSigmoid = MoeBlock.HostValues(be, gateLogit).Select(z => 1f / (1f + MathF.Exp(-z))).ToArray();
                 int fs = shared.Gate.Out;
                 var all = Enumerable.Range(0, n).ToArray();
                 var sa = m.Shared = new ExpertActivations(shared, all, all, NewIn(store, n, fs), NewIn(store, n, fs), NewIn(store, n, fs), NewIn(store, n, c));
-                ExpertForward(sa, a.Hn2, ExpertSeed(e * 3));
+                ExpertForward(sa, a.Hn2!, ExpertSeed(e * 3));
                 var scaled = NewIn(temp, n, c);
                 be.CopyRows(sa.Y, 0, scaled, 0, n);
                 be.ScaleRows(scaled, m.SharedSigmoid);

@@ -7,12 +7,13 @@
 //                modules_to_save copies of the embedding / LM head ([V,C] each) are weights, parameters and gradients at once
 //   optimizer    AdamW's two moments per trained parameter, f32
 //   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T, or B*(P+T) with P virtual tokens), f32:
-//                per layer its norms' outputs and 1/rms, q/k/v (and Qwen3's q, k before their head norms
+//                per layer its norms' 1/rms, q/k/v (and Qwen3's q, k before their head norms
 //                with 1/rms per head), attention output and log-sum-exp,
-//                residual stream, gate/up/act, projection outputs and each LoRA's x A^T (DoRA: and its unscaled
-//                product [n, Out]); then the final
+//                residual stream (x_mid, x_out), gate/up and each LoRA's x A^T (DoRA: and its unscaled
+//                product [n, Out]); the norms' outputs and act = silu(gate) * up are dropped and rebuilt in backward,
+//                one layer's at a time (a norm's [n, C + 1] more there; act in the buffer d up then overwrites); then the final
 //                norm, losses and every backward buffer. With gradient checkpointing a layer keeps only
-//                its input and one layer's activations are rebuilt at a time.
+//                its input and one layer's activations are rebuilt at a time (with its norms' outputs and act).
 //                A mixture-of-experts layer keeps, in place of gate/up/act, its router logits [n,E] and each expert's
 //                gate/up/act [m,F] and output [m,C] over its m tokens (n*k rows in all; Qwen2-MoE's shared expert over all n),
 //                and rebuilds one expert's gradient buffers at a time in backward (taken at twice the mean load, n*k/E);
@@ -77,20 +78,24 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         if (!o.Full) trained += o.ModulesToSave * v * c; // each copy: 4 bytes of value + 4 of gradient, 8 of moments
 
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
-        long attention = n * (2 + 5 * c + 2 * qd + 2 * kvd + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
+        long attention = n * (2 + 2 * c + 2 * qd + 2 * kvd + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
         var moeSpec = cfg.Moe;
-        long MlpKept(int l) => moeSpec?.IsSparse(l) != true ? n * (3 * f + c)
+        long Dropped(int l) => n * (2 * c + (moeSpec?.IsSparse(l) != true ? f : 0)); // the norms' outputs and act, rebuilt in backward
+        long MlpKept(int l) => moeSpec?.IsSparse(l) != true ? n * 2 * f
             : n * (moeSpec.Experts + moeSpec.TopK * (3L * moeSpec.ExpertIntermediateSize + c))
               + (moeSpec.SharedExpertIntermediateSize > 0 ? n * (3L * moeSpec.SharedExpertIntermediateSize + c + 1) : 0);
         var perLayer = Enumerable.Range(0, (int)layers).Select(l => attention + MlpKept(l)).ToArray();
         long loraActs = (long)(n * loraRows);
-        long kept = o.GradientCheckpointing ? layers * n * c + perLayer.DefaultIfEmpty().Max() + loraActs / Math.Max(1, layers) : perLayer.Sum() + loraActs;
+        long kept = o.GradientCheckpointing
+            ? layers * n * c + Enumerable.Range(0, (int)layers).Select(l => perLayer[l] + Dropped(l)).DefaultIfEmpty().Max() + loraActs / Math.Max(1, layers)
+            : perLayer.Sum() + loraActs;
         long final = n * (2 + 2 * c);
         bool anyDense = moeSpec == null || Enumerable.Range(0, (int)layers).Any(l => !moeSpec.IsSparse(l));
         long moeBackward = moeSpec == null ? 0 : Math.Max(n * moeSpec.Experts,
             Math.Min(n, 2 * n * moeSpec.TopK / moeSpec.Experts) * 3 * (c + moeSpec.ExpertIntermediateSize)
             + (moeSpec.SharedExpertIntermediateSize > 0 ? n * (c + 1 + 3L * moeSpec.SharedExpertIntermediateSize) : 0));
-        long backward = n * (2 * c + (anyDense ? 3 * f : 0) + 2 * qd + 2 * kvd + headNorms) + layers * n * c + moeBackward;
+        long rebuilt = o.GradientCheckpointing ? 0 : n * (c + 1); // one layer's norm output and 1/rms (act is rebuilt into d up's buffer)
+        long backward = n * (2 * c + (anyDense ? 2 * f : 0) + 2 * qd + 2 * kvd + headNorms) + layers * n * c + moeBackward + rebuilt;
         long activations = 4 * (n * c + kept + final + backward);
 
         long maxOut = shapes.Values.Max(s => (long)s[0]);

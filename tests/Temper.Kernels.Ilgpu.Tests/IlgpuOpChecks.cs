@@ -497,6 +497,10 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         B.SwiGluBackward(Up(dy, 4, 9), Up(g, 4, 9), Up(u, 4, 9), tdg, tdu);
         Close(Down(tdg), dg, "swiglu dGate");
         Close(Down(tdu), du, "swiglu dUp");
+        var (inPlace, tdu2) = (Up(dy, 4, 9), Zeros(4, 9)); // dGate written over dy (IBackend's contract)
+        B.SwiGluBackward(inPlace, Up(g, 4, 9), Up(u, 4, 9), inPlace, tdu2);
+        Close(Down(inPlace), dg, "swiglu dGate over dy");
+        Close(Down(tdu2), du, "swiglu dUp beside dGate over dy");
     }
 
     [Theory]

@@ -405,10 +405,11 @@ public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChec
         var (gate, up, dy) = (Floats(n * f, 5, 6f), Floats(n * f, 6), Floats(n * f, 7));
         Compare(() =>
         {
-            var (y, dGate, dUp) = (Zeros(n, f), Zeros(n, f), Zeros(n, f));
+            var (y, dGate, dUp, inPlace, dUp2) = (Zeros(n, f), Zeros(n, f), Zeros(n, f), Up(dy, n, f), Zeros(n, f));
             B.SwiGlu(Up(gate, n, f), Up(up, n, f), y);
             B.SwiGluBackward(Up(dy, n, f), Up(gate, n, f), Up(up, n, f), dGate, dUp);
-            return [.. Down(y), .. Down(dGate), .. Down(dUp)];
+            B.SwiGluBackward(inPlace, Up(gate, n, f), Up(up, n, f), inPlace, dUp2); // dGate over dy
+            return [.. Down(y), .. Down(dGate), .. Down(dUp), .. Down(inPlace), .. Down(dUp2)];
         }, "ptx swiglu");
     }
 

@@ -378,6 +378,10 @@ public abstract partial class BackendOpChecks
             _b.SwiGluBackward(Up(dy, n), Up(g, n), Up(u, n), tdg, tdu);
             CloseEach(Run(tdg), dg, $"swiglu dGate n={n}", 1e-5, 1e-4);
             CloseEach(Run(tdu), du, $"swiglu dUp n={n}", 1e-5, 1e-4);
+            var (inPlace, tdu2) = (Up(dy, n), _b.Zeros(new Shape(n))); // dGate written over dy (IBackend's contract)
+            _b.SwiGluBackward(inPlace, Up(g, n), Up(u, n), inPlace, tdu2);
+            CloseEach(Run(inPlace), dg, $"swiglu dGate over dy n={n}", 1e-5, 1e-4);
+            CloseEach(Run(tdu2), du, $"swiglu dUp beside dGate over dy n={n}", 1e-5, 1e-4);
         }
         {
             const int n = 40;
