@@ -12,6 +12,9 @@
 //   Mma; the default, TEMPER_ATTENTION_MMA unset or 2), Mma with 16 (8 warps; 1), or Wmma (cuda/attention_bf16.cu; 0).
 //   On an H100 (2026-11-25, B4 H16 T2048 D64 causal) the forward took 0.198, 0.217 and 0.578 ms (docs/PERF.md).
 //   Same arguments, same results up to f32 summation order.
+// Backward picks the backward's dq and dk/dv kernels: attention_bf16_backward.cu's WMMA ones (Wmma, the default) or, for
+//   D = 64, cuda/attention_bf16_backward_mma.cu's (Mma: operands and products in registers on mma.sync; opt-in by
+//   TEMPER_ATTENTION_BACKWARD_MMA=1 until a GPU has checked and timed it). Same arguments, same rounding.
 // Each module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -21,8 +24,8 @@ namespace Temper.Kernels.Cuda;
 public sealed class CudaAttention(CudaDevice device) : IDisposable
 {
     private const int QueryTile = 64, Threads = 128, MmaQueryTile = 128;
-    private CudaModuleHandle? _module, _mmaModule, _backwardModule;
-    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma128, _delta, _dq64, _dq128, _dkdv64, _dkdv128;
+    private CudaModuleHandle? _module, _mmaModule, _backwardModule, _mmaBackwardModule;
+    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma128, _delta, _dq64, _dq128, _dkdv64, _dkdv128, _mmaDq64, _mmaDkdv64;
 
     /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
     public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
@@ -43,6 +46,19 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         "1" => ForwardKernel.Mma,
         _ => ForwardKernel.MmaTwoRowTiles,
     };
+
+    /// <summary>The backward's dq and dk/dv kernels: attention_bf16_backward.cu (WMMA) or attention_bf16_backward_mma.cu (mma.sync, D = 64).</summary>
+    public enum BackwardKernels { Wmma, Mma }
+
+    /// <summary>The environment variable that opts the backward in to the mma.sync kernels ("1").</summary>
+    public const string BackwardMmaOptInVariable = "TEMPER_ATTENTION_BACKWARD_MMA";
+
+    /// <summary>The backward's kernels for D = 64 (D = 128 always runs Wmma); by default Mma where TEMPER_ATTENTION_BACKWARD_MMA=1.</summary>
+    public BackwardKernels Backward64 { get; init; } =
+        Environment.GetEnvironmentVariable(BackwardMmaOptInVariable) == "1" ? BackwardKernels.Mma : BackwardKernels.Wmma;
+
+    /// <summary>Dynamic shared memory of an attention_bf16_backward_mma.cu block: Q, dO, K and V tiles bf16 [64][72] and six int/float rows of 64.</summary>
+    public const int MmaBackwardSharedBytes = 4 * 64 * 72 * 2 + 6 * 64 * 4;
 
     /// <summary>Dynamic shared memory of an attention_bf16_mma.cu block (its MmaConfig, which checks it): two buffers
     /// of a K and a V tile of 64 keys (D = 64, 16 rows a warp) or 32, bf16 [keys][D + 8], the 128-row Q tile from
@@ -112,18 +128,21 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         long keyBlocks = (long)a.B * a.Hkv * ((a.S + QueryTile - 1) / QueryTile);
         if (Math.Max((rows + 3) / 4, Math.Max(queryBlocks, keyBlocks)) > int.MaxValue)
             throw new CudaException($"CudaAttention: the backward's grid for {a} exceeds the grid limit");
-        int shared = BackwardSharedBytes(a.D);
+        bool mma = a.D == 64 && Backward64 == BackwardKernels.Mma;
+        int shared = mma ? MmaBackwardSharedBytes : BackwardSharedBytes(a.D);
         if (rows > 0)
         {
             _delta ??= BackwardFunction("attention_bf16_backward_delta", 0);
             device.Launch(_delta, ((uint)((rows + 3) / 4), 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(output).Add(dOut).Add(delta)
                 .Add(a.B).Add(a.Tq).Add(a.H).Add(a.D), 0);
-            var dqFunction = a.D == 64 ? (_dq64 ??= BackwardFunction("attention_bf16_backward_dq_d64", shared)) : (_dq128 ??= BackwardFunction("attention_bf16_backward_dq_d128", shared));
+            var dqFunction = mma ? (_mmaDq64 ??= MmaBackwardFunction("attention_bf16_mma_backward_dq_d64", shared))
+                : a.D == 64 ? (_dq64 ??= BackwardFunction("attention_bf16_backward_dq_d64", shared)) : (_dq128 ??= BackwardFunction("attention_bf16_backward_dq_d128", shared));
             device.Launch(dqFunction, ((uint)queryBlocks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(q).Add(k).Add(v).Add(dOut).Add(lse).Add(delta).Add(dq)
                 .Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL).Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared), shared);
         }
         if (keyBlocks == 0) return;
-        var dkdvFunction = a.D == 64 ? (_dkdv64 ??= BackwardFunction("attention_bf16_backward_dkdv_d64", shared)) : (_dkdv128 ??= BackwardFunction("attention_bf16_backward_dkdv_d128", shared));
+        var dkdvFunction = mma ? (_mmaDkdv64 ??= MmaBackwardFunction("attention_bf16_mma_backward_dkdv_d64", shared))
+            : a.D == 64 ? (_dkdv64 ??= BackwardFunction("attention_bf16_backward_dkdv_d64", shared)) : (_dkdv128 ??= BackwardFunction("attention_bf16_backward_dkdv_d128", shared));
         device.Launch(dkdvFunction, ((uint)keyBlocks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(q).Add(k).Add(v).Add(dOut).Add(lse).Add(delta).Add(dk).Add(dv)
             .Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL).Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared), shared);
     }
@@ -150,6 +169,7 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     private CudaFunction Function(string name, int shared) => Function(ref _module, "attention_bf16.ptx", name, shared);
     private CudaFunction MmaFunction(string name, int shared) => Function(ref _mmaModule, "attention_bf16_mma.ptx", name, shared);
     private CudaFunction BackwardFunction(string name, int shared) => Function(ref _backwardModule, "attention_bf16_backward.ptx", name, shared);
+    private CudaFunction MmaBackwardFunction(string name, int shared) => Function(ref _mmaBackwardModule, "attention_bf16_backward_mma.ptx", name, shared);
 
     private static void Require(CudaDeviceMemory memory, long bytes, string what)
     {
@@ -161,5 +181,6 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         _module?.Dispose();
         _mmaModule?.Dispose();
         _backwardModule?.Dispose();
+        _mmaBackwardModule?.Dispose();
     }
 }

@@ -3,7 +3,7 @@
 // dk, dv[B,S,Hkv,D], with out and lse from CudaAttention.Forward (as training runs them). The cases of
 // CudaAttentionChecks: D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
 // KvLength < S (the rows past KvLength must be exact zeros), a key mask that hides every key of some queries
-// (their dq exact zeros), packed segments, inputs not 16-byte aligned. dq, dk, dv and the delta scratch are
+// (their dq exact zeros), packed segments, inputs not 16-byte aligned; for D = 64 both kernel sets (WMMA and mma.sync). dq, dk, dv and the delta scratch are
 // poisoned (NaN) first, so an unwritten element fails. Runs on a GPU or on the CUDA emulator (tiny shapes).
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cuda;
@@ -116,17 +116,21 @@ public class CudaAttentionBackwardChecks
         try
         {
             var (dq, dk, dv, dO) = (Input(q), Input(k), Input(v), Input(dOut));
-            var (output, lse, delta) = (Poisoned(q.Length), Poisoned(b * h * tq), Poisoned(b * h * tq));
-            var (gq, gk, gv) = (Poisoned(q.Length), Poisoned(k.Length), Poisoned(k.Length));
             using var dMask = mask != null ? device.Upload<int>(mask) : null;
             using var dSeg = seg != null ? device.Upload<int>(seg) : null;
-            using var attention = new CudaAttention(device);
-            attention.Forward(dq, dk, dv, output, lse, dMask, dSeg, a);
-            attention.Backward(dq, dk, dv, output, lse, dO, gq, gk, gv, delta, dMask, dSeg, a);
-            device.Synchronize();
-            Close(device.Download<float>(gq), expected.Dq, expected.SeenQ, "dq");
-            Close(device.Download<float>(gk), expected.Dk, expected.SeenK, "dk");
-            Close(device.Download<float>(gv), expected.Dv, expected.SeenK, "dv");
+            // D = 64: both backward kernel sets (the WMMA ones and attention_bf16_backward_mma.cu's), each on fresh poisoned outputs.
+            foreach (var kernels in d == 64 ? [CudaAttention.BackwardKernels.Wmma, CudaAttention.BackwardKernels.Mma] : new[] { CudaAttention.BackwardKernels.Wmma })
+            {
+                var (output, lse, delta) = (Poisoned(q.Length), Poisoned(b * h * tq), Poisoned(b * h * tq));
+                var (gq, gk, gv) = (Poisoned(q.Length), Poisoned(k.Length), Poisoned(k.Length));
+                using var attention = new CudaAttention(device) { Backward64 = kernels };
+                attention.Forward(dq, dk, dv, output, lse, dMask, dSeg, a);
+                attention.Backward(dq, dk, dv, output, lse, dO, gq, gk, gv, delta, dMask, dSeg, a);
+                device.Synchronize();
+                Close(device.Download<float>(gq), expected.Dq, expected.SeenQ, $"dq ({kernels})");
+                Close(device.Download<float>(gk), expected.Dk, expected.SeenK, $"dk ({kernels})");
+                Close(device.Download<float>(gv), expected.Dv, expected.SeenK, $"dv ({kernels})");
+            }
         }
         finally
         {

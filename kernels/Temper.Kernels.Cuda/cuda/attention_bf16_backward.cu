@@ -28,6 +28,7 @@
 // kernels/Temper.Kernels.Cpu/Reference/AttentionReference.cs). Checked on the CPU by the CUDA emulator (emu/)
 // and on a GPU by CudaAttentionBackwardChecks.
 #include "attention_common.cuh"
+#include "attention_backward_common.cuh"
 
 namespace {
 // Byte offsets in dynamic shared memory; every WMMA pointer stays 32-byte aligned.
@@ -68,29 +69,6 @@ template <int D> __device__ __forceinline__ Tiles<D> tiles_of(unsigned char* sme
         reinterpret_cast<int*>(smem + L::Q_POS), reinterpret_cast<int*>(smem + L::Q_SEG),
         reinterpret_cast<int*>(smem + L::KEY_OK), reinterpret_cast<int*>(smem + L::KEY_SEG),
         reinterpret_cast<float*>(smem + L::S) + warp * 16 * LDS, reinterpret_cast<__nv_bfloat16*>(smem + L::P) + warp * 16 * LDP};
-}
-
-// Query tile i0 of (b, h) into shared memory: Q and dO rows as bf16 (zero rows past the last), and per query
-// its position (-1 past the last), segment, lse (in units of log2) and delta. The block calls it between
-// barriers.
-template <int D>
-__device__ __forceinline__ void stage_query_tile(__nv_bfloat16* sQ, __nv_bfloat16* sDO, int* qPos, int* qSeg, float* rowLse, float* rowDelta,
-    const float* __restrict__ q, const float* __restrict__ dOut, const float* __restrict__ lse, const float* __restrict__ delta,
-    const int* __restrict__ segments, long qOffset, long qRow, int rows, int b, int h, int heads, int tq, int i0, int queryOffset, int kvLength, bool vec)
-{
-    stage_rows<D>(sQ, q + qOffset, qRow, rows, vec);
-    stage_rows<D>(sDO, dOut + qOffset, qRow, rows, vec);
-    const int tid = threadIdx.x;
-    if (tid < BQ)
-    {
-        int p = queryOffset + i0 + tid;
-        bool in = tid < rows;
-        long o = ((long)b * heads + h) * tq + i0 + tid;
-        qPos[tid] = in ? p : -1;
-        qSeg[tid] = in && segments ? segments[(long)b * kvLength + p] : 0;
-        rowLse[tid] = in ? lse[o] * LOG2E : 0.0f;
-        rowDelta[tid] = in ? delta[o] : 0.0f;
-    }
 }
 
 // acc (16 x D) += T B for T the warp's 16 x N bf16 tile (row stride LDP) and B N rows of a bf16 [.][LD] tile.
