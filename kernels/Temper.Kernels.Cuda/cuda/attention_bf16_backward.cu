@@ -22,7 +22,7 @@
 // (keys in dq, queries in dk/dv) N at a time, N = 32 in dq and 16 in dk/dv (whose dK and dV accumulators hold
 // 2 D/16 fragments): fewer live registers, the same sums in the same order.
 // Registers (ptxas 11.8, sm_80 / sm_90), no spills: dq D = 64 168 / 168, D = 128 216 / 222; dk/dv D = 64
-// 168 / 168, D = 128 252 / 255; delta 32. With shared memory: 3 blocks of 4 warps per SM for D = 64 and 2
+// 168 / 168, D = 128 248 / 252; delta 32. With shared memory: 3 blocks of 4 warps per SM for D = 64 and 2
 // for D = 128 on an H100 (2 and 1 on an A100).
 // The semantics of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs's backward (its scalar reference:
 // kernels/Temper.Kernels.Cpu/Reference/AttentionReference.cs). Checked on the CPU by the CUDA emulator (emu/)
@@ -222,18 +222,10 @@ __device__ __forceinline__ void attention_backward_dkdv(
     const int tile = (int)(blockIdx.x / bkCount), bk = blockIdx.x % bkCount; // the first keys (seen by the most queries) first
     const int b = bk / kvHeads, kh = bk % kvHeads;
     const int j0 = tile * BKV, rowsOut = min(BKV, s - j0), keys = max(0, min(BKV, kvLength - j0));
-    const long qRow = (long)heads * D, kRow = (long)kvHeads * D, kOffset = ((long)(b * s + j0) * kvHeads + kh) * D;
+    const long qRow = (long)heads * D, kRow = (long)kvHeads * D, kvOffset = ((long)b * s * kvHeads + kh) * D, kOffset = kvOffset + j0 * kRow;
     const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut);
 
-    stage_rows<D>(sK, k + kOffset, kRow, keys, vec);
-    stage_rows<D>(sV, v + kOffset, kRow, keys, vec);
-    if (tid < BKV)
-    {
-        int j = j0 + tid;
-        bool in = tid < keys;
-        keyOk[tid] = in && (!mask || mask[(long)b * kvLength + j] != 0) ? 1 : 0;
-        keySeg[tid] = in && segments ? segments[(long)b * kvLength + j] : 0;
-    }
+    stage_key_tile<D>(sK, sV, keyOk, keySeg, k, v, kvOffset, kRow, j0, kvLength, mask, segments, b, vec); // zero rows and flags past KvLength
 
     FragAcc dK[DF], dV[DF]; // the warp's 16 keys; dK / scale
 #pragma unroll

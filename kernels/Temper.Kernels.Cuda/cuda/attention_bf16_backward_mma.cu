@@ -219,18 +219,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_back
     const int tile = (int)(blockIdx.x / bkCount), bk = blockIdx.x % bkCount; // the first keys (seen by the most queries) first
     const int b = bk / kvHeads, kh = bk % kvHeads;
     const int j0 = tile * BKV, rowsOut = min(BKV, s - j0), keys = max(0, min(BKV, kvLength - j0));
-    const long qRow = (long)heads * D, kRow = (long)kvHeads * D, kOffset = ((long)(b * s + j0) * kvHeads + kh) * D;
+    const long qRow = (long)heads * D, kRow = (long)kvHeads * D, kvOffset = ((long)b * s * kvHeads + kh) * D, kOffset = kvOffset + j0 * kRow;
     const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut);
 
-    stage_rows<D>(sK, k + kOffset, kRow, keys, vec);
-    stage_rows<D>(sV, v + kOffset, kRow, keys, vec);
-    if (tid < BKV)
-    {
-        int j = j0 + tid;
-        bool in = tid < keys;
-        keyOk[tid] = in && (!mask || mask[(long)b * kvLength + j] != 0) ? 1 : 0;
-        keySeg[tid] = in && segments ? segments[(long)b * kvLength + j] : 0;
-    }
+    stage_key_tile<D>(sK, sV, keyOk, keySeg, k, v, kvOffset, kRow, j0, kvLength, mask, segments, b, vec); // zero rows and flags past KvLength
     __syncthreads();
     uint32_t kf[KD][4], vf[KD][4]; // the warp's 16 keys of K and V
     load_rows_a(kf, sK, warp * 16);
