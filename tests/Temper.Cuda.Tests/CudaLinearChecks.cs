@@ -96,6 +96,13 @@ public class CudaLinearChecks
     public void Bf16_input_gradient_matches_a_float64_evaluation(int n, int k, int m, bool accumulate, bool pipelined)
     {
         using var device = Gpu.OpenForKernels();
+        using var linear = new CudaLinear(device) { Pipelined = pipelined };
+        InputGradientMatchesAFloat64Evaluation(device, linear, n, k, m, accumulate, 1f);
+    }
+
+    /// <summary>dx = alpha dy W (+ dx0) on a given CudaLinear against float64 (CudaGemmSm90Checks runs it on the sm_90a route).</summary>
+    internal static void InputGradientMatchesAFloat64Evaluation(CudaDevice device, CudaLinear linear, int n, int k, int m, bool accumulate, float alpha)
+    {
         var dy = Floats(n * m, 5);
         var w = Floats(m * k, 6);
         var dx0 = accumulate ? Floats(n * k, 7) : Enumerable.Repeat(float.NaN, n * k).ToArray();
@@ -107,13 +114,12 @@ public class CudaLinearChecks
             {
                 double s = 0;
                 for (int j = 0; j < m; j++) s += (double)BFloat16.ToSingle(BFloat16.FromSingle(dy[i * m + j])) * BFloat16.ToSingle(wBits[j * k + q]);
-                expected[i * k + q] = s + (accumulate ? dx0[i * k + q] : 0);
+                expected[i * k + q] = alpha * s + (accumulate ? dx0[i * k + q] : 0);
             }
         using var ddy = device.Upload<float>(dy);
         using var dw = device.Upload<ushort>(wBits);
         using var ddx = device.Upload<float>(dx0);
-        using var linear = new CudaLinear(device) { Pipelined = pipelined };
-        linear.InputGradient(ddy, new LinearWeight.Bf16(dw), ddx, n, k, m, 1f, accumulate);
+        linear.InputGradient(ddy, new LinearWeight.Bf16(dw), ddx, n, k, m, alpha, accumulate);
         device.Synchronize();
         WrittenAndClose(device.Download<float>(ddx), expected, "dx");
     }
