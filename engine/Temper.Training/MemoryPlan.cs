@@ -95,7 +95,7 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
             Math.Min(n, 2 * n * moeSpec.TopK / moeSpec.Experts) * 3 * (c + moeSpec.ExpertIntermediateSize)
             + (moeSpec.SharedExpertIntermediateSize > 0 ? n * (c + 1 + 3L * moeSpec.SharedExpertIntermediateSize) : 0));
         long rebuilt = o.GradientCheckpointing ? 0 : n * (c + 1); // one layer's norm output and 1/rms (act is rebuilt into d up's buffer)
-        long backward = n * (2 * c + (anyDense ? 2 * f : 0) + 2 * qd + 2 * kvd + headNorms) + layers * n * c + moeBackward + rebuilt;
+        long backward = n * (2 * c + (anyDense ? 2 * f : 0) + 2 * qd + 2 * kvd + headNorms) + moeBackward + rebuilt;
         long activations = 4 * (n * c + kept + final + backward);
 
         long maxOut = shapes.Values.Max(s => (long)s[0]);
