@@ -136,9 +136,13 @@ for step in "$@"; do
     attention-backward-mma) run attention-backward-mma-ptxas 60 bash -c 'for a in sm_90 sm_80; do ptxas -arch=$a -v kernels/Temper.Kernels.Cuda/Ptx/attention_bf16_backward_mma.ptx -o /tmp/attention_bwd_mma_$a.cubin; done'
          run attention-backward-mma-checks 120 bash -c 'tests Temper.Cuda.Tests -class "*CudaAttentionBackwardChecks" && TEMPER_ATTENTION_BACKWARD_MMA=1 TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Attention*"'
          run attention-backward-mma-bench 150 bash -c 'for m in 0 1; do echo "== TEMPER_ATTENTION_BACKWARD_MMA=$m"; TEMPER_ATTENTION_BACKWARD_MMA=$m temper bench attention --device cuda --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; TEMPER_ATTENTION_BACKWARD_MMA=1 temper bench attention --device cuda --batch 8 --heads 32 --kv-heads 8 --seq 1024 --head-dim 64 --reps 10; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
-    # Every opt-in on at once (TEMPER_LORA_RANK, TEMPER_GEMM_SM90_NN, TEMPER_GEMM_SM90_LORA, TEMPER_ATTENTION_BACKWARD_MMA) for issue 7's
+    # QLoRA's training products through NF4 -> bf16 scratch (nf4.cu's nf4_to_bf16) then the pipelined GEMMs, opt-in by
+    # TEMPER_NF4_DEQUANT=1 until this has run: the checks, then the 8B QLoRA step (the CUDA C++ kernels) without and with it.
+    nf4-dequant) run nf4-dequant-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaLinearChecks" -class "*CudaNf4Checks" && TEMPER_NF4_DEQUANT=1 TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Nf4*"'
+         run nf4-dequant-bench 300 bash -c 'for v in 0 1; do echo "== TEMPER_NF4_DEQUANT=$v"; TEMPER_NF4_DEQUANT=$v temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing | grep -E "train:|memory:"; done' ;;
+    # Every opt-in on at once (TEMPER_LORA_RANK, TEMPER_GEMM_SM90_NN, TEMPER_GEMM_SM90_LORA, TEMPER_ATTENTION_BACKWARD_MMA, TEMPER_NF4_DEQUANT) for issue 7's
     # LoRA SFT bar: the 1B step (and its profile) beside PEFT in the same call; run after the steps above have checked each.
-    all-opt-ins) o="TEMPER_LORA_RANK=1 TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 TEMPER_ATTENTION_BACKWARD_MMA=1"
+    all-opt-ins) o="TEMPER_LORA_RANK=1 TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 TEMPER_ATTENTION_BACKWARD_MMA=1 TEMPER_NF4_DEQUANT=1"
          run all-opt-ins-train 240 bash -c "env $o temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 && env $o temper bench train --device cuda --dtype bf16 --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 1 --profile | head -40"
          run all-opt-ins-peer 150 python3 bench/peer/peft_train_step.py --shape llama-3.2-1b --batch-size 8 --seq-len 1024 --steps 3 ;;
     cmd:*) run "cmd" 300 bash -c "${step#cmd:}" ;;

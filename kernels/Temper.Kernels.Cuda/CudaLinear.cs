@@ -66,10 +66,26 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
     private CudaGemmSm90? _sm90; // gemm_bf16_sm90.cu for the forward, where Sm90, and the input gradient, where Sm90InputGradient
     private CudaTranspose? _transpose; // W^T for the sm_90a input gradient
     private CudaDeviceMemory? _wT;    // ... into this, grown as needed
+    private CudaNf4? _nf4;            // NF4 weights to bf16 for the pipelined products, where Nf4Dequantize
+    private CudaDeviceMemory? _wNf4;  // ... into this, grown as needed
     private const int GemmThreads = 128, GemmSharedBytes = 3 * (128 + 128) * 40 * 2; // gemm_bf16.cu's ring
 
     /// <summary>Device bytes this instance holds of its own (the bf16 copy of the activations).</summary>
-    public long ScratchBytes => (_xBf16?.ByteLength ?? 0) + (_wT?.ByteLength ?? 0);
+    public long ScratchBytes => (_xBf16?.ByteLength ?? 0) + (_wT?.ByteLength ?? 0) + (_wNf4?.ByteLength ?? 0);
+
+    /// <summary>The environment variable that opts NF4 products of at least Nf4DequantizeMinRows rows in to the dequantise-then-GEMM route ("1").</summary>
+    public const string Nf4DequantizeVariable = "TEMPER_NF4_DEQUANT";
+
+    /// <summary>Fewer rows than this (decoding) keep the fused NF4 kernels: the whole weight's dequantisation would outweigh the product.</summary>
+    public const int Nf4DequantizeMinRows = 128;
+
+    /// <summary>Whether NF4 products of at least Nf4DequantizeMinRows rows (training) dequantise the weight to bf16 into scratch
+    /// (CudaNf4.ToBf16: the values the fused kernels stage) and run the pipelined bf16 products (gemm_bf16.cu, or the sm_90a
+    /// GEMM where those routes are on) instead of linear_bf16.cu's fused NF4 kernels (WMMA): null (the default) decides on
+    /// first use by TEMPER_NF4_DEQUANT=1 (opt-in: checked on the CUDA emulator, not yet on a GPU); true or false forces it.</summary>
+    public bool? Nf4Dequantize { get; set; }
+
+    private bool Nf4DequantizeHere => Nf4Dequantize ??= Environment.GetEnvironmentVariable(Nf4DequantizeVariable) == "1";
 
     /// <summary>The environment variable that opts the input gradient in to the sm_90a GEMM ("1"), until a GPU has checked it.</summary>
     public const string Sm90InputGradientVariable = "TEMPER_GEMM_SM90_NN";
@@ -123,6 +139,11 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
             PipelinedProduct(false, x, bw.W, bias, y, n, k, m, alpha, accumulate, lora);
             return;
         }
+        if (Pipelined && w is LinearWeight.Nf4 nw && k % 8 == 0 && n >= Nf4DequantizeMinRows && Nf4DequantizeHere)
+        {
+            PipelinedProduct(false, x, Dequantized(nw, m, k), bias, y, n, k, m, alpha, accumulate, lora);
+            return;
+        }
         var f = w is LinearWeight.Nf4 ? _nf4Nt ??= CudaDriver.GetFunction(Module(), "linear_nf4_nt") : _nt ??= CudaDriver.GetFunction(Module(), "linear_bf16_nt");
         var args = AddLowRank(w.AddTo(new CudaKernelArguments().Add(x)).Add(bias?.Pointer ?? 0UL).Add(y).Add(n).Add(k).Add(m).Add(alpha).Add(accumulate ? 1 : 0), lora);
         device.Launch(f, ((uint)((m + Tile - 1) / Tile), (uint)((n + Tile - 1) / Tile), 1), (Threads, 1, 1), args);
@@ -141,6 +162,11 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         if (Pipelined && w is LinearWeight.Bf16 bw && k % 8 == 0 && m % 8 == 0 && bw.W.Pointer % 16 == 0)
         {
             PipelinedProduct(true, dy, bw.W, null, dx, n, k, m, alpha, accumulate, lora);
+            return;
+        }
+        if (Pipelined && w is LinearWeight.Nf4 nw && k % 8 == 0 && m % 8 == 0 && n >= Nf4DequantizeMinRows && Nf4DequantizeHere)
+        {
+            PipelinedProduct(true, dy, Dequantized(nw, m, k), null, dx, n, k, m, alpha, accumulate, lora);
             return;
         }
         var f = w is LinearWeight.Nf4 ? _nf4Nn ??= CudaDriver.GetFunction(Module(), "linear_nf4_nn") : _nn ??= CudaDriver.GetFunction(Module(), "linear_bf16_nn");
@@ -175,6 +201,19 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         }
         ConvertToBf16(x, _xBf16, elements);
         ProductFromBf16(inputGradient, _xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
+    }
+
+    // An NF4 weight [m,k] as bf16 in scratch (the values the fused NF4 kernels stage).
+    private CudaDeviceMemory Dequantized(LinearWeight.Nf4 w, int m, int k)
+    {
+        long elements = (long)m * k;
+        if (_wNf4 == null || _wNf4.ByteLength < 2 * elements)
+        {
+            _wNf4?.Dispose(); // the stream orders this after the kernels that read it
+            _wNf4 = device.Allocate<ushort>(Math.Max(elements, 1L << 20));
+        }
+        (_nf4 ??= new CudaNf4(device)).ToBf16(w, _wNf4, elements);
+        return _wNf4;
     }
 
     /// <summary>output[i] = bf16(x[i]), rounded to nearest even, for i below <paramref name="elements"/>: the
@@ -249,8 +288,10 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         _gemmModule?.Dispose();
         _sm90?.Dispose();
         _transpose?.Dispose();
+        _nf4?.Dispose();
         _xBf16?.Dispose();
         _wT?.Dispose();
+        _wNf4?.Dispose();
     }
 }
 

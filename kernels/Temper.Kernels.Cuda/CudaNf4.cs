@@ -1,6 +1,8 @@
 // NF4 decoding on the GPU (cuda/nf4.cu, embedded as Ptx/nf4.ptx), for QLoRA's frozen base weights:
 //   Absmax:     absmax[blocks] f32 from the double-quantised codes q[blocks] and scales[ceil(blocks/256)]
 //   Dequantize: out[n] f32 = code book[code(i)] * absmax(i / 64), the absmax decoded in the kernel
+//   ToBf16:     out[n] bf16 = bf16(code book[code(i)] * absmax[i / 64]) from an NF4 Linear weight's decoded absmax
+//               (what its fused kernels stage; CudaLinear's dequantise-then-GEMM route)
 // The code book (16 f32) and bitsandbytes' dynamic map (256 f32) are uploaded once per instance;
 // CodeBook is the device copy CudaLinear's NF4 weight takes (LinearWeight.Nf4).
 using Temper.Core.Quantization;
@@ -15,7 +17,7 @@ public sealed class CudaNf4 : IDisposable
     private readonly CudaDevice _device;
     private readonly CudaDeviceMemory _dynamicMap;
     private CudaModuleHandle? _module;
-    private CudaFunction? _absmax, _dequantize;
+    private CudaFunction? _absmax, _dequantize, _toBf16;
 
     public CudaNf4(CudaDevice device)
     {
@@ -51,6 +53,23 @@ public sealed class CudaNf4 : IDisposable
         _dequantize ??= CudaDriver.GetFunction(Module(), "nf4_dequantize");
         var args = new CudaKernelArguments().Add(codes).Add(q).Add(scales).Add(_dynamicMap).Add(offset).Add(CodeBook).Add(output).Add(n);
         _device.Launch(_dequantize, ((uint)((threads + Threads - 1) / Threads), 1, 1), (Threads, 1, 1), args);
+    }
+
+    /// <summary>output[i] bf16 = bf16(code book[code(i)] * absmax[i / 64]) for the n weights of an NF4 Linear weight, rounded to
+    /// nearest even: the values linear_bf16.cu's NF4 kernels stage.</summary>
+    public void ToBf16(LinearWeight.Nf4 w, CudaDeviceMemory output, long n)
+    {
+        if (n < 0) throw new CudaException($"CudaNf4.ToBf16: n must be >= 0, not {n}");
+        CudaLinear.Require(w.Codes, (n + 1) / 2, "the NF4 codes");
+        CudaLinear.Require(w.Absmax, 4 * ((n + Nf4Weight.BlockSize - 1) / Nf4Weight.BlockSize), "the NF4 absmax");
+        CudaLinear.Require(w.CodeBook, 4 * 16, "the NF4 code book");
+        CudaLinear.Require(output, 2 * n, "output");
+        if (n == 0) return;
+        long threads = (n + 7) / 8;
+        if (threads > (long)int.MaxValue * Threads) throw new CudaException($"CudaNf4.ToBf16: {n} weights are more than one launch takes");
+        _toBf16 ??= CudaDriver.GetFunction(Module(), "nf4_to_bf16");
+        _device.Launch(_toBf16, ((uint)((threads + Threads - 1) / Threads), 1, 1), (Threads, 1, 1),
+            new CudaKernelArguments().Add(w.Codes).Add(w.Absmax).Add(w.CodeBook).Add(output).Add(n));
     }
 
     private static void RequireBlocks(CudaDeviceMemory q, CudaDeviceMemory scales, long blocks, string op)

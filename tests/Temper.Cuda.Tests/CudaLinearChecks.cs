@@ -143,6 +143,22 @@ public class CudaLinearChecks
         LoraTermMatchesAFloat64Evaluation(device, linear, n, k, m, r, inputGradient, nf4);
     }
 
+    /// <summary>NF4 products of at least CudaLinear.Nf4DequantizeMinRows rows through the dequantise-then-GEMM route (Nf4Dequantize,
+    /// opt-in: CudaNf4.ToBf16 into scratch, then the pipelined bf16 products) against the same float64 evaluation, forward and
+    /// input gradient, with and without k a multiple of 16; the route's scratch holds the weight in bf16 afterwards.</summary>
+    [Theory]
+    [InlineData(150, 96, 136, 4, false)]
+    [InlineData(150, 96, 136, 4, true)]
+    [InlineData(131, 40, 72, 16, false)]
+    [InlineData(200, 72, 40, 3, true)]
+    public void Nf4_products_through_the_dequantised_route_match_a_float64_evaluation(int n, int k, int m, int r, bool inputGradient)
+    {
+        using var device = Gpu.OpenForKernels();
+        using var linear = new CudaLinear(device) { Nf4Dequantize = true };
+        LoraTermMatchesAFloat64Evaluation(device, linear, n, k, m, r, inputGradient, nf4: true);
+        Assert.True(linear.ScratchBytes >= 2L * m * k, $"the route keeps the dequantised weight in scratch ({linear.ScratchBytes} bytes)");
+    }
+
     /// <summary>The LoRA term check on a given CudaLinear (CudaGemmSm90Checks runs it on the sm_90a epilogue).</summary>
     internal static void LoraTermMatchesAFloat64Evaluation(CudaDevice device, CudaLinear linear, int n, int k, int m, int r, bool inputGradient, bool nf4)
     {

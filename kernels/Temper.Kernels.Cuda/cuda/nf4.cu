@@ -5,6 +5,9 @@
 //                   (__fmul_rn / __fadd_rn: no contraction into an FMA).
 //   nf4_dequantize: out[i] = lut[code(i)] * absmax(i / 64) for i < n, f32; code(i) is the high nibble of byte
 //                   i / 2 for even i, the low one for odd i; the absmax decoded in the kernel from q and scales.
+//   nf4_to_bf16:    out[i] bf16 = bf16(lut[code(i)] * absmax[i / 64]) from the decoded f32 absmax, rounded to nearest
+//                   even: the values linear_bf16.cu's NF4 kernels stage, for CudaLinear's dequantise-then-GEMM route
+//                   (one 16-byte store of 8 weights a thread).
 // Dequantisation is bandwidth-bound (0.5 + 1/64 bytes read, 4 written per weight): one thread per 8
 // consecutive weights (one 4-byte code load, one absmax, two 16-byte stores), so a warp reads 128
 // contiguous bytes of codes and writes 1 KB contiguously; dyn and lut sit in shared memory. Element loads
@@ -60,5 +63,42 @@ extern "C" __global__ void __launch_bounds__(THREADS) nf4_dequantize(
     {
         uint32_t byte = codes[i / 2];
         out[i] = slut[i % 2 == 0 ? byte >> 4 : byte & 15] * a;
+    }
+}
+
+namespace {
+// f32 -> bf16 bits, round to nearest even on the integer bits (NaN kept quiet), as gemm_bf16.cu's conversion.
+__device__ __forceinline__ uint32_t bf16_rne(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+} // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS) nf4_to_bf16(
+    const uint8_t* __restrict__ codes, const float* __restrict__ absmax, const float* __restrict__ lut, unsigned short* __restrict__ out, long n)
+{
+    __shared__ float slut[16];
+    if (threadIdx.x < 16) slut[threadIdx.x] = lut[threadIdx.x];
+    __syncthreads();
+    long e = ((long)blockIdx.x * blockDim.x + threadIdx.x) * 8; // first of this thread's 8 weights (one absmax block)
+    if (e >= n) return;
+    const float a = absmax[e / 64];
+    if (e + 8 <= n && ((uintptr_t)(codes + e / 2) & 3) == 0 && ((uintptr_t)(out + e) & 15) == 0)
+    {
+        uint32_t packed = *reinterpret_cast<const uint32_t*>(codes + e / 2), w[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+        {
+            uint32_t byte = packed >> (8 * j) & 0xFF;
+            w[j] = bf16_rne(slut[byte >> 4] * a) | bf16_rne(slut[byte & 15] * a) << 16;
+        }
+        *reinterpret_cast<uint4*>(out + e) = make_uint4(w[0], w[1], w[2], w[3]);
+        return;
+    }
+    for (long i = e; i < e + 8 && i < n; i++)
+    {
+        uint32_t byte = codes[i / 2];
+        out[i] = (unsigned short)bf16_rne(slut[i % 2 == 0 ? byte >> 4 : byte & 15] * a);
     }
 }
