@@ -140,6 +140,10 @@ for step in "$@"; do
     # TEMPER_NF4_DEQUANT=1 until this has run: the checks, then the 8B QLoRA step (the CUDA C++ kernels) without and with it.
     nf4-dequant) run nf4-dequant-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaLinearChecks" -class "*CudaNf4Checks" && TEMPER_NF4_DEQUANT=1 TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*CudaPtxRoutingChecks" -method "*Nf4*"'
          run nf4-dequant-bench 300 bash -c 'for v in 0 1; do echo "== TEMPER_NF4_DEQUANT=$v"; TEMPER_NF4_DEQUANT=$v temper bench train --device cuda --qlora --dtype bf16 --shape llama-3.1-8b --lora-r 16 --batch-size 1 --seq-len 2048 --steps 2 --gradient-checkpointing | grep -E "train:|memory:"; done' ;;
+    # Batch-1 GEMVs on a capped grid (gemv_bf16.cu's persistent variants), opt-in by TEMPER_GEMV_PERSISTENT=1 until this has run:
+    # the checks, then `bench gemv` and the 1B graph decode (issue 10's roofline) without and with it.
+    gemv-persistent) run gemv-persistent-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaGemvChecks" -class "*CudaGemvGraphChecks" && TEMPER_GEMV_PERSISTENT=1 tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks"'
+         run gemv-persistent-bench 240 bash -c 'for v in 0 1; do echo "== TEMPER_GEMV_PERSISTENT=$v"; TEMPER_GEMV_PERSISTENT=$v temper bench gemv --reps 50; TEMPER_GEMV_PERSISTENT=$v temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256 | grep -E "^decode|^weights|^roofline|^peer"; done' ;;
     # Every opt-in on at once (TEMPER_LORA_RANK, TEMPER_GEMM_SM90_NN, TEMPER_GEMM_SM90_LORA, TEMPER_ATTENTION_BACKWARD_MMA, TEMPER_NF4_DEQUANT) for issue 7's
     # LoRA SFT bar: the 1B step (and its profile) beside PEFT in the same call; run after the steps above have checked each.
     all-opt-ins) o="TEMPER_LORA_RANK=1 TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 TEMPER_ATTENTION_BACKWARD_MMA=1 TEMPER_NF4_DEQUANT=1"

@@ -22,6 +22,7 @@ public sealed class CudaGemv : IDisposable
     private readonly CudaDevice _device;
     private readonly CudaModuleHandle _module;
     private readonly CudaFunction[] _forward, _swiGlu; // by rows - 1
+    private readonly CudaFunction _forwardPersistent, _swiGluPersistent; // one row
 
     public CudaGemv(CudaDevice device)
     {
@@ -29,7 +30,21 @@ public sealed class CudaGemv : IDisposable
         _module = device.LoadModule(KernelPtx.Read("gemv_bf16.ptx"), out _);
         _forward = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_bf16_m{m}"))];
         _swiGlu = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_swiglu_bf16_m{m}"))];
+        _forwardPersistent = CudaDriver.GetFunction(_module, "gemv_bf16_p_m1");
+        _swiGluPersistent = CudaDriver.GetFunction(_module, "gemv_swiglu_bf16_p_m1");
     }
+
+    /// <summary>The environment variable that caps the grid ("1": Persistent), until a GPU has timed it.</summary>
+    public const string PersistentVariable = "TEMPER_GEMV_PERSISTENT";
+
+    /// <summary>Blocks an SM takes at once when Persistent (each holds 32 KB of static shared memory).</summary>
+    public const int PersistentBlocksPerSm = 4;
+
+    /// <summary>False (the default unless TEMPER_GEMV_PERSISTENT=1): a warp per group of outputs, as many blocks as that
+    /// takes. True, for one row (batch-1 decoding): the persistent kernels on at most PersistentBlocksPerSm blocks an SM, each
+    /// warp looping over groups with its weight copies running on from one group into the next (no block launches after
+    /// the first wave, no tail of short blocks). Same sums in the same order either way.</summary>
+    public bool Persistent { get; init; } = Environment.GetEnvironmentVariable(PersistentVariable) == "1";
 
     /// <summary>Outputs one warp computes (gemv_bf16.cu's R): more as rows grow, so that each x value loaded
     /// serves several weight rows (SwiGLU's two weights count twice).</summary>
@@ -51,7 +66,8 @@ public sealed class CudaGemv : IDisposable
         if (argmax != null) Require(op, argmax, 8L * rows, "argmax", 8);
         var args = new CudaKernelArguments().Add(w).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps).Add(bias?.Pointer ?? 0UL)
             .Add(residual?.Pointer ?? 0UL).Add(y).Add(argmax?.Pointer ?? 0UL).Add(n).Add(k);
-        _device.Launch(_forward[rows - 1], ((uint)Blocks(n, OutputsPerWarp(rows, false)), 1, 1), (Threads, 1, 1), args);
+        bool persistent = Persistent && rows == 1;
+        _device.Launch(persistent ? _forwardPersistent : _forward[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, false), persistent), 1, 1), (Threads, 1, 1), args);
     }
 
     /// <summary>y[rows,n] = silu(xn Wg^T + bg) * (xn Wu^T + bu)</summary>
@@ -65,11 +81,15 @@ public sealed class CudaGemv : IDisposable
         if (upBias != null) Require(op, upBias, 4L * n, "upBias", 4);
         var args = new CudaKernelArguments().Add(wGate).Add(wUp).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps)
             .Add(gateBias?.Pointer ?? 0UL).Add(upBias?.Pointer ?? 0UL).Add(y).Add(n).Add(k);
-        _device.Launch(_swiGlu[rows - 1], ((uint)Blocks(n, OutputsPerWarp(rows, true)), 1, 1), (Threads, 1, 1), args);
+        bool persistent = Persistent && rows == 1;
+        _device.Launch(persistent ? _swiGluPersistent : _swiGlu[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, true), persistent), 1, 1), (Threads, 1, 1), args);
     }
 
-    // One group of outputs per warp.
+    // One group of outputs per warp; Persistent: no more than PersistentBlocksPerSm blocks an SM.
     private static long Blocks(int n, int outputsPerWarp) => ((long)n + outputsPerWarp * Warps - 1) / (outputsPerWarp * Warps);
+
+    private long Grid(int n, int outputsPerWarp, bool persistent) =>
+        persistent ? Math.Min(Blocks(n, outputsPerWarp), (long)Math.Max(1, _device.MultiprocessorCount) * PersistentBlocksPerSm) : Blocks(n, outputsPerWarp);
 
     private static void Check(string op, CudaDeviceMemory w, string wName, CudaDeviceMemory x, CudaDeviceMemory y, int rows, int n, int k, CudaDeviceMemory? normWeight)
     {

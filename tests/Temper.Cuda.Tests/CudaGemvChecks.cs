@@ -75,10 +75,14 @@ public class CudaGemvChecks
     [InlineData(4, 33, 136, true, true, true, true)]      // the other row counts: 2 and 4 outputs per warp,
     [InlineData(6, 29, 72, false, false, true, false)]    // 8 to 28 of 32 sums per warp in use
     [InlineData(7, 31, 520, true, false, false, false)]
-    public void Forward_matches_an_f64_evaluation(int rows, int n, int k, bool norm, bool bias, bool residual, bool residualIsY)
+    // The persistent kernel (one row, the grid capped: every warp loops over several groups, copies running on across them)
+    [InlineData(1, 37, 264, false, false, false, false, true)]
+    [InlineData(1, 300, 1024, true, true, true, true, true)]
+    [InlineData(1, 70, 2312, true, false, false, false, true)] // two rounds a group, the second partial
+    public void Forward_matches_an_f64_evaluation(int rows, int n, int k, bool norm, bool bias, bool residual, bool residualIsY, bool persistent = false)
     {
         using var device = Gpu.OpenForKernels();
-        using var gemv = new CudaGemv(device);
+        using var gemv = new CudaGemv(device) { Persistent = persistent };
         var x = Floats(rows * k, 1);
         var w = Bf16(Floats(n * k, 2));
         float[]? g = norm ? Floats(k, 3, 0.5f, 1.5f) : null;
@@ -113,10 +117,12 @@ public class CudaGemvChecks
     [InlineData(8, 37, 1000, true, true)] // 2 outputs (4 weight rows) per warp
     [InlineData(2, 9, 72, false, false)]
     [InlineData(6, 21, 136, true, true)]
-    public void SwiGlu_matches_an_f64_evaluation(int rows, int n, int k, bool norm, bool biases)
+    [InlineData(1, 45, 264, false, true, true)] // the persistent kernel
+    [InlineData(1, 70, 1000, true, false, true)]
+    public void SwiGlu_matches_an_f64_evaluation(int rows, int n, int k, bool norm, bool biases, bool persistent = false)
     {
         using var device = Gpu.OpenForKernels();
-        using var gemv = new CudaGemv(device);
+        using var gemv = new CudaGemv(device) { Persistent = persistent };
         var x = Floats(rows * k, 11);
         var gate = Floats(n * k, 12);
         // Gate rows 0 and 1 of row 0 of x: +-8 sum |x| (about 4 k >> 88), so exp(-a) underflows to 0 (silu = a)
@@ -170,10 +176,11 @@ public class CudaGemvChecks
     [InlineData(1, 300, 264, true)]
     [InlineData(3, 300, 520, false)]
     [InlineData(8, 70, 256, true)]
-    public void Argmax_slots_hold_each_rows_largest_output_and_its_smallest_index(int rows, int n, int k, bool norm)
+    [InlineData(1, 300, 264, true, true)] // the persistent kernel: a lane's slot over several outputs
+    public void Argmax_slots_hold_each_rows_largest_output_and_its_smallest_index(int rows, int n, int k, bool norm, bool persistent = false)
     {
         using var device = Gpu.OpenForKernels();
-        using var gemv = new CudaGemv(device);
+        using var gemv = new CudaGemv(device) { Persistent = persistent };
         var x = Floats(rows * k, 21);
         var w = Bf16(Floats(n * k, 22));
         var b = Floats(n, 23, -0.5f, 0.5f);

@@ -14,7 +14,9 @@
 // in flight (8 per lane, 4 KB per warp) before it waits and multiplies: f32 sums per lane, then one
 // reduce-scatter across the warp leaves each output's sum in its own lane, which applies r, bias, residual
 // or silu and writes it. One group of outputs per warp, as many blocks as that takes: the block scheduler
-// balances the tail. The argmax: the block reduces its outputs' slots in shared memory, then makes one
+// balances the tail. The persistent variants for one row (gemv_bf16_p_m1, gemv_swiglu_bf16_p_m1; CudaGemv.Persistent)
+// run on a capped grid, each warp looping over every stride-th group, its copies running on from one group's
+// last round into the next group's first. The argmax: the block reduces its outputs' slots in shared memory, then makes one
 // atomicMax per row (its result unused: a fire-and-forget reduction in L2), so the LM head's slot sees
 // N / (4 R) updates over the launch, not N.
 // NaN logits never win the argmax (argmax_slot.cuh). Scalar reference: RmsNormReference, LinearReference
@@ -91,8 +93,9 @@ template <> struct ReduceScatter<1>
     }
 };
 
-// M activation rows, R outputs per warp, S weights (1: a product; 2: SwiGLU's gate w0 and up w1), NORM: g given.
-template <int M, int R, int S, bool NORM>
+// M activation rows, R outputs per warp, S weights (1: a product; 2: SwiGLU's gate w0 and up w1), NORM: g given;
+// PERSIST: a warp loops over every stride-th group (the grid capped), else it takes one group (the loop runs once).
+template <int M, int R, int S, bool NORM, bool PERSIST>
 __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* __restrict__ w1, const float* __restrict__ x,
     const float* __restrict__ g, float eps, const float* __restrict__ b0, const float* __restrict__ b1, const float* residual,
     float* y, unsigned long long* __restrict__ argmax, int n, int k)
@@ -102,55 +105,62 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
     constexpr int V = pow2_at_least(S * R * M), VM = pow2_at_least(M);
     static_assert(V <= 32, "a warp reduce-scatters at most 32 sums");
     const int lane = threadIdx.x & 31, warp = threadIdx.x / 32;
-    const int group = blockIdx.x * WARPS + threadIdx.x / 32, n0 = group * R;
+    const int stride = PERSIST ? gridDim.x * WARPS : 0, groups = (n + R - 1) / R; // groups of R outputs, every stride-th this warp's
     const long row_chunks = k / 8; // 16-byte chunks per weight row
     // This lane's output, after the reduce-scatter: sum index i = (s R + r) M + m, valid for s = 0, r < R.
     const int spread = 32 / V, mine = lane / spread, my_r = mine / M, my_m = mine % M;
     const bool writer = lane % spread == 0 && mine < R * M;
-    unsigned long long best = 0; // this lane's output's argmax slot (row my_m)
+    unsigned long long best = 0; // this lane's outputs' argmax slot (row my_m)
+    const int rounds = (k + 256 * U - 1) / (256 * U);
 
-    if (n0 < n)
+    // Round r of group gr's weights into stage s, zeros past the row's end or the last output. ptxas cannot move
+    // a copy past a wait, so all LOADS of a round are in flight before the warp waits for them (plain
+    // loads into registers it sank down to their multiplies in some variants: one or two in flight).
+    auto copy_round = [&](int gr, int r, int s) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+        {
+            const int kk = (r * U + u) * 256 + 8 * lane;
+#pragma unroll
+            for (int j = 0; j < S * R; j++)
+            {
+                const int row = gr * R + j % R;
+                const bool in = kk < k && row < n;
+                const uint4* w = j < R ? w0 : w1;
+                cp_async_16(&weight_stage[s][warp][u * S * R + j][lane], in ? w + row * row_chunks + kk / 8 : w, in);
+            }
+        }
+        cp_async_commit();
+    };
+
+    // A warp takes group first (the grid has a warp per group: CudaGemv's default), or with PERSIST groups first, first +
+    // stride, ... (the grid capped: CudaGemv.Persistent), the rounds running on across groups (it counts them, choosing
+    // the stage): the next group's first round is in flight while this group's last one is multiplied.
+    const int first = blockIdx.x * WARPS + warp;
+    if (first < groups) copy_round(first, 0, 0);
+    for (int group = first, it = 0; group < groups; group += stride)
     {
+        const int n0 = group * R;
         float acc[S * R * M], ssq[M];
 #pragma unroll
         for (int i = 0; i < S * R * M; i++) acc[i] = 0.f;
 #pragma unroll
         for (int m = 0; m < M; m++) ssq[m] = 0.f;
 
-        // Round r's weights into stage r % 2, zeros past the row's end or the last output. ptxas cannot move
-        // a copy past a wait, so all LOADS of a round are in flight before the warp waits for them (plain
-        // loads into registers it sank down to their multiplies in some variants: one or two in flight).
-        const int rounds = (k + 256 * U - 1) / (256 * U);
-        auto copy_round = [&](int r) {
-#pragma unroll
-            for (int u = 0; u < U; u++)
-            {
-                const int kk = (r * U + u) * 256 + 8 * lane;
-#pragma unroll
-                for (int j = 0; j < S * R; j++)
-                {
-                    const int row = n0 + j % R;
-                    const bool in = kk < k && row < n;
-                    const uint4* w = j < R ? w0 : w1;
-                    cp_async_16(&weight_stage[r & 1][warp][u * S * R + j][lane], in ? w + row * row_chunks + kk / 8 : w, in);
-                }
-            }
-            cp_async_commit();
-        };
-        copy_round(0);
-        for (int r = 0; r < rounds; r++)
+        for (int r = 0; r < rounds; r++, it++)
         {
-            // The next round's copies go out before this round's multiplies (into the stage the last round
-            // read: this lane's own reads, earlier in program order). Each lane reads back only its own
-            // copies: no barrier.
-            if (r + 1 < rounds)
+            // The next round's copies (this group's, or the next group's first) go out before this round's multiplies
+            // (into the stage the last round read: this lane's own reads, earlier in program order). Each lane reads
+            // back only its own copies: no barrier.
+            if (r + 1 < rounds || (PERSIST && group + stride < groups))
             {
-                copy_round(r + 1);
+                if (r + 1 < rounds) copy_round(group, r + 1, (it + 1) & 1);
+                else copy_round(group + stride, 0, (it + 1) & 1);
                 cp_async_wait<1>();
             }
             else cp_async_wait<0>();
             const int k0 = r * 256 * U;
-            const uint4(*stage)[32] = weight_stage[r & 1][warp];
+            const uint4(*stage)[32] = weight_stage[it & 1][warp];
 #pragma unroll
             for (int u = 0; u < U; u++)
             {
@@ -203,8 +213,13 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
             if (S == 2) v = v / (1.f + expf(-v)) * (up * scale + (b1 ? b1[col] : 0.f));
             else if (residual) v += residual[o];
             y[o] = v;
-            if (argmax) best = argmax_pack(v, col);
+            if (argmax)
+            {
+                const unsigned long long slot = argmax_pack(v, col);
+                best = slot > best ? slot : best;
+            }
         }
+        if (!PERSIST) break; // stride 0: the one group
     }
 
     if (S == 1 && argmax) // uniform over the grid: every thread of the block reaches both barriers
@@ -217,20 +232,20 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
     }
 }
 
-template <int M, int R>
+template <int M, int R, bool PERSIST = false>
 __device__ __forceinline__ void forward(const uint4* w, const float* x, const float* g, float eps, const float* bias,
     const float* residual, float* y, unsigned long long* argmax, int n, int k)
 {
-    if (g) gemv<M, R, 1, true>(w, w, x, g, eps, bias, nullptr, residual, y, argmax, n, k);
-    else gemv<M, R, 1, false>(w, w, x, g, eps, bias, nullptr, residual, y, argmax, n, k);
+    if (g) gemv<M, R, 1, true, PERSIST>(w, w, x, g, eps, bias, nullptr, residual, y, argmax, n, k);
+    else gemv<M, R, 1, false, PERSIST>(w, w, x, g, eps, bias, nullptr, residual, y, argmax, n, k);
 }
 
-template <int M, int R>
+template <int M, int R, bool PERSIST = false>
 __device__ __forceinline__ void swiglu(const uint4* wg, const uint4* wu, const float* x, const float* g, float eps,
     const float* bg, const float* bu, float* y, int n, int k)
 {
-    if (g) gemv<M, R, 2, true>(wg, wu, x, g, eps, bg, bu, nullptr, y, nullptr, n, k);
-    else gemv<M, R, 2, false>(wg, wu, x, g, eps, bg, bu, nullptr, y, nullptr, n, k);
+    if (g) gemv<M, R, 2, true, PERSIST>(wg, wu, x, g, eps, bg, bu, nullptr, y, nullptr, n, k);
+    else gemv<M, R, 2, false, PERSIST>(wg, wu, x, g, eps, bg, bu, nullptr, y, nullptr, n, k);
 }
 } // namespace
 
@@ -255,3 +270,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m5(SWIGLU
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m6(SWIGLU_ARGS) { swiglu<6, 2>(wg, wu, x, g, eps, bg, bu, y, n, k); }
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m7(SWIGLU_ARGS) { swiglu<7, 2>(wg, wu, x, g, eps, bg, bu, y, n, k); }
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m8(SWIGLU_ARGS) { swiglu<8, 2>(wg, wu, x, g, eps, bg, bu, y, n, k); }
+// Batch-1 decoding's persistent variants (CudaGemv.Persistent): the grid capped, a warp looping over groups.
+extern "C" __global__ void __launch_bounds__(THREADS) gemv_bf16_p_m1(FORWARD_ARGS) { forward<1, 1, true>(w, x, g, eps, bias, residual, y, argmax, n, k); }
+extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_p_m1(SWIGLU_ARGS) { swiglu<1, 1, true>(wg, wu, x, g, eps, bg, bu, y, n, k); }
