@@ -194,26 +194,18 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         LowRankTerm? lora)
     {
         long elements = (long)n * (inputGradient ? m : k);
-        if (_xBf16 == null || _xBf16.ByteLength < 2 * elements)
-        {
-            _xBf16?.Dispose(); // the stream orders this after the kernels that read it
-            _xBf16 = device.Allocate<ushort>(Math.Max(elements, 1L << 20));
-        }
-        ConvertToBf16(x, _xBf16, elements);
-        ProductFromBf16(inputGradient, _xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
+        var xBf16 = CudaScratch.AtLeast<ushort>(device, ref _xBf16, elements, 1L << 20);
+        ConvertToBf16(x, xBf16, elements);
+        ProductFromBf16(inputGradient, xBf16, w, bias, y, n, k, m, alpha, accumulate, lora);
     }
 
     // An NF4 weight [m,k] as bf16 in scratch (the values the fused NF4 kernels stage).
     private CudaDeviceMemory Dequantized(LinearWeight.Nf4 w, int m, int k)
     {
         long elements = (long)m * k;
-        if (_wNf4 == null || _wNf4.ByteLength < 2 * elements)
-        {
-            _wNf4?.Dispose(); // the stream orders this after the kernels that read it
-            _wNf4 = device.Allocate<ushort>(Math.Max(elements, 1L << 20));
-        }
-        (_nf4 ??= new CudaNf4(device)).ToBf16(w, _wNf4, elements);
-        return _wNf4;
+        var bf16 = CudaScratch.AtLeast<ushort>(device, ref _wNf4, elements, 1L << 20);
+        (_nf4 ??= new CudaNf4(device)).ToBf16(w, bf16, elements);
+        return bf16;
     }
 
     /// <summary>output[i] = bf16(x[i]), rounded to nearest even, for i below <paramref name="elements"/>: the
@@ -241,13 +233,9 @@ public sealed class CudaLinear(CudaDevice device) : IDisposable
         if (inputGradient && Sm90InputGradientHere && (lora == null || Sm90LoraEpilogue))
         {
             // dx[n,k] = dy[n,m] W[m,k] = dy (W^T)^T: the forward product with W^T [k,m] as its weight, m deep.
-            if (_wT == null || _wT.ByteLength < 2L * m * k)
-            {
-                _wT?.Dispose(); // the stream orders this after the kernels that read it
-                _wT = device.Allocate<ushort>(Math.Max((long)m * k, 1L << 20));
-            }
-            (_transpose ??= new CudaTranspose(device)).Transpose16(w, _wT, m, k);
-            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, _wT, null, y, n, m, k, alpha, accumulate, lora);
+            var wT = CudaScratch.AtLeast<ushort>(device, ref _wT, (long)m * k, 1L << 20);
+            (_transpose ??= new CudaTranspose(device)).Transpose16(w, wT, m, k);
+            (_sm90 ??= CudaGemmSm90.FromEnvironment(device)).Forward(xBf16, wT, null, y, n, m, k, alpha, accumulate, lora);
             return;
         }
         ref var gemm = ref inputGradient ? ref _gemmNn : ref _gemmNt;

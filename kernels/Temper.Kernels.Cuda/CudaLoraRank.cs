@@ -55,19 +55,14 @@ public sealed class CudaLoraRank(CudaDevice device) : IDisposable
         int splits = Math.Clamp(2 * _multiprocessors / columnBlocks, 1, Math.Max(1, n / MinRowsPerSplit));
         int rowsPerSplit = Math.Max(1, (n + splits - 1) / splits);
         splits = Math.Max(1, (n + rowsPerSplit - 1) / rowsPerSplit);
-        long bytes = 4L * splits * c * rank;
-        if (_partials == null || _partials.ByteLength < bytes)
-        {
-            _partials?.Dispose(); // the stream orders this after the kernels that read it
-            _partials = device.Allocate<float>(Math.Max(bytes / 4, 1L << 16));
-        }
+        var partials = CudaScratch.AtLeast<float>(device, ref _partials, (long)splits * c * rank, 1L << 16);
         _partial ??= CudaDriver.GetFunction(Module(), "lora_columns_partial");
         _reduce ??= CudaDriver.GetFunction(Module(), "lora_columns_reduce");
         device.Launch(_partial, ((uint)columnBlocks, (uint)splits, 1), (Threads, 1, 1),
-            new CudaKernelArguments().Add(y).Add(l).Add(_partials).Add(n).Add(c).Add(rank).Add(rowsPerSplit));
+            new CudaKernelArguments().Add(y).Add(l).Add(partials).Add(n).Add(c).Add(rank).Add(rowsPerSplit));
         long elements = (long)c * rank;
         device.Launch(_reduce, (checked((uint)((elements + Threads - 1) / Threads)), 1, 1), (Threads, 1, 1),
-            new CudaKernelArguments().Add(_partials).Add(output).Add(c).Add(rank).Add(splits).Add(columnStride).Add(rankStride).Add(alpha).Add(accumulate ? 1 : 0));
+            new CudaKernelArguments().Add(partials).Add(output).Add(c).Add(rank).Add(splits).Add(columnStride).Add(rankStride).Add(alpha).Add(accumulate ? 1 : 0));
     }
 
     public void RankTimesRows(CudaDeviceMemory l, CudaDeviceMemory w, CudaDeviceMemory output, int n, int c, int rank, long rankStride, long columnStride,
