@@ -81,8 +81,20 @@ public sealed class CudaDevice : IDisposable
 
     public CudaModuleHandle LoadModule(string ptx, out string infoLog) => CudaDriver.LoadModule(Context, ptx, out infoLog);
 
-    public CudaDeviceMemory Allocate<T>(long count) where T : unmanaged =>
-        CudaDriver.Allocate(Context, checked(count * SizeOf<T>()));
+    /// <summary>Called when an allocation finds the device out of memory: frees what a caller caches on this context (a
+    /// tensor pool sharing it) and says whether it freed anything, in which case the allocation is tried once more.</summary>
+    public Func<bool>? ReleaseCachedMemory { get; set; }
+
+    public CudaDeviceMemory Allocate<T>(long count) where T : unmanaged
+    {
+        long bytes = checked(count * SizeOf<T>());
+        try { return CudaDriver.Allocate(Context, bytes); }
+        catch (CudaException e) when (e.Result == CudaResult.OutOfMemory && ReleaseCachedMemory != null)
+        {
+            if (!ReleaseCachedMemory()) throw;
+        }
+        return CudaDriver.Allocate(Context, bytes);
+    }
 
     /// <summary>Allocates device memory for <paramref name="values"/> and copies them in (waits for the copy).</summary>
     public CudaDeviceMemory Upload<T>(ReadOnlySpan<T> values) where T : unmanaged

@@ -3,13 +3,14 @@
 // dy B, attention backward's lse/delta, cross-entropy chunks, reduction partials) from it. Reset at
 // the start of each public op; every use is ordered on the accelerator's one stream, so a region reused
 // by the next op is only overwritten after the previous op's kernels have read it. It grows by
-// replacing its buffer; replaced buffers live until the next reset (after a stream sync).
+// replacing its buffer; replaced buffers live until the next reset (after a stream sync). A growth the device
+// refuses for want of memory frees the tensor pool's cache and is tried once more.
 using ILGPU;
 using ILGPU.Runtime;
 
 namespace Temper.Kernels.Ilgpu;
 
-internal sealed class DeviceArena(Accelerator acc) : IDisposable
+internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemory) : IDisposable
 {
     private const long Align = 256;
     private readonly List<MemoryBuffer1D<byte, Stride1D.Dense>> _retired = [];
@@ -37,7 +38,7 @@ internal sealed class DeviceArena(Accelerator acc) : IDisposable
         {
             if (_buffer != null) _retired.Add(_buffer);
             // Earlier regions of this call stay in the retired buffer; the new one starts empty.
-            _buffer = acc.Allocate1D<byte>(Math.Max(bytes, Math.Max(1 << 20, 2 * (_buffer?.Length ?? 0))));
+            _buffer = DevicePool.Allocate(Math.Max(bytes, Math.Max(1 << 20, 2 * (_buffer?.Length ?? 0))), releaseCachedMemory, acc.Allocate1D<byte>);
             _used = 0;
         }
         var view = ((ArrayView<byte>)_buffer.View).SubView(_used, bytes).Cast<T>().SubView(0, Math.Max(1, count));

@@ -13,7 +13,12 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
 
     public Accelerator Accelerator { get; } = acc;
     public AcceleratorStream Stream => Accelerator.DefaultStream;
-    public DeviceArena Arena { get; } = new(acc);
+    public DeviceArena Arena => _arena ??= new(Accelerator, () => ReleaseCachedMemory());
+    private DeviceArena? _arena;
+
+    /// <summary>Frees what the backend caches on this device (its tensor pool) when an allocation finds the device out of
+    /// memory; says whether anything was freed. The arena's growth and the PTX kernels' own allocations call it.</summary>
+    public Func<bool> ReleaseCachedMemory { get; set; } = () => false;
 
     /// <summary>Whether products with bf16/NF4 weights use tensor cores (TF32; CUDA only). Off unless
     /// TEMPER_TENSOR_CORES=1: on the H100 the tensor-core kernel (6.6 TFLOP/s) still trails the f32 one
@@ -95,6 +100,7 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
                 return;
             }
             _ptxDevice = device;
+            _ptxDevice.ReleaseCachedMemory = () => ReleaseCachedMemory();
             PtxLinear = new Temper.Kernels.Cuda.CudaLinear(_ptxDevice);
             PtxAttention = new Temper.Kernels.Cuda.CudaAttention(_ptxDevice);
             PtxNf4 = new Temper.Kernels.Cuda.CudaNf4(_ptxDevice);
@@ -140,6 +146,6 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
         PtxKernels = false;
         foreach (var b in _constants.Values) b.Dispose();
         _constants.Clear();
-        Arena.Dispose();
+        _arena?.Dispose();
     }
 }

@@ -5,12 +5,14 @@
 // first write is queued after the old owner's last kernel. Cached bytes are capped; past the cap a
 // returned buffer is freed at once. Hits, misses, the bytes held and the bytes rented out (live, with
 // their peak: IlgpuBackend's memory meter) are counted.
+// Out of memory: a fresh allocation that the device refuses frees the cached buffers (after the queued work) and
+// is tried once more, as PyTorch's caching allocator does, so a cap as large as the device costs no headroom.
 using ILGPU;
 using ILGPU.Runtime;
 
 namespace Temper.Kernels.Ilgpu;
 
-internal sealed class DevicePool(Accelerator acc, long capBytes) : IDisposable
+internal sealed class DevicePool(Accelerator acc, long capBytes, Func<long, MemoryBuffer1D<byte, Stride1D.Dense>>? allocate = null) : IDisposable
 {
     private const long Granule = 256;
     private readonly Dictionary<long, Stack<MemoryBuffer1D<byte, Stride1D.Dense>>> _free = [];
@@ -43,9 +45,35 @@ internal sealed class DevicePool(Accelerator acc, long capBytes) : IDisposable
             return stack.Pop();
         }
         Misses++;
-        var fresh = acc.Allocate1D<byte>(size);
+        var fresh = Allocate(size, Release, allocate ?? acc.Allocate1D<byte>);
         Rented(size);
         return fresh;
+    }
+
+    /// <summary>allocate(bytes); when the device is out of memory and release() freed something, allocate(bytes) again.</summary>
+    public static MemoryBuffer1D<byte, Stride1D.Dense> Allocate(long bytes, Func<bool> release, Func<long, MemoryBuffer1D<byte, Stride1D.Dense>> allocate)
+    {
+        try { return allocate(bytes); }
+        catch (Exception e) when (IsOutOfMemory(e))
+        {
+            if (!release()) throw;
+        }
+        return allocate(bytes);
+    }
+
+    /// <summary>Whether e is a device (or, on ILGPU's CPU accelerator, host) allocation refused for want of memory. ILGPU's
+    /// CudaException carries the driver's error as a string: its name, or the driver's description ("out of memory").</summary>
+    public static bool IsOutOfMemory(Exception e) =>
+        e is OutOfMemoryException || e is ILGPU.Runtime.Cuda.CudaException c &&
+        (c.Error == nameof(ILGPU.Runtime.Cuda.CudaError.CUDA_ERROR_OUT_OF_MEMORY) || c.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Frees every cached buffer once the queued work is done; whether there was any.</summary>
+    public bool Release()
+    {
+        if (CachedBytes == 0) return false;
+        acc.Synchronize();
+        Trim();
+        return true;
     }
 
     public void Return(MemoryBuffer1D<byte, Stride1D.Dense> buffer)

@@ -46,6 +46,7 @@ public sealed partial class IlgpuBackend : IBackend
         if (Environment.GetEnvironmentVariable("TEMPER_KERNELS") == "ptx") _dc.PtxKernels = true;
         _rope = new RopeTables(_dc);
         _pool = new DevicePool(accelerator, DefaultPoolCap(accelerator));
+        _dc.ReleaseCachedMemory = _pool.Release;
         Name = accelerator.AcceleratorType switch
         {
             AcceleratorType.CPU => "ilgpu-cpu",
@@ -143,7 +144,8 @@ public sealed partial class IlgpuBackend : IBackend
     public long PooledBytes => _pool.CachedBytes;
     /// <summary>Tensor allocations served from the pool / by a fresh device allocation.</summary>
     public (long Hits, long Misses) PoolCounts => (_pool.Hits, _pool.Misses);
-    /// <summary>The most bytes the pool keeps (default: 1/8 of device memory, at most 4 GiB); 0 disables pooling.</summary>
+    /// <summary>The most bytes the pool keeps (default on CUDA: the device's memory, since an allocation the device refuses
+    /// frees the cache and tries again; elsewhere 1/8 of it, at most 4 GiB); 0 disables pooling.</summary>
     public long PoolCapBytes
     {
         get => _pool.CapBytes;
@@ -161,7 +163,12 @@ public sealed partial class IlgpuBackend : IBackend
         _pool.Trim();
     }
 
-    private static long DefaultPoolCap(Accelerator acc) => Math.Min(4L << 30, Math.Max(64L << 20, acc.MemorySize / 8));
+    // On CUDA every freed buffer is kept: a training step frees and takes again the same sizes (about 20 GiB of activations
+    // at the 1B shape), and past a 4 GiB cap each one cost a cuMemFree (which waits for the device) and a cuMemAlloc: 381
+    // allocations and 27 ms of a profiled 1B step on an H100 (2026-11-25). Host memory (ILGPU's CPU accelerator) keeps the cap.
+    private static long DefaultPoolCap(Accelerator acc) => acc.AcceleratorType == AcceleratorType.Cuda
+        ? acc.MemorySize
+        : Math.Min(4L << 30, Math.Max(64L << 20, acc.MemorySize / 8));
 
     /// <summary>LmHeadCrossEntropy's and LmHeadDistillation's vocabulary chunk (rows of the LM head per pass); 0 chooses by size.</summary>
     public int VocabChunk { get; set; }

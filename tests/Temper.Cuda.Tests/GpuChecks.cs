@@ -91,6 +91,23 @@ public class GpuChecks
     }
 
     [Fact]
+    public void AnAllocationTheDeviceRefusesAsksTheCacheOwnerOnceThenFails()
+    {
+        using var device = Gpu.OpenForKernels(); // the emulator refuses it too (its mmap fails)
+        int asked = 0;
+        device.ReleaseCachedMemory = () => { asked++; return true; }; // "freed something": the allocation is tried again
+        var e = Assert.Throws<CudaException>(() => device.Allocate<byte>(1L << 50)); // 1 PiB: more than any device or address space
+        Assert.Equal(CudaResult.OutOfMemory, e.Result);
+        Assert.StartsWith("cuMemAlloc_v2 failed", e.Message);
+        Assert.Equal(1, asked);
+        device.ReleaseCachedMemory = () => { asked++; return false; }; // nothing freed: no second try
+        Assert.Throws<CudaException>(() => device.Allocate<byte>(1L << 50));
+        Assert.Equal(2, asked);
+        using var fits = device.Allocate<byte>(4096); // and the device still allocates
+        Assert.Equal(2, asked);
+    }
+
+    [Fact]
     public void EventsTimeAKernel()
     {
         using var device = Gpu.Open();
