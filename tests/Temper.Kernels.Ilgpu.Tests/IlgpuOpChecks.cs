@@ -576,6 +576,44 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
             var tl2 = Zeros(n);
             B.LmHeadCrossEntropy(Up(hidden, n, c), tHead, labels, tl2, lossScale, null, null);
             Close(Down(tl2), losses, "ce losses without gradients");
+            var (tl3, tdh3) = (Zeros(n), Up(dh0, n, c)); // dHidden alone: the one-pass gradient
+            B.LmHeadCrossEntropy(Up(hidden, n, c), tHead, labels, tl3, lossScale, tdh3, null, rowScales);
+            Close(Down(tl3), losses, "ce losses, one pass");
+            Close(Down(tdh3), dh, "ce dHidden, one pass");
+        }
+        finally
+        {
+            B.VocabChunk = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void LmHeadCrossEntropy_one_pass_gradient_follows_logits_that_grow_chunk_by_chunk(bool bf16)
+    {
+        // Logit v of a row is about 4.5 v (head row v = 4.5 v along hidden's first coordinate, plus noise): with chunks of 3 the
+        // chunk maxima climb 13.5 a chunk, so a row's reference (the first chunk's max) is passed by more than RefSlack
+        // (16) at the third chunk and again later, and its accumulator is rescaled. Row 1 points the other way (its max
+        // in the first chunk); row 3 is unlabelled.
+        const int n = 4, c = 8, v = 20;
+        var hidden = Floats(n * c, 41, 0.1f);
+        for (int i = 0; i < n; i++) hidden[i * c] = i == 1 ? -1f : 1f;
+        var head = Floats(v * c, 42, 0.1f);
+        for (int j = 0; j < v; j++) head[j * c] = 4.5f * j;
+        var hHead = bf16 ? HostBf16(Check.ToBf16(head, out head), v, c) : Host(head, v, c);
+        int[] labels = [7, 2, 19, -100];
+        var dh0 = Floats(n * c, 43);
+        var (losses, dh, dw) = (new float[n], (float[])dh0.Clone(), new float[v * c]);
+        LmHeadCrossEntropyReference.Forward(hidden, head, labels, losses, 1f, dh, dw, n, c, v);
+        int saved = B.VocabChunk;
+        try
+        {
+            B.VocabChunk = 3;
+            var (tl, tdh) = (Zeros(n), Up(dh0, n, c));
+            B.LmHeadCrossEntropy(Up(hidden, n, c), Own(B.FromHost(hHead)), labels, tl, 1f, tdh, null);
+            Close(Down(tl), losses, "ce losses");
+            Close(Down(tdh), dh, "ce dHidden, one pass across rescaled references");
         }
         finally
         {

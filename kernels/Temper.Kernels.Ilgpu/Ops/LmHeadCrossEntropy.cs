@@ -5,7 +5,15 @@
 // once for all chunks and both passes), then one group per row (coalesced
 // reads, GroupReduce) folds the chunk into a running max m[n] and sum s[n] (online log-sum-exp) and
 // picks up the label's logit.
-// When gradients are asked for, pass 2 recomputes each chunk, turns it into
+// When only dHidden is asked for (a frozen or tied head: LoRA), pass 1 also gives the gradient, with no second
+// pass over the logits (the CPU backend's one-pass, Temper.Kernels.Cpu/LmHeadCrossEntropy.cs): the stats kernel
+// turns the chunk into p = exp(logits - ref[n]) and acc[N,C] (+)= p lmHead[chunk] (Gemm NN), ref[n] a per-row
+// reference that starts at the first chunk's max and moves up to the running max only when a chunk's max passes it
+// by more than RefSlack (then the row of acc is rescaled by exp(old - new) first; p stays below e^RefSlack, so
+// nothing overflows, and bf16 and f32 keep their relative precision at any magnitude). At the end
+// dHidden += s (exp(ref - lse) acc - lmHead[label]), s = lossScale rowScales[n]. That saves one product of the
+// three per chunk (pass 2's recomputed logits) and pass 2's elementwise kernel.
+// When dLmHead is asked for, pass 2 recomputes each chunk, turns it into
 // dlogits = lossScale rowScales[n] (softmax - onehot) (0 for unlabelled rows; no rowScales = all 1),
 // and accumulates
 // dHidden += dlogits lmHead[chunk] (Gemm NN) and dLmHead[chunk] += dlogits^T hidden (Gemm TN).
@@ -36,6 +44,63 @@ internal static class LmHeadCrossEntropy
         sum[n] = (m == float.NegativeInfinity ? 0f : sum[n] * MathF.Exp(m - nm)) + cs;
         max[n] = nm;
         if (label >= v0 && label < v0 + vc) labelLogit[n] = logits[o + label - v0];
+    }
+
+    /// <summary>How far (natural-log units) a chunk's max may pass a row's reference before the reference moves up.</summary>
+    public const float RefSlack = 16f;
+
+    /// <summary>StatsKernel for the one-pass gradient: also p = exp(logits - ref) in place (0 on unlabelled rows), the
+    /// reference ref[n] moved up (and acc's row rescaled) when the chunk's max passes it by more than RefSlack.</summary>
+    public static void OnePassStatsKernel(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit,
+        ArrayView<float> reference, ArrayView<float> acc, int v0, int vc, int c)
+    {
+        var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
+        int n = Grid.IdxX, label = labels[n];
+        int o = n * vc;
+        if (label < 0)
+        {
+            for (int j = Group.IdxX; j < vc; j += Group.DimX) logits[o + j] = 0f;
+            return; // the whole group leaves together
+        }
+        float m = v0 == 0 ? float.NegativeInfinity : max[n];
+        float cm = float.NegativeInfinity;
+        for (int j = Group.IdxX; j < vc; j += Group.DimX)
+        {
+            float x = logits[o + j];
+            cm = IntrinsicMath.Max(cm, x);
+            if (v0 + j == label) labelLogit[n] = x; // one thread of the group owns it, read before p overwrites it
+        }
+        cm = GroupReduce.Max(shared, cm);
+        float nm = IntrinsicMath.Max(m, cm);
+        float r = v0 == 0 ? float.NegativeInfinity : reference[n];
+        float nr = v0 == 0 || cm > r + RefSlack ? nm : r;
+        if (v0 != 0 && nr != r)
+        {
+            float f = MathF.Exp(r - nr);
+            for (int j = Group.IdxX; j < c; j += Group.DimX) acc[n * c + j] *= f;
+        }
+        float cs = 0;
+        for (int j = Group.IdxX; j < vc; j += Group.DimX)
+        {
+            float x = logits[o + j];
+            cs += MathF.Exp(x - nm);
+            logits[o + j] = MathF.Exp(x - nr);
+        }
+        cs = GroupReduce.Sum(shared, cs);
+        if (Group.IdxX != 0) return;
+        sum[n] = (m == float.NegativeInfinity ? 0f : sum[n] * MathF.Exp(m - nm)) + cs;
+        max[n] = nm;
+        reference[n] = nr;
+    }
+
+    /// <summary>dHidden[n, j] += s (exp(ref[n] - lse[n]) acc[n, j] - lmHead[label[n], j]) for labelled rows (one thread an element).</summary>
+    public static void OnePassGradKernel<TW>(Index1D index, ArrayView<float> acc, TW lmHead, ArrayView<int> labels, ArrayView<float> lse, ArrayView<float> reference,
+        ArrayView<float> rowScales, ArrayView<float> dHidden, int c, float lossScale, int hasRowScales) where TW : struct, IWeights
+    {
+        int n = index / c, j = index - n * c, label = labels[n];
+        if (label < 0) return;
+        float s = hasRowScales != 0 ? lossScale * rowScales[n] : lossScale;
+        dHidden[index] += s * (MathF.Exp(reference[n] - lse[n]) * acc[index] - lmHead.Get(label * c + j));
     }
 
     public static void LossKernel(Index1D n, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit, ArrayView<float> losses, ArrayView<float> lse)
@@ -78,20 +143,45 @@ internal static class LmHeadCrossEntropy
         var lse = dc.Arena.Take<float>(n);
         var logits = dc.Arena.Take<float>((long)n * vc);
         var hiddenBf16 = Gemm.ActivationsInBf16(dc, hidden, lmHead, n, c); // PTX route: converted once for every chunk's product
+        bool onePass = dHidden != null && dLmHead == null;
+        var reference = onePass ? dc.Arena.Take<float>(n) : default;
+        var acc = onePass ? dc.Arena.Take<float>((long)n * c) : default;
         var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("ce.stats",
             a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(StatsKernel));
+        var onePassStats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>>("ce.stats.onepass",
+            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(OnePassStatsKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var chunkLogits = logits.SubView(0, (long)n * len);
-            Gemm.NT(dc, hidden, hiddenBf16, lmHead.Rows(v0, len, c), null, chunkLogits, n, c, len, 1f, accumulate: false);
-            stats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, v0, len);
+            var w = lmHead.Rows(v0, len, c);
+            Gemm.NT(dc, hidden, hiddenBf16, w, null, chunkLogits, n, c, len, 1f, accumulate: false);
+            if (!onePass)
+            {
+                stats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, v0, len);
+                continue;
+            }
+            onePassStats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, reference, acc, v0, len, c);
+            Gemm.NN(dc, chunkLogits, w, acc, n, c, len, 1f, accumulate: v0 != 0);
         }
         dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>>("ce.loss",
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(LossKernel))
             (n, dLabels, max, sum, labelLogit, losses, lse);
         if (dHidden == null && dLmHead == null) return;
         var dScales = dc.Arena.Upload(rowScales);
+        if (onePass)
+        {
+            int count = checked(n * c);
+            if (lmHead.IsBf16)
+                dc.Kernel<Action<Index1D, ArrayView<float>, Bf16Weights, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("ce.grad.onepass.bf16",
+                    a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, Bf16Weights, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(OnePassGradKernel))
+                    (count, acc, new Bf16Weights(lmHead.Bf16), dLabels, lse, reference, dScales, dHidden!.Value, c, lossScale, rowScales.IsEmpty ? 0 : 1);
+            else
+                dc.Kernel<Action<Index1D, ArrayView<float>, F32Weights, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("ce.grad.onepass.f32",
+                    a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, F32Weights, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(OnePassGradKernel))
+                    (count, acc, new F32Weights(lmHead.F32), dLabels, lse, reference, dScales, dHidden!.Value, c, lossScale, rowScales.IsEmpty ? 0 : 1);
+            return;
+        }
         var grad = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>>("ce.grad",
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>(GradKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
