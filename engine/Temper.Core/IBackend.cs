@@ -106,6 +106,14 @@ public interface IBackend : IDisposable
     }
     /// <summary>Sum of squares of all elements (for global grad norms), accumulated in f64.</summary>
     double SumOfSquares(Tensor x);
+    /// <summary>The SumOfSquares of each tensor, added in order (a global grad norm's square; a device backend reads
+    /// them all back at once, not one sync a tensor). Same value as adding SumOfSquares(x) over xs in order.</summary>
+    double SumOfSquares(IReadOnlyList<Tensor> xs)
+    {
+        double sum = 0;
+        foreach (var x in xs) sum += SumOfSquares(x);
+        return sum;
+    }
     /// <summary>x *= s in place.</summary>
     void Scale(Tensor x, float s);
     /// <summary>x[N,C] row n *= scales[n] in place (f32; a mixture-of-experts block's routing weights).</summary>

@@ -88,7 +88,7 @@ public sealed class TrainableParameters : IDisposable
     }
 
     /// <summary>Global L2 norm of all gradients.</summary>
-    public double GradNorm() => Math.Sqrt(All.Sum(p => _backend.SumOfSquares(p.Grad)));
+    public double GradNorm() => Math.Sqrt(_backend.SumOfSquares(All.Select(p => p.Grad).ToArray()));
 
     public long Count => All.Sum(p => p.Value.Elements);
 

@@ -567,6 +567,21 @@ public sealed partial class IlgpuBackend : IBackend
         return r;
     }
 
+    public double SumOfSquares(IReadOnlyList<Tensor> xs)
+    {
+        const string op = "SumOfSquares";
+        var views = new (ArrayView<float>, int)[xs.Count];
+        for (int i = 0; i < xs.Count; i++)
+        {
+            F32(op, xs[i]);
+            views[i] = (F(op, xs[i]), Count(xs[i]));
+        }
+        Begin();
+        double r = Ops.SumOfSquares.Compute(_dc, views, out long bytes);
+        _reductionBytes += bytes;
+        return r;
+    }
+
     public void Scale(Tensor x, float s)
     {
         const string op = "Scale";

@@ -653,6 +653,19 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         }
     }
 
+    [Fact]
+    public void SumOfSquares_of_many_tensors_is_the_sum_of_each_in_order_with_one_read_back()
+    {
+        int[] sizes = [3000, 1, 1025, 5];
+        var xs = sizes.Select((n, i) => Up(Floats(n, 60 + i, 2f), n)).ToArray();
+        double expected = 0;
+        foreach (var x in xs) expected += B.SumOfSquares(x);
+        long red0 = B.ReductionBytes;
+        Assert.Equal(expected, B.SumOfSquares(xs)); // the same bits
+        Assert.Equal(8L * sizes.Sum(n => Math.Min(1024, n)), B.ReductionBytes - red0); // every tensor's partials, once
+        Assert.Equal(0d, B.SumOfSquares(Array.Empty<Tensor>()));
+    }
+
     // ---- device residency ----
 
     /// <summary>

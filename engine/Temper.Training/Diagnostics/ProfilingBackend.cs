@@ -86,6 +86,8 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
 
     public void AdamWStep(Tensor param, Tensor grad, Tensor m, Tensor v, in AdamWParams p) { long s = Stopwatch.GetTimestamp(); inner.AdamWStep(param, grad, m, v, p); Record(nameof(AdamWStep), s); }
     public double SumOfSquares(Tensor x) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(x); Record(nameof(SumOfSquares), s); return r; }
+    public double SumOfSquares(IReadOnlyList<Tensor> xs) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(xs); Record(nameof(SumOfSquares) + "s", s); return r; }
+    public void AdamWSteps(IReadOnlyList<AdamWTensors> tensors, in AdamWParams p) { long s = Stopwatch.GetTimestamp(); inner.AdamWSteps(tensors, p); Record(nameof(AdamWSteps), s); }
     public void Scale(Tensor x, float s) { long t = Stopwatch.GetTimestamp(); inner.Scale(x, s); Record(nameof(Scale), t); }
     public void ScaleRows(Tensor x, ReadOnlySpan<float> scales) { long t = Stopwatch.GetTimestamp(); inner.ScaleRows(x, scales); Record(nameof(ScaleRows), t); }
 

@@ -1,6 +1,6 @@
 // Sum of squares of all elements (for global grad norms), accumulated in f64: P threads each sum a
 // strided share into partials[P] (f64) in the arena; the P partials (at most 8 KiB) are the only
-// thing read back, and the host adds them in order.
+// thing read back, and the host adds them in order. Many tensors (a global grad norm) share one read-back.
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -17,20 +17,39 @@ internal static class SumOfSquares
         partials[p] = sum;
     }
 
-    public static double Compute(DeviceContext dc, ArrayView<float> x, int n, out long downloadedBytes)
+    public static double Compute(DeviceContext dc, ArrayView<float> x, int n, out long downloadedBytes) =>
+        Compute(dc, [(x, n)], out downloadedBytes);
+
+    /// <summary>Each tensor's partials into one arena region (one launch each), read back together after one sync; the
+    /// sum of each tensor's partials in order, added in tensor order (the same bits as one Compute a tensor).</summary>
+    public static double Compute(DeviceContext dc, IReadOnlyList<(ArrayView<float> X, int N)> xs, out long downloadedBytes)
     {
-        downloadedBytes = 0;
-        if (n == 0) return 0;
-        int parts = Math.Min(Parts, n);
-        var partials = dc.Arena.Take<double>(parts);
-        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<double>, int, int>>("sumsq", a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<double>, int, int>(Kernel))
-            (parts, x, partials, n, parts);
-        var host = new double[parts];
-        ((ArrayView1D<double, Stride1D.Dense>)partials.SubView(0, parts)).CopyToCPU(dc.Stream, host.AsSpan());
+        int total = 0;
+        foreach (var (_, n) in xs) total += Math.Min(Parts, n);
+        downloadedBytes = 8L * total;
+        if (total == 0) return 0;
+        var partials = dc.Arena.Take<double>(total);
+        var kernel = dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<double>, int, int>>("sumsq",
+            a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<double>, int, int>(Kernel));
+        int at = 0;
+        foreach (var (x, n) in xs)
+        {
+            int parts = Math.Min(Parts, n);
+            if (parts > 0) kernel(parts, x, partials.SubView(at, parts), n, parts);
+            at += parts;
+        }
+        var host = new double[total];
+        ((ArrayView1D<double, Stride1D.Dense>)partials.SubView(0, total)).CopyToCPU(dc.Stream, host.AsSpan());
         dc.Stream.Synchronize();
-        downloadedBytes = 8L * parts;
         double sum = 0;
-        foreach (var s in host) sum += s;
+        at = 0;
+        foreach (var (_, n) in xs)
+        {
+            double one = 0;
+            for (int i = 0; i < Math.Min(Parts, n); i++) one += host[at + i];
+            at += Math.Min(Parts, n);
+            sum += one;
+        }
         return sum;
     }
 }
