@@ -11,6 +11,9 @@
 //   mma.sync, blocks per 128 queries): MmaTwoRowTiles with 32 query rows a warp (4 warps; D = 64 only, D = 128 runs
 //   Mma; the default, TEMPER_ATTENTION_MMA unset or 2), Mma with 16 (8 warps; 1), or Wmma (cuda/attention_bf16.cu; 0).
 //   On an H100 (2026-11-25, B4 H16 T2048 D64 causal) the forward took 0.198, 0.217 and 0.578 ms (docs/PERF.md).
+//   MmaTwoRowTilesWide (3; D = 64 only): MmaTwoRowTiles' warps, 8 of them, 256 queries a block, so each f32 K/V tile
+//   read from L2 and converted serves twice the queries (at 128 that traffic, ~0.57 GB a forward at B4 H16 T2048,
+//   is about half the kernel's time at L2 rates); opt-in until a GPU has timed it.
 //   Same arguments, same results up to f32 summation order.
 // Backward picks the backward's dq and dk/dv kernels: attention_bf16_backward.cu's WMMA ones (Wmma, the default) or, for
 //   D = 64, cuda/attention_bf16_backward_mma.cu's (Mma: operands and products in registers on mma.sync; opt-in by
@@ -25,7 +28,7 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
 {
     private const int QueryTile = 64, Threads = 128, MmaQueryTile = 128;
     private CudaModuleHandle? _module, _mmaModule, _backwardModule, _mmaBackwardModule;
-    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma128, _delta, _dq64, _dq128, _dkdv64, _dkdv128, _mmaDq64, _mmaDkdv64;
+    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma64x2Wide, _mma128, _delta, _dq64, _dq128, _dkdv64, _dkdv128, _mmaDq64, _mmaDkdv64;
 
     /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
     public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
@@ -34,9 +37,10 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     public static int SharedBytes(int d) => 3 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 7 * 64 * 4;
 
     /// <summary>The forward's kernel: attention_bf16.cu (WMMA) or attention_bf16_mma.cu with 16 or 32 query rows a warp.</summary>
-    public enum ForwardKernel { Wmma, Mma, MmaTwoRowTiles }
+    public enum ForwardKernel { Wmma, Mma, MmaTwoRowTiles, MmaTwoRowTilesWide }
 
-    /// <summary>The environment variable that picks the forward: "0" (Wmma), "1" (Mma) or "2" (MmaTwoRowTiles, also when unset).</summary>
+    /// <summary>The environment variable that picks the forward: "0" (Wmma), "1" (Mma), "2" (MmaTwoRowTiles, also when unset)
+    /// or "3" (MmaTwoRowTilesWide).</summary>
     public const string MmaOptInVariable = "TEMPER_ATTENTION_MMA";
 
     /// <summary>The forward's kernel; by default as TEMPER_ATTENTION_MMA says (MmaTwoRowTiles when unset).</summary>
@@ -44,6 +48,7 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     {
         "0" => ForwardKernel.Wmma,
         "1" => ForwardKernel.Mma,
+        "3" => ForwardKernel.MmaTwoRowTilesWide,
         _ => ForwardKernel.MmaTwoRowTiles,
     };
 
@@ -61,13 +66,15 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     public const int MmaBackwardSharedBytes = 4 * 64 * 72 * 2 + 6 * 64 * 4;
 
     /// <summary>Dynamic shared memory of an attention_bf16_mma.cu block (its MmaConfig, which checks it): two buffers
-    /// of a K and a V tile of 64 keys (D = 64, 16 rows a warp) or 32, bf16 [keys][D + 8], the 128-row Q tile from
-    /// buffer 1 on, and two buffers of the keys' mask flags and segments.</summary>
-    public static int MmaSharedBytes(int d, bool twoRowTiles)
+    /// of a K and a V tile of 64 keys (D = 64, 16 rows a warp) or 32, bf16 [keys][D + 8], the Q tile (128 rows, 256 for
+    /// the wide kernel) from buffer 1 on, and two buffers of the keys' mask flags and segments.</summary>
+    public static int MmaSharedBytes(int d, bool twoRowTiles, bool wide = false)
     {
         int keys = d == 64 && !twoRowTiles ? 64 : 32, kv = 2 * keys * (d + 8) * 2;
-        return Math.Max(2 * kv, kv + MmaQueryTile * (d + 8) * 2) + 4 * keys * 4;
+        return Math.Max(2 * kv, kv + MmaQueryRows(wide) * (d + 8) * 2) + 4 * keys * 4;
     }
+
+    private static int MmaQueryRows(bool wide) => wide ? 2 * MmaQueryTile : MmaQueryTile;
 
     /// <summary>Dynamic shared memory of a backward block (attention_bf16_backward.cu's Layout, which checks it).</summary>
     public static int BackwardSharedBytes(int d) => 4 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 6 * 64 * 4;
@@ -84,19 +91,21 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         if (lse != null) Require(lse, 4L * a.B * a.H * a.Tq, "lse");
         if (mask != null) Require(mask, 4L * a.B * a.KvLength, "mask");
         if (segments != null) Require(segments, 4L * a.B * a.KvLength, "segments");
-        var kernel = Kernel == ForwardKernel.MmaTwoRowTiles && a.D != 64 ? ForwardKernel.Mma : Kernel;
-        int tile = kernel == ForwardKernel.Wmma ? QueryTile : MmaQueryTile;
+        var kernel = Kernel is ForwardKernel.MmaTwoRowTiles or ForwardKernel.MmaTwoRowTilesWide && a.D != 64 ? ForwardKernel.Mma : Kernel;
+        bool wide = kernel == ForwardKernel.MmaTwoRowTilesWide;
+        int tile = kernel == ForwardKernel.Wmma ? QueryTile : MmaQueryRows(wide);
         long blocks = (long)a.B * a.H * ((a.Tq + tile - 1) / tile);
         if (blocks == 0) return;
         if (blocks > int.MaxValue) throw new CudaException($"CudaAttention: {blocks} blocks (B {a.B} x H {a.H} x query tiles) exceed the grid");
-        int shared = kernel == ForwardKernel.Wmma ? SharedBytes(a.D) : MmaSharedBytes(a.D, kernel == ForwardKernel.MmaTwoRowTiles);
-        uint threads = kernel == ForwardKernel.MmaTwoRowTiles ? 128u : kernel == ForwardKernel.Mma ? 256u : Threads;
+        int shared = kernel == ForwardKernel.Wmma ? SharedBytes(a.D) : MmaSharedBytes(a.D, kernel != ForwardKernel.Mma, wide);
+        uint threads = kernel == ForwardKernel.MmaTwoRowTiles ? 128u : kernel is ForwardKernel.Mma or ForwardKernel.MmaTwoRowTilesWide ? 256u : Threads;
         var function = (kernel, a.D) switch
         {
             (ForwardKernel.Wmma, 64) => _d64 ??= Function("attention_bf16_forward_d64", shared),
             (ForwardKernel.Wmma, _) => _d128 ??= Function("attention_bf16_forward_d128", shared),
             (ForwardKernel.Mma, 64) => _mma64 ??= MmaFunction("attention_bf16_mma_forward_d64", shared),
             (ForwardKernel.Mma, _) => _mma128 ??= MmaFunction("attention_bf16_mma_forward_d128", shared),
+            (ForwardKernel.MmaTwoRowTilesWide, _) => _mma64x2Wide ??= MmaFunction("attention_bf16_mma_forward_d64_x2_q256", shared),
             _ => _mma64x2 ??= MmaFunction("attention_bf16_mma_forward_d64_x2", shared),
         };
         var args = new CudaKernelArguments().Add(q).Add(k).Add(v).Add(output).Add(lse?.Pointer ?? 0UL).Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL)

@@ -131,13 +131,14 @@ public class CudaAttentionChecks
         [64, 2, 72, 2, 72, 2, 72, 0, Keys.Mask, false], // batch 1's first 20 queries see no key
         [64, 1, 130, 2, 130, 1, 130, 0, Keys.Segments, false],
         [128, 2, 50, 2, 136, 2, 130, 80, Keys.MaskAndSegments, false],
+        [64, 1, 300, 2, 300, 1, 300, 0, Keys.All, false], // past one 256-query block of the wide kernel: two blocks, the second partial
     ];
 
-    /// <summary>ForwardCases for attention_bf16.cu (Wmma) and attention_bf16_mma.cu (Mma, MmaTwoRowTiles: D = 64 only).</summary>
+    /// <summary>ForwardCases for attention_bf16.cu (Wmma) and attention_bf16_mma.cu (Mma; MmaTwoRowTiles and MmaTwoRowTilesWide: D = 64 only).</summary>
     public static IEnumerable<object[]> ForwardCasesOfEveryKernel =>
         from c in ForwardCases
         from kernel in Enum.GetValues<CudaAttention.ForwardKernel>()
-        where kernel != CudaAttention.ForwardKernel.MmaTwoRowTiles || (int)c[0] == 64
+        where kernel is not (CudaAttention.ForwardKernel.MmaTwoRowTiles or CudaAttention.ForwardKernel.MmaTwoRowTilesWide) || (int)c[0] == 64
         select (object[])[.. c, kernel];
 
     [Theory]
@@ -150,6 +151,7 @@ public class CudaAttentionChecks
     [InlineData(CudaAttention.ForwardKernel.Wmma)]
     [InlineData(CudaAttention.ForwardKernel.Mma)]
     [InlineData(CudaAttention.ForwardKernel.MmaTwoRowTiles)]
+    [InlineData(CudaAttention.ForwardKernel.MmaTwoRowTilesWide)]
     public void Forward_with_a_negative_scale_matches_a_float64_evaluation(CudaAttention.ForwardKernel kernel)
         => CheckForward(new(1, 70, 2, 70, 1, 64, 70, 0, -2f / MathF.Sqrt(64)), Keys.All, false, kernel);
 

@@ -49,18 +49,19 @@
 
 namespace {
 constexpr float LN2 = 0.6931471805599453f;
-constexpr int QROWS = 128; // queries a block
 
-// A kernel's shape: MT m16 row tiles a warp (16 MT query rows), so 8 / MT warps a block, and KEYS keys a tile.
+// A kernel's shape: MT m16 row tiles a warp (16 MT query rows), WARPS warps (8 / MT unless given), so QROWS = 16 MT
+// WARPS queries a block, and KEYS keys a tile.
 // Byte offsets in dynamic shared memory: two buffers of one K and one V tile (bf16 [KEYS][LD] each); the Q tile
 // (bf16 [QROWS][LD]) from buffer 1 on at first; then per buffer the keys' mask flags and segments (int).
-template <int D, int MT, int KEYS_> struct MmaConfig
+template <int D, int MT, int KEYS_, int WARPS_ = 8 / MT> struct MmaConfig
 {
-    static constexpr int KEYS = KEYS_, WARPS = 8 / MT, THREADS = 32 * WARPS, WROWS = 16 * MT;
+    static constexpr int KEYS = KEYS_, WARPS = WARPS_, THREADS = 32 * WARPS, WROWS = 16 * MT, QROWS = WROWS * WARPS;
     static constexpr int LD = D + 8;
     static constexpr int KV = 2 * KEYS * LD * 2;
     static constexpr int Q = KV;
     static constexpr int FLAGS = 2 * KV > Q + QROWS * LD * 2 ? 2 * KV : Q + QROWS * LD * 2;
+    static_assert(KEYS * D / 4 % THREADS == 0 && QROWS * D / 4 % THREADS == 0, "whole float4 loads a thread");
     static constexpr int KEY_OK = FLAGS, KEY_SEG = FLAGS + 2 * KEYS * 4;
     static constexpr int BYTES = KEY_SEG + 2 * KEYS * 4; // CudaAttention.MmaSharedBytes says the same
     static constexpr int LOADS = KEYS * D / 4 / THREADS; // float4 a thread per K (or V) tile
@@ -69,7 +70,9 @@ template <int D, int MT, int KEYS_> struct MmaConfig
 using D64 = MmaConfig<64, 1, 64>;    // attention_bf16_mma_forward_d64
 using D64x2 = MmaConfig<64, 2, 32>;  // attention_bf16_mma_forward_d64_x2
 using D128 = MmaConfig<128, 1, 32>;  // attention_bf16_mma_forward_d128
-static_assert(D64::BYTES == 37888 && D64x2::BYTES == 28160 && D128::BYTES == 52736, "CudaAttention.MmaSharedBytes knows these sizes");
+using D64x2Q256 = MmaConfig<64, 2, 32, 8>; // attention_bf16_mma_forward_d64_x2_q256
+static_assert(D64::BYTES == 37888 && D64x2::BYTES == 28160 && D128::BYTES == 52736 && D64x2Q256::BYTES == 46592,
+    "CudaAttention.MmaSharedBytes knows these sizes");
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
@@ -140,7 +143,7 @@ __device__ __forceinline__ void attention_mma_forward(
     float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
     int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
 {
-    constexpr int MT = C::WROWS / 16, KEYS = C::KEYS, THREADS = C::THREADS, LD = C::LD;
+    constexpr int MT = C::WROWS / 16, KEYS = C::KEYS, THREADS = C::THREADS, LD = C::LD, QROWS = C::QROWS;
     constexpr int KD = D / 16, NS = KEYS / 8, NO = D / 8;
     TEMPER_DYNAMIC_SHARED(unsigned char, smem);
     if (sharedBytes < C::BYTES) __trap(); // the launcher's size and this layout disagree
@@ -405,4 +408,9 @@ extern "C" __global__ void __launch_bounds__(128, 2) attention_bf16_mma_forward_
 extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d128(TEMPER_ATTENTION_MMA_PARAMS)
 {
     attention_mma_forward<128, D128>(TEMPER_ATTENTION_MMA_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64_x2_q256(TEMPER_ATTENTION_MMA_PARAMS)
+{
+    attention_mma_forward<64, D64x2Q256>(TEMPER_ATTENTION_MMA_ARGS);
 }
