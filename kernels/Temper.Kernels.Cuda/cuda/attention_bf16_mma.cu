@@ -8,14 +8,17 @@
 //   out = softmax(scale q k^T) v over the visible keys, lse = max + log(sum) (natural log); a query that sees
 //   no key gets zeros and lse = -inf. q, k, v are rounded to bf16 as they are staged; P is rounded to bf16 for
 //   P V; sums and softmax f32 (the rounding of attention_bf16.cu; exp2 by ex2.approx.ftz).
-// Tiling: one block per (b, h, 128 queries), the last query tiles (the most keys) first; a warp owns 16 MT query
+// Tiling: one block per (b, h, 128 queries; 256 for _q256), the last query tiles (the most keys) first; a warp owns 16 MT query
 // rows (MT m16 row tiles), key tiles of KEYS up to the causal bound of the block's last query (MmaConfig):
 //   _d64     MT 1, 8 warps, 64 keys: the FA2 layout of the brief, each K/V fragment feeding 2 mma.sync;
 //   _d64_x2  MT 2, 4 warps, 32 keys: each ldmatrix'd K/V fragment feeds both row tiles (4 mma.sync), halving
 //            the shared-memory reads per product (at MT 1 ldmatrix moves 256 bytes per m16n8k16, about what
 //            the SM's 128 B/clock shared memory serves while the tensor cores run mma.sync: MT 2 is the
 //            tensor-bound one on paper); 32 keys keep its S and prefetch within 255 registers;
-//   _d128    MT 1, 8 warps, 32 keys (64 keys spilled: O alone is 64 registers, the Q fragments 32).
+//   _d128    MT 1, 8 warps, 32 keys (64 keys spilled: O alone is 64 registers, the Q fragments 32);
+//   _d64_x2_q256  _d64_x2's warps, 8 of them: 256 queries a block, so each K/V tile staged serves twice the
+//            queries (half the L2 reads and conversions of _d64_x2, for about 5% more causal waste on the diagonal;
+//            and half the prefetch registers a thread).
 // Why 128 queries a block: every block reads its K and V tiles as f32 from global memory (L2) and converts them,
 // so 128 rows halve that traffic and conversion against 64 (at B4 H16 T2048 D64 a 64-row grid reads ~1 GB of
 // K/V per forward); the 4-warp, 64-row variants tried spilled (4 warps prefetch twice the floats a thread).
@@ -40,6 +43,7 @@
 //   _d64     sm_90 184, sm_80 197 registers x 256 threads: 1 block (8 warps) an SM; 37,888 bytes
 //   _d64_x2  sm_90 239, sm_80 244 registers x 128 threads: 2 blocks (8 warps) an SM; 28,160 bytes
 //   _d128    sm_90 210, sm_80 234 registers x 256 threads: 1 block (8 warps) an SM; 52,736 bytes
+//   _d64_x2_q256  sm_90 214, sm_80 221 registers x 256 threads: 1 block (8 warps) an SM; 46,592 bytes
 // Shared memory alone would allow 5, 8 and 4 blocks an SM on an H100 (228 KB); registers bound it. Holding _d64
 // at 128 registers (2 blocks) spilled ~200 bytes; with 32 keys a tile it sat at the edge (4 bytes spilled on
 // sm_90, none on sm_80; 0 and 8 with the query segments in shared memory): a candidate if occupancy matters.
