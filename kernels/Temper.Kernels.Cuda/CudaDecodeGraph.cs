@@ -354,7 +354,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
                     .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps));
             mark?.Invoke("RoPE + cache append");
             _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _rowIndex, _rowIndex, _kvLen, _workspace, _attentionShape, _splits);
-            mark?.Invoke(_splits > 1 ? $"attention ({_splits} splits + combine)" : "attention");
+            mark?.Invoke(_splits > 1 ? $"attention ({_splits} splits, merged by the last)" : "attention");
             _gemv.Forward(l.O!, _attn, _x, rows, c, hd, bias: l.OBias, residual: _x);
             mark?.Invoke("x += a Wo (GEMV)");
             _gemv.SwiGlu(l.Gate!, l.Up!, _x, _h, rows, f, c, l.PostNorm, s.RmsNormEps, l.GateBias, l.UpBias);

@@ -6,7 +6,9 @@
 // semantics of IBackend.PagedAttention). D = 64 or 128; the caches 16-byte aligned. The tables and lengths are used as given: callers
 // check them on the host first (ServingShapes.PagedAttention). Blocks of 128 threads per (row, kv head,
 // slice of up to 8 query heads, key split); with more than one split (FlashDecoding: few rows, long
-// sequences) the splits' partials go to a workspace of WorkspaceBytes and a second kernel merges them.
+// sequences) the splits' partials go to a workspace of WorkspaceBytes and the last split block of each unit to
+// finish merges them (per-unit counters that this instance keeps zeroed: allocated by the first call with splits,
+// grown outside a stream capture; a CUDA-graph caller makes one uncaptured call first, as CudaDecodeGraph does).
 // The module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -18,9 +20,10 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
     /// <summary>The most key splits of one row.</summary>
     public const int MaxSplits = 32;
 
-    private const int Threads = 128, HeadsPerBlock = 8, KeysPerSplit = 128, CombineThreads = 256;
+    private const int Threads = 128, HeadsPerBlock = 8, KeysPerSplit = 128;
     private CudaModuleHandle? _module;
-    private CudaFunction? _d64, _d128, _combine;
+    private CudaFunction? _d64, _d128;
+    private CudaDeviceMemory? _counters; // a zero per unit (the kernel's last split block sets its unit's back)
     private int _multiprocessors;
 
     /// <summary>The sizes of one call; MaxKvLength (the longest row's key count) only guides the choice of splits.</summary>
@@ -64,14 +67,20 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
             Require(workspace, WorkspaceBytes(a, splits), "the workspace");
         }
         var function = a.D == 64 ? (_d64 ??= Function("paged_attention_f32_d64")) : (_d128 ??= Function("paged_attention_f32_d128"));
-        var args = new CudaKernelArguments().Add(q).Add(kCache).Add(vCache).Add(output).Add(splits > 1 ? workspace!.Pointer : 0UL)
+        ulong counters = splits > 1 ? Counters(units).Pointer : 0UL;
+        var args = new CudaKernelArguments().Add(q).Add(kCache).Add(vCache).Add(output).Add(splits > 1 ? workspace!.Pointer : 0UL).Add(counters)
             .Add(tables).Add(rowSequence).Add(rowKvLength).Add(a.Rows).Add(a.H).Add(a.Hkv).Add(a.BlockSize).Add(a.MaxBlocks).Add(splits).Add(a.Scale);
         device.Launch(function, ((uint)units, (uint)splits, 1), (Threads, 1, 1), args);
-        if (splits == 1) return;
-        long elements = (long)a.Rows * a.H * a.D;
-        var combine = _combine ??= Function("paged_attention_combine");
-        device.Launch(combine, ((uint)((elements + CombineThreads - 1) / CombineThreads), 1, 1), (CombineThreads, 1, 1),
-            new CudaKernelArguments().Add(workspace!).Add(output).Add(a.Rows * a.H).Add(a.D).Add(splits));
+    }
+
+    // At least `units` zeroed counters: grown (to at least 1024) by a new zeroed buffer after the queued kernels.
+    private CudaDeviceMemory Counters(long units)
+    {
+        if (_counters != null && _counters.ByteLength >= 4 * units) return _counters;
+        _counters?.Dispose(); // stream-ordered after the kernels that used it
+        _counters = device.Allocate<uint>(Math.Max(1024, units));
+        CudaDriver.SetBytesAsync(_counters.Pointer, 0, _counters.ByteLength, device.Stream);
+        return _counters;
     }
 
     /// <summary>Whether a cache's address suits the kernel's 16-byte loads.</summary>
@@ -87,7 +96,7 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
         if (a.BlockSize <= 0 || a.MaxBlocks <= 0) throw new CudaException($"CudaPagedAttention: block size {a.BlockSize} and blocks per sequence {a.MaxBlocks} must be > 0");
         if (a.H > 0 && (a.Hkv == 0 || a.H % a.Hkv != 0)) throw new CudaException($"CudaPagedAttention: {a.H} heads are not a multiple of {a.Hkv} kv heads");
         if (splits < 0 || splits > MaxSplits) throw new CudaException($"CudaPagedAttention: {splits} key splits (0 to choose, or 1 to {MaxSplits})");
-        if ((long)a.Rows * a.H * a.D > int.MaxValue) throw new CudaException($"CudaPagedAttention: {a.Rows} rows x {a.H} heads x {a.D} exceed the combine's int sizes");
+        if ((long)a.Rows * a.H * a.D > int.MaxValue) throw new CudaException($"CudaPagedAttention: {a.Rows} rows x {a.H} heads x {a.D} exceed the kernel's int sizes");
     }
 
     private CudaFunction Function(string name) => CudaDriver.GetFunction(Module(), name);
@@ -99,5 +108,9 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
         if (memory.ByteLength < bytes) throw new CudaException($"CudaPagedAttention: {what} holds {memory.ByteLength} bytes, the sizes need {bytes}");
     }
 
-    public void Dispose() => _module?.Dispose();
+    public void Dispose()
+    {
+        _counters?.Dispose();
+        _module?.Dispose();
+    }
 }

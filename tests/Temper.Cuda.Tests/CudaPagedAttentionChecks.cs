@@ -3,7 +3,7 @@
 // different lengths (a prefill chunk's rows, decode rows, a row that sees one key, one that sees none)
 // over k/v caches [Blocks, BlockSize, Hkv, D] whose blocks are scattered through the pool (a shuffled,
 // non-contiguous table), last blocks partial; GQA and MQA, a group of more than 8 query heads (two head
-// slices), one key split and several (FlashDecoding's combine). Every pool slot no row may read (free blocks, the unused tail of partial blocks, table entries
+// slices), one key split and several (FlashDecoding's combine, by the last split block of each unit; a second call checks it left its counters at zero). Every pool slot no row may read (free blocks, the unused tail of partial blocks, table entries
 // past a sequence's end) holds NaN, and out is poisoned with NaN, so a wrong read or an unwritten element
 // fails. Runs on a GPU or on the CUDA emulator (tiny shapes).
 using Temper.Cuda.Driver;
@@ -61,7 +61,7 @@ public class CudaPagedAttentionChecks
 
     [Theory]
     [InlineData(64, 4, 2, 16, 1)]  // GQA 2, one split
-    [InlineData(64, 4, 1, 16, 3)]  // MQA, three key splits and the combine
+    [InlineData(64, 4, 1, 16, 3)]  // MQA, three key splits merged by the last
     [InlineData(128, 8, 2, 8, 0)]  // splits chosen by the wrapper
     [InlineData(64, 10, 1, 16, 2)] // a group of 10 query heads: two head slices (8 + 2), two splits
     [InlineData(128, 2, 2, 32, 1)] // no GQA
@@ -101,6 +101,12 @@ public class CudaPagedAttentionChecks
         }
         int empty = Array.IndexOf(c.RowLen, 0);
         Assert.All(output.AsSpan(empty * h * d, h * d).ToArray(), x => Assert.Equal(0f, x)); // the row that sees no key: zeros
+        // Again on the same instance, out poisoned: with splits the last block of each unit set its counter back to zero,
+        // so this call's last blocks merge again (a counter left at splits would leave out NaN).
+        device.CopyToDevice<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray(), dOut);
+        attention.Forward(dq, dk, dv, dOut, dTables, dSeq, dLen, workspace, shape, splits);
+        device.Synchronize();
+        Assert.Equal(output, device.Download<float>(dOut));
     }
 
     [Fact]

@@ -2,21 +2,27 @@
 // prefill chunks of continuous batching), f32 throughout.
 //   paged_attention_f32_d64, paged_attention_f32_d128 (the head dim D as a constant):
 //   q[N,H,D] token rows; k/v caches [Blocks, BlockSize, Hkv, D] (the pools of Temper.Serving's PagedKvCache,
-//   f32); tables[Sequences * MaxBlocks], rowSeq[N], rowLen[N] int -> out[N,H,D]. Row n of sequence s =
+//   f32); tables[Sequences * MaxBlocks], rowSeq[N], rowLen[N] int -> out[N,H,D]; with splits > 1 also
+//   partial (the workspace) and counters[gridDim.x] (unsigned, zero before, left zero). Row n of sequence s =
 //   rowSeq[n] sees keys 0..rowLen[n]-1 (its causal bound); key p lives at slot p % BlockSize of block
 //   tables[s * MaxBlocks + p / BlockSize]; head h reads kv head h / (H / Hkv); out = softmax(scale q.k) v,
 //   zeros for a row that sees no key. The semantics of IBackend.PagedAttention (its scalar reference:
 //   kernels/Temper.Kernels.Cpu/Reference/PagedAttentionReference.cs). Tables and lengths are trusted: the
 //   op checks them on the host (ServingShapes.PagedAttention) before they are uploaded.
-//   paged_attention_combine: the FlashDecoding merge of the key splits (below) into out.
+//   With key splits (below) the last split block of a (row, kv head, head slice) to finish merges them into out
+//   (FlashDecoding's combine, in the same launch).
 // Why this shape: decoding reads every K/V row once per step and does ~2 flops per byte, so it is bound by
 // memory bandwidth and tensor cores would buy nothing; what matters is reading each row once and keeping
 // every SM busy. So one block (4 warps) serves one row and one kv head for all the query heads that share
 // it (GQA: up to 8 per block, a larger group takes several blocks), reading each K/V row once for the whole
 // group rather than once per head; and the keys of a row are split across blockIdx.y (FlashDecoding) when
 // there are too few (row, kv head) units to fill the device, as in batch-1 decode of a long sequence:
-// each split writes an unnormalised partial output with its running max and sum to the workspace, and
-// paged_attention_combine merges them. With one split the block writes out directly.
+// each split writes an unnormalised partial output with its running max and sum to the workspace, and the
+// last one to finish merges them: every block fences its partial and bumps its unit's counter
+// (counters[blockIdx.x], zero before the launch); the block that takes it to splits - 1 reads every split's
+// partial from L2 (__ldcg: written by other SMs) and writes out, then sets the counter back to zero for the next
+// launch. That saves the separate combine kernel (a launch per layer of a decode step). With one split the block
+// writes out directly.
 // Inside a block, keys go in tiles of 64, their row offsets resolved through the block table once into
 // shared memory. Scores: 8 lanes share a key row (16-byte loads, 128 contiguous bytes per load across
 // them, 4 keys per warp at once; a lane issues the loads of 2 (D = 128) or 4 (D = 64) keys before using
@@ -28,8 +34,7 @@
 // flight; the subsets are summed in a fixed order at the end (deterministic). The 16-byte loads need
 // 16-byte aligned caches (whole allocations are; the launcher checks).
 // Static shared memory 20.6 KB (D = 64) / 22.6 KB (D = 128). Registers (ptxas 11.8, sm_80 / sm_90): D = 64
-// 108 / 110, D = 128 116 / 118, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM);
-// the combine 32.
+// 110 / 112, D = 128 126 / 128, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM).
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaPagedAttentionChecks.
 #include <math.h>
 #include <stdint.h>
@@ -68,8 +73,9 @@ __device__ __forceinline__ float warp_sum(float x)
 // partial (splits > 1): o [splits][N*H][D] unnormalised, then max [splits][N*H] (log2 units), then sum [splits][N*H].
 template <int D>
 __device__ __forceinline__ void paged_attention(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
-    float* __restrict__ out, float* __restrict__ partial, const int* __restrict__ tables, const int* __restrict__ rowSeq,
-    const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks, int splits, float scale)
+    float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
+    const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks, int splits,
+    float scale)
 {
     constexpr int QUADS = D / 4;               // float4s in a row
     constexpr int KQ = QUADS / KEY_LANES;      // float4s of a key row per lane in the score pass
@@ -225,55 +231,57 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
         dst[2] = o.z * scaleOut;
         dst[3] = o.w * scaleOut;
     }
-    if (partial != nullptr && tid < hs)
+    if (partial == nullptr) return;
+    float* m = partial + splits * rowsHeads * D; // the splits' maxima [splits][N*H], then their sums
+    const float* l = m + splits * rowsHeads;
+    if (tid < hs)
     {
         const long long head = (long long)row * heads + h0 + tid;
-        float* m = partial + splits * rowsHeads * D;
         m[split * rowsHeads + head] = runMax[tid];
         m[splits * rowsHeads + split * rowsHeads + head] = runSum[tid];
     }
+
+    // The last split of this unit to finish merges them: weights exp2(m_s - M), M the largest split max; zeros for
+    // a head that sees no key (every split's max -inf).
+    __shared__ bool last;
+    __threadfence(); // this thread's part of the partial is visible device-wide before the count says so
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(&counters[blockIdx.x], 1u) == (unsigned)(splits - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int i = tid; i < hs * D; i += THREADS)
+    {
+        const long long head = (long long)row * heads + h0 + i / D;
+        const int t = i % D;
+        float mMax = -INFINITY;
+        for (int s = 0; s < splits; s++) mMax = fmaxf(mMax, __ldcg(m + s * rowsHeads + head));
+        float sum = 0.0f, o = 0.0f;
+        if (mMax != -INFINITY)
+            for (int s = 0; s < splits; s++)
+            {
+                const float w = exp2f(__ldcg(m + s * rowsHeads + head) - mMax);
+                sum += w * __ldcg(l + s * rowsHeads + head);
+                o += w * __ldcg(partial + (s * rowsHeads + head) * D + t);
+            }
+        out[head * D + t] = mMax == -INFINITY ? 0.0f : o / sum;
+    }
+    if (tid == 0) counters[blockIdx.x] = 0u; // for the next launch (stream order)
 }
 } // namespace
 
 extern "C" __global__ void __launch_bounds__(THREADS, 4) paged_attention_f32_d64(const float* __restrict__ q, const float* __restrict__ k,
-    const float* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, const int* __restrict__ tables,
+    const float* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
     const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks,
     int splits, float scale)
 {
-    paged_attention<64>(q, k, v, out, partial, tables, rowSeq, rowLen, rows, heads, kvHeads, blockSize, maxBlocks, splits, scale);
+    paged_attention<64>(q, k, v, out, partial, counters, tables, rowSeq, rowLen, rows, heads, kvHeads, blockSize, maxBlocks, splits, scale);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, 4) paged_attention_f32_d128(const float* __restrict__ q, const float* __restrict__ k,
-    const float* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, const int* __restrict__ tables,
+    const float* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
     const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks,
     int splits, float scale)
 {
-    paged_attention<128>(q, k, v, out, partial, tables, rowSeq, rowLen, rows, heads, kvHeads, blockSize, maxBlocks, splits, scale);
-}
-
-// out[i] for i < N*H*D from the splits' partials: weights exp2(m_s - M) with M the largest split max; zeros
-// for a row that sees no key (every split's max -inf).
-extern "C" __global__ void __launch_bounds__(256) paged_attention_combine(const float* __restrict__ partial, float* __restrict__ out,
-    int rowsHeads, int d, int splits)
-{
-    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)rowsHeads * d) return;
-    const long long head = i / d;
-    const float* m = partial + (long long)splits * rowsHeads * d;
-    const float* l = m + (long long)splits * rowsHeads;
-    float mMax = -INFINITY;
-    for (int s = 0; s < splits; s++) mMax = fmaxf(mMax, m[s * (long long)rowsHeads + head]);
-    if (mMax == -INFINITY)
-    {
-        out[i] = 0.0f;
-        return;
-    }
-    float sum = 0.0f, o = 0.0f;
-    for (int s = 0; s < splits; s++)
-    {
-        const float w = exp2f(m[s * (long long)rowsHeads + head] - mMax);
-        sum += w * l[s * (long long)rowsHeads + head];
-        o += w * partial[s * (long long)rowsHeads * d + i];
-    }
-    out[i] = o / sum;
+    paged_attention<128>(q, k, v, out, partial, counters, tables, rowSeq, rowLen, rows, heads, kvHeads, blockSize, maxBlocks, splits, scale);
 }
