@@ -13,4 +13,6 @@ public interface IMemoryMeter
     long PeakBytes { get; }
     /// <summary>Starts a new peak from the current LiveBytes.</summary>
     void ResetPeak();
+    /// <summary>Whether the products keep a bf16 copy of their largest input among the live bytes (the CUDA C++ kernels do).</summary>
+    bool HoldsBf16ProductCopies => false;
 }

@@ -20,7 +20,8 @@
 //                an expert projection's LoRA x A^T counts its share of the rows, k/E of n.
 //   workspace    the largest transient: a LoRA branch's [n, Out] term, DoRA's scaled gradient [n, Out] (and
 //                with QLoRA its dequantised weight [Out, In] for the norm), and the CPU NF4 linear's slab of
-//                dequantised rows, at most 4 MiB
+//                dequantised rows, at most 4 MiB; on the CUDA C++ kernels also their bf16 copy of the largest
+//                activation or output gradient a product reads, [n, max(In, Out)] bf16
 using Temper.Core.Quantization;
 using Temper.Models;
 
@@ -34,6 +35,9 @@ public sealed record MemoryPlanOptions(
     public int ModulesToSave { get; init; }
     /// <summary>An (IA)^3 adapter: one f32 vector per targeted projection, [Out] (keeping the base output [n, Out]) or [In] (feedforward).</summary>
     public Ia3Config? Ia3 { get; init; }
+    /// <summary>The products run on the CUDA C++ kernels, which keep a bf16 copy of the largest activation (or output gradient) a
+    /// product has read, [n, max(In, Out)] (CudaLinear's scratch; IMemoryMeter.HoldsBf16ProductCopies).</summary>
+    public bool Bf16ProductCopies { get; init; }
 }
 
 public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, long Activations, long Workspace)
@@ -103,7 +107,8 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         bool dora = o.Lora is { UseDora: true };
         long doraWork = dora ? 4 * n * maxOut + (o.QLora ? 4 * shapes.Values.Max(s => s.Elements) : 0) : 0;
         long ia3Work = o.Ia3 != null ? 4 * n * shapes.Values.Max(s => (long)s[1]) : 0; // the scaled input or gradient [n, In]
-        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab;
+        long productCopy = o.Bf16ProductCopies ? 2 * n * Math.Max(maxOut, shapes.Values.Max(s => (long)s[1])) : 0;
+        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab + productCopy;
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
     }
 

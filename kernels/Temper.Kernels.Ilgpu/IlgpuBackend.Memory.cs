@@ -13,4 +13,5 @@ public sealed partial class IlgpuBackend : IMemoryMeter
     public long ReservedBytes => _pool.LiveBytes + _pool.CachedBytes + PtxScratchBytes;
     private long PtxScratchBytes => _dc.PtxLinear?.ScratchBytes ?? 0;
     public void ResetPeak() => _pool.ResetPeak();
+    public bool HoldsBf16ProductCopies => _dc.PtxLinear != null;
 }

@@ -40,6 +40,7 @@ public class PtxRoutingChecks
         using var be = IlgpuBackend.Create("ilgpu-cpu");
         be.PtxKernels = true;
         Assert.False(be.PtxKernels);
+        Assert.False(((IMemoryMeter)be).HoldsBf16ProductCopies); // nor does the memory plan count their scratch
     }
 }
 
@@ -91,6 +92,16 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
     // The fused LM head + cross-entropy and distillation on the PTX route (hidden converted to bf16 once for every chunk's
     // product, Gemm.ActivationsInBf16) against the exact ILGPU kernels, over several vocabulary chunks: losses and
     // gradients within the bf16 rounding of the activations (NMSE <= 1e-4).
+    [Fact]
+    public void The_memory_meter_says_the_ptx_products_keep_a_bf16_copy_only_while_they_run()
+    {
+        var meter = (IMemoryMeter)B;
+        B.PtxKernels = true;
+        try { Assert.True(meter.HoldsBf16ProductCopies); } // MemoryPlanOptions.Bf16ProductCopies for the run's plan
+        finally { B.PtxKernels = false; }
+        Assert.False(meter.HoldsBf16ProductCopies);
+    }
+
     [Fact]
     public void Lm_head_losses_through_the_ptx_kernels_match_the_exact_ones()
     {

@@ -66,4 +66,16 @@ public class MemoryPlanTests
         }
         Directory.Delete(outDir, true);
     }
+
+    [Fact]
+    public void The_cuda_kernels_bf16_copy_of_the_widest_activation_is_planned_as_workspace()
+    {
+        // llama-tiny's widest product side is the MLP's intermediate width (down's input, gate's and up's output).
+        var cfg = Temper.Models.ModelConfig.Load(Fixtures.Hf("llama-tiny"));
+        var lora = new Temper.Models.LoraConfig(8, 16, false, ["q_proj", "down_proj"], null, 0);
+        var plain = MemoryPlan.For(cfg, new MemoryPlanOptions(4, 64, Lora: lora));
+        var ptx = MemoryPlan.For(cfg, new MemoryPlanOptions(4, 64, Lora: lora) { Bf16ProductCopies = true });
+        Assert.Equal(2L * 4 * 64 * Math.Max(cfg.IntermediateSize, cfg.HiddenSize), ptx.Workspace - plain.Workspace);
+        Assert.Equal(plain.Activations, ptx.Activations);
+    }
 }

@@ -235,7 +235,11 @@ public sealed class TrainingRun : IDisposable
         var (rows, length) = microBatch ?? (_o.BatchSize, _o.MaxLength);
         return MemoryPlan.For(Model.Config, new MemoryPlanOptions(rows, length, _o.QLora || Model.Config.Bnb4Bit != null, _o.Full, Lora,
             MatrixBytes: Bytes(first), EmbeddingBytes: Bytes(w.BaseEmbed.DType), VirtualTokens: w.VirtualTokenCount, PrefixTuning: w.Prefix != null)
-            { ModulesToSave = (w.EmbedReplacement != null ? 1 : 0) + (w.LmHead.Replacement != null ? 1 : 0), Ia3 = Ia3 });
+            {
+                ModulesToSave = (w.EmbedReplacement != null ? 1 : 0) + (w.LmHead.Replacement != null ? 1 : 0),
+                Ia3 = Ia3,
+                Bf16ProductCopies = Backend is Core.IMemoryMeter { HoldsBf16ProductCopies: true },
+            });
     }
 
     /// <summary>Writes the result into OutDir instead of the default adapter / model folder (a reward model adds its head).</summary>

@@ -101,7 +101,8 @@ internal static class BenchQLoraCommands
             double s = sw.Elapsed.TotalSeconds;
             Console.WriteLine($"train: {n} steps in {s:F2} s = {(double)n * b * t / s:F0} tokens/s");
             profiler?.WriteTable(Console.Out, s, n);
-            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(b, t, q, false, lora, p.GetValue(checkpointing), MatrixBytes: dtype == DType.BF16 ? 2 : 4, EmbeddingBytes: dtype == DType.BF16 ? 2 : 4));
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(b, t, q, false, lora, p.GetValue(checkpointing), MatrixBytes: dtype == DType.BF16 ? 2 : 4, EmbeddingBytes: dtype == DType.BF16 ? 2 : 4)
+                { Bf16ProductCopies = meter is { HoldsBf16ProductCopies: true } });
             Console.WriteLine(new MemoryReport(plan, meter == null ? null : MemoryPlan.HostHeldBytes(weights) + meter.PeakBytes, Process.GetCurrentProcess().PeakWorkingSet64));
             return 0;
         });

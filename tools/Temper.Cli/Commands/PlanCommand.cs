@@ -1,5 +1,6 @@
 // `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--modules-to-save LIST] [--use-dora] [--batch-size B]
-// [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P | --ia3 [--ia3-targets ...] [--ia3-feedforward ...]]`: the memory a training run needs (MemoryPlan), from
+// [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P | --ia3 [--ia3-targets ...] [--ia3-feedforward ...]] [--kernels ptx]`:
+// the memory a training run needs (MemoryPlan; --kernels ptx: on the CUDA C++ kernels, with their bf16 copy of the largest activation), from
 // config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
 // the same prediction beside its measured peak when it finishes.
 using System.CommandLine;
@@ -54,7 +55,8 @@ internal static class PlanCommand
             var (matrix, embedding) = HeldBytes(dir, CliOptions.WeightDType(p), isFull);
             var lora = isFull || virtualTokens > 0 || ia3Config != null ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
                 p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0) { UseDora = p.GetValue(dora) };
-            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix) { ModulesToSave = copies, Ia3 = ia3Config });
+            var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix)
+                { ModulesToSave = copies, Ia3 = ia3Config, Bf16ProductCopies = p.GetValue(CliOptions.Kernels) == "ptx" });
             Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : ia3Config != null ? $"{(isQLora ? "NF4 base, " : "")}(IA)^3 on {string.Join(",", ia3Config.TargetList!)}" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}{(copies > 0 ? $" + {copies} modules_to_save {(copies == 1 ? "copy" : "copies")}" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
             Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
             Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
