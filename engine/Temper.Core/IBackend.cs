@@ -63,7 +63,8 @@ public interface IBackend : IDisposable
     /// <summary>dTable[ids[n]] += dOut[n].</summary>
     void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable);
     /// <summary>dx (and dWeight += ) from dy, x, weight and the rstd saved by forward.</summary>
-    void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight);
+    /// <summary>dx = RMSNorm's input gradient (added to dx when accumulateDx: a residual stream's gradient), dWeight += its weight gradient.</summary>
+    void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight, bool accumulateDx = false);
     /// <summary>dx[N,K] = dy W (accumulated if asked); dWeight[M,K] += dy^T x; dBias[M] += sum dy.</summary>
     void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false);
     /// <summary>LoRA part of backward: dA[r,K] += scale (dy B)^T x, dB[M,r] += scale dy^T xa (each when given), and dx += scale (dy B) A.</summary>

@@ -280,7 +280,6 @@ public sealed class DecoderBackprop(Decoder decoder)
             var dq = New(n, h * d);
             var dk = New(n, hkv * d);
             var dv = New(n, hkv * d);
-            var dMidNorm = New(n, c);
             var dqRaw = cfg.QkNorm ? New(n, h * d) : null;
             var dkRaw = cfg.QkNorm ? New(n, hkv * d) : null;
             for (int l = acts.Length - 1; l >= 0; l--)
@@ -302,8 +301,7 @@ public sealed class DecoderBackprop(Decoder decoder)
                     ProjectBackward(lw.Up, dUp, hn2, dNorm, true, a, gradOf);
                 }
                 Free(rebuilt);
-                be.RmsNormBackward(dNorm, a.XMid, lw.PostAttentionNorm, a.Rstd2, dMidNorm, gradOf(lw.PostAttentionNorm));
-                be.Add(dx, dMidNorm, dx); // dx is now d x_mid
+                be.RmsNormBackward(dNorm, a.XMid, lw.PostAttentionNorm, a.Rstd2, dx, gradOf(lw.PostAttentionNorm), accumulateDx: true); // dx is now d x_mid
                 // x_mid = x_in + o(attn(rope(q), rope(k), v)), q/k/v from norm1(x_in)
                 ProjectBackward(lw.O, dx, a.Attn, dAttn, false, a, gradOf);
                 be.AttentionBackward(Args(a, batch, t, h, hkv, d, scale, keyMask, segments), View4(dAttn, batch, t, h, d), View4(dq, batch, t, h, d), View4(dk, batch, t, hkv, d), View4(dv, batch, t, hkv, d));
@@ -320,8 +318,7 @@ public sealed class DecoderBackprop(Decoder decoder)
                 ProjectBackward(lw.K, dkRaw ?? dk, hn1, dNorm, true, a, gradOf);
                 ProjectBackward(lw.V, dv, hn1, dNorm, true, a, gradOf);
                 Free(rebuilt);
-                be.RmsNormBackward(dNorm, a.XIn, lw.InputNorm, a.Rstd1, dMidNorm, gradOf(lw.InputNorm));
-                be.Add(dx, dMidNorm, dx); // dx is now d x_in
+                be.RmsNormBackward(dNorm, a.XIn, lw.InputNorm, a.Rstd1, dx, gradOf(lw.InputNorm), accumulateDx: true); // dx is now d x_in
                 if (GradientCheckpointing) Free(scratch);
             }
             if (gradOf(w.Embed) is { } dEmbed)

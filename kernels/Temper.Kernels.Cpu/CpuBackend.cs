@@ -194,14 +194,14 @@ public sealed partial class CpuBackend : IBackend
         Cpu.Embedding.Backward(dOut.Floats, ids, dTable.Floats, dTable.Shape[1]);
     }
 
-    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight)
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight, bool accumulateDx = false)
     {
         Host("RmsNormBackward", dy, x, weight, rstd, dx, dWeight);
         F32("RmsNormBackward", dy, x, weight, rstd, dx, dWeight);
         Require(x.Shape.Rank >= 1 && dy.Shape == x.Shape && dx.Shape == x.Shape && weight.Shape.Rank == 1 && weight.Shape[0] == x.Shape[-1]
             && rstd.Elements == x.Shape.Rows && (dWeight == null || dWeight.Shape == weight.Shape),
             "RmsNormBackward", $"dy {dy.Shape}, x {x.Shape}, dx {dx.Shape}, weight {weight.Shape}, rstd {rstd.Shape}, dWeight {dWeight?.Shape}");
-        Cpu.RmsNorm.Backward(dy.Floats, x.Floats, weight.Floats, rstd.Floats, dx.Floats, dWeight == null ? default : dWeight.Floats, x.Shape[-1], _threads);
+        Cpu.RmsNorm.Backward(dy.Floats, x.Floats, weight.Floats, rstd.Floats, dx.Floats, dWeight == null ? default : dWeight.Floats, x.Shape[-1], _threads, accumulateDx);
     }
 
     public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false)

@@ -1,7 +1,8 @@
 // RMSNorm forward (HF LlamaRMSNorm, f32): for each row of x[N,C],
 //   rstd[n] = 1 / sqrt(mean(x[n]^2) + eps),  y[n] = weight[C] * (x[n] * rstd[n]).
 // SIMD over the row (sum of squares, then the scaled product); rows split across threads.
-// Backward: dx = rstd (g - xhat mean(g xhat)) with xhat = x rstd, g = dy weight; dWeight += sum_n dy xhat.
+// Backward: dx = rstd (g - xhat mean(g xhat)) with xhat = x rstd, g = dy weight (or dx += that: accumulate, a residual
+// stream's gradient); dWeight += sum_n dy xhat.
 using System.Runtime.Intrinsics;
 
 namespace Temper.Kernels.Cpu;
@@ -57,7 +58,7 @@ public static unsafe class RmsNorm
     /// dWeight[j] += sum_n dy[n,j] xhat[n,j] (columns split across threads, rows summed in order).
     /// </summary>
     public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> rstd,
-        Span<float> dx, Span<float> dWeight, int c, int threads = 1)
+        Span<float> dx, Span<float> dWeight, int c, int threads = 1, bool accumulate = false)
     {
         if (c <= 0 || x.Length % c != 0 || dy.Length != x.Length || dx.Length != x.Length || weight.Length != c || rstd.Length != x.Length / c
             || (!dWeight.IsEmpty && dWeight.Length != c))
@@ -77,7 +78,7 @@ public static unsafe class RmsNorm
                         float r = ((float*)pr)[n];
                         Multiply(dyr, (float*)pw, pg, c);
                         float mean = Reductions.Dot(pg, xr, c) * r / c; // mean(g xhat)
-                        InputGradient(pg, xr, r, mean, dxr, c);
+                        InputGradient(pg, xr, r, mean, dxr, c, accumulate);
                     }
                 }
             });
@@ -109,21 +110,29 @@ public static unsafe class RmsNorm
         for (; j < c; j++) g[j] = dy[j] * w[j];
     }
 
-    // dx = r (g - (x r) mean)
-    private static void InputGradient(float* g, float* x, float r, float mean, float* dx, int c)
+    // dx = r (g - (x r) mean), or dx += that
+    private static void InputGradient(float* g, float* x, float r, float mean, float* dx, int c, bool accumulate)
     {
         int j = 0;
         if (Vector512.IsHardwareAccelerated)
         {
             Vector512<float> rv = Vector512.Create(r), mv = Vector512.Create(mean);
-            for (; j <= c - 16; j += 16) (rv * (Vector512.Load(g + j) - Vector512.Load(x + j) * rv * mv)).Store(dx + j);
+            for (; j <= c - 16; j += 16)
+            {
+                var v = rv * (Vector512.Load(g + j) - Vector512.Load(x + j) * rv * mv);
+                (accumulate ? Vector512.Load(dx + j) + v : v).Store(dx + j);
+            }
         }
         if (Vector256.IsHardwareAccelerated)
         {
             Vector256<float> rv = Vector256.Create(r), mv = Vector256.Create(mean);
-            for (; j <= c - 8; j += 8) (rv * (Vector256.Load(g + j) - Vector256.Load(x + j) * rv * mv)).Store(dx + j);
+            for (; j <= c - 8; j += 8)
+            {
+                var v = rv * (Vector256.Load(g + j) - Vector256.Load(x + j) * rv * mv);
+                (accumulate ? Vector256.Load(dx + j) + v : v).Store(dx + j);
+            }
         }
-        for (; j < c; j++) dx[j] = r * (g[j] - x[j] * r * mean);
+        for (; j < c; j++) dx[j] = (accumulate ? dx[j] : 0f) + r * (g[j] - x[j] * r * mean);
     }
 
     // acc += dy * (x r)

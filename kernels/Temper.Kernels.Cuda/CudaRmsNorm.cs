@@ -23,7 +23,8 @@ public sealed class CudaRmsNorm(CudaDevice device) : IDisposable
         device.Launch(_forward, ((uint)rows, 1, 1), (Threads, 1, 1), args);
     }
 
-    public void Backward(CudaDeviceMemory dy, CudaDeviceMemory x, CudaDeviceMemory weight, CudaDeviceMemory rstd, CudaDeviceMemory dx, CudaDeviceMemory? dWeight, int rows, int c)
+    public void Backward(CudaDeviceMemory dy, CudaDeviceMemory x, CudaDeviceMemory weight, CudaDeviceMemory rstd, CudaDeviceMemory dx, CudaDeviceMemory? dWeight, int rows, int c,
+        bool accumulate = false)
     {
         RequireRows(x, weight, dx, rows, c, "Backward");
         CudaLinear.Require(dy, 4L * rows * c, "dy");
@@ -38,7 +39,7 @@ public sealed class CudaRmsNorm(CudaDevice device) : IDisposable
             device.Launch(_backwardWeight, ((uint)((c + WeightColumns - 1) / WeightColumns), 1, 1), (WeightColumns, WeightLanes, 1), wargs);
         }
         _backwardRows ??= CudaDriver.GetFunction(Module(), "rmsnorm_backward_rows");
-        var args = new CudaKernelArguments().Add(dy).Add(x).Add(weight).Add(rstd).Add(dx).Add(c);
+        var args = new CudaKernelArguments().Add(dy).Add(x).Add(weight).Add(rstd).Add(dx).Add(c).Add(accumulate ? 1 : 0);
         device.Launch(_backwardRows, ((uint)rows, 1, 1), (Threads, 1, 1), args);
     }
 

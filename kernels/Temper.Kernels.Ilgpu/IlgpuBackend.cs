@@ -413,7 +413,7 @@ public sealed partial class IlgpuBackend : IBackend
         Ops.Embedding.Backward(_dc, F(op, dOut), ids, F(op, dTable), dTable.Shape[1]);
     }
 
-    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight)
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight, bool accumulateDx = false)
     {
         const string op = "RmsNormBackward";
         F32(op, dy, x, weight, rstd, dx, dWeight);
@@ -421,7 +421,7 @@ public sealed partial class IlgpuBackend : IBackend
             && rstd.Elements == x.Shape.Rows && (dWeight == null || dWeight.Shape == weight.Shape),
             op, $"dy {dy.Shape}, x {x.Shape}, dx {dx.Shape}, weight {weight.Shape}, rstd {rstd.Shape}, dWeight {dWeight?.Shape}");
         Begin();
-        Ops.RmsNorm.Backward(_dc, F(op, dy), F(op, x), F(op, weight), F(op, rstd), F(op, dx), FOpt(op, dWeight), x.Shape.Rows, x.Shape[-1]);
+        Ops.RmsNorm.Backward(_dc, F(op, dy), F(op, x), F(op, weight), F(op, rstd), F(op, dx), FOpt(op, dWeight), x.Shape.Rows, x.Shape[-1], accumulateDx);
     }
 
     public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false)

@@ -1,5 +1,5 @@
 // CudaRmsNorm (cuda/rmsnorm.cu) against RMSNorm evaluated here in f64: y and rstd from the forward, dx and
-// dw (added to a non-zero dw) from the backward, for a row length that is not a multiple of 4 (the
+// dw (added to a non-zero dw) from the backward (and dx added to a non-zero dx), for a row length that is not a multiple of 4 (the
 // single-float path), one that is (the float4 path, rows longer than one pass of the block), and an
 // output one float past an aligned address (the single-float path for a row length that could vectorise).
 // Outputs are poisoned with NaN first, each with one guard element past its end; the backward weight
@@ -67,10 +67,13 @@ public class CudaRmsNormChecks
         for (int j = 0; j < c; j++) Near(gotDw[j], dw0[j] + dw[j], $"dw[{j}]");
         Assert.True(float.IsNaN(gotY[rows * c + shift]) && float.IsNaN(gotDx[rows * c + shift]) && float.IsNaN(gotRstd[rows]) && float.IsNaN(gotDw[c]), "a kernel wrote past its output");
 
-        // The weight gradient again from dw0: the same bits.
+        // The weight gradient again from dw0: the same bits; dx this time added to the first pass's (accumulate: a
+        // residual stream's gradient), so exactly twice it.
         using var again = device.Upload<float>([.. dw0, float.NaN]);
-        norm.Backward(ddy, dx_, dwgt, rstdBuf, dxView, CudaDeviceMemory.Borrow(again.Pointer, 4L * c, device.Context), rows, c);
+        norm.Backward(ddy, dx_, dwgt, rstdBuf, dxView, CudaDeviceMemory.Borrow(again.Pointer, 4L * c, device.Context), rows, c, accumulate: true);
         Assert.Equal(gotDw, device.Download<float>(again));
+        var twice = device.Download<float>(dxBuf);
+        for (int i = 0; i < rows * c; i++) Assert.Equal(2 * gotDx[i + shift], twice[i + shift]);
     }
 
     [Fact]

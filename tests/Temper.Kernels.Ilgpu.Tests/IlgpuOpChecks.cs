@@ -351,6 +351,10 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         var tdx2 = Up(Floats(rows * c, 9), rows, c); // overwritten, not accumulated
         B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), Up(rstd.Floats.ToArray(), rows), tdx2, null);
         Close(Down(tdx2), dx, "rmsnorm dx without dWeight");
+        var dx0 = Floats(rows * c, 10); // accumulated: a residual stream's gradient
+        var tdx3 = Up(dx0, rows, c);
+        B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), Up(rstd.Floats.ToArray(), rows), tdx3, null, accumulateDx: true);
+        Close(Down(tdx3), dx.Select((v, i) => v + dx0[i]).ToArray(), "rmsnorm dx accumulated");
     }
 
     [Theory]

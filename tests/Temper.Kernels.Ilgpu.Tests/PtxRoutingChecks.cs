@@ -402,10 +402,11 @@ public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChec
         var dw0 = Floats(c, 4);
         Compare(() =>
         {
-            var (y, rstd, dx, dw) = (Zeros(rows, c), Zeros(rows), Zeros(rows, c), Up(dw0, c));
+            var (y, rstd, dx, dw, dxAcc) = (Zeros(rows, c), Zeros(rows), Zeros(rows, c), Up(dw0, c), Up(Floats(rows * c, 5), rows, c));
             B.RmsNorm(Up(x, rows, c), Up(w, c), 1e-5f, y, rstd);
             B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), rstd, dx, dw);
-            return [.. Down(y), .. Down(rstd), .. Down(dx), .. Down(dw)];
+            B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), rstd, dxAcc, null, accumulateDx: true);
+            return [.. Down(y), .. Down(rstd), .. Down(dx), .. Down(dw), .. Down(dxAcc)];
         }, $"ptx rmsnorm {rows}x{c}");
     }
 

@@ -65,6 +65,12 @@ public abstract partial class BackendOpChecks
             if (c <= 2) CloseEach(Run(tdx), dx, $"rmsnorm dx C={c}", 1e-4, 1.0);
             else Close(Run(tdx), dx, $"rmsnorm dx C={c}");
             Close(Run(tdw), dw, $"rmsnorm dWeight C={c}");
+            var dx0 = Floats(rows * c, 5 * c); // accumulated into a residual stream's gradient
+            var tdx2 = Up(dx0, rows, c);
+            _b.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), Up(rstd, rows), tdx2, null, accumulateDx: true);
+            var sum = dx.Select((v, i) => v + dx0[i]).ToArray();
+            if (c <= 2) CloseEach(Run(tdx2), sum, $"rmsnorm dx accumulated C={c}", 1e-4, 1.0);
+            else Close(Run(tdx2), sum, $"rmsnorm dx accumulated C={c}");
         }
     }
 

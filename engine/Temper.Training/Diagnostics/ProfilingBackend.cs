@@ -68,7 +68,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     public void Dropout(Tensor x, ulong seed, float p, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.Dropout(x, seed, p, y); Record(nameof(Dropout), s); }
 
     public void EmbeddingBackward(Tensor dOut, ReadOnlySpan<int> ids, Tensor dTable) { long s = Stopwatch.GetTimestamp(); inner.EmbeddingBackward(dOut, ids, dTable); Record(nameof(EmbeddingBackward), s); }
-    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight) { long s = Stopwatch.GetTimestamp(); inner.RmsNormBackward(dy, x, weight, rstd, dx, dWeight); Record(nameof(RmsNormBackward), s); }
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, Tensor dx, Tensor? dWeight, bool accumulateDx = false) { long s = Stopwatch.GetTimestamp(); inner.RmsNormBackward(dy, x, weight, rstd, dx, dWeight, accumulateDx); Record(nameof(RmsNormBackward), s); }
     public void LinearBackward(Tensor dy, Tensor x, Tensor weight, Tensor? dx, Tensor? dWeight, Tensor? dBias, bool accumulateDx = false) { long s = Stopwatch.GetTimestamp(); inner.LinearBackward(dy, x, weight, dx, dWeight, dBias, accumulateDx); Record(Mm(nameof(LinearBackward), x, weight.Shape[0]), s); }
     public void DoraNorm(Tensor weight, Tensor loraA, Tensor loraB, float scale, Tensor norm) { long s = Stopwatch.GetTimestamp(); inner.DoraNorm(weight, loraA, loraB, scale, norm); Record(nameof(DoraNorm), s); }
     public void DoraScale(Tensor z, Tensor magnitude, Tensor norm, Tensor? bias, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.DoraScale(z, magnitude, norm, bias, y); Record(nameof(DoraScale), s); }

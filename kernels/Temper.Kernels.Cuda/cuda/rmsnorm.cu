@@ -1,8 +1,9 @@
 // rmsnorm.cu: RMSNorm (HF LlamaRMSNorm, f32) over the rows of x[N,C], forward and backward.
 //   rmsnorm_forward:        rstd[n] = 1 / sqrt(mean(x[n]^2) + eps) (rstd optional: null skips it),
 //                           y[n] = w[C] * (x[n] * rstd[n]); y may alias x.
-//   rmsnorm_backward_rows:  with xhat = x rstd and g = dy w: dx = rstd (g - xhat mean(g xhat)), overwritten;
-//                           dx may alias dy or x.
+//   rmsnorm_backward_rows:  with xhat = x rstd and g = dy w: dx = rstd (g - xhat mean(g xhat)), overwritten, or
+//                           added to dx (accumulate != 0: a residual stream's gradient); dx may alias dy or x
+//                           when it is overwritten.
 //   rmsnorm_backward_weight: dw[C] += sum_n dy[n] xhat[n]; no atomics: a block of 32 columns x 8 row lanes,
 //                           each lane sums its rows in order, then the 8 partials are added in lane order, so
 //                           the result is the same run after run (the ILGPU op's contract: deterministic).
@@ -77,7 +78,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_forward(
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_backward_rows(
-    const float* dy, const float* x, const float* __restrict__ w, const float* __restrict__ rstd, float* dx, int c)
+    const float* dy, const float* x, const float* __restrict__ w, const float* __restrict__ rstd, float* dx, int c, int accumulate)
 {
     __shared__ float warp_sums[WARPS];
     long o = (long)blockIdx.x * c;
@@ -108,14 +109,15 @@ extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_backward_rows(
             float4 d = *reinterpret_cast<const float4*>(dyr + j);
             float4 v = *reinterpret_cast<const float4*>(xr + j);
             float4 g = *reinterpret_cast<const float4*>(w + j);
+            float4 o = accumulate ? *reinterpret_cast<const float4*>(dxr + j) : make_float4(0.f, 0.f, 0.f, 0.f);
             *reinterpret_cast<float4*>(dxr + j) = make_float4(
-                r * (d.x * g.x - v.x * r * mean), r * (d.y * g.y - v.y * r * mean),
-                r * (d.z * g.z - v.z * r * mean), r * (d.w * g.w - v.w * r * mean));
+                o.x + r * (d.x * g.x - v.x * r * mean), o.y + r * (d.y * g.y - v.y * r * mean),
+                o.z + r * (d.z * g.z - v.z * r * mean), o.w + r * (d.w * g.w - v.w * r * mean));
         }
     }
     else
     {
-        for (int j = threadIdx.x; j < c; j += THREADS) dxr[j] = r * (dyr[j] * w[j] - xr[j] * r * mean);
+        for (int j = threadIdx.x; j < c; j += THREADS) dxr[j] = (accumulate ? dxr[j] : 0.f) + r * (dyr[j] * w[j] - xr[j] * r * mean);
     }
 }
 
