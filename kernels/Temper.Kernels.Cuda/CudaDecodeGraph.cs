@@ -6,7 +6,8 @@
 // A step, for x[R,C] f32 and bf16 weights (q, k and v packed into one [(H + 2 Hkv) D, C] matrix):
 //   x = embed[token]; per layer:
 //     qkv = RMSNorm(x) Wqkv^T + b              (GEMV, the norm folded in)
-//     q, cache[position] = RoPE(q), RoPE(k), v (decode_rope_append; Qwen3 norms each q and k head first)
+//     q, cache[position] = RoPE(q), RoPE(k), v (decode_rope_append; Qwen3 norms each q and k head first; for one row
+//                                              without head norms the GEMV's epilogue does it: CudaGemv.QkvRope)
 //     a = attention(q, cache[0..position])    (paged attention, one block of T slots per row)
 //     x += a Wo^T + b                         (GEMV, residual in place)
 //     h = silu(RMSNorm(x) Wg^T) * (RMSNorm(x) Wu^T)  (GEMV pair)
@@ -346,13 +347,22 @@ public sealed partial class CudaDecodeGraph : IDisposable
         mark?.Invoke("embed");
         foreach (var l in _layers)
         {
-            _gemv.Forward(l.Qkv!, _x, _qkv, rows, s.QkvRows, c, l.InputNorm, s.RmsNormEps, l.QkvBias);
-            mark?.Invoke("qkv = norm(x) Wqkv (GEMV)");
-            _device.Launch(_ropeFn!, Grid((long)rows * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
-                new CudaKernelArguments().Add(_qkv).Add(_position).Add(_rowIndex).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
-                    .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity)
-                    .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps));
-            mark?.Invoke("RoPE + cache append");
+            if (rows == 1 && l.QNorm == null && l.KNorm == null) // batch 1: RoPE and the append in the GEMV's epilogue
+            {
+                _gemv.QkvRope(l.Qkv!, _x, l.InputNorm, s.RmsNormEps, l.QkvBias, _position, _rowIndex, _cos, _sin, _q, l.KCache!, l.VCache!,
+                    s.Heads, s.KvHeads, s.HeadDim, Capacity, c);
+                mark?.Invoke("q, cache = RoPE(norm(x) Wqkv) (GEMV)");
+            }
+            else
+            {
+                _gemv.Forward(l.Qkv!, _x, _qkv, rows, s.QkvRows, c, l.InputNorm, s.RmsNormEps, l.QkvBias);
+                mark?.Invoke("qkv = norm(x) Wqkv (GEMV)");
+                _device.Launch(_ropeFn!, Grid((long)rows * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
+                    new CudaKernelArguments().Add(_qkv).Add(_position).Add(_rowIndex).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
+                        .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity)
+                        .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps));
+                mark?.Invoke("RoPE + cache append");
+            }
             _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _rowIndex, _rowIndex, _kvLen, _workspace, _attentionShape, _splits);
             mark?.Invoke(_splits > 1 ? $"attention ({_splits} splits, merged by the last)" : "attention");
             _gemv.Forward(l.O!, _attn, _x, rows, c, hd, bias: l.OBias, residual: _x);

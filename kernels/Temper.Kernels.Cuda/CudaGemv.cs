@@ -2,6 +2,8 @@
 // rows against a bf16 weight, memory-bound (the weights are read once, at close to the device's bandwidth):
 //   Forward: y[rows,n] = [residual +] [bias +] xn W^T, W [n,k] bf16; optionally each row's argmax into a slot
 //   SwiGlu:  y[rows,n] = silu(xn Wg^T + bg) * (xn Wu^T + bu), Wg and Wu [n,k] bf16
+//   QkvRope: one row's qkv = xn Wqkv^T + b with the decode step's RoPE and cache append in the epilogue (q rotated into
+//            q [H,D]; k rotated and v into the caches [R, T, Hkv, D] at row cacheRow[0], slot position[0])
 // with x [rows,k], y, residual [rows,n], bias [n], normWeight [k] f32, and xn = x, or RMSNorm(x) with
 // normWeight and eps (folded in: no separate norm kernel). residual may be y itself (in-place residual add);
 // x must not overlap y. The argmax slots (rows ulongs, zeroed by the caller) end up holding ArgmaxPack(max,
@@ -22,7 +24,7 @@ public sealed class CudaGemv : IDisposable
     private readonly CudaDevice _device;
     private readonly CudaModuleHandle _module;
     private readonly CudaFunction[] _forward, _swiGlu; // by rows - 1
-    private readonly CudaFunction _forwardPersistent, _swiGluPersistent; // one row
+    private readonly CudaFunction _forwardPersistent, _swiGluPersistent, _qkvRope; // one row
 
     public CudaGemv(CudaDevice device)
     {
@@ -32,6 +34,7 @@ public sealed class CudaGemv : IDisposable
         _swiGlu = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_swiglu_bf16_m{m}"))];
         _forwardPersistent = CudaDriver.GetFunction(_module, "gemv_bf16_p_m1");
         _swiGluPersistent = CudaDriver.GetFunction(_module, "gemv_swiglu_bf16_p_m1");
+        _qkvRope = CudaDriver.GetFunction(_module, "gemv_qkv_rope_bf16_m1");
     }
 
     /// <summary>The environment variable that caps the grid ("1": Persistent), until a GPU has timed it.</summary>
@@ -83,6 +86,31 @@ public sealed class CudaGemv : IDisposable
             .Add(gateBias?.Pointer ?? 0UL).Add(upBias?.Pointer ?? 0UL).Add(y).Add(n).Add(k);
         bool persistent = Persistent && rows == 1;
         _device.Launch(persistent ? _swiGluPersistent : _swiGlu[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, true), persistent), 1, 1), (Threads, 1, 1), args);
+    }
+
+    /// <summary>One activation row's q, k, v through Wqkv [(H + 2 Hkv) D, k] (+ bias), q rotated by RoPE into q [H, D], k rotated and
+    /// v as they are into kCache / vCache [rows, capacity, Hkv, D] at row cacheRow[0], slot position[0]; cos and sin [capacity, D/2]
+    /// (decode_step.cu's decode_rope_append, without head norms). A warp per pair of rows e, e + D/2 of a head.</summary>
+    public void QkvRope(CudaDeviceMemory w, CudaDeviceMemory x, CudaDeviceMemory? normWeight, float eps, CudaDeviceMemory? bias,
+        CudaDeviceMemory position, CudaDeviceMemory cacheRow, CudaDeviceMemory cos, CudaDeviceMemory sin, CudaDeviceMemory q,
+        CudaDeviceMemory kCache, CudaDeviceMemory vCache, int heads, int kvHeads, int headDim, int capacity, int k)
+    {
+        const string op = "CudaGemv.QkvRope";
+        int n = (heads + 2 * kvHeads) * headDim, half = headDim / 2;
+        if (heads < 1 || kvHeads < 1 || headDim < 2 || headDim % 2 != 0 || capacity < 1)
+            throw new CudaException($"{op}: heads {heads}, kv heads {kvHeads}, head dim {headDim} (even) and capacity {capacity} must be >= 1");
+        Check(op, w, "w", x, q, 1, heads * headDim, k, normWeight);
+        Require(op, w, 2L * n * k, "w", 16);
+        if (bias != null) Require(op, bias, 4L * n, "bias", 4);
+        Require(op, position, 4, "position", 4);
+        Require(op, cacheRow, 4, "cacheRow", 4);
+        Require(op, cos, 4L * capacity * half, "cos", 4);
+        Require(op, sin, 4L * capacity * half, "sin", 4);
+        Require(op, kCache, 4L * capacity * kvHeads * headDim, "kCache", 4);
+        Require(op, vCache, 4L * capacity * kvHeads * headDim, "vCache", 4);
+        var args = new CudaKernelArguments().Add(w).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps).Add(bias?.Pointer ?? 0UL)
+            .Add(position).Add(cacheRow).Add(cos).Add(sin).Add(q).Add(kCache).Add(vCache).Add(heads).Add(kvHeads).Add(half).Add(capacity).Add(n).Add(k);
+        _device.Launch(_qkvRope, ((uint)Blocks(n / 2, 1), 1, 1), (Threads, 1, 1), args);
     }
 
     // One group of outputs per warp; Persistent: no more than PersistentBlocksPerSm blocks an SM.

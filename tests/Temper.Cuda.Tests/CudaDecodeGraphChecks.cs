@@ -48,6 +48,7 @@ public class CudaDecodeGraphChecks
     }
 
     [Theory]
+    [InlineData(1, 12, false)] // one row: RoPE and the cache append in the qkv GEMV's epilogue (with Qwen2's q, k, v biases)
     [InlineData(2, 12, false)]
     [InlineData(8, 6, false)] // the GEMVs' widest row count
     [InlineData(2, 12, true)] // Qwen3's head norms
@@ -160,8 +161,10 @@ public class CudaDecodeGraphChecks
         Assert.Equal(6, graph.Position);
         Assert.Equal(plain, graph.Tokens()[0]);
         int layers = Tiny.NumLayers;
-        Assert.Equal([1, layers, layers, layers, layers, layers, layers, 1, 1], parts.Select(p => p.Calls));
-        Assert.StartsWith("attention", parts[3].Part);
+        // One row: the qkv GEMV does RoPE and the cache append (no separate part for them).
+        Assert.Equal([1, layers, layers, layers, layers, layers, 1, 1], parts.Select(p => p.Calls));
+        Assert.StartsWith("q, cache = RoPE", parts[1].Part);
+        Assert.StartsWith("attention", parts[2].Part);
         Assert.All(parts, p => Assert.True(p.Ms >= 0, $"{p.Part}: {p.Ms} ms"));
         Assert.Throws<ArgumentOutOfRangeException>(() => graph.Profile(4)); // 6 + 4 positions pass the capacity of 10
     }

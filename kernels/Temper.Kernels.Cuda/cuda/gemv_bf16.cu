@@ -2,6 +2,12 @@
 //   gemv_bf16_m<M>:        y[M,N] = [residual[M,N] +] [bias[N] +] xn[M,K] W[N,K]^T, optionally also the
 //                          argmax of each row of y into a 64-bit slot (argmax_slot.cuh; the LM head's greedy pick);
 //   gemv_swiglu_bf16_m<M>: y[M,N] = silu(xn Wg^T + bg) * (xn Wu^T + bu), silu(a) = a / (1 + exp(-a)) (-0 for a << 0);
+//   gemv_qkv_rope_bf16_m1: one row's qkv = xn Wqkv^T + b ([(H + 2 Hkv) D] rows: q heads, k heads, v heads) with
+//                          decode_step.cu's decode_rope_append in its epilogue: a warp computes the pair of rows e and
+//                          e + D/2 of a head (SwiGLU's two weight rows, the second D/2 rows further on) and writes q
+//                          rotated by RoPE at position[0], k rotated and v as is into kCache, vCache [R, T, Hkv, D]
+//                          at row cacheRow[0], slot position[0]; no qkv in memory and no rope launch (no head norms:
+//                          Qwen3 keeps the two kernels);
 // with xn = x, or with a norm weight g, xn = RMSNorm(x) = x g r, r = 1 / sqrt(mean_k x^2 + eps) per row. r is
 // one scalar per row, so the kernel sums W (x g) and x^2 in the same pass over x and multiplies by r at
 // the end: no norm kernel and no xn in memory. Null pointers (bias, residual, g, argmax) leave their term out.
@@ -93,13 +99,28 @@ template <> struct ReduceScatter<1>
     }
 };
 
-// M activation rows, R outputs per warp, S weights (1: a product; 2: SwiGLU's gate w0 and up w1), NORM: g given;
+// gemv_qkv_rope_bf16_m1's epilogue: where the rotated q and the cache rows go (decode_rope_append's arguments).
+struct RopeOut
+{
+    const int* position;
+    const int* cacheRow;
+    const float* cos;
+    const float* sin;
+    float* q;
+    float* kCache;
+    float* vCache;
+    int heads, kvHeads, half, capacity;
+};
+
+// M activation rows, R outputs per warp, S weights (1: a product; 2: SwiGLU's gate w0 and up w1, or with ROPE the rows
+// e and e + D/2 of a head: w1 = w0 + D/2 rows, output o the pair of row o / (D/2) D + o % (D/2)), NORM: g given;
 // PERSIST: a warp loops over every stride-th group (the grid capped), else it takes one group (the loop runs once).
-template <int M, int R, int S, bool NORM, bool PERSIST>
+template <int M, int R, int S, bool NORM, bool PERSIST, bool ROPE = false>
 __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* __restrict__ w1, const float* __restrict__ x,
     const float* __restrict__ g, float eps, const float* __restrict__ b0, const float* __restrict__ b1, const float* residual,
-    float* y, unsigned long long* __restrict__ argmax, int n, int k)
+    float* y, unsigned long long* __restrict__ argmax, int n, int k, const RopeOut* rope = nullptr)
 {
+    static_assert(!ROPE || (S == 2 && M == 1), "RoPE pairs are two weight rows of one activation row");
     constexpr int U = LOADS / (S * R); // steps of 256 weights per round
     static_assert(U * S * R == LOADS, "S R divides the copies in flight");
     constexpr int V = pow2_at_least(S * R * M), VM = pow2_at_least(M);
@@ -124,8 +145,8 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
 #pragma unroll
             for (int j = 0; j < S * R; j++)
             {
-                const int row = gr * R + j % R;
-                const bool in = kk < k && row < n;
+                const int out = gr * R + j % R, row = ROPE ? out / rope->half * 2 * rope->half + out % rope->half : out;
+                const bool in = kk < k && out < n;
                 const uint4* w = j < R ? w0 : w1;
                 cp_async_16(&weight_stage[s][warp][u * S * R + j][lane], in ? w + row * row_chunks + kk / 8 : w, in);
             }
@@ -206,7 +227,28 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
         // SwiGLU: the up sum of this lane's output sits R M sums further on.
         const float up = S == 2 ? __shfl_down_sync(FULL, sums[0], R * M * spread) : 0.f;
         const int col = n0 + my_r;
-        if (writer && col < n)
+        if (ROPE && writer && col < n)
+        {
+            const int half = rope->half, d = 2 * half, row = col / half * d + col % half, h = row / d, e = row % d;
+            const float a = sums[0] * scale + (b0 ? b0[row] : 0.f), b = up * scale + (b1 ? b1[row] : 0.f);
+            const int p = rope->position[0];
+            const bool isKey = h >= rope->heads && h < rope->heads + rope->kvHeads;
+            float* dst = h < rope->heads ? rope->q + (long)h * d
+                : (isKey ? rope->kCache : rope->vCache)
+                    + (((long)rope->cacheRow[0] * rope->capacity + p) * rope->kvHeads + h - rope->heads - (isKey ? 0 : rope->kvHeads)) * d;
+            if (h < rope->heads || isKey)
+            {
+                const float cs = rope->cos[(long)p * half + e], sn = rope->sin[(long)p * half + e];
+                dst[e] = a * cs - b * sn;
+                dst[e + half] = b * cs + a * sn;
+            }
+            else
+            {
+                dst[e] = a;
+                dst[e + half] = b;
+            }
+        }
+        else if (writer && col < n)
         {
             const long o = (long)my_m * n + col;
             float v = sums[0] * scale + (b0 ? b0[col] : 0.f);
@@ -271,5 +313,16 @@ extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m6(SWIGLU
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m7(SWIGLU_ARGS) { swiglu<7, 2>(wg, wu, x, g, eps, bg, bu, y, n, k); }
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_m8(SWIGLU_ARGS) { swiglu<8, 2>(wg, wu, x, g, eps, bg, bu, y, n, k); }
 // Batch-1 decoding's persistent variants (CudaGemv.Persistent): the grid capped, a warp looping over groups.
+extern "C" __global__ void __launch_bounds__(THREADS) gemv_qkv_rope_bf16_m1(const uint4* w, const float* x, const float* g, float eps,
+    const float* bias, const int* position, const int* cacheRow, const float* cos, const float* sin, float* q, float* kCache, float* vCache,
+    int heads, int kvHeads, int half, int capacity, int n, int k)
+{
+    const RopeOut rope{position, cacheRow, cos, sin, q, kCache, vCache, heads, kvHeads, half, capacity};
+    const uint4* w1 = w + (long)half * (k / 8);
+    const float* b1 = bias ? bias + half : nullptr;
+    if (g) gemv<1, 1, 2, true, false, true>(w, w1, x, g, eps, bias, b1, nullptr, nullptr, nullptr, n / 2, k, &rope);
+    else gemv<1, 1, 2, false, false, true>(w, w1, x, g, eps, bias, b1, nullptr, nullptr, nullptr, n / 2, k, &rope);
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_bf16_p_m1(FORWARD_ARGS) { forward<1, 1, true>(w, x, g, eps, bias, residual, y, argmax, n, k); }
 extern "C" __global__ void __launch_bounds__(THREADS) gemv_swiglu_bf16_p_m1(SWIGLU_ARGS) { swiglu<1, 1, true>(wg, wu, x, g, eps, bg, bu, y, n, k); }
