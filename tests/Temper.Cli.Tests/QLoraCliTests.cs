@@ -69,7 +69,7 @@ public class QLoraCliTests
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("smollm-135m-shaped, 1 layers", r.Stdout);
         Assert.Contains("| op | ms/step | calls/step | share of step |", r.Stdout);
-        foreach (var op in new[] { "LmHeadCrossEntropy", "AdamWStep", "LoraLinear [4,576]->576", "LoraLinearBackward [4,1536]->576", "AttentionBackward" })
+        foreach (var op in new[] { "LmHeadCrossEntropy", "AdamWSteps", "LoraLinear [4,576]->576", "LoraLinearBackward [4,1536]->576", "AttentionBackward" })
             Assert.Contains("| " + op + " |", r.Stdout);
 
         var bad = TemperCli.Run("bench", "train", "--device", "cpu", "--layers", "0");
