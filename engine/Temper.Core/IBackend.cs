@@ -117,6 +117,9 @@ public interface IBackend : IDisposable
     }
     /// <summary>x *= s in place.</summary>
     void Scale(Tensor x, float s);
+    /// <summary>Every byte of x set to zero in place (NaN and infinities too, which Scale by 0 keeps: a gradient buffer
+    /// after a skipped step).</summary>
+    void Clear(Tensor x);
     /// <summary>x[N,C] row n *= scales[n] in place (f32; a mixture-of-experts block's routing weights).</summary>
     void ScaleRows(Tensor x, ReadOnlySpan<float> scales);
 

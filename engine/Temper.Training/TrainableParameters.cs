@@ -83,8 +83,8 @@ public sealed class TrainableParameters : IDisposable
     public void ZeroGrads()
     {
         foreach (var p in All)
-            if (p.Grad.IsHost) p.Grad.Bytes.Clear(); // Scale by 0 would keep a NaN
-            else _backend.Scale(p.Grad, 0f);
+            if (p.Grad.IsHost) p.Grad.Bytes.Clear();
+            else _backend.Clear(p.Grad); // not Scale by 0, which keeps a skipped step's NaN for every later step
     }
 
     /// <summary>Global L2 norm of all gradients.</summary>

@@ -309,6 +309,12 @@ public sealed partial class CpuBackend : IBackend
         return Cpu.SumOfSquares.Compute(x.Floats, _threads);
     }
 
+    public void Clear(Tensor x)
+    {
+        Host("Clear", x);
+        x.Bytes.Clear();
+    }
+
     public void Scale(Tensor x, float s)
     {
         Host("Scale", x);

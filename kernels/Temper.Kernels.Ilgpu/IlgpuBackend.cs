@@ -582,6 +582,12 @@ public sealed partial class IlgpuBackend : IBackend
         return r;
     }
 
+    public void Clear(Tensor x)
+    {
+        var s = Storage("Clear", x);
+        if (x.ByteCount > 0) Bytes(s).SubView(0, x.ByteCount).MemSetToZero(_dc.Stream);
+    }
+
     public void Scale(Tensor x, float s)
     {
         const string op = "Scale";

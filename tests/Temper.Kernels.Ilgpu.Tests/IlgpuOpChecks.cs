@@ -646,6 +646,23 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
     }
 
     [Fact]
+    public void Clear_zeroes_every_element_nan_and_infinity_included()
+    {
+        var values = Floats(37, 70);
+        values[3] = float.NaN;
+        values[11] = float.PositiveInfinity;
+        var t = Up(values, 37);
+        B.Scale(t, 0f);
+        Assert.True(float.IsNaN(Down(t)[3])); // what ZeroGrads used to do: the NaN stays
+        B.Clear(t);
+        Assert.All(Down(t), v => Assert.Equal(0f, v));
+        var bf16 = Own(B.FromHost(HostBf16(Check.ToBf16(Floats(10, 71), out _), 10)));
+        B.Clear(bf16);
+        using var hb = B.ToHost(bf16);
+        Assert.All(hb.Span<ushort>().ToArray(), v => Assert.Equal(0, v));
+    }
+
+    [Fact]
     public void SumOfSquares_matches_f64()
     {
         foreach (int n in new[] { 1, 5, 3000 })

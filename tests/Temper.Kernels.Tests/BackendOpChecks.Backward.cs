@@ -525,6 +525,17 @@ public abstract partial class BackendOpChecks
     }
 
     [Fact]
+    public void Clear_zeroes_nan_and_infinity_that_scale_by_zero_keeps()
+    {
+        var x = Floats(29, 5);
+        x[2] = float.NaN;
+        x[7] = float.NegativeInfinity;
+        var t = Up(x, 29);
+        _b.Clear(t);
+        Assert.All(Run(t), v => Assert.Equal(0f, v));
+    }
+
+    [Fact]
     public void ScaleRows_MatchesReference_AtEveryRowLength_AndRefusesAMismatch()
     {
         foreach (int c in Enumerable.Range(1, 67))

@@ -50,4 +50,18 @@ public class DeviceCheckpointTests
         }
         finally { Directory.Delete(run, true); }
     }
+
+    [Fact]
+    public void Zeroing_gradients_on_a_device_backend_clears_a_skipped_steps_nan()
+    {
+        // A step whose loss or grad norm is not finite is skipped; the next must start from zero gradients. On a device
+        // backend ZeroGrads scaled them by 0, which keeps NaN, so every later step was skipped too until the run aborted.
+        using var be = IlgpuBackend.Create("ilgpu-cpu");
+        using var lm = LanguageModel.Load(Fixtures.Hf("llama-tiny"), be);
+        using var ps = TrainableParameters.Full(lm.Weights, be);
+        be.Scale(ps.All[0].Grad, float.NaN); // 0 x NaN: every element NaN
+        Assert.True(double.IsNaN(ps.GradNorm()));
+        ps.ZeroGrads();
+        Assert.Equal(0d, ps.GradNorm());
+    }
 }

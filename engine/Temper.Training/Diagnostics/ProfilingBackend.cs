@@ -88,6 +88,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     public double SumOfSquares(Tensor x) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(x); Record(nameof(SumOfSquares), s); return r; }
     public double SumOfSquares(IReadOnlyList<Tensor> xs) { long s = Stopwatch.GetTimestamp(); double r = inner.SumOfSquares(xs); Record(nameof(SumOfSquares) + "s", s); return r; }
     public void AdamWSteps(IReadOnlyList<AdamWTensors> tensors, in AdamWParams p) { long s = Stopwatch.GetTimestamp(); inner.AdamWSteps(tensors, p); Record(nameof(AdamWSteps), s); }
+    public void Clear(Tensor x) { long s = Stopwatch.GetTimestamp(); inner.Clear(x); Record(nameof(Clear), s); }
     public void Scale(Tensor x, float s) { long t = Stopwatch.GetTimestamp(); inner.Scale(x, s); Record(nameof(Scale), t); }
     public void ScaleRows(Tensor x, ReadOnlySpan<float> scales) { long t = Stopwatch.GetTimestamp(); inner.ScaleRows(x, scales); Record(nameof(ScaleRows), t); }
 
