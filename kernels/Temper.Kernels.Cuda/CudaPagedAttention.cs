@@ -73,14 +73,13 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
         device.Launch(function, ((uint)units, (uint)splits, 1), (Threads, 1, 1), args);
     }
 
-    // At least `units` zeroed counters: grown (to at least 1024) by a new zeroed buffer after the queued kernels.
+    // At least `units` zeroed counters: a new buffer (at least 1024) is zeroed when CudaScratch grows it.
     private CudaDeviceMemory Counters(long units)
     {
-        if (_counters != null && _counters.ByteLength >= 4 * units) return _counters;
-        _counters?.Dispose(); // stream-ordered after the kernels that used it
-        _counters = device.Allocate<uint>(Math.Max(1024, units));
-        CudaDriver.SetBytesAsync(_counters.Pointer, 0, _counters.ByteLength, device.Stream);
-        return _counters;
+        var held = _counters;
+        var counters = CudaScratch.AtLeast<uint>(device, ref _counters, units, 1024);
+        if (!ReferenceEquals(counters, held)) CudaDriver.SetBytesAsync(counters.Pointer, 0, counters.ByteLength, device.Stream);
+        return counters;
     }
 
     /// <summary>Whether a cache's address suits the kernel's 16-byte loads.</summary>

@@ -1,5 +1,5 @@
 // Device scratch that an instance keeps and grows: the bf16 activations, W^T and dequantised NF4 weights of CudaLinear,
-// CudaLoraRank's split partial sums.
+// CudaLoraRank's split partial sums, CudaPagedAttention's split counters.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 
