@@ -26,6 +26,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include "argmax_slot.cuh"
+#include "rope_append.cuh"
 
 namespace {
 constexpr int THREADS = 256;
@@ -74,27 +75,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
         a = norm[e] * (a * rstd);
         b = norm[e + half] * (b * rstd);
     }
-    if (h < heads)
-    {
-        const float cs = cos[(long long)p * half + e], sn = sin[(long long)p * half + e];
-        float* dst = q + ((long long)r * heads + h) * d;
-        dst[e] = a * cs - b * sn;
-        dst[e + half] = b * cs + a * sn;
-        return;
-    }
-    const int kh = isKey ? h - heads : h - heads - kvHeads;
-    float* dst = (isKey ? kCache : vCache) + (((long long)cacheRow[r] * capacity + p) * kvHeads + kh) * d;
-    if (isKey)
-    {
-        const float cs = cos[(long long)p * half + e], sn = sin[(long long)p * half + e];
-        dst[e] = a * cs - b * sn;
-        dst[e + half] = b * cs + a * sn;
-    }
-    else
-    {
-        dst[e] = a;
-        dst[e + half] = b;
-    }
+    rope_append_pair(a, b, h, e, half, p, cacheRow[r], cos, sin, heads, kvHeads, capacity, q + (long long)r * heads * d, kCache, vCache);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) decode_next(

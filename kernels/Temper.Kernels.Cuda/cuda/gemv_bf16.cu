@@ -29,6 +29,7 @@
 // (accumulating for the residual) and SwiGluReference in turn; CudaGemvChecks evaluates it in f64.
 #include <stdint.h>
 #include "argmax_slot.cuh"
+#include "rope_append.cuh"
 #include "ptx_ops.cuh"
 
 namespace {
@@ -229,24 +230,10 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
         const int col = n0 + my_r;
         if (ROPE && writer && col < n)
         {
-            const int half = rope->half, d = 2 * half, row = col / half * d + col % half, h = row / d, e = row % d;
+            const int half = rope->half, d = 2 * half, row = col / half * d + col % half;
             const float a = sums[0] * scale + (b0 ? b0[row] : 0.f), b = up * scale + (b1 ? b1[row] : 0.f);
-            const int p = rope->position[0];
-            const bool isKey = h >= rope->heads && h < rope->heads + rope->kvHeads;
-            float* dst = h < rope->heads ? rope->q + (long)h * d
-                : (isKey ? rope->kCache : rope->vCache)
-                    + (((long)rope->cacheRow[0] * rope->capacity + p) * rope->kvHeads + h - rope->heads - (isKey ? 0 : rope->kvHeads)) * d;
-            if (h < rope->heads || isKey)
-            {
-                const float cs = rope->cos[(long)p * half + e], sn = rope->sin[(long)p * half + e];
-                dst[e] = a * cs - b * sn;
-                dst[e + half] = b * cs + a * sn;
-            }
-            else
-            {
-                dst[e] = a;
-                dst[e + half] = b;
-            }
+            rope_append_pair(a, b, row / d, row % d, half, rope->position[0], rope->cacheRow[0], rope->cos, rope->sin, rope->heads,
+                rope->kvHeads, rope->capacity, rope->q, rope->kCache, rope->vCache);
         }
         else if (writer && col < n)
         {
