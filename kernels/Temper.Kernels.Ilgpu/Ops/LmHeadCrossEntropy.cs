@@ -27,39 +27,22 @@ internal static class LmHeadCrossEntropy
     /// <summary>Chunk rows when the caller does not choose: about 16M floats of logits per chunk.</summary>
     public static int AutoChunk(int n, int v) => Math.Max(1, Math.Min(v, (1 << 24) / Math.Max(1, n)));
 
-    public static void StatsKernel(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit, int v0, int vc)
-    {
-        var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
-        int n = Grid.IdxX, label = labels[n];
-        if (label < 0) return; // the whole group leaves together
-        int o = n * vc;
-        float m = v0 == 0 ? float.NegativeInfinity : max[n];
-        float cm = float.NegativeInfinity;
-        for (int j = Group.IdxX; j < vc; j += Group.DimX) cm = IntrinsicMath.Max(cm, logits[o + j]);
-        float nm = IntrinsicMath.Max(m, GroupReduce.Max(shared, cm));
-        float cs = 0;
-        for (int j = Group.IdxX; j < vc; j += Group.DimX) cs += MathF.Exp(logits[o + j] - nm);
-        cs = GroupReduce.Sum(shared, cs);
-        if (Group.IdxX != 0) return;
-        sum[n] = (m == float.NegativeInfinity ? 0f : sum[n] * MathF.Exp(m - nm)) + cs;
-        max[n] = nm;
-        if (label >= v0 && label < v0 + vc) labelLogit[n] = logits[o + label - v0];
-    }
-
     /// <summary>How far (natural-log units) a chunk's max may pass a row's reference before the reference moves up.</summary>
     public const float RefSlack = 16f;
 
-    /// <summary>StatsKernel for the one-pass gradient: also p = exp(logits - ref) in place (0 on unlabelled rows), the
-    /// reference ref[n] moved up (and acc's row rescaled) when the chunk's max passes it by more than RefSlack.</summary>
-    public static void OnePassStatsKernel(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit,
-        ArrayView<float> reference, ArrayView<float> acc, int v0, int vc, int c)
+    /// <summary>One group per row folds the chunk into the running max and sum (online log-sum-exp) and picks up the label's
+    /// logit. onePass != 0 (the one-pass gradient) also turns the chunk into p = exp(logits - ref) in place (0 on unlabelled
+    /// rows), the reference ref[n] moved up (and acc's row rescaled) when the chunk's max passes it by more than RefSlack.</summary>
+    public static void StatsKernel(ArrayView<float> logits, ArrayView<int> labels, ArrayView<float> max, ArrayView<float> sum, ArrayView<float> labelLogit,
+        ArrayView<float> reference, ArrayView<float> acc, int v0, int vc, int c, int onePass)
     {
         var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         int n = Grid.IdxX, label = labels[n];
         int o = n * vc;
         if (label < 0)
         {
-            for (int j = Group.IdxX; j < vc; j += Group.DimX) logits[o + j] = 0f;
+            if (onePass != 0)
+                for (int j = Group.IdxX; j < vc; j += Group.DimX) logits[o + j] = 0f;
             return; // the whole group leaves together
         }
         float m = v0 == 0 ? float.NegativeInfinity : max[n];
@@ -68,13 +51,13 @@ internal static class LmHeadCrossEntropy
         {
             float x = logits[o + j];
             cm = IntrinsicMath.Max(cm, x);
-            if (v0 + j == label) labelLogit[n] = x; // one thread of the group owns it, read before p overwrites it
+            if (v0 + j == label) labelLogit[n] = x; // one thread of the group owns it, read before p may overwrite it
         }
         cm = GroupReduce.Max(shared, cm);
         float nm = IntrinsicMath.Max(m, cm);
-        float r = v0 == 0 ? float.NegativeInfinity : reference[n];
+        float r = onePass == 0 || v0 == 0 ? float.NegativeInfinity : reference[n];
         float nr = v0 == 0 || cm > r + RefSlack ? nm : r;
-        if (v0 != 0 && nr != r)
+        if (onePass != 0 && v0 != 0 && nr != r)
         {
             float f = MathF.Exp(r - nr);
             for (int j = Group.IdxX; j < c; j += Group.DimX) acc[n * c + j] *= f;
@@ -84,13 +67,13 @@ internal static class LmHeadCrossEntropy
         {
             float x = logits[o + j];
             cs += MathF.Exp(x - nm);
-            logits[o + j] = MathF.Exp(x - nr);
+            if (onePass != 0) logits[o + j] = MathF.Exp(x - nr);
         }
         cs = GroupReduce.Sum(shared, cs);
         if (Group.IdxX != 0) return;
         sum[n] = (m == float.NegativeInfinity ? 0f : sum[n] * MathF.Exp(m - nm)) + cs;
         max[n] = nm;
-        reference[n] = nr;
+        if (onePass != 0) reference[n] = nr;
     }
 
     /// <summary>dHidden[n, j] += s (exp(ref[n] - lse[n]) acc[n, j] - lmHead[label[n], j]) for labelled rows (one thread an element).</summary>
@@ -144,25 +127,18 @@ internal static class LmHeadCrossEntropy
         var logits = dc.Arena.Take<float>((long)n * vc);
         var hiddenBf16 = Gemm.ActivationsInBf16(dc, hidden, lmHead, n, c); // PTX route: converted once for every chunk's product
         bool onePass = dHidden != null && dLmHead == null;
-        var reference = onePass ? dc.Arena.Take<float>(n) : default;
-        var acc = onePass ? dc.Arena.Take<float>((long)n * c) : default;
-        var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>>("ce.stats",
-            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(StatsKernel));
-        var onePassStats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>>("ce.stats.onepass",
-            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(OnePassStatsKernel));
+        var reference = onePass ? dc.Arena.Take<float>(n) : max; // unread without the one pass
+        var acc = onePass ? dc.Arena.Take<float>((long)n * c) : max;
+        var stats = dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>>("ce.stats",
+            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(StatsKernel));
         for (int v0 = 0; v0 < v; v0 += vc)
         {
             int len = Math.Min(vc, v - v0);
             var chunkLogits = logits.SubView(0, (long)n * len);
             var w = lmHead.Rows(v0, len, c);
             Gemm.NT(dc, hidden, hiddenBf16, w, null, chunkLogits, n, c, len, 1f, accumulate: false);
-            if (!onePass)
-            {
-                stats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, v0, len);
-                continue;
-            }
-            onePassStats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, reference, acc, v0, len, c);
-            Gemm.NN(dc, chunkLogits, w, acc, n, c, len, 1f, accumulate: v0 != 0);
+            stats(GroupReduce.RowGroups(dc, n), chunkLogits, dLabels, max, sum, labelLogit, reference, acc, v0, len, c, onePass ? 1 : 0);
+            if (onePass) Gemm.NN(dc, chunkLogits, w, acc, n, c, len, 1f, accumulate: v0 != 0);
         }
         dc.Kernel<Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>>("ce.loss",
             a => a.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(LossKernel))
