@@ -557,15 +557,7 @@ public sealed partial class IlgpuBackend : IBackend
         }
     }
 
-    public double SumOfSquares(Tensor x)
-    {
-        const string op = "SumOfSquares";
-        F32(op, x);
-        Begin();
-        double r = Ops.SumOfSquares.Compute(_dc, F(op, x), Count(x), out long bytes);
-        _reductionBytes += bytes;
-        return r;
-    }
+    public double SumOfSquares(Tensor x) => SumOfSquares([x]);
 
     public double SumOfSquares(IReadOnlyList<Tensor> xs)
     {

@@ -17,9 +17,6 @@ internal static class SumOfSquares
         partials[p] = sum;
     }
 
-    public static double Compute(DeviceContext dc, ArrayView<float> x, int n, out long downloadedBytes) =>
-        Compute(dc, [(x, n)], out downloadedBytes);
-
     /// <summary>Each tensor's partials into one arena region (one launch each), read back together after one sync; the
     /// sum of each tensor's partials in order, added in tensor order (the same bits as one Compute a tensor).</summary>
     public static double Compute(DeviceContext dc, IReadOnlyList<(ArrayView<float> X, int N)> xs, out long downloadedBytes)
