@@ -82,9 +82,7 @@ public sealed class TrainableParameters : IDisposable
 
     public void ZeroGrads()
     {
-        foreach (var p in All)
-            if (p.Grad.IsHost) p.Grad.Bytes.Clear();
-            else _backend.Clear(p.Grad); // not Scale by 0, which keeps a skipped step's NaN for every later step
+        foreach (var p in All) _backend.Clear(p.Grad); // not Scale by 0, which keeps a skipped step's NaN for every later step
     }
 
     /// <summary>Global L2 norm of all gradients.</summary>
