@@ -139,9 +139,10 @@ public sealed class CudaDevice : IDisposable
         Launch(function, (blocks, 1, 1), ((uint)blockSize, 1, 1), arguments, sharedMemoryBytes);
     }
 
+    /// <summary>A launch on this device's stream; <paramref name="overlapPrevious"/>: see CudaDriver.Launch.</summary>
     public void Launch(CudaFunction function, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block,
-        CudaKernelArguments arguments, int sharedMemoryBytes = 0) =>
-        CudaDriver.Launch(function, grid, block, (uint)sharedMemoryBytes, Stream, arguments);
+        CudaKernelArguments arguments, int sharedMemoryBytes = 0, bool overlapPrevious = false) =>
+        CudaDriver.Launch(function, grid, block, (uint)sharedMemoryBytes, Stream, arguments, overlapPrevious);
 
     public void Synchronize() => CudaDriver.StreamSynchronize(Stream);
 

@@ -37,8 +37,9 @@ public static class GraphDecoding
         }
     }
 
-    /// <summary>A graph for <paramref name="rows"/> sequences of up to <paramref name="capacity"/> positions with the model's weights uploaded.</summary>
-    public static CudaDecodeGraph Build(CudaDevice device, ModelConfig cfg, ModelWeights weights, int rows, int capacity)
+    /// <summary>A graph for <paramref name="rows"/> sequences of up to <paramref name="capacity"/> positions with the model's weights uploaded;
+    /// <paramref name="dependentLaunch"/>: CudaDecodeGraph.DependentLaunch (null: the graph decides).</summary>
+    public static CudaDecodeGraph Build(CudaDevice device, ModelConfig cfg, ModelWeights weights, int rows, int capacity, bool? dependentLaunch = null)
     {
         Validate(cfg, rows, capacity);
         if (weights.VirtualTokenCount > 0) throw new TemperException("the decode graph does not put a prompt- or prefix-tuning adapter's virtual tokens before the prompt; decode without --graph");
@@ -47,7 +48,7 @@ public static class GraphDecoding
             if (p.Nf4 != null) throw new TemperException($"{p.Name}: the decode graph takes f32 or bf16 weights, not NF4");
             if (p.Lora != null || p.Ia3 != null) throw new TemperException($"{p.Name}: the decode graph takes merged weights; merge the adapter first (temper merge)");
         }
-        var graph = new CudaDecodeGraph(device, Shape(cfg), rows, capacity);
+        var graph = new CudaDecodeGraph(device, Shape(cfg), rows, capacity, dependentLaunch);
         try
         {
             graph.SetEmbedding(Bits(weights.Embed));

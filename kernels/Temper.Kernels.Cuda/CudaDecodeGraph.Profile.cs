@@ -1,6 +1,7 @@
 // CudaDecodeGraph.Profile: each part of a decode step's GPU time, from a second captured graph holding an
 // external event record node (cuEventRecordWithFlags, CU_EVENT_RECORD_EXTERNAL) after each part, so the
-// times carry no launch overhead; parts are summed over layers per step.
+// times carry no launch overhead; parts are summed over layers per step. Its launches never overlap (DependentLaunch
+// aside): each part is timed alone.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
 
@@ -24,16 +25,24 @@ public sealed partial class CudaDecodeGraph
             var events = new List<CudaEventHandle> { _device.CreateEvent() };
             int marks = 3 + 6 * _layers.Length;
             for (int i = 0; i < marks; i++) events.Add(_device.CreateEvent());
-            var graph = CudaGraph.Capture(_device.Stream, () =>
+            Overlap(false); // each part timed alone, between its events
+            try
             {
-                CudaDriver.RecordEventExternal(events[0], _device.Stream);
-                LaunchStep(label =>
+                var graph = CudaGraph.Capture(_device.Stream, () =>
                 {
-                    labels.Add(label);
-                    CudaDriver.RecordEventExternal(events[labels.Count], _device.Stream);
+                    CudaDriver.RecordEventExternal(events[0], _device.Stream);
+                    LaunchStep(label =>
+                    {
+                        labels.Add(label);
+                        CudaDriver.RecordEventExternal(events[labels.Count], _device.Stream);
+                    });
                 });
-            });
-            _profile = (graph, events, labels);
+                _profile = (graph, events, labels);
+            }
+            finally
+            {
+                Overlap(true);
+            }
         }
         var (g, ev, names) = _profile.Value;
         var totals = new Dictionary<string, (int Calls, double Ms)>();

@@ -13,6 +13,8 @@
 //     h = silu(RMSNorm(x) Wg^T) * (RMSNorm(x) Wu^T)  (GEMV pair)
 //     x += h Wd^T + b
 //   logits[R,V] = RMSNorm(x) Wlm^T, argmax folded in; next token = the prompt's or the argmax.
+// With DependentLaunch (TEMPER_DECODE_PDL=1 on compute capability 9.0) each kernel after the embedding may start while the
+// one before drains (programmatic dependent launch; it waits for that one before reading its output).
 // Caches are f32 [R, T, Hkv, D] per layer. Sampling other than greedy is the host's: read Logits().
 // Prefill (CudaDecodeGraph.Prefill.cs) runs long prompts through the layers in chunks instead; Profile
 // (CudaDecodeGraph.Profile.cs) times each part of a step.
@@ -79,16 +81,18 @@ public sealed partial class CudaDecodeGraph : IDisposable
         public ulong KNormPointer => KNorm?.Pointer ?? 0UL;
     }
 
-    /// <summary>Device buffers for <paramref name="rows"/> sequences of up to <paramref name="capacity"/> positions; the weights come next (SetEmbedding, SetLayer, SetFinal).</summary>
-    public CudaDecodeGraph(CudaDevice device, DecodeModelShape shape, int rows, int capacity)
+    /// <summary>Device buffers for <paramref name="rows"/> sequences of up to <paramref name="capacity"/> positions; the weights come next (SetEmbedding, SetLayer, SetFinal).
+    /// <paramref name="dependentLaunch"/>: see DependentLaunch (null: UseDependentLaunch decides).</summary>
+    public CudaDecodeGraph(CudaDevice device, DecodeModelShape shape, int rows, int capacity, bool? dependentLaunch = null)
     {
         Validate(shape, rows, capacity);
         _device = device;
         Shape = shape;
         Rows = rows;
         Capacity = capacity;
-        _gemv = new CudaGemv(device);
-        _attention = new CudaPagedAttention(device);
+        DependentLaunch = _overlap = dependentLaunch ?? UseDependentLaunch(device);
+        _gemv = new CudaGemv(device, DependentLaunch);
+        _attention = new CudaPagedAttention(device, DependentLaunch);
         int c = shape.Hidden, hd = shape.Heads * shape.HeadDim;
         _x = Floats((long)rows * c);
         _qkv = Floats((long)rows * shape.QkvRows);
@@ -118,6 +122,21 @@ public sealed partial class CudaDecodeGraph : IDisposable
             layer.VCache = Floats((long)rows * capacity * shape.KvHeads * shape.HeadDim);
         }
     }
+
+    /// <summary>The environment variable that turns DependentLaunch on ("1") on compute capability 9.0 and later, until a GPU has timed it.</summary>
+    public const string DependentLaunchVariable = "TEMPER_DECODE_PDL";
+
+    /// <summary>Whether every kernel of a step after the first may start before the one before it has finished (programmatic
+    /// dependent launch; the kernels' compute_90 builds, Ptx/*.sm90.ptx, which wait for it first, grid_dependency.cuh):
+    /// the blocks of the next kernel are resident, and each GEMV warp's first weight copies in flight, while the kernel
+    /// before drains, instead of after a gap. The same sums in the same order either way.</summary>
+    public bool DependentLaunch { get; }
+
+    /// <summary>TEMPER_DECODE_PDL=1 on a device of compute capability 9.0 or later.</summary>
+    public static bool UseDependentLaunch(CudaDevice device) =>
+        Environment.GetEnvironmentVariable(DependentLaunchVariable) == "1" && device.ComputeCapability.Major >= 9;
+
+    private bool _overlap; // DependentLaunch, off while Profile captures
 
     public DecodeModelShape Shape { get; }
     public int Rows { get; }
@@ -360,7 +379,7 @@ public sealed partial class CudaDecodeGraph : IDisposable
                 _device.Launch(_ropeFn!, Grid((long)rows * (s.Heads + 2 * s.KvHeads) * (s.HeadDim / 2)), (Threads, 1, 1),
                     new CudaKernelArguments().Add(_qkv).Add(_position).Add(_rowIndex).Add(_cos).Add(_sin).Add(_q).Add(l.KCache!).Add(l.VCache!)
                         .Add(rows).Add(s.Heads).Add(s.KvHeads).Add(s.HeadDim / 2).Add(Capacity)
-                        .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps));
+                        .Add(l.QNormPointer).Add(l.KNormPointer).Add(s.RmsNormEps), overlapPrevious: _overlap);
                 mark?.Invoke("RoPE + cache append");
             }
             _attention.Forward(_q, l.KCache!, l.VCache!, _attn, _rowIndex, _rowIndex, _kvLen, _workspace, _attentionShape, _splits);
@@ -375,7 +394,8 @@ public sealed partial class CudaDecodeGraph : IDisposable
         _gemv.Forward(_lmHead ?? _embed!, _x, _logits, rows, s.Vocab, c, _finalNorm, s.RmsNormEps, argmax: _argmax);
         mark?.Invoke("logits = norm(x) Wlm + argmax (GEMV)");
         _device.Launch(_nextFn!, Grid(rows), (Threads, 1, 1),
-            new CudaKernelArguments().Add(_argmax).Add(_prompt).Add(_promptLen).Add(_token).Add(_position).Add(_tokens).Add(rows).Add(Capacity));
+            new CudaKernelArguments().Add(_argmax).Add(_prompt).Add(_promptLen).Add(_token).Add(_position).Add(_tokens).Add(rows).Add(Capacity),
+            overlapPrevious: _overlap);
         mark?.Invoke("next token");
     }
 
@@ -458,7 +478,10 @@ public sealed partial class CudaDecodeGraph : IDisposable
         return fresh;
     }
 
-    private CudaModuleHandle Module() => _module ??= _device.LoadModule(KernelPtx.Read("decode_step.ptx"), out _);
+    private CudaModuleHandle Module() => _module ??= _device.LoadModule(KernelPtx.Read(DependentLaunch ? "decode_step.sm90.ptx" : "decode_step.ptx"), out _);
+
+    // Whether the step's launches after the first may overlap the kernel before them (Profile turns it off while it captures).
+    private void Overlap(bool on) => _overlap = _gemv.OverlapPrevious = _attention.OverlapPrevious = on && DependentLaunch;
 
     public void Dispose()
     {

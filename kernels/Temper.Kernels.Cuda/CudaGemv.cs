@@ -26,16 +26,24 @@ public sealed class CudaGemv : IDisposable
     private readonly CudaFunction[] _forward, _swiGlu; // by rows - 1
     private readonly CudaFunction _forwardPersistent, _swiGluPersistent, _qkvRope; // one row
 
-    public CudaGemv(CudaDevice device)
+    /// <summary>Loads the kernels; <paramref name="overlapPrevious"/>: every launch may overlap the kernel before it
+    /// (programmatic dependent launch, compute capability 9.0: the compute_90 build Ptx/gemv_bf16.sm90.ptx, whose warps
+    /// start their first weight copies before they wait for that kernel).</summary>
+    public CudaGemv(CudaDevice device, bool overlapPrevious = false)
     {
         _device = device;
-        _module = device.LoadModule(KernelPtx.Read("gemv_bf16.ptx"), out _);
+        OverlapPrevious = overlapPrevious;
+        _module = device.LoadModule(KernelPtx.Read(overlapPrevious ? "gemv_bf16.sm90.ptx" : "gemv_bf16.ptx"), out _);
         _forward = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_bf16_m{m}"))];
         _swiGlu = [.. Enumerable.Range(1, MaxRows).Select(m => CudaDriver.GetFunction(_module, $"gemv_swiglu_bf16_m{m}"))];
         _forwardPersistent = CudaDriver.GetFunction(_module, "gemv_bf16_p_m1");
         _swiGluPersistent = CudaDriver.GetFunction(_module, "gemv_swiglu_bf16_p_m1");
         _qkvRope = CudaDriver.GetFunction(_module, "gemv_qkv_rope_bf16_m1");
     }
+
+    /// <summary>Whether launches may overlap the kernel before them: the constructor's choice, which CudaDecodeGraph.Profile turns
+    /// off while it captures (its events between the parts time each alone). Never turned on after construction.</summary>
+    internal bool OverlapPrevious { get; set; }
 
     /// <summary>The environment variable that caps the grid ("1": Persistent), until a GPU has timed it.</summary>
     public const string PersistentVariable = "TEMPER_GEMV_PERSISTENT";
@@ -70,7 +78,7 @@ public sealed class CudaGemv : IDisposable
         var args = new CudaKernelArguments().Add(w).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps).Add(bias?.Pointer ?? 0UL)
             .Add(residual?.Pointer ?? 0UL).Add(y).Add(argmax?.Pointer ?? 0UL).Add(n).Add(k);
         bool persistent = Persistent && rows == 1;
-        _device.Launch(persistent ? _forwardPersistent : _forward[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, false), persistent), 1, 1), (Threads, 1, 1), args);
+        _device.Launch(persistent ? _forwardPersistent : _forward[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, false), persistent), 1, 1), (Threads, 1, 1), args, overlapPrevious: OverlapPrevious);
     }
 
     /// <summary>y[rows,n] = silu(xn Wg^T + bg) * (xn Wu^T + bu)</summary>
@@ -85,7 +93,7 @@ public sealed class CudaGemv : IDisposable
         var args = new CudaKernelArguments().Add(wGate).Add(wUp).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps)
             .Add(gateBias?.Pointer ?? 0UL).Add(upBias?.Pointer ?? 0UL).Add(y).Add(n).Add(k);
         bool persistent = Persistent && rows == 1;
-        _device.Launch(persistent ? _swiGluPersistent : _swiGlu[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, true), persistent), 1, 1), (Threads, 1, 1), args);
+        _device.Launch(persistent ? _swiGluPersistent : _swiGlu[rows - 1], ((uint)Grid(n, OutputsPerWarp(rows, true), persistent), 1, 1), (Threads, 1, 1), args, overlapPrevious: OverlapPrevious);
     }
 
     /// <summary>One activation row's q, k, v through Wqkv [(H + 2 Hkv) D, k] (+ bias), q rotated by RoPE into q [H, D], k rotated and
@@ -110,7 +118,7 @@ public sealed class CudaGemv : IDisposable
         Require(op, vCache, 4L * capacity * kvHeads * headDim, "vCache", 4);
         var args = new CudaKernelArguments().Add(w).Add(x).Add(normWeight?.Pointer ?? 0UL).Add(eps).Add(bias?.Pointer ?? 0UL)
             .Add(position).Add(cacheRow).Add(cos).Add(sin).Add(q).Add(kCache).Add(vCache).Add(heads).Add(kvHeads).Add(half).Add(capacity).Add(n).Add(k);
-        _device.Launch(_qkvRope, ((uint)Blocks(n / 2, 1), 1, 1), (Threads, 1, 1), args);
+        _device.Launch(_qkvRope, ((uint)Blocks(n / 2, 1), 1, 1), (Threads, 1, 1), args, overlapPrevious: OverlapPrevious);
     }
 
     // One group of outputs per warp; Persistent: no more than PersistentBlocksPerSm blocks an SM.

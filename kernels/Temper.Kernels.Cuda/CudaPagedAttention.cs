@@ -15,7 +15,9 @@ using Temper.Cuda.Driver;
 
 namespace Temper.Kernels.Cuda;
 
-public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
+/// <summary>Paged attention; <paramref name="overlapPrevious"/>: every launch may overlap the kernel before it (programmatic
+/// dependent launch, compute capability 9.0: the compute_90 build Ptx/paged_attention.sm90.ptx, whose blocks wait for that kernel first).</summary>
+public sealed class CudaPagedAttention(CudaDevice device, bool overlapPrevious = false) : IDisposable
 {
     /// <summary>The most key splits of one row.</summary>
     public const int MaxSplits = 32;
@@ -25,6 +27,12 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
     private CudaFunction? _d64, _d128;
     private CudaDeviceMemory? _counters; // a zero per unit (the kernel's last split block sets its unit's back)
     private int _multiprocessors;
+
+    /// <summary>Whether launches may overlap the kernel before them: the constructor's choice, which CudaDecodeGraph.Profile turns
+    /// off while it captures. Never turned on after construction.</summary>
+    internal bool OverlapPrevious { get; set; } = overlapPrevious;
+
+    private readonly string _ptx = overlapPrevious ? "paged_attention.sm90.ptx" : "paged_attention.ptx";
 
     /// <summary>The sizes of one call; MaxKvLength (the longest row's key count) only guides the choice of splits.</summary>
     public readonly record struct Shape(int Rows, int H, int Hkv, int D, int Blocks, int BlockSize, int Sequences, int MaxBlocks, int MaxKvLength, float Scale);
@@ -70,7 +78,7 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
         ulong counters = splits > 1 ? Counters(units).Pointer : 0UL;
         var args = new CudaKernelArguments().Add(q).Add(kCache).Add(vCache).Add(output).Add(splits > 1 ? workspace!.Pointer : 0UL).Add(counters)
             .Add(tables).Add(rowSequence).Add(rowKvLength).Add(a.Rows).Add(a.H).Add(a.Hkv).Add(a.BlockSize).Add(a.MaxBlocks).Add(splits).Add(a.Scale);
-        device.Launch(function, ((uint)units, (uint)splits, 1), (Threads, 1, 1), args);
+        device.Launch(function, ((uint)units, (uint)splits, 1), (Threads, 1, 1), args, overlapPrevious: OverlapPrevious);
     }
 
     // At least `units` zeroed counters: a new buffer (at least 1024) is zeroed when CudaScratch grows it.
@@ -100,7 +108,7 @@ public sealed class CudaPagedAttention(CudaDevice device) : IDisposable
 
     private CudaFunction Function(string name) => CudaDriver.GetFunction(Module(), name);
 
-    private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read("paged_attention.ptx"), out _);
+    private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read(_ptx), out _);
 
     private static void Require(CudaDeviceMemory memory, long bytes, string what)
     {

@@ -7,6 +7,8 @@
 # A .cu with the line `// ptx-target: sm_90a` (Hopper-only instructions such as wgmma, which nvcc 11.8 passes
 # through as inline asm text) gets its header retargeted to `.version 8.0` / `.target sm_90a`: the driver
 # JIT-compiles that on a compute capability 9.0 GPU only.
+# A .cu with the line `// ptx-also: compute_90` is also compiled for compute_90 into Ptx/NAME.sm90.ptx (same stamp):
+# code under __CUDA_ARCH__ >= 900 (grid_dependency.cuh's griddepcontrol) is in that build only.
 # Also run by the `ptx` target of the top-level CMakeLists.txt where CMake finds nvcc.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -33,6 +35,12 @@ for cu in "${sources[@]}"; do
   fi
   { echo "// source-sha256: $sha cuda/$name.cu (nvcc $version, $target)"; cat "$tmp"; } > "Ptx/$name.ptx.tmp"
   mv "Ptx/$name.ptx.tmp" "Ptx/$name.ptx"
-  rm -f "$tmp"
   echo "Ptx/$name.ptx <- $cu"
+  if grep -q '^// ptx-also: compute_90$' "$cu"; then
+    nvcc -ptx -arch=compute_90 -O3 -std=c++17 ${ccbin:+-ccbin "$ccbin"} -o "$tmp" "$cu"
+    { echo "// source-sha256: $sha cuda/$name.cu (nvcc $version, -arch=compute_90 -O3)"; cat "$tmp"; } > "Ptx/$name.sm90.ptx.tmp"
+    mv "Ptx/$name.sm90.ptx.tmp" "Ptx/$name.sm90.ptx"
+    echo "Ptx/$name.sm90.ptx <- $cu"
+  fi
+  rm -f "$tmp"
 done

@@ -11,7 +11,9 @@
 // (the prompt's first tokens through the GEMM, flash attention and fused kernels, in chunks) leaves caches
 // from which the following steps' logits match the CPU decoder's within the bf16 bound (2e-2 of the largest).
 // The step and prefill checks run again on the same shape with Qwen3's q/k head norms (random, away from 1),
-// and the step check with those and YaRN RoPE scaling (its tables' attention factor, 1.14, on q and k).
+// and the step check with those and YaRN RoPE scaling (its tables' attention factor, 1.14, on q and k). The step and
+// profile checks run again with DependentLaunch (each kernel launched to overlap the one before; on the emulator every
+// thread of such a launch must wait for it, or the launch fails).
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Cuda;
@@ -53,14 +55,18 @@ public class CudaDecodeGraphChecks
     [InlineData(8, 6, false)] // the GEMVs' widest row count
     [InlineData(2, 12, true)] // Qwen3's head norms
     [InlineData(2, 12, true, true)] // and YaRN scaling
-    public void Every_step_matches_the_cpu_decoder(int rows, int capacity, bool qwen3, bool yarn = false)
+    [InlineData(1, 12, false, false, true)] // each kernel launched to overlap the one before (DependentLaunch)
+    [InlineData(2, 12, true, false, true)]  // the same with the separate RoPE kernel
+    public void Every_step_matches_the_cpu_decoder(int rows, int capacity, bool qwen3, bool yarn = false, bool dependent = false)
     {
         using var device = Gpu.OpenForKernels();
+        if (dependent) SkipUnlessDependentLaunch(device);
         var cpu = new CpuBackend(1);
         var Tiny = yarn ? Tiny3Yarn : qwen3 ? Tiny3 : CudaDecodeGraphChecks.Tiny;
         using var weights = Weights(cpu, Tiny);
         int[][] prompts = [.. Enumerable.Range(0, rows).Select(r => Enumerable.Range(0, 1 + (r * 2 + 2) % 5).Select(i => (r * 37 + i * 11 + 5) % Tiny.VocabSize).ToArray())];
-        using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity);
+        using var graph = GraphDecoding.Build(device, Tiny, weights, prompts.Length, capacity, dependent);
+        Assert.Equal(dependent, graph.DependentLaunch);
         var decoder = new Decoder(Tiny, weights, cpu);
         var caches = prompts.Select(_ => new KvCache(Tiny, cpu, 1, capacity)).ToArray();
         graph.Start(prompts);
@@ -143,14 +149,17 @@ public class CudaDecodeGraphChecks
         Assert.Equal(got.GeneratedIds.Take(got.GeneratedIds.ToList().IndexOf(eos) + 1), stopped.GeneratedIds);
     }
 
-    [Fact]
-    public void Profiled_steps_decode_like_plain_ones_and_name_every_kernel()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // the profile's graph does not overlap; the plain one's steps after it still do
+    public void Profiled_steps_decode_like_plain_ones_and_name_every_kernel(bool dependent)
     {
         using var device = Gpu.OpenForKernels();
+        if (dependent) SkipUnlessDependentLaunch(device);
         var cpu = new CpuBackend(1);
         using var weights = Weights(cpu);
         int[][] prompt = [[4, 8, 15]];
-        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, 10);
+        using var graph = GraphDecoding.Build(device, Tiny, weights, 1, 10, dependent);
         graph.Start(prompt);
         graph.Step(6);
         var plain = graph.Tokens()[0];
@@ -167,6 +176,15 @@ public class CudaDecodeGraphChecks
         Assert.StartsWith("attention", parts[2].Part);
         Assert.All(parts, p => Assert.True(p.Ms >= 0, $"{p.Part}: {p.Ms} ms"));
         Assert.Throws<ArgumentOutOfRangeException>(() => graph.Profile(4)); // 6 + 4 positions pass the capacity of 10
+        graph.Start(prompt);
+        graph.Step(6);
+        Assert.Equal(plain, graph.Tokens()[0]);
+    }
+
+    // Programmatic dependent launch needs compute capability 9.0 (the kernels' compute_90 builds); the emulator runs them.
+    private static void SkipUnlessDependentLaunch(Temper.Cuda.CudaDevice device)
+    {
+        if (!device.IsEmulated && device.ComputeCapability.Major < 9) Assert.Skip($"dependent launch needs compute capability 9.0; {device.Name} is {device.ComputeCapability}");
     }
 
     [Theory]

@@ -6,7 +6,9 @@
 // read of another block's output) shows under the reverse and shuffled orders, wgmma (wgmma_ops.cuh, as the emulator reads the PTX ISA) on a 128B-swizzled shared-memory layout gives
 // the plain product and not when the layout or a descriptor stride is wrong, a TMA copy (tma_ops.cuh) lands
 // its box swizzled and zero-filled past the tensor once its mbarrier's phase completes, and a wrong expect_tx
-// or wait parity fails the launch, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
+// or wait parity fails the launch, a launch through cuLaunchKernelEx asked to overlap the kernel before it (programmatic
+// dependent launch) runs, also captured in a graph, and fails naming the thread that returned without waiting for that
+// kernel, and the module refuses a kernel that has no CPU twin. Runs only on the emulator (test.sh sets
 // TEMPER_CUDA_DRIVER); skipped elsewhere, a real GPU included.
 using System.Runtime.InteropServices;
 using Temper.Cuda.Driver;
@@ -27,6 +29,7 @@ public class EmulatorChecks
         .visible .entry emu_selftest_wgmma() { ret; }
         .visible .entry emu_selftest_tma() { ret; }
         .visible .entry emu_selftest_racy_publish() { ret; }
+        .visible .entry emu_selftest_wait_then_copy() { ret; }
         """;
 
     private static CudaDevice OpenEmulator()
@@ -86,6 +89,34 @@ public class EmulatorChecks
         Assert.Equal(CudaResult.LaunchFailed, e.Result);
         Assert.Contains("emu_selftest_divergent_barrier", e.Message);
         Assert.Contains("barrier deadlock in block (0,0,0): 16 threads wait at __syncthreads, 16 at a warp barrier", e.Message);
+    }
+
+    [Fact]
+    public void A_launch_that_overlaps_the_kernel_before_needs_every_thread_to_wait_for_it()
+    {
+        using var device = OpenEmulator();
+        using var module = device.LoadModule(SelfTestModule, out _);
+        var copy = CudaDriver.GetFunction(module, "emu_selftest_wait_then_copy");
+        const int n = 300;
+        var src = Enumerable.Range(0, n).Select(i => i * 0.5f).ToArray();
+        using var dsrc = device.Upload<float>(src);
+        using var ddst = device.Allocate<float>(n);
+        CudaKernelArguments Args(int skip) => new CudaKernelArguments().Add(dsrc).Add(ddst).Add(n).Add(skip);
+        device.Launch(copy, (3, 1, 1), (128, 1, 1), Args(-1), overlapPrevious: true);
+        Assert.Equal(src, device.Download<float>(ddst));
+
+        device.CopyToDevice<float>(new float[n], ddst);
+        using (var graph = CudaGraph.Capture(device.Stream, () => device.Launch(copy, (3, 1, 1), (128, 1, 1), Args(-1), overlapPrevious: true)))
+        {
+            Assert.Equal(new float[n], device.Download<float>(ddst)); // captured, not run
+            graph.Launch(device.Stream);
+            Assert.Equal(src, device.Download<float>(ddst));
+        }
+
+        device.Launch(copy, (3, 1, 1), (128, 1, 1), Args(133)); // a plain launch keeps stream order: no wait needed
+        var e = Assert.Throws<CudaException>(() => device.Launch(copy, (3, 1, 1), (128, 1, 1), Args(133), overlapPrevious: true));
+        Assert.Equal(CudaResult.LaunchFailed, e.Result);
+        Assert.Contains("thread (5,0,0) of block (1,0,0) returned without griddepcontrol.wait", e.Message);
     }
 
     [Fact]

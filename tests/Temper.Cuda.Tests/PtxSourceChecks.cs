@@ -1,7 +1,8 @@
 // The CUDA C++ kernels' build contract, checked in CI without nvcc or a GPU: every
 // kernels/Temper.Kernels.Cuda/cuda/*.cu has a Ptx/*.ptx whose first line records the SHA-256 of that
 // source followed by the local headers it includes (#include "x.cuh", in order; build-ptx.sh writes it),
-// so a .cu or a header changed without rebuilding the .ptx fails here; no .ptx
+// so a .cu or a header changed without rebuilding the .ptx fails here (and its compute_90 build Ptx/NAME.sm90.ptx, for a
+// source marked `// ptx-also: compute_90`); no .ptx
 // lacks its source; and each .ptx is the one embedded in Temper.Kernels.Cuda, byte for byte.
 using System.Security.Cryptography;
 using System.Text.RegularExpressions;
@@ -38,6 +39,12 @@ public partial class PtxSourceChecks
             Assert.Equal(name, m.Groups[2].Value);
             string sha = Convert.ToHexStringLower(SHA256.HashData(SourceBytes(cu)));
             Assert.True(sha == m.Groups[1].Value, $"cuda/{name}.cu changed since Ptx/{name}.ptx was built (source {sha[..12]}, stamp {m.Groups[1].Value[..12]}): run kernels/Temper.Kernels.Cuda/build-ptx.sh");
+            // A source marked `// ptx-also: compute_90` has its compute_90 build beside, from the same source.
+            string sm90 = Path.Combine(dir, "Ptx", name + ".sm90.ptx");
+            bool also = File.ReadLines(cu).Contains("// ptx-also: compute_90");
+            Assert.True(also == File.Exists(sm90), $"cuda/{name}.cu {(also ? "asks for" : "does not ask for")} Ptx/{name}.sm90.ptx, which {(also ? "is missing" : "exists")}: run kernels/Temper.Kernels.Cuda/build-ptx.sh");
+            if (also) Assert.True(File.ReadLines(sm90).First().StartsWith($"// source-sha256: {sha} cuda/{name}.cu ", StringComparison.Ordinal),
+                $"cuda/{name}.cu changed since Ptx/{name}.sm90.ptx was built: run kernels/Temper.Kernels.Cuda/build-ptx.sh");
         }
     }
 
@@ -61,7 +68,9 @@ public partial class PtxSourceChecks
         Assert.Equal(files, KernelPtx.Names);
         foreach (var f in files)
         {
-            Assert.True(File.Exists(Path.Combine(dir, "cuda", Path.GetFileNameWithoutExtension(f) + ".cu")), $"Ptx/{f} has no source in cuda/");
+            string source = Path.GetFileNameWithoutExtension(f);
+            if (source.EndsWith(".sm90", StringComparison.Ordinal)) source = source[..^".sm90".Length]; // the compute_90 build of NAME.cu
+            Assert.True(File.Exists(Path.Combine(dir, "cuda", source + ".cu")), $"Ptx/{f} has no source in cuda/");
             Assert.Equal(File.ReadAllText(Path.Combine(dir, "Ptx", f)), KernelPtx.Read(f));
         }
     }

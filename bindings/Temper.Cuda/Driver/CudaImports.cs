@@ -42,6 +42,8 @@ internal static unsafe partial class CudaImports
     [LibraryImport(Library)]
     internal static partial CudaResult cuLaunchKernel(nint function, uint gridX, uint gridY, uint gridZ,
         uint blockX, uint blockY, uint blockZ, uint sharedMemoryBytes, nint stream, void** kernelParams, void** extra);
+    // CUDA 11.8 and later.
+    [LibraryImport(Library)] internal static partial CudaResult cuLaunchKernelEx(CudaLaunchConfig* config, nint function, void** kernelParams, void** extra);
 
     [LibraryImport(Library)] internal static partial CudaResult cuMemAlloc_v2(ulong* pointer, nuint bytes);
     [LibraryImport(Library)] internal static partial CudaResult cuMemFree_v2(ulong pointer);
@@ -76,4 +78,25 @@ internal static unsafe partial class CudaImports
     [LibraryImport(Library)]
     internal static partial CudaResult cuTensorMapEncodeTiled(CudaTensorMap* tensorMap, CudaTensorMapDataType dataType, uint rank, ulong globalAddress,
         ulong* globalDim, ulong* globalStrides, uint* boxDim, uint* elementStrides, int interleave, CudaTensorMapSwizzle swizzle, int l2Promotion, int oobFill);
+}
+
+/// <summary>cuda.h's CUlaunchConfig: the launch's sizes, stream and attributes (56 bytes).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct CudaLaunchConfig
+{
+    public uint GridX, GridY, GridZ, BlockX, BlockY, BlockZ, SharedMemoryBytes;
+    public nint Stream;
+    public CudaLaunchAttribute* Attributes;
+    public uint AttributeCount;
+}
+
+/// <summary>cuda.h's CUlaunchAttribute: an id, then a 64-byte value union at offset 8 (72 bytes).</summary>
+[StructLayout(LayoutKind.Explicit, Size = 72)]
+internal struct CudaLaunchAttribute
+{
+    /// <summary>CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION, whose value is an int (non-zero: allowed).</summary>
+    public const int ProgrammaticStreamSerialization = 6;
+
+    [FieldOffset(0)] public int Id;
+    [FieldOffset(8)] public int Value;
 }

@@ -81,17 +81,32 @@ public static unsafe partial class CudaDriver
     public static void SetFunctionAttribute(CudaFunction function, CudaFunctionAttribute attribute, int value) =>
         CudaCheck.Ok(CudaImports.cuFuncSetAttribute(function.Handle, attribute, value));
 
-    /// <summary>Launches <paramref name="function"/> on <paramref name="stream"/> (null: the legacy default stream).</summary>
+    /// <summary>Launches <paramref name="function"/> on <paramref name="stream"/> (null: the legacy default stream).
+    /// <paramref name="overlapPrevious"/>: programmatic dependent launch (compute capability 9.0, cuLaunchKernelEx with
+    /// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION): the kernel may start before the one before it in the stream
+    /// has finished, so every one of its threads must execute griddepcontrol.wait before it reads that one's output
+    /// (kernels/Temper.Kernels.Cuda/cuda/grid_dependency.cuh).</summary>
     public static void Launch(CudaFunction function, (uint X, uint Y, uint Z) grid, (uint X, uint Y, uint Z) block,
-        uint sharedMemoryBytes, CudaStreamHandle? stream, CudaKernelArguments arguments)
+        uint sharedMemoryBytes, CudaStreamHandle? stream, CudaKernelArguments arguments, bool overlapPrevious = false)
     {
         int count = arguments.Count;
         void** pointers = stackalloc void*[Math.Max(count, 1)];
         fixed (byte* storage = arguments.Storage)
         {
             for (int i = 0; i < count; i++) pointers[i] = storage + arguments.Offset(i);
-            CudaCheck.Ok(CudaImports.cuLaunchKernel(function.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z,
-                sharedMemoryBytes, Raw(stream), pointers, null));
+            if (overlapPrevious)
+            {
+                var attribute = new CudaLaunchAttribute { Id = CudaLaunchAttribute.ProgrammaticStreamSerialization, Value = 1 };
+                var config = new CudaLaunchConfig
+                {
+                    GridX = grid.X, GridY = grid.Y, GridZ = grid.Z, BlockX = block.X, BlockY = block.Y, BlockZ = block.Z,
+                    SharedMemoryBytes = sharedMemoryBytes, Stream = Raw(stream), Attributes = &attribute, AttributeCount = 1,
+                };
+                CudaCheck.Ok(CudaImports.cuLaunchKernelEx(&config, function.Handle, pointers, null));
+            }
+            else
+                CudaCheck.Ok(CudaImports.cuLaunchKernel(function.Handle, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z,
+                    sharedMemoryBytes, Raw(stream), pointers, null));
         }
         GC.KeepAlive(stream);
         GC.KeepAlive(function.Module);

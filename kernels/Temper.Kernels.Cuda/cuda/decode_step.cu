@@ -22,10 +22,14 @@
 //                       token[r] = next; position[r] = p + 1.
 // decode_next never moves a position past T - 1 (a replay after the host's last step rewrites slot T - 1),
 // so the host's positions (0 at the start, below T) keep every index in bounds.
+// Each kernel waits for the one before it first (grid_dependency.cuh: a no-op unless CudaDecodeGraph.DependentLaunch
+// launched it to overlap that one, from the compute_90 build Ptx/decode_step.sm90.ptx).
 // Scalar reference: the CPU decoder (engine/Temper.Models/Decoder.cs); checked by CudaDecodeGraphChecks.
+// ptx-also: compute_90
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include "argmax_slot.cuh"
+#include "grid_dependency.cuh"
 #include "rope_append.cuh"
 
 namespace {
@@ -36,6 +40,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_embed(
     const __nv_bfloat16* __restrict__ embed, const int* __restrict__ token, const int* __restrict__ position,
     float* __restrict__ x, int* __restrict__ kvLen, unsigned long long* __restrict__ argmax, int rows, int c)
 {
+    wait_for_prior_grids();
+    allow_dependent_grids();
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)rows * c) return;
     const int r = (int)(i / c), j = (int)(i % c);
@@ -60,6 +66,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_rope_append(
     const float* __restrict__ sin, float* __restrict__ q, float* __restrict__ kCache, float* __restrict__ vCache, int rows, int heads, int kvHeads,
     int half, int capacity, const float* __restrict__ qNorm, const float* __restrict__ kNorm, float eps)
 {
+    wait_for_prior_grids();
+    allow_dependent_grids();
     const int all = heads + 2 * kvHeads;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (long long)rows * all * half) return;
@@ -82,6 +90,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) decode_next(
     const unsigned long long* __restrict__ argmax, const int* __restrict__ prompt, const int* __restrict__ promptLen,
     int* __restrict__ token, int* __restrict__ position, int* __restrict__ tokens, int rows, int capacity)
 {
+    wait_for_prior_grids();
+    allow_dependent_grids();
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
     const int p = position[r] + 1;

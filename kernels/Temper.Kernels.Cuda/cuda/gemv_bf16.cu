@@ -25,10 +25,14 @@
 // last round into the next group's first. The argmax: the block reduces its outputs' slots in shared memory, then makes one
 // atomicMax per row (its result unused: a fire-and-forget reduction in L2), so the LM head's slot sees
 // N / (4 R) updates over the launch, not N.
+// Launched to overlap the kernel before it (CudaDecodeGraph.DependentLaunch; grid_dependency.cuh, the compute_90 build
+// Ptx/gemv_bf16.sm90.ptx), a warp has its first round of weight copies in flight before it waits for that kernel.
 // NaN logits never win the argmax (argmax_slot.cuh). Scalar reference: RmsNormReference, LinearReference
 // (accumulating for the residual) and SwiGluReference in turn; CudaGemvChecks evaluates it in f64.
+// ptx-also: compute_90
 #include <stdint.h>
 #include "argmax_slot.cuh"
+#include "grid_dependency.cuh"
 #include "rope_append.cuh"
 #include "ptx_ops.cuh"
 
@@ -160,6 +164,10 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
     // the stage): the next group's first round is in flight while this group's last one is multiplied.
     const int first = blockIdx.x * WARPS + warp;
     if (first < groups) copy_round(first, 0, 0);
+    // Launched to overlap the kernel before it (grid_dependency.cuh), the first round's weights are on their way
+    // before the wait: nothing above reads what an earlier kernel writes.
+    wait_for_prior_grids();
+    allow_dependent_grids();
     for (int group = first, it = 0; group < groups; group += stride)
     {
         const int n0 = group * R;

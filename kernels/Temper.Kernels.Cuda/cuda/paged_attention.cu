@@ -35,9 +35,13 @@
 // 16-byte aligned caches (whole allocations are; the launcher checks).
 // Static shared memory 20.6 KB (D = 64) / 22.6 KB (D = 128). Registers (ptxas 11.8, sm_80 / sm_90): D = 64
 // 110 / 112, D = 128 126 / 128, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM).
+// Launched to overlap the kernel before it (CudaDecodeGraph.DependentLaunch, from the compute_90 build
+// Ptx/paged_attention.sm90.ptx), a block waits for that kernel first: all it reads comes from there.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaPagedAttentionChecks.
+// ptx-also: compute_90
 #include <math.h>
 #include <stdint.h>
+#include "grid_dependency.cuh"
 
 namespace {
 constexpr int WARPS = 4, THREADS = 32 * WARPS;
@@ -88,6 +92,8 @@ __device__ __forceinline__ void paged_attention(const float* __restrict__ q, con
     __shared__ float alpha[GMAX], runMax[GMAX], runSum[GMAX];
     __shared__ float4 red[SUBSETS][GMAX][QUADS];
 
+    wait_for_prior_grids(); // q and the caches are the kernels before's (grid_dependency.cuh)
+    allow_dependent_grids();
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int group = heads / kvHeads, slices = (group + GMAX - 1) / GMAX;
     const int slice = blockIdx.x % slices, kh = (blockIdx.x / slices) % kvHeads, row = blockIdx.x / slices / kvHeads;

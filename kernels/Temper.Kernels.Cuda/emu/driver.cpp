@@ -190,20 +190,56 @@ int cuFuncSetAttribute(void* function, int attribute, int value)
     ((Function*)function)->max_dynamic_shared = value;
     return Success;
 }
-int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-    unsigned shared, void* stream, void** params, void** extra)
+namespace {
+// cuLaunchKernel, and cuLaunchKernelEx with `programmatic` (the launch may overlap the kernel before it: runtime.cpp
+// then requires every thread to have waited for it).
+int launch_kernel(void* function, uint3 grid, uint3 block, unsigned shared, void* stream, void** params, void** extra, bool programmatic)
 {
     auto* f = (Function*)function;
     if (extra != nullptr || (shared > 48 * 1024 && (int)shared > f->max_dynamic_shared)) return InvalidValue;
-    if ((size_t)bx * by * bz > 1024 || gx == 0 || gy == 0 || gz == 0) return InvalidValue;
+    if ((size_t)block.x * block.y * block.z > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) return InvalidValue;
     auto arguments = std::make_shared<const ArgumentCopy>(f->kernel->parameter_bytes, params);
     return enqueue(stream, [=] {
-        std::string failure = emu::launch(*f->kernel, {gx, gy, gz}, {bx, by, bz}, shared, const_cast<void**>(arguments->pointers.data()));
+        std::string failure = emu::launch(*f->kernel, grid, block, shared, const_cast<void**>(arguments->pointers.data()), programmatic);
         if (failure.empty()) return (int)Success;
         last_launch_failure = "emulated kernel " + f->name + ": " + failure;
         std::fprintf(stderr, "%s\n", last_launch_failure.c_str());
         return (int)LaunchFailed;
     });
+}
+
+// cuda.h's CUlaunchAttribute (an id, then a 64-byte value union at offset 8) and CUlaunchConfig.
+struct LaunchAttribute { int id; int pad; union { char bytes[64]; int programmatic_stream_serialization; } value; };
+struct LaunchConfig
+{
+    unsigned grid_x, grid_y, grid_z, block_x, block_y, block_z, shared;
+    void* stream;
+    const LaunchAttribute* attributes;
+    unsigned attribute_count;
+};
+static_assert(sizeof(LaunchAttribute) == 72 && sizeof(LaunchConfig) == 56, "cuda.h's layouts");
+constexpr int AttributeIgnore = 0, AttributeProgrammaticStreamSerialization = 6;
+} // namespace
+
+int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+    unsigned shared, void* stream, void** params, void** extra)
+{
+    return launch_kernel(function, {gx, gy, gz}, {bx, by, bz}, shared, stream, params, extra, false);
+}
+
+// Takes the programmatic stream serialization attribute (6) and ignored entries (0); other attributes are not modelled.
+int cuLaunchKernelEx(const LaunchConfig* config, void* function, void** params, void** extra)
+{
+    if (config == nullptr || (config->attribute_count > 0 && config->attributes == nullptr)) return InvalidValue;
+    bool programmatic = false;
+    for (unsigned i = 0; i < config->attribute_count; i++)
+    {
+        const LaunchAttribute& a = config->attributes[i];
+        if (a.id == AttributeProgrammaticStreamSerialization) programmatic = a.value.programmatic_stream_serialization != 0;
+        else if (a.id != AttributeIgnore) return NotSupported;
+    }
+    return launch_kernel(function, {config->grid_x, config->grid_y, config->grid_z}, {config->block_x, config->block_y, config->block_z},
+        config->shared, config->stream, params, extra, programmatic);
 }
 
 int cuMemAlloc_v2(unsigned long long* pointer, size_t bytes)

@@ -84,6 +84,7 @@ struct Thread
     unsigned char* stack = nullptr; // StackBytes, from the stack pool
     std::shared_ptr<void> async_state; // emulated asynchronous ops in flight (wgmma groups), cleared per block
     std::shared_ptr<void> copy_state;  // cp.async copies in flight (ptx_ops.cuh's groups), cleared per block
+    bool waited_prior_grids = false;   // wait_prior_grids ran (grid_dependency.cuh), cleared per block
 };
 
 struct Block
@@ -121,6 +122,7 @@ int lane() { return current_thread->linear % 32; }
 void* dynamic_shared() { return current_block->shared.data(); }
 std::shared_ptr<void>& thread_async_state() { return current_thread->async_state; }
 std::shared_ptr<void>& thread_copy_state() { return current_thread->copy_state; }
+void wait_prior_grids() { current_thread->waited_prior_grids = true; } // the kernels before already ran: nothing to wait for
 void for_each_thread_async_state(const std::function<void(int, std::shared_ptr<void>&)>& visit)
 {
     for (auto& t : current_block->threads) visit(t.linear, t.async_state);
@@ -343,7 +345,7 @@ extern "C" __attribute__((visibility("default"))) void temper_emu_set_schedule(c
     schedule_override = schedule == nullptr ? "" : schedule;
 }
 
-std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared, void** params)
+std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared, void** params, bool programmatic)
 {
     std::lock_guard<std::mutex> lock(launches);
     size_t n = (size_t)dim.x * dim.y * dim.z;
@@ -391,6 +393,7 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
             t.state = State::Runnable;
             t.async_state.reset();
             t.copy_state.reset();
+            t.waited_prior_grids = false;
             b.warp_live[i / 32]++;
             start_fiber(t, b);
         }
@@ -427,6 +430,15 @@ std::string launch(const Kernel& k, uint3 grid, uint3 dim, size_t dynamic_shared
             }
         }
         if (b.failure.empty() && b.async) b.failure = b.async->at_block_end();
+        if (b.failure.empty() && programmatic)
+            for (const Thread& t : b.threads)
+                if (!t.waited_prior_grids)
+                {
+                    b.failure = "thread (" + std::to_string(t.index.x) + "," + std::to_string(t.index.y) + "," + std::to_string(t.index.z) + ") of block ("
+                        + std::to_string(b.index.x) + "," + std::to_string(b.index.y) + "," + std::to_string(b.index.z)
+                        + ") returned without griddepcontrol.wait (grid_dependency.cuh), though launched to overlap the kernel before it";
+                    break;
+                }
         if (!b.failure.empty())
         {
             current_block = nullptr;

@@ -23,8 +23,9 @@ struct Kernel
 std::map<std::string, Kernel>& registry();
 
 // Runs every block of the grid, one after another; each block's threads as fibers. Returns an empty string
-// or why the launch failed (a barrier deadlock, __trap, too many threads).
-std::string launch(const Kernel& k, uint3 grid, uint3 block, size_t dynamic_shared, void** params);
+// or why the launch failed (a barrier deadlock, __trap, too many threads; with `programmatic`, the launch asked to
+// overlap the kernel before it, a thread that returned without wait_prior_grids).
+std::string launch(const Kernel& k, uint3 grid, uint3 block, size_t dynamic_shared, void** params, bool programmatic = false);
 
 template <class... A, size_t... I>
 void invoke_unpacked(void (*f)(A...), void** p, std::index_sequence<I...>)

@@ -92,6 +92,9 @@ void wait_async();
 void wake_async_waiters();
 // This thread's cp.async copies not yet waited for (ptx_ops.cuh); empty at each block's start.
 std::shared_ptr<void>& thread_copy_state();
+// griddepcontrol.wait (grid_dependency.cuh): records that this thread waited for the kernels before it, which a
+// launch that asked to overlap them (cuLaunchKernelEx's programmatic stream serialization) requires of every thread.
+void wait_prior_grids();
 // This warp's exchange area: 32 lanes x 64 bytes. Write yours, sync_warp, read others', sync_warp.
 unsigned char* warp_exchange();
 [[noreturn]] void trap(const char* why);

@@ -2,8 +2,10 @@
 // never into PTX): EmulatorChecks in Temper.Cuda.Tests runs them to show the emulator's barriers,
 // shuffles, shared and dynamic shared memory behave as the GPU's do, and that a barrier only some
 // threads reach is reported, wgmma_ops.cuh's emulated wgmma computes a plain product, and tma_ops.cuh's
-// emulated TMA copy lands the swizzled, zero-filled box only when its mbarrier counts it.
+// emulated TMA copy lands the swizzled, zero-filled box only when its mbarrier counts it, and that a launch asked to
+// overlap the kernel before it fails when a thread returned without waiting for that kernel.
 #include "cuda_emu.h"
+#include "grid_dependency.cuh"
 
 // sums[block] = sum of x over the block's slice of n: a warp shuffle reduction, then a shared-memory one.
 extern "C" __global__ void emu_selftest_block_sum(const float* x, float* sums, int n)
@@ -111,4 +113,13 @@ extern "C" __global__ void emu_selftest_tma(const __grid_constant__ TensorMap ma
     if (threadIdx.x >= 32) return;
     mbar_wait(bar, (uint32_t)parity);
     for (int i = threadIdx.x; i < 2048; i += 32) out[i] = smem[i];
+}
+
+// dst[i] = src[i] after the wait for the kernels before (grid_dependency.cuh), which thread `skip` (-1: none) leaves out.
+extern "C" __global__ void emu_selftest_wait_then_copy(const float* src, float* dst, int n, int skip)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i != skip) wait_for_prior_grids();
+    allow_dependent_grids();
+    if (i < n) dst[i] = src[i];
 }
