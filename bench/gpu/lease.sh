@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # One GPU lease's work in one script (the device tool runs it in the repo root; $OUT comes back).
 # Expects .gpuc/ (ignored by git, carried): dotnet.tar.xz (the .NET runtime with ASP.NET Core),
-# apps.tar.xz (framework-dependent publishes under app/<Project>/), fixtures/ (a copy of ../shared/fixtures).
+# apps.tar.xz (framework-dependent publishes under app/<Project>/), fixtures.tar.xz (../shared/fixtures, unpacked to
+# /tmp/fixtures: TEMPER_FIXTURES).
 # Made here by bench/gpu/pack.sh. Usage: bash bench/gpu/lease.sh STEP [STEP ...]; each step has its own time
 # limit, a whole-run guard skips the remaining steps past $LEASE_S seconds (default 540), and every log goes
 # into $OUT/logs.tgz, with the tail of each printed.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/logs
-export TEMPER_FIXTURES=$PWD/.gpuc/fixtures DOTNET_ROOT=/tmp/dotnet DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 PYTHONUNBUFFERED=1
+export TEMPER_FIXTURES=/tmp/fixtures DOTNET_ROOT=/tmp/dotnet DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 PYTHONUNBUFFERED=1
 [ -x /tmp/dotnet/dotnet ] || { mkdir -p /tmp/dotnet && tar -xJf .gpuc/dotnet.tar.xz -C /tmp/dotnet; }
 [ -d /tmp/app ] || tar -xJf .gpuc/apps.tar.xz -C /tmp
+[ -d /tmp/fixtures ] || tar -xJf .gpuc/fixtures.tar.xz -C /tmp
 D=/tmp/dotnet/dotnet
 mkdir -p /tmp/bin; export PATH=/tmp/bin:$PATH   # wrappers as files, so timeout can run them
 printf '#!/bin/sh\nexec %s /tmp/app/Temper.Cli/temper.dll "$@"\n' $D > /tmp/bin/temper
@@ -40,10 +42,10 @@ for step in "$@"; do
     # TEMPER_POISON_MEMORY=1: IlgpuBackend.Uninitialized fills with NaN, so a kernel that leaves part of an
     # output unwritten (DecoderBackprop takes its outputs uninitialised) fails the checks instead of passing on stale values.
     ilgpu-cuda) run ilgpu-cuda 300 env TEMPER_POISON_MEMORY=1 tests Temper.Kernels.Ilgpu.Tests -class "*.Cuda*" -class "*TensorCore*" ;;
-    peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/$m .gpuc/peft-$m; done
-          if [ -d .gpuc/peft-dora-llama-tiny ]; then run peft-dora-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-dora-llama-tiny; fi
-          if [ -d .gpuc/peft-prompt-llama-tiny ]; then run peft-prompt-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-prompt-llama-tiny; fi
-          if [ -d .gpuc/peft-prefix-llama-tiny ]; then run peft-prefix-llama-tiny 90 bash tests/peft/run.sh peft .gpuc/fixtures/hf/llama-tiny .gpuc/peft-prefix-llama-tiny; fi ;;
+    peft) for m in llama-tiny qwen2-tiny; do run peft-$m 90 bash tests/peft/run.sh peft $TEMPER_FIXTURES/hf/$m .gpuc/peft-$m; done
+          if [ -d .gpuc/peft-dora-llama-tiny ]; then run peft-dora-llama-tiny 90 bash tests/peft/run.sh peft $TEMPER_FIXTURES/hf/llama-tiny .gpuc/peft-dora-llama-tiny; fi
+          if [ -d .gpuc/peft-prompt-llama-tiny ]; then run peft-prompt-llama-tiny 90 bash tests/peft/run.sh peft $TEMPER_FIXTURES/hf/llama-tiny .gpuc/peft-prompt-llama-tiny; fi
+          if [ -d .gpuc/peft-prefix-llama-tiny ]; then run peft-prefix-llama-tiny 90 bash tests/peft/run.sh peft $TEMPER_FIXTURES/hf/llama-tiny .gpuc/peft-prefix-llama-tiny; fi ;;
     nf4) run nf4 90 temper bench nf4 --device cuda --rows 14336 --cols 4096 --reps 50
          run nf4-ptx 90 temper bench nf4 --device cuda --kernels ptx --rows 14336 --cols 4096 --reps 50 ;;
     attention) run attention 120 bash -c 'temper bench attention --device cuda --batch 8 --heads 9 --kv-heads 3 --seq 1024 --head-dim 64 --reps 20 && temper bench attention --device cuda --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10' ;;
@@ -146,6 +148,12 @@ for step in "$@"; do
     # the checks, then `bench gemv` and the 1B graph decode (issue 10's roofline) without and with it.
     gemv-persistent) run gemv-persistent-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaGemvChecks" -class "*CudaGemvGraphChecks" && TEMPER_GEMV_PERSISTENT=1 tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks"'
          run gemv-persistent-bench 240 bash -c 'for v in 0 1; do echo "== TEMPER_GEMV_PERSISTENT=$v"; TEMPER_GEMV_PERSISTENT=$v temper bench gemv --reps 50; TEMPER_GEMV_PERSISTENT=$v temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256 | grep -E "^decode|^weights|^roofline|^peer"; done' ;;
+    # Programmatic dependent launch in the decode graph (TEMPER_DECODE_PDL=1: the step's kernels' compute_90 builds, each
+    # launched to overlap the one before), opt-in until this has run: ptxas (nvcc 13) on the sm90 builds, the decode graph
+    # checks (their DependentLaunch cases run on compute capability 9.0), then the 1B graph decode without and with it.
+    decode-pdl) run decode-pdl-ptxas 60 bash -c 'for f in gemv_bf16 paged_attention decode_step; do ptxas -arch=sm_90 -v kernels/Temper.Kernels.Cuda/Ptx/$f.sm90.ptx -o /tmp/$f.sm90.cubin > /tmp/$f.ptxas 2>&1 && echo "$f.sm90.ptx: ptxas ok, $(grep -c spill /tmp/$f.ptxas) kernels, $(grep -E "[1-9][0-9]* bytes spill" -c /tmp/$f.ptxas) with spills" || { echo "$f.sm90.ptx: ptxas error"; head -5 /tmp/$f.ptxas; }; done'
+         run decode-pdl-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaDecodeGraphChecks" && TEMPER_DECODE_PDL=1 tests Temper.Native.Tests -class "*CudaGenerateTests"'
+         run decode-pdl-bench 240 bash -c 'for v in 0 1 0 1; do echo "== TEMPER_DECODE_PDL=$v"; TEMPER_DECODE_PDL=$v temper bench decode --graph --shape llama-3.2-1b --prompt-len 128 --tokens 256 | grep -E "^backend|^decode|^weights|^roofline|^peer"; done; TEMPER_DECODE_PDL=1 temper bench decode --graph --shape llama-3.1-8b --prompt-len 128 --tokens 128 | grep -E "^decode|^roofline"' ;;
     # Every opt-in on at once (TEMPER_LORA_RANK, TEMPER_GEMM_SM90_NN, TEMPER_GEMM_SM90_LORA, TEMPER_ATTENTION_BACKWARD_MMA, TEMPER_ATTENTION_MMA=3, TEMPER_NF4_DEQUANT) for issue 7's
     # LoRA SFT bar: the 1B step (and its profile) beside PEFT in the same call; run after the steps above have checked each.
     all-opt-ins) o="TEMPER_LORA_RANK=1 TEMPER_GEMM_SM90_NN=1 TEMPER_GEMM_SM90_LORA=1 TEMPER_ATTENTION_BACKWARD_MMA=1 TEMPER_ATTENTION_MMA=3 TEMPER_NF4_DEQUANT=1"

@@ -2,7 +2,7 @@
 # Packs what bench/gpu/lease.sh needs on the lent GPU machine (which has no .NET SDK) into .gpuc/ (ignored
 # by git; the device tool carries it with carry [".gpuc"]): the .NET runtime with ASP.NET Core (temper
 # serve needs it) as dotnet.tar.xz, framework-dependent Release publishes of the CLI and the GPU test
-# projects as apps.tar.xz (app/<Project>/), and a copy of ../shared/fixtures (the device tool carries
+# projects as apps.tar.xz (app/<Project>/), and ../shared/fixtures as fixtures.tar.xz (the device tool carries
 # only the repository). About 44 MB; the carried tree's limit is 64 MiB, the repository's tracked files included.
 # Usage (repo root): bash bench/gpu/pack.sh        then, on the device: bash bench/gpu/lease.sh STEP ...
 set -euo pipefail
@@ -18,5 +18,6 @@ for p in tools/Temper.Cli/Temper.Cli.csproj tests/Temper.Cuda.Tests/Temper.Cuda.
   dotnet publish "$p" -c Release -r linux-x64 --self-contained false -o ".gpu/app/$n" -v q -nologo
 done
 tar -cf - -C .gpu app | xz -9e -T2 > .gpuc/apps.tar.xz
-rm -rf .gpuc/fixtures && cp -r ../shared/fixtures .gpuc/fixtures
+# The fixtures xz-compressed (4.5 MB -> 3.2 MB of the carry); lease.sh unpacks them into /tmp/fixtures.
+rm -rf .gpuc/fixtures && tar -cf - -C ../shared fixtures | xz -9e -T2 > .gpuc/fixtures.tar.xz
 du -sh .gpuc | awk '{print "packed .gpuc: " $1}'

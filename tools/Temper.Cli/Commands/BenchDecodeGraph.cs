@@ -4,7 +4,8 @@
 // (CudaDecodeGraph.Prefill: chunks through the GEMM and flash-attention kernels) and decode tokens/s, the kernels a step holds, the weight bytes a token reads and the effective weight
 // bandwidth, and holds it against the device's peak DRAM bandwidth (memory clock x bus width, the roofline)
 // and, as the peer in the same run, a device-to-device copy's bandwidth (bytes read + written per second).
-// --profile adds each part of a step's GPU time (CudaDecodeGraph.Profile).
+// --profile adds each part of a step's GPU time (CudaDecodeGraph.Profile). TEMPER_DECODE_PDL=1 launches each kernel of a
+// step to overlap the one before (CudaDecodeGraph.DependentLaunch; compute capability 9.0).
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
@@ -49,7 +50,8 @@ internal static class BenchDecodeGraph
         double peak = PeakBandwidth(device);
         double copy = CopyBandwidth(device, Math.Min(weightBytes, 1L << 30));
         Console.WriteLine($"model: {what}");
-        Console.WriteLine($"backend: CUDA graph decode on {device.Name}{(device.IsEmulated ? " (times are the CPU's)" : "")}, {graph.StepNodes} kernels a step");
+        Console.WriteLine($"backend: CUDA graph decode on {device.Name}{(device.IsEmulated ? " (times are the CPU's)" : "")}, {graph.StepNodes} kernels a step, "
+            + (graph.DependentLaunch ? "each overlapping the one before (programmatic dependent launch)" : $"each after the one before ({CudaDecodeGraph.DependentLaunchVariable}=1 overlaps them on compute capability 9.0)"));
         Console.WriteLine($"prefill: {rows} x {promptLen - 1} of the {promptLen} prompt tokens in {prefill * 1000:F1} ms = {rows * (promptLen - 1) / Math.Max(1e-9, prefill):F1} tokens/s (chunks of {CudaDecodeGraph.PrefillChunk} through the GEMM and flash-attention kernels; the last token feeds the first decode step)");
         Console.WriteLine(rows == 1
             ? $"decode: {tokens} tokens in {decode * 1000:F1} ms = {perSecond:F2} tokens/s (batch 1), {decode * 1000 / tokens:F3} ms/token"
