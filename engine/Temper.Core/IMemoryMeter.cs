@@ -15,4 +15,8 @@ public interface IMemoryMeter
     void ResetPeak();
     /// <summary>Whether the products keep a bf16 copy of their largest input among the live bytes (the CUDA C++ kernels do).</summary>
     bool HoldsBf16ProductCopies => false;
+    /// <summary>Bytes of the fused LM head + cross-entropy's scratch for <paramref name="rows"/> tokens (its vocabulary chunk's logits and,
+    /// onePass: only dHidden asked for, its [rows, hidden] accumulator) that the backend keeps for the rest of the run, so that they
+    /// are among the live bytes at the peak (a device arena's; 0 where the scratch is freed after the op, as the CPU backend's is).</summary>
+    long LmHeadScratchBytes(int rows, int hidden, int vocab, bool onePass) => 0;
 }

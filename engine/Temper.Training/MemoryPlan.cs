@@ -21,7 +21,9 @@
 //   workspace    the largest transient: a LoRA branch's [n, Out] term, DoRA's scaled gradient [n, Out] (and
 //                with QLoRA its dequantised weight [Out, In] for the norm), and the CPU NF4 linear's slab of
 //                dequantised rows, at most 4 MiB; on the CUDA C++ kernels also their bf16 copy of the largest
-//                activation or output gradient a product reads, [n, max(In, Out)] bf16
+//                activation or output gradient a product reads, [n, max(In, Out)] bf16; and the fused LM head + cross-entropy's
+//                scratch where the backend keeps it for the run (a device arena: its vocabulary chunk's logits, and with a frozen
+//                head the [n, C] accumulator)
 using Temper.Core.Quantization;
 using Temper.Models;
 
@@ -38,6 +40,9 @@ public sealed record MemoryPlanOptions(
     /// <summary>The products run on the CUDA C++ kernels, which keep a bf16 copy of the largest activation (or output gradient) a
     /// product has read, [n, max(In, Out)] (CudaLinear's scratch; IMemoryMeter.HoldsBf16ProductCopies).</summary>
     public bool Bf16ProductCopies { get; init; }
+    /// <summary>The fused LM head + cross-entropy's scratch for (rows, hidden, vocab, onePass) that the backend keeps for the run
+    /// (IMemoryMeter.LmHeadScratchBytes: the ILGPU arena's); null: none.</summary>
+    public Func<int, int, int, bool, long>? LmHeadScratchBytes { get; init; }
 }
 
 public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, long Activations, long Workspace)
@@ -108,7 +113,10 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long doraWork = dora ? 4 * n * maxOut + (o.QLora ? 4 * shapes.Values.Max(s => s.Elements) : 0) : 0;
         long ia3Work = o.Ia3 != null ? 4 * n * shapes.Values.Max(s => (long)s[1]) : 0; // the scaled input or gradient [n, In]
         long productCopy = o.Bf16ProductCopies ? 2 * n * Math.Max(maxOut, shapes.Values.Max(s => (long)s[1])) : 0;
-        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab + productCopy;
+        // Full fine-tuning asks the LM head for dLmHead too (two passes, no accumulator); a trained lm_head copy does as well,
+        // which this counts as one pass (an accumulator more).
+        long lmHead = o.LmHeadScratchBytes?.Invoke((int)Math.Min(n, int.MaxValue), (int)c, (int)v, !o.Full) ?? 0;
+        long workspace = (o.Lora != null ? 4 * n * maxOut : 0) + doraWork + ia3Work + slab + productCopy + lmHead;
         return new MemoryPlan(weights, (o.Full ? 4 : 8) * trained, 8 * trained, activations, workspace); // --full: the weights are the parameters
     }
 

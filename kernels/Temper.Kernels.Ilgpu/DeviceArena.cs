@@ -3,30 +3,47 @@
 // dy B, attention backward's lse/delta, cross-entropy chunks, reduction partials) from it. Reset at
 // the start of each public op; every use is ordered on the accelerator's one stream, so a region reused
 // by the next op is only overwritten after the previous op's kernels have read it. It grows by
-// replacing its buffer; replaced buffers live until the next reset (after a stream sync). A growth the device
-// refuses for want of memory frees the tensor pool's cache and is tried once more.
+// replacing its buffer (at least doubling); replaced buffers live until the next reset (after a stream sync),
+// which then also drops the buffer that outgrew them: the next take allocates one buffer of the most any op has
+// taken, so the arena settles at that size instead of a doubling past it. A growth the device refuses for want
+// of memory frees the tensor pool's cache and is tried once more. Every change in the bytes it holds goes to
+// `held` (the backend's memory meter counts them with the live tensors).
 using ILGPU;
 using ILGPU.Runtime;
 
 namespace Temper.Kernels.Ilgpu;
 
-internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemory) : IDisposable
+internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemory, Action<long>? held = null) : IDisposable
 {
     private const long Align = 256;
     private readonly List<MemoryBuffer1D<byte, Stride1D.Dense>> _retired = [];
     private MemoryBuffer1D<byte, Stride1D.Dense>? _buffer;
     private long _used;
+    private long _takenThisOp, _largestOp; // bytes taken since the last reset (every buffer), and the most of any op
 
     /// <summary>Bytes of small per-call arguments uploaded so far (ids, positions, masks, tables).</summary>
     public long UploadedBytes { get; private set; }
 
+    /// <summary>Bytes of device memory the arena holds (its buffer and those it replaced since the last reset).</summary>
+    public long HeldBytes { get; private set; }
+
     public void Reset()
     {
         _used = 0;
+        _takenThisOp = 0;
         if (_retired.Count == 0) return;
         acc.DefaultStream.Synchronize();
-        foreach (var b in _retired) b.Dispose();
+        foreach (var b in _retired) Free(b);
         _retired.Clear();
+        Free(_buffer!); // outgrown during the op: the next take allocates the largest op's size at once
+        _buffer = null;
+    }
+
+    private void Free(MemoryBuffer1D<byte, Stride1D.Dense> b)
+    {
+        HeldBytes -= b.Length;
+        held?.Invoke(-b.Length);
+        b.Dispose();
     }
 
     /// <summary>An uninitialised region of <paramref name="count"/> elements, valid until the next reset.</summary>
@@ -38,11 +55,16 @@ internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemor
         {
             if (_buffer != null) _retired.Add(_buffer);
             // Earlier regions of this call stay in the retired buffer; the new one starts empty.
-            _buffer = DevicePool.Allocate(Math.Max(bytes, Math.Max(1 << 20, 2 * (_buffer?.Length ?? 0))), releaseCachedMemory, acc.Allocate1D<byte>);
+            long size = _buffer == null ? Math.Max(_largestOp, 1 << 20) : 2 * _buffer.Length;
+            _buffer = DevicePool.Allocate(Math.Max(bytes, size), releaseCachedMemory, acc.Allocate1D<byte>);
+            HeldBytes += _buffer.Length;
+            held?.Invoke(_buffer.Length);
             _used = 0;
         }
         var view = ((ArrayView<byte>)_buffer.View).SubView(_used, bytes).Cast<T>().SubView(0, Math.Max(1, count));
         _used += bytes;
+        _takenThisOp += bytes;
+        _largestOp = Math.Max(_largestOp, _takenThisOp);
         return view;
     }
 
@@ -57,9 +79,9 @@ internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemor
 
     public void Dispose()
     {
-        foreach (var b in _retired) b.Dispose();
+        foreach (var b in _retired) Free(b);
         _retired.Clear();
-        _buffer?.Dispose();
+        if (_buffer != null) Free(_buffer);
         _buffer = null;
     }
 }

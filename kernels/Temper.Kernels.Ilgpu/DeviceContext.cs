@@ -13,8 +13,11 @@ internal sealed class DeviceContext(Accelerator acc) : IDisposable
 
     public Accelerator Accelerator { get; } = acc;
     public AcceleratorStream Stream => Accelerator.DefaultStream;
-    public DeviceArena Arena => _arena ??= new(Accelerator, () => ReleaseCachedMemory());
+    public DeviceArena Arena => _arena ??= new(Accelerator, () => ReleaseCachedMemory(), bytes => ArenaHeld(bytes));
     private DeviceArena? _arena;
+
+    /// <summary>Told of every change in the bytes the arena holds (the backend's meter counts them).</summary>
+    public Action<long> ArenaHeld { get; set; } = _ => { };
 
     /// <summary>Frees what the backend caches on this device (its tensor pool) when an allocation finds the device out of
     /// memory; says whether anything was freed. The arena's growth and the PTX kernels' own allocations call it.</summary>

@@ -28,6 +28,9 @@ internal sealed class DevicePool(Accelerator acc, long capBytes, Func<long, Memo
 
     public void ResetPeak() => PeakLiveBytes = LiveBytes;
 
+    /// <summary>Counts bytes in use that the pool did not rent out (the arena's buffers: DeviceArena) with the live ones.</summary>
+    public void Hold(long bytes) => Rented(bytes);
+
     private void Rented(long size)
     {
         LiveBytes += size;

@@ -47,6 +47,7 @@ public sealed partial class IlgpuBackend : IBackend
         _rope = new RopeTables(_dc);
         _pool = new DevicePool(accelerator, DefaultPoolCap(accelerator));
         _dc.ReleaseCachedMemory = _pool.Release;
+        _dc.ArenaHeld = _pool.Hold;
         Name = accelerator.AcceleratorType switch
         {
             AcceleratorType.CPU => "ilgpu-cpu",

@@ -1,6 +1,8 @@
 // The tensor pool's out-of-memory path on ILGPU's CPU accelerator, with an allocator that refuses past a byte budget
 // (as a full GPU would): a refused allocation frees the cached buffers and succeeds on the second try; with nothing
-// cached the refusal reaches the caller; other errors are not taken for a want of memory.
+// cached the refusal reaches the caller; other errors are not taken for a want of memory. The per-call arena tells the
+// pool of every buffer it holds (the meter counts them), and after an op that outgrew its buffer it settles at that
+// op's size instead of the doubled one.
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
@@ -30,6 +32,28 @@ public sealed class DevicePoolChecks : IDisposable
         _made.Add(b);
         return b;
     };
+
+    [Fact]
+    public void The_arena_is_counted_live_and_settles_at_the_largest_op()
+    {
+        using var pool = new DevicePool(_acc, capBytes: 1L << 30);
+        using var arena = new DeviceArena(_acc, () => false, pool.Hold);
+        const long mib = 1 << 20;
+        arena.Reset();
+        arena.Take<byte>(mib / 2);      // the first buffer: 1 MiB
+        arena.Take<byte>(3 * mib);      // outgrows it: 3 MiB, the first kept until the reset
+        Assert.Equal(4 * mib, arena.HeldBytes);
+        Assert.Equal(4 * mib, pool.LiveBytes);
+        arena.Reset();                  // both dropped; the next take allocates the op's 3.5 MiB at once
+        Assert.Equal(0, arena.HeldBytes);
+        arena.Take<byte>(mib / 2);
+        arena.Take<byte>(3 * mib);
+        Assert.Equal(7 * mib / 2, arena.HeldBytes);
+        Assert.Equal(7 * mib / 2, pool.LiveBytes);
+        Assert.Equal(4 * mib, pool.PeakLiveBytes);
+        arena.Reset();                  // nothing outgrown: the buffer stays
+        Assert.Equal(7 * mib / 2, pool.LiveBytes);
+    }
 
     [Fact]
     public void A_refused_allocation_frees_the_cache_and_is_tried_again()

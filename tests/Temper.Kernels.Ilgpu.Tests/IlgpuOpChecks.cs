@@ -66,6 +66,27 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         Assert.Throws<ObjectDisposedException>(() => own.Scale(t, 1f));
     }
 
+    // The LM head's arena scratch stays held after the op and the meter counts it: a second call leaves the arena at the
+    // largest op's size, which the plan's prediction (IMemoryMeter.LmHeadScratchBytes) gives, the GEMMs' split-K partials aside.
+    [Fact]
+    public void The_meter_counts_the_lm_heads_arena_scratch_as_the_plan_predicts()
+    {
+        _ = B;
+        using var own = IlgpuBackend.Create(Device.Kind);
+        var meter = (IMemoryMeter)own;
+        const int n = 64, c = 128, v = 8192; // the chunk's logits alone 2 MiB
+        using var hidden = own.FromHost(Host(Floats(n * c, 41), n, c));
+        using var head = own.FromHost(Host(Floats(v * c, 42), v, c));
+        using var losses = own.Zeros(new Shape(n));
+        using var dHidden = own.Zeros(new Shape(n, c));
+        var labels = Enumerable.Range(0, n).Select(i => i * 7 % v).ToArray();
+        long before = meter.LiveBytes;
+        for (int call = 0; call < 2; call++) own.LmHeadCrossEntropy(hidden, head, labels, losses, 1f, dHidden, null);
+        long held = meter.LiveBytes - before, predicted = meter.LmHeadScratchBytes(n, c, v, onePass: true);
+        Assert.True(predicted > 1 << 20, $"{predicted}: past the arena's first 1 MiB, so its size is the op's");
+        Assert.True(held >= predicted && held <= predicted + 4L * n * c * 8, $"arena held {held} bytes, the plan predicts {predicted}");
+    }
+
     [Fact]
     public void Uninitialized_takes_a_pooled_buffer_as_is_or_poisoned_and_the_meter_reserves_the_pool()
     {

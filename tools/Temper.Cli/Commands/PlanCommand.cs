@@ -1,11 +1,13 @@
 // `temper plan --model DIR [--qlora] [--full] [--lora-r N] [--lora-targets ...] [--modules-to-save LIST] [--use-dora] [--batch-size B]
 // [--max-length T] [--gradient-checkpointing] [--prompt-tuning P | --prefix-tuning P | --ia3 [--ia3-targets ...] [--ia3-feedforward ...]] [--kernels ptx]`:
-// the memory a training run needs (MemoryPlan; --kernels ptx: on the CUDA C++ kernels, with their bf16 copy of the largest activation), from
+// the memory a training run needs (MemoryPlan; --kernels ptx: on the CUDA C++ kernels, with their bf16 copy of the largest activation;
+// ptx and ilgpu: with the LM head's scratch that the ILGPU arena keeps), from
 // config.json and the weights' stored dtype (or --dtype), before anything is loaded. A trainer prints
 // the same prediction beside its measured peak when it finishes.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Core.SafeTensors;
+using Temper.Kernels.Ilgpu;
 using Temper.Models;
 using Temper.Training;
 
@@ -56,7 +58,10 @@ internal static class PlanCommand
             var lora = isFull || virtualTokens > 0 || ia3Config != null ? null : new LoraConfig(p.GetValue(r), 2 * p.GetValue(r), false,
                 p.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), null, 0) { UseDora = p.GetValue(dora) };
             var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(p.GetValue(batch), p.GetValue(length), isQLora, isFull, lora, p.GetValue(checkpointing), matrix, embedding, virtualTokens, isPrefix)
-                { ModulesToSave = copies, Ia3 = ia3Config, Bf16ProductCopies = p.GetValue(CliOptions.Kernels) == "ptx" });
+                {
+                    ModulesToSave = copies, Ia3 = ia3Config, Bf16ProductCopies = p.GetValue(CliOptions.Kernels) == "ptx",
+                    LmHeadScratchBytes = LmHeadScratch(p.GetValue(CliOptions.Kernels)),
+                });
             Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : ia3Config != null ? $"{(isQLora ? "NF4 base, " : "")}(IA)^3 on {string.Join(",", ia3Config.TargetList!)}" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}{(copies > 0 ? $" + {copies} modules_to_save {(copies == 1 ? "copy" : "copies")}" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
             Console.WriteLine($"  weights      {MemoryPlan.Bytes(plan.Weights),12}");
             Console.WriteLine($"  adapters     {MemoryPlan.Bytes(plan.Adapters),12}   (trained parameters and their gradients)");
@@ -71,6 +76,15 @@ internal static class PlanCommand
 
     // Bytes per element of the layers' matrices and of the embedding as a run would hold them: --dtype,
     // else bf16 when stored bf16, else f32 (f16/f64 are widened at load; full fine-tuning trains f32).
+    // The LM head's scratch that stays held on the kernels --kernels names: ptx / ilgpu the ILGPU backend's arena (ptx with the
+    // hidden states in bf16 for the CUDA C++ products); none on the CPU backend (its scratch is freed after the op).
+    private static Func<int, int, int, bool, long>? LmHeadScratch(string? kernels) => kernels switch
+    {
+        "ptx" => (n, c, v, onePass) => IlgpuBackend.ArenaLmHeadBytes(n, c, v, onePass, bf16Hidden: true),
+        "ilgpu" => (n, c, v, onePass) => IlgpuBackend.ArenaLmHeadBytes(n, c, v, onePass, bf16Hidden: false),
+        _ => null,
+    };
+
     private static (int Matrix, int Embedding) HeldBytes(string dir, DType? dtype, bool full)
     {
         if (full) return (4, 4);
