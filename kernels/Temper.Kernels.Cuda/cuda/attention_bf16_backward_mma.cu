@@ -49,14 +49,6 @@ __device__ __forceinline__ Smem smem_of(unsigned char* smem)
         reinterpret_cast<float*>(smem + ROW_DELTA), reinterpret_cast<int*>(smem + KEY_OK), reinterpret_cast<int*>(smem + KEY_SEG)};
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    uint32_t bits;
-    memcpy(&bits, &v, 4);
-    return bits;
-}
-
 // The A fragments of rows row0 .. row0 + 15 of a bf16 [.][LD] tile, all D columns (16 a fragment).
 __device__ __forceinline__ void load_rows_a(uint32_t f[KD][4], const __nv_bfloat16* tile, int row0)
 {

@@ -78,14 +78,6 @@ using D64x2Q256 = MmaConfig<64, 2, 32, 8>; // attention_bf16_mma_forward_d64_x2_
 static_assert(D64::BYTES == 37888 && D64x2::BYTES == 28160 && D128::BYTES == 52736 && D64x2Q256::BYTES == 46592,
     "CudaAttention.MmaSharedBytes knows these sizes");
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    uint32_t bits;
-    memcpy(&bits, &v, 4);
-    return bits;
-}
-
 // 2^x by ex2.approx.ftz (one MUFU op; exp2f's non-ftz ex2 adds a denormal fix-up around it): p < 2^-126 -> 0.
 __device__ __forceinline__ float exp2_ftz(float x)
 {

@@ -4,7 +4,8 @@
 // WMMA fragment types. Included inside each file's anonymous namespace setup (each kernel file is its own
 // translation unit), after <cuda_bf16.h> and <mma.h>; and the staging of a key tile with its mask and
 // segment flags and the warp's "does any row see this tile" vote (the forward and the dq kernel); and the
-// product S = Q K^T, one code for the forward and the backward's recomputation, so they sum alike.
+// product S = Q K^T, one code for the forward and the backward's recomputation, so they sum alike; and pack_bf16 (the
+// mma.sync kernels' operand packing).
 #pragma once
 #include <cuda_bf16.h>
 #include <mma.h>
@@ -27,6 +28,15 @@ constexpr float LOG2E = 1.4426950408889634f;
 constexpr unsigned FULL = 0xffffffffu;
 
 __device__ __forceinline__ bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// Two floats as one register of two bf16 (round to nearest even), lo in the low half: an mma.sync operand.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    return bits;
+}
 
 __device__ __forceinline__ bool warp_any(bool v)
 {
