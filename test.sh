@@ -43,10 +43,15 @@ if command -v g++ >/dev/null && emu=$(timeout 120 bash kernels/Temper.Kernels.Cu
   TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=reverse run_suite "Temper.Cuda.Tests (CUDA emulator, reverse order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" TEMPER_EMU_SCHEDULE=shuffle:1 run_suite "Temper.Cuda.Tests (CUDA emulator, shuffled order)" 120 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" TEMPER_POISON_MEMORY=1 run_suite "Temper.Kernels.Ilgpu.Tests (PTX route on the CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
+  # The same route, and the graph decoder, with every kernel opt-in a GPU has not yet checked turned on (README's list;
+  # the sm_90a ones take no effect on the emulator's compute capability 8.0): kept passing until their lease steps run.
+  TEMPER_LORA_RANK=1 TEMPER_ATTENTION_BACKWARD_MMA=1 TEMPER_ATTENTION_MMA=3 TEMPER_NF4_DEQUANT=1 TEMPER_GEMV_PERSISTENT=1 TEMPER_CUDA_DRIVER="$emu" TEMPER_POISON_MEMORY=1 \
+    run_suite "Temper.Kernels.Ilgpu.Tests (PTX route with the opt-ins, CUDA emulator)" 120 tests/Temper.Kernels.Ilgpu.Tests/bin/Release/net10.0/Temper.Kernels.Ilgpu.Tests -trait "Ptx=emulated"
+  TEMPER_GEMV_PERSISTENT=1 TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cuda.Tests (graph decoder with the persistent GEMVs, CUDA emulator)" 60 tests/Temper.Cuda.Tests/bin/Release/net10.0/Temper.Cuda.Tests -class "*CudaDecodeGraphChecks"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Cli.Tests (CUDA emulator)" 60 tests/Temper.Cli.Tests/bin/Release/net10.0/Temper.Cli.Tests -trait "Kernels=cuda"
   TEMPER_CUDA_DRIVER="$emu" run_suite "Temper.Native.Tests (CUDA emulator)" 60 tests/Temper.Native.Tests/bin/Release/net10.0/Temper.Native.Tests -trait "Kernels=cuda"
 else
-  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel (three run orders), PTX route, bench gemm and native CUDA checks on the CPU skipped"; skipped=$((skipped+6))
+  echo "CUDA emulator: g++ missing or the build failed; the CUDA kernel (three run orders), PTX route (plain and with the opt-ins), graph decoder, bench gemm and native CUDA checks on the CPU skipped"; skipped=$((skipped+8))
 fi
 # The native library and its C/C++ hosts (ctest), where cmake and a C compiler exist.
 if command -v cmake >/dev/null && command -v cc >/dev/null && [ "${TEMPER_SKIP_NATIVE:-0}" != 1 ]; then
