@@ -28,7 +28,7 @@ public sealed class CudaGemv : IDisposable
 
     /// <summary>Loads the kernels; <paramref name="overlapPrevious"/>: every launch may overlap the kernel before it
     /// (programmatic dependent launch, compute capability 9.0: the compute_90 build Ptx/gemv_bf16.sm90.ptx, whose warps
-    /// start their first weight copies before they wait for that kernel).</summary>
+    /// start their first two rounds of weight copies before they wait for that kernel).</summary>
     public CudaGemv(CudaDevice device, bool overlapPrevious = false)
     {
         _device = device;

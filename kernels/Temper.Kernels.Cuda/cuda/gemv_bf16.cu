@@ -26,7 +26,7 @@
 // atomicMax per row (its result unused: a fire-and-forget reduction in L2), so the LM head's slot sees
 // N / (4 R) updates over the launch, not N.
 // Launched to overlap the kernel before it (CudaDecodeGraph.DependentLaunch; grid_dependency.cuh, the compute_90 build
-// Ptx/gemv_bf16.sm90.ptx), a warp has its first round of weight copies in flight before it waits for that kernel.
+// Ptx/gemv_bf16.sm90.ptx), a warp has its first two rounds of weight copies in flight before it waits for that kernel.
 // NaN logits never win the argmax (argmax_slot.cuh). Scalar reference: RmsNormReference, LinearReference
 // (accumulating for the residual) and SwiGluReference in turn; CudaGemvChecks evaluates it in f64.
 // ptx-also: compute_90
@@ -163,8 +163,13 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
     // stride, ... (the grid capped: CudaGemv.Persistent), the rounds running on across groups (it counts them, choosing
     // the stage): the next group's first round is in flight while this group's last one is multiplied.
     const int first = blockIdx.x * WARPS + warp;
-    if (first < groups) copy_round(first, 0, 0);
-    // Launched to overlap the kernel before it (grid_dependency.cuh), the first round's weights are on their way
+    if (first < groups) // the first round, and the one the loop's first step sends next (it skips that one below)
+    {
+        copy_round(first, 0, 0);
+        if (rounds > 1) copy_round(first, 1, 1);
+        else if (PERSIST && first + stride < groups) copy_round(first + stride, 0, 1);
+    }
+    // Launched to overlap the kernel before it (grid_dependency.cuh), those two rounds of weights are on their way
     // before the wait: nothing above reads what an earlier kernel writes.
     wait_for_prior_grids();
     allow_dependent_grids();
@@ -184,8 +189,11 @@ __device__ __forceinline__ void gemv(const uint4* __restrict__ w0, const uint4* 
             // back only its own copies: no barrier.
             if (r + 1 < rounds || (PERSIST && group + stride < groups))
             {
-                if (r + 1 < rounds) copy_round(group, r + 1, (it + 1) & 1);
-                else copy_round(group + stride, 0, (it + 1) & 1);
+                if (it > 0) // the first step's went out before the wait above
+                {
+                    if (r + 1 < rounds) copy_round(group, r + 1, (it + 1) & 1);
+                    else copy_round(group + stride, 0, (it + 1) & 1);
+                }
                 cp_async_wait<1>();
             }
             else cp_async_wait<0>();
