@@ -46,11 +46,14 @@ internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemor
         b.Dispose();
     }
 
+    /// <summary>The bytes Take&lt;T&gt;(count) uses of the arena (aligned), for what an op's takes add up to.</summary>
+    public static long Bytes<T>(long count) where T : unmanaged =>
+        (Math.Max(1, count) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>() + Align - 1) / Align * Align;
+
     /// <summary>An uninitialised region of <paramref name="count"/> elements, valid until the next reset.</summary>
     public ArrayView<T> Take<T>(long count) where T : unmanaged
     {
-        long bytes = Math.Max(1, count) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-        bytes = (bytes + Align - 1) / Align * Align;
+        long bytes = Bytes<T>(count);
         if (_buffer == null || _used + bytes > _buffer.Length)
         {
             if (_buffer != null) _retired.Add(_buffer);

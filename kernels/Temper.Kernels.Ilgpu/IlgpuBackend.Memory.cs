@@ -17,13 +17,8 @@ public sealed partial class IlgpuBackend : IMemoryMeter
     public bool HoldsBf16ProductCopies => _dc.PtxLinear != null;
     public long LmHeadScratchBytes(int rows, int hidden, int vocab, bool onePass) => ArenaLmHeadBytes(rows, hidden, vocab, onePass, _dc.PtxLinear is { Pipelined: true });
 
-    /// <summary>What Ops.LmHeadCrossEntropy takes from the arena (which then settles at the largest op's size): the labels and four
-    /// row statistics [n], the chunk's logits [n, vc], on the pipelined CUDA C++ products the hidden states in bf16 [n, C], and in
-    /// one pass a reference [n] and the accumulator [n, C]; each region 256-byte aligned.</summary>
-    public static long ArenaLmHeadBytes(int rows, int hidden, int vocab, bool onePass, bool bf16Hidden)
-    {
-        static long Aligned(long bytes) => (Math.Max(1, bytes) + 255) / 256 * 256;
-        long n = rows, vc = Math.Min(vocab, Ops.LmHeadCrossEntropy.AutoChunk(rows, vocab));
-        return 5 * Aligned(4 * n) + Aligned(4 * n * vc) + (bf16Hidden ? Aligned(2 * n * hidden) : 0) + (onePass ? Aligned(4 * n) + Aligned(4 * n * hidden) : 0);
-    }
+    /// <summary>What the LM head + cross-entropy takes from the arena with the automatic chunk (Ops.LmHeadCrossEntropy.ArenaBytes),
+    /// which the arena then keeps: <paramref name="bf16Hidden"/> on the pipelined CUDA C++ products.</summary>
+    public static long ArenaLmHeadBytes(int rows, int hidden, int vocab, bool onePass, bool bf16Hidden) =>
+        Ops.LmHeadCrossEntropy.ArenaBytes(rows, hidden, vocab, onePass, bf16Hidden);
 }

@@ -112,6 +112,16 @@ internal static class LmHeadCrossEntropy
         logits[index] = scale * (label == v0 + j ? p - 1f : p);
     }
 
+    /// <summary>The arena bytes Run takes with the automatic chunk, in its order: the labels, four row statistics [n], the chunk's
+    /// logits [n, vc], the hidden states in bf16 [n, C] where the pipelined CUDA C++ products take them, and in one pass the
+    /// reference [n] and the accumulator [n, C].</summary>
+    public static long ArenaBytes(int n, int c, int v, bool onePass, bool bf16Hidden)
+    {
+        long vc = Math.Min(v, AutoChunk(n, v));
+        return DeviceArena.Bytes<int>(n) + 4 * DeviceArena.Bytes<float>(n) + DeviceArena.Bytes<float>(n * vc)
+            + (bf16Hidden ? DeviceArena.Bytes<ushort>((long)n * c) : 0) + (onePass ? DeviceArena.Bytes<float>(n) + DeviceArena.Bytes<float>((long)n * c) : 0);
+    }
+
     public static void Run(DeviceContext dc, ArrayView<float> hidden, WeightView lmHead, ReadOnlySpan<int> labels, ArrayView<float> losses, float lossScale,
         ArrayView<float>? dHidden, ArrayView<float>? dLmHead, ReadOnlySpan<float> rowScales, int n, int c, int v, int chunk)
     {

@@ -74,8 +74,6 @@ internal static class PlanCommand
         return cmd;
     }
 
-    // Bytes per element of the layers' matrices and of the embedding as a run would hold them: --dtype,
-    // else bf16 when stored bf16, else f32 (f16/f64 are widened at load; full fine-tuning trains f32).
     // The LM head's scratch that stays held on the kernels --kernels names: ptx / ilgpu the ILGPU backend's arena (ptx with the
     // hidden states in bf16 for the CUDA C++ products); none on the CPU backend (its scratch is freed after the op).
     private static Func<int, int, int, bool, long>? LmHeadScratch(string? kernels) => kernels switch
@@ -85,6 +83,8 @@ internal static class PlanCommand
         _ => null,
     };
 
+    // Bytes per element of the layers' matrices and of the embedding as a run would hold them: --dtype,
+    // else bf16 when stored bf16, else f32 (f16/f64 are widened at load; full fine-tuning trains f32).
     private static (int Matrix, int Embedding) HeldBytes(string dir, DType? dtype, bool full)
     {
         if (full) return (4, 4);
