@@ -42,8 +42,15 @@ public interface IBackend : IDisposable
     void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs);
     /// <summary>Causal GQA attention; see <see cref="AttentionArgs"/>.</summary>
     void Attention(in AttentionArgs a);
-    /// <summary>y = silu(gate) * up, all [N,F].</summary>
+    /// <summary>y = silu(gate) * up, all [N,F]: gate and up f32, or both bf16 (kept activations, widened); y f32.</summary>
     void SwiGlu(Tensor gate, Tensor up, Tensor y);
+    /// <summary>SwiGlu of gate and up [N,F] f32 rounded to bf16 (nearest even), which it also writes to gateBf16 and upBf16 [N,F]
+    /// bf16: y = silu(g') * up' from the rounded values, so that SwiGlu(gateBf16, upBf16, y) rebuilds the same y in backward.
+    /// y may alias gate or up.</summary>
+    void SwiGluRounded(Tensor gate, Tensor up, Tensor y, Tensor gateBf16, Tensor upBf16);
+    /// <summary>Whether a training pass over bf16 weights keeps its MLPs' gate and up activations in bf16 (SwiGluRounded),
+    /// as PyTorch's autograd keeps a bf16 model's: the device backends (GPUs store bf16); the CPU backend computes and keeps f32.</summary>
+    bool KeepsBf16Activations => false;
     /// <summary>y = a + b (y may alias a).</summary>
     void Add(Tensor a, Tensor b, Tensor y);
     /// <summary>y[N,V] = log_softmax(x[N,V]) per row.</summary>
@@ -75,8 +82,8 @@ public interface IBackend : IDisposable
     void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
     /// <summary>dq, dk, dv (overwritten) from dOut. When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>
     void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv);
-    /// <summary>dUp = dy silu(gate), dGate = dy up silu'(gate) (overwritten). dGate may be dy itself (each element's dy is read
-    /// before its dGate is written: DecoderBackprop's backward turns d act into d gate in place).</summary>
+    /// <summary>dUp = dy silu(gate), dGate = dy up silu'(gate) (overwritten); gate and up f32, or both bf16 (as SwiGlu). dGate may be
+    /// dy itself (each element's dy is read before its dGate is written: DecoderBackprop's backward turns d act into d gate in place).</summary>
     void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp);
     /// <summary>
     /// Fused LM head + cross-entropy over vocabulary chunks (the [N,V] logits are never all held):

@@ -136,10 +136,32 @@ public sealed partial class CpuBackend : IBackend
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
     {
-        Host("SwiGlu", gate, up, y);
-        F32("SwiGlu", gate, up, y);
-        Require(up.Shape == gate.Shape && y.Shape == gate.Shape, "SwiGlu", $"gate {gate.Shape}, up {up.Shape}, y {y.Shape} must have one shape");
-        Elementwise(y.Elements, (s, l) => Cpu.SwiGlu.Forward(gate.Floats.Slice(s, l), up.Floats.Slice(s, l), y.Floats.Slice(s, l)));
+        const string op = "SwiGlu";
+        Host(op, gate, up, y);
+        F32(op, y);
+        bool bf16 = GateUpDType(op, gate, up);
+        Require(up.Shape == gate.Shape && y.Shape == gate.Shape, op, $"gate {gate.Shape}, up {up.Shape}, y {y.Shape} must have one shape");
+        if (bf16) Elementwise(y.Elements, (s, l) => Cpu.SwiGlu.Forward(gate.Span<ushort>().Slice(s, l), up.Span<ushort>().Slice(s, l), y.Floats.Slice(s, l)));
+        else Elementwise(y.Elements, (s, l) => Cpu.SwiGlu.Forward(gate.Floats.Slice(s, l), up.Floats.Slice(s, l), y.Floats.Slice(s, l)));
+    }
+
+    public void SwiGluRounded(Tensor gate, Tensor up, Tensor y, Tensor gateBf16, Tensor upBf16)
+    {
+        const string op = "SwiGluRounded";
+        Host(op, gate, up, y, gateBf16, upBf16);
+        F32(op, gate, up, y);
+        Require(gateBf16.DType == DType.BF16 && upBf16.DType == DType.BF16, op, $"{Describe(gateBf16)} and {Describe(upBf16)} must be bf16");
+        Require(up.Shape == gate.Shape && y.Shape == gate.Shape && gateBf16.Shape == gate.Shape && upBf16.Shape == gate.Shape,
+            op, $"gate {gate.Shape}, up {up.Shape}, y {y.Shape}, gateBf16 {gateBf16.Shape}, upBf16 {upBf16.Shape} must have one shape");
+        Elementwise(y.Elements, (s, l) => Cpu.SwiGlu.ForwardRounded(gate.Floats.Slice(s, l), up.Floats.Slice(s, l), y.Floats.Slice(s, l),
+            gateBf16.Span<ushort>().Slice(s, l), upBf16.Span<ushort>().Slice(s, l)));
+    }
+
+    // SwiGlu's and SwiGluBackward's gate and up: both f32 (false) or both bf16 (true).
+    private static bool GateUpDType(string op, Tensor gate, Tensor up)
+    {
+        Require(gate.DType == up.DType && gate.DType is DType.F32 or DType.BF16, op, $"gate {Describe(gate)} and up {Describe(up)} must both be f32 or both bf16");
+        return gate.DType == DType.BF16;
     }
 
     public void Add(Tensor a, Tensor b, Tensor y)
@@ -260,11 +282,14 @@ public sealed partial class CpuBackend : IBackend
 
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
     {
-        Host("SwiGluBackward", dy, gate, up, dGate, dUp);
-        F32("SwiGluBackward", dy, gate, up, dGate, dUp);
+        const string op = "SwiGluBackward";
+        Host(op, dy, gate, up, dGate, dUp);
+        F32(op, dy, dGate, dUp);
+        bool bf16 = GateUpDType(op, gate, up);
         Require(gate.Shape == dy.Shape && up.Shape == dy.Shape && dGate.Shape == dy.Shape && dUp.Shape == dy.Shape,
-            "SwiGluBackward", $"dy {dy.Shape}, gate {gate.Shape}, up {up.Shape}, dGate {dGate.Shape}, dUp {dUp.Shape} must have one shape");
-        Elementwise(dy.Elements, (s, l) => Cpu.SwiGlu.Backward(dy.Floats.Slice(s, l), gate.Floats.Slice(s, l), up.Floats.Slice(s, l), dGate.Floats.Slice(s, l), dUp.Floats.Slice(s, l)));
+            op, $"dy {dy.Shape}, gate {gate.Shape}, up {up.Shape}, dGate {dGate.Shape}, dUp {dUp.Shape} must have one shape");
+        if (bf16) Elementwise(dy.Elements, (s, l) => Cpu.SwiGlu.Backward(dy.Floats.Slice(s, l), gate.Span<ushort>().Slice(s, l), up.Span<ushort>().Slice(s, l), dGate.Floats.Slice(s, l), dUp.Floats.Slice(s, l)));
+        else Elementwise(dy.Elements, (s, l) => Cpu.SwiGlu.Backward(dy.Floats.Slice(s, l), gate.Floats.Slice(s, l), up.Floats.Slice(s, l), dGate.Floats.Slice(s, l), dUp.Floats.Slice(s, l)));
     }
 
     public void LmHeadCrossEntropy(Tensor hidden, Tensor lmHead, ReadOnlySpan<int> labels, Tensor losses, float lossScale, Tensor? dHidden, Tensor? dLmHead, ReadOnlySpan<float> rowScales = default)

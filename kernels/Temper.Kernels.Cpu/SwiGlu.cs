@@ -1,12 +1,66 @@
 // SwiGLU: y = silu(gate) * up = gate / (1 + exp(-gate)) * up, all [N,F] flattened; SIMD exp.
 // Backward: dUp = dy silu(g), dGate = dy up sigmoid(g) (1 + g (1 - sigmoid(g))).
+// The bf16 forms (gate and up kept in bf16, IBackend.SwiGluRounded) widen Chunk values at a time into the stack and run
+// the f32 kernels on them; ForwardRounded first rounds gate and up to bf16 (nearest even) and writes them out.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using Temper.Core;
 
 namespace Temper.Kernels.Cpu;
 
 public static unsafe class SwiGlu
 {
+    private const int Chunk = 1024;
+
+    /// <summary>y = silu(gate) * up with gate and up in bf16.</summary>
+    public static void Forward(ReadOnlySpan<ushort> gate, ReadOnlySpan<ushort> up, Span<float> y)
+    {
+        if (gate.Length != y.Length || up.Length != y.Length)
+            throw new ArgumentException($"SwiGlu: gate has {gate.Length} values, up {up.Length}, y {y.Length}");
+        Span<float> g = stackalloc float[Chunk], u = stackalloc float[Chunk];
+        for (int i = 0; i < y.Length; i += Chunk)
+        {
+            int l = Math.Min(Chunk, y.Length - i);
+            Widen(gate.Slice(i, l), g);
+            Widen(up.Slice(i, l), u);
+            Forward(g[..l], u[..l], y.Slice(i, l));
+        }
+    }
+
+    /// <summary>gateBf16, upBf16 = gate, up rounded to bf16; y = silu(gateBf16) * upBf16 (y may alias gate or up).</summary>
+    public static void ForwardRounded(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y, Span<ushort> gateBf16, Span<ushort> upBf16)
+    {
+        if (gate.Length != y.Length || up.Length != y.Length || gateBf16.Length != y.Length || upBf16.Length != y.Length)
+            throw new ArgumentException($"SwiGlu: gate has {gate.Length} values, up {up.Length}, y {y.Length}, gateBf16 {gateBf16.Length}, upBf16 {upBf16.Length}");
+        for (int i = 0; i < y.Length; i += Chunk)
+        {
+            int l = Math.Min(Chunk, y.Length - i);
+            BFloat16.FromSingle(gate.Slice(i, l), gateBf16.Slice(i, l));
+            BFloat16.FromSingle(up.Slice(i, l), upBf16.Slice(i, l));
+            Forward(gateBf16.Slice(i, l), upBf16.Slice(i, l), y.Slice(i, l));
+        }
+    }
+
+    /// <summary>Backward with gate and up in bf16 (dGate may alias dy).</summary>
+    public static void Backward(ReadOnlySpan<float> dy, ReadOnlySpan<ushort> gate, ReadOnlySpan<ushort> up, Span<float> dGate, Span<float> dUp)
+    {
+        if (gate.Length != dy.Length || up.Length != dy.Length || dGate.Length != dy.Length || dUp.Length != dy.Length)
+            throw new ArgumentException($"SwiGlu backward: dy has {dy.Length} values, gate {gate.Length}, up {up.Length}, dGate {dGate.Length}, dUp {dUp.Length}");
+        Span<float> g = stackalloc float[Chunk], u = stackalloc float[Chunk];
+        for (int i = 0; i < dy.Length; i += Chunk)
+        {
+            int l = Math.Min(Chunk, dy.Length - i);
+            Widen(gate.Slice(i, l), g);
+            Widen(up.Slice(i, l), u);
+            Backward(dy.Slice(i, l), g[..l], u[..l], dGate.Slice(i, l), dUp.Slice(i, l));
+        }
+    }
+
+    private static void Widen(ReadOnlySpan<ushort> src, Span<float> dst)
+    {
+        fixed (ushort* ps = src) fixed (float* pd = dst) Bf16.Widen(ps, pd, src.Length);
+    }
+
     // Compiled on its own: inlined into CpuBackend's element-wise lambda it left Vector512.Exp's helpers as calls
     // per vector (5x slower in the train step).
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -367,11 +367,31 @@ public sealed partial class IlgpuBackend : IBackend
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
     {
         const string op = "SwiGlu";
-        F32(op, gate, up, y);
+        F32(op, y);
+        GateAndUp(op, gate, up);
         Require(up.Shape == gate.Shape && y.Shape == gate.Shape, op, $"gate {gate.Shape}, up {up.Shape}, y {y.Shape} must have one shape");
         Begin();
-        Ops.SwiGlu.Forward(_dc, F(op, gate), F(op, up), F(op, y), Count(gate));
+        Ops.SwiGlu.Forward(_dc, Weight(op, gate), Weight(op, up), F(op, y), Count(gate));
     }
+
+    public void SwiGluRounded(Tensor gate, Tensor up, Tensor y, Tensor gateBf16, Tensor upBf16)
+    {
+        const string op = "SwiGluRounded";
+        F32(op, gate, up, y);
+        Require(gateBf16.DType == DType.BF16 && upBf16.DType == DType.BF16, op, $"{Describe(gateBf16)} and {Describe(upBf16)} must be bf16");
+        Require(up.Shape == gate.Shape && y.Shape == gate.Shape && gateBf16.Shape == gate.Shape && upBf16.Shape == gate.Shape,
+            op, $"gate {gate.Shape}, up {up.Shape}, y {y.Shape}, gateBf16 {gateBf16.Shape}, upBf16 {upBf16.Shape} must have one shape");
+        Begin();
+        Ops.SwiGlu.Rounded(_dc, F(op, gate), F(op, up), F(op, y), Storage(op, gateBf16).View<ushort>(Math.Max(1, gateBf16.Elements)),
+            Storage(op, upBf16).View<ushort>(Math.Max(1, upBf16.Elements)), Count(gate));
+    }
+
+    /// <summary>Device memory is scarce and the GPU computes in bf16: a bf16 model's MLP keeps gate and up in bf16 (DecoderBackprop).</summary>
+    public bool KeepsBf16Activations => true;
+
+    // SwiGlu's and SwiGluBackward's gate and up: both f32 or both bf16.
+    private void GateAndUp(string op, Tensor gate, Tensor up) =>
+        Require(gate.DType == up.DType && gate.DType is DType.F32 or DType.BF16, op, $"gate {Describe(gate)} and up {Describe(up)} must both be f32 or both bf16");
 
     public void Dropout(Tensor x, ulong seed, float p, Tensor y)
     {
@@ -482,11 +502,12 @@ public sealed partial class IlgpuBackend : IBackend
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)
     {
         const string op = "SwiGluBackward";
-        F32(op, dy, gate, up, dGate, dUp);
+        F32(op, dy, dGate, dUp);
+        GateAndUp(op, gate, up);
         Require(gate.Shape == dy.Shape && up.Shape == dy.Shape && dGate.Shape == dy.Shape && dUp.Shape == dy.Shape,
             op, $"dy {dy.Shape}, gate {gate.Shape}, up {up.Shape}, dGate {dGate.Shape}, dUp {dUp.Shape} must have one shape");
         Begin();
-        Ops.SwiGlu.Backward(_dc, F(op, dy), F(op, gate), F(op, up), F(op, dGate), F(op, dUp), Count(dy));
+        Ops.SwiGlu.Backward(_dc, F(op, dy), Weight(op, gate), Weight(op, up), F(op, dGate), F(op, dUp), Count(dy));
     }
 
     /// <summary>Gradients are of sum_n losses[n] lossScale rowScales[n] (rowScales empty = all 1).</summary>

@@ -510,6 +510,35 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         Close(Down(tdv), dv, "attention dv (segments)");
     }
 
+    /// <summary>SwiGluRounded keeps BFloat16.FromSingle's bits and y from them (the CPU backend's), SwiGlu on the kept bf16 rebuilds
+    /// y bit for bit, SwiGluBackward on them matches the reference at the widened values (dGate over dy).</summary>
+    [Fact]
+    public void SwiGlu_bf16_forms_match_cpu()
+    {
+        var g = Floats(5 * 9, 1, 6f);
+        var u = Floats(5 * 9, 2);
+        var dy = Floats(5 * 9, 3);
+        g[0] = BitConverter.Int32BitsToSingle(0x3F818000); // a tie to even
+        u[1] = float.NaN;
+        var (y, gk, uk) = (Tensor.Zeros(new Shape(5, 9)), Tensor.Zeros(new Shape(5, 9), DType.BF16), Tensor.Zeros(new Shape(5, 9), DType.BF16));
+        Cpu.SwiGluRounded(Host(g, 5, 9), Host(u, 5, 9), y, gk, uk);
+        var (tgk, tuk) = (Own(B.Zeros(new Shape(5, 9), DType.BF16)), Own(B.Zeros(new Shape(5, 9), DType.BF16)));
+        var (ty, ty2) = (Zeros(5, 9), Zeros(5, 9));
+        B.SwiGluRounded(Up(g, 5, 9), Up(u, 5, 9), ty, tgk, tuk);
+        using (var h = B.ToHost(tgk)) Assert.Equal(gk.Span<ushort>().ToArray(), h.Span<ushort>().ToArray());
+        using (var h = B.ToHost(tuk)) Assert.Equal(uk.Span<ushort>().ToArray(), h.Span<ushort>().ToArray());
+        var got = Down(ty);
+        Close(got, y.Floats, "swiglu rounded");
+        B.SwiGlu(tgk, tuk, ty2);
+        Bitwise(Down(ty2), got, "swiglu rebuilt from the kept bf16");
+        var (dg, du) = (new float[g.Length], new float[g.Length]);
+        SwiGluReference.Backward(dy, gk.ToFloatArray(), uk.ToFloatArray(), dg, du);
+        var (inPlace, tdu) = (Up(dy, 5, 9), Zeros(5, 9));
+        B.SwiGluBackward(inPlace, tgk, tuk, inPlace, tdu);
+        Close(Down(inPlace), dg, "swiglu bf16 dGate over dy");
+        Close(Down(tdu), du, "swiglu bf16 dUp");
+    }
+
     [Fact]
     public void SwiGluBackward_matches_reference()
     {

@@ -421,7 +421,13 @@ public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChec
             B.SwiGlu(Up(gate, n, f), Up(up, n, f), y);
             B.SwiGluBackward(Up(dy, n, f), Up(gate, n, f), Up(up, n, f), dGate, dUp);
             B.SwiGluBackward(inPlace, Up(gate, n, f), Up(up, n, f), inPlace, dUp2); // dGate over dy
-            return [.. Down(y), .. Down(dGate), .. Down(dUp), .. Down(inPlace), .. Down(dUp2)];
+            // the bf16 forms: gate and up kept rounded, y rebuilt from them, the backward on them
+            var (gk, uk) = (Own(B.Zeros(new Shape(n, f), DType.BF16)), Own(B.Zeros(new Shape(n, f), DType.BF16)));
+            var (yr, yb, dGb, dUb) = (Zeros(n, f), Zeros(n, f), Zeros(n, f), Zeros(n, f));
+            B.SwiGluRounded(Up(gate, n, f), Up(up, n, f), yr, gk, uk);
+            B.SwiGlu(gk, uk, yb);
+            B.SwiGluBackward(Up(dy, n, f), gk, uk, dGb, dUb);
+            return [.. Down(y), .. Down(dGate), .. Down(dUp), .. Down(inPlace), .. Down(dUp2), .. Down(gk), .. Down(uk), .. Down(yr), .. Down(yb), .. Down(dGb), .. Down(dUb)];
         }, "ptx swiglu");
     }
 

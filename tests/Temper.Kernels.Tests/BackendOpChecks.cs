@@ -264,6 +264,60 @@ public abstract partial class BackendOpChecks : IDisposable
         }
     }
 
+    /// <summary>The bf16 forms (IBackend.SwiGluRounded, and SwiGlu / SwiGluBackward on its kept bf16 gate and up): the kept values are
+    /// BFloat16.FromSingle's bits (ties to even, NaN kept), y is the reference's from them and SwiGlu on them rebuilds it bit for bit,
+    /// also with y over gate; the backward matches the reference at the widened values, dGate over dy too.</summary>
+    [Fact]
+    public void SwiGlu_bf16_forms_MatchReference_AtEveryLength()
+    {
+        foreach (int n in Enumerable.Range(1, 67).Append(1000))
+        {
+            var g = Floats(n, 5 * n, 12f);
+            var u = Floats(n, 6 * n, 3f);
+            var dy = Floats(n, 7 * n);
+            g[0] = BitConverter.Int32BitsToSingle(0x3F818000); // a tie: rounds up to the even 0x3F82
+            if (n > 1) g[1] = BitConverter.Int32BitsToSingle(0x3F808000); // a tie: rounds down to the even 0x3F80
+            if (n > 2) u[2] = float.NaN;
+            var (y, gk, uk) = (new float[n], new ushort[n], new ushort[n]);
+            SwiGluReference.ForwardRounded(g, u, y, gk, uk);
+            Assert.Equal((ushort)0x3F82, gk[0]);
+            var (tgk, tuk, ty, ty2) = (_b.Zeros(new Shape(n), DType.BF16), _b.Zeros(new Shape(n), DType.BF16), _b.Zeros(new Shape(n)), _b.Zeros(new Shape(n)));
+            _b.SwiGluRounded(Up(g, n), Up(u, n), ty, tgk, tuk);
+            Assert.Equal(gk, _b.ToHost(tgk).Span<ushort>().ToArray());
+            Assert.Equal(uk, _b.ToHost(tuk).Span<ushort>().ToArray());
+            var got = Run(ty);
+            _b.SwiGlu(tgk, tuk, ty2);
+            Assert.Equal(got.Select(BitConverter.SingleToInt32Bits), Run(ty2).Select(BitConverter.SingleToInt32Bits));
+            var over = Up(g, n); // y over gate
+            _b.SwiGluRounded(over, Up(u, n), over, _b.Zeros(new Shape(n), DType.BF16), _b.Zeros(new Shape(n), DType.BF16));
+            Assert.Equal(got.Select(BitConverter.SingleToInt32Bits), Run(over).Select(BitConverter.SingleToInt32Bits));
+            CloseEach(WithoutNaN(got, n), WithoutNaN(y, n), $"swiglu rounded n={n}", 2e-6, 1e-6);
+
+            var (gw, uw) = (gk.Select(BFloat16.ToSingle).ToArray(), uk.Select(BFloat16.ToSingle).ToArray());
+            var (dg, du) = (new float[n], new float[n]);
+            SwiGluReference.Backward(dy, gw, uw, dg, du);
+            var (tdu, inPlace) = (_b.Zeros(new Shape(n)), Up(dy, n));
+            _b.SwiGluBackward(inPlace, tgk, tuk, inPlace, tdu); // dGate over dy
+            CloseEach(WithoutNaN(Run(inPlace), n), WithoutNaN(dg, n), $"swiglu bf16 dGate n={n}", 1e-5, 1e-4);
+            CloseEach(Run(tdu), du, $"swiglu bf16 dUp n={n}", 1e-5, 1e-4);
+        }
+        // element 2's up is NaN: its y and dGate must be NaN, the rest finite and close
+        static float[] WithoutNaN(float[] v, int n)
+        {
+            if (n > 2)
+            {
+                Assert.True(float.IsNaN(v[2]), "a NaN up gives a NaN y and dGate");
+                v = [.. v];
+                v[2] = 0;
+            }
+            return v;
+        }
+        var f32 = _b.Zeros(new Shape(2, 3));
+        var ex = Assert.Throws<ArgumentException>(() => _b.SwiGluRounded(f32, f32, f32, f32, _b.Zeros(new Shape(2, 3), DType.BF16)));
+        Assert.Contains("SwiGluRounded", ex.Message);
+        Assert.Contains("must be bf16", ex.Message);
+    }
+
     [Fact]
     public void Add_MatchesReference_AtEveryLength_AndInPlace()
     {

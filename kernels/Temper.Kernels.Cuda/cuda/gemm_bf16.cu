@@ -17,6 +17,7 @@
 // Checked on the CPU by the CUDA emulator (ptx_ops.cuh's PTX ISA definitions) and on a GPU by CudaLinearChecks.
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include "bf16_bits.cuh"
 #include "ptx_ops.cuh"
 
 #ifndef TEMPER_CUDA_EMU
@@ -65,14 +66,6 @@ __device__ __forceinline__ void load_slice(__nv_bfloat16* stage, const __nv_bflo
             cp_async_16(sb + r * LDB + q, wfull ? w + (long)gc * depth + gk : w, wfull);
         }
     }
-}
-
-// f32 -> bf16 bits, round to nearest even on the integer bits (NaN kept quiet), as BFloat16.FromSingle does.
-__device__ __forceinline__ uint32_t bf16_bits_rne(float f)
-{
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u >> 16) | 0x40u;
-    return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
 }
 
 // Four elements a thread, stored as one 8-byte word. The first version built an __nv_bfloat16[4] with

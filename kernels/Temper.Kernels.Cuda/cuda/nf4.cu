@@ -14,6 +14,7 @@
 // and stores at the end of the weight or where an address is not aligned.
 // Scalar reference: engine/Temper.Core/Quantization/Nf4Weight.cs (DecodeAbsmax, Dequantize).
 #include <stdint.h>
+#include "bf16_bits.cuh"
 
 namespace {
 constexpr int THREADS = 256;
@@ -66,15 +67,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) nf4_dequantize(
     }
 }
 
-namespace {
-// f32 -> bf16 bits, round to nearest even on the integer bits (NaN kept quiet), as gemm_bf16.cu's conversion.
-__device__ __forceinline__ uint32_t bf16_rne(float f)
-{
-    uint32_t u = __float_as_uint(f);
-    return (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-}
-} // namespace
-
 extern "C" __global__ void __launch_bounds__(THREADS) nf4_to_bf16(
     const uint8_t* __restrict__ codes, const float* __restrict__ absmax, const float* __restrict__ lut, unsigned short* __restrict__ out, long n)
 {
@@ -91,7 +83,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) nf4_to_bf16(
         for (int j = 0; j < 4; j++)
         {
             uint32_t byte = packed >> (8 * j) & 0xFF;
-            w[j] = bf16_rne(slut[byte >> 4] * a) | bf16_rne(slut[byte & 15] * a) << 16;
+            w[j] = bf16_bits_rne(slut[byte >> 4] * a) | bf16_bits_rne(slut[byte & 15] * a) << 16;
         }
         *reinterpret_cast<uint4*>(out + e) = make_uint4(w[0], w[1], w[2], w[3]);
         return;
@@ -99,6 +91,6 @@ extern "C" __global__ void __launch_bounds__(THREADS) nf4_to_bf16(
     for (long i = e; i < e + 8 && i < n; i++)
     {
         uint32_t byte = codes[i / 2];
-        out[i] = (unsigned short)bf16_rne(slut[i % 2 == 0 ? byte >> 4 : byte & 15] * a);
+        out[i] = (unsigned short)bf16_bits_rne(slut[i % 2 == 0 ? byte >> 4 : byte & 15] * a);
     }
 }
