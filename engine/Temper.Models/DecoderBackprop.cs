@@ -18,6 +18,8 @@
 // gradient is coef x d aux through P alone (the top-k counts are constants): d logits[n] += coef p (g - p . g), g = E f / M.
 // With GradientCheckpointing (and in any pass without gradients) the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
+// On a device backend a bf16 model's MLP keeps gate and up in bf16 (KeepsBf16Mlp), act computed from the rounded values so
+// that backward rebuilds it bit for bit; every other activation stays f32.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
 // input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
 // layer draws the same one).
@@ -126,6 +128,13 @@ public sealed class DecoderBackprop(Decoder decoder)
     /// <summary>The last pass's router load-balancing loss (NaN when it computed none).</summary>
     public double RouterAuxLoss { get; private set; } = double.NaN;
 
+    /// <summary>Whether a dense layer's MLP keeps gate and up [B*T,F] in bf16 (rounded, act computed from the rounded values,
+    /// IBackend.SwiGluRounded) rather than f32: on a backend that keeps bf16 activations, over bf16 gate and up weights, as
+    /// PyTorch's autograd keeps a bf16 model's. Half their bytes, the largest of a layer's activations (MemoryPlan's
+    /// Bf16MlpActivations).</summary>
+    public static bool KeepsBf16Mlp(IBackend be, LayerWeights layer) =>
+        be.KeepsBf16Activations && layer.Gate.Weight.DType == DType.BF16 && layer.Up.Weight.DType == DType.BF16;
+
     /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
     public long PeakActivationBytes { get; private set; }
 
@@ -205,6 +214,7 @@ public sealed class DecoderBackprop(Decoder decoder)
         // Every tensor of the pass is the output of the op that first writes it, whole (Uninitialized: a
         // pooling backend skips clearing it), but the two that ops accumulate into (ZerosIn).
         Tensor NewIn(List<Tensor> store, params int[] shape) => Track(store, be.Uninitialized(new Shape(shape)));
+        Tensor NewBf16In(List<Tensor> store, params int[] shape) => Track(store, be.Uninitialized(new Shape(shape), DType.BF16));
         Tensor ZerosIn(List<Tensor> store, params int[] shape) => Track(store, be.Zeros(new Shape(shape)));
         Tensor Track(List<Tensor> store, Tensor x)
         {
@@ -394,12 +404,24 @@ public sealed class DecoderBackprop(Decoder decoder)
                 MoeForward(l, moe, a, store);
                 return Done();
             }
-            a.Gate = Alloc(n, f);
-            a.Up = Alloc(n, f);
-            a.Act = Droppable(n, f);
-            Project(lw.Gate, a.Hn2!, a.Gate, a, store, Seed(4));
-            Project(lw.Up, a.Hn2!, a.Up, a, store, Seed(5));
-            be.SwiGlu(a.Gate, a.Up, a.Act!);
+            if (KeepsBf16Mlp(be, lw))
+            {
+                // gate and up in f32, kept rounded to bf16; act from the rounded values, written over gate's f32 (act's buffer)
+                var (gate, up) = (Droppable(n, f), NewIn(transient, n, f));
+                Project(lw.Gate, a.Hn2!, gate, a, store, Seed(4));
+                Project(lw.Up, a.Hn2!, up, a, store, Seed(5));
+                (a.Gate, a.Up, a.Act) = (NewBf16In(store, n, f), NewBf16In(store, n, f), gate);
+                be.SwiGluRounded(gate, up, gate, a.Gate, a.Up);
+            }
+            else
+            {
+                a.Gate = Alloc(n, f);
+                a.Up = Alloc(n, f);
+                a.Act = Droppable(n, f);
+                Project(lw.Gate, a.Hn2!, a.Gate, a, store, Seed(4));
+                Project(lw.Up, a.Hn2!, a.Up, a, store, Seed(5));
+                be.SwiGlu(a.Gate, a.Up, a.Act!);
+            }
             var down = NewIn(transient, n, c);
             Project(lw.Down, a.Act!, down, a, store, Seed(6));
             be.Add(a.XMid, down, a.XOut);

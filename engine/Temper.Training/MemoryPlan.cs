@@ -9,7 +9,7 @@
 //   activations  what DecoderBackprop holds for one micro-batch of B x T tokens (n = B*T, or B*(P+T) with P virtual tokens), f32:
 //                per layer its norms' 1/rms, q/k/v (and Qwen3's q, k before their head norms
 //                with 1/rms per head), attention output and log-sum-exp,
-//                residual stream (x_mid, x_out), gate/up and each LoRA's x A^T (DoRA: and its unscaled
+//                residual stream (x_mid, x_out), gate/up (bf16 where the backend keeps a bf16 model's MLP so) and each LoRA's x A^T (DoRA: and its unscaled
 //                product [n, Out]); the norms' outputs and act = silu(gate) * up are dropped and rebuilt in backward,
 //                one layer's at a time (a norm's [n, C + 1] more there; act in the buffer d up then overwrites); then the final
 //                norm, losses and every backward buffer. With gradient checkpointing a layer keeps only
@@ -40,6 +40,8 @@ public sealed record MemoryPlanOptions(
     /// <summary>The products run on the CUDA C++ kernels, which keep a bf16 copy of the largest activation (or output gradient) a
     /// product has read, [n, max(In, Out)] (CudaLinear's scratch; IMemoryMeter.HoldsBf16ProductCopies).</summary>
     public bool Bf16ProductCopies { get; init; }
+    /// <summary>The dense MLPs keep gate and up [n,F] in bf16 (a device backend over bf16 weights: DecoderBackprop.KeepsBf16Mlp), not f32.</summary>
+    public bool Bf16MlpActivations { get; init; }
     /// <summary>The fused LM head + cross-entropy's scratch for (rows, hidden, vocab, onePass) that the backend keeps for the run
     /// (IMemoryMeter.LmHeadScratchBytes: the ILGPU arena's); null: none.</summary>
     public Func<int, int, int, bool, long>? LmHeadScratchBytes { get; init; }
@@ -89,8 +91,10 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
         long attention = n * (2 + 2 * c + 2 * qd + 2 * kvd + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
         var moeSpec = cfg.Moe;
-        long Dropped(int l) => n * (2 * c + (moeSpec?.IsSparse(l) != true ? f : 0)); // the norms' outputs and act, rebuilt in backward
-        long MlpKept(int l) => moeSpec?.IsSparse(l) != true ? n * 2 * f
+        // the norms' outputs and act, rebuilt in backward (with bf16 gate and up, the recomputed layer also holds up's f32 product
+        // beside act, gate's, while it rounds them)
+        long Dropped(int l) => n * (2 * c + (moeSpec?.IsSparse(l) != true ? (o.Bf16MlpActivations ? 2 * f : f) : 0));
+        long MlpKept(int l) => moeSpec?.IsSparse(l) != true ? (o.Bf16MlpActivations ? n * f : n * 2 * f) // gate and up: 4 bytes a unit here
             : n * (moeSpec.Experts + moeSpec.TopK * (3L * moeSpec.ExpertIntermediateSize + c))
               + (moeSpec.SharedExpertIntermediateSize > 0 ? n * (3L * moeSpec.SharedExpertIntermediateSize + c + 1) : 0);
         var perLayer = Enumerable.Range(0, (int)layers).Select(l => attention + MlpKept(l)).ToArray();

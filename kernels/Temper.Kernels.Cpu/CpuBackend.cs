@@ -19,6 +19,10 @@ public sealed partial class CpuBackend : IBackend
     }
 
     public string Name => "cpu";
+
+    /// <summary>The CPU computes and keeps f32 (false, the default); true keeps a bf16 model's MLP gate and up in bf16 during
+    /// training, as the device backends do (half their bytes; the numbers of a GPU run, checked on the CPU).</summary>
+    public bool KeepsBf16Activations { get; init; }
     public int Threads => _threads;
 
     public Tensor Zeros(Shape shape, DType dtype = DType.F32) => Allocate(shape, dtype, zero: true);

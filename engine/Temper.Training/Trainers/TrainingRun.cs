@@ -239,6 +239,7 @@ public sealed class TrainingRun : IDisposable
                 ModulesToSave = (w.EmbedReplacement != null ? 1 : 0) + (w.LmHead.Replacement != null ? 1 : 0),
                 Ia3 = Ia3,
                 Bf16ProductCopies = Backend is Core.IMemoryMeter { HoldsBf16ProductCopies: true },
+                Bf16MlpActivations = w.Layers.FirstOrDefault(l => l.Moe == null) is { } dense && DecoderBackprop.KeepsBf16Mlp(Backend, dense),
                 LmHeadScratchBytes = Backend is Core.IMemoryMeter meter ? meter.LmHeadScratchBytes : null,
             });
     }

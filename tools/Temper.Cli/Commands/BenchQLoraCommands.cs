@@ -102,7 +102,10 @@ internal static class BenchQLoraCommands
             Console.WriteLine($"train: {n} steps in {s:F2} s = {(double)n * b * t / s:F0} tokens/s");
             profiler?.WriteTable(Console.Out, s, n);
             var plan = MemoryPlan.For(cfg, new MemoryPlanOptions(b, t, q, false, lora, p.GetValue(checkpointing), MatrixBytes: dtype == DType.BF16 ? 2 : 4, EmbeddingBytes: dtype == DType.BF16 ? 2 : 4)
-                { Bf16ProductCopies = meter is { HoldsBf16ProductCopies: true }, LmHeadScratchBytes = meter == null ? null : meter.LmHeadScratchBytes });
+                {
+                    Bf16ProductCopies = meter is { HoldsBf16ProductCopies: true }, LmHeadScratchBytes = meter == null ? null : meter.LmHeadScratchBytes,
+                    Bf16MlpActivations = weights.Layers.FirstOrDefault(l => l.Moe == null) is { } dense && DecoderBackprop.KeepsBf16Mlp(be, dense),
+                });
             Console.WriteLine(new MemoryReport(plan, meter == null ? null : MemoryPlan.HostHeldBytes(weights) + meter.PeakBytes, Process.GetCurrentProcess().PeakWorkingSet64));
             return 0;
         });
