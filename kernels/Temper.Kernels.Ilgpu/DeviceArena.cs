@@ -2,10 +2,12 @@
 // masks, embedding-gradient groups) are uploaded into it, and ops take their temporaries (LoRA's
 // dy B, attention backward's lse/delta, cross-entropy chunks, reduction partials) from it. Reset at
 // the start of each public op; every use is ordered on the accelerator's one stream, so a region reused
-// by the next op is only overwritten after the previous op's kernels have read it. It grows by
-// replacing its buffer (at least doubling); replaced buffers live until the next reset (after a stream sync),
-// which then also drops the buffer that outgrew them: the next take allocates one buffer of the most any op has
-// taken, so the arena settles at that size instead of a doubling past it. A growth the device refuses for want
+// by the next op is only overwritten after the previous op's kernels have read it. A take that does not fit
+// replaces the buffer with one of the take's size (at least 1 MiB): at an op's first take the old buffer is freed
+// at once (after a stream sync: earlier ops' kernels may still read it); later in an op it lives until the next
+// reset (after a sync), which then also drops the buffer that outgrew it. So an op holds little more than it takes
+// (not a doubling past it with the outgrown buffers beside it: a 48 MiB take after a 1 MiB one held 145 MiB), and
+// the next take after such a reset allocates one buffer of the most any op has taken, where the arena settles. A growth the device refuses for want
 // of memory frees the tensor pool's cache and is tried once more. Every change in the bytes it holds goes to
 // `held` (the backend's memory meter counts them with the live tensors).
 using ILGPU;
@@ -56,10 +58,14 @@ internal sealed class DeviceArena(Accelerator acc, Func<bool> releaseCachedMemor
         long bytes = Bytes<T>(count);
         if (_buffer == null || _used + bytes > _buffer.Length)
         {
-            if (_buffer != null) _retired.Add(_buffer);
-            // Earlier regions of this call stay in the retired buffer; the new one starts empty.
-            long size = _buffer == null ? Math.Max(_largestOp, 1 << 20) : 2 * _buffer.Length;
-            _buffer = DevicePool.Allocate(Math.Max(bytes, size), releaseCachedMemory, acc.Allocate1D<byte>);
+            long size = Math.Max(bytes, _buffer == null ? Math.Max(_largestOp, 1 << 20) : 1 << 20);
+            if (_buffer != null && _used == 0)
+            {
+                acc.DefaultStream.Synchronize(); // nothing of this op is in it; the ops before may still read it
+                Free(_buffer);
+            }
+            else if (_buffer != null) _retired.Add(_buffer); // earlier regions of this op stay in it; the new buffer starts empty
+            _buffer = DevicePool.Allocate(size, releaseCachedMemory, acc.Allocate1D<byte>);
             HeldBytes += _buffer.Length;
             held?.Invoke(_buffer.Length);
             _used = 0;

@@ -53,6 +53,15 @@ public sealed class DevicePoolChecks : IDisposable
         Assert.Equal(4 * mib, pool.PeakLiveBytes);
         arena.Reset();                  // nothing outgrown: the buffer stays
         Assert.Equal(7 * mib / 2, pool.LiveBytes);
+        // An op whose first take outgrows the buffer replaces it at once; a take past a large one adds 1 MiB, not a doubling.
+        arena.Take<byte>(8 * mib);
+        Assert.Equal(8 * mib, arena.HeldBytes);
+        arena.Take<byte>(mib / 4);
+        Assert.Equal(9 * mib, arena.HeldBytes);
+        Assert.Equal(9 * mib, pool.PeakLiveBytes);
+        arena.Reset();
+        arena.Take<byte>(mib);          // the op's 8.25 MiB at once
+        Assert.Equal(33 * mib / 4, arena.HeldBytes);
     }
 
     [Fact]

@@ -81,10 +81,14 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         using var dHidden = own.Zeros(new Shape(n, c));
         var labels = Enumerable.Range(0, n).Select(i => i * 7 % v).ToArray();
         long before = meter.LiveBytes;
+        meter.ResetPeak();
         for (int call = 0; call < 2; call++) own.LmHeadCrossEntropy(hidden, head, labels, losses, 1f, dHidden, null);
         long held = meter.LiveBytes - before, predicted = meter.LmHeadScratchBytes(n, c, v, onePass: true);
         Assert.True(predicted > 1 << 20, $"{predicted}: past the arena's first 1 MiB, so its size is the op's");
         Assert.True(held >= predicted && held <= predicted + 4L * n * c * 8, $"arena held {held} bytes, the plan predicts {predicted}");
+        // the first call, growing the arena, held little more than that at its peak (no outgrown buffers doubling past it)
+        long spike = meter.PeakBytes - before;
+        Assert.True(spike <= predicted + 4L * n * c * 8 + (2 << 20), $"the first call's arena peaked at {spike} bytes, the plan predicts {predicted}");
     }
 
     [Fact]
