@@ -91,8 +91,8 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
         long attention = n * (2 + 2 * c + 2 * qd + 2 * kvd + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
         var moeSpec = cfg.Moe;
-        // the norms' outputs and act, rebuilt in backward (with bf16 gate and up, the recomputed layer also holds up's f32 product
-        // beside act, gate's, while it rounds them)
+        // the norms' outputs and act, rebuilt in backward (with bf16 gate and up, a recomputed layer also holds up's f32 product
+        // while it rounds them, beside act, which is written over gate's f32 product)
         long Dropped(int l) => n * (2 * c + (moeSpec?.IsSparse(l) != true ? (o.Bf16MlpActivations ? 2 * f : f) : 0));
         long MlpKept(int l) => moeSpec?.IsSparse(l) != true ? (o.Bf16MlpActivations ? n * f : n * 2 * f) // gate and up: 4 bytes a unit here
             : n * (moeSpec.Experts + moeSpec.TopK * (3L * moeSpec.ExpertIntermediateSize + c))
