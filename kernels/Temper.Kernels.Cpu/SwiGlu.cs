@@ -20,9 +20,7 @@ public static unsafe class SwiGlu
         Span<float> g = stackalloc float[Chunk], u = stackalloc float[Chunk];
         for (int i = 0; i < y.Length; i += Chunk)
         {
-            int l = Math.Min(Chunk, y.Length - i);
-            Widen(gate.Slice(i, l), g);
-            Widen(up.Slice(i, l), u);
+            int l = Widen(gate, up, i, g, u);
             Forward(g[..l], u[..l], y.Slice(i, l));
         }
     }
@@ -49,16 +47,21 @@ public static unsafe class SwiGlu
         Span<float> g = stackalloc float[Chunk], u = stackalloc float[Chunk];
         for (int i = 0; i < dy.Length; i += Chunk)
         {
-            int l = Math.Min(Chunk, dy.Length - i);
-            Widen(gate.Slice(i, l), g);
-            Widen(up.Slice(i, l), u);
+            int l = Widen(gate, up, i, g, u);
             Backward(dy.Slice(i, l), g[..l], u[..l], dGate.Slice(i, l), dUp.Slice(i, l));
         }
     }
 
-    private static void Widen(ReadOnlySpan<ushort> src, Span<float> dst)
+    // The chunk of gate and up from i widened into g and u; returns its length.
+    private static int Widen(ReadOnlySpan<ushort> gate, ReadOnlySpan<ushort> up, int i, Span<float> g, Span<float> u)
     {
-        fixed (ushort* ps = src) fixed (float* pd = dst) Bf16.Widen(ps, pd, src.Length);
+        int l = Math.Min(Chunk, gate.Length - i);
+        fixed (ushort* pg = gate.Slice(i, l)) fixed (ushort* pu = up.Slice(i, l)) fixed (float* wg = g) fixed (float* wu = u)
+        {
+            Bf16.Widen(pg, wg, l);
+            Bf16.Widen(pu, wu, l);
+        }
+        return l;
     }
 
     // Compiled on its own: inlined into CpuBackend's element-wise lambda it left Vector512.Exp's helpers as calls
