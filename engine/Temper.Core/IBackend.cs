@@ -30,6 +30,13 @@ public interface IBackend : IDisposable
     void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output);
     /// <summary>y[N,C] = x / rms(x) * weight (y may alias x); rstd[N] (optional) keeps 1/rms for backward.</summary>
     void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor? rstd = null);
+    /// <summary>The residual add and the norm after it in one op: sum = a + b, then RmsNorm(sum, weight, eps, y, rstd), the same bits
+    /// as the two ops (sum may alias a or b; a fused kernel reads the rows once fewer and saves a launch).</summary>
+    void AddRmsNorm(Tensor a, Tensor b, Tensor sum, Tensor weight, float eps, Tensor y, Tensor? rstd = null)
+    {
+        Add(a, b, sum);
+        RmsNorm(sum, weight, eps, y, rstd);
+    }
     /// <summary>y[N,M] = x[N,K] weight[M,K]^T + bias[M] (weight f32 or bf16); accumulate adds into y.</summary>
     void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false);
     /// <summary>y[N,M] = x W^T + bias + scale (x A[r,K]^T) B[M,r]^T; xa[N,r] (optional) keeps x A^T.</summary>

@@ -78,8 +78,7 @@ public sealed class Decoder(ModelConfig cfg, ModelWeights weights, IBackend back
             cache.Write(l, k, v, t);
             be.Attention(new AttentionArgs(View4(q, batch, t, h, d), cache.K(l), cache.V(l), View4(attn, batch, t, h, d), kvLen, cache.Length, scale, keyMask));
             w.O.Forward(be, attn, proj);
-            be.Add(x, proj, x);
-            be.RmsNorm(x, w.PostAttentionNorm, Config.RmsNormEps, hn);
+            be.AddRmsNorm(x, proj, x, w.PostAttentionNorm, Config.RmsNormEps, hn);
             if (w.Moe is { } moe)
             {
                 MoeBlock.AddTo(be, moe, hn, x);

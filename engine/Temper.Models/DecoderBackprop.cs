@@ -397,8 +397,7 @@ public sealed class DecoderBackprop(Decoder decoder)
             be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
             var o = NewIn(transient, n, c);
             Project(lw.O, a.Attn, o, a, store, Seed(3));
-            be.Add(a.XIn, o, a.XMid);
-            be.RmsNorm(a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2!, a.Rstd2);
+            be.AddRmsNorm(a.XIn, o, a.XMid, lw.PostAttentionNorm, cfg.RmsNormEps, a.Hn2!, a.Rstd2);
             if (lw.Moe is { } moe)
             {
                 MoeForward(l, moe, a, store);

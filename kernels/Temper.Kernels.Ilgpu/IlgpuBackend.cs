@@ -300,6 +300,17 @@ public sealed partial class IlgpuBackend : IBackend
         Ops.RmsNorm.Forward(_dc, F(op, x), F(op, weight), eps, F(op, y), FOpt(op, rstd), x.Shape.Rows, x.Shape[-1]);
     }
 
+    public void AddRmsNorm(Tensor a, Tensor b, Tensor sum, Tensor weight, float eps, Tensor y, Tensor? rstd = null)
+    {
+        const string op = "AddRmsNorm";
+        F32(op, a, b, sum, weight, y, rstd);
+        Require(a.Shape.Rank >= 1 && b.Shape == a.Shape && sum.Shape == a.Shape && weight.Shape.Rank == 1 && weight.Shape[0] == a.Shape[-1] && y.Shape == a.Shape,
+            op, $"a {a.Shape}, b {b.Shape}, sum {sum.Shape}, weight {weight.Shape}, y {y.Shape}: weight must be [C], the rest the shape of a");
+        Require(rstd == null || rstd.Elements == a.Shape.Rows, op, $"rstd {rstd?.Shape} must hold one value per row of a {a.Shape}");
+        Begin();
+        Ops.RmsNorm.AddForward(_dc, F(op, a), F(op, b), F(op, sum), F(op, weight), eps, F(op, y), FOpt(op, rstd), a.Shape.Rows, a.Shape[-1]);
+    }
+
     public void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false)
     {
         const string op = "Linear";

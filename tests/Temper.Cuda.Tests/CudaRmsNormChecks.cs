@@ -102,6 +102,58 @@ public class CudaRmsNormChecks
         Assert.Contains("weight holds 16 bytes, the sizes need 32", e.Message);
     }
 
+    /// <summary>AddForward (sum = a + b, then the norm of sum, in one kernel) gives the bits of the f32 add then Forward, rstd
+    /// included, with sum apart and over a (in place), and with the rows off 16-byte alignment (the single-float path).</summary>
+    [Theory]
+    [InlineData(3, 67, false)]
+    [InlineData(2, 1100, false)]
+    [InlineData(2, 64, true)]
+    public void AddForward_gives_the_bits_of_the_add_then_the_norm(int rows, int c, bool unaligned)
+    {
+        using var device = Gpu.OpenForKernels();
+        using var norm = new CudaRmsNorm(device);
+        var r = new Random(rows * 77 + c);
+        float[] Rand(int n, float scale, float offset = 0) => [.. Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale + offset)];
+        var a = Rand(rows * c, 2f);
+        var b = Rand(rows * c, 1f);
+        var w = Rand(c, 0.5f, 1f);
+        int shift = unaligned ? 1 : 0, size = rows * c;
+        var sum = new float[size];
+        for (int i = 0; i < size; i++) sum[i] = a[i] + b[i];
+        using var dSum = device.Upload<float>(sum);
+        using var dw = device.Upload<float>(w);
+        using var yRef = Poisoned(device, size);
+        using var rRef = Poisoned(device, rows);
+        norm.Forward(dSum, dw, 1e-5f, yRef, rRef, rows, c);
+        var (wantY, wantR) = (device.Download<float>(yRef), device.Download<float>(rRef));
+
+        using var aBuf = device.Upload<float>([.. new float[shift], .. a, float.NaN]);
+        using var bBuf = device.Upload<float>([.. new float[shift], .. b, float.NaN]);
+        using var sBuf = Poisoned(device, size + shift + 1);
+        using var yBuf = Poisoned(device, size + shift + 1);
+        using var rBuf = Poisoned(device, rows + 1);
+        norm.AddForward(Offset(device, aBuf, shift, size), Offset(device, bBuf, shift, size), Offset(device, sBuf, shift, size), dw, 1e-5f,
+            Offset(device, yBuf, shift, size), rBuf, rows, c);
+        var (gotS, gotY, gotR) = (device.Download<float>(sBuf), device.Download<float>(yBuf), device.Download<float>(rBuf));
+        for (int i = 0; i < size; i++)
+        {
+            Assert.Equal(BitConverter.SingleToInt32Bits(sum[i]), BitConverter.SingleToInt32Bits(gotS[i + shift]));
+            Assert.Equal(BitConverter.SingleToInt32Bits(wantY[i]), BitConverter.SingleToInt32Bits(gotY[i + shift]));
+        }
+        for (int n = 0; n < rows; n++) Assert.Equal(BitConverter.SingleToInt32Bits(wantR[n]), BitConverter.SingleToInt32Bits(gotR[n]));
+        Assert.True(float.IsNaN(gotS[size + shift]) && float.IsNaN(gotY[size + shift]) && float.IsNaN(gotR[rows]), "a kernel wrote past its rows");
+
+        // in place: sum over a, no rstd
+        var inPlace = Offset(device, aBuf, shift, size);
+        norm.AddForward(inPlace, Offset(device, bBuf, shift, size), inPlace, dw, 1e-5f, Offset(device, yBuf, shift, size), null, rows, c);
+        var (overA, y2) = (device.Download<float>(aBuf), device.Download<float>(yBuf));
+        for (int i = 0; i < size; i++)
+        {
+            Assert.Equal(BitConverter.SingleToInt32Bits(sum[i]), BitConverter.SingleToInt32Bits(overA[i + shift]));
+            Assert.Equal(BitConverter.SingleToInt32Bits(wantY[i]), BitConverter.SingleToInt32Bits(y2[i + shift]));
+        }
+    }
+
     internal static CudaDeviceMemory Poisoned(Temper.Cuda.CudaDevice device, int n) => device.Upload<float>(Enumerable.Repeat(float.NaN, n).ToArray());
 
     internal static CudaDeviceMemory Offset(Temper.Cuda.CudaDevice device, CudaDeviceMemory m, int floats, int count) =>

@@ -168,6 +168,33 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         }
     }
 
+    /// <summary>AddRmsNorm (the residual add and the norm in one kernel) gives the bits of Add then RmsNorm on this device, sum
+    /// apart and over a, and the CPU's within f32 bounds.</summary>
+    [Fact]
+    public void AddRmsNorm_gives_the_bits_of_add_then_rmsnorm()
+    {
+        foreach (int c in new[] { 1, 7, 33, 300 })
+        {
+            const int rows = 3;
+            var (a, b, w) = (Floats(rows * c, c, 3f), Floats(rows * c, 2 * c), Floats(c, 100 + c));
+            var (sum, y, rstd) = (Zeros(rows, c), Zeros(rows, c), Zeros(rows));
+            B.Add(Up(a, rows, c), Up(b, rows, c), sum);
+            B.RmsNorm(sum, Up(w, c), 1e-5f, y, rstd);
+            var (fs, fy, fr) = (Zeros(rows, c), Zeros(rows, c), Zeros(rows));
+            B.AddRmsNorm(Up(a, rows, c), Up(b, rows, c), fs, Up(w, c), 1e-5f, fy, fr);
+            Bitwise(Down(fs), Down(sum), $"addrmsnorm sum C={c}");
+            Bitwise(Down(fy), Down(y), $"addrmsnorm y C={c}");
+            Bitwise(Down(fr), Down(rstd), $"addrmsnorm rstd C={c}");
+            var overA = Up(a, rows, c);
+            B.AddRmsNorm(overA, Up(b, rows, c), overA, Up(w, c), 1e-5f, fy);
+            Bitwise(Down(overA), Down(sum), $"addrmsnorm sum over a C={c}");
+            Bitwise(Down(fy), Down(y), $"addrmsnorm y, sum over a C={c}");
+            var (cs, cy) = (Tensor.Zeros(new Shape(rows, c)), Tensor.Zeros(new Shape(rows, c)));
+            ((IBackend)Cpu).AddRmsNorm(Host(a, rows, c), Host(b, rows, c), cs, Host(w, c), 1e-5f, cy);
+            Close(Down(fy), cy.Floats, $"addrmsnorm against the cpu C={c}");
+        }
+    }
+
     public static TheoryData<int, int, int> LinearShapes => new() { { 1, 1, 1 }, { 7, 13, 5 }, { 3, 33, 17 } };
 
     [Theory]

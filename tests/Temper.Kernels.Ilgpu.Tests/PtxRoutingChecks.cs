@@ -406,7 +406,9 @@ public abstract class PtxFusedOpRouteChecks(DeviceFixture device) : DeviceOpChec
             B.RmsNorm(Up(x, rows, c), Up(w, c), 1e-5f, y, rstd);
             B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), rstd, dx, dw);
             B.RmsNormBackward(Up(dy, rows, c), Up(x, rows, c), Up(w, c), rstd, dxAcc, null, accumulateDx: true);
-            return [.. Down(y), .. Down(rstd), .. Down(dx), .. Down(dw), .. Down(dxAcc)];
+            var (sum, ya, ra) = (Up(dy, rows, c), Zeros(rows, c), Zeros(rows)); // the residual add and the norm: sum over its b
+            B.AddRmsNorm(Up(x, rows, c), sum, sum, Up(w, c), 1e-5f, ya, ra);
+            return [.. Down(y), .. Down(rstd), .. Down(dx), .. Down(dw), .. Down(dxAcc), .. Down(sum), .. Down(ya), .. Down(ra)];
         }, $"ptx rmsnorm {rows}x{c}");
     }
 

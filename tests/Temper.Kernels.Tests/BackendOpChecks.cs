@@ -264,6 +264,25 @@ public abstract partial class BackendOpChecks : IDisposable
         }
     }
 
+    [Fact]
+    public void AddRmsNorm_IsAddThenRmsNorm_AtEveryLength()
+    {
+        for (int c = 1; c <= 67; c++)
+        {
+            const int rows = 3;
+            var (a, b, w) = (Floats(rows * c, c, 3f), Floats(rows * c, 2 * c), Floats(c, 100 + c));
+            var sum = new float[rows * c];
+            for (int i = 0; i < sum.Length; i++) sum[i] = a[i] + b[i];
+            var (y, rstd) = (new float[rows * c], new float[rows]);
+            RmsNormReference.Forward(sum, w, 1e-5f, y, rstd, c);
+            var (ts, ty, tr) = (_b.Zeros(new Shape(rows, c)), _b.Zeros(new Shape(rows, c)), _b.Zeros(new Shape(rows)));
+            _b.AddRmsNorm(Up(a, rows, c), Up(b, rows, c), ts, Up(w, c), 1e-5f, ty, tr);
+            Assert.Equal(sum, Run(ts));
+            CloseEach(Run(ty), y, $"addrmsnorm C={c}", 1e-5, 1e-6);
+            CloseEach(Run(tr), rstd, $"addrmsnorm rstd C={c}", 1e-5, 1e-6);
+        }
+    }
+
     /// <summary>The bf16 forms (IBackend.SwiGluRounded, and SwiGlu / SwiGluBackward on its kept bf16 gate and up): the kept values are
     /// BFloat16.FromSingle's bits (ties to even, NaN kept), y is the reference's from them and SwiGlu on them rebuilds it bit for bit,
     /// also with y over gate; the backward matches the reference at the widened values, dGate over dy too.</summary>

@@ -112,8 +112,7 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
                 Cache.Write(l, items[s].Blocks, items[s].Start, k, v, row, items[s].Ids.Length);
             be.PagedAttention(new PagedAttentionArgs(View(q, n, h, d), Cache.K(l), Cache.V(l), View(attn, n, h, d), tables, maxBlocks, rowSeq, rowLen, scale));
             Project(lw.O, attn, proj);
-            be.Add(x, proj, x);
-            be.RmsNorm(x, lw.PostAttentionNorm, cfg.RmsNormEps, hn);
+            be.AddRmsNorm(x, proj, x, lw.PostAttentionNorm, cfg.RmsNormEps, hn);
             if (lw.Moe is { } moe)
             {
                 MoeBlock.AddTo(be, moe, hn, x, anyAdapter ? ProjectMoe : null);

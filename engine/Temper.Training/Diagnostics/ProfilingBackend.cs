@@ -56,6 +56,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
 
     public void Embedding(Tensor table, ReadOnlySpan<int> ids, Tensor output) { long s = Stopwatch.GetTimestamp(); inner.Embedding(table, ids, output); Record(nameof(Embedding), s); }
     public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor? rstd = null) { long s = Stopwatch.GetTimestamp(); inner.RmsNorm(x, weight, eps, y, rstd); Record(nameof(RmsNorm), s); }
+    public void AddRmsNorm(Tensor a, Tensor b, Tensor sum, Tensor weight, float eps, Tensor y, Tensor? rstd = null) { long s = Stopwatch.GetTimestamp(); inner.AddRmsNorm(a, b, sum, weight, eps, y, rstd); Record(nameof(AddRmsNorm), s); }
     public void Linear(Tensor x, Tensor weight, Tensor? bias, Tensor y, bool accumulate = false) { long s = Stopwatch.GetTimestamp(); inner.Linear(x, weight, bias, y, accumulate); Record(Mm(nameof(Linear), x, weight.Shape[0]), s); }
     public void LoraLinear(Tensor x, Tensor weight, Tensor? bias, Tensor loraA, Tensor loraB, float scale, Tensor y, Tensor? xa = null) { long s = Stopwatch.GetTimestamp(); inner.LoraLinear(x, weight, bias, loraA, loraB, scale, y, xa); Record(Mm(nameof(LoraLinear), x, weight.Shape[0]), s); }
     public void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs) { long s = Stopwatch.GetTimestamp(); inner.Rope(x, positions, freqs); Record(nameof(Rope), s); }

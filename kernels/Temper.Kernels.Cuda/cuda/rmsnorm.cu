@@ -1,6 +1,8 @@
 // rmsnorm.cu: RMSNorm (HF LlamaRMSNorm, f32) over the rows of x[N,C], forward and backward.
 //   rmsnorm_forward:        rstd[n] = 1 / sqrt(mean(x[n]^2) + eps) (rstd optional: null skips it),
 //                           y[n] = w[C] * (x[n] * rstd[n]); y may alias x.
+//   rmsnorm_add_forward:    sum = a + b (a residual add), then rmsnorm_forward of sum, in one pass over the rows; the bits
+//                           of the add then the norm; sum may alias a or b, y any of them.
 //   rmsnorm_backward_rows:  with xhat = x rstd and g = dy w: dx = rstd (g - xhat mean(g xhat)), overwritten, or
 //                           added to dx (accumulate != 0: a residual stream's gradient); dx may alias dy or x
 //                           when it is overwritten.
@@ -37,44 +39,73 @@ __device__ __forceinline__ bool vectorised(int c, const void* a, const void* b, 
 {
     return (c & 3) == 0 && ((((uintptr_t)a) | ((uintptr_t)b) | ((uintptr_t)d) | ((uintptr_t)e)) & 15) == 0;
 }
-} // namespace
 
-extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_forward(
-    const float* __restrict__ x, const float* __restrict__ w, float* y, float* __restrict__ rstd, int c, float eps)
+// x's row, or with ADD sum = a + b's (written to sum, then read back by the same threads): rstd and y as rmsnorm_forward.
+// The same threads take the same elements and sum them in the same order either way, so the fused form gives the bits
+// of the add then the norm.
+template <bool ADD>
+__device__ __forceinline__ void forward(const float* x, const float* b, float* sum, const float* __restrict__ w, float* y, float* __restrict__ rstd, int c, float eps)
 {
     __shared__ float warp_sums[WARPS];
     long o = (long)blockIdx.x * c;
     const float* xr = x + o;
+    const float* br = ADD ? b + o : nullptr;
+    float* sr = ADD ? sum + o : nullptr;
     float* yr = y + o;
-    bool vec = vectorised(c, x, w, y, 0); // c % 4 == 0 and aligned bases: every row aligned
+    bool vec = vectorised(c, x, w, y, ADD ? (const void*)((uintptr_t)b | (uintptr_t)sum) : nullptr); // c % 4 == 0 and aligned bases: every row aligned
     float part = 0.f;
     if (vec)
     {
         for (int j = threadIdx.x * 4; j < c; j += THREADS * 4)
         {
             float4 v = *reinterpret_cast<const float4*>(xr + j);
+            if (ADD)
+            {
+                float4 u = *reinterpret_cast<const float4*>(br + j);
+                v = make_float4(v.x + u.x, v.y + u.y, v.z + u.z, v.w + u.w);
+                *reinterpret_cast<float4*>(sr + j) = v;
+            }
             part += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
     }
     else
     {
-        for (int j = threadIdx.x; j < c; j += THREADS) part += xr[j] * xr[j];
+        for (int j = threadIdx.x; j < c; j += THREADS)
+        {
+            float v = xr[j];
+            if (ADD) sr[j] = v = v + br[j];
+            part += v * v;
+        }
     }
     float r = 1.f / sqrtf(block_sum(part, warp_sums) / c + eps);
     if (rstd != nullptr && threadIdx.x == 0) rstd[blockIdx.x] = r;
+    const float* nr = ADD ? sr : xr; // what was normed: this thread's own elements of sum
     if (vec)
     {
         for (int j = threadIdx.x * 4; j < c; j += THREADS * 4)
         {
-            float4 v = *reinterpret_cast<const float4*>(xr + j);
+            float4 v = *reinterpret_cast<const float4*>(nr + j);
             float4 g = *reinterpret_cast<const float4*>(w + j);
             *reinterpret_cast<float4*>(yr + j) = make_float4(g.x * (v.x * r), g.y * (v.y * r), g.z * (v.z * r), g.w * (v.w * r));
         }
     }
     else
     {
-        for (int j = threadIdx.x; j < c; j += THREADS) yr[j] = w[j] * (xr[j] * r);
+        for (int j = threadIdx.x; j < c; j += THREADS) yr[j] = w[j] * (nr[j] * r);
     }
+}
+} // namespace
+
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_forward(
+    const float* __restrict__ x, const float* __restrict__ w, float* y, float* __restrict__ rstd, int c, float eps)
+{
+    forward<false>(x, nullptr, nullptr, w, y, rstd, c, eps);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_add_forward(
+    const float* a, const float* b, float* sum, const float* __restrict__ w, float* y, float* __restrict__ rstd, int c, float eps)
+{
+    forward<true>(a, b, sum, w, y, rstd, c, eps);
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS) rmsnorm_backward_rows(

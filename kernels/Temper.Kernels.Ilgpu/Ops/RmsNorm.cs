@@ -1,6 +1,7 @@
 // RMSNorm (HF LlamaRMSNorm, f32) over rows of x[N,C]: rstd[n] = 1/sqrt(mean(x[n]^2) + eps),
 // y[n] = weight[C] * (x[n] * rstd[n]); one group per row (its threads stride the row, then a shared
-// memory tree sums their f32 partials), so the row's reads coalesce.
+// memory tree sums their f32 partials), so the row's reads coalesce. AddForward: sum = a + b (a residual add), then the
+// same over sum, in the one kernel.
 // Backward, with xhat = x rstd and g = dy weight: dx = rstd (g - xhat mean(g xhat)) (one group per
 // row, overwrites dx, or adds to it: accumulate) and dWeight[C] += sum_n dy xhat (one thread per column, rows in order).
 // With PTX kernels on (DeviceContext.PtxRmsNorm, CUDA), both go to the CUDA C++ kernels (cuda/rmsnorm.cu).
@@ -11,15 +12,27 @@ namespace Temper.Kernels.Ilgpu.Ops;
 
 internal static class RmsNorm
 {
-    public static void ForwardKernel(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> rstd, int c, float eps, int hasRstd)
+    // With add != 0, x's row is first replaced by x + b written to sum (each thread its own elements, read back in the second
+    // pass), so the norm sees the add's bits: AddForward equals Add then Forward.
+    public static void ForwardKernel(ArrayView<float> x, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> rstd,
+        int c, float eps, int hasRstd, int add)
     {
         var shared = SharedMemory.Allocate<float>(GroupReduce.MaxGroup);
         int n = Grid.IdxX, o = n * c;
         float part = 0;
-        for (int j = Group.IdxX; j < c; j += Group.DimX) part += x[o + j] * x[o + j];
+        for (int j = Group.IdxX; j < c; j += Group.DimX)
+        {
+            float v = x[o + j];
+            if (add != 0)
+            {
+                v += b[o + j];
+                sum[o + j] = v;
+            }
+            part += v * v;
+        }
         float r = 1f / MathF.Sqrt(GroupReduce.Sum(shared, part) / c + eps);
         if (hasRstd != 0 && Group.IdxX == 0) rstd[n] = r;
-        for (int j = Group.IdxX; j < c; j += Group.DimX) y[o + j] = weight[j] * (x[o + j] * r);
+        for (int j = Group.IdxX; j < c; j += Group.DimX) y[o + j] = weight[j] * ((add != 0 ? sum[o + j] : x[o + j]) * r);
     }
 
     public static void BackwardRowsKernel(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, int c, int accumulate)
@@ -51,9 +64,33 @@ internal static class RmsNorm
             ptx.Forward(px, pw, eps, py, pr, rows, c);
             return;
         }
-        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>>("rmsnorm.fwd", a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int>(ForwardKernel))
-            (GroupReduce.RowGroups(dc, rows), x, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0);
+        Kernel(dc, rows, x, x, x, weight, y, rstd, c, eps, add: false);
     }
+
+    /// <summary>sum = a + b, then Forward(sum): the same bits as Add then Forward (sum may alias a or b).</summary>
+    public static void AddForward(DeviceContext dc, ArrayView<float> a, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, float eps, ArrayView<float> y,
+        ArrayView<float>? rstd, int rows, int c)
+    {
+        if (rows == 0) return;
+        if (dc.PtxRmsNorm is { } ptx)
+        {
+            using var pa = Gemm.Borrow(dc, a);
+            using var pb = Gemm.Borrow(dc, b);
+            using var ps = Gemm.Borrow(dc, sum);
+            using var pw = Gemm.Borrow(dc, weight);
+            using var py = Gemm.Borrow(dc, y);
+            using var pr = rstd is { } rv ? Gemm.Borrow(dc, rv) : null;
+            ptx.AddForward(pa, pb, ps, pw, eps, py, pr, rows, c);
+            return;
+        }
+        Kernel(dc, rows, a, b, sum, weight, y, rstd, c, eps, add: true);
+    }
+
+    private static void Kernel(DeviceContext dc, int rows, ArrayView<float> x, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, ArrayView<float> y,
+        ArrayView<float>? rstd, int c, float eps, bool add) =>
+        dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>>("rmsnorm.fwd",
+            a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(ForwardKernel))
+            (GroupReduce.RowGroups(dc, rows), x, b, sum, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0, add ? 1 : 0);
 
     public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float>? dWeight, int rows, int c,
         bool accumulate = false)
