@@ -64,7 +64,7 @@ internal static class RmsNorm
             ptx.Forward(px, pw, eps, py, pr, rows, c);
             return;
         }
-        Kernel(dc, rows, x, x, x, weight, y, rstd, c, eps, add: false);
+        Launch(dc, rows, x, x, x, weight, y, rstd, c, eps, add: false);
     }
 
     /// <summary>sum = a + b, then Forward(sum): the same bits as Add then Forward (sum may alias a or b).</summary>
@@ -83,10 +83,10 @@ internal static class RmsNorm
             ptx.AddForward(pa, pb, ps, pw, eps, py, pr, rows, c);
             return;
         }
-        Kernel(dc, rows, a, b, sum, weight, y, rstd, c, eps, add: true);
+        Launch(dc, rows, a, b, sum, weight, y, rstd, c, eps, add: true);
     }
 
-    private static void Kernel(DeviceContext dc, int rows, ArrayView<float> x, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, ArrayView<float> y,
+    private static void Launch(DeviceContext dc, int rows, ArrayView<float> x, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, ArrayView<float> y,
         ArrayView<float>? rstd, int c, float eps, bool add) =>
         dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>>("rmsnorm.fwd",
             a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(ForwardKernel))
