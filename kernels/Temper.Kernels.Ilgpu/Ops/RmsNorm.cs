@@ -52,7 +52,17 @@ internal static class RmsNorm
         dWeight[j] += sum;
     }
 
-    public static void Forward(DeviceContext dc, ArrayView<float> x, ArrayView<float> weight, float eps, ArrayView<float> y, ArrayView<float>? rstd, int rows, int c)
+    public static void Forward(DeviceContext dc, ArrayView<float> x, ArrayView<float> weight, float eps, ArrayView<float> y, ArrayView<float>? rstd, int rows, int c) =>
+        Run(dc, x, null, x, weight, eps, y, rstd, rows, c);
+
+    /// <summary>sum = a + b, then Forward(sum): the same bits as Add then Forward (sum may alias a or b).</summary>
+    public static void AddForward(DeviceContext dc, ArrayView<float> a, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, float eps, ArrayView<float> y,
+        ArrayView<float>? rstd, int rows, int c) =>
+        Run(dc, a, b, sum, weight, eps, y, rstd, rows, c);
+
+    // The norm of x's rows, or with b of sum = x + b's.
+    private static void Run(DeviceContext dc, ArrayView<float> x, ArrayView<float>? b, ArrayView<float> sum, ArrayView<float> weight, float eps, ArrayView<float> y,
+        ArrayView<float>? rstd, int rows, int c)
     {
         if (rows == 0) return;
         if (dc.PtxRmsNorm is { } ptx)
@@ -61,36 +71,19 @@ internal static class RmsNorm
             using var pw = Gemm.Borrow(dc, weight);
             using var py = Gemm.Borrow(dc, y);
             using var pr = rstd is { } rv ? Gemm.Borrow(dc, rv) : null;
-            ptx.Forward(px, pw, eps, py, pr, rows, c);
+            if (b is { } bv)
+            {
+                using var pb = Gemm.Borrow(dc, bv);
+                using var ps = Gemm.Borrow(dc, sum);
+                ptx.AddForward(px, pb, ps, pw, eps, py, pr, rows, c);
+            }
+            else ptx.Forward(px, pw, eps, py, pr, rows, c);
             return;
         }
-        Launch(dc, rows, x, x, x, weight, y, rstd, c, eps, add: false);
-    }
-
-    /// <summary>sum = a + b, then Forward(sum): the same bits as Add then Forward (sum may alias a or b).</summary>
-    public static void AddForward(DeviceContext dc, ArrayView<float> a, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, float eps, ArrayView<float> y,
-        ArrayView<float>? rstd, int rows, int c)
-    {
-        if (rows == 0) return;
-        if (dc.PtxRmsNorm is { } ptx)
-        {
-            using var pa = Gemm.Borrow(dc, a);
-            using var pb = Gemm.Borrow(dc, b);
-            using var ps = Gemm.Borrow(dc, sum);
-            using var pw = Gemm.Borrow(dc, weight);
-            using var py = Gemm.Borrow(dc, y);
-            using var pr = rstd is { } rv ? Gemm.Borrow(dc, rv) : null;
-            ptx.AddForward(pa, pb, ps, pw, eps, py, pr, rows, c);
-            return;
-        }
-        Launch(dc, rows, a, b, sum, weight, y, rstd, c, eps, add: true);
-    }
-
-    private static void Launch(DeviceContext dc, int rows, ArrayView<float> x, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> weight, ArrayView<float> y,
-        ArrayView<float>? rstd, int c, float eps, bool add) =>
         dc.Kernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>>("rmsnorm.fwd",
             a => a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, int, int>(ForwardKernel))
-            (GroupReduce.RowGroups(dc, rows), x, b, sum, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0, add ? 1 : 0);
+            (GroupReduce.RowGroups(dc, rows), x, b ?? x, sum, weight, y, rstd ?? y, c, eps, rstd.HasValue ? 1 : 0, b.HasValue ? 1 : 0);
+    }
 
     public static void Backward(DeviceContext dc, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> weight, ArrayView<float> rstd, ArrayView<float> dx, ArrayView<float>? dWeight, int rows, int c,
         bool accumulate = false)
