@@ -15,6 +15,9 @@
 //   read from L2 and converted serves twice the queries (at 128 that traffic, ~0.57 GB a forward at B4 H16 T2048,
 //   is about half the kernel's time at L2 rates); opt-in until a GPU has timed it.
 //   Same arguments, same results up to f32 summation order.
+//   Bf16 inputs (Forward's bf16Inputs: q, k, v as bf16 bits, out and lse f32) run the mma.sync kernels' _bf16in builds, which
+//   read half the bytes and convert nothing (as SDPA reads bf16): MmaTwoRowTilesWide where Kernel is, else MmaTwoRowTiles
+//   for D = 64 and Mma for D = 128. Their results are the bits of f32 inputs holding the same values.
 // Backward picks the backward's dq and dk/dv kernels: attention_bf16_backward.cu's WMMA ones (Wmma, the default) or, for
 //   D = 64, cuda/attention_bf16_backward_mma.cu's (Mma: operands and products in registers on mma.sync; opt-in by
 //   TEMPER_ATTENTION_BACKWARD_MMA=1 until a GPU has checked and timed it). Same arguments, same rounding.
@@ -28,7 +31,7 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
 {
     private const int QueryTile = 64, Threads = 128, MmaQueryTile = 128;
     private CudaModuleHandle? _module, _mmaModule, _backwardModule, _mmaBackwardModule;
-    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma64x2Wide, _mma128, _delta, _dq64, _dq128, _dkdv64, _dkdv128, _mmaDq64, _mmaDkdv64;
+    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma64x2Wide, _mma128, _mma64x2Bf16, _mma64x2WideBf16, _mma128Bf16, _delta, _dq64, _dq128, _dkdv64, _dkdv128, _mmaDq64, _mmaDkdv64;
 
     /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
     public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
@@ -79,19 +82,21 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     /// <summary>Dynamic shared memory of a backward block (attention_bf16_backward.cu's Layout, which checks it).</summary>
     public static int BackwardSharedBytes(int d) => 4 * 64 * (d + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2 + 6 * 64 * 4;
 
-    /// <summary>out (and lse when given) for q, k, v; mask and segments [B,KvLength] when given.</summary>
+    /// <summary>out (and lse when given) for q, k, v (f32, or bf16 where bf16Inputs); mask and segments [B,KvLength] when given.</summary>
     public void Forward(CudaDeviceMemory q, CudaDeviceMemory k, CudaDeviceMemory v, CudaDeviceMemory output, CudaDeviceMemory? lse,
-        CudaDeviceMemory? mask, CudaDeviceMemory? segments, Shape a)
+        CudaDeviceMemory? mask, CudaDeviceMemory? segments, Shape a, bool bf16Inputs = false)
     {
         Check(a, segments != null);
-        Require(q, 4L * a.B * a.Tq * a.H * a.D, "q");
-        Require(k, 4L * a.B * a.S * a.Hkv * a.D, "k");
-        Require(v, 4L * a.B * a.S * a.Hkv * a.D, "v");
+        long inputBytes = bf16Inputs ? 2 : 4;
+        Require(q, inputBytes * a.B * a.Tq * a.H * a.D, "q");
+        Require(k, inputBytes * a.B * a.S * a.Hkv * a.D, "k");
+        Require(v, inputBytes * a.B * a.S * a.Hkv * a.D, "v");
         Require(output, 4L * a.B * a.Tq * a.H * a.D, "output");
         if (lse != null) Require(lse, 4L * a.B * a.H * a.Tq, "lse");
         if (mask != null) Require(mask, 4L * a.B * a.KvLength, "mask");
         if (segments != null) Require(segments, 4L * a.B * a.KvLength, "segments");
-        var kernel = Kernel is ForwardKernel.MmaTwoRowTiles or ForwardKernel.MmaTwoRowTilesWide && a.D != 64 ? ForwardKernel.Mma : Kernel;
+        var kernel = bf16Inputs && Kernel != ForwardKernel.MmaTwoRowTilesWide ? ForwardKernel.MmaTwoRowTiles : Kernel; // bf16: mma.sync builds only
+        if (kernel is ForwardKernel.MmaTwoRowTiles or ForwardKernel.MmaTwoRowTilesWide && a.D != 64) kernel = ForwardKernel.Mma;
         bool wide = kernel == ForwardKernel.MmaTwoRowTilesWide;
         int tile = kernel == ForwardKernel.Wmma ? QueryTile : MmaQueryRows(wide);
         long blocks = (long)a.B * a.H * ((a.Tq + tile - 1) / tile);
@@ -99,13 +104,16 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         if (blocks > int.MaxValue) throw new CudaException($"CudaAttention: {blocks} blocks (B {a.B} x H {a.H} x query tiles) exceed the grid");
         int shared = kernel == ForwardKernel.Wmma ? SharedBytes(a.D) : MmaSharedBytes(a.D, kernel != ForwardKernel.Mma, wide);
         uint threads = kernel == ForwardKernel.MmaTwoRowTiles ? 128u : kernel is ForwardKernel.Mma or ForwardKernel.MmaTwoRowTilesWide ? 256u : Threads;
-        var function = (kernel, a.D) switch
+        var function = (kernel, a.D, bf16Inputs) switch
         {
-            (ForwardKernel.Wmma, 64) => _d64 ??= Function("attention_bf16_forward_d64", shared),
-            (ForwardKernel.Wmma, _) => _d128 ??= Function("attention_bf16_forward_d128", shared),
-            (ForwardKernel.Mma, 64) => _mma64 ??= MmaFunction("attention_bf16_mma_forward_d64", shared),
-            (ForwardKernel.Mma, _) => _mma128 ??= MmaFunction("attention_bf16_mma_forward_d128", shared),
-            (ForwardKernel.MmaTwoRowTilesWide, _) => _mma64x2Wide ??= MmaFunction("attention_bf16_mma_forward_d64_x2_q256", shared),
+            (ForwardKernel.Mma, _, true) => _mma128Bf16 ??= MmaFunction("attention_bf16_mma_forward_d128_bf16in", shared),
+            (ForwardKernel.MmaTwoRowTilesWide, _, true) => _mma64x2WideBf16 ??= MmaFunction("attention_bf16_mma_forward_d64_x2_q256_bf16in", shared),
+            (_, _, true) => _mma64x2Bf16 ??= MmaFunction("attention_bf16_mma_forward_d64_x2_bf16in", shared),
+            (ForwardKernel.Wmma, 64, _) => _d64 ??= Function("attention_bf16_forward_d64", shared),
+            (ForwardKernel.Wmma, _, _) => _d128 ??= Function("attention_bf16_forward_d128", shared),
+            (ForwardKernel.Mma, 64, _) => _mma64 ??= MmaFunction("attention_bf16_mma_forward_d64", shared),
+            (ForwardKernel.Mma, _, _) => _mma128 ??= MmaFunction("attention_bf16_mma_forward_d128", shared),
+            (ForwardKernel.MmaTwoRowTilesWide, _, _) => _mma64x2Wide ??= MmaFunction("attention_bf16_mma_forward_d64_x2_q256", shared),
             _ => _mma64x2 ??= MmaFunction("attention_bf16_mma_forward_d64_x2", shared),
         };
         var args = new CudaKernelArguments().Add(q).Add(k).Add(v).Add(output).Add(lse?.Pointer ?? 0UL).Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL)

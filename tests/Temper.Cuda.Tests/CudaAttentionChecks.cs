@@ -158,28 +158,76 @@ public class CudaAttentionChecks
     private static void CheckForward(CudaAttention.Shape a, Keys keys, bool unaligned, CudaAttention.ForwardKernel kernel)
     {
         using var device = Gpu.OpenForKernels();
-        var (b, tq, h, s, hkv, d, kvLength) = (a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength);
-        var q = Bf16Floats(b * tq * h * d, 1);
-        var k = Bf16Floats(b * s * hkv * d, 2);
-        var v = Bf16Floats(b * s * hkv * d, 3);
-        int[]? mask = keys is Keys.Mask or Keys.MaskAndSegments ? Mask(b, kvLength) : null;
-        int[]? seg = keys is Keys.Segments or Keys.MaskAndSegments ? Segments(b, kvLength) : null;
-        var expected = Evaluate(q, k, v, mask, seg, a);
+        var (q, k, v, mask, seg) = Inputs(a, keys);
+        var (output, lse) = RunForward(device, a, q, k, v, mask, seg, unaligned, kernel, bf16Inputs: false);
+        Close(output, lse, Evaluate(q, k, v, mask, seg, a));
+    }
+
+    // Seeded bf16-exact q, k, v and the keys' mask and segments for a shape.
+    private static (float[] Q, float[] K, float[] V, int[]? Mask, int[]? Seg) Inputs(CudaAttention.Shape a, Keys keys)
+    {
+        int[]? mask = keys is Keys.Mask or Keys.MaskAndSegments ? Mask(a.B, a.KvLength) : null;
+        int[]? seg = keys is Keys.Segments or Keys.MaskAndSegments ? Segments(a.B, a.KvLength) : null;
+        return (Bf16Floats(a.B * a.Tq * a.H * a.D, 1), Bf16Floats(a.B * a.S * a.Hkv * a.D, 2), Bf16Floats(a.B * a.S * a.Hkv * a.D, 3), mask, seg);
+    }
+
+    // One forward into NaN-poisoned out and lse, q, k, v uploaded as f32 or as bf16 bits (one element past an aligned
+    // address when unaligned: 4 or 2 bytes, so element loads).
+    private static (float[] Out, float[] Lse) RunForward(CudaDevice device, CudaAttention.Shape a, float[] q, float[] k, float[] v, int[]? mask, int[]? seg,
+        bool unaligned, CudaAttention.ForwardKernel kernel, bool bf16Inputs)
+    {
         int skip = unaligned ? 1 : 0;
-        using var dqAll = device.Upload<float>([.. new float[skip], .. q]);
-        using var dkAll = device.Upload<float>([.. new float[skip], .. k]);
-        using var dvAll = device.Upload<float>([.. new float[skip], .. v]);
-        using var dq = CudaDeviceMemory.Borrow(dqAll.Pointer + 4UL * (ulong)skip, 4L * q.Length, device.Context);
-        using var dk = CudaDeviceMemory.Borrow(dkAll.Pointer + 4UL * (ulong)skip, 4L * k.Length, device.Context);
-        using var dv = CudaDeviceMemory.Borrow(dvAll.Pointer + 4UL * (ulong)skip, 4L * v.Length, device.Context);
-        using var dOut = device.Upload<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray());
-        using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, b * h * tq).ToArray());
-        using var dMask = mask != null ? device.Upload<int>(mask) : null;
-        using var dSeg = seg != null ? device.Upload<int>(seg) : null;
-        using var attention = new CudaAttention(device) { Kernel = kernel };
-        attention.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, a);
-        device.Synchronize();
-        Close(device.Download<float>(dOut), device.Download<float>(dLse), expected);
+        var inputs = new List<IDisposable>();
+        CudaDeviceMemory Upload(float[] x)
+        {
+            var all = bf16Inputs ? device.Upload<ushort>([.. new ushort[skip], .. x.Select(BFloat16.FromSingle)]) : device.Upload<float>([.. new float[skip], .. x]);
+            inputs.Add(all);
+            int size = bf16Inputs ? 2 : 4;
+            var view = CudaDeviceMemory.Borrow(all.Pointer + (ulong)(size * skip), (long)size * x.Length, device.Context);
+            inputs.Add(view);
+            return view;
+        }
+        try
+        {
+            var (dq, dk, dv) = (Upload(q), Upload(k), Upload(v));
+            using var dOut = device.Upload<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray());
+            using var dLse = device.Upload<float>(Enumerable.Repeat(float.NaN, a.B * a.H * a.Tq).ToArray());
+            using var dMask = mask != null ? device.Upload<int>(mask) : null;
+            using var dSeg = seg != null ? device.Upload<int>(seg) : null;
+            using var attention = new CudaAttention(device) { Kernel = kernel };
+            attention.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, a, bf16Inputs);
+            device.Synchronize();
+            return (device.Download<float>(dOut), device.Download<float>(dLse));
+        }
+        finally
+        {
+            foreach (var x in Enumerable.Reverse(inputs)) x.Dispose();
+        }
+    }
+
+    /// <summary>ForwardCases with a positive and a negative scale, for the kernels with _bf16in builds (D = 128 takes Mma's).</summary>
+    public static IEnumerable<object[]> Bf16InputCases =>
+        from c in ForwardCases
+        from scaleSign in new[] { 1f, -1f }
+        from kernel in new[] { CudaAttention.ForwardKernel.MmaTwoRowTiles, CudaAttention.ForwardKernel.MmaTwoRowTilesWide }
+        where (int)c[0] == 64 || kernel == CudaAttention.ForwardKernel.MmaTwoRowTiles
+        select (object[])[.. c, scaleSign, kernel];
+
+    // The _bf16in kernels stage bf16 q, k, v as they are, where the f32 kernels round them: for bf16-exact values the
+    // same bits in shared memory, so the same out and lse, bit for bit. (Planted on the emulator: not negating the bf16 Q
+    // for a negative scale, or swapping a slot's two halves, fails every case it reaches.)
+    [Theory]
+    [MemberData(nameof(Bf16InputCases))]
+    public void Forward_from_bf16_inputs_gives_the_bits_of_f32_inputs(int d, int b, int tq, int h, int s, int hkv, int kvLength, int queryOffset, Keys keys, bool unaligned,
+        float scaleSign, CudaAttention.ForwardKernel kernel)
+    {
+        using var device = Gpu.OpenForKernels();
+        var a = new CudaAttention.Shape(b, tq, h, s, hkv, d, kvLength, queryOffset, scaleSign * 3f / MathF.Sqrt(d));
+        var (q, k, v, mask, seg) = Inputs(a, keys);
+        var (expectedOut, expectedLse) = RunForward(device, a, q, k, v, mask, seg, unaligned, kernel, bf16Inputs: false);
+        var (output, lse) = RunForward(device, a, q, k, v, mask, seg, unaligned, kernel, bf16Inputs: true);
+        Assert.Equal(expectedOut.Select(BitConverter.SingleToInt32Bits), output.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(expectedLse.Select(BitConverter.SingleToInt32Bits), lse.Select(BitConverter.SingleToInt32Bits));
     }
 
     [Fact]
@@ -195,5 +243,8 @@ public class CudaAttentionChecks
         Assert.Contains("k holds 16 bytes, the sizes need 2048", k.Message);
         var seg = Assert.Throws<CudaException>(() => attention.Forward(big, big, big, big, null, null, big, new(1, 4, 1, 8, 1, 64, 8, 6, 1f)));
         Assert.Contains("QueryOffset 6 + Tq 4 > KvLength 8", seg.Message);
+        using var bf16K = device.Allocate<ushort>(500); // 1000 bytes, under the 1024 of a bf16 [1,8,1,64]
+        var kBf16 = Assert.Throws<CudaException>(() => attention.Forward(big, bf16K, big, big, null, null, null, new(1, 8, 1, 8, 1, 64, 8, 0, 1f), bf16Inputs: true));
+        Assert.Contains("k holds 1000 bytes, the sizes need 1024", kBf16.Message); // bf16: 2 bytes an element
     }
 }

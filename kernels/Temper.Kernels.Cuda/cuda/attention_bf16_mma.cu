@@ -19,6 +19,9 @@
 //   _d64_x2_q256  _d64_x2's warps, 8 of them: 256 queries a block, so each K/V tile staged serves twice the
 //            queries (half the L2 reads and conversions of _d64_x2, for about 5% more causal waste on the diagonal;
 //            and half the prefetch registers a thread).
+//   _d64_x2_bf16in, _d128_bf16in, _d64_x2_q256_bf16in: the same kernels on q, k and v given as bf16 (a kernel argument
+//            of unsigned short bits; out and lse f32): half the bytes of each K/V tile read from L2 and no conversion, as
+//            PyTorch's SDPA reads them. Their results are the f32 kernels' bits for the same (bf16-exact) values.
 // Why 128 queries a block: every block reads its K and V tiles as f32 from global memory (L2) and converts them,
 // so 128 rows halve that traffic and conversion against 64 (at B4 H16 T2048 D64 a 64-row grid reads ~1 GB of
 // K/V per forward); the 4-warp, 64-row variants tried spilled (4 warps prefetch twice the floats a thread).
@@ -90,35 +93,68 @@ __device__ __forceinline__ float exp2_ftz(float x)
 #endif
 }
 
-// x[p] = src rows (stride floats apart) as float4, p-th of this thread's (THREADS threads); zeros for rows >= rows.
-template <int D, int THREADS, int N>
-__device__ __forceinline__ void load_rows(float4 (&x)[N], const float* __restrict__ src, long stride, int rows, bool vec)
+// How q, k and v arrive: f32, rounded to bf16 (nearest even) as they are staged, or bf16 bits (the _bf16in kernels),
+// staged as they are; for the same values both give the same bits in shared memory, so the same results. Regs: the 4
+// elements a thread has in flight; vec: 16-byte (f32) or 8-byte (bf16) loads, when every row is so aligned.
+template <class T> struct Input;
+template <> struct Input<float>
+{
+    using Regs = float4;
+    static __device__ __forceinline__ bool aligned(const float* p) { return aligned16(p); }
+    static __device__ __forceinline__ Regs zero() { return make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
+    static __device__ __forceinline__ Regs load(const float* s, bool vec)
+    {
+        return vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
+    }
+    static __device__ __forceinline__ uint2 bits(const Regs& x, bool negate)
+    {
+        const float sign = negate ? -1.0f : 1.0f;
+        return uint2{pack_bf16(x.x * sign, x.y * sign), pack_bf16(x.z * sign, x.w * sign)};
+    }
+};
+template <> struct Input<unsigned short>
+{
+    using Regs = uint2;
+    static __device__ __forceinline__ bool aligned(const unsigned short* p) { return ((uintptr_t)p & 7) == 0; }
+    static __device__ __forceinline__ Regs zero() { return uint2{0u, 0u}; }
+    static __device__ __forceinline__ Regs load(const unsigned short* s, bool vec)
+    {
+        if (vec) return *reinterpret_cast<const uint2*>(s);
+        uint2 x;
+        x.x = s[0] | (uint32_t)s[1] << 16;
+        x.y = s[2] | (uint32_t)s[3] << 16;
+        return x;
+    }
+    // Negating flips the sign bits: what rounding -x gives.
+    static __device__ __forceinline__ uint2 bits(const Regs& x, bool negate)
+    {
+        const uint32_t flip = negate ? 0x80008000u : 0u;
+        return uint2{x.x ^ flip, x.y ^ flip};
+    }
+};
+
+// x[p] = src rows (stride elements apart), 4 elements a slot, p-th of this thread's (THREADS threads); zeros for rows >= rows.
+template <int D, int THREADS, class T, int N>
+__device__ __forceinline__ void load_rows(typename Input<T>::Regs (&x)[N], const T* __restrict__ src, long stride, int rows, bool vec)
 {
 #pragma unroll
     for (int p = 0; p < N; p++)
     {
         int f = threadIdx.x + p * THREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
-        x[p] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < rows)
-        {
-            const float* s = src + r * stride + c;
-            x[p] = vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
-        }
+        x[p] = Input<T>::zero();
+        if (r < rows) x[p] = Input<T>::load(src + r * stride + c, vec);
     }
 }
 
-// The rows load_rows read, times sign, as bf16 into dst[r][c] (row stride D + 8).
-template <int D, int THREADS, int N>
-__device__ __forceinline__ void store_rows(__nv_bfloat16* dst, const float4 (&x)[N], float sign = 1.0f)
+// The rows load_rows read, negated when asked, as bf16 into dst[r][c] (row stride D + 8).
+template <int D, int THREADS, class T, int N>
+__device__ __forceinline__ void store_rows(__nv_bfloat16* dst, const typename Input<T>::Regs (&x)[N], bool negate = false)
 {
 #pragma unroll
     for (int p = 0; p < N; p++)
     {
         int f = threadIdx.x + p * THREADS, r = f / (D / 4), c = 4 * (f % (D / 4));
-        uint2 w;
-        w.x = pack_bf16(x[p].x * sign, x[p].y * sign);
-        w.y = pack_bf16(x[p].z * sign, x[p].w * sign);
-        *reinterpret_cast<uint2*>(dst + r * (D + 8) + c) = w;
+        *reinterpret_cast<uint2*>(dst + r * (D + 8) + c) = Input<T>::bits(x[p], negate);
     }
 }
 
@@ -133,9 +169,9 @@ __device__ __forceinline__ void load_key_flags(int& ok, int& seg, const int* __r
     seg = in && segments ? segments[(long)b * kvLength + j] : 0;
 }
 
-template <int D, class C>
+template <int D, class C, class T>
 __device__ __forceinline__ void attention_mma_forward(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ out,
     float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq, int heads,
     int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
 {
@@ -153,7 +189,7 @@ __device__ __forceinline__ void attention_mma_forward(
     const int i0 = tile * QROWS, rows = min(QROWS, tq - i0);
     const long qRow = (long)heads * D, kRow = (long)kvHeads * D;
     const long kvOffset = ((long)b * s * kvHeads + kh) * D;
-    const bool vec = aligned16(q) && aligned16(k) && aligned16(v); // rows are then 16-byte aligned (D % 4 == 0)
+    const bool vec = Input<T>::aligned(q) && Input<T>::aligned(k) && Input<T>::aligned(v); // so are the rows (D % 4 == 0)
     const bool flags = mask != nullptr || segments != nullptr;
     const int keyEnd = min(kvLength, queryOffset + i0 + rows); // past the block's last query: nothing visible
     const int keyTiles = (keyEnd + KEYS - 1) / KEYS;
@@ -173,19 +209,19 @@ __device__ __forceinline__ void attention_mma_forward(
 
     // Stage Q (from buffer 1 on) and key tile 0 (buffer 0).
     {
-        float4 x[QROWS * D / 4 / THREADS];
-        load_rows<D, THREADS>(x, q + ((long)(b * tq + i0) * heads + h) * D, qRow, rows, vec);
-        store_rows<D, THREADS>(reinterpret_cast<__nv_bfloat16*>(smem + C::Q), x, scale < 0.0f ? -1.0f : 1.0f);
+        typename Input<T>::Regs x[QROWS * D / 4 / THREADS];
+        load_rows<D, THREADS, T>(x, q + ((long)(b * tq + i0) * heads + h) * D, qRow, rows, vec);
+        store_rows<D, THREADS, T>(reinterpret_cast<__nv_bfloat16*>(smem + C::Q), x, scale < 0.0f);
     }
-    float4 kx[C::LOADS], vx[C::LOADS];
+    typename Input<T>::Regs kx[C::LOADS], vx[C::LOADS];
     int okx = 0, segx = 0;
     if (keyTiles > 0)
     {
         __nv_bfloat16* sK = reinterpret_cast<__nv_bfloat16*>(smem);
-        load_rows<D, THREADS>(kx, k + kvOffset, kRow, min(KEYS, kvLength), vec);
-        load_rows<D, THREADS>(vx, v + kvOffset, kRow, min(KEYS, kvLength), vec);
-        store_rows<D, THREADS>(sK, kx);
-        store_rows<D, THREADS>(sK + KEYS * LD, vx);
+        load_rows<D, THREADS, T>(kx, k + kvOffset, kRow, min(KEYS, kvLength), vec);
+        load_rows<D, THREADS, T>(vx, v + kvOffset, kRow, min(KEYS, kvLength), vec);
+        store_rows<D, THREADS, T>(sK, kx);
+        store_rows<D, THREADS, T>(sK + KEYS * LD, vx);
         if (flags && tid < KEYS)
         {
             load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, 0);
@@ -223,7 +259,7 @@ __device__ __forceinline__ void attention_mma_forward(
         const int jn = j0 + KEYS, nextKeys = min(KEYS, kvLength - jn);
         if (next) // into registers (the previous tile's are stored): in flight across the barrier and S
         {
-            load_rows<D, THREADS>(kx, k + kvOffset + jn * kRow, kRow, nextKeys, vec);
+            load_rows<D, THREADS, T>(kx, k + kvOffset + jn * kRow, kRow, nextKeys, vec);
             if (flags) load_key_flags<KEYS>(okx, segx, mask, segments, b, kvLength, jn);
         }
         __syncthreads(); // tile jt is staged; every warp is done with tile jt - 1 (and the Q tile): buffer buf ^ 1 is free
@@ -258,8 +294,8 @@ __device__ __forceinline__ void attention_mma_forward(
         }
         if (next)
         {
-            store_rows<D, THREADS>(nextK, kx);
-            load_rows<D, THREADS>(vx, v + kvOffset + jn * kRow, kRow, nextKeys, vec);
+            store_rows<D, THREADS, T>(nextK, kx);
+            load_rows<D, THREADS, T>(vx, v + kvOffset + jn * kRow, kRow, nextKeys, vec);
         }
 
         if (!skip)
@@ -350,7 +386,7 @@ __device__ __forceinline__ void attention_mma_forward(
         }
         if (next)
         {
-            store_rows<D, THREADS>(nextK + KEYS * LD, vx);
+            store_rows<D, THREADS, T>(nextK + KEYS * LD, vx);
             if (flags && tid < KEYS)
             {
                 keyOk[(buf ^ 1) * KEYS + tid] = okx;
@@ -385,28 +421,44 @@ __device__ __forceinline__ void attention_mma_forward(
 }
 } // namespace
 
-#define TEMPER_ATTENTION_MMA_PARAMS                                                                                    \
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, float* __restrict__ out,    \
+// The kernels' arguments, q, k and v of type T (float, or unsigned short: bf16 bits for the _bf16in kernels).
+#define TEMPER_ATTENTION_MMA_PARAMS(T)                                                                                 \
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, float* __restrict__ out,                \
         float* __restrict__ lse, const int* __restrict__ mask, const int* __restrict__ segments, int batch, int tq,    \
         int heads, int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes
 #define TEMPER_ATTENTION_MMA_ARGS q, k, v, out, lse, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes
 
-extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64(TEMPER_ATTENTION_MMA_PARAMS)
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64(TEMPER_ATTENTION_MMA_PARAMS(float))
 {
-    attention_mma_forward<64, D64>(TEMPER_ATTENTION_MMA_ARGS);
+    attention_mma_forward<64, D64, float>(TEMPER_ATTENTION_MMA_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(128, 2) attention_bf16_mma_forward_d64_x2(TEMPER_ATTENTION_MMA_PARAMS)
+extern "C" __global__ void __launch_bounds__(128, 2) attention_bf16_mma_forward_d64_x2(TEMPER_ATTENTION_MMA_PARAMS(float))
 {
-    attention_mma_forward<64, D64x2>(TEMPER_ATTENTION_MMA_ARGS);
+    attention_mma_forward<64, D64x2, float>(TEMPER_ATTENTION_MMA_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d128(TEMPER_ATTENTION_MMA_PARAMS)
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d128(TEMPER_ATTENTION_MMA_PARAMS(float))
 {
-    attention_mma_forward<128, D128>(TEMPER_ATTENTION_MMA_ARGS);
+    attention_mma_forward<128, D128, float>(TEMPER_ATTENTION_MMA_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64_x2_q256(TEMPER_ATTENTION_MMA_PARAMS)
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64_x2_q256(TEMPER_ATTENTION_MMA_PARAMS(float))
 {
-    attention_mma_forward<64, D64x2Q256>(TEMPER_ATTENTION_MMA_ARGS);
+    attention_mma_forward<64, D64x2Q256, float>(TEMPER_ATTENTION_MMA_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2) attention_bf16_mma_forward_d64_x2_bf16in(TEMPER_ATTENTION_MMA_PARAMS(unsigned short))
+{
+    attention_mma_forward<64, D64x2, unsigned short>(TEMPER_ATTENTION_MMA_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d128_bf16in(TEMPER_ATTENTION_MMA_PARAMS(unsigned short))
+{
+    attention_mma_forward<128, D128, unsigned short>(TEMPER_ATTENTION_MMA_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) attention_bf16_mma_forward_d64_x2_q256_bf16in(TEMPER_ATTENTION_MMA_PARAMS(unsigned short))
+{
+    attention_mma_forward<64, D64x2Q256, unsigned short>(TEMPER_ATTENTION_MMA_ARGS);
 }
