@@ -47,7 +47,8 @@ public interface IBackend : IDisposable
     void DoraScale(Tensor z, Tensor magnitude, Tensor norm, Tensor? bias, Tensor y);
     /// <summary>Rotates x[N,H,D] in place by the angles of positions[N] (HF rotate_half layout).</summary>
     void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs);
-    /// <summary>Causal GQA attention; see <see cref="AttentionArgs"/>.</summary>
+    /// <summary>Causal GQA attention; see <see cref="AttentionArgs"/>. q, k and v f32, or all three bf16 (read as they are: the
+    /// device kernels stage bf16 for the tensor cores, so bf16 inputs give the results of f32 inputs holding the same values).</summary>
     void Attention(in AttentionArgs a);
     /// <summary>y = silu(gate) * up, all [N,F]: gate and up f32, or both bf16 (kept activations, widened); y f32.</summary>
     void SwiGlu(Tensor gate, Tensor up, Tensor y);
@@ -87,7 +88,7 @@ public interface IBackend : IDisposable
     void DoraMagnitudeBackward(Tensor dy, Tensor z, Tensor norm, Tensor dMagnitude);
     /// <summary>Rotates dx[N,H,D] in place by minus the angles (the transpose of the rotation).</summary>
     void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
-    /// <summary>dq, dk, dv (overwritten) from dOut. When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>
+    /// <summary>dq, dk, dv (overwritten) from dOut, q, k and v f32. When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>
     void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv);
     /// <summary>dUp = dy silu(gate), dGate = dy up silu'(gate) (overwritten); gate and up f32, or both bf16 (as SwiGlu). dGate may be
     /// dy itself (each element's dy is read before its dGate is written: DecoderBackprop's backward turns d act into d gate in place).</summary>

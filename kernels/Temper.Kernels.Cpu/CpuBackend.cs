@@ -133,7 +133,14 @@ public sealed partial class CpuBackend : IBackend
 
     public void Attention(in AttentionArgs a)
     {
-        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a);
+        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a, bf16Inputs: true);
+        if (a.Q.DType == DType.BF16) // widened, as the device kernels stage bf16
+        {
+            float[] q = Widened(a.Q), k = Widened(a.K), v = Widened(a.V);
+            Cpu.Attention.Forward(q, k, v, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
+                batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
+            return;
+        }
         Cpu.Attention.Forward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
             batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
@@ -379,10 +386,13 @@ public sealed partial class CpuBackend : IBackend
         return (x.Shape.Rows, k, m);
     }
 
-    private static (int B, int Tq, int H, int S, int Hkv, int D) CheckAttention(string op, in AttentionArgs a)
+    // bf16Inputs: q, k and v may also all be bf16 (Attention's forward).
+    private static (int B, int Tq, int H, int S, int Hkv, int D) CheckAttention(string op, in AttentionArgs a, bool bf16Inputs = false)
     {
         Host(op, a.Q, a.K, a.V, a.Output, a.Lse);
-        F32(op, a.Q, a.K, a.V, a.Output, a.Lse);
+        F32(op, a.Output, a.Lse);
+        if (!bf16Inputs || a.Q.DType != DType.BF16) F32(op, a.Q, a.K, a.V);
+        else Require(a.K.DType == DType.BF16 && a.V.DType == DType.BF16, op, $"q is bf16, so k {a.K} and v {a.V} must be too");
         var (q, k) = (a.Q.Shape, a.K.Shape);
         Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,
             op, $"q {q}, k {k}, v {a.V.Shape}, output {a.Output.Shape}: need q,output [B,Tq,H,D], k,v [B,S,Hkv,D], H a multiple of Hkv");
@@ -393,6 +403,16 @@ public sealed partial class CpuBackend : IBackend
         Require(a.SegmentIds.IsEmpty || (a.SegmentIds.Length == batch * a.KvLength && a.QueryOffset + tq <= a.KvLength), op,
             $"segment ids have {a.SegmentIds.Length} entries, need B*kvLength = {batch}x{a.KvLength} covering the queries (offset {a.QueryOffset} + {tq})");
         return (batch, tq, heads, s, kvHeads, d);
+    }
+
+    // A bf16 tensor's values as a new f32 array.
+    private static unsafe float[] Widened(Tensor t)
+    {
+        var result = GC.AllocateUninitializedArray<float>(checked((int)t.Elements));
+        fixed (ushort* src = t.Span<ushort>())
+        fixed (float* dst = result)
+            Bf16.Widen(src, dst, result.Length);
+        return result;
     }
 
     private static int CheckRope(string op, Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)

@@ -370,9 +370,11 @@ public sealed partial class IlgpuBackend : IBackend
     public void Attention(in AttentionArgs a)
     {
         const string op = "Attention";
-        var dims = CheckAttention(op, a);
+        var dims = CheckAttention(op, a, bf16Inputs: true);
         Begin();
-        Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
+        if (a.Q.DType == DType.BF16)
+            Ops.Attention.ForwardFromBf16(_dc, Bf16(op, a.Q), Bf16(op, a.K), Bf16(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
+        else Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
@@ -666,6 +668,8 @@ public sealed partial class IlgpuBackend : IBackend
 
     private ArrayView<float>? FOpt(string op, Tensor? t) => t == null ? null : F(op, t);
 
+    private ArrayView<ushort> Bf16(string op, Tensor t) => Storage(op, t).View<ushort>(Math.Max(1, t.Elements));
+
     private WeightView Weight(string op, Tensor t) => t.DType == DType.BF16
         ? new WeightView(Storage(op, t).View<ushort>(Math.Max(1, t.Elements)))
         : new WeightView(F(op, t));
@@ -695,9 +699,12 @@ public sealed partial class IlgpuBackend : IBackend
         return heads;
     }
 
-    private AttentionDims CheckAttention(string op, in AttentionArgs a)
+    // bf16Inputs: q, k and v may also all be bf16 (Attention's forward).
+    private AttentionDims CheckAttention(string op, in AttentionArgs a, bool bf16Inputs = false)
     {
-        F32(op, a.Q, a.K, a.V, a.Output, a.Lse);
+        F32(op, a.Output, a.Lse);
+        if (!bf16Inputs || a.Q.DType != DType.BF16) F32(op, a.Q, a.K, a.V);
+        else Require(a.K.DType == DType.BF16 && a.V.DType == DType.BF16, op, $"q is bf16, so {Describe(a.K)} and {Describe(a.V)} must be too");
         var (q, k) = (a.Q.Shape, a.K.Shape);
         Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,
             op, $"q {q}, k {k}, v {a.V.Shape}, output {a.Output.Shape}: need q,output [B,Tq,H,D], k,v [B,S,Hkv,D], H a multiple of Hkv");

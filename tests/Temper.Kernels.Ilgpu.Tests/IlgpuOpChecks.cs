@@ -503,6 +503,26 @@ public abstract class IlgpuOpChecks(DeviceFixture device) : DeviceOpChecks(devic
         Close(Down(tdv), dv, "attention dv (no lse)");
     }
 
+    // bf16 q, k, v (widened into the arena for the ILGPU kernels): the results of f32 inputs holding the same values, bit for bit.
+    [Theory]
+    [MemberData(nameof(AttentionCases))]
+    public void Attention_from_bf16_inputs_gives_the_results_of_their_values(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool mask)
+    {
+        ushort[] q = ToBf16(Floats(batch * tq * heads * d, 1, 2f), out var qf), k = ToBf16(Floats(batch * s * kvHeads * d, 2, 2f), out var kf),
+            v = ToBf16(Floats(batch * s * kvHeads * d, 3), out var vf);
+        var keyMask = Mask(batch, kvLength, mask);
+        (float[] Out, float[] Lse) Forward(Tensor tq4, Tensor tk, Tensor tv)
+        {
+            var (to, tl) = (Zeros(batch, tq, heads, d), Zeros(batch, heads, tq));
+            B.Attention(new AttentionArgs(tq4, tk, tv, to, kvLength, offset, 1f / MathF.Sqrt(d), keyMask, tl));
+            return (Down(to), Down(tl));
+        }
+        var f32 = Forward(Up(qf, batch, tq, heads, d), Up(kf, batch, s, kvHeads, d), Up(vf, batch, s, kvHeads, d));
+        var bf16 = Forward(UpBf16(q, batch, tq, heads, d), UpBf16(k, batch, s, kvHeads, d), UpBf16(v, batch, s, kvHeads, d));
+        Assert.Equal(f32.Out.Select(BitConverter.SingleToInt32Bits), bf16.Out.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(f32.Lse.Select(BitConverter.SingleToInt32Bits), bf16.Lse.Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Fact]
     public void Attention_refuses_a_head_dim_over_128()
     {

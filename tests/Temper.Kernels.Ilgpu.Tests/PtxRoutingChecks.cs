@@ -188,6 +188,42 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         }
     }
 
+    // bf16 q, k, v on the PTX route (the _bf16in kernels, read as they are): the bits of the f32 route's kernels on the same values.
+    [Theory]
+    [InlineData(2, 70, 4, 80, 2, 64, 75, 5, true)]
+    [InlineData(1, 66, 2, 66, 1, 128, 66, 0, false)]
+    public void Attention_from_bf16_inputs_through_the_ptx_kernel_gives_the_bits_of_f32_inputs(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool masks)
+    {
+        ushort[] q = ToBf16(Floats(batch * tq * heads * d, 1), out var qf), k = ToBf16(Floats(batch * s * kvHeads * d, 2), out var kf),
+            v = ToBf16(Floats(batch * s * kvHeads * d, 3), out var vf);
+        var mask = new int[masks ? batch * kvLength : 0];
+        var segments = new int[masks ? batch * kvLength : 0];
+        for (int i = 0; i < mask.Length; i++) (mask[i], segments[i]) = (i % kvLength % 7 == 3 ? 0 : 1, i % kvLength < 40 ? 0 : 1);
+        (float[] Out, float[] Lse) Forward(Tensor tq4, Tensor tk, Tensor tv)
+        {
+            var (to, tl) = (Zeros(batch, tq, heads, d), Zeros(batch, heads, tq));
+            B.Attention(new AttentionArgs(tq4, tk, tv, to, kvLength, offset, 1f / MathF.Sqrt(d), mask, tl, segments));
+            return (Down(to), Down(tl));
+        }
+        try
+        {
+            B.PtxKernels = true;
+            Assert.True(B.PtxKernels);
+            var f32 = Forward(Up(qf, batch, tq, heads, d), Up(kf, batch, s, kvHeads, d), Up(vf, batch, s, kvHeads, d));
+            var bf16 = Forward(UpBf16(q, batch, tq, heads, d), UpBf16(k, batch, s, kvHeads, d), UpBf16(v, batch, s, kvHeads, d));
+            Assert.Equal(f32.Out.Select(BitConverter.SingleToInt32Bits), bf16.Out.Select(BitConverter.SingleToInt32Bits));
+            Assert.Equal(f32.Lse.Select(BitConverter.SingleToInt32Bits), bf16.Lse.Select(BitConverter.SingleToInt32Bits));
+            B.PtxKernels = false;
+            var exact = Forward(Up(qf, batch, tq, heads, d), Up(kf, batch, s, kvHeads, d), Up(vf, batch, s, kvHeads, d));
+            Close(bf16.Out, exact.Out, $"ptx attention from bf16 d{d}", 1e-4);
+            Assert.Contains(bf16.Out.Zip(exact.Out), p => p.First != p.Second); // bf16 P: the PTX kernel did run
+        }
+        finally
+        {
+            B.PtxKernels = false;
+        }
+    }
+
     [Theory]
     [InlineData(300, 72, 200, 16)]
     [InlineData(70, 64, 130, 24)] // above the epilogue's rank: the separate product

@@ -247,6 +247,29 @@ public abstract partial class BackendOpChecks : IDisposable
         if (mask && offset == 0 && batch > 1) Assert.Contains(lse, float.IsNegativeInfinity); // fully padded queries were exercised
     }
 
+    // bf16 q, k, v, read as they are (widened): the results of f32 inputs holding the same values, bit for bit.
+    [Theory]
+    [MemberData(nameof(AttentionCases))]
+    public void Attention_from_bf16_inputs_gives_the_results_of_their_values(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool mask)
+    {
+        ushort[] q = ToBf16(Floats(batch * tq * heads * d, 1, 2f)), k = ToBf16(Floats(batch * s * kvHeads * d, 2, 2f)), v = ToBf16(Floats(batch * s * kvHeads * d, 3));
+        int[] keyMask = mask ? [.. Enumerable.Range(0, batch * kvLength).Select(i => i % kvLength % 5 == 2 ? 0 : 1)] : [];
+        (float[] Out, float[] Lse) Forward(bool bf16)
+        {
+            Tensor Input(ushort[] x, params int[] shape) => _b.FromHost(bf16 ? Bf16(x, shape) : T(Widen(x), shape));
+            using var tq4 = Input(q, batch, tq, heads, d);
+            using var tk = Input(k, batch, s, kvHeads, d);
+            using var tv = Input(v, batch, s, kvHeads, d);
+            using var to = _b.Zeros(new Shape(batch, tq, heads, d));
+            using var tl = _b.Zeros(new Shape(batch, heads, tq));
+            _b.Attention(new AttentionArgs(tq4, tk, tv, to, kvLength, offset, -0.7f / MathF.Sqrt(d), keyMask, tl));
+            return (Run(to), Run(tl));
+        }
+        var (f32, bf16) = (Forward(false), Forward(true));
+        Assert.Equal(f32.Out.Select(BitConverter.SingleToInt32Bits), bf16.Out.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(f32.Lse.Select(BitConverter.SingleToInt32Bits), bf16.Lse.Select(BitConverter.SingleToInt32Bits));
+    }
+
     // ---- elementwise ----
 
     [Fact]
@@ -476,6 +499,13 @@ public abstract partial class BackendOpChecks : IDisposable
         ex = Assert.Throws<ArgumentException>(() => _b.Attention(new AttentionArgs(_b.Zeros(new Shape(1, 2, 3, 4)), _b.Zeros(new Shape(1, 2, 2, 4)),
             _b.Zeros(new Shape(1, 2, 2, 4)), _b.Zeros(new Shape(1, 2, 3, 4)), 2, 0, 1f)));
         Assert.Contains("Attention", ex.Message);
+        ex = Assert.Throws<ArgumentException>(() => _b.Attention(new AttentionArgs(_b.Zeros(new Shape(1, 2, 2, 4), DType.BF16), _b.Zeros(new Shape(1, 2, 2, 4)),
+            _b.Zeros(new Shape(1, 2, 2, 4), DType.BF16), _b.Zeros(new Shape(1, 2, 2, 4)), 2, 0, 1f)));
+        Assert.Contains("q is bf16, so", ex.Message); // all three bf16 or none
+        ex = Assert.Throws<ArgumentException>(() => _b.AttentionBackward(new AttentionArgs(_b.Zeros(new Shape(1, 2, 2, 4), DType.BF16), _b.Zeros(new Shape(1, 2, 2, 4), DType.BF16),
+            _b.Zeros(new Shape(1, 2, 2, 4), DType.BF16), _b.Zeros(new Shape(1, 2, 2, 4)), 2, 0, 1f), _b.Zeros(new Shape(1, 2, 2, 4)), _b.Zeros(new Shape(1, 2, 2, 4)),
+            _b.Zeros(new Shape(1, 2, 2, 4)), _b.Zeros(new Shape(1, 2, 2, 4))));
+        Assert.Contains("AttentionBackward", ex.Message); // the backward takes f32 only
         ex = Assert.Throws<ArgumentException>(() => _b.SwiGlu(_b.Zeros(new Shape(2, 3)), _b.Zeros(new Shape(2, 3), DType.BF16), _b.Zeros(new Shape(2, 3))));
         Assert.Contains("SwiGlu", ex.Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => _b.Embedding(_b.Zeros(new Shape(4, 2)), [4], _b.Zeros(new Shape(1, 2))));

@@ -504,10 +504,24 @@ internal static class Attention
         else RunForward<AnyHeadDim>(dc, q, k, v, output, l, dMask, a);
     }
 
+    /// <summary>Forward from bf16 q, k, v: the CUDA C++ kernels' _bf16in builds read them as they are where Forward would take
+    /// the PTX route; elsewhere they are widened into the arena for the f32 kernels (the values any route stages).</summary>
+    public static void ForwardFromBf16(DeviceContext dc, ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<float> output, ArrayView<float>? lse,
+        ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        if (dc.PtxAttention is { } ptx && (a.D == 64 || a.D == 128))
+        {
+            PtxForward(dc, ptx, q, k, v, output, lse, mask, segments, a);
+            return;
+        }
+        long qCount = (long)a.B * a.Tq * a.H * a.D, kvCount = (long)a.B * a.S * a.Hkv * a.D;
+        Forward(dc, WidenBf16.Run(dc, q, qCount), WidenBf16.Run(dc, k, kvCount), WidenBf16.Run(dc, v, kvCount), output, lse, mask, segments, a);
+    }
+
     /// <summary>Forward through the CUDA C++ kernel (Temper.Kernels.Cuda.CudaAttention: q, k, v and P rounded to bf16
-    /// for tensor cores) on the accelerator's own stream, in order with the ILGPU kernels around it.</summary>
-    private static void PtxForward(DeviceContext dc, Temper.Kernels.Cuda.CudaAttention ptx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
-        ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    /// for tensor cores; q, k, v f32, or bf16 bits as ushort) on the accelerator's own stream, in order with the ILGPU kernels around it.</summary>
+    private static void PtxForward<T>(DeviceContext dc, Temper.Kernels.Cuda.CudaAttention ptx, ArrayView<T> q, ArrayView<T> k, ArrayView<T> v,
+        ArrayView<float> output, ArrayView<float>? lse, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a) where T : unmanaged
     {
         using var dq = Gemm.Borrow(dc, q);
         using var dk = Gemm.Borrow(dc, k);
@@ -516,7 +530,8 @@ internal static class Attention
         using var dLse = lse is { } l ? Gemm.Borrow(dc, l) : null;
         using var dMask = mask.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(mask));
         using var dSeg = segments.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(segments));
-        ptx.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, new(a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength, a.QueryOffset, a.Scale));
+        ptx.Forward(dq, dk, dv, dOut, dLse, dMask, dSeg, new(a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength, a.QueryOffset, a.Scale),
+            bf16Inputs: typeof(T) == typeof(ushort));
     }
 
     /// <summary>dq, dk, dv (overwritten). output and lse are forward's with these args when lse is given; without it forward runs again into scratch.</summary>
