@@ -43,10 +43,11 @@
 // scores is the max of scaled ones. Per-key mask and segment flags ride along with their tile. A warp whose rows
 // all precede the tile (causal) or lie past Tq skips its products but still stages.
 // Registers (ptxas 11.8 -v on the PTX; no spills, no stack) and shared memory (dynamic) per block:
-//   _d64     sm_90 184, sm_80 197 registers x 256 threads: 1 block (8 warps) an SM; 37,888 bytes
-//   _d64_x2  sm_90 239, sm_80 244 registers x 128 threads: 2 blocks (8 warps) an SM; 28,160 bytes
-//   _d128    sm_90 210, sm_80 234 registers x 256 threads: 1 block (8 warps) an SM; 52,736 bytes
-//   _d64_x2_q256  sm_90 214, sm_80 221 registers x 256 threads: 1 block (8 warps) an SM; 46,592 bytes
+//   _d64     sm_90 182, sm_80 194 registers x 256 threads: 1 block (8 warps) an SM; 37,888 bytes
+//   _d64_x2  sm_90 235, sm_80 240 registers x 128 threads: 2 blocks (8 warps) an SM; 28,160 bytes
+//   _d128    sm_90 207, sm_80 229 registers x 256 threads: 1 block (8 warps) an SM; 52,736 bytes
+//   _d64_x2_q256  sm_90 213, sm_80 218 registers x 256 threads: 1 block (8 warps) an SM; 46,592 bytes
+//   _bf16in builds (half the prefetch registers): _d64_x2 220 / 225, _d128 193 / 214, _d64_x2_q256 203 / 211 (sm_90 / sm_80)
 // Shared memory alone would allow 5, 8 and 4 blocks an SM on an H100 (228 KB); registers bound it. Holding _d64
 // at 128 registers (2 blocks) spilled ~200 bytes; with 32 keys a tile it sat at the edge (4 bytes spilled on
 // sm_90, none on sm_80; 0 and 8 with the query segments in shared memory): a candidate if occupancy matters.
