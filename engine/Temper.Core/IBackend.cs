@@ -56,6 +56,8 @@ public interface IBackend : IDisposable
     /// bf16: y = silu(g') * up' from the rounded values, so that SwiGlu(gateBf16, upBf16, y) rebuilds the same y in backward.
     /// y may alias gate or up.</summary>
     void SwiGluRounded(Tensor gate, Tensor up, Tensor y, Tensor gateBf16, Tensor upBf16);
+    /// <summary>y = x rounded to bf16 (nearest even, NaN kept quiet: BFloat16.FromSingle), element for element: x f32, y bf16, one shape.</summary>
+    void RoundToBf16(Tensor x, Tensor y);
     /// <summary>Whether a training pass over bf16 weights keeps its MLPs' gate and up activations in bf16 (SwiGluRounded),
     /// as PyTorch's autograd keeps a bf16 model's: the device backends (GPUs store bf16); the CPU backend computes and keeps f32.</summary>
     bool KeepsBf16Activations => false;
@@ -88,7 +90,7 @@ public interface IBackend : IDisposable
     void DoraMagnitudeBackward(Tensor dy, Tensor z, Tensor norm, Tensor dMagnitude);
     /// <summary>Rotates dx[N,H,D] in place by minus the angles (the transpose of the rotation).</summary>
     void RopeBackward(Tensor dx, ReadOnlySpan<int> positions, RopeFrequencies freqs);
-    /// <summary>dq, dk, dv (overwritten) from dOut, q, k and v f32. When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>
+    /// <summary>dq, dk, dv (overwritten) from dOut; q, k and v f32, or all three bf16 (as Attention). When a.Lse is given, it and a.Output hold Attention's results for these args (backends may read both); without it the backend recomputes them.</summary>
     void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv);
     /// <summary>dUp = dy silu(gate), dGate = dy up silu'(gate) (overwritten); gate and up f32, or both bf16 (as SwiGlu). dGate may be
     /// dy itself (each element's dy is read before its dGate is written: DecoderBackprop's backward turns d act into d gate in place).</summary>

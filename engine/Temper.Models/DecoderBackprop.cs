@@ -19,7 +19,8 @@
 // With GradientCheckpointing (and in any pass without gradients) the forward keeps only each layer's input x_in[B*T,C] and the backward
 // recomputes that layer's activations (q/k/v [B*T,H*D], MLP [B*T,F], ...) just before its backward.
 // On a device backend a bf16 model's MLP keeps gate and up in bf16 (KeepsBf16Mlp), act computed from the rounded values so
-// that backward rebuilds it bit for bit; every other activation stays f32.
+// that backward rebuilds it bit for bit, and its attention keeps q, k, v in bf16 (KeepsBf16Attention: rounded after RoPE,
+// attention forward and backward reading them); every other activation stays f32.
 // With LoraDropout p > 0, training passes follow PEFT: y = x W^T + b + s B A dropout(x), the dropped
 // input [B*T,In] kept per projection for backward (the mask is a function of its seed, so a recomputed
 // layer draws the same one).
@@ -134,6 +135,13 @@ public sealed class DecoderBackprop(Decoder decoder)
     /// Bf16MlpActivations).</summary>
     public static bool KeepsBf16Mlp(IBackend be, LayerWeights layer) =>
         be.KeepsBf16Activations && layer.Gate.Weight.DType == DType.BF16 && layer.Up.Weight.DType == DType.BF16;
+
+    /// <summary>Whether a layer keeps its attention's q, k and v [B*T,*] in bf16 (rounded after RoPE, IBackend.RoundToBf16) rather
+    /// than f32: on a backend that keeps bf16 activations, over bf16 q, k and v weights, as PyTorch keeps a bf16 model's. The
+    /// device attention kernels round them to bf16 anyway, so on the CUDA C++ route this changes no result, only the bytes
+    /// kept (MemoryPlan's Bf16AttentionInputs).</summary>
+    public static bool KeepsBf16Attention(IBackend be, LayerWeights layer) =>
+        be.KeepsBf16Activations && layer.Q.Weight.DType == DType.BF16 && layer.K.Weight.DType == DType.BF16 && layer.V.Weight.DType == DType.BF16;
 
     /// <summary>The most bytes the last Run held at once in its own tensors (activations and gradient buffers).</summary>
     public long PeakActivationBytes { get; private set; }
@@ -364,10 +372,14 @@ public sealed class DecoderBackprop(Decoder decoder)
             Tensor Alloc(params int[] shape) => NewIn(store, shape);
             Tensor Droppable(params int[] shape) => NewIn(lean ? transient : store, shape);
             ulong Seed(int slot) => SplitMix64.Mix(DropoutSeed ^ SplitMix64.Mix((ulong)(l * 8 + slot + 1)));
+            // q, k, v in f32 until attention reads them, then (bf16 attention inputs) only their rounded copies are kept
+            bool bf16Attention = KeepsBf16Attention(be, lw);
+            var attentionInputs = bf16Attention ? new List<Tensor>() : store;
             var a = new LayerActivations
             {
-                XIn = xIn, Rstd1 = Alloc(n), Hn1 = Droppable(n, c), Q = Alloc(n, h * d), K = Alloc(n, hkv * d), V = Alloc(n, hkv * d),
-                Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n), Hn2 = Droppable(n, c), XOut = Alloc(n, c),
+                XIn = xIn, Rstd1 = Alloc(n), Hn1 = Droppable(n, c), Q = NewIn(attentionInputs, n, h * d), K = NewIn(attentionInputs, n, hkv * d),
+                V = NewIn(attentionInputs, n, hkv * d), Attn = Alloc(n, h * d), Lse = Alloc(batch, h, t), XMid = Alloc(n, c), Rstd2 = Alloc(n),
+                Hn2 = Droppable(n, c), XOut = Alloc(n, c),
             };
             LayerActivations Done()
             {
@@ -394,6 +406,15 @@ public sealed class DecoderBackprop(Decoder decoder)
             be.Rope(View(a.Q, n, h, d), pos, rope);
             be.Rope(View(a.K, n, hkv, d), pos, rope);
             if (w.Prefix is { } prefix) VirtualTokens.OverwriteKv(be, prefix, l, a.K, a.V, batch);
+            if (bf16Attention)
+            {
+                var (q, k, v) = (a.Q, a.K, a.V);
+                (a.Q, a.K, a.V) = (NewBf16In(store, n, h * d), NewBf16In(store, n, hkv * d), NewBf16In(store, n, hkv * d));
+                be.RoundToBf16(q, a.Q);
+                be.RoundToBf16(k, a.K);
+                be.RoundToBf16(v, a.V);
+                Free(attentionInputs);
+            }
             be.Attention(Args(a, batch, t, h, hkv, d, scale, keyMask, segments));
             var o = NewIn(transient, n, c);
             Project(lw.O, a.Attn, o, a, store, Seed(3));

@@ -42,6 +42,8 @@ public sealed record MemoryPlanOptions(
     public bool Bf16ProductCopies { get; init; }
     /// <summary>The dense MLPs keep gate and up [n,F] in bf16 (a device backend over bf16 weights: DecoderBackprop.KeepsBf16Mlp), not f32.</summary>
     public bool Bf16MlpActivations { get; init; }
+    /// <summary>The attentions keep q, k and v in bf16 (a device backend over bf16 weights: DecoderBackprop.KeepsBf16Attention), not f32.</summary>
+    public bool Bf16AttentionInputs { get; init; }
     /// <summary>The fused LM head + cross-entropy's scratch for (rows, hidden, vocab, onePass) that the backend keeps for the run
     /// (IMemoryMeter.LmHeadScratchBytes: the ILGPU arena's); null: none.</summary>
     public Func<int, int, int, bool, long>? LmHeadScratchBytes { get; init; }
@@ -89,7 +91,8 @@ public sealed record MemoryPlan(long Weights, long Adapters, long Optimizer, lon
         if (!o.Full) trained += o.ModulesToSave * v * c; // each copy: 4 bytes of value + 4 of gradient, 8 of moments
 
         long headNorms = cfg.QkNorm ? qd + kvd : 0; // q and k before their head norms (and, below, their gradients)
-        long attention = n * (2 + 2 * c + 2 * qd + 2 * kvd + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
+        long attentionInputs = o.Bf16AttentionInputs ? (qd + 2 * kvd) / 2 : qd + 2 * kvd; // q, k, v (4 bytes a unit; the head dim is even)
+        long attention = n * (2 + 2 * c + qd + attentionInputs + cfg.NumHeads + (cfg.QkNorm ? headNorms + cfg.NumHeads + cfg.NumKvHeads : 0));
         var moeSpec = cfg.Moe;
         // the norms' outputs and act, rebuilt in backward (with bf16 gate and up, a recomputed layer also holds up's f32 product
         // while it rounds them, beside act, which is written over gate's f32 product)

@@ -134,14 +134,9 @@ public sealed partial class CpuBackend : IBackend
     public void Attention(in AttentionArgs a)
     {
         var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a, bf16Inputs: true);
-        if (a.Q.DType == DType.BF16) // widened, as the device kernels stage bf16
-        {
-            float[] q = Widened(a.Q), k = Widened(a.K), v = Widened(a.V);
-            Cpu.Attention.Forward(q, k, v, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
-                batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
-            return;
-        }
-        Cpu.Attention.Forward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
+        bool bf16 = a.Q.DType == DType.BF16; // widened, as the device kernels stage bf16
+        float[]? q = bf16 ? Widened(a.Q) : null, k = bf16 ? Widened(a.K) : null, v = bf16 ? Widened(a.V) : null;
+        Cpu.Attention.Forward(q ?? a.Q.Floats, k ?? a.K.Floats, v ?? a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
             batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
 
@@ -166,6 +161,15 @@ public sealed partial class CpuBackend : IBackend
             op, $"gate {gate.Shape}, up {up.Shape}, y {y.Shape}, gateBf16 {gateBf16.Shape}, upBf16 {upBf16.Shape} must have one shape");
         Elementwise(y.Elements, (s, l) => Cpu.SwiGlu.ForwardRounded(gate.Floats.Slice(s, l), up.Floats.Slice(s, l), y.Floats.Slice(s, l),
             gateBf16.Span<ushort>().Slice(s, l), upBf16.Span<ushort>().Slice(s, l)));
+    }
+
+    public void RoundToBf16(Tensor x, Tensor y)
+    {
+        const string op = "RoundToBf16";
+        Host(op, x, y);
+        F32(op, x);
+        Require(y.DType == DType.BF16 && y.Shape == x.Shape, op, $"{Describe(y)} must be bf16 of x's shape {x.Shape}");
+        Elementwise(x.Elements, (s, l) => BFloat16.FromSingle(x.Floats.Slice(s, l), y.Span<ushort>().Slice(s, l)));
     }
 
     // SwiGlu's and SwiGluBackward's gate and up: both f32 (false) or both bf16 (true).
@@ -282,12 +286,14 @@ public sealed partial class CpuBackend : IBackend
 
     public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv)
     {
-        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("AttentionBackward", a);
+        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("AttentionBackward", a, bf16Inputs: true);
         Host("AttentionBackward", dOut, dq, dk, dv);
         F32("AttentionBackward", dOut, dq, dk, dv);
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             "AttentionBackward", $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
-        Cpu.Attention.Backward(a.Q.Floats, a.K.Floats, a.V.Floats, a.Lse == null ? default : a.Lse.Floats, dOut.Floats, dq.Floats, dk.Floats, dv.Floats,
+        bool bf16 = a.Q.DType == DType.BF16; // widened, as in the forward
+        float[]? q = bf16 ? Widened(a.Q) : null, k = bf16 ? Widened(a.K) : null, v = bf16 ? Widened(a.V) : null;
+        Cpu.Attention.Backward(q ?? a.Q.Floats, k ?? a.K.Floats, v ?? a.V.Floats, a.Lse == null ? default : a.Lse.Floats, dOut.Floats, dq.Floats, dk.Floats, dv.Floats,
             batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
 
@@ -386,7 +392,7 @@ public sealed partial class CpuBackend : IBackend
         return (x.Shape.Rows, k, m);
     }
 
-    // bf16Inputs: q, k and v may also all be bf16 (Attention's forward).
+    // bf16Inputs: q, k and v may also all be bf16.
     private static (int B, int Tq, int H, int S, int Hkv, int D) CheckAttention(string op, in AttentionArgs a, bool bf16Inputs = false)
     {
         Host(op, a.Q, a.K, a.V, a.Output, a.Lse);

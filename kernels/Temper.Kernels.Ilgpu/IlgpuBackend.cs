@@ -377,6 +377,15 @@ public sealed partial class IlgpuBackend : IBackend
         else Ops.Attention.Forward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
+    public void RoundToBf16(Tensor x, Tensor y)
+    {
+        const string op = "RoundToBf16";
+        F32(op, x);
+        Require(y.DType == DType.BF16 && y.Shape == x.Shape, op, $"{Describe(y)} must be bf16 of x's shape {x.Shape}");
+        Begin();
+        Ops.RoundBf16.Run(_dc, F(op, x), Bf16(op, y), Count(x));
+    }
+
     public void SwiGlu(Tensor gate, Tensor up, Tensor y)
     {
         const string op = "SwiGlu";
@@ -504,11 +513,18 @@ public sealed partial class IlgpuBackend : IBackend
     public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv)
     {
         const string op = "AttentionBackward";
-        var dims = CheckAttention(op, a);
+        var dims = CheckAttention(op, a, bf16Inputs: true);
         F32(op, dOut, dq, dk, dv);
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             op, $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
         Begin();
+        if (a.Q.DType == DType.BF16) // widened into the arena for the f32 kernels (every route rounds them to these values again)
+        {
+            long qCount = a.Q.Elements, kvCount = a.K.Elements;
+            Ops.Attention.Backward(_dc, Ops.WidenBf16.Run(_dc, Bf16(op, a.Q), qCount), Ops.WidenBf16.Run(_dc, Bf16(op, a.K), kvCount), Ops.WidenBf16.Run(_dc, Bf16(op, a.V), kvCount),
+                F(op, a.Output), FOpt(op, a.Lse), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
+            return;
+        }
         Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
@@ -699,7 +715,7 @@ public sealed partial class IlgpuBackend : IBackend
         return heads;
     }
 
-    // bf16Inputs: q, k and v may also all be bf16 (Attention's forward).
+    // bf16Inputs: q, k and v may also all be bf16.
     private AttentionDims CheckAttention(string op, in AttentionArgs a, bool bf16Inputs = false)
     {
         F32(op, a.Output, a.Lse);

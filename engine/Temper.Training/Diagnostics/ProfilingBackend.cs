@@ -62,6 +62,7 @@ public sealed class ProfilingBackend(IBackend inner, Action? synchronize = null)
     public void Rope(Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs) { long s = Stopwatch.GetTimestamp(); inner.Rope(x, positions, freqs); Record(nameof(Rope), s); }
     public void Attention(in AttentionArgs a) { long s = Stopwatch.GetTimestamp(); inner.Attention(a); Record(nameof(Attention), s); }
     public void SwiGlu(Tensor gate, Tensor up, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.SwiGlu(gate, up, y); Record(nameof(SwiGlu), s); }
+    public void RoundToBf16(Tensor x, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.RoundToBf16(x, y); Record(nameof(RoundToBf16), s); }
     public void SwiGluRounded(Tensor gate, Tensor up, Tensor y, Tensor gateBf16, Tensor upBf16) { long s = Stopwatch.GetTimestamp(); inner.SwiGluRounded(gate, up, y, gateBf16, upBf16); Record(nameof(SwiGluRounded), s); }
     public bool KeepsBf16Activations => inner.KeepsBf16Activations;
     public void Add(Tensor a, Tensor b, Tensor y) { long s = Stopwatch.GetTimestamp(); inner.Add(a, b, y); Record(nameof(Add), s); }

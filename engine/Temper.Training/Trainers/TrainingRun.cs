@@ -240,6 +240,7 @@ public sealed class TrainingRun : IDisposable
                 Ia3 = Ia3,
                 Bf16ProductCopies = Backend is Core.IMemoryMeter { HoldsBf16ProductCopies: true },
                 Bf16MlpActivations = w.Layers.FirstOrDefault(l => l.Moe == null) is { } dense && DecoderBackprop.KeepsBf16Mlp(Backend, dense),
+                Bf16AttentionInputs = w.Layers.Length > 0 && DecoderBackprop.KeepsBf16Attention(Backend, w.Layers[0]),
                 LmHeadScratchBytes = Backend is Core.IMemoryMeter meter ? meter.LmHeadScratchBytes : null,
             });
     }

@@ -19,17 +19,11 @@ internal static class SwiGlu
 
     public static void RoundedKernel(Index1D i, ArrayView<float> gate, ArrayView<float> up, ArrayView<float> y, ArrayView<ushort> gateBf16, ArrayView<ushort> upBf16)
     {
-        uint gb = RoundToBf16(gate[i]), ub = RoundToBf16(up[i]);
+        uint gb = RoundBf16.Bits(gate[i]), ub = RoundBf16.Bits(up[i]);
         gateBf16[i] = (ushort)gb;
         upBf16[i] = (ushort)ub;
         float g = Interop.IntAsFloat(gb << 16);
         y[i] = g / (1f + MathF.Exp(-g)) * Interop.IntAsFloat(ub << 16);
-    }
-
-    private static uint RoundToBf16(float f)
-    {
-        uint u = Interop.FloatAsInt(f);
-        return (u & 0x7FFFFFFFu) > 0x7F800000u ? (u >> 16) | 0x40u : (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     }
 
     public static void BackwardKernel<TIn>(Index1D i, ArrayView<float> dy, TIn gate, TIn up, ArrayView<float> dGate, ArrayView<float> dUp) where TIn : struct, IWeights

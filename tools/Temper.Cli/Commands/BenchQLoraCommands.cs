@@ -105,6 +105,7 @@ internal static class BenchQLoraCommands
                 {
                     Bf16ProductCopies = meter is { HoldsBf16ProductCopies: true }, LmHeadScratchBytes = meter == null ? null : meter.LmHeadScratchBytes,
                     Bf16MlpActivations = weights.Layers.FirstOrDefault(l => l.Moe == null) is { } dense && DecoderBackprop.KeepsBf16Mlp(be, dense),
+                    Bf16AttentionInputs = weights.Layers.Length > 0 && DecoderBackprop.KeepsBf16Attention(be, weights.Layers[0]),
                 });
             Console.WriteLine(new MemoryReport(plan, meter == null ? null : MemoryPlan.HostHeldBytes(weights) + meter.PeakBytes, Process.GetCurrentProcess().PeakWorkingSet64));
             return 0;

@@ -61,6 +61,7 @@ internal static class PlanCommand
                 {
                     ModulesToSave = copies, Ia3 = ia3Config, Bf16ProductCopies = p.GetValue(CliOptions.Kernels) == "ptx",
                     Bf16MlpActivations = p.GetValue(CliOptions.Kernels) is "ptx" or "ilgpu" && matrix == 2 && !isQLora, // DecoderBackprop.KeepsBf16Mlp on a device
+                    Bf16AttentionInputs = p.GetValue(CliOptions.Kernels) is "ptx" or "ilgpu" && matrix == 2 && !isQLora, // ... and KeepsBf16Attention
                     LmHeadScratchBytes = LmHeadScratch(p.GetValue(CliOptions.Kernels)),
                 });
             Console.WriteLine($"model: {dir} ({cfg.NumLayers} layers, hidden {cfg.HiddenSize}, vocab {cfg.VocabSize}); {(isFull ? "full fine-tuning" : ia3Config != null ? $"{(isQLora ? "NF4 base, " : "")}(IA)^3 on {string.Join(",", ia3Config.TargetList!)}" : virtualTokens > 0 ? $"{(isQLora ? "NF4 base, " : "")}{(isPrefix ? "prefix" : "prompt")} tuning, {virtualTokens} virtual tokens" : isQLora ? $"QLoRA r{p.GetValue(r)}" : $"LoRA r{p.GetValue(r)}")}{(p.GetValue(dora) ? " DoRA" : "")}{(copies > 0 ? $" + {copies} modules_to_save {(copies == 1 ? "copy" : "copies")}" : "")}, batch {p.GetValue(batch)} x {p.GetValue(length)}{(p.GetValue(checkpointing) ? ", gradient checkpointing" : "")}");
