@@ -43,6 +43,18 @@ public abstract class DeviceOpChecks(DeviceFixture device) : IDisposable
     protected Tensor UpBf16(ushort[] values, params int[] shape) => Own(B.FromHost(HostBf16(values, shape)));
     protected Tensor Zeros(params int[] shape) => Own(B.Zeros(new Shape(shape)));
 
+    /// <summary>Causal attention over q [B,Tq,H,D], k and v [B,S,Hkv,D] (scale 1/sqrt(D)), forward with lse then backward of dOut:
+    /// out, lse, dq, dk, dv.</summary>
+    protected float[][] AttentionPass(Tensor q, Tensor k, Tensor v, float[] dOut, int kvLength, int offset, int[] mask, int[] segments)
+    {
+        var (qs, ks) = (q.Shape, k.Shape);
+        var args = new AttentionArgs(q, k, v, Zeros(qs[0], qs[1], qs[2], qs[3]), kvLength, offset, 1f / MathF.Sqrt(qs[3]), mask, Zeros(qs[0], qs[2], qs[1]), segments);
+        B.Attention(args);
+        var (dq, dk, dv) = (Zeros(qs[0], qs[1], qs[2], qs[3]), Zeros(ks[0], ks[1], ks[2], ks[3]), Zeros(ks[0], ks[1], ks[2], ks[3]));
+        B.AttentionBackward(args, Up(dOut, qs[0], qs[1], qs[2], qs[3]), dq, dk, dv);
+        return [Down(args.Output), Down(args.Lse!), Down(dq), Down(dk), Down(dv)];
+    }
+
     /// <summary>The values of a device tensor, which must be this backend's.</summary>
     protected float[] Down(Tensor t)
     {

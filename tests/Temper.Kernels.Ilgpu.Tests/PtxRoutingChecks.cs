@@ -188,7 +188,8 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
         }
     }
 
-    // bf16 q, k, v on the PTX route (the _bf16in kernels, read as they are): the bits of the f32 route's kernels on the same values.
+    // bf16 q, k, v on the PTX route (the forward's _bf16in kernels read them as they are; the backward widens them): the bits
+    // of the f32 route's kernels on the same values, forward and backward.
     [Theory]
     [InlineData(2, 70, 4, 80, 2, 64, 75, 5, true)]
     [InlineData(1, 66, 2, 66, 1, 128, 66, 0, false)]
@@ -196,27 +197,47 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
     {
         ushort[] q = ToBf16(Floats(batch * tq * heads * d, 1), out var qf), k = ToBf16(Floats(batch * s * kvHeads * d, 2), out var kf),
             v = ToBf16(Floats(batch * s * kvHeads * d, 3), out var vf);
+        var dOut = Floats(batch * tq * heads * d, 4);
         var mask = new int[masks ? batch * kvLength : 0];
         var segments = new int[masks ? batch * kvLength : 0];
         for (int i = 0; i < mask.Length; i++) (mask[i], segments[i]) = (i % kvLength % 7 == 3 ? 0 : 1, i % kvLength < 40 ? 0 : 1);
-        (float[] Out, float[] Lse) Forward(Tensor tq4, Tensor tk, Tensor tv)
-        {
-            var (to, tl) = (Zeros(batch, tq, heads, d), Zeros(batch, heads, tq));
-            B.Attention(new AttentionArgs(tq4, tk, tv, to, kvLength, offset, 1f / MathF.Sqrt(d), mask, tl, segments));
-            return (Down(to), Down(tl));
-        }
+        float[][] F32Pass() => AttentionPass(Up(qf, batch, tq, heads, d), Up(kf, batch, s, kvHeads, d), Up(vf, batch, s, kvHeads, d), dOut, kvLength, offset, mask, segments);
         try
         {
             B.PtxKernels = true;
             Assert.True(B.PtxKernels);
-            var f32 = Forward(Up(qf, batch, tq, heads, d), Up(kf, batch, s, kvHeads, d), Up(vf, batch, s, kvHeads, d));
-            var bf16 = Forward(UpBf16(q, batch, tq, heads, d), UpBf16(k, batch, s, kvHeads, d), UpBf16(v, batch, s, kvHeads, d));
-            Assert.Equal(f32.Out.Select(BitConverter.SingleToInt32Bits), bf16.Out.Select(BitConverter.SingleToInt32Bits));
-            Assert.Equal(f32.Lse.Select(BitConverter.SingleToInt32Bits), bf16.Lse.Select(BitConverter.SingleToInt32Bits));
+            var f32 = F32Pass();
+            var bf16 = AttentionPass(UpBf16(q, batch, tq, heads, d), UpBf16(k, batch, s, kvHeads, d), UpBf16(v, batch, s, kvHeads, d), dOut, kvLength, offset, mask, segments);
+            for (int i = 0; i < f32.Length; i++) Assert.Equal(f32[i].Select(BitConverter.SingleToInt32Bits), bf16[i].Select(BitConverter.SingleToInt32Bits));
             B.PtxKernels = false;
-            var exact = Forward(Up(qf, batch, tq, heads, d), Up(kf, batch, s, kvHeads, d), Up(vf, batch, s, kvHeads, d));
-            Close(bf16.Out, exact.Out, $"ptx attention from bf16 d{d}", 1e-4);
-            Assert.Contains(bf16.Out.Zip(exact.Out), p => p.First != p.Second); // bf16 P: the PTX kernel did run
+            var exact = F32Pass();
+            Close(bf16[0], exact[0], $"ptx attention from bf16 d{d}", 1e-4);
+            Assert.Contains(bf16[0].Zip(exact[0]), p => p.First != p.Second); // bf16 P: the PTX kernel did run
+        }
+        finally
+        {
+            B.PtxKernels = false;
+        }
+    }
+
+    // RoundToBf16 on the PTX route (CudaLinear.ConvertToBf16): BFloat16.FromSingle's bits, at lengths around its 4-wide stores.
+    [Fact]
+    public void RoundToBf16_through_the_ptx_kernel_gives_the_bits_of_BFloat16()
+    {
+        try
+        {
+            B.PtxKernels = true;
+            Assert.True(B.PtxKernels);
+            foreach (int n in (int[])[1, 3, 4, 5, 67, 1000])
+            {
+                var x = Floats(n, n);
+                x[0] = float.NaN;
+                x[n - 1] = BitConverter.Int32BitsToSingle(0x3F818000); // a tie to even, up
+                var y = Own(B.Zeros(new Shape(n), DType.BF16));
+                B.RoundToBf16(Up(x, n), y);
+                using var host = B.ToHost(y);
+                Assert.Equal(ToBf16(x, out _), host.Span<ushort>().ToArray());
+            }
         }
         finally
         {

@@ -247,14 +247,15 @@ public abstract partial class BackendOpChecks : IDisposable
         if (mask && offset == 0 && batch > 1) Assert.Contains(lse, float.IsNegativeInfinity); // fully padded queries were exercised
     }
 
-    // bf16 q, k, v, read as they are (widened): the results of f32 inputs holding the same values, bit for bit.
+    // bf16 q, k, v, read as they are (widened): forward and backward give the results of f32 inputs holding the same values, bit for bit.
     [Theory]
     [MemberData(nameof(AttentionCases))]
     public void Attention_from_bf16_inputs_gives_the_results_of_their_values(int batch, int tq, int heads, int s, int kvHeads, int d, int kvLength, int offset, bool mask)
     {
         ushort[] q = ToBf16(Floats(batch * tq * heads * d, 1, 2f)), k = ToBf16(Floats(batch * s * kvHeads * d, 2, 2f)), v = ToBf16(Floats(batch * s * kvHeads * d, 3));
+        var dOut = Floats(batch * tq * heads * d, 4);
         int[] keyMask = mask ? [.. Enumerable.Range(0, batch * kvLength).Select(i => i % kvLength % 5 == 2 ? 0 : 1)] : [];
-        (float[] Out, float[] Lse) Forward(bool bf16)
+        float[][] Pass(bool bf16)
         {
             Tensor Input(ushort[] x, params int[] shape) => _b.FromHost(bf16 ? Bf16(x, shape) : T(Widen(x), shape));
             using var tq4 = Input(q, batch, tq, heads, d);
@@ -262,12 +263,37 @@ public abstract partial class BackendOpChecks : IDisposable
             using var tv = Input(v, batch, s, kvHeads, d);
             using var to = _b.Zeros(new Shape(batch, tq, heads, d));
             using var tl = _b.Zeros(new Shape(batch, heads, tq));
-            _b.Attention(new AttentionArgs(tq4, tk, tv, to, kvLength, offset, -0.7f / MathF.Sqrt(d), keyMask, tl));
-            return (Run(to), Run(tl));
+            var args = new AttentionArgs(tq4, tk, tv, to, kvLength, offset, -0.7f / MathF.Sqrt(d), keyMask, tl);
+            _b.Attention(args);
+            using var tdOut = Up(dOut, batch, tq, heads, d);
+            using var dq = _b.Zeros(new Shape(batch, tq, heads, d));
+            using var dk = _b.Zeros(new Shape(batch, s, kvHeads, d));
+            using var dv = _b.Zeros(new Shape(batch, s, kvHeads, d));
+            _b.AttentionBackward(args, tdOut, dq, dk, dv);
+            return [Run(to), Run(tl), Run(dq), Run(dk), Run(dv)];
         }
-        var (f32, bf16) = (Forward(false), Forward(true));
-        Assert.Equal(f32.Out.Select(BitConverter.SingleToInt32Bits), bf16.Out.Select(BitConverter.SingleToInt32Bits));
-        Assert.Equal(f32.Lse.Select(BitConverter.SingleToInt32Bits), bf16.Lse.Select(BitConverter.SingleToInt32Bits));
+        var (f32, bf16) = (Pass(false), Pass(true));
+        for (int i = 0; i < f32.Length; i++) Assert.Equal(f32[i].Select(BitConverter.SingleToInt32Bits), bf16[i].Select(BitConverter.SingleToInt32Bits));
+    }
+
+    // RoundToBf16: BFloat16.FromSingle's bits (nearest even, ties, NaN kept quiet, infinities, the largest finite values rounding up).
+    [Fact]
+    public void RoundToBf16_gives_the_bits_of_BFloat16()
+    {
+        foreach (int n in (int[])[.. Enumerable.Range(1, 67), 1000])
+        {
+            var x = Floats(n, n, 3f);
+            float[] special = [float.NaN, float.PositiveInfinity, float.NegativeInfinity, -0f, float.MaxValue, float.Epsilon,
+                BitConverter.Int32BitsToSingle(0x3F808000), BitConverter.Int32BitsToSingle(0x3F818000), BitConverter.Int32BitsToSingle(0x3F808001)];
+            for (int i = 0; i < n && i < special.Length; i++) x[(i * 7) % n] = special[i];
+            using var tx = Up(x, n);
+            using var ty = _b.Zeros(new Shape(n), DType.BF16);
+            _b.RoundToBf16(tx, ty);
+            using var host = _b.ToHost(ty);
+            Assert.Equal(ToBf16(x), host.Span<ushort>().ToArray());
+        }
+        var e = Assert.Throws<ArgumentException>(() => _b.RoundToBf16(_b.Zeros(new Shape(4)), _b.Zeros(new Shape(5), DType.BF16)));
+        Assert.Contains("RoundToBf16", e.Message);
     }
 
     // ---- elementwise ----
