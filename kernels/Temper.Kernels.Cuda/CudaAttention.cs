@@ -20,7 +20,8 @@
 //   for D = 64 and Mma for D = 128. Their results are the bits of f32 inputs holding the same values.
 // Backward picks the backward's dq and dk/dv kernels: attention_bf16_backward.cu's WMMA ones (Wmma, the default) or, for
 //   D = 64, cuda/attention_bf16_backward_mma.cu's (Mma: operands and products in registers on mma.sync; opt-in by
-//   TEMPER_ATTENTION_BACKWARD_MMA=1 until a GPU has checked and timed it). Same arguments, same rounding.
+//   TEMPER_ATTENTION_BACKWARD_MMA=1 until a GPU has checked and timed it). Same arguments, same rounding. Bf16 inputs
+//   (Backward's bf16Inputs) run either set's _bf16in builds, the bits of f32 inputs holding the same values.
 // Each module is loaded once per device context, on first use.
 using Temper.Cuda;
 using Temper.Cuda.Driver;
@@ -31,7 +32,8 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
 {
     private const int QueryTile = 64, Threads = 128, MmaQueryTile = 128;
     private CudaModuleHandle? _module, _mmaModule, _backwardModule, _mmaBackwardModule;
-    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma64x2Wide, _mma128, _mma64x2Bf16, _mma64x2WideBf16, _mma128Bf16, _delta, _dq64, _dq128, _dkdv64, _dkdv128, _mmaDq64, _mmaDkdv64;
+    private CudaFunction? _d64, _d128, _mma64, _mma64x2, _mma64x2Wide, _mma128, _mma64x2Bf16, _mma64x2WideBf16, _mma128Bf16, _delta;
+    private readonly Dictionary<string, CudaFunction> _backwardFunctions = []; // the dq and dk/dv kernels, by name
 
     /// <summary>The sizes of one attention call (the names of kernels/Temper.Kernels.Ilgpu/Ops/Attention.cs).</summary>
     public readonly record struct Shape(int B, int Tq, int H, int S, int Hkv, int D, int KvLength, int QueryOffset, float Scale);
@@ -121,17 +123,19 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
         device.Launch(function, ((uint)blocks, 1, 1), (threads, 1, 1), args, shared);
     }
 
-    /// <summary>dq, dk, dv (overwritten; key rows past KvLength get 0) for dOut, given q, k, v and the forward's out and
-    /// lse with these sizes; delta [B,H,Tq] is scratch. mask and segments [B,KvLength] when given, as in the forward.</summary>
+    /// <summary>dq, dk, dv (overwritten; key rows past KvLength get 0) for dOut, given q, k, v (f32, or bf16 where bf16Inputs: the
+    /// _bf16in kernels) and the forward's out and lse with these sizes; delta [B,H,Tq] is scratch. mask and segments [B,KvLength]
+    /// when given, as in the forward.</summary>
     public void Backward(CudaDeviceMemory q, CudaDeviceMemory k, CudaDeviceMemory v, CudaDeviceMemory output, CudaDeviceMemory lse,
         CudaDeviceMemory dOut, CudaDeviceMemory dq, CudaDeviceMemory dk, CudaDeviceMemory dv, CudaDeviceMemory delta,
-        CudaDeviceMemory? mask, CudaDeviceMemory? segments, Shape a)
+        CudaDeviceMemory? mask, CudaDeviceMemory? segments, Shape a, bool bf16Inputs = false)
     {
         Check(a, segments != null);
         long qBytes = 4L * a.B * a.Tq * a.H * a.D, kBytes = 4L * a.B * a.S * a.Hkv * a.D, rowBytes = 4L * a.B * a.H * a.Tq;
-        Require(q, qBytes, "q");
-        Require(k, kBytes, "k");
-        Require(v, kBytes, "v");
+        long inputDivisor = bf16Inputs ? 2 : 1;
+        Require(q, qBytes / inputDivisor, "q");
+        Require(k, kBytes / inputDivisor, "k");
+        Require(v, kBytes / inputDivisor, "v");
         Require(output, qBytes, "output");
         Require(lse, rowBytes, "lse");
         Require(dOut, qBytes, "dOut");
@@ -152,14 +156,12 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
             _delta ??= BackwardFunction("attention_bf16_backward_delta", 0);
             device.Launch(_delta, ((uint)((rows + 3) / 4), 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(output).Add(dOut).Add(delta)
                 .Add(a.B).Add(a.Tq).Add(a.H).Add(a.D), 0);
-            var dqFunction = mma ? (_mmaDq64 ??= MmaBackwardFunction("attention_bf16_mma_backward_dq_d64", shared))
-                : a.D == 64 ? (_dq64 ??= BackwardFunction("attention_bf16_backward_dq_d64", shared)) : (_dq128 ??= BackwardFunction("attention_bf16_backward_dq_d128", shared));
+            var dqFunction = BackwardKernel(mma ? "attention_bf16_mma_backward_dq_d64" : $"attention_bf16_backward_dq_d{a.D}", bf16Inputs, shared);
             device.Launch(dqFunction, ((uint)queryBlocks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(q).Add(k).Add(v).Add(dOut).Add(lse).Add(delta).Add(dq)
                 .Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL).Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared), shared);
         }
         if (keyBlocks == 0) return;
-        var dkdvFunction = mma ? (_mmaDkdv64 ??= MmaBackwardFunction("attention_bf16_mma_backward_dkdv_d64", shared))
-            : a.D == 64 ? (_dkdv64 ??= BackwardFunction("attention_bf16_backward_dkdv_d64", shared)) : (_dkdv128 ??= BackwardFunction("attention_bf16_backward_dkdv_d128", shared));
+        var dkdvFunction = BackwardKernel(mma ? "attention_bf16_mma_backward_dkdv_d64" : $"attention_bf16_backward_dkdv_d{a.D}", bf16Inputs, shared);
         device.Launch(dkdvFunction, ((uint)keyBlocks, 1, 1), (Threads, 1, 1), new CudaKernelArguments().Add(q).Add(k).Add(v).Add(dOut).Add(lse).Add(delta).Add(dk).Add(dv)
             .Add(mask?.Pointer ?? 0UL).Add(segments?.Pointer ?? 0UL).Add(a.B).Add(a.Tq).Add(a.H).Add(a.S).Add(a.Hkv).Add(a.KvLength).Add(a.QueryOffset).Add(a.Scale).Add(shared), shared);
     }
@@ -180,6 +182,16 @@ public sealed class CudaAttention(CudaDevice device) : IDisposable
     {
         var function = CudaDriver.GetFunction(module ??= device.LoadModule(KernelPtx.Read(ptx), out _), name);
         if (shared > 0) CudaDriver.SetFunctionAttribute(function, CudaFunctionAttribute.MaxDynamicSharedSizeBytes, shared);
+        return function;
+    }
+
+    // A backward dq or dk/dv kernel by name (of either module; "_bf16in" appended for bf16 inputs), loaded once.
+    private CudaFunction BackwardKernel(string name, bool bf16Inputs, int shared)
+    {
+        name += bf16Inputs ? "_bf16in" : "";
+        if (_backwardFunctions.TryGetValue(name, out var function)) return function;
+        function = name.StartsWith("attention_bf16_mma_", StringComparison.Ordinal) ? MmaBackwardFunction(name, shared) : BackwardFunction(name, shared);
+        _backwardFunctions[name] = function;
         return function;
     }
 

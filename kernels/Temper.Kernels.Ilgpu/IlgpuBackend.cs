@@ -518,14 +518,10 @@ public sealed partial class IlgpuBackend : IBackend
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             op, $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
         Begin();
-        if (a.Q.DType == DType.BF16) // widened into the arena for the f32 kernels (every route rounds them to these values again)
-        {
-            long qCount = a.Q.Elements, kvCount = a.K.Elements;
-            Ops.Attention.Backward(_dc, Ops.WidenBf16.Run(_dc, Bf16(op, a.Q), qCount), Ops.WidenBf16.Run(_dc, Bf16(op, a.K), kvCount), Ops.WidenBf16.Run(_dc, Bf16(op, a.V), kvCount),
-                F(op, a.Output), FOpt(op, a.Lse), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
-            return;
-        }
-        Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
+        if (a.Q.DType == DType.BF16)
+            Ops.Attention.BackwardFromBf16(_dc, Bf16(op, a.Q), Bf16(op, a.K), Bf16(op, a.V), F(op, a.Output), FOpt(op, a.Lse), F(op, dOut), F(op, dq), F(op, dk), F(op, dv),
+                a.KeyMask.Span, a.SegmentIds.Span, dims);
+        else Ops.Attention.Backward(_dc, F(op, a.Q), F(op, a.K), F(op, a.V), F(op, a.Output), FOpt(op, a.Lse), F(op, dOut), F(op, dq), F(op, dk), F(op, dv), a.KeyMask.Span, a.SegmentIds.Span, dims);
     }
 
     public void SwiGluBackward(Tensor dy, Tensor gate, Tensor up, Tensor dGate, Tensor dUp)

@@ -4,7 +4,9 @@
 // CudaAttentionChecks: D = 64 and 128, GQA, Tq not a multiple of the 64-query tile, a query offset with
 // KvLength < S (the rows past KvLength must be exact zeros), a key mask that hides every key of some queries
 // (their dq exact zeros), packed segments, inputs not 16-byte aligned; for D = 64 both kernel sets (WMMA and mma.sync). dq, dk, dv and the delta scratch are
-// poisoned (NaN) first, so an unwritten element fails. Runs on a GPU or on the CUDA emulator (tiny shapes).
+// poisoned (NaN) first, so an unwritten element fails. Each kernel set's _bf16in builds then run on the same values as bf16
+// bits and must give the f32 run's bits. Runs on a GPU or on the CUDA emulator (tiny shapes).
+using Temper.Core;
 using Temper.Cuda.Driver;
 using Temper.Kernels.Cuda;
 using static Temper.Cuda.Tests.CudaAttentionChecks;
@@ -107,6 +109,14 @@ public class CudaAttentionBackwardChecks
             memory.Add(view);
             return view;
         }
+        CudaDeviceMemory InputBf16(float[] x) // bf16 bits, one element (2 bytes) past alignment when unaligned
+        {
+            var all = device.Upload<ushort>([.. new ushort[skip], .. x.Select(BFloat16.FromSingle)]);
+            memory.Add(all);
+            var view = CudaDeviceMemory.Borrow(all.Pointer + 2UL * (ulong)skip, 2L * x.Length, device.Context);
+            memory.Add(view);
+            return view;
+        }
         CudaDeviceMemory Poisoned(long n)
         {
             var m = device.Upload<float>(Enumerable.Repeat(float.NaN, (int)n).ToArray());
@@ -130,6 +140,14 @@ public class CudaAttentionBackwardChecks
                 Close(device.Download<float>(gq), expected.Dq, expected.SeenQ, $"dq ({kernels})");
                 Close(device.Download<float>(gk), expected.Dk, expected.SeenK, $"dk ({kernels})");
                 Close(device.Download<float>(gv), expected.Dv, expected.SeenK, $"dv ({kernels})");
+                // The _bf16in builds on bf16 q, k, v (the same values): the same bits.
+                var (hq, hk, hv) = (InputBf16(q), InputBf16(k), InputBf16(v));
+                var (bq, bk, bv) = (Poisoned(q.Length), Poisoned(k.Length), Poisoned(k.Length));
+                attention.Backward(hq, hk, hv, output, lse, dO, bq, bk, bv, delta, dMask, dSeg, a, bf16Inputs: true);
+                device.Synchronize();
+                Assert.Equal(device.Download<float>(gq).Select(BitConverter.SingleToInt32Bits), device.Download<float>(bq).Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(device.Download<float>(gk).Select(BitConverter.SingleToInt32Bits), device.Download<float>(bk).Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(device.Download<float>(gv).Select(BitConverter.SingleToInt32Bits), device.Download<float>(bv).Select(BitConverter.SingleToInt32Bits));
             }
         }
         finally
@@ -152,5 +170,8 @@ public class CudaAttentionBackwardChecks
         Assert.Contains("delta holds 16 bytes, the sizes need 20", delta.Message);
         var d96 = Assert.Throws<CudaException>(() => attention.Backward(big, big, big, big, big, big, big, big, big, big, null, null, a with { D = 96 }));
         Assert.Contains("head dim 96 is not supported (64 or 128)", d96.Message);
+        using var bf16V = device.Allocate<ushort>(500); // 1000 bytes, under the 1024 of a bf16 [1,8,1,64]
+        var v = Assert.Throws<CudaException>(() => attention.Backward(big, big, bf16V, big, big, big, big, big, big, big, null, null, a, bf16Inputs: true));
+        Assert.Contains("v holds 1000 bytes, the sizes need 1024", v.Message);
     }
 }

@@ -5,12 +5,12 @@
 #pragma once
 
 namespace {
-// Query tile i0 of (b, h) into shared memory: Q and dO rows as bf16 (zero rows past the last), and per query
+// Query tile i0 of (b, h) into shared memory: Q (f32 or bf16 bits) and dO (f32) rows as bf16 (zero rows past the last), and per query
 // its position (-1 past the last), segment, lse (in units of log2) and delta. The block calls it between
 // barriers.
-template <int D>
+template <int D, class T>
 __device__ __forceinline__ void stage_query_tile(__nv_bfloat16* sQ, __nv_bfloat16* sDO, int* qPos, int* qSeg, float* rowLse, float* rowDelta,
-    const float* __restrict__ q, const float* __restrict__ dOut, const float* __restrict__ lse, const float* __restrict__ delta,
+    const T* __restrict__ q, const float* __restrict__ dOut, const float* __restrict__ lse, const float* __restrict__ delta,
     const int* __restrict__ segments, long qOffset, long qRow, int rows, int b, int h, int heads, int tq, int i0, int queryOffset, int kvLength, bool vec)
 {
     stage_rows<D>(sQ, q + qOffset, qRow, rows, vec);

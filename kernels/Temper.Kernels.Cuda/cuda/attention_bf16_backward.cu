@@ -13,6 +13,8 @@
 //       forward's products transposed: equal but for the tensor core's order of summing a fragment), p as
 //       above, dV += P^T dO (P as bf16), dP^T = V dO^T, dS^T as bf16, dK += dS^T Q; dk = scale dK, dv = dV;
 //       rows past KvLength (and keys no query sees) get 0. Every one of the S rows is written.
+//   ..._bf16in: the dq and dk/dv kernels on q, k and v given as bf16 bits (dOut, out, lse f32), staged as they are: the
+//       bits of the f32 kernels for the same (bf16-exact) values.
 // Rounding is the forward's: q, k, v and dO rounded to bf16 as they are staged into shared memory, P and dS
 // rounded to bf16 for their products (WMMA m16n16k16, f32 sums), p and dS themselves computed in f32.
 // Shared memory (dynamic, Layout below: 63.5 KB for D = 64, 95.5 KB for D = 128, the same for both kernels):
@@ -132,9 +134,9 @@ extern "C" __global__ void __launch_bounds__(THREADS) attention_bf16_backward_de
     if (lane == 0) delta[(b * heads + h) * tq + i] = sum;
 }
 
-template <int D, int N>
+template <int D, int N, class T>
 __device__ __forceinline__ void attention_backward_dq(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ dOut,
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ delta, float* __restrict__ dq, const int* __restrict__ mask,
     const int* __restrict__ segments, int batch, int tq, int heads, int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
 {
@@ -152,7 +154,7 @@ __device__ __forceinline__ void attention_backward_dq(
     const int i0 = tile * BQ, rows = min(BQ, tq - i0);
     const long qRow = (long)heads * D, kRow = (long)kvHeads * D, qOffset = ((long)(b * tq + i0) * heads + h) * D;
     const long kvOffset = ((long)b * s * kvHeads + kh) * D;
-    const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut); // rows are then 16-byte aligned (D % 4 == 0)
+    const bool vec = rows_aligned(q) && rows_aligned(k) && rows_aligned(v) && rows_aligned(dOut);
 
     stage_query_tile<D>(sQ, sDO, qPos, qSeg, rowLse, rowDelta, q, dOut, lse, delta, segments, qOffset, qRow, rows, b, h, heads, tq, i0, queryOffset, kvLength, vec);
 
@@ -204,9 +206,9 @@ __device__ __forceinline__ void attention_backward_dq(
     store_rows<D>(dq + qOffset, qRow, warp * WROWS, rows, acc, scale, myS);
 }
 
-template <int D, int N>
+template <int D, int N, class T>
 __device__ __forceinline__ void attention_backward_dkdv(
-    const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v, const float* __restrict__ dOut,
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const float* __restrict__ dOut,
     const float* __restrict__ lse, const float* __restrict__ delta, float* __restrict__ dk, float* __restrict__ dv, const int* __restrict__ mask,
     const int* __restrict__ segments, int batch, int tq, int heads, int s, int kvHeads, int kvLength, int queryOffset, float scale, int sharedBytes)
 {
@@ -223,7 +225,7 @@ __device__ __forceinline__ void attention_backward_dkdv(
     const int b = bk / kvHeads, kh = bk % kvHeads;
     const int j0 = tile * BKV, rowsOut = min(BKV, s - j0), keys = max(0, min(BKV, kvLength - j0));
     const long qRow = (long)heads * D, kRow = (long)kvHeads * D, kvOffset = ((long)b * s * kvHeads + kh) * D, kOffset = kvOffset + j0 * kRow;
-    const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut);
+    const bool vec = rows_aligned(q) && rows_aligned(k) && rows_aligned(v) && rows_aligned(dOut);
 
     stage_key_tile<D>(sK, sV, keyOk, keySeg, k, v, kvOffset, kRow, j0, kvLength, mask, segments, b, vec); // zero rows and flags past KvLength
 
@@ -290,33 +292,56 @@ __device__ __forceinline__ void attention_backward_dkdv(
     store_rows<D>(dv + kOffset, kRow, warp * WROWS, rowsOut, dV, 1.0f, myS);
 }
 
-#define DQ_PARAMS                                                                                                                  \
-    const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, const float *__restrict__ dOut,         \
+// The kernels' arguments, q, k and v of type T (float, or unsigned short: bf16 bits for the _bf16in kernels).
+#define DQ_PARAMS(T)                                                                                                               \
+    const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v, const float *__restrict__ dOut,                     \
         const float *__restrict__ lse, const float *__restrict__ delta, float *__restrict__ dq, const int *__restrict__ mask,      \
         const int *__restrict__ segments, int batch, int tq, int heads, int s, int kvHeads, int kvLength, int queryOffset, float scale, \
         int sharedBytes
-#define DKDV_PARAMS                                                                                                                \
-    const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, const float *__restrict__ dOut,         \
+#define DQ_ARGS q, k, v, dOut, lse, delta, dq, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes
+#define DKDV_PARAMS(T)                                                                                                             \
+    const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v, const float *__restrict__ dOut,                     \
         const float *__restrict__ lse, const float *__restrict__ delta, float *__restrict__ dk, float *__restrict__ dv,             \
         const int *__restrict__ mask, const int *__restrict__ segments, int batch, int tq, int heads, int s, int kvHeads, int kvLength, \
         int queryOffset, float scale, int sharedBytes
+#define DKDV_ARGS q, k, v, dOut, lse, delta, dk, dv, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes
 
-extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_backward_dq_d64(DQ_PARAMS)
+extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_backward_dq_d64(DQ_PARAMS(float))
 {
-    attention_backward_dq<64, 32>(q, k, v, dOut, lse, delta, dq, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+    attention_backward_dq<64, 32, float>(DQ_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_backward_dq_d128(DQ_PARAMS)
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_backward_dq_d128(DQ_PARAMS(float))
 {
-    attention_backward_dq<128, 32>(q, k, v, dOut, lse, delta, dq, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+    attention_backward_dq<128, 32, float>(DQ_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_backward_dkdv_d64(DKDV_PARAMS)
+extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_backward_dkdv_d64(DKDV_PARAMS(float))
 {
-    attention_backward_dkdv<64, 16>(q, k, v, dOut, lse, delta, dk, dv, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+    attention_backward_dkdv<64, 16, float>(DKDV_ARGS);
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_backward_dkdv_d128(DKDV_PARAMS)
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_backward_dkdv_d128(DKDV_PARAMS(float))
 {
-    attention_backward_dkdv<128, 16>(q, k, v, dOut, lse, delta, dk, dv, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes);
+    attention_backward_dkdv<128, 16, float>(DKDV_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_backward_dq_d64_bf16in(DQ_PARAMS(unsigned short))
+{
+    attention_backward_dq<64, 32, unsigned short>(DQ_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_backward_dq_d128_bf16in(DQ_PARAMS(unsigned short))
+{
+    attention_backward_dq<128, 32, unsigned short>(DQ_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 3) attention_bf16_backward_dkdv_d64_bf16in(DKDV_PARAMS(unsigned short))
+{
+    attention_backward_dkdv<64, 16, unsigned short>(DKDV_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_backward_dkdv_d128_bf16in(DKDV_PARAMS(unsigned short))
+{
+    attention_backward_dkdv<128, 16, unsigned short>(DKDV_ARGS);
 }

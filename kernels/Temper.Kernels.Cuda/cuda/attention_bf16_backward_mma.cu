@@ -20,6 +20,7 @@
 // between two barriers, as in the WMMA kernels; a warp whose rows all precede the tile (causal) skips its products.
 // Shared memory (dynamic): Q, dO, K, V tiles bf16 [64][72], then per query position, segment, lse, delta and per key
 // mask flag and segment: 38,400 bytes (CudaAttention.MmaBackwardSharedBytes).
+// ..._bf16in: both on q, k and v given as bf16 bits, staged as they are (the f32 kernels' bits for the same values).
 // Checked on the CPU by the CUDA emulator and on a GPU by CudaAttentionBackwardChecks (both kernel sets);
 // opt-in (TEMPER_ATTENTION_BACKWARD_MMA=1) until a GPU has run them.
 #include "attention_common.cuh"
@@ -126,13 +127,14 @@ __device__ __forceinline__ void zero(float acc[NO][4])
 }
 } // namespace
 
-#define MMA_DQ_PARAMS                                                                                                              \
-    const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, const float *__restrict__ dOut,         \
+#define MMA_DQ_PARAMS(T)                                                                                                            \
+    const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v, const float *__restrict__ dOut,                     \
         const float *__restrict__ lse, const float *__restrict__ delta, float *__restrict__ dq, const int *__restrict__ mask,      \
         const int *__restrict__ segments, int batch, int tq, int heads, int s, int kvHeads, int kvLength, int queryOffset, float scale, \
         int sharedBytes
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_backward_dq_d64(MMA_DQ_PARAMS)
+template <class T>
+__device__ __forceinline__ void mma_backward_dq(MMA_DQ_PARAMS(T))
 {
     TEMPER_DYNAMIC_SHARED(unsigned char, smem);
     if (sharedBytes < BYTES) __trap(); // the launcher's size and this layout disagree
@@ -144,7 +146,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_back
     const int i0 = tile * BQ, rows = min(BQ, tq - i0);
     const long qRow = (long)heads * D, kRow = (long)kvHeads * D, qOffset = ((long)(b * tq + i0) * heads + h) * D;
     const long kvOffset = ((long)b * s * kvHeads + kh) * D;
-    const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut);
+    const bool vec = rows_aligned(q) && rows_aligned(k) && rows_aligned(v) && rows_aligned(dOut);
 
     stage_query_tile<D>(sQ, sDO, qPos, qSeg, rowLse, rowDelta, q, dOut, lse, delta, segments, qOffset, qRow, rows, b, h, heads, tq, i0, queryOffset, kvLength, vec);
     __syncthreads();
@@ -195,13 +197,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_back
     store_acc(dq + qOffset, qRow, warp * 16, rows, dqa, scale);
 }
 
-#define MMA_DKDV_PARAMS                                                                                                            \
-    const float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v, const float *__restrict__ dOut,         \
+#define MMA_DKDV_PARAMS(T)                                                                                                          \
+    const T *__restrict__ q, const T *__restrict__ k, const T *__restrict__ v, const float *__restrict__ dOut,                     \
         const float *__restrict__ lse, const float *__restrict__ delta, float *__restrict__ dk, float *__restrict__ dv,             \
         const int *__restrict__ mask, const int *__restrict__ segments, int batch, int tq, int heads, int s, int kvHeads, int kvLength, \
         int queryOffset, float scale, int sharedBytes
 
-extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_backward_dkdv_d64(MMA_DKDV_PARAMS)
+template <class T>
+__device__ __forceinline__ void mma_backward_dkdv(MMA_DKDV_PARAMS(T))
 {
     TEMPER_DYNAMIC_SHARED(unsigned char, smem);
     if (sharedBytes < BYTES) __trap();
@@ -212,7 +215,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_back
     const int b = bk / kvHeads, kh = bk % kvHeads;
     const int j0 = tile * BKV, rowsOut = min(BKV, s - j0), keys = max(0, min(BKV, kvLength - j0));
     const long qRow = (long)heads * D, kRow = (long)kvHeads * D, kvOffset = ((long)b * s * kvHeads + kh) * D, kOffset = kvOffset + j0 * kRow;
-    const bool vec = aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dOut);
+    const bool vec = rows_aligned(q) && rows_aligned(k) && rows_aligned(v) && rows_aligned(dOut);
 
     stage_key_tile<D>(sK, sV, keyOk, keySeg, k, v, kvOffset, kRow, j0, kvLength, mask, segments, b, vec); // zero rows and flags past KvLength
     __syncthreads();
@@ -271,4 +274,27 @@ extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_back
     }
     store_acc(dk + kOffset, kRow, warp * 16, rowsOut, dK, scale);
     store_acc(dv + kOffset, kRow, warp * 16, rowsOut, dV, 1.0f);
+}
+
+#define MMA_DQ_ARGS q, k, v, dOut, lse, delta, dq, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes
+#define MMA_DKDV_ARGS q, k, v, dOut, lse, delta, dk, dv, mask, segments, batch, tq, heads, s, kvHeads, kvLength, queryOffset, scale, sharedBytes
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_backward_dq_d64(MMA_DQ_PARAMS(float))
+{
+    mma_backward_dq<float>(MMA_DQ_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_backward_dkdv_d64(MMA_DKDV_PARAMS(float))
+{
+    mma_backward_dkdv<float>(MMA_DKDV_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_backward_dq_d64_bf16in(MMA_DQ_PARAMS(unsigned short))
+{
+    mma_backward_dq<unsigned short>(MMA_DQ_ARGS);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 2) attention_bf16_mma_backward_dkdv_d64_bf16in(MMA_DKDV_PARAMS(unsigned short))
+{
+    mma_backward_dkdv<unsigned short>(MMA_DKDV_ARGS);
 }

@@ -46,33 +46,57 @@ __device__ __forceinline__ bool warp_any(bool v)
     return a != 0;
 }
 
-// dst[r][c] = bf16(src[r * stride + c]) for r < rows, 0 for rows <= r < 64 (no garbage reaches a product).
-template <int D>
-__device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const float* __restrict__ src, long stride, int rows, bool vec)
+// Whether a source's rows allow vector loads: 16 bytes of f32, or 8 bytes of bf16 bits (the _bf16in kernels' q, k, v),
+// every row then so aligned (D % 4 == 0).
+__device__ __forceinline__ bool rows_aligned(const float* p) { return aligned16(p); }
+__device__ __forceinline__ bool rows_aligned(const unsigned short* p) { return ((uintptr_t)p & 7) == 0; }
+
+// dst[r][c] = bf16(src[r * stride + c]) for r < rows, 0 for rows <= r < 64 (no garbage reaches a product); src f32 (rounded
+// to nearest even) or bf16 bits (staged as they are: the same bits for bf16-exact values).
+template <int D, class T>
+__device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const T* __restrict__ src, long stride, int rows, bool vec)
 {
     constexpr int LD = D + 8, PER_ROW = D / 4, CHUNKS = 64 * PER_ROW / THREADS;
 #pragma unroll 8
     for (int p = 0; p < CHUNKS; p++)
     {
         int f = threadIdx.x + p * THREADS, r = f / PER_ROW, c = 4 * (f % PER_ROW);
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < rows)
+        if constexpr (sizeof(T) == 4)
         {
-            const float* s = src + r * stride + c;
-            x = vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
+            float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (r < rows)
+            {
+                const float* s = src + r * stride + c;
+                x = vec ? *reinterpret_cast<const float4*>(s) : make_float4(s[0], s[1], s[2], s[3]);
+            }
+            __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * LD + c);
+            d[0] = __floats2bfloat162_rn(x.x, x.y);
+            d[1] = __floats2bfloat162_rn(x.z, x.w);
         }
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dst + r * LD + c);
-        d[0] = __floats2bfloat162_rn(x.x, x.y);
-        d[1] = __floats2bfloat162_rn(x.z, x.w);
+        else
+        {
+            uint2 x = {0u, 0u};
+            if (r < rows)
+            {
+                const unsigned short* s = src + r * stride + c;
+                if (vec) x = *reinterpret_cast<const uint2*>(s);
+                else
+                {
+                    x.x = s[0] | (uint32_t)s[1] << 16;
+                    x.y = s[2] | (uint32_t)s[3] << 16;
+                }
+            }
+            *reinterpret_cast<uint2*>(dst + r * LD + c) = x;
+        }
     }
 }
 
 // Key tile j0 of one (batch, kv head) into shared memory: K and V rows as bf16 (zero rows past kvLength)
 // and, per key, whether the mask admits it (keyOk) and its segment (keySeg). The block calls it between
 // barriers.
-template <int D>
-__device__ __forceinline__ void stage_key_tile(__nv_bfloat16* sK, __nv_bfloat16* sV, int* keyOk, int* keySeg, const float* __restrict__ k,
-    const float* __restrict__ v, long kvOffset, long kRow, int j0, int kvLength, const int* __restrict__ mask, const int* __restrict__ segments,
+template <int D, class T>
+__device__ __forceinline__ void stage_key_tile(__nv_bfloat16* sK, __nv_bfloat16* sV, int* keyOk, int* keySeg, const T* __restrict__ k,
+    const T* __restrict__ v, long kvOffset, long kRow, int j0, int kvLength, const int* __restrict__ mask, const int* __restrict__ segments,
     int b, bool vec)
 {
     const int keys = min(BKV, kvLength - j0);

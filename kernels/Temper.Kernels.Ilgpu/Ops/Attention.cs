@@ -549,11 +549,25 @@ internal static class Attention
         else RunBackward<AnyHeadDim>(dc, q, k, v, output, lse, dOut, dq, dk, dv, dMask, a);
     }
 
+    /// <summary>Backward from bf16 q, k, v: the CUDA C++ kernels' _bf16in builds read them as they are where Backward would take
+    /// the PTX route; elsewhere they are widened into the arena for the f32 kernels (as ForwardFromBf16).</summary>
+    public static void BackwardFromBf16(DeviceContext dc, ArrayView<ushort> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<float> output, ArrayView<float>? lse,
+        ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv, ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+    {
+        if (dc.PtxAttention is { } ptx && (a.D == 64 || a.D == 128))
+        {
+            PtxBackward(dc, ptx, q, k, v, output, lse, dOut, dq, dk, dv, mask, segments, a);
+            return;
+        }
+        long qCount = (long)a.B * a.Tq * a.H * a.D, kvCount = (long)a.B * a.S * a.Hkv * a.D;
+        Backward(dc, WidenBf16.Run(dc, q, qCount), WidenBf16.Run(dc, k, kvCount), WidenBf16.Run(dc, v, kvCount), output, lse, dOut, dq, dk, dv, mask, segments, a);
+    }
+
     /// <summary>Backward through the CUDA C++ kernels (CudaAttention.Backward: q, k, v, dO, P and dS rounded to bf16) on the
     /// accelerator's stream; without lse the PTX forward runs first into scratch, as RunBackward does with its own.</summary>
-    private static void PtxBackward(DeviceContext dc, Temper.Kernels.Cuda.CudaAttention ptx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+    private static void PtxBackward<T>(DeviceContext dc, Temper.Kernels.Cuda.CudaAttention ptx, ArrayView<T> q, ArrayView<T> k, ArrayView<T> v,
         ArrayView<float> output, ArrayView<float>? lse, ArrayView<float> dOut, ArrayView<float> dq, ArrayView<float> dk, ArrayView<float> dv,
-        ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a)
+        ReadOnlySpan<int> mask, ReadOnlySpan<int> segments, AttentionDims a) where T : unmanaged
     {
         long rows = (long)a.B * a.Tq * a.H;
         if (!lse.HasValue)
@@ -574,6 +588,7 @@ internal static class Attention
         using var gDelta = Gemm.Borrow(dc, dc.Arena.Take<float>(rows));
         using var gMask = mask.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(mask));
         using var gSeg = segments.IsEmpty ? null : Gemm.Borrow(dc, dc.Arena.Upload(segments));
-        ptx.Backward(gq, gk, gv, gOut, gLse, gdOut, gdq, gdk, gdv, gDelta, gMask, gSeg, new(a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength, a.QueryOffset, a.Scale));
+        ptx.Backward(gq, gk, gv, gOut, gLse, gdOut, gdq, gdk, gdv, gDelta, gMask, gSeg, new(a.B, a.Tq, a.H, a.S, a.Hkv, a.D, a.KvLength, a.QueryOffset, a.Scale),
+            bf16Inputs: typeof(T) == typeof(ushort));
     }
 }
