@@ -3,9 +3,8 @@
 // as training runs it), the inference forward (no lse) and backward (`--kernels ptx`: all three on the CUDA
 // C++ kernels for D = 64 and 128), timed over --reps calls after one warm-up, in ms and GFLOP/s. FLOPs count the causal
 // half only: forward 4 B H D T(T+1)/2 (q k^T and P V), backward 2.5 times that (the FlashAttention
-// convention: five products, none of the recomputation counted). --inputs bf16 gives the forwards q, k and v in bf16, as
-// PyTorch's SDPA takes them (the CUDA C++ kernels' _bf16in builds read them as they are); the backward takes f32 and
-// keeps f32 inputs of the same values.
+// convention: five products, none of the recomputation counted). --inputs bf16 gives all three q, k and v in bf16, as
+// PyTorch's SDPA takes them and a bf16 model's training keeps them (the CUDA C++ kernels' _bf16in builds read them as they are).
 using System.CommandLine;
 using System.Diagnostics;
 using Temper.Core;
@@ -23,7 +22,7 @@ internal static class BenchAttentionCommand
         var seq = new Option<int>("--seq") { Description = "Tokens per sequence (T)", DefaultValueFactory = _ => 1024 };
         var headDim = new Option<int>("--head-dim") { Description = "Head dimension (D)", DefaultValueFactory = _ => 64 };
         var reps = new Option<int>("--reps") { Description = "Timed calls of each (after one warm-up)", DefaultValueFactory = _ => 10 };
-        var inputs = new Option<string>("--inputs") { Description = "The forwards' q, k, v: f32 or bf16 (the backward's stay f32)", DefaultValueFactory = _ => "f32" };
+        var inputs = new Option<string>("--inputs") { Description = "q, k, v: f32 or bf16", DefaultValueFactory = _ => "f32" };
         inputs.AcceptOnlyFromAmong("f32", "bf16");
         var threads = CliOptions.Threads();
         var cmd = new Command("attention", "Causal attention forward and backward alone: ms and GFLOP/s") { batch, heads, kvHeads, seq, headDim, reps, inputs, threads };
@@ -35,13 +34,10 @@ internal static class BenchAttentionCommand
             using var be = CliOptions.Backend(p, p.GetValue(threads));
             var rng = new Random(11);
             Tensor Random(params int[] shape) => BenchTensors.Random(be, rng, new Shape(shape));
-            bool bf16 = p.GetValue(inputs) == "bf16";
-            using var q = Random(b, t, h, d);
-            using var k = Random(b, t, hkv, d);
-            using var v = Random(b, t, hkv, d);
-            using var q16 = bf16 ? BenchTensors.Random(be, rng, new Shape(b, t, h, d), dtype: DType.BF16) : null;
-            using var k16 = bf16 ? BenchTensors.Random(be, rng, new Shape(b, t, hkv, d), dtype: DType.BF16) : null;
-            using var v16 = bf16 ? BenchTensors.Random(be, rng, new Shape(b, t, hkv, d), dtype: DType.BF16) : null;
+            var dtype = p.GetValue(inputs) == "bf16" ? DType.BF16 : DType.F32;
+            using var q = BenchTensors.Random(be, rng, new Shape(b, t, h, d), dtype: dtype);
+            using var k = BenchTensors.Random(be, rng, new Shape(b, t, hkv, d), dtype: dtype);
+            using var v = BenchTensors.Random(be, rng, new Shape(b, t, hkv, d), dtype: dtype);
             using var dOut = Random(b, t, h, d);
             using var output = be.Zeros(new Shape(b, t, h, d));
             using var lse = be.Zeros(new Shape(b, h, t));
@@ -49,14 +45,12 @@ internal static class BenchAttentionCommand
             using var dk = be.Zeros(new Shape(b, t, hkv, d));
             using var dv = be.Zeros(new Shape(b, t, hkv, d));
             var args = new AttentionArgs(q, k, v, output, t, 0, 1f / MathF.Sqrt(d), Lse: lse);
-            var forwardArgs = bf16 ? args with { Q = q16!, K = k16!, V = v16! } : args;
             double Time(Action op) => OpTimer.Seconds(be, n, op);
-            double fwd = Time(() => be.Attention(forwardArgs));
-            double inference = Time(() => be.Attention(forwardArgs with { Lse = null }));
+            double fwd = Time(() => be.Attention(args));
+            double inference = Time(() => be.Attention(args with { Lse = null }));
             double bwd = Time(() => be.AttentionBackward(args, dOut, dq, dk, dv));
             double fwdFlops = 4.0 * b * h * d * (t * (t + 1.0) / 2);
-            Console.WriteLine($"backend: {be.Name}; causal attention B{b} H{h} Hkv{hkv} T{t} D{d}, {n} reps; " +
-                (bf16 ? "the forwards' q, k, v bf16, the backward's f32" : "q, k, v f32"));
+            Console.WriteLine($"backend: {be.Name}; causal attention B{b} H{h} Hkv{hkv} T{t} D{d}, {n} reps; q, k, v {(dtype == DType.BF16 ? "bf16" : "f32")}");
             Console.WriteLine($"forward:  {fwd * 1e3:F3} ms = {fwdFlops / fwd / 1e9:F1} GFLOP/s");
             Console.WriteLine($"forward, inference (no lse): {inference * 1e3:F3} ms = {fwdFlops / inference / 1e9:F1} GFLOP/s");
             Console.WriteLine($"backward: {bwd * 1e3:F3} ms = {2.5 * fwdFlops / bwd / 1e9:F1} GFLOP/s");
