@@ -133,7 +133,7 @@ public sealed partial class CpuBackend : IBackend
 
     public void Attention(in AttentionArgs a)
     {
-        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a, bf16Inputs: true);
+        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a);
         bool bf16 = a.Q.DType == DType.BF16; // widened, as the device kernels stage bf16
         float[]? q = bf16 ? Widened(a.Q) : null, k = bf16 ? Widened(a.K) : null, v = bf16 ? Widened(a.V) : null;
         Cpu.Attention.Forward(q ?? a.Q.Floats, k ?? a.K.Floats, v ?? a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
@@ -286,7 +286,7 @@ public sealed partial class CpuBackend : IBackend
 
     public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv)
     {
-        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("AttentionBackward", a, bf16Inputs: true);
+        var (batch, tq, heads, s, kvHeads, d) = CheckAttention("AttentionBackward", a);
         Host("AttentionBackward", dOut, dq, dk, dv);
         F32("AttentionBackward", dOut, dq, dk, dv);
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
@@ -392,12 +392,12 @@ public sealed partial class CpuBackend : IBackend
         return (x.Shape.Rows, k, m);
     }
 
-    // bf16Inputs: q, k and v may also all be bf16.
-    private static (int B, int Tq, int H, int S, int Hkv, int D) CheckAttention(string op, in AttentionArgs a, bool bf16Inputs = false)
+    // q, k and v all f32 or all bf16; the output and lse f32.
+    private static (int B, int Tq, int H, int S, int Hkv, int D) CheckAttention(string op, in AttentionArgs a)
     {
         Host(op, a.Q, a.K, a.V, a.Output, a.Lse);
         F32(op, a.Output, a.Lse);
-        if (!bf16Inputs || a.Q.DType != DType.BF16) F32(op, a.Q, a.K, a.V);
+        if (a.Q.DType != DType.BF16) F32(op, a.Q, a.K, a.V);
         else Require(a.K.DType == DType.BF16 && a.V.DType == DType.BF16, op, $"q is bf16, so k {a.K} and v {a.V} must be too");
         var (q, k) = (a.Q.Shape, a.K.Shape);
         Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,

@@ -370,7 +370,7 @@ public sealed partial class IlgpuBackend : IBackend
     public void Attention(in AttentionArgs a)
     {
         const string op = "Attention";
-        var dims = CheckAttention(op, a, bf16Inputs: true);
+        var dims = CheckAttention(op, a);
         Begin();
         if (a.Q.DType == DType.BF16)
             Ops.Attention.ForwardFromBf16(_dc, Bf16(op, a.Q), Bf16(op, a.K), Bf16(op, a.V), F(op, a.Output), FOpt(op, a.Lse), a.KeyMask.Span, a.SegmentIds.Span, dims);
@@ -513,7 +513,7 @@ public sealed partial class IlgpuBackend : IBackend
     public void AttentionBackward(in AttentionArgs a, Tensor dOut, Tensor dq, Tensor dk, Tensor dv)
     {
         const string op = "AttentionBackward";
-        var dims = CheckAttention(op, a, bf16Inputs: true);
+        var dims = CheckAttention(op, a);
         F32(op, dOut, dq, dk, dv);
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             op, $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
@@ -683,7 +683,7 @@ public sealed partial class IlgpuBackend : IBackend
     private ArrayView<ushort> Bf16(string op, Tensor t) => Storage(op, t).View<ushort>(Math.Max(1, t.Elements));
 
     private WeightView Weight(string op, Tensor t) => t.DType == DType.BF16
-        ? new WeightView(Storage(op, t).View<ushort>(Math.Max(1, t.Elements)))
+        ? new WeightView(Bf16(op, t))
         : new WeightView(F(op, t));
 
     private static int Count(Tensor t) => checked((int)t.Elements);
@@ -711,11 +711,11 @@ public sealed partial class IlgpuBackend : IBackend
         return heads;
     }
 
-    // bf16Inputs: q, k and v may also all be bf16.
-    private AttentionDims CheckAttention(string op, in AttentionArgs a, bool bf16Inputs = false)
+    // q, k and v all f32 or all bf16; the output and lse f32.
+    private AttentionDims CheckAttention(string op, in AttentionArgs a)
     {
         F32(op, a.Output, a.Lse);
-        if (!bf16Inputs || a.Q.DType != DType.BF16) F32(op, a.Q, a.K, a.V);
+        if (a.Q.DType != DType.BF16) F32(op, a.Q, a.K, a.V);
         else Require(a.K.DType == DType.BF16 && a.V.DType == DType.BF16, op, $"q is bf16, so {Describe(a.K)} and {Describe(a.V)} must be too");
         var (q, k) = (a.Q.Shape, a.K.Shape);
         Require(q.Rank == 4 && k.Rank == 4 && a.V.Shape == k && a.Output.Shape == q && k[0] == q[0] && k[3] == q[3] && k[2] > 0 && q[2] % k[2] == 0,
