@@ -135,7 +135,7 @@ public sealed partial class CpuBackend : IBackend
     {
         var (batch, tq, heads, s, kvHeads, d) = CheckAttention("Attention", a);
         bool bf16 = a.Q.DType == DType.BF16; // widened, as the device kernels stage bf16
-        float[]? q = bf16 ? Widened(a.Q) : null, k = bf16 ? Widened(a.K) : null, v = bf16 ? Widened(a.V) : null;
+        float[]? q = bf16 ? a.Q.ToFloatArray() : null, k = bf16 ? a.K.ToFloatArray() : null, v = bf16 ? a.V.ToFloatArray() : null;
         Cpu.Attention.Forward(q ?? a.Q.Floats, k ?? a.K.Floats, v ?? a.V.Floats, a.Output.Floats, a.Lse == null ? default : a.Lse.Floats,
             batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
@@ -292,7 +292,7 @@ public sealed partial class CpuBackend : IBackend
         Require(dOut.Shape == a.Q.Shape && dq.Shape == a.Q.Shape && dk.Shape == a.K.Shape && dv.Shape == a.K.Shape,
             "AttentionBackward", $"dOut {dOut.Shape}, dq {dq.Shape} must be q's {a.Q.Shape}; dk {dk.Shape}, dv {dv.Shape} k's {a.K.Shape}");
         bool bf16 = a.Q.DType == DType.BF16; // widened, as in the forward
-        float[]? q = bf16 ? Widened(a.Q) : null, k = bf16 ? Widened(a.K) : null, v = bf16 ? Widened(a.V) : null;
+        float[]? q = bf16 ? a.Q.ToFloatArray() : null, k = bf16 ? a.K.ToFloatArray() : null, v = bf16 ? a.V.ToFloatArray() : null;
         Cpu.Attention.Backward(q ?? a.Q.Floats, k ?? a.K.Floats, v ?? a.V.Floats, a.Lse == null ? default : a.Lse.Floats, dOut.Floats, dq.Floats, dk.Floats, dv.Floats,
             batch, tq, heads, s, kvHeads, d, a.KvLength, a.QueryOffset, a.Scale, a.KeyMask.Span, a.SegmentIds.Span, _threads);
     }
@@ -409,16 +409,6 @@ public sealed partial class CpuBackend : IBackend
         Require(a.SegmentIds.IsEmpty || (a.SegmentIds.Length == batch * a.KvLength && a.QueryOffset + tq <= a.KvLength), op,
             $"segment ids have {a.SegmentIds.Length} entries, need B*kvLength = {batch}x{a.KvLength} covering the queries (offset {a.QueryOffset} + {tq})");
         return (batch, tq, heads, s, kvHeads, d);
-    }
-
-    // A bf16 tensor's values as a new f32 array.
-    private static unsafe float[] Widened(Tensor t)
-    {
-        var result = GC.AllocateUninitializedArray<float>(checked((int)t.Elements));
-        fixed (ushort* src = t.Span<ushort>())
-        fixed (float* dst = result)
-            Bf16.Widen(src, dst, result.Length);
-        return result;
     }
 
     private static int CheckRope(string op, Tensor x, ReadOnlySpan<int> positions, RopeFrequencies freqs)

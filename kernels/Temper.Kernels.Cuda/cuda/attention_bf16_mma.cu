@@ -96,12 +96,11 @@ __device__ __forceinline__ float exp2_ftz(float x)
 
 // How q, k and v arrive: f32, rounded to bf16 (nearest even) as they are staged, or bf16 bits (the _bf16in kernels),
 // staged as they are; for the same values both give the same bits in shared memory, so the same results. Regs: the 4
-// elements a thread has in flight; vec: 16-byte (f32) or 8-byte (bf16) loads, when every row is so aligned.
+// elements a thread has in flight; vec: 16-byte (f32) or 8-byte (bf16) loads (attention_common.cuh's rows_aligned).
 template <class T> struct Input;
 template <> struct Input<float>
 {
     using Regs = float4;
-    static __device__ __forceinline__ bool aligned(const float* p) { return aligned16(p); }
     static __device__ __forceinline__ Regs zero() { return make_float4(0.0f, 0.0f, 0.0f, 0.0f); }
     static __device__ __forceinline__ Regs load(const float* s, bool vec)
     {
@@ -116,16 +115,8 @@ template <> struct Input<float>
 template <> struct Input<unsigned short>
 {
     using Regs = uint2;
-    static __device__ __forceinline__ bool aligned(const unsigned short* p) { return ((uintptr_t)p & 7) == 0; }
     static __device__ __forceinline__ Regs zero() { return uint2{0u, 0u}; }
-    static __device__ __forceinline__ Regs load(const unsigned short* s, bool vec)
-    {
-        if (vec) return *reinterpret_cast<const uint2*>(s);
-        uint2 x;
-        x.x = s[0] | (uint32_t)s[1] << 16;
-        x.y = s[2] | (uint32_t)s[3] << 16;
-        return x;
-    }
+    static __device__ __forceinline__ Regs load(const unsigned short* s, bool vec) { return load_bf16x4(s, vec); }
     // Negating flips the sign bits: what rounding -x gives.
     static __device__ __forceinline__ uint2 bits(const Regs& x, bool negate)
     {
@@ -190,7 +181,7 @@ __device__ __forceinline__ void attention_mma_forward(
     const int i0 = tile * QROWS, rows = min(QROWS, tq - i0);
     const long qRow = (long)heads * D, kRow = (long)kvHeads * D;
     const long kvOffset = ((long)b * s * kvHeads + kh) * D;
-    const bool vec = Input<T>::aligned(q) && Input<T>::aligned(k) && Input<T>::aligned(v); // so are the rows (D % 4 == 0)
+    const bool vec = rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
     const bool flags = mask != nullptr || segments != nullptr;
     const int keyEnd = min(kvLength, queryOffset + i0 + rows); // past the block's last query: nothing visible
     const int keyTiles = (keyEnd + KEYS - 1) / KEYS;

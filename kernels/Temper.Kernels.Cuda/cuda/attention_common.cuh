@@ -51,6 +51,13 @@ __device__ __forceinline__ bool warp_any(bool v)
 __device__ __forceinline__ bool rows_aligned(const float* p) { return aligned16(p); }
 __device__ __forceinline__ bool rows_aligned(const unsigned short* p) { return ((uintptr_t)p & 7) == 0; }
 
+// 4 consecutive bf16 (bits) as one uint2, the first in the low half: one 8-byte load where vec (rows_aligned), else four.
+__device__ __forceinline__ uint2 load_bf16x4(const unsigned short* __restrict__ s, bool vec)
+{
+    if (vec) return *reinterpret_cast<const uint2*>(s);
+    return uint2{s[0] | (uint32_t)s[1] << 16, s[2] | (uint32_t)s[3] << 16};
+}
+
 // dst[r][c] = bf16(src[r * stride + c]) for r < rows, 0 for rows <= r < 64 (no garbage reaches a product); src f32 (rounded
 // to nearest even) or bf16 bits (staged as they are: the same bits for bf16-exact values).
 template <int D, class T>
@@ -75,18 +82,7 @@ __device__ __forceinline__ void stage_rows(__nv_bfloat16* dst, const T* __restri
         }
         else
         {
-            uint2 x = {0u, 0u};
-            if (r < rows)
-            {
-                const unsigned short* s = src + r * stride + c;
-                if (vec) x = *reinterpret_cast<const uint2*>(s);
-                else
-                {
-                    x.x = s[0] | (uint32_t)s[1] << 16;
-                    x.y = s[2] | (uint32_t)s[3] << 16;
-                }
-            }
-            *reinterpret_cast<uint2*>(dst + r * LD + c) = x;
+            *reinterpret_cast<uint2*>(dst + r * LD + c) = r < rows ? load_bf16x4(src + r * stride + c, vec) : uint2{0u, 0u};
         }
     }
 }
