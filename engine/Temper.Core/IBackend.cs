@@ -151,7 +151,8 @@ public interface IBackend : IDisposable
 }
 
 /// <summary>
-/// Q[N,H,D]: token rows of several sequences; KCache, VCache [Blocks, BlockSize, Hkv, D]: the paged cache.
+/// Q[N,H,D]: token rows of several sequences; KCache, VCache [Blocks, BlockSize, Hkv, D]: the paged cache, both f32 or
+/// both bf16 (read as their f32 values; the arithmetic is f32 either way).
 /// Row n belongs to sequence RowSequence[n] and sees its keys at positions 0..RowKvLength[n]-1 (causal:
 /// its own position + 1); key position p of sequence s lives in block BlockTables[s * MaxBlocks + p / BlockSize],
 /// slot p % BlockSize. Output[N,H,D]; head h reads kv head h / (H / Hkv). A row that sees no key gets zeros.

@@ -12,6 +12,8 @@ public static class ServingShapes
         var (q, k) = (a.Q.Shape, a.KCache.Shape);
         Require(q.Rank == 3 && k.Rank == 4 && a.VCache.Shape == k && a.Output.Shape == q && k[3] == q[2] && k[2] > 0 && q[1] % k[2] == 0,
             backend, op, $"q {q}, k cache {k}, v cache {a.VCache.Shape}, output {a.Output.Shape}: need q,output [N,H,D], caches [Blocks,BlockSize,Hkv,D], H a multiple of Hkv");
+        Require((a.KCache.DType == DType.F32 || a.KCache.DType == DType.BF16) && a.VCache.DType == a.KCache.DType,
+            backend, op, $"k cache {a.KCache.DType}, v cache {a.VCache.DType}: need both f32 or both bf16");
         Require(a.RowSequence.Length == q[0] && a.RowKvLength.Length == q[0] && a.MaxBlocks > 0 && a.BlockTables.Length % a.MaxBlocks == 0,
             backend, op, $"{a.RowSequence.Length} row sequences, {a.RowKvLength.Length} lengths for {q[0]} rows; table of {a.BlockTables.Length} entries, {a.MaxBlocks} per sequence");
         int sequences = a.BlockTables.Length / a.MaxBlocks, blockSize = k[1];

@@ -10,11 +10,15 @@ public sealed partial class CpuBackend
     {
         const string op = "PagedAttention";
         Host(op, a.Q, a.KCache, a.VCache, a.Output);
-        F32(op, a.Q, a.KCache, a.VCache, a.Output);
+        F32(op, a.Q, a.Output);
         int blockSize = ServingShapes.PagedAttention(a, "cpu");
         var (q, k) = (a.Q.Shape, a.KCache.Shape);
-        Cpu.PagedAttention.Forward(a.Q.Floats, a.KCache.Floats, a.VCache.Floats, a.Output.Floats, a.BlockTables.Span, a.MaxBlocks, a.RowSequence.Span, a.RowKvLength.Span,
-            q[1], k[2], q[2], blockSize, a.Scale, _threads);
+        if (a.KCache.DType == DType.BF16)
+            Cpu.PagedAttention.Forward(a.Q.Floats, a.KCache.Span<ushort>(), a.VCache.Span<ushort>(), a.Output.Floats, a.BlockTables.Span, a.MaxBlocks, a.RowSequence.Span, a.RowKvLength.Span,
+                q[1], k[2], q[2], blockSize, a.Scale, _threads);
+        else
+            Cpu.PagedAttention.Forward(a.Q.Floats, a.KCache.Floats, a.VCache.Floats, a.Output.Floats, a.BlockTables.Span, a.MaxBlocks, a.RowSequence.Span, a.RowKvLength.Span,
+                q[1], k[2], q[2], blockSize, a.Scale, _threads);
     }
 
     public void GatheredLoraLinear(Tensor x, Tensor loraA, Tensor loraB, ReadOnlySpan<float> scales, ReadOnlySpan<int> rowAdapter, Tensor y)

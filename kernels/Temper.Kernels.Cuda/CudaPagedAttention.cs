@@ -1,5 +1,5 @@
 // Paged attention over the KV cache's block tables (cuda/paged_attention.cu, embedded as Ptx/paged_attention.ptx),
-// f32 throughout: q[Rows,H,D] token rows of many sequences; k/v caches [Blocks, BlockSize, Hkv, D];
+// f32 arithmetic over f32 or bf16 caches (bf16Cache: the bits, widened as read): q[Rows,H,D] token rows of many sequences; k/v caches [Blocks, BlockSize, Hkv, D];
 // tables[Sequences, MaxBlocks], rowSequence[Rows], rowKvLength[Rows] int -> out[Rows,H,D]. Row n of sequence
 // rowSequence[n] sees keys 0..rowKvLength[n]-1; key p lives at slot p % BlockSize of block
 // tables[s, p / BlockSize]; head h reads kv head h / (H/Hkv); a row that sees no key gets zeros (the
@@ -24,7 +24,7 @@ public sealed class CudaPagedAttention(CudaDevice device, bool overlapPrevious =
 
     private const int Threads = 128, HeadsPerBlock = 8, KeysPerSplit = 128;
     private CudaModuleHandle? _module;
-    private CudaFunction? _d64, _d128;
+    private readonly Dictionary<string, CudaFunction> _functions = [];
     private CudaDeviceMemory? _counters; // a zero per unit (the kernel's last split block sets its unit's back)
     private int _multiprocessors;
 
@@ -51,15 +51,16 @@ public sealed class CudaPagedAttention(CudaDevice device, bool overlapPrevious =
     public static long WorkspaceBytes(Shape a, int splits) => splits > 1 ? 4L * splits * a.Rows * a.H * (a.D + 2) : 0;
 
     /// <summary>out for q through the block tables; splits 0 chooses (Splits), else 1..MaxSplits; workspace of
-    /// WorkspaceBytes when there is more than one split.</summary>
+    /// WorkspaceBytes when there is more than one split. <paramref name="bf16Cache"/>: the caches hold bf16 bits (2 bytes a value).</summary>
     public void Forward(CudaDeviceMemory q, CudaDeviceMemory kCache, CudaDeviceMemory vCache, CudaDeviceMemory output, CudaDeviceMemory tables,
-        CudaDeviceMemory rowSequence, CudaDeviceMemory rowKvLength, CudaDeviceMemory? workspace, Shape a, int splits = 0)
+        CudaDeviceMemory rowSequence, CudaDeviceMemory rowKvLength, CudaDeviceMemory? workspace, Shape a, int splits = 0, bool bf16Cache = false)
     {
         Check(a, splits);
         if (splits == 0) splits = Splits(a);
         Require(q, 4L * a.Rows * a.H * a.D, "q");
-        Require(kCache, 4L * a.Blocks * a.BlockSize * a.Hkv * a.D, "the k cache");
-        Require(vCache, 4L * a.Blocks * a.BlockSize * a.Hkv * a.D, "the v cache");
+        long cacheBytes = (bf16Cache ? 2L : 4L) * a.Blocks * a.BlockSize * a.Hkv * a.D;
+        Require(kCache, cacheBytes, "the k cache");
+        Require(vCache, cacheBytes, "the v cache");
         if (!IsAligned(kCache) || !IsAligned(vCache))
             throw new CudaException($"CudaPagedAttention: the {(IsAligned(kCache) ? "v" : "k")} cache at 0x{(IsAligned(kCache) ? vCache : kCache).Pointer:x} is not 16-byte aligned (the kernel's loads are)");
         Require(output, 4L * a.Rows * a.H * a.D, "output");
@@ -74,7 +75,7 @@ public sealed class CudaPagedAttention(CudaDevice device, bool overlapPrevious =
             if (workspace == null) throw new CudaException($"CudaPagedAttention: {splits} key splits need a workspace of {WorkspaceBytes(a, splits)} bytes");
             Require(workspace, WorkspaceBytes(a, splits), "the workspace");
         }
-        var function = a.D == 64 ? (_d64 ??= Function("paged_attention_f32_d64")) : (_d128 ??= Function("paged_attention_f32_d128"));
+        var function = Function($"paged_attention_{(bf16Cache ? "bf16" : "f32")}_d{a.D}");
         ulong counters = splits > 1 ? Counters(units).Pointer : 0UL;
         var args = new CudaKernelArguments().Add(q).Add(kCache).Add(vCache).Add(output).Add(splits > 1 ? workspace!.Pointer : 0UL).Add(counters)
             .Add(tables).Add(rowSequence).Add(rowKvLength).Add(a.Rows).Add(a.H).Add(a.Hkv).Add(a.BlockSize).Add(a.MaxBlocks).Add(splits).Add(a.Scale);
@@ -106,7 +107,11 @@ public sealed class CudaPagedAttention(CudaDevice device, bool overlapPrevious =
         if ((long)a.Rows * a.H * a.D > int.MaxValue) throw new CudaException($"CudaPagedAttention: {a.Rows} rows x {a.H} heads x {a.D} exceed the kernel's int sizes");
     }
 
-    private CudaFunction Function(string name) => CudaDriver.GetFunction(Module(), name);
+    private CudaFunction Function(string name)
+    {
+        if (!_functions.TryGetValue(name, out var function)) _functions[name] = function = CudaDriver.GetFunction(Module(), name);
+        return function;
+    }
 
     private CudaModuleHandle Module() => _module ??= device.LoadModule(KernelPtx.Read(_ptx), out _);
 

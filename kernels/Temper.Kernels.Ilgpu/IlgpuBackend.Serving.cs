@@ -9,12 +9,15 @@ public sealed partial class IlgpuBackend
     public void PagedAttention(in PagedAttentionArgs a)
     {
         const string op = "PagedAttention";
-        F32(op, a.Q, a.KCache, a.VCache, a.Output);
+        F32(op, a.Q, a.Output);
         int blockSize = ServingShapes.PagedAttention(a, Name);
         var (q, k) = (a.Q.Shape, a.KCache.Shape);
+        var dims = new Ops.PagedAttentionDims { H = q[1], Hkv = k[2], D = q[2], BlockSize = blockSize, MaxBlocks = a.MaxBlocks, Scale = a.Scale };
         Begin();
-        Ops.PagedAttention.Forward(_dc, F(op, a.Q), F(op, a.KCache), F(op, a.VCache), F(op, a.Output), a.BlockTables.Span, a.RowSequence.Span, a.RowKvLength.Span,
-            new Ops.PagedAttentionDims { H = q[1], Hkv = k[2], D = q[2], BlockSize = blockSize, MaxBlocks = a.MaxBlocks, Scale = a.Scale });
+        if (a.KCache.DType == DType.BF16)
+            Ops.PagedAttention.Forward(_dc, F(op, a.Q), Bf16(op, a.KCache), Bf16(op, a.VCache), F(op, a.Output), a.BlockTables.Span, a.RowSequence.Span, a.RowKvLength.Span, dims);
+        else
+            Ops.PagedAttention.Forward(_dc, F(op, a.Q), F(op, a.KCache), F(op, a.VCache), F(op, a.Output), a.BlockTables.Span, a.RowSequence.Span, a.RowKvLength.Span, dims);
     }
 
     public void GatheredLoraLinear(Tensor x, Tensor loraA, Tensor loraB, ReadOnlySpan<float> scales, ReadOnlySpan<int> rowAdapter, Tensor y)

@@ -107,7 +107,36 @@ public class CudaPagedAttentionChecks
         attention.Forward(dq, dk, dv, dOut, dTables, dSeq, dLen, workspace, shape, splits);
         device.Synchronize();
         Assert.Equal(output, device.Download<float>(dOut));
+
+        // bf16 caches (`--kv-cache-dtype bfloat16`): the bits of the f32 kernel over the same values widened (the NaN slots stay NaN).
+        var kBits = Bf16Bits(c.K);
+        var vBits = Bf16Bits(c.V);
+        device.CopyToDevice<float>(Widen(kBits), dk);
+        device.CopyToDevice<float>(Widen(vBits), dv);
+        device.CopyToDevice<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray(), dOut);
+        attention.Forward(dq, dk, dv, dOut, dTables, dSeq, dLen, workspace, shape, splits);
+        device.Synchronize();
+        var fromWidened = device.Download<float>(dOut);
+        using var dkBits = device.Upload<ushort>(kBits);
+        using var dvBits = device.Upload<ushort>(vBits);
+        device.CopyToDevice<float>(Enumerable.Repeat(float.NaN, q.Length).ToArray(), dOut);
+        attention.Forward(dq, dkBits, dvBits, dOut, dTables, dSeq, dLen, workspace, shape, splits, bf16Cache: true);
+        device.Synchronize();
+        var fromBf16 = device.Download<float>(dOut);
+        for (int i = 0; i < fromBf16.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(fromBf16[i]) == BitConverter.SingleToInt32Bits(fromWidened[i]),
+                $"bf16 caches: out[{i}] (row {i / (h * d)}, head {i / d % h}) is {fromBf16[i]}, the f32 kernel over the widened caches {fromWidened[i]}");
+        Assert.Contains(fromBf16, x => Math.Abs(x) > 1e-3f); // not all zeros
     }
+
+    private static ushort[] Bf16Bits(float[] x)
+    {
+        var bits = new ushort[x.Length];
+        Temper.Core.BFloat16.FromSingle(x, bits);
+        return bits;
+    }
+
+    private static float[] Widen(ushort[] bits) => [.. bits.Select(b => BitConverter.UInt32BitsToSingle((uint)b << 16))];
 
     [Fact]
     public void Unsupported_shapes_small_or_unaligned_buffers_and_a_missing_workspace_are_refused_by_name()

@@ -29,6 +29,18 @@ public abstract class IlgpuServingOpChecks(DeviceFixture device) : DeviceOpCheck
         B.PagedAttention(new PagedAttentionArgs(Up(q, 3, heads, d), Up(kc, blocks, bs, kvHeads, d), Up(vc, blocks, bs, kvHeads, d), output, tables, maxBlocks, rowSeq, lens, scale));
         Close(Down(output), expected, "ilgpu paged attention vs reference");
         Close(Down(output), cpuOut.Floats, "ilgpu paged attention vs cpu");
+
+        // bf16 caches: the CPU backend's bf16 results, and the device's own over f32 caches of the same values bit for bit.
+        var (kBits, vBits) = (ToBf16(kc, out var kWide), ToBf16(vc, out var vWide));
+        var cpuBf16 = Tensor.Zeros(new Shape(3, heads, d));
+        Cpu.PagedAttention(new PagedAttentionArgs(Host(q, 3, heads, d), HostBf16(kBits, blocks, bs, kvHeads, d), HostBf16(vBits, blocks, bs, kvHeads, d), cpuBf16, tables, maxBlocks, rowSeq, lens, scale));
+        var bf16 = Zeros(3, heads, d);
+        B.PagedAttention(new PagedAttentionArgs(Up(q, 3, heads, d), UpBf16(kBits, blocks, bs, kvHeads, d), UpBf16(vBits, blocks, bs, kvHeads, d), bf16, tables, maxBlocks, rowSeq, lens, scale));
+        var widened = Zeros(3, heads, d);
+        B.PagedAttention(new PagedAttentionArgs(Up(q, 3, heads, d), Up(kWide, blocks, bs, kvHeads, d), Up(vWide, blocks, bs, kvHeads, d), widened, tables, maxBlocks, rowSeq, lens, scale));
+        Close(Down(bf16), cpuBf16.Floats, "ilgpu paged attention vs cpu, bf16 caches");
+        Bitwise(Down(bf16), Down(widened), "ilgpu paged attention, bf16 caches vs f32 caches of their values");
+        Assert.True(Nmse(Down(bf16), Down(output)) > 1e-12, "the bf16 caches gave the f32 caches' output: were they rounded?");
     }
 
     [Fact]

@@ -373,14 +373,18 @@ public abstract class PtxRouteChecks(DeviceFixture device) : DeviceOpChecks(devi
 // (Temper.Kernels.Cuda.CudaPagedAttention, f32) against the ILGPU kernel on the same inputs: a decode step
 // of sequences of different lengths over shuffled blocks (last blocks partial), GQA, a prefill chunk's rows,
 // a row that sees no key, and one long row alone (the device splits its keys: FlashDecoding); both f32, so
-// NMSE <= 1e-10. A head dim the kernel lacks (D = 32) stays on ILGPU: bitwise equal.
+// NMSE <= 1e-10. A head dim the kernel lacks (D = 32) stays on ILGPU: bitwise equal. With bf16 caches (the _bf16 kernels; the
+// ILGPU kernel widening bf16) the same, and each route gives its own f32 results over the caches' widened values bit for bit.
 public abstract class PagedAttentionPtxRouteChecks(DeviceFixture device) : DeviceOpChecks(device)
 {
     [Theory]
-    [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 })]
-    [InlineData(128, 4, 1, 32, new[] { 700 })] // one sequence, one kv head: its keys split across blocks
-    [InlineData(32, 4, 2, 16, new[] { 90, 7 })] // no PTX kernel for D = 32: ILGPU either way
-    public void Paged_attention_through_the_ptx_kernel_matches_the_ilgpu_one(int d, int heads, int kvHeads, int blockSize, int[] lengths)
+    [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 }, false)]
+    [InlineData(128, 4, 1, 32, new[] { 700 }, false)] // one sequence, one kv head: its keys split across blocks
+    [InlineData(32, 4, 2, 16, new[] { 90, 7 }, false)] // no PTX kernel for D = 32: ILGPU either way
+    [InlineData(64, 8, 2, 16, new[] { 300, 45, 16, 0 }, true)]
+    [InlineData(128, 4, 1, 32, new[] { 700 }, true)]
+    [InlineData(32, 4, 2, 16, new[] { 90, 7 }, true)]
+    public void Paged_attention_through_the_ptx_kernel_matches_the_ilgpu_one(int d, int heads, int kvHeads, int blockSize, int[] lengths, bool bf16Cache)
     {
         int maxBlocks = lengths.Max(l => (l + blockSize - 1) / blockSize) + 1, blocks = lengths.Length * maxBlocks;
         var order = Enumerable.Range(0, blocks).ToArray();
@@ -393,19 +397,26 @@ public abstract class PagedAttentionPtxRouteChecks(DeviceFixture device) : Devic
         var q = Floats(rows * heads * d, 1, 2f);
         var kc = Floats(blocks * blockSize * kvHeads * d, 2, 2f);
         var vc = Floats(blocks * blockSize * kvHeads * d, 3);
-        float[] Run(bool ptx)
+        var (kBits, vBits) = (ToBf16(kc, out var kWide), ToBf16(vc, out var vWide));
+        float[] Run(bool ptx, bool bf16)
         {
             B.PtxKernels = ptx;
             Assert.Equal(ptx, B.PtxKernels);
             var output = Zeros(rows, heads, d);
-            B.PagedAttention(new PagedAttentionArgs(Up(q, rows, heads, d), Up(kc, blocks, blockSize, kvHeads, d), Up(vc, blocks, blockSize, kvHeads, d), output,
-                tables, maxBlocks, rowSeq, rowLen, 1f / MathF.Sqrt(d)));
+            int[] cache = [blocks, blockSize, kvHeads, d];
+            B.PagedAttention(new PagedAttentionArgs(Up(q, rows, heads, d), bf16 ? UpBf16(kBits, cache) : Up(bf16Cache ? kWide : kc, cache),
+                bf16 ? UpBf16(vBits, cache) : Up(bf16Cache ? vWide : vc, cache), output, tables, maxBlocks, rowSeq, rowLen, 1f / MathF.Sqrt(d)));
             return Down(output);
         }
         try
         {
-            var viaPtx = Run(true);
-            var exact = Run(false);
+            var viaPtx = Run(true, bf16Cache);
+            var exact = Run(false, bf16Cache);
+            if (bf16Cache)
+            {
+                Bitwise(viaPtx, Run(true, false), $"ptx paged attention d{d}, bf16 caches vs f32 caches of their values");
+                Bitwise(exact, Run(false, false), $"ilgpu paged attention d{d}, bf16 caches vs f32 caches of their values");
+            }
             if (d is 64 or 128)
             {
                 Close(viaPtx, exact, $"ptx paged attention d{d}");

@@ -1,6 +1,7 @@
 // Op checks of the serving ops: paged attention against its scalar reference and against contiguous
 // attention (IBackend.Attention) over the same keys scattered into shuffled blocks, for decode steps of
-// sequences of different lengths and for a prefill chunk after cached tokens; the gathered LoRA
+// sequences of different lengths and for a prefill chunk after cached tokens; over bf16 caches, the f32 caches' results for
+// the same values bit for bit (and mixed cache dtypes refused); the gathered LoRA
 // linear against its reference and against one LoraLinear per row.
 using Temper.Core;
 using Temper.Kernels.Cpu.Reference;
@@ -83,6 +84,38 @@ public abstract partial class BackendOpChecks
         _b.PagedAttention(new PagedAttentionArgs(Up(q, tq, heads, d), Up(kc, blocks, bs, kvHeads, d), Up(vc, blocks, bs, kvHeads, d), paged,
             tables, tables.Length, new int[tq], lens, scale));
         Close(Run(paged), Run(contiguous), "paged prefill chunk vs contiguous attention");
+    }
+
+    [Theory]
+    [MemberData(nameof(PagedDecodeCases))]
+    public void PagedAttention_over_bf16_caches_gives_the_f32_results_of_their_values(int batch, int heads, int kvHeads, int d, int bs)
+    {
+        const int s = 23;
+        var lens = Enumerable.Range(0, batch).Select(b => s - 5 * b).ToArray();
+        var q = Floats(batch * heads * d, 1, 2f);
+        var (kc, vc, tables, blocks) = Scatter(Floats(batch * s * kvHeads * d, 2, 2f), Floats(batch * s * kvHeads * d, 3), batch, s, kvHeads, d, bs, 10 + bs);
+        var (kBits, vBits) = (new ushort[kc.Length], new ushort[vc.Length]);
+        BFloat16.FromSingle(kc, kBits);
+        BFloat16.FromSingle(vc, vBits);
+        var (kWide, vWide) = (new float[kc.Length], new float[vc.Length]);
+        BFloat16.ToSingle(kBits, kWide);
+        BFloat16.ToSingle(vBits, vWide);
+        int maxBlocks = (s + bs - 1) / bs;
+        var rowSeq = Enumerable.Range(0, batch).ToArray();
+        float scale = 1f / MathF.Sqrt(d);
+        Tensor Cache(ushort[] bits) => _b.FromHost(Tensor.FromArray<ushort>(new Shape(blocks, bs, kvHeads, d), bits, DType.BF16));
+        var fromBf16 = _b.Zeros(new Shape(batch, heads, d));
+        _b.PagedAttention(new PagedAttentionArgs(Up(q, batch, heads, d), Cache(kBits), Cache(vBits), fromBf16, tables, maxBlocks, rowSeq, lens, scale));
+        var fromWidened = _b.Zeros(new Shape(batch, heads, d));
+        _b.PagedAttention(new PagedAttentionArgs(Up(q, batch, heads, d), Up(kWide, blocks, bs, kvHeads, d), Up(vWide, blocks, bs, kvHeads, d), fromWidened, tables, maxBlocks, rowSeq, lens, scale));
+        Bitwise(Run(fromBf16), Run(fromWidened), "paged attention, bf16 caches vs f32 caches of their values");
+        var expected = new float[q.Length];
+        PagedAttentionReference.Forward(q, kWide, vWide, expected, tables, maxBlocks, rowSeq, lens, heads, kvHeads, d, bs, scale);
+        Close(Run(fromBf16), expected, "paged attention over bf16 caches vs reference");
+
+        var mixed = Assert.Throws<ArgumentException>(() => _b.PagedAttention(new PagedAttentionArgs(Up(q, batch, heads, d), Cache(kBits), Up(vWide, blocks, bs, kvHeads, d),
+            fromBf16, tables, maxBlocks, rowSeq, lens, scale)));
+        Assert.Contains("PagedAttention: k cache BF16, v cache F32: need both f32 or both bf16", mixed.Message);
     }
 
     [Fact]

@@ -29,6 +29,21 @@ internal static class CliOptions
         p.GetValue(kwargs) is string json ? Temper.Models.Text.ChatPromptOptions.ParseKwargs(json, "--chat-template-kwargs") : null;
     public static readonly Option<string?> Device = new("--device") { Description = "cpu, cuda, opencl or ilgpu-cpu (default: the best present)", Recursive = true };
     public static readonly Option<string?> Kernels = new("--kernels") { Description = "On CUDA: ilgpu (the ILGPU kernels), ptx (the CUDA C++ kernels where one exists: the bf16 and NF4 Linear with the LoRA product joined, NF4 dequantisation, attention forward and backward and the paged attention for head dims 64 and 128, RMSNorm, SwiGLU, RoPE and the AdamW step) or auto (ptx on an NVIDIA GPU of compute capability 8.0 or later, where they were measured faster; ilgpu elsewhere)", Recursive = true };
+    public static Option<string> KvCacheDType() => new("--kv-cache-dtype")
+    {
+        Description = "What the KV cache holds: auto (the model's weight dtype, as vLLM's default: bf16 for a bf16 model), bfloat16 or float32 (vLLM's flag)",
+        DefaultValueFactory = _ => "auto",
+    };
+
+    /// <summary>--kv-cache-dtype's value as ServingOptions.KvCacheDType (null: auto).</summary>
+    public static DType? ParseKvCacheDType(string value) => value switch
+    {
+        "auto" => null,
+        "bfloat16" or "bf16" => DType.BF16,
+        "float32" or "f32" or "fp32" => DType.F32,
+        _ => throw new TemperException($"--kv-cache-dtype must be auto, bfloat16 or float32, not '{value}'"),
+    };
+
     public static readonly Option<string?> DTypeFlag = new("--dtype") { Description = "Weight/compute storage: f32 or bf16 (default: as stored)", Recursive = true };
 
     /// <summary>Runs a verb: TemperException, missing files and bad JSON become one line on stderr and exit 2.</summary>

@@ -34,6 +34,7 @@
 // adapters apart.
 using System.Diagnostics;
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 using Temper.Core;
 
 namespace Temper.Serving.Kv;
@@ -489,29 +490,31 @@ public sealed class KvTiers : IKvTierStore, IDisposable
         return data;
     }
 
-    /// <summary>All layers' K then V rows of a device block: [2 * Layers * BlockSize, RowWidth], row copies into one staging tensor and one download.</summary>
+    /// <summary>All layers' K then V rows of a device block: [2 * Layers * BlockSize, RowWidth] in the cache's dtype (a bf16 block's
+    /// bits packed two to a float), row copies into one staging tensor and one download.</summary>
     private float[] ReadDevice(int block)
     {
         var be = _cache.Backend;
-        int bs = _cache.BlockSize, per = bs * _cache.RowWidth;
+        int bs = _cache.BlockSize, per = checked((int)_cache.DType.ByteCount((long)bs * _cache.RowWidth));
         var data = new float[_floats];
+        var bytes = MemoryMarshal.AsBytes(data.AsSpan());
         if (_cache.KRows(0).IsHost)
         {
             for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
             {
-                _cache.KRows(l).Floats.Slice(block * per, per).CopyTo(data.AsSpan(i * per, per));
-                _cache.VRows(l).Floats.Slice(block * per, per).CopyTo(data.AsSpan((i + 1) * per, per));
+                _cache.KRows(l).Bytes.Slice(block * per, per).CopyTo(bytes.Slice(i * per, per));
+                _cache.VRows(l).Bytes.Slice(block * per, per).CopyTo(bytes.Slice((i + 1) * per, per));
             }
             return data;
         }
-        using var staging = be.Uninitialized(new Shape(2 * _cache.Layers * bs, _cache.RowWidth)); // every row is copied in below
+        using var staging = be.Uninitialized(new Shape(2 * _cache.Layers * bs, _cache.RowWidth), _cache.DType); // every row is copied in below
         for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
         {
             be.CopyRows(_cache.KRows(l), block * bs, staging, i * bs, bs);
             be.CopyRows(_cache.VRows(l), block * bs, staging, (i + 1) * bs, bs);
         }
         using var host = be.ToHost(staging);
-        host.Floats.CopyTo(data);
+        host.Bytes.CopyTo(bytes);
         return data;
     }
 
@@ -519,17 +522,18 @@ public sealed class KvTiers : IKvTierStore, IDisposable
     private void WriteDevice(int block, float[] data)
     {
         var be = _cache.Backend;
-        int bs = _cache.BlockSize, per = bs * _cache.RowWidth;
+        int bs = _cache.BlockSize, per = checked((int)_cache.DType.ByteCount((long)bs * _cache.RowWidth));
+        var bytes = MemoryMarshal.AsBytes(data.AsSpan());
         if (_cache.KRows(0).IsHost)
         {
             for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
             {
-                data.AsSpan(i * per, per).CopyTo(_cache.KRows(l).Floats.Slice(block * per, per));
-                data.AsSpan((i + 1) * per, per).CopyTo(_cache.VRows(l).Floats.Slice(block * per, per));
+                bytes.Slice(i * per, per).CopyTo(_cache.KRows(l).Bytes.Slice(block * per, per));
+                bytes.Slice((i + 1) * per, per).CopyTo(_cache.VRows(l).Bytes.Slice(block * per, per));
             }
             return;
         }
-        var host = Tensor.FromFloats(new Shape(2 * _cache.Layers * bs, _cache.RowWidth), data);
+        var host = Tensor.FromArray<byte>(new Shape(2 * _cache.Layers * bs, _cache.RowWidth), bytes, _cache.DType);
         var dev = be.FromHost(host);
         for (int l = 0, i = 0; l < _cache.Layers; l++, i += 2)
         {

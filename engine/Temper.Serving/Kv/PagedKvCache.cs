@@ -6,6 +6,8 @@
 // in slower tiers and brings them back on a prefix hit, and holds the blocks of sequences swapped out
 // by the scheduler (SwapOut / SwapIn). PrefixHashes gives the keys a prompt's prefix match will look
 // up, so a scheduler can have the tiers read them ahead (IKvTierStore.PrefetchBlocks).
+// The pools hold f32 or bf16 (DType; `--kv-cache-dtype`, as vLLM's: bf16 halves the bytes a block takes on every tier and
+// the bytes paged attention reads; Write takes rows already in the pools' dtype).
 using Temper.Core;
 using Temper.Models;
 
@@ -17,10 +19,12 @@ public sealed class PagedKvCache : IDisposable
     private readonly Tensor[] _k, _v;
     private readonly Tensor[] _kRows, _vRows;   // the same memory viewed as rows [Blocks*BlockSize, Hkv*D]
 
-    public PagedKvCache(ModelConfig cfg, IBackend be, int blocks, int blockSize)
+    public PagedKvCache(ModelConfig cfg, IBackend be, int blocks, int blockSize, DType dtype = DType.F32)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockSize);
+        if (dtype != DType.F32 && dtype != DType.BF16) throw new ArgumentException($"a KV cache holds f32 or bf16, not {dtype}", nameof(dtype));
         _be = be;
+        DType = dtype;
         BlockSize = blockSize;
         Pool = new BlockPool(blocks);
         RowWidth = cfg.NumKvHeads * cfg.HeadDim;
@@ -32,15 +36,17 @@ public sealed class PagedKvCache : IDisposable
         _vRows = new Tensor[cfg.NumLayers];
         for (int l = 0; l < cfg.NumLayers; l++)
         {
-            _k[l] = be.Zeros(shape);
-            _v[l] = be.Zeros(shape);
-            _kRows[l] = new Tensor(rows, DType.F32, _k[l].Storage);
-            _vRows[l] = new Tensor(rows, DType.F32, _v[l].Storage);
+            _k[l] = be.Zeros(shape, dtype);
+            _v[l] = be.Zeros(shape, dtype);
+            _kRows[l] = new Tensor(rows, dtype, _k[l].Storage);
+            _vRows[l] = new Tensor(rows, dtype, _v[l].Storage);
         }
         Pool.OnEvict = (b, h) => Tiers?.Offload(h, b);
     }
 
     public int BlockSize { get; }
+    /// <summary>What the pools hold: f32 or bf16.</summary>
+    public DType DType { get; }
     public int Layers => _k.Length;
     public int RowWidth { get; }
     public BlockPool Pool { get; }
@@ -48,7 +54,7 @@ public sealed class PagedKvCache : IDisposable
     /// <summary>Slower tiers for evicted prefix blocks (null: evicted blocks are dropped).</summary>
     public IKvTierStore? Tiers { get; set; }
     /// <summary>Bytes of K and V one block holds over all layers.</summary>
-    public long BlockBytes => 2L * Layers * BlockSize * RowWidth * sizeof(float);
+    public long BlockBytes => 2L * Layers * DType.ByteCount((long)BlockSize * RowWidth);
 
     public Tensor K(int layer) => _k[layer];
     public Tensor V(int layer) => _v[layer];
@@ -125,7 +131,7 @@ public sealed class PagedKvCache : IDisposable
     /// <summary>Blocks copied because a shared block was written (copy-on-write).</summary>
     public long CopiedOnWrite { get; private set; }
 
-    /// <summary>Writes rows [row, row+count) of k,v [N, Hkv*D] as positions [start, start+count) of layer l.</summary>
+    /// <summary>Writes rows [row, row+count) of k,v [N, Hkv*D] (the pools' dtype) as positions [start, start+count) of layer l.</summary>
     public void Write(int layer, SequenceBlocks s, int start, Tensor k, Tensor v, int row, int count)
     {
         for (int p = start; p < start + count;)

@@ -2,7 +2,7 @@
 // item brings a sequence's new tokens (a prefill chunk or one decode token) at positions
 // [Start, Start + Ids.Length) and the adapter its rows use. The layers are the Llama-family decoder's
 // (Decoder.cs) with two changes: K/V are written into the paged cache through each sequence's block
-// table and read back by PagedAttention, and every targeted projection adds each row's own LoRA
+// table (rounded to bf16 first when the cache holds bf16) and read back by PagedAttention, and every targeted projection adds each row's own LoRA
 // through the gathered LoRA op (the base weights stay unmerged and shared): the step's adapters are
 // made resident in the device tier first, and rows index the op's stacks by device slot.
 // A mixture-of-experts layer (Mixtral, Qwen3-MoE, Qwen2-MoE) runs MoeBlock over all the step's rows at once: each
@@ -78,6 +78,9 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
         using var k = be.Zeros(new Shape(n, hkv * d));
         using var v = be.Zeros(new Shape(n, hkv * d));
         using var attn = be.Zeros(new Shape(n, h * d));
+        bool bf16Cache = Cache.DType == DType.BF16;
+        using var kCached = bf16Cache ? be.Uninitialized(new Shape(n, hkv * d), DType.BF16) : null; // k, v rounded for a bf16 cache (every row written below)
+        using var vCached = bf16Cache ? be.Uninitialized(new Shape(n, hkv * d), DType.BF16) : null;
         using var proj = be.Zeros(new Shape(n, c));
         // The dense MLP's [n,F] buffers, only where some layer is dense (Mixtral's every layer routes to experts).
         bool anyDense = w.Layers.Any(l => l.Moe == null);
@@ -108,8 +111,13 @@ public sealed class PagedDecoder(Decoder decoder, PagedKvCache cache, AdapterSta
             HeadNorm.Apply(be, lw, cfg.RmsNormEps, q, k);
             be.Rope(View(q, n, h, d), positions, _rope);
             be.Rope(View(k, n, hkv, d), positions, _rope);
+            if (bf16Cache)
+            {
+                be.RoundToBf16(k, kCached!);
+                be.RoundToBf16(v, vCached!);
+            }
             for (int s = 0, row = 0; s < items.Count; row += items[s].Ids.Length, s++)
-                Cache.Write(l, items[s].Blocks, items[s].Start, k, v, row, items[s].Ids.Length);
+                Cache.Write(l, items[s].Blocks, items[s].Start, kCached ?? k, vCached ?? v, row, items[s].Ids.Length);
             be.PagedAttention(new PagedAttentionArgs(View(q, n, h, d), Cache.K(l), Cache.V(l), View(attn, n, h, d), tables, maxBlocks, rowSeq, rowLen, scale));
             Project(lw.O, attn, proj);
             be.AddRmsNorm(x, proj, x, lw.PostAttentionNorm, cfg.RmsNormEps, hn);

@@ -2,7 +2,9 @@
 // one step (decode tokens first, then prefill chunks of at most what is left), how many sequences run
 // at once, the prompt + completion length and the log-probability alternatives a request may ask for,
 // how a sequence gives its blocks up when the pool runs short, the host and disk tiers below the pool
-// (in blocks of the pool's size), and n-gram speculative decoding.
+// (in blocks of the pool's size), what the KV blocks hold, and n-gram speculative decoding.
+using Temper.Core;
+using Temper.Models;
 using Temper.Models.Speculative;
 
 namespace Temper.Serving.Scheduling;
@@ -40,6 +42,12 @@ public sealed record ServingOptions
     /// sampled; not a JSON-constrained one) proposes up to NumTokens tokens from its own context, verified in one chunk. Null: off. A draft model is not served.
     /// </summary>
     public SpeculativeOptions? Speculative { get; init; }
+    /// <summary>What the KV cache holds, f32 or bf16 (vLLM's --kv-cache-dtype). Null (auto, vLLM's default): the model's weight dtype,
+    /// so a bf16 model keeps bf16 K/V (half the bytes a block takes on every tier and paged attention reads) and an f32 one f32.</summary>
+    public DType? KvCacheDType { get; init; }
+
+    /// <summary>The KV cache dtype for a model: KvCacheDType, or auto's choice.</summary>
+    public DType KvCacheDTypeFor(Decoder decoder) => KvCacheDType ?? (decoder.Weights.Embed.DType == DType.BF16 ? DType.BF16 : DType.F32);
 }
 
 public enum PreemptionMode { Swap, Recompute }

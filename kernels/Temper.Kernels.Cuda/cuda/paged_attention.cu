@@ -1,8 +1,10 @@
 // paged_attention.cu: attention of token rows of many sequences over the paged KV cache (decode steps and
-// prefill chunks of continuous batching), f32 throughout.
-//   paged_attention_f32_d64, paged_attention_f32_d128 (the head dim D as a constant):
-//   q[N,H,D] token rows; k/v caches [Blocks, BlockSize, Hkv, D] (the pools of Temper.Serving's PagedKvCache,
-//   f32); tables[Sequences * MaxBlocks], rowSeq[N], rowLen[N] int -> out[N,H,D]; with splits > 1 also
+// prefill chunks of continuous batching), f32 arithmetic.
+//   paged_attention_f32_d64, paged_attention_f32_d128 (the head dim D as a constant): f32 caches;
+//   paged_attention_bf16_d64, paged_attention_bf16_d128: bf16 caches (the bits, widened as they are read: the
+//   f32 kernels' results for caches holding the same values; `--kv-cache-dtype bfloat16`).
+//   q[N,H,D] token rows; k/v caches [Blocks, BlockSize, Hkv, D] (the pools of Temper.Serving's PagedKvCache);
+//   tables[Sequences * MaxBlocks], rowSeq[N], rowLen[N] int -> out[N,H,D]; with splits > 1 also
 //   partial (the workspace) and counters[gridDim.x] (unsigned, zero before, left zero). Row n of sequence s =
 //   rowSeq[n] sees keys 0..rowLen[n]-1 (its causal bound); key p lives at slot p % BlockSize of block
 //   tables[s * MaxBlocks + p / BlockSize]; head h reads kv head h / (H / Hkv); out = softmax(scale q.k) v,
@@ -33,14 +35,16 @@
 // the tile's keys, so a value row is read by D/4 consecutive threads with 16-byte loads, 4 rows in
 // flight; the subsets are summed in a fixed order at the end (deterministic). The 16-byte loads need
 // 16-byte aligned caches (whole allocations are; the launcher checks).
+// With bf16 caches the loads are 8 bytes (4 values) where f32's are 16; the rest is the same code.
 // Static shared memory 20.6 KB (D = 64) / 22.6 KB (D = 128). Registers (ptxas 11.8, sm_80 / sm_90): D = 64
-// 110 / 112, D = 128 126 / 128, no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM).
+// 110 / 112, D = 128 126 / 128 (bf16: 111 / 113, 128 / 128), no spills (__launch_bounds__ allow 128: 4 blocks of 4 warps per SM).
 // Launched to overlap the kernel before it (CudaDecodeGraph.DependentLaunch, from the compute_90 build
 // Ptx/paged_attention.sm90.ptx), a block waits for that kernel first: all it reads comes from there.
 // Checked on the CPU by the CUDA emulator (emu/) and on a GPU by CudaPagedAttentionChecks.
 // ptx-also: compute_90
 #include <math.h>
 #include <stdint.h>
+#include "bf16_bits.cuh"
 #include "grid_dependency.cuh"
 
 namespace {
@@ -55,8 +59,14 @@ constexpr float LOG2E = 1.4426950408889634f;
 constexpr unsigned FULL = 0xffffffffu;
 static_assert(TILE == 64 && TILE % KEYS_AT_ONCE == 0, "the softmax gives each lane two keys of a tile");
 
-// The caches are 16-byte aligned (CudaPagedAttention checks) and D a multiple of 4.
+// Four consecutive cache values as f32: one 16-byte load (f32) or one 8-byte load of bf16 bits, widened. The caches
+// are 16-byte aligned (CudaPagedAttention checks) and D a multiple of 4.
 __device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const unsigned short* p)
+{
+    const uint2 b = *reinterpret_cast<const uint2*>(p);
+    return make_float4(bf16_widen(b.x & 0xFFFFu), bf16_widen(b.x >> 16), bf16_widen(b.y & 0xFFFFu), bf16_widen(b.y >> 16));
+}
 
 __device__ __forceinline__ float dot4(float4 a, const float* b) { return a.x * b[0] + a.y * b[1] + a.z * b[2] + a.w * b[3]; }
 
@@ -75,8 +85,8 @@ __device__ __forceinline__ float warp_sum(float x)
 }
 
 // partial (splits > 1): o [splits][N*H][D] unnormalised, then max [splits][N*H] (log2 units), then sum [splits][N*H].
-template <int D>
-__device__ __forceinline__ void paged_attention(const float* __restrict__ q, const float* __restrict__ k, const float* __restrict__ v,
+template <int D, class T>
+__device__ __forceinline__ void paged_attention(const float* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
     const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks, int splits,
     float scale)
@@ -286,6 +296,22 @@ extern "C" __global__ void __launch_bounds__(THREADS, 4) paged_attention_f32_d64
 
 extern "C" __global__ void __launch_bounds__(THREADS, 4) paged_attention_f32_d128(const float* __restrict__ q, const float* __restrict__ k,
     const float* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
+    const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks,
+    int splits, float scale)
+{
+    paged_attention<128>(q, k, v, out, partial, counters, tables, rowSeq, rowLen, rows, heads, kvHeads, blockSize, maxBlocks, splits, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 4) paged_attention_bf16_d64(const float* __restrict__ q, const unsigned short* __restrict__ k,
+    const unsigned short* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
+    const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks,
+    int splits, float scale)
+{
+    paged_attention<64>(q, k, v, out, partial, counters, tables, rowSeq, rowLen, rows, heads, kvHeads, blockSize, maxBlocks, splits, scale);
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 4) paged_attention_bf16_d128(const float* __restrict__ q, const unsigned short* __restrict__ k,
+    const unsigned short* __restrict__ v, float* __restrict__ out, float* __restrict__ partial, unsigned* __restrict__ counters, const int* __restrict__ tables,
     const int* __restrict__ rowSeq, const int* __restrict__ rowLen, int rows, int heads, int kvHeads, int blockSize, int maxBlocks,
     int splits, float scale)
 {

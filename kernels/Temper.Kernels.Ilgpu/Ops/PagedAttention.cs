@@ -1,7 +1,8 @@
 // Paged attention. q[N,H,D] token rows of several sequences; k/v caches [Blocks, BlockSize, Hkv, D];
 // out[N,H,D]. Row n of sequence seq[n] sees keys 0..len[n]-1; key p lives at slot p % BlockSize of block
 // tables[seq * MaxBlocks + p / BlockSize]. One thread per (row, head): a pass for the max score, then a
-// pass accumulating exp(s - max) v into out through the block table, normalised at the end; f32.
+// pass accumulating exp(s - max) v into out through the block table, normalised at the end; f32 arithmetic over
+// f32 or bf16 caches (ICacheValues: the same kernel reading floats or widening bf16 bits).
 // With PTX kernels on (IlgpuBackend.PtxKernels, CUDA), D = 64 or 128 and 16-byte aligned caches (whole
 // pools are) the call goes to the CUDA C++
 // kernel instead (Temper.Kernels.Cuda.CudaPagedAttention: f32 too, one block per row and kv head for the
@@ -17,13 +18,31 @@ internal struct PagedAttentionDims
     public float Scale;
 }
 
+/// <summary>A cache's values as f32, by element index.</summary>
+internal interface ICacheValues
+{
+    float this[int i] { get; }
+}
+
+internal readonly struct F32Cache(ArrayView<float> values) : ICacheValues
+{
+    private readonly ArrayView<float> _values = values;
+    public float this[int i] => _values[i];
+}
+
+internal readonly struct Bf16Cache(ArrayView<ushort> bits) : ICacheValues
+{
+    private readonly ArrayView<ushort> _bits = bits;
+    public float this[int i] => Interop.IntAsFloat((uint)_bits[i] << 16);
+}
+
 internal static class PagedAttention
 {
     private static int KeyOffset(ArrayView<int> tables, PagedAttentionDims a, int seq, int p, int kh) =>
         ((tables[seq * a.MaxBlocks + p / a.BlockSize] * a.BlockSize + p % a.BlockSize) * a.Hkv + kh) * a.D;
 
-    public static void Kernel(Index1D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output,
-        ArrayView<int> tables, ArrayView<int> rowSeq, ArrayView<int> rowLen, PagedAttentionDims a)
+    public static void Kernel<TCache>(Index1D index, ArrayView<float> q, TCache k, TCache v, ArrayView<float> output,
+        ArrayView<int> tables, ArrayView<int> rowSeq, ArrayView<int> rowLen, PagedAttentionDims a) where TCache : struct, ICacheValues
     {
         int row = index / a.H, h = index % a.H, kh = h / (a.H / a.Hkv), d = a.D, qo = index * d;
         int seq = rowSeq[row], len = rowLen[row];
@@ -52,7 +71,17 @@ internal static class PagedAttention
     }
 
     public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output,
-        ReadOnlySpan<int> tables, ReadOnlySpan<int> rowSeq, ReadOnlySpan<int> rowLen, PagedAttentionDims a)
+        ReadOnlySpan<int> tables, ReadOnlySpan<int> rowSeq, ReadOnlySpan<int> rowLen, PagedAttentionDims a) =>
+        Forward(dc, q, k, v, new F32Cache(k), new F32Cache(v), "paged_attention", output, tables, rowSeq, rowLen, a);
+
+    /// <summary>The same over bf16 caches (their bits).</summary>
+    public static void Forward(DeviceContext dc, ArrayView<float> q, ArrayView<ushort> k, ArrayView<ushort> v, ArrayView<float> output,
+        ReadOnlySpan<int> tables, ReadOnlySpan<int> rowSeq, ReadOnlySpan<int> rowLen, PagedAttentionDims a) =>
+        Forward(dc, q, k, v, new Bf16Cache(k), new Bf16Cache(v), "paged_attention.bf16", output, tables, rowSeq, rowLen, a);
+
+    private static void Forward<T, TCache>(DeviceContext dc, ArrayView<float> q, ArrayView<T> k, ArrayView<T> v, TCache kValues, TCache vValues, string name,
+        ArrayView<float> output, ReadOnlySpan<int> tables, ReadOnlySpan<int> rowSeq, ReadOnlySpan<int> rowLen, PagedAttentionDims a)
+        where T : unmanaged where TCache : struct, ICacheValues
     {
         var dTables = dc.Arena.Upload(tables);
         var dSeq = dc.Arena.Upload(rowSeq);
@@ -64,14 +93,15 @@ internal static class PagedAttention
         }
         int threads = rowSeq.Length * a.H;
         if (threads == 0) return;
-        dc.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>>("paged_attention",
-            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>(Kernel))
-            (threads, q, k, v, output, dTables, dSeq, dLen, a);
+        dc.Kernel<Action<Index1D, ArrayView<float>, TCache, TCache, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>>(name,
+            acc => acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, TCache, TCache, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, PagedAttentionDims>(Kernel))
+            (threads, q, kValues, vValues, output, dTables, dSeq, dLen, a);
     }
 
-    /// <summary>Forward through the CUDA C++ kernel, its split workspace (if any) from the arena.</summary>
-    private static void PtxForward(DeviceContext dc, Temper.Kernels.Cuda.CudaPagedAttention ptx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v,
+    /// <summary>Forward through the CUDA C++ kernel (f32 or bf16 caches by T), its split workspace (if any) from the arena.</summary>
+    private static void PtxForward<T>(DeviceContext dc, Temper.Kernels.Cuda.CudaPagedAttention ptx, ArrayView<float> q, ArrayView<T> k, ArrayView<T> v,
         ArrayView<float> output, ArrayView<int> tables, ArrayView<int> rowSeq, ArrayView<int> rowLen, int sequences, ReadOnlySpan<int> hostRowLen, PagedAttentionDims a)
+        where T : unmanaged
     {
         int rows = hostRowLen.Length, maxLen = 0;
         foreach (int len in hostRowLen) maxLen = Math.Max(maxLen, len);
@@ -87,6 +117,6 @@ internal static class PagedAttention
         using var dSeq = Gemm.Borrow(dc, rowSeq);
         using var dLen = Gemm.Borrow(dc, rowLen);
         using var workspace = workspaceBytes > 0 ? Gemm.Borrow(dc, dc.Arena.Take<float>(workspaceBytes / 4)) : null;
-        ptx.Forward(dq, dk, dv, dOut, dTables, dSeq, dLen, workspace, shape, splits);
+        ptx.Forward(dq, dk, dv, dOut, dTables, dSeq, dLen, workspace, shape, splits, bf16Cache: typeof(T) == typeof(ushort));
     }
 }

@@ -18,7 +18,7 @@
 // steps and the wait left in them. --speculative ngram --num-speculative-tokens K [--ngram-max N]
 // [--ngram-min M] adds a run of the base model with prompt-lookup speculation beside the plain one, with
 // the proposed and accepted token counts. --temperature T samples every request at temperature T (request i
-// with seed i) instead of decoding greedily, so speculation's speed-up is measured on sampled requests too.
+// with seed i) instead of decoding greedily, so speculation's speed-up is measured on sampled requests too. --kv-cache-dtype as serve's.
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -51,7 +51,8 @@ internal static class ServeBenchCommand
         var repeat = new Option<int>("--repeat") { Description = "Rounds of the three runs, interleaved; each line reports its best round by tokens per CPU-second (for a shared machine)", DefaultValueFactory = _ => 1 };
         var temperature = new Option<float?>("--temperature") { Description = "Sample every request at this temperature (request i with seed i) instead of greedily" };
         var threads = CliOptions.Threads();
-        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, temperature, threads }) cmd.Add(o);
+        var kvDType = CliOptions.KvCacheDType();
+        foreach (var o in new Option[] { model, requests, promptLen, sharedPrefix, tokens, adapters, rank, batchTokens, hostBlocks, diskBlocks, poolBlocks, repeat, temperature, kvDType, threads }) cmd.Add(o);
         var speculative = new SpeculativeFlags();
         foreach (Option o in new Option[] { speculative.Method, speculative.NumTokens, speculative.NgramMax, speculative.NgramMin }) cmd.Add(o);
         cmd.SetGuardedAction(p =>
@@ -60,6 +61,7 @@ internal static class ServeBenchCommand
             if (r < 1 || pl < 1 || n < 1 || la < 0 || shared < 0 || shared > pl || p.GetValue(diskBlocks) < 0 || p.GetValue(poolBlocks) < 0 || p.GetValue(hostBlocks) < 0)
                 throw new TemperException("--requests, --prompt-len, --tokens must be >= 1, --adapters, --kv-blocks, --host-blocks, --disk-blocks >= 0, --shared-prefix within the prompt");
             var spec = speculative.ReadNgram(p, "bench serve");
+            var kvChoice = CliOptions.ParseKvCacheDType(p.GetValue(kvDType)!);
             SamplingOptions? sampling = p.GetValue(temperature) is float t ? new SamplingOptions { Greedy = false, Temperature = t } : null;
             if (sampling is { Temperature: not > 0 }) throw new TemperException($"--temperature must be > 0 (got {sampling.Temperature}); leave it out for greedy requests");
             var be = CliOptions.Backend(p, p.GetValue(threads));
@@ -76,17 +78,18 @@ internal static class ServeBenchCommand
                 double added = setup.Elapsed.TotalSeconds - written;
                 var prompts = ServeWorkload.Prompts(r, pl, shared, decoder.Config.VocabSize);
                 int bs = ServeWorkload.BlockSize;
-                var (blockBytes, adapterBytes) = ServeWorkload.Bytes(decoder, p.GetValue(rank));
+                var kvType = new ServingOptions { KvCacheDType = kvChoice }.KvCacheDTypeFor(decoder);
+                var (blockBytes, adapterBytes) = ServeWorkload.Bytes(decoder, p.GetValue(rank), kvType);
                 var options = new ServingOptions
                 {
-                    BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : ServeWorkload.PoolBlocks(decoder, r, pl, n, la, p.GetValue(rank)), MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1),
-                    HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks),
+                    BlockSize = bs, Blocks = p.GetValue(poolBlocks) is > 0 and int pb ? pb : ServeWorkload.PoolBlocks(decoder, r, pl, n, la, p.GetValue(rank), kvType), MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = Math.Max(r, 1),
+                    HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks), KvCacheDType = kvType,
                 };
                 Console.WriteLine($"model: {what}");
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
                 Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), {(sampling == null ? "greedy" : $"sampled at temperature {sampling.Temperature}")}, max batch tokens {options.MaxBatchTokens}, block size {bs}");
                 if (la > 0) Console.WriteLine($"adapters: {la} random ones written in {written:F2} s, loaded and added in {added:F2} s");
-                Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
+                Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B ({kvType.ToString().ToLowerInvariant()} K/V; each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf, SpeculativeOptions? speculation)
                 {

@@ -2,7 +2,7 @@
 // [--host-blocks H] [--disk-blocks D --disk-dir DIR] [--api-key KEY] [--reasoning-parser qwen3|deepseek_r1]
 // [--enable-auto-tool-choice --tool-call-parser hermes|llama3_json|mistral] [--allow-runtime-lora]
 // [--speculative ngram --num-speculative-tokens K [--ngram-max N] [--ngram-min M]] [--served-model-name NAME ...]
-// [--max-model-len N] [--max-num-seqs N] [--chat-template FILE|TEMPLATE] [--seed N] [--max-logprobs N]`: an OpenAI-compatible HTTP server (/v1/models,
+// [--max-model-len N] [--max-num-seqs N] [--chat-template FILE|TEMPLATE] [--seed N] [--max-logprobs N] [--kv-cache-dtype auto|bfloat16|float32]`: an OpenAI-compatible HTTP server (/v1/models,
 // /v1/completions, /v1/chat/completions, streaming and logprobs) over one base model and its LoRA
 // adapters, batched continuously over a paged KV cache of B device blocks (resident adapters take
 // blocks of it too), with host-memory and disk tiers below it as bench serve has them (evicted prefix
@@ -16,7 +16,8 @@
 // names, with its meanings: --served-model-name (the base's names, the first the one answers report), --max-model-len
 // (prompt + max_tokens per request; above max_position_embeddings or the KV pool refused at startup), --max-num-seqs
 // (sequences in the running batch), --chat-template (replacing the model's; one that does not parse refused), --seed (the
-// seed of sampled requests that give none) and --max-logprobs (the most logprobs/top_logprobs a request may ask). Runs until Ctrl+C.
+// seed of sampled requests that give none), --max-logprobs (the most logprobs/top_logprobs a request may ask) and --kv-cache-dtype (what the
+// KV blocks hold; auto: the model's weight dtype). Runs until Ctrl+C.
 using System.CommandLine;
 using Temper.Core;
 using Temper.Models;
@@ -57,8 +58,9 @@ internal static class ServeCommand
         var chatTemplate = CliOptions.ChatTemplate();
         var seed = new Option<long?>("--seed") { Description = "The seed of sampled requests that give none, so a sampled run repeats (default: a random one each)" };
         var maxLogprobs = new Option<int>("--max-logprobs") { Description = "Most logprobs / top_logprobs a request may ask for (-1: the vocabulary)", DefaultValueFactory = _ => 20 };
+        var kvDType = CliOptions.KvCacheDType();
         foreach (var o in new Option[] { model, adapters, host, port, blocks, blockSize, batchTokens, hostBlocks, diskBlocks, diskDir, apiKey, reasoning, toolParser, autoTools, runtimeLora, genConfig,
-                     servedNames, maxModelLen, maxNumSeqs, chatTemplate, seed, maxLogprobs, threads }) cmd.Add(o);
+                     servedNames, maxModelLen, maxNumSeqs, chatTemplate, seed, maxLogprobs, kvDType, threads }) cmd.Add(o);
         var speculative = new SpeculativeFlags();
         cmd.Add(speculative.Method);
         cmd.Add(speculative.NumTokens);
@@ -76,6 +78,7 @@ internal static class ServeCommand
                 Blocks = p.GetValue(blocks), BlockSize = p.GetValue(blockSize), MaxBatchTokens = p.GetValue(batchTokens),
                 HostBlocks = p.GetValue(hostBlocks), DiskBlocks = p.GetValue(diskBlocks), DiskFile = Path.Combine(dir, $"temper-kv-{Environment.ProcessId}.bin"),
                 Speculative = spec, MaxSequenceLength = p.GetValue(maxModelLen), MaxRunning = p.GetValue(maxNumSeqs), MaxLogprobs = p.GetValue(maxLogprobs),
+                KvCacheDType = CliOptions.ParseKvCacheDType(p.GetValue(kvDType)!),
             };
             if (options.Blocks < 1 || options.BlockSize < 1) throw new TemperException("--kv-blocks and --block-size must be >= 1");
             if (options.MaxRunning < 1) throw new TemperException($"--max-num-seqs must be >= 1 (got {options.MaxRunning})");
@@ -100,7 +103,7 @@ internal static class ServeCommand
             if (set.Count > 0) Console.WriteLine($"request defaults from generation_config.json: {string.Join(", ", set)} (--generation-config vllm ignores them)");
             string? key = p.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("TEMPER_API_KEY");
             var server = ServingHost.StartAsync(served, p.GetValue(host)!, p.GetValue(port), apiKey: key, allowRuntimeLora: p.GetValue(runtimeLora)).GetAwaiter().GetResult();
-            string tiers = options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : "");
+            string tiers = $", KV cache {options.KvCacheDTypeFor(lm.Decoder).ToString().ToLowerInvariant()}" + (options.HostBlocks + options.DiskBlocks == 0 ? "" : $", KV tiers: host {options.HostBlocks} blocks, disk {options.DiskBlocks} blocks" + (options.DiskBlocks > 0 ? $" in {options.DiskFile}" : ""));
             Console.WriteLine($"serving {string.Join(", ", served.ModelIds)} on {server.Address}v1 ({lm.Decoder.Backend.Name}{tiers}{(key != null ? ", API key required" : "")}{(spec != null ? $", ngram speculation of {spec.NumTokens} tokens" : "")}{(p.GetValue(runtimeLora) ? ", runtime LoRA updating on" : "")}); Ctrl+C stops");
             using var stop = new CancellationTokenSource();
             Console.CancelKeyPress += (_, e) =>

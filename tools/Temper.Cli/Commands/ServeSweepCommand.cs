@@ -54,7 +54,7 @@ internal static class ServeSweepCommand
                     {
                         var options = new ServingOptions
                         {
-                            BlockSize = ServeWorkload.BlockSize, Blocks = ServeWorkload.PoolBlocks(decoder, c, pl, n, a, r),
+                            BlockSize = ServeWorkload.BlockSize, Blocks = ServeWorkload.PoolBlocks(decoder, c, pl, n, a, r, new ServingOptions().KvCacheDTypeFor(decoder)),
                             MaxBatchTokens = p.GetValue(batchTokens), MaxRunning = c,
                         };
                         var (res, engine) = ServeWorkload.Measure(decoder, options, a == 0 ? null : stack, prompts, n, i => a == 0 ? null : $"ad{i % a}");

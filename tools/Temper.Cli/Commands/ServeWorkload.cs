@@ -2,6 +2,7 @@
 // pool sized for it (each request's KV blocks plus every adapter's bytes in blocks: adapters live in the
 // same tiers), and one measured run on a fresh engine after a two-token warm-up request (greedy, or sampled
 // with request i's seed i).
+using Temper.Core;
 using Temper.Models;
 using Temper.Serving.Bench;
 using Temper.Serving.Lora;
@@ -21,17 +22,17 @@ internal static class ServeWorkload
         return Enumerable.Range(0, count).Select(_ => prefix.Concat(Enumerable.Range(0, len - shared).Select(_ => rng.Next(vocab))).ToArray()).ToArray();
     }
 
-    /// <summary>The bytes of one KV block and of one rank-r adapter on every projection a served adapter may target, f32.</summary>
-    public static (long Block, long Adapter) Bytes(Decoder decoder, int rank)
+    /// <summary>The bytes of one KV block of <paramref name="kvType"/> and of one rank-r adapter (f32) on every projection a served adapter may target.</summary>
+    public static (long Block, long Adapter) Bytes(Decoder decoder, int rank, DType kvType)
     {
         var cfg = decoder.Config;
-        return (2L * cfg.NumLayers * BlockSize * cfg.NumKvHeads * cfg.HeadDim * sizeof(float), AdapterStack.ServedProjections(decoder.Weights).Sum(q => (long)rank * (q.In + q.Out) * sizeof(float)));
+        return (2L * cfg.NumLayers * kvType.ByteCount((long)BlockSize * cfg.NumKvHeads * cfg.HeadDim), AdapterStack.ServedProjections(decoder.Weights).Sum(q => (long)rank * (q.In + q.Out) * sizeof(float)));
     }
 
     /// <summary>Device blocks for requests of promptLen + tokens and adapters resident together.</summary>
-    public static int PoolBlocks(Decoder decoder, int requests, int promptLen, int tokens, int adapters, int rank)
+    public static int PoolBlocks(Decoder decoder, int requests, int promptLen, int tokens, int adapters, int rank, DType kvType)
     {
-        var (block, adapter) = Bytes(decoder, rank);
+        var (block, adapter) = Bytes(decoder, rank, kvType);
         return requests * ((promptLen + tokens) / BlockSize + 2) + 8 + adapters * (int)((adapter + block - 1) / block);
     }
 
