@@ -9,7 +9,8 @@
 // adapters moving device -> host -> disk and back beside the KV blocks; an adapter larger than a tier
 // is one line naming it and exit 2; `--temperature T` samples the bench's requests (beside speculation too), a
 // temperature of 0 one line and exit 2; `bench serve-sweep` measures every (concurrency, adapters) point plus
-// the base model and writes its chart and JSON, and refuses a bad count in one line; the bench serves a
+// the base model and writes its chart and JSON, and refuses a bad count in one line; --kv-cache-dtype bfloat16 halves a KV block's
+// bytes (a bad value one line); the bench serves a
 // mixture-of-experts model (MoeTiny's Qwen2-MoE) with its random adapters on every projection, the router, experts and
 // shared expert included, each taking the blocks of all of them.
 using System.Diagnostics;
@@ -52,6 +53,7 @@ public sealed class ServeCliTests
             Assert.Equal(["llama-tiny", "tiny2", "adapter"], models["data"]!.AsArray().Select(m => (string?)m!["id"]));
             Assert.Equal(64, (int)models["data"]![0]!["max_model_len"]!);
             Assert.EndsWith(", runtime LoRA updating on); Ctrl+C stops", line);
+            Assert.Contains(", KV cache f32", line); // auto: the fixture's f32 weights
             var load = new JsonObject { ["lora_name"] = "rt", ["lora_path"] = Path.Combine(Model, "adapter") };
             using var r = await http.PostAsync(new Uri(v1 + "/load_lora_adapter"), new StringContent(load.ToJsonString(), System.Text.Encoding.UTF8, "application/json"), TestContext.Current.CancellationToken);
             Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
@@ -122,6 +124,7 @@ public sealed class ServeCliTests
         {
             (["--max-model-len", "300"], $"--max-model-len 300 is greater than the model's max_position_embeddings 256 ({Path.Combine(Model, "config.json")})"),
             (["--max-num-seqs", "0"], "--max-num-seqs must be >= 1 (got 0)"),
+            (["--kv-cache-dtype", "fp8"], "--kv-cache-dtype must be auto, bfloat16 or float32, not 'fp8'"),
             (["--max-logprobs", "-2"], "--max-logprobs must be >= 0, or -1 for the vocabulary (got -2)"),
             (["--served-model-name", "a", "a"], "--served-model-name: 'a' is given twice"),
             (["--chat-template", "missing.jinja"], "--chat-template 'missing.jinja': no such file, and no inline template either (it has no '{{' or '{%')"),
@@ -167,11 +170,28 @@ public sealed class ServeCliTests
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Contains("2 adapters vs 1:", r.Stdout);
         Assert.Contains("9 tokens in", r.Stdout);
-        var tiers = System.Text.RegularExpressions.Regex.Match(r.Stdout, @"blocks of (\d+) B \(each adapter takes (\d+)\)");
+        var tiers = System.Text.RegularExpressions.Regex.Match(r.Stdout, @"blocks of (\d+) B of f32 K/V \(each adapter takes (\d+)\)");
         Assert.True(tiers.Success, r.Stdout);
         long block = long.Parse(tiers.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
         long bytes = m.Shapes().Where(w => w.Shape.Length == 2 && w.Name.StartsWith("model.layers.", StringComparison.Ordinal)).Sum(w => 16L * (w.Shape[0] + w.Shape[1]) * sizeof(float));
         Assert.Equal((bytes + block - 1) / block, long.Parse(tiers.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public void Bench_serve_with_a_bf16_kv_cache_takes_blocks_of_half_the_bytes()
+    {
+        static long BlockBytes(string stdout)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(stdout, @"blocks of (\d+) B of (\w+) K/V");
+            Assert.True(m.Success, stdout);
+            return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) * (m.Groups[2].Value == "bf16" ? 2 : 1);
+        }
+        string bf16 = AssertPrinted(BenchServe(2, 8, 3, 0, "--threads", "1", "--kv-cache-dtype", "bfloat16"), "of bf16 K/V", "6 tokens in");
+        string f32 = AssertPrinted(BenchServe(2, 8, 3, 0, "--threads", "1"), "of f32 K/V", "6 tokens in");
+        Assert.Equal(BlockBytes(f32), BlockBytes(bf16)); // bf16's bytes doubled: the f32 block's
+        var bad = BenchServe(1, 4, 1, 0, "--kv-cache-dtype", "half");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Equal("temper: --kv-cache-dtype must be auto, bfloat16 or float32, not 'half'", bad.Stderr.Trim());
     }
 
     [Fact]

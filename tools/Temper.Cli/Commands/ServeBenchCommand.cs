@@ -89,7 +89,7 @@ internal static class ServeBenchCommand
                 Console.WriteLine($"backend: {be.Name}, threads {(p.GetValue(threads) == 0 ? Environment.ProcessorCount : p.GetValue(threads))}");
                 Console.WriteLine($"workload: {r} requests x ({pl} prompt, {shared} shared, + {n} new tokens), {(sampling == null ? "greedy" : $"sampled at temperature {sampling.Temperature}")}, max batch tokens {options.MaxBatchTokens}, block size {bs}");
                 if (la > 0) Console.WriteLine($"adapters: {la} random ones written in {written:F2} s, loaded and added in {added:F2} s");
-                Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B ({kvType.ToString().ToLowerInvariant()} K/V; each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
+                Console.WriteLine($"tiers: device {options.Blocks} blocks of {blockBytes} B of {kvType.ToString().ToLowerInvariant()} K/V (each adapter takes {(adapterBytes + blockBytes - 1) / blockBytes}), host {p.GetValue(hostBlocks)}, disk {p.GetValue(diskBlocks)}");
 
                 (ServingBenchResult Result, string Tiers) Measure(Func<int, string?> adapterOf, SpeculativeOptions? speculation)
                 {
