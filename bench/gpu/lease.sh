@@ -96,7 +96,8 @@ for step in "$@"; do
          # rows a warp); the backward is the same in all three. PyTorch's SDPA on the same shape last.
          run ptx-attention-bench 300 bash -c 'temper bench attention --device cuda --kernels ilgpu --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; for m in 0 1 2; do echo "== ptx, TEMPER_ATTENTION_MMA=$m (ms, GFLOP/s)"; TEMPER_ATTENTION_MMA=$m temper bench attention --device cuda --kernels ptx --batch 4 --heads 16 --kv-heads 16 --seq 2048 --head-dim 64 --reps 20; done; TEMPER_ATTENTION_MMA=1 temper bench attention --device cuda --kernels ptx --batch 1 --heads 32 --kv-heads 8 --seq 2048 --head-dim 128 --reps 10; python3 bench/peer/torch_ops.py --batch 4 --seq 2048 --heads 16 --kv-heads 16 --head-dim 64 --reps 20 | grep -i attention' ;;
     ptx-paged) run ptx-paged-checks 90 bash -c 'tests Temper.Cuda.Tests -class "*CudaPagedAttentionChecks" && tests Temper.Kernels.Ilgpu.Tests -class "*CudaPagedAttentionPtxRoutingChecks"'
-         for k in ilgpu ptx; do run ptx-paged-serve-$k 120 temper bench serve --device cuda --kernels $k --requests 32 --prompt-len 512 --tokens 64 --adapters 0; done ;;
+         for k in ilgpu ptx; do run ptx-paged-serve-$k 120 temper bench serve --device cuda --kernels $k --requests 32 --prompt-len 512 --tokens 64 --adapters 0; done
+         run ptx-paged-serve-bf16kv 60 temper bench serve --device cuda --kernels ptx --requests 32 --prompt-len 512 --tokens 64 --adapters 0 --kv-cache-dtype bfloat16 ;;
     ops) run peer-ops 120 python3 bench/peer/torch_ops.py --reps 10
          run temper-ops 120 temper bench ops --device cuda --dtype bf16 --reps 10 ;;
     gemm) run gemm 240 temper bench gemm --reps 20
