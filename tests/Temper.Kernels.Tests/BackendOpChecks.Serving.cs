@@ -118,6 +118,38 @@ public abstract partial class BackendOpChecks
         Assert.Contains("PagedAttention: k cache BF16, v cache F32: need both f32 or both bf16", mixed.Message);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void PagedAttention_of_rows_in_runs_of_one_sequence_matches_the_reference(bool bf16)
+    {
+        // An 11-row prefill chunk of sequence 0 (more than one tile of rows), a decode row of sequence 1, then three rows of
+        // sequence 0 again seeing 0, 30 and 5 keys: rows sharing a sequence in any lengths, tiles cut at 8 rows and at every change.
+        const int heads = 6, kvHeads = 2, d = 32, bs = 4, s = 40;
+        int[] rowSeq = [.. Enumerable.Repeat(0, 11), 1, 0, 0, 0];
+        int[] lens = [.. Enumerable.Range(0, 11).Select(i => 20 + i), 33, 0, 30, 5];
+        var q = Floats(rowSeq.Length * heads * d, 7, 2f);
+        var (kc, vc, tables, blocks) = Scatter(Floats(2 * s * kvHeads * d, 8, 2f), Floats(2 * s * kvHeads * d, 9), 2, s, kvHeads, d, bs, 12);
+        if (bf16)
+        {
+            var bits = new ushort[kc.Length];
+            BFloat16.FromSingle(kc, bits);
+            BFloat16.ToSingle(bits, kc);
+            BFloat16.FromSingle(vc, bits);
+            BFloat16.ToSingle(bits, vc);
+        }
+        float scale = 1f / MathF.Sqrt(d);
+        var expected = new float[q.Length];
+        PagedAttentionReference.Forward(q, kc, vc, expected, tables, s / bs, rowSeq, lens, heads, kvHeads, d, bs, scale);
+        var cacheShape = new Shape(blocks, bs, kvHeads, d);
+        var output = _b.Zeros(new Shape(rowSeq.Length, heads, d));
+        _b.PagedAttention(new PagedAttentionArgs(Up(q, rowSeq.Length, heads, d), _b.FromHost(Tensor.FromFloatsAs(cacheShape, kc, bf16 ? DType.BF16 : DType.F32)),
+            _b.FromHost(Tensor.FromFloatsAs(cacheShape, vc, bf16 ? DType.BF16 : DType.F32)), output, tables, s / bs, rowSeq, lens, scale));
+        var got = Run(output);
+        Close(got, expected, $"paged attention, rows in runs of one sequence (bf16 caches {bf16})");
+        Assert.All(got.AsSpan(12 * heads * d, heads * d).ToArray(), x => Assert.Equal(0f, x)); // the row that sees no key
+    }
+
     [Fact]
     public void PagedAttention_refuses_a_block_outside_the_cache()
     {
