@@ -2,11 +2,8 @@
 // token rows; kCache/vCache [Blocks, BlockSize, Hkv, D], f32 or bf16 (their bits); output[N,H,D]. Row n of sequence
 // rowSequence[n] sees keys 0..rowKvLength[n]-1; key p lives at slot p % BlockSize of block
 // blockTables[s * maxBlocks + p / BlockSize], so the keys are read through the block table, never
-// gathered. A unit of work is a tile of up to 8 consecutive rows of one sequence (a prefill chunk's rows; a decode row
-// alone) and one kv head (the group of query heads sharing it): each key and value row is read once for the tile, scores
-// for the tile's rows and the group's heads (TensorPrimitives per head; a row skips the keys past its own length), softmax
-// per row and head in f32 with the max subtracted, then out += p_j v_j. Reading each key once per tile rather than once
-// per row is what keeps a prefill chunk from being bound by the cache's bytes. A bf16 row is
+// gathered. A unit of work is one row and one kv head (the group of query heads sharing it): scores for
+// the group (TensorPrimitives per head), softmax per head in f32 with the max subtracted, then out += p_j v_j. A bf16 row is
 // widened exactly (the results are within f32 rounding of the f32 caches' for the same values): with AVX-512 and D a
 // multiple of 16 straight into registers, 16 values at a time, each key and value row read once for the whole group
 // (measured faster than widening into a scratch row, which other machines and D do). Units are split statically across
@@ -60,89 +57,57 @@ public static class PagedAttention
             fixed (float* pq0 = q) fixed (T* pk0 = kCache) fixed (T* pv0 = vCache) fixed (float* po0 = output)
             {
                 nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0;
-                var tiles = Tiles(seqs);
-                int units = (tiles.Count - 1) * kvHeads;
-                StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)n * kvHeads * group * widest * d, 1 << 15), (u0, u1) =>
+                int units = n * kvHeads;
+                StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)units * group * widest * d, 1 << 15), (u0, u1) =>
                 {
-                    var scores = new float[TileRows * group * Math.Max(1, widest)];
+                    var scores = new float[group * Math.Max(1, widest)];
                     var scratch = new float[d];
                     var acc = new Vector512<float>[group];
                     for (int u = u0; u < u1; u++)
-                    {
-                        int t = u / kvHeads, r0 = tiles[t];
-                        Unit((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[r0], lens.AsSpan(r0, tiles[t + 1] - r0), r0, u % kvHeads, heads, kvHeads, group, d, blockSize, scale, scores, scratch, acc);
-                    }
+                        Unit((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[u / kvHeads], lens[u / kvHeads], u / kvHeads, u % kvHeads, heads, kvHeads, group, d, blockSize, scale, scores, scratch, acc);
                 });
             }
         }
     }
 
-    private const int TileRows = 8;
-
-    // Row tiles as boundaries [t0 = 0, t1, ..., n]: runs of up to TileRows consecutive rows of one sequence.
-    private static List<int> Tiles(int[] seqs)
+    private static unsafe void Unit<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks,
+        int seq, int len, int row, int kh, int heads, int kvHeads, int group, int d, int blockSize, float scale, float[] scores, float[] scratch, Vector512<float>[] acc) where T : unmanaged
     {
-        var tiles = new List<int> { 0 };
-        for (int r = 1; r < seqs.Length; r++)
-            if (seqs[r] != seqs[r - 1] || r - tiles[^1] == TileRows) tiles.Add(r);
-        if (seqs.Length > 0) tiles.Add(seqs.Length);
-        return tiles;
-    }
-
-    // Rows row0 .. row0 + lens.Length - 1 of sequence seq (row i sees keys 0..lens[i]-1), kv head kh. scores holds row i's
-    // head g at [(i * group + g) * most + j].
-    private static unsafe void Unit<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks, int seq, ReadOnlySpan<int> lens, int row0, int kh,
-        int heads, int kvHeads, int group, int d, int blockSize, float scale, float[] scores, float[] scratch, Vector512<float>[] acc) where T : unmanaged
-    {
-        int h0 = kh * group, rows = lens.Length, most = 0;
-        long rowStride = (long)heads * d;
-        float* q0 = q + (row0 * heads + h0) * (long)d, o0 = output + (row0 * heads + h0) * (long)d; // row i's group: q0 + i * rowStride
-        for (int i = 0; i < rows; i++)
-        {
-            new Span<float>(o0 + i * rowStride, group * d).Clear();
-            most = Math.Max(most, lens[i]);
-        }
+        int h0 = kh * group;
+        float* q0 = q + (long)(row * heads + h0) * d, o = output + (long)(row * heads + h0) * d; // the group's q rows and out rows
+        new Span<float>(o, group * d).Clear();
+        if (len == 0) return;
         bool fused = typeof(T) == typeof(ushort) && Vector512.IsHardwareAccelerated && d % 16 == 0;
-        for (int j = 0; j < most; j++)
+        for (int j = 0; j < len; j++)
         {
             T* key = k + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d);
-            var kf = fused ? default : Row(key, d, scratch);
-            for (int i = 0; i < rows; i++)
+            if (fused) GroupDots(q0, key, d, group, scale, scores, j, len, acc);
+            else
             {
-                if (j >= lens[i]) continue;
-                float* qi = q0 + i * rowStride;
-                int at = i * group * most + j;
-                if (fused) GroupDots(qi, key, d, group, scale, scores, at, most, acc);
-                else
-                    for (int g = 0; g < group; g++) scores[at + g * most] = scale * TensorPrimitives.Dot(new ReadOnlySpan<float>(qi + g * d, d), kf);
+                var kf = Row(key, d, scratch);
+                for (int g = 0; g < group; g++) scores[g * len + j] = scale * TensorPrimitives.Dot(new ReadOnlySpan<float>(q0 + g * d, d), kf);
             }
         }
-        for (int i = 0; i < rows; i++)
-            for (int g = 0; g < group; g++)
-            {
-                if (lens[i] == 0) continue;
-                var sc = scores.AsSpan((i * group + g) * most, lens[i]);
-                float max = TensorPrimitives.Max(sc);
-                TensorPrimitives.Subtract(sc, max, sc);
-                TensorPrimitives.Exp(sc, sc);
-                TensorPrimitives.Divide(sc, TensorPrimitives.Sum(sc), sc);
-            }
-        for (int j = 0; j < most; j++)
+        for (int g = 0; g < group; g++)
+        {
+            var sc = scores.AsSpan(g * len, len);
+            float max = TensorPrimitives.Max(sc);
+            TensorPrimitives.Subtract(sc, max, sc);
+            TensorPrimitives.Exp(sc, sc);
+            TensorPrimitives.Divide(sc, TensorPrimitives.Sum(sc), sc);
+        }
+        for (int j = 0; j < len; j++)
         {
             T* value = v + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d);
-            var vf = fused ? default : Row(value, d, scratch);
-            for (int i = 0; i < rows; i++)
+            if (fused) GroupUpdate(value, o, d, group, scores, j, len);
+            else
             {
-                if (j >= lens[i]) continue;
-                float* oi = o0 + i * rowStride;
-                int at = i * group * most + j;
-                if (fused) GroupUpdate(value, oi, d, group, scores, at, most);
-                else
-                    for (int g = 0; g < group; g++)
-                    {
-                        var og = new Span<float>(oi + g * d, d);
-                        TensorPrimitives.MultiplyAdd(vf, scores[at + g * most], og, og);
-                    }
+                var vf = Row(value, d, scratch);
+                for (int g = 0; g < group; g++)
+                {
+                    var og = new Span<float>(o + g * d, d);
+                    TensorPrimitives.MultiplyAdd(vf, scores[g * len + j], og, og);
+                }
             }
         }
     }
@@ -157,8 +122,8 @@ public static class PagedAttention
         return Vector512.ShiftLeft(Vector512.Create(Vector256.WidenLower(u), Vector256.WidenUpper(u)), 16).AsSingle();
     }
 
-    // scores[at + g * stride] = scale * (q_g . key) for the group's heads g, the bf16 key row read once (AVX-512, D a multiple of 16).
-    private static unsafe void GroupDots<T>(float* q0, T* key, int d, int group, float scale, float[] scores, int at, int stride, Vector512<float>[] acc) where T : unmanaged
+    // scores[g * len + j] = scale * (q_g . key) for the group's heads g, the bf16 key row read once (AVX-512, D a multiple of 16).
+    private static unsafe void GroupDots<T>(float* q0, T* key, int d, int group, float scale, float[] scores, int j, int len, Vector512<float>[] acc) where T : unmanaged
     {
         Array.Clear(acc);
         for (int c = 0; c < d; c += 16)
@@ -166,11 +131,11 @@ public static class PagedAttention
             var kv = Load16((ushort*)key + c);
             for (int g = 0; g < group; g++) acc[g] = Vector512.FusedMultiplyAdd(Vector512.Load(q0 + g * d + c), kv, acc[g]);
         }
-        for (int g = 0; g < group; g++) scores[at + g * stride] = scale * Vector512.Sum(acc[g]);
+        for (int g = 0; g < group; g++) scores[g * len + j] = scale * Vector512.Sum(acc[g]);
     }
 
-    // o_g += scores[at + g * stride] * value for the group's heads g, the bf16 value row read once (AVX-512, D a multiple of 16).
-    private static unsafe void GroupUpdate<T>(T* value, float* o, int d, int group, float[] scores, int at, int stride) where T : unmanaged
+    // o_g += scores[g * len + j] * value for the group's heads g, the bf16 value row read once (AVX-512, D a multiple of 16).
+    private static unsafe void GroupUpdate<T>(T* value, float* o, int d, int group, float[] scores, int j, int len) where T : unmanaged
     {
         for (int c = 0; c < d; c += 16)
         {
@@ -178,7 +143,7 @@ public static class PagedAttention
             for (int g = 0; g < group; g++)
             {
                 float* og = o + g * d + c;
-                Vector512.FusedMultiplyAdd(Vector512.Create(scores[at + g * stride]), vv, Vector512.Load(og)).Store(og);
+                Vector512.FusedMultiplyAdd(Vector512.Create(scores[g * len + j]), vv, Vector512.Load(og)).Store(og);
             }
         }
     }

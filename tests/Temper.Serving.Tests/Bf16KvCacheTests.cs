@@ -4,7 +4,7 @@
 // what that rounding moves them, and not the f32 cache's log-probs (the rounding happened); sequences swapped to the host
 // tier and prefix blocks evicted through host and disk come back as the same bf16 bits (the unconstrained / cold run's
 // tokens); the ILGPU backend (CPU accelerator), swapping through its staging tensor, serves the CPU backend's tokens; auto follows
-// the weights' dtype.
+// the weights' dtype on a device backend and keeps f32 on the CPU backend.
 using Temper.Core;
 using Temper.Kernels.Cpu;
 using Temper.Kernels.Ilgpu;
@@ -141,13 +141,20 @@ public sealed class Bf16KvCacheTests : IDisposable
     }
 
     [Fact]
-    public void Auto_keeps_a_bf16_models_kv_in_bf16_and_an_explicit_dtype_wins()
+    public void Auto_keeps_a_bf16_models_kv_in_bf16_on_a_device_and_f32_on_the_cpu_and_an_explicit_dtype_wins()
     {
+        using var ilgpu = IlgpuBackend.Create("ilgpu-cpu");
+        using (var onDevice = LanguageModel.Load(ServingFixtures.Model, ilgpu, weightDType: DType.BF16))
+        using (var auto = new ServingEngine(onDevice.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8 }))
+            Assert.Equal(DType.BF16, auto.Cache.DType);
         using var lm = LanguageModel.Load(ServingFixtures.Model, new CpuBackend(1), weightDType: DType.BF16);
         using (var auto = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8 }))
-            Assert.Equal(DType.BF16, auto.Cache.DType);
-        using (var f32 = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8, KvCacheDType = DType.F32 }))
-            Assert.Equal(DType.F32, f32.Cache.DType);
+            Assert.Equal(DType.F32, auto.Cache.DType);
+        using (var bf16 = new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8, KvCacheDType = DType.BF16 }))
+            Assert.Equal(DType.BF16, bf16.Cache.DType);
+        using var f32Weights = LanguageModel.Load(ServingFixtures.Model, ilgpu);
+        using (var auto = new ServingEngine(f32Weights.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8 }))
+            Assert.Equal(DType.F32, auto.Cache.DType);
         var bad = Assert.Throws<TemperException>(() => new ServingEngine(lm.Decoder, new ServingOptions { BlockSize = 4, Blocks = 8, KvCacheDType = DType.NF4 }));
         Assert.Equal("serving: the KV cache holds f32 or bf16, not NF4", bad.Message);
     }

@@ -42,12 +42,14 @@ public sealed record ServingOptions
     /// sampled; not a JSON-constrained one) proposes up to NumTokens tokens from its own context, verified in one chunk. Null: off. A draft model is not served.
     /// </summary>
     public SpeculativeOptions? Speculative { get; init; }
-    /// <summary>What the KV cache holds, f32 or bf16 (vLLM's --kv-cache-dtype). Null (auto, vLLM's default): the model's weight dtype,
-    /// so a bf16 model keeps bf16 K/V (half the bytes a block takes on every tier and paged attention reads) and an f32 one f32.</summary>
+    /// <summary>What the KV cache holds, f32 or bf16 (vLLM's --kv-cache-dtype). Null (auto): on a device backend the model's weight
+    /// dtype, as vLLM's default, so a bf16 model keeps bf16 K/V (half the bytes a block takes on every tier and paged attention
+    /// reads); on the CPU backend f32, where widening bf16 rows cost more than their bytes saved (PERF.md, 2026-11-25).</summary>
     public DType? KvCacheDType { get; init; }
 
     /// <summary>The KV cache dtype for a model: KvCacheDType, or auto's choice.</summary>
-    public DType KvCacheDTypeFor(Decoder decoder) => KvCacheDType ?? (decoder.Weights.Embed.DType == DType.BF16 ? DType.BF16 : DType.F32);
+    public DType KvCacheDTypeFor(Decoder decoder) =>
+        KvCacheDType ?? (decoder.Backend.KeepsBf16Activations && decoder.Weights.Embed.DType == DType.BF16 ? DType.BF16 : DType.F32);
 }
 
 public enum PreemptionMode { Swap, Recompute }
