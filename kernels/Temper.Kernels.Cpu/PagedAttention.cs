@@ -81,7 +81,7 @@ public static class PagedAttention
         for (int j = 0; j < len; j++)
         {
             T* key = k + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d);
-            if (fused) GroupDots(q0, key, d, group, scale, scores, j, len, acc);
+            if (fused) GroupDots(q0, (ushort*)key, d, group, scale, scores, j, len, acc);
             else
             {
                 var kf = Row(key, d, scratch);
@@ -99,7 +99,7 @@ public static class PagedAttention
         for (int j = 0; j < len; j++)
         {
             T* value = v + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d);
-            if (fused) GroupUpdate(value, o, d, group, scores, j, len);
+            if (fused) GroupUpdate((ushort*)value, o, d, group, scores, j, len);
             else
             {
                 var vf = Row(value, d, scratch);
@@ -123,23 +123,23 @@ public static class PagedAttention
     }
 
     // scores[g * len + j] = scale * (q_g . key) for the group's heads g, the bf16 key row read once (AVX-512, D a multiple of 16).
-    private static unsafe void GroupDots<T>(float* q0, T* key, int d, int group, float scale, float[] scores, int j, int len, Vector512<float>[] acc) where T : unmanaged
+    private static unsafe void GroupDots(float* q0, ushort* key, int d, int group, float scale, float[] scores, int j, int len, Vector512<float>[] acc)
     {
         Array.Clear(acc);
         for (int c = 0; c < d; c += 16)
         {
-            var kv = Load16((ushort*)key + c);
+            var kv = Load16(key + c);
             for (int g = 0; g < group; g++) acc[g] = Vector512.FusedMultiplyAdd(Vector512.Load(q0 + g * d + c), kv, acc[g]);
         }
         for (int g = 0; g < group; g++) scores[g * len + j] = scale * Vector512.Sum(acc[g]);
     }
 
     // o_g += scores[g * len + j] * value for the group's heads g, the bf16 value row read once (AVX-512, D a multiple of 16).
-    private static unsafe void GroupUpdate<T>(T* value, float* o, int d, int group, float[] scores, int j, int len) where T : unmanaged
+    private static unsafe void GroupUpdate(ushort* value, float* o, int d, int group, float[] scores, int j, int len)
     {
         for (int c = 0; c < d; c += 16)
         {
-            var vv = Load16((ushort*)value + c);
+            var vv = Load16(value + c);
             for (int g = 0; g < group; g++)
             {
                 float* og = o + g * d + c;

@@ -32,19 +32,8 @@ public sealed class Bf16KvCacheTests : IDisposable
 
     private static ServingRequest Greedy(int[] prompt, int tokens) => new() { PromptIds = prompt, MaxNewTokens = tokens, IgnoreEos = true, TopLogprobs = 0 };
 
-    private static List<ChoiceResult> Serve(ServingEngine e, IEnumerable<int[]> prompts, int tokens)
-    {
-        var handles = prompts.Select(p => e.Submit(Greedy(p, tokens))).ToList();
-        var collect = handles.Select(h => h.CollectAsync(TestContext.Current.CancellationToken)).ToArray();
-        var idleSince = System.Diagnostics.Stopwatch.StartNew();
-        while (collect.Any(t => !t.IsCompleted))
-        {
-            if (e.Step()) idleSince.Restart();
-            else Task.WaitAll(collect, 10);
-            Assert.True(idleSince.Elapsed.TotalSeconds < 10, "the engine stopped making progress");
-        }
-        return [.. collect.Select(t => Assert.Single(t.Result))];
-    }
+    private static List<ChoiceResult> Serve(ServingEngine e, IEnumerable<int[]> prompts, int tokens) =>
+        [.. ServingFixtures.RunAll(e, [.. prompts.Select(p => e.Submit(Greedy(p, tokens)))]).Select(r => Assert.Single(r))];
 
     private static readonly int[][] Prompts = [Prompt(5, 1), Prompt(13, 2), Prompt(2, 3), Prompt(9, 4)];
 

@@ -25,20 +25,6 @@ public sealed class ServingEngineTests : IDisposable
         return Enumerable.Range(0, length).Select(_ => rng.Next(3, 512)).ToArray();
     }
 
-    /// <summary>Steps the engine by hand until every handle's stream is complete.</summary>
-    private static List<IReadOnlyList<ChoiceResult>> RunAll(ServingEngine e, IReadOnlyList<RequestHandle> handles)
-    {
-        var collect = handles.Select(h => h.CollectAsync()).ToArray();
-        var idleSince = System.Diagnostics.Stopwatch.StartNew();
-        while (collect.Any(t => !t.IsCompleted))
-        {
-            if (e.Step()) idleSince.Restart();
-            else Task.WaitAll(collect, 10); // the streams' readers finish on the thread pool
-            Assert.True(idleSince.Elapsed.TotalSeconds < 10, "the engine stopped making progress");
-        }
-        return collect.Select(t => t.Result).ToList();
-    }
-
     private static ServingRequest Greedy(int[] prompt, int tokens) => new() { PromptIds = prompt, MaxNewTokens = tokens, IgnoreEos = true, TopLogprobs = 0 };
 
     [Fact]
@@ -52,7 +38,7 @@ public sealed class ServingEngineTests : IDisposable
         handles.Add(e.Submit(Greedy(prompts[2], 10))); // joins while the others decode
         e.Step();
         handles.Add(e.Submit(Greedy(prompts[3], 6)));
-        var results = RunAll(e, handles);
+        var results = ServingFixtures.RunAll(e, handles);
         for (int i = 0; i < prompts.Length; i++)
         {
             var c = Assert.Single(results[i]);
@@ -72,7 +58,7 @@ public sealed class ServingEngineTests : IDisposable
         using var e = Engine(new ServingOptions { BlockSize = 4, Blocks = 10, MaxBatchTokens = 64, PrefixCaching = false });
         var prompts = Enumerable.Range(0, 4).Select(i => Prompt(6, 10 + i)).ToArray();
         var handles = prompts.Select(p => e.Submit(Greedy(p, 14))).ToList();
-        var results = RunAll(e, handles);
+        var results = ServingFixtures.RunAll(e, handles);
         Assert.True(e.Stats.Preemptions > 0, "the pool was never short");
         for (int i = 0; i < prompts.Length; i++) ServingFixtures.AssertMatchesReference(prompts[i], Assert.Single(results[i]), what: $"request {i}");
     }
@@ -87,7 +73,7 @@ public sealed class ServingEngineTests : IDisposable
         {
             using var e = Engine(o);
             using var tiers = new KvTiers(e.Cache, hostBlocks: 32, diskBlocks: 0, null);
-            var results = RunAll(e, prompts.Select(p => e.Submit(Greedy(p, 14))).ToList());
+            var results = ServingFixtures.RunAll(e, prompts.Select(p => e.Submit(Greedy(p, 14))).ToList());
             stats = e.Stats;
             tiersSeen = $"device {tiers.Device}; host {tiers.Host}";
             Assert.Equal(0, tiers.Host.SwappedBlocks); // every swapped sequence came back
@@ -132,9 +118,9 @@ public sealed class ServingEngineTests : IDisposable
     {
         using var e = Engine(new ServingOptions { BlockSize = 4, Blocks = 32 });
         var prompt = Prompt(11, 5);
-        var cold = RunAll(e, [e.Submit(Greedy(prompt, 8))])[0][0];
+        var cold = ServingFixtures.RunAll(e, [e.Submit(Greedy(prompt, 8))])[0][0];
         Assert.Equal(0, e.Stats.CachedPrefixTokens);
-        var warm = RunAll(e, [e.Submit(Greedy(prompt, 8))])[0][0];
+        var warm = ServingFixtures.RunAll(e, [e.Submit(Greedy(prompt, 8))])[0][0];
         Assert.Equal(8, e.Stats.CachedPrefixTokens); // two full blocks of the 11-token prompt
         Assert.Equal(cold.Tokens, warm.Tokens);
         ServingFixtures.AssertMatchesReference(prompt, warm, what: "warm");
@@ -154,7 +140,7 @@ public sealed class ServingEngineTests : IDisposable
         e.Step();
         var scored = e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 0, PromptLogprobs = 3 });
         var again = e.Submit(new ServingRequest { PromptIds = prompt, MaxNewTokens = 4, IgnoreEos = true, PromptLogprobs = 0, TopLogprobs = 0 });
-        var results = RunAll(e, [other, scored, again]);
+        var results = ServingFixtures.RunAll(e, [other, scored, again]);
         Assert.Empty(results[1][0].Tokens);
         Assert.Equal(ServingFinish.Length, results[1][0].Finish);
         ServingFixtures.AssertMatchesReference(prompt, results[2][0], what: "scored then generated");
@@ -182,7 +168,7 @@ public sealed class ServingEngineTests : IDisposable
         var prompt = Prompt(6, 6);
         var sampled = new ServingRequest { PromptIds = prompt, MaxNewTokens = 10, IgnoreEos = true, N = 3, TopLogprobs = 0, Sampling = new SamplingOptions { Greedy = false, Temperature = 1.5f, Seed = 3 } };
         var greedy = Greedy(prompt, 10) with { N = 2 };
-        var results = RunAll(e, [e.Submit(sampled), e.Submit(greedy)]);
+        var results = ServingFixtures.RunAll(e, [e.Submit(sampled), e.Submit(greedy)]);
         Assert.Equal([0, 1, 2], results[0].Select(c => c.Choice));
         Assert.True(results[0].Select(c => string.Join(',', c.Tokens)).Distinct().Count() > 1, "three samples at temperature 1.5 were identical");
         Assert.Equal(results[1][0].Tokens, results[1][1].Tokens);
@@ -201,22 +187,22 @@ public sealed class ServingEngineTests : IDisposable
     {
         using var e = Engine(new ServingOptions { BlockSize = 4, Blocks = 32, MaxSequenceLength = 40 });
         var prompt = Prompt(4, 7);
-        var free = RunAll(e, [e.Submit(Greedy(prompt, 8))])[0][0];
+        var free = ServingFixtures.RunAll(e, [e.Submit(Greedy(prompt, 8))])[0][0];
         int eos = free.Tokens[2];
         int firstEos = free.Tokens.ToList().IndexOf(eos);
-        var stopped = RunAll(e, [e.Submit(Greedy(prompt, 8) with { IgnoreEos = false, EosIds = [eos] })])[0][0];
+        var stopped = ServingFixtures.RunAll(e, [e.Submit(Greedy(prompt, 8) with { IgnoreEos = false, EosIds = [eos] })])[0][0];
         Assert.Equal(ServingFinish.Eos, stopped.Finish);
         Assert.Equal(free.Tokens.Take(firstEos + 1), stopped.Tokens);
 
         string text = _lm.RequireTokenizer().Decode(free.Tokens.Take(3).ToArray());
-        var byString = RunAll(e, [e.Submit(Greedy(prompt, 8) with { StopStrings = [text] })])[0][0];
+        var byString = ServingFixtures.RunAll(e, [e.Submit(Greedy(prompt, 8) with { StopStrings = [text] })])[0][0];
         Assert.Equal(ServingFinish.Stop, byString.Finish);
         Assert.True(byString.Tokens.Count <= 3);
 
         var h = e.Submit(Greedy(prompt, 30));
         e.Step();
         h.Cancel();
-        var cancelled = RunAll(e, [h])[0][0];
+        var cancelled = ServingFixtures.RunAll(e, [h])[0][0];
         Assert.Equal(ServingFinish.Cancelled, cancelled.Finish);
         Assert.True(cancelled.Tokens.Count < 30);
 

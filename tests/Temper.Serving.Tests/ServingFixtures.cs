@@ -46,6 +46,20 @@ public static class ServingFixtures
         return root;
     }
 
+    /// <summary>Steps the engine by hand until every handle's stream is complete.</summary>
+    public static List<IReadOnlyList<ChoiceResult>> RunAll(ServingEngine e, IReadOnlyList<RequestHandle> handles)
+    {
+        var collect = handles.Select(h => h.CollectAsync()).ToArray();
+        var idleSince = System.Diagnostics.Stopwatch.StartNew();
+        while (collect.Any(t => !t.IsCompleted))
+        {
+            if (e.Step()) idleSince.Restart();
+            else Task.WaitAll(collect, 10); // the streams' readers finish on the thread pool
+            Assert.True(idleSince.Elapsed.TotalSeconds < 10, "the engine stopped making progress");
+        }
+        return collect.Select(t => t.Result).ToList();
+    }
+
     /// <summary>Log-softmax rows [T, V] of the contiguous decoder over ids (adapter merged when given; model: the tiny llama unless given).</summary>
     public static float[][] ReferenceLogprobs(IReadOnlyList<int> ids, string? adapterDir = null, string? model = null)
     {

@@ -22,7 +22,7 @@ public sealed class PagedKvCache : IDisposable
     public PagedKvCache(ModelConfig cfg, IBackend be, int blocks, int blockSize, DType dtype = DType.F32)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blockSize);
-        if (dtype != DType.F32 && dtype != DType.BF16) throw new ArgumentException($"a KV cache holds f32 or bf16, not {dtype}", nameof(dtype));
+        if (dtype != DType.F32 && dtype != DType.BF16) throw new TemperException($"serving: the KV cache holds f32 or bf16, not {dtype}");
         _be = be;
         DType = dtype;
         BlockSize = blockSize;

@@ -99,7 +99,6 @@ public sealed class ServingEngine : IDisposable
         if (options.HostBlocks < 0 || options.DiskBlocks < 0) throw new TemperException("serving: HostBlocks and DiskBlocks must be >= 0");
         if (options.DiskBlocks > 0 && options.DiskFile == null) throw new TemperException("serving: a disk tier (DiskBlocks > 0) needs a DiskFile");
         if (decoder.Weights.VirtualTokenCount > 0) throw new TemperException("serving: a prompt- or prefix-tuning adapter is not served (its virtual tokens are not placed by the batched engine); serve LoRA adapters, or use generate or chat");
-        if (options.KvCacheDType is { } kvType && kvType != DType.F32 && kvType != DType.BF16) throw new TemperException($"serving: the KV cache holds f32 or bf16, not {kvType}");
         Cache = new PagedKvCache(decoder.Config, decoder.Backend, options.Blocks, options.BlockSize, options.KvCacheDTypeFor(decoder));
         adapters?.Attach(Cache);
         if (options.HostBlocks > 0 || options.DiskBlocks > 0)
