@@ -12,6 +12,7 @@
 // k in order, so a result depends only on the shapes, never on the thread computing it.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Temper.Kernels.Cpu;
 
@@ -20,23 +21,34 @@ internal static unsafe class AttentionTiles
     public const int Rows = 6;
 
     /// <summary>Whether the tiled kernels run here: AVX-512 and a head size in whole vectors.</summary>
-    public static bool Supported(int d) => Vector512.IsHardwareAccelerated && d % 16 == 0;
+    public static bool Supported(int d) => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && d % 16 == 0;
 
-    /// <summary>C[r, 0:w] (=|+=) sum_{k&lt;n} a[r][k*aStep] * B[k*ldb, 0:w] for r &lt; 6; w a multiple of 16.</summary>
-    public static void Product(float** a, int aStep, float* b, int ldb, int n, int w, float** c, bool accumulate)
+    /// <summary>C[r, 0:w] (=|+=) sum_{k&lt;n} a[r][k*aStep] * B[k*ldb, 0:w] for r &lt; 6; w a multiple of 16. With resume, the
+    /// sums start from C's values instead of 0 (the FMA chains carried on: a product over keys [0, m) then one over [m, n)
+    /// resumed gives the bits of one product over [0, n)).</summary>
+    public static void Product(float** a, int aStep, float* b, int ldb, int n, int w, float** c, bool accumulate, bool resume = false)
     {
         int col = 0;
-        for (; col + 64 <= w; col += 64) Tile64(a, aStep, b + col, ldb, n, c, col, accumulate);
-        for (; col < w; col += 16) Tile16(a, aStep, b + col, ldb, n, c, col, accumulate);
+        for (; col + 64 <= w; col += 64) Tile64(a, aStep, b + col, ldb, n, c, col, accumulate, resume);
+        for (; col < w; col += 16) Tile16(a, aStep, b + col, ldb, n, c, col, accumulate, resume);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile64(float** a, int aStep, float* b, int ldb, int n, float** c, int col, bool accumulate)
+    private static void Tile64(float** a, int aStep, float* b, int ldb, int n, float** c, int col, bool accumulate, bool resume)
     {
         float* a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default, c10 = default, c11 = default, c12 = default, c13 = default,
             c20 = default, c21 = default, c22 = default, c23 = default, c30 = default, c31 = default, c32 = default, c33 = default,
             c40 = default, c41 = default, c42 = default, c43 = default, c50 = default, c51 = default, c52 = default, c53 = default;
+        if (resume)
+        {
+            Get4(c[0] + col, out c00, out c01, out c02, out c03);
+            Get4(c[1] + col, out c10, out c11, out c12, out c13);
+            Get4(c[2] + col, out c20, out c21, out c22, out c23);
+            Get4(c[3] + col, out c30, out c31, out c32, out c33);
+            Get4(c[4] + col, out c40, out c41, out c42, out c43);
+            Get4(c[5] + col, out c50, out c51, out c52, out c53);
+        }
         nint off = 0;
         for (int k = 0; k < n; k++, off += aStep, b += ldb)
         {
@@ -61,10 +73,15 @@ internal static unsafe class AttentionTiles
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile16(float** a, int aStep, float* b, int ldb, int n, float** c, int col, bool accumulate)
+    private static void Tile16(float** a, int aStep, float* b, int ldb, int n, float** c, int col, bool accumulate, bool resume)
     {
         float* a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5];
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        if (resume)
+        {
+            c0 = Vector512.Load(c[0] + col); c1 = Vector512.Load(c[1] + col); c2 = Vector512.Load(c[2] + col);
+            c3 = Vector512.Load(c[3] + col); c4 = Vector512.Load(c[4] + col); c5 = Vector512.Load(c[5] + col);
+        }
         nint off = 0;
         for (int k = 0; k < n; k++, off += aStep, b += ldb)
         {
@@ -82,6 +99,15 @@ internal static unsafe class AttentionTiles
         Put(c[3] + col, c3, accumulate);
         Put(c[4] + col, c4, accumulate);
         Put(c[5] + col, c5, accumulate);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Get4(float* c, out Vector512<float> v0, out Vector512<float> v1, out Vector512<float> v2, out Vector512<float> v3)
+    {
+        v0 = Vector512.Load(c);
+        v1 = Vector512.Load(c + 16);
+        v2 = Vector512.Load(c + 32);
+        v3 = Vector512.Load(c + 48);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -142,7 +142,7 @@ internal static unsafe class FlashAttention
     // One row of unscaled scores row[j - lo] = q.k_j, j in [lo, lo + w16): scaled, -inf where the query
     // at `position` may not see key j (j >= visible, masked, other segment), then exp(x - max) in place;
     // returns lse = max + log(sum) and the sum (0 and lse = -inf, the row zeroed, when it sees no key).
-    private static float Softmax(float* row, int lo, int visible, int w16, int* mask, int* segments, int position, float scale, out float sum)
+    internal static float Softmax(float* row, int lo, int visible, int w16, int* mask, int* segments, int position, float scale, out float sum)
     {
         AttentionTiles.ScaleRow(row, w16, scale);
         MaskRow(row, lo, visible, w16, mask, segments, position);

@@ -1,15 +1,24 @@
 // Paged attention forward (decode steps and prefill chunks of many sequences in one call). q[N,H,D]
-// token rows; kCache/vCache [Blocks, BlockSize, Hkv, D], f32 or bf16 (their bits); output[N,H,D]. Row n of sequence
-// rowSequence[n] sees keys 0..rowKvLength[n]-1; key p lives at slot p % BlockSize of block
-// blockTables[s * maxBlocks + p / BlockSize], so the keys are read through the block table, never
-// gathered. A unit of work is one row and one kv head (the group of query heads sharing it): scores for
-// the group (TensorPrimitives per head), softmax per head in f32 with the max subtracted, then out += p_j v_j. A bf16 row is
-// widened exactly (the results are within f32 rounding of the f32 caches' for the same values): with AVX-512 and D a
-// multiple of 16 straight into registers, 16 values at a time, each key and value row read once for the whole group
-// (measured faster than widening into a scratch row, which other machines and D do). Units are split statically across
-// threads (results independent of the count). Scalar reference: Reference/PagedAttentionReference.cs.
+// token rows; kCache/vCache [Blocks, BlockSize, Hkv, D], f32 or bf16 (their bits, widened exactly); output[N,H,D]. Row n
+// of sequence rowSequence[n] sees keys 0..rowKvLength[n]-1; key p lives at slot p % BlockSize of block
+// blockTables[s * maxBlocks + p / BlockSize].
+// With AVX-512 and D % 16 == 0 every row gets FlashAttention's arithmetic (FlashAttention.cs, AttentionTiles.cs), so a
+// row's bits depend only on its query and its keys, never on the rows beside it (a prefill chunk cut anywhere, a prefix
+// hit, a speculative verify and a decode step agree bit for bit):
+//   - a run of at least MinRun rows of one sequence at consecutive lengths (a prefill chunk: row i sees one key more than
+//     row i - 1) gathers the sequence's keys once into contiguous [keys, Hkv, D] rows and goes through
+//     FlashAttention.Forward as one causal block (compute-bound, ~180 GFLOP/s on two cores);
+//   - any other row (a unit: one row, every head) reads its keys through the block table: K^T of 64 keys at a time built
+//     by 16 x 16 register transposes, the same 6-row tiles for S = Q K^T and, one cache block at a time with the FMA
+//     chains resumed, O = P V.
+// Elsewhere (no AVX-512, or D % 16 != 0) a unit is one row and one kv head: TensorPrimitives dots, softmax, out += p_j v_j.
+// Units are split statically across threads (results independent of the count). Scalar reference:
+// Reference/PagedAttentionReference.cs.
+using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Temper.Kernels.Cpu;
 
@@ -57,36 +66,96 @@ public static class PagedAttention
             fixed (float* pq0 = q) fixed (T* pk0 = kCache) fixed (T* pv0 = vCache) fixed (float* po0 = output)
             {
                 nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0;
-                int units = n * kvHeads;
+                var rest = new List<int>(n); // the rows outside runs
+                for (int r0 = 0, r1; r0 < n; r0 = r1)
+                {
+                    for (r1 = r0 + 1; r1 < n && seqs[r1] == seqs[r0] && lens[r1] == lens[r1 - 1] + 1; r1++) { }
+                    if (r1 - r0 >= MinRun && lens[r0] > 0 && AttentionTiles.Supported(d))
+                        Run((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[r0], r0, r1 - r0, lens[r0], heads, kvHeads, d, blockSize, scale, threads);
+                    else
+                        for (int r = r0; r < r1; r++) rest.Add(r);
+                }
+                bool tiled = AttentionTiles.Supported(d);
+                int perRow = tiled ? 1 : kvHeads, units = rest.Count * perRow; // tiled: a unit is a row (every head); else a row's kv head
                 StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)units * group * widest * d, 1 << 15), (u0, u1) =>
                 {
-                    var scores = new float[group * Math.Max(1, widest)];
-                    var scratch = new float[d];
-                    var acc = new Vector512<float>[group];
-                    for (int u = u0; u < u1; u++)
-                        Unit((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[u / kvHeads], lens[u / kvHeads], u / kvHeads, u % kvHeads, heads, kvHeads, group, d, blockSize, scale, scores, scratch, acc);
+                    int junk = Math.Max(64, d), ktLength = Math.Max(kvHeads * d * 64, blockSize * kvHeads * d);
+                    var scores = ArrayPool<float>.Shared.Rent((tiled ? heads : group) * ((Math.Max(1, widest) + 15) & ~15));
+                    var scratch = ArrayPool<float>.Shared.Rent(tiled ? ktLength + junk : d);
+                    try
+                    {
+                        fixed (float* sc = scores) fixed (float* kt = scratch)
+                            for (int u = u0; u < u1; u++)
+                            {
+                                int row = rest[u / perRow];
+                                if (tiled) TiledRow((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[row], lens[row], row, heads, kvHeads, d, blockSize, scale, sc, kt, kt + ktLength);
+                                else Unit((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[row], lens[row], row, u % kvHeads, heads, kvHeads, group, d, blockSize, scale, scores, scratch);
+                            }
+                    }
+                    finally
+                    {
+                        ArrayPool<float>.Shared.Return(scores);
+                        ArrayPool<float>.Shared.Return(scratch);
+                    }
                 });
             }
         }
     }
 
+    /// <summary>The fewest rows of a run that take FlashAttention's tiles (both ways give the same bits): gathering and packing
+    /// the sequence's keys costs about what 8 to 10 rows cost through the row path (PagedAttentionBenchmarks: 16 runs of 5 rows
+    /// took 1.5x the row path's time at 512 and 2048 keys, a 128-row chunk a third of it).</summary>
+    public const int MinRun = 8;
+
+    // Rows [r0, r0 + count) of sequence seq, row r0 + i seeing keys 0..first + i - 1: the keys gathered into f32 [keys, Hkv, D]
+    // rows (a block's bs slots are contiguous in the cache), then FlashAttention.Forward with the run as one causal query
+    // block at offset first - 1.
+    private static unsafe void Run<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks, int seq, int r0, int count, int first,
+        int heads, int kvHeads, int d, int blockSize, float scale, int threads) where T : unmanaged
+    {
+        int keys = first + count - 1, row = kvHeads * d;
+        var kBuffer = ArrayPool<float>.Shared.Rent(keys * row);
+        var vBuffer = ArrayPool<float>.Shared.Rent(keys * row);
+        try
+        {
+            fixed (float* kg = kBuffer) fixed (float* vg = vBuffer)
+            {
+                for (int p = 0; p < keys; p += blockSize)
+                {
+                    long from = (long)tables[seq * maxBlocks + p / blockSize] * blockSize * row;
+                    int n = Math.Min(blockSize, keys - p) * row;
+                    Gather(k + from, kg + (long)p * row, n);
+                    Gather(v + from, vg + (long)p * row, n);
+                }
+                long at = (long)r0 * heads * d;
+                FlashAttention.Forward(q + at, kg, vg, output + at, null, null, null, 1, count, heads, keys, kvHeads, d, keys, first - 1, scale, threads);
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(kBuffer);
+            ArrayPool<float>.Shared.Return(vBuffer);
+        }
+    }
+
+    private static unsafe void Gather<T>(T* src, float* dst, int n) where T : unmanaged
+    {
+        if (typeof(T) == typeof(float)) Buffer.MemoryCopy(src, dst, (long)n * sizeof(float), (long)n * sizeof(float));
+        else Bf16.Widen((ushort*)src, dst, n);
+    }
+
+    // One row's kv head kh and its group of query heads (any D, no AVX-512): scores by TensorPrimitives dots, softmax, o += p_j v_j.
     private static unsafe void Unit<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks,
-        int seq, int len, int row, int kh, int heads, int kvHeads, int group, int d, int blockSize, float scale, float[] scores, float[] scratch, Vector512<float>[] acc) where T : unmanaged
+        int seq, int len, int row, int kh, int heads, int kvHeads, int group, int d, int blockSize, float scale, float[] scores, float[] scratch) where T : unmanaged
     {
         int h0 = kh * group;
         float* q0 = q + (long)(row * heads + h0) * d, o = output + (long)(row * heads + h0) * d; // the group's q rows and out rows
         new Span<float>(o, group * d).Clear();
         if (len == 0) return;
-        bool fused = typeof(T) == typeof(ushort) && Vector512.IsHardwareAccelerated && d % 16 == 0;
         for (int j = 0; j < len; j++)
         {
-            T* key = k + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d);
-            if (fused) GroupDots(q0, (ushort*)key, d, group, scale, scores, j, len, acc);
-            else
-            {
-                var kf = Row(key, d, scratch);
-                for (int g = 0; g < group; g++) scores[g * len + j] = scale * TensorPrimitives.Dot(new ReadOnlySpan<float>(q0 + g * d, d), kf);
-            }
+            var kf = Row(k + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d), d, scratch);
+            for (int g = 0; g < group; g++) scores[g * len + j] = scale * TensorPrimitives.Dot(new ReadOnlySpan<float>(q0 + g * d, d), kf);
         }
         for (int g = 0; g < group; g++)
         {
@@ -98,54 +167,138 @@ public static class PagedAttention
         }
         for (int j = 0; j < len; j++)
         {
-            T* value = v + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d);
-            if (fused) GroupUpdate((ushort*)value, o, d, group, scores, j, len);
-            else
+            var vf = Row(v + Offset(tables, maxBlocks, seq, j, blockSize, kvHeads, kh, d), d, scratch);
+            for (int g = 0; g < group; g++)
             {
-                var vf = Row(value, d, scratch);
-                for (int g = 0; g < group; g++)
-                {
-                    var og = new Span<float>(o + g * d, d);
-                    TensorPrimitives.MultiplyAdd(vf, scores[g * len + j], og, og);
-                }
+                var og = new Span<float>(o + g * d, d);
+                TensorPrimitives.MultiplyAdd(vf, scores[g * len + j], og, og);
             }
         }
     }
+
+    // One row, every head, with FlashAttention's arithmetic (AVX-512, D % 16 == 0), so the row gets the bits a run of its
+    // sequence would give it, through the same register tiles: per chunk of 64 keys, each kv head's K^T [D, 64] built in kt
+    // (16 key rows read through the block table and transposed in registers; keys past len repeat the last, standing in
+    // for FlashAttention's padding columns, masked after), then S = Q K^T for the group's query rows; FlashAttention's
+    // softmax of each head's row; then O = P V one cache block at a time, each block's product resuming the FMA chains
+    // where the last left them (one chain over the keys in order, as FlashAttention's), and O *= 1 / sum. Each key row is
+    // read whole (every kv head) while its 16-key group is transposed. sc holds H rows of (len + 15) & ~15; kt Hkv x D x 64
+    // floats (and a bf16 value block widened); junk max(64, D).
+    private static unsafe void TiledRow<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks, int seq, int len, int row,
+        int heads, int kvHeads, int d, int blockSize, float scale, float* sc, float* kt, float* junk) where T : unmanaged
+    {
+        const int Chunk = 64, R = AttentionTiles.Rows;
+        int group = heads / kvHeads, w16 = (len + 15) & ~15;
+        long rowStride = (long)kvHeads * d;
+        float* q0 = q + (long)row * heads * d, o = output + (long)row * heads * d;
+        if (len == 0)
+        {
+            new Span<float>(o, heads * d).Clear();
+            return;
+        }
+        var rows = stackalloc nint[16];
+        float** a = stackalloc float*[R];
+        float** dst = stackalloc float*[R];
+        for (int j0 = 0; j0 < w16; j0 += Chunk)
+        {
+            int cols = Math.Min(Chunk, w16 - j0);
+            for (int c0 = 0; c0 < cols; c0 += 16)
+            {
+                // Key j0 + c0 + i's row, the block table walked without a division per key.
+                int first = j0 + c0;
+                for (int i = 0, b = first / blockSize, sl = first % blockSize; i < 16; i++)
+                {
+                    rows[i] = first + i < len ? (nint)(k + ((long)tables[seq * maxBlocks + b] * blockSize + sl) * rowStride) : rows[i - 1];
+                    if (++sl == blockSize) { sl = 0; b++; }
+                }
+                for (int kh = 0; kh < kvHeads; kh++)
+                    for (int t0 = 0; t0 < d; t0 += 16) TransposeKeys<T>(rows, kh * d + t0, kt + ((long)kh * d + t0) * Chunk + c0, Chunk);
+            }
+            for (int kh = 0; kh < kvHeads; kh++)
+                for (int g0 = 0; g0 < group; g0 += R)
+                {
+                    for (int r = 0; r < R; r++)
+                    {
+                        int h = kh * group + Math.Min(g0 + r, group - 1);
+                        a[r] = q0 + (long)h * d;
+                        dst[r] = g0 + r < group ? sc + (long)h * w16 + j0 : junk;
+                    }
+                    AttentionTiles.Product(a, 1, kt + (long)kh * d * Chunk, Chunk, d, cols, dst, accumulate: false);
+                }
+        }
+        var inv = stackalloc float[heads];
+        for (int h = 0; h < heads; h++)
+        {
+            FlashAttention.Softmax(sc + (long)h * w16, 0, len, w16, null, null, len - 1, scale, out float sum);
+            inv[h] = sum > 0 ? 1f / sum : 0;
+        }
+        for (int p = 0; p < len; p += blockSize)
+        {
+            int n = Math.Min(blockSize, len - p);
+            T* block = v + (long)tables[seq * maxBlocks + p / blockSize] * blockSize * rowStride;
+            float* vb = (float*)block;
+            if (typeof(T) != typeof(float))
+            {
+                Bf16.Widen((ushort*)block, kt, (int)(n * rowStride));
+                vb = kt;
+            }
+            for (int kh = 0; kh < kvHeads; kh++)
+                for (int g0 = 0; g0 < group; g0 += R)
+                {
+                    for (int r = 0; r < R; r++)
+                    {
+                        int h = kh * group + Math.Min(g0 + r, group - 1);
+                        a[r] = sc + (long)h * w16 + p;
+                        dst[r] = g0 + r < group ? o + (long)h * d : junk;
+                    }
+                    AttentionTiles.Product(a, 1, vb + (long)kh * d, (int)rowStride, n, d, dst, accumulate: false, resume: p > 0);
+                }
+        }
+        for (int h = 0; h < heads; h++) AttentionTiles.ScaleRow(o + (long)h * d, d, inv[h]);
+    }
+
+    // kt[i * ld + lane] = rows[lane][at + i] for i, lane < 16: a 16-key x 16-value block transposed in registers (one method, so
+    // the JIT keeps the 16 rows in registers): pairs of rows interleaved, pairs of pairs (each 128-bit lane then holds a
+    // transposed 4 x 4 block), then the 4 x 4 grid of lanes transposed by two rounds of even (0x88) / odd (0xDD) lane picks.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static unsafe void TransposeKeys<T>(nint* rows, int at, float* kt, int ld) where T : unmanaged
+    {
+        Vector512<float> r0 = Load16((T*)rows[0] + at), r1 = Load16((T*)rows[1] + at), r2 = Load16((T*)rows[2] + at), r3 = Load16((T*)rows[3] + at),
+            r4 = Load16((T*)rows[4] + at), r5 = Load16((T*)rows[5] + at), r6 = Load16((T*)rows[6] + at), r7 = Load16((T*)rows[7] + at),
+            r8 = Load16((T*)rows[8] + at), r9 = Load16((T*)rows[9] + at), r10 = Load16((T*)rows[10] + at), r11 = Load16((T*)rows[11] + at),
+            r12 = Load16((T*)rows[12] + at), r13 = Load16((T*)rows[13] + at), r14 = Load16((T*)rows[14] + at), r15 = Load16((T*)rows[15] + at);
+        Vector512<float> t0 = Avx512F.UnpackLow(r0, r1), t1 = Avx512F.UnpackHigh(r0, r1), t2 = Avx512F.UnpackLow(r2, r3), t3 = Avx512F.UnpackHigh(r2, r3),
+            t4 = Avx512F.UnpackLow(r4, r5), t5 = Avx512F.UnpackHigh(r4, r5), t6 = Avx512F.UnpackLow(r6, r7), t7 = Avx512F.UnpackHigh(r6, r7),
+            t8 = Avx512F.UnpackLow(r8, r9), t9 = Avx512F.UnpackHigh(r8, r9), t10 = Avx512F.UnpackLow(r10, r11), t11 = Avx512F.UnpackHigh(r10, r11),
+            t12 = Avx512F.UnpackLow(r12, r13), t13 = Avx512F.UnpackHigh(r12, r13), t14 = Avx512F.UnpackLow(r14, r15), t15 = Avx512F.UnpackHigh(r14, r15);
+        r0 = Lo(t0, t2); r1 = Hi(t0, t2); r2 = Lo(t1, t3); r3 = Hi(t1, t3); r4 = Lo(t4, t6); r5 = Hi(t4, t6); r6 = Lo(t5, t7); r7 = Hi(t5, t7);
+        r8 = Lo(t8, t10); r9 = Hi(t8, t10); r10 = Lo(t9, t11); r11 = Hi(t9, t11); r12 = Lo(t12, t14); r13 = Hi(t12, t14); r14 = Lo(t13, t15); r15 = Hi(t13, t15);
+        t0 = Avx512F.Shuffle4x128(r0, r4, 0x88); t1 = Avx512F.Shuffle4x128(r1, r5, 0x88); t2 = Avx512F.Shuffle4x128(r2, r6, 0x88); t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
+        t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD); t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD); t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD); t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
+        t8 = Avx512F.Shuffle4x128(r8, r12, 0x88); t9 = Avx512F.Shuffle4x128(r9, r13, 0x88); t10 = Avx512F.Shuffle4x128(r10, r14, 0x88); t11 = Avx512F.Shuffle4x128(r11, r15, 0x88);
+        t12 = Avx512F.Shuffle4x128(r8, r12, 0xDD); t13 = Avx512F.Shuffle4x128(r9, r13, 0xDD); t14 = Avx512F.Shuffle4x128(r10, r14, 0xDD); t15 = Avx512F.Shuffle4x128(r11, r15, 0xDD);
+        Avx512F.Shuffle4x128(t0, t8, 0x88).Store(kt); Avx512F.Shuffle4x128(t1, t9, 0x88).Store(kt + ld);
+        Avx512F.Shuffle4x128(t2, t10, 0x88).Store(kt + 2 * ld); Avx512F.Shuffle4x128(t3, t11, 0x88).Store(kt + 3 * ld);
+        Avx512F.Shuffle4x128(t4, t12, 0x88).Store(kt + 4 * ld); Avx512F.Shuffle4x128(t5, t13, 0x88).Store(kt + 5 * ld);
+        Avx512F.Shuffle4x128(t6, t14, 0x88).Store(kt + 6 * ld); Avx512F.Shuffle4x128(t7, t15, 0x88).Store(kt + 7 * ld);
+        Avx512F.Shuffle4x128(t0, t8, 0xDD).Store(kt + 8 * ld); Avx512F.Shuffle4x128(t1, t9, 0xDD).Store(kt + 9 * ld);
+        Avx512F.Shuffle4x128(t2, t10, 0xDD).Store(kt + 10 * ld); Avx512F.Shuffle4x128(t3, t11, 0xDD).Store(kt + 11 * ld);
+        Avx512F.Shuffle4x128(t4, t12, 0xDD).Store(kt + 12 * ld); Avx512F.Shuffle4x128(t5, t13, 0xDD).Store(kt + 13 * ld);
+        Avx512F.Shuffle4x128(t6, t14, 0xDD).Store(kt + 14 * ld); Avx512F.Shuffle4x128(t7, t15, 0xDD).Store(kt + 15 * ld);
+    }
+
+    private static Vector512<float> Lo(Vector512<float> a, Vector512<float> b) => Avx512F.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle();
+    private static Vector512<float> Hi(Vector512<float> a, Vector512<float> b) => Avx512F.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle();
 
     private static int Offset(int[] tables, int maxBlocks, int seq, int j, int blockSize, int kvHeads, int kh, int d) =>
         ((tables[seq * maxBlocks + j / blockSize] * blockSize + j % blockSize) * kvHeads + kh) * d;
 
-    // Sixteen bf16 values from p widened to f32 (zero-extend, shift by 16).
-    private static unsafe Vector512<float> Load16(ushort* p)
+    // Sixteen values of a cache row as f32: f32 loaded, bf16 widened (zero-extend, shift by 16).
+    private static unsafe Vector512<float> Load16<T>(T* p) where T : unmanaged
     {
-        var u = Vector256.Load(p);
+        if (typeof(T) == typeof(float)) return Vector512.Load((float*)p);
+        var u = Vector256.Load((ushort*)p);
         return Vector512.ShiftLeft(Vector512.Create(Vector256.WidenLower(u), Vector256.WidenUpper(u)), 16).AsSingle();
-    }
-
-    // scores[g * len + j] = scale * (q_g . key) for the group's heads g, the bf16 key row read once (AVX-512, D a multiple of 16).
-    private static unsafe void GroupDots(float* q0, ushort* key, int d, int group, float scale, float[] scores, int j, int len, Vector512<float>[] acc)
-    {
-        Array.Clear(acc);
-        for (int c = 0; c < d; c += 16)
-        {
-            var kv = Load16(key + c);
-            for (int g = 0; g < group; g++) acc[g] = Vector512.FusedMultiplyAdd(Vector512.Load(q0 + g * d + c), kv, acc[g]);
-        }
-        for (int g = 0; g < group; g++) scores[g * len + j] = scale * Vector512.Sum(acc[g]);
-    }
-
-    // o_g += scores[g * len + j] * value for the group's heads g, the bf16 value row read once (AVX-512, D a multiple of 16).
-    private static unsafe void GroupUpdate(ushort* value, float* o, int d, int group, float[] scores, int j, int len)
-    {
-        for (int c = 0; c < d; c += 16)
-        {
-            var vv = Load16(value + c);
-            for (int g = 0; g < group; g++)
-            {
-                float* og = o + g * d + c;
-                Vector512.FusedMultiplyAdd(Vector512.Create(scores[g * len + j]), vv, Vector512.Load(og)).Store(og);
-            }
-        }
     }
 
     // A cache row as f32 (the general-D path): the f32 row itself, or the bf16 row widened into scratch.
@@ -153,6 +306,6 @@ public static class PagedAttention
     {
         if (typeof(T) == typeof(float)) return new ReadOnlySpan<float>(row, d);
         fixed (float* dst = scratch) Bf16.Widen((ushort*)row, dst, d);
-        return scratch;
+        return scratch.AsSpan(0, d);
     }
 }

@@ -32,8 +32,14 @@ public sealed class MultiLoraTests
         foreach (var h in handles) results.Add(Assert.Single(await h.CollectAsync(TestContext.Current.CancellationToken)));
         for (int i = 0; i < adapters.Length; i++)
             ServingFixtures.AssertMatchesReference(prompt, results[i], adapters[i] == null ? null : ServingFixtures.Adapter(int.Parse(adapters[i]![1..])), $"adapter {adapters[i] ?? "base"}");
-        // The adapters change the model: the first step's log-prob of the base's token differs per adapter.
-        Assert.Equal(adapters.Length - 1, results.Select(r => r.Logprobs[0]).Distinct().Count()); // a1 twice
+        // The adapters change the model: the first step's log-prob of the base's token differs per adapter (by more than the
+        // last bits a row's products may move with the rows batched beside it: a1's second request hit the first's prefix
+        // blocks and ran in another step).
+        var first = results.Select(r => r.Logprobs[0]).ToArray();
+        for (int i = 0; i < first.Length; i++)
+            for (int j = i + 1; j < first.Length; j++)
+                Assert.True(adapters[i] == adapters[j] ? Math.Abs(first[i] - first[j]) < 1e-5 : Math.Abs(first[i] - first[j]) > 1e-4,
+                    $"requests {i} ({adapters[i] ?? "base"}) and {j} ({adapters[j] ?? "base"}): first log-probs {first[i]} and {first[j]}");
         Assert.Equal(results[2].Tokens, results[5].Tokens);
     }
 
