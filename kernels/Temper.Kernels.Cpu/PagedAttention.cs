@@ -16,9 +16,6 @@
 // Reference/PagedAttentionReference.cs.
 using System.Buffers;
 using System.Numerics.Tensors;
-using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Temper.Kernels.Cpu;
 
@@ -212,7 +209,7 @@ public static class PagedAttention
                     if (++sl == blockSize) { sl = 0; b++; }
                 }
                 for (int kh = 0; kh < kvHeads; kh++)
-                    for (int t0 = 0; t0 < d; t0 += 16) TransposeKeys<T>(rows, kh * d + t0, kt + ((long)kh * d + t0) * Chunk + c0, Chunk);
+                    for (int t0 = 0; t0 < d; t0 += 16) AttentionTiles.TransposeRows<T>(rows, kh * d + t0, kt + ((long)kh * d + t0) * Chunk + c0, Chunk);
             }
             for (int kh = 0; kh < kvHeads; kh++)
                 for (int g0 = 0; g0 < group; g0 += R)
@@ -257,49 +254,8 @@ public static class PagedAttention
         for (int h = 0; h < heads; h++) AttentionTiles.ScaleRow(o + (long)h * d, d, inv[h]);
     }
 
-    // kt[i * ld + lane] = rows[lane][at + i] for i, lane < 16: a 16-key x 16-value block transposed in registers (one method, so
-    // the JIT keeps the 16 rows in registers): pairs of rows interleaved, pairs of pairs (each 128-bit lane then holds a
-    // transposed 4 x 4 block), then the 4 x 4 grid of lanes transposed by two rounds of even (0x88) / odd (0xDD) lane picks.
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static unsafe void TransposeKeys<T>(nint* rows, int at, float* kt, int ld) where T : unmanaged
-    {
-        Vector512<float> r0 = Load16((T*)rows[0] + at), r1 = Load16((T*)rows[1] + at), r2 = Load16((T*)rows[2] + at), r3 = Load16((T*)rows[3] + at),
-            r4 = Load16((T*)rows[4] + at), r5 = Load16((T*)rows[5] + at), r6 = Load16((T*)rows[6] + at), r7 = Load16((T*)rows[7] + at),
-            r8 = Load16((T*)rows[8] + at), r9 = Load16((T*)rows[9] + at), r10 = Load16((T*)rows[10] + at), r11 = Load16((T*)rows[11] + at),
-            r12 = Load16((T*)rows[12] + at), r13 = Load16((T*)rows[13] + at), r14 = Load16((T*)rows[14] + at), r15 = Load16((T*)rows[15] + at);
-        Vector512<float> t0 = Avx512F.UnpackLow(r0, r1), t1 = Avx512F.UnpackHigh(r0, r1), t2 = Avx512F.UnpackLow(r2, r3), t3 = Avx512F.UnpackHigh(r2, r3),
-            t4 = Avx512F.UnpackLow(r4, r5), t5 = Avx512F.UnpackHigh(r4, r5), t6 = Avx512F.UnpackLow(r6, r7), t7 = Avx512F.UnpackHigh(r6, r7),
-            t8 = Avx512F.UnpackLow(r8, r9), t9 = Avx512F.UnpackHigh(r8, r9), t10 = Avx512F.UnpackLow(r10, r11), t11 = Avx512F.UnpackHigh(r10, r11),
-            t12 = Avx512F.UnpackLow(r12, r13), t13 = Avx512F.UnpackHigh(r12, r13), t14 = Avx512F.UnpackLow(r14, r15), t15 = Avx512F.UnpackHigh(r14, r15);
-        r0 = Lo(t0, t2); r1 = Hi(t0, t2); r2 = Lo(t1, t3); r3 = Hi(t1, t3); r4 = Lo(t4, t6); r5 = Hi(t4, t6); r6 = Lo(t5, t7); r7 = Hi(t5, t7);
-        r8 = Lo(t8, t10); r9 = Hi(t8, t10); r10 = Lo(t9, t11); r11 = Hi(t9, t11); r12 = Lo(t12, t14); r13 = Hi(t12, t14); r14 = Lo(t13, t15); r15 = Hi(t13, t15);
-        t0 = Avx512F.Shuffle4x128(r0, r4, 0x88); t1 = Avx512F.Shuffle4x128(r1, r5, 0x88); t2 = Avx512F.Shuffle4x128(r2, r6, 0x88); t3 = Avx512F.Shuffle4x128(r3, r7, 0x88);
-        t4 = Avx512F.Shuffle4x128(r0, r4, 0xDD); t5 = Avx512F.Shuffle4x128(r1, r5, 0xDD); t6 = Avx512F.Shuffle4x128(r2, r6, 0xDD); t7 = Avx512F.Shuffle4x128(r3, r7, 0xDD);
-        t8 = Avx512F.Shuffle4x128(r8, r12, 0x88); t9 = Avx512F.Shuffle4x128(r9, r13, 0x88); t10 = Avx512F.Shuffle4x128(r10, r14, 0x88); t11 = Avx512F.Shuffle4x128(r11, r15, 0x88);
-        t12 = Avx512F.Shuffle4x128(r8, r12, 0xDD); t13 = Avx512F.Shuffle4x128(r9, r13, 0xDD); t14 = Avx512F.Shuffle4x128(r10, r14, 0xDD); t15 = Avx512F.Shuffle4x128(r11, r15, 0xDD);
-        Avx512F.Shuffle4x128(t0, t8, 0x88).Store(kt); Avx512F.Shuffle4x128(t1, t9, 0x88).Store(kt + ld);
-        Avx512F.Shuffle4x128(t2, t10, 0x88).Store(kt + 2 * ld); Avx512F.Shuffle4x128(t3, t11, 0x88).Store(kt + 3 * ld);
-        Avx512F.Shuffle4x128(t4, t12, 0x88).Store(kt + 4 * ld); Avx512F.Shuffle4x128(t5, t13, 0x88).Store(kt + 5 * ld);
-        Avx512F.Shuffle4x128(t6, t14, 0x88).Store(kt + 6 * ld); Avx512F.Shuffle4x128(t7, t15, 0x88).Store(kt + 7 * ld);
-        Avx512F.Shuffle4x128(t0, t8, 0xDD).Store(kt + 8 * ld); Avx512F.Shuffle4x128(t1, t9, 0xDD).Store(kt + 9 * ld);
-        Avx512F.Shuffle4x128(t2, t10, 0xDD).Store(kt + 10 * ld); Avx512F.Shuffle4x128(t3, t11, 0xDD).Store(kt + 11 * ld);
-        Avx512F.Shuffle4x128(t4, t12, 0xDD).Store(kt + 12 * ld); Avx512F.Shuffle4x128(t5, t13, 0xDD).Store(kt + 13 * ld);
-        Avx512F.Shuffle4x128(t6, t14, 0xDD).Store(kt + 14 * ld); Avx512F.Shuffle4x128(t7, t15, 0xDD).Store(kt + 15 * ld);
-    }
-
-    private static Vector512<float> Lo(Vector512<float> a, Vector512<float> b) => Avx512F.UnpackLow(a.AsDouble(), b.AsDouble()).AsSingle();
-    private static Vector512<float> Hi(Vector512<float> a, Vector512<float> b) => Avx512F.UnpackHigh(a.AsDouble(), b.AsDouble()).AsSingle();
-
     private static int Offset(int[] tables, int maxBlocks, int seq, int j, int blockSize, int kvHeads, int kh, int d) =>
         ((tables[seq * maxBlocks + j / blockSize] * blockSize + j % blockSize) * kvHeads + kh) * d;
-
-    // Sixteen values of a cache row as f32: f32 loaded, bf16 widened (zero-extend, shift by 16).
-    private static unsafe Vector512<float> Load16<T>(T* p) where T : unmanaged
-    {
-        if (typeof(T) == typeof(float)) return Vector512.Load((float*)p);
-        var u = Vector256.Load((ushort*)p);
-        return Vector512.ShiftLeft(Vector512.Create(Vector256.WidenLower(u), Vector256.WidenUpper(u)), 16).AsSingle();
-    }
 
     // A cache row as f32 (the general-D path): the f32 row itself, or the bf16 row widened into scratch.
     private static unsafe ReadOnlySpan<float> Row<T>(T* row, int d, float[] scratch) where T : unmanaged
