@@ -5,8 +5,8 @@
 // With AVX-512 and D % 16 == 0 every row gets FlashAttention's arithmetic (FlashAttention.cs, AttentionTiles.cs), so a
 // row's bits depend only on its query and its keys, never on the rows beside it (a prefill chunk cut anywhere, a prefix
 // hit, a speculative verify and a decode step agree bit for bit):
-//   - a run of at least MinRun rows of one sequence at consecutive lengths (a prefill chunk: row i sees one key more than
-//     row i - 1) gathers the sequence's keys once into contiguous [keys, Hkv, D] rows and goes through
+//   - a run of at least MinRun rows of one sequence at consecutive lengths (a prefill chunk, a speculative verify: row i
+//     sees one key more than row i - 1) gathers the sequence's keys once into contiguous [keys, Hkv, D] rows and goes through
 //     FlashAttention.Forward as one causal block (compute-bound, ~180 GFLOP/s on two cores);
 //   - any other row (a unit: one row, every head) reads its keys through the block table: K^T of 64 keys at a time built
 //     by 16 x 16 register transposes, the same 6-row tiles for S = Q K^T and, one cache block at a time with the FMA
@@ -99,10 +99,10 @@ public static class PagedAttention
         }
     }
 
-    /// <summary>The fewest rows of a run that take FlashAttention's tiles (both ways give the same bits): gathering and packing
-    /// the sequence's keys costs about what 8 to 10 rows cost through the row path (PagedAttentionBenchmarks: 16 runs of 5 rows
-    /// took 1.5x the row path's time at 512 and 2048 keys, a 128-row chunk a third of it).</summary>
-    public const int MinRun = 8;
+    /// <summary>The fewest rows of a run that take FlashAttention's tiles (both ways give the same bits). PagedAttentionBenchmarks,
+    /// 16 runs of R rows at 512 / 2048 keys, FlashAttention against the row path: R = 2 1.29 / 11.3 ms against 0.85 / 5.4;
+    /// R = 5 1.42 / 8.5 against 2.14 / 10.1; R = 8 2.94 / 8.8 against 3.92 / 16.3.</summary>
+    public const int MinRun = 4;
 
     // Rows [r0, r0 + count) of sequence seq, row r0 + i seeing keys 0..first + i - 1: the keys gathered into f32 [keys, Hkv, D]
     // rows (a block's bs slots are contiguous in the cache), then FlashAttention.Forward with the run as one causal query
