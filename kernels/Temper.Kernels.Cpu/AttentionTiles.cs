@@ -9,7 +9,10 @@
 //                                 B = query or dOut rows [rows, D] (stride ldq)
 // w is a multiple of 16: 64 columns (6 x 4 = 24 accumulators) at a time, then 16 (a 6 x 1 tail). Rows
 // past the tile's last are handed in as a repeat of a real A row and a scratch C row. Each sum runs over
-// k in order, so a result depends only on the shapes, never on the thread computing it.
+// k in order, so a result depends only on the shapes, never on the thread computing it; a product resumed
+// from C's values carries those FMA chains on (PagedAttention's P V over one cache block at a time).
+// K^T (V^T) packing transposes 16 x 16 blocks in registers (TransposeRows, also PagedAttention's K^T of a
+// row's keys read through its block table, f32 or bf16).
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
