@@ -8,7 +8,7 @@
 //   - a run of at least MinRun rows of one sequence at consecutive lengths (a prefill chunk, a speculative verify: row i
 //     sees one key more than row i - 1) gathers the sequence's keys once into contiguous [keys, Hkv, D] rows and goes through
 //     FlashAttention.Forward as one causal block (compute-bound, ~180 GFLOP/s on two cores);
-//   - any other row (a unit: one row, every head) reads its keys through the block table: K^T of 64 keys at a time built
+//   - any other row (a unit: one row, every head; one kv head's when rows are fewer than threads) reads its keys through the block table: K^T of 64 keys at a time built
 //     by 16 x 16 register transposes, the same 6-row tiles for S = Q K^T and, one cache block at a time with the FMA
 //     chains resumed, O = P V.
 // Elsewhere (no AVX-512, or D % 16 != 0) a unit is one row and one kv head: TensorPrimitives dots, softmax, out += p_j v_j.
@@ -72,8 +72,10 @@ public static class PagedAttention
                     else
                         for (int r = r0; r < r1; r++) rest.Add(r);
                 }
+                // A unit: a row's kv head (its group of query heads); tiled, a whole row (every head, each key row read whole in one
+                // pass) unless there are fewer rows than threads (a batch-1 decode step), which then split by kv head.
                 bool tiled = AttentionTiles.Supported(d);
-                int perRow = tiled ? 1 : kvHeads, units = rest.Count * perRow; // tiled: a unit is a row (every head); else a row's kv head
+                int perRow = tiled && rest.Count >= threads ? 1 : kvHeads, units = rest.Count * perRow;
                 StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)units * group * widest * d, 1 << 15), (u0, u1) =>
                 {
                     int junk = Math.Max(64, d), ktLength = Math.Max(kvHeads * d * 64, blockSize * kvHeads * d);
@@ -85,7 +87,8 @@ public static class PagedAttention
                             for (int u = u0; u < u1; u++)
                             {
                                 int row = rest[u / perRow];
-                                if (tiled) TiledRow((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[row], lens[row], row, heads, kvHeads, d, blockSize, scale, sc, kt, kt + ktLength);
+                                int kh0 = perRow == 1 ? 0 : u % kvHeads, kh1 = perRow == 1 ? kvHeads : kh0 + 1;
+                                if (tiled) TiledRow((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[row], lens[row], row, kh0, kh1, heads, kvHeads, d, blockSize, scale, sc, kt, kt + ktLength);
                                 else Unit((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[row], lens[row], row, u % kvHeads, heads, kvHeads, group, d, blockSize, scale, scores, scratch);
                             }
                     }
@@ -173,7 +176,7 @@ public static class PagedAttention
         }
     }
 
-    // One row, every head, with FlashAttention's arithmetic (AVX-512, D % 16 == 0), so the row gets the bits a run of its
+    // One row's kv heads [kh0, kh1) and their query heads, with FlashAttention's arithmetic (AVX-512, D % 16 == 0), so the row gets the bits a run of its
     // sequence would give it, through the same register tiles: per chunk of 64 keys, each kv head's K^T [D, 64] built in kt
     // (16 key rows read through the block table and transposed in registers; keys past len repeat the last, standing in
     // for FlashAttention's padding columns, masked after), then S = Q K^T for the group's query rows; FlashAttention's
@@ -181,16 +184,17 @@ public static class PagedAttention
     // where the last left them (one chain over the keys in order, as FlashAttention's), and O *= 1 / sum. Each key row is
     // read whole (every kv head) while its 16-key group is transposed. sc holds H rows of (len + 15) & ~15; kt Hkv x D x 64
     // floats (and a bf16 value block widened); junk max(64, D).
-    private static unsafe void TiledRow<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks, int seq, int len, int row,
+    private static unsafe void TiledRow<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks, int seq, int len, int row, int kh0, int kh1,
         int heads, int kvHeads, int d, int blockSize, float scale, float* sc, float* kt, float* junk) where T : unmanaged
     {
         const int Chunk = 64, R = AttentionTiles.Rows;
         int group = heads / kvHeads, w16 = (len + 15) & ~15;
         long rowStride = (long)kvHeads * d;
+        int h0 = kh0 * group, h1 = kh1 * group;
         float* q0 = q + (long)row * heads * d, o = output + (long)row * heads * d;
         if (len == 0)
         {
-            new Span<float>(o, heads * d).Clear();
+            new Span<float>(o + (long)h0 * d, (h1 - h0) * d).Clear();
             return;
         }
         var rows = stackalloc nint[16];
@@ -208,10 +212,10 @@ public static class PagedAttention
                     rows[i] = first + i < len ? (nint)(k + ((long)tables[seq * maxBlocks + b] * blockSize + sl) * rowStride) : rows[i - 1];
                     if (++sl == blockSize) { sl = 0; b++; }
                 }
-                for (int kh = 0; kh < kvHeads; kh++)
+                for (int kh = kh0; kh < kh1; kh++)
                     for (int t0 = 0; t0 < d; t0 += 16) AttentionTiles.TransposeRows<T>(rows, kh * d + t0, kt + ((long)kh * d + t0) * Chunk + c0, Chunk);
             }
-            for (int kh = 0; kh < kvHeads; kh++)
+            for (int kh = kh0; kh < kh1; kh++)
                 for (int g0 = 0; g0 < group; g0 += R)
                 {
                     for (int r = 0; r < R; r++)
@@ -224,7 +228,7 @@ public static class PagedAttention
                 }
         }
         var inv = stackalloc float[heads];
-        for (int h = 0; h < heads; h++)
+        for (int h = h0; h < h1; h++)
         {
             FlashAttention.Softmax(sc + (long)h * w16, 0, len, w16, null, null, len - 1, scale, out float sum);
             inv[h] = sum > 0 ? 1f / sum : 0;
@@ -239,7 +243,7 @@ public static class PagedAttention
                 Bf16.Widen((ushort*)block, kt, (int)(n * rowStride));
                 vb = kt;
             }
-            for (int kh = 0; kh < kvHeads; kh++)
+            for (int kh = kh0; kh < kh1; kh++)
                 for (int g0 = 0; g0 < group; g0 += R)
                 {
                     for (int r = 0; r < R; r++)
@@ -251,7 +255,7 @@ public static class PagedAttention
                     AttentionTiles.Product(a, 1, vb + (long)kh * d, (int)rowStride, n, d, dst, accumulate: false, resume: p > 0);
                 }
         }
-        for (int h = 0; h < heads; h++) AttentionTiles.ScaleRow(o + (long)h * d, d, inv[h]);
+        for (int h = h0; h < h1; h++) AttentionTiles.ScaleRow(o + (long)h * d, d, inv[h]);
     }
 
     private static int Offset(int[] tables, int maxBlocks, int seq, int j, int blockSize, int kvHeads, int kh, int d) =>

@@ -158,22 +158,27 @@ public abstract partial class BackendOpChecks
     public void PagedAttention_gives_a_row_the_same_bits_in_any_run_of_its_sequence(int heads, int kvHeads, int d, int bs)
     {
         // A prompt's rows computed as one 13-row chunk, as chunks of 7 and 6, as a 3-row verify and one row at a time (a
-        // prefix-cache hit, a speculative verify and decode steps see the same keys): every row the same bits each way.
+        // prefix-cache hit, a speculative verify and decode steps see the same keys), the last on one thread and on four (a
+        // row split by kv head): every row the same bits each way.
         const int s = 13;
         var q = Floats(s * heads * d, 21, 2f);
         var (kc, vc, tables, blocks) = Scatter(Floats(s * kvHeads * d, 22, 2f), Floats(s * kvHeads * d, 23), 1, s, kvHeads, d, bs, 24);
         var (kt, vt) = (Up(kc, blocks, bs, kvHeads, d), Up(vc, blocks, bs, kvHeads, d));
         float scale = 1f / MathF.Sqrt(d);
-        float[] Rows(int from, int count)
+        using var one = Create(1);
+        using var four = Create(4);
+        float[] Rows(int from, int count, IBackend? on = null)
         {
-            var o = _b.Zeros(new Shape(count, heads, d));
-            _b.PagedAttention(new PagedAttentionArgs(Up(q.AsSpan(from * heads * d, count * heads * d).ToArray(), count, heads, d), kt, vt, o, tables, tables.Length,
+            var be = on ?? _b;
+            var o = be.Zeros(new Shape(count, heads, d));
+            be.PagedAttention(new PagedAttentionArgs(Up(q.AsSpan(from * heads * d, count * heads * d).ToArray(), count, heads, d), kt, vt, o, tables, tables.Length,
                 new int[count], Enumerable.Range(from + 1, count).ToArray(), scale));
-            return Run(o);
+            return be.ToHost(o).ToFloatArray();
         }
         var whole = Rows(0, s);
-        float[][] ways = [[.. Rows(0, 7), .. Rows(7, 6)], [.. Rows(0, 10), .. Rows(10, 3)], [.. Enumerable.Range(0, s).SelectMany(r => Rows(r, 1))]];
-        string[] names = ["chunks of 7 and 6", "10 rows and a 3-row verify", "one row at a time"];
+        float[][] ways = [[.. Rows(0, 7), .. Rows(7, 6)], [.. Rows(0, 10), .. Rows(10, 3)], [.. Enumerable.Range(0, s).SelectMany(r => Rows(r, 1, one))],
+            [.. Enumerable.Range(0, s).SelectMany(r => Rows(r, 1, four))]];
+        string[] names = ["chunks of 7 and 6", "10 rows and a 3-row verify", "one row at a time on one thread", "one row at a time on four threads"];
         for (int w = 0; w < ways.Length; w++)
             for (int i = 0; i < whole.Length; i++)
                 Assert.True(BitConverter.SingleToInt32Bits(whole[i]) == BitConverter.SingleToInt32Bits(ways[w][i]), $"row {i / (heads * d)}: {ways[w][i]} in {names[w]}, {whole[i]} in the whole chunk");
