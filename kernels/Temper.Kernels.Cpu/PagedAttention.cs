@@ -63,18 +63,18 @@ public static class PagedAttention
             fixed (float* pq0 = q) fixed (T* pk0 = kCache) fixed (T* pv0 = vCache) fixed (float* po0 = output)
             {
                 nint pq = (nint)pq0, pk = (nint)pk0, pv = (nint)pv0, po = (nint)po0;
+                bool tiled = AttentionTiles.Supported(d);
                 var rest = new List<int>(n); // the rows outside runs
                 for (int r0 = 0, r1; r0 < n; r0 = r1)
                 {
                     for (r1 = r0 + 1; r1 < n && seqs[r1] == seqs[r0] && lens[r1] == lens[r1 - 1] + 1; r1++) { }
-                    if (r1 - r0 >= MinRun && lens[r0] > 0 && AttentionTiles.Supported(d))
+                    if (tiled && r1 - r0 >= MinRun && lens[r0] > 0)
                         Run((float*)pq, (T*)pk, (T*)pv, (float*)po, tables, maxBlocks, seqs[r0], r0, r1 - r0, lens[r0], heads, kvHeads, d, blockSize, scale, threads);
                     else
                         for (int r = r0; r < r1; r++) rest.Add(r);
                 }
                 // A unit: a row's kv head (its group of query heads); tiled, a whole row (every head, each key row read whole in one
                 // pass) unless there are fewer rows than threads (a batch-1 decode step), which then split by kv head.
-                bool tiled = AttentionTiles.Supported(d);
                 int perRow = tiled && rest.Count >= threads ? 1 : kvHeads, units = rest.Count * perRow;
                 StaticPartition.For(units, StaticPartition.Parts(threads, units, (long)units * group * widest * d, 1 << 15), (u0, u1) =>
                 {
@@ -187,7 +187,7 @@ public static class PagedAttention
     private static unsafe void TiledRow<T>(float* q, T* k, T* v, float* output, int[] tables, int maxBlocks, int seq, int len, int row, int kh0, int kh1,
         int heads, int kvHeads, int d, int blockSize, float scale, float* sc, float* kt, float* junk) where T : unmanaged
     {
-        const int Chunk = 64, R = AttentionTiles.Rows;
+        const int Chunk = 64;
         int group = heads / kvHeads, w16 = (len + 15) & ~15;
         long rowStride = (long)kvHeads * d;
         int h0 = kh0 * group, h1 = kh1 * group;
@@ -198,8 +198,6 @@ public static class PagedAttention
             return;
         }
         var rows = stackalloc nint[16];
-        float** a = stackalloc float*[R];
-        float** dst = stackalloc float*[R];
         for (int j0 = 0; j0 < w16; j0 += Chunk)
         {
             int cols = Math.Min(Chunk, w16 - j0);
@@ -215,17 +213,7 @@ public static class PagedAttention
                 for (int kh = kh0; kh < kh1; kh++)
                     for (int t0 = 0; t0 < d; t0 += 16) AttentionTiles.TransposeRows<T>(rows, kh * d + t0, kt + ((long)kh * d + t0) * Chunk + c0, Chunk);
             }
-            for (int kh = kh0; kh < kh1; kh++)
-                for (int g0 = 0; g0 < group; g0 += R)
-                {
-                    for (int r = 0; r < R; r++)
-                    {
-                        int h = kh * group + Math.Min(g0 + r, group - 1);
-                        a[r] = q0 + (long)h * d;
-                        dst[r] = g0 + r < group ? sc + (long)h * w16 + j0 : junk;
-                    }
-                    AttentionTiles.Product(a, 1, kt + (long)kh * d * Chunk, Chunk, d, cols, dst, accumulate: false);
-                }
+            GroupProducts(kh0, kh1, group, q0, d, kt, (long)d * Chunk, Chunk, d, cols, sc + j0, w16, junk, resume: false);
         }
         var inv = stackalloc float[heads];
         for (int h = h0; h < h1; h++)
@@ -243,19 +231,31 @@ public static class PagedAttention
                 Bf16.Widen((ushort*)block, kt, (int)(n * rowStride));
                 vb = kt;
             }
-            for (int kh = kh0; kh < kh1; kh++)
-                for (int g0 = 0; g0 < group; g0 += R)
-                {
-                    for (int r = 0; r < R; r++)
-                    {
-                        int h = kh * group + Math.Min(g0 + r, group - 1);
-                        a[r] = sc + (long)h * w16 + p;
-                        dst[r] = g0 + r < group ? o + (long)h * d : junk;
-                    }
-                    AttentionTiles.Product(a, 1, vb + (long)kh * d, (int)rowStride, n, d, dst, accumulate: false, resume: p > 0);
-                }
+            GroupProducts(kh0, kh1, group, sc + p, w16, vb, d, (int)rowStride, n, d, o, d, junk, resume: p > 0);
         }
         for (int h = h0; h < h1; h++) AttentionTiles.ScaleRow(o + (long)h * d, d, inv[h]);
+    }
+
+    // For each kv head kh in [kh0, kh1), its group of query heads h through AttentionTiles.Product six at a time:
+    // C_h = A_h B_kh, A_h at aBase + h * aStride, B_kh at b + kh * bStride (ldb), C_h at cBase + h * cStride; a tile's rows past
+    // the group repeat its last A row and write junk.
+    private static unsafe void GroupProducts(int kh0, int kh1, int group, float* aBase, long aStride, float* b, long bStride, int ldb,
+        int n, int w, float* cBase, long cStride, float* junk, bool resume)
+    {
+        const int R = AttentionTiles.Rows;
+        float** a = stackalloc float*[R];
+        float** c = stackalloc float*[R];
+        for (int kh = kh0; kh < kh1; kh++)
+            for (int g0 = 0; g0 < group; g0 += R)
+            {
+                for (int r = 0; r < R; r++)
+                {
+                    int h = kh * group + Math.Min(g0 + r, group - 1);
+                    a[r] = aBase + h * aStride;
+                    c[r] = g0 + r < group ? cBase + h * cStride : junk;
+                }
+                AttentionTiles.Product(a, 1, b + kh * bStride, ldb, n, w, c, accumulate: false, resume);
+            }
     }
 
     private static int Offset(int[] tables, int maxBlocks, int seq, int j, int blockSize, int kvHeads, int kh, int d) =>
